@@ -1,0 +1,56 @@
+//! The IO boundary of the log: the few file operations a partition needs, as a trait.
+//!
+//! The storage crate never names glommio. The shard runtime implements [`Storage`] with
+//! glommio DMA files (O_DIRECT through io_uring); tests use [`crate::std_io::StdStorage`]
+//! and [`crate::fault::FaultyStorage`]. Futures are not `Send`: every file belongs to the
+//! shard that opened it and is only touched from that shard's executor.
+//!
+//! Contract for writers (checked by the log before every call, and by implementations):
+//! `write_at` positions and buffer lengths are multiples of [`PAGE_SIZE`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Alignment unit of every direct write: file offsets and lengths are multiples of it.
+pub const PAGE_SIZE: usize = 4096;
+
+/// A buffer that direct IO can write from. `len()` is a multiple of [`PAGE_SIZE`].
+pub trait IoBuf: AsRef<[u8]> + AsMut<[u8]> + 'static {}
+
+/// A bundle of file operations for one shard.
+#[allow(async_fn_in_trait)]
+pub trait Storage: 'static {
+    /// An open segment (or index) file.
+    type File: StorageFile<Buf = Self::Buf>;
+    /// Page-aligned buffer type handed to `write_at`.
+    type Buf: IoBuf;
+
+    /// Allocates a zeroed, page-aligned buffer of `len` bytes (`len % PAGE_SIZE == 0`).
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Opens `path` for reading and writing, creating it if missing.
+    async fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
+    /// Removes a file. Missing files are not an error.
+    async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents.
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Lists the entries (file names, not paths) of a directory.
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Makes a directory's entries durable (after creating or removing files).
+    async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// One open file. Reads may be unaligned (implementations align internally).
+#[allow(async_fn_in_trait)]
+pub trait StorageFile: 'static {
+    type Buf: IoBuf;
+    /// Writes the whole buffer at `pos`. `pos` and `buf.len()` are page multiples.
+    async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;
+    /// Reads up to `len` bytes at `pos`; shorter only at end of file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<bytes::Bytes>;
+    /// Makes written data durable.
+    async fn fdatasync(&self) -> io::Result<()>;
+    /// Current size of the file in bytes.
+    async fn size(&self) -> io::Result<u64>;
+    /// Truncates (or extends with zeros) to `len` bytes.
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+}
