@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 /// Alignment unit of every direct write: file offsets and lengths are multiples of it.
 pub const PAGE_SIZE: usize = 4096;
 
-/// A buffer that direct IO can write from. `len()` is a multiple of [`PAGE_SIZE`].
-pub trait IoBuf: AsRef<[u8]> + AsMut<[u8]> + 'static {}
+/// A buffer that direct IO can write from. Its length is a multiple of [`PAGE_SIZE`].
+pub trait IoBuf: AsRef<[u8]> + AsMut<[u8]> + 'static {
+    /// Shortens the buffer to `len` bytes (a page multiple, at most the current length) so
+    /// that a write covers only the filled pages.
+    fn shrink_to(&mut self, len: usize);
+}
 
 /// A bundle of file operations for one shard.
 #[allow(async_fn_in_trait)]

@@ -1,1 +1,32 @@
-//! placeholder
+//! Partition log storage: segments of Kafka RecordBatch v2 bytes with sparse indexes, group
+//! commit, crash recovery, retention and idempotent-producer state.
+//!
+//! Boundary invariants:
+//! - This crate does no IO of its own: everything goes through [`io::Storage`], which the
+//!   shard runtime implements with glommio DMA files and tests implement with `std::fs`
+//!   ([`std_io`]) or with injected faults ([`fault`]).
+//! - A [`log::PartitionLog`] belongs to one shard and is `!Send`; it is never touched from
+//!   another thread.
+//! - Appends are memory-only; a batch is durable (and visible to readers) once a flush that
+//!   started after its append has returned.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod format;
+pub mod hdr;
+pub mod index;
+pub mod io;
+pub mod log;
+pub mod notify;
+pub mod producer;
+pub mod std_io;
+
+pub use cache::BatchCache;
+pub use config::LogConfig;
+pub use error::{Result, StorageError};
+pub use log::{Appended, PartitionLog, ReadOutcome};
+
+#[cfg(test)]
+mod log_tests;

@@ -1,0 +1,95 @@
+//! Per-partition log settings (Kafka topic config names and defaults) and the hard limits.
+
+use crate::error::{Result, StorageError};
+
+/// Hard cap on one record batch whatever `max.message.bytes` says (guards allocations).
+pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Segment positions are stored as `u32` in the offset index.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Smallest segment Kafka accepts (`segment.bytes` has at least 14 bytes; we want a page).
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Direct-write chunk: a flush writes at most this much per call.
+pub const WRITE_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Segments one partition may hold open before retention must catch up.
+pub const SEGMENTS_PER_PARTITION_MAX: usize = 65_536;
+
+/// Settings of one partition's log. Names follow Apache Kafka's topic configs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment once it is this old (and not empty).
+    pub segment_ms: i64,
+    /// `retention.ms`: delete closed segments whose newest record is older (-1: keep).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest closed segments while the log is larger (-1: keep).
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest record batch accepted.
+    pub max_message_bytes: usize,
+    /// `index.interval.bytes`: bytes between sparse offset index entries.
+    pub index_interval_bytes: u32,
+    /// `message.timestamp.type` = LogAppendTime.
+    pub log_append_time: bool,
+    /// Size of the aligned buffer that collects appends between flushes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            index_interval_bytes: 4096,
+            log_append_time: false,
+            write_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value against its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(StorageError::InvalidConfig {
+                name: "segment.bytes",
+                value: self.segment_bytes.to_string(),
+            });
+        }
+        if self.segment_ms < 1 {
+            return Err(StorageError::InvalidConfig {
+                name: "segment.ms",
+                value: self.segment_ms.to_string(),
+            });
+        }
+        if self.retention_ms < -1 {
+            return Err(StorageError::InvalidConfig {
+                name: "retention.ms",
+                value: self.retention_ms.to_string(),
+            });
+        }
+        if self.retention_bytes < -1 {
+            return Err(StorageError::InvalidConfig {
+                name: "retention.bytes",
+                value: self.retention_bytes.to_string(),
+            });
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > BATCH_BYTES_MAX {
+            return Err(StorageError::InvalidConfig {
+                name: "max.message.bytes",
+                value: self.max_message_bytes.to_string(),
+            });
+        }
+        if self.write_buffer_bytes < crate::io::PAGE_SIZE
+            || self.write_buffer_bytes > WRITE_CHUNK_BYTES_MAX
+        {
+            return Err(StorageError::InvalidConfig {
+                name: "write_buffer_bytes",
+                value: self.write_buffer_bytes.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors of the storage crate, each with the context needed to act on it and a Kafka error code.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Every way a partition log operation can fail.
+#[derive(Debug)]
+pub enum StorageError {
+    /// A file operation failed.
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    /// A batch failed validation on append; nothing was written.
+    CorruptBatch { reason: String },
+    /// A batch is larger than `max.message.bytes` (or the hard limit).
+    BatchTooLarge { size: usize, max: usize },
+    /// A fetch or seek asked for an offset outside `[log_start_offset, high_watermark]`.
+    OffsetOutOfRange { requested: i64, log_start_offset: i64, high_watermark: i64 },
+    /// An earlier write or fsync failed: the partition refuses writes rather than pretend.
+    Failed { partition: String, cause: String },
+    /// Idempotence: the producer epoch is older than the one we know.
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+    /// Idempotence: a gap or reorder in sequence numbers.
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    /// A named limit was hit.
+    Limit { what: &'static str, value: u64, max: u64 },
+    /// A configuration value is out of its allowed range.
+    InvalidConfig { name: &'static str, value: String },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StorageError::Io { op, path: path.into(), source }
+    }
+
+    /// The Kafka protocol error code a client should see for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            StorageError::Io { .. } | StorageError::Failed { .. } => 56, // KAFKA_STORAGE_ERROR
+            StorageError::CorruptBatch { .. } => 2,                      // CORRUPT_MESSAGE
+            StorageError::BatchTooLarge { .. } => 10,                    // MESSAGE_TOO_LARGE
+            StorageError::OffsetOutOfRange { .. } => 1,                  // OFFSET_OUT_OF_RANGE
+            StorageError::InvalidProducerEpoch { .. } => 47,             // INVALID_PRODUCER_EPOCH
+            StorageError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+            StorageError::Limit { .. } => 56,
+            StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
+        }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io { op, path, source } => {
+                write!(f, "{op} {}: {source}", path.display())
+            }
+            StorageError::CorruptBatch { reason } => write!(f, "corrupt record batch: {reason}"),
+            StorageError::BatchTooLarge { size, max } => {
+                write!(f, "record batch of {size} bytes exceeds the limit of {max}")
+            }
+            StorageError::OffsetOutOfRange { requested, log_start_offset, high_watermark } => {
+                write!(
+                    f,
+                    "offset {requested} outside [{log_start_offset}, {high_watermark}]"
+                )
+            }
+            StorageError::Failed { partition, cause } => {
+                write!(f, "partition {partition} refuses writes after a failed write: {cause}")
+            }
+            StorageError::InvalidProducerEpoch { producer_id, epoch, current } => write!(
+                f,
+                "producer {producer_id} epoch {epoch} is older than current epoch {current}"
+            ),
+            StorageError::OutOfOrderSequence { producer_id, expected, got } => write!(
+                f,
+                "producer {producer_id}: expected sequence {expected}, got {got}"
+            ),
+            StorageError::Limit { what, value, max } => {
+                write!(f, "{what} is {value}, over the limit of {max}")
+            }
+            StorageError::InvalidConfig { name, value } => {
+                write!(f, "invalid value {value:?} for {name}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StorageError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

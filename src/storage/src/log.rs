@@ -1,0 +1,1032 @@
+//! One partition's log: a directory of segments holding RecordBatch v2 bytes.
+//!
+//! Owned by the partition's shard; `!Send`. Appends are synchronous and touch only memory
+//! (they copy the batch into the active segment's page-aligned write buffer); `flush` writes
+//! every pending chunk with direct IO and fdatasyncs, so all appends since the last flush
+//! share one write and one sync (group commit). No `RefCell` borrow is held across an await:
+//! flush takes its work out, does the IO, then records the result.
+//!
+//! Offsets: `log_start_offset` ≤ `high_watermark` (= durable offset on a single node, later
+//! the Raft commit index) ≤ `log_end_offset`. Reads never go past the high watermark.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cache::BatchCache;
+use crate::config::{LogConfig, BATCH_BYTES_MAX, SEGMENTS_PER_PARTITION_MAX};
+use crate::error::{Result, StorageError};
+use crate::format::{self, Kind};
+use crate::hdr::{self, Header, HEADER_BYTES};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
+use crate::notify::OffsetWaiters;
+use crate::producer::{ProducerState, SeqCheck};
+
+/// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
+pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// A retry of a batch already in the log; nothing was written.
+    pub duplicate: bool,
+    /// LogAppendTime stamped on the batch, or -1.
+    pub log_append_time: i64,
+}
+
+/// One batch's place, as found by a scan.
+#[derive(Clone, Copy, Debug)]
+struct ScannedBatch {
+    header: Header,
+    position: u64,
+}
+
+/// A chunk of the write buffer waiting to be written.
+struct Chunk<B> {
+    buf: B,
+    /// File position of `buf[0]`; page aligned.
+    pos: u64,
+    /// Bytes of `buf` that hold data.
+    len: usize,
+}
+
+struct Segment<F: StorageFile> {
+    base_offset: i64,
+    /// Offset after the last batch appended (flushed or not).
+    next_offset: i64,
+    /// Logical bytes appended (flushed or not).
+    size: u64,
+    /// Bytes known to be on disk and synced.
+    durable_size: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    /// Wall-clock time of the first append, for `segment.ms`.
+    first_append_ms: Option<i64>,
+    /// `None` until the first flush creates the file.
+    file: Option<Rc<F>>,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index: u64,
+    /// The buffer appends are copied into.
+    open: Option<Chunk<F::Buf>>,
+    /// Full buffers waiting for the next flush.
+    sealed: Vec<Chunk<F::Buf>>,
+    /// The partial last page of the file, carried in memory between flushes.
+    tail: Vec<u8>,
+    tail_pos: u64,
+    /// Rolled: after its last flush it is truncated to size and its indexes written.
+    rolled: bool,
+    /// Producer snapshot to write when the roll is finalized (state as of the next segment).
+    roll_snapshot: Option<(i64, Vec<u8>)>,
+}
+
+impl<F: StorageFile> Segment<F> {
+    fn new(base_offset: i64) -> Self {
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            durable_size: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_append_ms: None,
+            file: None,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            open: None,
+            sealed: Vec::new(),
+            tail: Vec::new(),
+            tail_pos: 0,
+            rolled: false,
+            roll_snapshot: None,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.open.is_some() || !self.sealed.is_empty() || (self.rolled && self.file.is_some())
+    }
+
+    /// Accounts a batch at `position` in the indexes.
+    fn index_batch(&mut self, h: &Header, position: u64, interval: u32) {
+        let rel = (h.base_offset - self.base_offset) as u32;
+        if self.bytes_since_index >= interval as u64 {
+            self.index.push(rel, position as u32);
+            self.time_index.maybe_push(self.max_timestamp.max(h.max_timestamp), rel);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.size as u64;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = h.last_offset();
+        }
+        self.next_offset = h.last_offset() + 1;
+    }
+
+    /// Moves the open buffer to `sealed`, carrying its partial last page into `tail`.
+    fn seal_open(&mut self) {
+        if let Some(chunk) = self.open.take() {
+            let page_start = chunk.len / PAGE_SIZE * PAGE_SIZE;
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk.buf.as_ref()[page_start..chunk.len]);
+            self.tail_pos = chunk.pos + page_start as u64;
+            self.sealed.push(chunk);
+        }
+    }
+
+    /// Copies `data` into the write buffer, sealing and starting a new one when it is full.
+    fn push_bytes<S: Storage<Buf = F::Buf>>(&mut self, storage: &S, data: &[u8], buf_bytes: usize) {
+        if let Some(open) = &self.open {
+            if open.len + data.len() > open.buf.as_ref().len() {
+                self.seal_open();
+            }
+        }
+        if self.open.is_none() {
+            let cap = round_up((self.tail.len() + data.len()).max(buf_bytes));
+            let mut buf = storage.alloc_buf(cap);
+            buf.as_mut()[..self.tail.len()].copy_from_slice(&self.tail);
+            self.open = Some(Chunk { buf, pos: self.tail_pos, len: self.tail.len() });
+        }
+        let open = self.open.as_mut().expect("open buffer");
+        open.buf.as_mut()[open.len..open.len + data.len()].copy_from_slice(data);
+        open.len += data.len();
+        self.size += data.len() as u64;
+        debug_assert_eq!(open.pos + open.len as u64, self.size);
+    }
+}
+
+struct Inner<F: StorageFile> {
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment<F>>,
+    log_start_offset: i64,
+    /// Offset after the last durable batch: the high watermark on a single node.
+    durable_offset: i64,
+    producers: ProducerState,
+    /// Set after a failed write or sync; every later append fails with it.
+    failed: Option<String>,
+    leader_epoch: i32,
+}
+
+impl<F: StorageFile> Inner<F> {
+    fn active(&self) -> &Segment<F> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment<F> {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+    fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+}
+
+/// A flush's work for one segment, taken out of `Inner` so no borrow spans the IO.
+struct FlushJob<F: StorageFile> {
+    base_offset: i64,
+    file: Option<Rc<F>>,
+    chunks: Vec<Chunk<F::Buf>>,
+    /// Size the file must have after the job (rolled segments are truncated to it).
+    size: u64,
+    /// For rolled segments: index files and producer snapshot to write.
+    finalize: Option<Finalize>,
+}
+
+struct Finalize {
+    index: Vec<u8>,
+    time_index: Vec<u8>,
+    snapshot: Option<(i64, Vec<u8>)>,
+}
+
+/// Result of a read: whole batches, possibly empty.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// A partition log. Owned by one shard.
+pub struct PartitionLog<S: Storage> {
+    id: u64,
+    name: String,
+    dir: PathBuf,
+    storage: Rc<S>,
+    cache: Rc<RefCell<BatchCache>>,
+    inner: RefCell<Inner<S::File>>,
+    flushing: Cell<bool>,
+    durable_waiters: OffsetWaiters,
+    dirty_waiters: OffsetWaiters,
+    flush_waiters: OffsetWaiters,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens (or creates) the log in `dir`, recovering from an unclean stop: the tail segment
+    /// is scanned batch by batch and cut after the last valid one; missing or damaged
+    /// indexes are rebuilt; producer state is restored from a snapshot plus the batches after it.
+    pub async fn open(
+        storage: Rc<S>,
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<RefCell<BatchCache>>,
+        name: String,
+    ) -> Result<PartitionLog<S>> {
+        config.validate()?;
+        storage.create_dir_all(&dir).await.map_err(|e| StorageError::io("create", &dir, e))?;
+        let names = storage.list_dir(&dir).await.map_err(|e| StorageError::io("list", &dir, e))?;
+        let mut bases = Vec::new();
+        let mut snapshots = Vec::new();
+        for n in &names {
+            let Some(n) = n.to_str() else { continue };
+            if let Some(stem) = n.strip_suffix(".log") {
+                if let Ok(b) = stem.parse::<i64>() {
+                    bases.push(b);
+                }
+            } else if let Some(stem) = n.strip_suffix(".snapshot") {
+                if let Ok(b) = stem.parse::<i64>() {
+                    snapshots.push(b);
+                }
+            }
+        }
+        bases.sort_unstable();
+        snapshots.sort_unstable();
+        if bases.len() > SEGMENTS_PER_PARTITION_MAX {
+            return Err(StorageError::Limit {
+                what: "segments in one partition",
+                value: bases.len() as u64,
+                max: SEGMENTS_PER_PARTITION_MAX as u64,
+            });
+        }
+        let start_checkpoint = read_sealed(&*storage, &dir.join("log-start-offset"), Kind::LogStartOffset)
+            .await?
+            .map(|(meta, _)| meta[0]);
+
+        // Producer state: newest readable snapshot; batches after it are replayed below.
+        let mut producers = ProducerState::default();
+        let mut replay_from = i64::MIN;
+        for &snap in snapshots.iter().rev() {
+            let path = segment_path(&dir, snap, "snapshot");
+            if let Some((meta, body)) = read_sealed(&*storage, &path, Kind::ProducerSnapshot).await? {
+                if let Some(state) = ProducerState::decode(&body) {
+                    if meta[0] == snap {
+                        producers = state;
+                        replay_from = snap;
+                        break;
+                    }
+                }
+            }
+        }
+
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for &base in &bases {
+            let path = segment_path(&dir, base, "log");
+            let file = Rc::new(storage.open_rw(&path).await.map_err(|e| StorageError::io("open", &path, e))?);
+            let file_size = file.size().await.map_err(|e| StorageError::io("stat", &path, e))?;
+            let mut seg = Segment::new(base);
+            seg.file = Some(file.clone());
+            let is_tail = Some(base) == last;
+            let loaded = if is_tail {
+                false
+            } else {
+                load_indexes(&*storage, &dir, &mut seg, file_size, config.index_interval_bytes).await?
+            };
+            if !loaded || base >= replay_from {
+                // Scan: with CRC checks on the tail, headers only elsewhere.
+                let scanned_end = scan_segment(&*file, &path, file_size, is_tail, base, |b| {
+                    if !loaded {
+                        seg.index_batch(&b.header, b.position, config.index_interval_bytes);
+                        seg.size = b.position + b.header.size as u64;
+                    }
+                    if base >= replay_from && b.header.producer_id >= 0 {
+                        producers.record(
+                            b.header.producer_id,
+                            b.header.producer_epoch,
+                            b.header.base_sequence,
+                            b.header.base_offset,
+                            b.header.last_offset(),
+                        );
+                    }
+                })
+                .await?;
+                if !loaded {
+                    seg.size = scanned_end;
+                }
+            }
+            if is_tail {
+                if file_size != seg.size {
+                    // Torn or padded tail: cut it so the next write starts at a clean end.
+                    log::warn!(
+                        "{name}: truncating segment {base} from {file_size} to {} bytes",
+                        seg.size
+                    );
+                    file.truncate(seg.size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
+                    file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                }
+                let page_start = seg.size / PAGE_SIZE as u64 * PAGE_SIZE as u64;
+                let tail = file
+                    .read_at(page_start, (seg.size - page_start) as usize)
+                    .await
+                    .map_err(|e| StorageError::io("read", &path, e))?;
+                assert_eq!(tail.len() as u64, seg.size - page_start, "tail page read back short");
+                seg.tail = tail.to_vec();
+                seg.tail_pos = page_start;
+            }
+            seg.durable_size = seg.size;
+            segments.insert(base, seg);
+        }
+        // Drop empty segments in the middle (a roll that crashed before any data): only the
+        // tail may be empty.
+        let log_end = segments.values().next_back().map_or(0, |s: &Segment<S::File>| s.next_offset);
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0).max(0);
+            segments.insert(base, Segment::new(base));
+        }
+        let first_base = *segments.keys().next().expect("one segment");
+        let log_end_offset = log_end.max(segments.values().next_back().expect("one").next_offset);
+        let log_start_offset = start_checkpoint.unwrap_or(first_base).clamp(first_base, log_end_offset);
+        // Snapshots beyond the recovered end describe data that is gone.
+        for &snap in &snapshots {
+            if snap > log_end_offset {
+                let p = segment_path(&dir, snap, "snapshot");
+                storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+            }
+        }
+        producers.truncate_from(log_end_offset);
+        let log = PartitionLog {
+            id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            name,
+            dir,
+            storage,
+            cache,
+            inner: RefCell::new(Inner {
+                config,
+                segments,
+                log_start_offset,
+                durable_offset: log_end_offset,
+                producers,
+                failed: None,
+                leader_epoch: 0,
+            }),
+            flushing: Cell::new(false),
+            durable_waiters: OffsetWaiters::default(),
+            dirty_waiters: OffsetWaiters::default(),
+            flush_waiters: OffsetWaiters::default(),
+        };
+        Ok(log)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.borrow().log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.borrow().log_end_offset()
+    }
+    /// Offsets below this are durable and visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.borrow().durable_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.borrow().size_bytes()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.inner.borrow().segments.len()
+    }
+    pub fn config(&self) -> LogConfig {
+        self.inner.borrow().config.clone()
+    }
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.inner.borrow_mut().config = config;
+        Ok(())
+    }
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.inner.borrow_mut().leader_epoch = epoch;
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        self.inner.borrow().leader_epoch
+    }
+    /// The error that stopped writes, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.borrow().failed.clone()
+    }
+    /// Whether appends are waiting for a flush.
+    pub fn needs_flush(&self) -> bool {
+        self.inner.borrow().segments.values().any(|s| s.pending())
+    }
+
+    /// Appends one record batch as the producer sent it: validates it (CRC32C, magic,
+    /// size), checks idempotent-producer sequences, assigns offsets, and buffers it for the
+    /// next flush. Memory only; durable after the flush that follows.
+    pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(cause) = &inner.failed {
+            return Err(StorageError::Failed { partition: self.name.clone(), cause: cause.clone() });
+        }
+        let max = inner.config.max_message_bytes.min(BATCH_BYTES_MAX);
+        if batch.len() > max {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max });
+        }
+        let header = Header::parse(batch)
+            .ok_or_else(|| StorageError::CorruptBatch { reason: format!("{} bytes is no batch header", batch.len()) })?;
+        header.verify(batch).map_err(|reason| StorageError::CorruptBatch { reason })?;
+        if header.producer_id >= 0 && !header.is_control() {
+            if let SeqCheck::Duplicate { first_offset, last_offset } = inner.producers.check(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.last_offset_delta,
+            )? {
+                return Ok(Appended { base_offset: first_offset, last_offset, duplicate: true, log_append_time: -1 });
+            }
+        }
+        let base_offset = inner.log_end_offset();
+        let leader_epoch = inner.leader_epoch;
+        self.maybe_roll(&mut inner, batch.len() as u64, now_ms)?;
+
+        // The stored copy: offsets (and LogAppendTime) rewritten in place.
+        let mut stored = BytesMut::from(batch);
+        hdr::set_offset_and_epoch(&mut stored, base_offset, leader_epoch);
+        let log_append_time = if inner.config.log_append_time {
+            hdr::set_log_append_time(&mut stored, now_ms);
+            now_ms
+        } else {
+            -1
+        };
+        let stored = stored.freeze();
+        let stored_header = Header::parse(&stored).expect("rewritten header parses");
+        // Pair of the recovery check: what goes to disk verifies.
+        debug_assert!(stored_header.verify(&stored).is_ok());
+
+        let interval = inner.config.index_interval_bytes;
+        let buf_bytes = inner.config.write_buffer_bytes;
+        let seg = inner.active_mut();
+        let position = seg.size;
+        seg.push_bytes(&*self.storage, &stored, buf_bytes);
+        seg.index_batch(&stored_header, position, interval);
+        seg.first_append_ms.get_or_insert(now_ms);
+        let last_offset = stored_header.last_offset();
+        if header.producer_id >= 0 && !header.is_control() {
+            inner.producers.record(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                base_offset,
+                last_offset,
+            );
+        }
+        drop(inner);
+        self.cache.borrow_mut().insert(self.id, base_offset, last_offset, stored);
+        self.dirty_waiters.wake_all();
+        Ok(Appended { base_offset, last_offset, duplicate: false, log_append_time })
+    }
+
+    fn maybe_roll(&self, inner: &mut Inner<S::File>, incoming: u64, now_ms: i64) -> Result<()> {
+        let cfg = &inner.config;
+        let active = inner.active();
+        let too_big = active.size + incoming > cfg.segment_bytes;
+        let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= cfg.segment_ms);
+        let rel_overflow = inner.log_end_offset() - active.base_offset > (u32::MAX / 2) as i64;
+        if active.size == 0 || !(too_big || too_old || rel_overflow) {
+            return Ok(());
+        }
+        if inner.segments.len() >= SEGMENTS_PER_PARTITION_MAX {
+            return Err(StorageError::Limit {
+                what: "segments in one partition",
+                value: inner.segments.len() as u64,
+                max: SEGMENTS_PER_PARTITION_MAX as u64,
+            });
+        }
+        let next_base = inner.log_end_offset();
+        let mut snapshot = Vec::new();
+        inner.producers.encode(&mut snapshot);
+        let active = inner.active_mut();
+        active.seal_open();
+        active.rolled = true;
+        active.roll_snapshot = Some((next_base, snapshot));
+        inner.segments.insert(next_base, Segment::new(next_base));
+        Ok(())
+    }
+
+    /// Waits until some append is buffered (for the partition's flusher task).
+    pub async fn wait_dirty(&self) {
+        poll_fn(|cx| {
+            if self.needs_flush() || self.failure().is_some() {
+                Poll::Ready(())
+            } else {
+                self.dirty_waiters.register(i64::MAX, cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until `offset` is durable (acks=all), or the log failed.
+    pub async fn wait_durable(&self, offset: i64) -> Result<()> {
+        poll_fn(|cx| {
+            let inner = self.inner.borrow();
+            if inner.durable_offset > offset {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(cause) = &inner.failed {
+                return Poll::Ready(Err(StorageError::Failed {
+                    partition: self.name.clone(),
+                    cause: cause.clone(),
+                }));
+            }
+            self.durable_waiters.register(offset, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until the high watermark is above `offset` (fetch long-poll); callers race it
+    /// against their own timeout.
+    pub async fn wait_high_watermark_above(&self, offset: i64) {
+        poll_fn(|cx| {
+            let inner = self.inner.borrow();
+            if inner.durable_offset > offset || inner.failed.is_some() {
+                return Poll::Ready(());
+            }
+            self.durable_waiters.register(offset, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes everything appended so far and makes it durable; returns the new durable offset.
+    pub async fn flush(&self) -> Result<i64> {
+        // Flushes are serialized: a second caller (shutdown racing the flusher task) waits.
+        poll_fn(|cx| {
+            if self.flushing.get() {
+                self.flush_waiters.register(i64::MIN, cx.waker());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        self.flushing.set(true);
+        let result = self.flush_inner().await;
+        self.flushing.set(false);
+        self.flush_waiters.wake_all();
+        match &result {
+            Ok(durable) => self.durable_waiters.wake_below(*durable),
+            Err(e) => {
+                self.inner.borrow_mut().failed.get_or_insert_with(|| e.to_string());
+                log::error!("{}: refusing further writes: {e}", self.name);
+                self.durable_waiters.wake_all();
+            }
+        }
+        result
+    }
+
+    async fn flush_inner(&self) -> Result<i64> {
+        let (jobs, target) = {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(cause) = &inner.failed {
+                return Err(StorageError::Failed { partition: self.name.clone(), cause: cause.clone() });
+            }
+            let target = inner.log_end_offset();
+            let mut jobs = Vec::new();
+            for seg in inner.segments.values_mut() {
+                if !seg.pending() && seg.file.is_some() {
+                    continue;
+                }
+                if seg.file.is_none() && seg.size == 0 && !seg.rolled {
+                    // An empty active segment: nothing to create yet.
+                    continue;
+                }
+                seg.seal_open();
+                let finalize = if seg.rolled {
+                    Some(Finalize {
+                        index: format::seal(
+                            Kind::OffsetIndex,
+                            [seg.size as i64, seg.next_offset, seg.max_timestamp, seg.offset_of_max_timestamp],
+                            &seg.index.encode(),
+                        ),
+                        time_index: format::seal(Kind::TimeIndex, [seg.size as i64, 0, 0, 0], &seg.time_index.encode()),
+                        snapshot: seg.roll_snapshot.take(),
+                    })
+                } else {
+                    None
+                };
+                jobs.push(FlushJob {
+                    base_offset: seg.base_offset,
+                    file: seg.file.clone(),
+                    chunks: std::mem::take(&mut seg.sealed),
+                    size: seg.size,
+                    finalize,
+                });
+            }
+            (jobs, target)
+        };
+        let mut created = false;
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let path = segment_path(&self.dir, job.base_offset, "log");
+            let file = match job.file {
+                Some(f) => f,
+                None => {
+                    let f = Rc::new(self.storage.open_rw(&path).await.map_err(|e| StorageError::io("create", &path, e))?);
+                    created = true;
+                    f
+                }
+            };
+            for mut chunk in job.chunks {
+                let write_len = round_up(chunk.len);
+                chunk.buf.shrink_to(write_len);
+                file.write_at(chunk.buf, chunk.pos).await.map_err(|e| StorageError::io("write", &path, e))?;
+            }
+            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            if let Some(fin) = &job.finalize {
+                file.truncate(job.size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
+                file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                self.write_sealed(&segment_path(&self.dir, job.base_offset, "index"), &fin.index).await?;
+                self.write_sealed(&segment_path(&self.dir, job.base_offset, "timeindex"), &fin.time_index).await?;
+                if let Some((at, body)) = &fin.snapshot {
+                    let sealed = format::seal(Kind::ProducerSnapshot, [*at, 0, 0, 0], body);
+                    self.write_sealed(&segment_path(&self.dir, *at, "snapshot"), &sealed).await?;
+                    created = true;
+                }
+            }
+            done.push((job.base_offset, file, job.size, job.finalize.is_some()));
+        }
+        if created {
+            self.storage.sync_dir(&self.dir).await.map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+        }
+        let mut inner = self.inner.borrow_mut();
+        for (base, file, size, finalized) in done {
+            if let Some(seg) = inner.segments.get_mut(&base) {
+                seg.file.get_or_insert(file);
+                seg.durable_size = seg.durable_size.max(size);
+                if finalized {
+                    seg.rolled = false;
+                    seg.tail = Vec::new();
+                }
+            }
+        }
+        inner.durable_offset = inner.durable_offset.max(target);
+        Ok(inner.durable_offset)
+    }
+
+    async fn write_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
+        let file = self.storage.open_rw(path).await.map_err(|e| StorageError::io("create", path, e))?;
+        let mut buf = self.storage.alloc_buf(sealed.len());
+        buf.as_mut().copy_from_slice(sealed);
+        file.write_at(buf, 0).await.map_err(|e| StorageError::io("write", path, e))?;
+        file.truncate(sealed.len() as u64).await.map_err(|e| StorageError::io("truncate", path, e))?;
+        file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", path, e))
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
+    /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
+        let (hw, start) = {
+            let inner = self.inner.borrow();
+            (inner.durable_offset, inner.log_start_offset)
+        };
+        if offset < start || offset > hw {
+            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start_offset: start, high_watermark: hw });
+        }
+        let outcome = |records| ReadOutcome { records, high_watermark: hw, log_start_offset: start };
+        if offset == hw {
+            return Ok(outcome(Bytes::new()));
+        }
+        if let Some(b) = self.cache.borrow().read(self.id, offset, hw, max_bytes) {
+            return Ok(outcome(b));
+        }
+        let (file, base, mut pos, end) = {
+            let inner = self.inner.borrow();
+            let (&base, seg) = inner.segments.range(..=offset).next_back().expect("offset >= log start");
+            let file = seg.file.clone().expect("durable data has a file");
+            let rel = (offset - base) as u32;
+            (file, base, seg.index.lookup(rel) as u64, seg.durable_size)
+        };
+        let path = segment_path(&self.dir, base, "log");
+        let mut out = BytesMut::new();
+        let want = max_bytes.max(1);
+        'chunks: while pos < end {
+            let len = ((end - pos) as usize).min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES);
+            let chunk = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", &path, e))?;
+            let mut at = 0usize;
+            while at + HEADER_BYTES <= chunk.len() {
+                let Some(h) = Header::parse(&chunk[at..]) else {
+                    return Err(StorageError::CorruptBatch { reason: format!("{path:?} at {}", pos + at as u64) });
+                };
+                if h.base_offset >= hw {
+                    break 'chunks;
+                }
+                if h.last_offset() < offset {
+                    at += h.size;
+                    continue;
+                }
+                if !out.is_empty() && out.len() + h.size > want {
+                    break 'chunks;
+                }
+                if at + h.size > chunk.len() {
+                    if out.is_empty() {
+                        // The first batch is bigger than the chunk: read it whole.
+                        let whole = file
+                            .read_at(pos + at as u64, h.size)
+                            .await
+                            .map_err(|e| StorageError::io("read", &path, e))?;
+                        out.extend_from_slice(&whole);
+                        break 'chunks;
+                    }
+                    break;
+                }
+                out.extend_from_slice(&chunk[at..at + h.size]);
+                at += h.size;
+            }
+            if at == 0 {
+                break;
+            }
+            pos += at as u64;
+            if out.len() >= want {
+                break;
+            }
+        }
+        Ok(outcome(out.freeze()))
+    }
+
+    /// The first offset whose batch has a timestamp at or after `timestamp`, with that
+    /// batch's max timestamp; `None` if every batch is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let plan = {
+            let inner = self.inner.borrow();
+            let hw = inner.durable_offset;
+            inner
+                .segments
+                .values()
+                .find(|s| s.max_timestamp >= timestamp && s.base_offset < hw)
+                .map(|s| (s.base_offset + s.time_index.lookup(timestamp) as i64, inner.log_start_offset, hw))
+        };
+        let Some((mut from, start, hw)) = plan else { return Ok(None) };
+        from = from.max(start);
+        while from < hw {
+            let read = self.read(from, SCAN_CHUNK_BYTES).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            while let Some(h) = Header::parse(&read.records[at..]) {
+                if h.max_timestamp >= timestamp {
+                    return Ok(Some((h.base_offset.max(start), h.max_timestamp)));
+                }
+                from = h.last_offset() + 1;
+                at += h.size;
+                if at >= read.records.len() {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and value of the largest timestamp in the log (ListOffsets MAX_TIMESTAMP).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let inner = self.inner.borrow();
+        inner
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < inner.durable_offset)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+
+    /// Moves the log start offset forward (DeleteRecords); `offset` may be at most the high
+    /// watermark. Whole segments below it are deleted.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let (hw, start) = {
+            let inner = self.inner.borrow();
+            (inner.durable_offset, inner.log_start_offset)
+        };
+        if offset > hw || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start_offset: start, high_watermark: hw });
+        }
+        if offset > start {
+            let sealed = format::seal(Kind::LogStartOffset, [offset, 0, 0, 0], &[]);
+            self.write_sealed(&self.dir.join("log-start-offset"), &sealed).await?;
+            self.inner.borrow_mut().log_start_offset = offset;
+            self.cache.borrow_mut().forget(self.id, i64::MIN);
+            self.delete_segments(|_, _| false).await?;
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active
+    /// segment is never deleted. Returns how many segments were removed.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let (retention_ms, retention_bytes, total) = {
+            let inner = self.inner.borrow();
+            (inner.config.retention_ms, inner.config.retention_bytes, inner.size_bytes())
+        };
+        let mut remaining = total as i64;
+        self.delete_segments(|seg_size, max_ts| {
+            let too_old = retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > retention_ms;
+            let too_big = retention_bytes >= 0 && remaining - seg_size as i64 >= retention_bytes;
+            if too_old || too_big {
+                remaining -= seg_size as i64;
+                true
+            } else {
+                false
+            }
+        })
+        .await
+    }
+
+    /// Deletes the oldest closed, durable segments while `doomed(size, max_timestamp)` says
+    /// so or they lie wholly below the log start offset.
+    async fn delete_segments(&self, mut doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
+        let victims: Vec<i64> = {
+            let mut inner = self.inner.borrow_mut();
+            let active_base = inner.active().base_offset;
+            let mut victims = Vec::new();
+            for seg in inner.segments.values() {
+                let closed = seg.base_offset != active_base && !seg.rolled && seg.durable_size == seg.size;
+                if !closed {
+                    break;
+                }
+                if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp) {
+                    victims.push(seg.base_offset);
+                } else {
+                    break;
+                }
+            }
+            for v in &victims {
+                inner.segments.remove(v);
+            }
+            let first = *inner.segments.keys().next().expect("active segment remains");
+            inner.log_start_offset = inner.log_start_offset.max(first);
+            victims
+        };
+        for base in &victims {
+            for ext in ["log", "index", "timeindex"] {
+                let p = segment_path(&self.dir, *base, ext);
+                self.storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+            }
+        }
+        if !victims.is_empty() {
+            log::info!("{}: deleted {} segment(s), log start {}", self.name, victims.len(), self.log_start_offset());
+        }
+        Ok(victims.len())
+    }
+
+    /// Flushes and releases the log (clean shutdown).
+    pub async fn close(&self) -> Result<()> {
+        if self.failure().is_none() && self.needs_flush() {
+            self.flush().await?;
+        }
+        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        Ok(())
+    }
+
+    /// Removes the whole log directory's files (topic deletion).
+    pub async fn destroy(&self) -> Result<()> {
+        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        let names = self.storage.list_dir(&self.dir).await.map_err(|e| StorageError::io("list", &self.dir, e))?;
+        for n in names {
+            let p = self.dir.join(n);
+            self.storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        Ok(())
+    }
+}
+
+async fn read_sealed<S: Storage>(storage: &S, path: &Path, kind: Kind) -> Result<Option<([i64; 4], Vec<u8>)>> {
+    let names = match path.parent() {
+        Some(dir) => storage.list_dir(dir).await.map_err(|e| StorageError::io("list", dir, e))?,
+        None => return Ok(None),
+    };
+    if !names.iter().any(|n| Some(n.as_os_str()) == path.file_name()) {
+        return Ok(None);
+    }
+    let file = storage.open_rw(path).await.map_err(|e| StorageError::io("open", path, e))?;
+    let size = file.size().await.map_err(|e| StorageError::io("stat", path, e))?;
+    if size > format::SEALED_BODY_BYTES_MAX as u64 {
+        return Ok(None);
+    }
+    let bytes = file.read_at(0, size as usize).await.map_err(|e| StorageError::io("read", path, e))?;
+    Ok(format::unseal(kind, &bytes).map(|(meta, body)| (meta, body.to_vec())))
+}
+
+/// Loads a closed segment's indexes when they are intact and match the segment file.
+async fn load_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seg: &mut Segment<S::File>,
+    file_size: u64,
+    _interval: u32,
+) -> Result<bool> {
+    let base = seg.base_offset;
+    let Some((meta, body)) = read_sealed(storage, &segment_path(dir, base, "index"), Kind::OffsetIndex).await? else {
+        return Ok(false);
+    };
+    let size = meta[0] as u64;
+    if size != file_size || meta[1] < base {
+        return Ok(false);
+    }
+    let Some(index) = OffsetIndex::decode(&body, size) else { return Ok(false) };
+    let Some((tmeta, tbody)) = read_sealed(storage, &segment_path(dir, base, "timeindex"), Kind::TimeIndex).await? else {
+        return Ok(false);
+    };
+    let Some(time_index) = TimeIndex::decode(&tbody) else { return Ok(false) };
+    if tmeta[0] as u64 != size {
+        return Ok(false);
+    }
+    seg.index = index;
+    seg.time_index = time_index;
+    seg.size = size;
+    seg.next_offset = meta[1];
+    seg.max_timestamp = meta[2];
+    seg.offset_of_max_timestamp = meta[3];
+    Ok(true)
+}
+
+/// Walks the batches of a segment file from the start; stops at the first batch that is
+/// torn, corrupt (CRC checked when `verify`), or out of offset order. Returns the byte
+/// length of the valid prefix.
+async fn scan_segment<F: StorageFile>(
+    file: &F,
+    path: &Path,
+    file_size: u64,
+    verify: bool,
+    base: i64,
+    mut on_batch: impl FnMut(ScannedBatch),
+) -> Result<u64> {
+    let mut pos = 0u64;
+    let mut valid_end = 0u64;
+    let mut expected = base;
+    'outer: while pos < file_size {
+        let len = ((file_size - pos) as usize).min(SCAN_CHUNK_BYTES);
+        let chunk = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", path, e))?;
+        let mut at = 0usize;
+        loop {
+            let Some(h) = Header::parse(&chunk[at..]) else {
+                if chunk.len() - at >= HEADER_BYTES || pos + (chunk.len() as u64) >= file_size {
+                    break 'outer;
+                }
+                break; // header straddles the chunk end: read on from here
+            };
+            if h.magic != 2 || h.base_offset != expected || h.size > BATCH_BYTES_MAX {
+                break 'outer;
+            }
+            if at + h.size > chunk.len() {
+                if pos + (at + h.size) as u64 > file_size {
+                    break 'outer; // torn: the batch runs past the end of the file
+                }
+                if h.size > chunk.len() {
+                    // Bigger than a scan chunk: read it alone.
+                    let whole = file.read_at(pos + at as u64, h.size).await.map_err(|e| StorageError::io("read", path, e))?;
+                    if whole.len() != h.size || (verify && h.verify(&whole).is_err()) {
+                        break 'outer;
+                    }
+                    on_batch(ScannedBatch { header: h, position: pos + at as u64 });
+                    expected = h.last_offset() + 1;
+                    at += h.size;
+                    valid_end = pos + at as u64;
+                }
+                break;
+            }
+            if verify && h.verify(&chunk[at..at + h.size]).is_err() {
+                break 'outer;
+            }
+            on_batch(ScannedBatch { header: h, position: pos + at as u64 });
+            expected = h.last_offset() + 1;
+            at += h.size;
+            valid_end = pos + at as u64;
+        }
+        if at == 0 {
+            break;
+        }
+        pos += at as u64;
+    }
+    Ok(valid_end)
+}

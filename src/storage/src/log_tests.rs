@@ -1,0 +1,317 @@
+//! Tests of the partition log: append/read/roll/retention/recovery, torn tails, and faults.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
+use futures_lite::future::block_on;
+use proptest::prelude::*;
+
+use crate::cache::BatchCache;
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::fault::FaultyStorage;
+use crate::hdr::{testing::batch, Header};
+use crate::io::Storage;
+use crate::log::PartitionLog;
+use crate::std_io::StdStorage;
+
+fn cache() -> Rc<RefCell<BatchCache>> {
+    Rc::new(RefCell::new(BatchCache::new(1 << 20)))
+}
+
+fn open<S: Storage>(storage: S, dir: &Path, config: LogConfig) -> PartitionLog<S> {
+    block_on(PartitionLog::open(Rc::new(storage), dir.to_path_buf(), config, cache(), "t-0".into()))
+        .expect("open")
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig { segment_bytes: 4096, write_buffer_bytes: 8192, index_interval_bytes: 256, ..LogConfig::default() }
+}
+
+/// Reads every batch from `from` to the high watermark, returning (base, last, payload-len).
+fn read_all<S: Storage>(log: &PartitionLog<S>, mut from: i64) -> Vec<(i64, i64, usize)> {
+    let mut out = Vec::new();
+    while from < log.high_watermark() {
+        let r = block_on(log.read(from, 3000)).expect("read");
+        assert!(!r.records.is_empty(), "empty read at {from} below hw {}", log.high_watermark());
+        let mut at = 0;
+        while at < r.records.len() {
+            let h = Header::parse(&r.records[at..]).expect("whole batch");
+            h.verify(&r.records[at..at + h.size]).expect("crc");
+            out.push((h.base_offset, h.last_offset(), h.size));
+            from = h.last_offset() + 1;
+            at += h.size;
+        }
+    }
+    out
+}
+
+#[test]
+fn append_flush_read_roll_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    let mut expect = Vec::new();
+    for i in 0..52 {
+        let b = batch(3, &vec![i as u8; 100 + i * 7], 1000 + i as i64, -1, 0);
+        let a = log.append(&b, 0).unwrap();
+        assert_eq!(a.base_offset, i as i64 * 3);
+        expect.push((a.base_offset, a.last_offset, b.len()));
+        if i % 7 == 0 {
+            block_on(log.flush()).unwrap();
+        }
+    }
+    assert_eq!(log.high_watermark(), 3 * 50, "only flushed data is visible");
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.high_watermark(), 156);
+    assert!(log.segment_count() > 3, "segments rolled");
+    assert_eq!(read_all(&log, 0), expect);
+    // A read in the middle starts at the batch holding the offset.
+    let r = block_on(log.read(31, 1)).unwrap();
+    assert_eq!(Header::parse(&r.records).unwrap().base_offset, 30);
+    assert!(matches!(block_on(log.read(157, 10)), Err(StorageError::OffsetOutOfRange { .. })));
+    block_on(log.close()).unwrap();
+    drop(log);
+
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_end_offset(), 156);
+    assert_eq!(log.high_watermark(), 156);
+    assert_eq!(read_all(&log, 0), expect);
+    // Appends continue after the recovered tail.
+    let a = log.append(&batch(1, b"after", 5000, -1, 0), 0).unwrap();
+    assert_eq!(a.base_offset, 156);
+    block_on(log.flush()).unwrap();
+    assert_eq!(read_all(&log, 154).last().unwrap().0, 156);
+}
+
+#[test]
+fn corrupt_input_is_refused_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    let mut b = batch(1, b"payload", 1, -1, 0);
+    let last = b.len() - 1;
+    b[last] ^= 0xff;
+    assert_eq!(log.append(&b, 0).unwrap_err().kafka_error_code(), 2);
+    assert_eq!(log.append(&b[..30], 0).unwrap_err().kafka_error_code(), 2);
+    let mut wrong_magic = batch(1, b"payload", 1, -1, 0);
+    wrong_magic[16] = 1;
+    assert!(log.append(&wrong_magic, 0).is_err());
+    let huge = batch(1, &vec![0u8; 2 << 20], 1, -1, 0);
+    assert_eq!(log.append(&huge, 0).unwrap_err().kafka_error_code(), 10);
+    assert_eq!(log.log_end_offset(), 0);
+    assert!(!log.needs_flush());
+}
+
+#[test]
+fn torn_tail_is_truncated_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    for i in 0..10 {
+        log.append(&batch(2, &vec![i; 300], 7, -1, 0), 0).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    // The file is padded to whole pages; its logical length is 10 batches.
+    let len = 10 * (crate::hdr::HEADER_BYTES as u64 + 300);
+    assert!(std::fs::metadata(&seg).unwrap().len() >= len);
+    // Tear the last batch in half and append zeros.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 150).unwrap();
+    f.set_len(len + 5000).unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert_eq!(log.log_end_offset(), 18);
+    assert_eq!(read_all(&log, 0).len(), 9);
+    log.append(&batch(1, b"x", 7, -1, 0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert_eq!(log.log_end_offset(), 19);
+}
+
+#[test]
+fn flipped_bit_in_tail_cuts_from_that_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    let mut sizes = Vec::new();
+    for i in 0..5 {
+        let b = batch(1, &vec![i; 200], 7, -1, 0);
+        sizes.push(b.len());
+        log.append(&b, 0).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let third = sizes[0] + sizes[1] + 100;
+    bytes[third] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert_eq!(log.log_end_offset(), 2);
+}
+
+#[test]
+fn damaged_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    for i in 0..40 {
+        log.append(&batch(1, &vec![i; 200], i as i64, -1, 0), 0).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    let before = read_all(&log, 0);
+    drop(log);
+    let idx = dir.path().join(format!("{:020}.index", 0));
+    std::fs::write(&idx, b"garbage").unwrap();
+    std::fs::remove_file(dir.path().join(format!("{:020}.timeindex", 0))).unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_all(&log, 0), before);
+    assert_eq!(block_on(log.offset_for_timestamp(25)).unwrap().unwrap().0, 25);
+}
+
+#[test]
+fn retention_by_size_time_and_delete_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_segments();
+    let log = open(StdStorage, dir.path(), cfg.clone());
+    for i in 0..60 {
+        log.append(&batch(1, &vec![i; 400], 1_000 + i as i64, -1, 0), 0).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    let segs = log.segment_count();
+    assert!(segs >= 6);
+    // Nothing is old enough yet.
+    assert_eq!(block_on(log.enforce_retention(2_000)).unwrap(), 0);
+    cfg.retention_ms = 1_000;
+    log.set_config(cfg.clone()).unwrap();
+    // Segments whose newest record is older than now - 1000 go; the active one stays.
+    let deleted = block_on(log.enforce_retention(2_030)).unwrap();
+    assert!(deleted >= 2, "deleted {deleted}");
+    assert!(log.log_start_offset() > 0);
+    let start = log.log_start_offset();
+    assert!(matches!(block_on(log.read(start - 1, 10)), Err(StorageError::OffsetOutOfRange { .. })));
+    assert_eq!(read_all(&log, start).first().unwrap().0, start);
+
+    cfg.retention_ms = -1;
+    cfg.retention_bytes = 4096;
+    log.set_config(cfg).unwrap();
+    block_on(log.enforce_retention(10_000)).unwrap();
+    assert!(log.size_bytes() <= 4096 + 4096, "size {}", log.size_bytes());
+
+    let target = log.high_watermark() - 2;
+    assert_eq!(block_on(log.delete_records_before(target)).unwrap(), target);
+    assert!(block_on(log.delete_records_before(log.high_watermark() + 1)).is_err());
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_start_offset(), target, "log start offset survives restart");
+    assert_eq!(read_all(&log, target).len(), 2);
+}
+
+#[test]
+fn idempotent_retries_get_original_offsets_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    let mut batches = Vec::new();
+    for seq in 0..30 {
+        let b = batch(1, &vec![seq as u8; 300], 1, 42, seq);
+        assert!(!log.append(&b, 0).unwrap().duplicate);
+        batches.push(b);
+    }
+    let dup = log.append(&batches[28], 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.base_offset, 28);
+    assert_eq!(log.append(&batch(1, b"gap", 1, 42, 35), 0).unwrap_err().kafka_error_code(), 45);
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    let dup = log.append(&batches[29], 0).unwrap();
+    assert!(dup.duplicate, "producer state recovered");
+    assert_eq!(dup.base_offset, 29);
+    assert_eq!(log.append(&batch(1, b"next", 1, 42, 30), 0).unwrap().base_offset, 30);
+}
+
+#[test]
+fn fsync_failure_makes_partition_refuse_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let plan = storage.plan.clone();
+    let log = open(storage, dir.path(), LogConfig::default());
+    log.append(&batch(1, b"a", 1, -1, 0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    log.append(&batch(1, b"b", 1, -1, 0), 0).unwrap();
+    plan.fail_fsync_in.set(1);
+    assert!(block_on(log.flush()).is_err());
+    assert_eq!(log.high_watermark(), 1, "the unsynced batch never became visible");
+    assert!(block_on(log.wait_durable(1)).is_err());
+    assert_eq!(log.append(&batch(1, b"c", 1, -1, 0), 0).unwrap_err().kafka_error_code(), 56);
+    drop(log);
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert!(log.log_end_offset() >= 1, "synced data survives");
+}
+
+#[test]
+fn short_write_then_crash_recovers_synced_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let plan = storage.plan.clone();
+    let log = open(storage, dir.path(), LogConfig::default());
+    for i in 0..20 {
+        log.append(&batch(1, &vec![i; 500], 1, -1, 0), 0).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    for i in 0..20 {
+        log.append(&batch(1, &vec![i; 500], 1, -1, 0), 0).unwrap();
+    }
+    plan.short_write_in.set(1);
+    plan.short_write_bytes.set(6000);
+    assert!(block_on(log.flush()).is_err());
+    plan.crashed.set(true);
+    drop(log);
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    let end = log.log_end_offset();
+    assert!((20..40).contains(&end), "end {end}");
+    let all = read_all(&log, 0);
+    assert_eq!(all.len() as i64, end);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Any sequence of appends and flushes, then a crash that cuts the file anywhere past
+    /// the synced length: recovery keeps every synced batch and only whole batches.
+    #[test]
+    fn recovery_keeps_synced_prefix(
+        sizes in prop::collection::vec(1usize..3000, 1..40),
+        flush_every in 1usize..8,
+        cut in 0u64..20_000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes: 16 * 1024, write_buffer_bytes: 4096, ..LogConfig::default() };
+        let log = open(StdStorage, dir.path(), cfg.clone());
+        for (i, s) in sizes.iter().enumerate() {
+            log.append(&batch(1, &vec![i as u8; *s], i as i64, -1, 0), 0).unwrap();
+            if i % flush_every == 0 {
+                block_on(log.flush()).unwrap();
+            }
+        }
+        let synced = log.high_watermark();
+        drop(log);
+        // Cut the newest segment somewhere after what was synced (the unsynced part may be lost).
+        let mut segs: Vec<_> = std::fs::read_dir(dir.path()).unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        segs.sort();
+        let tail = segs.last().unwrap();
+        let len = std::fs::metadata(tail).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(tail).unwrap();
+        f.set_len(len + cut % 5000).unwrap();
+        let log = open(StdStorage, dir.path(), cfg);
+        prop_assert!(log.log_end_offset() >= synced);
+        let all = read_all(&log, 0);
+        prop_assert_eq!(all.len() as i64, log.log_end_offset());
+        for (i, (base, _, size)) in all.iter().enumerate() {
+            prop_assert_eq!(*base, i as i64);
+            prop_assert_eq!(*size, sizes[i] + crate::hdr::HEADER_BYTES);
+        }
+    }
+}
