@@ -1,1 +1,26 @@
-//! placeholder
+//! sluice-shard: the thread-per-core runtime (one pinned glommio executor per shard), the
+//! partition→shard table, cross-shard rkyv frames over bounded channels, DMA file IO, and the
+//! process stop signal. The only crate in the workspace that touches glommio.
+
+pub mod dma;
+pub mod error;
+pub mod frame;
+pub mod mesh;
+pub mod runtime;
+pub mod shutdown;
+pub mod table;
+
+pub use dma::{DmaBuf, DmaStorage, DmaStorageFile, READ_LEN_MAX};
+pub use error::ShardError;
+pub use frame::{Frame, FRAME_BODY_MAX};
+pub use mesh::{FrameHandler, Mesh};
+pub use runtime::{
+    allowed_cpus, sleep, start, yield_if_needed, QueueKind, QueueShares, ShardConfig, ShardCtx, ShardRuntime,
+    ShardTask,
+};
+#[cfg(not(loom))]
+pub use shutdown::trigger_on_signals;
+pub use shutdown::{Shutdown, ShutdownWait};
+pub use table::{assign, fnv1a64, topic_hash, PartitionKey, ShardId, ShardTable, SHARDS_MAX};
+
+pub(crate) use sluice_storage::io::PAGE_SIZE;

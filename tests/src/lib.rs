@@ -1,1 +1,472 @@
-//! placeholder
+//! Test harness: runs the real `sluice` binary as a child process on a free loopback port.
+//!
+//! The integration tests in `tests/tests/` drive the broker only through its command-line
+//! contract (`sluice start --data-dir D --listen H:P --shards N`, a `sluice: ready` line on
+//! stdout, SIGTERM = clean shutdown) and the Kafka wire protocol, exactly as a user would.
+//!
+//! Which binary: `$SLUICE_BIN` if set, else `<target>/release/sluice`, where `<target>` is
+//! `$CARGO_TARGET_DIR` or the workspace's `target/`. This crate cannot depend on the binary
+//! (it lives in another package, so `CARGO_BIN_EXE_sluice` does not exist here), so the test
+//! command must build it first: `cargo build --release -p sluice` — `scripts/test.sh` does.
+//!
+//! On a failing test the broker's stderr and stdout (kept in files in its temporary
+//! directory) are printed when the [`Broker`] is dropped during the panic.
+
+pub mod kafka;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a (re)start may take before the harness gives up: generous, because recovery
+/// after kill -9 may rescan segments and CI machines are slow, but bounded so a broker that
+/// never becomes ready fails the test instead of hanging it.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM'd broker may take to flush, fsync and exit.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shards per broker in tests: more than one, so cross-shard routing is always exercised.
+pub const TEST_SHARDS: u32 = 2;
+/// At most this much of each broker log is printed on failure, from the end.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+
+/// Absolute path of the `sluice` binary under test (see the module docs for the lookup).
+pub fn sluice_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "SLUICE_BIN={} is not a file", bin.display());
+        return bin;
+    }
+    let bin = target_dir().join("release").join("sluice");
+    assert!(
+        bin.is_file(),
+        "broker binary {} not found: build it first with `cargo build --release -p sluice` \
+         (scripts/test.sh does this), or point SLUICE_BIN at a sluice binary",
+        bin.display()
+    );
+    warn_if_stale(&bin);
+    bin
+}
+
+/// The cargo target directory the workspace builds into.
+fn target_dir() -> PathBuf {
+    // Runtime first (the environment the tests run in), then what cargo saw at compile time,
+    // then the workspace default: this crate's manifest dir is <workspace>/tests.
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return absolute_from_workspace(PathBuf::from(dir));
+    }
+    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
+        return absolute_from_workspace(PathBuf::from(dir));
+    }
+    workspace_root().join("target")
+}
+
+fn absolute_from_workspace(dir: PathBuf) -> PathBuf {
+    if dir.is_absolute() {
+        dir
+    } else {
+        workspace_root().join(dir)
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// A stale release binary silently tests old code; say so loudly (but don't fail: the
+/// sources may have been touched without a semantic change).
+fn warn_if_stale(bin: &Path) {
+    let Ok(bin_time) = fs::metadata(bin).and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = workspace_root();
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for dir in ["src", "shard", "tuning"] {
+        newest_rs(&root.join(dir), &mut newest, 0);
+    }
+    if let Some((t, path)) = newest {
+        if t > bin_time {
+            eprintln!(
+                "WARNING: {} is older than {}; run `cargo build --release -p sluice` \
+                 (scripts/test.sh does) or these tests exercise an old broker",
+                bin.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+fn newest_rs(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>, depth: u32) {
+    // Depth-bounded so a symlink loop cannot make the harness walk forever.
+    if depth > 8 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            newest_rs(&path, newest, depth + 1);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            if let Ok(t) = meta.modified() {
+                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                    *newest = Some((t, path));
+                }
+            }
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago. The broker binds it right after; the tiny
+/// window in which another process could take it is accepted (a clash shows up as a
+/// "broker exited before ready" failure with the bind error in its stderr).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Options for starting a broker.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub shards: u32,
+    /// Extra arguments appended after the contract's flags.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig { shards: TEST_SHARDS, extra_args: Vec::new() }
+    }
+}
+
+/// A running (or stopped) broker process with its own data directory and port.
+///
+/// The data directory and port stay the same across [`Broker::kill9`] / [`Broker::stop`] +
+/// [`Broker::restart`], so a restart sees the previous incarnation's data, and clients
+/// configured with [`Broker::bootstrap`] reconnect to it.
+pub struct Broker {
+    bin: PathBuf,
+    config: BrokerConfig,
+    /// Holds the data dir and the log files; removed on drop.
+    dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Copies the broker's stdout to `stdout.log` after the ready line was seen.
+    stdout_pump: Option<thread::JoinHandle<()>>,
+    /// How many times the broker was started, for log markers.
+    incarnation: u32,
+}
+
+impl Broker {
+    /// Starts a broker with [`TEST_SHARDS`] shards and waits until it is ready.
+    pub fn start() -> Broker {
+        Broker::start_with(BrokerConfig::default())
+    }
+
+    pub fn start_with(config: BrokerConfig) -> Broker {
+        let dir = tempfile::Builder::new().prefix("sluice-test-").tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut broker = Broker {
+            bin: sluice_bin(),
+            config,
+            dir,
+            data_dir,
+            port: free_port(),
+            child: None,
+            stdout_pump: None,
+            incarnation: 0,
+        };
+        broker.spawn_and_wait_ready();
+        broker
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// SIGKILL: no flush, no fsync, no goodbye. Waits until the process is gone so the
+    /// next start cannot race the dying process for the port or the data directory.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("kill9: broker is not running");
+        // Child::kill sends SIGKILL on Unix. It errors only if the child was already
+        // reaped; an already-exited (zombie) child is still fine to kill.
+        let _ = child.kill();
+        let status = child.wait().expect("wait for killed broker");
+        self.join_stdout_pump();
+        self.log_marker(&format!("harness: kill -9 -> {status}"));
+    }
+
+    /// SIGTERM and wait (bounded) for the broker to exit; returns its exit status. The
+    /// contract says SIGTERM means flush + fsync + exit 0, so callers usually assert success.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("stop: broker is not running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.join_stdout_pump();
+                // No dump here: Drop prints the logs while this panic unwinds.
+                panic!("broker did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed it)");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.join_stdout_pump();
+        self.log_marker(&format!("harness: SIGTERM -> {status}"));
+        status
+    }
+
+    /// [`Broker::stop`] and assert the clean exit the contract promises.
+    pub fn stop_ok(&mut self) {
+        let status = self.stop();
+        if !status.success() {
+            panic!("broker exited with {status} after SIGTERM, expected exit 0");
+        }
+    }
+
+    /// Starts the broker again on the same port and data dir and waits until it is ready.
+    /// A broker that is still running is killed with SIGKILL first.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9();
+        }
+        self.spawn_and_wait_ready();
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log_marker(&self, line: &str) {
+        for name in ["stderr.log", "stdout.log"] {
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(self.log_path(name)) {
+                let _ = writeln!(f, "==== {line}");
+            }
+        }
+    }
+
+    fn spawn_and_wait_ready(&mut self) {
+        self.incarnation += 1;
+        self.log_marker(&format!("harness: start #{}", self.incarnation));
+        // Append, so the logs of every incarnation survive for the failure dump.
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path("stderr.log"))
+            .expect("open stderr.log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("start")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--shards")
+            .arg(self.config.shards.to_string())
+            .args(&self.config.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        if std::env::var_os("RUST_BACKTRACE").is_none() {
+            cmd.env("RUST_BACKTRACE", "1");
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+
+        // A thread reads stdout line by line: it reports the ready line over a channel and
+        // then keeps copying stdout to a file, so the broker never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut out_log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path("stdout.log"))
+            .expect("open stdout.log");
+        let (ready_tx, ready_rx) = mpsc::channel::<String>();
+        let pump = thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(out_log, "{line}");
+                if line.starts_with("sluice: ready") {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(line);
+                    }
+                }
+            }
+            // EOF: dropping ready_tx (if still held) tells the waiter stdout closed first.
+        });
+        self.child = Some(child);
+        self.stdout_pump = Some(pump);
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    self.check_ready_line(&line);
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed without a ready line: the process is exiting or gone.
+                    let status = self.wait_exit_briefly();
+                    self.fail_start(&format!(
+                        "broker exited before ready (status: {status}); it closed stdout \
+                         without printing a `sluice: ready` line"
+                    ));
+                }
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().expect("try_wait");
+            if let Some(status) = exited {
+                self.fail_start(&format!("broker exited before ready with {status}"));
+            }
+            if Instant::now() >= deadline {
+                self.fail_start(&format!(
+                    "broker printed no `sluice: ready` line within {READY_TIMEOUT:?}"
+                ));
+            }
+        }
+    }
+
+    /// The ready line must name the address we asked for; a mismatch means the flags were
+    /// not honoured and clients would talk to something else.
+    fn check_ready_line(&mut self, line: &str) {
+        let want = format!("listen={}", self.bootstrap());
+        if line.contains("listen=") && !line.split_whitespace().any(|w| w == want) {
+            self.fail_start(&format!("ready line `{line}` does not contain `{want}`"));
+        }
+    }
+
+    /// After stdout closed, give the process a moment to be reaped, for a useful status.
+    fn wait_exit_briefly(&mut self) -> String {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.to_string();
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        "still running after closing stdout".to_string()
+    }
+
+    fn fail_start(&mut self, why: &str) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_stdout_pump();
+        // Drop prints the logs while this panic unwinds (the Broker is always alive here).
+        panic!(
+            "{why}\n  binary: {}\n  args: start --data-dir {} --listen {} --shards {} {}",
+            self.bin.display(),
+            self.data_dir.display(),
+            self.bootstrap(),
+            self.config.shards,
+            self.config.extra_args.join(" ")
+        );
+    }
+
+    fn join_stdout_pump(&mut self) {
+        // The pump ends at EOF, which comes once the process is dead (unless a grandchild
+        // inherited stdout; the broker spawns none).
+        if let Some(pump) = self.stdout_pump.take() {
+            let _ = pump.join();
+        }
+    }
+
+    /// Prints the tail of the broker's stderr and stdout logs to the test's stderr.
+    pub fn dump_logs(&self) {
+        for name in ["stderr.log", "stdout.log"] {
+            let path = self.log_path(name);
+            eprintln!("----- broker {name} ({}) -----", path.display());
+            match tail(&path, LOG_TAIL_BYTES) {
+                Ok(text) => eprintln!("{text}"),
+                Err(e) => eprintln!("(unreadable: {e})"),
+            }
+            eprintln!("----- end of broker {name} -----");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_stdout_pump();
+        // Drop runs during unwinding of a failed test: that is when the logs are needed.
+        if thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// Sends a signal with the system `kill` command (no libc dependency for one syscall).
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
+}
+
+fn tail(path: &Path, max: u64) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        text.insert_str(0, &format!("[... {start} earlier bytes omitted ...]\n"));
+    }
+    Ok(text)
+}
+
+/// Polls `cond` until it returns `Some` or `timeout` passes; the poll interval is short
+/// because each check is cheap. For conditions with no event to await (metadata settling,
+/// a counter reaching a value).
+pub fn poll_until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}

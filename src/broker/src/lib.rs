@@ -1,1 +1,162 @@
-//! placeholder
+//! The sluice broker: glues the Kafka codec, the partition log and the shard runtime into a
+//! server. Each shard accepts connections on the shared listen address (SO_REUSEPORT), runs
+//! requests, and sends partition work to the partition's owning shard.
+//!
+//! Boundary invariants:
+//! - Partition logs are touched only on their owning shard (see [`shard::BrokerShard::exec`]).
+//! - Cluster state (topics, configs) changes only on shard 0 ([`controller::Controller`]),
+//!   which persists it before distributing it and answering.
+//! - A request answered "ok" with acks=all was fsynced.
+
+pub mod config;
+pub mod conn;
+pub mod controller;
+pub mod error;
+pub mod handlers;
+pub mod kerr;
+pub mod ops;
+pub mod producer_ids;
+pub mod shard;
+pub mod topic_config;
+pub mod topics;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use sluice_shard::{ShardConfig, Shutdown};
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+
+/// Process-wide state shared by all shards (behind its own locks; not on the produce path).
+pub struct Shared {
+    pub producer_ids: producer_ids::ProducerIds,
+    ready: (Mutex<usize>, Condvar),
+    failed: AtomicUsize,
+}
+
+impl shard::BrokerShard {
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared_handle.clone()
+    }
+}
+
+/// Runs the broker until SIGTERM/SIGINT; `on_ready` is called once every shard listens.
+pub fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result<(), BrokerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| BrokerError::Io { op: "create", path: config.data_dir.clone(), source: e })?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let state = topics::load_state(&config.data_dir, config.node_id)?;
+    if !topics::state_path(&config.data_dir).exists() {
+        topics::store_state(&config.data_dir, &state)?;
+    }
+    let shared = Arc::new(Shared {
+        producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
+        ready: (Mutex::new(0), Condvar::new()),
+        failed: AtomicUsize::new(0),
+    });
+    let config = Arc::new(config);
+    let shutdown = Shutdown::new();
+    sluice_shard::trigger_on_signals(&shutdown).map_err(|e| BrokerError::Shard(e.to_string()))?;
+    let shard_config = ShardConfig { shards: config.shards, pin: config.pin, ..ShardConfig::default() };
+    let shards = config.shards;
+    let runtime = {
+        let shared = shared.clone();
+        let config = config.clone();
+        sluice_shard::start(shard_config, shutdown.clone(), move |ctx| {
+            let shared = shared.clone();
+            let config = config.clone();
+            let state = state.clone();
+            async move { shard_main(ctx, config, state, shared).await }
+        })
+        .map_err(|e| BrokerError::Shard(e.to_string()))?
+    };
+    // Wait for every shard to listen (or one to fail).
+    {
+        let (lock, cv) = &shared.ready;
+        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < shards && shared.failed.load(Ordering::SeqCst) == 0 {
+            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+    if shared.failed.load(Ordering::SeqCst) != 0 {
+        shutdown.trigger();
+        let _ = runtime.join();
+        return Err(BrokerError::Config("a shard failed to start; see the log above".into()));
+    }
+    on_ready(&config);
+    runtime.join().map_err(|e| BrokerError::Shard(e.to_string()))
+}
+
+fn signal_ready(shared: &Shared, ok: bool) {
+    if !ok {
+        shared.failed.fetch_add(1, Ordering::SeqCst);
+    }
+    let (lock, cv) = &shared.ready;
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    cv.notify_all();
+}
+
+async fn shard_main(ctx: sluice_shard::ShardCtx, config: Arc<BrokerConfig>, state: topics::ClusterState, shared: Arc<Shared>) {
+    let shard = shard::BrokerShard::new(ctx.clone(), config.clone(), state.clone(), shared.clone());
+    ctx.mesh().set_handler(shard::MeshHandler(shard.clone()));
+    if let Err(e) = shard.apply_topics(state).await {
+        log::error!("{}: opening partitions: {e}", ctx.shard_id());
+        signal_ready(&shared, false);
+        return;
+    }
+    let listener = match glommio::net::TcpListener::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{}: cannot listen on {}: {e}", ctx.shard_id(), config.listen);
+            eprintln!("sluice: cannot listen on {}: {e}", config.listen);
+            signal_ready(&shared, false);
+            return;
+        }
+    };
+    shard.spawn_retention();
+    signal_ready(&shared, true);
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    if connections.get() >= config::CONNECTIONS_PER_SHARD_MAX {
+                        log::warn!("{}: connection limit reached; refusing", ctx.shard_id());
+                        drop(stream);
+                        continue;
+                    }
+                    connections.set(connections.get() + 1);
+                    let shard = shard.clone();
+                    let connections = connections.clone();
+                    glommio::spawn_local(async move {
+                        conn::serve(shard, stream).await;
+                        connections.set(connections.get() - 1);
+                    })
+                    .detach();
+                }
+                Err(e) => log::warn!("accept: {e}"),
+            }
+        }
+    };
+    futures_lite::future::or(accept, ctx.shutdown().wait()).await;
+    shard.close_all().await;
+}
+
+/// One broker per data directory: an exclusive `flock` held for the process lifetime.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::Io { op: "open", path: path.clone(), source: e })?;
+    // SAFETY: flock on a valid, owned descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(BrokerError::Config(format!("{} is in use by another sluice process", dir.display())));
+    }
+    Ok(f)
+}

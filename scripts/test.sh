@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command: installs test dependencies, builds the release broker the
+# integration tests run, then runs every test in the workspace. Exits non-zero on any
+# failure. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sluice-tests`,
+# or `scripts/test.sh -- --nocapture`); with arguments, they replace `--workspace`.
+#
+# Why two builds: the integration tests (tests/) drive the `sluice` binary as a separate
+# process and use target/release/sluice, so the broker is measured optimised; the test
+# crates themselves build in the dev profile (opt-level 1, dependencies at 2), which is
+# fast enough and quicker to compile.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+bash scripts/install-test-deps.sh
+
+echo "test.sh: cargo build --release -p sluice"
+cargo build --release -p sluice
+
+# Pin the harness to exactly the binary just built (it would find the same one by
+# default; this also covers a relative CARGO_TARGET_DIR).
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+[[ "$target_dir" = /* ]] || target_dir="$repo_root/$target_dir"
+export SLUICE_BIN="$target_dir/release/sluice"
+
+if (($#)); then
+    echo "test.sh: cargo test $*"
+    cargo test "$@"
+else
+    echo "test.sh: cargo test --workspace"
+    cargo test --workspace
+fi

@@ -1,0 +1,348 @@
+//! `DmaStorage`: the storage crate's `Storage` trait over glommio DMA files (O_DIRECT through io_uring).
+//!
+//! Files and buffers belong to the shard whose executor created them (glommio state is
+//! thread-local), hence `DmaStorage` is only obtainable from a [`ShardCtx`] and is `!Send`.
+
+use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use sluice_storage::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
+
+use crate::runtime::ShardCtx;
+
+/// Largest single `read_at`: a corrupt index must not make us allocate gigabytes.
+pub const READ_LEN_MAX: usize = 64 << 20;
+
+/// A page-aligned buffer from glommio's DMA pool (registered with io_uring when memlock allows).
+/// Owned by the shard that allocated it; !Send.
+pub struct DmaBuf(DmaBuffer);
+
+impl AsRef<[u8]> for DmaBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl AsMut<[u8]> for DmaBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.0.as_bytes_mut()
+    }
+}
+
+impl IoBuf for DmaBuf {
+    /// A `len` that is not a page multiple is rounded up (the extra bytes are the buffer's own
+    /// padding), and one beyond the current length is clamped: bad input never panics.
+    fn shrink_to(&mut self, len: usize) {
+        let len = len.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE).min(self.0.len());
+        self.0.trim_to_size(len);
+    }
+}
+
+/// File operations for one shard. Owned by the shard it was created on; !Send.
+#[derive(Clone)]
+pub struct DmaStorage {
+    _shard_local: PhantomData<Rc<()>>,
+}
+
+impl DmaStorage {
+    /// Storage for the shard `ctx` belongs to (requiring the context proves we run on a shard).
+    pub fn new(_ctx: &ShardCtx) -> DmaStorage {
+        DmaStorage { _shard_local: PhantomData }
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn with_path(e: io::Error, op: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
+impl Storage for DmaStorage {
+    type File = DmaStorageFile;
+    type Buf = DmaBuf;
+
+    /// `len` is rounded up to a page multiple (the contract asks callers for one already).
+    fn alloc_buf(&self, len: usize) -> DmaBuf {
+        let rounded = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        let mut buf = glommio::allocate_dma_buffer(rounded);
+        // Pool memory is recycled; the contract promises zeroes (padding must not leak old data).
+        buf.as_bytes_mut().fill(0);
+        if len == 0 {
+            buf.trim_to_size(0);
+        }
+        DmaBuf(buf)
+    }
+
+    async fn open_rw(&self, path: &Path) -> io::Result<DmaStorageFile> {
+        prime_iopoll_probe(path).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(|e| with_path(e.into(), "opening", path))?;
+        Ok(DmaStorageFile { file, path: path.to_path_buf() })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        match glommio::io::remove(path).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e: io::Error = e.into();
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(with_path(e, "removing", path))
+                }
+            }
+        }
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Rare and possibly several syscalls deep: run it on glommio's blocking pool, not the reactor.
+        let p = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || std::fs::create_dir_all(&p))
+            .await
+            .map_err(|e| with_path(e, "creating directory", path))
+    }
+
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let p = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || -> io::Result<Vec<PathBuf>> {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(&p)? {
+                    names.push(PathBuf::from(entry?.file_name()));
+                }
+                names.sort();
+                Ok(names)
+            })
+            .await
+            .map_err(|e| with_path(e, "listing", path))
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let dir = glommio::io::Directory::open(path).await.map_err(|e| with_path(e.into(), "opening directory", path))?;
+        let synced = dir.sync().await.map_err(|e| with_path(e.into(), "syncing directory", path));
+        let closed = dir.close().await.map_err(|e| with_path(e.into(), "closing directory", path));
+        synced.and(closed)
+    }
+}
+
+thread_local! {
+    /// Devices (st_dev) this shard has already primed glommio's iopoll probe for.
+    static PRIMED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+}
+
+/// Makes glommio's per-thread, per-device iopoll probe see real data.
+///
+/// glommio 0.9 decides on the first DMA open per device (cached per thread) whether to use its
+/// IOPOLL ring by reading the opened file's first block. If that file is empty (a new segment)
+/// the read returns EOF without reaching the device and the device is wrongly marked pollable;
+/// later real reads then fail with EOPNOTSUPP on devices without poll queues (virtio here).
+/// So before the first open on a device, we DMA-open a one-page scratch file in the same
+/// directory, which makes the probe issue a real read and cache the right answer.
+async fn prime_iopoll_probe(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dev = match std::fs::metadata(&dir) {
+        Ok(m) => m.dev(),
+        // Let the real open report the problem with its own context.
+        Err(_) => return Ok(()),
+    };
+    if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    // SAFETY: gettid has no preconditions. The thread id keeps shards sharing a directory apart.
+    let tid = unsafe { libc::gettid() };
+    let scratch = dir.join(format!(".sluice-iopoll-probe-{}-{tid}", std::process::id()));
+    let s2 = scratch.clone();
+    glommio::executor()
+        .spawn_blocking(move || -> io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&s2)?;
+            f.write_all(&[0u8; PAGE_SIZE])?;
+            // On disk, so the probe's O_DIRECT read really goes to the device.
+            f.sync_data()
+        })
+        .await
+        .map_err(|e| with_path(e, "writing iopoll probe file", &scratch))?;
+    let opened = OpenOptions::new().read(true).dma_open(&scratch).await;
+    if let Ok(f) = opened {
+        let _ = f.close().await;
+    }
+    let _ = glommio::io::remove(&scratch).await;
+    PRIMED_DEVICES.with(|p| p.borrow_mut().insert(dev));
+    Ok(())
+}
+
+/// One open DMA file. Owned by the shard that opened it; !Send.
+pub struct DmaStorageFile {
+    file: DmaFile,
+    path: PathBuf,
+}
+
+impl DmaStorageFile {
+    /// The device's O_DIRECT alignment (512 or 4096); writes are page multiples, which covers both.
+    pub fn alignment(&self) -> u64 {
+        self.file.alignment()
+    }
+
+    /// Closes the file now instead of on drop (drop closes it asynchronously on the next IO cycle).
+    pub async fn close(self) -> io::Result<()> {
+        let path = self.path;
+        self.file.close().await.map_err(|e| with_path(e.into(), "closing", &path))
+    }
+}
+
+impl StorageFile for DmaStorageFile {
+    type Buf = DmaBuf;
+
+    async fn write_at(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
+        let len = buf.0.len();
+        if pos % PAGE_SIZE as u64 != 0 || len % PAGE_SIZE != 0 {
+            return Err(invalid(format!(
+                "unaligned write to {}: pos {pos}, len {len} (must be multiples of {PAGE_SIZE})",
+                self.path.display()
+            )));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let written = self.file.write_at(buf.0, pos).await.map_err(|e| with_path(e.into(), "writing", &self.path))?;
+        // O_DIRECT writes to a regular file are all-or-error in practice (short only on ENOSPC);
+        // the buffer is consumed, so report rather than retry a partial page run.
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write to {} at {pos}: {written} of {len} bytes", self.path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if len > READ_LEN_MAX {
+            return Err(invalid(format!("read of {len} bytes from {} exceeds READ_LEN_MAX {READ_LEN_MAX}", self.path.display())));
+        }
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        // We align by hand and use `read_at_aligned` because glommio 0.9's unaligned `read_at`
+        // reports `min(bytes_read, len)` bytes from the in-page offset, which runs past EOF
+        // (returning stale buffer bytes) when the file ends inside the requested range.
+        let align = self.file.alignment().max(PAGE_SIZE as u64);
+        let start = pos - pos % align;
+        let skip = (pos - start) as usize;
+        let end = pos
+            .checked_add(len as u64)
+            .ok_or_else(|| invalid(format!("read at {pos} + {len} overflows")))?;
+        let span = (end.div_ceil(align) * align - start) as usize;
+        let read = self.file.read_at_aligned(start, span).await.map_err(|e| with_path(e.into(), "reading", &self.path))?;
+        // A short O_DIRECT read of a regular file means end of file.
+        let got = read.len();
+        if got <= skip {
+            return Ok(Bytes::new());
+        }
+        let stop = got.min(skip + len);
+        // One copy: glommio's read buffer is shard-local (Rc-backed), and `Bytes` must be Send.
+        Ok(Bytes::copy_from_slice(&read[skip..stop]))
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(|e| with_path(e.into(), "fdatasync", &self.path))
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(|e| with_path(e.into(), "stat", &self.path))
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(|e| with_path(e.into(), "truncating", &self.path))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::runtime::{start, ShardConfig};
+    use crate::shutdown::Shutdown;
+
+    fn cfg() -> ShardConfig {
+        ShardConfig { shards: 1, io_memory: 1 << 20, ring_depth: 64, ..ShardConfig::default() }
+    }
+
+    #[test]
+    fn write_sync_read_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let rt = start(cfg(), Shutdown::new(), move |ctx| {
+            let root = root.clone();
+            async move {
+                let st = ctx.storage();
+                let seg_dir = root.join("topic-0").join("p-3");
+                st.create_dir_all(&seg_dir).await.unwrap();
+                let path = seg_dir.join("00000000000000000000.log");
+                let f = st.open_rw(&path).await.unwrap();
+                assert_eq!(f.size().await.unwrap(), 0);
+
+                let mut b = st.alloc_buf(2 * PAGE_SIZE);
+                assert!(b.as_ref().iter().all(|&x| x == 0));
+                for (i, x) in b.as_mut().iter_mut().enumerate() {
+                    *x = (i % 251) as u8;
+                }
+                f.write_at(b, 0).await.unwrap();
+                let mut b2 = st.alloc_buf(PAGE_SIZE);
+                b2.as_mut().fill(0xAB);
+                f.write_at(b2, 2 * PAGE_SIZE as u64).await.unwrap();
+                f.fdatasync().await.unwrap();
+                st.sync_dir(&seg_dir).await.unwrap();
+                assert_eq!(f.size().await.unwrap(), 3 * PAGE_SIZE as u64);
+
+                // Unaligned read spanning the page boundary.
+                let r = f.read_at(4000, 200).await.unwrap();
+                let want: Vec<u8> = (4000..4200).map(|i| (i % 251) as u8).collect();
+                assert_eq!(&r[..], &want[..]);
+                let r = f.read_at(2 * PAGE_SIZE as u64 - 10, 20).await.unwrap();
+                assert_eq!(&r[10..], &[0xAB; 10]);
+
+                // Truncate inside a page: reads stop exactly at the new end.
+                f.truncate(5000).await.unwrap();
+                assert_eq!(f.size().await.unwrap(), 5000);
+                let r = f.read_at(4990, 100).await.unwrap();
+                assert_eq!(r.len(), 10);
+                assert_eq!(f.read_at(6000, 10).await.unwrap().len(), 0);
+
+                // Bad input is an error, not a panic.
+                let odd = st.alloc_buf(PAGE_SIZE);
+                assert_eq!(f.write_at(odd, 100).await.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+                assert!(f.read_at(0, READ_LEN_MAX + 1).await.is_err());
+
+                // A second handle sees the durable data.
+                f.close().await.unwrap();
+                let g = st.open_rw(&path).await.unwrap();
+                assert_eq!(g.read_at(0, 3).await.unwrap().as_ref(), &[0, 1, 2]);
+                drop(g);
+
+                assert_eq!(st.list_dir(&seg_dir).await.unwrap(), vec![PathBuf::from("00000000000000000000.log")]);
+                st.remove(&path).await.unwrap();
+                st.remove(&path).await.unwrap(); // missing is fine
+                assert!(st.list_dir(&seg_dir).await.unwrap().is_empty());
+                assert!(st.list_dir(&root.join("nope")).await.is_err());
+            }
+        })
+        .unwrap();
+        rt.join().unwrap();
+    }
+}

@@ -1,0 +1,58 @@
+//! Broker settings: the command-line contract (`--data-dir`, `--listen`, `--shards`,
+//! `--node-id`) plus Kafka-named defaults and the broker's named limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest request accepted (Kafka's `socket.request.max.bytes`); larger → connection closed
+/// before anything is allocated for it.
+pub const REQUEST_SIZE_MAX: usize = 104_857_600;
+/// Requests one connection may have in flight before the broker stops reading from it
+/// (Kafka's `queued.max.requests` is per broker; per connection bounds memory per client).
+pub const INFLIGHT_REQUESTS_MAX: usize = 32;
+/// Connections one shard serves at once; further accepts wait.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
+/// Longest a fetch may wait (clamps `max_wait_ms`).
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Bytes one fetch response may carry in total (clamps `max_bytes`).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Everything `sluice start` is told, with Kafka's defaults.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host name advertised in Metadata (defaults to the listen address).
+    pub advertised_host: String,
+    pub shards: usize,
+    pub node_id: i32,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `log.retention.check.interval.ms`
+    pub retention_check_interval: Duration,
+    /// Pin shards to CPUs.
+    pub pin: bool,
+    /// Memory for each shard's batch cache.
+    pub batch_cache_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid address");
+        BrokerConfig {
+            data_dir: PathBuf::from("./sluice-data"),
+            listen,
+            advertised_host: listen.ip().to_string(),
+            shards: sluice_shard::allowed_cpus().len().max(1),
+            node_id: 0,
+            auto_create_topics: true,
+            num_partitions: 1,
+            retention_check_interval: Duration::from_millis(300_000),
+            pin: true,
+            batch_cache_bytes: 128 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! One client connection: read frames, run requests concurrently (bounded), write responses
+//! strictly in request order. Bad input closes the connection; it never panics the shard.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use sluice_codec::kafka_protocol::messages::ApiKey;
+use sluice_codec::{peek_request_prefix, FrameDecoder};
+use sluice_shard::{Frame, ShardId};
+
+use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
+use crate::handlers;
+use crate::ops::{ForwardHeader, TAG_FORWARD};
+use crate::shard::BrokerShard;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What a request produced.
+pub enum Outcome {
+    Respond(Bytes),
+    /// acks=0 produce: the client expects nothing.
+    NoResponse,
+    /// Protocol violation: close the connection after the responses before it.
+    Close,
+}
+
+/// Serves one connection until the client goes away or breaks the protocol.
+pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // The bounded channel is the in-flight limit: the reader stops reading when it is full.
+    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(INFLIGHT_REQUESTS_MAX);
+
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(handle) = rx.recv().await {
+            match handle.await {
+                Some(Outcome::Respond(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outcome::NoResponse) => {}
+                Some(Outcome::Close) | None => break,
+            }
+        }
+        let _ = writer.close().await;
+    })
+    .detach();
+
+    let mut decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'read: loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let shard = shard.clone();
+                    let handle = glommio::spawn_local(async move { run(&shard, frame, false).await }).detach();
+                    if tx.send(handle).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::info!("closing connection from {peer}: {e}");
+                    break 'read;
+                }
+            }
+        }
+        let filled = buf.len();
+        buf.resize(filled + READ_CHUNK_BYTES, 0);
+        match reader.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => {
+                buf.truncate(filled);
+                break;
+            }
+            Ok(n) => buf.truncate(filled + n),
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+}
+
+/// Runs a request frame that another shard forwarded here: the reply payload is
+/// `Some(bytes)` to respond, `Some(empty)` for no response, `None` to close.
+pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes) -> Option<Bytes> {
+    match run(shard, frame, true).await {
+        Outcome::Respond(b) => Some(b),
+        Outcome::NoResponse => Some(Bytes::new()),
+        Outcome::Close => None,
+    }
+}
+
+pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool) -> Outcome {
+    let Ok(prefix) = peek_request_prefix(&frame) else { return Outcome::Close };
+    if !forwarded {
+        if let Some(target) = handlers::route(shard, prefix.api_key) {
+            if target != shard.shard_id() {
+                return forward(shard, target, prefix.api_key, frame).await;
+            }
+        }
+    }
+    let request = match shard.api.decode_frame(frame) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(correlation_id) = e.api_versions_fallback() {
+                return handlers::api_versions::unsupported_version(shard, correlation_id);
+            }
+            log::info!("bad request (api key {}): {e}", prefix.api_key);
+            return Outcome::Close;
+        }
+    };
+    handlers::dispatch(shard, request).await
+}
+
+/// Runs a request on another shard (controller work, later group coordinators).
+async fn forward(shard: &Rc<BrokerShard>, target: ShardId, api_key: i16, frame: Bytes) -> Outcome {
+    let f = match Frame::encode_tagged(TAG_FORWARD, &ForwardHeader { api_key }, Some(frame)) {
+        Ok(f) => f,
+        Err(_) => return Outcome::Close,
+    };
+    match shard.ctx.mesh().call(target, f).await {
+        Ok(mut reply) => match reply.take_payload() {
+            Some(b) if b.is_empty() => Outcome::NoResponse,
+            Some(b) => Outcome::Respond(b),
+            None => Outcome::Close,
+        },
+        Err(e) => {
+            log::error!("forwarding api {api_key} to {target}: {e}");
+            Outcome::Close
+        }
+    }
+}
+
+/// `ApiKey` of an i16, if known.
+pub fn api_key(key: i16) -> Option<ApiKey> {
+    ApiKey::try_from(key).ok()
+}

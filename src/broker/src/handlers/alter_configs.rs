@@ -1,0 +1,55 @@
+//! AlterConfigs (runs on the controller shard): replaces a resource's whole set of overrides.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use sluice_codec::kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use sluice_codec::RequestHeaderInfo;
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::str_bytes;
+use crate::kerr;
+use crate::shard::BrokerShard;
+use crate::topic_config::TOPIC_CONFIGS;
+
+/// Checks a broker-level config name and value (the `log.*` names behind topic configs).
+pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
+    match TOPIC_CONFIGS.iter().find(|k| k.broker_name == name) {
+        Some(k) if (k.check)(value) => Ok(()),
+        Some(_) => Err(format!("Invalid value {value} for configuration {name}")),
+        None => Err(format!("Cannot update config {name} dynamically")),
+    }
+}
+
+pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    let Some(controller) = &shard.controller else {
+        return AlterConfigsResponse::default();
+    };
+    let mut out = Vec::new();
+    for res in r.resources {
+        let new: BTreeMap<String, String> =
+            res.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let outcome = match res.resource_type {
+            RESOURCE_TOPIC => controller.alter_topic_configs(shard, res.resource_name.to_string(), r.validate_only, |_| Ok(new)).await,
+            RESOURCE_BROKER => {
+                controller
+                    .alter_broker_configs(shard, r.validate_only, |_| {
+                        for (k, v) in &new {
+                            check_broker_config(k, v)?;
+                        }
+                        Ok(new)
+                    })
+                    .await
+            }
+            other => Err((kerr::INVALID_REQUEST, format!("unsupported resource type {other}"))),
+        };
+        let mut resp = AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name);
+        if let Err((code, msg)) = outcome {
+            resp.error_code = code;
+            resp.error_message = Some(str_bytes(&msg));
+        }
+        out.push(resp);
+    }
+    AlterConfigsResponse::default().with_responses(out)
+}

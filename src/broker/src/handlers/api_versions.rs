@@ -1,0 +1,49 @@
+//! ApiVersions: the APIs and versions this broker serves, and the v0 fallback answer for a
+//! client that asked with a version we do not know (so it can retry with one we do).
+
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
+use sluice_codec::kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use sluice_codec::{frame_response, RequestHeaderInfo};
+
+use super::str_bytes;
+use crate::conn::Outcome;
+use crate::kerr;
+use crate::shard::BrokerShard;
+
+fn api_list(shard: &BrokerShard) -> Vec<ApiVersion> {
+    shard
+        .api
+        .iter()
+        .map(|(key, range)| ApiVersion::default().with_api_key(key as i16).with_min_version(range.min).with_max_version(range.max))
+        .collect()
+}
+
+pub fn handle(shard: &BrokerShard, h: &RequestHeaderInfo, _r: ApiVersionsRequest) -> ApiVersionsResponse {
+    let response = ApiVersionsResponse::default().with_api_keys(api_list(shard));
+    if h.api_version < 3 {
+        return response;
+    }
+    // Feature levels (v3+): metadata.version of Kafka 4.1; clients only read them.
+    response
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(str_bytes("metadata.version"))
+            .with_min_version(1)
+            .with_max_version(25)])
+        .with_finalized_features_epoch(0)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(str_bytes("metadata.version"))
+            .with_min_version_level(25)
+            .with_max_version_level(25)])
+}
+
+/// Kafka's rule: an ApiVersions request of unknown version gets a v0 response with
+/// UNSUPPORTED_VERSION and the API list.
+pub fn unsupported_version(shard: &Rc<BrokerShard>, correlation_id: i32) -> Outcome {
+    let body = ApiVersionsResponse::default().with_error_code(kerr::UNSUPPORTED_VERSION).with_api_keys(api_list(shard));
+    match frame_response(correlation_id, 0, &body, 0) {
+        Ok(b) => Outcome::Respond(b),
+        Err(_) => Outcome::Close,
+    }
+}

@@ -1,0 +1,46 @@
+//! DeleteTopics (runs on the controller shard), by name or (v6+) by topic id.
+
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use sluice_codec::kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+use sluice_codec::RequestHeaderInfo;
+
+use super::{str_bytes, topic_name, uuid};
+use crate::kerr;
+use crate::shard::BrokerShard;
+
+pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let Some(controller) = &shard.controller else {
+        return DeleteTopicsResponse::default();
+    };
+    let topics = shard.topics();
+    let mut results = Vec::new();
+    let mut names = Vec::new();
+    if h.api_version >= 6 {
+        for t in &r.topics {
+            match (&t.name, topics.get_by_id(t.topic_id.as_bytes())) {
+                (Some(n), _) => names.push(n.0.to_string()),
+                (None, Some(rec)) => names.push(rec.name.clone()),
+                (None, None) => results.push(
+                    DeletableTopicResult::default()
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(kerr::UNKNOWN_TOPIC_ID)
+                        .with_error_message(Some(str_bytes("unknown topic id"))),
+                ),
+            }
+        }
+    } else {
+        names.extend(r.topic_names.iter().map(|n| n.0.to_string()));
+    }
+    for (name, outcome) in controller.delete_topics(shard, names).await {
+        results.push(match outcome {
+            Ok(t) => DeletableTopicResult::default().with_name(Some(topic_name(&name))).with_topic_id(uuid(&t.id)),
+            Err((code, msg)) => DeletableTopicResult::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(&msg))),
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}

@@ -1,0 +1,101 @@
+//! Metadata: brokers, topics with partitions and ids, controller; auto-creates requested
+//! topics when `auto.create.topics.enable` allows (as Kafka does on Metadata, not Produce).
+
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use sluice_codec::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use sluice_codec::RequestHeaderInfo;
+
+use super::{str_bytes, topic_name, uuid};
+use crate::kerr;
+use crate::shard::BrokerShard;
+use crate::topics::{validate_topic_name, TopicRecord};
+
+/// "Authorized operations not requested" marker.
+const OPS_NOT_REQUESTED: i32 = i32::MIN;
+
+pub fn broker_entry(shard: &BrokerShard) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(shard.config.node_id))
+        .with_host(str_bytes(&shard.config.advertised_host))
+        .with_port(shard.config.listen.port() as i32)
+}
+
+fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
+    let node = BrokerId(shard.config.node_id);
+    let partitions = (0..t.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(uuid(&t.id))
+        .with_is_internal(t.internal)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(OPS_NOT_REQUESTED)
+}
+
+pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: MetadataRequest) -> MetadataResponse {
+    let topics = shard.topics();
+    let mut entries = Vec::new();
+    match &r.topics {
+        // Null (v1+) or empty (v0) list: every topic.
+        None => entries.extend(topics.topics().iter().map(|t| topic_entry(shard, t))),
+        Some(list) if list.is_empty() && h.api_version == 0 => {
+            entries.extend(topics.topics().iter().map(|t| topic_entry(shard, t)))
+        }
+        Some(list) => {
+            // Auto-create first (one controller round trip for all missing names).
+            let allow = shard.config.auto_create_topics && (h.api_version < 4 || r.allow_auto_topic_creation);
+            if allow {
+                let missing: Vec<String> = list
+                    .iter()
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                    .filter(|n| topics.get(n).is_none() && validate_topic_name(n).is_ok())
+                    .collect();
+                if !missing.is_empty() {
+                    shard.auto_create(missing).await;
+                }
+            }
+            let topics = shard.topics();
+            for req in list {
+                let found = match &req.name {
+                    Some(n) => topics.get(n),
+                    None => topics.get_by_id(req.topic_id.as_bytes()),
+                };
+                let entry = match found {
+                    Some(t) => topic_entry(shard, t),
+                    None => {
+                        let code = match &req.name {
+                            Some(n) if validate_topic_name(n).is_err() => kerr::INVALID_TOPIC_EXCEPTION,
+                            Some(_) => kerr::UNKNOWN_TOPIC_OR_PARTITION,
+                            None => kerr::UNKNOWN_TOPIC_ID,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(req.name.clone())
+                            .with_topic_id(req.topic_id)
+                            .with_topic_authorized_operations(OPS_NOT_REQUESTED)
+                    }
+                };
+                entries.push(entry);
+            }
+        }
+    }
+    let topics = shard.topics();
+    MetadataResponse::default()
+        .with_brokers(vec![broker_entry(shard)])
+        .with_cluster_id(Some(str_bytes(&topics.state.cluster_id)))
+        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_topics(entries)
+        .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
+}

@@ -1,0 +1,134 @@
+//! Kafka API handlers, one file per API, and the dispatch from a decoded request to them.
+//! Every API listed in [`api_table`] is advertised by ApiVersions and works; anything else
+//! is not advertised.
+
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::{ApiKey, RequestKind};
+use sluice_codec::kafka_protocol::protocol::Encodable;
+use sluice_codec::{frame_response, ApiTable, Request, RequestHeaderInfo};
+use sluice_shard::ShardId;
+
+use crate::conn::Outcome;
+use crate::shard::BrokerShard;
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+/// The APIs and versions sluice serves: those of Apache Kafka 4.1 for the APIs it has.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+pub fn api_table() -> ApiTable {
+    ApiTable::new(SUPPORTED).expect("supported versions are within the codec's")
+}
+
+/// The shard a request must run on when it is not the one the connection landed on:
+/// cluster-state changes run on the controller (shard 0).
+pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
+    match ApiKey::try_from(api_key).ok()? {
+        ApiKey::CreateTopics
+        | ApiKey::DeleteTopics
+        | ApiKey::CreatePartitions
+        | ApiKey::AlterConfigs
+        | ApiKey::IncrementalAlterConfigs => Some(ShardId(0)),
+        _ => None,
+    }
+}
+
+/// Encodes a response for `header`'s API version.
+pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
+    match frame_response(header.correlation_id, header.response_header_version(), body, header.api_version) {
+        Ok(b) => Outcome::Respond(b),
+        Err(e) => {
+            log::error!("encoding {:?} v{} response: {e}", header.api_key, header.api_version);
+            Outcome::Close
+        }
+    }
+}
+
+pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
+    let h = &request.header;
+    match request.body {
+        RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
+        RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r).await),
+        RequestKind::Produce(r) => produce::handle(shard, h, r).await,
+        RequestKind::Fetch(r) => respond(h, &fetch::handle(shard, h, r).await),
+        RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
+        RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
+        RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
+        RequestKind::CreatePartitions(r) => respond(h, &create_partitions::handle(shard, h, r).await),
+        RequestKind::DeleteRecords(r) => respond(h, &delete_records::handle(shard, h, r).await),
+        RequestKind::InitProducerId(r) => respond(h, &init_producer_id::handle(shard, h, r)),
+        RequestKind::OffsetForLeaderEpoch(r) => respond(h, &offset_for_leader_epoch::handle(shard, h, r).await),
+        RequestKind::DescribeConfigs(r) => respond(h, &describe_configs::handle(shard, h, r)),
+        RequestKind::AlterConfigs(r) => respond(h, &alter_configs::handle(shard, h, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => respond(h, &incremental_alter_configs::handle(shard, h, r).await),
+        RequestKind::DescribeLogDirs(r) => respond(h, &describe_log_dirs::handle(shard, h, r).await),
+        RequestKind::DescribeCluster(r) => respond(h, &describe_cluster::handle(shard, h, r)),
+        other => {
+            // The API table only admits the keys above; anything else is a table/dispatch mismatch.
+            log::error!("no handler for {:?}", std::mem::discriminant(&other));
+            Outcome::Close
+        }
+    }
+}
+
+/// Runs `f` for each item concurrently on this shard and returns the results in order.
+pub async fn join_all<T: 'static, F>(futs: Vec<F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + 'static,
+{
+    if futs.len() == 1 {
+        let mut futs = futs;
+        return vec![futs.pop().expect("one").await];
+    }
+    let handles: Vec<_> = futs.into_iter().map(glommio::spawn_local).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+pub fn str_bytes(s: &str) -> sluice_codec::kafka_protocol::protocol::StrBytes {
+    sluice_codec::kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+pub fn topic_name(s: &str) -> sluice_codec::kafka_protocol::messages::TopicName {
+    sluice_codec::kafka_protocol::messages::TopicName(str_bytes(s))
+}
+
+pub fn uuid(id: &[u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(*id)
+}

@@ -1,0 +1,77 @@
+//! Produce: each partition's batches go to the owning shard (concurrently when a request
+//! spans shards); acks=all answers after the fsync that covers the batch.
+
+use std::rc::Rc;
+
+use sluice_codec::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use sluice_codec::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_codec::RequestHeaderInfo;
+
+use super::{join_all, respond};
+use crate::conn::Outcome;
+use crate::kerr;
+use crate::ops::{PartitionOp, PartitionRequest};
+use crate::shard::BrokerShard;
+
+pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRequest) -> Outcome {
+    let acks = r.acks;
+    let topics = shard.topics();
+    let early_error = if !matches!(acks, -1 | 0 | 1) {
+        Some(kerr::INVALID_REQUIRED_ACKS)
+    } else if r.transactional_id.is_some() {
+        // Transactions arrive with a later milestone; refuse rather than store unmanaged data.
+        Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
+
+    // (topic index, partition index, future)
+    let mut slots = Vec::new();
+    let mut futs = Vec::new();
+    let mut responses = Vec::with_capacity(r.topic_data.len());
+    for td in r.topic_data {
+        let record = if h.api_version >= 13 {
+            topics.get_by_id(td.topic_id.as_bytes())
+        } else {
+            topics.get(&td.name.0)
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let mut resp = PartitionProduceResponse::default().with_index(pd.index).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1);
+            let code = match (early_error, record) {
+                (Some(code), _) => Some(code),
+                (None, None) => Some(if h.api_version >= 13 { kerr::UNKNOWN_TOPIC_ID } else { kerr::UNKNOWN_TOPIC_OR_PARTITION }),
+                (None, Some(t)) if pd.index < 0 || pd.index >= t.partitions => Some(kerr::UNKNOWN_TOPIC_OR_PARTITION),
+                (None, Some(t)) => {
+                    let req = PartitionRequest {
+                        topic_id: t.id,
+                        partition: pd.index,
+                        op: PartitionOp::Produce { acks, timeout_ms: r.timeout_ms },
+                    };
+                    let shard = shard.clone();
+                    let records = pd.records;
+                    slots.push((responses.len(), parts.len()));
+                    futs.push(async move { shard.partition_call(req, records).await.0 });
+                    None
+                }
+            };
+            if let Some(code) = code {
+                resp.error_code = code;
+            }
+            parts.push(resp);
+        }
+        responses.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(td.topic_id).with_partition_responses(parts));
+    }
+    let replies = join_all(futs).await;
+    for ((ti, pi), reply) in slots.into_iter().zip(replies) {
+        let p = &mut responses[ti].partition_responses[pi];
+        p.error_code = reply.error_code;
+        p.base_offset = reply.base_offset;
+        p.log_append_time_ms = reply.log_append_time;
+        p.log_start_offset = reply.log_start_offset;
+    }
+    if acks == 0 {
+        return Outcome::NoResponse;
+    }
+    respond(h, &ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,96 @@
+//! Per-partition operations as they travel to the partition's owning shard: rkyv frames
+//! read in place on arrival; record bytes ride beside the frame as `Bytes` (never copied).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Frame tags: what a frame's body is.
+pub const TAG_PARTITION: u16 = 1;
+/// Body: [`crate::topics::ClusterState`]; the shard adopts it and opens/closes its logs.
+pub const TAG_TOPICS: u16 = 2;
+/// Body: [`ForwardHeader`]; payload: a whole Kafka request frame to run on the target shard.
+pub const TAG_FORWARD: u16 = 3;
+
+/// Body: `Vec<String>` topic names to auto-create with defaults (to the controller).
+pub const TAG_AUTO_CREATE: u16 = 4;
+
+/// What to do to a partition.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionOp {
+    /// Append the payload (one or more batches). `acks = -1` waits for fsync.
+    Produce { acks: i16, timeout_ms: i32 },
+    /// Read from `offset` at most `max_bytes`.
+    Fetch { offset: i64, max_bytes: i32 },
+    /// Complete when the high watermark passes `offset`, or after `max_wait_ms`.
+    WaitForData { offset: i64, max_wait_ms: u32 },
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
+    ListOffset { timestamp: i64 },
+    /// Advance the log start offset (-1: to the high watermark).
+    DeleteRecords { offset: i64 },
+    /// Size and offsets, for DescribeLogDirs.
+    Describe,
+    /// OffsetForLeaderEpoch.
+    EpochEndOffset { epoch: i32 },
+}
+
+/// A partition operation addressed by topic id.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionRequest {
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub op: PartitionOp,
+}
+
+/// The answer; fields that do not apply to an op stay at their defaults.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionReply {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    /// ListOffsets timestamp; OffsetForLeaderEpoch: unused.
+    pub timestamp: i64,
+    /// DescribeLogDirs size; OffsetForLeaderEpoch end offset.
+    pub size: i64,
+    pub leader_epoch: i32,
+}
+
+impl Default for PartitionReply {
+    fn default() -> Self {
+        PartitionReply {
+            error_code: 0,
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+            high_watermark: -1,
+            timestamp: -1,
+            size: 0,
+            leader_epoch: -1,
+        }
+    }
+}
+
+impl PartitionReply {
+    pub fn error(code: i16) -> PartitionReply {
+        PartitionReply { error_code: code, ..PartitionReply::default() }
+    }
+}
+
+/// Routing header of a forwarded Kafka request.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardHeader {
+    pub api_key: i16,
+}
+
+// The fixed-size frames keep their size: a change here is a wire change between shards.
+const _: () = assert!(std::mem::size_of::<ArchivedPartitionRequest>() == 48);
+const _: () = assert!(std::mem::size_of::<ArchivedPartitionReply>() == 64);
+
+/// Converts an archived request (read in place) into the native form without allocating.
+pub fn request_from_archived(a: &ArchivedPartitionRequest) -> PartitionRequest {
+    rkyv::deserialize::<PartitionRequest, rkyv::rancor::Error>(a).expect("plain data deserializes")
+}
+
+pub fn reply_from_archived(a: &ArchivedPartitionReply) -> PartitionReply {
+    rkyv::deserialize::<PartitionReply, rkyv::rancor::Error>(a).expect("plain data deserializes")
+}

@@ -1,0 +1,499 @@
+//! One shard's broker state: its copy of the topic table and shard table, the partitions it
+//! owns (their logs and flusher tasks), and the execution of partition operations, whether
+//! they come from a connection on this shard or from another shard through the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_codec::ApiTable;
+use sluice_shard::{DmaStorage, Frame, FrameHandler, PartitionKey, QueueKind, ShardCtx, ShardId, ShardTable};
+use sluice_storage::{BatchCache, PartitionLog, StorageError};
+
+use crate::config::BrokerConfig;
+use crate::controller::Controller;
+use crate::kerr;
+use crate::ops::{self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD, TAG_PARTITION, TAG_TOPICS};
+use crate::topic_config;
+use crate::topics::{ClusterState, TopicRecord, TopicTable};
+
+/// A partition owned by this shard.
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: Rc<PartitionLog<DmaStorage>>,
+}
+
+/// Broker state of one shard. Owned by that shard; `!Send`.
+pub struct BrokerShard {
+    pub ctx: ShardCtx,
+    pub config: Arc<BrokerConfig>,
+    pub api: ApiTable,
+    topics: RefCell<Rc<TopicTable>>,
+    table: RefCell<ShardTable>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    storage: Rc<DmaStorage>,
+    cache: Rc<RefCell<BatchCache>>,
+    /// Present on shard 0 only.
+    pub controller: Option<Controller>,
+    stopping: Cell<bool>,
+    pub(crate) shared_handle: Arc<crate::Shared>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn storage_error_code(e: &StorageError) -> i16 {
+    e.kafka_error_code()
+}
+
+impl BrokerShard {
+    pub fn new(ctx: ShardCtx, config: Arc<BrokerConfig>, state: ClusterState, shared: Arc<crate::Shared>) -> Rc<BrokerShard> {
+        let storage = Rc::new(ctx.storage());
+        let controller = (ctx.shard_id() == ShardId(0)).then(|| Controller::new(config.clone(), shared.clone()));
+        let table = ShardTable::new(ctx.shard_count(), sluice_shard::table::PARTITIONS_MAX_DEFAULT)
+            .expect("shard count validated at start");
+        Rc::new(BrokerShard {
+            api: crate::handlers::api_table(),
+            topics: RefCell::new(Rc::new(TopicTable::new(state))),
+            table: RefCell::new(table),
+            partitions: RefCell::new(HashMap::new()),
+            cache: Rc::new(RefCell::new(BatchCache::new(config.batch_cache_bytes))),
+            storage,
+            controller,
+            config,
+            ctx,
+            stopping: Cell::new(false),
+            shared_handle: shared,
+        })
+    }
+
+    pub fn shard_id(&self) -> ShardId {
+        self.ctx.shard_id()
+    }
+
+    /// This shard's current topic table (a cheap handle; replaced wholesale on change).
+    pub fn topics(&self) -> Rc<TopicTable> {
+        self.topics.borrow().clone()
+    }
+
+    pub fn owner(&self, topic_id: &[u8; 16], partition: i32) -> Option<ShardId> {
+        self.table.borrow().lookup(&PartitionKey { topic_id: *topic_id, partition })
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&PartitionKey { topic_id: *topic_id, partition }).cloned()
+    }
+
+    /// Adopts a new topic table: rebuilds the shard table, opens logs of partitions this
+    /// shard now owns, and closes (and, for deleted topics, removes) those it no longer has.
+    pub async fn apply_topics(self: &Rc<Self>, state: ClusterState) -> Result<(), crate::error::BrokerError> {
+        if state.version < self.topics.borrow().version() {
+            return Ok(());
+        }
+        let new = Rc::new(TopicTable::new(state));
+        let mut table = ShardTable::new(self.ctx.shard_count(), sluice_shard::table::PARTITIONS_MAX_DEFAULT)
+            .expect("shard count validated at start");
+        let mut wanted: Vec<(PartitionKey, TopicRecord)> = Vec::new();
+        for t in new.topics() {
+            for p in 0..t.partitions {
+                let key = PartitionKey { topic_id: t.id, partition: p };
+                let owner = table.insert_assigned(key).map_err(|e| crate::error::BrokerError::Shard(e.to_string()))?;
+                if owner == self.shard_id() {
+                    wanted.push((key, t.clone()));
+                }
+            }
+        }
+        *self.table.borrow_mut() = table;
+        *self.topics.borrow_mut() = new.clone();
+
+        // Partitions to drop: their topic is gone (delete data) or moved (not possible yet).
+        let gone: Vec<(PartitionKey, Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(k, _)| new.get_by_id(&k.topic_id).is_none_or(|t| k.partition >= t.partitions))
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        for (key, p) in gone {
+            self.partitions.borrow_mut().remove(&key);
+            p.log.destroy().await?;
+            let _ = std::fs::remove_dir(p.log.dir());
+        }
+        let broker_cfgs = new.state.broker_configs.clone();
+        for (key, t) in wanted {
+            let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
+            if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
+                if p.log.config() != log_cfg {
+                    p.log.set_config(log_cfg)?;
+                }
+                continue;
+            }
+            let dir = self.partition_dir(&t.name, key.partition);
+            let log = PartitionLog::open(
+                self.storage.clone(),
+                dir,
+                log_cfg,
+                self.cache.clone(),
+                format!("{}-{}", t.name, key.partition),
+            )
+            .await?;
+            let part = Rc::new(Partition { topic: t.name.clone(), index: key.partition, log: Rc::new(log) });
+            self.partitions.borrow_mut().insert(key, part.clone());
+            self.spawn_flusher(part);
+        }
+        Ok(())
+    }
+
+    /// Each partition has one flusher: it sleeps until appends are buffered, then writes and
+    /// fsyncs them all at once; appends that arrive meanwhile go into the next round.
+    fn spawn_flusher(self: &Rc<Self>, part: Rc<Partition>) {
+        let me = self.clone();
+        let task = self.ctx.spawn_produce(async move {
+            loop {
+                part.log.wait_dirty().await;
+                if part.log.failure().is_some() {
+                    break;
+                }
+                if let Err(e) = part.log.flush().await {
+                    log::error!("flush of {}-{} failed: {e}", part.topic, part.index);
+                    break;
+                }
+                if me.stopping.get() && !part.log.needs_flush() {
+                    break;
+                }
+            }
+        });
+        match task {
+            Ok(t) => t.detach(),
+            Err(e) => log::error!("cannot spawn flusher: {e}"),
+        }
+    }
+
+    /// Retention runs in the background queue so it never delays produce or fetch.
+    pub fn spawn_retention(self: &Rc<Self>) {
+        let me = self.clone();
+        let interval = self.config.retention_check_interval;
+        let task = self.ctx.spawn_background(async move {
+            loop {
+                sluice_shard::sleep(interval).await;
+                if me.stopping.get() {
+                    break;
+                }
+                let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
+                for p in parts {
+                    if let Err(e) = p.log.enforce_retention(now_ms()).await {
+                        log::warn!("retention of {}-{}: {e}", p.topic, p.index);
+                    }
+                    sluice_shard::yield_if_needed().await;
+                }
+            }
+        });
+        match task {
+            Ok(t) => t.detach(),
+            Err(e) => log::error!("cannot spawn retention: {e}"),
+        }
+    }
+
+    /// Flushes and closes every log (shutdown).
+    pub async fn close_all(&self) {
+        self.stopping.set(true);
+        let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        for p in parts {
+            if let Err(e) = p.log.close().await {
+                log::error!("closing {}-{}: {e}", p.topic, p.index);
+            }
+        }
+    }
+
+    /// Runs a partition operation on the owning shard, locally or through the mesh.
+    pub async fn partition_call(
+        self: &Rc<Self>,
+        req: PartitionRequest,
+        payload: Option<Bytes>,
+    ) -> (PartitionReply, Option<Bytes>) {
+        let Some(owner) = self.owner(&req.topic_id, req.partition) else {
+            return (PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION), None);
+        };
+        if owner == self.shard_id() {
+            return self.exec(req, payload).await;
+        }
+        let frame = match Frame::encode_tagged(TAG_PARTITION, &req, payload) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("encoding partition frame: {e}");
+                return (PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR), None);
+            }
+        };
+        match self.ctx.mesh().call(owner, frame).await {
+            Ok(mut reply) => {
+                let payload = reply.take_payload();
+                match reply.access::<PartitionReply>() {
+                    Ok(a) => (ops::reply_from_archived(a), payload),
+                    Err(e) => {
+                        log::error!("bad partition reply from {owner}: {e}");
+                        (PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR), None)
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("partition call to {owner}: {e}");
+                (PartitionReply::error(kerr::NOT_LEADER_OR_FOLLOWER), None)
+            }
+        }
+    }
+
+    /// Executes a partition operation on this (the owning) shard.
+    pub async fn exec(self: &Rc<Self>, req: PartitionRequest, payload: Option<Bytes>) -> (PartitionReply, Option<Bytes>) {
+        let Some(part) = self.local_partition(&req.topic_id, req.partition) else {
+            return (PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION), None);
+        };
+        let log = &part.log;
+        match req.op {
+            PartitionOp::Produce { acks, timeout_ms } => (self.produce(log, acks, timeout_ms, payload).await, None),
+            PartitionOp::Fetch { offset, max_bytes } => match log.read(offset, max_bytes.max(0) as usize).await {
+                Ok(r) => (
+                    PartitionReply {
+                        high_watermark: r.high_watermark,
+                        log_start_offset: r.log_start_offset,
+                        ..PartitionReply::default()
+                    },
+                    Some(r.records),
+                ),
+                Err(e) => (
+                    PartitionReply {
+                        error_code: storage_error_code(&e),
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.log_start_offset(),
+                        ..PartitionReply::default()
+                    },
+                    None,
+                ),
+            },
+            PartitionOp::WaitForData { offset, max_wait_ms } => {
+                let wait = Duration::from_millis(max_wait_ms as u64);
+                let _ = glommio::timer::timeout(wait, async {
+                    log.wait_high_watermark_above(offset).await;
+                    Ok(())
+                })
+                .await;
+                (PartitionReply { high_watermark: log.high_watermark(), ..PartitionReply::default() }, None)
+            }
+            PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
+            PartitionOp::DeleteRecords { offset } => {
+                let target = if offset == -1 { log.high_watermark() } else { offset };
+                match log.delete_records_before(target).await {
+                    Ok(start) => (PartitionReply { log_start_offset: start, ..PartitionReply::default() }, None),
+                    Err(e) => (PartitionReply::error(storage_error_code(&e)), None),
+                }
+            }
+            PartitionOp::Describe => (
+                PartitionReply {
+                    size: log.size_bytes() as i64,
+                    high_watermark: log.high_watermark(),
+                    log_start_offset: log.log_start_offset(),
+                    base_offset: log.log_end_offset(),
+                    ..PartitionReply::default()
+                },
+                None,
+            ),
+            PartitionOp::EpochEndOffset { epoch } => {
+                // One leader epoch so far (single node): every epoch up to the current one
+                // ends at the log end; later epochs are unknown.
+                let current = log.leader_epoch();
+                if epoch > current {
+                    (PartitionReply { leader_epoch: -1, size: -1, error_code: kerr::NONE, ..PartitionReply::default() }, None)
+                } else {
+                    (PartitionReply { leader_epoch: current, size: log.high_watermark(), ..PartitionReply::default() }, None)
+                }
+            }
+        }
+    }
+
+    async fn produce(&self, log: &PartitionLog<DmaStorage>, acks: i16, timeout_ms: i32, payload: Option<Bytes>) -> PartitionReply {
+        let Some(records) = payload.filter(|r| !r.is_empty()) else {
+            return PartitionReply::error(kerr::CORRUPT_MESSAGE);
+        };
+        let now = now_ms();
+        // A produce payload may hold several batches: split by their length fields (the log
+        // checks each one's CRC), and refuse the lot if the framing is off.
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        while at < records.len() {
+            match sluice_storage::hdr::Header::parse(&records[at..]) {
+                Some(h) if at + h.size <= records.len() => {
+                    batches.push(&records[at..at + h.size]);
+                    at += h.size;
+                }
+                _ => return PartitionReply::error(kerr::CORRUPT_MESSAGE),
+            }
+        }
+        let mut first: Option<sluice_storage::Appended> = None;
+        let mut last_offset = -1;
+        for b in batches {
+            match log.append(b, now) {
+                Ok(a) => {
+                    first.get_or_insert(a);
+                    last_offset = a.last_offset;
+                }
+                Err(e) => {
+                    return PartitionReply {
+                        error_code: storage_error_code(&e),
+                        log_start_offset: log.log_start_offset(),
+                        ..PartitionReply::default()
+                    }
+                }
+            }
+        }
+        let first = first.expect("at least one batch");
+        if acks == -1 {
+            let wait = Duration::from_millis(timeout_ms.max(0) as u64);
+            match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) }).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return PartitionReply::error(storage_error_code(&e)),
+                Err(_) => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
+            }
+        }
+        PartitionReply {
+            base_offset: first.base_offset,
+            log_append_time: first.log_append_time,
+            log_start_offset: log.log_start_offset(),
+            ..PartitionReply::default()
+        }
+    }
+
+    async fn list_offset(&self, log: &PartitionLog<DmaStorage>, timestamp: i64) -> PartitionReply {
+        let ok = |offset: i64, ts: i64| PartitionReply {
+            base_offset: offset,
+            timestamp: ts,
+            leader_epoch: log.leader_epoch(),
+            ..PartitionReply::default()
+        };
+        match timestamp {
+            -1 => ok(log.high_watermark(), -1),
+            -2 => ok(log.log_start_offset(), -1),
+            // EARLIEST_LOCAL (no tiered storage: same as earliest)
+            -4 => ok(log.log_start_offset(), -1),
+            -3 => match log.max_timestamp() {
+                Some((offset, ts)) => ok(offset, ts),
+                None => ok(-1, -1),
+            },
+            // LATEST_TIERED (-5): nothing is tiered.
+            -5 => ok(-1, -1),
+            t if t >= 0 => match log.offset_for_timestamp(t).await {
+                Ok(Some((offset, ts))) => ok(offset, ts),
+                Ok(None) => ok(-1, -1),
+                Err(e) => PartitionReply::error(storage_error_code(&e)),
+            },
+            _ => PartitionReply::error(kerr::INVALID_REQUEST),
+        }
+    }
+
+    /// Creates topics with default settings (auto.create.topics.enable), on the controller.
+    pub async fn auto_create(self: &Rc<Self>, names: Vec<String>) {
+        if let Some(c) = &self.controller {
+            let topics = names
+                .into_iter()
+                .map(|name| crate::controller::NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() })
+                .collect();
+            for (name, r) in c.create_topics(self, topics, false).await {
+                if let Err((code, msg)) = r {
+                    if code != kerr::TOPIC_ALREADY_EXISTS {
+                        log::warn!("auto-creating {name}: {msg}");
+                    }
+                }
+            }
+            return;
+        }
+        match Frame::encode_tagged(TAG_AUTO_CREATE, &names, None) {
+            Ok(f) => {
+                if let Err(e) = self.ctx.mesh().call(ShardId(0), f).await {
+                    log::error!("auto-create via controller: {e}");
+                }
+            }
+            Err(e) => log::error!("encoding auto-create: {e}"),
+        }
+    }
+
+    /// Which partitions this shard owns (DescribeLogDirs, tests).
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+}
+
+/// Receives frames from other shards.
+pub struct MeshHandler(pub Rc<BrokerShard>);
+
+impl FrameHandler for MeshHandler {
+    fn queue_for(&self, _from: ShardId, frame: &Frame) -> QueueKind {
+        match frame.tag() {
+            TAG_PARTITION => QueueKind::Produce,
+            _ => QueueKind::Background,
+        }
+    }
+
+    async fn handle(&self, from: ShardId, mut frame: Frame) -> Frame {
+        let shard = &self.0;
+        match frame.tag() {
+            TAG_PARTITION => {
+                let payload = frame.take_payload();
+                let req = match frame.access::<PartitionRequest>() {
+                    Ok(a) => ops::request_from_archived(a),
+                    Err(e) => {
+                        log::error!("bad partition frame from {from}: {e}");
+                        return encode_reply(PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR), None);
+                    }
+                };
+                let (reply, payload) = shard.exec(req, payload).await;
+                encode_reply(reply, payload)
+            }
+            TAG_TOPICS => {
+                let state = match frame.access::<ClusterState>() {
+                    Ok(a) => rkyv::deserialize::<ClusterState, rkyv::rancor::Error>(a).ok(),
+                    Err(e) => {
+                        log::error!("bad topic table frame from {from}: {e}");
+                        None
+                    }
+                };
+                if let Some(state) = state {
+                    if let Err(e) = shard.apply_topics(state).await {
+                        log::error!("applying topic table: {e}");
+                    }
+                }
+                Frame::empty(TAG_TOPICS, None)
+            }
+            TAG_AUTO_CREATE => {
+                if let Ok(a) = frame.access::<Vec<String>>() {
+                    let names: Vec<String> = a.iter().map(|n| n.as_str().to_string()).collect();
+                    shard.auto_create(names).await;
+                }
+                Frame::empty(TAG_AUTO_CREATE, None)
+            }
+            TAG_FORWARD => {
+                let request = frame.take_payload().unwrap_or_default();
+                let response = crate::conn::process_forwarded(shard, request).await;
+                Frame::empty(TAG_FORWARD, response)
+            }
+            other => {
+                log::error!("unknown frame tag {other} from {from}");
+                Frame::empty(other, None)
+            }
+        }
+    }
+}
+
+fn encode_reply(reply: PartitionReply, payload: Option<Bytes>) -> Frame {
+    Frame::encode_tagged(TAG_PARTITION, &reply, payload).expect("fixed-size reply encodes")
+}

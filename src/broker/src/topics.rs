@@ -1,0 +1,242 @@
+//! The topic table (names, ids, partition counts, config overrides) and its durable home.
+//!
+//! Shard 0 is the controller: it alone changes the table, persists it (write to a temporary
+//! file, fsync, rename, fsync the directory) and then sends the new table to every shard,
+//! each of which keeps its own copy for lock-free lookups on the produce/fetch path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions one topic may have (guards allocations and the shard table).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Topics one broker may hold.
+pub const TOPICS_MAX: usize = 100_000;
+
+/// A topic as the broker knows it. Serialized into the cluster state file and into the
+/// cross-shard table update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+    /// Internal topics (`__consumer_offsets`) are flagged in Metadata.
+    pub internal: bool,
+}
+
+/// Everything the controller persists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ClusterState {
+    pub cluster_id: String,
+    pub node_id: i32,
+    pub topics: Vec<TopicRecord>,
+    /// Dynamic broker configs (AlterConfigs on the broker resource).
+    pub broker_configs: BTreeMap<String, String>,
+    /// Producer ids below this may have been handed out; allocation resumes here.
+    pub producer_id_next_block: i64,
+    /// Bumped on every change.
+    pub version: u64,
+}
+
+/// A shard's copy of the topic table, indexed for lookups.
+#[derive(Default, Debug)]
+pub struct TopicTable {
+    pub state: ClusterState,
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<[u8; 16], usize>,
+}
+
+impl TopicTable {
+    pub fn new(state: ClusterState) -> TopicTable {
+        let mut t = TopicTable { state, ..TopicTable::default() };
+        t.reindex();
+        t
+    }
+
+    fn reindex(&mut self) {
+        self.by_name = self.state.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        self.by_id = self.state.topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicRecord> {
+        self.by_name.get(name).map(|&i| &self.state.topics[i])
+    }
+
+    pub fn get_by_id(&self, id: &[u8; 16]) -> Option<&TopicRecord> {
+        self.by_id.get(id).map(|&i| &self.state.topics[i])
+    }
+
+    pub fn topics(&self) -> &[TopicRecord] {
+        &self.state.topics
+    }
+
+    pub fn version(&self) -> u64 {
+        self.state.version
+    }
+
+    /// Controller only: adds a topic.
+    pub fn insert(&mut self, topic: TopicRecord) -> Result<(), BrokerError> {
+        if self.by_name.contains_key(&topic.name) {
+            return Err(BrokerError::TopicExists(topic.name));
+        }
+        if self.state.topics.len() >= TOPICS_MAX {
+            return Err(BrokerError::Limit { what: "topics", max: TOPICS_MAX as u64 });
+        }
+        self.state.topics.push(topic);
+        self.state.version += 1;
+        self.reindex();
+        Ok(())
+    }
+
+    /// Controller only: removes a topic, returning it.
+    pub fn remove(&mut self, name: &str) -> Option<TopicRecord> {
+        let i = *self.by_name.get(name)?;
+        let t = self.state.topics.remove(i);
+        self.state.version += 1;
+        self.reindex();
+        Some(t)
+    }
+
+    /// Controller only: changes a topic in place.
+    pub fn update(&mut self, name: &str, f: impl FnOnce(&mut TopicRecord)) -> bool {
+        let Some(&i) = self.by_name.get(name) else { return false };
+        f(&mut self.state.topics[i]);
+        self.state.version += 1;
+        self.reindex();
+        true
+    }
+
+    /// Controller only: changes broker-level state.
+    pub fn update_state(&mut self, f: impl FnOnce(&mut ClusterState)) {
+        f(&mut self.state);
+        self.state.version += 1;
+        self.reindex();
+    }
+}
+
+/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"));
+    }
+    Ok(())
+}
+
+/// Where the cluster state lives under the data directory.
+pub fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("state.json")
+}
+
+/// Loads the cluster state, or a fresh one for a new data directory.
+pub fn load_state(data_dir: &Path, node_id: i32) -> Result<ClusterState, BrokerError> {
+    let path = state_path(data_dir);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| BrokerError::State { path: path.clone(), reason: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterState {
+            cluster_id: new_cluster_id(),
+            node_id,
+            ..ClusterState::default()
+        }),
+        Err(e) => Err(BrokerError::Io { op: "read", path, source: e }),
+    }
+}
+
+/// Persists the cluster state atomically and durably.
+pub fn store_state(data_dir: &Path, state: &ClusterState) -> Result<(), BrokerError> {
+    let path = state_path(data_dir);
+    let dir = path.parent().expect("state file has a parent");
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e| BrokerError::Io { op, path: p, source: e }
+    };
+    fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let tmp = dir.join("state.json.tmp");
+    let bytes = serde_json::to_vec_pretty(state).expect("cluster state serializes");
+    let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(&bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))?;
+    Ok(())
+}
+
+/// A random cluster id in Kafka's format (22 characters of URL-safe base64 of a UUID).
+pub fn new_cluster_id() -> String {
+    base64_url(uuid::Uuid::new_v4().as_bytes())
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// A fresh topic id (never the all-zero id, which Kafka reserves).
+pub fn new_topic_id() -> [u8; 16] {
+    loop {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_topic_name("a.b_c-1").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert_eq!(new_cluster_id().len(), 22);
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TopicTable::new(load_state(dir.path(), 1).unwrap());
+        t.insert(TopicRecord { name: "a".into(), id: new_topic_id(), partitions: 3, configs: BTreeMap::new(), internal: false }).unwrap();
+        assert!(t.insert(TopicRecord { name: "a".into(), id: new_topic_id(), partitions: 1, configs: BTreeMap::new(), internal: false }).is_err());
+        store_state(dir.path(), &t.state).unwrap();
+        let back = TopicTable::new(load_state(dir.path(), 1).unwrap());
+        assert_eq!(back.state, t.state);
+        assert_eq!(back.get("a").unwrap().partitions, 3);
+    }
+}

@@ -1,0 +1,320 @@
+//! End-to-end tests through the public API (encode with kafka-protocol, frame, decode back)
+//! and property tests feeding arbitrary bytes to every entry point.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind,
+    TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression as KpCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType as KpTimestampType,
+};
+use proptest::prelude::*;
+
+use crate::batch::testutil::build_batch;
+use crate::*;
+
+/// Encode header + body the way a client does, with the size prefix.
+fn client_frame<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> BytesMut {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("test-client")));
+    let mut payload = BytesMut::new();
+    header
+        .encode(&mut payload, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut payload, version).unwrap();
+    let mut out = BytesMut::new();
+    out.put_i32(payload.len() as i32);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn table() -> ApiTable {
+    ApiTable::new(&[
+        (ApiKey::Produce, 3, 11),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::ApiVersions, 0, 4),
+    ])
+    .unwrap()
+}
+
+fn kp_batch(compression: KpCompression) -> Bytes {
+    let records: Vec<Record> = (0..3)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 42,
+            producer_epoch: 1,
+            timestamp_type: KpTimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(vec![b'v'; 100])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn metadata_v12_round_trip() {
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("orders"))))]))
+        .with_allow_auto_topic_creation(false);
+    let mut wire = client_frame(ApiKey::Metadata, 12, 99, &req);
+    let mut dec = FrameDecoder::default();
+    let frame = dec.decode(&mut wire).unwrap().unwrap();
+    assert!(wire.is_empty());
+    let decoded = table().decode_frame(frame).unwrap();
+    assert_eq!(decoded.header.api_key, ApiKey::Metadata);
+    assert_eq!(decoded.header.correlation_id, 99);
+    assert_eq!(decoded.header.header_version, 2);
+    assert_eq!(decoded.header.client_id.as_deref(), Some("test-client"));
+    assert_eq!(decoded.header.response_header_version(), 1);
+    assert_eq!(decoded.body, RequestKind::Metadata(req));
+}
+
+#[test]
+fn produce_v9_round_trip_with_zero_copy_records() {
+    for compression in [
+        KpCompression::None,
+        KpCompression::Gzip,
+        KpCompression::Zstd,
+    ] {
+        let batch = kp_batch(compression);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(3)
+                    .with_records(Some(batch.clone()))])]);
+        let mut wire = client_frame(ApiKey::Produce, 9, 7, &req);
+        let frame = FrameDecoder::default().decode(&mut wire).unwrap().unwrap();
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+
+        let (header, body) = decode_request_header(frame).unwrap();
+        assert_eq!(
+            (header.api_key, header.api_version, header.correlation_id),
+            (ApiKey::Produce, 9, 7)
+        );
+        let RequestKind::Produce(decoded) =
+            decode_request(&table(), header.api_key, header.api_version, body).unwrap()
+        else {
+            panic!("not a produce request");
+        };
+        assert_eq!(decoded, req);
+        let records = decoded.topic_data[0].partition_data[0]
+            .records
+            .clone()
+            .unwrap();
+        // The record bytes are a view into the frame, not a copy.
+        assert!(frame_range.contains(&(records.as_ptr() as usize)));
+
+        let h = validate_batch(&records).unwrap();
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.producer_id, 42);
+        let expected = match compression {
+            KpCompression::None => Compression::None,
+            KpCompression::Gzip => Compression::Gzip,
+            _ => Compression::Zstd,
+        };
+        assert_eq!(h.compression(), Some(expected));
+
+        // Broker-side stamping keeps the batch valid.
+        let mut owned = records.to_vec();
+        set_base_offset(&mut owned, 1_000).unwrap();
+        set_partition_leader_epoch(&mut owned, 4).unwrap();
+        set_log_append_time(&mut owned, 1_800_000_000_000).unwrap();
+        let h = validate_batch(&owned).unwrap();
+        assert_eq!(
+            (h.base_offset, h.partition_leader_epoch, h.next_offset()),
+            (1_000, 4, 1_003)
+        );
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+    }
+}
+
+#[test]
+fn api_versions_v3_round_trip_and_old_version_rejected() {
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("sluice-test"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let mut wire = client_frame(ApiKey::ApiVersions, 3, 1, &req);
+    let frame = FrameDecoder::default().decode(&mut wire).unwrap().unwrap();
+    let decoded = table().decode_frame(frame).unwrap();
+    assert_eq!(decoded.body, RequestKind::ApiVersions(req));
+    assert_eq!(decoded.header.response_header_version(), 0);
+
+    // Produce v2 is below the table's minimum (kafka-protocol cannot even encode it).
+    let mut frame = BytesMut::new();
+    frame.put_i16(ApiKey::Produce as i16);
+    frame.put_i16(2);
+    frame.put_i32(5);
+    frame.put_i16(-1); // null client id
+    let err = table().decode_frame(frame.freeze()).unwrap_err();
+    assert!(matches!(
+        err,
+        CodecError::UnsupportedVersion {
+            api_key: ApiKey::Produce,
+            version: 2,
+            ..
+        }
+    ));
+    assert!(err.closes_connection());
+}
+
+#[test]
+fn hand_built_batch_in_a_blob_with_kafka_protocol_batches() {
+    let mut blob = build_batch(0, &[b"a", b"b"]).to_vec();
+    blob.extend_from_slice(&kp_batch(KpCompression::None));
+    let n = BatchIter::new(&blob)
+        .map(|item| match item.unwrap() {
+            BatchItem::Batch(b) => b.header.records_count,
+            BatchItem::Partial(p) => panic!("unexpected partial {p:?}"),
+        })
+        .sum::<i32>();
+    assert_eq!(n, 5);
+}
+
+#[test]
+fn huge_array_count_is_an_error_not_an_abort() {
+    // Metadata v0 body declaring 0x033c0c00 topics in 4 bytes. Unpatched kafka-protocol 0.18
+    // pre-allocates ~3.6 GiB for it; see vendor/README.md. This must be a plain decode error.
+    let table = ApiTable::codec_max();
+    let body = Bytes::from_static(&[0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+    let err = decode_request(&table, ApiKey::Metadata, 0, body).unwrap_err();
+    assert!(matches!(err, CodecError::BodyDecode { .. }), "{err}");
+    // Same for i32::MAX and for a compact (flexible) array count of u32::MAX.
+    let body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+    assert!(decode_request(&table, ApiKey::Metadata, 4, body).is_err());
+    let body = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(decode_request(&table, ApiKey::Metadata, 12, body).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Property tests: arbitrary input must yield values or errors, never a panic.
+
+fn valid_blob() -> Vec<u8> {
+    let mut blob = build_batch(5, &[b"one", b"two"]);
+    blob.extend(build_batch(7, &[b"three"]));
+    blob
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn framer_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+                           size_max in 0usize..256) {
+        let mut dec = FrameDecoder::new(size_max);
+        let mut buf = BytesMut::new();
+        'outer: for chunk in chunks {
+            buf.extend_from_slice(&chunk);
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(frame)) => prop_assert!(frame.len() <= size_max),
+                    Ok(None) => break,
+                    Err(_) => break 'outer,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn header_decoder_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..128)) {
+        let _ = decode_request_header(Bytes::from(frame.clone()));
+        let _ = table().decode_frame(Bytes::from(frame));
+    }
+
+    #[test]
+    fn header_with_known_prefix_never_panics(key in 0i16..100, version in -2i16..20, corr in any::<i32>(),
+                                             rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut frame = BytesMut::new();
+        frame.put_i16(key);
+        frame.put_i16(version);
+        frame.put_i32(corr);
+        frame.extend_from_slice(&rest);
+        match ApiTable::codec_max().decode_frame(frame.freeze()) {
+            Ok(req) => prop_assert_eq!(req.header.correlation_id, corr),
+            Err(e) => prop_assert!(e.correlation_id().is_none() || e.correlation_id() == Some(corr)),
+        }
+    }
+
+    #[test]
+    fn decode_request_never_panics_for_any_api(
+        key_idx in any::<prop::sample::Index>(),
+        version_pick in any::<prop::sample::Index>(),
+        body in proptest::collection::vec(any::<u8>(), 0..96),
+    ) {
+        let table = ApiTable::codec_max();
+        let keys: Vec<_> = table.iter().collect();
+        let (key, range) = keys[key_idx.index(keys.len())];
+        let span = (range.max - range.min) as usize + 1;
+        let version = range.min + version_pick.index(span) as i16;
+        let _ = decode_request(&table, key, version, Bytes::from(body));
+    }
+
+    #[test]
+    fn batch_iter_never_panics(blob in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut it = BatchIter::new(&blob);
+        for item in it.by_ref() {
+            if let Ok(BatchItem::Batch(b)) = item {
+                prop_assert_eq!(b.bytes.len(), b.header.total_len());
+            }
+        }
+        prop_assert!(it.position() <= blob.len());
+        let _ = validate_batch(&blob);
+        let mut m = blob.clone();
+        let _ = set_base_offset(&mut m, 1);
+        let _ = set_partition_leader_epoch(&mut m, 1);
+        let _ = set_log_append_time(&mut m, 1);
+    }
+
+    #[test]
+    fn mutated_valid_batches_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                                         cut in any::<prop::sample::Index>()) {
+        let mut blob = valid_blob();
+        for (at, x) in flips {
+            let i = at.index(blob.len());
+            blob[i] ^= x;
+        }
+        blob.truncate(cut.index(blob.len() + 1));
+        let mut it = BatchIter::new(&blob);
+        for item in it.by_ref() {
+            if let Ok(BatchItem::Batch(b)) = item {
+                // Whatever survived must have a correct CRC.
+                prop_assert!(validate_batch(b.bytes).is_ok());
+            }
+        }
+        let _ = set_log_append_time(&mut blob, 5);
+    }
+}

@@ -1,0 +1,193 @@
+"""kafka-python (a pure-Python Kafka client, not librdkafka) against a running sluice broker.
+
+Run by tests/tests/python_client.rs with the venv from scripts/install-test-deps.sh:
+    tests/.venv/bin/python tests/python/test_kafka_python.py --bootstrap 127.0.0.1:PORT
+
+Covers admin (create_topics, list_topics, describe_configs, delete_topics), produce with
+every codec with and without idempotence, and consume by assign() (no consumer group:
+the broker has no group coordinator yet), checking every record byte for byte with its
+offset, plus ListOffsets (beginning/end offsets, offsets_for_times). Exits non-zero on
+the first failed check.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+TIMEOUT_S = 30  # bound on any single wait in this script
+
+
+def log(msg):
+    print(f"[kafka-python] {msg}", flush=True)
+
+
+def wait_until(what, cond, timeout_s=TIMEOUT_S):
+    """Poll cond() (bounded) until it returns a truthy value; for metadata that settles."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_records(n, ts0, seed):
+    """n varied records (key, value, headers, timestamp_ms): null keys and values, empty
+    ones, binary bytes, repeated and null-valued headers."""
+    rnd = __import__("random").Random(seed)
+    out = []
+    for i in range(n):
+        key = None if i % 5 == 0 else (b"" if i % 5 == 1 else f"pykey-{i}".encode())
+        if i % 7 == 0:
+            value = None
+        elif i % 7 == 1:
+            value = b""
+        elif i % 7 == 2:
+            value = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 1500)))
+        else:
+            value = (f"py value {i} " * rnd.randrange(1, 50)).encode()
+        headers = [
+            [],
+            [("h", f"hv{i}".encode())],
+            [("dup", b"one"), ("dup", b"two"), ("nul", None)],
+        ][i % 3]
+        out.append((key, value, headers, ts0 + i * 1000))
+    return out
+
+
+def produce(bootstrap, topic, partitions, records, **producer_cfg):
+    """Send each record to partition i % partitions; return [(partition, offset)]."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="sluice-py-test",
+                             linger_ms=5, request_timeout_ms=15000, **producer_cfg)
+    futures = []
+    for i, (key, value, headers, ts) in enumerate(records):
+        futures.append(producer.send(topic, key=key, value=value, headers=headers,
+                                     partition=i % partitions, timestamp_ms=ts))
+    producer.flush(timeout=TIMEOUT_S)
+    placed = []
+    for i, f in enumerate(futures):
+        md = f.get(timeout=TIMEOUT_S)
+        placed.append((md.partition, md.offset))
+    producer.close(timeout=5)
+    return placed
+
+
+def consume_all(bootstrap, topic, partitions):
+    """Everything in the given partitions from offset 0 to the current end, by assign()."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="sluice-py-test",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             request_timeout_ms=20000, max_partition_fetch_bytes=2 * 1024 * 1024)
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    end = consumer.end_offsets(tps, timeout_ms=15000)
+    got = {p: [] for p in partitions}
+    deadline = time.monotonic() + TIMEOUT_S
+    while any((got[tp.partition][-1].offset + 1 if got[tp.partition] else 0) < end[tp] for tp in tps):
+        if time.monotonic() > deadline:
+            counts = {p: len(v) for p, v in got.items()}
+            raise AssertionError(f"consume {topic}: got {counts}, want end offsets {end}")
+        for tp, recs in consumer.poll(timeout_ms=200).items():
+            got[tp.partition].extend(recs)
+    consumer.close(autocommit=False)
+    return got
+
+
+def check_roundtrip(bootstrap, topic, partitions, records, placed, got):
+    want = {p: [] for p in range(partitions)}
+    for i, (rec, (p, off)) in enumerate(zip(records, placed)):
+        assert p == i % partitions, f"{topic}: record {i} placed in partition {p}"
+        assert off == len(want[p]), f"{topic}: record {i} got offset {off}, want {len(want[p])}"
+        want[p].append(rec)
+    for p in range(partitions):
+        assert len(got[p]) == len(want[p]), f"{topic}/{p}: read {len(got[p])} records, wrote {len(want[p])}"
+        for off, (g, (key, value, headers, ts)) in enumerate(zip(got[p], want[p])):
+            where = f"{topic}/{p}@{off}"
+            assert g.offset == off, f"{where}: offset {g.offset}"
+            assert g.key == key, f"{where}: key {g.key!r} != {key!r}"
+            assert g.value == value, f"{where}: value differs ({None if g.value is None else len(g.value)} bytes vs {None if value is None else len(value)})"
+            assert list(g.headers) == headers, f"{where}: headers {g.headers!r} != {headers!r}"
+            assert g.timestamp == ts, f"{where}: timestamp {g.timestamp} != {ts}"
+            assert g.timestamp_type == 0, f"{where}: timestamp type {g.timestamp_type} (want CreateTime)"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    args = ap.parse_args()
+    bootstrap = args.bootstrap
+    if os.environ.get("SLUICE_PY_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG)
+    import kafka
+    log(f"kafka-python {kafka.__version__} -> {bootstrap}")
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sluice-py-admin",
+                             request_timeout_ms=15000)
+
+    # --- admin: create, list, describe configs ------------------------------------------
+    admin.create_topics({
+        "py-main": {"num_partitions": 3, "replication_factor": 1,
+                    "configs": {"retention.ms": "3600000"}},
+        "py-doomed": {"num_partitions": 1, "replication_factor": 1},
+    })
+    wait_until("created topics listed",
+               lambda: {"py-main", "py-doomed"} <= set(admin.list_topics()))
+    log(f"topics: {sorted(admin.list_topics())}")
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-main")],
+                                       config_filter="all")
+    configs = described["topic"]["py-main"]
+    assert configs["retention.ms"]["value"] == "3600000", f"retention.ms: {configs.get('retention.ms')}"
+    log(f"describe_configs py-main: retention.ms={configs['retention.ms']['value']} ({len(configs)} entries)")
+    topics_md = {t["name"]: t for t in admin.describe_topics(["py-main"])}
+    assert len(topics_md["py-main"]["partitions"]) == 3, topics_md
+
+    # --- produce + consume: each codec, idempotent and not ------------------------------
+    ts0 = int(time.time() * 1000) - 3_600_000
+    variants = [(codec, idem) for codec in (None, "gzip", "snappy", "lz4", "zstd") for idem in (False, True)]
+    for n, (codec, idem) in enumerate(variants):
+        topic = f"py-{codec or 'none'}-{'idem' if idem else 'plain'}"
+        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}})
+        wait_until(f"{topic} listed", lambda: topic in admin.list_topics())
+        records = make_records(120, ts0, seed=n)
+        cfg = {"compression_type": codec, "enable_idempotence": idem}
+        cfg["acks"] = "all" if idem else 1
+        placed = produce(bootstrap, topic, 3, records, **cfg)
+        got = consume_all(bootstrap, topic, [0, 1, 2])
+        check_roundtrip(bootstrap, topic, 3, records, placed, got)
+        log(f"{topic}: {len(records)} records round-tripped")
+
+    # --- ListOffsets: beginning/end and by timestamp ------------------------------------
+    topic = "py-none-plain"
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             request_timeout_ms=20000)
+    tp0 = TopicPartition(topic, 0)
+    # Partition 0 holds records 0, 3, 6, ... (i % 3 == 0) at offsets 0, 1, 2, ...
+    assert consumer.beginning_offsets([tp0], timeout_ms=15000)[tp0] == 0
+    assert consumer.end_offsets([tp0], timeout_ms=15000)[tp0] == 40
+    found = consumer.offsets_for_times({tp0: ts0 + 10 * 3 * 1000 + 1}, timeout_ms=15000)[tp0]
+    assert found is not None and found.offset == 11, f"offsets_for_times: {found}"
+    assert consumer.offsets_for_times({tp0: ts0 + 10_000_000}, timeout_ms=15000)[tp0] is None
+    consumer.close(autocommit=False)
+    log("list offsets ok")
+
+    # --- delete_topics -----------------------------------------------------------------
+    admin.delete_topics(["py-doomed"])
+    wait_until("deleted topic gone from list_topics", lambda: "py-doomed" not in admin.list_topics())
+    admin.close()
+    log("ALL OK")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        sys.exit(1)

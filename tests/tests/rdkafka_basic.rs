@@ -1,0 +1,323 @@
+//! Real-client (librdkafka via rdkafka) integration tests of produce, fetch, metadata,
+//! list-offsets and topic admin against the `sluice` binary.
+//!
+//! Every test starts its own broker (fresh data dir, own port, 2 shards), so tests run in
+//! parallel without sharing state. Consumers use assign() only (no consumer groups yet).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_tests::kafka::{
+    admin, admin_opts, alter_topic_config, assert_log_eq, base_timestamp, consume_all, consumer,
+    create_topics, gen_records, produce_all, produce_and_verify, producer, topic_config,
+    wait_for_topic, watermarks, Rec, OP_TIMEOUT,
+};
+use sluice_tests::Broker;
+
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates `topic` with `partitions` partitions, then [`produce_and_verify`].
+async fn roundtrip(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    producer_cfg: &[(&str, &str)],
+    n: usize,
+    explicit_partitions: bool,
+) {
+    let bootstrap = broker.bootstrap();
+    create_topics(&admin(&bootstrap), &[(topic, partitions, &[])]).await;
+    wait_for_topic(&consumer(&bootstrap), topic, partitions as usize).await;
+    produce_and_verify(&bootstrap, topic, partitions, producer_cfg, n, explicit_partitions).await;
+}
+
+async fn codec_roundtrip(codec: &str) {
+    let broker = Broker::start();
+    // Plain producer with acks=1, and an idempotent one (which forces acks=all and uses
+    // InitProducerId plus sequence numbers), each into its own 3-partition topic.
+    roundtrip(
+        &broker,
+        &format!("codec-{codec}-plain"),
+        3,
+        &[("compression.type", codec), ("acks", "1"), ("enable.idempotence", "false")],
+        400,
+        true,
+    )
+    .await;
+    roundtrip(
+        &broker,
+        &format!("codec-{codec}-idempotent"),
+        3,
+        &[("compression.type", codec), ("enable.idempotence", "true"), ("acks", "all")],
+        400,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn codec_none() {
+    codec_roundtrip("none").await;
+}
+
+#[tokio::test]
+async fn codec_gzip() {
+    codec_roundtrip("gzip").await;
+}
+
+#[tokio::test]
+async fn codec_snappy() {
+    codec_roundtrip("snappy").await;
+}
+
+#[tokio::test]
+async fn codec_lz4() {
+    codec_roundtrip("lz4").await;
+}
+
+#[tokio::test]
+async fn codec_zstd() {
+    codec_roundtrip("zstd").await;
+}
+
+/// acks=0, 1 and all; the client's own partitioner chooses partitions (keys hash, null
+/// keys spread), so the client must have understood Metadata.
+#[tokio::test]
+async fn acks_variants_with_client_partitioner() {
+    let broker = Broker::start();
+    for (acks, idem) in [("0", "false"), ("1", "false"), ("all", "false"), ("all", "true")] {
+        roundtrip(
+            &broker,
+            &format!("acks-{acks}-idem-{idem}"),
+            3,
+            &[("acks", acks), ("enable.idempotence", idem)],
+            300,
+            false,
+        )
+        .await;
+    }
+}
+
+/// One record close to the 1 MiB default limit (max.message.bytes = 1048588, the limit on
+/// a record batch) goes through uncompressed and compressed; one over it is rejected by the
+/// broker with MESSAGE_TOO_LARGE, as Kafka does, without disturbing the log.
+#[tokio::test]
+async fn large_message_near_limit() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topics(&admin(&bootstrap), &[("big", 1, &[])]).await;
+    let cons = consumer(&bootstrap);
+    wait_for_topic(&cons, "big", 1).await;
+
+    let mut rng = StdRng::seed_from_u64(1);
+    // Random (incompressible) bytes: the batch stays ~1 MB even under gzip. 1_040_000 plus
+    // batch and record overhead (~100 B) is under 1_048_588.
+    let mut big = vec![0u8; 1_040_000];
+    rng.fill_bytes(&mut big);
+    let ts = base_timestamp();
+    let rec = |v: Vec<u8>, i: i64| Rec {
+        key: Some(b"big".to_vec()),
+        value: Some(v),
+        headers: vec![("h".into(), Some(b"x".to_vec()))],
+        timestamp: ts + i,
+    };
+    let mut want = Vec::new();
+    for (i, codec) in ["none", "gzip", "zstd"].iter().enumerate() {
+        // The client's own limit must not be what stops or splits anything here.
+        let prod = producer(
+            &bootstrap,
+            &[("compression.type", codec), ("message.max.bytes", "2000000"), ("acks", "all")],
+        );
+        let r = rec(big.clone(), i as i64);
+        let delivered = produce_all(&prod, "big", &[(0, r.clone())]).await;
+        assert_eq!(delivered, vec![(0, i as i64)], "big record with {codec}");
+        want.push(r);
+    }
+
+    // 1_100_000 bytes: over the broker's default max.message.bytes.
+    let mut too_big = vec![0u8; 1_100_000];
+    rng.fill_bytes(&mut too_big);
+    let prod = producer(
+        &bootstrap,
+        &[("message.max.bytes", "2000000"), ("acks", "all"), ("message.timeout.ms", "15000")],
+    );
+    let r = rec(too_big, 99);
+    let res = prod.send(r.to_record("big", 0), Duration::from_secs(0)).await;
+    match res {
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {}
+        Err((e, _)) => panic!("oversized batch: expected MessageSizeTooLarge, got {e}"),
+        Ok(d) => panic!(
+            "oversized batch (1.1 MB > max.message.bytes 1048588) was accepted at offset {}",
+            d.offset
+        ),
+    }
+
+    let got = consume_all(&cons, "big", &[0], CONSUME_TIMEOUT).await;
+    assert_log_eq("big/0", &got[&0], &want, 0);
+    assert_eq!(watermarks(&cons, "big", 0), (0, 3));
+}
+
+/// Metadata lists created and auto-created topics with their partition counts, this
+/// broker (node 0 at the listen address) as leader of every partition.
+#[tokio::test]
+async fn metadata_lists_topics() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let adm = admin(&bootstrap);
+    create_topics(&adm, &[("meta-a", 3, &[]), ("meta-b", 1, &[]), ("meta-c", 7, &[])]).await;
+
+    // Auto-creation (auto.create.topics.enable=true, num.partitions=1): producing to an
+    // unknown topic creates it with one partition.
+    let prod = producer(&bootstrap, &[("acks", "all")]);
+    let rec = Rec { key: None, value: Some(b"hello".to_vec()), headers: vec![], timestamp: base_timestamp() };
+    let delivered = produce_all(&prod, "meta-auto", &[(-1, rec)]).await;
+    assert_eq!(delivered, vec![(0, 0)], "first record of an auto-created topic");
+
+    let cons = consumer(&bootstrap);
+    for (t, n) in [("meta-a", 3), ("meta-b", 1), ("meta-c", 7), ("meta-auto", 1)] {
+        wait_for_topic(&cons, t, n).await;
+    }
+    let md = cons.fetch_metadata(None, OP_TIMEOUT).expect("metadata for all topics");
+    let brokers: Vec<_> = md.brokers().iter().map(|b| (b.id(), b.host().to_string(), b.port())).collect();
+    assert_eq!(brokers, vec![(0, "127.0.0.1".to_string(), broker.port() as i32)], "broker list");
+    let topics: BTreeMap<&str, Vec<(i32, i32)>> = md
+        .topics()
+        .iter()
+        .map(|t| (t.name(), t.partitions().iter().map(|p| (p.id(), p.leader())).collect()))
+        .collect();
+    for (t, n) in [("meta-a", 3), ("meta-b", 1), ("meta-c", 7), ("meta-auto", 1)] {
+        let parts = topics.get(t).unwrap_or_else(|| panic!("{t} missing from metadata {topics:?}"));
+        let mut ids: Vec<i32> = parts.iter().map(|(id, _)| *id).collect();
+        ids.sort();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>(), "{t} partition ids");
+        assert!(parts.iter().all(|(_, leader)| *leader == 0), "{t} leaders {parts:?}");
+    }
+}
+
+/// CreateTopics (and its duplicate error), DescribeConfigs, AlterConfigs on retention.ms,
+/// CreatePartitions, DeleteRecords, DeleteTopics (and deleting a missing topic).
+#[tokio::test]
+async fn admin_topic_lifecycle() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let adm = admin(&bootstrap);
+    let cons = consumer(&bootstrap);
+
+    create_topics(&adm, &[("life", 3, &[("retention.ms", "86400000")])]).await;
+    wait_for_topic(&cons, "life", 3).await;
+
+    // Creating it again fails for that topic with TOPIC_ALREADY_EXISTS.
+    let again = NewTopic::new("life", 3, TopicReplication::Fixed(1));
+    let res = adm.create_topics([&again], &admin_opts()).await.expect("CreateTopics request");
+    assert_eq!(
+        res,
+        vec![Err(("life".to_string(), RDKafkaErrorCode::TopicAlreadyExists))],
+        "re-creating an existing topic"
+    );
+
+    // DescribeConfigs reports the value set at creation and Kafka's defaults.
+    assert_eq!(topic_config(&adm, "life", "retention.ms").await.as_deref(), Some("86400000"));
+    assert_eq!(topic_config(&adm, "life", "cleanup.policy").await.as_deref(), Some("delete"));
+
+    // AlterConfigs changes it, and DescribeConfigs shows the change.
+    alter_topic_config(&adm, "life", &[("retention.ms", "7200000")]).await;
+    assert_eq!(topic_config(&adm, "life", "retention.ms").await.as_deref(), Some("7200000"));
+
+    // CreatePartitions 3 -> 5, and the new partition takes writes.
+    let res = adm
+        .create_partitions([&NewPartitions::new("life", 5)], &admin_opts())
+        .await
+        .expect("CreatePartitions request");
+    assert_eq!(res, vec![Ok("life".to_string())], "CreatePartitions");
+    wait_for_topic(&cons, "life", 5).await;
+
+    // DeleteRecords: ten records in partition 4, delete below offset 4 -> low watermark 4,
+    // and a read from the start yields offsets 4..10 only.
+    let mut rng = StdRng::seed_from_u64(2);
+    let recs = gen_records(&mut rng, 10, base_timestamp());
+    let addressed: Vec<(i32, Rec)> = recs.iter().map(|r| (4, r.clone())).collect();
+    let prod = producer(&bootstrap, &[("acks", "all")]);
+    let delivered = produce_all(&prod, "life", &addressed).await;
+    assert_eq!(delivered, (0..10).map(|o| (4, o)).collect::<Vec<_>>());
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("life", 4, Offset::Offset(4)).unwrap();
+    let res = adm.delete_records(&tpl, &admin_opts()).await.expect("DeleteRecords request");
+    let elem = res.find_partition("life", 4).expect("DeleteRecords result for life/4");
+    elem.error().expect("DeleteRecords life/4");
+    assert_eq!(elem.offset(), Offset::Offset(4), "DeleteRecords low watermark");
+    assert_eq!(watermarks(&cons, "life", 4), (4, 10));
+    let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
+    assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
+
+    // DeleteTopics, then metadata no longer lists it.
+    let res = adm.delete_topics(&["life"], &admin_opts()).await.expect("DeleteTopics request");
+    assert_eq!(res, vec![Ok("life".to_string())], "DeleteTopics");
+    let deadline = std::time::Instant::now() + OP_TIMEOUT;
+    loop {
+        let md = cons.fetch_metadata(None, OP_TIMEOUT).expect("metadata");
+        let names: BTreeSet<&str> = md.topics().iter().map(|t| t.name()).collect();
+        if !names.contains("life") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "deleted topic still in metadata: {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Deleting a topic that does not exist fails with UNKNOWN_TOPIC_OR_PARTITION.
+    let res = adm.delete_topics(&["never-was"], &admin_opts()).await.expect("DeleteTopics request");
+    assert_eq!(
+        res,
+        vec![Err(("never-was".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition))],
+        "deleting a missing topic"
+    );
+}
+
+/// ListOffsets: earliest/latest through fetch_watermarks on empty and filled partitions,
+/// and by timestamp through offsets_for_times (exact hit, between records, past the end).
+#[tokio::test]
+async fn list_offsets_and_offsets_for_times() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topics(&admin(&bootstrap), &[("times", 2, &[])]).await;
+    let cons = consumer(&bootstrap);
+    wait_for_topic(&cons, "times", 2).await;
+    assert_eq!(watermarks(&cons, "times", 0), (0, 0), "empty partition");
+    assert_eq!(watermarks(&cons, "times", 1), (0, 0), "empty partition");
+
+    // 50 records per partition; record i has timestamp ts0 + i*1000 (gen_records).
+    let ts0 = base_timestamp();
+    let mut rng = StdRng::seed_from_u64(3);
+    let prod: FutureProducer = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "20")]);
+    for p in 0..2 {
+        let recs = gen_records(&mut rng, 50, ts0);
+        let addressed: Vec<(i32, Rec)> = recs.into_iter().map(|r| (p, r)).collect();
+        produce_all(&prod, "times", &addressed).await;
+    }
+    assert_eq!(watermarks(&cons, "times", 0), (0, 50));
+    assert_eq!(watermarks(&cons, "times", 1), (0, 50));
+
+    // (partition, timestamp, expected offset): the first offset whose timestamp >= target.
+    let cases = [
+        (0, ts0, Offset::Offset(0)),
+        (0, ts0 - 5_000, Offset::Offset(0)),
+        (0, ts0 + 10_500, Offset::Offset(11)),
+        (1, ts0 + 25_000, Offset::Offset(25)),
+        (1, ts0 + 49_000, Offset::Offset(49)),
+        (1, ts0 + 49_001, Offset::End),
+    ];
+    for (p, ts, want) in cases {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("times", p, Offset::Offset(ts)).unwrap();
+        let res = cons.offsets_for_times(tpl, OP_TIMEOUT).expect("offsets_for_times");
+        let elem = res.find_partition("times", p).expect("result partition");
+        elem.error().expect("offsets_for_times partition error");
+        assert_eq!(elem.offset(), want, "times/{p}: offset for timestamp ts0{:+}", ts - ts0);
+    }
+}
