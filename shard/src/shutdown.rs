@@ -241,16 +241,25 @@ mod loom_tests {
         });
     }
 
+    /// A waiter that registers and is then dropped while another thread triggers: the
+    /// trigger must not wake a freed registration, and no waker may be left behind.
     #[test]
-    fn two_waiters_one_trigger() {
+    fn cancelled_waiter_races_trigger() {
         loom::model(|| {
             let s = Shutdown::new();
-            let (a, b) = (s.clone(), s.clone());
-            let ta = loom::thread::spawn(move || loom::future::block_on(a.wait()));
-            let tb = loom::thread::spawn(move || loom::future::block_on(b.wait()));
-            s.trigger();
-            ta.join().unwrap();
-            tb.join().unwrap();
+            let s2 = s.clone();
+            let t = loom::thread::spawn(move || s2.trigger());
+            {
+                let mut w = s.wait();
+                let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+                    Poll::Ready(cx.waker().clone())
+                }));
+                let mut cx = Context::from_waker(&waker);
+                let _ = Pin::new(&mut w).poll(&mut cx);
+            }
+            t.join().unwrap();
+            assert!(s.is_triggered());
+            assert!(s.inner.lock().wakers.is_empty());
         });
     }
 }

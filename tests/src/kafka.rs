@@ -65,28 +65,40 @@ pub fn consumer(bootstrap: &str) -> StreamConsumer {
 }
 
 pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    base_config(bootstrap).create().expect("create admin client")
+    base_config(bootstrap)
+        .create()
+        .expect("create admin client")
 }
 
 pub fn admin_opts() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(OP_TIMEOUT)).operation_timeout(Some(OP_TIMEOUT))
+    AdminOptions::new()
+        .request_timeout(Some(OP_TIMEOUT))
+        .operation_timeout(Some(OP_TIMEOUT))
 }
 
-/// Creates topics `(name, partitions, configs)` and asserts each creation succeeded.
-pub async fn create_topics(
-    admin: &AdminClient<DefaultClientContext>,
-    topics: &[(&str, i32, &[(&str, &str)])],
-) {
+/// A topic to create: name, partition count, topic configs.
+pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
+/// Creates topics and asserts each creation succeeded.
+pub async fn create_topics(admin: &AdminClient<DefaultClientContext>, topics: &[TopicSpec<'_>]) {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, parts, cfg)| {
-            cfg.iter().fold(NewTopic::new(name, *parts, TopicReplication::Fixed(1)), |t, (k, v)| {
-                t.set(k, v)
-            })
+            cfg.iter().fold(
+                NewTopic::new(name, *parts, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
         })
         .collect();
-    let results = admin.create_topics(new.iter(), &admin_opts()).await.expect("CreateTopics request");
-    assert_eq!(results.len(), topics.len(), "one CreateTopics result per topic");
+    let results = admin
+        .create_topics(new.iter(), &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert_eq!(
+        results.len(),
+        topics.len(),
+        "one CreateTopics result per topic"
+    );
     for r in results {
         if let Err((name, code)) = r {
             panic!("CreateTopics {name}: {code:?}");
@@ -105,7 +117,9 @@ pub async fn wait_for_topic(consumer: &StreamConsumer, topic: &str, partitions: 
                 if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
                     let ready = t.error().is_none()
                         && t.partitions().len() == partitions
-                        && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none());
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none());
                     if ready {
                         return;
                     }
@@ -113,7 +127,10 @@ pub async fn wait_for_topic(consumer: &StreamConsumer, topic: &str, partitions: 
                         "error {:?}, {} partitions, leaders {:?}",
                         t.error(),
                         t.partitions().len(),
-                        t.partitions().iter().map(|p| p.leader()).collect::<Vec<_>>()
+                        t.partitions()
+                            .iter()
+                            .map(|p| p.leader())
+                            .collect::<Vec<_>>()
                     );
                 } else {
                     last = "topic absent from metadata".into();
@@ -139,7 +156,11 @@ pub async fn topic_config(
         .describe_configs([&ResourceSpecifier::Topic(topic)], &admin_opts())
         .await
         .expect("DescribeConfigs request");
-    let resource = res.into_iter().next().expect("one result").expect("DescribeConfigs result");
+    let resource = res
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("DescribeConfigs result");
     resource.get(key).and_then(|e| e.value.clone())
 }
 
@@ -149,10 +170,14 @@ pub async fn alter_topic_config(
     topic: &str,
     entries: &[(&str, &str)],
 ) {
-    let alter = entries
-        .iter()
-        .fold(AlterConfig::new(ResourceSpecifier::Topic(topic)), |a, (k, v)| a.set(k, v));
-    let res = admin.alter_configs([&alter], &admin_opts()).await.expect("AlterConfigs request");
+    let alter = entries.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(topic)),
+        |a, (k, v)| a.set(k, v),
+    );
+    let res = admin
+        .alter_configs([&alter], &admin_opts())
+        .await
+        .expect("AlterConfigs request");
     for r in res {
         if let Err((spec, code)) = r {
             panic!("AlterConfigs {spec:?}: {code:?}");
@@ -180,7 +205,13 @@ fn show_bytes(b: &Option<Vec<u8>>) -> String {
             let prefix: String = b
                 .iter()
                 .take(24)
-                .map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '.' })
+                .map(|&c| {
+                    if c.is_ascii_graphic() || c == b' ' {
+                        c as char
+                    } else {
+                        '.'
+                    }
+                })
                 .collect();
             format!("{}B#{:016x}\"{prefix}\"", b.len(), fnv1a(b))
         }
@@ -188,12 +219,20 @@ fn show_bytes(b: &Option<Vec<u8>>) -> String {
 }
 
 pub fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &c| (h ^ c as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &c| {
+        (h ^ c as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 impl fmt::Debug for Rec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Rec{{ts={} key={} value={} headers=[", self.timestamp, show_bytes(&self.key), show_bytes(&self.value))?;
+        write!(
+            f,
+            "Rec{{ts={} key={} value={} headers=[",
+            self.timestamp,
+            show_bytes(&self.key),
+            show_bytes(&self.value)
+        )?;
         for (i, (k, v)) in self.headers.iter().enumerate() {
             if i > 0 {
                 write!(f, ", ")?;
@@ -208,7 +247,11 @@ impl Rec {
     pub fn from_message<M: Message>(m: &M) -> Rec {
         let headers = m
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec()))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                    .collect()
+            })
             .unwrap_or_default();
         let timestamp = match m.timestamp() {
             Timestamp::CreateTime(t) => t,
@@ -227,7 +270,10 @@ impl Rec {
             return None;
         }
         Some(self.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-            h.insert(Header { key: k, value: v.as_deref() })
+            h.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            })
         }))
     }
 
@@ -282,20 +328,30 @@ pub fn gen_records(rng: &mut StdRng, n: usize, ts0: i64) -> Vec<Rec> {
                     Some(v)
                 }
                 _ => Some(
-                    format!("value {i} ").repeat(rng.gen_range(1..60)).into_bytes(),
+                    format!("value {i} ")
+                        .repeat(rng.gen_range(1..60))
+                        .into_bytes(),
                 ),
             };
             let headers = match i % 4 {
                 0 => vec![],
                 1 => vec![("h".to_string(), Some(format!("hv{i}").into_bytes()))],
-                2 => vec![("nullh".to_string(), None), ("e".to_string(), Some(Vec::new()))],
+                2 => vec![
+                    ("nullh".to_string(), None),
+                    ("e".to_string(), Some(Vec::new())),
+                ],
                 _ => vec![
                     ("dup".to_string(), Some(b"first".to_vec())),
                     ("dup".to_string(), Some(b"second".to_vec())),
                     ("bin".to_string(), Some(vec![0, 255, 1, 254])),
                 ],
             };
-            Rec { key, value, headers, timestamp: ts0 + i as i64 * 1000 }
+            Rec {
+                key,
+                value,
+                headers,
+                timestamp: ts0 + i as i64 * 1000,
+            }
         })
         .collect()
 }
@@ -361,7 +417,8 @@ pub async fn consume_all(
         let (lo, hi) = watermarks(consumer, topic, p);
         out.insert(p, Vec::new());
         if hi > lo {
-            tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+                .unwrap();
             end.insert(p, hi);
         }
     }
@@ -371,7 +428,8 @@ pub async fn consume_all(
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
     let done = |out: &BTreeMap<i32, Vec<Consumed>>| {
-        end.iter().all(|(p, hi)| out[p].last().is_some_and(|c| c.offset + 1 >= *hi))
+        end.iter()
+            .all(|(p, hi)| out[p].last().is_some_and(|c| c.offset + 1 >= *hi))
     };
     while !done(&out) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -379,7 +437,10 @@ pub async fn consume_all(
             Ok(Ok(m)) => m,
             Ok(Err(e)) => panic!("consume {topic}: {e}"),
             Err(_) => {
-                let got: Vec<_> = out.iter().map(|(p, v)| (*p, v.len(), v.last().map(|c| c.offset))).collect();
+                let got: Vec<_> = out
+                    .iter()
+                    .map(|(p, v)| (*p, v.len(), v.last().map(|c| c.offset)))
+                    .collect();
                 panic!(
                     "consume {topic}: not all records within {timeout:?}; want up to high \
                      watermarks {end:?}, got (partition, count, last offset) {got:?}"
@@ -387,11 +448,13 @@ pub async fn consume_all(
             }
         };
         assert_eq!(msg.topic(), topic);
-        out.get_mut(&msg.partition()).expect("assigned partition").push(Consumed {
-            partition: msg.partition(),
-            offset: msg.offset(),
-            rec: Rec::from_message(&msg),
-        });
+        out.get_mut(&msg.partition())
+            .expect("assigned partition")
+            .push(Consumed {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                rec: Rec::from_message(&msg),
+            });
     }
     consumer.unassign().expect("unassign");
     out
@@ -402,8 +465,17 @@ pub async fn consume_all(
 pub fn assert_log_eq(what: &str, got: &[Consumed], want: &[Rec], first_offset: i64) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let off = first_offset + i as i64;
-        assert_eq!(g.offset, off, "{what}: record #{i} at offset {} but expected offset {off}", g.offset);
-        assert!(g.rec == *w, "{what}: record #{i} (offset {off}) differs:\n   got {:?}\n  want {:?}", g.rec, w);
+        assert_eq!(
+            g.offset, off,
+            "{what}: record #{i} at offset {} but expected offset {off}",
+            g.offset
+        );
+        assert!(
+            g.rec == *w,
+            "{what}: record #{i} (offset {off}) differs:\n   got {:?}\n  want {:?}",
+            g.rec,
+            w
+        );
     }
     assert_eq!(
         got.len(),
@@ -436,7 +508,16 @@ pub async fn produce_and_verify(
     let addressed: Vec<(i32, Rec)> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| (if explicit_partitions { i as i32 % partitions } else { -1 }, r.clone()))
+        .map(|(i, r)| {
+            (
+                if explicit_partitions {
+                    i as i32 % partitions
+                } else {
+                    -1
+                },
+                r.clone(),
+            )
+        })
         .collect();
     let prod = producer(bootstrap, producer_cfg);
     let delivered = produce_all(&prod, topic, &addressed).await;
@@ -445,16 +526,26 @@ pub async fn produce_and_verify(
     let acks0 = producer_cfg.contains(&("acks", "0"));
     let mut want: BTreeMap<i32, Vec<Rec>> = (0..partitions).map(|p| (p, Vec::new())).collect();
     for (i, ((p, off), (asked, rec))) in delivered.iter().zip(&addressed).enumerate() {
-        assert!((0..partitions).contains(p), "{topic}: record {i} delivered to partition {p}");
+        assert!(
+            (0..partitions).contains(p),
+            "{topic}: record {i} delivered to partition {p}"
+        );
         if *asked >= 0 {
-            assert_eq!(p, asked, "{topic}: record {i} delivered to the wrong partition");
+            assert_eq!(
+                p, asked,
+                "{topic}: record {i} delivered to the wrong partition"
+            );
         }
         let log = want.get_mut(p).unwrap();
         if acks0 {
             // acks=0 gets no offset back (librdkafka reports -1 / invalid).
             assert!(*off < 0, "{topic}: acks=0 delivery reported offset {off}");
         } else {
-            assert_eq!(*off, log.len() as i64, "{topic}: record {i} got offset {off} in partition {p}");
+            assert_eq!(
+                *off,
+                log.len() as i64,
+                "{topic}: record {i} got offset {off} in partition {p}"
+            );
         }
         log.push(rec.clone());
     }
@@ -470,4 +561,3 @@ pub async fn produce_and_verify(
         );
     }
 }
-

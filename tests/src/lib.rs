@@ -145,7 +145,10 @@ pub struct BrokerConfig {
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { shards: TEST_SHARDS, extra_args: Vec::new() }
+        BrokerConfig {
+            shards: TEST_SHARDS,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -175,7 +178,10 @@ impl Broker {
     }
 
     pub fn start_with(config: BrokerConfig) -> Broker {
-        let dir = tempfile::Builder::new().prefix("sluice-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .expect("tempdir");
         let data_dir = dir.path().join("data");
         let mut broker = Broker {
             bin: sluice_bin(),
@@ -270,7 +276,11 @@ impl Broker {
 
     fn log_marker(&self, line: &str) {
         for name in ["stderr.log", "stdout.log"] {
-            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(self.log_path(name)) {
+            if let Ok(mut f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path(name))
+            {
                 let _ = writeln!(f, "==== {line}");
             }
         }
@@ -466,7 +476,10 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Op
         if let Some(v) = cond() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(25));
     }
 }

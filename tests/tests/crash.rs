@@ -89,7 +89,10 @@ async fn produce_numbered(producer: Arc<FutureProducer>, tracker: Arc<Tracker>) 
     let mut seq = 0u64;
     while !tracker.stop.load(Ordering::SeqCst) && seq < MAX_RECORDS {
         let (k, v) = (key(seq), payload(seq));
-        let headers = OwnedHeaders::new().insert(Header { key: "seq", value: Some(&k) });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "seq",
+            value: Some(&k),
+        });
         let record = FutureRecord::to(TOPIC)
             .partition(partition_of(seq))
             .key(&k)
@@ -121,14 +124,22 @@ type DeliveryOutput = <rdkafka::producer::DeliveryFuture as std::future::Future>
 fn record_delivery(tracker: &Tracker, seq: u64, res: DeliveryOutput) {
     match res {
         Ok(Ok(d)) => {
-            tracker.acked.lock().unwrap().insert(seq, (d.partition, d.offset));
+            tracker
+                .acked
+                .lock()
+                .unwrap()
+                .insert(seq, (d.partition, d.offset));
             tracker.acked_count.fetch_add(1, Ordering::SeqCst);
         }
         Ok(Err((e, _))) => {
             tracker.failed.lock().unwrap().insert(seq, e.to_string());
         }
         Err(_) => {
-            tracker.failed.lock().unwrap().insert(seq, "delivery future cancelled".into());
+            tracker
+                .failed
+                .lock()
+                .unwrap()
+                .insert(seq, "delivery future cancelled".into());
         }
     }
 }
@@ -211,21 +222,47 @@ async fn kill9_keeps_every_acknowledged_record_once() {
 /// The whole check of the durability test: every acknowledged record at its reported
 /// offset, byte for byte; per partition dense offsets and increasing sequence numbers; no
 /// sequence number twice; nothing that was never sent.
-fn verify_numbered_log(got: &BTreeMap<i32, Vec<Consumed>>, acked: &HashMap<u64, (i32, i64)>, sent: u64) {
+fn verify_numbered_log(
+    got: &BTreeMap<i32, Vec<Consumed>>,
+    acked: &HashMap<u64, (i32, i64)>,
+    sent: u64,
+) {
     let mut seen: BTreeMap<u64, (i32, i64)> = BTreeMap::new();
     for (&p, log) in got {
         let mut prev: Option<u64> = None;
         for (i, c) in log.iter().enumerate() {
             if i > 0 {
-                assert_eq!(c.offset, log[i - 1].offset + 1, "{TOPIC}/{p}: offsets not dense at #{i}");
+                assert_eq!(
+                    c.offset,
+                    log[i - 1].offset + 1,
+                    "{TOPIC}/{p}: offsets not dense at #{i}"
+                );
             }
-            let key = c.rec.key.as_deref().unwrap_or_else(|| panic!("{TOPIC}/{p}@{}: null key", c.offset));
+            let key = c
+                .rec
+                .key
+                .as_deref()
+                .unwrap_or_else(|| panic!("{TOPIC}/{p}@{}: null key", c.offset));
             let seq: u64 = std::str::from_utf8(key)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{TOPIC}/{p}@{}: key {key:?} is no sequence number", c.offset));
-            assert!(seq < sent, "{TOPIC}/{p}@{}: seq {seq} was never sent (sent {sent})", c.offset);
-            assert_eq!(partition_of(seq), p, "{TOPIC}/{p}@{}: seq {seq} belongs in another partition", c.offset);
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{TOPIC}/{p}@{}: key {key:?} is no sequence number",
+                        c.offset
+                    )
+                });
+            assert!(
+                seq < sent,
+                "{TOPIC}/{p}@{}: seq {seq} was never sent (sent {sent})",
+                c.offset
+            );
+            assert_eq!(
+                partition_of(seq),
+                p,
+                "{TOPIC}/{p}@{}: seq {seq} belongs in another partition",
+                c.offset
+            );
             assert!(
                 c.rec.value.as_deref() == Some(&payload(seq)[..]),
                 "{TOPIC}/{p}@{}: payload of seq {seq} corrupted: {:?}",
@@ -239,10 +276,17 @@ fn verify_numbered_log(got: &BTreeMap<i32, Vec<Consumed>>, acked: &HashMap<u64, 
                 c.offset
             );
             if let Some(first) = seen.insert(seq, (p, c.offset)) {
-                panic!("seq {seq} appears twice: at {first:?} and at ({p}, {})", c.offset);
+                panic!(
+                    "seq {seq} appears twice: at {first:?} and at ({p}, {})",
+                    c.offset
+                );
             }
             if let Some(prev) = prev {
-                assert!(seq > prev, "{TOPIC}/{p}@{}: seq {seq} after seq {prev}: out of order", c.offset);
+                assert!(
+                    seq > prev,
+                    "{TOPIC}/{p}@{}: seq {seq} after seq {prev}: out of order",
+                    c.offset
+                );
             }
             prev = Some(seq);
         }
@@ -285,7 +329,11 @@ async fn topics_configs_and_data_survive_restarts() {
         create_topics(
             &adm,
             &[
-                ("alpha", 3, &[("retention.ms", "123456789"), ("cleanup.policy", "delete")]),
+                (
+                    "alpha",
+                    3,
+                    &[("retention.ms", "123456789"), ("cleanup.policy", "delete")],
+                ),
                 ("beta", 1, &[]),
                 ("doomed", 2, &[]),
             ],
@@ -305,11 +353,17 @@ async fn topics_configs_and_data_survive_restarts() {
     let mut rng = StdRng::seed_from_u64(7);
     let ts0 = base_timestamp();
     let mut want: BTreeMap<(&str, i32), Vec<Rec>> = BTreeMap::new();
-    let prod = producer(&bootstrap, &[("acks", "all"), ("enable.idempotence", "true")]);
+    let prod = producer(
+        &bootstrap,
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
     for (topic, parts, n) in [("alpha", 3, 300), ("beta", 1, 100), ("gamma", 1, 20)] {
         let recs = gen_records(&mut rng, n, ts0);
-        let addressed: Vec<(i32, Rec)> =
-            recs.iter().enumerate().map(|(i, r)| (i as i32 % parts, r.clone())).collect();
+        let addressed: Vec<(i32, Rec)> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as i32 % parts, r.clone()))
+            .collect();
         produce_all(&prod, topic, &addressed).await;
         for (p, r) in addressed {
             want.entry((topic, p)).or_default().push(r);
@@ -324,11 +378,18 @@ async fn topics_configs_and_data_survive_restarts() {
 
     // Appends after the restart continue at the old high watermark.
     let extra = gen_records(&mut rng, 10, ts0 + 1_000_000);
-    let prod = producer(&bootstrap, &[("acks", "all"), ("enable.idempotence", "true")]);
+    let prod = producer(
+        &bootstrap,
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
     let addressed: Vec<(i32, Rec)> = extra.iter().map(|r| (0, r.clone())).collect();
     let delivered = produce_all(&prod, "alpha", &addressed).await;
     let base = want[&("alpha", 0)].len() as i64;
-    assert_eq!(delivered, (base..base + 10).map(|o| (0, o)).collect::<Vec<_>>(), "offsets after restart");
+    assert_eq!(
+        delivered,
+        (base..base + 10).map(|o| (0, o)).collect::<Vec<_>>(),
+        "offsets after restart"
+    );
     want.get_mut(&("alpha", 0)).unwrap().extend(extra);
     drop(prod);
 
@@ -348,9 +409,18 @@ async fn check_survivors(broker: &Broker, want: &BTreeMap<(&str, i32), Vec<Rec>>
     }
     let md = cons.fetch_metadata(None, OP_TIMEOUT).expect("metadata");
     let names: BTreeSet<&str> = md.topics().iter().map(|t| t.name()).collect();
-    assert!(!names.contains("doomed"), "{when}: deleted topic came back: {names:?}");
+    assert!(
+        !names.contains("doomed"),
+        "{when}: deleted topic came back: {names:?}"
+    );
     for t in ["alpha", "beta", "gamma"] {
-        let parts = md.topics().iter().find(|m| m.name() == t).unwrap().partitions().len();
+        let parts = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t)
+            .unwrap()
+            .partitions()
+            .len();
         let want_parts = want.keys().filter(|(n, _)| *n == t).count();
         assert_eq!(parts, want_parts, "{when}: {t} partition count");
     }
@@ -363,7 +433,11 @@ async fn check_survivors(broker: &Broker, want: &BTreeMap<(&str, i32), Vec<Rec>>
     );
 
     for ((topic, p), recs) in want {
-        assert_eq!(watermarks(&cons, topic, *p), (0, recs.len() as i64), "{when}: {topic}/{p} watermarks");
+        assert_eq!(
+            watermarks(&cons, topic, *p),
+            (0, recs.len() as i64),
+            "{when}: {topic}/{p} watermarks"
+        );
         let got = consume_all(&cons, topic, &[*p], Duration::from_secs(60)).await;
         assert_log_eq(&format!("{when}: {topic}/{p}"), &got[p], recs, 0);
     }

@@ -58,6 +58,9 @@ fn kafka_python_produce_consume_admin() {
     println!("----- kafka-python output -----\n{output}----- end -----");
     match status {
         None => panic!("kafka-python script did not finish within {SCRIPT_TIMEOUT:?} (killed)"),
-        Some(s) => assert!(s.success(), "kafka-python script failed with {s}; output above"),
+        Some(s) => assert!(
+            s.success(),
+            "kafka-python script failed with {s}; output above"
+        ),
     }
 }

@@ -35,7 +35,15 @@ async fn roundtrip(
     let bootstrap = broker.bootstrap();
     create_topics(&admin(&bootstrap), &[(topic, partitions, &[])]).await;
     wait_for_topic(&consumer(&bootstrap), topic, partitions as usize).await;
-    produce_and_verify(&bootstrap, topic, partitions, producer_cfg, n, explicit_partitions).await;
+    produce_and_verify(
+        &bootstrap,
+        topic,
+        partitions,
+        producer_cfg,
+        n,
+        explicit_partitions,
+    )
+    .await;
 }
 
 async fn codec_roundtrip(codec: &str) {
@@ -46,7 +54,11 @@ async fn codec_roundtrip(codec: &str) {
         &broker,
         &format!("codec-{codec}-plain"),
         3,
-        &[("compression.type", codec), ("acks", "1"), ("enable.idempotence", "false")],
+        &[
+            ("compression.type", codec),
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+        ],
         400,
         true,
     )
@@ -55,7 +67,11 @@ async fn codec_roundtrip(codec: &str) {
         &broker,
         &format!("codec-{codec}-idempotent"),
         3,
-        &[("compression.type", codec), ("enable.idempotence", "true"), ("acks", "all")],
+        &[
+            ("compression.type", codec),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+        ],
         400,
         true,
     )
@@ -92,7 +108,12 @@ async fn codec_zstd() {
 #[tokio::test]
 async fn acks_variants_with_client_partitioner() {
     let broker = Broker::start();
-    for (acks, idem) in [("0", "false"), ("1", "false"), ("all", "false"), ("all", "true")] {
+    for (acks, idem) in [
+        ("0", "false"),
+        ("1", "false"),
+        ("all", "false"),
+        ("all", "true"),
+    ] {
         roundtrip(
             &broker,
             &format!("acks-{acks}-idem-{idem}"),
@@ -133,7 +154,11 @@ async fn large_message_near_limit() {
         // The client's own limit must not be what stops or splits anything here.
         let prod = producer(
             &bootstrap,
-            &[("compression.type", codec), ("message.max.bytes", "2000000"), ("acks", "all")],
+            &[
+                ("compression.type", codec),
+                ("message.max.bytes", "2000000"),
+                ("acks", "all"),
+            ],
         );
         let r = rec(big.clone(), i as i64);
         let delivered = produce_all(&prod, "big", &[(0, r.clone())]).await;
@@ -146,10 +171,16 @@ async fn large_message_near_limit() {
     rng.fill_bytes(&mut too_big);
     let prod = producer(
         &bootstrap,
-        &[("message.max.bytes", "2000000"), ("acks", "all"), ("message.timeout.ms", "15000")],
+        &[
+            ("message.max.bytes", "2000000"),
+            ("acks", "all"),
+            ("message.timeout.ms", "15000"),
+        ],
     );
     let r = rec(too_big, 99);
-    let res = prod.send(r.to_record("big", 0), Duration::from_secs(0)).await;
+    let res = prod
+        .send(r.to_record("big", 0), Duration::from_secs(0))
+        .await;
     match res {
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {}
         Err((e, _)) => panic!("oversized batch: expected MessageSizeTooLarge, got {e}"),
@@ -171,33 +202,79 @@ async fn metadata_lists_topics() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let adm = admin(&bootstrap);
-    create_topics(&adm, &[("meta-a", 3, &[]), ("meta-b", 1, &[]), ("meta-c", 7, &[])]).await;
+    create_topics(
+        &adm,
+        &[("meta-a", 3, &[]), ("meta-b", 1, &[]), ("meta-c", 7, &[])],
+    )
+    .await;
 
     // Auto-creation (auto.create.topics.enable=true, num.partitions=1): producing to an
     // unknown topic creates it with one partition.
     let prod = producer(&bootstrap, &[("acks", "all")]);
-    let rec = Rec { key: None, value: Some(b"hello".to_vec()), headers: vec![], timestamp: base_timestamp() };
+    let rec = Rec {
+        key: None,
+        value: Some(b"hello".to_vec()),
+        headers: vec![],
+        timestamp: base_timestamp(),
+    };
     let delivered = produce_all(&prod, "meta-auto", &[(-1, rec)]).await;
-    assert_eq!(delivered, vec![(0, 0)], "first record of an auto-created topic");
+    assert_eq!(
+        delivered,
+        vec![(0, 0)],
+        "first record of an auto-created topic"
+    );
 
     let cons = consumer(&bootstrap);
-    for (t, n) in [("meta-a", 3), ("meta-b", 1), ("meta-c", 7), ("meta-auto", 1)] {
+    for (t, n) in [
+        ("meta-a", 3),
+        ("meta-b", 1),
+        ("meta-c", 7),
+        ("meta-auto", 1),
+    ] {
         wait_for_topic(&cons, t, n).await;
     }
-    let md = cons.fetch_metadata(None, OP_TIMEOUT).expect("metadata for all topics");
-    let brokers: Vec<_> = md.brokers().iter().map(|b| (b.id(), b.host().to_string(), b.port())).collect();
-    assert_eq!(brokers, vec![(0, "127.0.0.1".to_string(), broker.port() as i32)], "broker list");
+    let md = cons
+        .fetch_metadata(None, OP_TIMEOUT)
+        .expect("metadata for all topics");
+    let brokers: Vec<_> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), b.host().to_string(), b.port()))
+        .collect();
+    assert_eq!(
+        brokers,
+        vec![(0, "127.0.0.1".to_string(), broker.port() as i32)],
+        "broker list"
+    );
     let topics: BTreeMap<&str, Vec<(i32, i32)>> = md
         .topics()
         .iter()
-        .map(|t| (t.name(), t.partitions().iter().map(|p| (p.id(), p.leader())).collect()))
+        .map(|t| {
+            (
+                t.name(),
+                t.partitions()
+                    .iter()
+                    .map(|p| (p.id(), p.leader()))
+                    .collect(),
+            )
+        })
         .collect();
-    for (t, n) in [("meta-a", 3), ("meta-b", 1), ("meta-c", 7), ("meta-auto", 1)] {
-        let parts = topics.get(t).unwrap_or_else(|| panic!("{t} missing from metadata {topics:?}"));
+    for (t, n) in [
+        ("meta-a", 3),
+        ("meta-b", 1),
+        ("meta-c", 7),
+        ("meta-auto", 1),
+    ] {
+        let parts = topics
+            .get(t)
+            .unwrap_or_else(|| panic!("{t} missing from metadata {topics:?}"));
         let mut ids: Vec<i32> = parts.iter().map(|(id, _)| *id).collect();
         ids.sort();
         assert_eq!(ids, (0..n).collect::<Vec<_>>(), "{t} partition ids");
-        assert!(parts.iter().all(|(_, leader)| *leader == 0), "{t} leaders {parts:?}");
+        assert!(
+            parts.iter().all(|(_, leader)| *leader == 0),
+            "{t} leaders {parts:?}"
+        );
     }
 }
 
@@ -215,20 +292,37 @@ async fn admin_topic_lifecycle() {
 
     // Creating it again fails for that topic with TOPIC_ALREADY_EXISTS.
     let again = NewTopic::new("life", 3, TopicReplication::Fixed(1));
-    let res = adm.create_topics([&again], &admin_opts()).await.expect("CreateTopics request");
+    let res = adm
+        .create_topics([&again], &admin_opts())
+        .await
+        .expect("CreateTopics request");
     assert_eq!(
         res,
-        vec![Err(("life".to_string(), RDKafkaErrorCode::TopicAlreadyExists))],
+        vec![Err((
+            "life".to_string(),
+            RDKafkaErrorCode::TopicAlreadyExists
+        ))],
         "re-creating an existing topic"
     );
 
     // DescribeConfigs reports the value set at creation and Kafka's defaults.
-    assert_eq!(topic_config(&adm, "life", "retention.ms").await.as_deref(), Some("86400000"));
-    assert_eq!(topic_config(&adm, "life", "cleanup.policy").await.as_deref(), Some("delete"));
+    assert_eq!(
+        topic_config(&adm, "life", "retention.ms").await.as_deref(),
+        Some("86400000")
+    );
+    assert_eq!(
+        topic_config(&adm, "life", "cleanup.policy")
+            .await
+            .as_deref(),
+        Some("delete")
+    );
 
     // AlterConfigs changes it, and DescribeConfigs shows the change.
     alter_topic_config(&adm, "life", &[("retention.ms", "7200000")]).await;
-    assert_eq!(topic_config(&adm, "life", "retention.ms").await.as_deref(), Some("7200000"));
+    assert_eq!(
+        topic_config(&adm, "life", "retention.ms").await.as_deref(),
+        Some("7200000")
+    );
 
     // CreatePartitions 3 -> 5, and the new partition takes writes.
     let res = adm
@@ -247,17 +341,30 @@ async fn admin_topic_lifecycle() {
     let delivered = produce_all(&prod, "life", &addressed).await;
     assert_eq!(delivered, (0..10).map(|o| (4, o)).collect::<Vec<_>>());
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("life", 4, Offset::Offset(4)).unwrap();
-    let res = adm.delete_records(&tpl, &admin_opts()).await.expect("DeleteRecords request");
-    let elem = res.find_partition("life", 4).expect("DeleteRecords result for life/4");
+    tpl.add_partition_offset("life", 4, Offset::Offset(4))
+        .unwrap();
+    let res = adm
+        .delete_records(&tpl, &admin_opts())
+        .await
+        .expect("DeleteRecords request");
+    let elem = res
+        .find_partition("life", 4)
+        .expect("DeleteRecords result for life/4");
     elem.error().expect("DeleteRecords life/4");
-    assert_eq!(elem.offset(), Offset::Offset(4), "DeleteRecords low watermark");
+    assert_eq!(
+        elem.offset(),
+        Offset::Offset(4),
+        "DeleteRecords low watermark"
+    );
     assert_eq!(watermarks(&cons, "life", 4), (4, 10));
     let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
     assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
 
     // DeleteTopics, then metadata no longer lists it.
-    let res = adm.delete_topics(&["life"], &admin_opts()).await.expect("DeleteTopics request");
+    let res = adm
+        .delete_topics(&["life"], &admin_opts())
+        .await
+        .expect("DeleteTopics request");
     assert_eq!(res, vec![Ok("life".to_string())], "DeleteTopics");
     let deadline = std::time::Instant::now() + OP_TIMEOUT;
     loop {
@@ -266,15 +373,24 @@ async fn admin_topic_lifecycle() {
         if !names.contains("life") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "deleted topic still in metadata: {names:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleted topic still in metadata: {names:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Deleting a topic that does not exist fails with UNKNOWN_TOPIC_OR_PARTITION.
-    let res = adm.delete_topics(&["never-was"], &admin_opts()).await.expect("DeleteTopics request");
+    let res = adm
+        .delete_topics(&["never-was"], &admin_opts())
+        .await
+        .expect("DeleteTopics request");
     assert_eq!(
         res,
-        vec![Err(("never-was".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition))],
+        vec![Err((
+            "never-was".to_string(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))],
         "deleting a missing topic"
     );
 }
@@ -314,10 +430,18 @@ async fn list_offsets_and_offsets_for_times() {
     ];
     for (p, ts, want) in cases {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("times", p, Offset::Offset(ts)).unwrap();
-        let res = cons.offsets_for_times(tpl, OP_TIMEOUT).expect("offsets_for_times");
+        tpl.add_partition_offset("times", p, Offset::Offset(ts))
+            .unwrap();
+        let res = cons
+            .offsets_for_times(tpl, OP_TIMEOUT)
+            .expect("offsets_for_times");
         let elem = res.find_partition("times", p).expect("result partition");
         elem.error().expect("offsets_for_times partition error");
-        assert_eq!(elem.offset(), want, "times/{p}: offset for timestamp ts0{:+}", ts - ts0);
+        assert_eq!(
+            elem.offset(),
+            want,
+            "times/{p}: offset for timestamp ts0{:+}",
+            ts - ts0
+        );
     }
 }

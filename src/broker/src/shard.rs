@@ -42,6 +42,8 @@ pub struct BrokerShard {
     pub controller: Option<Controller>,
     stopping: Cell<bool>,
     pub(crate) shared_handle: Arc<crate::Shared>,
+    /// KIP-227 fetch sessions of connections on this shard.
+    pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
 }
 
 pub fn now_ms() -> i64 {
@@ -73,6 +75,7 @@ impl BrokerShard {
             ctx,
             stopping: Cell::new(false),
             shared_handle: shared,
+            fetch_sessions: RefCell::new(Default::default()),
         })
     }
 

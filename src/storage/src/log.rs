@@ -899,10 +899,21 @@ impl<S: Storage> PartitionLog<S> {
         Ok(victims.len())
     }
 
-    /// Flushes and releases the log (clean shutdown).
+    /// Flushes and releases the log (clean shutdown). The active segment is cut to its
+    /// logical size so a clean restart finds no page padding to trim.
     pub async fn close(&self) -> Result<()> {
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
+        }
+        let active = {
+            let inner = self.inner.borrow();
+            let seg = inner.active();
+            seg.file.clone().filter(|_| inner.failed.is_none()).map(|f| (f, seg.size, seg.base_offset))
+        };
+        if let Some((file, size, base)) = active {
+            let path = segment_path(&self.dir, base, "log");
+            file.truncate(size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
+            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
         }
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         Ok(())

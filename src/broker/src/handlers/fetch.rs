@@ -3,16 +3,19 @@
 //! passes. Whole batches only; `max_bytes` is honoured across partitions, except that the
 //! first batch found is always returned (KIP-74), so a large batch cannot stall a consumer.
 //!
-//! Fetch sessions (KIP-227): sluice answers every request as a full fetch and returns
-//! session id 0 ("no session created"), which clients handle by sending full requests.
+//! Fetch sessions (KIP-227): a full fetch with epoch 0 creates a session on the shard the
+//! connection lives on; incremental fetches then name only changed partitions and get back
+//! only partitions with news (data, an error, a moved high watermark or log start).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::local_channel;
+use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use sluice_codec::kafka_protocol::messages::{FetchRequest, FetchResponse};
+use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
@@ -21,11 +24,69 @@ use crate::kerr;
 use crate::ops::{PartitionOp, PartitionReply, PartitionRequest};
 use crate::shard::BrokerShard;
 
-struct Slot {
-    topic: usize,
-    partition: usize,
-    req: Option<PartitionRequest>,
+/// Sessions one shard keeps (Kafka's `max.incremental.fetch.session.cache.slots`).
+pub const FETCH_SESSIONS_MAX: usize = 1000;
+/// Partitions one session may track.
+pub const FETCH_SESSION_PARTITIONS_MAX: usize = 100_000;
+/// A session unused this long may be evicted to make room.
+pub const FETCH_SESSION_IDLE: Duration = Duration::from_secs(120);
+
+/// Session ids and epochs per KIP-227.
+const INITIAL_EPOCH: i32 = 0;
+const FINAL_EPOCH: i32 = -1;
+
+/// One partition as a session remembers it.
+#[derive(Clone, Debug)]
+struct Wanted {
+    topic: TopicName,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    fetch_offset: i64,
     partition_max_bytes: i32,
+    current_leader_epoch: i32,
+    /// What the client last heard (incremental responses report only changes).
+    last_high_watermark: i64,
+    last_log_start: i64,
+}
+
+type Key = (uuid::Uuid, TopicName, i32);
+
+struct Session {
+    epoch: i32,
+    partitions: IndexMap<Key, Wanted>,
+    last_used: Instant,
+}
+
+/// Fetch sessions of one shard. Owned by that shard.
+#[derive(Default)]
+pub struct FetchSessions {
+    next_id: i32,
+    sessions: HashMap<i32, Session>,
+}
+
+impl FetchSessions {
+    fn create(&mut self, partitions: IndexMap<Key, Wanted>, now: Instant) -> i32 {
+        if self.sessions.len() >= FETCH_SESSIONS_MAX {
+            let stale = self.sessions.iter().filter(|(_, s)| now - s.last_used > FETCH_SESSION_IDLE).map(|(id, _)| *id).next();
+            match stale {
+                Some(id) => {
+                    self.sessions.remove(&id);
+                }
+                None => return 0, // full: the client just does full fetches
+            }
+        }
+        if partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
+            return 0;
+        }
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.sessions.contains_key(&self.next_id) {
+                break;
+            }
+        }
+        self.sessions.insert(self.next_id, Session { epoch: 1, partitions, last_used: now });
+        self.next_id
+    }
 }
 
 /// Cuts `records` to whole batches totalling at most `budget` bytes (at least one batch when
@@ -34,76 +95,187 @@ fn cut_to_budget(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
     if records.len() <= budget {
         return records;
     }
+    // Batch lengths only: the log verified these batches' CRCs when it stored them.
     let mut end = 0usize;
-    for item in sluice_codec::BatchIter::new(&records) {
-        match item {
-            Ok(sluice_codec::BatchItem::Batch(b)) => {
-                if b.range.end > budget && !(at_least_one && end == 0) {
-                    break;
-                }
-                end = b.range.end;
-            }
-            _ => break,
+    while let Some(h) = sluice_storage::hdr::Header::parse(&records[end..]) {
+        let next = end + h.size;
+        if next > records.len() || (next > budget && !(at_least_one && end == 0)) {
+            break;
         }
+        end = next;
     }
     records.slice(..end)
 }
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequest) -> FetchResponse {
-    let topics = shard.topics();
-    if h.api_version >= 7 && r.session_id != 0 {
-        // We never hand out sessions, so an incremental fetch names one we do not know.
-        return FetchResponse::default().with_error_code(kerr::FETCH_SESSION_ID_NOT_FOUND);
+fn key_of(topic: &TopicName, topic_id: uuid::Uuid, partition: i32, by_id: bool) -> Key {
+    // v13+ names topics by id only; older versions by name only.
+    if by_id {
+        (topic_id, TopicName::default(), partition)
+    } else {
+        (uuid::Uuid::nil(), topic.clone(), partition)
     }
-    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
+}
+
+fn wanted_from_request(r: &FetchRequest, by_id: bool) -> IndexMap<Key, Wanted> {
+    let mut out = IndexMap::new();
+    for ft in &r.topics {
+        for fp in &ft.partitions {
+            out.insert(
+                key_of(&ft.topic, ft.topic_id, fp.partition, by_id),
+                Wanted {
+                    topic: ft.topic.clone(),
+                    topic_id: ft.topic_id,
+                    partition: fp.partition,
+                    fetch_offset: fp.fetch_offset,
+                    partition_max_bytes: fp.partition_max_bytes,
+                    current_leader_epoch: fp.current_leader_epoch,
+                    last_high_watermark: -2,
+                    last_log_start: -2,
+                },
+            );
+        }
+    }
+    out
+}
+
+pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequest) -> FetchResponse {
+    let by_id = h.api_version >= 13;
+    let now = Instant::now();
+    // Which partitions to read, and the session (if any) the answer belongs to.
+    let (wanted, session_id, incremental) = if h.api_version < 7 || (r.session_id == 0 && r.session_epoch == FINAL_EPOCH) {
+        (wanted_from_request(&r, by_id), 0, false)
+    } else if r.session_epoch == INITIAL_EPOCH || r.session_epoch == FINAL_EPOCH {
+        // A new full session (an old one named here is replaced), or a full sessionless fetch
+        // that closes the named session.
+        let mut sessions = shard.fetch_sessions.borrow_mut();
+        if r.session_id != 0 {
+            sessions.sessions.remove(&r.session_id);
+        }
+        let wanted = wanted_from_request(&r, by_id);
+        let id = if r.session_epoch == INITIAL_EPOCH { sessions.create(wanted.clone(), now) } else { 0 };
+        (wanted, id, false)
+    } else {
+        let mut sessions = shard.fetch_sessions.borrow_mut();
+        let Some(session) = sessions.sessions.get_mut(&r.session_id) else {
+            return FetchResponse::default().with_error_code(kerr::FETCH_SESSION_ID_NOT_FOUND);
+        };
+        if session.epoch != r.session_epoch {
+            return FetchResponse::default().with_error_code(kerr::INVALID_FETCH_SESSION_EPOCH);
+        }
+        for (key, w) in wanted_from_request(&r, by_id) {
+            match session.partitions.get_mut(&key) {
+                Some(existing) => {
+                    existing.fetch_offset = w.fetch_offset;
+                    existing.partition_max_bytes = w.partition_max_bytes;
+                    existing.current_leader_epoch = w.current_leader_epoch;
+                }
+                None => {
+                    session.partitions.insert(key, w);
+                }
+            }
+        }
+        for ft in &r.forgotten_topics_data {
+            for &p in &ft.partitions {
+                session.partitions.shift_remove(&key_of(&ft.topic, ft.topic_id, p, by_id));
+            }
+        }
+        if session.partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
+            sessions.sessions.remove(&r.session_id);
+            return FetchResponse::default().with_error_code(kerr::INVALID_REQUEST);
+        }
+        session.epoch = session.epoch.wrapping_add(1).max(1);
+        session.last_used = now;
+        (session.partitions.clone(), r.session_id, true)
+    };
+
+    let results = fetch_partitions(shard, h, &r, &wanted, now).await;
+
+    // Assemble, per topic in request order; incremental answers carry only news.
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut updates = Vec::new();
+    for ((key, w), pd) in wanted.iter().zip(results) {
+        if incremental
+            && pd.error_code == kerr::NONE
+            && pd.records.as_ref().is_none_or(|b| b.is_empty())
+            && pd.high_watermark == w.last_high_watermark
+            && pd.log_start_offset == w.last_log_start
+        {
+            continue;
+        }
+        updates.push((key.clone(), pd.high_watermark, pd.log_start_offset));
+        match responses.last_mut() {
+            Some(t) if t.topic == w.topic && t.topic_id == w.topic_id => t.partitions.push(pd),
+            _ => responses.push(FetchableTopicResponse::default().with_topic(w.topic.clone()).with_topic_id(w.topic_id).with_partitions(vec![pd])),
+        }
+    }
+    if session_id != 0 {
+        if let Some(s) = shard.fetch_sessions.borrow_mut().sessions.get_mut(&session_id) {
+            for (key, hw, start) in updates {
+                if let Some(p) = s.partitions.get_mut(&key) {
+                    p.last_high_watermark = hw;
+                    p.last_log_start = start;
+                }
+            }
+        }
+    }
+    FetchResponse::default().with_session_id(session_id).with_responses(responses)
+}
+
+/// Reads the partitions (long-polling as the request allows) and returns one
+/// `PartitionData` per wanted partition, in order.
+async fn fetch_partitions(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: &FetchRequest,
+    wanted: &IndexMap<Key, Wanted>,
+    now: Instant,
+) -> Vec<PartitionData> {
+    let topics = shard.topics();
+    let by_id = h.api_version >= 13;
+    let deadline = now + Duration::from_millis(r.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let max_bytes = (r.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     let read_committed = r.isolation_level == 1;
 
-    let mut responses = Vec::with_capacity(r.topics.len());
-    let mut slots = Vec::new();
-    for (ti, ft) in r.topics.iter().enumerate() {
-        let record = if h.api_version >= 13 { topics.get_by_id(ft.topic_id.as_bytes()) } else { topics.get(&ft.topic.0) };
-        let mut parts = Vec::with_capacity(ft.partitions.len());
-        for (pi, fp) in ft.partitions.iter().enumerate() {
-            let mut pd = PartitionData::default()
-                .with_partition_index(fp.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica(sluice_codec::kafka_protocol::messages::BrokerId(-1))
-                .with_records(Some(Bytes::new()));
-            let req = match record {
-                None => {
-                    pd.error_code = if h.api_version >= 13 { kerr::UNKNOWN_TOPIC_ID } else { kerr::UNKNOWN_TOPIC_OR_PARTITION };
-                    None
-                }
-                Some(t) if fp.partition < 0 || fp.partition >= t.partitions => {
-                    pd.error_code = kerr::UNKNOWN_TOPIC_OR_PARTITION;
-                    None
-                }
-                Some(t) if fp.current_leader_epoch > 0 => {
-                    // Single node: the only leader epoch is 0; a newer one is from the future.
-                    pd.error_code = kerr::UNKNOWN_LEADER_EPOCH;
-                    let _ = t;
-                    None
-                }
-                Some(t) => Some(PartitionRequest {
-                    topic_id: t.id,
-                    partition: fp.partition,
-                    op: PartitionOp::Fetch { offset: fp.fetch_offset, max_bytes: fp.partition_max_bytes },
-                }),
-            };
-            parts.push(pd);
-            slots.push(Slot { topic: ti, partition: pi, req, partition_max_bytes: fp.partition_max_bytes });
-        }
-        responses.push(FetchableTopicResponse::default().with_topic(ft.topic.clone()).with_topic_id(ft.topic_id).with_partitions(parts));
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut reqs: Vec<Option<PartitionRequest>> = Vec::with_capacity(wanted.len());
+    for w in wanted.values() {
+        let mut pd = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(Bytes::new()));
+        let record = if by_id { topics.get_by_id(w.topic_id.as_bytes()) } else { topics.get(&w.topic.0) };
+        let req = match record {
+            None => {
+                pd.error_code = if by_id { kerr::UNKNOWN_TOPIC_ID } else { kerr::UNKNOWN_TOPIC_OR_PARTITION };
+                None
+            }
+            Some(t) if w.partition < 0 || w.partition >= t.partitions => {
+                pd.error_code = kerr::UNKNOWN_TOPIC_OR_PARTITION;
+                None
+            }
+            Some(_) if w.current_leader_epoch > 0 => {
+                // Single node: the only leader epoch is 0; a newer one is from the future.
+                pd.error_code = kerr::UNKNOWN_LEADER_EPOCH;
+                None
+            }
+            Some(t) => Some(PartitionRequest {
+                topic_id: t.id,
+                partition: w.partition,
+                op: PartitionOp::Fetch { offset: w.fetch_offset, max_bytes: w.partition_max_bytes },
+            }),
+        };
+        out.push(pd);
+        reqs.push(req);
     }
 
     loop {
-        let futs: Vec<_> = slots
+        let futs: Vec<_> = reqs
             .iter()
-            .filter_map(|s| s.req)
-            .map(|req| {
+            .flatten()
+            .map(|&req| {
                 let shard = shard.clone();
                 async move { shard.partition_call(req, None).await }
             })
@@ -111,23 +283,20 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequ
         let mut results = join_all(futs).await.into_iter();
         let mut total = 0usize;
         let mut waits = Vec::new();
-        for s in &slots {
-            let Some(req) = s.req else { continue };
+        for ((pd, req), w) in out.iter_mut().zip(&reqs).zip(wanted.values()) {
+            let Some(req) = req else { continue };
             let (reply, records): (PartitionReply, Option<Bytes>) = results.next().expect("one result per request");
-            let pd = &mut responses[s.topic].partitions[s.partition];
             pd.error_code = reply.error_code;
             pd.high_watermark = reply.high_watermark;
+            // No transactions yet: the last stable offset is the high watermark.
             pd.last_stable_offset = reply.high_watermark;
             pd.log_start_offset = reply.log_start_offset;
             pd.aborted_transactions = if read_committed { Some(Vec::new()) } else { None };
-            let records = records.unwrap_or_default();
-            let budget = max_bytes.saturating_sub(total).min(s.partition_max_bytes.max(0) as usize);
-            let records = cut_to_budget(records, budget, total == 0);
+            let budget = max_bytes.saturating_sub(total).min(w.partition_max_bytes.max(0) as usize);
+            let records = cut_to_budget(records.unwrap_or_default(), budget, total == 0);
             total += records.len();
             if records.is_empty() && reply.error_code == kerr::NONE {
-                if let PartitionOp::Fetch { offset, .. } = req.op {
-                    waits.push((req, offset));
-                }
+                waits.push((*req, w.fetch_offset));
             }
             pd.records = Some(records);
         }
@@ -142,10 +311,7 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequ
         for (req, offset) in waits {
             let shard = shard.clone();
             let tx = tx.clone();
-            let wait = PartitionRequest {
-                op: PartitionOp::WaitForData { offset, max_wait_ms: remaining.as_millis() as u32 },
-                ..req
-            };
+            let wait = PartitionRequest { op: PartitionOp::WaitForData { offset, max_wait_ms: remaining.as_millis() as u32 }, ..req };
             glommio::spawn_local(async move {
                 shard.partition_call(wait, None).await;
                 let _ = tx.try_send(());
@@ -159,5 +325,5 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequ
         })
         .await;
     }
-    FetchResponse::default().with_responses(responses)
+    out
 }
