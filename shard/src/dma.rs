@@ -37,7 +37,10 @@ impl IoBuf for DmaBuf {
     /// A `len` that is not a page multiple is rounded up (the extra bytes are the buffer's own
     /// padding), and one beyond the current length is clamped: bad input never panics.
     fn shrink_to(&mut self, len: usize) {
-        let len = len.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE).min(self.0.len());
+        let len = len
+            .div_ceil(PAGE_SIZE)
+            .saturating_mul(PAGE_SIZE)
+            .min(self.0.len());
         self.0.trim_to_size(len);
     }
 }
@@ -51,8 +54,16 @@ pub struct DmaStorage {
 impl DmaStorage {
     /// Storage for the shard `ctx` belongs to (requiring the context proves we run on a shard).
     pub fn new(_ctx: &ShardCtx) -> DmaStorage {
-        DmaStorage { _shard_local: PhantomData }
+        DmaStorage {
+            _shard_local: PhantomData,
+        }
     }
+}
+
+// `u64::is_multiple_of` needs Rust 1.87; the workspace MSRV is 1.85.
+#[allow(clippy::manual_is_multiple_of)]
+fn page_aligned(v: u64) -> bool {
+    v % PAGE_SIZE as u64 == 0
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -88,7 +99,10 @@ impl Storage for DmaStorage {
             .dma_open(path)
             .await
             .map_err(|e| with_path(e.into(), "opening", path))?;
-        Ok(DmaStorageFile { file, path: path.to_path_buf() })
+        Ok(DmaStorageFile {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -130,9 +144,17 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let dir = glommio::io::Directory::open(path).await.map_err(|e| with_path(e.into(), "opening directory", path))?;
-        let synced = dir.sync().await.map_err(|e| with_path(e.into(), "syncing directory", path));
-        let closed = dir.close().await.map_err(|e| with_path(e.into(), "closing directory", path));
+        let dir = glommio::io::Directory::open(path)
+            .await
+            .map_err(|e| with_path(e.into(), "opening directory", path))?;
+        let synced = dir
+            .sync()
+            .await
+            .map_err(|e| with_path(e.into(), "syncing directory", path));
+        let closed = dir
+            .close()
+            .await
+            .map_err(|e| with_path(e.into(), "closing directory", path));
         synced.and(closed)
     }
 }
@@ -202,7 +224,10 @@ impl DmaStorageFile {
     /// Closes the file now instead of on drop (drop closes it asynchronously on the next IO cycle).
     pub async fn close(self) -> io::Result<()> {
         let path = self.path;
-        self.file.close().await.map_err(|e| with_path(e.into(), "closing", &path))
+        self.file
+            .close()
+            .await
+            .map_err(|e| with_path(e.into(), "closing", &path))
     }
 }
 
@@ -211,7 +236,7 @@ impl StorageFile for DmaStorageFile {
 
     async fn write_at(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
         let len = buf.0.len();
-        if pos % PAGE_SIZE as u64 != 0 || len % PAGE_SIZE != 0 {
+        if !page_aligned(pos) || !page_aligned(len as u64) {
             return Err(invalid(format!(
                 "unaligned write to {}: pos {pos}, len {len} (must be multiples of {PAGE_SIZE})",
                 self.path.display()
@@ -220,13 +245,20 @@ impl StorageFile for DmaStorageFile {
         if len == 0 {
             return Ok(());
         }
-        let written = self.file.write_at(buf.0, pos).await.map_err(|e| with_path(e.into(), "writing", &self.path))?;
+        let written = self
+            .file
+            .write_at(buf.0, pos)
+            .await
+            .map_err(|e| with_path(e.into(), "writing", &self.path))?;
         // O_DIRECT writes to a regular file are all-or-error in practice (short only on ENOSPC);
         // the buffer is consumed, so report rather than retry a partial page run.
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
-                format!("short write to {} at {pos}: {written} of {len} bytes", self.path.display()),
+                format!(
+                    "short write to {} at {pos}: {written} of {len} bytes",
+                    self.path.display()
+                ),
             ));
         }
         Ok(())
@@ -234,7 +266,10 @@ impl StorageFile for DmaStorageFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         if len > READ_LEN_MAX {
-            return Err(invalid(format!("read of {len} bytes from {} exceeds READ_LEN_MAX {READ_LEN_MAX}", self.path.display())));
+            return Err(invalid(format!(
+                "read of {len} bytes from {} exceeds READ_LEN_MAX {READ_LEN_MAX}",
+                self.path.display()
+            )));
         }
         if len == 0 {
             return Ok(Bytes::new());
@@ -249,7 +284,11 @@ impl StorageFile for DmaStorageFile {
             .checked_add(len as u64)
             .ok_or_else(|| invalid(format!("read at {pos} + {len} overflows")))?;
         let span = (end.div_ceil(align) * align - start) as usize;
-        let read = self.file.read_at_aligned(start, span).await.map_err(|e| with_path(e.into(), "reading", &self.path))?;
+        let read = self
+            .file
+            .read_at_aligned(start, span)
+            .await
+            .map_err(|e| with_path(e.into(), "reading", &self.path))?;
         // A short O_DIRECT read of a regular file means end of file.
         let got = read.len();
         if got <= skip {
@@ -261,15 +300,24 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn fdatasync(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(|e| with_path(e.into(), "fdatasync", &self.path))
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| with_path(e.into(), "fdatasync", &self.path))
     }
 
     async fn size(&self) -> io::Result<u64> {
-        self.file.file_size().await.map_err(|e| with_path(e.into(), "stat", &self.path))
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| with_path(e.into(), "stat", &self.path))
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.truncate(len).await.map_err(|e| with_path(e.into(), "truncating", &self.path))
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| with_path(e.into(), "truncating", &self.path))
     }
 }
 
@@ -280,7 +328,12 @@ mod tests {
     use crate::shutdown::Shutdown;
 
     fn cfg() -> ShardConfig {
-        ShardConfig { shards: 1, io_memory: 1 << 20, ring_depth: 64, ..ShardConfig::default() }
+        ShardConfig {
+            shards: 1,
+            io_memory: 1 << 20,
+            ring_depth: 64,
+            ..ShardConfig::default()
+        }
     }
 
     #[test]
@@ -326,7 +379,10 @@ mod tests {
 
                 // Bad input is an error, not a panic.
                 let odd = st.alloc_buf(PAGE_SIZE);
-                assert_eq!(f.write_at(odd, 100).await.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+                assert_eq!(
+                    f.write_at(odd, 100).await.unwrap_err().kind(),
+                    io::ErrorKind::InvalidInput
+                );
                 assert!(f.read_at(0, READ_LEN_MAX + 1).await.is_err());
 
                 // A second handle sees the durable data.
@@ -335,7 +391,10 @@ mod tests {
                 assert_eq!(g.read_at(0, 3).await.unwrap().as_ref(), &[0, 1, 2]);
                 drop(g);
 
-                assert_eq!(st.list_dir(&seg_dir).await.unwrap(), vec![PathBuf::from("00000000000000000000.log")]);
+                assert_eq!(
+                    st.list_dir(&seg_dir).await.unwrap(),
+                    vec![PathBuf::from("00000000000000000000.log")]
+                );
                 st.remove(&path).await.unwrap();
                 st.remove(&path).await.unwrap(); // missing is fine
                 assert!(st.list_dir(&seg_dir).await.unwrap().is_empty());

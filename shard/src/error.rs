@@ -24,9 +24,15 @@ pub enum ShardError {
     /// The shard table would exceed its `partitions_max`.
     TableFull { partitions_max: usize },
     /// Serializing a value into a frame failed.
-    Encode { type_name: &'static str, reason: String },
+    Encode {
+        type_name: &'static str,
+        reason: String,
+    },
     /// A frame body failed validation as the requested archived type.
-    Decode { type_name: &'static str, reason: String },
+    Decode {
+        type_name: &'static str,
+        reason: String,
+    },
     /// A frame body is larger than [`crate::frame::FRAME_BODY_MAX`].
     FrameTooLarge { len: usize, frame_body_max: usize },
     /// The peer shard closed its end of the mesh (it stopped or is stopping).
@@ -58,7 +64,11 @@ impl fmt::Display for ShardError {
                 write!(f, "shard {} panicked: {message}", shard.0)
             }
             ShardError::NoSuchShard { shard, shard_count } => {
-                write!(f, "shard {} does not exist (shard count {shard_count})", shard.0)
+                write!(
+                    f,
+                    "shard {} does not exist (shard count {shard_count})",
+                    shard.0
+                )
             }
             ShardError::BadPartition { partition } => {
                 write!(f, "partition index {partition} is negative")
@@ -72,21 +82,34 @@ impl fmt::Display for ShardError {
             ShardError::Decode { type_name, reason } => {
                 write!(f, "frame body is not a valid {type_name}: {reason}")
             }
-            ShardError::FrameTooLarge { len, frame_body_max } => {
-                write!(f, "frame body of {len} bytes exceeds frame_body_max {frame_body_max}")
+            ShardError::FrameTooLarge {
+                len,
+                frame_body_max,
+            } => {
+                write!(
+                    f,
+                    "frame body of {len} bytes exceeds frame_body_max {frame_body_max}"
+                )
             }
             ShardError::PeerGone { shard } => write!(f, "shard {} left the mesh", shard.0),
             ShardError::MeshClosed { shard } => {
                 write!(f, "mesh endpoint of shard {} is closed", shard.0)
             }
             ShardError::TooManyPendingCalls { pending_calls_max } => {
-                write!(f, "too many calls awaiting replies (pending_calls_max {pending_calls_max})")
+                write!(
+                    f,
+                    "too many calls awaiting replies (pending_calls_max {pending_calls_max})"
+                )
             }
             ShardError::NoHandler { shard } => {
                 write!(f, "shard {} has no frame handler installed", shard.0)
             }
             ShardError::HandlerFailed { shard } => {
-                write!(f, "shard {} could not run the handler for the request", shard.0)
+                write!(
+                    f,
+                    "shard {} could not run the handler for the request",
+                    shard.0
+                )
             }
             ShardError::Spawn { queue, reason } => {
                 write!(f, "spawning into task queue `{queue}` failed: {reason}")
@@ -108,6 +131,9 @@ impl std::error::Error for ShardError {
 impl ShardError {
     /// Wraps an IO error with what was being done when it happened.
     pub fn io(context: impl Into<String>, source: io::Error) -> ShardError {
-        ShardError::Io { context: context.into(), source }
+        ShardError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

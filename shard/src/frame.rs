@@ -47,7 +47,11 @@ impl Frame {
     }
 
     /// Like [`Frame::encode`], with a message kind tag the receiver can read first.
-    pub fn encode_tagged<T>(tag: u16, value: &T, payload: Option<Bytes>) -> Result<Frame, ShardError>
+    pub fn encode_tagged<T>(
+        tag: u16,
+        value: &T,
+        payload: Option<Bytes>,
+    ) -> Result<Frame, ShardError>
     where
         T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
     {
@@ -56,14 +60,21 @@ impl Frame {
             reason: e.to_string(),
         })?;
         if body.len() > FRAME_BODY_MAX {
-            return Err(ShardError::FrameTooLarge { len: body.len(), frame_body_max: FRAME_BODY_MAX });
+            return Err(ShardError::FrameTooLarge {
+                len: body.len(),
+                frame_body_max: FRAME_BODY_MAX,
+            });
         }
         Ok(Frame { tag, body, payload })
     }
 
     /// A frame with no body, only a tag and maybe a payload (acks, raw byte handoffs).
     pub fn empty(tag: u16, payload: Option<Bytes>) -> Frame {
-        Frame { tag, body: AlignedVec::new(), payload }
+        Frame {
+            tag,
+            body: AlignedVec::new(),
+            payload,
+        }
     }
 
     /// Validates the body as an archived `T` and returns a reference into it (no copy).
@@ -73,7 +84,10 @@ impl Frame {
         T::Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     {
         if self.body.len() > FRAME_BODY_MAX {
-            return Err(ShardError::FrameTooLarge { len: self.body.len(), frame_body_max: FRAME_BODY_MAX });
+            return Err(ShardError::FrameTooLarge {
+                len: self.body.len(),
+                frame_body_max: FRAME_BODY_MAX,
+            });
         }
         rkyv::access::<T::Archived, rancor::Error>(&self.body).map_err(|e| ShardError::Decode {
             type_name: std::any::type_name::<T>(),
@@ -157,7 +171,11 @@ mod tests {
     #[test]
     fn roundtrip_in_place_with_payload() {
         let payload = Bytes::from_static(b"record batch bytes");
-        let req = ProduceReq { partition: 7, acks: -1, topic: "orders".into() };
+        let req = ProduceReq {
+            partition: 7,
+            acks: -1,
+            topic: "orders".into(),
+        };
         let f = Frame::encode_tagged(3, &req, Some(payload.clone())).unwrap();
         assert_eq!(f.tag(), 3);
         assert_eq!(f.body().as_ptr() as usize % 16, 0);
@@ -172,7 +190,10 @@ mod tests {
     #[test]
     fn garbage_body_is_an_error_not_a_panic() {
         let f = Frame::empty(1, None);
-        assert!(matches!(f.access::<ProduceReq>(), Err(ShardError::Decode { .. })));
+        assert!(matches!(
+            f.access::<ProduceReq>(),
+            Err(ShardError::Decode { .. })
+        ));
         let wrong = Frame::encode(&5u8, None).unwrap();
         assert!(wrong.access::<ProduceReq>().is_err());
     }
@@ -180,7 +201,10 @@ mod tests {
     #[test]
     fn oversize_body_is_rejected() {
         let big = vec![0u8; FRAME_BODY_MAX + 1];
-        assert!(matches!(Frame::encode(&big, None), Err(ShardError::FrameTooLarge { .. })));
+        assert!(matches!(
+            Frame::encode(&big, None),
+            Err(ShardError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::sync::Semaphore;
 
 use crate::error::ShardError;
@@ -42,7 +44,11 @@ pub(crate) struct MeshLimits {
 
 /// Receives the frames other shards send to this one.
 ///
-/// Installed per shard with [`Mesh::set_handler`]; runs on that shard.
+/// Installed per shard with [`Mesh::set_handler`]; runs on that shard. A handler may call other
+/// shards, but must not call back (directly or through a chain) into the shard whose request it
+/// is serving: with `handlers_inflight_max` handlers all waiting on such cycles, neither shard
+/// pulls the requests that would complete them. Keep handler work shard-local, or fan out only
+/// "downwards".
 pub trait FrameHandler: 'static {
     /// The queue the handler for this frame runs in (e.g. by `frame.tag()`).
     fn queue_for(&self, from: ShardId, frame: &Frame) -> QueueKind;
@@ -54,7 +60,11 @@ pub trait FrameHandler: 'static {
 /// Object-safe form of [`FrameHandler`], so the mesh can store any handler.
 trait ErasedHandler {
     fn queue_for(&self, from: ShardId, frame: &Frame) -> QueueKind;
-    fn handle_boxed(self: Rc<Self>, from: ShardId, frame: Frame) -> Pin<Box<dyn Future<Output = Frame>>>;
+    fn handle_boxed(
+        self: Rc<Self>,
+        from: ShardId,
+        frame: Frame,
+    ) -> Pin<Box<dyn Future<Output = Frame>>>;
 }
 
 impl<H: FrameHandler> ErasedHandler for H {
@@ -62,7 +72,11 @@ impl<H: FrameHandler> ErasedHandler for H {
         FrameHandler::queue_for(self, from, frame)
     }
 
-    fn handle_boxed(self: Rc<Self>, from: ShardId, frame: Frame) -> Pin<Box<dyn Future<Output = Frame>>> {
+    fn handle_boxed(
+        self: Rc<Self>,
+        from: ShardId,
+        frame: Frame,
+    ) -> Pin<Box<dyn Future<Output = Frame>>> {
         Box::pin(async move { self.handle(from, frame).await })
     }
 }
@@ -89,7 +103,12 @@ pub(crate) fn build_links(shards: usize, depth: usize) -> Vec<LinkEnds> {
         (0..n).map(|_| None).collect()
     }
     let mut ends: Vec<LinkEnds> = (0..shards)
-        .map(|_| LinkEnds { req_tx: none(shards), rep_tx: none(shards), req_rx: none(shards), rep_rx: none(shards) })
+        .map(|_| LinkEnds {
+            req_tx: none(shards),
+            rep_tx: none(shards),
+            req_rx: none(shards),
+            rep_rx: none(shards),
+        })
         .collect();
     for from in 0..shards {
         for to in 0..shards {
@@ -110,25 +129,46 @@ pub(crate) fn build_links(shards: usize, depth: usize) -> Vec<LinkEnds> {
 /// Connects all ends concurrently: each `connect` waits for its peer shard to connect too.
 pub(crate) async fn connect_links(ends: LinkEnds) -> Links {
     let spawn_tx = |v: Vec<Option<SharedSender<Envelope>>>| {
-        v.into_iter().map(|e| e.map(|s| glommio::spawn_local(s.connect()))).collect::<Vec<_>>()
+        v.into_iter()
+            .map(|e| e.map(|s| glommio::spawn_local(s.connect())))
+            .collect::<Vec<_>>()
     };
     let spawn_rx = |v: Vec<Option<SharedReceiver<Envelope>>>| {
-        v.into_iter().map(|e| e.map(|r| glommio::spawn_local(r.connect()))).collect::<Vec<_>>()
+        v.into_iter()
+            .map(|e| e.map(|r| glommio::spawn_local(r.connect())))
+            .collect::<Vec<_>>()
     };
     let (req_tx, rep_tx) = (spawn_tx(ends.req_tx), spawn_tx(ends.rep_tx));
     let (req_rx, rep_rx) = (spawn_rx(ends.req_rx), spawn_rx(ends.rep_rx));
-    let mut links = Links { req_tx: vec![], rep_tx: vec![], req_rx: vec![], rep_rx: vec![] };
+    let mut links = Links {
+        req_tx: vec![],
+        rep_tx: vec![],
+        req_rx: vec![],
+        rep_rx: vec![],
+    };
     for t in req_tx {
-        links.req_tx.push(match t { Some(t) => Some(t.await), None => None });
+        links.req_tx.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
     }
     for t in rep_tx {
-        links.rep_tx.push(match t { Some(t) => Some(t.await), None => None });
+        links.rep_tx.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
     }
     for t in req_rx {
-        links.req_rx.push(match t { Some(t) => Some(t.await), None => None });
+        links.req_rx.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
     }
     for t in rep_rx {
-        links.rep_rx.push(match t { Some(t) => Some(t.await), None => None });
+        links.rep_rx.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
     }
     links
 }
@@ -164,8 +204,19 @@ struct MeshInner {
 }
 
 impl Mesh {
-    pub(crate) fn new(me: ShardId, count: usize, links: Links, limits: MeshLimits, queues: Queues) -> Mesh {
-        let Links { req_tx, rep_tx, req_rx, rep_rx } = links;
+    pub(crate) fn new(
+        me: ShardId,
+        count: usize,
+        links: Links,
+        limits: MeshLimits,
+        queues: Queues,
+    ) -> Mesh {
+        let Links {
+            req_tx,
+            rep_tx,
+            req_rx,
+            rep_rx,
+        } = links;
         let inner = Rc::new(MeshInner {
             me,
             count,
@@ -184,13 +235,13 @@ impl Mesh {
         for (peer, rx) in req_rx.into_iter().enumerate() {
             if let Some(rx) = rx {
                 let pump = request_pump(inner.clone(), ShardId(peer as u16), rx);
-                glommio::spawn_local_into(pump, queues.mesh).map(|t| t.detach()).ok();
+                spawn_pump(me, pump, queues);
             }
         }
         for (peer, rx) in rep_rx.into_iter().enumerate() {
             if let Some(rx) = rx {
                 let pump = reply_pump(inner.clone(), ShardId(peer as u16), rx);
-                glommio::spawn_local_into(pump, queues.mesh).map(|t| t.detach()).ok();
+                spawn_pump(me, pump, queues);
             }
         }
         Mesh { inner }
@@ -224,19 +275,35 @@ impl Mesh {
     ///
     /// A call to this shard itself runs the handler inline, without a channel hop.
     /// Dropping the returned future abandons the call; a late reply is discarded.
+    /// Waits while `to`'s request link is full (backpressure) or it has no handler installed
+    /// yet; fails with `PeerGone` once `to` has stopped. There is no built-in timeout: wrap the
+    /// call in one if the caller needs a deadline.
     pub async fn call(&self, to: ShardId, frame: Frame) -> Result<Frame, ShardError> {
         let inner = &self.inner;
         inner.check_target(to)?;
         if to == inner.me {
-            let handler = inner.handler.borrow().clone().ok_or(ShardError::NoHandler { shard: to })?;
+            let handler = inner
+                .handler
+                .borrow()
+                .clone()
+                .ok_or(ShardError::NoHandler { shard: to })?;
             return Ok(handler.handle_boxed(to, frame).await);
         }
         if inner.pending.borrow().len() >= inner.limits.pending_calls_max {
-            return Err(ShardError::TooManyPendingCalls { pending_calls_max: inner.limits.pending_calls_max });
+            return Err(ShardError::TooManyPendingCalls {
+                pending_calls_max: inner.limits.pending_calls_max,
+            });
         }
         let corr = inner.next_corr.get();
         inner.next_corr.set(corr.wrapping_add(1));
-        inner.pending.borrow_mut().insert(corr, Pending { to, result: None, waker: None });
+        inner.pending.borrow_mut().insert(
+            corr,
+            Pending {
+                to,
+                result: None,
+                waker: None,
+            },
+        );
         let _guard = PendingGuard { inner, corr };
         inner.send(to, RouteKind::Request, corr, frame).await?;
         std::future::poll_fn(|cx| {
@@ -260,7 +327,11 @@ impl Mesh {
         let inner = &self.inner;
         inner.check_target(to)?;
         if to == inner.me {
-            let handler = inner.handler.borrow().clone().ok_or(ShardError::NoHandler { shard: to })?;
+            let handler = inner
+                .handler
+                .borrow()
+                .clone()
+                .ok_or(ShardError::NoHandler { shard: to })?;
             let queue = handler.queue_for(to, &frame);
             spawn_into(&inner.queues, queue, async move {
                 handler.handle_boxed(to, frame).await;
@@ -281,7 +352,10 @@ impl Mesh {
                 continue;
             }
             let (mesh, frame) = (self.clone(), frame.clone());
-            tasks.push((to, glommio::spawn_local(async move { mesh.call(to, frame).await })));
+            tasks.push((
+                to,
+                glommio::spawn_local(async move { mesh.call(to, frame).await }),
+            ));
         }
         let mut out = Vec::with_capacity(tasks.len());
         for (to, t) in tasks {
@@ -314,7 +388,10 @@ impl Mesh {
 impl MeshInner {
     fn check_target(&self, to: ShardId) -> Result<(), ShardError> {
         if to.index() >= self.count {
-            return Err(ShardError::NoSuchShard { shard: to, shard_count: self.count });
+            return Err(ShardError::NoSuchShard {
+                shard: to,
+                shard_count: self.count,
+            });
         }
         if self.closed.get() {
             return Err(ShardError::MeshClosed { shard: self.me });
@@ -325,21 +402,43 @@ impl MeshInner {
         Ok(())
     }
 
-    async fn send(&self, to: ShardId, kind: RouteKind, corr_id: u64, frame: Frame) -> Result<(), ShardError> {
-        let links = if kind == RouteKind::Request || kind == RouteKind::OneWay { &self.req_tx } else { &self.rep_tx };
+    async fn send(
+        &self,
+        to: ShardId,
+        kind: RouteKind,
+        corr_id: u64,
+        frame: Frame,
+    ) -> Result<(), ShardError> {
+        let links = if kind == RouteKind::Request || kind == RouteKind::OneWay {
+            &self.req_tx
+        } else {
+            &self.rep_tx
+        };
         let tx = links
             .get(to.index())
             .and_then(Option::as_ref)
-            .ok_or(ShardError::NoSuchShard { shard: to, shard_count: self.count })?;
-        let header = RouteHeader { corr_id, from: self.me.0, kind, _reserved: [0; 5] };
-        tx.send(Envelope { header, frame }).await.map_err(|_| ShardError::PeerGone { shard: to })
+            .ok_or(ShardError::NoSuchShard {
+                shard: to,
+                shard_count: self.count,
+            })?;
+        let header = RouteHeader {
+            corr_id,
+            from: self.me.0,
+            kind,
+            _reserved: [0; 5],
+        };
+        tx.send(Envelope { header, frame })
+            .await
+            .map_err(|_| ShardError::PeerGone { shard: to })
     }
 
     /// Completes the pending call `corr`, if its caller is still waiting.
     fn complete(&self, corr: u64, result: Result<Frame, ShardError>) {
         let waker = {
             let mut pending = self.pending.borrow_mut();
-            let Some(p) = pending.get_mut(&corr) else { return };
+            let Some(p) = pending.get_mut(&corr) else {
+                return;
+            };
             p.result = Some(result);
             p.waker.take()
         };
@@ -377,6 +476,14 @@ impl MeshInner {
     }
 }
 
+fn spawn_pump(me: ShardId, pump: impl Future<Output = ()> + 'static, queues: Queues) {
+    // Only fails for a foreign queue handle, which `Queues` never holds; log rather than panic.
+    match glommio::spawn_local_into(pump, queues.mesh) {
+        Ok(t) => drop(t.detach()),
+        Err(e) => log::error!("{me}: cannot start a mesh pump: {e}"),
+    }
+}
+
 /// Removes a call's pending entry however the call ends (reply, error, or caller dropped).
 struct PendingGuard<'a> {
     inner: &'a MeshInner,
@@ -393,12 +500,19 @@ async fn request_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver
     loop {
         // Take the permit before pulling, so a saturated shard leaves requests in the bounded
         // link (backpressure on the sender) instead of buffering them as tasks.
-        let Ok(permit) = inner.inflight.acquire_static_permit(1).await else { break };
+        let Ok(permit) = inner.inflight.acquire_static_permit(1).await else {
+            break;
+        };
         let Some(env) = rx.recv().await else { break };
-        let Some(handler) = inner.wait_handler().await else { break };
+        let Some(handler) = inner.wait_handler().await else {
+            break;
+        };
         let (kind, corr) = (env.header.kind, env.header.corr_id);
         if kind != RouteKind::Request && kind != RouteKind::OneWay {
-            log::warn!("{} got a {kind:?} envelope on the request link from {from}; dropped", inner.me);
+            log::warn!(
+                "{} got a {kind:?} envelope on the request link from {from}; dropped",
+                inner.me
+            );
             continue;
         }
         let queue = handler.queue_for(from, &env.frame);
@@ -414,9 +528,14 @@ async fn request_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver
         match spawn_into(&inner.queues, queue, task) {
             Ok(t) => t.detach(),
             Err(e) => {
-                log::error!("{}: cannot run handler for request from {from}: {e}", inner.me);
+                log::error!(
+                    "{}: cannot run handler for request from {from}: {e}",
+                    inner.me
+                );
                 if kind == RouteKind::Request {
-                    let _ = inner.send(from, RouteKind::ReplyFailed, corr, Frame::default()).await;
+                    let _ = inner
+                        .send(from, RouteKind::ReplyFailed, corr, Frame::default())
+                        .await;
                 }
             }
         }
@@ -429,7 +548,10 @@ async fn reply_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver<E
             RouteKind::Reply => Ok(env.frame),
             RouteKind::ReplyFailed => Err(ShardError::HandlerFailed { shard: from }),
             other => {
-                log::warn!("{} got a {other:?} envelope on the reply link from {from}; dropped", inner.me);
+                log::warn!(
+                    "{} got a {other:?} envelope on the reply link from {from}; dropped",
+                    inner.me
+                );
                 continue;
             }
         };
@@ -469,7 +591,11 @@ mod tests {
 
     impl FrameHandler for Echo {
         fn queue_for(&self, _from: ShardId, frame: &Frame) -> QueueKind {
-            if frame.tag() == 9 { QueueKind::Background } else { QueueKind::Produce }
+            if frame.tag() == 9 {
+                QueueKind::Background
+            } else {
+                QueueKind::Produce
+            }
         }
 
         async fn handle(&self, _from: ShardId, frame: Frame) -> Frame {
@@ -479,13 +605,23 @@ mod tests {
             }
             let ping = frame.access::<Ping>().unwrap();
             let ptr = frame.payload().map(|p| p.as_ptr() as u64).unwrap_or(0);
-            let pong = Pong { n: ping.n.to_native() + 1, by: self.me.0, payload_ptr: ptr };
+            let pong = Pong {
+                n: ping.n.to_native() + 1,
+                by: self.me.0,
+                payload_ptr: ptr,
+            };
             Frame::encode(&pong, frame.payload().cloned()).unwrap()
         }
     }
 
     fn cfg(shards: usize) -> ShardConfig {
-        ShardConfig { shards, io_memory: 1 << 20, ring_depth: 64, mesh_queue_depth_max: 4, ..ShardConfig::default() }
+        ShardConfig {
+            shards,
+            io_memory: 1 << 20,
+            ring_depth: 64,
+            mesh_queue_depth_max: 4,
+            ..ShardConfig::default()
+        }
     }
 
     #[test]
@@ -499,13 +635,23 @@ mod tests {
             let (ow, done) = (ow.clone(), done2.clone());
             async move {
                 let mesh = ctx.mesh().clone();
-                mesh.set_handler(Echo { me: ctx.shard_id(), one_way: ow });
+                mesh.set_handler(Echo {
+                    me: ctx.shard_id(),
+                    one_way: ow,
+                });
                 // Many more calls than the queue depth (4): exercises bounded backpressure.
                 for round in 0..50u64 {
                     for to in 0..shards as u16 {
                         let payload = Bytes::from(vec![round as u8; 1000]);
                         let ptr = payload.as_ptr() as u64;
-                        let f = Frame::encode(&Ping { n: round, note: "hi".into() }, Some(payload)).unwrap();
+                        let f = Frame::encode(
+                            &Ping {
+                                n: round,
+                                note: "hi".into(),
+                            },
+                            Some(payload),
+                        )
+                        .unwrap();
                         let reply = mesh.call(ShardId(to), f).await.unwrap();
                         let pong = reply.access::<Pong>().unwrap();
                         assert_eq!(pong.n, round + 1);
@@ -515,13 +661,28 @@ mod tests {
                         assert_eq!(reply.payload().unwrap().as_ptr() as u64, ptr);
                     }
                 }
-                for (_, r) in mesh.broadcast(&Frame::encode(&Ping { n: 1, note: String::new() }, None).unwrap()).await {
+                for (_, r) in mesh
+                    .broadcast(
+                        &Frame::encode(
+                            &Ping {
+                                n: 1,
+                                note: String::new(),
+                            },
+                            None,
+                        )
+                        .unwrap(),
+                    )
+                    .await
+                {
                     assert_eq!(r.unwrap().access::<Pong>().unwrap().n, 2);
                 }
                 let next = ShardId(((ctx.shard_id().0 as usize + 1) % shards) as u16);
                 mesh.notify(next, Frame::empty(9, None)).await.unwrap();
                 assert_eq!(mesh.pending_calls(), 0);
-                assert!(matches!(mesh.call(ShardId(7), Frame::default()).await, Err(ShardError::NoSuchShard { .. })));
+                assert!(matches!(
+                    mesh.call(ShardId(7), Frame::default()).await,
+                    Err(ShardError::NoSuchShard { .. })
+                ));
                 // Stay up until every shard is done calling, so nobody calls a closed peer.
                 done.fetch_add(1, Ordering::SeqCst);
                 while done.load(Ordering::SeqCst) < shards {
@@ -546,7 +707,10 @@ mod tests {
             let r = mesh.call(ShardId(1), Frame::default()).await;
             assert!(matches!(r, Err(ShardError::PeerGone { .. })), "{r:?}");
             // A self call without a handler is an error, not a hang.
-            assert!(matches!(mesh.call(ShardId(0), Frame::default()).await, Err(ShardError::NoHandler { .. })));
+            assert!(matches!(
+                mesh.call(ShardId(0), Frame::default()).await,
+                Err(ShardError::NoHandler { .. })
+            ));
         })
         .unwrap();
         rt.join().unwrap();
@@ -558,11 +722,21 @@ mod tests {
             let mesh = ctx.mesh().clone();
             if ctx.shard_id() == ShardId(1) {
                 crate::runtime::sleep(std::time::Duration::from_millis(30)).await;
-                mesh.set_handler(Echo { me: ctx.shard_id(), one_way: Arc::new(AtomicUsize::new(0)) });
+                mesh.set_handler(Echo {
+                    me: ctx.shard_id(),
+                    one_way: Arc::new(AtomicUsize::new(0)),
+                });
                 ctx.shutdown().wait().await;
                 return;
             }
-            let f = Frame::encode(&Ping { n: 41, note: String::new() }, None).unwrap();
+            let f = Frame::encode(
+                &Ping {
+                    n: 41,
+                    note: String::new(),
+                },
+                None,
+            )
+            .unwrap();
             let reply = mesh.call(ShardId(1), f).await.unwrap();
             assert_eq!(reply.access::<Pong>().unwrap().n, 42);
             ctx.shutdown().trigger();

@@ -56,7 +56,11 @@ impl Default for QueueShares {
     fn default() -> Self {
         // Background work (retention, compaction) gets a tenth of a foreground queue's share,
         // so under contention it cannot starve produce or fetch, yet it still progresses.
-        QueueShares { produce: 1000, fetch: 1000, background: 100 }
+        QueueShares {
+            produce: 1000,
+            fetch: 1000,
+            background: 100,
+        }
     }
 }
 
@@ -107,12 +111,18 @@ impl ShardConfig {
     fn validate(&self) -> Result<(), ShardError> {
         let bad = |field: &'static str, reason: String| Err(ShardError::Config { field, reason });
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return bad("shards", format!("{} is outside 1..={SHARDS_MAX}", self.shards));
+            return bad(
+                "shards",
+                format!("{} is outside 1..={SHARDS_MAX}", self.shards),
+            );
         }
         if self.mesh_queue_depth_max == 0 || self.mesh_queue_depth_max > MESH_QUEUE_DEPTH_LIMIT {
             return bad(
                 "mesh_queue_depth_max",
-                format!("{} is outside 1..={MESH_QUEUE_DEPTH_LIMIT}", self.mesh_queue_depth_max),
+                format!(
+                    "{} is outside 1..={MESH_QUEUE_DEPTH_LIMIT}",
+                    self.mesh_queue_depth_max
+                ),
             );
         }
         if self.pending_calls_max == 0 {
@@ -122,7 +132,10 @@ impl ShardConfig {
             return bad("handlers_inflight_max", "must be at least 1".into());
         }
         if self.ring_depth == 0 || self.ring_depth > RING_DEPTH_LIMIT {
-            return bad("ring_depth", format!("{} is outside 1..={RING_DEPTH_LIMIT}", self.ring_depth));
+            return bad(
+                "ring_depth",
+                format!("{} is outside 1..={RING_DEPTH_LIMIT}", self.ring_depth),
+            );
         }
         for (field, v) in [
             ("shares.produce", self.shares.produce),
@@ -229,7 +242,10 @@ pub(crate) fn spawn_into<T: 'static>(
 ) -> Result<ShardTask<T>, ShardError> {
     glommio::spawn_local_into(fut, queues.handle(kind))
         .map(ShardTask)
-        .map_err(|e| ShardError::Spawn { queue: kind.name(), reason: e.to_string() })
+        .map_err(|e| ShardError::Spawn {
+            queue: kind.name(),
+            reason: e.to_string(),
+        })
 }
 
 /// Everything a shard's code needs: who it is, its mesh endpoint, its queues, the stop signal.
@@ -287,15 +303,24 @@ impl ShardCtx {
         spawn_into(&self.inner.queues, queue, fut)
     }
 
-    pub fn spawn_produce<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Result<ShardTask<T>, ShardError> {
+    pub fn spawn_produce<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+    ) -> Result<ShardTask<T>, ShardError> {
         self.spawn_in(QueueKind::Produce, fut)
     }
 
-    pub fn spawn_fetch<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Result<ShardTask<T>, ShardError> {
+    pub fn spawn_fetch<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+    ) -> Result<ShardTask<T>, ShardError> {
         self.spawn_in(QueueKind::Fetch, fut)
     }
 
-    pub fn spawn_background<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Result<ShardTask<T>, ShardError> {
+    pub fn spawn_background<T: 'static>(
+        &self,
+        fut: impl Future<Output = T> + 'static,
+    ) -> Result<ShardTask<T>, ShardError> {
         self.spawn_in(QueueKind::Background, fut)
     }
 }
@@ -359,7 +384,11 @@ fn join_all(threads: Vec<(ShardId, JoinHandle<Result<(), ShardError>>)>) -> Resu
 /// stopping the others). `f` is cloned into each thread; the future it returns stays on its
 /// shard and need not be `Send`. When a shard's future returns, its mesh endpoint closes
 /// (peers see [`ShardError::PeerGone`]) and its thread ends.
-pub fn start<F, Fut>(config: ShardConfig, shutdown: Shutdown, f: F) -> Result<ShardRuntime, ShardError>
+pub fn start<F, Fut>(
+    config: ShardConfig,
+    shutdown: Shutdown,
+    f: F,
+) -> Result<ShardRuntime, ShardError>
 where
     F: Fn(ShardCtx) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -380,14 +409,31 @@ where
 
     for (i, ends) in links.into_iter().enumerate() {
         let shard = ShardId(i as u16);
-        let cpu = if config.pin && !cpus.is_empty() { Some(cpus[i % cpus.len()]) } else { None };
+        let cpu = if config.pin && !cpus.is_empty() {
+            Some(cpus[i % cpus.len()])
+        } else {
+            None
+        };
         let (go_tx, go_rx) = mpsc::channel::<bool>();
         let ready_tx = ready_tx.clone();
         let (f, cfg, shutdown) = (f.clone(), config.clone(), shutdown.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("{}-{}", config.name, i))
             .spawn(move || {
-                shard_thread(ShardBoot { shard, cpu, cfg, io_memory, limits, ends, shutdown, ready_tx, go_rx }, f)
+                shard_thread(
+                    ShardBoot {
+                        shard,
+                        cpu,
+                        cfg,
+                        io_memory,
+                        limits,
+                        ends,
+                        shutdown,
+                        ready_tx,
+                        go_rx,
+                    },
+                    f,
+                )
             });
         match spawned {
             Ok(t) => {
@@ -395,7 +441,10 @@ where
                 go_txs.push(go_tx);
             }
             Err(e) => {
-                spawn_error = Some(ShardError::Startup { shard, reason: format!("spawning thread: {e}") });
+                spawn_error = Some(ShardError::Startup {
+                    shard,
+                    reason: format!("spawning thread: {e}"),
+                });
                 break;
             }
         }
@@ -443,7 +492,17 @@ where
     F: Fn(ShardCtx) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let ShardBoot { shard, cpu, cfg, io_memory, limits, ends, shutdown, ready_tx, go_rx } = boot;
+    let ShardBoot {
+        shard,
+        cpu,
+        cfg,
+        io_memory,
+        limits,
+        ends,
+        shutdown,
+        ready_tx,
+        go_rx,
+    } = boot;
     let ex = match build_executor(shard, cpu, &cfg, io_memory) {
         Ok(ex) => ex,
         Err(e) => {
@@ -463,14 +522,28 @@ where
         let links = mesh::connect_links(ends).await;
         let queues = Queues::create(&cfg);
         let mesh = Mesh::new(shard, count, links, limits, queues);
-        let ctx = ShardCtx { inner: Rc::new(CtxInner { id: shard, count, cpu, mesh: mesh.clone(), queues, shutdown }) };
+        let ctx = ShardCtx {
+            inner: Rc::new(CtxInner {
+                id: shard,
+                count,
+                cpu,
+                mesh: mesh.clone(),
+                queues,
+                shutdown,
+            }),
+        };
         f(ctx).await;
         mesh.close();
     });
     Ok(())
 }
 
-fn build_executor(shard: ShardId, cpu: Option<usize>, cfg: &ShardConfig, io_memory: usize) -> Result<LocalExecutor, ShardError> {
+fn build_executor(
+    shard: ShardId,
+    cpu: Option<usize>,
+    cfg: &ShardConfig,
+    io_memory: usize,
+) -> Result<LocalExecutor, ShardError> {
     let builder = |io_memory: usize, ring_depth: usize| {
         let placement = match cpu {
             Some(c) => Placement::Fixed(c),
@@ -519,22 +592,28 @@ fn build_executor(shard: ShardId, cpu: Option<usize>, cfg: &ShardConfig, io_memo
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most size_of::<cpu_set_t>().
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc == 0 {
-        let cpus: Vec<usize> =
-            (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect();
         if !cpus.is_empty() {
             return cpus;
         }
     }
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     (0..n).collect()
 }
 
 /// Whether this thread may lock memory without RLIMIT_MEMLOCK accounting.
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
-    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -543,9 +622,13 @@ fn has_cap_ipc_lock() -> bool {
 }
 
 fn memlock_limits() -> Option<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `r` is a valid out-pointer.
-    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } == 0).then_some((r.rlim_cur, r.rlim_max))
+    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } == 0)
+        .then_some((r.rlim_cur, r.rlim_max))
 }
 
 /// Sizes each shard's DMA pool so registering it in every ring of every shard fits RLIMIT_MEMLOCK.
@@ -553,7 +636,9 @@ fn plan_io_memory(cfg: &ShardConfig) -> usize {
     if has_cap_ipc_lock() {
         return cfg.io_memory;
     }
-    let Some((soft, _)) = memlock_limits() else { return cfg.io_memory };
+    let Some((soft, _)) = memlock_limits() else {
+        return cfg.io_memory;
+    };
     if soft == libc::RLIM_INFINITY {
         return cfg.io_memory;
     }
@@ -588,11 +673,16 @@ fn ring_bytes(depth: usize) -> usize {
 
 /// Lifts the soft memlock limit to the hard one when it is below glommio's floor.
 fn raise_memlock_soft_limit() {
-    let Some((soft, hard)) = memlock_limits() else { return };
+    let Some((soft, hard)) = memlock_limits() else {
+        return;
+    };
     if soft >= GLOMMIO_MEMLOCK_FLOOR || hard <= soft {
         return;
     }
-    let r = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    let r = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
     // SAFETY: `r` is a valid rlimit; raising soft up to hard needs no privilege.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
         log::warn!("could not raise RLIMIT_MEMLOCK soft limit from {soft} to {hard}");
@@ -606,7 +696,13 @@ mod tests {
     use std::sync::Arc;
 
     pub(crate) fn small(shards: usize) -> ShardConfig {
-        ShardConfig { shards, pin: true, io_memory: 1 << 20, ring_depth: 64, ..ShardConfig::default() }
+        ShardConfig {
+            shards,
+            pin: true,
+            io_memory: 1 << 20,
+            ring_depth: 64,
+            ..ShardConfig::default()
+        }
     }
 
     #[test]
@@ -664,12 +760,30 @@ mod tests {
     #[test]
     fn bad_config_is_rejected() {
         for cfg in [
-            ShardConfig { shards: 0, ..small(1) },
-            ShardConfig { mesh_queue_depth_max: 0, ..small(1) },
-            ShardConfig { ring_depth: 0, ..small(1) },
-            ShardConfig { shares: QueueShares { background: 0, ..QueueShares::default() }, ..small(1) },
+            ShardConfig {
+                shards: 0,
+                ..small(1)
+            },
+            ShardConfig {
+                mesh_queue_depth_max: 0,
+                ..small(1)
+            },
+            ShardConfig {
+                ring_depth: 0,
+                ..small(1)
+            },
+            ShardConfig {
+                shares: QueueShares {
+                    background: 0,
+                    ..QueueShares::default()
+                },
+                ..small(1)
+            },
         ] {
-            assert!(matches!(start(cfg, Shutdown::new(), |_| async {}), Err(ShardError::Config { .. })));
+            assert!(matches!(
+                start(cfg, Shutdown::new(), |_| async {}),
+                Err(ShardError::Config { .. })
+            ));
         }
     }
 

@@ -30,7 +30,9 @@ pub struct Shutdown {
 
 impl std::fmt::Debug for Shutdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown").field("triggered", &self.is_triggered()).finish()
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
     }
 }
 
@@ -96,7 +98,10 @@ impl Shutdown {
 
     /// A future that completes once shutdown is requested (immediately if it already was).
     pub fn wait(&self) -> ShutdownWait {
-        ShutdownWait { inner: self.inner.clone(), key: None }
+        ShutdownWait {
+            inner: self.inner.clone(),
+            key: None,
+        }
     }
 }
 
@@ -160,7 +165,10 @@ pub fn trigger_on_signals(shutdown: &Shutdown) -> Result<(), crate::ShardError> 
     // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
-        return Err(ShardError::io("blocking SIGTERM/SIGINT", std::io::Error::from_raw_os_error(rc)));
+        return Err(ShardError::io(
+            "blocking SIGTERM/SIGINT",
+            std::io::Error::from_raw_os_error(rc),
+        ));
     }
     let shutdown = shutdown.clone();
     std::thread::Builder::new()

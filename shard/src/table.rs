@@ -70,7 +70,11 @@ pub fn topic_hash(topic_id: &[u8; 16]) -> u64 {
 /// The shard that owns `partition` of `topic_id` when there are `shard_count` shards.
 ///
 /// Pure and stable: the same inputs give the same shard on every run and every machine.
-pub fn assign(topic_id: &[u8; 16], partition: i32, shard_count: usize) -> Result<ShardId, ShardError> {
+pub fn assign(
+    topic_id: &[u8; 16],
+    partition: i32,
+    shard_count: usize,
+) -> Result<ShardId, ShardError> {
     if shard_count == 0 || shard_count > SHARDS_MAX {
         return Err(ShardError::Config {
             field: "shard_count",
@@ -108,7 +112,11 @@ impl ShardTable {
                 reason: format!("{shard_count} is outside 1..={SHARDS_MAX}"),
             });
         }
-        Ok(ShardTable { shard_count, partitions_max, owners: HashMap::new() })
+        Ok(ShardTable {
+            shard_count,
+            partitions_max,
+            owners: HashMap::new(),
+        })
     }
 
     pub fn shard_count(&self) -> usize {
@@ -123,15 +131,26 @@ impl ShardTable {
     ///
     /// Explicit placement exists for moves decided elsewhere (rebalancing, operator action);
     /// new partitions normally go through [`ShardTable::insert_assigned`].
-    pub fn insert(&mut self, key: PartitionKey, shard: ShardId) -> Result<Option<ShardId>, ShardError> {
+    pub fn insert(
+        &mut self,
+        key: PartitionKey,
+        shard: ShardId,
+    ) -> Result<Option<ShardId>, ShardError> {
         if shard.index() >= self.shard_count {
-            return Err(ShardError::NoSuchShard { shard, shard_count: self.shard_count });
+            return Err(ShardError::NoSuchShard {
+                shard,
+                shard_count: self.shard_count,
+            });
         }
         if key.partition < 0 {
-            return Err(ShardError::BadPartition { partition: key.partition });
+            return Err(ShardError::BadPartition {
+                partition: key.partition,
+            });
         }
         if !self.owners.contains_key(&key) && self.owners.len() >= self.partitions_max {
-            return Err(ShardError::TableFull { partitions_max: self.partitions_max });
+            return Err(ShardError::TableFull {
+                partitions_max: self.partitions_max,
+            });
         }
         Ok(self.owners.insert(key, shard))
     }
@@ -175,7 +194,10 @@ impl ShardTable {
 
     /// The partitions `shard` owns, in no particular order.
     pub fn owned_by(&self, shard: ShardId) -> impl Iterator<Item = &PartitionKey> {
-        self.owners.iter().filter(move |(_, s)| **s == shard).map(|(k, _)| k)
+        self.owners
+            .iter()
+            .filter(move |(_, s)| **s == shard)
+            .map(|(k, _)| k)
     }
 }
 
@@ -243,8 +265,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(matches!(assign(&topic(1), -1, 2), Err(ShardError::BadPartition { .. })));
-        assert!(matches!(assign(&topic(1), 0, 0), Err(ShardError::Config { .. })));
+        assert!(matches!(
+            assign(&topic(1), -1, 2),
+            Err(ShardError::BadPartition { .. })
+        ));
+        assert!(matches!(
+            assign(&topic(1), 0, 0),
+            Err(ShardError::Config { .. })
+        ));
         assert!(assign(&topic(1), i32::MAX, SHARDS_MAX).is_ok());
         assert!(ShardTable::new(0, 10).is_err());
     }
@@ -252,16 +280,28 @@ mod tests {
     #[test]
     fn table_insert_lookup_remove() {
         let mut t = ShardTable::new(2, 3).unwrap();
-        let k = |p| PartitionKey { topic_id: topic(9), partition: p };
+        let k = |p| PartitionKey {
+            topic_id: topic(9),
+            partition: p,
+        };
         let s0 = t.insert_assigned(k(0)).unwrap();
         assert_eq!(t.lookup(&k(0)), Some(s0));
         assert_eq!(t.insert(k(1), ShardId(1)).unwrap(), None);
-        assert!(matches!(t.insert(k(2), ShardId(2)), Err(ShardError::NoSuchShard { .. })));
+        assert!(matches!(
+            t.insert(k(2), ShardId(2)),
+            Err(ShardError::NoSuchShard { .. })
+        ));
         t.insert(k(2), ShardId(0)).unwrap();
-        assert!(matches!(t.insert(k(3), ShardId(0)), Err(ShardError::TableFull { .. })));
+        assert!(matches!(
+            t.insert(k(3), ShardId(0)),
+            Err(ShardError::TableFull { .. })
+        ));
         // Re-placing a known partition is not growth.
         assert_eq!(t.insert(k(2), ShardId(1)).unwrap(), Some(ShardId(0)));
-        assert_eq!(t.owned_by(ShardId(1)).count() + t.owned_by(ShardId(0)).count(), 3);
+        assert_eq!(
+            t.owned_by(ShardId(1)).count() + t.owned_by(ShardId(0)).count(),
+            3
+        );
         assert_eq!(t.remove(&k(1)), Some(ShardId(1)));
         assert_eq!(t.lookup(&k(1)), None);
         assert_eq!(t.remove_topic(&topic(9)), 2);

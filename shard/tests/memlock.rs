@@ -28,10 +28,19 @@ const CAP_IPC_LOCK: u32 = 14;
 
 /// Removes CAP_IPC_LOCK from the calling thread (effective and permitted).
 fn drop_cap_ipc_lock() {
-    let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: header and a two-element data array, as _LINUX_CAPABILITY_VERSION_3 requires.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
     assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
     data[0].effective &= !(1 << CAP_IPC_LOCK);
     data[0].permitted &= !(1 << CAP_IPC_LOCK);
@@ -41,7 +50,10 @@ fn drop_cap_ipc_lock() {
 }
 
 fn set_memlock_soft(bytes: u64) {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid out-pointer / in-pointer.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r), 0);
@@ -52,7 +64,11 @@ fn set_memlock_soft(bytes: u64) {
 
 fn run_io_on_every_shard(dir: &std::path::Path, io_memory: usize) {
     let dir = dir.to_path_buf();
-    let cfg = ShardConfig { shards: 2, io_memory, ..ShardConfig::default() };
+    let cfg = ShardConfig {
+        shards: 2,
+        io_memory,
+        ..ShardConfig::default()
+    };
     let rt = start(cfg, Shutdown::new(), move |ctx| {
         let dir = dir.clone();
         async move {

@@ -26,7 +26,7 @@ use sluice_tests::Broker;
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 3;
 /// Crash/restart rounds in the durability test.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 5;
 /// Hard cap on records the producer task sends, so the loop is bounded in count even if
 /// the broker is very fast.
 const MAX_RECORDS: u64 = 200_000;

@@ -361,7 +361,10 @@ impl BrokerShard {
             }
         }
         let first = first.expect("at least one batch");
-        if acks == -1 {
+        // acks=all waits for the fsync. So does acks=1: on a single node the high watermark
+        // is the durable offset (the Raft commit index later), and a client that got its ack
+        // must find the record with ListOffsets/Fetch right away, as it would on Kafka.
+        if acks != 0 {
             let wait = Duration::from_millis(timeout_ms.max(0) as u64);
             match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) }).await {
                 Ok(Ok(())) => {}
@@ -396,7 +399,10 @@ impl BrokerShard {
             // LATEST_TIERED (-5): nothing is tiered.
             -5 => ok(-1, -1),
             t if t >= 0 => match log.offset_for_timestamp(t).await {
-                Ok(Some((offset, ts))) => ok(offset, ts),
+                Ok(Some((base, batch_max_ts))) => match first_record_at(log, base, t).await {
+                    Some((offset, ts)) => ok(offset, ts),
+                    None => ok(base, batch_max_ts),
+                },
                 Ok(None) => ok(-1, -1),
                 Err(e) => PartitionReply::error(storage_error_code(&e)),
             },
@@ -434,6 +440,15 @@ impl BrokerShard {
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
     }
+}
+
+/// The first record at or after timestamp `t` in the batch starting at `base` (records carry
+/// their own timestamps inside a batch, possibly compressed).
+async fn first_record_at(log: &PartitionLog<DmaStorage>, base: i64, t: i64) -> Option<(i64, i64)> {
+    let read = log.read(base, 1).await.ok()?;
+    let mut buf = read.records.clone();
+    let set = sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records.iter().find(|r| r.timestamp >= t).map(|r| (r.offset, r.timestamp))
 }
 
 /// Receives frames from other shards.
