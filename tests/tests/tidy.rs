@@ -71,7 +71,7 @@ fn glommio_only_in_shard_and_broker_glue() {
         .filter(|f| {
             std::fs::read_to_string(f)
                 .unwrap_or_default()
-                .contains("glommio::")
+                .contains(concat!("glommio", "::"))
         })
         .map(|f| f.strip_prefix(&root).unwrap_or(f).display().to_string())
         .collect();
