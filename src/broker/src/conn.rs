@@ -31,10 +31,14 @@ pub enum Outcome {
 /// Serves one connection until the client goes away or breaks the protocol.
 pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
-    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(INFLIGHT_REQUESTS_MAX);
+    let (tx, rx) =
+        local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(INFLIGHT_REQUESTS_MAX);
 
     let writer_task = glommio::spawn_local(async move {
         while let Some(handle) = rx.recv().await {
@@ -59,7 +63,9 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
                     let shard = shard.clone();
-                    let handle = glommio::spawn_local(async move { run(&shard, frame, false).await }).detach();
+                    let handle =
+                        glommio::spawn_local(async move { run(&shard, frame, false).await })
+                            .detach();
                     if tx.send(handle).await.is_err() {
                         break 'read;
                     }
@@ -96,7 +102,9 @@ pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes) -> Option<
 }
 
 pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool) -> Outcome {
-    let Ok(prefix) = peek_request_prefix(&frame) else { return Outcome::Close };
+    let Ok(prefix) = peek_request_prefix(&frame) else {
+        return Outcome::Close;
+    };
     if !forwarded {
         if let Some(target) = handlers::route(shard, prefix.api_key) {
             if target != shard.shard_id() {

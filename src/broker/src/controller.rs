@@ -40,7 +40,11 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(config: Arc<BrokerConfig>, shared: Arc<crate::Shared>) -> Controller {
-        Controller { config, shared, lock: Rc::new(Semaphore::new(1)) }
+        Controller {
+            config,
+            shared,
+            lock: Rc::new(Semaphore::new(1)),
+        }
     }
 
     pub fn shared(&self) -> &Arc<crate::Shared> {
@@ -54,27 +58,40 @@ impl Controller {
         shard: &Rc<BrokerShard>,
         change: impl FnOnce(&mut ClusterState) -> (T, bool),
     ) -> Result<T, (i16, String)> {
-        let _permit = self.lock.acquire_permit(1).await.map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
+        let _permit = self
+            .lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
         let mut state = shard.topics().state.clone();
         let (out, changed) = change(&mut state);
         if !changed {
             return Ok(out);
         }
         state.version += 1;
-        topics::store_state(&self.config.data_dir, &state).map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        topics::store_state(&self.config.data_dir, &state)
+            .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))?;
         self.distribute(shard, state).await?;
         Ok(out)
     }
 
     /// Sends the state to every other shard, then adopts it here.
-    async fn distribute(&self, shard: &Rc<BrokerShard>, state: ClusterState) -> Result<(), (i16, String)> {
-        let frame = Frame::encode_tagged(TAG_TOPICS, &state, None).map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
+    async fn distribute(
+        &self,
+        shard: &Rc<BrokerShard>,
+        state: ClusterState,
+    ) -> Result<(), (i16, String)> {
+        let frame = Frame::encode_tagged(TAG_TOPICS, &state, None)
+            .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
         for (to, r) in shard.ctx.mesh().broadcast(&frame).await {
             if let Err(e) = r {
                 log::error!("topic table to {to}: {e}");
             }
         }
-        shard.apply_topics(state).await.map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))
+        shard
+            .apply_topics(state)
+            .await
+            .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))
     }
 
     /// Creates topics (or only validates them). Results are in request order.
@@ -95,7 +112,9 @@ impl Controller {
                         if validate_only {
                             return Ok(record);
                         }
-                        table.insert(record.clone()).map_err(|e| (kerr::TOPIC_ALREADY_EXISTS, e.to_string()))?;
+                        table
+                            .insert(record.clone())
+                            .map_err(|e| (kerr::TOPIC_ALREADY_EXISTS, e.to_string()))?;
                         changed = true;
                         Ok(record)
                     });
@@ -114,7 +133,11 @@ impl Controller {
     }
 
     /// Deletes topics by name. Results are in request order.
-    pub async fn delete_topics(&self, shard: &Rc<BrokerShard>, names: Vec<String>) -> Vec<(String, TopicResult)> {
+    pub async fn delete_topics(
+        &self,
+        shard: &Rc<BrokerShard>,
+        names: Vec<String>,
+    ) -> Vec<(String, TopicResult)> {
         let outcome = self
             .change(shard, |state| {
                 let mut table = topics::TopicTable::new(state.clone());
@@ -125,13 +148,19 @@ impl Controller {
                         let r = match table.remove(&n) {
                             Some(t) if t.internal => {
                                 let _ = table.insert(t);
-                                Err((kerr::INVALID_REQUEST, "internal topics cannot be deleted".to_string()))
+                                Err((
+                                    kerr::INVALID_REQUEST,
+                                    "internal topics cannot be deleted".to_string(),
+                                ))
                             }
                             Some(t) => {
                                 changed = true;
                                 Ok(t)
                             }
-                            None => Err((kerr::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {n} does not exist"))),
+                            None => Err((
+                                kerr::UNKNOWN_TOPIC_OR_PARTITION,
+                                format!("topic {n} does not exist"),
+                            )),
                         };
                         (n, r)
                     })
@@ -184,13 +213,21 @@ impl Controller {
     ) -> Result<(), (i16, String)> {
         self.change(shard, |state| {
             let Some(t) = state.topics.iter_mut().find(|t| t.name == name) else {
-                return (Err((kerr::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name} does not exist"))), false);
+                return (
+                    Err((
+                        kerr::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {name} does not exist"),
+                    )),
+                    false,
+                );
             };
             let new = match edit(&t.configs) {
                 Ok(n) => n,
                 Err(p) => return (Err((kerr::INVALID_CONFIG, p.message())), false),
             };
-            if let Err(p) = topic_config::validate_topic_configs(new.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            if let Err(p) = topic_config::validate_topic_configs(
+                new.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
                 return (Err((kerr::INVALID_CONFIG, p.message())), false);
             }
             if validate_only || new == t.configs {
@@ -227,24 +264,44 @@ impl Controller {
 fn check_new_topic(table: &topics::TopicTable, req: &NewTopic, num_partitions: i32) -> TopicResult {
     topics::validate_topic_name(&req.name).map_err(|m| (kerr::INVALID_TOPIC_EXCEPTION, m))?;
     if table.get(&req.name).is_some() {
-        return Err((kerr::TOPIC_ALREADY_EXISTS, format!("Topic '{}' already exists.", req.name)));
+        return Err((
+            kerr::TOPIC_ALREADY_EXISTS,
+            format!("Topic '{}' already exists.", req.name),
+        ));
     }
     // Kafka refuses names that collide once '.' and '_' are treated alike (metric names).
     let norm = |s: &str| s.replace('.', "_");
-    if let Some(t) = table.topics().iter().find(|t| norm(&t.name) == norm(&req.name)) {
+    if let Some(t) = table
+        .topics()
+        .iter()
+        .find(|t| norm(&t.name) == norm(&req.name))
+    {
         return Err((
             kerr::INVALID_TOPIC_EXCEPTION,
-            format!("Topic '{}' collides with existing topic: {}", req.name, t.name),
+            format!(
+                "Topic '{}' collides with existing topic: {}",
+                req.name, t.name
+            ),
         ));
     }
-    let partitions = if req.partitions == -1 { num_partitions } else { req.partitions };
-    if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX {
-        return Err((kerr::INVALID_PARTITIONS, format!("Number of partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}.")));
+    let partitions = if req.partitions == -1 {
+        num_partitions
+    } else {
+        req.partitions
+    };
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+        return Err((
+            kerr::INVALID_PARTITIONS,
+            format!("Number of partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}."),
+        ));
     }
     if req.replication_factor != -1 && req.replication_factor != 1 {
         return Err((
             kerr::INVALID_REPLICATION_FACTOR,
-            format!("Replication factor: {} larger than available brokers: 1.", req.replication_factor),
+            format!(
+                "Replication factor: {} larger than available brokers: 1.",
+                req.replication_factor
+            ),
         ));
     }
     topic_config::validate_topic_configs(req.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))

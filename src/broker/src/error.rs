@@ -5,10 +5,20 @@ use std::path::PathBuf;
 
 #[derive(Debug)]
 pub enum BrokerError {
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
-    State { path: PathBuf, reason: String },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    State {
+        path: PathBuf,
+        reason: String,
+    },
     TopicExists(String),
-    Limit { what: &'static str, max: u64 },
+    Limit {
+        what: &'static str,
+        max: u64,
+    },
     Storage(sluice_storage::StorageError),
     Shard(String),
     Config(String),
@@ -18,7 +28,9 @@ impl fmt::Display for BrokerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BrokerError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
-            BrokerError::State { path, reason } => write!(f, "cluster state {}: {reason}", path.display()),
+            BrokerError::State { path, reason } => {
+                write!(f, "cluster state {}: {reason}", path.display())
+            }
             BrokerError::TopicExists(t) => write!(f, "topic {t} already exists"),
             BrokerError::Limit { what, max } => write!(f, "limit of {max} {what} reached"),
             BrokerError::Storage(e) => write!(f, "storage: {e}"),

@@ -44,8 +44,11 @@ impl shard::BrokerShard {
 
 /// Runs the broker until SIGTERM/SIGINT; `on_ready` is called once every shard listens.
 pub fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result<(), BrokerError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| BrokerError::Io { op: "create", path: config.data_dir.clone(), source: e })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Io {
+        op: "create",
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     if !topics::state_path(&config.data_dir).exists() {
@@ -59,7 +62,11 @@ pub fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
     sluice_shard::trigger_on_signals(&shutdown).map_err(|e| BrokerError::Shard(e.to_string()))?;
-    let shard_config = ShardConfig { shards: config.shards, pin: config.pin, ..ShardConfig::default() };
+    let shard_config = ShardConfig {
+        shards: config.shards,
+        pin: config.pin,
+        ..ShardConfig::default()
+    };
     let shards = config.shards;
     let runtime = {
         let shared = shared.clone();
@@ -83,10 +90,14 @@ pub fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result
     if shared.failed.load(Ordering::SeqCst) != 0 {
         shutdown.trigger();
         let _ = runtime.join();
-        return Err(BrokerError::Config("a shard failed to start; see the log above".into()));
+        return Err(BrokerError::Config(
+            "a shard failed to start; see the log above".into(),
+        ));
     }
     on_ready(&config);
-    runtime.join().map_err(|e| BrokerError::Shard(e.to_string()))
+    runtime
+        .join()
+        .map_err(|e| BrokerError::Shard(e.to_string()))
 }
 
 fn signal_ready(shared: &Shared, ok: bool) {
@@ -98,7 +109,12 @@ fn signal_ready(shared: &Shared, ok: bool) {
     cv.notify_all();
 }
 
-async fn shard_main(ctx: sluice_shard::ShardCtx, config: Arc<BrokerConfig>, state: topics::ClusterState, shared: Arc<Shared>) {
+async fn shard_main(
+    ctx: sluice_shard::ShardCtx,
+    config: Arc<BrokerConfig>,
+    state: topics::ClusterState,
+    shared: Arc<Shared>,
+) {
     let shard = shard::BrokerShard::new(ctx.clone(), config.clone(), state.clone(), shared.clone());
     ctx.mesh().set_handler(shard::MeshHandler(shard.clone()));
     if let Err(e) = shard.apply_topics(state).await {
@@ -109,7 +125,11 @@ async fn shard_main(ctx: sluice_shard::ShardCtx, config: Arc<BrokerConfig>, stat
     let listener = match glommio::net::TcpListener::bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
-            log::error!("{}: cannot listen on {}: {e}", ctx.shard_id(), config.listen);
+            log::error!(
+                "{}: cannot listen on {}: {e}",
+                ctx.shard_id(),
+                config.listen
+            );
             eprintln!("sluice: cannot listen on {}: {e}", config.listen);
             signal_ready(&shared, false);
             return;
@@ -153,10 +173,17 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| BrokerError::Io { op: "open", path: path.clone(), source: e })?;
+        .map_err(|e| BrokerError::Io {
+            op: "open",
+            path: path.clone(),
+            source: e,
+        })?;
     // SAFETY: flock on a valid, owned descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(BrokerError::Config(format!("{} is in use by another sluice process", dir.display())));
+        return Err(BrokerError::Config(format!(
+            "{} is in use by another sluice process",
+            dir.display()
+        )));
     }
     Ok(f)
 }

@@ -72,7 +72,10 @@ impl Default for PartitionReply {
 
 impl PartitionReply {
     pub fn error(code: i16) -> PartitionReply {
-        PartitionReply { error_code: code, ..PartitionReply::default() }
+        PartitionReply {
+            error_code: code,
+            ..PartitionReply::default()
+        }
     }
 }
 

@@ -22,12 +22,24 @@ impl ProducerIds {
     pub fn open(data_dir: &Path) -> Result<ProducerIds, BrokerError> {
         let path = data_dir.join("cluster").join("producer-id-block");
         let end = match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<i64>().map_err(|e| BrokerError::State { path: path.clone(), reason: e.to_string() })?,
+            Ok(s) => s.trim().parse::<i64>().map_err(|e| BrokerError::State {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(BrokerError::Io { op: "read", path, source: e }),
+            Err(e) => {
+                return Err(BrokerError::Io {
+                    op: "read",
+                    path,
+                    source: e,
+                })
+            }
         };
         // Everything below the recorded end may have been handed out before a crash.
-        Ok(ProducerIds { path, state: Mutex::new((end, end)) })
+        Ok(ProducerIds {
+            path,
+            state: Mutex::new((end, end)),
+        })
     }
 
     pub fn next(&self) -> Result<i64, BrokerError> {
@@ -47,15 +59,22 @@ fn persist(path: &Path, end: i64) -> Result<(), BrokerError> {
     let dir = path.parent().expect("has a parent");
     let err = |op: &'static str| {
         let p = path.to_path_buf();
-        move |e| BrokerError::Io { op, path: p, source: e }
+        move |e| BrokerError::Io {
+            op,
+            path: p,
+            source: e,
+        }
     };
     fs::create_dir_all(dir).map_err(err("create"))?;
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(err("create"))?;
-    f.write_all(end.to_string().as_bytes()).map_err(err("write"))?;
+    f.write_all(end.to_string().as_bytes())
+        .map_err(err("write"))?;
     f.sync_all().map_err(err("fsync"))?;
     fs::rename(&tmp, path).map_err(err("rename"))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err("fsync dir"))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("fsync dir"))?;
     Ok(())
 }
 

@@ -11,13 +11,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_codec::ApiTable;
-use sluice_shard::{DmaStorage, Frame, FrameHandler, PartitionKey, QueueKind, ShardCtx, ShardId, ShardTable};
+use sluice_shard::{
+    DmaStorage, Frame, FrameHandler, PartitionKey, QueueKind, ShardCtx, ShardId, ShardTable,
+};
 use sluice_storage::{BatchCache, PartitionLog, StorageError};
 
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::kerr;
-use crate::ops::{self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD, TAG_PARTITION, TAG_TOPICS};
+use crate::ops::{
+    self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
+    TAG_PARTITION, TAG_TOPICS,
+};
 use crate::topic_config;
 use crate::topics::{ClusterState, TopicRecord, TopicTable};
 
@@ -58,11 +63,20 @@ fn storage_error_code(e: &StorageError) -> i16 {
 }
 
 impl BrokerShard {
-    pub fn new(ctx: ShardCtx, config: Arc<BrokerConfig>, state: ClusterState, shared: Arc<crate::Shared>) -> Rc<BrokerShard> {
+    pub fn new(
+        ctx: ShardCtx,
+        config: Arc<BrokerConfig>,
+        state: ClusterState,
+        shared: Arc<crate::Shared>,
+    ) -> Rc<BrokerShard> {
         let storage = Rc::new(ctx.storage());
-        let controller = (ctx.shard_id() == ShardId(0)).then(|| Controller::new(config.clone(), shared.clone()));
-        let table = ShardTable::new(ctx.shard_count(), sluice_shard::table::PARTITIONS_MAX_DEFAULT)
-            .expect("shard count validated at start");
+        let controller =
+            (ctx.shard_id() == ShardId(0)).then(|| Controller::new(config.clone(), shared.clone()));
+        let table = ShardTable::new(
+            ctx.shard_count(),
+            sluice_shard::table::PARTITIONS_MAX_DEFAULT,
+        )
+        .expect("shard count validated at start");
         Rc::new(BrokerShard {
             api: crate::handlers::api_table(),
             topics: RefCell::new(Rc::new(TopicTable::new(state))),
@@ -89,7 +103,10 @@ impl BrokerShard {
     }
 
     pub fn owner(&self, topic_id: &[u8; 16], partition: i32) -> Option<ShardId> {
-        self.table.borrow().lookup(&PartitionKey { topic_id: *topic_id, partition })
+        self.table.borrow().lookup(&PartitionKey {
+            topic_id: *topic_id,
+            partition,
+        })
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
@@ -97,23 +114,40 @@ impl BrokerShard {
     }
 
     fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(&PartitionKey { topic_id: *topic_id, partition }).cloned()
+        self.partitions
+            .borrow()
+            .get(&PartitionKey {
+                topic_id: *topic_id,
+                partition,
+            })
+            .cloned()
     }
 
     /// Adopts a new topic table: rebuilds the shard table, opens logs of partitions this
     /// shard now owns, and closes (and, for deleted topics, removes) those it no longer has.
-    pub async fn apply_topics(self: &Rc<Self>, state: ClusterState) -> Result<(), crate::error::BrokerError> {
+    pub async fn apply_topics(
+        self: &Rc<Self>,
+        state: ClusterState,
+    ) -> Result<(), crate::error::BrokerError> {
         if state.version < self.topics.borrow().version() {
             return Ok(());
         }
         let new = Rc::new(TopicTable::new(state));
-        let mut table = ShardTable::new(self.ctx.shard_count(), sluice_shard::table::PARTITIONS_MAX_DEFAULT)
-            .expect("shard count validated at start");
+        let mut table = ShardTable::new(
+            self.ctx.shard_count(),
+            sluice_shard::table::PARTITIONS_MAX_DEFAULT,
+        )
+        .expect("shard count validated at start");
         let mut wanted: Vec<(PartitionKey, TopicRecord)> = Vec::new();
         for t in new.topics() {
             for p in 0..t.partitions {
-                let key = PartitionKey { topic_id: t.id, partition: p };
-                let owner = table.insert_assigned(key).map_err(|e| crate::error::BrokerError::Shard(e.to_string()))?;
+                let key = PartitionKey {
+                    topic_id: t.id,
+                    partition: p,
+                };
+                let owner = table
+                    .insert_assigned(key)
+                    .map_err(|e| crate::error::BrokerError::Shard(e.to_string()))?;
                 if owner == self.shard_id() {
                     wanted.push((key, t.clone()));
                 }
@@ -127,7 +161,10 @@ impl BrokerShard {
             .partitions
             .borrow()
             .iter()
-            .filter(|(k, _)| new.get_by_id(&k.topic_id).is_none_or(|t| k.partition >= t.partitions))
+            .filter(|(k, _)| {
+                new.get_by_id(&k.topic_id)
+                    .is_none_or(|t| k.partition >= t.partitions)
+            })
             .map(|(k, p)| (*k, p.clone()))
             .collect();
         for (key, p) in gone {
@@ -153,7 +190,11 @@ impl BrokerShard {
                 format!("{}-{}", t.name, key.partition),
             )
             .await?;
-            let part = Rc::new(Partition { topic: t.name.clone(), index: key.partition, log: Rc::new(log) });
+            let part = Rc::new(Partition {
+                topic: t.name.clone(),
+                index: key.partition,
+                log: Rc::new(log),
+            });
             self.partitions.borrow_mut().insert(key, part.clone());
             self.spawn_flusher(part);
         }
@@ -228,7 +269,10 @@ impl BrokerShard {
         payload: Option<Bytes>,
     ) -> (PartitionReply, Option<Bytes>) {
         let Some(owner) = self.owner(&req.topic_id, req.partition) else {
-            return (PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION), None);
+            return (
+                PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
+                None,
+            );
         };
         if owner == self.shard_id() {
             return self.exec(req, payload).await;
@@ -259,46 +303,76 @@ impl BrokerShard {
     }
 
     /// Executes a partition operation on this (the owning) shard.
-    pub async fn exec(self: &Rc<Self>, req: PartitionRequest, payload: Option<Bytes>) -> (PartitionReply, Option<Bytes>) {
+    pub async fn exec(
+        self: &Rc<Self>,
+        req: PartitionRequest,
+        payload: Option<Bytes>,
+    ) -> (PartitionReply, Option<Bytes>) {
         let Some(part) = self.local_partition(&req.topic_id, req.partition) else {
-            return (PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION), None);
+            return (
+                PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
+                None,
+            );
         };
         let log = &part.log;
         match req.op {
-            PartitionOp::Produce { acks, timeout_ms } => (self.produce(log, acks, timeout_ms, payload).await, None),
-            PartitionOp::Fetch { offset, max_bytes } => match log.read(offset, max_bytes.max(0) as usize).await {
-                Ok(r) => (
-                    PartitionReply {
-                        high_watermark: r.high_watermark,
-                        log_start_offset: r.log_start_offset,
-                        ..PartitionReply::default()
-                    },
-                    Some(r.records),
-                ),
-                Err(e) => (
-                    PartitionReply {
-                        error_code: storage_error_code(&e),
-                        high_watermark: log.high_watermark(),
-                        log_start_offset: log.log_start_offset(),
-                        ..PartitionReply::default()
-                    },
-                    None,
-                ),
-            },
-            PartitionOp::WaitForData { offset, max_wait_ms } => {
+            PartitionOp::Produce { acks, timeout_ms } => {
+                (self.produce(log, acks, timeout_ms, payload).await, None)
+            }
+            PartitionOp::Fetch { offset, max_bytes } => {
+                match log.read(offset, max_bytes.max(0) as usize).await {
+                    Ok(r) => (
+                        PartitionReply {
+                            high_watermark: r.high_watermark,
+                            log_start_offset: r.log_start_offset,
+                            ..PartitionReply::default()
+                        },
+                        Some(r.records),
+                    ),
+                    Err(e) => (
+                        PartitionReply {
+                            error_code: storage_error_code(&e),
+                            high_watermark: log.high_watermark(),
+                            log_start_offset: log.log_start_offset(),
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    ),
+                }
+            }
+            PartitionOp::WaitForData {
+                offset,
+                max_wait_ms,
+            } => {
                 let wait = Duration::from_millis(max_wait_ms as u64);
                 let _ = glommio::timer::timeout(wait, async {
                     log.wait_high_watermark_above(offset).await;
                     Ok(())
                 })
                 .await;
-                (PartitionReply { high_watermark: log.high_watermark(), ..PartitionReply::default() }, None)
+                (
+                    PartitionReply {
+                        high_watermark: log.high_watermark(),
+                        ..PartitionReply::default()
+                    },
+                    None,
+                )
             }
             PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
             PartitionOp::DeleteRecords { offset } => {
-                let target = if offset == -1 { log.high_watermark() } else { offset };
+                let target = if offset == -1 {
+                    log.high_watermark()
+                } else {
+                    offset
+                };
                 match log.delete_records_before(target).await {
-                    Ok(start) => (PartitionReply { log_start_offset: start, ..PartitionReply::default() }, None),
+                    Ok(start) => (
+                        PartitionReply {
+                            log_start_offset: start,
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    ),
                     Err(e) => (PartitionReply::error(storage_error_code(&e)), None),
                 }
             }
@@ -317,15 +391,36 @@ impl BrokerShard {
                 // ends at the log end; later epochs are unknown.
                 let current = log.leader_epoch();
                 if epoch > current {
-                    (PartitionReply { leader_epoch: -1, size: -1, error_code: kerr::NONE, ..PartitionReply::default() }, None)
+                    (
+                        PartitionReply {
+                            leader_epoch: -1,
+                            size: -1,
+                            error_code: kerr::NONE,
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    )
                 } else {
-                    (PartitionReply { leader_epoch: current, size: log.high_watermark(), ..PartitionReply::default() }, None)
+                    (
+                        PartitionReply {
+                            leader_epoch: current,
+                            size: log.high_watermark(),
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    )
                 }
             }
         }
     }
 
-    async fn produce(&self, log: &PartitionLog<DmaStorage>, acks: i16, timeout_ms: i32, payload: Option<Bytes>) -> PartitionReply {
+    async fn produce(
+        &self,
+        log: &PartitionLog<DmaStorage>,
+        acks: i16,
+        timeout_ms: i32,
+        payload: Option<Bytes>,
+    ) -> PartitionReply {
         let Some(records) = payload.filter(|r| !r.is_empty()) else {
             return PartitionReply::error(kerr::CORRUPT_MESSAGE);
         };
@@ -366,7 +461,9 @@ impl BrokerShard {
         // must find the record with ListOffsets/Fetch right away, as it would on Kafka.
         if acks != 0 {
             let wait = Duration::from_millis(timeout_ms.max(0) as u64);
-            match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) }).await {
+            match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) })
+                .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return PartitionReply::error(storage_error_code(&e)),
                 Err(_) => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
@@ -415,7 +512,12 @@ impl BrokerShard {
         if let Some(c) = &self.controller {
             let topics = names
                 .into_iter()
-                .map(|name| crate::controller::NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() })
+                .map(|name| crate::controller::NewTopic {
+                    name,
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
                 .collect();
             for (name, r) in c.create_topics(self, topics, false).await {
                 if let Err((code, msg)) = r {
@@ -448,7 +550,10 @@ async fn first_record_at(log: &PartitionLog<DmaStorage>, base: i64, t: i64) -> O
     let read = log.read(base, 1).await.ok()?;
     let mut buf = read.records.clone();
     let set = sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
-    set.records.iter().find(|r| r.timestamp >= t).map(|r| (r.offset, r.timestamp))
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= t)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// Receives frames from other shards.
@@ -471,7 +576,10 @@ impl FrameHandler for MeshHandler {
                     Ok(a) => ops::request_from_archived(a),
                     Err(e) => {
                         log::error!("bad partition frame from {from}: {e}");
-                        return encode_reply(PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR), None);
+                        return encode_reply(
+                            PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR),
+                            None,
+                        );
                     }
                 };
                 let (reply, payload) = shard.exec(req, payload).await;

@@ -22,8 +22,17 @@ pub const TOPICS_MAX: usize = 100_000;
 
 /// A topic as the broker knows it. Serialized into the cluster state file and into the
 /// cross-shard table update.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct TopicRecord {
     pub name: String,
     pub id: [u8; 16],
@@ -34,8 +43,17 @@ pub struct TopicRecord {
 }
 
 /// Everything the controller persists.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ClusterState {
     pub cluster_id: String,
     pub node_id: i32,
@@ -58,14 +76,29 @@ pub struct TopicTable {
 
 impl TopicTable {
     pub fn new(state: ClusterState) -> TopicTable {
-        let mut t = TopicTable { state, ..TopicTable::default() };
+        let mut t = TopicTable {
+            state,
+            ..TopicTable::default()
+        };
         t.reindex();
         t
     }
 
     fn reindex(&mut self) {
-        self.by_name = self.state.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        self.by_id = self.state.topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        self.by_name = self
+            .state
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        self.by_id = self
+            .state
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i))
+            .collect();
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicRecord> {
@@ -90,7 +123,10 @@ impl TopicTable {
             return Err(BrokerError::TopicExists(topic.name));
         }
         if self.state.topics.len() >= TOPICS_MAX {
-            return Err(BrokerError::Limit { what: "topics", max: TOPICS_MAX as u64 });
+            return Err(BrokerError::Limit {
+                what: "topics",
+                max: TOPICS_MAX as u64,
+            });
         }
         self.state.topics.push(topic);
         self.state.version += 1;
@@ -109,7 +145,9 @@ impl TopicTable {
 
     /// Controller only: changes a topic in place.
     pub fn update(&mut self, name: &str, f: impl FnOnce(&mut TopicRecord)) -> bool {
-        let Some(&i) = self.by_name.get(name) else { return false };
+        let Some(&i) = self.by_name.get(name) else {
+            return false;
+        };
         f(&mut self.state.topics[i]);
         self.state.version += 1;
         self.reindex();
@@ -133,9 +171,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err("Topic name cannot be \".\" or \"..\"".into());
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!("Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+        return Err(format!(
+            "Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!("Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"));
     }
     Ok(())
@@ -150,14 +193,20 @@ pub fn state_path(data_dir: &Path) -> PathBuf {
 pub fn load_state(data_dir: &Path, node_id: i32) -> Result<ClusterState, BrokerError> {
     let path = state_path(data_dir);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| BrokerError::State { path: path.clone(), reason: e.to_string() }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BrokerError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterState {
             cluster_id: new_cluster_id(),
             node_id,
             ..ClusterState::default()
         }),
-        Err(e) => Err(BrokerError::Io { op: "read", path, source: e }),
+        Err(e) => Err(BrokerError::Io {
+            op: "read",
+            path,
+            source: e,
+        }),
     }
 }
 
@@ -167,7 +216,11 @@ pub fn store_state(data_dir: &Path, state: &ClusterState) -> Result<(), BrokerEr
     let dir = path.parent().expect("state file has a parent");
     let io = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |e| BrokerError::Io { op, path: p, source: e }
+        move |e| BrokerError::Io {
+            op,
+            path: p,
+            source: e,
+        }
     };
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let tmp = dir.join("state.json.tmp");
@@ -176,7 +229,9 @@ pub fn store_state(data_dir: &Path, state: &ClusterState) -> Result<(), BrokerEr
     f.write_all(&bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))?;
     Ok(())
 }
 
@@ -232,8 +287,23 @@ mod tests {
     fn state_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = TopicTable::new(load_state(dir.path(), 1).unwrap());
-        t.insert(TopicRecord { name: "a".into(), id: new_topic_id(), partitions: 3, configs: BTreeMap::new(), internal: false }).unwrap();
-        assert!(t.insert(TopicRecord { name: "a".into(), id: new_topic_id(), partitions: 1, configs: BTreeMap::new(), internal: false }).is_err());
+        t.insert(TopicRecord {
+            name: "a".into(),
+            id: new_topic_id(),
+            partitions: 3,
+            configs: BTreeMap::new(),
+            internal: false,
+        })
+        .unwrap();
+        assert!(t
+            .insert(TopicRecord {
+                name: "a".into(),
+                id: new_topic_id(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+                internal: false
+            })
+            .is_err());
         store_state(dir.path(), &t.state).unwrap();
         let back = TopicTable::new(load_state(dir.path(), 1).unwrap());
         assert_eq!(back.state, t.state);

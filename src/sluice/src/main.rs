@@ -17,7 +17,11 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
     let mut advertised = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match flag.as_str() {
             "--data-dir" => c.data_dir = PathBuf::from(value("--data-dir")?),
             "--listen" => {
@@ -25,21 +29,33 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.listen = resolve(&v)?;
             }
             "--shards" => {
-                c.shards = value("--shards")?.parse().map_err(|e| format!("--shards: {e}"))?;
+                c.shards = value("--shards")?
+                    .parse()
+                    .map_err(|e| format!("--shards: {e}"))?;
                 if c.shards == 0 {
                     return Err("--shards must be at least 1".into());
                 }
             }
-            "--node-id" => c.node_id = value("--node-id")?.parse().map_err(|e| format!("--node-id: {e}"))?,
+            "--node-id" => {
+                c.node_id = value("--node-id")?
+                    .parse()
+                    .map_err(|e| format!("--node-id: {e}"))?
+            }
             "--advertised-host" => advertised = Some(value("--advertised-host")?),
             "--num-partitions" => {
-                c.num_partitions = value("--num-partitions")?.parse().map_err(|e| format!("--num-partitions: {e}"))?
+                c.num_partitions = value("--num-partitions")?
+                    .parse()
+                    .map_err(|e| format!("--num-partitions: {e}"))?
             }
             "--auto-create-topics" => {
-                c.auto_create_topics = value("--auto-create-topics")?.parse().map_err(|e| format!("--auto-create-topics: {e}"))?
+                c.auto_create_topics = value("--auto-create-topics")?
+                    .parse()
+                    .map_err(|e| format!("--auto-create-topics: {e}"))?
             }
             "--retention-check-interval-ms" => {
-                let ms: u64 = value("--retention-check-interval-ms")?.parse().map_err(|e| format!("{e}"))?;
+                let ms: u64 = value("--retention-check-interval-ms")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?;
                 c.retention_check_interval = std::time::Duration::from_millis(ms.max(1));
             }
             "--no-pin" => c.pin = false,

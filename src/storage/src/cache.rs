@@ -20,7 +20,12 @@ pub struct BatchCache {
 
 impl BatchCache {
     pub fn new(bytes_max: usize) -> BatchCache {
-        BatchCache { bytes_max, bytes: 0, batches: BTreeMap::new(), order: VecDeque::new() }
+        BatchCache {
+            bytes_max,
+            bytes: 0,
+            batches: BTreeMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     pub fn bytes(&self) -> usize {
@@ -32,13 +37,18 @@ impl BatchCache {
             return;
         }
         while self.bytes + batch.len() > self.bytes_max {
-            let Some(key) = self.order.pop_front() else { break };
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
             if let Some((_, b)) = self.batches.remove(&key) {
                 self.bytes -= b.len();
             }
         }
         self.bytes += batch.len();
-        if let Some((_, old)) = self.batches.insert((log, base_offset), (last_offset, batch)) {
+        if let Some((_, old)) = self
+            .batches
+            .insert((log, base_offset), (last_offset, batch))
+        {
             self.bytes -= old.len();
         } else {
             self.order.push_back((log, base_offset));
@@ -48,8 +58,10 @@ impl BatchCache {
     /// Whole batches from the one holding `offset` onward, below `upper` (exclusive), up to
     /// `max_bytes` (the first batch always). `None` when the batch holding `offset` is not cached.
     pub fn read(&self, log: u64, offset: i64, upper: i64, max_bytes: usize) -> Option<Bytes> {
-        let (&(_, base), &(last, ref first)) =
-            self.batches.range((log, i64::MIN)..=(log, offset)).next_back()?;
+        let (&(_, base), &(last, ref first)) = self
+            .batches
+            .range((log, i64::MIN)..=(log, offset))
+            .next_back()?;
         if last < offset || base >= upper {
             return None;
         }
@@ -78,7 +90,11 @@ impl BatchCache {
 
     /// Drops every batch of `log` at or after `from` (truncation) or all of it.
     pub fn forget(&mut self, log: u64, from: i64) {
-        let keys: Vec<_> = self.batches.range((log, from)..=(log, i64::MAX)).map(|(k, _)| *k).collect();
+        let keys: Vec<_> = self
+            .batches
+            .range((log, from)..=(log, i64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             if let Some((_, b)) = self.batches.remove(&k) {
                 self.bytes -= b.len();

@@ -8,28 +8,52 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum StorageError {
     /// A file operation failed.
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// A batch failed validation on append; nothing was written.
     CorruptBatch { reason: String },
     /// A batch is larger than `max.message.bytes` (or the hard limit).
     BatchTooLarge { size: usize, max: usize },
     /// A fetch or seek asked for an offset outside `[log_start_offset, high_watermark]`.
-    OffsetOutOfRange { requested: i64, log_start_offset: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        requested: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
     /// An earlier write or fsync failed: the partition refuses writes rather than pretend.
     Failed { partition: String, cause: String },
     /// Idempotence: the producer epoch is older than the one we know.
-    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     /// Idempotence: a gap or reorder in sequence numbers.
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     /// A named limit was hit.
-    Limit { what: &'static str, value: u64, max: u64 },
+    Limit {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
     /// A configuration value is out of its allowed range.
     InvalidConfig { name: &'static str, value: String },
 }
 
 impl StorageError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        StorageError::Io { op, path: path.into(), source }
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// The Kafka protocol error code a client should see for this error.
@@ -57,20 +81,35 @@ impl fmt::Display for StorageError {
             StorageError::BatchTooLarge { size, max } => {
                 write!(f, "record batch of {size} bytes exceeds the limit of {max}")
             }
-            StorageError::OffsetOutOfRange { requested, log_start_offset, high_watermark } => {
+            StorageError::OffsetOutOfRange {
+                requested,
+                log_start_offset,
+                high_watermark,
+            } => {
                 write!(
                     f,
                     "offset {requested} outside [{log_start_offset}, {high_watermark}]"
                 )
             }
             StorageError::Failed { partition, cause } => {
-                write!(f, "partition {partition} refuses writes after a failed write: {cause}")
+                write!(
+                    f,
+                    "partition {partition} refuses writes after a failed write: {cause}"
+                )
             }
-            StorageError::InvalidProducerEpoch { producer_id, epoch, current } => write!(
+            StorageError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            } => write!(
                 f,
                 "producer {producer_id} epoch {epoch} is older than current epoch {current}"
             ),
-            StorageError::OutOfOrderSequence { producer_id, expected, got } => write!(
+            StorageError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            } => write!(
                 f,
                 "producer {producer_id}: expected sequence {expected}, got {got}"
             ),

@@ -74,7 +74,10 @@ impl Storage for FaultyStorage {
     }
     async fn open_rw(&self, path: &Path) -> io::Result<FaultyFile> {
         self.check()?;
-        Ok(FaultyFile { inner: StdStorage.open_rw(path).await?, plan: self.plan.clone() })
+        Ok(FaultyFile {
+            inner: StdStorage.open_rw(path).await?,
+            plan: self.plan.clone(),
+        })
     }
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.check()?;

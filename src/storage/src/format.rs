@@ -24,7 +24,10 @@ pub enum Kind {
 
 /// Encodes `meta` and `body` into a page-multiple byte vector.
 pub fn seal(kind: Kind, meta: [i64; 4], body: &[u8]) -> Vec<u8> {
-    assert!(body.len() <= SEALED_BODY_BYTES_MAX, "sealed body over its limit");
+    assert!(
+        body.len() <= SEALED_BODY_BYTES_MAX,
+        "sealed body over its limit"
+    );
     let total = (SEALED_HEADER_BYTES + body.len()).div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC.to_be_bytes());
@@ -77,7 +80,10 @@ mod tests {
     fn round_trip_and_corruption() {
         let sealed = seal(Kind::OffsetIndex, [1, 2, 3, 4], b"hello");
         assert_eq!(sealed.len(), PAGE_SIZE);
-        assert_eq!(unseal(Kind::OffsetIndex, &sealed), Some(([1, 2, 3, 4], &b"hello"[..])));
+        assert_eq!(
+            unseal(Kind::OffsetIndex, &sealed),
+            Some(([1, 2, 3, 4], &b"hello"[..]))
+        );
         assert_eq!(unseal(Kind::TimeIndex, &sealed), None);
         let mut bad = sealed.clone();
         bad[SEALED_HEADER_BYTES + 1] ^= 1;

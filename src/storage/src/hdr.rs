@@ -91,7 +91,11 @@ impl Header {
             return Err(format!("magic {} (only v2 batches are stored)", self.magic));
         }
         if b.len() != self.size {
-            return Err(format!("batch of {} bytes, header says {}", b.len(), self.size));
+            return Err(format!(
+                "batch of {} bytes, header says {}",
+                b.len(),
+                self.size
+            ));
         }
         if self.last_offset_delta < 0 || self.records_count < 0 {
             return Err(format!(

@@ -9,7 +9,10 @@ pub struct OffsetIndex {
 
 impl OffsetIndex {
     pub fn push(&mut self, relative_offset: u32, position: u32) {
-        debug_assert!(self.entries.last().is_none_or(|&(o, p)| o < relative_offset && p < position));
+        debug_assert!(self
+            .entries
+            .last()
+            .is_none_or(|&(o, p)| o < relative_offset && p < position));
         self.entries.push((relative_offset, position));
     }
 
@@ -40,7 +43,7 @@ impl OffsetIndex {
 
     /// Parses an encoded index; `None` unless entries are strictly increasing and below `size`.
     pub fn decode(body: &[u8], segment_size: u64) -> Option<OffsetIndex> {
-        if body.len() % 8 != 0 {
+        if !body.len().is_multiple_of(8) {
             return None;
         }
         let mut index = OffsetIndex::default();
@@ -48,7 +51,10 @@ impl OffsetIndex {
             let o = u32::from_be_bytes(e[..4].try_into().ok()?);
             let p = u32::from_be_bytes(e[4..].try_into().ok()?);
             if p as u64 >= segment_size
-                || index.entries.last().is_some_and(|&(lo, lp)| lo >= o || lp >= p)
+                || index
+                    .entries
+                    .last()
+                    .is_some_and(|&(lo, lp)| lo >= o || lp >= p)
             {
                 return None;
             }
@@ -90,14 +96,18 @@ impl TimeIndex {
     }
 
     pub fn decode(body: &[u8]) -> Option<TimeIndex> {
-        if body.len() % 12 != 0 {
+        if !body.len().is_multiple_of(12) {
             return None;
         }
         let mut index = TimeIndex::default();
         for e in body.chunks_exact(12) {
             let t = i64::from_be_bytes(e[..8].try_into().ok()?);
             let o = u32::from_be_bytes(e[8..].try_into().ok()?);
-            if index.entries.last().is_some_and(|&(lt, lo)| lt >= t || lo > o) {
+            if index
+                .entries
+                .last()
+                .is_some_and(|&(lt, lo)| lt >= t || lo > o)
+            {
                 return None;
             }
             index.entries.push((t, o));

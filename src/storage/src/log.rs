@@ -131,7 +131,8 @@ impl<F: StorageFile> Segment<F> {
         let rel = (h.base_offset - self.base_offset) as u32;
         if self.bytes_since_index >= interval as u64 {
             self.index.push(rel, position as u32);
-            self.time_index.maybe_push(self.max_timestamp.max(h.max_timestamp), rel);
+            self.time_index
+                .maybe_push(self.max_timestamp.max(h.max_timestamp), rel);
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += h.size as u64;
@@ -147,7 +148,8 @@ impl<F: StorageFile> Segment<F> {
         if let Some(chunk) = self.open.take() {
             let page_start = chunk.len / PAGE_SIZE * PAGE_SIZE;
             self.tail.clear();
-            self.tail.extend_from_slice(&chunk.buf.as_ref()[page_start..chunk.len]);
+            self.tail
+                .extend_from_slice(&chunk.buf.as_ref()[page_start..chunk.len]);
             self.tail_pos = chunk.pos + page_start as u64;
             self.sealed.push(chunk);
         }
@@ -164,7 +166,11 @@ impl<F: StorageFile> Segment<F> {
             let cap = round_up((self.tail.len() + data.len()).max(buf_bytes));
             let mut buf = storage.alloc_buf(cap);
             buf.as_mut()[..self.tail.len()].copy_from_slice(&self.tail);
-            self.open = Some(Chunk { buf, pos: self.tail_pos, len: self.tail.len() });
+            self.open = Some(Chunk {
+                buf,
+                pos: self.tail_pos,
+                len: self.tail.len(),
+            });
         }
         let open = self.open.as_mut().expect("open buffer");
         open.buf.as_mut()[open.len..open.len + data.len()].copy_from_slice(data);
@@ -188,10 +194,16 @@ struct Inner<F: StorageFile> {
 
 impl<F: StorageFile> Inner<F> {
     fn active(&self) -> &Segment<F> {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment<F> {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn log_end_offset(&self) -> i64 {
         self.active().next_offset
@@ -252,8 +264,14 @@ impl<S: Storage> PartitionLog<S> {
         name: String,
     ) -> Result<PartitionLog<S>> {
         config.validate()?;
-        storage.create_dir_all(&dir).await.map_err(|e| StorageError::io("create", &dir, e))?;
-        let names = storage.list_dir(&dir).await.map_err(|e| StorageError::io("list", &dir, e))?;
+        storage
+            .create_dir_all(&dir)
+            .await
+            .map_err(|e| StorageError::io("create", &dir, e))?;
+        let names = storage
+            .list_dir(&dir)
+            .await
+            .map_err(|e| StorageError::io("list", &dir, e))?;
         let mut bases = Vec::new();
         let mut snapshots = Vec::new();
         for n in &names {
@@ -277,16 +295,22 @@ impl<S: Storage> PartitionLog<S> {
                 max: SEGMENTS_PER_PARTITION_MAX as u64,
             });
         }
-        let start_checkpoint = read_sealed(&*storage, &dir.join("log-start-offset"), Kind::LogStartOffset)
-            .await?
-            .map(|(meta, _)| meta[0]);
+        let start_checkpoint = read_sealed(
+            &*storage,
+            &dir.join("log-start-offset"),
+            Kind::LogStartOffset,
+        )
+        .await?
+        .map(|(meta, _)| meta[0]);
 
         // Producer state: newest readable snapshot; batches after it are replayed below.
         let mut producers = ProducerState::default();
         let mut replay_from = i64::MIN;
         for &snap in snapshots.iter().rev() {
             let path = segment_path(&dir, snap, "snapshot");
-            if let Some((meta, body)) = read_sealed(&*storage, &path, Kind::ProducerSnapshot).await? {
+            if let Some((meta, body)) =
+                read_sealed(&*storage, &path, Kind::ProducerSnapshot).await?
+            {
                 if let Some(state) = ProducerState::decode(&body) {
                     if meta[0] == snap {
                         producers = state;
@@ -301,15 +325,30 @@ impl<S: Storage> PartitionLog<S> {
         let last = bases.last().copied();
         for &base in &bases {
             let path = segment_path(&dir, base, "log");
-            let file = Rc::new(storage.open_rw(&path).await.map_err(|e| StorageError::io("open", &path, e))?);
-            let file_size = file.size().await.map_err(|e| StorageError::io("stat", &path, e))?;
+            let file = Rc::new(
+                storage
+                    .open_rw(&path)
+                    .await
+                    .map_err(|e| StorageError::io("open", &path, e))?,
+            );
+            let file_size = file
+                .size()
+                .await
+                .map_err(|e| StorageError::io("stat", &path, e))?;
             let mut seg = Segment::new(base);
             seg.file = Some(file.clone());
             let is_tail = Some(base) == last;
             let loaded = if is_tail {
                 false
             } else {
-                load_indexes(&*storage, &dir, &mut seg, file_size, config.index_interval_bytes).await?
+                load_indexes(
+                    &*storage,
+                    &dir,
+                    &mut seg,
+                    file_size,
+                    config.index_interval_bytes,
+                )
+                .await?
             };
             if !loaded || base >= replay_from {
                 // Scan: with CRC checks on the tail, headers only elsewhere.
@@ -340,15 +379,23 @@ impl<S: Storage> PartitionLog<S> {
                         "{name}: truncating segment {base} from {file_size} to {} bytes",
                         seg.size
                     );
-                    file.truncate(seg.size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
-                    file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                    file.truncate(seg.size)
+                        .await
+                        .map_err(|e| StorageError::io("truncate", &path, e))?;
+                    file.fdatasync()
+                        .await
+                        .map_err(|e| StorageError::io("fdatasync", &path, e))?;
                 }
                 let page_start = seg.size / PAGE_SIZE as u64 * PAGE_SIZE as u64;
                 let tail = file
                     .read_at(page_start, (seg.size - page_start) as usize)
                     .await
                     .map_err(|e| StorageError::io("read", &path, e))?;
-                assert_eq!(tail.len() as u64, seg.size - page_start, "tail page read back short");
+                assert_eq!(
+                    tail.len() as u64,
+                    seg.size - page_start,
+                    "tail page read back short"
+                );
                 seg.tail = tail.to_vec();
                 seg.tail_pos = page_start;
             }
@@ -357,19 +404,27 @@ impl<S: Storage> PartitionLog<S> {
         }
         // Drop empty segments in the middle (a roll that crashed before any data): only the
         // tail may be empty.
-        let log_end = segments.values().next_back().map_or(0, |s: &Segment<S::File>| s.next_offset);
+        let log_end = segments
+            .values()
+            .next_back()
+            .map_or(0, |s: &Segment<S::File>| s.next_offset);
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
             segments.insert(base, Segment::new(base));
         }
         let first_base = *segments.keys().next().expect("one segment");
         let log_end_offset = log_end.max(segments.values().next_back().expect("one").next_offset);
-        let log_start_offset = start_checkpoint.unwrap_or(first_base).clamp(first_base, log_end_offset);
+        let log_start_offset = start_checkpoint
+            .unwrap_or(first_base)
+            .clamp(first_base, log_end_offset);
         // Snapshots beyond the recovered end describe data that is gone.
         for &snap in &snapshots {
             if snap > log_end_offset {
                 let p = segment_path(&dir, snap, "snapshot");
-                storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+                storage
+                    .remove(&p)
+                    .await
+                    .map_err(|e| StorageError::io("remove", &p, e))?;
             }
         }
         producers.truncate_from(log_end_offset);
@@ -447,23 +502,40 @@ impl<S: Storage> PartitionLog<S> {
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
         if let Some(cause) = &inner.failed {
-            return Err(StorageError::Failed { partition: self.name.clone(), cause: cause.clone() });
+            return Err(StorageError::Failed {
+                partition: self.name.clone(),
+                cause: cause.clone(),
+            });
         }
         let max = inner.config.max_message_bytes.min(BATCH_BYTES_MAX);
         if batch.len() > max {
-            return Err(StorageError::BatchTooLarge { size: batch.len(), max });
+            return Err(StorageError::BatchTooLarge {
+                size: batch.len(),
+                max,
+            });
         }
-        let header = Header::parse(batch)
-            .ok_or_else(|| StorageError::CorruptBatch { reason: format!("{} bytes is no batch header", batch.len()) })?;
-        header.verify(batch).map_err(|reason| StorageError::CorruptBatch { reason })?;
+        let header = Header::parse(batch).ok_or_else(|| StorageError::CorruptBatch {
+            reason: format!("{} bytes is no batch header", batch.len()),
+        })?;
+        header
+            .verify(batch)
+            .map_err(|reason| StorageError::CorruptBatch { reason })?;
         if header.producer_id >= 0 && !header.is_control() {
-            if let SeqCheck::Duplicate { first_offset, last_offset } = inner.producers.check(
+            if let SeqCheck::Duplicate {
+                first_offset,
+                last_offset,
+            } = inner.producers.check(
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 header.last_offset_delta,
             )? {
-                return Ok(Appended { base_offset: first_offset, last_offset, duplicate: true, log_append_time: -1 });
+                return Ok(Appended {
+                    base_offset: first_offset,
+                    last_offset,
+                    duplicate: true,
+                    log_append_time: -1,
+                });
             }
         }
         let base_offset = inner.log_end_offset();
@@ -502,16 +574,25 @@ impl<S: Storage> PartitionLog<S> {
             );
         }
         drop(inner);
-        self.cache.borrow_mut().insert(self.id, base_offset, last_offset, stored);
+        self.cache
+            .borrow_mut()
+            .insert(self.id, base_offset, last_offset, stored);
         self.dirty_waiters.wake_all();
-        Ok(Appended { base_offset, last_offset, duplicate: false, log_append_time })
+        Ok(Appended {
+            base_offset,
+            last_offset,
+            duplicate: false,
+            log_append_time,
+        })
     }
 
     fn maybe_roll(&self, inner: &mut Inner<S::File>, incoming: u64, now_ms: i64) -> Result<()> {
         let cfg = &inner.config;
         let active = inner.active();
         let too_big = active.size + incoming > cfg.segment_bytes;
-        let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= cfg.segment_ms);
+        let too_old = active
+            .first_append_ms
+            .is_some_and(|t| now_ms - t >= cfg.segment_ms);
         let rel_overflow = inner.log_end_offset() - active.base_offset > (u32::MAX / 2) as i64;
         if active.size == 0 || !(too_big || too_old || rel_overflow) {
             return Ok(());
@@ -599,7 +680,10 @@ impl<S: Storage> PartitionLog<S> {
         match &result {
             Ok(durable) => self.durable_waiters.wake_below(*durable),
             Err(e) => {
-                self.inner.borrow_mut().failed.get_or_insert_with(|| e.to_string());
+                self.inner
+                    .borrow_mut()
+                    .failed
+                    .get_or_insert_with(|| e.to_string());
                 log::error!("{}: refusing further writes: {e}", self.name);
                 self.durable_waiters.wake_all();
             }
@@ -611,7 +695,10 @@ impl<S: Storage> PartitionLog<S> {
         let (jobs, target) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(cause) = &inner.failed {
-                return Err(StorageError::Failed { partition: self.name.clone(), cause: cause.clone() });
+                return Err(StorageError::Failed {
+                    partition: self.name.clone(),
+                    cause: cause.clone(),
+                });
             }
             let target = inner.log_end_offset();
             let mut jobs = Vec::new();
@@ -628,10 +715,19 @@ impl<S: Storage> PartitionLog<S> {
                     Some(Finalize {
                         index: format::seal(
                             Kind::OffsetIndex,
-                            [seg.size as i64, seg.next_offset, seg.max_timestamp, seg.offset_of_max_timestamp],
+                            [
+                                seg.size as i64,
+                                seg.next_offset,
+                                seg.max_timestamp,
+                                seg.offset_of_max_timestamp,
+                            ],
                             &seg.index.encode(),
                         ),
-                        time_index: format::seal(Kind::TimeIndex, [seg.size as i64, 0, 0, 0], &seg.time_index.encode()),
+                        time_index: format::seal(
+                            Kind::TimeIndex,
+                            [seg.size as i64, 0, 0, 0],
+                            &seg.time_index.encode(),
+                        ),
                         snapshot: seg.roll_snapshot.take(),
                     })
                 } else {
@@ -654,7 +750,12 @@ impl<S: Storage> PartitionLog<S> {
             let file = match job.file {
                 Some(f) => f,
                 None => {
-                    let f = Rc::new(self.storage.open_rw(&path).await.map_err(|e| StorageError::io("create", &path, e))?);
+                    let f = Rc::new(
+                        self.storage
+                            .open_rw(&path)
+                            .await
+                            .map_err(|e| StorageError::io("create", &path, e))?,
+                    );
                     created = true;
                     f
                 }
@@ -662,24 +763,44 @@ impl<S: Storage> PartitionLog<S> {
             for mut chunk in job.chunks {
                 let write_len = round_up(chunk.len);
                 chunk.buf.shrink_to(write_len);
-                file.write_at(chunk.buf, chunk.pos).await.map_err(|e| StorageError::io("write", &path, e))?;
+                file.write_at(chunk.buf, chunk.pos)
+                    .await
+                    .map_err(|e| StorageError::io("write", &path, e))?;
             }
-            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io("fdatasync", &path, e))?;
             if let Some(fin) = &job.finalize {
-                file.truncate(job.size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
-                file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
-                self.write_sealed(&segment_path(&self.dir, job.base_offset, "index"), &fin.index).await?;
-                self.write_sealed(&segment_path(&self.dir, job.base_offset, "timeindex"), &fin.time_index).await?;
+                file.truncate(job.size)
+                    .await
+                    .map_err(|e| StorageError::io("truncate", &path, e))?;
+                file.fdatasync()
+                    .await
+                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                self.write_sealed(
+                    &segment_path(&self.dir, job.base_offset, "index"),
+                    &fin.index,
+                )
+                .await?;
+                self.write_sealed(
+                    &segment_path(&self.dir, job.base_offset, "timeindex"),
+                    &fin.time_index,
+                )
+                .await?;
                 if let Some((at, body)) = &fin.snapshot {
                     let sealed = format::seal(Kind::ProducerSnapshot, [*at, 0, 0, 0], body);
-                    self.write_sealed(&segment_path(&self.dir, *at, "snapshot"), &sealed).await?;
+                    self.write_sealed(&segment_path(&self.dir, *at, "snapshot"), &sealed)
+                        .await?;
                     created = true;
                 }
             }
             done.push((job.base_offset, file, job.size, job.finalize.is_some()));
         }
         if created {
-            self.storage.sync_dir(&self.dir).await.map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
         }
         let mut inner = self.inner.borrow_mut();
         for (base, file, size, finalized) in done {
@@ -697,12 +818,22 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn write_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
-        let file = self.storage.open_rw(path).await.map_err(|e| StorageError::io("create", path, e))?;
+        let file = self
+            .storage
+            .open_rw(path)
+            .await
+            .map_err(|e| StorageError::io("create", path, e))?;
         let mut buf = self.storage.alloc_buf(sealed.len());
         buf.as_mut().copy_from_slice(sealed);
-        file.write_at(buf, 0).await.map_err(|e| StorageError::io("write", path, e))?;
-        file.truncate(sealed.len() as u64).await.map_err(|e| StorageError::io("truncate", path, e))?;
-        file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", path, e))
+        file.write_at(buf, 0)
+            .await
+            .map_err(|e| StorageError::io("write", path, e))?;
+        file.truncate(sealed.len() as u64)
+            .await
+            .map_err(|e| StorageError::io("truncate", path, e))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| StorageError::io("fdatasync", path, e))
     }
 
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
@@ -713,9 +844,17 @@ impl<S: Storage> PartitionLog<S> {
             (inner.durable_offset, inner.log_start_offset)
         };
         if offset < start || offset > hw {
-            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start_offset: start, high_watermark: hw });
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
         }
-        let outcome = |records| ReadOutcome { records, high_watermark: hw, log_start_offset: start };
+        let outcome = |records| ReadOutcome {
+            records,
+            high_watermark: hw,
+            log_start_offset: start,
+        };
         if offset == hw {
             return Ok(outcome(Bytes::new()));
         }
@@ -724,7 +863,11 @@ impl<S: Storage> PartitionLog<S> {
         }
         let (file, base, mut pos, end) = {
             let inner = self.inner.borrow();
-            let (&base, seg) = inner.segments.range(..=offset).next_back().expect("offset >= log start");
+            let (&base, seg) = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start");
             let file = seg.file.clone().expect("durable data has a file");
             let rel = (offset - base) as u32;
             (file, base, seg.index.lookup(rel) as u64, seg.durable_size)
@@ -734,11 +877,16 @@ impl<S: Storage> PartitionLog<S> {
         let want = max_bytes.max(1);
         'chunks: while pos < end {
             let len = ((end - pos) as usize).min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES);
-            let chunk = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", &path, e))?;
+            let chunk = file
+                .read_at(pos, len)
+                .await
+                .map_err(|e| StorageError::io("read", &path, e))?;
             let mut at = 0usize;
             while at + HEADER_BYTES <= chunk.len() {
                 let Some(h) = Header::parse(&chunk[at..]) else {
-                    return Err(StorageError::CorruptBatch { reason: format!("{path:?} at {}", pos + at as u64) });
+                    return Err(StorageError::CorruptBatch {
+                        reason: format!("{path:?} at {}", pos + at as u64),
+                    });
                 };
                 if h.base_offset >= hw {
                     break 'chunks;
@@ -786,9 +934,17 @@ impl<S: Storage> PartitionLog<S> {
                 .segments
                 .values()
                 .find(|s| s.max_timestamp >= timestamp && s.base_offset < hw)
-                .map(|s| (s.base_offset + s.time_index.lookup(timestamp) as i64, inner.log_start_offset, hw))
+                .map(|s| {
+                    (
+                        s.base_offset + s.time_index.lookup(timestamp) as i64,
+                        inner.log_start_offset,
+                        hw,
+                    )
+                })
         };
-        let Some((mut from, start, hw)) = plan else { return Ok(None) };
+        let Some((mut from, start, hw)) = plan else {
+            return Ok(None);
+        };
         from = from.max(start);
         while from < hw {
             let read = self.read(from, SCAN_CHUNK_BYTES).await?;
@@ -829,11 +985,16 @@ impl<S: Storage> PartitionLog<S> {
             (inner.durable_offset, inner.log_start_offset)
         };
         if offset > hw || offset < 0 {
-            return Err(StorageError::OffsetOutOfRange { requested: offset, log_start_offset: start, high_watermark: hw });
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
         }
         if offset > start {
             let sealed = format::seal(Kind::LogStartOffset, [offset, 0, 0, 0], &[]);
-            self.write_sealed(&self.dir.join("log-start-offset"), &sealed).await?;
+            self.write_sealed(&self.dir.join("log-start-offset"), &sealed)
+                .await?;
             self.inner.borrow_mut().log_start_offset = offset;
             self.cache.borrow_mut().forget(self.id, i64::MIN);
             self.delete_segments(|_, _| false).await?;
@@ -846,7 +1007,11 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let (retention_ms, retention_bytes, total) = {
             let inner = self.inner.borrow();
-            (inner.config.retention_ms, inner.config.retention_bytes, inner.size_bytes())
+            (
+                inner.config.retention_ms,
+                inner.config.retention_bytes,
+                inner.size_bytes(),
+            )
         };
         let mut remaining = total as i64;
         self.delete_segments(|seg_size, max_ts| {
@@ -870,11 +1035,13 @@ impl<S: Storage> PartitionLog<S> {
             let active_base = inner.active().base_offset;
             let mut victims = Vec::new();
             for seg in inner.segments.values() {
-                let closed = seg.base_offset != active_base && !seg.rolled && seg.durable_size == seg.size;
+                let closed =
+                    seg.base_offset != active_base && !seg.rolled && seg.durable_size == seg.size;
                 if !closed {
                     break;
                 }
-                if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp) {
+                if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp)
+                {
                     victims.push(seg.base_offset);
                 } else {
                     break;
@@ -883,18 +1050,30 @@ impl<S: Storage> PartitionLog<S> {
             for v in &victims {
                 inner.segments.remove(v);
             }
-            let first = *inner.segments.keys().next().expect("active segment remains");
+            let first = *inner
+                .segments
+                .keys()
+                .next()
+                .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
             victims
         };
         for base in &victims {
             for ext in ["log", "index", "timeindex"] {
                 let p = segment_path(&self.dir, *base, ext);
-                self.storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+                self.storage
+                    .remove(&p)
+                    .await
+                    .map_err(|e| StorageError::io("remove", &p, e))?;
             }
         }
         if !victims.is_empty() {
-            log::info!("{}: deleted {} segment(s), log start {}", self.name, victims.len(), self.log_start_offset());
+            log::info!(
+                "{}: deleted {} segment(s), log start {}",
+                self.name,
+                victims.len(),
+                self.log_start_offset()
+            );
         }
         Ok(victims.len())
     }
@@ -908,12 +1087,19 @@ impl<S: Storage> PartitionLog<S> {
         let active = {
             let inner = self.inner.borrow();
             let seg = inner.active();
-            seg.file.clone().filter(|_| inner.failed.is_none()).map(|f| (f, seg.size, seg.base_offset))
+            seg.file
+                .clone()
+                .filter(|_| inner.failed.is_none())
+                .map(|f| (f, seg.size, seg.base_offset))
         };
         if let Some((file, size, base)) = active {
             let path = segment_path(&self.dir, base, "log");
-            file.truncate(size).await.map_err(|e| StorageError::io("truncate", &path, e))?;
-            file.fdatasync().await.map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            file.truncate(size)
+                .await
+                .map_err(|e| StorageError::io("truncate", &path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io("fdatasync", &path, e))?;
         }
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         Ok(())
@@ -922,29 +1108,55 @@ impl<S: Storage> PartitionLog<S> {
     /// Removes the whole log directory's files (topic deletion).
     pub async fn destroy(&self) -> Result<()> {
         self.cache.borrow_mut().forget(self.id, i64::MIN);
-        let names = self.storage.list_dir(&self.dir).await.map_err(|e| StorageError::io("list", &self.dir, e))?;
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("list", &self.dir, e))?;
         for n in names {
             let p = self.dir.join(n);
-            self.storage.remove(&p).await.map_err(|e| StorageError::io("remove", &p, e))?;
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
         }
         Ok(())
     }
 }
 
-async fn read_sealed<S: Storage>(storage: &S, path: &Path, kind: Kind) -> Result<Option<([i64; 4], Vec<u8>)>> {
+async fn read_sealed<S: Storage>(
+    storage: &S,
+    path: &Path,
+    kind: Kind,
+) -> Result<Option<([i64; 4], Vec<u8>)>> {
     let names = match path.parent() {
-        Some(dir) => storage.list_dir(dir).await.map_err(|e| StorageError::io("list", dir, e))?,
+        Some(dir) => storage
+            .list_dir(dir)
+            .await
+            .map_err(|e| StorageError::io("list", dir, e))?,
         None => return Ok(None),
     };
-    if !names.iter().any(|n| Some(n.as_os_str()) == path.file_name()) {
+    if !names
+        .iter()
+        .any(|n| Some(n.as_os_str()) == path.file_name())
+    {
         return Ok(None);
     }
-    let file = storage.open_rw(path).await.map_err(|e| StorageError::io("open", path, e))?;
-    let size = file.size().await.map_err(|e| StorageError::io("stat", path, e))?;
+    let file = storage
+        .open_rw(path)
+        .await
+        .map_err(|e| StorageError::io("open", path, e))?;
+    let size = file
+        .size()
+        .await
+        .map_err(|e| StorageError::io("stat", path, e))?;
     if size > format::SEALED_BODY_BYTES_MAX as u64 {
         return Ok(None);
     }
-    let bytes = file.read_at(0, size as usize).await.map_err(|e| StorageError::io("read", path, e))?;
+    let bytes = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(|e| StorageError::io("read", path, e))?;
     Ok(format::unseal(kind, &bytes).map(|(meta, body)| (meta, body.to_vec())))
 }
 
@@ -957,18 +1169,34 @@ async fn load_indexes<S: Storage>(
     _interval: u32,
 ) -> Result<bool> {
     let base = seg.base_offset;
-    let Some((meta, body)) = read_sealed(storage, &segment_path(dir, base, "index"), Kind::OffsetIndex).await? else {
+    let Some((meta, body)) = read_sealed(
+        storage,
+        &segment_path(dir, base, "index"),
+        Kind::OffsetIndex,
+    )
+    .await?
+    else {
         return Ok(false);
     };
     let size = meta[0] as u64;
     if size != file_size || meta[1] < base {
         return Ok(false);
     }
-    let Some(index) = OffsetIndex::decode(&body, size) else { return Ok(false) };
-    let Some((tmeta, tbody)) = read_sealed(storage, &segment_path(dir, base, "timeindex"), Kind::TimeIndex).await? else {
+    let Some(index) = OffsetIndex::decode(&body, size) else {
         return Ok(false);
     };
-    let Some(time_index) = TimeIndex::decode(&tbody) else { return Ok(false) };
+    let Some((tmeta, tbody)) = read_sealed(
+        storage,
+        &segment_path(dir, base, "timeindex"),
+        Kind::TimeIndex,
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    let Some(time_index) = TimeIndex::decode(&tbody) else {
+        return Ok(false);
+    };
     if tmeta[0] as u64 != size {
         return Ok(false);
     }
@@ -997,7 +1225,10 @@ async fn scan_segment<F: StorageFile>(
     let mut expected = base;
     'outer: while pos < file_size {
         let len = ((file_size - pos) as usize).min(SCAN_CHUNK_BYTES);
-        let chunk = file.read_at(pos, len).await.map_err(|e| StorageError::io("read", path, e))?;
+        let chunk = file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| StorageError::io("read", path, e))?;
         let mut at = 0usize;
         loop {
             let Some(h) = Header::parse(&chunk[at..]) else {
@@ -1015,11 +1246,17 @@ async fn scan_segment<F: StorageFile>(
                 }
                 if h.size > chunk.len() {
                     // Bigger than a scan chunk: read it alone.
-                    let whole = file.read_at(pos + at as u64, h.size).await.map_err(|e| StorageError::io("read", path, e))?;
+                    let whole = file
+                        .read_at(pos + at as u64, h.size)
+                        .await
+                        .map_err(|e| StorageError::io("read", path, e))?;
                     if whole.len() != h.size || (verify && h.verify(&whole).is_err()) {
                         break 'outer;
                     }
-                    on_batch(ScannedBatch { header: h, position: pos + at as u64 });
+                    on_batch(ScannedBatch {
+                        header: h,
+                        position: pos + at as u64,
+                    });
                     expected = h.last_offset() + 1;
                     at += h.size;
                     valid_end = pos + at as u64;
@@ -1029,7 +1266,10 @@ async fn scan_segment<F: StorageFile>(
             if verify && h.verify(&chunk[at..at + h.size]).is_err() {
                 break 'outer;
             }
-            on_batch(ScannedBatch { header: h, position: pos + at as u64 });
+            on_batch(ScannedBatch {
+                header: h,
+                position: pos + at as u64,
+            });
             expected = h.last_offset() + 1;
             at += h.size;
             valid_end = pos + at as u64;

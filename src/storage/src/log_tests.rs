@@ -21,12 +21,23 @@ fn cache() -> Rc<RefCell<BatchCache>> {
 }
 
 fn open<S: Storage>(storage: S, dir: &Path, config: LogConfig) -> PartitionLog<S> {
-    block_on(PartitionLog::open(Rc::new(storage), dir.to_path_buf(), config, cache(), "t-0".into()))
-        .expect("open")
+    block_on(PartitionLog::open(
+        Rc::new(storage),
+        dir.to_path_buf(),
+        config,
+        cache(),
+        "t-0".into(),
+    ))
+    .expect("open")
 }
 
 fn small_segments() -> LogConfig {
-    LogConfig { segment_bytes: 4096, write_buffer_bytes: 8192, index_interval_bytes: 256, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        write_buffer_bytes: 8192,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
 }
 
 /// Reads every batch from `from` to the high watermark, returning (base, last, payload-len).
@@ -34,7 +45,11 @@ fn read_all<S: Storage>(log: &PartitionLog<S>, mut from: i64) -> Vec<(i64, i64, 
     let mut out = Vec::new();
     while from < log.high_watermark() {
         let r = block_on(log.read(from, 3000)).expect("read");
-        assert!(!r.records.is_empty(), "empty read at {from} below hw {}", log.high_watermark());
+        assert!(
+            !r.records.is_empty(),
+            "empty read at {from} below hw {}",
+            log.high_watermark()
+        );
         let mut at = 0;
         while at < r.records.len() {
             let h = Header::parse(&r.records[at..]).expect("whole batch");
@@ -69,7 +84,10 @@ fn append_flush_read_roll_and_reopen() {
     // A read in the middle starts at the batch holding the offset.
     let r = block_on(log.read(31, 1)).unwrap();
     assert_eq!(Header::parse(&r.records).unwrap().base_offset, 30);
-    assert!(matches!(block_on(log.read(157, 10)), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        block_on(log.read(157, 10)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     block_on(log.close()).unwrap();
     drop(log);
 
@@ -135,7 +153,7 @@ fn flipped_bit_in_tail_cuts_from_that_batch() {
     let log = open(StdStorage, dir.path(), LogConfig::default());
     let mut sizes = Vec::new();
     for i in 0..5 {
-        let b = batch(1, &vec![i; 200], 7, -1, 0);
+        let b = batch(1, &[i; 200], 7, -1, 0);
         sizes.push(b.len());
         log.append(&b, 0).unwrap();
     }
@@ -155,7 +173,8 @@ fn damaged_index_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(StdStorage, dir.path(), small_segments());
     for i in 0..40 {
-        log.append(&batch(1, &vec![i; 200], i as i64, -1, 0), 0).unwrap();
+        log.append(&batch(1, &[i; 200], i as i64, -1, 0), 0)
+            .unwrap();
     }
     block_on(log.flush()).unwrap();
     let before = read_all(&log, 0);
@@ -165,7 +184,10 @@ fn damaged_index_is_rebuilt() {
     std::fs::remove_file(dir.path().join(format!("{:020}.timeindex", 0))).unwrap();
     let log = open(StdStorage, dir.path(), small_segments());
     assert_eq!(read_all(&log, 0), before);
-    assert_eq!(block_on(log.offset_for_timestamp(25)).unwrap().unwrap().0, 25);
+    assert_eq!(
+        block_on(log.offset_for_timestamp(25)).unwrap().unwrap().0,
+        25
+    );
 }
 
 #[test]
@@ -174,7 +196,8 @@ fn retention_by_size_time_and_delete_records() {
     let mut cfg = small_segments();
     let log = open(StdStorage, dir.path(), cfg.clone());
     for i in 0..60 {
-        log.append(&batch(1, &vec![i; 400], 1_000 + i as i64, -1, 0), 0).unwrap();
+        log.append(&batch(1, &vec![i; 400], 1_000 + i as i64, -1, 0), 0)
+            .unwrap();
     }
     block_on(log.flush()).unwrap();
     let segs = log.segment_count();
@@ -188,7 +211,10 @@ fn retention_by_size_time_and_delete_records() {
     assert!(deleted >= 2, "deleted {deleted}");
     assert!(log.log_start_offset() > 0);
     let start = log.log_start_offset();
-    assert!(matches!(block_on(log.read(start - 1, 10)), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        block_on(log.read(start - 1, 10)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&log, start).first().unwrap().0, start);
 
     cfg.retention_ms = -1;
@@ -202,7 +228,11 @@ fn retention_by_size_time_and_delete_records() {
     assert!(block_on(log.delete_records_before(log.high_watermark() + 1)).is_err());
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
-    assert_eq!(log.log_start_offset(), target, "log start offset survives restart");
+    assert_eq!(
+        log.log_start_offset(),
+        target,
+        "log start offset survives restart"
+    );
     assert_eq!(read_all(&log, target).len(), 2);
 }
 
@@ -219,14 +249,24 @@ fn idempotent_retries_get_original_offsets_across_restart() {
     let dup = log.append(&batches[28], 0).unwrap();
     assert!(dup.duplicate);
     assert_eq!(dup.base_offset, 28);
-    assert_eq!(log.append(&batch(1, b"gap", 1, 42, 35), 0).unwrap_err().kafka_error_code(), 45);
+    assert_eq!(
+        log.append(&batch(1, b"gap", 1, 42, 35), 0)
+            .unwrap_err()
+            .kafka_error_code(),
+        45
+    );
     block_on(log.flush()).unwrap();
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
     let dup = log.append(&batches[29], 0).unwrap();
     assert!(dup.duplicate, "producer state recovered");
     assert_eq!(dup.base_offset, 29);
-    assert_eq!(log.append(&batch(1, b"next", 1, 42, 30), 0).unwrap().base_offset, 30);
+    assert_eq!(
+        log.append(&batch(1, b"next", 1, 42, 30), 0)
+            .unwrap()
+            .base_offset,
+        30
+    );
 }
 
 #[test]
@@ -240,9 +280,18 @@ fn fsync_failure_makes_partition_refuse_writes() {
     log.append(&batch(1, b"b", 1, -1, 0), 0).unwrap();
     plan.fail_fsync_in.set(1);
     assert!(block_on(log.flush()).is_err());
-    assert_eq!(log.high_watermark(), 1, "the unsynced batch never became visible");
+    assert_eq!(
+        log.high_watermark(),
+        1,
+        "the unsynced batch never became visible"
+    );
     assert!(block_on(log.wait_durable(1)).is_err());
-    assert_eq!(log.append(&batch(1, b"c", 1, -1, 0), 0).unwrap_err().kafka_error_code(), 56);
+    assert_eq!(
+        log.append(&batch(1, b"c", 1, -1, 0), 0)
+            .unwrap_err()
+            .kafka_error_code(),
+        56
+    );
     drop(log);
     let log = open(StdStorage, dir.path(), LogConfig::default());
     assert!(log.log_end_offset() >= 1, "synced data survives");

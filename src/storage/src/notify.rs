@@ -14,7 +14,10 @@ impl OffsetWaiters {
     /// Registers `waker` to be woken once the watched offset exceeds `offset`.
     pub fn register(&self, offset: i64, waker: &Waker) {
         let mut w = self.waiting.borrow_mut();
-        if let Some(slot) = w.iter_mut().find(|(o, wk)| *o == offset && wk.will_wake(waker)) {
+        if let Some(slot) = w
+            .iter_mut()
+            .find(|(o, wk)| *o == offset && wk.will_wake(waker))
+        {
             slot.1 = waker.clone();
             return;
         }

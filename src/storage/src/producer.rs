@@ -94,10 +94,15 @@ impl ProducerState {
             return Ok(SeqCheck::Append);
         }
         let last_seq = last_seq_of(first_seq, last_offset_delta);
-        if let Some(b) =
-            entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
         {
-            return Ok(SeqCheck::Duplicate { first_offset: b.first_offset, last_offset: b.last_offset });
+            return Ok(SeqCheck::Duplicate {
+                first_offset: b.first_offset,
+                last_offset: b.last_offset,
+            });
         }
         match entry.batches.back() {
             Some(newest) if !in_sequence(newest.last_seq, first_seq) => {
@@ -128,11 +133,14 @@ impl ProducerState {
         {
             self.forget_stalest();
         }
-        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
-            epoch,
-            batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
-            last_offset,
-        });
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
+                last_offset,
+            });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -227,7 +235,14 @@ impl ProducerState {
                 });
             }
             let last_offset = batches.back().map_or(-1, |b| b.last_offset);
-            producers.insert(pid, ProducerEntry { epoch, batches, last_offset });
+            producers.insert(
+                pid,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    last_offset,
+                },
+            );
         }
         Some(ProducerState { producers })
     }
@@ -246,10 +261,19 @@ mod tests {
         s.record(7, 0, 5, 105, 107);
         assert_eq!(
             s.check(7, 0, 0, 4).unwrap(),
-            SeqCheck::Duplicate { first_offset: 100, last_offset: 104 }
+            SeqCheck::Duplicate {
+                first_offset: 100,
+                last_offset: 104
+            }
         );
-        assert!(matches!(s.check(7, 0, 9, 0), Err(StorageError::OutOfOrderSequence { .. })));
-        assert!(matches!(s.check(7, -1, 8, 0), Err(StorageError::InvalidProducerEpoch { .. })));
+        assert!(matches!(
+            s.check(7, 0, 9, 0),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert!(matches!(
+            s.check(7, -1, 8, 0),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
         assert_eq!(s.check(7, 1, 0, 0).unwrap(), SeqCheck::Append);
         assert!(s.check(7, 1, 3, 0).is_err());
     }
@@ -261,7 +285,10 @@ mod tests {
             s.record(1, 3, i, i as i64, i as i64);
         }
         assert_eq!(s.check(1, 3, 0, 0).unwrap_err().kafka_error_code(), 45);
-        assert!(matches!(s.check(1, 3, 7, 0).unwrap(), SeqCheck::Duplicate { .. }));
+        assert!(matches!(
+            s.check(1, 3, 7, 0).unwrap(),
+            SeqCheck::Duplicate { .. }
+        ));
         let mut buf = Vec::new();
         s.encode(&mut buf);
         assert_eq!(ProducerState::decode(&buf).unwrap(), s);

@@ -25,7 +25,10 @@ impl AsMut<[u8]> for HeapBuf {
 }
 impl IoBuf for HeapBuf {
     fn shrink_to(&mut self, len: usize) {
-        assert!(len % PAGE_SIZE == 0 && len <= self.0.len(), "shrink to a page multiple");
+        assert!(
+            len.is_multiple_of(PAGE_SIZE) && len <= self.0.len(),
+            "shrink to a page multiple"
+        );
         self.0.truncate(len);
     }
 }
@@ -47,7 +50,13 @@ impl Storage for StdStorage {
     }
 
     async fn open_rw(&self, path: &Path) -> io::Result<StdFile> {
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map(StdFile)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(StdFile)
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -79,7 +88,11 @@ impl StorageFile for StdFile {
 
     async fn write_at(&self, buf: HeapBuf, pos: u64) -> io::Result<()> {
         assert_eq!(pos % PAGE_SIZE as u64, 0, "direct writes are page aligned");
-        assert_eq!(buf.0.len() % PAGE_SIZE, 0, "direct writes are page multiples");
+        assert_eq!(
+            buf.0.len() % PAGE_SIZE,
+            0,
+            "direct writes are page multiples"
+        );
         self.0.write_all_at(&buf.0, pos)
     }
 

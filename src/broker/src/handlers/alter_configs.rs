@@ -22,16 +22,36 @@ pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let Some(controller) = &shard.controller else {
         return AlterConfigsResponse::default();
     };
     let mut out = Vec::new();
     for res in r.resources {
-        let new: BTreeMap<String, String> =
-            res.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let new: BTreeMap<String, String> = res
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
         let outcome = match res.resource_type {
-            RESOURCE_TOPIC => controller.alter_topic_configs(shard, res.resource_name.to_string(), r.validate_only, |_| Ok(new)).await,
+            RESOURCE_TOPIC => {
+                controller
+                    .alter_topic_configs(
+                        shard,
+                        res.resource_name.to_string(),
+                        r.validate_only,
+                        |_| Ok(new),
+                    )
+                    .await
+            }
             RESOURCE_BROKER => {
                 controller
                     .alter_broker_configs(shard, r.validate_only, |_| {
@@ -42,9 +62,14 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: AlterCon
                     })
                     .await
             }
-            other => Err((kerr::INVALID_REQUEST, format!("unsupported resource type {other}"))),
+            other => Err((
+                kerr::INVALID_REQUEST,
+                format!("unsupported resource type {other}"),
+            )),
         };
-        let mut resp = AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name);
+        let mut resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
         if let Err((code, msg)) = outcome {
             resp.error_code = code;
             resp.error_message = Some(str_bytes(&msg));

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
+use sluice_codec::kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use sluice_codec::kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use sluice_codec::{frame_response, RequestHeaderInfo};
 
@@ -16,11 +18,20 @@ fn api_list(shard: &BrokerShard) -> Vec<ApiVersion> {
     shard
         .api
         .iter()
-        .map(|(key, range)| ApiVersion::default().with_api_key(key as i16).with_min_version(range.min).with_max_version(range.max))
+        .map(|(key, range)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(range.min)
+                .with_max_version(range.max)
+        })
         .collect()
 }
 
-pub fn handle(shard: &BrokerShard, h: &RequestHeaderInfo, _r: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(
+    shard: &BrokerShard,
+    h: &RequestHeaderInfo,
+    _r: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     let response = ApiVersionsResponse::default().with_api_keys(api_list(shard));
     if h.api_version < 3 {
         return response;
@@ -41,7 +52,9 @@ pub fn handle(shard: &BrokerShard, h: &RequestHeaderInfo, _r: ApiVersionsRequest
 /// Kafka's rule: an ApiVersions request of unknown version gets a v0 response with
 /// UNSUPPORTED_VERSION and the API list.
 pub fn unsupported_version(shard: &Rc<BrokerShard>, correlation_id: i32) -> Outcome {
-    let body = ApiVersionsResponse::default().with_error_code(kerr::UNSUPPORTED_VERSION).with_api_keys(api_list(shard));
+    let body = ApiVersionsResponse::default()
+        .with_error_code(kerr::UNSUPPORTED_VERSION)
+        .with_api_keys(api_list(shard));
     match frame_response(correlation_id, 0, &body, 0) {
         Ok(b) => Outcome::Respond(b),
         Err(_) => Outcome::Close,

@@ -10,16 +10,25 @@ use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let Some(controller) = &shard.controller else {
         return CreatePartitionsResponse::default();
     };
     let mut results = Vec::new();
     for t in r.topics {
         let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err((kerr::INVALID_REQUEST, "Manual replica assignment is not supported.".to_string()))
+            Err((
+                kerr::INVALID_REQUEST,
+                "Manual replica assignment is not supported.".to_string(),
+            ))
         } else {
-            controller.create_partitions(shard, t.name.0.to_string(), t.count, r.validate_only).await
+            controller
+                .create_partitions(shard, t.name.0.to_string(), t.count, r.validate_only)
+                .await
         };
         let mut res = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err((code, msg)) = outcome {

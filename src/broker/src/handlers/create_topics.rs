@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use sluice_codec::kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use sluice_codec::kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -14,7 +16,11 @@ use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{effective, TOPIC_CONFIGS};
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let Some(controller) = &shard.controller else {
         return CreateTopicsResponse::default();
     };
@@ -25,11 +31,23 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: CreateTo
         let name = t.name.0.to_string();
         if !seen.insert(name.clone()) {
             // Kafka answers a name given twice with INVALID_REQUEST for it.
-            results.push(CreatableTopicResult::default().with_name(t.name.clone()).with_error_code(kerr::INVALID_REQUEST).with_error_message(Some(str_bytes("Duplicate topic name."))));
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(kerr::INVALID_REQUEST)
+                    .with_error_message(Some(str_bytes("Duplicate topic name."))),
+            );
             continue;
         }
         if !t.assignments.is_empty() {
-            results.push(CreatableTopicResult::default().with_name(t.name.clone()).with_error_code(kerr::INVALID_REQUEST).with_error_message(Some(str_bytes("Manual replica assignment is not supported."))));
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(kerr::INVALID_REQUEST)
+                    .with_error_message(Some(str_bytes(
+                        "Manual replica assignment is not supported.",
+                    ))),
+            );
             continue;
         }
         let mut configs = BTreeMap::new();
@@ -38,17 +56,28 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: CreateTo
                 configs.insert(c.name.to_string(), v.to_string());
             }
         }
-        requests.push(NewTopic { name, partitions: t.num_partitions, replication_factor: t.replication_factor, configs });
+        requests.push(NewTopic {
+            name,
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs,
+        });
     }
     let broker_cfgs = shard.topics().state.broker_configs.clone();
-    for (name, outcome) in controller.create_topics(shard, requests, r.validate_only).await {
+    for (name, outcome) in controller
+        .create_topics(shard, requests, r.validate_only)
+        .await
+    {
         let result = match outcome {
             Ok(t) => {
                 let configs = TOPIC_CONFIGS
                     .iter()
                     .map(|k| {
                         let (v, source) = effective(&t.configs, &broker_cfgs, k);
-                        CreatableTopicConfigs::default().with_name(str_bytes(k.name)).with_value(Some(str_bytes(v))).with_config_source(source as i8)
+                        CreatableTopicConfigs::default()
+                            .with_name(str_bytes(k.name))
+                            .with_value(Some(str_bytes(v)))
+                            .with_config_source(source as i8)
                     })
                     .collect();
                 CreatableTopicResult::default()

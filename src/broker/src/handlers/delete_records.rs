@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use sluice_codec::kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use sluice_codec::kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -11,7 +13,11 @@ use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = shard.topics();
     let mut out = Vec::new();
     let mut slots = Vec::new();
@@ -20,10 +26,16 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DeleteRe
         let record = topics.get(&t.name.0);
         let mut parts = Vec::new();
         for (pi, p) in t.partitions.iter().enumerate() {
-            let mut res = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let mut res = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
             match record {
                 Some(rec) if p.partition_index >= 0 && p.partition_index < rec.partitions => {
-                    let req = PartitionRequest { topic_id: rec.id, partition: p.partition_index, op: PartitionOp::DeleteRecords { offset: p.offset } };
+                    let req = PartitionRequest {
+                        topic_id: rec.id,
+                        partition: p.partition_index,
+                        op: PartitionOp::DeleteRecords { offset: p.offset },
+                    };
                     let shard = shard.clone();
                     slots.push((ti, pi));
                     futs.push(async move { shard.partition_call(req, None).await.0 });
@@ -32,7 +44,11 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DeleteRe
             }
             parts.push(res);
         }
-        out.push(DeleteRecordsTopicResult::default().with_name(t.name.clone()).with_partitions(parts));
+        out.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts),
+        );
     }
     for ((ti, pi), reply) in slots.into_iter().zip(join_all(futs).await) {
         let p = &mut out[ti].partitions[pi];

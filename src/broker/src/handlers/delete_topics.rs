@@ -10,7 +10,11 @@ use super::{str_bytes, topic_name, uuid};
 use crate::kerr;
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let Some(controller) = &shard.controller else {
         return DeleteTopicsResponse::default();
     };
@@ -35,7 +39,9 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: DeleteTop
     }
     for (name, outcome) in controller.delete_topics(shard, names).await {
         results.push(match outcome {
-            Ok(t) => DeletableTopicResult::default().with_name(Some(topic_name(&name))).with_topic_id(uuid(&t.id)),
+            Ok(t) => DeletableTopicResult::default()
+                .with_name(Some(topic_name(&name)))
+                .with_topic_id(uuid(&t.id)),
             Err((code, msg)) => DeletableTopicResult::default()
                 .with_name(Some(topic_name(&name)))
                 .with_error_code(code)

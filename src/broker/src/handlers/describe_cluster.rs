@@ -3,13 +3,19 @@
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use sluice_codec::kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use sluice_codec::kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+};
 use sluice_codec::RequestHeaderInfo;
 
 use super::str_bytes;
 use crate::shard::BrokerShard;
 
-pub fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let node = BrokerId(shard.config.node_id);
     DescribeClusterResponse::default()
         .with_endpoint_type(r.endpoint_type)

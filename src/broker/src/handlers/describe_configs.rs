@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use sluice_codec::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use sluice_codec::kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -19,16 +21,66 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
     let dynamic = &shard.topics().state.broker_configs;
     let c = &shard.config;
     let mut out: Vec<(String, String, ConfigSource, i8)> = vec![
-        ("node.id".into(), c.node_id.to_string(), ConfigSource::StaticBroker, 3),
-        ("broker.id".into(), c.node_id.to_string(), ConfigSource::StaticBroker, 3),
-        ("log.dirs".into(), c.data_dir.to_string_lossy().into_owned(), ConfigSource::StaticBroker, 2),
-        ("listeners".into(), format!("PLAINTEXT://{}", c.listen), ConfigSource::StaticBroker, 7),
-        ("advertised.listeners".into(), format!("PLAINTEXT://{}:{}", c.advertised_host, c.listen.port()), ConfigSource::StaticBroker, 7),
-        ("num.partitions".into(), c.num_partitions.to_string(), ConfigSource::StaticBroker, 3),
-        ("auto.create.topics.enable".into(), c.auto_create_topics.to_string(), ConfigSource::StaticBroker, 1),
-        ("default.replication.factor".into(), "1".into(), ConfigSource::Default, 4),
-        ("log.retention.check.interval.ms".into(), c.retention_check_interval.as_millis().to_string(), ConfigSource::StaticBroker, 5),
-        ("socket.request.max.bytes".into(), crate::config::REQUEST_SIZE_MAX.to_string(), ConfigSource::Default, 3),
+        (
+            "node.id".into(),
+            c.node_id.to_string(),
+            ConfigSource::StaticBroker,
+            3,
+        ),
+        (
+            "broker.id".into(),
+            c.node_id.to_string(),
+            ConfigSource::StaticBroker,
+            3,
+        ),
+        (
+            "log.dirs".into(),
+            c.data_dir.to_string_lossy().into_owned(),
+            ConfigSource::StaticBroker,
+            2,
+        ),
+        (
+            "listeners".into(),
+            format!("PLAINTEXT://{}", c.listen),
+            ConfigSource::StaticBroker,
+            7,
+        ),
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://{}:{}", c.advertised_host, c.listen.port()),
+            ConfigSource::StaticBroker,
+            7,
+        ),
+        (
+            "num.partitions".into(),
+            c.num_partitions.to_string(),
+            ConfigSource::StaticBroker,
+            3,
+        ),
+        (
+            "auto.create.topics.enable".into(),
+            c.auto_create_topics.to_string(),
+            ConfigSource::StaticBroker,
+            1,
+        ),
+        (
+            "default.replication.factor".into(),
+            "1".into(),
+            ConfigSource::Default,
+            4,
+        ),
+        (
+            "log.retention.check.interval.ms".into(),
+            c.retention_check_interval.as_millis().to_string(),
+            ConfigSource::StaticBroker,
+            5,
+        ),
+        (
+            "socket.request.max.bytes".into(),
+            crate::config::REQUEST_SIZE_MAX.to_string(),
+            ConfigSource::Default,
+            3,
+        ),
     ];
     for k in TOPIC_CONFIGS {
         if out.iter().any(|(n, ..)| n == k.broker_name) {
@@ -43,7 +95,14 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
     out
 }
 
-fn entry(name: &str, value: &str, source: ConfigSource, config_type: i8, doc: Option<&str>, synonyms: bool) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: &str,
+    source: ConfigSource,
+    config_type: i8,
+    doc: Option<&str>,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
@@ -52,17 +111,30 @@ fn entry(name: &str, value: &str, source: ConfigSource, config_type: i8, doc: Op
         .with_config_type(config_type)
         .with_documentation(doc.map(str_bytes));
     if synonyms {
-        e.synonyms = vec![DescribeConfigsSynonym::default().with_name(str_bytes(name)).with_value(Some(str_bytes(value))).with_source(source as i8)];
+        e.synonyms = vec![DescribeConfigsSynonym::default()
+            .with_name(str_bytes(name))
+            .with_value(Some(str_bytes(value)))
+            .with_source(source as i8)];
     }
     e
 }
 
-pub fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let topics = shard.topics();
     let mut results = Vec::new();
     for res in r.resources {
-        let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
-        let mut out = DescribeConfigsResult::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
+        let wanted = |name: &str| {
+            res.configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
         match res.resource_type {
             RESOURCE_TOPIC => match topics.get(&res.resource_name) {
                 Some(t) => {
@@ -79,7 +151,10 @@ pub fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DescribeConfig
                 }
                 None => {
                     out.error_code = kerr::UNKNOWN_TOPIC_OR_PARTITION;
-                    out.error_message = Some(str_bytes(&format!("Topic {} does not exist", res.resource_name.as_str())));
+                    out.error_message = Some(str_bytes(&format!(
+                        "Topic {} does not exist",
+                        res.resource_name.as_str()
+                    )));
                 }
             },
             RESOURCE_BROKER => {

@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+use sluice_codec::kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use sluice_codec::kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -10,7 +12,11 @@ use super::{join_all, str_bytes, topic_name};
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
     let topics = shard.topics();
     // (topic name, partition, id) to describe.
     let mut wanted: Vec<(String, i32, [u8; 16])> = Vec::new();
@@ -23,7 +29,12 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: Describe
         Some(list) => {
             for lt in list {
                 if let Some(t) = topics.get(&lt.topic.0) {
-                    wanted.extend(lt.partitions.iter().filter(|&&p| p >= 0 && p < t.partitions).map(|&p| (t.name.clone(), p, t.id)));
+                    wanted.extend(
+                        lt.partitions
+                            .iter()
+                            .filter(|&&p| p >= 0 && p < t.partitions)
+                            .map(|&p| (t.name.clone(), p, t.id)),
+                    );
                 }
             }
         }
@@ -32,20 +43,32 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: Describe
         .iter()
         .map(|(_, p, id)| {
             let shard = shard.clone();
-            let req = PartitionRequest { topic_id: *id, partition: *p, op: PartitionOp::Describe };
+            let req = PartitionRequest {
+                topic_id: *id,
+                partition: *p,
+                op: PartitionOp::Describe,
+            };
             async move { shard.partition_call(req, None).await.0 }
         })
         .collect();
     let replies = join_all(futs).await;
     let mut by_topic: Vec<DescribeLogDirsTopic> = Vec::new();
     for ((name, p, _), reply) in wanted.into_iter().zip(replies) {
-        let part = DescribeLogDirsPartition::default().with_partition_index(p).with_partition_size(reply.size).with_offset_lag(0);
+        let part = DescribeLogDirsPartition::default()
+            .with_partition_index(p)
+            .with_partition_size(reply.size)
+            .with_offset_lag(0);
         match by_topic.iter_mut().find(|t| t.name.0.as_str() == name) {
             Some(t) => t.partitions.push(part),
-            None => by_topic.push(DescribeLogDirsTopic::default().with_name(topic_name(&name)).with_partitions(vec![part])),
+            None => by_topic.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_partitions(vec![part]),
+            ),
         }
     }
-    let dir = std::fs::canonicalize(&shard.config.data_dir).unwrap_or_else(|_| shard.config.data_dir.clone());
+    let dir = std::fs::canonicalize(&shard.config.data_dir)
+        .unwrap_or_else(|_| shard.config.data_dir.clone());
     let (total, usable) = disk_space(&dir);
     DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(&dir.to_string_lossy()))
@@ -56,7 +79,9 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: Describe
 
 fn disk_space(dir: &std::path::Path) -> (i64, i64) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (-1, -1) };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return (-1, -1);
+    };
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {

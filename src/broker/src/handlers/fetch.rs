@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::channels::local_channel;
 use indexmap::IndexMap;
-use sluice_codec::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use sluice_codec::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use sluice_codec::RequestHeaderInfo;
 
@@ -67,7 +69,12 @@ pub struct FetchSessions {
 impl FetchSessions {
     fn create(&mut self, partitions: IndexMap<Key, Wanted>, now: Instant) -> i32 {
         if self.sessions.len() >= FETCH_SESSIONS_MAX {
-            let stale = self.sessions.iter().filter(|(_, s)| now - s.last_used > FETCH_SESSION_IDLE).map(|(id, _)| *id).next();
+            let stale = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| now - s.last_used > FETCH_SESSION_IDLE)
+                .map(|(id, _)| *id)
+                .next();
             match stale {
                 Some(id) => {
                     self.sessions.remove(&id);
@@ -84,7 +91,14 @@ impl FetchSessions {
                 break;
             }
         }
-        self.sessions.insert(self.next_id, Session { epoch: 1, partitions, last_used: now });
+        self.sessions.insert(
+            self.next_id,
+            Session {
+                epoch: 1,
+                partitions,
+                last_used: now,
+            },
+        );
         self.next_id
     }
 }
@@ -138,55 +152,66 @@ fn wanted_from_request(r: &FetchRequest, by_id: bool) -> IndexMap<Key, Wanted> {
     out
 }
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: FetchRequest,
+) -> FetchResponse {
     let by_id = h.api_version >= 13;
     let now = Instant::now();
     // Which partitions to read, and the session (if any) the answer belongs to.
-    let (wanted, session_id, incremental) = if h.api_version < 7 || (r.session_id == 0 && r.session_epoch == FINAL_EPOCH) {
-        (wanted_from_request(&r, by_id), 0, false)
-    } else if r.session_epoch == INITIAL_EPOCH || r.session_epoch == FINAL_EPOCH {
-        // A new full session (an old one named here is replaced), or a full sessionless fetch
-        // that closes the named session.
-        let mut sessions = shard.fetch_sessions.borrow_mut();
-        if r.session_id != 0 {
-            sessions.sessions.remove(&r.session_id);
-        }
-        let wanted = wanted_from_request(&r, by_id);
-        let id = if r.session_epoch == INITIAL_EPOCH { sessions.create(wanted.clone(), now) } else { 0 };
-        (wanted, id, false)
-    } else {
-        let mut sessions = shard.fetch_sessions.borrow_mut();
-        let Some(session) = sessions.sessions.get_mut(&r.session_id) else {
-            return FetchResponse::default().with_error_code(kerr::FETCH_SESSION_ID_NOT_FOUND);
+    let (wanted, session_id, incremental) =
+        if h.api_version < 7 || (r.session_id == 0 && r.session_epoch == FINAL_EPOCH) {
+            (wanted_from_request(&r, by_id), 0, false)
+        } else if r.session_epoch == INITIAL_EPOCH || r.session_epoch == FINAL_EPOCH {
+            // A new full session (an old one named here is replaced), or a full sessionless fetch
+            // that closes the named session.
+            let mut sessions = shard.fetch_sessions.borrow_mut();
+            if r.session_id != 0 {
+                sessions.sessions.remove(&r.session_id);
+            }
+            let wanted = wanted_from_request(&r, by_id);
+            let id = if r.session_epoch == INITIAL_EPOCH {
+                sessions.create(wanted.clone(), now)
+            } else {
+                0
+            };
+            (wanted, id, false)
+        } else {
+            let mut sessions = shard.fetch_sessions.borrow_mut();
+            let Some(session) = sessions.sessions.get_mut(&r.session_id) else {
+                return FetchResponse::default().with_error_code(kerr::FETCH_SESSION_ID_NOT_FOUND);
+            };
+            if session.epoch != r.session_epoch {
+                return FetchResponse::default().with_error_code(kerr::INVALID_FETCH_SESSION_EPOCH);
+            }
+            for (key, w) in wanted_from_request(&r, by_id) {
+                match session.partitions.get_mut(&key) {
+                    Some(existing) => {
+                        existing.fetch_offset = w.fetch_offset;
+                        existing.partition_max_bytes = w.partition_max_bytes;
+                        existing.current_leader_epoch = w.current_leader_epoch;
+                    }
+                    None => {
+                        session.partitions.insert(key, w);
+                    }
+                }
+            }
+            for ft in &r.forgotten_topics_data {
+                for &p in &ft.partitions {
+                    session
+                        .partitions
+                        .shift_remove(&key_of(&ft.topic, ft.topic_id, p, by_id));
+                }
+            }
+            if session.partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
+                sessions.sessions.remove(&r.session_id);
+                return FetchResponse::default().with_error_code(kerr::INVALID_REQUEST);
+            }
+            session.epoch = session.epoch.wrapping_add(1).max(1);
+            session.last_used = now;
+            (session.partitions.clone(), r.session_id, true)
         };
-        if session.epoch != r.session_epoch {
-            return FetchResponse::default().with_error_code(kerr::INVALID_FETCH_SESSION_EPOCH);
-        }
-        for (key, w) in wanted_from_request(&r, by_id) {
-            match session.partitions.get_mut(&key) {
-                Some(existing) => {
-                    existing.fetch_offset = w.fetch_offset;
-                    existing.partition_max_bytes = w.partition_max_bytes;
-                    existing.current_leader_epoch = w.current_leader_epoch;
-                }
-                None => {
-                    session.partitions.insert(key, w);
-                }
-            }
-        }
-        for ft in &r.forgotten_topics_data {
-            for &p in &ft.partitions {
-                session.partitions.shift_remove(&key_of(&ft.topic, ft.topic_id, p, by_id));
-            }
-        }
-        if session.partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
-            sessions.sessions.remove(&r.session_id);
-            return FetchResponse::default().with_error_code(kerr::INVALID_REQUEST);
-        }
-        session.epoch = session.epoch.wrapping_add(1).max(1);
-        session.last_used = now;
-        (session.partitions.clone(), r.session_id, true)
-    };
 
     let results = fetch_partitions(shard, h, &r, &wanted, now).await;
 
@@ -205,11 +230,21 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequ
         updates.push((key.clone(), pd.high_watermark, pd.log_start_offset));
         match responses.last_mut() {
             Some(t) if t.topic == w.topic && t.topic_id == w.topic_id => t.partitions.push(pd),
-            _ => responses.push(FetchableTopicResponse::default().with_topic(w.topic.clone()).with_topic_id(w.topic_id).with_partitions(vec![pd])),
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(w.topic.clone())
+                    .with_topic_id(w.topic_id)
+                    .with_partitions(vec![pd]),
+            ),
         }
     }
     if session_id != 0 {
-        if let Some(s) = shard.fetch_sessions.borrow_mut().sessions.get_mut(&session_id) {
+        if let Some(s) = shard
+            .fetch_sessions
+            .borrow_mut()
+            .sessions
+            .get_mut(&session_id)
+        {
             for (key, hw, start) in updates {
                 if let Some(p) = s.partitions.get_mut(&key) {
                     p.last_high_watermark = hw;
@@ -218,7 +253,9 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: FetchRequ
             }
         }
     }
-    FetchResponse::default().with_session_id(session_id).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(responses)
 }
 
 /// Reads the partitions (long-polling as the request allows) and returns one
@@ -246,10 +283,18 @@ async fn fetch_partitions(
             .with_log_start_offset(-1)
             .with_preferred_read_replica(BrokerId(-1))
             .with_records(Some(Bytes::new()));
-        let record = if by_id { topics.get_by_id(w.topic_id.as_bytes()) } else { topics.get(&w.topic.0) };
+        let record = if by_id {
+            topics.get_by_id(w.topic_id.as_bytes())
+        } else {
+            topics.get(&w.topic.0)
+        };
         let req = match record {
             None => {
-                pd.error_code = if by_id { kerr::UNKNOWN_TOPIC_ID } else { kerr::UNKNOWN_TOPIC_OR_PARTITION };
+                pd.error_code = if by_id {
+                    kerr::UNKNOWN_TOPIC_ID
+                } else {
+                    kerr::UNKNOWN_TOPIC_OR_PARTITION
+                };
                 None
             }
             Some(t) if w.partition < 0 || w.partition >= t.partitions => {
@@ -264,7 +309,10 @@ async fn fetch_partitions(
             Some(t) => Some(PartitionRequest {
                 topic_id: t.id,
                 partition: w.partition,
-                op: PartitionOp::Fetch { offset: w.fetch_offset, max_bytes: w.partition_max_bytes },
+                op: PartitionOp::Fetch {
+                    offset: w.fetch_offset,
+                    max_bytes: w.partition_max_bytes,
+                },
             }),
         };
         out.push(pd);
@@ -285,14 +333,21 @@ async fn fetch_partitions(
         let mut waits = Vec::new();
         for ((pd, req), w) in out.iter_mut().zip(&reqs).zip(wanted.values()) {
             let Some(req) = req else { continue };
-            let (reply, records): (PartitionReply, Option<Bytes>) = results.next().expect("one result per request");
+            let (reply, records): (PartitionReply, Option<Bytes>) =
+                results.next().expect("one result per request");
             pd.error_code = reply.error_code;
             pd.high_watermark = reply.high_watermark;
             // No transactions yet: the last stable offset is the high watermark.
             pd.last_stable_offset = reply.high_watermark;
             pd.log_start_offset = reply.log_start_offset;
-            pd.aborted_transactions = if read_committed { Some(Vec::new()) } else { None };
-            let budget = max_bytes.saturating_sub(total).min(w.partition_max_bytes.max(0) as usize);
+            pd.aborted_transactions = if read_committed {
+                Some(Vec::new())
+            } else {
+                None
+            };
+            let budget = max_bytes
+                .saturating_sub(total)
+                .min(w.partition_max_bytes.max(0) as usize);
             let records = cut_to_budget(records.unwrap_or_default(), budget, total == 0);
             total += records.len();
             if records.is_empty() && reply.error_code == kerr::NONE {
@@ -311,7 +366,13 @@ async fn fetch_partitions(
         for (req, offset) in waits {
             let shard = shard.clone();
             let tx = tx.clone();
-            let wait = PartitionRequest { op: PartitionOp::WaitForData { offset, max_wait_ms: remaining.as_millis() as u32 }, ..req };
+            let wait = PartitionRequest {
+                op: PartitionOp::WaitForData {
+                    offset,
+                    max_wait_ms: remaining.as_millis() as u32,
+                },
+                ..req
+            };
             glommio::spawn_local(async move {
                 shard.partition_call(wait, None).await;
                 let _ = tx.try_send(());

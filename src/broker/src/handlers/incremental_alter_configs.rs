@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use sluice_codec::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use sluice_codec::kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use sluice_codec::kafka_protocol::messages::{
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use sluice_codec::RequestHeaderInfo;
 
 use super::alter_configs::check_broker_config;
@@ -22,23 +24,44 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
 /// Applies the operations to a copy of `current`.
-fn apply(current: &BTreeMap<String, String>, ops: &[AlterableConfig], default_of: impl Fn(&str) -> Option<String>) -> Result<BTreeMap<String, String>, ConfigProblem> {
+fn apply(
+    current: &BTreeMap<String, String>,
+    ops: &[AlterableConfig],
+    default_of: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, ConfigProblem> {
     let mut next = current.clone();
     for op in ops {
         let name = op.name.to_string();
         let value = op.value.as_ref().map(|v| v.to_string());
         match op.config_operation {
             OP_SET => {
-                let v = value.ok_or_else(|| ConfigProblem::Invalid { name: name.clone(), value: "null".into() })?;
+                let v = value.ok_or_else(|| ConfigProblem::Invalid {
+                    name: name.clone(),
+                    value: "null".into(),
+                })?;
                 next.insert(name, v);
             }
             OP_DELETE => {
                 next.remove(&name);
             }
             OP_APPEND | OP_SUBTRACT => {
-                let base = next.get(&name).cloned().or_else(|| default_of(&name)).unwrap_or_default();
-                let mut items: Vec<String> = base.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-                for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let base = next
+                    .get(&name)
+                    .cloned()
+                    .or_else(|| default_of(&name))
+                    .unwrap_or_default();
+                let mut items: Vec<String> = base
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                for v in value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
                     if op.config_operation == OP_APPEND {
                         if !items.iter().any(|i| i == v) {
                             items.push(v.to_string());
@@ -49,13 +72,22 @@ fn apply(current: &BTreeMap<String, String>, ops: &[AlterableConfig], default_of
                 }
                 next.insert(name, items.join(","));
             }
-            other => return Err(ConfigProblem::Invalid { name, value: format!("operation {other}") }),
+            other => {
+                return Err(ConfigProblem::Invalid {
+                    name,
+                    value: format!("operation {other}"),
+                })
+            }
         }
     }
     Ok(next)
 }
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let Some(controller) = &shard.controller else {
         return IncrementalAlterConfigsResponse::default();
     };
@@ -64,9 +96,16 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: Incremen
         let outcome = match res.resource_type {
             RESOURCE_TOPIC => {
                 controller
-                    .alter_topic_configs(shard, res.resource_name.to_string(), r.validate_only, |cur| {
-                        apply(cur, &res.configs, |n| topic_config_key(n).map(|k| k.default.to_string()))
-                    })
+                    .alter_topic_configs(
+                        shard,
+                        res.resource_name.to_string(),
+                        r.validate_only,
+                        |cur| {
+                            apply(cur, &res.configs, |n| {
+                                topic_config_key(n).map(|k| k.default.to_string())
+                            })
+                        },
+                    )
                     .await
             }
             RESOURCE_BROKER => {
@@ -80,9 +119,14 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: Incremen
                     })
                     .await
             }
-            other => Err((kerr::INVALID_REQUEST, format!("unsupported resource type {other}"))),
+            other => Err((
+                kerr::INVALID_REQUEST,
+                format!("unsupported resource type {other}"),
+            )),
         };
-        let mut resp = AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name);
+        let mut resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
         if let Err((code, msg)) = outcome {
             resp.error_code = code;
             resp.error_message = Some(str_bytes(&msg));

@@ -3,21 +3,33 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use sluice_codec::kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+};
 use sluice_codec::RequestHeaderInfo;
 
 use crate::kerr;
 use crate::shard::BrokerShard;
 
-pub fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: InitProducerIdRequest) -> InitProducerIdResponse {
-    let base = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1).with_ongoing_txn_producer_id(ProducerId(-1)).with_ongoing_txn_producer_epoch(-1);
+pub fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let base = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+        .with_ongoing_txn_producer_id(ProducerId(-1))
+        .with_ongoing_txn_producer_epoch(-1);
     if r.transactional_id.is_some() {
         // No transaction coordinator yet.
         return base.with_error_code(kerr::COORDINATOR_NOT_AVAILABLE);
     }
     // An idempotent producer that already has an id may ask for an epoch bump.
     if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
-        return base.with_producer_id(r.producer_id).with_producer_epoch(r.producer_epoch + 1);
+        return base
+            .with_producer_id(r.producer_id)
+            .with_producer_epoch(r.producer_epoch + 1);
     }
     match shard.shared().producer_ids.next() {
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),

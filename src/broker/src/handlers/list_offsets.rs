@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use sluice_codec::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use sluice_codec::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -12,7 +14,11 @@ use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let topics = shard.topics();
     let mut out = Vec::with_capacity(r.topics.len());
     let mut slots = Vec::new();
@@ -21,10 +27,20 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ListOffse
         let record = topics.get(&t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let mut resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1).with_leader_epoch(-1);
+            let mut resp = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(-1);
             match record {
                 Some(rec) if p.partition_index >= 0 && p.partition_index < rec.partitions => {
-                    let req = PartitionRequest { topic_id: rec.id, partition: p.partition_index, op: PartitionOp::ListOffset { timestamp: p.timestamp } };
+                    let req = PartitionRequest {
+                        topic_id: rec.id,
+                        partition: p.partition_index,
+                        op: PartitionOp::ListOffset {
+                            timestamp: p.timestamp,
+                        },
+                    };
                     let shard = shard.clone();
                     slots.push((ti, pi));
                     futs.push(async move { shard.partition_call(req, None).await.0 });
@@ -33,7 +49,11 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ListOffse
             }
             parts.push(resp);
         }
-        out.push(ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(parts));
+        out.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts),
+        );
     }
     for ((ti, pi), reply) in slots.into_iter().zip(join_all(futs).await) {
         let p = &mut out[ti].partitions[pi];
@@ -41,7 +61,11 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ListOffse
         p.offset = reply.base_offset;
         p.timestamp = reply.timestamp;
         // leader_epoch exists from v4; older versions must leave it unset.
-        p.leader_epoch = if h.api_version >= 4 { reply.leader_epoch } else { -1 };
+        p.leader_epoch = if h.api_version >= 4 {
+            reply.leader_epoch
+        } else {
+            -1
+        };
     }
     ListOffsetsResponse::default().with_topics(out)
 }

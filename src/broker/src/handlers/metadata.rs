@@ -44,7 +44,11 @@ fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
         .with_topic_authorized_operations(OPS_NOT_REQUESTED)
 }
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: MetadataRequest,
+) -> MetadataResponse {
     let topics = shard.topics();
     let mut entries = Vec::new();
     match &r.topics {
@@ -55,7 +59,8 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: MetadataR
         }
         Some(list) => {
             // Auto-create first (one controller round trip for all missing names).
-            let allow = shard.config.auto_create_topics && (h.api_version < 4 || r.allow_auto_topic_creation);
+            let allow = shard.config.auto_create_topics
+                && (h.api_version < 4 || r.allow_auto_topic_creation);
             if allow {
                 let missing: Vec<String> = list
                     .iter()
@@ -76,7 +81,9 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: MetadataR
                     Some(t) => topic_entry(shard, t),
                     None => {
                         let code = match &req.name {
-                            Some(n) if validate_topic_name(n).is_err() => kerr::INVALID_TOPIC_EXCEPTION,
+                            Some(n) if validate_topic_name(n).is_err() => {
+                                kerr::INVALID_TOPIC_EXCEPTION
+                            }
                             Some(_) => kerr::UNKNOWN_TOPIC_OR_PARTITION,
                             None => kerr::UNKNOWN_TOPIC_ID,
                         };

@@ -68,10 +68,19 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
 
 /// Encodes a response for `header`'s API version.
 pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
-    match frame_response(header.correlation_id, header.response_header_version(), body, header.api_version) {
+    match frame_response(
+        header.correlation_id,
+        header.response_header_version(),
+        body,
+        header.api_version,
+    ) {
         Ok(b) => Outcome::Respond(b),
         Err(e) => {
-            log::error!("encoding {:?} v{} response: {e}", header.api_key, header.api_version);
+            log::error!(
+                "encoding {:?} v{} response: {e}",
+                header.api_key,
+                header.api_version
+            );
             Outcome::Close
         }
     }
@@ -87,14 +96,22 @@ pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
         RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
         RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
         RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
-        RequestKind::CreatePartitions(r) => respond(h, &create_partitions::handle(shard, h, r).await),
+        RequestKind::CreatePartitions(r) => {
+            respond(h, &create_partitions::handle(shard, h, r).await)
+        }
         RequestKind::DeleteRecords(r) => respond(h, &delete_records::handle(shard, h, r).await),
         RequestKind::InitProducerId(r) => respond(h, &init_producer_id::handle(shard, h, r)),
-        RequestKind::OffsetForLeaderEpoch(r) => respond(h, &offset_for_leader_epoch::handle(shard, h, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            respond(h, &offset_for_leader_epoch::handle(shard, h, r).await)
+        }
         RequestKind::DescribeConfigs(r) => respond(h, &describe_configs::handle(shard, h, r)),
         RequestKind::AlterConfigs(r) => respond(h, &alter_configs::handle(shard, h, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => respond(h, &incremental_alter_configs::handle(shard, h, r).await),
-        RequestKind::DescribeLogDirs(r) => respond(h, &describe_log_dirs::handle(shard, h, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond(h, &incremental_alter_configs::handle(shard, h, r).await)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            respond(h, &describe_log_dirs::handle(shard, h, r).await)
+        }
         RequestKind::DescribeCluster(r) => respond(h, &describe_cluster::handle(shard, h, r)),
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.

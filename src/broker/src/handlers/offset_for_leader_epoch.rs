@@ -3,8 +3,12 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
-use sluice_codec::kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use sluice_codec::kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use sluice_codec::kafka_protocol::messages::{
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
@@ -12,7 +16,11 @@ use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    _h: &RequestHeaderInfo,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = shard.topics();
     let mut out = Vec::new();
     let mut slots = Vec::new();
@@ -21,13 +29,22 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: OffsetFo
         let record = topics.get(&t.topic.0);
         let mut parts = Vec::new();
         for (pi, p) in t.partitions.iter().enumerate() {
-            let mut e = EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
+            let mut e = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
             match record {
                 Some(rec) if p.partition >= 0 && p.partition < rec.partitions => {
                     if p.current_leader_epoch > 0 {
                         e.error_code = kerr::UNKNOWN_LEADER_EPOCH;
                     } else {
-                        let req = PartitionRequest { topic_id: rec.id, partition: p.partition, op: PartitionOp::EpochEndOffset { epoch: p.leader_epoch } };
+                        let req = PartitionRequest {
+                            topic_id: rec.id,
+                            partition: p.partition,
+                            op: PartitionOp::EpochEndOffset {
+                                epoch: p.leader_epoch,
+                            },
+                        };
                         let shard = shard.clone();
                         slots.push((ti, pi));
                         futs.push(async move { shard.partition_call(req, None).await.0 });
@@ -37,7 +54,11 @@ pub async fn handle(shard: &Rc<BrokerShard>, _h: &RequestHeaderInfo, r: OffsetFo
             }
             parts.push(e);
         }
-        out.push(OffsetForLeaderTopicResult::default().with_topic(t.topic.clone()).with_partitions(parts));
+        out.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(parts),
+        );
     }
     for ((ti, pi), reply) in slots.into_iter().zip(join_all(futs).await) {
         let e = &mut out[ti].partitions[pi];

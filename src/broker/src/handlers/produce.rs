@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use sluice_codec::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use sluice_codec::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
 use sluice_codec::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_codec::RequestHeaderInfo;
 
@@ -16,7 +18,7 @@ use crate::shard::BrokerShard;
 pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRequest) -> Outcome {
     let acks = r.acks;
     let topics = shard.topics();
-    let early_error = if !matches!(acks, -1 | 0 | 1) {
+    let early_error = if !matches!(acks, -1..=1) {
         Some(kerr::INVALID_REQUIRED_ACKS)
     } else if r.transactional_id.is_some() {
         // Transactions arrive with a later milestone; refuse rather than store unmanaged data.
@@ -37,16 +39,29 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let mut resp = PartitionProduceResponse::default().with_index(pd.index).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1);
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
             let code = match (early_error, record) {
                 (Some(code), _) => Some(code),
-                (None, None) => Some(if h.api_version >= 13 { kerr::UNKNOWN_TOPIC_ID } else { kerr::UNKNOWN_TOPIC_OR_PARTITION }),
-                (None, Some(t)) if pd.index < 0 || pd.index >= t.partitions => Some(kerr::UNKNOWN_TOPIC_OR_PARTITION),
+                (None, None) => Some(if h.api_version >= 13 {
+                    kerr::UNKNOWN_TOPIC_ID
+                } else {
+                    kerr::UNKNOWN_TOPIC_OR_PARTITION
+                }),
+                (None, Some(t)) if pd.index < 0 || pd.index >= t.partitions => {
+                    Some(kerr::UNKNOWN_TOPIC_OR_PARTITION)
+                }
                 (None, Some(t)) => {
                     let req = PartitionRequest {
                         topic_id: t.id,
                         partition: pd.index,
-                        op: PartitionOp::Produce { acks, timeout_ms: r.timeout_ms },
+                        op: PartitionOp::Produce {
+                            acks,
+                            timeout_ms: r.timeout_ms,
+                        },
                     };
                     let shard = shard.clone();
                     let records = pd.records;
@@ -60,7 +75,12 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
             }
             parts.push(resp);
         }
-        responses.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(td.topic_id).with_partition_responses(parts));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(parts),
+        );
     }
     let replies = join_all(futs).await;
     for ((ti, pi), reply) in slots.into_iter().zip(replies) {

@@ -1,0 +1,234 @@
+//! Bad input over real TCP: malformed frames, oversized size prefixes, unknown API keys,
+//! unsupported versions and corrupt record batches get a Kafka error code or a clean close,
+//! and the broker keeps serving other connections.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use sluice_tests::Broker;
+
+fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A request header v1 (api key, version, correlation id, client id "t").
+fn header(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&api_key.to_be_bytes());
+    h.extend_from_slice(&version.to_be_bytes());
+    h.extend_from_slice(&correlation.to_be_bytes());
+    h.extend_from_slice(&1i16.to_be_bytes());
+    h.push(b't');
+    h
+}
+
+/// Reads one response frame; `None` if the broker closed the connection.
+fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let len = i32::from_be_bytes(len);
+    assert!((4..=16 << 20).contains(&len), "response size {len}");
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// True once the peer has closed (read returns 0 or an error).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// ApiVersions v0 works: the broker is still serving.
+fn assert_serving(broker: &Broker) {
+    let mut s = connect(broker);
+    s.write_all(&frame(&header(18, 0, 77))).unwrap();
+    let resp = read_response(&mut s).expect("ApiVersions answered");
+    assert_eq!(i32::from_be_bytes(resp[0..4].try_into().unwrap()), 77);
+    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().unwrap()), 0, "error code");
+}
+
+#[test]
+fn malformed_frames_close_cleanly_and_broker_keeps_serving() {
+    let broker = Broker::start();
+
+    // A size prefix far over the request limit: closed before anything is allocated.
+    let mut s = connect(&broker);
+    s.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert!(closed(&mut s), "oversized request must close the connection");
+
+    // A negative size prefix.
+    let mut s = connect(&broker);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+
+    // An unknown API key.
+    let mut s = connect(&broker);
+    s.write_all(&frame(&header(9999, 0, 1))).unwrap();
+    assert!(closed(&mut s), "unknown api key closes");
+
+    // A truncated header.
+    let mut s = connect(&broker);
+    s.write_all(&frame(&[0, 3])).unwrap();
+    assert!(closed(&mut s));
+
+    // A Metadata v1 request whose topic array claims two billion entries.
+    let mut s = connect(&broker);
+    let mut body = header(3, 1, 5);
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    s.write_all(&frame(&body)).unwrap();
+    assert!(closed(&mut s), "absurd array count closes");
+
+    // Random garbage in many shapes.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..200 {
+        let mut s = connect(&broker);
+        let len = 1 + (round * 7) % 300;
+        let mut body = Vec::with_capacity(len);
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            body.push(seed as u8);
+        }
+        let _ = s.write_all(&frame(&body));
+        // Either an answer or a close; never a hang (read timeout is 10 s).
+        let _ = read_response(&mut s);
+    }
+    assert_serving(&broker);
+}
+
+#[test]
+fn api_versions_of_unknown_version_gets_v0_fallback() {
+    let broker = Broker::start();
+    let mut s = connect(&broker);
+    // Version 99 with a flexible-looking header: the broker must still answer in v0 form.
+    s.write_all(&frame(&header(18, 99, 4242))).unwrap();
+    let resp = read_response(&mut s).expect("fallback response");
+    assert_eq!(i32::from_be_bytes(resp[0..4].try_into().unwrap()), 4242);
+    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().unwrap()), 35, "UNSUPPORTED_VERSION");
+    let count = i32::from_be_bytes(resp[6..10].try_into().unwrap());
+    assert!(count >= 10, "api list of {count} entries");
+    // An unsupported version of another API closes the connection.
+    let mut s = connect(&broker);
+    s.write_all(&frame(&header(0, 1, 9))).unwrap();
+    assert!(closed(&mut s));
+    assert_serving(&broker);
+}
+
+/// Produce v3 of one batch to `topic`/0 with acks=-1; returns the partition error code.
+fn produce_raw(s: &mut TcpStream, topic: &str, batch: &[u8]) -> i16 {
+    let mut body = header(0, 3, 11);
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks
+    body.extend_from_slice(&5000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    s.write_all(&frame(&body)).unwrap();
+    let resp = read_response(s).expect("produce answered");
+    // correlation(4) topics(4) name(2+n) partitions(4) index(4) error(2)
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    i16::from_be_bytes(resp[at..at + 2].try_into().unwrap())
+}
+
+/// A valid magic-2 batch of one record (value "v"), CRC32C computed here.
+fn batch() -> Vec<u8> {
+    let record: Vec<u8> = vec![
+        14,   // length 7 (zigzag varint)
+        0,    // attributes
+        0,    // timestamp delta
+        0,    // offset delta
+        1,    // key length -1 (zigzag)
+        2,    // value length 1
+        b'v', // value
+        0,    // headers count
+    ];
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&0i32.to_be_bytes()); // length, patched below
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&1i64.to_be_bytes()); // base timestamp
+    b.extend_from_slice(&1i64.to_be_bytes()); // max timestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records count
+    b.extend_from_slice(&record);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Bitwise CRC32C (Castagnoli), enough for a test batch.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
+    let broker = Broker::start();
+    // Auto-create the topic with a Metadata v1 request naming it.
+    let mut s = connect(&broker);
+    let mut md = header(3, 1, 1);
+    md.extend_from_slice(&1i32.to_be_bytes());
+    md.extend_from_slice(&(3i16).to_be_bytes());
+    md.extend_from_slice(b"bad");
+    s.write_all(&frame(&md)).unwrap();
+    read_response(&mut s).expect("metadata");
+
+    assert_eq!(produce_raw(&mut s, "bad", &batch()), 0, "a valid batch is stored");
+    let mut flipped = batch();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0x40;
+    assert_eq!(produce_raw(&mut s, "bad", &flipped), 2, "CRC mismatch → CORRUPT_MESSAGE");
+    let mut magic1 = batch();
+    magic1[16] = 1;
+    assert_eq!(produce_raw(&mut s, "bad", &magic1), 2, "wrong magic → CORRUPT_MESSAGE");
+    let truncated = &batch()[..40];
+    assert_eq!(produce_raw(&mut s, "bad", truncated), 2, "truncated batch");
+    assert_eq!(produce_raw(&mut s, "bad", &batch()), 0);
+    // Offsets: the two good batches are 0 and 1; nothing from the bad ones was kept.
+    let mut lo = header(2, 1, 3);
+    lo.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    lo.extend_from_slice(&1i32.to_be_bytes());
+    lo.extend_from_slice(&3i16.to_be_bytes());
+    lo.extend_from_slice(b"bad");
+    lo.extend_from_slice(&1i32.to_be_bytes());
+    lo.extend_from_slice(&0i32.to_be_bytes()); // partition
+    lo.extend_from_slice(&(-1i64).to_be_bytes()); // latest
+    s.write_all(&frame(&lo)).unwrap();
+    let resp = read_response(&mut s).expect("list offsets");
+    // correlation(4) topics(4) name(2+3) partitions(4) index(4) error(2) timestamp(8) offset(8)
+    let at = 4 + 4 + 5 + 4 + 4;
+    assert_eq!(i16::from_be_bytes(resp[at..at + 2].try_into().unwrap()), 0);
+    let offset = i64::from_be_bytes(resp[at + 10..at + 18].try_into().unwrap());
+    assert_eq!(offset, 2, "latest offset after two good batches");
+    assert_serving(&broker);
+}
