@@ -268,6 +268,13 @@ impl<S: Storage> PartitionLog<S> {
             .create_dir_all(&dir)
             .await
             .map_err(|e| StorageError::io("create", &dir, e))?;
+        // The partition directory's own entry must survive a crash too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .await
+                .map_err(|e| StorageError::io("fsync dir", parent, e))?;
+        }
         let names = storage
             .list_dir(&dir)
             .await
