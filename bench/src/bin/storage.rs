@@ -474,11 +474,6 @@ async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
     r.raw_context_depth = raw_write(&ctx, &st, &plan.work.join("raw-seq-qd"), b, CONTEXT_DEPTH, &plan).await?;
     eprintln!("[4/6] raw 4 KiB write + fdatasync ({secs} s)");
     r.raw_sync = raw_sync(&st, &plan.work.join("raw-sync"), &plan).await?;
-    if std::env::var_os("EXP").is_some() {
-        let (st2, p2, plan2) = (st.clone(), plan.work.join("raw-sync2"), plan.clone());
-        let x = ctx.spawn_produce(async move { raw_sync(&st2, &p2, &plan2).await }).map_err(err("spawn"))?.await?;
-        eprintln!("EXP produce-queue raw sync: total p50 {} p99 {} ; sync p50 {} mean {}", ms(x.total.p50_ns), ms(x.total.p99_ns), ms(x.sync.p50_ns), ms(x.sync.mean_ns as u64));
-    }
     eprintln!("[5/6] log append throughput, {} batches, {} in flight ({secs} s)", size_label(b), plan.inflight);
     r.log_tput = log_throughput(&ctx, &plan).await?;
     eprintln!("[6/6] log durable-append latency, {} batches ({secs} s)", size_label(SMALL_BATCH_BYTES));

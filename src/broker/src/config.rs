@@ -37,6 +37,8 @@ pub struct BrokerConfig {
     pub pin: bool,
     /// Memory for each shard's batch cache.
     pub batch_cache_bytes: usize,
+    /// `offsets.topic.num.partitions`
+    pub offsets_topic_partitions: i32,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +55,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_millis(300_000),
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,
+            offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }
 }

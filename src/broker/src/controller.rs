@@ -311,6 +311,6 @@ fn check_new_topic(table: &topics::TopicTable, req: &NewTopic, num_partitions: i
         id: topics::new_topic_id(),
         partitions,
         configs: req.configs.clone(),
-        internal: req.name.starts_with("__"),
+        internal: req.name == crate::groups::OFFSETS_TOPIC || req.name == "__transaction_state",
     })
 }

@@ -512,11 +512,27 @@ impl BrokerShard {
         if let Some(c) = &self.controller {
             let topics = names
                 .into_iter()
-                .map(|name| crate::controller::NewTopic {
-                    name,
-                    partitions: -1,
-                    replication_factor: -1,
-                    configs: Default::default(),
+                .map(|name| {
+                    if name == crate::groups::OFFSETS_TOPIC {
+                        // Kafka's offsets.topic.* defaults: compacted, its own partition count.
+                        let configs = [
+                            ("cleanup.policy".to_string(), "compact".to_string()),
+                            ("segment.bytes".to_string(), crate::groups::OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
+                        ];
+                        crate::controller::NewTopic {
+                            name,
+                            partitions: self.config.offsets_topic_partitions,
+                            replication_factor: -1,
+                            configs: configs.into_iter().collect(),
+                        }
+                    } else {
+                        crate::controller::NewTopic {
+                            name,
+                            partitions: -1,
+                            replication_factor: -1,
+                            configs: Default::default(),
+                        }
+                    }
                 })
                 .collect();
             for (name, r) in c.create_topics(self, topics, false).await {

@@ -1,0 +1,100 @@
+//! Where consumer groups live: the internal `__consumer_offsets` topic, the partition (and so
+//! the shard) that owns each group, and the record-batch encoding of coordinator records.
+
+use bytes::{Bytes, BytesMut};
+use sluice_codec::kafka_protocol::protocol::StrBytes;
+use sluice_codec::kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// The internal topic that stores group metadata and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's `offsets.topic.num.partitions` default.
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
+/// `offsets.topic.segment.bytes` default (100 MiB; compaction keeps it small later).
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
+
+/// Java's `String.hashCode` over UTF-16 code units, as Kafka uses for group placement.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The `__consumer_offsets` partition of a group (Kafka's `Utils.abs(hash) % partitions`).
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    (java_string_hash(group_id) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Encodes coordinator records (key, value or tombstone) as one uncompressed batch, ready
+/// for the log (which assigns the offsets).
+pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(k.clone()),
+            value: v.clone(),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encoding in-memory records cannot fail");
+    buf.freeze()
+}
+
+/// Decodes every (key, value) record of a run of batches (replay on start).
+pub fn decode_records(mut batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut out = Vec::new();
+    while !batches.is_empty() {
+        match sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut batches) {
+            Ok(set) => {
+                for r in set.records {
+                    if let Some(k) = r.key {
+                        out.push((k, r.value));
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("undecodable batch in {OFFSETS_TOPIC}: {e}");
+                break;
+            }
+        }
+    }
+    out
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_hash_matches_known_values() {
+        // "hello".hashCode() == 99162322; "" → 0; a negative one.
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert!((0..50).contains(&partition_for("my-group", 50)));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = vec![(Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))), (Bytes::from_static(b"k2"), None)];
+        let batch = encode_records(&recs, 5);
+        assert_eq!(decode_records(batch), recs);
+    }
+}
