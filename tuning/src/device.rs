@@ -31,6 +31,8 @@ pub struct Mount {
 /// Where the data dir lives.
 #[derive(Debug, Clone)]
 pub struct DataDevice {
+    /// The data dir as asked for.
+    pub requested: String,
     /// The directory actually stat'ed (the data dir, or its nearest existing ancestor).
     pub probed: String,
     pub dev: Option<(u32, u32)>,
@@ -64,8 +66,13 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -131,6 +138,7 @@ pub fn data_device<H: Host + ?Sized>(host: &H, dir: &str) -> DataDevice {
         Some(d) => block_dev(host, d, mount.as_ref()).and_then(|d| disks_of(host, d)),
     };
     DataDevice {
+        requested: dir.to_string(),
         probed,
         dev,
         mount,
@@ -148,7 +156,10 @@ fn block_dev<H: Host + ?Sized>(
         return Ok(dev);
     }
     let Some(m) = mount else {
-        return Err(format!("{}:{} is not a block device and no mount matches", dev.0, dev.1));
+        return Err(format!(
+            "{}:{} is not a block device and no mount matches",
+            dev.0, dev.1
+        ));
     };
     if m.source.starts_with("/dev/") {
         if let Some(r) = host.rdev_of(&m.source) {
@@ -230,7 +241,11 @@ pub fn parse_interrupts(text: &str) -> (usize, Vec<IrqLine>) {
     let mut lines = text.lines();
     let ncpu = lines
         .next()
-        .map(|h| h.split_whitespace().filter(|w| w.starts_with("CPU")).count())
+        .map(|h| {
+            h.split_whitespace()
+                .filter(|w| w.starts_with("CPU"))
+                .count()
+        })
         .unwrap_or(0);
     let irqs = lines
         .filter_map(|line| {
@@ -270,7 +285,10 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
     for part in s.split(',') {
         let part = part.trim();
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?),
+            Some((a, b)) => (
+                a.trim().parse::<usize>().ok()?,
+                b.trim().parse::<usize>().ok()?,
+            ),
             None => {
                 let v = part.parse::<usize>().ok()?;
                 (v, v)
@@ -331,6 +349,13 @@ fn name_matches(name: &str, hint: &str) -> bool {
             .is_some_and(|c| c.is_ascii_digit())
 }
 
+/// "nvme0q0": the admin queue of controller nvme0.
+fn is_nvme_admin_queue(name: &str) -> bool {
+    name.strip_prefix("nvme")
+        .and_then(|r| r.strip_suffix("q0"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The IRQs of the device whose sysfs directory is `dev_sys` (a disk's or NIC's `device`
 /// link, canonicalised). Prefers the PCI function's `msi_irqs/` (exact); falls back to
 /// /proc/interrupts names that start with one of `hints`.
@@ -371,8 +396,9 @@ pub fn device_irqs<H: Host + ?Sized>(
     };
     lines
         .into_iter()
-        // virtio's "-config" vector only signals configuration changes; it is never on the I/O path.
-        .filter(|l| !l.name.ends_with("-config"))
+        // virtio's "-config" vector only signals configuration changes and NVMe's queue 0 only
+        // carries admin commands; neither is on the I/O path.
+        .filter(|l| !l.name.ends_with("-config") && !is_nvme_admin_queue(&l.name))
         .map(|l| Irq {
             line: l.clone(),
             affinity: host
@@ -412,13 +438,22 @@ mod tests {
         assert_eq!(m[0].dev, (254, 0));
         assert_eq!(m[1].mount_point, "/my dir");
         assert_eq!(m[1].fs_type, "btrfs");
-        assert_eq!(mount_of(&m, "/my dir/x", Some((0, 27))).unwrap().source, "/dev/sda2");
-        assert_eq!(mount_of(&m, "/work", Some((254, 0))).unwrap().mount_point, "/");
+        assert_eq!(
+            mount_of(&m, "/my dir/x", Some((0, 27))).unwrap().source,
+            "/dev/sda2"
+        );
+        assert_eq!(
+            mount_of(&m, "/work", Some((254, 0))).unwrap().mount_point,
+            "/"
+        );
     }
 
     #[test]
     fn cpu_lists_round_trip() {
-        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
         assert_eq!(format_cpu_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
         assert_eq!(parse_cpu_list(""), Some(vec![]));
         assert_eq!(parse_cpu_list("3-1"), None);
@@ -450,13 +485,25 @@ mod tests {
         assert!(!name_matches("virtio10-req.0", "virtio1"));
         assert!(name_matches("eth0-TxRx-3", "eth0"));
         assert!(!name_matches("x", ""));
+        assert!(is_nvme_admin_queue("nvme0q0"));
+        assert!(!is_nvme_admin_queue("nvme0q10"));
+        assert!(!is_nvme_admin_queue("nvmeq0"));
     }
 
     fn partitioned() -> FakeHost {
         let mut h = FakeHost::new()
-            .link("/sys/dev/block/259:1", "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p1")
-            .file("/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p1/partition", "1")
-            .file("/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/queue/scheduler", "[none]")
+            .link(
+                "/sys/dev/block/259:1",
+                "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p1",
+            )
+            .file(
+                "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p1/partition",
+                "1",
+            )
+            .file(
+                "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/queue/scheduler",
+                "[none]",
+            )
             .file("/data/x", "");
         h.devs.insert("/data".into(), (259, 1));
         h
@@ -479,25 +526,39 @@ mod tests {
             .link("/sys/dev/block/253:0", "/sys/devices/virtual/block/dm-0")
             .file("/sys/devices/virtual/block/dm-0/queue/scheduler", "none")
             .file("/sys/devices/virtual/block/dm-0/slaves/sda2", "")
-            .link("/sys/class/block/sda2", "/sys/devices/pci/host0/block/sda/sda2")
+            .link(
+                "/sys/class/block/sda2",
+                "/sys/devices/pci/host0/block/sda/sda2",
+            )
             .file("/sys/devices/pci/host0/block/sda/sda2/partition", "2")
-            .file("/sys/devices/pci/host0/block/sda/queue/scheduler", "[mq-deadline] none");
+            .file(
+                "/sys/devices/pci/host0/block/sda/queue/scheduler",
+                "[mq-deadline] none",
+            );
         h.devs.insert("/srv".into(), (253, 0));
         let disks = data_device(&h, "/srv").disks.unwrap();
-        assert_eq!(disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["dm-0", "sda"]);
+        assert_eq!(
+            disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["dm-0", "sda"]
+        );
         assert_eq!(disks[1].via, "under dm-0, partition sda2");
     }
 
     #[test]
     fn anonymous_device_goes_through_mountinfo_or_reports() {
-        let mut h = FakeHost::new()
-            .file("/proc/self/mountinfo", "1 0 0:31 / / rw - overlay overlay rw\n");
+        let mut h = FakeHost::new().file(
+            "/proc/self/mountinfo",
+            "1 0 0:31 / / rw - overlay overlay rw\n",
+        );
         h.devs.insert("/".into(), (0, 31));
         let d = data_device(&h, "/");
         assert!(d.disks.unwrap_err().contains("overlay"));
 
         let mut h = FakeHost::new()
-            .file("/proc/self/mountinfo", "1 0 0:31 / / rw - btrfs /dev/sda2 rw\n")
+            .file(
+                "/proc/self/mountinfo",
+                "1 0 0:31 / / rw - btrfs /dev/sda2 rw\n",
+            )
             .link("/sys/dev/block/8:2", "/sys/devices/x/block/sda/sda2")
             .file("/sys/devices/x/block/sda/sda2/partition", "2");
         h.devs.insert("/".into(), (0, 31));
@@ -525,7 +586,12 @@ mod tests {
             .file("/sys/devices/pci0000:00/0000:00:02.0/virtio1/vendor", "")
             .file("/proc/irq/36/smp_affinity_list", "0-1\n")
             .file("/proc/irq/36/effective_affinity_list", "1\n");
-        let irqs = device_irqs(&h, Some("/sys/devices/pci0000:00/0000:00:02.0/virtio1"), &[], &table);
+        let irqs = device_irqs(
+            &h,
+            Some("/sys/devices/pci0000:00/0000:00:02.0/virtio1"),
+            &[],
+            &table,
+        );
         assert_eq!(irqs.len(), 1, "config vector dropped");
         assert_eq!(irqs[0].affinity, Some(vec![0, 1]));
         assert_eq!(irqs[0].effective, Some(vec![1]));

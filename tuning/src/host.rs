@@ -100,9 +100,7 @@ impl Host for RealHost {
     fn rdev_of(&self, path: &str) -> Option<(u32, u32)> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let m = std::fs::metadata(path).ok()?;
-        m.file_type()
-            .is_block_device()
-            .then(|| split_dev(m.rdev()))
+        m.file_type().is_block_device().then(|| split_dev(m.rdev()))
     }
 
     fn exists(&self, path: &str) -> bool {
@@ -123,6 +121,8 @@ impl Host for RealHost {
             if v == libc::RLIM_INFINITY {
                 Limit::Infinite
             } else {
+                // rlim_t is u64 on Linux; the conversion keeps other targets compiling.
+                #[allow(clippy::unnecessary_cast)]
                 Limit::Bytes(v as u64)
             }
         };
@@ -356,7 +356,10 @@ mod tests {
             .link("/sys/block/sda", "/sys/devices/pci/block/sda")
             .link("/sys/class/net/eth0", "/sys/devices/pci/net/eth0")
             .file("/sys/devices/pci/net/eth0/address", "aa");
-        assert_eq!(h.read("/sys/block/sda/queue/scheduler").as_deref(), Some("x"));
+        assert_eq!(
+            h.read("/sys/block/sda/queue/scheduler").as_deref(),
+            Some("x")
+        );
         assert_eq!(
             h.canonicalize("/sys/block/sda/queue/../queue").as_deref(),
             Some("/sys/devices/pci/block/sda/queue")

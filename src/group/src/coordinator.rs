@@ -1,0 +1,956 @@
+//! `GroupCoordinator`: the groups of one or more `__consumer_offsets` partitions, driven by
+//! typed requests, `tick`s and replayed records; every call returns the `Effect`s to perform.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use sluice_codec::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use sluice_codec::kafka_protocol::messages::describe_groups_response::{
+    DescribedGroup, DescribedGroupMember,
+};
+use sluice_codec::kafka_protocol::messages::leave_group_response::MemberResponse;
+use sluice_codec::kafka_protocol::messages::list_groups_response::ListedGroup;
+use sluice_codec::kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use sluice_codec::kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use sluice_codec::kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use sluice_codec::kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, TopicName,
+};
+
+use crate::effect::{Effect, Record, RequestCtx, Response};
+use crate::error::{code, GroupError};
+use crate::group::{
+    join_error, sb, sync_response, ClassicGroup, ClassicState, Group, GroupKind, JoinArgs, Out,
+    CONSUMER_PROTOCOL_TYPE,
+};
+use crate::records::{
+    decode_group_metadata_value, decode_key, decode_offset_commit_value, group_metadata_key,
+    offset_commit_key, offset_commit_value, OffsetCommitValue, RecordKey,
+};
+
+/// Members per group (Kafka's `group.max.size` is unbounded by default; a bound keeps one
+/// group from taking the shard's memory). Joins beyond it get GROUP_MAX_SIZE_REACHED.
+pub const GROUP_MEMBERS_MAX: usize = 5_000;
+/// Groups per coordinator. A new group beyond it is refused with COORDINATOR_NOT_AVAILABLE
+/// (retriable: empty groups expire and free room).
+pub const GROUPS_MAX: usize = 100_000;
+/// Bytes of one member's join metadata (all protocols) or assignment. Kafka has no direct
+/// limit but fails the group record append when it is too large and answers
+/// UNKNOWN_SERVER_ERROR; we refuse such joins (and leader assignments) up front with that code.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
+/// Protocols one member may offer in a JoinGroup (clients send one per assignor).
+pub const MEMBER_PROTOCOLS_MAX: usize = 64;
+/// `offset.metadata.max.bytes`: longer commit metadata gets OFFSET_METADATA_TOO_LARGE.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Default `group.min.session.timeout.ms`.
+pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
+/// Default `group.max.session.timeout.ms`.
+pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+/// Default `group.initial.rebalance.delay.ms`.
+pub const INITIAL_REBALANCE_DELAY_MS: i32 = 3_000;
+/// Kafka's fixed new-member join timeout (5 minutes).
+pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
+/// Default `offsets.retention.minutes` (7 days), in ms.
+pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Default `offsets.retention.check.interval.ms`.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
+/// Default `offsets.topic.num.partitions`.
+pub const OFFSETS_TOPIC_PARTITIONS: i32 = 50;
+
+/// OffsetCommit v2-v4 `retention_time_ms` meaning "use the broker's retention".
+const DEFAULT_RETENTION_TIME: i64 = -1;
+/// DescribeGroups' `authorized_operations` when not requested.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// Coordinator settings (Kafka broker configs of the same meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub initial_rebalance_delay_ms: i32,
+    pub new_member_join_timeout_ms: i64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    pub group_max_size: usize,
+    pub groups_max: usize,
+    pub member_metadata_max_bytes: usize,
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: SESSION_TIMEOUT_MIN_MS,
+            max_session_timeout_ms: SESSION_TIMEOUT_MAX_MS,
+            initial_rebalance_delay_ms: INITIAL_REBALANCE_DELAY_MS,
+            new_member_join_timeout_ms: NEW_MEMBER_JOIN_TIMEOUT_MS,
+            offsets_retention_ms: OFFSETS_RETENTION_MS,
+            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS,
+            group_max_size: GROUP_MEMBERS_MAX,
+            groups_max: GROUPS_MAX,
+            member_metadata_max_bytes: MEMBER_METADATA_BYTES_MAX,
+            offset_metadata_max_bytes: OFFSET_METADATA_BYTES_MAX,
+        }
+    }
+}
+
+/// The consumer-group coordinator for the groups of the `__consumer_offsets` partitions
+/// this instance was given. Sans-IO: see the crate docs for how to drive it.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: IndexMap<String, Group>,
+    /// Earliest tick the driver has been asked for and not yet run.
+    tick_hint: Option<i64>,
+    next_retention_check_ms: Option<i64>,
+}
+
+type Partitions = Vec<(String, Vec<i32>)>;
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator { config, groups: IndexMap::new(), tick_hint: None, next_retention_check_ms: None }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Finish a call: turn the earliest new deadline into a `ScheduleTick` if the driver does
+    /// not already hold an earlier one.
+    fn finish(&mut self, mut out: Out, now_ms: i64) -> Vec<Effect> {
+        if self.next_retention_check_ms.is_none() {
+            let at = now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1));
+            self.next_retention_check_ms = Some(at);
+            out.wake(at);
+        }
+        if let Some(at) = out.wake_at {
+            if self.tick_hint.is_none_or(|h| at < h) {
+                self.tick_hint = Some(at);
+                out.effects.push(Effect::ScheduleTick { at_ms: at });
+            }
+        }
+        out.effects
+    }
+
+    /// Earliest deadline any group or the retention check waits for.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let groups = self.groups.values().filter_map(|g| match &g.kind {
+            GroupKind::Classic(c) => c.next_deadline(),
+        });
+        groups.chain(self.next_retention_check_ms).min()
+    }
+
+    // ---- introspection (for the driver's metrics and tests) -------------------------------
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn group_state(&self, group_id: &str) -> Option<ClassicState> {
+        self.groups.get(group_id).map(|g| match &g.kind {
+            GroupKind::Classic(c) => c.state,
+        })
+    }
+
+    pub fn generation(&self, group_id: &str) -> Option<i32> {
+        self.groups.get(group_id).map(|g| match &g.kind {
+            GroupKind::Classic(c) => c.generation,
+        })
+    }
+
+    /// Member ids of a group, in join order.
+    pub fn members(&self, group_id: &str) -> Vec<String> {
+        match self.groups.get(group_id).map(|g| &g.kind) {
+            Some(GroupKind::Classic(c)) => c.members.keys().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<&OffsetCommitValue> {
+        self.groups.get(group_id)?.offsets.get(&(topic.to_owned(), partition))
+    }
+
+    // ---- JoinGroup ------------------------------------------------------------------------
+
+    pub fn join_group(&mut self, ctx: RequestCtx<'_>, req: JoinGroupRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let gid = req.group_id.0.as_str().to_owned();
+        self.join_inner(ctx, req, &mut out);
+        self.persist_if_emptied(&gid, &mut out);
+        self.finish(out, ctx.now_ms)
+    }
+
+    fn join_inner(&mut self, ctx: RequestCtx<'_>, req: JoinGroupRequest, out: &mut Out) {
+        let v = ctx.api_version;
+        let member_id = req.member_id.as_str().to_owned();
+        let fail = |out: &mut Out, c: i16| {
+            out.reply(ctx.token, Response::JoinGroup(join_error(c, &member_id, v)));
+        };
+        let gid = req.group_id.0.as_str();
+        if gid.is_empty() {
+            return fail(out, code::INVALID_GROUP_ID);
+        }
+        let cfg = &self.config;
+        if req.session_timeout_ms < cfg.min_session_timeout_ms
+            || req.session_timeout_ms > cfg.max_session_timeout_ms
+        {
+            return fail(out, code::INVALID_SESSION_TIMEOUT);
+        }
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        let rebalance_timeout_ms =
+            if v == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms.max(0) };
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let metadata_bytes: usize =
+            req.protocols.iter().map(|p| p.name.len() + p.metadata.len()).sum();
+        if req.protocols.len() > MEMBER_PROTOCOLS_MAX || metadata_bytes > cfg.member_metadata_max_bytes {
+            return fail(out, code::UNKNOWN_SERVER_ERROR);
+        }
+        if !self.groups.contains_key(gid) {
+            if !member_id.is_empty() {
+                return fail(out, code::UNKNOWN_MEMBER_ID);
+            }
+            if self.groups.len() >= self.config.groups_max {
+                return fail(out, code::COORDINATOR_NOT_AVAILABLE);
+            }
+            self.groups.insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
+        }
+        let cfg = &self.config;
+        let Some(group) = self.groups.get_mut(gid) else { return };
+        let GroupKind::Classic(c) = &mut group.kind;
+        if c.state == ClassicState::Dead {
+            return fail(out, code::COORDINATOR_NOT_AVAILABLE);
+        }
+        // Duplicate protocol names: keep the first, as Kafka's LinkedHashMap-free list would
+        // make the second unreachable anyway.
+        let mut seen = HashSet::new();
+        let protocols: Vec<(String, Bytes)> = req
+            .protocols
+            .iter()
+            .filter(|p| seen.insert(p.name.as_str().to_owned()))
+            .map(|p| (p.name.as_str().to_owned(), p.metadata.clone()))
+            .collect();
+        if !c.supports_protocols(req.protocol_type.as_str(), &protocols) {
+            return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let args = JoinArgs {
+            token: ctx.token,
+            version: v,
+            now_ms: ctx.now_ms,
+            client_id: ctx.client_id,
+            client_host: ctx.client_host,
+            instance_id: req.group_instance_id.as_ref().map(|s| s.as_str().to_owned()),
+            session_timeout_ms: req.session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type: req.protocol_type.as_str().to_owned(),
+            protocols,
+        };
+        if member_id.is_empty() {
+            c.join_unknown_member(&group.id, cfg, args, out);
+        } else {
+            c.join_known_member(&group.id, cfg, &member_id, args, out);
+        }
+    }
+
+    fn persist_if_emptied(&mut self, gid: &str, out: &mut Out) {
+        if let Some(record) = self.groups.get_mut(gid).and_then(take_emptied_record) {
+            out.effects.push(Effect::Persist(vec![record]));
+        }
+    }
+
+    // ---- SyncGroup ------------------------------------------------------------------------
+
+    pub fn sync_group(&mut self, ctx: RequestCtx<'_>, req: SyncGroupRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let cfg = &self.config;
+        let member_id = req.member_id.as_str();
+        match self.groups.get_mut(req.group_id.0.as_str()) {
+            None => {
+                let r = sync_response(code::UNKNOWN_MEMBER_ID, &ClassicGroup::new(ctx.now_ms), Bytes::new());
+                out.reply(ctx.token, Response::SyncGroup(r));
+            }
+            Some(group) => {
+                let GroupKind::Classic(c) = &mut group.kind;
+                let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+                let error = if c.state == ClassicState::Dead {
+                    code::COORDINATOR_NOT_AVAILABLE
+                } else if c.is_static_fenced(instance, member_id) {
+                    code::FENCED_INSTANCE_ID
+                } else if !c.members.contains_key(member_id) {
+                    code::UNKNOWN_MEMBER_ID
+                } else if req.generation_id != c.generation {
+                    code::ILLEGAL_GENERATION
+                } else if req.protocol_type.as_ref().is_some_and(|t| Some(t.as_str()) != c.protocol_type.as_deref())
+                    || req.protocol_name.as_ref().is_some_and(|n| Some(n.as_str()) != c.protocol_name.as_deref())
+                {
+                    code::INCONSISTENT_GROUP_PROTOCOL
+                } else {
+                    code::NONE
+                };
+                if error != code::NONE {
+                    out.reply(ctx.token, Response::SyncGroup(sync_response(error, c, Bytes::new())));
+                } else {
+                    let assignments = req
+                        .assignments
+                        .into_iter()
+                        .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
+                        .collect();
+                    c.sync(&group.id, cfg, member_id, ctx.token, ctx.api_version, assignments, ctx.now_ms, &mut out);
+                }
+            }
+        }
+        self.persist_if_emptied(req.group_id.0.as_str(), &mut out);
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- Heartbeat ------------------------------------------------------------------------
+
+    pub fn heartbeat(&mut self, ctx: RequestCtx<'_>, req: HeartbeatRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let member_id = req.member_id.as_str();
+        let error = match self.groups.get_mut(req.group_id.0.as_str()) {
+            None => code::UNKNOWN_MEMBER_ID,
+            Some(group) => {
+                let GroupKind::Classic(c) = &mut group.kind;
+                let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+                if c.state == ClassicState::Dead {
+                    code::COORDINATOR_NOT_AVAILABLE
+                } else if c.is_static_fenced(instance, member_id) {
+                    code::FENCED_INSTANCE_ID
+                } else if !c.members.contains_key(member_id) {
+                    code::UNKNOWN_MEMBER_ID
+                } else if req.generation_id != c.generation {
+                    code::ILLEGAL_GENERATION
+                } else {
+                    let state = c.state;
+                    if let Some(m) = c.members.get_mut(member_id) {
+                        m.heartbeat_deadline_ms =
+                            ctx.now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+                    }
+                    match state {
+                        ClassicState::Empty => code::UNKNOWN_MEMBER_ID,
+                        ClassicState::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+                        ClassicState::CompletingRebalance | ClassicState::Stable => code::NONE,
+                        ClassicState::Dead => code::COORDINATOR_NOT_AVAILABLE,
+                    }
+                }
+            }
+        };
+        let mut r = HeartbeatResponse::default();
+        r.error_code = error;
+        out.reply(ctx.token, Response::Heartbeat(r));
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- LeaveGroup -----------------------------------------------------------------------
+
+    pub fn leave_group(&mut self, ctx: RequestCtx<'_>, req: LeaveGroupRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let batched = ctx.api_version >= 3;
+        let leaving: Vec<(String, Option<String>)> = if batched {
+            req.members
+                .iter()
+                .map(|m| (m.member_id.as_str().to_owned(), m.group_instance_id.as_ref().map(|s| s.as_str().to_owned())))
+                .collect()
+        } else {
+            vec![(req.member_id.as_str().to_owned(), None)]
+        };
+        let cfg = &self.config;
+        let mut results = Vec::with_capacity(leaving.len());
+        let mut top = code::NONE;
+        match self.groups.get_mut(req.group_id.0.as_str()) {
+            None => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
+            Some(group) => {
+                let GroupKind::Classic(c) = &mut group.kind;
+                if c.state == ClassicState::Dead {
+                    top = code::COORDINATOR_NOT_AVAILABLE;
+                }
+                for (member_id, instance) in &leaving {
+                    if top != code::NONE {
+                        break;
+                    }
+                    let err = if member_id.is_empty() {
+                        // Admin removal of a static member by instance id (KIP-345).
+                        match instance.as_ref().and_then(|i| c.static_members.get(i)).cloned() {
+                            Some(current) => {
+                                c.remove_member_and_update(cfg, &current, ctx.now_ms, &mut out);
+                                code::NONE
+                            }
+                            None => code::UNKNOWN_MEMBER_ID,
+                        }
+                    } else if c.pending_members.contains_key(member_id) {
+                        c.remove_pending_member(member_id, ctx.now_ms, &mut out);
+                        code::NONE
+                    } else if c.is_static_fenced(instance.as_deref(), member_id) {
+                        code::FENCED_INSTANCE_ID
+                    } else if !c.members.contains_key(member_id) {
+                        code::UNKNOWN_MEMBER_ID
+                    } else {
+                        c.remove_member_and_update(cfg, member_id, ctx.now_ms, &mut out);
+                        code::NONE
+                    };
+                    results.push(err);
+                }
+            }
+        }
+        let mut r = LeaveGroupResponse::default();
+        if batched {
+            r.error_code = top;
+            r.members = leaving
+                .iter()
+                .zip(results.iter().copied().chain(std::iter::repeat(top)))
+                .map(|((id, inst), err)| {
+                    let mut m = MemberResponse::default();
+                    m.member_id = sb(id);
+                    m.group_instance_id = inst.as_deref().map(sb);
+                    m.error_code = err;
+                    m
+                })
+                .collect();
+        } else {
+            r.error_code = if top != code::NONE { top } else { results.first().copied().unwrap_or(code::NONE) };
+        }
+        out.reply(ctx.token, Response::LeaveGroup(r));
+        self.persist_if_emptied(req.group_id.0.as_str(), &mut out);
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- OffsetCommit ---------------------------------------------------------------------
+
+    /// Validate a commit against the group (Kafka's `ClassicGroup.validateOffsetCommit`);
+    /// creates a simple group for generation < 0 commits to an unknown group.
+    fn validate_commit(&mut self, ctx: &RequestCtx<'_>, req: &OffsetCommitRequest) -> i16 {
+        let gid = req.group_id.0.as_str();
+        if gid.is_empty() {
+            return code::INVALID_GROUP_ID;
+        }
+        let generation = req.generation_id_or_member_epoch;
+        let member_id = req.member_id.as_str();
+        let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+        if !self.groups.contains_key(gid) {
+            if generation >= 0 {
+                // Kafka 4: v9+ names the problem; older clients expect ILLEGAL_GENERATION.
+                return if ctx.api_version >= 9 { code::GROUP_ID_NOT_FOUND } else { code::ILLEGAL_GENERATION };
+            }
+            if self.groups.len() >= self.config.groups_max {
+                return code::COORDINATOR_NOT_AVAILABLE;
+            }
+            // A group used only to store offsets (`assign()` consumers, admin tools).
+            self.groups.insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
+            return code::NONE;
+        }
+        let Some(group) = self.groups.get_mut(gid) else { return code::COORDINATOR_NOT_AVAILABLE };
+        let GroupKind::Classic(c) = &mut group.kind;
+        if c.state == ClassicState::Dead {
+            return code::COORDINATOR_NOT_AVAILABLE;
+        }
+        if generation < 0 && c.state == ClassicState::Empty {
+            return code::NONE;
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            if let Some(inst) = instance {
+                match c.static_members.get(inst) {
+                    None => return code::UNKNOWN_MEMBER_ID,
+                    Some(current) if current != member_id => return code::FENCED_INSTANCE_ID,
+                    Some(_) => {}
+                }
+            }
+            let Some(m) = c.members.get_mut(member_id) else { return code::UNKNOWN_MEMBER_ID };
+            if generation != c.generation {
+                return code::ILLEGAL_GENERATION;
+            }
+            // A commit from a live member proves it alive, as a heartbeat does.
+            m.heartbeat_deadline_ms = ctx.now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+        } else {
+            return code::UNKNOWN_MEMBER_ID;
+        }
+        if c.state == ClassicState::CompletingRebalance {
+            return code::REBALANCE_IN_PROGRESS;
+        }
+        code::NONE
+    }
+
+    pub fn offset_commit(&mut self, ctx: RequestCtx<'_>, req: OffsetCommitRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let group_error = self.validate_commit(&ctx, &req);
+        let gid = req.group_id.0.as_str();
+        let expire_timestamp = if (2..=4).contains(&ctx.api_version) && req.retention_time_ms != DEFAULT_RETENTION_TIME {
+            Some(ctx.now_ms.saturating_add(req.retention_time_ms.max(0)))
+        } else {
+            None
+        };
+        let metadata_max = self.config.offset_metadata_max_bytes;
+        let mut records: Vec<Record> = Vec::new();
+        let mut topics = Vec::with_capacity(req.topics.len());
+        let mut group = if group_error == code::NONE { self.groups.get_mut(gid) } else { None };
+        for t in &req.topics {
+            let topic = t.name.0.as_str();
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.topic_id = t.topic_id;
+            for p in &t.partitions {
+                let mut rp = OffsetCommitResponsePartition::default();
+                rp.partition_index = p.partition_index;
+                let metadata = p.committed_metadata.as_ref().map(|m| m.as_str()).unwrap_or("");
+                rp.error_code = match group.as_deref_mut() {
+                    None => if group_error == code::NONE { code::COORDINATOR_NOT_AVAILABLE } else { group_error },
+                    Some(_) if metadata.len() > metadata_max => code::OFFSET_METADATA_TOO_LARGE,
+                    Some(g) => {
+                        let value = OffsetCommitValue {
+                            offset: p.committed_offset,
+                            leader_epoch: if ctx.api_version >= 6 { p.committed_leader_epoch } else { -1 },
+                            metadata: metadata.to_owned(),
+                            commit_timestamp: ctx.now_ms,
+                            expire_timestamp,
+                        };
+                        records.push((offset_commit_key(gid, topic, p.partition_index), Some(offset_commit_value(&value))));
+                        g.offsets.insert((topic.to_owned(), p.partition_index), value);
+                        code::NONE
+                    }
+                };
+                rt.partitions.push(rp);
+            }
+            topics.push(rt);
+        }
+        let mut r = OffsetCommitResponse::default();
+        r.topics = topics;
+        if records.is_empty() {
+            out.reply(ctx.token, Response::OffsetCommit(r));
+        } else {
+            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::OffsetCommit(r))] });
+        }
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- OffsetFetch ----------------------------------------------------------------------
+
+    /// Committed offsets of `gid` for `topics` (`None` = every committed partition).
+    fn fetch_offsets(&self, gid: &str, topics: Option<Partitions>) -> Vec<(String, Vec<(i32, Option<&OffsetCommitValue>)>)> {
+        let group = self.groups.get(gid);
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let found = parts
+                        .into_iter()
+                        .map(|p| (p, group.and_then(|g| g.offsets.get(&(topic.clone(), p)))))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: IndexMap<&str, Vec<(i32, Option<&OffsetCommitValue>)>> = IndexMap::new();
+                if let Some(g) = group {
+                    for ((topic, p), v) in &g.offsets {
+                        by_topic.entry(topic.as_str()).or_default().push((*p, Some(v)));
+                    }
+                }
+                by_topic.into_iter().map(|(t, ps)| (t.to_owned(), ps)).collect()
+            }
+        }
+    }
+
+    pub fn offset_fetch(&mut self, ctx: RequestCtx<'_>, req: OffsetFetchRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let v = ctx.api_version;
+        let mut r = OffsetFetchResponse::default();
+        let no_metadata = || Some(sb(""));
+        if v >= 8 {
+            for g in &req.groups {
+                let gid = g.group_id.0.as_str();
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone())).collect()
+                });
+                let mut rg = OffsetFetchResponseGroup::default();
+                rg.group_id = g.group_id.clone();
+                for (topic, parts) in self.fetch_offsets(gid, topics) {
+                    let mut rt = OffsetFetchResponseTopics::default();
+                    rt.name = TopicName(sb(&topic));
+                    for (p, value) in parts {
+                        let mut rp = OffsetFetchResponsePartitions::default();
+                        rp.partition_index = p;
+                        rp.committed_offset = value.map_or(-1, |v| v.offset);
+                        rp.committed_leader_epoch = value.map_or(-1, |v| v.leader_epoch);
+                        rp.metadata = value.map_or_else(no_metadata, |v| Some(sb(&v.metadata)));
+                        rt.partitions.push(rp);
+                    }
+                    rg.topics.push(rt);
+                }
+                r.groups.push(rg);
+            }
+        } else {
+            let gid = req.group_id.0.as_str();
+            let topics = req.topics.as_ref().map(|ts| {
+                ts.iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone())).collect()
+            });
+            for (topic, parts) in self.fetch_offsets(gid, topics) {
+                let mut rt = OffsetFetchResponseTopic::default();
+                rt.name = TopicName(sb(&topic));
+                for (p, value) in parts {
+                    let mut rp = OffsetFetchResponsePartition::default();
+                    rp.partition_index = p;
+                    rp.committed_offset = value.map_or(-1, |v| v.offset);
+                    rp.committed_leader_epoch = value.map_or(-1, |v| v.leader_epoch);
+                    rp.metadata = value.map_or_else(no_metadata, |v| Some(sb(&v.metadata)));
+                    rt.partitions.push(rp);
+                }
+                r.topics.push(rt);
+            }
+        }
+        out.reply(ctx.token, Response::OffsetFetch(r));
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- OffsetDelete ---------------------------------------------------------------------
+
+    pub fn offset_delete(&mut self, ctx: RequestCtx<'_>, req: OffsetDeleteRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let gid = req.group_id.0.as_str();
+        let mut r = OffsetDeleteResponse::default();
+        let mut records = Vec::new();
+        match self.groups.get_mut(gid) {
+            None => r.error_code = code::GROUP_ID_NOT_FOUND,
+            Some(group) => {
+                let GroupKind::Classic(c) = &group.kind;
+                // Kafka: a non-empty "consumer" group protects the topics its members subscribe
+                // to (all of them when a subscription did not parse); any other non-empty
+                // group refuses outright.
+                let check: Result<bool, i16> = match c.state {
+                    ClassicState::Dead => Err(code::GROUP_ID_NOT_FOUND),
+                    ClassicState::Empty => Ok(false),
+                    _ if c.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => Ok(true),
+                    _ => Err(code::NON_EMPTY_GROUP),
+                };
+                let subscribed = c.subscribed_topics.clone();
+                match check {
+                    Err(e) => r.error_code = e,
+                    Ok(protect) => {
+                        for t in &req.topics {
+                            let topic = t.name.0.as_str();
+                            let is_protected = protect
+                                && subscribed.as_ref().is_none_or(|set| set.contains(topic));
+                            let mut rt = OffsetDeleteResponseTopic::default();
+                            rt.name = t.name.clone();
+                            for p in &t.partitions {
+                                let mut rp = OffsetDeleteResponsePartition::default();
+                                rp.partition_index = p.partition_index;
+                                if is_protected {
+                                    rp.error_code = code::GROUP_SUBSCRIBED_TO_TOPIC;
+                                } else if group.offsets.shift_remove(&(topic.to_owned(), p.partition_index)).is_some() {
+                                    records.push((offset_commit_key(gid, topic, p.partition_index), None));
+                                }
+                                rt.partitions.push(rp);
+                            }
+                            r.topics.push(rt);
+                        }
+                    }
+                }
+            }
+        }
+        if records.is_empty() {
+            out.reply(ctx.token, Response::OffsetDelete(r));
+        } else {
+            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::OffsetDelete(r))] });
+        }
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- DescribeGroups / ListGroups / DeleteGroups ---------------------------------------
+
+    /// Describe the requested groups this coordinator owns. The driver splits a request by
+    /// coordinator and concatenates the `groups` of the answers.
+    pub fn describe_groups(&mut self, ctx: RequestCtx<'_>, req: DescribeGroupsRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let mut r = DescribeGroupsResponse::default();
+        for gid in &req.groups {
+            let mut d = DescribedGroup::default();
+            d.group_id = gid.clone();
+            d.authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+            match self.groups.get(gid.0.as_str()) {
+                None => {
+                    d.group_state = sb(ClassicState::Dead.name());
+                    // KIP-1043: v6 reports a missing group as an error, older versions as Dead.
+                    if ctx.api_version >= 6 {
+                        d.error_code = code::GROUP_ID_NOT_FOUND;
+                        d.error_message = Some(sb(&format!("Group {} not found.", gid.0.as_str())));
+                    }
+                }
+                Some(group) => {
+                    let GroupKind::Classic(c) = &group.kind;
+                    d.group_state = sb(c.state.name());
+                    d.protocol_type = sb(c.protocol_type.as_deref().unwrap_or(""));
+                    let stable = c.state == ClassicState::Stable;
+                    // Metadata and assignments are only meaningful once the generation is
+                    // synced; Kafka shows them in Stable only.
+                    let protocol = c.protocol_name.as_deref().unwrap_or("");
+                    d.protocol_data = sb(if stable { protocol } else { "" });
+                    d.members = c
+                        .members
+                        .values()
+                        .map(|m| {
+                            let mut dm = DescribedGroupMember::default();
+                            dm.member_id = sb(&m.id);
+                            dm.group_instance_id = m.instance_id.as_deref().map(sb);
+                            dm.client_id = sb(&m.client_id);
+                            dm.client_host = sb(&m.client_host);
+                            if stable {
+                                dm.member_metadata = m.metadata_for(protocol);
+                                dm.member_assignment = m.assignment.clone();
+                            }
+                            dm
+                        })
+                        .collect();
+                }
+            }
+            r.groups.push(d);
+        }
+        out.reply(ctx.token, Response::DescribeGroups(r));
+        self.finish(out, ctx.now_ms)
+    }
+
+    /// List this coordinator's groups; the driver concatenates the answers of all of them.
+    /// States (v4+) and types (v5+) filters match case-insensitively, as Kafka's do.
+    pub fn list_groups(&mut self, ctx: RequestCtx<'_>, req: ListGroupsRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let mut r = ListGroupsResponse::default();
+        let states: Vec<&str> = if ctx.api_version >= 4 { req.states_filter.iter().map(|s| s.as_str()).collect() } else { Vec::new() };
+        let types: Vec<&str> = if ctx.api_version >= 5 { req.types_filter.iter().map(|s| s.as_str()).collect() } else { Vec::new() };
+        for group in self.groups.values() {
+            let GroupKind::Classic(c) = &group.kind;
+            let state = c.state.name();
+            let group_type = "classic";
+            if !states.is_empty() && !states.iter().any(|s| s.eq_ignore_ascii_case(state)) {
+                continue;
+            }
+            if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case(group_type)) {
+                continue;
+            }
+            let mut l = ListedGroup::default();
+            l.group_id = GroupId(sb(&group.id));
+            l.protocol_type = sb(c.protocol_type.as_deref().unwrap_or(""));
+            l.group_state = sb(state);
+            l.group_type = sb(group_type);
+            r.groups.push(l);
+        }
+        out.reply(ctx.token, Response::ListGroups(r));
+        self.finish(out, ctx.now_ms)
+    }
+
+    /// Delete empty groups with their offsets (tombstones); answered once those are durable.
+    pub fn delete_groups(&mut self, ctx: RequestCtx<'_>, req: DeleteGroupsRequest) -> Vec<Effect> {
+        let mut out = Out::default();
+        let mut r = DeleteGroupsResponse::default();
+        let mut records = Vec::new();
+        for gid in &req.groups_names {
+            let mut d = DeletableGroupResult::default();
+            d.group_id = gid.clone();
+            let id = gid.0.as_str();
+            d.error_code = match self.groups.get(id).map(|g| &g.kind) {
+                None | Some(GroupKind::Classic(ClassicGroup { state: ClassicState::Dead, .. })) => code::GROUP_ID_NOT_FOUND,
+                Some(GroupKind::Classic(c)) if c.state != ClassicState::Empty => code::NON_EMPTY_GROUP,
+                Some(_) => {
+                    if let Some(g) = self.groups.shift_remove(id) {
+                        records.extend(tombstones(&g));
+                    }
+                    code::NONE
+                }
+            };
+            r.results.push(d);
+        }
+        if records.is_empty() {
+            out.reply(ctx.token, Response::DeleteGroups(r));
+        } else {
+            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::DeleteGroups(r))] });
+        }
+        self.finish(out, ctx.now_ms)
+    }
+
+    // ---- time -----------------------------------------------------------------------------
+
+    /// Fire every deadline at or before `now_ms`: KIP-394 pending members, session timeouts,
+    /// the join timer (initial delay / rebalance timeout), the pending-sync timer and, every
+    /// `offsets_retention_check_interval_ms`, offset expiry and removal of empty groups.
+    /// Idempotent: ticking early or twice does nothing extra.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        let mut out = Out::default();
+        let cfg = &self.config;
+        for group in self.groups.values_mut() {
+            let GroupKind::Classic(c) = &mut group.kind;
+            c.tick(cfg, now_ms, &mut out);
+        }
+        let emptied: Vec<Record> = self.groups.values_mut().filter_map(take_emptied_record).collect();
+        if !emptied.is_empty() {
+            out.effects.push(Effect::Persist(emptied));
+        }
+        if self.next_retention_check_ms.is_some_and(|at| at <= now_ms) {
+            self.next_retention_check_ms = None;
+            self.expire(now_ms, &mut out);
+        }
+        // Everything the driver asked for up to now has run; schedule the next deadline.
+        self.tick_hint = None;
+        if let Some(next) = self.next_deadline() {
+            out.wake(next.max(now_ms.saturating_add(1)));
+        }
+        self.finish(out, now_ms)
+    }
+
+    /// Kafka's offset expiry (KIP-211) and removal of empty groups without offsets.
+    fn expire(&mut self, now_ms: i64, out: &mut Out) {
+        let retention = self.config.offsets_retention_ms;
+        let mut records = Vec::new();
+        let mut dead = Vec::new();
+        for group in self.groups.values_mut() {
+            let GroupKind::Classic(c) = &group.kind;
+            // Base of the retention clock per offset, or no expiry at all.
+            enum Base { StateChange(i64), Commit }
+            let (base, protected): (Option<Base>, Option<&HashSet<String>>) = match (c.protocol_type.as_deref(), c.state) {
+                // An empty group's offsets age from when it became empty.
+                (Some(_), ClassicState::Empty) if c.state_timestamp_ms >= 0 => (Some(Base::StateChange(c.state_timestamp_ms)), None),
+                (Some(_), ClassicState::Empty) => (Some(Base::Commit), None),
+                // A stable consumer group keeps offsets of topics it subscribes to.
+                (Some(CONSUMER_PROTOCOL_TYPE), ClassicState::Stable) if c.subscribed_topics.is_some() => {
+                    (Some(Base::Commit), c.subscribed_topics.as_ref())
+                }
+                // Offsets-only groups age per commit.
+                (None, _) => (Some(Base::Commit), None),
+                _ => (None, None),
+            };
+            if let Some(base) = base {
+                let gid = &group.id;
+                let expired: Vec<(String, i32)> = group
+                    .offsets
+                    .iter()
+                    .filter(|((topic, _), _)| !protected.is_some_and(|p| p.contains(topic)))
+                    .filter(|(_, v)| match v.expire_timestamp {
+                        Some(at) => now_ms >= at,
+                        None => {
+                            let from = match base { Base::StateChange(t) => t, Base::Commit => v.commit_timestamp };
+                            now_ms.saturating_sub(from) >= retention
+                        }
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for (topic, p) in expired {
+                    group.offsets.shift_remove(&(topic.clone(), p));
+                    records.push((offset_commit_key(gid, &topic, p), None));
+                }
+            }
+            let GroupKind::Classic(c) = &group.kind;
+            if c.state == ClassicState::Empty && group.offsets.is_empty() && c.pending_members.is_empty() {
+                dead.push(group.id.clone());
+            }
+        }
+        for id in dead {
+            if self.groups.shift_remove(&id).is_some() {
+                records.push((group_metadata_key(&id), None));
+            }
+        }
+        if !records.is_empty() {
+            out.effects.push(Effect::Persist(records));
+        }
+        let at = now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1));
+        self.next_retention_check_ms = Some(at);
+        out.wake(at);
+    }
+
+    // ---- recovery -------------------------------------------------------------------------
+
+    /// Apply one `__consumer_offsets` record (in log order) while loading. Records of kinds
+    /// this coordinator does not serve yet (KIP-848/share groups) are skipped with `Ok`;
+    /// undecodable ones return an error and change nothing. Call `finish_replay` after the
+    /// last record.
+    pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), GroupError> {
+        match decode_key(key)? {
+            RecordKey::OffsetCommit { group, topic, partition } => match value {
+                Some(v) => {
+                    let v = decode_offset_commit_value(v)?;
+                    let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(group, -1));
+                    g.offsets.insert((topic, partition), v);
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.offsets.shift_remove(&(topic, partition));
+                    }
+                }
+            },
+            RecordKey::GroupMetadata { group } => match value {
+                Some(v) => {
+                    let v = decode_group_metadata_value(v)?;
+                    let c = ClassicGroup::load(v);
+                    let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(group, -1));
+                    g.kind = GroupKind::Classic(c);
+                }
+                None => {
+                    // The group's metadata is gone; offsets without a tombstone yet still
+                    // belong to an (offsets-only) group, as in Kafka's loader.
+                    let keep = self.groups.get(&group).is_some_and(|g| !g.offsets.is_empty());
+                    if keep {
+                        if let Some(g) = self.groups.get_mut(&group) {
+                            g.kind = GroupKind::Classic(ClassicGroup::new(-1));
+                        }
+                    } else {
+                        self.groups.shift_remove(&group);
+                    }
+                }
+            },
+            RecordKey::Other { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// End of loading: loaded members get a full session timeout from now (they must
+    /// heartbeat or rejoin, as after a Kafka coordinator failover), and ticks are scheduled.
+    pub fn finish_replay(&mut self, now_ms: i64) -> Vec<Effect> {
+        for group in self.groups.values_mut() {
+            let GroupKind::Classic(c) = &mut group.kind;
+            if c.state_timestamp_ms < 0 {
+                // Offsets-only group or a v0/v1 record: age from load time.
+                c.state_timestamp_ms = now_ms;
+            }
+            for m in c.members.values_mut() {
+                m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+            }
+        }
+        let mut out = Out::default();
+        if let Some(next) = self.next_deadline() {
+            out.wake(next);
+        }
+        self.finish(out, now_ms)
+    }
+}
+
+/// The metadata record of a group whose rebalance just ended with no members, so a restart
+/// does not resurrect the members of its last stored generation (Kafka stores it too).
+fn take_emptied_record(g: &mut Group) -> Option<Record> {
+    let GroupKind::Classic(c) = &mut g.kind;
+    if std::mem::take(&mut c.emptied) {
+        Some(c.metadata_record(&g.id))
+    } else {
+        None
+    }
+}
+
+/// Tombstones for everything a group has stored.
+fn tombstones(g: &Group) -> Vec<Record> {
+    let mut records: Vec<Record> = g
+        .offsets
+        .keys()
+        .map(|(topic, p)| (offset_commit_key(&g.id, topic, *p), None))
+        .collect();
+    records.push((group_metadata_key(&g.id), None));
+    records
+}
