@@ -48,7 +48,13 @@ fn body_len(offset_delta: i64, key: Option<usize>, value: usize) -> usize {
     1 + 1 + varint_len(offset_delta) + key_bytes + varint_len(value as i64) + value + 1
 }
 
-fn put_record(out: &mut Vec<u8>, offset_delta: i64, key: Option<usize>, value: usize, fill: &mut XorShift) {
+fn put_record(
+    out: &mut Vec<u8>,
+    offset_delta: i64,
+    key: Option<usize>,
+    value: usize,
+    fill: &mut XorShift,
+) {
     let body = body_len(offset_delta, key, value);
     let start = out.len();
     put_varint(out, body as i64);
@@ -124,7 +130,11 @@ impl XorShift {
 /// A valid uncompressed v2 batch of exactly `total_bytes` bytes (header included), made of
 /// records of about `record_value_bytes` each (the last one sized to fit). `None` when
 /// `total_bytes` is below [`BATCH_BYTES_MIN`] or above `i32::MAX`.
-pub fn record_batch(total_bytes: usize, record_value_bytes: usize, timestamp: i64) -> Option<Vec<u8>> {
+pub fn record_batch(
+    total_bytes: usize,
+    record_value_bytes: usize,
+    timestamp: i64,
+) -> Option<Vec<u8>> {
     if total_bytes < BATCH_BYTES_MIN || total_bytes > i32::MAX as usize {
         return None;
     }
@@ -147,7 +157,10 @@ pub fn record_batch(total_bytes: usize, record_value_bytes: usize, timestamp: i6
             // Some totals fit no single record (e.g. 65: the record's own length varint grows
             // a byte from body 63 to 64), so split the rest into two records.
             let (first, second) = (8..left).find_map(|tail| {
-                Some((fit_record(delta, left - tail)?, fit_record(delta + 1, tail)?))
+                Some((
+                    fit_record(delta, left - tail)?,
+                    fit_record(delta + 1, tail)?,
+                ))
             })?;
             put_record(&mut b, delta, first.0, first.1, &mut fill);
             delta += 1;
@@ -182,7 +195,19 @@ mod tests {
 
     #[test]
     fn exact_sizes_validate_in_log_and_codec() {
-        let sizes = [BATCH_BYTES_MIN, 100, 127, 128, 129, 200, 1024, 4096, 16 * 1024, 16 * 1024 + 1, 1 << 20];
+        let sizes = [
+            BATCH_BYTES_MIN,
+            100,
+            127,
+            128,
+            129,
+            200,
+            1024,
+            4096,
+            16 * 1024,
+            16 * 1024 + 1,
+            1 << 20,
+        ];
         // Every size up to past the 2→3-byte varint boundary of record lengths (8192).
         for &size in sizes.iter().chain((60..9000).collect::<Vec<_>>().iter()) {
             let Some(b) = record_batch(size, 1000, 1_700_000_000_000) else {

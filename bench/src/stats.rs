@@ -25,7 +25,11 @@ impl Latency {
     pub fn from_samples(mut samples: Vec<u64>) -> Latency {
         samples.sort_unstable();
         let count = samples.len();
-        let mean_ns = if count == 0 { 0.0 } else { samples.iter().map(|&s| s as f64).sum::<f64>() / count as f64 };
+        let mean_ns = if count == 0 {
+            0.0
+        } else {
+            samples.iter().map(|&s| s as f64).sum::<f64>() / count as f64
+        };
         Latency {
             count,
             mean_ns,
@@ -60,7 +64,10 @@ mod tests {
     #[test]
     fn nearest_rank() {
         let l = Latency::from_samples((1..=1000).rev().collect());
-        assert_eq!((l.p50_ns, l.p99_ns, l.p999_ns, l.max_ns, l.count), (500, 990, 999, 1000, 1000));
+        assert_eq!(
+            (l.p50_ns, l.p99_ns, l.p999_ns, l.max_ns, l.count),
+            (500, 990, 999, 1000, 1000)
+        );
         assert_eq!(Latency::from_samples(vec![]).p99_ns, 0);
         assert_eq!(Latency::from_samples(vec![7]).p999_ns, 7);
     }

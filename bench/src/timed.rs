@@ -48,7 +48,10 @@ pub struct TimedStorage<S> {
 
 impl<S: Storage> TimedStorage<S> {
     pub fn new(inner: S) -> TimedStorage<S> {
-        TimedStorage { inner, times: Rc::new(IoTimes::default()) }
+        TimedStorage {
+            inner,
+            times: Rc::new(IoTimes::default()),
+        }
     }
 
     pub fn times(&self) -> &Rc<IoTimes> {
@@ -66,7 +69,10 @@ impl<S: Storage> Storage for TimedStorage<S> {
 
     async fn open_rw(&self, path: &Path) -> io::Result<Self::File> {
         let inner = self.inner.open_rw(path).await?;
-        Ok(TimedFile { inner, times: self.times.clone() })
+        Ok(TimedFile {
+            inner,
+            times: self.times.clone(),
+        })
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {

@@ -94,7 +94,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             return Ok(None);
         }
         let mut value = || -> Result<String, String> {
-            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"))
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
             "--dir" => args.dir = PathBuf::from(value()?),
@@ -104,11 +107,15 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
                     .parse()
                     .ok()
                     .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| format!("--seconds {v:?}: want a whole number from 1 to 3600"))?;
+                    .ok_or_else(|| {
+                        format!("--seconds {v:?}: want a whole number from 1 to 3600")
+                    })?;
             }
             "--batch-bytes" => {
                 let v = value()?;
-                let n = parse_size(&v).ok_or_else(|| format!("--batch-bytes {v:?}: not a size (e.g. 1048576, 1MiB, 128K)"))?;
+                let n = parse_size(&v).ok_or_else(|| {
+                    format!("--batch-bytes {v:?}: not a size (e.g. 1048576, 1MiB, 128K)")
+                })?;
                 if n < PAGE_SIZE || n % PAGE_SIZE != 0 || n > BATCH_BYTES_MAX {
                     return Err(format!(
                         "--batch-bytes {n}: must be a multiple of {PAGE_SIZE} from {PAGE_SIZE} to {BATCH_BYTES_MAX} \
@@ -123,7 +130,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
                     .parse()
                     .ok()
                     .filter(|n| (1..=1024).contains(n))
-                    .ok_or_else(|| format!("--inflight {v:?}: want a whole number from 1 to 1024"))?;
+                    .ok_or_else(|| {
+                        format!("--inflight {v:?}: want a whole number from 1 to 1024")
+                    })?;
             }
             "--json" => args.json = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -134,11 +143,16 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
 
 /// Filesystem of `path` by statfs magic, and the bytes free to an unprivileged writer.
 fn filesystem(path: &Path) -> Result<(&'static str, u64), String> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| format!("{}: path has a NUL byte", path.display()))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: path has a NUL byte", path.display()))?;
     // SAFETY: `c` is a valid C string and `st` a valid out-pointer for statfs.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(format!("statfs {}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "statfs {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let name = match st.f_type as i64 {
         0xEF53 => "ext4",
@@ -160,7 +174,10 @@ fn since(t: Instant) -> u64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn mibs(bytes: u64, elapsed: Duration) -> f64 {
@@ -248,7 +265,14 @@ fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 /// Raw phase: sequential O_DIRECT writes of `buf_bytes` through `DmaStorage`, `depth` at a
 /// time, then one fdatasync (inside the timed span: the log's figure is durable bytes too).
 /// Each buffer is allocated and filled per write, as the log allocates and fills a chunk.
-async fn raw_write(ctx: &ShardCtx, st: &DmaStorage, path: &Path, buf_bytes: usize, depth: usize, plan: &Plan) -> R<Raw> {
+async fn raw_write(
+    ctx: &ShardCtx,
+    st: &DmaStorage,
+    path: &Path,
+    buf_bytes: usize,
+    depth: usize,
+    plan: &Plan,
+) -> R<Raw> {
     let file = Rc::new(st.open_rw(path).await.map_err(err("raw open"))?);
     let mut pattern = vec![0u8; buf_bytes];
     XorShift::new(buf_bytes as u64).fill(&mut pattern);
@@ -263,11 +287,15 @@ async fn raw_write(ctx: &ShardCtx, st: &DmaStorage, path: &Path, buf_bytes: usiz
             file.write_at(buf, pos).await.map_err(err("raw write"))?;
         } else {
             if pending.len() >= depth {
-                let done: sluice_shard::ShardTask<std::io::Result<()>> = pending.pop_front().expect("non-empty");
+                let done: sluice_shard::ShardTask<std::io::Result<()>> =
+                    pending.pop_front().expect("non-empty");
                 done.await.map_err(err("raw write"))?;
             }
             let f = file.clone();
-            pending.push_back(ctx.spawn_produce(async move { f.write_at(buf, pos).await }).map_err(err("spawn"))?);
+            pending.push_back(
+                ctx.spawn_produce(async move { f.write_at(buf, pos).await })
+                    .map_err(err("spawn"))?,
+            );
         }
         pos += buf_bytes as u64;
     }
@@ -278,7 +306,13 @@ async fn raw_write(ctx: &ShardCtx, st: &DmaStorage, path: &Path, buf_bytes: usiz
     let elapsed = start.elapsed();
     drop(file);
     st.remove(path).await.map_err(err("raw remove"))?;
-    Ok(Raw { buf_bytes, depth, bytes: pos, elapsed, mibs: mibs(pos, elapsed) })
+    Ok(Raw {
+        buf_bytes,
+        depth,
+        bytes: pos,
+        elapsed,
+        mibs: mibs(pos, elapsed),
+    })
 }
 
 /// Raw latency phase: write one 4 KiB page at the next offset, fdatasync, repeat.
@@ -302,12 +336,20 @@ async fn raw_sync(st: &DmaStorage, path: &Path, plan: &Plan) -> R<RawSync> {
     }
     drop(file);
     st.remove(path).await.map_err(err("raw remove"))?;
-    Ok(RawSync { total: Latency::from_samples(total), write: Latency::from_samples(write), sync: Latency::from_samples(sync) })
+    Ok(RawSync {
+        total: Latency::from_samples(total),
+        write: Latency::from_samples(write),
+        sync: Latency::from_samples(sync),
+    })
 }
 
 type BenchLog = PartitionLog<TimedStorage<DmaStorage>>;
 
-async fn open_log(ctx: &ShardCtx, dir: PathBuf, batch_bytes: usize) -> R<(Rc<BenchLog>, Rc<IoTimes>)> {
+async fn open_log(
+    ctx: &ShardCtx,
+    dir: PathBuf,
+    batch_bytes: usize,
+) -> R<(Rc<BenchLog>, Rc<IoTimes>)> {
     let storage = Rc::new(TimedStorage::new(ctx.storage()));
     let times = storage.times().clone();
     let defaults = LogConfig::default();
@@ -319,7 +361,9 @@ async fn open_log(ctx: &ShardCtx, dir: PathBuf, batch_bytes: usize) -> R<(Rc<Ben
         ..defaults
     };
     let cache = Rc::new(RefCell::new(BatchCache::new(BATCH_CACHE_BYTES_DEFAULT)));
-    let log = PartitionLog::open(storage, dir, config, cache, "bench-0".into()).await.map_err(err("log open"))?;
+    let log = PartitionLog::open(storage, dir, config, cache, "bench-0".into())
+        .await
+        .map_err(err("log open"))?;
     Ok((Rc::new(log), times))
 }
 
@@ -331,7 +375,11 @@ struct FlushTimes {
 }
 
 /// The broker's flusher loop: sleep until appends are buffered, then flush them all.
-fn spawn_flusher(ctx: &ShardCtx, log: Rc<BenchLog>, times: Rc<FlushTimes>) -> R<sluice_shard::ShardTask<()>> {
+fn spawn_flusher(
+    ctx: &ShardCtx,
+    log: Rc<BenchLog>,
+    times: Rc<FlushTimes>,
+) -> R<sluice_shard::ShardTask<()>> {
     ctx.spawn_produce(async move {
         loop {
             log.wait_dirty().await;
@@ -363,18 +411,26 @@ async fn close_log(log: Rc<BenchLog>, flusher: sluice_shard::ShardTask<()>) -> R
 /// allow, with at most `inflight` batches appended but not yet durable.
 async fn log_throughput(ctx: &ShardCtx, plan: &Plan) -> R<LogThroughput> {
     let (log, times) = open_log(ctx, plan.work.join("log-throughput"), plan.batch_bytes).await?;
-    let batch = record_batch(plan.batch_bytes, RECORD_VALUE_BYTES, now_ms()).ok_or("cannot build the batch")?;
+    let batch = record_batch(plan.batch_bytes, RECORD_VALUE_BYTES, now_ms())
+        .ok_or("cannot build the batch")?;
     let flush_times = Rc::new(FlushTimes::default());
     let flusher = spawn_flusher(ctx, log.clone(), flush_times.clone())?;
     // Warm-up: the first flush creates the segment file and syncs the directory.
     let a = log.append(&batch, now_ms()).map_err(err("append"))?;
-    log.wait_durable(a.last_offset).await.map_err(err("wait_durable"))?;
+    log.wait_durable(a.last_offset)
+        .await
+        .map_err(err("wait_durable"))?;
     times.reset();
     flush_times.count.set(0);
     flush_times.ns.set(0);
     let segments_before = log.segment_count();
 
-    let (phase, inflight, budget, batch_bytes) = (plan.phase, plan.inflight, plan.byte_budget, plan.batch_bytes as u64);
+    let (phase, inflight, budget, batch_bytes) = (
+        plan.phase,
+        plan.inflight,
+        plan.byte_budget,
+        plan.batch_bytes as u64,
+    );
     let l = log.clone();
     let producer = ctx
         .spawn_produce(async move {
@@ -425,11 +481,14 @@ async fn log_throughput(ctx: &ShardCtx, plan: &Plan) -> R<LogThroughput> {
 /// Durable-append latency phase: one small batch at a time, append then await durability.
 async fn log_latency(ctx: &ShardCtx, plan: &Plan) -> R<LogLatency> {
     let (log, times) = open_log(ctx, plan.work.join("log-latency"), SMALL_BATCH_BYTES).await?;
-    let batch = record_batch(SMALL_BATCH_BYTES, RECORD_VALUE_BYTES / 2, now_ms()).ok_or("cannot build the batch")?;
+    let batch = record_batch(SMALL_BATCH_BYTES, RECORD_VALUE_BYTES / 2, now_ms())
+        .ok_or("cannot build the batch")?;
     let flush_times = Rc::new(FlushTimes::default());
     let flusher = spawn_flusher(ctx, log.clone(), flush_times)?;
     let a = log.append(&batch, now_ms()).map_err(err("append"))?;
-    log.wait_durable(a.last_offset).await.map_err(err("wait_durable"))?;
+    log.wait_durable(a.last_offset)
+        .await
+        .map_err(err("wait_durable"))?;
     times.reset();
 
     let (phase, budget) = (plan.phase, plan.byte_budget);
@@ -442,7 +501,9 @@ async fn log_latency(ctx: &ShardCtx, plan: &Plan) -> R<LogLatency> {
                 let t0 = Instant::now();
                 let a = l.append(&batch, now_ms()).map_err(err("append"))?;
                 append_ns += since(t0);
-                l.wait_durable(a.last_offset).await.map_err(err("wait_durable"))?;
+                l.wait_durable(a.last_offset)
+                    .await
+                    .map_err(err("wait_durable"))?;
                 samples.push(since(t0));
             }
             Ok::<_, String>((samples, append_ns))
@@ -462,21 +523,55 @@ async fn log_latency(ctx: &ShardCtx, plan: &Plan) -> R<LogLatency> {
 
 async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
     let st = ctx.storage();
-    st.create_dir_all(&plan.work).await.map_err(err("create scratch dir"))?;
+    st.create_dir_all(&plan.work)
+        .await
+        .map_err(err("create scratch dir"))?;
     let secs = plan.phase.as_secs();
     let b = plan.batch_bytes;
     let mut r = Report::default();
-    eprintln!("[1/6] raw O_DIRECT write, {} buffers, QD1 ({secs} s)", size_label(b));
+    eprintln!(
+        "[1/6] raw O_DIRECT write, {} buffers, QD1 ({secs} s)",
+        size_label(b)
+    );
     r.raw = raw_write(&ctx, &st, &plan.work.join("raw-seq"), b, 1, &plan).await?;
-    eprintln!("[2/6] raw O_DIRECT write, {} buffers, QD1 (context, {secs} s)", size_label(CONTEXT_BUF_BYTES));
-    r.raw_context_small = raw_write(&ctx, &st, &plan.work.join("raw-seq-small"), CONTEXT_BUF_BYTES, 1, &plan).await?;
-    eprintln!("[3/6] raw O_DIRECT write, {} buffers, QD{CONTEXT_DEPTH} (context, {secs} s)", size_label(b));
-    r.raw_context_depth = raw_write(&ctx, &st, &plan.work.join("raw-seq-qd"), b, CONTEXT_DEPTH, &plan).await?;
+    eprintln!(
+        "[2/6] raw O_DIRECT write, {} buffers, QD1 (context, {secs} s)",
+        size_label(CONTEXT_BUF_BYTES)
+    );
+    r.raw_context_small = raw_write(
+        &ctx,
+        &st,
+        &plan.work.join("raw-seq-small"),
+        CONTEXT_BUF_BYTES,
+        1,
+        &plan,
+    )
+    .await?;
+    eprintln!(
+        "[3/6] raw O_DIRECT write, {} buffers, QD{CONTEXT_DEPTH} (context, {secs} s)",
+        size_label(b)
+    );
+    r.raw_context_depth = raw_write(
+        &ctx,
+        &st,
+        &plan.work.join("raw-seq-qd"),
+        b,
+        CONTEXT_DEPTH,
+        &plan,
+    )
+    .await?;
     eprintln!("[4/6] raw 4 KiB write + fdatasync ({secs} s)");
     r.raw_sync = raw_sync(&st, &plan.work.join("raw-sync"), &plan).await?;
-    eprintln!("[5/6] log append throughput, {} batches, {} in flight ({secs} s)", size_label(b), plan.inflight);
+    eprintln!(
+        "[5/6] log append throughput, {} batches, {} in flight ({secs} s)",
+        size_label(b),
+        plan.inflight
+    );
     r.log_tput = log_throughput(&ctx, &plan).await?;
-    eprintln!("[6/6] log durable-append latency, {} batches ({secs} s)", size_label(SMALL_BATCH_BYTES));
+    eprintln!(
+        "[6/6] log durable-append latency, {} batches ({secs} s)",
+        size_label(SMALL_BATCH_BYTES)
+    );
     r.log_lat = log_latency(&ctx, &plan).await?;
     Ok(r)
 }
@@ -504,24 +599,76 @@ fn ratios(r: &Report) -> Ratios {
 fn print_report(args: &Args, fs: &str, r: &Report) {
     let q = ratios(r);
     let lat = |l: &Latency| {
-        format!("p50 {} / p99 {} / p999 {} / max {} ms (n={})", ms(l.p50_ns), ms(l.p99_ns), ms(l.p999_ns), ms(l.max_ns), l.count)
+        format!(
+            "p50 {} / p99 {} / p999 {} / max {} ms (n={})",
+            ms(l.p50_ns),
+            ms(l.p99_ns),
+            ms(l.p999_ns),
+            ms(l.max_ns),
+            l.count
+        )
     };
-    let raw = |x: &Raw| format!("{:.1} MiB/s ({} MiB in {:.2} s)", x.mibs, x.bytes >> 20, x.elapsed.as_secs_f64());
-    println!("sluice storage benchmark: {} s per phase, batch {}, fs {fs}, dir {}", args.seconds, size_label(args.batch_bytes), args.dir.display());
+    let raw = |x: &Raw| {
+        format!(
+            "{:.1} MiB/s ({} MiB in {:.2} s)",
+            x.mibs,
+            x.bytes >> 20,
+            x.elapsed.as_secs_f64()
+        )
+    };
+    println!(
+        "sluice storage benchmark: {} s per phase, batch {}, fs {fs}, dir {}",
+        args.seconds,
+        size_label(args.batch_bytes),
+        args.dir.display()
+    );
     println!();
     println!("| phase | result |");
     println!("|---|---|");
-    println!("| raw O_DIRECT seq write, {} QD1 | {} |", size_label(r.raw.buf_bytes), raw(&r.raw));
-    println!("| raw O_DIRECT seq write, {} QD1 (context) | {} |", size_label(r.raw_context_small.buf_bytes), raw(&r.raw_context_small));
-    println!("| raw O_DIRECT seq write, {} QD{} (context) | {} |", size_label(r.raw_context_depth.buf_bytes), r.raw_context_depth.depth, raw(&r.raw_context_depth));
+    println!(
+        "| raw O_DIRECT seq write, {} QD1 | {} |",
+        size_label(r.raw.buf_bytes),
+        raw(&r.raw)
+    );
+    println!(
+        "| raw O_DIRECT seq write, {} QD1 (context) | {} |",
+        size_label(r.raw_context_small.buf_bytes),
+        raw(&r.raw_context_small)
+    );
+    println!(
+        "| raw O_DIRECT seq write, {} QD{} (context) | {} |",
+        size_label(r.raw_context_depth.buf_bytes),
+        r.raw_context_depth.depth,
+        raw(&r.raw_context_depth)
+    );
     println!("| raw 4 KiB write+fdatasync | {} |", lat(&r.raw_sync.total));
-    println!("| log durable append, {} batches, {} in flight | {:.1} MiB/s ({} batches in {:.2} s) |", size_label(args.batch_bytes), args.inflight, r.log_tput.mibs, r.log_tput.batches, r.log_tput.elapsed.as_secs_f64());
-    println!("| log durable-append latency, {} batches | {} |", size_label(SMALL_BATCH_BYTES), lat(&r.log_lat.durable));
+    println!(
+        "| log durable append, {} batches, {} in flight | {:.1} MiB/s ({} batches in {:.2} s) |",
+        size_label(args.batch_bytes),
+        args.inflight,
+        r.log_tput.mibs,
+        r.log_tput.batches,
+        r.log_tput.elapsed.as_secs_f64()
+    );
+    println!(
+        "| log durable-append latency, {} batches | {} |",
+        size_label(SMALL_BATCH_BYTES),
+        lat(&r.log_lat.durable)
+    );
     println!();
     println!("| target | measured | goal | verdict |");
     println!("|---|---|---|---|");
-    println!("| append MiB/s ÷ raw MiB/s ({}) | {:.3} | ≥ {APPEND_TARGET:.2} | {} |", size_label(args.batch_bytes), q.append, verdict(q.append >= APPEND_TARGET));
-    println!("| durable-append p99 ÷ raw fdatasync p99 | {:.3} | ≤ {DURABLE_P99_TARGET:.2} | {} |", q.durable, verdict(q.durable <= DURABLE_P99_TARGET));
+    println!(
+        "| append MiB/s ÷ raw MiB/s ({}) | {:.3} | ≥ {APPEND_TARGET:.2} | {} |",
+        size_label(args.batch_bytes),
+        q.append,
+        verdict(q.append >= APPEND_TARGET)
+    );
+    println!(
+        "| durable-append p99 ÷ raw fdatasync p99 | {:.3} | ≤ {DURABLE_P99_TARGET:.2} | {} |",
+        q.durable,
+        verdict(q.durable <= DURABLE_P99_TARGET)
+    );
     println!();
     let t = &r.log_tput;
     let s = |ns: u64| ns as f64 / 1e9;
@@ -530,16 +677,59 @@ fn print_report(args: &Args, fs: &str, r: &Report) {
     println!();
     println!("| item | total s | share of wall | per flush |");
     println!("|---|---|---|---|");
-    let per = |ns: u64| if t.flushes == 0 { "-".to_string() } else { format!("{:.3} ms", ns as f64 / 1e6 / t.flushes as f64) };
-    println!("| flushes: {} ({:.2} MiB written each on average) | {:.3} | {:.1} % | {} |", t.flushes, t.write_bytes as f64 / MIB / t.flushes.max(1) as f64, s(t.flush_ns), 100.0 * s(t.flush_ns) / el, per(t.flush_ns));
-    println!("| · write_at ({} calls, {:.1} MiB/s while writing) | {:.3} | {:.1} % | {} |", t.writes, t.write_bytes as f64 / MIB / s(t.write_ns).max(1e-9), s(t.write_ns), 100.0 * s(t.write_ns) / el, per(t.write_ns));
-    println!("| · fdatasync ({} calls) | {:.3} | {:.1} % | {} |", t.syncs, s(t.sync_ns), 100.0 * s(t.sync_ns) / el, per(t.sync_ns));
+    let per = |ns: u64| {
+        if t.flushes == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.3} ms", ns as f64 / 1e6 / t.flushes as f64)
+        }
+    };
+    println!(
+        "| flushes: {} ({:.2} MiB written each on average) | {:.3} | {:.1} % | {} |",
+        t.flushes,
+        t.write_bytes as f64 / MIB / t.flushes.max(1) as f64,
+        s(t.flush_ns),
+        100.0 * s(t.flush_ns) / el,
+        per(t.flush_ns)
+    );
+    println!(
+        "| · write_at ({} calls, {:.1} MiB/s while writing) | {:.3} | {:.1} % | {} |",
+        t.writes,
+        t.write_bytes as f64 / MIB / s(t.write_ns).max(1e-9),
+        s(t.write_ns),
+        100.0 * s(t.write_ns) / el,
+        per(t.write_ns)
+    );
+    println!(
+        "| · fdatasync ({} calls) | {:.3} | {:.1} % | {} |",
+        t.syncs,
+        s(t.sync_ns),
+        100.0 * s(t.sync_ns) / el,
+        per(t.sync_ns)
+    );
     let other = t.flush_ns.saturating_sub(t.write_ns + t.sync_ns);
-    println!("| · rest of flush (bookkeeping, segment roll) | {:.3} | {:.1} % | {} |", s(other), 100.0 * s(other) / el, per(other));
-    println!("| no flush running (flusher waiting for appends) | {:.3} | {:.1} % | |", (el - s(t.flush_ns)).max(0.0), 100.0 * (el - s(t.flush_ns)).max(0.0) / el);
-    println!("| append() CPU (CRC32C + copies), {:.3} ms per batch | {:.3} | {:.1} % | |", t.append_ns as f64 / 1e6 / t.batches.max(1) as f64, s(t.append_ns), 100.0 * s(t.append_ns) / el);
+    println!(
+        "| · rest of flush (bookkeeping, segment roll) | {:.3} | {:.1} % | {} |",
+        s(other),
+        100.0 * s(other) / el,
+        per(other)
+    );
+    println!(
+        "| no flush running (flusher waiting for appends) | {:.3} | {:.1} % | |",
+        (el - s(t.flush_ns)).max(0.0),
+        100.0 * (el - s(t.flush_ns)).max(0.0) / el
+    );
+    println!(
+        "| append() CPU (CRC32C + copies), {:.3} ms per batch | {:.3} | {:.1} % | |",
+        t.append_ns as f64 / 1e6 / t.batches.max(1) as f64,
+        s(t.append_ns),
+        100.0 * s(t.append_ns) / el
+    );
     println!();
-    println!("Segments rolled during the throughput phase: {}.", t.segments_rolled);
+    println!(
+        "Segments rolled during the throughput phase: {}.",
+        t.segments_rolled
+    );
     let l = &r.log_lat;
     println!();
     println!("Durable-append latency split (means, ms): append() {:.4}; log write_at {} (p99 {}); log fdatasync {} (p99 {}); raw write {} (p99 {}); raw fdatasync {} (p99 {}).",
@@ -588,18 +778,32 @@ fn main_inner() -> R<()> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("--dir {}: {e}", args.dir.display()))?;
     // Absolute, because glommio 0.9's `Directory::open` (used by `DmaStorage::sync_dir`)
     // calls openat(-1, ..) rather than openat(AT_FDCWD, ..): a relative path fails with EBADF.
-    args.dir = std::fs::canonicalize(&args.dir).map_err(|e| format!("--dir {}: {e}", args.dir.display()))?;
+    args.dir = std::fs::canonicalize(&args.dir)
+        .map_err(|e| format!("--dir {}: {e}", args.dir.display()))?;
     let (fs, free) = filesystem(&args.dir)?;
     if fs == "tmpfs" || fs == "ramfs" {
-        return Err(format!("--dir {} is on {fs}: the benchmark must run on a real disk", args.dir.display()));
+        return Err(format!(
+            "--dir {} is on {fs}: the benchmark must run on a real disk",
+            args.dir.display()
+        ));
     }
     let byte_budget = free.saturating_sub(FREE_SPACE_RESERVE) / 2;
     if byte_budget < 256 << 20 {
-        return Err(format!("--dir {}: only {} MiB free; want at least {} MiB", args.dir.display(), free >> 20, (FREE_SPACE_RESERVE >> 20) + 512));
+        return Err(format!(
+            "--dir {}: only {} MiB free; want at least {} MiB",
+            args.dir.display(),
+            free >> 20,
+            (FREE_SPACE_RESERVE >> 20) + 512
+        ));
     }
-    let work = args.dir.join(format!("sluice-storage-bench-{}", std::process::id()));
+    let work = args
+        .dir
+        .join(format!("sluice-storage-bench-{}", std::process::id()));
     if work.exists() {
-        return Err(format!("{} already exists (left by an earlier run?); remove it first", work.display()));
+        return Err(format!(
+            "{} already exists (left by an earlier run?); remove it first",
+            work.display()
+        ));
     }
     let plan = Plan {
         work: work.clone(),
@@ -610,7 +814,12 @@ fn main_inner() -> R<()> {
     };
     let result: Arc<Mutex<Option<R<Report>>>> = Arc::new(Mutex::new(None));
     let slot = result.clone();
-    let config = ShardConfig { shards: 1, pin: true, name: "storage-bench".into(), ..ShardConfig::default() };
+    let config = ShardConfig {
+        shards: 1,
+        pin: true,
+        name: "storage-bench".into(),
+        ..ShardConfig::default()
+    };
     let rt = sluice_shard::start(config, Shutdown::new(), move |ctx| {
         let (slot, plan) = (slot.clone(), plan.clone());
         async move {
@@ -625,10 +834,15 @@ fn main_inner() -> R<()> {
     // Whatever happened, do not leave gigabytes behind.
     let _ = std::fs::remove_dir_all(&work);
     joined?;
-    let report = result.lock().map_err(|_| "result lock poisoned".to_string())?.take().ok_or("the shard produced no result")??;
+    let report = result
+        .lock()
+        .map_err(|_| "result lock poisoned".to_string())?
+        .take()
+        .ok_or("the shard produced no result")??;
     print_report(&args, fs, &report);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&to_json(&args, fs, &report)).map_err(err("json"))?;
+        let text =
+            serde_json::to_string_pretty(&to_json(&args, fs, &report)).map_err(err("json"))?;
         std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
     }
     Ok(())

@@ -31,10 +31,12 @@ pub enum Outcome {
 /// Serves one connection until the client goes away or breaks the protocol.
 pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
+    // Kafka shows a member's host as "/1.2.3.4".
+    let peer: Rc<str> = stream
         .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default()
+        .into();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
     let (tx, rx) =
@@ -63,8 +65,9 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
                     let shard = shard.clone();
+                    let peer = peer.clone();
                     let handle =
-                        glommio::spawn_local(async move { run(&shard, frame, false).await })
+                        glommio::spawn_local(async move { run(&shard, frame, false, &peer).await })
                             .detach();
                     if tx.send(handle).await.is_err() {
                         break 'read;
@@ -93,25 +96,26 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
 
 /// Runs a request frame that another shard forwarded here: the reply payload is
 /// `Some(bytes)` to respond, `Some(empty)` for no response, `None` to close.
-pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes) -> Option<Bytes> {
-    match run(shard, frame, true).await {
+pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes, client_host: &str) -> Option<Bytes> {
+    match run(shard, frame, true, client_host).await {
         Outcome::Respond(b) => Some(b),
         Outcome::NoResponse => Some(Bytes::new()),
         Outcome::Close => None,
     }
 }
 
-pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool) -> Outcome {
+pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool, client_host: &str) -> Outcome {
     let Ok(prefix) = peek_request_prefix(&frame) else {
         return Outcome::Close;
     };
     if !forwarded {
         if let Some(target) = handlers::route(shard, prefix.api_key) {
             if target != shard.shard_id() {
-                return forward(shard, target, prefix.api_key, frame).await;
+                return forward(shard, target, prefix.api_key, frame, client_host).await;
             }
         }
     }
+    let raw = frame.clone();
     let request = match shard.api.decode_frame(frame) {
         Ok(r) => r,
         Err(e) => {
@@ -122,12 +126,16 @@ pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool) -> Outc
             return Outcome::Close;
         }
     };
+    if crate::group_host::group_ids(&request.body, request.header.api_version).is_some() {
+        return crate::group_host::handle(shard, &request.header, request.body, raw, forwarded, client_host).await;
+    }
     handlers::dispatch(shard, request).await
 }
 
-/// Runs a request on another shard (controller work, later group coordinators).
-async fn forward(shard: &Rc<BrokerShard>, target: ShardId, api_key: i16, frame: Bytes) -> Outcome {
-    let f = match Frame::encode_tagged(TAG_FORWARD, &ForwardHeader { api_key }, Some(frame)) {
+/// Runs a request on another shard (controller work, group coordinators).
+pub async fn forward(shard: &Rc<BrokerShard>, target: ShardId, api_key: i16, frame: Bytes, client_host: &str) -> Outcome {
+    let header = ForwardHeader { api_key, client_host: client_host.to_string() };
+    let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {
         Ok(f) => f,
         Err(_) => return Outcome::Close,
     };

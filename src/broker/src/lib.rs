@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod controller;
 pub mod error;
+pub mod group_host;
 pub mod groups;
 pub mod handlers;
 pub mod kerr;

@@ -80,9 +80,11 @@ impl PartitionReply {
 }
 
 /// Routing header of a forwarded Kafka request.
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ForwardHeader {
     pub api_key: i16,
+    /// The client's address, for group membership (DescribeGroups shows it).
+    pub client_host: String,
 }
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.

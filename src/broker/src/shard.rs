@@ -49,6 +49,8 @@ pub struct BrokerShard {
     pub(crate) shared_handle: Arc<crate::Shared>,
     /// KIP-227 fetch sessions of connections on this shard.
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
+    /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
+    group_slots: RefCell<Vec<Rc<crate::group_host::GroupSlot>>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -90,6 +92,7 @@ impl BrokerShard {
             stopping: Cell::new(false),
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
+            group_slots: RefCell::new(Vec::new()),
         })
     }
 
@@ -196,6 +199,12 @@ impl BrokerShard {
                 log: Rc::new(log),
             });
             self.partitions.borrow_mut().insert(key, part.clone());
+            if t.name == crate::groups::OFFSETS_TOPIC {
+                // This shard coordinates the groups of this partition: load them from it.
+                let slot = crate::group_host::GroupSlot::new(key.partition, part.log.clone());
+                self.group_slots.borrow_mut().push(slot.clone());
+                glommio::spawn_local(async move { slot.load().await }).detach();
+            }
             self.spawn_flusher(part);
         }
         Ok(())
@@ -554,6 +563,10 @@ impl BrokerShard {
         }
     }
 
+    pub fn group_slots(&self) -> Vec<Rc<crate::group_host::GroupSlot>> {
+        self.group_slots.borrow().clone()
+    }
+
     /// Which partitions this shard owns (DescribeLogDirs, tests).
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
@@ -625,7 +638,8 @@ impl FrameHandler for MeshHandler {
             }
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();
-                let response = crate::conn::process_forwarded(shard, request).await;
+                let host = frame.access::<ops::ForwardHeader>().map(|h| h.client_host.as_str().to_string()).unwrap_or_default();
+                let response = crate::conn::process_forwarded(shard, request, &host).await;
                 Frame::empty(TAG_FORWARD, response)
             }
             other => {

@@ -33,7 +33,7 @@ use crate::effect::{Effect, Record, RequestCtx, Response};
 use crate::error::{code, GroupError};
 use crate::group::{
     join_error, sb, sync_response, ClassicGroup, ClassicState, Group, GroupKind, JoinArgs, Out,
-    CONSUMER_PROTOCOL_TYPE,
+    SyncArgs, CONSUMER_PROTOCOL_TYPE,
 };
 use crate::records::{
     decode_group_metadata_value, decode_key, decode_offset_commit_value, group_metadata_key,
@@ -118,10 +118,17 @@ pub struct GroupCoordinator {
 }
 
 type Partitions = Vec<(String, Vec<i32>)>;
+/// Per topic: each requested partition and its committed offset, if any.
+type Fetched<'a> = Vec<(String, Vec<(i32, Option<&'a OffsetCommitValue>)>)>;
 
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
-        GroupCoordinator { config, groups: IndexMap::new(), tick_hint: None, next_retention_check_ms: None }
+        GroupCoordinator {
+            config,
+            groups: IndexMap::new(),
+            tick_hint: None,
+            next_retention_check_ms: None,
+        }
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -179,8 +186,16 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<&OffsetCommitValue> {
-        self.groups.get(group_id)?.offsets.get(&(topic.to_owned(), partition))
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<&OffsetCommitValue> {
+        self.groups
+            .get(group_id)?
+            .offsets
+            .get(&(topic.to_owned(), partition))
     }
 
     // ---- JoinGroup ------------------------------------------------------------------------
@@ -210,14 +225,22 @@ impl GroupCoordinator {
             return fail(out, code::INVALID_SESSION_TIMEOUT);
         }
         // v0 has no rebalance timeout: Kafka uses the session timeout.
-        let rebalance_timeout_ms =
-            if v == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms.max(0) };
+        let rebalance_timeout_ms = if v == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms.max(0)
+        };
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
             return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
         }
-        let metadata_bytes: usize =
-            req.protocols.iter().map(|p| p.name.len() + p.metadata.len()).sum();
-        if req.protocols.len() > MEMBER_PROTOCOLS_MAX || metadata_bytes > cfg.member_metadata_max_bytes {
+        let metadata_bytes: usize = req
+            .protocols
+            .iter()
+            .map(|p| p.name.len() + p.metadata.len())
+            .sum();
+        if req.protocols.len() > MEMBER_PROTOCOLS_MAX
+            || metadata_bytes > cfg.member_metadata_max_bytes
+        {
             return fail(out, code::UNKNOWN_SERVER_ERROR);
         }
         if !self.groups.contains_key(gid) {
@@ -227,10 +250,13 @@ impl GroupCoordinator {
             if self.groups.len() >= self.config.groups_max {
                 return fail(out, code::COORDINATOR_NOT_AVAILABLE);
             }
-            self.groups.insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
+            self.groups
+                .insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
         }
         let cfg = &self.config;
-        let Some(group) = self.groups.get_mut(gid) else { return };
+        let Some(group) = self.groups.get_mut(gid) else {
+            return;
+        };
         let GroupKind::Classic(c) = &mut group.kind;
         if c.state == ClassicState::Dead {
             return fail(out, code::COORDINATOR_NOT_AVAILABLE);
@@ -253,7 +279,10 @@ impl GroupCoordinator {
             now_ms: ctx.now_ms,
             client_id: ctx.client_id,
             client_host: ctx.client_host,
-            instance_id: req.group_instance_id.as_ref().map(|s| s.as_str().to_owned()),
+            instance_id: req
+                .group_instance_id
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms,
             protocol_type: req.protocol_type.as_str().to_owned(),
@@ -280,7 +309,11 @@ impl GroupCoordinator {
         let member_id = req.member_id.as_str();
         match self.groups.get_mut(req.group_id.0.as_str()) {
             None => {
-                let r = sync_response(code::UNKNOWN_MEMBER_ID, &ClassicGroup::new(ctx.now_ms), Bytes::new());
+                let r = sync_response(
+                    code::UNKNOWN_MEMBER_ID,
+                    &ClassicGroup::new(ctx.now_ms),
+                    Bytes::new(),
+                );
                 out.reply(ctx.token, Response::SyncGroup(r));
             }
             Some(group) => {
@@ -294,22 +327,37 @@ impl GroupCoordinator {
                     code::UNKNOWN_MEMBER_ID
                 } else if req.generation_id != c.generation {
                     code::ILLEGAL_GENERATION
-                } else if req.protocol_type.as_ref().is_some_and(|t| Some(t.as_str()) != c.protocol_type.as_deref())
-                    || req.protocol_name.as_ref().is_some_and(|n| Some(n.as_str()) != c.protocol_name.as_deref())
+                } else if req
+                    .protocol_type
+                    .as_ref()
+                    .is_some_and(|t| Some(t.as_str()) != c.protocol_type.as_deref())
+                    || req
+                        .protocol_name
+                        .as_ref()
+                        .is_some_and(|n| Some(n.as_str()) != c.protocol_name.as_deref())
                 {
                     code::INCONSISTENT_GROUP_PROTOCOL
                 } else {
                     code::NONE
                 };
                 if error != code::NONE {
-                    out.reply(ctx.token, Response::SyncGroup(sync_response(error, c, Bytes::new())));
+                    out.reply(
+                        ctx.token,
+                        Response::SyncGroup(sync_response(error, c, Bytes::new())),
+                    );
                 } else {
                     let assignments = req
                         .assignments
                         .into_iter()
                         .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
                         .collect();
-                    c.sync(&group.id, cfg, member_id, ctx.token, ctx.api_version, assignments, ctx.now_ms, &mut out);
+                    let a = SyncArgs {
+                        token: ctx.token,
+                        version: ctx.api_version,
+                        now_ms: ctx.now_ms,
+                        assignments,
+                    };
+                    c.sync(&group.id, cfg, member_id, a, &mut out);
                 }
             }
         }
@@ -338,8 +386,9 @@ impl GroupCoordinator {
                 } else {
                     let state = c.state;
                     if let Some(m) = c.members.get_mut(member_id) {
-                        m.heartbeat_deadline_ms =
-                            ctx.now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+                        m.heartbeat_deadline_ms = ctx
+                            .now_ms
+                            .saturating_add(i64::from(m.session_timeout_ms.max(0)));
                     }
                     match state {
                         ClassicState::Empty => code::UNKNOWN_MEMBER_ID,
@@ -364,7 +413,12 @@ impl GroupCoordinator {
         let leaving: Vec<(String, Option<String>)> = if batched {
             req.members
                 .iter()
-                .map(|m| (m.member_id.as_str().to_owned(), m.group_instance_id.as_ref().map(|s| s.as_str().to_owned())))
+                .map(|m| {
+                    (
+                        m.member_id.as_str().to_owned(),
+                        m.group_instance_id.as_ref().map(|s| s.as_str().to_owned()),
+                    )
+                })
                 .collect()
         } else {
             vec![(req.member_id.as_str().to_owned(), None)]
@@ -385,7 +439,11 @@ impl GroupCoordinator {
                     }
                     let err = if member_id.is_empty() {
                         // Admin removal of a static member by instance id (KIP-345).
-                        match instance.as_ref().and_then(|i| c.static_members.get(i)).cloned() {
+                        match instance
+                            .as_ref()
+                            .and_then(|i| c.static_members.get(i))
+                            .cloned()
+                        {
                             Some(current) => {
                                 c.remove_member_and_update(cfg, &current, ctx.now_ms, &mut out);
                                 code::NONE
@@ -422,7 +480,11 @@ impl GroupCoordinator {
                 })
                 .collect();
         } else {
-            r.error_code = if top != code::NONE { top } else { results.first().copied().unwrap_or(code::NONE) };
+            r.error_code = if top != code::NONE {
+                top
+            } else {
+                results.first().copied().unwrap_or(code::NONE)
+            };
         }
         out.reply(ctx.token, Response::LeaveGroup(r));
         self.persist_if_emptied(req.group_id.0.as_str(), &mut out);
@@ -444,16 +506,23 @@ impl GroupCoordinator {
         if !self.groups.contains_key(gid) {
             if generation >= 0 {
                 // Kafka 4: v9+ names the problem; older clients expect ILLEGAL_GENERATION.
-                return if ctx.api_version >= 9 { code::GROUP_ID_NOT_FOUND } else { code::ILLEGAL_GENERATION };
+                return if ctx.api_version >= 9 {
+                    code::GROUP_ID_NOT_FOUND
+                } else {
+                    code::ILLEGAL_GENERATION
+                };
             }
             if self.groups.len() >= self.config.groups_max {
                 return code::COORDINATOR_NOT_AVAILABLE;
             }
             // A group used only to store offsets (`assign()` consumers, admin tools).
-            self.groups.insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
+            self.groups
+                .insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
             return code::NONE;
         }
-        let Some(group) = self.groups.get_mut(gid) else { return code::COORDINATOR_NOT_AVAILABLE };
+        let Some(group) = self.groups.get_mut(gid) else {
+            return code::COORDINATOR_NOT_AVAILABLE;
+        };
         let GroupKind::Classic(c) = &mut group.kind;
         if c.state == ClassicState::Dead {
             return code::COORDINATOR_NOT_AVAILABLE;
@@ -469,12 +538,16 @@ impl GroupCoordinator {
                     Some(_) => {}
                 }
             }
-            let Some(m) = c.members.get_mut(member_id) else { return code::UNKNOWN_MEMBER_ID };
+            let Some(m) = c.members.get_mut(member_id) else {
+                return code::UNKNOWN_MEMBER_ID;
+            };
             if generation != c.generation {
                 return code::ILLEGAL_GENERATION;
             }
             // A commit from a live member proves it alive, as a heartbeat does.
-            m.heartbeat_deadline_ms = ctx.now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+            m.heartbeat_deadline_ms = ctx
+                .now_ms
+                .saturating_add(i64::from(m.session_timeout_ms.max(0)));
         } else {
             return code::UNKNOWN_MEMBER_ID;
         }
@@ -488,7 +561,9 @@ impl GroupCoordinator {
         let mut out = Out::default();
         let group_error = self.validate_commit(&ctx, &req);
         let gid = req.group_id.0.as_str();
-        let expire_timestamp = if (2..=4).contains(&ctx.api_version) && req.retention_time_ms != DEFAULT_RETENTION_TIME {
+        let expire_timestamp = if (2..=4).contains(&ctx.api_version)
+            && req.retention_time_ms != DEFAULT_RETENTION_TIME
+        {
             Some(ctx.now_ms.saturating_add(req.retention_time_ms.max(0)))
         } else {
             None
@@ -496,7 +571,11 @@ impl GroupCoordinator {
         let metadata_max = self.config.offset_metadata_max_bytes;
         let mut records: Vec<Record> = Vec::new();
         let mut topics = Vec::with_capacity(req.topics.len());
-        let mut group = if group_error == code::NONE { self.groups.get_mut(gid) } else { None };
+        let mut group = if group_error == code::NONE {
+            self.groups.get_mut(gid)
+        } else {
+            None
+        };
         for t in &req.topics {
             let topic = t.name.0.as_str();
             let mut rt = OffsetCommitResponseTopic::default();
@@ -505,20 +584,38 @@ impl GroupCoordinator {
             for p in &t.partitions {
                 let mut rp = OffsetCommitResponsePartition::default();
                 rp.partition_index = p.partition_index;
-                let metadata = p.committed_metadata.as_ref().map(|m| m.as_str()).unwrap_or("");
+                let metadata = p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.as_str())
+                    .unwrap_or("");
                 rp.error_code = match group.as_deref_mut() {
-                    None => if group_error == code::NONE { code::COORDINATOR_NOT_AVAILABLE } else { group_error },
+                    None => {
+                        if group_error == code::NONE {
+                            code::COORDINATOR_NOT_AVAILABLE
+                        } else {
+                            group_error
+                        }
+                    }
                     Some(_) if metadata.len() > metadata_max => code::OFFSET_METADATA_TOO_LARGE,
                     Some(g) => {
                         let value = OffsetCommitValue {
                             offset: p.committed_offset,
-                            leader_epoch: if ctx.api_version >= 6 { p.committed_leader_epoch } else { -1 },
+                            leader_epoch: if ctx.api_version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
                             metadata: metadata.to_owned(),
                             commit_timestamp: ctx.now_ms,
                             expire_timestamp,
                         };
-                        records.push((offset_commit_key(gid, topic, p.partition_index), Some(offset_commit_value(&value))));
-                        g.offsets.insert((topic.to_owned(), p.partition_index), value);
+                        records.push((
+                            offset_commit_key(gid, topic, p.partition_index),
+                            Some(offset_commit_value(&value)),
+                        ));
+                        g.offsets
+                            .insert((topic.to_owned(), p.partition_index), value);
                         code::NONE
                     }
                 };
@@ -531,7 +628,10 @@ impl GroupCoordinator {
         if records.is_empty() {
             out.reply(ctx.token, Response::OffsetCommit(r));
         } else {
-            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::OffsetCommit(r))] });
+            out.effects.push(Effect::PersistThenReply {
+                records,
+                replies: vec![(ctx.token, Response::OffsetCommit(r))],
+            });
         }
         self.finish(out, ctx.now_ms)
     }
@@ -539,7 +639,7 @@ impl GroupCoordinator {
     // ---- OffsetFetch ----------------------------------------------------------------------
 
     /// Committed offsets of `gid` for `topics` (`None` = every committed partition).
-    fn fetch_offsets(&self, gid: &str, topics: Option<Partitions>) -> Vec<(String, Vec<(i32, Option<&OffsetCommitValue>)>)> {
+    fn fetch_offsets(&self, gid: &str, topics: Option<Partitions>) -> Fetched<'_> {
         let group = self.groups.get(gid);
         match topics {
             Some(topics) => topics
@@ -553,13 +653,20 @@ impl GroupCoordinator {
                 })
                 .collect(),
             None => {
-                let mut by_topic: IndexMap<&str, Vec<(i32, Option<&OffsetCommitValue>)>> = IndexMap::new();
+                let mut by_topic: IndexMap<&str, Vec<(i32, Option<&OffsetCommitValue>)>> =
+                    IndexMap::new();
                 if let Some(g) = group {
                     for ((topic, p), v) in &g.offsets {
-                        by_topic.entry(topic.as_str()).or_default().push((*p, Some(v)));
+                        by_topic
+                            .entry(topic.as_str())
+                            .or_default()
+                            .push((*p, Some(v)));
                     }
                 }
-                by_topic.into_iter().map(|(t, ps)| (t.to_owned(), ps)).collect()
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| (t.to_owned(), ps))
+                    .collect()
             }
         }
     }
@@ -573,7 +680,9 @@ impl GroupCoordinator {
             for g in &req.groups {
                 let gid = g.group_id.0.as_str();
                 let topics = g.topics.as_ref().map(|ts| {
-                    ts.iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone())).collect()
+                    ts.iter()
+                        .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+                        .collect()
                 });
                 let mut rg = OffsetFetchResponseGroup::default();
                 rg.group_id = g.group_id.clone();
@@ -595,7 +704,9 @@ impl GroupCoordinator {
         } else {
             let gid = req.group_id.0.as_str();
             let topics = req.topics.as_ref().map(|ts| {
-                ts.iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone())).collect()
+                ts.iter()
+                    .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+                    .collect()
             });
             for (topic, parts) in self.fetch_offsets(gid, topics) {
                 let mut rt = OffsetFetchResponseTopic::default();
@@ -650,8 +761,15 @@ impl GroupCoordinator {
                                 rp.partition_index = p.partition_index;
                                 if is_protected {
                                     rp.error_code = code::GROUP_SUBSCRIBED_TO_TOPIC;
-                                } else if group.offsets.shift_remove(&(topic.to_owned(), p.partition_index)).is_some() {
-                                    records.push((offset_commit_key(gid, topic, p.partition_index), None));
+                                } else if group
+                                    .offsets
+                                    .shift_remove(&(topic.to_owned(), p.partition_index))
+                                    .is_some()
+                                {
+                                    records.push((
+                                        offset_commit_key(gid, topic, p.partition_index),
+                                        None,
+                                    ));
                                 }
                                 rt.partitions.push(rp);
                             }
@@ -664,7 +782,10 @@ impl GroupCoordinator {
         if records.is_empty() {
             out.reply(ctx.token, Response::OffsetDelete(r));
         } else {
-            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::OffsetDelete(r))] });
+            out.effects.push(Effect::PersistThenReply {
+                records,
+                replies: vec![(ctx.token, Response::OffsetDelete(r))],
+            });
         }
         self.finish(out, ctx.now_ms)
     }
@@ -673,7 +794,11 @@ impl GroupCoordinator {
 
     /// Describe the requested groups this coordinator owns. The driver splits a request by
     /// coordinator and concatenates the `groups` of the answers.
-    pub fn describe_groups(&mut self, ctx: RequestCtx<'_>, req: DescribeGroupsRequest) -> Vec<Effect> {
+    pub fn describe_groups(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: DescribeGroupsRequest,
+    ) -> Vec<Effect> {
         let mut out = Out::default();
         let mut r = DescribeGroupsResponse::default();
         for gid in &req.groups {
@@ -727,8 +852,16 @@ impl GroupCoordinator {
     pub fn list_groups(&mut self, ctx: RequestCtx<'_>, req: ListGroupsRequest) -> Vec<Effect> {
         let mut out = Out::default();
         let mut r = ListGroupsResponse::default();
-        let states: Vec<&str> = if ctx.api_version >= 4 { req.states_filter.iter().map(|s| s.as_str()).collect() } else { Vec::new() };
-        let types: Vec<&str> = if ctx.api_version >= 5 { req.types_filter.iter().map(|s| s.as_str()).collect() } else { Vec::new() };
+        let states: Vec<&str> = if ctx.api_version >= 4 {
+            req.states_filter.iter().map(|s| s.as_str()).collect()
+        } else {
+            Vec::new()
+        };
+        let types: Vec<&str> = if ctx.api_version >= 5 {
+            req.types_filter.iter().map(|s| s.as_str()).collect()
+        } else {
+            Vec::new()
+        };
         for group in self.groups.values() {
             let GroupKind::Classic(c) = &group.kind;
             let state = c.state.name();
@@ -760,8 +893,14 @@ impl GroupCoordinator {
             d.group_id = gid.clone();
             let id = gid.0.as_str();
             d.error_code = match self.groups.get(id).map(|g| &g.kind) {
-                None | Some(GroupKind::Classic(ClassicGroup { state: ClassicState::Dead, .. })) => code::GROUP_ID_NOT_FOUND,
-                Some(GroupKind::Classic(c)) if c.state != ClassicState::Empty => code::NON_EMPTY_GROUP,
+                None
+                | Some(GroupKind::Classic(ClassicGroup {
+                    state: ClassicState::Dead,
+                    ..
+                })) => code::GROUP_ID_NOT_FOUND,
+                Some(GroupKind::Classic(c)) if c.state != ClassicState::Empty => {
+                    code::NON_EMPTY_GROUP
+                }
                 Some(_) => {
                     if let Some(g) = self.groups.shift_remove(id) {
                         records.extend(tombstones(&g));
@@ -774,7 +913,10 @@ impl GroupCoordinator {
         if records.is_empty() {
             out.reply(ctx.token, Response::DeleteGroups(r));
         } else {
-            out.effects.push(Effect::PersistThenReply { records, replies: vec![(ctx.token, Response::DeleteGroups(r))] });
+            out.effects.push(Effect::PersistThenReply {
+                records,
+                replies: vec![(ctx.token, Response::DeleteGroups(r))],
+            });
         }
         self.finish(out, ctx.now_ms)
     }
@@ -792,7 +934,11 @@ impl GroupCoordinator {
             let GroupKind::Classic(c) = &mut group.kind;
             c.tick(cfg, now_ms, &mut out);
         }
-        let emptied: Vec<Record> = self.groups.values_mut().filter_map(take_emptied_record).collect();
+        let emptied: Vec<Record> = self
+            .groups
+            .values_mut()
+            .filter_map(take_emptied_record)
+            .collect();
         if !emptied.is_empty() {
             out.effects.push(Effect::Persist(emptied));
         }
@@ -816,19 +962,27 @@ impl GroupCoordinator {
         for group in self.groups.values_mut() {
             let GroupKind::Classic(c) = &group.kind;
             // Base of the retention clock per offset, or no expiry at all.
-            enum Base { StateChange(i64), Commit }
-            let (base, protected): (Option<Base>, Option<&HashSet<String>>) = match (c.protocol_type.as_deref(), c.state) {
-                // An empty group's offsets age from when it became empty.
-                (Some(_), ClassicState::Empty) if c.state_timestamp_ms >= 0 => (Some(Base::StateChange(c.state_timestamp_ms)), None),
-                (Some(_), ClassicState::Empty) => (Some(Base::Commit), None),
-                // A stable consumer group keeps offsets of topics it subscribes to.
-                (Some(CONSUMER_PROTOCOL_TYPE), ClassicState::Stable) if c.subscribed_topics.is_some() => {
-                    (Some(Base::Commit), c.subscribed_topics.as_ref())
-                }
-                // Offsets-only groups age per commit.
-                (None, _) => (Some(Base::Commit), None),
-                _ => (None, None),
-            };
+            enum Base {
+                StateChange(i64),
+                Commit,
+            }
+            let (base, protected): (Option<Base>, Option<&HashSet<String>>) =
+                match (c.protocol_type.as_deref(), c.state) {
+                    // An empty group's offsets age from when it became empty.
+                    (Some(_), ClassicState::Empty) if c.state_timestamp_ms >= 0 => {
+                        (Some(Base::StateChange(c.state_timestamp_ms)), None)
+                    }
+                    (Some(_), ClassicState::Empty) => (Some(Base::Commit), None),
+                    // A stable consumer group keeps offsets of topics it subscribes to.
+                    (Some(CONSUMER_PROTOCOL_TYPE), ClassicState::Stable)
+                        if c.subscribed_topics.is_some() =>
+                    {
+                        (Some(Base::Commit), c.subscribed_topics.as_ref())
+                    }
+                    // Offsets-only groups age per commit.
+                    (None, _) => (Some(Base::Commit), None),
+                    _ => (None, None),
+                };
             if let Some(base) = base {
                 let gid = &group.id;
                 let expired: Vec<(String, i32)> = group
@@ -838,7 +992,10 @@ impl GroupCoordinator {
                     .filter(|(_, v)| match v.expire_timestamp {
                         Some(at) => now_ms >= at,
                         None => {
-                            let from = match base { Base::StateChange(t) => t, Base::Commit => v.commit_timestamp };
+                            let from = match base {
+                                Base::StateChange(t) => t,
+                                Base::Commit => v.commit_timestamp,
+                            };
                             now_ms.saturating_sub(from) >= retention
                         }
                     })
@@ -850,7 +1007,10 @@ impl GroupCoordinator {
                 }
             }
             let GroupKind::Classic(c) = &group.kind;
-            if c.state == ClassicState::Empty && group.offsets.is_empty() && c.pending_members.is_empty() {
+            if c.state == ClassicState::Empty
+                && group.offsets.is_empty()
+                && c.pending_members.is_empty()
+            {
                 dead.push(group.id.clone());
             }
         }
@@ -875,10 +1035,17 @@ impl GroupCoordinator {
     /// last record.
     pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), GroupError> {
         match decode_key(key)? {
-            RecordKey::OffsetCommit { group, topic, partition } => match value {
+            RecordKey::OffsetCommit {
+                group,
+                topic,
+                partition,
+            } => match value {
                 Some(v) => {
                     let v = decode_offset_commit_value(v)?;
-                    let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(group, -1));
+                    let g = self
+                        .groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, -1));
                     g.offsets.insert((topic, partition), v);
                 }
                 None => {
@@ -891,13 +1058,19 @@ impl GroupCoordinator {
                 Some(v) => {
                     let v = decode_group_metadata_value(v)?;
                     let c = ClassicGroup::load(v);
-                    let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(group, -1));
+                    let g = self
+                        .groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, -1));
                     g.kind = GroupKind::Classic(c);
                 }
                 None => {
                     // The group's metadata is gone; offsets without a tombstone yet still
                     // belong to an (offsets-only) group, as in Kafka's loader.
-                    let keep = self.groups.get(&group).is_some_and(|g| !g.offsets.is_empty());
+                    let keep = self
+                        .groups
+                        .get(&group)
+                        .is_some_and(|g| !g.offsets.is_empty());
                     if keep {
                         if let Some(g) = self.groups.get_mut(&group) {
                             g.kind = GroupKind::Classic(ClassicGroup::new(-1));
@@ -922,7 +1095,8 @@ impl GroupCoordinator {
                 c.state_timestamp_ms = now_ms;
             }
             for m in c.members.values_mut() {
-                m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
+                m.heartbeat_deadline_ms =
+                    now_ms.saturating_add(i64::from(m.session_timeout_ms.max(0)));
             }
         }
         let mut out = Out::default();

@@ -56,7 +56,10 @@ pub enum Effect {
     /// from the log (`GroupCoordinator::new` + `replay` + `finish_replay`) once the partition
     /// accepts writes again: the coordinator applied the change in memory already, and the
     /// log is the truth.
-    PersistThenReply { records: Vec<Record>, replies: Vec<(ReplyToken, Response)> },
+    PersistThenReply {
+        records: Vec<Record>,
+        replies: Vec<(ReplyToken, Response)>,
+    },
     /// Append `records`; nobody waits on them (expiry tombstones, a group turning Empty).
     /// A failure here also means: rebuild from the log.
     Persist(Vec<Record>),

@@ -30,11 +30,21 @@ pub mod code {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupError {
     /// The record ended before the field `field` of `what` was complete.
-    Truncated { what: &'static str, field: &'static str },
+    Truncated {
+        what: &'static str,
+        field: &'static str,
+    },
     /// A string field was not UTF-8.
-    NotUtf8 { what: &'static str, field: &'static str },
+    NotUtf8 {
+        what: &'static str,
+        field: &'static str,
+    },
     /// A length or count was negative where that is not allowed, or absurdly large.
-    BadLength { what: &'static str, field: &'static str, len: i64 },
+    BadLength {
+        what: &'static str,
+        field: &'static str,
+        len: i64,
+    },
     /// A value record's schema version this coordinator does not know.
     UnknownValueVersion { what: &'static str, version: i16 },
     /// A value record arrived for a key version whose value we never write or read.
@@ -44,7 +54,9 @@ pub enum GroupError {
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GroupError::Truncated { what, field } => write!(f, "{what}: truncated at field {field}"),
+            GroupError::Truncated { what, field } => {
+                write!(f, "{what}: truncated at field {field}")
+            }
             GroupError::NotUtf8 { what, field } => write!(f, "{what}: field {field} is not UTF-8"),
             GroupError::BadLength { what, field, len } => {
                 write!(f, "{what}: field {field} has invalid length {len}")
@@ -53,7 +65,10 @@ impl fmt::Display for GroupError {
                 write!(f, "{what}: unknown value version {version}")
             }
             GroupError::UnsupportedKeyVersion { version } => {
-                write!(f, "__consumer_offsets key version {version} is not supported")
+                write!(
+                    f,
+                    "__consumer_offsets key version {version} is not supported"
+                )
             }
         }
     }

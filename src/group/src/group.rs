@@ -156,7 +156,11 @@ pub(crate) struct Group {
 
 impl Group {
     pub fn new(id: String, now_ms: i64) -> Self {
-        Group { id, kind: GroupKind::Classic(ClassicGroup::new(now_ms)), offsets: IndexMap::new() }
+        Group {
+            id,
+            kind: GroupKind::Classic(ClassicGroup::new(now_ms)),
+            offsets: IndexMap::new(),
+        }
     }
 }
 
@@ -188,7 +192,11 @@ pub(crate) fn join_error(error: i16, member_id: &str, version: i16) -> JoinGroup
     r.generation_id = -1;
     r.member_id = sb(member_id);
     // ProtocolName is nullable only from v7; older versions get "" as Kafka sends.
-    r.protocol_name = if version >= 7 { None } else { Some(StrBytes::default()) };
+    r.protocol_name = if version >= 7 {
+        None
+    } else {
+        Some(StrBytes::default())
+    };
     r
 }
 
@@ -205,6 +213,15 @@ pub(crate) fn sync_response(error: i16, c: &ClassicGroup, assignment: Bytes) -> 
 
 fn saturating_deadline(now_ms: i64, timeout_ms: i64) -> i64 {
     now_ms.saturating_add(timeout_ms.max(0))
+}
+
+/// Inputs of a SyncGroup after validation.
+pub(crate) struct SyncArgs {
+    pub token: ReplyToken,
+    pub version: i16,
+    pub now_ms: i64,
+    /// `(member id, assignment)` from the leader; empty from followers.
+    pub assignments: Vec<(String, Bytes)>,
 }
 
 /// Inputs of a JoinGroup after validation.
@@ -264,7 +281,11 @@ impl ClassicGroup {
     pub fn next_deadline(&self) -> Option<i64> {
         let members = self.members.values().map(|m| m.heartbeat_deadline_ms);
         let pending = self.pending_members.values().copied();
-        let timers = self.join_timer.map(JoinTimer::at_ms).into_iter().chain(self.sync_deadline_ms);
+        let timers = self
+            .join_timer
+            .map(JoinTimer::at_ms)
+            .into_iter()
+            .chain(self.sync_deadline_ms);
         members.chain(pending).chain(timers).min()
     }
 
@@ -276,7 +297,9 @@ impl ClassicGroup {
         }
         self.protocol_type.as_deref() == Some(protocol_type)
             && protocols.iter().any(|(name, _)| {
-                self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name))
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
             })
     }
 
@@ -289,7 +312,9 @@ impl ClassicGroup {
             .iter()
             .map(|(n, _)| n.as_str())
             .filter(|name| {
-                self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name))
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
             })
             .collect();
         let mut best: Option<(&str, usize)> = None;
@@ -298,7 +323,10 @@ impl ClassicGroup {
                 .members
                 .values()
                 .filter(|m| {
-                    m.protocols.iter().map(|(n, _)| n.as_str()).find(|n| candidates.contains(n))
+                    m.protocols
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .find(|n| candidates.contains(n))
                         == Some(cand)
                 })
                 .count();
@@ -345,7 +373,10 @@ impl ClassicGroup {
                 })
                 .collect(),
         };
-        (group_metadata_key(group_id), Some(group_metadata_value(&value)))
+        (
+            group_metadata_key(group_id),
+            Some(group_metadata_value(&value)),
+        )
     }
 
     /// Rebuild from a replayed metadata record. Members come back as Kafka loads them: in a
@@ -380,27 +411,46 @@ impl ClassicGroup {
             };
             c.members.insert(m.member_id, member);
         }
-        if c.leader.as_ref().is_some_and(|l| !c.members.contains_key(l)) {
+        if c.leader
+            .as_ref()
+            .is_some_and(|l| !c.members.contains_key(l))
+        {
             c.leader = c.members.keys().next().cloned();
         }
-        c.state = if c.members.is_empty() { ClassicState::Empty } else { ClassicState::Stable };
+        c.state = if c.members.is_empty() {
+            ClassicState::Empty
+        } else {
+            ClassicState::Stable
+        };
         c.subscribed_topics = c.compute_subscribed_topics();
         c
     }
 
     fn max_rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| i64::from(m.rebalance_timeout_ms.max(0))).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The JoinGroup answer for `member_id` at the current generation. The leader gets every
     /// member's metadata for the selected protocol.
-    fn join_success(&self, member_id: &str, version: i16, skip_assignment: bool) -> JoinGroupResponse {
+    fn join_success(
+        &self,
+        member_id: &str,
+        version: i16,
+        skip_assignment: bool,
+    ) -> JoinGroupResponse {
         let protocol = self.protocol_name.as_deref().unwrap_or("");
         let mut r = JoinGroupResponse::default();
         r.generation_id = self.generation;
         r.protocol_type = self.protocol_type.as_deref().map(sb);
-        r.protocol_name =
-            if version >= 7 { self.protocol_name.as_deref().map(sb) } else { Some(sb(protocol)) };
+        r.protocol_name = if version >= 7 {
+            self.protocol_name.as_deref().map(sb)
+        } else {
+            Some(sb(protocol))
+        };
         r.leader = sb(self.leader.as_deref().unwrap_or(""));
         r.member_id = sb(member_id);
         r.skip_assignment = skip_assignment && version >= 9;
@@ -426,7 +476,13 @@ impl ClassicGroup {
     // ---- JoinGroup ------------------------------------------------------------------------
 
     /// JoinGroup without a member id.
-    pub fn join_unknown_member(&mut self, gid: &str, cfg: &GroupConfig, a: JoinArgs<'_>, out: &mut Out) {
+    pub fn join_unknown_member(
+        &mut self,
+        gid: &str,
+        cfg: &GroupConfig,
+        a: JoinArgs<'_>,
+        out: &mut Out,
+    ) {
         if self.members.len() + self.pending_members.len() >= cfg.group_max_size {
             let r = join_error(code::GROUP_MAX_SIZE_REACHED, "", a.version);
             return out.reply(a.token, Response::JoinGroup(r));
@@ -452,9 +508,19 @@ impl ClassicGroup {
     }
 
     /// JoinGroup with a member id.
-    pub fn join_known_member(&mut self, gid: &str, cfg: &GroupConfig, member_id: &str, a: JoinArgs<'_>, out: &mut Out) {
+    pub fn join_known_member(
+        &mut self,
+        gid: &str,
+        cfg: &GroupConfig,
+        member_id: &str,
+        a: JoinArgs<'_>,
+        out: &mut Out,
+    ) {
         let fail = |out: &mut Out, code: i16, a: &JoinArgs<'_>| {
-            out.reply(a.token, Response::JoinGroup(join_error(code, member_id, a.version)));
+            out.reply(
+                a.token,
+                Response::JoinGroup(join_error(code, member_id, a.version)),
+            );
         };
         if self.is_static_fenced(a.instance_id.as_deref(), member_id) {
             return fail(out, code::FENCED_INSTANCE_ID, &a);
@@ -467,7 +533,9 @@ impl ClassicGroup {
         };
         let same_protocols = member.protocols == a.protocols;
         match self.state {
-            ClassicState::PreparingRebalance => self.update_member_and_rebalance(gid, cfg, member_id, a, out),
+            ClassicState::PreparingRebalance => {
+                self.update_member_and_rebalance(gid, cfg, member_id, a, out)
+            }
             ClassicState::CompletingRebalance if same_protocols => {
                 // A retransmitted JoinGroup (its answer was lost): answer it again.
                 let r = self.join_success(member_id, a.version, false);
@@ -476,7 +544,8 @@ impl ClassicGroup {
             ClassicState::Stable if same_protocols && !self.is_leader(member_id) => {
                 // A follower rejoining with unchanged metadata does not need a rebalance.
                 if let Some(m) = self.members.get_mut(member_id) {
-                    m.heartbeat_deadline_ms = saturating_deadline(a.now_ms, i64::from(m.session_timeout_ms));
+                    m.heartbeat_deadline_ms =
+                        saturating_deadline(a.now_ms, i64::from(m.session_timeout_ms));
                 }
                 let r = self.join_success(member_id, a.version, false);
                 out.reply(a.token, Response::JoinGroup(r));
@@ -489,7 +558,13 @@ impl ClassicGroup {
         }
     }
 
-    fn add_member_and_rebalance(&mut self, cfg: &GroupConfig, member_id: String, a: JoinArgs<'_>, out: &mut Out) {
+    fn add_member_and_rebalance(
+        &mut self,
+        cfg: &GroupConfig,
+        member_id: String,
+        a: JoinArgs<'_>,
+        out: &mut Out,
+    ) {
         let deadline = saturating_deadline(a.now_ms, cfg.new_member_join_timeout_ms);
         if self.members.is_empty() {
             self.protocol_type = Some(a.protocol_type.clone());
@@ -524,7 +599,14 @@ impl ClassicGroup {
         self.try_complete_join(a.now_ms, out);
     }
 
-    fn update_member_and_rebalance(&mut self, _gid: &str, cfg: &GroupConfig, member_id: &str, a: JoinArgs<'_>, out: &mut Out) {
+    fn update_member_and_rebalance(
+        &mut self,
+        _gid: &str,
+        cfg: &GroupConfig,
+        member_id: &str,
+        a: JoinArgs<'_>,
+        out: &mut Out,
+    ) {
         if let Some(m) = self.members.get_mut(member_id) {
             if let Some((old, v)) = m.awaiting_join.take() {
                 // Superseded by this newer JoinGroup for the same member; the client retries.
@@ -538,7 +620,8 @@ impl ClassicGroup {
             m.client_id = a.client_id.to_owned();
             m.client_host = a.client_host.to_owned();
             m.awaiting_join = Some((a.token, a.version));
-            m.heartbeat_deadline_ms = saturating_deadline(a.now_ms, i64::from(m.session_timeout_ms));
+            m.heartbeat_deadline_ms =
+                saturating_deadline(a.now_ms, i64::from(m.session_timeout_ms));
             out.wake(m.heartbeat_deadline_ms);
         }
         self.maybe_prepare_rebalance(cfg, a.now_ms, out);
@@ -547,16 +630,30 @@ impl ClassicGroup {
 
     /// KIP-345: a static member rejoined with an empty member id (a restarted client). The
     /// old member id is fenced; the member keeps its place and assignment.
-    fn update_static_member(&mut self, gid: &str, cfg: &GroupConfig, old_id: &str, new_id: String, a: JoinArgs<'_>, out: &mut Out) {
+    fn update_static_member(
+        &mut self,
+        gid: &str,
+        cfg: &GroupConfig,
+        old_id: &str,
+        new_id: String,
+        a: JoinArgs<'_>,
+        out: &mut Out,
+    ) {
         let Some(mut member) = self.members.shift_remove(old_id) else {
             // The mapping pointed at a vanished member; treat the join as a new member.
             return self.add_member_and_rebalance(cfg, new_id, a, out);
         };
         if let Some((t, v)) = member.awaiting_join.take() {
-            out.reply(t, Response::JoinGroup(join_error(code::FENCED_INSTANCE_ID, old_id, v)));
+            out.reply(
+                t,
+                Response::JoinGroup(join_error(code::FENCED_INSTANCE_ID, old_id, v)),
+            );
         }
         if let Some((t, _)) = member.awaiting_sync.take() {
-            out.reply(t, Response::SyncGroup(sync_response(code::FENCED_INSTANCE_ID, self, Bytes::new())));
+            out.reply(
+                t,
+                Response::SyncGroup(sync_response(code::FENCED_INSTANCE_ID, self, Bytes::new())),
+            );
         }
         member.id = new_id.clone();
         member.protocols = a.protocols;
@@ -565,7 +662,8 @@ impl ClassicGroup {
         member.session_timeout_ms = a.session_timeout_ms;
         member.client_id = a.client_id.to_owned();
         member.client_host = a.client_host.to_owned();
-        member.heartbeat_deadline_ms = saturating_deadline(a.now_ms, i64::from(a.session_timeout_ms));
+        member.heartbeat_deadline_ms =
+            saturating_deadline(a.now_ms, i64::from(a.session_timeout_ms));
         out.wake(member.heartbeat_deadline_ms);
         if self.pending_sync.remove(old_id) {
             self.pending_sync.insert(new_id.clone());
@@ -601,7 +699,10 @@ impl ClassicGroup {
     }
 
     fn maybe_prepare_rebalance(&mut self, cfg: &GroupConfig, now_ms: i64, out: &mut Out) {
-        if matches!(self.state, ClassicState::Stable | ClassicState::CompletingRebalance | ClassicState::Empty) {
+        if matches!(
+            self.state,
+            ClassicState::Stable | ClassicState::CompletingRebalance | ClassicState::Empty
+        ) {
             self.prepare_rebalance(cfg, now_ms, out);
         }
     }
@@ -610,10 +711,14 @@ impl ClassicGroup {
         if self.state == ClassicState::CompletingRebalance {
             // The leader's assignment for this generation will never be used: tell every member
             // waiting in SyncGroup to rejoin.
-            let tokens: Vec<_> = self.members.values_mut().filter_map(|m| {
-                m.assignment = Bytes::new();
-                m.awaiting_sync.take()
-            }).collect();
+            let tokens: Vec<_> = self
+                .members
+                .values_mut()
+                .filter_map(|m| {
+                    m.assignment = Bytes::new();
+                    m.awaiting_sync.take()
+                })
+                .collect();
             for (t, _) in tokens {
                 let r = sync_response(code::REBALANCE_IN_PROGRESS, self, Bytes::new());
                 out.reply(t, Response::SyncGroup(r));
@@ -629,7 +734,9 @@ impl ClassicGroup {
                 remaining_ms: (rebalance_timeout - delay).max(0),
             }
         } else {
-            JoinTimer::Normal { at_ms: saturating_deadline(now_ms, rebalance_timeout) }
+            JoinTimer::Normal {
+                at_ms: saturating_deadline(now_ms, rebalance_timeout),
+            }
         };
         self.join_timer = Some(timer);
         out.wake(timer.at_ms());
@@ -654,7 +761,9 @@ impl ClassicGroup {
     /// The join timer fired.
     fn expire_join(&mut self, cfg: &GroupConfig, now_ms: i64, out: &mut Out) {
         match self.join_timer {
-            Some(JoinTimer::Initial { remaining_ms, .. }) if self.new_member_added && remaining_ms > 0 => {
+            Some(JoinTimer::Initial { remaining_ms, .. })
+                if self.new_member_added && remaining_ms > 0 =>
+            {
                 self.new_member_added = false;
                 let delay = i64::from(cfg.initial_rebalance_delay_ms.max(0)).min(remaining_ms);
                 let timer = JoinTimer::Initial {
@@ -692,7 +801,11 @@ impl ClassicGroup {
         self.new_member_added = false;
         // Generation ids only grow; at i32::MAX restart at 1 rather than go negative (negative
         // generations mean "not a group member" in OffsetCommit).
-        self.generation = if self.generation >= i32::MAX || self.generation < 0 { 1 } else { self.generation + 1 };
+        self.generation = self
+            .generation
+            .checked_add(1)
+            .filter(|g| *g > 0)
+            .unwrap_or(1);
         if self.members.is_empty() {
             self.protocol_name = None;
             self.leader = None;
@@ -706,7 +819,9 @@ impl ClassicGroup {
         self.transition(ClassicState::CompletingRebalance, now_ms);
         let mut replies = Vec::new();
         for id in self.members.keys().cloned().collect::<Vec<_>>() {
-            let Some(m) = self.members.get_mut(&id) else { continue };
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
             m.is_new = false;
             m.heartbeat_deadline_ms = saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
             if let Some((token, version)) = m.awaiting_join.take() {
@@ -729,7 +844,11 @@ impl ClassicGroup {
     /// Keep the leader if it rejoined, else pick a member that did. False if none did.
     fn elect_joined_leader(&mut self) -> bool {
         if let Some(l) = &self.leader {
-            if self.members.get(l).is_some_and(|m| m.awaiting_join.is_some()) {
+            if self
+                .members
+                .get(l)
+                .is_some_and(|m| m.awaiting_join.is_some())
+            {
                 return true;
             }
         }
@@ -744,16 +863,25 @@ impl ClassicGroup {
 
     /// Drop a member, failing its parked requests with UNKNOWN_MEMBER_ID. No state change.
     fn remove_member(&mut self, member_id: &str, out: &mut Out) {
-        let Some(m) = self.members.shift_remove(member_id) else { return };
+        let Some(m) = self.members.shift_remove(member_id) else {
+            return;
+        };
         if let Some((t, v)) = m.awaiting_join {
-            out.reply(t, Response::JoinGroup(join_error(code::UNKNOWN_MEMBER_ID, member_id, v)));
+            out.reply(
+                t,
+                Response::JoinGroup(join_error(code::UNKNOWN_MEMBER_ID, member_id, v)),
+            );
         }
         if let Some((t, _)) = m.awaiting_sync {
             let r = sync_response(code::UNKNOWN_MEMBER_ID, self, Bytes::new());
             out.reply(t, Response::SyncGroup(r));
         }
         if let Some(inst) = &m.instance_id {
-            if self.static_members.get(inst).is_some_and(|id| id == member_id) {
+            if self
+                .static_members
+                .get(inst)
+                .is_some_and(|id| id == member_id)
+            {
                 self.static_members.remove(inst);
             }
         }
@@ -767,7 +895,13 @@ impl ClassicGroup {
     }
 
     /// A member left or expired: remove it and rebalance (or finish the running join).
-    pub fn remove_member_and_update(&mut self, cfg: &GroupConfig, member_id: &str, now_ms: i64, out: &mut Out) {
+    pub fn remove_member_and_update(
+        &mut self,
+        cfg: &GroupConfig,
+        member_id: &str,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
         self.remove_member(member_id, out);
         match self.state {
             ClassicState::Stable | ClassicState::CompletingRebalance => {
@@ -788,7 +922,20 @@ impl ClassicGroup {
     // ---- SyncGroup ------------------------------------------------------------------------
 
     /// SyncGroup for a validated member of the current generation.
-    pub fn sync(&mut self, gid: &str, cfg: &GroupConfig, member_id: &str, token: ReplyToken, version: i16, assignments: Vec<(String, Bytes)>, now_ms: i64, out: &mut Out) {
+    pub fn sync(
+        &mut self,
+        gid: &str,
+        cfg: &GroupConfig,
+        member_id: &str,
+        a: SyncArgs,
+        out: &mut Out,
+    ) {
+        let SyncArgs {
+            token,
+            version,
+            now_ms,
+            assignments,
+        } = a;
         match self.state {
             ClassicState::Empty => {
                 let r = sync_response(code::UNKNOWN_MEMBER_ID, self, Bytes::new());
@@ -806,7 +953,8 @@ impl ClassicGroup {
                 let mut superseded = None;
                 if let Some(m) = self.members.get_mut(member_id) {
                     superseded = m.awaiting_sync.replace((token, version));
-                    m.heartbeat_deadline_ms = saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
+                    m.heartbeat_deadline_ms =
+                        saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
                 }
                 if let Some((old, _)) = superseded {
                     // A newer SyncGroup from the same member replaces this one.
@@ -817,10 +965,17 @@ impl ClassicGroup {
                 if !self.is_leader(member_id) {
                     return;
                 }
-                if assignments.iter().any(|(_, a)| a.len() > cfg.member_metadata_max_bytes) {
+                if assignments
+                    .iter()
+                    .any(|(_, a)| a.len() > cfg.member_metadata_max_bytes)
+                {
                     // Kafka answers a group record too large to append with
                     // UNKNOWN_SERVER_ERROR and rebalances; refuse before writing it.
-                    let tokens: Vec<_> = self.members.values_mut().filter_map(|m| m.awaiting_sync.take()).collect();
+                    let tokens: Vec<_> = self
+                        .members
+                        .values_mut()
+                        .filter_map(|m| m.awaiting_sync.take())
+                        .collect();
                     for (t, _) in tokens {
                         let r = sync_response(code::UNKNOWN_SERVER_ERROR, self, Bytes::new());
                         out.reply(t, Response::SyncGroup(r));
@@ -835,13 +990,21 @@ impl ClassicGroup {
                 self.transition(ClassicState::Stable, now_ms);
                 let record = self.metadata_record(gid);
                 let mut replies = Vec::new();
-                let tokens: Vec<_> = self.members.values_mut()
+                let tokens: Vec<_> = self
+                    .members
+                    .values_mut()
                     .filter_map(|m| m.awaiting_sync.take().map(|t| (t, m.assignment.clone())))
                     .collect();
                 for ((t, _), assignment) in tokens {
-                    replies.push((t, Response::SyncGroup(sync_response(code::NONE, self, assignment))));
+                    replies.push((
+                        t,
+                        Response::SyncGroup(sync_response(code::NONE, self, assignment)),
+                    ));
                 }
-                out.effects.push(Effect::PersistThenReply { records: vec![record], replies });
+                out.effects.push(Effect::PersistThenReply {
+                    records: vec![record],
+                    replies,
+                });
             }
             ClassicState::Stable => {
                 self.pending_sync.remove(member_id);
@@ -850,12 +1013,16 @@ impl ClassicGroup {
                 }
                 let assignment = match self.members.get_mut(member_id) {
                     Some(m) => {
-                        m.heartbeat_deadline_ms = saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
+                        m.heartbeat_deadline_ms =
+                            saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
                         m.assignment.clone()
                     }
                     None => Bytes::new(),
                 };
-                out.reply(token, Response::SyncGroup(sync_response(code::NONE, self, assignment)));
+                out.reply(
+                    token,
+                    Response::SyncGroup(sync_response(code::NONE, self, assignment)),
+                );
             }
         }
     }
@@ -891,7 +1058,11 @@ impl ClassicGroup {
             if at <= now_ms {
                 self.sync_deadline_ms = None;
                 let lagging: Vec<String> = self.pending_sync.drain().collect();
-                if matches!(self.state, ClassicState::CompletingRebalance | ClassicState::Stable) && !lagging.is_empty() {
+                if matches!(
+                    self.state,
+                    ClassicState::CompletingRebalance | ClassicState::Stable
+                ) && !lagging.is_empty()
+                {
                     // Members that never sent SyncGroup for this generation are gone.
                     for id in &lagging {
                         self.remove_member(id, out);
@@ -904,7 +1075,8 @@ impl ClassicGroup {
         // A member whose deadline passed while parked in a join/sync must be re-checked later.
         for m in self.members.values_mut() {
             if m.heartbeat_deadline_ms <= now_ms {
-                m.heartbeat_deadline_ms = saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
+                m.heartbeat_deadline_ms =
+                    saturating_deadline(now_ms, i64::from(m.session_timeout_ms));
             }
         }
     }

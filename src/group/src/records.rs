@@ -23,10 +23,18 @@ use crate::error::GroupError;
 /// A decoded `__consumer_offsets` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordKey {
-    OffsetCommit { group: String, topic: String, partition: i32 },
-    GroupMetadata { group: String },
+    OffsetCommit {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    GroupMetadata {
+        group: String,
+    },
     /// A record type this coordinator does not serve yet (consumer/share group records).
-    Other { version: i16 },
+    Other {
+        version: i16,
+    },
 }
 
 /// A committed offset as stored.
@@ -177,12 +185,19 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, what, flexible: false }
+        Reader {
+            buf,
+            what,
+            flexible: false,
+        }
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], GroupError> {
         if self.buf.len() < n {
-            return Err(GroupError::Truncated { what: self.what, field });
+            return Err(GroupError::Truncated {
+                what: self.what,
+                field,
+            });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -215,7 +230,11 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(GroupError::BadLength { what: self.what, field, len: -1 })
+        Err(GroupError::BadLength {
+            what: self.what,
+            field,
+            len: -1,
+        })
     }
 
     /// Length prefix of a string/bytes/array: `None` for null.
@@ -231,31 +250,46 @@ impl<'a> Reader<'a> {
             return if len == -1 {
                 Ok(None)
             } else {
-                Err(GroupError::BadLength { what: self.what, field, len })
+                Err(GroupError::BadLength {
+                    what: self.what,
+                    field,
+                    len,
+                })
             };
         }
         Ok(Some(len as usize))
     }
 
     fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, GroupError> {
-        let Some(len) = self.len(field, false)? else { return Ok(None) };
+        let Some(len) = self.len(field, false)? else {
+            return Ok(None);
+        };
         let raw = self.take(len, field)?;
         match std::str::from_utf8(raw) {
             Ok(s) => Ok(Some(s.to_owned())),
-            Err(_) => Err(GroupError::NotUtf8 { what: self.what, field }),
+            Err(_) => Err(GroupError::NotUtf8 {
+                what: self.what,
+                field,
+            }),
         }
     }
 
     fn string(&mut self, field: &'static str) -> Result<String, GroupError> {
         match self.opt_string(field)? {
             Some(s) => Ok(s),
-            None => Err(GroupError::BadLength { what: self.what, field, len: -1 }),
+            None => Err(GroupError::BadLength {
+                what: self.what,
+                field,
+                len: -1,
+            }),
         }
     }
 
     fn bytes(&mut self, field: &'static str) -> Result<Bytes, GroupError> {
         // Kafka writes non-null bytes here; read null as empty rather than refusing the group.
-        let Some(len) = self.len(field, true)? else { return Ok(Bytes::new()) };
+        let Some(len) = self.len(field, true)? else {
+            return Ok(Bytes::new());
+        };
         Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
 
@@ -264,7 +298,11 @@ impl<'a> Reader<'a> {
         // Each element takes at least one byte, so a count beyond the remaining bytes is a lie;
         // refusing it keeps allocation bounded by the record, not by the count.
         if len > self.buf.len() {
-            return Err(GroupError::BadLength { what: self.what, field, len: len as i64 });
+            return Err(GroupError::BadLength {
+                what: self.what,
+                field,
+                len: len as i64,
+            });
         }
         Ok(len)
     }
@@ -293,11 +331,17 @@ pub fn decode_key(key: &[u8]) -> Result<RecordKey, GroupError> {
             let group = r.string("group")?;
             let topic = r.string("topic")?;
             let partition = r.i32("partition")?;
-            Ok(RecordKey::OffsetCommit { group, topic, partition })
+            Ok(RecordKey::OffsetCommit {
+                group,
+                topic,
+                partition,
+            })
         }
         2 => {
             r.what = "GroupMetadataKey";
-            Ok(RecordKey::GroupMetadata { group: r.string("group")? })
+            Ok(RecordKey::GroupMetadata {
+                group: r.string("group")?,
+            })
         }
         v => Ok(RecordKey::Other { version: v }),
     }
@@ -313,7 +357,11 @@ pub fn decode_offset_commit_value(value: &[u8]) -> Result<OffsetCommitValue, Gro
     }
     r.flexible = version >= 4;
     let offset = r.i64("offset")?;
-    let leader_epoch = if version >= 3 { r.i32("leaderEpoch")? } else { -1 };
+    let leader_epoch = if version >= 3 {
+        r.i32("leaderEpoch")?
+    } else {
+        -1
+    };
     let metadata = r.string("metadata")?;
     let commit_timestamp = r.i64("commitTimestamp")?;
     let expire_timestamp = if version == 1 {
@@ -322,7 +370,13 @@ pub fn decode_offset_commit_value(value: &[u8]) -> Result<OffsetCommitValue, Gro
         None
     };
     r.skip_tagged()?;
-    Ok(OffsetCommitValue { offset, leader_epoch, metadata, commit_timestamp, expire_timestamp })
+    Ok(OffsetCommitValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+        expire_timestamp,
+    })
 }
 
 /// Decode a `GroupMetadataValue` of any version 0-4.
@@ -338,19 +392,34 @@ pub fn decode_group_metadata_value(value: &[u8]) -> Result<GroupMetadataValue, G
     let generation = r.i32("generation")?;
     let protocol = r.opt_string("protocol")?;
     let leader = r.opt_string("leader")?;
-    let current_state_timestamp = if version >= 2 { r.i64("currentStateTimestamp")? } else { -1 };
+    let current_state_timestamp = if version >= 2 {
+        r.i64("currentStateTimestamp")?
+    } else {
+        -1
+    };
     let count = r.array_len("members")?;
     let mut members = Vec::with_capacity(count);
     for _ in 0..count {
         let member_id = r.string("memberId")?;
-        let group_instance_id = if version >= 3 { r.opt_string("groupInstanceId")? } else { None };
+        let group_instance_id = if version >= 3 {
+            r.opt_string("groupInstanceId")?
+        } else {
+            None
+        };
         let client_id = r.string("clientId")?;
         let client_host = r.string("clientHost")?;
-        let rebalance_timeout_ms = if version >= 1 { r.i32("rebalanceTimeout")? } else { -1 };
+        let rebalance_timeout_ms = if version >= 1 {
+            r.i32("rebalanceTimeout")?
+        } else {
+            -1
+        };
         let session_timeout_ms = r.i32("sessionTimeout")?;
         // v0 has no rebalance timeout; Kafka then uses the session timeout.
-        let rebalance_timeout_ms =
-            if rebalance_timeout_ms < 0 { session_timeout_ms } else { rebalance_timeout_ms };
+        let rebalance_timeout_ms = if rebalance_timeout_ms < 0 {
+            session_timeout_ms
+        } else {
+            rebalance_timeout_ms
+        };
         let subscription = r.bytes("subscription")?;
         let assignment = r.bytes("assignment")?;
         r.skip_tagged()?;
@@ -396,7 +465,8 @@ pub fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
 
 /// Java `String.hashCode` over UTF-16 code units, which Kafka uses to place a group.
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
 /// The `__consumer_offsets` partition that owns `group_id`: `Utils.abs(hashCode) % count`,

@@ -48,6 +48,18 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    // v10 names topics by id; held at Kafka 4.0's v9 until the coordinator resolves ids.
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -114,6 +126,7 @@ pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
         }
         RequestKind::DescribeCluster(r) => respond(h, &describe_cluster::handle(shard, h, r)),
+        RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.
             log::error!("no handler for {:?}", std::mem::discriminant(&other));
