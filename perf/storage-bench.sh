@@ -54,7 +54,11 @@ if [[ -n "$dev" && -d "/sys/block/$dev/queue" ]]; then
 fi
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$(git -C "$root" status --porcelain 2>/dev/null | grep -q . && echo ' (with uncommitted changes)' || true)"
+dirty=""
+# Not `git status | grep -q`: under pipefail, grep's early exit makes git's SIGPIPE fail the test.
+if [[ -n "$(git -C "$root" status --porcelain 2>/dev/null)" ]]; then
+    dirty=" (with uncommitted changes)"
+fi
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 cmd=("$bin" "${args[@]}" --json "$json")
@@ -66,7 +70,7 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# Storage benchmark, $day, $host"
     echo
     echo "- started: $started"
-    echo "- command: \`perf/storage-bench.sh ${*}\` → \`${cmd[*]#"$root/"}\`"
+    echo "- command: \`perf/storage-bench.sh${*:+ $*}\` → \`${cmd[*]#"$root/"}\`"
     echo "- commit: $commit$dirty"
     echo "- kernel: $kernel"
     echo "- CPUs: $cpus ($cpu_model), memory $mem"

@@ -20,7 +20,7 @@ use crate::shard::{now_ms, BrokerShard};
 
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const NOT_COORDINATOR: i16 = 16;
-/// Longest a ticker sleeps before looking again (covers hints it could not see).
+/// First tick after loading.
 const TICK_MAX: Duration = Duration::from_millis(1000);
 
 /// One coordinator and its partition log, on the shard owning the partition.
@@ -31,8 +31,8 @@ pub struct GroupSlot {
     loaded: Cell<bool>,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
+    /// The earliest pending timer (i64::MAX: none).
     next_tick: Cell<i64>,
-    wake: RefCell<Option<LocalSender<()>>>,
 }
 
 impl GroupSlot {
@@ -45,7 +45,6 @@ impl GroupSlot {
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
             next_tick: Cell::new(i64::MAX),
-            wake: RefCell::new(None),
         })
     }
 
@@ -87,35 +86,29 @@ impl GroupSlot {
         if records > 0 {
             log::info!("{OFFSETS_TOPIC}-{}: loaded {} group(s) from {records} record(s)", self.partition, self.coord.borrow().group_count());
         }
+        self.next_tick.set(i64::MAX);
         self.perform(effects);
-        self.start_ticker();
+        // A first tick soon after loading expires sessions of members that did not return.
+        self.schedule_tick(now_ms() + TICK_MAX.as_millis() as i64);
     }
 
-    fn start_ticker(self: &Rc<Self>) {
-        let (tx, rx) = local_channel::new_bounded::<()>(1);
-        *self.wake.borrow_mut() = Some(tx);
+    /// Runs `tick` at `at_ms` unless an earlier timer already covers it. One short-lived
+    /// timer task per earlier hint; `tick` is idempotent, so a superseded timer is harmless.
+    fn schedule_tick(self: &Rc<Self>, at_ms: i64) {
+        if at_ms >= self.next_tick.get() {
+            return;
+        }
+        self.next_tick.set(at_ms);
         let me = self.clone();
         glommio::spawn_local(async move {
-            loop {
-                let now = now_ms();
-                let wait = (me.next_tick.get().saturating_sub(now)).clamp(0, TICK_MAX.as_millis() as i64);
-                if wait > 0 {
-                    let _ = glommio::timer::timeout(Duration::from_millis(wait as u64), async {
-                        rx.recv().await;
-                        Ok(())
-                    })
-                    .await;
-                }
-                if !me.loaded.get() {
-                    break;
-                }
-                let now = now_ms();
-                if now >= me.next_tick.get() || wait == TICK_MAX.as_millis() as i64 {
-                    me.next_tick.set(i64::MAX);
-                    let effects = me.coord.borrow_mut().tick(now);
-                    me.perform(effects);
-                }
+            let wait = (at_ms - now_ms()).clamp(0, i64::MAX / 2) as u64;
+            glommio::timer::sleep(Duration::from_millis(wait)).await;
+            if !me.loaded.get() || me.next_tick.get() > at_ms {
+                return; // reloaded, or a later tick already ran past this one
             }
+            me.next_tick.set(i64::MAX);
+            let effects = me.coord.borrow_mut().tick(now_ms());
+            me.perform(effects);
         })
         .detach();
     }
@@ -159,14 +152,7 @@ impl GroupSlot {
                         log::error!("{OFFSETS_TOPIC}-{}: persisting group state: {e}", self.partition);
                     }
                 }
-                Effect::ScheduleTick { at_ms } => {
-                    if at_ms < self.next_tick.get() {
-                        self.next_tick.set(at_ms);
-                        if let Some(w) = self.wake.borrow().as_ref() {
-                            let _ = w.try_send(());
-                        }
-                    }
-                }
+                Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
             }
         }
     }
