@@ -96,7 +96,11 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
 
 /// Runs a request frame that another shard forwarded here: the reply payload is
 /// `Some(bytes)` to respond, `Some(empty)` for no response, `None` to close.
-pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes, client_host: &str) -> Option<Bytes> {
+pub async fn process_forwarded(
+    shard: &Rc<BrokerShard>,
+    frame: Bytes,
+    client_host: &str,
+) -> Option<Bytes> {
     match run(shard, frame, true, client_host).await {
         Outcome::Respond(b) => Some(b),
         Outcome::NoResponse => Some(Bytes::new()),
@@ -104,7 +108,12 @@ pub async fn process_forwarded(shard: &Rc<BrokerShard>, frame: Bytes, client_hos
     }
 }
 
-pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool, client_host: &str) -> Outcome {
+pub async fn run(
+    shard: &Rc<BrokerShard>,
+    frame: Bytes,
+    forwarded: bool,
+    client_host: &str,
+) -> Outcome {
     let Ok(prefix) = peek_request_prefix(&frame) else {
         return Outcome::Close;
     };
@@ -127,14 +136,31 @@ pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, forwarded: bool, client_
         }
     };
     if crate::group_host::group_ids(&request.body, request.header.api_version).is_some() {
-        return crate::group_host::handle(shard, &request.header, request.body, raw, forwarded, client_host).await;
+        return crate::group_host::handle(
+            shard,
+            &request.header,
+            request.body,
+            raw,
+            forwarded,
+            client_host,
+        )
+        .await;
     }
     handlers::dispatch(shard, request).await
 }
 
 /// Runs a request on another shard (controller work, group coordinators).
-pub async fn forward(shard: &Rc<BrokerShard>, target: ShardId, api_key: i16, frame: Bytes, client_host: &str) -> Outcome {
-    let header = ForwardHeader { api_key, client_host: client_host.to_string() };
+pub async fn forward(
+    shard: &Rc<BrokerShard>,
+    target: ShardId,
+    api_key: i16,
+    frame: Bytes,
+    client_host: &str,
+) -> Outcome {
+    let header = ForwardHeader {
+        api_key,
+        client_host: client_host.to_string(),
+    };
     let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {
         Ok(f) => f,
         Err(_) => return Outcome::Close,

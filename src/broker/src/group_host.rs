@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalSender};
 use sluice_codec::kafka_protocol::messages::*;
 use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable};
-use sluice_group::{persist_failed, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response};
+use sluice_group::{
+    persist_failed, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
+};
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
@@ -57,7 +59,10 @@ impl GroupSlot {
             let read = match self.log.read(offset, 1 << 20).await {
                 Ok(r) => r,
                 Err(e) => {
-                    log::error!("{OFFSETS_TOPIC}-{}: replay read at {offset}: {e}", self.partition);
+                    log::error!(
+                        "{OFFSETS_TOPIC}-{}: replay read at {offset}: {e}",
+                        self.partition
+                    );
                     return;
                 }
             };
@@ -84,7 +89,11 @@ impl GroupSlot {
         *self.coord.borrow_mut() = coord;
         self.loaded.set(true);
         if records > 0 {
-            log::info!("{OFFSETS_TOPIC}-{}: loaded {} group(s) from {records} record(s)", self.partition, self.coord.borrow().group_count());
+            log::info!(
+                "{OFFSETS_TOPIC}-{}: loaded {} group(s) from {records} record(s)",
+                self.partition,
+                self.coord.borrow().group_count()
+            );
         }
         self.next_tick.set(i64::MAX);
         self.perform(effects);
@@ -133,10 +142,17 @@ impl GroupSlot {
                             Err(e) => Err(e),
                         };
                         if let Err(e) = &durable {
-                            log::error!("{OFFSETS_TOPIC}-{}: persisting group state: {e}", me.partition);
+                            log::error!(
+                                "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
+                                me.partition
+                            );
                         }
                         for (token, response) in replies {
-                            let response = if durable.is_ok() { response } else { persist_failed(response) };
+                            let response = if durable.is_ok() {
+                                response
+                            } else {
+                                persist_failed(response)
+                            };
                             me.deliver(token, response);
                         }
                         if durable.is_err() {
@@ -149,7 +165,10 @@ impl GroupSlot {
                 }
                 Effect::Persist(records) => {
                     if let Err(e) = self.append(&records) {
-                        log::error!("{OFFSETS_TOPIC}-{}: persisting group state: {e}", self.partition);
+                        log::error!(
+                            "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
+                            self.partition
+                        );
                     }
                 }
                 Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
@@ -163,16 +182,31 @@ impl GroupSlot {
             return Ok(self.log.log_end_offset() - 1);
         }
         let batch = encode_records(records, now_ms());
-        self.log.append(&batch, now_ms()).map(|a| a.last_offset).map_err(|e| e.to_string())
+        self.log
+            .append(&batch, now_ms())
+            .map(|a| a.last_offset)
+            .map_err(|e| e.to_string())
     }
 
     /// Runs one request against the coordinator and waits for its (possibly delayed) reply.
-    async fn call(self: &Rc<Self>, op: impl FnOnce(&mut GroupCoordinator, RequestCtx<'_>) -> Vec<Effect>, version: i16, client_id: &str, client_host: &str) -> Option<Response> {
+    async fn call(
+        self: &Rc<Self>,
+        op: impl FnOnce(&mut GroupCoordinator, RequestCtx<'_>) -> Vec<Effect>,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> Option<Response> {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         let (tx, rx) = local_channel::new_bounded::<Response>(1);
         self.waiters.borrow_mut().insert(token, tx);
-        let ctx = RequestCtx { token: ReplyToken(token), api_version: version, now_ms: now_ms(), client_id, client_host };
+        let ctx = RequestCtx {
+            token: ReplyToken(token),
+            api_version: version,
+            now_ms: now_ms(),
+            client_id,
+            client_host,
+        };
         let effects = op(&mut self.coord.borrow_mut(), ctx);
         self.perform(effects);
         let r = rx.recv().await;
@@ -190,7 +224,9 @@ pub fn group_ids(req: &RequestKind, version: i16) -> Option<Vec<String>> {
         RequestKind::LeaveGroup(r) => vec![r.group_id.0.to_string()],
         RequestKind::OffsetCommit(r) => vec![r.group_id.0.to_string()],
         RequestKind::OffsetDelete(r) => vec![r.group_id.0.to_string()],
-        RequestKind::OffsetFetch(r) if version >= 8 => r.groups.iter().map(|g| g.group_id.0.to_string()).collect(),
+        RequestKind::OffsetFetch(r) if version >= 8 => {
+            r.groups.iter().map(|g| g.group_id.0.to_string()).collect()
+        }
         RequestKind::OffsetFetch(r) => vec![r.group_id.0.to_string()],
         RequestKind::DescribeGroups(r) => r.groups.iter().map(|g| g.0.to_string()).collect(),
         RequestKind::DeleteGroups(r) => r.groups_names.iter().map(|g| g.0.to_string()).collect(),
@@ -200,7 +236,10 @@ pub fn group_ids(req: &RequestKind, version: i16) -> Option<Vec<String>> {
 }
 
 fn partitions(shard: &BrokerShard) -> Option<([u8; 16], i32)> {
-    shard.topics().get(OFFSETS_TOPIC).map(|t| (t.id, t.partitions))
+    shard
+        .topics()
+        .get(OFFSETS_TOPIC)
+        .map(|t| (t.id, t.partitions))
 }
 
 /// The offsets-topic partition of a group.
@@ -209,7 +248,13 @@ pub fn group_partition(shard: &BrokerShard, group_id: &str) -> Option<i32> {
 }
 
 /// Runs a single-group request on this shard (which owns the group's partition).
-pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, client_id: &str, client_host: &str) -> Option<Response> {
+pub async fn run_local(
+    shard: &Rc<BrokerShard>,
+    req: RequestKind,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> Option<Response> {
     let ids = group_ids(&req, version)?;
     // Multi-group requests are split per coordinator and merged.
     match req {
@@ -220,7 +265,15 @@ pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, 
                     continue;
                 }
                 let r = r.clone();
-                if let Some(Response::ListGroups(resp)) = slot.call(move |c, ctx| c.list_groups(ctx, r), version, client_id, client_host).await {
+                if let Some(Response::ListGroups(resp)) = slot
+                    .call(
+                        move |c, ctx| c.list_groups(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                {
                     if resp.error_code != 0 {
                         out.error_code = resp.error_code;
                     }
@@ -236,12 +289,23 @@ pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, 
                 sub.groups.retain(|g| ids.contains(&g.0.to_string()));
                 match slot {
                     Some(slot) => {
-                        if let Some(Response::DescribeGroups(resp)) = slot.call(move |c, ctx| c.describe_groups(ctx, sub), version, client_id, client_host).await {
+                        if let Some(Response::DescribeGroups(resp)) = slot
+                            .call(
+                                move |c, ctx| c.describe_groups(ctx, sub),
+                                version,
+                                client_id,
+                                client_host,
+                            )
+                            .await
+                        {
                             out.groups.extend(resp.groups);
                         }
                     }
                     None => out.groups.extend(sub.groups.into_iter().map(|g| {
-                        describe_groups_response::DescribedGroup::default().with_group_id(g).with_error_code(COORDINATOR_LOAD_IN_PROGRESS).with_authorized_operations(i32::MIN)
+                        describe_groups_response::DescribedGroup::default()
+                            .with_group_id(g)
+                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                            .with_authorized_operations(i32::MIN)
                     })),
                 }
             }
@@ -254,12 +318,22 @@ pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, 
                 sub.groups_names.retain(|g| ids.contains(&g.0.to_string()));
                 match slot {
                     Some(slot) => {
-                        if let Some(Response::DeleteGroups(resp)) = slot.call(move |c, ctx| c.delete_groups(ctx, sub), version, client_id, client_host).await {
+                        if let Some(Response::DeleteGroups(resp)) = slot
+                            .call(
+                                move |c, ctx| c.delete_groups(ctx, sub),
+                                version,
+                                client_id,
+                                client_host,
+                            )
+                            .await
+                        {
                             out.results.extend(resp.results);
                         }
                     }
                     None => out.results.extend(sub.groups_names.into_iter().map(|g| {
-                        delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                        delete_groups_response::DeletableGroupResult::default()
+                            .with_group_id(g)
+                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
                     })),
                 }
             }
@@ -269,15 +343,26 @@ pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, 
             let mut out = OffsetFetchResponse::default();
             for (slot, ids) in split(shard, &ids) {
                 let mut sub = r.clone();
-                sub.groups.retain(|g| ids.contains(&g.group_id.0.to_string()));
+                sub.groups
+                    .retain(|g| ids.contains(&g.group_id.0.to_string()));
                 match slot {
                     Some(slot) => {
-                        if let Some(Response::OffsetFetch(resp)) = slot.call(move |c, ctx| c.offset_fetch(ctx, sub), version, client_id, client_host).await {
+                        if let Some(Response::OffsetFetch(resp)) = slot
+                            .call(
+                                move |c, ctx| c.offset_fetch(ctx, sub),
+                                version,
+                                client_id,
+                                client_host,
+                            )
+                            .await
+                        {
                             out.groups.extend(resp.groups);
                         }
                     }
                     None => out.groups.extend(sub.groups.into_iter().map(|g| {
-                        offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                        offset_fetch_response::OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
                     })),
                 }
             }
@@ -285,18 +370,76 @@ pub async fn run_local(shard: &Rc<BrokerShard>, req: RequestKind, version: i16, 
         }
         req => {
             let slot = ids.first().and_then(|g| local_slot(shard, g));
-            let Some(slot) = slot else { return Some(single_error(&req, NOT_COORDINATOR)) };
+            let Some(slot) = slot else {
+                return Some(single_error(&req, NOT_COORDINATOR));
+            };
             if !slot.loaded.get() {
                 return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS));
             }
             match req {
-                RequestKind::JoinGroup(r) => slot.call(move |c, ctx| c.join_group(ctx, r), version, client_id, client_host).await,
-                RequestKind::SyncGroup(r) => slot.call(move |c, ctx| c.sync_group(ctx, r), version, client_id, client_host).await,
-                RequestKind::Heartbeat(r) => slot.call(move |c, ctx| c.heartbeat(ctx, r), version, client_id, client_host).await,
-                RequestKind::LeaveGroup(r) => slot.call(move |c, ctx| c.leave_group(ctx, r), version, client_id, client_host).await,
-                RequestKind::OffsetCommit(r) => slot.call(move |c, ctx| c.offset_commit(ctx, r), version, client_id, client_host).await,
-                RequestKind::OffsetFetch(r) => slot.call(move |c, ctx| c.offset_fetch(ctx, r), version, client_id, client_host).await,
-                RequestKind::OffsetDelete(r) => slot.call(move |c, ctx| c.offset_delete(ctx, r), version, client_id, client_host).await,
+                RequestKind::JoinGroup(r) => {
+                    slot.call(
+                        move |c, ctx| c.join_group(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::SyncGroup(r) => {
+                    slot.call(
+                        move |c, ctx| c.sync_group(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::Heartbeat(r) => {
+                    slot.call(
+                        move |c, ctx| c.heartbeat(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::LeaveGroup(r) => {
+                    slot.call(
+                        move |c, ctx| c.leave_group(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::OffsetCommit(r) => {
+                    slot.call(
+                        move |c, ctx| c.offset_commit(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::OffsetFetch(r) => {
+                    slot.call(
+                        move |c, ctx| c.offset_fetch(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
+                RequestKind::OffsetDelete(r) => {
+                    slot.call(
+                        move |c, ctx| c.offset_delete(ctx, r),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await
+                }
                 _ => None,
             }
         }
@@ -378,10 +521,18 @@ pub fn encode_body(response: &Response, version: i16) -> Option<Bytes> {
 /// Decodes a response body produced by [`encode_body`] on another shard (for merging).
 pub fn decode_body(api_key: ApiKey, mut body: Bytes, version: i16) -> Option<Response> {
     Some(match api_key {
-        ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse::decode(&mut body, version).ok()?),
-        ApiKey::ListGroups => Response::ListGroups(ListGroupsResponse::decode(&mut body, version).ok()?),
-        ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(&mut body, version).ok()?),
-        ApiKey::OffsetFetch => Response::OffsetFetch(OffsetFetchResponse::decode(&mut body, version).ok()?),
+        ApiKey::DescribeGroups => {
+            Response::DescribeGroups(DescribeGroupsResponse::decode(&mut body, version).ok()?)
+        }
+        ApiKey::ListGroups => {
+            Response::ListGroups(ListGroupsResponse::decode(&mut body, version).ok()?)
+        }
+        ApiKey::DeleteGroups => {
+            Response::DeleteGroups(DeleteGroupsResponse::decode(&mut body, version).ok()?)
+        }
+        ApiKey::OffsetFetch => {
+            Response::OffsetFetch(OffsetFetchResponse::decode(&mut body, version).ok()?)
+        }
         _ => return None,
     })
 }
@@ -444,38 +595,62 @@ pub async fn handle(
     let version = header.api_version;
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     let respond = |r: Option<Response>| match r.and_then(|r| encode_body(&r, version)) {
-        Some(b) => Outcome::Respond(frame_raw(header.correlation_id, header.response_header_version(), &b)),
+        Some(b) => Outcome::Respond(frame_raw(
+            header.correlation_id,
+            header.response_header_version(),
+            &b,
+        )),
         None => Outcome::Close,
     };
-    let Some(ids) = group_ids(&body, version) else { return Outcome::Close };
+    let Some(ids) = group_ids(&body, version) else {
+        return Outcome::Close;
+    };
     let Some((topic_id, n)) = partitions(shard) else {
         // No offsets topic yet: nothing is coordinated anywhere (FindCoordinator creates it).
         let code = NOT_COORDINATOR;
         return match body {
-            RequestKind::ListGroups(_) => respond(Some(Response::ListGroups(ListGroupsResponse::default()))),
-            RequestKind::DescribeGroups(r) => respond(Some(Response::DescribeGroups(DescribeGroupsResponse::default().with_groups(
-                r.groups.into_iter().map(|g| describe_groups_response::DescribedGroup::default().with_group_id(g).with_error_code(code).with_authorized_operations(i32::MIN)).collect(),
-            )))),
+            RequestKind::ListGroups(_) => {
+                respond(Some(Response::ListGroups(ListGroupsResponse::default())))
+            }
+            RequestKind::DescribeGroups(r) => respond(Some(Response::DescribeGroups(
+                DescribeGroupsResponse::default().with_groups(
+                    r.groups
+                        .into_iter()
+                        .map(|g| {
+                            describe_groups_response::DescribedGroup::default()
+                                .with_group_id(g)
+                                .with_error_code(code)
+                                .with_authorized_operations(i32::MIN)
+                        })
+                        .collect(),
+                ),
+            ))),
             req => respond(Some(single_error(&req, code))),
         };
     };
     let owner_of = |g: &str| shard.owner(&topic_id, partition_for(g, n));
     let me = shard.shard_id();
-    let multi = matches!(body, RequestKind::ListGroups(_) | RequestKind::DescribeGroups(_) | RequestKind::DeleteGroups(_))
-        || matches!(body, RequestKind::OffsetFetch(_) if version >= 8);
+    let multi = matches!(
+        body,
+        RequestKind::ListGroups(_) | RequestKind::DescribeGroups(_) | RequestKind::DeleteGroups(_)
+    ) || matches!(body, RequestKind::OffsetFetch(_) if version >= 8);
     if forwarded {
         return respond(run_local(shard, body, version, &client_id, client_host).await);
     }
     if !multi {
         let owner = ids.first().and_then(|g| owner_of(g));
         return match owner {
-            Some(o) if o != me => crate::conn::forward(shard, o, header.api_key as i16, raw, client_host).await,
+            Some(o) if o != me => {
+                crate::conn::forward(shard, o, header.api_key as i16, raw, client_host).await
+            }
             _ => respond(run_local(shard, body, version, &client_id, client_host).await),
         };
     }
     // Multi-group: every shard that owns one of the groups (ListGroups: every shard).
     let mut owners: Vec<sluice_shard::ShardId> = if matches!(body, RequestKind::ListGroups(_)) {
-        (0..shard.ctx.shard_count()).map(|i| sluice_shard::ShardId(i as u16)).collect()
+        (0..shard.ctx.shard_count())
+            .map(|i| sluice_shard::ShardId(i as u16))
+            .collect()
     } else {
         ids.iter().filter_map(|g| owner_of(g)).collect()
     };
@@ -486,8 +661,14 @@ pub async fn handle(
         let mut part = if o == me {
             run_local(shard, body.clone(), version, &client_id, client_host).await
         } else {
-            match crate::conn::forward(shard, o, header.api_key as i16, raw.clone(), client_host).await {
-                Outcome::Respond(frame) => decode_body(header.api_key, unframe(&frame, header.response_header_version()), version),
+            match crate::conn::forward(shard, o, header.api_key as i16, raw.clone(), client_host)
+                .await
+            {
+                Outcome::Respond(frame) => decode_body(
+                    header.api_key,
+                    unframe(&frame, header.response_header_version()),
+                    version,
+                ),
                 _ => None,
             }
         };

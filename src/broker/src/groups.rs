@@ -16,7 +16,8 @@ pub const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
 
 /// Java's `String.hashCode` over UTF-16 code units, as Kafka uses for group placement.
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
 /// The `__consumer_offsets` partition of a group (Kafka's `Utils.abs(hash) % partitions`).
@@ -47,8 +48,15 @@ pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes 
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding in-memory records cannot fail");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding in-memory records cannot fail");
     buf.freeze()
 }
 
@@ -93,7 +101,10 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let recs = vec![(Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))), (Bytes::from_static(b"k2"), None)];
+        let recs = vec![
+            (Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))),
+            (Bytes::from_static(b"k2"), None),
+        ];
         let batch = encode_records(&recs, 5);
         assert_eq!(decode_records(batch), recs);
     }

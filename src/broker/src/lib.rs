@@ -45,12 +45,27 @@ impl shard::BrokerShard {
 }
 
 /// Runs the broker until SIGTERM/SIGINT; `on_ready` is called once every shard listens.
-pub fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result<(), BrokerError> {
+pub fn run(
+    mut config: BrokerConfig,
+    on_ready: impl FnOnce(&BrokerConfig),
+) -> Result<(), BrokerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Io {
         op: "create",
         path: config.data_dir.clone(),
         source: e,
     })?;
+    // Absolute from here on: partition paths must not depend on the working directory.
+    config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| BrokerError::Io {
+        op: "resolve",
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
+    // The shards bind with SO_REUSEPORT, which would let a second broker share the port
+    // silently; a plain bind first fails if anyone else holds it.
+    drop(
+        std::net::TcpListener::bind(config.listen)
+            .map_err(|e| BrokerError::Config(format!("cannot listen on {}: {e}", config.listen)))?,
+    );
     let _lock = lock_data_dir(&config.data_dir)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     if !topics::state_path(&config.data_dir).exists() {

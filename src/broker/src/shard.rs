@@ -526,7 +526,10 @@ impl BrokerShard {
                         // Kafka's offsets.topic.* defaults: compacted, its own partition count.
                         let configs = [
                             ("cleanup.policy".to_string(), "compact".to_string()),
-                            ("segment.bytes".to_string(), crate::groups::OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
+                            (
+                                "segment.bytes".to_string(),
+                                crate::groups::OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
+                            ),
                         ];
                         crate::controller::NewTopic {
                             name,
@@ -638,7 +641,10 @@ impl FrameHandler for MeshHandler {
             }
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();
-                let host = frame.access::<ops::ForwardHeader>().map(|h| h.client_host.as_str().to_string()).unwrap_or_default();
+                let host = frame
+                    .access::<ops::ForwardHeader>()
+                    .map(|h| h.client_host.as_str().to_string())
+                    .unwrap_or_default();
                 let response = crate::conn::process_forwarded(shard, request, &host).await;
                 Frame::empty(TAG_FORWARD, response)
             }

@@ -29,7 +29,8 @@ pub trait Storage: 'static {
     /// Page-aligned buffer type handed to `write_at`.
     type Buf: IoBuf;
 
-    /// Allocates a zeroed, page-aligned buffer of `len` bytes (`len % PAGE_SIZE == 0`).
+    /// Allocates a page-aligned buffer of `len` bytes (`len % PAGE_SIZE == 0`). Its contents
+    /// are unspecified: writers fill or zero every byte they write.
     fn alloc_buf(&self, len: usize) -> Self::Buf;
     /// Opens `path` for reading and writing, creating it if missing.
     async fn open_rw(&self, path: &Path) -> io::Result<Self::File>;

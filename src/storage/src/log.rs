@@ -767,12 +767,42 @@ impl<S: Storage> PartitionLog<S> {
                     f
                 }
             };
-            for mut chunk in job.chunks {
-                let write_len = round_up(chunk.len);
-                chunk.buf.shrink_to(write_len);
-                file.write_at(chunk.buf, chunk.pos)
-                    .await
-                    .map_err(|e| StorageError::io("write", &path, e))?;
+            // All of a flush's chunks are in flight together (one write at a time left the
+            // device idle between them), then one fdatasync covers them.
+            // Consecutive chunks share a page (the next one starts with a copy of the partial
+            // last page): an earlier chunk stops where the next begins, so no two concurrent
+            // writes cover the same page.
+            let next_pos: Vec<Option<u64>> = job
+                .chunks
+                .iter()
+                .skip(1)
+                .map(|c| Some(c.pos))
+                .chain([None])
+                .collect();
+            let writes = job
+                .chunks
+                .into_iter()
+                .zip(next_pos)
+                .filter_map(|(mut chunk, next)| {
+                    let mut write_len = round_up(chunk.len);
+                    if let Some(next) = next {
+                        assert!(
+                            next >= chunk.pos && next % PAGE_SIZE as u64 == 0,
+                            "chunks are ordered and aligned"
+                        );
+                        write_len = write_len.min((next - chunk.pos) as usize);
+                    }
+                    if write_len == 0 {
+                        return None;
+                    }
+                    // Padding past the data is zeroed: old buffer contents never reach the disk.
+                    let data_end = chunk.len.min(write_len);
+                    chunk.buf.as_mut()[data_end..write_len].fill(0);
+                    chunk.buf.shrink_to(write_len);
+                    Some(file.write_at(chunk.buf, chunk.pos))
+                });
+            for r in join_all(writes.collect()).await {
+                r.map_err(|e| StorageError::io("write", &path, e))?;
             }
             file.fdatasync()
                 .await
@@ -1129,6 +1159,33 @@ impl<S: Storage> PartitionLog<S> {
         }
         Ok(())
     }
+}
+
+/// Polls every future until all are done (writes of one flush proceed together).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }
 
 async fn read_sealed<S: Storage>(
