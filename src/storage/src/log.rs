@@ -31,6 +31,8 @@ use crate::producer::{ProducerState, SeqCheck};
 /// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+/// Batches up to this size are also kept in the shard's batch cache.
+pub const CACHE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -177,6 +179,12 @@ impl<F: StorageFile> Segment<F> {
         open.len += data.len();
         self.size += data.len() as u64;
         debug_assert_eq!(open.pos + open.len as u64, self.size);
+    }
+
+    /// The last `n` bytes pushed (they are always in the open buffer, never split).
+    fn last_bytes_mut(&mut self, n: usize) -> &mut [u8] {
+        let open = self.open.as_mut().expect("bytes were just pushed");
+        &mut open.buf.as_mut()[open.len - n..open.len]
     }
 }
 
@@ -549,25 +557,25 @@ impl<S: Storage> PartitionLog<S> {
         let leader_epoch = inner.leader_epoch;
         self.maybe_roll(&mut inner, batch.len() as u64, now_ms)?;
 
-        // The stored copy: offsets (and LogAppendTime) rewritten in place.
-        let mut stored = BytesMut::from(batch);
-        hdr::set_offset_and_epoch(&mut stored, base_offset, leader_epoch);
-        let log_append_time = if inner.config.log_append_time {
-            hdr::set_log_append_time(&mut stored, now_ms);
-            now_ms
-        } else {
-            -1
-        };
-        let stored = stored.freeze();
-        let stored_header = Header::parse(&stored).expect("rewritten header parses");
-        // Pair of the recovery check: what goes to disk verifies.
-        debug_assert!(stored_header.verify(&stored).is_ok());
-
+        // One copy: the batch goes straight into the page-aligned write buffer, and the
+        // broker-assigned offset (and LogAppendTime) is written there in place.
+        let log_append_time = if inner.config.log_append_time { now_ms } else { -1 };
         let interval = inner.config.index_interval_bytes;
         let buf_bytes = inner.config.write_buffer_bytes;
         let seg = inner.active_mut();
         let position = seg.size;
-        seg.push_bytes(&*self.storage, &stored, buf_bytes);
+        seg.push_bytes(&*self.storage, batch, buf_bytes);
+        let stored = seg.last_bytes_mut(batch.len());
+        hdr::set_offset_and_epoch(stored, base_offset, leader_epoch);
+        if log_append_time >= 0 {
+            hdr::set_log_append_time(stored, now_ms);
+        }
+        let stored_header = Header::parse(stored).expect("rewritten header parses");
+        // Pair of the recovery check: what goes to disk verifies.
+        debug_assert!(stored_header.verify(stored).is_ok());
+        // Small batches are also kept in memory for tailing consumers; a large one would
+        // cost a second copy and evict many small ones, so it is read from disk instead.
+        let cached = (batch.len() <= CACHE_BATCH_BYTES_MAX).then(|| Bytes::copy_from_slice(stored));
         seg.index_batch(&stored_header, position, interval);
         seg.first_append_ms.get_or_insert(now_ms);
         let last_offset = stored_header.last_offset();
@@ -581,9 +589,9 @@ impl<S: Storage> PartitionLog<S> {
             );
         }
         drop(inner);
-        self.cache
-            .borrow_mut()
-            .insert(self.id, base_offset, last_offset, stored);
+        if let Some(bytes) = cached {
+            self.cache.borrow_mut().insert(self.id, base_offset, last_offset, bytes);
+        }
         self.dirty_waiters.wake_all();
         Ok(Appended {
             base_offset,
