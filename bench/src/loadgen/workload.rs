@@ -1,0 +1,179 @@
+//! Workload files (`bench/workloads/*.toml`) and the command-line overrides applied on top.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// How record keys are chosen. Keys decide partitions (murmur2, as the Java client does), so
+/// this is also the partition-load distribution.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyDistribution {
+    /// No key: librdkafka's sticky partitioner spreads batches over partitions.
+    None,
+    /// Keys drawn uniformly from `key_space`.
+    Uniform,
+    /// Keys drawn from a Zipf(`zipf_s`) distribution over `key_space`: a few hot keys (and so
+    /// hot partitions) take most records, as with real customer or device ids.
+    Skewed,
+}
+
+/// One benchmark workload. Every field has a default so a file states only what it is about.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    pub name: String,
+    pub description: String,
+    /// Topic name prefix; a run creates `<topic>-<run id>` so old data never pollutes the
+    /// measurement (`--topic` on the command line uses an exact name instead).
+    pub topic: String,
+    pub partitions: i32,
+    pub producers: usize,
+    /// Consumers in each consumer group.
+    pub consumers: usize,
+    /// Independent consumer groups; each reads every record.
+    pub consumer_groups: usize,
+    /// Size of each record value in bytes (the first 8 carry the send timestamp).
+    pub record_bytes: usize,
+    pub key_distribution: KeyDistribution,
+    pub key_space: usize,
+    pub zipf_s: f64,
+    pub acks: String,
+    pub compression: String,
+    /// librdkafka `batch.size` (bytes per partition batch).
+    pub batch_size: usize,
+    pub linger_ms: u64,
+    /// Total target rate in records/s across all producers; 0 means as fast as possible.
+    pub rate: f64,
+    /// Run several measured phases, one per rate (absolute records/s). Overrides `rate`.
+    pub rates: Vec<f64>,
+    /// Run one phase per fraction of a peak rate given with `--peak` (e.g. [0.5]).
+    pub peak_fractions: Vec<f64>,
+    pub warmup_s: u64,
+    pub duration_s: u64,
+    /// After the measured phases: keep producing this long with consumers paused, so the
+    /// drain measured afterwards starts from a real backlog.
+    pub backlog_s: u64,
+    /// Bound on the final drain (consumers catching up after producers stop).
+    pub drain_timeout_s: u64,
+    /// Sender threads driving the producers; 0 = one per CPU the generator may use.
+    pub sender_threads: usize,
+    /// Topic configs for CreateTopics (e.g. retention.bytes, segment.bytes).
+    pub topic_config: BTreeMap<String, String>,
+    /// Extra librdkafka producer / consumer properties.
+    pub producer_config: BTreeMap<String, String>,
+    pub consumer_config: BTreeMap<String, String>,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            name: "adhoc".into(),
+            description: String::new(),
+            topic: "sluice-bench".into(),
+            partitions: 16,
+            producers: 1,
+            consumers: 1,
+            consumer_groups: 1,
+            record_bytes: 1024,
+            key_distribution: KeyDistribution::None,
+            key_space: 10_000,
+            zipf_s: 1.1,
+            acks: "all".into(),
+            compression: "none".into(),
+            batch_size: 131_072,
+            linger_ms: 1,
+            rate: 0.0,
+            rates: Vec::new(),
+            peak_fractions: Vec::new(),
+            warmup_s: 5,
+            duration_s: 30,
+            backlog_s: 0,
+            drain_timeout_s: 30,
+            sender_threads: 0,
+            topic_config: BTreeMap::new(),
+            producer_config: BTreeMap::new(),
+            consumer_config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Upper bounds that keep a typo from starting 10^6 threads or a week-long run.
+const PRODUCERS_MAX: usize = 1000;
+const CONSUMERS_MAX: usize = 256;
+const RECORD_BYTES_MAX: usize = 8 << 20;
+const DURATION_MAX_S: u64 = 24 * 3600;
+
+impl Workload {
+    pub fn load(path: &Path) -> Result<Workload, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading workload {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("workload {}: {e}", path.display()))
+    }
+
+    /// The target rate of each measured phase (0 = as fast as possible).
+    pub fn phase_rates(&self, peak: Option<f64>) -> Result<Vec<f64>, String> {
+        if !self.peak_fractions.is_empty() {
+            let peak = peak.ok_or_else(|| {
+                format!(
+                    "workload {} sets peak_fractions: pass --peak RECORDS_PER_S \
+                     (the max-rate run's produce records/s)",
+                    self.name
+                )
+            })?;
+            return Ok(self.peak_fractions.iter().map(|f| f * peak).collect());
+        }
+        if !self.rates.is_empty() {
+            return Ok(self.rates.clone());
+        }
+        Ok(vec![self.rate])
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
+        check(self.partitions >= 1 && self.partitions <= 10_000, "partitions: 1..=10000")?;
+        check(
+            (1..=PRODUCERS_MAX).contains(&self.producers),
+            "producers: 1..=1000",
+        )?;
+        check(
+            self.consumers * self.consumer_groups <= CONSUMERS_MAX,
+            "consumers × consumer_groups ≤ 256",
+        )?;
+        check(
+            (16..=RECORD_BYTES_MAX).contains(&self.record_bytes),
+            "record_bytes: 16..=8MiB (the first 8 bytes carry the timestamp)",
+        )?;
+        check(
+            (1..=10_000_000).contains(&self.key_space),
+            "key_space: 1..=10000000",
+        )?;
+        check(self.zipf_s > 0.0 && self.zipf_s < 10.0, "zipf_s: (0, 10)")?;
+        check(
+            self.duration_s >= 1 && self.duration_s <= DURATION_MAX_S,
+            "duration_s: 1..=86400",
+        )?;
+        check(self.warmup_s <= DURATION_MAX_S, "warmup_s ≤ 86400")?;
+        check(self.backlog_s <= DURATION_MAX_S, "backlog_s ≤ 86400")?;
+        check(self.drain_timeout_s <= 3600, "drain_timeout_s ≤ 3600")?;
+        check(self.sender_threads <= 64, "sender_threads ≤ 64")?;
+        check(
+            ["all", "-1", "0", "1"].contains(&self.acks.as_str()),
+            "acks: all, -1, 0 or 1",
+        )?;
+        check(
+            ["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()),
+            "compression: none, gzip, snappy, lz4, zstd",
+        )?;
+        check(
+            self.rate >= 0.0 && self.rates.iter().all(|r| *r >= 0.0),
+            "rates must be ≥ 0",
+        )?;
+        check(
+            self.peak_fractions.iter().all(|f| *f > 0.0 && *f <= 2.0),
+            "peak_fractions: (0, 2]",
+        )?;
+        Ok(())
+    }
+}
