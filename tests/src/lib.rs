@@ -13,6 +13,7 @@
 //! directory) are printed when the [`Broker`] is dropped during the panic.
 
 pub mod kafka;
+pub mod wire;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};

@@ -2,51 +2,11 @@
 //! unsupported versions and corrupt record batches get a Kafka error code or a clean close,
 //! and the broker keeps serving other connections.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
 
+use sluice_tests::wire::{closed, connect, frame, header, read_response};
 use sluice_tests::Broker;
-
-fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// A request header v1 (api key, version, correlation id, client id "t").
-fn header(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&api_key.to_be_bytes());
-    h.extend_from_slice(&version.to_be_bytes());
-    h.extend_from_slice(&correlation.to_be_bytes());
-    h.extend_from_slice(&1i16.to_be_bytes());
-    h.push(b't');
-    h
-}
-
-/// Reads one response frame; `None` if the broker closed the connection.
-fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let len = i32::from_be_bytes(len);
-    assert!((4..=16 << 20).contains(&len), "response size {len}");
-    let mut body = vec![0u8; len as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-/// True once the peer has closed (read returns 0 or an error).
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
-}
 
 /// ApiVersions v0 works: the broker is still serving.
 fn assert_serving(broker: &Broker) {

@@ -282,92 +282,85 @@ pub async fn run_local(
             }
             Some(Response::ListGroups(out))
         }
-        RequestKind::DescribeGroups(r) => {
-            let mut out = DescribeGroupsResponse::default();
-            for (slot, ids) in split(shard, &ids) {
-                let mut sub = r.clone();
-                sub.groups.retain(|g| ids.contains(&g.0.to_string()));
-                match slot {
-                    Some(slot) => {
-                        if let Some(Response::DescribeGroups(resp)) = slot
-                            .call(
-                                move |c, ctx| c.describe_groups(ctx, sub),
-                                version,
-                                client_id,
-                                client_host,
-                            )
-                            .await
-                        {
-                            out.groups.extend(resp.groups);
-                        }
-                    }
-                    None => out.groups.extend(sub.groups.into_iter().map(|g| {
-                        describe_groups_response::DescribedGroup::default()
-                            .with_group_id(g)
-                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
-                            .with_authorized_operations(i32::MIN)
-                    })),
-                }
-            }
-            Some(Response::DescribeGroups(out))
-        }
-        RequestKind::DeleteGroups(r) => {
-            let mut out = DeleteGroupsResponse::default();
-            for (slot, ids) in split(shard, &ids) {
-                let mut sub = r.clone();
-                sub.groups_names.retain(|g| ids.contains(&g.0.to_string()));
-                match slot {
-                    Some(slot) => {
-                        if let Some(Response::DeleteGroups(resp)) = slot
-                            .call(
-                                move |c, ctx| c.delete_groups(ctx, sub),
-                                version,
-                                client_id,
-                                client_host,
-                            )
-                            .await
-                        {
-                            out.results.extend(resp.results);
-                        }
-                    }
-                    None => out.results.extend(sub.groups_names.into_iter().map(|g| {
-                        delete_groups_response::DeletableGroupResult::default()
-                            .with_group_id(g)
-                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
-                    })),
-                }
-            }
-            Some(Response::DeleteGroups(out))
-        }
-        RequestKind::OffsetFetch(r) if version >= 8 => {
-            let mut out = OffsetFetchResponse::default();
-            for (slot, ids) in split(shard, &ids) {
-                let mut sub = r.clone();
-                sub.groups
-                    .retain(|g| ids.contains(&g.group_id.0.to_string()));
-                match slot {
-                    Some(slot) => {
-                        if let Some(Response::OffsetFetch(resp)) = slot
-                            .call(
-                                move |c, ctx| c.offset_fetch(ctx, sub),
-                                version,
-                                client_id,
-                                client_host,
-                            )
-                            .await
-                        {
-                            out.groups.extend(resp.groups);
-                        }
-                    }
-                    None => out.groups.extend(sub.groups.into_iter().map(|g| {
-                        offset_fetch_response::OffsetFetchResponseGroup::default()
-                            .with_group_id(g.group_id)
-                            .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
-                    })),
-                }
-            }
-            Some(Response::OffsetFetch(out))
-        }
+        RequestKind::DescribeGroups(r) => Some(
+            per_coordinator(
+                shard,
+                &ids,
+                r,
+                (version, client_id, client_host),
+                |r, ids| r.groups.retain(|g| ids.contains(&g.0.to_string())),
+                GroupCoordinator::describe_groups,
+                |r| {
+                    Response::DescribeGroups(
+                        DescribeGroupsResponse::default().with_groups(
+                            r.groups
+                                .into_iter()
+                                .map(|g| {
+                                    describe_groups_response::DescribedGroup::default()
+                                        .with_group_id(g)
+                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                        .with_authorized_operations(i32::MIN)
+                                })
+                                .collect(),
+                        ),
+                    )
+                },
+                Response::DescribeGroups(DescribeGroupsResponse::default()),
+            )
+            .await,
+        ),
+        RequestKind::DeleteGroups(r) => Some(
+            per_coordinator(
+                shard,
+                &ids,
+                r,
+                (version, client_id, client_host),
+                |r, ids| r.groups_names.retain(|g| ids.contains(&g.0.to_string())),
+                GroupCoordinator::delete_groups,
+                |r| {
+                    Response::DeleteGroups(
+                        DeleteGroupsResponse::default().with_results(
+                            r.groups_names
+                                .into_iter()
+                                .map(|g| {
+                                    delete_groups_response::DeletableGroupResult::default()
+                                        .with_group_id(g)
+                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                })
+                                .collect(),
+                        ),
+                    )
+                },
+                Response::DeleteGroups(DeleteGroupsResponse::default()),
+            )
+            .await,
+        ),
+        RequestKind::OffsetFetch(r) if version >= 8 => Some(
+            per_coordinator(
+                shard,
+                &ids,
+                r,
+                (version, client_id, client_host),
+                |r, ids| r.groups.retain(|g| ids.contains(&g.group_id.0.to_string())),
+                GroupCoordinator::offset_fetch,
+                |r| {
+                    Response::OffsetFetch(
+                        OffsetFetchResponse::default().with_groups(
+                            r.groups
+                                .into_iter()
+                                .map(|g| {
+                                    offset_fetch_response::OffsetFetchResponseGroup::default()
+                                        .with_group_id(g.group_id)
+                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                })
+                                .collect(),
+                        ),
+                    )
+                },
+                Response::OffsetFetch(OffsetFetchResponse::default()),
+            )
+            .await,
+        ),
         req => {
             let slot = ids.first().and_then(|g| local_slot(shard, g));
             let Some(slot) = slot else {
@@ -444,6 +437,41 @@ pub async fn run_local(
             }
         }
     }
+}
+
+/// Runs a multi-group request once per local coordinator holding some of its groups and
+/// merges the answers; groups whose coordinator is still loading get `not_loaded`'s answer.
+#[allow(clippy::too_many_arguments)]
+async fn per_coordinator<R: Clone + 'static>(
+    shard: &BrokerShard,
+    ids: &[String],
+    req: R,
+    (version, client_id, client_host): (i16, &str, &str),
+    keep: fn(&mut R, &[String]),
+    run: fn(&mut GroupCoordinator, RequestCtx<'_>, R) -> Vec<Effect>,
+    not_loaded: fn(R) -> Response,
+    mut out: Response,
+) -> Response {
+    for (slot, ids) in split(shard, ids) {
+        let mut sub = req.clone();
+        keep(&mut sub, &ids);
+        let part = match slot {
+            Some(slot) => {
+                slot.call(
+                    move |c, ctx| run(c, ctx, sub),
+                    version,
+                    client_id,
+                    client_host,
+                )
+                .await
+            }
+            None => Some(not_loaded(sub)),
+        };
+        if let Some(p) = part {
+            merge(&mut out, p);
+        }
+    }
+    out
 }
 
 /// Groups by the local slot owning them (`None`: partition here but not loaded yet).

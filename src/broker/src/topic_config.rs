@@ -349,7 +349,10 @@ pub fn log_config(
     c.log_append_time = get("message.timestamp.type") == "LogAppendTime";
     // Time and size retention belong to cleanup.policy=delete; a compact-only topic (like
     // __consumer_offsets) keeps its data until compaction, which comes later.
-    if !get("cleanup.policy").split(',').any(|p| p.trim() == "delete") {
+    if !get("cleanup.policy")
+        .split(',')
+        .any(|p| p.trim() == "delete")
+    {
         c.retention_ms = -1;
         c.retention_bytes = -1;
     }

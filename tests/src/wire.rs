@@ -1,0 +1,154 @@
+//! Raw Kafka wire access for tests that must send what no well-behaved client sends: a
+//! TCP connection to the broker, request framing with a v1 (non-flexible) header, response
+//! reading, and a tiny big-endian encoder/decoder for non-flexible request/response bodies.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::Broker;
+
+/// A connection to `broker` with a 10 s read timeout (a missing answer fails, not hangs).
+pub fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A size-prefixed frame around `body`.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A request header v1 (api key, version, correlation id, client id "t").
+pub fn header(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&api_key.to_be_bytes());
+    h.extend_from_slice(&version.to_be_bytes());
+    h.extend_from_slice(&correlation.to_be_bytes());
+    h.extend_from_slice(&1i16.to_be_bytes());
+    h.push(b't');
+    h
+}
+
+/// Reads one response frame; `None` if the broker closed the connection.
+pub fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let len = i32::from_be_bytes(len);
+    assert!((4..=16 << 20).contains(&len), "response size {len}");
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// True once the peer has closed (read returns 0 or an error).
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// Sends one request (header v1 + `body`) and returns the response body after the
+/// correlation id (response header v0), checking that the correlation id matches.
+/// Panics if the broker closes the connection instead of answering.
+pub fn call(s: &mut TcpStream, api_key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut req = header(api_key, version, correlation);
+    req.extend_from_slice(body);
+    s.write_all(&frame(&req)).expect("send request");
+    let resp = read_response(s).unwrap_or_else(|| {
+        panic!("api {api_key} v{version}: connection closed instead of a response")
+    });
+    let got = i32::from_be_bytes(resp[0..4].try_into().unwrap());
+    assert_eq!(got, correlation, "api {api_key} v{version}: correlation id");
+    resp[4..].to_vec()
+}
+
+/// Builds a non-flexible request body.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    pub fn new() -> Enc {
+        Enc::default()
+    }
+    pub fn i16(mut self, v: i16) -> Enc {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i32(mut self, v: i32) -> Enc {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i64(mut self, v: i64) -> Enc {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn str(self, v: &str) -> Enc {
+        let mut e = self.i16(v.len() as i16);
+        e.0.extend_from_slice(v.as_bytes());
+        e
+    }
+    /// A nullable string (`None`: length -1).
+    pub fn nstr(self, v: Option<&str>) -> Enc {
+        match v {
+            Some(v) => self.str(v),
+            None => self.i16(-1),
+        }
+    }
+    pub fn bytes(self, v: &[u8]) -> Enc {
+        let mut e = self.i32(v.len() as i32);
+        e.0.extend_from_slice(v);
+        e
+    }
+}
+
+/// Reads a non-flexible response body; panics (failing the test) on truncation.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8]) -> Dec<'a> {
+        Dec { buf, at: 0 }
+    }
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        assert!(
+            self.at + n <= self.buf.len(),
+            "response truncated: need {n} bytes at {} of {}",
+            self.at,
+            self.buf.len()
+        );
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        s
+    }
+    pub fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap())
+    }
+    pub fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+    pub fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take(8).try_into().unwrap())
+    }
+    pub fn nstr(&mut self) -> Option<String> {
+        let n = self.i16();
+        if n < 0 {
+            return None;
+        }
+        Some(String::from_utf8_lossy(self.take(n as usize)).into_owned())
+    }
+    pub fn str(&mut self) -> String {
+        self.nstr().expect("non-null string")
+    }
+    pub fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.i32();
+        if n < 0 {
+            return None;
+        }
+        Some(self.take(n as usize).to_vec())
+    }
+}
