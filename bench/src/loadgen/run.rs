@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use serde::Serialize;
 use sluice_bench::batch::XorShift;
 
-use super::hist::{new_hist, Hist, Pcts, Side};
+use super::hist::{new_hist, Pcts, Side};
 use super::sys;
 use super::workload::{KeyDistribution, Workload};
 
