@@ -10,10 +10,11 @@
 #      a ratio to its limit and the targets marked PASS/MISS. Raw results (JSON, markdown,
 #      SVG plots) go to perf/results/<YYYY-MM-DD>-<host>/.
 #
-# Usage: perf/baseline.sh [--separate-cpus] [--quick]
+# Usage: perf/baseline.sh [--separate-cpus] [--quick] | --report-only perf/results/<date>-<host>
 #   --separate-cpus  broker on CPU 0 (one shard), generator on CPU 1 (the rest of the host is
 #                    still shared with whatever else runs there)
 #   --quick          ~3 minutes: shorter phases, for checking the script itself
+#   --report-only D  re-render the summary from D's raw results and D/meta.env (no runs)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,12 +22,19 @@ cd "$root"
 
 separate=0
 quick=0
-for a in "$@"; do
+report_only=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    a="${args[$i]}"
     case "$a" in
+        --report-only)
+            report_only="${args[$((i + 1))]:-}"
+            i=$((i + 1))
+            ;;
         --separate-cpus) separate=1 ;;
         --quick) quick=1 ;;
         -h | --help)
-            sed -n '2,17p' "$0"
+            sed -n '2,18p' "$0"
             exit 0
             ;;
         *)
@@ -43,6 +51,7 @@ else
     warm=5 dur=30 sweep_dur=20 storage_s=3 loop_s=5 ret_dur=60
 fi
 
+if [[ -z "$report_only" ]]; then
 cargo build --release -p sluice-bench --bins
 cargo build --release -p sluice
 
@@ -131,10 +140,29 @@ cleanup
 trap - EXIT
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# Everything the summary needs besides the JSON files, so --report-only can re-render it.
+{
+    printf 'DAY=%q\nHOST=%q\nSTARTED=%q\nCOMMAND=%q\nCOMMIT=%q\n' "$day" "$host" "$started" \
+        "perf/baseline.sh${*:+ $*}" "$commit$dirty"
+    printf 'KERNEL=%q\nCPUS=%q\n' "$(uname -srm)" \
+        "$(nproc) ($(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1))"
+    printf 'LOAD_BEFORE=%q\nLOAD_AFTER=%q\nPORT=%q\nPEAK=%q\nSEGMENTS_LEFT=%q\n' \
+        "$load_before" "$load_after" "$port" "$peak" "$segments_left"
+} > "$out/meta.env"
+else
+    out="$(cd "$report_only" && pwd)"
+    md="$out.md"
+fi
+
+set -a
+# shellcheck disable=SC1091
+source "$out/meta.env"
+set +a
 echo "== report" >&2
-python3 - "$out" "$md" <<EOF
+python3 - "$out" "$md" <<'EOF'
 import json, os, sys
 out, md = sys.argv[1], sys.argv[2]
+E = os.environ
 j = lambda n: json.load(open(os.path.join(out, n + ".json")))
 st, lb, stt = j("storage"), j("loopback"), j("self-test")
 disk = st["raw_write"]["mib_per_s"]
@@ -145,20 +173,20 @@ limit = min(disk, loop)
 runs = {n: j(n) for n in ["max-rate", "latency", "producers-50", "keyed-100", "retention"]}
 mx = runs["max-rate"]["phases"][0]
 lat = [p for p in runs["latency"]["phases"]]
-half = min(lat, key=lambda p: abs(p["target_rate"] - 0.5 * float("$peak")))
+half = min(lat, key=lambda p: abs(p["target_rate"] - 0.5 * float(E["PEAK"])))
 tp_ratio = mx["produce"]["mib_per_s"] / limit
 p99_ratio = half["produce_latency"]["p99_ms"] / sync_p99
 p999_ratio = half["produce_latency"]["p999_ms"] / sync_p99
 v = lambda ok: "PASS" if ok else "MISS"
 L = []
 w = L.append
-w(f"# Load-generator baseline, $day, $host\n")
-w(f"- started: $started; command: \`perf/baseline.sh${*:+ $*}\`")
-w(f"- commit: $commit$dirty")
-w(f"- kernel: $(uname -srm); CPUs: $(nproc) ($(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1))")
+w(f"# Load-generator baseline, {E['DAY']}, {E['HOST']}\n")
+w(f"- started: {E['STARTED']}; command: `{E['COMMAND']}`")
+w(f"- commit: {E['COMMIT']}")
+w(f"- kernel: {E['KERNEL']}; CPUs: {E['CPUS']}")
 w(f"- CPU placement: {runs['max-rate']['host']['cpu_note']}")
-w(f"- load average before / after: $load_before / $load_after (other agents' builds share these CPUs)")
-w(f"- broker: \`target/release/sluice start\` on 127.0.0.1:$port, data on the same disk as the storage bench")
+w(f"- load average (1/5/15 min) before / after: {E['LOAD_BEFORE']} / {E['LOAD_AFTER']} (other agents' builds share these CPUs)")
+w(f"- broker: `target/release/sluice start --retention-check-interval-ms 1000` on 127.0.0.1:{E['PORT']}, data on the same disk as the storage bench")
 w(f"- raw results, per-run markdown and SVG plots: [{os.path.basename(out)}/]({os.path.basename(out)}/)\n")
 w("## Limits of this host\n")
 w("| limit | value |\n|---|---|")
@@ -181,7 +209,7 @@ w("Backlog drain (records behind when producers stopped → drain rate):\n")
 for n, r in runs.items():
     d = r["drain"]
     w(f"- {n}: {d['backlog_records']} records, {d['records_per_s']:.0f} rec/s ({d['mib_per_s']:.1f} MiB/s) over {d['seconds']:.1f} s{'' if d['complete'] else ' — INCOMPLETE'}")
-w(f"\nRetention run: {segments_left} segment files of the retention topic left at the end (4 MiB segments, 16 MiB retention.bytes per partition, 4 partitions: ~16 if retention deletes, ~{int(runs['retention']['phases'][0]['produce']['bytes']/4194304)+4} if it did not).\n")
+w(f"\nRetention run: {E['SEGMENTS_LEFT']} segment files of the retention topic left at the end (4 MiB segments, 16 MiB retention.bytes per partition, 4 partitions: ~16 if retention deletes, ~{int(runs['retention']['phases'][0]['produce']['bytes']/4194304)+4} if it did not).\n")
 w("## Targets\n")
 w("| target | measured | goal | verdict |\n|---|---|---|---|")
 w(f"| max-rate produce MiB/s ÷ min(disk, loopback) MiB/s, 1 KiB records | {mx['produce']['mib_per_s']:.1f} ÷ {limit:.0f} = {tp_ratio:.3f} | ≥ 0.50 | {v(tp_ratio >= 0.5)} |")

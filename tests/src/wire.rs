@@ -53,7 +53,13 @@ pub fn closed(s: &mut TcpStream) -> bool {
 /// Sends one request (header v1 + `body`) and returns the response body after the
 /// correlation id (response header v0), checking that the correlation id matches.
 /// Panics if the broker closes the connection instead of answering.
-pub fn call(s: &mut TcpStream, api_key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+pub fn call(
+    s: &mut TcpStream,
+    api_key: i16,
+    version: i16,
+    correlation: i32,
+    body: &[u8],
+) -> Vec<u8> {
     let mut req = header(api_key, version, correlation);
     req.extend_from_slice(body);
     s.write_all(&frame(&req)).expect("send request");

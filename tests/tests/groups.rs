@@ -456,7 +456,10 @@ fn member_process() {
     let s = stop.clone();
     let report: Reporter = Arc::new(move |n: Note| {
         let mut out = std::io::stdout().lock();
-        if writeln!(out, "{}", n.encode()).and_then(|_| out.flush()).is_err() {
+        if writeln!(out, "{}", n.encode())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             s.store(true, Ordering::SeqCst);
         }
     });
@@ -466,7 +469,11 @@ fn member_process() {
 // ---- checks ---------------------------------------------------------------------------------
 
 /// Polls `cond` every 50 ms until it returns `Ok`; panics with its last `Err` after `timeout`.
-async fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<T, String>) -> T {
+async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match cond() {
@@ -553,15 +560,18 @@ async fn wait_consumed(what: &str, logs: &[&Shared], want: &BTreeSet<(i32, i64)>
 /// again after a delivery whose commit succeeded (redelivery is allowed only after a
 /// failed commit: at-least-once for uncommitted records).
 fn assert_exactly_once(what: &str, logs: &[&Shared], produced: &BTreeSet<(i32, i64)>) {
-    let mut by_record: BTreeMap<(i32, i64), Vec<(i64, bool, String)>> = BTreeMap::new();
+    // Per record: (at_ms, committed, member) of each delivery.
+    type Deliveries = Vec<(i64, bool, String)>;
+    let mut by_record: BTreeMap<(i32, i64), Deliveries> = BTreeMap::new();
     let mut commit_errors = Vec::new();
     for l in logs {
         let l = l.lock().unwrap();
         for d in &l.consumed {
-            by_record
-                .entry((d.partition, d.offset))
-                .or_default()
-                .push((d.at_ms, d.committed, l.name.clone()));
+            by_record.entry((d.partition, d.offset)).or_default().push((
+                d.at_ms,
+                d.committed,
+                l.name.clone(),
+            ));
         }
         commit_errors.extend(
             l.errors
@@ -628,7 +638,12 @@ async fn create_topic(bootstrap: &str, topic: &str) {
 
 /// Produces records `first..first + n` (record i to partition i % 6, key `k<i>`) with
 /// acks=all; returns their (partition, offset)s.
-async fn produce_range(bootstrap: &str, topic: &str, first: usize, n: usize) -> BTreeSet<(i32, i64)> {
+async fn produce_range(
+    bootstrap: &str,
+    topic: &str,
+    first: usize,
+    n: usize,
+) -> BTreeSet<(i32, i64)> {
     let ts = base_timestamp();
     let records: Vec<(i32, Rec)> = (first..first + n)
         .map(|i| {
@@ -642,14 +657,18 @@ async fn produce_range(bootstrap: &str, topic: &str, first: usize, n: usize) -> 
         })
         .collect();
     let prod = producer(bootstrap, &[("acks", "all")]);
-    produce_all(&prod, topic, &records).await.into_iter().collect()
+    produce_all(&prod, topic, &records)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Committed offsets of `group` for every partition of `topic`, read with OffsetFetch by a
 /// client that does not join the group. Retries while the coordinator is not ready.
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, Offset> {
     let mut cfg = base_config(bootstrap);
-    cfg.set("group.id", group).set("enable.auto.commit", "false");
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create().expect("create offsets reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
@@ -692,7 +711,9 @@ async fn three_members_split_partitions_and_consume_each_record_once() {
     // Records before the group exists are read from the start (auto.offset.reset=earliest).
     let early = produce_range(&b, topic, 0, 120).await;
     let cfg = MemberCfg::new(&b, "share-group", topic);
-    let members: Vec<Member> = (0..3).map(|i| Member::start(&format!("m{i}"), &cfg)).collect();
+    let members: Vec<Member> = (0..3)
+        .map(|i| Member::start(&format!("m{i}"), &cfg))
+        .collect();
     let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
     let sets = wait_split("3 members with 2 partitions each", &logs, &[2, 2, 2]).await;
     let late = produce_range(&b, topic, 120, 180).await;
@@ -701,7 +722,11 @@ async fn three_members_split_partitions_and_consume_each_record_once() {
     assert_exactly_once("share", &logs, &all);
     // Nothing rebalanced after the group became stable, so the later records were read by
     // the members owning their partitions.
-    assert_eq!(split(&logs, &[2, 2, 2]).unwrap(), sets, "assignment changed");
+    assert_eq!(
+        split(&logs, &[2, 2, 2]).unwrap(),
+        sets,
+        "assignment changed"
+    );
     assert_consumed_by_owner("share", &logs, &sets, &late);
 
     // DescribeGroups (via librdkafka's group list): Stable, 3 members with assignments.
@@ -720,14 +745,20 @@ async fn three_members_split_partitions_and_consume_each_record_once() {
                     .map(|m| m.assignment().map_or(0, |a| a.len()))
                     .collect::<Vec<_>>(),
             )),
-            other => Err(format!("{:?}", other.map(|g| (g.state(), g.members().len())))),
+            other => Err(format!(
+                "{:?}",
+                other.map(|g| (g.state(), g.members().len()))
+            )),
         }
     })
     .await;
     assert_eq!(info.0, "consumer");
     assert_eq!(info.1, "range", "librdkafka's first common assignor");
     assert_eq!(info.2.len(), 3, "3 members");
-    assert!(info.2.iter().all(|n| *n > 0), "every member has an assignment: {info:?}");
+    assert!(
+        info.2.iter().all(|n| *n > 0),
+        "every member has an assignment: {info:?}"
+    );
 
     for m in members {
         m.close();
@@ -754,13 +785,22 @@ async fn killed_member_partitions_move_to_survivors_after_session_timeout() {
     let first = produce_range(&b, topic, 0, 120).await;
     wait_consumed("first batch", &logs, &first).await;
     let victim_count = victim_log.lock().unwrap().consumed.len();
-    assert!(victim_count > 0, "the victim consumed its share{}", describe(&logs));
+    assert!(
+        victim_count > 0,
+        "the victim consumed its share{}",
+        describe(&logs)
+    );
 
     victim.kill9();
     let killed_at = Instant::now();
     let second = produce_range(&b, topic, 120, 120).await;
     let survivor_logs = [&survivors[0].log, &survivors[1].log];
-    let after = wait_split("survivors take over all 6 partitions", &survivor_logs, &[3, 3]).await;
+    let after = wait_split(
+        "survivors take over all 6 partitions",
+        &survivor_logs,
+        &[3, 3],
+    )
+    .await;
     let took = killed_at.elapsed();
     wait_consumed("second batch", &logs, &second).await;
     let all: BTreeSet<_> = first.union(&second).copied().collect();
@@ -774,7 +814,9 @@ async fn killed_member_partitions_move_to_survivors_after_session_timeout() {
     );
     let victim_parts = &sets[2];
     assert!(
-        victim_parts.iter().all(|p| after[0].contains(p) || after[1].contains(p)),
+        victim_parts
+            .iter()
+            .all(|p| after[0].contains(p) || after[1].contains(p)),
         "victim's partitions {victim_parts:?} moved to survivors {after:?}"
     );
     // Not before the session timeout (minus a heartbeat of slack): a coordinator that
@@ -797,7 +839,12 @@ async fn added_member_gets_partitions() {
     let cfg = MemberCfg::new(&b, "grow-group", topic);
     let m0 = Member::start("m0", &cfg);
     let m1 = Member::start("m1", &cfg);
-    wait_split("2 members with 3 partitions each", &[&m0.log, &m1.log], &[3, 3]).await;
+    wait_split(
+        "2 members with 3 partitions each",
+        &[&m0.log, &m1.log],
+        &[3, 3],
+    )
+    .await;
     let first = produce_range(&b, topic, 0, 60).await;
     wait_consumed("first batch", &[&m0.log, &m1.log], &first).await;
 
@@ -836,7 +883,12 @@ async fn cooperative_sticky_keeps_untouched_partitions_during_rebalance() {
     let cfg = MemberCfg::new(&b, "coop-group", topic).strategy("cooperative-sticky");
     let m0 = Member::start("m0", &cfg);
     let m1 = Member::start("m1", &cfg);
-    let before = wait_split("2 members with 3 partitions each", &[&m0.log, &m1.log], &[3, 3]).await;
+    let before = wait_split(
+        "2 members with 3 partitions each",
+        &[&m0.log, &m1.log],
+        &[3, 3],
+    )
+    .await;
     let first = produce_range(&b, topic, 0, 60).await;
     wait_consumed("first batch", &[&m0.log, &m1.log], &first).await;
     let marks: Vec<usize> = [&m0.log, &m1.log]
@@ -849,9 +901,21 @@ async fn cooperative_sticky_keeps_untouched_partitions_during_rebalance() {
     let after = wait_split("the new member gets 2 partitions", &logs, &[2, 2, 2]).await;
     for (i, l) in [&m0.log, &m1.log].iter().enumerate() {
         let l = l.lock().unwrap();
-        assert_eq!(l.protocol.as_deref(), Some("Cooperative"), "{}: protocol", l.name);
+        assert_eq!(
+            l.protocol.as_deref(),
+            Some("Cooperative"),
+            "{}: protocol",
+            l.name
+        );
         let kept: BTreeSet<i32> = before[i].intersection(&after[i]).copied().collect();
-        assert_eq!(kept.len(), 2, "{}: sticky: kept 2 of {:?}, now {:?}", l.name, before[i], after[i]);
+        assert_eq!(
+            kept.len(),
+            2,
+            "{}: sticky: kept 2 of {:?}, now {:?}",
+            l.name,
+            before[i],
+            after[i]
+        );
         // Incremental: only the partitions given away were ever revoked, never the kept ones.
         let revoked: BTreeSet<i32> = l.events[marks[i]..]
             .iter()
@@ -863,7 +927,8 @@ async fn cooperative_sticky_keeps_untouched_partitions_during_rebalance() {
             .collect();
         let given: BTreeSet<i32> = before[i].difference(&after[i]).copied().collect();
         assert_eq!(
-            revoked, given,
+            revoked,
+            given,
             "{}: revoked during the rebalance (events {:?}), kept {kept:?}",
             l.name,
             &l.events[marks[i]..]
@@ -910,9 +975,11 @@ async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     // the new incarnation the old member's assignment, nobody else rebalances.
     killed.kill9();
     let restarted = ChildMember::spawn("killed-again", &cfg.clone().instance("killed"));
-    wait_until("the restarted static member gets its old partitions", SETTLE, || {
-        has_assignment(&restarted.log, &sets[2], &[&observer.log, &closer.log])
-    })
+    wait_until(
+        "the restarted static member gets its old partitions",
+        SETTLE,
+        || has_assignment(&restarted.log, &sets[2], &[&observer.log, &closer.log]),
+    )
     .await;
 
     // Consumer close of a static member sends no LeaveGroup (KIP-345); a new client with
@@ -926,22 +993,24 @@ async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     let closer_log = closer.log.clone();
     closer.close();
     closer = Member::start("closer-again", &cfg.clone().instance("closer"));
-    wait_until("the reopened static member gets its old partitions", SETTLE, || {
-        has_assignment(&closer.log, &sets[1], &[&observer.log, &restarted.log])
-    })
+    wait_until(
+        "the reopened static member gets its old partitions",
+        SETTLE,
+        || has_assignment(&closer.log, &sets[1], &[&observer.log, &restarted.log]),
+    )
     .await;
 
     // Give a rebalance (which heartbeats announce within 1 s) time to show: a few heartbeat
     // intervals in which nothing may change for the observer.
     let quiet_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < quiet_until {
-        let o = observer.log.lock().unwrap();
+        let events = observer.log.lock().unwrap().events.clone();
         assert_eq!(
-            o.events, observer_events,
+            events,
+            observer_events,
             "the observer rebalanced after a static member's restart{}",
             describe(&[&observer.log, &closer.log, &restarted.log])
         );
-        drop(o);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(assignment(&observer.log), sets[0]);
@@ -951,7 +1020,13 @@ async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     let now_logs = [&observer.log, &closer.log, &restarted.log];
     wait_consumed("second batch", &now_logs, &second).await;
     let all: BTreeSet<_> = first.union(&second).copied().collect();
-    let every = [&observer.log, &closer_log, &killed.log, &closer.log, &restarted.log];
+    let every = [
+        &observer.log,
+        &closer_log,
+        &killed.log,
+        &closer.log,
+        &restarted.log,
+    ];
     assert_exactly_once("static", &every, &all);
     assert_consumed_by_owner("static", &now_logs, &sets, &second);
 }
@@ -979,23 +1054,31 @@ async fn committed_offsets_survive_broker_kill9() {
         "committed offsets after kill -9"
     );
     let admin_consumer = consumer(&b);
-    wait_until("ListGroups shows the group after the restart", SETTLE, || {
-        let list = admin_consumer
-            .fetch_group_list(None, OP_TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        let names: Vec<String> = list.groups().iter().map(|g| g.name().to_string()).collect();
-        if names.iter().any(|n| n == "durable-group") {
-            Ok(())
-        } else {
-            Err(format!("groups {names:?}"))
-        }
-    })
+    wait_until(
+        "ListGroups shows the group after the restart",
+        SETTLE,
+        || {
+            let list = admin_consumer
+                .fetch_group_list(None, OP_TIMEOUT)
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = list.groups().iter().map(|g| g.name().to_string()).collect();
+            if names.iter().any(|n| n == "durable-group") {
+                Ok(())
+            } else {
+                Err(format!("groups {names:?}"))
+            }
+        },
+    )
     .await;
 
     // The member that lived through the crash carries on (its session was restored).
     let second = produce_range(&b, topic, 120, 60).await;
-    wait_consumed("second batch, by the member that lived through the crash", &[&a.log], &second)
-        .await;
+    wait_consumed(
+        "second batch, by the member that lived through the crash",
+        &[&a.log],
+        &second,
+    )
+    .await;
     let a_log = a.log.clone();
     a.close();
 
@@ -1035,7 +1118,11 @@ fn subscription(topic: &str) -> Vec<u8> {
 
 /// ConsumerProtocolAssignment v0: `topic` with `partitions`.
 fn assignment_bytes(topic: &str, partitions: &[i32]) -> Vec<u8> {
-    let mut e = Enc::new().i16(0).i32(1).str(topic).i32(partitions.len() as i32);
+    let mut e = Enc::new()
+        .i16(0)
+        .i32(1)
+        .str(topic)
+        .i32(partitions.len() as i32);
     for p in partitions {
         e = e.i32(*p);
     }
@@ -1098,7 +1185,11 @@ fn join_v5(
 }
 
 fn heartbeat_v3(s: &mut TcpStream, group: &str, generation: i32, member_id: &str) -> i16 {
-    let e = Enc::new().str(group).i32(generation).str(member_id).nstr(None);
+    let e = Enc::new()
+        .str(group)
+        .i32(generation)
+        .str(member_id)
+        .nstr(None);
     let resp = wire::call(s, API_HEARTBEAT, 3, 12, &e.0);
     let mut d = Dec::new(&resp);
     let _throttle = d.i32();
@@ -1180,16 +1271,29 @@ async fn raw_group_requests_get_kafka_error_codes() {
     // FindCoordinator v0 (creates the offsets topic), until the coordinator is there.
     let deadline = Instant::now() + SETTLE;
     loop {
-        let resp = wire::call(&mut s, API_FIND_COORDINATOR, 0, 10, &Enc::new().str(group).0);
+        let resp = wire::call(
+            &mut s,
+            API_FIND_COORDINATOR,
+            0,
+            10,
+            &Enc::new().str(group).0,
+        );
         let mut d = Dec::new(&resp);
         let error = d.i16();
         let (node, host, port) = (d.i32(), d.str(), d.i32());
         if error == NONE {
-            assert_eq!((node, port), (0, broker.port() as i32), "coordinator {host}:{port}");
+            assert_eq!(
+                (node, port),
+                (0, broker.port() as i32),
+                "coordinator {host}:{port}"
+            );
             break;
         }
         assert_eq!(error, COORDINATOR_NOT_AVAILABLE, "FindCoordinator error");
-        assert!(Instant::now() < deadline, "no coordinator within {SETTLE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator within {SETTLE:?}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 
@@ -1200,16 +1304,26 @@ async fn raw_group_requests_get_kafka_error_codes() {
     let deadline = Instant::now() + SETTLE;
     let first = loop {
         let j = join_v5(&mut s, group, "", "consumer", protocols);
-        if ![COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE]
-            .contains(&j.error)
+        if ![
+            COORDINATOR_LOAD_IN_PROGRESS,
+            NOT_COORDINATOR,
+            COORDINATOR_NOT_AVAILABLE,
+        ]
+        .contains(&j.error)
             || Instant::now() >= deadline
         {
             break j;
         }
         thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(first.error, MEMBER_ID_REQUIRED, "first JoinGroup v5 without a member id");
-    assert!(!first.member_id.is_empty(), "MEMBER_ID_REQUIRED carries the new member id");
+    assert_eq!(
+        first.error, MEMBER_ID_REQUIRED,
+        "first JoinGroup v5 without a member id"
+    );
+    assert!(
+        !first.member_id.is_empty(),
+        "MEMBER_ID_REQUIRED carries the new member id"
+    );
     let me = first.member_id.clone();
 
     // Rejoin with it: after the initial rebalance delay, generation 1 with us as leader.
@@ -1226,7 +1340,11 @@ async fn raw_group_requests_get_kafka_error_codes() {
     let (error, got) = sync_v3(&mut s, group, generation, &me, &[(&me, &assignment)]);
     assert_eq!(error, NONE, "leader's SyncGroup");
     assert_eq!(got, assignment, "the leader gets its own assignment back");
-    assert_eq!(heartbeat_v3(&mut s, group, generation, &me), NONE, "heartbeat of the member");
+    assert_eq!(
+        heartbeat_v3(&mut s, group, generation, &me),
+        NONE,
+        "heartbeat of the member"
+    );
 
     // Unknown member.
     assert_eq!(
@@ -1257,15 +1375,29 @@ async fn raw_group_requests_get_kafka_error_codes() {
             "OffsetCommit with generation {g} (current {generation})"
         );
     }
-    assert_eq!(commit_v2(&mut s, group, generation, &me, topic), NONE, "OffsetCommit");
+    assert_eq!(
+        commit_v2(&mut s, group, generation, &me, topic),
+        NONE,
+        "OffsetCommit"
+    );
 
     // A join with another protocol type, or with no protocol in common with the group.
     let other = join_v5(&mut s, group, "", "connect", protocols);
-    assert_eq!(other.error, INCONSISTENT_GROUP_PROTOCOL, "JoinGroup with protocol type connect");
+    assert_eq!(
+        other.error, INCONSISTENT_GROUP_PROTOCOL,
+        "JoinGroup with protocol type connect"
+    );
     let other = join_v5(&mut s, group, "", "consumer", &[("roundrobin", &meta)]);
-    assert_eq!(other.error, INCONSISTENT_GROUP_PROTOCOL, "JoinGroup with no common protocol");
+    assert_eq!(
+        other.error, INCONSISTENT_GROUP_PROTOCOL,
+        "JoinGroup with no common protocol"
+    );
     // Neither disturbed the group.
-    assert_eq!(heartbeat_v3(&mut s, group, generation, &me), NONE, "heartbeat after bad joins");
+    assert_eq!(
+        heartbeat_v3(&mut s, group, generation, &me),
+        NONE,
+        "heartbeat after bad joins"
+    );
 
     // Leaving ends the membership.
     assert_eq!(leave_v3(&mut s, group, &me), (NONE, NONE), "LeaveGroup");
@@ -1276,5 +1408,8 @@ async fn raw_group_requests_get_kafka_error_codes() {
     );
     // A second connection still gets answers: nothing above broke the broker.
     let mut s2 = wire::connect(&broker);
-    assert_eq!(heartbeat_v3(&mut s2, group, generation, &me), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        heartbeat_v3(&mut s2, group, generation, &me),
+        UNKNOWN_MEMBER_ID
+    );
 }

@@ -447,10 +447,21 @@ fn consumer_loop(
     deadline: Instant,
 ) {
     let mut n = 0u64;
+    let mut paused: Option<rdkafka::TopicPartitionList> = None;
     while !shared.stop_consumers.load(Ordering::Relaxed) && Instant::now() < deadline {
-        if shared.consumers_paused.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+        // Pause through librdkafka, not by ceasing to poll: otherwise its prefetch queue keeps
+        // filling and the "drain" would read from client memory instead of the broker. Pausing
+        // purges that queue and refetches from the consumed position on resume.
+        let want_pause = shared.consumers_paused.load(Ordering::Relaxed);
+        if want_pause && paused.is_none() {
+            if let Ok(a) = c.assignment() {
+                let _ = c.pause(&a);
+                paused = Some(a);
+            }
+        } else if !want_pause {
+            if let Some(a) = paused.take() {
+                let _ = c.resume(&a);
+            }
         }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {

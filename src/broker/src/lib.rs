@@ -60,12 +60,6 @@ pub fn run(
         path: config.data_dir.clone(),
         source: e,
     })?;
-    // The shards bind with SO_REUSEPORT, which would let a second broker share the port
-    // silently; a plain bind first fails if anyone else holds it.
-    drop(
-        std::net::TcpListener::bind(config.listen)
-            .map_err(|e| BrokerError::Config(format!("cannot listen on {}: {e}", config.listen)))?,
-    );
     let _lock = lock_data_dir(&config.data_dir)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     if !topics::state_path(&config.data_dir).exists() {
