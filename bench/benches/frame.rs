@@ -58,7 +58,8 @@ fn round_trip(c: &mut Criterion) {
     });
     g.bench_function("encode_then_access", |b| {
         b.iter(|| {
-            let f = Frame::encode_tagged(1, black_box(&req), Some(payload.clone())).expect("encode");
+            let f =
+                Frame::encode_tagged(1, black_box(&req), Some(payload.clone())).expect("encode");
             let a = f.access::<PartitionRequest>().expect("valid frame");
             black_box((a.partition.to_native(), f.payload().map(Bytes::len)))
         })

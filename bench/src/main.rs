@@ -98,7 +98,12 @@ fn pin(cpus: &Option<String>) -> Result<Vec<usize>, String> {
 
 fn cmd_run(args: &[String]) -> Result<(), String> {
     let kv = pairs(args)?;
-    let get = |f: &str| kv.iter().rev().find(|(k, _)| k == f).map(|(_, v)| v.clone());
+    let get = |f: &str| {
+        kv.iter()
+            .rev()
+            .find(|(k, _)| k == f)
+            .map(|(_, v)| v.clone())
+    };
     let cpus = pin(&get("--cpus"))?;
     let bootstrap = get("--bootstrap").ok_or("run needs --bootstrap HOST:PORT")?;
     let path = PathBuf::from(get("--workload").ok_or("run needs --workload FILE")?);

@@ -31,7 +31,9 @@ struct Panel<'a> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
@@ -240,12 +242,36 @@ pub fn svg(r: &RunResult) -> String {
         log_y: true,
         markers: false,
         series: vec![
-            Series { name: "produce p50", color: "#2b8cbe", points: col(|s| s.produce_p50_ms) },
-            Series { name: "produce p99", color: "#e6550d", points: col(|s| s.produce_p99_ms) },
-            Series { name: "produce p99.9", color: "#a63603", points: col(|s| s.produce_p999_ms) },
-            Series { name: "e2e p50", color: "#74c476", points: col(|s| s.e2e_p50_ms) },
-            Series { name: "e2e p99", color: "#238b45", points: col(|s| s.e2e_p99_ms) },
-            Series { name: "e2e p99.9", color: "#00441b", points: col(|s| s.e2e_p999_ms) },
+            Series {
+                name: "produce p50",
+                color: "#2b8cbe",
+                points: col(|s| s.produce_p50_ms),
+            },
+            Series {
+                name: "produce p99",
+                color: "#e6550d",
+                points: col(|s| s.produce_p99_ms),
+            },
+            Series {
+                name: "produce p99.9",
+                color: "#a63603",
+                points: col(|s| s.produce_p999_ms),
+            },
+            Series {
+                name: "e2e p50",
+                color: "#74c476",
+                points: col(|s| s.e2e_p50_ms),
+            },
+            Series {
+                name: "e2e p99",
+                color: "#238b45",
+                points: col(|s| s.e2e_p99_ms),
+            },
+            Series {
+                name: "e2e p99.9",
+                color: "#00441b",
+                points: col(|s| s.e2e_p999_ms),
+            },
         ],
         marks: marks.clone(),
     };
@@ -256,15 +282,26 @@ pub fn svg(r: &RunResult) -> String {
         log_y: false,
         markers: false,
         series: vec![
-            Series { name: "produced (acked)", color: "#3182bd", points: col(|s| s.produce_rps) },
-            Series { name: "consumed", color: "#31a354", points: col(|s| s.consume_rps) },
+            Series {
+                name: "produced (acked)",
+                color: "#3182bd",
+                points: col(|s| s.produce_rps),
+            },
+            Series {
+                name: "consumed",
+                color: "#31a354",
+                points: col(|s| s.consume_rps),
+            },
         ],
         marks,
     };
     let mut phases: Vec<_> = r.phases.iter().collect();
     phases.sort_by(|a, b| a.produce.records_per_s.total_cmp(&b.produce.records_per_s));
     let pt = |f: fn(&super::run::PhaseResult) -> f64| -> Vec<(f64, f64)> {
-        phases.iter().map(|p| (p.produce.records_per_s, f(p))).collect()
+        phases
+            .iter()
+            .map(|p| (p.produce.records_per_s, f(p)))
+            .collect()
     };
     let curve = Panel {
         title: "Throughput vs latency (one point per measured phase)",
@@ -273,10 +310,26 @@ pub fn svg(r: &RunResult) -> String {
         log_y: true,
         markers: true,
         series: vec![
-            Series { name: "produce p50", color: "#2b8cbe", points: pt(|p| p.produce_latency.p50_ms) },
-            Series { name: "produce p99", color: "#e6550d", points: pt(|p| p.produce_latency.p99_ms) },
-            Series { name: "produce p99.9", color: "#a63603", points: pt(|p| p.produce_latency.p999_ms) },
-            Series { name: "e2e p99", color: "#238b45", points: pt(|p| p.e2e_latency.p99_ms) },
+            Series {
+                name: "produce p50",
+                color: "#2b8cbe",
+                points: pt(|p| p.produce_latency.p50_ms),
+            },
+            Series {
+                name: "produce p99",
+                color: "#e6550d",
+                points: pt(|p| p.produce_latency.p99_ms),
+            },
+            Series {
+                name: "produce p99.9",
+                color: "#a63603",
+                points: pt(|p| p.produce_latency.p999_ms),
+            },
+            Series {
+                name: "e2e p99",
+                color: "#238b45",
+                points: pt(|p| p.e2e_latency.p99_ms),
+            },
         ],
         marks: Vec::new(),
     };

@@ -27,7 +27,11 @@ fn lat_row(out: &mut String, phase: usize, what: &str, p: &Pcts) {
 pub fn markdown(r: &RunResult) -> String {
     let w = &r.workload;
     let mut s = String::new();
-    let _ = writeln!(s, "### sluice-bench: {} → {} (topic `{}`)\n", w.name, r.bootstrap, r.topic);
+    let _ = writeln!(
+        s,
+        "### sluice-bench: {} → {} (topic `{}`)\n",
+        w.name, r.bootstrap, r.topic
+    );
     if !w.description.is_empty() {
         let _ = writeln!(s, "{}\n", w.description.trim());
     }
@@ -70,8 +74,7 @@ pub fn markdown(r: &RunResult) -> String {
             p.consume.mib_per_s,
             p.generator_cpu_cores,
             p.host_cpu_busy * 100.0,
-            p.broker_cpu_cores
-                .map_or("–".into(), |c| format!("{c:.2}")),
+            p.broker_cpu_cores.map_or("–".into(), |c| format!("{c:.2}")),
             p.sender_lag_max_ms
         );
     }
@@ -81,7 +84,12 @@ pub fn markdown(r: &RunResult) -> String {
     );
     for p in &r.phases {
         lat_row(&mut s, p.index, "produce (send → ack)", &p.produce_latency);
-        lat_row(&mut s, p.index, "end-to-end (send → consumed)", &p.e2e_latency);
+        lat_row(
+            &mut s,
+            p.index,
+            "end-to-end (send → consumed)",
+            &p.e2e_latency,
+        );
     }
     let d = &r.drain;
     let _ = writeln!(

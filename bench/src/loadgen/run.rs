@@ -89,7 +89,8 @@ impl ProducerContext for ProdCtx {
                 let bytes = m.payload_len() + m.key().map_or(0, |k| k.len());
                 if let Some(sent) = embedded_ns(m.payload()) {
                     let lat_us = now.saturating_sub(sent) / 1000;
-                    self.side.record(bytes, lat_us, self.shared.is_measured(sent));
+                    self.side
+                        .record(bytes, lat_us, self.shared.is_measured(sent));
                 }
             }
             Err(_) => {
@@ -143,7 +144,10 @@ impl Keys {
             }
             KeyDistribution::Skewed => {
                 let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                let i = self.cdf.partition_point(|c| *c < u).min(self.keys.len() - 1);
+                let i = self
+                    .cdf
+                    .partition_point(|c| *c < u)
+                    .min(self.keys.len() - 1);
                 Some(&self.keys[i])
             }
         }
@@ -185,7 +189,10 @@ fn consumer_config(w: &Workload, bootstrap: &str, group: &str, i: usize) -> Clie
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("session.timeout.ms", "10000")
-        .set("max.partition.fetch.bytes", (w.record_bytes.max(1 << 20) * 2).to_string());
+        .set(
+            "max.partition.fetch.bytes",
+            (w.record_bytes.max(1 << 20) * 2).to_string(),
+        );
     for (k, v) in &w.consumer_config {
         cfg.set(k, v);
     }
@@ -339,7 +346,9 @@ fn ensure_topic(w: &Workload, bootstrap: &str, topic: &str) -> Result<(), String
             Err(e) => format!("metadata: {e}"),
         };
         if Instant::now() >= deadline {
-            return Err(format!("topic {topic} not ready within {OP_TIMEOUT:?}: {last}"));
+            return Err(format!(
+                "topic {topic} not ready within {OP_TIMEOUT:?}: {last}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -658,7 +667,10 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
             std::thread::sleep(Duration::from_millis(100));
         }
         if ready() {
-            log(&format!("consumer groups assigned in {:.1} s", t.elapsed().as_secs_f64()));
+            log(&format!(
+                "consumer groups assigned in {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
         } else {
             let msg = "consumer groups did not own every partition within 60 s; \
                        end-to-end figures may miss records"
@@ -744,10 +756,16 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         let label = format!("warmup {i}");
         log(&format!(
             "phase {i}: target {} rec/s, warm-up {} s",
-            if rate > 0.0 { format!("{rate:.0}") } else { "max".into() },
+            if rate > 0.0 {
+                format!("{rate:.0}")
+            } else {
+                "max".into()
+            },
             w.warmup_s
         ));
-        col.run_for(w.warmup_s as f64, &label, &prod_sides, &cons_sides, || false);
+        col.run_for(w.warmup_s as f64, &label, &prod_sides, &cons_sides, || {
+            false
+        });
         if let Some(p) = pending.take() {
             harvest(&mut phases, p);
         }
@@ -771,7 +789,9 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
             &cons_sides,
             || false,
         );
-        shared.measure_end_ns.store(sys::now_ns(), Ordering::Relaxed);
+        shared
+            .measure_end_ns
+            .store(sys::now_ns(), Ordering::Relaxed);
         shared.measuring.store(false, Ordering::Relaxed);
         let (p1r, p1b, _) = sum(&prod_sides);
         let (c1r, c1b, _) = sum(&cons_sides);
@@ -834,9 +854,18 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     }
 
     if w.backlog_s > 0 && !cons_threads.is_empty() {
-        log(&format!("backlog: producing {} s with consumers paused", w.backlog_s));
+        log(&format!(
+            "backlog: producing {} s with consumers paused",
+            w.backlog_s
+        ));
         shared.consumers_paused.store(true, Ordering::Relaxed);
-        col.run_for(w.backlog_s as f64, "backlog", &prod_sides, &cons_sides, || false);
+        col.run_for(
+            w.backlog_s as f64,
+            "backlog",
+            &prod_sides,
+            &cons_sides,
+            || false,
+        );
     }
     shared.stop_senders.store(true, Ordering::Relaxed);
     let mut sent = 0;
@@ -903,7 +932,8 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         warnings.extend(p.warnings.iter().cloned());
     }
     if let Some(busiest) = sender_cpu.iter().cloned().reduce(f64::max) {
-        let total: f64 = rates.len() as f64 * (w.warmup_s + w.duration_s) as f64 + w.backlog_s as f64;
+        let total: f64 =
+            rates.len() as f64 * (w.warmup_s + w.duration_s) as f64 + w.backlog_s as f64;
         if busiest >= CPU_BOUND * total {
             warnings.push(format!(
                 "a sender thread was busy {busiest:.1} s of {total:.0} s: the generator's send loop \

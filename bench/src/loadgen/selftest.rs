@@ -125,7 +125,9 @@ pub fn self_test(seconds: f64, record_bytes: usize, threads: usize) -> Result<Se
     let mut total = 0.0;
     let mut full = false;
     for h in hs {
-        let (n, s, f) = h.join().map_err(|_| "enqueue thread panicked".to_string())??;
+        let (n, s, f) = h
+            .join()
+            .map_err(|_| "enqueue thread panicked".to_string())??;
         total += n as f64 / s.max(1e-9);
         full |= f;
     }

@@ -132,7 +132,10 @@ impl Workload {
 
     pub fn validate(&self) -> Result<(), String> {
         let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
-        check(self.partitions >= 1 && self.partitions <= 10_000, "partitions: 1..=10000")?;
+        check(
+            self.partitions >= 1 && self.partitions <= 10_000,
+            "partitions: 1..=10000",
+        )?;
         check(
             (1..=PRODUCERS_MAX).contains(&self.producers),
             "producers: 1..=1000",

@@ -559,7 +559,11 @@ impl<S: Storage> PartitionLog<S> {
 
         // One copy: the batch goes straight into the page-aligned write buffer, and the
         // broker-assigned offset (and LogAppendTime) is written there in place.
-        let log_append_time = if inner.config.log_append_time { now_ms } else { -1 };
+        let log_append_time = if inner.config.log_append_time {
+            now_ms
+        } else {
+            -1
+        };
         let interval = inner.config.index_interval_bytes;
         let buf_bytes = inner.config.write_buffer_bytes;
         let seg = inner.active_mut();
@@ -590,7 +594,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         drop(inner);
         if let Some(bytes) = cached {
-            self.cache.borrow_mut().insert(self.id, base_offset, last_offset, bytes);
+            self.cache
+                .borrow_mut()
+                .insert(self.id, base_offset, last_offset, bytes);
         }
         self.dirty_waiters.wake_all();
         Ok(Appended {
