@@ -1,8 +1,8 @@
 //! Shared rdkafka helpers for the integration tests: client configs, admin calls, a record
 //! model with readable diffs, pipelined produce, and bounded consume-to-watermark.
 //!
-//! Consumers never join a group (the broker has no group coordinator yet): they `assign()`
-//! explicit partitions at explicit offsets, with auto-commit off.
+//! The consumers made here never join a group: they `assign()` explicit partitions at
+//! explicit offsets, with auto-commit off. Group members are in `tests/tests/groups.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
