@@ -781,11 +781,12 @@ impl<S: Storage> PartitionLog<S> {
                     f
                 }
             };
-            // All of a flush's chunks are in flight together (one write at a time left the
-            // device idle between them), then one fdatasync covers them.
+            // A flush's chunks are written in order, then one fdatasync covers them. (Issuing
+            // them concurrently measured no better on this host's disk: 0.76 vs 0.71 of raw,
+            // within noise; perf/results/2026-11-22-vm-storage.md.)
             // Consecutive chunks share a page (the next one starts with a copy of the partial
-            // last page): an earlier chunk stops where the next begins, so no two concurrent
-            // writes cover the same page.
+            // last page): an earlier chunk stops where the next begins, so that page is
+            // written once, by the chunk holding its newest bytes.
             let next_pos: Vec<Option<u64>> = job
                 .chunks
                 .iter()
@@ -815,8 +816,8 @@ impl<S: Storage> PartitionLog<S> {
                     chunk.buf.shrink_to(write_len);
                     Some(file.write_at(chunk.buf, chunk.pos))
                 });
-            for r in join_all(writes.collect()).await {
-                r.map_err(|e| StorageError::io("write", &path, e))?;
+            for w in writes {
+                w.await.map_err(|e| StorageError::io("write", &path, e))?;
             }
             file.fdatasync()
                 .await
@@ -1173,33 +1174,6 @@ impl<S: Storage> PartitionLog<S> {
         }
         Ok(())
     }
-}
-
-/// Polls every future until all are done (writes of one flush proceed together).
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 async fn read_sealed<S: Storage>(
