@@ -136,4 +136,8 @@ impl<F: StorageFile> StorageFile for TimedFile<F> {
     async fn truncate(&self, len: u64) -> io::Result<()> {
         self.inner.truncate(len).await
     }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.inner.preallocate(len).await
+    }
 }

@@ -322,6 +322,14 @@ impl StorageFile for DmaStorageFile {
             .await
             .map_err(|e| with_path(e.into(), "truncating", &self.path))
     }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        // KEEP_SIZE: blocks are reserved but the file size (what recovery scans) is unchanged.
+        self.file
+            .pre_allocate(len, true)
+            .await
+            .map_err(|e| with_path(e.into(), "preallocating", &self.path))
+    }
 }
 
 #[cfg(all(test, not(loom)))]

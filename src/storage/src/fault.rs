@@ -140,4 +140,8 @@ impl StorageFile for FaultyFile {
         }
         self.inner.truncate(len).await
     }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.inner.preallocate(len).await
+    }
 }

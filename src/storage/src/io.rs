@@ -58,4 +58,7 @@ pub trait StorageFile: 'static {
     async fn size(&self) -> io::Result<u64>;
     /// Truncates (or extends with zeros) to `len` bytes.
     async fn truncate(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk blocks up to `len` bytes without changing the file size, so later
+    /// appends do not allocate as they go. Implementations may do nothing.
+    async fn preallocate(&self, len: u64) -> io::Result<()>;
 }
