@@ -369,72 +369,18 @@ pub async fn run_local(
             if !slot.loaded.get() {
                 return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS));
             }
-            match req {
-                RequestKind::JoinGroup(r) => {
-                    slot.call(
-                        move |c, ctx| c.join_group(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::SyncGroup(r) => {
-                    slot.call(
-                        move |c, ctx| c.sync_group(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::Heartbeat(r) => {
-                    slot.call(
-                        move |c, ctx| c.heartbeat(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::LeaveGroup(r) => {
-                    slot.call(
-                        move |c, ctx| c.leave_group(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::OffsetCommit(r) => {
-                    slot.call(
-                        move |c, ctx| c.offset_commit(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::OffsetFetch(r) => {
-                    slot.call(
-                        move |c, ctx| c.offset_fetch(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                RequestKind::OffsetDelete(r) => {
-                    slot.call(
-                        move |c, ctx| c.offset_delete(ctx, r),
-                        version,
-                        client_id,
-                        client_host,
-                    )
-                    .await
-                }
-                _ => None,
-            }
+            type Op = Box<dyn FnOnce(&mut GroupCoordinator, RequestCtx<'_>) -> Vec<Effect>>;
+            let op: Op = match req {
+                RequestKind::JoinGroup(r) => Box::new(move |c, ctx| c.join_group(ctx, r)),
+                RequestKind::SyncGroup(r) => Box::new(move |c, ctx| c.sync_group(ctx, r)),
+                RequestKind::Heartbeat(r) => Box::new(move |c, ctx| c.heartbeat(ctx, r)),
+                RequestKind::LeaveGroup(r) => Box::new(move |c, ctx| c.leave_group(ctx, r)),
+                RequestKind::OffsetCommit(r) => Box::new(move |c, ctx| c.offset_commit(ctx, r)),
+                RequestKind::OffsetFetch(r) => Box::new(move |c, ctx| c.offset_fetch(ctx, r)),
+                RequestKind::OffsetDelete(r) => Box::new(move |c, ctx| c.offset_delete(ctx, r)),
+                _ => return None,
+            };
+            slot.call(op, version, client_id, client_host).await
         }
     }
 }
