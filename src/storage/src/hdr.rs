@@ -1,34 +1,27 @@
 //! The few RecordBatch v2 header fields the log needs, read at fixed offsets.
 
+use sluice_codec::batch::{self as codec_batch, offsets, BatchHeader};
+
 /// Size of the RecordBatch v2 header (everything before the first record).
-pub const HEADER_BYTES: usize = 61;
+pub const HEADER_BYTES: usize = codec_batch::RECORD_BATCH_HEADER_LEN;
 /// `baseOffset` + `batchLength`: the part not counted by `batchLength`.
-pub const LOG_OVERHEAD: usize = 12;
+pub const LOG_OVERHEAD: usize = codec_batch::BATCH_LOG_OVERHEAD;
 
-pub const OFF_BASE_OFFSET: usize = 0;
-pub const OFF_LENGTH: usize = 8;
-pub const OFF_LEADER_EPOCH: usize = 12;
-pub const OFF_MAGIC: usize = 16;
-pub const OFF_CRC: usize = 17;
-pub const OFF_ATTRIBUTES: usize = 21;
-pub const OFF_LAST_OFFSET_DELTA: usize = 23;
-pub const OFF_BASE_TIMESTAMP: usize = 27;
-pub const OFF_MAX_TIMESTAMP: usize = 35;
-pub const OFF_PRODUCER_ID: usize = 43;
-pub const OFF_PRODUCER_EPOCH: usize = 51;
-pub const OFF_BASE_SEQUENCE: usize = 53;
-pub const OFF_RECORDS_COUNT: usize = 57;
+// Field offsets: the codec's, under the names the log and its tools use.
+pub const OFF_BASE_OFFSET: usize = offsets::BASE_OFFSET;
+pub const OFF_LENGTH: usize = offsets::BATCH_LENGTH;
+pub const OFF_LEADER_EPOCH: usize = offsets::PARTITION_LEADER_EPOCH;
+pub const OFF_MAGIC: usize = offsets::MAGIC;
+pub const OFF_CRC: usize = offsets::CRC;
+pub const OFF_ATTRIBUTES: usize = offsets::ATTRIBUTES;
+pub const OFF_LAST_OFFSET_DELTA: usize = offsets::LAST_OFFSET_DELTA;
+pub const OFF_BASE_TIMESTAMP: usize = offsets::BASE_TIMESTAMP;
+pub const OFF_MAX_TIMESTAMP: usize = offsets::MAX_TIMESTAMP;
+pub const OFF_PRODUCER_ID: usize = offsets::PRODUCER_ID;
+pub const OFF_PRODUCER_EPOCH: usize = offsets::PRODUCER_EPOCH;
+pub const OFF_BASE_SEQUENCE: usize = offsets::BASE_SEQUENCE;
+pub const OFF_RECORDS_COUNT: usize = offsets::RECORDS_COUNT;
 const _: () = assert!(OFF_RECORDS_COUNT + 4 == HEADER_BYTES);
-
-fn i16_at(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-fn i32_at(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn i64_at(b: &[u8], at: usize) -> i64 {
-    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// Header fields of one batch. Constructed only from at least `HEADER_BYTES` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,27 +45,24 @@ pub struct Header {
 impl Header {
     /// Reads a header; `None` when fewer than `HEADER_BYTES` bytes or a nonsensical length.
     pub fn parse(b: &[u8]) -> Option<Header> {
-        if b.len() < HEADER_BYTES {
-            return None;
-        }
-        let length = i32_at(b, OFF_LENGTH);
-        if length < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
+        let h: BatchHeader = BatchHeader::parse(b).ok()?;
+        if h.batch_length < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
             return None;
         }
         Some(Header {
-            base_offset: i64_at(b, OFF_BASE_OFFSET),
-            size: length as usize + LOG_OVERHEAD,
-            leader_epoch: i32_at(b, OFF_LEADER_EPOCH),
-            magic: b[OFF_MAGIC] as i8,
-            crc: u32::from_be_bytes(b[OFF_CRC..OFF_CRC + 4].try_into().expect("4 bytes")),
-            attributes: i16_at(b, OFF_ATTRIBUTES),
-            last_offset_delta: i32_at(b, OFF_LAST_OFFSET_DELTA),
-            base_timestamp: i64_at(b, OFF_BASE_TIMESTAMP),
-            max_timestamp: i64_at(b, OFF_MAX_TIMESTAMP),
-            producer_id: i64_at(b, OFF_PRODUCER_ID),
-            producer_epoch: i16_at(b, OFF_PRODUCER_EPOCH),
-            base_sequence: i32_at(b, OFF_BASE_SEQUENCE),
-            records_count: i32_at(b, OFF_RECORDS_COUNT),
+            base_offset: h.base_offset,
+            size: h.batch_length as usize + LOG_OVERHEAD,
+            leader_epoch: h.partition_leader_epoch,
+            magic: h.magic,
+            crc: h.crc,
+            attributes: h.attributes,
+            last_offset_delta: h.last_offset_delta,
+            base_timestamp: h.base_timestamp,
+            max_timestamp: h.max_timestamp,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+            records_count: h.records_count,
         })
     }
 
@@ -112,18 +102,16 @@ impl Header {
 }
 
 /// Writes the broker-assigned base offset and leader epoch (neither is covered by the CRC).
+/// `b` holds a whole batch that [`Header::parse`] accepted.
 pub fn set_offset_and_epoch(b: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    b[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-    b[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    codec_batch::set_base_offset(b, base_offset).expect("a parsed batch has a header");
+    codec_batch::set_partition_leader_epoch(b, leader_epoch).expect("a parsed batch has a header");
 }
 
-/// Stamps LogAppendTime: timestamp-type bit, maxTimestamp = now, and a new CRC.
+/// Stamps LogAppendTime: timestamp-type bit, maxTimestamp = now, and a new CRC. Only for a
+/// batch that [`Header::verify`] accepted (a new CRC must not bless a corrupt batch).
 pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
-    let attrs = i16_at(b, OFF_ATTRIBUTES) | 0x08;
-    b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
-    b[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
-    b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    codec_batch::set_log_append_time(b, now_ms).expect("a verified batch is whole");
 }
 
 #[cfg(test)]
