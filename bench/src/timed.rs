@@ -16,7 +16,12 @@ use sluice_storage::io::{Storage, StorageFile};
 pub struct IoTimes {
     pub writes: Cell<u64>,
     pub write_bytes: Cell<u64>,
+    /// Sum of every write's duration (overlapping writes each count).
     pub write_ns: Cell<u64>,
+    /// Wall time with at least one write in flight.
+    pub write_busy_ns: Cell<u64>,
+    writes_in_flight: Cell<u32>,
+    busy_since: Cell<Option<Instant>>,
     pub syncs: Cell<u64>,
     pub sync_ns: Cell<u64>,
     /// Every write's and fdatasync's duration, to compare the log's IO with the raw IO.
@@ -29,6 +34,10 @@ impl IoTimes {
         self.writes.set(0);
         self.write_bytes.set(0);
         self.write_ns.set(0);
+        self.write_busy_ns.set(0);
+        if self.writes_in_flight.get() > 0 {
+            self.busy_since.set(Some(Instant::now()));
+        }
         self.syncs.set(0);
         self.sync_ns.set(0);
         self.write_samples.borrow_mut().clear();
@@ -104,9 +113,19 @@ impl<F: StorageFile> StorageFile for TimedFile<F> {
     async fn write_at(&self, buf: F::Buf, pos: u64) -> io::Result<()> {
         let len = buf.as_ref().len() as u64;
         let t0 = Instant::now();
+        let t = &self.times;
+        t.writes_in_flight.set(t.writes_in_flight.get() + 1);
+        if t.writes_in_flight.get() == 1 {
+            t.busy_since.set(Some(t0));
+        }
         let r = self.inner.write_at(buf, pos).await;
         let ns = since(t0);
-        let t = &self.times;
+        t.writes_in_flight.set(t.writes_in_flight.get() - 1);
+        if t.writes_in_flight.get() == 0 {
+            if let Some(b) = t.busy_since.take() {
+                t.write_busy_ns.set(t.write_busy_ns.get() + since(b));
+            }
+        }
         t.writes.set(t.writes.get() + 1);
         t.write_bytes.set(t.write_bytes.get() + len);
         t.write_ns.set(t.write_ns.get() + ns);

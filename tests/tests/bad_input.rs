@@ -14,7 +14,11 @@ fn assert_serving(broker: &Broker) {
     s.write_all(&frame(&header(18, 0, 77))).unwrap();
     let resp = read_response(&mut s).expect("ApiVersions answered");
     assert_eq!(i32::from_be_bytes(resp[0..4].try_into().unwrap()), 77);
-    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().unwrap()), 0, "error code");
+    assert_eq!(
+        i16::from_be_bytes(resp[4..6].try_into().unwrap()),
+        0,
+        "error code"
+    );
 }
 
 #[test]
@@ -24,7 +28,10 @@ fn malformed_frames_close_cleanly_and_broker_keeps_serving() {
     // A size prefix far over the request limit: closed before anything is allocated.
     let mut s = connect(&broker);
     s.write_all(&i32::MAX.to_be_bytes()).unwrap();
-    assert!(closed(&mut s), "oversized request must close the connection");
+    assert!(
+        closed(&mut s),
+        "oversized request must close the connection"
+    );
 
     // A negative size prefix.
     let mut s = connect(&broker);
@@ -75,7 +82,11 @@ fn api_versions_of_unknown_version_gets_v0_fallback() {
     s.write_all(&frame(&header(18, 99, 4242))).unwrap();
     let resp = read_response(&mut s).expect("fallback response");
     assert_eq!(i32::from_be_bytes(resp[0..4].try_into().unwrap()), 4242);
-    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().unwrap()), 35, "UNSUPPORTED_VERSION");
+    assert_eq!(
+        i16::from_be_bytes(resp[4..6].try_into().unwrap()),
+        35,
+        "UNSUPPORTED_VERSION"
+    );
     let count = i32::from_be_bytes(resp[6..10].try_into().unwrap());
     assert!(count >= 10, "api list of {count} entries");
     // An unsupported version of another API closes the connection.
@@ -145,7 +156,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -163,14 +178,26 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     s.write_all(&frame(&md)).unwrap();
     read_response(&mut s).expect("metadata");
 
-    assert_eq!(produce_raw(&mut s, "bad", &batch()), 0, "a valid batch is stored");
+    assert_eq!(
+        produce_raw(&mut s, "bad", &batch()),
+        0,
+        "a valid batch is stored"
+    );
     let mut flipped = batch();
     let last = flipped.len() - 2;
     flipped[last] ^= 0x40;
-    assert_eq!(produce_raw(&mut s, "bad", &flipped), 2, "CRC mismatch → CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_raw(&mut s, "bad", &flipped),
+        2,
+        "CRC mismatch → CORRUPT_MESSAGE"
+    );
     let mut magic1 = batch();
     magic1[16] = 1;
-    assert_eq!(produce_raw(&mut s, "bad", &magic1), 2, "wrong magic → CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_raw(&mut s, "bad", &magic1),
+        2,
+        "wrong magic → CORRUPT_MESSAGE"
+    );
     let truncated = &batch()[..40];
     assert_eq!(produce_raw(&mut s, "bad", truncated), 2, "truncated batch");
     assert_eq!(produce_raw(&mut s, "bad", &batch()), 0);

@@ -24,7 +24,11 @@ fn quickstart_commands() -> Vec<String> {
 #[test]
 fn readme_kcat_quickstart_works_as_written() {
     let commands = quickstart_commands();
-    assert_eq!(commands.len(), 3, "expected produce, consume, list: {commands:?}");
+    assert_eq!(
+        commands.len(),
+        3,
+        "expected produce, consume, list: {commands:?}"
+    );
     let broker = Broker::start();
     let mut outputs = Vec::new();
     for cmd in &commands {
@@ -45,5 +49,9 @@ fn readme_kcat_quickstart_works_as_written() {
     }
     let consumed: Vec<&str> = outputs[1].lines().collect();
     assert_eq!(consumed, ["one", "two", "three"], "consume output");
-    assert!(outputs[2].contains("topic \"greetings\" with 1 partitions"), "list output: {}", outputs[2]);
+    assert!(
+        outputs[2].contains("topic \"greetings\" with 1 partitions"),
+        "list output: {}",
+        outputs[2]
+    );
 }

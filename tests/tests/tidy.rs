@@ -86,6 +86,11 @@ fn glommio_only_in_shard_and_broker_glue() {
         "tuning/Cargo.toml",
     ] {
         let manifest = std::fs::read_to_string(root.join(krate)).expect("manifest");
-        assert!(!manifest.lines().any(|l| l.trim_start().starts_with("glommio")), "{krate} depends on glommio");
+        assert!(
+            !manifest
+                .lines()
+                .any(|l| l.trim_start().starts_with("glommio")),
+            "{krate} depends on glommio"
+        );
     }
 }

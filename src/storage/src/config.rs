@@ -8,8 +8,13 @@ pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Smallest segment Kafka accepts (`segment.bytes` has at least 14 bytes; we want a page).
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
-/// Direct-write chunk: a flush writes at most this much per call.
+/// Largest configured write buffer (`write_buffer_bytes`).
 pub const WRITE_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// A busy partition's write buffer grows to hold what arrives between two flushes, up to
+/// this, so one flush is one large write rather than many 1 MiB ones (larger direct writes
+/// run faster on every disk we measured). A single batch larger than this still gets a
+/// buffer of its own size.
+pub const WRITE_BUFFER_GROWN_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Segments one partition may hold open before retention must catch up.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 65_536;
 
