@@ -15,8 +15,8 @@ cd "$repo_root"
 
 bash scripts/install-test-deps.sh
 
-echo "test.sh: cargo build --release -p sluice"
-cargo build --release -p sluice
+echo "test.sh: cargo build --release -p sluice -p sluice-bench"
+cargo build --release -p sluice -p sluice-bench
 
 # Pin the harness to exactly the binary just built (it would find the same one by
 # default; this also covers a relative CARGO_TARGET_DIR).

@@ -10,7 +10,7 @@ mod loadgen;
 use std::path::PathBuf;
 
 use loadgen::run::{run, RunOpts};
-use loadgen::workload::{KeyDistribution, Workload};
+use loadgen::workload::{Client, KeyDistribution, Workload};
 use loadgen::{report, selftest, sys};
 
 const USAGE: &str = "\
@@ -31,6 +31,7 @@ run overrides (replace the workload file's value):
   --producers N --consumers N --consumer-groups N --partitions N --record-bytes N
   --acks all|1|0 --compression none|gzip|snappy|lz4|zstd --batch-size N --linger-ms N
   --key-distribution none|uniform|skewed --backlog-s N --drain-timeout-s N --sender-threads N
+  --client rdkafka|native (producer client; native = the generator's own protocol producer)
 
 self-test: the generator's ceiling without a broker (record path, then librdkafka enqueue).
 loopback: TCP bandwidth over 127.0.0.1 (one connection, 1 MiB writes).
@@ -137,6 +138,13 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
             "--backlog-s" => w.backlog_s = num(f, v)?,
             "--drain-timeout-s" => w.drain_timeout_s = num(f, v)?,
             "--sender-threads" => w.sender_threads = num(f, v)?,
+            "--client" => {
+                w.client = match v.as_str() {
+                    "rdkafka" => Client::Rdkafka,
+                    "native" => Client::Native,
+                    _ => return Err(format!("--client {v:?}: rdkafka|native")),
+                }
+            }
             "--key-distribution" => {
                 w.key_distribution = match v.as_str() {
                     "none" => KeyDistribution::None,

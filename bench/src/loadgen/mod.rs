@@ -1,6 +1,7 @@
 //! The Kafka-protocol load generator behind `sluice-bench` (see main.rs for the commands).
 
 pub mod hist;
+pub mod native;
 pub mod plot;
 pub mod report;
 pub mod run;

@@ -18,8 +18,9 @@ use serde::Serialize;
 use sluice_bench::batch::XorShift;
 
 use super::hist::{new_hist, Pcts, Side};
+use super::native::{NativeConfig, NativeProducer};
 use super::sys;
-use super::workload::{KeyDistribution, Workload};
+use super::workload::{Client, KeyDistribution, Workload};
 
 /// Bound on every single client call (metadata, admin, flush).
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -372,7 +373,34 @@ struct SenderStats {
 /// Sends on a token schedule: at each wake-up, sends every record that is due by now (up to a
 /// bounded burst), then sleeps until the next one is due. At rate 0, sends until librdkafka's
 /// queue pushes back (QueueFull), then waits a millisecond.
-fn sender_loop(producers: Vec<Arc<Prod>>, cfg: SenderCfg, shared: Arc<Shared>) -> SenderStats {
+/// The producers one sender thread drives.
+enum Sinks {
+    Rdkafka(Vec<Arc<Prod>>),
+    /// Built inside the thread that owns them (they are not shared).
+    Native(Vec<NativeProducer>),
+}
+
+impl Sinks {
+    fn len(&self) -> usize {
+        match self {
+            Sinks::Rdkafka(v) => v.len(),
+            Sinks::Native(v) => v.len(),
+        }
+    }
+
+    /// Lets native producers send lingering batches.
+    fn poll(&mut self, shared: &Shared) {
+        if let Sinks::Native(v) = self {
+            for p in v.iter_mut() {
+                if p.poll().is_err() {
+                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> SenderStats {
     let mut rng = XorShift::new(0x5eed_0000 + cfg.idx as u64);
     // Random (incompressible) filler: compression is measured on realistic data, not zeros.
     let mut buf = vec![0u8; cfg.record_bytes];
@@ -392,6 +420,7 @@ fn sender_loop(producers: Vec<Arc<Prod>>, cfg: SenderCfg, shared: Arc<Shared>) -
             t0 = Instant::now();
             sent_epoch = 0;
         }
+        producers.poll(&shared);
         let burst = if rate <= 0.0 {
             BURST_MAX
         } else {
@@ -411,7 +440,23 @@ fn sender_loop(producers: Vec<Arc<Prod>>, cfg: SenderCfg, shared: Arc<Shared>) -
         };
         for _ in 0..burst {
             let key = cfg.keys.pick(&mut rng);
-            let p = &producers[rr % producers.len()];
+            let n = producers.len();
+            let p = match &mut producers {
+                Sinks::Native(v) => {
+                    // Blocks while the connection has the most requests in flight: that is
+                    // the back-pressure (librdkafka's is QueueFull, below).
+                    buf[..8].copy_from_slice(&sys::now_ns().to_le_bytes());
+                    if v[rr % n].send(key, &buf).is_err() {
+                        shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    rr = rr.wrapping_add(1);
+                    sent_epoch += 1;
+                    sent += 1;
+                    continue;
+                }
+                Sinks::Rdkafka(v) => &v[rr % n],
+            };
             rr = rr.wrapping_add(1);
             // Retry a full queue; bounded by the stop flag and the deadline.
             loop {
@@ -439,6 +484,13 @@ fn sender_loop(producers: Vec<Arc<Prod>>, cfg: SenderCfg, shared: Arc<Shared>) -
             }
             sent_epoch += 1;
             sent += 1;
+        }
+    }
+    if let Sinks::Native(v) = &mut producers {
+        for p in v.iter_mut() {
+            if p.flush().is_err() {
+                shared.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     SenderStats {
@@ -682,7 +734,35 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
 
     let mut prod_sides = Vec::new();
     let mut producers = Vec::new();
+    let mut natives: Vec<Option<NativeProducer>> = Vec::new();
     for i in 0..w.producers {
+        if w.client == Client::Native {
+            let side = Arc::new(Side::new());
+            let sh = shared.clone();
+            let cfg = NativeConfig {
+                client_id: format!("sluice-bench-p{i}"),
+                topic: topic.clone(),
+                acks: if w.acks == "all" {
+                    -1
+                } else {
+                    w.acks.parse().unwrap_or(-1)
+                },
+                batch_bytes: w.batch_size,
+                linger: Duration::from_millis(w.linger_ms),
+                partitions: w.partitions,
+            };
+            let p = NativeProducer::connect(
+                &opts.bootstrap,
+                cfg,
+                side.clone(),
+                Arc::new(move |sent| sh.is_measured(sent)),
+                0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1),
+            )
+            .map_err(|e| format!("native producer: {e}"))?;
+            prod_sides.push(side);
+            natives.push(Some(p));
+            continue;
+        }
         let side = Arc::new(Side::new());
         let ctx = ProdCtx {
             side: side.clone(),
@@ -703,12 +783,25 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     let keys = Arc::new(Keys::new(w));
     let mut senders = Vec::new();
     for t in 0..threads {
-        let mine: Vec<Arc<Prod>> = producers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % threads == t)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let mine = if w.client == Client::Native {
+            Sinks::Native(
+                natives
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| i % threads == t)
+                    .filter_map(|(_, p)| p.take())
+                    .collect(),
+            )
+        } else {
+            Sinks::Rdkafka(
+                producers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % threads == t)
+                    .map(|(_, p)| p.clone())
+                    .collect(),
+            )
+        };
         let cfg = SenderCfg {
             idx: t,
             threads,

@@ -7,6 +7,17 @@ use serde::{Deserialize, Serialize};
 
 /// How record keys are chosen. Keys decide partitions (murmur2, as the Java client does), so
 /// this is also the partition-load distribution.
+/// Which producer client drives the load.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// librdkafka through the `rdkafka` crate: what most applications run.
+    Rdkafka,
+    /// The generator's own protocol producer (loadgen/native.rs): a fraction of
+    /// librdkafka's CPU per record, so max-rate runs measure the broker, not the client.
+    Native,
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyDistribution {
@@ -29,6 +40,8 @@ pub struct Workload {
     /// measurement (`--topic` on the command line uses an exact name instead).
     pub topic: String,
     pub partitions: i32,
+    /// Producer client (consumers always use librdkafka).
+    pub client: Client,
     pub producers: usize,
     /// Consumers in each consumer group.
     pub consumers: usize,
@@ -73,6 +86,7 @@ impl Default for Workload {
             description: String::new(),
             topic: "sluice-bench".into(),
             partitions: 16,
+            client: Client::Rdkafka,
             producers: 1,
             consumers: 1,
             consumer_groups: 1,
@@ -168,6 +182,18 @@ impl Workload {
         check(
             ["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()),
             "compression: none, gzip, snappy, lz4, zstd",
+        )?;
+        check(
+            self.client == Client::Rdkafka || self.compression == "none",
+            "client native sends uncompressed batches only: use compression none or client rdkafka",
+        )?;
+        check(
+            self.client == Client::Rdkafka || self.producer_config.is_empty(),
+            "producer_config is for librdkafka: client native takes none",
+        )?;
+        check(
+            self.batch_size >= 1024 && self.batch_size <= 16 << 20,
+            "batch_size: 1KiB..=16MiB",
         )?;
         check(
             self.rate >= 0.0 && self.rates.iter().all(|r| *r >= 0.0),
