@@ -33,7 +33,8 @@ run overrides (replace the workload file's value):
   --key-distribution none|uniform|skewed --backlog-s N --drain-timeout-s N --sender-threads N
   --client rdkafka|native (producer client; native = the generator's own protocol producer)
 
-self-test: the generator's ceiling without a broker (record path, then librdkafka enqueue).
+self-test: the generator's ceiling without a broker (record path, librdkafka enqueue, native
+producer against a discard server).
 loopback: TCP bandwidth over 127.0.0.1 (one connection, 1 MiB writes).
 ";
 
@@ -207,7 +208,8 @@ fn cmd_self_test(args: &[String]) -> Result<(), String> {
     println!(
         "| generator self-test ({} threads, {} B records, {:.1} s) | records/s | MiB/s |\n|---|---|---|\n\
          | record path (timestamp, key, HDR record) | {:.0} | {:.0} |\n\
-         | + librdkafka enqueue (send){} | {:.0} | {:.0} |",
+         | + librdkafka enqueue (send){} | {:.0} | {:.0} |\n\
+         | native producer to a discard server (batch, send, ack) | {:.0} | {:.0} |",
         r.threads,
         r.record_bytes,
         r.seconds,
@@ -215,7 +217,9 @@ fn cmd_self_test(args: &[String]) -> Result<(), String> {
         r.record_path_records_per_s * r.record_bytes as f64 / 1048576.0,
         if r.enqueue_hit_queue_limit { ", until the queue filled" } else { "" },
         r.enqueue_records_per_s,
-        r.enqueue_mib_per_s
+        r.enqueue_mib_per_s,
+        r.native_records_per_s,
+        r.native_mib_per_s
     );
     if let Some(p) = json {
         let t = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

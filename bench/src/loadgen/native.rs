@@ -127,12 +127,16 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Reads one size-prefixed frame.
+/// Reads one size-prefixed response frame.
 fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    read_frame_max(s, RESPONSE_BYTES_MAX)
+}
+
+fn read_frame_max(s: &mut TcpStream, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let n = i32::from_be_bytes(len);
-    if n < 4 || n as usize > RESPONSE_BYTES_MAX {
+    if n < 4 || n as usize > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("response frame of {n} bytes"),
@@ -299,6 +303,17 @@ impl NativeProducer {
         seed: u64,
     ) -> Result<NativeProducer, NativeError> {
         let leaders = leaders(bootstrap, &cfg.topic, &cfg.client_id)?;
+        Self::connect_to(&leaders, cfg, side, measured, seed)
+    }
+
+    /// Connects to the given partition leaders (no Metadata request).
+    pub fn connect_to(
+        leaders: &HashMap<i32, SocketAddr>,
+        cfg: NativeConfig,
+        side: Arc<Side>,
+        measured: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+        seed: u64,
+    ) -> Result<NativeProducer, NativeError> {
         let mut addrs: Vec<SocketAddr> = Vec::new();
         let mut route = vec![0usize; cfg.partitions.max(0) as usize];
         for p in 0..cfg.partitions {
@@ -666,6 +681,38 @@ fn reader_loop(
     let mut st = inflight.queue.lock().unwrap_or_else(|e| e.into_inner());
     st.closed = true;
     inflight.changed.notify_all();
+}
+
+/// A stand-in broker for the self-test: answers every Produce v8 request at once with an
+/// empty success response and keeps nothing. Returns its address; it runs until the process
+/// exits (one thread per connection).
+pub fn discard_server() -> io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::Builder::new()
+        .name("bench-discard".into())
+        .spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let _ = std::thread::Builder::new()
+                    .name("bench-discard-c".into())
+                    .spawn(move || {
+                        while let Ok(frame) = read_frame_max(&mut s, 64 << 20) {
+                            // Request header v1: api key, version, correlation id, ...
+                            let Some(corr) = frame.get(4..8) else { break };
+                            let mut resp = Vec::with_capacity(16);
+                            resp.extend_from_slice(&12i32.to_be_bytes());
+                            resp.extend_from_slice(corr);
+                            resp.extend_from_slice(&0i32.to_be_bytes()); // no topics
+                            resp.extend_from_slice(&0i32.to_be_bytes()); // throttle
+                            if s.write_all(&resp).is_err() {
+                                break;
+                            }
+                        }
+                    });
+            }
+        })?;
+    Ok(addr)
 }
 
 /// The first nonzero partition error code of a Produce v8 response (0 when none); None when

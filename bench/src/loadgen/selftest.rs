@@ -9,12 +9,17 @@
 //!    partitioning, measured against a bootstrap address where nothing listens so the queue
 //!    only fills (the run stops at the first QueueFull or the time limit).
 //!
+//! 3. the native producer (`client = "native"`) end to end against a discard server on
+//!    loopback that acknowledges every request at once: batching, CRC, socket writes and
+//!    the ack path, everything but a broker.
+//!
 //! Not covered: librdkafka's own batching, compression and socket threads, whose cost lands
 //! on the same CPUs during a real run. A run's per-phase "generator CPUs" figure shows that
 //! part; if it approaches the CPUs the generator may use, the run warns.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +31,7 @@ use serde::Serialize;
 use sluice_bench::batch::XorShift;
 
 use super::hist::Side;
+use super::native::{discard_server, NativeConfig, NativeProducer};
 use super::sys;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -42,6 +48,48 @@ pub struct SelfTest {
     pub enqueue_mib_per_s: f64,
     /// Whether the enqueue phase ended at librdkafka's queue limit before the time limit.
     pub enqueue_hit_queue_limit: bool,
+    /// The native producer (`client = "native"`) against a discard server on loopback:
+    /// records acknowledged per second, all threads together.
+    pub native_records_per_s: f64,
+    pub native_mib_per_s: f64,
+}
+
+/// One thread's native producer against `addr` (a discard server) for `seconds`; returns the
+/// records acknowledged.
+fn native(seconds: f64, record_bytes: usize, idx: usize, addr: SocketAddr) -> Result<u64, String> {
+    const PARTITIONS: i32 = 16;
+    let leaders: HashMap<i32, SocketAddr> = (0..PARTITIONS).map(|p| (p, addr)).collect();
+    let side = Arc::new(Side::new());
+    let cfg = NativeConfig {
+        client_id: format!("sluice-bench-selftest-{idx}"),
+        topic: "self-test".into(),
+        acks: -1,
+        batch_bytes: 128 * 1024,
+        linger: Duration::from_millis(1),
+        partitions: PARTITIONS,
+    };
+    let mut p = NativeProducer::connect_to(
+        &leaders,
+        cfg,
+        side.clone(),
+        Arc::new(|_| true),
+        idx as u64 + 1,
+    )
+    .map_err(|e| format!("native producer: {e}"))?;
+    let mut rng = XorShift::new(7 + idx as u64);
+    let mut buf = vec![0u8; record_bytes];
+    rng.fill(&mut buf);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        for _ in 0..1024 {
+            buf[..8].copy_from_slice(&sys::now_ns().to_le_bytes());
+            p.send(None, &buf)
+                .map_err(|e| format!("native send: {e}"))?;
+        }
+        p.poll().map_err(|e| format!("native poll: {e}"))?;
+    }
+    p.flush().map_err(|e| format!("native flush: {e}"))?;
+    Ok(side.records.load(Ordering::Relaxed))
 }
 
 fn record_path(seconds: f64, record_bytes: usize, idx: usize) -> u64 {
@@ -131,7 +179,21 @@ pub fn self_test(seconds: f64, record_bytes: usize, threads: usize) -> Result<Se
         total += n as f64 / s.max(1e-9);
         full |= f;
     }
+    let addr = discard_server().map_err(|e| format!("discard server: {e}"))?;
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|i| std::thread::spawn(move || native(seconds, record_bytes, i, addr)))
+        .collect();
+    let mut native_n = 0;
+    for h in hs {
+        native_n += h
+            .join()
+            .map_err(|_| "native thread panicked".to_string())??;
+    }
+    let native_rate = native_n as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     Ok(SelfTest {
+        native_records_per_s: native_rate,
+        native_mib_per_s: native_rate * record_bytes as f64 / MIB,
         threads,
         record_bytes,
         seconds,
