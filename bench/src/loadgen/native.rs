@@ -34,6 +34,9 @@ pub const REQUEST_BYTES_MAX: usize = 1 << 20;
 /// Batches waiting for a request slot, per connection, before `send` blocks (the Java
 /// client's `buffer.memory` default).
 pub const READY_BYTES_MAX: usize = 32 << 20;
+/// A request unanswered this long closes the connection (librdkafka's
+/// `socket.timeout.ms` default); the producer then reports errors instead of hanging.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response frame accepted from the broker.
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 const PRODUCE_VERSION: i16 = 8;
@@ -338,6 +341,8 @@ impl NativeProducer {
                 None
             } else {
                 let mut rs = stream.try_clone().map_err(io_err("clone stream"))?;
+                rs.set_read_timeout(Some(RESPONSE_TIMEOUT))
+                    .map_err(io_err("set timeout"))?;
                 let (inf, side, measured) = (inflight.clone(), side.clone(), measured.clone());
                 Some(
                     std::thread::Builder::new()
@@ -655,7 +660,25 @@ fn reader_loop(
     side: &Side,
     measured: &dyn Fn(u64) -> bool,
 ) {
-    while let Ok(frame) = read_frame(s) {
+    loop {
+        let frame = match read_frame(s) {
+            Ok(f) => f,
+            // Idle (nothing in flight) is fine; a request unanswered this long is not.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && inflight
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pending
+                    .is_empty() =>
+            {
+                continue
+            }
+            Err(_) => break,
+        };
         let errors = produce_errors(&frame);
         let done = {
             let mut st = inflight.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,8 +47,9 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
-/// Runs `futs` with at most `depth` of them in flight; the first error wins (the others
-/// still run to completion, so no buffer is dropped under the kernel's feet).
+/// Runs `futs` with at most `depth` of them in flight; the first error wins. After an error
+/// no new one is started, and those already running still run to completion, so no buffer
+/// is dropped under the kernel's feet.
 async fn bounded<F, T>(futs: impl Iterator<Item = F>, depth: usize) -> std::io::Result<()>
 where
     F: Future<Output = std::io::Result<T>>,
@@ -57,7 +58,7 @@ where
     let mut running: Vec<Pin<Box<F>>> = Vec::with_capacity(depth);
     let mut first_err = None;
     poll_fn(|cx| loop {
-        while running.len() < depth.max(1) {
+        while running.len() < depth.max(1) && first_err.is_none() {
             match futs.next() {
                 Some(f) => running.push(Box::pin(f)),
                 None => break,
@@ -1510,10 +1511,14 @@ mod bounded_tests {
 
     #[test]
     fn first_error_is_returned_after_all_finish() {
-        let (running, peak) = (Cell::new(0), Cell::new(0));
-        let futs = (0..5).map(|i| job(i, &running, &peak, i == 1 || i == 3));
+        let (running, peak, started) = (Cell::new(0), Cell::new(0), Cell::new(0));
+        let futs = (0..8).map(|i| {
+            started.set(started.get() + 1);
+            job(i, &running, &peak, i == 1 || i == 3)
+        });
         let err = futures_lite::future::block_on(bounded(futs, 4)).unwrap_err();
         assert_eq!(err.to_string(), "injected");
-        assert_eq!(running.get(), 0, "every write ran to completion");
+        assert_eq!(running.get(), 0, "every started write ran to completion");
+        assert!(started.get() < 8, "nothing new starts after the error");
     }
 }
