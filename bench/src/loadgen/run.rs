@@ -370,13 +370,10 @@ struct SenderStats {
     cpu_s: f64,
 }
 
-/// Sends on a token schedule: at each wake-up, sends every record that is due by now (up to a
-/// bounded burst), then sleeps until the next one is due. At rate 0, sends until librdkafka's
-/// queue pushes back (QueueFull), then waits a millisecond.
 /// The producers one sender thread drives.
 enum Sinks {
     Rdkafka(Vec<Arc<Prod>>),
-    /// Built inside the thread that owns them (they are not shared).
+    /// Connected by `run`, then moved to the one sender thread that uses them.
     Native(Vec<NativeProducer>),
 }
 
@@ -400,6 +397,10 @@ impl Sinks {
     }
 }
 
+/// Sends on a token schedule: at each wake-up, sends every record that is due by now (up to a
+/// bounded burst), then sleeps until the next one is due. At rate 0, sends until the producer
+/// pushes back: librdkafka's QueueFull (then waits a millisecond), or a native producer
+/// blocking while its connection has the most requests in flight.
 fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> SenderStats {
     let mut rng = XorShift::new(0x5eed_0000 + cfg.idx as u64);
     // Random (incompressible) filler: compression is measured on realistic data, not zeros.
