@@ -14,7 +14,8 @@ use sluice_storage::hdr::{
 /// Smallest batch [`record_batch`] can build: the header plus one record with an empty value.
 pub const BATCH_BYTES_MIN: usize = HEADER_BYTES + 8;
 
-fn varint_len(v: i64) -> usize {
+/// Bytes of `v` as a Kafka (zigzag) varint.
+pub fn varint_len(v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     let mut n = 1;
     while z >= 0x80 {
@@ -24,7 +25,8 @@ fn varint_len(v: i64) -> usize {
     n
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a Kafka (zigzag) varint.
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
