@@ -93,7 +93,7 @@ data="$(mktemp -d "$scratch/baseline-data.XXXXXX")"
 port=$((20000 + RANDOM % 20000))
 blog="$out/broker.log"
 "${broker_prefix[@]}" "$broker" start --data-dir "$data" --listen "127.0.0.1:$port" \
-    --retention-check-interval-ms 1000 "${broker_flags[@]}" > "$blog" 2>&1 &
+    --retention-check-interval-ms 1000 --stats-interval-ms 5000 "${broker_flags[@]}" > "$blog" 2>&1 &
 bpid=$!
 cleanup() {
     if kill -0 "$bpid" 2>/dev/null; then
@@ -131,6 +131,11 @@ run max-rate max-rate-1k-16p --warmup-s "$warm" --duration-s "$dur"
 peak="$(jq_py "$out/max-rate.json" 'd["phases"][0]["produce"]["records_per_s"]')"
 run latency latency-50pct --peak "$peak" --peak-fractions 0.25,0.5,0.75 \
     --warmup-s "$warm" --duration-s "$sweep_dur"
+# One more 50 %-of-peak run whose window is known, to pick the broker's per-stage timers
+# (logged every 5 s) from the middle of its measured phase.
+stages_from_ms="$(date +%s%3N)"
+run stages latency-50pct --peak "$peak" --peak-fractions 0.5 --warmup-s "$warm" --duration-s "$dur"
+stages_to_ms="$(date +%s%3N)"
 run producers-50 producers-50 --warmup-s "$warm" --duration-s "$dur"
 run keyed-100 keyed-100-producers --warmup-s "$warm" --duration-s "$dur"
 run retention retention --warmup-s "$warm" --duration-s "$ret_dur"
@@ -148,6 +153,8 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
         "$(nproc) ($(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1))"
     printf 'LOAD_BEFORE=%q\nLOAD_AFTER=%q\nPORT=%q\nPEAK=%q\nSEGMENTS_LEFT=%q\n' \
         "$load_before" "$load_after" "$port" "$peak" "$segments_left"
+    printf 'STAGES_FROM_MS=%q\nSTAGES_TO_MS=%q\nMEASURED_S=%q\n' \
+        "$stages_from_ms" "$stages_to_ms" "$dur"
 } > "$out/meta.env"
 else
     out="$(cd "$report_only" && pwd)"
@@ -170,7 +177,8 @@ sync = st["raw_fdatasync_4k"]["fdatasync"]
 sync_p99, sync_p999 = sync["p99_us"] / 1000, sync["p999_us"] / 1000
 loop = lb["mib_per_s"]
 limit = min(disk, loop)
-runs = {n: j(n) for n in ["max-rate", "latency", "producers-50", "keyed-100", "retention"]}
+names = ["max-rate", "latency", "stages", "producers-50", "keyed-100", "retention"]
+runs = {n: j(n) for n in names if os.path.exists(os.path.join(out, n + ".json"))}
 mx = runs["max-rate"]["phases"][0]
 lat = [p for p in runs["latency"]["phases"]]
 half = min(lat, key=lambda p: abs(p["target_rate"] - 0.5 * float(E["PEAK"])))
@@ -217,6 +225,33 @@ w(f"| max-rate produce MiB/s ÷ min(disk, loopback) MiB/s, 1 KiB records | {mx['
 w(f"| at 50 % of peak ({half['target_rate']:.0f} rec/s): produce p99 ÷ fdatasync p99 | {half['produce_latency']['p99_ms']:.2f} ÷ {sync_p99:.2f} = {p99_ratio:.2f} | ≤ 3 | {v(p99_ratio <= 3)} |")
 w(f"| at 50 % of peak: produce p99.9 ÷ fdatasync p99 | {half['produce_latency']['p999_ms']:.2f} ÷ {sync_p99:.2f} = {p999_ratio:.2f} | ≤ 5 | {v(p999_ratio <= 5)} |")
 w(f"\n(For reference: produce p99.9 ÷ fdatasync p99.9 = {half['produce_latency']['p999_ms']/sync_p999:.2f}.)\n")
+# Per-stage timers: for each shard, the 5 s block of the broker's stats log nearest the
+# middle of the stages run's measured phase (which ends when the generator exits).
+stage_lines = []
+if "STAGES_TO_MS" in E and os.path.exists(os.path.join(out, "broker.log")):
+    mid = int(E["STAGES_TO_MS"]) - int(E["MEASURED_S"]) * 500
+    blocks = {}
+    cur = None
+    for line in open(os.path.join(out, "broker.log")):
+        if " stats " not in line:
+            continue
+        body = line.split(" stats ", 1)[1].rstrip()
+        if " interval " in body and "unix_ms" in body:
+            shard, end = body.split()[0], int(body.split("unix_ms ")[1].split()[0])
+            cur = [end, [body]]
+            blocks.setdefault(shard, []).append(cur)
+        elif cur is not None:
+            cur[1].append(body)
+    for shard in sorted(blocks):
+        best = min(blocks[shard], key=lambda b: abs(b[0] - 2500 - mid))
+        if abs(best[0] - 2500 - mid) < 10000:
+            stage_lines += best[1]
+if stage_lines:
+    w("## Where produce time goes (broker per-stage timers)\n")
+    w(f"A separate run at 50 % of peak (`stages`, {runs['stages']['phases'][0]['produce']['records_per_s']:.0f} rec/s, produce p50 / p99 / p99.9 {runs['stages']['phases'][0]['produce_latency']['p50_ms']:.2f} / {runs['stages']['phases'][0]['produce_latency']['p99_ms']:.2f} / {runs['stages']['phases'][0]['produce_latency']['p999_ms']:.2f} ms at the client); the broker's `--stats-interval-ms 5000` timers for one 5 s interval in the middle of its measured phase, per shard. Stages: `produce.request` frame decoded → response written; `produce.handled` → every partition answered; `produce.remote_partition` one partition's cross-shard call; `produce.append` the append itself; `produce.append_to_durable` append → covered by an fdatasync; `flush.write` / `flush.fdatasync` one flush's writes / sync. What the client sees beyond `produce.request` is its own batching (linger), its queue and the loopback.\n")
+    w("```")
+    L.extend(stage_lines)
+    w("```\n")
 warn = [(n, m) for n, r in runs.items() for m in r["warnings"]]
 if warn:
     w("## Warnings from the generator\n")

@@ -39,6 +39,8 @@ pub struct BrokerConfig {
     pub batch_cache_bytes: usize,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: i32,
+    /// Log per-stage produce/fetch timers this often (`--stats-interval-ms`; off when None).
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +58,7 @@ impl Default for BrokerConfig {
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            stats_interval: None,
         }
     }
 }

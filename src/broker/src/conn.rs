@@ -2,6 +2,7 @@
 //! strictly in request order. Bad input closes the connection; it never panics the shard.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +16,7 @@ use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
 use crate::handlers;
 use crate::ops::{ForwardHeader, TAG_FORWARD};
 use crate::shard::BrokerShard;
+use crate::stats::{self, Stage};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -39,15 +41,20 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
         .into();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
-    let (tx, rx) =
-        local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(INFLIGHT_REQUESTS_MAX);
+    // Each request travels with its stage timer (when `--stats-interval-ms` is on).
+    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Outcome>, Timed)>(
+        INFLIGHT_REQUESTS_MAX,
+    );
 
     let writer_task = glommio::spawn_local(async move {
-        while let Some(handle) = rx.recv().await {
+        while let Some((handle, timed)) = rx.recv().await {
             match handle.await {
                 Some(Outcome::Respond(bytes)) => {
                     if writer.write_all(&bytes).await.is_err() {
                         break;
+                    }
+                    if let Some((stage, t)) = timed {
+                        stats::record(stage, t.elapsed());
                     }
                 }
                 Some(Outcome::NoResponse) => {}
@@ -66,10 +73,16 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
                 Ok(Some(frame)) => {
                     let shard = shard.clone();
                     let peer = peer.clone();
-                    let handle =
-                        glommio::spawn_local(async move { run(&shard, frame, false, &peer).await })
-                            .detach();
-                    if tx.send(handle).await.is_err() {
+                    let timed = timed(&frame);
+                    let handle = glommio::spawn_local(async move {
+                        let outcome = run(&shard, frame, false, &peer).await;
+                        if let Some((Stage::ProduceRequest, t)) = timed {
+                            stats::record(Stage::ProduceHandled, t.elapsed());
+                        }
+                        outcome
+                    })
+                    .detach();
+                    if tx.send((handle, timed)).await.is_err() {
                         break 'read;
                     }
                 }
@@ -92,6 +105,19 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
     }
     drop(tx);
     let _ = writer_task.await;
+}
+
+/// Which whole-request stage a frame is timed under, and since when (produce and fetch only;
+/// `None` when timers are off).
+type Timed = Option<(Stage, Instant)>;
+
+fn timed(frame: &Bytes) -> Timed {
+    let t = stats::start()?;
+    match peek_request_prefix(frame).ok()?.api_key {
+        0 => Some((Stage::ProduceRequest, t)),
+        1 => Some((Stage::FetchRequest, t)),
+        _ => None,
+    }
 }
 
 /// Runs a request frame that another shard forwarded here: the reply payload is

@@ -19,6 +19,7 @@ pub mod kerr;
 pub mod ops;
 pub mod producer_ids;
 pub mod shard;
+pub mod stats;
 pub mod topic_config;
 pub mod topics;
 
@@ -70,6 +71,9 @@ pub fn run(
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
     });
+    if config.stats_interval.is_some() {
+        stats::enable();
+    }
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
     sluice_shard::trigger_on_signals(&shutdown).map_err(|e| BrokerError::Shard(e.to_string()))?;
@@ -147,6 +151,7 @@ async fn shard_main(
         }
     };
     shard.spawn_retention();
+    shard.spawn_stats_reporter();
     signal_ready(&shared, true);
     let connections = Rc::new(std::cell::Cell::new(0usize));
     let accept = async {

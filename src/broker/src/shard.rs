@@ -19,6 +19,7 @@ use sluice_storage::{BatchCache, PartitionLog, StorageError};
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::kerr;
+use crate::stats::{self, Stage};
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
     TAG_PARTITION, TAG_TOPICS,
@@ -224,6 +225,8 @@ impl BrokerShard {
                     log::error!("flush of {}-{} failed: {e}", part.topic, part.index);
                     break;
                 }
+                let t = part.log.last_flush_timing();
+                crate::stats::record_flush(t.write, t.sync, t.bytes);
                 if me.stopping.get() && !part.log.needs_flush() {
                     break;
                 }
@@ -232,6 +235,22 @@ impl BrokerShard {
         match task {
             Ok(t) => t.detach(),
             Err(e) => log::error!("cannot spawn flusher: {e}"),
+        }
+    }
+
+    /// Logs this shard's stage timers every `--stats-interval-ms`, in the background queue.
+    pub fn spawn_stats_reporter(self: &Rc<Self>) {
+        let Some(interval) = self.config.stats_interval else {
+            return;
+        };
+        let me = self.clone();
+        let id = self.shard_id();
+        let task = self.ctx.spawn_background(async move {
+            crate::stats::report_every(id, interval, || me.stopping.get()).await
+        });
+        match task {
+            Ok(t) => t.detach(),
+            Err(e) => log::error!("cannot spawn stats reporter: {e}"),
         }
     }
 
@@ -293,7 +312,13 @@ impl BrokerShard {
                 return (PartitionReply::error(kerr::UNKNOWN_SERVER_ERROR), None);
             }
         };
-        match self.ctx.mesh().call(owner, frame).await {
+        let started = match req.op {
+            PartitionOp::Produce { .. } => stats::start(),
+            _ => None,
+        };
+        let result = self.ctx.mesh().call(owner, frame).await;
+        stats::record_since(Stage::ProduceRemote, started);
+        match result {
             Ok(mut reply) => {
                 let payload = reply.take_payload();
                 match reply.access::<PartitionReply>() {
@@ -447,6 +472,7 @@ impl BrokerShard {
                 _ => return PartitionReply::error(kerr::CORRUPT_MESSAGE),
             }
         }
+        let started = stats::start();
         let mut first: Option<sluice_storage::Appended> = None;
         let mut last_offset = -1;
         for b in batches {
@@ -465,6 +491,8 @@ impl BrokerShard {
             }
         }
         let first = first.expect("at least one batch");
+        stats::record_since(Stage::ProduceAppend, started);
+        let appended = stats::start();
         // acks=all waits for the fsync. So does acks=1: on a single node the high watermark
         // is the durable offset (the Raft commit index later), and a client that got its ack
         // must find the record with ListOffsets/Fetch right away, as it would on Kafka.
@@ -473,7 +501,7 @@ impl BrokerShard {
             match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) })
                 .await
             {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => stats::record_since(Stage::ProduceDurable, appended),
                 Ok(Err(e)) => return PartitionReply::error(storage_error_code(&e)),
                 Err(_) => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
             }

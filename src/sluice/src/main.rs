@@ -9,7 +9,7 @@ use sluice_broker::BrokerConfig;
 const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen HOST:PORT] [--shards N] [--node-id N]
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
-               [--retention-check-interval-ms MS] [--no-pin]
+               [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
   sluice tune --check | --apply";
 
 fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
@@ -59,6 +59,12 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.retention_check_interval = std::time::Duration::from_millis(ms.max(1));
             }
             "--no-pin" => c.pin = false,
+            "--stats-interval-ms" => {
+                let ms: u64 = value("--stats-interval-ms")?
+                    .parse()
+                    .map_err(|e| format!("--stats-interval-ms: {e}"))?;
+                c.stats_interval = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }

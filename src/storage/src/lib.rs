@@ -26,7 +26,7 @@ pub mod std_io;
 pub use cache::BatchCache;
 pub use config::LogConfig;
 pub use error::{Result, StorageError};
-pub use log::{Appended, PartitionLog, ReadOutcome};
+pub use log::{Appended, FlushTiming, PartitionLog, ReadOutcome};
 
 #[cfg(test)]
 mod log_tests;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -239,6 +240,16 @@ impl<F: StorageFile> Segment<F> {
     }
 }
 
+/// Where one flush spent its time: writes of the buffered chunks (file extension and
+/// preallocation included) and the fdatasync after them, summed over its segments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushTiming {
+    pub write: Duration,
+    pub sync: Duration,
+    /// Bytes handed to the writes (a partial tail page rewritten by the next flush counts again).
+    pub bytes: u64,
+}
+
 struct Inner<F: StorageFile> {
     config: LogConfig,
     segments: BTreeMap<i64, Segment<F>>,
@@ -326,6 +337,8 @@ pub struct PartitionLog<S: Storage> {
     cache: Rc<RefCell<BatchCache>>,
     inner: RefCell<Inner<S::File>>,
     flushing: Cell<bool>,
+    /// How the last completed flush spent its time (per-stage timers read it).
+    last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
     flush_waiters: OffsetWaiters,
@@ -532,6 +545,7 @@ impl<S: Storage> PartitionLog<S> {
                 grown_buffer_bytes: 0,
             }),
             flushing: Cell::new(false),
+            last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
             flush_waiters: OffsetWaiters::default(),
@@ -574,6 +588,10 @@ impl<S: Storage> PartitionLog<S> {
     }
     pub fn leader_epoch(&self) -> i32 {
         self.inner.borrow().leader_epoch
+    }
+    /// Time the last completed flush spent writing and syncing its segments.
+    pub fn last_flush_timing(&self) -> FlushTiming {
+        self.last_flush.get()
     }
     /// The error that stopped writes, if any.
     pub fn failure(&self) -> Option<String> {
@@ -847,6 +865,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut created = false;
         let mut done = Vec::with_capacity(jobs.len());
+        let mut timing = FlushTiming::default();
         for job in jobs {
             let path = segment_path(&self.dir, job.base_offset, "log");
             let file = match job.file {
@@ -863,6 +882,8 @@ impl<S: Storage> PartitionLog<S> {
                 }
             };
             let preallocate = job.finalize.is_none();
+            let started = Instant::now();
+            timing.bytes += job.chunks.iter().map(|c| c.len as u64).sum::<u64>();
             let allocated = self
                 .write_chunks(
                     &file,
@@ -873,9 +894,12 @@ impl<S: Storage> PartitionLog<S> {
                     preallocate,
                 )
                 .await?;
+            let written = Instant::now();
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            timing.write += written - started;
+            timing.sync += written.elapsed();
             if let Some(fin) = &job.finalize {
                 file.truncate(job.size)
                     .await
@@ -927,6 +951,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         inner.durable_offset = inner.durable_offset.max(target);
+        self.last_flush.set(timing);
         Ok(inner.durable_offset)
     }
 
