@@ -35,6 +35,22 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
+/// Reads a Kafka (zigzag) varint at `*at` and moves `*at` past it; `None` when the bytes
+/// end first or the varint runs past 10 bytes (not a 64-bit value).
+#[inline]
+pub fn get_varint(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
 /// Encoded size of one record: attributes, timestampDelta 0, offsetDelta, key (null or
 /// `key` bytes), value, zero headers, all behind the record's own length varint.
 fn record_len(offset_delta: i64, key: Option<usize>, value: usize) -> usize {
@@ -194,6 +210,37 @@ pub fn record_batch(
 mod tests {
     use super::*;
     use sluice_storage::hdr::Header;
+
+    #[test]
+    fn varints_round_trip() {
+        let values = [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ];
+        let mut b = Vec::new();
+        for v in values {
+            put_varint(&mut b, v);
+        }
+        let mut at = 0;
+        for v in values {
+            let start = at;
+            assert_eq!(get_varint(&b, &mut at), Some(v));
+            assert_eq!(at - start, varint_len(v));
+        }
+        assert_eq!(get_varint(&b, &mut at), None, "past the end");
+        // Truncated, and too long for 64 bits.
+        assert_eq!(get_varint(&[0x80], &mut 0), None);
+        assert_eq!(get_varint(&[0xff; 11], &mut 0), None);
+    }
 
     #[test]
     fn exact_sizes_validate_in_log_and_codec() {

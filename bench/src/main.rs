@@ -32,15 +32,25 @@ run overrides (replace the workload file's value):
   --acks all|1|0 --compression none|gzip|snappy|lz4|zstd --batch-size N --linger-ms N
   --key-distribution none|uniform|skewed --backlog-s N --drain-timeout-s N --sender-threads N
   --client rdkafka|native (producer client; native = the generator's own protocol producer)
+  --consumer-client rdkafka|native (consumer client; native = the generator's own Fetch
+                       loop: static partition assignment, no group protocol)
 
 self-test: the generator's ceiling without a broker (record path, librdkafka enqueue, native
-producer against a discard server).
+producer against a discard server, native consumer's parse path).
 loopback: TCP bandwidth over 127.0.0.1 (one connection, 1 MiB writes).
 ";
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{flag} {v:?}: not a valid number"))
+}
+
+fn client(flag: &str, v: &str) -> Result<Client, String> {
+    match v {
+        "rdkafka" => Ok(Client::Rdkafka),
+        "native" => Ok(Client::Native),
+        _ => Err(format!("{flag} {v:?}: rdkafka|native")),
+    }
 }
 
 fn list(flag: &str, v: &str) -> Result<Vec<f64>, String> {
@@ -139,13 +149,8 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
             "--backlog-s" => w.backlog_s = num(f, v)?,
             "--drain-timeout-s" => w.drain_timeout_s = num(f, v)?,
             "--sender-threads" => w.sender_threads = num(f, v)?,
-            "--client" => {
-                w.client = match v.as_str() {
-                    "rdkafka" => Client::Rdkafka,
-                    "native" => Client::Native,
-                    _ => return Err(format!("--client {v:?}: rdkafka|native")),
-                }
-            }
+            "--client" => w.client = client(f, v)?,
+            "--consumer-client" => w.consumer_client = client(f, v)?,
             "--key-distribution" => {
                 w.key_distribution = match v.as_str() {
                     "none" => KeyDistribution::None,
@@ -209,7 +214,8 @@ fn cmd_self_test(args: &[String]) -> Result<(), String> {
         "| generator self-test ({} threads, {} B records, {:.1} s) | records/s | MiB/s |\n|---|---|---|\n\
          | record path (timestamp, key, HDR record) | {:.0} | {:.0} |\n\
          | + librdkafka enqueue (send){} | {:.0} | {:.0} |\n\
-         | native producer to a discard server (batch, send, ack) | {:.0} | {:.0} |",
+         | native producer to a discard server (batch, send, ack) | {:.0} | {:.0} |\n\
+         | native consumer parse path (batch walk, HDR record) | {:.0} | {:.0} |",
         r.threads,
         r.record_bytes,
         r.seconds,
@@ -219,7 +225,9 @@ fn cmd_self_test(args: &[String]) -> Result<(), String> {
         r.enqueue_records_per_s,
         r.enqueue_mib_per_s,
         r.native_records_per_s,
-        r.native_mib_per_s
+        r.native_mib_per_s,
+        r.consumer_parse_records_per_s,
+        r.consumer_parse_mib_per_s
     );
     if let Some(p) = json {
         let t = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! The load generator against a real broker: `sluice-bench run` with its native producer and
-//! with librdkafka, short and rate-limited, must deliver every record without errors and
-//! write its JSON/markdown/SVG results. (Throughput itself is measured in perf/, not here.)
+//! consumer and with librdkafka's, short and rate-limited, must deliver and consume every
+//! record without errors and write its JSON/markdown/SVG results. (Throughput itself is
+//! measured in perf/, not here.)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +19,9 @@ fn bench_bin() -> PathBuf {
     bin
 }
 
-fn run(broker: &Broker, client: &str) -> serde_json::Value {
+/// One short run; `client` is the producer client and also the consumer client, with
+/// `consumers` in the one group.
+fn run(broker: &Broker, client: &str, consumers: u32) -> serde_json::Value {
     let out = tempfile::tempdir().expect("tempdir");
     let workload = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -35,6 +38,8 @@ fn run(broker: &Broker, client: &str) -> serde_json::Value {
         .args([
             "--client",
             client,
+            "--consumer-client",
+            client,
             "--rate",
             "3000",
             "--warmup-s",
@@ -50,6 +55,8 @@ fn run(broker: &Broker, client: &str) -> serde_json::Value {
             "--drain-timeout-s",
             "20",
         ])
+        .arg("--consumers")
+        .arg(consumers.to_string())
         .arg("--out")
         .arg(out.path())
         .status()
@@ -86,6 +93,13 @@ fn check(v: &serde_json::Value, client: &str) {
         consumed > 1000.0,
         "{client}: consume rate {consumed} in {text}"
     );
+    assert_eq!(
+        v["workload"]["consumer_client"].as_str(),
+        Some(client),
+        "{client}: consumer client in {text}"
+    );
+    let e2e = phase["e2e_latency"]["count"].as_u64().unwrap_or(0);
+    assert!(e2e > 0, "{client}: no end-to-end latencies in {text}");
     for key in ["produce_errors", "send_errors", "consume_errors"] {
         assert_eq!(v[key].as_u64(), Some(0), "{client}: {key} in {text}");
     }
@@ -97,10 +111,12 @@ fn check(v: &serde_json::Value, client: &str) {
 }
 
 #[test]
-fn native_and_rdkafka_producers_deliver_everything() {
+fn native_and_rdkafka_clients_deliver_everything() {
     let broker = Broker::start();
-    for client in ["native", "rdkafka"] {
-        let v = run(&broker, client);
+    // Two native consumers split the 4 partitions statically; librdkafka's one consumer
+    // keeps the group path as it was.
+    for (client, consumers) in [("native", 2), ("rdkafka", 1)] {
+        let v = run(&broker, client, consumers);
         check(&v, client);
     }
 }

@@ -88,6 +88,13 @@ impl Side {
         }
     }
 
+    /// Counts records without a latency (the native consumer's compressed batches, whose
+    /// timestamps it does not decompress to read).
+    pub fn count(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Adds this side's interval histogram into `into` and clears it.
     pub fn take_interval(&self, into: &mut Hist) {
         let mut h = self.hists.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,6 +2,7 @@
 
 pub mod hist;
 pub mod native;
+pub mod native_consumer;
 pub mod plot;
 pub mod report;
 pub mod run;

@@ -62,7 +62,7 @@ impl std::fmt::Display for NativeError {
     }
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NativeError {
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NativeError {
     let what = what.into();
     move |source| NativeError::Io { what, source }
 }
@@ -114,11 +114,19 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Reads one size-prefixed response frame.
-fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub(super) fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     read_frame_max(s, RESPONSE_BYTES_MAX)
 }
 
 fn read_frame_max(s: &mut TcpStream, max: usize) -> io::Result<Vec<u8>> {
+    let n = read_frame_len(s, max)?;
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Reads a frame's size prefix: the body length, checked against `max`.
+pub(super) fn read_frame_len(s: &mut TcpStream, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let n = i32::from_be_bytes(len);
@@ -128,9 +136,68 @@ fn read_frame_max(s: &mut TcpStream, max: usize) -> io::Result<Vec<u8>> {
             format!("response frame of {n} bytes"),
         ));
     }
-    let mut body = vec![0u8; n as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
+    Ok(n as usize)
+}
+
+/// A size-prefixed request frame (header and body) encoded with `kafka_protocol`.
+pub(super) fn request_frame<R: Encodable + HeaderVersion>(
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    client_id: &str,
+    req: &R,
+) -> Result<Vec<u8>, NativeError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0; 4]);
+    let enc = |e: String| NativeError::Protocol(format!("encode {key:?}: {e}"));
+    header
+        .encode(&mut buf, R::header_version(version))
+        .map_err(|e| enc(e.to_string()))?;
+    req.encode(&mut buf, version)
+        .map_err(|e| enc(e.to_string()))?;
+    let n = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&n.to_be_bytes());
+    Ok(buf.to_vec())
+}
+
+/// Decodes a response frame's header and body; returns the correlation id with the body.
+/// Decoding from `Bytes` keeps `bytes` fields (Fetch records) as slices of the frame.
+pub(super) fn decode_response<R: Decodable + HeaderVersion>(
+    body: &mut Bytes,
+    version: i16,
+) -> Result<(i32, R), NativeError> {
+    let dec = |e: String| NativeError::Protocol(format!("decode response: {e}"));
+    let h =
+        ResponseHeader::decode(body, R::header_version(version)).map_err(|e| dec(e.to_string()))?;
+    let r = R::decode(body, version).map_err(|e| dec(e.to_string()))?;
+    Ok((h.correlation_id, r))
+}
+
+/// One request and its response on a blocking connection (no other request in flight).
+pub(super) fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+    s: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    client_id: &str,
+    req: &Req,
+) -> Result<Resp, NativeError> {
+    let frame = request_frame(key, version, correlation, client_id, req)?;
+    s.write_all(&frame)
+        .map_err(io_err(format!("send {key:?}")))?;
+    let mut body = Bytes::from(read_frame(s).map_err(io_err(format!("{key:?} response")))?);
+    let (corr, resp) = decode_response(&mut body, version)?;
+    if corr != correlation {
+        return Err(NativeError::Protocol(format!(
+            "{key:?} response for correlation id {corr}, expected {correlation}"
+        )));
+    }
+    Ok(resp)
 }
 
 /// Partition → leader address, from a Metadata request to `bootstrap`.
@@ -143,36 +210,19 @@ pub fn leaders(
     let mut s = TcpStream::connect(first).map_err(io_err(format!("connect {first}")))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io_err("set timeout"))?;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Metadata as i16)
-        .with_request_api_version(METADATA_VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
     let req = MetadataRequest::default()
         .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
             TopicName(StrBytes::from_string(topic.to_string())),
         ))]))
         .with_allow_auto_topic_creation(false);
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0; 4]);
-    let enc = |e: String| NativeError::Protocol(format!("encode metadata: {e}"));
-    header
-        .encode(&mut buf, MetadataRequest::header_version(METADATA_VERSION))
-        .map_err(|e| enc(e.to_string()))?;
-    req.encode(&mut buf, METADATA_VERSION)
-        .map_err(|e| enc(e.to_string()))?;
-    let n = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&n.to_be_bytes());
-    s.write_all(&buf).map_err(io_err("send metadata"))?;
-    let mut body = Bytes::from(read_frame(&mut s).map_err(io_err("metadata response"))?);
-    let dec = |e: String| NativeError::Protocol(format!("decode metadata: {e}"));
-    ResponseHeader::decode(
-        &mut body,
-        MetadataResponse::header_version(METADATA_VERSION),
-    )
-    .map_err(|e| dec(e.to_string()))?;
-    let resp =
-        MetadataResponse::decode(&mut body, METADATA_VERSION).map_err(|e| dec(e.to_string()))?;
+    let resp: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        METADATA_VERSION,
+        1,
+        client_id,
+        &req,
+    )?;
     let brokers: HashMap<i32, (String, i32)> = resp
         .brokers
         .iter()
@@ -261,6 +311,67 @@ struct Open {
     opened: Instant,
     sent_ns: Vec<u64>,
     record_bytes: usize,
+}
+
+impl Open {
+    fn new(capacity: usize, ts_ms: i64) -> Open {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.resize(BATCH_HEADER_BYTES, 0);
+        Open {
+            buf,
+            count: 0,
+            base_ts_ms: ts_ms,
+            max_ts_ms: ts_ms,
+            opened: Instant::now(),
+            sent_ns: Vec::new(),
+            record_bytes: 0,
+        }
+    }
+
+    /// Appends one record v2: length, attributes, timestampDelta, offsetDelta, key, value,
+    /// no headers.
+    fn append(&mut self, key: Option<&[u8]>, value: &[u8], ts_ms: i64, sent_ns: u64) {
+        let ts_delta = ts_ms - self.base_ts_ms;
+        let key_len = key.map_or(-1, |k| k.len() as i64);
+        let body = 1
+            + varint_len(ts_delta)
+            + varint_len(self.count as i64)
+            + varint_len(key_len)
+            + key.map_or(0, |k| k.len())
+            + varint_len(value.len() as i64)
+            + value.len()
+            + 1;
+        put_varint(&mut self.buf, body as i64);
+        self.buf.push(0);
+        put_varint(&mut self.buf, ts_delta);
+        put_varint(&mut self.buf, self.count as i64);
+        put_varint(&mut self.buf, key_len);
+        if let Some(k) = key {
+            self.buf.extend_from_slice(k);
+        }
+        put_varint(&mut self.buf, value.len() as i64);
+        self.buf.extend_from_slice(value);
+        put_varint(&mut self.buf, 0);
+        self.count += 1;
+        self.max_ts_ms = self.max_ts_ms.max(ts_ms);
+        self.sent_ns.push(sent_ns);
+        self.record_bytes += value.len() + key.map_or(0, |k| k.len());
+    }
+}
+
+/// One finished batch (base offset 0) of `records` (key, value) exactly as the producer
+/// builds it: what the native consumer's tests and self-test parse.
+pub fn encode_batch(records: &[(Option<&[u8]>, &[u8])], ts_ms: i64) -> Vec<u8> {
+    let bytes: usize = records
+        .iter()
+        .map(|(k, v)| k.map_or(0, |k| k.len()) + v.len() + 16)
+        .sum();
+    let mut open = Open::new(BATCH_HEADER_BYTES + bytes, ts_ms);
+    for (k, v) in records {
+        open.append(*k, v, ts_ms, 0);
+    }
+    finish_batch(&mut open);
+    open.buf
 }
 
 /// A producer owned by one sender thread: `send` appends, full or lingering batches go out.
@@ -379,45 +490,8 @@ impl NativeProducer {
             .unwrap_or_else(sys::now_ns);
         let ts_ms = (sent_ns / 1_000_000) as i64;
         let batch_bytes = self.cfg.batch_bytes;
-        let open = self.open[p].get_or_insert_with(|| {
-            let mut buf = Vec::with_capacity(batch_bytes + 2048);
-            buf.resize(BATCH_HEADER_BYTES, 0);
-            Open {
-                buf,
-                count: 0,
-                base_ts_ms: ts_ms,
-                max_ts_ms: ts_ms,
-                opened: Instant::now(),
-                sent_ns: Vec::new(),
-                record_bytes: 0,
-            }
-        });
-        // Record v2: length, attributes, timestampDelta, offsetDelta, key, value, headers.
-        let ts_delta = ts_ms - open.base_ts_ms;
-        let key_len = key.map_or(-1, |k| k.len() as i64);
-        let body = 1
-            + varint_len(ts_delta)
-            + varint_len(open.count as i64)
-            + varint_len(key_len)
-            + key.map_or(0, |k| k.len())
-            + varint_len(value.len() as i64)
-            + value.len()
-            + 1;
-        put_varint(&mut open.buf, body as i64);
-        open.buf.push(0);
-        put_varint(&mut open.buf, ts_delta);
-        put_varint(&mut open.buf, open.count as i64);
-        put_varint(&mut open.buf, key_len);
-        if let Some(k) = key {
-            open.buf.extend_from_slice(k);
-        }
-        put_varint(&mut open.buf, value.len() as i64);
-        open.buf.extend_from_slice(value);
-        put_varint(&mut open.buf, 0);
-        open.count += 1;
-        open.max_ts_ms = open.max_ts_ms.max(ts_ms);
-        open.sent_ns.push(sent_ns);
-        open.record_bytes += value.len() + key.map_or(0, |k| k.len());
+        let open = self.open[p].get_or_insert_with(|| Open::new(batch_bytes + 2048, ts_ms));
+        open.append(key, value, ts_ms, sent_ns);
         if open.buf.len() >= batch_bytes {
             self.dispatch(p)?;
         }
@@ -796,28 +870,10 @@ mod tests {
 
     #[test]
     fn finished_batch_verifies_with_the_codec() {
-        let mut open = Open {
-            buf: vec![0; BATCH_HEADER_BYTES],
-            count: 0,
-            base_ts_ms: 1000,
-            max_ts_ms: 1000,
-            opened: Instant::now(),
-            sent_ns: Vec::new(),
-            record_bytes: 0,
-        };
-        // Two records built the way `send` builds them (null key, 3-byte value).
-        for i in 0..2i64 {
-            let body = 1 + 1 + varint_len(i) + 1 + 1 + 3 + 1;
-            put_varint(&mut open.buf, body as i64);
-            open.buf.push(0);
-            put_varint(&mut open.buf, 0);
-            put_varint(&mut open.buf, i);
-            put_varint(&mut open.buf, -1);
-            put_varint(&mut open.buf, 3);
-            open.buf.extend_from_slice(b"abc");
-            put_varint(&mut open.buf, 0);
-            open.count += 1;
-        }
+        let mut open = Open::new(256, 1000);
+        // Two records built the way `send` builds them, one with a key.
+        open.append(None, b"abc", 1000, 0);
+        open.append(Some(b"k"), b"abcd", 1001, 0);
         finish_batch(&mut open);
         sluice_codec::batch::validate_batch(&open.buf).expect("valid batch");
     }

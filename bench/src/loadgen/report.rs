@@ -7,12 +7,20 @@ use std::path::{Path, PathBuf};
 use super::hist::Pcts;
 use super::plot;
 use super::run::RunResult;
+use super::workload::Client;
 
 fn rate_label(r: f64) -> String {
     if r > 0.0 {
         format!("{r:.0}")
     } else {
         "max".into()
+    }
+}
+
+fn client_label(c: Client) -> &'static str {
+    match c {
+        Client::Rdkafka => "librdkafka",
+        Client::Native => "native",
     }
 }
 
@@ -37,11 +45,14 @@ pub fn markdown(r: &RunResult) -> String {
     }
     let _ = writeln!(
         s,
-        "{} producers, {} consumer group(s) × {} consumer(s), {} partitions, {} B records, keys {:?}, \
-         acks={}, compression={}, batch.size={}, linger.ms={}, warm-up {} s, measured {} s per phase.\n",
+        "{} producers ({} client), {} consumer group(s) × {} consumer(s) ({} client), {} partitions, \
+         {} B records, keys {:?}, acks={}, compression={}, batch.size={}, linger.ms={}, warm-up {} s, \
+         measured {} s per phase.\n",
         w.producers,
+        client_label(w.client),
         w.consumer_groups,
         w.consumers,
+        client_label(w.consumer_client),
         w.partitions,
         w.record_bytes,
         w.key_distribution,

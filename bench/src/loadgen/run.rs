@@ -19,6 +19,7 @@ use sluice_bench::batch::XorShift;
 
 use super::hist::{new_hist, Pcts, Side};
 use super::native::{NativeConfig, NativeProducer};
+use super::native_consumer::{self, ConsumerConfig};
 use super::sys;
 use super::workload::{Client, KeyDistribution, Workload};
 
@@ -67,7 +68,20 @@ impl Shared {
     }
 }
 
-fn embedded_ns(payload: Option<&[u8]>) -> Option<u64> {
+impl native_consumer::Control for Shared {
+    fn stopped(&self) -> bool {
+        self.stop_consumers.load(Ordering::Relaxed)
+    }
+    fn paused(&self) -> bool {
+        self.consumers_paused.load(Ordering::Relaxed)
+    }
+    fn measured(&self, sent_ns: u64) -> bool {
+        self.is_measured(sent_ns)
+    }
+}
+
+/// The send time (ns since the epoch) in a record value's first 8 bytes, little-endian.
+pub(super) fn embedded_ns(payload: Option<&[u8]>) -> Option<u64> {
     let p = payload?;
     Some(u64::from_le_bytes(p.get(..8)?.try_into().ok()?))
 }
@@ -183,6 +197,11 @@ fn producer_config(w: &Workload, bootstrap: &str, i: usize) -> ClientConfig {
     cfg
 }
 
+/// Bytes per partition per fetch, for either consumer client: at least two records.
+fn partition_fetch_bytes(w: &Workload) -> usize {
+    w.record_bytes.max(1 << 20) * 2
+}
+
 fn consumer_config(w: &Workload, bootstrap: &str, group: &str, i: usize) -> ClientConfig {
     let mut cfg = base_config(bootstrap, &format!("sluice-bench-c{i}"));
     cfg.set("group.id", group)
@@ -192,7 +211,7 @@ fn consumer_config(w: &Workload, bootstrap: &str, group: &str, i: usize) -> Clie
         .set("session.timeout.ms", "10000")
         .set(
             "max.partition.fetch.bytes",
-            (w.record_bytes.max(1 << 20) * 2).to_string(),
+            partition_fetch_bytes(w).to_string(),
         );
     for (k, v) in &w.consumer_config {
         cfg.set(k, v);
@@ -657,8 +676,17 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     let cpu_note = cpu_note(host_cpus, &gen_cpus, broker_cpus.as_deref());
     let loadavg_before = sys::loadavg();
     log(&format!(
-        "workload {} → {} topic {topic} ({} partitions), {} producers, {}×{} consumers, rates {:?}",
-        w.name, opts.bootstrap, w.partitions, w.producers, w.consumer_groups, w.consumers, rates
+        "workload {} → {} topic {topic} ({} partitions), {} producers ({:?}), {}×{} consumers ({:?}), \
+         rates {:?}",
+        w.name,
+        opts.bootstrap,
+        w.partitions,
+        w.producers,
+        w.client,
+        w.consumer_groups,
+        w.consumers,
+        w.consumer_client,
+        rates
     ));
     log(&cpu_note);
 
@@ -689,26 +717,55 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         let group = format!("sluice-bench-{run_id}-g{g}");
         let mut slots = Vec::new();
         for i in 0..w.consumers {
-            let c: BaseConsumer = consumer_config(w, &opts.bootstrap, &group, g * w.consumers + i)
-                .create()
-                .map_err(|e| format!("consumer: {e}"))?;
-            c.subscribe(&[&topic])
-                .map_err(|e| format!("subscribe {topic}: {e}"))?;
             let side = Arc::new(Side::new());
             let slot = Arc::new(AtomicU64::new(0));
             cons_sides.push(side.clone());
             slots.push(slot.clone());
             let sh = shared.clone();
+            let body: Box<dyn FnOnce() + Send> = match w.consumer_client {
+                Client::Rdkafka => {
+                    let c: BaseConsumer =
+                        consumer_config(w, &opts.bootstrap, &group, g * w.consumers + i)
+                            .create()
+                            .map_err(|e| format!("consumer: {e}"))?;
+                    c.subscribe(&[&topic])
+                        .map_err(|e| format!("subscribe {topic}: {e}"))?;
+                    Box::new(move || consumer_loop(c, side, sh, slot, deadline))
+                }
+                Client::Native => {
+                    let cfg = ConsumerConfig {
+                        client_id: format!("sluice-bench-c{}", g * w.consumers + i),
+                        topic: topic.clone(),
+                        partitions: w.partitions,
+                        index: i,
+                        count: w.consumers,
+                        partition_max_bytes: partition_fetch_bytes(w).min(i32::MAX as usize) as i32,
+                    };
+                    let bootstrap = opts.bootstrap.clone();
+                    Box::new(move || {
+                        native_consumer::consume(&bootstrap, &cfg, &side, &*sh, &slot, deadline)
+                    })
+                }
+            };
             cons_threads.push(
                 std::thread::Builder::new()
                     .name(format!("bench-c{g}.{i}"))
-                    .spawn(move || consumer_loop(c, side, sh, slot, deadline))
+                    .spawn(body)
                     .map_err(|e| format!("spawn consumer: {e}"))?,
             );
         }
         group_assigned.push(slots);
     }
     let mut warnings = Vec::new();
+    if w.consumer_client == Client::Native && w.compression != "none" {
+        let msg = format!(
+            "consumer_client native counts {} batches without opening them: end-to-end \
+             latencies cover only uncompressed batches, consume MiB/s is compressed bytes",
+            w.compression
+        );
+        log(&msg);
+        warnings.push(msg);
+    }
     if !cons_threads.is_empty() {
         let t = Instant::now();
         let ready = || {

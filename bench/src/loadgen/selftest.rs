@@ -12,6 +12,9 @@
 //! 3. the native producer (`client = "native"`) end to end against a discard server on
 //!    loopback that acknowledges every request at once: batching, CRC, socket writes and
 //!    the ack path, everything but a broker.
+//! 4. the native consumer's parse path (`consumer_client = "native"`): walking fetched
+//!    RecordBatch bytes and recording every record's latency, on a response-sized buffer
+//!    in memory (no socket, no Fetch decoding).
 //!
 //! Not covered: librdkafka's own batching, compression and socket threads, whose cost lands
 //! on the same CPUs during a real run. A run's per-phase "generator CPUs" figure shows that
@@ -31,7 +34,8 @@ use serde::Serialize;
 use sluice_bench::batch::XorShift;
 
 use super::hist::Side;
-use super::native::{discard_server, NativeConfig, NativeProducer};
+use super::native::{discard_server, encode_batch, NativeConfig, NativeProducer};
+use super::native_consumer::{walk, Control, Recorder};
 use super::sys;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -52,6 +56,53 @@ pub struct SelfTest {
     /// records acknowledged per second, all threads together.
     pub native_records_per_s: f64,
     pub native_mib_per_s: f64,
+    /// The native consumer's batch walk plus latency recording (`consumer_client =
+    /// "native"`), all threads together.
+    pub consumer_parse_records_per_s: f64,
+    pub consumer_parse_mib_per_s: f64,
+}
+
+/// The self-test's consumer control: never stops, never pauses, every record measured.
+struct Always;
+
+impl Control for Always {
+    fn stopped(&self) -> bool {
+        false
+    }
+    fn paused(&self) -> bool {
+        false
+    }
+    fn measured(&self, _: u64) -> bool {
+        true
+    }
+}
+
+/// Bytes of fetched records the parse test walks per round: a 16-partition response at the
+/// producer's 128 KiB batches.
+const PARSE_BUFFER_BYTES: usize = 16 * 128 * 1024;
+
+/// One thread walks a response-sized buffer of batches over and over for `seconds`, as the
+/// native consumer walks each Fetch response; returns the records recorded.
+fn consumer_parse(seconds: f64, record_bytes: usize, idx: usize) -> u64 {
+    let mut rng = XorShift::new(31 + idx as u64);
+    let mut value = vec![0u8; record_bytes];
+    rng.fill(&mut value);
+    value[..8].copy_from_slice(&sys::now_ns().to_le_bytes());
+    let per_batch = (128 * 1024 / (record_bytes + 16)).max(1);
+    let batch = encode_batch(&vec![(None, value.as_slice()); per_batch], 0);
+    let buf = batch.repeat((PARSE_BUFFER_BYTES / batch.len()).max(1));
+    let side = Side::new();
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        let mut sink = Recorder {
+            side: &side,
+            ctl: &Always,
+            now: sys::now_ns(),
+        };
+        // Every copy of the batch has base offset 0: fetching from 0 walks them all.
+        std::hint::black_box(walk(&buf, 0, &mut sink));
+    }
+    side.records.load(Ordering::Relaxed)
 }
 
 /// One thread's native producer against `addr` (a discard server) for `seconds`; returns the
@@ -191,7 +242,11 @@ pub fn self_test(seconds: f64, record_bytes: usize, threads: usize) -> Result<Se
             .map_err(|_| "native thread panicked".to_string())??;
     }
     let native_rate = native_n as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    let parse_n = run(consumer_parse);
+    let parse_rate = parse_n as f64 / seconds;
     Ok(SelfTest {
+        consumer_parse_records_per_s: parse_rate,
+        consumer_parse_mib_per_s: parse_rate * record_bytes as f64 / MIB,
         native_records_per_s: native_rate,
         native_mib_per_s: native_rate * record_bytes as f64 / MIB,
         threads,

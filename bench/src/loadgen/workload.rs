@@ -5,19 +5,20 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// How record keys are chosen. Keys decide partitions (murmur2, as the Java client does), so
-/// this is also the partition-load distribution.
-/// Which producer client drives the load.
+/// Which client drives the load: `client` for producers, `consumer_client` for consumers.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Client {
     /// librdkafka through the `rdkafka` crate: what most applications run.
     Rdkafka,
-    /// The generator's own protocol producer (loadgen/native.rs): a fraction of
-    /// librdkafka's CPU per record, so max-rate runs measure the broker, not the client.
+    /// The generator's own protocol client (producer: loadgen/native.rs, consumer:
+    /// loadgen/native_consumer.rs): a fraction of librdkafka's CPU per record, so max-rate
+    /// runs measure the broker, not the client.
     Native,
 }
 
+/// How record keys are chosen. Keys decide partitions (murmur2, as the Java client does), so
+/// this is also the partition-load distribution.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyDistribution {
@@ -40,8 +41,13 @@ pub struct Workload {
     /// measurement (`--topic` on the command line uses an exact name instead).
     pub topic: String,
     pub partitions: i32,
-    /// Producer client (consumers always use librdkafka).
+    /// Producer client.
     pub client: Client,
+    /// Consumer client. `native` assigns partitions statically (consumer i of a group reads
+    /// the partitions p with p % consumers == i) and speaks no group protocol: the group
+    /// coordinator is not exercised, and each "group" is simply an independent reader of
+    /// every partition from offset 0.
+    pub consumer_client: Client,
     pub producers: usize,
     /// Consumers in each consumer group.
     pub consumers: usize,
@@ -87,6 +93,7 @@ impl Default for Workload {
             topic: "sluice-bench".into(),
             partitions: 16,
             client: Client::Rdkafka,
+            consumer_client: Client::Rdkafka,
             producers: 1,
             consumers: 1,
             consumer_groups: 1,
@@ -190,6 +197,10 @@ impl Workload {
         check(
             self.client == Client::Rdkafka || self.producer_config.is_empty(),
             "producer_config is for librdkafka: client native takes none",
+        )?;
+        check(
+            self.consumer_client == Client::Rdkafka || self.consumer_config.is_empty(),
+            "consumer_config is for librdkafka: consumer_client native takes none",
         )?;
         check(
             self.batch_size >= 1024 && self.batch_size <= 16 << 20,
