@@ -9,7 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use sluice_codec::kafka_protocol::messages::ApiKey;
-use sluice_codec::{peek_request_prefix, FrameDecoder};
+use sluice_codec::{peek_request_prefix, FrameDecoder, FRAME_SIZE_PREFIX_LEN};
 use sluice_shard::{Frame, ShardId};
 
 use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
@@ -18,8 +18,14 @@ use crate::ops::{ForwardHeader, TAG_FORWARD};
 use crate::shard::BrokerShard;
 use crate::stats::{self, Stage};
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read, unless a large frame is being received. These reads
+/// land in a scratch buffer zeroed once per connection and are copied out: a small request
+/// then costs a copy of its own bytes, not the zeroing of a fresh 64 KiB read buffer (which
+/// was ~2 % of a shard's CPU with consumers fetching thousands of times a second).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest read made straight into the buffer of a frame still missing at least
+/// `READ_CHUNK_BYTES` (no copy; only the bytes asked for are zeroed first).
+const READ_DIRECT_BYTES_MAX: usize = 1024 * 1024;
 
 /// What a request produced.
 pub enum Outcome {
@@ -67,6 +73,7 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
 
     let mut decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut scratch = vec![0u8; READ_CHUNK_BYTES];
     'read: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -94,13 +101,27 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
             }
         }
         let filled = buf.len();
-        buf.resize(filled + READ_CHUNK_BYTES, 0);
-        match reader.read(&mut buf[filled..]).await {
-            Ok(0) | Err(_) => {
-                buf.truncate(filled);
-                break;
+        let missing = decoder
+            .pending_frame_len()
+            .map(|len| (FRAME_SIZE_PREFIX_LEN + len).saturating_sub(filled))
+            .filter(|&missing| missing >= READ_CHUNK_BYTES);
+        let read = match missing {
+            Some(missing) => {
+                buf.resize(filled + missing.min(READ_DIRECT_BYTES_MAX), 0);
+                let read = reader.read(&mut buf[filled..]).await;
+                buf.truncate(filled + read.as_ref().map_or(0, |n| *n));
+                read
             }
-            Ok(n) => buf.truncate(filled + n),
+            None => {
+                let read = reader.read(&mut scratch).await;
+                if let Ok(n) = read {
+                    buf.extend_from_slice(&scratch[..n]);
+                }
+                read
+            }
+        };
+        if matches!(read, Ok(0) | Err(_)) {
+            break;
         }
     }
     drop(tx);

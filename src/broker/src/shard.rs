@@ -19,11 +19,11 @@ use sluice_storage::{BatchCache, PartitionLog, StorageError};
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::kerr;
-use crate::stats::{self, Stage};
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
     TAG_PARTITION, TAG_TOPICS,
 };
+use crate::stats::{self, Stage};
 use crate::topic_config;
 use crate::topics::{ClusterState, TopicRecord, TopicTable};
 

@@ -221,7 +221,9 @@ mod tests {
         record(Stage::ProduceAppend, Duration::from_micros(60));
         record_flush(Duration::from_micros(300), Duration::from_micros(200), 4096);
         let lines = report_and_reset(ShardId(0));
-        assert!(lines.iter().any(|l| l.contains("produce.append ") && l.contains("n=2")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("produce.append ") && l.contains("n=2")));
         assert!(lines.iter().any(|l| l.contains("flush.fdatasync")));
         assert!(lines.iter().any(|l| l.contains("4 KiB each")));
         assert!(report_and_reset(ShardId(0)).is_empty());

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use sluice_broker::BrokerConfig;
 
+/// The broker allocates per request (decoded messages, response buffers, frames); glibc
+/// malloc spent ~10 % of a shard's CPU in a produce+fetch profile. mimalloc's thread-local
+/// free lists suit one thread per core.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen HOST:PORT] [--shards N] [--node-id N]
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
