@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_bench::batch::record_batch;
 use sluice_storage::hdr::Header;
 use sluice_storage::index::OffsetIndex;
-use sluice_storage::BatchCache;
+use sluice_storage::{BatchCache, CachedBatch};
 
 fn crc_validation(c: &mut Criterion) {
     let batch = record_batch(16 * 1024, 1000, 1_700_000_000_000).expect("16 KiB batch");
@@ -51,12 +51,19 @@ fn index_lookup(c: &mut Criterion) {
 
 fn cache_read(c: &mut Criterion) {
     // 64 MiB of 16 KiB batches of 10 records for one log; a tailing consumer reads 1 MiB
-    // starting mid-way (the common fetch.max.bytes), which concatenates 64 batches.
+    // starting mid-way (the common fetch.max.bytes), which concatenates 64 batches. Log 1
+    // holds stored copies, log 2 the producer's bytes to be patched (what produce caches).
     let batch = Bytes::from(record_batch(16 * 1024, 1600, 0).expect("16 KiB batch"));
-    let mut cache = BatchCache::new(64 << 20);
+    let mut cache = BatchCache::new(128 << 20);
     let batches = (64 << 20) / batch.len() as i64;
     for i in 0..batches {
-        cache.insert(1, i * 10, i * 10 + 9, batch.clone());
+        cache.insert(1, i * 10, i * 10 + 9, CachedBatch::stored(batch.clone()));
+        cache.insert(
+            2,
+            i * 10,
+            i * 10 + 9,
+            CachedBatch::shared(batch.clone(), i * 10, 0),
+        );
     }
     let hw = batches * 10;
     let mut g = c.benchmark_group("batch_cache_read");
@@ -66,6 +73,9 @@ fn cache_read(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(1 << 20));
     g.bench_function("1mib_from_middle", |b| {
         b.iter(|| black_box(cache.read(1, black_box(hw / 2 + 3), hw, 1 << 20)).expect("cached"))
+    });
+    g.bench_function("1mib_from_middle_patched", |b| {
+        b.iter(|| black_box(cache.read(2, black_box(hw / 2 + 3), hw, 1 << 20)).expect("cached"))
     });
     g.finish();
 }

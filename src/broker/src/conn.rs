@@ -1,10 +1,12 @@
 //! One client connection: read frames, run requests concurrently (bounded), write responses
 //! strictly in request order. Bad input closes the connection; it never panics the shard.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_lite::io::WriteHalf;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -30,6 +32,8 @@ const READ_DIRECT_BYTES_MAX: usize = 1024 * 1024;
 /// What a request produced.
 pub enum Outcome {
     Respond(Bytes),
+    /// A response frame in parts (large records shared, not copied), written in order.
+    RespondParts(Vec<Bytes>),
     /// acks=0 produce: the client expects nothing.
     NoResponse,
     /// Protocol violation: close the connection after the responses before it.
@@ -45,6 +49,9 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default()
         .into();
+    // For vectored sends; the stream (inside `writer`) owns the socket for as long as this
+    // connection is served.
+    let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
     // Each request travels with its stage timer (when `--stats-interval-ms` is on).
@@ -57,6 +64,14 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
             match handle.await {
                 Some(Outcome::Respond(bytes)) => {
                     if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                    if let Some((stage, t)) = timed {
+                        stats::record(stage, t.elapsed());
+                    }
+                }
+                Some(Outcome::RespondParts(parts)) => {
+                    if write_parts(&mut writer, fd, &parts).await.is_err() {
                         break;
                     }
                     if let Some((stage, t)) = timed {
@@ -128,6 +143,65 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
     let _ = writer_task.await;
 }
 
+/// iovec entries per `sendmsg` (Linux's `UIO_MAXIOV`).
+const IOVECS_MAX: usize = 1024;
+
+/// Writes `parts` in order: vectored non-blocking sends while the socket takes them (one
+/// system call for a whole fetch response, its records never copied in user space), and
+/// the runtime's waiting write for the rest of a part when the socket buffer is full.
+async fn write_parts(
+    writer: &mut WriteHalf<TcpStream>,
+    fd: RawFd,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let mut part = 0usize;
+    let mut offset = 0usize; // into parts[part]
+    while part < parts.len() {
+        let iov: Vec<libc::iovec> = parts[part..]
+            .iter()
+            .take(IOVECS_MAX)
+            .enumerate()
+            .map(|(i, p)| {
+                let skip = if i == 0 { offset } else { 0 };
+                libc::iovec {
+                    iov_base: p[skip..].as_ptr() as *mut libc::c_void,
+                    iov_len: p.len() - skip,
+                }
+            })
+            .collect();
+        // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries point into
+        // `parts`, and both outlive the call.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    // Full: let the runtime wait for room while it writes this part's rest.
+                    writer.write_all(&parts[part][offset..]).await?;
+                    part += 1;
+                    offset = 0;
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        let mut sent = sent as usize;
+        while part < parts.len() && sent >= parts[part].len() - offset {
+            sent -= parts[part].len() - offset;
+            part += 1;
+            offset = 0;
+        }
+        offset += sent;
+    }
+    Ok(())
+}
+
 /// Which whole-request stage a frame is timed under, and since when (produce and fetch only;
 /// `None` when timers are off).
 type Timed = Option<(Stage, Instant)>;
@@ -150,6 +224,7 @@ pub async fn process_forwarded(
 ) -> Option<Bytes> {
     match run(shard, frame, true, client_host).await {
         Outcome::Respond(b) => Some(b),
+        Outcome::RespondParts(parts) => Some(Bytes::from(parts.concat())),
         Outcome::NoResponse => Some(Bytes::new()),
         Outcome::Close => None,
     }

@@ -39,7 +39,11 @@ pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes 
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch whenever `offset - sequence` changes, so a
+            // constant "no sequence" (-1) made one batch per record, which the log refuses
+            // as one append (every multi-record commit failed to persist). Counting up from
+            // -1 keeps them in one batch whose base sequence is still -1.
+            sequence: i as i32 - 1,
             timestamp: now_ms,
             key: Some(k.clone()),
             value: v.clone(),
@@ -106,6 +110,10 @@ mod tests {
             (Bytes::from_static(b"k2"), None),
         ];
         let batch = encode_records(&recs, 5);
+        // One batch (what one log append takes), with no producer sequence.
+        let header = sluice_storage::hdr::Header::parse(&batch).expect("a batch");
+        assert_eq!(header.size, batch.len());
+        assert_eq!(header.base_sequence, -1);
         assert_eq!(decode_records(batch), recs);
     }
 }

@@ -466,7 +466,7 @@ impl BrokerShard {
         while at < records.len() {
             match sluice_storage::hdr::Header::parse(&records[at..]) {
                 Some(h) if at + h.size <= records.len() => {
-                    batches.push(&records[at..at + h.size]);
+                    batches.push(records.slice(at..at + h.size));
                     at += h.size;
                 }
                 _ => return PartitionReply::error(kerr::CORRUPT_MESSAGE),
@@ -476,7 +476,7 @@ impl BrokerShard {
         let mut first: Option<sluice_storage::Appended> = None;
         let mut last_offset = -1;
         for b in batches {
-            match log.append(b, now) {
+            match log.append_shared(b, now) {
                 Ok(a) => {
                     first.get_or_insert(a);
                     last_offset = a.last_offset;

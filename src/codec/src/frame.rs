@@ -1,7 +1,8 @@
 //! Size-prefixed framing: `FrameDecoder` cuts complete request frames out of a socket buffer,
 //! and `encode_response`/`frame_response` write size prefix + response header + body.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::Encodable;
 
 use crate::error::CodecError;
@@ -136,6 +137,48 @@ pub fn encode_response<T: Encodable>(
     body: &T,
     version: i16,
 ) -> Result<usize, CodecError> {
+    let payload_len = payload_len(response_header_version, body, version)?;
+    let start = out.len();
+    out.reserve(FRAME_SIZE_PREFIX_LEN + payload_len);
+    let result = write_frame(
+        out,
+        payload_len,
+        correlation_id,
+        response_header_version,
+        body,
+        version,
+    );
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// [`encode_response`] into any encoder output (the caller discards it on error).
+pub(crate) fn encode_frame<T: Encodable, B: ByteBufMut>(
+    out: &mut B,
+    correlation_id: i32,
+    response_header_version: i16,
+    body: &T,
+    version: i16,
+) -> Result<usize, CodecError> {
+    let payload_len = payload_len(response_header_version, body, version)?;
+    write_frame(
+        out,
+        payload_len,
+        correlation_id,
+        response_header_version,
+        body,
+        version,
+    )
+}
+
+/// Header plus body length of a response, checked against `RESPONSE_SIZE_MAX`.
+fn payload_len<T: Encodable>(
+    response_header_version: i16,
+    body: &T,
+    version: i16,
+) -> Result<usize, CodecError> {
     let header_len = response_header_len(response_header_version)?;
     let body_len = body
         .compute_size(version)
@@ -143,32 +186,38 @@ pub fn encode_response<T: Encodable>(
             version,
             reason: format!("{e:#}"),
         })?;
-    let payload_len = header_len
+    header_len
         .checked_add(body_len)
         .filter(|&n| n <= RESPONSE_SIZE_MAX)
         .ok_or(CodecError::ResponseTooLarge {
             size: header_len.saturating_add(body_len),
             size_max: RESPONSE_SIZE_MAX,
-        })?;
-    let start = out.len();
-    out.reserve(FRAME_SIZE_PREFIX_LEN + payload_len);
-    // `payload_len <= i32::MAX` was checked above, so the cast is lossless.
+        })
+}
+
+fn write_frame<T: Encodable, B: ByteBufMut>(
+    out: &mut B,
+    payload_len: usize,
+    correlation_id: i32,
+    response_header_version: i16,
+    body: &T,
+    version: i16,
+) -> Result<usize, CodecError> {
+    let start = out.offset();
+    // `payload_len <= RESPONSE_SIZE_MAX <= i32::MAX` was checked, so the cast is lossless.
     out.put_i32(payload_len as i32);
     out.put_i32(correlation_id);
     if response_header_version >= 1 {
         out.put_u8(0); // empty tagged-field section
     }
-    if let Err(e) = body.encode(out, version) {
-        out.truncate(start);
-        return Err(CodecError::ResponseEncode {
+    body.encode(out, version)
+        .map_err(|e| CodecError::ResponseEncode {
             version,
             reason: format!("{e:#}"),
-        });
-    }
-    let written = out.len() - start;
+        })?;
+    let written = out.offset() - start;
     if written != FRAME_SIZE_PREFIX_LEN + payload_len {
         // A compute_size/encode disagreement would desynchronise the client's framing.
-        out.truncate(start);
         return Err(CodecError::ResponseEncode {
             version,
             reason: format!(
@@ -202,6 +251,7 @@ pub fn frame_response<T: Encodable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, MetadataResponse};
 
     fn prefixed(payload: &[u8]) -> Vec<u8> {

@@ -23,6 +23,7 @@ pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod splice;
 
 pub use api::{decode_request, ApiTable, Request, API_KEY_SLOTS};
 pub use batch::{
@@ -39,6 +40,7 @@ pub use header::{
     decode_request_header, peek_request_prefix, RequestHeaderInfo, RequestPrefix,
     REQUEST_HEADER_FIXED_LEN,
 };
+pub use splice::{frame_response_spliced, SPLICE_BYTES_MIN};
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,52 @@
 //! Per-shard cache of recently appended batches so tailing consumers are served from
 //! memory. Bounded by bytes (`batch_cache_bytes_max`); evicts oldest-inserted first.
+//!
+//! A batch is kept either as stored (a copy of the log's bytes) or, to spare that copy on
+//! the produce path, as the producer's own bytes (a slice of the request) plus the two
+//! header fields the log rewrote, which a read patches into its output. A read copies
+//! whenever it must join batches or patch one, and shares the bytes otherwise. A shared
+//! slice keeps its whole request buffer alive, so memory can exceed the byte budget by the
+//! rest of the requests whose batches are still cached (requests are evicted together, as
+//! their batches were inserted together).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+
+use crate::hdr;
+
+/// One cached batch.
+#[derive(Clone, Debug)]
+pub struct CachedBatch {
+    bytes: Bytes,
+    /// `Some((base offset, leader epoch))` when `bytes` are the producer's and these still
+    /// have to be written into the header; `None` when `bytes` are exactly what was stored.
+    patch: Option<(i64, i32)>,
+}
+
+impl CachedBatch {
+    /// The batch exactly as the log stored it.
+    pub fn stored(bytes: Bytes) -> CachedBatch {
+        CachedBatch { bytes, patch: None }
+    }
+
+    /// The producer's batch, whose stored form differs only in its base offset and
+    /// partition leader epoch (both outside the CRC).
+    pub fn shared(bytes: Bytes, base_offset: i64, leader_epoch: i32) -> CachedBatch {
+        CachedBatch {
+            bytes,
+            patch: Some((base_offset, leader_epoch)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
 
 /// Default memory budget of one shard's batch cache.
 pub const BATCH_CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
@@ -13,8 +56,8 @@ pub const BATCH_CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 pub struct BatchCache {
     bytes_max: usize,
     bytes: usize,
-    /// (log id, base offset) → (last offset, batch bytes)
-    batches: BTreeMap<(u64, i64), (i64, Bytes)>,
+    /// (log id, base offset) → (last offset, batch)
+    batches: BTreeMap<(u64, i64), (i64, CachedBatch)>,
     order: VecDeque<(u64, i64)>,
 }
 
@@ -32,7 +75,7 @@ impl BatchCache {
         self.bytes
     }
 
-    pub fn insert(&mut self, log: u64, base_offset: i64, last_offset: i64, batch: Bytes) {
+    pub fn insert(&mut self, log: u64, base_offset: i64, last_offset: i64, batch: CachedBatch) {
         if batch.len() > self.bytes_max {
             return;
         }
@@ -65,7 +108,7 @@ impl BatchCache {
         if last < offset || base >= upper {
             return None;
         }
-        let mut parts: Vec<&Bytes> = vec![first];
+        let mut parts: Vec<&CachedBatch> = vec![first];
         let mut total = first.len();
         let mut next = last + 1;
         while next < upper {
@@ -78,12 +121,16 @@ impl BatchCache {
                 _ => break,
             }
         }
-        if parts.len() == 1 {
-            return Some(first.clone());
+        if let [CachedBatch { bytes, patch: None }] = parts[..] {
+            return Some(bytes.clone());
         }
         let mut out = BytesMut::with_capacity(total);
         for p in parts {
-            out.extend_from_slice(p);
+            let at = out.len();
+            out.extend_from_slice(&p.bytes);
+            if let Some((base_offset, leader_epoch)) = p.patch {
+                hdr::set_offset_and_epoch(&mut out[at..], base_offset, leader_epoch);
+            }
         }
         Some(out.freeze())
     }
@@ -111,16 +158,40 @@ mod tests {
     #[test]
     fn bounded_and_contiguous() {
         let mut c = BatchCache::new(100);
-        c.insert(1, 0, 4, Bytes::from(vec![0u8; 40]));
-        c.insert(1, 5, 9, Bytes::from(vec![1u8; 40]));
+        let stored = |fill: u8| CachedBatch::stored(Bytes::from(vec![fill; 40]));
+        c.insert(1, 0, 4, stored(0));
+        c.insert(1, 5, 9, stored(1));
         assert_eq!(c.read(1, 3, 10, 1000).unwrap().len(), 80);
         assert_eq!(c.read(1, 3, 5, 1000).unwrap().len(), 40);
         assert_eq!(c.read(1, 7, 10, 10).unwrap().len(), 40);
         assert!(c.read(2, 0, 10, 100).is_none());
-        c.insert(1, 10, 14, Bytes::from(vec![2u8; 40]));
+        c.insert(1, 10, 14, stored(2));
         assert!(c.bytes() <= 100);
         assert!(c.read(1, 0, 20, 1000).is_none());
         c.forget(1, 10);
         assert!(c.read(1, 10, 20, 1000).is_none());
+    }
+
+    #[test]
+    fn shared_batches_read_with_the_stored_offset_and_epoch() {
+        let produced = Bytes::from(hdr::testing::batch(3, b"v", 1_000, -1, -1));
+        let mut stored = produced.to_vec();
+        hdr::set_offset_and_epoch(&mut stored, 7, 2);
+        let mut c = BatchCache::new(1 << 20);
+        c.insert(1, 7, 9, CachedBatch::shared(produced.clone(), 7, 2));
+        // Alone: patched (a copy).
+        assert_eq!(&c.read(1, 7, 10, 1 << 20).unwrap()[..], &stored[..]);
+        // Joined with a stored batch: both as stored, in order.
+        let mut next = produced.to_vec();
+        hdr::set_offset_and_epoch(&mut next, 10, 2);
+        c.insert(1, 10, 12, CachedBatch::stored(Bytes::from(next.clone())));
+        let both = c.read(1, 8, 13, 1 << 20).unwrap();
+        assert_eq!(&both[..stored.len()], &stored[..]);
+        assert_eq!(&both[stored.len()..], &next[..]);
+        // The producer's bytes are untouched.
+        assert_eq!(hdr::Header::parse(&produced).unwrap().base_offset, 0);
+        // A stored batch alone is shared, not copied.
+        let alone = c.read(1, 10, 13, 1 << 20).unwrap();
+        assert_eq!(alone.as_ptr(), c.batches[&(1, 10)].1.bytes.as_ptr());
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::cache::BatchCache;
+use crate::cache::{BatchCache, CachedBatch};
 use crate::config::{
     LogConfig, BATCH_BYTES_MAX, SEGMENTS_PER_PARTITION_MAX, WRITE_BUFFER_GROWN_BYTES_MAX,
 };
@@ -606,6 +606,16 @@ impl<S: Storage> PartitionLog<S> {
     /// size), checks idempotent-producer sequences, assigns offsets, and buffers it for the
     /// next flush. Memory only; durable after the flush that follows.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
+        self.append_inner(batch, None, now_ms)
+    }
+
+    /// [`Self::append`] of a batch the caller holds as `Bytes` (a slice of the produce
+    /// request): the batch cache keeps those bytes instead of a copy of the stored batch.
+    pub fn append_shared(&self, batch: Bytes, now_ms: i64) -> Result<Appended> {
+        self.append_inner(&batch, Some(&batch), now_ms)
+    }
+
+    fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
         if let Some(cause) = &inner.failed {
             return Err(StorageError::Failed {
@@ -673,8 +683,15 @@ impl<S: Storage> PartitionLog<S> {
         // Pair of the recovery check: what goes to disk verifies.
         debug_assert!(stored_header.verify(stored).is_ok());
         // Small batches are also kept in memory for tailing consumers; a large one would
-        // cost a second copy and evict many small ones, so it is read from disk instead.
-        let cached = (batch.len() <= CACHE_BATCH_BYTES_MAX).then(|| Bytes::copy_from_slice(stored));
+        // evict many small ones, so it is read from disk instead. The producer's own bytes
+        // are kept when the caller shares them and only offset and epoch were rewritten
+        // (LogAppendTime also rewrites timestamps and the CRC: then the stored form is copied).
+        let cached = (batch.len() <= CACHE_BATCH_BYTES_MAX).then(|| match shared {
+            Some(b) if log_append_time < 0 => {
+                CachedBatch::shared(b.clone(), base_offset, leader_epoch)
+            }
+            _ => CachedBatch::stored(Bytes::copy_from_slice(stored)),
+        });
         seg.index_batch(&stored_header, position, interval);
         seg.first_append_ms.get_or_insert(now_ms);
         let last_offset = stored_header.last_offset();

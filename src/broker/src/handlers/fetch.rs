@@ -18,10 +18,11 @@ use sluice_codec::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use sluice_codec::RequestHeaderInfo;
+use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 
 use super::join_all;
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
+use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionReply, PartitionRequest};
 use crate::shard::BrokerShard;
@@ -256,6 +257,32 @@ pub async fn handle(
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(responses)
+}
+
+/// The response frame with every partition's records (of at least `SPLICE_BYTES_MIN`) as
+/// the buffers the log returned, not copies: the connection writes them with one vectored
+/// send. (Copying them into the frame was 8 % of a shard's CPU at 600 MiB/s.)
+pub fn respond(h: &RequestHeaderInfo, body: &FetchResponse) -> Outcome {
+    let records: Vec<Bytes> = body
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| r.len() >= SPLICE_BYTES_MIN)
+        .collect();
+    match frame_response_spliced(
+        h.correlation_id,
+        h.response_header_version(),
+        body,
+        h.api_version,
+        &records,
+    ) {
+        Ok(parts) => Outcome::RespondParts(parts),
+        Err(e) => {
+            log::error!("encoding Fetch v{} response: {e}", h.api_version);
+            Outcome::Close
+        }
+    }
 }
 
 /// Reads the partitions (long-polling as the request allows) and returns one

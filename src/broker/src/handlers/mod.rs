@@ -105,7 +105,7 @@ pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
         RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
         RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r).await),
         RequestKind::Produce(r) => produce::handle(shard, h, r).await,
-        RequestKind::Fetch(r) => respond(h, &fetch::handle(shard, h, r).await),
+        RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r).await),
         RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
         RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
         RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
