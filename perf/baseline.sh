@@ -138,7 +138,8 @@ run stages latency-50pct --peak "$peak" --peak-fractions 0.5 --warmup-s "$warm" 
 stages_to_ms="$(date +%s%3N)"
 run producers-50 producers-50 --warmup-s "$warm" --duration-s "$dur"
 run keyed-100 keyed-100-producers --warmup-s "$warm" --duration-s "$dur"
-run retention retention --warmup-s "$warm" --duration-s "$ret_dur"
+# Runs delete their topics when done (tens of GB otherwise); this one's segments are counted.
+run retention retention --warmup-s "$warm" --duration-s "$ret_dur" --delete-topic false
 segments_left="$(find "$data" -name '*.log' -path '*bench-retention*' 2>/dev/null | wc -l)"
 
 cleanup

@@ -23,6 +23,8 @@ run options:
   --out DIR            where result files go (default target/bench-results)
   --name STEM          file name stem (default <UTC date-time>-<workload name>)
   --topic NAME         use this exact topic (created if missing) instead of <topic>-<run id>
+  --delete-topic B     delete the run's own <topic>-<run id> when done (default true; never
+                       a --topic NAME)
   --peak RECS_PER_S    the peak rate, for workloads with peak_fractions
   --broker-pid PID     also report the broker's CPU use and affinity
   --cpus LIST          pin the generator (and librdkafka's threads) to CPUs, e.g. 1 or 0-1
@@ -124,7 +126,7 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
         let f = k.as_str();
         match f {
             "--bootstrap" | "--workload" | "--out" | "--name" | "--topic" | "--peak"
-            | "--broker-pid" | "--cpus" => {}
+            | "--broker-pid" | "--cpus" | "--delete-topic" => {}
             "--duration-s" => w.duration_s = num(f, v)?,
             "--warmup-s" => w.warmup_s = num(f, v)?,
             "--rate" => {
@@ -170,6 +172,11 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
             .map(|v| num("--broker-pid", &v))
             .transpose()?,
         generator_cpus: cpus,
+        delete_topic: match get("--delete-topic").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => return Err(format!("--delete-topic {v:?}: true|false")),
+        },
     };
     let out = PathBuf::from(get("--out").unwrap_or_else(|| "target/bench-results".into()));
     let stem = get("--name").unwrap_or_else(|| format!("{}-{}", utc_stamp(), w.name));

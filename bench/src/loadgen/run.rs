@@ -40,6 +40,10 @@ pub struct RunOpts {
     pub peak: Option<f64>,
     pub broker_pid: Option<i32>,
     pub generator_cpus: Vec<usize>,
+    /// Delete the run's own topic (`<workload.topic>-<run id>`) when the run ends, as OMB
+    /// does: a baseline's runs write tens of GB that retention (7 days) would keep.
+    /// Never deletes a topic named with `--topic`.
+    pub delete_topic: bool,
 }
 
 /// State shared by the sender threads, delivery callbacks, consumers and the collector.
@@ -323,6 +327,25 @@ fn rt() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+/// Deletes the run's topic (its data is in the results; the broker frees the disk).
+fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap, "sluice-bench-admin")
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let opts = AdminOptions::new()
+        .request_timeout(Some(OP_TIMEOUT))
+        .operation_timeout(Some(OP_TIMEOUT));
+    let res = rt()?
+        .block_on(admin.delete_topics(&[topic], &opts))
+        .map_err(|e| format!("DeleteTopics {topic}: {e}"))?;
+    for r in res {
+        if let Err((name, code)) = r {
+            return Err(format!("DeleteTopics {name}: {code:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the topic (an existing one is fine) and waits until every partition has a leader.
@@ -1093,6 +1116,11 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         }
     }
     log(&format!("sent {sent} records in total"));
+    if opts.delete_topic && opts.topic.is_none() {
+        if let Err(e) = delete_topic(&opts.bootstrap, &topic) {
+            log(&format!("could not delete topic {topic}: {e}"));
+        }
+    }
     Ok(RunResult {
         tool: format!("sluice-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix_ms,
