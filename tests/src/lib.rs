@@ -211,6 +211,27 @@ impl Broker {
         &self.data_dir
     }
 
+    /// Process id of the running broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Files the broker still holds open although they were removed (`/proc/<pid>/fd`
+    /// links ending in " (deleted)"): their disk space is not freed while they stay open.
+    pub fn open_deleted_files(&self) -> Vec<String> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return Vec::new();
+        };
+        fds.flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .filter(|p| p.ends_with(" (deleted)"))
+            .collect()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => child.try_wait().expect("try_wait").is_none(),

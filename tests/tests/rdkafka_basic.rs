@@ -379,6 +379,17 @@ async fn admin_topic_lifecycle() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Its segment files are closed too, so their disk space is freed now (the files closing
+    // behind the deletion is asynchronous: allow it a moment).
+    let deadline = std::time::Instant::now() + OP_TIMEOUT;
+    while !broker.open_deleted_files().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleted topic's files still open: {:?}",
+            broker.open_deleted_files()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Deleting a topic that does not exist fails with UNKNOWN_TOPIC_OR_PARTITION.
     let res = adm

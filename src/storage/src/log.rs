@@ -1324,6 +1324,21 @@ impl<S: Storage> PartitionLog<S> {
     /// Removes the whole log directory's files (topic deletion).
     pub async fn destroy(&self) -> Result<()> {
         self.cache.borrow_mut().forget(self.id, i64::MIN);
+        {
+            // Retire the log: appends fail, the flusher task sees the failure and ends, and
+            // the segment files close now (a flush in flight keeps its own handle until it
+            // ends). Otherwise the removed files stay open and their disk space is held
+            // until the process exits.
+            let mut inner = self.inner.borrow_mut();
+            inner
+                .failed
+                .get_or_insert_with(|| "partition deleted".to_string());
+            for seg in inner.segments.values_mut() {
+                seg.file = None;
+            }
+        }
+        self.dirty_waiters.wake_all();
+        self.durable_waiters.wake_all();
         let names = self
             .storage
             .list_dir(&self.dir)
