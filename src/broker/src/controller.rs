@@ -102,6 +102,7 @@ impl Controller {
         validate_only: bool,
     ) -> Vec<(String, TopicResult)> {
         let num_partitions = self.config.num_partitions;
+        let names: Vec<String> = requests.iter().map(|r| r.name.clone()).collect();
         let outcome = self
             .change(shard, |state| {
                 let mut table = topics::TopicTable::new(state.clone());
@@ -126,10 +127,7 @@ impl Controller {
                 (results, changed)
             })
             .await;
-        match outcome {
-            Ok(r) => r,
-            Err(e) => vec![(String::new(), Err(e))],
-        }
+        outcome.unwrap_or_else(|e| each_failed(names, e))
     }
 
     /// Deletes topics by name. Results are in request order.
@@ -138,6 +136,7 @@ impl Controller {
         shard: &Rc<BrokerShard>,
         names: Vec<String>,
     ) -> Vec<(String, TopicResult)> {
+        let requested = names.clone();
         let outcome = self
             .change(shard, |state| {
                 let mut table = topics::TopicTable::new(state.clone());
@@ -171,7 +170,7 @@ impl Controller {
                 (results, changed)
             })
             .await;
-        outcome.unwrap_or_else(|e| vec![(String::new(), Err(e))])
+        outcome.unwrap_or_else(|e| each_failed(requested, e))
     }
 
     /// Raises a topic's partition count to `count`.
@@ -313,4 +312,12 @@ fn check_new_topic(table: &topics::TopicTable, req: &NewTopic, num_partitions: i
         configs: req.configs.clone(),
         internal: req.name == crate::groups::OFFSETS_TOPIC || req.name == "__transaction_state",
     })
+}
+
+/// The same failure for every requested topic: when the new state cannot be stored (a full
+/// disk, say), each topic of the request is answered with the error, in request order —
+/// clients match results to the topics they asked about (librdkafka calls a response
+/// without them a malformed message).
+fn each_failed(names: Vec<String>, e: (i16, String)) -> Vec<(String, TopicResult)> {
+    names.into_iter().map(|n| (n, Err(e.clone()))).collect()
 }
