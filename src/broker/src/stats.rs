@@ -215,6 +215,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stages_list_is_in_discriminant_order() {
+        // `record` indexes the histograms by `stage as usize` and the report walks STAGES.
+        for (i, s) in STAGES.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
+    }
+
+    #[test]
     fn report_covers_recorded_stages_and_resets() {
         enable();
         record(Stage::ProduceAppend, Duration::from_micros(40));

@@ -30,6 +30,9 @@ pub struct SplicingBuf<'a> {
     parts_len: usize,
     /// Buffers that may be spliced when written whole.
     shared: &'a [Bytes],
+    /// Where in `shared` the next spliced field is expected: encoders write fields in the
+    /// order the caller collected them, so the lookup is one comparison, not a scan per field.
+    next_shared: usize,
 }
 
 impl<'a> SplicingBuf<'a> {
@@ -39,6 +42,7 @@ impl<'a> SplicingBuf<'a> {
             parts: Vec::new(),
             parts_len: 0,
             shared,
+            next_shared: 0,
         }
     }
 
@@ -91,14 +95,18 @@ unsafe impl BufMut for SplicingBuf<'_> {
 
     fn put_slice(&mut self, src: &[u8]) {
         if src.len() >= SPLICE_BYTES_MIN {
-            let whole = self
-                .shared
-                .iter()
-                .find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len());
-            if let Some(b) = whole {
+            let is_src = |b: &Bytes| b.as_ptr() == src.as_ptr() && b.len() == src.len();
+            // In order first; any order still works (a scan), only slower.
+            let at = match self.shared.get(self.next_shared) {
+                Some(b) if is_src(b) => Some(self.next_shared),
+                _ => self.shared.iter().position(is_src),
+            };
+            if let Some(i) = at {
+                let b = self.shared[i].clone();
+                self.next_shared = i + 1;
                 self.close_head();
                 self.parts_len += b.len();
-                self.parts.push(b.clone());
+                self.parts.push(b);
                 return;
             }
         }
