@@ -24,6 +24,10 @@ pub struct IoTimes {
     busy_since: Cell<Option<Instant>>,
     pub syncs: Cell<u64>,
     pub sync_ns: Cell<u64>,
+    /// Wall time with at least one write or fdatasync in flight (writes and syncs overlap).
+    pub io_busy_ns: Cell<u64>,
+    io_in_flight: Cell<u32>,
+    io_busy_since: Cell<Option<Instant>>,
     /// Every write's and fdatasync's duration, to compare the log's IO with the raw IO.
     pub write_samples: RefCell<Vec<u64>>,
     pub sync_samples: RefCell<Vec<u64>>,
@@ -40,6 +44,10 @@ impl IoTimes {
         }
         self.syncs.set(0);
         self.sync_ns.set(0);
+        self.io_busy_ns.set(0);
+        if self.io_in_flight.get() > 0 {
+            self.io_busy_since.set(Some(Instant::now()));
+        }
         self.write_samples.borrow_mut().clear();
         self.sync_samples.borrow_mut().clear();
     }
@@ -47,6 +55,24 @@ impl IoTimes {
 
 fn since(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
+}
+
+impl IoTimes {
+    fn io_begin(&self, at: Instant) {
+        self.io_in_flight.set(self.io_in_flight.get() + 1);
+        if self.io_in_flight.get() == 1 {
+            self.io_busy_since.set(Some(at));
+        }
+    }
+
+    fn io_end(&self) {
+        self.io_in_flight.set(self.io_in_flight.get() - 1);
+        if self.io_in_flight.get() == 0 {
+            if let Some(b) = self.io_busy_since.take() {
+                self.io_busy_ns.set(self.io_busy_ns.get() + since(b));
+            }
+        }
+    }
 }
 
 /// A [`Storage`] that records IO times in [`IoTimes`].
@@ -118,7 +144,9 @@ impl<F: StorageFile> StorageFile for TimedFile<F> {
         if t.writes_in_flight.get() == 1 {
             t.busy_since.set(Some(t0));
         }
+        t.io_begin(t0);
         let r = self.inner.write_at(buf, pos).await;
+        t.io_end();
         let ns = since(t0);
         t.writes_in_flight.set(t.writes_in_flight.get() - 1);
         if t.writes_in_flight.get() == 0 {
@@ -139,9 +167,11 @@ impl<F: StorageFile> StorageFile for TimedFile<F> {
 
     async fn fdatasync(&self) -> io::Result<()> {
         let t0 = Instant::now();
-        let r = self.inner.fdatasync().await;
-        let ns = since(t0);
         let t = &self.times;
+        t.io_begin(t0);
+        let r = self.inner.fdatasync().await;
+        t.io_end();
+        let ns = since(t0);
         t.syncs.set(t.syncs.get() + 1);
         t.sync_ns.set(t.sync_ns.get() + ns);
         t.sync_samples.borrow_mut().push(ns);

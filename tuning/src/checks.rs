@@ -77,7 +77,7 @@ impl Finding {
 /// for rings being torn down and other io_uring users of the uid), so the recommendation is
 /// twice what is registered.
 const RINGS_PER_SHARD: u64 = 3;
-const IO_MEMORY_PER_RING: u64 = 8 << 20;
+const IO_MEMORY_PER_RING: u64 = 32 << 20;
 const RING_DEPTH: u64 = 128;
 const GLOMMIO_MEMLOCK_FLOOR: u64 = 512 * 1024;
 const PAGE: u64 = 4096;
@@ -168,7 +168,7 @@ pub fn check_memlock<H: Host + ?Sized>(h: &H) -> Finding {
     let base = format!(
         "glommio registers each shard's DMA buffer pool ({} per ring, {RINGS_PER_SHARD} rings) with \
          io_uring, and the kernel charges registrations and rings to RLIMIT_MEMLOCK unless the \
-         process has CAP_IPC_LOCK; the shard runtime budgets half the limit.",
+         process has CAP_IPC_LOCK; the shard runtime counts half the limit as usable.",
         human_bytes(IO_MEMORY_PER_RING)
     );
     if cap == Some(true) {
@@ -204,8 +204,8 @@ pub fn check_memlock<H: Host + ?Sized>(h: &H) -> Finding {
         &rec,
         Status::Tune,
         format!(
-            "{base} Below the recommendation each shard's pool is shrunk to fit (down to unregistered \
-             buffers, which pin pages on every I/O).{floor} Set `memlock unlimited` in \
+            "{base} Below the recommendation the pools stay their size but go unregistered (plain \
+             rather than fixed-buffer I/O, which pins pages on every write).{floor} Set `memlock unlimited` in \
              /etc/security/limits.conf or LimitMEMLOCK=infinity in the unit; not changed by --apply."
         ),
     )

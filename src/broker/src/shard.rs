@@ -211,25 +211,22 @@ impl BrokerShard {
         Ok(())
     }
 
-    /// Each partition has one flusher: it sleeps until appends are buffered, then writes and
-    /// fsyncs them all at once; appends that arrive meanwhile go into the next round.
+    /// Each partition has one flusher ([`sluice_storage::PartitionLog::run_flusher`]): it
+    /// writes appends as they arrive and fdatasyncs them in batches, each sync overlapping the
+    /// next writes; appends that arrive meanwhile go into the next round.
     fn spawn_flusher(self: &Rc<Self>, part: Rc<Partition>) {
         let me = self.clone();
         let task = self.ctx.spawn_produce(async move {
-            loop {
-                part.log.wait_dirty().await;
-                if part.log.failure().is_some() {
-                    break;
-                }
-                if let Err(e) = part.log.flush().await {
-                    log::error!("flush of {}-{} failed: {e}", part.topic, part.index);
-                    break;
-                }
-                let t = part.log.last_flush_timing();
-                crate::stats::record_flush(t.write, t.sync, t.bytes);
-                if me.stopping.get() && !part.log.needs_flush() {
-                    break;
-                }
+            let result = part
+                .log
+                .run_flusher(
+                    || me.stopping.get(),
+                    |t| crate::stats::record_flush(t.write, t.sync, t.bytes),
+                )
+                .await;
+            // A failed log already said why (once); a deleted one fails by design.
+            if let Err(e) = result {
+                log::debug!("flusher of {}-{} ended: {e}", part.topic, part.index);
             }
         });
         match task {

@@ -22,6 +22,14 @@ pub struct FaultPlan {
     pub short_write_bytes: Cell<usize>,
     /// Once set, every operation fails (the "machine" is gone).
     pub crashed: Cell<bool>,
+    /// Every write and fdatasync yields once before it runs, as real IO does, so other
+    /// tasks (appends, a concurrent sync) interleave with it.
+    pub yield_each_io: Cell<bool>,
+    /// Writes and fdatasyncs in flight now, and whether a write was ever in flight during
+    /// an fdatasync (the flusher's overlap).
+    pub writes_in_flight: Cell<u32>,
+    pub syncs_in_flight: Cell<u32>,
+    pub write_during_sync: Cell<bool>,
 }
 
 impl FaultPlan {
@@ -100,7 +108,59 @@ impl Storage for FaultyStorage {
 impl StorageFile for FaultyFile {
     type Buf = HeapBuf;
 
-    async fn write_at(&self, mut buf: HeapBuf, pos: u64) -> io::Result<()> {
+    async fn write_at(&self, buf: HeapBuf, pos: u64) -> io::Result<()> {
+        let plan = &self.plan;
+        plan.writes_in_flight.set(plan.writes_in_flight.get() + 1);
+        if plan.yield_each_io.get() {
+            futures_lite::future::yield_now().await;
+        }
+        if plan.syncs_in_flight.get() > 0 {
+            plan.write_during_sync.set(true);
+        }
+        let r = self.write_now(buf, pos).await;
+        plan.writes_in_flight.set(plan.writes_in_flight.get() - 1);
+        r
+    }
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if self.plan.crashed.get() {
+            return Err(injected("crashed"));
+        }
+        self.inner.read_at(pos, len).await
+    }
+    async fn fdatasync(&self) -> io::Result<()> {
+        let plan = &self.plan;
+        plan.syncs_in_flight.set(plan.syncs_in_flight.get() + 1);
+        if plan.yield_each_io.get() {
+            futures_lite::future::yield_now().await;
+        }
+        if plan.writes_in_flight.get() > 0 {
+            plan.write_during_sync.set(true);
+        }
+        let r = if plan.crashed.get() || FaultPlan::trip(&plan.fail_fsync_in) {
+            Err(injected("fdatasync"))
+        } else {
+            self.inner.fdatasync().await
+        };
+        plan.syncs_in_flight.set(plan.syncs_in_flight.get() - 1);
+        r
+    }
+    async fn size(&self) -> io::Result<u64> {
+        self.inner.size().await
+    }
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        if self.plan.crashed.get() {
+            return Err(injected("crashed"));
+        }
+        self.inner.truncate(len).await
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.inner.preallocate(len).await
+    }
+}
+
+impl FaultyFile {
+    async fn write_now(&self, mut buf: HeapBuf, pos: u64) -> io::Result<()> {
         if self.plan.crashed.get() {
             return Err(injected("crashed"));
         }
@@ -118,30 +178,5 @@ impl StorageFile for FaultyFile {
             return Err(injected("short write"));
         }
         self.inner.write_at(buf, pos).await
-    }
-    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        if self.plan.crashed.get() {
-            return Err(injected("crashed"));
-        }
-        self.inner.read_at(pos, len).await
-    }
-    async fn fdatasync(&self) -> io::Result<()> {
-        if self.plan.crashed.get() || FaultPlan::trip(&self.plan.fail_fsync_in) {
-            return Err(injected("fdatasync"));
-        }
-        self.inner.fdatasync().await
-    }
-    async fn size(&self) -> io::Result<u64> {
-        self.inner.size().await
-    }
-    async fn truncate(&self, len: u64) -> io::Result<()> {
-        if self.plan.crashed.get() {
-            return Err(injected("crashed"));
-        }
-        self.inner.truncate(len).await
-    }
-
-    async fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.inner.preallocate(len).await
     }
 }

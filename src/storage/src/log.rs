@@ -314,6 +314,36 @@ struct FlushJob<F: StorageFile> {
     segment_bytes: u64,
 }
 
+/// What a flush's write stage wrote, for its sync stage.
+struct Written<F: StorageFile> {
+    /// Log end offset when the stage took the buffers: durable once the sync is done.
+    target: i64,
+    /// Files written and not yet synced (rolled segments were synced by the write stage).
+    to_sync: Vec<(PathBuf, Rc<F>)>,
+    /// Size of each segment written, by base offset.
+    sizes: Vec<(i64, u64)>,
+    /// A file was created: the directory needs an fsync too.
+    created: bool,
+    timing: FlushTiming,
+}
+
+impl<F: StorageFile> Written<F> {
+    /// Adds a later write stage's work (its sync then covers both).
+    fn absorb(&mut self, later: Written<F>) {
+        self.target = self.target.max(later.target);
+        for (path, file) in later.to_sync {
+            if !self.to_sync.iter().any(|(p, _)| *p == path) {
+                self.to_sync.push((path, file));
+            }
+        }
+        self.sizes.extend(later.sizes);
+        self.created |= later.created;
+        self.timing.write += later.timing.write;
+        self.timing.sync += later.timing.sync;
+        self.timing.bytes += later.timing.bytes;
+    }
+}
+
 struct Finalize {
     index: Vec<u8>,
     time_index: Vec<u8>,
@@ -336,7 +366,10 @@ pub struct PartitionLog<S: Storage> {
     storage: Rc<S>,
     cache: Rc<RefCell<BatchCache>>,
     inner: RefCell<Inner<S::File>>,
-    flushing: Cell<bool>,
+    /// A flush is in its write stage (see `write_pending`).
+    writing: Cell<bool>,
+    /// A flush is in its sync stage (see `sync_written`).
+    syncing: Cell<bool>,
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
@@ -544,7 +577,8 @@ impl<S: Storage> PartitionLog<S> {
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
             }),
-            flushing: Cell::new(false),
+            writing: Cell::new(false),
+            syncing: Cell::new(false),
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
@@ -796,9 +830,83 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Writes everything appended so far and makes it durable; returns the new durable offset.
     pub async fn flush(&self) -> Result<i64> {
-        // Flushes are serialized: a second caller (shutdown racing the flusher task) waits.
+        let written = self.write_pending().await?;
+        self.sync_written(written).await
+    }
+
+    /// The partition's flusher: writes appends as they arrive and fdatasyncs what was
+    /// written, until `stop()` holds with nothing left to flush, or the log fails.
+    ///
+    /// Writing and syncing are two loops that overlap: while one fdatasync runs, the appends
+    /// that arrived meanwhile are already being written, and the next sync covers every
+    /// write finished before it starts. The disk is never idle waiting for a sync to finish
+    /// (which cost about a tenth of the throughput with 1 MiB batches, 8 in flight).
+    /// `on_flush` gets the timing of each completed sync stage and the writes it covered.
+    pub async fn run_flusher(
+        &self,
+        stop: impl Fn() -> bool,
+        mut on_flush: impl FnMut(FlushTiming),
+    ) -> Result<()> {
+        let unsynced: RefCell<Option<Written<S::File>>> = RefCell::new(None);
+        let writer_done = Cell::new(false);
+        let wake = OffsetWaiters::default();
+        let writer = async {
+            let result = async {
+                loop {
+                    self.wait_dirty().await;
+                    if let Some(cause) = self.failure() {
+                        return Err(StorageError::Failed {
+                            partition: self.name.clone(),
+                            cause,
+                        });
+                    }
+                    let written = self.write_pending().await?;
+                    let mut slot = unsynced.borrow_mut();
+                    match slot.as_mut() {
+                        Some(earlier) => earlier.absorb(written),
+                        None => *slot = Some(written),
+                    }
+                    drop(slot);
+                    wake.wake_all();
+                    if stop() && !self.needs_flush() {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            writer_done.set(true);
+            wake.wake_all();
+            result
+        };
+        let syncer = async {
+            loop {
+                let next = poll_fn(|cx| {
+                    if let Some(w) = unsynced.borrow_mut().take() {
+                        Poll::Ready(Some(w))
+                    } else if writer_done.get() {
+                        Poll::Ready(None)
+                    } else {
+                        wake.register(0, cx.waker());
+                        Poll::Pending
+                    }
+                })
+                .await;
+                let Some(written) = next else {
+                    return Ok(());
+                };
+                self.sync_written(written).await?;
+                on_flush(self.last_flush_timing());
+            }
+        };
+        let (wrote, synced) = futures_lite::future::zip(writer, syncer).await;
+        wrote.and(synced)
+    }
+
+    /// Waits until `flag` is clear, then sets it (the write and sync stages are each run by
+    /// one caller at a time; a flush racing the flusher task, at shutdown, waits its turn).
+    async fn enter_stage(&self, flag: &Cell<bool>) {
         poll_fn(|cx| {
-            if self.flushing.get() {
+            if flag.get() {
                 self.flush_waiters.register(i64::MIN, cx.waker());
                 Poll::Pending
             } else {
@@ -806,25 +914,46 @@ impl<S: Storage> PartitionLog<S> {
             }
         })
         .await;
-        self.flushing.set(true);
-        let result = self.flush_inner().await;
-        self.flushing.set(false);
+        flag.set(true);
+    }
+
+    fn leave_stage<T>(&self, flag: &Cell<bool>, result: Result<T>) -> Result<T> {
+        flag.set(false);
         self.flush_waiters.wake_all();
-        match &result {
-            Ok(durable) => self.durable_waiters.wake_below(*durable),
-            Err(e) => {
-                self.inner
-                    .borrow_mut()
-                    .failed
-                    .get_or_insert_with(|| e.to_string());
-                log::error!("{}: refusing further writes: {e}", self.name);
-                self.durable_waiters.wake_all();
-            }
+        if let Err(e) = &result {
+            self.inner
+                .borrow_mut()
+                .failed
+                .get_or_insert_with(|| e.to_string());
+            log::error!("{}: refusing further writes: {e}", self.name);
+            self.durable_waiters.wake_all();
+            // A flusher parked for appends sees the failure and ends.
+            self.dirty_waiters.wake_all();
         }
         result
     }
 
-    async fn flush_inner(&self) -> Result<i64> {
+    /// Flush stage 1: writes every buffered chunk (not synced). Rolled segments are finished
+    /// here (synced, cut to size, indexes written), since nothing is appended to them again.
+    async fn write_pending(&self) -> Result<Written<S::File>> {
+        self.enter_stage(&self.writing).await;
+        let result = self.write_pending_inner().await;
+        self.leave_stage(&self.writing, result)
+    }
+
+    /// Flush stage 2: fdatasyncs what stage 1 wrote, then advances the durable offset
+    /// (the high watermark) and wakes the appends it covers.
+    async fn sync_written(&self, written: Written<S::File>) -> Result<i64> {
+        self.enter_stage(&self.syncing).await;
+        let result = self.sync_written_inner(written).await;
+        let result = self.leave_stage(&self.syncing, result);
+        if let Ok(durable) = &result {
+            self.durable_waiters.wake_below(*durable);
+        }
+        result
+    }
+
+    async fn write_pending_inner(&self) -> Result<Written<S::File>> {
         let (jobs, target) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(cause) = &inner.failed {
@@ -880,9 +1009,14 @@ impl<S: Storage> PartitionLog<S> {
             }
             (jobs, target)
         };
-        let mut created = false;
+        let mut out = Written {
+            target,
+            to_sync: Vec::with_capacity(jobs.len()),
+            sizes: Vec::with_capacity(jobs.len()),
+            created: false,
+            timing: FlushTiming::default(),
+        };
         let mut done = Vec::with_capacity(jobs.len());
-        let mut timing = FlushTiming::default();
         for job in jobs {
             let path = segment_path(&self.dir, job.base_offset, "log");
             let file = match job.file {
@@ -894,13 +1028,13 @@ impl<S: Storage> PartitionLog<S> {
                             .await
                             .map_err(|e| StorageError::io("create", &path, e))?,
                     );
-                    created = true;
+                    out.created = true;
                     f
                 }
             };
             let preallocate = job.finalize.is_none();
             let started = Instant::now();
-            timing.bytes += job.chunks.iter().map(|c| c.len as u64).sum::<u64>();
+            out.timing.bytes += job.chunks.iter().map(|c| c.len as u64).sum::<u64>();
             let allocated = self
                 .write_chunks(
                     &file,
@@ -911,13 +1045,13 @@ impl<S: Storage> PartitionLog<S> {
                     preallocate,
                 )
                 .await?;
-            let written = Instant::now();
-            file.fdatasync()
-                .await
-                .map_err(|e| StorageError::io("fdatasync", &path, e))?;
-            timing.write += written - started;
-            timing.sync += written.elapsed();
+            out.timing.write += started.elapsed();
             if let Some(fin) = &job.finalize {
+                let started = Instant::now();
+                file.fdatasync()
+                    .await
+                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                out.timing.sync += started.elapsed();
                 file.truncate(job.size)
                     .await
                     .map_err(|e| StorageError::io("truncate", &path, e))?;
@@ -938,16 +1072,44 @@ impl<S: Storage> PartitionLog<S> {
                     let sealed = format::seal(Kind::ProducerSnapshot, [*at, 0, 0, 0], body);
                     self.write_sealed(&segment_path(&self.dir, *at, "snapshot"), &sealed)
                         .await?;
-                    created = true;
+                    out.created = true;
+                }
+            } else {
+                out.to_sync.push((path, file.clone()));
+            }
+            out.sizes.push((job.base_offset, job.size));
+            done.push((job.base_offset, file, job.finalize.is_some(), allocated));
+        }
+        // The next write stage may start before this one's sync: it must find the files
+        // created and the rolled segments finished, so that state is recorded now; what is
+        // durable is recorded by the sync stage.
+        let mut inner = self.inner.borrow_mut();
+        for (base, file, finalized, allocated) in done {
+            if let Some(seg) = inner.segments.get_mut(&base) {
+                seg.allocated = seg.allocated.max(allocated);
+                seg.file.get_or_insert(file);
+                if finalized {
+                    seg.rolled = false;
+                    seg.tail = Vec::new();
                 }
             }
-            done.push((
-                job.base_offset,
-                file,
-                job.size,
-                job.finalize.is_some(),
-                allocated,
-            ));
+        }
+        Ok(out)
+    }
+
+    async fn sync_written_inner(&self, written: Written<S::File>) -> Result<i64> {
+        let Written {
+            target,
+            to_sync,
+            sizes,
+            created,
+            mut timing,
+        } = written;
+        let started = Instant::now();
+        for (path, file) in &to_sync {
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io("fdatasync", path, e))?;
         }
         if created {
             self.storage
@@ -955,16 +1117,11 @@ impl<S: Storage> PartitionLog<S> {
                 .await
                 .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
         }
+        timing.sync += started.elapsed();
         let mut inner = self.inner.borrow_mut();
-        for (base, file, size, finalized, allocated) in done {
+        for (base, size) in sizes {
             if let Some(seg) = inner.segments.get_mut(&base) {
-                seg.allocated = seg.allocated.max(allocated);
-                seg.file.get_or_insert(file);
                 seg.durable_size = seg.durable_size.max(size);
-                if finalized {
-                    seg.rolled = false;
-                    seg.tail = Vec::new();
-                }
             }
         }
         inner.durable_offset = inner.durable_offset.max(target);

@@ -297,6 +297,113 @@ fn fsync_failure_makes_partition_refuse_writes() {
     assert!(log.log_end_offset() >= 1, "synced data survives");
 }
 
+/// How a flusher run ended (`None`: it did not), and the batches acknowledged.
+type FlusherRun = (Option<crate::error::Result<()>>, Vec<(i64, i64, usize)>);
+
+/// A producer with `window` batches in flight against `run_flusher` over storage whose IO
+/// yields (so appends, writes and syncs interleave); returns the flusher's result if it
+/// ended first, and every batch acknowledged (base offset, last offset, size).
+fn produce_against_flusher(
+    log: &PartitionLog<FaultyStorage>,
+    batches: usize,
+    window: usize,
+) -> FlusherRun {
+    use futures_lite::future::{or, yield_now};
+    let acked = RefCell::new(Vec::new());
+    let producer = async {
+        let mut in_flight = std::collections::VecDeque::new();
+        for i in 0..batches {
+            if in_flight.len() >= window {
+                let (a, len): (crate::log::Appended, usize) = in_flight.pop_front().unwrap();
+                if log.wait_durable(a.last_offset).await.is_err() {
+                    return None;
+                }
+                acked.borrow_mut().push((a.base_offset, a.last_offset, len));
+            }
+            let b = batch(2, &vec![i as u8; 50 + (i * 37) % 900], i as i64, -1, 0);
+            match log.append(&b, 0) {
+                Ok(a) => in_flight.push_back((a, b.len())),
+                Err(_) => return None,
+            }
+            yield_now().await;
+        }
+        for (a, len) in in_flight {
+            if log.wait_durable(a.last_offset).await.is_err() {
+                return None;
+            }
+            acked.borrow_mut().push((a.base_offset, a.last_offset, len));
+        }
+        None
+    };
+    let flusher = async { Some(log.run_flusher(|| false, |_| {}).await) };
+    let ended = {
+        let (mut flusher, mut producer) = (std::pin::pin!(flusher), std::pin::pin!(producer));
+        block_on(async {
+            match or(flusher.as_mut(), producer.as_mut()).await {
+                // The producer gave up on a failed log: the flusher says why.
+                None if log.failure().is_some() => flusher.await,
+                ended => ended,
+            }
+        })
+    };
+    (ended, acked.into_inner())
+}
+
+#[test]
+fn flusher_overlaps_writes_with_syncs_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let plan = storage.plan.clone();
+    plan.yield_each_io.set(true);
+    // Small segments: rolls happen while a sync of the previous segment is in flight.
+    let log = open(storage, dir.path(), small_segments());
+    let (ended, acked) = produce_against_flusher(&log, 300, 6);
+    assert!(ended.is_none(), "the flusher ended: {ended:?}");
+    assert_eq!(acked.len(), 300);
+    assert!(
+        plan.write_during_sync.get(),
+        "a write ran while an fdatasync was in flight"
+    );
+    assert_eq!(log.high_watermark(), 600);
+    assert_eq!(read_all(&log, 0), acked);
+    assert!(log.segment_count() > 10, "segments rolled");
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_all(&log, 0), acked, "everything acknowledged survives");
+}
+
+#[test]
+fn fsync_failure_under_the_flusher_fails_waiters_and_keeps_synced_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let plan = storage.plan.clone();
+    plan.yield_each_io.set(true);
+    plan.fail_fsync_in.set(25);
+    let log = open(storage, dir.path(), small_segments());
+    let (ended, acked) = produce_against_flusher(&log, 300, 6);
+    match ended {
+        Some(Err(e)) => assert_eq!(e.kafka_error_code(), 56, "{e}"),
+        other => panic!("the flusher must end with the fsync error, got {other:?}"),
+    }
+    assert!(acked.len() < 300, "not everything was acknowledged");
+    assert!(log.failure().is_some());
+    let hw = log.high_watermark();
+    assert!(
+        acked.last().is_none_or(|a| a.1 < hw),
+        "every acknowledged batch is below the high watermark {hw}"
+    );
+    assert!(log.append(&batch(1, b"late", 1, -1, 0), 0).is_err());
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    let recovered = read_all(&log, 0);
+    assert!(recovered.len() >= acked.len());
+    assert_eq!(
+        recovered[..acked.len()],
+        acked[..],
+        "acknowledged prefix intact"
+    );
+}
+
 #[test]
 fn short_write_then_crash_recovers_synced_prefix() {
     let dir = tempfile::tempdir().unwrap();
