@@ -1,12 +1,13 @@
 //! Bad input over real TCP: malformed frames, oversized size prefixes, unknown API keys,
 //! unsupported versions and corrupt record batches get a Kafka error code or a clean close,
-//! and the broker keeps serving other connections.
+//! and the broker keeps serving other connections. A second broker pointed at a port in use
+//! refuses to start.
 
 use std::io::Write;
 use std::net::TcpStream;
 
 use sluice_tests::wire::{closed, connect, frame, header, read_response};
-use sluice_tests::Broker;
+use sluice_tests::{sluice_bin, Broker};
 
 /// ApiVersions v0 works: the broker is still serving.
 fn assert_serving(broker: &Broker) {
@@ -217,5 +218,40 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     assert_eq!(i16::from_be_bytes(resp[at..at + 2].try_into().unwrap()), 0);
     let offset = i64::from_be_bytes(resp[at + 10..at + 18].try_into().unwrap());
     assert_eq!(offset, 2, "latest offset after two good batches");
+    assert_serving(&broker);
+}
+
+/// A second broker on a port the first one holds must not start (SO_REUSEPORT would let it
+/// bind and take half of the new connections).
+#[test]
+fn second_broker_on_a_used_port_refuses_to_start() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(sluice_bin())
+        .args(["start", "--shards", "1", "--listen", &broker.bootstrap()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the second broker is still running on a port in use");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "second broker exited with {status}");
+    assert!(
+        stderr.contains("a Kafka broker already serves it"),
+        "stderr: {stderr}"
+    );
     assert_serving(&broker);
 }

@@ -62,6 +62,7 @@ pub fn run(
         source: e,
     })?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    probe_listen_address(config.listen)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     if !topics::state_path(&config.data_dir).exists() {
         topics::store_state(&config.data_dir, &state)?;
@@ -179,6 +180,44 @@ async fn shard_main(
     futures_lite::future::or(accept, ctx.shutdown().wait()).await;
     shard.close_all().await;
 }
+
+/// Fails if a Kafka broker already serves `addr`. The shards bind it with SO_REUSEPORT,
+/// which another process of the same user that did the same would also accept: a second
+/// broker on the port would start and take half the connections. A bind probe cannot tell
+/// (sockets a killed broker left in TIME_WAIT also refuse a bind without SO_REUSEPORT), nor
+/// can a bare connection (a killed broker's listener lives on, accepting handshakes, until
+/// the kernel tears down its io_uring rings). A live broker answers ApiVersions; nothing
+/// else sharing the port through SO_REUSEPORT is expected.
+fn probe_listen_address(addr: std::net::SocketAddr) -> Result<(), BrokerError> {
+    use std::io::{Read, Write};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    // Refused, unreachable or timed out: nobody serves there; the bind decides the rest.
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&target, LISTEN_PROBE_TIMEOUT) else {
+        return Ok(());
+    };
+    // ApiVersions v0, correlation id 1, null client id.
+    const REQUEST: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let mut size = [0u8; 4];
+    let answered = s.set_read_timeout(Some(LISTEN_PROBE_TIMEOUT)).is_ok()
+        && s.set_write_timeout(Some(LISTEN_PROBE_TIMEOUT)).is_ok()
+        && s.write_all(&REQUEST).is_ok()
+        && s.read_exact(&mut size).is_ok();
+    if answered {
+        return Err(BrokerError::Config(format!(
+            "cannot listen on {addr}: a Kafka broker already serves it"
+        )));
+    }
+    Ok(())
+}
+
+/// How long the start-up check waits for a connection to the listen address.
+const LISTEN_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One broker per data directory: an exclusive `flock` held for the process lifetime.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {

@@ -1,10 +1,15 @@
 //! One partition's log: a directory of segments holding RecordBatch v2 bytes.
 //!
 //! Owned by the partition's shard; `!Send`. Appends are synchronous and touch only memory
-//! (they copy the batch into the active segment's page-aligned write buffer); `flush` writes
-//! every pending chunk with direct IO and fdatasyncs, so all appends since the last flush
-//! share one write and one sync (group commit). No `RefCell` borrow is held across an await:
-//! flush takes its work out, does the IO, then records the result.
+//! (they copy the batch into the active segment's page-aligned write buffer). A flush has
+//! two stages: the write stage writes every pending chunk with direct IO, the sync stage
+//! fdatasyncs it, so all appends since the last flush share writes and one sync (group
+//! commit). The partition's flusher (`run_flusher`) runs the stages as two loops that
+//! overlap: one sync covers every write finished before it, while later writes proceed.
+//! Invariant: writes of the same page never run at once (write stages are serialized, and
+//! the page shared by two chunks is written once per stage, by the later chunk). No
+//! `RefCell` borrow is held across an await: a stage takes its work out, does the IO, then
+//! records the result.
 //!
 //! Offsets: `log_start_offset` ≤ `high_watermark` (= durable offset on a single node, later
 //! the Raft commit index) ≤ `log_end_offset`. Reads never go past the high watermark.
