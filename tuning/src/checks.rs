@@ -72,8 +72,8 @@ impl Finding {
     }
 }
 
-/// What glommio locks per shard by default; mirrors shard/src/runtime.rs (ShardConfig::default
-/// and plan_io_memory). The runtime only budgets HALF the limit for pools (the rest is slack
+/// What glommio locks per shard by default; mirrors shard/src/runtime.rs (IO_MEMORY_DEFAULT
+/// and plan_io_memory; this crate does not depend on the runtime). The runtime only budgets HALF the limit for pools (the rest is slack
 /// for rings being torn down and other io_uring users of the uid), so the recommendation is
 /// twice what is registered.
 const RINGS_PER_SHARD: u64 = 3;
@@ -1032,8 +1032,8 @@ mod tests {
     #[test]
     fn memlock_verdicts() {
         let need = memlock_needed(4);
-        // 4 shards x 3 rings x (8 MiB + 16 KiB) x 2
-        assert_eq!(need, 2 * 4 * 3 * ((8 << 20) + 16384));
+        // 4 shards x 3 rings x (32 MiB + 16 KiB) x 2
+        assert_eq!(need, 2 * 4 * 3 * ((32 << 20) + 16384));
         let mut h =
             FakeHost::new().file("/proc/self/status", "Name:\tx\nCapEff:\t0000000000000000\n");
         h.cpus = Some(4);
