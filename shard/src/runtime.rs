@@ -638,6 +638,14 @@ fn memlock_limits() -> Option<(u64, u64)> {
         .then_some((r.rlim_cur, r.rlim_max))
 }
 
+/// Whether a log record from the runtime's dependencies only repeats what the runtime has
+/// already logged, so a process logger may drop it below debug level: glommio warns once per
+/// ring (three per shard, over several lines) when buffer registration fails for lack of
+/// locked memory, after `plan_io_memory` said so once, with the fix.
+pub fn log_is_redundant(target: &str, level: log::Level) -> bool {
+    target == "glommio::sys::uring" && level == log::Level::Warn
+}
+
 /// The DMA pool size per shard: always the configured one. Without CAP_IPC_LOCK, a pool
 /// larger than the RLIMIT_MEMLOCK budget cannot be registered with io_uring; glommio then
 /// skips registration and keeps the pool as plain memory. That is the better trade: what

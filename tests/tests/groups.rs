@@ -1103,6 +1103,7 @@ const API_LEAVE_GROUP: i16 = 13;
 const API_SYNC_GROUP: i16 = 14;
 
 const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
@@ -1222,6 +1223,18 @@ fn sync_v3(
 
 /// OffsetCommit v2 of one offset; returns the partition's error.
 fn commit_v2(s: &mut TcpStream, group: &str, generation: i32, member_id: &str, topic: &str) -> i16 {
+    commit_v2_partition(s, group, generation, member_id, topic, 0)
+}
+
+/// OffsetCommit v2 of offset 1 for one partition; returns the partition's error code.
+fn commit_v2_partition(
+    s: &mut TcpStream,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    topic: &str,
+    partition: i32,
+) -> i16 {
     let e = Enc::new()
         .str(group)
         .i32(generation)
@@ -1230,7 +1243,7 @@ fn commit_v2(s: &mut TcpStream, group: &str, generation: i32, member_id: &str, t
         .i32(1)
         .str(topic)
         .i32(1)
-        .i32(0) // partition
+        .i32(partition)
         .i64(1) // offset
         .nstr(None);
     let resp = wire::call(s, API_OFFSET_COMMIT, 2, 8, &e.0);
@@ -1238,7 +1251,7 @@ fn commit_v2(s: &mut TcpStream, group: &str, generation: i32, member_id: &str, t
     assert_eq!(d.i32(), 1, "one topic");
     assert_eq!(d.str(), topic);
     assert_eq!(d.i32(), 1, "one partition");
-    assert_eq!(d.i32(), 0, "partition index");
+    assert_eq!(d.i32(), partition, "partition index");
     d.i16()
 }
 
@@ -1379,6 +1392,17 @@ async fn raw_group_requests_get_kafka_error_codes() {
         commit_v2(&mut s, group, generation, &me, topic),
         NONE,
         "OffsetCommit"
+    );
+    // Partitions that do not exist are refused, not stored (as Kafka does).
+    assert_eq!(
+        commit_v2(&mut s, group, generation, &me, "no-such-topic"),
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "OffsetCommit to a topic that does not exist"
+    );
+    assert_eq!(
+        commit_v2_partition(&mut s, group, generation, &me, topic, PARTITIONS + 3),
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "OffsetCommit to a partition past the topic's count"
     );
 
     // A join with another protocol type, or with no protocol in common with the group.

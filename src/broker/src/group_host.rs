@@ -369,6 +369,21 @@ pub async fn run_local(
             if !slot.loaded.get() {
                 return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS));
             }
+            // Commits to partitions that do not exist are answered here, as Kafka's request
+            // handler does, and never stored; the coordinator gets the rest.
+            let mut unknown = Vec::new();
+            let req = match req {
+                RequestKind::OffsetCommit(mut r) => {
+                    unknown = take_unknown_partitions(shard, &mut r);
+                    if r.topics.is_empty() && !unknown.is_empty() {
+                        return Some(Response::OffsetCommit(
+                            OffsetCommitResponse::default().with_topics(unknown),
+                        ));
+                    }
+                    RequestKind::OffsetCommit(r)
+                }
+                other => other,
+            };
             type Op = Box<dyn FnOnce(&mut GroupCoordinator, RequestCtx<'_>) -> Vec<Effect>>;
             let op: Op = match req {
                 RequestKind::JoinGroup(r) => Box::new(move |c, ctx| c.join_group(ctx, r)),
@@ -380,9 +395,49 @@ pub async fn run_local(
                 RequestKind::OffsetDelete(r) => Box::new(move |c, ctx| c.offset_delete(ctx, r)),
                 _ => return None,
             };
-            slot.call(op, version, client_id, client_host).await
+            let mut resp = slot.call(op, version, client_id, client_host).await;
+            if let Some(Response::OffsetCommit(r)) = resp.as_mut() {
+                r.topics.extend(unknown);
+            }
+            resp
         }
     }
+}
+
+/// Removes from an OffsetCommit the partitions of topics that do not exist (or indexes past
+/// a topic's partition count) and returns their UNKNOWN_TOPIC_OR_PARTITION answers.
+fn take_unknown_partitions(
+    shard: &BrokerShard,
+    req: &mut OffsetCommitRequest,
+) -> Vec<offset_commit_response::OffsetCommitResponseTopic> {
+    let topics = shard.topics();
+    let mut unknown = Vec::new();
+    for t in req.topics.iter_mut() {
+        let count = topics.get(t.name.0.as_str()).map_or(0, |r| r.partitions);
+        let (known, missing): (Vec<_>, Vec<_>) = std::mem::take(&mut t.partitions)
+            .into_iter()
+            .partition(|p| (0..count).contains(&p.partition_index));
+        t.partitions = known;
+        if !missing.is_empty() {
+            unknown.push(
+                offset_commit_response::OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(
+                        missing
+                            .iter()
+                            .map(|p| {
+                                offset_commit_response::OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(crate::kerr::UNKNOWN_TOPIC_OR_PARTITION)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+    }
+    req.topics.retain(|t| !t.partitions.is_empty());
+    unknown
 }
 
 /// Runs a multi-group request once per local coordinator holding some of its groups and

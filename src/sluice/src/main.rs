@@ -134,12 +134,10 @@ fn init_logging() {
     struct Stderr(log::LevelFilter);
     impl log::Log for Stderr {
         fn enabled(&self, m: &log::Metadata) -> bool {
-            // glommio warns once per ring (three per shard, over several lines) when buffer
-            // registration fails for lack of locked memory; the shard runtime has already
-            // said so, once, with the fix. Shown from debug on.
-            if m.target() == "glommio::sys::uring"
-                && m.level() == log::Level::Warn
-                && self.0 < log::LevelFilter::Debug
+            // Repeats of what the shard runtime already said (see the function); shown from
+            // debug on.
+            if self.0 < log::LevelFilter::Debug
+                && sluice_broker::log_is_redundant(m.target(), m.level())
             {
                 return false;
             }
