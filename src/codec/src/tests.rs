@@ -220,6 +220,58 @@ fn huge_array_count_is_an_error_not_an_abort() {
     assert!(decode_request(&table, ApiKey::Metadata, 12, body).is_err());
 }
 
+/// `batch` (a valid v2 batch) with its records section replaced by `payload` and the length
+/// and CRC32C fixed, so only the payload is wrong.
+fn with_records_payload(batch: &[u8], payload: &[u8]) -> Bytes {
+    const RECORDS_AT: usize = 61;
+    let mut out = batch[..RECORDS_AT].to_vec();
+    out.extend_from_slice(payload);
+    let len = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+#[test]
+fn decompression_bombs_are_errors_not_allocations() {
+    use kafka_protocol::records::RecordBatchDecoder;
+    // A real snappy batch still decodes.
+    let good = kp_batch(KpCompression::Snappy);
+    assert_eq!(
+        RecordBatchDecoder::decode(&mut good.clone())
+            .unwrap()
+            .records
+            .len(),
+        3
+    );
+    // Raw snappy whose length header claims 3 GiB (varint), followed by a few bytes: the
+    // unpatched crate allocated (and zeroed) the claimed length before looking further.
+    let mut claim = Vec::new();
+    let mut v: u64 = 3 << 30;
+    while v >= 0x80 {
+        claim.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    claim.push(v as u8);
+    claim.extend_from_slice(&[0u8; 16]);
+    let mut bomb = with_records_payload(&good, &claim);
+    let err = RecordBatchDecoder::decode(&mut bomb).unwrap_err();
+    assert!(err.to_string().contains("snappy"), "{err:#}");
+    // zstd of zeros past the cap: 300 MiB squeezed into a few KiB.
+    let zeros = vec![0u8; 1 << 20];
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    for _ in 0..300 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    }
+    let compressed = enc.finish().unwrap();
+    assert!(compressed.len() < 64 << 10, "{} bytes", compressed.len());
+    let zstd_batch = kp_batch(KpCompression::Zstd);
+    let mut bomb = with_records_payload(&zstd_batch, &compressed);
+    let err = RecordBatchDecoder::decode(&mut bomb).unwrap_err();
+    assert!(format!("{err:#}").contains("more than"), "{err:#}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests: arbitrary input must yield values or errors, never a panic.
 

@@ -26,6 +26,26 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// sluice patch: largest decompressed record data of one batch. Batches are untrusted (a
+/// producer's compressed payload is stored as sent): without a cap, a few KiB of zstd or a
+/// raw-snappy length header can ask for gigabytes. Decompression beyond it is an error.
+pub const DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
+
+/// sluice patch: reads all of `r`, failing once more than [`DECOMPRESSED_BYTES_MAX`] bytes
+/// come out.
+#[allow(dead_code)]
+pub(crate) fn read_capped(r: impl std::io::Read, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    r.take(DECOMPRESSED_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| anyhow::anyhow!("Failed to decompress {what}: {e}"))?;
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        anyhow::bail!("{what} batch decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes");
+    }
+    Ok(out)
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.

@@ -81,6 +81,13 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // sluice patch: the length header is untrusted; checked before allocating.
+            if actual_len > super::DECOMPRESSED_BYTES_MAX {
+                anyhow::bail!(
+                    "snappy batch claims {actual_len} bytes, more than {}",
+                    super::DECOMPRESSED_BYTES_MAX
+                );
+            }
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -105,6 +112,15 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // sluice patch: block length headers are untrusted; the total is capped.
+            if uncompressed_block_start.saturating_add(uncompressed_block_length)
+                > super::DECOMPRESSED_BYTES_MAX
+            {
+                anyhow::bail!(
+                    "snappy batch decompresses to more than {} bytes",
+                    super::DECOMPRESSED_BYTES_MAX
+                );
+            }
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,
