@@ -69,6 +69,9 @@ pub fn run(
     if !topics::state_path(&config.data_dir).exists() {
         topics::store_state(&config.data_dir, &state)?;
     }
+    if let Some(dir) = topics::state_path(&config.data_dir).parent() {
+        topics::ensure_space_reserve(dir);
+    }
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         ready: (Mutex::new(0), Condvar::new()),

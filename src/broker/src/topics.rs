@@ -3,6 +3,8 @@
 //! Shard 0 is the controller: it alone changes the table, persists it (write to a temporary
 //! file, fsync, rename, fsync the directory) and then sends the new table to every shard,
 //! each of which keeps its own copy for lock-free lookups on the produce/fetch path.
+//! Beside the state file sits a space reserve (`SPACE_RESERVE_BYTES`), released when the
+//! disk is full so that the state can still change: deleting topics is how space comes back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -225,14 +227,83 @@ pub fn store_state(data_dir: &Path, state: &ClusterState) -> Result<(), BrokerEr
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let tmp = dir.join("state.json.tmp");
     let bytes = serde_json::to_vec_pretty(state).expect("cluster state serializes");
-    let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(&bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
+    let write = || -> Result<(), BrokerError> {
+        let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(&bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))
+    };
+    with_space_reserve(dir, write)?;
     fs::rename(&tmp, &path).map_err(io("rename", &path))?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("fsync", dir))?;
+    // Space may have been freed since the reserve was spent (topics deleted): take it back.
+    ensure_space_reserve(dir);
     Ok(())
+}
+
+/// Bytes kept allocated beside the cluster state so that it can still be written when the
+/// disk is full: deleting topics, the way to free space, needs a state write first.
+pub const SPACE_RESERVE_BYTES: u64 = 8 << 20;
+const SPACE_RESERVE_FILE: &str = "space.reserve";
+
+/// Creates (or completes) the space reserve in `dir`. Best effort: a disk already full just
+/// has no reserve, and says so.
+pub fn ensure_space_reserve(dir: &Path) {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(SPACE_RESERVE_FILE);
+    if fs::metadata(&path).is_ok_and(|m| m.len() >= SPACE_RESERVE_BYTES) {
+        return;
+    }
+    let reserved = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .and_then(|f| {
+            // SAFETY: fallocate on an owned, open descriptor; mode 0 allocates and sets the size.
+            let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, SPACE_RESERVE_BYTES as i64) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f.sync_all()
+        });
+    if let Err(e) = reserved {
+        let _ = fs::remove_file(&path);
+        log::warn!(
+            "cannot keep a {} MiB space reserve at {}: {e}",
+            SPACE_RESERVE_BYTES >> 20,
+            path.display()
+        );
+    }
+}
+
+fn is_disk_full(e: &BrokerError) -> bool {
+    matches!(e, BrokerError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+}
+
+/// Runs `write`; when it fails for lack of space, releases the space reserve in `dir` and
+/// tries once more.
+fn with_space_reserve(
+    dir: &Path,
+    mut write: impl FnMut() -> Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
+    match write() {
+        Err(e) if is_disk_full(&e) => {
+            let path = dir.join(SPACE_RESERVE_FILE);
+            if fs::remove_file(&path).is_err() {
+                return Err(e);
+            }
+            log::warn!(
+                "disk full: released the {} MiB space reserve to store the cluster state ({e}); \
+                 delete topics or records to free space",
+                SPACE_RESERVE_BYTES >> 20
+            );
+            write()
+        }
+        other => other,
+    }
 }
 
 /// A random cluster id in Kafka's format (22 characters of URL-safe base64 of a UUID).
@@ -308,5 +379,51 @@ mod tests {
         let back = TopicTable::new(load_state(dir.path(), 1).unwrap());
         assert_eq!(back.state, t.state);
         assert_eq!(back.get("a").unwrap().partitions, 3);
+        let reserve = state_path(dir.path()).with_file_name(SPACE_RESERVE_FILE);
+        assert_eq!(fs::metadata(&reserve).unwrap().len(), SPACE_RESERVE_BYTES);
+    }
+
+    #[test]
+    fn a_full_disk_spends_the_reserve_once_then_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_space_reserve(dir.path());
+        let reserve = dir.path().join(SPACE_RESERVE_FILE);
+        assert!(reserve.exists());
+        let full = || BrokerError::Io {
+            op: "write",
+            path: dir.path().into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        // First attempt fails for space, the retry (after the reserve is gone) succeeds.
+        let mut calls = 0;
+        with_space_reserve(dir.path(), || {
+            calls += 1;
+            if calls == 1 {
+                Err(full())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+        assert!(!reserve.exists(), "the reserve was spent");
+        // No reserve left: the error comes back after one attempt.
+        let mut calls = 0;
+        let err = with_space_reserve(dir.path(), || {
+            calls += 1;
+            Err(full())
+        })
+        .unwrap_err();
+        assert!(is_disk_full(&err));
+        assert_eq!(calls, 1);
+        // Other errors are not retried.
+        let mut calls = 0;
+        ensure_space_reserve(dir.path());
+        let _ = with_space_reserve(dir.path(), || {
+            calls += 1;
+            Err(BrokerError::Config("x".into()))
+        });
+        assert_eq!(calls, 1);
+        assert!(reserve.exists(), "kept for a real shortage");
     }
 }
