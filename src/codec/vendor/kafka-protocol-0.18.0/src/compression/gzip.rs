@@ -41,7 +41,8 @@ impl<B: ByteBuf> Decompressor<B> for Gzip {
     {
         // sluice patch: read through a capped reader (was an unbounded write-side decoder).
         let compressed = buf.copy_to_bytes(buf.remaining());
-        let out = super::read_capped(flate2::read::GzDecoder::new(&compressed[..]), "gzip")?;
+        // Several gzip members in one payload decode as one stream, as Java's GZIPInputStream does.
+        let out = super::read_capped(flate2::read::MultiGzDecoder::new(&compressed[..]), "gzip")?;
         f(&mut Bytes::from(out))
     }
 }
