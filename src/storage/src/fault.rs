@@ -33,6 +33,18 @@ pub struct FaultPlan {
 }
 
 impl FaultPlan {
+    /// Counts an IO of one kind (`mine`: writes or syncs) as in flight, yields if asked, and
+    /// notes whether one of the other kind (`other`) is in flight meanwhile.
+    async fn begin_io(&self, mine: &Cell<u32>, other: &Cell<u32>) {
+        mine.set(mine.get() + 1);
+        if self.yield_each_io.get() {
+            futures_lite::future::yield_now().await;
+        }
+        if other.get() > 0 {
+            self.write_during_sync.set(true);
+        }
+    }
+
     fn trip(counter: &Cell<u32>) -> bool {
         match counter.get() {
             0 => false,
@@ -110,13 +122,8 @@ impl StorageFile for FaultyFile {
 
     async fn write_at(&self, buf: HeapBuf, pos: u64) -> io::Result<()> {
         let plan = &self.plan;
-        plan.writes_in_flight.set(plan.writes_in_flight.get() + 1);
-        if plan.yield_each_io.get() {
-            futures_lite::future::yield_now().await;
-        }
-        if plan.syncs_in_flight.get() > 0 {
-            plan.write_during_sync.set(true);
-        }
+        plan.begin_io(&plan.writes_in_flight, &plan.syncs_in_flight)
+            .await;
         let r = self.write_now(buf, pos).await;
         plan.writes_in_flight.set(plan.writes_in_flight.get() - 1);
         r
@@ -129,13 +136,8 @@ impl StorageFile for FaultyFile {
     }
     async fn fdatasync(&self) -> io::Result<()> {
         let plan = &self.plan;
-        plan.syncs_in_flight.set(plan.syncs_in_flight.get() + 1);
-        if plan.yield_each_io.get() {
-            futures_lite::future::yield_now().await;
-        }
-        if plan.writes_in_flight.get() > 0 {
-            plan.write_during_sync.set(true);
-        }
+        plan.begin_io(&plan.syncs_in_flight, &plan.writes_in_flight)
+            .await;
         let r = if plan.crashed.get() || FaultPlan::trip(&plan.fail_fsync_in) {
             Err(injected("fdatasync"))
         } else {

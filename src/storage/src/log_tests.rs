@@ -297,6 +297,14 @@ fn fsync_failure_makes_partition_refuse_writes() {
     assert!(log.log_end_offset() >= 1, "synced data survives");
 }
 
+/// Storage whose IO yields once per call (so tasks interleave as with real IO), and its plan.
+fn yielding_storage() -> (FaultyStorage, Rc<crate::fault::FaultPlan>) {
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let plan = storage.plan.clone();
+    (storage, plan)
+}
+
 /// How a flusher run ended (`None`: it did not), and the batches acknowledged.
 type FlusherRun = (Option<crate::error::Result<()>>, Vec<(i64, i64, usize)>);
 
@@ -352,9 +360,7 @@ fn produce_against_flusher(
 #[test]
 fn flusher_overlaps_writes_with_syncs_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let plan = storage.plan.clone();
-    plan.yield_each_io.set(true);
+    let (storage, plan) = yielding_storage();
     // Small segments: rolls happen while a sync of the previous segment is in flight.
     let log = open(storage, dir.path(), small_segments());
     let (ended, acked) = produce_against_flusher(&log, 300, 6);
@@ -375,9 +381,7 @@ fn flusher_overlaps_writes_with_syncs_and_loses_nothing() {
 #[test]
 fn fsync_failure_under_the_flusher_fails_waiters_and_keeps_synced_data() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let plan = storage.plan.clone();
-    plan.yield_each_io.set(true);
+    let (storage, plan) = yielding_storage();
     plan.fail_fsync_in.set(25);
     let log = open(storage, dir.path(), small_segments());
     let (ended, acked) = produce_against_flusher(&log, 300, 6);
