@@ -125,6 +125,10 @@ impl<S: Storage> Storage for TimedStorage<S> {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.inner.sync_dir(path).await
     }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to).await
+    }
 }
 
 /// A file of a [`TimedStorage`].

@@ -160,6 +160,12 @@ impl Storage for DmaStorage {
             .map_err(|e| with_path(e.into(), "closing directory", path));
         synced.and(closed)
     }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        glommio::io::rename(from, to)
+            .await
+            .map_err(|e| with_path(e.into(), "renaming", from))
+    }
 }
 
 thread_local! {

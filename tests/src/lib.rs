@@ -142,6 +142,8 @@ pub struct BrokerConfig {
     pub shards: u32,
     /// Extra arguments appended after the contract's flags.
     pub extra_args: Vec<String>,
+    /// Extra environment variables for the broker process (e.g. test switches).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for BrokerConfig {
@@ -149,6 +151,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             shards: TEST_SHARDS,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -283,6 +286,38 @@ impl Broker {
         }
     }
 
+    /// Waits up to `timeout` for the broker to exit by itself; its status, or `None` if it
+    /// is still running then (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self
+                .child
+                .as_mut()
+                .expect("wait_exit: broker is not running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                self.join_stdout_pump();
+                self.log_marker(&format!("harness: exited by itself -> {status}"));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the broker wrote to stderr so far, over all its incarnations.
+    pub fn stderr_log(&self) -> String {
+        fs::read_to_string(self.log_path("stderr.log")).unwrap_or_default()
+    }
+
+    /// Environment of the next (re)start.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.config.env = env;
+    }
+
     /// Starts the broker again on the same port and data dir and waits until it is ready.
     /// A broker that is still running is killed with SIGKILL first.
     pub fn restart(&mut self) {
@@ -326,6 +361,7 @@ impl Broker {
             .arg("--shards")
             .arg(self.config.shards.to_string())
             .args(&self.config.extra_args)
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));

@@ -158,3 +158,149 @@ impl<'a> Dec<'a> {
         Some(self.take(n as usize).to_vec())
     }
 }
+
+/// Bitwise CRC32C (Castagnoli), enough for test batches.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Byte positions of the RecordBatch v2 header fields a test may want to tamper with.
+pub mod at {
+    pub const BATCH_LENGTH: usize = 8;
+    pub const MAGIC: usize = 16;
+    pub const CRC: usize = 17;
+    pub const ATTRIBUTES: usize = 21;
+    pub const LAST_OFFSET_DELTA: usize = 23;
+    pub const BASE_TIMESTAMP: usize = 27;
+    pub const MAX_TIMESTAMP: usize = 35;
+    pub const PRODUCER_ID: usize = 43;
+    pub const BASE_SEQUENCE: usize = 53;
+    pub const RECORDS_COUNT: usize = 57;
+}
+
+/// A valid, uncompressed magic-2 batch with one record per value (no keys, no headers),
+/// every record at `timestamp`, no producer id.
+pub fn record_batch(values: &[&[u8]], timestamp: i64) -> Vec<u8> {
+    assert!(
+        !values.is_empty() && values.len() < 64,
+        "test batches are small"
+    );
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        assert!(v.len() < 64, "test values are small");
+        // attributes, timestamp delta 0, offset delta i, key length -1, value, no headers
+        // (zigzag varints, each one byte at these sizes)
+        let mut body = vec![0u8, 0, (i as u8) << 1, 1, (v.len() as u8) << 1];
+        body.extend_from_slice(v);
+        body.push(0);
+        records.push((body.len() as u8) << 1);
+        records.extend_from_slice(&body);
+    }
+    let mut b = Enc::new()
+        .i64(0) // base offset
+        .i32(0) // length, sealed below
+        .i32(-1) // leader epoch
+        .0;
+    b.push(2); // magic
+    b.extend_from_slice(
+        &Enc::new()
+            .i32(0) // crc, sealed below
+            .i16(0) // attributes
+            .i32(values.len() as i32 - 1) // last offset delta
+            .i64(timestamp)
+            .i64(timestamp)
+            .i64(-1) // producer id
+            .i16(-1) // producer epoch
+            .i32(-1) // base sequence
+            .i32(values.len() as i32)
+            .0,
+    );
+    b.extend_from_slice(&records);
+    seal(&mut b);
+    b
+}
+
+/// Recomputes a batch's length field and CRC after a test changed its bytes.
+pub fn seal(b: &mut [u8]) {
+    let len = (b.len() - 12) as i32;
+    b[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c(&b[at::ATTRIBUTES..]);
+    b[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Sends a Metadata v1 request naming `topic`, which auto-creates it.
+pub fn create_by_metadata(s: &mut TcpStream, topic: &str) {
+    let body = Enc::new().i32(1).str(topic).0;
+    call(s, 3, 1, 1, &body);
+}
+
+/// Produce of `records` to `topic`/`partition` (a non-flexible version, 3 to 8) with the
+/// given acks and timeout; returns the partition's error code (acks=0: no answer, returns 0).
+pub fn produce(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    records: &[u8],
+) -> i16 {
+    assert!((3..=8).contains(&version), "non-flexible produce versions");
+    let body = Enc::new()
+        .nstr(None) // transactional id
+        .i16(acks)
+        .i32(timeout_ms)
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .bytes(records)
+        .0;
+    let mut req = header(0, version, 11);
+    req.extend_from_slice(&body);
+    s.write_all(&frame(&req)).expect("send produce");
+    if acks == 0 {
+        return 0;
+    }
+    let resp = read_response(s).expect("produce answered");
+    let mut d = Dec::new(&resp);
+    assert_eq!(d.i32(), 11, "correlation id");
+    assert_eq!(d.i32(), 1, "one topic");
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1, "one partition");
+    assert_eq!(d.i32(), partition);
+    d.i16()
+}
+
+/// ListOffsets v1 for `topic`/`partition` at `timestamp` (-1 latest, -2 earliest): the
+/// error code and the offset.
+pub fn list_offset(s: &mut TcpStream, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+    let body = Enc::new()
+        .i32(-1) // replica id
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .i64(timestamp)
+        .0;
+    let resp = call(s, 2, 1, 3, &body);
+    let mut d = Dec::new(&resp);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.i32(), partition);
+    let error = d.i16();
+    let _timestamp = d.i64();
+    (error, d.i64())
+}

@@ -6,7 +6,10 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use sluice_tests::wire::{closed, connect, frame, header, read_response};
+use sluice_tests::wire::{
+    closed, connect, create_by_metadata, frame, header, list_offset, produce, read_response,
+    record_batch,
+};
 use sluice_tests::{sluice_bin, Broker};
 
 /// ApiVersions v0 works: the broker is still serving.
@@ -99,85 +102,19 @@ fn api_versions_of_unknown_version_gets_v0_fallback() {
 
 /// Produce v3 of one batch to `topic`/0 with acks=-1; returns the partition error code.
 fn produce_raw(s: &mut TcpStream, topic: &str, batch: &[u8]) -> i16 {
-    let mut body = header(0, 3, 11);
-    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
-    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks
-    body.extend_from_slice(&5000i32.to_be_bytes()); // timeout
-    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
-    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
-    body.extend_from_slice(&0i32.to_be_bytes());
-    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
-    body.extend_from_slice(batch);
-    s.write_all(&frame(&body)).unwrap();
-    let resp = read_response(s).expect("produce answered");
-    // correlation(4) topics(4) name(2+n) partitions(4) index(4) error(2)
-    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
-    i16::from_be_bytes(resp[at..at + 2].try_into().unwrap())
+    produce(s, 3, topic, 0, -1, 5000, batch)
 }
 
-/// A valid magic-2 batch of one record (value "v"), CRC32C computed here.
+/// A valid magic-2 batch of one record (value "v").
 fn batch() -> Vec<u8> {
-    let record: Vec<u8> = vec![
-        14,   // length 7 (zigzag varint)
-        0,    // attributes
-        0,    // timestamp delta
-        0,    // offset delta
-        1,    // key length -1 (zigzag)
-        2,    // value length 1
-        b'v', // value
-        0,    // headers count
-    ];
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&0i32.to_be_bytes()); // length, patched below
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
-    b.extend_from_slice(&1i64.to_be_bytes()); // base timestamp
-    b.extend_from_slice(&1i64.to_be_bytes()); // max timestamp
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&1i32.to_be_bytes()); // records count
-    b.extend_from_slice(&record);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
-}
-
-/// Bitwise CRC32C (Castagnoli), enough for a test batch.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    record_batch(&[b"v"], 1)
 }
 
 #[test]
 fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     let broker = Broker::start();
-    // Auto-create the topic with a Metadata v1 request naming it.
     let mut s = connect(&broker);
-    let mut md = header(3, 1, 1);
-    md.extend_from_slice(&1i32.to_be_bytes());
-    md.extend_from_slice(&(3i16).to_be_bytes());
-    md.extend_from_slice(b"bad");
-    s.write_all(&frame(&md)).unwrap();
-    read_response(&mut s).expect("metadata");
+    create_by_metadata(&mut s, "bad");
 
     assert_eq!(
         produce_raw(&mut s, "bad", &batch()),
@@ -196,28 +133,18 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     magic1[16] = 1;
     assert_eq!(
         produce_raw(&mut s, "bad", &magic1),
-        2,
-        "wrong magic → CORRUPT_MESSAGE"
+        87,
+        "wrong magic → INVALID_RECORD (Kafka: v3+ produce carries magic 2 only)"
     );
     let truncated = &batch()[..40];
     assert_eq!(produce_raw(&mut s, "bad", truncated), 2, "truncated batch");
     assert_eq!(produce_raw(&mut s, "bad", &batch()), 0);
     // Offsets: the two good batches are 0 and 1; nothing from the bad ones was kept.
-    let mut lo = header(2, 1, 3);
-    lo.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
-    lo.extend_from_slice(&1i32.to_be_bytes());
-    lo.extend_from_slice(&3i16.to_be_bytes());
-    lo.extend_from_slice(b"bad");
-    lo.extend_from_slice(&1i32.to_be_bytes());
-    lo.extend_from_slice(&0i32.to_be_bytes()); // partition
-    lo.extend_from_slice(&(-1i64).to_be_bytes()); // latest
-    s.write_all(&frame(&lo)).unwrap();
-    let resp = read_response(&mut s).expect("list offsets");
-    // correlation(4) topics(4) name(2+3) partitions(4) index(4) error(2) timestamp(8) offset(8)
-    let at = 4 + 4 + 5 + 4 + 4;
-    assert_eq!(i16::from_be_bytes(resp[at..at + 2].try_into().unwrap()), 0);
-    let offset = i64::from_be_bytes(resp[at + 10..at + 18].try_into().unwrap());
-    assert_eq!(offset, 2, "latest offset after two good batches");
+    assert_eq!(
+        list_offset(&mut s, "bad", 0, -1),
+        (0, 2),
+        "latest offset after two good batches"
+    );
     assert_serving(&broker);
 }
 

@@ -257,6 +257,14 @@ pub async fn run(
             return Outcome::Close;
         }
     };
+    if crate::panic_policy::test_panic() == crate::panic_policy::TestPanic::Request
+        && request.header.client_id.as_deref() == Some(crate::panic_policy::TEST_PANIC_CLIENT_ID)
+    {
+        panic!(
+            "test panic in a request handler ({})",
+            crate::panic_policy::TEST_PANIC_ENV
+        );
+    }
     if crate::group_host::group_ids(&request.body, request.header.api_version).is_some() {
         return crate::group_host::handle(
             shard,

@@ -65,10 +65,20 @@ pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes 
 }
 
 /// Decodes every (key, value) record of a run of batches (replay on start).
-pub fn decode_records(mut batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
+pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
     let mut out = Vec::new();
-    while !batches.is_empty() {
-        match sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut batches) {
+    // Each batch is cut out by its own length field and decoded alone, so one batch the
+    // decoder refuses costs only its own records, not every batch after it in the read.
+    let mut at = 0usize;
+    while at < batches.len() {
+        let Some(h) = sluice_storage::hdr::Header::parse(&batches[at..]) else {
+            log::error!("{OFFSETS_TOPIC}: unreadable batch framing; rest of this read skipped");
+            break;
+        };
+        let end = (at + h.size).min(batches.len());
+        let mut one = batches.slice(at..end);
+        at = end;
+        match sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut one) {
             Ok(set) => {
                 for r in set.records {
                     if let Some(k) = r.key {
@@ -76,10 +86,10 @@ pub fn decode_records(mut batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
                     }
                 }
             }
-            Err(e) => {
-                log::error!("undecodable batch in {OFFSETS_TOPIC}: {e}");
-                break;
-            }
+            Err(e) => log::error!(
+                "undecodable batch at offset {} in {OFFSETS_TOPIC} skipped: {e}",
+                h.base_offset
+            ),
         }
     }
     out
@@ -115,5 +125,22 @@ mod tests {
         assert_eq!(header.size, batch.len());
         assert_eq!(header.base_sequence, -1);
         assert_eq!(decode_records(batch), recs);
+    }
+
+    #[test]
+    fn replay_skips_one_undecodable_batch_and_reads_on() {
+        let a = vec![(Bytes::from_static(b"a"), Some(Bytes::from_static(b"1")))];
+        let b = vec![(Bytes::from_static(b"b"), Some(Bytes::from_static(b"2")))];
+        let c = vec![(Bytes::from_static(b"c"), None)];
+        let mut bad = encode_records(&b, 5).to_vec();
+        // Break the CRC: the decoder refuses this batch, its framing stays sound.
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let mut all = encode_records(&a, 5).to_vec();
+        all.extend_from_slice(&bad);
+        all.extend_from_slice(&encode_records(&c, 5));
+        let mut want = a;
+        want.extend(c);
+        assert_eq!(decode_records(Bytes::from(all)), want);
     }
 }

@@ -7,6 +7,7 @@
 //! - Cluster state (topics, configs) changes only on shard 0 ([`controller::Controller`]),
 //!   which persists it before distributing it and answering.
 //! - A request answered "ok" with acks=all was fsynced.
+//! - A panic anywhere ends the process at once ([`panic_policy`]); no shard dies alone.
 
 pub mod config;
 pub mod conn;
@@ -17,6 +18,8 @@ pub mod groups;
 pub mod handlers;
 pub mod kerr;
 pub mod ops;
+pub mod panic_policy;
+pub mod produce_rules;
 pub mod producer_ids;
 pub mod shard;
 pub mod stats;
@@ -52,6 +55,7 @@ pub fn run(
     mut config: BrokerConfig,
     on_ready: impl FnOnce(&BrokerConfig),
 ) -> Result<(), BrokerError> {
+    panic_policy::install();
     std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Io {
         op: "create",
         path: config.data_dir.clone(),
@@ -136,6 +140,14 @@ async fn shard_main(
     state: topics::ClusterState,
     shared: Arc<Shared>,
 ) {
+    if panic_policy::test_panic() == panic_policy::TestPanic::Start
+        && ctx.shard_id().index() + 1 == ctx.shard_count()
+    {
+        panic!(
+            "test panic before the shard is ready ({})",
+            panic_policy::TEST_PANIC_ENV
+        );
+    }
     let shard = shard::BrokerShard::new(ctx.clone(), config.clone(), state.clone(), shared.clone());
     ctx.mesh().set_handler(shard::MeshHandler(shard.clone()));
     if let Err(e) = shard.apply_topics(state).await {

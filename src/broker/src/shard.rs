@@ -347,9 +347,7 @@ impl BrokerShard {
         };
         let log = &part.log;
         match req.op {
-            PartitionOp::Produce { acks, timeout_ms } => {
-                (self.produce(log, acks, timeout_ms, payload).await, None)
-            }
+            PartitionOp::Produce { acks, .. } => (self.produce(log, acks, payload).await, None),
             PartitionOp::Fetch { offset, max_bytes } => {
                 match log.read(offset, max_bytes.max(0) as usize).await {
                     Ok(r) => (
@@ -449,63 +447,43 @@ impl BrokerShard {
         &self,
         log: &PartitionLog<DmaStorage>,
         acks: i16,
-        timeout_ms: i32,
         payload: Option<Bytes>,
     ) -> PartitionReply {
-        let Some(records) = payload.filter(|r| !r.is_empty()) else {
+        // The produce handler let through exactly one batch whose length field matches the
+        // payload (`produce_rules`); the log checks its CRC and everything it stores.
+        let Some(batch) = payload.filter(|r| !r.is_empty()) else {
             return PartitionReply::error(kerr::CORRUPT_MESSAGE);
         };
-        let now = now_ms();
-        // A produce payload may hold several batches: split by their length fields (the log
-        // checks each one's CRC), and refuse the lot if the framing is off.
-        let mut batches = Vec::new();
-        let mut at = 0usize;
-        while at < records.len() {
-            match sluice_storage::hdr::Header::parse(&records[at..]) {
-                Some(h) if at + h.size <= records.len() => {
-                    batches.push(records.slice(at..at + h.size));
-                    at += h.size;
-                }
-                _ => return PartitionReply::error(kerr::CORRUPT_MESSAGE),
-            }
-        }
         let started = stats::start();
-        let mut first: Option<sluice_storage::Appended> = None;
-        let mut last_offset = -1;
-        for b in batches {
-            match log.append_shared(b, now) {
-                Ok(a) => {
-                    first.get_or_insert(a);
-                    last_offset = a.last_offset;
-                }
-                Err(e) => {
-                    return PartitionReply {
-                        error_code: storage_error_code(&e),
-                        log_start_offset: log.log_start_offset(),
-                        ..PartitionReply::default()
-                    }
+        let appended = match log.append_shared(batch, now_ms()) {
+            Ok(a) => a,
+            Err(e) => {
+                return PartitionReply {
+                    error_code: storage_error_code(&e),
+                    log_start_offset: log.log_start_offset(),
+                    ..PartitionReply::default()
                 }
             }
-        }
-        let first = first.expect("at least one batch");
+        };
         stats::record_since(Stage::ProduceAppend, started);
-        let appended = stats::start();
+        let durable_started = stats::start();
         // acks=all waits for the fsync. So does acks=1: on a single node the high watermark
         // is the durable offset (the Raft commit index later), and a client that got its ack
         // must find the record with ListOffsets/Fetch right away, as it would on Kafka.
+        // The wait is not cut short by the request's `timeout_ms`: on one node the fsync is
+        // part of the local append (as Kafka's local append is not subject to it; its
+        // timeout covers replication), and answering REQUEST_TIMED_OUT for a batch that
+        // is stored anyway would make a retrying client write it twice. The flusher is
+        // bounded: a failed write or sync fails the log and wakes this waiter.
         if acks != 0 {
-            let wait = Duration::from_millis(timeout_ms.max(0) as u64);
-            match glommio::timer::timeout(wait, async { Ok(log.wait_durable(last_offset).await) })
-                .await
-            {
-                Ok(Ok(())) => stats::record_since(Stage::ProduceDurable, appended),
-                Ok(Err(e)) => return PartitionReply::error(storage_error_code(&e)),
-                Err(_) => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
+            match log.wait_durable(appended.last_offset).await {
+                Ok(()) => stats::record_since(Stage::ProduceDurable, durable_started),
+                Err(e) => return PartitionReply::error(storage_error_code(&e)),
             }
         }
         PartitionReply {
-            base_offset: first.base_offset,
-            log_append_time: first.log_append_time,
+            base_offset: appended.base_offset,
+            log_append_time: appended.log_append_time,
             log_start_offset: log.log_start_offset(),
             ..PartitionReply::default()
         }

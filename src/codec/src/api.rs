@@ -186,12 +186,27 @@ pub fn decode_request(
     table.decode_request(api_key, version, body)
 }
 
+thread_local! {
+    /// Set while this thread runs the third-party decoder under `catch_unwind`.
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread now would be caught and turned into a decode error (the
+/// thread is inside the vendored request decoder). The process's panic policy (end the
+/// process at once on any panic) makes this one exception, so a decoder bug costs one
+/// connection, not the broker; every such panic is still a bug the fuzzers must find.
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(|c| c.get())
+}
+
 fn decode_body(api_key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind, CodecError> {
     // kafka-protocol is written to return errors, but it is third-party code fed with
     // untrusted bytes: a panic in it must cost one connection, not the shard.
+    CONTAINED.with(|c| c.set(true));
     let result = catch_unwind(AssertUnwindSafe(|| {
         RequestKind::decode(api_key, &mut body, version)
     }));
+    CONTAINED.with(|c| c.set(false));
     match result {
         Ok(Ok(kind)) => Ok(kind),
         Ok(Err(e)) => Err(CodecError::BodyDecode {

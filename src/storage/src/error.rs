@@ -45,6 +45,8 @@ pub enum StorageError {
     },
     /// A configuration value is out of its allowed range.
     InvalidConfig { name: &'static str, value: String },
+    /// The partition was deleted (its topic is gone) while the operation was under way.
+    Deleted { partition: String },
 }
 
 impl StorageError {
@@ -67,6 +69,7 @@ impl StorageError {
             StorageError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
             StorageError::Limit { .. } => 56,
             StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
+            StorageError::Deleted { .. } => 3,        // UNKNOWN_TOPIC_OR_PARTITION
         }
     }
 }
@@ -119,6 +122,7 @@ impl fmt::Display for StorageError {
             StorageError::InvalidConfig { name, value } => {
                 write!(f, "invalid value {value:?} for {name}")
             }
+            StorageError::Deleted { partition } => write!(f, "partition {partition} was deleted"),
         }
     }
 }

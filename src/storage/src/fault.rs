@@ -115,6 +115,10 @@ impl Storage for FaultyStorage {
         self.check()?;
         StdStorage.sync_dir(path).await
     }
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check()?;
+        StdStorage.rename(from, to).await
+    }
 }
 
 impl StorageFile for FaultyFile {

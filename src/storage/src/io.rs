@@ -42,6 +42,8 @@ pub trait Storage: 'static {
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
     /// Makes a directory's entries durable (after creating or removing files).
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` (same directory), replacing `to` atomically if it exists.
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
 /// One open file. Reads may be unaligned (implementations align internally).

@@ -264,6 +264,9 @@ struct Inner<F: StorageFile> {
     producers: ProducerState,
     /// Set after a failed write or sync; every later append fails with it.
     failed: Option<String>,
+    /// Set by `destroy`: the segment files are closed and removed; reads fail with
+    /// [`StorageError::Deleted`] (an operation that raced the deletion sees that, not a panic).
+    deleted: bool,
     leader_epoch: i32,
     /// Bytes appended since the last flush took its buffers.
     appended_since_flush: u64,
@@ -578,6 +581,7 @@ impl<S: Storage> PartitionLog<S> {
                 durable_offset: log_end_offset,
                 producers,
                 failed: None,
+                deleted: false,
                 leader_epoch: 0,
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
@@ -1214,6 +1218,30 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(|e| StorageError::io("fdatasync", path, e))
     }
 
+    /// Replaces a sealed file that already holds an acknowledged value (the log start
+    /// checkpoint): the new one is written and synced beside it, renamed over it, and the
+    /// directory synced. Overwriting in place could tear both values at a power loss and so
+    /// undo a DeleteRecords that was acknowledged before.
+    async fn replace_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        // A leftover from a crash mid-replace holds a value never acknowledged.
+        self.storage
+            .remove(&tmp)
+            .await
+            .map_err(|e| StorageError::io("remove", &tmp, e))?;
+        self.write_sealed(&tmp, sealed).await?;
+        self.storage
+            .rename(&tmp, path)
+            .await
+            .map_err(|e| StorageError::io("rename", &tmp, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("sync", &self.dir, e))
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
     /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
@@ -1246,7 +1274,20 @@ impl<S: Storage> PartitionLog<S> {
                 .range(..=offset)
                 .next_back()
                 .expect("offset >= log start");
-            let file = seg.file.clone().expect("durable data has a file");
+            // Durable data has a file unless the log was destroyed under this read (a
+            // ListOffsets or Fetch racing DeleteTopics).
+            let Some(file) = seg.file.clone() else {
+                return Err(if inner.deleted {
+                    StorageError::Deleted {
+                        partition: self.name.clone(),
+                    }
+                } else {
+                    StorageError::Failed {
+                        partition: self.name.clone(),
+                        cause: "segment file closed".into(),
+                    }
+                });
+            };
             let rel = (offset - base) as u32;
             (file, base, seg.index.lookup(rel) as u64, seg.durable_size)
         };
@@ -1371,7 +1412,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         if offset > start {
             let sealed = format::seal(Kind::LogStartOffset, [offset, 0, 0, 0], &[]);
-            self.write_sealed(&self.dir.join("log-start-offset"), &sealed)
+            self.replace_sealed(&self.dir.join("log-start-offset"), &sealed)
                 .await?;
             self.inner.borrow_mut().log_start_offset = offset;
             self.cache.borrow_mut().forget(self.id, i64::MIN);
@@ -1495,6 +1536,7 @@ impl<S: Storage> PartitionLog<S> {
             inner
                 .failed
                 .get_or_insert_with(|| "partition deleted".to_string());
+            inner.deleted = true;
             for seg in inner.segments.values_mut() {
                 seg.file = None;
             }

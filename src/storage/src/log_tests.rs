@@ -234,6 +234,26 @@ fn retention_by_size_time_and_delete_records() {
         "log start offset survives restart"
     );
     assert_eq!(read_all(&log, target).len(), 2);
+
+    // The checkpoint is replaced, never overwritten in place: a torn leftover of an
+    // interrupted replace (never acknowledged) leaves the acknowledged value in force.
+    std::fs::write(dir.path().join("log-start-offset.tmp"), b"torn").unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(
+        log.log_start_offset(),
+        target,
+        "a stray temp file is ignored"
+    );
+    let later = target + 1;
+    assert_eq!(block_on(log.delete_records_before(later)).unwrap(), later);
+    assert!(
+        !dir.path().join("log-start-offset.tmp").exists(),
+        "the replace renamed its temp file into place"
+    );
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_start_offset(), later);
 }
 
 #[test]

@@ -81,6 +81,10 @@ impl Storage for StdStorage {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
 }
 
 impl StorageFile for StdFile {

@@ -30,6 +30,9 @@ pub async fn handle(
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
             match record {
+                // Kafka: "Cannot delete records of internal topic"; the group coordinator's
+                // state lives there and would be lost.
+                Some(rec) if rec.internal => res.error_code = kerr::INVALID_TOPIC_EXCEPTION,
                 Some(rec) if p.partition_index >= 0 && p.partition_index < rec.partitions => {
                     let req = PartitionRequest {
                         topic_id: rec.id,

@@ -1,5 +1,7 @@
-//! Produce: each partition's batches go to the owning shard (concurrently when a request
-//! spans shards); acks=all answers after the fsync that covers the batch.
+//! Produce: each partition's batch is checked against Kafka's rules for client writes
+//! ([`crate::produce_rules`]) on the connection's shard, then goes to the owning shard
+//! (concurrently when a request spans shards); acks=all answers after the fsync that covers
+//! the batch.
 
 use std::rc::Rc;
 
@@ -7,20 +9,34 @@ use sluice_codec::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, TopicProduceResponse,
 };
 use sluice_codec::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::RequestHeaderInfo;
 
 use super::{join_all, respond};
 use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
+use crate::produce_rules::{self, TopicRules};
 use crate::shard::BrokerShard;
 
 pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRequest) -> Outcome {
     let acks = r.acks;
     let topics = shard.topics();
+    let now = crate::shard::now_ms();
+    let client_id = h.client_id.as_deref();
+    // Kafka answers a request carrying transactional batches without an authorised
+    // transactional id with TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition.
+    let has_transactional = r.topic_data.iter().any(|td| {
+        td.partition_data.iter().any(|pd| {
+            pd.records
+                .as_deref()
+                .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok())
+                .is_some_and(|h| h.is_transactional())
+        })
+    });
     let early_error = if !matches!(acks, -1..=1) {
         Some(kerr::INVALID_REQUIRED_ACKS)
-    } else if r.transactional_id.is_some() {
+    } else if r.transactional_id.is_some() || has_transactional {
         // Transactions arrive with a later milestone; refuse rather than store unmanaged data.
         Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     } else {
@@ -55,19 +71,39 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
                     Some(kerr::UNKNOWN_TOPIC_OR_PARTITION)
                 }
                 (None, Some(t)) => {
-                    let req = PartitionRequest {
-                        topic_id: t.id,
-                        partition: pd.index,
-                        op: PartitionOp::Produce {
-                            acks,
-                            timeout_ms: r.timeout_ms,
-                        },
-                    };
-                    let shard = shard.clone();
-                    let records = pd.records;
-                    slots.push((responses.len(), parts.len()));
-                    futs.push(async move { shard.partition_call(req, records).await.0 });
-                    None
+                    let rules = TopicRules::from_configs(
+                        t.internal,
+                        &t.configs,
+                        &topics.state.broker_configs,
+                    );
+                    match produce_rules::check(
+                        h.api_version,
+                        client_id,
+                        &t.name,
+                        &rules,
+                        pd.records.as_deref(),
+                        now,
+                    ) {
+                        Err(refusal) => {
+                            resp.error_message = Some(StrBytes::from_string(refusal.message));
+                            Some(refusal.code)
+                        }
+                        Ok(()) => {
+                            let req = PartitionRequest {
+                                topic_id: t.id,
+                                partition: pd.index,
+                                op: PartitionOp::Produce {
+                                    acks,
+                                    timeout_ms: r.timeout_ms,
+                                },
+                            };
+                            let shard = shard.clone();
+                            let records = pd.records;
+                            slots.push((responses.len(), parts.len()));
+                            futs.push(async move { shard.partition_call(req, records).await.0 });
+                            None
+                        }
+                    }
                 }
             };
             if let Some(code) = code {

@@ -861,11 +861,16 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // sluice patch: both terms are untrusted; an overflow is a malformed record, not a panic.
+        let Some(timestamp) = batch_decode_info.min_timestamp.checked_add(timestamp_delta) else {
+            bail!("Record timestamp overflows ({timestamp_delta} past the batch's first)");
+        };
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let Some(offset) = batch_decode_info.min_offset.checked_add(offset_delta as i64) else {
+            bail!("Record offset overflows ({offset_delta} past the batch's base)");
+        };
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key

@@ -1,0 +1,220 @@
+//! Kafka's rules for what a client may write, over raw TCP: each refused produce gets the
+//! code Kafka answers with and stores nothing; internal topics refuse client writes and
+//! DeleteRecords; a zero produce timeout does not store a batch and then report a timeout.
+
+use std::net::TcpStream;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_tests::wire::{
+    at, call, connect, create_by_metadata, list_offset, produce, record_batch, seal, Dec, Enc,
+};
+use sluice_tests::Broker;
+
+const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const INVALID_TIMESTAMP: i16 = 32;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const INVALID_RECORD: i16 = 87;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn latest(s: &mut TcpStream, topic: &str) -> i64 {
+    let (error, offset) = list_offset(s, topic, 0, -1);
+    assert_eq!(error, 0, "ListOffsets of {topic}");
+    offset
+}
+
+/// A batch of `n` records changed by `tweak`, then re-sealed (valid length and CRC), so
+/// only the rule under test is broken.
+fn tweaked(n: usize, tweak: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let values: Vec<&[u8]> = (0..n).map(|_| b"x".as_slice()).collect();
+    let mut b = record_batch(&values, now_ms());
+    tweak(&mut b);
+    seal(&mut b);
+    b
+}
+
+fn put_i16(b: &mut [u8], at: usize, v: i16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+fn put_i32(b: &mut [u8], at: usize, v: i32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+fn put_i64(b: &mut [u8], at: usize, v: i64) {
+    b[at..at + 8].copy_from_slice(&v.to_be_bytes());
+}
+
+#[test]
+fn batches_that_break_kafkas_rules_are_refused_and_nothing_is_stored() {
+    let broker = Broker::start();
+    let mut s = connect(&broker);
+    let topic = "rules";
+    create_by_metadata(&mut s, topic);
+    let good = || record_batch(&[b"a", b"b"], now_ms());
+    assert_eq!(produce(&mut s, 8, topic, 0, -1, 5000, &good()), 0);
+    assert_eq!(latest(&mut s, topic), 2);
+
+    let mut two = good();
+    two.extend_from_slice(&good());
+    let cases: Vec<(&str, i16, Vec<u8>, i16)> = vec![
+        ("two batches in one partition", 8, two, INVALID_RECORD),
+        (
+            "a control batch",
+            8,
+            tweaked(1, |b| put_i16(b, at::ATTRIBUTES, 1 << 5)),
+            INVALID_RECORD,
+        ),
+        (
+            "record count disagrees with lastOffsetDelta",
+            8,
+            tweaked(3, |b| put_i32(b, at::RECORDS_COUNT, 2)),
+            INVALID_RECORD,
+        ),
+        (
+            "lastOffsetDelta past the records",
+            8,
+            tweaked(2, |b| put_i32(b, at::LAST_OFFSET_DELTA, 9)),
+            INVALID_RECORD,
+        ),
+        (
+            "an unknown compression id",
+            8,
+            tweaked(1, |b| put_i16(b, at::ATTRIBUTES, 5)),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "zstd before produce v7",
+            6,
+            tweaked(1, |b| put_i16(b, at::ATTRIBUTES, 4)),
+            UNSUPPORTED_COMPRESSION_TYPE,
+        ),
+        (
+            "a producer id with a negative sequence",
+            8,
+            tweaked(1, |b| put_i64(b, at::PRODUCER_ID, 4242)),
+            INVALID_RECORD,
+        ),
+        (
+            "a timestamp two hours ahead (message.timestamp.after.max.ms is one hour)",
+            8,
+            tweaked(1, |b| put_i64(b, at::MAX_TIMESTAMP, now_ms() + 7_200_000)),
+            INVALID_TIMESTAMP,
+        ),
+        (
+            "a transactional batch without a transactional id",
+            8,
+            tweaked(1, |b| {
+                put_i16(b, at::ATTRIBUTES, 1 << 4);
+                put_i64(b, at::PRODUCER_ID, 4243);
+                put_i32(b, at::BASE_SEQUENCE, 0);
+            }),
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ),
+    ];
+    for (what, version, batch, want) in cases {
+        assert_eq!(
+            produce(&mut s, version, topic, 0, -1, 5000, &batch),
+            want,
+            "{what}"
+        );
+        assert_eq!(latest(&mut s, topic), 2, "{what}: nothing stored");
+    }
+    assert_eq!(produce(&mut s, 8, topic, 0, -1, 5000, &good()), 0);
+    assert_eq!(
+        latest(&mut s, topic),
+        4,
+        "the broker still takes good batches"
+    );
+}
+
+#[test]
+fn a_zero_timeout_does_not_store_the_batch_and_then_report_a_timeout() {
+    let broker = Broker::start();
+    let mut s = connect(&broker);
+    create_by_metadata(&mut s, "zero-timeout");
+    for (i, timeout) in [0, -1, 0].into_iter().enumerate() {
+        let batch = record_batch(&[b"z"], now_ms());
+        assert_eq!(
+            produce(&mut s, 8, "zero-timeout", 0, -1, timeout, &batch),
+            0,
+            "acks=all with timeout {timeout} is answered as stored"
+        );
+        assert_eq!(latest(&mut s, "zero-timeout"), i as i64 + 1);
+    }
+}
+
+/// FindCoordinator v0 for `group`, which creates `__consumer_offsets`.
+fn find_coordinator(s: &mut TcpStream, group: &str) {
+    let resp = call(s, 10, 0, 21, &Enc::new().str(group).0);
+    assert_eq!(Dec::new(&resp).i16(), 0, "FindCoordinator error");
+}
+
+/// DeleteRecords v0 of `topic`/`partition` before `offset`: the partition's error code.
+fn delete_records(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -> i16 {
+    let body = Enc::new()
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .i64(offset)
+        .i32(5000)
+        .0;
+    let resp = call(s, 21, 0, 22, &body);
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.i32(), partition);
+    let _low_watermark = d.i64();
+    d.i16()
+}
+
+#[test]
+fn clients_cannot_write_or_truncate_the_offsets_topic() {
+    let broker = Broker::start();
+    let mut s = connect(&broker);
+    find_coordinator(&mut s, "g");
+    let topic = "__consumer_offsets";
+    let before = latest(&mut s, topic);
+    assert_eq!(
+        produce(
+            &mut s,
+            8,
+            topic,
+            0,
+            -1,
+            5000,
+            &record_batch(&[b"evil"], now_ms())
+        ),
+        INVALID_TOPIC_EXCEPTION,
+        "Produce to an internal topic"
+    );
+    assert_eq!(
+        delete_records(&mut s, topic, 0, -1),
+        INVALID_TOPIC_EXCEPTION,
+        "DeleteRecords on an internal topic"
+    );
+    assert_eq!(latest(&mut s, topic), before, "nothing written");
+    // An ordinary topic still takes DeleteRecords.
+    create_by_metadata(&mut s, "plain");
+    assert_eq!(
+        produce(
+            &mut s,
+            8,
+            "plain",
+            0,
+            -1,
+            5000,
+            &record_batch(&[b"p"], now_ms())
+        ),
+        0
+    );
+    assert_eq!(delete_records(&mut s, "plain", 0, -1), 0);
+}
