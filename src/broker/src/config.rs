@@ -11,7 +11,7 @@ pub const REQUEST_SIZE_MAX: usize = 104_857_600;
 /// Requests one connection may have in flight before the broker stops reading from it
 /// (Kafka's `queued.max.requests` is per broker; per connection bounds memory per client).
 pub const INFLIGHT_REQUESTS_MAX: usize = 32;
-/// Connections one shard serves at once; further accepts wait.
+/// Connections one shard serves at once; further connections are closed at accept.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 /// Longest a fetch may wait (clamps `max_wait_ms`).
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -41,6 +41,10 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     /// Log per-stage produce/fetch timers this often (`--stats-interval-ms`; off when None).
     pub stats_interval: Option<Duration>,
+    /// `connections.max.idle.ms`: idle client connections are closed after this.
+    pub connections_max_idle: Duration,
+    /// `max.connections.per.ip`: connections one client IP may hold over all shards.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +63,8 @@ impl Default for BrokerConfig {
             batch_cache_bytes: 128 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             stats_interval: None,
+            connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
+            max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
         }
     }
 }

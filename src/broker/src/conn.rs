@@ -15,16 +15,22 @@ use sluice_codec::{peek_request_prefix, FrameDecoder, FRAME_SIZE_PREFIX_LEN};
 use sluice_shard::{Frame, ShardId};
 
 use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
+use crate::connections::Admitted;
 use crate::handlers;
 use crate::ops::{ForwardHeader, TAG_FORWARD};
 use crate::shard::BrokerShard;
 use crate::stats::{self, Stage};
 
-/// Bytes asked of the socket per read, unless a large frame is being received. These reads
-/// land in a scratch buffer zeroed once per connection and are copied out: a small request
-/// then costs a copy of its own bytes, not the zeroing of a fresh 64 KiB read buffer (which
-/// was ~2 % of a shard's CPU with consumers fetching thousands of times a second).
+/// Most bytes asked of the socket per read, unless a large frame is being received. These
+/// reads land in a scratch buffer that is zeroed only when it is resized and are copied out:
+/// a small request then costs a copy of its own bytes, not the zeroing of a fresh 64 KiB
+/// read buffer (which was ~2 % of a shard's CPU with consumers fetching thousands of times a
+/// second).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// The scratch buffer's first and smallest size. It doubles while reads fill it and halves
+/// while they use under a quarter of it, so an idle connection (whose one pending read is
+/// this size) costs little memory and a busy one reads in large chunks.
+const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
 /// Largest read made straight into the buffer of a frame still missing at least
 /// `READ_CHUNK_BYTES` (no copy; only the bytes asked for are zeroed first).
 const READ_DIRECT_BYTES_MAX: usize = 1024 * 1024;
@@ -40,8 +46,11 @@ pub enum Outcome {
     Close,
 }
 
-/// Serves one connection until the client goes away or breaks the protocol.
-pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
+/// Serves one connection until the client goes away, breaks the protocol, or stays idle
+/// (the sweeper in [`crate::connections`] then shuts its socket down). `admitted` keeps the
+/// connection counted until this returns.
+pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted) {
+    let activity = admitted.activity.clone();
     let _ = stream.set_nodelay(true);
     // Kafka shows a member's host as "/1.2.3.4".
     let peer: Rc<str> = stream
@@ -59,9 +68,18 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
         INFLIGHT_REQUESTS_MAX,
     );
 
+    let writer_activity = activity.clone();
     let writer_task = glommio::spawn_local(async move {
+        let activity = writer_activity;
         while let Some((handle, timed)) = rx.recv().await {
-            match handle.await {
+            let outcome = handle.await;
+            if matches!(
+                outcome,
+                Some(Outcome::Respond(_)) | Some(Outcome::RespondParts(_))
+            ) {
+                activity.write_started();
+            }
+            match outcome {
                 Some(Outcome::Respond(bytes)) => {
                     if writer.write_all(&bytes).await.is_err() {
                         break;
@@ -81,14 +99,15 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
                 Some(Outcome::NoResponse) => {}
                 Some(Outcome::Close) | None => break,
             }
+            activity.request_done();
         }
         let _ = writer.close().await;
     })
     .detach();
 
     let mut decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut scratch = vec![0u8; READ_CHUNK_BYTES];
+    let mut buf = BytesMut::new();
+    let mut scratch = vec![0u8; READ_CHUNK_BYTES_MIN];
     'read: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -104,6 +123,7 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
                         outcome
                     })
                     .detach();
+                    activity.request_started();
                     if tx.send((handle, timed)).await.is_err() {
                         break 'read;
                     }
@@ -131,6 +151,12 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
                 let read = reader.read(&mut scratch).await;
                 if let Ok(n) = read {
                     buf.extend_from_slice(&scratch[..n]);
+                    let size = scratch.len();
+                    if n == size && size < READ_CHUNK_BYTES {
+                        scratch = vec![0u8; size * 2];
+                    } else if n < size / 4 && size > READ_CHUNK_BYTES_MIN {
+                        scratch = vec![0u8; size / 2];
+                    }
                 }
                 read
             }
@@ -138,6 +164,7 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream) {
         if matches!(read, Ok(0) | Err(_)) {
             break;
         }
+        activity.read();
     }
     drop(tx);
     let _ = writer_task.await;

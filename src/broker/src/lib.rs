@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod connections;
 pub mod controller;
 pub mod error;
 pub mod group_host;
@@ -40,6 +41,8 @@ pub use sluice_shard::runtime::log_is_redundant;
 /// Process-wide state shared by all shards (behind its own locks; not on the produce path).
 pub struct Shared {
     pub producer_ids: producer_ids::ProducerIds,
+    /// Connections per client IP over all shards (`max.connections.per.ip`).
+    pub connections_per_ip: Arc<connections::PerIp>,
     ready: (Mutex<usize>, Condvar),
     failed: AtomicUsize,
 }
@@ -56,6 +59,9 @@ pub fn run(
     on_ready: impl FnOnce(&BrokerConfig),
 ) -> Result<(), BrokerError> {
     panic_policy::install();
+    if let Some(limit) = connections::raise_nofile_limit() {
+        log::info!("open file limit (RLIMIT_NOFILE): {limit}");
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Io {
         op: "create",
         path: config.data_dir.clone(),
@@ -78,6 +84,7 @@ pub fn run(
     }
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
+        connections_per_ip: Arc::default(),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
     });
@@ -170,27 +177,44 @@ async fn shard_main(
     };
     shard.spawn_retention();
     shard.spawn_stats_reporter();
+    let conns = connections::Connections::new(
+        config::CONNECTIONS_PER_SHARD_MAX,
+        config.max_connections_per_ip,
+        config.connections_max_idle,
+        shared.connections_per_ip.clone(),
+    );
+    spawn_idle_sweeper(&ctx, &conns);
     signal_ready(&shared, true);
-    let connections = Rc::new(std::cell::Cell::new(0usize));
     let accept = async {
+        let mut last_error_log: Option<std::time::Instant> = None;
         loop {
             match listener.accept().await {
                 Ok(stream) => {
-                    if connections.get() >= config::CONNECTIONS_PER_SHARD_MAX {
-                        log::warn!("{}: connection limit reached; refusing", ctx.shard_id());
-                        drop(stream);
-                        continue;
-                    }
-                    connections.set(connections.get() + 1);
+                    use std::os::fd::AsRawFd;
+                    let ip = stream.peer_addr().ok().map(|a| a.ip());
+                    let admitted = match conns.admit(ip, stream.as_raw_fd()) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            log::debug!(
+                                "{}: refusing a connection from {ip:?}: {why:?}",
+                                ctx.shard_id()
+                            );
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let shard = shard.clone();
-                    let connections = connections.clone();
-                    glommio::spawn_local(async move {
-                        conn::serve(shard, stream).await;
-                        connections.set(connections.get() - 1);
-                    })
-                    .detach();
+                    glommio::spawn_local(conn::serve(shard, stream, admitted)).detach();
                 }
-                Err(e) => log::warn!("accept: {e}"),
+                Err(e) => {
+                    // EMFILE and friends persist until connections close: pause rather than
+                    // spin on an accept that fails at once, and say so at most once a minute.
+                    if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
+                        log::warn!("{}: accept: {e}; pausing accepts briefly", ctx.shard_id());
+                        last_error_log = Some(std::time::Instant::now());
+                    }
+                    glommio::timer::sleep(connections::ACCEPT_ERROR_BACKOFF).await;
+                }
             }
         }
     };
@@ -231,6 +255,28 @@ fn probe_listen_address(addr: std::net::SocketAddr) -> Result<(), BrokerError> {
         )));
     }
     Ok(())
+}
+
+/// Accept errors are logged at most this often per shard.
+const ACCEPT_ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Closes idle connections (`connections.max.idle.ms`) in the background queue.
+fn spawn_idle_sweeper(ctx: &sluice_shard::ShardCtx, conns: &Rc<connections::Connections>) {
+    let conns = conns.clone();
+    let shutdown = ctx.shutdown().clone();
+    let task = ctx.spawn_background(async move {
+        while !shutdown.is_triggered() {
+            sluice_shard::sleep(conns.sweep_interval()).await;
+            let closed = conns.sweep(std::time::Instant::now());
+            if closed > 0 {
+                log::debug!("closed {closed} idle connection(s)");
+            }
+        }
+    });
+    match task {
+        Ok(t) => t.detach(),
+        Err(e) => log::error!("cannot spawn the idle-connection sweeper: {e}"),
+    }
 }
 
 /// How long the start-up check waits for a connection to the listen address.

@@ -16,6 +16,7 @@ const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen HOST:PORT] [--shards N] [--node-id N]
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
+               [--connections-max-idle-ms MS] [--max-connections-per-ip N]
   sluice tune --check | --apply";
 
 fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
@@ -70,6 +71,20 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     .parse()
                     .map_err(|e| format!("--stats-interval-ms: {e}"))?;
                 c.stats_interval = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+            }
+            "--connections-max-idle-ms" => {
+                let ms: u64 = value("--connections-max-idle-ms")?
+                    .parse()
+                    .map_err(|e| format!("--connections-max-idle-ms: {e}"))?;
+                if ms == 0 {
+                    return Err("--connections-max-idle-ms must be at least 1".into());
+                }
+                c.connections_max_idle = std::time::Duration::from_millis(ms);
+            }
+            "--max-connections-per-ip" => {
+                c.max_connections_per_ip = value("--max-connections-per-ip")?
+                    .parse()
+                    .map_err(|e| format!("--max-connections-per-ip: {e}"))?;
             }
             other => return Err(format!("unknown flag {other}")),
         }
