@@ -38,6 +38,7 @@ fn apply(
                 let v = value.ok_or_else(|| ConfigProblem::Invalid {
                     name: name.clone(),
                     value: "null".into(),
+                    reason: String::new(),
                 })?;
                 next.insert(name, v);
             }
@@ -76,6 +77,7 @@ fn apply(
                 return Err(ConfigProblem::Invalid {
                     name,
                     value: format!("operation {other}"),
+                    reason: String::new(),
                 })
             }
         }
