@@ -643,19 +643,26 @@ impl FrameHandler for MeshHandler {
                 encode_reply(reply, payload)
             }
             TAG_TOPICS => {
-                let state = match frame.access::<ClusterState>() {
-                    Ok(a) => rkyv::deserialize::<ClusterState, rkyv::rancor::Error>(a).ok(),
-                    Err(e) => {
-                        log::error!("bad topic table frame from {from}: {e}");
-                        None
-                    }
+                // The reply's payload, when present, says why the table was not adopted: the
+                // controller fails the request with it.
+                let state = frame
+                    .access::<ClusterState>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        rkyv::deserialize::<ClusterState, rkyv::rancor::Error>(a)
+                            .map_err(|e| e.to_string())
+                    });
+                let outcome = match state {
+                    Ok(state) => shard.apply_topics(state).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("bad topic table frame from {from}: {e}")),
                 };
-                if let Some(state) = state {
-                    if let Err(e) = shard.apply_topics(state).await {
+                match outcome {
+                    Ok(()) => Frame::empty(TAG_TOPICS, None),
+                    Err(e) => {
                         log::error!("applying topic table: {e}");
+                        Frame::empty(TAG_TOPICS, Some(Bytes::from(e.into_bytes())))
                     }
                 }
-                Frame::empty(TAG_TOPICS, None)
             }
             TAG_AUTO_CREATE => {
                 if let Ok(a) = frame.access::<Vec<String>>() {

@@ -21,6 +21,14 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Topics one broker may hold.
 pub const TOPICS_MAX: usize = 100_000;
+/// Partitions one node may hold, all topics together: every shard builds a shard table of
+/// them on each change and at start, whose capacity must never be exceeded by a stored state.
+pub const PARTITIONS_PER_NODE_MAX: u64 = 100_000;
+const _: () =
+    assert!(PARTITIONS_PER_NODE_MAX <= sluice_shard::table::PARTITIONS_MAX_DEFAULT as u64);
+/// Records (topics, partitions, configs) one request may create: Kafka's controller refuses
+/// user operations over 10,000 records.
+pub const RECORDS_PER_REQUEST_MAX: u64 = 10_000;
 
 /// A topic as the broker knows it. Serialized into the cluster state file and into the
 /// cross-shard table update.
@@ -130,9 +138,11 @@ impl TopicTable {
                 max: TOPICS_MAX as u64,
             });
         }
+        let at = self.state.topics.len();
+        self.by_name.insert(topic.name.clone(), at);
+        self.by_id.insert(topic.id, at);
         self.state.topics.push(topic);
         self.state.version += 1;
-        self.reindex();
         Ok(())
     }
 
