@@ -5,9 +5,10 @@
 //!
 //! Invariant: a state is persisted only if it can be distributed and loaded again. Before
 //! the write, the controller checks the totals (partitions per node, records per request,
-//! topics) and builds the very frame it will send, so a state over the frame limit or the
-//! shard table's capacity is refused with an error and never reaches the disk (a persisted
-//! state that cannot be distributed would fail every later change, or the next start).
+//! topics) and builds the very frame it will send (the change, a [`StateDelta`], not the
+//! whole state), so a change over the frame limit or a state over the shard table's capacity
+//! is refused with an error and never reaches the disk (a persisted state that cannot be
+//! distributed would fail every later change, or the next start).
 //! Persisting comes before distributing, so no shard ever serves a state that a crash could
 //! take back. What can still fail after the write is a shard opening or removing partition
 //! files (I/O); that fails the request (KAFKA_STORAGE_ERROR) rather than being only logged,
@@ -26,7 +27,7 @@ use crate::ops::TAG_TOPICS;
 use crate::shard::BrokerShard;
 use crate::topic_config::{self, ConfigProblem};
 use crate::topics::{
-    self, ClusterState, TopicRecord, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
+    self, ClusterState, StateDelta, TopicRecord, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
     RECORDS_PER_REQUEST_MAX, TOPICS_MAX,
 };
 
@@ -76,13 +77,15 @@ impl Controller {
             .acquire_permit(1)
             .await
             .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
-        let mut state = shard.topics().state.clone();
+        let current = shard.topics();
+        let mut state = current.state.clone();
         let (out, changed) = change(&mut state);
         if !changed {
             return Ok(out);
         }
         state.version += 1;
-        let frame = distributable(&state)?;
+        let frame = distributable(&current.state, &state)?;
+        drop(current);
         let data_dir = self.config.data_dir.clone();
         let stored = state.clone();
         // The store creates, writes, fsyncs and renames files: off the executor thread, so
@@ -445,27 +448,24 @@ fn each_failed(names: Vec<String>, e: (i16, String)) -> Vec<(String, TopicResult
     names.into_iter().map(|n| (n, Err(e.clone()))).collect()
 }
 
-/// The frame that carries `state` to the other shards, if the state can be distributed and
-/// loaded: within the frame limit and the shard table's capacity. Checked before the state
-/// is persisted.
-fn distributable(state: &ClusterState) -> Result<Frame, (i16, String)> {
-    let partitions: u64 = state
-        .topics
-        .iter()
-        .map(|t| t.partitions.max(0) as u64)
-        .sum();
+/// The frame that carries the change from `old` to `new` to the other shards, if `new` can
+/// be distributed and loaded: the change within the frame limit, the partitions within the
+/// shard table's capacity. Checked before the state is persisted.
+fn distributable(old: &ClusterState, new: &ClusterState) -> Result<Frame, (i16, String)> {
+    let partitions: u64 = new.topics.iter().map(|t| t.partitions.max(0) as u64).sum();
     if partitions > PARTITIONS_PER_NODE_MAX {
         return Err((
             kerr::POLICY_VIOLATION,
             format!("The change would leave {partitions} partitions on this node, over its limit of {PARTITIONS_PER_NODE_MAX}."),
         ));
     }
-    Frame::encode_tagged(TAG_TOPICS, state, None).map_err(|e| {
+    let delta = StateDelta::between(old, new);
+    Frame::encode_tagged(TAG_TOPICS, &delta, None).map_err(|e| {
         (
             kerr::POLICY_VIOLATION,
             format!(
-                "The change was refused: the cluster state would outgrow what the controller \
-                 distributes ({e}); delete topics or drop config overrides first."
+                "The change was refused: it is more than the controller distributes in one \
+                 update ({e}); split the request."
             ),
         )
     })
@@ -490,9 +490,10 @@ mod tests {
 
     #[test]
     fn states_that_cannot_be_distributed_are_refused() {
+        let empty = ClusterState::default();
         let mut state = ClusterState::default();
         state.topics.push(topic("a".into(), 3, &[]));
-        assert!(distributable(&state).is_ok());
+        assert!(distributable(&empty, &state).is_ok());
 
         // 105 topics of 10,000 partitions: over the shard table the next start would build.
         let mut wide = ClusterState::default();
@@ -500,11 +501,11 @@ mod tests {
             wide.topics
                 .push(topic(format!("t{i}"), PARTITIONS_PER_TOPIC_MAX, &[]));
         }
-        let (code, msg) = distributable(&wide).unwrap_err();
+        let (code, msg) = distributable(&empty, &wide).unwrap_err();
         assert_eq!(code, kerr::POLICY_VIOLATION);
         assert!(msg.contains("partitions"), "{msg}");
 
-        // Long names and large (valid) values: over the distribution frame.
+        // Long names and large (valid) values in one change: over the distribution frame.
         let mut big = ClusterState::default();
         let throttles = "0:0,".repeat(8_000);
         for i in 0..64 {
@@ -514,9 +515,13 @@ mod tests {
                 &[("leader.replication.throttled.replicas", &throttles)],
             ));
         }
-        let (code, msg) = distributable(&big).unwrap_err();
+        let (code, msg) = distributable(&empty, &big).unwrap_err();
         assert_eq!(code, kerr::POLICY_VIOLATION);
-        assert!(msg.contains("cluster state"), "{msg}");
+        assert!(msg.contains("one update"), "{msg}");
+        // The same state grown a little at a time is fine: only the change travels.
+        let mut grown = big.clone();
+        grown.topics.push(topic("one-more".into(), 1, &[]));
+        assert!(distributable(&big, &grown).is_ok());
     }
 
     #[test]

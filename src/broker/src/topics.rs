@@ -76,6 +76,86 @@ pub struct ClusterState {
     pub version: u64,
 }
 
+/// What one controller change did to the state, as it travels to the other shards: the
+/// topics created or changed, the ones deleted, and the broker configs if they changed. Its
+/// size follows the change, not the whole state (every shard already holds the rest).
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct StateDelta {
+    /// The version this delta applies to, and the one it makes.
+    pub from_version: u64,
+    pub to_version: u64,
+    /// Created topics (appended, in this order) and changed ones (replaced in place).
+    pub upserts: Vec<TopicRecord>,
+    /// Ids of deleted topics.
+    pub removed: Vec<[u8; 16]>,
+    pub broker_configs: Option<BTreeMap<String, String>>,
+    pub producer_id_next_block: i64,
+}
+
+impl StateDelta {
+    /// The delta that turns `old` into `new` (linear in the number of topics).
+    pub fn between(old: &ClusterState, new: &ClusterState) -> StateDelta {
+        let before: HashMap<[u8; 16], &TopicRecord> =
+            old.topics.iter().map(|t| (t.id, t)).collect();
+        let after: HashMap<[u8; 16], &TopicRecord> = new.topics.iter().map(|t| (t.id, t)).collect();
+        StateDelta {
+            from_version: old.version,
+            to_version: new.version,
+            upserts: new
+                .topics
+                .iter()
+                .filter(|t| before.get(&t.id).is_none_or(|b| *b != *t))
+                .cloned()
+                .collect(),
+            removed: old
+                .topics
+                .iter()
+                .filter(|t| !after.contains_key(&t.id))
+                .map(|t| t.id)
+                .collect(),
+            broker_configs: (old.broker_configs != new.broker_configs)
+                .then(|| new.broker_configs.clone()),
+            producer_id_next_block: new.producer_id_next_block,
+        }
+    }
+
+    /// The state after this delta, if `state` is the one it was made from.
+    pub fn apply(&self, state: &ClusterState) -> Result<ClusterState, String> {
+        if state.version != self.from_version {
+            return Err(format!(
+                "topic table update from version {} to {} does not follow this shard's version {}",
+                self.from_version, self.to_version, state.version
+            ));
+        }
+        let mut next = state.clone();
+        if !self.removed.is_empty() {
+            let removed: std::collections::HashSet<&[u8; 16]> = self.removed.iter().collect();
+            next.topics.retain(|t| !removed.contains(&t.id));
+        }
+        let mut at: HashMap<[u8; 16], usize> = next
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i))
+            .collect();
+        for t in &self.upserts {
+            match at.get(&t.id) {
+                Some(&i) => next.topics[i] = t.clone(),
+                None => {
+                    at.insert(t.id, next.topics.len());
+                    next.topics.push(t.clone());
+                }
+            }
+        }
+        if let Some(b) = &self.broker_configs {
+            next.broker_configs = b.clone();
+        }
+        next.producer_id_next_block = self.producer_id_next_block;
+        next.version = self.to_version;
+        Ok(next)
+    }
+}
+
 /// A shard's copy of the topic table, indexed for lookups.
 #[derive(Default, Debug)]
 pub struct TopicTable {
@@ -353,6 +433,45 @@ pub fn new_topic_id() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_turns_the_old_state_into_the_new() {
+        let topic = |name: &str, partitions| TopicRecord {
+            name: name.into(),
+            id: new_topic_id(),
+            partitions,
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        let mut old = ClusterState {
+            version: 7,
+            ..ClusterState::default()
+        };
+        old.topics = vec![topic("a", 1), topic("b", 2), topic("c", 3)];
+        let mut new = old.clone();
+        new.version = 8;
+        new.topics.remove(1);
+        new.topics[1].partitions = 5;
+        new.topics[0]
+            .configs
+            .insert("retention.ms".into(), "1".into());
+        new.topics.push(topic("d", 1));
+        new.topics.push(topic("e", 1));
+        new.broker_configs
+            .insert("log.retention.ms".into(), "5".into());
+        let delta = StateDelta::between(&old, &new);
+        assert_eq!(delta.upserts.len(), 4);
+        assert_eq!(delta.removed.len(), 1);
+        assert_eq!(delta.apply(&old).unwrap(), new);
+        assert!(
+            delta.apply(&new).is_err(),
+            "applies only to the version it follows"
+        );
+        let same = StateDelta::between(&new, &new);
+        assert!(
+            same.upserts.is_empty() && same.removed.is_empty() && same.broker_configs.is_none()
+        );
+    }
 
     #[test]
     fn names() {
