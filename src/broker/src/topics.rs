@@ -1,8 +1,9 @@
 //! The topic table (names, ids, partition counts, config overrides) and its durable home.
 //!
 //! Shard 0 is the controller: it alone changes the table, persists it (write to a temporary
-//! file, fsync, rename, fsync the directory) and then sends the new table to every shard,
-//! each of which keeps its own copy for lock-free lookups on the produce/fetch path.
+//! file, fsync, rename, fsync the directory; on a blocking thread, see `controller.rs`) and
+//! then sends the change ([`StateDelta`]) to every shard, each of which keeps its own copy
+//! for lock-free lookups on the produce/fetch path.
 //! Beside the state file sits a space reserve (`SPACE_RESERVE_BYTES`), released when the
 //! disk is full so that the state can still change: deleting topics is how space comes back.
 
