@@ -2,8 +2,19 @@
 //! configs). Each change is serialized, persisted durably, then pushed to every shard before
 //! the request that caused it is answered, so a client that saw "created" finds the topic on
 //! whatever shard its next request lands on.
+//!
+//! Invariant: a state is persisted only if it can be distributed and loaded again. Before
+//! the write, the controller checks the totals (partitions per node, records per request,
+//! topics) and builds the very frame it will send (the change, a [`StateDelta`], not the
+//! whole state), so a change over the frame limit or a state over the shard table's capacity
+//! is refused with an error and never reaches the disk (a persisted state that cannot be
+//! distributed would fail every later change, or the next start).
+//! Persisting comes before distributing, so no shard ever serves a state that a crash could
+//! take back. What can still fail after the write is a shard opening or removing partition
+//! files (I/O); that fails the request (KAFKA_STORAGE_ERROR) rather than being only logged,
+//! and the next start, which opens every partition of the stored state, retries it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -15,7 +26,10 @@ use crate::kerr;
 use crate::ops::TAG_TOPICS;
 use crate::shard::BrokerShard;
 use crate::topic_config::{self, ConfigProblem};
-use crate::topics::{self, ClusterState, TopicRecord, PARTITIONS_PER_TOPIC_MAX};
+use crate::topics::{
+    self, ClusterState, StateDelta, TopicRecord, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
+    RECORDS_PER_REQUEST_MAX, TOPICS_MAX,
+};
 
 /// A topic creation request, after defaults are filled in.
 #[derive(Clone, Debug)]
@@ -51,8 +65,8 @@ impl Controller {
         &self.shared
     }
 
-    /// Applies `change` to a copy of the state; if it changed anything, persists the result
-    /// and distributes it to every shard.
+    /// Applies `change` to a copy of the state; if it changed anything, checks that the
+    /// result can be distributed, persists it and distributes it to every shard.
     async fn change<T>(
         &self,
         shard: &Rc<BrokerShard>,
@@ -63,35 +77,59 @@ impl Controller {
             .acquire_permit(1)
             .await
             .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
-        let mut state = shard.topics().state.clone();
+        let current = shard.topics();
+        let mut state = current.state.clone();
         let (out, changed) = change(&mut state);
         if !changed {
             return Ok(out);
         }
         state.version += 1;
-        topics::store_state(&self.config.data_dir, &state)
+        let frame = distributable(&current.state, &state)?;
+        drop(current);
+        let data_dir = self.config.data_dir.clone();
+        let stored = state.clone();
+        // The store creates, writes, fsyncs and renames files: off the executor thread, so
+        // shard 0 keeps serving its partitions and connections meanwhile.
+        glommio::executor()
+            .spawn_blocking(move || topics::store_state(&data_dir, &stored))
+            .await
             .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))?;
-        self.distribute(shard, state).await?;
+        self.distribute(shard, frame, state).await?;
         Ok(out)
     }
 
-    /// Sends the state to every other shard, then adopts it here.
+    /// Sends the state to every other shard, then adopts it here. Every shard is sent it
+    /// even when one fails; the first failure is the request's.
     async fn distribute(
         &self,
         shard: &Rc<BrokerShard>,
+        frame: Frame,
         state: ClusterState,
     ) -> Result<(), (i16, String)> {
-        let frame = Frame::encode_tagged(TAG_TOPICS, &state, None)
-            .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
+        let mut failure = None;
         for (to, r) in shard.ctx.mesh().broadcast(&frame).await {
-            if let Err(e) = r {
-                log::error!("topic table to {to}: {e}");
+            let problem = match r {
+                Ok(reply) => reply
+                    .payload()
+                    .map(|m| String::from_utf8_lossy(m).into_owned()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(p) = problem {
+                log::error!("topic table to {to}: {p}");
+                failure.get_or_insert((
+                    kerr::KAFKA_STORAGE_ERROR,
+                    format!("shard {to} could not apply the change: {p}"),
+                ));
             }
         }
-        shard
+        let here = shard
             .apply_topics(state)
             .await
-            .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))
+            .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()));
+        match failure {
+            Some(f) => Err(f),
+            None => here,
+        }
     }
 
     /// Creates topics (or only validates them). Results are in request order.
@@ -103,27 +141,71 @@ impl Controller {
     ) -> Vec<(String, TopicResult)> {
         let num_partitions = self.config.num_partitions;
         let names: Vec<String> = requests.iter().map(|r| r.name.clone()).collect();
+        // Kafka's controller refuses a user operation that would write more than 10,000
+        // records (one per topic, per partition, per config): the whole request fails.
+        let records: u64 = requests
+            .iter()
+            .map(|r| {
+                let partitions = if r.partitions == -1 {
+                    num_partitions
+                } else {
+                    r.partitions
+                };
+                1 + partitions.max(0) as u64 + r.configs.len() as u64
+            })
+            .sum();
+        if records > RECORDS_PER_REQUEST_MAX {
+            return each_failed(
+                names,
+                (
+                    kerr::POLICY_VIOLATION,
+                    format!(
+                        "Excessively large number of partitions per request: {records} records, \
+                         at most {RECORDS_PER_REQUEST_MAX}."
+                    ),
+                ),
+            );
+        }
         let outcome = self
             .change(shard, |state| {
-                let mut table = topics::TopicTable::new(state.clone());
+                let mut known = NameIndex::new(&state.topics);
+                let mut partitions_total: u64 = state
+                    .topics
+                    .iter()
+                    .map(|t| t.partitions.max(0) as u64)
+                    .sum();
                 let mut results = Vec::with_capacity(requests.len());
                 let mut changed = false;
                 for req in requests {
-                    let r = check_new_topic(&table, &req, num_partitions).and_then(|record| {
+                    let r = check_new_topic(&known, &req, num_partitions).and_then(|record| {
+                        if state.topics.len() >= TOPICS_MAX {
+                            return Err((
+                                kerr::POLICY_VIOLATION,
+                                format!("This node already holds {TOPICS_MAX} topics, its limit."),
+                            ));
+                        }
+                        let total = partitions_total + record.partitions as u64;
+                        if total > PARTITIONS_PER_NODE_MAX {
+                            return Err((
+                                kerr::POLICY_VIOLATION,
+                                format!(
+                                    "Creating {} partitions would make {total}, over the \
+                                     {PARTITIONS_PER_NODE_MAX} one node holds.",
+                                    record.partitions
+                                ),
+                            ));
+                        }
                         if validate_only {
                             return Ok(record);
                         }
-                        table
-                            .insert(record.clone())
-                            .map_err(|e| (kerr::TOPIC_ALREADY_EXISTS, e.to_string()))?;
+                        partitions_total = total;
+                        known.insert(&record.name);
+                        state.topics.push(record.clone());
                         changed = true;
                         Ok(record)
                     });
                     results.push((req.name, r));
                 }
-                let version = state.version;
-                *state = table.state.clone();
-                state.version = version;
                 (results, changed)
             })
             .await;
@@ -139,22 +221,24 @@ impl Controller {
         let requested = names.clone();
         let outcome = self
             .change(shard, |state| {
-                let mut table = topics::TopicTable::new(state.clone());
-                let mut changed = false;
+                let index: HashMap<&str, usize> = state
+                    .topics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.name.as_str(), i))
+                    .collect();
+                let mut doomed = vec![false; state.topics.len()];
                 let results: Vec<_> = names
                     .into_iter()
                     .map(|n| {
-                        let r = match table.remove(&n) {
-                            Some(t) if t.internal => {
-                                let _ = table.insert(t);
-                                Err((
-                                    kerr::INVALID_REQUEST,
-                                    "internal topics cannot be deleted".to_string(),
-                                ))
-                            }
-                            Some(t) => {
-                                changed = true;
-                                Ok(t)
+                        let r = match index.get(n.as_str()) {
+                            Some(&i) if state.topics[i].internal => Err((
+                                kerr::INVALID_REQUEST,
+                                "internal topics cannot be deleted".to_string(),
+                            )),
+                            Some(&i) => {
+                                doomed[i] = true;
+                                Ok(state.topics[i].clone())
                             }
                             None => Err((
                                 kerr::UNKNOWN_TOPIC_OR_PARTITION,
@@ -164,9 +248,13 @@ impl Controller {
                         (n, r)
                     })
                     .collect();
-                let version = state.version;
-                *state = table.state.clone();
-                state.version = version;
+                drop(index);
+                let changed = doomed.contains(&true);
+                let mut at = 0;
+                state.topics.retain(|_| {
+                    at += 1;
+                    !doomed[at - 1]
+                });
                 (results, changed)
             })
             .await;
@@ -192,10 +280,20 @@ impl Controller {
             if count > PARTITIONS_PER_TOPIC_MAX {
                 return (Err((kerr::INVALID_PARTITIONS, format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"))), false);
             }
+            let added = (count - t.partitions) as u64;
+            if added > RECORDS_PER_REQUEST_MAX {
+                let msg = format!("Excessively large number of partitions per request: {added}, at most {RECORDS_PER_REQUEST_MAX}.");
+                return (Err((kerr::POLICY_VIOLATION, msg)), false);
+            }
             if validate_only {
                 return (Ok(()), false);
             }
             t.partitions = count;
+            let total: u64 = state.topics.iter().map(|t| t.partitions.max(0) as u64).sum();
+            if total > PARTITIONS_PER_NODE_MAX {
+                let msg = format!("Adding {added} partitions would make {total}, over the {PARTITIONS_PER_NODE_MAX} one node holds.");
+                return (Err((kerr::POLICY_VIOLATION, msg)), false);
+            }
             (Ok(()), true)
         })
         .await?
@@ -260,28 +358,56 @@ impl Controller {
     }
 }
 
-fn check_new_topic(table: &topics::TopicTable, req: &NewTopic, num_partitions: i32) -> TopicResult {
-    topics::validate_topic_name(&req.name).map_err(|m| (kerr::INVALID_TOPIC_EXCEPTION, m))?;
-    if table.get(&req.name).is_some() {
-        return Err((
-            kerr::TOPIC_ALREADY_EXISTS,
-            format!("Topic '{}' already exists.", req.name),
-        ));
+/// Topic names of the state by their '.'/'_'-folded form, for the existence and collision
+/// checks of CreateTopics (one lookup per requested topic, not a scan).
+struct NameIndex {
+    folded: HashMap<String, String>,
+}
+
+impl NameIndex {
+    fn new(topics: &[TopicRecord]) -> NameIndex {
+        NameIndex {
+            folded: topics
+                .iter()
+                .map(|t| (fold(&t.name), t.name.clone()))
+                .collect(),
+        }
     }
-    // Kafka refuses names that collide once '.' and '_' are treated alike (metric names).
-    let norm = |s: &str| s.replace('.', "_");
-    if let Some(t) = table
-        .topics()
-        .iter()
-        .find(|t| norm(&t.name) == norm(&req.name))
-    {
-        return Err((
-            kerr::INVALID_TOPIC_EXCEPTION,
-            format!(
-                "Topic '{}' collides with existing topic: {}",
-                req.name, t.name
-            ),
-        ));
+
+    fn insert(&mut self, name: &str) {
+        self.folded.insert(fold(name), name.to_string());
+    }
+
+    /// The existing topic `name` equals or collides with.
+    fn find(&self, name: &str) -> Option<&str> {
+        self.folded.get(&fold(name)).map(String::as_str)
+    }
+}
+
+/// Kafka refuses names that collide once '.' and '_' are treated alike (metric names).
+fn fold(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+fn check_new_topic(known: &NameIndex, req: &NewTopic, num_partitions: i32) -> TopicResult {
+    topics::validate_topic_name(&req.name).map_err(|m| (kerr::INVALID_TOPIC_EXCEPTION, m))?;
+    match known.find(&req.name) {
+        Some(existing) if existing == req.name => {
+            return Err((
+                kerr::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{}' already exists.", req.name),
+            ));
+        }
+        Some(existing) => {
+            return Err((
+                kerr::INVALID_TOPIC_EXCEPTION,
+                format!(
+                    "Topic '{}' collides with existing topic: {existing}",
+                    req.name
+                ),
+            ));
+        }
+        None => {}
     }
     let partitions = if req.partitions == -1 {
         num_partitions
@@ -320,4 +446,102 @@ fn check_new_topic(table: &topics::TopicTable, req: &NewTopic, num_partitions: i
 /// without them a malformed message).
 fn each_failed(names: Vec<String>, e: (i16, String)) -> Vec<(String, TopicResult)> {
     names.into_iter().map(|n| (n, Err(e.clone()))).collect()
+}
+
+/// The frame that carries the change from `old` to `new` to the other shards, if `new` can
+/// be distributed and loaded: the change within the frame limit, the partitions within the
+/// shard table's capacity. Checked before the state is persisted.
+fn distributable(old: &ClusterState, new: &ClusterState) -> Result<Frame, (i16, String)> {
+    let partitions: u64 = new.topics.iter().map(|t| t.partitions.max(0) as u64).sum();
+    if partitions > PARTITIONS_PER_NODE_MAX {
+        return Err((
+            kerr::POLICY_VIOLATION,
+            format!("The change would leave {partitions} partitions on this node, over its limit of {PARTITIONS_PER_NODE_MAX}."),
+        ));
+    }
+    let delta = StateDelta::between(old, new);
+    Frame::encode_tagged(TAG_TOPICS, &delta, None).map_err(|e| {
+        (
+            kerr::POLICY_VIOLATION,
+            format!(
+                "The change was refused: it is more than the controller distributes in one \
+                 update ({e}); split the request."
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: String, partitions: i32, configs: &[(&str, &str)]) -> TopicRecord {
+        TopicRecord {
+            name,
+            id: topics::new_topic_id(),
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            internal: false,
+        }
+    }
+
+    #[test]
+    fn states_that_cannot_be_distributed_are_refused() {
+        let empty = ClusterState::default();
+        let mut state = ClusterState::default();
+        state.topics.push(topic("a".into(), 3, &[]));
+        assert!(distributable(&empty, &state).is_ok());
+
+        // 105 topics of 10,000 partitions: over the shard table the next start would build.
+        let mut wide = ClusterState::default();
+        for i in 0..105 {
+            wide.topics
+                .push(topic(format!("t{i}"), PARTITIONS_PER_TOPIC_MAX, &[]));
+        }
+        let (code, msg) = distributable(&empty, &wide).unwrap_err();
+        assert_eq!(code, kerr::POLICY_VIOLATION);
+        assert!(msg.contains("partitions"), "{msg}");
+
+        // Long names and large (valid) values in one change: over the distribution frame.
+        let mut big = ClusterState::default();
+        let throttles = "0:0,".repeat(8_000);
+        for i in 0..64 {
+            big.topics.push(topic(
+                format!("{i:0>249}"),
+                1,
+                &[("leader.replication.throttled.replicas", &throttles)],
+            ));
+        }
+        let (code, msg) = distributable(&empty, &big).unwrap_err();
+        assert_eq!(code, kerr::POLICY_VIOLATION);
+        assert!(msg.contains("one update"), "{msg}");
+        // The same state grown a little at a time is fine: only the change travels.
+        let mut grown = big.clone();
+        grown.topics.push(topic("one-more".into(), 1, &[]));
+        assert!(distributable(&big, &grown).is_ok());
+    }
+
+    #[test]
+    fn names_are_found_by_their_folded_form() {
+        let topics = vec![topic("a.b".into(), 1, &[])];
+        let mut known = NameIndex::new(&topics);
+        assert_eq!(known.find("a.b"), Some("a.b"));
+        assert_eq!(known.find("a_b"), Some("a.b"));
+        assert_eq!(known.find("c"), None);
+        known.insert("c_d");
+        assert_eq!(known.find("c.d"), Some("c_d"));
+        let req = NewTopic {
+            name: "a_b".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            check_new_topic(&known, &req, 1).unwrap_err().0,
+            kerr::INVALID_TOPIC_EXCEPTION
+        );
+    }
 }

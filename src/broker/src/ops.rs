@@ -5,7 +5,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// Frame tags: what a frame's body is.
 pub const TAG_PARTITION: u16 = 1;
-/// Body: [`crate::topics::ClusterState`]; the shard adopts it and opens/closes its logs.
+/// Body: [`crate::topics::StateDelta`]; the shard applies it to its copy of the cluster state,
+/// adopts the result and opens/closes its logs. Reply payload: why it could not, if it could not.
 pub const TAG_TOPICS: u16 = 2;
 /// Body: [`ForwardHeader`]; payload: a whole Kafka request frame to run on the target shard.
 pub const TAG_FORWARD: u16 = 3;

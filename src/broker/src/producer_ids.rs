@@ -1,6 +1,8 @@
 //! Producer id allocation, shared by all shards: ids are handed out from blocks whose upper
 //! end is made durable before the first id of the block is used, so no id repeats after a
-//! crash (at most one block is skipped).
+//! crash (at most one block is skipped). The lock guards only memory: the durable write of
+//! a new block runs on a blocking thread, never on a shard's executor and never under the
+//! lock, while other requests for an id wait for it without blocking their thread.
 
 use std::fs;
 use std::io::Write;
@@ -14,9 +16,30 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub struct ProducerIds {
     path: PathBuf,
-    /// (next id, end of the durable block)
-    state: Mutex<(i64, i64)>,
+    state: Mutex<Alloc>,
 }
+
+struct Alloc {
+    next: i64,
+    /// End of the durable block: ids below it may be handed out.
+    end: i64,
+    /// A new block's end is being made durable.
+    reserving: bool,
+}
+
+/// What [`ProducerIds::take`] says to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// An id, from the durable block.
+    Id(i64),
+    /// The block is spent: persist this end, then report it with [`ProducerIds::reserved`].
+    Reserve(i64),
+    /// Another caller is persisting the next block: try again shortly.
+    Wait,
+}
+
+/// How long a caller waits before asking again while another persists the next block.
+const RESERVE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl ProducerIds {
     pub fn open(data_dir: &Path) -> Result<ProducerIds, BrokerError> {
@@ -38,20 +61,72 @@ impl ProducerIds {
         // Everything below the recorded end may have been handed out before a crash.
         Ok(ProducerIds {
             path,
-            state: Mutex::new((end, end)),
+            state: Mutex::new(Alloc {
+                next: end,
+                end,
+                reserving: false,
+            }),
         })
     }
 
-    pub fn next(&self) -> Result<i64, BrokerError> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.0 >= s.1 {
-            let end = s.1 + PRODUCER_ID_BLOCK;
-            persist(&self.path, end)?;
-            s.1 = end;
+    fn alloc(&self) -> std::sync::MutexGuard<'_, Alloc> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands out an id if the durable block has one left; otherwise says what to do.
+    pub fn take(&self) -> Take {
+        let mut s = self.alloc();
+        if s.next < s.end {
+            s.next += 1;
+            return Take::Id(s.next - 1);
         }
-        let id = s.0;
-        s.0 += 1;
-        Ok(id)
+        if s.reserving {
+            return Take::Wait;
+        }
+        s.reserving = true;
+        Take::Reserve(s.end + PRODUCER_ID_BLOCK)
+    }
+
+    /// Records the outcome of persisting the end [`Take::Reserve`] asked for.
+    pub fn reserved(&self, end: i64, ok: bool) {
+        let mut s = self.alloc();
+        s.reserving = false;
+        if ok {
+            s.end = s.end.max(end);
+        }
+    }
+
+    /// The next producer id; a new block is made durable (off this thread) when needed.
+    pub async fn next(&self) -> Result<i64, BrokerError> {
+        loop {
+            match self.take() {
+                Take::Id(id) => return Ok(id),
+                Take::Wait => glommio::timer::sleep(RESERVE_POLL).await,
+                Take::Reserve(end) => {
+                    let path = self.path.clone();
+                    let r = glommio::executor()
+                        .spawn_blocking(move || persist(&path, end))
+                        .await;
+                    self.reserved(end, r.is_ok());
+                    r?;
+                }
+            }
+        }
+    }
+
+    /// [`ProducerIds::next`] on the calling thread (for tests and tools without an executor).
+    pub fn next_blocking(&self) -> Result<i64, BrokerError> {
+        loop {
+            match self.take() {
+                Take::Id(id) => return Ok(id),
+                Take::Wait => std::thread::sleep(RESERVE_POLL),
+                Take::Reserve(end) => {
+                    let r = persist(&self.path, end);
+                    self.reserved(end, r.is_ok());
+                    r?;
+                }
+            }
+        }
     }
 }
 
@@ -86,10 +161,26 @@ mod tests {
     fn ids_never_repeat_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let a = ProducerIds::open(dir.path()).unwrap();
-        let first: Vec<_> = (0..5).map(|_| a.next().unwrap()).collect();
+        let first: Vec<_> = (0..5).map(|_| a.next_blocking().unwrap()).collect();
         assert_eq!(first, vec![0, 1, 2, 3, 4]);
         drop(a);
         let b = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(b.next().unwrap(), PRODUCER_ID_BLOCK);
+        assert_eq!(b.next_blocking().unwrap(), PRODUCER_ID_BLOCK);
+    }
+
+    #[test]
+    fn one_caller_reserves_while_others_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(a.take(), Take::Reserve(PRODUCER_ID_BLOCK));
+        assert_eq!(a.take(), Take::Wait, "one reservation at a time");
+        a.reserved(PRODUCER_ID_BLOCK, false);
+        assert_eq!(
+            a.take(),
+            Take::Reserve(PRODUCER_ID_BLOCK),
+            "a failed one is retried"
+        );
+        a.reserved(PRODUCER_ID_BLOCK, true);
+        assert_eq!(a.take(), Take::Id(0));
     }
 }

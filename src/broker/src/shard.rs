@@ -25,7 +25,7 @@ use crate::ops::{
 };
 use crate::stats::{self, Stage};
 use crate::topic_config;
-use crate::topics::{ClusterState, TopicRecord, TopicTable};
+use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
 
 /// A partition owned by this shard.
 pub struct Partition {
@@ -621,19 +621,29 @@ impl FrameHandler for MeshHandler {
                 encode_reply(reply, payload)
             }
             TAG_TOPICS => {
-                let state = match frame.access::<ClusterState>() {
-                    Ok(a) => rkyv::deserialize::<ClusterState, rkyv::rancor::Error>(a).ok(),
-                    Err(e) => {
-                        log::error!("bad topic table frame from {from}: {e}");
-                        None
-                    }
+                // The reply's payload, when present, says why the update was not adopted: the
+                // controller fails the request with it.
+                let delta = frame
+                    .access::<StateDelta>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        rkyv::deserialize::<StateDelta, rkyv::rancor::Error>(a)
+                            .map_err(|e| e.to_string())
+                    });
+                let outcome = match delta {
+                    Ok(delta) => match delta.apply(&shard.topics().state) {
+                        Ok(state) => shard.apply_topics(state).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(format!("bad topic table frame from {from}: {e}")),
                 };
-                if let Some(state) = state {
-                    if let Err(e) = shard.apply_topics(state).await {
-                        log::error!("applying topic table: {e}");
+                match outcome {
+                    Ok(()) => Frame::empty(TAG_TOPICS, None),
+                    Err(e) => {
+                        log::error!("applying topic table update: {e}");
+                        Frame::empty(TAG_TOPICS, Some(Bytes::from(e.into_bytes())))
                     }
                 }
-                Frame::empty(TAG_TOPICS, None)
             }
             TAG_AUTO_CREATE => {
                 if let Ok(a) = frame.access::<Vec<String>>() {

@@ -1,8 +1,9 @@
 //! The topic table (names, ids, partition counts, config overrides) and its durable home.
 //!
 //! Shard 0 is the controller: it alone changes the table, persists it (write to a temporary
-//! file, fsync, rename, fsync the directory) and then sends the new table to every shard,
-//! each of which keeps its own copy for lock-free lookups on the produce/fetch path.
+//! file, fsync, rename, fsync the directory; on a blocking thread, see `controller.rs`) and
+//! then sends the change ([`StateDelta`]) to every shard, each of which keeps its own copy
+//! for lock-free lookups on the produce/fetch path.
 //! Beside the state file sits a space reserve (`SPACE_RESERVE_BYTES`), released when the
 //! disk is full so that the state can still change: deleting topics is how space comes back.
 
@@ -21,6 +22,14 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Topics one broker may hold.
 pub const TOPICS_MAX: usize = 100_000;
+/// Partitions one node may hold, all topics together: every shard builds a shard table of
+/// them on each change and at start, whose capacity must never be exceeded by a stored state.
+pub const PARTITIONS_PER_NODE_MAX: u64 = 100_000;
+const _: () =
+    assert!(PARTITIONS_PER_NODE_MAX <= sluice_shard::table::PARTITIONS_MAX_DEFAULT as u64);
+/// Records (topics, partitions, configs) one request may create: Kafka's controller refuses
+/// user operations over 10,000 records.
+pub const RECORDS_PER_REQUEST_MAX: u64 = 10_000;
 
 /// A topic as the broker knows it. Serialized into the cluster state file and into the
 /// cross-shard table update.
@@ -66,6 +75,86 @@ pub struct ClusterState {
     pub producer_id_next_block: i64,
     /// Bumped on every change.
     pub version: u64,
+}
+
+/// What one controller change did to the state, as it travels to the other shards: the
+/// topics created or changed, the ones deleted, and the broker configs if they changed. Its
+/// size follows the change, not the whole state (every shard already holds the rest).
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct StateDelta {
+    /// The version this delta applies to, and the one it makes.
+    pub from_version: u64,
+    pub to_version: u64,
+    /// Created topics (appended, in this order) and changed ones (replaced in place).
+    pub upserts: Vec<TopicRecord>,
+    /// Ids of deleted topics.
+    pub removed: Vec<[u8; 16]>,
+    pub broker_configs: Option<BTreeMap<String, String>>,
+    pub producer_id_next_block: i64,
+}
+
+impl StateDelta {
+    /// The delta that turns `old` into `new` (linear in the number of topics).
+    pub fn between(old: &ClusterState, new: &ClusterState) -> StateDelta {
+        let before: HashMap<[u8; 16], &TopicRecord> =
+            old.topics.iter().map(|t| (t.id, t)).collect();
+        let after: HashMap<[u8; 16], &TopicRecord> = new.topics.iter().map(|t| (t.id, t)).collect();
+        StateDelta {
+            from_version: old.version,
+            to_version: new.version,
+            upserts: new
+                .topics
+                .iter()
+                .filter(|t| before.get(&t.id).is_none_or(|b| *b != *t))
+                .cloned()
+                .collect(),
+            removed: old
+                .topics
+                .iter()
+                .filter(|t| !after.contains_key(&t.id))
+                .map(|t| t.id)
+                .collect(),
+            broker_configs: (old.broker_configs != new.broker_configs)
+                .then(|| new.broker_configs.clone()),
+            producer_id_next_block: new.producer_id_next_block,
+        }
+    }
+
+    /// The state after this delta, if `state` is the one it was made from.
+    pub fn apply(&self, state: &ClusterState) -> Result<ClusterState, String> {
+        if state.version != self.from_version {
+            return Err(format!(
+                "topic table update from version {} to {} does not follow this shard's version {}",
+                self.from_version, self.to_version, state.version
+            ));
+        }
+        let mut next = state.clone();
+        if !self.removed.is_empty() {
+            let removed: std::collections::HashSet<&[u8; 16]> = self.removed.iter().collect();
+            next.topics.retain(|t| !removed.contains(&t.id));
+        }
+        let mut at: HashMap<[u8; 16], usize> = next
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i))
+            .collect();
+        for t in &self.upserts {
+            match at.get(&t.id) {
+                Some(&i) => next.topics[i] = t.clone(),
+                None => {
+                    at.insert(t.id, next.topics.len());
+                    next.topics.push(t.clone());
+                }
+            }
+        }
+        if let Some(b) = &self.broker_configs {
+            next.broker_configs = b.clone();
+        }
+        next.producer_id_next_block = self.producer_id_next_block;
+        next.version = self.to_version;
+        Ok(next)
+    }
 }
 
 /// A shard's copy of the topic table, indexed for lookups.
@@ -130,9 +219,11 @@ impl TopicTable {
                 max: TOPICS_MAX as u64,
             });
         }
+        let at = self.state.topics.len();
+        self.by_name.insert(topic.name.clone(), at);
+        self.by_id.insert(topic.id, at);
         self.state.topics.push(topic);
         self.state.version += 1;
-        self.reindex();
         Ok(())
     }
 
@@ -343,6 +434,45 @@ pub fn new_topic_id() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_turns_the_old_state_into_the_new() {
+        let topic = |name: &str, partitions| TopicRecord {
+            name: name.into(),
+            id: new_topic_id(),
+            partitions,
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        let mut old = ClusterState {
+            version: 7,
+            ..ClusterState::default()
+        };
+        old.topics = vec![topic("a", 1), topic("b", 2), topic("c", 3)];
+        let mut new = old.clone();
+        new.version = 8;
+        new.topics.remove(1);
+        new.topics[1].partitions = 5;
+        new.topics[0]
+            .configs
+            .insert("retention.ms".into(), "1".into());
+        new.topics.push(topic("d", 1));
+        new.topics.push(topic("e", 1));
+        new.broker_configs
+            .insert("log.retention.ms".into(), "5".into());
+        let delta = StateDelta::between(&old, &new);
+        assert_eq!(delta.upserts.len(), 4);
+        assert_eq!(delta.removed.len(), 1);
+        assert_eq!(delta.apply(&old).unwrap(), new);
+        assert!(
+            delta.apply(&new).is_err(),
+            "applies only to the version it follows"
+        );
+        let same = StateDelta::between(&new, &new);
+        assert!(
+            same.upserts.is_empty() && same.removed.is_empty() && same.broker_configs.is_none()
+        );
+    }
 
     #[test]
     fn names() {

@@ -15,6 +15,16 @@ pub const WRITE_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// run faster on every disk we measured). A single batch larger than this still gets a
 /// buffer of its own size.
 pub const WRITE_BUFFER_GROWN_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Smallest `segment.index.bytes` (Kafka's minimum: one 4-byte slot; such an index is
+/// always full, so every batch starts a segment).
+pub const SEGMENT_INDEX_BYTES_MIN: u32 = 4;
+/// Largest `segment.index.bytes` honoured: an index is written in one sealed file, whose
+/// body is capped (Kafka accepts up to `i32::MAX`; larger values act as this).
+pub const SEGMENT_INDEX_BYTES_MAX: u32 = crate::format::SEALED_BODY_BYTES_MAX as u32;
+/// Bytes of one offset index entry (relative offset, position), as in Kafka.
+pub const OFFSET_INDEX_ENTRY_BYTES: u32 = 8;
+/// Bytes of one time index entry (timestamp, relative offset), as in Kafka.
+pub const TIME_INDEX_ENTRY_BYTES: u32 = 12;
 /// Segments one partition may hold open before retention must catch up.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 65_536;
 
@@ -33,6 +43,9 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `index.interval.bytes`: bytes between sparse offset index entries.
     pub index_interval_bytes: u32,
+    /// `segment.index.bytes`: the active segment rolls when its offset or time index would
+    /// outgrow this (Kafka's rule), which also bounds the index files written at roll.
+    pub segment_index_bytes: u32,
     /// `message.timestamp.type` = LogAppendTime.
     pub log_append_time: bool,
     /// Size of the aligned buffer that collects appends between flushes.
@@ -48,6 +61,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
+            segment_index_bytes: 10 * 1024 * 1024,
             log_append_time: false,
             write_buffer_bytes: 256 * 1024,
         }
@@ -85,6 +99,13 @@ impl LogConfig {
             return Err(StorageError::InvalidConfig {
                 name: "max.message.bytes",
                 value: self.max_message_bytes.to_string(),
+            });
+        }
+        if !(SEGMENT_INDEX_BYTES_MIN..=SEGMENT_INDEX_BYTES_MAX).contains(&self.segment_index_bytes)
+        {
+            return Err(StorageError::InvalidConfig {
+                name: "segment.index.bytes",
+                value: self.segment_index_bytes.to_string(),
             });
         }
         if self.write_buffer_bytes < crate::io::PAGE_SIZE

@@ -78,6 +78,14 @@ impl TimeIndex {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Relative offset to start scanning from for the first batch with timestamp >= `target`.
     pub fn lookup(&self, target: i64) -> u32 {
         match self.entries.partition_point(|&(t, _)| t < target) {

@@ -27,7 +27,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::cache::{BatchCache, CachedBatch};
 use crate::config::{
-    LogConfig, BATCH_BYTES_MAX, SEGMENTS_PER_PARTITION_MAX, WRITE_BUFFER_GROWN_BYTES_MAX,
+    LogConfig, BATCH_BYTES_MAX, OFFSET_INDEX_ENTRY_BYTES, SEGMENTS_PER_PARTITION_MAX,
+    TIME_INDEX_ENTRY_BYTES, WRITE_BUFFER_GROWN_BYTES_MAX,
 };
 use crate::error::{Result, StorageError};
 use crate::format::{self, Kind};
@@ -770,7 +771,13 @@ impl<S: Storage> PartitionLog<S> {
             .first_append_ms
             .is_some_and(|t| now_ms - t >= cfg.segment_ms);
         let rel_overflow = inner.log_end_offset() - active.base_offset > (u32::MAX / 2) as i64;
-        if active.size == 0 || !(too_big || too_old || rel_overflow) {
+        // Kafka rolls when either index is full; this also keeps the index files written at
+        // roll within their sealed-body limit whatever index.interval.bytes says.
+        let index_full = active.index.len() as u64
+            >= (cfg.segment_index_bytes / OFFSET_INDEX_ENTRY_BYTES) as u64
+            || active.time_index.len() as u64
+                >= (cfg.segment_index_bytes / TIME_INDEX_ENTRY_BYTES) as u64;
+        if active.size == 0 || !(too_big || too_old || rel_overflow || index_full) {
             return Ok(());
         }
         if inner.segments.len() >= SEGMENTS_PER_PARTITION_MAX {

@@ -191,6 +191,47 @@ fn damaged_index_is_rebuilt() {
 }
 
 #[test]
+fn a_full_index_rolls_the_segment() {
+    // index.interval.bytes=0 indexes every batch; with a huge segment.bytes only the index
+    // size (segment.index.bytes, Kafka's rule) ends a segment, so its index stays bounded.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: crate::config::SEGMENT_BYTES_MAX,
+        index_interval_bytes: 0,
+        segment_index_bytes: 48,
+        ..LogConfig::default()
+    };
+    let log = open(StdStorage, dir.path(), cfg.clone());
+    for i in 0..20 {
+        log.append(&batch(1, &[i; 100], i as i64, -1, 0), 0)
+            .unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    // 48 bytes hold four 12-byte time index entries (one per batch here): four batches a
+    // segment.
+    assert_eq!(log.segment_count(), 5);
+    let before = read_all(&log, 0);
+    assert_eq!(before.len(), 20);
+    drop(log);
+    let log = open(StdStorage, dir.path(), cfg);
+    assert_eq!(read_all(&log, 0), before);
+    // The smallest index Kafka allows holds no entry: every batch gets a segment.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        index_interval_bytes: 0,
+        segment_index_bytes: crate::config::SEGMENT_INDEX_BYTES_MIN,
+        ..LogConfig::default()
+    };
+    let log = open(StdStorage, dir.path(), cfg);
+    for i in 0..3 {
+        log.append(&batch(1, &[i; 100], i as i64, -1, 0), 0)
+            .unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.segment_count(), 3);
+}
+
+#[test]
 fn retention_by_size_time_and_delete_records() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = small_segments();

@@ -1,6 +1,8 @@
 //! Adversarial suite: what one hostile or broken client, or a bug, must not do to the broker.
-//! Real `sluice` processes, real clients (rdkafka) and raw TCP; one module per area.
+//! Real `sluice` processes, real clients (rdkafka) and raw TCP; one module per area. Requests
+//! built to break the broker get Kafka's answer, and a restart after them still succeeds.
 
+mod configs;
 mod connections;
 mod panics;
 mod produce;

@@ -11,15 +11,22 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
-use crate::topic_config::TOPIC_CONFIGS;
+use crate::topic_config::{broker_config_key, shown, ConfigProblem};
 
-/// Checks a broker-level config name and value (the `log.*` names behind topic configs).
+/// Checks a broker-level config name and value (the `log.*` names behind topic configs) by
+/// the type and range of the topic config it is the default of.
 pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
-    match TOPIC_CONFIGS.iter().find(|k| k.broker_name == name) {
-        Some(k) if (k.check)(value) => Ok(()),
-        Some(_) => Err(format!("Invalid value {value} for configuration {name}")),
-        None => Err(format!("Cannot update config {name} dynamically")),
-    }
+    let Some(k) = broker_config_key(name) else {
+        return Err(format!("Cannot update config {} dynamically", shown(name)));
+    };
+    k.kind.check(value).map_err(|reason| {
+        ConfigProblem::Invalid {
+            name: name.into(),
+            value: value.into(),
+            reason,
+        }
+        .message()
+    })
 }
 
 pub async fn handle(

@@ -83,14 +83,14 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
         ),
     ];
     for k in TOPIC_CONFIGS {
-        if out.iter().any(|(n, ..)| n == k.broker_name) {
+        if k.broker_name.is_empty() || out.iter().any(|(n, ..)| n == k.broker_name) {
             continue;
         }
         let (v, source) = match dynamic.get(k.broker_name) {
             Some(v) => (v.clone(), ConfigSource::DynamicBroker),
             None => (k.default.to_string(), ConfigSource::Default),
         };
-        out.push((k.broker_name.to_string(), v, source, k.config_type));
+        out.push((k.broker_name.to_string(), v, source, k.config_type()));
     }
     out
 }
@@ -145,7 +145,7 @@ pub fn handle(
                         .map(|k| {
                             let (v, source) = effective(&t.configs, broker, k);
                             let doc = r.include_documentation.then_some(k.doc);
-                            entry(k.name, v, source, k.config_type, doc, r.include_synonyms)
+                            entry(k.name, v, source, k.config_type(), doc, r.include_synonyms)
                         })
                         .collect();
                 }

@@ -67,9 +67,15 @@ pub async fn handle(
             ),
         }
     }
-    let dir = std::fs::canonicalize(&shard.config.data_dir)
-        .unwrap_or_else(|_| shard.config.data_dir.clone());
-    let (total, usable) = disk_space(&dir);
+    // canonicalize and statvfs are blocking system calls: off the executor thread.
+    let data_dir = shard.config.data_dir.clone();
+    let (dir, total, usable) = glommio::executor()
+        .spawn_blocking(move || {
+            let dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+            let (total, usable) = disk_space(&dir);
+            (dir, total, usable)
+        })
+        .await;
     DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(&dir.to_string_lossy()))
         .with_topics(by_topic)

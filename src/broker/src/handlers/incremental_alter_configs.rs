@@ -22,6 +22,8 @@ const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
+/// DescribeConfigs config_type of a LIST.
+const LIST: i8 = 7;
 
 /// Applies the operations to a copy of `current`.
 fn apply(
@@ -38,6 +40,7 @@ fn apply(
                 let v = value.ok_or_else(|| ConfigProblem::Invalid {
                     name: name.clone(),
                     value: "null".into(),
+                    reason: String::new(),
                 })?;
                 next.insert(name, v);
             }
@@ -45,6 +48,21 @@ fn apply(
                 next.remove(&name);
             }
             OP_APPEND | OP_SUBTRACT => {
+                // Kafka allows these on LIST configs only.
+                if topic_config_key(&name).is_some_and(|k| k.config_type() != LIST) {
+                    let verb = if op.config_operation == OP_APPEND {
+                        "append"
+                    } else {
+                        "subtract"
+                    };
+                    return Err(ConfigProblem::Invalid {
+                        name: name.clone(),
+                        value: value.unwrap_or_default(),
+                        reason: format!(
+                            "Config value {verb} is not allowed for config key: {name}"
+                        ),
+                    });
+                }
                 let base = next
                     .get(&name)
                     .cloned()
@@ -76,6 +94,7 @@ fn apply(
                 return Err(ConfigProblem::Invalid {
                     name,
                     value: format!("operation {other}"),
+                    reason: String::new(),
                 })
             }
         }
@@ -134,4 +153,33 @@ pub async fn handle(
         out.push(resp);
     }
     IncrementalAlterConfigsResponse::default().with_responses(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(name: &str, operation: i8, value: &str) -> AlterableConfig {
+        AlterableConfig::default()
+            .with_name(str_bytes(name))
+            .with_config_operation(operation)
+            .with_value(Some(str_bytes(value)))
+    }
+
+    #[test]
+    fn append_and_subtract_only_on_lists() {
+        let default = |n: &str| topic_config_key(n).map(|k| k.default.to_string());
+        let cur = BTreeMap::new();
+        let next = apply(&cur, &[op("cleanup.policy", OP_APPEND, "compact")], default).unwrap();
+        assert_eq!(next["cleanup.policy"], "delete,compact");
+        let next = apply(
+            &next,
+            &[op("cleanup.policy", OP_SUBTRACT, "delete")],
+            default,
+        )
+        .unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        let err = apply(&cur, &[op("retention.ms", OP_APPEND, "5")], default).unwrap_err();
+        assert!(err.message().contains("append is not allowed"), "{err:?}");
+    }
 }

@@ -11,7 +11,7 @@ use sluice_codec::RequestHeaderInfo;
 use crate::kerr;
 use crate::shard::BrokerShard;
 
-pub fn handle(
+pub async fn handle(
     shard: &Rc<BrokerShard>,
     _h: &RequestHeaderInfo,
     r: InitProducerIdRequest,
@@ -31,7 +31,7 @@ pub fn handle(
             .with_producer_id(r.producer_id)
             .with_producer_epoch(r.producer_epoch + 1);
     }
-    match shard.shared().producer_ids.next() {
+    match shard.shared().producer_ids.next().await {
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             log::error!("allocating a producer id: {e}");

@@ -113,7 +113,7 @@ pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
             respond(h, &create_partitions::handle(shard, h, r).await)
         }
         RequestKind::DeleteRecords(r) => respond(h, &delete_records::handle(shard, h, r).await),
-        RequestKind::InitProducerId(r) => respond(h, &init_producer_id::handle(shard, h, r)),
+        RequestKind::InitProducerId(r) => respond(h, &init_producer_id::handle(shard, h, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(h, &offset_for_leader_epoch::handle(shard, h, r).await)
         }
