@@ -39,8 +39,6 @@ pub enum ShardError {
     PeerGone { shard: ShardId },
     /// This shard's mesh endpoint was closed; no more calls can be made.
     MeshClosed { shard: ShardId },
-    /// Too many calls from this shard are waiting for replies.
-    TooManyPendingCalls { pending_calls_max: usize },
     /// A call to this shard itself found no handler installed.
     NoHandler { shard: ShardId },
     /// The remote shard could not run its handler for our request.
@@ -94,12 +92,6 @@ impl fmt::Display for ShardError {
             ShardError::PeerGone { shard } => write!(f, "shard {} left the mesh", shard.0),
             ShardError::MeshClosed { shard } => {
                 write!(f, "mesh endpoint of shard {} is closed", shard.0)
-            }
-            ShardError::TooManyPendingCalls { pending_calls_max } => {
-                write!(
-                    f,
-                    "too many calls awaiting replies (pending_calls_max {pending_calls_max})"
-                )
             }
             ShardError::NoHandler { shard } => {
                 write!(f, "shard {} has no frame handler installed", shard.0)

@@ -13,7 +13,7 @@ pub mod table;
 pub use dma::{DmaBuf, DmaStorage, DmaStorageFile, READ_LEN_MAX};
 pub use error::ShardError;
 pub use frame::{Frame, FRAME_BODY_MAX};
-pub use mesh::{FrameHandler, Mesh};
+pub use mesh::{CallClass, FrameHandler, Mesh};
 pub use runtime::{
     allowed_cpus, sleep, start, yield_if_needed, QueueKind, QueueShares, ShardConfig, ShardCtx,
     ShardRuntime, ShardTask,

@@ -1,22 +1,35 @@
 //! `Mesh`: bounded request/reply messaging between shards, with correlation ids and a per-shard handler.
 //!
-//! Channel choice: every directed pair of shards gets two `glommio::channels::shared_channel`
-//! bounded SPSC queues built by us up front, one for requests and one for replies. Not
-//! `channel_mesh`, because (a) its peer ids follow executor creation order, not our shard ids,
-//! and (b) its builder shares an `Rc` across threads. Separate reply links matter: a shard's
-//! reply pump never blocks (it only completes local calls), so replies always drain even when
-//! request links are full and handlers are saturated, which rules out the classic
-//! "A waits on B's reply stuck behind A's requests" deadlock. All cross-thread synchronisation
-//! is glommio's own channels; this module writes no atomic or lock-free code (hence no loom).
+//! Channel choice: every directed pair of shards gets bounded SPSC queues
+//! (`glommio::channels::shared_channel`) built by us up front: one request link per
+//! [`CallClass`] and one reply link. Not `channel_mesh`, because (a) its peer ids follow
+//! executor creation order, not our shard ids, and (b) its builder shares an `Rc` across
+//! threads. Separate reply links matter: a shard's reply pump never blocks (it only completes
+//! local calls), so replies always drain even when request links are full and handlers are
+//! saturated, which rules out the classic "A waits on B's reply stuck behind A's requests"
+//! deadlock. All cross-thread synchronisation is glommio's own channels; this module writes no
+//! atomic or lock-free code (hence no loom).
 //!
-//! Pumps: each shard runs one request pump and one reply pump per peer link rather than one task
-//! polling all links. glommio parks one waker per poll of an empty link and only drains a
-//! link's wakers when that link has data, so a single task re-polling N links would pile up
-//! wakers on quiet links without bound. One task per link is woken only by its own link.
+//! Pumps: each shard runs one request pump per class and one reply pump per peer link rather
+//! than one task polling all links. glommio parks one waker per poll of an empty link and only
+//! drains a link's wakers when that link has data, so a single task re-polling N links would
+//! pile up wakers on quiet links without bound. One task per link is woken only by its own link.
 //!
-//! Backpressure: a request pump takes a permit from a per-shard semaphore of
-//! `handlers_inflight_max` before pulling the next request, so a slow shard stops draining its
-//! request links and senders block on the bounded queues (`mesh_queue_depth_max`).
+//! Backpressure, never errors: a request pump takes a permit from its class's per-shard
+//! semaphore (`handlers_inflight_max`, `parked_handlers_inflight_max`) before pulling the next
+//! request, so a slow shard stops draining that class's links and senders wait on the bounded
+//! queues (`mesh_queue_depth_max`). A caller likewise waits for one of its class's pending-call
+//! slots (`pending_calls_max`, `parked_calls_max`); running out of either is a wait, not a
+//! failure. Waiting cannot deadlock: a slot or permit is held only by a call whose handler is
+//! running or queued on another shard, handlers never call back into a shard whose request they
+//! serve (see [`FrameHandler`]), and replies always drain, so every held slot is eventually
+//! released.
+//!
+//! Classes: [`CallClass::Parked`] is for requests whose handler may wait for a long time on
+//! something outside the mesh (a JoinGroup waiting for a rebalance). Those have their own
+//! request links, handler permits and pending slots, so however many are parked, general work
+//! (partition operations, topic updates) never queues behind them. Nothing may park in the
+//! general class: a fetch long-poll registers a watch (a one-way message) and holds no permit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -40,6 +53,32 @@ use crate::table::ShardId;
 pub(crate) struct MeshLimits {
     pub pending_calls_max: usize,
     pub handlers_inflight_max: usize,
+    pub parked_calls_max: usize,
+    pub parked_handlers_inflight_max: usize,
+}
+
+/// Which request links, handler permits and pending slots a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallClass {
+    /// Work a handler finishes promptly (partition operations, topic updates, one-way frames).
+    General,
+    /// Requests that may wait long for something outside the mesh (a JoinGroup or SyncGroup
+    /// waiting for a rebalance): bounded separately so they never hold up general work.
+    Parked,
+}
+
+/// Number of [`CallClass`]es; link and limit arrays are indexed by [`CallClass::index`].
+const CLASSES: usize = 2;
+
+impl CallClass {
+    const ALL: [CallClass; CLASSES] = [CallClass::General, CallClass::Parked];
+
+    fn index(self) -> usize {
+        match self {
+            CallClass::General => 0,
+            CallClass::Parked => 1,
+        }
+    }
 }
 
 /// Receives the frames other shards send to this one.
@@ -82,18 +121,19 @@ impl<H: FrameHandler> ErasedHandler for H {
 }
 
 /// Unconnected channel ends for one shard, built on the starting thread and moved to the shard.
+/// Request links are per class (`[class][peer]`), reply links per peer.
 pub(crate) struct LinkEnds {
-    req_tx: Vec<Option<SharedSender<Envelope>>>,
+    req_tx: [Vec<Option<SharedSender<Envelope>>>; CLASSES],
     rep_tx: Vec<Option<SharedSender<Envelope>>>,
-    req_rx: Vec<Option<SharedReceiver<Envelope>>>,
+    req_rx: [Vec<Option<SharedReceiver<Envelope>>>; CLASSES],
     rep_rx: Vec<Option<SharedReceiver<Envelope>>>,
 }
 
 /// Connected channel ends; owned by one shard.
 pub(crate) struct Links {
-    req_tx: Vec<Option<ConnectedSender<Envelope>>>,
+    req_tx: [Vec<Option<ConnectedSender<Envelope>>>; CLASSES],
     rep_tx: Vec<Option<ConnectedSender<Envelope>>>,
-    req_rx: Vec<Option<ConnectedReceiver<Envelope>>>,
+    req_rx: [Vec<Option<ConnectedReceiver<Envelope>>>; CLASSES],
     rep_rx: Vec<Option<ConnectedReceiver<Envelope>>>,
 }
 
@@ -104,9 +144,9 @@ pub(crate) fn build_links(shards: usize, depth: usize) -> Vec<LinkEnds> {
     }
     let mut ends: Vec<LinkEnds> = (0..shards)
         .map(|_| LinkEnds {
-            req_tx: none(shards),
+            req_tx: [none(shards), none(shards)],
             rep_tx: none(shards),
-            req_rx: none(shards),
+            req_rx: [none(shards), none(shards)],
             rep_rx: none(shards),
         })
         .collect();
@@ -115,9 +155,11 @@ pub(crate) fn build_links(shards: usize, depth: usize) -> Vec<LinkEnds> {
             if from == to {
                 continue;
             }
-            let (tx, rx) = shared_channel::new_bounded(depth);
-            ends[from].req_tx[to] = Some(tx);
-            ends[to].req_rx[from] = Some(rx);
+            for class in 0..CLASSES {
+                let (tx, rx) = shared_channel::new_bounded(depth);
+                ends[from].req_tx[class][to] = Some(tx);
+                ends[to].req_rx[class][from] = Some(rx);
+            }
             let (tx, rx) = shared_channel::new_bounded(depth);
             ends[from].rep_tx[to] = Some(tx);
             ends[to].rep_rx[from] = Some(rx);
@@ -138,39 +180,30 @@ pub(crate) async fn connect_links(ends: LinkEnds) -> Links {
             .map(|e| e.map(|r| glommio::spawn_local(r.connect())))
             .collect::<Vec<_>>()
     };
-    let (req_tx, rep_tx) = (spawn_tx(ends.req_tx), spawn_tx(ends.rep_tx));
-    let (req_rx, rep_rx) = (spawn_rx(ends.req_rx), spawn_rx(ends.rep_rx));
-    let mut links = Links {
-        req_tx: vec![],
-        rep_tx: vec![],
-        req_rx: vec![],
-        rep_rx: vec![],
-    };
-    for t in req_tx {
-        links.req_tx.push(match t {
-            Some(t) => Some(t.await),
-            None => None,
-        });
+    let [req_tx_general, req_tx_parked] = ends.req_tx;
+    let [req_rx_general, req_rx_parked] = ends.req_rx;
+    let req_tx = [spawn_tx(req_tx_general), spawn_tx(req_tx_parked)];
+    let rep_tx = spawn_tx(ends.rep_tx);
+    let req_rx = [spawn_rx(req_rx_general), spawn_rx(req_rx_parked)];
+    let rep_rx = spawn_rx(ends.rep_rx);
+    async fn all<T>(tasks: Vec<Option<glommio::Task<T>>>) -> Vec<Option<T>> {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(match t {
+                Some(t) => Some(t.await),
+                None => None,
+            });
+        }
+        out
     }
-    for t in rep_tx {
-        links.rep_tx.push(match t {
-            Some(t) => Some(t.await),
-            None => None,
-        });
+    let [tx_general, tx_parked] = req_tx;
+    let [rx_general, rx_parked] = req_rx;
+    Links {
+        req_tx: [all(tx_general).await, all(tx_parked).await],
+        rep_tx: all(rep_tx).await,
+        req_rx: [all(rx_general).await, all(rx_parked).await],
+        rep_rx: all(rep_rx).await,
     }
-    for t in req_rx {
-        links.req_rx.push(match t {
-            Some(t) => Some(t.await),
-            None => None,
-        });
-    }
-    for t in rep_rx {
-        links.rep_rx.push(match t {
-            Some(t) => Some(t.await),
-            None => None,
-        });
-    }
-    links
 }
 
 /// This shard's endpoint of the mesh. Owned by shard N; !Send (clones stay on the shard).
@@ -188,18 +221,20 @@ struct Pending {
 struct MeshInner {
     me: ShardId,
     count: usize,
-    req_tx: Vec<Option<ConnectedSender<Envelope>>>,
+    req_tx: [Vec<Option<ConnectedSender<Envelope>>>; CLASSES],
     rep_tx: Vec<Option<ConnectedSender<Envelope>>>,
     pending: RefCell<HashMap<u64, Pending>>,
+    /// Pending-call slots per class: a caller waits for one before sending.
+    pending_slots: [Semaphore; CLASSES],
     next_corr: Cell<u64>,
     handler: RefCell<Option<Rc<dyn ErasedHandler>>>,
     /// Request pumps parked until a handler is installed.
     handler_wakers: RefCell<Vec<Waker>>,
     /// Peers whose reply link has ended: calls to them fail fast.
     gone: RefCell<Vec<bool>>,
-    inflight: Rc<Semaphore>,
+    /// Handler permits per class: a request pump takes one before pulling a request.
+    inflight: [Rc<Semaphore>; CLASSES],
     queues: Queues,
-    limits: MeshLimits,
     closed: Cell<bool>,
 }
 
@@ -223,19 +258,27 @@ impl Mesh {
             req_tx,
             rep_tx,
             pending: RefCell::new(HashMap::new()),
+            pending_slots: [
+                Semaphore::new(limits.pending_calls_max as u64),
+                Semaphore::new(limits.parked_calls_max as u64),
+            ],
             next_corr: Cell::new(1),
             handler: RefCell::new(None),
             handler_wakers: RefCell::new(Vec::new()),
             gone: RefCell::new(vec![false; count]),
-            inflight: Rc::new(Semaphore::new(limits.handlers_inflight_max as u64)),
+            inflight: [
+                Rc::new(Semaphore::new(limits.handlers_inflight_max as u64)),
+                Rc::new(Semaphore::new(limits.parked_handlers_inflight_max as u64)),
+            ],
             queues,
-            limits,
             closed: Cell::new(false),
         });
-        for (peer, rx) in req_rx.into_iter().enumerate() {
-            if let Some(rx) = rx {
-                let pump = request_pump(inner.clone(), ShardId(peer as u16), rx);
-                spawn_pump(me, pump, queues);
+        for (class, req_rx) in CallClass::ALL.into_iter().zip(req_rx) {
+            for (peer, rx) in req_rx.into_iter().enumerate() {
+                if let Some(rx) = rx {
+                    let pump = request_pump(inner.clone(), ShardId(peer as u16), rx, class);
+                    spawn_pump(me, pump, queues);
+                }
             }
         }
         for (peer, rx) in rep_rx.into_iter().enumerate() {
@@ -271,14 +314,26 @@ impl Mesh {
         self.inner.pending.borrow().len()
     }
 
-    /// Sends `frame` to shard `to` and waits for its handler's reply.
+    /// Sends `frame` to shard `to` in the general class and waits for its handler's reply.
     ///
     /// A call to this shard itself runs the handler inline, without a channel hop.
     /// Dropping the returned future abandons the call; a late reply is discarded.
-    /// Waits while `to`'s request link is full (backpressure) or it has no handler installed
-    /// yet; fails with `PeerGone` once `to` has stopped. There is no built-in timeout: wrap the
-    /// call in one if the caller needs a deadline.
+    /// Waits while this shard has `pending_calls_max` calls out, while `to`'s request link is
+    /// full (backpressure) or while it has no handler installed yet; fails with `PeerGone` once
+    /// `to` has stopped. There is no built-in timeout: wrap the call in one if the caller needs
+    /// a deadline.
     pub async fn call(&self, to: ShardId, frame: Frame) -> Result<Frame, ShardError> {
+        self.call_in(CallClass::General, to, frame).await
+    }
+
+    /// [`Mesh::call`] in a chosen class: [`CallClass::Parked`] for a request whose handler may
+    /// wait for long, so it occupies only that class's pending slots and handler permits.
+    pub async fn call_in(
+        &self,
+        class: CallClass,
+        to: ShardId,
+        frame: Frame,
+    ) -> Result<Frame, ShardError> {
         let inner = &self.inner;
         inner.check_target(to)?;
         if to == inner.me {
@@ -289,11 +344,13 @@ impl Mesh {
                 .ok_or(ShardError::NoHandler { shard: to })?;
             return Ok(handler.handle_boxed(to, frame).await);
         }
-        if inner.pending.borrow().len() >= inner.limits.pending_calls_max {
-            return Err(ShardError::TooManyPendingCalls {
-                pending_calls_max: inner.limits.pending_calls_max,
-            });
-        }
+        // Out of slots: wait for one of this class's calls to end (each ends: replies always
+        // drain). Only a closed mesh fails the wait.
+        let _slot = inner.pending_slots[class.index()]
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ShardError::MeshClosed { shard: inner.me })?;
+        inner.check_target(to)?;
         let corr = inner.next_corr.get();
         inner.next_corr.set(corr.wrapping_add(1));
         inner.pending.borrow_mut().insert(
@@ -305,7 +362,9 @@ impl Mesh {
             },
         );
         let _guard = PendingGuard { inner, corr };
-        inner.send(to, RouteKind::Request, corr, frame).await?;
+        inner
+            .send(to, class, RouteKind::Request, corr, frame)
+            .await?;
         std::future::poll_fn(|cx| {
             let mut pending = inner.pending.borrow_mut();
             let Some(p) = pending.get_mut(&corr) else {
@@ -339,7 +398,9 @@ impl Mesh {
             .detach();
             return Ok(());
         }
-        inner.send(to, RouteKind::OneWay, 0, frame).await
+        inner
+            .send(to, CallClass::General, RouteKind::OneWay, 0, frame)
+            .await
     }
 
     /// Calls every OTHER shard concurrently with a copy of `frame` (the body is cloned, the
@@ -371,10 +432,21 @@ impl Mesh {
         if inner.closed.replace(true) {
             return;
         }
-        for tx in inner.req_tx.iter().chain(inner.rep_tx.iter()).flatten() {
+        for tx in inner
+            .req_tx
+            .iter()
+            .flatten()
+            .chain(inner.rep_tx.iter())
+            .flatten()
+        {
             tx.close();
         }
-        inner.inflight.close();
+        for sem in &inner.inflight {
+            sem.close();
+        }
+        for sem in &inner.pending_slots {
+            sem.close();
+        }
         // Dropping the handler breaks the Rc cycle a handler holding a `Mesh` would form.
         inner.handler.borrow_mut().take();
         for w in inner.handler_wakers.take() {
@@ -405,12 +477,13 @@ impl MeshInner {
     async fn send(
         &self,
         to: ShardId,
+        class: CallClass,
         kind: RouteKind,
         corr_id: u64,
         frame: Frame,
     ) -> Result<(), ShardError> {
         let links = if kind == RouteKind::Request || kind == RouteKind::OneWay {
-            &self.req_tx
+            &self.req_tx[class.index()]
         } else {
             &self.rep_tx
         };
@@ -496,11 +569,17 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-async fn request_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver<Envelope>) {
+async fn request_pump(
+    inner: Rc<MeshInner>,
+    from: ShardId,
+    rx: ConnectedReceiver<Envelope>,
+    class: CallClass,
+) {
+    let inflight = inner.inflight[class.index()].clone();
     loop {
         // Take the permit before pulling, so a saturated shard leaves requests in the bounded
         // link (backpressure on the sender) instead of buffering them as tasks.
-        let Ok(permit) = inner.inflight.acquire_static_permit(1).await else {
+        let Ok(permit) = inflight.acquire_static_permit(1).await else {
             break;
         };
         let Some(env) = rx.recv().await else { break };
@@ -521,7 +600,9 @@ async fn request_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver
             let reply = handler.handle_boxed(from, env.frame).await;
             if kind == RouteKind::Request {
                 // The caller may be gone (shard stopping); then there is nobody to tell.
-                let _ = inner2.send(from, RouteKind::Reply, corr, reply).await;
+                let _ = inner2
+                    .send(from, class, RouteKind::Reply, corr, reply)
+                    .await;
             }
             drop(permit);
         };
@@ -534,7 +615,7 @@ async fn request_pump(inner: Rc<MeshInner>, from: ShardId, rx: ConnectedReceiver
                 );
                 if kind == RouteKind::Request {
                     let _ = inner
-                        .send(from, RouteKind::ReplyFailed, corr, Frame::default())
+                        .send(from, class, RouteKind::ReplyFailed, corr, Frame::default())
                         .await;
                 }
             }
@@ -740,6 +821,120 @@ mod tests {
             let reply = mesh.call(ShardId(1), f).await.unwrap();
             assert_eq!(reply.access::<Pong>().unwrap().n, 42);
             ctx.shutdown().trigger();
+        })
+        .unwrap();
+        rt.join().unwrap();
+    }
+
+    /// Handler for the class tests: tag 7 parks until `release`, anything else answers after
+    /// `delay`, echoing its tag.
+    struct Parker {
+        release: Arc<AtomicUsize>,
+        delay: std::time::Duration,
+    }
+
+    impl FrameHandler for Parker {
+        fn queue_for(&self, _from: ShardId, _frame: &Frame) -> QueueKind {
+            QueueKind::Produce
+        }
+
+        async fn handle(&self, _from: ShardId, frame: Frame) -> Frame {
+            if frame.tag() == 7 {
+                while self.release.load(Ordering::SeqCst) == 0 {
+                    crate::runtime::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            } else {
+                crate::runtime::sleep(self.delay).await;
+            }
+            Frame::empty(frame.tag(), None)
+        }
+    }
+
+    #[test]
+    fn calls_beyond_the_slots_and_permits_wait_instead_of_failing() {
+        let cfg = ShardConfig {
+            pending_calls_max: 2,
+            handlers_inflight_max: 1,
+            ..cfg(2)
+        };
+        let rt = start(cfg, Shutdown::new(), |ctx| async move {
+            let mesh = ctx.mesh().clone();
+            mesh.set_handler(Parker {
+                release: Arc::new(AtomicUsize::new(1)),
+                delay: std::time::Duration::from_millis(2),
+            });
+            if ctx.shard_id() == ShardId(1) {
+                ctx.shutdown().wait().await;
+                return;
+            }
+            // Far more calls than pending slots (2), handler permits (1) and link depth (4):
+            // every one waits its turn and succeeds.
+            let calls: Vec<_> = (0..40u16)
+                .map(|i| {
+                    let mesh = mesh.clone();
+                    glommio::spawn_local(async move {
+                        mesh.call(ShardId(1), Frame::empty(100 + i, None)).await
+                    })
+                })
+                .collect();
+            for (i, c) in calls.into_iter().enumerate() {
+                let reply = c
+                    .await
+                    .expect("a call out of slots waits, it does not fail");
+                assert_eq!(reply.tag(), 100 + i as u16);
+            }
+            assert_eq!(mesh.pending_calls(), 0);
+            ctx.shutdown().trigger();
+        })
+        .unwrap();
+        rt.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_parked_class_does_not_hold_up_general_calls() {
+        let cfg = ShardConfig {
+            parked_calls_max: 2,
+            parked_handlers_inflight_max: 1,
+            ..cfg(2)
+        };
+        let release = Arc::new(AtomicUsize::new(0));
+        let rt = start(cfg, Shutdown::new(), move |ctx| {
+            let release = release.clone();
+            async move {
+                let mesh = ctx.mesh().clone();
+                mesh.set_handler(Parker {
+                    release: release.clone(),
+                    delay: std::time::Duration::ZERO,
+                });
+                if ctx.shard_id() == ShardId(1) {
+                    ctx.shutdown().wait().await;
+                    return;
+                }
+                // Three parked calls: one holds shard 1's only parked permit, one waits in the
+                // parked link, one waits for a parked pending slot here.
+                let parked: Vec<_> = (0..3)
+                    .map(|_| {
+                        let mesh = mesh.clone();
+                        glommio::spawn_local(async move {
+                            mesh.call_in(CallClass::Parked, ShardId(1), Frame::empty(7, None))
+                                .await
+                        })
+                    })
+                    .collect();
+                crate::runtime::sleep(std::time::Duration::from_millis(20)).await;
+                // General calls (more than the link depth) still go through while all of
+                // that is parked: nothing releases the parked ones until they are done.
+                for i in 100..120u16 {
+                    let reply = mesh.call(ShardId(1), Frame::empty(i, None)).await.unwrap();
+                    assert_eq!(reply.tag(), i);
+                }
+                assert_eq!(release.load(Ordering::SeqCst), 0);
+                release.store(1, Ordering::SeqCst);
+                for p in parked {
+                    assert_eq!(p.await.unwrap().tag(), 7);
+                }
+                ctx.shutdown().trigger();
+            }
         })
         .unwrap();
         rt.join().unwrap();

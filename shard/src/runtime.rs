@@ -78,13 +78,20 @@ pub struct ShardConfig {
     pub pin: bool,
     /// Thread name prefix; shard threads are `{name}-{id}`.
     pub name: String,
-    /// Capacity of each directed mesh link (requests and replies each have their own).
+    /// Capacity of each directed mesh link (each call class's requests and the replies each
+    /// have their own).
     pub mesh_queue_depth_max: usize,
-    /// Calls one shard may have waiting for replies at once.
+    /// General-class calls one shard may have waiting for replies at once; further callers
+    /// wait for a slot.
     pub pending_calls_max: usize,
-    /// Handler tasks one shard runs concurrently for frames from peers; beyond this the mesh
-    /// stops draining request links, so senders feel backpressure.
+    /// General-class handler tasks one shard runs concurrently for frames from peers; beyond
+    /// this the mesh stops draining those request links, so senders feel backpressure.
     pub handlers_inflight_max: usize,
+    /// As `pending_calls_max`, for [`crate::mesh::CallClass::Parked`] calls (requests that may
+    /// wait long, e.g. for a rebalance).
+    pub parked_calls_max: usize,
+    /// As `handlers_inflight_max`, for [`crate::mesh::CallClass::Parked`] handlers.
+    pub parked_handlers_inflight_max: usize,
     /// Bytes of glommio DMA buffer pool per shard. Every write buffer of the partition logs
     /// comes from it while it has room: it must hold the writes in flight (a flush of up to
     /// `WRITE_BUFFER_GROWN_BYTES_MAX` chunks, several at once), else buffers come from the
@@ -106,6 +113,8 @@ impl Default for ShardConfig {
             mesh_queue_depth_max: 256,
             pending_calls_max: 4096,
             handlers_inflight_max: 1024,
+            parked_calls_max: 4096,
+            parked_handlers_inflight_max: 1024,
             io_memory: IO_MEMORY_DEFAULT,
             ring_depth: 128,
             shares: QueueShares::default(),
@@ -137,6 +146,12 @@ impl ShardConfig {
         }
         if self.handlers_inflight_max == 0 {
             return bad("handlers_inflight_max", "must be at least 1".into());
+        }
+        if self.parked_calls_max == 0 {
+            return bad("parked_calls_max", "must be at least 1".into());
+        }
+        if self.parked_handlers_inflight_max == 0 {
+            return bad("parked_handlers_inflight_max", "must be at least 1".into());
         }
         if self.ring_depth == 0 || self.ring_depth > RING_DEPTH_LIMIT {
             return bad(
@@ -406,6 +421,8 @@ where
     let limits = MeshLimits {
         pending_calls_max: config.pending_calls_max,
         handlers_inflight_max: config.handlers_inflight_max,
+        parked_calls_max: config.parked_calls_max,
+        parked_handlers_inflight_max: config.parked_handlers_inflight_max,
     };
     let links = mesh::build_links(config.shards, config.mesh_queue_depth_max);
 

@@ -12,7 +12,7 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use sluice_codec::kafka_protocol::messages::ApiKey;
 use sluice_codec::{peek_request_prefix, FrameDecoder, FRAME_SIZE_PREFIX_LEN};
-use sluice_shard::{Frame, ShardId};
+use sluice_shard::{CallClass, Frame, ShardId};
 
 use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
 use crate::connections::Admitted;
@@ -322,7 +322,14 @@ pub async fn forward(
         Ok(f) => f,
         Err(_) => return Outcome::Close,
     };
-    match shard.ctx.mesh().call(target, f).await {
+    // JoinGroup and SyncGroup wait on the coordinator for a whole rebalance (the client picks
+    // the timeout): they travel in the parked class, so however many wait, partition work and
+    // other forwarded requests never queue behind them.
+    let class = match ApiKey::try_from(api_key).ok() {
+        Some(ApiKey::JoinGroup | ApiKey::SyncGroup) => CallClass::Parked,
+        _ => CallClass::General,
+    };
+    match shard.ctx.mesh().call_in(class, target, f).await {
         Ok(mut reply) => match reply.take_payload() {
             Some(b) if b.is_empty() => Outcome::NoResponse,
             Some(b) => Outcome::Respond(b),

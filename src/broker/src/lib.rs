@@ -26,6 +26,7 @@ pub mod shard;
 pub mod stats;
 pub mod topic_config;
 pub mod topics;
+pub mod watch;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};

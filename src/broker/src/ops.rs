@@ -13,6 +13,13 @@ pub const TAG_FORWARD: u16 = 3;
 
 /// Body: `Vec<String>` topic names to auto-create with defaults (to the controller).
 pub const TAG_AUTO_CREATE: u16 = 4;
+/// One-way, to a partition owner; body: [`WatchRequest`]. Registers a parked fetch's watch.
+pub const TAG_WATCH: u16 = 5;
+/// One-way, to a partition owner; body: [`WatchRef`]. The fetch is done: drop its watch.
+pub const TAG_UNWATCH: u16 = 6;
+/// One-way, from a partition owner to the fetch's shard; body: [`WatchRef`]. Some watched
+/// partition has news (data, or an error a read will report).
+pub const TAG_WATCH_FIRED: u16 = 7;
 
 /// What to do to a partition.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +30,6 @@ pub enum PartitionOp {
     Produce { acks: i16, timeout_ms: i32 },
     /// Read from `offset` at most `max_bytes`.
     Fetch { offset: i64, max_bytes: i32 },
-    /// Complete when the high watermark passes `offset`, or after `max_wait_ms`.
-    WaitForData { offset: i64, max_wait_ms: u32 },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
     ListOffset { timestamp: i64 },
     /// Advance the log start offset (-1: to the high watermark).
@@ -80,6 +85,31 @@ impl PartitionReply {
             ..PartitionReply::default()
         }
     }
+}
+
+/// One partition a parked fetch waits on: news once its high watermark passes `offset`.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchEntry {
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A parked fetch's watch on the partitions one shard owns (possibly split over several
+/// frames with the same `id`).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// Unique on the sending shard.
+    pub id: u64,
+    /// Wall-clock ms after which the watch is stale even if never cancelled.
+    pub deadline_ms: i64,
+    pub entries: Vec<WatchEntry>,
+}
+
+/// Names a watch of the sending (or, for `TAG_WATCH_FIRED`, receiving) shard.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchRef {
+    pub id: u64,
 }
 
 /// Routing header of a forwarded Kafka request.

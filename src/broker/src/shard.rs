@@ -21,7 +21,7 @@ use crate::controller::Controller;
 use crate::kerr;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
-    TAG_PARTITION, TAG_TOPICS,
+    TAG_PARTITION, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
 use crate::stats::{self, Stage};
 use crate::topic_config;
@@ -52,6 +52,8 @@ pub struct BrokerShard {
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     group_slots: RefCell<Vec<Rc<crate::group_host::GroupSlot>>>,
+    /// Parked fetch long-polls of this shard, and watches on the partitions it owns.
+    pub watches: crate::watch::Watches,
 }
 
 pub fn now_ms() -> i64 {
@@ -94,6 +96,7 @@ impl BrokerShard {
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
+            watches: Default::default(),
         })
     }
 
@@ -125,6 +128,11 @@ impl BrokerShard {
                 partition,
             })
             .cloned()
+    }
+
+    /// The log of a partition this shard owns.
+    pub(crate) fn local_log(&self, key: &PartitionKey) -> Option<Rc<PartitionLog<DmaStorage>>> {
+        self.partitions.borrow().get(key).map(|p| p.log.clone())
     }
 
     /// Adopts a new topic table: rebuilds the shard table, opens logs of partitions this
@@ -326,6 +334,8 @@ impl BrokerShard {
                     }
                 }
             }
+            // The mesh waits when it runs out of slots or permits; it fails only when the
+            // owner (or this shard) is stopping, and then this broker no longer leads it.
             Err(e) => {
                 log::error!("partition call to {owner}: {e}");
                 (PartitionReply::error(kerr::NOT_LEADER_OR_FOLLOWER), None)
@@ -368,24 +378,6 @@ impl BrokerShard {
                         None,
                     ),
                 }
-            }
-            PartitionOp::WaitForData {
-                offset,
-                max_wait_ms,
-            } => {
-                let wait = Duration::from_millis(max_wait_ms as u64);
-                let _ = glommio::timer::timeout(wait, async {
-                    log.wait_high_watermark_above(offset).await;
-                    Ok(())
-                })
-                .await;
-                (
-                    PartitionReply {
-                        high_watermark: log.high_watermark(),
-                        ..PartitionReply::default()
-                    },
-                    None,
-                )
             }
             PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
             PartitionOp::DeleteRecords { offset } => {
@@ -598,6 +590,9 @@ impl FrameHandler for MeshHandler {
     fn queue_for(&self, _from: ShardId, frame: &Frame) -> QueueKind {
         match frame.tag() {
             TAG_PARTITION => QueueKind::Produce,
+            // One queue for all three: its tasks start in arrival order, so a watch's cancel
+            // never overtakes its registration.
+            TAG_WATCH | TAG_UNWATCH | TAG_WATCH_FIRED => QueueKind::Fetch,
             _ => QueueKind::Background,
         }
     }
@@ -619,6 +614,46 @@ impl FrameHandler for MeshHandler {
                 };
                 let (reply, payload) = shard.exec(req, payload).await;
                 encode_reply(reply, payload)
+            }
+            // One-way watch frames: handled at once (no await), so no handler permit is held
+            // while a fetch is parked.
+            TAG_WATCH => {
+                match frame.access::<ops::WatchRequest>() {
+                    Ok(a) => {
+                        let entries: Vec<ops::WatchEntry> = a
+                            .entries
+                            .iter()
+                            .map(|e| ops::WatchEntry {
+                                topic_id: e.topic_id,
+                                partition: e.partition.to_native(),
+                                offset: e.offset.to_native(),
+                            })
+                            .collect();
+                        crate::watch::register(
+                            shard,
+                            from,
+                            a.id.to_native(),
+                            a.deadline_ms.to_native(),
+                            &entries,
+                        );
+                    }
+                    Err(e) => log::error!("bad watch frame from {from}: {e}"),
+                }
+                Frame::empty(TAG_WATCH, None)
+            }
+            TAG_UNWATCH => {
+                match frame.access::<ops::WatchRef>() {
+                    Ok(a) => crate::watch::cancel(shard, from, a.id.to_native()),
+                    Err(e) => log::error!("bad unwatch frame from {from}: {e}"),
+                }
+                Frame::empty(TAG_UNWATCH, None)
+            }
+            TAG_WATCH_FIRED => {
+                match frame.access::<ops::WatchRef>() {
+                    Ok(a) => shard.watches.wake(a.id.to_native()),
+                    Err(e) => log::error!("bad watch-fired frame from {from}: {e}"),
+                }
+                Frame::empty(TAG_WATCH_FIRED, None)
             }
             TAG_TOPICS => {
                 // The reply's payload, when present, says why the update was not adopted: the

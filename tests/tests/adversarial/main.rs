@@ -4,5 +4,6 @@
 
 mod configs;
 mod connections;
+mod mesh;
 mod panics;
 mod produce;

@@ -1,6 +1,6 @@
 //! Fetch: reads every requested partition on its owning shard, then, if fewer than
 //! `min_bytes` came back, long-polls until an append makes data visible or `max_wait_ms`
-//! passes. Whole batches only; `max_bytes` is honoured across partitions, except that the
+//! passes (one parked waiter per fetch, see [`crate::watch`]). Whole batches only; `max_bytes` is honoured across partitions, except that the
 //! first batch found is always returned (KIP-74), so a large batch cannot stall a consumer.
 //!
 //! Fetch sessions (KIP-227): a full fetch with epoch 0 creates a session on the shard the
@@ -12,20 +12,21 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel;
 use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
+use sluice_shard::ShardId;
 
 use super::join_all;
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::conn::Outcome;
 use crate::kerr;
-use crate::ops::{PartitionOp, PartitionReply, PartitionRequest};
-use crate::shard::BrokerShard;
+use crate::ops::{PartitionOp, PartitionReply, PartitionRequest, WatchEntry};
+use crate::shard::{now_ms, BrokerShard};
+use crate::watch::ParkedFetch;
 
 /// Sessions one shard keeps (Kafka's `max.incremental.fetch.session.cache.slots`).
 pub const FETCH_SESSIONS_MAX: usize = 1000;
@@ -386,29 +387,30 @@ async fn fetch_partitions(
         if total >= r.min_bytes.max(1) as usize || now >= deadline || waits.is_empty() {
             break;
         }
-        // Long-poll: wake on the first partition whose high watermark passes its fetch offset.
+        // Long-poll: park ONE waiter for the whole fetch, woken by the first partition whose
+        // high watermark passes its fetch offset. Each owner keeps a watch (no task, mesh
+        // permit or pending slot per partition); dropping `parked` cancels them.
         let remaining = deadline - now;
-        let (tx, rx) = local_channel::new_bounded::<()>(1);
-        let tx = Rc::new(tx);
+        let mut by_owner: Vec<(ShardId, Vec<WatchEntry>)> = Vec::new();
         for (req, offset) in waits {
-            let shard = shard.clone();
-            let tx = tx.clone();
-            let wait = PartitionRequest {
-                op: PartitionOp::WaitForData {
-                    offset,
-                    max_wait_ms: remaining.as_millis() as u32,
-                },
-                ..req
+            let Some(owner) = shard.owner(&req.topic_id, req.partition) else {
+                continue;
             };
-            glommio::spawn_local(async move {
-                shard.partition_call(wait, None).await;
-                let _ = tx.try_send(());
-            })
-            .detach();
+            let entry = WatchEntry {
+                topic_id: req.topic_id,
+                partition: req.partition,
+                offset,
+            };
+            match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, v)) => v.push(entry),
+                None => by_owner.push((owner, vec![entry])),
+            }
         }
-        drop(tx);
-        let _ = glommio::timer::timeout(remaining, async {
-            rx.recv().await;
+        let deadline_ms = now_ms().saturating_add(remaining.as_millis() as i64);
+        let parked = ParkedFetch::park(shard, by_owner, deadline_ms).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(left, async {
+            parked.fired().await;
             Ok(())
         })
         .await;
