@@ -21,9 +21,9 @@
 //! queues (`mesh_queue_depth_max`). A caller likewise waits for one of its class's pending-call
 //! slots (`pending_calls_max`, `parked_calls_max`); running out of either is a wait, not a
 //! failure. Waiting cannot deadlock: a slot or permit is held only by a call whose handler is
-//! running or queued on another shard, handlers never call back into a shard whose request they
-//! serve (see [`FrameHandler`]), and replies always drain, so every held slot is eventually
-//! released.
+//! running or queued on another shard, a handler that calls back into the shard whose request
+//! it serves only calls handlers that call nobody (see [`FrameHandler`]), and replies always
+//! drain, so every held slot is eventually released.
 //!
 //! Classes: [`CallClass::Parked`] is for requests whose handler may wait for a long time on
 //! something outside the mesh (a JoinGroup waiting for a rebalance). Those have their own
@@ -84,9 +84,13 @@ impl CallClass {
 /// Receives the frames other shards send to this one.
 ///
 /// Installed per shard with [`Mesh::set_handler`]; runs on that shard. A handler may call other
-/// shards, but must not call back (directly or through a chain) into the shard whose request it
-/// is serving: with `handlers_inflight_max` handlers all waiting on such cycles, neither shard
-/// pulls the requests that would complete them. Keep handler work shard-local, or fan out only
+/// shards, but a call back (directly or through a chain) into the shard whose request it is
+/// serving must reach only handlers that themselves call nobody: with `handlers_inflight_max`
+/// handlers all waiting on cycles, neither shard would pull the requests that complete them.
+/// The one such call back today: the controller on shard 0, serving a forwarded admin
+/// request, pushes the topic update to every shard, the requester's included; the update
+/// handler (and every handler it can queue behind there: partition operations, watches)
+/// calls nobody, so it finishes. Otherwise keep handler work shard-local, or fan out only
 /// "downwards".
 pub trait FrameHandler: 'static {
     /// The queue the handler for this frame runs in (e.g. by `frame.tag()`).

@@ -44,10 +44,18 @@ pub fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
     Some(body)
 }
 
-/// True once the peer has closed (read returns 0 or an error).
+/// True once the peer has closed (read returns 0 or the connection was reset); false when
+/// it answered with bytes or the read timed out (a connection left open is not closed).
 pub fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 /// Sends one request (header v1 + `body`) and returns the response body after the

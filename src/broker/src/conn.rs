@@ -97,7 +97,17 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                     }
                 }
                 Some(Outcome::NoResponse) => {}
-                Some(Outcome::Close) | None => break,
+                Some(Outcome::Close) | None => {
+                    // Protocol violation: end the whole connection, not just our half, or a
+                    // silent client would hold it (and its connection slots) forever.
+                    activity.request_done();
+                    // SAFETY: the reader half still owns the open socket; shutdown only ends
+                    // its traffic, so the reader sees end-of-stream and returns.
+                    unsafe {
+                        libc::shutdown(fd, libc::SHUT_RDWR);
+                    }
+                    break;
+                }
             }
             activity.request_done();
         }

@@ -51,10 +51,12 @@ impl TopicRules {
         overrides: &BTreeMap<String, String>,
         broker: &BTreeMap<String, String>,
     ) -> TopicRules {
+        // Values are compared trimmed, as Kafka's config parser (and `topic_config`) reads them.
         let get = |name: &str| {
             overrides
                 .get(name)
                 .or_else(|| broker.get(&format!("log.{name}")))
+                .map(|v| v.trim())
         };
         let millis = |name: &str, default: i64| {
             get(name)

@@ -103,11 +103,19 @@ impl ProducerIds {
                 Take::Id(id) => return Ok(id),
                 Take::Wait => glommio::timer::sleep(RESERVE_POLL).await,
                 Take::Reserve(end) => {
+                    // If this future is dropped mid-reservation (its connection closed), the
+                    // guard still ends the reservation, or every later caller would wait on
+                    // one that never finishes.
+                    let guard = ReservationGuard {
+                        ids: self,
+                        end,
+                        done: false,
+                    };
                     let path = self.path.clone();
                     let r = glommio::executor()
                         .spawn_blocking(move || persist(&path, end))
                         .await;
-                    self.reserved(end, r.is_ok());
+                    guard.finish(r.is_ok());
                     r?;
                 }
             }
@@ -151,6 +159,31 @@ fn persist(path: &Path, end: i64) -> Result<(), BrokerError> {
         .and_then(|d| d.sync_all())
         .map_err(err("fsync dir"))?;
     Ok(())
+}
+
+
+/// Ends a reservation started by [`ProducerIds::next`], as failed if the caller went away
+/// before it finished: a later call reserves the same block again, and no id of it was
+/// handed out meanwhile (ids come only from below a reported end).
+struct ReservationGuard<'a> {
+    ids: &'a ProducerIds,
+    end: i64,
+    done: bool,
+}
+
+impl ReservationGuard<'_> {
+    fn finish(mut self, ok: bool) {
+        self.done = true;
+        self.ids.reserved(self.end, ok);
+    }
+}
+
+impl Drop for ReservationGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ids.reserved(self.end, false);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub struct BrokerShard {
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     group_slots: RefCell<Vec<Rc<crate::group_host::GroupSlot>>>,
+    /// Serialises topic-table updates: each awaits while opening logs, and two interleaved
+    /// ones (start-up's and a delta that arrives meanwhile) could open a partition twice.
+    apply_lock: sluice_storage::notify::LocalLock,
     /// Parked fetch long-polls of this shard, and watches on the partitions it owns.
     pub watches: crate::watch::Watches,
 }
@@ -95,6 +98,7 @@ impl BrokerShard {
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
+            apply_lock: Default::default(),
             watches: Default::default(),
         })
     }
@@ -137,6 +141,24 @@ impl BrokerShard {
     /// Adopts a new topic table: rebuilds the shard table, opens logs of partitions this
     /// shard now owns, and closes (and, for deleted topics, removes) those it no longer has.
     pub async fn apply_topics(
+        self: &Rc<Self>,
+        state: ClusterState,
+    ) -> Result<(), crate::error::BrokerError> {
+        let _one_at_a_time = self.apply_lock.lock().await;
+        self.apply_topics_locked(state).await
+    }
+
+    /// Applies a controller delta to this shard's current state (under the same lock, so
+    /// the state it builds on is the one in force when it applies).
+    pub async fn apply_delta(self: &Rc<Self>, delta: StateDelta) -> Result<(), String> {
+        let _one_at_a_time = self.apply_lock.lock().await;
+        let state = delta.apply(&self.topics().state)?;
+        self.apply_topics_locked(state)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn apply_topics_locked(
         self: &Rc<Self>,
         state: ClusterState,
     ) -> Result<(), crate::error::BrokerError> {
@@ -665,10 +687,7 @@ impl FrameHandler for MeshHandler {
                             .map_err(|e| e.to_string())
                     });
                 let outcome = match delta {
-                    Ok(delta) => match delta.apply(&shard.topics().state) {
-                        Ok(state) => shard.apply_topics(state).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
-                    },
+                    Ok(delta) => shard.apply_delta(delta).await,
                     Err(e) => Err(format!("bad topic table frame from {from}: {e}")),
                 };
                 match outcome {

@@ -369,7 +369,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
     TopicConfigKey {
         name: "message.timestamp.after.max.ms",
         broker_name: "log.message.timestamp.after.max.ms",
-        default: LONG_MAX_STR,
+        // Kafka 4.0's default (KIP-1030): one hour into the future; enforced on produce.
+        default: "3600000",
         kind: long_at_least(0),
         doc: "",
     },

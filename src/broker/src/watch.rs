@@ -12,8 +12,9 @@
 //! it satisfies. A fired watch is removed from the owner and tells its fetch once. The task
 //! ends when a move finds no watches left, so a partition costs at most one task and one
 //! waker in its log however many fetches come and go. Entries cost memory proportional to the
-//! partitions of fetches in flight, which their requests already hold; an entry past its
-//! deadline is dropped even if its cancel never arrives (a shard stopping).
+//! partitions of fetches in flight, which their requests already hold. An entry past its
+//! deadline whose cancel never arrives (a shard stopping) is dropped at that partition's next
+//! append or registration; on a partition that stays quiet it stays until then.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -291,9 +292,13 @@ fn fire(shard: &Rc<BrokerShard>, key: WatchKey) {
 fn spawn_watcher(shard: &Rc<BrokerShard>, pk: PartitionKey, log: Rc<PartitionLog<DmaStorage>>) {
     let me = shard.clone();
     let task = shard.ctx.spawn_fetch(async move {
+        // The first pass checks before waiting: the high watermark may have moved between
+        // the registration that spawned this task and the task's first run.
+        let mut evaluated_at: Option<i64> = None;
         loop {
-            let seen = log.high_watermark();
-            log.wait_high_watermark_above(seen).await;
+            if let Some(seen) = evaluated_at {
+                log.wait_high_watermark_above(seen).await;
+            }
             let gone = log.failure().is_some()
                 || me
                     .local_log(&pk)
@@ -325,6 +330,7 @@ fn spawn_watcher(shard: &Rc<BrokerShard>, pk: PartitionKey, log: Rc<PartitionLog
                 me.watches.watched.borrow_mut().remove(&pk);
                 break;
             }
+            evaluated_at = Some(hw);
         }
     });
     match task {

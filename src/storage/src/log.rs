@@ -383,6 +383,8 @@ pub struct PartitionLog<S: Storage> {
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
+    /// Serialises `delete_records_before` (its checkpoint replace awaits).
+    delete_records_lock: crate::notify::LocalLock,
     flush_waiters: OffsetWaiters,
 }
 
@@ -592,6 +594,7 @@ impl<S: Storage> PartitionLog<S> {
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
+            delete_records_lock: Default::default(),
             flush_waiters: OffsetWaiters::default(),
         };
         Ok(log)
@@ -1406,6 +1409,9 @@ impl<S: Storage> PartitionLog<S> {
     /// Moves the log start offset forward (DeleteRecords); `offset` may be at most the high
     /// watermark. Whole segments below it are deleted.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        // One at a time: two interleaved replaces of the checkpoint could leave the lower
+        // offset on disk after the higher one was acknowledged.
+        let _one_at_a_time = self.delete_records_lock.lock().await;
         let (hw, start) = {
             let inner = self.inner.borrow();
             (inner.durable_offset, inner.log_start_offset)
@@ -1421,7 +1427,10 @@ impl<S: Storage> PartitionLog<S> {
             let sealed = format::seal(Kind::LogStartOffset, [offset, 0, 0, 0], &[]);
             self.replace_sealed(&self.dir.join("log-start-offset"), &sealed)
                 .await?;
-            self.inner.borrow_mut().log_start_offset = offset;
+            {
+                let mut inner = self.inner.borrow_mut();
+                inner.log_start_offset = inner.log_start_offset.max(offset);
+            }
             self.cache.borrow_mut().forget(self.id, i64::MIN);
             self.delete_segments(|_, _| false).await?;
         }

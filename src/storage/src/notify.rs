@@ -1,8 +1,9 @@
 //! Single-shard waiters on a partition's offsets: "wake me when the durable offset passes N"
-//! (acks=all) and "when the high watermark passes N" (fetch long-poll). No threads involved.
+//! (acks=all) and "when the high watermark passes N" (fetch long-poll), and a single-shard
+//! async lock for operations that must not interleave. No threads involved.
 
-use std::cell::RefCell;
-use std::task::Waker;
+use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
 
 /// Wakers keyed by the offset each waits past. Owned by one shard.
 #[derive(Default, Debug)]
@@ -50,5 +51,58 @@ impl OffsetWaiters {
         for (_, w) in all {
             w.wake();
         }
+    }
+}
+
+/// An async mutual-exclusion lock for one shard's tasks (no threads): operations that await
+/// between reading and writing a partition's state (DeleteRecords' checkpoint replace) hold
+/// it so they cannot interleave. Dropping a waiting `lock()` future is harmless.
+#[derive(Default, Debug)]
+pub struct LocalLock {
+    held: Cell<bool>,
+    waiters: OffsetWaiters,
+}
+
+/// Holds a [`LocalLock`] until dropped.
+#[derive(Debug)]
+pub struct LocalLockGuard<'a>(&'a LocalLock);
+
+impl LocalLock {
+    pub async fn lock(&self) -> LocalLockGuard<'_> {
+        std::future::poll_fn(|cx| {
+            if self.held.get() {
+                self.waiters.register(0, cx.waker());
+                Poll::Pending
+            } else {
+                self.held.set(true);
+                Poll::Ready(())
+            }
+        })
+        .await;
+        LocalLockGuard(self)
+    }
+}
+
+impl Drop for LocalLockGuard<'_> {
+    fn drop(&mut self) {
+        self.0.held.set(false);
+        self.0.waiters.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_excludes_and_hands_over() {
+        let lock = LocalLock::default();
+        futures_lite::future::block_on(async {
+            let first = lock.lock().await;
+            let mut second = Box::pin(lock.lock());
+            assert!(futures_lite::future::poll_once(&mut second).await.is_none());
+            drop(first);
+            assert!(futures_lite::future::poll_once(&mut second).await.is_some());
+        });
     }
 }

@@ -200,9 +200,15 @@ async fn hostile_long_poll_does_not_starve_producers() {
             }
         }
     }
+    let elapsed = woke.elapsed();
     println!(
-        "hostile-longpoll: all {HOSTILE_FETCHES} parked fetches answered {:?} after the \
-         record",
-        woke.elapsed()
+        "hostile-longpoll: all {HOSTILE_FETCHES} parked fetches answered {elapsed:?} after the \
+         record"
+    );
+    // Their max_wait ends 25 s after they were sent: answering at the deadline would mean no
+    // watch fired. Generous against a loaded machine, far below the deadline.
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "the record woke the parked fetches only after {elapsed:?}"
     );
 }

@@ -359,6 +359,9 @@ async fn fetch_partitions(
         let mut results = join_all(futs).await.into_iter();
         let mut total = 0usize;
         let mut waits = Vec::new();
+        // Data that did not fit the response's byte budget: waiting cannot help (a watch on
+        // it would fire at once, over and over), so the fetch answers with what fits.
+        let mut budget_spent = false;
         for ((pd, req), w) in out.iter_mut().zip(&reqs).zip(wanted.values()) {
             let Some(req) = req else { continue };
             let (reply, records): (PartitionReply, Option<Bytes>) =
@@ -376,15 +379,25 @@ async fn fetch_partitions(
             let budget = max_bytes
                 .saturating_sub(total)
                 .min(w.partition_max_bytes.max(0) as usize);
-            let records = cut_to_budget(records.unwrap_or_default(), budget, total == 0);
+            let records = records.unwrap_or_default();
+            let had_data = !records.is_empty();
+            let records = cut_to_budget(records, budget, total == 0);
             total += records.len();
-            if records.is_empty() && reply.error_code == kerr::NONE {
+            budget_spent |= had_data && records.is_empty();
+            if records.is_empty()
+                && reply.error_code == kerr::NONE
+                && reply.high_watermark <= w.fetch_offset
+            {
                 waits.push((*req, w.fetch_offset));
             }
             pd.records = Some(records);
         }
         let now = Instant::now();
-        if total >= r.min_bytes.max(1) as usize || now >= deadline || waits.is_empty() {
+        if total >= r.min_bytes.max(1) as usize
+            || now >= deadline
+            || waits.is_empty()
+            || budget_spent
+        {
             break;
         }
         // Long-poll: park ONE waiter for the whole fetch, woken by the first partition whose
