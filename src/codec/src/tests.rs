@@ -334,7 +334,15 @@ proptest! {
         let (key, range) = keys[key_idx.index(keys.len())];
         let span = (range.max - range.min) as usize + 1;
         let version = range.min + version_pick.index(span) as i16;
-        let _ = decode_request(&table, key, version, Bytes::from(body));
+        // decode_request contains a decoder panic as an error, so "no panic" is checked on
+        // the counter it keeps: any contained panic anywhere in this process fails the test.
+        let panics_before = contained_panics();
+        let _ = decode_request(&table, key, version, Bytes::from(body.clone()));
+        prop_assert_eq!(
+            contained_panics(),
+            panics_before,
+            "the decoder panicked on {:?} v{} body {:02x?}", key, version, body
+        );
     }
 
     #[test]
