@@ -40,6 +40,9 @@ if [[ "$sanitizer" != none ]]; then
     export RUSTC_BOOTSTRAP=1
 fi
 
+# Without a sanitizer libFuzzer cannot print the crash's stack; the Rust panic hook can.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
 cd "$repo_root/src/codec"
 build=(cargo fuzz build --sanitizer "$sanitizer")
 echo "fuzz.sh: ${build[*]}"
@@ -62,8 +65,14 @@ for target in "${targets[@]}"; do
         -- -max_total_time="$seconds" -max_len="$(max_len_of "$target")" -timeout=10
         -rss_limit_mb=2048 -print_final_stats=1 "${extra_args[@]}")
     echo "fuzz.sh: ${run[*]}"
-    if ! "${run[@]}"; then
-        echo "fuzz.sh: $target crashed; input in src/codec/fuzz/artifacts/$target/" >&2
+    rc=0
+    "${run[@]}" || rc=$?
+    if ((rc == 72)); then
+        # libFuzzer's exit code for SIGINT/SIGTERM: stopped, not a finding.
+        echo "fuzz.sh: $target interrupted" >&2
+        exit 130
+    elif ((rc != 0)); then
+        echo "fuzz.sh: $target failed (exit $rc); input in src/codec/fuzz/artifacts/$target/" >&2
         exit 1
     fi
 done

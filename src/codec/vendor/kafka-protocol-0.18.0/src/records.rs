@@ -861,11 +861,15 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // sluice patch: both terms come off the wire, so the sum can overflow (a panic with
+        // overflow checks on); wrap as Kafka's Java decoder does.
+        let timestamp = batch_decode_info.min_timestamp.wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info
+            .min_offset
+            .wrapping_add(i64::from(offset_delta));
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
