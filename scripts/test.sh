@@ -4,6 +4,11 @@
 # failure. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sluice-tests`,
 # or `scripts/test.sh -- --nocapture`); with arguments, they replace `--workspace`.
 #
+# After the tests, a short fuzzing run (scripts/fuzz.sh, SLUICE_FUZZ_SECONDS per target,
+# default 20; 0 skips it) checks that no input the fuzzer reaches quickly crashes the
+# request path or record-batch validation. It runs only with the full test suite (no
+# arguments). The long runs are recorded in perf/results/*-fuzz.md.
+#
 # Why two builds: the integration tests (tests/) drive the `sluice` binary as a separate
 # process and use target/release/sluice, so the broker is measured optimised; the test
 # crates themselves build in the dev profile (opt-level 1, dependencies at 2), which is
@@ -30,4 +35,9 @@ if (($#)); then
 else
     echo "test.sh: cargo test --workspace"
     cargo test --workspace
+    fuzz_seconds="${SLUICE_FUZZ_SECONDS:-20}"
+    if ((fuzz_seconds > 0)); then
+        echo "test.sh: scripts/fuzz.sh $fuzz_seconds"
+        bash scripts/fuzz.sh "$fuzz_seconds"
+    fi
 fi

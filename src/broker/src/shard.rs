@@ -596,8 +596,8 @@ impl BrokerShard {
 /// their own timestamps inside a batch, possibly compressed).
 async fn first_record_at(log: &PartitionLog<DmaStorage>, base: i64, t: i64) -> Option<(i64, i64)> {
     let read = log.read(base, 1).await.ok()?;
-    let mut buf = read.records.clone();
-    let set = sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    // Client-written bytes through third-party code: decoded under the codec's containment.
+    let set = sluice_codec::decode_record_batch_contained(read.records)?;
     set.records
         .iter()
         .find(|r| r.timestamp >= t)

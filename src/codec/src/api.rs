@@ -3,7 +3,9 @@
 //! The table is an array indexed by api key so that the per-request lookup is one bounds
 //! check and a load, and it doubles as the source for the ApiVersions response.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
@@ -186,27 +188,76 @@ pub fn decode_request(
     table.decode_request(api_key, version, body)
 }
 
+/// Panics inside kafka-protocol's decoder that [`decode_body`] turned into errors, process-wide.
+static CONTAINED_PANICS: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
-    /// Set while this thread runs the third-party decoder under `catch_unwind`.
-    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// True while this thread runs the decoder under `catch_unwind`, so a process-wide panic
+    /// hook can tell a contained decoder panic from one that must take the process down.
+    static IN_CONTAINED_DECODE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether a panic on this thread now would be caught and turned into a decode error (the
-/// thread is inside the vendored request decoder). The process's panic policy (end the
-/// process at once on any panic) makes this one exception, so a decoder bug costs one
-/// connection, not the broker; every such panic is still a bug the fuzzers must find.
+/// How many decoder panics this process contained so far. Every one is a bug (in the
+/// vendored kafka-protocol, which should have returned an error); tests and fuzz targets
+/// assert that this does not move.
+pub fn contained_panics() -> u64 {
+    CONTAINED_PANICS.load(Ordering::Relaxed)
+}
+
+/// Whether the current thread is inside the codec's contained request decode, i.e. a panic
+/// now will be caught and answered as a decode error rather than unwinding further. For a
+/// panic hook that aborts on every other panic.
 pub fn panic_is_contained() -> bool {
-    CONTAINED.with(|c| c.get())
+    IN_CONTAINED_DECODE.with(Cell::get)
+}
+
+/// Marks the current thread as inside a contained decode until dropped; dropping on unwind
+/// too, so the mark never outlives the `catch_unwind` it describes.
+struct ContainedScope {
+    outer: bool,
+}
+
+impl ContainedScope {
+    fn enter() -> Self {
+        Self {
+            outer: IN_CONTAINED_DECODE.with(|c| c.replace(true)),
+        }
+    }
+}
+
+impl Drop for ContainedScope {
+    fn drop(&mut self) {
+        IN_CONTAINED_DECODE.with(|c| c.set(self.outer));
+    }
+}
+
+/// Runs `f` under `catch_unwind` with the thread marked as contained; a panic is counted in
+/// `panics`, logged, and returned as `Err(())`.
+fn contain<T>(
+    panics: &AtomicU64,
+    api_key: ApiKey,
+    version: i16,
+    f: impl FnOnce() -> T,
+) -> Result<T, ()> {
+    let result = {
+        let _scope = ContainedScope::enter();
+        catch_unwind(AssertUnwindSafe(f))
+    };
+    result.map_err(|_| {
+        let total = panics.fetch_add(1, Ordering::Relaxed) + 1;
+        log::error!(
+            "kafka-protocol panicked decoding {api_key:?} v{version}; contained as a decode \
+             error ({total} so far; a bug to report)"
+        );
+    })
 }
 
 fn decode_body(api_key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind, CodecError> {
     // kafka-protocol is written to return errors, but it is third-party code fed with
     // untrusted bytes: a panic in it must cost one connection, not the shard.
-    CONTAINED.with(|c| c.set(true));
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let result = contain(&CONTAINED_PANICS, api_key, version, || {
         RequestKind::decode(api_key, &mut body, version)
-    }));
-    CONTAINED.with(|c| c.set(false));
+    });
     match result {
         Ok(Ok(kind)) => Ok(kind),
         Ok(Err(e)) => Err(CodecError::BodyDecode {
@@ -214,12 +265,26 @@ fn decode_body(api_key: ApiKey, version: i16, mut body: Bytes) -> Result<Request
             version,
             reason: format!("{e:#}"),
         }),
-        Err(_) => Err(CodecError::BodyDecode {
+        Err(()) => Err(CodecError::BodyDecode {
             api_key,
             version,
             reason: "decoder panicked".to_owned(),
         }),
     }
+}
+
+/// Decodes one stored record batch (its records, decompressed under the vendored crate's
+/// cap) with the same containment as request bodies: the broker decodes client-written
+/// batches for ListOffsets by timestamp. `None` when the batch does not decode (or the
+/// decoder panicked, which is counted and logged like a request decoder panic).
+pub fn decode_record_batch_contained(
+    mut batch: Bytes,
+) -> Option<kafka_protocol::records::RecordSet> {
+    contain(&CONTAINED_PANICS, ApiKey::ListOffsets, -1, || {
+        kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
+    })
+    .ok()?
+    .ok()
 }
 
 #[cfg(test)]
@@ -293,6 +358,28 @@ mod tests {
         assert_eq!(err.api_versions_fallback(), None);
         assert_eq!(err.correlation_id(), Some(1));
         assert!(err.closes_connection());
+    }
+
+    #[test]
+    fn contained_panics_are_counted_and_flagged() {
+        // A local counter: the process-wide one must stay at zero for the proptests.
+        let panics = AtomicU64::new(0);
+        assert!(!panic_is_contained());
+        let out = contain(&panics, ApiKey::Metadata, 1, || {
+            assert!(panic_is_contained());
+            7
+        });
+        assert_eq!(out, Ok(7));
+        assert!(!panic_is_contained());
+        assert_eq!(panics.load(Ordering::Relaxed), 0);
+        let out: Result<(), ()> = contain(&panics, ApiKey::Metadata, 1, || {
+            assert!(panic_is_contained());
+            panic!("deliberate: checks containment")
+        });
+        assert_eq!(out, Err(()));
+        // Cleared by the unwind, not left set by the panic.
+        assert!(!panic_is_contained());
+        assert_eq!(panics.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -274,6 +274,26 @@ fn decompression_bombs_are_errors_not_allocations() {
     assert!(format!("{err:#}").contains("more than"), "{err:#}");
 }
 
+#[test]
+fn record_offsets_and_timestamps_near_i64_max_wrap_instead_of_panicking() {
+    use kafka_protocol::records::RecordBatchDecoder;
+    // Found by the record_batch fuzz target: the vendored decoder added a record's deltas to
+    // the batch's base offset and base timestamp unchecked, which panics with overflow
+    // checks on. It now wraps, as Kafka's Java decoder does.
+    let mut batch = kp_batch(KpCompression::None).to_vec();
+    // baseOffset sits outside the CRC; baseTimestamp inside (27..35), so fix the CRC.
+    batch[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+    batch[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(validate_batch(&batch).is_ok());
+    let decoded = RecordBatchDecoder::decode(&mut Bytes::from(batch)).unwrap();
+    let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [i64::MAX, i64::MIN, i64::MIN + 1]);
+    let timestamps: Vec<i64> = decoded.records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(timestamps, [i64::MAX, i64::MIN, i64::MIN + 1]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests: arbitrary input must yield values or errors, never a panic.
 
@@ -334,7 +354,15 @@ proptest! {
         let (key, range) = keys[key_idx.index(keys.len())];
         let span = (range.max - range.min) as usize + 1;
         let version = range.min + version_pick.index(span) as i16;
-        let _ = decode_request(&table, key, version, Bytes::from(body));
+        // decode_request contains a decoder panic as an error, so "no panic" is checked on
+        // the counter it keeps: any contained panic anywhere in this process fails the test.
+        let panics_before = contained_panics();
+        let _ = decode_request(&table, key, version, Bytes::from(body.clone()));
+        prop_assert_eq!(
+            contained_panics(),
+            panics_before,
+            "the decoder panicked on {:?} v{} body {:02x?}", key, version, body
+        );
     }
 
     #[test]

@@ -861,16 +861,15 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        // sluice patch: both terms are untrusted; an overflow is a malformed record, not a panic.
-        let Some(timestamp) = batch_decode_info.min_timestamp.checked_add(timestamp_delta) else {
-            bail!("Record timestamp overflows ({timestamp_delta} past the batch's first)");
-        };
+        // sluice patch: both terms come off the wire, so the sum can overflow (a panic with
+        // overflow checks on); wrap as Kafka's Java decoder does.
+        let timestamp = batch_decode_info.min_timestamp.wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let Some(offset) = batch_decode_info.min_offset.checked_add(offset_delta as i64) else {
-            bail!("Record offset overflows ({offset_delta} past the batch's base)");
-        };
+        let offset = batch_decode_info
+            .min_offset
+            .wrapping_add(i64::from(offset_delta));
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
