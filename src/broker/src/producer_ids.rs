@@ -161,7 +161,6 @@ fn persist(path: &Path, end: i64) -> Result<(), BrokerError> {
     Ok(())
 }
 
-
 /// Ends a reservation started by [`ProducerIds::next`], as failed if the caller went away
 /// before it finished: a later call reserves the same block again, and no id of it was
 /// handed out meanwhile (ids come only from below a reported end).

@@ -26,7 +26,8 @@ pub mod header;
 pub mod splice;
 
 pub use api::{
-    contained_panics, decode_record_batch_contained, decode_request, panic_is_contained, ApiTable, Request, API_KEY_SLOTS,
+    contained_panics, decode_record_batch_contained, decode_request, panic_is_contained, ApiTable,
+    Request, API_KEY_SLOTS,
 };
 pub use batch::{
     set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch, BatchHeader,

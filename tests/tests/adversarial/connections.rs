@@ -53,7 +53,10 @@ fn connections_over_the_per_ip_limit_are_turned_away() {
         assert!(api_versions_ok(s), "within the limit");
     }
     let mut extra = connect(&broker);
-    assert!(closed(&mut extra), "the sixth connection from one IP is closed");
+    assert!(
+        closed(&mut extra),
+        "the sixth connection from one IP is closed"
+    );
     drop(held.pop());
     // The closed connection's count is released once its task ends.
     let deadline = Instant::now() + Duration::from_secs(10);
