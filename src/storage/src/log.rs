@@ -45,6 +45,10 @@ pub const READ_AHEAD_BYTES: usize = 64 * 1024;
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 * 1024 * 1024;
 /// Batches up to this size are also kept in the shard's batch cache.
 pub const CACHE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Largest single read a fetch makes; a larger `max_bytes` is served in several reads. Far
+/// below what one storage read may be (the DMA layer refuses reads over 64 MiB, which a
+/// 64 MiB fetch plus one batch header used to exceed).
+pub const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Writes of one flush in flight at once.
 pub const WRITE_DEPTH_MAX: usize = 4;
 
@@ -1305,7 +1309,9 @@ impl<S: Storage> PartitionLog<S> {
         let mut out = BytesMut::new();
         let want = max_bytes.max(1);
         'chunks: while pos < end {
-            let len = ((end - pos) as usize).min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES);
+            let len = ((end - pos) as usize)
+                .min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES)
+                .min(READ_CHUNK_BYTES_MAX);
             let chunk = file
                 .read_at(pos, len)
                 .await

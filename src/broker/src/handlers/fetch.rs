@@ -339,7 +339,10 @@ async fn fetch_partitions(
                 partition: w.partition,
                 op: PartitionOp::Fetch {
                     offset: w.fetch_offset,
-                    max_bytes: w.partition_max_bytes,
+                    // The response cap applies before reading, as in Kafka: no partition
+                    // read asks for more than the whole response may carry (at most
+                    // FETCH_RESPONSE_BYTES_MAX; a larger ask failed the read).
+                    max_bytes: w.partition_max_bytes.clamp(0, max_bytes as i32),
                 },
             }),
         };
