@@ -5,6 +5,7 @@
 mod admin;
 mod configs;
 mod connections;
+mod costs;
 mod mesh;
 mod panics;
 mod produce;
