@@ -198,6 +198,8 @@ impl BrokerShard {
                     wanted.push((key, t.clone()));
                 }
             }
+            // Up to 100,000 partitions per node: let this shard's requests run meanwhile.
+            sluice_shard::yield_if_needed().await;
         }
         *self.table.borrow_mut() = table;
         *self.topics.borrow_mut() = new.clone();
