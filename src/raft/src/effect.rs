@@ -41,7 +41,9 @@ impl From<raft::StateRole> for Role {
 pub enum ProposeError {
     UnknownGroup,
     /// This replica is not the leader; `leader` is who it believes leads, if anyone.
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// This replica leads but no entry of its term has committed yet, so its view of the log
     /// may be stale: it accepts nothing until its election no-op commits.
     NotReady,
@@ -63,7 +65,10 @@ pub enum Write {
     /// are replaced (a divergent suffix dropped).
     Entries { group: GroupId, entries: Vec<Entry> },
     /// The group's term, vote and commit index.
-    HardState { group: GroupId, hard_state: HardState },
+    HardState {
+        group: GroupId,
+        hard_state: HardState,
+    },
 }
 
 /// An action for the driver. Perform `Persist` writes in `seq` order (a later write may

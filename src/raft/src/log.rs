@@ -60,10 +60,11 @@ impl ReplicaLog {
     /// A new replica of a group whose voters are `voters` (every replica starts with the same
     /// set, as raft-rs requires of a group created without a snapshot).
     pub fn new(voters: &[u64]) -> Self {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters.to_vec();
         ReplicaLog {
-            conf_state,
+            conf_state: ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -126,9 +127,7 @@ impl ReplicaLog {
     /// Appends `ents` (consecutive indexes), first replacing any entries at or after the first
     /// one's index (a follower dropping a divergent suffix). Returns the first replaced index.
     pub fn append(&mut self, ents: &[Entry]) -> Option<u64> {
-        let Some(first) = ents.first().map(|e| e.index) else {
-            return None;
-        };
+        let first = ents.first()?.index;
         assert!(
             first >= 1 && first <= self.last_index() + 1,
             "append at {first} leaves a gap after {}",
@@ -138,7 +137,11 @@ impl ReplicaLog {
         self.entries.truncate((first - 1) as usize);
         self.spans.truncate((first - 1) as usize);
         for e in ents {
-            assert_eq!(e.index, self.last_index() + 1, "entries are not consecutive");
+            assert_eq!(
+                e.index,
+                self.last_index() + 1,
+                "entries are not consecutive"
+            );
             let base = self.next_offset();
             self.spans.push(OffsetSpan {
                 base,
@@ -207,9 +210,11 @@ mod tests {
     use super::*;
 
     fn batch(index: u64, term: u64, records: u32) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
+        let mut e = Entry {
+            index,
+            term,
+            ..Default::default()
+        };
         if records > 0 {
             e.data = Bytes::from(vec![index as u8; 3]);
             e.context = records_context(records);

@@ -205,9 +205,12 @@ impl GroupManager {
         // A recovered commit index only ever covers entries written before it (one ordered
         // log per shard), so it is within the log and committed: serve it as the high mark.
         let commit = log.hard_state().commit;
-        assert!(commit <= log.last_index(), "recovered commit beyond the log");
-        let node = RawNode::new(&self.raft_config(commit), log, &self.logger)
-            .map_err(|_| Error::Raft)?;
+        assert!(
+            commit <= log.last_index(),
+            "recovered commit beyond the log"
+        );
+        let node =
+            RawNode::new(&self.raft_config(commit), log, &self.logger).map_err(|_| Error::Raft)?;
         let role = (Role::Follower, node.raft.term, None);
         self.groups.insert(
             group,
@@ -253,7 +256,9 @@ impl GroupManager {
     /// The replica's log (entries, hard state, offsets) as raft-rs sees it: includes entries
     /// not yet synced, which readers must not see past `status().hw_index`.
     pub fn log(&self, group: GroupId) -> Option<&ReplicaLog> {
-        self.groups.get(&group).map(|r| r.node.raft.raft_log.store())
+        self.groups
+            .get(&group)
+            .map(|r| r.node.raft.raft_log.store())
     }
 
     /// Advances every group's Raft clock to `now_ms` (monotonic; earlier values are ignored).
@@ -344,9 +349,11 @@ impl GroupManager {
         let last = r.node.raft.raft_log.last_index();
         assert_eq!(last, r.node.raft.raft_log.store().last_index());
         let base = r.node.raft.raft_log.store().next_offset();
-        let mut e = Entry::default();
-        e.data = batch.bytes;
-        e.context = records_context(batch.records);
+        let e = Entry {
+            data: batch.bytes,
+            context: records_context(batch.records),
+            ..Default::default()
+        };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.cfg.node_id;
@@ -372,7 +379,10 @@ impl GroupManager {
 
     /// Reports that every `Persist` with `seq <= up_to` is synced.
     pub fn persisted(&mut self, up_to: u64) -> Vec<Effect> {
-        assert!(up_to <= self.write_seq, "persisted({up_to}) was never written");
+        assert!(
+            up_to <= self.write_seq,
+            "persisted({up_to}) was never written"
+        );
         if up_to <= self.persisted_seq {
             return Vec::new();
         }
@@ -608,7 +618,9 @@ mod tests {
             bytes: Bytes::from_static(b"abc"),
         };
         let fx = m.propose(10, ProposalToken(1), batch);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Proposed { span, .. } if span.base == 0)));
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Proposed { span, .. } if span.base == 0)));
         assert!(!fx.iter().any(|e| matches!(e, Effect::Committed { .. })));
         assert_eq!(m.status(10).unwrap().high_watermark, 0);
         let seq = fx
@@ -619,7 +631,9 @@ mod tests {
             })
             .expect("the entry is written");
         let fx = m.persisted(seq);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 3)));
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 3)));
         assert_eq!(m.status(10).unwrap().high_watermark, 3);
     }
 }

@@ -157,7 +157,7 @@ impl Checker {
             });
             if !committed {
                 return Err(format!(
-                    "acknowledged batch {:?} of group {} was never committed at its offsets",
+                    "acknowledged batch {:?} of group {} is not in the committed log at its offsets",
                     a.span, a.group
                 ));
             }

@@ -80,10 +80,12 @@ impl Cursor<'_> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+        self.take(4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        self.take(8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
     }
 }
 
@@ -120,10 +122,12 @@ fn decode(payload: &[u8]) -> Option<Write> {
         }
         HARD_STATE => {
             let group = c.u64()?;
-            let mut hard_state = HardState::default();
-            hard_state.term = c.u64()?;
-            hard_state.vote = c.u64()?;
-            hard_state.commit = c.u64()?;
+            let hard_state = HardState {
+                term: c.u64()?,
+                vote: c.u64()?,
+                commit: c.u64()?,
+                ..Default::default()
+            };
             Write::HardState { group, hard_state }
         }
         _ => return None,
@@ -225,21 +229,24 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &'static [u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = Bytes::from_static(data);
-        e.context = crate::log::records_context(1);
-        e
+        Entry {
+            index,
+            term,
+            data: Bytes::from_static(data),
+            context: crate::log::records_context(1),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn writes_round_trip_and_a_torn_tail_is_cut() {
         let mut d = Disk::default();
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 1;
-        hs.commit = 1;
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 1,
+            ..Default::default()
+        };
         d.write(&[
             Write::Create {
                 group: 4,

@@ -47,7 +47,7 @@ impl SimConfig {
     pub fn for_seed(seed: u64) -> Self {
         SimConfig {
             seed,
-            nodes: if seed % 2 == 0 { 3 } else { 5 },
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
             groups: 3,
             fault_ms: 12_000,
             settle_ms: 12_000,
@@ -68,10 +68,21 @@ pub struct Report {
 
 #[derive(Debug)]
 enum Ev {
-    Tick { node: NodeId, inc: u64 },
+    Tick {
+        node: NodeId,
+        inc: u64,
+    },
     Deliver(Envelope),
-    FsyncDone { node: NodeId, inc: u64, seq: u64, len: usize },
-    LazySync { node: NodeId, inc: u64 },
+    FsyncDone {
+        node: NodeId,
+        inc: u64,
+        seq: u64,
+        len: usize,
+    },
+    LazySync {
+        node: NodeId,
+        inc: u64,
+    },
     Restart(NodeId),
     Nemesis,
     Client,
@@ -250,7 +261,12 @@ impl Sim {
                 }
                 let n = &mut self.nodes[Self::idx(to)];
                 if let Some(mgr) = n.mgr.as_mut() {
-                    trace!(self, "deliver {from}->{to} {} hb {} msgs", env.heartbeats.len(), env.messages.len());
+                    trace!(
+                        self,
+                        "deliver {from}->{to} {} hb {} msgs",
+                        env.heartbeats.len(),
+                        env.messages.len()
+                    );
                     let fx = mgr.step(env);
                     self.effects(to, fx);
                 }
@@ -334,7 +350,10 @@ impl Sim {
                 Effect::Proposed {
                     group, token, span, ..
                 } => {
-                    trace!(self, "node {node} group {group}: proposed {token:?} at {span:?}");
+                    trace!(
+                        self,
+                        "node {node} group {group}: proposed {token:?} at {span:?}"
+                    );
                     if self.cfg.bug == Some(Bug::AckOnAppend) {
                         self.ack(token, group, span);
                     }
@@ -353,7 +372,10 @@ impl Sim {
                     term,
                     leader,
                 } => {
-                    trace!(self, "node {node} group {group}: {role:?} term {term} leader {leader:?}");
+                    trace!(
+                        self,
+                        "node {node} group {group}: {role:?} term {term} leader {leader:?}"
+                    );
                 }
                 Effect::HighWatermark { .. } => {}
             }
@@ -599,7 +621,12 @@ impl Sim {
             let statuses: Vec<_> = self
                 .nodes
                 .iter()
-                .map(|n| (n.id, n.mgr.as_ref().expect("restarted").status(g).expect("group")))
+                .map(|n| {
+                    (
+                        n.id,
+                        n.mgr.as_ref().expect("restarted").status(g).expect("group"),
+                    )
+                })
                 .collect();
             let leaders: Vec<_> = statuses
                 .iter()
