@@ -73,13 +73,14 @@
 //! command that replays it:
 //!
 //! ```text
-//! cargo test -p sluice-raft                                   # 200 seeds
-//! SLUICE_SIM_SEEDS=5000 cargo test -p sluice-raft --release simulate_seeds -- --nocapture
+//! cargo test -p sluice-raft     # 200 seeds, plus the unit tests
+//! SLUICE_SIM_SEEDS=3000 SLUICE_SIM_FIRST_SEED=200 cargo test -p sluice-raft simulate_seeds -- --nocapture
 //! SLUICE_SIM_SEED=42 SLUICE_SIM_TRACE=1 cargo test -p sluice-raft simulate_seeds -- --nocapture
 //! ```
 //!
 //! Deliberate bugs (`sim::Bug`: acknowledging on append, an fsync that lies) must make the
-//! checkers fail, and tests assert that they do.
+//! checkers fail, and tests assert that they do. `tests/footprint.rs` holds idle replicas to
+//! issue 12's memory budget (64 KiB each).
 //!
 //! # Not yet
 //!

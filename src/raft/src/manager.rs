@@ -590,6 +590,141 @@ mod tests {
         );
     }
 
+    /// Three managers with hand-delivered envelopes and hand-reported syncs.
+    struct Trio {
+        m: Vec<GroupManager>,
+        /// Envelopes sent and not yet delivered.
+        net: Vec<Envelope>,
+        /// Per node: last persist seq written.
+        written: Vec<u64>,
+        now: u64,
+    }
+
+    impl Trio {
+        fn new() -> Self {
+            let mut t = Trio {
+                m: (1..=3)
+                    .map(|id| {
+                        GroupManager::new(Config {
+                            node_id: id,
+                            seed: 9,
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+                net: Vec::new(),
+                written: vec![0; 3],
+                now: 0,
+            };
+            for i in 0..3 {
+                let fx = t.m[i].create_group(1, &[1, 2, 3]).unwrap();
+                t.take(i, fx);
+                t.sync(i);
+            }
+            t
+        }
+        fn take(&mut self, i: usize, fx: Vec<Effect>) -> Vec<Effect> {
+            let mut rest = Vec::new();
+            for e in fx {
+                match e {
+                    Effect::Send(env) => self.net.push(env),
+                    Effect::Persist { seq, .. } => self.written[i] = seq,
+                    other => rest.push(other),
+                }
+            }
+            rest
+        }
+        fn sync(&mut self, i: usize) -> Vec<Effect> {
+            let fx = self.m[i].persisted(self.written[i]);
+            self.take(i, fx)
+        }
+        /// Delivers everything in flight (and what that sends) to nodes in `to`.
+        fn deliver(&mut self, to: &[u64]) {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
+                .into_iter()
+                .partition(|e| to.contains(&e.to));
+            self.net = later;
+            for env in now {
+                let i = env.to as usize - 1;
+                let fx = self.m[i].step(env);
+                self.take(i, fx);
+            }
+        }
+        fn tick(&mut self, i: usize) {
+            self.now += TICK_MS;
+            let fx = self.m[i].tick(self.now);
+            self.take(i, fx);
+        }
+        fn status(&self, i: usize) -> GroupStatus {
+            self.m[i].status(1).unwrap()
+        }
+        fn propose(&mut self, i: usize, token: u64) -> Vec<Effect> {
+            let batch = Batch {
+                records: 2,
+                bytes: Bytes::from_static(b"xy"),
+            };
+            let fx = self.m[i].propose(1, ProposalToken(token), batch);
+            self.take(i, fx)
+        }
+    }
+
+    #[test]
+    fn followers_ack_after_their_sync_and_a_new_leader_waits_for_its_noop() {
+        let mut t = Trio::new();
+        // Only node 1's clock runs: it campaigns; every write is synced at once until it
+        // leads.
+        while t.status(0).role != Role::Leader {
+            t.tick(0);
+            for _ in 0..4 {
+                t.deliver(&[1, 2, 3]);
+                for i in 0..3 {
+                    t.sync(i);
+                }
+            }
+            assert!(t.now < 60_000, "no leader");
+        }
+        // Leader, but its no-op has not committed: it refuses proposals.
+        assert!(!t.status(0).ready);
+        assert!(matches!(
+            &t.propose(0, 1)[..],
+            [Effect::Failed {
+                error: ProposeError::NotReady,
+                ..
+            }]
+        ));
+        // Followers get the no-op but do not sync it: they send nothing back.
+        t.deliver(&[2, 3]);
+        assert!(t.net.iter().all(|e| e.from == 1), "acked before the sync");
+        t.sync(0);
+        assert!(!t.status(0).ready);
+        // One follower syncs: its ack goes out and makes a quorum with the leader.
+        t.sync(1);
+        assert!(t.net.iter().any(|e| e.from == 2));
+        t.deliver(&[1]);
+        assert!(t.status(0).ready);
+        // A batch commits once the leader and one follower have synced it.
+        let fx = t.propose(0, 2);
+        assert!(
+            matches!(&fx[..], [Effect::Proposed { span, .. }] if span.base == 0 && span.term == t.status(0).term)
+        );
+        t.deliver(&[2, 3]);
+        t.sync(0);
+        t.deliver(&[1]);
+        assert_eq!(
+            t.status(0).high_watermark,
+            0,
+            "committed without a follower's sync"
+        );
+        // Node 3 never acked the no-op, so the leader probes it one append at a time; node 2
+        // stays unsynced throughout, so the commit below is the leader's and node 3's.
+        for _ in 0..4 {
+            t.sync(2);
+            t.deliver(&[1, 3]);
+        }
+        assert_eq!(t.status(0).high_watermark, 2);
+        assert_eq!(t.status(2).high_watermark, 2);
+    }
+
     #[test]
     fn single_voter_group_commits_only_after_the_sync() {
         let mut m = GroupManager::new(Config {
