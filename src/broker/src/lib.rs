@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod kerr;
 pub mod ops;
 pub mod panic_policy;
+pub mod partition_dirs;
 pub mod produce_rules;
 pub mod producer_ids;
 pub mod shard;
@@ -82,6 +83,12 @@ pub fn run(
     }
     if let Some(dir) = topics::state_path(&config.data_dir).parent() {
         topics::ensure_space_reserve(dir);
+    }
+    // Before any partition opens: a topic re-created under an old name must not find the
+    // data of its predecessor (KIP-516 topic ids in partition directories).
+    let swept = partition_dirs::sweep(&config.data_dir, &state)?;
+    if swept != partition_dirs::Swept::default() {
+        log::info!("data directory sweep: {swept:?}");
     }
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,

@@ -18,6 +18,7 @@ use sluice_storage::{BatchCache, PartitionLog, StorageError};
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::kerr;
+use crate::partition_dirs;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
     TAG_PARTITION, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
@@ -120,7 +121,9 @@ impl BrokerShard {
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{partition}"))
+        self.config
+            .data_dir
+            .join(partition_dirs::dir_name(topic, partition))
     }
 
     fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
@@ -202,8 +205,19 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
-            p.log.destroy().await?;
-            let _ = std::fs::remove_dir(p.log.dir());
+            p.log.retire();
+            // Renamed aside first, then removed: see `partition_dirs`. Off the executor: a
+            // directory of many segments takes many syscalls.
+            let data_dir = self.config.data_dir.clone();
+            let name = partition_dirs::dir_name(&p.topic, p.index);
+            glommio::executor()
+                .spawn_blocking(move || partition_dirs::discard(&data_dir, &name))
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "remove",
+                    path: p.log.dir().to_path_buf(),
+                    source: e,
+                })?;
         }
         let broker_cfgs = new.state.broker_configs.clone();
         for (key, t) in wanted {
@@ -214,7 +228,20 @@ impl BrokerShard {
                 }
                 continue;
             }
-            let dir = self.partition_dir(&t.name, key.partition);
+            // The directory with this topic id's `partition.metadata` (created, adopted, or
+            // replacing an orphan of an earlier topic of the same name).
+            let data_dir = self.config.data_dir.clone();
+            let (name, partition, id) = (t.name.clone(), key.partition, t.id);
+            let dir = glommio::executor()
+                .spawn_blocking(move || {
+                    partition_dirs::prepare(&data_dir, &name, partition, &id)
+                })
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "prepare",
+                    path: self.partition_dir(&t.name, key.partition),
+                    source: e,
+                })?;
             let log = PartitionLog::open(
                 self.storage.clone(),
                 dir,

@@ -1546,8 +1546,29 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Removes the whole log directory's files (topic deletion).
+    /// Removes the whole log directory's files (topic deletion): [`Self::retire`], then
+    /// every file of the directory.
     pub async fn destroy(&self) -> Result<()> {
+        self.retire();
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("list", &self.dir, e))?;
+        for n in names {
+            let p = self.dir.join(n);
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Retires the log of a deleted partition without touching its directory (the caller
+    /// removes that, see the broker's `partition_dirs`): appends fail, waiters wake, and
+    /// the segment files close.
+    pub fn retire(&self) {
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         {
             // Retire the log: appends fail, the flusher task sees the failure and ends, and
@@ -1565,19 +1586,6 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.dirty_waiters.wake_all();
         self.durable_waiters.wake_all();
-        let names = self
-            .storage
-            .list_dir(&self.dir)
-            .await
-            .map_err(|e| StorageError::io("list", &self.dir, e))?;
-        for n in names {
-            let p = self.dir.join(n);
-            self.storage
-                .remove(&p)
-                .await
-                .map_err(|e| StorageError::io("remove", &p, e))?;
-        }
-        Ok(())
     }
 }
 
