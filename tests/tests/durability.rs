@@ -71,7 +71,6 @@ async fn a_recreated_topic_never_sees_a_deleted_topics_data() {
     produce_some(&broker, TOPIC, 0, 50, 1).await;
     broker.stop_ok();
     let dir = broker.data_dir().join(format!("{TOPIC}-0"));
-    let old_id = topic_id_line(&dir);
     let aside = broker.data_dir().parent().unwrap().join("aside");
     copy_dir(&dir, &aside);
 
@@ -88,12 +87,6 @@ async fn a_recreated_topic_never_sees_a_deleted_topics_data() {
     copy_dir(&aside, &dir);
 
     broker.restart();
-    assert!(
-        broker
-            .stderr_log()
-            .contains(&format!("removing orphaned partition directory {TOPIC}-0")),
-        "the orphan's removal is not logged"
-    );
     create_topics(&admin(&broker.bootstrap()), &[(TOPIC, 1, &[])]).await;
     let c = consumer(&broker.bootstrap());
     wait_for_topic(&c, TOPIC, 1).await;
@@ -102,8 +95,14 @@ async fn a_recreated_topic_never_sees_a_deleted_topics_data() {
         (0, 0),
         "the re-created topic holds the deleted topic's records"
     );
+    assert!(
+        broker
+            .stderr_log()
+            .contains(&format!("removing orphaned partition directory {TOPIC}-0")),
+        "the orphan's removal is not logged"
+    );
     let new_id = topic_id_line(&dir);
-    assert_ne!(new_id, old_id, "the re-created topic has the old topic id");
+    assert_ne!(new_id, topic_id_line(&aside), "the re-created topic has the old topic id");
 
     // The new incarnation's data stays across a restart.
     let recs = produce_some(&broker, TOPIC, 0, 20, 2).await;
