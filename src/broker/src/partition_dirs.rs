@@ -125,9 +125,12 @@ pub fn read_topic_id(dir: &Path) -> io::Result<Option<[u8; 16]>> {
         Ok(_) => {}
     }
     let text = fs::read_to_string(&path)?;
-    decode_metadata(&text)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    decode_metadata(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Writes `dir`'s `partition.metadata` atomically: beside it, synced, renamed over it, and
@@ -223,11 +226,8 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
         let path = path.to_path_buf();
         move |source| BrokerError::Io { op, path, source }
     };
-    let topics: std::collections::HashMap<&str, &crate::topics::TopicRecord> = state
-        .topics
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let topics: std::collections::HashMap<&str, &crate::topics::TopicRecord> =
+        state.topics.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut swept = Swept::default();
     let entries = fs::read_dir(data_dir).map_err(io_err("list", data_dir))?;
     for entry in entries {
@@ -311,7 +311,15 @@ mod tests {
         assert_eq!(parse_dir_name("orders-0"), Some(("orders", 0)));
         assert_eq!(parse_dir_name("a-b-12"), Some(("a-b", 12)));
         assert_eq!(parse_dir_name("x.y_z-3"), Some(("x.y_z", 3)));
-        for bad in ["cluster", "-1", "a-", "a-01", "a--1", "a-x", "a-99999999999"] {
+        for bad in [
+            "cluster",
+            "-1",
+            "a-",
+            "a-01",
+            "a--1",
+            "a-x",
+            "a-99999999999",
+        ] {
             assert_eq!(parse_dir_name(bad), None, "{bad}");
         }
     }
@@ -349,7 +357,14 @@ mod tests {
         // kept-0: current id; kept-1: no file (older data dir); kept-2: beyond the count;
         // renewed-0: an earlier topic's id; gone-0: topic deleted; a leftover deletion; and
         // things that are not partitions.
-        for name in ["kept-0", "kept-1", "kept-2", "renewed-0", "gone-0", "cluster"] {
+        for name in [
+            "kept-0",
+            "kept-1",
+            "kept-2",
+            "renewed-0",
+            "gone-0",
+            "cluster",
+        ] {
             fs::create_dir(data.join(name)).unwrap();
             fs::write(data.join(name).join("00000000000000000000.log"), b"x").unwrap();
         }

@@ -214,7 +214,12 @@ struct Scanned {
     complete: bool,
 }
 
-fn verify_segment(path: &Path, base: i64, is_tail: bool, report: &mut Report) -> io::Result<Scanned> {
+fn verify_segment(
+    path: &Path,
+    base: i64,
+    is_tail: bool,
+    report: &mut Report,
+) -> io::Result<Scanned> {
     let file = File::open(path)?;
     let file_size = file.metadata()?.len();
     let mut scan = Scanned {
@@ -256,7 +261,11 @@ fn verify_segment(path: &Path, base: i64, is_tail: bool, report: &mut Report) ->
                 h.base_offset, h.size
             );
             if is_tail {
-                report.note(path, Some(pos), format!("{what}: a torn last write, cut by recovery"));
+                report.note(
+                    path,
+                    Some(pos),
+                    format!("{what}: a torn last write, cut by recovery"),
+                );
             } else {
                 report.problem(path, Some(pos), what);
             }
@@ -273,7 +282,11 @@ fn verify_segment(path: &Path, base: i64, is_tail: bool, report: &mut Report) ->
                     format!("{what}: the last write of the tail, cut by recovery"),
                 );
             } else {
-                report.problem(path, Some(pos), format!("{what} (the rest of the segment is unchecked)"));
+                report.problem(
+                    path,
+                    Some(pos),
+                    format!("{what} (the rest of the segment is unchecked)"),
+                );
             }
             scan.complete = false;
             break;
@@ -322,7 +335,8 @@ fn end_of_data(
     file_size: u64,
     report: &mut Report,
 ) -> io::Result<bool> {
-    let zero = head.iter().all(|&b| b == 0) && rest_is_zero(file, pos + head.len() as u64, file_size)?;
+    let zero =
+        head.iter().all(|&b| b == 0) && rest_is_zero(file, pos + head.len() as u64, file_size)?;
     if !(is_tail && zero) {
         report.problem(
             path,
@@ -330,7 +344,11 @@ fn end_of_data(
             format!(
                 "{} bytes after the last whole batch are not a batch{}",
                 file_size - pos,
-                if is_tail { "" } else { " (a sealed segment ends with its last batch)" }
+                if is_tail {
+                    ""
+                } else {
+                    " (a sealed segment ends with its last batch)"
+                }
             ),
         );
     }
@@ -372,7 +390,11 @@ fn verify_indexes(dir: &Path, base: i64, scan: &Scanned, report: &mut Report) {
             );
         }
         match OffsetIndex::decode(&body, scan.size.max(1)) {
-            None => report.problem(&path, None, "entries out of order or past the segment".into()),
+            None => report.problem(
+                &path,
+                None,
+                "entries out of order or past the segment".into(),
+            ),
             Some(index) => {
                 for &(rel, position) in index.entries() {
                     let at = scan.batches.get(&(position as u64)).map(|b| b.0);
@@ -397,7 +419,10 @@ fn verify_indexes(dir: &Path, base: i64, scan: &Scanned, report: &mut Report) {
             report.problem(
                 &path,
                 None,
-                format!("says the segment is {} bytes, the scan found {}", meta[0], scan.size),
+                format!(
+                    "says the segment is {} bytes, the scan found {}",
+                    meta[0], scan.size
+                ),
             );
         }
         match TimeIndex::decode(&body) {
@@ -429,7 +454,11 @@ fn read_sealed(path: &Path, kind: Kind, report: &mut Report) -> Option<([i64; 4]
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            report.note(path, None, "missing (rebuilt by the broker at start)".into());
+            report.note(
+                path,
+                None,
+                "missing (rebuilt by the broker at start)".into(),
+            );
             return None;
         }
         Err(e) => {
@@ -440,7 +469,11 @@ fn read_sealed(path: &Path, kind: Kind, report: &mut Report) -> Option<([i64; 4]
     match format::unseal(kind, &bytes) {
         Some((meta, body)) => Some((meta, body.to_vec())),
         None => {
-            report.problem(path, None, format!("damaged {kind:?} file (bad header or CRC32C)"));
+            report.problem(
+                path,
+                None,
+                format!("damaged {kind:?} file (bad header or CRC32C)"),
+            );
             None
         }
     }
