@@ -18,11 +18,11 @@ use sluice_storage::{BatchCache, PartitionLog, StorageError};
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::kerr;
-use crate::partition_dirs;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
     TAG_PARTITION, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
+use crate::partition_dirs;
 use crate::stats::{self, Stage};
 use crate::topic_config;
 use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
@@ -47,6 +47,8 @@ pub struct BrokerShard {
     /// Present on shard 0 only.
     pub controller: Option<Controller>,
     stopping: Cell<bool>,
+    /// Shutdown has begun: connections take no new requests (see [`crate::conn::serve`]).
+    draining: Cell<bool>,
     pub(crate) shared_handle: Arc<crate::Shared>,
     /// KIP-227 fetch sessions of connections on this shard.
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
@@ -96,6 +98,7 @@ impl BrokerShard {
             config,
             ctx,
             stopping: Cell::new(false),
+            draining: Cell::new(false),
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
@@ -233,9 +236,7 @@ impl BrokerShard {
             let data_dir = self.config.data_dir.clone();
             let (name, partition, id) = (t.name.clone(), key.partition, t.id);
             let dir = glommio::executor()
-                .spawn_blocking(move || {
-                    partition_dirs::prepare(&data_dir, &name, partition, &id)
-                })
+                .spawn_blocking(move || partition_dirs::prepare(&data_dir, &name, partition, &id))
                 .await
                 .map_err(|e| crate::error::BrokerError::Io {
                     op: "prepare",
@@ -332,7 +333,17 @@ impl BrokerShard {
         }
     }
 
-    /// Flushes and closes every log (shutdown).
+    /// Shutdown has begun: connections of this shard stop taking requests.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.set(true);
+    }
+
+    /// Flushes and closes every log (shutdown). From here on appends fail
+    /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
     pub async fn close_all(&self) {
         self.stopping.set(true);
         let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();

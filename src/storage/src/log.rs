@@ -272,6 +272,9 @@ struct Inner<F: StorageFile> {
     /// Set by `destroy`: the segment files are closed and removed; reads fail with
     /// [`StorageError::Deleted`] (an operation that raced the deletion sees that, not a panic).
     deleted: bool,
+    /// Set when `close` starts: appends fail with [`StorageError::Closed`], so nothing is
+    /// acknowledged that the closing flush does not cover.
+    closed: bool,
     leader_epoch: i32,
     /// Bytes appended since the last flush took its buffers.
     appended_since_flush: u64,
@@ -589,6 +592,7 @@ impl<S: Storage> PartitionLog<S> {
                 producers,
                 failed: None,
                 deleted: false,
+                closed: false,
                 leader_epoch: 0,
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
@@ -668,6 +672,11 @@ impl<S: Storage> PartitionLog<S> {
 
     fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
+        if inner.closed {
+            return Err(StorageError::Closed {
+                partition: self.name.clone(),
+            });
+        }
         if let Some(cause) = &inner.failed {
             return Err(StorageError::Failed {
                 partition: self.name.clone(),
@@ -1519,9 +1528,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(victims.len())
     }
 
-    /// Flushes and releases the log (clean shutdown). The active segment is cut to its
-    /// logical size so a clean restart finds no page padding to trim.
+    /// Flushes and releases the log (clean shutdown). Appends fail from its start on
+    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. The active
+    /// segment is cut to its logical size so a clean restart finds no page padding to trim.
     pub async fn close(&self) -> Result<()> {
+        self.inner.borrow_mut().closed = true;
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
         }
