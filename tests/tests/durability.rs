@@ -240,6 +240,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_record() {
     const PARTITIONS: i32 = 200;
     /// Sends in flight at once.
     const WINDOW: usize = 512;
+    const VALUE_BYTES: usize = 8 * 1024;
     /// Acknowledgements to see before the signal.
     const ACKED_BEFORE_SIGNAL: u64 = 5_000;
     let mut broker = Broker::start();
@@ -271,7 +272,10 @@ async fn sigterm_under_load_keeps_every_acknowledged_record() {
                     }
                 };
             while !stop.load(Ordering::SeqCst) {
-                let value = format!("steady-{seq:012}").into_bytes();
+                // Large values: the last flushes, which closing the logs waits for, are
+                // long, and the producer keeps sending meanwhile.
+                let mut value = format!("steady-{seq:012}-").into_bytes();
+                value.resize(VALUE_BYTES, b'0' + (seq % 10) as u8);
                 let part = (seq % PARTITIONS as u64) as i32;
                 match p.send_result(
                     FutureRecord::<(), _>::to(TOPIC)
