@@ -170,41 +170,67 @@ pub fn discard(data_dir: &Path, name: &str) -> io::Result<PathBuf> {
     Ok(doomed)
 }
 
-/// Prepares the directory of a partition about to be opened, at start or when a topic is
-/// created: creates it with its `partition.metadata`, adopts one without the file, and
+/// Prepares the directories of partitions about to be opened, at start or when topics are
+/// created: creates each with its `partition.metadata`, adopts one without the file, and
 /// replaces one that holds another topic id (an orphan of an earlier topic of the name
-/// whose removal failed). Returns the directory.
-pub fn prepare(
-    data_dir: &Path,
-    topic: &str,
-    partition: i32,
-    topic_id: &[u8; 16],
-) -> io::Result<PathBuf> {
-    let name = dir_name(topic, partition);
-    let dir = data_dir.join(&name);
-    if dir.is_dir() {
-        match read_topic_id(&dir)? {
-            Some(id) if id == *topic_id => return Ok(dir),
-            Some(id) => {
-                log::warn!(
-                    "{name}: partition directory holds topic id {} but the topic's id is {}; \
-                     removing the orphan",
-                    crate::topics::base64_url(&id),
-                    crate::topics::base64_url(topic_id)
-                );
-                discard(data_dir, &name)?;
+/// whose removal failed). See [`write_all_metadata`] for how the files are made durable.
+pub fn prepare(data_dir: &Path, parts: &[(String, i32, [u8; 16])]) -> io::Result<()> {
+    let mut files = Vec::new();
+    for (topic, partition, topic_id) in parts {
+        let name = dir_name(topic, *partition);
+        let dir = data_dir.join(&name);
+        if dir.is_dir() {
+            match read_topic_id(&dir)? {
+                Some(id) if id == *topic_id => continue,
+                Some(id) => {
+                    log::warn!(
+                        "{name}: partition directory holds topic id {} but the topic's id is \
+                         {}; removing the orphan",
+                        crate::topics::base64_url(&id),
+                        crate::topics::base64_url(topic_id)
+                    );
+                    discard(data_dir, &name)?;
+                    fs::create_dir(&dir)?;
+                }
+                None => {}
             }
-            None => {
-                write_metadata(&dir, topic_id)?;
-                return Ok(dir);
-            }
+        } else {
+            fs::create_dir(&dir)?;
         }
+        files.push((dir, *topic_id));
     }
-    fs::create_dir(&dir)?;
-    write_metadata(&dir, topic_id)?;
-    // The directory's own entry must survive a crash too.
-    sync_dir(data_dir)?;
-    Ok(dir)
+    write_all_metadata(data_dir, &files)
+}
+
+/// Writes the `partition.metadata` of many directories of `data_dir` at once, durably and
+/// atomically: each beside its final name, one `syncfs` (the contents), the renames, another
+/// `syncfs` (the renames and the directories themselves). A crash leaves each directory with
+/// no file or a whole one, never a torn one, and creating thousands of partitions costs two
+/// syncs instead of several per partition (a CreateTopics of 6,000 partitions took longer
+/// than clients wait with one file and directory fsync each).
+pub fn write_all_metadata(data_dir: &Path, files: &[(PathBuf, [u8; 16])]) -> io::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    for (dir, id) in files {
+        fs::write(dir.join(METADATA_TMP), encode_metadata(id))?;
+    }
+    syncfs(data_dir)?;
+    for (dir, _) in files {
+        fs::rename(dir.join(METADATA_TMP), dir.join(METADATA_FILE))?;
+    }
+    syncfs(data_dir)
+}
+
+/// Flushes the whole file system holding `path` (data and metadata).
+fn syncfs(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path)?;
+    // SAFETY: syncfs on an open, owned descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What the start-up sweep did.
@@ -229,6 +255,7 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
     let topics: std::collections::HashMap<&str, &crate::topics::TopicRecord> =
         state.topics.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut swept = Swept::default();
+    let mut adopted = Vec::new();
     let entries = fs::read_dir(data_dir).map_err(io_err("list", data_dir))?;
     for entry in entries {
         let entry = entry.map_err(io_err("list", data_dir))?;
@@ -267,7 +294,7 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
                      that predates topic ids",
                     crate::topics::base64_url(&t.id)
                 );
-                write_metadata(&path, &t.id).map_err(io_err("write", &path))?;
+                adopted.push((path.clone(), t.id));
                 swept.adopted += 1;
             }
             (owner, on_disk) => {
@@ -288,6 +315,7 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
             }
         }
     }
+    write_all_metadata(data_dir, &adopted).map_err(io_err("write metadata in", data_dir))?;
     Ok(swept)
 }
 
@@ -408,23 +436,33 @@ mod tests {
     fn prepare_creates_adopts_and_replaces() {
         let d = tempfile::tempdir().unwrap();
         let data = d.path();
-        let dir = prepare(data, "t", 0, &[1; 16]).unwrap();
+        let t = |id: u8| vec![("t".to_string(), 0, [id; 16])];
+        let dir = data.join("t-0");
+        prepare(data, &t(1)).unwrap();
         assert_eq!(read_topic_id(&dir).unwrap(), Some([1; 16]));
         fs::write(dir.join("00000000000000000000.log"), b"old").unwrap();
         // Same id: kept as it is.
-        prepare(data, "t", 0, &[1; 16]).unwrap();
+        prepare(data, &t(1)).unwrap();
         assert!(dir.join("00000000000000000000.log").exists());
         // Another id: the old incarnation's data is gone.
-        prepare(data, "t", 0, &[2; 16]).unwrap();
+        prepare(data, &t(2)).unwrap();
         assert_eq!(read_topic_id(&dir).unwrap(), Some([2; 16]));
         assert!(!dir.join("00000000000000000000.log").exists());
         // No file: adopted.
         fs::remove_file(dir.join(METADATA_FILE)).unwrap();
         fs::write(dir.join("00000000000000000000.log"), b"kept").unwrap();
-        prepare(data, "t", 0, &[2; 16]).unwrap();
+        prepare(data, &t(2)).unwrap();
         assert_eq!(read_topic_id(&dir).unwrap(), Some([2; 16]));
         assert!(dir.join("00000000000000000000.log").exists());
         let names: Vec<_> = fs::read_dir(data).unwrap().collect();
         assert_eq!(names.len(), 1, "no -delete directory left behind");
+        // Many at once, none left as a temporary file.
+        let many: Vec<_> = (0..50).map(|p| ("m".to_string(), p, [3; 16])).collect();
+        prepare(data, &many).unwrap();
+        for p in 0..50 {
+            let dir = data.join(dir_name("m", p));
+            assert_eq!(read_topic_id(&dir).unwrap(), Some([3; 16]));
+            assert!(!dir.join(METADATA_TMP).exists());
+        }
     }
 }

@@ -223,6 +223,25 @@ impl BrokerShard {
                 })?;
         }
         let broker_cfgs = new.state.broker_configs.clone();
+        // The directories of the partitions to open, each with this topic id's
+        // `partition.metadata` (created, adopted, or replacing an orphan of an earlier topic
+        // of the same name): all at once, off the executor.
+        let to_open: Vec<(String, i32, [u8; 16])> = wanted
+            .iter()
+            .filter(|(key, _)| self.local_partition(&key.topic_id, key.partition).is_none())
+            .map(|(key, t)| (t.name.clone(), key.partition, t.id))
+            .collect();
+        if !to_open.is_empty() {
+            let data_dir = self.config.data_dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || partition_dirs::prepare(&data_dir, &to_open))
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "prepare partition directories in",
+                    path: self.config.data_dir.clone(),
+                    source: e,
+                })?;
+        }
         for (key, t) in wanted {
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
@@ -231,18 +250,7 @@ impl BrokerShard {
                 }
                 continue;
             }
-            // The directory with this topic id's `partition.metadata` (created, adopted, or
-            // replacing an orphan of an earlier topic of the same name).
-            let data_dir = self.config.data_dir.clone();
-            let (name, partition, id) = (t.name.clone(), key.partition, t.id);
-            let dir = glommio::executor()
-                .spawn_blocking(move || partition_dirs::prepare(&data_dir, &name, partition, &id))
-                .await
-                .map_err(|e| crate::error::BrokerError::Io {
-                    op: "prepare",
-                    path: self.partition_dir(&t.name, key.partition),
-                    source: e,
-                })?;
+            let dir = self.partition_dir(&t.name, key.partition);
             let log = PartitionLog::open(
                 self.storage.clone(),
                 dir,
