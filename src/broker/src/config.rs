@@ -18,6 +18,17 @@ pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bytes one fetch response may carry in total (clamps `max_bytes`).
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// How long a SIGTERM/SIGINT shutdown may take in all: stop accepting and reading, answer
+/// the requests in flight, then flush, fsync and close every log. A shutdown that has not
+/// closed every log by then ends the process with an error (recovery then runs at the next
+/// start, as after a crash; acknowledged data is on disk either way, see `PartitionLog`).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The part of [`SHUTDOWN_TIMEOUT`] that connections get to answer their requests in flight
+/// (a parked fetch or a JoinGroup waiting for a rebalance may take longer: its connection is
+/// then closed unanswered, which clients treat as a retriable network error).
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
+const _: () = assert!(SHUTDOWN_DRAIN_MAX.as_millis() < SHUTDOWN_TIMEOUT.as_millis());
+
 /// Everything `sluice start` is told, with Kafka's defaults.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {

@@ -46,8 +46,9 @@ pub enum Outcome {
     Close,
 }
 
-/// Serves one connection until the client goes away, breaks the protocol, or stays idle
-/// (the sweeper in [`crate::connections`] then shuts its socket down). `admitted` keeps the
+/// Serves one connection until the client goes away, breaks the protocol, stays idle
+/// (the sweeper in [`crate::connections`] then shuts its socket down), or the broker stops
+/// (it then takes no new request, answers those in flight and closes). `admitted` keeps the
 /// connection counted until this returns.
 pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted) {
     let activity = admitted.activity.clone();
@@ -122,6 +123,10 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    // Shutdown: no new requests; the writer answers those in flight.
+                    if shard.draining() {
+                        break 'read;
+                    }
                     let shard = shard.clone();
                     let peer = peer.clone();
                     let timed = timed(&frame);

@@ -184,6 +184,28 @@ impl Connections {
         (self.max_idle / 10).clamp(Duration::from_millis(10), SWEEP_INTERVAL_MAX)
     }
 
+    /// Shutdown, first step: shuts down the reading side of every connection's socket, so a
+    /// reader waiting for a request wakes up (and, with the shard draining, takes no more);
+    /// responses still go out.
+    pub fn stop_reading(&self) {
+        self.shutdown_all(libc::SHUT_RD);
+    }
+
+    /// Shutdown, when draining took too long: ends every remaining connection's traffic.
+    pub fn close_all(&self) {
+        self.shutdown_all(libc::SHUT_RDWR);
+    }
+
+    fn shutdown_all(&self, how: libc::c_int) {
+        for (fd, _) in self.live.borrow().values() {
+            // SAFETY: as in `sweep`: the connection is registered, so its stream owns the
+            // open descriptor; shutdown only ends traffic.
+            unsafe {
+                libc::shutdown(*fd, how);
+            }
+        }
+    }
+
     /// Shuts down every idle connection's socket; returns how many.
     pub fn sweep(&self, now: Instant) -> usize {
         let idle: Vec<RawFd> = self

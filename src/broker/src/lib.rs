@@ -8,6 +8,9 @@
 //!   which persists it before distributing it and answering.
 //! - A request answered "ok" with acks=all was fsynced.
 //! - A panic anywhere ends the process at once ([`panic_policy`]); no shard dies alone.
+//! - SIGTERM/SIGINT: every shard stops accepting and reading requests and answers those in
+//!   flight; only when all shards have, are logs flushed, fsynced and closed (a closed log
+//!   refuses appends), all within [`config::SHUTDOWN_TIMEOUT`].
 
 pub mod config;
 pub mod conn;
@@ -20,6 +23,7 @@ pub mod handlers;
 pub mod kerr;
 pub mod ops;
 pub mod panic_policy;
+pub mod partition_dirs;
 pub mod produce_rules;
 pub mod producer_ids;
 pub mod shard;
@@ -50,6 +54,11 @@ pub struct Shared {
     cluster_state: Mutex<Arc<topics::ClusterState>>,
     ready: (Mutex<usize>, Condvar),
     failed: AtomicUsize,
+    /// Shards done answering their connections' requests (shutdown): logs close only when
+    /// every shard is, since a request on one shard may append to a log of another.
+    drained: AtomicUsize,
+    /// Shards whose logs did not all close within `SHUTDOWN_TIMEOUT`.
+    unclean: AtomicUsize,
 }
 
 impl Shared {
@@ -107,12 +116,20 @@ pub fn run(
     if let Some(dir) = topics::state_path(&config.data_dir).parent() {
         topics::ensure_space_reserve(dir);
     }
+    // Before any partition opens: a topic re-created under an old name must not find the
+    // data of its predecessor (KIP-516 topic ids in partition directories).
+    let swept = partition_dirs::sweep(&config.data_dir, &state)?;
+    if swept != partition_dirs::Swept::default() {
+        log::info!("data directory sweep: {swept:?}");
+    }
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),
         cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
+        drained: AtomicUsize::new(0),
+        unclean: AtomicUsize::new(0),
     });
     if config.stats_interval.is_some() {
         stats::enable();
@@ -155,7 +172,14 @@ pub fn run(
     on_ready(&config);
     runtime
         .join()
-        .map_err(|e| BrokerError::Shard(e.to_string()))
+        .map_err(|e| BrokerError::Shard(e.to_string()))?;
+    match shared.unclean.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        n => Err(BrokerError::Config(format!(
+            "{n} shard(s) did not close their logs within {:?}; the next start recovers them",
+            config::SHUTDOWN_TIMEOUT
+        ))),
+    }
 }
 
 fn signal_ready(shared: &Shared, ok: bool) {
@@ -245,7 +269,67 @@ async fn shard_main(
         }
     };
     futures_lite::future::or(accept, ctx.shutdown().wait()).await;
-    shard.close_all().await;
+    drop(listener);
+    stop(&ctx, &shard, &conns, &shared).await;
+}
+
+/// How often shutdown looks whether connections and other shards are done.
+const SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Shutdown of one shard, after its listener closed: stop reading requests, answer those in
+/// flight (at most `SHUTDOWN_DRAIN_MAX`), wait for every other shard to have done the same,
+/// then flush, fsync and close the logs, all within `SHUTDOWN_TIMEOUT`.
+async fn stop(
+    ctx: &sluice_shard::ShardCtx,
+    shard: &Rc<shard::BrokerShard>,
+    conns: &Rc<connections::Connections>,
+    shared: &Shared,
+) {
+    use std::time::Instant;
+    let started = Instant::now();
+    let drain_until = started + config::SHUTDOWN_DRAIN_MAX;
+    shard.start_draining();
+    conns.stop_reading();
+    while conns.count() > 0 && Instant::now() < drain_until {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    if conns.count() > 0 {
+        log::warn!(
+            "{}: closing {} connection(s) with requests still in flight after {:?}",
+            ctx.shard_id(),
+            conns.count(),
+            config::SHUTDOWN_DRAIN_MAX
+        );
+        conns.close_all();
+    }
+    // Requests of other shards' connections may still append to logs of this one: serve
+    // them (this executor keeps running while it waits) until every shard has drained.
+    shared.drained.fetch_add(1, Ordering::SeqCst);
+    let close_until = started + config::SHUTDOWN_TIMEOUT;
+    // (Shards that failed to start never drain: they count as done.)
+    let done = || shared.drained.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst);
+    while done() < ctx.shard_count() && Instant::now() < close_until {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    let closed = futures_lite::future::or(
+        async {
+            shard.close_all().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(close_until.saturating_duration_since(Instant::now())).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        log::error!(
+            "{}: logs not closed within {:?} of the shutdown signal",
+            ctx.shard_id(),
+            config::SHUTDOWN_TIMEOUT
+        );
+        shared.unclean.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Fails if a Kafka broker already serves `addr`. The shards bind it with SO_REUSEPORT,

@@ -22,6 +22,7 @@ use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
     TAG_PARTITION, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
+use crate::partition_dirs;
 use crate::stats::{self, Stage};
 use crate::topic_config;
 use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
@@ -46,6 +47,8 @@ pub struct BrokerShard {
     /// Present on shard 0 only.
     pub controller: Option<Controller>,
     stopping: Cell<bool>,
+    /// Shutdown has begun: connections take no new requests (see [`crate::conn::serve`]).
+    draining: Cell<bool>,
     pub(crate) shared_handle: Arc<crate::Shared>,
     /// KIP-227 fetch sessions of connections on this shard.
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
@@ -95,6 +98,7 @@ impl BrokerShard {
             config,
             ctx,
             stopping: Cell::new(false),
+            draining: Cell::new(false),
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
@@ -120,7 +124,9 @@ impl BrokerShard {
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{partition}"))
+        self.config
+            .data_dir
+            .join(partition_dirs::dir_name(topic, partition))
     }
 
     fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
@@ -217,10 +223,40 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
-            p.log.destroy().await?;
-            let _ = std::fs::remove_dir(p.log.dir());
+            p.log.retire();
+            // Renamed aside first, then removed: see `partition_dirs`. Off the executor: a
+            // directory of many segments takes many syscalls.
+            let data_dir = self.config.data_dir.clone();
+            let name = partition_dirs::dir_name(&p.topic, p.index);
+            glommio::executor()
+                .spawn_blocking(move || partition_dirs::discard(&data_dir, &name))
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "remove",
+                    path: p.log.dir().to_path_buf(),
+                    source: e,
+                })?;
         }
         let broker_cfgs = new.state.broker_configs.clone();
+        // The directories of the partitions to open, each with this topic id's
+        // `partition.metadata` (created, adopted, or replacing an orphan of an earlier topic
+        // of the same name): all at once, off the executor.
+        let to_open: Vec<(String, i32, [u8; 16])> = wanted
+            .iter()
+            .filter(|(key, _)| self.local_partition(&key.topic_id, key.partition).is_none())
+            .map(|(key, t)| (t.name.clone(), key.partition, t.id))
+            .collect();
+        if !to_open.is_empty() {
+            let data_dir = self.config.data_dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || partition_dirs::prepare(&data_dir, &to_open))
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "prepare partition directories in",
+                    path: self.config.data_dir.clone(),
+                    source: e,
+                })?;
+        }
         for (key, t) in wanted {
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
@@ -320,7 +356,17 @@ impl BrokerShard {
         }
     }
 
-    /// Flushes and closes every log (shutdown).
+    /// Shutdown has begun: connections of this shard stop taking requests.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.set(true);
+    }
+
+    /// Flushes and closes every log (shutdown). From here on appends fail
+    /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
     pub async fn close_all(&self) {
         self.stopping.set(true);
         let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();

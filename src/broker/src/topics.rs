@@ -402,7 +402,8 @@ pub fn new_cluster_id() -> String {
     base64_url(uuid::Uuid::new_v4().as_bytes())
 }
 
-fn base64_url(bytes: &[u8]) -> String {
+/// URL-safe base64 without padding (Kafka's `Uuid.toString` for 16 bytes).
+pub(crate) fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     let mut acc = 0u32;

@@ -47,6 +47,9 @@ pub enum StorageError {
     InvalidConfig { name: &'static str, value: String },
     /// The partition was deleted (its topic is gone) while the operation was under way.
     Deleted { partition: String },
+    /// The log was closed (the broker is shutting down): nothing more is appended, because
+    /// nothing would flush it.
+    Closed { partition: String },
 }
 
 impl StorageError {
@@ -70,6 +73,9 @@ impl StorageError {
             StorageError::Limit { .. } => 56,
             StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
             StorageError::Deleted { .. } => 3,        // UNKNOWN_TOPIC_OR_PARTITION
+            // What Kafka answers once a stopping broker no longer leads the partition: the
+            // client refreshes its metadata and retries.
+            StorageError::Closed { .. } => 6, // NOT_LEADER_OR_FOLLOWER
         }
     }
 }
@@ -123,6 +129,12 @@ impl fmt::Display for StorageError {
                 write!(f, "invalid value {value:?} for {name}")
             }
             StorageError::Deleted { partition } => write!(f, "partition {partition} was deleted"),
+            StorageError::Closed { partition } => {
+                write!(
+                    f,
+                    "partition {partition} is closed (the broker is stopping)"
+                )
+            }
         }
     }
 }

@@ -28,6 +28,11 @@ impl OffsetIndex {
         self.entries.len()
     }
 
+    /// The entries, (relative offset, position), in order.
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.entries
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -80,6 +85,11 @@ impl TimeIndex {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The entries, (timestamp, relative offset), in order.
+    pub fn entries(&self) -> &[(i64, u32)] {
+        &self.entries
     }
 
     pub fn is_empty(&self) -> bool {

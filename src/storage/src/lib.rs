@@ -2,9 +2,10 @@
 //! commit, crash recovery, retention and idempotent-producer state.
 //!
 //! Boundary invariants:
-//! - This crate does no IO of its own: everything goes through [`io::Storage`], which the
+//! - The log does no IO of its own: everything goes through [`io::Storage`], which the
 //!   shard runtime implements with glommio DMA files and tests implement with `std::fs`
-//!   ([`std_io`]) or with injected faults ([`fault`]).
+//!   ([`std_io`]) or with injected faults ([`fault`]). The one exception is the offline
+//!   verifier ([`verify`], `sluice verify`), a read-only tool that uses `std::fs` directly.
 //! - A [`log::PartitionLog`] belongs to one shard and is `!Send`; it is never touched from
 //!   another thread.
 //! - Appends are memory-only; a batch is durable (and visible to readers) once a flush that
@@ -22,6 +23,7 @@ pub mod log;
 pub mod notify;
 pub mod producer;
 pub mod std_io;
+pub mod verify;
 
 pub use cache::{BatchCache, CachedBatch};
 pub use config::LogConfig;

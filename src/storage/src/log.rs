@@ -272,6 +272,9 @@ struct Inner<F: StorageFile> {
     /// Set by `destroy`: the segment files are closed and removed; reads fail with
     /// [`StorageError::Deleted`] (an operation that raced the deletion sees that, not a panic).
     deleted: bool,
+    /// Set when `close` starts: appends fail with [`StorageError::Closed`], so nothing is
+    /// acknowledged that the closing flush does not cover.
+    closed: bool,
     leader_epoch: i32,
     /// Bytes appended since the last flush took its buffers.
     appended_since_flush: u64,
@@ -589,6 +592,7 @@ impl<S: Storage> PartitionLog<S> {
                 producers,
                 failed: None,
                 deleted: false,
+                closed: false,
                 leader_epoch: 0,
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
@@ -668,6 +672,11 @@ impl<S: Storage> PartitionLog<S> {
 
     fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
+        if inner.closed {
+            return Err(StorageError::Closed {
+                partition: self.name.clone(),
+            });
+        }
         if let Some(cause) = &inner.failed {
             return Err(StorageError::Failed {
                 partition: self.name.clone(),
@@ -1519,9 +1528,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(victims.len())
     }
 
-    /// Flushes and releases the log (clean shutdown). The active segment is cut to its
-    /// logical size so a clean restart finds no page padding to trim.
+    /// Flushes and releases the log (clean shutdown). Appends fail from its start on
+    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. The active
+    /// segment is cut to its logical size so a clean restart finds no page padding to trim.
     pub async fn close(&self) -> Result<()> {
+        self.inner.borrow_mut().closed = true;
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
         }
@@ -1546,8 +1557,29 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Removes the whole log directory's files (topic deletion).
+    /// Removes the whole log directory's files (topic deletion): [`Self::retire`], then
+    /// every file of the directory.
     pub async fn destroy(&self) -> Result<()> {
+        self.retire();
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("list", &self.dir, e))?;
+        for n in names {
+            let p = self.dir.join(n);
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Retires the log of a deleted partition without touching its directory (the caller
+    /// removes that, see the broker's `partition_dirs`): appends fail, waiters wake, and
+    /// the segment files close.
+    pub fn retire(&self) {
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         {
             // Retire the log: appends fail, the flusher task sees the failure and ends, and
@@ -1565,19 +1597,6 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.dirty_waiters.wake_all();
         self.durable_waiters.wake_all();
-        let names = self
-            .storage
-            .list_dir(&self.dir)
-            .await
-            .map_err(|e| StorageError::io("list", &self.dir, e))?;
-        for n in names {
-            let p = self.dir.join(n);
-            self.storage
-                .remove(&p)
-                .await
-                .map_err(|e| StorageError::io("remove", &p, e))?;
-        }
-        Ok(())
     }
 }
 

@@ -536,3 +536,25 @@ proptest! {
         }
     }
 }
+
+/// Shutdown: once `close` starts, appends fail (NOT_LEADER_OR_FOLLOWER to the client), so
+/// nothing is acknowledged that the closing flush does not cover.
+#[test]
+fn a_closed_log_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    log.append(&batch(2, b"before", 1000, -1, 0), 0).unwrap();
+    block_on(log.close()).unwrap();
+    let refused = log.append(&batch(1, b"after", 1000, -1, 0), 0);
+    match refused {
+        Err(e @ StorageError::Closed { .. }) => assert_eq!(e.kafka_error_code(), 6),
+        other => panic!("append after close: {other:?}"),
+    }
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(
+        read_all(&log, 0),
+        vec![(0, 1, batch(2, b"before", 1000, -1, 0).len())]
+    );
+}
