@@ -8,6 +8,8 @@
 //!   which persists it before distributing it and answering.
 //! - A request answered "ok" with acks=all was fsynced.
 //! - A panic anywhere ends the process at once ([`panic_policy`]); no shard dies alone.
+//! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
+//!   budget, connections stop reading (back-pressure), they never fail.
 
 pub mod config;
 pub mod conn;
@@ -22,6 +24,7 @@ pub mod ops;
 pub mod panic_policy;
 pub mod produce_rules;
 pub mod producer_ids;
+pub mod request_memory;
 pub mod shard;
 pub mod stats;
 pub mod topic_config;

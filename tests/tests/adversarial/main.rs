@@ -4,6 +4,7 @@
 
 mod configs;
 mod connections;
+mod memory;
 mod mesh;
 mod panics;
 mod produce;
