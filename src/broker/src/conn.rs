@@ -131,6 +131,13 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
                     let permit = memory.take_request(FRAME_SIZE_PREFIX_LEN + frame.len());
+                    if frame.len() >= READ_CHUNK_BYTES {
+                        // The rest of `buf` shares the large frame's allocation: move it to
+                        // its own, or every later request read into that spare room would
+                        // keep the large one alive for as long as it lives (the batch cache
+                        // keeps slices of produce requests).
+                        buf = BytesMut::from(&buf[..]);
+                    }
                     let shard = shard.clone();
                     let peer = peer.clone();
                     let timed = timed(&frame);
@@ -339,7 +346,7 @@ pub async fn run(
         )
         .await;
     }
-    handlers::dispatch(shard, request).await
+    handlers::dispatch(shard, request, raw.len()).await
 }
 
 /// Runs a request on another shard (controller work, group coordinators).

@@ -19,8 +19,22 @@ use crate::ops::{PartitionOp, PartitionRequest};
 use crate::produce_rules::{self, TopicRules};
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRequest) -> Outcome {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: ProduceRequest,
+    frame_len: usize,
+) -> Outcome {
     let acks = r.acks;
+    // The batch cache may keep slices of this request only when its batches are at least half
+    // of it; otherwise they are copied out, so a small batch cannot pin a large request.
+    let sharing = sluice_storage::RequestSharing::new(
+        frame_len,
+        r.topic_data
+            .iter()
+            .flat_map(|td| td.partition_data.iter())
+            .filter_map(|pd| pd.records.as_ref().map(|b| b.len())),
+    );
     let topics = shard.topics();
     let now = crate::shard::now_ms();
     let client_id = h.client_id.as_deref();
@@ -98,7 +112,7 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
                                 },
                             };
                             let shard = shard.clone();
-                            let records = pd.records;
+                            let records = pd.records.map(|b| sharing.batch(b));
                             slots.push((responses.len(), parts.len()));
                             futs.push(async move { shard.partition_call(req, records).await.0 });
                             None
