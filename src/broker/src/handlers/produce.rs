@@ -16,7 +16,7 @@ use super::{join_all, respond};
 use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
-use crate::produce_rules::{self, TopicRules};
+use crate::produce_rules;
 use crate::shard::BrokerShard;
 
 pub async fn handle(
@@ -62,10 +62,11 @@ pub async fn handle(
     let mut futs = Vec::new();
     let mut responses = Vec::with_capacity(r.topic_data.len());
     for td in r.topic_data {
+        // The topic with its rules, derived from its configs when the table last changed.
         let record = if h.api_version >= 13 {
-            topics.get_by_id(td.topic_id.as_bytes())
+            topics.get_by_id_with_rules(td.topic_id.as_bytes())
         } else {
-            topics.get(&td.name.0)
+            topics.get_with_rules(&td.name.0)
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
@@ -81,20 +82,15 @@ pub async fn handle(
                 } else {
                     kerr::UNKNOWN_TOPIC_OR_PARTITION
                 }),
-                (None, Some(t)) if pd.index < 0 || pd.index >= t.partitions => {
+                (None, Some((t, _))) if pd.index < 0 || pd.index >= t.partitions => {
                     Some(kerr::UNKNOWN_TOPIC_OR_PARTITION)
                 }
-                (None, Some(t)) => {
-                    let rules = TopicRules::from_configs(
-                        t.internal,
-                        &t.configs,
-                        &topics.state.broker_configs,
-                    );
+                (None, Some((t, rules))) => {
                     match produce_rules::check(
                         h.api_version,
                         client_id,
                         &t.name,
-                        &rules,
+                        rules,
                         pd.records.as_deref(),
                         now,
                     ) {
