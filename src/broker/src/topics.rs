@@ -479,8 +479,10 @@ mod tests {
         };
         let after =
             |t: &TopicTable, name: &str| t.get_with_rules(name).unwrap().1.timestamp_after_max_ms;
-        let mut state = ClusterState::default();
-        state.topics = vec![topic("a", &[("message.timestamp.after.max.ms", "5")])];
+        let state = ClusterState {
+            topics: vec![topic("a", &[("message.timestamp.after.max.ms", "5")])],
+            ..ClusterState::default()
+        };
         let mut t = TopicTable::new(state);
         assert_eq!(after(&t, "a"), 5, "built with the table");
         t.insert(topic("b", &[])).unwrap();
