@@ -222,8 +222,8 @@ impl Future for Acquire<'_> {
         };
         if granted {
             inner.used += this.n;
-            if this.ticket.take().is_some() {
-                inner.waiters.pop_front();
+            if let Some(t) = this.ticket.take() {
+                inner.waiters.retain(|(h, _)| *h != t);
             }
             // The next waiter may fit too.
             if let Some((_, w)) = inner.waiters.front() {
