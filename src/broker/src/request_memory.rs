@@ -20,11 +20,16 @@
 //! Invariants:
 //! - `used` is the sum of what live connections and request permits hold.
 //! - `used <= capacity` unless the overdraft is taken, and the overdraft holder adds at most
-//!   one request (`REQUEST_SIZE_MAX` plus its prefix) and one read: so any request the
-//!   framer admits can be received whatever the budget, and memory stays bounded by
-//!   `capacity + REQUEST_SIZE_MAX + READ_BYTES_MAX`.
-//! - Waiters are served in arrival order (nobody barges past a waiter), so a large read
-//!   cannot starve behind a stream of small ones.
+//!   one request (`REQUEST_SIZE_MAX` plus its prefix) and one read (at most 64 KiB past the
+//!   request's end): so any request the framer admits can be received whatever the budget,
+//!   and memory stays bounded by about `capacity + REQUEST_SIZE_MAX`, as Kafka's own
+//!   non-strict pool overruns its budget by at most one request.
+//! - Waiters are served in arrival order (only the overdraft holder goes past them), so a
+//!   large read cannot starve behind a stream of small ones.
+//! - Known limit: a holder whose client stops sending keeps the overdraft; the shard then
+//!   still serves within its budget, but a budget filled with other partial requests waits
+//!   for that client (or for `connections.max.idle.ms`). Filling the budget takes real
+//!   bytes, where reserving declared sizes would take 4 per 100 MiB.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
