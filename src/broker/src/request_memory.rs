@@ -28,8 +28,9 @@
 //!   large read cannot starve behind a stream of small ones.
 //! - Known limit: a holder whose client stops sending keeps the overdraft; the shard then
 //!   still serves within its budget, but a budget filled with other partial requests waits
-//!   for that client (or for `connections.max.idle.ms`). Filling the budget takes real
-//!   bytes, where reserving declared sizes would take 4 per 100 MiB.
+//!   for that client (one that sends nothing is closed after `connections.max.idle.ms`; one
+//!   that trickles is not). Filling the budget takes real bytes, where reserving declared
+//!   sizes would take 4 per 100 MiB.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
