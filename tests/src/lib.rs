@@ -13,6 +13,7 @@
 //! directory) are printed when the [`Broker`] is dropped during the panic.
 
 pub mod kafka;
+pub mod procfs;
 pub mod wire;
 
 use std::fs::{self, File, OpenOptions};

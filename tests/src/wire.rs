@@ -139,6 +139,9 @@ impl<'a> Dec<'a> {
         self.at += n;
         s
     }
+    pub fn i8(&mut self) -> i8 {
+        self.take(1)[0] as i8
+    }
     pub fn i16(&mut self) -> i16 {
         i16::from_be_bytes(self.take(2).try_into().unwrap())
     }

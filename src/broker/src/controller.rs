@@ -94,6 +94,7 @@ impl Controller {
             .spawn_blocking(move || topics::store_state(&data_dir, &stored))
             .await
             .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        self.shared.set_cluster_state(Arc::new(state.clone()));
         self.distribute(shard, frame, state).await?;
         Ok(out)
     }
@@ -273,6 +274,12 @@ impl Controller {
             let Some(t) = state.topics.iter_mut().find(|t| t.name == name) else {
                 return (Err((kerr::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name} does not exist"))), false);
             };
+            if t.internal {
+                // Group (and transaction) placement hashes ids over the partition count, so
+                // growing it would strand every group's offsets in the wrong partition.
+                let msg = format!("Cannot change the partition count of internal topic {name}.");
+                return (Err((kerr::INVALID_REQUEST, msg)), false);
+            }
             if count <= t.partitions {
                 let msg = format!("Topic currently has {} partitions, which is higher than the requested {count}.", t.partitions);
                 return (Err((kerr::INVALID_PARTITIONS, msg)), false);
@@ -326,6 +333,12 @@ impl Controller {
                 new.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             ) {
                 return (Err((kerr::INVALID_CONFIG, p.message())), false);
+            }
+            if t.internal && new.get("cleanup.policy").map(String::as_str) != Some("compact") {
+                // Time or size retention (cleanup.policy with `delete`, or the default once the
+                // override is gone) would erase committed offsets and group metadata.
+                let msg = format!("Internal topic {name} must keep cleanup.policy=compact.");
+                return (Err((kerr::INVALID_CONFIG, msg)), false);
             }
             if validate_only || new == t.configs {
                 return (Ok(()), false);

@@ -47,8 +47,32 @@ pub struct Shared {
     pub producer_ids: producer_ids::ProducerIds,
     /// Connections per client IP over all shards (`max.connections.per.ip`).
     pub connections_per_ip: Arc<connections::PerIp>,
+    /// The controller's latest persisted cluster state: a shard that finds a gap in the
+    /// deltas it receives (one never arrived or did not decode) adopts it whole. Shards share
+    /// this process, so it is read here rather than sent (it may be larger than a frame).
+    cluster_state: Mutex<Arc<topics::ClusterState>>,
     ready: (Mutex<usize>, Condvar),
     failed: AtomicUsize,
+}
+
+impl Shared {
+    /// The controller's latest persisted cluster state.
+    pub fn cluster_state(&self) -> Arc<topics::ClusterState> {
+        self.cluster_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records a state the controller has persisted (before it distributes it).
+    pub fn set_cluster_state(&self, state: Arc<topics::ClusterState>) {
+        let mut cur = self.cluster_state.lock().unwrap_or_else(|e| e.into_inner());
+        debug_assert!(
+            state.version >= cur.version,
+            "cluster state version went back"
+        );
+        *cur = state;
+    }
 }
 
 impl shard::BrokerShard {
@@ -89,6 +113,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),
+        cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
     });

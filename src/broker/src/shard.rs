@@ -154,10 +154,23 @@ impl BrokerShard {
     }
 
     /// Applies a controller delta to this shard's current state (under the same lock, so
-    /// the state it builds on is the one in force when it applies).
-    pub async fn apply_delta(self: &Rc<Self>, delta: StateDelta) -> Result<(), String> {
+    /// the state it builds on is the one in force when it applies). A delta that does not
+    /// follow this shard's version, or one that did not decode (`Err`), means an update was
+    /// missed: the shard then adopts the controller's whole persisted state instead, so one
+    /// lost update never leaves it behind for good.
+    pub async fn apply_delta(
+        self: &Rc<Self>,
+        delta: Result<StateDelta, String>,
+    ) -> Result<(), String> {
         let _one_at_a_time = self.apply_lock.lock().await;
-        let state = delta.apply(&self.topics().state)?;
+        let applied = delta.and_then(|d| d.apply(&self.topics().state));
+        let state = match applied {
+            Ok(state) => state,
+            Err(e) => {
+                log::warn!("{e}; adopting the controller's whole state");
+                (*self.shared_handle.cluster_state()).clone()
+            }
+        };
         self.apply_topics_locked(state)
             .await
             .map_err(|e| e.to_string())
@@ -190,6 +203,8 @@ impl BrokerShard {
                     wanted.push((key, t.clone()));
                 }
             }
+            // Up to 100,000 partitions per node: let this shard's requests run meanwhile.
+            sluice_shard::yield_if_needed().await;
         }
         *self.table.borrow_mut() = table;
         *self.topics.borrow_mut() = new.clone();
@@ -601,12 +616,18 @@ impl BrokerShard {
 /// their own timestamps inside a batch, possibly compressed).
 async fn first_record_at(log: &PartitionLog<DmaStorage>, base: i64, t: i64) -> Option<(i64, i64)> {
     let read = log.read(base, 1).await.ok()?;
-    // Client-written bytes through third-party code: decoded under the codec's containment.
-    let set = sluice_codec::decode_record_batch_contained(read.records)?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= t)
-        .map(|r| (r.offset, r.timestamp))
+    // Decompressing one batch may take a long time (up to the decoder's cap), so it runs on a
+    // blocking thread rather than stalling every other request of this shard. Client-written
+    // bytes through third-party code: decoded under the codec's containment.
+    glommio::executor()
+        .spawn_blocking(move || {
+            let set = sluice_codec::decode_record_batch_contained(read.records)?;
+            set.records
+                .iter()
+                .find(|r| r.timestamp >= t)
+                .map(|r| (r.offset, r.timestamp))
+        })
+        .await
 }
 
 /// Receives frames from other shards.
@@ -691,10 +712,8 @@ impl FrameHandler for MeshHandler {
                         rkyv::deserialize::<StateDelta, rkyv::rancor::Error>(a)
                             .map_err(|e| e.to_string())
                     });
-                let outcome = match delta {
-                    Ok(delta) => shard.apply_delta(delta).await,
-                    Err(e) => Err(format!("bad topic table frame from {from}: {e}")),
-                };
+                let delta = delta.map_err(|e| format!("bad topic table frame from {from}: {e}"));
+                let outcome = shard.apply_delta(delta).await;
                 match outcome {
                     Ok(()) => Frame::empty(TAG_TOPICS, None),
                     Err(e) => {

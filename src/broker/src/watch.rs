@@ -12,9 +12,11 @@
 //! it satisfies. A fired watch is removed from the owner and tells its fetch once. The task
 //! ends when a move finds no watches left, so a partition costs at most one task and one
 //! waker in its log however many fetches come and go. Entries cost memory proportional to the
-//! partitions of fetches in flight, which their requests already hold. An entry past its
-//! deadline whose cancel never arrives (a shard stopping) is dropped at that partition's next
-//! append or registration; on a partition that stays quiet it stays until then.
+//! partitions of fetches in flight, which their requests already hold. Registering and
+//! cancelling cost O(1) per partition (entries are keyed by watch), so many fetches on one
+//! partition never make it quadratic. An entry past its deadline whose cancel never arrives
+//! (a shard stopping, or a cancel task that could not be spawned) is dropped at that
+//! partition's next append; on a partition that stays quiet it stays until then.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -33,8 +35,8 @@ pub const WATCH_ENTRIES_PER_FRAME_MAX: usize = 8192;
 /// A watch: the shard of its fetch and the id the fetch got there.
 type WatchKey = (ShardId, u64);
 
+/// What one watch waits for on one partition.
 struct Entry {
-    watch: WatchKey,
     offset: i64,
     deadline_ms: i64,
 }
@@ -50,7 +52,7 @@ struct Waiter {
 pub struct Watches {
     next_id: Cell<u64>,
     parked: RefCell<HashMap<u64, Rc<RefCell<Waiter>>>>,
-    by_partition: RefCell<HashMap<PartitionKey, Vec<Entry>>>,
+    by_partition: RefCell<HashMap<PartitionKey, HashMap<WatchKey, Entry>>>,
     by_watch: RefCell<HashMap<WatchKey, Vec<PartitionKey>>>,
     /// Partitions with a task waiting for their high watermark to move.
     watched: RefCell<HashSet<PartitionKey>>,
@@ -64,7 +66,7 @@ impl Watches {
 
     /// Watch entries on partitions this shard owns.
     pub fn entries(&self) -> usize {
-        self.by_partition.borrow().values().map(Vec::len).sum()
+        self.by_partition.borrow().values().map(HashMap::len).sum()
     }
 
     /// Removes a watch from this (owning) shard; returns whether it was here.
@@ -75,7 +77,7 @@ impl Watches {
         let mut by_partition = self.by_partition.borrow_mut();
         for pk in parts {
             if let Some(list) = by_partition.get_mut(&pk) {
-                list.retain(|e| e.watch != key);
+                list.remove(&key);
                 if list.is_empty() {
                     by_partition.remove(&pk);
                 }
@@ -217,9 +219,7 @@ pub fn register(
 ) {
     let key = (origin, id);
     let w = &shard.watches;
-    let now = now_ms();
     let mut news = false;
-    let mut expired = Vec::new();
     for e in entries {
         let pk = PartitionKey {
             topic_id: e.topic_id,
@@ -235,21 +235,18 @@ pub fn register(
         };
         {
             let mut by_partition = w.by_partition.borrow_mut();
-            let list = by_partition.entry(pk).or_default();
-            expired.extend(list.iter().filter(|e| e.deadline_ms < now).map(|e| e.watch));
-            list.push(Entry {
-                watch: key,
-                offset: e.offset,
-                deadline_ms,
-            });
+            by_partition.entry(pk).or_default().insert(
+                key,
+                Entry {
+                    offset: e.offset,
+                    deadline_ms,
+                },
+            );
         }
         w.by_watch.borrow_mut().entry(key).or_default().push(pk);
         if w.watched.borrow_mut().insert(pk) {
             spawn_watcher(shard, pk, log);
         }
-    }
-    for stale in expired {
-        w.remove(stale);
     }
     if news {
         fire(shard, key);
@@ -307,17 +304,19 @@ fn spawn_watcher(shard: &Rc<BrokerShard>, pk: PartitionKey, log: Rc<PartitionLog
             let now = now_ms();
             let (due, expired): (Vec<WatchKey>, Vec<WatchKey>) = {
                 let by_partition = me.watches.by_partition.borrow();
-                let list = by_partition.get(&pk).map(Vec::as_slice).unwrap_or(&[]);
-                (
-                    list.iter()
-                        .filter(|e| gone || e.offset < hw)
-                        .map(|e| e.watch)
-                        .collect(),
-                    list.iter()
-                        .filter(|e| e.deadline_ms < now)
-                        .map(|e| e.watch)
-                        .collect(),
-                )
+                match by_partition.get(&pk) {
+                    Some(list) => (
+                        list.iter()
+                            .filter(|(_, e)| gone || e.offset < hw)
+                            .map(|(k, _)| *k)
+                            .collect(),
+                        list.iter()
+                            .filter(|(_, e)| e.deadline_ms < now)
+                            .map(|(k, _)| *k)
+                            .collect(),
+                    ),
+                    None => (Vec::new(), Vec::new()),
+                }
             };
             for key in due {
                 fire(&me, key);

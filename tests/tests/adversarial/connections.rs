@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use sluice_tests::procfs::{raise_nofile, rss_kib};
 use sluice_tests::wire::{closed, frame, header, read_response};
 use sluice_tests::{Broker, BrokerConfig};
 
@@ -68,38 +69,6 @@ fn connections_over_the_per_ip_limit_are_turned_away() {
         assert!(Instant::now() < deadline, "a freed slot is reusable");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// Lifts this test process's soft open-file limit toward `want` (up to the hard limit) so it
-/// can hold thousands of sockets; returns the limit in force.
-fn raise_nofile(want: u64) -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer; raising the soft limit up to the hard one needs no privilege.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        if r.rlim_cur < want {
-            let raised = libc::rlimit {
-                rlim_cur: want.min(r.rlim_max),
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                r = raised;
-            }
-        }
-    }
-    r.rlim_cur
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! Real `sluice` processes, real clients (rdkafka) and raw TCP; one module per area. Requests
 //! built to break the broker get Kafka's answer, and a restart after them still succeeds.
 
+mod admin;
 mod configs;
 mod connections;
+mod costs;
 mod memory;
 mod mesh;
 mod panics;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sluice_tests::procfs::rss_kib;
 use sluice_tests::wire::{closed, connect, create_by_metadata, produce, record_batch, seal};
 use sluice_tests::{Broker, BrokerConfig, TEST_SHARDS};
 
@@ -25,15 +26,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 fn zigzag(v: i64, out: &mut Vec<u8>) {

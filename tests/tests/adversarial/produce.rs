@@ -52,7 +52,7 @@ fn put_i64(b: &mut [u8], at: usize, v: i64) {
 
 #[test]
 fn batches_that_break_kafkas_rules_are_refused_and_nothing_is_stored() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let mut s = connect(&broker);
     let topic = "rules";
     create_by_metadata(&mut s, topic);
@@ -131,11 +131,15 @@ fn batches_that_break_kafkas_rules_are_refused_and_nothing_is_stored() {
         4,
         "the broker still takes good batches"
     );
+    // Nothing refused reached the log: recovery finds exactly the good batches.
+    broker.restart();
+    let mut s = connect(&broker);
+    assert_eq!(latest(&mut s, topic), 4, "after restart");
 }
 
 #[test]
 fn a_zero_timeout_does_not_store_the_batch_and_then_report_a_timeout() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let mut s = connect(&broker);
     create_by_metadata(&mut s, "zero-timeout");
     for (i, timeout) in [0, -1, 0].into_iter().enumerate() {
@@ -147,6 +151,9 @@ fn a_zero_timeout_does_not_store_the_batch_and_then_report_a_timeout() {
         );
         assert_eq!(latest(&mut s, "zero-timeout"), i as i64 + 1);
     }
+    broker.restart();
+    let mut s = connect(&broker);
+    assert_eq!(latest(&mut s, "zero-timeout"), 3, "after restart");
 }
 
 /// FindCoordinator v0 for `group`, which creates `__consumer_offsets`.
@@ -178,7 +185,7 @@ fn delete_records(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -
 
 #[test]
 fn clients_cannot_write_or_truncate_the_offsets_topic() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let mut s = connect(&broker);
     find_coordinator(&mut s, "g");
     let topic = "__consumer_offsets";
@@ -217,4 +224,8 @@ fn clients_cannot_write_or_truncate_the_offsets_topic() {
         0
     );
     assert_eq!(delete_records(&mut s, "plain", 0, -1), 0);
+    broker.restart();
+    let mut s = connect(&broker);
+    assert_eq!(latest(&mut s, topic), before, "after restart");
+    assert_eq!(latest(&mut s, "plain"), 1, "after restart");
 }

@@ -1,5 +1,6 @@
 //! DescribeLogDirs: the data directory with each partition's size.
 
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::describe_log_dirs_response::{
@@ -27,12 +28,14 @@ pub async fn handle(
             }
         }
         Some(list) => {
+            // A partition named twice (or a topic listed twice) is described once.
+            let mut named = HashSet::new();
             for lt in list {
                 if let Some(t) = topics.get(&lt.topic.0) {
                     wanted.extend(
                         lt.partitions
                             .iter()
-                            .filter(|&&p| p >= 0 && p < t.partitions)
+                            .filter(|&&p| p >= 0 && p < t.partitions && named.insert((t.id, p)))
                             .map(|&p| (t.name.clone(), p, t.id)),
                     );
                 }
@@ -53,18 +56,23 @@ pub async fn handle(
         .collect();
     let replies = join_all(futs).await;
     let mut by_topic: Vec<DescribeLogDirsTopic> = Vec::new();
+    // Topic name -> index in `by_topic`: one lookup per partition, not a scan of the topics.
+    let mut topic_index: HashMap<String, usize> = HashMap::new();
     for ((name, p, _), reply) in wanted.into_iter().zip(replies) {
         let part = DescribeLogDirsPartition::default()
             .with_partition_index(p)
             .with_partition_size(reply.size)
             .with_offset_lag(0);
-        match by_topic.iter_mut().find(|t| t.name.0.as_str() == name) {
-            Some(t) => t.partitions.push(part),
-            None => by_topic.push(
-                DescribeLogDirsTopic::default()
-                    .with_name(topic_name(&name))
-                    .with_partitions(vec![part]),
-            ),
+        match topic_index.get(&name) {
+            Some(&i) => by_topic[i].partitions.push(part),
+            None => {
+                topic_index.insert(name.clone(), by_topic.len());
+                by_topic.push(
+                    DescribeLogDirsTopic::default()
+                        .with_name(topic_name(&name))
+                        .with_partitions(vec![part]),
+                );
+            }
         }
     }
     // canonicalize and statvfs are blocking system calls: off the executor thread.

@@ -1,6 +1,9 @@
 //! ListOffsets: earliest, latest, max timestamp, or the first offset at a timestamp, each
-//! answered by the partition's owning shard.
+//! answered by the partition's owning shard. A partition named more than once in one request
+//! gets `INVALID_REQUEST` in every entry and no lookup, as Kafka answers: a lookup by
+//! timestamp may decompress a whole batch, and duplicates would repeat that work per entry.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::list_offsets_response::{
@@ -23,6 +26,16 @@ pub async fn handle(
     let mut out = Vec::with_capacity(r.topics.len());
     let mut slots = Vec::new();
     let mut futs = Vec::new();
+    // Kafka's ListOffsetsRequest.duplicatePartitions: counted over the whole request
+    // (a topic may also be listed twice).
+    let mut seen: HashMap<(&str, i32), u32> = HashMap::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            *seen
+                .entry((t.name.0.as_str(), p.partition_index))
+                .or_default() += 1;
+        }
+    }
     for (ti, t) in r.topics.iter().enumerate() {
         let record = topics.get(&t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
@@ -32,6 +45,11 @@ pub async fn handle(
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
+            if seen[&(t.name.0.as_str(), p.partition_index)] > 1 {
+                resp.error_code = kerr::INVALID_REQUEST;
+                parts.push(resp);
+                continue;
+            }
             match record {
                 Some(rec) if p.partition_index >= 0 && p.partition_index < rec.partitions => {
                     let req = PartitionRequest {

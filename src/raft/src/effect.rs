@@ -1,0 +1,170 @@
+//! What the group manager asks its driver to do (send, persist, acknowledge, publish a high
+//! watermark) and the node-to-node envelope that carries every group's Raft messages.
+
+use raft::eraftpb::{Entry, HardState, Message, MessageType};
+
+use crate::log::OffsetSpan;
+
+/// A node (broker) id; a replica's Raft id is its node's id.
+pub type NodeId = u64;
+/// A Raft group: one partition's replica set.
+pub type GroupId = u64;
+
+/// Opaque handle of a proposal, chosen by the caller (e.g. the produce request waiting on it),
+/// handed back exactly once in [`Effect::Committed`] or [`Effect::Failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalToken(pub u64);
+
+/// A replica's role, as Raft names it (`PreCandidate` is pre-vote's probe before a campaign).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<raft::StateRole> for Role {
+    fn from(r: raft::StateRole) -> Self {
+        match r {
+            raft::StateRole::Follower => Role::Follower,
+            raft::StateRole::PreCandidate => Role::PreCandidate,
+            raft::StateRole::Candidate => Role::Candidate,
+            raft::StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// Why a proposal was refused or did not commit. The broker maps these to Kafka errors
+/// (`NotLeader`/`NotReady`/`Superseded` to NOT_LEADER_OR_FOLLOWER with the leader hint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposeError {
+    UnknownGroup,
+    /// This replica is not the leader; `leader` is who it believes leads, if anyone.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// This replica leads but no entry of its term has committed yet, so its view of the log
+    /// may be stale: it accepts nothing until its election no-op commits.
+    NotReady,
+    /// Raft refused it: a leadership transfer is under way or the uncommitted bytes are over
+    /// `max_uncommitted_size` (back-pressure; retry later).
+    Dropped,
+    /// A batch must carry at least one record and some bytes.
+    InvalidBatch,
+    /// The entry was appended but replaced by another leader's entry before it committed.
+    Superseded,
+}
+
+/// One write for the driver to persist, in order, in the shard's log of Raft state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A replica was created with these voters.
+    Create { group: GroupId, voters: Vec<NodeId> },
+    /// Entries with consecutive indexes; any stored entries at or after the first one's index
+    /// are replaced (a divergent suffix dropped).
+    Entries { group: GroupId, entries: Vec<Entry> },
+    /// The group's term, vote and commit index.
+    HardState {
+        group: GroupId,
+        hard_state: HardState,
+    },
+}
+
+/// An action for the driver. Perform `Persist` writes in `seq` order (a later write may
+/// replace an earlier one's entries); the others in any order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send to `envelope.to`. At most one per destination per manager call.
+    Send(Envelope),
+    /// Write these (unsynced is fine), then once a sync covers them call
+    /// `GroupManager::persisted(seq)`. At most one per manager call; `seq` increases by one.
+    Persist { seq: u64, writes: Vec<Write> },
+    /// The proposal is in the leader's log at `index` in `term` and will hold Kafka offsets
+    /// `span`; its outcome follows as `Committed` or `Failed`.
+    Proposed {
+        group: GroupId,
+        token: ProposalToken,
+        index: u64,
+        span: OffsetSpan,
+    },
+    /// The proposal committed (on a quorum's synced logs) at these offsets: acknowledge it.
+    Committed {
+        group: GroupId,
+        token: ProposalToken,
+        span: OffsetSpan,
+    },
+    /// The proposal did not and will not commit.
+    Failed {
+        group: GroupId,
+        token: ProposalToken,
+        error: ProposeError,
+    },
+    /// The group's high watermark on this replica moved up to Kafka offset `offset` (the
+    /// entries up to Raft index `index` are committed and synced here).
+    HighWatermark {
+        group: GroupId,
+        index: u64,
+        offset: i64,
+    },
+    /// The replica's role, term or known leader changed.
+    Role {
+        group: GroupId,
+        role: Role,
+        term: u64,
+        leader: Option<NodeId>,
+    },
+}
+
+/// Heartbeats in compact form: all a raft-rs heartbeat carries besides its group and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub group: GroupId,
+    pub response: bool,
+    pub term: u64,
+    pub commit: u64,
+}
+
+/// Everything one manager call sends to one node: compact heartbeats of every group (one
+/// message per node pair rather than one per group) and the other Raft messages in full.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub heartbeats: Vec<Heartbeat>,
+    pub messages: Vec<(GroupId, Message)>,
+}
+
+impl Heartbeat {
+    /// The compact form of `m`, if it is a heartbeat (or its response) that loses nothing in
+    /// it; heartbeats carrying a read-index context stay full messages.
+    pub fn compact(group: GroupId, m: &Message) -> Option<Heartbeat> {
+        let response = match m.get_msg_type() {
+            MessageType::MsgHeartbeat => false,
+            MessageType::MsgHeartbeatResponse => true,
+            _ => return None,
+        };
+        let hb = Heartbeat {
+            group,
+            response,
+            term: m.term,
+            commit: m.commit,
+        };
+        (hb.expand(m.from, m.to) == *m).then_some(hb)
+    }
+
+    /// The raft-rs message this heartbeat stands for.
+    pub fn expand(&self, from: NodeId, to: NodeId) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(if self.response {
+            MessageType::MsgHeartbeatResponse
+        } else {
+            MessageType::MsgHeartbeat
+        });
+        m.from = from;
+        m.to = to;
+        m.term = self.term;
+        m.commit = self.commit;
+        m
+    }
+}

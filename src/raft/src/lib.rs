@@ -1,0 +1,102 @@
+//! Sans-IO partition replication for sluice: a per-shard [`GroupManager`] that owns one Raft
+//! group per partition replica set, on raft-rs 0.7's `RawNode` (pre-vote and check-quorum on),
+//! with the Kafka log as the Raft log. No sockets, no threads, no clock, no entropy: inputs
+//! come in as calls, outputs go out as [`Effect`]s. This is the first step of issue 12; the
+//! broker does not use it yet.
+//!
+//! # Driving it (the shard's side)
+//!
+//! - Create each local replica with [`GroupManager::create_group`]`(group, voters)` (the
+//!   same voters on every replica), or after a restart build the manager with
+//!   [`GroupManager::recover`] from what the shard's disk holds, synced first.
+//! - Call [`GroupManager::tick`]`(now_ms)` regularly (every [`manager::TICK_MS`] or more
+//!   often), [`GroupManager::step`] with every [`Envelope`] received from another node,
+//!   [`GroupManager::propose`] with a Kafka batch, and [`GroupManager::persisted`]`(seq)` when
+//!   a sync has covered the writes of every `Persist` up to `seq`.
+//! - Perform the effects each call returns: `Send` (one envelope per destination node per
+//!   call: every group's messages to that node, heartbeats in compact form); `Persist { seq,
+//!   writes }` (append to the shard's Raft state in `seq` order, unsynced; then sync, once
+//!   for all groups, and report it); `Proposed`/`Committed`/`Failed` (the produce request
+//!   waiting on the token); `HighWatermark` (what readers may see); `Role` (leadership, for
+//!   metadata and routing).
+//!
+//! # The Kafka log is the Raft log
+//!
+//! An entry is a Kafka record batch (opaque bytes here, with its record count) or one of
+//! Raft's own entries (the leader's election no-op, configuration changes), which occupy no
+//! Kafka offset (they become control batches later). Every replica derives the same dense
+//! offsets from its log prefix ([`ReplicaLog`]: Raft index → base offset, record count,
+//! term); the leader reports the offsets and term (the batch's `partitionLeaderEpoch`) of a
+//! proposal in `Effect::Proposed` (stamping the bytes comes with the broker integration).
+//!
+//! # Invariants (asserted here, checked by the simulator)
+//!
+//! - At most one leader per group and term (Raft election safety; pre-vote keeps a
+//!   partitioned replica from inflating terms, check-quorum makes an isolated leader step
+//!   down).
+//! - High watermark = commit index over *synced* entries: a leader counts its own sync like a
+//!   follower's (raft-rs is told a write is durable only by `persisted`), a follower
+//!   acknowledges appends and votes only after the write (and hard state) behind them is
+//!   synced, and a replica publishes entries only up to what it has synced itself. It only
+//!   moves up within a run of the manager; after a restart it resumes from the recovered
+//!   commit index, which is committed and within the recovered log.
+//! - A proposal is acknowledged (`Committed`) only when the entry at its index *with its
+//!   term* is committed; one replaced by another leader's entry fails (`Superseded`).
+//! - A new leader accepts proposals only once an entry of its own term (the election no-op)
+//!   has committed (`GroupStatus::ready`), so it never acknowledges on a stale log.
+//! - Committed entries are never lost or changed, and every replica's committed prefix is
+//!   the same entries at the same Kafka offsets.
+//! - Determinism: the same inputs give the same outputs. Maps are ordered (`BTreeMap`;
+//!   raft-rs uses a fixed-hasher map), and the only randomness, the election timeout, comes
+//!   from [`Rng`] seeded by `Config::seed`. raft-rs 0.7 draws that timeout from `thread_rng`
+//!   with no hook, but exposes `set_randomized_election_timeout` and `election_elapsed` and
+//!   reads the timeout only in `tick`: the manager replaces the drawn value before any tick
+//!   that starts from `election_elapsed == 0`, which follows every draw. So no patched copy
+//!   of raft-rs is needed.
+//!
+//! # Building
+//!
+//! raft-rs is used with `protobuf-codec` and without its default logger (a discarding slog
+//! logger is passed in). Its `raft-proto` build script generates code with `protoc`: the one
+//! on `PATH` if it is 3.1 or newer, else the binary shipped inside the `protobuf-build`
+//! crate, so a fresh machine needs nothing installed (`prost-codec` would need `protoc`).
+//!
+//! # Simulation
+//!
+//! `src/sim/` (tests only) runs 3- and 5-node clusters of managers under a seeded
+//! discrete-event simulator: virtual time, a network that drops, delays, reorders, duplicates
+//! and partitions (isolation, splits, one-way cuts, bridges), disks that lose unsynced writes
+//! and tear or garble their tail on a crash (alone or a majority at once), restarts, and a
+//! client proposing batches. After every event it checks the invariants above; after every
+//! fault and at the end, that every acknowledged batch is at its offsets in the synced logs of
+//! a quorum; after healing, that every group converges. A failing seed is printed with the
+//! command that replays it:
+//!
+//! ```text
+//! cargo test -p sluice-raft     # 200 seeds, plus the unit tests
+//! SLUICE_SIM_SEEDS=3000 SLUICE_SIM_FIRST_SEED=200 cargo test -p sluice-raft simulate_seeds -- --nocapture
+//! SLUICE_SIM_SEED=42 SLUICE_SIM_TRACE=1 cargo test -p sluice-raft simulate_seeds -- --nocapture
+//! ```
+//!
+//! Deliberate bugs (`sim::Bug`: acknowledging on append, an fsync that lies) must make the
+//! checkers fail, and tests assert that they do. `tests/footprint.rs` holds idle replicas to
+//! issue 12's memory budget (64 KiB each).
+//!
+//! # Not yet
+//!
+//! Snapshots and log compaction, membership changes (learners, joint consensus), leadership
+//! transfer, quiescing idle groups, read leases, and the real transport and storage.
+
+pub mod effect;
+pub mod log;
+pub mod manager;
+pub mod rng;
+#[cfg(test)]
+mod sim;
+
+pub use effect::{
+    Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
+};
+pub use log::{entry_records, OffsetSpan, ReplicaLog};
+pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
+pub use rng::Rng;

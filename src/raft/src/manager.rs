@@ -1,0 +1,775 @@
+//! The group manager: one per shard, it owns every Raft group (partition replica) on the
+//! shard, drives raft-rs's `RawNode`s and turns their `Ready`s into effects: one envelope per
+//! destination node per call, one persist batch per call, commits and acknowledgements.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, StateRole};
+
+use crate::effect::{
+    Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
+};
+use crate::log::{records_context, OffsetSpan, ReplicaLog};
+use crate::rng::Rng;
+
+/// Raft tick length. With the tick counts below: heartbeats every 150 ms and elections after
+/// 1.5–3 s without a leader, Redpanda's defaults (`raft_heartbeat_interval_ms`,
+/// `election_timeout_ms`): ten missed heartbeats before a follower campaigns, so a short
+/// stall (a slow fsync, a busy shard) does not cost an election. Failover time against the
+/// issue's 2 s target is for the broker integration to measure and tune.
+pub const TICK_MS: u64 = 50;
+pub const HEARTBEAT_TICKS: usize = 3;
+pub const ELECTION_TICKS: usize = 30;
+/// Most bytes of entries in one append message (raft-rs sends at least one entry anyway).
+pub const MAX_SIZE_PER_MSG: u64 = 1 << 20;
+/// Most append messages in flight to one follower before the leader waits for acks.
+pub const MAX_INFLIGHT_MSGS: usize = 256;
+/// Most bytes of entries a leader holds uncommitted before it refuses proposals (raft-rs's
+/// back-pressure; the producer sees a retriable error).
+pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+/// Most Raft ticks one `tick` call replays after a stall: a shard stalled for longer does not
+/// burn CPU catching up, it just behaves as if the stall had been this long.
+pub const TICKS_PER_CALL_MAX: u64 = 2 * ELECTION_TICKS as u64;
+
+/// Per-shard settings. `Default` has the production values except `node_id` and `seed`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub tick_ms: u64,
+    pub heartbeat_ticks: usize,
+    pub election_ticks: usize,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    pub max_uncommitted_bytes: u64,
+    /// Seeds the election-timeout randomisation (see the crate header): production passes
+    /// real entropy, the simulator its seed.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 0,
+            tick_ms: TICK_MS,
+            heartbeat_ticks: HEARTBEAT_TICKS,
+            election_ticks: ELECTION_TICKS,
+            max_size_per_msg: MAX_SIZE_PER_MSG,
+            max_inflight_msgs: MAX_INFLIGHT_MSGS,
+            max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
+            seed: 0,
+        }
+    }
+}
+
+/// A Kafka record batch to replicate: opaque bytes holding `records` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub records: u32,
+    pub bytes: Bytes,
+}
+
+/// What a replica looks like from outside (for routing, metadata and the checkers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    /// True on a leader once an entry of its own term committed: only then does it accept
+    /// proposals.
+    pub ready: bool,
+    /// Raft's commit index as this replica knows it (may be ahead of what it has synced).
+    pub commit_index: u64,
+    /// Highest index committed *and* synced here; `high_watermark` is its Kafka offset.
+    pub hw_index: u64,
+    pub high_watermark: i64,
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    GroupExists,
+    /// A replica set must name this node and have no duplicates.
+    InvalidVoters,
+    Raft,
+}
+
+/// A `Ready` handed to storage whose messages wait until the sync `need_seq` is reported.
+struct PendingReady {
+    need_seq: u64,
+    number: u64,
+    messages: Vec<Message>,
+}
+
+struct Replica {
+    node: RawNode<ReplicaLog>,
+    pending: VecDeque<PendingReady>,
+    /// Seq of this group's latest write that must be synced before its messages go out.
+    last_sync_seq: u64,
+    /// Our proposals not yet resolved, by Raft index: (term, token).
+    proposals: BTreeMap<u64, (u64, ProposalToken)>,
+    hw_index: u64,
+    role: (Role, u64, Option<NodeId>),
+}
+
+impl Replica {
+    fn status(&self) -> GroupStatus {
+        let r = &self.node.raft;
+        let log = r.raft_log.store();
+        GroupStatus {
+            role: r.state.into(),
+            term: r.term,
+            leader: (r.leader_id != raft::INVALID_ID).then_some(r.leader_id),
+            ready: r.state == StateRole::Leader && r.commit_to_current_term(),
+            commit_index: r.raft_log.committed,
+            hw_index: self.hw_index,
+            high_watermark: log.next_offset_after(self.hw_index),
+            last_index: r.raft_log.last_index(),
+        }
+    }
+}
+
+/// Effects accumulated during one call.
+#[derive(Default)]
+struct Out {
+    effects: Vec<Effect>,
+    writes: Vec<Write>,
+    seq: Option<u64>,
+    envelopes: BTreeMap<NodeId, Envelope>,
+}
+
+/// Owns the Raft groups of one shard. Sans-IO: every input returns the effects to perform;
+/// no clock (time comes in `tick`), no threads, no entropy but the seeded [`Rng`].
+pub struct GroupManager {
+    cfg: Config,
+    groups: BTreeMap<GroupId, Replica>,
+    rng: Rng,
+    last_tick_ms: Option<u64>,
+    /// Last `Persist` seq handed out, and the highest reported synced.
+    write_seq: u64,
+    persisted_seq: u64,
+    logger: slog::Logger,
+}
+
+impl GroupManager {
+    pub fn new(cfg: Config) -> Self {
+        let rng = Rng::new(cfg.seed ^ cfg.node_id.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        GroupManager {
+            cfg,
+            groups: BTreeMap::new(),
+            rng,
+            last_tick_ms: None,
+            write_seq: 0,
+            persisted_seq: 0,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        }
+    }
+
+    /// A manager over replicas read back from disk after a restart. Everything recovered
+    /// counts as synced; the high watermark restarts at the recovered commit index.
+    pub fn recover(
+        cfg: Config,
+        logs: impl IntoIterator<Item = (GroupId, ReplicaLog)>,
+    ) -> Result<Self, Error> {
+        let mut m = GroupManager::new(cfg);
+        for (group, log) in logs {
+            m.add_replica(group, log)?;
+        }
+        Ok(m)
+    }
+
+    fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.cfg.node_id,
+            election_tick: self.cfg.election_ticks,
+            heartbeat_tick: self.cfg.heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.cfg.max_size_per_msg,
+            max_inflight_msgs: self.cfg.max_inflight_msgs,
+            max_uncommitted_size: self.cfg.max_uncommitted_bytes,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        }
+    }
+
+    fn add_replica(&mut self, group: GroupId, log: ReplicaLog) -> Result<(), Error> {
+        if self.groups.contains_key(&group) {
+            return Err(Error::GroupExists);
+        }
+        let voters = log.voters();
+        let distinct: BTreeSet<_> = voters.iter().collect();
+        if !voters.contains(&self.cfg.node_id) || distinct.len() != voters.len() {
+            return Err(Error::InvalidVoters);
+        }
+        // A recovered commit index only ever covers entries written before it (one ordered
+        // log per shard), so it is within the log and committed: serve it as the high mark.
+        let commit = log.hard_state().commit;
+        assert!(
+            commit <= log.last_index(),
+            "recovered commit beyond the log"
+        );
+        let node =
+            RawNode::new(&self.raft_config(commit), log, &self.logger).map_err(|_| Error::Raft)?;
+        let role = (Role::Follower, node.raft.term, None);
+        self.groups.insert(
+            group,
+            Replica {
+                node,
+                pending: VecDeque::new(),
+                last_sync_seq: 0,
+                proposals: BTreeMap::new(),
+                hw_index: commit,
+                role,
+            },
+        );
+        Ok(())
+    }
+
+    /// Creates this node's replica of `group` with the given voters (this node among them);
+    /// every replica of a group must be created with the same voters.
+    pub fn create_group(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+    ) -> Result<Vec<Effect>, Error> {
+        self.add_replica(group, ReplicaLog::new(voters))?;
+        let mut out = Out::default();
+        self.write(
+            &mut out,
+            Write::Create {
+                group,
+                voters: voters.to_vec(),
+            },
+        );
+        Ok(self.finish(out, [group]))
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.groups.get(&group).map(Replica::status)
+    }
+
+    /// The replica's log (entries, hard state, offsets) as raft-rs sees it: includes entries
+    /// not yet synced, which readers must not see past `status().hw_index`.
+    pub fn log(&self, group: GroupId) -> Option<&ReplicaLog> {
+        self.groups
+            .get(&group)
+            .map(|r| r.node.raft.raft_log.store())
+    }
+
+    /// Advances every group's Raft clock to `now_ms` (monotonic; earlier values are ignored).
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        let last = *self.last_tick_ms.get_or_insert(now_ms);
+        let ticks = now_ms.saturating_sub(last) / self.cfg.tick_ms;
+        if ticks == 0 {
+            return Vec::new();
+        }
+        self.last_tick_ms = Some(last + ticks * self.cfg.tick_ms);
+        let (min, max) = (
+            self.cfg.election_ticks as u64,
+            2 * self.cfg.election_ticks as u64,
+        );
+        for r in self.groups.values_mut() {
+            for _ in 0..ticks.min(TICKS_PER_CALL_MAX) {
+                // raft-rs draws each randomized election timeout from `thread_rng` when it
+                // resets the election clock, and reads it only in `tick`. Every reset leaves
+                // `election_elapsed` at 0, so replacing the timeout whenever a tick is about
+                // to run from 0 overrides every draw (and some heartbeat resets too, which is
+                // harmless) with one from our seeded stream, before it is ever used.
+                if r.node.raft.election_elapsed == 0 {
+                    let t = self.rng.range(min, max - 1) as usize;
+                    r.node.raft.set_randomized_election_timeout(t);
+                }
+                r.node.tick();
+            }
+        }
+        let all: Vec<GroupId> = self.groups.keys().copied().collect();
+        self.finish(Out::default(), all)
+    }
+
+    /// Steps every message of an envelope addressed to this node. Messages for groups this
+    /// node has no replica of are dropped (the sender retries; the replica may be on its way).
+    pub fn step(&mut self, env: Envelope) -> Vec<Effect> {
+        if env.to != self.cfg.node_id {
+            return Vec::new();
+        }
+        let mut touched = BTreeSet::new();
+        let msgs = env
+            .heartbeats
+            .iter()
+            .map(|hb| (hb.group, hb.expand(env.from, env.to)))
+            .chain(env.messages);
+        for (group, m) in msgs {
+            if m.from != env.from || m.to != env.to {
+                continue;
+            }
+            if let Some(r) = self.groups.get_mut(&group) {
+                // Errors are stale or foreign messages (a removed peer's response); Raft
+                // already ignored them.
+                let _ = r.node.step(m);
+                touched.insert(group);
+            }
+        }
+        self.finish(Out::default(), touched)
+    }
+
+    /// Proposes `batch` on `group`. On a ready leader it is appended at once and reported as
+    /// [`Effect::Proposed`] (with the offsets it will get), then later `Committed` or
+    /// `Failed`; otherwise `Failed` comes back from this call.
+    pub fn propose(&mut self, group: GroupId, token: ProposalToken, batch: Batch) -> Vec<Effect> {
+        let mut out = Out::default();
+        let fail = |error| {
+            vec![Effect::Failed {
+                group,
+                token,
+                error,
+            }]
+        };
+        let Some(r) = self.groups.get_mut(&group) else {
+            return fail(ProposeError::UnknownGroup);
+        };
+        let status = r.status();
+        if status.role != Role::Leader {
+            return fail(ProposeError::NotLeader {
+                leader: status.leader,
+            });
+        }
+        if !status.ready {
+            return fail(ProposeError::NotReady);
+        }
+        if batch.records == 0 || batch.bytes.is_empty() {
+            return fail(ProposeError::InvalidBatch);
+        }
+        // Between calls the store holds every entry raft-rs has (each call hands the whole
+        // Ready to storage), so its next offset is the offset this entry will get.
+        let last = r.node.raft.raft_log.last_index();
+        assert_eq!(last, r.node.raft.raft_log.store().last_index());
+        let base = r.node.raft.raft_log.store().next_offset();
+        let e = Entry {
+            data: batch.bytes,
+            context: records_context(batch.records),
+            ..Default::default()
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.cfg.node_id;
+        m.set_entries(vec![e].into());
+        if r.node.step(m).is_err() || r.node.raft.raft_log.last_index() != last + 1 {
+            return fail(ProposeError::Dropped);
+        }
+        let index = last + 1;
+        let term = r.node.raft.term;
+        r.proposals.insert(index, (term, token));
+        out.effects.push(Effect::Proposed {
+            group,
+            token,
+            index,
+            span: OffsetSpan {
+                base,
+                records: batch.records,
+                term,
+            },
+        });
+        self.finish(out, [group])
+    }
+
+    /// Reports that every `Persist` with `seq <= up_to` is synced.
+    pub fn persisted(&mut self, up_to: u64) -> Vec<Effect> {
+        assert!(
+            up_to <= self.write_seq,
+            "persisted({up_to}) was never written"
+        );
+        if up_to <= self.persisted_seq {
+            return Vec::new();
+        }
+        self.persisted_seq = up_to;
+        let waiting: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, r)| r.pending.front().is_some_and(|p| p.need_seq <= up_to))
+            .map(|(g, _)| *g)
+            .collect();
+        self.finish(Out::default(), waiting)
+    }
+
+    fn write(&mut self, out: &mut Out, w: Write) {
+        if out.seq.is_none() {
+            self.write_seq += 1;
+            out.seq = Some(self.write_seq);
+        }
+        out.writes.push(w);
+    }
+
+    /// Drives the given groups' Readies to quiescence and assembles the call's effects.
+    fn finish(&mut self, mut out: Out, groups: impl IntoIterator<Item = GroupId>) -> Vec<Effect> {
+        for g in groups {
+            self.drive(g, &mut out);
+        }
+        let mut effects = out.effects;
+        if let Some(seq) = out.seq {
+            effects.push(Effect::Persist {
+                seq,
+                writes: out.writes,
+            });
+        }
+        effects.extend(out.envelopes.into_values().map(Effect::Send));
+        effects
+    }
+
+    fn send(&self, out: &mut Out, group: GroupId, msgs: Vec<Message>) {
+        for m in msgs {
+            let env = out.envelopes.entry(m.to).or_insert_with(|| Envelope {
+                from: self.cfg.node_id,
+                to: m.to,
+                ..Default::default()
+            });
+            match Heartbeat::compact(group, &m) {
+                Some(hb) => env.heartbeats.push(hb),
+                None => env.messages.push((group, m)),
+            }
+        }
+    }
+
+    /// Releases the group's Readies whose writes are synced: tells raft-rs (which may advance
+    /// the leader's commit) and sends the messages that had to wait for the sync.
+    fn release(&mut self, group: GroupId, out: &mut Out) {
+        let persisted = self.persisted_seq;
+        let r = self.groups.get_mut(&group).expect("group");
+        let mut number = None;
+        let mut msgs = Vec::new();
+        while let Some(p) = r.pending.front() {
+            if p.need_seq > persisted {
+                break;
+            }
+            let p = r.pending.pop_front().expect("front");
+            number = Some(p.number);
+            msgs.extend(p.messages);
+        }
+        if let Some(n) = number {
+            r.node.on_persist_ready(n);
+        }
+        self.send(out, group, msgs);
+    }
+
+    fn drive(&mut self, group: GroupId, out: &mut Out) {
+        loop {
+            self.release(group, out);
+            let r = self.groups.get_mut(&group).expect("group");
+            if !r.node.has_ready() {
+                break;
+            }
+            let mut rd = r.node.ready();
+            assert!(rd.snapshot().is_empty(), "snapshots are not produced yet");
+            let must_sync = rd.must_sync();
+            // A leader's messages may go before its own write (Raft thesis 10.2.1: the
+            // leader's sync counts like a follower's, only once it is done).
+            let now_msgs = rd.take_messages();
+            let entries = rd.take_entries();
+            let hard_state = rd.hs().cloned();
+            let committed = rd.take_committed_entries();
+            let later_msgs = rd.take_persisted_messages();
+            let number = rd.number();
+
+            let r = self.groups.get_mut(&group).expect("group");
+            if !entries.is_empty() {
+                let first = entries[0].index;
+                r.node.mut_store().append(&entries);
+                // Our proposals at replaced indexes lost to another leader's entries.
+                let log = r.node.store();
+                let lost: Vec<u64> = r
+                    .proposals
+                    .range(first..)
+                    .filter(|(i, (t, _))| log.entry(**i).is_none_or(|e| e.term != *t))
+                    .map(|(i, _)| *i)
+                    .collect();
+                for i in lost {
+                    let (_, token) = r.proposals.remove(&i).expect("proposal");
+                    out.effects.push(Effect::Failed {
+                        group,
+                        token,
+                        error: ProposeError::Superseded,
+                    });
+                }
+            }
+            if let Some(hs) = &hard_state {
+                r.node.mut_store().set_hard_state(hs.clone());
+            }
+            r.node.advance_append_async(rd);
+            if !entries.is_empty() {
+                self.write(out, Write::Entries { group, entries });
+            }
+            if let Some(hard_state) = hard_state {
+                self.write(out, Write::HardState { group, hard_state });
+            }
+            let r = self.groups.get_mut(&group).expect("group");
+            if must_sync {
+                r.last_sync_seq = out.seq.expect("a must-sync Ready writes");
+            }
+            r.pending.push_back(PendingReady {
+                need_seq: r.last_sync_seq,
+                number,
+                messages: later_msgs,
+            });
+            if let Some(last) = committed.last().map(|e| e.index) {
+                Self::apply(group, r, last, out);
+                r.node.advance_apply_to(last);
+            }
+            self.send(out, group, now_msgs);
+        }
+        let r = self.groups.get_mut(&group).expect("group");
+        let s = r.status();
+        let role = (s.role, s.term, s.leader);
+        if role != r.role {
+            r.role = role;
+            out.effects.push(Effect::Role {
+                group,
+                role: s.role,
+                term: s.term,
+                leader: s.leader,
+            });
+        }
+    }
+
+    /// Entries up to `last` are committed and synced here: move the high watermark and settle
+    /// our proposals at or below it.
+    fn apply(group: GroupId, r: &mut Replica, last: u64, out: &mut Out) {
+        assert!(last > r.hw_index, "high watermark must only move up");
+        r.hw_index = last;
+        let log = r.node.raft.raft_log.store();
+        let settled: Vec<u64> = r.proposals.range(..=last).map(|(i, _)| *i).collect();
+        for i in settled {
+            let (term, token) = r.proposals.remove(&i).expect("proposal");
+            let span = log.span(i).expect("committed entry in the log");
+            out.effects.push(if span.term == term {
+                Effect::Committed { group, token, span }
+            } else {
+                Effect::Failed {
+                    group,
+                    token,
+                    error: ProposeError::Superseded,
+                }
+            });
+        }
+        out.effects.push(Effect::HighWatermark {
+            group,
+            index: last,
+            offset: log.next_offset_after(last),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(t: MessageType, from: u64, to: u64, term: u64, commit: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m.commit = commit;
+        m
+    }
+
+    #[test]
+    fn heartbeats_compact_losslessly_and_others_do_not() {
+        let hb = msg(MessageType::MsgHeartbeat, 1, 2, 5, 9);
+        let c = Heartbeat::compact(7, &hb).expect("plain heartbeat compacts");
+        assert_eq!(c.expand(1, 2), hb);
+        let mut ctx = hb.clone();
+        ctx.context = Bytes::from_static(b"read-index");
+        assert_eq!(Heartbeat::compact(7, &ctx), None);
+        assert_eq!(
+            Heartbeat::compact(7, &msg(MessageType::MsgAppend, 1, 2, 5, 9)),
+            None
+        );
+    }
+
+    /// Three managers with hand-delivered envelopes and hand-reported syncs.
+    struct Trio {
+        m: Vec<GroupManager>,
+        /// Envelopes sent and not yet delivered.
+        net: Vec<Envelope>,
+        /// Per node: last persist seq written.
+        written: Vec<u64>,
+        now: u64,
+    }
+
+    impl Trio {
+        fn new() -> Self {
+            let mut t = Trio {
+                m: (1..=3)
+                    .map(|id| {
+                        GroupManager::new(Config {
+                            node_id: id,
+                            seed: 9,
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+                net: Vec::new(),
+                written: vec![0; 3],
+                now: 0,
+            };
+            for i in 0..3 {
+                let fx = t.m[i].create_group(1, &[1, 2, 3]).unwrap();
+                t.take(i, fx);
+                t.sync(i);
+            }
+            t
+        }
+        fn take(&mut self, i: usize, fx: Vec<Effect>) -> Vec<Effect> {
+            let mut rest = Vec::new();
+            for e in fx {
+                match e {
+                    Effect::Send(env) => self.net.push(env),
+                    Effect::Persist { seq, .. } => self.written[i] = seq,
+                    other => rest.push(other),
+                }
+            }
+            rest
+        }
+        fn sync(&mut self, i: usize) -> Vec<Effect> {
+            let fx = self.m[i].persisted(self.written[i]);
+            self.take(i, fx)
+        }
+        /// Delivers everything in flight (and what that sends) to nodes in `to`.
+        fn deliver(&mut self, to: &[u64]) {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
+                .into_iter()
+                .partition(|e| to.contains(&e.to));
+            self.net = later;
+            for env in now {
+                let i = env.to as usize - 1;
+                let fx = self.m[i].step(env);
+                self.take(i, fx);
+            }
+        }
+        fn tick(&mut self, i: usize) {
+            self.now += TICK_MS;
+            let fx = self.m[i].tick(self.now);
+            self.take(i, fx);
+        }
+        fn status(&self, i: usize) -> GroupStatus {
+            self.m[i].status(1).unwrap()
+        }
+        fn propose(&mut self, i: usize, token: u64) -> Vec<Effect> {
+            let batch = Batch {
+                records: 2,
+                bytes: Bytes::from_static(b"xy"),
+            };
+            let fx = self.m[i].propose(1, ProposalToken(token), batch);
+            self.take(i, fx)
+        }
+    }
+
+    #[test]
+    fn followers_ack_after_their_sync_and_a_new_leader_waits_for_its_noop() {
+        let mut t = Trio::new();
+        // Only node 1's clock runs: it campaigns; every write is synced at once until it
+        // leads.
+        while t.status(0).role != Role::Leader {
+            t.tick(0);
+            for _ in 0..4 {
+                t.deliver(&[1, 2, 3]);
+                for i in 0..3 {
+                    t.sync(i);
+                }
+            }
+            assert!(t.now < 60_000, "no leader");
+        }
+        // Leader, but its no-op has not committed: it refuses proposals.
+        assert!(!t.status(0).ready);
+        assert!(matches!(
+            &t.propose(0, 1)[..],
+            [Effect::Failed {
+                error: ProposeError::NotReady,
+                ..
+            }]
+        ));
+        // Followers get the no-op but do not sync it: they send nothing back.
+        t.deliver(&[2, 3]);
+        assert!(t.net.iter().all(|e| e.from == 1), "acked before the sync");
+        t.sync(0);
+        assert!(!t.status(0).ready);
+        // One follower syncs: its ack goes out and makes a quorum with the leader.
+        t.sync(1);
+        assert!(t.net.iter().any(|e| e.from == 2));
+        t.deliver(&[1]);
+        assert!(t.status(0).ready);
+        // A batch commits once the leader and one follower have synced it.
+        let fx = t.propose(0, 2);
+        assert!(
+            matches!(&fx[..], [Effect::Proposed { span, .. }] if span.base == 0 && span.term == t.status(0).term)
+        );
+        t.deliver(&[2, 3]);
+        t.sync(0);
+        t.deliver(&[1]);
+        assert_eq!(
+            t.status(0).high_watermark,
+            0,
+            "committed without a follower's sync"
+        );
+        // Node 3 never acked the no-op, so the leader probes it one append at a time; node 2
+        // stays unsynced throughout, so the commit below is the leader's and node 3's.
+        for _ in 0..4 {
+            t.sync(2);
+            t.deliver(&[1, 3]);
+        }
+        assert_eq!(t.status(0).high_watermark, 2);
+        assert_eq!(t.status(2).high_watermark, 2);
+    }
+
+    #[test]
+    fn single_voter_group_commits_only_after_the_sync() {
+        let mut m = GroupManager::new(Config {
+            node_id: 1,
+            ..Default::default()
+        });
+        let fx = m.create_group(10, &[1]).unwrap();
+        let seq = match &fx[..] {
+            [Effect::Persist { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        m.persisted(seq);
+        // Elect itself (a one-voter group needs nobody's vote) and sync each step.
+        let mut now = 0;
+        while m.status(10).unwrap().role != Role::Leader || !m.status(10).unwrap().ready {
+            now += TICK_MS;
+            for e in m.tick(now) {
+                if let Effect::Persist { seq, .. } = e {
+                    m.persisted(seq);
+                }
+            }
+            assert!(now < 10_000, "no leader");
+        }
+        let batch = Batch {
+            records: 3,
+            bytes: Bytes::from_static(b"abc"),
+        };
+        let fx = m.propose(10, ProposalToken(1), batch);
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Proposed { span, .. } if span.base == 0)));
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Committed { .. })));
+        assert_eq!(m.status(10).unwrap().high_watermark, 0);
+        let seq = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Persist { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .expect("the entry is written");
+        let fx = m.persisted(seq);
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 3)));
+        assert_eq!(m.status(10).unwrap().high_watermark, 3);
+    }
+}

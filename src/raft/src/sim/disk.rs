@@ -1,0 +1,286 @@
+//! The simulated disk of one node: the manager's writes as checksummed records in one
+//! append-only file, a synced length, and a crash that keeps a random part of the unsynced
+//! tail (a byte prefix, so the last kept record is usually torn) and may garble it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, EntryType, HardState};
+
+use crate::effect::{GroupId, Write};
+use crate::log::ReplicaLog;
+use crate::rng::Rng;
+
+const CREATE: u8 = 1;
+const ENTRIES: u8 = 2;
+const HARD_STATE: u8 = 3;
+
+#[derive(Debug, Default, Clone)]
+pub struct Disk {
+    bytes: Vec<u8>,
+    synced: usize,
+}
+
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_be_bytes());
+}
+
+fn encode(w: &Write) -> Vec<u8> {
+    let mut b = Vec::new();
+    match w {
+        Write::Create { group, voters } => {
+            b.push(CREATE);
+            put_u64(&mut b, *group);
+            put_u32(&mut b, voters.len() as u32);
+            for v in voters {
+                put_u64(&mut b, *v);
+            }
+        }
+        Write::Entries { group, entries } => {
+            b.push(ENTRIES);
+            put_u64(&mut b, *group);
+            put_u32(&mut b, entries.len() as u32);
+            for e in entries {
+                b.push(e.get_entry_type() as u8);
+                put_u64(&mut b, e.term);
+                put_u64(&mut b, e.index);
+                put_u32(&mut b, e.context.len() as u32);
+                b.extend_from_slice(&e.context);
+                put_u32(&mut b, e.data.len() as u32);
+                b.extend_from_slice(&e.data);
+            }
+        }
+        Write::HardState { group, hard_state } => {
+            b.push(HARD_STATE);
+            put_u64(&mut b, *group);
+            put_u64(&mut b, hard_state.term);
+            put_u64(&mut b, hard_state.vote);
+            put_u64(&mut b, hard_state.commit);
+        }
+    }
+    b
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Some(h)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+    }
+}
+
+fn decode(payload: &[u8]) -> Option<Write> {
+    let mut c = Cursor(payload);
+    let w = match c.u8()? {
+        CREATE => {
+            let group = c.u64()?;
+            let n = c.u32()?;
+            let voters = (0..n).map(|_| c.u64()).collect::<Option<Vec<_>>>()?;
+            Write::Create { group, voters }
+        }
+        ENTRIES => {
+            let group = c.u64()?;
+            let n = c.u32()?;
+            let mut entries = Vec::new();
+            for _ in 0..n {
+                let mut e = Entry::default();
+                e.set_entry_type(match c.u8()? {
+                    0 => EntryType::EntryNormal,
+                    1 => EntryType::EntryConfChange,
+                    2 => EntryType::EntryConfChangeV2,
+                    _ => return None,
+                });
+                e.term = c.u64()?;
+                e.index = c.u64()?;
+                let n = c.u32()? as usize;
+                e.context = Bytes::copy_from_slice(c.take(n)?);
+                let n = c.u32()? as usize;
+                e.data = Bytes::copy_from_slice(c.take(n)?);
+                entries.push(e);
+            }
+            Write::Entries { group, entries }
+        }
+        HARD_STATE => {
+            let group = c.u64()?;
+            let hard_state = HardState {
+                term: c.u64()?,
+                vote: c.u64()?,
+                commit: c.u64()?,
+                ..Default::default()
+            };
+            Write::HardState { group, hard_state }
+        }
+        _ => return None,
+    };
+    c.0.is_empty().then_some(w)
+}
+
+impl Disk {
+    /// Appends the writes (not synced).
+    pub fn write(&mut self, writes: &[Write]) {
+        for w in writes {
+            let payload = encode(w);
+            put_u32(&mut self.bytes, payload.len() as u32);
+            put_u32(&mut self.bytes, crc32c::crc32c(&payload));
+            self.bytes.extend_from_slice(&payload);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// An fsync that started when the file was `len` bytes long has completed.
+    pub fn sync_to(&mut self, len: usize) {
+        self.synced = self.synced.max(len.min(self.bytes.len()));
+    }
+
+    /// Power loss: the synced part survives; of the unsynced tail a random byte prefix does
+    /// (nothing, all, or a cut inside a record), sometimes with a garbled byte in it.
+    pub fn crash(&mut self, rng: &mut Rng) {
+        let unsynced = (self.bytes.len() - self.synced) as u64;
+        let keep = match rng.below(3) {
+            0 => 0,
+            1 => unsynced,
+            _ => rng.range(0, unsynced),
+        } as usize;
+        self.bytes.truncate(self.synced + keep);
+        if keep > 0 && rng.chance(1, 4) {
+            let at = self.synced + rng.below(keep as u64) as usize;
+            self.bytes[at] ^= 1 << rng.below(8);
+        }
+    }
+
+    /// Reads the valid records (stopping at the first torn or garbled one) back into the
+    /// replicas' logs.
+    fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, ReplicaLog>, usize) {
+        let mut logs = BTreeMap::new();
+        let mut at = 0;
+        loop {
+            let mut c = Cursor(&bytes[at..]);
+            let (Some(len), Some(crc)) = (c.u32(), c.u32()) else {
+                break;
+            };
+            let Some(payload) = c.take(len as usize) else {
+                break;
+            };
+            if crc32c::crc32c(payload) != crc {
+                break;
+            }
+            let Some(w) = decode(payload) else { break };
+            match w {
+                Write::Create { group, voters } => {
+                    logs.insert(group, ReplicaLog::new(&voters));
+                }
+                Write::Entries { group, entries } => {
+                    logs.get_mut(&group)
+                        .expect("entries of a created group")
+                        .append(&entries);
+                }
+                Write::HardState { group, hard_state } => {
+                    logs.get_mut(&group)
+                        .expect("hard state of a created group")
+                        .set_hard_state(hard_state);
+                }
+            }
+            at += 8 + len as usize;
+        }
+        (logs, at)
+    }
+
+    /// Restart: recovers the logs, cuts the file after the last valid record and syncs it
+    /// (a real driver must sync what it recovered before acting on it: a page-cache copy that
+    /// survived a process kill is not yet durable).
+    pub fn recover(&mut self) -> BTreeMap<GroupId, ReplicaLog> {
+        let (logs, valid) = Self::replay(&self.bytes);
+        self.bytes.truncate(valid);
+        self.synced = valid;
+        logs
+    }
+
+    /// What a power loss now would certainly leave: the synced records only.
+    pub fn synced_logs(&self) -> BTreeMap<GroupId, ReplicaLog> {
+        Self::replay(&self.bytes[..self.synced]).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &'static [u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: Bytes::from_static(data),
+            context: crate::log::records_context(1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn writes_round_trip_and_a_torn_tail_is_cut() {
+        let mut d = Disk::default();
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 1,
+            ..Default::default()
+        };
+        d.write(&[
+            Write::Create {
+                group: 4,
+                voters: vec![1, 2, 3],
+            },
+            Write::Entries {
+                group: 4,
+                entries: vec![entry(1, 1, b"a"), entry(2, 1, b"b")],
+            },
+            Write::HardState {
+                group: 4,
+                hard_state: hs.clone(),
+            },
+        ]);
+        d.sync_to(d.len());
+        d.write(&[Write::Entries {
+            group: 4,
+            entries: vec![entry(2, 2, b"c")],
+        }]);
+        let full = d.clone().recover();
+        assert_eq!(full[&4].entry(2).unwrap().data, Bytes::from_static(b"c"));
+        // Tear the last record anywhere: recovery falls back to the synced state.
+        let synced_len = d.synced;
+        for cut in synced_len..d.len() {
+            let mut torn = d.clone();
+            torn.bytes.truncate(cut);
+            let logs = torn.recover();
+            assert_eq!(logs[&4].entry(2).unwrap().data, Bytes::from_static(b"b"));
+            assert_eq!(logs[&4].hard_state(), &hs);
+            assert_eq!(torn.len(), synced_len);
+        }
+        let mut garbled = d.clone();
+        garbled.bytes[synced_len + 9] ^= 4;
+        assert_eq!(garbled.recover()[&4].last_index(), 2);
+        assert_eq!(garbled.len(), synced_len);
+    }
+}

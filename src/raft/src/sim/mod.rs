@@ -1,0 +1,669 @@
+//! Deterministic simulation of a cluster of group managers: one seeded RNG, virtual time, a
+//! network that drops, delays, reorders, duplicates and partitions envelopes, disks that lose
+//! unsynced writes and tear their tail on crash, crash/restart, and a client proposing
+//! batches. The checkers (`check.rs`) run after every event; a seed replays exactly.
+
+mod check;
+mod disk;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::effect::{Effect, Envelope, GroupId, NodeId, ProposalToken, Role};
+use crate::log::OffsetSpan;
+use crate::manager::{Batch, Config, GroupManager};
+use crate::rng::Rng;
+use check::{Acked, Checker};
+use disk::Disk;
+
+/// Deliberate bugs that the checkers must catch (the test proving they fire uses them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The client is answered when the leader appends the batch, not when it commits.
+    AckOnAppend,
+    /// The driver reports writes as synced as soon as it makes them, and really syncs them
+    /// only every 500 ms: commits count unsynced entries.
+    FsyncLies,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub groups: u64,
+    /// Virtual milliseconds of faults and client load, then of healed quiet for the final
+    /// convergence and durability checks.
+    pub fault_ms: u64,
+    pub settle_ms: u64,
+    pub bug: Option<Bug>,
+    pub trace: bool,
+}
+
+impl SimConfig {
+    /// The configuration a seed stands for: even seeds run 3 nodes, odd ones 5.
+    pub fn for_seed(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
+            groups: 3,
+            fault_ms: 12_000,
+            settle_ms: 12_000,
+            bug: None,
+            trace: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub events: u64,
+    pub acked: usize,
+    pub committed_entries: u64,
+    pub crashes: u64,
+    pub max_term: u64,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Tick {
+        node: NodeId,
+        inc: u64,
+    },
+    Deliver(Envelope),
+    FsyncDone {
+        node: NodeId,
+        inc: u64,
+        seq: u64,
+        len: usize,
+    },
+    LazySync {
+        node: NodeId,
+        inc: u64,
+    },
+    Restart(NodeId),
+    Nemesis,
+    Client,
+    EndFaults,
+}
+
+struct Node {
+    id: NodeId,
+    mgr: Option<GroupManager>,
+    disk: Disk,
+    /// Incarnation: events scheduled by an earlier life of the node are ignored.
+    inc: u64,
+    fsync_busy: bool,
+    /// Last persist seq written, and the last one a started fsync covers.
+    written_seq: u64,
+    fsync_seq: u64,
+}
+
+struct Net {
+    cut: BTreeSet<(NodeId, NodeId)>,
+    drop_pct: u64,
+    dup_pct: u64,
+    max_delay_ms: u64,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    next_ev: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    nodes: Vec<Node>,
+    net: Net,
+    faults: bool,
+    checker: Checker,
+    next_token: u64,
+    /// Proposals the client is waiting on: token -> (group, payload).
+    waiting: BTreeMap<u64, (GroupId, Bytes)>,
+    acked: Vec<Acked>,
+    report: Report,
+}
+
+macro_rules! trace {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.cfg.trace {
+            eprintln!("[{:>6} ms] {}", $sim.now, format!($($arg)*));
+        }
+    };
+}
+
+/// Runs one simulation; `Err` describes the first invariant broken.
+pub fn run(cfg: SimConfig) -> Result<Report, String> {
+    let mut sim = Sim::new(cfg);
+    sim.run().map(|()| sim.report)
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let nodes = (1..=cfg.nodes)
+            .map(|id| Node {
+                id,
+                mgr: None,
+                disk: Disk::default(),
+                inc: 0,
+                fsync_busy: false,
+                written_seq: 0,
+                fsync_seq: 0,
+            })
+            .collect();
+        Sim {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            now: 0,
+            next_ev: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            net: Net {
+                cut: BTreeSet::new(),
+                drop_pct: 0,
+                dup_pct: 0,
+                max_delay_ms: 10,
+            },
+            faults: true,
+            checker: Checker::default(),
+            next_token: 0,
+            waiting: BTreeMap::new(),
+            acked: Vec::new(),
+            report: Report::default(),
+        }
+    }
+
+    fn at(&mut self, delay_ms: u64, ev: Ev) {
+        self.next_ev += 1;
+        self.queue.insert((self.now + delay_ms, self.next_ev), ev);
+    }
+
+    fn quorum(&self) -> usize {
+        self.cfg.nodes as usize / 2 + 1
+    }
+
+    fn mgr_config(&self, node: NodeId, inc: u64) -> Config {
+        Config {
+            node_id: node,
+            seed: self.cfg.seed ^ (inc << 32),
+            ..Default::default()
+        }
+    }
+
+    fn idx(node: NodeId) -> usize {
+        node as usize - 1
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let voters: Vec<NodeId> = (1..=self.cfg.nodes).collect();
+        for n in 0..self.nodes.len() {
+            let id = self.nodes[n].id;
+            let mut mgr = GroupManager::new(self.mgr_config(id, 0));
+            for g in 0..self.cfg.groups {
+                let fx = mgr.create_group(g, &voters).expect("create");
+                for e in fx {
+                    if let Effect::Persist { writes, seq } = e {
+                        self.nodes[n].disk.write(&writes);
+                        self.nodes[n].written_seq = seq;
+                    }
+                }
+            }
+            // Replicas are created synced (the controller would wait for that).
+            let len = self.nodes[n].disk.len();
+            self.nodes[n].disk.sync_to(len);
+            let seq = self.nodes[n].written_seq;
+            assert!(mgr.persisted(seq).is_empty());
+            self.nodes[n].mgr = Some(mgr);
+            let jitter = self.rng.below(10);
+            self.at(jitter, Ev::Tick { node: id, inc: 0 });
+            if self.cfg.bug == Some(Bug::FsyncLies) {
+                self.at(500, Ev::LazySync { node: id, inc: 0 });
+            }
+        }
+        self.at(500, Ev::Nemesis);
+        self.at(1, Ev::Client);
+        self.at(self.cfg.fault_ms, Ev::EndFaults);
+        let end = self.cfg.fault_ms + self.cfg.settle_ms;
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            if t > end {
+                break;
+            }
+            self.now = t;
+            self.report.events += 1;
+            self.event(ev)?;
+            for n in &self.nodes {
+                if let Some(mgr) = &n.mgr {
+                    self.checker.check(n.id, mgr)?;
+                }
+            }
+        }
+        self.final_checks()
+    }
+
+    fn event(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Tick { node, inc } => {
+                let n = &mut self.nodes[Self::idx(node)];
+                if n.inc != inc || n.mgr.is_none() {
+                    return Ok(());
+                }
+                let fx = n.mgr.as_mut().expect("alive").tick(self.now);
+                self.effects(node, fx);
+                // Ticks arrive every 10 ms give or take, so nodes' clocks drift a little.
+                let next = self.rng.range(7, 13);
+                self.at(next, Ev::Tick { node, inc });
+            }
+            Ev::Deliver(env) => {
+                let (from, to) = (env.from, env.to);
+                if self.net.cut.contains(&(from, to)) {
+                    return Ok(());
+                }
+                let n = &mut self.nodes[Self::idx(to)];
+                if let Some(mgr) = n.mgr.as_mut() {
+                    trace!(
+                        self,
+                        "deliver {from}->{to} {} hb {} msgs",
+                        env.heartbeats.len(),
+                        env.messages.len()
+                    );
+                    let fx = mgr.step(env);
+                    self.effects(to, fx);
+                }
+            }
+            Ev::FsyncDone {
+                node,
+                inc,
+                seq,
+                len,
+            } => {
+                let n = &mut self.nodes[Self::idx(node)];
+                if n.inc != inc || n.mgr.is_none() {
+                    return Ok(());
+                }
+                n.disk.sync_to(len);
+                n.fsync_busy = false;
+                let fx = n.mgr.as_mut().expect("alive").persisted(seq);
+                self.effects(node, fx);
+                self.start_fsync(node);
+            }
+            Ev::LazySync { node, inc } => {
+                let n = &mut self.nodes[Self::idx(node)];
+                if n.inc == inc && n.mgr.is_some() {
+                    let len = n.disk.len();
+                    n.disk.sync_to(len);
+                    self.at(500, Ev::LazySync { node, inc });
+                }
+            }
+            Ev::Restart(node) => self.restart(node),
+            Ev::Nemesis => {
+                if self.faults {
+                    self.nemesis();
+                    // Every acknowledged batch must survive a power loss of every node now.
+                    self.check_durable("after a fault")?;
+                    let next = self.rng.range(200, 2_000);
+                    self.at(next, Ev::Nemesis);
+                }
+            }
+            Ev::Client => {
+                if self.faults {
+                    self.client();
+                    let next = self.rng.range(2, 25);
+                    self.at(next, Ev::Client);
+                }
+            }
+            Ev::EndFaults => {
+                trace!(self, "end of faults: heal, restart every node");
+                self.faults = false;
+                self.check_durable("at the end of the faults")?;
+                self.net = Net {
+                    cut: BTreeSet::new(),
+                    drop_pct: 0,
+                    dup_pct: 0,
+                    max_delay_ms: 5,
+                };
+                for node in 1..=self.cfg.nodes {
+                    if self.nodes[Self::idx(node)].mgr.is_none() {
+                        self.restart(node);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn effects(&mut self, node: NodeId, fx: Vec<Effect>) {
+        let mut work: std::collections::VecDeque<Effect> = fx.into();
+        while let Some(e) = work.pop_front() {
+            match e {
+                Effect::Send(env) => self.send(env),
+                Effect::Persist { seq, writes } => {
+                    let n = &mut self.nodes[Self::idx(node)];
+                    n.disk.write(&writes);
+                    n.written_seq = seq;
+                    if self.cfg.bug == Some(Bug::FsyncLies) {
+                        work.extend(n.mgr.as_mut().expect("alive").persisted(seq));
+                    } else {
+                        self.start_fsync(node);
+                    }
+                }
+                Effect::Proposed {
+                    group, token, span, ..
+                } => {
+                    trace!(
+                        self,
+                        "node {node} group {group}: proposed {token:?} at {span:?}"
+                    );
+                    if self.cfg.bug == Some(Bug::AckOnAppend) {
+                        self.ack(token, group, span);
+                    }
+                }
+                Effect::Committed { group, token, span } => {
+                    if self.cfg.bug != Some(Bug::AckOnAppend) {
+                        self.ack(token, group, span);
+                    }
+                }
+                Effect::Failed { token, .. } => {
+                    self.waiting.remove(&token.0);
+                }
+                Effect::Role {
+                    group,
+                    role,
+                    term,
+                    leader,
+                } => {
+                    trace!(
+                        self,
+                        "node {node} group {group}: {role:?} term {term} leader {leader:?}"
+                    );
+                }
+                Effect::HighWatermark { .. } => {}
+            }
+        }
+    }
+
+    fn ack(&mut self, token: ProposalToken, group: GroupId, span: OffsetSpan) {
+        if let Some((g, payload)) = self.waiting.remove(&token.0) {
+            assert_eq!(g, group, "ack for another group");
+            trace!(self, "group {group}: acked {token:?} at {span:?}");
+            self.acked.push(Acked {
+                group,
+                span,
+                payload,
+            });
+        }
+    }
+
+    fn start_fsync(&mut self, node: NodeId) {
+        let n = &mut self.nodes[Self::idx(node)];
+        if n.fsync_busy || n.mgr.is_none() {
+            return;
+        }
+        let (inc, seq, len) = (n.inc, n.written_seq, n.disk.len());
+        if seq <= n.fsync_seq {
+            return;
+        }
+        n.fsync_busy = true;
+        n.fsync_seq = seq;
+        let d = self.rng.range(1, 8);
+        self.at(
+            d,
+            Ev::FsyncDone {
+                node,
+                inc,
+                seq,
+                len,
+            },
+        );
+    }
+
+    fn send(&mut self, env: Envelope) {
+        let (from, to) = (env.from, env.to);
+        if self.net.cut.contains(&(from, to)) || self.rng.below(100) < self.net.drop_pct {
+            return;
+        }
+        let copies = if self.rng.below(100) < self.net.dup_pct {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            // Mostly short delays, sometimes a long one: reordering comes from both.
+            let d = if self.rng.chance(1, 20) {
+                self.rng.range(1, 10 * self.net.max_delay_ms)
+            } else {
+                self.rng.range(1, self.net.max_delay_ms)
+            };
+            self.at(d, Ev::Deliver(env.clone()));
+        }
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        let n = &mut self.nodes[Self::idx(node)];
+        if n.mgr.take().is_none() {
+            return;
+        }
+        trace!(self, "crash node {node}");
+        self.report.crashes += 1;
+        let n = &mut self.nodes[Self::idx(node)];
+        n.disk.crash(&mut self.rng);
+        n.inc += 1;
+        n.fsync_busy = false;
+        n.written_seq = 0;
+        n.fsync_seq = 0;
+        let back = self.rng.range(100, 3_000);
+        self.at(back, Ev::Restart(node));
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let i = Self::idx(node);
+        if self.nodes[i].mgr.is_some() {
+            return;
+        }
+        let inc = self.nodes[i].inc;
+        let logs = self.nodes[i].disk.recover();
+        trace!(self, "restart node {node}");
+        let mgr = GroupManager::recover(self.mgr_config(node, inc), logs).expect("recover");
+        self.nodes[i].mgr = Some(mgr);
+        self.checker.restarted(node);
+        self.at(1, Ev::Tick { node, inc });
+        if self.cfg.bug == Some(Bug::FsyncLies) {
+            self.at(500, Ev::LazySync { node, inc });
+        }
+    }
+
+    fn alive(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.mgr.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn cut_between(&mut self, a: &[NodeId], b: &[NodeId]) {
+        for &x in a {
+            for &y in b {
+                self.net.cut.insert((x, y));
+                self.net.cut.insert((y, x));
+            }
+        }
+    }
+
+    fn nemesis(&mut self) {
+        let n = self.cfg.nodes;
+        let all: Vec<NodeId> = (1..=n).collect();
+        match self.rng.below(10) {
+            0 | 1 => {
+                let alive = self.alive();
+                if !alive.is_empty() {
+                    let v = alive[self.rng.below(alive.len() as u64) as usize];
+                    self.crash(v);
+                }
+            }
+            2 => {
+                // Power loss of a majority at once: their unsynced tails go together.
+                trace!(self, "nemesis: crash a majority");
+                let mut pick = all.clone();
+                for _ in 0..self.quorum() {
+                    let j = self.rng.below(pick.len() as u64) as usize;
+                    let v = pick.swap_remove(j);
+                    self.crash(v);
+                }
+            }
+            3 => {
+                let v = self.rng.range(1, n);
+                trace!(self, "nemesis: isolate {v}");
+                let others: Vec<NodeId> = all.iter().copied().filter(|&x| x != v).collect();
+                self.cut_between(&[v], &others);
+            }
+            4 => {
+                let (a, b): (Vec<NodeId>, Vec<NodeId>) =
+                    all.iter().partition(|_| self.rng.chance(1, 2));
+                trace!(self, "nemesis: split {a:?} | {b:?}");
+                self.cut_between(&a, &b);
+            }
+            5 => {
+                let (x, y) = (self.rng.range(1, n), self.rng.range(1, n));
+                if x != y {
+                    trace!(self, "nemesis: one-way cut {x}->{y}");
+                    self.net.cut.insert((x, y));
+                }
+            }
+            6 => {
+                // A bridge: the first node hears everyone, the other two halves only it.
+                let bridge = self.rng.range(1, n);
+                let rest: Vec<NodeId> = all.iter().copied().filter(|&x| x != bridge).collect();
+                let (a, b) = rest.split_at(rest.len() / 2);
+                trace!(self, "nemesis: bridge {bridge} between {a:?} and {b:?}");
+                self.cut_between(a, b);
+            }
+            7 => {
+                self.net.drop_pct = self.rng.range(0, 20);
+                self.net.dup_pct = self.rng.range(0, 10);
+                self.net.max_delay_ms = self.rng.range(2, 100);
+                trace!(
+                    self,
+                    "nemesis: drop {}% dup {}% delay <= {} ms",
+                    self.net.drop_pct,
+                    self.net.dup_pct,
+                    self.net.max_delay_ms
+                );
+            }
+            _ => {
+                trace!(self, "nemesis: heal");
+                self.net.cut.clear();
+            }
+        }
+    }
+
+    fn client(&mut self) {
+        let g = self.rng.below(self.cfg.groups);
+        let alive = self.alive();
+        if alive.is_empty() {
+            return;
+        }
+        // Mostly to a node that thinks it leads (as a client with fresh metadata would),
+        // sometimes to anyone (stale metadata).
+        let leaders: Vec<NodeId> = alive
+            .iter()
+            .copied()
+            .filter(|&v| {
+                self.nodes[Self::idx(v)]
+                    .mgr
+                    .as_ref()
+                    .and_then(|m| m.status(g))
+                    .is_some_and(|s| s.role == Role::Leader)
+            })
+            .collect();
+        let pool = if !leaders.is_empty() && self.rng.chance(9, 10) {
+            leaders
+        } else {
+            alive
+        };
+        let node = pool[self.rng.below(pool.len() as u64) as usize];
+        self.next_token += 1;
+        let token = self.next_token;
+        let mut payload = token.to_be_bytes().to_vec();
+        let filler = self.rng.below(32) as usize;
+        payload.extend((0..filler).map(|i| (token as usize + i) as u8));
+        let payload = Bytes::from(payload);
+        let records = self.rng.range(1, 5) as u32;
+        self.waiting.insert(token, (g, payload.clone()));
+        let mgr = self.nodes[Self::idx(node)].mgr.as_mut().expect("alive");
+        let fx = mgr.propose(
+            g,
+            ProposalToken(token),
+            Batch {
+                records,
+                bytes: payload,
+            },
+        );
+        self.effects(node, fx);
+    }
+
+    fn check_durable(&self, when: &str) -> Result<(), String> {
+        let disks: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.disk.synced_logs()))
+            .collect();
+        self.checker
+            .check_durable(&self.acked, &disks, self.quorum())
+            .map_err(|e| format!("{when}: {e}"))
+    }
+
+    /// After the healed quiet: every group has one ready leader in its latest term, every
+    /// replica caught up to the same high watermark with the same committed prefix, and
+    /// every acknowledged batch durable on a quorum.
+    fn final_checks(&mut self) -> Result<(), String> {
+        let mut total = 0;
+        for g in 0..self.cfg.groups {
+            let statuses: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.id,
+                        n.mgr.as_ref().expect("restarted").status(g).expect("group"),
+                    )
+                })
+                .collect();
+            let leaders: Vec<_> = statuses
+                .iter()
+                .filter(|(_, s)| s.role == Role::Leader && s.ready)
+                .collect();
+            let [(leader, ls)] = leaders[..] else {
+                return Err(format!(
+                    "after healing, group {g} has no single ready leader: {statuses:?}"
+                ));
+            };
+            for (n, s) in &statuses {
+                if s.hw_index != ls.commit_index || s.leader != Some(*leader) {
+                    return Err(format!(
+                        "after healing, group {g}: node {n} at {s:?}, leader {leader} at {ls:?}"
+                    ));
+                }
+                let log = self.nodes[Self::idx(*n)]
+                    .mgr
+                    .as_ref()
+                    .expect("alive")
+                    .log(g)
+                    .expect("group");
+                self.checker.check_full_prefix(*n, g, log, s.hw_index)?;
+            }
+            if ls.commit_index != self.checker.committed_len(g) {
+                return Err(format!(
+                    "group {g}: final commit {} but {} entries were seen committed",
+                    ls.commit_index,
+                    self.checker.committed_len(g)
+                ));
+            }
+            total += ls.commit_index;
+            self.report.max_term = self.report.max_term.max(self.checker.max_term(g));
+        }
+        self.check_durable("after healing")?;
+        self.report.acked = self.acked.len();
+        self.report.committed_entries = total;
+        Ok(())
+    }
+}
