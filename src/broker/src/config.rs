@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     pub connections_max_idle: Duration,
     /// `max.connections.per.ip`: connections one client IP may hold over all shards.
     pub max_connections_per_ip: u32,
+    /// `queued.max.request.bytes`, per shard: bytes of requests in flight before the shard
+    /// stops reading its sockets (`usize::MAX`: unbounded). See [`crate::request_memory`].
+    pub queued_max_request_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -76,6 +79,7 @@ impl Default for BrokerConfig {
             stats_interval: None,
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
+            queued_max_request_bytes: crate::request_memory::QUEUED_MAX_REQUEST_BYTES_DEFAULT,
         }
     }
 }

@@ -32,7 +32,11 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// this size) costs little memory and a busy one reads in large chunks.
 const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
 /// Largest read made straight into the buffer of a frame still missing at least
-/// `READ_CHUNK_BYTES` (no copy; only the bytes asked for are zeroed first).
+/// `READ_CHUNK_BYTES` (no copy; only the bytes asked for are zeroed first). A direct read
+/// asks for at most twice what the previous read brought: its bytes are taken from the
+/// shard's request budget (and zeroed) before the client sent them, so a client that
+/// declares a large frame and then trickles is read through the scratch buffer instead and
+/// holds only what it sent.
 const READ_DIRECT_BYTES_MAX: usize = 1024 * 1024;
 
 /// What a request produced.
@@ -117,8 +121,12 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
     .detach();
 
     let mut decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+    // Every byte in `buf` is counted in `memory` (the shard's request budget): it is taken
+    // before it enters `buf`, and moves to the request's permit when its frame is complete.
+    let memory = shard.request_memory.connection();
     let mut buf = BytesMut::new();
     let mut scratch = vec![0u8; READ_CHUNK_BYTES_MIN];
+    let mut last_read = 0usize;
     'read: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -127,11 +135,22 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                     if shard.draining() {
                         break 'read;
                     }
+                    let permit = memory.take_request(FRAME_SIZE_PREFIX_LEN + frame.len());
+                    if frame.len() >= READ_CHUNK_BYTES {
+                        // The rest of `buf` shares the large frame's allocation: move it to
+                        // its own, or every later request read into that spare room would
+                        // keep the large one alive for as long as it lives (the batch cache
+                        // keeps slices of produce requests).
+                        buf = BytesMut::from(&buf[..]);
+                    }
                     let shard = shard.clone();
                     let peer = peer.clone();
                     let timed = timed(&frame);
                     let handle = glommio::spawn_local(async move {
                         let outcome = run(&shard, frame, false, &peer).await;
+                        // The handler is done with the request's bytes (a produce's records
+                        // live on in the log's buffer and the batch cache, which count them).
+                        drop(permit);
                         if let Some((Stage::ProduceRequest, t)) = timed {
                             stats::record(Stage::ProduceHandled, t.elapsed());
                         }
@@ -150,21 +169,34 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                 }
             }
         }
+        debug_assert_eq!(memory.held(), buf.len());
         let filled = buf.len();
-        let missing = decoder
+        let direct = decoder
             .pending_frame_len()
-            .map(|len| (FRAME_SIZE_PREFIX_LEN + len).saturating_sub(filled))
-            .filter(|&missing| missing >= READ_CHUNK_BYTES);
-        let read = match missing {
-            Some(missing) => {
-                buf.resize(filled + missing.min(READ_DIRECT_BYTES_MAX), 0);
+            .map(|len| {
+                (FRAME_SIZE_PREFIX_LEN + len)
+                    .saturating_sub(filled)
+                    .min(READ_DIRECT_BYTES_MAX)
+                    .min(2 * last_read)
+            })
+            .filter(|&want| want >= READ_CHUNK_BYTES);
+        let read = match direct {
+            Some(want) => {
+                // Waiting here stops reading this socket: back-pressure.
+                memory.acquire(want).await;
+                buf.resize(filled + want, 0);
                 let read = reader.read(&mut buf[filled..]).await;
-                buf.truncate(filled + read.as_ref().map_or(0, |n| *n));
+                let n = read.as_ref().map_or(0, |n| *n);
+                buf.truncate(filled + n);
+                memory.release(want - n);
                 read
             }
             None => {
                 let read = reader.read(&mut scratch).await;
                 if let Ok(n) = read {
+                    // The bytes wait in the scratch buffer (this connection's own memory)
+                    // until the budget has room for them; meanwhile nothing more is read.
+                    memory.acquire(n).await;
                     buf.extend_from_slice(&scratch[..n]);
                     let size = scratch.len();
                     if n == size && size < READ_CHUNK_BYTES {
@@ -176,8 +208,9 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                 read
             }
         };
-        if matches!(read, Ok(0) | Err(_)) {
-            break;
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => last_read = n,
         }
         activity.read();
     }
@@ -318,7 +351,7 @@ pub async fn run(
         )
         .await;
     }
-    handlers::dispatch(shard, request).await
+    handlers::dispatch(shard, request, raw.len()).await
 }
 
 /// Runs a request on another shard (controller work, group coordinators).

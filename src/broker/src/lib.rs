@@ -11,6 +11,8 @@
 //! - SIGTERM/SIGINT: every shard stops accepting and reading requests and answers those in
 //!   flight; only when all shards have, are logs flushed, fsynced and closed (a closed log
 //!   refuses appends), all within [`config::SHUTDOWN_TIMEOUT`].
+//! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
+//!   budget, connections stop reading (back-pressure), they never fail.
 
 pub mod config;
 pub mod conn;
@@ -26,6 +28,7 @@ pub mod panic_policy;
 pub mod partition_dirs;
 pub mod produce_rules;
 pub mod producer_ids;
+pub mod request_memory;
 pub mod shard;
 pub mod stats;
 pub mod topic_config;

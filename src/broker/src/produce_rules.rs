@@ -8,6 +8,11 @@
 //! producer ids with valid sequences, transactional batches with a producer id, timestamps
 //! within `message.timestamp.before.max.ms` / `after.max.ms` of the broker's clock, KIP-937).
 //!
+//! The topic settings the rules need ([`TopicRules`]) come from [`topic_config::effective`],
+//! the one source of Kafka's defaults, and are derived once per topic whenever the topic
+//! table changes (kept beside each topic in [`crate::topics::TopicTable`]): checking a
+//! produce parses no config, and allocates nothing unless it refuses a batch.
+//!
 //! Invariant: a produce that fails any rule appends nothing, on any partition batch of it; a
 //! produce that passes is one batch whose framing is sound, so the storage append sees
 //! exactly one batch (the storage still checks the CRC, once, where the bytes are stored).
@@ -24,11 +29,8 @@ use sluice_codec::batch::{
 };
 
 use crate::kerr;
+use crate::topic_config;
 
-/// Kafka's default for `message.timestamp.before.max.ms`: no limit on old timestamps.
-pub const TIMESTAMP_BEFORE_MAX_MS_DEFAULT: i64 = i64::MAX;
-/// Kafka 4's default for `message.timestamp.after.max.ms`: one hour into the future.
-pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
 /// The client id of Kafka's own admin tooling, which may write internal topics.
 pub const ADMIN_CLIENT_ID: &str = "__admin_client";
 
@@ -44,37 +46,35 @@ pub struct TopicRules {
 
 impl TopicRules {
     /// From a topic's overrides, then the broker's `log.`-prefixed settings, then Kafka's
-    /// defaults. Values that do not parse fall back to the default (config validation keeps
-    /// them out in the first place).
+    /// defaults, all as [`topic_config::effective`] reads them (the one source of the
+    /// defaults). Built once per topic when the topic table changes
+    /// ([`crate::topics::TopicTable`]), never per request. A value that does not parse falls
+    /// back to the default (config validation keeps such values out in the first place).
     pub fn from_configs(
         internal: bool,
         overrides: &BTreeMap<String, String>,
         broker: &BTreeMap<String, String>,
     ) -> TopicRules {
-        // Values are compared trimmed, as Kafka's config parser (and `topic_config`) reads them.
+        // Values are read trimmed, as Kafka's config parser (and `topic_config`) reads them.
         let get = |name: &str| {
-            overrides
-                .get(name)
-                .or_else(|| broker.get(&format!("log.{name}")))
-                .map(|v| v.trim())
+            let key = topic_config::topic_config_key(name).expect("a known topic config");
+            (
+                topic_config::effective(overrides, broker, key).0.trim(),
+                key.default,
+            )
         };
-        let millis = |name: &str, default: i64| {
-            get(name)
-                .and_then(|v| v.parse::<i64>().ok())
-                .filter(|v| *v >= 0)
-                .unwrap_or(default)
+        let millis = |name: &str| {
+            let (value, default) = get(name);
+            let parse = |v: &str| v.parse::<i64>().ok().filter(|v| *v >= 0);
+            parse(value)
+                .or_else(|| parse(default))
+                .expect("the default of a millisecond config parses")
         };
         TopicRules {
             internal,
-            log_append_time: get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
-            timestamp_before_max_ms: millis(
-                "message.timestamp.before.max.ms",
-                TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
-            ),
-            timestamp_after_max_ms: millis(
-                "message.timestamp.after.max.ms",
-                TIMESTAMP_AFTER_MAX_MS_DEFAULT,
-            ),
+            log_append_time: get("message.timestamp.type").0 == "LogAppendTime",
+            timestamp_before_max_ms: millis("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: millis("message.timestamp.after.max.ms"),
         }
     }
 }
@@ -361,13 +361,41 @@ mod tests {
         assert_eq!(code(9, None, &r, &txn), kerr::INVALID_RECORD, "txn, no pid");
     }
 
+    /// Kafka's defaults, read from `topic_config`: no limit on old timestamps, Kafka 4's
+    /// one hour into the future, CreateTime.
+    #[test]
+    fn defaults_come_from_topic_config() {
+        let r = rules();
+        assert_eq!(r.timestamp_before_max_ms, i64::MAX);
+        assert_eq!(r.timestamp_after_max_ms, 3_600_000);
+        assert!(!r.log_append_time && !r.internal);
+        let broker = [(
+            "log.message.timestamp.after.max.ms".to_string(),
+            " 5000 ".to_string(),
+        )]
+        .into();
+        let r = TopicRules::from_configs(false, &BTreeMap::new(), &broker);
+        assert_eq!(r.timestamp_after_max_ms, 5000, "broker value, trimmed");
+        let topic = [(
+            "message.timestamp.after.max.ms".to_string(),
+            "7000".to_string(),
+        )]
+        .into();
+        let r = TopicRules::from_configs(false, &topic, &broker);
+        assert_eq!(
+            r.timestamp_after_max_ms, 7000,
+            "the topic overrides the broker"
+        );
+    }
+
     #[test]
     fn timestamps_follow_kip_937() {
         let r = rules();
+        let after_max = r.timestamp_after_max_ms;
         let mut future = batch(1);
-        set_i64(&mut future, 35, NOW + TIMESTAMP_AFTER_MAX_MS_DEFAULT + 1);
+        set_i64(&mut future, 35, NOW + after_max + 1);
         assert_eq!(code(9, None, &r, &future), kerr::INVALID_TIMESTAMP);
-        set_i64(&mut future, 35, NOW + TIMESTAMP_AFTER_MAX_MS_DEFAULT);
+        set_i64(&mut future, 35, NOW + after_max);
         assert_eq!(code(9, None, &r, &future), 0);
 
         let mut old = batch(1);

@@ -59,6 +59,8 @@ pub struct BrokerShard {
     apply_lock: sluice_storage::notify::LocalLock,
     /// Parked fetch long-polls of this shard, and watches on the partitions it owns.
     pub watches: crate::watch::Watches,
+    /// Bytes of requests in flight on this shard's connections (`queued.max.request.bytes`).
+    pub request_memory: Rc<crate::request_memory::RequestMemory>,
 }
 
 pub fn now_ms() -> i64 {
@@ -87,6 +89,8 @@ impl BrokerShard {
             sluice_shard::table::PARTITIONS_MAX_DEFAULT,
         )
         .expect("shard count validated at start");
+        let request_memory =
+            crate::request_memory::RequestMemory::new(config.queued_max_request_bytes);
         Rc::new(BrokerShard {
             api: crate::handlers::api_table(),
             topics: RefCell::new(Rc::new(TopicTable::new(state))),
@@ -104,6 +108,7 @@ impl BrokerShard {
             group_slots: RefCell::new(Vec::new()),
             apply_lock: Default::default(),
             watches: Default::default(),
+            request_memory,
         })
     }
 

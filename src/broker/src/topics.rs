@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
+use crate::produce_rules::TopicRules;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -157,12 +158,16 @@ impl StateDelta {
     }
 }
 
-/// A shard's copy of the topic table, indexed for lookups.
+/// A shard's copy of the topic table, indexed for lookups, with each topic's produce rules
+/// derived from its configs once per change (produce parses no configs).
 #[derive(Default, Debug)]
 pub struct TopicTable {
     pub state: ClusterState,
     by_name: HashMap<String, usize>,
     by_id: HashMap<[u8; 16], usize>,
+    /// `rules[i]` belongs to `state.topics[i]`; rebuilt whenever topics or broker configs
+    /// change (every change goes through `reindex` or `insert`).
+    rules: Vec<TopicRules>,
 }
 
 impl TopicTable {
@@ -190,6 +195,25 @@ impl TopicTable {
             .enumerate()
             .map(|(i, t)| (t.id, i))
             .collect();
+        let broker = &self.state.broker_configs;
+        self.rules = self
+            .state
+            .topics
+            .iter()
+            .map(|t| TopicRules::from_configs(t.internal, &t.configs, broker))
+            .collect();
+    }
+
+    /// A topic by name with its produce rules.
+    pub fn get_with_rules(&self, name: &str) -> Option<(&TopicRecord, &TopicRules)> {
+        let &i = self.by_name.get(name)?;
+        Some((&self.state.topics[i], &self.rules[i]))
+    }
+
+    /// A topic by id with its produce rules.
+    pub fn get_by_id_with_rules(&self, id: &[u8; 16]) -> Option<(&TopicRecord, &TopicRules)> {
+        let &i = self.by_id.get(id)?;
+        Some((&self.state.topics[i], &self.rules[i]))
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicRecord> {
@@ -222,6 +246,11 @@ impl TopicTable {
         let at = self.state.topics.len();
         self.by_name.insert(topic.name.clone(), at);
         self.by_id.insert(topic.id, at);
+        self.rules.push(TopicRules::from_configs(
+            topic.internal,
+            &topic.configs,
+            &self.state.broker_configs,
+        ));
         self.state.topics.push(topic);
         self.state.version += 1;
         Ok(())
@@ -435,6 +464,49 @@ pub fn new_topic_id() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Produce rules are derived when the table changes and follow every kind of change.
+    #[test]
+    fn produce_rules_follow_the_table() {
+        let topic = |name: &str, configs: &[(&str, &str)]| TopicRecord {
+            name: name.into(),
+            id: new_topic_id(),
+            partitions: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            internal: name == "__consumer_offsets",
+        };
+        let after =
+            |t: &TopicTable, name: &str| t.get_with_rules(name).unwrap().1.timestamp_after_max_ms;
+        let state = ClusterState {
+            topics: vec![topic("a", &[("message.timestamp.after.max.ms", "5")])],
+            ..ClusterState::default()
+        };
+        let mut t = TopicTable::new(state);
+        assert_eq!(after(&t, "a"), 5, "built with the table");
+        t.insert(topic("b", &[])).unwrap();
+        assert_eq!(after(&t, "b"), 3_600_000, "inserted");
+        let id = t.get("b").unwrap().id;
+        assert_eq!(t.get_by_id_with_rules(&id).unwrap().0.name, "b");
+        t.insert(topic("__consumer_offsets", &[])).unwrap();
+        assert!(t.get_with_rules("__consumer_offsets").unwrap().1.internal);
+        t.update("a", |r| {
+            r.configs
+                .insert("message.timestamp.after.max.ms".into(), "6".into());
+        });
+        assert_eq!(after(&t, "a"), 6, "a topic override changed");
+        t.update_state(|s| {
+            s.broker_configs
+                .insert("log.message.timestamp.after.max.ms".into(), "9".into());
+        });
+        assert_eq!(after(&t, "b"), 9, "a broker default changed");
+        assert_eq!(after(&t, "a"), 6, "the topic's own value still wins");
+        t.remove("a");
+        assert!(t.get_with_rules("a").is_none());
+        assert_eq!(after(&t, "b"), 9, "indexes and rules stay aligned");
+    }
 
     #[test]
     fn a_delta_turns_the_old_state_into_the_new() {

@@ -27,9 +27,9 @@ pub const RESPONSE_SIZE_MAX: usize = i32::MAX as usize;
 /// after each read. A complete frame is split off the front of that buffer without copying
 /// (`BytesMut::split_to` + `freeze`), so the only copy of request bytes is the socket read.
 ///
-/// Once a size prefix has been validated the decoder reserves room for the whole frame in
-/// one step, so the following reads land in a single allocation and never trigger a
-/// grow-and-copy. Nothing is reserved for a prefix that fails the limit check.
+/// The decoder never reserves memory for the size a prefix declares: the buffer grows only
+/// as bytes really arrive (the caller decides how much to read, and accounts for it), so a
+/// client that declares a 100 MiB frame and sends nothing more costs nothing.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     request_size_max: usize,
@@ -58,7 +58,7 @@ impl FrameDecoder {
     }
 
     /// Payload length of a partially received frame whose prefix has been validated, so the
-    /// broker can account for the memory it is about to hold before reading the rest.
+    /// broker can size its next read (never reserved: the buffer grows as bytes arrive).
     pub fn pending_frame_len(&self) -> Option<usize> {
         self.pending
     }
@@ -77,11 +77,6 @@ impl FrameDecoder {
                 };
                 let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
                 let len = check_frame_size(size, self.request_size_max)?;
-                // Validated: now it is safe to size the buffer for the whole frame.
-                let total = FRAME_SIZE_PREFIX_LEN + len;
-                if buf.len() < total {
-                    buf.reserve(total - buf.len());
-                }
                 self.pending = Some(len);
                 len
             }
@@ -280,14 +275,17 @@ mod tests {
     }
 
     #[test]
-    fn reserves_whole_frame_once_prefix_is_valid() {
-        let mut dec = FrameDecoder::new(1 << 20);
-        let mut buf = BytesMut::new();
-        buf.put_i32(100_000);
+    fn never_reserves_what_a_prefix_declares() {
+        let mut dec = FrameDecoder::default();
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_i32(KAFKA_SOCKET_REQUEST_MAX_BYTES as i32);
         buf.put_slice(&[1, 2, 3]);
         assert_eq!(dec.decode(&mut buf).unwrap(), None);
-        assert_eq!(dec.pending_frame_len(), Some(100_000));
-        assert!(buf.capacity() >= 100_004);
+        assert_eq!(
+            dec.pending_frame_len(),
+            Some(KAFKA_SOCKET_REQUEST_MAX_BYTES)
+        );
+        assert_eq!(buf.capacity(), 64, "nothing reserved for the declared size");
     }
 
     #[test]

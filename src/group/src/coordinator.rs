@@ -262,13 +262,20 @@ impl GroupCoordinator {
             return fail(out, code::COORDINATOR_NOT_AVAILABLE);
         }
         // Duplicate protocol names: keep the first, as Kafka's LinkedHashMap-free list would
-        // make the second unreachable anyway.
+        // make the second unreachable anyway. The metadata is copied out: a slice would keep
+        // the whole request buffer alive for as long as the member lives, while
+        // `member_metadata_max_bytes` bounds only the slice.
         let mut seen = HashSet::new();
         let protocols: Vec<(String, Bytes)> = req
             .protocols
             .iter()
             .filter(|p| seen.insert(p.name.as_str().to_owned()))
-            .map(|p| (p.name.as_str().to_owned(), p.metadata.clone()))
+            .map(|p| {
+                (
+                    p.name.as_str().to_owned(),
+                    Bytes::copy_from_slice(&p.metadata),
+                )
+            })
             .collect();
         if !c.supports_protocols(req.protocol_type.as_str(), &protocols) {
             return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
@@ -346,10 +353,16 @@ impl GroupCoordinator {
                         Response::SyncGroup(sync_response(error, c, Bytes::new())),
                     );
                 } else {
+                    // Copied out, as join metadata is: members keep their assignment.
                     let assignments = req
                         .assignments
                         .into_iter()
-                        .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
+                        .map(|a| {
+                            (
+                                a.member_id.as_str().to_owned(),
+                                Bytes::copy_from_slice(&a.assignment),
+                            )
+                        })
                         .collect();
                     let a = SyncArgs {
                         token: ctx.token,

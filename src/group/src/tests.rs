@@ -1378,3 +1378,66 @@ fn partition_placement_matches_kafka() {
     assert_eq!(partition_for("x", 0), 0);
     assert!((0..50).contains(&partition_for("some-group-ü", 50)));
 }
+
+/// Join metadata and SyncGroup assignments are copied out of the request: a member must not
+/// keep a whole (possibly 100 MiB) request buffer alive through a small slice of it.
+#[test]
+fn members_keep_copies_not_slices_of_the_request() {
+    let sub = subscription(&["t1"], &[]);
+    let mut request = BytesMut::from(&sub[..]);
+    request.put_slice(b"LF");
+    request.resize(1 << 20, 0); // the rest of a large request
+    let request = request.freeze();
+    let inside = |b: &Bytes| {
+        let range = request.as_ptr_range();
+        !b.is_empty() && range.contains(&b.as_ptr())
+    };
+    let mut h = H::new();
+    let t = h.join_full(
+        5,
+        "",
+        None,
+        "consumer",
+        &[("range", request.slice(..sub.len()))],
+    );
+    let id = h.join_resp(t).unwrap().member_id.as_str().to_owned();
+    let t = h.join_full(
+        5,
+        &id,
+        None,
+        "consumer",
+        &[("range", request.slice(..sub.len()))],
+    );
+    h.at(h.now + 3_000);
+    h.at(h.now + 3_000);
+    assert_eq!(h.join_resp(t).unwrap().generation_id, 1);
+    let ctx = h.ctx(5);
+    let mut req = SyncGroupRequest::default();
+    req.group_id = GroupId(s(G));
+    req.generation_id = 1;
+    req.member_id = s(&id);
+    req.protocol_type = Some(s("consumer"));
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = s(&id);
+    a.assignment = request.slice(sub.len()..sub.len() + 2);
+    req.assignments = vec![a];
+    let e = h.c.sync_group(ctx, req);
+    h.absorb(e);
+    assert_eq!(
+        h.sync_resp(ctx.token),
+        Some((code::NONE, Bytes::from_static(b"LF")))
+    );
+    let ctx = h.ctx(5);
+    let mut req = DescribeGroupsRequest::default();
+    req.groups = vec![GroupId(s(G))];
+    let e = h.c.describe_groups(ctx, req);
+    h.absorb(e);
+    let Some(Response::DescribeGroups(r)) = h.take(ctx.token) else {
+        panic!("no DescribeGroups answer");
+    };
+    let m = &r.groups[0].members[0];
+    assert_eq!(m.member_metadata, sub);
+    assert_eq!(m.member_assignment, Bytes::from_static(b"LF"));
+    assert!(!inside(&m.member_metadata), "metadata is a copy");
+    assert!(!inside(&m.member_assignment), "assignment is a copy");
+}

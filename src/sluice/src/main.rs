@@ -18,6 +18,7 @@ const USAGE: &str = "usage:
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
+               [--queued-max-request-bytes BYTES]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
 
@@ -87,6 +88,17 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.max_connections_per_ip = value("--max-connections-per-ip")?
                     .parse()
                     .map_err(|e| format!("--max-connections-per-ip: {e}"))?;
+            }
+            "--queued-max-request-bytes" => {
+                // Kafka's name; -1 (Kafka's default) means unbounded. Per shard here.
+                let bytes: i64 = value("--queued-max-request-bytes")?
+                    .parse()
+                    .map_err(|e| format!("--queued-max-request-bytes: {e}"))?;
+                c.queued_max_request_bytes = match bytes {
+                    -1 => usize::MAX,
+                    b if b >= 1 => usize::try_from(b).unwrap_or(usize::MAX),
+                    _ => return Err("--queued-max-request-bytes must be -1 or at least 1".into()),
+                };
             }
             other => return Err(format!("unknown flag {other}")),
         }

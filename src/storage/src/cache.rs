@@ -4,10 +4,17 @@
 //! A batch is kept either as stored (a copy of the log's bytes) or, to spare that copy on
 //! the produce path, as the producer's own bytes (a slice of the request) plus the two
 //! header fields the log rewrote, which a read patches into its output. A read copies
-//! whenever it must join batches or patch one, and shares the bytes otherwise. A shared
-//! slice keeps its whole request buffer alive, so memory can exceed the byte budget by the
-//! rest of the requests whose batches are still cached (requests are evicted together, as
-//! their batches were inserted together).
+//! whenever it must join batches or patch one, and shares the bytes otherwise.
+//!
+//! The budget counts batch bytes, but a shared slice keeps its whole request buffer alive.
+//! So the produce path shares a request only when the batches the cache may keep make up at
+//! least half of it ([`RequestSharing`]): then the cache retains at most about twice what it
+//! counts (requests are evicted together, as their batches were inserted together), plus the
+//! allocator's slack around the request. A request that is mostly something else (padding,
+//! tagged fields, batches too large to cache or refused) has its small batches copied out
+//! (`Bytes::copy_from_slice`, at most `CACHE_BATCH_BYTES_MAX` each), so a 100-byte batch can
+//! never pin a 100 MiB request. Copying always would cost a second copy of every produced
+//! byte; sharing always would let retained memory exceed the budget without bound.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,6 +52,41 @@ impl CachedBatch {
 
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+}
+
+/// Whether the batches of one produce request may be cached as slices of it (see the module
+/// header): decided once per request from its length and its batches' lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSharing {
+    share: bool,
+}
+
+impl RequestSharing {
+    /// For a request of `request_len` bytes carrying batches of `batch_lens` bytes.
+    pub fn new(request_len: usize, batch_lens: impl IntoIterator<Item = usize>) -> Self {
+        let cacheable: usize = batch_lens
+            .into_iter()
+            .filter(|&l| l <= crate::log::CACHE_BATCH_BYTES_MAX)
+            .fold(0, usize::saturating_add);
+        RequestSharing {
+            share: cacheable.saturating_mul(2) >= request_len,
+        }
+    }
+
+    /// Whether the request's batches are shared.
+    pub fn shares(&self) -> bool {
+        self.share
+    }
+
+    /// The bytes to append for `batch` (a slice of the request): itself when the request is
+    /// shared or the batch is too large to be cached, otherwise a copy of just the batch.
+    pub fn batch(&self, batch: Bytes) -> Bytes {
+        if self.share || batch.len() > crate::log::CACHE_BATCH_BYTES_MAX {
+            batch
+        } else {
+            Bytes::copy_from_slice(&batch)
+        }
     }
 }
 
@@ -170,6 +212,41 @@ mod tests {
         assert!(c.read(1, 0, 20, 1000).is_none());
         c.forget(1, 10);
         assert!(c.read(1, 10, 20, 1000).is_none());
+    }
+
+    /// A produce request with one small batch among large padding: the cache keeps a copy
+    /// of the batch, not a slice that would keep the padding alive.
+    #[test]
+    fn a_small_batch_in_a_large_request_does_not_retain_the_request() {
+        let batch = hdr::testing::batch(1, b"small", 1_000, -1, -1);
+        let mut request = vec![0u8; 1 << 20];
+        let at = request.len() - batch.len();
+        request[at..].copy_from_slice(&batch);
+        let request = Bytes::from(request);
+        let inside = |b: &Bytes| request.as_ptr_range().contains(&b.as_ptr());
+
+        let sharing = RequestSharing::new(request.len(), [batch.len()]);
+        assert!(!sharing.shares());
+        let kept = sharing.batch(request.slice(at..));
+        assert_eq!(&kept[..], &batch[..]);
+        assert!(!inside(&kept), "a copy of just the batch");
+        let mut c = BatchCache::new(1 << 20);
+        c.insert(1, 0, 0, CachedBatch::shared(kept, 0, 0));
+        let cached = &c.batches[&(1, 0)].1.bytes;
+        assert!(!inside(cached));
+        assert_eq!(c.bytes(), batch.len());
+
+        // A request that is at least half batches is shared, not copied.
+        assert!(!RequestSharing::new(2 * batch.len() + 1, [batch.len()]).shares());
+        let sharing = RequestSharing::new(2 * batch.len(), [batch.len()]);
+        assert!(sharing.shares());
+        let whole = Bytes::from(batch.clone());
+        assert_eq!(sharing.batch(whole.clone()).as_ptr(), whole.as_ptr());
+        // A batch too large to be cached is never copied here (the log copies it once).
+        let big = crate::log::CACHE_BATCH_BYTES_MAX + 1;
+        let sharing = RequestSharing::new(10 * big, [big]);
+        let large = Bytes::from(vec![0u8; big]);
+        assert_eq!(sharing.batch(large.clone()).as_ptr(), large.as_ptr());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod producer;
 pub mod std_io;
 pub mod verify;
 
-pub use cache::{BatchCache, CachedBatch};
+pub use cache::{BatchCache, CachedBatch, RequestSharing};
 pub use config::LogConfig;
 pub use error::{Result, StorageError};
 pub use log::{Appended, FlushTiming, PartitionLog, ReadOutcome};

@@ -6,6 +6,7 @@ mod admin;
 mod configs;
 mod connections;
 mod costs;
+mod memory;
 mod mesh;
 mod panics;
 mod produce;

@@ -17,6 +17,7 @@ use sluice_codec::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 use sluice_shard::ShardId;
 
@@ -135,11 +136,14 @@ fn key_of(topic: &TopicName, topic_id: uuid::Uuid, partition: i32, by_id: bool) 
 fn wanted_from_request(r: &FetchRequest, by_id: bool) -> IndexMap<Key, Wanted> {
     let mut out = IndexMap::new();
     for ft in &r.topics {
+        // A session keeps these names: a copy, once per topic, because the decoded name is a
+        // slice that would keep the whole (up to 100 MiB) request alive with it.
+        let topic = TopicName(StrBytes::from_string(ft.topic.as_str().to_owned()));
         for fp in &ft.partitions {
             out.insert(
-                key_of(&ft.topic, ft.topic_id, fp.partition, by_id),
+                key_of(&topic, ft.topic_id, fp.partition, by_id),
                 Wanted {
-                    topic: ft.topic.clone(),
+                    topic: topic.clone(),
                     topic_id: ft.topic_id,
                     partition: fp.partition,
                     fetch_offset: fp.fetch_offset,
@@ -432,4 +436,33 @@ async fn fetch_partitions(
         .await;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_codec::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+
+    /// Sessions keep copies of topic names, not slices of the request they came in.
+    #[test]
+    fn session_topic_names_do_not_keep_the_request_alive() {
+        let mut request = b"orders".to_vec();
+        request.resize(1 << 20, 0);
+        let request = Bytes::from(request);
+        let name = TopicName(StrBytes::from_utf8(request.slice(..6)).unwrap());
+        let r = FetchRequest::default().with_topics(vec![FetchTopic::default()
+            .with_topic(name)
+            .with_partitions(vec![
+                FetchPartition::default().with_partition(0),
+                FetchPartition::default().with_partition(1),
+            ])]);
+        let wanted = wanted_from_request(&r, false);
+        assert_eq!(wanted.len(), 2);
+        let range = request.as_ptr_range();
+        for ((_, key_name, _), w) in &wanted {
+            assert_eq!(w.topic.as_str(), "orders");
+            assert!(!range.contains(&w.topic.as_ptr()), "a copy of the name");
+            assert!(!range.contains(&key_name.as_ptr()), "a copy in the key too");
+        }
+    }
 }

@@ -99,12 +99,14 @@ pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
     }
 }
 
-pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request) -> Outcome {
+/// Runs one decoded request; `frame_len` is the size of the frame it came in (what a slice
+/// of it keeps alive).
+pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request, frame_len: usize) -> Outcome {
     let h = &request.header;
     match request.body {
         RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
         RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r).await),
-        RequestKind::Produce(r) => produce::handle(shard, h, r).await,
+        RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len).await,
         RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r).await),
         RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
         RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),

@@ -16,11 +16,25 @@ use super::{join_all, respond};
 use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
-use crate::produce_rules::{self, TopicRules};
+use crate::produce_rules;
 use crate::shard::BrokerShard;
 
-pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRequest) -> Outcome {
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: ProduceRequest,
+    frame_len: usize,
+) -> Outcome {
     let acks = r.acks;
+    // The batch cache may keep slices of this request only when its batches are at least half
+    // of it; otherwise they are copied out, so a small batch cannot pin a large request.
+    let sharing = sluice_storage::RequestSharing::new(
+        frame_len,
+        r.topic_data
+            .iter()
+            .flat_map(|td| td.partition_data.iter())
+            .filter_map(|pd| pd.records.as_ref().map(|b| b.len())),
+    );
     let topics = shard.topics();
     let now = crate::shard::now_ms();
     let client_id = h.client_id.as_deref();
@@ -48,10 +62,11 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
     let mut futs = Vec::new();
     let mut responses = Vec::with_capacity(r.topic_data.len());
     for td in r.topic_data {
+        // The topic with its rules, derived from its configs when the table last changed.
         let record = if h.api_version >= 13 {
-            topics.get_by_id(td.topic_id.as_bytes())
+            topics.get_by_id_with_rules(td.topic_id.as_bytes())
         } else {
-            topics.get(&td.name.0)
+            topics.get_with_rules(&td.name.0)
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
@@ -67,20 +82,15 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
                 } else {
                     kerr::UNKNOWN_TOPIC_OR_PARTITION
                 }),
-                (None, Some(t)) if pd.index < 0 || pd.index >= t.partitions => {
+                (None, Some((t, _))) if pd.index < 0 || pd.index >= t.partitions => {
                     Some(kerr::UNKNOWN_TOPIC_OR_PARTITION)
                 }
-                (None, Some(t)) => {
-                    let rules = TopicRules::from_configs(
-                        t.internal,
-                        &t.configs,
-                        &topics.state.broker_configs,
-                    );
+                (None, Some((t, rules))) => {
                     match produce_rules::check(
                         h.api_version,
                         client_id,
                         &t.name,
-                        &rules,
+                        rules,
                         pd.records.as_deref(),
                         now,
                     ) {
@@ -98,7 +108,7 @@ pub async fn handle(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, r: ProduceRe
                                 },
                             };
                             let shard = shard.clone();
-                            let records = pd.records;
+                            let records = pd.records.map(|b| sharing.batch(b));
                             slots.push((responses.len(), parts.len()));
                             futs.push(async move { shard.partition_call(req, records).await.0 });
                             None
