@@ -45,6 +45,10 @@ pub struct BrokerConfig {
     pub connections_max_idle: Duration,
     /// `max.connections.per.ip`: connections one client IP may hold over all shards.
     pub max_connections_per_ip: u32,
+    /// `producer.id.expiration.ms`: an idempotent producer's state in a partition is
+    /// forgotten this long after its last batch's timestamp (checked every
+    /// `log.retention.check.interval.ms`, and when a partition is opened).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +69,7 @@ impl Default for BrokerConfig {
             stats_interval: None,
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
+            producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }

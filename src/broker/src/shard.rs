@@ -223,6 +223,15 @@ impl BrokerShard {
                 format!("{}-{}", t.name, key.partition),
             )
             .await?;
+            // Before anyone can produce: expired producers do not come back from recovery.
+            let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                log::info!(
+                    "{}-{}: forgot {expired} expired producer(s) at open",
+                    t.name,
+                    key.partition
+                );
+            }
             let part = Rc::new(Partition {
                 topic: t.name.clone(),
                 index: key.partition,
@@ -280,7 +289,8 @@ impl BrokerShard {
         }
     }
 
-    /// Retention runs in the background queue so it never delays produce or fetch.
+    /// Retention (and producer-state expiry) runs in the background queue so it never
+    /// delays produce or fetch.
     pub fn spawn_retention(self: &Rc<Self>) {
         let me = self.clone();
         let interval = self.config.retention_check_interval;
@@ -292,6 +302,11 @@ impl BrokerShard {
                 }
                 let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
                 for p in parts {
+                    // Kafka checks producer.id.expiration.ms on its own timer
+                    // (producer.id.expiration.check.interval.ms, 10 min); here it rides on
+                    // the retention check, which runs at least as often by default.
+                    p.log
+                        .expire_producers(now_ms(), me.config.producer_id_expiration_ms);
                     if let Err(e) = p.log.enforce_retention(now_ms()).await {
                         log::warn!("retention of {}-{}: {e}", p.topic, p.index);
                     }

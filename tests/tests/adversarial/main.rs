@@ -4,6 +4,7 @@
 
 mod configs;
 mod connections;
+mod idempotence;
 mod mesh;
 mod panics;
 mod produce;
