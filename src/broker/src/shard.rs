@@ -65,6 +65,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A partition's directory under the data dir (also used by the start-up group move,
+/// `group_placement`, before any shard runs).
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
 fn storage_error_code(e: &StorageError) -> i16 {
     e.kafka_error_code()
 }
@@ -120,7 +126,7 @@ impl BrokerShard {
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{partition}"))
+        partition_dir(&self.config.data_dir, topic, partition)
     }
 
     fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
