@@ -4,6 +4,7 @@
 
 mod configs;
 mod connections;
+mod fetch_sessions;
 mod idempotence;
 mod mesh;
 mod panics;
