@@ -1437,3 +1437,117 @@ async fn raw_group_requests_get_kafka_error_codes() {
         UNKNOWN_MEMBER_ID
     );
 }
+
+// ---- upgrade: groups an older sluice placed outside Kafka's partition -----------------------
+
+/// "legacy-group-0".hashCode() is negative: sluice before Kafka's placement stored it in
+/// `__consumer_offsets-4`, Kafka's `Utils.abs(hash) % 50` says 44.
+const LEGACY_GROUP: &str = "legacy-group-0";
+const LEGACY_TOPIC: &str = "legacy-topic";
+/// What the fixture's group committed: partition → offset.
+const LEGACY_COMMITS: [(i32, i64); 2] = [(0, 7), (3, 11)];
+
+fn legacy_fixture() -> std::path::PathBuf {
+    sluice_tests::workspace_root().join("tests/fixtures/legacy-group-placement.tar.gz")
+}
+
+/// Commits `offsets` for `group` without joining it (generation -1), as admin tools do.
+async fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let mut cfg = base_config(bootstrap);
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("create committer");
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .unwrap();
+    }
+    wait_until("OffsetCommit", SETTLE, || {
+        c.commit(&tpl, CommitMode::Sync).map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+/// Regenerates the fixture: run with `SLUICE_BIN` pointing at a sluice built from a71e1e7
+/// (before Kafka's placement), e.g.
+/// `SLUICE_BIN=/path/to/old/sluice cargo test -p sluice-tests --test groups -- --ignored make_legacy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn make_legacy_group_placement_fixture() {
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, LEGACY_TOPIC).await;
+    commit_offsets(&bootstrap, LEGACY_GROUP, LEGACY_TOPIC, &LEGACY_COMMITS).await;
+    broker.stop_ok();
+    let out = legacy_fixture();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(broker.data_dir())
+        .arg("--exclude=space.reserve")
+        .arg("--exclude=./.lock")
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_placed_by_an_older_sluice_are_moved_to_kafkas_partition() {
+    // A data dir written by the older sluice (see make_legacy_group_placement_fixture).
+    let mut broker = Broker::start();
+    broker.stop_ok();
+    let data = broker.data_dir().to_path_buf();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(legacy_fixture())
+        .arg("-C")
+        .arg(&data)
+        .status()
+        .expect("tar");
+    assert!(status.success(), "unpacking the fixture");
+    assert!(
+        data.join("__consumer_offsets-4").exists(),
+        "the fixture holds the legacy partition"
+    );
+    broker.restart();
+    assert!(
+        broker.stderr_log().contains("moved 1 consumer group(s)"),
+        "the start moved the group"
+    );
+    let bootstrap = broker.bootstrap();
+    let want: BTreeMap<i32, Offset> = (0..PARTITIONS)
+        .map(|p| {
+            let o = LEGACY_COMMITS.iter().find(|(q, _)| *q == p);
+            (p, o.map_or(Offset::Invalid, |(_, o)| Offset::Offset(*o)))
+        })
+        .collect();
+    assert_eq!(
+        committed(&bootstrap, LEGACY_GROUP, LEGACY_TOPIC).await,
+        want,
+        "served from Kafka's partition with its committed offsets"
+    );
+    // A new commit wins over the moved one across restarts (the move runs once, and the old
+    // copy was tombstoned).
+    commit_offsets(&bootstrap, LEGACY_GROUP, LEGACY_TOPIC, &[(0, 8)]).await;
+    broker.kill9();
+    broker.restart();
+    let mut want = want;
+    want.insert(0, Offset::Offset(8));
+    assert_eq!(
+        committed(&bootstrap, LEGACY_GROUP, LEGACY_TOPIC).await,
+        want
+    );
+    assert_eq!(
+        broker
+            .stderr_log()
+            .matches("moved 1 consumer group(s)")
+            .count(),
+        1,
+        "only the first start moved it"
+    );
+}

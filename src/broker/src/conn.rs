@@ -56,6 +56,7 @@ pub enum Outcome {
 /// connection counted until this returns.
 pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted) {
     let activity = admitted.activity.clone();
+    let conn = ConnId::next();
     let _ = stream.set_nodelay(true);
     // Kafka shows a member's host as "/1.2.3.4".
     let peer: Rc<str> = stream
@@ -147,7 +148,7 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                     let peer = peer.clone();
                     let timed = timed(&frame);
                     let handle = glommio::spawn_local(async move {
-                        let outcome = run(&shard, frame, false, &peer).await;
+                        let outcome = run(&shard, frame, conn, &peer).await;
                         // The handler is done with the request's bytes (a produce's records
                         // live on in the log's buffer and the batch cache, which count them).
                         drop(permit);
@@ -216,6 +217,22 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
     }
     drop(tx);
     let _ = writer_task.await;
+    // Its fetch sessions can serve no other connection: free them now.
+    shard.fetch_sessions.borrow_mut().close_connection(conn);
+}
+
+/// Identifies one client connection within the process, for state bound to it (fetch
+/// sessions). [`ConnId::FORWARDED`] marks a request another shard forwarded here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    pub const FORWARDED: ConnId = ConnId(0);
+
+    fn next() -> ConnId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// iovec entries per `sendmsg` (Linux's `UIO_MAXIOV`).
@@ -297,7 +314,7 @@ pub async fn process_forwarded(
     frame: Bytes,
     client_host: &str,
 ) -> Option<Bytes> {
-    match run(shard, frame, true, client_host).await {
+    match run(shard, frame, ConnId::FORWARDED, client_host).await {
         Outcome::Respond(b) => Some(b),
         Outcome::RespondParts(parts) => Some(Bytes::from(parts.concat())),
         Outcome::NoResponse => Some(Bytes::new()),
@@ -308,9 +325,10 @@ pub async fn process_forwarded(
 pub async fn run(
     shard: &Rc<BrokerShard>,
     frame: Bytes,
-    forwarded: bool,
+    conn: ConnId,
     client_host: &str,
 ) -> Outcome {
+    let forwarded = conn == ConnId::FORWARDED;
     let Ok(prefix) = peek_request_prefix(&frame) else {
         return Outcome::Close;
     };
@@ -351,7 +369,7 @@ pub async fn run(
         )
         .await;
     }
-    handlers::dispatch(shard, request, raw.len()).await
+    handlers::dispatch(shard, request, raw.len(), conn).await
 }
 
 /// Runs a request on another shard (controller work, group coordinators).

@@ -1,5 +1,6 @@
 //! Where consumer groups live: the internal `__consumer_offsets` topic, the partition (and so
-//! the shard) that owns each group, and the record-batch encoding of coordinator records.
+//! the shard) that owns each group (Kafka's placement, from the group crate), and the
+//! record-batch encoding of coordinator records.
 
 use bytes::{Bytes, BytesMut};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
@@ -14,16 +15,9 @@ pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 /// `offsets.topic.segment.bytes` default (100 MiB; compaction keeps it small later).
 pub const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
 
-/// Java's `String.hashCode` over UTF-16 code units, as Kafka uses for group placement.
-pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// The `__consumer_offsets` partition of a group (Kafka's `Utils.abs(hash) % partitions`).
-pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
-    (java_string_hash(group_id) & 0x7fff_ffff) % partitions.max(1)
-}
+/// A group's `__consumer_offsets` partition: Kafka's placement, kept in one place (the
+/// group crate), so routing and storage never disagree.
+pub use sluice_group::partition_for;
 
 /// Encodes coordinator records (key, value or tombstone) as one uncompressed batch, ready
 /// for the log (which assigns the offsets).
@@ -102,16 +96,6 @@ pub fn str_bytes(s: &str) -> StrBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn java_hash_matches_known_values() {
-        // "hello".hashCode() == 99162322; "" → 0; a negative one.
-        assert_eq!(java_string_hash("hello"), 99_162_322);
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
-        assert_eq!(partition_for("polygenelubricants", 50), 0);
-        assert!((0..50).contains(&partition_for("my-group", 50)));
-    }
 
     #[test]
     fn records_round_trip() {

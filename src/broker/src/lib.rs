@@ -20,6 +20,7 @@ pub mod connections;
 pub mod controller;
 pub mod error;
 pub mod group_host;
+pub mod group_placement;
 pub mod groups;
 pub mod handlers;
 pub mod kerr;
@@ -125,6 +126,10 @@ pub fn run(
     if swept != partition_dirs::Swept::default() {
         log::info!("data directory sweep: {swept:?}");
     }
+    // Groups an older sluice placed outside Kafka's partition move before anything serves.
+    group_placement::migrate(&config.data_dir, &state, |topic, p| {
+        shard::partition_dir(&config.data_dir, topic, p)
+    })?;
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),

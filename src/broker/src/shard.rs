@@ -70,6 +70,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A partition's directory under the data dir (also used by the start-up group move,
+/// `group_placement`, before any shard runs).
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(partition_dirs::dir_name(topic, partition))
+}
+
 fn storage_error_code(e: &StorageError) -> i16 {
     e.kafka_error_code()
 }
@@ -129,9 +135,7 @@ impl BrokerShard {
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.config
-            .data_dir
-            .join(partition_dirs::dir_name(topic, partition))
+        partition_dir(&self.config.data_dir, topic, partition)
     }
 
     fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
@@ -279,6 +283,15 @@ impl BrokerShard {
                 format!("{}-{}", t.name, key.partition),
             )
             .await?;
+            // Before anyone can produce: expired producers do not come back from recovery.
+            let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                log::info!(
+                    "{}-{}: forgot {expired} expired producer(s) at open",
+                    t.name,
+                    key.partition
+                );
+            }
             let part = Rc::new(Partition {
                 topic: t.name.clone(),
                 index: key.partition,
@@ -336,7 +349,8 @@ impl BrokerShard {
         }
     }
 
-    /// Retention runs in the background queue so it never delays produce or fetch.
+    /// Retention (and producer-state expiry) runs in the background queue so it never
+    /// delays produce or fetch.
     pub fn spawn_retention(self: &Rc<Self>) {
         let me = self.clone();
         let interval = self.config.retention_check_interval;
@@ -348,6 +362,11 @@ impl BrokerShard {
                 }
                 let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
                 for p in parts {
+                    // Kafka checks producer.id.expiration.ms on its own timer
+                    // (producer.id.expiration.check.interval.ms, 10 min); here it rides on
+                    // the retention check, which runs at least as often by default.
+                    p.log
+                        .expire_producers(now_ms(), me.config.producer_id_expiration_ms);
                     if let Err(e) = p.log.enforce_retention(now_ms()).await {
                         log::warn!("retention of {}-{}: {e}", p.topic, p.index);
                     }

@@ -479,3 +479,83 @@ pub fn partition_for(group_id: &str, partition_count: i32) -> i32 {
     let abs = if h == i32::MIN { 0 } else { h.abs() };
     abs % partition_count
 }
+
+/// Finds, while a `__consumer_offsets` partition is read in offset order, the records of
+/// groups that do not belong in it ([`partition_for`] names another partition), and says
+/// what moving them takes: each such key's latest live value, to append to its group's own
+/// partition, and a tombstone for it here.
+///
+/// Why it exists: sluice before Kafka's placement was adopted placed a group with a
+/// negative `hashCode` at `(hash & 0x7fffffff) % n` instead of `Utils.abs(hash) % n`, so about
+/// half the groups of an older data dir sit in another partition than Kafka's. Moving the
+/// records as they are (not re-encoding the state) keeps commit timestamps, expiry and
+/// group metadata exactly; replay is "last record per key wins", so appending a copy after
+/// whatever the right partition holds, and a tombstone here, is the move.
+#[derive(Debug)]
+pub struct PlacementScan {
+    partition: i32,
+    partition_count: i32,
+    /// Misplaced keys in first-seen order, with their group's partition and latest value.
+    keys: Vec<(Bytes, i32)>,
+    latest: std::collections::HashMap<Bytes, Option<Bytes>>,
+    groups: std::collections::BTreeSet<String>,
+}
+
+/// What [`PlacementScan::finish`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PlacementMoves {
+    /// Records to append, per the partition they belong to, in first-seen key order.
+    pub copies: std::collections::BTreeMap<i32, Vec<(Bytes, Bytes)>>,
+    /// Keys to tombstone in the scanned partition (after the copies are durable).
+    pub tombstones: Vec<Bytes>,
+    /// The groups that move.
+    pub groups: std::collections::BTreeSet<String>,
+}
+
+impl PlacementScan {
+    pub fn new(partition: i32, partition_count: i32) -> PlacementScan {
+        PlacementScan {
+            partition,
+            partition_count,
+            keys: Vec::new(),
+            latest: std::collections::HashMap::new(),
+            groups: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// One record of the partition, in offset order. Keys that do not decode, or of record
+    /// types this coordinator does not serve, stay where they are.
+    pub fn record(&mut self, key: &Bytes, value: Option<&Bytes>) {
+        let group = match decode_key(key) {
+            Ok(RecordKey::OffsetCommit { group, .. }) | Ok(RecordKey::GroupMetadata { group }) => {
+                group
+            }
+            _ => return,
+        };
+        let home = partition_for(&group, self.partition_count);
+        if home == self.partition {
+            return;
+        }
+        if !self.latest.contains_key(key) {
+            self.keys.push((key.clone(), home));
+        }
+        self.latest.insert(key.clone(), value.cloned());
+        self.groups.insert(group);
+    }
+
+    pub fn finish(mut self) -> PlacementMoves {
+        let mut out = PlacementMoves::default();
+        for (key, home) in self.keys {
+            // A key whose latest record is a tombstone is already gone: nothing to move.
+            if let Some(Some(value)) = self.latest.remove(&key) {
+                out.copies
+                    .entry(home)
+                    .or_default()
+                    .push((key.clone(), value));
+                out.tombstones.push(key);
+            }
+        }
+        out.groups = self.groups;
+        out
+    }
+}

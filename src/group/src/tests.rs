@@ -1441,3 +1441,43 @@ fn members_keep_copies_not_slices_of_the_request() {
     assert!(!inside(&m.member_metadata), "metadata is a copy");
     assert!(!inside(&m.member_assignment), "assignment is a copy");
 }
+
+#[test]
+fn placement_scan_moves_misplaced_groups_latest_records() {
+    // "legacy-group-0".hashCode() is -952805794: Kafka places it at |h| % 50 = 44, the
+    // masked placement sluice used before at (h & 0x7fffffff) % 50 = 4.
+    assert_eq!(records::java_string_hash("legacy-group-0"), -952_805_794);
+    assert_eq!(partition_for("legacy-group-0", 50), 44);
+    let home_here = (0..1000)
+        .map(|i| format!("g{i}"))
+        .find(|g| partition_for(g, 50) == 4)
+        .unwrap();
+    let k1 = records::offset_commit_key("legacy-group-0", "t", 0);
+    let k2 = records::offset_commit_key("legacy-group-0", "t", 1);
+    let km = records::group_metadata_key("legacy-group-0");
+    let k_home = records::offset_commit_key(&home_here, "t", 0);
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let mut scan = records::PlacementScan::new(4, 50);
+    scan.record(&k1, Some(&v("old")));
+    scan.record(&km, Some(&v("meta")));
+    scan.record(&k2, Some(&v("gone")));
+    scan.record(&k_home, Some(&v("stays")));
+    scan.record(&k1, Some(&v("new")));
+    scan.record(&k2, None);
+    scan.record(&Bytes::from_static(&[0, 9, 1]), Some(&v("other type")));
+    let moves = scan.finish();
+    assert_eq!(
+        moves.copies.get(&44).unwrap(),
+        &vec![(k1.clone(), v("new")), (km.clone(), v("meta"))]
+    );
+    assert_eq!(moves.copies.len(), 1);
+    assert_eq!(moves.tombstones, vec![k1, km]);
+    assert_eq!(
+        moves.groups.into_iter().collect::<Vec<_>>(),
+        vec!["legacy-group-0".to_string()]
+    );
+    // Nothing misplaced, nothing to do.
+    let mut scan = records::PlacementScan::new(4, 50);
+    scan.record(&k_home, Some(&v("stays")));
+    assert_eq!(scan.finish(), records::PlacementMoves::default());
+}

@@ -84,6 +84,16 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 }
                 c.connections_max_idle = std::time::Duration::from_millis(ms);
             }
+            "--producer-id-expiration-ms" => {
+                // Kafka's producer.id.expiration.ms: an INT, at least 1.
+                let ms: i32 = value("--producer-id-expiration-ms")?
+                    .parse()
+                    .map_err(|e| format!("--producer-id-expiration-ms: {e}"))?;
+                if ms < 1 {
+                    return Err("--producer-id-expiration-ms must be at least 1".into());
+                }
+                c.producer_id_expiration_ms = ms.into();
+            }
             "--max-connections-per-ip" => {
                 c.max_connections_per_ip = value("--max-connections-per-ip")?
                     .parse()

@@ -37,6 +37,9 @@ pub enum StorageError {
         expected: i32,
         got: i32,
     },
+    /// Idempotence: the partition's producer table is full ([`crate::producer::PRODUCERS_PER_PARTITION_MAX`])
+    /// and this producer id is not in it; nothing was written.
+    ProducersFull { producer_id: i64, max: usize },
     /// A named limit was hit.
     Limit {
         what: &'static str,
@@ -70,6 +73,14 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => 1,                  // OFFSET_OUT_OF_RANGE
             StorageError::InvalidProducerEpoch { .. } => 47,             // INVALID_PRODUCER_EPOCH
             StorageError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+            // Kafka has no such limit, so no code of its own. NOT_ENOUGH_REPLICAS is one every
+            // client retries and knows was not written (librdkafka: RETRY|MSG_NOT_PERSISTED;
+            // Java: a RetriableException): the producer retries the same batch, same
+            // sequence, until room frees up or its delivery.timeout.ms ends. KAFKA_STORAGE_ERROR
+            // would also be retried but tells operators the disk failed; REQUEST_TIMED_OUT
+            // means "possibly written"; THROTTLING_QUOTA_EXCEEDED is a permanent (not retried)
+            // produce error to librdkafka.
+            StorageError::ProducersFull { .. } => 19, // NOT_ENOUGH_REPLICAS
             StorageError::Limit { .. } => 56,
             StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
             StorageError::Deleted { .. } => 3,        // UNKNOWN_TOPIC_OR_PARTITION
@@ -121,6 +132,11 @@ impl fmt::Display for StorageError {
             } => write!(
                 f,
                 "producer {producer_id}: expected sequence {expected}, got {got}"
+            ),
+            StorageError::ProducersFull { producer_id, max } => write!(
+                f,
+                "producer {producer_id} refused: the partition already holds the state of \
+                 {max} producers (they expire after producer.id.expiration.ms)"
             ),
             StorageError::Limit { what, value, max } => {
                 write!(f, "{what} is {value}, over the limit of {max}")

@@ -20,6 +20,9 @@ pub enum Kind {
     TimeIndex = 2,
     ProducerSnapshot = 3,
     LogStartOffset = 4,
+    /// Producer snapshot whose body carries each producer's last timestamp (meta[1] is the
+    /// body version, see `producer::SNAPSHOT_BODY_VERSION`).
+    ProducerSnapshotTimed = 5,
 }
 
 /// Encodes `meta` and `body` into a page-multiple byte vector.

@@ -36,7 +36,7 @@ use crate::hdr::{self, Header, HEADER_BYTES};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
 use crate::notify::OffsetWaiters;
-use crate::producer::{ProducerState, SeqCheck};
+use crate::producer::{ProducerState, SeqCheck, SNAPSHOT_BODY_VERSION};
 
 /// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
@@ -267,6 +267,8 @@ struct Inner<F: StorageFile> {
     /// Offset after the last durable batch: the high watermark on a single node.
     durable_offset: i64,
     producers: ProducerState,
+    /// Batches of new producer ids refused because `producers` was full.
+    producers_refused: u64,
     /// Set after a failed write or sync; every later append fails with it.
     failed: Option<String>,
     /// Set by `destroy`: the segment files are closed and removed; reads fail with
@@ -458,10 +460,14 @@ impl<S: Storage> PartitionLog<S> {
         let mut replay_from = i64::MIN;
         for &snap in snapshots.iter().rev() {
             let path = segment_path(&dir, snap, "snapshot");
-            if let Some((meta, body)) =
-                read_sealed(&*storage, &path, Kind::ProducerSnapshot).await?
-            {
-                if let Some(state) = ProducerState::decode(&body) {
+            // Snapshots with timestamps are their own kind, so an older sluice ignores them
+            // (and replays the log) instead of misreading them; the older kind is still read.
+            let sealed = match read_sealed(&*storage, &path, Kind::ProducerSnapshotTimed).await? {
+                Some(s) => Some(s),
+                None => read_sealed(&*storage, &path, Kind::ProducerSnapshot).await?,
+            };
+            if let Some((meta, body)) = sealed {
+                if let Some(state) = ProducerState::decode(&body, meta[1]) {
                     if meta[0] == snap {
                         producers = state;
                         replay_from = snap;
@@ -507,13 +513,14 @@ impl<S: Storage> PartitionLog<S> {
                         seg.index_batch(&b.header, b.position, config.index_interval_bytes);
                         seg.size = b.position + b.header.size as u64;
                     }
-                    if base >= replay_from && b.header.producer_id >= 0 {
+                    if base >= replay_from && b.header.producer_id >= 0 && !b.header.is_control() {
                         producers.record(
                             b.header.producer_id,
                             b.header.producer_epoch,
                             b.header.base_sequence,
                             b.header.base_offset,
                             b.header.last_offset(),
+                            b.header.max_timestamp,
                         );
                     }
                 })
@@ -590,6 +597,7 @@ impl<S: Storage> PartitionLog<S> {
                 log_start_offset,
                 durable_offset: log_end_offset,
                 producers,
+                producers_refused: 0,
                 failed: None,
                 deleted: false,
                 closed: false,
@@ -700,12 +708,29 @@ impl<S: Storage> PartitionLog<S> {
             if let SeqCheck::Duplicate {
                 first_offset,
                 last_offset,
-            } = inner.producers.check(
-                header.producer_id,
-                header.producer_epoch,
-                header.base_sequence,
-                header.last_offset_delta,
-            )? {
+            } = inner
+                .producers
+                .check(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_offset_delta,
+                )
+                .inspect_err(|e| {
+                    if let StorageError::ProducersFull { .. } = e {
+                        inner.producers_refused += 1;
+                        // The first refusal, then one line per 1,024, so a flood cannot
+                        // flood the log too.
+                        if inner.producers_refused % 1024 == 1 {
+                            log::warn!(
+                                "{}: {e} ({} batches of new producers refused so far)",
+                                self.name,
+                                inner.producers_refused
+                            );
+                        }
+                    }
+                })?
+            {
                 return Ok(Appended {
                     base_offset: first_offset,
                     last_offset,
@@ -762,6 +787,7 @@ impl<S: Storage> PartitionLog<S> {
                 header.base_sequence,
                 base_offset,
                 last_offset,
+                stored_header.max_timestamp,
             );
         }
         drop(inner);
@@ -1101,7 +1127,11 @@ impl<S: Storage> PartitionLog<S> {
                 )
                 .await?;
                 if let Some((at, body)) = &fin.snapshot {
-                    let sealed = format::seal(Kind::ProducerSnapshot, [*at, 0, 0, 0], body);
+                    let sealed = format::seal(
+                        Kind::ProducerSnapshotTimed,
+                        [*at, SNAPSHOT_BODY_VERSION, 0, 0],
+                        body,
+                    );
                     self.write_sealed(&segment_path(&self.dir, *at, "snapshot"), &sealed)
                         .await?;
                     out.created = true;
@@ -1450,6 +1480,27 @@ impl<S: Storage> PartitionLog<S> {
             self.delete_segments(|_, _| false).await?;
         }
         Ok(self.log_start_offset())
+    }
+
+    /// Forgets the state of producers whose last batch is `expiration_ms` or more older than
+    /// `now_ms` (Kafka's `producer.id.expiration.ms`); returns how many. The broker calls it
+    /// right after [`Self::open`] (so expired state does not come back from a snapshot or
+    /// the replayed log) and from its periodic retention check.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.inner
+            .borrow_mut()
+            .producers
+            .expire(now_ms, expiration_ms)
+    }
+
+    /// Producer ids whose state this partition holds.
+    pub fn producer_count(&self) -> usize {
+        self.inner.borrow().producers.len()
+    }
+
+    /// Batches of new producer ids refused since open because the producer table was full.
+    pub fn producers_refused(&self) -> u64 {
+        self.inner.borrow().producers_refused
     }
 
     /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active

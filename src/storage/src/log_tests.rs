@@ -331,6 +331,59 @@ fn idempotent_retries_get_original_offsets_across_restart() {
 }
 
 #[test]
+fn expired_producer_state_does_not_come_back_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    // Producer 7 writes at t=1,000 (its state lands in roll snapshots), producer 8 at
+    // t=50,000, after the last roll (replayed from the tail segment).
+    let mut old = Vec::new();
+    for seq in 0..30 {
+        let b = batch(1, &vec![seq as u8; 300], 1_000, 7, seq);
+        log.append(&b, 0).unwrap();
+        old.push(b);
+    }
+    let young = batch(1, b"young", 50_000, 8, 0);
+    log.append(&young, 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert!(log.segment_count() > 2, "snapshots were written");
+    assert_eq!(log.expire_producers(10_000, 10_000), 0, "not yet");
+    drop(log);
+
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.producer_count(), 2);
+    assert_eq!(
+        log.expire_producers(55_000, 10_000),
+        1,
+        "7 is 54 s old, 8 is 5 s old"
+    );
+    assert_eq!(log.producer_count(), 1);
+    // 7 is unknown now: its old retry is appended again (as on Kafka after expiry), while
+    // 8's retry is still a duplicate.
+    assert!(!log.append(&old[29], 0).unwrap().duplicate);
+    assert!(log.append(&young, 0).unwrap().duplicate);
+}
+
+#[test]
+fn a_full_producer_table_refuses_new_producer_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    let real = batch(1, b"real", 1_000, 0, 0);
+    log.append(&real, 0).unwrap();
+    for pid in 1..crate::producer::PRODUCERS_PER_PARTITION_MAX as i64 {
+        log.append(&batch(1, b"", 1_000, pid, 0), 0).unwrap();
+    }
+    let e = log
+        .append(&batch(1, b"", 1_000, 1 << 40, 0), 0)
+        .unwrap_err();
+    assert_eq!(e.kafka_error_code(), 19, "NOT_ENOUGH_REPLICAS: {e}");
+    assert_eq!(log.producers_refused(), 1);
+    assert!(
+        log.append(&real, 0).unwrap().duplicate,
+        "the real one kept its state"
+    );
+}
+
+#[test]
 fn fsync_failure_makes_partition_refuse_writes() {
     let dir = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::default();

@@ -1,6 +1,12 @@
-//! Idempotent-producer state of one partition: per producer id, its epoch and the last
-//! five batches' sequence ranges, so retries are answered with the original offsets and
-//! gaps are refused (Kafka's ProducerStateManager rules).
+//! Idempotent-producer state of one partition: per producer id, its epoch, the last five
+//! batches' sequence ranges and its last batch's timestamp, so retries are answered with the
+//! original offsets and gaps are refused (Kafka's ProducerStateManager rules).
+//!
+//! Invariants: a producer's state leaves the table only by expiry (`producer.id.expiration.ms`
+//! after its last batch's timestamp, checked periodically and when the log is opened) or by
+//! truncation of the log under it, never because other producers arrived: when the table is
+//! full, a batch of an unknown producer id is refused (retriably) instead, so a flood of
+//! fake producer ids cannot make a live producer's retry be stored twice.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -9,11 +15,20 @@ use crate::error::{Result, StorageError};
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` ceiling for idempotence is 5).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
-/// Producers remembered per partition; beyond it the least recently seen is forgotten.
+/// Producers remembered per partition (about 200 bytes each). When it is full a new
+/// producer id's batch is refused until expiry frees room; known producers go on.
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 16_384;
+/// Kafka's `producer.id.expiration.ms` default: one day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 
 /// Epoch value meaning "none yet".
 pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// A batch timestamp meaning "none" (Kafka's `RecordBatch.NO_TIMESTAMP`).
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// Layout of the snapshot body [`ProducerState::encode`] writes (version 1 added each
+/// producer's last timestamp; version 0 snapshots are still read).
+pub const SNAPSHOT_BODY_VERSION: i64 = 1;
 
 /// One remembered batch of a producer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +44,10 @@ pub struct BatchSeq {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchSeq>,
-    /// Offset of its newest batch: used to forget the stalest producer at the limit.
-    pub last_offset: i64,
+    /// Max timestamp of its newest batch (the append time under LogAppendTime), as Kafka's
+    /// `lastTimestamp`: expiry counts from it. [`NO_TIMESTAMP`] until the first expiry
+    /// check stamps it (a batch without timestamps, or state from a version-0 snapshot).
+    pub last_timestamp: i64,
 }
 
 /// Decision for an idempotent batch before it is appended.
@@ -72,7 +89,18 @@ impl ProducerState {
         last_offset_delta: i32,
     ) -> Result<SeqCheck> {
         let Some(entry) = self.producers.get(&producer_id) else {
-            // Unknown producer (new, or its state was dropped by retention): any sequence goes.
+            // Unknown producer (new, or its state expired or went with retention): any
+            // sequence goes, as in Kafka 4's ProducerAppendInfo (no UNKNOWN_PRODUCER_ID on
+            // produce since KIP-360). A producer whose state expired therefore gets its next
+            // batch appended whatever its sequence, and a retry of a batch it sent before the
+            // expiry is stored again: Kafka has the same window, which is why the expiry is
+            // long (a day by default).
+            if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+                return Err(StorageError::ProducersFull {
+                    producer_id,
+                    max: PRODUCERS_PER_PARTITION_MAX,
+                });
+            }
             return Ok(SeqCheck::Append);
         };
         if epoch < entry.epoch {
@@ -116,7 +144,7 @@ impl ProducerState {
         }
     }
 
-    /// Records an appended (or replayed) batch.
+    /// Records an appended (or replayed) batch whose max timestamp is `timestamp`.
     pub fn record(
         &mut self,
         producer_id: i64,
@@ -124,6 +152,7 @@ impl ProducerState {
         first_seq: i32,
         first_offset: i64,
         last_offset: i64,
+        timestamp: i64,
     ) {
         if producer_id < 0 {
             return;
@@ -131,7 +160,10 @@ impl ProducerState {
         if !self.producers.contains_key(&producer_id)
             && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
         {
-            self.forget_stalest();
+            // Only recovery gets here: an append was checked first, and `check` refuses a new
+            // producer at the limit. The log says this producer was admitted, so some entry
+            // had expired by then; the one with the oldest timestamp is that one (or older).
+            self.forget_oldest();
         }
         let entry = self
             .producers
@@ -139,7 +171,7 @@ impl ProducerState {
             .or_insert_with(|| ProducerEntry {
                 epoch,
                 batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
-                last_offset,
+                last_timestamp: timestamp,
             });
         if epoch != entry.epoch {
             entry.epoch = epoch;
@@ -155,20 +187,34 @@ impl ProducerState {
             first_offset,
             last_offset,
         });
-        entry.last_offset = last_offset;
+        entry.last_timestamp = timestamp;
+        debug_assert!(self.producers.len() <= PRODUCERS_PER_PARTITION_MAX);
     }
 
-    fn forget_stalest(&mut self) {
-        if let Some((&pid, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_offset) {
+    fn forget_oldest(&mut self) {
+        if let Some((&pid, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_timestamp) {
             self.producers.remove(&pid);
         }
+    }
+
+    /// Forgets producers whose last batch is `expiration_ms` or more older than `now_ms`
+    /// (Kafka's `producer.id.expiration.ms` rule); returns how many. A producer without a
+    /// timestamp is stamped `now_ms` instead, so it expires a whole period later.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            if e.last_timestamp == NO_TIMESTAMP {
+                e.last_timestamp = now_ms;
+            }
+            now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
+        before - self.producers.len()
     }
 
     /// Drops everything at or past `offset` (the log was truncated there).
     pub fn truncate_from(&mut self, offset: i64) {
         self.producers.retain(|_, e| {
             e.batches.retain(|b| b.last_offset < offset);
-            e.last_offset = e.batches.back().map_or(-1, |b| b.last_offset);
             !e.batches.is_empty()
         });
     }
@@ -186,8 +232,9 @@ impl ProducerState {
         self.producers.get(&producer_id).map(|e| e.epoch)
     }
 
-    /// Serializes the table (snapshot file body). Layout per producer:
-    /// pid i64, epoch i16, count u8, then count × (first_seq i32, last_seq i32, first i64, last i64).
+    /// Serializes the table (snapshot file body, [`SNAPSHOT_BODY_VERSION`]). Layout per
+    /// producer: pid i64, epoch i16, last timestamp i64, count u8, then count × (first_seq
+    /// i32, last_seq i32, first i64, last i64). Version 0 had no last timestamp.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         let mut pids: Vec<_> = self.producers.keys().copied().collect();
@@ -196,6 +243,7 @@ impl ProducerState {
             let e = &self.producers[&pid];
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp.to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -206,8 +254,12 @@ impl ProducerState {
         }
     }
 
-    /// Parses what [`ProducerState::encode`] wrote; `None` if it is malformed.
-    pub fn decode(mut buf: &[u8]) -> Option<ProducerState> {
+    /// Parses what [`ProducerState::encode`] wrote in body layout `version`; `None` if it
+    /// is malformed or of an unknown version.
+    pub fn decode(mut buf: &[u8], version: i64) -> Option<ProducerState> {
+        if !(0..=SNAPSHOT_BODY_VERSION).contains(&version) {
+            return None;
+        }
         fn take<const N: usize>(buf: &mut &[u8]) -> Option<[u8; N]> {
             let (head, rest) = buf.split_first_chunk::<N>()?;
             *buf = rest;
@@ -221,6 +273,11 @@ impl ProducerState {
         for _ in 0..count {
             let pid = i64::from_be_bytes(take(&mut buf)?);
             let epoch = i16::from_be_bytes(take(&mut buf)?);
+            let last_timestamp = if version >= 1 {
+                i64::from_be_bytes(take(&mut buf)?)
+            } else {
+                NO_TIMESTAMP
+            };
             let n = take::<1>(&mut buf)?[0] as usize;
             if n > PRODUCER_BATCHES_MAX {
                 return None;
@@ -234,17 +291,19 @@ impl ProducerState {
                     last_offset: i64::from_be_bytes(take(&mut buf)?),
                 });
             }
-            let last_offset = batches.back().map_or(-1, |b| b.last_offset);
+            if batches.is_empty() || producers.contains_key(&pid) {
+                return None;
+            }
             producers.insert(
                 pid,
                 ProducerEntry {
                     epoch,
                     batches,
-                    last_offset,
+                    last_timestamp,
                 },
             );
         }
-        Some(ProducerState { producers })
+        buf.is_empty().then_some(ProducerState { producers })
     }
 }
 
@@ -256,9 +315,9 @@ mod tests {
     fn duplicates_answer_with_original_offsets() {
         let mut s = ProducerState::default();
         assert_eq!(s.check(7, 0, 0, 4).unwrap(), SeqCheck::Append);
-        s.record(7, 0, 0, 100, 104);
+        s.record(7, 0, 0, 100, 104, 1_000);
         assert_eq!(s.check(7, 0, 5, 2).unwrap(), SeqCheck::Append);
-        s.record(7, 0, 5, 105, 107);
+        s.record(7, 0, 5, 105, 107, 1_000);
         assert_eq!(
             s.check(7, 0, 0, 4).unwrap(),
             SeqCheck::Duplicate {
@@ -282,7 +341,7 @@ mod tests {
     fn remembers_only_five_batches_and_round_trips() {
         let mut s = ProducerState::default();
         for i in 0..8 {
-            s.record(1, 3, i, i as i64, i as i64);
+            s.record(1, 3, i, i as i64, i as i64, 1_000 + i as i64);
         }
         assert_eq!(s.check(1, 3, 0, 0).unwrap_err().kafka_error_code(), 45);
         assert!(matches!(
@@ -291,8 +350,97 @@ mod tests {
         ));
         let mut buf = Vec::new();
         s.encode(&mut buf);
-        assert_eq!(ProducerState::decode(&buf).unwrap(), s);
-        assert!(ProducerState::decode(&buf[..buf.len() - 1]).is_none());
+        assert_eq!(
+            ProducerState::decode(&buf, SNAPSHOT_BODY_VERSION).unwrap(),
+            s
+        );
+        assert!(ProducerState::decode(&buf[..buf.len() - 1], SNAPSHOT_BODY_VERSION).is_none());
+        assert!(ProducerState::decode(&buf, SNAPSHOT_BODY_VERSION + 1).is_none());
+    }
+
+    #[test]
+    fn version_0_snapshots_are_read_and_aged_from_the_first_check() {
+        // pid 9, epoch 2, one batch (seq 0..=1 at offsets 10..=11), no timestamp.
+        let mut v0 = 1u32.to_be_bytes().to_vec();
+        v0.extend_from_slice(&9i64.to_be_bytes());
+        v0.extend_from_slice(&2i16.to_be_bytes());
+        v0.push(1);
+        for v in [0i32, 1] {
+            v0.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [10i64, 11] {
+            v0.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut s = ProducerState::decode(&v0, 0).unwrap();
+        assert_eq!(s.epoch_of(9), Some(2));
+        assert!(matches!(
+            s.check(9, 2, 0, 1),
+            Ok(SeqCheck::Duplicate { .. })
+        ));
+        assert_eq!(s.expire(5_000, 1_000), 0, "stamped, not expired");
+        assert_eq!(s.expire(5_999, 1_000), 0);
+        assert_eq!(s.expire(6_000, 1_000), 1);
+    }
+
+    #[test]
+    fn producers_expire_by_their_last_timestamp() {
+        let mut s = ProducerState::default();
+        s.record(1, 0, 0, 0, 0, 1_000);
+        s.record(2, 0, 0, 1, 1, 1_500);
+        s.record(1, 0, 1, 2, 2, 2_000);
+        // Kafka: expired once now - lastTimestamp >= producer.id.expiration.ms.
+        assert_eq!(s.expire(2_499, 1_000), 0);
+        assert_eq!(s.expire(2_500, 1_000), 1);
+        assert_eq!(s.epoch_of(2), None);
+        assert_eq!(s.epoch_of(1), Some(0));
+        assert_eq!(s.expire(3_000, 1_000), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_producers_and_keeps_live_ones() {
+        let mut s = ProducerState::default();
+        s.record(0, 0, 0, 0, 4, 1_000);
+        for pid in 1..PRODUCERS_PER_PARTITION_MAX as i64 {
+            assert_eq!(s.check(pid, 0, 0, 0).unwrap(), SeqCheck::Append);
+            s.record(pid, 0, 0, 4 + pid, 4 + pid, 2_000);
+        }
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        // A new producer id is refused with a retriable code; nothing was evicted.
+        let e = s.check(1_000_000, 0, 0, 0).unwrap_err();
+        assert!(matches!(e, StorageError::ProducersFull { .. }));
+        assert_eq!(e.kafka_error_code(), 19, "NOT_ENOUGH_REPLICAS");
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        // The oldest producer's retry is still a duplicate, and it may go on.
+        assert_eq!(
+            s.check(0, 0, 0, 4).unwrap(),
+            SeqCheck::Duplicate {
+                first_offset: 0,
+                last_offset: 4
+            }
+        );
+        assert_eq!(s.check(0, 0, 5, 0).unwrap(), SeqCheck::Append);
+        // Expiry frees room for new producers.
+        assert_eq!(s.expire(2_000, 1_000), 1);
+        assert_eq!(s.check(1_000_000, 0, 0, 0).unwrap(), SeqCheck::Append);
+    }
+
+    #[test]
+    fn replay_at_the_limit_forgets_the_oldest() {
+        let mut s = ProducerState::default();
+        for pid in 0..PRODUCERS_PER_PARTITION_MAX as i64 {
+            s.record(pid, 0, 0, pid, pid, 10_000 + pid);
+        }
+        s.record(-5, 0, 0, 0, 0, 0);
+        assert_eq!(
+            s.len(),
+            PRODUCERS_PER_PARTITION_MAX,
+            "no producer id, no entry"
+        );
+        s.record(99_999, 0, 0, 20_000, 20_000, 30_000);
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert_eq!(s.epoch_of(0), None, "the oldest went");
+        assert_eq!(s.epoch_of(1), Some(0));
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod admin;
 mod configs;
 mod connections;
 mod costs;
+mod fetch_sessions;
+mod idempotence;
 mod memory;
 mod mesh;
 mod panics;

@@ -76,6 +76,12 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
             5,
         ),
         (
+            "producer.id.expiration.ms".into(),
+            c.producer_id_expiration_ms.to_string(),
+            ConfigSource::StaticBroker,
+            3,
+        ),
+        (
             "socket.request.max.bytes".into(),
             crate::config::REQUEST_SIZE_MAX.to_string(),
             ConfigSource::Default,

@@ -6,6 +6,10 @@
 //! Fetch sessions (KIP-227): a full fetch with epoch 0 creates a session on the shard the
 //! connection lives on; incremental fetches then name only changed partitions and get back
 //! only partitions with news (data, an error, a moved high watermark or log start).
+//! A session belongs to the connection that created it: to any other connection its id is
+//! unknown (FETCH_SESSION_ID_NOT_FOUND, Kafka's answer for an unknown id), and such a
+//! connection cannot close or replace it either. Ids are random (a CSPRNG, non-zero,
+//! positive), so they cannot be guessed; a session ends with its connection.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -23,7 +27,7 @@ use sluice_shard::ShardId;
 
 use super::join_all;
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
-use crate::conn::Outcome;
+use crate::conn::{ConnId, Outcome};
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionReply, PartitionRequest, WatchEntry};
 use crate::shard::{now_ms, BrokerShard};
@@ -57,6 +61,8 @@ struct Wanted {
 type Key = (uuid::Uuid, TopicName, i32);
 
 struct Session {
+    /// The connection that created it; no other may use or close it.
+    conn: ConnId,
     epoch: i32,
     partitions: IndexMap<Key, Wanted>,
     last_used: Instant,
@@ -65,12 +71,22 @@ struct Session {
 /// Fetch sessions of one shard. Owned by that shard.
 #[derive(Default)]
 pub struct FetchSessions {
-    next_id: i32,
     sessions: HashMap<i32, Session>,
 }
 
+/// A random session id: non-zero and positive (0 means "no session" and clients treat ids
+/// as opaque positive numbers), from `rand`'s thread-local CSPRNG (OS-seeded ChaCha).
+fn random_session_id() -> i32 {
+    loop {
+        let id = (rand::random::<u32>() >> 1) as i32;
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 impl FetchSessions {
-    fn create(&mut self, partitions: IndexMap<Key, Wanted>, now: Instant) -> i32 {
+    fn create(&mut self, conn: ConnId, partitions: IndexMap<Key, Wanted>, now: Instant) -> i32 {
         if self.sessions.len() >= FETCH_SESSIONS_MAX {
             let stale = self
                 .sessions
@@ -88,21 +104,48 @@ impl FetchSessions {
         if partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
             return 0;
         }
-        loop {
-            self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.sessions.contains_key(&self.next_id) {
-                break;
+        // At most FETCH_SESSIONS_MAX of 2^31 - 1 ids are taken: a collision is rare, retried.
+        let id = loop {
+            let id = random_session_id();
+            if !self.sessions.contains_key(&id) {
+                break id;
             }
-        }
+        };
         self.sessions.insert(
-            self.next_id,
+            id,
             Session {
+                conn,
                 epoch: 1,
                 partitions,
                 last_used: now,
             },
         );
-        self.next_id
+        id
+    }
+
+    /// The session `id` if `conn` owns it (to any other connection it does not exist).
+    fn owned_mut(&mut self, conn: ConnId, id: i32) -> Option<&mut Session> {
+        self.sessions.get_mut(&id).filter(|s| s.conn == conn)
+    }
+
+    /// Closes session `id` if `conn` owns it.
+    fn close(&mut self, conn: ConnId, id: i32) {
+        if self.owned_mut(conn, id).is_some() {
+            self.sessions.remove(&id);
+        }
+    }
+
+    /// Drops every session of a connection that closed.
+    pub fn close_connection(&mut self, conn: ConnId) {
+        self.sessions.retain(|_, s| s.conn != conn);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
     }
 }
 
@@ -162,6 +205,7 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: FetchRequest,
+    conn: ConnId,
 ) -> FetchResponse {
     let by_id = h.api_version >= 13;
     let now = Instant::now();
@@ -170,22 +214,22 @@ pub async fn handle(
         if h.api_version < 7 || (r.session_id == 0 && r.session_epoch == FINAL_EPOCH) {
             (wanted_from_request(&r, by_id), 0, false)
         } else if r.session_epoch == INITIAL_EPOCH || r.session_epoch == FINAL_EPOCH {
-            // A new full session (an old one named here is replaced), or a full sessionless fetch
-            // that closes the named session.
+            // A new full session (an old one of this connection named here is replaced), or a
+            // full sessionless fetch that closes the named session of this connection.
             let mut sessions = shard.fetch_sessions.borrow_mut();
             if r.session_id != 0 {
-                sessions.sessions.remove(&r.session_id);
+                sessions.close(conn, r.session_id);
             }
             let wanted = wanted_from_request(&r, by_id);
             let id = if r.session_epoch == INITIAL_EPOCH {
-                sessions.create(wanted.clone(), now)
+                sessions.create(conn, wanted.clone(), now)
             } else {
                 0
             };
             (wanted, id, false)
         } else {
             let mut sessions = shard.fetch_sessions.borrow_mut();
-            let Some(session) = sessions.sessions.get_mut(&r.session_id) else {
+            let Some(session) = sessions.owned_mut(conn, r.session_id) else {
                 return FetchResponse::default().with_error_code(kerr::FETCH_SESSION_ID_NOT_FOUND);
             };
             if session.epoch != r.session_epoch {
@@ -248,8 +292,7 @@ pub async fn handle(
         if let Some(s) = shard
             .fetch_sessions
             .borrow_mut()
-            .sessions
-            .get_mut(&session_id)
+            .owned_mut(conn, session_id)
         {
             for (key, hw, start) in updates {
                 if let Some(p) = s.partitions.get_mut(&key) {
@@ -464,5 +507,37 @@ mod tests {
             assert!(!range.contains(&w.topic.as_ptr()), "a copy of the name");
             assert!(!range.contains(&key_name.as_ptr()), "a copy in the key too");
         }
+    }
+
+    #[test]
+    fn sessions_belong_to_their_connection_and_ids_are_random() {
+        let mut s = FetchSessions::default();
+        let (a, b) = (ConnId(1), ConnId(2));
+        let now = Instant::now();
+        let ids: Vec<i32> = (0..100)
+            .map(|_| s.create(a, IndexMap::new(), now))
+            .collect();
+        assert!(ids.iter().all(|&id| id > 0));
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "unique");
+        assert!(
+            ids.windows(2).filter(|w| w[1] == w[0] + 1).count() < 5,
+            "not sequential"
+        );
+        let id = ids[0];
+        assert!(
+            s.owned_mut(b, id).is_none(),
+            "unknown to another connection"
+        );
+        s.close(b, id);
+        assert!(
+            s.owned_mut(a, id).is_some(),
+            "another connection cannot close it"
+        );
+        s.create(b, IndexMap::new(), now);
+        s.close_connection(a);
+        assert_eq!(s.len(), 1, "a's sessions ended with it; b's stays");
     }
 }

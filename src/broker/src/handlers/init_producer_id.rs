@@ -1,5 +1,10 @@
 //! InitProducerId: hands out producer ids for idempotent producers (unique across restarts:
-//! ids come from blocks reserved durably before use) and bumps epochs (KIP-360).
+//! ids come from blocks reserved durably before use).
+//!
+//! Without a transactional id every call gets a fresh producer id at epoch 0, whatever
+//! producer id and epoch the request names, as Kafka's TransactionCoordinator answers: for a
+//! non-transactional producer, KIP-360's recovery is simply a new id. So no request can bump
+//! the epoch of (and thereby fence) a producer id it does not own.
 
 use std::rc::Rc;
 
@@ -24,12 +29,6 @@ pub async fn handle(
     if r.transactional_id.is_some() {
         // No transaction coordinator yet.
         return base.with_error_code(kerr::COORDINATOR_NOT_AVAILABLE);
-    }
-    // An idempotent producer that already has an id may ask for an epoch bump.
-    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
-        return base
-            .with_producer_id(r.producer_id)
-            .with_producer_epoch(r.producer_epoch + 1);
     }
     match shard.shared().producer_ids.next().await {
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),

@@ -9,7 +9,7 @@ use sluice_codec::kafka_protocol::protocol::Encodable;
 use sluice_codec::{frame_response, ApiTable, Request, RequestHeaderInfo};
 use sluice_shard::ShardId;
 
-use crate::conn::Outcome;
+use crate::conn::{ConnId, Outcome};
 use crate::shard::BrokerShard;
 
 pub mod alter_configs;
@@ -100,14 +100,19 @@ pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
 }
 
 /// Runs one decoded request; `frame_len` is the size of the frame it came in (what a slice
-/// of it keeps alive).
-pub async fn dispatch(shard: &Rc<BrokerShard>, request: Request, frame_len: usize) -> Outcome {
+/// of it keeps alive), `conn` the connection it came on.
+pub async fn dispatch(
+    shard: &Rc<BrokerShard>,
+    request: Request,
+    frame_len: usize,
+    conn: ConnId,
+) -> Outcome {
     let h = &request.header;
     match request.body {
         RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
         RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r).await),
         RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len).await,
-        RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r).await),
+        RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r, conn).await),
         RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
         RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
         RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
