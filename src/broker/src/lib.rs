@@ -114,7 +114,11 @@ pub fn run(
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_listen_address(config.listen)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
-    if !topics::state_path(&config.data_dir).exists() {
+    let fresh = !topics::state_path(&config.data_dir).exists();
+    if fresh {
+        // Partition data without the state that names its topics: the state was lost, or this
+        // is another program's directory. Sweeping would delete it all; refuse instead.
+        partition_dirs::refuse_unowned_data(&config.data_dir)?;
         topics::store_state(&config.data_dir, &state)?;
     }
     if let Some(dir) = topics::state_path(&config.data_dir).parent() {

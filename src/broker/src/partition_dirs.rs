@@ -10,7 +10,12 @@
 //! renames the directory to `<topic>-<partition>.<uuid>-delete` (as Kafka does), so that a
 //! crash in the middle of it leaves an obvious orphan, never a half-emptied partition under
 //! its live name. A directory without the file (written before topic ids were stored) is
-//! adopted by the topic of its name and gets the file.
+//! adopted by the topic of its name and gets the file; one without the file and without a
+//! topic of its name is not known to be ours, so it is set aside (renamed to
+//! `….<uuid>-stray`, as Kafka does), never deleted. Names are capped at 255 bytes the way
+//! Kafka caps them (the topic part is shortened), so a long topic name can always be
+//! deleted. A data directory with partition data but no cluster state is refused at start:
+//! without the state every partition would look orphaned.
 //!
 //! Blocking `std::fs` calls: run at start before the shards exist, or on a blocking thread.
 
@@ -28,6 +33,10 @@ const METADATA_TMP: &str = "partition.metadata.tmp";
 const METADATA_VERSION: u32 = 0;
 /// Ends the name of a directory being removed (Kafka's `-delete`).
 pub const DELETE_SUFFIX: &str = "-delete";
+/// Ends the name of a directory set aside because nothing says whose it is (Kafka's `-stray`).
+pub const STRAY_SUFFIX: &str = "-stray";
+/// Longest file name Linux accepts.
+const FILE_NAME_BYTES_MAX: usize = 255;
 /// A `partition.metadata` file is a few dozen bytes; anything far larger is not one.
 const METADATA_BYTES_MAX: u64 = 4096;
 
@@ -155,10 +164,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// rename is only logged: the directory no longer has a partition's name, and the next
 /// start removes it.
 pub fn discard(data_dir: &Path, name: &str) -> io::Result<PathBuf> {
-    let doomed = data_dir.join(format!(
-        "{name}.{}{DELETE_SUFFIX}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let doomed = data_dir.join(renamed(name, DELETE_SUFFIX));
     fs::rename(data_dir.join(name), &doomed)?;
     sync_dir(data_dir)?;
     if let Err(e) = fs::remove_dir_all(&doomed) {
@@ -168,6 +174,49 @@ pub fn discard(data_dir: &Path, name: &str) -> io::Result<PathBuf> {
         );
     }
     Ok(doomed)
+}
+
+/// `<name>.<uuid><suffix>`, the topic part of `name` shortened so that the whole fits in a
+/// file name (Kafka's `logDirNameWithSuffixCappedLength`): a 249-byte topic name plus the
+/// suffix is over 255 bytes, and a rename that fails would leave the partition undeletable.
+fn renamed(name: &str, suffix: &str) -> String {
+    let (topic, rest) = match parse_dir_name(name) {
+        Some((topic, p)) => (topic, format!("-{p}")),
+        None => (name, String::new()),
+    };
+    let tail = format!("{rest}.{}{suffix}", uuid::Uuid::new_v4().simple());
+    let mut keep = topic.len().min(FILE_NAME_BYTES_MAX.saturating_sub(tail.len()));
+    while !topic.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{tail}", &topic[..keep])
+}
+
+/// Whether `name` is one [`renamed`] made with `suffix` (`….<32 hex digits><suffix>`).
+fn is_renamed(name: &str, suffix: &str) -> bool {
+    name.strip_suffix(suffix)
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Refuses to start on a data directory that holds partition directories with topic ids but
+/// no cluster state (see the module header).
+pub fn refuse_unowned_data(data_dir: &Path) -> Result<(), BrokerError> {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.join(METADATA_FILE).is_file() {
+            return Err(BrokerError::Config(format!(
+                "{} holds partition data ({}) but no cluster state ({}): refusing to start,                  since every partition would look orphaned; restore the state file, or move                  the partition directories away",
+                data_dir.display(),
+                path.display(),
+                crate::topics::state_path(data_dir).display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Prepares the directories of partitions about to be opened, at start or when topics are
@@ -242,6 +291,8 @@ pub struct Swept {
     pub deletions: usize,
     /// Partition directories without `partition.metadata` that got one.
     pub adopted: usize,
+    /// Directories without `partition.metadata` and without a topic, set aside (`-stray`).
+    pub strays: usize,
 }
 
 /// The start-up sweep of `data_dir` against the cluster state, before partitions are opened
@@ -266,7 +317,10 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if name.ends_with(DELETE_SUFFIX) {
+        if is_renamed(&name, STRAY_SUFFIX) {
+            continue;
+        }
+        if is_renamed(&name, DELETE_SUFFIX) {
             log::info!("removing {name}, left by an unfinished partition deletion");
             fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             swept.deletions += 1;
@@ -296,6 +350,17 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
                 );
                 adopted.push((path.clone(), t.id));
                 swept.adopted += 1;
+            }
+            (None, None) => {
+                // No topic id and no topic of its name: possibly not ours at all.
+                let aside = data_dir.join(renamed(&name, STRAY_SUFFIX));
+                log::warn!(
+                    "{name}: no {METADATA_FILE} and no topic {topic} partition {partition}; \
+                     setting it aside as {}",
+                    aside.display()
+                );
+                fs::rename(&path, &aside).map_err(io_err("rename", &path))?;
+                swept.strays += 1;
             }
             (owner, on_disk) => {
                 let why = match (owner, on_disk) {
@@ -394,7 +459,11 @@ mod tests {
         write_metadata(&data.join("kept-2"), &[1; 16]).unwrap();
         write_metadata(&data.join("renewed-0"), &[9; 16]).unwrap();
         write_metadata(&data.join("gone-0"), &[3; 16]).unwrap();
-        fs::create_dir(data.join("gone-1.0123abc-delete")).unwrap();
+        fs::create_dir(data.join("gone-1.0123456789abcdef0123456789abcdef-delete")).unwrap();
+        // Not ours to judge: no topic id, no topic of its name; and a name that only looks
+        // like a deletion.
+        fs::create_dir(data.join("backup-2024")).unwrap();
+        fs::create_dir(data.join("notes-delete")).unwrap();
         fs::write(data.join("x-0"), b"a file, not a directory").unwrap();
 
         let swept = sweep(data, &state).unwrap();
@@ -403,7 +472,8 @@ mod tests {
             Swept {
                 orphans: 3,
                 deletions: 1,
-                adopted: 1
+                adopted: 1,
+                strays: 1,
             }
         );
         let mut left: Vec<String> = fs::read_dir(data)
@@ -411,11 +481,38 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["cluster", "kept-0", "kept-1", "x-0"]);
+        let stray = left.iter().position(|n| is_renamed(n, STRAY_SUFFIX)).unwrap();
+        assert!(left[stray].starts_with("backup-2024."), "{left:?}");
+        left.remove(stray);
+        assert_eq!(left, ["cluster", "kept-0", "kept-1", "notes-delete", "x-0"]);
         assert_eq!(read_topic_id(&data.join("kept-1")).unwrap(), Some([1; 16]));
         assert!(data.join("kept-1/00000000000000000000.log").exists());
         // A second sweep has nothing to do.
         assert_eq!(sweep(data, &state).unwrap(), Swept::default());
+    }
+
+    #[test]
+    fn renamed_names_fit_in_a_file_name() {
+        let long = "t".repeat(249);
+        let name = dir_name(&long, 7);
+        let r = renamed(&name, DELETE_SUFFIX);
+        assert_eq!(r.len(), FILE_NAME_BYTES_MAX, "{r}");
+        assert!(is_renamed(&r, DELETE_SUFFIX));
+        assert!(r.contains("-7."));
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join(&name)).unwrap();
+        discard(d.path(), &name).unwrap();
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        assert!(renamed("short-0", STRAY_SUFFIX).starts_with("short-0."));
+    }
+
+    #[test]
+    fn partition_data_without_cluster_state_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("other-0")).unwrap();
+        assert!(refuse_unowned_data(d.path()).is_ok(), "no topic ids: nothing claimed");
+        write_metadata(&d.path().join("other-0"), &[4; 16]).unwrap();
+        assert!(refuse_unowned_data(d.path()).is_err());
     }
 
     #[test]
