@@ -10,8 +10,8 @@
 //! - [`Proxy::pass`] / [`Proxy::heal`]: forward as fast as the sockets allow.
 //! - [`Proxy::delay`]: every chunk is delivered no earlier than `d` after the proxy read it,
 //!   in order, in each direction (a round trip gains `2 d`). Throughput is bounded by the queue:
-//!   at most `QUEUE_CHUNKS_MAX * CHUNK_MAX` bytes in flight per direction per delay, like a TCP
-//!   window over a long link.
+//!   about `QUEUE_CHUNKS_MAX * CHUNK_MAX` bytes per direction per `d`, like a TCP window over a
+//!   long link.
 //! - [`Proxy::blackhole`]: connections stay open, both directions' bytes (and FIN/RST) are read
 //!   and silently discarded, new connections are accepted and connected to B and behave the
 //!   same: what an isolated node looks like to its peers.
@@ -41,7 +41,8 @@
 //! Implementation: plain threads (the sockets are blocking; a handful of connections per test).
 //! An accept thread per proxy; per connection a reader and a writer thread per direction joined
 //! by a bounded chunk queue, so a slow receiver back-pressures the sender through TCP and the
-//! memory per direction stays below `(QUEUE_CHUNKS_MAX + 2) * CHUNK_MAX`. The writer decides a
+//! memory per direction stays below `(QUEUE_CHUNKS_MAX + 3) * CHUNK_MAX` (the queue, one chunk
+//! waiting to enter it, one being written, the read buffer). The writer decides a
 //! chunk's fate (deliver, wait out the delay, drop) under the fault-state lock, at delivery
 //! time, so a state change applies to bytes already queued. Socket errors and peer resets end
 //! that connection (propagated as a reset to the other side), never the proxy, and never panic.
@@ -1020,6 +1021,44 @@ mod tests {
         poll_until(MUST, "upstream failure counted", || {
             (proxy.counters().upstream_failed == 1).then_some(())
         });
+    }
+
+    #[test]
+    fn slow_receiver_back_pressures_the_sender() {
+        let l = target();
+        let proxy = Proxy::start(l.local_addr().unwrap());
+        let (client, mut server) = pair(&proxy, &l);
+        // The target reads nothing; the dialer tries to push far more than every buffer on the
+        // way can hold. With bounded queues it blocks; the asserted bound (128 MiB) is above
+        // the four socket buffers at their largest (`tcp_rmem`/`tcp_wmem` max, 32 + 4 MiB
+        // here) plus the proxy's queue, so only unbounded buffering can reach it.
+        const TOTAL: u64 = 1 << 30;
+        let written = Arc::new(AtomicU64::new(0));
+        let (w, mut c) = (written.clone(), client.try_clone().unwrap());
+        let writer = thread::spawn(move || {
+            let piece = vec![7u8; 64 * 1024];
+            while w.load(Ordering::Relaxed) < TOTAL {
+                if c.write_all(&piece).is_err() {
+                    return;
+                }
+                w.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+        });
+        thread::sleep(SILENCE * 3);
+        let stalled_at = written.load(Ordering::Relaxed);
+        assert!(
+            stalled_at < 128 << 20,
+            "sender was not held back: {stalled_at} bytes"
+        );
+        // The receiver reading again releases it.
+        read_n(&mut server, 1 << 20);
+        poll_until(MUST, "sender resumed", || {
+            (written.load(Ordering::Relaxed) > stalled_at).then_some(())
+        });
+        // Dropping the proxy with writes blocked on both sides of it ends them.
+        drop(proxy);
+        writer.join().unwrap();
+        assert!(written.load(Ordering::Relaxed) < TOTAL);
     }
 
     #[test]
