@@ -14,6 +14,7 @@
 
 pub mod kafka;
 pub mod procfs;
+pub mod proxy;
 pub mod wire;
 
 use std::fs::{self, File, OpenOptions};
