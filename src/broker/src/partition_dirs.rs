@@ -185,7 +185,9 @@ fn renamed(name: &str, suffix: &str) -> String {
         None => (name, String::new()),
     };
     let tail = format!("{rest}.{}{suffix}", uuid::Uuid::new_v4().simple());
-    let mut keep = topic.len().min(FILE_NAME_BYTES_MAX.saturating_sub(tail.len()));
+    let mut keep = topic
+        .len()
+        .min(FILE_NAME_BYTES_MAX.saturating_sub(tail.len()));
     while !topic.is_char_boundary(keep) {
         keep -= 1;
     }
@@ -481,7 +483,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        let stray = left.iter().position(|n| is_renamed(n, STRAY_SUFFIX)).unwrap();
+        let stray = left
+            .iter()
+            .position(|n| is_renamed(n, STRAY_SUFFIX))
+            .unwrap();
         assert!(left[stray].starts_with("backup-2024."), "{left:?}");
         left.remove(stray);
         assert_eq!(left, ["cluster", "kept-0", "kept-1", "notes-delete", "x-0"]);
@@ -510,7 +515,10 @@ mod tests {
     fn partition_data_without_cluster_state_is_refused() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("other-0")).unwrap();
-        assert!(refuse_unowned_data(d.path()).is_ok(), "no topic ids: nothing claimed");
+        assert!(
+            refuse_unowned_data(d.path()).is_ok(),
+            "no topic ids: nothing claimed"
+        );
         write_metadata(&d.path().join("other-0"), &[4; 16]).unwrap();
         assert!(refuse_unowned_data(d.path()).is_err());
     }

@@ -196,7 +196,7 @@ fn verify_partition(dir: &Path, files: &Files, report: &mut Report) {
     }
     for &snap in &files.snapshots {
         let path = segment_path(dir, snap, "snapshot");
-        check_sealed(&path, Kind::ProducerSnapshot, report);
+        check_snapshot(&path, report);
     }
     if files.has_log_start {
         check_sealed(&dir.join("log-start-offset"), Kind::LogStartOffset, report);
@@ -483,6 +483,27 @@ fn check_sealed(path: &Path, kind: Kind, report: &mut Report) {
     let _ = read_sealed(path, kind, report);
 }
 
+/// A producer snapshot is of either kind: with timestamps (written now) or without (older
+/// data dirs), as the log reads them at open. Its body must decode too.
+fn check_snapshot(path: &Path, report: &mut Report) {
+    let Ok(bytes) = fs::read(path) else {
+        // Missing or unreadable: read_sealed says which.
+        check_sealed(path, Kind::ProducerSnapshotTimed, report);
+        return;
+    };
+    let sealed = format::unseal(Kind::ProducerSnapshotTimed, &bytes)
+        .or_else(|| format::unseal(Kind::ProducerSnapshot, &bytes));
+    match sealed {
+        Some((meta, body)) if crate::producer::ProducerState::decode(body, meta[1]).is_some() => {}
+        Some(_) => report.problem(path, None, "producer snapshot body does not decode".into()),
+        None => report.problem(
+            path,
+            None,
+            "damaged producer snapshot file (bad header or CRC32C)".into(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +548,36 @@ mod tests {
         let r = verify_data_dir(d.path()).unwrap();
         assert!(r.is_clean(), "{:?}", r.problems);
         assert_eq!((r.partitions, r.segments, r.batches), (1, 3, 7));
+    }
+
+    #[test]
+    fn producer_snapshots_of_both_kinds_pass_and_a_bad_body_is_found() {
+        use crate::producer::{ProducerState, SNAPSHOT_BODY_VERSION};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("t-0");
+        write_partition(&dir);
+        let mut body = Vec::new();
+        ProducerState::default().encode(&mut body);
+        // As the log writes them now (with timestamps) and as older data dirs hold them.
+        let timed = format::seal(
+            Kind::ProducerSnapshotTimed,
+            [4, SNAPSHOT_BODY_VERSION, 0, 0],
+            &body,
+        );
+        fs::write(segment_path(&dir, 4, "snapshot"), timed).unwrap();
+        let old = format::seal(Kind::ProducerSnapshot, [6, 0, 0, 0], &body);
+        fs::write(segment_path(&dir, 6, "snapshot"), old).unwrap();
+        let r = verify_data_dir(d.path()).unwrap();
+        assert!(r.is_clean(), "{:?}", r.problems);
+        // A well-sealed file whose body is not a producer table.
+        let junk = format::seal(
+            Kind::ProducerSnapshotTimed,
+            [4, SNAPSHOT_BODY_VERSION, 0, 0],
+            b"junk",
+        );
+        fs::write(segment_path(&dir, 4, "snapshot"), junk).unwrap();
+        let r = verify_data_dir(d.path()).unwrap();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     }
 
     #[test]
