@@ -136,7 +136,8 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                     if shard.draining() {
                         break 'read;
                     }
-                    let permit = memory.take_request(FRAME_SIZE_PREFIX_LEN + frame.len());
+                    let permit =
+                        memory.take_request(FRAME_SIZE_PREFIX_LEN + frame.len(), may_park(&frame));
                     if frame.len() >= READ_CHUNK_BYTES {
                         // The rest of `buf` shares the large frame's allocation: move it to
                         // its own, or every later request read into that spare room would
@@ -194,7 +195,9 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
             }
             None => {
                 let read = reader.read(&mut scratch).await;
-                if let Ok(n) = read {
+                // End of stream (n = 0) takes nothing: a closed connection must not queue
+                // behind others for the budget before it can leave and release what it holds.
+                if let Ok(n @ 1..) = read {
                     // The bytes wait in the scratch buffer (this connection's own memory)
                     // until the budget has room for them; meanwhile nothing more is read.
                     memory.acquire(n).await;
@@ -297,6 +300,16 @@ async fn write_parts(
 /// Which whole-request stage a frame is timed under, and since when (produce and fetch only;
 /// `None` when timers are off).
 type Timed = Option<(Stage, Instant)>;
+
+/// Whether a request may wait a long time in its handler (a fetch long-poll; JoinGroup and
+/// SyncGroup wait for a rebalance): it must not hold the request-memory overdraft.
+fn may_park(frame: &Bytes) -> bool {
+    peek_request_prefix(frame).is_ok_and(|p| {
+        [ApiKey::Fetch, ApiKey::JoinGroup, ApiKey::SyncGroup]
+            .iter()
+            .any(|k| *k as i16 == p.api_key)
+    })
+}
 
 fn timed(frame: &Bytes) -> Timed {
     let t = stats::start()?;

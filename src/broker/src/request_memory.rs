@@ -26,6 +26,9 @@
 //!   non-strict pool overruns its budget by at most one request.
 //! - Waiters are served in arrival order (only the overdraft holder goes past them), so a
 //!   large read cannot starve behind a stream of small ones.
+//! - A request that may park (fetch long-poll, JoinGroup, SyncGroup) of at most 1 MiB
+//!   leaves the overdraft behind when its frame is complete, so parked work never stops the
+//!   shard's reading; each such request overruns the budget by at most its own size.
 //! - Known limit: a holder whose client stops sending keeps the overdraft; the shard then
 //!   still serves within its budget, but a budget filled with other partial requests waits
 //!   for that client (one that sends nothing is closed after `connections.max.idle.ms`; one
@@ -43,6 +46,10 @@ use std::task::{Context, Poll, Waker};
 /// 100 MiB) beside many small ones, so one large producer never stalls the shard; a 32-core
 /// host can hold at most 8 GiB of request bytes.
 pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+
+/// Largest request that may park without keeping the overdraft (see
+/// [`ConnMemory::take_request`]).
+pub const PARKED_OVERDRAFT_BYTES_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -146,13 +153,25 @@ impl ConnMemory {
 
     /// Moves `n` held bytes (one complete request frame) to a permit its handler keeps until
     /// it is done with the request. The overdraft, if this connection had it, goes with it:
-    /// the connection's next request waits its turn.
-    pub fn take_request(&self, n: usize) -> RequestPermit {
+    /// the connection's next request waits its turn. A request of at most
+    /// [`PARKED_OVERDRAFT_BYTES_MAX`] that `may_park` (a fetch long-poll, a JoinGroup or
+    /// SyncGroup waiting for a rebalance) does not take the overdraft along: it is freed for
+    /// the next waiter at once (the request's bytes stay counted), or a parked request would
+    /// stop the whole shard from reading past its budget, and a parked JoinGroup would wait
+    /// for members whose requests cannot be read. Each such request overruns the budget by
+    /// at most that much (real requests of these kinds are kilobytes).
+    pub fn take_request(&self, n: usize, may_park: bool) -> RequestPermit {
         assert!(n <= self.held.get(), "a request larger than what was read");
         self.held.set(self.held.get() - n);
         let mut inner = self.pool.inner.borrow_mut();
-        let overdraft = inner.overdraft == Some(Holder::Conn(self.id));
-        if overdraft {
+        let mut overdraft = inner.overdraft == Some(Holder::Conn(self.id));
+        if overdraft && may_park && n <= PARKED_OVERDRAFT_BYTES_MAX {
+            inner.overdraft = None;
+            overdraft = false;
+            if let Some((_, w)) = inner.waiters.front() {
+                w.wake_by_ref();
+            }
+        } else if overdraft {
             inner.overdraft = Some(Holder::Request);
         }
         RequestPermit {
@@ -282,7 +301,7 @@ mod tests {
         let c = pool.connection();
         block_on(c.acquire(60));
         assert_eq!(pool.used(), 60);
-        let permit = c.take_request(50);
+        let permit = c.take_request(50, false);
         assert_eq!((c.held(), permit.bytes()), (10, 50));
         drop(permit);
         assert_eq!(pool.used(), 10);
@@ -306,10 +325,30 @@ mod tests {
             let mut wait = Box::pin(c.acquire(10));
             assert!(poll_once(wait.as_mut()).await.is_none());
             // b's request completes and is handled: the overdraft comes free, c goes.
-            let permit = b.take_request(1050);
+            let permit = b.take_request(1050, false);
             assert!(poll_once(wait.as_mut()).await.is_none());
             drop(permit);
             assert!(poll_once(wait.as_mut()).await.is_some());
+            assert_eq!(pool.used(), 90);
+        });
+    }
+
+    #[test]
+    fn a_request_that_may_park_leaves_the_overdraft_behind() {
+        block_on(async {
+            let pool = RequestMemory::new(100);
+            let a = pool.connection();
+            let b = pool.connection();
+            let c = pool.connection();
+            a.acquire(80).await;
+            b.acquire(50).await; // the overdraft
+            let mut wait = Box::pin(c.acquire(10));
+            assert!(poll_once(wait.as_mut()).await.is_none());
+            // b's request is a long-poll: it keeps its bytes, not the overdraft, so c goes on.
+            let parked = b.take_request(50, true);
+            assert!(poll_once(wait.as_mut()).await.is_some());
+            assert_eq!(pool.used(), 140);
+            drop(parked);
             assert_eq!(pool.used(), 90);
         });
     }
