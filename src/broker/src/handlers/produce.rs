@@ -26,15 +26,6 @@ pub async fn handle(
     frame_len: usize,
 ) -> Outcome {
     let acks = r.acks;
-    // The batch cache may keep slices of this request only when its batches are at least half
-    // of it; otherwise they are copied out, so a small batch cannot pin a large request.
-    let sharing = sluice_storage::RequestSharing::new(
-        frame_len,
-        r.topic_data
-            .iter()
-            .flat_map(|td| td.partition_data.iter())
-            .filter_map(|pd| pd.records.as_ref().map(|b| b.len())),
-    );
     let topics = shard.topics();
     let now = crate::shard::now_ms();
     let client_id = h.client_id.as_deref();
@@ -57,9 +48,9 @@ pub async fn handle(
         None
     };
 
-    // (topic index, partition index, future)
+    // (topic index, partition index) and what to send, for each partition that passed.
     let mut slots = Vec::new();
-    let mut futs = Vec::new();
+    let mut accepted = Vec::new();
     let mut responses = Vec::with_capacity(r.topic_data.len());
     for td in r.topic_data {
         // The topic with its rules, derived from its configs when the table last changed.
@@ -107,10 +98,8 @@ pub async fn handle(
                                     timeout_ms: r.timeout_ms,
                                 },
                             };
-                            let shard = shard.clone();
-                            let records = pd.records.map(|b| sharing.batch(b));
                             slots.push((responses.len(), parts.len()));
-                            futs.push(async move { shard.partition_call(req, records).await.0 });
+                            accepted.push((req, pd.records));
                             None
                         }
                     }
@@ -128,6 +117,23 @@ pub async fn handle(
                 .with_partition_responses(parts),
         );
     }
+    // The batch cache may keep slices of this request only when the batches stored from it
+    // are at least half of it; otherwise they are copied out, so a small batch cannot pin a
+    // large request (refused batches count for nothing: they are not stored).
+    let sharing = sluice_storage::RequestSharing::new(
+        frame_len,
+        accepted
+            .iter()
+            .filter_map(|(_, records)| records.as_ref().map(|b| b.len())),
+    );
+    let futs: Vec<_> = accepted
+        .into_iter()
+        .map(|(req, records)| {
+            let shard = shard.clone();
+            let records = records.map(|b| sharing.batch(b));
+            async move { shard.partition_call(req, records).await.0 }
+        })
+        .collect();
     let replies = join_all(futs).await;
     for ((ti, pi), reply) in slots.into_iter().zip(replies) {
         let p = &mut responses[ti].partition_responses[pi];
