@@ -21,7 +21,8 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How long a SIGTERM/SIGINT shutdown may take in all: stop accepting and reading, answer
 /// the requests in flight, then flush, fsync and close every log. A shutdown that has not
 /// closed every log by then ends the process with an error (recovery then runs at the next
-/// start, as after a crash; acknowledged data is on disk either way, see `PartitionLog`).
+/// start, as after a crash: what acks=all acknowledged is on disk either way; acks=1 records
+/// still in the write buffer are lost, as in a crash).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The part of [`SHUTDOWN_TIMEOUT`] that connections get to answer their requests in flight
 /// (a parked fetch or a JoinGroup waiting for a rebalance may take longer: its connection is

@@ -334,7 +334,7 @@ impl Controller {
             ) {
                 return (Err((kerr::INVALID_CONFIG, p.message())), false);
             }
-            if t.internal && new.get("cleanup.policy").map(String::as_str) != Some("compact") {
+            if t.internal && new.get("cleanup.policy").map(|v| v.trim()) != Some("compact") {
                 // Time or size retention (cleanup.policy with `delete`, or the default once the
                 // override is gone) would erase committed offsets and group metadata.
                 let msg = format!("Internal topic {name} must keep cleanup.policy=compact.");

@@ -506,7 +506,8 @@ pub struct PlacementScan {
 pub struct PlacementMoves {
     /// Records to append, per the partition they belong to, in first-seen key order.
     pub copies: std::collections::BTreeMap<i32, Vec<(Bytes, Bytes)>>,
-    /// Keys to tombstone in the scanned partition (after the copies are durable).
+    /// Keys to tombstone in the scanned partition (after the copies are durable): offset
+    /// keys first, then group metadata keys.
     pub tombstones: Vec<Bytes>,
     /// The groups that move.
     pub groups: std::collections::BTreeSet<String>,
@@ -536,15 +537,20 @@ impl PlacementScan {
         if home == self.partition {
             return;
         }
-        if !self.latest.contains_key(key) {
+        // Copies, not slices: a slice would keep the whole read buffer it came in alive, and
+        // a scan of an offsets partition reads all of it.
+        let key = Bytes::copy_from_slice(key);
+        if !self.latest.contains_key(&key) {
             self.keys.push((key.clone(), home));
         }
-        self.latest.insert(key.clone(), value.cloned());
+        self.latest
+            .insert(key, value.map(|v| Bytes::copy_from_slice(v)));
         self.groups.insert(group);
     }
 
     pub fn finish(mut self) -> PlacementMoves {
         let mut out = PlacementMoves::default();
+        let mut metadata_tombstones = Vec::new();
         for (key, home) in self.keys {
             // A key whose latest record is a tombstone is already gone: nothing to move.
             if let Some(Some(value)) = self.latest.remove(&key) {
@@ -552,9 +558,16 @@ impl PlacementScan {
                     .entry(home)
                     .or_default()
                     .push((key.clone(), value));
-                out.tombstones.push(key);
+                if matches!(decode_key(&key), Ok(RecordKey::GroupMetadata { .. })) {
+                    metadata_tombstones.push(key);
+                } else {
+                    out.tombstones.push(key);
+                }
             }
         }
+        // Offsets before group metadata: replay of a metadata tombstone while the group still
+        // has offsets keeps an offsets-only group, which later offset tombstones never remove.
+        out.tombstones.extend(metadata_tombstones);
         out.groups = self.groups;
         out
     }

@@ -18,7 +18,7 @@ const USAGE: &str = "usage:
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
-               [--queued-max-request-bytes BYTES]
+               [--queued-max-request-bytes BYTES] [--producer-id-expiration-ms MS]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
 

@@ -67,8 +67,8 @@ fn another_connection_cannot_use_or_close_a_fetch_session() {
     assert_eq!(fetch(&mut a, topic, sb, 1), (FETCH_SESSION_ID_NOT_FOUND, 0));
     assert_eq!(fetch(&mut b, topic, sb, 1), (0, sb));
 
-    // A new connection of the same client is another connection (the broker also drops a
-    // connection's sessions when it closes).
+    // A new connection of the same client is another connection: it cannot take over the
+    // session either (that sessions end with their connection is a unit test in fetch.rs).
     drop(a);
     let mut a2 = connect(&broker);
     assert_eq!(
