@@ -585,6 +585,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         producers.truncate_from(log_end_offset);
+        producers.trim_to_limit();
         let log = PartitionLog {
             id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name,

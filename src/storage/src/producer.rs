@@ -158,12 +158,14 @@ impl ProducerState {
             return;
         }
         if !self.producers.contains_key(&producer_id)
-            && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+            && self.producers.len() >= 2 * PRODUCERS_PER_PARTITION_MAX
         {
-            // Only recovery gets here: an append was checked first, and `check` refuses a new
-            // producer at the limit. The log says this producer was admitted, so some entry
-            // had expired by then; the one with the oldest timestamp is that one (or older).
-            self.forget_oldest();
+            // Only recovery gets past the limit: an append was checked first, and `check`
+            // refuses a new producer at the limit. The log says each producer was admitted, so
+            // older entries had expired by then. Trimming in bulk when the table reaches twice
+            // the limit (and once after the replay, `trim_to_limit`) keeps the replay linear:
+            // trimming one entry per new producer would scan the table every time.
+            self.trim_to(PRODUCERS_PER_PARTITION_MAX);
         }
         let entry = self
             .producers
@@ -188,11 +190,27 @@ impl ProducerState {
             last_offset,
         });
         entry.last_timestamp = timestamp;
-        debug_assert!(self.producers.len() <= PRODUCERS_PER_PARTITION_MAX);
+        debug_assert!(self.producers.len() <= 2 * PRODUCERS_PER_PARTITION_MAX);
     }
 
-    fn forget_oldest(&mut self) {
-        if let Some((&pid, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_timestamp) {
+    /// After a replay: back within [`PRODUCERS_PER_PARTITION_MAX`], keeping the newest.
+    pub fn trim_to_limit(&mut self) {
+        self.trim_to(PRODUCERS_PER_PARTITION_MAX);
+    }
+
+    /// Keeps the `keep` producers with the newest last timestamps (linear time).
+    fn trim_to(&mut self, keep: usize) {
+        let excess = self.producers.len().saturating_sub(keep);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .map(|(&pid, e)| (e.last_timestamp, pid))
+            .collect();
+        by_age.select_nth_unstable(excess - 1);
+        for &(_, pid) in &by_age[..excess] {
             self.producers.remove(&pid);
         }
     }
@@ -438,6 +456,8 @@ mod tests {
             "no producer id, no entry"
         );
         s.record(99_999, 0, 0, 20_000, 20_000, 30_000);
+        // Replay may run past the limit; the end of the replay trims back to it.
+        s.trim_to_limit();
         assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
         assert_eq!(s.epoch_of(0), None, "the oldest went");
         assert_eq!(s.epoch_of(1), Some(0));
@@ -447,5 +467,21 @@ mod tests {
     fn sequence_wraps() {
         assert_eq!(last_seq_of(i32::MAX, 1), 0);
         assert!(in_sequence(i32::MAX, 0));
+    }
+
+    #[test]
+    fn a_replay_past_the_limit_trims_in_bulk_and_keeps_the_newest() {
+        let mut s = ProducerState::default();
+        let n = 3 * PRODUCERS_PER_PARTITION_MAX as i64;
+        for pid in 0..n {
+            s.record(pid, 0, 0, pid, pid, pid);
+            assert!(s.len() <= 2 * PRODUCERS_PER_PARTITION_MAX);
+        }
+        s.trim_to_limit();
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert!(s.epoch_of(n - 1).is_some(), "the newest is kept");
+        assert!(s
+            .epoch_of(n - 1 - PRODUCERS_PER_PARTITION_MAX as i64)
+            .is_none());
     }
 }
