@@ -315,3 +315,24 @@ pub fn list_offset(s: &mut TcpStream, topic: &str, partition: i32, timestamp: i6
     let _timestamp = d.i64();
     (error, d.i64())
 }
+
+/// Wall-clock milliseconds since the epoch (record timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The latest offset (high watermark) of `topic` partition 0; asserts no error.
+pub fn latest(s: &mut TcpStream, topic: &str) -> i64 {
+    let (error, offset) = list_offset(s, topic, 0, -1);
+    assert_eq!(error, 0, "ListOffsets of {topic}");
+    offset
+}
+
+/// FindCoordinator v0 for `group`, which creates `__consumer_offsets`; asserts no error.
+pub fn find_coordinator(s: &mut TcpStream, group: &str) {
+    let resp = call(s, 10, 0, 21, &Enc::new().str(group).0);
+    assert_eq!(Dec::new(&resp).i16(), 0, "FindCoordinator error");
+}

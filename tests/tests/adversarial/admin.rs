@@ -4,30 +4,18 @@
 //! each partition once). Each test restarts the broker after the refusals.
 
 use std::net::TcpStream;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::NewPartitions;
 use rdkafka::error::RDKafkaErrorCode;
 use sluice_tests::kafka::{admin, admin_opts, topic_config};
-use sluice_tests::wire::{call, connect, create_by_metadata, produce, record_batch, Dec, Enc};
+use sluice_tests::wire::{
+    call, connect, create_by_metadata, find_coordinator, now_ms, produce, record_batch, Dec, Enc,
+};
 use sluice_tests::Broker;
 
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const OFFSETS: &str = "__consumer_offsets";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// FindCoordinator v0 for `group`, which creates `__consumer_offsets`.
-fn find_coordinator(s: &mut TcpStream, group: &str) {
-    let resp = call(s, 10, 0, 21, &Enc::new().str(group).0);
-    assert_eq!(Dec::new(&resp).i16(), 0, "FindCoordinator error");
-}
 
 /// Partition count of `topic` from Metadata v1 (raw, so it also sees internal topics).
 fn partitions_of(s: &mut TcpStream, topic: &str) -> i32 {

@@ -6,12 +6,12 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_tests::wire::{
-    at, call, connect, create_by_metadata, frame, header, list_offset, produce, read_response,
+    at, call, connect, create_by_metadata, frame, header, latest, now_ms, produce, read_response,
     record_batch, seal, Dec, Enc,
 };
 use sluice_tests::{poll_until, Broker, BrokerConfig};
@@ -20,19 +20,6 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 /// The broker's per-partition producer table (sluice_storage PRODUCERS_PER_PARTITION_MAX).
 const PRODUCERS_PER_PARTITION_MAX: usize = 16_384;
 const FAKE_PRODUCERS: usize = 20_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn latest(s: &mut TcpStream, topic: &str) -> i64 {
-    let (error, offset) = list_offset(s, topic, 0, -1);
-    assert_eq!(error, 0, "ListOffsets of {topic}");
-    offset
-}
 
 fn idempotent_producer(broker: &Broker) -> FutureProducer {
     ClientConfig::new()

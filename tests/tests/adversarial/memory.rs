@@ -5,10 +5,12 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sluice_tests::procfs::rss_kib;
-use sluice_tests::wire::{closed, connect, create_by_metadata, produce, record_batch, seal};
+use sluice_tests::wire::{
+    closed, connect, create_by_metadata, now_ms, produce, record_batch, seal,
+};
 use sluice_tests::{Broker, BrokerConfig, TEST_SHARDS};
 
 /// Kafka's `socket.request.max.bytes`: the largest request a client may declare.
@@ -19,13 +21,6 @@ fn broker_with(args: &[&str]) -> Broker {
         extra_args: args.iter().map(|a| a.to_string()).collect(),
         ..BrokerConfig::default()
     })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn zigzag(v: i64, out: &mut Vec<u8>) {

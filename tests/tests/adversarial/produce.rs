@@ -3,10 +3,10 @@
 //! DeleteRecords; a zero produce timeout does not store a batch and then report a timeout.
 
 use std::net::TcpStream;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_tests::wire::{
-    at, call, connect, create_by_metadata, list_offset, produce, record_batch, seal, Dec, Enc,
+    at, call, connect, create_by_metadata, find_coordinator, latest, now_ms, produce, record_batch,
+    seal, Dec, Enc,
 };
 use sluice_tests::Broker;
 
@@ -16,19 +16,6 @@ const INVALID_TIMESTAMP: i16 = 32;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 const INVALID_RECORD: i16 = 87;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn latest(s: &mut TcpStream, topic: &str) -> i64 {
-    let (error, offset) = list_offset(s, topic, 0, -1);
-    assert_eq!(error, 0, "ListOffsets of {topic}");
-    offset
-}
 
 /// A batch of `n` records changed by `tweak`, then re-sealed (valid length and CRC), so
 /// only the rule under test is broken.
@@ -154,12 +141,6 @@ fn a_zero_timeout_does_not_store_the_batch_and_then_report_a_timeout() {
     broker.restart();
     let mut s = connect(&broker);
     assert_eq!(latest(&mut s, "zero-timeout"), 3, "after restart");
-}
-
-/// FindCoordinator v0 for `group`, which creates `__consumer_offsets`.
-fn find_coordinator(s: &mut TcpStream, group: &str) {
-    let resp = call(s, 10, 0, 21, &Enc::new().str(group).0);
-    assert_eq!(Dec::new(&resp).i16(), 0, "FindCoordinator error");
 }
 
 /// DeleteRecords v0 of `topic`/`partition` before `offset`: the partition's error code.
