@@ -13,12 +13,14 @@
 
 pub mod cache;
 pub mod config;
+mod durable_file;
 pub mod error;
 pub mod fault;
 pub mod format;
 pub mod hdr;
 pub mod index;
 pub mod io;
+pub mod leader_epoch;
 pub mod log;
 pub mod notify;
 pub mod producer;
@@ -32,3 +34,5 @@ pub use log::{Appended, FlushTiming, PartitionLog, ReadOutcome};
 
 #[cfg(test)]
 mod log_tests;
+#[cfg(test)]
+mod replica_tests;
