@@ -1251,6 +1251,13 @@ impl<S: Storage> PartitionLog<S> {
             }
             inner.durable_offset = inner.durable_offset.max(target);
         }
+        assert!(
+            inner.durable_offset <= inner.log_end_offset(),
+            "{}: durable offset {} past the log end {}",
+            self.name,
+            inner.durable_offset,
+            inner.log_end_offset()
+        );
         self.last_flush.set(timing);
         Ok(inner.durable_offset)
     }

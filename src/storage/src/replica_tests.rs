@@ -310,8 +310,17 @@ fn a_crash_during_truncation_leaves_a_prefix_of_the_old_log() {
     }
 }
 
+/// A truncation under a running flusher, started at many points of its write/sync cycle:
+/// the high watermark never passes the log end, and what is appended after the cut is
+/// written where it belongs and survives a reopen.
 #[test]
 fn a_truncation_waits_for_the_flusher_and_is_not_undone_by_it() {
+    for delay in 0..16 {
+        truncate_under_the_flusher(delay);
+    }
+}
+
+fn truncate_under_the_flusher(delay: usize) {
     use futures_lite::future::{or, yield_now};
     let dir = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::default();
@@ -325,11 +334,16 @@ fn a_truncation_waits_for_the_flusher_and_is_not_undone_by_it() {
                 .unwrap();
             yield_now().await;
         }
+        for _ in 0..delay {
+            yield_now().await;
+        }
         // Truncate while the flusher has writes and syncs in flight.
         log.truncate_to(3 * 10).await.unwrap();
+        assert_eq!(log.high_watermark(), 30);
         for i in 10..20 {
             log.append_at(&leader_batch(3 * i, 2, 3, 0xa0 + i as u8, 90), 0)
                 .unwrap();
+            assert!(log.high_watermark() <= log.log_end_offset());
             yield_now().await;
         }
         log.wait_durable(59).await.unwrap();
@@ -337,11 +351,16 @@ fn a_truncation_waits_for_the_flusher_and_is_not_undone_by_it() {
         log.append_at(&leader_batch(60, 2, 1, 1, 1), 0).unwrap();
         log.wait_durable(60).await.unwrap();
     };
+    // Which of the two is polled first decides who gets a free flush stage first.
     block_on(async {
-        let flusher = std::pin::pin!(flusher);
-        or(async { flusher.await.unwrap() }, driver).await;
+        let flusher = async { flusher.await.unwrap() };
+        if delay.is_multiple_of(2) {
+            or(flusher, driver).await;
+        } else {
+            or(driver, flusher).await;
+        }
     });
-    assert_eq!(log.high_watermark(), 61);
+    assert_eq!(log.high_watermark(), 61, "delay {delay}");
     let got = read_raw(&log, 0);
     assert_eq!(got.len(), 21);
     for (i, b) in got.iter().enumerate().take(20).skip(10) {
@@ -349,5 +368,50 @@ fn a_truncation_waits_for_the_flusher_and_is_not_undone_by_it() {
     }
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
-    assert_eq!(read_raw(&log, 0), got);
+    assert_eq!(read_raw(&log, 0), got, "delay {delay}");
+}
+
+/// A flush whose write stage ran before a truncation and whose sync stage runs after it
+/// must not move the high watermark to its (now truncated) target.
+#[test]
+fn a_flush_straddling_a_truncation_does_not_resurrect_its_target() {
+    use futures_lite::future::poll_once;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let plan = storage.plan.clone();
+    let log = open(storage, dir.path(), small_segments());
+    log.append_at(&leader_batch(0, 1, 3, 0, 100), 0).unwrap();
+    // Writes the epoch checkpoint, whose fdatasync would look like a sync stage below.
+    block_on(log.flush()).unwrap();
+    for i in 1..10 {
+        log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
+            .unwrap();
+    }
+    block_on(async {
+        // First flush: into its sync stage, where it stays for now.
+        let mut first = Box::pin(log.flush());
+        while plan.syncs_in_flight.get() == 0 {
+            assert!(poll_once(&mut first).await.is_none());
+        }
+        for i in 10..20 {
+            log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
+                .unwrap();
+        }
+        // Second flush: writes, then waits for the sync stage.
+        let mut second = Box::pin(log.flush());
+        for _ in 0..50 {
+            assert!(poll_once(&mut second).await.is_none());
+        }
+        assert_eq!(plan.writes_in_flight.get(), 0, "its writes are done");
+        // The truncation takes the write stage and queues for the sync stage.
+        let mut truncation = Box::pin(log.truncate_to(15));
+        assert!(poll_once(&mut truncation).await.is_none());
+        first.await.unwrap();
+        // The truncation runs before the second flush's sync.
+        truncation.await.unwrap();
+        assert_eq!(second.await.unwrap(), 15);
+    });
+    assert_eq!(log.high_watermark(), 15);
+    assert_eq!(log.log_end_offset(), 15);
 }
