@@ -12,7 +12,10 @@
 //! records the result.
 //!
 //! Offsets: `log_start_offset` ≤ `high_watermark` (= durable offset on a single node, later
-//! the Raft commit index) ≤ `log_end_offset`. Reads never go past the high watermark.
+//! the Raft commit index) ≤ `log_end_offset` (asserted after every sync). Reads never go
+//! past the high watermark. A truncation (`replica.rs`, with follower appends and the
+//! leader-epoch history) holds both flush stages; a flush stage that began before it is
+//! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
