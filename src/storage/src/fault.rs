@@ -19,6 +19,8 @@ use crate::std_io::{HeapBuf, StdFile, StdStorage};
 pub struct FaultPlan {
     /// Fail the n-th next `fdatasync` (1 = the next one).
     pub fail_fsync_in: Cell<u32>,
+    /// Fail the n-th next directory fsync (`sync_dir`); nothing of it is made durable.
+    pub fail_sync_dir_in: Cell<u32>,
     /// Make the n-th next write short: only `short_write_bytes` of it reach the file, then error.
     pub short_write_in: Cell<u32>,
     pub short_write_bytes: Cell<usize>,
@@ -194,6 +196,9 @@ impl Storage for FaultyStorage {
     }
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check()?;
+        if FaultPlan::trip(&self.plan.fail_sync_dir_in) {
+            return Err(injected("fsync dir"));
+        }
         self.plan.with_model(|m| {
             m.durable_names.retain(|p, _| p.parent() != Some(path));
             for (p, id) in &m.names {

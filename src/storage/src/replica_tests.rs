@@ -285,13 +285,20 @@ fn a_power_loss_after_truncation_does_not_bring_removed_batches_back() {
 
 #[test]
 fn a_crash_during_truncation_leaves_a_prefix_of_the_old_log() {
-    // Fail the n-th fdatasync of the truncation, for every n until one completes.
+    crash_during_truncation(|plan, n| plan.fail_fsync_in.set(n));
+    crash_during_truncation(|plan, n| plan.fail_sync_dir_in.set(n));
+}
+
+/// Fails the n-th sync of one kind (`arm`) during a truncation across several segments, for
+/// every n until one completes, then loses power.
+fn crash_during_truncation(arm: impl Fn(&crate::fault::FaultPlan, u32)) {
     for n in 1.. {
         let dir = tempfile::tempdir().unwrap();
         let (log, storage, batches) = modelled(dir.path(), 40);
-        storage.plan.fail_fsync_in.set(n);
+        assert!(log.segment_count() > 4);
+        arm(&storage.plan, n);
         let result = block_on(log.truncate_to(3 * 12));
-        storage.plan.fail_fsync_in.set(0);
+        arm(&storage.plan, 0);
         if result.is_err() {
             assert!(log.failure().is_some(), "a failed truncation fails the log");
             assert!(log.append_at(&leader_batch(36, 6, 1, 0, 1), 0).is_err());
