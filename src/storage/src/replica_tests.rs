@@ -422,3 +422,43 @@ fn a_flush_straddling_a_truncation_does_not_resurrect_its_target() {
     assert_eq!(log.high_watermark(), 15);
     assert_eq!(log.log_end_offset(), 15);
 }
+
+/// A truncation whose future is dropped: waiting for a flush stage, the log goes on as
+/// before; midway through its IO, the log fails (its files may be half cut). Neither leaves
+/// appends refused or the flusher stuck.
+#[test]
+fn an_abandoned_truncation_releases_the_log() {
+    use futures_lite::future::poll_once;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let plan = storage.plan.clone();
+    let (log, _) = follower_with(storage, dir.path(), 20);
+    block_on(async {
+        // Dropped while queued behind a flush's sync stage.
+        log.append_at(&leader_batch(60, 4, 1, 0, 10), 0).unwrap();
+        let mut flush = Box::pin(log.flush());
+        while plan.syncs_in_flight.get() == 0 {
+            assert!(poll_once(&mut flush).await.is_none());
+        }
+        let mut truncation = Box::pin(log.truncate_to(30));
+        assert!(poll_once(&mut truncation).await.is_none());
+        drop(truncation);
+        flush.await.unwrap();
+        assert_eq!(log.log_end_offset(), 61);
+        log.append_at(&leader_batch(61, 4, 1, 0, 10), 0).unwrap();
+        assert_eq!(log.flush().await.unwrap(), 62);
+
+        // Dropped midway through its IO.
+        let mut truncation = Box::pin(log.truncate_to(30));
+        for _ in 0..3 {
+            assert!(poll_once(&mut truncation).await.is_none());
+        }
+        drop(truncation);
+        assert!(log.failure().is_some(), "the log failed");
+        assert!(
+            log.flush().await.is_err(),
+            "and a flush says so instead of hanging"
+        );
+    });
+}

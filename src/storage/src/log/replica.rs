@@ -60,6 +60,36 @@ pub(super) async fn load_epochs<S: Storage>(
     Ok((epochs, cut))
 }
 
+/// Undoes a `truncate_to` whose future was dropped before it finished: appends are
+/// allowed again and the flush stages it held are released; one dropped while holding both
+/// (its IO may have cut files halfway) fails the log, as a failed IO would.
+struct Abandoned<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    writing: bool,
+    syncing: bool,
+}
+
+impl<S: Storage> Drop for Abandoned<'_, S> {
+    fn drop(&mut self) {
+        let log = self.log;
+        log.inner.borrow_mut().truncating = false;
+        let halfway: Result<()> = if self.syncing {
+            Err(StorageError::Failed {
+                partition: log.name.clone(),
+                cause: "a truncation was abandoned midway".into(),
+            })
+        } else {
+            Ok(())
+        };
+        if self.syncing {
+            let _ = log.leave_stage(&log.syncing, halfway);
+        }
+        if self.writing {
+            let _ = log.leave_stage(&log.writing, Ok(()));
+        }
+    }
+}
+
 impl<S: Storage> PartitionLog<S> {
     /// The leader-epoch history, (epoch, start offset) in order.
     pub fn leader_epoch_entries(&self) -> Vec<(i32, i64)> {
@@ -206,9 +236,17 @@ impl<S: Storage> PartitionLog<S> {
             );
             inner.truncating = true;
         }
+        let mut guard = Abandoned {
+            log: self,
+            writing: false,
+            syncing: false,
+        };
         self.enter_stage(&self.writing).await;
+        guard.writing = true;
         self.enter_stage(&self.syncing).await;
+        guard.syncing = true;
         let result = self.truncate_holding_stages(offset).await;
+        std::mem::forget(guard);
         self.inner.borrow_mut().truncating = false;
         let _ = self.leave_stage(&self.writing, Ok(()));
         match result {
