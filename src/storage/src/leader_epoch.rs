@@ -8,6 +8,8 @@
 //! truncates, and on open cuts entries past the recovered end). An entry is added when the
 //! first batch of a newer epoch is appended (leader or follower); a batch of an older epoch
 //! than the newest is refused by the follower path, so the history only grows at its end.
+//! When the log start offset moves up, entries below it go (the first kept one starts at
+//! the new log start), as in Kafka.
 //!
 //! File format (Kafka's, so its tools read it): text lines, version `0`, the entry count,
 //! then one `epoch startOffset` line per entry. The log replaces the file atomically (temp
@@ -23,8 +25,9 @@ pub const CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 const CHECKPOINT_VERSION: u32 = 0;
 /// Entries a checkpoint may hold. Each one is a leader change that wrote to this partition;
 /// the file is rewritten whole at each change, so the bound also bounds that cost. Kafka has
-/// no limit, but never keeps entries below the log start offset; past this many, the oldest
-/// entries are dropped (their epochs are then answered like epochs before the first).
+/// no limit (its history shrinks only with the log start offset, as this one's does); past
+/// this many, the oldest entries are dropped (their epochs are then answered like epochs
+/// before the first).
 pub const EPOCH_ENTRIES_MAX: usize = 65_536;
 
 /// (epoch, start offset) pairs in increasing order.
@@ -73,6 +76,24 @@ impl LeaderEpochCache {
         let changed = keep < self.entries.len();
         self.entries.truncate(keep);
         changed
+    }
+
+    /// The log start offset moved up to `start` (retention, DeleteRecords): entries wholly
+    /// below it go, and the one it falls in now starts at `start`, as Kafka's
+    /// `truncateFromStart`. Returns whether anything changed.
+    pub fn truncate_from_start(&mut self, start: i64) -> bool {
+        let below = self.entries.partition_point(|&(_, s)| s < start);
+        if below == 0 {
+            return false;
+        }
+        let at_start = self.entries.get(below).is_some_and(|&(_, s)| s == start);
+        if at_start {
+            self.entries.drain(..below);
+        } else {
+            self.entries[below - 1].1 = start;
+            self.entries.drain(..below - 1);
+        }
+        true
     }
 
     /// Kafka's OffsetForLeaderEpoch answer for `requested`, given the log end offset:
@@ -202,6 +223,19 @@ mod tests {
         assert_eq!(c.entries(), &[(1, 0)]);
         // The next epoch may then start anywhere after.
         assert!(c.assign(7, 3));
+    }
+
+    #[test]
+    fn truncation_from_start_keeps_the_epoch_the_start_falls_in() {
+        let mut c = cache(&[(1, 0), (3, 10), (6, 25)]);
+        assert!(!c.truncate_from_start(0));
+        assert!(c.truncate_from_start(12));
+        assert_eq!(c.entries(), &[(3, 12), (6, 25)]);
+        assert!(c.truncate_from_start(25));
+        assert_eq!(c.entries(), &[(6, 25)]);
+        assert!(c.truncate_from_start(40));
+        assert_eq!(c.entries(), &[(6, 40)]);
+        assert!(!c.truncate_from_start(40));
     }
 
     #[test]

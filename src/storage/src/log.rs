@@ -1600,6 +1600,12 @@ impl<S: Storage> PartitionLog<S> {
                 .next()
                 .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
+            // Entries below the new start describe nothing left; the checkpoint follows at
+            // the next flush (until then the old one only holds more history, which is safe).
+            let start = inner.log_start_offset;
+            if inner.epochs.truncate_from_start(start) {
+                inner.epochs_dirty = true;
+            }
             victims
         };
         for base in &victims {

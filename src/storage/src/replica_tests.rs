@@ -239,11 +239,17 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     let log = open(StdStorage, dir.path(), small_segments());
     assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (8, 15)]);
     assert_eq!(log.end_offset_for_epoch(4), (1, 15));
+    // DeleteRecords moves the history's start with the log's.
+    assert_eq!(block_on(log.delete_records_before(5)).unwrap(), 5);
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 5), (8, 15)]);
+    log.append_at(&leader_batch(16, 8, 1, 0, 10), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n2\n1 5\n8 15\n");
     // An entry past the recovered end (written before data that was lost) is cut.
-    std::fs::write(&file, "0\n3\n1 0\n8 15\n9 400\n").unwrap();
+    std::fs::write(&file, "0\n3\n1 5\n8 15\n9 400\n").unwrap();
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
-    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (8, 15)]);
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 5), (8, 15)]);
 }
 
 /// Opens a follower log whose storage models a power loss.
