@@ -471,6 +471,8 @@ impl<S: Storage> PartitionLog<S> {
             })
             .await?;
         }
+        // As after recovery's replay: back within the table's limit, newest kept.
+        producers.trim_to_limit();
         Ok(producers)
     }
 }
