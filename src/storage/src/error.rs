@@ -53,6 +53,13 @@ pub enum StorageError {
     /// The log was closed (the broker is shutting down): nothing more is appended, because
     /// nothing would flush it.
     Closed { partition: String },
+    /// A truncation of the log's suffix is under way (the replica is a follower catching
+    /// up): nothing is appended until it ends.
+    Truncating { partition: String },
+    /// A follower append or truncation that does not fit the log (a batch not at the log
+    /// end, an older leader epoch, a cut inside a batch): the replication layer is out of
+    /// step with the log; nothing was changed.
+    ReplicaMismatch { partition: String, reason: String },
 }
 
 impl StorageError {
@@ -87,6 +94,10 @@ impl StorageError {
             // What Kafka answers once a stopping broker no longer leads the partition: the
             // client refreshes its metadata and retries.
             StorageError::Closed { .. } => 6, // NOT_LEADER_OR_FOLLOWER
+            // A replica that is truncating is a follower: a client is sent to the leader.
+            StorageError::Truncating { .. } => 6,
+            // Internal to replication; never a client's fault.
+            StorageError::ReplicaMismatch { .. } => -1, // UNKNOWN_SERVER_ERROR
         }
     }
 }
@@ -150,6 +161,12 @@ impl fmt::Display for StorageError {
                     f,
                     "partition {partition} is closed (the broker is stopping)"
                 )
+            }
+            StorageError::Truncating { partition } => {
+                write!(f, "partition {partition} is truncating its log")
+            }
+            StorageError::ReplicaMismatch { partition, reason } => {
+                write!(f, "partition {partition}: replica append refused: {reason}")
             }
         }
     }

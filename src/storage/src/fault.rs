@@ -1,7 +1,9 @@
 //! A fault-injecting [`Storage`] for tests: short writes, failing fsyncs, torn tails and
-//! simulated crashes, on top of [`StdStorage`].
+//! simulated crashes, on top of [`StdStorage`]; optionally a model of what a power loss
+//! keeps ([`Durability`]: only fdatasynced contents and directory-synced names).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -17,6 +19,8 @@ use crate::std_io::{HeapBuf, StdFile, StdStorage};
 pub struct FaultPlan {
     /// Fail the n-th next `fdatasync` (1 = the next one).
     pub fail_fsync_in: Cell<u32>,
+    /// Fail the n-th next directory fsync (`sync_dir`); nothing of it is made durable.
+    pub fail_sync_dir_in: Cell<u32>,
     /// Make the n-th next write short: only `short_write_bytes` of it reach the file, then error.
     pub short_write_in: Cell<u32>,
     pub short_write_bytes: Cell<usize>,
@@ -30,9 +34,61 @@ pub struct FaultPlan {
     pub writes_in_flight: Cell<u32>,
     pub syncs_in_flight: Cell<u32>,
     pub write_during_sync: Cell<bool>,
+    /// When `Some`, what a power loss would keep is tracked, and [`FaultPlan::power_loss`]
+    /// puts the files back to it. Enable it before the storage opens anything.
+    pub durability: RefCell<Option<Durability>>,
+}
+
+/// What survives a power loss, modelled at the strictest the POSIX rules allow: a file's
+/// content (size included) is what its last fdatasync saw, and a directory holds the names
+/// it had at its last fsync (creations, removals and renames since are lost). Files are
+/// told apart by an identity that follows renames, like an inode. Files that existed before
+/// the model saw them count as durable as they were.
+#[derive(Default, Debug)]
+pub struct Durability {
+    next_id: u64,
+    /// Current name → identity.
+    names: HashMap<PathBuf, u64>,
+    /// Names as of their directory's last fsync.
+    durable_names: HashMap<PathBuf, u64>,
+    /// Content as of each identity's last fdatasync.
+    synced: HashMap<u64, Vec<u8>>,
 }
 
 impl FaultPlan {
+    /// Starts tracking durability (see [`Durability`]).
+    pub fn model_durability(&self) {
+        *self.durability.borrow_mut() = Some(Durability::default());
+    }
+
+    /// The machine loses power: every file the model saw is put back to its durable
+    /// content and names, and every later operation fails (`crashed`). Reopen the
+    /// directory with a fresh storage afterwards.
+    pub fn power_loss(&self) {
+        self.crashed.set(true);
+        let model = self
+            .durability
+            .borrow_mut()
+            .take()
+            .expect("durability modelled");
+        let mut touched: Vec<&PathBuf> = model.names.keys().collect();
+        touched.extend(model.durable_names.keys());
+        for p in touched {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => panic!("{p:?}: {e}"),
+                _ => {}
+            }
+        }
+        for (p, id) in &model.durable_names {
+            let content = model.synced.get(id).map_or(&[][..], |c| &c[..]);
+            std::fs::write(p, content).expect("restore durable content");
+        }
+    }
+
+    fn with_model<T>(&self, f: impl FnOnce(&mut Durability) -> T) -> Option<T> {
+        self.durability.borrow_mut().as_mut().map(f)
+    }
+
     /// Counts an IO of one kind (`mine`: writes or syncs) as in flight, yields if asked, and
     /// notes whether one of the other kind (`other`) is in flight meanwhile.
     async fn begin_io(&self, mine: &Cell<u32>, other: &Cell<u32>) {
@@ -74,6 +130,8 @@ pub struct FaultyStorage {
 pub struct FaultyFile {
     inner: StdFile,
     plan: Rc<FaultPlan>,
+    /// Identity in the durability model, when modelled.
+    id: Option<u64>,
 }
 
 impl FaultyStorage {
@@ -94,13 +152,38 @@ impl Storage for FaultyStorage {
     }
     async fn open_rw(&self, path: &Path) -> io::Result<FaultyFile> {
         self.check()?;
+        let existed = path.exists();
+        let inner = StdStorage.open_rw(path).await?;
+        let id = match self.plan.with_model(|m| m.names.get(path).copied()) {
+            None => None,
+            Some(Some(id)) => Some(id),
+            Some(None) => {
+                let before = if existed {
+                    Some(read_whole(&inner).await?)
+                } else {
+                    None
+                };
+                self.plan.with_model(|m| {
+                    m.next_id += 1;
+                    let id = m.next_id;
+                    m.names.insert(path.to_path_buf(), id);
+                    if let Some(content) = before {
+                        m.durable_names.insert(path.to_path_buf(), id);
+                        m.synced.insert(id, content);
+                    }
+                    id
+                })
+            }
+        };
         Ok(FaultyFile {
-            inner: StdStorage.open_rw(path).await?,
+            inner,
             plan: self.plan.clone(),
+            id,
         })
     }
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.check()?;
+        self.plan.with_model(|m| m.names.remove(path));
         StdStorage.remove(path).await
     }
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -113,11 +196,28 @@ impl Storage for FaultyStorage {
     }
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check()?;
+        if FaultPlan::trip(&self.plan.fail_sync_dir_in) {
+            return Err(injected("fsync dir"));
+        }
+        self.plan.with_model(|m| {
+            m.durable_names.retain(|p, _| p.parent() != Some(path));
+            for (p, id) in &m.names {
+                if p.parent() == Some(path) {
+                    m.durable_names.insert(p.clone(), *id);
+                }
+            }
+        });
         StdStorage.sync_dir(path).await
     }
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check()?;
-        StdStorage.rename(from, to).await
+        StdStorage.rename(from, to).await?;
+        self.plan.with_model(|m| {
+            if let Some(id) = m.names.remove(from) {
+                m.names.insert(to.to_path_buf(), id);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -145,7 +245,15 @@ impl StorageFile for FaultyFile {
         let r = if plan.crashed.get() || FaultPlan::trip(&plan.fail_fsync_in) {
             Err(injected("fdatasync"))
         } else {
-            self.inner.fdatasync().await
+            match self.inner.fdatasync().await {
+                Ok(()) => match self.id {
+                    Some(id) => read_whole(&self.inner).await.map(|content| {
+                        plan.with_model(|m| m.synced.insert(id, content));
+                    }),
+                    None => Ok(()),
+                },
+                e => e,
+            }
         };
         plan.syncs_in_flight.set(plan.syncs_in_flight.get() - 1);
         r
@@ -163,6 +271,11 @@ impl StorageFile for FaultyFile {
     async fn preallocate(&self, len: u64) -> io::Result<()> {
         self.inner.preallocate(len).await
     }
+}
+
+async fn read_whole(file: &StdFile) -> io::Result<Vec<u8>> {
+    let size = file.size().await?;
+    Ok(file.read_at(0, size as usize).await?.to_vec())
 }
 
 impl FaultyFile {

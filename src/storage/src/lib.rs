@@ -1,5 +1,6 @@
 //! Partition log storage: segments of Kafka RecordBatch v2 bytes with sparse indexes, group
-//! commit, crash recovery, retention and idempotent-producer state.
+//! commit, crash recovery, retention, idempotent-producer state, and the follower's side of
+//! replication (appends at the leader's offsets, truncation, the leader-epoch history).
 //!
 //! Boundary invariants:
 //! - The log does no IO of its own: everything goes through [`io::Storage`], which the
@@ -10,15 +11,25 @@
 //!   another thread.
 //! - Appends are memory-only; a batch is durable (and visible to readers) once a flush that
 //!   started after its append has returned.
+//! - Offsets in a log are dense and its segments contiguous. A leader's append assigns the
+//!   next offset and stamps the leader epoch; a follower's (`append_at`) must be at the log
+//!   end and keeps the leader's bytes. A truncation (`truncate_to`) cuts at a batch boundary,
+//!   never below the committed offset, and is durable when it returns: nothing it removed
+//!   comes back after a crash (see `log::replica`).
+//! - The leader-epoch history ([`leader_epoch`]) holds an entry for each epoch's first
+//!   batch; its checkpoint is written before that batch can be durable, and cut on
+//!   truncation and to the recovered end on open.
 
 pub mod cache;
 pub mod config;
+mod durable_file;
 pub mod error;
 pub mod fault;
 pub mod format;
 pub mod hdr;
 pub mod index;
 pub mod io;
+pub mod leader_epoch;
 pub mod log;
 pub mod notify;
 pub mod producer;
@@ -32,3 +43,5 @@ pub use log::{Appended, FlushTiming, PartitionLog, ReadOutcome};
 
 #[cfg(test)]
 mod log_tests;
+#[cfg(test)]
+mod replica_tests;

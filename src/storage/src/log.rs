@@ -12,7 +12,10 @@
 //! records the result.
 //!
 //! Offsets: `log_start_offset` ≤ `high_watermark` (= durable offset on a single node, later
-//! the Raft commit index) ≤ `log_end_offset`. Reads never go past the high watermark.
+//! the Raft commit index) ≤ `log_end_offset` (asserted after every sync). Reads never go
+//! past the high watermark. A truncation (`replica.rs`, with follower appends and the
+//! leader-epoch history) holds both flush stages; a flush stage that began before it is
+//! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -35,6 +38,7 @@ use crate::format::{self, Kind};
 use crate::hdr::{self, Header, HEADER_BYTES};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
+use crate::leader_epoch::{LeaderEpochCache, CHECKPOINT_FILE};
 use crate::notify::OffsetWaiters;
 use crate::producer::{ProducerState, SeqCheck, SNAPSHOT_BODY_VERSION};
 
@@ -51,6 +55,10 @@ pub const CACHE_BATCH_BYTES_MAX: usize = 256 * 1024;
 pub const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Writes of one flush in flight at once.
 pub const WRITE_DEPTH_MAX: usize = 4;
+
+/// The follower's side: appends at given offsets, truncation, leader-epoch history.
+mod replica;
+use replica::load_epochs;
 
 static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -283,6 +291,19 @@ struct Inner<F: StorageFile> {
     /// Write buffer size for the next buffer: twice what the last flush took (bounded by
     /// `WRITE_BUFFER_GROWN_BYTES_MAX`), never below the configured `write_buffer_bytes`.
     grown_buffer_bytes: usize,
+    /// Which leader epoch wrote from which offset (see [`crate::leader_epoch`]).
+    epochs: LeaderEpochCache,
+    /// `epochs` changed since its checkpoint was last written: the next write stage writes
+    /// it before any data, so no batch is durable without its epoch entry.
+    epochs_dirty: bool,
+    /// A `truncate_to` is under way: appends are refused until it ends (see `replica`).
+    truncating: bool,
+    /// Truncations so far: a flush's `Written` taken before one must not advance the
+    /// durable offset or sizes afterwards.
+    truncations: u64,
+    /// Highest offset the replication layer reported committed (`note_committed`): a
+    /// truncation never goes below it.
+    committed: i64,
 }
 
 impl<F: StorageFile> Inner<F> {
@@ -336,6 +357,8 @@ struct FlushJob<F: StorageFile> {
 struct Written<F: StorageFile> {
     /// Log end offset when the stage took the buffers: durable once the sync is done.
     target: i64,
+    /// `Inner::truncations` when the stage took the buffers.
+    generation: u64,
     /// Files written and not yet synced (rolled segments were synced by the write stage).
     to_sync: Vec<(PathBuf, Rc<F>)>,
     /// Size of each segment written, by base offset.
@@ -348,6 +371,13 @@ struct Written<F: StorageFile> {
 impl<F: StorageFile> Written<F> {
     /// Adds a later write stage's work (its sync then covers both).
     fn absorb(&mut self, later: Written<F>) {
+        if later.generation != self.generation {
+            // A truncation ran between the two: the earlier target and sizes describe data
+            // that may be gone (the truncation synced what it kept itself).
+            self.target = later.target;
+            self.sizes.clear();
+            self.generation = later.generation;
+        }
         self.target = self.target.max(later.target);
         for (path, file) in later.to_sync {
             if !self.to_sync.iter().any(|(p, _)| *p == path) {
@@ -586,6 +616,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         producers.truncate_from(log_end_offset);
         producers.trim_to_limit();
+        let (epochs, epochs_dirty) = load_epochs(&*storage, &dir, log_end_offset).await?;
         let log = PartitionLog {
             id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name,
@@ -605,6 +636,11 @@ impl<S: Storage> PartitionLog<S> {
                 leader_epoch: 0,
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
+                epochs,
+                epochs_dirty,
+                truncating: false,
+                truncations: 0,
+                committed: log_start_offset,
             }),
             writing: Cell::new(false),
             syncing: Cell::new(false),
@@ -666,6 +702,27 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.borrow().segments.values().any(|s| s.pending())
     }
 
+    /// Refuses an append to a closed, failed or truncating log.
+    fn check_appendable(&self, inner: &Inner<S::File>) -> Result<()> {
+        if inner.closed {
+            return Err(StorageError::Closed {
+                partition: self.name.clone(),
+            });
+        }
+        if let Some(cause) = &inner.failed {
+            return Err(StorageError::Failed {
+                partition: self.name.clone(),
+                cause: cause.clone(),
+            });
+        }
+        if inner.truncating {
+            return Err(StorageError::Truncating {
+                partition: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Appends one record batch as the producer sent it: validates it (CRC32C, magic,
     /// size), checks idempotent-producer sequences, assigns offsets, and buffers it for the
     /// next flush. Memory only; durable after the flush that follows.
@@ -681,17 +738,7 @@ impl<S: Storage> PartitionLog<S> {
 
     fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
-        if inner.closed {
-            return Err(StorageError::Closed {
-                partition: self.name.clone(),
-            });
-        }
-        if let Some(cause) = &inner.failed {
-            return Err(StorageError::Failed {
-                partition: self.name.clone(),
-                cause: cause.clone(),
-            });
-        }
+        self.check_appendable(&inner)?;
         let max = inner.config.max_message_bytes.min(BATCH_BYTES_MAX);
         if batch.len() > max {
             return Err(StorageError::BatchTooLarge {
@@ -781,6 +828,9 @@ impl<S: Storage> PartitionLog<S> {
         seg.index_batch(&stored_header, position, interval);
         seg.first_append_ms.get_or_insert(now_ms);
         let last_offset = stored_header.last_offset();
+        if inner.epochs.assign(leader_epoch, base_offset) {
+            inner.epochs_dirty = true;
+        }
         if header.producer_id >= 0 && !header.is_control() {
             inner.producers.record(
                 header.producer_id,
@@ -1013,7 +1063,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn write_pending_inner(&self) -> Result<Written<S::File>> {
-        let (jobs, target) = {
+        let (jobs, target, generation, epochs) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(cause) = &inner.failed {
                 return Err(StorageError::Failed {
@@ -1022,6 +1072,8 @@ impl<S: Storage> PartitionLog<S> {
                 });
             }
             let target = inner.log_end_offset();
+            let generation = inner.truncations;
+            let epochs = std::mem::take(&mut inner.epochs_dirty).then(|| inner.epochs.encode());
             let segment_bytes = inner.config.segment_bytes;
             inner.note_flush_taken();
             let mut jobs = Vec::new();
@@ -1066,10 +1118,19 @@ impl<S: Storage> PartitionLog<S> {
                     segment_bytes,
                 });
             }
-            (jobs, target)
+            (jobs, target, generation, epochs)
         };
+        if let Some(text) = epochs {
+            // Before the data: a batch of a new epoch is never durable without its entry
+            // (recovery cuts entries past the recovered end instead).
+            if let Err(e) = self.write_epoch_checkpoint(&text).await {
+                self.inner.borrow_mut().epochs_dirty = true;
+                return Err(e);
+            }
+        }
         let mut out = Written {
             target,
+            generation,
             to_sync: Vec::with_capacity(jobs.len()),
             sizes: Vec::with_capacity(jobs.len()),
             created: false,
@@ -1163,6 +1224,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn sync_written_inner(&self, written: Written<S::File>) -> Result<i64> {
         let Written {
             target,
+            generation,
             to_sync,
             sizes,
             created,
@@ -1182,12 +1244,23 @@ impl<S: Storage> PartitionLog<S> {
         }
         timing.sync += started.elapsed();
         let mut inner = self.inner.borrow_mut();
-        for (base, size) in sizes {
-            if let Some(seg) = inner.segments.get_mut(&base) {
-                seg.durable_size = seg.durable_size.max(size);
+        // Written before a truncation: what it covered that survived was synced by the
+        // truncation itself, and its target may lie past the truncated end.
+        if generation == inner.truncations {
+            for (base, size) in sizes {
+                if let Some(seg) = inner.segments.get_mut(&base) {
+                    seg.durable_size = seg.durable_size.max(size);
+                }
             }
+            inner.durable_offset = inner.durable_offset.max(target);
         }
-        inner.durable_offset = inner.durable_offset.max(target);
+        assert!(
+            inner.durable_offset <= inner.log_end_offset(),
+            "{}: durable offset {} past the log end {}",
+            self.name,
+            inner.durable_offset,
+            inner.log_end_offset()
+        );
         self.last_flush.set(timing);
         Ok(inner.durable_offset)
     }
@@ -1254,46 +1327,15 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn write_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
-        let file = self
-            .storage
-            .open_rw(path)
-            .await
-            .map_err(|e| StorageError::io("create", path, e))?;
-        let mut buf = self.storage.alloc_buf(sealed.len());
-        buf.as_mut().copy_from_slice(sealed);
-        file.write_at(buf, 0)
-            .await
-            .map_err(|e| StorageError::io("write", path, e))?;
-        file.truncate(sealed.len() as u64)
-            .await
-            .map_err(|e| StorageError::io("truncate", path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| StorageError::io("fdatasync", path, e))
+        crate::durable_file::write_file(&*self.storage, path, sealed).await
     }
 
     /// Replaces a sealed file that already holds an acknowledged value (the log start
-    /// checkpoint): the new one is written and synced beside it, renamed over it, and the
-    /// directory synced. Overwriting in place could tear both values at a power loss and so
-    /// undo a DeleteRecords that was acknowledged before.
+    /// checkpoint) atomically ([`crate::durable_file::replace_file`]): overwriting in place
+    /// could tear both values at a power loss and so undo a DeleteRecords that was
+    /// acknowledged before.
     async fn replace_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        // A leftover from a crash mid-replace holds a value never acknowledged.
-        self.storage
-            .remove(&tmp)
-            .await
-            .map_err(|e| StorageError::io("remove", &tmp, e))?;
-        self.write_sealed(&tmp, sealed).await?;
-        self.storage
-            .rename(&tmp, path)
-            .await
-            .map_err(|e| StorageError::io("rename", &tmp, e))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|e| StorageError::io("sync", &self.dir, e))
+        crate::durable_file::replace_file(&*self.storage, &self.dir, path, sealed).await
     }
 
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
@@ -1558,6 +1600,12 @@ impl<S: Storage> PartitionLog<S> {
                 .next()
                 .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
+            // Entries below the new start describe nothing left; the checkpoint follows at
+            // the next flush (until then the old one only holds more history, which is safe).
+            let start = inner.log_start_offset;
+            if inner.epochs.truncate_from_start(start) {
+                inner.epochs_dirty = true;
+            }
             victims
         };
         for base in &victims {

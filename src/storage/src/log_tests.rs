@@ -16,11 +16,11 @@ use crate::io::Storage;
 use crate::log::PartitionLog;
 use crate::std_io::StdStorage;
 
-fn cache() -> Rc<RefCell<BatchCache>> {
+pub(crate) fn cache() -> Rc<RefCell<BatchCache>> {
     Rc::new(RefCell::new(BatchCache::new(1 << 20)))
 }
 
-fn open<S: Storage>(storage: S, dir: &Path, config: LogConfig) -> PartitionLog<S> {
+pub(crate) fn open<S: Storage>(storage: S, dir: &Path, config: LogConfig) -> PartitionLog<S> {
     block_on(PartitionLog::open(
         Rc::new(storage),
         dir.to_path_buf(),
@@ -31,7 +31,7 @@ fn open<S: Storage>(storage: S, dir: &Path, config: LogConfig) -> PartitionLog<S
     .expect("open")
 }
 
-fn small_segments() -> LogConfig {
+pub(crate) fn small_segments() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         write_buffer_bytes: 8192,
@@ -41,7 +41,7 @@ fn small_segments() -> LogConfig {
 }
 
 /// Reads every batch from `from` to the high watermark, returning (base, last, payload-len).
-fn read_all<S: Storage>(log: &PartitionLog<S>, mut from: i64) -> Vec<(i64, i64, usize)> {
+pub(crate) fn read_all<S: Storage>(log: &PartitionLog<S>, mut from: i64) -> Vec<(i64, i64, usize)> {
     let mut out = Vec::new();
     while from < log.high_watermark() {
         let r = block_on(log.read(from, 3000)).expect("read");

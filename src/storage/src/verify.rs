@@ -127,6 +127,7 @@ struct Files {
     snapshots: Vec<i64>,
     has_partition_metadata: bool,
     has_log_start: bool,
+    has_epochs: bool,
 }
 
 fn list(dir: &Path) -> io::Result<Files> {
@@ -143,6 +144,8 @@ fn list(dir: &Path) -> io::Result<Files> {
             f.has_partition_metadata = true;
         } else if name == "log-start-offset" {
             f.has_log_start = true;
+        } else if name == crate::leader_epoch::CHECKPOINT_FILE {
+            f.has_epochs = true;
         }
     }
     f.segments.sort_unstable();
@@ -200,6 +203,14 @@ fn verify_partition(dir: &Path, files: &Files, report: &mut Report) {
     }
     if files.has_log_start {
         check_sealed(&dir.join("log-start-offset"), Kind::LogStartOffset, report);
+    }
+    if files.has_epochs {
+        let path = dir.join(crate::leader_epoch::CHECKPOINT_FILE);
+        match fs::read(&path) {
+            Ok(b) if crate::leader_epoch::LeaderEpochCache::decode(&b).is_some() => {}
+            Ok(_) => report.problem(&path, None, "not a leader-epoch checkpoint".into()),
+            Err(e) => report.problem(&path, None, format!("cannot read: {e}")),
+        }
     }
 }
 
@@ -578,6 +589,20 @@ mod tests {
         fs::write(segment_path(&dir, 4, "snapshot"), junk).unwrap();
         let r = verify_data_dir(d.path()).unwrap();
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_damaged_leader_epoch_checkpoint_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("t-0");
+        write_partition(&dir);
+        let path = dir.join(crate::leader_epoch::CHECKPOINT_FILE);
+        fs::write(&path, "0\n1\n0 0\n").unwrap();
+        assert!(verify_data_dir(d.path()).unwrap().is_clean());
+        fs::write(&path, "0\n2\n0 0\n").unwrap();
+        let r = verify_data_dir(d.path()).unwrap();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].path, path);
     }
 
     #[test]

@@ -1,0 +1,478 @@
+//! The follower's side of a partition log (issue 12: the Kafka log is the Raft log):
+//! appending a leader's batches at the leader's offsets, truncating a divergent suffix, and
+//! the leader-epoch history that OffsetForLeaderEpoch answers from.
+//!
+//! Guarantees of [`PartitionLog::truncate_to`]:
+//! - It never goes below the committed offset the replication layer reported
+//!   ([`PartitionLog::note_committed`]) nor below the log start offset (asserted: the caller
+//!   guarantees it, as Kafka's replica fetcher truncates only above its high watermark).
+//! - It does not race the flusher or DeleteRecords: it holds the DeleteRecords lock and both
+//!   flush stages, and appends are refused ([`StorageError::Truncating`]) while it runs.
+//! - Once it returns, the cut is durable: no batch at or past `offset` comes back after a
+//!   crash, whatever is appended next (later segments' removals are directory-synced, the
+//!   cut segment is truncated and fdatasynced, the epoch checkpoint replaced). This is
+//!   Kafka's "truncate, then fsync, before fetching more".
+//! - If it fails or the node crashes before it returns, recovery finds a prefix of the log
+//!   as it was before the truncation that is at least the truncated log (later segments
+//!   are removed newest first, each removal synced before the next, and the cut segment is
+//!   cut last). Those extra batches were never committed (the cut is above the commit
+//!   point): the replica truncates them again after its next epoch handshake. An IO error
+//!   fails the log, as a failed flush does.
+//! - Producer state afterwards is what recovery would build from the remaining log (the
+//!   newest snapshot at or below `offset`, plus the batches after it): no state of a removed
+//!   batch survives, and older batches the window had dropped come back. Expiry is the
+//!   caller's, as after `open` ([`PartitionLog::expire_producers`]).
+//! - Waiters on offsets at or past `offset` are not woken by the truncation; the
+//!   replication layer fails the proposals it knows were superseded.
+
+use std::ops::Bound;
+
+use super::*;
+use crate::durable_file::{read_file, replace_file};
+
+/// The largest leader-epoch checkpoint read (a full history of `EPOCH_ENTRIES_MAX` entries
+/// is below 2 MiB).
+const EPOCH_CHECKPOINT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// Reads a partition's leader-epoch history and cuts it to the recovered log end; the flag
+/// says the file must be rewritten. A missing file (a log written before replication) is an
+/// empty history. A damaged one cannot be a torn write (it is replaced atomically): it is
+/// logged and treated as empty, which makes OffsetForLeaderEpoch answer UNDEFINED and a
+/// follower fall back to truncating to its high watermark, as Kafka does without a history.
+pub(super) async fn load_epochs<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    log_end_offset: i64,
+) -> Result<(LeaderEpochCache, bool)> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let Some(bytes) = read_file(storage, &path, EPOCH_CHECKPOINT_BYTES_MAX).await? else {
+        return Ok((LeaderEpochCache::default(), false));
+    };
+    let Some(mut epochs) = LeaderEpochCache::decode(&bytes) else {
+        log::warn!(
+            "{}: unreadable leader-epoch checkpoint, starting empty",
+            path.display()
+        );
+        return Ok((LeaderEpochCache::default(), true));
+    };
+    // Written before the data it describes: entries past what survived are dropped.
+    let cut = epochs.truncate_from_end(log_end_offset);
+    Ok((epochs, cut))
+}
+
+/// Undoes a `truncate_to` whose future was dropped before it finished: appends are
+/// allowed again and the flush stages it held are released; one dropped while holding both
+/// (its IO may have cut files halfway) fails the log, as a failed IO would.
+struct Abandoned<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    writing: bool,
+    syncing: bool,
+}
+
+impl<S: Storage> Drop for Abandoned<'_, S> {
+    fn drop(&mut self) {
+        let log = self.log;
+        log.inner.borrow_mut().truncating = false;
+        let halfway: Result<()> = if self.syncing {
+            Err(StorageError::Failed {
+                partition: log.name.clone(),
+                cause: "a truncation was abandoned midway".into(),
+            })
+        } else {
+            Ok(())
+        };
+        if self.syncing {
+            let _ = log.leave_stage(&log.syncing, halfway);
+        }
+        if self.writing {
+            let _ = log.leave_stage(&log.writing, Ok(()));
+        }
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// The leader-epoch history, (epoch, start offset) in order.
+    pub fn leader_epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.inner.borrow().epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: (the largest known epoch ≤ `epoch`, the offset where it ended),
+    /// with Kafka's semantics ([`LeaderEpochCache::end_offset_for`]); the newest epoch ends
+    /// at the log end offset.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let inner = self.inner.borrow();
+        inner.epochs.end_offset_for(epoch, inner.log_end_offset())
+    }
+
+    /// Records that everything below `offset` is committed (the Raft commit index): no
+    /// truncation may go below it afterwards. Monotonic; at most the log end offset.
+    pub fn note_committed(&self, offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        assert!(
+            offset <= inner.log_end_offset(),
+            "{}: committed offset {offset} past the log end {}",
+            self.name,
+            inner.log_end_offset()
+        );
+        inner.committed = inner.committed.max(offset);
+    }
+
+    pub(super) async fn write_epoch_checkpoint(&self, text: &[u8]) -> Result<()> {
+        replace_file(
+            &*self.storage,
+            &self.dir,
+            &self.dir.join(CHECKPOINT_FILE),
+            text,
+        )
+        .await
+    }
+
+    /// Appends a batch the leader wrote, as it is: its base offset must be the log end
+    /// offset and its bytes stay identical (offsets, leader epoch and timestamps are the
+    /// leader's). CRC-checked like a produced batch; idempotent-producer state records it
+    /// without sequence checks (the leader checked them); a batch of a newer leader epoch
+    /// starts a new entry of the epoch history. Memory only, like [`Self::append`].
+    pub fn append_at(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
+        let mut inner = self.inner.borrow_mut();
+        self.check_appendable(&inner)?;
+        // The leader enforced max.message.bytes when it accepted the batch (the topic's
+        // value then, which may have been larger): only the hard limit applies here.
+        if batch.len() > BATCH_BYTES_MAX {
+            return Err(StorageError::BatchTooLarge {
+                size: batch.len(),
+                max: BATCH_BYTES_MAX,
+            });
+        }
+        let header = Header::parse(batch).ok_or_else(|| StorageError::CorruptBatch {
+            reason: format!("{} bytes is no batch header", batch.len()),
+        })?;
+        header
+            .verify(batch)
+            .map_err(|reason| StorageError::CorruptBatch { reason })?;
+        let base_offset = inner.log_end_offset();
+        let mismatch = |reason: String| StorageError::ReplicaMismatch {
+            partition: self.name.clone(),
+            reason,
+        };
+        if header.base_offset != base_offset {
+            return Err(mismatch(format!(
+                "batch at offset {}, but the log ends at {base_offset}",
+                header.base_offset
+            )));
+        }
+        if let Some(latest) = inner.epochs.latest_epoch() {
+            if header.leader_epoch >= 0 && header.leader_epoch < latest {
+                return Err(mismatch(format!(
+                    "batch of leader epoch {} after epoch {latest}",
+                    header.leader_epoch
+                )));
+            }
+        }
+        self.maybe_roll(&mut inner, batch.len() as u64, now_ms)?;
+        let interval = inner.config.index_interval_bytes;
+        let buf_bytes = inner
+            .config
+            .write_buffer_bytes
+            .max(inner.grown_buffer_bytes);
+        inner.appended_since_flush += batch.len() as u64;
+        let seg = inner.active_mut();
+        let position = seg.size;
+        seg.push_bytes(&*self.storage, batch, buf_bytes);
+        seg.index_batch(&header, position, interval);
+        seg.first_append_ms.get_or_insert(now_ms);
+        if inner.epochs.assign(header.leader_epoch, base_offset) {
+            inner.epochs_dirty = true;
+        }
+        if header.producer_id >= 0 && !header.is_control() {
+            inner.producers.record(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                base_offset,
+                header.last_offset(),
+                header.max_timestamp,
+            );
+        }
+        drop(inner);
+        if batch.len() <= CACHE_BATCH_BYTES_MAX {
+            self.cache.borrow_mut().insert(
+                self.id,
+                base_offset,
+                header.last_offset(),
+                CachedBatch::stored(Bytes::copy_from_slice(batch)),
+            );
+        }
+        self.dirty_waiters.wake_all();
+        Ok(Appended {
+            base_offset,
+            last_offset: header.last_offset(),
+            duplicate: false,
+            log_append_time: -1,
+        })
+    }
+
+    /// Removes every batch at and after `offset` (a divergent suffix): whole later
+    /// segments, the tail of the segment holding it (`offset` must start a batch, else
+    /// [`StorageError::ReplicaMismatch`] and nothing changes), index entries, cached
+    /// batches, epoch entries and producer state past it. An `offset` at or past the log end
+    /// changes nothing. See the module header for what holds across a crash.
+    pub async fn truncate_to(&self, offset: i64) -> Result<()> {
+        let _serial = self.delete_records_lock.lock().await;
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.deleted || inner.failed.is_some() || inner.closed {
+                // Same refusal an append would get.
+                self.check_appendable(&inner)?;
+            }
+            if offset >= inner.log_end_offset() {
+                return Ok(());
+            }
+            assert!(
+                offset >= inner.committed && offset >= inner.log_start_offset,
+                "{}: truncation to {offset} below the committed offset {} or log start {}",
+                self.name,
+                inner.committed,
+                inner.log_start_offset
+            );
+            inner.truncating = true;
+        }
+        let mut guard = Abandoned {
+            log: self,
+            writing: false,
+            syncing: false,
+        };
+        self.enter_stage(&self.writing).await;
+        guard.writing = true;
+        self.enter_stage(&self.syncing).await;
+        guard.syncing = true;
+        let result = self.truncate_holding_stages(offset).await;
+        std::mem::forget(guard);
+        self.inner.borrow_mut().truncating = false;
+        let _ = self.leave_stage(&self.writing, Ok(()));
+        match result {
+            // A refusal found before anything changed: the log goes on.
+            Err(e @ StorageError::ReplicaMismatch { .. }) => {
+                let _ = self.leave_stage(&self.syncing, Ok(()));
+                Err(e)
+            }
+            other => self.leave_stage(&self.syncing, other),
+        }
+    }
+
+    async fn truncate_holding_stages(&self, offset: i64) -> Result<()> {
+        // 1. Everything appended becomes durable, so the cut works on files alone and what
+        //    stays is synced whatever the flusher had pending (its own unsynced stage is
+        //    ignored afterwards: `truncations` changes).
+        let written = self.write_pending_inner().await?;
+        self.sync_written_inner(written).await?;
+        let unsynced: Vec<(i64, Rc<S::File>)> = {
+            let inner = self.inner.borrow();
+            inner
+                .segments
+                .values()
+                .filter(|s| s.durable_size < s.size)
+                .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f)))
+                .collect()
+        };
+        for (base, file) in unsynced {
+            let path = segment_path(&self.dir, base, "log");
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            let mut inner = self.inner.borrow_mut();
+            if let Some(seg) = inner.segments.get_mut(&base) {
+                seg.durable_size = seg.size;
+            }
+        }
+
+        // 2. The cut: the segment holding `offset`, rescanned up to the batch starting
+        //    there (which rebuilds its indexes and max timestamp as recovery would).
+        let (cut_base, file, size, first_append_ms, interval) = {
+            let inner = self.inner.borrow();
+            let (&base, seg) = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start >= first segment");
+            let file = seg
+                .file
+                .clone()
+                .expect("a flushed, non-empty segment has a file");
+            (
+                base,
+                file,
+                seg.size,
+                seg.first_append_ms,
+                inner.config.index_interval_bytes,
+            )
+        };
+        let path = segment_path(&self.dir, cut_base, "log");
+        let mut kept = Segment::<S::File>::new(cut_base);
+        let mut cut_pos = None;
+        scan_segment(&*file, &path, size, true, cut_base, |b| {
+            if b.header.base_offset < offset {
+                kept.index_batch(&b.header, b.position, interval);
+            } else if b.header.base_offset == offset {
+                cut_pos = Some(b.position);
+            }
+        })
+        .await?;
+        let Some(cut_pos) = cut_pos else {
+            return Err(StorageError::ReplicaMismatch {
+                partition: self.name.clone(),
+                reason: format!("offset {offset} does not start a batch"),
+            });
+        };
+        assert_eq!(kept.next_offset, offset, "the kept batches end at the cut");
+
+        // 3. Producer state as recovery would build it for a log ending at `offset`.
+        let producers = self.producers_as_of(offset).await?;
+        let page_start = cut_pos / PAGE_SIZE as u64 * PAGE_SIZE as u64;
+        let tail = file
+            .read_at(page_start, (cut_pos - page_start) as usize)
+            .await
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        assert_eq!(
+            tail.len() as u64,
+            cut_pos - page_start,
+            "tail page read short"
+        );
+
+        // 4. The in-memory cut, in one step (appends are refused meanwhile anyway).
+        let (removed, epochs) = {
+            let mut inner = self.inner.borrow_mut();
+            let removed: Vec<i64> = inner
+                .segments
+                .range((Bound::Excluded(cut_base), Bound::Unbounded))
+                .map(|(&b, _)| b)
+                .collect();
+            for b in &removed {
+                inner.segments.remove(b);
+            }
+            kept.size = cut_pos;
+            kept.durable_size = cut_pos;
+            kept.allocated = cut_pos;
+            kept.file = Some(file.clone());
+            kept.tail = tail.to_vec();
+            kept.tail_pos = page_start;
+            kept.first_append_ms = first_append_ms.filter(|_| cut_pos > 0);
+            inner.segments.insert(cut_base, kept);
+            inner.producers = producers;
+            inner.durable_offset = inner.durable_offset.min(offset);
+            inner.epochs.truncate_from_end(offset);
+            inner.epochs_dirty = false;
+            inner.truncations += 1;
+            (removed, inner.epochs.encode())
+        };
+        self.cache.borrow_mut().forget(self.id, offset);
+
+        // 5. Files. Later segments go newest first, each removal synced before the next,
+        //    so a crash leaves a prefix of the old log; then the cut segment is cut and
+        //    synced; then the epoch history replaced (its directory sync also covers the
+        //    stale index files removed). Producer snapshots at a removed segment's base
+        //    describe removed batches and go with it.
+        for base in removed.iter().rev() {
+            for ext in ["snapshot", "log", "index", "timeindex"] {
+                let p = segment_path(&self.dir, *base, ext);
+                self.storage
+                    .remove(&p)
+                    .await
+                    .map_err(|e| StorageError::io("remove", &p, e))?;
+            }
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+        }
+        file.truncate(cut_pos)
+            .await
+            .map_err(|e| StorageError::io("truncate", &path, e))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+        // Its indexes (written when it was rolled) describe the longer segment.
+        for ext in ["index", "timeindex"] {
+            let p = segment_path(&self.dir, cut_base, ext);
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        self.write_epoch_checkpoint(&epochs).await?;
+        log::info!(
+            "{}: truncated to offset {offset} ({} later segment(s) removed)",
+            self.name,
+            removed.len()
+        );
+        Ok(())
+    }
+
+    /// Producer state for the log's batches below `offset`: the newest readable snapshot
+    /// at or below it, plus the batches from there to `offset` (all durable: the caller
+    /// flushed). The same rule as recovery in `open`.
+    async fn producers_as_of(&self, offset: i64) -> Result<ProducerState> {
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("list", &self.dir, e))?;
+        let mut snapshots: Vec<i64> = names
+            .iter()
+            .filter_map(|n| n.to_str()?.strip_suffix(".snapshot")?.parse().ok())
+            .filter(|&s| s <= offset)
+            .collect();
+        snapshots.sort_unstable();
+        let mut producers = ProducerState::default();
+        let mut replay_from = i64::MIN;
+        for &snap in snapshots.iter().rev() {
+            let path = segment_path(&self.dir, snap, "snapshot");
+            let sealed =
+                match read_sealed(&*self.storage, &path, Kind::ProducerSnapshotTimed).await? {
+                    Some(s) => Some(s),
+                    None => read_sealed(&*self.storage, &path, Kind::ProducerSnapshot).await?,
+                };
+            if let Some((meta, body)) = sealed {
+                if let Some(state) = ProducerState::decode(&body, meta[1]) {
+                    if meta[0] == snap {
+                        producers = state;
+                        replay_from = snap;
+                        break;
+                    }
+                }
+            }
+        }
+        let replay: Vec<(i64, Rc<S::File>, u64)> = {
+            let inner = self.inner.borrow();
+            inner
+                .segments
+                .values()
+                .filter(|s| s.next_offset > replay_from && s.base_offset < offset)
+                .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f, s.size)))
+                .collect()
+        };
+        for (base, file, size) in replay {
+            let path = segment_path(&self.dir, base, "log");
+            scan_segment(&*file, &path, size, false, base, |b| {
+                let h = &b.header;
+                if h.base_offset >= replay_from
+                    && h.base_offset < offset
+                    && h.producer_id >= 0
+                    && !h.is_control()
+                {
+                    producers.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.base_offset,
+                        h.last_offset(),
+                        h.max_timestamp,
+                    );
+                }
+            })
+            .await?;
+        }
+        // As after recovery's replay: back within the table's limit, newest kept.
+        producers.trim_to_limit();
+        Ok(producers)
+    }
+}

@@ -1,0 +1,470 @@
+//! Tests of the follower's side of the log: appends at the leader's offsets, truncation of
+//! a divergent suffix (recovery, producer state, crashes), and the leader-epoch history.
+
+use std::path::Path;
+
+use futures_lite::future::block_on;
+
+use crate::error::StorageError;
+use crate::fault::FaultyStorage;
+use crate::hdr::{self, testing::batch, Header};
+use crate::io::Storage;
+use crate::leader_epoch::{CHECKPOINT_FILE, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+use crate::log::PartitionLog;
+use crate::log_tests::{open, read_all, small_segments};
+use crate::std_io::StdStorage;
+
+/// A batch as a leader of `epoch` stored it at `base` (`count` records, `fill` payload).
+fn leader_batch(base: i64, epoch: i32, count: i32, fill: u8, len: usize) -> Vec<u8> {
+    let mut b = batch(count, &vec![fill; len], 1_000 + base, -1, 0);
+    hdr::set_offset_and_epoch(&mut b, base, epoch);
+    b
+}
+
+/// Every batch from `from` to the high watermark, byte for byte.
+fn read_raw<S: Storage>(log: &PartitionLog<S>, mut from: i64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while from < log.high_watermark() {
+        let r = block_on(log.read(from, 1 << 20)).expect("read");
+        assert!(!r.records.is_empty(), "empty read at {from}");
+        let mut at = 0;
+        while at < r.records.len() {
+            let h = Header::parse(&r.records[at..]).expect("whole batch");
+            out.push(r.records[at..at + h.size].to_vec());
+            from = h.last_offset() + 1;
+            at += h.size;
+        }
+    }
+    out
+}
+
+/// A follower log over `storage` with `n` batches of 3 records each (epoch 1 for the first
+/// half, 4 after), flushed; returns the log and the batches.
+fn follower_with<S: Storage>(storage: S, dir: &Path, n: usize) -> (PartitionLog<S>, Vec<Vec<u8>>) {
+    let log = open(storage, dir, small_segments());
+    let mut batches = Vec::new();
+    for i in 0..n {
+        let epoch = if i < n / 2 { 1 } else { 4 };
+        let b = leader_batch(3 * i as i64, epoch, 3, i as u8, 200 + (i * 37) % 300);
+        let a = log.append_at(&b, 0).unwrap();
+        assert_eq!(
+            (a.base_offset, a.last_offset),
+            (3 * i as i64, 3 * i as i64 + 2)
+        );
+        batches.push(b);
+    }
+    block_on(log.flush()).unwrap();
+    (log, batches)
+}
+
+#[test]
+fn append_at_keeps_the_leaders_bytes_and_refuses_misfits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, batches) = follower_with(StdStorage, dir.path(), 6);
+    assert_eq!(read_raw(&log, 0), batches, "bytes as the leader wrote them");
+    let end = log.log_end_offset();
+    assert_eq!(end, 18);
+    let refused = |b: &[u8]| log.append_at(b, 0).unwrap_err();
+    // Not at the log end: a gap, or an offset already written.
+    for base in [19, 15, 0] {
+        let e = refused(&leader_batch(base, 4, 1, 9, 10));
+        assert!(matches!(e, StorageError::ReplicaMismatch { .. }), "{e}");
+    }
+    // A leader epoch older than the log's newest.
+    let e = refused(&leader_batch(end, 3, 1, 9, 10));
+    assert!(matches!(e, StorageError::ReplicaMismatch { .. }), "{e}");
+    // A corrupt batch, as on the produce path.
+    let mut bad = leader_batch(end, 4, 1, 9, 10);
+    *bad.last_mut().unwrap() ^= 1;
+    assert_eq!(refused(&bad).kafka_error_code(), 2);
+    assert_eq!(log.log_end_offset(), end, "nothing appended");
+    assert!(!log.needs_flush());
+    // Reopened, the bytes are still the leader's.
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_raw(&log, 0), batches);
+    log.append_at(&leader_batch(end, 5, 2, 1, 10), 0).unwrap();
+    assert_eq!(log.log_end_offset(), end + 2);
+}
+
+#[test]
+fn truncation_across_segments_and_mid_segment_then_new_bytes_at_the_same_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, batches) = follower_with(StdStorage, dir.path(), 40);
+    let segments = log.segment_count();
+    assert!(segments > 4, "{segments} segments");
+
+    // Inside a batch: refused, nothing changes, the log goes on.
+    let e = block_on(log.truncate_to(31)).unwrap_err();
+    assert!(matches!(e, StorageError::ReplicaMismatch { .. }), "{e}");
+    assert!(log.failure().is_none());
+    assert_eq!(log.log_end_offset(), 120);
+    // Past the end: nothing to do.
+    block_on(log.truncate_to(500)).unwrap();
+    assert_eq!(read_raw(&log, 0), batches);
+
+    // Mid-segment, several segments back.
+    block_on(log.truncate_to(3 * 25)).unwrap();
+    assert_eq!(log.log_end_offset(), 75);
+    assert_eq!(log.high_watermark(), 75);
+    assert!(log.segment_count() < segments);
+    assert_eq!(read_raw(&log, 0), batches[..25]);
+    // Different bytes at the same offsets (a new leader's), read back exactly.
+    let mut expect = batches[..25].to_vec();
+    for i in 25..32 {
+        let b = leader_batch(3 * i as i64, 6, 3, 200 + i as u8, 100 + i * 11);
+        log.append_at(&b, 0).unwrap();
+        expect.push(b);
+    }
+    block_on(log.flush()).unwrap();
+    assert_eq!(read_raw(&log, 0), expect);
+    // Reads from the middle start at the right batch (indexes were cut too).
+    assert_eq!(read_raw(&log, 3 * 26 + 1), expect[26..]);
+
+    // Exactly at a segment's first batch.
+    let seg_base = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse::<i64>().ok()
+        })
+        .filter(|&b| b > 0 && b < 75)
+        .max()
+        .expect("a segment after the first");
+    block_on(log.truncate_to(seg_base)).unwrap();
+    let kept = (seg_base / 3) as usize;
+    assert_eq!(read_raw(&log, 0), expect[..kept]);
+    let b = leader_batch(seg_base, 7, 3, 77, 50);
+    log.append_at(&b, 0).unwrap();
+    block_on(log.flush()).unwrap();
+    let mut expect = expect[..kept].to_vec();
+    expect.push(b);
+    assert_eq!(read_raw(&log, 0), expect);
+
+    // Recovery returns the truncated-and-rewritten log.
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_end_offset(), seg_base + 3);
+    assert_eq!(read_raw(&log, 0), expect);
+    // Down to the log start: empty, then written again.
+    block_on(log.truncate_to(0)).unwrap();
+    assert_eq!((log.log_end_offset(), log.segment_count()), (0, 1));
+    log.append_at(&leader_batch(0, 9, 1, 1, 10), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(
+        read_all(&log, 0),
+        vec![(0, 0, leader_batch(0, 9, 1, 1, 10).len())]
+    );
+}
+
+#[test]
+fn producer_state_after_truncation_forgets_removed_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    let mut sent = Vec::new();
+    for seq in 0..30 {
+        let b = batch(1, &vec![seq as u8; 300], 1_000, 42, seq);
+        assert_eq!(log.append(&b, 0).unwrap().base_offset, seq as i64);
+        sent.push(b);
+    }
+    block_on(log.flush()).unwrap();
+    assert!(
+        log.segment_count() > 2,
+        "snapshots at rolls are used by the rebuild"
+    );
+    block_on(log.truncate_to(20)).unwrap();
+    // A retry of a removed batch is appended again, at the new end.
+    let again = log.append(&sent[20], 0).unwrap();
+    assert!(
+        !again.duplicate,
+        "the removed batch's sequence was forgotten"
+    );
+    assert_eq!(again.base_offset, 20);
+    // A retry of a kept one is still a duplicate with its offsets.
+    let dup = log.append(&sent[19], 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.base_offset, 19);
+    // Older batches the five-batch window had dropped are back in it (rebuilt, not cut).
+    block_on(log.flush()).unwrap();
+    block_on(log.truncate_to(17)).unwrap();
+    for seq in [12, 16] {
+        let dup = log.append(&sent[seq], 0).unwrap();
+        assert!(dup.duplicate, "seq {seq}");
+        assert_eq!(dup.base_offset, seq as i64);
+    }
+    assert!(!log.append(&sent[17], 0).unwrap().duplicate);
+}
+
+#[test]
+fn epoch_checkpoint_round_trip_lookup_and_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = follower_with(StdStorage, dir.path(), 10);
+    // Epoch 1 from 0, epoch 4 from 15; then a leader of epoch 6 appends at 30.
+    log.set_leader_epoch(6);
+    log.append(&batch(2, b"leader", 5, -1, 0), 0).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15), (6, 30)]);
+    block_on(log.flush()).unwrap();
+    let file = dir.path().join(CHECKPOINT_FILE);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "0\n3\n1 0\n4 15\n6 30\n"
+    );
+    assert_eq!(log.end_offset_for_epoch(6), (6, 32));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 30));
+    assert_eq!(log.end_offset_for_epoch(5), (4, 30));
+    assert_eq!(log.end_offset_for_epoch(2), (1, 15));
+    assert_eq!(log.end_offset_for_epoch(0), (0, 0));
+    assert_eq!(
+        log.end_offset_for_epoch(7),
+        (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+    );
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15), (6, 30)]);
+    // Truncation inside epoch 4 cuts epoch 6, on disk too.
+    block_on(log.truncate_to(21)).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15)]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n2\n1 0\n4 15\n");
+    assert_eq!(log.end_offset_for_epoch(4), (4, 21));
+    // A truncation to an epoch's first offset removes it.
+    block_on(log.truncate_to(15)).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0)]);
+    // The next leader's batches start a new entry where the log now ends.
+    log.append_at(&leader_batch(15, 8, 1, 0, 10), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (8, 15)]);
+    assert_eq!(log.end_offset_for_epoch(4), (1, 15));
+    // DeleteRecords moves the history's start with the log's.
+    assert_eq!(block_on(log.delete_records_before(5)).unwrap(), 5);
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 5), (8, 15)]);
+    log.append_at(&leader_batch(16, 8, 1, 0, 10), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n2\n1 5\n8 15\n");
+    // An entry past the recovered end (written before data that was lost) is cut.
+    std::fs::write(&file, "0\n3\n1 5\n8 15\n9 400\n").unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 5), (8, 15)]);
+}
+
+/// Opens a follower log whose storage models a power loss.
+fn modelled(dir: &Path, n: usize) -> (PartitionLog<FaultyStorage>, FaultyStorage, Vec<Vec<u8>>) {
+    let storage = FaultyStorage::default();
+    storage.plan.model_durability();
+    let (log, batches) = follower_with(storage.clone(), dir, n);
+    (log, storage, batches)
+}
+
+#[test]
+fn a_power_loss_after_truncation_does_not_bring_removed_batches_back() {
+    for rewrite in [None, Some(false), Some(true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, storage, batches) = modelled(dir.path(), 40);
+        block_on(log.truncate_to(3 * 12)).unwrap();
+        // Then maybe new bytes at the same offsets, synced or not.
+        let new = leader_batch(36, 6, 3, 0xee, 120);
+        if let Some(flush) = rewrite {
+            log.append_at(&new, 0).unwrap();
+            if flush {
+                block_on(log.flush()).unwrap();
+            }
+        }
+        storage.plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        let mut expect = batches[..12].to_vec();
+        if rewrite == Some(true) {
+            expect.push(new);
+        }
+        assert_eq!(read_raw(&log, 0), expect, "rewrite {rewrite:?}");
+        assert!(log
+            .leader_epoch_entries()
+            .iter()
+            .all(|&(_, s)| s < log.log_end_offset()));
+    }
+}
+
+#[test]
+fn a_crash_during_truncation_leaves_a_prefix_of_the_old_log() {
+    crash_during_truncation(|plan, n| plan.fail_fsync_in.set(n));
+    crash_during_truncation(|plan, n| plan.fail_sync_dir_in.set(n));
+}
+
+/// Fails the n-th sync of one kind (`arm`) during a truncation across several segments, for
+/// every n until one completes, then loses power.
+fn crash_during_truncation(arm: impl Fn(&crate::fault::FaultPlan, u32)) {
+    for n in 1.. {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, storage, batches) = modelled(dir.path(), 40);
+        assert!(log.segment_count() > 4);
+        arm(&storage.plan, n);
+        let result = block_on(log.truncate_to(3 * 12));
+        arm(&storage.plan, 0);
+        if result.is_err() {
+            assert!(log.failure().is_some(), "a failed truncation fails the log");
+            assert!(log.append_at(&leader_batch(36, 6, 1, 0, 1), 0).is_err());
+        }
+        storage.plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        let got = read_raw(&log, 0);
+        assert!(got.len() >= 12, "n {n}: the kept part survives");
+        assert_eq!(got, batches[..got.len()], "n {n}: a prefix of the old log");
+        if result.is_ok() {
+            assert_eq!(got.len(), 12, "a truncation that returned is durable");
+            assert!(n > 2, "the truncation synced something");
+            break;
+        }
+    }
+}
+
+/// A truncation under a running flusher, started at many points of its write/sync cycle:
+/// the high watermark never passes the log end, and what is appended after the cut is
+/// written where it belongs and survives a reopen.
+#[test]
+fn a_truncation_waits_for_the_flusher_and_is_not_undone_by_it() {
+    for delay in 0..16 {
+        truncate_under_the_flusher(delay);
+    }
+}
+
+fn truncate_under_the_flusher(delay: usize) {
+    use futures_lite::future::{or, yield_now};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let log = open(storage, dir.path(), small_segments());
+    let stop = std::cell::Cell::new(false);
+    let flusher = async { log.run_flusher(|| stop.get(), |_| {}).await };
+    let driver = async {
+        for i in 0..30 {
+            log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 250), 0)
+                .unwrap();
+            yield_now().await;
+        }
+        for _ in 0..delay {
+            yield_now().await;
+        }
+        // Truncate while the flusher has writes and syncs in flight.
+        log.truncate_to(3 * 10).await.unwrap();
+        assert_eq!(log.high_watermark(), 30);
+        for i in 10..20 {
+            log.append_at(&leader_batch(3 * i, 2, 3, 0xa0 + i as u8, 90), 0)
+                .unwrap();
+            assert!(log.high_watermark() <= log.log_end_offset());
+            yield_now().await;
+        }
+        log.wait_durable(59).await.unwrap();
+        stop.set(true);
+        log.append_at(&leader_batch(60, 2, 1, 1, 1), 0).unwrap();
+        log.wait_durable(60).await.unwrap();
+    };
+    // Which of the two is polled first decides who gets a free flush stage first.
+    block_on(async {
+        let flusher = async { flusher.await.unwrap() };
+        if delay.is_multiple_of(2) {
+            or(flusher, driver).await;
+        } else {
+            or(driver, flusher).await;
+        }
+    });
+    assert_eq!(log.high_watermark(), 61, "delay {delay}");
+    let got = read_raw(&log, 0);
+    assert_eq!(got.len(), 21);
+    for (i, b) in got.iter().enumerate().take(20).skip(10) {
+        assert_eq!(b, &leader_batch(3 * i as i64, 2, 3, 0xa0 + i as u8, 90));
+    }
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_raw(&log, 0), got, "delay {delay}");
+}
+
+/// A flush whose write stage ran before a truncation and whose sync stage runs after it
+/// must not move the high watermark to its (now truncated) target.
+#[test]
+fn a_flush_straddling_a_truncation_does_not_resurrect_its_target() {
+    use futures_lite::future::poll_once;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let plan = storage.plan.clone();
+    let log = open(storage, dir.path(), small_segments());
+    log.append_at(&leader_batch(0, 1, 3, 0, 100), 0).unwrap();
+    // Writes the epoch checkpoint, whose fdatasync would look like a sync stage below.
+    block_on(log.flush()).unwrap();
+    for i in 1..10 {
+        log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
+            .unwrap();
+    }
+    block_on(async {
+        // First flush: into its sync stage, where it stays for now.
+        let mut first = Box::pin(log.flush());
+        while plan.syncs_in_flight.get() == 0 {
+            assert!(poll_once(&mut first).await.is_none());
+        }
+        for i in 10..20 {
+            log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
+                .unwrap();
+        }
+        // Second flush: writes, then waits for the sync stage.
+        let mut second = Box::pin(log.flush());
+        for _ in 0..50 {
+            assert!(poll_once(&mut second).await.is_none());
+        }
+        assert_eq!(plan.writes_in_flight.get(), 0, "its writes are done");
+        // The truncation takes the write stage and queues for the sync stage.
+        let mut truncation = Box::pin(log.truncate_to(15));
+        assert!(poll_once(&mut truncation).await.is_none());
+        first.await.unwrap();
+        // The truncation runs before the second flush's sync.
+        truncation.await.unwrap();
+        assert_eq!(second.await.unwrap(), 15);
+    });
+    assert_eq!(log.high_watermark(), 15);
+    assert_eq!(log.log_end_offset(), 15);
+}
+
+/// A truncation whose future is dropped: waiting for a flush stage, the log goes on as
+/// before; midway through its IO, the log fails (its files may be half cut). Neither leaves
+/// appends refused or the flusher stuck.
+#[test]
+fn an_abandoned_truncation_releases_the_log() {
+    use futures_lite::future::poll_once;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    storage.plan.yield_each_io.set(true);
+    let plan = storage.plan.clone();
+    let (log, _) = follower_with(storage, dir.path(), 20);
+    block_on(async {
+        // Dropped while queued behind a flush's sync stage.
+        log.append_at(&leader_batch(60, 4, 1, 0, 10), 0).unwrap();
+        let mut flush = Box::pin(log.flush());
+        while plan.syncs_in_flight.get() == 0 {
+            assert!(poll_once(&mut flush).await.is_none());
+        }
+        let mut truncation = Box::pin(log.truncate_to(30));
+        assert!(poll_once(&mut truncation).await.is_none());
+        drop(truncation);
+        flush.await.unwrap();
+        assert_eq!(log.log_end_offset(), 61);
+        log.append_at(&leader_batch(61, 4, 1, 0, 10), 0).unwrap();
+        assert_eq!(log.flush().await.unwrap(), 62);
+
+        // Dropped midway through its IO.
+        let mut truncation = Box::pin(log.truncate_to(30));
+        for _ in 0..3 {
+            assert!(poll_once(&mut truncation).await.is_none());
+        }
+        drop(truncation);
+        assert!(log.failure().is_some(), "the log failed");
+        assert!(
+            log.flush().await.is_err(),
+            "and a flush says so instead of hanging"
+        );
+    });
+}
