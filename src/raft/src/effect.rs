@@ -107,6 +107,17 @@ pub enum Effect {
         index: u64,
         offset: i64,
     },
+    /// Read Kafka batches from the group's partition log starting at the batch at `offset`,
+    /// in order, about `max_bytes` of them (at least one, as Kafka's fetch; none when the
+    /// log ends at `offset`), and hand them
+    /// to `GroupManager::entries_fetched(id, ..)` (or `None` there if the read failed).
+    /// Every `Fetch` gets exactly one answer; one for a group no longer here is ignored.
+    Fetch {
+        group: GroupId,
+        id: u64,
+        offset: i64,
+        max_bytes: u64,
+    },
     /// The replica's role, term or known leader changed.
     Role {
         group: GroupId,

@@ -16,9 +16,11 @@
 //! - Perform the effects each call returns: `Send` (one envelope per destination node per
 //!   call: every group's messages to that node, heartbeats in compact form); `Persist { seq,
 //!   writes }` (append to the shard's Raft state in `seq` order, unsynced; then sync, once
-//!   for all groups, and report it); `Proposed`/`Committed`/`Failed` (the produce request
-//!   waiting on the token); `HighWatermark` (what readers may see); `Role` (leadership, for
-//!   metadata and routing).
+//!   for all groups, and report it); `Fetch { id, offset, max_bytes }` (read Kafka batches
+//!   from the group's partition log at `offset` and hand them to
+//!   [`GroupManager::entries_fetched`]`(id, ..)`, `None` if the read failed);
+//!   `Proposed`/`Committed`/`Failed` (the produce request waiting on the token);
+//!   `HighWatermark` (what readers may see); `Role` (leadership, for metadata and routing).
 //!
 //! # The Kafka log is the Raft log
 //!
@@ -28,6 +30,21 @@
 //! offsets from its log prefix ([`ReplicaLog`]: Raft index → base offset, record count,
 //! term); the leader reports the offsets and term (the batch's `partitionLeaderEpoch`) of a
 //! proposal in `Effect::Proposed` (stamping the bytes comes with the broker integration).
+//!
+//! Memory is bounded: a group keeps in memory only its entries not yet applied (committed and
+//! synced here; raft-rs reads those synchronously) plus a recent tail, within one per-shard
+//! budget of entry bytes ([`manager::ENTRY_CACHE_BYTES_MAX`]; applied entries are evicted
+//! oldest first, groups in turn). Below the window the index → offset map is compact
+//! ([`log::Mark`]s at term changes, at Raft's own entries and every [`log::MARK_EVERY`]
+//! entries), which gives every entry's term at once and any entry's offset after a short
+//! read. When a leader must send a follower entries no longer in memory, its `Storage`
+//! answers raft-rs `LogTemporarilyUnavailable` (raft-rs's asynchronous fetch), the manager
+//! asks the driver for the batches from the nearest mark (`Effect::Fetch`, at most
+//! [`manager::FETCHES_PER_GROUP_MAX`] per group, requests for the same entries joined),
+//! rebuilds the entries (Raft's own entries are not batches: they come from the marks),
+//! checks them against the map, and hands them to raft-rs (`RawNode::on_entries_fetched`).
+//! A failed or mismatching read is dropped; raft-rs asks again on the follower's next
+//! response.
 //!
 //! # Invariants (asserted here, checked by the simulator)
 //!
@@ -46,6 +63,9 @@
 //!   has committed (`GroupStatus::ready`), so it never acknowledges on a stale log.
 //! - Committed entries are never lost or changed, and every replica's committed prefix is
 //!   the same entries at the same Kafka offsets.
+//! - Only applied entries leave memory, and they are in the partition log (written before
+//!   they were synced, synced before they were applied); an entry read back must match the
+//!   term and offsets the map has (the simulator fails on any mismatch).
 //! - Determinism: the same inputs give the same outputs. Maps are ordered (`BTreeMap`;
 //!   raft-rs uses a fixed-hasher map), and the only randomness, the election timeout, comes
 //!   from [`Rng`] seeded by `Config::seed`. raft-rs 0.7 draws that timeout from `thread_rng`
@@ -66,8 +86,10 @@
 //! `src/sim/` (tests only) runs 3- and 5-node clusters of managers under a seeded
 //! discrete-event simulator: virtual time, a network that drops, delays, reorders, duplicates
 //! and partitions (isolation, splits, one-way cuts, bridges), disks that lose unsynced writes
-//! and tear or garble their tail on a crash (alone or a majority at once), restarts, and a
-//! client proposing batches. After every event it checks the invariants above; after every
+//! and tear or garble their tail on a crash (alone or a majority at once), restarts, a
+//! client proposing batches, and partition-log reads that take 1–30 ms and sometimes fail
+//! (a third of the seeds keep no applied entry in memory, a third a few hundred bytes).
+//! Committed entries no longer in memory are checked against the node's partition log. After every event it checks the invariants above; after every
 //! fault and at the end, that every acknowledged batch is at its offsets in the synced logs of
 //! a quorum; after healing, that every group converges. A failing seed is printed with the
 //! command that replays it:
@@ -84,7 +106,9 @@
 //!
 //! # Not yet
 //!
-//! Snapshots and log compaction, membership changes (learners, joint consensus), leadership
+//! Snapshots and log compaction (the mark map grows with the log until then; recovery
+//! builds each group's log with every entry in memory before evicting, where a real driver
+//! would build the map from the partition log), membership changes (learners, joint consensus), leadership
 //! transfer, quiescing idle groups, read leases, and the real transport and storage.
 
 pub mod effect;
@@ -97,6 +121,6 @@ mod sim;
 pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
-pub use log::{entry_records, OffsetSpan, ReplicaLog};
+pub use log::{entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY};
 pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
 pub use rng::Rng;

@@ -1,10 +1,22 @@
-//! A replica's Raft log in memory: hard state, configuration, entries and the map from Raft
-//! index to Kafka offsets. raft-rs reads it through [`raft::Storage`]; the group manager writes
-//! it (and tells its driver to persist the same writes). It is rebuilt from disk on restart.
+//! A replica's Raft log as the group manager holds it: hard state, configuration, a bounded
+//! window of entries in memory, and the map from Raft index to Kafka offsets for the whole
+//! log in compact form. raft-rs reads it through [`raft::Storage`]; the group manager writes
+//! it (and tells its driver to persist the same writes) and evicts applied entries from it
+//! (they stay in the partition log, where the driver reads them back on request: see
+//! [`FetchRequest`]). It is rebuilt from disk on restart.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
+
+/// Below the in-memory window the offset map keeps a mark at least every this many entries
+/// (besides one at every term change and every entry without records), so finding the
+/// Kafka offset of an evicted index reads at most this many batches more than asked for,
+/// and the map costs about `size_of::<Mark>() / MARK_EVERY` = 0.125 bytes per evicted entry.
+pub const MARK_EVERY: u64 = 256;
 
 /// The Kafka offsets one Raft entry occupies: `records` dense offsets from `base` (none for
 /// Raft's own entries: the leader's no-op, configuration changes), written in `term`, which
@@ -46,14 +58,70 @@ pub fn records_context(records: u32) -> Bytes {
     Bytes::copy_from_slice(&records.to_be_bytes())
 }
 
-/// Entries start at index 1 and are never compacted yet (retention and snapshots come with
-/// the segment log), so `first_index` is always 1. `spans[i]` belongs to `entries[i]`.
-#[derive(Debug, Clone, Default)]
+/// The bytes an entry holds in memory (what the per-shard budget counts).
+pub fn entry_bytes(e: &Entry) -> u64 {
+    (e.data.len() + e.context.len()) as u64
+}
+
+/// One point of the compact offset map: the entry at `index` has exactly `span`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub index: u64,
+    pub span: OffsetSpan,
+}
+
+/// A read raft-rs asked for below the in-memory window (entries `low..high`, at most
+/// `max_bytes` of them, for sending to a follower). The manager turns it into
+/// `Effect::Fetch` and hands the context back to raft-rs when the entries arrive.
+#[derive(Debug)]
+pub struct FetchRequest {
+    pub low: u64,
+    pub high: u64,
+    pub max_bytes: u64,
+    pub context: GetEntriesContext,
+}
+
+/// A Kafka batch read back from the partition log for a fetch: its base offset, leader
+/// epoch (= Raft term), record count and bytes as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBatch {
+    pub base: i64,
+    pub term: u64,
+    pub records: u32,
+    pub bytes: Bytes,
+}
+
+/// Entries start at index 1 and are never compacted yet, so `first_index` is always 1.
+/// Indexes `window_first..=last_index` are in memory (`entries[i]` and `spans[i]` belong to
+/// index `window_first + i`); every index below the window is described by `marks` (see
+/// [`MARK_EVERY`]): the term of an evicted entry is its last mark's term, and an evicted
+/// entry without a mark has records (it is a batch in the partition log).
+#[derive(Debug, Default)]
 pub struct ReplicaLog {
     hard_state: HardState,
     conf_state: ConfState,
-    entries: Vec<Entry>,
-    spans: Vec<OffsetSpan>,
+    marks: Vec<Mark>,
+    window_first: u64,
+    entries: VecDeque<Entry>,
+    spans: VecDeque<OffsetSpan>,
+    /// Bytes of `entries`.
+    window_bytes: u64,
+    /// Kafka offset after the last evicted entry (the window's first base).
+    evicted_next: i64,
+    /// Entries read back from the partition log, served to raft-rs only for the duration of
+    /// the manager's `entries_fetched` call: index of the first one, and the entries.
+    fetched: Option<(u64, Vec<Entry>)>,
+    /// Reads raft-rs asked for below the window since the manager last took them.
+    requests: RefCell<Vec<FetchRequest>>,
+}
+
+/// What rebuilding entries from fetched batches gave: the entries at and after the request's
+/// `low` (possibly none yet), and where the walk stopped (the next index and its offset).
+#[derive(Debug)]
+pub struct Rebuilt {
+    pub entries: Vec<Entry>,
+    pub next_index: u64,
+    pub next_offset: i64,
 }
 
 impl ReplicaLog {
@@ -65,6 +133,7 @@ impl ReplicaLog {
                 voters: voters.to_vec(),
                 ..Default::default()
             },
+            window_first: 1,
             ..Default::default()
         }
     }
@@ -82,29 +151,75 @@ impl ReplicaLog {
     }
 
     pub fn last_index(&self) -> u64 {
-        self.entries.len() as u64
+        self.window_first - 1 + self.entries.len() as u64
     }
 
+    /// The first index held in memory (`last_index() + 1` when none is).
+    pub fn window_first(&self) -> u64 {
+        self.window_first
+    }
+
+    /// Bytes of the entries held in memory.
+    pub fn window_bytes(&self) -> u64 {
+        self.window_bytes
+    }
+
+    /// Marks of the compact offset map below the window (for tests and footprint checks).
+    pub fn marks(&self) -> &[Mark] {
+        &self.marks
+    }
+
+    /// The entry at `index` if it is in memory.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         index
-            .checked_sub(1)
+            .checked_sub(self.window_first)
             .and_then(|i| self.entries.get(i as usize))
     }
 
+    /// The exact offsets of entry `index`, if known without reading the partition log: in the
+    /// window, or at a mark.
     pub fn span(&self, index: u64) -> Option<OffsetSpan> {
-        index
-            .checked_sub(1)
-            .and_then(|i| self.spans.get(i as usize))
-            .copied()
+        if index >= self.window_first {
+            return self
+                .spans
+                .get((index - self.window_first) as usize)
+                .copied();
+        }
+        let m = self.mark_at_or_before(index)?;
+        (m.index == index).then_some(m.span)
+    }
+
+    /// The last mark at or before `index` (below the window).
+    pub fn mark_at_or_before(&self, index: u64) -> Option<Mark> {
+        let n = self.marks.partition_point(|m| m.index <= index);
+        n.checked_sub(1).map(|i| self.marks[i])
+    }
+
+    /// The term of entry `index` (0 for index 0), in memory or not.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        if index >= self.window_first {
+            return self.span(index).map(|s| s.term);
+        }
+        self.mark_at_or_before(index).map(|m| m.span.term)
     }
 
     /// The Kafka offset after entry `index` (0 for index 0): the high watermark when `index`
-    /// is the commit index, the log end offset when it is the last index.
+    /// is the commit index, the log end offset when it is the last index. Known for indexes
+    /// from just below the window to its end (the manager never evicts past what it applied,
+    /// so the high watermark's index is always one of them).
     pub fn next_offset_after(&self, index: u64) -> i64 {
         if index == 0 {
             return 0;
         }
-        self.span(index).expect("index within the log").next()
+        if index + 1 == self.window_first {
+            return self.evicted_next;
+        }
+        self.span(index)
+            .expect("offset after an index at or just below the in-memory window")
+            .next()
     }
 
     /// The log end offset: the offset the next batch gets.
@@ -112,30 +227,35 @@ impl ReplicaLog {
         self.next_offset_after(self.last_index())
     }
 
-    /// The Raft index of the entry holding Kafka offset `offset`, if any.
+    /// The Raft index of the in-memory entry holding Kafka offset `offset`, if any.
     pub fn index_of_offset(&self, offset: i64) -> Option<u64> {
         // Spans are sorted by base; the holder is the last span with base <= offset that has
         // records (entries without records share their base with the next batch).
         let n = self.spans.partition_point(|s| s.base <= offset);
-        self.spans[..n]
-            .iter()
+        self.spans
+            .range(..n)
             .rposition(|s| s.records > 0)
             .filter(|&i| self.spans[i].last() >= offset)
-            .map(|i| i as u64 + 1)
+            .map(|i| self.window_first + i as u64)
     }
 
     /// Appends `ents` (consecutive indexes), first replacing any entries at or after the first
-    /// one's index (a follower dropping a divergent suffix). Returns the first replaced index.
+    /// one's index (a follower dropping a divergent suffix; never an evicted entry, which is
+    /// applied, so committed). Returns the first replaced index.
     pub fn append(&mut self, ents: &[Entry]) -> Option<u64> {
         let first = ents.first()?.index;
         assert!(
-            first >= 1 && first <= self.last_index() + 1,
-            "append at {first} leaves a gap after {}",
+            first >= self.window_first && first <= self.last_index() + 1,
+            "append at {first} outside the window {}..={}",
+            self.window_first,
             self.last_index()
         );
         let replaced = (first <= self.last_index()).then_some(first);
-        self.entries.truncate((first - 1) as usize);
-        self.spans.truncate((first - 1) as usize);
+        let keep = (first - self.window_first) as usize;
+        for e in self.entries.drain(keep..) {
+            self.window_bytes -= entry_bytes(&e);
+        }
+        self.spans.truncate(keep);
         for e in ents {
             assert_eq!(
                 e.index,
@@ -143,14 +263,142 @@ impl ReplicaLog {
                 "entries are not consecutive"
             );
             let base = self.next_offset();
-            self.spans.push(OffsetSpan {
+            self.spans.push_back(OffsetSpan {
                 base,
                 records: entry_records(e),
                 term: e.term,
             });
-            self.entries.push(e.clone());
+            self.window_bytes += entry_bytes(e);
+            self.entries.push_back(e.clone());
         }
         replaced
+    }
+
+    /// Drops the in-memory entries up to `index` (they must be in the partition log: the
+    /// manager evicts only applied ones), keeping their offsets in compact form. Returns the
+    /// bytes freed.
+    pub fn evict_through(&mut self, index: u64) -> u64 {
+        let mut freed = 0;
+        while self.window_first <= index.min(self.last_index()) {
+            let e = self.entries.pop_front().expect("window entry");
+            let span = self.spans.pop_front().expect("window span");
+            let last = self.marks.last();
+            if span.records == 0
+                || last.is_none_or(|m| {
+                    m.span.term != span.term || self.window_first - m.index >= MARK_EVERY
+                })
+            {
+                self.marks.push(Mark {
+                    index: self.window_first,
+                    span,
+                });
+            }
+            self.evicted_next = span.next();
+            self.window_first += 1;
+            let b = entry_bytes(&e);
+            self.window_bytes -= b;
+            freed += b;
+        }
+        freed
+    }
+
+    /// Where to start reading the partition log for entry `low` (below the window): the last
+    /// mark at or before it, as (index, Kafka offset of the first batch at or after it).
+    pub fn fetch_cursor(&self, low: u64) -> (u64, i64) {
+        let m = self
+            .mark_at_or_before(low)
+            .expect("an evicted index has a mark at or before it");
+        (m.index, m.span.base)
+    }
+
+    /// Rebuilds the entries from index `from` on (whose first batch starts at Kafka offset
+    /// `offset`) out of `batches` read from the partition log there, keeping those in
+    /// `low..high` and stopping at the window. Raft's own entries (no records) are not in the
+    /// partition log as batches: they are rebuilt from the marks. A batch that does not
+    /// match the map (offset, term, record count) is an error: the partition log is not the
+    /// log this replica wrote.
+    pub fn rebuild(
+        &self,
+        from: u64,
+        offset: i64,
+        batches: Vec<FetchedBatch>,
+        low: u64,
+        high: u64,
+    ) -> Result<Rebuilt, String> {
+        let stop = high.min(self.window_first);
+        let (mut index, mut offset) = (from, offset);
+        let mut out = Vec::new();
+        let mut batches = batches.into_iter().peekable();
+        let mut m = self.marks.partition_point(|m| m.index < from);
+        while index < stop {
+            let mark = self.marks.get(m).filter(|mk| mk.index == index).copied();
+            let term = self.term_of(index).expect("evicted index has a term");
+            let e = if mark.is_some_and(|mk| mk.span.records == 0) {
+                Entry {
+                    index,
+                    term,
+                    ..Default::default()
+                }
+            } else {
+                let Some(b) = batches.next() else { break };
+                if b.base != offset || b.term != term || b.records == 0 || b.bytes.is_empty() {
+                    return Err(format!(
+                        "entry {index}: expected a batch at offset {offset} of term {term}, read one at {} of term {} with {} records",
+                        b.base, b.term, b.records
+                    ));
+                }
+                if let Some(mk) = mark {
+                    if mk.span.records != b.records {
+                        return Err(format!(
+                            "entry {index}: {} records, the map says {}",
+                            b.records, mk.span.records
+                        ));
+                    }
+                }
+                offset += i64::from(b.records);
+                Entry {
+                    index,
+                    term,
+                    data: b.bytes,
+                    context: records_context(b.records),
+                    ..Default::default()
+                }
+            };
+            if mark.is_some() {
+                m += 1;
+            }
+            if index >= low {
+                out.push(e);
+            }
+            index += 1;
+        }
+        if index == self.window_first && offset != self.evicted_next {
+            return Err(format!(
+                "entries up to the window end at offset {offset}, the map says {}",
+                self.evicted_next
+            ));
+        }
+        Ok(Rebuilt {
+            entries: out,
+            next_index: index,
+            next_offset: offset,
+        })
+    }
+
+    /// Serves `entries` (consecutive, below the window) to raft-rs until [`Self::clear_fetched`].
+    pub fn set_fetched(&mut self, entries: Vec<Entry>) {
+        if let Some(first) = entries.first().map(|e| e.index) {
+            self.fetched = Some((first, entries));
+        }
+    }
+
+    pub fn clear_fetched(&mut self) {
+        self.fetched = None;
+    }
+
+    /// The reads raft-rs asked for below the window since the last call.
+    pub fn take_requests(&self) -> Vec<FetchRequest> {
+        std::mem::take(&mut *self.requests.borrow_mut())
     }
 }
 
@@ -167,25 +415,57 @@ impl raft::Storage for ReplicaLog {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
         if low < 1 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last_index() + 1 || low > high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let mut out = self.entries[(low - 1) as usize..(high - 1) as usize].to_vec();
-        raft::util::limit_size(&mut out, max_size.into());
+        let mut out = Vec::new();
+        let mut next = low;
+        if low < self.window_first {
+            match &self.fetched {
+                Some((first, ents)) if *first <= low && low < *first + ents.len() as u64 => {
+                    let from = (low - first) as usize;
+                    let to = ((high - first) as usize).min(ents.len());
+                    out.extend_from_slice(&ents[from..to]);
+                    next = first + to as u64;
+                }
+                _ if context.can_async() => {
+                    self.requests.borrow_mut().push(FetchRequest {
+                        low,
+                        high,
+                        max_bytes: max_size.unwrap_or(u64::MAX),
+                        context,
+                    });
+                    return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+                }
+                // raft-rs reads synchronously only unapplied entries (to apply them, or to
+                // look for configuration changes before a campaign), and the manager never
+                // evicts those.
+                _ => panic!(
+                    "synchronous read of entries {low}..{high} below the in-memory window {}",
+                    self.window_first
+                ),
+            }
+        }
+        if next >= self.window_first && next < high {
+            let from = (next - self.window_first) as usize;
+            let to = (high - self.window_first) as usize;
+            out.extend(self.entries.range(from..to).cloned());
+        }
+        raft::util::limit_size(&mut out, max_size);
         Ok(out)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == 0 {
-            return Ok(0);
+        if idx > self.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        self.entry(idx)
-            .map(|e| e.term)
+        self.term_of(idx)
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
@@ -204,7 +484,6 @@ impl raft::Storage for ReplicaLog {
         ))
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +517,72 @@ mod tests {
         assert_eq!(log.index_of_offset(3), Some(4));
         assert_eq!(log.span(4).unwrap().term, 2);
         assert_eq!(log.append(&[batch(5, 2, 1)]), None);
+    }
+
+    #[test]
+    fn evicted_entries_keep_terms_and_offsets_and_rebuild_from_batches() {
+        let mut log = ReplicaLog::new(&[1, 2, 3]);
+        let mut ents = vec![batch(1, 1, 0)];
+        ents.extend((2..=600).map(|i| batch(i, 1, 2)));
+        ents.push(batch(601, 3, 0));
+        ents.extend((602..=610).map(|i| batch(i, 3, 1)));
+        log.append(&ents);
+        let end = log.next_offset();
+        let freed = log.evict_through(605);
+        assert_eq!(freed, 599 * 7 + 4 * 7);
+        assert_eq!(log.window_first(), 606);
+        assert_eq!(log.window_bytes(), 5 * 7);
+        // Marks: the no-ops, a term change, and one every MARK_EVERY entries; not one each.
+        assert!(log.marks().len() <= 6, "{:?}", log.marks());
+        assert_eq!(log.next_offset(), end);
+        assert_eq!(log.next_offset_after(605), log.span(606).unwrap().base);
+        use raft::Storage;
+        for i in [1, 2, 300, 600, 601, 602, 605, 606] {
+            assert_eq!(log.term(i).unwrap(), if i <= 600 { 1 } else { 3 }, "{i}");
+        }
+        // The partition log holds the batches (not the no-ops).
+        let batches = |from: i64| -> Vec<FetchedBatch> {
+            ents.iter()
+                .filter(|e| entry_records(e) > 0)
+                .scan(0i64, |off, e| {
+                    let b = FetchedBatch {
+                        base: *off,
+                        term: e.term,
+                        records: entry_records(e),
+                        bytes: e.data.clone(),
+                    };
+                    *off += i64::from(b.records);
+                    Some(b)
+                })
+                .filter(|b| b.base >= from)
+                .collect()
+        };
+        for low in [1, 2, 257, 300, 600, 601, 603] {
+            let (from, offset) = log.fetch_cursor(low);
+            assert!(from <= low && low - from < MARK_EVERY);
+            let r = log
+                .rebuild(from, offset, batches(offset), low, 700)
+                .unwrap();
+            assert_eq!(r.next_index, 606);
+            assert_eq!(r.entries[..], ents[(low - 1) as usize..605], "low {low}");
+        }
+        // A read that stops early says where to go on; a wrong batch is refused.
+        let (from, offset) = log.fetch_cursor(300);
+        let r = log
+            .rebuild(from, offset, batches(offset)[..3].to_vec(), 300, 700)
+            .unwrap();
+        assert!(r.entries.is_empty());
+        assert_eq!(r.next_index, from + 3);
+        let mut wrong = batches(offset);
+        wrong[1].term = 2;
+        assert!(log.rebuild(from, offset, wrong, 300, 700).is_err());
+        // Entries above the window cannot be replaced below it.
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut l = ReplicaLog::new(&[1]);
+            l.append(&ents[..5]);
+            l.evict_through(3);
+            l.append(&[batch(3, 2, 1)]);
+        }))
+        .is_err());
     }
 }

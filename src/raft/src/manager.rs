@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
-use raft::{RawNode, StateRole};
+use raft::{GetEntriesContext, RawNode, StateRole};
 
 use crate::effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
-use crate::log::{records_context, OffsetSpan, ReplicaLog};
+use crate::log::{records_context, FetchedBatch, OffsetSpan, ReplicaLog};
 use crate::rng::Rng;
 
 /// Raft tick length. With the tick counts below: heartbeats every 150 ms and elections after
@@ -32,6 +32,17 @@ pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 /// Most Raft ticks one `tick` call replays after a stall: a shard stalled for longer does not
 /// burn CPU catching up, it just behaves as if the stall had been this long.
 pub const TICKS_PER_CALL_MAX: u64 = 2 * ELECTION_TICKS as u64;
+/// Most bytes of applied entries a shard keeps in memory across all its groups (the recent
+/// tail, so that a follower a little behind is caught up without reading the partition
+/// log). Entries not yet applied are always kept (raft-rs reads them synchronously) and
+/// count too: they are bounded by `MAX_UNCOMMITTED_BYTES` per group on the leader's side.
+pub const ENTRY_CACHE_BYTES_MAX: u64 = 32 << 20;
+/// Most partition-log reads one group has outstanding (one per lagging follower at a time
+/// is the usual need); raft-rs asks again on the follower's next response.
+pub const FETCHES_PER_GROUP_MAX: usize = 4;
+/// Most raft-rs requests one read answers (requests for the same entries while a read is
+/// outstanding join it; the rest are dropped and asked again later).
+const CONTEXTS_PER_FETCH_MAX: usize = 4;
 
 /// Per-shard settings. `Default` has the production values except `node_id` and `seed`.
 #[derive(Debug, Clone)]
@@ -43,6 +54,8 @@ pub struct Config {
     pub max_size_per_msg: u64,
     pub max_inflight_msgs: usize,
     pub max_uncommitted_bytes: u64,
+    /// [`ENTRY_CACHE_BYTES_MAX`] for this shard.
+    pub entry_cache_bytes_max: u64,
     /// Seeds the election-timeout randomisation (see the crate header): production passes
     /// real entropy, the simulator its seed.
     pub seed: u64,
@@ -58,6 +71,7 @@ impl Default for Config {
             max_size_per_msg: MAX_SIZE_PER_MSG,
             max_inflight_msgs: MAX_INFLIGHT_MSGS,
             max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
+            entry_cache_bytes_max: ENTRY_CACHE_BYTES_MAX,
             seed: 0,
         }
     }
@@ -139,6 +153,17 @@ struct Out {
     envelopes: BTreeMap<NodeId, Envelope>,
 }
 
+/// A partition-log read handed to the driver as `Effect::Fetch` and not yet answered.
+struct PendingFetch {
+    group: GroupId,
+    low: u64,
+    high: u64,
+    max_bytes: u64,
+    /// The read starts at this entry, whose first batch is at this Kafka offset.
+    from: (u64, i64),
+    contexts: Vec<GetEntriesContext>,
+}
+
 /// Owns the Raft groups of one shard. Sans-IO: every input returns the effects to perform;
 /// no clock (time comes in `tick`), no threads, no entropy but the seeded [`Rng`].
 pub struct GroupManager {
@@ -149,6 +174,14 @@ pub struct GroupManager {
     /// Last `Persist` seq handed out, and the highest reported synced.
     write_seq: u64,
     persisted_seq: u64,
+    /// Bytes of entries held in memory by every group's log, and the group where the next
+    /// eviction looks first (round robin).
+    cached_bytes: u64,
+    evict_from: GroupId,
+    fetches: BTreeMap<u64, PendingFetch>,
+    next_fetch: u64,
+    /// Reads whose batches did not match the log this replica wrote (a driver bug).
+    fetch_mismatches: u64,
     logger: slog::Logger,
 }
 
@@ -162,6 +195,11 @@ impl GroupManager {
             last_tick_ms: None,
             write_seq: 0,
             persisted_seq: 0,
+            cached_bytes: 0,
+            evict_from: 0,
+            fetches: BTreeMap::new(),
+            next_fetch: 0,
+            fetch_mismatches: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -176,6 +214,7 @@ impl GroupManager {
         for (group, log) in logs {
             m.add_replica(group, log)?;
         }
+        m.evict();
         Ok(m)
     }
 
@@ -213,6 +252,7 @@ impl GroupManager {
         let node =
             RawNode::new(&self.raft_config(commit), log, &self.logger).map_err(|_| Error::Raft)?;
         let role = (Role::Follower, node.raft.term, None);
+        self.cached_bytes += node.store().window_bytes();
         self.groups.insert(
             group,
             Replica {
@@ -397,6 +437,131 @@ impl GroupManager {
         self.finish(Out::default(), waiting)
     }
 
+    /// Answers `Effect::Fetch { id, .. }`: the batches read from the partition log at its
+    /// offset (in order; none when the log ends there: the entries asked for may all be
+    /// Raft's own, which are not batches), or `None` if the read failed.
+    /// A failed or refused read is dropped: raft-rs asks again on the follower's next
+    /// response.
+    pub fn entries_fetched(&mut self, id: u64, batches: Option<Vec<FetchedBatch>>) -> Vec<Effect> {
+        let Some(f) = self.fetches.remove(&id) else {
+            return Vec::new();
+        };
+        let Some(r) = self.groups.get_mut(&f.group) else {
+            return Vec::new();
+        };
+        let Some(batches) = batches else {
+            return Vec::new();
+        };
+        let log = r.node.store();
+        let rebuilt = match log.rebuild(f.from.0, f.from.1, batches, f.low, f.high) {
+            Ok(rebuilt) => rebuilt,
+            Err(_) => {
+                self.fetch_mismatches += 1;
+                return Vec::new();
+            }
+        };
+        let mut out = Out::default();
+        if rebuilt.entries.is_empty() {
+            // The read ended before `low` (it starts at a mark up to `MARK_EVERY` entries
+            // earlier): read on from where it stopped.
+            if rebuilt.next_index > f.from.0 && rebuilt.next_index < log.window_first() {
+                let from = (rebuilt.next_index, rebuilt.next_offset);
+                self.start_fetch(PendingFetch { from, ..f }, &mut out);
+            }
+            return self.finish(out, []);
+        }
+        r.node.mut_store().set_fetched(rebuilt.entries);
+        for ctx in f.contexts {
+            r.node.on_entries_fetched(ctx);
+        }
+        r.node.mut_store().clear_fetched();
+        self.finish(out, [f.group])
+    }
+
+    /// Partition-log reads whose batches did not match what this replica wrote.
+    pub fn fetch_mismatches(&self) -> u64 {
+        self.fetch_mismatches
+    }
+
+    /// Bytes of entries this shard holds in memory.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cached_bytes
+    }
+
+    fn start_fetch(&mut self, f: PendingFetch, out: &mut Out) {
+        self.next_fetch += 1;
+        let id = self.next_fetch;
+        out.effects.push(Effect::Fetch {
+            group: f.group,
+            id,
+            offset: f.from.1,
+            max_bytes: f.max_bytes,
+        });
+        self.fetches.insert(id, f);
+    }
+
+    /// Turns raft-rs's reads below a group's in-memory window into `Effect::Fetch`es (a
+    /// request for entries a read is already bringing joins it).
+    fn fetch_requests(&mut self, group: GroupId, out: &mut Out) {
+        let requests = self.groups[&group].node.store().take_requests();
+        for req in requests {
+            let outstanding = self.fetches.values().filter(|f| f.group == group).count();
+            let same = self
+                .fetches
+                .values_mut()
+                .find(|f| f.group == group && f.low == req.low);
+            if let Some(f) = same {
+                if f.contexts.len() < CONTEXTS_PER_FETCH_MAX {
+                    f.contexts.push(req.context);
+                }
+                continue;
+            }
+            if outstanding >= FETCHES_PER_GROUP_MAX {
+                continue;
+            }
+            let from = self.groups[&group].node.store().fetch_cursor(req.low);
+            self.start_fetch(
+                PendingFetch {
+                    group,
+                    low: req.low,
+                    high: req.high,
+                    max_bytes: req.max_bytes,
+                    from,
+                    contexts: vec![req.context],
+                },
+                out,
+            );
+        }
+    }
+
+    /// Keeps the shard's entries in memory within `entry_cache_bytes_max`: evicts applied
+    /// entries, oldest first within a group, groups in turn.
+    fn evict(&mut self) {
+        if self.cached_bytes <= self.cfg.entry_cache_bytes_max {
+            return;
+        }
+        let order: Vec<GroupId> = self
+            .groups
+            .range(self.evict_from..)
+            .chain(self.groups.range(..self.evict_from))
+            .map(|(g, _)| *g)
+            .collect();
+        for g in order {
+            let r = self.groups.get_mut(&g).expect("group");
+            let log = r.node.mut_store();
+            while self.cached_bytes > self.cfg.entry_cache_bytes_max
+                && log.window_first() <= r.hw_index
+            {
+                let first = log.window_first();
+                self.cached_bytes -= log.evict_through(first);
+            }
+            if self.cached_bytes <= self.cfg.entry_cache_bytes_max {
+                self.evict_from = g + 1;
+                return;
+            }
+        }
+    }
+
     fn write(&mut self, out: &mut Out, w: Write) {
         if out.seq.is_none() {
             self.write_seq += 1;
@@ -408,8 +573,13 @@ impl GroupManager {
     /// Drives the given groups' Readies to quiescence and assembles the call's effects.
     fn finish(&mut self, mut out: Out, groups: impl IntoIterator<Item = GroupId>) -> Vec<Effect> {
         for g in groups {
+            let before = self.groups[&g].node.store().window_bytes();
             self.drive(g, &mut out);
+            self.fetch_requests(g, &mut out);
+            let after = self.groups[&g].node.store().window_bytes();
+            self.cached_bytes = self.cached_bytes + after - before;
         }
+        self.evict();
         let mut effects = out.effects;
         if let Some(seq) = out.seq {
             effects.push(Effect::Persist {

@@ -10,6 +10,8 @@ use crate::effect::{GroupId, NodeId, Role};
 use crate::log::{OffsetSpan, ReplicaLog};
 use crate::manager::GroupManager;
 
+use super::disk::Disk;
+
 /// One committed entry as the first replica to commit it had it.
 #[derive(Debug, Clone, PartialEq)]
 struct Committed {
@@ -56,7 +58,7 @@ impl Checker {
     }
 
     /// Checks one live replica.
-    pub fn check(&mut self, node: NodeId, mgr: &GroupManager) -> Result<(), String> {
+    pub fn check(&mut self, node: NodeId, mgr: &GroupManager, disk: &Disk) -> Result<(), String> {
         for group in mgr.groups() {
             let s = mgr.status(group).expect("status");
             let log = mgr.log(group).expect("log");
@@ -82,7 +84,7 @@ impl Checker {
                     s.hw_index, s.high_watermark
                 ));
             }
-            self.compare(node, group, log, seen_index + 1, s.hw_index)?;
+            self.compare(node, group, log, disk, seen_index + 1, s.hw_index)?;
             self.seen
                 .insert((node, group), (s.hw_index, s.high_watermark));
         }
@@ -90,22 +92,45 @@ impl Checker {
     }
 
     /// Compares `log`'s entries `from..=to` (committed on that replica) with the committed
-    /// log, extending it where this replica is the first to get there.
+    /// log, extending it where this replica is the first to get there. Entries no longer in
+    /// memory are read from the node's partition log (`disk`), where they must be, and
+    /// their term must be the one the replica's compact offset map has.
     fn compare(
         &mut self,
         node: NodeId,
         group: GroupId,
         log: &ReplicaLog,
+        disk: &Disk,
         from: u64,
         to: u64,
     ) -> Result<(), String> {
         let committed = self.committed.entry(group).or_default();
         for i in from..=to {
-            let e = log.entry(i).expect("committed index in the log");
-            let got = Committed {
-                term: e.term,
-                data: e.data.clone(),
-                span: log.span(i).expect("span"),
+            let got = match log.entry(i) {
+                Some(e) => Committed {
+                    term: e.term,
+                    data: e.data.clone(),
+                    span: log.span(i).expect("span"),
+                },
+                None => {
+                    let Some((e, span)) = disk.entry(group, i) else {
+                        return Err(format!(
+                            "node {node} group {group}: committed entry {i} is neither in memory nor in the partition log"
+                        ));
+                    };
+                    if log.term_of(i) != Some(e.term) || log.span(i).is_some_and(|s| s != *span) {
+                        return Err(format!(
+                            "node {node} group {group}: entry {i}'s offset map says term {:?} span {:?}, the partition log {span:?}",
+                            log.term_of(i),
+                            log.span(i)
+                        ));
+                    }
+                    Committed {
+                        term: e.term,
+                        data: e.data.clone(),
+                        span: *span,
+                    }
+                }
             };
             match committed.get(i as usize - 1) {
                 Some(c) if *c != got => {
@@ -128,9 +153,10 @@ impl Checker {
         node: NodeId,
         group: GroupId,
         log: &ReplicaLog,
+        disk: &Disk,
         upto: u64,
     ) -> Result<(), String> {
-        self.compare(node, group, log, 1, upto)
+        self.compare(node, group, log, disk, 1, upto)
     }
 
     /// Every acknowledged batch is in the committed log at its offsets, and present there in

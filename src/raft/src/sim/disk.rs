@@ -1,6 +1,8 @@
 //! The simulated disk of one node: the manager's writes as checksummed records in one
 //! append-only file, a synced length, and a crash that keeps a random part of the unsynced
-//! tail (a byte prefix, so the last kept record is usually torn) and may garble it.
+//! tail (a byte prefix, so the last kept record is usually torn) and may garble it. Beside
+//! it, each group's partition log as the written records make it (what a read of the real
+//! partition log returns, unsynced writes included), which serves the manager's fetches.
 
 use std::collections::BTreeMap;
 
@@ -8,17 +10,48 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, HardState};
 
 use crate::effect::{GroupId, Write};
-use crate::log::ReplicaLog;
+use crate::log::{entry_records, FetchedBatch, OffsetSpan, ReplicaLog};
 use crate::rng::Rng;
 
 const CREATE: u8 = 1;
 const ENTRIES: u8 = 2;
 const HARD_STATE: u8 = 3;
 
+/// Per group, the entries written so far by index (from 1), with their offsets.
+type Model = BTreeMap<GroupId, Vec<(Entry, OffsetSpan)>>;
+
 #[derive(Debug, Default, Clone)]
 pub struct Disk {
     bytes: Vec<u8>,
     synced: usize,
+    model: Model,
+}
+
+fn apply_model(model: &mut Model, w: &Write) {
+    match w {
+        Write::Create { group, .. } => {
+            model.insert(*group, Vec::new());
+        }
+        Write::Entries { group, entries } => {
+            let log = model.get_mut(group).expect("entries of a created group");
+            let first = entries[0].index as usize;
+            assert!(
+                first >= 1 && first <= log.len() + 1,
+                "gap in the written log"
+            );
+            log.truncate(first - 1);
+            for e in entries {
+                let base = log.last().map_or(0, |(_, s)| s.next());
+                let span = OffsetSpan {
+                    base,
+                    records: entry_records(e),
+                    term: e.term,
+                };
+                log.push((e.clone(), span));
+            }
+        }
+        Write::HardState { .. } => {}
+    }
 }
 
 fn put_u64(b: &mut Vec<u8>, v: u64) {
@@ -139,6 +172,7 @@ impl Disk {
     /// Appends the writes (not synced).
     pub fn write(&mut self, writes: &[Write]) {
         for w in writes {
+            apply_model(&mut self.model, w);
             let payload = encode(w);
             put_u32(&mut self.bytes, payload.len() as u32);
             put_u32(&mut self.bytes, crc32c::crc32c(&payload));
@@ -173,8 +207,9 @@ impl Disk {
 
     /// Reads the valid records (stopping at the first torn or garbled one) back into the
     /// replicas' logs.
-    fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, ReplicaLog>, usize) {
+    fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, ReplicaLog>, usize, Model) {
         let mut logs = BTreeMap::new();
+        let mut model = Model::new();
         let mut at = 0;
         loop {
             let mut c = Cursor(&bytes[at..]);
@@ -188,6 +223,7 @@ impl Disk {
                 break;
             }
             let Some(w) = decode(payload) else { break };
+            apply_model(&mut model, &w);
             match w {
                 Write::Create { group, voters } => {
                     logs.insert(group, ReplicaLog::new(&voters));
@@ -205,22 +241,56 @@ impl Disk {
             }
             at += 8 + len as usize;
         }
-        (logs, at)
+        (logs, at, model)
     }
 
     /// Restart: recovers the logs, cuts the file after the last valid record and syncs it
     /// (a real driver must sync what it recovered before acting on it: a page-cache copy that
     /// survived a process kill is not yet durable).
     pub fn recover(&mut self) -> BTreeMap<GroupId, ReplicaLog> {
-        let (logs, valid) = Self::replay(&self.bytes);
+        let (logs, valid, model) = Self::replay(&self.bytes);
         self.bytes.truncate(valid);
         self.synced = valid;
+        self.model = model;
         logs
     }
 
     /// What a power loss now would certainly leave: the synced records only.
     pub fn synced_logs(&self) -> BTreeMap<GroupId, ReplicaLog> {
         Self::replay(&self.bytes[..self.synced]).0
+    }
+
+    /// Entry `index` of `group` as written, with its offsets.
+    pub fn entry(&self, group: GroupId, index: u64) -> Option<&(Entry, OffsetSpan)> {
+        let i = index.checked_sub(1)?;
+        self.model.get(&group)?.get(i as usize)
+    }
+
+    /// A read of the group's partition log: the batches (entries with records) from the one
+    /// at `offset` on, about `max_bytes` of them (at least one); none at the log end, and
+    /// `None` when no batch starts at `offset`.
+    pub fn read(&self, group: GroupId, offset: i64, max_bytes: u64) -> Option<Vec<FetchedBatch>> {
+        let log = self.model.get(&group)?;
+        let from = log.partition_point(|(_, s)| s.base < offset);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (e, s) in log[from..].iter().filter(|(_, s)| s.records > 0) {
+            if out.is_empty() && s.base != offset {
+                return None;
+            }
+            bytes += e.data.len() as u64;
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(FetchedBatch {
+                base: s.base,
+                term: s.term,
+                records: s.records,
+                bytes: e.data.clone(),
+            });
+        }
+        let end = log.last().map_or(0, |(_, s)| s.next());
+        (!out.is_empty() || offset == end).then_some(out)
     }
 }
 

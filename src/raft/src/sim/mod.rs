@@ -40,6 +40,9 @@ pub struct SimConfig {
     pub settle_ms: u64,
     pub bug: Option<Bug>,
     pub trace: bool,
+    /// The managers' `entry_cache_bytes_max`: small values make applied entries leave memory
+    /// at once, so lagging followers are caught up through partition-log fetches.
+    pub entry_cache_bytes: u64,
 }
 
 impl SimConfig {
@@ -53,6 +56,9 @@ impl SimConfig {
             settle_ms: 12_000,
             bug: None,
             trace: false,
+            // Nothing, a few entries, or the production budget (all in memory here).
+            entry_cache_bytes: [0, 400, crate::manager::ENTRY_CACHE_BYTES_MAX]
+                [(seed / 2 % 3) as usize],
         }
     }
 }
@@ -64,6 +70,7 @@ pub struct Report {
     pub committed_entries: u64,
     pub crashes: u64,
     pub max_term: u64,
+    pub fetches: u64,
 }
 
 #[derive(Debug)]
@@ -82,6 +89,15 @@ enum Ev {
     LazySync {
         node: NodeId,
         inc: u64,
+    },
+    /// A partition-log read completes (it reads what the log holds then).
+    FetchDone {
+        node: NodeId,
+        inc: u64,
+        id: u64,
+        group: GroupId,
+        offset: i64,
+        max_bytes: u64,
     },
     Restart(NodeId),
     Nemesis,
@@ -187,6 +203,7 @@ impl Sim {
         Config {
             node_id: node,
             seed: self.cfg.seed ^ (inc << 32),
+            entry_cache_bytes_max: self.cfg.entry_cache_bytes,
             ..Default::default()
         }
     }
@@ -234,7 +251,13 @@ impl Sim {
             self.event(ev)?;
             for n in &self.nodes {
                 if let Some(mgr) = &n.mgr {
-                    self.checker.check(n.id, mgr)?;
+                    self.checker.check(n.id, mgr, &n.disk)?;
+                    if mgr.fetch_mismatches() > 0 {
+                        return Err(format!(
+                            "node {}: a partition-log read did not match the Raft log",
+                            n.id
+                        ));
+                    }
                 }
             }
         }
@@ -294,6 +317,36 @@ impl Sim {
                     n.disk.sync_to(len);
                     self.at(500, Ev::LazySync { node, inc });
                 }
+            }
+            Ev::FetchDone {
+                node,
+                inc,
+                id,
+                group,
+                offset,
+                max_bytes,
+            } => {
+                let n = &mut self.nodes[Self::idx(node)];
+                if n.inc != inc || n.mgr.is_none() {
+                    return Ok(());
+                }
+                // Reads fail now and then (an IO error): the manager must cope.
+                let batches = if self.rng.chance(1, 20) {
+                    None
+                } else {
+                    n.disk.read(group, offset, max_bytes)
+                };
+                trace!(
+                    self,
+                    "node {node} group {group}: fetch {id} at offset {offset}: {:?} batches",
+                    batches.as_ref().map(Vec::len)
+                );
+                let fx = self.nodes[Self::idx(node)]
+                    .mgr
+                    .as_mut()
+                    .expect("alive")
+                    .entries_fetched(id, batches);
+                self.effects(node, fx);
             }
             Ev::Restart(node) => self.restart(node),
             Ev::Nemesis => {
@@ -378,6 +431,27 @@ impl Sim {
                     );
                 }
                 Effect::HighWatermark { .. } => {}
+                Effect::Fetch {
+                    group,
+                    id,
+                    offset,
+                    max_bytes,
+                } => {
+                    self.report.fetches += 1;
+                    let inc = self.nodes[Self::idx(node)].inc;
+                    let d = self.rng.range(1, 30);
+                    self.at(
+                        d,
+                        Ev::FetchDone {
+                            node,
+                            inc,
+                            id,
+                            group,
+                            offset,
+                            max_bytes,
+                        },
+                    );
+                }
             }
         }
     }
@@ -643,13 +717,10 @@ impl Sim {
                         "after healing, group {g}: node {n} at {s:?}, leader {leader} at {ls:?}"
                     ));
                 }
-                let log = self.nodes[Self::idx(*n)]
-                    .mgr
-                    .as_ref()
-                    .expect("alive")
-                    .log(g)
-                    .expect("group");
-                self.checker.check_full_prefix(*n, g, log, s.hw_index)?;
+                let node = &self.nodes[Self::idx(*n)];
+                let log = node.mgr.as_ref().expect("alive").log(g).expect("group");
+                self.checker
+                    .check_full_prefix(*n, g, log, &node.disk, s.hw_index)?;
             }
             if ls.commit_index != self.checker.committed_len(g) {
                 return Err(format!(

@@ -100,8 +100,9 @@ fn simulate_seeds() {
     let (bad, ok) = run_seeds(first..first + count, SimConfig::for_seed);
     let acked: usize = ok.iter().map(|r| r.acked).sum();
     let crashes: u64 = ok.iter().map(|r| r.crashes).sum();
+    let fetches: u64 = ok.iter().map(|r| r.fetches).sum();
     eprintln!(
-        "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes)",
+        "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, {fetches} partition-log fetches)",
         ok.len()
     );
     if let Some((seed, e)) = bad.first() {
@@ -116,6 +117,11 @@ fn simulate_seeds() {
     assert!(
         acked > 100 * ok.len(),
         "too few acknowledged batches: {acked}"
+    );
+    // Seeds with a small entry cache must catch followers up from the partition log.
+    assert!(
+        ok.len() < 6 || fetches > ok.len() as u64,
+        "too few partition-log fetches: {fetches}"
     );
 }
 
