@@ -54,6 +54,10 @@ pub enum ProposeError {
     InvalidBatch,
     /// The entry was appended but replaced by another leader's entry before it committed.
     Superseded,
+    /// The replica's log was replaced by a leader's snapshot (its start moved past the
+    /// entry) before it learnt whether the entry committed: it may or may not be in the log
+    /// (Kafka's REQUEST_TIMED_OUT; an idempotent producer's retry is deduplicated).
+    Indeterminate,
 }
 
 /// One write for the driver to persist, in order, in the shard's log of Raft state.
@@ -64,6 +68,18 @@ pub enum Write {
     /// Entries with consecutive indexes; any stored entries at or after the first one's index
     /// are replaced (a divergent suffix dropped).
     Entries { group: GroupId, entries: Vec<Entry> },
+    /// The group's log now starts after entry `index` of `term`, at Kafka offset `offset`
+    /// (the partition log's start offset). With `reset` (a snapshot from the leader) every
+    /// stored entry goes and the partition log restarts empty at `offset`, as a Kafka
+    /// follower does on OFFSET_OUT_OF_RANGE; without it (retention moved the partition log's
+    /// start) entries up to `index` go.
+    LogStart {
+        group: GroupId,
+        index: u64,
+        term: u64,
+        offset: i64,
+        reset: bool,
+    },
     /// The group's term, vote and commit index.
     HardState {
         group: GroupId,

@@ -46,6 +46,22 @@
 //! A failed or mismatching read is dropped; raft-rs asks again on the follower's next
 //! response.
 //!
+//! # Log start (retention) and snapshots
+//!
+//! When Kafka retention moves a replica's partition-log start, the driver calls
+//! [`GroupManager::compact`]`(group, offset)`: the Raft log then starts at the latest entry
+//! at or below `offset` that is applied here and whose offsets are known without a read (a
+//! mark or in memory, so up to [`log::MARK_EVERY`] entries early), persisted as
+//! `Write::LogStart { reset: false }`; the driver keeps the batches from the returned offset
+//! on. A follower that needs an entry before the leader's first index gets a raft-rs
+//! snapshot that carries no state: its metadata (index, term, configuration) and the Kafka
+//! offset the log restarts at. The follower drops its whole log and restarts it empty at
+//! that offset (`Write::LogStart { reset: true }`, Kafka's follower on OFFSET_OUT_OF_RANGE),
+//! its high watermark moves to that index at once (nothing below it is left to read), and
+//! its own pending proposals fail as `Indeterminate`. A sans-IO transport cannot report
+//! delivery, so the leader counts a snapshot delivered when it sends it (it is a few bytes)
+//! and probes from after it; a lost one is sent again after the follower's rejection.
+//!
 //! # Invariants (asserted here, checked by the simulator)
 //!
 //! - At most one leader per group and term (Raft election safety; pre-vote keeps a
@@ -87,9 +103,12 @@
 //! discrete-event simulator: virtual time, a network that drops, delays, reorders, duplicates
 //! and partitions (isolation, splits, one-way cuts, bridges), disks that lose unsynced writes
 //! and tear or garble their tail on a crash (alone or a majority at once), restarts, a
-//! client proposing batches, and partition-log reads that take 1–30 ms and sometimes fail
-//! (a third of the seeds keep no applied entry in memory, a third a few hundred bytes).
-//! Committed entries no longer in memory are checked against the node's partition log. After every event it checks the invariants above; after every
+//! client proposing batches, partition-log reads that take 1–30 ms and sometimes fail
+//! (a third of the seeds keep no applied entry in memory, a third a few hundred bytes), and
+//! retention moving a replica's log start (also on every replica but one that is down, which
+//! must come back through a snapshot). Committed entries no longer in memory are checked
+//! against the node's partition log; entries before a replica's log start are not checked
+//! (retention removed them, as in Kafka), everything from it on is. After every event it checks the invariants above; after every
 //! fault and at the end, that every acknowledged batch is at its offsets in the synced logs of
 //! a quorum; after healing, that every group converges. A failing seed is printed with the
 //! command that replays it:
@@ -106,9 +125,10 @@
 //!
 //! # Not yet
 //!
-//! Snapshots and log compaction (the mark map grows with the log until then; recovery
-//! builds each group's log with every entry in memory before evicting, where a real driver
-//! would build the map from the partition log), membership changes (learners, joint consensus), leadership
+//! Recovery builds each group's log with every entry in memory before evicting (a real
+//! driver would build the mark map from the partition log, and reconcile a log start that
+//! retention moved before a crash kept its `LogStart` write: the later of the two wins);
+//! membership changes (learners, joint consensus), leadership
 //! transfer, quiescing idle groups, read leases, and the real transport and storage.
 
 pub mod effect;

@@ -91,8 +91,9 @@ pub struct FetchedBatch {
     pub bytes: Bytes,
 }
 
-/// Entries start at index 1 and are never compacted yet, so `first_index` is always 1.
-/// Indexes `window_first..=last_index` are in memory (`entries[i]` and `spans[i]` belong to
+/// The log starts after `start` (the last compacted entry's index, term and the Kafka
+/// offset after it: the partition log's start offset), (0, 0, 0) until the first
+/// compaction. Indexes `window_first..=last_index` are in memory (`entries[i]` and `spans[i]` belong to
 /// index `window_first + i`); every index below the window is described by `marks` (see
 /// [`MARK_EVERY`]): the term of an evicted entry is its last mark's term, and an evicted
 /// entry without a mark has records (it is a batch in the partition log).
@@ -100,6 +101,7 @@ pub struct FetchedBatch {
 pub struct ReplicaLog {
     hard_state: HardState,
     conf_state: ConfState,
+    start: (u64, u64, i64),
     marks: Vec<Mark>,
     window_first: u64,
     entries: VecDeque<Entry>,
@@ -124,6 +126,13 @@ pub struct Rebuilt {
     pub next_offset: i64,
 }
 
+/// The Kafka offset a log-start snapshot carries (see `Storage::snapshot` below).
+pub fn snapshot_offset(snap: &Snapshot) -> Option<i64> {
+    <[u8; 8]>::try_from(&snap.data[..])
+        .ok()
+        .map(i64::from_be_bytes)
+}
+
 impl ReplicaLog {
     /// A new replica of a group whose voters are `voters` (every replica starts with the same
     /// set, as raft-rs requires of a group created without a snapshot).
@@ -146,12 +155,26 @@ impl ReplicaLog {
         &self.conf_state.voters
     }
 
-    pub fn set_hard_state(&mut self, hs: HardState) {
+    /// Sets the hard state; its commit index is at least the log start (a compacted or
+    /// snapshot entry is committed, even if a crash kept the log start but not the hard
+    /// state written after it).
+    pub fn set_hard_state(&mut self, mut hs: HardState) {
+        hs.commit = hs.commit.max(self.start.0);
         self.hard_state = hs;
     }
 
     pub fn last_index(&self) -> u64 {
         self.window_first - 1 + self.entries.len() as u64
+    }
+
+    /// The first index of the log (1 until compacted).
+    pub fn first_index(&self) -> u64 {
+        self.start.0 + 1
+    }
+
+    /// The partition log's start offset: the offset of the first entry's first record.
+    pub fn start_offset(&self) -> i64 {
+        self.start.2
     }
 
     /// The first index held in memory (`last_index() + 1` when none is).
@@ -197,8 +220,11 @@ impl ReplicaLog {
 
     /// The term of entry `index` (0 for index 0), in memory or not.
     pub fn term_of(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
+        if index == self.start.0 {
+            return Some(self.start.1);
+        }
+        if index < self.start.0 {
+            return None;
         }
         if index >= self.window_first {
             return self.span(index).map(|s| s.term);
@@ -211,8 +237,8 @@ impl ReplicaLog {
     /// from just below the window to its end (the manager never evicts past what it applied,
     /// so the high watermark's index is always one of them).
     pub fn next_offset_after(&self, index: u64) -> i64 {
-        if index == 0 {
-            return 0;
+        if index == self.start.0 {
+            return self.start.2;
         }
         if index + 1 == self.window_first {
             return self.evicted_next;
@@ -298,6 +324,66 @@ impl ReplicaLog {
             let b = entry_bytes(&e);
             self.window_bytes -= b;
             freed += b;
+        }
+        freed
+    }
+
+    /// The first index at or after `first_index()` whose offsets are known without a read
+    /// (at a mark, or in memory) and at or below `max_index`, with the largest base offset
+    /// at or below `offset`: where the log may start when the partition log's start moves
+    /// to `offset` (the caller keeps the batches from the returned base on).
+    pub fn start_candidate(&self, offset: i64, max_index: u64) -> Option<(u64, i64)> {
+        let max_index = max_index.min(self.last_index());
+        let in_window = (self.window_first..=max_index)
+            .rev()
+            .map(|i| (i, self.spans[(i - self.window_first) as usize].base))
+            .find(|&(_, b)| b <= offset);
+        in_window.or_else(|| {
+            self.marks
+                .iter()
+                .rev()
+                .filter(|m| m.index <= max_index && m.span.base <= offset)
+                .map(|m| (m.index, m.span.base))
+                .next()
+        })
+    }
+
+    /// Compacts the log so that it starts at entry `first` (a mark or in memory, as
+    /// [`Self::start_candidate`] gives): every entry before it leaves, its offsets too.
+    /// Returns the bytes freed.
+    pub fn compact_before(&mut self, first: u64) -> u64 {
+        assert!(first > self.first_index() && first <= self.last_index() + 1);
+        let prev = first - 1;
+        let term = self.term_of(prev).expect("term of an entry in the log");
+        let offset = if first <= self.last_index() {
+            self.span(first)
+                .expect("a compaction point has known offsets")
+                .base
+        } else {
+            self.next_offset()
+        };
+        let freed = self.evict_through(prev);
+        self.marks.retain(|m| m.index >= first);
+        self.start = (prev, term, offset);
+        if self.window_first == first {
+            self.evicted_next = offset;
+        }
+        freed
+    }
+
+    /// Restarts the log after a snapshot from the leader: it now starts after entry `index`
+    /// of `term`, at Kafka offset `offset`, with no entries. Returns the bytes freed.
+    pub fn restart_at(&mut self, index: u64, term: u64, offset: i64) -> u64 {
+        let freed = self.window_bytes;
+        self.entries.clear();
+        self.spans.clear();
+        self.marks.clear();
+        self.window_bytes = 0;
+        self.window_first = index + 1;
+        self.evicted_next = offset;
+        self.start = (index, term, offset);
+        if self.hard_state.commit < index {
+            self.hard_state.commit = index;
         }
         freed
     }
@@ -418,7 +504,7 @@ impl raft::Storage for ReplicaLog {
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into();
-        if low < 1 {
+        if low < self.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last_index() + 1 || low > high {
@@ -465,23 +551,40 @@ impl raft::Storage for ReplicaLog {
         if idx > self.last_index() {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        if idx < self.start.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
         self.term_of(idx)
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
         Ok(self.last_index())
     }
 
+    /// A follower that needs entries before the log start gets a snapshot that carries no
+    /// state: "your log restarts after entry `index` of `term`, at Kafka offset" (the 8-byte
+    /// big-endian data). As Kafka's follower on OFFSET_OUT_OF_RANGE, it drops its whole log
+    /// and starts again at the leader's log start.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Nothing is compacted, so a follower is always caught up from entries.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        if self.start.0 == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot {
+            data: Bytes::copy_from_slice(&self.start.2.to_be_bytes()),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = self.start.0;
+        meta.term = self.start.1;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snap)
     }
 }
 #[cfg(test)]

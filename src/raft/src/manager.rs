@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
-use raft::{GetEntriesContext, RawNode, StateRole};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole};
 
 use crate::effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
-use crate::log::{records_context, FetchedBatch, OffsetSpan, ReplicaLog};
+use crate::log::{records_context, snapshot_offset, FetchedBatch, OffsetSpan, ReplicaLog};
 use crate::rng::Rng;
 
 /// Raft tick length. With the tick counts below: heartbeats every 150 ms and elections after
@@ -437,6 +437,42 @@ impl GroupManager {
         self.finish(Out::default(), waiting)
     }
 
+    /// The partition log's start offset moved up to `offset` (Kafka retention deleted the
+    /// segments below it): the Raft log drops the entries before it. The new start is the
+    /// latest entry at or below `offset` whose offsets are known without a read (at most
+    /// [`crate::log::MARK_EVERY`] entries back) and that is applied here (retention never
+    /// passes the high watermark in Kafka either); the caller keeps the batches from the
+    /// returned offset on. Followers that need an entry before the start get a snapshot:
+    /// "restart your log here" (see `ReplicaLog`'s `Storage::snapshot`).
+    pub fn compact(&mut self, group: GroupId, offset: i64) -> (i64, Vec<Effect>) {
+        let Some(r) = self.groups.get_mut(&group) else {
+            return (offset, Vec::new());
+        };
+        let log = r.node.mut_store();
+        let keep_from = log.start_candidate(offset, r.hw_index);
+        let Some((first, _)) = keep_from.filter(|&(i, _)| i > log.first_index()) else {
+            return (log.start_offset(), Vec::new());
+        };
+        self.cached_bytes -= log.compact_before(first);
+        let (index, term, offset) = (
+            log.first_index() - 1,
+            log.term_of(log.first_index() - 1).expect("start term"),
+            log.start_offset(),
+        );
+        let mut out = Out::default();
+        self.write(
+            &mut out,
+            Write::LogStart {
+                group,
+                index,
+                term,
+                offset,
+                reset: false,
+            },
+        );
+        (offset, self.finish(out, []))
+    }
+
     /// Answers `Effect::Fetch { id, .. }`: the batches read from the partition log at its
     /// offset (in order; none when the log ends there: the entries asked for may all be
     /// Raft's own, which are not batches), or `None` if the read failed.
@@ -453,6 +489,11 @@ impl GroupManager {
             return Vec::new();
         };
         let log = r.node.store();
+        if f.from.0 < log.first_index() || f.low >= log.window_first() {
+            // The log start moved past the read meanwhile, or the entries are in memory
+            // again (raft-rs asks again in either case).
+            return Vec::new();
+        }
         let rebuilt = match log.rebuild(f.from.0, f.from.1, batches, f.low, f.high) {
             Ok(rebuilt) => rebuilt,
             Err(_) => {
@@ -634,8 +675,13 @@ impl GroupManager {
                 break;
             }
             let mut rd = r.node.ready();
-            assert!(rd.snapshot().is_empty(), "snapshots are not produced yet");
-            let must_sync = rd.must_sync();
+            let snapshot = (!rd.snapshot().is_empty()).then(|| {
+                let meta = rd.snapshot().get_metadata();
+                let offset = snapshot_offset(rd.snapshot())
+                    .expect("a log-start snapshot carries its offset (the rpc layer checks)");
+                (meta.index, meta.term, offset)
+            });
+            let must_sync = rd.must_sync() || snapshot.is_some();
             // A leader's messages may go before its own write (Raft thesis 10.2.1: the
             // leader's sync counts like a follower's, only once it is done).
             let now_msgs = rd.take_messages();
@@ -646,6 +692,37 @@ impl GroupManager {
             let number = rd.number();
 
             let r = self.groups.get_mut(&group).expect("group");
+            if let Some((index, term, offset)) = snapshot {
+                // (`finish` counts the bytes this frees.)
+                r.node.mut_store().restart_at(index, term, offset);
+                // The snapshot holds no state, so it is applied as soon as the log restarts.
+                // raft-rs 0.7 would leave `applied` below the new first index until told
+                // otherwise, and `advance_apply_to` may not pass the persisted index; but a
+                // campaign meanwhile reads entries from `applied + 1`, which the store no
+                // longer has (raft-rs panics on `Compacted` there).
+                r.node.raft.raft_log.applied = r.node.raft.raft_log.applied.max(index);
+                // Our proposals up to the snapshot may or may not have committed; later ones
+                // are gone with the log.
+                for (_, (_, token)) in std::mem::take(&mut r.proposals) {
+                    out.effects.push(Effect::Failed {
+                        group,
+                        token,
+                        error: ProposeError::Indeterminate,
+                    });
+                }
+                // The high watermark moves to the restart point at once: it is committed,
+                // and no entry below it is left here for a reader to see (the partition log
+                // restarts empty at `offset`). A crash before the restart is synced brings
+                // the old log back, with its own commit index, as any restart does.
+                if index > r.hw_index {
+                    r.hw_index = index;
+                    out.effects.push(Effect::HighWatermark {
+                        group,
+                        index,
+                        offset,
+                    });
+                }
+            }
             if !entries.is_empty() {
                 let first = entries[0].index;
                 r.node.mut_store().append(&entries);
@@ -670,6 +747,18 @@ impl GroupManager {
                 r.node.mut_store().set_hard_state(hs.clone());
             }
             r.node.advance_append_async(rd);
+            if let Some((index, term, offset)) = snapshot {
+                self.write(
+                    out,
+                    Write::LogStart {
+                        group,
+                        index,
+                        term,
+                        offset,
+                        reset: true,
+                    },
+                );
+            }
             if !entries.is_empty() {
                 self.write(out, Write::Entries { group, entries });
             }
@@ -689,7 +778,20 @@ impl GroupManager {
                 Self::apply(group, r, last, out);
                 r.node.advance_apply_to(last);
             }
+            // A snapshot is a few bytes here (no state): the leader counts it delivered at
+            // once and probes from after it; if it was lost the follower's rejection sends
+            // the leader back to a snapshot (raft-rs would otherwise wait for a report that
+            // a sans-IO transport cannot give).
+            let snap_to: Vec<u64> = now_msgs
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
             self.send(out, group, now_msgs);
+            let r = self.groups.get_mut(&group).expect("group");
+            for to in snap_to {
+                r.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
         }
         let r = self.groups.get_mut(&group).expect("group");
         let s = r.status();

@@ -16,9 +16,23 @@ use crate::rng::Rng;
 const CREATE: u8 = 1;
 const ENTRIES: u8 = 2;
 const HARD_STATE: u8 = 3;
+const LOG_START: u8 = 4;
 
-/// Per group, the entries written so far by index (from 1), with their offsets.
-type Model = BTreeMap<GroupId, Vec<(Entry, OffsetSpan)>>;
+/// One group's partition log as written: it starts after entry `start.0` at offset
+/// `start.1`, and holds the entries from there on with their offsets.
+#[derive(Debug, Default, Clone)]
+struct GroupLog {
+    start: (u64, i64),
+    entries: Vec<(Entry, OffsetSpan)>,
+}
+
+impl GroupLog {
+    fn end_offset(&self) -> i64 {
+        self.entries.last().map_or(self.start.1, |(_, s)| s.next())
+    }
+}
+
+type Model = BTreeMap<GroupId, GroupLog>;
 
 #[derive(Debug, Default, Clone)]
 pub struct Disk {
@@ -30,25 +44,42 @@ pub struct Disk {
 fn apply_model(model: &mut Model, w: &Write) {
     match w {
         Write::Create { group, .. } => {
-            model.insert(*group, Vec::new());
+            model.insert(*group, GroupLog::default());
         }
         Write::Entries { group, entries } => {
             let log = model.get_mut(group).expect("entries of a created group");
-            let first = entries[0].index as usize;
+            let first = entries[0].index;
+            let len = log.entries.len() as u64;
             assert!(
-                first >= 1 && first <= log.len() + 1,
+                first > log.start.0 && first <= log.start.0 + len + 1,
                 "gap in the written log"
             );
-            log.truncate(first - 1);
+            log.entries.truncate((first - log.start.0 - 1) as usize);
             for e in entries {
-                let base = log.last().map_or(0, |(_, s)| s.next());
                 let span = OffsetSpan {
-                    base,
+                    base: log.end_offset(),
                     records: entry_records(e),
                     term: e.term,
                 };
-                log.push((e.clone(), span));
+                log.entries.push((e.clone(), span));
             }
+        }
+        Write::LogStart {
+            group,
+            index,
+            offset,
+            reset,
+            ..
+        } => {
+            let log = model.get_mut(group).expect("log start of a created group");
+            if *reset {
+                log.entries.clear();
+            } else {
+                let drop = (index - log.start.0) as usize;
+                log.entries.drain(..drop.min(log.entries.len()));
+                assert!(log.entries.first().is_none_or(|(_, s)| s.base == *offset));
+            }
+            log.start = (*index, *offset);
         }
         Write::HardState { .. } => {}
     }
@@ -86,6 +117,20 @@ fn encode(w: &Write) -> Vec<u8> {
                 put_u32(&mut b, e.data.len() as u32);
                 b.extend_from_slice(&e.data);
             }
+        }
+        Write::LogStart {
+            group,
+            index,
+            term,
+            offset,
+            reset,
+        } => {
+            b.push(LOG_START);
+            put_u64(&mut b, *group);
+            put_u64(&mut b, *index);
+            put_u64(&mut b, *term);
+            put_u64(&mut b, *offset as u64);
+            b.push(*reset as u8);
         }
         Write::HardState { group, hard_state } => {
             b.push(HARD_STATE);
@@ -153,6 +198,17 @@ fn decode(payload: &[u8]) -> Option<Write> {
             }
             Write::Entries { group, entries }
         }
+        LOG_START => Write::LogStart {
+            group: c.u64()?,
+            index: c.u64()?,
+            term: c.u64()?,
+            offset: c.u64()? as i64,
+            reset: match c.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        },
         HARD_STATE => {
             let group = c.u64()?;
             let hard_state = HardState {
@@ -233,6 +289,21 @@ impl Disk {
                         .expect("entries of a created group")
                         .append(&entries);
                 }
+                Write::LogStart {
+                    group,
+                    index,
+                    term,
+                    offset,
+                    reset,
+                } => {
+                    let log = logs.get_mut(&group).expect("log start of a created group");
+                    if reset {
+                        log.restart_at(index, term, offset);
+                    } else {
+                        log.compact_before(index + 1);
+                        assert_eq!(log.start_offset(), offset, "replayed log start");
+                    }
+                }
                 Write::HardState { group, hard_state } => {
                     logs.get_mut(&group)
                         .expect("hard state of a created group")
@@ -262,8 +333,9 @@ impl Disk {
 
     /// Entry `index` of `group` as written, with its offsets.
     pub fn entry(&self, group: GroupId, index: u64) -> Option<&(Entry, OffsetSpan)> {
-        let i = index.checked_sub(1)?;
-        self.model.get(&group)?.get(i as usize)
+        let log = self.model.get(&group)?;
+        let i = index.checked_sub(log.start.0 + 1)?;
+        log.entries.get(i as usize)
     }
 
     /// A read of the group's partition log: the batches (entries with records) from the one
@@ -271,10 +343,10 @@ impl Disk {
     /// `None` when no batch starts at `offset`.
     pub fn read(&self, group: GroupId, offset: i64, max_bytes: u64) -> Option<Vec<FetchedBatch>> {
         let log = self.model.get(&group)?;
-        let from = log.partition_point(|(_, s)| s.base < offset);
+        let from = log.entries.partition_point(|(_, s)| s.base < offset);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (e, s) in log[from..].iter().filter(|(_, s)| s.records > 0) {
+        for (e, s) in log.entries[from..].iter().filter(|(_, s)| s.records > 0) {
             if out.is_empty() && s.base != offset {
                 return None;
             }
@@ -289,8 +361,7 @@ impl Disk {
                 bytes: e.data.clone(),
             });
         }
-        let end = log.last().map_or(0, |(_, s)| s.next());
-        (!out.is_empty() || offset == end).then_some(out)
+        (!out.is_empty() || offset == log.end_offset()).then_some(out)
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Report {
     pub crashes: u64,
     pub max_term: u64,
     pub fetches: u64,
+    pub compactions: u64,
+    /// Logs restarted by a leader's snapshot.
+    pub snapshots: u64,
 }
 
 #[derive(Debug)]
@@ -391,6 +394,19 @@ impl Sim {
             match e {
                 Effect::Send(env) => self.send(env),
                 Effect::Persist { seq, writes } => {
+                    for w in &writes {
+                        if let crate::effect::Write::LogStart {
+                            group,
+                            index,
+                            offset,
+                            reset: true,
+                            ..
+                        } = w
+                        {
+                            trace!(self, "node {node} group {group}: log restarts after {index} at offset {offset}");
+                            self.report.snapshots += 1;
+                        }
+                    }
                     let n = &mut self.nodes[Self::idx(node)];
                     n.disk.write(&writes);
                     n.written_seq = seq;
@@ -546,6 +562,26 @@ impl Sim {
         }
     }
 
+    /// Moves the start of `node`'s partition log of `group` up, to its high watermark with
+    /// `all`, else to a random offset up to it.
+    fn retention(&mut self, node: NodeId, group: GroupId, all: bool) {
+        let mgr = self.nodes[Self::idx(node)].mgr.as_mut().expect("alive");
+        let s = mgr.status(group).expect("group");
+        let start = mgr.log(group).expect("group").start_offset();
+        let offset = if all {
+            s.high_watermark
+        } else {
+            self.rng.range(start as u64, s.high_watermark as u64) as i64
+        };
+        let (moved, fx) = mgr.compact(group, offset);
+        trace!(
+            self,
+            "node {node} group {group}: retention to offset {offset}: log starts at {moved}"
+        );
+        self.report.compactions += u64::from(moved > start);
+        self.effects(node, fx);
+    }
+
     fn alive(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -566,7 +602,31 @@ impl Sim {
     fn nemesis(&mut self) {
         let n = self.cfg.nodes;
         let all: Vec<NodeId> = (1..=n).collect();
-        match self.rng.below(10) {
+        match self.rng.below(12) {
+            10 => {
+                // Retention on one replica: its partition log's start moves up, somewhere
+                // up to its high watermark.
+                let alive = self.alive();
+                if !alive.is_empty() {
+                    let v = alive[self.rng.below(alive.len() as u64) as usize];
+                    let g = self.rng.below(self.cfg.groups);
+                    self.retention(v, g, false);
+                }
+            }
+            11 => {
+                // A replica goes down, then retention on every other one moves the log start
+                // to the high watermark: it must come back through a snapshot.
+                let alive = self.alive();
+                if !alive.is_empty() {
+                    let v = alive[self.rng.below(alive.len() as u64) as usize];
+                    self.crash(v);
+                    for w in self.alive() {
+                        for g in 0..self.cfg.groups {
+                            self.retention(w, g, true);
+                        }
+                    }
+                }
+            }
             0 | 1 => {
                 let alive = self.alive();
                 if !alive.is_empty() {

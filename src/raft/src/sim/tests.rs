@@ -101,8 +101,11 @@ fn simulate_seeds() {
     let acked: usize = ok.iter().map(|r| r.acked).sum();
     let crashes: u64 = ok.iter().map(|r| r.crashes).sum();
     let fetches: u64 = ok.iter().map(|r| r.fetches).sum();
+    let compactions: u64 = ok.iter().map(|r| r.compactions).sum();
+    let snapshots: u64 = ok.iter().map(|r| r.snapshots).sum();
     eprintln!(
-        "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, {fetches} partition-log fetches)",
+        "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, \
+         {fetches} partition-log fetches, {compactions} log-start moves, {snapshots} logs restarted by a snapshot)",
         ok.len()
     );
     if let Some((seed, e)) = bad.first() {
@@ -122,6 +125,11 @@ fn simulate_seeds() {
     assert!(
         ok.len() < 6 || fetches > ok.len() as u64,
         "too few partition-log fetches: {fetches}"
+    );
+    // Retention while a replica is down must send it snapshots.
+    assert!(
+        ok.len() < 50 || (compactions > ok.len() as u64 && snapshots > 10),
+        "too few log-start moves ({compactions}) or snapshots ({snapshots})"
     );
 }
 
