@@ -143,13 +143,17 @@ pub enum Effect {
     },
 }
 
-/// Heartbeats in compact form: all a raft-rs heartbeat carries besides its group and ends.
+/// Heartbeats in compact form: all a raft-rs heartbeat carries besides its group and ends,
+/// plus the leader's notice that the group goes quiet (see the crate header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
     pub group: GroupId,
     pub response: bool,
     pub term: u64,
     pub commit: u64,
+    /// From a leader: it stops ticking and heartbeating until something happens; a
+    /// follower as caught up as the leader may stop ticking too.
+    pub quiesce: bool,
 }
 
 /// Everything one manager call sends to one node: compact heartbeats of every group (one
@@ -176,6 +180,7 @@ impl Heartbeat {
             response,
             term: m.term,
             commit: m.commit,
+            quiesce: false,
         };
         (hb.expand(m.from, m.to) == *m).then_some(hb)
     }

@@ -10,7 +10,8 @@
 //!   same voters on every replica), or after a restart build the manager with
 //!   [`GroupManager::recover`] from what the shard's disk holds, synced first.
 //! - Call [`GroupManager::tick`]`(now_ms)` regularly (every [`manager::TICK_MS`] or more
-//!   often), [`GroupManager::step`] with every [`Envelope`] received from another node,
+//!   often), [`GroupManager::set_node_alive`] whenever the transport's view of a node
+//!   changes, [`GroupManager::step`] with every [`Envelope`] received from another node,
 //!   [`GroupManager::propose`] with a Kafka batch, and [`GroupManager::persisted`]`(seq)` when
 //!   a sync has covered the writes of every `Persist` up to `seq`.
 //! - Perform the effects each call returns: `Send` (one envelope per destination node per
@@ -45,6 +46,24 @@
 //! checks them against the map, and hands them to raft-rs (`RawNode::on_entries_fetched`).
 //! A failed or mismatching read is dropped; raft-rs asks again on the follower's next
 //! response.
+//!
+//! # Quiescing idle groups
+//!
+//! A leader whose group has been settled for [`manager::QUIESCE_TICKS`] (its election no-op
+//! and everything after it committed, applied and synced, every voter matched to its last
+//! index, nothing proposed or in flight) sends one last round of heartbeats carrying a
+//! quiesce notice and stops ticking; a follower that gets the notice from its leader in its
+//! term, and holds nothing uncommitted or unapplied itself, stops ticking too. A quiet
+//! group sends nothing and costs nothing per tick (ticks walk only the awake groups). It
+//! wakes on a proposal, on any message but a heartbeat (an append, a vote, a pre-vote), on
+//! a heartbeat that changes its state, and, for a follower, when the owner reports its
+//! leader's node dead ([`GroupManager::set_node_alive`], from the transport's node-level
+//! liveness, as TiKV's hibernate regions and Redpanda do): check-quorum cannot notice a
+//! dead leader when nobody ticks, so this report is what restarts elections. Safety never
+//! depends on quiescing or on the reports: a woken follower's pre-vote is refused while
+//! the others are in their leader's lease, and wakes the leader (a message), whose
+//! heartbeats settle it again; a wrong "dead" report costs at most an election. A notice
+//! that is lost leaves the follower ticking: it times out and its pre-vote wakes the group.
 //!
 //! # Log start (retention) and snapshots
 //!
@@ -82,6 +101,7 @@
 //! - Only applied entries leave memory, and they are in the partition log (written before
 //!   they were synced, synced before they were applied); an entry read back must match the
 //!   term and offsets the map has (the simulator fails on any mismatch).
+//! - A quiesced replica holds nothing uncommitted or unapplied (checked by the simulator).
 //! - Determinism: the same inputs give the same outputs. Maps are ordered (`BTreeMap`;
 //!   raft-rs uses a fixed-hasher map), and the only randomness, the election timeout, comes
 //!   from [`Rng`] seeded by `Config::seed`. raft-rs 0.7 draws that timeout from `thread_rng`
@@ -106,7 +126,9 @@
 //! client proposing batches, partition-log reads that take 1–30 ms and sometimes fail
 //! (a third of the seeds keep no applied entry in memory, a third a few hundred bytes), and
 //! retention moving a replica's log start (also on every replica but one that is down, which
-//! must come back through a snapshot). Committed entries no longer in memory are checked
+//! must come back through a snapshot), client pauses long enough for groups to quiesce
+//! mid-faults, and node-liveness reports: true ones after a detection delay when a node
+//! crashes or comes back, and wrong ones (a live node reported dead, a dead one alive). Committed entries no longer in memory are checked
 //! against the node's partition log; entries before a replica's log start are not checked
 //! (retention removed them, as in Kafka), everything from it on is. After every event it checks the invariants above; after every
 //! fault and at the end, that every acknowledged batch is at its offsets in the synced logs of
@@ -129,7 +151,7 @@
 //! driver would build the mark map from the partition log, and reconcile a log start that
 //! retention moved before a crash kept its `LogStart` write: the later of the two wins);
 //! membership changes (learners, joint consensus), leadership
-//! transfer, quiescing idle groups, read leases, and the real transport and storage.
+//! transfer, read leases, and the real transport and storage.
 
 pub mod effect;
 pub mod log;

@@ -37,6 +37,10 @@ pub const TICKS_PER_CALL_MAX: u64 = 2 * ELECTION_TICKS as u64;
 /// log). Entries not yet applied are always kept (raft-rs reads them synchronously) and
 /// count too: they are bounded by `MAX_UNCOMMITTED_BYTES` per group on the leader's side.
 pub const ENTRY_CACHE_BYTES_MAX: u64 = 32 << 20;
+/// A leader whose group has been settled this many ticks (everything committed, applied
+/// and on every voter, nothing in flight) quiesces: it stops ticking and heartbeating and
+/// tells its followers, which stop ticking too (1.5 s, an election timeout).
+pub const QUIESCE_TICKS: u64 = ELECTION_TICKS as u64;
 /// Most partition-log reads one group has outstanding (one per lagging follower at a time
 /// is the usual need); raft-rs asks again on the follower's next response.
 pub const FETCHES_PER_GROUP_MAX: usize = 4;
@@ -56,6 +60,8 @@ pub struct Config {
     pub max_uncommitted_bytes: u64,
     /// [`ENTRY_CACHE_BYTES_MAX`] for this shard.
     pub entry_cache_bytes_max: u64,
+    /// [`QUIESCE_TICKS`]; 0 never quiesces.
+    pub quiesce_ticks: u64,
     /// Seeds the election-timeout randomisation (see the crate header): production passes
     /// real entropy, the simulator its seed.
     pub seed: u64,
@@ -72,6 +78,7 @@ impl Default for Config {
             max_inflight_msgs: MAX_INFLIGHT_MSGS,
             max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
             entry_cache_bytes_max: ENTRY_CACHE_BYTES_MAX,
+            quiesce_ticks: QUIESCE_TICKS,
             seed: 0,
         }
     }
@@ -99,6 +106,8 @@ pub struct GroupStatus {
     pub hw_index: u64,
     pub high_watermark: i64,
     pub last_index: u64,
+    /// Not ticking: the group is idle (see the crate header).
+    pub quiesced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +134,11 @@ struct Replica {
     proposals: BTreeMap<u64, (u64, ProposalToken)>,
     hw_index: u64,
     role: (Role, u64, Option<NodeId>),
+    quiesced: bool,
+    /// Ticks a leader has been settled (see [`QUIESCE_TICKS`]).
+    settled_ticks: u64,
+    /// Heartbeats sent in this call carry the quiesce notice.
+    notice: bool,
 }
 
 impl Replica {
@@ -140,7 +154,36 @@ impl Replica {
             hw_index: self.hw_index,
             high_watermark: log.next_offset_after(self.hw_index),
             last_index: r.raft_log.last_index(),
+            quiesced: self.quiesced,
         }
+    }
+
+    /// Everything this replica holds is committed, applied and synced, and nothing waits.
+    fn caught_up(&self) -> bool {
+        let log = &self.node.raft.raft_log;
+        log.committed == log.last_index()
+            && self.hw_index == log.last_index()
+            && self.pending.is_empty()
+            && self.proposals.is_empty()
+    }
+
+    /// A ready leader with every voter caught up to its whole log.
+    fn settled_leader(&self) -> bool {
+        let r = &self.node.raft;
+        let last = r.raft_log.last_index();
+        r.state == StateRole::Leader
+            && r.commit_to_current_term()
+            && self.caught_up()
+            && r.prs().iter().all(|(_, pr)| pr.matched == last)
+    }
+
+    /// May stay quiet as a follower of `leader`.
+    fn quiet_follower(&self, dead: &BTreeSet<NodeId>) -> bool {
+        let r = &self.node.raft;
+        r.state == StateRole::Follower
+            && r.leader_id != raft::INVALID_ID
+            && !dead.contains(&r.leader_id)
+            && self.caught_up()
     }
 }
 
@@ -182,6 +225,10 @@ pub struct GroupManager {
     next_fetch: u64,
     /// Reads whose batches did not match the log this replica wrote (a driver bug).
     fetch_mismatches: u64,
+    /// Groups that tick (not quiesced).
+    awake: BTreeSet<GroupId>,
+    /// Nodes the owner reported dead (see [`GroupManager::set_node_alive`]).
+    dead: BTreeSet<NodeId>,
     logger: slog::Logger,
 }
 
@@ -200,6 +247,8 @@ impl GroupManager {
             fetches: BTreeMap::new(),
             next_fetch: 0,
             fetch_mismatches: 0,
+            awake: BTreeSet::new(),
+            dead: BTreeSet::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -253,6 +302,7 @@ impl GroupManager {
             RawNode::new(&self.raft_config(commit), log, &self.logger).map_err(|_| Error::Raft)?;
         let role = (Role::Follower, node.raft.term, None);
         self.cached_bytes += node.store().window_bytes();
+        self.awake.insert(group);
         self.groups.insert(
             group,
             Replica {
@@ -262,6 +312,9 @@ impl GroupManager {
                 proposals: BTreeMap::new(),
                 hw_index: commit,
                 role,
+                quiesced: false,
+                settled_ticks: 0,
+                notice: false,
             },
         );
         Ok(())
@@ -314,7 +367,10 @@ impl GroupManager {
             self.cfg.election_ticks as u64,
             2 * self.cfg.election_ticks as u64,
         );
-        for r in self.groups.values_mut() {
+        let awake: Vec<GroupId> = self.awake.iter().copied().collect();
+        let mut quiescing = Vec::new();
+        for g in &awake {
+            let r = self.groups.get_mut(g).expect("awake group");
             for _ in 0..ticks.min(TICKS_PER_CALL_MAX) {
                 // raft-rs draws each randomized election timeout from `thread_rng` when it
                 // resets the election clock, and reads it only in `tick`. Every reset leaves
@@ -327,9 +383,69 @@ impl GroupManager {
                 }
                 r.node.tick();
             }
+            if self.cfg.quiesce_ticks > 0 && r.settled_leader() {
+                r.settled_ticks += ticks;
+                if r.settled_ticks >= self.cfg.quiesce_ticks {
+                    // One last round of heartbeats carries the notice to the followers.
+                    r.node.ping();
+                    r.notice = true;
+                    r.quiesced = true;
+                    quiescing.push(*g);
+                }
+            } else {
+                r.settled_ticks = 0;
+            }
         }
-        let all: Vec<GroupId> = self.groups.keys().copied().collect();
-        self.finish(Out::default(), all)
+        let fx = self.finish(Out::default(), awake);
+        for g in quiescing {
+            let r = self.groups.get_mut(&g).expect("group");
+            r.notice = false;
+            if r.quiesced {
+                self.awake.remove(&g);
+            }
+        }
+        fx
+    }
+
+    /// Reports whether `node` is alive, as the owner's transport sees it (connection state,
+    /// node-level heartbeats). A quiesced follower sends nothing and expects nothing, so
+    /// this is how it learns that its leader's node died: it wakes up, and campaigns after
+    /// an election timeout without heartbeats. A wrong report costs at most an election
+    /// (the woken follower's pre-vote wakes the leader, whose heartbeats settle it again);
+    /// safety never depends on it. Reports about this node itself are ignored.
+    pub fn set_node_alive(&mut self, node: NodeId, alive: bool) {
+        if node == self.cfg.node_id {
+            return;
+        }
+        if alive {
+            self.dead.remove(&node);
+            return;
+        }
+        if !self.dead.insert(node) {
+            return;
+        }
+        let orphans: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, r)| r.quiesced && r.node.raft.leader_id == node)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in orphans {
+            self.wake(g);
+        }
+    }
+
+    /// Groups not ticking.
+    pub fn quiesced_groups(&self) -> usize {
+        self.groups.len() - self.awake.len()
+    }
+
+    fn wake(&mut self, group: GroupId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            r.quiesced = false;
+            r.settled_ticks = 0;
+            self.awake.insert(group);
+        }
     }
 
     /// Steps every message of an envelope addressed to this node. Messages for groups this
@@ -339,23 +455,52 @@ impl GroupManager {
             return Vec::new();
         }
         let mut touched = BTreeSet::new();
+        let mut notices = Vec::new();
         let msgs = env
             .heartbeats
             .iter()
-            .map(|hb| (hb.group, hb.expand(env.from, env.to)))
-            .chain(env.messages);
-        for (group, m) in msgs {
+            .map(|hb| (hb.group, hb.expand(env.from, env.to), Some(*hb)))
+            .chain(env.messages.into_iter().map(|(g, m)| (g, m, None)));
+        for (group, m, hb) in msgs {
             if m.from != env.from || m.to != env.to {
                 continue;
             }
-            if let Some(r) = self.groups.get_mut(&group) {
-                // Errors are stale or foreign messages (a removed peer's response); Raft
-                // already ignored them.
-                let _ = r.node.step(m);
-                touched.insert(group);
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            // Anything but a heartbeat (a quiesce notice, or the answers to one) wakes a
+            // quiet group; a heartbeat that changes its state does too (checked below).
+            if r.quiesced && hb.is_none() {
+                self.wake(group);
+            }
+            if hb.is_some_and(|hb| hb.quiesce) {
+                notices.push((group, m.term));
+            }
+            let r = self.groups.get_mut(&group).expect("group");
+            // Errors are stale or foreign messages (a removed peer's response); Raft
+            // already ignored them.
+            let _ = r.node.step(m);
+            touched.insert(group);
+        }
+        let fx = self.finish(Out::default(), touched.iter().copied());
+        for g in touched {
+            let r = &self.groups[&g];
+            if r.quiesced && !r.settled_leader() && !r.quiet_follower(&self.dead) {
+                self.wake(g);
             }
         }
-        self.finish(Out::default(), touched)
+        for (g, term) in notices {
+            let r = self.groups.get_mut(&g).expect("group");
+            if !r.quiesced
+                && r.node.raft.term == term
+                && r.node.raft.leader_id == env.from
+                && r.quiet_follower(&self.dead)
+            {
+                r.quiesced = true;
+                self.awake.remove(&g);
+            }
+        }
+        fx
     }
 
     /// Proposes `batch` on `group`. On a ready leader it is appended at once and reported as
@@ -370,6 +515,9 @@ impl GroupManager {
                 error,
             }]
         };
+        if self.groups.get(&group).is_some_and(|r| r.quiesced) {
+            self.wake(group);
+        }
         let Some(r) = self.groups.get_mut(&group) else {
             return fail(ProposeError::UnknownGroup);
         };
@@ -640,7 +788,10 @@ impl GroupManager {
                 ..Default::default()
             });
             match Heartbeat::compact(group, &m) {
-                Some(hb) => env.heartbeats.push(hb),
+                Some(mut hb) => {
+                    hb.quiesce = !hb.response && self.groups[&group].notice;
+                    env.heartbeats.push(hb)
+                }
                 None => env.messages.push((group, m)),
             }
         }
@@ -996,6 +1147,68 @@ mod tests {
         }
         assert_eq!(t.status(0).high_watermark, 2);
         assert_eq!(t.status(2).high_watermark, 2);
+    }
+
+    #[test]
+    fn idle_group_quiesces_and_a_dead_leaders_followers_elect_on_the_liveness_report() {
+        let mut t = Trio::new();
+        let up = [1, 2, 3];
+        // Run everyone until a leader's group has quiesced on all three replicas.
+        let mut rounds = 0;
+        while !(0..3).all(|i| t.status(i).quiesced) {
+            for i in 0..3 {
+                t.tick(i);
+                t.deliver(&up);
+                t.sync(i);
+                t.deliver(&up);
+            }
+            rounds += 1;
+            assert!(
+                rounds < 2_000,
+                "never quiesced: {:?}",
+                (0..3).map(|i| t.status(i)).collect::<Vec<_>>()
+            );
+        }
+        let leader = (0..3)
+            .find(|&i| t.status(i).role == Role::Leader)
+            .expect("leader");
+        let term = t.status(leader).term;
+        // Quiet: ticks send nothing at all.
+        t.net.clear();
+        for _ in 0..100 {
+            for i in 0..3 {
+                t.tick(i);
+            }
+        }
+        assert!(t.net.is_empty(), "a quiesced group sent {:?}", t.net);
+        // The leader's node dies; without a report its followers would wait forever. Told,
+        // they wake, campaign and elect one of themselves.
+        let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let alive: Vec<u64> = rest.iter().map(|&i| i as u64 + 1).collect();
+        for &i in &rest {
+            t.m[i].set_node_alive(leader as u64 + 1, false);
+            assert!(!t.status(i).quiesced);
+        }
+        let mut rounds = 0;
+        while !rest
+            .iter()
+            .any(|&i| t.status(i).role == Role::Leader && t.status(i).ready)
+        {
+            for &i in &rest {
+                t.tick(i);
+                t.deliver(&alive);
+                t.sync(i);
+                t.deliver(&alive);
+            }
+            t.net.retain(|e| e.to != leader as u64 + 1);
+            rounds += 1;
+            assert!(rounds < 2_000, "no new leader");
+        }
+        let new = rest
+            .iter()
+            .find(|&&i| t.status(i).role == Role::Leader)
+            .unwrap();
+        assert!(t.status(*new).term > term);
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Checker {
                     s.hw_index, s.commit_index, log.last_index()
                 ));
             }
+            if s.quiesced && (s.hw_index != s.last_index || s.commit_index != s.last_index) {
+                return Err(format!(
+                    "node {node} group {group}: quiesced with entries not committed or applied: {s:?}"
+                ));
+            }
             let (seen_index, seen_hw) = self.seen.get(&(node, group)).copied().unwrap_or((0, 0));
             if s.hw_index < seen_index || s.high_watermark < seen_hw {
                 return Err(format!(

@@ -74,6 +74,10 @@ pub struct Report {
     pub compactions: u64,
     /// Logs restarted by a leader's snapshot.
     pub snapshots: u64,
+    /// Sum over nemesis events of the groups quiesced then.
+    pub quiesced: u64,
+    /// Liveness reports that were wrong when made.
+    pub wrong_reports: u64,
 }
 
 #[derive(Debug)]
@@ -103,6 +107,12 @@ enum Ev {
         max_bytes: u64,
     },
     Restart(NodeId),
+    /// The transport of `to` reports `node` alive or dead (maybe wrongly).
+    Liveness {
+        to: NodeId,
+        node: NodeId,
+        alive: bool,
+    },
     Nemesis,
     Client,
     EndFaults,
@@ -138,6 +148,8 @@ struct Sim {
     faults: bool,
     checker: Checker,
     next_token: u64,
+    /// The client sends nothing until then (so groups go idle and quiesce mid-faults).
+    client_paused_until: u64,
     /// Proposals the client is waiting on: token -> (group, payload).
     waiting: BTreeMap<u64, (GroupId, Bytes)>,
     acked: Vec<Acked>,
@@ -187,6 +199,7 @@ impl Sim {
             faults: true,
             checker: Checker::default(),
             next_token: 0,
+            client_paused_until: 0,
             waiting: BTreeMap::new(),
             acked: Vec::new(),
             report: Report::default(),
@@ -352,8 +365,20 @@ impl Sim {
                 self.effects(node, fx);
             }
             Ev::Restart(node) => self.restart(node),
+            Ev::Liveness { to, node, alive } => {
+                if let Some(mgr) = self.nodes[Self::idx(to)].mgr.as_mut() {
+                    trace!(self, "node {to} hears node {node} is alive: {alive}");
+                    mgr.set_node_alive(node, alive);
+                }
+            }
             Ev::Nemesis => {
                 if self.faults {
+                    self.report.quiesced += self
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.mgr.as_ref())
+                        .map(|m| m.quiesced_groups() as u64)
+                        .sum::<u64>();
                     self.nemesis();
                     // Every acknowledged batch must survive a power loss of every node now.
                     self.check_durable("after a fault")?;
@@ -362,8 +387,10 @@ impl Sim {
                 }
             }
             Ev::Client => {
-                if self.faults {
+                if self.faults && self.now >= self.client_paused_until {
                     self.client();
+                }
+                if self.faults {
                     let next = self.rng.range(2, 25);
                     self.at(next, Ev::Client);
                 }
@@ -383,6 +410,7 @@ impl Sim {
                         self.restart(node);
                     }
                 }
+                self.report_liveness(0);
             }
         }
         Ok(())
@@ -543,6 +571,18 @@ impl Sim {
         n.fsync_seq = 0;
         let back = self.rng.range(100, 3_000);
         self.at(back, Ev::Restart(node));
+        // The others' transports notice after a while (or not before it is back).
+        for to in self.alive() {
+            let d = self.rng.range(50, 1_500);
+            self.at(
+                d,
+                Ev::Liveness {
+                    to,
+                    node,
+                    alive: false,
+                },
+            );
+        }
     }
 
     fn restart(&mut self, node: NodeId) {
@@ -556,6 +596,25 @@ impl Sim {
         let mgr = GroupManager::recover(self.mgr_config(node, inc), logs).expect("recover");
         self.nodes[i].mgr = Some(mgr);
         self.checker.restarted(node);
+        // It learns who is up, and the others learn it is back (after a delay).
+        for other in 1..=self.cfg.nodes {
+            if other != node {
+                let up = self.nodes[Self::idx(other)].mgr.is_some();
+                let mgr = self.nodes[i].mgr.as_mut().expect("restarted");
+                mgr.set_node_alive(other, up);
+                if up {
+                    let d = self.rng.range(1, 500);
+                    self.at(
+                        d,
+                        Ev::Liveness {
+                            to: other,
+                            node,
+                            alive: true,
+                        },
+                    );
+                }
+            }
+        }
         self.at(1, Ev::Tick { node, inc });
         if self.cfg.bug == Some(Bug::FsyncLies) {
             self.at(500, Ev::LazySync { node, inc });
@@ -582,6 +641,19 @@ impl Sim {
         self.effects(node, fx);
     }
 
+    /// Every live node hears the truth about every other, after up to `max_delay_ms`.
+    fn report_liveness(&mut self, max_delay_ms: u64) {
+        for to in self.alive() {
+            for node in 1..=self.cfg.nodes {
+                if node != to {
+                    let alive = self.nodes[Self::idx(node)].mgr.is_some();
+                    let d = self.rng.range(0, max_delay_ms);
+                    self.at(d, Ev::Liveness { to, node, alive });
+                }
+            }
+        }
+    }
+
     fn alive(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -602,7 +674,46 @@ impl Sim {
     fn nemesis(&mut self) {
         let n = self.cfg.nodes;
         let all: Vec<NodeId> = (1..=n).collect();
-        match self.rng.below(12) {
+        match self.rng.below(14) {
+            12 => {
+                // A wrong report: a live node is said to be dead (or a dead one alive). It
+                // may cost an election, never safety; the truth follows later.
+                let alive = self.alive();
+                if !alive.is_empty() {
+                    let to = alive[self.rng.below(alive.len() as u64) as usize];
+                    let node = self.rng.range(1, n);
+                    let up = self.nodes[Self::idx(node)].mgr.is_some();
+                    trace!(
+                        self,
+                        "nemesis: node {to} wrongly hears node {node} alive: {}",
+                        !up
+                    );
+                    self.report.wrong_reports += 1;
+                    self.at(
+                        0,
+                        Ev::Liveness {
+                            to,
+                            node,
+                            alive: !up,
+                        },
+                    );
+                    let later = self.rng.range(500, 5_000);
+                    self.at(
+                        later,
+                        Ev::Liveness {
+                            to,
+                            node,
+                            alive: up,
+                        },
+                    );
+                }
+            }
+            13 => {
+                // The client goes quiet: groups settle and quiesce mid-faults.
+                let pause = self.rng.range(2_000, 6_000);
+                trace!(self, "nemesis: client pauses {pause} ms");
+                self.client_paused_until = self.now + pause;
+            }
             10 => {
                 // Retention on one replica: its partition log's start moves up, somewhere
                 // up to its high watermark.

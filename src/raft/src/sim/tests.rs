@@ -103,9 +103,12 @@ fn simulate_seeds() {
     let fetches: u64 = ok.iter().map(|r| r.fetches).sum();
     let compactions: u64 = ok.iter().map(|r| r.compactions).sum();
     let snapshots: u64 = ok.iter().map(|r| r.snapshots).sum();
+    let quiesced: u64 = ok.iter().map(|r| r.quiesced).sum();
+    let wrong: u64 = ok.iter().map(|r| r.wrong_reports).sum();
     eprintln!(
         "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, \
-         {fetches} partition-log fetches, {compactions} log-start moves, {snapshots} logs restarted by a snapshot)",
+         {fetches} partition-log fetches, {compactions} log-start moves, {snapshots} logs restarted by a snapshot, \
+         {quiesced} quiesced groups seen at faults, {wrong} wrong liveness reports)",
         ok.len()
     );
     if let Some((seed, e)) = bad.first() {
@@ -125,6 +128,11 @@ fn simulate_seeds() {
     assert!(
         ok.len() < 6 || fetches > ok.len() as u64,
         "too few partition-log fetches: {fetches}"
+    );
+    // Groups must quiesce under faults, and wrong liveness reports be made.
+    assert!(
+        ok.len() < 50 || (quiesced > ok.len() as u64 && wrong > ok.len() as u64 / 2),
+        "too few quiesced groups ({quiesced}) or wrong reports ({wrong})"
     );
     // Retention while a replica is down must send it snapshots.
     assert!(
