@@ -412,7 +412,8 @@ impl GroupManager {
     /// this is how it learns that its leader's node died: it wakes up, and campaigns after
     /// an election timeout without heartbeats. A wrong report costs at most an election
     /// (the woken follower's pre-vote wakes the leader, whose heartbeats settle it again);
-    /// safety never depends on it. Reports about this node itself are ignored.
+    /// safety never depends on it. Reports about this node itself are ignored, and a message
+    /// from a node reported dead counts as a report that it is alive.
     pub fn set_node_alive(&mut self, node: NodeId, alive: bool) {
         if node == self.cfg.node_id {
             return;
@@ -454,6 +455,9 @@ impl GroupManager {
         if env.to != self.cfg.node_id {
             return Vec::new();
         }
+        // Hearing from a node proves it is alive, whatever an older report said (a report
+        // and the node's restart may cross).
+        self.dead.remove(&env.from);
         let mut touched = BTreeSet::new();
         let mut notices = Vec::new();
         let msgs = env

@@ -268,6 +268,27 @@ impl Sim {
             for n in &self.nodes {
                 if let Some(mgr) = &n.mgr {
                     self.checker.check(n.id, mgr, &n.disk)?;
+                    // Applied entries in memory stay within the shard's budget (checked where
+                    // the budget is small; the others hold the whole log anyway).
+                    if self.cfg.entry_cache_bytes < 1 << 20 {
+                        let applied: u64 = mgr
+                            .groups()
+                            .map(|g| {
+                                let log = mgr.log(g).expect("group");
+                                let hw = mgr.status(g).expect("group").hw_index;
+                                (log.window_first()..=hw)
+                                    .filter_map(|i| log.entry(i))
+                                    .map(crate::log::entry_bytes)
+                                    .sum::<u64>()
+                            })
+                            .sum();
+                        if applied > self.cfg.entry_cache_bytes {
+                            return Err(format!(
+                                "node {}: {applied} bytes of applied entries in memory, budget {}",
+                                n.id, self.cfg.entry_cache_bytes
+                            ));
+                        }
+                    }
                     if mgr.fetch_mismatches() > 0 {
                         return Err(format!(
                             "node {}: a partition-log read did not match the Raft log",
