@@ -143,15 +143,20 @@
 //!
 //! Deliberate bugs (`sim::Bug`: acknowledging on append, an fsync that lies) must make the
 //! checkers fail, and tests assert that they do. `tests/footprint.rs` holds idle replicas to
-//! issue 12's memory budget (64 KiB each).
+//! issue 12's memory budget (64 KiB each) and times ticks of awake and quiesced groups
+//! (`perf/results/2026-12-01-raft-quiesce.md`).
 //!
 //! # Not yet
 //!
 //! Recovery builds each group's log with every entry in memory before evicting (a real
 //! driver would build the mark map from the partition log, and reconcile a log start that
-//! retention moved before a crash kept its `LogStart` write: the later of the two wins);
-//! membership changes (learners, joint consensus), leadership
-//! transfer, read leases, and the real transport and storage.
+//! retention moved before a crash kept its `LogStart` write: the later of the two wins).
+//! The mark map still grows with the log between log-start moves (0.125 B per entry).
+//! Eviction walks the shard's groups while over budget, so a shard whose budget is spent on
+//! unapplied entries pays a pass over its groups per call. A quiesced leader does not
+//! notice a dead follower (nothing needs it to: it only matters once it wakes). Membership
+//! changes (learners, joint consensus), leadership transfer, read leases, and the real
+//! transport and storage.
 
 pub mod effect;
 pub mod log;

@@ -482,6 +482,11 @@ impl ReplicaLog {
         self.fetched = None;
     }
 
+    /// Whether raft-rs asked for reads below the window since the last `take_requests`.
+    pub fn has_requests(&self) -> bool {
+        !self.requests.borrow().is_empty()
+    }
+
     /// The reads raft-rs asked for below the window since the last call.
     pub fn take_requests(&self) -> Vec<FetchRequest> {
         std::mem::take(&mut *self.requests.borrow_mut())

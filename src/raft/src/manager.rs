@@ -369,8 +369,8 @@ impl GroupManager {
         );
         let awake: Vec<GroupId> = self.awake.iter().copied().collect();
         let mut quiescing = Vec::new();
-        for g in &awake {
-            let r = self.groups.get_mut(g).expect("awake group");
+        let (rng, cfg) = (&mut self.rng, &self.cfg);
+        let mut tick_one = |g: GroupId, r: &mut Replica| {
             for _ in 0..ticks.min(TICKS_PER_CALL_MAX) {
                 // raft-rs draws each randomized election timeout from `thread_rng` when it
                 // resets the election clock, and reads it only in `tick`. Every reset leaves
@@ -378,22 +378,33 @@ impl GroupManager {
                 // to run from 0 overrides every draw (and some heartbeat resets too, which is
                 // harmless) with one from our seeded stream, before it is ever used.
                 if r.node.raft.election_elapsed == 0 {
-                    let t = self.rng.range(min, max - 1) as usize;
+                    let t = rng.range(min, max - 1) as usize;
                     r.node.raft.set_randomized_election_timeout(t);
                 }
                 r.node.tick();
             }
-            if self.cfg.quiesce_ticks > 0 && r.settled_leader() {
+            if cfg.quiesce_ticks > 0 && r.settled_leader() {
                 r.settled_ticks += ticks;
-                if r.settled_ticks >= self.cfg.quiesce_ticks {
+                if r.settled_ticks >= cfg.quiesce_ticks {
                     // One last round of heartbeats carries the notice to the followers.
                     r.node.ping();
                     r.notice = true;
                     r.quiesced = true;
-                    quiescing.push(*g);
+                    quiescing.push(g);
                 }
             } else {
                 r.settled_ticks = 0;
+            }
+        };
+        // Walking the map in order is cheaper than a lookup per group once many are awake;
+        // with most quiesced, the lookups win.
+        if awake.len() * 4 > self.groups.len() {
+            for (g, r) in self.groups.iter_mut().filter(|(_, r)| !r.quiesced) {
+                tick_one(*g, r);
+            }
+        } else {
+            for g in &awake {
+                tick_one(*g, self.groups.get_mut(g).expect("awake group"));
             }
         }
         let fx = self.finish(Out::default(), awake);
@@ -767,9 +778,10 @@ impl GroupManager {
     fn finish(&mut self, mut out: Out, groups: impl IntoIterator<Item = GroupId>) -> Vec<Effect> {
         for g in groups {
             let before = self.groups[&g].node.store().window_bytes();
-            self.drive(g, &mut out);
-            self.fetch_requests(g, &mut out);
-            let after = self.groups[&g].node.store().window_bytes();
+            let (after, requests) = self.drive(g, &mut out);
+            if requests {
+                self.fetch_requests(g, &mut out);
+            }
             self.cached_bytes = self.cached_bytes + after - before;
         }
         self.evict();
@@ -822,7 +834,9 @@ impl GroupManager {
         self.send(out, group, msgs);
     }
 
-    fn drive(&mut self, group: GroupId, out: &mut Out) {
+    /// Returns the group's bytes in memory afterwards, and whether raft-rs asked for entries
+    /// below the window.
+    fn drive(&mut self, group: GroupId, out: &mut Out) -> (u64, bool) {
         loop {
             self.release(group, out);
             let r = self.groups.get_mut(&group).expect("group");
@@ -960,6 +974,8 @@ impl GroupManager {
                 leader: s.leader,
             });
         }
+        let log = r.node.store();
+        (log.window_bytes(), log.has_requests())
     }
 
     /// Entries up to `last` are committed and synced here: move the high watermark and settle
