@@ -418,6 +418,9 @@ pub struct PartitionLog<S: Storage> {
     writing: Cell<bool>,
     /// A flush is in its sync stage (see `sync_written`).
     syncing: Cell<bool>,
+    /// `run_flusher` is running (at most one per log): `close` waits for it to end, so the
+    /// writes it made are synced before the log is released.
+    flusher_running: Cell<bool>,
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
@@ -644,6 +647,7 @@ impl<S: Storage> PartitionLog<S> {
             }),
             writing: Cell::new(false),
             syncing: Cell::new(false),
+            flusher_running: Cell::new(false),
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
@@ -894,7 +898,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Waits until some append is buffered (for the partition's flusher task).
     pub async fn wait_dirty(&self) {
         poll_fn(|cx| {
-            if self.needs_flush() || self.failure().is_some() {
+            if self.needs_flush() || self.failure().is_some() || self.inner.borrow().closed {
                 Poll::Ready(())
             } else {
                 self.dirty_waiters.register(i64::MAX, cx.waker());
@@ -951,11 +955,20 @@ impl<S: Storage> PartitionLog<S> {
     /// write finished before it starts. The disk is never idle waiting for a sync to finish
     /// (which cost about a tenth of the throughput with 1 MiB batches, 8 in flight).
     /// `on_flush` gets the timing of each completed sync stage and the writes it covered.
+    /// It also ends once the log is closed and flushed ([`Self::close`] waits for that).
     pub async fn run_flusher(
         &self,
         stop: impl Fn() -> bool,
         mut on_flush: impl FnMut(FlushTiming),
     ) -> Result<()> {
+        assert!(
+            !self.flusher_running.replace(true),
+            "{}: one flusher per log",
+            self.name
+        );
+        // Cleared however the flusher ends (error, stop, or its future dropped).
+        let _running = FlusherRunning(self);
+        let stop = || stop() || self.inner.borrow().closed;
         let unsynced: RefCell<Option<Written<S::File>>> = RefCell::new(None);
         let writer_done = Cell::new(false);
         let wake = OffsetWaiters::default();
@@ -1629,10 +1642,24 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Flushes and releases the log (clean shutdown). Appends fail from its start on
-    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. The active
-    /// segment is cut to its logical size so a clean restart finds no page padding to trim.
+    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. A running
+    /// flusher is woken and waited for first: a write stage of it that finished before the
+    /// close may not be synced yet (an acks=1 batch, or a segment file whose directory entry
+    /// its sync stage makes durable), and its sync stage covers it before the flusher ends.
+    /// The active segment is cut to its logical size so a clean restart finds no page
+    /// padding to trim.
     pub async fn close(&self) -> Result<()> {
         self.inner.borrow_mut().closed = true;
+        self.dirty_waiters.wake_all();
+        poll_fn(|cx| {
+            if self.flusher_running.get() {
+                self.flush_waiters.register(i64::MIN, cx.waker());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
         }
@@ -1657,10 +1684,10 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Removes the whole log directory's files (topic deletion): [`Self::retire`], then
-    /// every file of the directory.
+    /// Removes the whole log directory's files (topic deletion): [`Self::retire_and_fence`],
+    /// then every file of the directory.
     pub async fn destroy(&self) -> Result<()> {
-        self.retire();
+        self.retire_and_fence().await;
         let names = self
             .storage
             .list_dir(&self.dir)
@@ -1697,6 +1724,35 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.dirty_waiters.wake_all();
         self.durable_waiters.wake_all();
+    }
+
+    /// [`Self::retire`], then waits until no flush stage is running. A write stage that
+    /// began before the retirement may still open a new segment file or write an index,
+    /// snapshot or checkpoint by path in the log's directory; once it ends, no stage starts
+    /// again (they refuse a failed log), so the caller may then remove or rename the
+    /// directory without a late write landing in it, or in a directory re-created under the
+    /// same name for a new topic.
+    pub async fn retire_and_fence(&self) {
+        self.retire();
+        poll_fn(|cx| {
+            if self.writing.get() || self.syncing.get() {
+                self.flush_waiters.register(i64::MIN, cx.waker());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Marks a log's flusher as ended when dropped, and wakes a `close` waiting for that.
+struct FlusherRunning<'a, S: Storage>(&'a PartitionLog<S>);
+
+impl<S: Storage> Drop for FlusherRunning<'_, S> {
+    fn drop(&mut self) {
+        self.0.flusher_running.set(false);
+        self.0.flush_waiters.wake_all();
     }
 }
 
