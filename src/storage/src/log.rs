@@ -1351,6 +1351,19 @@ impl<S: Storage> PartitionLog<S> {
         crate::durable_file::replace_file(&*self.storage, &self.dir, path, sealed).await
     }
 
+    /// [`Self::read`] for a scan from `offset` towards the high watermark: the batches read
+    /// (empty at the end) and the offset after the last of them, where the next read starts.
+    pub async fn read_next(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        let records = self.read(offset, max_bytes).await?.records;
+        let mut next = offset;
+        let mut at = 0;
+        while let Some(h) = Header::parse(&records[at..]) {
+            next = h.last_offset() + 1;
+            at += h.size;
+        }
+        Ok((records, next))
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
     /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {

@@ -94,7 +94,7 @@ impl FetchSessions {
         if partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
             return 0;
         }
-        let mut own = self.sessions.iter().filter(|(_, s)| s.conn == conn);
+        let own = self.sessions.iter().filter(|(_, s)| s.conn == conn);
         if own.clone().count() >= FETCH_SESSIONS_PER_CONNECTION_MAX {
             let oldest = own
                 .min_by_key(|(_, s)| s.last_used)
