@@ -155,12 +155,15 @@ impl Cluster {
     pub fn start_with(cfg: ClusterConfig) -> Cluster {
         let n = cfg.nodes;
         assert!((1..=NODES_MAX).contains(&n), "{n} nodes (1..={NODES_MAX})");
-        let rpc_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // Every port up front and all distinct: free_port releases what it found, so two
+        // calls could name the same one.
+        let ports = distinct_free_ports(2 * n);
+        let (rpc_ports, kafka_ports) = (ports[..n].to_vec(), ports[n..].to_vec());
         let mut proxies = BTreeMap::new();
         for i in 1..=n {
             for j in (1..=n).filter(|&j| j != i) {
                 let target: SocketAddr = ([127, 0, 0, 1], rpc_ports[j - 1]).into();
-                proxies.insert((i, j), start_proxy(target, &rpc_ports));
+                proxies.insert((i, j), start_proxy(target, &ports));
             }
         }
         let mut nodes = Vec::with_capacity(n);
@@ -192,6 +195,7 @@ impl Cluster {
                 env: cfg.env.clone(),
                 label: format!("node {i}"),
                 bin: cfg.bin.clone(),
+                port: Some(kafka_ports[i - 1]),
             }));
         }
         let mut cluster = Cluster {
@@ -249,7 +253,10 @@ impl Cluster {
 
     /// The node id whose Kafka listener is `port`, if any (map Metadata's broker ports back).
     pub fn id_of_kafka_port(&self, port: u16) -> Option<usize> {
-        self.nodes.iter().position(|n| n.port() == port).map(|i| i + 1)
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .map(|i| i + 1)
     }
 
     /// Discards all traffic between `id` and every other node, both ways; clients still
@@ -279,12 +286,7 @@ impl Cluster {
     /// `left` and `right` cannot talk to each other, `middle` talks to both (Jepsen's bridge:
     /// A↔B↔C without A↔C). Replaces the node-to-node faults in place.
     pub fn bridge(&mut self, left: &[usize], middle: usize, right: &[usize]) {
-        let all: BTreeSet<usize> = left
-            .iter()
-            .chain(right)
-            .chain([&middle])
-            .copied()
-            .collect();
+        let all: BTreeSet<usize> = left.iter().chain(right).chain([&middle]).copied().collect();
         assert!(
             all.len() == self.len() && all == self.ids().collect(),
             "bridge {left:?} / {middle} / {right:?}: every node in exactly one place"
@@ -336,31 +338,14 @@ impl Cluster {
         statuses
     }
 
-    /// The controller's node id as node `ask` reports it (Metadata v1's `controller_id`),
-    /// `None` if it does not answer or knows none (-1). Raw wire, because librdkafka does
-    /// not expose the field.
+    /// The controller's node id as node `ask` reports it ([`controller_id`]), `None` if it
+    /// does not answer or names no node of this cluster.
     pub fn controller_seen_by(&self, ask: usize) -> Option<usize> {
         self.check_id(ask);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[ask - 1].port()));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
-        // Metadata v1 with an empty topic list: brokers and the controller only.
-        let mut req = wire::header(3, 1, 7);
-        req.extend_from_slice(&0i32.to_be_bytes());
-        s.write_all(&wire::frame(&req)).ok()?;
-        let resp = wire::read_response(&mut s)?;
-        let mut d = wire::Dec::new(&resp);
-        if d.i32() != 7 {
-            return None;
-        }
-        for _ in 0..d.i32() {
-            d.i32();
-            d.str();
-            d.i32();
-            d.nstr();
-        }
-        usize::try_from(d.i32()).ok().filter(|id| (1..=self.len()).contains(id))
+        let id = controller_id(self.nodes[ask - 1].port())?;
+        usize::try_from(id)
+            .ok()
+            .filter(|id| (1..=self.len()).contains(id))
     }
 
     /// The controller's node id once every running, unpaused node agrees on it (bounded by
@@ -422,7 +407,48 @@ impl Cluster {
     }
 }
 
-/// A proxy to `target` whose own port is none of the rpc ports chosen for the nodes: those
+/// The controller id the Kafka listener on loopback `port` reports (Metadata v1's
+/// `controller_id`; -1 when it knows none), `None` if it does not answer. Raw wire, because
+/// librdkafka does not expose the field.
+pub fn controller_id(port: u16) -> Option<i32> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    // Metadata v1 with an empty topic list: brokers and the controller only.
+    const CORRELATION: i32 = 7;
+    let mut req = wire::header(3, 1, CORRELATION);
+    req.extend_from_slice(&0i32.to_be_bytes());
+    s.write_all(&wire::frame(&req)).ok()?;
+    let resp = wire::read_response(&mut s)?;
+    let mut d = wire::Dec::new(&resp);
+    if d.i32() != CORRELATION {
+        return None;
+    }
+    // brokers: [node_id, host, port, rack]
+    for _ in 0..d.i32() {
+        d.i32();
+        d.str();
+        d.i32();
+        d.nstr();
+    }
+    Some(d.i32())
+}
+
+/// `n` different loopback ports that were free a moment ago.
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let mut ports = BTreeSet::new();
+    for _ in 0..n * 16 {
+        if ports.len() == n {
+            break;
+        }
+        ports.insert(free_port());
+    }
+    assert_eq!(ports.len(), n, "no {n} distinct free ports");
+    ports.into_iter().collect()
+}
+
+/// A proxy to `target` whose own port is none of the ports chosen for the nodes: those
 /// were free when chosen but are not bound until the nodes start, so the kernel could hand
 /// one to a proxy meanwhile.
 fn start_proxy(target: SocketAddr, reserved: &[u16]) -> Proxy {

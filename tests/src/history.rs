@@ -45,7 +45,7 @@
 //! - `NoFinalRead`: a partition with acknowledged writes but no complete final read, so the
 //!   loss check could not run (a test must not pass by failing to read).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// Milliseconds since the workload started (one clock for every client of a run).
@@ -477,7 +477,11 @@ impl fmt::Display for Report {
             return writeln!(f, "no violations");
         }
         for kind in self.kinds() {
-            let of_kind: Vec<_> = self.violations.iter().filter(|v| v.kind() == kind).collect();
+            let of_kind: Vec<_> = self
+                .violations
+                .iter()
+                .filter(|v| v.kind() == kind)
+                .collect();
             writeln!(f, "{kind}: {}", of_kind.len())?;
             for v in of_kind.iter().take(SHOW_PER_KIND) {
                 writeln!(f, "  {v}")?;
@@ -681,6 +685,9 @@ fn check_order(h: &History, r: &mut Report) {
     }
 }
 
+/// A final pass indexed: value by offset, and every value it holds.
+type FinalIndex<'a> = (HashMap<i64, &'a [u8]>, HashSet<&'a [u8]>);
+
 /// Lost and NoFinalRead, plus the loss statistics: the last final pass of each partition
 /// against the acknowledgements.
 fn check_final(h: &History, r: &mut Report) {
@@ -694,11 +701,11 @@ fn check_final(h: &History, r: &mut Report) {
         }
     }
     let mut no_final: BTreeMap<i32, usize> = BTreeMap::new();
-    let final_maps: BTreeMap<i32, (HashMap<i64, &[u8]>, BTreeSet<Vec<u8>>)> = finals
+    let final_maps: BTreeMap<i32, FinalIndex> = finals
         .iter()
         .map(|(&p, f)| {
             let by_offset = f.records.iter().map(|x| (x.offset, &x.value[..])).collect();
-            let values = f.records.iter().map(|x| x.value.clone()).collect();
+            let values = f.records.iter().map(|x| &x.value[..]).collect();
             (p, (by_offset, values))
         })
         .collect();
@@ -711,7 +718,7 @@ fn check_final(h: &History, r: &mut Report) {
             continue;
         };
         let encoded = w.value.encode();
-        let present = values.contains(&encoded);
+        let present = values.contains(&encoded[..]);
         if !acked {
             r.stats.unacked_present += usize::from(present);
             continue;
@@ -763,8 +770,7 @@ fn check_vanished(h: &History, r: &mut Report) {
         }
         let got: BTreeSet<i64> = pass.records.iter().map(|x| x.offset).collect();
         for (&o, &(at, value)) in offsets.range(pass.from..pass.covered_to) {
-            if at < pass.started_at && !got.contains(&o) && reported.insert((pass.partition, o))
-            {
+            if at < pass.started_at && !got.contains(&o) && reported.insert((pass.partition, o)) {
                 r.violations.push(Violation::Vanished {
                     partition: pass.partition,
                     offset: o,
@@ -789,7 +795,10 @@ fn check_high_watermark(h: &History, r: &mut Report) {
             bounds.entry(pass.partition).or_default().push((
                 rec.at,
                 rec.offset + 1,
-                format!("reader {} received offset {} at {} ms", pass.reader, rec.offset, rec.at),
+                format!(
+                    "reader {} received offset {} at {} ms",
+                    pass.reader, rec.offset, rec.at
+                ),
             ));
         }
     }
@@ -798,7 +807,10 @@ fn check_high_watermark(h: &History, r: &mut Report) {
             bounds.entry(w.partition).or_default().push((
                 done,
                 o + 1,
-                format!("{} acknowledged (acks=all) at offset {o} at {done} ms", w.value),
+                format!(
+                    "{} acknowledged (acks=all) at offset {o} at {done} ms",
+                    w.value
+                ),
             ));
         }
     }
@@ -863,7 +875,12 @@ mod tests {
 
     /// A complete pass over `partition` from 0 that received `records` (offset, value) at
     /// `started_at`, covering up to one past the last offset.
-    fn pass(partition: i32, started_at: Ms, records: &[(i64, Value)], final_read: bool) -> ReadPass {
+    fn pass(
+        partition: i32,
+        started_at: Ms,
+        records: &[(i64, Value)],
+        final_read: bool,
+    ) -> ReadPass {
         ReadPass {
             reader: 0,
             partition,
@@ -935,7 +952,10 @@ mod tests {
     }
 
     fn kinds(h: &History) -> Vec<&'static str> {
-        check(h, CheckOptions::default()).kinds().into_iter().collect()
+        check(h, CheckOptions::default())
+            .kinds()
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -1041,7 +1061,8 @@ mod tests {
     fn offset_two_values_fires_across_reads() {
         let mut h = clean();
         // Another pass of partition 1 sees p2s4 at offset 1, where the final read has p2s3.
-        h.passes.push(pass(1, 40, &[(0, v(2, 2)), (1, v(2, 4))], false));
+        h.passes
+            .push(pass(1, 40, &[(0, v(2, 2)), (1, v(2, 4))], false));
         let r = check(&h, CheckOptions::default());
         assert_eq!(r.count("OffsetTwoValues"), 1, "{r}");
     }

@@ -11,6 +11,10 @@
 //!
 //! On a failing test the broker's stderr and stdout (kept in files in its temporary
 //! directory) are printed when the [`Broker`] is dropped during the panic.
+//!
+//! Multi-node tests use [`cluster::Cluster`] (N brokers, a fault-injecting [`proxy::Proxy`]
+//! per ordered pair) and check what clients recorded with [`history`] (driven by
+//! [`workload`]).
 
 pub mod cluster;
 pub mod history;
@@ -155,6 +159,9 @@ pub struct BrokerConfig {
     /// Run this program instead of [`sluice_bin`] (the cluster harness's own test runs a
     /// stand-in node that speaks the command-line contract).
     pub bin: Option<PathBuf>,
+    /// The Kafka listener's port; [`free_port`] when `None`. A cluster picks every port it
+    /// needs up front so that none is handed out twice.
+    pub port: Option<u16>,
 }
 
 impl Default for BrokerConfig {
@@ -165,6 +172,7 @@ impl Default for BrokerConfig {
             env: Vec::new(),
             label: "broker".to_string(),
             bin: None,
+            port: None,
         }
     }
 }
@@ -213,12 +221,13 @@ impl Broker {
             .expect("tempdir");
         let data_dir = dir.path().join("data");
         let bin = config.bin.clone().unwrap_or_else(sluice_bin);
+        let port = config.port.unwrap_or_else(free_port);
         let mut broker = Broker {
             bin,
             config,
             dir,
             data_dir,
-            port: free_port(),
+            port,
             child: None,
             stdout_pump: None,
             incarnation: 0,

@@ -122,7 +122,12 @@ impl Workload {
                 ))
             })
             .collect();
-        let reader = tokio::spawn(run_reader(cfg.clone(), clock, stop.clone(), progress.clone()));
+        let reader = tokio::spawn(run_reader(
+            cfg.clone(),
+            clock,
+            stop.clone(),
+            progress.clone(),
+        ));
         Workload {
             cfg,
             clock,
@@ -211,7 +216,11 @@ async fn run_producer(
         // Idempotence needs acks=all; with weaker acks it is off, as a client must.
         (
             "enable.idempotence",
-            if cfg.acks == Acks::All { "true" } else { "false" },
+            if cfg.acks == Acks::All {
+                "true"
+            } else {
+                "false"
+            },
         ),
         ("message.timeout.ms", &timeout_ms),
         ("linger.ms", "2"),
@@ -260,10 +269,9 @@ async fn run_producer(
     }
     let deadline = tokio::time::Instant::now() + cfg.settle_timeout;
     for (i, f) in inflight {
-        match tokio::time::timeout_at(deadline, f).await {
-            Ok(res) => settle(&mut writes[i], res, clock, &progress),
-            // Left pending: maybe written.
-            Err(_) => {}
+        // One still unresolved at the deadline is left pending: maybe written.
+        if let Ok(res) = tokio::time::timeout_at(deadline, f).await {
+            settle(&mut writes[i], res, clock, &progress);
         }
     }
     writes
@@ -288,6 +296,9 @@ fn settle(w: &mut Write, res: DeliveryOutput, clock: Clock, progress: &Progress)
     };
 }
 
+/// Pause after a read round that read nothing.
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
+
 /// Rounds of passes over every partition until stopped; the passes and the high
 /// watermarks it was told.
 async fn run_reader(
@@ -300,15 +311,13 @@ async fn run_reader(
     let (mut passes, mut hws) = (Vec::new(), Vec::new());
     while !stop.load(Ordering::SeqCst) {
         let (p, h) = read_round(&cons, &cfg, clock, 0, false).await;
-        let reachable = !p.is_empty();
+        let read: u64 = p.iter().map(|x| x.records.len() as u64).sum();
         progress.rounds.fetch_add(1, Ordering::SeqCst);
-        progress.records_read.fetch_add(
-            p.iter().map(|x| x.records.len() as u64).sum(),
-            Ordering::SeqCst,
-        );
-        if !reachable {
-            // Nothing reachable (e.g. the broker is down): don't spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        progress.records_read.fetch_add(read, Ordering::SeqCst);
+        if read == 0 {
+            // Nothing to read or nothing reachable (a broker down): don't spin, and don't
+            // fill the history with empty passes.
+            tokio::time::sleep(ROUND_PAUSE).await;
         }
         passes.extend(p);
         hws.extend(h);
@@ -322,7 +331,12 @@ pub const FINAL_READER: u32 = 1;
 /// The final read: rounds until every partition had one complete pass (bounded by
 /// `timeout`), all marked `final_read`. A partition that never gets one is left without a
 /// final pass, which the checker reports as `NoFinalRead` if it had acknowledged writes.
-pub async fn final_read(cfg: &WorkloadConfig, clock: Clock, history: &mut History, timeout: Duration) {
+pub async fn final_read(
+    cfg: &WorkloadConfig,
+    clock: Clock,
+    history: &mut History,
+    timeout: Duration,
+) {
     let cons = consumer(&cfg.bootstrap);
     let deadline = Instant::now() + timeout;
     let mut done: BTreeMap<i32, bool> = (0..cfg.partitions).map(|p| (p, false)).collect();
@@ -385,7 +399,8 @@ async fn read_round(
             target.insert(p, hi);
         }
     }
-    let reached = |pass: &ReadPass, hi: i64| pass.records.last().is_some_and(|r| r.offset + 1 >= hi);
+    let reached =
+        |pass: &ReadPass, hi: i64| pass.records.last().is_some_and(|r| r.offset + 1 >= hi);
     if !target.is_empty() && cons.assign(&tpl).is_ok() {
         let deadline = tokio::time::Instant::now() + cfg.round_timeout;
         while !target.iter().all(|(p, &hi)| reached(&passes[p], hi)) {

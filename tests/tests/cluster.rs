@@ -24,11 +24,11 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_tests::cluster::{Cluster, ClusterConfig};
+use sluice_tests::cluster::{controller_id, Cluster, ClusterConfig};
 use sluice_tests::history::{check, CheckOptions, Report};
 use sluice_tests::kafka::{admin, admin_opts, base_config, consumer, producer, wait_for_topic};
 use sluice_tests::workload::{drop_acknowledged_record, Workload, WorkloadConfig};
-use sluice_tests::{poll_until, require_cluster, Broker};
+use sluice_tests::{poll_until, require_cluster, Broker, BrokerConfig};
 
 const TOPIC: &str = "jepsen";
 const PARTITIONS: i32 = 3;
@@ -62,13 +62,19 @@ fn report(what: &str, r: &Report) {
     eprintln!("{what}: {r}");
 }
 
-/// One node, replication factor 1, three rounds of kill -9 and restart under the workload:
+/// One node, replication factor 1, three rounds of kill -9 and restart and a SIGSTOP under
+/// the workload:
 /// the real history is clean, and the same history with one acknowledged record removed
 /// from every read (what losing it would look like) makes the checker report it lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_history_survives_kill9_and_the_checker_fires_on_a_lost_record() {
-    let mut broker = Broker::start();
+    let mut broker = Broker::start_with(BrokerConfig {
+        extra_args: vec!["--node-id".into(), "1".into()],
+        ..BrokerConfig::default()
+    });
     let bootstrap = broker.bootstrap();
+    // A cluster of one is its own controller (checks the harness's raw Metadata parsing).
+    assert_eq!(controller_id(broker.port()), Some(1));
     create_topic(&bootstrap, 1).await;
     let mut cfg = WorkloadConfig::new(&bootstrap, TOPIC, PARTITIONS);
     cfg.producers = 3;
@@ -81,6 +87,11 @@ async fn single_node_history_survives_kill9_and_the_checker_fires_on_a_lost_reco
         // The reader gets through the restarted broker too.
         w.wait_rounds(2, STEP_TIMEOUT).await;
     }
+    // A pause (SIGSTOP/SIGCONT) costs nothing but time.
+    tokio::task::block_in_place(|| broker.pause());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| broker.resume());
+    w.wait_acked(ACKS_PER_STEP, STEP_TIMEOUT).await;
     let history = w.stop().await;
     let r = check(&history, CheckOptions::default());
     report("single node, kill -9 x3", &r);
@@ -101,7 +112,12 @@ async fn single_node_history_survives_kill9_and_the_checker_fires_on_a_lost_reco
 
 /// A node's status from the stand-in's listener: (starts, voters, heard, acked), counters
 /// keyed by peer id.
-type Status = (u64, BTreeMap<usize, String>, BTreeMap<usize, u64>, BTreeMap<usize, u64>);
+type Status = (
+    u64,
+    BTreeMap<usize, String>,
+    BTreeMap<usize, u64>,
+    BTreeMap<usize, u64>,
+);
 
 fn fake_status(port: u16) -> Option<Status> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -141,8 +157,7 @@ fn fake_status(port: u16) -> Option<Status> {
 /// `from`'s connection and acks on `to`'s own.
 fn flow(c: &mut Cluster, from: usize, to: usize) -> (u64, u64) {
     let port = c.node(to).port();
-    let (_, _, heard, acked) =
-        fake_status(port).unwrap_or_else(|| panic!("status of node {to}"));
+    let (_, _, heard, acked) = fake_status(port).unwrap_or_else(|| panic!("status of node {to}"));
     (
         heard.get(&from).copied().unwrap_or(0),
         acked.get(&from).copied().unwrap_or(0),
@@ -154,10 +169,14 @@ fn flow(c: &mut Cluster, from: usize, to: usize) -> (u64, u64) {
 fn assert_flows(c: &mut Cluster, from: usize, to: usize) {
     let acks_too = !c.blocked().contains(&(to, from));
     let before = flow(c, from, to);
-    poll_until(Duration::from_secs(30), &format!("traffic {from} → {to}"), || {
-        let now = flow(c, from, to);
-        (now.0 > before.0 && (!acks_too || now.1 > before.1)).then_some(())
-    });
+    poll_until(
+        Duration::from_secs(30),
+        &format!("traffic {from} → {to}"),
+        || {
+            let now = flow(c, from, to);
+            (now.0 > before.0 && (!acks_too || now.1 > before.1)).then_some(())
+        },
+    );
 }
 
 /// After a settling moment, neither counter of `from → to` grows over a window. Only a
@@ -166,7 +185,11 @@ fn assert_blocked(c: &mut Cluster, from: usize, to: usize) {
     std::thread::sleep(Duration::from_millis(200));
     let before = flow(c, from, to);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(flow(c, from, to), before, "traffic {from} → {to} got through");
+    assert_eq!(
+        flow(c, from, to),
+        before,
+        "traffic {from} → {to} got through"
+    );
 }
 
 fn check_matrix(c: &mut Cluster, what: &str) {
@@ -274,7 +297,9 @@ fn partition_leader(c: &Cluster) -> usize {
             .ok()?;
         let t = md.topics().iter().find(|t| t.name() == TOPIC)?;
         let leader = t.partitions().iter().find(|p| p.id() == 0)?.leader();
-        usize::try_from(leader).ok().filter(|l| (1..=c.len()).contains(l))
+        usize::try_from(leader)
+            .ok()
+            .filter(|l| (1..=c.len()).contains(l))
     })
 }
 
@@ -310,7 +335,10 @@ async fn fault_case(fault: Fault) {
             }
             _ => tokio::task::block_in_place(|| partition_leader(&c)),
         };
-        eprintln!("round {round}: {fault:?} on node {target} at {:?}", w.progress());
+        eprintln!(
+            "round {round}: {fault:?} on node {target} at {:?}",
+            w.progress()
+        );
         tokio::task::block_in_place(|| match fault {
             Fault::KillPartitionLeader | Fault::KillControllerLeader => c.node(target).kill9(),
             Fault::PausePartitionLeader => c.node(target).pause(),
@@ -411,9 +439,14 @@ async fn cluster_acks_all_is_never_acknowledged_with_two_of_three_nodes_dead() {
             c.node(id).restart();
         }
     });
-    let p = producer(&c.bootstrap(), &[("acks", "all"), ("enable.idempotence", "true")]);
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
     p.send(
-        FutureRecord::<(), _>::to(TOPIC).partition(0).payload("back"),
+        FutureRecord::<(), _>::to(TOPIC)
+            .partition(0)
+            .payload("back"),
         Duration::from_secs(30),
     )
     .await
@@ -436,7 +469,8 @@ async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
     }
     let offsets_client = |bootstrap: &str| -> BaseConsumer {
         let mut cfg = base_config(bootstrap);
-        cfg.set("group.id", GROUP).set("enable.auto.commit", "false");
+        cfg.set("group.id", GROUP)
+            .set("enable.auto.commit", "false");
         cfg.create().expect("offsets client")
     };
     let committer = offsets_client(&c.bootstrap());
@@ -454,7 +488,9 @@ async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
                     .committed_offsets(tpl.clone(), Duration::from_secs(5))
                     .ok()?;
                 let got: Vec<Offset> = t.elements().iter().map(|e| e.offset()).collect();
-                got.iter().all(|o| matches!(o, Offset::Offset(_))).then_some(got)
+                got.iter()
+                    .all(|o| matches!(o, Offset::Offset(_)))
+                    .then_some(got)
             })
         });
         let want: Vec<Offset> = (0..PARTITIONS)
@@ -463,5 +499,46 @@ async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
         assert_eq!(got, want, "committed offsets with node {victim} dead");
         tokio::task::block_in_place(|| c.node(victim).restart());
     }
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// The test-only switch the issue asks for ("acknowledges `acks=all` before commit"), in the
+/// nodes' environment. The broker does not have it yet: the name is this test's proposal
+/// (after `SLUICE_TEST_PANIC`) for the replication integration to implement.
+const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";
+
+/// The checker must be shown to fire on a real cluster: with `acks=all` answered before the
+/// batch commits, a leader cut off from its followers (clients still reach it) acknowledges
+/// records that never replicate; after the others elect a new leader and the old one rejoins
+/// and truncates, the history check must report them lost. A round may by chance lose
+/// nothing (the isolation came between batches), so up to three rounds are tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_checker_fires_when_acks_all_is_answered_before_commit() {
+    require_cluster!();
+    let mut c = Cluster::start_with(ClusterConfig {
+        env: vec![(ACK_BEFORE_COMMIT_ENV.into(), "1".into())],
+        ..ClusterConfig::default()
+    });
+    create_topic(&c.bootstrap(), 3).await;
+    let w = Workload::start(WorkloadConfig::new(&c.bootstrap(), TOPIC, PARTITIONS));
+    w.wait_acked(ACKS_PER_STEP, STEP_TIMEOUT).await;
+    for round in 0..3 {
+        let leader = tokio::task::block_in_place(|| partition_leader(&c));
+        eprintln!(
+            "round {round}: isolating node {leader} at {:?}",
+            w.progress()
+        );
+        tokio::task::block_in_place(|| c.isolate(leader));
+        w.wait_acked(ACKS_PER_STEP, STEP_TIMEOUT).await;
+        tokio::task::block_in_place(|| c.heal());
+        w.wait_acked(ACKS_PER_STEP, STEP_TIMEOUT).await;
+    }
+    let history = w.stop().await;
+    let r = check(&history, CheckOptions::default());
+    report("3 nodes, acks=all answered before commit", &r);
+    assert!(
+        r.count("Lost") > 0,
+        "acknowledging before commit lost nothing the checker could see:\n{r}"
+    );
     tokio::task::block_in_place(|| c.stop_all());
 }
