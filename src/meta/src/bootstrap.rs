@@ -63,7 +63,10 @@ pub fn bootstrap_records(state: &LegacyState) -> Result<Vec<Record>, InvalidReco
             configs: t.configs.clone(),
         });
         if t.partitions < 0 {
-            return Err(InvalidRecord(format!("{}: {} partitions", t.name, t.partitions)));
+            return Err(InvalidRecord(format!(
+                "{}: {} partitions",
+                t.name, t.partitions
+            )));
         }
         for p in 0..t.partitions {
             out.push(Record::Partition(PartitionRecord {

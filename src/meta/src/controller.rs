@@ -321,10 +321,15 @@ impl Controller {
             // Another leader's entry: ours were validated on a state that no longer comes.
             out.extend(self.fail_pending());
         } else {
-            self.speculative = self.committed.clone();
+            // Nothing in flight: the speculative image equals the committed one and takes
+            // the same records (cheaper than a copy of the whole image per entry).
+            self.speculative
+                .apply_batch(records)
+                .expect("the speculative image equals the committed one");
         }
+        #[cfg(test)]
         if self.pending.is_empty() {
-            debug_assert_eq!(self.speculative, self.committed);
+            assert_eq!(self.speculative, self.committed);
         }
         Ok((delta, out))
     }
@@ -434,7 +439,10 @@ impl Controller {
         let mut warnings = Vec::new();
         for t in topics {
             let r = if duplicates.contains(&t.name) {
-                err(code::INVALID_REQUEST, format!("Duplicate topic name {}.", t.name))
+                err(
+                    code::INVALID_REQUEST,
+                    format!("Duplicate topic name {}.", t.name),
+                )
             } else {
                 self.new_topic(&t, &live, revision, &mut batch, &mut warnings)
             };
@@ -470,7 +478,10 @@ impl Controller {
             Some(e) => {
                 return err(
                     code::INVALID_TOPIC_EXCEPTION,
-                    format!("Topic '{}' collides with existing topic: {}", t.name, e.name),
+                    format!(
+                        "Topic '{}' collides with existing topic: {}",
+                        t.name, e.name
+                    ),
                 )
             }
             None => {}
@@ -478,7 +489,10 @@ impl Controller {
         if let Some(other) = batch.folded.get(&folded) {
             return err(
                 code::INVALID_TOPIC_EXCEPTION,
-                format!("Topic '{}' collides with topic {other} of the same request.", t.name),
+                format!(
+                    "Topic '{}' collides with topic {other} of the same request.",
+                    t.name
+                ),
             );
         }
         if self.speculative.topic_count() + batch.topics >= TOPICS_MAX {
@@ -488,16 +502,17 @@ impl Controller {
             );
         }
         let assignments = if t.assignments.is_empty() {
-            let partitions = match t.partitions {
-                -1 => self.config.num_partitions,
-                p if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&p) => p,
-                _ => {
-                    return err(
+            let partitions =
+                match t.partitions {
+                    -1 => self.config.num_partitions,
+                    p if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&p) => p,
+                    _ => return err(
                         code::INVALID_PARTITIONS,
-                        format!("Number of partitions must be -1 or in 1..={PARTITIONS_PER_TOPIC_MAX}."),
-                    )
-                }
-            };
+                        format!(
+                            "Number of partitions must be -1 or in 1..={PARTITIONS_PER_TOPIC_MAX}."
+                        ),
+                    ),
+                };
             let rf = match t.replication_factor {
                 -1 if t.name == OFFSETS_TOPIC => {
                     let wanted = self.config.offsets_topic_replication_factor;
@@ -591,7 +606,9 @@ impl Controller {
         let mut out = Vec::with_capacity(a.len());
         for (i, (p, replicas)) in sorted.into_iter().enumerate() {
             if *p != i as i32 {
-                return bad(format!("Partitions should be consecutive and start from 0; found {p}."));
+                return bad(format!(
+                    "Partitions should be consecutive and start from 0; found {p}."
+                ));
             }
             if replicas.is_empty() || replicas.len() > REPLICATION_FACTOR_MAX as usize {
                 return bad(format!("Partition {p}: {} replicas.", replicas.len()));
@@ -663,7 +680,10 @@ impl Controller {
         let mut results = Vec::with_capacity(topics.len());
         for (name, count) in topics {
             let r = if duplicates.contains(&name) {
-                err(code::INVALID_REQUEST, format!("Duplicate topic name {name}."))
+                err(
+                    code::INVALID_REQUEST,
+                    format!("Duplicate topic name {name}."),
+                )
             } else {
                 self.more_partitions(&name, count, &live, revision, &mut batch)
             };
@@ -800,12 +820,19 @@ impl Controller {
                 )
             }
         };
-        if records.iter().any(|r| matches!(r, Record::Config { resource: x, .. } if *x == resource)) {
+        if records
+            .iter()
+            .any(|r| matches!(r, Record::Config { resource: x, .. } if *x == resource))
+        {
             return err(code::INVALID_REQUEST, "Duplicate resource in the request.");
         }
         let empty = BTreeMap::new();
         let old = self.speculative.configs(&resource).unwrap_or(&empty);
-        let mut new = if c.replace { BTreeMap::new() } else { old.clone() };
+        let mut new = if c.replace {
+            BTreeMap::new()
+        } else {
+            old.clone()
+        };
         for (k, v) in &c.ops {
             match v {
                 Some(v) => new.insert(k.clone(), v.clone()),
@@ -838,7 +865,10 @@ impl Controller {
             });
         }
         if records.len() + recs.len() > RECORDS_PER_REQUEST_MAX as usize {
-            return err(code::POLICY_VIOLATION, "Too many config changes in one request.");
+            return err(
+                code::POLICY_VIOLATION,
+                "Too many config changes in one request.",
+            );
         }
         records.extend(recs);
         Ok(())
@@ -1008,7 +1038,9 @@ impl Controller {
             let batch = encode_batch(&expired).expect("fence records encode");
             let mut delta = Delta::default();
             for r in &expired {
-                self.speculative.apply(r, &mut delta).expect("fence is valid");
+                self.speculative
+                    .apply(r, &mut delta)
+                    .expect("fence is valid");
             }
             let id = ProposalId(self.next_proposal);
             self.next_proposal += 1;
@@ -1068,7 +1100,8 @@ impl Batch {
             *added.entry(n).or_default() += 1;
         }
         for (&n, &a) in &added {
-            let total = image.replicas_on(n) + self.replicas_added.get(&n).copied().unwrap_or(0) + a;
+            let total =
+                image.replicas_on(n) + self.replicas_added.get(&n).copied().unwrap_or(0) + a;
             if total > PARTITIONS_PER_NODE_MAX {
                 return err(
                     code::POLICY_VIOLATION,

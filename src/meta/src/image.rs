@@ -6,7 +6,7 @@
 //! without changing anything if not: the controller runs the same check on its
 //! speculative image before it proposes, so a committed log never holds a refused record,
 //! and a log that does (a foreign or damaged one) is reported rather than misapplied.
-//! After every change the derived indexes are asserted consistent in tests
+//! After every batch the derived indexes are asserted consistent in tests
 //! ([`MetadataImage::check_invariants`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,8 +17,7 @@ use crate::limits::{
     PRODUCER_ID_BLOCK_SIZE_MAX, TOPICS_MAX,
 };
 use crate::record::{
-    BrokerRegistration, ConfigResource, NodeId, PartitionRecord, ProducerIdsBlock, Record,
-    TopicId,
+    BrokerRegistration, ConfigResource, NodeId, PartitionRecord, ProducerIdsBlock, Record, TopicId,
 };
 
 /// Kafka's internal topics (flagged in Metadata, not deletable, partition count fixed).
@@ -299,7 +298,10 @@ impl MetadataImage {
                     ));
                 }
                 if p.partition >= PARTITIONS_PER_TOPIC_MAX {
-                    return invalid(format!("{}: over {PARTITIONS_PER_TOPIC_MAX} partitions", t.name));
+                    return invalid(format!(
+                        "{}: over {PARTITIONS_PER_TOPIC_MAX} partitions",
+                        t.name
+                    ));
                 }
                 self.check_replicas(&p.replicas, &[])
             }
@@ -459,7 +461,10 @@ impl MetadataImage {
                 self.forget_replicas(&old.replicas);
                 let key = (p.topic, p.partition);
                 if !delta.added_partitions.contains(&key) {
-                    delta.reassigned_partitions.entry(key).or_insert(old.replicas);
+                    delta
+                        .reassigned_partitions
+                        .entry(key)
+                        .or_insert(old.replicas);
                 }
             }
             Record::Config {
@@ -511,7 +516,11 @@ impl MetadataImage {
                 }
                 delta.topic_configs.remove(id);
                 let range = (*id, i32::MIN)..=(*id, i32::MAX);
-                let added: Vec<_> = delta.added_partitions.range(range.clone()).copied().collect();
+                let added: Vec<_> = delta
+                    .added_partitions
+                    .range(range.clone())
+                    .copied()
+                    .collect();
                 for k in added {
                     delta.added_partitions.remove(&k);
                 }
@@ -528,8 +537,6 @@ impl MetadataImage {
                 }
             }
         }
-        #[cfg(test)]
-        self.check_invariants();
         Ok(())
     }
 
@@ -540,6 +547,8 @@ impl MetadataImage {
         for r in records {
             self.apply(r, &mut delta)?;
         }
+        #[cfg(test)]
+        self.check_invariants();
         Ok(delta)
     }
 

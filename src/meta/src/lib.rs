@@ -34,7 +34,7 @@
 //!   fence of an unknown node or stale epoch, a config change that changes nothing, an
 //!   overlapping producer-id block. The controller validates its commands against its
 //!   speculative image and asserts that its records apply, so a committed log holds only
-//!   valid records. Derived indexes are asserted after every change in tests.
+//!   valid records. Derived indexes are asserted after every batch in tests.
 //! - Revisions (partition revisions and broker epochs) come from one counter that only
 //!   grows, also across topic deletion, so a replica re-created on a node is a new replica.
 //! - Producer-id blocks never overlap and only move up.

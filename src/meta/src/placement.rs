@@ -40,7 +40,10 @@ pub fn assign(
 ) -> Vec<Vec<NodeId>> {
     let n = nodes.len();
     assert!(rf >= 1 && rf <= n, "replication factor {rf} over {n} nodes");
-    debug_assert!(nodes.windows(2).all(|w| w[0] < w[1]), "nodes sorted and distinct");
+    debug_assert!(
+        nodes.windows(2).all(|w| w[0] < w[1]),
+        "nodes sorted and distinct"
+    );
     let (start_index, mut shift, first) = match start {
         Start::Random => (
             rng.below(n as u64) as usize,
