@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::codec::encode_batch;
+use crate::codec::{encode_batch, STRING_BYTES_MAX};
 use crate::image::{Delta, InvalidRecord, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::{
     validate_topic_name, HOST_BYTES_MAX, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
-    PRODUCER_ID_BLOCK_SIZE, RECORDS_PER_REQUEST_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
+    PRODUCER_ID_BLOCK_SIZE, PRODUCER_ID_BLOCK_SIZE_MAX, RECORDS_PER_REQUEST_MAX,
+    REPLICATION_FACTOR_MAX, TOPICS_MAX,
 };
 use crate::placement::{self, Start};
 use crate::record::{
@@ -502,17 +503,18 @@ impl Controller {
             );
         }
         let assignments = if t.assignments.is_empty() {
-            let partitions =
-                match t.partitions {
-                    -1 => self.config.num_partitions,
-                    p if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&p) => p,
-                    _ => return err(
+            let partitions = match t.partitions {
+                -1 => self.config.num_partitions,
+                p if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&p) => p,
+                _ => {
+                    return err(
                         code::INVALID_PARTITIONS,
                         format!(
                             "Number of partitions must be -1 or in 1..={PARTITIONS_PER_TOPIC_MAX}."
                         ),
-                    ),
-                };
+                    )
+                }
+            };
             let rf = match t.replication_factor {
                 -1 if t.name == OFFSETS_TOPIC => {
                     let wanted = self.config.offsets_topic_replication_factor;
@@ -558,6 +560,7 @@ impl Controller {
         };
         let partitions = assignments.len() as i32;
         let rf = assignments[0].len() as i16;
+        check_config_strings(t.configs.iter().map(|(k, v)| (k, Some(v))))?;
         (self.config.topic_config_check)(&t.configs).or_else(|m| err(code::INVALID_CONFIG, m))?;
         batch.check_node_limits(&self.speculative, assignments.iter().flatten())?;
         let id = loop {
@@ -623,6 +626,15 @@ impl Controller {
                 if self.speculative.broker(*n).is_none() {
                     return bad(format!("Partition {p}: node {n} is not registered."));
                 }
+            }
+            if replicas
+                .iter()
+                .all(|n| self.speculative.broker(*n).is_some_and(|b| b.fenced))
+            {
+                return bad(format!(
+                    "All brokers specified in the manual partition assignment for partition \
+                     {p} are fenced."
+                ));
             }
             out.push(replicas.clone());
         }
@@ -839,6 +851,7 @@ impl Controller {
                 None => new.remove(k),
             };
         }
+        check_config_strings(c.ops.iter().map(|(k, v)| (k, v.as_ref())))?;
         check(&new).or_else(|m| err(code::INVALID_CONFIG, m))?;
         if internal && new.get("cleanup.policy").map(|v| v.trim()) != Some("compact") {
             // Time or size retention would erase committed offsets and group metadata.
@@ -888,7 +901,10 @@ impl Controller {
             return vec![Effect::Reply(token, Answer::AllocateProducerIds(Err(e)))];
         }
         let first = self.speculative.next_producer_id();
-        let size = self.config.producer_id_block_size.max(1);
+        let size = self
+            .config
+            .producer_id_block_size
+            .clamp(1, PRODUCER_ID_BLOCK_SIZE_MAX);
         if first.checked_add(i64::from(size)).is_none() {
             let e = ApiError {
                 code: code::UNKNOWN_SERVER_ERROR,
@@ -1117,6 +1133,24 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// Config keys non-empty, keys and values within what a record carries.
+fn check_config_strings<'a>(
+    kvs: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
+) -> Outcome<()> {
+    for (k, v) in kvs {
+        if k.is_empty() {
+            return err(code::INVALID_CONFIG, "A config name must not be empty.");
+        }
+        if k.len() > STRING_BYTES_MAX || v.is_some_and(|v| v.len() > STRING_BYTES_MAX) {
+            return err(
+                code::INVALID_CONFIG,
+                format!("Config names and values are limited to {STRING_BYTES_MAX} bytes."),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn duplicates(names: &[String]) -> BTreeSet<String> {

@@ -1321,3 +1321,168 @@ fn single_node_state_becomes_a_log() {
     let image = MetadataImage::replay(&bootstrap_records(&empty).unwrap()).unwrap();
     assert_eq!(image.next_producer_id(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Random commands, hostile values included: the controller never panics (it never builds a
+// record its image refuses), every node's image stays the same, snapshots stay exact.
+
+#[test]
+fn random_commands_keep_every_invariant() {
+    let (mut created, mut fenced) = (0, 0);
+    for seed in 0..40u64 {
+        let mut rng = Rng::new(seed);
+        let config = ControllerConfig {
+            seed,
+            producer_id_block_size: if seed % 5 == 0 { u32::MAX } else { 1000 },
+            ..ControllerConfig::default()
+        };
+        let mut c = Cluster::with_config(&[1, 2, 3], config);
+        let names = ["a", "b", "a.b", "a_b", "", "bad name", OFFSETS_TOPIC, "c"];
+        let pick = |rng: &mut Rng| names[rng.below(names.len() as u64) as usize].to_string();
+        let keys = ["", "retention.ms", "cleanup.policy", "x"];
+        let key = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize].to_string();
+        let mut now = 0i64;
+        for _ in 0..400 {
+            now += rng.below(1_000) as i64;
+            // Nodes 1..=3 mostly keep heartbeating; sometimes one misses its session.
+            for n in 1..=3 {
+                if rng.below(8) > 0 {
+                    if let Some(b) = c.ctl.image().broker(n) {
+                        let (epoch, t) = (b.epoch, c.token());
+                        let out = c.ctl.broker_heartbeat(t, now, n, epoch, true);
+                        c.take(out);
+                    }
+                }
+            }
+            let t = c.token();
+            let out = match rng.below(10) {
+                0 | 1 => {
+                    let n = 1 + rng.below(3);
+                    let topics = (0..n)
+                        .map(|_| {
+                            let mut t = NewTopic::new(
+                                &pick(&mut rng),
+                                rng.below(24) as i32 - 3,
+                                rng.below(8) as i16 - 3,
+                            );
+                            if rng.below(4) == 0 {
+                                t.configs.insert(key(&mut rng), "v".into());
+                            }
+                            if rng.below(6) == 0 {
+                                t.partitions = -1;
+                                t.replication_factor = -1;
+                                t.assignments = (0..1 + rng.below(3) as i32)
+                                    .map(|p| {
+                                        (
+                                            p,
+                                            vec![
+                                                rng.below(5) as NodeId,
+                                                1 + rng.below(3) as NodeId,
+                                            ],
+                                        )
+                                    })
+                                    .collect();
+                            }
+                            t
+                        })
+                        .collect();
+                    c.ctl.create_topics(t, topics, rng.below(5) == 0)
+                }
+                2 => c.ctl.delete_topics(t, vec![pick(&mut rng), pick(&mut rng)]),
+                3 => c.ctl.create_partitions(
+                    t,
+                    vec![(pick(&mut rng), rng.below(30) as i32 - 2)],
+                    rng.below(5) == 0,
+                ),
+                4 => {
+                    let target = if rng.below(2) == 0 {
+                        ConfigTarget::Topic(pick(&mut rng))
+                    } else {
+                        ConfigTarget::Broker(Some(rng.below(4) as NodeId - 1).filter(|&n| n != 0))
+                    };
+                    let ops = (0..rng.below(3))
+                        .map(|_| (key(&mut rng), (rng.below(3) > 0).then(|| "1".to_string())))
+                        .collect();
+                    c.ctl.alter_configs(
+                        t,
+                        vec![AlterConfig {
+                            target,
+                            ops,
+                            replace: rng.below(3) == 0,
+                        }],
+                        false,
+                    )
+                }
+                5 => {
+                    let node = rng.below(5) as NodeId;
+                    let epoch = c.ctl.image().broker(node).map_or(7, |b| b.epoch);
+                    c.ctl.allocate_producer_ids(t, node, epoch)
+                }
+                6 => {
+                    let node = rng.below(5) as NodeId - 1;
+                    let reg = Registration {
+                        node,
+                        incarnation: [rng.below(3) as u8; 16],
+                        kafka: endpoint(1),
+                        rpc: Endpoint {
+                            host: if rng.below(8) == 0 {
+                                String::new()
+                            } else {
+                                "h".into()
+                            },
+                            port: 2,
+                        },
+                        rack: None,
+                    };
+                    c.ctl.register_broker(t, now, reg)
+                }
+                7 => {
+                    let node = rng.below(5) as NodeId;
+                    let epoch = c.ctl.image().broker(node).map_or(1, |b| b.epoch);
+                    c.ctl
+                        .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
+                }
+                8 => c.ctl.tick(now),
+                _ => match rng.below(3) {
+                    0 => {
+                        let out = c.ctl.become_inactive();
+                        c.take(out);
+                        c.proposed.clear();
+                        c.ctl.become_active(now)
+                    }
+                    _ => Vec::new(),
+                },
+            };
+            c.take(out);
+            match rng.below(4) {
+                0 if !c.proposed.is_empty() => {
+                    let (id, _) = c.proposed.pop_front().unwrap();
+                    c.proposed.clear();
+                    let out = c.ctl.failed(id);
+                    c.take(out);
+                }
+                1 => {}
+                _ => c.commit(),
+            }
+        }
+        c.commit();
+        c.ctl.image().check_invariants();
+        let image = c.ctl.image().clone();
+        assert_eq!(
+            MetadataImage::replay(&image.snapshot()).unwrap(),
+            image,
+            "seed {seed}"
+        );
+        created += c
+            .deltas
+            .iter()
+            .map(|d| d.created_topics.len())
+            .sum::<usize>();
+        fenced += c.deltas.iter().filter(|d| !d.brokers.is_empty()).count();
+    }
+    eprintln!("created {created} broker-changes {fenced}");
+    assert!(
+        created > 200 && fenced > 40,
+        "the commands did something: {created} {fenced}"
+    );
+}
