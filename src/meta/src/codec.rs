@@ -32,7 +32,10 @@
 //! ```
 //!
 //! A version newer than this build knows, an unknown type, trailing bytes inside a record or
-//! after a batch are errors: a record is never misread or skipped. Adding a field means a
+//! after a batch are errors: a record is never misread or skipped. The encoding is
+//! canonical: varints in their shortest form, topic configs in increasing key order, so
+//! records and bytes correspond one to one (`encode(decode(b)) == b` for every accepted `b`;
+//! equal images give equal snapshot bytes). Adding a field means a
 //! new version of its type; an old build then refuses the log rather than dropping the field.
 
 use std::collections::BTreeMap;
@@ -121,6 +124,35 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, EncodeError> {
         }
     }
     Ok(out)
+}
+
+/// Encodes `records` as consecutive batches of at most `max_bytes` each (a snapshot or a
+/// bootstrap list too large for one entry). A record alone over the limit is an error.
+pub fn encode_batches(records: &[Record], max_bytes: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let max_bytes = max_bytes.min(BATCH_BYTES_MAX);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    let mut body = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        body.clear();
+        encode_record(r, &mut body).map_err(EncodeError)?;
+        // Length prefix of the record, at most 10 bytes; 11 for the batch header and count.
+        let len = body.len() + 10;
+        if len + 11 > max_bytes {
+            return Err(EncodeError(DecodeError::TooLarge { what: "record" }));
+        }
+        if size + len + 11 > max_bytes {
+            batches.push(encode_batch(&records[start..i])?);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < records.len() {
+        batches.push(encode_batch(&records[start..])?);
+    }
+    Ok(batches)
 }
 
 /// Decodes one batch. Never panics; any defect is an error and no record is returned.
@@ -285,11 +317,13 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             for _ in 0..n {
                 let k = r.string("config key")?;
                 let v = r.string("config value")?;
-                if configs.insert(k, v).is_some() {
+                // Keys in strictly increasing order, as they are written (no duplicates).
+                if configs.last_key_value().is_some_and(|(last, _)| *last >= k) {
                     return Err(DecodeError::Invalid {
-                        what: "duplicate topic config key",
+                        what: "topic config keys out of order",
                     });
                 }
+                configs.insert(k, v);
             }
             Record::Topic { name, id, configs }
         }
@@ -444,6 +478,10 @@ impl<'a> Reader<'a> {
             }
             v |= bits << (7 * i);
             if b & 0x80 == 0 {
+                // Canonical only: a last byte of zero (after the first) is a padded form.
+                if i > 0 && b == 0 {
+                    return Err(DecodeError::Invalid { what });
+                }
                 return Ok(v);
             }
         }

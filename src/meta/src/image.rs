@@ -167,6 +167,16 @@ impl MetadataImage {
             .collect()
     }
 
+    /// Replicas of `replicas` on nodes that are fenced or not registered (Metadata's
+    /// `offline_replicas`).
+    pub fn offline_replicas(&self, replicas: &[NodeId]) -> Vec<NodeId> {
+        replicas
+            .iter()
+            .copied()
+            .filter(|n| self.brokers.get(n).is_none_or(|b| b.fenced))
+            .collect()
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
         self.topics.values()
     }

@@ -209,7 +209,7 @@ fn hostile_bytes_never_panic() {
         if let Ok(records) = decode_batch(&bytes) {
             decoded += 1;
             let again = encode_batch(&records).expect("decoded records encode");
-            assert_eq!(decode_batch(&again).unwrap(), records);
+            assert_eq!(again, bytes, "the encoding is canonical");
         }
     }
     assert!(decoded > 0, "some mutations still decode");
@@ -225,6 +225,34 @@ fn hostile_bytes_never_panic() {
     for c in claims {
         assert!(decode_batch(c).is_err(), "{c:?}");
     }
+    // Padded varints and unordered config keys are not the canonical form: refused.
+    assert!(decode_record(&[101, 0, 0x80, 0x00]).is_err());
+    assert_eq!(
+        decode_record(&[101, 0, 0x00]).unwrap(),
+        Record::Revision { revision: 0 }
+    );
+    let mut unordered = vec![2, 0, 1, b't'];
+    unordered.extend_from_slice(&id(1));
+    unordered.extend_from_slice(&[2, 1, b'b', 0, 1, b'a', 0]);
+    assert!(decode_record(&unordered).is_err());
+}
+
+#[test]
+fn large_record_lists_split_into_batches() {
+    let records: Vec<Record> = (0..5_000).map(|p| partition(1, p, &[1, 2, 3], 7)).collect();
+    let batches = crate::codec::encode_batches(&records, 4096).unwrap();
+    assert!(batches.len() > 10);
+    assert!(batches.iter().all(|b| b.len() <= 4096));
+    let back: Vec<Record> = batches
+        .iter()
+        .flat_map(|b| decode_batch(b).unwrap())
+        .collect();
+    assert_eq!(back, records);
+    assert!(
+        crate::codec::encode_batches(&records, 20).is_err(),
+        "one record over the limit"
+    );
+    assert!(crate::codec::encode_batches(&[], 4096).unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,6 +414,7 @@ fn deltas_say_what_changed() {
     assert_eq!(image.replicas_on(1), 1);
     assert_eq!(image.replicas_on(2), 2);
     assert_eq!(image.live_brokers(), vec![1]);
+    assert_eq!(image.offline_replicas(&[1, 2, 5]), vec![2, 5]);
 }
 
 // ---------------------------------------------------------------------------------------
