@@ -277,8 +277,9 @@ impl Controller {
         self.active
     }
 
-    /// This node leads the controller group now (its election no-op committed). Every
-    /// registered node gets a full session from now before it can be fenced.
+    /// This node leads the controller group now: its election no-op committed and every
+    /// entry before it was passed to [`Controller::committed`]. Every registered node gets a
+    /// full session from now before it can be fenced.
     pub fn become_active(&mut self, now_ms: i64) -> Vec<Effect> {
         self.active = true;
         self.heartbeats = self
@@ -293,11 +294,12 @@ impl Controller {
         out
     }
 
-    /// This node no longer leads: every answer still waiting fails with NOT_CONTROLLER.
-    pub fn become_inactive(&mut self) -> Vec<Effect> {
+    /// This node no longer leads: new commands get NOT_CONTROLLER and nothing is fenced.
+    /// Proposals already in its log keep waiting: they may still commit (a new leader
+    /// commits the entries it has), and the Raft layer reports each as committed or failed.
+    pub fn become_inactive(&mut self) {
         self.active = false;
         self.heartbeats.clear();
-        self.fail_pending()
     }
 
     /// A committed entry of the controller log, in log order, on every node. `id` is the

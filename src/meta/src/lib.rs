@@ -19,6 +19,26 @@
 //! - `bootstrap`: today's single-node `cluster/state.json` as the first records of a log.
 //! - `limits`: the named limits (shared with the broker's single-node checks).
 //!
+//! # Driving it (the broker's side, once wired)
+//!
+//! - Every node: replay the controller log (snapshot batches, then entries) into a
+//!   [`MetadataImage`] with `apply_batch`; an entry that does not decode or apply means a
+//!   damaged or foreign log: stop there and refuse to serve rather than guess.
+//! - The node leading [`CONTROLLER_GROUP`]: a [`Controller`] over that image. Call
+//!   `become_active(now)` once its election no-op has committed and every earlier entry was
+//!   passed to `committed`, `become_inactive()` when it stops leading. Commands (`create_topics`,
+//!   `delete_topics`, `create_partitions`, `alter_configs`, `allocate_producer_ids`,
+//!   `register_broker`, `broker_heartbeat`) and `tick(now)` return [`controller::Effect`]s:
+//!   `Propose { id, batch }` → propose `batch` as one entry and report `committed(Some(id),
+//!   records)` or `failed(id)`; `Reply` → encode the answer; `ScheduleTick` → keep one
+//!   timer at the earliest; `Warn` → log it.
+//! - Every committed entry, on every node and in log order: decode it, pass it to
+//!   `Controller::committed` (leader or not; it applies it and answers what waited on it)
+//!   or to `MetadataImage::apply_batch`, and hand the returned [`Delta`] with the batch to
+//!   the shards, which apply the same batch to their own images and reconcile.
+//! - Bootstrap: a data directory with today's `cluster/state.json` and no controller log
+//!   starts the log with [`bootstrap_records`] of it (split by `codec::encode_batches`).
+//!
 //! # Invariants
 //!
 //! - Decoding never panics and never allocates more than the input can back: hostile

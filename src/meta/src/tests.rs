@@ -1182,13 +1182,16 @@ fn answers_wait_for_commit_and_fail_when_it_does_not_come() {
     };
     assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
     assert!(c.ctl.image().revision() >= 1_000);
-    // Inactive: NOT_CONTROLLER at once; pending answers fail on stepping down.
+    // Inactive: NOT_CONTROLLER at once; answers in flight wait for their entries' outcome.
     let t5 = c.token();
     let out = c
         .ctl
         .create_topics(t5, vec![NewTopic::new("w", 1, 1)], false);
     c.take(out);
-    let out = c.ctl.become_inactive();
+    c.ctl.become_inactive();
+    assert!(!c.replies.contains_key(&t5), "its entry may still commit");
+    let (lost, _) = c.proposed.pop_front().unwrap();
+    let out = c.ctl.failed(lost);
     c.take(out);
     let Answer::CreateTopics(v) = c.replies.remove(&t5).unwrap() else {
         panic!()
@@ -1366,6 +1369,8 @@ fn random_commands_keep_every_invariant() {
             ..ControllerConfig::default()
         };
         let mut c = Cluster::with_config(&[1, 2, 3], config);
+        let first_token = c.next_token + 1;
+        let mut unused = BTreeSet::new();
         let names = ["a", "b", "a.b", "a_b", "", "bad name", OFFSETS_TOPIC, "c"];
         let pick = |rng: &mut Rng| names[rng.below(names.len() as u64) as usize].to_string();
         let keys = ["", "retention.ms", "cleanup.policy", "x"];
@@ -1384,7 +1389,11 @@ fn random_commands_keep_every_invariant() {
                 }
             }
             let t = c.token();
-            let out = match rng.below(10) {
+            let op = rng.below(10);
+            if op >= 8 {
+                unused.insert(t);
+            }
+            let out = match op {
                 0 | 1 => {
                     let n = 1 + rng.below(3);
                     let topics = (0..n)
@@ -1474,9 +1483,15 @@ fn random_commands_keep_every_invariant() {
                 8 => c.ctl.tick(now),
                 _ => match rng.below(3) {
                     0 => {
-                        let out = c.ctl.become_inactive();
-                        c.take(out);
-                        c.proposed.clear();
+                        // A leadership change: in-flight entries are either superseded
+                        // (failed) or kept and committed by the next leader, this node again.
+                        c.ctl.become_inactive();
+                        if rng.below(2) == 0 && !c.proposed.is_empty() {
+                            let (id, _) = c.proposed.pop_front().unwrap();
+                            c.proposed.clear();
+                            let out = c.ctl.failed(id);
+                            c.take(out);
+                        }
                         c.ctl.become_active(now)
                     }
                     _ => Vec::new(),
@@ -1495,6 +1510,12 @@ fn random_commands_keep_every_invariant() {
             }
         }
         c.commit();
+        for t in (first_token..=c.next_token).filter(|t| !unused.contains(&ReplyToken(*t))) {
+            assert!(
+                c.replies.contains_key(&ReplyToken(t)),
+                "seed {seed}: {t} unanswered"
+            );
+        }
         c.ctl.image().check_invariants();
         let image = c.ctl.image().clone();
         assert_eq!(
@@ -1509,7 +1530,6 @@ fn random_commands_keep_every_invariant() {
             .sum::<usize>();
         fenced += c.deltas.iter().filter(|d| !d.brokers.is_empty()).count();
     }
-    eprintln!("created {created} broker-changes {fenced}");
     assert!(
         created > 200 && fenced > 40,
         "the commands did something: {created} {fenced}"
