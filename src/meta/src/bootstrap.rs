@@ -74,6 +74,8 @@ pub fn bootstrap_records(state: &LegacyState) -> Result<Vec<Record>, InvalidReco
                 partition: p,
                 replicas: vec![state.node],
                 revision: BOOTSTRAP_REVISION,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }));
         }
     }

@@ -19,7 +19,8 @@
 //!                      kafka_host:string kafka_port:uvarint rpc_host:string rpc_port:uvarint
 //!                      rack:option<string> fenced:bool
 //!   2 Topic            name:string id:uuid configs:list<(key:string value:string)>
-//!   3 Partition        topic:uuid partition:varint replicas:list<varint> revision:uvarint
+//!   3 Partition        topic:uuid partition:varint replicas:list<varint>
+//!                      adding:list<varint> removing:list<varint> revision:uvarint
 //!   4 Config           resource config key:string value:option<string>
 //!                      resource := 2 uuid (topic) | 4 option<varint> (broker; absent: cluster)
 //!   5 PartitionChange  as Partition
@@ -216,14 +217,16 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             }
         }
         Record::Partition(p) | Record::PartitionChange(p) => {
-            if p.replicas.len() > REPLICAS_MAX {
-                return Err(DecodeError::TooLarge { what: "replicas" });
-            }
             out.extend_from_slice(&p.topic);
             put_varint(out, p.partition.into());
-            put_uvarint(out, p.replicas.len() as u64);
-            for &n in &p.replicas {
-                put_varint(out, n.into());
+            for list in [&p.replicas, &p.adding, &p.removing] {
+                if list.len() > REPLICAS_MAX {
+                    return Err(DecodeError::TooLarge { what: "replicas" });
+                }
+                put_uvarint(out, list.len() as u64);
+                for &n in list {
+                    put_varint(out, n.into());
+                }
             }
             put_uvarint(out, p.revision);
         }
@@ -330,19 +333,16 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
         3 | 5 => {
             let topic = r.uuid("partition topic")?;
             let partition = r.i32("partition")?;
-            let n = r.count("replicas", 1)?;
-            if n > REPLICAS_MAX {
-                return Err(DecodeError::TooLarge { what: "replicas" });
-            }
-            let mut replicas = Vec::with_capacity(n);
-            for _ in 0..n {
-                replicas.push(r.node("replica")?);
-            }
+            let replicas = r.nodes("replicas")?;
+            let adding = r.nodes("adding replicas")?;
+            let removing = r.nodes("removing replicas")?;
             let revision = r.uvarint("revision")?;
             let p = PartitionRecord {
                 topic,
                 partition,
                 replicas,
+                adding,
+                removing,
                 revision,
             };
             if type_id == 3 {
@@ -504,6 +504,19 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Invalid { what });
         }
         Ok(n)
+    }
+
+    /// A list of at most [`REPLICAS_MAX`] node ids.
+    fn nodes(&mut self, what: &'static str) -> Result<Vec<i32>, DecodeError> {
+        let n = self.count(what, 1)?;
+        if n > REPLICAS_MAX {
+            return Err(DecodeError::TooLarge { what });
+        }
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(self.node(what)?);
+        }
+        Ok(nodes)
     }
 
     fn port(&mut self, what: &'static str) -> Result<u16, DecodeError> {

@@ -40,6 +40,8 @@ pub mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
     pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 }
@@ -189,6 +191,9 @@ pub enum Answer {
     RegisterBroker(Outcome<u64>),
     /// Whether the node is fenced now.
     BrokerHeartbeat(Outcome<bool>),
+    /// Per requested (topic, partition), in request order.
+    AlterPartitionReassignments(Vec<((String, i32), Outcome<()>)>),
+    ReassignmentComplete(Outcome<()>),
 }
 
 impl Answer {
@@ -214,6 +219,8 @@ impl Answer {
             Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(nc(o)),
             Answer::RegisterBroker(o) => Answer::RegisterBroker(nc(o)),
             Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(nc(o)),
+            Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v)),
+            Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(nc(o)),
         }
     }
 }
@@ -582,6 +589,8 @@ impl Controller {
                 partition: i as i32,
                 replicas,
                 revision,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }));
         }
         batch.topics += 1;
@@ -757,7 +766,7 @@ impl Controller {
                 ),
             );
         }
-        let rf = t.partitions[0].replicas.len();
+        let rf = t.partitions[0].target().len();
         if rf > live.len() {
             return err(
                 code::INVALID_REPLICATION_FACTOR,
@@ -778,6 +787,8 @@ impl Controller {
                 partition: have + i as i32,
                 replicas,
                 revision,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }));
         }
         Ok(())
@@ -887,6 +898,187 @@ impl Controller {
         }
         records.extend(recs);
         Ok(())
+    }
+
+    /// AlterPartitionReassignments: per partition, the target replicas (starting a
+    /// reassignment, or replacing the one in progress, whose original replicas stay the
+    /// base) or `None` (cancelling the one in progress: back to the original replicas).
+    /// While one runs the partition's replicas are the target followed by the leaving ones;
+    /// the partition's Raft group adds the joining ones as learners, promotes them once
+    /// caught up, drops the leaving ones, then its leader reports
+    /// [`Controller::reassignment_complete`].
+    pub fn alter_partition_reassignments(
+        &mut self,
+        token: ReplyToken,
+        requests: Vec<(String, i32, Option<Vec<NodeId>>)>,
+    ) -> Vec<Effect> {
+        let keys: Vec<(String, i32)> = requests.iter().map(|r| (r.0.clone(), r.1)).collect();
+        if let Some(e) = self.not_controller() {
+            return reply_each(token, keys, e, Answer::AlterPartitionReassignments);
+        }
+        let revision = self.speculative.revision() + 1;
+        let mut batch = Batch::default();
+        let mut seen = BTreeSet::new();
+        let mut results = Vec::with_capacity(requests.len());
+        for (name, partition, target) in requests {
+            let r = if !seen.insert((name.clone(), partition)) {
+                err(code::INVALID_REQUEST, "Duplicate partition in the request.")
+            } else {
+                self.reassign(&name, partition, target, revision, &mut batch)
+            };
+            results.push(((name, partition), r));
+        }
+        self.propose(
+            token,
+            batch.records,
+            Answer::AlterPartitionReassignments(results),
+        )
+    }
+
+    fn reassign(
+        &self,
+        name: &str,
+        partition: i32,
+        target: Option<Vec<NodeId>>,
+        revision: u64,
+        batch: &mut Batch,
+    ) -> Outcome<()> {
+        let unknown = || {
+            err(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic {name} has no partition {partition}."),
+            )
+        };
+        let Some(t) = self.speculative.topic_by_name(name) else {
+            return unknown();
+        };
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+        else {
+            return unknown();
+        };
+        let original = p.original();
+        let change = match target {
+            None => {
+                if !p.reassigning() {
+                    return err(
+                        code::NO_REASSIGNMENT_IN_PROGRESS,
+                        format!("No reassignment of {name}-{partition} is in progress."),
+                    );
+                }
+                PartitionRecord {
+                    topic: t.id,
+                    partition,
+                    replicas: original,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                    revision,
+                }
+            }
+            Some(target) => {
+                let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
+                if target.is_empty() || target.len() > REPLICATION_FACTOR_MAX as usize {
+                    return bad(format!("{} replicas requested.", target.len()));
+                }
+                for (i, n) in target.iter().enumerate() {
+                    if target[..i].contains(n) {
+                        return bad(format!("Node {n} appears twice."));
+                    }
+                    if self.speculative.broker(*n).is_none() {
+                        return bad(format!(
+                            "The manual partition assignment includes broker {n}, but no such \
+                             broker is registered."
+                        ));
+                    }
+                }
+                let adding: Vec<NodeId> = target
+                    .iter()
+                    .copied()
+                    .filter(|n| !original.contains(n))
+                    .collect();
+                let removing: Vec<NodeId> = original
+                    .iter()
+                    .copied()
+                    .filter(|n| !target.contains(n))
+                    .collect();
+                let mut replicas = target.clone();
+                replicas.extend(&removing);
+                if replicas.len() > REPLICATION_FACTOR_MAX as usize {
+                    return bad(format!(
+                        "The target and leaving replicas together are over {REPLICATION_FACTOR_MAX}."
+                    ));
+                }
+                PartitionRecord {
+                    topic: t.id,
+                    partition,
+                    replicas,
+                    adding,
+                    removing,
+                    revision,
+                }
+            }
+        };
+        let same = change.replicas == p.replicas
+            && change.adding == p.adding
+            && change.removing == p.removing;
+        if same {
+            return Ok(());
+        }
+        let joining = change.replicas.iter().filter(|n| !p.replicas.contains(n));
+        batch.check_node_limits(&self.speculative, joining)?;
+        batch.records.push(Record::PartitionChange(change));
+        Ok(())
+    }
+
+    /// The leader of a partition's Raft group reports that the reassignment the partition
+    /// had at `revision` is done (the group runs on the target replicas alone): the
+    /// partition's replicas become the target. A report about another revision (a newer
+    /// reassignment began, or this one was cancelled) gets INVALID_UPDATE_VERSION.
+    pub fn reassignment_complete(
+        &mut self,
+        token: ReplyToken,
+        topic: TopicId,
+        partition: i32,
+        revision: u64,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::ReassignmentComplete(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let Some(p) = self.speculative.topic(&topic).and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+        }) else {
+            return reply(err(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("No partition {partition} of that topic id."),
+            ));
+        };
+        if p.revision != revision || !p.reassigning() {
+            return reply(err(
+                code::INVALID_UPDATE_VERSION,
+                format!(
+                    "The partition is at revision {}{}.",
+                    p.revision,
+                    if p.reassigning() {
+                        ""
+                    } else {
+                        " with no reassignment"
+                    }
+                ),
+            ));
+        }
+        let record = Record::PartitionChange(PartitionRecord {
+            topic,
+            partition,
+            replicas: p.target(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+            revision: self.speculative.revision() + 1,
+        });
+        self.propose(token, vec![record], Answer::ReassignmentComplete(Ok(())))
     }
 
     /// AllocateProducerIds from node `node` at broker epoch `epoch`: the next block.
@@ -1189,5 +1381,7 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(o.and(Err(e))),
         Answer::RegisterBroker(o) => Answer::RegisterBroker(o.and(Err(e))),
         Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(o.and(Err(e))),
+        Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v, &e)),
+        Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
     }
 }

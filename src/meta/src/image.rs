@@ -46,14 +46,49 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, InvalidRecord> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
-    /// In preference order: `replicas[0]` is the preferred leader.
+    /// In preference order: `replicas[0]` is the preferred leader. During a reassignment,
+    /// the target replicas first, then those being removed.
     pub replicas: Vec<NodeId>,
+    /// Joining replicas of a reassignment in progress (learners until caught up).
+    pub adding: Vec<NodeId>,
+    /// Leaving replicas of a reassignment in progress.
+    pub removing: Vec<NodeId>,
     pub revision: u64,
 }
 
 impl PartitionImage {
+    fn from_record(p: &PartitionRecord) -> PartitionImage {
+        PartitionImage {
+            replicas: p.replicas.clone(),
+            adding: p.adding.clone(),
+            removing: p.removing.clone(),
+            revision: p.revision,
+        }
+    }
+
     pub fn preferred_leader(&self) -> NodeId {
         self.replicas[0]
+    }
+
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas once the reassignment in progress (if any) completes.
+    pub fn target(&self) -> Vec<NodeId> {
+        let keep = self.replicas.len() - self.removing.len();
+        self.replicas[..keep].to_vec()
+    }
+
+    /// The replicas before the reassignment in progress (if any) began: that set, the
+    /// staying ones in the target's order, then the leaving ones (a cancelled
+    /// reassignment reverts to this, as Kafka's revert does).
+    pub fn original(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|n| !self.adding.contains(n))
+            .collect()
     }
 }
 
@@ -175,6 +210,17 @@ impl MetadataImage {
             .copied()
             .filter(|n| self.brokers.get(n).is_none_or(|b| b.fenced))
             .collect()
+    }
+
+    /// Partitions with a reassignment in progress (ListPartitionReassignments).
+    pub fn reassignments(&self) -> impl Iterator<Item = (&TopicImage, i32, &PartitionImage)> {
+        self.topics.values().flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.reassigning())
+                .map(move |(i, p)| (t, i as i32, p))
+        })
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
@@ -313,7 +359,7 @@ impl MetadataImage {
                         t.name
                     ));
                 }
-                self.check_replicas(&p.replicas, &[])
+                self.check_replicas(p, &[])
             }
             Record::PartitionChange(p) => {
                 let t = self.topic_of(p)?;
@@ -326,10 +372,10 @@ impl MetadataImage {
                 if p.revision <= old.revision {
                     return invalid("a partition change must raise the revision");
                 }
-                if p.replicas == old.replicas {
+                if *old == PartitionImage::from_record(p) {
                     return invalid("a partition change must change the replicas");
                 }
-                self.check_replicas(&p.replicas, &old.replicas)
+                self.check_replicas(p, &old.replicas)
             }
             Record::Config {
                 resource,
@@ -388,10 +434,27 @@ impl MetadataImage {
     }
 
     /// A replica set: non-empty, within the limit, nodes valid and distinct, and no node
-    /// over its replica limit once it holds the new ones (`old`: replicas being replaced).
-    fn check_replicas(&self, replicas: &[NodeId], old: &[NodeId]) -> Result<(), InvalidRecord> {
+    /// over its replica limit once it holds the new ones (`old`: replicas being replaced);
+    /// adding and removing replicas among them, distinct, apart, the removing ones last, and
+    /// at least one replica staying.
+    fn check_replicas(&self, p: &PartitionRecord, old: &[NodeId]) -> Result<(), InvalidRecord> {
+        let replicas = &p.replicas;
         if replicas.is_empty() || replicas.len() > crate::codec::REPLICAS_MAX {
             return invalid(format!("{} replicas", replicas.len()));
+        }
+        for (what, list) in [("adding", &p.adding), ("removing", &p.removing)] {
+            for (i, n) in list.iter().enumerate() {
+                if !replicas.contains(n) || list[..i].contains(n) {
+                    return invalid(format!("{what} replica {n} not a distinct replica"));
+                }
+            }
+        }
+        if p.adding.iter().any(|n| p.removing.contains(n)) {
+            return invalid("a replica both adding and removing");
+        }
+        let keep = replicas.len() - p.removing.len();
+        if keep == 0 || replicas[keep..].iter().any(|n| !p.removing.contains(n)) {
+            return invalid("the removing replicas must come last, after at least one other");
         }
         for (i, &n) in replicas.iter().enumerate() {
             check_node(n)?;
@@ -448,23 +511,14 @@ impl MetadataImage {
                 }
                 self.partitions_total += 1;
                 let t = self.topics.get_mut(&p.topic).expect("validated");
-                t.partitions.push(PartitionImage {
-                    replicas: p.replicas.clone(),
-                    revision: p.revision,
-                });
+                t.partitions.push(PartitionImage::from_record(p));
                 delta.added_partitions.insert((p.topic, p.partition));
             }
             Record::PartitionChange(p) => {
                 self.revision = self.revision.max(p.revision);
                 let t = self.topics.get_mut(&p.topic).expect("validated");
                 let slot = &mut t.partitions[p.partition as usize];
-                let old = std::mem::replace(
-                    slot,
-                    PartitionImage {
-                        replicas: p.replicas.clone(),
-                        revision: p.revision,
-                    },
-                );
+                let old = std::mem::replace(slot, PartitionImage::from_record(p));
                 for &n in &p.replicas {
                     *self.replicas_per_node.entry(n).or_default() += 1;
                 }
@@ -640,6 +694,8 @@ impl MetadataImage {
                     partition: i as i32,
                     replicas: p.replicas.clone(),
                     revision: p.revision,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
                 }));
             }
         }

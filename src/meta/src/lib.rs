@@ -15,7 +15,8 @@
 //!   reports a [`Delta`]; [`MetadataImage::snapshot`] gives records that rebuild it.
 //! - `placement`: Kafka's rack-unaware replica assignment and the preferred-leader check.
 //! - `controller`: [`Controller`], CreateTopics, DeleteTopics, CreatePartitions,
-//!   AlterConfigs, AllocateProducerIds, broker registration, heartbeats and fencing.
+//!   AlterConfigs, AllocateProducerIds, AlterPartitionReassignments (and the partition
+//!   leader's report that one completed), broker registration, heartbeats and fencing.
 //! - `bootstrap`: today's single-node `cluster/state.json` as the first records of a log.
 //! - `limits`: the named limits (shared with the broker's single-node checks).
 //!
@@ -28,7 +29,8 @@
 //!   `become_active(now)` once its election no-op has committed and every earlier entry was
 //!   passed to `committed`, `become_inactive()` when it stops leading. Commands (`create_topics`,
 //!   `delete_topics`, `create_partitions`, `alter_configs`, `allocate_producer_ids`,
-//!   `register_broker`, `broker_heartbeat`) and `tick(now)` return [`controller::Effect`]s:
+//!   `alter_partition_reassignments`, `reassignment_complete`, `register_broker`,
+//!   `broker_heartbeat`) and `tick(now)` return [`controller::Effect`]s:
 //!   `Propose { id, batch }` → propose `batch` as one entry and report `committed(Some(id),
 //!   records)` or `failed(id)`; `Reply` → encode the answer; `ScheduleTick` → keep one
 //!   timer at the earliest; `Warn` → log it.
@@ -58,6 +60,9 @@
 //! - Revisions (partition revisions and broker epochs) come from one counter that only
 //!   grows, also across topic deletion, so a replica re-created on a node is a new replica.
 //! - Producer-id blocks never overlap and only move up.
+//! - A partition's replicas are distinct and at least one; during a reassignment they are
+//!   the target followed by the leaving ones, the joining and leaving ones among them and
+//!   apart; every change of them raises the partition's revision.
 //! - `replay(snapshot(image)) == image`.
 //! - The controller answers a mutating request only when its records commit (or fails it
 //!   with NOT_CONTROLLER when they will not); validation errors are answered at once. It

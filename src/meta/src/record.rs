@@ -39,7 +39,8 @@ pub enum Record {
     },
     /// Partition `partition` of a topic (partitions arrive in order 0, 1, 2...).
     Partition(PartitionRecord),
-    /// A partition's replica set changed (reassignment); `revision` is the new one.
+    /// A partition's replica set changed (a reassignment began, completed or was
+    /// cancelled); `revision` is the new one.
     PartitionChange(PartitionRecord),
     /// A config override set (`Some`) or removed (`None`).
     Config {
@@ -83,8 +84,13 @@ pub struct Endpoint {
 pub struct PartitionRecord {
     pub topic: TopicId,
     pub partition: i32,
-    /// Node ids in preference order: the first is the preferred leader.
+    /// Node ids in preference order: the first is the preferred leader. During a
+    /// reassignment, the target replicas first, then those being removed (Kafka's order).
     pub replicas: Vec<NodeId>,
+    /// Replicas joining in a reassignment (learners until caught up); within `replicas`.
+    pub adding: Vec<NodeId>,
+    /// Replicas leaving once the reassignment completes; within `replicas`, none adding.
+    pub removing: Vec<NodeId>,
     /// When this replica set was decided (a number from the image's revision counter): a
     /// replica re-created on the same node is a new one (Redpanda's (node, revision)).
     pub revision: u64,

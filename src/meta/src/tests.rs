@@ -71,12 +71,16 @@ fn every_kind() -> Vec<Record> {
             partition: 0,
             replicas: vec![1, 2, 3],
             revision: 5,
+            adding: vec![3],
+            removing: vec![2],
         }),
         Record::PartitionChange(PartitionRecord {
             topic: id(1),
             partition: i32::MAX,
             replicas: vec![0],
             revision: 6,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }),
         Record::Config {
             resource: ConfigResource::Topic(id(1)),
@@ -172,6 +176,8 @@ fn unknown_versions_types_and_trailing_bytes_are_refused() {
         partition: 0,
         replicas: (0..crate::codec::REPLICAS_MAX as i32 + 1).collect(),
         revision: 1,
+        adding: Vec::new(),
+        removing: Vec::new(),
     });
     assert!(encode_batch(&[wide]).is_err());
 }
@@ -272,6 +278,8 @@ fn partition(n: u8, p: i32, replicas: &[NodeId], revision: u64) -> Record {
         partition: p,
         replicas: replicas.to_vec(),
         revision,
+        adding: Vec::new(),
+        removing: Vec::new(),
     })
 }
 
@@ -318,7 +326,9 @@ fn invalid_sequences_are_refused_and_change_nothing() {
             topic: id(1),
             partition: 0,
             replicas: vec![2],
-            revision: 2, // not above the partition's
+            revision: 2,
+            adding: Vec::new(),
+            removing: Vec::new(), // not above the partition's
         }),
         Record::ClusterId {
             cluster_id: String::new(),
@@ -386,6 +396,8 @@ fn deltas_say_what_changed() {
                 partition: 0,
                 replicas: vec![2],
                 revision: 4,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }),
             Record::Config {
                 resource: ConfigResource::Topic(id(2)),
@@ -1389,8 +1401,8 @@ fn random_commands_keep_every_invariant() {
                 }
             }
             let t = c.token();
-            let op = rng.below(10);
-            if op >= 8 {
+            let op = rng.below(11);
+            if op == 9 || op == 10 {
                 unused.insert(t);
             }
             let out = match op {
@@ -1480,7 +1492,30 @@ fn random_commands_keep_every_invariant() {
                     c.ctl
                         .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
                 }
-                8 => c.ctl.tick(now),
+                8 => {
+                    let running: Vec<_> = c
+                        .ctl
+                        .image()
+                        .reassignments()
+                        .map(|(t, p, x)| (t.id, p, x.revision))
+                        .collect();
+                    match running.first() {
+                        Some(&(id, p, rev)) if rng.below(2) == 0 => {
+                            let rev = rev - rng.below(2);
+                            c.ctl.reassignment_complete(t, id, p, rev)
+                        }
+                        _ => {
+                            let target = (rng.below(2) == 0).then(|| {
+                                (0..rng.below(4))
+                                    .map(|_| rng.below(5) as NodeId)
+                                    .collect::<Vec<_>>()
+                            });
+                            let req = vec![(pick(&mut rng), rng.below(4) as i32 - 1, target)];
+                            c.ctl.alter_partition_reassignments(t, req)
+                        }
+                    }
+                }
+                9 => c.ctl.tick(now),
                 _ => match rng.below(3) {
                     0 => {
                         // A leadership change: in-flight entries are either superseded
@@ -1534,4 +1569,116 @@ fn random_commands_keep_every_invariant() {
         created > 200 && fenced > 40,
         "the commands did something: {created} {fenced}"
     );
+}
+
+#[test]
+fn partition_reassignments_start_replace_complete_and_cancel() {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let mut t = NewTopic::new("t", -1, -1);
+    t.assignments = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 1])];
+    c.create(vec![t]).remove(0).1.unwrap();
+    let tid = c.ctl.image().topic_by_name("t").unwrap().id;
+    let alter = |c: &mut Cluster, reqs: Vec<(&str, i32, Option<Vec<NodeId>>)>| {
+        let reqs = reqs
+            .into_iter()
+            .map(|(n, p, r)| (n.to_string(), p, r))
+            .collect();
+        match c.run(|ctl, t| ctl.alter_partition_reassignments(t, reqs)) {
+            Answer::AlterPartitionReassignments(v) => codes(v),
+            a => panic!("{a:?}"),
+        }
+    };
+    let part = |c: &Cluster, p: usize| c.ctl.image().topic(&tid).unwrap().partitions[p].clone();
+    // Start: node 4 joins, node 3 leaves; the target leads the list.
+    assert_eq!(
+        alter(&mut c, vec![("t", 0, Some(vec![4, 2, 1]))]),
+        vec![Ok(())]
+    );
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![4, 2, 1, 3]);
+    assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![3]));
+    assert_eq!((p.target(), p.original()), (vec![4, 2, 1], vec![2, 1, 3]));
+    assert_eq!(p.preferred_leader(), 4);
+    assert_eq!(
+        c.deltas.last().unwrap().reassigned_partitions,
+        BTreeMap::from([((tid, 0), vec![1, 2, 3])])
+    );
+    assert_eq!(c.ctl.image().reassignments().count(), 1);
+    assert_eq!(c.ctl.image().replicas_on(4), 1);
+    // A snapshot carries it.
+    let image = c.ctl.image().clone();
+    assert_eq!(MetadataImage::replay(&image.snapshot()).unwrap(), image);
+    // Replace it: still measured from the original replicas.
+    assert_eq!(
+        alter(&mut c, vec![("t", 0, Some(vec![2, 4]))]),
+        vec![Ok(())]
+    );
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![2, 4, 1, 3]);
+    assert_eq!(
+        (p.adding.clone(), p.removing.clone()),
+        (vec![4], vec![1, 3])
+    );
+    // Errors.
+    let refused = [
+        (("t", 1, Some(vec![1, 9])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 1, Some(vec![1, 1])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 1, Some(vec![])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 2, Some(vec![1])), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("t", -1, Some(vec![1])), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("u", 0, None), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("t", 1, None), code::NO_REASSIGNMENT_IN_PROGRESS),
+    ];
+    for (req, code) in refused {
+        assert_eq!(alter(&mut c, vec![req.clone()]), vec![Err(code)], "{req:?}");
+    }
+    assert_eq!(
+        alter(
+            &mut c,
+            vec![("t", 1, Some(vec![1])), ("t", 1, Some(vec![2]))]
+        ),
+        vec![Ok(()), Err(code::INVALID_REQUEST)],
+        "the same partition twice"
+    );
+    assert_eq!(alter(&mut c, vec![("t", 1, None)]), vec![Ok(())]);
+    assert_eq!(part(&c, 1).replicas, vec![1, 2, 3]);
+    // More partitions take the target's replication factor (2), not the 4 listed now.
+    c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 3)], false));
+    assert_eq!(part(&c, 2).replicas.len(), 2, "partition 0's target has 2");
+    // Completion: a stale revision is refused, the current one makes the target the set.
+    let rev = part(&c, 0).revision;
+    let done =
+        |c: &mut Cluster, rev| match c.run(|ctl, t| ctl.reassignment_complete(t, tid, 0, rev)) {
+            Answer::ReassignmentComplete(o) => o.map_err(|e| e.code),
+            a => panic!("{a:?}"),
+        };
+    assert_eq!(done(&mut c, rev - 1), Err(code::INVALID_UPDATE_VERSION));
+    assert_eq!(done(&mut c, rev), Ok(()));
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![2, 4]);
+    assert!(!p.reassigning() && p.revision > rev);
+    assert_eq!(
+        done(&mut c, p.revision),
+        Err(code::INVALID_UPDATE_VERSION),
+        "none running"
+    );
+    // Cancel: back to the replicas before it (the staying ones in the target's order).
+    assert_eq!(
+        alter(&mut c, vec![("t", 1, Some(vec![4, 3]))]),
+        vec![Ok(())]
+    );
+    assert_eq!(part(&c, 1).replicas, vec![4, 3, 1, 2]);
+    assert_eq!(alter(&mut c, vec![("t", 1, None)]), vec![Ok(())]);
+    let p = part(&c, 1);
+    assert_eq!(
+        (p.replicas.clone(), p.reassigning()),
+        (vec![3, 1, 2], false)
+    );
+    // Asking for what is already there changes nothing.
+    let before = c.deltas.len();
+    assert_eq!(
+        alter(&mut c, vec![("t", 1, Some(vec![3, 1, 2]))]),
+        vec![Ok(())]
+    );
+    assert_eq!(c.deltas.len(), before);
 }
