@@ -17,6 +17,7 @@
 //! - `controller`: [`Controller`], CreateTopics, DeleteTopics, CreatePartitions,
 //!   AlterConfigs, AllocateProducerIds, AlterPartitionReassignments (and the partition
 //!   leader's report that one completed), broker registration, heartbeats and fencing.
+//! - `reconcile`: what a node must do with its local replicas after a delta.
 //! - `bootstrap`: today's single-node `cluster/state.json` as the first records of a log.
 //! - `limits`: the named limits (shared with the broker's single-node checks).
 //!
@@ -78,6 +79,7 @@ pub mod controller;
 pub mod image;
 pub mod limits;
 pub mod placement;
+pub mod reconcile;
 pub mod record;
 pub mod rng;
 
@@ -90,6 +92,7 @@ pub use controller::{
     Answer, ApiError, Controller, ControllerConfig, Effect, NewTopic, ProposalId, ReplyToken,
 };
 pub use image::{Delta, InvalidRecord, MetadataImage, PartitionImage, TopicImage};
+pub use reconcile::{replica_actions, ReplicaAction};
 pub use record::{
     BrokerRegistration, ConfigResource, Endpoint, NodeId, PartitionRecord, ProducerIdsBlock,
     Record, TopicId,

@@ -1682,3 +1682,65 @@ fn partition_reassignments_start_replace_complete_and_cancel() {
     );
     assert_eq!(c.deltas.len(), before);
 }
+
+#[test]
+fn each_node_learns_what_to_do_with_its_replicas() {
+    use crate::reconcile::{replica_actions, ReplicaAction};
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let mut t = NewTopic::new("t", -1, -1);
+    t.assignments = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
+    c.create(vec![t]).remove(0).1.unwrap();
+    let tid = c.ctl.image().topic_by_name("t").unwrap().id;
+    let actions =
+        |c: &Cluster, node| replica_actions(c.deltas.last().unwrap(), c.ctl.image(), node);
+    let created = |a: &[ReplicaAction]| {
+        a.iter()
+            .filter_map(|x| match x {
+                ReplicaAction::Create {
+                    partition,
+                    learner: false,
+                    ..
+                } => Some(*partition),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(created(&actions(&c, 1)), vec![0]);
+    assert_eq!(created(&actions(&c, 2)), vec![0, 1]);
+    assert_eq!(created(&actions(&c, 4)), vec![1]);
+    // A reassignment: 4 joins partition 0 as a learner, 1 and 2 stay (update), 3 leaves
+    // only when it completes.
+    let reqs = vec![("t".to_string(), 0, Some(vec![4, 1, 2]))];
+    c.run(|ctl, t| ctl.alter_partition_reassignments(t, reqs));
+    assert!(matches!(
+        &actions(&c, 4)[..],
+        [ReplicaAction::Create { learner: true, .. }]
+    ));
+    for n in [1, 2, 3] {
+        assert!(
+            matches!(&actions(&c, n)[..], [ReplicaAction::Update { removing, .. }] if removing == &vec![3])
+        );
+    }
+    let rev = c.ctl.image().topic(&tid).unwrap().partitions[0].revision;
+    c.run(|ctl, t| ctl.reassignment_complete(t, tid, 0, rev));
+    assert_eq!(
+        actions(&c, 3),
+        vec![ReplicaAction::Remove {
+            topic: tid,
+            partition: 0
+        }]
+    );
+    assert!(
+        matches!(&actions(&c, 4)[..], [ReplicaAction::Update { adding, .. }] if adding.is_empty())
+    );
+    // Deletion removes every local replica.
+    c.run(|ctl, t| ctl.delete_topics(t, vec!["t".into()]));
+    assert_eq!(
+        actions(&c, 3),
+        vec![ReplicaAction::Remove {
+            topic: tid,
+            partition: 1
+        }]
+    );
+    assert_eq!(actions(&c, 4).len(), 2);
+}
