@@ -1412,7 +1412,8 @@ fn random_commands(seed: u64) -> (usize, usize) {
         let mut rng = Rng::new(seed);
         let config = ControllerConfig {
             seed,
-            producer_id_block_size: if seed % 5 == 0 { u32::MAX } else { 1000 },
+            // Every fifth seed asks for an oversized block (clamped).
+            producer_id_block_size: [u32::MAX, 1000, 1000, 1000, 1000][(seed % 5) as usize],
             ..ControllerConfig::default()
         };
         let mut c = Cluster::with_config(&[1, 2, 3], config);
