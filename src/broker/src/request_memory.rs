@@ -159,7 +159,8 @@ impl ConnMemory {
     pub fn overdraft_deadline(&self, hold: std::time::Duration) -> Option<std::time::Instant> {
         let inner = self.pool.inner.borrow();
         match (inner.overdraft, inner.overdraft_since) {
-            (Some(Holder::Conn(id)), Some(since)) if id == self.id => Some(since + hold),
+            // No deadline if it is past what an `Instant` can hold (the flag caps `hold`).
+            (Some(Holder::Conn(id)), Some(since)) if id == self.id => since.checked_add(hold),
             _ => None,
         }
     }
