@@ -231,6 +231,12 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
         activity.read();
     }
     drop(tx);
+    // What the reader holds of the shard's request budget (a partial frame, perhaps the
+    // overdraft) goes back now, not after the writer: answering what is in flight may take
+    // a whole rebalance or a client that never reads, and a connection closed for holding
+    // the overdraft too long must release it at once.
+    drop(memory);
+    drop(buf);
     let _ = writer_task.await;
     // Its fetch sessions can serve no other connection: free them now.
     shard.fetch_sessions.borrow_mut().close_connection(conn);

@@ -159,7 +159,8 @@ impl ConnMemory {
     pub fn overdraft_deadline(&self, hold: std::time::Duration) -> Option<std::time::Instant> {
         let inner = self.pool.inner.borrow();
         match (inner.overdraft, inner.overdraft_since) {
-            (Some(Holder::Conn(id)), Some(since)) if id == self.id => Some(since + hold),
+            // No deadline if it is past what an `Instant` can hold (the flag caps `hold`).
+            (Some(Holder::Conn(id)), Some(since)) if id == self.id => since.checked_add(hold),
             _ => None,
         }
     }
@@ -317,10 +318,16 @@ mod tests {
     use super::*;
     use futures_lite::future::{block_on, poll_once};
 
+    /// A budget of `capacity` and `N` connections on it.
+    fn pool_of<const N: usize>(capacity: usize) -> (Rc<RequestMemory>, [ConnMemory; N]) {
+        let pool = RequestMemory::new(capacity);
+        let conns = std::array::from_fn(|_| pool.connection());
+        (pool, conns)
+    }
+
     #[test]
     fn within_budget_is_granted_at_once_and_released() {
-        let pool = RequestMemory::new(100);
-        let c = pool.connection();
+        let (pool, [c]) = pool_of(100);
         block_on(c.acquire(60));
         assert_eq!(pool.used(), 60);
         let permit = c.take_request(50, false);
@@ -334,10 +341,7 @@ mod tests {
     #[test]
     fn over_budget_waits_until_released_and_takes_the_overdraft_once() {
         block_on(async {
-            let pool = RequestMemory::new(100);
-            let a = pool.connection();
-            let b = pool.connection();
-            let c = pool.connection();
+            let (pool, [a, b, c]) = pool_of(100);
             a.acquire(80).await;
             // b does not fit: it takes the overdraft (nobody holds it) to finish its request.
             b.acquire(50).await;
@@ -358,10 +362,7 @@ mod tests {
     #[test]
     fn a_request_that_may_park_leaves_the_overdraft_behind() {
         block_on(async {
-            let pool = RequestMemory::new(100);
-            let a = pool.connection();
-            let b = pool.connection();
-            let c = pool.connection();
+            let (pool, [a, b, c]) = pool_of(100);
             a.acquire(80).await;
             b.acquire(50).await; // the overdraft
             let mut wait = Box::pin(c.acquire(10));
@@ -378,11 +379,7 @@ mod tests {
     #[test]
     fn waiters_are_served_in_order() {
         block_on(async {
-            let pool = RequestMemory::new(100);
-            let a = pool.connection();
-            let b = pool.connection();
-            let c = pool.connection();
-            let d = pool.connection();
+            let (pool, [a, b, c, d]) = pool_of(100);
             a.acquire(100).await;
             let mut wb = Box::pin(b.acquire(60)); // takes the overdraft
             assert!(poll_once(wb.as_mut()).await.is_some());
@@ -407,9 +404,7 @@ mod tests {
     #[test]
     fn a_dropped_waiter_leaves_the_queue_and_a_dropped_connection_its_overdraft() {
         block_on(async {
-            let pool = RequestMemory::new(10);
-            let a = pool.connection();
-            let b = pool.connection();
+            let (pool, [a, b]) = pool_of(10);
             a.acquire(20).await; // overdraft
             let mut wb = Box::pin(b.acquire(5));
             assert!(poll_once(wb.as_mut()).await.is_none());
@@ -423,9 +418,26 @@ mod tests {
 
     #[test]
     fn unbounded_budget_never_waits() {
-        let pool = RequestMemory::new(usize::MAX);
-        let c = pool.connection();
+        let (_pool, [c]) = pool_of(usize::MAX);
         block_on(c.acquire(usize::MAX / 2));
         block_on(c.acquire(usize::MAX / 2));
+    }
+
+    #[test]
+    fn only_the_connection_holding_the_overdraft_has_a_deadline() {
+        block_on(async {
+            let (_pool, [a, b]) = pool_of(10);
+            let hold = std::time::Duration::from_secs(30);
+            a.acquire(5).await;
+            assert_eq!(a.overdraft_deadline(hold), None, "within the budget");
+            let before = std::time::Instant::now();
+            a.acquire(20).await; // the overdraft
+            let deadline = a.overdraft_deadline(hold).expect("holder");
+            assert!(deadline >= before + hold && deadline <= std::time::Instant::now() + hold);
+            assert_eq!(b.overdraft_deadline(hold), None);
+            // Its request complete, the overdraft moves to the request: no deadline on reads.
+            let _permit = a.take_request(25, false);
+            assert_eq!(a.overdraft_deadline(hold), None);
+        });
     }
 }

@@ -112,13 +112,15 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 };
             }
             "--request-overdraft-hold-ms" => {
-                let ms: u64 = value("--request-overdraft-hold-ms")?
+                // An int of milliseconds, as Kafka's time configs are (and so a deadline
+                // that an `Instant` can always hold).
+                let ms: i32 = value("--request-overdraft-hold-ms")?
                     .parse()
                     .map_err(|e| format!("--request-overdraft-hold-ms: {e}"))?;
-                if ms == 0 {
+                if ms < 1 {
                     return Err("--request-overdraft-hold-ms must be at least 1".into());
                 }
-                c.request_overdraft_hold = std::time::Duration::from_millis(ms);
+                c.request_overdraft_hold = std::time::Duration::from_millis(ms as u64);
             }
             other => return Err(format!("unknown flag {other}")),
         }

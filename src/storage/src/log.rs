@@ -421,6 +421,10 @@ pub struct PartitionLog<S: Storage> {
     /// `run_flusher` is running (at most one per log): `close` waits for it to end, so the
     /// writes it made are synced before the log is released.
     flusher_running: Cell<bool>,
+    /// Operations outside the flush stages that act on paths in the log's directory
+    /// (retention and DeleteRecords removing segments, replacing the log start checkpoint)
+    /// now running; `retire_and_fence` waits for them (see [`PathOp`]).
+    path_ops: Cell<u32>,
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
@@ -648,6 +652,7 @@ impl<S: Storage> PartitionLog<S> {
             writing: Cell::new(false),
             syncing: Cell::new(false),
             flusher_running: Cell::new(false),
+            path_ops: Cell::new(0),
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
@@ -1027,16 +1032,34 @@ impl<S: Storage> PartitionLog<S> {
     /// Waits until `flag` is clear, then sets it (the write and sync stages are each run by
     /// one caller at a time; a flush racing the flusher task, at shutdown, waits its turn).
     async fn enter_stage(&self, flag: &Cell<bool>) {
+        self.wait_flush_state(|| !flag.get()).await;
+        flag.set(true);
+    }
+
+    /// Waits until `ready()` holds; it is checked again whenever a flush stage, the flusher
+    /// or a path operation ends (they wake `flush_waiters`).
+    async fn wait_flush_state(&self, ready: impl Fn() -> bool) {
         poll_fn(|cx| {
-            if flag.get() {
+            if ready() {
+                Poll::Ready(())
+            } else {
                 self.flush_waiters.register(i64::MIN, cx.waker());
                 Poll::Pending
-            } else {
-                Poll::Ready(())
             }
         })
-        .await;
-        flag.set(true);
+        .await
+    }
+
+    /// Begins an operation on paths in the log's directory outside the flush stages; refused
+    /// once the log is retired, and waited for by [`Self::retire_and_fence`] while it runs.
+    fn begin_path_op(&self) -> Result<PathOp<'_, S>> {
+        if self.inner.borrow().deleted {
+            return Err(StorageError::Deleted {
+                partition: self.name.clone(),
+            });
+        }
+        self.path_ops.set(self.path_ops.get() + 1);
+        Ok(PathOp(self))
     }
 
     fn leave_stage<T>(&self, flag: &Cell<bool>, result: Result<T>) -> Result<T> {
@@ -1357,7 +1380,10 @@ impl<S: Storage> PartitionLog<S> {
         let records = self.read(offset, max_bytes).await?.records;
         let mut next = offset;
         let mut at = 0;
-        while let Some(h) = Header::parse(&records[at..]) {
+        while let Some(h) = records.get(at..).and_then(Header::parse) {
+            if at + h.size > records.len() {
+                break;
+            }
             next = h.last_offset() + 1;
             at += h.size;
         }
@@ -1526,6 +1552,7 @@ impl<S: Storage> PartitionLog<S> {
         // One at a time: two interleaved replaces of the checkpoint could leave the lower
         // offset on disk after the higher one was acknowledged.
         let _one_at_a_time = self.delete_records_lock.lock().await;
+        let _path_op = self.begin_path_op()?;
         let (hw, start) = {
             let inner = self.inner.borrow();
             (inner.durable_offset, inner.log_start_offset)
@@ -1600,6 +1627,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Deletes the oldest closed, durable segments while `doomed(size, max_timestamp)` says
     /// so or they lie wholly below the log start offset.
     async fn delete_segments(&self, mut doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
+        let _path_op = self.begin_path_op()?;
         let victims: Vec<i64> = {
             let mut inner = self.inner.borrow_mut();
             let active_base = inner.active().base_offset;
@@ -1664,15 +1692,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn close(&self) -> Result<()> {
         self.inner.borrow_mut().closed = true;
         self.dirty_waiters.wake_all();
-        poll_fn(|cx| {
-            if self.flusher_running.get() {
-                self.flush_waiters.register(i64::MIN, cx.waker());
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
+        self.wait_flush_state(|| !self.flusher_running.get()).await;
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
         }
@@ -1739,23 +1759,30 @@ impl<S: Storage> PartitionLog<S> {
         self.durable_waiters.wake_all();
     }
 
-    /// [`Self::retire`], then waits until no flush stage is running. A write stage that
-    /// began before the retirement may still open a new segment file or write an index,
-    /// snapshot or checkpoint by path in the log's directory; once it ends, no stage starts
-    /// again (they refuse a failed log), so the caller may then remove or rename the
-    /// directory without a late write landing in it, or in a directory re-created under the
-    /// same name for a new topic.
+    /// [`Self::retire`], then waits until nothing that acts on paths in the log's directory
+    /// is running: a write stage that began before the retirement may still open a new
+    /// segment file or write an index, snapshot or checkpoint; retention or DeleteRecords may
+    /// be removing segments or replacing the log start checkpoint. None of them starts again
+    /// on a retired log (the write stage refuses a failed log, path operations a deleted
+    /// one; the sync stage only fsyncs what it holds), so the caller may then remove or
+    /// rename the directory without a late change landing in it, or in a directory
+    /// re-created under the same name for a new topic.
     pub async fn retire_and_fence(&self) {
         self.retire();
-        poll_fn(|cx| {
-            if self.writing.get() || self.syncing.get() {
-                self.flush_waiters.register(i64::MIN, cx.waker());
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
+        self.wait_flush_state(|| {
+            !self.writing.get() && !self.syncing.get() && self.path_ops.get() == 0
         })
         .await;
+    }
+}
+
+/// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.
+struct PathOp<'a, S: Storage>(&'a PartitionLog<S>);
+
+impl<S: Storage> Drop for PathOp<'_, S> {
+    fn drop(&mut self) {
+        self.0.path_ops.set(self.0.path_ops.get() - 1);
+        self.0.flush_waiters.wake_all();
     }
 }
 

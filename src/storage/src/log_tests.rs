@@ -719,3 +719,53 @@ fn retire_and_fence_waits_for_a_write_stage_in_progress() {
         );
     }
 }
+
+/// Retention and DeleteRecords act on paths in the log's directory too: once a deletion has
+/// fenced the log they are refused, and a DeleteRecords already running (replacing the log
+/// start checkpoint, removing segments) is waited for, at every point of its progress.
+#[test]
+fn retire_and_fence_covers_retention_and_delete_records() {
+    use futures_lite::future::{yield_now, zip};
+    for k in 0..30 {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _plan) = yielding_storage();
+        let log = open(storage, dir.path(), small_segments());
+        for i in 0..40u8 {
+            log.append(&batch(2, &vec![i; 300], i64::from(i), -1, 0), 0)
+                .unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        let listing = || {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let after_fence = RefCell::new(None);
+        let deleter = async {
+            let _ = log.delete_records_before(60).await;
+        };
+        let fencer = async {
+            for _ in 0..k {
+                yield_now().await;
+            }
+            log.retire_and_fence().await;
+            *after_fence.borrow_mut() = Some(listing());
+            for _ in 0..100 {
+                yield_now().await;
+            }
+        };
+        block_on(zip(deleter, fencer));
+        assert_eq!(
+            Some(listing()),
+            *after_fence.borrow(),
+            "nothing changed after the fence ({k} yields)"
+        );
+        let refused = block_on(log.enforce_retention(i64::MAX)).unwrap_err();
+        assert!(matches!(refused, StorageError::Deleted { .. }), "{refused}");
+        let refused = block_on(log.delete_records_before(70)).unwrap_err();
+        assert!(matches!(refused, StorageError::Deleted { .. }), "{refused}");
+    }
+}
