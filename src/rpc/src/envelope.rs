@@ -219,9 +219,10 @@ mod tests {
         snap_msg.to = 2;
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = 5;
-        let mut cs = ConfState::default();
-        cs.voters = vec![1, 2, 3];
-        snap.mut_metadata().set_conf_state(cs);
+        snap.mut_metadata().set_conf_state(ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        });
         snap_msg.set_snapshot(snap);
         let mut vote = Message::default();
         vote.set_msg_type(MessageType::MsgRequestPreVote);

@@ -83,6 +83,10 @@
 //!
 //! # Runtime
 //!
+//! [`Transport::start`] first asks whatever answers on the listen address for a `Hello`
+//! and refuses to start if a sluice node does: glommio binds with SO_REUSEPORT, which would
+//! otherwise let a second node share the port silently.
+//!
 //! [`Transport`] runs on the glommio executor that starts it (one per node for now; which
 //! shard hosts it is the broker's choice), in the task queue the owner names, so Raft
 //! traffic can have its own scheduling queue. It depends on glommio directly (sockets,

@@ -430,7 +430,7 @@ pub struct Transport {
 impl Transport {
     /// Binds the listener (if any) and starts accepting. Peers are added with
     /// [`Transport::add_peer`].
-    pub fn start(cfg: TransportConfig, handler: Rc<dyn Handler>) -> io::Result<Transport> {
+    pub async fn start(cfg: TransportConfig, handler: Rc<dyn Handler>) -> io::Result<Transport> {
         if cfg.node_id == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -442,6 +442,9 @@ impl Transport {
                 io::ErrorKind::InvalidInput,
                 "cluster id too long",
             ));
+        }
+        if let Some(addr) = cfg.listen.filter(|a| a.port() != 0) {
+            probe_listener(addr, cfg.timeouts.handshake).await?;
         }
         let listener = cfg.listen.map(TcpListener::bind).transpose()?;
         let local_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -711,6 +714,41 @@ impl Drop for Transport {
     }
 }
 
+/// Fails if a sluice node already serves `addr`. glommio binds with SO_REUSEPORT, which
+/// another process of the same user doing the same would also get: a second node on the
+/// port would start and take half the connections. A plain bind cannot tell (sockets a
+/// stopped node left in TIME_WAIT refuse it), nor can a bare connect (a killed node's
+/// listener accepts until the kernel tears down its rings); a live node answers a `Hello`
+/// (this one, from node 0, it refuses, but it says who it is first).
+async fn probe_listener(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let answered = within(timeout, async {
+        let mut s = TcpStream::connect(target).await.ok()?;
+        let probe = Frame::new(Kind::Hello, 0, Hello::new(0, 0, "").encode());
+        s.write_all(&probe.encode()).await.ok()?;
+        let mut h = [0u8; crate::frame::HEADER_LEN];
+        futures_lite::AsyncReadExt::read_exact(&mut s, &mut h)
+            .await
+            .ok()
+    })
+    .await
+    .flatten()
+    .is_some();
+    if answered {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("cannot listen on {addr}: a sluice node already serves it"),
+        ));
+    }
+    Ok(())
+}
+
 fn bump(inner: &Inner, f: impl FnOnce(&mut Stats)) {
     f(&mut inner.stats.borrow_mut());
 }
@@ -854,7 +892,8 @@ fn check_hello(inner: &Inner, f: Frame, expect: Option<NodeId>) -> Result<Hello,
     }
     if h.node_id == 0 || h.node_id == me {
         return Err(format!(
-            "peer claims node id {} (this node is {me})",
+            "peer claims node id {} (this node is {me}; a node starting on this port \
+             sends 0 to find out whether the port is taken)",
             h.node_id
         ));
     }

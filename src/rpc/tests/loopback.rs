@@ -77,11 +77,13 @@ struct Node {
     rec: Rc<Recorder>,
 }
 
-fn node(id: NodeId, listen: &str) -> Node {
+async fn node(id: NodeId, listen: &str) -> Node {
     let rec = Rc::new(Recorder::default());
     let mut cfg = TransportConfig::new(id, Some(listen.parse().unwrap()));
     cfg.timeouts = fast_timeouts();
-    let t = Transport::start(cfg, rec.clone()).expect("start transport");
+    let t = Transport::start(cfg, rec.clone())
+        .await
+        .expect("start transport");
     Node { t, rec }
 }
 
@@ -103,10 +105,12 @@ fn heartbeat_envelope(from: NodeId, to: NodeId, group: u64) -> Envelope {
     append.from = from;
     append.to = to;
     append.term = 3;
-    let mut e = Entry::default();
-    e.index = 1;
-    e.term = 3;
-    e.data = Bytes::from_static(b"a kafka batch");
+    let e = Entry {
+        index: 1,
+        term: 3,
+        data: Bytes::from_static(b"a kafka batch"),
+        ..Default::default()
+    };
     append.set_entries(vec![e].into());
     Envelope {
         from,
@@ -126,8 +130,10 @@ fn big_envelope(from: NodeId, to: NodeId, bytes: usize) -> Envelope {
     m.set_msg_type(MessageType::MsgAppend);
     m.from = from;
     m.to = to;
-    let mut e = Entry::default();
-    e.data = Bytes::from(vec![7u8; bytes]);
+    let e = Entry {
+        data: Bytes::from(vec![7u8; bytes]),
+        ..Default::default()
+    };
     m.set_entries(vec![e].into());
     Envelope {
         from,
@@ -140,7 +146,10 @@ fn big_envelope(from: NodeId, to: NodeId, bytes: usize) -> Envelope {
 #[test]
 fn three_nodes_exchange_raft_envelopes_and_requests() {
     run(|| async {
-        let nodes: Vec<Node> = (1..=3).map(|id| node(id, "127.0.0.1:0")).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(node(id, "127.0.0.1:0").await);
+        }
         for a in &nodes {
             for b in &nodes {
                 if a.t.node_id() != b.t.node_id() {
@@ -246,8 +255,8 @@ fn three_nodes_exchange_raft_envelopes_and_requests() {
 #[test]
 fn a_restarted_peer_is_reconnected_and_traffic_resumes() {
     run(|| async {
-        let a = Rc::new(node(1, "127.0.0.1:0"));
-        let b = node(2, "127.0.0.1:0");
+        let a = Rc::new(node(1, "127.0.0.1:0").await);
+        let b = node(2, "127.0.0.1:0").await;
         let b_addr = addr(&b);
         a.t.add_peer(2, b_addr).unwrap();
         b.t.add_peer(1, addr(&a)).unwrap();
@@ -268,7 +277,14 @@ fn a_restarted_peer_is_reconnected_and_traffic_resumes() {
 
         // Sent while the peer is down: queued, delivered once it is back.
         a.t.send_raft(heartbeat_envelope(1, 2, 6)).unwrap();
-        let b2 = node(2, &b_addr.to_string());
+        // A second node cannot take a port in use (glommio's SO_REUSEPORT would allow it).
+        let busy = TransportConfig::new(4, Some(addr(&a)));
+        let err = Transport::start(busy, Rc::new(Recorder::default()))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        let b2 = node(2, &b_addr.to_string()).await;
         b2.t.add_peer(1, addr(&a)).unwrap();
         eventually("reconnected", || a.t.stats().connections_established == 2).await;
         eventually("queued envelope delivered", || {
@@ -308,8 +324,8 @@ fn a_peer_announcing_another_id_is_refused() {
     run(|| async {
         // Node 1 is told node 2 is where node 3 listens: node 3 refuses (it is not the node
         // meant) and still says who it is, so node 1 logs the mismatch too.
-        let a = node(1, "127.0.0.1:0");
-        let c = node(3, "127.0.0.1:0");
+        let a = node(1, "127.0.0.1:0").await;
+        let c = node(3, "127.0.0.1:0").await;
         a.t.add_peer(2, addr(&c)).unwrap();
         a.t.send_raft(heartbeat_envelope(1, 2, 1)).unwrap();
         eventually("both sides refused", || {
@@ -326,7 +342,7 @@ fn a_peer_announcing_another_id_is_refused() {
         // A listener that claims to be node 3 when node 1 dialed node 2 (the dialer's check
         // alone, as a node of an older build or a confused proxy would).
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let d = node(1, "127.0.0.1:0");
+        let d = node(1, "127.0.0.1:0").await;
         d.t.add_peer(2, l.local_addr().unwrap()).unwrap();
         let _s = fake_peer(&l, 3).await;
         eventually("dialer refused", || d.t.stats().handshakes_refused == 1).await;
@@ -377,7 +393,7 @@ fn hello_from(id: NodeId, to: NodeId) -> Vec<u8> {
 #[test]
 fn hostile_frames_close_the_connection_without_panic() {
     run(|| async {
-        let b = node(2, "127.0.0.1:0");
+        let b = node(2, "127.0.0.1:0").await;
         let to = addr(&b);
         let after_hello = |frame: Vec<u8>| {
             let mut v = hello_from(9, 2);
@@ -398,7 +414,8 @@ fn hostile_frames_close_the_connection_without_panic() {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             (
                 "kafka request instead of hello",
-                b"\0\0\0\x10\0\x12\0\x03\0\0\0\x01\0\x04test".to_vec(),
+                // ApiVersions v0, client id "test-client-id" (a Kafka client on the wrong port).
+                b"\0\0\0\x16\0\x12\0\0\0\0\0\x01\0\x0etest-client-id".to_vec(),
             ),
             ("huge hello", header(1, 0, u32::MAX, 0)),
             (
@@ -455,7 +472,7 @@ fn hostile_frames_close_the_connection_without_panic() {
         let s = b.t.stats();
         assert_eq!(s.protocol_errors + s.handshakes_refused, n as u64);
         // Still serving real peers.
-        let a = node(1, "127.0.0.1:0");
+        let a = node(1, "127.0.0.1:0").await;
         a.t.add_peer(2, to).unwrap();
         let r =
             a.t.request(2, ECHO, Bytes::from_static(b"ok?"), PATIENCE)
@@ -480,7 +497,7 @@ fn a_peer_that_stops_reading_drops_raft_and_holds_back_requests() {
         cfg.limits.raft_queue_bytes = 1 << 20;
         cfg.limits.request_queue_frames = 2;
         cfg.limits.requests_in_flight = 3;
-        let a = Rc::new(Transport::start(cfg, rec).unwrap());
+        let a = Rc::new(Transport::start(cfg, rec).await.unwrap());
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         a.add_peer(2, l.local_addr().unwrap()).unwrap();
         let _socket = fake_peer(&l, 2).await; // never read
@@ -540,5 +557,37 @@ fn a_peer_that_stops_reading_drops_raft_and_holds_back_requests() {
         for w in waiting {
             assert_eq!(w.await, Err(RequestError::Shutdown));
         }
+    });
+}
+
+#[test]
+fn requests_beyond_the_in_flight_limit_are_answered_busy_and_raft_still_flows() {
+    run(|| async {
+        let b = node(2, "127.0.0.1:0").await;
+        let mut s = TcpStream::connect(addr(&b)).await.unwrap();
+        let mut out = hello_from(9, 2);
+        let limit = sluice_rpc::REQUESTS_IN_FLIGHT_MAX as u64;
+        for c in 1..=limit + 1 {
+            let body = Request {
+                method: HANG,
+                body: Bytes::new(),
+            }
+            .encode();
+            out.extend_from_slice(&Frame::new(Kind::Request, c, body).encode());
+        }
+        s.write_all(&out).await.unwrap();
+        let hello = read_frame(&mut s, HELLO_BODY_MAX).await.unwrap().unwrap();
+        assert_eq!(Hello::decode(&hello.body).unwrap().node_id, 2);
+        let busy = read_frame(&mut s, RPC_FRAME_MAX).await.unwrap().unwrap();
+        assert_eq!((busy.kind, busy.correlation), (Kind::Response, limit + 1));
+        assert_eq!(Response::decode(&busy.body).unwrap().status, status::BUSY);
+        assert_eq!(b.t.stats().requests_refused_busy, 1);
+        // The connection keeps being read: Raft frames are not stuck behind the requests.
+        let env = heartbeat_envelope(9, 2, 4);
+        let raft = Frame::new(Kind::Raft, 0, encode_envelope(env.clone()));
+        s.write_all(&raft.encode()).await.unwrap();
+        eventually("envelope handled", || b.rec.raft.borrow().len() == 1).await;
+        assert_eq!(b.rec.raft.borrow()[0], env);
+        b.t.shutdown().await;
     });
 }
