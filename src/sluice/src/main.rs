@@ -292,7 +292,10 @@ mod tests {
         assert_eq!(c.rpc_listen, Some("127.0.0.1:33145".parse().unwrap()));
         let ids: Vec<u64> = c.voters.iter().map(|v| v.id).collect();
         assert_eq!(ids, [1, 2, 3]);
-        assert_eq!(c.voters[2].addr, "127.0.0.1:33147".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.voters[2].addr,
+            "127.0.0.1:33147".parse::<SocketAddr>().unwrap()
+        );
         // Without --voters nothing changes.
         let c = parse_start(&args("--node-id 0")).unwrap();
         assert!(c.voters.is_empty() && c.rpc_listen.is_none());
