@@ -591,3 +591,33 @@ fn requests_beyond_the_in_flight_limit_are_answered_busy_and_raft_still_flows() 
         b.t.shutdown().await;
     });
 }
+
+#[test]
+fn a_silent_peer_is_dropped_and_redialed() {
+    run(|| async {
+        // A peer whose TCP stack still accepts bytes but which never answers (a black hole,
+        // a stopped process): the dialer notices the missing pongs and dials again.
+        let mut cfg = TransportConfig::new(1, None);
+        cfg.timeouts = Timeouts {
+            ping_interval: Duration::from_millis(20),
+            silence: Duration::from_millis(200),
+            ..fast_timeouts()
+        };
+        let a = Transport::start(cfg, Rc::new(Recorder::default()))
+            .await
+            .unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        a.add_peer(2, l.local_addr().unwrap()).unwrap();
+        let _first = fake_peer(&l, 2).await;
+        let redialed = futures_lite::future::or(async { Some(fake_peer(&l, 2).await) }, async {
+            glommio::timer::sleep(PATIENCE).await;
+            None
+        })
+        .await;
+        assert!(redialed.is_some(), "never dialed again");
+        let s = a.stats();
+        assert!(s.silence_timeouts >= 1, "{s:?}");
+        assert!(s.connections_established >= 1, "{s:?}");
+        a.shutdown().await;
+    });
+}
