@@ -11,11 +11,18 @@
 //!
 //! On a failing test the broker's stderr and stdout (kept in files in its temporary
 //! directory) are printed when the [`Broker`] is dropped during the panic.
+//!
+//! Multi-node tests use [`cluster::Cluster`] (N brokers, a fault-injecting [`proxy::Proxy`]
+//! per ordered pair) and check what clients recorded with [`history`] (driven by
+//! [`workload`]).
 
+pub mod cluster;
+pub mod history;
 pub mod kafka;
 pub mod procfs;
 pub mod proxy;
 pub mod wire;
+pub mod workload;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -146,6 +153,15 @@ pub struct BrokerConfig {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process (e.g. test switches).
     pub env: Vec<(String, String)>,
+    /// Names this process in log markers and failure dumps ("node 2"), so a cluster's dumps
+    /// say whose log is whose.
+    pub label: String,
+    /// Run this program instead of [`sluice_bin`] (the cluster harness's own test runs a
+    /// stand-in node that speaks the command-line contract).
+    pub bin: Option<PathBuf>,
+    /// The Kafka listener's port; [`free_port`] when `None`. A cluster picks every port it
+    /// needs up front so that none is handed out twice.
+    pub port: Option<u16>,
 }
 
 impl Default for BrokerConfig {
@@ -154,6 +170,9 @@ impl Default for BrokerConfig {
             shards: TEST_SHARDS,
             extra_args: Vec::new(),
             env: Vec::new(),
+            label: "broker".to_string(),
+            bin: None,
+            port: None,
         }
     }
 }
@@ -175,6 +194,10 @@ pub struct Broker {
     stdout_pump: Option<thread::JoinHandle<()>>,
     /// How many times the broker was started, for log markers.
     incarnation: u32,
+    /// Sent SIGSTOP and not yet SIGCONT.
+    paused: bool,
+    /// Reports the ready line of the process last spawned, until [`Broker::wait_ready`].
+    ready_rx: Option<mpsc::Receiver<String>>,
 }
 
 impl Broker {
@@ -184,22 +207,34 @@ impl Broker {
     }
 
     pub fn start_with(config: BrokerConfig) -> Broker {
+        let mut broker = Broker::spawn_with(config);
+        broker.wait_ready();
+        broker
+    }
+
+    /// Starts the process without waiting for its ready line; [`Broker::wait_ready`] waits.
+    /// For nodes that become ready only together (a cluster whose nodes wait for a quorum).
+    pub fn spawn_with(config: BrokerConfig) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .expect("tempdir");
         let data_dir = dir.path().join("data");
+        let bin = config.bin.clone().unwrap_or_else(sluice_bin);
+        let port = config.port.unwrap_or_else(free_port);
         let mut broker = Broker {
-            bin: sluice_bin(),
+            bin,
             config,
             dir,
             data_dir,
-            port: free_port(),
+            port,
             child: None,
             stdout_pump: None,
             incarnation: 0,
+            paused: false,
+            ready_rx: None,
         };
-        broker.spawn_and_wait_ready();
+        broker.spawn();
         broker
     }
 
@@ -244,9 +279,34 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP: the process is frozen (no timers, no heartbeats, sockets open) until
+    /// [`Broker::resume`]; what a long GC pause or a stalled VM looks like to its peers.
+    pub fn pause(&mut self) {
+        let pid = self.pid().expect("pause: broker is not running");
+        assert!(!self.paused, "pause: already paused");
+        signal(pid, "STOP");
+        self.paused = true;
+        self.log_marker("harness: SIGSTOP");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&mut self) {
+        let pid = self.pid().expect("resume: broker is not running");
+        assert!(self.paused, "resume: not paused");
+        signal(pid, "CONT");
+        self.paused = false;
+        self.log_marker("harness: SIGCONT");
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// SIGKILL: no flush, no fsync, no goodbye. Waits until the process is gone so the
     /// next start cannot race the dying process for the port or the data directory.
+    /// A paused process dies as well (SIGKILL needs no SIGCONT).
     pub fn kill9(&mut self) {
+        self.paused = false;
         let mut child = self.child.take().expect("kill9: broker is not running");
         // Child::kill sends SIGKILL on Unix. It errors only if the child was already
         // reaped; an already-exited (zombie) child is still fine to kill.
@@ -259,8 +319,25 @@ impl Broker {
     /// SIGTERM and wait (bounded) for the broker to exit; returns its exit status. The
     /// contract says SIGTERM means flush + fsync + exit 0, so callers usually assert success.
     pub fn stop(&mut self) -> ExitStatus {
+        self.begin_stop();
+        self.wait_stopped()
+    }
+
+    /// Sends SIGTERM (after SIGCONT if paused: a stopped process would hold the signal
+    /// pending) without waiting; [`Broker::wait_stopped`] waits. For stopping the nodes of a
+    /// cluster together, so none waits for a peer already gone.
+    pub fn begin_stop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
+        let pid = self.pid().expect("stop: broker is not running");
+        signal(pid, "TERM");
+    }
+
+    /// Waits (up to [`STOP_TIMEOUT`]) for the exit after [`Broker::begin_stop`]; kills the
+    /// process and panics if it does not come.
+    pub fn wait_stopped(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("stop: broker is not running");
-        signal(child.id(), "TERM");
         let deadline = Instant::now() + STOP_TIMEOUT;
         let status = loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -315,6 +392,16 @@ impl Broker {
         fs::read_to_string(self.log_path("stderr.log")).unwrap_or_default()
     }
 
+    /// Everything the broker wrote to stdout so far (copied as it comes), over all its
+    /// incarnations.
+    pub fn stdout_log(&self) -> String {
+        fs::read_to_string(self.log_path("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn label(&self) -> &str {
+        &self.config.label
+    }
+
     /// Environment of the next (re)start.
     pub fn set_env(&mut self, env: Vec<(String, String)>) {
         self.config.env = env;
@@ -323,10 +410,16 @@ impl Broker {
     /// Starts the broker again on the same port and data dir and waits until it is ready.
     /// A broker that is still running is killed with SIGKILL first.
     pub fn restart(&mut self) {
+        self.respawn();
+        self.wait_ready();
+    }
+
+    /// [`Broker::restart`] without waiting for the ready line ([`Broker::wait_ready`]).
+    pub fn respawn(&mut self) {
         if self.child.is_some() {
             self.kill9();
         }
-        self.spawn_and_wait_ready();
+        self.spawn();
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -345,7 +438,7 @@ impl Broker {
         }
     }
 
-    fn spawn_and_wait_ready(&mut self) {
+    fn spawn(&mut self) {
         self.incarnation += 1;
         self.log_marker(&format!("harness: start #{}", self.incarnation));
         // Append, so the logs of every incarnation survive for the failure dump.
@@ -398,7 +491,16 @@ impl Broker {
         });
         self.child = Some(child);
         self.stdout_pump = Some(pump);
+        self.ready_rx = Some(ready_rx);
+    }
 
+    /// Waits (up to [`READY_TIMEOUT`]) for the ready line of the process last spawned;
+    /// panics with its logs if it exits first or never gets there.
+    pub fn wait_ready(&mut self) {
+        let ready_rx = self
+            .ready_rx
+            .take()
+            .expect("wait_ready: no start to wait for");
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
@@ -477,14 +579,15 @@ impl Broker {
 
     /// Prints the tail of the broker's stderr and stdout logs to the test's stderr.
     pub fn dump_logs(&self) {
+        let label = &self.config.label;
         for name in ["stderr.log", "stdout.log"] {
             let path = self.log_path(name);
-            eprintln!("----- broker {name} ({}) -----", path.display());
+            eprintln!("----- {label} {name} ({}) -----", path.display());
             match tail(&path, LOG_TAIL_BYTES) {
                 Ok(text) => eprintln!("{text}"),
                 Err(e) => eprintln!("(unreadable: {e})"),
             }
-            eprintln!("----- end of broker {name} -----");
+            eprintln!("----- end of {label} {name} -----");
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct BrokerConfig {
     /// `queued.max.request.bytes`, per shard: bytes of requests in flight before the shard
     /// stops reading its sockets (`usize::MAX`: unbounded). See [`crate::request_memory`].
     pub queued_max_request_bytes: usize,
+    /// How long a connection may hold the request-memory overdraft before the request it is
+    /// finishing must be complete (else it is closed); see [`crate::request_memory`].
+    pub request_overdraft_hold: Duration,
     /// `producer.id.expiration.ms`: an idempotent producer's state in a partition is
     /// forgotten this long after its last batch's timestamp (checked every
     /// `log.retention.check.interval.ms`, and when a partition is opened).
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
             queued_max_request_bytes: crate::request_memory::QUEUED_MAX_REQUEST_BYTES_DEFAULT,
+            request_overdraft_hold: crate::request_memory::REQUEST_OVERDRAFT_HOLD_DEFAULT,
             producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             rpc_listen: None,
             voters: Vec::new(),

@@ -187,14 +187,16 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                 // Waiting here stops reading this socket: back-pressure.
                 memory.acquire(want).await;
                 buf.resize(filled + want, 0);
-                let read = reader.read(&mut buf[filled..]).await;
+                let deadline = memory.overdraft_deadline(shard.config.request_overdraft_hold);
+                let read = read_until(&mut reader, &mut buf[filled..], deadline).await;
                 let n = read.as_ref().map_or(0, |n| *n);
                 buf.truncate(filled + n);
                 memory.release(want - n);
                 read
             }
             None => {
-                let read = reader.read(&mut scratch).await;
+                let deadline = memory.overdraft_deadline(shard.config.request_overdraft_hold);
+                let read = read_until(&mut reader, &mut scratch, deadline).await;
                 // End of stream (n = 0) takes nothing: a closed connection must not queue
                 // behind others for the budget before it can leave and release what it holds.
                 if let Ok(n @ 1..) = read {
@@ -213,7 +215,17 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
             }
         };
         match read {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    log::info!(
+                        "closing connection from {peer}: its request was still incomplete \
+                         {} ms after it took the request-memory overdraft",
+                        shard.config.request_overdraft_hold.as_millis()
+                    );
+                }
+                break;
+            }
             Ok(n) => last_read = n,
         }
         activity.read();
@@ -222,6 +234,24 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
     let _ = writer_task.await;
     // Its fetch sessions can serve no other connection: free them now.
     shard.fetch_sessions.borrow_mut().close_connection(conn);
+}
+
+/// Reads from the socket, failing with `TimedOut` at `deadline` (the connection holds the
+/// request-memory overdraft and must finish its request by then; see [`crate::request_memory`]).
+async fn read_until<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    deadline: Option<std::time::Instant>,
+) -> std::io::Result<usize> {
+    let read = reader.read(buf);
+    let Some(deadline) = deadline else {
+        return read.await;
+    };
+    let late = async {
+        sluice_shard::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    };
+    futures_lite::future::or(read, late).await
 }
 
 /// Identifies one client connection within the process, for state bound to it (fetch

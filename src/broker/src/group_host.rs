@@ -56,8 +56,11 @@ impl GroupSlot {
         let mut offset = self.log.log_start_offset();
         let mut records = 0usize;
         while offset < self.log.high_watermark() {
-            let read = match self.log.read(offset, 1 << 20).await {
-                Ok(r) => r,
+            let batches = match self.log.read_next(offset, 1 << 20).await {
+                Ok((batches, next)) => {
+                    offset = next;
+                    batches
+                }
                 Err(e) => {
                     log::error!(
                         "{OFFSETS_TOPIC}-{}: replay read at {offset}: {e}",
@@ -66,19 +69,10 @@ impl GroupSlot {
                     return;
                 }
             };
-            if read.records.is_empty() {
+            if batches.is_empty() {
                 break;
             }
-            // Next offset: after the last batch read.
-            let mut at = 0;
-            while let Some(h) = sluice_storage::hdr::Header::parse(&read.records[at..]) {
-                offset = h.last_offset() + 1;
-                at += h.size;
-                if at >= read.records.len() {
-                    break;
-                }
-            }
-            for (k, v) in decode_records(read.records) {
+            for (k, v) in decode_records(batches) {
                 records += 1;
                 if let Err(e) = coord.replay(&k, v.as_deref()) {
                     log::warn!("{OFFSETS_TOPIC}-{}: skipping record: {e}", self.partition);

@@ -103,19 +103,13 @@ pub fn move_groups(
         let mut scan = PlacementScan::new(p as i32, count);
         let mut offset = log.log_start_offset();
         while offset < log.high_watermark() {
-            let read = block_on(log.read(offset, SCAN_READ_BYTES)).map_err(storage_err("read"))?;
-            if read.records.is_empty() {
+            let (records, next) =
+                block_on(log.read_next(offset, SCAN_READ_BYTES)).map_err(storage_err("read"))?;
+            if records.is_empty() {
                 break;
             }
-            let mut at = 0;
-            while let Some(h) = sluice_storage::hdr::Header::parse(&read.records[at..]) {
-                offset = h.last_offset() + 1;
-                at += h.size;
-                if at >= read.records.len() {
-                    break;
-                }
-            }
-            for (k, v) in decode_records(read.records) {
+            offset = next;
+            for (k, v) in decode_records(records) {
                 scan.record(&k, v.as_ref());
             }
         }

@@ -29,11 +29,13 @@
 //! - A request that may park (fetch long-poll, JoinGroup, SyncGroup) of at most 1 MiB
 //!   leaves the overdraft behind when its frame is complete, so parked work never stops the
 //!   shard's reading; each such request overruns the budget by at most its own size.
-//! - Known limit: a holder whose client stops sending keeps the overdraft; the shard then
-//!   still serves within its budget, but a budget filled with other partial requests waits
-//!   for that client (one that sends nothing is closed after `connections.max.idle.ms`; one
-//!   that trickles is not). Filling the budget takes real bytes, where reserving declared
-//!   sizes would take 4 per 100 MiB.
+//! - The overdraft is held for a bounded time: a connection that has not finished its
+//!   request [`REQUEST_OVERDRAFT_HOLD_DEFAULT`] (`--request-overdraft-hold-ms`) after taking
+//!   the overdraft is closed, which releases it (the connection's reads time out; see
+//!   [`ConnMemory::overdraft_deadline`]). So a client trickling a large request cannot keep
+//!   a budget filled with other partial requests waiting for it; one that sends nothing at
+//!   all is also closed after `connections.max.idle.ms`. Filling the budget takes real
+//!   bytes, where reserving declared sizes would take 4 per 100 MiB.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -47,6 +49,12 @@ use std::task::{Context, Poll, Waker};
 /// host can hold at most 8 GiB of request bytes.
 pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 
+/// How long a connection may hold the overdraft before its request must be complete: the
+/// Kafka clients' `request.timeout.ms` default. A request still being sent after that has
+/// timed out at its client anyway (which retries on a new connection), so closing it loses
+/// nothing; 100 MiB in that time needs only 3.4 MiB/s.
+pub const REQUEST_OVERDRAFT_HOLD_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest request that may park without keeping the overdraft (see
 /// [`ConnMemory::take_request`]).
 pub const PARKED_OVERDRAFT_BYTES_MAX: usize = 1024 * 1024;
@@ -57,6 +65,8 @@ struct Inner {
     /// Who holds the overdraft: a connection finishing a request, or (once the frame is
     /// complete) that request's permit.
     overdraft: Option<Holder>,
+    /// When a connection took the overdraft (`Holder::Conn` only).
+    overdraft_since: Option<std::time::Instant>,
     /// Tickets of waiting acquisitions, in arrival order, with their wakers.
     waiters: VecDeque<(u64, Waker)>,
     next_ticket: u64,
@@ -140,6 +150,17 @@ impl ConnMemory {
             conn: self,
             n,
             ticket: None,
+        }
+    }
+
+    /// When this connection must have finished the request it holds the overdraft for
+    /// (`None` if it does not hold it): `hold` after it took it. The connection is closed if
+    /// its request is still incomplete then.
+    pub fn overdraft_deadline(&self, hold: std::time::Duration) -> Option<std::time::Instant> {
+        let inner = self.pool.inner.borrow();
+        match (inner.overdraft, inner.overdraft_since) {
+            (Some(Holder::Conn(id)), Some(since)) if id == self.id => Some(since + hold),
+            _ => None,
         }
     }
 
@@ -241,6 +262,7 @@ impl Future for Acquire<'_> {
             true
         } else if inner.overdraft.is_none() {
             inner.overdraft = Some(me);
+            inner.overdraft_since = Some(std::time::Instant::now());
             true
         } else {
             false

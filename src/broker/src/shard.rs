@@ -232,7 +232,10 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
-            p.log.retire();
+            // Fenced first: a flush stage still running could otherwise write a new segment
+            // file or index into the directory after it moved, or into one re-created for a
+            // new topic of the same name.
+            p.log.retire_and_fence().await;
             // Renamed aside first, then removed: see `partition_dirs`. Off the executor: a
             // directory of many segments takes many syscalls.
             let data_dir = self.config.data_dir.clone();

@@ -18,7 +18,8 @@ const USAGE: &str = "usage:
                [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
-               [--queued-max-request-bytes BYTES] [--producer-id-expiration-ms MS]
+               [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
+               [--producer-id-expiration-ms MS]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -110,6 +111,15 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     b if b >= 1 => usize::try_from(b).unwrap_or(usize::MAX),
                     _ => return Err("--queued-max-request-bytes must be -1 or at least 1".into()),
                 };
+            }
+            "--request-overdraft-hold-ms" => {
+                let ms: u64 = value("--request-overdraft-hold-ms")?
+                    .parse()
+                    .map_err(|e| format!("--request-overdraft-hold-ms: {e}"))?;
+                if ms == 0 {
+                    return Err("--request-overdraft-hold-ms must be at least 1".into());
+                }
+                c.request_overdraft_hold = std::time::Duration::from_millis(ms);
             }
             "--rpc-listen" => {
                 let v = value("--rpc-listen")?;

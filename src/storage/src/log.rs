@@ -418,6 +418,9 @@ pub struct PartitionLog<S: Storage> {
     writing: Cell<bool>,
     /// A flush is in its sync stage (see `sync_written`).
     syncing: Cell<bool>,
+    /// `run_flusher` is running (at most one per log): `close` waits for it to end, so the
+    /// writes it made are synced before the log is released.
+    flusher_running: Cell<bool>,
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
@@ -644,6 +647,7 @@ impl<S: Storage> PartitionLog<S> {
             }),
             writing: Cell::new(false),
             syncing: Cell::new(false),
+            flusher_running: Cell::new(false),
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
@@ -894,7 +898,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Waits until some append is buffered (for the partition's flusher task).
     pub async fn wait_dirty(&self) {
         poll_fn(|cx| {
-            if self.needs_flush() || self.failure().is_some() {
+            if self.needs_flush() || self.failure().is_some() || self.inner.borrow().closed {
                 Poll::Ready(())
             } else {
                 self.dirty_waiters.register(i64::MAX, cx.waker());
@@ -951,11 +955,20 @@ impl<S: Storage> PartitionLog<S> {
     /// write finished before it starts. The disk is never idle waiting for a sync to finish
     /// (which cost about a tenth of the throughput with 1 MiB batches, 8 in flight).
     /// `on_flush` gets the timing of each completed sync stage and the writes it covered.
+    /// It also ends once the log is closed and flushed ([`Self::close`] waits for that).
     pub async fn run_flusher(
         &self,
         stop: impl Fn() -> bool,
         mut on_flush: impl FnMut(FlushTiming),
     ) -> Result<()> {
+        assert!(
+            !self.flusher_running.replace(true),
+            "{}: one flusher per log",
+            self.name
+        );
+        // Cleared however the flusher ends (error, stop, or its future dropped).
+        let _running = FlusherRunning(self);
+        let stop = || stop() || self.inner.borrow().closed;
         let unsynced: RefCell<Option<Written<S::File>>> = RefCell::new(None);
         let writer_done = Cell::new(false);
         let wake = OffsetWaiters::default();
@@ -1338,6 +1351,19 @@ impl<S: Storage> PartitionLog<S> {
         crate::durable_file::replace_file(&*self.storage, &self.dir, path, sealed).await
     }
 
+    /// [`Self::read`] for a scan from `offset` towards the high watermark: the batches read
+    /// (empty at the end) and the offset after the last of them, where the next read starts.
+    pub async fn read_next(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        let records = self.read(offset, max_bytes).await?.records;
+        let mut next = offset;
+        let mut at = 0;
+        while let Some(h) = Header::parse(&records[at..]) {
+            next = h.last_offset() + 1;
+            at += h.size;
+        }
+        Ok((records, next))
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
     /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
@@ -1629,10 +1655,24 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Flushes and releases the log (clean shutdown). Appends fail from its start on
-    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. The active
-    /// segment is cut to its logical size so a clean restart finds no page padding to trim.
+    /// ([`StorageError::Closed`]), so every acknowledged batch is in the flush. A running
+    /// flusher is woken and waited for first: a write stage of it that finished before the
+    /// close may not be synced yet (an acks=1 batch, or a segment file whose directory entry
+    /// its sync stage makes durable), and its sync stage covers it before the flusher ends.
+    /// The active segment is cut to its logical size so a clean restart finds no page
+    /// padding to trim.
     pub async fn close(&self) -> Result<()> {
         self.inner.borrow_mut().closed = true;
+        self.dirty_waiters.wake_all();
+        poll_fn(|cx| {
+            if self.flusher_running.get() {
+                self.flush_waiters.register(i64::MIN, cx.waker());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
         if self.failure().is_none() && self.needs_flush() {
             self.flush().await?;
         }
@@ -1657,10 +1697,10 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Removes the whole log directory's files (topic deletion): [`Self::retire`], then
-    /// every file of the directory.
+    /// Removes the whole log directory's files (topic deletion): [`Self::retire_and_fence`],
+    /// then every file of the directory.
     pub async fn destroy(&self) -> Result<()> {
-        self.retire();
+        self.retire_and_fence().await;
         let names = self
             .storage
             .list_dir(&self.dir)
@@ -1697,6 +1737,35 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.dirty_waiters.wake_all();
         self.durable_waiters.wake_all();
+    }
+
+    /// [`Self::retire`], then waits until no flush stage is running. A write stage that
+    /// began before the retirement may still open a new segment file or write an index,
+    /// snapshot or checkpoint by path in the log's directory; once it ends, no stage starts
+    /// again (they refuse a failed log), so the caller may then remove or rename the
+    /// directory without a late write landing in it, or in a directory re-created under the
+    /// same name for a new topic.
+    pub async fn retire_and_fence(&self) {
+        self.retire();
+        poll_fn(|cx| {
+            if self.writing.get() || self.syncing.get() {
+                self.flush_waiters.register(i64::MIN, cx.waker());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Marks a log's flusher as ended when dropped, and wakes a `close` waiting for that.
+struct FlusherRunning<'a, S: Storage>(&'a PartitionLog<S>);
+
+impl<S: Storage> Drop for FlusherRunning<'_, S> {
+    fn drop(&mut self) {
+        self.0.flusher_running.set(false);
+        self.0.flush_waiters.wake_all();
     }
 }
 

@@ -611,3 +611,111 @@ fn a_closed_log_refuses_appends() {
         vec![(0, 1, batch(2, b"before", 1000, -1, 0).len())]
     );
 }
+
+/// Clean shutdown under a running flusher: `close` starts at every point of the flusher's
+/// cycle (after `k` IO yields), with appends that nobody waited for (acks=1). Whatever the
+/// flusher wrote but had not synced yet, including new segment files whose directory entry
+/// only its sync stage makes durable, must be durable when `close` returns: a power loss
+/// right after it keeps every appended batch. Both poll orders of the two tasks are tried.
+#[test]
+fn close_waits_for_the_flusher_so_a_power_loss_after_it_keeps_every_append() {
+    use futures_lite::future::{or, yield_now};
+    for (k, closer_first) in (0..60).flat_map(|k| [(k, false), (k, true)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, plan) = yielding_storage();
+        plan.model_durability();
+        let log = open(storage, dir.path(), small_segments());
+        let mut appended = Vec::new();
+        let flusher_ended = std::cell::Cell::new(false);
+        let flusher = async {
+            let _ = log.run_flusher(|| false, |_| {}).await;
+            flusher_ended.set(true);
+            // Ended: leave the closer to finish.
+            futures_lite::future::pending::<()>().await
+        };
+        let closer = async {
+            for i in 0..40u8 {
+                let b = batch(2, &vec![i; 300], i64::from(i), -1, 0);
+                let a = log.append(&b, 0).expect("append");
+                appended.push((a.base_offset, a.last_offset, b.len()));
+                if i % 8 == 7 {
+                    yield_now().await;
+                }
+            }
+            for _ in 0..k {
+                yield_now().await;
+            }
+            log.close().await.expect("close");
+        };
+        if closer_first {
+            block_on(or(closer, flusher));
+        } else {
+            block_on(or(flusher, closer));
+        }
+        assert!(
+            flusher_ended.get(),
+            "no flush of a closed log still runs ({k} yields, closer first: {closer_first})"
+        );
+        plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        assert_eq!(
+            read_all(&log, 0),
+            appended,
+            "close after {k} yields, closer polled first: {closer_first}"
+        );
+    }
+}
+
+/// A deletion retires the log and waits for a flush stage in progress: nothing is written
+/// into the directory once `retire_and_fence` returns (the broker then moves the directory,
+/// and a new topic of the same name may create it again).
+#[test]
+fn retire_and_fence_waits_for_a_write_stage_in_progress() {
+    use futures_lite::future::{or, yield_now};
+    for k in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _plan) = yielding_storage();
+        let log = open(storage, dir.path(), small_segments());
+        let fenced = std::cell::Cell::new(false);
+        let files_at_fence = RefCell::new(Vec::new());
+        let listing = |d: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), e.metadata().unwrap().len())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let flusher = async {
+            let _ = log.run_flusher(|| false, |_| {}).await;
+            futures_lite::future::pending::<()>().await
+        };
+        let deleter = async {
+            for i in 0..40u8 {
+                let _ = log.append(&batch(2, &vec![i; 300], i64::from(i), -1, 0), 0);
+                yield_now().await;
+            }
+            for _ in 0..k {
+                yield_now().await;
+            }
+            log.retire_and_fence().await;
+            fenced.set(true);
+            *files_at_fence.borrow_mut() = listing(dir.path());
+            // Let anything still running make progress, then look again.
+            for _ in 0..200 {
+                yield_now().await;
+            }
+        };
+        block_on(or(flusher, deleter));
+        assert!(fenced.get());
+        assert_eq!(
+            listing(dir.path()),
+            *files_at_fence.borrow(),
+            "nothing written after the fence ({k} yields)"
+        );
+    }
+}

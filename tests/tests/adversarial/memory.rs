@@ -144,6 +144,72 @@ fn requests_beyond_the_budget_wait_and_succeed() {
     assert_eq!((error, end), (0, (CLIENTS * REQUESTS) as i64));
 }
 
+/// Clients that declare 100 MiB requests, overrun a small budget and then trickle a byte at
+/// a time: the one holding the overdraft is closed once `--request-overdraft-hold-ms` has
+/// passed without its request completing, so another client's large produce, waiting behind
+/// them for the budget, gets through (without the hold limit it waits for ever).
+#[test]
+fn a_trickling_client_cannot_keep_the_overdraft() {
+    const BUDGET: usize = 256 << 10;
+    const HOSTILE: usize = 6;
+    let broker = broker_with(&[
+        "--queued-max-request-bytes",
+        &BUDGET.to_string(),
+        "--request-overdraft-hold-ms",
+        "1500",
+    ]);
+    let mut setup = connect(&broker);
+    create_by_metadata(&mut setup, "mem-trickle");
+    let mut hostile: Vec<Option<TcpStream>> = (0..HOSTILE)
+        .map(|_| {
+            let mut s = connect(&broker);
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.write_all(&declared_produce_start()).unwrap();
+            // More than a shard's budget: the first on each shard takes the overdraft.
+            let _ = s.write_all(&vec![7u8; BUDGET + (64 << 10)]);
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let batch = large_batch(BUDGET + (100 << 10));
+    let mut good = connect(&broker);
+    good.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let producer =
+        std::thread::spawn(move || produce(&mut good, 8, "mem-trickle", 0, -1, 30_000, &batch));
+    // Trickle until the good produce is answered; a closed hostile connection is dropped.
+    let started = std::time::Instant::now();
+    while !producer.is_finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the produce waited behind trickling clients for 120 s"
+        );
+        for slot in hostile.iter_mut() {
+            if let Some(s) = slot {
+                if s.write_all(&[1]).is_err() {
+                    *slot = None;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(producer.join().unwrap(), 0, "the produce is stored");
+    let closed_count = hostile
+        .iter_mut()
+        .filter_map(|slot| match slot {
+            None => Some(()),
+            Some(s) => {
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                closed(s).then_some(())
+            }
+        })
+        .count();
+    assert!(closed_count >= 1, "a trickling overdraft holder was closed");
+    let (error, end) = sluice_tests::wire::list_offset(&mut setup, "mem-trickle", 0, -1);
+    assert_eq!((error, end), (0, 1));
+}
+
 #[test]
 fn the_budget_flag_is_validated() {
     let out = std::process::Command::new(sluice_tests::sluice_bin())

@@ -35,6 +35,10 @@ use crate::watch::ParkedFetch;
 
 /// Sessions one shard keeps (Kafka's `max.incremental.fetch.session.cache.slots`).
 pub const FETCH_SESSIONS_MAX: usize = 1000;
+/// Sessions one connection may hold: clients keep one per broker connection; creating one
+/// more ends that connection's least recently used session (a client starting afresh has
+/// abandoned it), so one connection cannot take the shard's whole cache.
+pub const FETCH_SESSIONS_PER_CONNECTION_MAX: usize = 4;
 /// Partitions one session may track.
 pub const FETCH_SESSION_PARTITIONS_MAX: usize = 100_000;
 /// A session unused this long may be evicted to make room.
@@ -87,6 +91,17 @@ fn random_session_id() -> i32 {
 
 impl FetchSessions {
     fn create(&mut self, conn: ConnId, partitions: IndexMap<Key, Wanted>, now: Instant) -> i32 {
+        if partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
+            return 0;
+        }
+        let own = self.sessions.iter().filter(|(_, s)| s.conn == conn);
+        if own.clone().count() >= FETCH_SESSIONS_PER_CONNECTION_MAX {
+            let oldest = own
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id)
+                .expect("at least one");
+            self.sessions.remove(&oldest);
+        }
         if self.sessions.len() >= FETCH_SESSIONS_MAX {
             let stale = self
                 .sessions
@@ -100,9 +115,6 @@ impl FetchSessions {
                 }
                 None => return 0, // full: the client just does full fetches
             }
-        }
-        if partitions.len() > FETCH_SESSION_PARTITIONS_MAX {
-            return 0;
         }
         // At most FETCH_SESSIONS_MAX of 2^31 - 1 ids are taken: a collision is rare, retried.
         let id = loop {
@@ -515,7 +527,7 @@ mod tests {
         let (a, b) = (ConnId(1), ConnId(2));
         let now = Instant::now();
         let ids: Vec<i32> = (0..100)
-            .map(|_| s.create(a, IndexMap::new(), now))
+            .map(|i| s.create(a, IndexMap::new(), now + Duration::from_millis(i)))
             .collect();
         assert!(ids.iter().all(|&id| id > 0));
         let mut sorted = ids.clone();
@@ -526,7 +538,13 @@ mod tests {
             ids.windows(2).filter(|w| w[1] == w[0] + 1).count() < 5,
             "not sequential"
         );
-        let id = ids[0];
+        assert_eq!(
+            s.len(),
+            FETCH_SESSIONS_PER_CONNECTION_MAX,
+            "one connection keeps at most its cap, the newest"
+        );
+        assert!(s.owned_mut(a, ids[0]).is_none(), "the oldest made room");
+        let id = *ids.last().unwrap();
         assert!(
             s.owned_mut(b, id).is_none(),
             "unknown to another connection"

@@ -1,0 +1,545 @@
+//! The binary encoding of metadata records: compact, versioned, and safe to decode from
+//! hostile bytes (every length is checked against what remains, every count is bounded,
+//! nothing is allocated by a size the bytes claim beyond the bytes present, nothing panics).
+//!
+//! ```text
+//! batch   := format:u8 (= 0)  count:uvarint  record{count}     one Raft entry
+//! record  := len:uvarint  body                                 body is exactly len bytes
+//! body    := type:u8  version:u8  fields                       fields by type and version
+//! ```
+//!
+//! Field types: `uvarint` is LEB128 (at most 10 bytes, the value must fit the field);
+//! `varint` is a zig-zag LEB128 signed integer; `bool` is one byte 0 or 1; `uuid` is 16 raw
+//! bytes; `string` is a uvarint length and UTF-8 bytes (at most [`STRING_BYTES_MAX`]);
+//! `option<T>` is a byte 0 (absent) or 1 followed by `T`; `list<T>` is a uvarint count and
+//! the items. Fields of version 0 of each type (type byte, then fields in order):
+//!
+//! ```text
+//!   0 RegisterBroker   node:varint incarnation:uuid epoch:uvarint
+//!                      kafka_host:string kafka_port:uvarint rpc_host:string rpc_port:uvarint
+//!                      rack:option<string> fenced:bool
+//!   2 Topic            name:string id:uuid configs:list<(key:string value:string)>
+//!   3 Partition        topic:uuid partition:varint replicas:list<varint>
+//!                      adding:list<varint> removing:list<varint> revision:uvarint
+//!   4 Config           resource config key:string value:option<string>
+//!                      resource := 2 uuid (topic) | 4 option<varint> (broker; absent: cluster)
+//!   5 PartitionChange  as Partition
+//!   7 FenceBroker      node:varint epoch:uvarint
+//!   8 UnfenceBroker    node:varint epoch:uvarint
+//!   9 RemoveTopic      id:uuid
+//!  15 ProducerIds      node:varint first:varint size:uvarint
+//! 100 ClusterId        cluster_id:string
+//! 101 Revision         revision:uvarint
+//! ```
+//!
+//! A version newer than this build knows, an unknown type, trailing bytes inside a record or
+//! after a batch are errors: a record is never misread or skipped. The encoding is
+//! canonical: varints in their shortest form, topic configs in increasing key order, so
+//! records and bytes correspond one to one (`encode(decode(b)) == b` for every accepted `b`;
+//! equal images give equal snapshot bytes). Adding a field means a
+//! new version of its type; an old build then refuses the log rather than dropping the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::record::{
+    BrokerRegistration, ConfigResource, Endpoint, PartitionRecord, ProducerIdsBlock, Record,
+};
+
+/// The only batch format so far.
+pub const BATCH_FORMAT: u8 = 0;
+/// Bytes of one encoded batch (a Raft entry), written or read.
+pub const BATCH_BYTES_MAX: usize = 8 << 20;
+/// Bytes of one string field (names, hosts, config keys and values).
+pub const STRING_BYTES_MAX: usize = 64 << 10;
+/// Replicas one partition record may list.
+pub const REPLICAS_MAX: usize = 64;
+
+/// Why bytes did not decode into records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes ended inside `what`.
+    Truncated { what: &'static str },
+    /// A record type this build does not know.
+    UnknownType { type_id: u8 },
+    /// A record version newer than this build reads.
+    UnknownVersion { type_id: u8, version: u8 },
+    /// A batch format this build does not know.
+    UnknownFormat { format: u8 },
+    /// A value out of its field's range or shape.
+    Invalid { what: &'static str },
+    /// Bytes left over inside a record or after a batch.
+    Trailing { what: &'static str },
+    /// Over [`BATCH_BYTES_MAX`], [`STRING_BYTES_MAX`] or [`REPLICAS_MAX`].
+    TooLarge { what: &'static str },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { what } => write!(f, "metadata record truncated in {what}"),
+            DecodeError::UnknownType { type_id } => {
+                write!(f, "unknown metadata record type {type_id}")
+            }
+            DecodeError::UnknownVersion { type_id, version } => write!(
+                f,
+                "metadata record type {type_id} version {version} is newer than this build reads"
+            ),
+            DecodeError::UnknownFormat { format } => {
+                write!(f, "unknown metadata batch format {format}")
+            }
+            DecodeError::Invalid { what } => write!(f, "invalid metadata field {what}"),
+            DecodeError::Trailing { what } => write!(f, "bytes left over after {what}"),
+            DecodeError::TooLarge { what } => write!(f, "metadata field {what} is too large"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Why records could not be encoded (a value over a limit the decoder would refuse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError(pub DecodeError);
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot encode: {}", self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Encodes `records` as one batch. Fails if the result would not decode (a string, replica
+/// list or the batch over its limit), so nothing is proposed that replay would refuse.
+pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, EncodeError> {
+    let mut out = vec![BATCH_FORMAT];
+    put_uvarint(&mut out, records.len() as u64);
+    let mut body = Vec::new();
+    for r in records {
+        body.clear();
+        encode_record(r, &mut body).map_err(EncodeError)?;
+        put_uvarint(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
+        if out.len() > BATCH_BYTES_MAX {
+            return Err(EncodeError(DecodeError::TooLarge { what: "batch" }));
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes `records` as consecutive batches of at most `max_bytes` each (a snapshot or a
+/// bootstrap list too large for one entry). A record alone over the limit is an error.
+pub fn encode_batches(records: &[Record], max_bytes: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let max_bytes = max_bytes.min(BATCH_BYTES_MAX);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    let mut body = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        body.clear();
+        encode_record(r, &mut body).map_err(EncodeError)?;
+        // Length prefix of the record, at most 10 bytes; 11 for the batch header and count.
+        let len = body.len() + 10;
+        if len + 11 > max_bytes {
+            return Err(EncodeError(DecodeError::TooLarge { what: "record" }));
+        }
+        if size + len + 11 > max_bytes {
+            batches.push(encode_batch(&records[start..i])?);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < records.len() {
+        batches.push(encode_batch(&records[start..])?);
+    }
+    Ok(batches)
+}
+
+/// Decodes one batch. Never panics; any defect is an error and no record is returned.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    if bytes.len() > BATCH_BYTES_MAX {
+        return Err(DecodeError::TooLarge { what: "batch" });
+    }
+    let mut r = Reader { buf: bytes };
+    let format = r.u8("batch format")?;
+    if format != BATCH_FORMAT {
+        return Err(DecodeError::UnknownFormat { format });
+    }
+    let count = r.count("batch count", 1)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.count("record length", 1)?;
+        let body = r.take(len, "record")?;
+        records.push(decode_record(body)?);
+    }
+    if !r.buf.is_empty() {
+        return Err(DecodeError::Trailing { what: "batch" });
+    }
+    Ok(records)
+}
+
+/// Encodes one record's body (type, version, fields).
+pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.push(record.type_id());
+    out.push(record.version());
+    match record {
+        Record::ClusterId { cluster_id } => put_str(out, cluster_id)?,
+        Record::Revision { revision } => put_uvarint(out, *revision),
+        Record::RegisterBroker(b) => {
+            put_varint(out, b.node.into());
+            out.extend_from_slice(&b.incarnation);
+            put_uvarint(out, b.epoch);
+            put_str(out, &b.kafka.host)?;
+            put_uvarint(out, b.kafka.port.into());
+            put_str(out, &b.rpc.host)?;
+            put_uvarint(out, b.rpc.port.into());
+            match &b.rack {
+                None => out.push(0),
+                Some(rack) => {
+                    out.push(1);
+                    put_str(out, rack)?;
+                }
+            }
+            out.push(u8::from(b.fenced));
+        }
+        Record::FenceBroker { node, epoch } | Record::UnfenceBroker { node, epoch } => {
+            put_varint(out, (*node).into());
+            put_uvarint(out, *epoch);
+        }
+        Record::Topic { name, id, configs } => {
+            put_str(out, name)?;
+            out.extend_from_slice(id);
+            put_uvarint(out, configs.len() as u64);
+            for (k, v) in configs {
+                put_str(out, k)?;
+                put_str(out, v)?;
+            }
+        }
+        Record::Partition(p) | Record::PartitionChange(p) => {
+            out.extend_from_slice(&p.topic);
+            put_varint(out, p.partition.into());
+            for list in [&p.replicas, &p.adding, &p.removing] {
+                if list.len() > REPLICAS_MAX {
+                    return Err(DecodeError::TooLarge { what: "replicas" });
+                }
+                put_uvarint(out, list.len() as u64);
+                for &n in list {
+                    put_varint(out, n.into());
+                }
+            }
+            put_uvarint(out, p.revision);
+        }
+        Record::Config {
+            resource,
+            key,
+            value,
+        } => {
+            match resource {
+                ConfigResource::Topic(id) => {
+                    out.push(2);
+                    out.extend_from_slice(id);
+                }
+                ConfigResource::Broker(node) => {
+                    out.push(4);
+                    match node {
+                        None => out.push(0),
+                        Some(n) => {
+                            out.push(1);
+                            put_varint(out, (*n).into());
+                        }
+                    }
+                }
+            }
+            put_str(out, key)?;
+            match value {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    put_str(out, v)?;
+                }
+            }
+        }
+        Record::ProducerIds(b) => {
+            put_varint(out, b.node.into());
+            put_varint(out, b.first);
+            put_uvarint(out, b.size.into());
+        }
+        Record::RemoveTopic { id } => out.extend_from_slice(id),
+    }
+    Ok(())
+}
+
+/// Decodes one record's body; all of `body` must be used.
+pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader { buf: body };
+    let type_id = r.u8("record type")?;
+    let version = r.u8("record version")?;
+    let known = matches!(type_id, 0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 15 | 100 | 101);
+    if !known {
+        return Err(DecodeError::UnknownType { type_id });
+    }
+    if version > 0 {
+        return Err(DecodeError::UnknownVersion { type_id, version });
+    }
+    let record = match type_id {
+        0 => {
+            let node = r.node("broker node")?;
+            let incarnation = r.uuid("incarnation")?;
+            let epoch = r.uvarint("broker epoch")?;
+            let kafka = Endpoint {
+                host: r.string("kafka host")?,
+                port: r.port("kafka port")?,
+            };
+            let rpc = Endpoint {
+                host: r.string("rpc host")?,
+                port: r.port("rpc port")?,
+            };
+            let rack = if r.bool("rack present")? {
+                Some(r.string("rack")?)
+            } else {
+                None
+            };
+            let fenced = r.bool("fenced")?;
+            Record::RegisterBroker(BrokerRegistration {
+                node,
+                incarnation,
+                epoch,
+                kafka,
+                rpc,
+                rack,
+                fenced,
+            })
+        }
+        2 => {
+            let name = r.string("topic name")?;
+            let id = r.uuid("topic id")?;
+            // Each pair is at least two bytes (two empty strings).
+            let n = r.count("topic configs", 2)?;
+            let mut configs = BTreeMap::new();
+            for _ in 0..n {
+                let k = r.string("config key")?;
+                let v = r.string("config value")?;
+                // Keys in strictly increasing order, as they are written (no duplicates).
+                if configs.last_key_value().is_some_and(|(last, _)| *last >= k) {
+                    return Err(DecodeError::Invalid {
+                        what: "topic config keys out of order",
+                    });
+                }
+                configs.insert(k, v);
+            }
+            Record::Topic { name, id, configs }
+        }
+        3 | 5 => {
+            let topic = r.uuid("partition topic")?;
+            let partition = r.i32("partition")?;
+            let replicas = r.nodes("replicas")?;
+            let adding = r.nodes("adding replicas")?;
+            let removing = r.nodes("removing replicas")?;
+            let revision = r.uvarint("revision")?;
+            let p = PartitionRecord {
+                topic,
+                partition,
+                replicas,
+                adding,
+                removing,
+                revision,
+            };
+            if type_id == 3 {
+                Record::Partition(p)
+            } else {
+                Record::PartitionChange(p)
+            }
+        }
+        4 => {
+            let resource = match r.u8("config resource type")? {
+                2 => ConfigResource::Topic(r.uuid("config topic")?),
+                4 => ConfigResource::Broker(if r.bool("config broker present")? {
+                    Some(r.node("config broker")?)
+                } else {
+                    None
+                }),
+                _ => {
+                    return Err(DecodeError::Invalid {
+                        what: "config resource type",
+                    })
+                }
+            };
+            let key = r.string("config key")?;
+            let value = if r.bool("config value present")? {
+                Some(r.string("config value")?)
+            } else {
+                None
+            };
+            Record::Config {
+                resource,
+                key,
+                value,
+            }
+        }
+        7 | 8 => {
+            let node = r.node("fence node")?;
+            let epoch = r.uvarint("fence epoch")?;
+            if type_id == 7 {
+                Record::FenceBroker { node, epoch }
+            } else {
+                Record::UnfenceBroker { node, epoch }
+            }
+        }
+        9 => Record::RemoveTopic {
+            id: r.uuid("removed topic id")?,
+        },
+        15 => {
+            let node = r.node("producer ids node")?;
+            let first = r.varint("producer ids first")?;
+            let size = u32::try_from(r.uvarint("producer ids size")?).map_err(|_| {
+                DecodeError::Invalid {
+                    what: "producer ids size",
+                }
+            })?;
+            Record::ProducerIds(ProducerIdsBlock { node, first, size })
+        }
+        100 => Record::ClusterId {
+            cluster_id: r.string("cluster id")?,
+        },
+        101 => Record::Revision {
+            revision: r.uvarint("revision")?,
+        },
+        _ => unreachable!("type checked above"),
+    };
+    if !r.buf.is_empty() {
+        return Err(DecodeError::Trailing { what: "record" });
+    }
+    Ok(record)
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), DecodeError> {
+    if s.len() > STRING_BYTES_MAX {
+        return Err(DecodeError::TooLarge { what: "string" });
+    }
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated { what });
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid { what }),
+        }
+    }
+
+    fn uuid(&mut self, what: &'static str) -> Result<[u8; 16], DecodeError> {
+        let b = self.take(16, what)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(b);
+        Ok(id)
+    }
+
+    fn uvarint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            let bits = u64::from(b & 0x7f);
+            // The tenth byte may only carry the top bit of a u64.
+            if i == 9 && bits > 1 {
+                return Err(DecodeError::Invalid { what });
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                // Canonical only: a last byte of zero (after the first) is a padded form.
+                if i > 0 && b == 0 {
+                    return Err(DecodeError::Invalid { what });
+                }
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid { what })
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        let u = self.uvarint(what)?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+        i32::try_from(self.varint(what)?).map_err(|_| DecodeError::Invalid { what })
+    }
+
+    /// A node id: a non-negative i32.
+    fn node(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+        let n = self.i32(what)?;
+        if n < 0 {
+            return Err(DecodeError::Invalid { what });
+        }
+        Ok(n)
+    }
+
+    /// A list of at most [`REPLICAS_MAX`] node ids.
+    fn nodes(&mut self, what: &'static str) -> Result<Vec<i32>, DecodeError> {
+        let n = self.count(what, 1)?;
+        if n > REPLICAS_MAX {
+            return Err(DecodeError::TooLarge { what });
+        }
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(self.node(what)?);
+        }
+        Ok(nodes)
+    }
+
+    fn port(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        u16::try_from(self.uvarint(what)?).map_err(|_| DecodeError::Invalid { what })
+    }
+
+    /// A count of items each at least `min_item_bytes` long: never more than the bytes left
+    /// could hold, so no allocation is sized by a claim the bytes cannot back.
+    fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, DecodeError> {
+        let n = self.uvarint(what)?;
+        let fits = (self.buf.len() / min_item_bytes.max(1)) as u64;
+        if n > fits {
+            return Err(DecodeError::Truncated { what });
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let n = self.uvarint(what)?;
+        if n > STRING_BYTES_MAX as u64 {
+            return Err(DecodeError::TooLarge { what });
+        }
+        let b = self.take(n as usize, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid { what })
+    }
+}

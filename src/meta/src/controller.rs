@@ -1,0 +1,1387 @@
+//! The controller's command layer: Kafka's admin operations and broker lifecycle validated
+//! against the metadata image and turned into records to propose. Sans-IO: commands and
+//! reports come in as calls, [`Effect`]s go out; no clock (time is `now_ms`), no entropy
+//! (a seeded [`Rng`]), no log.
+//!
+//! The controller keeps two images: `committed` (what the log holds up to the commit index)
+//! and `speculative` (committed plus every proposal still in flight, in order). Commands
+//! validate against the speculative image, so two requests in flight never create the same
+//! topic or overlapping producer-id blocks; a proposal that fails takes every later one with
+//! it (they were validated on top of it) and the speculative image is rebuilt from the
+//! committed one. Answers wait for the commit of their records.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::codec::{encode_batch, STRING_BYTES_MAX};
+use crate::image::{Delta, InvalidRecord, MetadataImage, OFFSETS_TOPIC};
+use crate::limits::{
+    validate_topic_name, HOST_BYTES_MAX, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
+    PRODUCER_ID_BLOCK_SIZE, PRODUCER_ID_BLOCK_SIZE_MAX, RECORDS_PER_REQUEST_MAX,
+    REPLICATION_FACTOR_MAX, TOPICS_MAX,
+};
+use crate::placement::{self, Start};
+use crate::record::{
+    BrokerRegistration, ConfigResource, Endpoint, NodeId, PartitionRecord, ProducerIdsBlock,
+    Record, TopicId,
+};
+use crate::rng::Rng;
+
+/// Kafka error codes the controller answers with (numbers from Kafka's `Errors`).
+pub mod code {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+}
+
+/// Kafka's `broker.session.timeout.ms`: a broker not heartbeating this long is fenced.
+pub const BROKER_SESSION_TIMEOUT_MS: i64 = 9_000;
+/// Kafka's `default.replication.factor`.
+pub const DEFAULT_REPLICATION_FACTOR: i16 = 1;
+/// Kafka's `offsets.topic.replication.factor`.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 3;
+/// Kafka's `num.partitions`.
+pub const NUM_PARTITIONS: i32 = 1;
+
+/// A Kafka error code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: i16,
+    pub message: String,
+}
+
+fn err<T>(code: i16, message: impl Into<String>) -> Result<T, ApiError> {
+    Err(ApiError {
+        code,
+        message: message.into(),
+    })
+}
+
+pub type Outcome<T> = Result<T, ApiError>;
+
+/// Checks config overrides; `Err` is the INVALID_CONFIG message. The broker passes its
+/// validators (known keys, value types); the default accepts everything.
+pub type ConfigCheck = fn(&BTreeMap<String, String>) -> Result<(), String>;
+
+fn accept_all(_: &BTreeMap<String, String>) -> Result<(), String> {
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// `num.partitions`: for a CreateTopics with -1 partitions (and auto-creation).
+    pub num_partitions: i32,
+    /// `default.replication.factor`: for a CreateTopics with replication factor -1.
+    pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`, capped to the live nodes when the offsets topic
+    /// is created with replication factor -1 (with a warning), as Kafka's broker does.
+    pub offsets_topic_replication_factor: i16,
+    pub broker_session_timeout_ms: i64,
+    pub producer_id_block_size: u32,
+    /// Seeds topic ids and placement (the broker passes OS entropy; tests a constant).
+    pub seed: u64,
+    pub topic_config_check: ConfigCheck,
+    pub broker_config_check: ConfigCheck,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            num_partitions: NUM_PARTITIONS,
+            default_replication_factor: DEFAULT_REPLICATION_FACTOR,
+            offsets_topic_replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR,
+            broker_session_timeout_ms: BROKER_SESSION_TIMEOUT_MS,
+            producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
+            seed: 0,
+            topic_config_check: accept_all,
+            broker_config_check: accept_all,
+        }
+    }
+}
+
+/// Opaque handle of a request awaiting its answer, chosen by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplyToken(pub u64);
+
+/// Handle of one proposal (one batch of records, one Raft entry), chosen by the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalId(pub u64);
+
+/// A topic to create, as CreateTopics asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: `num.partitions` (must be -1 when `assignments` is given).
+    pub partitions: i32,
+    /// -1: the default (must be -1 when `assignments` is given).
+    pub replication_factor: i16,
+    /// Manual replica assignment: (partition, replicas) for partitions 0..n; empty: placed.
+    pub assignments: Vec<(i32, Vec<NodeId>)>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl NewTopic {
+    pub fn new(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            assignments: Vec::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicCreated {
+    pub id: TopicId,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A config resource as AlterConfigs names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigTarget {
+    Topic(String),
+    /// `None`: the cluster-wide default.
+    Broker(Option<NodeId>),
+}
+
+/// One resource's change: set (`Some`) or remove (`None`) keys. `replace` (the legacy
+/// AlterConfigs) makes the given settings the whole override set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfig {
+    pub target: ConfigTarget,
+    pub ops: Vec<(String, Option<String>)>,
+    pub replace: bool,
+}
+
+/// A node's registration request (Kafka's BrokerRegistration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub node: NodeId,
+    pub incarnation: [u8; 16],
+    pub kafka: Endpoint,
+    pub rpc: Endpoint,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Per requested topic, in request order.
+    CreateTopics(Vec<(String, Outcome<TopicCreated>)>),
+    DeleteTopics(Vec<(String, Outcome<TopicId>)>),
+    CreatePartitions(Vec<(String, Outcome<()>)>),
+    AlterConfigs(Vec<(ConfigTarget, Outcome<()>)>),
+    AllocateProducerIds(Outcome<ProducerIdsBlock>),
+    /// The broker epoch.
+    RegisterBroker(Outcome<u64>),
+    /// Whether the node is fenced now.
+    BrokerHeartbeat(Outcome<bool>),
+    /// Per requested (topic, partition), in request order.
+    AlterPartitionReassignments(Vec<((String, i32), Outcome<()>)>),
+    ReassignmentComplete(Outcome<()>),
+}
+
+impl Answer {
+    /// The answer to send when the records it announced did not commit: every success
+    /// becomes NOT_CONTROLLER, which clients and brokers retry against the new controller.
+    fn failed(self) -> Answer {
+        fn nc<T>(o: Outcome<T>) -> Outcome<T> {
+            o.and_then(|_| {
+                err(
+                    code::NOT_CONTROLLER,
+                    "The controller changed before the change committed.",
+                )
+            })
+        }
+        fn each<K, T>(v: Vec<(K, Outcome<T>)>) -> Vec<(K, Outcome<T>)> {
+            v.into_iter().map(|(k, o)| (k, nc(o))).collect()
+        }
+        match self {
+            Answer::CreateTopics(v) => Answer::CreateTopics(each(v)),
+            Answer::DeleteTopics(v) => Answer::DeleteTopics(each(v)),
+            Answer::CreatePartitions(v) => Answer::CreatePartitions(each(v)),
+            Answer::AlterConfigs(v) => Answer::AlterConfigs(each(v)),
+            Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(nc(o)),
+            Answer::RegisterBroker(o) => Answer::RegisterBroker(nc(o)),
+            Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(nc(o)),
+            Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v)),
+            Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(nc(o)),
+        }
+    }
+}
+
+/// An action for the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send the answer now.
+    Reply(ReplyToken, Answer),
+    /// Propose `batch` (an encoded record batch, [`crate::codec::decode_batch`] reads it) to
+    /// the controller Raft group as one entry, then report [`Controller::committed`] with
+    /// `id` when it commits or [`Controller::failed`] if it will not.
+    Propose { id: ProposalId, batch: Vec<u8> },
+    /// Call [`Controller::tick`] at or after `at_ms` (a later hint does not cancel it).
+    ScheduleTick { at_ms: i64 },
+    /// Something an operator should see (log it as a warning).
+    Warn(String),
+}
+
+struct Pending {
+    id: ProposalId,
+    records: Vec<Record>,
+    reply: Option<(ReplyToken, Answer)>,
+}
+
+pub struct Controller {
+    config: ControllerConfig,
+    committed: MetadataImage,
+    speculative: MetadataImage,
+    pending: VecDeque<Pending>,
+    next_proposal: u64,
+    active: bool,
+    /// Last heartbeat (or registration) per node, as seen by this controller while active.
+    heartbeats: BTreeMap<NodeId, i64>,
+    tick_hint: Option<i64>,
+    rng: Rng,
+}
+
+impl Controller {
+    /// A controller over `image` (replayed from the log so far), not yet leading.
+    pub fn new(config: ControllerConfig, image: MetadataImage) -> Controller {
+        let rng = Rng::new(config.seed);
+        Controller {
+            config,
+            speculative: image.clone(),
+            committed: image,
+            pending: VecDeque::new(),
+            next_proposal: 1,
+            active: false,
+            heartbeats: BTreeMap::new(),
+            tick_hint: None,
+            rng,
+        }
+    }
+
+    pub fn image(&self) -> &MetadataImage {
+        &self.committed
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// This node leads the controller group now: its election no-op committed and every
+    /// entry before it was passed to [`Controller::committed`]. Every registered node gets a
+    /// full session from now before it can be fenced.
+    pub fn become_active(&mut self, now_ms: i64) -> Vec<Effect> {
+        self.active = true;
+        self.heartbeats = self
+            .committed
+            .brokers()
+            .keys()
+            .map(|&n| (n, now_ms))
+            .collect();
+        self.tick_hint = None;
+        let mut out = Vec::new();
+        self.schedule(&mut out);
+        out
+    }
+
+    /// This node no longer leads: new commands get NOT_CONTROLLER and nothing is fenced.
+    /// Proposals already in its log keep waiting: they may still commit (a new leader
+    /// commits the entries it has), and the Raft layer reports each as committed or failed.
+    pub fn become_inactive(&mut self) {
+        self.active = false;
+        self.heartbeats.clear();
+    }
+
+    /// A committed entry of the controller log, in log order, on every node. `id` is the
+    /// proposal it was, when the Raft layer reported it as this node's. Applies it to the
+    /// committed image and answers the request behind it. An entry that does not apply is
+    /// returned as an error (the log is damaged or foreign): stop applying there.
+    pub fn committed(
+        &mut self,
+        id: Option<ProposalId>,
+        records: &[Record],
+    ) -> Result<(Delta, Vec<Effect>), InvalidRecord> {
+        let delta = self.committed.apply_batch(records)?;
+        let mut out = Vec::new();
+        let ours = self.pending.front().is_some_and(|p| Some(p.id) == id);
+        if ours {
+            let p = self.pending.pop_front().expect("front");
+            assert_eq!(p.records, records, "a proposal committed as other records");
+            if let Some((token, answer)) = p.reply {
+                out.push(Effect::Reply(token, answer));
+            }
+        } else if !self.pending.is_empty() {
+            // Another leader's entry: ours were validated on a state that no longer comes.
+            out.extend(self.fail_pending());
+        } else {
+            // Nothing in flight: the speculative image equals the committed one and takes
+            // the same records (cheaper than a copy of the whole image per entry).
+            self.speculative
+                .apply_batch(records)
+                .expect("the speculative image equals the committed one");
+        }
+        #[cfg(test)]
+        if self.pending.is_empty() {
+            assert_eq!(self.speculative, self.committed);
+        }
+        Ok((delta, out))
+    }
+
+    /// Proposal `id` will not commit: it and every later one fail (they were validated on
+    /// top of it).
+    pub fn failed(&mut self, id: ProposalId) -> Vec<Effect> {
+        if !self.pending.iter().any(|p| p.id == id) {
+            return Vec::new();
+        }
+        self.fail_pending()
+    }
+
+    fn fail_pending(&mut self) -> Vec<Effect> {
+        let out = self
+            .pending
+            .drain(..)
+            .filter_map(|p| p.reply)
+            .map(|(t, a)| Effect::Reply(t, a.failed()))
+            .collect();
+        self.speculative = self.committed.clone();
+        out
+    }
+
+    /// Proposes `records` (already valid on the speculative image) and holds `answer` for
+    /// their commit; with no records the answer goes out at once.
+    fn propose(&mut self, token: ReplyToken, records: Vec<Record>, answer: Answer) -> Vec<Effect> {
+        if records.is_empty() {
+            return vec![Effect::Reply(token, answer)];
+        }
+        let batch = match encode_batch(&records) {
+            Ok(b) => b,
+            Err(e) => {
+                let e = ApiError {
+                    code: code::POLICY_VIOLATION,
+                    message: format!(
+                        "The change is more than the controller commits at once ({e}); split the request."
+                    ),
+                };
+                return vec![Effect::Reply(token, fail_all(answer, e))];
+            }
+        };
+        let mut delta = Delta::default();
+        for r in &records {
+            if let Err(e) = self.speculative.apply(r, &mut delta) {
+                panic!("the controller built a record its image refuses: {e}: {r:?}");
+            }
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        self.pending.push_back(Pending {
+            id,
+            records,
+            reply: Some((token, answer)),
+        });
+        vec![Effect::Propose { id, batch }]
+    }
+
+    fn not_controller(&self) -> Option<ApiError> {
+        (!self.active).then(|| ApiError {
+            code: code::NOT_CONTROLLER,
+            message: "This node is not the active controller.".into(),
+        })
+    }
+
+    /// CreateTopics (Kafka's validation and codes; `validate_only` answers without creating).
+    pub fn create_topics(
+        &mut self,
+        token: ReplyToken,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Effect> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        if let Some(e) = self.not_controller() {
+            return reply_each(token, names, e, Answer::CreateTopics);
+        }
+        // Kafka's controller refuses a user operation of more than 10,000 records (one per
+        // topic, per partition, per config): the whole request fails.
+        let records_asked: u64 = topics
+            .iter()
+            .map(|t| {
+                let partitions = if !t.assignments.is_empty() {
+                    t.assignments.len() as i64
+                } else if t.partitions == -1 {
+                    self.config.num_partitions.into()
+                } else {
+                    t.partitions.into()
+                };
+                1 + partitions.max(0) as u64 + t.configs.len() as u64
+            })
+            .sum();
+        if records_asked > RECORDS_PER_REQUEST_MAX {
+            let e = ApiError {
+                code: code::POLICY_VIOLATION,
+                message: format!(
+                    "Excessively large number of partitions per request: {records_asked} \
+                     records, at most {RECORDS_PER_REQUEST_MAX}."
+                ),
+            };
+            return reply_each(token, names, e, Answer::CreateTopics);
+        }
+        let duplicates = duplicates(&names);
+        let live = self.speculative.live_brokers();
+        let revision = self.speculative.revision() + 1;
+        let mut batch = Batch::default();
+        let mut results = Vec::with_capacity(topics.len());
+        let mut warnings = Vec::new();
+        for t in topics {
+            let r = if duplicates.contains(&t.name) {
+                err(
+                    code::INVALID_REQUEST,
+                    format!("Duplicate topic name {}.", t.name),
+                )
+            } else {
+                self.new_topic(&t, &live, revision, &mut batch, &mut warnings)
+            };
+            results.push((t.name, r));
+        }
+        let mut out: Vec<Effect> = warnings.into_iter().map(Effect::Warn).collect();
+        let answer = Answer::CreateTopics(results);
+        if validate_only {
+            out.push(Effect::Reply(token, answer));
+        } else {
+            out.extend(self.propose(token, batch.records, answer));
+        }
+        out
+    }
+
+    fn new_topic(
+        &mut self,
+        t: &NewTopic,
+        live: &[NodeId],
+        revision: u64,
+        batch: &mut Batch,
+        warnings: &mut Vec<String>,
+    ) -> Outcome<TopicCreated> {
+        validate_topic_name(&t.name).or_else(|m| err(code::INVALID_TOPIC_EXCEPTION, m))?;
+        let folded = crate::image::fold_topic_name(&t.name);
+        match self.speculative.colliding_topic(&t.name) {
+            Some(e) if e.name == t.name => {
+                return err(
+                    code::TOPIC_ALREADY_EXISTS,
+                    format!("Topic '{}' already exists.", t.name),
+                )
+            }
+            Some(e) => {
+                return err(
+                    code::INVALID_TOPIC_EXCEPTION,
+                    format!(
+                        "Topic '{}' collides with existing topic: {}",
+                        t.name, e.name
+                    ),
+                )
+            }
+            None => {}
+        }
+        if let Some(other) = batch.folded.get(&folded) {
+            return err(
+                code::INVALID_TOPIC_EXCEPTION,
+                format!(
+                    "Topic '{}' collides with topic {other} of the same request.",
+                    t.name
+                ),
+            );
+        }
+        if self.speculative.topic_count() + batch.topics >= TOPICS_MAX {
+            return err(
+                code::POLICY_VIOLATION,
+                format!("The cluster already holds {TOPICS_MAX} topics, its limit."),
+            );
+        }
+        let assignments = if t.assignments.is_empty() {
+            let partitions = match t.partitions {
+                -1 => self.config.num_partitions,
+                p if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&p) => p,
+                _ => {
+                    return err(
+                        code::INVALID_PARTITIONS,
+                        format!(
+                            "Number of partitions must be -1 or in 1..={PARTITIONS_PER_TOPIC_MAX}."
+                        ),
+                    )
+                }
+            };
+            let rf = match t.replication_factor {
+                -1 if t.name == OFFSETS_TOPIC => {
+                    let wanted = self.config.offsets_topic_replication_factor;
+                    let rf = wanted.min(live.len() as i16).max(1);
+                    if rf < wanted {
+                        warnings.push(format!(
+                            "creating {OFFSETS_TOPIC} with replication factor {rf}: \
+                             offsets.topic.replication.factor is {wanted} but only {} broker(s) are live",
+                            live.len()
+                        ));
+                    }
+                    rf
+                }
+                -1 => self.config.default_replication_factor,
+                rf if (1..=REPLICATION_FACTOR_MAX).contains(&rf) => rf,
+                rf => {
+                    return err(
+                        code::INVALID_REPLICATION_FACTOR,
+                        format!("Replication factor must be -1 or in 1..={REPLICATION_FACTOR_MAX}, not {rf}."),
+                    )
+                }
+            };
+            if rf as usize > live.len() {
+                return err(
+                    code::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "Unable to replicate the partition {rf} time(s): The target replication \
+                         factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                        live.len()
+                    ),
+                );
+            }
+            placement::assign(live, partitions, rf as usize, Start::Random, &mut self.rng)
+        } else {
+            if t.partitions != -1 || t.replication_factor != -1 {
+                return err(
+                    code::INVALID_REQUEST,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                     Both cannot be used at the same time.",
+                );
+            }
+            self.check_assignments(&t.assignments)?
+        };
+        let partitions = assignments.len() as i32;
+        let rf = assignments[0].len() as i16;
+        check_config_strings(t.configs.iter().map(|(k, v)| (k, Some(v))))?;
+        (self.config.topic_config_check)(&t.configs).or_else(|m| err(code::INVALID_CONFIG, m))?;
+        batch.check_node_limits(&self.speculative, assignments.iter().flatten())?;
+        let id = loop {
+            let id = self.rng.uuid();
+            if self.speculative.topic(&id).is_none() && !batch.ids.contains(&id) {
+                break id;
+            }
+        };
+        batch.records.push(Record::Topic {
+            name: t.name.clone(),
+            id,
+            configs: t.configs.clone(),
+        });
+        for (i, replicas) in assignments.into_iter().enumerate() {
+            batch.records.push(Record::Partition(PartitionRecord {
+                topic: id,
+                partition: i as i32,
+                replicas,
+                revision,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            }));
+        }
+        batch.topics += 1;
+        batch.ids.insert(id);
+        batch.folded.insert(folded, t.name.clone());
+        Ok(TopicCreated {
+            id,
+            partitions,
+            replication_factor: rf,
+            configs: t.configs.clone(),
+        })
+    }
+
+    /// A manual assignment: partitions 0..n in order, each with the same number of distinct
+    /// registered nodes.
+    fn check_assignments(&self, a: &[(i32, Vec<NodeId>)]) -> Outcome<Vec<Vec<NodeId>>> {
+        let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
+        if a.len() > PARTITIONS_PER_TOPIC_MAX as usize {
+            return err(
+                code::INVALID_PARTITIONS,
+                format!("Number of partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}."),
+            );
+        }
+        let mut sorted: Vec<&(i32, Vec<NodeId>)> = a.iter().collect();
+        sorted.sort_by_key(|(p, _)| *p);
+        let rf = sorted[0].1.len();
+        let mut out = Vec::with_capacity(a.len());
+        for (i, (p, replicas)) in sorted.into_iter().enumerate() {
+            if *p != i as i32 {
+                return bad(format!(
+                    "Partitions should be consecutive and start from 0; found {p}."
+                ));
+            }
+            if replicas.is_empty() || replicas.len() > REPLICATION_FACTOR_MAX as usize {
+                return bad(format!("Partition {p}: {} replicas.", replicas.len()));
+            }
+            if replicas.len() != rf {
+                return bad("All partitions should have the same number of replicas.".into());
+            }
+            for (j, n) in replicas.iter().enumerate() {
+                if replicas[..j].contains(n) {
+                    return bad(format!("Partition {p}: node {n} appears twice."));
+                }
+                if self.speculative.broker(*n).is_none() {
+                    return bad(format!("Partition {p}: node {n} is not registered."));
+                }
+            }
+            if replicas
+                .iter()
+                .all(|n| self.speculative.broker(*n).is_some_and(|b| b.fenced))
+            {
+                return bad(format!(
+                    "All brokers specified in the manual partition assignment for partition \
+                     {p} are fenced."
+                ));
+            }
+            out.push(replicas.clone());
+        }
+        Ok(out)
+    }
+
+    /// DeleteTopics by name.
+    pub fn delete_topics(&mut self, token: ReplyToken, names: Vec<String>) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            return reply_each(token, names, e, Answer::DeleteTopics);
+        }
+        let duplicates = duplicates(&names);
+        let mut records = Vec::new();
+        let results = names
+            .into_iter()
+            .map(|n| {
+                let r = match self.speculative.topic_by_name(&n) {
+                    _ if duplicates.contains(&n) => {
+                        err(code::INVALID_REQUEST, format!("Duplicate topic name {n}."))
+                    }
+                    None => err(
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic {n} does not exist."),
+                    ),
+                    Some(t) if t.internal() => {
+                        err(code::INVALID_REQUEST, "Internal topics cannot be deleted.")
+                    }
+                    Some(t) => {
+                        records.push(Record::RemoveTopic { id: t.id });
+                        Ok(t.id)
+                    }
+                };
+                (n, r)
+            })
+            .collect();
+        self.propose(token, records, Answer::DeleteTopics(results))
+    }
+
+    /// CreatePartitions: raise each named topic's partition count to the given total. New
+    /// partitions have the replication factor of partition 0 and continue its placement.
+    pub fn create_partitions(
+        &mut self,
+        token: ReplyToken,
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Vec<Effect> {
+        let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
+        if let Some(e) = self.not_controller() {
+            return reply_each(token, names, e, Answer::CreatePartitions);
+        }
+        let duplicates = duplicates(&names);
+        let live = self.speculative.live_brokers();
+        let revision = self.speculative.revision() + 1;
+        let mut batch = Batch::default();
+        let mut results = Vec::with_capacity(topics.len());
+        for (name, count) in topics {
+            let r = if duplicates.contains(&name) {
+                err(
+                    code::INVALID_REQUEST,
+                    format!("Duplicate topic name {name}."),
+                )
+            } else {
+                self.more_partitions(&name, count, &live, revision, &mut batch)
+            };
+            results.push((name, r));
+        }
+        let answer = Answer::CreatePartitions(results);
+        if validate_only {
+            return vec![Effect::Reply(token, answer)];
+        }
+        self.propose(token, batch.records, answer)
+    }
+
+    fn more_partitions(
+        &mut self,
+        name: &str,
+        count: i32,
+        live: &[NodeId],
+        revision: u64,
+        batch: &mut Batch,
+    ) -> Outcome<()> {
+        let Some(t) = self.speculative.topic_by_name(name) else {
+            return err(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic {name} does not exist."),
+            );
+        };
+        if t.internal() {
+            // Group (and transaction) placement hashes ids over the partition count, so
+            // growing it would strand every group's offsets in the wrong partition.
+            return err(
+                code::INVALID_REQUEST,
+                format!("Cannot change the partition count of internal topic {name}."),
+            );
+        }
+        let have = t.partitions.len() as i32;
+        if count <= have {
+            return err(
+                code::INVALID_PARTITIONS,
+                format!(
+                    "Topic currently has {have} partitions, which is higher than the requested {count}."
+                ),
+            );
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return err(
+                code::INVALID_PARTITIONS,
+                format!("At most {PARTITIONS_PER_TOPIC_MAX} partitions."),
+            );
+        }
+        let added = count - have;
+        if batch.records.len() as u64 + added as u64 > RECORDS_PER_REQUEST_MAX {
+            return err(
+                code::POLICY_VIOLATION,
+                format!(
+                    "Excessively large number of partitions per request: at most \
+                     {RECORDS_PER_REQUEST_MAX}."
+                ),
+            );
+        }
+        let rf = t.partitions[0].target().len();
+        if rf > live.len() {
+            return err(
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication \
+                     factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    live.len()
+                ),
+            );
+        }
+        let id = t.id;
+        let start = placement::continue_from(live, t.partitions[0].preferred_leader(), have);
+        let assignments = placement::assign(live, added, rf, start, &mut self.rng);
+        batch.check_node_limits(&self.speculative, assignments.iter().flatten())?;
+        for (i, replicas) in assignments.into_iter().enumerate() {
+            batch.records.push(Record::Partition(PartitionRecord {
+                topic: id,
+                partition: have + i as i32,
+                replicas,
+                revision,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// AlterConfigs / IncrementalAlterConfigs (SET and DELETE; APPEND and SUBTRACT are
+    /// resolved to SET by the caller).
+    pub fn alter_configs(
+        &mut self,
+        token: ReplyToken,
+        changes: Vec<AlterConfig>,
+        validate_only: bool,
+    ) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            let targets = changes.into_iter().map(|c| c.target).collect();
+            return reply_each(token, targets, e, Answer::AlterConfigs);
+        }
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(changes.len());
+        for c in changes {
+            let r = self.alter_one(&c, &mut records);
+            results.push((c.target, r));
+        }
+        let answer = Answer::AlterConfigs(results);
+        if validate_only {
+            return vec![Effect::Reply(token, answer)];
+        }
+        self.propose(token, records, answer)
+    }
+
+    fn alter_one(&self, c: &AlterConfig, records: &mut Vec<Record>) -> Outcome<()> {
+        let (resource, check, internal) = match &c.target {
+            ConfigTarget::Topic(name) => match self.speculative.topic_by_name(name) {
+                Some(t) => (
+                    ConfigResource::Topic(t.id),
+                    self.config.topic_config_check,
+                    t.internal(),
+                ),
+                None => {
+                    return err(
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic {name} does not exist."),
+                    )
+                }
+            },
+            ConfigTarget::Broker(node) => {
+                if node.is_some_and(|n| n < 0) {
+                    return err(code::INVALID_REQUEST, "Invalid broker id.");
+                }
+                (
+                    ConfigResource::Broker(*node),
+                    self.config.broker_config_check,
+                    false,
+                )
+            }
+        };
+        if records
+            .iter()
+            .any(|r| matches!(r, Record::Config { resource: x, .. } if *x == resource))
+        {
+            return err(code::INVALID_REQUEST, "Duplicate resource in the request.");
+        }
+        let empty = BTreeMap::new();
+        let old = self.speculative.configs(&resource).unwrap_or(&empty);
+        let mut new = if c.replace {
+            BTreeMap::new()
+        } else {
+            old.clone()
+        };
+        for (k, v) in &c.ops {
+            match v {
+                Some(v) => new.insert(k.clone(), v.clone()),
+                None => new.remove(k),
+            };
+        }
+        check_config_strings(c.ops.iter().map(|(k, v)| (k, v.as_ref())))?;
+        check(&new).or_else(|m| err(code::INVALID_CONFIG, m))?;
+        if internal && new.get("cleanup.policy").map(|v| v.trim()) != Some("compact") {
+            // Time or size retention would erase committed offsets and group metadata.
+            return err(
+                code::INVALID_CONFIG,
+                "Internal topics must keep cleanup.policy=compact.",
+            );
+        }
+        let mut recs = Vec::new();
+        for (k, v) in &new {
+            if old.get(k) != Some(v) {
+                recs.push(Record::Config {
+                    resource,
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            recs.push(Record::Config {
+                resource,
+                key: k.clone(),
+                value: None,
+            });
+        }
+        if records.len() + recs.len() > RECORDS_PER_REQUEST_MAX as usize {
+            return err(
+                code::POLICY_VIOLATION,
+                "Too many config changes in one request.",
+            );
+        }
+        records.extend(recs);
+        Ok(())
+    }
+
+    /// AlterPartitionReassignments: per partition, the target replicas (starting a
+    /// reassignment, or replacing the one in progress, whose original replicas stay the
+    /// base) or `None` (cancelling the one in progress: back to the original replicas).
+    /// While one runs the partition's replicas are the target followed by the leaving ones;
+    /// the partition's Raft group adds the joining ones as learners, promotes them once
+    /// caught up, drops the leaving ones, then its leader reports
+    /// [`Controller::reassignment_complete`].
+    pub fn alter_partition_reassignments(
+        &mut self,
+        token: ReplyToken,
+        requests: Vec<(String, i32, Option<Vec<NodeId>>)>,
+    ) -> Vec<Effect> {
+        let keys: Vec<(String, i32)> = requests.iter().map(|r| (r.0.clone(), r.1)).collect();
+        if let Some(e) = self.not_controller() {
+            return reply_each(token, keys, e, Answer::AlterPartitionReassignments);
+        }
+        let revision = self.speculative.revision() + 1;
+        let mut batch = Batch::default();
+        let mut seen = BTreeSet::new();
+        let mut results = Vec::with_capacity(requests.len());
+        for (name, partition, target) in requests {
+            let r = if !seen.insert((name.clone(), partition)) {
+                err(code::INVALID_REQUEST, "Duplicate partition in the request.")
+            } else {
+                self.reassign(&name, partition, target, revision, &mut batch)
+            };
+            results.push(((name, partition), r));
+        }
+        self.propose(
+            token,
+            batch.records,
+            Answer::AlterPartitionReassignments(results),
+        )
+    }
+
+    fn reassign(
+        &self,
+        name: &str,
+        partition: i32,
+        target: Option<Vec<NodeId>>,
+        revision: u64,
+        batch: &mut Batch,
+    ) -> Outcome<()> {
+        let unknown = || {
+            err(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic {name} has no partition {partition}."),
+            )
+        };
+        let Some(t) = self.speculative.topic_by_name(name) else {
+            return unknown();
+        };
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+        else {
+            return unknown();
+        };
+        let original = p.original();
+        let change = match target {
+            None => {
+                if !p.reassigning() {
+                    return err(
+                        code::NO_REASSIGNMENT_IN_PROGRESS,
+                        format!("No reassignment of {name}-{partition} is in progress."),
+                    );
+                }
+                PartitionRecord {
+                    topic: t.id,
+                    partition,
+                    replicas: original,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                    revision,
+                }
+            }
+            Some(target) => {
+                let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
+                if target.is_empty() || target.len() > REPLICATION_FACTOR_MAX as usize {
+                    return bad(format!("{} replicas requested.", target.len()));
+                }
+                for (i, n) in target.iter().enumerate() {
+                    if target[..i].contains(n) {
+                        return bad(format!("Node {n} appears twice."));
+                    }
+                    if self.speculative.broker(*n).is_none() {
+                        return bad(format!(
+                            "The manual partition assignment includes broker {n}, but no such \
+                             broker is registered."
+                        ));
+                    }
+                }
+                let adding: Vec<NodeId> = target
+                    .iter()
+                    .copied()
+                    .filter(|n| !original.contains(n))
+                    .collect();
+                let removing: Vec<NodeId> = original
+                    .iter()
+                    .copied()
+                    .filter(|n| !target.contains(n))
+                    .collect();
+                let mut replicas = target.clone();
+                replicas.extend(&removing);
+                if replicas.len() > REPLICATION_FACTOR_MAX as usize {
+                    return bad(format!(
+                        "The target and leaving replicas together are over {REPLICATION_FACTOR_MAX}."
+                    ));
+                }
+                PartitionRecord {
+                    topic: t.id,
+                    partition,
+                    replicas,
+                    adding,
+                    removing,
+                    revision,
+                }
+            }
+        };
+        let same = change.replicas == p.replicas
+            && change.adding == p.adding
+            && change.removing == p.removing;
+        if same {
+            return Ok(());
+        }
+        let joining = change.replicas.iter().filter(|n| !p.replicas.contains(n));
+        batch.check_node_limits(&self.speculative, joining)?;
+        batch.records.push(Record::PartitionChange(change));
+        Ok(())
+    }
+
+    /// The leader of a partition's Raft group reports that the reassignment the partition
+    /// had at `revision` is done (the group runs on the target replicas alone): the
+    /// partition's replicas become the target. A report about another revision (a newer
+    /// reassignment began, or this one was cancelled) gets INVALID_UPDATE_VERSION.
+    pub fn reassignment_complete(
+        &mut self,
+        token: ReplyToken,
+        topic: TopicId,
+        partition: i32,
+        revision: u64,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::ReassignmentComplete(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let Some(p) = self.speculative.topic(&topic).and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+        }) else {
+            return reply(err(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("No partition {partition} of that topic id."),
+            ));
+        };
+        if p.revision != revision || !p.reassigning() {
+            return reply(err(
+                code::INVALID_UPDATE_VERSION,
+                format!(
+                    "The partition is at revision {}{}.",
+                    p.revision,
+                    if p.reassigning() {
+                        ""
+                    } else {
+                        " with no reassignment"
+                    }
+                ),
+            ));
+        }
+        let record = Record::PartitionChange(PartitionRecord {
+            topic,
+            partition,
+            replicas: p.target(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+            revision: self.speculative.revision() + 1,
+        });
+        self.propose(token, vec![record], Answer::ReassignmentComplete(Ok(())))
+    }
+
+    /// AllocateProducerIds from node `node` at broker epoch `epoch`: the next block.
+    pub fn allocate_producer_ids(
+        &mut self,
+        token: ReplyToken,
+        node: NodeId,
+        epoch: u64,
+    ) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            return vec![Effect::Reply(token, Answer::AllocateProducerIds(Err(e)))];
+        }
+        if let Err(e) = self.check_epoch(node, epoch) {
+            return vec![Effect::Reply(token, Answer::AllocateProducerIds(Err(e)))];
+        }
+        let first = self.speculative.next_producer_id();
+        let size = self
+            .config
+            .producer_id_block_size
+            .clamp(1, PRODUCER_ID_BLOCK_SIZE_MAX);
+        if first.checked_add(i64::from(size)).is_none() {
+            let e = ApiError {
+                code: code::UNKNOWN_SERVER_ERROR,
+                message: "Producer ids are exhausted.".into(),
+            };
+            return vec![Effect::Reply(token, Answer::AllocateProducerIds(Err(e)))];
+        }
+        let block = ProducerIdsBlock { node, first, size };
+        self.propose(
+            token,
+            vec![Record::ProducerIds(block)],
+            Answer::AllocateProducerIds(Ok(block)),
+        )
+    }
+
+    fn check_epoch(&self, node: NodeId, epoch: u64) -> Outcome<&BrokerRegistration> {
+        match self.speculative.broker(node) {
+            None => err(
+                code::BROKER_ID_NOT_REGISTERED,
+                format!("Node {node} is not registered."),
+            ),
+            Some(b) if b.epoch != epoch => err(
+                code::STALE_BROKER_EPOCH,
+                format!("Node {node} epoch {epoch}, registered with {}.", b.epoch),
+            ),
+            Some(b) => Ok(b),
+        }
+    }
+
+    /// BrokerRegistration: a node announces itself (again after every start). It is
+    /// registered fenced; heartbeats unfence it.
+    pub fn register_broker(
+        &mut self,
+        token: ReplyToken,
+        now_ms: i64,
+        reg: Registration,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::RegisterBroker(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let hosts_ok = [&reg.kafka.host, &reg.rpc.host]
+            .iter()
+            .all(|h| !h.is_empty() && h.len() <= HOST_BYTES_MAX)
+            && reg.rack.as_ref().is_none_or(|r| r.len() <= HOST_BYTES_MAX);
+        if reg.node < 0 || !hosts_ok {
+            return reply(err(code::INVALID_REQUEST, "Invalid node id, host or rack."));
+        }
+        if let Some(old) = self.speculative.broker(reg.node) {
+            if old.incarnation == reg.incarnation {
+                // A retried registration of the same process.
+                self.heartbeats.insert(reg.node, now_ms);
+                return reply(Ok(old.epoch));
+            }
+            let alive = self
+                .heartbeats
+                .get(&reg.node)
+                .is_some_and(|&t| now_ms - t < self.config.broker_session_timeout_ms);
+            if !old.fenced && alive {
+                return reply(err(
+                    code::DUPLICATE_BROKER_REGISTRATION,
+                    format!(
+                        "Another process registered node {} and its session has not expired.",
+                        reg.node
+                    ),
+                ));
+            }
+        }
+        let epoch = self.speculative.revision() + 1;
+        self.heartbeats.insert(reg.node, now_ms);
+        let record = Record::RegisterBroker(BrokerRegistration {
+            node: reg.node,
+            incarnation: reg.incarnation,
+            epoch,
+            kafka: reg.kafka,
+            rpc: reg.rpc,
+            rack: reg.rack,
+            fenced: true,
+        });
+        let mut out = self.propose(token, vec![record], Answer::RegisterBroker(Ok(epoch)));
+        self.schedule(&mut out);
+        out
+    }
+
+    /// BrokerHeartbeat: `caught_up` once the node has applied the metadata log up to its
+    /// registration. A fenced node that is caught up is unfenced.
+    pub fn broker_heartbeat(
+        &mut self,
+        token: ReplyToken,
+        now_ms: i64,
+        node: NodeId,
+        epoch: u64,
+        caught_up: bool,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::BrokerHeartbeat(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let fenced = match self.check_epoch(node, epoch) {
+            Ok(b) => b.fenced,
+            Err(e) => return reply(Err(e)),
+        };
+        self.heartbeats.insert(node, now_ms);
+        let mut out = if fenced && caught_up {
+            self.propose(
+                token,
+                vec![Record::UnfenceBroker { node, epoch }],
+                Answer::BrokerHeartbeat(Ok(false)),
+            )
+        } else {
+            reply(Ok(fenced))
+        };
+        self.schedule(&mut out);
+        out
+    }
+
+    /// Fences every unfenced node whose last heartbeat is `broker.session.timeout.ms` old.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        self.tick_hint = None;
+        let mut out = Vec::new();
+        if !self.active {
+            return out;
+        }
+        let timeout = self.config.broker_session_timeout_ms;
+        let expired: Vec<Record> = self
+            .speculative
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                let last = *self.heartbeats.entry(b.node).or_insert(now_ms);
+                now_ms - last >= timeout
+            })
+            .map(|b| Record::FenceBroker {
+                node: b.node,
+                epoch: b.epoch,
+            })
+            .collect();
+        if !expired.is_empty() {
+            for r in &expired {
+                if let Record::FenceBroker { node, .. } = r {
+                    out.push(Effect::Warn(format!(
+                        "fencing node {node}: no heartbeat for {timeout} ms"
+                    )));
+                }
+            }
+            let batch = encode_batch(&expired).expect("fence records encode");
+            let mut delta = Delta::default();
+            for r in &expired {
+                self.speculative
+                    .apply(r, &mut delta)
+                    .expect("fence is valid");
+            }
+            let id = ProposalId(self.next_proposal);
+            self.next_proposal += 1;
+            self.pending.push_back(Pending {
+                id,
+                records: expired,
+                reply: None,
+            });
+            out.push(Effect::Propose { id, batch });
+        }
+        self.schedule(&mut out);
+        out
+    }
+
+    /// Asks for a tick at the earliest heartbeat deadline of an unfenced node.
+    fn schedule(&mut self, out: &mut Vec<Effect>) {
+        if !self.active {
+            return;
+        }
+        let timeout = self.config.broker_session_timeout_ms;
+        let next = self
+            .speculative
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| self.heartbeats.get(&b.node))
+            .map(|&t| t + timeout)
+            .min();
+        if let Some(at) = next {
+            if self.tick_hint.is_none_or(|h| at < h) {
+                self.tick_hint = Some(at);
+                out.push(Effect::ScheduleTick { at_ms: at });
+            }
+        }
+    }
+}
+
+/// Records of one command under construction, with what they add to the image so far.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    topics: usize,
+    ids: BTreeSet<TopicId>,
+    folded: BTreeMap<String, String>,
+    replicas_added: BTreeMap<NodeId, u64>,
+}
+
+impl Batch {
+    /// Adds `replicas` to the per-node counts if no node goes over its limit.
+    fn check_node_limits<'a>(
+        &mut self,
+        image: &MetadataImage,
+        replicas: impl Iterator<Item = &'a NodeId> + Clone,
+    ) -> Outcome<()> {
+        let mut added: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for &n in replicas {
+            *added.entry(n).or_default() += 1;
+        }
+        for (&n, &a) in &added {
+            let total =
+                image.replicas_on(n) + self.replicas_added.get(&n).copied().unwrap_or(0) + a;
+            if total > PARTITIONS_PER_NODE_MAX {
+                return err(
+                    code::POLICY_VIOLATION,
+                    format!(
+                        "The change would leave {total} partitions on node {n}, over its limit \
+                         of {PARTITIONS_PER_NODE_MAX}."
+                    ),
+                );
+            }
+        }
+        for (n, a) in added {
+            *self.replicas_added.entry(n).or_default() += a;
+        }
+        Ok(())
+    }
+}
+
+/// Config keys non-empty, keys and values within what a record carries.
+fn check_config_strings<'a>(
+    kvs: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
+) -> Outcome<()> {
+    for (k, v) in kvs {
+        if k.is_empty() {
+            return err(code::INVALID_CONFIG, "A config name must not be empty.");
+        }
+        if k.len() > STRING_BYTES_MAX || v.is_some_and(|v| v.len() > STRING_BYTES_MAX) {
+            return err(
+                code::INVALID_CONFIG,
+                format!("Config names and values are limited to {STRING_BYTES_MAX} bytes."),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn duplicates(names: &[String]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    names
+        .iter()
+        .filter(|n| !seen.insert(n.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn reply_each<K, T>(
+    token: ReplyToken,
+    keys: Vec<K>,
+    e: ApiError,
+    wrap: fn(Vec<(K, Outcome<T>)>) -> Answer,
+) -> Vec<Effect> {
+    let v = keys.into_iter().map(|k| (k, Err(e.clone()))).collect();
+    vec![Effect::Reply(token, wrap(v))]
+}
+
+/// `answer` with every success replaced by `e` (the whole request failed).
+fn fail_all(answer: Answer, e: ApiError) -> Answer {
+    fn each<K, T>(v: Vec<(K, Outcome<T>)>, e: &ApiError) -> Vec<(K, Outcome<T>)> {
+        v.into_iter()
+            .map(|(k, o)| (k, o.and_then(|_| Err(e.clone()))))
+            .collect()
+    }
+    match answer {
+        Answer::CreateTopics(v) => Answer::CreateTopics(each(v, &e)),
+        Answer::DeleteTopics(v) => Answer::DeleteTopics(each(v, &e)),
+        Answer::CreatePartitions(v) => Answer::CreatePartitions(each(v, &e)),
+        Answer::AlterConfigs(v) => Answer::AlterConfigs(each(v, &e)),
+        Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(o.and(Err(e))),
+        Answer::RegisterBroker(o) => Answer::RegisterBroker(o.and(Err(e))),
+        Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(o.and(Err(e))),
+        Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v, &e)),
+        Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
+    }
+}

@@ -1,0 +1,135 @@
+//! The metadata records (modelled on Kafka KRaft's metadata log) and their types.
+//! Encoding and decoding are in `codec.rs`.
+
+use std::collections::BTreeMap;
+
+/// A broker's (node's) id, as Kafka's `broker.id` / `node.id`: non-negative.
+pub type NodeId = i32;
+/// A topic id (KIP-516): 16 bytes of a random UUID, never all zero.
+pub type TopicId = [u8; 16];
+
+/// What a config record applies to (Kafka's `ConfigResource`: type 2 topic, 4 broker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigResource {
+    Topic(TopicId),
+    /// `None`: the cluster-wide default (Kafka's broker resource named ""); `Some(n)`: node n.
+    Broker(Option<NodeId>),
+}
+
+/// One metadata record. Each kind has a type byte (Kafka's metadata `apiKey` where Kafka has
+/// the same record, ≥ 100 for sluice's own) and a version; see `codec.rs` for the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// The cluster's id (Kafka's 22-character form). Set once, first in every log.
+    ClusterId { cluster_id: String },
+    /// Raises the image's revision high-water mark (snapshots carry it; revisions are never
+    /// reused, even those of deleted partitions).
+    Revision { revision: u64 },
+    /// A node joined (or rejoined: a new incarnation replaces the old registration).
+    RegisterBroker(BrokerRegistration),
+    /// The node stopped heartbeating: it leads nothing and is left out of placement.
+    FenceBroker { node: NodeId, epoch: u64 },
+    /// The node heartbeats and has caught up with the metadata log.
+    UnfenceBroker { node: NodeId, epoch: u64 },
+    /// A topic and its initial config overrides. Its partitions follow as `Partition`s.
+    Topic {
+        name: String,
+        id: TopicId,
+        configs: BTreeMap<String, String>,
+    },
+    /// Partition `partition` of a topic (partitions arrive in order 0, 1, 2...).
+    Partition(PartitionRecord),
+    /// A partition's replica set changed (a reassignment began, completed or was
+    /// cancelled); `revision` is the new one.
+    PartitionChange(PartitionRecord),
+    /// A config override set (`Some`) or removed (`None`).
+    Config {
+        resource: ConfigResource,
+        key: String,
+        value: Option<String>,
+    },
+    /// Producer ids `first..first + size` belong to `node` (Kafka's `ProducerIdsRecord`;
+    /// blocks never overlap and only move up).
+    ProducerIds(ProducerIdsBlock),
+    /// The topic and all its partitions and configs are gone.
+    RemoveTopic { id: TopicId },
+}
+
+/// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
+/// for node-to-node traffic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node: NodeId,
+    /// A random id per process start: a restarted node registers again with a new one.
+    pub incarnation: [u8; 16],
+    /// Assigned by the controller from the image's revision counter; heartbeats and
+    /// producer-id requests must carry it (stale ones get STALE_BROKER_EPOCH).
+    pub epoch: u64,
+    /// The Kafka listener clients are told about (`--listen`/`--advertised-host`).
+    pub kafka: Endpoint,
+    /// The node-to-node listener (`--rpc-listen`).
+    pub rpc: Endpoint,
+    pub rack: Option<String>,
+    /// A registration starts fenced; heartbeats unfence it.
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub topic: TopicId,
+    pub partition: i32,
+    /// Node ids in preference order: the first is the preferred leader. During a
+    /// reassignment, the target replicas first, then those being removed (Kafka's order).
+    pub replicas: Vec<NodeId>,
+    /// Replicas joining in a reassignment (learners until caught up); within `replicas`.
+    pub adding: Vec<NodeId>,
+    /// Replicas leaving once the reassignment completes; within `replicas`, none adding.
+    pub removing: Vec<NodeId>,
+    /// When this replica set was decided (a number from the image's revision counter): a
+    /// replica re-created on the same node is a new one (Redpanda's (node, revision)).
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdsBlock {
+    pub node: NodeId,
+    pub first: i64,
+    pub size: u32,
+}
+
+impl ProducerIdsBlock {
+    /// The id after the block's last.
+    pub fn end(&self) -> i64 {
+        self.first + i64::from(self.size)
+    }
+}
+
+impl Record {
+    /// The type byte in the encoding.
+    pub fn type_id(&self) -> u8 {
+        match self {
+            Record::RegisterBroker(_) => 0,
+            Record::Topic { .. } => 2,
+            Record::Partition(_) => 3,
+            Record::Config { .. } => 4,
+            Record::PartitionChange(_) => 5,
+            Record::FenceBroker { .. } => 7,
+            Record::UnfenceBroker { .. } => 8,
+            Record::RemoveTopic { .. } => 9,
+            Record::ProducerIds(_) => 15,
+            Record::ClusterId { .. } => 100,
+            Record::Revision { .. } => 101,
+        }
+    }
+
+    /// The version this build writes (and the highest it reads) for the record's type.
+    pub fn version(&self) -> u8 {
+        0
+    }
+}

@@ -1,0 +1,1775 @@
+//! Unit tests: codec round trips and hostile bytes, image validation, deltas and snapshots,
+//! placement spreads, the controller's commands and error codes, producer-id blocks,
+//! fencing on virtual time, and the bootstrap from the single-node state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::codec::{decode_batch, decode_record, encode_batch, encode_record, DecodeError};
+use crate::controller::{
+    code, AlterConfig, Answer, ConfigTarget, Controller, ControllerConfig, Effect, NewTopic,
+    ProposalId, Registration, ReplyToken,
+};
+use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
+use crate::placement::{self, Start};
+use crate::record::*;
+use crate::rng::Rng;
+use crate::{bootstrap_records, LegacyState, LegacyTopic};
+
+fn id(n: u8) -> TopicId {
+    let mut id = [0u8; 16];
+    id[15] = n;
+    id[0] = 0x40;
+    id
+}
+
+fn endpoint(port: u16) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
+fn registration(node: NodeId, epoch: u64) -> BrokerRegistration {
+    BrokerRegistration {
+        node,
+        incarnation: [node as u8; 16],
+        epoch,
+        kafka: endpoint(9092),
+        rpc: endpoint(33145),
+        rack: (node % 2 == 0).then(|| "rack-a".to_string()),
+        fenced: false,
+    }
+}
+
+fn every_kind() -> Vec<Record> {
+    let configs: BTreeMap<String, String> =
+        [("retention.ms".to_string(), "1000".to_string())].into();
+    vec![
+        Record::ClusterId {
+            cluster_id: "abcdefghijklmnopqrstuv".into(),
+        },
+        Record::Revision { revision: u64::MAX },
+        Record::RegisterBroker(registration(1, 7)),
+        Record::RegisterBroker(registration(2, 8)),
+        Record::FenceBroker {
+            node: i32::MAX,
+            epoch: 0,
+        },
+        Record::UnfenceBroker { node: 0, epoch: 3 },
+        Record::Topic {
+            name: "t.1".into(),
+            id: id(1),
+            configs: configs.clone(),
+        },
+        Record::Topic {
+            name: "empty".into(),
+            id: id(2),
+            configs: BTreeMap::new(),
+        },
+        Record::Partition(PartitionRecord {
+            topic: id(1),
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            revision: 5,
+            adding: vec![3],
+            removing: vec![2],
+        }),
+        Record::PartitionChange(PartitionRecord {
+            topic: id(1),
+            partition: i32::MAX,
+            replicas: vec![0],
+            revision: 6,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }),
+        Record::Config {
+            resource: ConfigResource::Topic(id(1)),
+            key: "cleanup.policy".into(),
+            value: Some("compact".into()),
+        },
+        Record::Config {
+            resource: ConfigResource::Broker(None),
+            key: "log.retention.ms".into(),
+            value: None,
+        },
+        Record::Config {
+            resource: ConfigResource::Broker(Some(3)),
+            key: "x".into(),
+            value: Some(String::new()),
+        },
+        Record::ProducerIds(ProducerIdsBlock {
+            node: 1,
+            first: i64::MAX - 1000,
+            size: 1000,
+        }),
+        Record::ProducerIds(ProducerIdsBlock {
+            node: 1,
+            first: -5,
+            size: 0,
+        }),
+        Record::RemoveTopic { id: id(1) },
+    ]
+}
+
+#[test]
+fn every_record_round_trips() {
+    let records = every_kind();
+    let bytes = encode_batch(&records).unwrap();
+    assert_eq!(decode_batch(&bytes).unwrap(), records);
+    for r in &records {
+        let mut body = Vec::new();
+        encode_record(r, &mut body).unwrap();
+        assert_eq!(body[0], r.type_id());
+        assert_eq!(body[1], 0, "version 0");
+        assert_eq!(decode_record(&body).unwrap(), *r);
+    }
+}
+
+#[test]
+fn unknown_versions_types_and_trailing_bytes_are_refused() {
+    for r in every_kind() {
+        let mut body = Vec::new();
+        encode_record(&r, &mut body).unwrap();
+        let mut newer = body.clone();
+        newer[1] = 1;
+        assert_eq!(
+            decode_record(&newer),
+            Err(DecodeError::UnknownVersion {
+                type_id: r.type_id(),
+                version: 1
+            })
+        );
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_record(&longer),
+            Err(DecodeError::Trailing { what: "record" })
+        );
+        for cut in 0..body.len() {
+            assert!(decode_record(&body[..cut]).is_err(), "{r:?} cut at {cut}");
+        }
+    }
+    let mut unknown = vec![42u8, 0];
+    unknown.extend_from_slice(&[0; 8]);
+    assert_eq!(
+        decode_record(&unknown),
+        Err(DecodeError::UnknownType { type_id: 42 })
+    );
+    let mut batch = encode_batch(&every_kind()).unwrap();
+    batch.push(0);
+    assert!(matches!(
+        decode_batch(&batch),
+        Err(DecodeError::Trailing { .. })
+    ));
+    batch[0] = 1;
+    assert_eq!(
+        decode_batch(&batch),
+        Err(DecodeError::UnknownFormat { format: 1 })
+    );
+    // Over-limit values are refused by the encoder, so nothing undecodable is proposed.
+    let long = Record::ClusterId {
+        cluster_id: "x".repeat(crate::codec::STRING_BYTES_MAX + 1),
+    };
+    assert!(encode_batch(&[long]).is_err());
+    let wide = Record::Partition(PartitionRecord {
+        topic: id(1),
+        partition: 0,
+        replicas: (0..crate::codec::REPLICAS_MAX as i32 + 1).collect(),
+        revision: 1,
+        adding: Vec::new(),
+        removing: Vec::new(),
+    });
+    assert!(encode_batch(&[wide]).is_err());
+}
+
+/// Random bytes, and valid batches with bytes flipped, cut or inserted, never panic the
+/// decoder; whatever decodes re-encodes to something that decodes the same.
+#[test]
+fn hostile_bytes_never_panic() {
+    let mut rng = Rng::new(0x5eed);
+    let valid = encode_batch(&every_kind()).unwrap();
+    let mut decoded = 0;
+    for i in 0..200_000 {
+        let bytes: Vec<u8> = if i % 2 == 0 {
+            let len = rng.below(64) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if !b.is_empty() && rng.below(2) == 0 {
+                b[0] = 0; // a valid format byte gets the fuzzing further
+            }
+            b
+        } else {
+            let mut b = valid.clone();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(b.len() as u64) as usize;
+                match rng.below(3) {
+                    0 => b[at] = rng.next_u64() as u8,
+                    1 => b.truncate(at),
+                    _ => b.insert(at, rng.next_u64() as u8),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            b
+        };
+        if let Ok(records) = decode_batch(&bytes) {
+            decoded += 1;
+            let again = encode_batch(&records).expect("decoded records encode");
+            assert_eq!(again, bytes, "the encoding is canonical");
+        }
+    }
+    assert!(decoded > 0, "some mutations still decode");
+    // Huge claimed counts and lengths are errors, not allocations.
+    let claims: [&[u8]; 4] = [
+        &[0, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        &[0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 2, 0],
+        &[0, 1, 4, 100, 0, 0xff, 0x7f],
+        &[
+            0, 1, 0x0b, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ],
+    ];
+    for c in claims {
+        assert!(decode_batch(c).is_err(), "{c:?}");
+    }
+    // Padded varints and unordered config keys are not the canonical form: refused.
+    assert!(decode_record(&[101, 0, 0x80, 0x00]).is_err());
+    assert_eq!(
+        decode_record(&[101, 0, 0x00]).unwrap(),
+        Record::Revision { revision: 0 }
+    );
+    let mut unordered = vec![2, 0, 1, b't'];
+    unordered.extend_from_slice(&id(1));
+    unordered.extend_from_slice(&[2, 1, b'b', 0, 1, b'a', 0]);
+    assert!(decode_record(&unordered).is_err());
+}
+
+#[test]
+fn large_record_lists_split_into_batches() {
+    let records: Vec<Record> = (0..5_000).map(|p| partition(1, p, &[1, 2, 3], 7)).collect();
+    let batches = crate::codec::encode_batches(&records, 4096).unwrap();
+    assert!(batches.len() > 10);
+    assert!(batches.iter().all(|b| b.len() <= 4096));
+    let back: Vec<Record> = batches
+        .iter()
+        .flat_map(|b| decode_batch(b).unwrap())
+        .collect();
+    assert_eq!(back, records);
+    assert!(
+        crate::codec::encode_batches(&records, 20).is_err(),
+        "one record over the limit"
+    );
+    assert!(crate::codec::encode_batches(&[], 4096).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// The image.
+
+fn topic(name: &str, n: u8) -> Record {
+    Record::Topic {
+        name: name.into(),
+        id: id(n),
+        configs: BTreeMap::new(),
+    }
+}
+
+fn partition(n: u8, p: i32, replicas: &[NodeId], revision: u64) -> Record {
+    Record::Partition(PartitionRecord {
+        topic: id(n),
+        partition: p,
+        replicas: replicas.to_vec(),
+        revision,
+        adding: Vec::new(),
+        removing: Vec::new(),
+    })
+}
+
+#[test]
+fn invalid_sequences_are_refused_and_change_nothing() {
+    let mut image = MetadataImage::replay(&[
+        Record::RegisterBroker(registration(1, 1)),
+        topic("a.b", 1),
+        partition(1, 0, &[1], 2),
+    ])
+    .unwrap();
+    let before = image.clone();
+    let refused = [
+        partition(9, 0, &[1], 3),    // unknown topic
+        partition(1, 2, &[1], 3),    // out of order
+        partition(1, 1, &[1, 1], 3), // a node twice
+        partition(1, 1, &[], 3),     // no replicas
+        partition(1, 1, &[-1], 3),   // bad node
+        topic("a.b", 2),             // duplicate name
+        topic("a_b", 2),             // colliding name
+        topic("c", 1),               // reused id
+        topic("bad name", 3),        // invalid name
+        Record::Topic {
+            name: "z".into(),
+            id: [0; 16],
+            configs: BTreeMap::new(),
+        },
+        Record::FenceBroker { node: 2, epoch: 1 }, // unknown node
+        Record::FenceBroker { node: 1, epoch: 9 }, // stale epoch
+        Record::UnfenceBroker { node: 1, epoch: 1 }, // already unfenced
+        Record::RegisterBroker(registration(1, 1)), // epoch not above
+        Record::RemoveTopic { id: id(7) },
+        Record::Config {
+            resource: ConfigResource::Topic(id(7)),
+            key: "k".into(),
+            value: Some("v".into()),
+        },
+        Record::Config {
+            resource: ConfigResource::Broker(None),
+            key: "k".into(),
+            value: None, // removes nothing
+        },
+        Record::PartitionChange(PartitionRecord {
+            topic: id(1),
+            partition: 0,
+            replicas: vec![2],
+            revision: 2,
+            adding: Vec::new(),
+            removing: Vec::new(), // not above the partition's
+        }),
+        Record::ClusterId {
+            cluster_id: String::new(),
+        },
+        Record::ProducerIds(ProducerIdsBlock {
+            node: 1,
+            first: 0,
+            size: 0,
+        }),
+        Record::ProducerIds(ProducerIdsBlock {
+            node: 1,
+            first: i64::MAX,
+            size: 1,
+        }),
+    ];
+    for r in &refused {
+        let mut delta = Delta::default();
+        assert!(image.apply(r, &mut delta).is_err(), "{r:?} accepted");
+        assert_eq!(image, before, "{r:?} changed the image");
+        assert!(delta.is_empty());
+    }
+    let mut delta = Delta::default();
+    let block = |first, size| {
+        Record::ProducerIds(ProducerIdsBlock {
+            node: 1,
+            first,
+            size,
+        })
+    };
+    image.apply(&block(0, 1000), &mut delta).unwrap();
+    assert!(
+        image.apply(&block(999, 1000), &mut delta).is_err(),
+        "overlap"
+    );
+    image.apply(&block(1000, 1000), &mut delta).unwrap();
+    assert_eq!(image.next_producer_id(), 2000);
+}
+
+#[test]
+fn deltas_say_what_changed() {
+    let mut image = MetadataImage::replay(&[
+        Record::RegisterBroker(registration(1, 1)),
+        Record::RegisterBroker(registration(2, 2)),
+        topic("old", 1),
+        partition(1, 0, &[1], 3),
+        partition(1, 1, &[2], 3),
+        topic("kept", 2),
+        partition(2, 0, &[1, 2], 3),
+    ])
+    .unwrap();
+    let delta = image
+        .apply_batch(&[
+            topic("brief", 3),
+            partition(3, 0, &[1], 4),
+            Record::Config {
+                resource: ConfigResource::Topic(id(3)),
+                key: "k".into(),
+                value: Some("v".into()),
+            },
+            Record::RemoveTopic { id: id(3) },
+            Record::RemoveTopic { id: id(1) },
+            partition(2, 1, &[2, 1], 4),
+            Record::PartitionChange(PartitionRecord {
+                topic: id(2),
+                partition: 0,
+                replicas: vec![2],
+                revision: 4,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            }),
+            Record::Config {
+                resource: ConfigResource::Topic(id(2)),
+                key: "k".into(),
+                value: Some("v".into()),
+            },
+            Record::FenceBroker { node: 2, epoch: 2 },
+        ])
+        .unwrap();
+    assert!(
+        delta.created_topics.is_empty(),
+        "created and removed: neither"
+    );
+    assert_eq!(
+        delta.removed_topics.keys().collect::<Vec<_>>(),
+        vec![&id(1)]
+    );
+    assert_eq!(delta.removed_topics[&id(1)].partitions.len(), 2);
+    assert_eq!(delta.added_partitions, BTreeSet::from([(id(2), 1)]));
+    assert_eq!(
+        delta.reassigned_partitions,
+        BTreeMap::from([((id(2), 0), vec![1, 2])])
+    );
+    assert_eq!(delta.topic_configs, BTreeSet::from([id(2)]));
+    assert_eq!(delta.brokers, BTreeSet::from([2]));
+    assert_eq!(image.replicas_on(1), 1);
+    assert_eq!(image.replicas_on(2), 2);
+    assert_eq!(image.live_brokers(), vec![1]);
+    assert_eq!(image.offline_replicas(&[1, 2, 5]), vec![2, 5]);
+}
+
+// ---------------------------------------------------------------------------------------
+// A controller with a pretend Raft log: proposals queue until `commit`, and a follower's
+// image applies every committed batch from its bytes.
+
+struct Cluster {
+    ctl: Controller,
+    follower: MetadataImage,
+    proposed: VecDeque<(ProposalId, Vec<u8>)>,
+    replies: BTreeMap<ReplyToken, Answer>,
+    warnings: Vec<String>,
+    ticks: Vec<i64>,
+    deltas: Vec<Delta>,
+    next_token: u64,
+}
+
+impl Cluster {
+    fn new(nodes: &[NodeId]) -> Cluster {
+        Cluster::with_config(nodes, ControllerConfig::default())
+    }
+
+    fn with_config(nodes: &[NodeId], config: ControllerConfig) -> Cluster {
+        let mut c = Cluster {
+            ctl: Controller::new(config, MetadataImage::new()),
+            follower: MetadataImage::new(),
+            proposed: VecDeque::new(),
+            replies: BTreeMap::new(),
+            warnings: Vec::new(),
+            ticks: Vec::new(),
+            deltas: Vec::new(),
+            next_token: 0,
+        };
+        let out = c.ctl.become_active(0);
+        c.take(out);
+        for &n in nodes {
+            let epoch = c.register(n, 0);
+            c.heartbeat(n, epoch, 0);
+        }
+        c
+    }
+
+    fn token(&mut self) -> ReplyToken {
+        self.next_token += 1;
+        ReplyToken(self.next_token)
+    }
+
+    fn take(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Reply(t, a) => assert!(self.replies.insert(t, a).is_none(), "twice"),
+                Effect::Propose { id, batch } => self.proposed.push_back((id, batch)),
+                Effect::ScheduleTick { at_ms } => self.ticks.push(at_ms),
+                Effect::Warn(w) => self.warnings.push(w),
+            }
+        }
+    }
+
+    /// Commits every proposal in order.
+    fn commit(&mut self) {
+        while let Some((id, batch)) = self.proposed.pop_front() {
+            let records = decode_batch(&batch).unwrap();
+            let (delta, out) = self.ctl.committed(Some(id), &records).unwrap();
+            let follower_delta = self.follower.apply_batch(&records).unwrap();
+            assert_eq!(delta, follower_delta);
+            self.deltas.push(delta);
+            self.take(out);
+            assert_eq!(
+                &self.follower,
+                self.ctl.image(),
+                "every node replays the same"
+            );
+        }
+    }
+
+    /// Runs a command, commits what it proposed, returns its answer.
+    fn run(&mut self, f: impl FnOnce(&mut Controller, ReplyToken) -> Vec<Effect>) -> Answer {
+        let t = self.token();
+        let out = f(&mut self.ctl, t);
+        self.take(out);
+        self.commit();
+        self.replies.remove(&t).expect("answered")
+    }
+
+    fn register(&mut self, node: NodeId, now: i64) -> u64 {
+        let reg = Registration {
+            node,
+            incarnation: [node as u8 + 1; 16],
+            kafka: endpoint(9092 + node as u16),
+            rpc: endpoint(33145 + node as u16),
+            rack: None,
+        };
+        match self.run(|c, t| c.register_broker(t, now, reg)) {
+            Answer::RegisterBroker(Ok(e)) => e,
+            a => panic!("{a:?}"),
+        }
+    }
+
+    fn heartbeat(&mut self, node: NodeId, epoch: u64, now: i64) -> Answer {
+        self.run(|c, t| c.broker_heartbeat(t, now, node, epoch, true))
+    }
+
+    fn create(&mut self, topics: Vec<NewTopic>) -> Vec<(String, Result<i32, i16>)> {
+        match self.run(|c, t| c.create_topics(t, topics, false)) {
+            Answer::CreateTopics(v) => v
+                .into_iter()
+                .map(|(n, r)| (n, r.map(|c| c.partitions).map_err(|e| e.code)))
+                .collect(),
+            a => panic!("{a:?}"),
+        }
+    }
+
+    fn create_one(&mut self, name: &str, partitions: i32, rf: i16) -> Result<i32, i16> {
+        self.create(vec![NewTopic::new(name, partitions, rf)])
+            .remove(0)
+            .1
+    }
+}
+
+fn codes<K, T>(v: Vec<(K, Result<T, crate::ApiError>)>) -> Vec<Result<(), i16>> {
+    v.into_iter()
+        .map(|(_, r)| r.map(|_| ()).map_err(|e| e.code))
+        .collect()
+}
+
+#[test]
+fn snapshot_replays_to_the_same_image() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
+    for i in 0..20 {
+        c.create_one(&format!("t{i}"), 1 + i % 7, 1 + (i % 3) as i16)
+            .unwrap();
+    }
+    c.run(|ctl, t| ctl.delete_topics(t, vec!["t3".into(), "t4".into()]));
+    c.run(|ctl, t| ctl.create_partitions(t, vec![("t5".into(), 12)], false));
+    c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![
+                AlterConfig {
+                    target: ConfigTarget::Topic("t6".into()),
+                    ops: vec![("retention.ms".into(), Some("5".into()))],
+                    replace: false,
+                },
+                AlterConfig {
+                    target: ConfigTarget::Broker(None),
+                    ops: vec![("log.retention.ms".into(), Some("7".into()))],
+                    replace: false,
+                },
+                AlterConfig {
+                    target: ConfigTarget::Broker(Some(2)),
+                    ops: vec![("x".into(), Some("y".into()))],
+                    replace: false,
+                },
+            ],
+            false,
+        )
+    });
+    c.run(|ctl, t| ctl.allocate_producer_ids(t, 1, ctl.image().broker(1).unwrap().epoch));
+    let image = c.ctl.image().clone();
+    let snapshot = image.snapshot();
+    assert_eq!(MetadataImage::replay(&snapshot).unwrap(), image);
+    // Also through the codec, as a snapshot file would carry it.
+    let bytes = encode_batch(&snapshot).unwrap();
+    let back = MetadataImage::replay(&decode_batch(&bytes).unwrap()).unwrap();
+    assert_eq!(back, image);
+    assert_eq!(back.snapshot(), snapshot);
+    // A controller started from the snapshot continues where the other left off.
+    let mut d = Controller::new(ControllerConfig::default(), back);
+    d.become_active(0);
+    let out = d.create_topics(ReplyToken(1), vec![NewTopic::new("t0", 1, 1)], false);
+    assert!(matches!(&out[0], Effect::Reply(_, Answer::CreateTopics(v))
+        if v[0].1.as_ref().unwrap_err().code == code::TOPIC_ALREADY_EXISTS));
+}
+
+// ---------------------------------------------------------------------------------------
+// Placement.
+
+fn spread(assignments: &[Vec<NodeId>]) -> (BTreeMap<NodeId, u64>, BTreeMap<NodeId, u64>) {
+    let mut leaders = BTreeMap::new();
+    let mut replicas = BTreeMap::new();
+    for a in assignments {
+        let distinct: BTreeSet<_> = a.iter().collect();
+        assert_eq!(distinct.len(), a.len(), "distinct replicas {a:?}");
+        *leaders.entry(a[0]).or_default() += 1;
+        for &n in a {
+            *replicas.entry(n).or_default() += 1;
+        }
+    }
+    (leaders, replicas)
+}
+
+#[test]
+fn placement_spreads_leaders_and_replicas() {
+    for seed in 0..20 {
+        let mut rng = Rng::new(seed);
+        let a = placement::assign(&[1, 2, 3], 3000, 3, Start::Random, &mut rng);
+        let (leaders, replicas) = spread(&a);
+        assert_eq!(leaders, BTreeMap::from([(1, 1000), (2, 1000), (3, 1000)]));
+        assert_eq!(replicas, BTreeMap::from([(1, 3000), (2, 3000), (3, 3000)]));
+
+        let nodes = [1, 2, 3, 4, 5];
+        let a = placement::assign(&nodes, 3000, 3, Start::Random, &mut rng);
+        let (leaders, replicas) = spread(&a);
+        assert!(leaders.values().all(|&l| l == 600), "{leaders:?}");
+        // 9,000 replicas over 5 nodes: 1,800 each, within a few.
+        assert!(
+            replicas.values().all(|&r| r.abs_diff(1800) <= 5),
+            "{replicas:?}"
+        );
+        // Followers of each leader rotate over all other nodes.
+        for &lead in &nodes {
+            let mut followers: BTreeMap<NodeId, u64> = BTreeMap::new();
+            for x in a.iter().filter(|x| x[0] == lead) {
+                for &f in &x[1..] {
+                    *followers.entry(f).or_default() += 1;
+                }
+            }
+            assert_eq!(followers.len(), 4);
+            assert!(
+                followers.values().all(|&f| f.abs_diff(300) <= 3),
+                "{followers:?}"
+            );
+        }
+    }
+    // Deterministic for a seed.
+    let a = placement::assign(&[1, 2, 3, 4], 50, 2, Start::Random, &mut Rng::new(9));
+    let b = placement::assign(&[1, 2, 3, 4], 50, 2, Start::Random, &mut Rng::new(9));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn many_small_topics_do_not_all_lead_on_one_node() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
+    let mut topics = Vec::new();
+    for i in 0..1000 {
+        topics.push(NewTopic::new(&format!("small{i}"), 1, 3));
+    }
+    for chunk in topics.chunks(100) {
+        for (_, r) in c.create(chunk.to_vec()) {
+            r.unwrap();
+        }
+    }
+    let all: Vec<Vec<NodeId>> = c
+        .ctl
+        .image()
+        .topics()
+        .flat_map(|t| t.partitions.iter().map(|p| p.replicas.clone()))
+        .collect();
+    let (leaders, replicas) = spread(&all);
+    assert!(
+        leaders.values().all(|&l| l.abs_diff(200) <= 60),
+        "{leaders:?}"
+    );
+    assert!(
+        replicas.values().all(|&r| r.abs_diff(600) <= 90),
+        "{replicas:?}"
+    );
+}
+
+#[test]
+fn new_partitions_continue_the_topic_pattern() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.create_one("t", 3, 2).unwrap();
+    match c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 3000)], false)) {
+        Answer::CreatePartitions(v) => assert!(v[0].1.is_ok()),
+        a => panic!("{a:?}"),
+    }
+    let t = c.ctl.image().topic_by_name("t").unwrap();
+    assert_eq!(t.partitions.len(), 3000);
+    let a: Vec<_> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+    let (leaders, replicas) = spread(&a);
+    assert!(
+        leaders.values().all(|&l| l.abs_diff(1000) <= 2),
+        "{leaders:?}"
+    );
+    assert!(
+        replicas.values().all(|&r| r.abs_diff(2000) <= 4),
+        "{replicas:?}"
+    );
+    assert!(
+        a.iter().all(|r| r.len() == 2),
+        "the topic's replication factor"
+    );
+    assert!(c.deltas.last().unwrap().added_partitions.len() == 2997);
+}
+
+#[test]
+fn preferred_leaders_are_elected_back_past_the_imbalance() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.create_one("t", 30, 3).unwrap();
+    let image = c.ctl.image();
+    // Everything led by its preferred leader: nothing to do.
+    let preferred = |t: &TopicId, p: i32| {
+        Some(image.topic(t).unwrap().partitions[p as usize].preferred_leader())
+    };
+    assert!(placement::preferred_leader_elections(image, preferred).is_empty());
+    // Node 1 led everything after the others restarted: the others get theirs back.
+    let moves = placement::preferred_leader_elections(image, |_, _| Some(1));
+    assert_eq!(moves.len(), 20);
+    assert!(moves.iter().all(|(_, _, n)| *n != 1));
+    // One partition of node 2's ten off it is exactly the 10% allowed: no move.
+    let t = image.topic_by_name("t").unwrap().id;
+    let off = (0..30)
+        .find(|&p| image.topic(&t).unwrap().partitions[p as usize].preferred_leader() == 2)
+        .unwrap();
+    let moves = placement::preferred_leader_elections(image, |id, p| {
+        let pref = image.topic(id).unwrap().partitions[p as usize].preferred_leader();
+        Some(if p == off { 3 } else { pref })
+    });
+    assert!(moves.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Controller commands and their codes.
+
+#[test]
+fn create_topics_validation_codes() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    assert_eq!(c.create_one("a", 3, 3), Ok(3));
+    assert_eq!(c.create_one("a", 3, 3), Err(code::TOPIC_ALREADY_EXISTS));
+    assert_eq!(c.create_one("a_", 1, 1), Ok(1));
+    assert_eq!(
+        c.create_one("a.", 1, 1),
+        Err(code::INVALID_TOPIC_EXCEPTION),
+        "collides"
+    );
+    assert_eq!(
+        c.create_one("b c", 1, 1),
+        Err(code::INVALID_TOPIC_EXCEPTION)
+    );
+    assert_eq!(c.create_one("", 1, 1), Err(code::INVALID_TOPIC_EXCEPTION));
+    assert_eq!(
+        c.create_one("b", 4, 4),
+        Err(code::INVALID_REPLICATION_FACTOR)
+    );
+    assert_eq!(
+        c.create_one("b", 1, 0),
+        Err(code::INVALID_REPLICATION_FACTOR)
+    );
+    assert_eq!(
+        c.create_one("b", 1, -2),
+        Err(code::INVALID_REPLICATION_FACTOR)
+    );
+    assert_eq!(c.create_one("b", 0, 1), Err(code::INVALID_PARTITIONS));
+    assert_eq!(c.create_one("b", -2, 1), Err(code::INVALID_PARTITIONS));
+    assert_eq!(
+        c.create_one("b", 10_001, 1),
+        Err(code::POLICY_VIOLATION),
+        "over 10,000 records"
+    );
+    assert_eq!(
+        c.create_one("b", -1, -1),
+        Ok(1),
+        "num.partitions, default.replication.factor"
+    );
+    assert_eq!(
+        c.ctl.image().topic_by_name("b").unwrap().partitions[0]
+            .replicas
+            .len(),
+        1
+    );
+    // Duplicates in one request, and names colliding within it.
+    let r = c.create(vec![
+        NewTopic::new("d", 1, 1),
+        NewTopic::new("d", 1, 1),
+        NewTopic::new("e.f", 1, 1),
+        NewTopic::new("e_f", 1, 1),
+    ]);
+    let r: Vec<_> = r.into_iter().map(|x| x.1).collect();
+    assert_eq!(
+        r,
+        vec![
+            Err(code::INVALID_REQUEST),
+            Err(code::INVALID_REQUEST),
+            Ok(1),
+            Err(code::INVALID_TOPIC_EXCEPTION)
+        ]
+    );
+    // 10,000 records in all is the limit (Kafka's), counting topics, partitions and configs.
+    let r = c.create(vec![
+        NewTopic::new("g", 5_000, 1),
+        NewTopic::new("h", 4_998, 1),
+    ]);
+    assert!(r.iter().all(|x| x.1.is_ok()), "{r:?}");
+    let r = c.create(vec![
+        NewTopic::new("i", 5_000, 1),
+        NewTopic::new("j", 4_999, 1),
+    ]);
+    assert!(
+        r.iter().all(|x| x.1 == Err(code::POLICY_VIOLATION)),
+        "{r:?}"
+    );
+    // Config validation is the broker's, passed in.
+    let mut c = Cluster::with_config(
+        &[1],
+        ControllerConfig {
+            topic_config_check: |m| match m.get("retention.ms") {
+                Some(v) if v.parse::<i64>().is_err() => Err(format!("bad retention.ms {v}")),
+                _ => Ok(()),
+            },
+            ..ControllerConfig::default()
+        },
+    );
+    let mut t = NewTopic::new("k", 1, 1);
+    t.configs.insert("retention.ms".into(), "soon".into());
+    assert_eq!(c.create(vec![t]).remove(0).1, Err(code::INVALID_CONFIG));
+}
+
+#[test]
+fn replication_factor_counts_only_live_unfenced_brokers() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let out = c.ctl.tick(5_000);
+    c.take(out);
+    // Nodes 1 and 2 keep heartbeating; 3 goes quiet and is fenced at 9 s.
+    for now in [3_000, 6_000, 9_000] {
+        for n in [1, 2] {
+            let e = c.ctl.image().broker(n).unwrap().epoch;
+            c.heartbeat(n, e, now);
+        }
+    }
+    let out = c.ctl.tick(8_999);
+    c.take(out);
+    assert!(c.proposed.is_empty(), "not yet");
+    let out = c.ctl.tick(9_000);
+    c.take(out);
+    c.commit();
+    assert!(c.ctl.image().broker(3).unwrap().fenced);
+    assert_eq!(c.ctl.image().live_brokers(), vec![1, 2]);
+    assert!(c.warnings.iter().any(|w| w.contains("fencing node 3")));
+    assert_eq!(
+        c.create_one("rf3", 1, 3),
+        Err(code::INVALID_REPLICATION_FACTOR)
+    );
+    assert_eq!(c.create_one("rf2", 30, 2), Ok(30));
+    let t = c.ctl.image().topic_by_name("rf2").unwrap();
+    assert!(
+        t.partitions.iter().all(|p| !p.replicas.contains(&3)),
+        "no replica on a fenced node"
+    );
+    // Node 3 comes back: a heartbeat (caught up) unfences it.
+    let e3 = c.ctl.image().broker(3).unwrap().epoch;
+    assert_eq!(
+        c.heartbeat(3, e3, 9_500),
+        Answer::BrokerHeartbeat(Ok(false))
+    );
+    assert!(!c.ctl.image().broker(3).unwrap().fenced);
+    assert_eq!(c.create_one("rf3", 1, 3), Ok(1));
+    // A stale epoch or an unknown node is refused.
+    assert_eq!(
+        c.heartbeat(3, e3 + 100, 9_600),
+        Answer::BrokerHeartbeat(Err(crate::ApiError {
+            code: code::STALE_BROKER_EPOCH,
+            message: format!("Node 3 epoch {}, registered with {e3}.", e3 + 100)
+        }))
+    );
+    assert!(
+        matches!(c.heartbeat(9, 1, 9_600), Answer::BrokerHeartbeat(Err(e)) if e.code == code::BROKER_ID_NOT_REGISTERED)
+    );
+}
+
+#[test]
+fn fencing_follows_virtual_time_and_reregistration() {
+    let mut c = Cluster::new(&[1, 2]);
+    assert_eq!(
+        c.ticks.iter().min(),
+        Some(&9_000),
+        "a tick asked for the first deadline"
+    );
+    // Heartbeats every 2 s (Kafka's broker.heartbeat.interval.ms) keep both unfenced.
+    let mut now = 0;
+    while now < 60_000 {
+        now += 2_000;
+        for n in [1, 2] {
+            let e = c.ctl.image().broker(n).unwrap().epoch;
+            c.heartbeat(n, e, now);
+        }
+        let out = c.ctl.tick(now);
+        c.take(out);
+        assert!(c.proposed.is_empty());
+    }
+    assert_eq!(c.ctl.image().live_brokers(), vec![1, 2]);
+    // Node 2's process dies; a new one registers while the old session still runs: refused.
+    let reg = |incarnation| Registration {
+        node: 2,
+        incarnation,
+        kafka: endpoint(1),
+        rpc: endpoint(2),
+        rack: None,
+    };
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 1_000, reg([9; 16])));
+    assert!(
+        matches!(r, Answer::RegisterBroker(Err(e)) if e.code == code::DUPLICATE_BROKER_REGISTRATION)
+    );
+    // Once the session expired it is fenced, and the new incarnation registers (fenced).
+    let e1 = c.ctl.image().broker(1).unwrap().epoch;
+    c.heartbeat(1, e1, now + 8_000);
+    let out = c.ctl.tick(now + 9_000);
+    c.take(out);
+    c.commit();
+    assert!(c.ctl.image().broker(2).unwrap().fenced);
+    let old_epoch = c.ctl.image().broker(2).unwrap().epoch;
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 9_001, reg([9; 16])));
+    let Answer::RegisterBroker(Ok(epoch)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(epoch > old_epoch);
+    // The same incarnation retrying gets the same epoch, nothing proposed.
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 9_002, reg([9; 16])));
+    assert_eq!(r, Answer::RegisterBroker(Ok(epoch)));
+    assert_eq!(c.ctl.image().broker(2).unwrap().kafka, endpoint(1));
+    // Not caught up yet: stays fenced.
+    assert_eq!(
+        c.run(|ctl, t| ctl.broker_heartbeat(t, now + 9_003, 2, epoch, false)),
+        Answer::BrokerHeartbeat(Ok(true))
+    );
+    assert_eq!(
+        c.heartbeat(2, epoch, now + 9_004),
+        Answer::BrokerHeartbeat(Ok(false))
+    );
+    assert_eq!(c.ctl.image().live_brokers(), vec![1, 2]);
+}
+
+#[test]
+fn offsets_topic_replication_is_capped_to_live_brokers_with_a_warning() {
+    let mut c = Cluster::new(&[1, 2]);
+    let mut t = NewTopic::new(OFFSETS_TOPIC, 50, -1);
+    t.configs.insert("cleanup.policy".into(), "compact".into());
+    assert_eq!(c.create(vec![t]).remove(0).1, Ok(50));
+    let topic = c.ctl.image().topic_by_name(OFFSETS_TOPIC).unwrap();
+    assert!(topic.partitions.iter().all(|p| p.replicas.len() == 2));
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("offsets.topic.replication.factor is 3")));
+    // On three nodes it gets all three, and no warning.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    assert_eq!(c.create_one(OFFSETS_TOPIC, 50, -1), Ok(50));
+    let topic = c.ctl.image().topic_by_name(OFFSETS_TOPIC).unwrap();
+    assert!(topic.partitions.iter().all(|p| p.replicas.len() == 3));
+    assert!(c.warnings.is_empty());
+    // Internal topics: no deletion, no more partitions, no retention.
+    let r = c.run(|ctl, t| ctl.delete_topics(t, vec![OFFSETS_TOPIC.into(), "nope".into()]));
+    let Answer::DeleteTopics(v) = r else { panic!() };
+    assert_eq!(
+        codes(v),
+        vec![
+            Err(code::INVALID_REQUEST),
+            Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+        ]
+    );
+    let r = c.run(|ctl, t| ctl.create_partitions(t, vec![(OFFSETS_TOPIC.into(), 60)], false));
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::INVALID_REQUEST)]);
+    let r = c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![AlterConfig {
+                target: ConfigTarget::Topic(OFFSETS_TOPIC.into()),
+                ops: vec![("cleanup.policy".into(), Some("delete".into()))],
+                replace: false,
+            }],
+            false,
+        )
+    });
+    let Answer::AlterConfigs(v) = r else { panic!() };
+    assert_eq!(codes(v), vec![Err(code::INVALID_CONFIG)]);
+}
+
+#[test]
+fn create_partitions_and_delete_topics_codes() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.create_one("t", 2, 3).unwrap();
+    let r = c.run(|ctl, t| {
+        ctl.create_partitions(
+            t,
+            vec![("t".into(), 2), ("u".into(), 3), ("t".into(), 10_001)],
+            false,
+        )
+    });
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(
+        codes(v),
+        vec![
+            Err(code::INVALID_REQUEST),
+            Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            Err(code::INVALID_REQUEST)
+        ]
+    );
+    let r = c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 1)], false));
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::INVALID_PARTITIONS)]);
+    let r = c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 10_001)], false));
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::INVALID_PARTITIONS)]);
+    let r = c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 5)], true));
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Ok(())]);
+    assert_eq!(
+        c.ctl.image().topic_by_name("t").unwrap().partitions.len(),
+        2,
+        "validate only"
+    );
+    // Deleting frees the name, and a re-created topic has a new id and higher revisions.
+    let old = c.ctl.image().topic_by_name("t").unwrap().clone();
+    let r = c.run(|ctl, t| ctl.delete_topics(t, vec!["t".into()]));
+    assert_eq!(r, Answer::DeleteTopics(vec![("t".into(), Ok(old.id))]));
+    assert_eq!(c.deltas.last().unwrap().removed_topics[&old.id], old);
+    c.create_one("t", 2, 3).unwrap();
+    let new = c.ctl.image().topic_by_name("t").unwrap();
+    assert_ne!(new.id, old.id);
+    assert!(new.partitions[0].revision > old.partitions[0].revision);
+}
+
+#[test]
+fn alter_configs_diff_into_records() {
+    let mut c = Cluster::new(&[1]);
+    c.create_one("t", 1, 1).unwrap();
+    let alter = |ops: Vec<(&str, Option<&str>)>, replace| AlterConfig {
+        target: ConfigTarget::Topic("t".into()),
+        ops: ops
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect(),
+        replace,
+    };
+    let configs = |c: &Cluster| c.ctl.image().topic_by_name("t").unwrap().configs.clone();
+    c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![alter(vec![("a", Some("1")), ("b", Some("2"))], false)],
+            false,
+        )
+    });
+    assert_eq!(configs(&c).len(), 2);
+    c.run(|ctl, t| ctl.alter_configs(t, vec![alter(vec![("a", None)], false)], false));
+    assert_eq!(
+        configs(&c),
+        BTreeMap::from([("b".to_string(), "2".to_string())])
+    );
+    c.run(|ctl, t| ctl.alter_configs(t, vec![alter(vec![("c", Some("3"))], true)], false));
+    assert_eq!(
+        configs(&c),
+        BTreeMap::from([("c".to_string(), "3".to_string())])
+    );
+    // No change: answered at once, nothing proposed.
+    let before = c.deltas.len();
+    let r = c.run(|ctl, t| ctl.alter_configs(t, vec![alter(vec![("c", Some("3"))], false)], false));
+    assert_eq!(
+        r,
+        Answer::AlterConfigs(vec![(ConfigTarget::Topic("t".into()), Ok(()))])
+    );
+    assert_eq!(c.deltas.len(), before);
+    let r = c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![AlterConfig {
+                target: ConfigTarget::Topic("nope".into()),
+                ops: vec![],
+                replace: false,
+            }],
+            false,
+        )
+    });
+    let Answer::AlterConfigs(v) = r else { panic!() };
+    assert_eq!(codes(v), vec![Err(code::UNKNOWN_TOPIC_OR_PARTITION)]);
+}
+
+#[test]
+fn manual_assignments_are_checked() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let with = |a: Vec<(i32, Vec<NodeId>)>| {
+        let mut t = NewTopic::new("m", -1, -1);
+        t.assignments = a;
+        t
+    };
+    let bad = [
+        with(vec![(0, vec![1, 2]), (2, vec![2, 3])]),
+        with(vec![(0, vec![1, 1])]),
+        with(vec![(0, vec![1, 9])]),
+        with(vec![(0, vec![1, 2]), (1, vec![3])]),
+    ];
+    for t in bad {
+        assert_eq!(
+            c.create(vec![t]).remove(0).1,
+            Err(code::INVALID_REPLICA_ASSIGNMENT)
+        );
+    }
+    let mut both = with(vec![(0, vec![1])]);
+    both.partitions = 1;
+    assert_eq!(c.create(vec![both]).remove(0).1, Err(code::INVALID_REQUEST));
+    assert_eq!(
+        c.create(vec![with(vec![(1, vec![3, 1]), (0, vec![2, 3])])])
+            .remove(0)
+            .1,
+        Ok(2)
+    );
+    let t = c.ctl.image().topic_by_name("m").unwrap();
+    assert_eq!(t.partitions[0].replicas, vec![2, 3]);
+    assert_eq!(t.partitions[1].replicas, vec![3, 1]);
+}
+
+#[test]
+fn answers_wait_for_commit_and_fail_when_it_does_not_come() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let t1 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t1, vec![NewTopic::new("x", 3, 3)], false);
+    c.take(out);
+    assert!(!c.replies.contains_key(&t1), "not before the commit");
+    // A second request sees the first in flight: the name is taken.
+    let t2 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t2, vec![NewTopic::new("x", 1, 1)], false);
+    c.take(out);
+    let Answer::CreateTopics(v) = c.replies.remove(&t2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::TOPIC_ALREADY_EXISTS)]);
+    // A third in flight behind it.
+    let t3 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t3, vec![NewTopic::new("y", 1, 1)], false);
+    c.take(out);
+    assert_eq!(c.proposed.len(), 2);
+    // The first proposal fails (leadership lost): both answers are NOT_CONTROLLER.
+    let (first, _) = c.proposed.pop_front().unwrap();
+    c.proposed.clear();
+    let out = c.ctl.failed(first);
+    c.take(out);
+    for t in [t1, t3] {
+        let Answer::CreateTopics(v) = c.replies.remove(&t).unwrap() else {
+            panic!()
+        };
+        assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    }
+    assert!(c.ctl.image().topic_by_name("x").is_none());
+    // The speculative image forgot them: the same request now succeeds.
+    assert_eq!(c.create_one("x", 3, 3), Ok(3));
+    // Another leader's entry commits while one of ours is in flight: ours fails.
+    let t4 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t4, vec![NewTopic::new("z", 1, 1)], false);
+    c.take(out);
+    c.proposed.clear();
+    let foreign = [topic("other", 77), partition(77, 0, &[1], 1_000)];
+    let (delta, out) = c.ctl.committed(None, &foreign).unwrap();
+    c.take(out);
+    assert!(delta.created_topics.contains(&id(77)));
+    let Answer::CreateTopics(v) = c.replies.remove(&t4).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    assert!(c.ctl.image().revision() >= 1_000);
+    // Inactive: NOT_CONTROLLER at once; answers in flight wait for their entries' outcome.
+    let t5 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t5, vec![NewTopic::new("w", 1, 1)], false);
+    c.take(out);
+    c.ctl.become_inactive();
+    assert!(!c.replies.contains_key(&t5), "its entry may still commit");
+    let (lost, _) = c.proposed.pop_front().unwrap();
+    let out = c.ctl.failed(lost);
+    c.take(out);
+    let Answer::CreateTopics(v) = c.replies.remove(&t5).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    let t6 = c.token();
+    let out = c.ctl.delete_topics(t6, vec!["x".into()]);
+    c.take(out);
+    let Answer::DeleteTopics(v) = c.replies.remove(&t6).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    // A damaged log is an error, and the image stays as it was.
+    let before = c.ctl.image().clone();
+    assert!(c
+        .ctl
+        .committed(None, &[partition(200, 0, &[1], 1)])
+        .is_err());
+    assert_eq!(c.ctl.image(), &before);
+}
+
+#[test]
+fn producer_id_blocks_never_overlap() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let mut rng = Rng::new(11);
+    let mut granted: Vec<ProducerIdsBlock> = Vec::new();
+    let mut waiting = Vec::new();
+    for round in 0..300 {
+        let node = 1 + rng.below(3) as NodeId;
+        let epoch = c.ctl.image().broker(node).unwrap().epoch;
+        let t = c.token();
+        let out = c.ctl.allocate_producer_ids(t, node, epoch);
+        c.take(out);
+        waiting.push(t);
+        match rng.below(4) {
+            0 => c.commit(),
+            1 if !c.proposed.is_empty() => {
+                // Leadership lost: in-flight blocks are never granted.
+                let (id, _) = c.proposed.pop_front().unwrap();
+                c.proposed.clear();
+                let out = c.ctl.failed(id);
+                c.take(out);
+            }
+            _ => {}
+        }
+        if round % 50 == 49 {
+            c.commit();
+        }
+    }
+    c.commit();
+    for t in waiting {
+        match c.replies.remove(&t).unwrap() {
+            Answer::AllocateProducerIds(Ok(b)) => granted.push(b),
+            Answer::AllocateProducerIds(Err(e)) => assert_eq!(e.code, code::NOT_CONTROLLER),
+            a => panic!("{a:?}"),
+        }
+    }
+    assert!(granted.len() > 100);
+    let mut sorted = granted.clone();
+    sorted.sort_by_key(|b| b.first);
+    for w in sorted.windows(2) {
+        assert!(w[0].end() <= w[1].first, "overlap {w:?}");
+    }
+    assert!(granted.iter().all(|b| b.size == 1_000));
+    assert_eq!(
+        c.ctl.image().next_producer_id(),
+        sorted.last().unwrap().end()
+    );
+    // A stale epoch is refused.
+    let t = c.token();
+    let out = c.ctl.allocate_producer_ids(t, 1, 999_999);
+    c.take(out);
+    assert!(
+        matches!(c.replies.remove(&t), Some(Answer::AllocateProducerIds(Err(e))) if e.code == code::STALE_BROKER_EPOCH)
+    );
+}
+
+#[test]
+fn per_node_replica_limit_is_enforced() {
+    use crate::limits::PARTITIONS_PER_NODE_MAX;
+    let mut c = Cluster::new(&[1]);
+    let mut made = 0u64;
+    let mut i = 0;
+    while made + 9_999 <= PARTITIONS_PER_NODE_MAX {
+        assert_eq!(c.create_one(&format!("t{i}"), 9_999, 1), Ok(9_999));
+        made += 9_999;
+        i += 1;
+    }
+    let left = (PARTITIONS_PER_NODE_MAX - made) as i32;
+    assert_eq!(
+        c.create_one("over", left + 1, 1),
+        Err(code::POLICY_VIOLATION)
+    );
+    assert_eq!(c.create_one("fits", left, 1), Ok(left));
+    assert_eq!(c.ctl.image().replicas_on(1), PARTITIONS_PER_NODE_MAX);
+    let r = c.run(|ctl, t| ctl.create_partitions(t, vec![("fits".into(), left + 1)], false));
+    let Answer::CreatePartitions(v) = r else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::POLICY_VIOLATION)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bootstrap from the single-node state.
+
+#[test]
+fn single_node_state_becomes_a_log() {
+    let state = LegacyState {
+        cluster_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        node: 1,
+        topics: vec![
+            LegacyTopic {
+                name: "a".into(),
+                id: id(1),
+                partitions: 3,
+                configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+            },
+            LegacyTopic {
+                name: OFFSETS_TOPIC.into(),
+                id: id(2),
+                partitions: 50,
+                configs: BTreeMap::from([("cleanup.policy".into(), "compact".into())]),
+            },
+        ],
+        broker_configs: BTreeMap::from([("log.retention.ms".into(), "9".into())]),
+        producer_id_next_block: 5_000,
+    };
+    let records = bootstrap_records(&state).unwrap();
+    let image = MetadataImage::replay(&records).unwrap();
+    assert_eq!(image.cluster_id(), Some("AAAAAAAAAAAAAAAAAAAAAA"));
+    assert_eq!(image.topic_count(), 2);
+    let a = image.topic_by_name("a").unwrap();
+    assert_eq!(a.id, id(1));
+    assert_eq!(a.partitions.len(), 3);
+    assert_eq!(a.configs["retention.ms"], "5");
+    assert!(image.topic_by_name(OFFSETS_TOPIC).unwrap().internal());
+    assert_eq!(image.replicas_on(1), 53);
+    assert_eq!(image.cluster_configs()["log.retention.ms"], "9");
+    assert_eq!(image.next_producer_id(), 5_000);
+    // Records of it encode (in batches, as a log or snapshot would hold them).
+    assert_eq!(
+        decode_batch(&encode_batch(&records).unwrap()).unwrap(),
+        records
+    );
+    // The node registers on start, and the controller carries on from there.
+    let mut ctl = Controller::new(ControllerConfig::default(), image);
+    ctl.become_active(0);
+    let out = ctl.allocate_producer_ids(ReplyToken(1), 1, 0);
+    assert!(
+        matches!(&out[0], Effect::Reply(_, Answer::AllocateProducerIds(Err(e))) if e.code == code::BROKER_ID_NOT_REGISTERED)
+    );
+    // A state the image refuses is an error, not a log.
+    let mut dup = state.clone();
+    dup.topics.push(dup.topics[0].clone());
+    assert!(bootstrap_records(&dup).is_err());
+    let mut empty = state;
+    empty.topics.clear();
+    empty.producer_id_next_block = 0;
+    let image = MetadataImage::replay(&bootstrap_records(&empty).unwrap()).unwrap();
+    assert_eq!(image.next_producer_id(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Random commands, hostile values included: the controller never panics (it never builds a
+// record its image refuses), every node's image stays the same, snapshots stay exact.
+
+#[test]
+fn random_commands_keep_every_invariant() {
+    // `SLUICE_META_SEEDS=N` runs N seeds (a soak); a failure names its seed, and
+    // `SLUICE_META_FIRST_SEED=S SLUICE_META_SEEDS=1` replays it.
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let first = env("SLUICE_META_FIRST_SEED", 0);
+    let seeds = env("SLUICE_META_SEEDS", 40);
+    let (mut created, mut fenced) = (0, 0);
+    for seed in first..first + seeds {
+        match std::panic::catch_unwind(|| random_commands(seed)) {
+            Ok((c, f)) => {
+                created += c;
+                fenced += f;
+            }
+            Err(e) => {
+                eprintln!(
+                    "failing seed {seed}: SLUICE_META_FIRST_SEED={seed} SLUICE_META_SEEDS=1 \
+                     cargo test -p sluice-meta random_commands -- --nocapture"
+                );
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+    if seeds >= 40 {
+        assert!(
+            created > 5 * seeds as usize && fenced > seeds as usize,
+            "the commands did something: {created} {fenced}"
+        );
+    }
+}
+
+/// One seed of random commands; returns the topics created and broker changes committed.
+fn random_commands(seed: u64) -> (usize, usize) {
+    {
+        let mut rng = Rng::new(seed);
+        let config = ControllerConfig {
+            seed,
+            // Every fifth seed asks for an oversized block (clamped).
+            producer_id_block_size: [u32::MAX, 1000, 1000, 1000, 1000][(seed % 5) as usize],
+            ..ControllerConfig::default()
+        };
+        let mut c = Cluster::with_config(&[1, 2, 3], config);
+        let first_token = c.next_token + 1;
+        let mut unused = BTreeSet::new();
+        let names = ["a", "b", "a.b", "a_b", "", "bad name", OFFSETS_TOPIC, "c"];
+        let pick = |rng: &mut Rng| names[rng.below(names.len() as u64) as usize].to_string();
+        let keys = ["", "retention.ms", "cleanup.policy", "x"];
+        let key = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize].to_string();
+        let mut now = 0i64;
+        for _ in 0..400 {
+            now += rng.below(1_000) as i64;
+            // Nodes 1..=3 mostly keep heartbeating; sometimes one misses its session.
+            for n in 1..=3 {
+                if rng.below(8) > 0 {
+                    if let Some(b) = c.ctl.image().broker(n) {
+                        let (epoch, t) = (b.epoch, c.token());
+                        let out = c.ctl.broker_heartbeat(t, now, n, epoch, true);
+                        c.take(out);
+                    }
+                }
+            }
+            let t = c.token();
+            let op = rng.below(11);
+            if op == 9 || op == 10 {
+                unused.insert(t);
+            }
+            let out = match op {
+                0 | 1 => {
+                    let n = 1 + rng.below(3);
+                    let topics = (0..n)
+                        .map(|_| {
+                            let mut t = NewTopic::new(
+                                &pick(&mut rng),
+                                rng.below(24) as i32 - 3,
+                                rng.below(8) as i16 - 3,
+                            );
+                            if rng.below(4) == 0 {
+                                t.configs.insert(key(&mut rng), "v".into());
+                            }
+                            if rng.below(6) == 0 {
+                                t.partitions = -1;
+                                t.replication_factor = -1;
+                                t.assignments = (0..1 + rng.below(3) as i32)
+                                    .map(|p| {
+                                        (
+                                            p,
+                                            vec![
+                                                rng.below(5) as NodeId,
+                                                1 + rng.below(3) as NodeId,
+                                            ],
+                                        )
+                                    })
+                                    .collect();
+                            }
+                            t
+                        })
+                        .collect();
+                    c.ctl.create_topics(t, topics, rng.below(5) == 0)
+                }
+                2 => c.ctl.delete_topics(t, vec![pick(&mut rng), pick(&mut rng)]),
+                3 => c.ctl.create_partitions(
+                    t,
+                    vec![(pick(&mut rng), rng.below(30) as i32 - 2)],
+                    rng.below(5) == 0,
+                ),
+                4 => {
+                    let target = if rng.below(2) == 0 {
+                        ConfigTarget::Topic(pick(&mut rng))
+                    } else {
+                        ConfigTarget::Broker(Some(rng.below(4) as NodeId - 1).filter(|&n| n != 0))
+                    };
+                    let ops = (0..rng.below(3))
+                        .map(|_| (key(&mut rng), (rng.below(3) > 0).then(|| "1".to_string())))
+                        .collect();
+                    c.ctl.alter_configs(
+                        t,
+                        vec![AlterConfig {
+                            target,
+                            ops,
+                            replace: rng.below(3) == 0,
+                        }],
+                        false,
+                    )
+                }
+                5 => {
+                    let node = rng.below(5) as NodeId;
+                    let epoch = c.ctl.image().broker(node).map_or(7, |b| b.epoch);
+                    c.ctl.allocate_producer_ids(t, node, epoch)
+                }
+                6 => {
+                    let node = rng.below(5) as NodeId - 1;
+                    let reg = Registration {
+                        node,
+                        incarnation: [rng.below(3) as u8; 16],
+                        kafka: endpoint(1),
+                        rpc: Endpoint {
+                            host: if rng.below(8) == 0 {
+                                String::new()
+                            } else {
+                                "h".into()
+                            },
+                            port: 2,
+                        },
+                        rack: None,
+                    };
+                    c.ctl.register_broker(t, now, reg)
+                }
+                7 => {
+                    let node = rng.below(5) as NodeId;
+                    let epoch = c.ctl.image().broker(node).map_or(1, |b| b.epoch);
+                    c.ctl
+                        .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
+                }
+                8 => {
+                    let running: Vec<_> = c
+                        .ctl
+                        .image()
+                        .reassignments()
+                        .map(|(t, p, x)| (t.id, p, x.revision))
+                        .collect();
+                    match running.first() {
+                        Some(&(id, p, rev)) if rng.below(2) == 0 => {
+                            let rev = rev - rng.below(2);
+                            c.ctl.reassignment_complete(t, id, p, rev)
+                        }
+                        _ => {
+                            let target = (rng.below(2) == 0).then(|| {
+                                (0..rng.below(4))
+                                    .map(|_| rng.below(5) as NodeId)
+                                    .collect::<Vec<_>>()
+                            });
+                            let req = vec![(pick(&mut rng), rng.below(4) as i32 - 1, target)];
+                            c.ctl.alter_partition_reassignments(t, req)
+                        }
+                    }
+                }
+                9 => c.ctl.tick(now),
+                _ => match rng.below(3) {
+                    0 => {
+                        // A leadership change: in-flight entries are either superseded
+                        // (failed) or kept and committed by the next leader, this node again.
+                        c.ctl.become_inactive();
+                        if rng.below(2) == 0 && !c.proposed.is_empty() {
+                            let (id, _) = c.proposed.pop_front().unwrap();
+                            c.proposed.clear();
+                            let out = c.ctl.failed(id);
+                            c.take(out);
+                        }
+                        c.ctl.become_active(now)
+                    }
+                    _ => Vec::new(),
+                },
+            };
+            c.take(out);
+            match rng.below(4) {
+                0 if !c.proposed.is_empty() => {
+                    let (id, _) = c.proposed.pop_front().unwrap();
+                    c.proposed.clear();
+                    let out = c.ctl.failed(id);
+                    c.take(out);
+                }
+                1 => {}
+                _ => c.commit(),
+            }
+        }
+        c.commit();
+        for t in (first_token..=c.next_token).filter(|t| !unused.contains(&ReplyToken(*t))) {
+            assert!(
+                c.replies.contains_key(&ReplyToken(t)),
+                "seed {seed}: {t} unanswered"
+            );
+        }
+        c.ctl.image().check_invariants();
+        let image = c.ctl.image().clone();
+        assert_eq!(
+            MetadataImage::replay(&image.snapshot()).unwrap(),
+            image,
+            "seed {seed}"
+        );
+        let created = c.deltas.iter().map(|d| d.created_topics.len()).sum();
+        let fenced = c.deltas.iter().filter(|d| !d.brokers.is_empty()).count();
+        (created, fenced)
+    }
+}
+
+#[test]
+fn partition_reassignments_start_replace_complete_and_cancel() {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let mut t = NewTopic::new("t", -1, -1);
+    t.assignments = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 1])];
+    c.create(vec![t]).remove(0).1.unwrap();
+    let tid = c.ctl.image().topic_by_name("t").unwrap().id;
+    let alter = |c: &mut Cluster, reqs: Vec<(&str, i32, Option<Vec<NodeId>>)>| {
+        let reqs = reqs
+            .into_iter()
+            .map(|(n, p, r)| (n.to_string(), p, r))
+            .collect();
+        match c.run(|ctl, t| ctl.alter_partition_reassignments(t, reqs)) {
+            Answer::AlterPartitionReassignments(v) => codes(v),
+            a => panic!("{a:?}"),
+        }
+    };
+    let part = |c: &Cluster, p: usize| c.ctl.image().topic(&tid).unwrap().partitions[p].clone();
+    // Start: node 4 joins, node 3 leaves; the target leads the list.
+    assert_eq!(
+        alter(&mut c, vec![("t", 0, Some(vec![4, 2, 1]))]),
+        vec![Ok(())]
+    );
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![4, 2, 1, 3]);
+    assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![3]));
+    assert_eq!((p.target(), p.original()), (vec![4, 2, 1], vec![2, 1, 3]));
+    assert_eq!(p.preferred_leader(), 4);
+    assert_eq!(
+        c.deltas.last().unwrap().reassigned_partitions,
+        BTreeMap::from([((tid, 0), vec![1, 2, 3])])
+    );
+    assert_eq!(c.ctl.image().reassignments().count(), 1);
+    assert_eq!(c.ctl.image().replicas_on(4), 1);
+    // A snapshot carries it.
+    let image = c.ctl.image().clone();
+    assert_eq!(MetadataImage::replay(&image.snapshot()).unwrap(), image);
+    // Replace it: still measured from the original replicas.
+    assert_eq!(
+        alter(&mut c, vec![("t", 0, Some(vec![2, 4]))]),
+        vec![Ok(())]
+    );
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![2, 4, 1, 3]);
+    assert_eq!(
+        (p.adding.clone(), p.removing.clone()),
+        (vec![4], vec![1, 3])
+    );
+    // Errors.
+    let refused = [
+        (("t", 1, Some(vec![1, 9])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 1, Some(vec![1, 1])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 1, Some(vec![])), code::INVALID_REPLICA_ASSIGNMENT),
+        (("t", 2, Some(vec![1])), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("t", -1, Some(vec![1])), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("u", 0, None), code::UNKNOWN_TOPIC_OR_PARTITION),
+        (("t", 1, None), code::NO_REASSIGNMENT_IN_PROGRESS),
+    ];
+    for (req, code) in refused {
+        assert_eq!(alter(&mut c, vec![req.clone()]), vec![Err(code)], "{req:?}");
+    }
+    assert_eq!(
+        alter(
+            &mut c,
+            vec![("t", 1, Some(vec![1])), ("t", 1, Some(vec![2]))]
+        ),
+        vec![Ok(()), Err(code::INVALID_REQUEST)],
+        "the same partition twice"
+    );
+    assert_eq!(alter(&mut c, vec![("t", 1, None)]), vec![Ok(())]);
+    assert_eq!(part(&c, 1).replicas, vec![1, 2, 3]);
+    // More partitions take the target's replication factor (2), not the 4 listed now.
+    c.run(|ctl, t| ctl.create_partitions(t, vec![("t".into(), 3)], false));
+    assert_eq!(part(&c, 2).replicas.len(), 2, "partition 0's target has 2");
+    // Completion: a stale revision is refused, the current one makes the target the set.
+    let rev = part(&c, 0).revision;
+    let done =
+        |c: &mut Cluster, rev| match c.run(|ctl, t| ctl.reassignment_complete(t, tid, 0, rev)) {
+            Answer::ReassignmentComplete(o) => o.map_err(|e| e.code),
+            a => panic!("{a:?}"),
+        };
+    assert_eq!(done(&mut c, rev - 1), Err(code::INVALID_UPDATE_VERSION));
+    assert_eq!(done(&mut c, rev), Ok(()));
+    let p = part(&c, 0);
+    assert_eq!(p.replicas, vec![2, 4]);
+    assert!(!p.reassigning() && p.revision > rev);
+    assert_eq!(
+        done(&mut c, p.revision),
+        Err(code::INVALID_UPDATE_VERSION),
+        "none running"
+    );
+    // Cancel: back to the replicas before it (the staying ones in the target's order).
+    assert_eq!(
+        alter(&mut c, vec![("t", 1, Some(vec![4, 3]))]),
+        vec![Ok(())]
+    );
+    assert_eq!(part(&c, 1).replicas, vec![4, 3, 1, 2]);
+    assert_eq!(alter(&mut c, vec![("t", 1, None)]), vec![Ok(())]);
+    let p = part(&c, 1);
+    assert_eq!(
+        (p.replicas.clone(), p.reassigning()),
+        (vec![3, 1, 2], false)
+    );
+    // Asking for what is already there changes nothing.
+    let before = c.deltas.len();
+    assert_eq!(
+        alter(&mut c, vec![("t", 1, Some(vec![3, 1, 2]))]),
+        vec![Ok(())]
+    );
+    assert_eq!(c.deltas.len(), before);
+}
+
+#[test]
+fn each_node_learns_what_to_do_with_its_replicas() {
+    use crate::reconcile::{replica_actions, ReplicaAction};
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let mut t = NewTopic::new("t", -1, -1);
+    t.assignments = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
+    c.create(vec![t]).remove(0).1.unwrap();
+    let tid = c.ctl.image().topic_by_name("t").unwrap().id;
+    let actions =
+        |c: &Cluster, node| replica_actions(c.deltas.last().unwrap(), c.ctl.image(), node);
+    let created = |a: &[ReplicaAction]| {
+        a.iter()
+            .filter_map(|x| match x {
+                ReplicaAction::Create {
+                    partition,
+                    learner: false,
+                    ..
+                } => Some(*partition),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(created(&actions(&c, 1)), vec![0]);
+    assert_eq!(created(&actions(&c, 2)), vec![0, 1]);
+    assert_eq!(created(&actions(&c, 4)), vec![1]);
+    // A reassignment: 4 joins partition 0 as a learner, 1 and 2 stay (update), 3 leaves
+    // only when it completes.
+    let reqs = vec![("t".to_string(), 0, Some(vec![4, 1, 2]))];
+    c.run(|ctl, t| ctl.alter_partition_reassignments(t, reqs));
+    assert!(matches!(
+        &actions(&c, 4)[..],
+        [ReplicaAction::Create { learner: true, .. }]
+    ));
+    for n in [1, 2, 3] {
+        assert!(
+            matches!(&actions(&c, n)[..], [ReplicaAction::Update { removing, .. }] if removing == &vec![3])
+        );
+    }
+    let rev = c.ctl.image().topic(&tid).unwrap().partitions[0].revision;
+    c.run(|ctl, t| ctl.reassignment_complete(t, tid, 0, rev));
+    assert_eq!(
+        actions(&c, 3),
+        vec![ReplicaAction::Remove {
+            topic: tid,
+            partition: 0
+        }]
+    );
+    assert!(
+        matches!(&actions(&c, 4)[..], [ReplicaAction::Update { adding, .. }] if adding.is_empty())
+    );
+    // Deletion removes every local replica.
+    c.run(|ctl, t| ctl.delete_topics(t, vec!["t".into()]));
+    assert_eq!(
+        actions(&c, 3),
+        vec![ReplicaAction::Remove {
+            topic: tid,
+            partition: 1
+        }]
+    );
+    assert_eq!(actions(&c, 4).len(), 2);
+}
