@@ -1,6 +1,7 @@
 //! sluice-shard: the thread-per-core runtime (one pinned glommio executor per shard), the
 //! partition→shard table, cross-shard rkyv frames over bounded channels, DMA file IO, and the
-//! process stop signal. The only crate in the workspace that touches glommio.
+//! process stop signal. Besides it only the broker glue and the node-to-node transport
+//! (`sluice-rpc`: its sockets, timers and task queues) touch glommio.
 
 pub mod dma;
 pub mod error;

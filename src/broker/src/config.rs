@@ -1,5 +1,6 @@
 //! Broker settings: the command-line contract (`--data-dir`, `--listen`, `--shards`,
-//! `--node-id`) plus Kafka-named defaults and the broker's named limits.
+//! `--node-id`, and for a cluster `--rpc-listen`, `--voters`) plus Kafka-named defaults and
+//! the broker's named limits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// then closed unanswered, which clients treat as a retriable network error).
 pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
 const _: () = assert!(SHUTDOWN_DRAIN_MAX.as_millis() < SHUTDOWN_TIMEOUT.as_millis());
+// The node-to-node transport must carry the largest batch the log accepts as one Raft entry,
+// or a partition holding one could never replicate.
+const _: () = assert!(sluice_rpc::RAFT_ENTRY_BYTES_MAX >= sluice_storage::config::BATCH_BYTES_MAX);
 
 /// Everything `sluice start` is told, with Kafka's defaults.
 #[derive(Clone, Debug)]
@@ -67,6 +71,13 @@ pub struct BrokerConfig {
     /// forgotten this long after its last batch's timestamp (checked every
     /// `log.retention.check.interval.ms`, and when a partition is opened).
     pub producer_id_expiration_ms: i64,
+    /// `--rpc-listen`: the listener for node-to-node traffic (Raft, replication, forwarding);
+    /// `None` without `--voters`.
+    pub rpc_listen: Option<SocketAddr>,
+    /// `--voters`: the controller quorum, each voter's id and rpc address (Kafka's
+    /// `controller.quorum.voters`). Empty: a cluster of one. The broker does not use it yet
+    /// (issue 12): the flags are accepted and checked, `sluice_rpc` is the transport to come.
+    pub voters: Vec<sluice_rpc::Voter>,
 }
 
 impl Default for BrokerConfig {
@@ -90,6 +101,8 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: crate::request_memory::QUEUED_MAX_REQUEST_BYTES_DEFAULT,
             request_overdraft_hold: crate::request_memory::REQUEST_OVERDRAFT_HOLD_DEFAULT,
             producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            rpc_listen: None,
+            voters: Vec::new(),
         }
     }
 }

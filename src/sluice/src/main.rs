@@ -20,6 +20,7 @@ const USAGE: &str = "usage:
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
                [--producer-id-expiration-ms MS]
+               [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
 
@@ -122,9 +123,17 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 }
                 c.request_overdraft_hold = std::time::Duration::from_millis(ms as u64);
             }
+            "--rpc-listen" => {
+                let v = value("--rpc-listen")?;
+                c.rpc_listen = Some(
+                    sluice_rpc::cluster::resolve(&v).map_err(|e| format!("--rpc-listen {e}"))?,
+                );
+            }
+            "--voters" => c.voters = sluice_rpc::parse_voters(&value("--voters")?)?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    sluice_rpc::check_cluster_flags(c.node_id, c.rpc_listen, &c.voters)?;
     c.advertised_host = advertised.unwrap_or_else(|| c.listen.ip().to_string());
     Ok(c)
 }
@@ -150,6 +159,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if !config.voters.is_empty() {
+                // Honest about the state of issue 12: the flags are checked, not yet used.
+                log::warn!(
+                    "--voters accepted ({} voter(s), this node is {}), but replication is not \
+                     wired yet: serving as a cluster of one",
+                    config.voters.len(),
+                    if config
+                        .voters
+                        .iter()
+                        .any(|v| v.id as i64 == config.node_id as i64)
+                    {
+                        "a voter"
+                    } else {
+                        "broker-only"
+                    }
+                );
+            }
             let result = sluice_broker::run(config, |c| {
                 println!(
                     "sluice: ready listen={} shards={} node_id={} data_dir={}",
@@ -257,5 +283,60 @@ fn init_logging() {
     let logger: &'static Stderr = Box::leak(Box::new(Stderr(level)));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let c = parse_start(&args(
+            "--node-id 1 --listen 127.0.0.1:9092 --rpc-listen 127.0.0.1:33145 \
+             --voters 1@127.0.0.1:33145,2@127.0.0.1:33146,3@127.0.0.1:33147",
+        ))
+        .unwrap();
+        assert_eq!(c.rpc_listen, Some("127.0.0.1:33145".parse().unwrap()));
+        let ids: Vec<u64> = c.voters.iter().map(|v| v.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(
+            c.voters[2].addr,
+            "127.0.0.1:33147".parse::<SocketAddr>().unwrap()
+        );
+        // Without --voters nothing changes.
+        let c = parse_start(&args("--node-id 0")).unwrap();
+        assert!(c.voters.is_empty() && c.rpc_listen.is_none());
+        for (bad, why) in [
+            (
+                "--voters 1@127.0.0.1:1 --node-id 1",
+                "--voters needs --rpc-listen",
+            ),
+            ("--rpc-listen 127.0.0.1:1", "--rpc-listen needs --voters"),
+            (
+                "--rpc-listen 127.0.0.1:1 --voters 1@127.0.0.1:1",
+                "--node-id 0",
+            ),
+            (
+                "--rpc-listen nowhere --voters 1@127.0.0.1:1",
+                "--rpc-listen",
+            ),
+            (
+                "--node-id 1 --rpc-listen 127.0.0.1:1 --voters 1@127.0.0.1:1,1@127.0.0.1:2",
+                "twice",
+            ),
+            (
+                "--node-id 1 --rpc-listen 127.0.0.1:1 --voters 0@127.0.0.1:1",
+                "out of range",
+            ),
+            ("--voters", "--voters needs a value"),
+        ] {
+            let e = parse_start(&args(bad)).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

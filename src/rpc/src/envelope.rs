@@ -1,0 +1,378 @@
+//! The body of a `Raft` frame: a `sluice_raft::Envelope`, compact heartbeats encoded by hand
+//! and raft-rs `Message`s in raft's own protobuf encoding. Layout (big-endian):
+//!
+//! ```text
+//! from u64, to u64,
+//! heartbeats u32, then each: group u64, flags u8 (bit 0: response; the rest 0), term u64, commit u64
+//! messages u32,   then each: group u64, len u32, eraftpb.Message (len bytes of protobuf)
+//! ```
+//!
+//! with nothing after the last message. An envelope too large for one frame is split into
+//! several (each a valid envelope with the same ends): Raft does not care how its messages
+//! are grouped, only that each arrives whole.
+
+use bytes::{Buf, BufMut, Bytes};
+use protobuf::{CodedOutputStream, Message as _};
+use raft::eraftpb::Message;
+use sluice_raft::{Envelope, GroupId, Heartbeat};
+
+/// Bytes of the envelope's fixed part: ends and both counts.
+const ENVELOPE_FIXED: usize = 8 + 8 + 4 + 4;
+/// Bytes of one compact heartbeat.
+const HEARTBEAT_LEN: usize = 8 + 1 + 8 + 8;
+/// Bytes in front of each protobuf message: group and length.
+const MESSAGE_PREFIX: usize = 8 + 4;
+/// The one heartbeat flag defined.
+const FLAG_RESPONSE: u8 = 1;
+
+/// Why a `Raft` body was refused (the connection is closed: a peer sending it is broken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeError(pub &'static str);
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed raft envelope: {}", self.0)
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
+
+/// `envelope` as one body, whatever its size (see [`encode_envelope_frames`] for the
+/// transport's split).
+pub fn encode_envelope(envelope: Envelope) -> Bytes {
+    let (mut bodies, too_large) = encode_envelope_frames(envelope, usize::MAX);
+    debug_assert!(too_large.is_empty());
+    debug_assert_eq!(bodies.len(), 1);
+    bodies.pop().unwrap_or_default()
+}
+
+/// `envelope` as bodies of at most `max_body` bytes each, in order (heartbeats first, then
+/// messages in their order), and the groups of messages that do not fit a body even alone
+/// (dropped: the caller counts them; a sender keeps messages within the limit, see
+/// [`crate::RAFT_ENTRY_BYTES_MAX`]). An envelope with nothing in it gives no body.
+pub fn encode_envelope_frames(
+    envelope: Envelope,
+    max_body: usize,
+) -> (Vec<Bytes>, Vec<(GroupId, usize)>) {
+    let Envelope {
+        from,
+        to,
+        heartbeats,
+        messages,
+    } = envelope;
+    let mut too_large = Vec::new();
+    // Sizes first (protobuf caches them in the messages for the write below).
+    let mut sized: Vec<(GroupId, Message, usize)> = Vec::with_capacity(messages.len());
+    for (group, m) in messages {
+        let len = m.compute_size() as usize + MESSAGE_PREFIX;
+        if ENVELOPE_FIXED + len > max_body {
+            too_large.push((group, len));
+        } else {
+            sized.push((group, m, len));
+        }
+    }
+    let mut bodies = Vec::new();
+    let mut hbs = &heartbeats[..];
+    let mut msgs = sized.into_iter().peekable();
+    while !hbs.is_empty() || msgs.peek().is_some() {
+        // Greedy: as many heartbeats, then messages, as fit (at least one item fits: checked
+        // above for messages; a heartbeat is far below any sane limit).
+        let mut room = max_body.saturating_sub(ENVELOPE_FIXED);
+        let n_hb = hbs.len().min(room / HEARTBEAT_LEN).max(1).min(hbs.len());
+        room = room.saturating_sub(n_hb * HEARTBEAT_LEN);
+        let mut chunk: Vec<(GroupId, Message, usize)> = Vec::new();
+        while let Some((_, _, len)) = msgs.peek() {
+            if *len > room && !(chunk.is_empty() && n_hb == 0) {
+                break;
+            }
+            let item = msgs.next().expect("peeked");
+            room = room.saturating_sub(item.2);
+            chunk.push(item);
+        }
+        let size = ENVELOPE_FIXED
+            + n_hb * HEARTBEAT_LEN
+            + chunk.iter().map(|(_, _, len)| len).sum::<usize>();
+        let mut body: Vec<u8> = Vec::with_capacity(size);
+        body.put_u64(from);
+        body.put_u64(to);
+        body.put_u32(n_hb as u32);
+        for hb in &hbs[..n_hb] {
+            body.put_u64(hb.group);
+            body.put_u8(if hb.response { FLAG_RESPONSE } else { 0 });
+            body.put_u64(hb.term);
+            body.put_u64(hb.commit);
+        }
+        hbs = &hbs[n_hb..];
+        body.put_u32(chunk.len() as u32);
+        for (group, m, len) in &chunk {
+            body.put_u64(*group);
+            body.put_u32((len - MESSAGE_PREFIX) as u32);
+            let mut os = CodedOutputStream::vec(&mut body);
+            m.write_to_with_cached_sizes(&mut os)
+                .and_then(|()| os.flush())
+                .expect("protobuf encodes into a Vec");
+        }
+        debug_assert_eq!(body.len(), size);
+        bodies.push(Bytes::from(body));
+    }
+    (bodies, too_large)
+}
+
+/// Decodes a `Raft` body. Never panics and allocates nothing beyond what the body's own
+/// bytes justify (counts are checked against the bytes left before any vector is sized; the
+/// messages' data fields share `body`'s buffer).
+pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
+    let mut b = &body[..];
+    if b.len() < ENVELOPE_FIXED {
+        return Err(EnvelopeError("shorter than its fixed part"));
+    }
+    let from = b.get_u64();
+    let to = b.get_u64();
+    let n_hb = b.get_u32() as usize;
+    if n_hb > b.len() / HEARTBEAT_LEN {
+        return Err(EnvelopeError("more heartbeats than bytes"));
+    }
+    let mut heartbeats = Vec::with_capacity(n_hb);
+    for _ in 0..n_hb {
+        let group = b.get_u64();
+        let flags = b.get_u8();
+        if flags & !FLAG_RESPONSE != 0 {
+            return Err(EnvelopeError("unknown heartbeat flags"));
+        }
+        heartbeats.push(Heartbeat {
+            group,
+            response: flags & FLAG_RESPONSE != 0,
+            term: b.get_u64(),
+            commit: b.get_u64(),
+        });
+    }
+    if b.len() < 4 {
+        return Err(EnvelopeError("no message count"));
+    }
+    let n_msg = b.get_u32() as usize;
+    if n_msg > b.len() / MESSAGE_PREFIX {
+        return Err(EnvelopeError("more messages than bytes"));
+    }
+    let mut messages = Vec::with_capacity(n_msg);
+    for _ in 0..n_msg {
+        if b.len() < MESSAGE_PREFIX {
+            return Err(EnvelopeError("truncated message header"));
+        }
+        let group = b.get_u64();
+        let len = b.get_u32() as usize;
+        if len > b.len() {
+            return Err(EnvelopeError("message longer than the body"));
+        }
+        let start = body.len() - b.len();
+        let m = Message::parse_from_carllerche_bytes(&body.slice(start..start + len))
+            .map_err(|_| EnvelopeError("message is not a raft protobuf Message"))?;
+        b.advance(len);
+        messages.push((group, m));
+    }
+    if !b.is_empty() {
+        return Err(EnvelopeError("bytes after the last message"));
+    }
+    Ok(Envelope {
+        from,
+        to,
+        heartbeats,
+        messages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{ConfState, Entry, EntryType, MessageType, Snapshot};
+    use sluice_raft::Rng;
+
+    fn append(from: u64, to: u64, entries: usize, data: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.from = from;
+        m.to = to;
+        m.term = 7;
+        m.log_term = 6;
+        m.index = 100;
+        m.commit = 99;
+        m.set_entries(
+            (0..entries)
+                .map(|i| {
+                    let mut e = Entry::default();
+                    e.set_entry_type(EntryType::EntryNormal);
+                    e.term = 7;
+                    e.index = 101 + i as u64;
+                    e.data = Bytes::from(vec![i as u8; data]);
+                    e.context = Bytes::from_static(&[0, 0, 0, 3]);
+                    e
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        m
+    }
+
+    fn sample() -> Envelope {
+        let mut snap_msg = Message::default();
+        snap_msg.set_msg_type(MessageType::MsgSnapshot);
+        snap_msg.from = 1;
+        snap_msg.to = 2;
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().set_conf_state(ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        });
+        snap_msg.set_snapshot(snap);
+        let mut vote = Message::default();
+        vote.set_msg_type(MessageType::MsgRequestPreVote);
+        vote.from = 1;
+        vote.to = 2;
+        vote.term = 9;
+        vote.reject = true;
+        vote.reject_hint = u64::MAX;
+        vote.context = Bytes::from_static(b"ctx");
+        Envelope {
+            from: 1,
+            to: 2,
+            heartbeats: vec![
+                Heartbeat {
+                    group: 1,
+                    response: false,
+                    term: 3,
+                    commit: 10,
+                },
+                Heartbeat {
+                    group: u64::MAX,
+                    response: true,
+                    term: u64::MAX,
+                    commit: 0,
+                },
+            ],
+            messages: vec![(4, append(1, 2, 3, 100)), (5, snap_msg), (6, vote)],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let env = sample();
+        let body = encode_envelope(env.clone());
+        assert_eq!(decode_envelope(&body).unwrap(), env);
+        let empty = Envelope {
+            from: 3,
+            to: 4,
+            ..Default::default()
+        };
+        // An empty envelope has no body to send...
+        assert!(encode_envelope_frames(empty.clone(), 1 << 20).0.is_empty());
+        // ...but the fixed part alone decodes.
+        let mut fixed = Vec::new();
+        fixed.put_u64(3);
+        fixed.put_u64(4);
+        fixed.put_u32(0);
+        fixed.put_u32(0);
+        assert_eq!(decode_envelope(&Bytes::from(fixed)).unwrap(), empty);
+    }
+
+    #[test]
+    fn entries_share_the_frame_buffer() {
+        let body = encode_envelope(Envelope {
+            from: 1,
+            to: 2,
+            heartbeats: vec![],
+            messages: vec![(1, append(1, 2, 1, 4096))],
+        });
+        let env = decode_envelope(&body).unwrap();
+        let data = &env.messages[0].1.entries[0].data;
+        let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        assert!(
+            range.contains(&(data.as_ptr() as usize)),
+            "entry data is not copied"
+        );
+    }
+
+    #[test]
+    fn splits_to_fit_the_frame_limit() {
+        let mut env = sample();
+        env.heartbeats = (0..1000)
+            .map(|g| Heartbeat {
+                group: g,
+                response: g % 2 == 0,
+                term: g,
+                commit: g,
+            })
+            .collect();
+        env.messages = (0..20).map(|g| (g, append(1, 2, 2, 3000))).collect();
+        let huge = append(1, 2, 1, 20_000);
+        env.messages.insert(10, (99, huge));
+        let max = 16 * 1024;
+        let (bodies, too_large) = encode_envelope_frames(env.clone(), max);
+        assert_eq!(too_large.len(), 1);
+        assert_eq!(too_large[0].0, 99);
+        assert!(bodies.len() > 2);
+        let mut joined = Envelope {
+            from: 1,
+            to: 2,
+            ..Default::default()
+        };
+        for b in &bodies {
+            assert!(b.len() <= max, "{} > {max}", b.len());
+            let part = decode_envelope(b).unwrap();
+            assert_eq!((part.from, part.to), (1, 2));
+            joined.heartbeats.extend(part.heartbeats);
+            joined.messages.extend(part.messages);
+        }
+        env.messages.remove(10);
+        assert_eq!(joined, env, "nothing lost, nothing reordered");
+    }
+
+    #[test]
+    fn truncated_and_padded_bodies_are_refused() {
+        let body = encode_envelope(sample());
+        for cut in 0..body.len() {
+            assert!(decode_envelope(&body.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut padded = body.to_vec();
+        padded.push(0);
+        assert!(decode_envelope(&Bytes::from(padded)).is_err());
+        let mut huge_count = body.to_vec();
+        huge_count[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_envelope(&Bytes::from(huge_count)).is_err());
+        let mut bad_flags = body.to_vec();
+        bad_flags[28] = 2;
+        assert!(decode_envelope(&Bytes::from(bad_flags)).is_err());
+    }
+
+    /// Hostile input: random bytes, and valid bodies with random bytes flipped, inserted or
+    /// counts set to extremes, must decode or be refused, never panic (a panic fails the
+    /// test), and a decoded envelope must re-encode to something that decodes again.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let mut rng = Rng::new(0x5eed);
+        let valid = encode_envelope(sample());
+        let mut decoded = 0;
+        for i in 0..20_000u32 {
+            let bytes: Vec<u8> = if i % 4 == 0 {
+                let n = rng.below(200) as usize;
+                (0..n).map(|_| rng.below(256) as u8).collect()
+            } else {
+                let mut v = valid.to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(v.len() as u64) as usize;
+                    match rng.below(3) {
+                        0 => v[at] = rng.below(256) as u8,
+                        1 => v[at] ^= 1 << rng.below(8),
+                        _ => v.insert(at, rng.below(256) as u8),
+                    }
+                }
+                v
+            };
+            if let Ok(env) = decode_envelope(&Bytes::from(bytes)) {
+                decoded += 1;
+                let again = encode_envelope(env.clone());
+                assert_eq!(decode_envelope(&again).unwrap(), env);
+            }
+        }
+        assert!(decoded > 0, "some mutations (e.g. of a term) still decode");
+    }
+}
