@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! from u64, to u64,
-//! heartbeats u32, then each: group u64, flags u8 (bit 0: response; the rest 0), term u64, commit u64
+//! heartbeats u32, then each: group u64, flags u8 (bit 0: response, bit 1: quiesce; the rest 0), term u64, commit u64
 //! messages u32,   then each: group u64, len u32, eraftpb.Message (len bytes of protobuf)
 //! ```
 //!
@@ -24,6 +24,8 @@ const HEARTBEAT_LEN: usize = 8 + 1 + 8 + 8;
 const MESSAGE_PREFIX: usize = 8 + 4;
 /// The one heartbeat flag defined.
 const FLAG_RESPONSE: u8 = 1;
+/// The leader's notice that the group goes quiet (`Heartbeat::quiesce`).
+const FLAG_QUIESCE: u8 = 2;
 
 /// Why a `Raft` body was refused (the connection is closed: a peer sending it is broken).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +100,14 @@ pub fn encode_envelope_frames(
         body.put_u32(n_hb as u32);
         for hb in &hbs[..n_hb] {
             body.put_u64(hb.group);
-            body.put_u8(if hb.response { FLAG_RESPONSE } else { 0 });
+            let mut flags = 0;
+            if hb.response {
+                flags |= FLAG_RESPONSE;
+            }
+            if hb.quiesce {
+                flags |= FLAG_QUIESCE;
+            }
+            body.put_u8(flags);
             body.put_u64(hb.term);
             body.put_u64(hb.commit);
         }
@@ -136,7 +145,7 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
     for _ in 0..n_hb {
         let group = b.get_u64();
         let flags = b.get_u8();
-        if flags & !FLAG_RESPONSE != 0 {
+        if flags & !(FLAG_RESPONSE | FLAG_QUIESCE) != 0 {
             return Err(EnvelopeError("unknown heartbeat flags"));
         }
         heartbeats.push(Heartbeat {
@@ -144,6 +153,7 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
             response: flags & FLAG_RESPONSE != 0,
             term: b.get_u64(),
             commit: b.get_u64(),
+            quiesce: flags & FLAG_QUIESCE != 0,
         });
     }
     if b.len() < 4 {
@@ -241,12 +251,14 @@ mod tests {
                     response: false,
                     term: 3,
                     commit: 10,
+                    quiesce: true,
                 },
                 Heartbeat {
                     group: u64::MAX,
                     response: true,
                     term: u64::MAX,
                     commit: 0,
+                    quiesce: false,
                 },
             ],
             messages: vec![(4, append(1, 2, 3, 100)), (5, snap_msg), (6, vote)],
@@ -300,6 +312,7 @@ mod tests {
                 response: g % 2 == 0,
                 term: g,
                 commit: g,
+                quiesce: g % 3 == 0,
             })
             .collect();
         env.messages = (0..20).map(|g| (g, append(1, 2, 2, 3000))).collect();
@@ -339,7 +352,7 @@ mod tests {
         huge_count[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_envelope(&Bytes::from(huge_count)).is_err());
         let mut bad_flags = body.to_vec();
-        bad_flags[28] = 2;
+        bad_flags[28] = 4;
         assert!(decode_envelope(&Bytes::from(bad_flags)).is_err());
     }
 

@@ -120,6 +120,7 @@ fn heartbeat_envelope(from: NodeId, to: NodeId, group: u64) -> Envelope {
             response: false,
             term: 3,
             commit: 7,
+            quiesce: false,
         }],
         messages: vec![(group, append)],
     }
