@@ -200,28 +200,11 @@ impl Answer {
     /// The answer to send when the records it announced did not commit: every success
     /// becomes NOT_CONTROLLER, which clients and brokers retry against the new controller.
     fn failed(self) -> Answer {
-        fn nc<T>(o: Outcome<T>) -> Outcome<T> {
-            o.and_then(|_| {
-                err(
-                    code::NOT_CONTROLLER,
-                    "The controller changed before the change committed.",
-                )
-            })
-        }
-        fn each<K, T>(v: Vec<(K, Outcome<T>)>) -> Vec<(K, Outcome<T>)> {
-            v.into_iter().map(|(k, o)| (k, nc(o))).collect()
-        }
-        match self {
-            Answer::CreateTopics(v) => Answer::CreateTopics(each(v)),
-            Answer::DeleteTopics(v) => Answer::DeleteTopics(each(v)),
-            Answer::CreatePartitions(v) => Answer::CreatePartitions(each(v)),
-            Answer::AlterConfigs(v) => Answer::AlterConfigs(each(v)),
-            Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(nc(o)),
-            Answer::RegisterBroker(o) => Answer::RegisterBroker(nc(o)),
-            Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(nc(o)),
-            Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v)),
-            Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(nc(o)),
-        }
+        let e = ApiError {
+            code: code::NOT_CONTROLLER,
+            message: "The controller changed before the change committed.".into(),
+        };
+        fail_all(self, e)
     }
 }
 
@@ -364,22 +347,35 @@ impl Controller {
         out
     }
 
-    /// Proposes `records` (already valid on the speculative image) and holds `answer` for
-    /// their commit; with no records the answer goes out at once.
-    fn propose(&mut self, token: ReplyToken, records: Vec<Record>, answer: Answer) -> Vec<Effect> {
+    /// Proposes `records` (already valid on the speculative image) and holds `reply` for
+    /// their commit; with no records the reply goes out at once.
+    fn propose(
+        &mut self,
+        reply: Option<(ReplyToken, Answer)>,
+        records: Vec<Record>,
+    ) -> Vec<Effect> {
         if records.is_empty() {
-            return vec![Effect::Reply(token, answer)];
+            return reply
+                .map(|(t, a)| Effect::Reply(t, a))
+                .into_iter()
+                .collect();
         }
         let batch = match encode_batch(&records) {
             Ok(b) => b,
             Err(e) => {
-                let e = ApiError {
-                    code: code::POLICY_VIOLATION,
-                    message: format!(
-                        "The change is more than the controller commits at once ({e}); split the request."
-                    ),
+                let m = format!(
+                    "The change is more than the controller commits at once ({e}); split the request."
+                );
+                return match reply {
+                    Some((token, answer)) => {
+                        let e = ApiError {
+                            code: code::POLICY_VIOLATION,
+                            message: m,
+                        };
+                        vec![Effect::Reply(token, fail_all(answer, e))]
+                    }
+                    None => vec![Effect::Warn(m)],
                 };
-                return vec![Effect::Reply(token, fail_all(answer, e))];
             }
         };
         let mut delta = Delta::default();
@@ -390,11 +386,7 @@ impl Controller {
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
-        self.pending.push_back(Pending {
-            id,
-            records,
-            reply: Some((token, answer)),
-        });
+        self.pending.push_back(Pending { id, records, reply });
         vec![Effect::Propose { id, batch }]
     }
 
@@ -463,7 +455,7 @@ impl Controller {
         if validate_only {
             out.push(Effect::Reply(token, answer));
         } else {
-            out.extend(self.propose(token, batch.records, answer));
+            out.extend(self.propose(Some((token, answer)), batch.records));
         }
         out
     }
@@ -681,7 +673,7 @@ impl Controller {
                 (n, r)
             })
             .collect();
-        self.propose(token, records, Answer::DeleteTopics(results))
+        self.propose(Some((token, Answer::DeleteTopics(results))), records)
     }
 
     /// CreatePartitions: raise each named topic's partition count to the given total. New
@@ -716,7 +708,7 @@ impl Controller {
         if validate_only {
             return vec![Effect::Reply(token, answer)];
         }
-        self.propose(token, batch.records, answer)
+        self.propose(Some((token, answer)), batch.records)
     }
 
     fn more_partitions(
@@ -816,7 +808,7 @@ impl Controller {
         if validate_only {
             return vec![Effect::Reply(token, answer)];
         }
-        self.propose(token, records, answer)
+        self.propose(Some((token, answer)), records)
     }
 
     fn alter_one(&self, c: &AlterConfig, records: &mut Vec<Record>) -> Outcome<()> {
@@ -929,9 +921,8 @@ impl Controller {
             results.push(((name, partition), r));
         }
         self.propose(
-            token,
+            Some((token, Answer::AlterPartitionReassignments(results))),
             batch.records,
-            Answer::AlterPartitionReassignments(results),
         )
     }
 
@@ -1078,7 +1069,10 @@ impl Controller {
             removing: Vec::new(),
             revision: self.speculative.revision() + 1,
         });
-        self.propose(token, vec![record], Answer::ReassignmentComplete(Ok(())))
+        self.propose(
+            Some((token, Answer::ReassignmentComplete(Ok(())))),
+            vec![record],
+        )
     }
 
     /// AllocateProducerIds from node `node` at broker epoch `epoch`: the next block.
@@ -1108,9 +1102,8 @@ impl Controller {
         }
         let block = ProducerIdsBlock { node, first, size };
         self.propose(
-            token,
+            Some((token, Answer::AllocateProducerIds(Ok(block)))),
             vec![Record::ProducerIds(block)],
-            Answer::AllocateProducerIds(Ok(block)),
         )
     }
 
@@ -1178,7 +1171,10 @@ impl Controller {
             rack: reg.rack,
             fenced: true,
         });
-        let mut out = self.propose(token, vec![record], Answer::RegisterBroker(Ok(epoch)));
+        let mut out = self.propose(
+            Some((token, Answer::RegisterBroker(Ok(epoch)))),
+            vec![record],
+        );
         self.schedule(&mut out);
         out
     }
@@ -1204,9 +1200,8 @@ impl Controller {
         self.heartbeats.insert(node, now_ms);
         let mut out = if fenced && caught_up {
             self.propose(
-                token,
+                Some((token, Answer::BrokerHeartbeat(Ok(false)))),
                 vec![Record::UnfenceBroker { node, epoch }],
-                Answer::BrokerHeartbeat(Ok(false)),
             )
         } else {
             reply(Ok(fenced))
@@ -1245,21 +1240,7 @@ impl Controller {
                     )));
                 }
             }
-            let batch = encode_batch(&expired).expect("fence records encode");
-            let mut delta = Delta::default();
-            for r in &expired {
-                self.speculative
-                    .apply(r, &mut delta)
-                    .expect("fence is valid");
-            }
-            let id = ProposalId(self.next_proposal);
-            self.next_proposal += 1;
-            self.pending.push_back(Pending {
-                id,
-                records: expired,
-                reply: None,
-            });
-            out.push(Effect::Propose { id, batch });
+            out.extend(self.propose(None, expired));
         }
         self.schedule(&mut out);
         out
