@@ -7,8 +7,10 @@
 //! and `speculative` (committed plus every proposal still in flight, in order). Commands
 //! validate against the speculative image, so two requests in flight never create the same
 //! topic or overlapping producer-id blocks; a proposal that fails takes every later one with
-//! it (they were validated on top of it) and the speculative image is rebuilt from the
-//! committed one. Answers wait for the commit of their records.
+//! it (they were validated on top of it) but not the earlier ones (Raft may refuse one
+//! proposal while earlier entries still commit), and the speculative image is rebuilt from
+//! the committed one plus the earlier ones. Committed entries are matched to proposals by
+//! the id the Raft layer reports. Answers wait for the commit of their records.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -303,22 +305,36 @@ impl Controller {
     ) -> Result<(Delta, Vec<Effect>), InvalidRecord> {
         let delta = self.committed.apply_batch(records)?;
         let mut out = Vec::new();
-        let ours = self.pending.front().is_some_and(|p| Some(p.id) == id);
-        if ours {
-            let p = self.pending.pop_front().expect("front");
-            assert_eq!(p.records, records, "a proposal committed as other records");
-            if let Some((token, answer)) = p.reply {
-                out.push(Effect::Reply(token, answer));
+        let ours = id.and_then(|id| self.pending.iter().position(|p| p.id == id));
+        match ours {
+            Some(0) => {
+                // The usual case: the speculative image already holds it.
+                let p = self.pending.pop_front().expect("front");
+                assert_eq!(p.records, records, "a proposal committed as other records");
+                out.extend(p.reply.map(|(t, a)| Effect::Reply(t, a)));
             }
-        } else if !self.pending.is_empty() {
-            // Another leader's entry: ours were validated on a state that no longer comes.
-            out.extend(self.fail_pending());
-        } else {
-            // Nothing in flight: the speculative image equals the committed one and takes
-            // the same records (cheaper than a copy of the whole image per entry).
-            self.speculative
-                .apply_batch(records)
-                .expect("the speculative image equals the committed one");
+            Some(k) => {
+                // Ours, but earlier ones of ours were never reported: Raft commits in log
+                // order, so they will not commit. They fail; the later ones stay if they
+                // still apply on what did commit.
+                out.extend(self.fail_from(0, k));
+                let p = self.pending.pop_front().expect("found");
+                assert_eq!(p.records, records, "a proposal committed as other records");
+                out.extend(p.reply.map(|(t, a)| Effect::Reply(t, a)));
+                out.extend(self.resync());
+            }
+            None if !self.pending.is_empty() => {
+                // Another leader's entry: ours were validated on a state that no longer comes.
+                out.extend(self.fail_from(0, self.pending.len()));
+                self.speculative = self.committed.clone();
+            }
+            None => {
+                // Nothing in flight: the speculative image equals the committed one and takes
+                // the same records (cheaper than a copy of the whole image per entry).
+                self.speculative
+                    .apply_batch(records)
+                    .expect("the speculative image equals the committed one");
+            }
         }
         #[cfg(test)]
         if self.pending.is_empty() {
@@ -327,23 +343,49 @@ impl Controller {
         Ok((delta, out))
     }
 
-    /// Proposal `id` will not commit: it and every later one fail (they were validated on
-    /// top of it).
+    /// Proposal `id` will not commit (the Raft layer refused or superseded it): it and every
+    /// later one fail (they were validated on top of it). Earlier ones stay in flight: Raft
+    /// may refuse one proposal (back-pressure) while the entries before it still commit.
+    /// Report it before anything else is proposed, as the Raft layer refuses synchronously.
     pub fn failed(&mut self, id: ProposalId) -> Vec<Effect> {
-        if !self.pending.iter().any(|p| p.id == id) {
+        let Some(k) = self.pending.iter().position(|p| p.id == id) else {
             return Vec::new();
-        }
-        self.fail_pending()
+        };
+        let mut out = self.fail_from(k, self.pending.len());
+        let dropped = self.resync();
+        debug_assert!(dropped.is_empty(), "earlier proposals apply as they did");
+        out.extend(dropped);
+        out
     }
 
-    fn fail_pending(&mut self) -> Vec<Effect> {
-        let out = self
-            .pending
-            .drain(..)
+    /// Fails (NOT_CONTROLLER) the pending proposals `from..to`.
+    fn fail_from(&mut self, from: usize, to: usize) -> Vec<Effect> {
+        self.pending
+            .drain(from..to)
             .filter_map(|p| p.reply)
             .map(|(t, a)| Effect::Reply(t, a.failed()))
-            .collect();
-        self.speculative = self.committed.clone();
+            .collect()
+    }
+
+    /// Rebuilds the speculative image as the committed one plus the pending proposals in
+    /// order; from the first that no longer applies, they fail.
+    fn resync(&mut self) -> Vec<Effect> {
+        let mut image = self.committed.clone();
+        let refused = self
+            .pending
+            .iter()
+            .position(|p| image.apply_batch(&p.records).is_err());
+        let Some(k) = refused else {
+            self.speculative = image;
+            return Vec::new();
+        };
+        let out = self.fail_from(k, self.pending.len());
+        // `apply_batch` may have applied part of the refused proposal: build again.
+        let mut image = self.committed.clone();
+        for p in &self.pending {
+            image.apply_batch(&p.records).expect("applied before");
+        }
+        self.speculative = image;
         out
     }
 

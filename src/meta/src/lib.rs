@@ -77,7 +77,9 @@
 //! - The controller answers a mutating request only when its records commit (or fails it
 //!   with NOT_CONTROLLER when they will not); validation errors are answered at once. It
 //!   validates against committed + in-flight records, so concurrent requests cannot both
-//!   succeed where one excludes the other.
+//!   succeed where one excludes the other. A proposal the Raft layer refuses fails with
+//!   every later one (validated on top of it), never an earlier one (it may still commit);
+//!   the driver reports the refusal before it proposes anything else.
 //! - Placement is Kafka's: leaders round-robin over the live (registered, unfenced) nodes
 //!   from a random start, followers rotated by a shift that moves every `n` partitions;
 //!   deterministic for a given seed.

@@ -1226,6 +1226,73 @@ fn answers_wait_for_commit_and_fail_when_it_does_not_come() {
 }
 
 #[test]
+fn a_refused_proposal_fails_only_itself_and_later_ones() {
+    // P1 creates "a"; the Raft layer refuses P2 (back-pressure) but keeps leading, so P1
+    // still commits. A retry of "a" must see P1 in flight, and P1's commit answers it.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let t1 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t1, vec![NewTopic::new("a", 1, 1)], false);
+    c.take(out);
+    let t2 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t2, vec![NewTopic::new("b", 1, 1)], false);
+    c.take(out);
+    let (p2, _) = c.proposed.pop_back().unwrap();
+    let out = c.ctl.failed(p2);
+    c.take(out);
+    let Answer::CreateTopics(v) = c.replies.remove(&t2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    assert!(!c.replies.contains_key(&t1), "P1 is still in flight");
+    assert_eq!(c.create_one("a", 1, 1), Err(code::TOPIC_ALREADY_EXISTS));
+    let Answer::CreateTopics(v) = c.replies.remove(&t1).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Ok(())]);
+    // "b" was forgotten with P2: it can be created now.
+    assert_eq!(c.create_one("b", 1, 1), Ok(1));
+}
+
+#[test]
+fn committed_entries_are_matched_by_their_id() {
+    // Two proposals in flight; the Raft layer reports the second committed (the first was
+    // lost without a report): the second is answered OK, the first NOT_CONTROLLER.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let t1 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t1, vec![NewTopic::new("a", 1, 1)], false);
+    c.take(out);
+    let t2 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t2, vec![NewTopic::new("b", 1, 1)], false);
+    c.take(out);
+    let t3 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t3, vec![NewTopic::new("c", 1, 1)], false);
+    c.take(out);
+    c.proposed.pop_front().unwrap();
+    c.commit();
+    let answer = |c: &mut Cluster, t| {
+        let Answer::CreateTopics(v) = c.replies.remove(&t).unwrap() else {
+            panic!()
+        };
+        codes(v)
+    };
+    assert_eq!(answer(&mut c, t1), vec![Err(code::NOT_CONTROLLER)]);
+    assert_eq!(answer(&mut c, t2), vec![Ok(())]);
+    assert_eq!(answer(&mut c, t3), vec![Ok(())]);
+    assert!(c.ctl.image().topic_by_name("a").is_none());
+    assert_eq!(c.create_one("a", 1, 1), Ok(1));
+}
+
+#[test]
 fn producer_id_blocks_never_overlap() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let mut rng = Rng::new(11);
@@ -1569,14 +1636,23 @@ fn random_commands(seed: u64) -> (usize, usize) {
                 },
             };
             c.take(out);
-            match rng.below(4) {
+            match rng.below(5) {
                 0 if !c.proposed.is_empty() => {
                     let (id, _) = c.proposed.pop_front().unwrap();
                     c.proposed.clear();
                     let out = c.ctl.failed(id);
                     c.take(out);
                 }
-                1 => {}
+                1 if !c.proposed.is_empty() => {
+                    // The Raft layer refuses one proposal (back-pressure) and keeps leading:
+                    // it and the later ones fail, the earlier ones still commit.
+                    let k = rng.below(c.proposed.len() as u64) as usize;
+                    let (id, _) = c.proposed[k].clone();
+                    c.proposed.truncate(k);
+                    let out = c.ctl.failed(id);
+                    c.take(out);
+                }
+                2 => {}
                 _ => c.commit(),
             }
         }
