@@ -228,7 +228,8 @@ pub enum Effect {
 struct Pending {
     id: ProposalId,
     records: Vec<Record>,
-    reply: Option<(ReplyToken, Answer)>,
+    /// Answers that go out when the records commit (the request's, and retries of it).
+    replies: Vec<(ReplyToken, Answer)>,
 }
 
 pub struct Controller {
@@ -311,7 +312,7 @@ impl Controller {
                 // The usual case: the speculative image already holds it.
                 let p = self.pending.pop_front().expect("front");
                 assert_eq!(p.records, records, "a proposal committed as other records");
-                out.extend(p.reply.map(|(t, a)| Effect::Reply(t, a)));
+                out.extend(p.replies.into_iter().map(|(t, a)| Effect::Reply(t, a)));
             }
             Some(k) => {
                 // Ours, but earlier ones of ours were never reported: Raft commits in log
@@ -320,7 +321,7 @@ impl Controller {
                 out.extend(self.fail_from(0, k));
                 let p = self.pending.pop_front().expect("found");
                 assert_eq!(p.records, records, "a proposal committed as other records");
-                out.extend(p.reply.map(|(t, a)| Effect::Reply(t, a)));
+                out.extend(p.replies.into_iter().map(|(t, a)| Effect::Reply(t, a)));
                 out.extend(self.resync());
             }
             None if !self.pending.is_empty() => {
@@ -362,7 +363,7 @@ impl Controller {
     fn fail_from(&mut self, from: usize, to: usize) -> Vec<Effect> {
         self.pending
             .drain(from..to)
-            .filter_map(|p| p.reply)
+            .flat_map(|p| p.replies)
             .map(|(t, a)| Effect::Reply(t, a.failed()))
             .collect()
     }
@@ -428,7 +429,11 @@ impl Controller {
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
-        self.pending.push_back(Pending { id, records, reply });
+        self.pending.push_back(Pending {
+            id,
+            records,
+            replies: reply.into_iter().collect(),
+        });
         vec![Effect::Propose { id, batch }]
     }
 
@@ -1184,9 +1189,23 @@ impl Controller {
         }
         if let Some(old) = self.speculative.broker(reg.node) {
             if old.incarnation == reg.incarnation {
-                // A retried registration of the same process.
+                // A retried registration of the same process: answered like the first,
+                // once its record committed.
+                let epoch = old.epoch;
                 self.heartbeats.insert(reg.node, now_ms);
-                return reply(Ok(old.epoch));
+                let answer = Answer::RegisterBroker(Ok(epoch));
+                let registered = |r: &Record| matches!(r, Record::RegisterBroker(b) if b.node == reg.node && b.epoch == epoch);
+                return match self
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.records.iter().any(registered))
+                {
+                    Some(p) => {
+                        p.replies.push((token, answer));
+                        Vec::new()
+                    }
+                    None => vec![Effect::Reply(token, answer)],
+                };
             }
             let alive = self
                 .heartbeats

@@ -888,6 +888,48 @@ fn replication_factor_counts_only_live_unfenced_brokers() {
 }
 
 #[test]
+fn a_retried_registration_is_answered_when_the_first_commits() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let reg = Registration {
+        node: 4,
+        incarnation: [9; 16],
+        kafka: endpoint(9096),
+        rpc: endpoint(33149),
+        rack: None,
+    };
+    let register = |c: &mut Cluster| {
+        let t = c.token();
+        let out = c.ctl.register_broker(t, 0, reg.clone());
+        c.take(out);
+        t
+    };
+    let answer = |c: &mut Cluster, t| match c.replies.remove(&t) {
+        Some(Answer::RegisterBroker(o)) => Some(o.map_err(|e| e.code)),
+        None => None,
+        a => panic!("{a:?}"),
+    };
+    // The retry waits for the first registration's outcome, and fails with it.
+    let (t1, t2) = (register(&mut c), register(&mut c));
+    assert_eq!(c.proposed.len(), 1);
+    assert_eq!(answer(&mut c, t2), None, "not before the commit");
+    let (id, _) = c.proposed.pop_front().unwrap();
+    let out = c.ctl.failed(id);
+    c.take(out);
+    assert_eq!(answer(&mut c, t1), Some(Err(code::NOT_CONTROLLER)));
+    assert_eq!(answer(&mut c, t2), Some(Err(code::NOT_CONTROLLER)));
+    // And succeeds with it.
+    let (t1, t2) = (register(&mut c), register(&mut c));
+    assert_eq!(answer(&mut c, t2), None, "not before the commit");
+    c.commit();
+    let epoch = c.ctl.image().broker(4).unwrap().epoch;
+    assert_eq!(answer(&mut c, t1), Some(Ok(epoch)));
+    assert_eq!(answer(&mut c, t2), Some(Ok(epoch)));
+    // Once committed, a retry is answered at once.
+    let t3 = register(&mut c);
+    assert_eq!(answer(&mut c, t3), Some(Ok(epoch)));
+}
+
+#[test]
 fn fencing_follows_virtual_time_and_reregistration() {
     let mut c = Cluster::new(&[1, 2]);
     assert_eq!(
