@@ -805,7 +805,13 @@ impl Controller {
                 ),
             );
         }
-        let rf = t.partitions[0].target().len();
+        // Partition 0 sets the replication factor and the placement pattern; a topic
+        // without partitions (only a damaged log has one) gets the defaults.
+        let first = t.partitions.first();
+        let rf = first.map_or(
+            self.config.default_replication_factor.max(1) as usize,
+            |p| p.target().len(),
+        );
         if rf > live.len() {
             return err(
                 code::INVALID_REPLICATION_FACTOR,
@@ -817,7 +823,10 @@ impl Controller {
             );
         }
         let id = t.id;
-        let start = placement::continue_from(live, t.partitions[0].preferred_leader(), have);
+        let start = match first {
+            Some(p) => placement::continue_from(live, p.preferred_leader(), have),
+            None => Start::Random,
+        };
         let assignments = placement::assign(live, added, rf, start, &mut self.rng);
         batch.check_node_limits(&self.speculative, assignments.iter().flatten())?;
         for (i, replicas) in assignments.into_iter().enumerate() {

@@ -166,6 +166,9 @@ impl MetadataImage {
     }
 
     /// The image after `records` from an empty one (a log, a snapshot, a bootstrap list).
+    /// A topic left without partitions is refused: the controller writes a topic and its
+    /// partitions in one entry, so only a damaged list ends that way (a batch boundary may
+    /// fall between them, so `apply_batch` cannot check it).
     pub fn replay<'a>(
         records: impl IntoIterator<Item = &'a Record>,
     ) -> Result<MetadataImage, InvalidRecord> {
@@ -173,6 +176,12 @@ impl MetadataImage {
         let mut delta = Delta::default();
         for r in records {
             image.apply(r, &mut delta)?;
+        }
+        if let Some(t) = image.topics.values().find(|t| t.partitions.is_empty()) {
+            return Err(InvalidRecord(format!(
+                "{}: a topic without partitions",
+                t.name
+            )));
         }
         Ok(image)
     }

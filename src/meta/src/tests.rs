@@ -1147,6 +1147,27 @@ fn alter_configs_diff_into_records() {
 }
 
 #[test]
+fn a_topic_without_partitions_is_refused_or_grown() {
+    // A list that leaves a topic without partitions is no log or snapshot.
+    assert!(MetadataImage::replay(&[topic("a", 1)]).is_err());
+    assert!(MetadataImage::replay(&[topic("a", 1), partition(1, 0, &[1], 1)]).is_ok());
+    // A damaged log could still apply it entry by entry: CreatePartitions of such a topic
+    // places the partitions with the defaults instead of panicking.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let (_, out) = c.ctl.committed(None, &[topic("empty", 9)]).unwrap();
+    c.take(out);
+    c.follower.apply_batch(&[topic("empty", 9)]).unwrap();
+    let answer = c.run(|ctl, t| ctl.create_partitions(t, vec![("empty".into(), 2)], false));
+    let Answer::CreatePartitions(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(codes(v), vec![Ok(())]);
+    let t = c.ctl.image().topic_by_name("empty").unwrap();
+    assert_eq!(t.partitions.len(), 2);
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 1));
+}
+
+#[test]
 fn manual_assignments_are_checked() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let with = |a: Vec<(i32, Vec<NodeId>)>| {
@@ -1468,6 +1489,10 @@ fn single_node_state_becomes_a_log() {
     let mut dup = state.clone();
     dup.topics.push(dup.topics[0].clone());
     assert!(bootstrap_records(&dup).is_err());
+    // Every topic has a partition 0.
+    let mut none = state.clone();
+    none.topics[0].partitions = 0;
+    assert!(bootstrap_records(&none).is_err());
     let mut empty = state;
     empty.topics.clear();
     empty.producer_id_next_block = 0;
