@@ -330,6 +330,14 @@ fn invalid_sequences_are_refused_and_change_nothing() {
             adding: Vec::new(),
             removing: Vec::new(), // not above the partition's
         }),
+        Record::PartitionChange(PartitionRecord {
+            topic: id(1),
+            partition: 0,
+            replicas: vec![1],
+            revision: 3,
+            adding: Vec::new(),
+            removing: Vec::new(), // the same replicas at a new revision
+        }),
         Record::ClusterId {
             cluster_id: String::new(),
         },
