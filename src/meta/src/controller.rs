@@ -455,27 +455,27 @@ impl Controller {
         if let Some(e) = self.not_controller() {
             return reply_each(token, names, e, Answer::CreateTopics);
         }
-        // Kafka's controller refuses a user operation of more than 10,000 records (one per
-        // topic, per partition, per config): the whole request fails.
-        let records_asked: u64 = topics
+        // Kafka's controller (`validateTotalNumberOfPartitions`) refuses a request for more
+        // than 10,000 partitions in all, counting the asked number (the default for -1, the
+        // assignments when given); topics and configs do not count. The whole request fails.
+        let partitions_asked: u64 = topics
             .iter()
             .map(|t| {
-                let partitions = if !t.assignments.is_empty() {
-                    t.assignments.len() as i64
+                if !t.assignments.is_empty() {
+                    t.assignments.len() as u64
                 } else if t.partitions == -1 {
-                    self.config.num_partitions.into()
+                    self.config.num_partitions.max(0) as u64
                 } else {
-                    t.partitions.into()
-                };
-                1 + partitions.max(0) as u64 + t.configs.len() as u64
+                    t.partitions.max(0) as u64
+                }
             })
             .sum();
-        if records_asked > RECORDS_PER_REQUEST_MAX {
+        if partitions_asked > RECORDS_PER_REQUEST_MAX {
             let e = ApiError {
                 code: code::POLICY_VIOLATION,
                 message: format!(
-                    "Excessively large number of partitions per request: {records_asked} \
-                     records, at most {RECORDS_PER_REQUEST_MAX}."
+                    "Excessively large number of partitions per request: {partitions_asked}, \
+                     at most {RECORDS_PER_REQUEST_MAX}."
                 ),
             };
             return reply_each(token, names, e, Answer::CreateTopics);

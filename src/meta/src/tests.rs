@@ -10,6 +10,7 @@ use crate::controller::{
     ProposalId, Registration, ReplyToken,
 };
 use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
+use crate::limits::PARTITIONS_PER_TOPIC_MAX;
 use crate::placement::{self, Start};
 use crate::record::*;
 use crate::rng::Rng;
@@ -813,15 +814,20 @@ fn create_topics_validation_codes() {
             Err(code::INVALID_TOPIC_EXCEPTION)
         ]
     );
-    // 10,000 records in all is the limit (Kafka's), counting topics, partitions and configs.
-    let r = c.create(vec![
-        NewTopic::new("g", 5_000, 1),
-        NewTopic::new("h", 4_998, 1),
-    ]);
+    // 10,000 partitions in all is the limit (Kafka's); topics and configs do not count.
+    let mut g = NewTopic::new("g", 5_000, 1);
+    g.configs.insert("retention.ms".into(), "1".into());
+    let r = c.create(vec![g, NewTopic::new("h", 5_000, 1)]);
     assert!(r.iter().all(|x| x.1.is_ok()), "{r:?}");
+    let mut one = NewTopic::new("one", PARTITIONS_PER_TOPIC_MAX, 1);
+    one.configs.insert("retention.ms".into(), "1".into());
+    assert_eq!(
+        c.create(vec![one]).remove(0).1,
+        Ok(PARTITIONS_PER_TOPIC_MAX)
+    );
     let r = c.create(vec![
         NewTopic::new("i", 5_000, 1),
-        NewTopic::new("j", 4_999, 1),
+        NewTopic::new("j", 5_001, 1),
     ]);
     assert!(
         r.iter().all(|x| x.1 == Err(code::POLICY_VIOLATION)),
