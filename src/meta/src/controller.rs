@@ -155,7 +155,7 @@ pub struct TopicCreated {
 }
 
 /// A config resource as AlterConfigs names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConfigTarget {
     Topic(String),
     /// `None`: the cluster-wide default.
@@ -854,11 +854,23 @@ impl Controller {
             let targets = changes.into_iter().map(|c| c.target).collect();
             return reply_each(token, targets, e, Answer::AlterConfigs);
         }
+        // Kafka answers INVALID_REQUEST for every entry of a resource named twice, whatever
+        // the entries ask.
+        let mut seen = BTreeSet::new();
+        let duplicates: BTreeSet<&ConfigTarget> = changes
+            .iter()
+            .map(|c| &c.target)
+            .filter(|t| !seen.insert(*t))
+            .collect();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(changes.len());
-        for c in changes {
-            let r = self.alter_one(&c, &mut records);
-            results.push((c.target, r));
+        for c in &changes {
+            let r = if duplicates.contains(&c.target) {
+                err(code::INVALID_REQUEST, "Duplicate resource in the request.")
+            } else {
+                self.alter_one(c, &mut records)
+            };
+            results.push((c.target.clone(), r));
         }
         let answer = Answer::AlterConfigs(results);
         if validate_only {
@@ -893,12 +905,6 @@ impl Controller {
                 )
             }
         };
-        if records
-            .iter()
-            .any(|r| matches!(r, Record::Config { resource: x, .. } if *x == resource))
-        {
-            return err(code::INVALID_REQUEST, "Duplicate resource in the request.");
-        }
         let empty = BTreeMap::new();
         let old = self.speculative.configs(&resource).unwrap_or(&empty);
         let mut new = if c.replace {

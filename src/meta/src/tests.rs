@@ -1158,6 +1158,40 @@ fn alter_configs_diff_into_records() {
     });
     let Answer::AlterConfigs(v) = r else { panic!() };
     assert_eq!(codes(v), vec![Err(code::UNKNOWN_TOPIC_OR_PARTITION)]);
+    // A resource named twice: INVALID_REQUEST for both entries, also when the first one
+    // changes nothing, and nothing of them is written; other resources are unaffected.
+    for (i, first) in [vec![], vec![("d", Some("4"))]].into_iter().enumerate() {
+        let before = c.deltas.len();
+        let r = c.run(|ctl, t| {
+            ctl.alter_configs(
+                t,
+                vec![
+                    alter(first, false),
+                    AlterConfig {
+                        target: ConfigTarget::Broker(None),
+                        ops: vec![("x".into(), Some(i.to_string()))],
+                        replace: false,
+                    },
+                    alter(vec![("e", Some("5"))], false),
+                ],
+                false,
+            )
+        });
+        let Answer::AlterConfigs(v) = r else { panic!() };
+        assert_eq!(
+            codes(v),
+            vec![
+                Err(code::INVALID_REQUEST),
+                Ok(()),
+                Err(code::INVALID_REQUEST)
+            ]
+        );
+        assert_eq!(
+            configs(&c),
+            BTreeMap::from([("c".to_string(), "3".to_string())])
+        );
+        assert_eq!(c.deltas.len(), before + 1, "the broker default was written");
+    }
 }
 
 #[test]
