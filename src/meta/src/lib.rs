@@ -46,7 +46,7 @@
 //!
 //! `cargo test -p sluice-meta`: unit tests beside the code (`src/tests.rs`), among them a
 //! hostile-bytes loop over the decoder and a seeded random-command run (40 seeds; hostile
-//! values, failed proposals, leadership changes, fencing) that checks the controller never
+//! values, failed proposals (the front one or a later one), leadership changes, fencing) that checks the controller never
 //! builds a record its image refuses, a follower's image equals the controller's, every
 //! request is answered once, and snapshots replay exactly. `SLUICE_META_SEEDS=N` runs N
 //! seeds (a soak); a failing seed is printed with the command that replays it.
@@ -70,7 +70,8 @@
 //! - Revisions (partition revisions and broker epochs) come from one counter that only
 //!   grows, also across topic deletion, so a replica re-created on a node is a new replica.
 //! - Producer-id blocks never overlap and only move up.
-//! - A partition's replicas are distinct and at least one; during a reassignment they are
+//! - Every topic has at least one partition (`replay` refuses a list that leaves one
+//!   without). A partition's replicas are distinct and at least one; during a reassignment they are
 //!   the target followed by the leaving ones, the joining and leaving ones among them and
 //!   apart; every change of them raises the partition's revision.
 //! - `replay(snapshot(image)) == image`.
