@@ -1213,7 +1213,10 @@ impl Controller {
                 let epoch = old.epoch;
                 self.heartbeats.insert(reg.node, now_ms);
                 let answer = Answer::RegisterBroker(Ok(epoch));
-                let registered = |r: &Record| matches!(r, Record::RegisterBroker(b) if b.node == reg.node && b.epoch == epoch);
+                let registered = |r: &Record| match r {
+                    Record::RegisterBroker(b) => b.node == reg.node && b.epoch == epoch,
+                    _ => false,
+                };
                 return match self
                     .pending
                     .iter_mut()
