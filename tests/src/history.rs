@@ -17,18 +17,24 @@
 //! What [`check`] reports (each a [`Violation`] kind, each with a unit test below that makes
 //! it fire and a clean history that does not):
 //!
+//! Producers are idempotent only with `acks=all` (the workload turns idempotence off for
+//! weaker acks, as a client must), so `Moved`, `Duplicate`, `ValueAtTwoOffsets` and
+//! `OrderBroken` judge `acks=all` writes only: without idempotence the client's retries may
+//! write a record twice or after a later one.
+//!
 //! - `Lost`: an `acks=all` acknowledged record is not at its acknowledged offset in the final
-//!   read of its partition (and is nowhere else in it). `acks=1`/`acks=0` losses are counted in
-//!   [`Stats`] only: Kafka does not promise them across a leader change.
-//! - `Moved`: an acknowledged record (any acks mode that returned an offset) read at another
-//!   offset than the one it was acknowledged at.
+//!   read of its partition (and is nowhere else in it), or is absent from it after an
+//!   acknowledgement without an offset (acks=all always returns one). `acks=1`/`acks=0`
+//!   losses are counted in [`Stats`] only: Kafka does not promise them across a leader change.
+//! - `Moved`: an `acks=all` acknowledged record read at another offset than the one it was
+//!   acknowledged at.
 //! - `Duplicate`: one value twice in one read pass (the idempotent producer wrote it twice).
 //! - `ValueAtTwoOffsets`: one value at different offsets in different passes.
 //! - `OffsetTwoValues`: one offset with two values across reads and `acks=all`
 //!   acknowledgements (`acks=1` acknowledgements are left out: a failover may legitimately
 //!   reuse their offsets).
 //! - `OrderBroken`: a producer's records in one partition at offsets that do not increase
-//!   with its sequence numbers, in a read pass or in its `acks=all`/`acks=1` acknowledgements.
+//!   with its sequence numbers, in a read pass or in its acknowledgements.
 //! - `Vanished`: a record a reader received was absent from a later pass (started after it
 //!   was received) that covered its offset: the log ended below it while the high watermark
 //!   the pass read up to was above it, or the offset was skipped.
@@ -197,7 +203,8 @@ pub enum Violation {
     Lost {
         value: Value,
         partition: i32,
-        acked_offset: i64,
+        /// `None`: acknowledged without an offset.
+        acked_offset: Option<i64>,
         /// What the final read has at that offset instead (`None`: nothing).
         found: Option<Vec<u8>>,
         /// How far the final read covered the log.
@@ -308,12 +315,19 @@ impl fmt::Display for Violation {
                 acked_offset,
                 found,
                 final_covered_to,
-            } => write!(
-                f,
-                "Lost: {value} acked (acks=all) at {partition}@{acked_offset}; final read \
-                 (covering up to {final_covered_to}) has {} there",
-                found.as_deref().map_or("nothing".into(), show)
-            ),
+            } => match acked_offset {
+                Some(o) => write!(
+                    f,
+                    "Lost: {value} acked (acks=all) at {partition}@{o}; final read \
+                     (covering up to {final_covered_to}) has {} there",
+                    found.as_deref().map_or("nothing".into(), show)
+                ),
+                None => write!(
+                    f,
+                    "Lost: {value} acked (acks=all) without an offset in partition \
+                     {partition}; the final read (covering up to {final_covered_to}) lacks it"
+                ),
+            },
             Violation::Moved {
                 value,
                 partition,
@@ -507,7 +521,7 @@ pub fn check(h: &History, opts: CheckOptions) -> Report {
     };
     check_reads(h, &writes, &mut r);
     check_offsets(h, &mut r);
-    check_order(h, &mut r);
+    check_order(h, &writes, &mut r);
     check_final(h, &mut r);
     check_vanished(h, &mut r);
     if opts.high_watermark {
@@ -542,9 +556,11 @@ fn check_reads(h: &History, writes: &HashMap<Value, &Write>, r: &mut Report) {
                 }
                 continue;
             };
-            match writes.get(&v) {
+            // Only idempotent (acks=all) writes promise one copy at their acknowledged offset.
+            let idempotent = match writes.get(&v) {
                 Some(w) if w.partition == p => {
-                    if let Some(acked) = w.acked_offset() {
+                    let idempotent = w.acks == Acks::All;
+                    if let Some(acked) = w.acked_offset().filter(|_| idempotent) {
                         if acked != rec.offset && reported.insert((v, acked, rec.offset)) {
                             r.violations.push(Violation::Moved {
                                 value: v,
@@ -554,6 +570,7 @@ fn check_reads(h: &History, writes: &HashMap<Value, &Write>, r: &mut Report) {
                             });
                         }
                     }
+                    idempotent
                 }
                 _ => {
                     if reported.insert((v, -1, rec.offset)) {
@@ -565,9 +582,9 @@ fn check_reads(h: &History, writes: &HashMap<Value, &Write>, r: &mut Report) {
                     }
                     continue;
                 }
-            }
+            };
             if let Some(&o) = in_pass.get(&v) {
-                if o != rec.offset {
+                if o != rec.offset && idempotent {
                     r.violations.push(Violation::Duplicate {
                         value: v,
                         partition: p,
@@ -583,7 +600,7 @@ fn check_reads(h: &History, writes: &HashMap<Value, &Write>, r: &mut Report) {
                 None => {
                     first_at.insert(v, (p, rec.offset));
                 }
-                Some(&(_, o)) if o != rec.offset => {
+                Some(&(_, o)) if o != rec.offset && idempotent => {
                     let key = (v, o.min(rec.offset), o.max(rec.offset));
                     if reported.insert(key) {
                         r.violations.push(Violation::ValueAtTwoOffsets {
@@ -635,9 +652,9 @@ fn check_offsets(h: &History, r: &mut Report) {
     }
 }
 
-/// OrderBroken: within each read pass, and within the acknowledgements, a producer's
-/// offsets in a partition increase with its sequence numbers.
-fn check_order(h: &History, r: &mut Report) {
+/// OrderBroken: within each read pass, and within the acknowledgements, an idempotent
+/// (acks=all) producer's offsets in a partition increase with its sequence numbers.
+fn check_order(h: &History, writes: &HashMap<Value, &Write>, r: &mut Report) {
     let mut reported: BTreeSet<(u32, i32, u64, u64)> = BTreeSet::new();
     let mut report = |r: &mut Report, seqs: &[(u64, i64)], producer, partition, source: &str| {
         // Sorted by offset: every seq must exceed the previous one.
@@ -657,7 +674,9 @@ fn check_order(h: &History, r: &mut Report) {
     for pass in &h.passes {
         let mut by_producer: BTreeMap<u32, Vec<(u64, i64)>> = BTreeMap::new();
         for rec in &pass.records {
-            if let Some(v) = Value::decode(&rec.value) {
+            let value = Value::decode(&rec.value);
+            let idempotent = |v: &Value| writes.get(v).is_some_and(|w| w.acks == Acks::All);
+            if let Some(v) = value.filter(idempotent) {
                 by_producer
                     .entry(v.producer)
                     .or_default()
@@ -672,7 +691,7 @@ fn check_order(h: &History, r: &mut Report) {
     }
     let mut acked: BTreeMap<(u32, i32), Vec<(u64, i64)>> = BTreeMap::new();
     for w in &h.writes {
-        if let (Some(o), Acks::All | Acks::One) = (w.acked_offset(), w.acks) {
+        if let (Some(o), Acks::All) = (w.acked_offset(), w.acks) {
             acked
                 .entry((w.value.producer, w.partition))
                 .or_default()
@@ -727,16 +746,18 @@ fn check_final(h: &History, r: &mut Report) {
             // At the right offset, or reported as Moved by check_reads.
             continue;
         }
-        match (w.acks, w.acked_offset()) {
-            (Acks::All, Some(o)) => r.violations.push(Violation::Lost {
-                value: w.value,
-                partition: w.partition,
-                acked_offset: o,
-                found: by_offset.get(&o).map(|v| v.to_vec()),
-                final_covered_to: finals[&w.partition].covered_to,
-            }),
-            _ => r.stats.lost_weak_acks += 1,
+        if w.acks != Acks::All {
+            r.stats.lost_weak_acks += 1;
+            continue;
         }
+        let o = w.acked_offset();
+        r.violations.push(Violation::Lost {
+            value: w.value,
+            partition: w.partition,
+            acked_offset: o,
+            found: o.and_then(|o| by_offset.get(&o)).map(|v| v.to_vec()),
+            final_covered_to: finals[&w.partition].covered_to,
+        });
     }
     for (partition, acked_writes) in no_final {
         r.violations.push(Violation::NoFinalRead {
@@ -1010,6 +1031,73 @@ mod tests {
         let r = check(&h, CheckOptions::default());
         r.assert_clean("acks=1 loss");
         assert_eq!(r.stats.lost_weak_acks, 1);
+    }
+
+    #[test]
+    fn an_acks_all_acknowledgement_without_an_offset_is_lost_when_absent() {
+        let mut h = clean();
+        h.writes[4].outcome = Outcome::Acked(None);
+        h.passes[1].records.truncate(4);
+        h.passes[1].covered_to = 4;
+        h.high_watermarks.clear();
+        let r = check(&h, CheckOptions::default());
+        assert!(
+            r.violations.iter().any(|x| matches!(x,
+                Violation::Lost { value, acked_offset: None, .. } if *value == v(2, 1))),
+            "{r}"
+        );
+        assert_eq!(r.kinds(), ["Lost"].into(), "{r}");
+        assert_eq!(r.stats.lost_weak_acks, 0);
+        // Present in the final read: nothing to report.
+        let mut h = clean();
+        h.writes[4].outcome = Outcome::Acked(None);
+        check(&h, CheckOptions::default()).assert_clean("acked without offset, present");
+    }
+
+    /// Producer 3 writes seq 0..3 to partition 2 with `acks`; its retries wrote seq 0 twice
+    /// and seq 2 before seq 1, and seq 1 was acknowledged at an offset where the final read
+    /// has another copy.
+    fn retried_without_idempotence(acks: Acks) -> History {
+        let w = |seq, offset| Write {
+            acks,
+            ..acked(v(3, seq), 2, offset, 10 + seq)
+        };
+        History {
+            writes: vec![w(0, 0), w(1, 2), w(2, 1)],
+            passes: vec![
+                pass(2, 50, &[(0, v(3, 0)), (1, v(3, 2)), (2, v(3, 1))], false),
+                ReadPass {
+                    from: 1,
+                    ..pass(2, 60, &[(1, v(3, 2)), (2, v(3, 1)), (3, v(3, 0))], false)
+                },
+                pass(
+                    2,
+                    100,
+                    &[(0, v(3, 0)), (1, v(3, 2)), (2, v(3, 1)), (3, v(3, 0))],
+                    true,
+                ),
+            ],
+            high_watermarks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn weak_acks_producers_may_duplicate_reorder_and_move() {
+        // Without idempotence (acks=1) all of it is allowed.
+        let mut h = retried_without_idempotence(Acks::One);
+        check(&h, CheckOptions::default()).assert_clean("acks=1 retries");
+        // acks=1 acknowledged at 1, read at 2: not Moved either.
+        h.writes[1].outcome = Outcome::Acked(Some(1));
+        h.writes[2].outcome = Outcome::Acked(Some(2));
+        check(&h, CheckOptions::default()).assert_clean("acks=1 moved");
+        // The same from an idempotent (acks=all) producer breaks its promises.
+        let mut h = retried_without_idempotence(Acks::All);
+        h.writes[1].outcome = Outcome::Acked(Some(1));
+        h.writes[2].outcome = Outcome::Acked(Some(2));
+        let r = check(&h, CheckOptions::default());
+        for kind in ["Duplicate", "OrderBroken", "Moved"] {
+            assert!(r.kinds().contains(kind), "{kind}: {r}");
+        }
     }
 
     #[test]

@@ -62,9 +62,10 @@ pub fn bootstrap_records(state: &LegacyState) -> Result<Vec<Record>, InvalidReco
             id: t.id,
             configs: t.configs.clone(),
         });
-        if t.partitions < 0 {
+        if t.partitions < 1 {
+            // Every topic has a partition 0 (CreatePartitions and placement start there).
             return Err(InvalidRecord(format!(
-                "{}: {} partitions",
+                "{}: {} partitions, at least 1 needed",
                 t.name, t.partitions
             )));
         }

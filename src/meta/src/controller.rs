@@ -7,8 +7,10 @@
 //! and `speculative` (committed plus every proposal still in flight, in order). Commands
 //! validate against the speculative image, so two requests in flight never create the same
 //! topic or overlapping producer-id blocks; a proposal that fails takes every later one with
-//! it (they were validated on top of it) and the speculative image is rebuilt from the
-//! committed one. Answers wait for the commit of their records.
+//! it (they were validated on top of it) but not the earlier ones (Raft may refuse one
+//! proposal while earlier entries still commit), and the speculative image is rebuilt from
+//! the committed one plus the earlier ones. Committed entries are matched to proposals by
+//! the id the Raft layer reports. Answers wait for the commit of their records.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -85,8 +87,10 @@ pub struct ControllerConfig {
     pub num_partitions: i32,
     /// `default.replication.factor`: for a CreateTopics with replication factor -1.
     pub default_replication_factor: i16,
-    /// `offsets.topic.replication.factor`, capped to the live nodes when the offsets topic
-    /// is created with replication factor -1 (with a warning), as Kafka's broker does.
+    /// `offsets.topic.replication.factor`. When the offsets topic is created with
+    /// replication factor -1 and fewer nodes are live, sluice caps it to the live nodes
+    /// with a warning, as issue 12 asks; Kafka (since 0.11) instead refuses to create the
+    /// topic (clients get COORDINATOR_NOT_AVAILABLE) until enough brokers are alive.
     pub offsets_topic_replication_factor: i16,
     pub broker_session_timeout_ms: i64,
     pub producer_id_block_size: u32,
@@ -153,7 +157,7 @@ pub struct TopicCreated {
 }
 
 /// A config resource as AlterConfigs names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConfigTarget {
     Topic(String),
     /// `None`: the cluster-wide default.
@@ -200,28 +204,11 @@ impl Answer {
     /// The answer to send when the records it announced did not commit: every success
     /// becomes NOT_CONTROLLER, which clients and brokers retry against the new controller.
     fn failed(self) -> Answer {
-        fn nc<T>(o: Outcome<T>) -> Outcome<T> {
-            o.and_then(|_| {
-                err(
-                    code::NOT_CONTROLLER,
-                    "The controller changed before the change committed.",
-                )
-            })
-        }
-        fn each<K, T>(v: Vec<(K, Outcome<T>)>) -> Vec<(K, Outcome<T>)> {
-            v.into_iter().map(|(k, o)| (k, nc(o))).collect()
-        }
-        match self {
-            Answer::CreateTopics(v) => Answer::CreateTopics(each(v)),
-            Answer::DeleteTopics(v) => Answer::DeleteTopics(each(v)),
-            Answer::CreatePartitions(v) => Answer::CreatePartitions(each(v)),
-            Answer::AlterConfigs(v) => Answer::AlterConfigs(each(v)),
-            Answer::AllocateProducerIds(o) => Answer::AllocateProducerIds(nc(o)),
-            Answer::RegisterBroker(o) => Answer::RegisterBroker(nc(o)),
-            Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(nc(o)),
-            Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v)),
-            Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(nc(o)),
-        }
+        let e = ApiError {
+            code: code::NOT_CONTROLLER,
+            message: "The controller changed before the change committed.".into(),
+        };
+        fail_all(self, e)
     }
 }
 
@@ -243,7 +230,8 @@ pub enum Effect {
 struct Pending {
     id: ProposalId,
     records: Vec<Record>,
-    reply: Option<(ReplyToken, Answer)>,
+    /// Answers that go out when the records commit (the request's, and retries of it).
+    replies: Vec<(ReplyToken, Answer)>,
 }
 
 pub struct Controller {
@@ -320,22 +308,36 @@ impl Controller {
     ) -> Result<(Delta, Vec<Effect>), InvalidRecord> {
         let delta = self.committed.apply_batch(records)?;
         let mut out = Vec::new();
-        let ours = self.pending.front().is_some_and(|p| Some(p.id) == id);
-        if ours {
-            let p = self.pending.pop_front().expect("front");
-            assert_eq!(p.records, records, "a proposal committed as other records");
-            if let Some((token, answer)) = p.reply {
-                out.push(Effect::Reply(token, answer));
+        let ours = id.and_then(|id| self.pending.iter().position(|p| p.id == id));
+        match ours {
+            Some(0) => {
+                // The usual case: the speculative image already holds it.
+                let p = self.pending.pop_front().expect("front");
+                assert_eq!(p.records, records, "a proposal committed as other records");
+                out.extend(p.replies.into_iter().map(|(t, a)| Effect::Reply(t, a)));
             }
-        } else if !self.pending.is_empty() {
-            // Another leader's entry: ours were validated on a state that no longer comes.
-            out.extend(self.fail_pending());
-        } else {
-            // Nothing in flight: the speculative image equals the committed one and takes
-            // the same records (cheaper than a copy of the whole image per entry).
-            self.speculative
-                .apply_batch(records)
-                .expect("the speculative image equals the committed one");
+            Some(k) => {
+                // Ours, but earlier ones of ours were never reported: Raft commits in log
+                // order, so they will not commit. They fail; the later ones stay if they
+                // still apply on what did commit.
+                out.extend(self.fail_from(0, k));
+                let p = self.pending.pop_front().expect("found");
+                assert_eq!(p.records, records, "a proposal committed as other records");
+                out.extend(p.replies.into_iter().map(|(t, a)| Effect::Reply(t, a)));
+                out.extend(self.resync());
+            }
+            None if !self.pending.is_empty() => {
+                // Another leader's entry: ours were validated on a state that no longer comes.
+                out.extend(self.fail_from(0, self.pending.len()));
+                self.speculative = self.committed.clone();
+            }
+            None => {
+                // Nothing in flight: the speculative image equals the committed one and takes
+                // the same records (cheaper than a copy of the whole image per entry).
+                self.speculative
+                    .apply_batch(records)
+                    .expect("the speculative image equals the committed one");
+            }
         }
         #[cfg(test)]
         if self.pending.is_empty() {
@@ -344,42 +346,81 @@ impl Controller {
         Ok((delta, out))
     }
 
-    /// Proposal `id` will not commit: it and every later one fail (they were validated on
-    /// top of it).
+    /// Proposal `id` will not commit (the Raft layer refused or superseded it): it and every
+    /// later one fail (they were validated on top of it). Earlier ones stay in flight: Raft
+    /// may refuse one proposal (back-pressure) while the entries before it still commit.
+    /// Report it before anything else is proposed, as the Raft layer refuses synchronously.
     pub fn failed(&mut self, id: ProposalId) -> Vec<Effect> {
-        if !self.pending.iter().any(|p| p.id == id) {
+        let Some(k) = self.pending.iter().position(|p| p.id == id) else {
             return Vec::new();
-        }
-        self.fail_pending()
-    }
-
-    fn fail_pending(&mut self) -> Vec<Effect> {
-        let out = self
-            .pending
-            .drain(..)
-            .filter_map(|p| p.reply)
-            .map(|(t, a)| Effect::Reply(t, a.failed()))
-            .collect();
-        self.speculative = self.committed.clone();
+        };
+        let mut out = self.fail_from(k, self.pending.len());
+        let dropped = self.resync();
+        debug_assert!(dropped.is_empty(), "earlier proposals apply as they did");
+        out.extend(dropped);
         out
     }
 
-    /// Proposes `records` (already valid on the speculative image) and holds `answer` for
-    /// their commit; with no records the answer goes out at once.
-    fn propose(&mut self, token: ReplyToken, records: Vec<Record>, answer: Answer) -> Vec<Effect> {
+    /// Fails (NOT_CONTROLLER) the pending proposals `from..to`.
+    fn fail_from(&mut self, from: usize, to: usize) -> Vec<Effect> {
+        self.pending
+            .drain(from..to)
+            .flat_map(|p| p.replies)
+            .map(|(t, a)| Effect::Reply(t, a.failed()))
+            .collect()
+    }
+
+    /// Rebuilds the speculative image as the committed one plus the pending proposals in
+    /// order; from the first that no longer applies, they fail.
+    fn resync(&mut self) -> Vec<Effect> {
+        let mut image = self.committed.clone();
+        let refused = self
+            .pending
+            .iter()
+            .position(|p| image.apply_batch(&p.records).is_err());
+        let Some(k) = refused else {
+            self.speculative = image;
+            return Vec::new();
+        };
+        let out = self.fail_from(k, self.pending.len());
+        // `apply_batch` may have applied part of the refused proposal: build again.
+        let mut image = self.committed.clone();
+        for p in &self.pending {
+            image.apply_batch(&p.records).expect("applied before");
+        }
+        self.speculative = image;
+        out
+    }
+
+    /// Proposes `records` (already valid on the speculative image) and holds `reply` for
+    /// their commit; with no records the reply goes out at once.
+    fn propose(
+        &mut self,
+        reply: Option<(ReplyToken, Answer)>,
+        records: Vec<Record>,
+    ) -> Vec<Effect> {
         if records.is_empty() {
-            return vec![Effect::Reply(token, answer)];
+            return reply
+                .map(|(t, a)| Effect::Reply(t, a))
+                .into_iter()
+                .collect();
         }
         let batch = match encode_batch(&records) {
             Ok(b) => b,
             Err(e) => {
-                let e = ApiError {
-                    code: code::POLICY_VIOLATION,
-                    message: format!(
-                        "The change is more than the controller commits at once ({e}); split the request."
-                    ),
+                let m = format!(
+                    "The change is more than the controller commits at once ({e}); split the request."
+                );
+                return match reply {
+                    Some((token, answer)) => {
+                        let e = ApiError {
+                            code: code::POLICY_VIOLATION,
+                            message: m,
+                        };
+                        vec![Effect::Reply(token, fail_all(answer, e))]
+                    }
+                    None => vec![Effect::Warn(m)],
                 };
-                return vec![Effect::Reply(token, fail_all(answer, e))];
             }
         };
         let mut delta = Delta::default();
@@ -393,7 +434,7 @@ impl Controller {
         self.pending.push_back(Pending {
             id,
             records,
-            reply: Some((token, answer)),
+            replies: reply.into_iter().collect(),
         });
         vec![Effect::Propose { id, batch }]
     }
@@ -416,27 +457,27 @@ impl Controller {
         if let Some(e) = self.not_controller() {
             return reply_each(token, names, e, Answer::CreateTopics);
         }
-        // Kafka's controller refuses a user operation of more than 10,000 records (one per
-        // topic, per partition, per config): the whole request fails.
-        let records_asked: u64 = topics
+        // Kafka's controller (`validateTotalNumberOfPartitions`) refuses a request for more
+        // than 10,000 partitions in all, counting the asked number (the default for -1, the
+        // assignments when given); topics and configs do not count. The whole request fails.
+        let partitions_asked: u64 = topics
             .iter()
             .map(|t| {
-                let partitions = if !t.assignments.is_empty() {
-                    t.assignments.len() as i64
+                if !t.assignments.is_empty() {
+                    t.assignments.len() as u64
                 } else if t.partitions == -1 {
-                    self.config.num_partitions.into()
+                    self.config.num_partitions.max(0) as u64
                 } else {
-                    t.partitions.into()
-                };
-                1 + partitions.max(0) as u64 + t.configs.len() as u64
+                    t.partitions.max(0) as u64
+                }
             })
             .sum();
-        if records_asked > RECORDS_PER_REQUEST_MAX {
+        if partitions_asked > RECORDS_PER_REQUEST_MAX {
             let e = ApiError {
                 code: code::POLICY_VIOLATION,
                 message: format!(
-                    "Excessively large number of partitions per request: {records_asked} \
-                     records, at most {RECORDS_PER_REQUEST_MAX}."
+                    "Excessively large number of partitions per request: {partitions_asked}, \
+                     at most {RECORDS_PER_REQUEST_MAX}."
                 ),
             };
             return reply_each(token, names, e, Answer::CreateTopics);
@@ -463,7 +504,7 @@ impl Controller {
         if validate_only {
             out.push(Effect::Reply(token, answer));
         } else {
-            out.extend(self.propose(token, batch.records, answer));
+            out.extend(self.propose(Some((token, answer)), batch.records));
         }
         out
     }
@@ -526,6 +567,8 @@ impl Controller {
             };
             let rf = match t.replication_factor {
                 -1 if t.name == OFFSETS_TOPIC => {
+                    // Capped to the live nodes with a warning (issue 12's contract), where
+                    // Kafka would refuse until enough brokers are alive.
                     let wanted = self.config.offsets_topic_replication_factor;
                     let rf = wanted.min(live.len() as i16).max(1);
                     if rf < wanted {
@@ -681,7 +724,7 @@ impl Controller {
                 (n, r)
             })
             .collect();
-        self.propose(token, records, Answer::DeleteTopics(results))
+        self.propose(Some((token, Answer::DeleteTopics(results))), records)
     }
 
     /// CreatePartitions: raise each named topic's partition count to the given total. New
@@ -716,7 +759,7 @@ impl Controller {
         if validate_only {
             return vec![Effect::Reply(token, answer)];
         }
-        self.propose(token, batch.records, answer)
+        self.propose(Some((token, answer)), batch.records)
     }
 
     fn more_partitions(
@@ -766,7 +809,13 @@ impl Controller {
                 ),
             );
         }
-        let rf = t.partitions[0].target().len();
+        // Partition 0 sets the replication factor and the placement pattern; a topic
+        // without partitions (only a damaged log has one) gets the defaults.
+        let first = t.partitions.first();
+        let rf = first.map_or(
+            self.config.default_replication_factor.max(1) as usize,
+            |p| p.target().len(),
+        );
         if rf > live.len() {
             return err(
                 code::INVALID_REPLICATION_FACTOR,
@@ -778,7 +827,10 @@ impl Controller {
             );
         }
         let id = t.id;
-        let start = placement::continue_from(live, t.partitions[0].preferred_leader(), have);
+        let start = match first {
+            Some(p) => placement::continue_from(live, p.preferred_leader(), have),
+            None => Start::Random,
+        };
         let assignments = placement::assign(live, added, rf, start, &mut self.rng);
         batch.check_node_limits(&self.speculative, assignments.iter().flatten())?;
         for (i, replicas) in assignments.into_iter().enumerate() {
@@ -806,17 +858,29 @@ impl Controller {
             let targets = changes.into_iter().map(|c| c.target).collect();
             return reply_each(token, targets, e, Answer::AlterConfigs);
         }
+        // Kafka answers INVALID_REQUEST for every entry of a resource named twice, whatever
+        // the entries ask.
+        let mut seen = BTreeSet::new();
+        let duplicates: BTreeSet<&ConfigTarget> = changes
+            .iter()
+            .map(|c| &c.target)
+            .filter(|t| !seen.insert(*t))
+            .collect();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(changes.len());
-        for c in changes {
-            let r = self.alter_one(&c, &mut records);
-            results.push((c.target, r));
+        for c in &changes {
+            let r = if duplicates.contains(&c.target) {
+                err(code::INVALID_REQUEST, "Duplicate resource in the request.")
+            } else {
+                self.alter_one(c, &mut records)
+            };
+            results.push((c.target.clone(), r));
         }
         let answer = Answer::AlterConfigs(results);
         if validate_only {
             return vec![Effect::Reply(token, answer)];
         }
-        self.propose(token, records, answer)
+        self.propose(Some((token, answer)), records)
     }
 
     fn alter_one(&self, c: &AlterConfig, records: &mut Vec<Record>) -> Outcome<()> {
@@ -845,12 +909,6 @@ impl Controller {
                 )
             }
         };
-        if records
-            .iter()
-            .any(|r| matches!(r, Record::Config { resource: x, .. } if *x == resource))
-        {
-            return err(code::INVALID_REQUEST, "Duplicate resource in the request.");
-        }
         let empty = BTreeMap::new();
         let old = self.speculative.configs(&resource).unwrap_or(&empty);
         let mut new = if c.replace {
@@ -929,9 +987,8 @@ impl Controller {
             results.push(((name, partition), r));
         }
         self.propose(
-            token,
+            Some((token, Answer::AlterPartitionReassignments(results))),
             batch.records,
-            Answer::AlterPartitionReassignments(results),
         )
     }
 
@@ -1078,7 +1135,10 @@ impl Controller {
             removing: Vec::new(),
             revision: self.speculative.revision() + 1,
         });
-        self.propose(token, vec![record], Answer::ReassignmentComplete(Ok(())))
+        self.propose(
+            Some((token, Answer::ReassignmentComplete(Ok(())))),
+            vec![record],
+        )
     }
 
     /// AllocateProducerIds from node `node` at broker epoch `epoch`: the next block.
@@ -1108,9 +1168,8 @@ impl Controller {
         }
         let block = ProducerIdsBlock { node, first, size };
         self.propose(
-            token,
+            Some((token, Answer::AllocateProducerIds(Ok(block)))),
             vec![Record::ProducerIds(block)],
-            Answer::AllocateProducerIds(Ok(block)),
         )
     }
 
@@ -1149,9 +1208,26 @@ impl Controller {
         }
         if let Some(old) = self.speculative.broker(reg.node) {
             if old.incarnation == reg.incarnation {
-                // A retried registration of the same process.
+                // A retried registration of the same process: answered like the first,
+                // once its record committed.
+                let epoch = old.epoch;
                 self.heartbeats.insert(reg.node, now_ms);
-                return reply(Ok(old.epoch));
+                let answer = Answer::RegisterBroker(Ok(epoch));
+                let registered = |r: &Record| match r {
+                    Record::RegisterBroker(b) => b.node == reg.node && b.epoch == epoch,
+                    _ => false,
+                };
+                return match self
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.records.iter().any(registered))
+                {
+                    Some(p) => {
+                        p.replies.push((token, answer));
+                        Vec::new()
+                    }
+                    None => vec![Effect::Reply(token, answer)],
+                };
             }
             let alive = self
                 .heartbeats
@@ -1178,7 +1254,10 @@ impl Controller {
             rack: reg.rack,
             fenced: true,
         });
-        let mut out = self.propose(token, vec![record], Answer::RegisterBroker(Ok(epoch)));
+        let mut out = self.propose(
+            Some((token, Answer::RegisterBroker(Ok(epoch)))),
+            vec![record],
+        );
         self.schedule(&mut out);
         out
     }
@@ -1204,9 +1283,8 @@ impl Controller {
         self.heartbeats.insert(node, now_ms);
         let mut out = if fenced && caught_up {
             self.propose(
-                token,
+                Some((token, Answer::BrokerHeartbeat(Ok(false)))),
                 vec![Record::UnfenceBroker { node, epoch }],
-                Answer::BrokerHeartbeat(Ok(false)),
             )
         } else {
             reply(Ok(fenced))
@@ -1245,21 +1323,7 @@ impl Controller {
                     )));
                 }
             }
-            let batch = encode_batch(&expired).expect("fence records encode");
-            let mut delta = Delta::default();
-            for r in &expired {
-                self.speculative
-                    .apply(r, &mut delta)
-                    .expect("fence is valid");
-            }
-            let id = ProposalId(self.next_proposal);
-            self.next_proposal += 1;
-            self.pending.push_back(Pending {
-                id,
-                records: expired,
-                reply: None,
-            });
-            out.push(Effect::Propose { id, batch });
+            out.extend(self.propose(None, expired));
         }
         self.schedule(&mut out);
         out

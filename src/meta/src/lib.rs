@@ -46,10 +46,11 @@
 //!
 //! `cargo test -p sluice-meta`: unit tests beside the code (`src/tests.rs`), among them a
 //! hostile-bytes loop over the decoder and a seeded random-command run (40 seeds; hostile
-//! values, failed proposals, leadership changes, fencing) that checks the controller never
-//! builds a record its image refuses, a follower's image equals the controller's, every
-//! request is answered once, and snapshots replay exactly. `SLUICE_META_SEEDS=N` runs N
-//! seeds (a soak); a failing seed is printed with the command that replays it.
+//! values, failed proposals (the front one or a later one), leadership changes, fencing)
+//! that checks the controller never builds a record its image refuses, a follower's image
+//! equals the controller's, every request is answered once, and snapshots replay exactly.
+//! `SLUICE_META_SEEDS=N` runs N seeds (a soak); a failing seed is printed with the command
+//! that replays it.
 //!
 //! # Invariants
 //!
@@ -70,14 +71,17 @@
 //! - Revisions (partition revisions and broker epochs) come from one counter that only
 //!   grows, also across topic deletion, so a replica re-created on a node is a new replica.
 //! - Producer-id blocks never overlap and only move up.
-//! - A partition's replicas are distinct and at least one; during a reassignment they are
-//!   the target followed by the leaving ones, the joining and leaving ones among them and
-//!   apart; every change of them raises the partition's revision.
+//! - Every topic has at least one partition (`replay` refuses a list that leaves one
+//!   without). A partition's replicas are distinct and at least one; during a reassignment
+//!   they are the target followed by the leaving ones, the joining and leaving ones among
+//!   them and apart; every change of them raises the partition's revision.
 //! - `replay(snapshot(image)) == image`.
 //! - The controller answers a mutating request only when its records commit (or fails it
 //!   with NOT_CONTROLLER when they will not); validation errors are answered at once. It
 //!   validates against committed + in-flight records, so concurrent requests cannot both
-//!   succeed where one excludes the other.
+//!   succeed where one excludes the other. A proposal the Raft layer refuses fails with
+//!   every later one (validated on top of it), never an earlier one (it may still commit);
+//!   the driver reports the refusal before it proposes anything else.
 //! - Placement is Kafka's: leaders round-robin over the live (registered, unfenced) nodes
 //!   from a random start, followers rotated by a shift that moves every `n` partitions;
 //!   deterministic for a given seed.

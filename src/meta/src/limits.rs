@@ -10,8 +10,9 @@ pub const TOPICS_MAX: usize = 100_000;
 /// Replicas one node may host, all topics together (every shard of it builds a shard table
 /// of them; the broker keeps this within the table's capacity).
 pub const PARTITIONS_PER_NODE_MAX: u64 = 100_000;
-/// Records (topics, partitions, configs) one request may create: Kafka's controller refuses
-/// user operations over 10,000 records.
+/// Partitions one CreateTopics or CreatePartitions request may create (Kafka's
+/// `MAX_PARTITIONS_PER_BATCH`, topics and configs not counted, so one topic of
+/// [`PARTITIONS_PER_TOPIC_MAX`] fits), and config records one AlterConfigs may write.
 pub const RECORDS_PER_REQUEST_MAX: u64 = 10_000;
 /// Kafka's producer-id block (`ProducerIdManager`'s 1000 ids per AllocateProducerIds).
 pub const PRODUCER_ID_BLOCK_SIZE: u32 = 1_000;

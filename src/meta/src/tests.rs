@@ -10,6 +10,7 @@ use crate::controller::{
     ProposalId, Registration, ReplyToken,
 };
 use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
+use crate::limits::PARTITIONS_PER_TOPIC_MAX;
 use crate::placement::{self, Start};
 use crate::record::*;
 use crate::rng::Rng;
@@ -329,6 +330,14 @@ fn invalid_sequences_are_refused_and_change_nothing() {
             revision: 2,
             adding: Vec::new(),
             removing: Vec::new(), // not above the partition's
+        }),
+        Record::PartitionChange(PartitionRecord {
+            topic: id(1),
+            partition: 0,
+            replicas: vec![1],
+            revision: 3,
+            adding: Vec::new(),
+            removing: Vec::new(), // the same replicas at a new revision
         }),
         Record::ClusterId {
             cluster_id: String::new(),
@@ -805,15 +814,20 @@ fn create_topics_validation_codes() {
             Err(code::INVALID_TOPIC_EXCEPTION)
         ]
     );
-    // 10,000 records in all is the limit (Kafka's), counting topics, partitions and configs.
-    let r = c.create(vec![
-        NewTopic::new("g", 5_000, 1),
-        NewTopic::new("h", 4_998, 1),
-    ]);
+    // 10,000 partitions in all is the limit (Kafka's); topics and configs do not count.
+    let mut g = NewTopic::new("g", 5_000, 1);
+    g.configs.insert("retention.ms".into(), "1".into());
+    let r = c.create(vec![g, NewTopic::new("h", 5_000, 1)]);
     assert!(r.iter().all(|x| x.1.is_ok()), "{r:?}");
+    let mut one = NewTopic::new("one", PARTITIONS_PER_TOPIC_MAX, 1);
+    one.configs.insert("retention.ms".into(), "1".into());
+    assert_eq!(
+        c.create(vec![one]).remove(0).1,
+        Ok(PARTITIONS_PER_TOPIC_MAX)
+    );
     let r = c.create(vec![
         NewTopic::new("i", 5_000, 1),
-        NewTopic::new("j", 4_999, 1),
+        NewTopic::new("j", 5_001, 1),
     ]);
     assert!(
         r.iter().all(|x| x.1 == Err(code::POLICY_VIOLATION)),
@@ -885,6 +899,48 @@ fn replication_factor_counts_only_live_unfenced_brokers() {
     assert!(
         matches!(c.heartbeat(9, 1, 9_600), Answer::BrokerHeartbeat(Err(e)) if e.code == code::BROKER_ID_NOT_REGISTERED)
     );
+}
+
+#[test]
+fn a_retried_registration_is_answered_when_the_first_commits() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let reg = Registration {
+        node: 4,
+        incarnation: [9; 16],
+        kafka: endpoint(9096),
+        rpc: endpoint(33149),
+        rack: None,
+    };
+    let register = |c: &mut Cluster| {
+        let t = c.token();
+        let out = c.ctl.register_broker(t, 0, reg.clone());
+        c.take(out);
+        t
+    };
+    let answer = |c: &mut Cluster, t| match c.replies.remove(&t) {
+        Some(Answer::RegisterBroker(o)) => Some(o.map_err(|e| e.code)),
+        None => None,
+        a => panic!("{a:?}"),
+    };
+    // The retry waits for the first registration's outcome, and fails with it.
+    let (t1, t2) = (register(&mut c), register(&mut c));
+    assert_eq!(c.proposed.len(), 1);
+    assert_eq!(answer(&mut c, t2), None, "not before the commit");
+    let (id, _) = c.proposed.pop_front().unwrap();
+    let out = c.ctl.failed(id);
+    c.take(out);
+    assert_eq!(answer(&mut c, t1), Some(Err(code::NOT_CONTROLLER)));
+    assert_eq!(answer(&mut c, t2), Some(Err(code::NOT_CONTROLLER)));
+    // And succeeds with it.
+    let (t1, t2) = (register(&mut c), register(&mut c));
+    assert_eq!(answer(&mut c, t2), None, "not before the commit");
+    c.commit();
+    let epoch = c.ctl.image().broker(4).unwrap().epoch;
+    assert_eq!(answer(&mut c, t1), Some(Ok(epoch)));
+    assert_eq!(answer(&mut c, t2), Some(Ok(epoch)));
+    // Once committed, a retry is answered at once.
+    let t3 = register(&mut c);
+    assert_eq!(answer(&mut c, t3), Some(Ok(epoch)));
 }
 
 #[test]
@@ -1102,6 +1158,61 @@ fn alter_configs_diff_into_records() {
     });
     let Answer::AlterConfigs(v) = r else { panic!() };
     assert_eq!(codes(v), vec![Err(code::UNKNOWN_TOPIC_OR_PARTITION)]);
+    // A resource named twice: INVALID_REQUEST for both entries, also when the first one
+    // changes nothing, and nothing of them is written; other resources are unaffected.
+    for (i, first) in [vec![], vec![("d", Some("4"))]].into_iter().enumerate() {
+        let before = c.deltas.len();
+        let r = c.run(|ctl, t| {
+            ctl.alter_configs(
+                t,
+                vec![
+                    alter(first, false),
+                    AlterConfig {
+                        target: ConfigTarget::Broker(None),
+                        ops: vec![("x".into(), Some(i.to_string()))],
+                        replace: false,
+                    },
+                    alter(vec![("e", Some("5"))], false),
+                ],
+                false,
+            )
+        });
+        let Answer::AlterConfigs(v) = r else { panic!() };
+        assert_eq!(
+            codes(v),
+            vec![
+                Err(code::INVALID_REQUEST),
+                Ok(()),
+                Err(code::INVALID_REQUEST)
+            ]
+        );
+        assert_eq!(
+            configs(&c),
+            BTreeMap::from([("c".to_string(), "3".to_string())])
+        );
+        assert_eq!(c.deltas.len(), before + 1, "the broker default was written");
+    }
+}
+
+#[test]
+fn a_topic_without_partitions_is_refused_or_grown() {
+    // A list that leaves a topic without partitions is no log or snapshot.
+    assert!(MetadataImage::replay(&[topic("a", 1)]).is_err());
+    assert!(MetadataImage::replay(&[topic("a", 1), partition(1, 0, &[1], 1)]).is_ok());
+    // A damaged log could still apply it entry by entry: CreatePartitions of such a topic
+    // places the partitions with the defaults instead of panicking.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let (_, out) = c.ctl.committed(None, &[topic("empty", 9)]).unwrap();
+    c.take(out);
+    c.follower.apply_batch(&[topic("empty", 9)]).unwrap();
+    let answer = c.run(|ctl, t| ctl.create_partitions(t, vec![("empty".into(), 2)], false));
+    let Answer::CreatePartitions(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(codes(v), vec![Ok(())]);
+    let t = c.ctl.image().topic_by_name("empty").unwrap();
+    assert_eq!(t.partitions.len(), 2);
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 1));
 }
 
 #[test]
@@ -1223,6 +1334,73 @@ fn answers_wait_for_commit_and_fail_when_it_does_not_come() {
         .committed(None, &[partition(200, 0, &[1], 1)])
         .is_err());
     assert_eq!(c.ctl.image(), &before);
+}
+
+#[test]
+fn a_refused_proposal_fails_only_itself_and_later_ones() {
+    // P1 creates "a"; the Raft layer refuses P2 (back-pressure) but keeps leading, so P1
+    // still commits. A retry of "a" must see P1 in flight, and P1's commit answers it.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let t1 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t1, vec![NewTopic::new("a", 1, 1)], false);
+    c.take(out);
+    let t2 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t2, vec![NewTopic::new("b", 1, 1)], false);
+    c.take(out);
+    let (p2, _) = c.proposed.pop_back().unwrap();
+    let out = c.ctl.failed(p2);
+    c.take(out);
+    let Answer::CreateTopics(v) = c.replies.remove(&t2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Err(code::NOT_CONTROLLER)]);
+    assert!(!c.replies.contains_key(&t1), "P1 is still in flight");
+    assert_eq!(c.create_one("a", 1, 1), Err(code::TOPIC_ALREADY_EXISTS));
+    let Answer::CreateTopics(v) = c.replies.remove(&t1).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codes(v), vec![Ok(())]);
+    // "b" was forgotten with P2: it can be created now.
+    assert_eq!(c.create_one("b", 1, 1), Ok(1));
+}
+
+#[test]
+fn committed_entries_are_matched_by_their_id() {
+    // Two proposals in flight; the Raft layer reports the second committed (the first was
+    // lost without a report): the second is answered OK, the first NOT_CONTROLLER.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let t1 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t1, vec![NewTopic::new("a", 1, 1)], false);
+    c.take(out);
+    let t2 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t2, vec![NewTopic::new("b", 1, 1)], false);
+    c.take(out);
+    let t3 = c.token();
+    let out = c
+        .ctl
+        .create_topics(t3, vec![NewTopic::new("c", 1, 1)], false);
+    c.take(out);
+    c.proposed.pop_front().unwrap();
+    c.commit();
+    let answer = |c: &mut Cluster, t| {
+        let Answer::CreateTopics(v) = c.replies.remove(&t).unwrap() else {
+            panic!()
+        };
+        codes(v)
+    };
+    assert_eq!(answer(&mut c, t1), vec![Err(code::NOT_CONTROLLER)]);
+    assert_eq!(answer(&mut c, t2), vec![Ok(())]);
+    assert_eq!(answer(&mut c, t3), vec![Ok(())]);
+    assert!(c.ctl.image().topic_by_name("a").is_none());
+    assert_eq!(c.create_one("a", 1, 1), Ok(1));
 }
 
 #[test]
@@ -1359,6 +1537,10 @@ fn single_node_state_becomes_a_log() {
     let mut dup = state.clone();
     dup.topics.push(dup.topics[0].clone());
     assert!(bootstrap_records(&dup).is_err());
+    // Every topic has a partition 0.
+    let mut none = state.clone();
+    none.topics[0].partitions = 0;
+    assert!(bootstrap_records(&none).is_err());
     let mut empty = state;
     empty.topics.clear();
     empty.producer_id_next_block = 0;
@@ -1569,14 +1751,23 @@ fn random_commands(seed: u64) -> (usize, usize) {
                 },
             };
             c.take(out);
-            match rng.below(4) {
+            match rng.below(5) {
                 0 if !c.proposed.is_empty() => {
                     let (id, _) = c.proposed.pop_front().unwrap();
                     c.proposed.clear();
                     let out = c.ctl.failed(id);
                     c.take(out);
                 }
-                1 => {}
+                1 if !c.proposed.is_empty() => {
+                    // The Raft layer refuses one proposal (back-pressure) and keeps leading:
+                    // it and the later ones fail, the earlier ones still commit.
+                    let k = rng.below(c.proposed.len() as u64) as usize;
+                    let (id, _) = c.proposed[k].clone();
+                    c.proposed.truncate(k);
+                    let out = c.ctl.failed(id);
+                    c.take(out);
+                }
+                2 => {}
                 _ => c.commit(),
             }
         }
