@@ -55,6 +55,8 @@ pub async fn handle(
                     let req = PartitionRequest {
                         topic_id: rec.id,
                         partition: p.partition_index,
+                        // -1 below v4 (the field's default): no check.
+                        current_leader_epoch: p.current_leader_epoch,
                         op: PartitionOp::ListOffset {
                             timestamp: p.timestamp,
                         },
