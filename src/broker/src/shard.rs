@@ -1,6 +1,9 @@
 //! One shard's broker state: its copy of the topic table and shard table, the partitions it
 //! owns (their logs and flusher tasks), and the execution of partition operations, whether
 //! they come from a connection on this shard or from another shard through the mesh.
+//! A partition operation's `current_leader_epoch` is checked here, against the log's
+//! current epoch, in the same step as the operation; the shared epoch table Metadata reads
+//! ([`crate::leader_epochs`]) is updated in the same step as any epoch change.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
