@@ -48,3 +48,18 @@ pub fn check_leader_epoch(requested: i32, current: i32) -> i16 {
         FENCED_LEADER_EPOCH
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_epoch_check_follows_kafka() {
+        assert_eq!(check_leader_epoch(-1, 4), NONE, "no check");
+        assert_eq!(check_leader_epoch(4, 4), NONE);
+        assert_eq!(check_leader_epoch(5, 4), UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(3, 4), FENCED_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(0, 0), NONE);
+        assert_eq!(check_leader_epoch(1, 0), UNKNOWN_LEADER_EPOCH);
+    }
+}
