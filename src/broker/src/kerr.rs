@@ -34,3 +34,32 @@ pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
+
+/// Kafka's check of a request's `current_leader_epoch` against the partition's current
+/// epoch: -1 (or any negative) skips it; a newer one is UNKNOWN_LEADER_EPOCH (this broker
+/// has not caught up yet: the client retries), an older one FENCED_LEADER_EPOCH (the
+/// client's metadata is stale: it refreshes).
+pub fn check_leader_epoch(requested: i32, current: i32) -> i16 {
+    if requested < 0 || requested == current {
+        NONE
+    } else if requested > current {
+        UNKNOWN_LEADER_EPOCH
+    } else {
+        FENCED_LEADER_EPOCH
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_epoch_check_follows_kafka() {
+        assert_eq!(check_leader_epoch(-1, 4), NONE, "no check");
+        assert_eq!(check_leader_epoch(4, 4), NONE);
+        assert_eq!(check_leader_epoch(5, 4), UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(3, 4), FENCED_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(0, 0), NONE);
+        assert_eq!(check_leader_epoch(1, 0), UNKNOWN_LEADER_EPOCH);
+    }
+}

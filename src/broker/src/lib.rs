@@ -24,6 +24,7 @@ pub mod group_placement;
 pub mod groups;
 pub mod handlers;
 pub mod kerr;
+pub mod leader_epochs;
 pub mod ops;
 pub mod panic_policy;
 pub mod partition_dirs;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub producer_ids: producer_ids::ProducerIds,
     /// Connections per client IP over all shards (`max.connections.per.ip`).
     pub connections_per_ip: Arc<connections::PerIp>,
+    /// Current leader epoch of each open partition, for Metadata.
+    pub leader_epochs: leader_epochs::LeaderEpochs,
     /// The controller's latest persisted cluster state: a shard that finds a gap in the
     /// deltas it receives (one never arrived or did not decode) adopts it whole. Shards share
     /// this process, so it is read here rather than sent (it may be larger than a frame).
@@ -137,6 +140,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),
+        leader_epochs: Default::default(),
         cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),

@@ -36,7 +36,8 @@ pub enum PartitionOp {
     DeleteRecords { offset: i64 },
     /// Size and offsets, for DescribeLogDirs.
     Describe,
-    /// OffsetForLeaderEpoch.
+    /// OffsetForLeaderEpoch: the reply's `leader_epoch` and `size` are the epoch found and
+    /// its end offset.
     EpochEndOffset { epoch: i32 },
 }
 
@@ -45,6 +46,9 @@ pub enum PartitionOp {
 pub struct PartitionRequest {
     pub topic_id: [u8; 16],
     pub partition: i32,
+    /// The client's `current_leader_epoch` (Fetch, ListOffsets, OffsetForLeaderEpoch), or -1
+    /// for no check. Checked on the owning shard, against the epoch the op then runs in.
+    pub current_leader_epoch: i32,
     pub op: PartitionOp,
 }
 

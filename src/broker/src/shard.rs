@@ -1,6 +1,9 @@
 //! One shard's broker state: its copy of the topic table and shard table, the partitions it
 //! owns (their logs and flusher tasks), and the execution of partition operations, whether
 //! they come from a connection on this shard or from another shard through the mesh.
+//! A partition operation's `current_leader_epoch` is checked here, against the log's
+//! current epoch, in the same step as the operation; the shared epoch table Metadata reads
+//! ([`crate::leader_epochs`]) is updated in the same step as any epoch change.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -232,6 +235,9 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
+            self.shared_handle
+                .leader_epochs
+                .remove(key.topic_id, key.partition);
             // Fenced first: a flush stage still running could otherwise write a new segment
             // file or index into the directory after it moved, or into one re-created for a
             // new topic of the same name.
@@ -295,6 +301,9 @@ impl BrokerShard {
                     key.partition
                 );
             }
+            self.shared_handle
+                .leader_epochs
+                .set(key.topic_id, key.partition, log.leader_epoch());
             let part = Rc::new(Partition {
                 topic: t.name.clone(),
                 index: key.partition,
@@ -465,6 +474,20 @@ impl BrokerShard {
             );
         };
         let log = &part.log;
+        // Checked here, not by the handler: the epoch cannot change between the check and
+        // the op (both run on this shard without an await in between).
+        let current = log.leader_epoch();
+        let code = kerr::check_leader_epoch(req.current_leader_epoch, current);
+        if code != kerr::NONE {
+            return (
+                PartitionReply {
+                    error_code: code,
+                    leader_epoch: current,
+                    ..PartitionReply::default()
+                },
+                None,
+            );
+        }
         match req.op {
             PartitionOp::Produce { acks, .. } => (self.produce(log, acks, payload).await, None),
             PartitionOp::Fetch { offset, max_bytes } => {
@@ -517,31 +540,42 @@ impl BrokerShard {
                 None,
             ),
             PartitionOp::EpochEndOffset { epoch } => {
-                // One leader epoch so far (single node): every epoch up to the current one
-                // ends at the log end; later epochs are unknown.
-                let current = log.leader_epoch();
-                if epoch > current {
-                    (
-                        PartitionReply {
-                            leader_epoch: -1,
-                            size: -1,
-                            error_code: kerr::NONE,
-                            ..PartitionReply::default()
-                        },
-                        None,
-                    )
-                } else {
-                    (
-                        PartitionReply {
-                            leader_epoch: current,
-                            size: log.high_watermark(),
-                            ..PartitionReply::default()
-                        },
-                        None,
-                    )
-                }
+                // From the epoch history, as Kafka's leader answers (the current epoch ends
+                // at the log end offset; an unknown newer epoch is UNDEFINED, -1/-1).
+                let (found, end_offset) = log.end_offset_for_epoch(epoch);
+                (
+                    PartitionReply {
+                        leader_epoch: found,
+                        size: end_offset,
+                        ..PartitionReply::default()
+                    },
+                    None,
+                )
             }
         }
+    }
+
+    /// Begins leader epoch `epoch` for a partition this shard owns: later appends are
+    /// stamped with it, requests are validated against it and Metadata reports it. The
+    /// replication layer calls this when this node becomes the partition's leader in Raft
+    /// term `epoch`; an epoch not above the current one is refused and changes nothing.
+    pub fn begin_leader_epoch(
+        &self,
+        topic_id: &[u8; 16],
+        partition: i32,
+        epoch: i32,
+    ) -> Result<(), crate::error::BrokerError> {
+        let part = self.local_partition(topic_id, partition).ok_or_else(|| {
+            crate::error::BrokerError::Shard(format!(
+                "partition {partition} of topic {} is not on this shard",
+                uuid::Uuid::from_bytes(*topic_id)
+            ))
+        })?;
+        part.log.begin_epoch(epoch)?;
+        self.shared_handle
+            .leader_epochs
+            .set(*topic_id, partition, epoch);
+        Ok(())
     }
 
     async fn produce(

@@ -120,6 +120,37 @@ impl LeaderEpochCache {
         }
     }
 
+    /// [`Self::end_offset_for`] on a log whose current leader epoch is `current`: when
+    /// `current` is newer than every entry (begun, nothing written in it yet), the answer is
+    /// the one the history would give with `current` starting at the log end, as Kafka's
+    /// leader, which assigns its epoch's start offset when it takes over.
+    pub fn end_offset_for_current(
+        &self,
+        requested: i32,
+        current: i32,
+        log_end_offset: i64,
+    ) -> (i32, i64) {
+        let latest = self.latest_epoch();
+        if requested == UNDEFINED_EPOCH || latest >= Some(current) {
+            return self.end_offset_for(requested, log_end_offset);
+        }
+        if requested == current {
+            return (current, log_end_offset);
+        }
+        if requested > current {
+            return (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
+        }
+        match latest {
+            // A known newer epoch than `requested` ends it.
+            Some(l) if requested < l => self.end_offset_for(requested, log_end_offset),
+            // `requested` is in [latest, current): the newest entry is the floor and
+            // `current` the next epoch, starting at the log end.
+            Some(l) => (l, log_end_offset),
+            // No history: `requested` is older than every epoch, `current` the first.
+            None => (requested, log_end_offset),
+        }
+    }
+
     /// The checkpoint file's text.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
@@ -211,6 +242,41 @@ mod tests {
             LeaderEpochCache::default().end_offset_for(0, 0),
             (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
         );
+    }
+
+    #[test]
+    fn a_begun_epoch_answers_as_if_it_started_at_the_log_end() {
+        let c = cache(&[(1, 0), (3, 10)]);
+        let leo = 40;
+        // Current epoch already in the history: the plain answer.
+        assert_eq!(c.end_offset_for_current(3, 3, leo), (3, 40));
+        assert_eq!(c.end_offset_for_current(1, 3, leo), (1, 10));
+        // Epoch 5 begun, nothing written in it.
+        assert_eq!(c.end_offset_for_current(5, 5, leo), (5, 40));
+        assert_eq!(
+            c.end_offset_for_current(4, 5, leo),
+            (3, 40),
+            "floor, ends at LEO"
+        );
+        assert_eq!(c.end_offset_for_current(3, 5, leo), (3, 40));
+        assert_eq!(c.end_offset_for_current(2, 5, leo), (1, 10));
+        assert_eq!(c.end_offset_for_current(0, 5, leo), (0, 0));
+        assert_eq!(
+            c.end_offset_for_current(6, 5, leo),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        assert_eq!(
+            c.end_offset_for_current(UNDEFINED_EPOCH, 5, leo),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        // A new, empty log at epoch 0.
+        let empty = LeaderEpochCache::default();
+        assert_eq!(empty.end_offset_for_current(0, 0, 0), (0, 0));
+        assert_eq!(
+            empty.end_offset_for_current(1, 0, 0),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        assert_eq!(empty.end_offset_for_current(0, 2, 7), (0, 7));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - Appends are memory-only; a batch is durable (and visible to readers) once a flush that
 //!   started after its append has returned.
 //! - Offsets in a log are dense and its segments contiguous. A leader's append assigns the
-//!   next offset and stamps the leader epoch; a follower's (`append_at`) must be at the log
+//!   next offset and stamps the current leader epoch (the newest in the log's history, or
+//!   one begun since with `begin_epoch`; epochs never go back); a follower's (`append_at`) must be at the log
 //!   end and keeps the leader's bytes. A truncation (`truncate_to`) cuts at a batch boundary,
 //!   never below the committed offset, and is durable when it returns: nothing it removed
 //!   comes back after a crash (see `log::replica`).

@@ -285,6 +285,9 @@ struct Inner<F: StorageFile> {
     /// Set when `close` starts: appends fail with [`StorageError::Closed`], so nothing is
     /// acknowledged that the closing flush does not cover.
     closed: bool,
+    /// The current leader epoch: leader appends stamp it into each batch's
+    /// `partitionLeaderEpoch`. Never below the newest epoch of `epochs` (a follower append of
+    /// a newer epoch raises it); above it when an epoch was begun and nothing written yet.
     leader_epoch: i32,
     /// Bytes appended since the last flush took its buffers.
     appended_since_flush: u64,
@@ -624,6 +627,10 @@ impl<S: Storage> PartitionLog<S> {
         producers.truncate_from(log_end_offset);
         producers.trim_to_limit();
         let (epochs, epochs_dirty) = load_epochs(&*storage, &dir, log_end_offset).await?;
+        // The current epoch is the newest one that wrote to the log (0 for a new log): an
+        // epoch begun but not yet written in is not durable, and the replication layer
+        // begins its own again after a restart.
+        let leader_epoch = epochs.latest_epoch().unwrap_or(0);
         let log = PartitionLog {
             id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name,
@@ -640,7 +647,7 @@ impl<S: Storage> PartitionLog<S> {
                 failed: None,
                 deleted: false,
                 closed: false,
-                leader_epoch: 0,
+                leader_epoch,
                 appended_since_flush: 0,
                 grown_buffer_bytes: 0,
                 epochs,
@@ -692,9 +699,7 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.borrow_mut().config = config;
         Ok(())
     }
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.inner.borrow_mut().leader_epoch = epoch;
-    }
+    /// The current leader epoch (see [`Self::begin_epoch`]).
     pub fn leader_epoch(&self) -> i32 {
         self.inner.borrow().leader_epoch
     }
@@ -798,6 +803,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         let base_offset = inner.log_end_offset();
         let leader_epoch = inner.leader_epoch;
+        // Otherwise the history would silently skip this batch's epoch.
+        assert!(
+            inner.epochs.latest_epoch() <= Some(leader_epoch),
+            "{}: leader epoch {leader_epoch} below the log's newest epoch",
+            self.name
+        );
         self.maybe_roll(&mut inner, batch.len() as u64, now_ms)?;
 
         // One copy: the batch goes straight into the page-aligned write buffer, and the

@@ -203,7 +203,7 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = follower_with(StdStorage, dir.path(), 10);
     // Epoch 1 from 0, epoch 4 from 15; then a leader of epoch 6 appends at 30.
-    log.set_leader_epoch(6);
+    log.begin_epoch(6).unwrap();
     log.append(&batch(2, b"leader", 5, -1, 0), 0).unwrap();
     assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15), (6, 30)]);
     block_on(log.flush()).unwrap();
@@ -467,4 +467,60 @@ fn an_abandoned_truncation_releases_the_log() {
             "and a flush says so instead of hanging"
         );
     });
+}
+
+#[test]
+fn begin_epoch_stamps_later_appends_and_survives_reopen_once_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    // A new log is at epoch 0, which already answers at the log end.
+    assert_eq!(log.leader_epoch(), 0);
+    assert_eq!(log.end_offset_for_epoch(0), (0, 0));
+    log.append(&batch(2, b"zero", 5, -1, 0), 0).unwrap();
+    // Epochs only grow; a refusal changes nothing.
+    for stale in [-1, 0] {
+        let e = log.begin_epoch(stale).unwrap_err();
+        assert!(matches!(e, StorageError::ReplicaMismatch { .. }), "{e}");
+    }
+    assert_eq!(log.leader_epoch(), 0);
+    log.begin_epoch(3).unwrap();
+    assert_eq!(log.leader_epoch(), 3);
+    // Begun, nothing written in it: no entry yet, but epoch 3 is current and ends at the
+    // log end, and epoch 0 ends where 3 begins.
+    assert_eq!(log.leader_epoch_entries(), vec![(0, 0)]);
+    assert_eq!(log.end_offset_for_epoch(3), (3, 2));
+    assert_eq!(log.end_offset_for_epoch(2), (0, 2));
+    assert_eq!(log.end_offset_for_epoch(0), (0, 2));
+    assert_eq!(
+        log.end_offset_for_epoch(4),
+        (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+    );
+    log.append(&batch(1, b"three", 6, -1, 0), 0).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(0, 0), (3, 2)]);
+    block_on(log.flush()).unwrap();
+    let stamped: Vec<i32> = read_raw(&log, 0)
+        .iter()
+        .map(|b| Header::parse(b).unwrap().leader_epoch)
+        .collect();
+    assert_eq!(stamped, vec![0, 3], "each batch carries its leader's epoch");
+    // An epoch begun but never written in is not durable: the reopened log is at the
+    // newest epoch it holds.
+    log.begin_epoch(5).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.leader_epoch(), 3);
+    assert_eq!(log.leader_epoch_entries(), vec![(0, 0), (3, 2)]);
+    assert_eq!(log.end_offset_for_epoch(3), (3, 3));
+}
+
+#[test]
+fn a_follower_append_of_a_newer_epoch_raises_the_current_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = follower_with(StdStorage, dir.path(), 4);
+    assert_eq!(log.leader_epoch(), 4);
+    // Becoming leader in an older term than the log holds is refused.
+    assert!(log.begin_epoch(4).is_err());
+    log.begin_epoch(5).unwrap();
+    log.append(&batch(1, b"x", 7, -1, 0), 0).unwrap();
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 6), (5, 12)]);
 }

@@ -6,6 +6,7 @@ mod admin;
 mod configs;
 mod connections;
 mod costs;
+mod epochs;
 mod fetch_sessions;
 mod idempotence;
 mod memory;

@@ -37,6 +37,7 @@ pub async fn handle(
                     let req = PartitionRequest {
                         topic_id: rec.id,
                         partition: p.partition_index,
+                        current_leader_epoch: -1,
                         op: PartitionOp::DeleteRecords { offset: p.offset },
                     };
                     let shard = shard.clone();

@@ -49,6 +49,7 @@ pub async fn handle(
             let req = PartitionRequest {
                 topic_id: *id,
                 partition: *p,
+                current_leader_epoch: -1,
                 op: PartitionOp::Describe,
             };
             async move { shard.partition_call(req, None).await.0 }

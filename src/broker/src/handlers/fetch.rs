@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
@@ -388,14 +388,11 @@ async fn fetch_partitions(
                 pd.error_code = kerr::UNKNOWN_TOPIC_OR_PARTITION;
                 None
             }
-            Some(_) if w.current_leader_epoch > 0 => {
-                // Single node: the only leader epoch is 0; a newer one is from the future.
-                pd.error_code = kerr::UNKNOWN_LEADER_EPOCH;
-                None
-            }
             Some(t) => Some(PartitionRequest {
                 topic_id: t.id,
                 partition: w.partition,
+                // -1 below v9 (the field's default): no check.
+                current_leader_epoch: w.current_leader_epoch,
                 op: PartitionOp::Fetch {
                     offset: w.fetch_offset,
                     // The response cap applies before reading, as in Kafka: no partition
@@ -429,6 +426,14 @@ async fn fetch_partitions(
             let (reply, records): (PartitionReply, Option<Bytes>) =
                 results.next().expect("one result per request");
             pd.error_code = reply.error_code;
+            if reply.error_code == kerr::FENCED_LEADER_EPOCH {
+                // KIP-951: the current leader and epoch ride with the error (a tagged field
+                // from v12, dropped by older encodings), so a client moves on without a
+                // Metadata round trip.
+                pd.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(shard.config.node_id))
+                    .with_leader_epoch(reply.leader_epoch);
+            }
             pd.high_watermark = reply.high_watermark;
             // No transactions yet: the last stable offset is the high watermark.
             pd.last_stable_offset = reply.high_watermark;

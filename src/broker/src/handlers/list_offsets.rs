@@ -55,6 +55,8 @@ pub async fn handle(
                     let req = PartitionRequest {
                         topic_id: rec.id,
                         partition: p.partition_index,
+                        // -1 below v4 (the field's default): no check.
+                        current_leader_epoch: p.current_leader_epoch,
                         op: PartitionOp::ListOffset {
                             timestamp: p.timestamp,
                         },
@@ -76,6 +78,10 @@ pub async fn handle(
     for ((ti, pi), reply) in slots.into_iter().zip(join_all(futs).await) {
         let p = &mut out[ti].partitions[pi];
         p.error_code = reply.error_code;
+        if reply.error_code != kerr::NONE {
+            // An error answer carries no offset, timestamp or epoch (-1), as Kafka's.
+            continue;
+        }
         p.offset = reply.base_offset;
         p.timestamp = reply.timestamp;
         // leader_epoch exists from v4; older versions must leave it unset.

@@ -26,12 +26,17 @@ pub fn broker_entry(shard: &BrokerShard) -> MetadataResponseBroker {
 
 fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
     let node = BrokerId(shard.config.node_id);
+    let epochs = shard
+        .shared_handle
+        .leader_epochs
+        .of_topic(t.id, t.partitions);
     let partitions = (0..t.partitions)
-        .map(|p| {
+        .zip(epochs)
+        .map(|(p, epoch)| {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(epoch)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

@@ -1,5 +1,7 @@
 //! OffsetForLeaderEpoch: the end offset of a leader epoch, used by consumers to detect log
-//! truncation after a leader change (KIP-320).
+//! truncation after a leader change (KIP-320) and by followers to find where their log
+//! diverges. Answered by the owning shard from the partition's epoch history, after the
+//! `current_leader_epoch` check (v2+, the versions served).
 
 use std::rc::Rc;
 
@@ -35,20 +37,17 @@ pub async fn handle(
                 .with_end_offset(-1);
             match record {
                 Some(rec) if p.partition >= 0 && p.partition < rec.partitions => {
-                    if p.current_leader_epoch > 0 {
-                        e.error_code = kerr::UNKNOWN_LEADER_EPOCH;
-                    } else {
-                        let req = PartitionRequest {
-                            topic_id: rec.id,
-                            partition: p.partition,
-                            op: PartitionOp::EpochEndOffset {
-                                epoch: p.leader_epoch,
-                            },
-                        };
-                        let shard = shard.clone();
-                        slots.push((ti, pi));
-                        futs.push(async move { shard.partition_call(req, None).await.0 });
-                    }
+                    let req = PartitionRequest {
+                        topic_id: rec.id,
+                        partition: p.partition,
+                        current_leader_epoch: p.current_leader_epoch,
+                        op: PartitionOp::EpochEndOffset {
+                            epoch: p.leader_epoch,
+                        },
+                    };
+                    let shard = shard.clone();
+                    slots.push((ti, pi));
+                    futs.push(async move { shard.partition_call(req, None).await.0 });
                 }
                 _ => e.error_code = kerr::UNKNOWN_TOPIC_OR_PARTITION,
             }
@@ -63,8 +62,11 @@ pub async fn handle(
     for ((ti, pi), reply) in slots.into_iter().zip(join_all(futs).await) {
         let e = &mut out[ti].partitions[pi];
         e.error_code = reply.error_code;
-        e.leader_epoch = reply.leader_epoch;
-        e.end_offset = reply.size;
+        // An error answer carries no epoch or offset (UNDEFINED, as Kafka's).
+        if reply.error_code == kerr::NONE {
+            e.leader_epoch = reply.leader_epoch;
+            e.end_offset = reply.size;
+        }
     }
     OffsetForLeaderEpochResponse::default().with_topics(out)
 }

@@ -93,6 +93,7 @@ pub async fn handle(
                             let req = PartitionRequest {
                                 topic_id: t.id,
                                 partition: pd.index,
+                                current_leader_epoch: -1,
                                 op: PartitionOp::Produce {
                                     acks,
                                     timeout_ms: r.timeout_ms,

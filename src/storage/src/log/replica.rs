@@ -97,11 +97,34 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// OffsetForLeaderEpoch: (the largest known epoch ≤ `epoch`, the offset where it ended),
-    /// with Kafka's semantics ([`LeaderEpochCache::end_offset_for`]); the newest epoch ends
-    /// at the log end offset.
+    /// with Kafka's semantics ([`LeaderEpochCache::end_offset_for_current`]); the current
+    /// epoch ends at the log end offset, even before anything was written in it.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let inner = self.inner.borrow();
-        inner.epochs.end_offset_for(epoch, inner.log_end_offset())
+        inner
+            .epochs
+            .end_offset_for_current(epoch, inner.leader_epoch, inner.log_end_offset())
+    }
+
+    /// Begins leader epoch `epoch` at the log end (this replica became leader in that Raft
+    /// term): later leader appends are stamped with it, and the first of them starts its
+    /// entry in the epoch history (an epoch nobody wrote in leaves no entry, so every entry
+    /// starts below the log end; OffsetForLeaderEpoch still answers the current epoch with
+    /// the log end). Epochs only grow: an epoch not above the current one is refused with
+    /// [`StorageError::ReplicaMismatch`] and nothing changes.
+    pub fn begin_epoch(&self, epoch: i32) -> Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        if epoch <= inner.leader_epoch {
+            return Err(StorageError::ReplicaMismatch {
+                partition: self.name.clone(),
+                reason: format!(
+                    "leader epoch {epoch} is not above the current epoch {}",
+                    inner.leader_epoch
+                ),
+            });
+        }
+        inner.leader_epoch = epoch;
+        Ok(())
     }
 
     /// Records that everything below `offset` is committed (the Raft commit index): no
@@ -183,6 +206,9 @@ impl<S: Storage> PartitionLog<S> {
         if inner.epochs.assign(header.leader_epoch, base_offset) {
             inner.epochs_dirty = true;
         }
+        // The log holds a newer epoch than this replica knew: that is now its current one
+        // (a leader's appends are never stamped below an epoch already in the log).
+        inner.leader_epoch = inner.leader_epoch.max(header.leader_epoch);
         if header.producer_id >= 0 && !header.is_control() {
             inner.producers.record(
                 header.producer_id,
