@@ -480,6 +480,13 @@ impl GroupManager {
             if m.from != env.from || m.to != env.to {
                 continue;
             }
+            // A snapshot here only ever means "the log restarts at this Kafka offset": one
+            // without exactly that payload is malformed, dropped before Raft accepts it.
+            if m.get_msg_type() == MessageType::MsgSnapshot
+                && crate::log::snapshot_offset(m.get_snapshot()).is_none()
+            {
+                continue;
+            }
             let Some(r) = self.groups.get_mut(&group) else {
                 continue;
             };
@@ -847,7 +854,7 @@ impl GroupManager {
             let snapshot = (!rd.snapshot().is_empty()).then(|| {
                 let meta = rd.snapshot().get_metadata();
                 let offset = snapshot_offset(rd.snapshot())
-                    .expect("a log-start snapshot carries its offset (the rpc layer checks)");
+                    .expect("a log-start snapshot carries its offset (`step` drops others)");
                 (meta.index, meta.term, offset)
             });
             let must_sync = rd.must_sync() || snapshot.is_some();
@@ -1032,6 +1039,35 @@ mod tests {
             Heartbeat::compact(7, &msg(MessageType::MsgAppend, 1, 2, 5, 9)),
             None
         );
+    }
+
+    /// A snapshot message from a peer whose payload is not a log-start offset (a hostile or
+    /// broken peer) is dropped; one with the offset is taken. Either way nothing panics.
+    #[test]
+    fn a_snapshot_without_a_log_start_offset_is_dropped() {
+        let mut m = GroupManager::new(Config {
+            node_id: 2,
+            seed: 1,
+            ..Default::default()
+        });
+        m.create_group(1, &[1, 2, 3]).unwrap();
+        let before = m.status(1).unwrap().term;
+        assert!(before < 7);
+        for data in [&b""[..], b"1234567", b"123456789", &[0xff; 64]] {
+            let mut snap = msg(MessageType::MsgSnapshot, 1, 2, 7, 0);
+            let meta = snap.mut_snapshot().mut_metadata();
+            meta.index = 50;
+            meta.term = 7;
+            meta.mut_conf_state().voters = vec![1, 2, 3];
+            snap.mut_snapshot().data = Bytes::copy_from_slice(data);
+            m.step(Envelope {
+                from: 1,
+                to: 2,
+                heartbeats: Vec::new(),
+                messages: vec![(1, snap)],
+            });
+            assert_eq!(m.status(1).unwrap().term, before, "dropped, term unchanged");
+        }
     }
 
     /// Three managers with hand-delivered envelopes and hand-reported syncs.

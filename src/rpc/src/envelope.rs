@@ -22,6 +22,17 @@ const ENVELOPE_FIXED: usize = 8 + 8 + 4 + 4;
 const HEARTBEAT_LEN: usize = 8 + 1 + 8 + 8;
 /// Bytes in front of each protobuf message: group and length.
 const MESSAGE_PREFIX: usize = 8 + 4;
+/// Raft messages one envelope may carry: the manager sends one per group with news for the
+/// peer, so this is far above any shard's groups with traffic in one call, and it bounds
+/// what a decoded envelope holds (a `Message` in memory is ~200 bytes, and an empty one is
+/// zero bytes on the wire).
+pub const MESSAGES_PER_ENVELOPE_MAX: usize = 65_536;
+/// Raft entries all messages of one envelope may carry together, counted on the wire before
+/// parsing: an empty entry is 2 bytes on the wire and ~100 in memory, so without this a
+/// 65 MiB frame could decode into gigabytes.
+pub const ENTRIES_PER_ENVELOPE_MAX: usize = 65_536;
+/// eraftpb.Message's `entries` field number.
+const MESSAGE_ENTRIES_FIELD: u64 = 7;
 /// The one heartbeat flag defined.
 const FLAG_RESPONSE: u8 = 1;
 /// The leader's notice that the group goes quiet (`Heartbeat::quiesce`).
@@ -163,6 +174,10 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
     if n_msg > b.len() / MESSAGE_PREFIX {
         return Err(EnvelopeError("more messages than bytes"));
     }
+    if n_msg > MESSAGES_PER_ENVELOPE_MAX {
+        return Err(EnvelopeError("more messages than an envelope may carry"));
+    }
+    let mut entries = 0usize;
     let mut messages = Vec::with_capacity(n_msg);
     for _ in 0..n_msg {
         if b.len() < MESSAGE_PREFIX {
@@ -174,6 +189,11 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
             return Err(EnvelopeError("message longer than the body"));
         }
         let start = body.len() - b.len();
+        entries += count_entries(&body[start..start + len])
+            .ok_or(EnvelopeError("message is not a raft protobuf Message"))?;
+        if entries > ENTRIES_PER_ENVELOPE_MAX {
+            return Err(EnvelopeError("more entries than an envelope may carry"));
+        }
         let m = Message::parse_from_carllerche_bytes(&body.slice(start..start + len))
             .map_err(|_| EnvelopeError("message is not a raft protobuf Message"))?;
         b.advance(len);
@@ -188,6 +208,42 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
         heartbeats,
         messages,
     })
+}
+
+/// How many `entries` fields a protobuf-encoded `eraftpb.Message` holds, read from its wire
+/// format without decoding it; `None` if the bytes are not well-formed protobuf.
+fn count_entries(mut b: &[u8]) -> Option<usize> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut n = 0;
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut b)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut b)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        if key >> 3 == MESSAGE_ENTRIES_FIELD && key & 7 == 2 {
+            n += 1;
+        }
+        b = b.get(skip..)?;
+    }
+    Some(n)
 }
 
 #[cfg(test)]
@@ -354,6 +410,62 @@ mod tests {
         let mut bad_flags = body.to_vec();
         bad_flags[28] = 4;
         assert!(decode_envelope(&Bytes::from(bad_flags)).is_err());
+    }
+
+    /// Many empty messages, or one message of many empty entries, cost a few bytes each on
+    /// the wire and far more decoded: both are refused past their caps, before parsing.
+    #[test]
+    fn amplifying_bodies_are_refused_before_they_are_parsed() {
+        let head = |n_msg: u32| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&1u64.to_be_bytes());
+            b.extend_from_slice(&2u64.to_be_bytes());
+            b.extend_from_slice(&0u32.to_be_bytes());
+            b.extend_from_slice(&n_msg.to_be_bytes());
+            b
+        };
+        let n = MESSAGES_PER_ENVELOPE_MAX as u32 + 1;
+        let mut many = head(n);
+        for _ in 0..n {
+            many.extend_from_slice(&1u64.to_be_bytes());
+            many.extend_from_slice(&0u32.to_be_bytes());
+        }
+        assert!(decode_envelope(&Bytes::from(many)).is_err());
+        // One message: ENTRIES_PER_ENVELOPE_MAX + 1 empty entries (key 0x3a, length 0).
+        let entries: Vec<u8> = [0x3a, 0x00].repeat(ENTRIES_PER_ENVELOPE_MAX + 1);
+        let mut one = head(1);
+        one.extend_from_slice(&1u64.to_be_bytes());
+        one.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        one.extend_from_slice(&entries);
+        assert!(decode_envelope(&Bytes::from(one)).is_err());
+        // Just under the cap it is a valid (if odd) append.
+        let entries: Vec<u8> = [0x3a, 0x00].repeat(ENTRIES_PER_ENVELOPE_MAX);
+        let mut ok = head(1);
+        ok.extend_from_slice(&1u64.to_be_bytes());
+        ok.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        ok.extend_from_slice(&entries);
+        let env = decode_envelope(&Bytes::from(ok)).expect("at the cap");
+        assert_eq!(env.messages[0].1.entries.len(), ENTRIES_PER_ENVELOPE_MAX);
+    }
+
+    /// The wire-format entry count agrees with what protobuf decodes.
+    #[test]
+    fn entries_are_counted_as_protobuf_decodes_them() {
+        for n in [0, 1, 7] {
+            let m = append(1, 2, n, 10);
+            let bytes = m.write_to_bytes().unwrap();
+            assert_eq!(count_entries(&bytes), Some(n));
+        }
+        assert_eq!(
+            count_entries(&[0x3a, 0x05, 0x00]),
+            None,
+            "length past the end"
+        );
+        assert_eq!(
+            count_entries(&[0x0b]),
+            None,
+            "group wire types are not raft's"
+        );
     }
 
     /// Hostile input: random bytes, and valid bodies with random bytes flipped, inserted or
