@@ -168,13 +168,18 @@ impl Replica {
     }
 
     /// A ready leader with every voter caught up to its whole log.
-    fn settled_leader(&self) -> bool {
+    fn settled_leader(&self, dead: &BTreeSet<NodeId>) -> bool {
         let r = &self.node.raft;
         let last = r.raft_log.last_index();
         r.state == StateRole::Leader
             && r.commit_to_current_term()
             && self.caught_up()
-            && r.prs().iter().all(|(_, pr)| pr.matched == last)
+            // A leader with a replica on a node reported dead stays awake: check-quorum
+            // then finds out whether it still leads a quorum.
+            && r
+                .prs()
+                .iter()
+                .all(|(id, pr)| pr.matched == last && !dead.contains(id))
     }
 
     /// May stay quiet as a follower of `leader`.
@@ -369,7 +374,7 @@ impl GroupManager {
         );
         let awake: Vec<GroupId> = self.awake.iter().copied().collect();
         let mut quiescing = Vec::new();
-        let (rng, cfg) = (&mut self.rng, &self.cfg);
+        let (rng, cfg, dead) = (&mut self.rng, &self.cfg, &self.dead);
         let mut tick_one = |g: GroupId, r: &mut Replica| {
             for _ in 0..ticks.min(TICKS_PER_CALL_MAX) {
                 // raft-rs draws each randomized election timeout from `thread_rng` when it
@@ -383,7 +388,7 @@ impl GroupManager {
                 }
                 r.node.tick();
             }
-            if cfg.quiesce_ticks > 0 && r.settled_leader() {
+            if cfg.quiesce_ticks > 0 && r.settled_leader(dead) {
                 r.settled_ticks += ticks;
                 if r.settled_ticks >= cfg.quiesce_ticks {
                     // One last round of heartbeats carries the notice to the followers.
@@ -436,10 +441,17 @@ impl GroupManager {
         if !self.dead.insert(node) {
             return;
         }
+        // Followers whose leader is there, and leaders with a replica there (a leader cut
+        // off from its quorum must tick for check-quorum to depose it).
         let orphans: Vec<GroupId> = self
             .groups
             .iter()
-            .filter(|(_, r)| r.quiesced && r.node.raft.leader_id == node)
+            .filter(|(_, r)| {
+                let raft = &r.node.raft;
+                r.quiesced
+                    && (raft.leader_id == node
+                        || (raft.state == StateRole::Leader && raft.prs().get(node).is_some()))
+            })
             .map(|(g, _)| *g)
             .collect();
         for g in orphans {
@@ -467,8 +479,11 @@ impl GroupManager {
             return Vec::new();
         }
         // Hearing from a node proves it is alive, whatever an older report said (a report
-        // and the node's restart may cross).
-        self.dead.remove(&env.from);
+        // and the node's restart may cross). But a quiesce notice in the first envelope
+        // after a "dead" report is not followed: it may have been sent just before the
+        // node died and delivered after its connection was seen to close; a live leader
+        // sends another once the group settles again.
+        let was_dead = self.dead.remove(&env.from);
         let mut touched = BTreeSet::new();
         let mut notices = Vec::new();
         let msgs = env
@@ -495,7 +510,7 @@ impl GroupManager {
             if r.quiesced && hb.is_none() {
                 self.wake(group);
             }
-            if hb.is_some_and(|hb| hb.quiesce) {
+            if hb.is_some_and(|hb| hb.quiesce) && !was_dead {
                 notices.push((group, m.term));
             }
             let r = self.groups.get_mut(&group).expect("group");
@@ -507,7 +522,7 @@ impl GroupManager {
         let fx = self.finish(Out::default(), touched.iter().copied());
         for g in touched {
             let r = &self.groups[&g];
-            if r.quiesced && !r.settled_leader() && !r.quiet_follower(&self.dead) {
+            if r.quiesced && !r.settled_leader(&self.dead) && !r.quiet_follower(&self.dead) {
                 self.wake(g);
             }
         }
@@ -1135,6 +1150,29 @@ mod tests {
             let fx = self.m[i].tick(self.now);
             self.take(i, fx);
         }
+        /// Runs everyone until the group has quiesced on all three replicas; returns the
+        /// leader's index.
+        fn quiesce_all(&mut self) -> usize {
+            let up = [1, 2, 3];
+            let mut rounds = 0;
+            while !(0..3).all(|i| self.status(i).quiesced) {
+                for i in 0..3 {
+                    self.tick(i);
+                    self.deliver(&up);
+                    self.sync(i);
+                    self.deliver(&up);
+                }
+                rounds += 1;
+                assert!(
+                    rounds < 2_000,
+                    "never quiesced: {:?}",
+                    (0..3).map(|i| self.status(i)).collect::<Vec<_>>()
+                );
+            }
+            (0..3)
+                .find(|&i| self.status(i).role == Role::Leader)
+                .expect("leader")
+        }
         fn status(&self, i: usize) -> GroupStatus {
             self.m[i].status(1).unwrap()
         }
@@ -1208,26 +1246,7 @@ mod tests {
     #[test]
     fn idle_group_quiesces_and_a_dead_leaders_followers_elect_on_the_liveness_report() {
         let mut t = Trio::new();
-        let up = [1, 2, 3];
-        // Run everyone until a leader's group has quiesced on all three replicas.
-        let mut rounds = 0;
-        while !(0..3).all(|i| t.status(i).quiesced) {
-            for i in 0..3 {
-                t.tick(i);
-                t.deliver(&up);
-                t.sync(i);
-                t.deliver(&up);
-            }
-            rounds += 1;
-            assert!(
-                rounds < 2_000,
-                "never quiesced: {:?}",
-                (0..3).map(|i| t.status(i)).collect::<Vec<_>>()
-            );
-        }
-        let leader = (0..3)
-            .find(|&i| t.status(i).role == Role::Leader)
-            .expect("leader");
+        let leader = t.quiesce_all();
         let term = t.status(leader).term;
         // Quiet: ticks send nothing at all.
         t.net.clear();
@@ -1265,6 +1284,54 @@ mod tests {
             .find(|&&i| t.status(i).role == Role::Leader)
             .unwrap();
         assert!(t.status(*new).term > term);
+    }
+
+    /// The leader's quiesce notice, sent just before its node died, arrives after the
+    /// follower was told the node is dead: the follower stays awake (else, every follower
+    /// racing the same way, the group would wait for ever for a dead leader). And a quiesced
+    /// leader told that a follower's node is dead wakes, so check-quorum can depose it if it
+    /// has lost its quorum.
+    #[test]
+    fn a_late_quiesce_notice_from_a_dead_leader_is_not_followed() {
+        let mut t = Trio::new();
+        let leader = t.quiesce_all();
+        let st = t.status(leader);
+        let f = (0..3).find(|&i| i != leader).unwrap();
+        t.m[f].set_node_alive(leader as u64 + 1, false);
+        assert!(!t.status(f).quiesced, "woken by the report");
+        let late = Envelope {
+            from: leader as u64 + 1,
+            to: f as u64 + 1,
+            heartbeats: vec![Heartbeat {
+                group: 1,
+                response: false,
+                term: st.term,
+                commit: st.commit_index,
+                quiesce: true,
+            }],
+            messages: Vec::new(),
+        };
+        let fx = t.m[f].step(late);
+        t.take(f, fx);
+        assert!(
+            !t.status(f).quiesced,
+            "a notice after a dead report is not followed"
+        );
+
+        let other = (0..3).find(|&i| i != leader && i != f).unwrap();
+        assert!(t.status(leader).quiesced);
+        t.m[leader].set_node_alive(other as u64 + 1, false);
+        assert!(
+            !t.status(leader).quiesced,
+            "the leader wakes to check its quorum"
+        );
+        for _ in 0..200 {
+            t.tick(leader);
+        }
+        assert!(
+            !t.status(leader).quiesced,
+            "it does not settle again while a replica's node is reported dead"
+        );
     }
 
     #[test]
