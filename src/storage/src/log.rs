@@ -1807,40 +1807,15 @@ impl<S: Storage> Drop for FlusherRunning<'_, S> {
     }
 }
 
+/// A sealed file's header fields and body; `None` if it is missing, too large or damaged.
 async fn read_sealed<S: Storage>(
     storage: &S,
     path: &Path,
     kind: Kind,
 ) -> Result<Option<([i64; 4], Vec<u8>)>> {
-    let names = match path.parent() {
-        Some(dir) => storage
-            .list_dir(dir)
-            .await
-            .map_err(|e| StorageError::io("list", dir, e))?,
-        None => return Ok(None),
-    };
-    if !names
-        .iter()
-        .any(|n| Some(n.as_os_str()) == path.file_name())
-    {
-        return Ok(None);
-    }
-    let file = storage
-        .open_rw(path)
-        .await
-        .map_err(|e| StorageError::io("open", path, e))?;
-    let size = file
-        .size()
-        .await
-        .map_err(|e| StorageError::io("stat", path, e))?;
-    if size > format::SEALED_BODY_BYTES_MAX as u64 {
-        return Ok(None);
-    }
-    let bytes = file
-        .read_at(0, size as usize)
-        .await
-        .map_err(|e| StorageError::io("read", path, e))?;
-    Ok(format::unseal(kind, &bytes).map(|(meta, body)| (meta, body.to_vec())))
+    let bytes =
+        crate::durable_file::read_file(storage, path, format::SEALED_BODY_BYTES_MAX as u64).await?;
+    Ok(bytes.and_then(|b| format::unseal(kind, &b).map(|(meta, body)| (meta, body.to_vec()))))
 }
 
 /// Loads a closed segment's indexes when they are intact and match the segment file.
