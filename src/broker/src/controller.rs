@@ -450,6 +450,7 @@ fn check_new_topic(known: &NameIndex, req: &NewTopic, num_partitions: i32) -> To
         partitions,
         configs: req.configs.clone(),
         internal: req.name == crate::groups::OFFSETS_TOPIC || req.name == "__transaction_state",
+        replicas: Vec::new(),
     })
 }
 
@@ -498,6 +499,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             internal: false,
+            replicas: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@
 //! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
 //!   budget, connections stop reading (back-pressure), they never fail.
 
+pub mod cluster_view;
 pub mod config;
 pub mod conn;
 pub mod connections;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub connections_per_ip: Arc<connections::PerIp>,
     /// Current leader epoch of each open partition, for Metadata.
     pub leader_epochs: leader_epochs::LeaderEpochs,
+    /// The brokers, the controller and partition leaders beyond this node's own partitions.
+    pub cluster_view: cluster_view::ClusterView,
     /// The controller's latest persisted cluster state: a shard that finds a gap in the
     /// deltas it receives (one never arrived or did not decode) adopts it whole. Shards share
     /// this process, so it is read here rather than sent (it may be larger than a frame).
@@ -141,6 +144,12 @@ pub fn run(
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),
         leader_epochs: Default::default(),
+        cluster_view: cluster_view::ClusterView::single(cluster_view::BrokerEndpoint {
+            node: config.node_id,
+            host: config.advertised_host.clone(),
+            port: i32::from(config.listen.port()),
+            rack: None,
+        }),
         cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),

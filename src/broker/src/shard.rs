@@ -203,8 +203,11 @@ impl BrokerShard {
         )
         .expect("shard count validated at start");
         let mut wanted: Vec<(PartitionKey, TopicRecord)> = Vec::new();
+        let this_node = self.config.node_id;
         for t in new.topics() {
-            for p in 0..t.partitions {
+            // Only the partitions with a replica on this node (all of them in a cluster of
+            // one): the others are served by the nodes that host them.
+            for p in (0..t.partitions).filter(|p| t.hosted_on(*p, this_node)) {
                 let key = PartitionKey {
                     topic_id: t.id,
                     partition: p,
@@ -222,14 +225,17 @@ impl BrokerShard {
         *self.table.borrow_mut() = table;
         *self.topics.borrow_mut() = new.clone();
 
-        // Partitions to drop: their topic is gone (delete data) or moved (not possible yet).
+        // Partitions to drop, data and all: their topic is gone, or this node no longer holds
+        // a replica of them (a reassignment moved it), as a Kafka broker deletes a replica
+        // it is no longer assigned.
         let gone: Vec<(PartitionKey, Rc<Partition>)> = self
             .partitions
             .borrow()
             .iter()
             .filter(|(k, _)| {
-                new.get_by_id(&k.topic_id)
-                    .is_none_or(|t| k.partition >= t.partitions)
+                new.get_by_id(&k.topic_id).is_none_or(|t| {
+                    k.partition >= t.partitions || !t.hosted_on(k.partition, this_node)
+                })
             })
             .map(|(k, p)| (*k, p.clone()))
             .collect();
@@ -420,10 +426,18 @@ impl BrokerShard {
         payload: Option<Bytes>,
     ) -> (PartitionReply, Option<Bytes>) {
         let Some(owner) = self.owner(&req.topic_id, req.partition) else {
-            return (
-                PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
-                None,
-            );
+            // A partition of a known topic that this node does not host: another node leads
+            // it (Kafka's answer to a client with stale metadata; the handler adds where).
+            let exists = self
+                .topics()
+                .get_by_id(&req.topic_id)
+                .is_some_and(|t| req.partition >= 0 && req.partition < t.partitions);
+            let code = if exists {
+                kerr::NOT_LEADER_OR_FOLLOWER
+            } else {
+                kerr::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            return (PartitionReply::error(code), None);
         };
         if owner == self.shard_id() {
             return self.exec(req, payload).await;

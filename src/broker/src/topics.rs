@@ -52,6 +52,33 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
     /// Internal topics (`__consumer_offsets`) are flagged in Metadata.
     pub internal: bool,
+    /// Each partition's replicas (node ids, the preferred leader first), from the cluster
+    /// metadata. Empty: every partition is on this node alone (a cluster of one, and every
+    /// state written before replication existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<i32>>,
+}
+
+impl TopicRecord {
+    /// The replicas of `partition` (this node alone when the record assigns none).
+    pub fn replicas_of(&self, partition: i32, this_node: i32) -> Vec<i32> {
+        match self.replicas.get(partition as usize) {
+            Some(r) if partition >= 0 => r.clone(),
+            _ => vec![this_node],
+        }
+    }
+
+    /// Whether node `node` holds a replica of `partition`.
+    pub fn hosted_on(&self, partition: i32, node: i32) -> bool {
+        if self.replicas.is_empty() {
+            return true;
+        }
+        partition >= 0
+            && self
+                .replicas
+                .get(partition as usize)
+                .is_some_and(|r| r.contains(&node))
+    }
 }
 
 /// Everything the controller persists.
@@ -477,6 +504,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             internal: name == "__consumer_offsets",
+            replicas: Vec::new(),
         };
         let after =
             |t: &TopicTable, name: &str| t.get_with_rules(name).unwrap().1.timestamp_after_max_ms;
@@ -509,6 +537,31 @@ mod tests {
     }
 
     #[test]
+    fn replicas_default_to_this_node_alone() {
+        let mut t = TopicRecord {
+            name: "t".into(),
+            id: new_topic_id(),
+            partitions: 2,
+            configs: BTreeMap::new(),
+            internal: false,
+            replicas: Vec::new(),
+        };
+        assert!(t.hosted_on(0, 7) && t.hosted_on(1, 7));
+        assert_eq!(t.replicas_of(1, 7), vec![7]);
+        // A state file written before replicas existed reads as before, and one without
+        // replicas is written as before.
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(!json.contains("replicas"), "{json}");
+        assert_eq!(serde_json::from_str::<TopicRecord>(&json).unwrap(), t);
+        t.replicas = vec![vec![1, 2], vec![2, 3]];
+        assert!(t.hosted_on(0, 1) && !t.hosted_on(1, 1) && !t.hosted_on(-1, 2));
+        assert!(!t.hosted_on(2, 2), "no such partition");
+        assert_eq!(t.replicas_of(1, 1), vec![2, 3]);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<TopicRecord>(&json).unwrap(), t);
+    }
+
+    #[test]
     fn a_delta_turns_the_old_state_into_the_new() {
         let topic = |name: &str, partitions| TopicRecord {
             name: name.into(),
@@ -516,6 +569,7 @@ mod tests {
             partitions,
             configs: BTreeMap::new(),
             internal: false,
+            replicas: Vec::new(),
         };
         let mut old = ClusterState {
             version: 7,
@@ -567,6 +621,7 @@ mod tests {
             partitions: 3,
             configs: BTreeMap::new(),
             internal: false,
+            replicas: Vec::new(),
         })
         .unwrap();
         assert!(t
@@ -575,7 +630,8 @@ mod tests {
                 id: new_topic_id(),
                 partitions: 1,
                 configs: BTreeMap::new(),
-                internal: false
+                internal: false,
+                replicas: Vec::new(),
             })
             .is_err());
         store_state(dir.path(), &t.state).unwrap();
