@@ -168,9 +168,9 @@ pub mod effect;
 pub mod log;
 pub mod manager;
 pub mod rng;
-pub mod wal;
 #[cfg(test)]
 mod sim;
+pub mod wal;
 
 pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
