@@ -22,6 +22,8 @@
 //!   metadata's own cluster id is written by the first active controller when the log has
 //!   none: the legacy single-node state's (with [`sluice_meta::bootstrap_records`] of it,
 //!   when `ClusterConfig::legacy` is given) or a random one in Kafka's 22-character form.
+//!   Only the node that becomes the first active controller uses its legacy state (an
+//!   upgrade in place is a cluster of one); once the log has a cluster id it is ignored.
 //!
 //! # Invariants
 //!

@@ -103,7 +103,10 @@ pub enum Update {
     },
     /// The subscriber fell more than [`SUBSCRIBER_QUEUE_MAX`] batches behind: batches were
     /// dropped; this is the whole image as of `index`, and batches after it follow.
-    Image { index: u64, image: MetadataImage },
+    Image {
+        index: u64,
+        image: Box<MetadataImage>,
+    },
 }
 
 struct SubQueue {
@@ -132,7 +135,7 @@ impl Subscription {
                 let st = inner.st.borrow();
                 return Some(Update::Image {
                     index: st.applied,
-                    image: st.controller.image().clone(),
+                    image: Box::new(st.controller.image().clone()),
                 });
             }
             if let Some(u) = self.q.queue.borrow_mut().pop_front() {
@@ -893,9 +896,10 @@ impl Inner {
     /// until `deadline` (`None` if it did not come).
     async fn run_local(&self, cmd: Command, deadline: Instant) -> Option<Answer> {
         let slot = Rc::new(Slot::default());
+        let token;
         {
             let mut st = self.st.borrow_mut();
-            let token = ReplyToken(st.next_reply);
+            token = ReplyToken(st.next_reply);
             st.next_reply += 1;
             st.replies.insert(token, slot.clone());
             let now = self.now_ms() as i64;
@@ -926,11 +930,16 @@ impl Inner {
             };
             self.ctrl_fx(&mut st, fx);
         }
-        or(async { Some(slot.take().await) }, async {
+        let answer = or(async { Some(slot.take().await) }, async {
             sleep_until(deadline).await;
             None
         })
-        .await
+        .await;
+        if answer.is_none() {
+            // A late answer is dropped rather than held for nobody.
+            self.st.borrow_mut().replies.remove(&token);
+        }
+        answer
     }
 
     /// Where to send a command this node cannot run: the believed leader, else the voters

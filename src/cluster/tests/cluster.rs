@@ -3,6 +3,7 @@
 //! broker-only node, a torn WAL tail, and the cluster of one. Waits are "until it happens"
 //! with a generous bound, never timing assertions.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_cluster::node::transport_cluster_id;
 use sluice_cluster::{ClusterConfig, ControllerNode, Update};
-use sluice_meta::{Answer, Endpoint, NewTopic, TopicImage};
+use sluice_meta::{Answer, Endpoint, LegacyState, LegacyTopic, NewTopic, TopicImage};
 use sluice_rpc::{Timeouts, Voter};
 
 /// Bound on every "until it happens" wait.
@@ -329,6 +330,42 @@ fn a_cluster_of_one_creates_topics_and_publishes_batches_in_order() {
     );
     wait_live(&n);
     assert_created(&create(&n, "c", 1, 1));
+    n.stop();
+}
+
+/// A data dir of a single-node sluice: the first active controller writes its state as the
+/// first records of the log (its cluster id, its topics on this node), then serves.
+#[test]
+fn the_first_controller_bootstraps_from_the_legacy_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(0, dir.path(), None, &[]);
+    cfg.legacy = Some(LegacyState {
+        cluster_id: "legacy-cluster-id-0123".into(),
+        node: 0,
+        topics: vec![LegacyTopic {
+            name: "old".into(),
+            id: [9; 16],
+            partitions: 2,
+            configs: BTreeMap::new(),
+        }],
+        broker_configs: BTreeMap::new(),
+        producer_id_next_block: 2000,
+    });
+    let n = Node::start(cfg.clone());
+    wait_live(&n);
+    let old = topic(&n, "old").expect("bootstrapped topic");
+    assert_eq!((old.id, old.partitions.len()), ([9; 16], 2));
+    assert_eq!(
+        n.get(|c| c.image().cluster_id().map(str::to_string)),
+        Some("legacy-cluster-id-0123".to_string())
+    );
+    assert_created(&create(&n, "new", 1, 1));
+    n.stop();
+    // Once the log has a cluster id the legacy state is not applied again.
+    let n = Node::start(cfg);
+    wait_live(&n);
+    assert_eq!(topic(&n, "old").as_ref(), Some(&old));
+    assert!(topic(&n, "new").is_some());
     n.stop();
 }
 
