@@ -17,20 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::BrokerError;
 use crate::produce_rules::TopicRules;
 
-/// Kafka's limit on topic name length.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-/// Partitions one topic may have (guards allocations and the shard table).
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-/// Topics one broker may hold.
-pub const TOPICS_MAX: usize = 100_000;
-/// Partitions one node may hold, all topics together: every shard builds a shard table of
-/// them on each change and at start, whose capacity must never be exceeded by a stored state.
-pub const PARTITIONS_PER_NODE_MAX: u64 = 100_000;
+// The limits are the cluster metadata's (`sluice_meta::limits`), so a state one side accepts
+// the other does too.
+pub use sluice_meta::limits::{
+    PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX, RECORDS_PER_REQUEST_MAX, TOPICS_MAX,
+    TOPIC_NAME_BYTES_MAX,
+};
 const _: () =
     assert!(PARTITIONS_PER_NODE_MAX <= sluice_shard::table::PARTITIONS_MAX_DEFAULT as u64);
-/// Records (topics, partitions, configs) one request may create: Kafka's controller refuses
-/// user operations over 10,000 records.
-pub const RECORDS_PER_REQUEST_MAX: u64 = 10_000;
 
 /// A topic as the broker knows it. Serialized into the cluster state file and into the
 /// cross-shard table update.
@@ -311,27 +305,8 @@ impl TopicTable {
     }
 }
 
-/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!(
-            "Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!("Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"));
-    }
-    Ok(())
-}
+/// Kafka's topic name rule (one rule for the broker and the cluster metadata).
+pub use sluice_meta::limits::validate_topic_name;
 
 /// Where the cluster state lives under the data directory.
 pub fn state_path(data_dir: &Path) -> PathBuf {
