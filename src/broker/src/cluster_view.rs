@@ -111,8 +111,8 @@ impl ClusterView {
 
     /// Who leads a partition with these replicas, as far as this node knows: the latest
     /// report; with none, a partition with a single replica is led by it (no election: a
-    /// cluster of one, or replication factor 1), at `local_epoch` if that replica is this
-    /// node's (its log's epoch), at an unknown epoch otherwise.
+    /// cluster of one, or replication factor 1) if it is a live broker, at `local_epoch` if
+    /// that replica is this node's (its log's epoch), at an unknown epoch otherwise.
     pub fn leader_hint(
         &self,
         topic: &[u8; 16],
@@ -131,7 +131,9 @@ impl ClusterView {
                 leader: *only,
                 epoch: local_epoch.unwrap_or(-1),
             },
-            [only] => LeaderHint {
+            // Another node's, while it is a live broker (a fenced or unregistered one leads
+            // nothing: Kafka reports no leader, LEADER_NOT_AVAILABLE).
+            [only] if self.lock().brokers.iter().any(|b| b.node == *only) => LeaderHint {
                 leader: *only,
                 epoch: -1,
             },
@@ -175,6 +177,11 @@ mod tests {
         );
         assert_eq!(v.broker(3), Some(ep(3)));
         assert_eq!(v.leader_hint(&[1; 16], 0, &[2], None).leader, 2);
+        assert_eq!(
+            v.leader_hint(&[1; 16], 0, &[4], None).leader,
+            -1,
+            "node 4 is no live broker"
+        );
         assert_eq!(v.leader_hint(&[1; 16], 0, &[1, 2, 3], None).leader, -1);
         assert!(v.observe(LeaderUpdate {
             topic: [1; 16],
