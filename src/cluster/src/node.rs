@@ -75,6 +75,8 @@ pub struct ClusterConfig {
     pub controller: ControllerConfig,
     /// Transport timing (tests shorten the reconnect backoff).
     pub rpc_timeouts: sluice_rpc::Timeouts,
+    /// [`SUBSCRIBER_QUEUE_MAX`] (tests make subscribers fall behind with a small one).
+    pub subscriber_queue_max: usize,
 }
 
 impl ClusterConfig {
@@ -88,6 +90,7 @@ impl ClusterConfig {
             legacy: None,
             controller: ControllerConfig::default(),
             rpc_timeouts: sluice_rpc::Timeouts::default(),
+            subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
         }
     }
 }
@@ -192,6 +195,7 @@ struct Inner {
     kafka: Endpoint,
     rpc: Endpoint,
     legacy: Option<LegacyState>,
+    subscriber_queue_max: usize,
     st: RefCell<State>,
     transport: RefCell<Option<Rc<Transport>>>,
     /// Wakes the WAL writer.
@@ -329,6 +333,7 @@ impl ControllerNode {
             kafka: cfg.kafka.clone(),
             rpc,
             legacy: cfg.legacy.clone(),
+            subscriber_queue_max: cfg.subscriber_queue_max.max(1),
             st: RefCell::new(State {
                 manager,
                 controller: Controller::new(ctrl_cfg, MetadataImage::new()),
@@ -815,7 +820,7 @@ impl Inner {
         for s in st.subscribers.iter().filter_map(Weak::upgrade) {
             if !s.lagged.get() {
                 let mut q = s.queue.borrow_mut();
-                if q.len() >= SUBSCRIBER_QUEUE_MAX {
+                if q.len() >= self.subscriber_queue_max {
                     q.clear();
                     s.lagged.set(true);
                 } else {

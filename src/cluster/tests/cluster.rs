@@ -369,6 +369,56 @@ fn the_first_controller_bootstraps_from_the_legacy_state() {
     n.stop();
 }
 
+/// A subscriber that does not keep up loses its queue (memory stays bounded) and is given
+/// the whole image instead, then the batches after it.
+#[test]
+fn a_subscriber_that_falls_behind_gets_the_whole_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1, dir.path(), None, &[]);
+    cfg.subscriber_queue_max = 2;
+    let n = Node::start(cfg);
+    wait_live(&n);
+    let (sub_tx, sub_rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    n.call(move |c| {
+        let sub = c.subscribe();
+        glommio::spawn_local(async move {
+            // Read nothing until told to.
+            while sub_rx.try_recv().is_err() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            while let Some(u) = sub.next().await {
+                let item = match u {
+                    Update::Batch { index, .. } => (index, None),
+                    Update::Image { index, image } => (index, Some(image.topic_count())),
+                };
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        Box::pin(async {})
+    });
+    for name in ["s1", "s2", "s3", "s4"] {
+        assert_created(&create(&n, name, 1, 1));
+    }
+    sub_tx.send(()).unwrap();
+    let first = rx.recv_timeout(PATIENCE).expect("an update");
+    assert_eq!(
+        first.1,
+        Some(4),
+        "the whole image, all four topics: {first:?}"
+    );
+    assert_eq!(first.0, n.get(|c| c.applied_index()));
+    assert_created(&create(&n, "s5", 1, 1));
+    let next = rx
+        .recv_timeout(PATIENCE)
+        .expect("the batch after the image");
+    assert!(next.0 > first.0 && next.1.is_none(), "{next:?}");
+    n.stop();
+}
+
 fn wal_path(dir: &Path, id: i32) -> PathBuf {
     dir.join(format!("node{id}"))
         .join("cluster")
