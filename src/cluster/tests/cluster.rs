@@ -13,10 +13,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_cluster::node::transport_cluster_id;
+use sluice_cluster::wire::{decode_answer, method, status, Command, FetchRequest, FetchResponse};
 use sluice_cluster::{ClusterConfig, ControllerNode, Update};
+use sluice_meta::{decode_batch, MetadataImage};
 use sluice_meta::{Answer, Endpoint, LegacyState, LegacyTopic, NewTopic, TopicImage};
+use sluice_rpc::{Response, Transport, TransportConfig};
 use sluice_rpc::{Timeouts, Voter};
 
 /// Bound on every "until it happens" wait.
@@ -416,6 +420,94 @@ fn a_subscriber_that_falls_behind_gets_the_whole_image() {
         .recv_timeout(PATIENCE)
         .expect("the batch after the image");
     assert!(next.0 > first.0 && next.1.is_none(), "{next:?}");
+    n.stop();
+}
+
+struct NoHandler;
+
+impl sluice_rpc::Handler for NoHandler {
+    fn raft(&self, _: sluice_raft::Envelope) {}
+    fn request(&self, _: u64, _: sluice_rpc::Request) -> sluice_rpc::LocalBoxFuture<Response> {
+        Box::pin(async {
+            Response {
+                status: sluice_rpc::status::UNKNOWN_METHOD,
+                body: Bytes::new(),
+            }
+        })
+    }
+}
+
+/// The controller's rpc methods as another node (or a hostile peer in the cluster) sees
+/// them: malformed bodies are refused with a status, never a panic; a well-formed command
+/// is run by the active controller; a pull returns the committed batches, which replay to
+/// the node's image.
+#[test]
+fn rpc_methods_refuse_malformed_bodies_and_serve_commands_and_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let voters = [Voter { id: 1, addr }];
+    let n = Node::start(config(1, dir.path(), Some(addr), &voters));
+    wait_live(&n);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let mut cfg = TransportConfig::new(99, None);
+            cfg.cluster_id = transport_cluster_id(&voters);
+            let t = Transport::start(cfg, Rc::new(NoHandler)).await.unwrap();
+            t.add_peer(1, addr).unwrap();
+            let d = Duration::from_secs(20);
+            let mut statuses = Vec::new();
+            for m in 1..=8u16 {
+                for body in [&b""[..], &[9], &[1, 0xff, 0xff, 0xff, 0xff], &[1; 40]] {
+                    let r = t
+                        .request(1, m, Bytes::copy_from_slice(body), d)
+                        .await
+                        .unwrap();
+                    statuses.push(r.status);
+                }
+            }
+            let unknown = t.request(1, 77, Bytes::new(), d).await.unwrap().status;
+            let cmd = Command::CreateTopics {
+                topics: vec![NewTopic::new("remote", 2, 1)],
+                validate_only: false,
+            };
+            let r = t.request(1, cmd.method(), cmd.encode(), d).await.unwrap();
+            let answer = decode_answer(&r.body).unwrap();
+            let pull = FetchRequest {
+                after: 0,
+                max_bytes: 1 << 20,
+                wait_ms: 100,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, pull.encode(), d)
+                .await
+                .unwrap();
+            let fetched = FetchResponse::decode(&r.body).unwrap();
+            t.shutdown().await;
+            tx.send((statuses, unknown, answer, fetched)).unwrap();
+        });
+    });
+    let (statuses, unknown, answer, fetched) = rx.recv_timeout(PATIENCE).expect("client done");
+    assert!(
+        statuses.iter().all(|&s| s == status::MALFORMED),
+        "{statuses:?}"
+    );
+    assert_eq!(unknown, sluice_rpc::status::UNKNOWN_METHOD);
+    assert_created(&answer);
+    // The pull covers everything committed so far; replayed, it is the node's image.
+    let mut replayed = MetadataImage::new();
+    for (_, batch) in &fetched.entries {
+        replayed.apply_batch(&decode_batch(batch).unwrap()).unwrap();
+    }
+    let remote = replayed.topic_by_name("remote").cloned();
+    assert!(remote.is_some(), "the pull has the committed topic");
+    assert_eq!(remote, topic(&n, "remote"));
+    assert!(n.get(|c| c.failure()).is_none());
     n.stop();
 }
 
