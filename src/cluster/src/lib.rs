@@ -68,6 +68,12 @@
 //!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
 //! - Voter membership is fixed at first start (`--voters` must not change afterwards; a
 //!   start whose voters differ from the WAL's refuses to start).
+//! - A restarted node of a cluster registers with a new incarnation, which the controller
+//!   refuses (DUPLICATE_BROKER_REGISTRATION) until its previous session expires (9 s, as
+//!   Kafka after an unclean shutdown; Kafka's clean-shutdown shortcut, KIP-966's previous
+//!   broker epoch, is not done): until then it is not live and placement skips it. A
+//!   cluster of one keeps its incarnation across restarts while its endpoints stay the same
+//!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
 //! - AlterPartitionReassignments and the reassignment-complete report are not exposed yet.
 
 pub mod node;

@@ -56,6 +56,9 @@ pub const BOOTSTRAP_ENTRY_BYTES_MAX: usize = 512 << 10;
 /// Raft id of the only voter of a cluster of one (whatever its Kafka node id, which may
 /// be 0, an id Raft reserves).
 pub const SOLO_RAFT_ID: u64 = 1;
+/// Election timeout of a cluster of one, in Raft ticks (raft-rs needs it above the
+/// heartbeat's one tick).
+const SOLO_ELECTION_TICKS: usize = 3;
 
 /// How to start a [`ControllerNode`].
 #[derive(Debug, Clone)]
@@ -77,6 +80,9 @@ pub struct ClusterConfig {
     pub rpc_timeouts: sluice_rpc::Timeouts,
     /// [`SUBSCRIBER_QUEUE_MAX`] (tests make subscribers fall behind with a small one).
     pub subscriber_queue_max: usize,
+    /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
+    /// own); `None`: the current one.
+    pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
 }
 
 impl ClusterConfig {
@@ -91,6 +97,7 @@ impl ClusterConfig {
             controller: ControllerConfig::default(),
             rpc_timeouts: sluice_rpc::Timeouts::default(),
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
+            rpc_task_queue: None,
         }
     }
 }
@@ -279,7 +286,7 @@ impl ControllerNode {
         if ctrl_cfg.seed == 0 {
             ctrl_cfg.seed = rand::random();
         }
-        let raft_cfg = RaftConfig {
+        let mut raft_cfg = RaftConfig {
             node_id: raft_id,
             seed: rand::random(),
             // The controller log stays whole in memory (no metadata snapshots yet): nothing
@@ -287,6 +294,13 @@ impl ControllerNode {
             entry_cache_bytes_max: u64::MAX,
             ..Default::default()
         };
+        if solo {
+            // A lone voter has nobody to wait for or disagree with: elect it within a few
+            // ticks rather than after the cluster's election timeout (1.5-3 s per start).
+            raft_cfg.heartbeat_ticks = 1;
+            raft_cfg.election_ticks = SOLO_ELECTION_TICKS;
+            raft_cfg.quiesce_ticks = SOLO_ELECTION_TICKS as u64;
+        }
         let mut wal = None;
         let mut manager = None;
         let mut create_fx = Vec::new();
@@ -383,6 +397,7 @@ impl ControllerNode {
             let mut tcfg = TransportConfig::new(raft_id, cfg.rpc_listen);
             tcfg.cluster_id = transport_cluster_id(&cfg.voters);
             tcfg.timeouts = cfg.rpc_timeouts.clone();
+            tcfg.task_queue = cfg.rpc_task_queue;
             let t = Transport::start(tcfg, handler).await?;
             for v in &cfg.voters {
                 if v.id != raft_id {
@@ -1326,7 +1341,11 @@ async fn pull_task(inner: Rc<Inner>) {
 /// Registers this node with the active controller, then heartbeats every
 /// [`HEARTBEAT_INTERVAL`]; registers again when the controller no longer knows the epoch.
 async fn register_task(inner: Rc<Inner>) {
-    let incarnation: [u8; 16] = rand::random();
+    let incarnation = if inner.voters.is_empty() {
+        solo_incarnation(&inner)
+    } else {
+        rand::random()
+    };
     loop {
         if inner.closed.get() {
             return;
@@ -1394,6 +1413,30 @@ async fn register_task(inner: Rc<Inner>) {
             }
         }
     }
+}
+
+/// The incarnation of a cluster of one: the same on every start with the same node id and
+/// endpoints. A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) until the old
+/// one's session expires (9 s), which guards a cluster against two processes with one
+/// node id; a cluster of one has no other process to guard against (no transport), and
+/// would otherwise wait out its own last session on every restart. With the same
+/// incarnation the controller takes the registration as a retry and keeps its epoch; a
+/// changed endpoint makes a new incarnation, so the new address is registered.
+fn solo_incarnation(inner: &Inner) -> [u8; 16] {
+    let text = format!(
+        "sluice-solo/{}/{}:{}/{}:{}",
+        inner.node_id, inner.kafka.host, inner.kafka.port, inner.rpc.host, inner.rpc.port
+    );
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_mut(8).enumerate() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ i as u64;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        half.copy_from_slice(&h.to_be_bytes());
+    }
+    out
 }
 
 async fn wait_registered(inner: &Inner, epoch: u64) {
