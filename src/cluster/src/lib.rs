@@ -7,6 +7,18 @@
 //! leader; forwards commands from any node to it; registers and heartbeats every node; and
 //! feeds nodes without a replica (broker-only nodes) by pulling committed entries.
 //!
+//! # Driving it (the broker's side)
+//!
+//! On shard 0's executor: [`ControllerNode::start`]`(ClusterConfig)` (node id, data dir,
+//! rpc listen address, voters, this node's Kafka endpoint, the legacy single-node state for
+//! an upgrade in place); [`ControllerNode::wait_live`] before serving (registered and
+//! unfenced); [`ControllerNode::subscribe`] then [`ControllerNode::image`] for the shards'
+//! images and deltas; the commands (`create_topics`, `delete_topics`, `create_partitions`,
+//! `alter_configs`, `allocate_producer_ids`, or [`ControllerNode::run`] with any
+//! [`Command`] and a timeout) from any shard's handler (they run on shard 0); and
+//! [`ControllerNode::shutdown`] on the way out. [`ControllerNode::failure`] says why the
+//! node stopped, if it did.
+//!
 //! # Roles
 //!
 //! - A node listed in `--voters` holds a replica of the controller group: its Raft state is
@@ -80,6 +92,8 @@ pub mod node;
 mod notify;
 pub mod wal;
 pub mod wire;
+
+pub use wire::Command;
 
 pub use node::{
     ClusterConfig, ControllerNode, Subscription, Update, COMMAND_TIMEOUT, HEARTBEAT_INTERVAL,

@@ -457,7 +457,9 @@ impl ControllerNode {
         self.inner.st.borrow().fatal.clone()
     }
 
-    /// Every committed batch from now on, in log order (see [`Update`]).
+    /// Every committed batch from now on, in log order (see [`Update`]). Take
+    /// [`ControllerNode::image`] right after this call (no `.await` between) to start from
+    /// the image the first batch applies to.
     pub fn subscribe(&self) -> Subscription {
         let q = Rc::new(SubQueue {
             queue: RefCell::new(VecDeque::new()),
@@ -509,6 +511,12 @@ impl ControllerNode {
             }
             or(self.inner.changed.changed(g), sleep_until(deadline)).await;
         }
+    }
+
+    /// Runs `cmd` on the active controller (here or forwarded), retrying until `timeout`
+    /// (see the crate header); the named methods below use [`COMMAND_TIMEOUT`].
+    pub async fn run(&self, cmd: Command, timeout: Duration) -> Answer {
+        self.inner.command(cmd, timeout).await
     }
 
     pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Answer {
@@ -1094,7 +1102,7 @@ impl Inner {
                     let mut entries = Vec::new();
                     let mut bytes = 0;
                     let mut last = req.after.min(st.applied);
-                    for i in req.after + 1..=st.applied {
+                    for i in req.after.saturating_add(1)..=st.applied {
                         let Some(e) = log.entry(i) else { break };
                         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                             if !entries.is_empty() && bytes + e.data.len() > max {

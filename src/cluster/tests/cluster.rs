@@ -488,6 +488,17 @@ fn rpc_methods_refuse_malformed_bodies_and_serve_commands_and_pulls() {
                 .await
                 .unwrap();
             let fetched = FetchResponse::decode(&r.body).unwrap();
+            // A pull from beyond the end (a hostile `after`) is an empty answer.
+            let beyond = FetchRequest {
+                after: u64::MAX,
+                max_bytes: 1,
+                wait_ms: 10,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, beyond.encode(), d)
+                .await
+                .unwrap();
+            assert!(FetchResponse::decode(&r.body).unwrap().entries.is_empty());
             t.shutdown().await;
             tx.send((statuses, unknown, answer, fetched)).unwrap();
         });
