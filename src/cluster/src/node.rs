@@ -647,10 +647,17 @@ impl Inner {
         if !self.closed.replace(true) {
             self.changed.notify();
             self.wal_kick.notify();
-            let subs = std::mem::take(&mut self.st.borrow_mut().subscribers);
-            for s in subs.iter().filter_map(Weak::upgrade) {
-                s.event.notify();
+            // Not borrowable when closing from inside a state change: `fail` wakes the
+            // subscribers itself.
+            if let Ok(st) = self.st.try_borrow() {
+                Self::wake_subscribers(&st);
             }
+        }
+    }
+
+    fn wake_subscribers(st: &State) {
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            s.event.notify();
         }
     }
 
@@ -659,6 +666,7 @@ impl Inner {
             log::error!("controller: stopped: {msg}");
             st.fatal = Some(msg);
         }
+        Self::wake_subscribers(st);
         self.close();
     }
 

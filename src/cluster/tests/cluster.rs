@@ -522,6 +522,64 @@ fn rpc_methods_refuse_malformed_bodies_and_serve_commands_and_pulls() {
     n.stop();
 }
 
+/// A WAL whose committed entry is not a metadata batch (a damaged or foreign log): the
+/// node refuses to start rather than guess.
+#[test]
+fn a_committed_entry_that_does_not_decode_stops_the_start() {
+    use raft::eraftpb::{Entry, HardState};
+    use sluice_raft::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = wal_path(dir.path(), 1);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for w in [
+        Write::Create {
+            group: 0,
+            voters: vec![1],
+        },
+        Write::Entries {
+            group: 0,
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                data: Bytes::from_static(b"not a metadata batch"),
+                context: Bytes::copy_from_slice(&1u32.to_be_bytes()),
+                ..Default::default()
+            }],
+        },
+        Write::HardState {
+            group: 0,
+            hard_state: HardState {
+                term: 1,
+                vote: 1,
+                commit: 1,
+                ..Default::default()
+            },
+        },
+    ] {
+        sluice_raft::wal::encode_record(&w, &mut bytes);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let cfg = config(1, dir.path(), None, &[]);
+    let err = std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            ControllerNode::start(cfg)
+                .await
+                .err()
+                .map(|e| e.to_string())
+        })
+    })
+    .join()
+    .expect("no panic");
+    let err = err.expect("the start is refused");
+    assert!(err.contains("does not decode"), "{err}");
+}
+
 fn wal_path(dir: &Path, id: i32) -> PathBuf {
     dir.join(format!("node{id}"))
         .join("cluster")
