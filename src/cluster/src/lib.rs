@@ -7,6 +7,18 @@
 //! leader; forwards commands from any node to it; registers and heartbeats every node; and
 //! feeds nodes without a replica (broker-only nodes) by pulling committed entries.
 //!
+//! # Driving it (the broker's side)
+//!
+//! On shard 0's executor: [`ControllerNode::start`]`(ClusterConfig)` (node id, data dir,
+//! rpc listen address, voters, this node's Kafka endpoint, the legacy single-node state for
+//! an upgrade in place); [`ControllerNode::wait_live`] before serving (registered and
+//! unfenced); [`ControllerNode::subscribe`] then [`ControllerNode::image`] for the shards'
+//! images and deltas; the commands (`create_topics`, `delete_topics`, `create_partitions`,
+//! `alter_configs`, `allocate_producer_ids`, or [`ControllerNode::run`] with any
+//! [`Command`] and a timeout) from any shard's handler (they run on shard 0); and
+//! [`ControllerNode::shutdown`] on the way out. [`ControllerNode::failure`] says why the
+//! node stopped, if it did.
+//!
 //! # Roles
 //!
 //! - A node listed in `--voters` holds a replica of the controller group: its Raft state is
@@ -68,12 +80,20 @@
 //!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
 //! - Voter membership is fixed at first start (`--voters` must not change afterwards; a
 //!   start whose voters differ from the WAL's refuses to start).
+//! - A restarted node of a cluster registers with a new incarnation, which the controller
+//!   refuses (DUPLICATE_BROKER_REGISTRATION) until its previous session expires (9 s, as
+//!   Kafka after an unclean shutdown; Kafka's clean-shutdown shortcut, KIP-966's previous
+//!   broker epoch, is not done): until then it is not live and placement skips it. A
+//!   cluster of one keeps its incarnation across restarts while its endpoints stay the same
+//!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
 //! - AlterPartitionReassignments and the reassignment-complete report are not exposed yet.
 
 pub mod node;
 mod notify;
 pub mod wal;
 pub mod wire;
+
+pub use wire::Command;
 
 pub use node::{
     ClusterConfig, ControllerNode, Subscription, Update, COMMAND_TIMEOUT, HEARTBEAT_INTERVAL,

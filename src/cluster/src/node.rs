@@ -56,6 +56,9 @@ pub const BOOTSTRAP_ENTRY_BYTES_MAX: usize = 512 << 10;
 /// Raft id of the only voter of a cluster of one (whatever its Kafka node id, which may
 /// be 0, an id Raft reserves).
 pub const SOLO_RAFT_ID: u64 = 1;
+/// Election timeout of a cluster of one, in Raft ticks (raft-rs needs it above the
+/// heartbeat's one tick).
+const SOLO_ELECTION_TICKS: usize = 3;
 
 /// How to start a [`ControllerNode`].
 #[derive(Debug, Clone)]
@@ -75,6 +78,11 @@ pub struct ClusterConfig {
     pub controller: ControllerConfig,
     /// Transport timing (tests shorten the reconnect backoff).
     pub rpc_timeouts: sluice_rpc::Timeouts,
+    /// [`SUBSCRIBER_QUEUE_MAX`] (tests make subscribers fall behind with a small one).
+    pub subscriber_queue_max: usize,
+    /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
+    /// own); `None`: the current one.
+    pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
 }
 
 impl ClusterConfig {
@@ -88,6 +96,8 @@ impl ClusterConfig {
             legacy: None,
             controller: ControllerConfig::default(),
             rpc_timeouts: sluice_rpc::Timeouts::default(),
+            subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
+            rpc_task_queue: None,
         }
     }
 }
@@ -192,6 +202,7 @@ struct Inner {
     kafka: Endpoint,
     rpc: Endpoint,
     legacy: Option<LegacyState>,
+    subscriber_queue_max: usize,
     st: RefCell<State>,
     transport: RefCell<Option<Rc<Transport>>>,
     /// Wakes the WAL writer.
@@ -275,7 +286,7 @@ impl ControllerNode {
         if ctrl_cfg.seed == 0 {
             ctrl_cfg.seed = rand::random();
         }
-        let raft_cfg = RaftConfig {
+        let mut raft_cfg = RaftConfig {
             node_id: raft_id,
             seed: rand::random(),
             // The controller log stays whole in memory (no metadata snapshots yet): nothing
@@ -283,6 +294,13 @@ impl ControllerNode {
             entry_cache_bytes_max: u64::MAX,
             ..Default::default()
         };
+        if solo {
+            // A lone voter has nobody to wait for or disagree with: elect it within a few
+            // ticks rather than after the cluster's election timeout (1.5-3 s per start).
+            raft_cfg.heartbeat_ticks = 1;
+            raft_cfg.election_ticks = SOLO_ELECTION_TICKS;
+            raft_cfg.quiesce_ticks = SOLO_ELECTION_TICKS as u64;
+        }
         let mut wal = None;
         let mut manager = None;
         let mut create_fx = Vec::new();
@@ -329,6 +347,7 @@ impl ControllerNode {
             kafka: cfg.kafka.clone(),
             rpc,
             legacy: cfg.legacy.clone(),
+            subscriber_queue_max: cfg.subscriber_queue_max.max(1),
             st: RefCell::new(State {
                 manager,
                 controller: Controller::new(ctrl_cfg, MetadataImage::new()),
@@ -378,6 +397,7 @@ impl ControllerNode {
             let mut tcfg = TransportConfig::new(raft_id, cfg.rpc_listen);
             tcfg.cluster_id = transport_cluster_id(&cfg.voters);
             tcfg.timeouts = cfg.rpc_timeouts.clone();
+            tcfg.task_queue = cfg.rpc_task_queue;
             let t = Transport::start(tcfg, handler).await?;
             for v in &cfg.voters {
                 if v.id != raft_id {
@@ -437,7 +457,9 @@ impl ControllerNode {
         self.inner.st.borrow().fatal.clone()
     }
 
-    /// Every committed batch from now on, in log order (see [`Update`]).
+    /// Every committed batch from now on, in log order (see [`Update`]). Take
+    /// [`ControllerNode::image`] right after this call (no `.await` between) to start from
+    /// the image the first batch applies to.
     pub fn subscribe(&self) -> Subscription {
         let q = Rc::new(SubQueue {
             queue: RefCell::new(VecDeque::new()),
@@ -489,6 +511,12 @@ impl ControllerNode {
             }
             or(self.inner.changed.changed(g), sleep_until(deadline)).await;
         }
+    }
+
+    /// Runs `cmd` on the active controller (here or forwarded), retrying until `timeout`
+    /// (see the crate header); the named methods below use [`COMMAND_TIMEOUT`].
+    pub async fn run(&self, cmd: Command, timeout: Duration) -> Answer {
+        self.inner.command(cmd, timeout).await
     }
 
     pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Answer {
@@ -619,10 +647,17 @@ impl Inner {
         if !self.closed.replace(true) {
             self.changed.notify();
             self.wal_kick.notify();
-            let subs = std::mem::take(&mut self.st.borrow_mut().subscribers);
-            for s in subs.iter().filter_map(Weak::upgrade) {
-                s.event.notify();
+            // Not borrowable when closing from inside a state change: `fail` wakes the
+            // subscribers itself.
+            if let Ok(st) = self.st.try_borrow() {
+                Self::wake_subscribers(&st);
             }
+        }
+    }
+
+    fn wake_subscribers(st: &State) {
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            s.event.notify();
         }
     }
 
@@ -631,6 +666,7 @@ impl Inner {
             log::error!("controller: stopped: {msg}");
             st.fatal = Some(msg);
         }
+        Self::wake_subscribers(st);
         self.close();
     }
 
@@ -815,7 +851,7 @@ impl Inner {
         for s in st.subscribers.iter().filter_map(Weak::upgrade) {
             if !s.lagged.get() {
                 let mut q = s.queue.borrow_mut();
-                if q.len() >= SUBSCRIBER_QUEUE_MAX {
+                if q.len() >= self.subscriber_queue_max {
                     q.clear();
                     s.lagged.set(true);
                 } else {
@@ -1074,7 +1110,7 @@ impl Inner {
                     let mut entries = Vec::new();
                     let mut bytes = 0;
                     let mut last = req.after.min(st.applied);
-                    for i in req.after + 1..=st.applied {
+                    for i in req.after.saturating_add(1)..=st.applied {
                         let Some(e) = log.entry(i) else { break };
                         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                             if !entries.is_empty() && bytes + e.data.len() > max {
@@ -1321,7 +1357,11 @@ async fn pull_task(inner: Rc<Inner>) {
 /// Registers this node with the active controller, then heartbeats every
 /// [`HEARTBEAT_INTERVAL`]; registers again when the controller no longer knows the epoch.
 async fn register_task(inner: Rc<Inner>) {
-    let incarnation: [u8; 16] = rand::random();
+    let incarnation = if inner.voters.is_empty() {
+        solo_incarnation(&inner)
+    } else {
+        rand::random()
+    };
     loop {
         if inner.closed.get() {
             return;
@@ -1389,6 +1429,30 @@ async fn register_task(inner: Rc<Inner>) {
             }
         }
     }
+}
+
+/// The incarnation of a cluster of one: the same on every start with the same node id and
+/// endpoints. A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) until the old
+/// one's session expires (9 s), which guards a cluster against two processes with one
+/// node id; a cluster of one has no other process to guard against (no transport), and
+/// would otherwise wait out its own last session on every restart. With the same
+/// incarnation the controller takes the registration as a retry and keeps its epoch; a
+/// changed endpoint makes a new incarnation, so the new address is registered.
+fn solo_incarnation(inner: &Inner) -> [u8; 16] {
+    let text = format!(
+        "sluice-solo/{}/{}:{}/{}:{}",
+        inner.node_id, inner.kafka.host, inner.kafka.port, inner.rpc.host, inner.rpc.port
+    );
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_mut(8).enumerate() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ i as u64;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        half.copy_from_slice(&h.to_be_bytes());
+    }
+    out
 }
 
 async fn wait_registered(inner: &Inner, epoch: u64) {

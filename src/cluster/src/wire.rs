@@ -187,6 +187,9 @@ impl Command {
     }
 
     pub fn decode(method: u16, body: &[u8]) -> Result<Command, WireError> {
+        if !(method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method) {
+            return Err(WireError("unknown method"));
+        }
         let mut r = Reader::new(body)?;
         let c = match method {
             method::CREATE_TOPICS => {
@@ -246,7 +249,7 @@ impl Command {
                 epoch: r.u64()?,
                 caught_up: r.bool()?,
             },
-            _ => return Err(WireError("unknown method")),
+            _ => unreachable!("checked above"),
         };
         r.end()?;
         Ok(c)

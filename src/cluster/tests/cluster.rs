@@ -13,10 +13,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_cluster::node::transport_cluster_id;
+use sluice_cluster::wire::{decode_answer, method, status, Command, FetchRequest, FetchResponse};
 use sluice_cluster::{ClusterConfig, ControllerNode, Update};
+use sluice_meta::{decode_batch, MetadataImage};
 use sluice_meta::{Answer, Endpoint, LegacyState, LegacyTopic, NewTopic, TopicImage};
+use sluice_rpc::{Response, Transport, TransportConfig};
 use sluice_rpc::{Timeouts, Voter};
 
 /// Bound on every "until it happens" wait.
@@ -367,6 +371,213 @@ fn the_first_controller_bootstraps_from_the_legacy_state() {
     assert_eq!(topic(&n, "old").as_ref(), Some(&old));
     assert!(topic(&n, "new").is_some());
     n.stop();
+}
+
+/// A subscriber that does not keep up loses its queue (memory stays bounded) and is given
+/// the whole image instead, then the batches after it.
+#[test]
+fn a_subscriber_that_falls_behind_gets_the_whole_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1, dir.path(), None, &[]);
+    cfg.subscriber_queue_max = 2;
+    let n = Node::start(cfg);
+    wait_live(&n);
+    let (sub_tx, sub_rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    n.call(move |c| {
+        let sub = c.subscribe();
+        glommio::spawn_local(async move {
+            // Read nothing until told to.
+            while sub_rx.try_recv().is_err() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            while let Some(u) = sub.next().await {
+                let item = match u {
+                    Update::Batch { index, .. } => (index, None),
+                    Update::Image { index, image } => (index, Some(image.topic_count())),
+                };
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        Box::pin(async {})
+    });
+    for name in ["s1", "s2", "s3", "s4"] {
+        assert_created(&create(&n, name, 1, 1));
+    }
+    sub_tx.send(()).unwrap();
+    let first = rx.recv_timeout(PATIENCE).expect("an update");
+    assert_eq!(
+        first.1,
+        Some(4),
+        "the whole image, all four topics: {first:?}"
+    );
+    assert_eq!(first.0, n.get(|c| c.applied_index()));
+    assert_created(&create(&n, "s5", 1, 1));
+    let next = rx
+        .recv_timeout(PATIENCE)
+        .expect("the batch after the image");
+    assert!(next.0 > first.0 && next.1.is_none(), "{next:?}");
+    n.stop();
+}
+
+struct NoHandler;
+
+impl sluice_rpc::Handler for NoHandler {
+    fn raft(&self, _: sluice_raft::Envelope) {}
+    fn request(&self, _: u64, _: sluice_rpc::Request) -> sluice_rpc::LocalBoxFuture<Response> {
+        Box::pin(async {
+            Response {
+                status: sluice_rpc::status::UNKNOWN_METHOD,
+                body: Bytes::new(),
+            }
+        })
+    }
+}
+
+/// The controller's rpc methods as another node (or a hostile peer in the cluster) sees
+/// them: malformed bodies are refused with a status, never a panic; a well-formed command
+/// is run by the active controller; a pull returns the committed batches, which replay to
+/// the node's image.
+#[test]
+fn rpc_methods_refuse_malformed_bodies_and_serve_commands_and_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let voters = [Voter { id: 1, addr }];
+    let n = Node::start(config(1, dir.path(), Some(addr), &voters));
+    wait_live(&n);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let mut cfg = TransportConfig::new(99, None);
+            cfg.cluster_id = transport_cluster_id(&voters);
+            let t = Transport::start(cfg, Rc::new(NoHandler)).await.unwrap();
+            t.add_peer(1, addr).unwrap();
+            let d = Duration::from_secs(20);
+            let mut statuses = Vec::new();
+            for m in 1..=8u16 {
+                for body in [&b""[..], &[9], &[1, 0xff, 0xff, 0xff, 0xff], &[1; 40]] {
+                    let r = t
+                        .request(1, m, Bytes::copy_from_slice(body), d)
+                        .await
+                        .unwrap();
+                    statuses.push(r.status);
+                }
+            }
+            let unknown = t.request(1, 77, Bytes::new(), d).await.unwrap().status;
+            let cmd = Command::CreateTopics {
+                topics: vec![NewTopic::new("remote", 2, 1)],
+                validate_only: false,
+            };
+            let r = t.request(1, cmd.method(), cmd.encode(), d).await.unwrap();
+            let answer = decode_answer(&r.body).unwrap();
+            let pull = FetchRequest {
+                after: 0,
+                max_bytes: 1 << 20,
+                wait_ms: 100,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, pull.encode(), d)
+                .await
+                .unwrap();
+            let fetched = FetchResponse::decode(&r.body).unwrap();
+            // A pull from beyond the end (a hostile `after`) is an empty answer.
+            let beyond = FetchRequest {
+                after: u64::MAX,
+                max_bytes: 1,
+                wait_ms: 10,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, beyond.encode(), d)
+                .await
+                .unwrap();
+            assert!(FetchResponse::decode(&r.body).unwrap().entries.is_empty());
+            t.shutdown().await;
+            tx.send((statuses, unknown, answer, fetched)).unwrap();
+        });
+    });
+    let (statuses, unknown, answer, fetched) = rx.recv_timeout(PATIENCE).expect("client done");
+    assert!(
+        statuses.iter().all(|&s| s == status::MALFORMED),
+        "{statuses:?}"
+    );
+    assert_eq!(unknown, sluice_rpc::status::UNKNOWN_METHOD);
+    assert_created(&answer);
+    // The pull covers everything committed so far; replayed, it is the node's image.
+    let mut replayed = MetadataImage::new();
+    for (_, batch) in &fetched.entries {
+        replayed.apply_batch(&decode_batch(batch).unwrap()).unwrap();
+    }
+    let remote = replayed.topic_by_name("remote").cloned();
+    assert!(remote.is_some(), "the pull has the committed topic");
+    assert_eq!(remote, topic(&n, "remote"));
+    assert!(n.get(|c| c.failure()).is_none());
+    n.stop();
+}
+
+/// A WAL whose committed entry is not a metadata batch (a damaged or foreign log): the
+/// node refuses to start rather than guess.
+#[test]
+fn a_committed_entry_that_does_not_decode_stops_the_start() {
+    use raft::eraftpb::{Entry, HardState};
+    use sluice_raft::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = wal_path(dir.path(), 1);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for w in [
+        Write::Create {
+            group: 0,
+            voters: vec![1],
+        },
+        Write::Entries {
+            group: 0,
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                data: Bytes::from_static(b"not a metadata batch"),
+                context: Bytes::copy_from_slice(&1u32.to_be_bytes()),
+                ..Default::default()
+            }],
+        },
+        Write::HardState {
+            group: 0,
+            hard_state: HardState {
+                term: 1,
+                vote: 1,
+                commit: 1,
+                ..Default::default()
+            },
+        },
+    ] {
+        sluice_raft::wal::encode_record(&w, &mut bytes);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let cfg = config(1, dir.path(), None, &[]);
+    let err = std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            ControllerNode::start(cfg)
+                .await
+                .err()
+                .map(|e| e.to_string())
+        })
+    })
+    .join()
+    .expect("no panic");
+    let err = err.expect("the start is refused");
+    assert!(err.contains("does not decode"), "{err}");
 }
 
 fn wal_path(dir: &Path, id: i32) -> PathBuf {
