@@ -66,6 +66,10 @@ fn glommio_only_in_shard_broker_glue_and_rpc() {
         // The node-to-node transport: its sockets, timers and task queues (its framing and
         // envelope code is sans-IO).
         root.join("src/rpc"),
+        // The drivers of the sans-IO Raft and metadata state machines (sluice-raft,
+        // sluice-meta): the controller runtime and the partition replicas' store.
+        root.join("src/cluster"),
+        root.join("src/replica"),
         root.join("bench"),
     ];
     let bad: Vec<_> = files

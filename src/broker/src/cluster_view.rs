@@ -79,6 +79,10 @@ impl ClusterView {
         self.lock().controller
     }
 
+    pub fn set_controller(&self, controller: i32) {
+        self.lock().controller = controller;
+    }
+
     /// Replaces the broker list and controller (from the metadata image).
     pub fn set_brokers(&self, mut brokers: Vec<BrokerEndpoint>, controller: i32) {
         brokers.sort_by_key(|b| b.node);
@@ -126,16 +130,17 @@ impl ClusterView {
                 epoch: l.epoch,
             };
         }
+        // A fenced or unregistered node (this one too, while it registers after a restart)
+        // leads nothing: Kafka reports no leader, LEADER_NOT_AVAILABLE.
+        let live = |n: i32| self.lock().brokers.iter().any(|b| b.node == n);
         match replicas {
-            [only] if *only == self.this_node => LeaderHint {
+            [only] if live(*only) => LeaderHint {
                 leader: *only,
-                epoch: local_epoch.unwrap_or(-1),
-            },
-            // Another node's, while it is a live broker (a fenced or unregistered one leads
-            // nothing: Kafka reports no leader, LEADER_NOT_AVAILABLE).
-            [only] if self.lock().brokers.iter().any(|b| b.node == *only) => LeaderHint {
-                leader: *only,
-                epoch: -1,
+                epoch: if *only == self.this_node {
+                    local_epoch.unwrap_or(-1)
+                } else {
+                    -1
+                },
             },
             _ => LeaderHint {
                 leader: -1,

@@ -438,10 +438,20 @@ pub async fn forward(
         Err(_) => return Outcome::Close,
     };
     // JoinGroup and SyncGroup wait on the coordinator for a whole rebalance (the client picks
-    // the timeout): they travel in the parked class, so however many wait, partition work and
-    // other forwarded requests never queue behind them.
+    // the timeout), and the admin requests shard 0 hands to the controller quorum wait for a
+    // commit (up to its 30 s timeout while no controller is reachable): they travel in the
+    // parked class, so however many wait, partition work and other forwarded requests never
+    // queue behind them.
     let class = match ApiKey::try_from(api_key).ok() {
-        Some(ApiKey::JoinGroup | ApiKey::SyncGroup) => CallClass::Parked,
+        Some(
+            ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs,
+        ) => CallClass::Parked,
         _ => CallClass::General,
     };
     match shard.ctx.mesh().call_in(class, target, f).await {

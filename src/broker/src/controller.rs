@@ -50,9 +50,12 @@ pub struct Controller {
     shared: Arc<crate::Shared>,
     /// Serializes changes: one read-modify-persist-broadcast at a time.
     lock: Rc<Semaphore>,
-    /// With `--voters`: the controller runtime, which decides every change (this role then
-    /// only adopts what the metadata log commits; see `metadata_sync`).
+    /// The controller runtime, which decides every change (this role then only adopts what
+    /// the metadata log commits; see `metadata_sync`). Set at start.
     cluster: std::cell::RefCell<Option<Rc<sluice_cluster::ControllerNode>>>,
+    /// One producer-id block request to the controller at a time: the others wait for it
+    /// and take ids from the block it brought.
+    producer_id_lock: Rc<Semaphore>,
 }
 
 impl Controller {
@@ -62,6 +65,28 @@ impl Controller {
             shared,
             lock: Rc::new(Semaphore::new(1)),
             cluster: Default::default(),
+            producer_id_lock: Rc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// A new producer-id block for this node, unless the current one still has ids (another
+    /// request just brought it: the asker takes from it) or the controller gave none.
+    pub async fn producer_id_block(&self, _shard: &Rc<BrokerShard>) -> Option<(i64, i64)> {
+        let _one = self.producer_id_lock.acquire_permit(1).await.ok()?;
+        if self.shared.cluster_producer_ids.has_ids() {
+            return None;
+        }
+        let node = self.cluster()?;
+        match crate::metadata_sync::allocate_producer_ids(&node).await {
+            Ok(block) => {
+                // Adopted here too, so the waiters behind this one find it.
+                self.shared.cluster_producer_ids.adopt(block.0, block.1);
+                Some(block)
+            }
+            Err((code, msg)) => {
+                log::warn!("producer ids from the controller: {msg} (error {code})");
+                None
+            }
         }
     }
 
@@ -82,19 +107,50 @@ impl Controller {
     /// Adopts a state derived from the metadata log: caches it in the state file and
     /// distributes it to every shard, as a change made here would be. Its version is set to
     /// follow the current one.
+    ///
+    /// The log decided it, so nothing here refuses it: a change larger than one frame goes
+    /// to the shards as a resync (each takes the whole state from `Shared`), and the node's
+    /// partition count was the controller's to check. A state derived from an older log
+    /// index than the one in force is not adopted (`Ok(false)`): the node waits for its log
+    /// to catch up rather than drop partitions it hosts.
     pub async fn adopt(
         &self,
         shard: &Rc<BrokerShard>,
-        new: ClusterState,
-    ) -> Result<(), (i16, String)> {
-        self.change(shard, |state| {
-            let mut new = new;
-            new.version = state.version;
-            let changed = new != *state;
-            *state = new;
-            ((), changed)
-        })
-        .await
+        mut new: ClusterState,
+    ) -> Result<bool, (i16, String)> {
+        let _permit = self
+            .lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?;
+        let current = shard.topics();
+        if new.metadata_index < current.state.metadata_index {
+            return Ok(false);
+        }
+        new.version = current.state.version;
+        if new == current.state {
+            return Ok(true);
+        }
+        new.version += 1;
+        let delta = StateDelta::between(&current.state, &new);
+        let frame = match Frame::encode_tagged(TAG_TOPICS, &delta, None) {
+            Ok(f) => f,
+            Err(_) => {
+                let resync = StateDelta::resync(current.state.version, new.version);
+                Frame::encode_tagged(TAG_TOPICS, &resync, None)
+                    .map_err(|e| (kerr::UNKNOWN_SERVER_ERROR, e.to_string()))?
+            }
+        };
+        drop(current);
+        let data_dir = self.config.data_dir.clone();
+        let stored = new.clone();
+        glommio::executor()
+            .spawn_blocking(move || topics::store_state(&data_dir, &stored))
+            .await
+            .map_err(|e| (kerr::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        self.shared.set_cluster_state(Arc::new(new.clone()));
+        self.distribute(shard, frame, new).await?;
+        Ok(true)
     }
 
     pub fn shared(&self) -> &Arc<crate::Shared> {

@@ -589,6 +589,57 @@ fn retain_groups(response: &mut Response, keep: &dyn Fn(&str) -> bool) {
     }
 }
 
+/// The per-group NOT_COORDINATOR answers of a multi-group request for `groups` (none if
+/// the list is empty).
+fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response> {
+    if groups.is_empty() {
+        return None;
+    }
+    let named = |g: &String| {
+        GroupId(sluice_codec::kafka_protocol::protocol::StrBytes::from_string(g.clone()))
+    };
+    Some(match req {
+        RequestKind::DescribeGroups(_) => Response::DescribeGroups(
+            DescribeGroupsResponse::default().with_groups(
+                groups
+                    .iter()
+                    .map(|g| {
+                        describe_groups_response::DescribedGroup::default()
+                            .with_group_id(named(g))
+                            .with_error_code(NOT_COORDINATOR)
+                            .with_authorized_operations(i32::MIN)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DeleteGroups(_) => Response::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(
+                groups
+                    .iter()
+                    .map(|g| {
+                        delete_groups_response::DeletableGroupResult::default()
+                            .with_group_id(named(g))
+                            .with_error_code(NOT_COORDINATOR)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::OffsetFetch(_) => Response::OffsetFetch(
+            OffsetFetchResponse::default().with_groups(
+                groups
+                    .iter()
+                    .map(|g| {
+                        offset_fetch_response::OffsetFetchResponseGroup::default()
+                            .with_group_id(named(g))
+                            .with_error_code(NOT_COORDINATOR)
+                    })
+                    .collect(),
+            ),
+        ),
+        _ => return None,
+    })
+}
+
 fn merge(into: &mut Response, from: Response) {
     match (into, from) {
         (Response::DescribeGroups(a), Response::DescribeGroups(b)) => a.groups.extend(b.groups),
@@ -679,7 +730,17 @@ pub async fn handle(
     };
     owners.sort();
     owners.dedup();
-    let mut merged: Option<Response> = None;
+    // Groups whose offsets partition this node does not host: another node coordinates
+    // them, and Kafka answers NOT_COORDINATOR for each (the client asks FindCoordinator).
+    let remote: Vec<String> = if matches!(body, RequestKind::ListGroups(_)) {
+        Vec::new()
+    } else {
+        ids.iter()
+            .filter(|g| owner_of(g).is_none())
+            .cloned()
+            .collect()
+    };
+    let mut merged: Option<Response> = not_coordinated_here(&body, &remote);
     for o in owners {
         let mut part = if o == me {
             run_local(shard, body.clone(), version, &client_id, client_host).await

@@ -52,14 +52,15 @@ pub use sluice_shard::runtime::log_is_redundant;
 
 /// Process-wide state shared by all shards (behind its own locks; not on the produce path).
 pub struct Shared {
-    pub producer_ids: producer_ids::ProducerIds,
+    /// The pre-controller-log allocator's mark: the first block starts above it.
+    pub legacy_producer_id_end: i64,
     /// Connections per client IP over all shards (`max.connections.per.ip`).
     pub connections_per_ip: Arc<connections::PerIp>,
     /// Current leader epoch of each open partition, for Metadata.
     pub leader_epochs: leader_epochs::LeaderEpochs,
     /// The brokers, the controller and partition leaders beyond this node's own partitions.
     pub cluster_view: cluster_view::ClusterView,
-    /// With `--voters`: producer ids from the controller's blocks.
+    /// Producer ids from the controller's blocks for this node.
     pub cluster_producer_ids: producer_ids::ClusterBlocks,
     /// The controller's latest persisted cluster state: a shard that finds a gap in the
     /// deltas it receives (one never arrived or did not decode) adopts it whole. Shards share
@@ -144,7 +145,7 @@ pub fn run(
         shard::partition_dir(&config.data_dir, topic, p)
     })?;
     let shared = Arc::new(Shared {
-        producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
+        legacy_producer_id_end: producer_ids::legacy_end(&config.data_dir)?,
         connections_per_ip: Arc::default(),
         leader_epochs: Default::default(),
         cluster_view: cluster_view::ClusterView::single(cluster_view::BrokerEndpoint {
@@ -241,7 +242,8 @@ async fn shard_main(
         signal_ready(&shared, false);
         return;
     }
-    if ctx.shard_id().index() == 0 && !config.voters.is_empty() {
+    if ctx.shard_id().index() == 0 {
+        // A cluster of one runs the same controller runtime, with itself as the only voter.
         if let Err(e) = metadata_sync::start(&shard).await {
             log::error!("starting the controller runtime: {e}");
             eprintln!("sluice: cannot start the controller runtime: {e}");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sluice_cluster::{ClusterConfig, ControllerNode, Subscription, Update};
 use sluice_meta::controller::{AlterConfig, ConfigTarget};
-use sluice_meta::{Answer, ApiError, Endpoint, MetadataImage};
+use sluice_meta::{Answer, ApiError, Endpoint, LegacyState, LegacyTopic, MetadataImage};
 
 use crate::cluster_view::BrokerEndpoint;
 use crate::controller::{NewTopic, TopicResult};
@@ -35,6 +35,7 @@ use crate::topics::{ClusterState, TopicRecord};
 pub fn state_from_image(
     image: &MetadataImage,
     node: i32,
+    metadata_index: u64,
     version: u64,
     producer_id_next_block: i64,
 ) -> ClusterState {
@@ -61,6 +62,7 @@ pub fn state_from_image(
         broker_configs,
         producer_id_next_block,
         version,
+        metadata_index,
     }
 }
 
@@ -100,12 +102,79 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     cfg.controller.default_replication_factor = 1;
     cfg.controller.offsets_topic_replication_factor = 1;
     cfg.controller.topic_config_check = check_topic_configs;
+    // A log that is still empty starts from the state this data directory already has (a
+    // single-node sluice from before the controller log: upgrade in place). Only a node
+    // that is its cluster's only voter may do that: of several voters, whichever became
+    // the first controller would write its own topics, and the others would drop theirs.
+    let legacy = legacy_state(shard);
+    let has_log = config
+        .data_dir
+        .join("cluster")
+        .join("controller.wal")
+        .exists();
+    let alone = config
+        .voters
+        .iter()
+        .all(|v| v.id as i64 == config.node_id as i64);
+    if !has_log && !alone && !legacy.topics.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{} holds the topics of a single-node sluice ({} of them) and no controller log: \
+             it can be upgraded in place only as a cluster of one (no --voters, or itself as \
+             the only voter), not join a cluster of {} voters",
+            config.data_dir.display(),
+            legacy.topics.len(),
+            config.voters.len()
+        )));
+    }
+    cfg.legacy = Some(legacy);
     let node = Rc::new(ControllerNode::start(cfg).await?);
     let sub = node.subscribe();
-    controller.set_cluster(node);
+    let solo = config.voters.is_empty();
+    controller.set_cluster(node.clone());
     let me = shard.clone();
     glommio::spawn_local(async move { run(me, sub).await }).detach();
+    if solo {
+        // Alone, this node is live as soon as its own registration commits (one fsync):
+        // serve only then, so the first Metadata already lists it. A node of a larger
+        // cluster cannot wait here: the quorum may need nodes that start after it.
+        if !node.wait_live(SOLO_LIVE_WAIT).await {
+            return Err(std::io::Error::other(format!(
+                "not registered with its own controller within {SOLO_LIVE_WAIT:?}"
+            )));
+        }
+        let deadline = Instant::now() + SOLO_LIVE_WAIT;
+        while shard.adopted_metadata_index() < node.applied_index() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
     Ok(())
+}
+
+/// How long a cluster of one may take to register with itself at start.
+const SOLO_LIVE_WAIT: Duration = Duration::from_secs(30);
+
+/// This data directory's state as the controller log's first records would express it.
+fn legacy_state(shard: &BrokerShard) -> LegacyState {
+    let state = shard.shared_handle.cluster_state();
+    LegacyState {
+        cluster_id: state.cluster_id.clone(),
+        node: state.node_id,
+        topics: state
+            .topics
+            .iter()
+            .map(|t| LegacyTopic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions,
+                configs: t.configs.clone(),
+            })
+            .collect(),
+        broker_configs: state.broker_configs.clone(),
+        // Ids below either mark may have been handed out by the single-node allocator.
+        producer_id_next_block: state
+            .producer_id_next_block
+            .max(shard.shared_handle.legacy_producer_id_end),
+    }
 }
 
 /// The broker's topic-config rules, for the controller to refuse what a node could not apply.
@@ -122,7 +191,22 @@ async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
     // The image as of now first (the runtime replayed its log before it started): the
     // cached state may be older.
     adopt(&shard).await;
-    while let Some(update) = sub.next().await {
+    loop {
+        // A leadership change of the controller group commits no batch: refresh the
+        // controller id Metadata reports while waiting.
+        let next = futures_lite::future::or(async { Some(sub.next().await) }, async {
+            glommio::timer::sleep(CONTROLLER_REFRESH).await;
+            None
+        })
+        .await;
+        let update = match next {
+            None => {
+                refresh_controller(&shard);
+                continue;
+            }
+            Some(None) => break,
+            Some(Some(u)) => u,
+        };
         let index = match &update {
             Update::Batch { index, .. } | Update::Image { index, .. } => *index,
         };
@@ -132,7 +216,31 @@ async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
         }
         adopt(&shard).await;
     }
+    // The runtime stops at shutdown (`stop` takes it first) or when it failed.
+    let failure = shard
+        .controller
+        .as_ref()
+        .and_then(|c| c.cluster())
+        .and_then(|n| n.failure());
+    if let Some(why) = failure {
+        // Kafka halts a broker whose metadata log fails: serving frozen metadata would
+        // answer every client wrongly from now on. Restart it.
+        panic!("the controller runtime failed: {why}");
+    }
     log::info!("metadata updates ended (the controller runtime stopped)");
+}
+
+/// How often the controller id is refreshed between metadata batches.
+const CONTROLLER_REFRESH: Duration = Duration::from_millis(250);
+
+fn refresh_controller(shard: &BrokerShard) {
+    if let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) {
+        let view = &shard.shared_handle.cluster_view;
+        let leader = node.leader().unwrap_or(-1);
+        if view.controller() != leader {
+            view.set_controller(leader);
+        }
+    }
 }
 
 /// Stops the runtime (shard 0, at shutdown, after the logs closed).
@@ -151,6 +259,11 @@ async fn adopt(shard: &Rc<BrokerShard>) {
     let Some(controller) = &shard.controller else {
         return;
     };
+    if shard.draining() {
+        // Shutting down: logs are closing; no partition opens or goes now (the next start
+        // adopts what committed meanwhile).
+        return;
+    }
     let Some(node) = controller.cluster() else {
         return;
     };
@@ -168,16 +281,24 @@ async fn adopt(shard: &Rc<BrokerShard>) {
     let state = state_from_image(
         &image,
         shard.config.node_id,
+        index,
         current.version() + 1,
         current.state.producer_id_next_block,
     );
+    let behind = current.state.metadata_index;
     drop(current);
-    if let Err((code, msg)) = controller.adopt(shard, state).await {
-        // Committed records cannot be refused: say so loudly; the next batch retries.
-        log::error!("applying metadata up to index {index}: {msg} (error {code})");
-        return;
+    match controller.adopt(shard, state).await {
+        Ok(true) => shard.set_adopted_metadata_index(index),
+        Ok(false) => log::info!(
+            "metadata log at index {index}, behind the state this node serves (index \
+             {behind}): waiting for it to catch up"
+        ),
+        // An IO error writing the cached state or opening a partition: the next batch
+        // retries (committed records cannot be refused).
+        Err((code, msg)) => {
+            log::error!("applying metadata up to index {index}: {msg} (error {code})")
+        }
     }
-    shard.set_adopted_metadata_index(index);
 }
 
 /// How long an admin request waits, after the controller answered, for this node to have
@@ -465,7 +586,7 @@ mod tests {
             value: Some("6".into()),
         });
         image.apply_batch(&records).expect("valid records");
-        let s = state_from_image(&image, 1, 4, 2000);
+        let s = state_from_image(&image, 1, 9, 4, 2000);
         assert_eq!(s.cluster_id, "abcdefghijklmnopqrstuv");
         assert_eq!(
             (s.node_id, s.version, s.producer_id_next_block),
@@ -480,7 +601,7 @@ mod tests {
             s.broker_configs["log.retention.ms"], "6",
             "the node's own wins"
         );
-        let other = state_from_image(&image, 2, 1, 0);
+        let other = state_from_image(&image, 2, 9, 1, 0);
         assert_eq!(other.broker_configs["log.retention.ms"], "5");
         let brokers = brokers_from_image(&image);
         assert_eq!(brokers.len(), 1, "fenced node 2 is left out");

@@ -189,13 +189,16 @@ impl BrokerShard {
         delta: Result<StateDelta, String>,
     ) -> Result<(), String> {
         let _one_at_a_time = self.apply_lock.lock().await;
-        let applied = delta.and_then(|d| d.apply(&self.topics().state));
-        let state = match applied {
-            Ok(state) => state,
-            Err(e) => {
-                log::warn!("{e}; adopting the controller's whole state");
-                (*self.shared_handle.cluster_state()).clone()
-            }
+        let state = match delta {
+            // Asked for: no news.
+            Ok(d) if d.resync => (*self.shared_handle.cluster_state()).clone(),
+            delta => match delta.and_then(|d| d.apply(&self.topics().state)) {
+                Ok(state) => state,
+                Err(e) => {
+                    log::warn!("{e}; adopting the controller's whole state");
+                    (*self.shared_handle.cluster_state()).clone()
+                }
+            },
         };
         self.apply_topics_locked(state)
             .await
@@ -723,7 +726,9 @@ impl BrokerShard {
         }
         match Frame::encode_tagged(TAG_AUTO_CREATE, &names, None) {
             Ok(f) => {
-                if let Err(e) = self.ctx.mesh().call(ShardId(0), f).await {
+                // Parked: the controller may take its whole command timeout to answer.
+                let parked = sluice_shard::CallClass::Parked;
+                if let Err(e) = self.ctx.mesh().call_in(parked, ShardId(0), f).await {
                     log::error!("auto-create via controller: {e}");
                 }
             }
@@ -859,21 +864,14 @@ impl FrameHandler for MeshHandler {
                 Frame::empty(TAG_AUTO_CREATE, None)
             }
             TAG_PRODUCER_IDS => {
-                // A block from the controller for this node (cluster mode; shard 0 only).
-                let node = shard.controller.as_ref().and_then(|c| c.cluster());
-                let payload = match node {
-                    Some(node) => match crate::metadata_sync::allocate_producer_ids(&node).await {
-                        Ok((first, end)) => {
-                            let mut b = Vec::with_capacity(16);
-                            b.extend_from_slice(&first.to_be_bytes());
-                            b.extend_from_slice(&end.to_be_bytes());
-                            Some(Bytes::from(b))
-                        }
-                        Err((code, msg)) => {
-                            log::warn!("producer ids from the controller: {msg} (error {code})");
-                            None
-                        }
-                    },
+                // A block from the controller for this node (shard 0 only).
+                let payload = match &shard.controller {
+                    Some(c) => c.producer_id_block(&shard).await.map(|(first, end)| {
+                        let mut b = Vec::with_capacity(16);
+                        b.extend_from_slice(&first.to_be_bytes());
+                        b.extend_from_slice(&end.to_be_bytes());
+                        Bytes::from(b)
+                    }),
                     None => None,
                 };
                 Frame::empty(TAG_PRODUCER_IDS, payload)

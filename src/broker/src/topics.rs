@@ -97,6 +97,11 @@ pub struct ClusterState {
     pub producer_id_next_block: i64,
     /// Bumped on every change.
     pub version: u64,
+    /// The controller-log index this state was derived from (0: none yet). A node never
+    /// adopts an image older than the state it already serves: a restarted node whose log
+    /// (or pull) has not caught up yet would otherwise drop the partitions it hosts.
+    #[serde(default)]
+    pub metadata_index: u64,
 }
 
 /// What one controller change did to the state, as it travels to the other shards: the
@@ -113,6 +118,11 @@ pub struct StateDelta {
     pub removed: Vec<[u8; 16]>,
     pub broker_configs: Option<BTreeMap<String, String>>,
     pub producer_id_next_block: i64,
+    pub cluster_id: String,
+    pub metadata_index: u64,
+    /// Take the controller's whole persisted state instead (a change too large for one
+    /// frame; see `Controller::adopt`).
+    pub resync: bool,
 }
 
 impl StateDelta {
@@ -139,11 +149,36 @@ impl StateDelta {
             broker_configs: (old.broker_configs != new.broker_configs)
                 .then(|| new.broker_configs.clone()),
             producer_id_next_block: new.producer_id_next_block,
+            cluster_id: new.cluster_id.clone(),
+            metadata_index: new.metadata_index,
+            resync: false,
+        }
+    }
+
+    /// A delta that only tells a shard to take the controller's whole persisted state (at
+    /// `to_version`).
+    pub fn resync(from_version: u64, to_version: u64) -> StateDelta {
+        StateDelta {
+            from_version,
+            to_version,
+            upserts: Vec::new(),
+            removed: Vec::new(),
+            broker_configs: None,
+            producer_id_next_block: 0,
+            cluster_id: String::new(),
+            metadata_index: 0,
+            resync: true,
         }
     }
 
     /// The state after this delta, if `state` is the one it was made from.
     pub fn apply(&self, state: &ClusterState) -> Result<ClusterState, String> {
+        if self.resync {
+            return Err(format!(
+                "topic table update to version {} is too large to send",
+                self.to_version
+            ));
+        }
         if state.version != self.from_version {
             return Err(format!(
                 "topic table update from version {} to {} does not follow this shard's version {}",
@@ -174,6 +209,8 @@ impl StateDelta {
             next.broker_configs = b.clone();
         }
         next.producer_id_next_block = self.producer_id_next_block;
+        next.cluster_id = self.cluster_id.clone();
+        next.metadata_index = self.metadata_index;
         next.version = self.to_version;
         Ok(next)
     }

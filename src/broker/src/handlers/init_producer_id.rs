@@ -1,5 +1,6 @@
-//! InitProducerId: hands out producer ids for idempotent producers (unique across restarts:
-//! ids come from blocks reserved durably before use).
+//! InitProducerId: hands out producer ids for idempotent producers, unique in the cluster
+//! and across restarts: ids come from blocks the controller allocated to this node in the
+//! metadata log (Kafka's AllocateProducerIds).
 //!
 //! Without a transactional id every call gets a fresh producer id at epoch 0, whatever
 //! producer id and epoch the request names, as Kafka's TransactionCoordinator answers: for a
@@ -13,7 +14,7 @@ use sluice_codec::kafka_protocol::messages::{
 };
 use sluice_codec::RequestHeaderInfo;
 
-use sluice_shard::{Frame, ShardId};
+use sluice_shard::{CallClass, Frame, ShardId};
 
 use crate::kerr;
 use crate::ops::TAG_PRODUCER_IDS;
@@ -33,19 +34,10 @@ pub async fn handle(
         // No transaction coordinator yet.
         return base.with_error_code(kerr::COORDINATOR_NOT_AVAILABLE);
     }
-    if !shard.config.voters.is_empty() {
-        return match cluster_producer_id(shard).await {
-            Some(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-            // Kafka's answer while the next block is not there yet: retriable.
-            None => base.with_error_code(kerr::COORDINATOR_LOAD_IN_PROGRESS),
-        };
-    }
-    match shard.shared().producer_ids.next().await {
-        Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(e) => {
-            log::error!("allocating a producer id: {e}");
-            base.with_error_code(kerr::KAFKA_STORAGE_ERROR)
-        }
+    match cluster_producer_id(shard).await {
+        Some(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        // Kafka's answer while the next block is not there yet: retriable.
+        None => base.with_error_code(kerr::COORDINATOR_LOAD_IN_PROGRESS),
     }
 }
 
@@ -55,20 +47,25 @@ async fn cluster_producer_id(shard: &Rc<BrokerShard>) -> Option<i64> {
     if let Some(id) = blocks.take() {
         return Some(id);
     }
+    // Parked: shard 0 may wait for the controller (its whole command timeout).
     let frame = Frame::empty(TAG_PRODUCER_IDS, None);
-    let mut reply = match shard.ctx.mesh().call(ShardId(0), frame).await {
+    let mut reply = match shard
+        .ctx
+        .mesh()
+        .call_in(CallClass::Parked, ShardId(0), frame)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             log::warn!("asking shard 0 for producer ids: {e}");
             return None;
         }
     };
-    let b = reply.take_payload()?;
-    if b.len() != 16 {
-        return None;
+    // No block in the reply: another request brought one meanwhile (or none came).
+    if let Some(b) = reply.take_payload().filter(|b| b.len() == 16) {
+        let first = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let end = i64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
+        blocks.adopt(first, end);
     }
-    let first = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-    let end = i64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
-    blocks.adopt(first, end);
     blocks.take()
 }
