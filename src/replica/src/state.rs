@@ -476,9 +476,12 @@ mod tests {
                 },
             );
             g.sync(&s).await.unwrap();
+            let end = g.len() as usize;
             drop(g);
+            // On disk the records are followed by page padding.
             let full = std::fs::read(&path).unwrap();
-            for cut in [len as usize + 3, full.len() - 1] {
+            assert!(full.len() > end);
+            for cut in [len as usize + 3, end - 1] {
                 bytes.clear();
                 bytes.extend_from_slice(&full[..cut]);
                 std::fs::write(&path, &bytes).unwrap();
