@@ -169,6 +169,8 @@ mod sim;
 pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
-pub use log::{batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY};
+pub use log::{
+    batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
+};
 pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
 pub use rng::Rng;

@@ -183,9 +183,13 @@ impl ReplicaLog {
     pub fn push_applied(&mut self, span: OffsetSpan) {
         assert!(self.entries.is_empty(), "push_applied after an append");
         assert!(span.records > 0, "an entry occupies at least one offset");
-        assert_eq!(span.base, self.evicted_next, "restored offsets are not dense");
+        assert_eq!(
+            span.base, self.evicted_next,
+            "restored offsets are not dense"
+        );
         let last = self.marks.last();
-        if last.is_none_or(|m| m.span.term != span.term || self.window_first - m.index >= MARK_EVERY)
+        if last
+            .is_none_or(|m| m.span.term != span.term || self.window_first - m.index >= MARK_EVERY)
         {
             self.marks.push(Mark {
                 index: self.window_first,
@@ -500,7 +504,11 @@ impl ReplicaLog {
                 _ => {
                     return Err(format!(
                         "entry {index}: a {} with {} records and {} bytes",
-                        if b.raft_entry.is_some() { "control batch" } else { "batch" },
+                        if b.raft_entry.is_some() {
+                            "control batch"
+                        } else {
+                            "batch"
+                        },
                         b.records,
                         b.bytes.len()
                     ))

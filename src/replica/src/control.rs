@@ -103,7 +103,11 @@ pub fn control_batch(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malfor
     b[hdr::OFF_ATTRIBUTES..hdr::OFF_ATTRIBUTES + 2].copy_from_slice(&ATTR_CONTROL.to_be_bytes());
     b[hdr::OFF_LAST_OFFSET_DELTA..hdr::OFF_LAST_OFFSET_DELTA + 4]
         .copy_from_slice(&0i32.to_be_bytes());
-    for off in [hdr::OFF_BASE_TIMESTAMP, hdr::OFF_MAX_TIMESTAMP, hdr::OFF_PRODUCER_ID] {
+    for off in [
+        hdr::OFF_BASE_TIMESTAMP,
+        hdr::OFF_MAX_TIMESTAMP,
+        hdr::OFF_PRODUCER_ID,
+    ] {
         b[off..off + 8].copy_from_slice(&(-1i64).to_be_bytes());
     }
     b[hdr::OFF_PRODUCER_EPOCH..hdr::OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());

@@ -124,7 +124,9 @@ fn apply(groups: &mut BTreeMap<GroupId, GroupState>, body: &[u8]) -> Option<()> 
             if n > VOTERS_MAX || f.len() != 4 + 8 * n {
                 return None;
             }
-            let voters = (0..n).map(|i| u64_at(f, 4 + 8 * i)).collect::<Option<_>>()?;
+            let voters = (0..n)
+                .map(|i| u64_at(f, 4 + 8 * i))
+                .collect::<Option<_>>()?;
             // A group created again (a new replica of a re-created partition) starts afresh.
             groups.insert(
                 group,
@@ -194,7 +196,10 @@ impl<S: Storage> StateFile<S> {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         // A rewrite that crashed before its rename: the old file is intact.
-        storage.remove(&tmp).await.map_err(|e| io_err("remove", &tmp, e))?;
+        storage
+            .remove(&tmp)
+            .await
+            .map_err(|e| io_err("remove", &tmp, e))?;
         let file = storage
             .open_rw(&path)
             .await
@@ -246,11 +251,21 @@ impl<S: Storage> StateFile<S> {
                 .map_err(|e| io_err("truncate", &path, e))?;
         }
         // What a killed process left may be only in the page cache: make it durable before
-        // acting on it.
+        // acting on it, the file's name (and the directory's own) included.
         sf.file
             .fdatasync()
             .await
             .map_err(|e| io_err("fdatasync", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(|e| io_err("fsync dir", dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .await
+                .map_err(|e| io_err("fsync dir", parent, e))?;
+        }
         Ok(sf)
     }
 
@@ -300,12 +315,18 @@ impl<S: Storage> StateFile<S> {
     }
 
     pub fn hard_state(&mut self, group: GroupId, hs: &HardState) {
-        assert!(self.groups.contains_key(&group), "hard state of an unknown group");
+        assert!(
+            self.groups.contains_key(&group),
+            "hard state of an unknown group"
+        );
         self.push(hard_state_record(group, hs));
     }
 
     pub fn log_start(&mut self, group: GroupId, start: LogStart) {
-        assert!(self.groups.contains_key(&group), "log start of an unknown group");
+        assert!(
+            self.groups.contains_key(&group),
+            "log start of an unknown group"
+        );
         self.push(log_start_record(group, &start));
     }
 
@@ -356,7 +377,10 @@ impl<S: Storage> StateFile<S> {
         }
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        storage.remove(&tmp).await.map_err(|e| io_err("remove", &tmp, e))?;
+        storage
+            .remove(&tmp)
+            .await
+            .map_err(|e| io_err("remove", &tmp, e))?;
         let file = storage
             .open_rw(&tmp)
             .await

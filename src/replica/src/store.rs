@@ -306,7 +306,9 @@ impl<S: Storage> ReplicaStore<S> {
         group.commit = hs.commit.max(start.index);
         group.noted_commit = group.commit;
         rlog.set_hard_state(hs.clone());
-        let committed = group.base_of(group.commit + 1).expect("offset after the commit");
+        let committed = group
+            .base_of(group.commit + 1)
+            .expect("offset after the commit");
         log.note_committed(committed);
         Ok((rlog, group))
     }
@@ -330,7 +332,11 @@ impl<S: Storage> ReplicaStore<S> {
     /// reset (which syncs everything before it, see [`Write::LogStart`]). Call it in `seq`
     /// order, then [`Self::sync`]. `now_ms` is the wall clock (segment roll time only).
     pub async fn write(&mut self, seq: u64, writes: Vec<Write>, now_ms: i64) -> Result<(), Error> {
-        assert!(seq > self.written_seq, "persist {seq} after {}", self.written_seq);
+        assert!(
+            seq > self.written_seq,
+            "persist {seq} after {}",
+            self.written_seq
+        );
         for w in writes {
             match w {
                 Write::Create { group, voters } => self.create(group, &voters).await?,
@@ -385,11 +391,17 @@ impl<S: Storage> ReplicaStore<S> {
             log = open_log(&self.storage, &self.cache, &spec).await?;
         }
         self.state.create(group, voters)?;
-        self.groups.insert(group, Group::new(log, LogStart::default()));
+        self.groups
+            .insert(group, Group::new(log, LogStart::default()));
         Ok(())
     }
 
-    async fn entries(&mut self, group: GroupId, entries: &[Entry], now_ms: i64) -> Result<(), Error> {
+    async fn entries(
+        &mut self,
+        group: GroupId,
+        entries: &[Entry],
+        now_ms: i64,
+    ) -> Result<(), Error> {
         let g = self
             .groups
             .get_mut(&group)
@@ -397,7 +409,9 @@ impl<S: Storage> ReplicaStore<S> {
         let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
-        if first > g.last_index + 1 || first <= g.commit.max(g.tail_first - 1) && first <= g.last_index {
+        if first > g.last_index + 1
+            || first <= g.commit.max(g.tail_first - 1) && first <= g.last_index
+        {
             return Err(damaged(
                 group,
                 format!(
@@ -410,7 +424,9 @@ impl<S: Storage> ReplicaStore<S> {
             // A divergent suffix: cut the partition log at the first replaced entry (its
             // batch cache, indexes, producer state and epoch history follow; the cut is
             // durable when this returns).
-            let base = g.base_of(first).expect("an uncommitted entry's offset is known");
+            let base = g
+                .base_of(first)
+                .expect("an uncommitted entry's offset is known");
             g.log.truncate_to(base).await?;
             g.tail.truncate((first - g.tail_first) as usize);
             g.last_index = first - 1;
@@ -514,7 +530,12 @@ impl<S: Storage> ReplicaStore<S> {
     /// `offset`, about `max_bytes` of them (at least one; capped at [`FETCH_BYTES_MAX`]),
     /// Raft's own entries decoded from their control batches. `None` when the read fails
     /// (raft-rs asks again later) or the group is not here.
-    pub async fn fetch(&mut self, group: GroupId, offset: i64, max_bytes: u64) -> Option<Vec<FetchedBatch>> {
+    pub async fn fetch(
+        &mut self,
+        group: GroupId,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Option<Vec<FetchedBatch>> {
         let log = self.groups.get(&group)?.log.clone();
         self.stats.fetches += 1;
         let max = max_bytes.min(FETCH_BYTES_MAX) as usize;

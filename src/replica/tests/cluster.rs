@@ -15,6 +15,7 @@ use sluice_raft::{
 };
 use sluice_replica::control::{testing::kafka_batch, CONTROL_LEADER_CHANGE};
 use sluice_replica::{PartitionSpec, ReplicaStore};
+use sluice_storage::fault::FaultyStorage;
 use sluice_storage::hdr::{Header, HEADER_BYTES, OFF_MAGIC};
 use sluice_storage::std_io::StdStorage;
 use sluice_storage::{BatchCache, LogConfig};
@@ -23,8 +24,10 @@ const TICK_MS: u64 = 50;
 const VOTERS: [NodeId; 3] = [1, 2, 3];
 
 struct Node {
-    store: ReplicaStore<StdStorage>,
+    store: ReplicaStore<FaultyStorage>,
     mgr: GroupManager,
+    /// Models what a power loss keeps (only fdatasynced contents, directory-synced names).
+    storage: FaultyStorage,
 }
 
 struct Cluster {
@@ -91,8 +94,10 @@ impl Cluster {
             entry_cache_bytes_max: self.cache_bytes,
             ..Config::default()
         };
+        let storage = FaultyStorage::default();
+        storage.plan.model_durability();
         let (store, mut mgr) = ReplicaStore::open(
-            Rc::new(StdStorage),
+            Rc::new(storage.clone()),
             data.join("raft"),
             Rc::new(RefCell::new(BatchCache::new(1 << 20))),
             layout,
@@ -101,7 +106,15 @@ impl Cluster {
         .await
         .expect("recover");
         let fx = mgr.tick(self.now);
-        self.nodes.insert(n, Node { store, mgr });
+        self.report_alive(n, true);
+        self.nodes.insert(
+            n,
+            Node {
+                store,
+                mgr,
+                storage,
+            },
+        );
         self.handle(n, fx).await;
     }
 
@@ -109,6 +122,24 @@ impl Cluster {
     fn kill(&mut self, n: NodeId) {
         self.nodes.remove(&n);
         self.queue.retain(|e| e.to != n);
+        self.report_alive(n, false);
+    }
+
+    /// What the transport's node liveness would tell the others (quiesced followers need
+    /// it to notice a dead leader).
+    fn report_alive(&mut self, n: NodeId, alive: bool) {
+        for (_, node) in self.nodes.iter_mut().filter(|(m, _)| **m != n) {
+            node.mgr.set_node_alive(n, alive);
+        }
+    }
+
+    /// Node `n` loses power: its files go back to what was synced.
+    fn power_loss(&mut self, n: NodeId) {
+        let node = self.nodes.remove(&n).unwrap();
+        node.storage.plan.power_loss();
+        drop(node);
+        self.queue.retain(|e| e.to != n);
+        self.report_alive(n, false);
     }
 
     async fn create_group(&mut self, g: GroupId) {
@@ -129,7 +160,11 @@ impl Cluster {
         let Some(node) = self.nodes.get_mut(&n) else {
             return;
         };
-        let out = node.store.drive(&mut node.mgr, fx, now).await.expect("store");
+        let out = node
+            .store
+            .drive(&mut node.mgr, fx, now)
+            .await
+            .expect("store");
         for e in out {
             match e {
                 Effect::Send(env) => {
@@ -138,7 +173,8 @@ impl Cluster {
                     }
                 }
                 Effect::Committed { group, token, span } => {
-                    self.committed.insert(token.0, (group, span.base, span.term));
+                    self.committed
+                        .insert(token.0, (group, span.base, span.term));
                 }
                 Effect::Failed { token, error, .. } => {
                     self.failed.insert(token.0, error);
@@ -189,7 +225,12 @@ impl Cluster {
             }
             self.step().await;
         }
-        panic!("no leader for group {g}");
+        let st: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|(n, node)| (*n, node.mgr.status(g)))
+            .collect();
+        panic!("no leader for group {g}: {st:#?}");
     }
 
     /// Proposes a batch of `records` records on `n`; returns its token.
@@ -275,7 +316,11 @@ impl Cluster {
         for &n in self.nodes.keys() {
             logs.push(self.batches(n, g).await);
         }
-        let start = logs.iter().map(|l| l.first().map_or(i64::MAX, |b| b.0)).max().unwrap();
+        let start = logs
+            .iter()
+            .map(|l| l.first().map_or(i64::MAX, |b| b.0))
+            .max()
+            .unwrap();
         let trimmed: Vec<Vec<_>> = logs
             .iter()
             .map(|l| l.iter().filter(|b| b.0 >= start).cloned().collect())
@@ -298,7 +343,11 @@ impl Cluster {
             h.verify(stored).unwrap();
             assert_eq!(h.leader_epoch as u64, *term, "token {token}: epoch = term");
             assert!(!h.is_control());
-            assert_eq!(stored[OFF_MAGIC..], self.proposed[token][OFF_MAGIC..], "token {token}");
+            assert_eq!(
+                stored[OFF_MAGIC..],
+                self.proposed[token][OFF_MAGIC..],
+                "token {token}"
+            );
         }
         longest
     }
@@ -488,7 +537,11 @@ fn a_snapshot_restarts_a_lagging_followers_log_at_the_leaders_start() {
             c.handle(n, fx).await;
             starts.push(start);
             let log = c.nodes[&n].store.log(10).unwrap();
-            assert_eq!(log.log_start_offset(), start, "segments go after the record");
+            assert_eq!(
+                log.log_start_offset(),
+                start,
+                "segments go after the record"
+            );
         }
         assert!(starts.iter().all(|&s| s > 12), "{starts:?}");
         c.start(lag).await;
@@ -546,6 +599,70 @@ fn a_commit_index_beyond_the_recovered_log_is_an_error_naming_the_group() {
         .err()
         .expect("a damaged store is refused");
         let msg = err.to_string();
-        assert!(msg.contains("group 42") && msg.contains("commit index"), "{msg}");
+        assert!(
+            msg.contains("group 42") && msg.contains("commit index"),
+            "{msg}"
+        );
+    });
+}
+
+/// Nodes lose power at many points (mid-round, between a write and its sync): each recovers
+/// (a durable commit index never exceeds its durable log, or `open` would refuse it), and
+/// every acknowledged batch stays at its offsets.
+#[test]
+fn power_losses_keep_every_acknowledged_batch() {
+    for seed in 1..=24 {
+        power_losses(seed);
+    }
+}
+
+fn power_losses(seed: u64) {
+    run(async {
+        let mut c = Cluster::new(4096).await;
+        c.create_group(10).await;
+        let mut tokens = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..40 {
+            if let Some(l) = c.leader(10) {
+                for _ in 0..=next(3) {
+                    tokens.push(c.propose(l, 10, 1 + next(4) as usize).await);
+                }
+            }
+            for _ in 0..next(12) {
+                c.step().await;
+            }
+            let victim = VOTERS[next(3) as usize];
+            c.power_loss(victim);
+            if round % 3 == 0 {
+                for _ in 0..next(40) {
+                    c.step().await;
+                }
+            }
+            c.start(victim).await;
+        }
+        c.await_leader(10).await;
+        let last = c.propose(c.leader(10).unwrap(), 10, 1).await;
+        c.await_outcome(&[last]).await;
+        c.await_converged(10).await;
+        let acked = tokens
+            .iter()
+            .filter(|t| c.committed.contains_key(t))
+            .count();
+        assert!(
+            acked > 10,
+            "seed {seed}: only {acked} of {} acknowledged",
+            tokens.len()
+        );
+        // check_logs finds every acknowledged batch at its offset with its term.
+        let log = c.check_logs(10).await;
+        for n in VOTERS {
+            assert_eq!(c.batches(n, 10).await, log, "seed {seed}: node {n}");
+        }
     });
 }

@@ -547,7 +547,11 @@ fn a_reset_is_crash_safe_and_repeatable() {
             storage.plan.power_loss();
             let log = open(StdStorage, dir.path(), small_segments());
             if log.log_start_offset() == 500 {
-                assert_eq!(log.log_end_offset(), 500, "n {n}: a finished reset is empty");
+                assert_eq!(
+                    log.log_end_offset(),
+                    500,
+                    "n {n}: a finished reset is empty"
+                );
             } else {
                 assert!(result.is_err(), "n {n}: a reset that returned is durable");
                 assert_eq!(log.log_start_offset(), 0, "n {n}");
