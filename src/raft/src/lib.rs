@@ -2,7 +2,8 @@
 //! group per partition replica set, on raft-rs 0.7's `RawNode` (pre-vote and check-quorum on),
 //! with the Kafka log as the Raft log. No sockets, no threads, no clock, no entropy: inputs
 //! come in as calls, outputs go out as [`Effect`]s. This is the first step of issue 12; the
-//! broker does not use it yet.
+//! broker does not use it yet (`sluice-replica` performs its `Persist`/`Fetch` effects on
+//! real partition logs).
 //!
 //! # Driving it (the shard's side)
 //!
@@ -156,8 +157,8 @@
 //! Eviction walks the shard's groups while over budget, so a shard whose budget is spent on
 //! unapplied entries pays a pass over its groups per call. A quiesced leader does not
 //! notice a dead follower (nothing needs it to: it only matters once it wakes). Membership
-//! changes (learners, joint consensus), leadership transfer, read leases, and the real
-//! transport and storage.
+//! changes (learners, joint consensus), leadership transfer, read leases, and wiring the
+//! real transport (`sluice-rpc`) and storage driver (`sluice-replica`) into the broker.
 
 pub mod effect;
 pub mod log;

@@ -167,10 +167,8 @@ impl Cluster {
             .expect("store");
         for e in out {
             match e {
-                Effect::Send(env) => {
-                    if !self.cut.contains(&(env.from, env.to)) {
-                        self.queue.push_back(env);
-                    }
+                Effect::Send(env) if !self.cut.contains(&(env.from, env.to)) => {
+                    self.queue.push_back(env);
                 }
                 Effect::Committed { group, token, span } => {
                     self.committed
