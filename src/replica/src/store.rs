@@ -263,15 +263,14 @@ impl<S: Storage> ReplicaStore<S> {
                 break;
             }
             for b in batches_of(bytes).map_err(|m| damaged(g, m.0))? {
-                if b.base != offset || b.term < term || b.term > hs.term {
+                if b.base != offset || b.term < term {
                     return Err(damaged(
                         g,
                         format!(
-                            "entry {}: batch at {} of term {} after offset {offset} of term {term} (current term {})",
+                            "entry {}: batch at {} of term {} after offset {offset} of term {term}",
                             index + 1,
                             b.base,
                             b.term,
-                            hs.term
                         ),
                     ));
                 }
@@ -300,12 +299,25 @@ impl<S: Storage> ReplicaStore<S> {
                 ),
             ));
         }
+        let mut hs = hs.clone();
+        if term > hs.term {
+            // Entries of a newer term than the durable hard state: a follower that learnt
+            // the term from the leader's first append crashed between syncing the log and
+            // the state file. It never acknowledged them nor voted in that term (both
+            // wait for the whole sync), so it resumes in that term with no vote.
+            log::info!(
+                "group {g}: log holds term {term}, hard state term {}: resuming in term {term}",
+                hs.term
+            );
+            hs.term = term;
+            hs.vote = 0;
+        }
         group.last_index = index;
         group.end_offset = offset;
         group.tail_first = index + 1 - group.tail.len() as u64;
         group.commit = hs.commit.max(start.index);
         group.noted_commit = group.commit;
-        rlog.set_hard_state(hs.clone());
+        rlog.set_hard_state(hs);
         let committed = group
             .base_of(group.commit + 1)
             .expect("offset after the commit");

@@ -44,6 +44,13 @@ struct Cluster {
     next_token: u64,
     /// Raw batches proposed, by token.
     proposed: BTreeMap<u64, Vec<u8>>,
+    /// Nodes whose store failed (an injected IO error): they lose power at the end of the
+    /// step. Without `allow_errors` a store error fails the test.
+    broken: BTreeSet<NodeId>,
+    allow_errors: bool,
+    /// Votes and pre-votes to and from this node are dropped (it misses elections but
+    /// gets everything else).
+    no_votes: Option<NodeId>,
 }
 
 fn log_config() -> LogConfig {
@@ -68,6 +75,9 @@ impl Cluster {
             failed: BTreeMap::new(),
             next_token: 0,
             proposed: BTreeMap::new(),
+            broken: BTreeSet::new(),
+            allow_errors: false,
+            no_votes: None,
         };
         for n in VOTERS {
             c.start(n).await;
@@ -157,17 +167,35 @@ impl Cluster {
 
     async fn handle(&mut self, n: NodeId, fx: Vec<Effect>) {
         let now = self.now as i64;
+        if self.broken.contains(&n) {
+            return;
+        }
         let Some(node) = self.nodes.get_mut(&n) else {
             return;
         };
-        let out = node
-            .store
-            .drive(&mut node.mgr, fx, now)
-            .await
-            .expect("store");
+        let out = match node.store.drive(&mut node.mgr, fx, now).await {
+            Ok(out) => out,
+            Err(e) => {
+                assert!(self.allow_errors, "node {n}: {e}");
+                self.broken.insert(n);
+                return;
+            }
+        };
         for e in out {
             match e {
-                Effect::Send(env) if !self.cut.contains(&(env.from, env.to)) => {
+                Effect::Send(mut env) if !self.cut.contains(&(env.from, env.to)) => {
+                    if self.no_votes.is_some_and(|v| v == env.from || v == env.to) {
+                        use raft::eraftpb::MessageType::*;
+                        env.messages.retain(|(_, m)| {
+                            !matches!(
+                                m.get_msg_type(),
+                                MsgRequestVote
+                                    | MsgRequestVoteResponse
+                                    | MsgRequestPreVote
+                                    | MsgRequestPreVoteResponse
+                            )
+                        });
+                    }
                     self.queue.push_back(env);
                 }
                 Effect::Committed { group, token, span } => {
@@ -206,6 +234,9 @@ impl Cluster {
                 let fx = node.mgr.step(env);
                 self.handle(to, fx).await;
             }
+        }
+        for n in std::mem::take(&mut self.broken) {
+            self.power_loss(n);
         }
     }
 
@@ -662,5 +693,61 @@ fn power_losses(seed: u64) {
         for n in VOTERS {
             assert_eq!(c.batches(n, 10).await, log, "seed {seed}: node {n}");
         }
+    });
+}
+
+/// A follower that missed an election learns the new term from the new leader's first
+/// append (entries and the new term in one round), and the sync of that round fails at its
+/// n-th fdatasync and the node loses power: whatever mix of log and state file survived
+/// (entries of a term newer than the durable hard state included), it recovers and catches
+/// up.
+#[test]
+fn a_crash_in_any_sync_of_a_term_change_recovers() {
+    for n in 1..=8 {
+        crash_in_term_change(n);
+    }
+}
+
+fn crash_in_term_change(fail_at: u32) {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let l1 = c.await_leader(10).await;
+        let t = c.propose(l1, 10, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        let term1 = c.nodes[&l1].mgr.status(10).unwrap().term;
+        let f = VOTERS.into_iter().find(|&n| n != l1).unwrap();
+        c.no_votes = Some(f);
+        // The follower's n-th next fdatasync fails (then it loses power).
+        c.nodes[&f].storage.plan.fail_fsync_in.set(fail_at);
+        c.allow_errors = true;
+        // The old leader restarts: a new term the follower takes no part in electing.
+        c.kill(l1);
+        for _ in 0..5 {
+            c.step().await;
+        }
+        c.start(l1).await;
+        let l2 = loop {
+            c.step().await;
+            if let Some(l) = c.leader(10) {
+                break l;
+            }
+        };
+        assert!(c.nodes[&l2].mgr.status(10).unwrap().term > term1);
+        let t = c.propose(l2, 10, 2).await;
+        c.await_outcome(&[t]).await;
+        assert!(c.committed.contains_key(&t));
+        for _ in 0..40 {
+            c.step().await;
+        }
+        c.allow_errors = false;
+        c.no_votes = None;
+        if !c.nodes.contains_key(&f) {
+            c.start(f).await;
+        }
+        c.await_converged(10).await;
+        let log = c.check_logs(10).await;
+        assert_eq!(c.batches(f, 10).await, log, "fail at {fail_at}");
     });
 }
