@@ -68,7 +68,9 @@ pub mod control;
 pub mod state;
 pub mod store;
 
-pub use store::{Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX};
+pub use store::{
+    Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
+};
 
 /// What went wrong in the store.
 #[derive(Debug)]

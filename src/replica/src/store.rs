@@ -4,8 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::{poll_fn, Future};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use raft::eraftpb::{Entry, HardState};
 use sluice_raft::log::records_context;
@@ -24,6 +27,40 @@ use crate::Error;
 /// Most bytes one `Fetch` reads (raft-rs asks for `max_size_per_msg`, 1 MiB; the partition
 /// log always returns at least one whole batch).
 pub const FETCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Most partition logs one sync flushes at once (their writes and fdatasyncs overlap).
+pub const FLUSH_PARALLEL_MAX: usize = 32;
+
+/// Runs `futs` together in this task; all run to the end, the first error is returned.
+async fn join_all<T, F: Future<Output = sluice_storage::Result<T>>>(
+    futs: Vec<F>,
+) -> sluice_storage::Result<()> {
+    let mut futs: Vec<Option<Pin<Box<F>>>> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut err = None;
+    poll_fn(|cx| {
+        let mut pending = false;
+        for slot in futs.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        if let Err(e) = r {
+                            err.get_or_insert(e);
+                        }
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    err.map_or(Ok(()), Err)
+}
 
 /// Where and how a group's partition log is kept; the broker's mapping from Raft group to
 /// partition (directory named by topic id and partition, the topic's log config).
@@ -521,10 +558,14 @@ impl<S: Storage> ReplicaStore<S> {
     }
 
     async fn sync_all(&mut self) -> Result<(), Error> {
-        for group in std::mem::take(&mut self.touched) {
-            if let Some(g) = self.groups.get(&group) {
-                g.log.flush().await?;
-            }
+        let logs: Vec<Rc<PartitionLog<S>>> = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
+            .collect();
+        // The logs' writes and fdatasyncs overlap (a bounded number at a time); the state
+        // file waits for all of them.
+        for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
+            join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
         }
         self.state.sync(&*self.storage).await?;
         self.stats.syncs += 1;
