@@ -24,10 +24,23 @@
 //! - The raft-state file ([`state`]) holds per group its voters, hard state and log start,
 //!   latest record wins, rewritten when it outgrows a few times its live size.
 //!
+//! # Driving it (the shard's side)
+//!
+//! At start, [`ReplicaStore::open`]`(storage, raft_dir, batch_cache, layout, raft_config)`
+//! gives the store and the recovered `GroupManager`; `layout` maps a group to its
+//! partition directory, log config and name. Then hand every manager call's effects to
+//! [`ReplicaStore::drive`] (or, to batch several calls into one sync, perform
+//! `Persist` with [`ReplicaStore::write`] in `seq` order, then [`ReplicaStore::sync`] and
+//! `persisted(seq)`, and `Fetch` with [`ReplicaStore::fetch`] and `entries_fetched`).
+//! Consumers read [`ReplicaStore::log`]`(group)`, clamped to the group's high watermark
+//! (the partition log's own high watermark is its flushed offset, which may be ahead of
+//! Raft's commit). [`ReplicaStore::close`] at shutdown.
+//!
 //! # Durability order (group commit)
 //!
 //! `Persist { seq }` writes go to memory ([`ReplicaStore::write`]); [`ReplicaStore::sync`]
-//! then fdatasyncs every partition log written to, then the state file, and only then may
+//! then fdatasyncs every partition log written to ([`FLUSH_PARALLEL_MAX`] at a time, their
+//! IO overlapping), then the state file, and only then may
 //! the caller report `GroupManager::persisted(seq)`. One sync per shard per round covers
 //! every group. Because the logs are synced before the state file, a durable hard state's
 //! commit index never exceeds the durable log. Two writes order themselves differently:
@@ -48,7 +61,11 @@
 //! (= term) and control or not; committed entries enter the `ReplicaLog` as offsets only
 //! (marks, [`sluice_raft::ReplicaLog::push_applied`]), the uncommitted tail with its bytes.
 //! Nothing is clamped: a commit index beyond the recovered log, a batch out of place or of
-//! a term going backwards or past the current term is an error naming the group. Then
+//! a term going backwards, a partition log starting past the Raft log start is an error
+//! naming the group. One state is legitimate and resolved: entries of a term newer than the
+//! durable hard state (a follower learnt the term from the leader's first append and
+//! crashed between syncing the log and the state file); it never acknowledged them nor
+//! voted in that term, so it resumes in that term with no vote. Then
 //! `GroupManager::recover` builds the manager.
 //!
 //! Cost: the scan reads every partition log whole (`read_next`, 1 MiB at a time), so start
@@ -63,6 +80,26 @@
 //! [`Error`]: the shard must stop its groups and restart, which recovers from what is
 //! durable (Kafka halts on a failed log directory too). A `Fetch` read error answers
 //! `None` (raft-rs asks again).
+//!
+//! # Tests
+//!
+//! `tests/cluster.rs`: three managers with their own stores on real files, wired by an
+//! in-memory envelope queue, on a glommio executor, over the storage crate's fault model
+//! (power loss keeps only synced data and directory-synced names): identical bytes at
+//! identical offsets with the term as leader epoch and the no-op as a LEADER_CHANGE
+//! control batch; restarts; a divergent suffix truncated; a lagging follower caught up from
+//! the partition log; a snapshot resetting a follower's log; power losses at random points
+//! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
+//! change; a commit beyond the log refused.
+//!
+//! # Not yet
+//!
+//! Recovered partition-log data is trusted as durable, as `PartitionLog::open` does on one
+//! node (with direct IO a killed process's writes are on the device; a device write cache
+//! lost at a later power loss is not covered: syncing every log at start would be). A
+//! reset replaces the group's `PartitionLog`, so holders of the old one (readers) must ask
+//! [`ReplicaStore::log`] again. Removing a group (partition deletion, reassignment) has no
+//! `Write` yet. Whole-log scans at start (see Recovery).
 
 pub mod control;
 pub mod state;
