@@ -32,7 +32,8 @@
 //! control batches of one record, which consumers skip. Every replica derives the same dense
 //! offsets from its log prefix ([`ReplicaLog`]: Raft index → base offset, record count,
 //! term); the leader reports the offsets and term (the batch's `partitionLeaderEpoch`) of a
-//! proposal in `Effect::Proposed` (stamping the bytes comes with the broker integration).
+//! proposal in `Effect::Proposed`; every replica's driver stamps both into the batch bytes as it
+//! writes them, so all replicas store identical bytes.
 //!
 //! Memory is bounded: a group keeps in memory only its entries not yet applied (committed and
 //! synced here; raft-rs reads those synchronously) plus a recent tail, within one per-shard

@@ -697,6 +697,54 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_log_matches_the_log_it_was_written_as() {
+        let mut ents = vec![batch(11, 2, 0)];
+        ents.extend((12..=400).map(|i| batch(i, 2, 2)));
+        ents.push(batch(401, 5, 0));
+        ents.extend((402..=410).map(|i| batch(i, 5, 3)));
+        let mut written = ReplicaLog::restored(&[1, 2, 3], (10, 2, 100));
+        written.append(&ents);
+        written.evict_through(405);
+        // What a driver's recovery builds: committed entries by offsets, the rest in memory.
+        let mut restored = ReplicaLog::restored(&[1, 2, 3], (10, 2, 100));
+        for e in &ents[..395] {
+            restored.push_applied(written_span(&written, e.index));
+        }
+        restored.append(&ents[395..]);
+        use raft::Storage;
+        for i in 10..=410 {
+            assert_eq!(restored.term(i).unwrap(), written.term(i).unwrap(), "{i}");
+        }
+        assert_eq!(restored.first_index(), 11);
+        assert_eq!(restored.last_index(), 410);
+        assert_eq!(restored.window_first(), 406);
+        assert_eq!(restored.next_offset(), written.next_offset());
+        assert_eq!(restored.start_offset(), 100);
+        for low in [11, 200, 401, 405] {
+            assert!(restored.fetch_cursor(low).0 <= low);
+        }
+    }
+
+    /// The span of entry `index` of `log` (in memory or recomputed from its neighbours).
+    fn written_span(log: &ReplicaLog, index: u64) -> OffsetSpan {
+        if let Some(s) = log.span(index) {
+            return s;
+        }
+        let records = |i: u64| match i {
+            11 | 401 => 1,
+            402.. => 3,
+            _ => 2,
+        };
+        let m = log.mark_at_or_before(index).unwrap();
+        let base = m.span.base + (m.index..index).map(|i| i64::from(records(i))).sum::<i64>();
+        OffsetSpan {
+            base,
+            records: records(index),
+            term: log.term_of(index).unwrap(),
+        }
+    }
+
+    #[test]
     fn evicted_entries_keep_terms_and_offsets_and_rebuild_from_batches() {
         let mut log = ReplicaLog::new(&[1, 2, 3]);
         let mut ents = vec![batch(1, 1, 0)];
