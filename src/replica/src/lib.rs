@@ -90,7 +90,9 @@
 //! control batch; restarts; a divergent suffix truncated; a lagging follower caught up from
 //! the partition log; a snapshot resetting a follower's log; power losses at random points
 //! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
-//! change; a commit beyond the log refused.
+//! change; a commit beyond the log refused. `tests/dma.rs` runs single-voter groups on a
+//! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
+//! after a drop without close.
 //!
 //! # Not yet
 //!

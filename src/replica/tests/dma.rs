@@ -133,7 +133,7 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
                 (all_bytes(&store, 1).await, all_bytes(&store, 2).await),
                 before
             );
-            let now = elect(&mut store, &mut mgr, now).await;
+            elect(&mut store, &mut mgr, now).await;
             let base = propose(&mut store, &mut mgr, 1, next).await;
             assert!(base > 300);
             store.close().await.unwrap();
@@ -145,7 +145,6 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
                 "a new no-op and the batch"
             );
             assert!(all_bytes(&store, 1).await.starts_with(&before.0));
-            let _ = now;
             ok.store(true, Ordering::SeqCst);
         }
     })
