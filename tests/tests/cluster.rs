@@ -320,6 +320,159 @@ fn wait_isr_full(c: &Cluster) {
     });
 }
 
+/// Leaders of `topic`'s partitions, in partition order, as `bootstrap`'s Metadata reports
+/// them (-1: none).
+fn leaders(bootstrap: &str, topic: &str) -> Option<Vec<i32>> {
+    let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
+    let md = cons
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    let mut ps: Vec<(i32, i32)> = t
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader()))
+        .collect();
+    ps.sort_unstable();
+    Some(ps.into_iter().map(|(_, l)| l).collect())
+}
+
+/// The broker ids in `bootstrap`'s Metadata.
+fn broker_ids(bootstrap: &str) -> Vec<i32> {
+    let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
+    let mut ids: Vec<i32> = cons
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|md| md.brokers().iter().map(|b| b.id()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+/// What runs today on three real nodes (partitions not yet replicated): the controller
+/// quorum forms, every node registers and is listed by every node's Metadata, a topic created
+/// through one node is placed across all three, an idempotent producer and a consumer group
+/// bootstrapped from one node each reach every partition's node, a replication factor above 1
+/// is refused, and after the controller leader is killed the other two elect a new one that
+/// creates topics; the killed node comes back with its data, and all stop cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_metadata_and_serve_every_partition() {
+    const SPREAD: &str = "spread";
+    const RECORDS: usize = 600;
+    let mut c = Cluster::start(3);
+    for id in c.ids() {
+        let bootstrap = c.node(id).bootstrap();
+        tokio::task::block_in_place(|| {
+            poll_until(SETTLE, "every node listed in Metadata", || {
+                (broker_ids(&bootstrap) == [1, 2, 3]).then_some(())
+            })
+        });
+    }
+    let via_two = c.node(2).bootstrap();
+    let t = NewTopic::new(SPREAD, 6, TopicReplication::Fixed(1));
+    let res = admin(&via_two)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let rf3 = NewTopic::new("rf3", 1, TopicReplication::Fixed(3));
+    let res = admin(&via_two)
+        .create_topics([&rf3], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(
+        matches!(
+            res[0],
+            Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
+            ))
+        ),
+        "replication factor 3 before partitions replicate: {res:?}"
+    );
+    // Placement spreads the six partitions' leaders over all three nodes, and every node
+    // reports the same.
+    let via_three = c.node(3).bootstrap();
+    let spread = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "leaders of every partition", || {
+            leaders(&via_three, SPREAD).filter(|l| l.len() == 6 && l.iter().all(|&n| n > 0))
+        })
+    });
+    let mut nodes = spread.clone();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes, [1, 2, 3], "leaders {spread:?}");
+    assert_eq!(
+        leaders(&c.node(1).bootstrap(), SPREAD),
+        Some(spread.clone())
+    );
+
+    let p = producer(
+        &c.node(1).bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    for i in 0..RECORDS {
+        let v = format!("v{i}");
+        p.send(
+            FutureRecord::<(), _>::to(SPREAD)
+                .partition((i % 6) as i32)
+                .payload(&v),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("produce #{i}: {e:?}"));
+    }
+    let count_all = |bootstrap: String, group: &'static str| {
+        let mut cfg = base_config(&bootstrap);
+        cfg.set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        let cons: BaseConsumer = cfg.create().expect("consumer");
+        cons.subscribe(&[SPREAD]).expect("subscribe");
+        let mut seen = std::collections::BTreeSet::new();
+        poll_until(SETTLE, "every record consumed", || {
+            while let Some(m) = cons.poll(Duration::from_millis(200)) {
+                let m = m.ok()?;
+                use rdkafka::Message;
+                seen.insert(String::from_utf8_lossy(m.payload()?).into_owned());
+            }
+            (seen.len() >= RECORDS).then_some(())
+        });
+        cons.commit_consumer_state(CommitMode::Sync)
+            .expect("commit through the group's coordinator");
+        seen.len()
+    };
+    let got = tokio::task::block_in_place(|| count_all(c.node(3).bootstrap(), "spread-readers"));
+    assert_eq!(got, RECORDS);
+
+    // The controller leader dies; the other two elect one that still creates topics.
+    let old = tokio::task::block_in_place(|| c.controller(SETTLE));
+    tokio::task::block_in_place(|| c.node(old).kill9());
+    let survivor = c.ids().find(|&i| i != old).expect("another node");
+    let survivor_bootstrap = c.node(survivor).bootstrap();
+    let after = NewTopic::new("after-failover", 2, TopicReplication::Fixed(1));
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "CreateTopics after the controller died", || {
+            let rt = tokio::runtime::Handle::current();
+            let res = rt
+                .block_on(admin(&survivor_bootstrap).create_topics([&after], &admin_opts()))
+                .ok()?;
+            match &res[0] {
+                Ok(_) => Some(()),
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => Some(()),
+                Err(e) => {
+                    eprintln!("CreateTopics after failover: {e:?}");
+                    None
+                }
+            }
+        })
+    });
+    tokio::task::block_in_place(|| c.node(old).restart());
+    // Its partitions come back with their records once it has registered again.
+    let got = tokio::task::block_in_place(|| count_all(c.bootstrap(), "after-restart"));
+    assert_eq!(got, RECORDS);
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// A 3-node cluster, replication factor 3, the workload, and two rounds of `fault` on the
 /// leader of the moment, each healed before the next; the history must be clean, the ISR
 /// full again, and every node must stop cleanly on SIGTERM.

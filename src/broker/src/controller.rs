@@ -50,6 +50,9 @@ pub struct Controller {
     shared: Arc<crate::Shared>,
     /// Serializes changes: one read-modify-persist-broadcast at a time.
     lock: Rc<Semaphore>,
+    /// With `--voters`: the controller runtime, which decides every change (this role then
+    /// only adopts what the metadata log commits; see `metadata_sync`).
+    cluster: std::cell::RefCell<Option<Rc<sluice_cluster::ControllerNode>>>,
 }
 
 impl Controller {
@@ -58,7 +61,40 @@ impl Controller {
             config,
             shared,
             lock: Rc::new(Semaphore::new(1)),
+            cluster: Default::default(),
         }
+    }
+
+    /// Hands every later change to the cluster's controller runtime.
+    pub fn set_cluster(&self, node: Rc<sluice_cluster::ControllerNode>) {
+        *self.cluster.borrow_mut() = Some(node);
+    }
+
+    pub fn cluster(&self) -> Option<Rc<sluice_cluster::ControllerNode>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Takes the runtime out (shutdown): later changes find none.
+    pub fn take_cluster(&self) -> Option<Rc<sluice_cluster::ControllerNode>> {
+        self.cluster.borrow_mut().take()
+    }
+
+    /// Adopts a state derived from the metadata log: caches it in the state file and
+    /// distributes it to every shard, as a change made here would be. Its version is set to
+    /// follow the current one.
+    pub async fn adopt(
+        &self,
+        shard: &Rc<BrokerShard>,
+        new: ClusterState,
+    ) -> Result<(), (i16, String)> {
+        self.change(shard, |state| {
+            let mut new = new;
+            new.version = state.version;
+            let changed = new != *state;
+            *state = new;
+            ((), changed)
+        })
+        .await
     }
 
     pub fn shared(&self) -> &Arc<crate::Shared> {
@@ -140,6 +176,10 @@ impl Controller {
         requests: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<(String, TopicResult)> {
+        if let Some(node) = self.cluster() {
+            return crate::metadata_sync::create_topics(shard, &node, requests, validate_only)
+                .await;
+        }
         let num_partitions = self.config.num_partitions;
         let names: Vec<String> = requests.iter().map(|r| r.name.clone()).collect();
         // Kafka's controller refuses a user operation that would write more than 10,000
@@ -219,6 +259,9 @@ impl Controller {
         shard: &Rc<BrokerShard>,
         names: Vec<String>,
     ) -> Vec<(String, TopicResult)> {
+        if let Some(node) = self.cluster() {
+            return crate::metadata_sync::delete_topics(shard, &node, names).await;
+        }
         let requested = names.clone();
         let outcome = self
             .change(shard, |state| {
@@ -270,6 +313,16 @@ impl Controller {
         count: i32,
         validate_only: bool,
     ) -> Result<(), (i16, String)> {
+        if let Some(node) = self.cluster() {
+            return crate::metadata_sync::create_partitions(
+                shard,
+                &node,
+                name,
+                count,
+                validate_only,
+            )
+            .await;
+        }
         self.change(shard, |state| {
             let Some(t) = state.topics.iter_mut().find(|t| t.name == name) else {
                 return (Err((kerr::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name} does not exist"))), false);
@@ -315,6 +368,24 @@ impl Controller {
         validate_only: bool,
         edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigProblem>,
     ) -> Result<(), (i16, String)> {
+        if let Some(node) = self.cluster() {
+            let Some(current) = shard.topics().get(&name).map(|t| t.configs.clone()) else {
+                return Err((
+                    kerr::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic {name} does not exist"),
+                ));
+            };
+            let new = edit(&current).map_err(|p| (kerr::INVALID_CONFIG, p.message()))?;
+            return crate::metadata_sync::alter_configs(
+                shard,
+                &node,
+                sluice_meta::controller::ConfigTarget::Topic(name),
+                &current,
+                &new,
+                validate_only,
+            )
+            .await;
+        }
         self.change(shard, |state| {
             let Some(t) = state.topics.iter_mut().find(|t| t.name == name) else {
                 return (
@@ -356,6 +427,21 @@ impl Controller {
         validate_only: bool,
         edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
     ) -> Result<(), (i16, String)> {
+        if let Some(node) = self.cluster() {
+            let current = shard.topics().state.broker_configs.clone();
+            let new = edit(&current).map_err(|m| (kerr::INVALID_CONFIG, m))?;
+            // The broker resource's settings as one map: kept as the cluster-wide defaults
+            // (Kafka's per-node dynamic configs are not told apart yet).
+            return crate::metadata_sync::alter_configs(
+                shard,
+                &node,
+                sluice_meta::controller::ConfigTarget::Broker(None),
+                &current,
+                &new,
+                validate_only,
+            )
+            .await;
+        }
         self.change(shard, |state| {
             let new = match edit(&state.broker_configs) {
                 Ok(n) => n,
@@ -450,6 +536,7 @@ fn check_new_topic(known: &NameIndex, req: &NewTopic, num_partitions: i32) -> To
         partitions,
         configs: req.configs.clone(),
         internal: req.name == crate::groups::OFFSETS_TOPIC || req.name == "__transaction_state",
+        replicas: Vec::new(),
     })
 }
 
@@ -465,7 +552,20 @@ fn each_failed(names: Vec<String>, e: (i16, String)) -> Vec<(String, TopicResult
 /// be distributed and loaded: the change within the frame limit, the partitions within the
 /// shard table's capacity. Checked before the state is persisted.
 fn distributable(old: &ClusterState, new: &ClusterState) -> Result<Frame, (i16, String)> {
-    let partitions: u64 = new.topics.iter().map(|t| t.partitions.max(0) as u64).sum();
+    // The partitions this node hosts (every one in a cluster of one).
+    let partitions: u64 = new
+        .topics
+        .iter()
+        .map(|t| {
+            if t.replicas.is_empty() {
+                t.partitions.max(0) as u64
+            } else {
+                (0..t.partitions)
+                    .filter(|p| t.hosted_on(*p, new.node_id))
+                    .count() as u64
+            }
+        })
+        .sum();
     if partitions > PARTITIONS_PER_NODE_MAX {
         return Err((
             kerr::POLICY_VIOLATION,
@@ -498,6 +598,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             internal: false,
+            replicas: Vec::new(),
         }
     }
 

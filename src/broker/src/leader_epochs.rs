@@ -25,6 +25,14 @@ impl LeaderEpochs {
         self.lock().remove(&(topic_id, partition));
     }
 
+    /// The epoch of one partition (0 if its log is not open yet; see [`Self::of_topic`]).
+    pub fn of_partition(&self, topic_id: [u8; 16], partition: i32) -> i32 {
+        self.lock()
+            .get(&(topic_id, partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The epochs of partitions `0..count` of a topic. A partition whose log is not open yet
     /// (its shard is still applying the topic) is at epoch 0, as every new log is; a client
     /// that sent 0 to a log at a later epoch is told FENCED_LEADER_EPOCH and refreshes.

@@ -14,6 +14,7 @@
 //! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
 //!   budget, connections stop reading (back-pressure), they never fail.
 
+pub mod cluster_view;
 pub mod config;
 pub mod conn;
 pub mod connections;
@@ -25,6 +26,7 @@ pub mod groups;
 pub mod handlers;
 pub mod kerr;
 pub mod leader_epochs;
+pub mod metadata_sync;
 pub mod ops;
 pub mod panic_policy;
 pub mod partition_dirs;
@@ -55,6 +57,10 @@ pub struct Shared {
     pub connections_per_ip: Arc<connections::PerIp>,
     /// Current leader epoch of each open partition, for Metadata.
     pub leader_epochs: leader_epochs::LeaderEpochs,
+    /// The brokers, the controller and partition leaders beyond this node's own partitions.
+    pub cluster_view: cluster_view::ClusterView,
+    /// With `--voters`: producer ids from the controller's blocks.
+    pub cluster_producer_ids: producer_ids::ClusterBlocks,
     /// The controller's latest persisted cluster state: a shard that finds a gap in the
     /// deltas it receives (one never arrived or did not decode) adopts it whole. Shards share
     /// this process, so it is read here rather than sent (it may be larger than a frame).
@@ -141,6 +147,13 @@ pub fn run(
         producer_ids: producer_ids::ProducerIds::open(&config.data_dir)?,
         connections_per_ip: Arc::default(),
         leader_epochs: Default::default(),
+        cluster_view: cluster_view::ClusterView::single(cluster_view::BrokerEndpoint {
+            node: config.node_id,
+            host: config.advertised_host.clone(),
+            port: i32::from(config.listen.port()),
+            rack: None,
+        }),
+        cluster_producer_ids: Default::default(),
         cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
@@ -227,6 +240,14 @@ async fn shard_main(
         log::error!("{}: opening partitions: {e}", ctx.shard_id());
         signal_ready(&shared, false);
         return;
+    }
+    if ctx.shard_id().index() == 0 && !config.voters.is_empty() {
+        if let Err(e) = metadata_sync::start(&shard).await {
+            log::error!("starting the controller runtime: {e}");
+            eprintln!("sluice: cannot start the controller runtime: {e}");
+            signal_ready(&shared, false);
+            return;
+        }
     }
     let listener = match glommio::net::TcpListener::bind(config.listen) {
         Ok(l) => l,
@@ -346,6 +367,7 @@ async fn stop(
         );
         shared.unclean.fetch_add(1, Ordering::SeqCst);
     }
+    metadata_sync::stop(shard).await;
 }
 
 /// Fails if a Kafka broker already serves `addr`. The shards bind it with SO_REUSEPORT,

@@ -20,6 +20,9 @@ pub const TAG_UNWATCH: u16 = 6;
 /// One-way, from a partition owner to the fetch's shard; body: [`WatchRef`]. Some watched
 /// partition has news (data, or an error a read will report).
 pub const TAG_WATCH_FIRED: u16 = 7;
+/// To shard 0, with `--voters`; empty body. Reply payload: a producer-id block the
+/// controller gave this node, `first` and `end` as big-endian i64s (none: not now).
+pub const TAG_PRODUCER_IDS: u16 = 8;
 
 /// What to do to a partition.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

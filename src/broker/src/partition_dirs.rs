@@ -331,9 +331,11 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
         let Some((topic, partition)) = parse_dir_name(&name) else {
             continue;
         };
+        // A partition this node holds no replica of (moved away while it was down) goes like
+        // one of a deleted topic: its data lives on the nodes that hold it now.
         let owner = topics
             .get(topic)
-            .filter(|t| partition < t.partitions)
+            .filter(|t| partition < t.partitions && t.hosted_on(partition, state.node_id))
             .copied();
         let on_disk = read_topic_id(&path).map_err(|e| {
             BrokerError::Config(format!(
@@ -371,6 +373,9 @@ pub fn sweep(data_dir: &Path, state: &ClusterState) -> Result<Swept, BrokerError
                         crate::topics::base64_url(&id),
                         crate::topics::base64_url(&t.id)
                     ),
+                    (None, _) if topics.get(topic).is_some_and(|t| partition < t.partitions) => {
+                        format!("this node holds no replica of {topic} partition {partition}")
+                    }
                     (None, _) if topics.contains_key(topic) => {
                         format!("topic {topic} has no partition {partition}")
                     }
@@ -398,6 +403,7 @@ mod tests {
             partitions,
             configs: Default::default(),
             internal: false,
+            replicas: Vec::new(),
         }
     }
 
@@ -494,6 +500,30 @@ mod tests {
         assert!(data.join("kept-1/00000000000000000000.log").exists());
         // A second sweep has nothing to do.
         assert_eq!(sweep(data, &state).unwrap(), Swept::default());
+    }
+
+    #[test]
+    fn the_sweep_removes_replicas_assigned_to_other_nodes() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path();
+        let mut t = topic("spread", 3, 4);
+        // Node 2 holds partitions 0 and 2; partition 1 moved to nodes 1 and 3.
+        t.replicas = vec![vec![2, 1], vec![1, 3], vec![3, 2]];
+        let state = ClusterState {
+            node_id: 2,
+            topics: vec![t],
+            ..Default::default()
+        };
+        for p in 0..3 {
+            let dir = data.join(format!("spread-{p}"));
+            fs::create_dir(&dir).unwrap();
+            write_metadata(&dir, &[4; 16]).unwrap();
+        }
+        let swept = sweep(data, &state).unwrap();
+        assert_eq!(swept.orphans, 1);
+        assert!(data.join("spread-0").exists());
+        assert!(!data.join("spread-1").exists());
+        assert!(data.join("spread-2").exists());
     }
 
     #[test]

@@ -216,3 +216,33 @@ mod tests {
         assert_eq!(a.take(), Take::Id(0));
     }
 }
+
+/// With `--voters`, producer ids come from blocks the controller hands this node (Kafka's
+/// `AllocateProducerIds`): unique across the cluster, durable in the metadata log. Shared by
+/// all shards; a spent block is replaced by asking shard 0, which asks the controller.
+#[derive(Default)]
+pub struct ClusterBlocks {
+    /// `(next, end)` of the current block.
+    block: Mutex<(i64, i64)>,
+}
+
+impl ClusterBlocks {
+    /// The next id of the current block, if it has one left.
+    pub fn take(&self) -> Option<i64> {
+        let mut b = self.block.lock().unwrap_or_else(|e| e.into_inner());
+        if b.0 < b.1 {
+            b.0 += 1;
+            return Some(b.0 - 1);
+        }
+        None
+    }
+
+    /// Starts using a new block `first..end` (a block older than the current one, from a
+    /// request that raced another, is ignored: blocks only move up).
+    pub fn adopt(&self, first: i64, end: i64) {
+        let mut b = self.block.lock().unwrap_or_else(|e| e.into_inner());
+        if first >= b.1 && first < end {
+            *b = (first, end);
+        }
+    }
+}

@@ -23,7 +23,7 @@ use crate::controller::Controller;
 use crate::kerr;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
-    TAG_PARTITION, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
+    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
 use crate::partition_dirs;
 use crate::stats::{self, Stage};
@@ -49,6 +49,9 @@ pub struct BrokerShard {
     cache: Rc<RefCell<BatchCache>>,
     /// Present on shard 0 only.
     pub controller: Option<Controller>,
+    /// With `--voters`: the controller-log index whose state this node last adopted
+    /// (shard 0 only; see `metadata_sync`).
+    adopted_metadata_index: Cell<u64>,
     stopping: Cell<bool>,
     /// Shutdown has begun: connections take no new requests (see [`crate::conn::serve`]).
     draining: Cell<bool>,
@@ -108,6 +111,7 @@ impl BrokerShard {
             cache: Rc::new(RefCell::new(BatchCache::new(config.batch_cache_bytes))),
             storage,
             controller,
+            adopted_metadata_index: Cell::new(0),
             config,
             ctx,
             stopping: Cell::new(false),
@@ -119,6 +123,15 @@ impl BrokerShard {
             watches: Default::default(),
             request_memory,
         })
+    }
+
+    pub fn adopted_metadata_index(&self) -> u64 {
+        self.adopted_metadata_index.get()
+    }
+
+    pub fn set_adopted_metadata_index(&self, index: u64) {
+        self.adopted_metadata_index
+            .set(self.adopted_metadata_index.get().max(index));
     }
 
     pub fn shard_id(&self) -> ShardId {
@@ -203,8 +216,11 @@ impl BrokerShard {
         )
         .expect("shard count validated at start");
         let mut wanted: Vec<(PartitionKey, TopicRecord)> = Vec::new();
+        let this_node = self.config.node_id;
         for t in new.topics() {
-            for p in 0..t.partitions {
+            // Only the partitions with a replica on this node (all of them in a cluster of
+            // one): the others are served by the nodes that host them.
+            for p in (0..t.partitions).filter(|p| t.hosted_on(*p, this_node)) {
                 let key = PartitionKey {
                     topic_id: t.id,
                     partition: p,
@@ -222,14 +238,17 @@ impl BrokerShard {
         *self.table.borrow_mut() = table;
         *self.topics.borrow_mut() = new.clone();
 
-        // Partitions to drop: their topic is gone (delete data) or moved (not possible yet).
+        // Partitions to drop, data and all: their topic is gone, or this node no longer holds
+        // a replica of them (a reassignment moved it), as a Kafka broker deletes a replica
+        // it is no longer assigned.
         let gone: Vec<(PartitionKey, Rc<Partition>)> = self
             .partitions
             .borrow()
             .iter()
             .filter(|(k, _)| {
-                new.get_by_id(&k.topic_id)
-                    .is_none_or(|t| k.partition >= t.partitions)
+                new.get_by_id(&k.topic_id).is_none_or(|t| {
+                    k.partition >= t.partitions || !t.hosted_on(k.partition, this_node)
+                })
             })
             .map(|(k, p)| (*k, p.clone()))
             .collect();
@@ -420,10 +439,18 @@ impl BrokerShard {
         payload: Option<Bytes>,
     ) -> (PartitionReply, Option<Bytes>) {
         let Some(owner) = self.owner(&req.topic_id, req.partition) else {
-            return (
-                PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
-                None,
-            );
+            // A partition of a known topic that this node does not host: another node leads
+            // it (Kafka's answer to a client with stale metadata; the handler adds where).
+            let exists = self
+                .topics()
+                .get_by_id(&req.topic_id)
+                .is_some_and(|t| req.partition >= 0 && req.partition < t.partitions);
+            let code = if exists {
+                kerr::NOT_LEADER_OR_FOLLOWER
+            } else {
+                kerr::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            return (PartitionReply::error(code), None);
         };
         if owner == self.shard_id() {
             return self.exec(req, payload).await;
@@ -830,6 +857,26 @@ impl FrameHandler for MeshHandler {
                     shard.auto_create(names).await;
                 }
                 Frame::empty(TAG_AUTO_CREATE, None)
+            }
+            TAG_PRODUCER_IDS => {
+                // A block from the controller for this node (cluster mode; shard 0 only).
+                let node = shard.controller.as_ref().and_then(|c| c.cluster());
+                let payload = match node {
+                    Some(node) => match crate::metadata_sync::allocate_producer_ids(&node).await {
+                        Ok((first, end)) => {
+                            let mut b = Vec::with_capacity(16);
+                            b.extend_from_slice(&first.to_be_bytes());
+                            b.extend_from_slice(&end.to_be_bytes());
+                            Some(Bytes::from(b))
+                        }
+                        Err((code, msg)) => {
+                            log::warn!("producer ids from the controller: {msg} (error {code})");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                Frame::empty(TAG_PRODUCER_IDS, payload)
             }
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();

@@ -17,20 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::BrokerError;
 use crate::produce_rules::TopicRules;
 
-/// Kafka's limit on topic name length.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-/// Partitions one topic may have (guards allocations and the shard table).
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-/// Topics one broker may hold.
-pub const TOPICS_MAX: usize = 100_000;
-/// Partitions one node may hold, all topics together: every shard builds a shard table of
-/// them on each change and at start, whose capacity must never be exceeded by a stored state.
-pub const PARTITIONS_PER_NODE_MAX: u64 = 100_000;
+// The limits are the cluster metadata's (`sluice_meta::limits`), so a state one side accepts
+// the other does too.
+pub use sluice_meta::limits::{
+    PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX, RECORDS_PER_REQUEST_MAX, TOPICS_MAX,
+    TOPIC_NAME_BYTES_MAX,
+};
 const _: () =
     assert!(PARTITIONS_PER_NODE_MAX <= sluice_shard::table::PARTITIONS_MAX_DEFAULT as u64);
-/// Records (topics, partitions, configs) one request may create: Kafka's controller refuses
-/// user operations over 10,000 records.
-pub const RECORDS_PER_REQUEST_MAX: u64 = 10_000;
 
 /// A topic as the broker knows it. Serialized into the cluster state file and into the
 /// cross-shard table update.
@@ -52,6 +46,33 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
     /// Internal topics (`__consumer_offsets`) are flagged in Metadata.
     pub internal: bool,
+    /// Each partition's replicas (node ids, the preferred leader first), from the cluster
+    /// metadata. Empty: every partition is on this node alone (a cluster of one, and every
+    /// state written before replication existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<i32>>,
+}
+
+impl TopicRecord {
+    /// The replicas of `partition` (this node alone when the record assigns none).
+    pub fn replicas_of(&self, partition: i32, this_node: i32) -> Vec<i32> {
+        match self.replicas.get(partition as usize) {
+            Some(r) if partition >= 0 => r.clone(),
+            _ => vec![this_node],
+        }
+    }
+
+    /// Whether node `node` holds a replica of `partition`.
+    pub fn hosted_on(&self, partition: i32, node: i32) -> bool {
+        if self.replicas.is_empty() {
+            return true;
+        }
+        partition >= 0
+            && self
+                .replicas
+                .get(partition as usize)
+                .is_some_and(|r| r.contains(&node))
+    }
 }
 
 /// Everything the controller persists.
@@ -284,27 +305,8 @@ impl TopicTable {
     }
 }
 
-/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!(
-            "Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!("Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"));
-    }
-    Ok(())
-}
+/// Kafka's topic name rule (one rule for the broker and the cluster metadata).
+pub use sluice_meta::limits::validate_topic_name;
 
 /// Where the cluster state lives under the data directory.
 pub fn state_path(data_dir: &Path) -> PathBuf {
@@ -477,6 +479,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             internal: name == "__consumer_offsets",
+            replicas: Vec::new(),
         };
         let after =
             |t: &TopicTable, name: &str| t.get_with_rules(name).unwrap().1.timestamp_after_max_ms;
@@ -509,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn replicas_default_to_this_node_alone() {
+        let mut t = TopicRecord {
+            name: "t".into(),
+            id: new_topic_id(),
+            partitions: 2,
+            configs: BTreeMap::new(),
+            internal: false,
+            replicas: Vec::new(),
+        };
+        assert!(t.hosted_on(0, 7) && t.hosted_on(1, 7));
+        assert_eq!(t.replicas_of(1, 7), vec![7]);
+        // A state file written before replicas existed reads as before, and one without
+        // replicas is written as before.
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(!json.contains("replicas"), "{json}");
+        assert_eq!(serde_json::from_str::<TopicRecord>(&json).unwrap(), t);
+        t.replicas = vec![vec![1, 2], vec![2, 3]];
+        assert!(t.hosted_on(0, 1) && !t.hosted_on(1, 1) && !t.hosted_on(-1, 2));
+        assert!(!t.hosted_on(2, 2), "no such partition");
+        assert_eq!(t.replicas_of(1, 1), vec![2, 3]);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<TopicRecord>(&json).unwrap(), t);
+    }
+
+    #[test]
     fn a_delta_turns_the_old_state_into_the_new() {
         let topic = |name: &str, partitions| TopicRecord {
             name: name.into(),
@@ -516,6 +544,7 @@ mod tests {
             partitions,
             configs: BTreeMap::new(),
             internal: false,
+            replicas: Vec::new(),
         };
         let mut old = ClusterState {
             version: 7,
@@ -567,6 +596,7 @@ mod tests {
             partitions: 3,
             configs: BTreeMap::new(),
             internal: false,
+            replicas: Vec::new(),
         })
         .unwrap();
         assert!(t
@@ -575,7 +605,8 @@ mod tests {
                 id: new_topic_id(),
                 partitions: 1,
                 configs: BTreeMap::new(),
-                internal: false
+                internal: false,
+                replicas: Vec::new(),
             })
             .is_err());
         store_state(dir.path(), &t.state).unwrap();

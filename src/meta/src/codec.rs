@@ -413,7 +413,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     Ok(record)
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -421,7 +421,7 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
@@ -434,12 +434,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
             return Err(DecodeError::Truncated { what });
         }
@@ -448,11 +448,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+    pub(crate) fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -460,14 +460,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn uuid(&mut self, what: &'static str) -> Result<[u8; 16], DecodeError> {
+    pub(crate) fn uuid(&mut self, what: &'static str) -> Result<[u8; 16], DecodeError> {
         let b = self.take(16, what)?;
         let mut id = [0u8; 16];
         id.copy_from_slice(b);
         Ok(id)
     }
 
-    fn uvarint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn uvarint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = self.u8(what)?;
@@ -488,17 +488,17 @@ impl<'a> Reader<'a> {
         Err(DecodeError::Invalid { what })
     }
 
-    fn varint(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+    pub(crate) fn varint(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         let u = self.uvarint(what)?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         i32::try_from(self.varint(what)?).map_err(|_| DecodeError::Invalid { what })
     }
 
     /// A node id: a non-negative i32.
-    fn node(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+    pub(crate) fn node(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         let n = self.i32(what)?;
         if n < 0 {
             return Err(DecodeError::Invalid { what });
@@ -507,7 +507,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A list of at most [`REPLICAS_MAX`] node ids.
-    fn nodes(&mut self, what: &'static str) -> Result<Vec<i32>, DecodeError> {
+    pub(crate) fn nodes(&mut self, what: &'static str) -> Result<Vec<i32>, DecodeError> {
         let n = self.count(what, 1)?;
         if n > REPLICAS_MAX {
             return Err(DecodeError::TooLarge { what });
@@ -525,7 +525,11 @@ impl<'a> Reader<'a> {
 
     /// A count of items each at least `min_item_bytes` long: never more than the bytes left
     /// could hold, so no allocation is sized by a claim the bytes cannot back.
-    fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn count(
+        &mut self,
+        what: &'static str,
+        min_item_bytes: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.uvarint(what)?;
         let fits = (self.buf.len() / min_item_bytes.max(1)) as u64;
         if n > fits {

@@ -18,6 +18,8 @@
 //!   AlterConfigs, AllocateProducerIds, AlterPartitionReassignments (and the partition
 //!   leader's report that one completed), broker registration, heartbeats and fencing.
 //! - `reconcile`: what a node must do with its local replicas after a delta.
+//! - `leaders`: who leads each partition as this node knows it ([`leaders::LeaderTable`]),
+//!   from its own Raft groups and the other nodes' reports (leaders are not log records).
 //! - `bootstrap`: today's single-node `cluster/state.json` as the first records of a log.
 //! - `limits`: the named limits (shared with the broker's single-node checks).
 //!
@@ -90,6 +92,7 @@ pub mod bootstrap;
 pub mod codec;
 pub mod controller;
 pub mod image;
+pub mod leaders;
 pub mod limits;
 pub mod placement;
 pub mod reconcile;

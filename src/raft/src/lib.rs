@@ -50,6 +50,12 @@
 //! A failed or mismatching read is dropped; raft-rs asks again on the follower's next
 //! response.
 //!
+//! # Persisting
+//!
+//! [`wal`] is the on-disk format of the `Persist` writes (checksummed records in one
+//! append-only file per shard, sans-IO encode and replay: replay stops at a torn tail and
+//! refuses a damaged file). The simulator's disk and the real drivers use the same code.
+//!
 //! # Quiescing idle groups
 //!
 //! A leader whose group has been settled for [`manager::QUIESCE_TICKS`] (its election no-op
@@ -167,6 +173,7 @@ pub mod manager;
 pub mod rng;
 #[cfg(test)]
 mod sim;
+pub mod wal;
 
 pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,

@@ -160,10 +160,12 @@ fn main() -> ExitCode {
                 }
             };
             if !config.voters.is_empty() {
-                // Honest about the state of issue 12: the flags are checked, not yet used.
-                log::warn!(
-                    "--voters accepted ({} voter(s), this node is {}), but replication is not \
-                     wired yet: serving as a cluster of one",
+                // Honest about the state of issue 12: the metadata is the cluster's, the
+                // partitions are not replicated yet.
+                log::info!(
+                    "cluster of {} voter(s), this node is {}: topics come from the controller \
+                     quorum; partitions have one replica each (partition replication is not \
+                     wired yet)",
                     config.voters.len(),
                     if config
                         .voters

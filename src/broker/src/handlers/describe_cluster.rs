@@ -1,4 +1,4 @@
-//! DescribeCluster: this broker, the cluster id, the controller.
+//! DescribeCluster: the live brokers, the cluster id, the controller.
 
 use std::rc::Rc;
 
@@ -16,14 +16,22 @@ pub fn handle(
     _h: &RequestHeaderInfo,
     r: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let node = BrokerId(shard.config.node_id);
+    let view = &shard.shared_handle.cluster_view;
+    let brokers = view
+        .brokers()
+        .iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(r.endpoint_type)
         .with_cluster_id(str_bytes(&shard.topics().state.cluster_id))
-        .with_controller_id(node)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node)
-            .with_host(str_bytes(&shard.config.advertised_host))
-            .with_port(shard.config.listen.port() as i32)])
+        .with_controller_id(BrokerId(view.controller()))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 use sluice_shard::ShardId;
 
-use super::join_all;
+use super::{current_leader, join_all};
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::conn::{ConnId, Outcome};
 use crate::kerr;
@@ -314,9 +314,33 @@ pub async fn handle(
             }
         }
     }
+    // KIP-951: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers (a
+    // tagged field from v16).
+    let mut leaders: Vec<i32> = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.error_code == kerr::NOT_LEADER_OR_FOLLOWER)
+        .map(|p| p.current_leader.leader_id.0)
+        .filter(|n| *n >= 0)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    let view = &shard.shared_handle.cluster_view;
+    let node_endpoints = leaders
+        .into_iter()
+        .filter_map(|n| view.broker(n))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(responses)
+        .with_node_endpoints(node_endpoints)
 }
 
 /// The response frame with every partition's records (of at least `SPLICE_BYTES_MIN`) as
@@ -426,6 +450,14 @@ async fn fetch_partitions(
             let (reply, records): (PartitionReply, Option<Bytes>) =
                 results.next().expect("one result per request");
             pd.error_code = reply.error_code;
+            if reply.error_code == kerr::NOT_LEADER_OR_FOLLOWER {
+                // KIP-951: where the leader is (the response's node endpoints say how to
+                // reach it; see `handle`).
+                let (hint, _) = current_leader(shard, &req.topic_id, req.partition);
+                pd.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(hint.leader))
+                    .with_leader_epoch(hint.epoch);
+            }
             if reply.error_code == kerr::FENCED_LEADER_EPOCH {
                 // KIP-951: the current leader and epoch ride with the error (a tagged field
                 // from v12, dropped by older encodings), so a client moves on without a

@@ -13,7 +13,10 @@ use sluice_codec::kafka_protocol::messages::{
 };
 use sluice_codec::RequestHeaderInfo;
 
+use sluice_shard::{Frame, ShardId};
+
 use crate::kerr;
+use crate::ops::TAG_PRODUCER_IDS;
 use crate::shard::BrokerShard;
 
 pub async fn handle(
@@ -30,6 +33,13 @@ pub async fn handle(
         // No transaction coordinator yet.
         return base.with_error_code(kerr::COORDINATOR_NOT_AVAILABLE);
     }
+    if !shard.config.voters.is_empty() {
+        return match cluster_producer_id(shard).await {
+            Some(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            // Kafka's answer while the next block is not there yet: retriable.
+            None => base.with_error_code(kerr::COORDINATOR_LOAD_IN_PROGRESS),
+        };
+    }
     match shard.shared().producer_ids.next().await {
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
@@ -37,4 +47,28 @@ pub async fn handle(
             base.with_error_code(kerr::KAFKA_STORAGE_ERROR)
         }
     }
+}
+
+/// An id from the controller's blocks for this node (see `ClusterBlocks`).
+async fn cluster_producer_id(shard: &Rc<BrokerShard>) -> Option<i64> {
+    let blocks = &shard.shared_handle.cluster_producer_ids;
+    if let Some(id) = blocks.take() {
+        return Some(id);
+    }
+    let frame = Frame::empty(TAG_PRODUCER_IDS, None);
+    let mut reply = match shard.ctx.mesh().call(ShardId(0), frame).await {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("asking shard 0 for producer ids: {e}");
+            return None;
+        }
+    };
+    let b = reply.take_payload()?;
+    if b.len() != 16 {
+        return None;
+    }
+    let first = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+    let end = i64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
+    blocks.adopt(first, end);
+    blocks.take()
 }

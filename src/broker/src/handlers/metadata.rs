@@ -17,6 +17,7 @@ use crate::topics::{validate_topic_name, TopicRecord};
 /// "Authorized operations not requested" marker.
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// This node's own entry (the one DescribeCluster and FindCoordinator fall back on).
 pub fn broker_entry(shard: &BrokerShard) -> MetadataResponseBroker {
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(shard.config.node_id))
@@ -24,21 +25,61 @@ pub fn broker_entry(shard: &BrokerShard) -> MetadataResponseBroker {
         .with_port(shard.config.listen.port() as i32)
 }
 
+/// Every live broker clients may reach, in id order.
+pub fn broker_entries(shard: &BrokerShard) -> Vec<MetadataResponseBroker> {
+    shard
+        .shared_handle
+        .cluster_view
+        .brokers()
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect()
+}
+
 fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let this = shard.config.node_id;
+    let view = &shard.shared_handle.cluster_view;
+    let live = view.brokers();
     let epochs = shard
         .shared_handle
         .leader_epochs
         .of_topic(t.id, t.partitions);
     let partitions = (0..t.partitions)
         .zip(epochs)
-        .map(|(p, epoch)| {
+        .map(|(p, local_epoch)| {
+            let replicas = t.replicas_of(p, this);
+            let local = replicas.contains(&this).then_some(local_epoch);
+            let hint = view.leader_hint(&t.id, p, &replicas, local);
+            let isr = match view.leadership(&t.id, p) {
+                Some(l) if !l.isr.is_empty() => l.isr,
+                // No report: a single replica is its own ISR; else unknown until one comes.
+                _ if hint.leader >= 0 => vec![hint.leader],
+                _ => Vec::new(),
+            };
+            let offline: Vec<BrokerId> = replicas
+                .iter()
+                .filter(|n| !live.iter().any(|b| b.node == **n))
+                .map(|n| BrokerId(*n))
+                .collect();
+            let code = if hint.leader < 0 {
+                kerr::LEADER_NOT_AVAILABLE
+            } else {
+                kerr::NONE
+            };
             MetadataResponsePartition::default()
+                .with_error_code(code)
                 .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(hint.leader))
+                .with_leader_epoch(hint.epoch)
+                .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
+                .with_isr_nodes(isr.into_iter().map(BrokerId).collect())
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()
@@ -105,9 +146,9 @@ pub async fn handle(
     }
     let topics = shard.topics();
     MetadataResponse::default()
-        .with_brokers(vec![broker_entry(shard)])
+        .with_brokers(broker_entries(shard))
         .with_cluster_id(Some(str_bytes(&topics.state.cluster_id)))
-        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_controller_id(BrokerId(shard.shared_handle.cluster_view.controller()))
         .with_topics(entries)
         .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
 }

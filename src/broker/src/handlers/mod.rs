@@ -170,3 +170,32 @@ pub fn topic_name(s: &str) -> sluice_codec::kafka_protocol::messages::TopicName 
 pub fn uuid(id: &[u8; 16]) -> uuid::Uuid {
     uuid::Uuid::from_bytes(*id)
 }
+
+/// KIP-951: where the leader of a partition this broker cannot serve is, for the
+/// `CurrentLeader` of a NOT_LEADER_OR_FOLLOWER answer, and that leader's endpoint for the
+/// response's `NodeEndpoints` (none when the leader is unknown or not a live broker), so a
+/// client moves to it without a Metadata round trip.
+pub(crate) fn current_leader(
+    shard: &BrokerShard,
+    topic_id: &[u8; 16],
+    partition: i32,
+) -> (
+    crate::cluster_view::LeaderHint,
+    Option<crate::cluster_view::BrokerEndpoint>,
+) {
+    let this = shard.config.node_id;
+    let replicas = shard
+        .topics()
+        .get_by_id(topic_id)
+        .map(|t| t.replicas_of(partition, this))
+        .unwrap_or_default();
+    let local = replicas.contains(&this).then(|| {
+        shard
+            .shared_handle
+            .leader_epochs
+            .of_partition(*topic_id, partition)
+    });
+    let view = &shard.shared_handle.cluster_view;
+    let hint = view.leader_hint(topic_id, partition, &replicas, local);
+    (hint, view.broker(hint.leader))
+}

@@ -3,16 +3,17 @@
 //! (concurrently when a request spans shards); acks=all answers after the fsync that covers
 //! the batch.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use sluice_codec::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_codec::kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::RequestHeaderInfo;
 
-use super::{join_all, respond};
+use super::{current_leader, join_all, respond, str_bytes};
 use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
@@ -127,6 +128,10 @@ pub async fn handle(
             .iter()
             .filter_map(|(_, records)| records.as_ref().map(|b| b.len())),
     );
+    let targets: Vec<([u8; 16], i32)> = accepted
+        .iter()
+        .map(|(req, _)| (req.topic_id, req.partition))
+        .collect();
     let futs: Vec<_> = accepted
         .into_iter()
         .map(|(req, records)| {
@@ -136,15 +141,41 @@ pub async fn handle(
         })
         .collect();
     let replies = join_all(futs).await;
-    for ((ti, pi), reply) in slots.into_iter().zip(replies) {
+    let mut endpoints = BTreeMap::new();
+    for (((ti, pi), (topic_id, partition)), reply) in slots.into_iter().zip(targets).zip(replies) {
         let p = &mut responses[ti].partition_responses[pi];
         p.error_code = reply.error_code;
         p.base_offset = reply.base_offset;
         p.log_append_time_ms = reply.log_append_time;
         p.log_start_offset = reply.log_start_offset;
+        if reply.error_code == kerr::NOT_LEADER_OR_FOLLOWER {
+            // KIP-951 (tagged fields from v10; older encodings drop them).
+            let (hint, endpoint) = current_leader(shard, &topic_id, partition);
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(hint.leader))
+                .with_leader_epoch(hint.epoch);
+            if let Some(b) = endpoint {
+                endpoints.insert(b.node, b);
+            }
+        }
     }
     if acks == 0 {
         return Outcome::NoResponse;
     }
-    respond(h, &ProduceResponse::default().with_responses(responses))
+    let node_endpoints = endpoints
+        .into_values()
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    respond(
+        h,
+        &ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
 }

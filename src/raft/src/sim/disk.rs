@@ -1,22 +1,17 @@
 //! The simulated disk of one node: the manager's writes as checksummed records in one
-//! append-only file, a synced length, and a crash that keeps a random part of the unsynced
+//! append-only file (the real format, [`crate::wal`]), a synced length, and a crash that keeps a random part of the unsynced
 //! tail (a byte prefix, so the last kept record is usually torn) and may garble it. Beside
 //! it, each group's partition log as the written records make it (what a read of the real
 //! partition log returns, unsynced writes included), which serves the manager's fetches.
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use raft::eraftpb::{Entry, EntryType, HardState};
+use raft::eraftpb::Entry;
 
 use crate::effect::{GroupId, Write};
 use crate::log::{entry_records, FetchedBatch, OffsetSpan, ReplicaLog};
 use crate::rng::Rng;
-
-const CREATE: u8 = 1;
-const ENTRIES: u8 = 2;
-const HARD_STATE: u8 = 3;
-const LOG_START: u8 = 4;
+use crate::wal;
 
 /// One group's partition log as written: it starts after entry `start.0` at offset
 /// `start.1`, and holds the entries from there on with their offsets.
@@ -85,154 +80,12 @@ fn apply_model(model: &mut Model, w: &Write) {
     }
 }
 
-fn put_u64(b: &mut Vec<u8>, v: u64) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_u32(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-fn encode(w: &Write) -> Vec<u8> {
-    let mut b = Vec::new();
-    match w {
-        Write::Create { group, voters } => {
-            b.push(CREATE);
-            put_u64(&mut b, *group);
-            put_u32(&mut b, voters.len() as u32);
-            for v in voters {
-                put_u64(&mut b, *v);
-            }
-        }
-        Write::Entries { group, entries } => {
-            b.push(ENTRIES);
-            put_u64(&mut b, *group);
-            put_u32(&mut b, entries.len() as u32);
-            for e in entries {
-                b.push(e.get_entry_type() as u8);
-                put_u64(&mut b, e.term);
-                put_u64(&mut b, e.index);
-                put_u32(&mut b, e.context.len() as u32);
-                b.extend_from_slice(&e.context);
-                put_u32(&mut b, e.data.len() as u32);
-                b.extend_from_slice(&e.data);
-            }
-        }
-        Write::LogStart {
-            group,
-            index,
-            term,
-            offset,
-            reset,
-        } => {
-            b.push(LOG_START);
-            put_u64(&mut b, *group);
-            put_u64(&mut b, *index);
-            put_u64(&mut b, *term);
-            put_u64(&mut b, *offset as u64);
-            b.push(*reset as u8);
-        }
-        Write::HardState { group, hard_state } => {
-            b.push(HARD_STATE);
-            put_u64(&mut b, *group);
-            put_u64(&mut b, hard_state.term);
-            put_u64(&mut b, hard_state.vote);
-            put_u64(&mut b, hard_state.commit);
-        }
-    }
-    b
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (h, t) = self.0.split_at(n);
-        self.0 = t;
-        Some(h)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
-    }
-}
-
-fn decode(payload: &[u8]) -> Option<Write> {
-    let mut c = Cursor(payload);
-    let w = match c.u8()? {
-        CREATE => {
-            let group = c.u64()?;
-            let n = c.u32()?;
-            let voters = (0..n).map(|_| c.u64()).collect::<Option<Vec<_>>>()?;
-            Write::Create { group, voters }
-        }
-        ENTRIES => {
-            let group = c.u64()?;
-            let n = c.u32()?;
-            let mut entries = Vec::new();
-            for _ in 0..n {
-                let mut e = Entry::default();
-                e.set_entry_type(match c.u8()? {
-                    0 => EntryType::EntryNormal,
-                    1 => EntryType::EntryConfChange,
-                    2 => EntryType::EntryConfChangeV2,
-                    _ => return None,
-                });
-                e.term = c.u64()?;
-                e.index = c.u64()?;
-                let n = c.u32()? as usize;
-                e.context = Bytes::copy_from_slice(c.take(n)?);
-                let n = c.u32()? as usize;
-                e.data = Bytes::copy_from_slice(c.take(n)?);
-                entries.push(e);
-            }
-            Write::Entries { group, entries }
-        }
-        LOG_START => Write::LogStart {
-            group: c.u64()?,
-            index: c.u64()?,
-            term: c.u64()?,
-            offset: c.u64()? as i64,
-            reset: match c.u8()? {
-                0 => false,
-                1 => true,
-                _ => return None,
-            },
-        },
-        HARD_STATE => {
-            let group = c.u64()?;
-            let hard_state = HardState {
-                term: c.u64()?,
-                vote: c.u64()?,
-                commit: c.u64()?,
-                ..Default::default()
-            };
-            Write::HardState { group, hard_state }
-        }
-        _ => return None,
-    };
-    c.0.is_empty().then_some(w)
-}
-
 impl Disk {
     /// Appends the writes (not synced).
     pub fn write(&mut self, writes: &[Write]) {
         for w in writes {
             apply_model(&mut self.model, w);
-            let payload = encode(w);
-            put_u32(&mut self.bytes, payload.len() as u32);
-            put_u32(&mut self.bytes, crc32c::crc32c(&payload));
-            self.bytes.extend_from_slice(&payload);
+            wal::encode_record(w, &mut self.bytes);
         }
     }
 
@@ -262,57 +115,12 @@ impl Disk {
     }
 
     /// Reads the valid records (stopping at the first torn or garbled one) back into the
-    /// replicas' logs.
+    /// replicas' logs, through the real format ([`crate::wal`]).
     fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, ReplicaLog>, usize, Model) {
-        let mut logs = BTreeMap::new();
         let mut model = Model::new();
-        let mut at = 0;
-        loop {
-            let mut c = Cursor(&bytes[at..]);
-            let (Some(len), Some(crc)) = (c.u32(), c.u32()) else {
-                break;
-            };
-            let Some(payload) = c.take(len as usize) else {
-                break;
-            };
-            if crc32c::crc32c(payload) != crc {
-                break;
-            }
-            let Some(w) = decode(payload) else { break };
-            apply_model(&mut model, &w);
-            match w {
-                Write::Create { group, voters } => {
-                    logs.insert(group, ReplicaLog::new(&voters));
-                }
-                Write::Entries { group, entries } => {
-                    logs.get_mut(&group)
-                        .expect("entries of a created group")
-                        .append(&entries);
-                }
-                Write::LogStart {
-                    group,
-                    index,
-                    term,
-                    offset,
-                    reset,
-                } => {
-                    let log = logs.get_mut(&group).expect("log start of a created group");
-                    if reset {
-                        log.restart_at(index, term, offset);
-                    } else {
-                        log.compact_before(index + 1);
-                        assert_eq!(log.start_offset(), offset, "replayed log start");
-                    }
-                }
-                Write::HardState { group, hard_state } => {
-                    logs.get_mut(&group)
-                        .expect("hard state of a created group")
-                        .set_hard_state(hard_state);
-                }
-            }
-            at += 8 + len as usize;
-        }
-        (logs, at, model)
+        let r = wal::replay_with(bytes, |w| apply_model(&mut model, w))
+            .expect("the simulator writes only valid records");
+        (r.logs, r.valid_len, model)
     }
 
     /// Restart: recovers the logs, cuts the file after the last valid record and syncs it
@@ -371,6 +179,8 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use raft::eraftpb::HardState;
 
     fn entry(index: u64, term: u64, data: &'static [u8]) -> Entry {
         Entry {

@@ -1,0 +1,489 @@
+//! A node started with `--voters` takes its topics from the cluster's metadata log: shard 0
+//! runs the controller runtime ([`sluice_cluster::ControllerNode`]) and turns every committed
+//! metadata batch into the broker's own cluster state, which the controller role
+//! ([`crate::controller::Controller::adopt`]) caches in `cluster/state.json` and distributes
+//! to the shards as today, so each shard opens the partitions this node hosts and serves the
+//! others' Metadata from the view.
+//!
+//! Order: a state is derived from the image only after the batch committed (on a quorum of
+//! the controller group) and was applied here; shards adopt states in commit order (one
+//! loop, one adoption at a time). The cached `state.json` is a cache: at start the node serves
+//! it (so its partitions open before the quorum is reachable) and the log's image replaces it
+//! as soon as the runtime has replayed it.
+//!
+//! What is not yet wired (issue 12): partition replication. Until each partition is a Raft
+//! group, a topic's partitions have one replica each (replication factor 1, spread over the
+//! nodes by the controller's placement); a larger factor is refused with
+//! INVALID_REPLICATION_FACTOR rather than creating replicas that would silently diverge.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_cluster::{ClusterConfig, ControllerNode, Subscription, Update};
+use sluice_meta::controller::{AlterConfig, ConfigTarget};
+use sluice_meta::{Answer, ApiError, Endpoint, MetadataImage};
+
+use crate::cluster_view::BrokerEndpoint;
+use crate::controller::{NewTopic, TopicResult};
+use crate::kerr;
+use crate::shard::BrokerShard;
+use crate::topics::{ClusterState, TopicRecord};
+
+/// The broker's cluster state for node `node` from the metadata image. `version` orders it
+/// after the state it replaces (the shards apply deltas between consecutive versions).
+pub fn state_from_image(
+    image: &MetadataImage,
+    node: i32,
+    version: u64,
+    producer_id_next_block: i64,
+) -> ClusterState {
+    let topics = image
+        .topics()
+        .map(|t| TopicRecord {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t.partitions.len() as i32,
+            configs: t.configs.clone(),
+            internal: t.internal(),
+            replicas: t.partitions.iter().map(|p| p.replicas.clone()).collect(),
+        })
+        .collect();
+    // This node's own overrides win over the cluster-wide defaults, as in Kafka.
+    let mut broker_configs: BTreeMap<String, String> = image.cluster_configs().clone();
+    if let Some(own) = image.node_configs(node) {
+        broker_configs.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    ClusterState {
+        cluster_id: image.cluster_id().unwrap_or_default().to_string(),
+        node_id: node,
+        topics,
+        broker_configs,
+        producer_id_next_block,
+        version,
+    }
+}
+
+/// The brokers clients may use: registered and unfenced nodes, by their Kafka listener.
+pub fn brokers_from_image(image: &MetadataImage) -> Vec<BrokerEndpoint> {
+    image
+        .brokers()
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| BrokerEndpoint {
+            node: b.node,
+            host: b.kafka.host.clone(),
+            port: i32::from(b.kafka.port),
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+/// Starts the controller runtime on shard 0 and the loop that adopts what it commits.
+pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
+    let Some(controller) = &shard.controller else {
+        return Ok(());
+    };
+    let config = &shard.config;
+    let mut cfg = ClusterConfig::new(
+        config.node_id,
+        config.data_dir.clone(),
+        Endpoint {
+            host: config.advertised_host.clone(),
+            port: config.listen.port(),
+        },
+    );
+    cfg.rpc_listen = config.rpc_listen;
+    cfg.voters = config.voters.clone();
+    cfg.controller.num_partitions = config.num_partitions;
+    // Every partition has one replica until partition replication is wired (module header).
+    cfg.controller.default_replication_factor = 1;
+    cfg.controller.offsets_topic_replication_factor = 1;
+    cfg.controller.topic_config_check = check_topic_configs;
+    let node = Rc::new(ControllerNode::start(cfg).await?);
+    let sub = node.subscribe();
+    controller.set_cluster(node);
+    let me = shard.clone();
+    glommio::spawn_local(async move { run(me, sub).await }).detach();
+    Ok(())
+}
+
+/// The broker's topic-config rules, for the controller to refuse what a node could not apply.
+fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    crate::topic_config::validate_topic_configs(
+        configs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|p| p.message())
+}
+
+/// Shard 0's loop: every committed metadata batch becomes the broker's state and view. It
+/// holds no handle on the runtime between updates, so shutdown can take it.
+async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
+    // The image as of now first (the runtime replayed its log before it started): the
+    // cached state may be older.
+    adopt(&shard).await;
+    while let Some(update) = sub.next().await {
+        let index = match &update {
+            Update::Batch { index, .. } | Update::Image { index, .. } => *index,
+        };
+        // Batches queued behind one already adopted: the image held them then.
+        if index <= shard.adopted_metadata_index() {
+            continue;
+        }
+        adopt(&shard).await;
+    }
+    log::info!("metadata updates ended (the controller runtime stopped)");
+}
+
+/// Stops the runtime (shard 0, at shutdown, after the logs closed).
+pub async fn stop(shard: &BrokerShard) {
+    let Some(node) = shard.controller.as_ref().and_then(|c| c.take_cluster()) else {
+        return;
+    };
+    match Rc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await,
+        // A request still holds it: dropping our handle closes it when that one ends.
+        Err(node) => drop(node),
+    }
+}
+
+async fn adopt(shard: &Rc<BrokerShard>) {
+    let Some(controller) = &shard.controller else {
+        return;
+    };
+    let Some(node) = controller.cluster() else {
+        return;
+    };
+    let index = node.applied_index();
+    let image = node.image();
+    let view = &shard.shared_handle.cluster_view;
+    view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
+    // Leadership reports of partitions the image no longer has go.
+    view.retain_partitions(|t, p| {
+        image
+            .topic(t)
+            .is_some_and(|t| (p as usize) < t.partitions.len())
+    });
+    let current = shard.topics();
+    let state = state_from_image(
+        &image,
+        shard.config.node_id,
+        current.version() + 1,
+        current.state.producer_id_next_block,
+    );
+    drop(current);
+    if let Err((code, msg)) = controller.adopt(shard, state).await {
+        // Committed records cannot be refused: say so loudly; the next batch retries.
+        log::error!("applying metadata up to index {index}: {msg} (error {code})");
+        return;
+    }
+    shard.set_adopted_metadata_index(index);
+}
+
+/// How long an admin request waits, after the controller answered, for this node to have
+/// applied the change (so the client's next request here sees it; Kafka's brokers answer
+/// before their metadata catches up, sluice waits a little for read-your-writes).
+const ADOPT_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until this shard's topics satisfy `done` (or [`ADOPT_WAIT`] passed).
+async fn wait_for(shard: &Rc<BrokerShard>, done: impl Fn(&crate::topics::TopicTable) -> bool) {
+    let deadline = Instant::now() + ADOPT_WAIT;
+    while !done(&shard.topics()) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn api_err(e: &ApiError) -> (i16, String) {
+    (e.code, e.message.clone())
+}
+
+/// Partition replication is not wired into the broker yet (see the module header).
+fn replication_refused(rf: i16) -> (i16, String) {
+    (
+        kerr::INVALID_REPLICATION_FACTOR,
+        format!(
+            "Replication factor {rf}: this build places every partition on one node \
+             (partition replication is not wired into the broker yet); use 1."
+        ),
+    )
+}
+
+pub async fn create_topics(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    requests: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<(String, TopicResult)> {
+    let mut results: Vec<(String, Option<TopicResult>)> = Vec::new();
+    let mut asked = Vec::new();
+    for r in requests {
+        if r.replication_factor > 1 {
+            results.push((r.name, Some(Err(replication_refused(r.replication_factor)))));
+            continue;
+        }
+        asked.push(sluice_meta::NewTopic {
+            name: r.name.clone(),
+            partitions: r.partitions,
+            replication_factor: r.replication_factor,
+            assignments: Vec::new(),
+            configs: r.configs,
+        });
+        results.push((r.name, None));
+    }
+    if asked.is_empty() {
+        return results
+            .into_iter()
+            .map(|(n, r)| (n, r.expect("set")))
+            .collect();
+    }
+    let answers = match node.create_topics(asked, validate_only).await {
+        Answer::CreateTopics(a) => a,
+        other => {
+            log::error!("create topics: unexpected answer {other:?}");
+            Vec::new()
+        }
+    };
+    let mut answers = answers.into_iter();
+    let mut created = Vec::new();
+    for (name, slot) in &mut results {
+        if slot.is_some() {
+            continue;
+        }
+        let outcome = match answers.next() {
+            Some((_, Ok(t))) => {
+                created.push(t.id);
+                Ok(TopicRecord {
+                    name: name.clone(),
+                    id: t.id,
+                    partitions: t.partitions,
+                    configs: t.configs,
+                    internal: sluice_meta::image::is_internal_topic(name),
+                    replicas: Vec::new(),
+                })
+            }
+            Some((_, Err(e))) => Err(api_err(&e)),
+            None => Err((
+                kerr::UNKNOWN_SERVER_ERROR,
+                "the controller gave no answer for this topic".into(),
+            )),
+        };
+        *slot = Some(outcome);
+    }
+    if !validate_only && !created.is_empty() {
+        wait_for(shard, |t| {
+            created.iter().all(|id| t.get_by_id(id).is_some())
+        })
+        .await;
+    }
+    results
+        .into_iter()
+        .map(|(n, r)| (n, r.expect("set")))
+        .collect()
+}
+
+pub async fn delete_topics(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    names: Vec<String>,
+) -> Vec<(String, TopicResult)> {
+    let before = shard.topics();
+    let answers = match node.delete_topics(names.clone()).await {
+        Answer::DeleteTopics(a) => a,
+        other => {
+            log::error!("delete topics: unexpected answer {other:?}");
+            Vec::new()
+        }
+    };
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    let mut answers = answers.into_iter();
+    for name in names {
+        let r = match answers.next() {
+            Some((_, Ok(id))) => {
+                gone.push(id);
+                let known = before.get_by_id(&id);
+                Ok(TopicRecord {
+                    name: name.clone(),
+                    id,
+                    partitions: known.map_or(0, |t| t.partitions),
+                    configs: Default::default(),
+                    internal: sluice_meta::image::is_internal_topic(&name),
+                    replicas: Vec::new(),
+                })
+            }
+            Some((_, Err(e))) => Err(api_err(&e)),
+            None => Err((
+                kerr::UNKNOWN_SERVER_ERROR,
+                "the controller gave no answer for this topic".into(),
+            )),
+        };
+        out.push((name, r));
+    }
+    if !gone.is_empty() {
+        wait_for(shard, |t| gone.iter().all(|id| t.get_by_id(id).is_none())).await;
+    }
+    out
+}
+
+pub async fn create_partitions(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    name: String,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let answer = node
+        .create_partitions(vec![(name.clone(), count)], validate_only)
+        .await;
+    let outcome = match answer {
+        Answer::CreatePartitions(mut a) if a.len() == 1 => a.remove(0).1,
+        other => {
+            log::error!("create partitions: unexpected answer {other:?}");
+            return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".into()));
+        }
+    };
+    outcome.map_err(|e| api_err(&e))?;
+    if !validate_only {
+        wait_for(shard, |t| {
+            t.get(&name).is_none_or(|t| t.partitions >= count)
+        })
+        .await;
+    }
+    Ok(())
+}
+
+/// Sends the difference between `current` and `new` settings of one resource.
+pub async fn alter_configs(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    target: ConfigTarget,
+    current: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let mut ops: Vec<(String, Option<String>)> = new
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    ops.extend(
+        current
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let change = AlterConfig {
+        target,
+        ops,
+        replace: false,
+    };
+    let outcome = match node.alter_configs(vec![change], validate_only).await {
+        Answer::AlterConfigs(mut a) if a.len() == 1 => a.remove(0).1,
+        other => {
+            log::error!("alter configs: unexpected answer {other:?}");
+            return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".into()));
+        }
+    };
+    outcome.map_err(|e| api_err(&e))?;
+    if !validate_only {
+        let want = node.applied_index();
+        let deadline = Instant::now() + ADOPT_WAIT;
+        while shard.adopted_metadata_index() < want && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A block of producer ids for this node from the controller: `(first, end)`.
+pub async fn allocate_producer_ids(node: &ControllerNode) -> Result<(i64, i64), (i16, String)> {
+    match node.allocate_producer_ids().await {
+        Answer::AllocateProducerIds(Ok(b)) => Ok((b.first, b.end())),
+        Answer::AllocateProducerIds(Err(e)) => Err(api_err(&e)),
+        other => {
+            log::error!("allocate producer ids: unexpected answer {other:?}");
+            Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_meta::record::{BrokerRegistration, Endpoint, PartitionRecord, Record};
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn the_state_follows_the_image() {
+        let mut image = MetadataImage::new();
+        let mut records = vec![Record::ClusterId {
+            cluster_id: "abcdefghijklmnopqrstuv".into(),
+        }];
+        for node in 1..=2 {
+            records.push(Record::RegisterBroker(BrokerRegistration {
+                node,
+                incarnation: [node as u8; 16],
+                epoch: node as u64,
+                kafka: ep(9090 + node as u16),
+                rpc: ep(7070 + node as u16),
+                rack: None,
+                fenced: node == 2,
+            }));
+        }
+        records.push(Record::Topic {
+            name: "t".into(),
+            id: [7; 16],
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        });
+        for (p, replicas) in [vec![1], vec![2]].into_iter().enumerate() {
+            records.push(Record::Partition(PartitionRecord {
+                topic: [7; 16],
+                partition: p as i32,
+                replicas,
+                adding: vec![],
+                removing: vec![],
+                revision: 10 + p as u64,
+            }));
+        }
+        records.push(Record::Config {
+            resource: sluice_meta::ConfigResource::Broker(None),
+            key: "log.retention.ms".into(),
+            value: Some("5".into()),
+        });
+        records.push(Record::Config {
+            resource: sluice_meta::ConfigResource::Broker(Some(1)),
+            key: "log.retention.ms".into(),
+            value: Some("6".into()),
+        });
+        image.apply_batch(&records).expect("valid records");
+        let s = state_from_image(&image, 1, 4, 2000);
+        assert_eq!(s.cluster_id, "abcdefghijklmnopqrstuv");
+        assert_eq!(
+            (s.node_id, s.version, s.producer_id_next_block),
+            (1, 4, 2000)
+        );
+        assert_eq!(s.topics.len(), 1);
+        let t = &s.topics[0];
+        assert_eq!((t.name.as_str(), t.partitions), ("t", 2));
+        assert_eq!(t.replicas, vec![vec![1], vec![2]]);
+        assert!(t.hosted_on(0, 1) && !t.hosted_on(1, 1));
+        assert_eq!(
+            s.broker_configs["log.retention.ms"], "6",
+            "the node's own wins"
+        );
+        let other = state_from_image(&image, 2, 1, 0);
+        assert_eq!(other.broker_configs["log.retention.ms"], "5");
+        let brokers = brokers_from_image(&image);
+        assert_eq!(brokers.len(), 1, "fenced node 2 is left out");
+        assert_eq!((brokers[0].node, brokers[0].port), (1, 9091));
+    }
+}

@@ -1,0 +1,101 @@
+//! The controller runtime of sluice (issue 12): the glue that makes the nodes of a cluster
+//! agree on cluster metadata. One [`ControllerNode`] per node, on the glommio executor that
+//! starts it (the broker's shard 0), drives the controller Raft group
+//! ([`sluice_meta::CONTROLLER_GROUP`] in a `sluice_raft::GroupManager` holding only that
+//! group) with a tick timer, a Raft-state WAL and the `sluice_rpc` transport; replays every
+//! committed entry into a `MetadataImage`; runs the active `sluice_meta::Controller` on the
+//! leader; forwards commands from any node to it; registers and heartbeats every node; and
+//! feeds nodes without a replica (broker-only nodes) by pulling committed entries.
+//!
+//! # Driving it (the broker's side)
+//!
+//! On shard 0's executor: [`ControllerNode::start`]`(ClusterConfig)` (node id, data dir,
+//! rpc listen address, voters, this node's Kafka endpoint, the legacy single-node state for
+//! an upgrade in place); [`ControllerNode::wait_live`] before serving (registered and
+//! unfenced); [`ControllerNode::subscribe`] then [`ControllerNode::image`] for the shards'
+//! images and deltas; the commands (`create_topics`, `delete_topics`, `create_partitions`,
+//! `alter_configs`, `allocate_producer_ids`, or [`ControllerNode::run`] with any
+//! [`Command`] and a timeout) from any shard's handler (they run on shard 0); and
+//! [`ControllerNode::shutdown`] on the way out. [`ControllerNode::failure`] says why the
+//! node stopped, if it did.
+//!
+//! # Roles
+//!
+//! - A node listed in `--voters` holds a replica of the controller group: its Raft state is
+//!   `<data dir>/cluster/controller.wal` ([`wal`], records in `sluice_raft::wal`'s format).
+//! - A node not listed (broker-only) holds no replica and no WAL: it long-polls a voter for
+//!   committed entries after the last index it applied ([`wire::method::FETCH_COMMITTED`],
+//!   at most [`node::FETCH_BYTES_MAX`] per answer, waiting at most [`node::FETCH_WAIT_MS`]).
+//! - Without `--voters` (a cluster of one) the same code runs with one voter (Raft id
+//!   [`node::SOLO_RAFT_ID`], whatever the Kafka node id) and no transport.
+//! - The transport's `Hello` carries a cluster id derived from the sorted voter ids
+//!   ([`node::transport_cluster_id`]): nodes do not know the metadata's cluster id before
+//!   they replay the log, and two clusters with different voters cannot cross-wire. The
+//!   metadata's own cluster id is written by the first active controller when the log has
+//!   none: the legacy single-node state's (with [`sluice_meta::bootstrap_records`] of it,
+//!   when `ClusterConfig::legacy` is given) or a random one in Kafka's 22-character form.
+//!   Only the node that becomes the first active controller uses its legacy state (an
+//!   upgrade in place is a cluster of one); once the log has a cluster id it is ignored.
+//!
+//! # Invariants
+//!
+//! - **Durable when:** the group manager is told `persisted(seq)` only after an `fdatasync`
+//!   of the WAL that started after every write up to `seq` was written; one sync covers
+//!   all writes before it. So Raft acknowledges appends and votes, and counts the leader's
+//!   own copy, only for synced state; a committed entry is on a quorum's disks. On open the
+//!   WAL is replayed, a torn tail is cut and the rest synced before Raft sees it; a record
+//!   that checksums but does not fit the log stops the start (never a guess).
+//! - **Applied in order, exactly once:** every node applies committed entries in Raft-index
+//!   order (voters from their replica up to their high watermark, which counts only locally
+//!   synced entries; broker-only nodes from pulls, which voters serve only up to what they
+//!   applied), through `Controller::committed` (leader or not), which updates the image.
+//!   An entry that does not decode or apply stops the node ([`ControllerNode::failure`]):
+//!   it applies and answers nothing more.
+//! - **Who answers when:** only the active controller runs commands. It becomes active
+//!   once its Raft replica leads, its election no-op committed (`GroupStatus::ready`) and
+//!   every committed entry was applied, and after the log has a cluster id; it turns
+//!   inactive on losing leadership. It answers a mutating command only when its records
+//!   commit (sluice-meta does this); validation errors at once. Any other node forwards
+//!   the command over rpc to the node it believes leads (a method number per command,
+//!   bodies in [`wire`]); NOT_CONTROLLER answers and unreachable or unknown leaders are
+//!   retried every [`node::RETRY_BACKOFF`] (and whenever the leadership changes) until
+//!   [`node::COMMAND_TIMEOUT`] (Kafka's 30 s `request.timeout.ms`), then the caller gets the
+//!   last NOT_CONTROLLER or REQUEST_TIMED_OUT, which Kafka's admin client retries.
+//! - **Subscribers** ([`ControllerNode::subscribe`]) get every committed batch with its
+//!   `Delta`, in log order, each once, after it is in [`ControllerNode::image`]. A queue
+//!   holds at most [`node::SUBSCRIBER_QUEUE_MAX`] batches: a subscriber that falls further
+//!   behind loses its queue and gets `Update::Image` (the whole image as of an index) and
+//!   then the batches after it; memory stays bounded whatever a subscriber does.
+//! - **Registration:** every node registers (Kafka endpoint, rpc address, a random
+//!   incarnation) with the active controller and heartbeats every
+//!   [`node::HEARTBEAT_INTERVAL`] (2 s) across leader changes, registering again when told
+//!   its epoch is stale or unknown; the controller fences nodes silent for 9 s.
+//!
+//! # Known limits
+//!
+//! - The controller log is kept whole, in memory and in the WAL: there are no metadata
+//!   snapshots yet, so it grows with every change (registrations and fencing included)
+//!   and a restart replays all of it.
+//! - A command retried after a lost answer may be applied twice in effect (a retried
+//!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
+//! - Voter membership is fixed at first start (`--voters` must not change afterwards; a
+//!   start whose voters differ from the WAL's refuses to start).
+//! - A restarted node of a cluster registers with a new incarnation, which the controller
+//!   refuses (DUPLICATE_BROKER_REGISTRATION) until its previous session expires (9 s, as
+//!   Kafka after an unclean shutdown; Kafka's clean-shutdown shortcut, KIP-966's previous
+//!   broker epoch, is not done): until then it is not live and placement skips it. A
+//!   cluster of one keeps its incarnation across restarts while its endpoints stay the same
+//!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
+//! - AlterPartitionReassignments and the reassignment-complete report are not exposed yet.
+
+pub mod node;
+mod notify;
+pub mod wal;
+pub mod wire;
+
+pub use wire::Command;
+
+pub use node::{
+    ClusterConfig, ControllerNode, Subscription, Update, COMMAND_TIMEOUT, HEARTBEAT_INTERVAL,
+    REQUEST_TIMED_OUT,
+};

@@ -1,0 +1,1474 @@
+//! [`ControllerNode`]: one per node, on the glommio executor that starts it. It drives the
+//! controller Raft group (a `GroupManager` holding only [`CONTROLLER_GROUP`]) with a tick
+//! timer, the WAL and the rpc transport; replays committed entries into the metadata image;
+//! runs the active `Controller` on the leader; forwards commands to the active controller;
+//! registers and heartbeats this node; and, on a node without a replica, pulls committed
+//! entries from the voters. See the crate header for the invariants.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use raft::eraftpb::EntryType;
+use sluice_meta::controller::{code, AlterConfig, Registration};
+use sluice_meta::{
+    bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
+    LegacyState, MetadataImage, NewTopic, ProposalId, Record, ReplyToken, CONTROLLER_GROUP,
+};
+use sluice_raft::manager::TICK_MS;
+use sluice_raft::{
+    Batch, Config as RaftConfig, Effect as RaftEffect, GroupManager, ProposalToken, Role,
+};
+use sluice_rpc::{
+    Handler, LocalBoxFuture, NodeId, Request, Response, Transport, TransportConfig, Voter,
+};
+
+use crate::notify::{Event, Slot};
+use crate::wal::WalFile;
+use crate::wire::{self, method, status, Command, FetchRequest, FetchResponse};
+
+/// Kafka's `request.timeout.ms` default: how long a command may take, retries included,
+/// before the caller gets REQUEST_TIMED_OUT (or the NOT_CONTROLLER it last saw).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Kafka's `broker.heartbeat.interval.ms`.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Pause between attempts while no active controller is known or reachable.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest one forwarded attempt waits for its answer (the controller answers once the
+/// records commit; a longer wait means the target lost its quorum, and another is tried).
+pub const FORWARD_TRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of entries one pull answer carries (at least one entry whatever its size).
+pub const FETCH_BYTES_MAX: u32 = 1 << 20;
+/// Longest a pull waits on the voter for a new entry to commit.
+pub const FETCH_WAIT_MS: u32 = 500;
+/// Committed batches one subscriber may have queued; one that falls further behind is told
+/// to re-read the whole image instead (its queue is dropped).
+pub const SUBSCRIBER_QUEUE_MAX: usize = 1024;
+/// Largest controller-log entry the bootstrap proposes (a legacy state is split into
+/// entries of at most this).
+pub const BOOTSTRAP_ENTRY_BYTES_MAX: usize = 512 << 10;
+/// Raft id of the only voter of a cluster of one (whatever its Kafka node id, which may
+/// be 0, an id Raft reserves).
+pub const SOLO_RAFT_ID: u64 = 1;
+/// Election timeout of a cluster of one, in Raft ticks (raft-rs needs it above the
+/// heartbeat's one tick).
+const SOLO_ELECTION_TICKS: usize = 3;
+
+/// How to start a [`ControllerNode`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Kafka node id (`--node-id`); at least 1 in a cluster with voters.
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// `--rpc-listen`; needed with voters.
+    pub rpc_listen: Option<SocketAddr>,
+    /// `--voters`; empty: a cluster of one (no transport).
+    pub voters: Vec<Voter>,
+    /// This node's Kafka endpoint as clients should reach it (registered).
+    pub kafka: Endpoint,
+    /// Today's single-node state, for the first active controller of an empty log.
+    pub legacy: Option<LegacyState>,
+    /// Placement, defaults and config validators (`seed` 0 takes OS entropy).
+    pub controller: ControllerConfig,
+    /// Transport timing (tests shorten the reconnect backoff).
+    pub rpc_timeouts: sluice_rpc::Timeouts,
+    /// [`SUBSCRIBER_QUEUE_MAX`] (tests make subscribers fall behind with a small one).
+    pub subscriber_queue_max: usize,
+    /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
+    /// own); `None`: the current one.
+    pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
+}
+
+impl ClusterConfig {
+    pub fn new(node_id: i32, data_dir: PathBuf, kafka: Endpoint) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            data_dir,
+            rpc_listen: None,
+            voters: Vec::new(),
+            kafka,
+            legacy: None,
+            controller: ControllerConfig::default(),
+            rpc_timeouts: sluice_rpc::Timeouts::default(),
+            subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
+            rpc_task_queue: None,
+        }
+    }
+}
+
+/// One committed batch as subscribers see it, or the notice that they fell behind.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The batch at Raft index `index` of the controller log and what it changed.
+    Batch {
+        index: u64,
+        records: Rc<Vec<Record>>,
+        delta: Rc<Delta>,
+    },
+    /// The subscriber fell more than [`SUBSCRIBER_QUEUE_MAX`] batches behind: batches were
+    /// dropped; this is the whole image as of `index`, and batches after it follow.
+    Image {
+        index: u64,
+        image: Box<MetadataImage>,
+    },
+}
+
+struct SubQueue {
+    queue: RefCell<VecDeque<Update>>,
+    lagged: Cell<bool>,
+    event: Event,
+}
+
+/// Every committed batch in log order (see [`ControllerNode::subscribe`]).
+pub struct Subscription {
+    q: Rc<SubQueue>,
+    node: Weak<Inner>,
+}
+
+impl Subscription {
+    /// The next update; `None` once the node is gone or stopped.
+    pub async fn next(&self) -> Option<Update> {
+        loop {
+            let g = self.q.event.generation();
+            let inner = self.node.upgrade()?;
+            if self.q.lagged.get() {
+                // Read now, in the same step as clearing the flag: every batch after this
+                // image is queued from here on.
+                self.q.lagged.set(false);
+                self.q.queue.borrow_mut().clear();
+                let st = inner.st.borrow();
+                return Some(Update::Image {
+                    index: st.applied,
+                    image: Box::new(st.controller.image().clone()),
+                });
+            }
+            if let Some(u) = self.q.queue.borrow_mut().pop_front() {
+                return Some(u);
+            }
+            if inner.closed.get() {
+                return None;
+            }
+            drop(inner);
+            self.q.event.changed(g).await;
+        }
+    }
+}
+
+struct State {
+    /// The controller group's replica (voters only).
+    manager: Option<GroupManager>,
+    /// Inactive except on the leader; every node applies committed entries through it.
+    controller: Controller,
+    /// Raft index of the last committed entry applied to the image.
+    applied: u64,
+    /// Controller proposals in flight: Raft token → controller id, and their indexes.
+    proposals: BTreeMap<ProposalToken, ProposalId>,
+    proposed_at: BTreeMap<ProposalToken, u64>,
+    /// Our committed proposals not yet applied, by index.
+    ours_at: BTreeMap<u64, ProposalId>,
+    /// Cluster-id / bootstrap entries proposed directly (not through the controller).
+    bootstrap: Vec<ProposalToken>,
+    next_token: u64,
+    replies: BTreeMap<ReplyToken, Rc<Slot<Answer>>>,
+    next_reply: u64,
+    /// Record bytes not yet handed to the WAL, and the last `Persist` seq among them.
+    wal_buf: Vec<u8>,
+    wal_seq: u64,
+    /// The node believed to lead (voters: from Raft; others: from the voters' hints).
+    leader: Option<u64>,
+    /// Round robin over the voters when no leader is known.
+    next_voter: usize,
+    ctrl_tick_at: Option<i64>,
+    subscribers: Vec<Weak<SubQueue>>,
+    /// This node's registration epoch, once registered.
+    epoch: Option<u64>,
+    /// Liveness last reported to the manager, per voter.
+    alive: BTreeMap<u64, bool>,
+    fatal: Option<String>,
+}
+
+struct Inner {
+    node_id: i32,
+    /// This node's Raft id (= node id; [`SOLO_RAFT_ID`] in a cluster of one).
+    raft_id: u64,
+    voters: Vec<Voter>,
+    is_voter: bool,
+    kafka: Endpoint,
+    rpc: Endpoint,
+    legacy: Option<LegacyState>,
+    subscriber_queue_max: usize,
+    st: RefCell<State>,
+    transport: RefCell<Option<Rc<Transport>>>,
+    /// Wakes the WAL writer.
+    wal_kick: Event,
+    /// The applied index, leadership or registration changed.
+    changed: Event,
+    closed: Cell<bool>,
+    clock: Instant,
+}
+
+/// The controller runtime of one node (see the crate header).
+pub struct ControllerNode {
+    inner: Rc<Inner>,
+}
+
+/// A deterministic cluster id for the transport's `Hello`, from the sorted voter ids: two
+/// clusters with different voters cannot connect to each other by mistake.
+pub fn transport_cluster_id(voters: &[Voter]) -> String {
+    let mut ids: Vec<u64> = voters.iter().map(|v| v.id).collect();
+    ids.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in ids {
+        for b in id.to_be_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("sluice-voters-{h:016x}")
+}
+
+/// A fresh cluster id in Kafka's form: 16 random bytes as 22 characters of URL-safe base64.
+pub fn random_cluster_id() -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b: [u8; 16] = rand::random();
+    let mut out = String::with_capacity(22);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &x)| n | (u32::from(x) << (16 - 8 * i)));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl ControllerNode {
+    /// Starts the node: opens and replays the WAL (voters), applies the committed entries
+    /// to the image, starts the transport (with voters) and the background tasks. Returns
+    /// once running; the image may still be catching up.
+    pub async fn start(cfg: ClusterConfig) -> io::Result<ControllerNode> {
+        let solo = cfg.voters.is_empty();
+        let raft_id = if solo {
+            SOLO_RAFT_ID
+        } else {
+            if cfg.node_id < 1 {
+                return Err(invalid(format!(
+                    "node id {} in a cluster: at least 1 needed",
+                    cfg.node_id
+                )));
+            }
+            cfg.node_id as u64
+        };
+        let mut voter_ids: Vec<u64> = if solo {
+            vec![SOLO_RAFT_ID]
+        } else {
+            cfg.voters.iter().map(|v| v.id).collect()
+        };
+        voter_ids.sort_unstable();
+        let is_voter = voter_ids.contains(&raft_id);
+        if !solo && cfg.rpc_listen.is_none() {
+            return Err(invalid("a cluster node needs an rpc listener".into()));
+        }
+        let mut ctrl_cfg = cfg.controller.clone();
+        if ctrl_cfg.seed == 0 {
+            ctrl_cfg.seed = rand::random();
+        }
+        let mut raft_cfg = RaftConfig {
+            node_id: raft_id,
+            seed: rand::random(),
+            // The controller log stays whole in memory (no metadata snapshots yet): nothing
+            // is evicted, so nothing is ever read back (see the crate header).
+            entry_cache_bytes_max: u64::MAX,
+            ..Default::default()
+        };
+        if solo {
+            // A lone voter has nobody to wait for or disagree with: elect it within a few
+            // ticks rather than after the cluster's election timeout (1.5-3 s per start).
+            raft_cfg.heartbeat_ticks = 1;
+            raft_cfg.election_ticks = SOLO_ELECTION_TICKS;
+            raft_cfg.quiesce_ticks = SOLO_ELECTION_TICKS as u64;
+        }
+        let mut wal = None;
+        let mut manager = None;
+        let mut create_fx = Vec::new();
+        if is_voter {
+            let opened = WalFile::open(&cfg.data_dir).await?;
+            let mut logs = opened.logs;
+            let m = if let Some(log) = logs.remove(&CONTROLLER_GROUP) {
+                let mut have = log.voters().to_vec();
+                have.sort_unstable();
+                if have != voter_ids {
+                    return Err(invalid(format!(
+                        "the controller log was written for voters {have:?}, this start names {voter_ids:?}"
+                    )));
+                }
+                GroupManager::recover(raft_cfg, [(CONTROLLER_GROUP, log)])
+                    .map_err(|e| invalid(format!("recovering the controller group: {e:?}")))?
+            } else {
+                let mut m = GroupManager::new(raft_cfg);
+                create_fx = m
+                    .create_group(CONTROLLER_GROUP, &voter_ids)
+                    .map_err(|e| invalid(format!("creating the controller group: {e:?}")))?;
+                m
+            };
+            if !logs.is_empty() {
+                return Err(invalid(
+                    "the controller WAL holds groups other than the controller's".into(),
+                ));
+            }
+            manager = Some(m);
+            wal = Some(opened.wal);
+        }
+        let rpc = match cfg.rpc_listen {
+            Some(a) => Endpoint {
+                host: a.ip().to_string(),
+                port: a.port(),
+            },
+            None => cfg.kafka.clone(),
+        };
+        let inner = Rc::new(Inner {
+            node_id: cfg.node_id,
+            raft_id,
+            voters: cfg.voters.clone(),
+            is_voter,
+            kafka: cfg.kafka.clone(),
+            rpc,
+            legacy: cfg.legacy.clone(),
+            subscriber_queue_max: cfg.subscriber_queue_max.max(1),
+            st: RefCell::new(State {
+                manager,
+                controller: Controller::new(ctrl_cfg, MetadataImage::new()),
+                applied: 0,
+                proposals: BTreeMap::new(),
+                proposed_at: BTreeMap::new(),
+                ours_at: BTreeMap::new(),
+                bootstrap: Vec::new(),
+                next_token: 1,
+                replies: BTreeMap::new(),
+                next_reply: 1,
+                wal_buf: Vec::new(),
+                wal_seq: 0,
+                leader: solo.then_some(SOLO_RAFT_ID),
+                next_voter: 0,
+                ctrl_tick_at: None,
+                subscribers: Vec::new(),
+                epoch: None,
+                alive: BTreeMap::new(),
+                fatal: None,
+            }),
+            transport: RefCell::new(None),
+            wal_kick: Event::default(),
+            changed: Event::default(),
+            closed: Cell::new(false),
+            clock: Instant::now(),
+        });
+        {
+            // Entries the WAL holds up to the recovered commit index are committed: replay
+            // them before anything else happens.
+            let mut st = inner.st.borrow_mut();
+            let recovered = st
+                .manager
+                .as_ref()
+                .and_then(|m| m.status(CONTROLLER_GROUP))
+                .map_or(0, |s| s.hw_index);
+            inner.apply_committed(&mut st, recovered);
+            if let Some(e) = &st.fatal {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
+            }
+            inner.raft_fx(&mut st, create_fx);
+        }
+        if !solo {
+            let handler = Rc::new(RpcHandler {
+                inner: Rc::downgrade(&inner),
+            });
+            let mut tcfg = TransportConfig::new(raft_id, cfg.rpc_listen);
+            tcfg.cluster_id = transport_cluster_id(&cfg.voters);
+            tcfg.timeouts = cfg.rpc_timeouts.clone();
+            tcfg.task_queue = cfg.rpc_task_queue;
+            let t = Transport::start(tcfg, handler).await?;
+            for v in &cfg.voters {
+                if v.id != raft_id {
+                    t.add_peer(v.id, v.addr)?;
+                }
+            }
+            *inner.transport.borrow_mut() = Some(Rc::new(t));
+        }
+        if let Some(wal) = wal {
+            glommio::spawn_local(wal_task(inner.clone(), wal)).detach();
+            glommio::spawn_local(tick_task(inner.clone())).detach();
+        } else {
+            glommio::spawn_local(pull_task(inner.clone())).detach();
+        }
+        glommio::spawn_local(register_task(inner.clone())).detach();
+        Ok(ControllerNode { inner })
+    }
+
+    /// The committed metadata image.
+    pub fn image(&self) -> MetadataImage {
+        self.inner.st.borrow().controller.image().clone()
+    }
+
+    /// Raft index of the last committed entry in the image.
+    pub fn applied_index(&self) -> u64 {
+        self.inner.st.borrow().applied
+    }
+
+    /// Whether this node runs the active controller.
+    pub fn is_active(&self) -> bool {
+        self.inner.st.borrow().controller.is_active()
+    }
+
+    /// The node this one believes leads the controller group (its Kafka node id).
+    pub fn leader(&self) -> Option<i32> {
+        let st = self.inner.st.borrow();
+        if self.inner.voters.is_empty() {
+            return Some(self.inner.node_id);
+        }
+        st.leader.map(|l| l as i32)
+    }
+
+    /// The local replica of the controller group as Raft sees it (voters only).
+    pub fn raft_status(&self) -> Option<sluice_raft::GroupStatus> {
+        let st = self.inner.st.borrow();
+        st.manager.as_ref().and_then(|m| m.status(CONTROLLER_GROUP))
+    }
+
+    /// This node's broker epoch, once its registration committed.
+    pub fn broker_epoch(&self) -> Option<u64> {
+        self.inner.st.borrow().epoch
+    }
+
+    /// Why the node stopped, if it did (a committed entry that does not apply, a WAL
+    /// write or sync that failed): it then answers nothing and applies nothing more.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.st.borrow().fatal.clone()
+    }
+
+    /// Every committed batch from now on, in log order (see [`Update`]). Take
+    /// [`ControllerNode::image`] right after this call (no `.await` between) to start from
+    /// the image the first batch applies to.
+    pub fn subscribe(&self) -> Subscription {
+        let q = Rc::new(SubQueue {
+            queue: RefCell::new(VecDeque::new()),
+            lagged: Cell::new(false),
+            event: Event::default(),
+        });
+        self.inner
+            .st
+            .borrow_mut()
+            .subscribers
+            .push(Rc::downgrade(&q));
+        Subscription {
+            q,
+            node: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Waits until this node's registration is in the image and unfenced (the broker
+    /// serves once it is: before that, placement does not count it), within `d`.
+    pub async fn wait_live(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        loop {
+            let g = self.inner.changed.generation();
+            let live = {
+                let st = self.inner.st.borrow();
+                let me = st.controller.image().broker(self.inner.node_id);
+                me.is_some_and(|b| !b.fenced && Some(b.epoch) == st.epoch)
+            };
+            if live {
+                return true;
+            }
+            if Instant::now() >= deadline || self.inner.closed.get() {
+                return false;
+            }
+            or(self.inner.changed.changed(g), sleep_until(deadline)).await;
+        }
+    }
+
+    /// Waits until the image has applied index `index` (or the node stopped), within `d`.
+    pub async fn wait_applied(&self, index: u64, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        loop {
+            let g = self.inner.changed.generation();
+            if self.inner.st.borrow().applied >= index {
+                return true;
+            }
+            if Instant::now() >= deadline || self.inner.closed.get() {
+                return false;
+            }
+            or(self.inner.changed.changed(g), sleep_until(deadline)).await;
+        }
+    }
+
+    /// Runs `cmd` on the active controller (here or forwarded), retrying until `timeout`
+    /// (see the crate header); the named methods below use [`COMMAND_TIMEOUT`].
+    pub async fn run(&self, cmd: Command, timeout: Duration) -> Answer {
+        self.inner.command(cmd, timeout).await
+    }
+
+    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Answer {
+        self.inner
+            .command(
+                Command::CreateTopics {
+                    topics,
+                    validate_only,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
+    pub async fn delete_topics(&self, names: Vec<String>) -> Answer {
+        self.inner
+            .command(Command::DeleteTopics { names }, COMMAND_TIMEOUT)
+            .await
+    }
+
+    pub async fn create_partitions(
+        &self,
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Answer {
+        self.inner
+            .command(
+                Command::CreatePartitions {
+                    topics,
+                    validate_only,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
+    pub async fn alter_configs(&self, changes: Vec<AlterConfig>, validate_only: bool) -> Answer {
+        self.inner
+            .command(
+                Command::AlterConfigs {
+                    changes,
+                    validate_only,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
+    /// The next producer-id block for this node (it must be registered: waits for that
+    /// within the timeout).
+    pub async fn allocate_producer_ids(&self) -> Answer {
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let g = self.inner.changed.generation();
+            let epoch = self.inner.st.borrow().epoch;
+            if let Some(epoch) = epoch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let cmd = Command::AllocateProducerIds {
+                    node: self.inner.node_id,
+                    epoch,
+                };
+                return self.inner.command(cmd, left).await;
+            }
+            if Instant::now() >= deadline || self.inner.closed.get() {
+                return Answer::AllocateProducerIds(Err(sluice_meta::ApiError {
+                    code: REQUEST_TIMED_OUT,
+                    message: "This node has not registered with the controller yet.".into(),
+                }));
+            }
+            or(self.inner.changed.changed(g), sleep_until(deadline)).await;
+        }
+    }
+
+    /// Stops the tasks and the transport (its listener's port is free when this returns).
+    /// The WAL needs no closing: everything reported persisted was synced.
+    pub async fn shutdown(self) {
+        self.inner.close();
+        let t = self.inner.transport.borrow_mut().take();
+        if let Some(t) = t {
+            t.shutdown().await;
+        }
+    }
+}
+
+impl Drop for ControllerNode {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+/// Kafka's REQUEST_TIMED_OUT.
+pub const REQUEST_TIMED_OUT: i16 = 7;
+
+/// Whether every part of `a` failed with NOT_CONTROLLER (a retry may succeed elsewhere).
+fn not_controller(a: &Answer) -> bool {
+    fn all<K, T>(v: &[(K, Result<T, sluice_meta::ApiError>)]) -> bool {
+        !v.is_empty() && v.iter().all(|(_, o)| nc(o))
+    }
+    fn nc<T>(o: &Result<T, sluice_meta::ApiError>) -> bool {
+        matches!(o, Err(e) if e.code == code::NOT_CONTROLLER)
+    }
+    match a {
+        Answer::CreateTopics(v) => all(v),
+        Answer::DeleteTopics(v) => all(v),
+        Answer::CreatePartitions(v) => all(v),
+        Answer::AlterConfigs(v) => all(v),
+        Answer::AllocateProducerIds(o) => nc(o),
+        Answer::RegisterBroker(o) => nc(o),
+        Answer::BrokerHeartbeat(o) => nc(o),
+        Answer::AlterPartitionReassignments(v) => all(v),
+        Answer::ReassignmentComplete(o) => nc(o),
+    }
+}
+
+async fn sleep_until(deadline: Instant) {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if !d.is_zero() {
+        glommio::timer::sleep(d).await;
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn close(&self) {
+        if !self.closed.replace(true) {
+            self.changed.notify();
+            self.wal_kick.notify();
+            // Not borrowable when closing from inside a state change: `fail` wakes the
+            // subscribers itself.
+            if let Ok(st) = self.st.try_borrow() {
+                Self::wake_subscribers(&st);
+            }
+        }
+    }
+
+    fn wake_subscribers(st: &State) {
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            s.event.notify();
+        }
+    }
+
+    fn fail(&self, st: &mut State, msg: String) {
+        if st.fatal.is_none() {
+            log::error!("controller: stopped: {msg}");
+            st.fatal = Some(msg);
+        }
+        Self::wake_subscribers(st);
+        self.close();
+    }
+
+    fn transport(&self) -> Option<Rc<Transport>> {
+        self.transport.borrow().clone()
+    }
+
+    /// Performs the group manager's effects (and what they lead to, depth first, so a
+    /// refused proposal reaches the controller before it proposes anything else).
+    fn raft_fx(&self, st: &mut State, mut fx: Vec<RaftEffect>) {
+        // The call's writes first: what the other effects lead to (a proposal on a commit)
+        // makes later manager calls, whose writes must follow these in the file.
+        fx.retain(|e| match e {
+            RaftEffect::Persist { seq, writes } => {
+                assert_eq!(*seq, st.wal_seq + 1, "persist batches in seq order");
+                for w in writes {
+                    sluice_raft::wal::encode_record(w, &mut st.wal_buf);
+                }
+                st.wal_seq = *seq;
+                self.wal_kick.notify();
+                false
+            }
+            _ => true,
+        });
+        for e in fx {
+            if st.fatal.is_some() {
+                return;
+            }
+            match e {
+                RaftEffect::Send(env) => {
+                    if let Some(t) = self.transport() {
+                        if let Err(e) = t.send_raft(env) {
+                            log::debug!("controller: raft send: {e}");
+                        }
+                    }
+                }
+                RaftEffect::Persist { .. } => unreachable!("taken above"),
+                RaftEffect::Proposed { token, index, .. } => {
+                    st.proposed_at.insert(token, index);
+                }
+                RaftEffect::Committed { token, .. } => {
+                    let index = st.proposed_at.remove(&token);
+                    if let (Some(id), Some(index)) = (st.proposals.remove(&token), index) {
+                        st.ours_at.insert(index, id);
+                    }
+                    st.bootstrap.retain(|t| *t != token);
+                }
+                RaftEffect::Failed { token, error, .. } => {
+                    st.proposed_at.remove(&token);
+                    if let Some(id) = st.proposals.remove(&token) {
+                        log::debug!("controller: proposal {id:?} failed: {error:?}");
+                        let fx = st.controller.failed(id);
+                        self.ctrl_fx(st, fx);
+                    }
+                    if st.bootstrap.contains(&token) {
+                        // Every later bootstrap entry fails too (Raft commits in order);
+                        // the next leader check proposes them again.
+                        st.bootstrap.clear();
+                    }
+                }
+                RaftEffect::HighWatermark { index, .. } => {
+                    self.apply_committed(st, index);
+                    self.check_active(st);
+                }
+                RaftEffect::Role { role, leader, .. } => {
+                    st.leader = leader;
+                    if role != Role::Leader && st.controller.is_active() {
+                        log::info!(
+                            "controller: node {} is no longer the active controller",
+                            self.node_id
+                        );
+                        st.controller.become_inactive();
+                    }
+                    if role != Role::Leader {
+                        st.bootstrap.clear();
+                    }
+                    self.check_active(st);
+                    self.changed.notify();
+                }
+                RaftEffect::Fetch { id, .. } => {
+                    // Never asked for: nothing is evicted (the cache is unbounded).
+                    log::warn!("controller: unexpected log read request {id}");
+                    if let Some(m) = st.manager.as_mut() {
+                        let fx = m.entries_fetched(id, None);
+                        self.raft_fx(st, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn ctrl_fx(&self, st: &mut State, fx: Vec<sluice_meta::Effect>) {
+        for e in fx {
+            if st.fatal.is_some() {
+                return;
+            }
+            match e {
+                sluice_meta::Effect::Reply(token, answer) => {
+                    if let Some(slot) = st.replies.remove(&token) {
+                        slot.set(answer);
+                    }
+                }
+                sluice_meta::Effect::Propose { id, batch } => {
+                    let token = ProposalToken(st.next_token);
+                    st.next_token += 1;
+                    st.proposals.insert(token, id);
+                    let fx = self.propose(st, token, batch);
+                    self.raft_fx(st, fx);
+                }
+                sluice_meta::Effect::ScheduleTick { at_ms } => {
+                    st.ctrl_tick_at = Some(st.ctrl_tick_at.map_or(at_ms, |t| t.min(at_ms)));
+                }
+                sluice_meta::Effect::Warn(w) => log::warn!("controller: {w}"),
+            }
+        }
+    }
+
+    fn propose(&self, st: &mut State, token: ProposalToken, batch: Vec<u8>) -> Vec<RaftEffect> {
+        let batch = Batch {
+            records: 1,
+            bytes: Bytes::from(batch),
+        };
+        match st.manager.as_mut() {
+            Some(m) => m.propose(CONTROLLER_GROUP, token, batch),
+            None => vec![RaftEffect::Failed {
+                group: CONTROLLER_GROUP,
+                token,
+                error: sluice_raft::ProposeError::UnknownGroup,
+            }],
+        }
+    }
+
+    /// Applies the committed entries up to `upto` from the local replica, in order.
+    fn apply_committed(&self, st: &mut State, upto: u64) {
+        while st.applied < upto && st.fatal.is_none() {
+            let i = st.applied + 1;
+            let entry = st
+                .manager
+                .as_ref()
+                .and_then(|m| m.log(CONTROLLER_GROUP))
+                .and_then(|l| l.entry(i))
+                .cloned();
+            let Some(e) = entry else {
+                self.fail(st, format!("committed entry {i} is not in memory"));
+                return;
+            };
+            st.applied = i;
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                let id = st.ours_at.remove(&i);
+                self.apply_batch(st, i, &e.data, id);
+            }
+        }
+        self.changed.notify();
+    }
+
+    /// One committed metadata batch: into the controller (and its image), then to the
+    /// subscribers. One that does not decode or apply stops the node.
+    fn apply_batch(&self, st: &mut State, index: u64, data: &[u8], id: Option<ProposalId>) {
+        let records = match decode_batch(data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(
+                    st,
+                    format!("controller log entry {index} does not decode: {e}"),
+                );
+                return;
+            }
+        };
+        let (delta, fx) = match st.controller.committed(id, &records) {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(
+                    st,
+                    format!("controller log entry {index} does not apply: {e}"),
+                );
+                return;
+            }
+        };
+        let records = Rc::new(records);
+        let delta = Rc::new(delta);
+        st.subscribers.retain(|s| s.strong_count() > 0);
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            if !s.lagged.get() {
+                let mut q = s.queue.borrow_mut();
+                if q.len() >= self.subscriber_queue_max {
+                    q.clear();
+                    s.lagged.set(true);
+                } else {
+                    q.push_back(Update::Batch {
+                        index,
+                        records: records.clone(),
+                        delta: delta.clone(),
+                    });
+                }
+            }
+            s.event.notify();
+        }
+        self.ctrl_fx(st, fx);
+    }
+
+    /// On a ready leader that has applied every committed entry: write the cluster id if
+    /// the log has none (bootstrapping from the legacy state if given), then activate the
+    /// controller.
+    fn check_active(&self, st: &mut State) {
+        if st.fatal.is_some() || st.controller.is_active() {
+            return;
+        }
+        let Some(s) = st.manager.as_ref().and_then(|m| m.status(CONTROLLER_GROUP)) else {
+            return;
+        };
+        if !(s.role == Role::Leader && s.ready && st.applied == s.commit_index) {
+            return;
+        }
+        if st.controller.image().cluster_id().is_none() {
+            if !st.bootstrap.is_empty() {
+                return;
+            }
+            let records = match &self.legacy {
+                Some(l) => match bootstrap_records(l) {
+                    Ok(r) => {
+                        log::info!(
+                            "controller: bootstrapping the metadata log from the single-node state ({} topics)",
+                            l.topics.len()
+                        );
+                        r
+                    }
+                    Err(e) => {
+                        self.fail(st, format!("the single-node state does not bootstrap: {e}"));
+                        return;
+                    }
+                },
+                None => vec![Record::ClusterId {
+                    cluster_id: random_cluster_id(),
+                }],
+            };
+            let batches = match codec::encode_batches(&records, BOOTSTRAP_ENTRY_BYTES_MAX) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.fail(st, format!("the bootstrap records do not encode: {e}"));
+                    return;
+                }
+            };
+            for b in batches {
+                let token = ProposalToken(st.next_token);
+                st.next_token += 1;
+                st.bootstrap.push(token);
+                let fx = self.propose(st, token, b);
+                self.raft_fx(st, fx);
+                if st.bootstrap.is_empty() {
+                    return; // refused: tried again on the next check
+                }
+            }
+            return;
+        }
+        log::info!("controller: node {} is the active controller", self.node_id);
+        let now = self.now_ms() as i64;
+        let fx = st.controller.become_active(now);
+        self.ctrl_fx(st, fx);
+        self.changed.notify();
+    }
+
+    /// Runs `cmd` on the local controller, which must be active; waits for the answer
+    /// until `deadline` (`None` if it did not come).
+    async fn run_local(&self, cmd: Command, deadline: Instant) -> Option<Answer> {
+        let slot = Rc::new(Slot::default());
+        let token;
+        {
+            let mut st = self.st.borrow_mut();
+            token = ReplyToken(st.next_reply);
+            st.next_reply += 1;
+            st.replies.insert(token, slot.clone());
+            let now = self.now_ms() as i64;
+            let c = &mut st.controller;
+            let fx = match cmd {
+                Command::CreateTopics {
+                    topics,
+                    validate_only,
+                } => c.create_topics(token, topics, validate_only),
+                Command::DeleteTopics { names } => c.delete_topics(token, names),
+                Command::CreatePartitions {
+                    topics,
+                    validate_only,
+                } => c.create_partitions(token, topics, validate_only),
+                Command::AlterConfigs {
+                    changes,
+                    validate_only,
+                } => c.alter_configs(token, changes, validate_only),
+                Command::AllocateProducerIds { node, epoch } => {
+                    c.allocate_producer_ids(token, node, epoch)
+                }
+                Command::RegisterBroker(r) => c.register_broker(token, now, r),
+                Command::BrokerHeartbeat {
+                    node,
+                    epoch,
+                    caught_up,
+                } => c.broker_heartbeat(token, now, node, epoch, caught_up),
+            };
+            self.ctrl_fx(&mut st, fx);
+        }
+        let answer = or(async { Some(slot.take().await) }, async {
+            sleep_until(deadline).await;
+            None
+        })
+        .await;
+        if answer.is_none() {
+            // A late answer is dropped rather than held for nobody.
+            self.st.borrow_mut().replies.remove(&token);
+        }
+        answer
+    }
+
+    /// Where to send a command this node cannot run: the believed leader, else the voters
+    /// in turn (a node without a replica learns the leader from their answers).
+    fn target(&self, st: &mut State) -> Option<u64> {
+        if let Some(l) = st.leader.filter(|&l| l != self.raft_id) {
+            return Some(l);
+        }
+        if self.is_voter || self.voters.is_empty() {
+            return None; // a voter waits for its own election to tell it
+        }
+        let v = self.voters[st.next_voter % self.voters.len()].id;
+        st.next_voter += 1;
+        Some(v)
+    }
+
+    /// Runs `cmd` on the active controller, here or forwarded, retrying NOT_CONTROLLER and
+    /// unreachable controllers until `timeout`; then the last NOT_CONTROLLER answer, or
+    /// REQUEST_TIMED_OUT.
+    async fn command(&self, cmd: Command, timeout: Duration) -> Answer {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(f) = self.st.borrow().fatal.clone() {
+                return cmd.fail(
+                    code::UNKNOWN_SERVER_ERROR,
+                    &format!("The controller runtime stopped: {f}"),
+                );
+            }
+            if self.closed.get() {
+                return cmd.fail(code::NOT_CONTROLLER, "This node is shutting down.");
+            }
+            let active = self.st.borrow().controller.is_active();
+            if active {
+                match self.run_local(cmd.clone(), deadline).await {
+                    Some(a) if !not_controller(&a) => return a,
+                    Some(a) => last = Some(a),
+                    None => break,
+                }
+            } else {
+                let target = self.target(&mut self.st.borrow_mut());
+                let t = self.transport();
+                if let (Some(to), Some(t)) = (target, t) {
+                    if t.is_connected(to) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let r = t
+                            .request(
+                                to,
+                                cmd.method(),
+                                cmd.encode(),
+                                left.min(FORWARD_TRY_TIMEOUT),
+                            )
+                            .await;
+                        match r {
+                            Ok(resp) if resp.status == sluice_rpc::status::OK => {
+                                match wire::decode_answer(&resp.body) {
+                                    Ok(a) if !not_controller(&a) => return a,
+                                    Ok(a) => last = Some(a),
+                                    Err(e) => log::warn!("controller: answer from node {to}: {e}"),
+                                }
+                            }
+                            Ok(resp) if resp.status == status::NOT_CONTROLLER => {
+                                let hint = wire::decode_u64(&resp.body).unwrap_or(0);
+                                if !self.is_voter {
+                                    let mut st = self.st.borrow_mut();
+                                    st.leader = (hint != 0 && hint != to).then_some(hint);
+                                }
+                                last =
+                                    Some(cmd.fail(
+                                        code::NOT_CONTROLLER,
+                                        "No active controller answered.",
+                                    ));
+                            }
+                            Ok(resp) => {
+                                log::debug!("controller: node {to} answered status {}", resp.status)
+                            }
+                            Err(e) => {
+                                log::debug!("controller: forwarding to node {to}: {e}");
+                                if !self.is_voter {
+                                    self.st.borrow_mut().leader = None;
+                                }
+                            }
+                        }
+                    } else if !self.is_voter {
+                        // Try another voter next time.
+                        self.st.borrow_mut().leader = None;
+                    }
+                }
+            }
+            if Instant::now() + RETRY_BACKOFF >= deadline {
+                break;
+            }
+            let g = self.changed.generation();
+            or(
+                self.changed.changed(g),
+                glommio::timer::sleep(RETRY_BACKOFF),
+            )
+            .await;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        last.unwrap_or_else(|| {
+            cmd.fail(
+                REQUEST_TIMED_OUT,
+                "No active controller answered within the request timeout.",
+            )
+        })
+    }
+
+    /// Serves a pull: committed entries after `req.after` from the local replica.
+    async fn serve_fetch(&self, req: FetchRequest) -> Response {
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(req.wait_ms.min(FETCH_WAIT_MS)));
+        loop {
+            let g = self.changed.generation();
+            {
+                let st = self.st.borrow();
+                if st.fatal.is_some() || st.manager.is_none() {
+                    return Response {
+                        status: status::UNAVAILABLE,
+                        body: Bytes::new(),
+                    };
+                }
+                if st.applied > req.after || Instant::now() >= deadline || self.closed.get() {
+                    let log = st
+                        .manager
+                        .as_ref()
+                        .and_then(|m| m.log(CONTROLLER_GROUP))
+                        .expect("a voter holds the controller group");
+                    let max = req.max_bytes.min(FETCH_BYTES_MAX) as usize;
+                    let mut entries = Vec::new();
+                    let mut bytes = 0;
+                    let mut last = req.after.min(st.applied);
+                    for i in req.after.saturating_add(1)..=st.applied {
+                        let Some(e) = log.entry(i) else { break };
+                        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                            if !entries.is_empty() && bytes + e.data.len() > max {
+                                break;
+                            }
+                            bytes += e.data.len();
+                            entries.push((i, e.data.clone()));
+                        }
+                        last = i;
+                    }
+                    let resp = FetchResponse {
+                        leader: st.leader.unwrap_or(0),
+                        last,
+                        entries,
+                    };
+                    return Response::ok(resp.encode());
+                }
+            }
+            or(self.changed.changed(g), sleep_until(deadline)).await;
+        }
+    }
+
+    async fn serve_command(&self, cmd: Command) -> Response {
+        let active = self.st.borrow().controller.is_active();
+        if !active {
+            let hint = self
+                .st
+                .borrow()
+                .leader
+                .filter(|&l| l != self.raft_id)
+                .unwrap_or(0);
+            return Response {
+                status: status::NOT_CONTROLLER,
+                body: wire::encode_u64(hint),
+            };
+        }
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        match self.run_local(cmd.clone(), deadline).await {
+            Some(a) => Response::ok(wire::encode_answer(&a)),
+            None => Response::ok(wire::encode_answer(
+                &cmd.fail(REQUEST_TIMED_OUT, "The change did not commit in time."),
+            )),
+        }
+    }
+}
+
+struct RpcHandler {
+    inner: Weak<Inner>,
+}
+
+impl Handler for RpcHandler {
+    fn raft(&self, envelope: sluice_raft::Envelope) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if inner.closed.get() {
+            return;
+        }
+        let mut st = inner.st.borrow_mut();
+        if let Some(m) = st.manager.as_mut() {
+            let fx = m.step(envelope);
+            inner.raft_fx(&mut st, fx);
+        }
+    }
+
+    fn request(&self, _from: NodeId, request: Request) -> LocalBoxFuture<Response> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let unavailable = Response {
+                status: status::UNAVAILABLE,
+                body: Bytes::new(),
+            };
+            let Some(inner) = inner.upgrade() else {
+                return unavailable;
+            };
+            if inner.closed.get() {
+                return unavailable;
+            }
+            let malformed = |e: wire::WireError| Response {
+                status: status::MALFORMED,
+                body: Bytes::from(e.to_string()),
+            };
+            if request.method == method::FETCH_COMMITTED {
+                return match FetchRequest::decode(&request.body) {
+                    Ok(req) => inner.serve_fetch(req).await,
+                    Err(e) => malformed(e),
+                };
+            }
+            match Command::decode(request.method, &request.body) {
+                Ok(cmd) => inner.serve_command(cmd).await,
+                Err(wire::WireError("unknown method")) => Response {
+                    status: sluice_rpc::status::UNKNOWN_METHOD,
+                    body: Bytes::new(),
+                },
+                Err(e) => malformed(e),
+            }
+        })
+    }
+}
+
+/// Writes what the manager asked to persist, syncs, and reports it: one sync covers every
+/// write handed over before it (group commit).
+async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
+    loop {
+        let g = inner.wal_kick.generation();
+        if inner.closed.get() {
+            return;
+        }
+        let (buf, seq) = {
+            let mut st = inner.st.borrow_mut();
+            (std::mem::take(&mut st.wal_buf), st.wal_seq)
+        };
+        if buf.is_empty() {
+            inner.wal_kick.changed(g).await;
+            continue;
+        }
+        let r = match wal.append(buf).await {
+            Ok(()) => wal.sync().await,
+            Err(e) => Err(e),
+        };
+        let mut st = inner.st.borrow_mut();
+        if let Err(e) = r {
+            // A failed write or sync leaves unknown what is durable: stop, as Kafka does
+            // on a log-dir failure of its metadata log.
+            inner.fail(&mut st, format!("controller WAL: {e}"));
+            return;
+        }
+        if inner.closed.get() {
+            return;
+        }
+        if let Some(m) = st.manager.as_mut() {
+            let fx = m.persisted(seq);
+            inner.raft_fx(&mut st, fx);
+        }
+    }
+}
+
+/// Raft ticks, liveness reports from the transport, and the controller's own timer.
+async fn tick_task(inner: Rc<Inner>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+        if inner.closed.get() {
+            return;
+        }
+        let t = inner.transport();
+        let now = inner.now_ms();
+        let mut st = inner.st.borrow_mut();
+        if st.fatal.is_some() {
+            return;
+        }
+        if let Some(t) = &t {
+            for v in &inner.voters {
+                if v.id == inner.raft_id {
+                    continue;
+                }
+                let up = t.is_connected(v.id);
+                if st.alive.insert(v.id, up) != Some(up) {
+                    if let Some(m) = st.manager.as_mut() {
+                        m.set_node_alive(v.id, up);
+                    }
+                }
+            }
+        }
+        let fx = st.manager.as_mut().map(|m| m.tick(now)).unwrap_or_default();
+        inner.raft_fx(&mut st, fx);
+        if st.ctrl_tick_at.is_some_and(|at| at <= now as i64) {
+            st.ctrl_tick_at = None;
+            let fx = st.controller.tick(now as i64);
+            inner.ctrl_fx(&mut st, fx);
+        }
+        inner.check_active(&mut st);
+    }
+}
+
+/// A node without a replica: pulls committed entries from the voters and applies them.
+async fn pull_task(inner: Rc<Inner>) {
+    let Some(t) = inner.transport() else {
+        return;
+    };
+    loop {
+        if inner.closed.get() || inner.st.borrow().fatal.is_some() {
+            return;
+        }
+        let (to, after) = {
+            let mut st = inner.st.borrow_mut();
+            let to = inner.target(&mut st);
+            (to, st.applied)
+        };
+        let Some(to) = to.filter(|&to| t.is_connected(to)) else {
+            inner.st.borrow_mut().leader = None;
+            glommio::timer::sleep(RETRY_BACKOFF).await;
+            continue;
+        };
+        let req = FetchRequest {
+            after,
+            max_bytes: FETCH_BYTES_MAX,
+            wait_ms: FETCH_WAIT_MS,
+        };
+        let timeout = Duration::from_millis(u64::from(FETCH_WAIT_MS)) + FORWARD_TRY_TIMEOUT;
+        let resp = t
+            .request(to, method::FETCH_COMMITTED, req.encode(), timeout)
+            .await;
+        let ok = match resp {
+            Ok(r) if r.status == sluice_rpc::status::OK => match FetchResponse::decode(&r.body) {
+                Ok(f) => {
+                    let mut st = inner.st.borrow_mut();
+                    st.leader = (f.leader != 0).then_some(f.leader);
+                    if st.applied == after {
+                        for (i, data) in &f.entries {
+                            if *i <= st.applied {
+                                continue;
+                            }
+                            st.applied = *i;
+                            inner.apply_batch(&mut st, *i, data, None);
+                        }
+                        if f.last > st.applied {
+                            st.applied = f.last;
+                        }
+                        inner.changed.notify();
+                    }
+                    true
+                }
+                Err(e) => {
+                    log::warn!("controller: pull from node {to}: {e}");
+                    false
+                }
+            },
+            Ok(r) => {
+                log::debug!("controller: pull from node {to}: status {}", r.status);
+                false
+            }
+            Err(e) => {
+                log::debug!("controller: pull from node {to}: {e}");
+                false
+            }
+        };
+        if !ok {
+            inner.st.borrow_mut().leader = None;
+            glommio::timer::sleep(RETRY_BACKOFF).await;
+        }
+    }
+}
+
+/// Registers this node with the active controller, then heartbeats every
+/// [`HEARTBEAT_INTERVAL`]; registers again when the controller no longer knows the epoch.
+async fn register_task(inner: Rc<Inner>) {
+    let incarnation = if inner.voters.is_empty() {
+        solo_incarnation(&inner)
+    } else {
+        rand::random()
+    };
+    loop {
+        if inner.closed.get() {
+            return;
+        }
+        let epoch = inner.st.borrow().epoch;
+        match epoch {
+            None => {
+                let reg = Registration {
+                    node: inner.node_id,
+                    incarnation,
+                    kafka: inner.kafka.clone(),
+                    rpc: inner.rpc.clone(),
+                    rack: None,
+                };
+                match inner
+                    .command(Command::RegisterBroker(reg), HEARTBEAT_INTERVAL)
+                    .await
+                {
+                    Answer::RegisterBroker(Ok(epoch)) => {
+                        log::info!(
+                            "controller: node {} registered (epoch {epoch})",
+                            inner.node_id
+                        );
+                        inner.st.borrow_mut().epoch = Some(epoch);
+                        inner.changed.notify();
+                        // Heartbeat once the image shows the registration (it unfences).
+                        wait_registered(&inner, epoch).await;
+                        continue;
+                    }
+                    Answer::RegisterBroker(Err(e)) => {
+                        log::debug!("controller: registration: {}", e.message);
+                    }
+                    other => log::warn!("controller: registration answered {other:?}"),
+                }
+                glommio::timer::sleep(RETRY_BACKOFF * 5).await;
+            }
+            Some(epoch) => {
+                let caught_up = inner
+                    .st
+                    .borrow()
+                    .controller
+                    .image()
+                    .broker(inner.node_id)
+                    .is_some_and(|b| b.epoch == epoch);
+                let cmd = Command::BrokerHeartbeat {
+                    node: inner.node_id,
+                    epoch,
+                    caught_up,
+                };
+                match inner.command(cmd, HEARTBEAT_INTERVAL).await {
+                    Answer::BrokerHeartbeat(Err(e))
+                        if e.code == code::STALE_BROKER_EPOCH
+                            || e.code == code::BROKER_ID_NOT_REGISTERED =>
+                    {
+                        log::warn!(
+                            "controller: heartbeat refused ({}): registering again",
+                            e.message
+                        );
+                        inner.st.borrow_mut().epoch = None;
+                        continue;
+                    }
+                    _ => {}
+                }
+                glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            }
+        }
+    }
+}
+
+/// The incarnation of a cluster of one: the same on every start with the same node id and
+/// endpoints. A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) until the old
+/// one's session expires (9 s), which guards a cluster against two processes with one
+/// node id; a cluster of one has no other process to guard against (no transport), and
+/// would otherwise wait out its own last session on every restart. With the same
+/// incarnation the controller takes the registration as a retry and keeps its epoch; a
+/// changed endpoint makes a new incarnation, so the new address is registered.
+fn solo_incarnation(inner: &Inner) -> [u8; 16] {
+    let text = format!(
+        "sluice-solo/{}/{}:{}/{}:{}",
+        inner.node_id, inner.kafka.host, inner.kafka.port, inner.rpc.host, inner.rpc.port
+    );
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_mut(8).enumerate() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ i as u64;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        half.copy_from_slice(&h.to_be_bytes());
+    }
+    out
+}
+
+async fn wait_registered(inner: &Inner, epoch: u64) {
+    let deadline = Instant::now() + HEARTBEAT_INTERVAL;
+    loop {
+        let g = inner.changed.generation();
+        let seen = inner
+            .st
+            .borrow()
+            .controller
+            .image()
+            .broker(inner.node_id)
+            .is_some_and(|b| b.epoch == epoch);
+        if seen || Instant::now() >= deadline || inner.closed.get() {
+            return;
+        }
+        or(inner.changed.changed(g), sleep_until(deadline)).await;
+    }
+}

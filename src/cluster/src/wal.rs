@@ -1,0 +1,150 @@
+//! The controller's Raft-state file, `<data dir>/cluster/controller.wal`: the group
+//! manager's `Persist` writes as [`sluice_raft::wal`] records, appended in `seq` order and
+//! made durable by `fdatasync` (one sync covers every write before it). On open the file is
+//! replayed, a torn tail (a write a crash cut short) is cut off, and what is left is synced
+//! before anything acts on it (a page-cache copy that survived a process kill is not yet
+//! durable). A record that checksums but does not fit is a damaged file: opening fails.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use sluice_raft::wal;
+use sluice_raft::{GroupId, ReplicaLog};
+
+/// The directory under the data dir, shared with the broker's other cluster files.
+pub const CLUSTER_DIR: &str = "cluster";
+pub const WAL_FILE: &str = "controller.wal";
+/// Bytes read per call while replaying.
+const READ_CHUNK: usize = 1 << 20;
+
+pub struct WalFile {
+    file: BufferedFile,
+    len: u64,
+    path: PathBuf,
+}
+
+/// What opening found.
+pub struct Opened {
+    pub wal: WalFile,
+    pub logs: BTreeMap<GroupId, ReplicaLog>,
+    /// Bytes of torn tail cut off.
+    pub cut: u64,
+}
+
+fn with_path(e: impl Into<io::Error>, what: &str, path: &Path) -> io::Error {
+    let e: io::Error = e.into();
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+impl WalFile {
+    /// Opens (or creates) the file under `data_dir`, replays it, cuts a torn tail and syncs.
+    pub async fn open(data_dir: &Path) -> io::Result<Opened> {
+        let dir = data_dir.join(CLUSTER_DIR);
+        let dir_existed = dir.is_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| with_path(e, "create", &dir))?;
+        if !dir_existed {
+            sync_dir(data_dir).await?;
+        }
+        let path = dir.join(WAL_FILE);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| with_path(e, "open", &path))?;
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| with_path(e, "stat", &path))?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while (bytes.len() as u64) < size {
+            let want = READ_CHUNK.min((size - bytes.len() as u64) as usize);
+            let got = file
+                .read_at(bytes.len() as u64, want)
+                .await
+                .map_err(|e| with_path(e, "read", &path))?;
+            if got.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(&got);
+        }
+        let replayed = wal::replay(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e} (damaged or foreign file)", path.display()),
+            )
+        })?;
+        let len = replayed.valid_len as u64;
+        let cut = bytes.len() as u64 - len;
+        if cut > 0 || (bytes.len() as u64) < size {
+            log::warn!(
+                "controller: {}: cutting {cut} byte(s) of torn tail after byte {len}",
+                path.display()
+            );
+            file.truncate(len)
+                .await
+                .map_err(|e| with_path(e, "truncate", &path))?;
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| with_path(e, "fdatasync", &path))?;
+        if !existed {
+            sync_dir(&dir).await?;
+        }
+        Ok(Opened {
+            wal: WalFile { file, len, path },
+            logs: replayed.logs,
+            cut,
+        })
+    }
+
+    /// Appends record bytes (not synced).
+    pub async fn append(&mut self, mut buf: Vec<u8>) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self
+                .file
+                .write_at(buf.clone(), self.len)
+                .await
+                .map_err(|e| with_path(e, "write", &self.path))?;
+            if n == 0 {
+                return Err(with_path(
+                    io::Error::new(io::ErrorKind::WriteZero, "wrote nothing"),
+                    "write",
+                    &self.path,
+                ));
+            }
+            self.len += n as u64;
+            buf.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// Makes every append so far durable.
+    pub async fn sync(&self) -> io::Result<()> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| with_path(e, "fdatasync", &self.path))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = Directory::open(dir)
+        .await
+        .map_err(|e| with_path(e, "open", dir))?;
+    d.sync().await.map_err(|e| with_path(e, "fsync", dir))?;
+    let _ = d.close().await;
+    Ok(())
+}

@@ -1,0 +1,804 @@
+//! The rpc methods of the controller runtime and their bodies: commands forwarded to the
+//! active controller with their answers, and the committed-entry pull of nodes without a
+//! replica of the controller log. Every body starts with a format version byte
+//! ([`WIRE_VERSION`]); integers are big-endian, strings and byte strings a u32 length then
+//! the bytes, lists a u32 count then the items, options and outcomes a tag byte first.
+//! Decoding never panics and never allocates more than the input backs (every count and
+//! length is checked against the bytes that remain); anything malformed, an unknown version
+//! or trailing bytes are an error.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, TopicCreated};
+use sluice_meta::{Answer, ApiError, Endpoint, NewTopic, ProducerIdsBlock};
+
+/// The format version this build writes and reads.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Method numbers (`sluice_rpc::Request::method`).
+pub mod method {
+    pub const CREATE_TOPICS: u16 = 1;
+    pub const DELETE_TOPICS: u16 = 2;
+    pub const CREATE_PARTITIONS: u16 = 3;
+    pub const ALTER_CONFIGS: u16 = 4;
+    pub const ALLOCATE_PRODUCER_IDS: u16 = 5;
+    pub const REGISTER_BROKER: u16 = 6;
+    pub const BROKER_HEARTBEAT: u16 = 7;
+    /// Committed controller-log entries after an index (long poll).
+    pub const FETCH_COMMITTED: u16 = 8;
+}
+
+/// Response statuses of the owner (`sluice_rpc::status::APP_MIN` and up).
+pub mod status {
+    /// This node is not the active controller; the body is the node it believes leads
+    /// (u64, 0: none known).
+    pub const NOT_CONTROLLER: u16 = sluice_rpc::status::APP_MIN;
+    /// The body did not decode.
+    pub const MALFORMED: u16 = sluice_rpc::status::APP_MIN + 1;
+    /// This node holds no replica of the controller log (a pull sent to a broker-only node),
+    /// or it stopped on an error.
+    pub const UNAVAILABLE: u16 = sluice_rpc::status::APP_MIN + 2;
+}
+
+/// A command for the active controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterConfigs {
+        changes: Vec<AlterConfig>,
+        validate_only: bool,
+    },
+    AllocateProducerIds {
+        node: i32,
+        epoch: u64,
+    },
+    RegisterBroker(Registration),
+    BrokerHeartbeat {
+        node: i32,
+        epoch: u64,
+        caught_up: bool,
+    },
+}
+
+impl Command {
+    pub fn method(&self) -> u16 {
+        match self {
+            Command::CreateTopics { .. } => method::CREATE_TOPICS,
+            Command::DeleteTopics { .. } => method::DELETE_TOPICS,
+            Command::CreatePartitions { .. } => method::CREATE_PARTITIONS,
+            Command::AlterConfigs { .. } => method::ALTER_CONFIGS,
+            Command::AllocateProducerIds { .. } => method::ALLOCATE_PRODUCER_IDS,
+            Command::RegisterBroker(_) => method::REGISTER_BROKER,
+            Command::BrokerHeartbeat { .. } => method::BROKER_HEARTBEAT,
+        }
+    }
+
+    /// The answer that fails every part of this command with `code`.
+    pub fn fail(&self, code: i16, message: &str) -> Answer {
+        let e = ApiError {
+            code,
+            message: message.to_string(),
+        };
+        match self {
+            Command::CreateTopics { topics, .. } => Answer::CreateTopics(
+                topics
+                    .iter()
+                    .map(|t| (t.name.clone(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::DeleteTopics { names } => {
+                Answer::DeleteTopics(names.iter().map(|n| (n.clone(), Err(e.clone()))).collect())
+            }
+            Command::CreatePartitions { topics, .. } => Answer::CreatePartitions(
+                topics
+                    .iter()
+                    .map(|t| (t.0.clone(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::AlterConfigs { changes, .. } => Answer::AlterConfigs(
+                changes
+                    .iter()
+                    .map(|c| (c.target.clone(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::AllocateProducerIds { .. } => Answer::AllocateProducerIds(Err(e)),
+            Command::RegisterBroker(_) => Answer::RegisterBroker(Err(e)),
+            Command::BrokerHeartbeat { .. } => Answer::BrokerHeartbeat(Err(e)),
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        match self {
+            Command::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                w.bool(*validate_only);
+                w.list(topics, |w, t| {
+                    w.str(&t.name);
+                    w.i32(t.partitions);
+                    w.i16(t.replication_factor);
+                    w.list(&t.assignments, |w, (p, replicas)| {
+                        w.i32(*p);
+                        w.list(replicas, |w, n| w.i32(*n));
+                    });
+                    w.configs(&t.configs);
+                });
+            }
+            Command::DeleteTopics { names } => w.list(names, |w, n| w.str(n)),
+            Command::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                w.bool(*validate_only);
+                w.list(topics, |w, (n, c)| {
+                    w.str(n);
+                    w.i32(*c);
+                });
+            }
+            Command::AlterConfigs {
+                changes,
+                validate_only,
+            } => {
+                w.bool(*validate_only);
+                w.list(changes, |w, c| {
+                    w.target(&c.target);
+                    w.list(&c.ops, |w, (k, v)| {
+                        w.str(k);
+                        w.opt_str(v.as_deref());
+                    });
+                    w.bool(c.replace);
+                });
+            }
+            Command::AllocateProducerIds { node, epoch } => {
+                w.i32(*node);
+                w.u64(*epoch);
+            }
+            Command::RegisterBroker(r) => {
+                w.i32(r.node);
+                w.raw(&r.incarnation);
+                w.endpoint(&r.kafka);
+                w.endpoint(&r.rpc);
+                w.opt_str(r.rack.as_deref());
+            }
+            Command::BrokerHeartbeat {
+                node,
+                epoch,
+                caught_up,
+            } => {
+                w.i32(*node);
+                w.u64(*epoch);
+                w.bool(*caught_up);
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(method: u16, body: &[u8]) -> Result<Command, WireError> {
+        if !(method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method) {
+            return Err(WireError("unknown method"));
+        }
+        let mut r = Reader::new(body)?;
+        let c = match method {
+            method::CREATE_TOPICS => {
+                let validate_only = r.bool()?;
+                let topics = r.list(2 + 4 + 2 + 4 + 4, |r| {
+                    Ok(NewTopic {
+                        name: r.str()?,
+                        partitions: r.i32()?,
+                        replication_factor: r.i16()?,
+                        assignments: r.list(8, |r| Ok((r.i32()?, r.list(4, |r| r.i32())?)))?,
+                        configs: r.configs()?,
+                    })
+                })?;
+                Command::CreateTopics {
+                    topics,
+                    validate_only,
+                }
+            }
+            method::DELETE_TOPICS => Command::DeleteTopics {
+                names: r.list(4, |r| r.str())?,
+            },
+            method::CREATE_PARTITIONS => {
+                let validate_only = r.bool()?;
+                let topics = r.list(8, |r| Ok((r.str()?, r.i32()?)))?;
+                Command::CreatePartitions {
+                    topics,
+                    validate_only,
+                }
+            }
+            method::ALTER_CONFIGS => {
+                let validate_only = r.bool()?;
+                let changes = r.list(6, |r| {
+                    Ok(AlterConfig {
+                        target: r.target()?,
+                        ops: r.list(5, |r| Ok((r.str()?, r.opt_str()?)))?,
+                        replace: r.bool()?,
+                    })
+                })?;
+                Command::AlterConfigs {
+                    changes,
+                    validate_only,
+                }
+            }
+            method::ALLOCATE_PRODUCER_IDS => Command::AllocateProducerIds {
+                node: r.i32()?,
+                epoch: r.u64()?,
+            },
+            method::REGISTER_BROKER => Command::RegisterBroker(Registration {
+                node: r.i32()?,
+                incarnation: r.array16()?,
+                kafka: r.endpoint()?,
+                rpc: r.endpoint()?,
+                rack: r.opt_str()?,
+            }),
+            method::BROKER_HEARTBEAT => Command::BrokerHeartbeat {
+                node: r.i32()?,
+                epoch: r.u64()?,
+                caught_up: r.bool()?,
+            },
+            _ => unreachable!("checked above"),
+        };
+        r.end()?;
+        Ok(c)
+    }
+}
+
+pub fn encode_answer(a: &Answer) -> Bytes {
+    let mut w = Writer::new();
+    match a {
+        Answer::CreateTopics(v) => {
+            w.u8(1);
+            w.list(v, |w, (n, o)| {
+                w.str(n);
+                w.outcome(o, |w, t| {
+                    w.raw(&t.id);
+                    w.i32(t.partitions);
+                    w.i16(t.replication_factor);
+                    w.configs(&t.configs);
+                });
+            });
+        }
+        Answer::DeleteTopics(v) => {
+            w.u8(2);
+            w.list(v, |w, (n, o)| {
+                w.str(n);
+                w.outcome(o, |w, id| w.raw(id));
+            });
+        }
+        Answer::CreatePartitions(v) => {
+            w.u8(3);
+            w.list(v, |w, (n, o)| {
+                w.str(n);
+                w.outcome(o, |_, _| {});
+            });
+        }
+        Answer::AlterConfigs(v) => {
+            w.u8(4);
+            w.list(v, |w, (t, o)| {
+                w.target(t);
+                w.outcome(o, |_, _| {});
+            });
+        }
+        Answer::AllocateProducerIds(o) => {
+            w.u8(5);
+            w.outcome(o, |w, b| {
+                w.i32(b.node);
+                w.u64(b.first as u64);
+                w.u32(b.size);
+            });
+        }
+        Answer::RegisterBroker(o) => {
+            w.u8(6);
+            w.outcome(o, |w, e| w.u64(*e));
+        }
+        Answer::BrokerHeartbeat(o) => {
+            w.u8(7);
+            w.outcome(o, |w, f| w.bool(*f));
+        }
+        Answer::AlterPartitionReassignments(v) => {
+            w.u8(8);
+            w.list(v, |w, ((n, p), o)| {
+                w.str(n);
+                w.i32(*p);
+                w.outcome(o, |_, _| {});
+            });
+        }
+        Answer::ReassignmentComplete(o) => {
+            w.u8(9);
+            w.outcome(o, |_, _| {});
+        }
+    }
+    w.finish()
+}
+
+pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
+    let mut r = Reader::new(body)?;
+    let unit = |_: &mut Reader| Ok(());
+    let a = match r.u8()? {
+        1 => Answer::CreateTopics(r.list(5, |r| {
+            Ok((
+                r.str()?,
+                r.outcome(|r| {
+                    Ok(TopicCreated {
+                        id: r.array16()?,
+                        partitions: r.i32()?,
+                        replication_factor: r.i16()?,
+                        configs: r.configs()?,
+                    })
+                })?,
+            ))
+        })?),
+        2 => Answer::DeleteTopics(r.list(5, |r| Ok((r.str()?, r.outcome(|r| r.array16())?)))?),
+        3 => Answer::CreatePartitions(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
+        4 => Answer::AlterConfigs(r.list(2, |r| Ok((r.target()?, r.outcome(unit)?)))?),
+        5 => Answer::AllocateProducerIds(r.outcome(|r| {
+            Ok(ProducerIdsBlock {
+                node: r.i32()?,
+                first: r.u64()? as i64,
+                size: r.u32()?,
+            })
+        })?),
+        6 => Answer::RegisterBroker(r.outcome(|r| r.u64())?),
+        7 => Answer::BrokerHeartbeat(r.outcome(|r| r.bool())?),
+        8 => Answer::AlterPartitionReassignments(
+            r.list(9, |r| Ok(((r.str()?, r.i32()?), r.outcome(unit)?)))?,
+        ),
+        9 => Answer::ReassignmentComplete(r.outcome(unit)?),
+        _ => return Err(WireError("unknown answer type")),
+    };
+    r.end()?;
+    Ok(a)
+}
+
+/// A pull of committed controller-log entries: those after Raft index `after`, about
+/// `max_bytes` of them (at least one if any), waiting up to `wait_ms` for one to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub after: u64,
+    pub max_bytes: u32,
+    pub wait_ms: u32,
+}
+
+/// The answer to a pull: metadata batches by Raft index, in order; `last` is the highest
+/// index the answer covers (Raft's own entries between batches carry no metadata and are
+/// not sent); `leader` is the node the answering voter believes leads (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    pub leader: u64,
+    pub last: u64,
+    pub entries: Vec<(u64, Bytes)>,
+}
+
+impl FetchRequest {
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        w.u64(self.after);
+        w.u32(self.max_bytes);
+        w.u32(self.wait_ms);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<FetchRequest, WireError> {
+        let mut r = Reader::new(body)?;
+        let f = FetchRequest {
+            after: r.u64()?,
+            max_bytes: r.u32()?,
+            wait_ms: r.u32()?,
+        };
+        r.end()?;
+        Ok(f)
+    }
+}
+
+impl FetchResponse {
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        w.u64(self.leader);
+        w.u64(self.last);
+        w.list(&self.entries, |w, (i, b)| {
+            w.u64(*i);
+            w.bytes(b);
+        });
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<FetchResponse, WireError> {
+        let mut r = Reader::new(body)?;
+        let leader = r.u64()?;
+        let last = r.u64()?;
+        let entries = r.list(12, |r| Ok((r.u64()?, Bytes::copy_from_slice(r.bytes()?))))?;
+        r.end()?;
+        // In order, after nothing the answer does not cover.
+        let ordered = entries.windows(2).all(|p| p[0].0 < p[1].0)
+            && entries.last().is_none_or(|e| e.0 <= last);
+        if !ordered {
+            return Err(WireError("entries out of order"));
+        }
+        Ok(FetchResponse {
+            leader,
+            last,
+            entries,
+        })
+    }
+}
+
+/// Encodes a u64 (a leader hint).
+pub fn encode_u64(v: u64) -> Bytes {
+    let mut w = Writer::new();
+    w.u64(v);
+    w.finish()
+}
+
+pub fn decode_u64(body: &[u8]) -> Result<u64, WireError> {
+    let mut r = Reader::new(body)?;
+    let v = r.u64()?;
+    r.end()?;
+    Ok(v)
+}
+
+/// A body that does not decode, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireError(pub &'static str);
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed controller rpc body: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new() -> Writer {
+        Writer(vec![WIRE_VERSION])
+    }
+    fn finish(self) -> Bytes {
+        Bytes::from(self.0)
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn bool(&mut self, v: bool) {
+        self.0.push(v as u8);
+    }
+    fn i16(&mut self, v: i16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn raw(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).expect("a length within a frame fits u32"));
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.raw(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.u8(0),
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+        }
+    }
+    fn list<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Writer, &T)) {
+        self.len(items.len());
+        for i in items {
+            f(self, i);
+        }
+    }
+    fn configs(&mut self, c: &BTreeMap<String, String>) {
+        self.len(c.len());
+        for (k, v) in c {
+            self.str(k);
+            self.str(v);
+        }
+    }
+    fn endpoint(&mut self, e: &Endpoint) {
+        self.str(&e.host);
+        self.u32(u32::from(e.port));
+    }
+    fn target(&mut self, t: &ConfigTarget) {
+        match t {
+            ConfigTarget::Topic(n) => {
+                self.u8(0);
+                self.str(n);
+            }
+            ConfigTarget::Broker(None) => self.u8(1),
+            ConfigTarget::Broker(Some(n)) => {
+                self.u8(2);
+                self.i32(*n);
+            }
+        }
+    }
+    fn outcome<T>(&mut self, o: &Result<T, ApiError>, f: impl FnOnce(&mut Writer, &T)) {
+        match o {
+            Ok(v) => {
+                self.u8(0);
+                f(self, v);
+            }
+            Err(e) => {
+                self.u8(1);
+                self.i16(e.code);
+                self.str(&e.message);
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+type R<T> = Result<T, WireError>;
+
+impl<'a> Reader<'a> {
+    fn new(body: &'a [u8]) -> R<Reader<'a>> {
+        let mut r = Reader(body);
+        match r.u8()? {
+            WIRE_VERSION => Ok(r),
+            _ => Err(WireError("unknown format version")),
+        }
+    }
+    fn end(&self) -> R<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError("trailing bytes"))
+        }
+    }
+    fn take(&mut self, n: usize) -> R<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(WireError("truncated"));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> R<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> R<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError("bad boolean")),
+        }
+    }
+    fn i16(&mut self) -> R<i16> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn i32(&mut self) -> R<i32> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u32(&mut self) -> R<u32> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> R<u64> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn array16(&mut self) -> R<[u8; 16]> {
+        Ok(self.take(16)?.try_into().expect("16"))
+    }
+    fn bytes(&mut self) -> R<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> R<String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| WireError("string not UTF-8"))
+    }
+    fn opt_str(&mut self) -> R<Option<String>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(WireError("bad option tag")),
+        }
+    }
+    /// A list of items of at least `item_bytes` each: the count is refused if the rest
+    /// cannot hold that many, so nothing is allocated that the input does not back.
+    fn list<T>(&mut self, item_bytes: usize, mut f: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(item_bytes.max(1)) > self.0.len() {
+            return Err(WireError("count larger than the body"));
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(f(self)?);
+        }
+        Ok(v)
+    }
+    fn configs(&mut self) -> R<BTreeMap<String, String>> {
+        let kvs = self.list(8, |r| Ok((r.str()?, r.str()?)))?;
+        let n = kvs.len();
+        let map: BTreeMap<String, String> = kvs.into_iter().collect();
+        if map.len() != n {
+            return Err(WireError("config named twice"));
+        }
+        Ok(map)
+    }
+    fn endpoint(&mut self) -> R<Endpoint> {
+        let host = self.str()?;
+        let port = u16::try_from(self.u32()?).map_err(|_| WireError("port out of range"))?;
+        Ok(Endpoint { host, port })
+    }
+    fn target(&mut self) -> R<ConfigTarget> {
+        match self.u8()? {
+            0 => Ok(ConfigTarget::Topic(self.str()?)),
+            1 => Ok(ConfigTarget::Broker(None)),
+            2 => Ok(ConfigTarget::Broker(Some(self.i32()?))),
+            _ => Err(WireError("bad config target")),
+        }
+    }
+    fn outcome<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<Result<T, ApiError>> {
+        match self.u8()? {
+            0 => Ok(Ok(f(self)?)),
+            1 => Ok(Err(ApiError {
+                code: self.i16()?,
+                message: self.str()?,
+            })),
+            _ => Err(WireError("bad outcome tag")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commands() -> Vec<Command> {
+        let mut t = NewTopic::new("a", 3, 2);
+        t.assignments = vec![(0, vec![1, 2])];
+        t.configs.insert("cleanup.policy".into(), "compact".into());
+        vec![
+            Command::CreateTopics {
+                topics: vec![t, NewTopic::new("b", -1, -1)],
+                validate_only: true,
+            },
+            Command::DeleteTopics {
+                names: vec!["a".into()],
+            },
+            Command::CreatePartitions {
+                topics: vec![("a".into(), 5)],
+                validate_only: false,
+            },
+            Command::AlterConfigs {
+                changes: vec![AlterConfig {
+                    target: ConfigTarget::Broker(Some(2)),
+                    ops: vec![("k".into(), None), ("j".into(), Some("v".into()))],
+                    replace: true,
+                }],
+                validate_only: false,
+            },
+            Command::AllocateProducerIds { node: 3, epoch: 9 },
+            Command::RegisterBroker(Registration {
+                node: 1,
+                incarnation: [7; 16],
+                kafka: Endpoint {
+                    host: "h".into(),
+                    port: 9092,
+                },
+                rpc: Endpoint {
+                    host: "r".into(),
+                    port: 1,
+                },
+                rack: Some("x".into()),
+            }),
+            Command::BrokerHeartbeat {
+                node: 1,
+                epoch: 2,
+                caught_up: true,
+            },
+        ]
+    }
+
+    fn answers() -> Vec<Answer> {
+        let e = || ApiError {
+            code: 41,
+            message: "m".into(),
+        };
+        vec![
+            Answer::CreateTopics(vec![
+                (
+                    "a".into(),
+                    Ok(TopicCreated {
+                        id: [3; 16],
+                        partitions: 2,
+                        replication_factor: 1,
+                        configs: BTreeMap::new(),
+                    }),
+                ),
+                ("b".into(), Err(e())),
+            ]),
+            Answer::DeleteTopics(vec![("a".into(), Ok([1; 16]))]),
+            Answer::CreatePartitions(vec![("a".into(), Ok(()))]),
+            Answer::AlterConfigs(vec![(ConfigTarget::Topic("t".into()), Err(e()))]),
+            Answer::AllocateProducerIds(Ok(ProducerIdsBlock {
+                node: 1,
+                first: 1000,
+                size: 1000,
+            })),
+            Answer::RegisterBroker(Ok(4)),
+            Answer::BrokerHeartbeat(Err(e())),
+            Answer::AlterPartitionReassignments(vec![(("a".into(), 1), Ok(()))]),
+            Answer::ReassignmentComplete(Ok(())),
+        ]
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        for c in commands() {
+            assert_eq!(Command::decode(c.method(), &c.encode()).unwrap(), c);
+        }
+        for a in answers() {
+            assert_eq!(decode_answer(&encode_answer(&a)).unwrap(), a);
+        }
+        let f = FetchRequest {
+            after: 5,
+            max_bytes: 100,
+            wait_ms: 3,
+        };
+        assert_eq!(FetchRequest::decode(&f.encode()).unwrap(), f);
+        let r = FetchResponse {
+            leader: 2,
+            last: 9,
+            entries: vec![(3, Bytes::from_static(b"x")), (9, Bytes::new())],
+        };
+        assert_eq!(FetchResponse::decode(&r.encode()).unwrap(), r);
+    }
+
+    /// Every prefix and every single-byte change of a valid body: an error or a value,
+    /// never a panic; a huge count in a short body is refused before allocating.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let mut bodies: Vec<(u16, Bytes)> = commands()
+            .iter()
+            .map(|c| (c.method(), c.encode()))
+            .collect();
+        bodies.extend(answers().iter().map(|a| (0, encode_answer(a))));
+        for (m, b) in bodies {
+            for cut in 0..b.len() {
+                assert!(Command::decode(m, &b[..cut]).is_err() || m == 0);
+                let _ = decode_answer(&b[..cut]);
+            }
+            for i in 0..b.len() {
+                for x in [0x00, 0xff, 0x80, 0x01] {
+                    let mut v = b.to_vec();
+                    v[i] = x;
+                    let _ = Command::decode(m, &v);
+                    let _ = decode_answer(&v);
+                    let _ = FetchResponse::decode(&v);
+                }
+            }
+        }
+        let mut huge = vec![WIRE_VERSION];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Command::decode(method::DELETE_TOPICS, &huge).is_err());
+    }
+}

@@ -1,0 +1,627 @@
+//! Controller nodes on loopback, each on its own thread with its own glommio executor and
+//! data dir: election, registration, forwarding, failover, restart from the WAL, a
+//! broker-only node, a torn WAL tail, and the cluster of one. Waits are "until it happens"
+//! with a generous bound, never timing assertions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_cluster::node::transport_cluster_id;
+use sluice_cluster::wire::{decode_answer, method, status, Command, FetchRequest, FetchResponse};
+use sluice_cluster::{ClusterConfig, ControllerNode, Update};
+use sluice_meta::{decode_batch, MetadataImage};
+use sluice_meta::{Answer, Endpoint, LegacyState, LegacyTopic, NewTopic, TopicImage};
+use sluice_rpc::{Response, Transport, TransportConfig};
+use sluice_rpc::{Timeouts, Voter};
+
+/// Bound on every "until it happens" wait.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
+type Job = Box<dyn FnOnce(Rc<ControllerNode>) -> LocalFut<()> + Send>;
+
+/// A node running on its own thread; jobs run on its executor.
+struct Node {
+    id: i32,
+    jobs: mpsc::Sender<Option<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(cfg: ClusterConfig) -> Node {
+        let id = cfg.node_id;
+        let (tx, rx) = mpsc::channel::<Option<Job>>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(1 << 20)
+                .ring_depth(64)
+                .make()
+                .expect("glommio executor");
+            ex.run(async move {
+                let node = Rc::new(ControllerNode::start(cfg).await.expect("start node"));
+                ready_tx.send(()).unwrap();
+                loop {
+                    match rx.try_recv() {
+                        Ok(Some(job)) => {
+                            glommio::spawn_local(job(node.clone())).detach();
+                        }
+                        Ok(None) | Err(mpsc::TryRecvError::Disconnected) => break,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            glommio::timer::sleep(Duration::from_millis(5)).await
+                        }
+                    }
+                }
+                // Dropping the executor with the node in it: a crash, as far as the other
+                // nodes and the WAL are concerned (nothing is flushed on the way out).
+            });
+        });
+        ready_rx
+            .recv_timeout(PATIENCE)
+            .expect("node started in time");
+        Node {
+            id,
+            jobs: tx,
+            thread: Some(thread),
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Rc<ControllerNode>) -> LocalFut<T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |n| {
+            Box::pin(async move {
+                let v = f(n).await;
+                let _ = tx.send(v);
+            })
+        });
+        self.jobs.send(Some(job)).expect("node running");
+        rx.recv_timeout(PATIENCE).expect("job answered")
+    }
+
+    fn get<T: Send + 'static>(&self, f: impl FnOnce(&ControllerNode) -> T + Send + 'static) -> T {
+        self.call(move |n| Box::pin(async move { f(&n) }))
+    }
+
+    fn stop(mut self) {
+        let _ = self.jobs.send(None);
+        self.thread.take().unwrap().join().expect("node thread");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.jobs.send(None);
+            let _ = t.join();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn config(id: i32, dir: &Path, rpc: Option<SocketAddr>, voters: &[Voter]) -> ClusterConfig {
+    let mut c = ClusterConfig::new(
+        id,
+        dir.join(format!("node{id}")),
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9000 + id as u16,
+        },
+    );
+    c.rpc_listen = rpc;
+    c.voters = voters.to_vec();
+    c.controller.seed = 7;
+    c.rpc_timeouts = Timeouts {
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(200),
+        ..Timeouts::default()
+    };
+    c
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn create(node: &Node, name: &'static str, partitions: i32, rf: i16) -> Answer {
+    node.call(move |n| {
+        Box::pin(async move {
+            n.create_topics(vec![NewTopic::new(name, partitions, rf)], false)
+                .await
+        })
+    })
+}
+
+/// Until the node is registered and unfenced (placement counts only live nodes).
+fn wait_live(node: &Node) {
+    let live = node.call(|n| Box::pin(async move { n.wait_live(PATIENCE).await }));
+    assert!(live, "node {} never became live", node.id);
+}
+
+fn assert_created(a: &Answer) {
+    match a {
+        Answer::CreateTopics(v) => assert!(v.iter().all(|(_, o)| o.is_ok()), "{a:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn topic(node: &Node, name: &'static str) -> Option<TopicImage> {
+    node.get(move |n| n.image().topic_by_name(name).cloned())
+}
+
+fn all(nodes: &[Option<Node>]) -> Vec<&Node> {
+    nodes.iter().flatten().collect()
+}
+
+fn active(nodes: &[&Node]) -> Vec<i32> {
+    nodes
+        .iter()
+        .filter(|n| n.get(|c| c.is_active()))
+        .map(|n| n.id)
+        .collect()
+}
+
+#[test]
+fn three_voters_elect_forward_fail_over_restart_and_feed_a_broker_only_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: id as u64,
+            addr: addrs[id - 1],
+        })
+        .collect();
+    let mut nodes: Vec<Option<Node>> = (1..=3)
+        .map(|id| {
+            Some(Node::start(config(
+                id,
+                dir.path(),
+                Some(addrs[id as usize - 1]),
+                &voters,
+            )))
+        })
+        .collect();
+
+    // One active controller; every node registered and unfenced.
+    eventually("one active controller", || active(&all(&nodes)).len() == 1);
+    let leader = active(&all(&nodes))[0];
+    let l = nodes[leader as usize - 1].as_ref().unwrap();
+    eventually("three live brokers", || {
+        l.get(|n| n.image().live_brokers()) == vec![1, 2, 3]
+    });
+    let cluster_id = l.get(|n| n.image().cluster_id().map(str::to_string));
+    assert_eq!(cluster_id.as_ref().map(String::len), Some(22));
+
+    // A follower's command is forwarded; every image gets the same assignment.
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let f = nodes[follower as usize - 1].as_ref().unwrap();
+    assert_created(&create(f, "t1", 3, 3));
+    let t1 = topic(l, "t1").expect("t1 on the leader");
+    assert_eq!(t1.partitions.len(), 3);
+    for n in all(&nodes) {
+        eventually("t1 everywhere", || topic(n, "t1").as_ref() == Some(&t1));
+        assert_eq!(
+            n.get(|c| c.image().cluster_id().map(str::to_string)),
+            cluster_id
+        );
+    }
+
+    // A broker-only node registers and gets the metadata by pulling.
+    let b = Node::start(config(4, dir.path(), Some(addrs[3]), &voters));
+    eventually("broker-only node has t1", || {
+        topic(&b, "t1").as_ref() == Some(&t1)
+    });
+    eventually("broker-only node registered", || {
+        l.get(|n| n.image().live_brokers()) == vec![1, 2, 3, 4]
+    });
+    // Its commands are forwarded too.
+    assert_created(&create(&b, "t0", 1, 2));
+
+    // The leader's node dies: another is elected and commands still work.
+    nodes[leader as usize - 1].take().unwrap().stop();
+    eventually("a new active controller", || {
+        let a = active(&all(&nodes));
+        a.len() == 1 && a[0] != leader
+    });
+    let f = all(&nodes)[0];
+    assert_created(&create(f, "t2", 2, 1));
+    let t2 = topic(f, "t2").expect("t2");
+    eventually("broker-only node has t2", || {
+        topic(&b, "t2").as_ref() == Some(&t2)
+    });
+
+    // The dead node comes back from its WAL and catches up.
+    let back = Node::start(config(
+        leader,
+        dir.path(),
+        Some(addrs[leader as usize - 1]),
+        &voters,
+    ));
+    assert_eq!(
+        topic(&back, "t1").as_ref(),
+        Some(&t1),
+        "replayed from its WAL"
+    );
+    eventually("restarted node has t2", || {
+        topic(&back, "t2").as_ref() == Some(&t2)
+    });
+    nodes[leader as usize - 1] = Some(back);
+    let indexes: Vec<u64> = all(&nodes)
+        .iter()
+        .map(|n| n.get(|c| c.applied_index()))
+        .collect();
+    assert!(indexes.iter().all(|&i| i > 0));
+    assert!(nodes
+        .iter()
+        .flatten()
+        .all(|n| n.get(|c| c.failure()).is_none()));
+    b.stop();
+}
+
+#[test]
+fn a_cluster_of_one_creates_topics_and_publishes_batches_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(config(0, dir.path(), None, &[]));
+    // The subscription sees every batch from now on, in log order.
+    let (tx, rx) = mpsc::channel();
+    n.call(move |c| {
+        let sub = c.subscribe();
+        glommio::spawn_local(async move {
+            while let Some(u) = sub.next().await {
+                let item = match u {
+                    Update::Batch { index, delta, .. } => (index, delta.created_topics.len()),
+                    Update::Image { index, .. } => (index, usize::MAX),
+                };
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        Box::pin(async {})
+    });
+    wait_live(&n);
+    assert_created(&create(&n, "a", 2, 1));
+    assert_created(&create(&n, "b", 1, 1));
+    match create(&n, "a", 1, 1) {
+        Answer::CreateTopics(v) => assert_eq!(v[0].1.as_ref().unwrap_err().code, 36),
+        other => panic!("{other:?}"),
+    }
+    let a = topic(&n, "a").expect("a");
+    let mut seen = Vec::new();
+    eventually("both creations published", || {
+        seen.extend(rx.try_iter());
+        seen.iter().filter(|(_, c)| *c == 1).count() == 2
+    });
+    assert!(
+        seen.windows(2).all(|p| p[0].0 < p[1].0),
+        "in order: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, c)| *c != usize::MAX),
+        "no lag: {seen:?}"
+    );
+    let cluster_id = n.get(|c| c.image().cluster_id().map(str::to_string));
+    n.stop();
+
+    // Restart: the image comes back from the WAL alone.
+    let n = Node::start(config(0, dir.path(), None, &[]));
+    assert_eq!(topic(&n, "a").as_ref(), Some(&a));
+    assert_eq!(
+        n.get(|c| c.image().cluster_id().map(str::to_string)),
+        cluster_id
+    );
+    wait_live(&n);
+    assert_created(&create(&n, "c", 1, 1));
+    n.stop();
+}
+
+/// A data dir of a single-node sluice: the first active controller writes its state as the
+/// first records of the log (its cluster id, its topics on this node), then serves.
+#[test]
+fn the_first_controller_bootstraps_from_the_legacy_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(0, dir.path(), None, &[]);
+    cfg.legacy = Some(LegacyState {
+        cluster_id: "legacy-cluster-id-0123".into(),
+        node: 0,
+        topics: vec![LegacyTopic {
+            name: "old".into(),
+            id: [9; 16],
+            partitions: 2,
+            configs: BTreeMap::new(),
+        }],
+        broker_configs: BTreeMap::new(),
+        producer_id_next_block: 2000,
+    });
+    let n = Node::start(cfg.clone());
+    wait_live(&n);
+    let old = topic(&n, "old").expect("bootstrapped topic");
+    assert_eq!((old.id, old.partitions.len()), ([9; 16], 2));
+    assert_eq!(
+        n.get(|c| c.image().cluster_id().map(str::to_string)),
+        Some("legacy-cluster-id-0123".to_string())
+    );
+    assert_created(&create(&n, "new", 1, 1));
+    n.stop();
+    // Once the log has a cluster id the legacy state is not applied again.
+    let n = Node::start(cfg);
+    wait_live(&n);
+    assert_eq!(topic(&n, "old").as_ref(), Some(&old));
+    assert!(topic(&n, "new").is_some());
+    n.stop();
+}
+
+/// A subscriber that does not keep up loses its queue (memory stays bounded) and is given
+/// the whole image instead, then the batches after it.
+#[test]
+fn a_subscriber_that_falls_behind_gets_the_whole_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1, dir.path(), None, &[]);
+    cfg.subscriber_queue_max = 2;
+    let n = Node::start(cfg);
+    wait_live(&n);
+    let (sub_tx, sub_rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    n.call(move |c| {
+        let sub = c.subscribe();
+        glommio::spawn_local(async move {
+            // Read nothing until told to.
+            while sub_rx.try_recv().is_err() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            while let Some(u) = sub.next().await {
+                let item = match u {
+                    Update::Batch { index, .. } => (index, None),
+                    Update::Image { index, image } => (index, Some(image.topic_count())),
+                };
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        Box::pin(async {})
+    });
+    for name in ["s1", "s2", "s3", "s4"] {
+        assert_created(&create(&n, name, 1, 1));
+    }
+    sub_tx.send(()).unwrap();
+    let first = rx.recv_timeout(PATIENCE).expect("an update");
+    assert_eq!(
+        first.1,
+        Some(4),
+        "the whole image, all four topics: {first:?}"
+    );
+    assert_eq!(first.0, n.get(|c| c.applied_index()));
+    assert_created(&create(&n, "s5", 1, 1));
+    let next = rx
+        .recv_timeout(PATIENCE)
+        .expect("the batch after the image");
+    assert!(next.0 > first.0 && next.1.is_none(), "{next:?}");
+    n.stop();
+}
+
+struct NoHandler;
+
+impl sluice_rpc::Handler for NoHandler {
+    fn raft(&self, _: sluice_raft::Envelope) {}
+    fn request(&self, _: u64, _: sluice_rpc::Request) -> sluice_rpc::LocalBoxFuture<Response> {
+        Box::pin(async {
+            Response {
+                status: sluice_rpc::status::UNKNOWN_METHOD,
+                body: Bytes::new(),
+            }
+        })
+    }
+}
+
+/// The controller's rpc methods as another node (or a hostile peer in the cluster) sees
+/// them: malformed bodies are refused with a status, never a panic; a well-formed command
+/// is run by the active controller; a pull returns the committed batches, which replay to
+/// the node's image.
+#[test]
+fn rpc_methods_refuse_malformed_bodies_and_serve_commands_and_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let voters = [Voter { id: 1, addr }];
+    let n = Node::start(config(1, dir.path(), Some(addr), &voters));
+    wait_live(&n);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let mut cfg = TransportConfig::new(99, None);
+            cfg.cluster_id = transport_cluster_id(&voters);
+            let t = Transport::start(cfg, Rc::new(NoHandler)).await.unwrap();
+            t.add_peer(1, addr).unwrap();
+            let d = Duration::from_secs(20);
+            let mut statuses = Vec::new();
+            for m in 1..=8u16 {
+                for body in [&b""[..], &[9], &[1, 0xff, 0xff, 0xff, 0xff], &[1; 40]] {
+                    let r = t
+                        .request(1, m, Bytes::copy_from_slice(body), d)
+                        .await
+                        .unwrap();
+                    statuses.push(r.status);
+                }
+            }
+            let unknown = t.request(1, 77, Bytes::new(), d).await.unwrap().status;
+            let cmd = Command::CreateTopics {
+                topics: vec![NewTopic::new("remote", 2, 1)],
+                validate_only: false,
+            };
+            let r = t.request(1, cmd.method(), cmd.encode(), d).await.unwrap();
+            let answer = decode_answer(&r.body).unwrap();
+            let pull = FetchRequest {
+                after: 0,
+                max_bytes: 1 << 20,
+                wait_ms: 100,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, pull.encode(), d)
+                .await
+                .unwrap();
+            let fetched = FetchResponse::decode(&r.body).unwrap();
+            // A pull from beyond the end (a hostile `after`) is an empty answer.
+            let beyond = FetchRequest {
+                after: u64::MAX,
+                max_bytes: 1,
+                wait_ms: 10,
+            };
+            let r = t
+                .request(1, method::FETCH_COMMITTED, beyond.encode(), d)
+                .await
+                .unwrap();
+            assert!(FetchResponse::decode(&r.body).unwrap().entries.is_empty());
+            t.shutdown().await;
+            tx.send((statuses, unknown, answer, fetched)).unwrap();
+        });
+    });
+    let (statuses, unknown, answer, fetched) = rx.recv_timeout(PATIENCE).expect("client done");
+    assert!(
+        statuses.iter().all(|&s| s == status::MALFORMED),
+        "{statuses:?}"
+    );
+    assert_eq!(unknown, sluice_rpc::status::UNKNOWN_METHOD);
+    assert_created(&answer);
+    // The pull covers everything committed so far; replayed, it is the node's image.
+    let mut replayed = MetadataImage::new();
+    for (_, batch) in &fetched.entries {
+        replayed.apply_batch(&decode_batch(batch).unwrap()).unwrap();
+    }
+    let remote = replayed.topic_by_name("remote").cloned();
+    assert!(remote.is_some(), "the pull has the committed topic");
+    assert_eq!(remote, topic(&n, "remote"));
+    assert!(n.get(|c| c.failure()).is_none());
+    n.stop();
+}
+
+/// A WAL whose committed entry is not a metadata batch (a damaged or foreign log): the
+/// node refuses to start rather than guess.
+#[test]
+fn a_committed_entry_that_does_not_decode_stops_the_start() {
+    use raft::eraftpb::{Entry, HardState};
+    use sluice_raft::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = wal_path(dir.path(), 1);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for w in [
+        Write::Create {
+            group: 0,
+            voters: vec![1],
+        },
+        Write::Entries {
+            group: 0,
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                data: Bytes::from_static(b"not a metadata batch"),
+                context: Bytes::copy_from_slice(&1u32.to_be_bytes()),
+                ..Default::default()
+            }],
+        },
+        Write::HardState {
+            group: 0,
+            hard_state: HardState {
+                term: 1,
+                vote: 1,
+                commit: 1,
+                ..Default::default()
+            },
+        },
+    ] {
+        sluice_raft::wal::encode_record(&w, &mut bytes);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let cfg = config(1, dir.path(), None, &[]);
+    let err = std::thread::spawn(move || {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            ControllerNode::start(cfg)
+                .await
+                .err()
+                .map(|e| e.to_string())
+        })
+    })
+    .join()
+    .expect("no panic");
+    let err = err.expect("the start is refused");
+    assert!(err.contains("does not decode"), "{err}");
+}
+
+fn wal_path(dir: &Path, id: i32) -> PathBuf {
+    dir.join(format!("node{id}"))
+        .join("cluster")
+        .join("controller.wal")
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(config(1, dir.path(), None, &[]));
+    wait_live(&n);
+    assert_created(&create(&n, "kept", 1, 1));
+    n.stop();
+    let path = wal_path(dir.path(), 1);
+    // A record cut short: a header promising 100 bytes, then 10 of them.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&100u32.to_be_bytes());
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes.extend_from_slice(&[7; 10]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let n = Node::start(config(1, dir.path(), None, &[]));
+    assert!(topic(&n, "kept").is_some());
+    wait_live(&n);
+    assert_created(&create(&n, "after", 1, 1));
+    n.stop();
+    let n = Node::start(config(1, dir.path(), None, &[]));
+    // Had the torn bytes stayed, replay would stop at them and lose what came after.
+    assert!(
+        topic(&n, "after").is_some(),
+        "appended after the cut, replayed"
+    );
+    n.stop();
+}
+
+#[test]
+fn the_transport_cluster_id_depends_on_the_voter_set_only() {
+    let v = |id, port| Voter {
+        id,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let a = transport_cluster_id(&[v(1, 1), v(2, 2), v(3, 3)]);
+    assert_eq!(a, transport_cluster_id(&[v(3, 9), v(1, 8), v(2, 7)]));
+    assert_ne!(a, transport_cluster_id(&[v(1, 1), v(2, 2), v(4, 3)]));
+}
