@@ -2,7 +2,8 @@
 //! group per partition replica set, on raft-rs 0.7's `RawNode` (pre-vote and check-quorum on),
 //! with the Kafka log as the Raft log. No sockets, no threads, no clock, no entropy: inputs
 //! come in as calls, outputs go out as [`Effect`]s. This is the first step of issue 12; the
-//! broker does not use it yet.
+//! broker does not use it yet (`sluice-replica` performs its `Persist`/`Fetch` effects on
+//! real partition logs).
 //!
 //! # Driving it (the shard's side)
 //!
@@ -26,24 +27,26 @@
 //! # The Kafka log is the Raft log
 //!
 //! An entry is a Kafka record batch (opaque bytes here, with its record count) or one of
-//! Raft's own entries (the leader's election no-op, configuration changes), which occupy no
-//! Kafka offset (they become control batches later). Every replica derives the same dense
+//! Raft's own entries (the leader's election no-op, configuration changes), which occupy one
+//! Kafka offset each: the driver (`sluice-replica`) writes them into the partition log as
+//! control batches of one record, which consumers skip. Every replica derives the same dense
 //! offsets from its log prefix ([`ReplicaLog`]: Raft index → base offset, record count,
 //! term); the leader reports the offsets and term (the batch's `partitionLeaderEpoch`) of a
-//! proposal in `Effect::Proposed` (stamping the bytes comes with the broker integration).
+//! proposal in `Effect::Proposed`; every replica's driver stamps both into the batch bytes as it
+//! writes them, so all replicas store identical bytes.
 //!
 //! Memory is bounded: a group keeps in memory only its entries not yet applied (committed and
 //! synced here; raft-rs reads those synchronously) plus a recent tail, within one per-shard
 //! budget of entry bytes ([`manager::ENTRY_CACHE_BYTES_MAX`]; applied entries are evicted
 //! oldest first, groups in turn). Below the window the index → offset map is compact
-//! ([`log::Mark`]s at term changes, at Raft's own entries and every [`log::MARK_EVERY`]
+//! ([`log::Mark`]s at term changes and every [`log::MARK_EVERY`]
 //! entries), which gives every entry's term at once and any entry's offset after a short
 //! read. When a leader must send a follower entries no longer in memory, its `Storage`
 //! answers raft-rs `LogTemporarilyUnavailable` (raft-rs's asynchronous fetch), the manager
 //! asks the driver for the batches from the nearest mark (`Effect::Fetch`, at most
 //! [`manager::FETCHES_PER_GROUP_MAX`] per group, requests for the same entries joined),
-//! rebuilds the entries (Raft's own entries are not batches: they come from the marks),
-//! checks them against the map, and hands them to raft-rs (`RawNode::on_entries_fetched`).
+//! rebuilds the entries (one batch each; Raft's own from their control batches, which the
+//! driver decodes, see [`FetchedBatch`]), checks them against the map, and hands them to raft-rs (`RawNode::on_entries_fetched`).
 //! A failed or mismatching read is dropped; raft-rs asks again on the follower's next
 //! response.
 //!
@@ -154,15 +157,15 @@
 //!
 //! # Not yet
 //!
-//! Recovery builds each group's log with every entry in memory before evicting (a real
-//! driver would build the mark map from the partition log, and reconcile a log start that
-//! retention moved before a crash kept its `LogStart` write: the later of the two wins).
+//! The simulator's recovery builds each group's log with every entry in memory before
+//! evicting; the real driver (`sluice-replica`) builds the mark map from the partition log
+//! ([`ReplicaLog::restored`], [`ReplicaLog::push_applied`]).
 //! The mark map still grows with the log between log-start moves (0.125 B per entry).
 //! Eviction walks the shard's groups while over budget, so a shard whose budget is spent on
 //! unapplied entries pays a pass over its groups per call. A quiesced leader does not
 //! notice a dead follower (nothing needs it to: it only matters once it wakes). Membership
-//! changes (learners, joint consensus), leadership transfer, read leases, and the real
-//! transport and storage.
+//! changes (learners, joint consensus), leadership transfer, read leases, and wiring the
+//! real transport (`sluice-rpc`) and storage driver (`sluice-replica`) into the broker.
 
 pub mod effect;
 pub mod log;
@@ -175,6 +178,8 @@ pub mod wal;
 pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
-pub use log::{entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY};
+pub use log::{
+    batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
+};
 pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
 pub use rng::Rng;

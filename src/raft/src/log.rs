@@ -13,14 +13,16 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 /// Below the in-memory window the offset map keeps a mark at least every this many entries
-/// (besides one at every term change and every entry without records), so finding the
+/// (besides one at every term change), so finding the
 /// Kafka offset of an evicted index reads at most this many batches more than asked for,
 /// and the map costs about `size_of::<Mark>() / MARK_EVERY` = 0.125 bytes per evicted entry.
 pub const MARK_EVERY: u64 = 256;
 
-/// The Kafka offsets one Raft entry occupies: `records` dense offsets from `base` (none for
-/// Raft's own entries: the leader's no-op, configuration changes), written in `term`, which
-/// is the batch's `partitionLeaderEpoch`.
+/// The Kafka offsets one Raft entry occupies: `records` dense offsets from `base` (one for
+/// Raft's own entries, the leader's no-op and configuration changes, which the partition log
+/// holds as control batches of one record), written in `term`, which is the batch's
+/// `partitionLeaderEpoch`. Every entry occupies at least one offset, so offsets grow strictly
+/// with the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetSpan {
     pub base: i64,
@@ -34,23 +36,30 @@ impl OffsetSpan {
         self.base + i64::from(self.records)
     }
 
-    /// The last record's offset; `base - 1` for an entry without records.
+    /// The last record's offset.
     pub fn last(&self) -> i64 {
         self.next() - 1
     }
 }
 
-/// How many Kafka records an entry carries. A Kafka batch is a normal entry with non-empty
-/// data whose 4-byte big-endian context is the record count (the batch header has it too,
-/// but this crate treats the batch bytes as opaque). Everything else carries none.
-pub fn entry_records(e: &Entry) -> u32 {
+/// The record count of an entry that is a Kafka batch: a normal entry with non-empty data
+/// whose 4-byte big-endian context is a non-zero record count (the batch header has it too,
+/// but this crate treats the batch bytes as opaque). `None` for Raft's own entries.
+pub fn batch_records(e: &Entry) -> Option<u32> {
     if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-        return 0;
+        return None;
     }
-    match <[u8; 4]>::try_from(&e.context[..]) {
-        Ok(b) => u32::from_be_bytes(b),
-        Err(_) => 0,
-    }
+    <[u8; 4]>::try_from(&e.context[..])
+        .ok()
+        .map(u32::from_be_bytes)
+        .filter(|&n| n > 0)
+}
+
+/// How many Kafka offsets an entry occupies: a batch's record count, and one for Raft's own
+/// entries (the partition log holds each as a control batch of one record, which consumers
+/// skip, as KRaft's log does with its leader-change and voters records).
+pub fn entry_records(e: &Entry) -> u32 {
+    batch_records(e).unwrap_or(1)
 }
 
 /// The context bytes that mark an entry as a Kafka batch of `records` records.
@@ -81,14 +90,17 @@ pub struct FetchRequest {
     pub context: GetEntriesContext,
 }
 
-/// A Kafka batch read back from the partition log for a fetch: its base offset, leader
-/// epoch (= Raft term), record count and bytes as stored.
+/// A batch read back from the partition log for a fetch: its base offset, leader epoch
+/// (= Raft term), record count and bytes as stored; or, for a control batch holding one of
+/// Raft's own entries, that entry's type (`raft_entry`) with `bytes` its data (the driver
+/// decodes the control record) and `records` 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedBatch {
     pub base: i64,
     pub term: u64,
     pub records: u32,
     pub bytes: Bytes,
+    pub raft_entry: Option<EntryType>,
 }
 
 /// The log starts after `start` (the last compacted entry's index, term and the Kafka
@@ -145,6 +157,47 @@ impl ReplicaLog {
             window_first: 1,
             ..Default::default()
         }
+    }
+
+    /// A replica read back from disk after a restart (the driver's recovery): voters, and
+    /// a log that starts after entry `start.0` of term `start.1` at Kafka offset `start.2`
+    /// ((0, 0, 0) for a log never compacted), still empty. The driver then adds the entries
+    /// in index order: the applied ones by their offsets alone ([`Self::push_applied`]),
+    /// the rest with their data ([`Self::append`]), and sets the hard state.
+    pub fn restored(voters: &[u64], start: (u64, u64, i64)) -> Self {
+        ReplicaLog {
+            conf_state: ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            },
+            start,
+            window_first: start.0 + 1,
+            evicted_next: start.2,
+            ..Default::default()
+        }
+    }
+
+    /// Adds the next entry of a restored log by its offsets only, as if it had been appended
+    /// and evicted: it must be committed (raft-rs never reads an applied entry synchronously;
+    /// a fetch reads it back from the partition log). Only before any entry is in memory.
+    pub fn push_applied(&mut self, span: OffsetSpan) {
+        assert!(self.entries.is_empty(), "push_applied after an append");
+        assert!(span.records > 0, "an entry occupies at least one offset");
+        assert_eq!(
+            span.base, self.evicted_next,
+            "restored offsets are not dense"
+        );
+        let last = self.marks.last();
+        if last
+            .is_none_or(|m| m.span.term != span.term || self.window_first - m.index >= MARK_EVERY)
+        {
+            self.marks.push(Mark {
+                index: self.window_first,
+                span,
+            });
+        }
+        self.evicted_next = span.next();
+        self.window_first += 1;
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -255,12 +308,10 @@ impl ReplicaLog {
 
     /// The Raft index of the in-memory entry holding Kafka offset `offset`, if any.
     pub fn index_of_offset(&self, offset: i64) -> Option<u64> {
-        // Spans are sorted by base; the holder is the last span with base <= offset that has
-        // records (entries without records share their base with the next batch).
+        // Spans are sorted by base and every entry has at least one offset: the holder is
+        // the last span with base <= offset.
         let n = self.spans.partition_point(|s| s.base <= offset);
-        self.spans
-            .range(..n)
-            .rposition(|s| s.records > 0)
+        n.checked_sub(1)
             .filter(|&i| self.spans[i].last() >= offset)
             .map(|i| self.window_first + i as u64)
     }
@@ -309,11 +360,9 @@ impl ReplicaLog {
             let e = self.entries.pop_front().expect("window entry");
             let span = self.spans.pop_front().expect("window span");
             let last = self.marks.last();
-            if span.records == 0
-                || last.is_none_or(|m| {
-                    m.span.term != span.term || self.window_first - m.index >= MARK_EVERY
-                })
-            {
+            if last.is_none_or(|m| {
+                m.span.term != span.term || self.window_first - m.index >= MARK_EVERY
+            }) {
                 self.marks.push(Mark {
                     index: self.window_first,
                     span,
@@ -399,10 +448,10 @@ impl ReplicaLog {
 
     /// Rebuilds the entries from index `from` on (whose first batch starts at Kafka offset
     /// `offset`) out of `batches` read from the partition log there, keeping those in
-    /// `low..high` and stopping at the window. Raft's own entries (no records) are not in the
-    /// partition log as batches: they are rebuilt from the marks. A batch that does not
-    /// match the map (offset, term, record count) is an error: the partition log is not the
-    /// log this replica wrote.
+    /// `low..high` and stopping at the window: one batch per entry, Raft's own entries from
+    /// their control batches (`FetchedBatch::raft_entry`). A batch that does not match the
+    /// map (offset, term, record count) is an error: the partition log is not the log this
+    /// replica wrote.
     pub fn rebuild(
         &self,
         from: u64,
@@ -419,37 +468,53 @@ impl ReplicaLog {
         while index < stop {
             let mark = self.marks.get(m).filter(|mk| mk.index == index).copied();
             let term = self.term_of(index).expect("evicted index has a term");
-            let e = if mark.is_some_and(|mk| mk.span.records == 0) {
-                Entry {
-                    index,
-                    term,
-                    ..Default::default()
-                }
-            } else {
-                let Some(b) = batches.next() else { break };
-                if b.base != offset || b.term != term || b.records == 0 || b.bytes.is_empty() {
+            let Some(b) = batches.next() else { break };
+            if b.base != offset || b.term != term || b.records == 0 {
+                return Err(format!(
+                    "entry {index}: expected a batch at offset {offset} of term {term}, read one at {} of term {} with {} records",
+                    b.base, b.term, b.records
+                ));
+            }
+            if let Some(mk) = mark {
+                if mk.span.records != b.records {
                     return Err(format!(
-                        "entry {index}: expected a batch at offset {offset} of term {term}, read one at {} of term {} with {} records",
-                        b.base, b.term, b.records
+                        "entry {index}: {} records, the map says {}",
+                        b.records, mk.span.records
                     ));
                 }
-                if let Some(mk) = mark {
-                    if mk.span.records != b.records {
-                        return Err(format!(
-                            "entry {index}: {} records, the map says {}",
-                            b.records, mk.span.records
-                        ));
-                    }
+            }
+            let e = match b.raft_entry {
+                Some(t) if b.records == 1 => {
+                    let mut e = Entry {
+                        index,
+                        term,
+                        data: b.bytes,
+                        ..Default::default()
+                    };
+                    e.set_entry_type(t);
+                    e
                 }
-                offset += i64::from(b.records);
-                Entry {
+                None if !b.bytes.is_empty() => Entry {
                     index,
                     term,
                     data: b.bytes,
                     context: records_context(b.records),
                     ..Default::default()
+                },
+                _ => {
+                    return Err(format!(
+                        "entry {index}: a {} with {} records and {} bytes",
+                        if b.raft_entry.is_some() {
+                            "control batch"
+                        } else {
+                            "batch"
+                        },
+                        b.records,
+                        b.bytes.len()
+                    ))
                 }
             };
+            offset += i64::from(b.records);
             if mark.is_some() {
                 m += 1;
             }
@@ -612,19 +677,71 @@ mod tests {
     #[test]
     fn offsets_are_dense_and_follow_truncation() {
         let mut log = ReplicaLog::new(&[1, 2, 3]);
+        // The no-op occupies one offset (a control batch in the partition log).
         log.append(&[batch(1, 1, 0), batch(2, 1, 3), batch(3, 1, 2)]);
-        assert_eq!(log.span(2).unwrap().base, 0);
-        assert_eq!(log.span(3).unwrap().base, 3);
-        assert_eq!(log.next_offset(), 5);
-        assert_eq!(log.index_of_offset(0), Some(2));
-        assert_eq!(log.index_of_offset(4), Some(3));
-        assert_eq!(log.index_of_offset(5), None);
+        assert_eq!(log.span(1).unwrap().records, 1);
+        assert_eq!(log.span(2).unwrap().base, 1);
+        assert_eq!(log.span(3).unwrap().base, 4);
+        assert_eq!(log.next_offset(), 6);
+        assert_eq!(log.index_of_offset(0), Some(1));
+        assert_eq!(log.index_of_offset(1), Some(2));
+        assert_eq!(log.index_of_offset(5), Some(3));
+        assert_eq!(log.index_of_offset(6), None);
         // A new leader replaces index 3 with a no-op and a batch of one record.
         assert_eq!(log.append(&[batch(3, 2, 0), batch(4, 2, 1)]), Some(3));
-        assert_eq!(log.next_offset(), 4);
-        assert_eq!(log.index_of_offset(3), Some(4));
+        assert_eq!(log.next_offset(), 6);
+        assert_eq!(log.index_of_offset(4), Some(3));
+        assert_eq!(log.index_of_offset(5), Some(4));
         assert_eq!(log.span(4).unwrap().term, 2);
         assert_eq!(log.append(&[batch(5, 2, 1)]), None);
+    }
+
+    #[test]
+    fn a_restored_log_matches_the_log_it_was_written_as() {
+        let mut ents = vec![batch(11, 2, 0)];
+        ents.extend((12..=400).map(|i| batch(i, 2, 2)));
+        ents.push(batch(401, 5, 0));
+        ents.extend((402..=410).map(|i| batch(i, 5, 3)));
+        let mut written = ReplicaLog::restored(&[1, 2, 3], (10, 2, 100));
+        written.append(&ents);
+        written.evict_through(405);
+        // What a driver's recovery builds: committed entries by offsets, the rest in memory.
+        let mut restored = ReplicaLog::restored(&[1, 2, 3], (10, 2, 100));
+        for e in &ents[..395] {
+            restored.push_applied(written_span(&written, e.index));
+        }
+        restored.append(&ents[395..]);
+        use raft::Storage;
+        for i in 10..=410 {
+            assert_eq!(restored.term(i).unwrap(), written.term(i).unwrap(), "{i}");
+        }
+        assert_eq!(restored.first_index(), 11);
+        assert_eq!(restored.last_index(), 410);
+        assert_eq!(restored.window_first(), 406);
+        assert_eq!(restored.next_offset(), written.next_offset());
+        assert_eq!(restored.start_offset(), 100);
+        for low in [11, 200, 401, 405] {
+            assert!(restored.fetch_cursor(low).0 <= low);
+        }
+    }
+
+    /// The span of entry `index` of `log` (in memory or recomputed from its neighbours).
+    fn written_span(log: &ReplicaLog, index: u64) -> OffsetSpan {
+        if let Some(s) = log.span(index) {
+            return s;
+        }
+        let records = |i: u64| match i {
+            11 | 401 => 1,
+            402.. => 3,
+            _ => 2,
+        };
+        let m = log.mark_at_or_before(index).unwrap();
+        let base = m.span.base + (m.index..index).map(|i| i64::from(records(i))).sum::<i64>();
+        OffsetSpan {
+            base,
+            records: records(index),
+            term: log.term_of(index).unwrap(),
+        }
     }
 
     #[test]
@@ -640,7 +757,7 @@ mod tests {
         assert_eq!(freed, 599 * 7 + 4 * 7);
         assert_eq!(log.window_first(), 606);
         assert_eq!(log.window_bytes(), 5 * 7);
-        // Marks: the no-ops, a term change, and one every MARK_EVERY entries; not one each.
+        // Marks: the term changes and one every MARK_EVERY entries; not one each.
         assert!(log.marks().len() <= 6, "{:?}", log.marks());
         assert_eq!(log.next_offset(), end);
         assert_eq!(log.next_offset_after(605), log.span(606).unwrap().base);
@@ -648,16 +765,17 @@ mod tests {
         for i in [1, 2, 300, 600, 601, 602, 605, 606] {
             assert_eq!(log.term(i).unwrap(), if i <= 600 { 1 } else { 3 }, "{i}");
         }
-        // The partition log holds the batches (not the no-ops).
+        // The partition log holds the batches and the no-ops (as control batches).
         let batches = |from: i64| -> Vec<FetchedBatch> {
             ents.iter()
-                .filter(|e| entry_records(e) > 0)
                 .scan(0i64, |off, e| {
+                    let own = batch_records(e).is_none();
                     let b = FetchedBatch {
                         base: *off,
                         term: e.term,
                         records: entry_records(e),
                         bytes: e.data.clone(),
+                        raft_entry: own.then_some(EntryType::EntryNormal),
                     };
                     *off += i64::from(b.records);
                     Some(b)

@@ -659,8 +659,8 @@ impl GroupManager {
     }
 
     /// Answers `Effect::Fetch { id, .. }`: the batches read from the partition log at its
-    /// offset (in order; none when the log ends there: the entries asked for may all be
-    /// Raft's own, which are not batches), or `None` if the read failed.
+    /// offset (in order, Raft's own entries decoded from their control batches; none when the
+    /// log ends there), or `None` if the read failed.
     /// A failed or refused read is dropped: raft-rs asks again on the follower's next
     /// response.
     pub fn entries_fetched(&mut self, id: u64, batches: Option<Vec<FetchedBatch>>) -> Vec<Effect> {
@@ -1220,17 +1220,18 @@ mod tests {
         assert!(t.net.iter().any(|e| e.from == 2));
         t.deliver(&[1]);
         assert!(t.status(0).ready);
-        // A batch commits once the leader and one follower have synced it.
+        // A batch commits once the leader and one follower have synced it (after the no-op,
+        // which occupies offset 0).
         let fx = t.propose(0, 2);
         assert!(
-            matches!(&fx[..], [Effect::Proposed { span, .. }] if span.base == 0 && span.term == t.status(0).term)
+            matches!(&fx[..], [Effect::Proposed { span, .. }] if span.base == 1 && span.term == t.status(0).term)
         );
         t.deliver(&[2, 3]);
         t.sync(0);
         t.deliver(&[1]);
         assert_eq!(
             t.status(0).high_watermark,
-            0,
+            1,
             "committed without a follower's sync"
         );
         // Node 3 never acked the no-op, so the leader probes it one append at a time; node 2
@@ -1239,8 +1240,8 @@ mod tests {
             t.sync(2);
             t.deliver(&[1, 3]);
         }
-        assert_eq!(t.status(0).high_watermark, 2);
-        assert_eq!(t.status(2).high_watermark, 2);
+        assert_eq!(t.status(0).high_watermark, 3);
+        assert_eq!(t.status(2).high_watermark, 3);
     }
 
     #[test]
@@ -1364,9 +1365,10 @@ mod tests {
         let fx = m.propose(10, ProposalToken(1), batch);
         assert!(fx
             .iter()
-            .any(|e| matches!(e, Effect::Proposed { span, .. } if span.base == 0)));
+            .any(|e| matches!(e, Effect::Proposed { span, .. } if span.base == 1)));
         assert!(!fx.iter().any(|e| matches!(e, Effect::Committed { .. })));
-        assert_eq!(m.status(10).unwrap().high_watermark, 0);
+        // The committed no-op occupies offset 0.
+        assert_eq!(m.status(10).unwrap().high_watermark, 1);
         let seq = fx
             .iter()
             .find_map(|e| match e {
@@ -1377,7 +1379,7 @@ mod tests {
         let fx = m.persisted(seq);
         assert!(fx
             .iter()
-            .any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 3)));
-        assert_eq!(m.status(10).unwrap().high_watermark, 3);
+            .any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 4)));
+        assert_eq!(m.status(10).unwrap().high_watermark, 4);
     }
 }

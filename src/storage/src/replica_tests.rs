@@ -524,3 +524,53 @@ fn a_follower_append_of_a_newer_epoch_raises_the_current_epoch() {
     log.append(&batch(1, b"x", 7, -1, 0), 0).unwrap();
     assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 6), (5, 12)]);
 }
+
+/// A reset (a Raft snapshot: the log restarts empty at an offset) that fails at any sync
+/// and loses power leaves either the finished reset or a prefix of the old log with its old
+/// start; repeating it then finishes it, and appends continue at the new start.
+#[test]
+fn a_reset_is_crash_safe_and_repeatable() {
+    for kind in 0..2 {
+        for n in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, storage, batches) = modelled(dir.path(), 40);
+            assert!(log.segment_count() > 4);
+            block_on(log.close()).unwrap();
+            drop(log);
+            let arm = |n| match kind {
+                0 => storage.plan.fail_fsync_in.set(n),
+                _ => storage.plan.fail_sync_dir_in.set(n),
+            };
+            arm(n);
+            let result = block_on(PartitionLog::reset_dir(&storage, dir.path(), 500));
+            arm(0);
+            storage.plan.power_loss();
+            let log = open(StdStorage, dir.path(), small_segments());
+            if log.log_start_offset() == 500 {
+                assert_eq!(
+                    log.log_end_offset(),
+                    500,
+                    "n {n}: a finished reset is empty"
+                );
+            } else {
+                assert!(result.is_err(), "n {n}: a reset that returned is durable");
+                assert_eq!(log.log_start_offset(), 0, "n {n}");
+                let got = read_raw(&log, 0);
+                assert_eq!(got, batches[..got.len()], "n {n}: a prefix of the old log");
+                block_on(log.close()).unwrap();
+                drop(log);
+                block_on(PartitionLog::reset_dir(&StdStorage, dir.path(), 500)).unwrap();
+            }
+            let log = open(StdStorage, dir.path(), small_segments());
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+            assert!(log.leader_epoch_entries().is_empty());
+            let b = leader_batch(500, 9, 3, 1, 100);
+            log.append_at(&b, 0).unwrap();
+            block_on(log.flush()).unwrap();
+            assert_eq!(read_raw(&log, 500), vec![b]);
+            if result.is_ok() {
+                break;
+            }
+        }
+    }
+}

@@ -146,15 +146,15 @@ impl Disk {
         log.entries.get(i as usize)
     }
 
-    /// A read of the group's partition log: the batches (entries with records) from the one
-    /// at `offset` on, about `max_bytes` of them (at least one); none at the log end, and
-    /// `None` when no batch starts at `offset`.
+    /// A read of the group's partition log: the batches (Raft's own entries as control
+    /// batches) from the one at `offset` on, about `max_bytes` of them (at least one); none
+    /// at the log end, and `None` when no batch starts at `offset`.
     pub fn read(&self, group: GroupId, offset: i64, max_bytes: u64) -> Option<Vec<FetchedBatch>> {
         let log = self.model.get(&group)?;
         let from = log.entries.partition_point(|(_, s)| s.base < offset);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (e, s) in log.entries[from..].iter().filter(|(_, s)| s.records > 0) {
+        for (e, s) in &log.entries[from..] {
             if out.is_empty() && s.base != offset {
                 return None;
             }
@@ -167,6 +167,9 @@ impl Disk {
                 term: s.term,
                 records: s.records,
                 bytes: e.data.clone(),
+                raft_entry: crate::log::batch_records(e)
+                    .is_none()
+                    .then(|| e.get_entry_type()),
             });
         }
         (!out.is_empty() || offset == log.end_offset()).then_some(out)

@@ -91,6 +91,63 @@ impl<S: Storage> Drop for Abandoned<'_, S> {
 }
 
 impl<S: Storage> PartitionLog<S> {
+    /// Restarts the partition log in `dir` empty at `offset` (a Raft snapshot from the
+    /// leader: Kafka's follower on OFFSET_OUT_OF_RANGE, `truncateFullyAndStartAt`). The log
+    /// must not be open (close or retire it first, then [`Self::open`] it again): every
+    /// file of the directory goes and only a log-start checkpoint of `offset` stays, from
+    /// which `open` starts an empty log there (producer state and epoch history start empty
+    /// too, as Kafka's do).
+    ///
+    /// Crash-safe: segments are removed newest first, each removal directory-synced before
+    /// the next, then the other files, then the checkpoint is written atomically. So after a
+    /// crash the directory opens as either the finished reset (start = end = `offset`) or a
+    /// prefix of the old log with its old start, which is below `offset` whenever the reset
+    /// moves the log forward: the caller recorded the reset durably first and repeats it
+    /// while the log starts below `offset`.
+    pub async fn reset_dir(storage: &S, dir: &Path, offset: i64) -> Result<()> {
+        assert!(offset >= 0, "reset to a negative offset {offset}");
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| StorageError::io("create", dir, e))?;
+        let names = storage
+            .list_dir(dir)
+            .await
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        let mut segments: Vec<i64> = names
+            .iter()
+            .filter_map(|n| n.to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        segments.sort_unstable();
+        let sync_dir = || async {
+            storage
+                .sync_dir(dir)
+                .await
+                .map_err(|e| StorageError::io("fsync dir", dir, e))
+        };
+        for base in segments.into_iter().rev() {
+            let path = segment_path(dir, base, "log");
+            storage
+                .remove(&path)
+                .await
+                .map_err(|e| StorageError::io("remove", &path, e))?;
+            sync_dir().await?;
+        }
+        for n in &names {
+            let path = dir.join(n);
+            if n.extension().is_some_and(|e| e == "log") {
+                continue;
+            }
+            storage
+                .remove(&path)
+                .await
+                .map_err(|e| StorageError::io("remove", &path, e))?;
+        }
+        sync_dir().await?;
+        let sealed = format::seal(Kind::LogStartOffset, [offset, 0, 0, 0], &[]);
+        replace_file(storage, dir, &dir.join("log-start-offset"), &sealed).await
+    }
+
     /// The leader-epoch history, (epoch, start offset) in order.
     pub fn leader_epoch_entries(&self) -> Vec<(i32, i64)> {
         self.inner.borrow().epochs.entries().to_vec()

@@ -1,0 +1,315 @@
+//! Raft entries as Kafka batches: stamping a Kafka batch with the offset and leader epoch
+//! (= Raft term) it gets, encoding Raft's own entries as control batches of one record, and
+//! reading stored batches back as `FetchedBatch`es.
+//!
+//! A control batch holds one control record (Kafka's format: key = version int16 0, type
+//! int16) whose value is a one-byte Raft entry type followed by the entry's data, so the
+//! entry is rebuilt exactly on read. Types are KRaft's: `LEADER_CHANGE` (2) for normal
+//! entries (the election no-op), `KRAFT_VOTERS` (6) for configuration changes. Timestamps
+//! are -1 (none): every replica must write identical bytes and no clock is shared, and a
+//! batch without a timestamp moves neither time-based retention nor the time index.
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, EntryType};
+use sluice_raft::{batch_records, FetchedBatch};
+use sluice_storage::hdr::{self, Header, HEADER_BYTES, LOG_OVERHEAD};
+
+/// Kafka's `ControlRecordType.LEADER_CHANGE`: a normal Raft entry of its own (the no-op).
+pub const CONTROL_LEADER_CHANGE: i16 = 2;
+/// Kafka's `ControlRecordType.KRAFT_VOTERS`: a Raft configuration change.
+pub const CONTROL_KRAFT_VOTERS: i16 = 6;
+/// The attributes bit of a control batch.
+const ATTR_CONTROL: i16 = 0x20;
+/// Most bytes of data one of Raft's own entries may carry (a configuration change is a
+/// few dozen bytes; the bound keeps a decoded record small).
+pub const OWN_ENTRY_BYTES_MAX: usize = 1 << 20;
+
+/// Why bytes could not be turned into what they should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+fn put_varint(b: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        b.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    b.push(z as u8);
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+fn entry_type_code(t: EntryType) -> u8 {
+    match t {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+fn entry_type_of(code: u8) -> Option<EntryType> {
+    match code {
+        0 => Some(EntryType::EntryNormal),
+        1 => Some(EntryType::EntryConfChange),
+        2 => Some(EntryType::EntryConfChangeV2),
+        _ => None,
+    }
+}
+
+/// The control batch holding Raft's own entry `e`, at `base` in leader epoch `epoch`.
+pub fn control_batch(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malformed> {
+    if e.data.len() > OWN_ENTRY_BYTES_MAX {
+        return Err(Malformed(format!(
+            "a Raft entry of {} bytes (at most {OWN_ENTRY_BYTES_MAX})",
+            e.data.len()
+        )));
+    }
+    let kind = match e.get_entry_type() {
+        EntryType::EntryNormal => CONTROL_LEADER_CHANGE,
+        _ => CONTROL_KRAFT_VOTERS,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(1 + e.data.len());
+    value.push(entry_type_code(e.get_entry_type()));
+    value.extend_from_slice(&e.data);
+    let mut body = Vec::with_capacity(16 + key.len() + value.len());
+    body.push(0); // record attributes
+    put_varint(&mut body, 0); // timestamp delta
+    put_varint(&mut body, 0); // offset delta
+    put_varint(&mut body, key.len() as i64);
+    body.extend_from_slice(&key);
+    put_varint(&mut body, value.len() as i64);
+    body.extend_from_slice(&value);
+    put_varint(&mut body, 0); // headers
+    let mut b = vec![0u8; HEADER_BYTES];
+    put_varint(&mut b, body.len() as i64);
+    b.extend_from_slice(&body);
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    b[hdr::OFF_LENGTH..hdr::OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    b[hdr::OFF_MAGIC] = 2;
+    b[hdr::OFF_ATTRIBUTES..hdr::OFF_ATTRIBUTES + 2].copy_from_slice(&ATTR_CONTROL.to_be_bytes());
+    b[hdr::OFF_LAST_OFFSET_DELTA..hdr::OFF_LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&0i32.to_be_bytes());
+    for off in [
+        hdr::OFF_BASE_TIMESTAMP,
+        hdr::OFF_MAX_TIMESTAMP,
+        hdr::OFF_PRODUCER_ID,
+    ] {
+        b[off..off + 8].copy_from_slice(&(-1i64).to_be_bytes());
+    }
+    b[hdr::OFF_PRODUCER_EPOCH..hdr::OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
+    b[hdr::OFF_BASE_SEQUENCE..hdr::OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    b[hdr::OFF_RECORDS_COUNT..hdr::OFF_RECORDS_COUNT + 4].copy_from_slice(&1i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[hdr::OFF_ATTRIBUTES..]);
+    b[hdr::OFF_CRC..hdr::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    hdr::set_offset_and_epoch(&mut b, base, epoch);
+    Ok(b)
+}
+
+/// The bytes entry `e` is stored as at `base` in leader epoch `epoch`: a Kafka batch stamped
+/// with both (neither is covered by its CRC, so the batch stays valid), or the control
+/// batch of one of Raft's own entries. A Kafka batch whose header does not parse or whose
+/// record count differs from the entry's is refused (the leader validated it: a mismatch
+/// is a bug or damage, never written).
+pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malformed> {
+    let Some(records) = batch_records(e) else {
+        return control_batch(e, base, epoch);
+    };
+    let h = Header::parse(&e.data)
+        .filter(|h| h.size == e.data.len())
+        .ok_or_else(|| Malformed(format!("entry {}: not one whole batch", e.index)))?;
+    if h.is_control() || h.last_offset_delta.checked_add(1) != i32::try_from(records).ok() {
+        return Err(Malformed(format!(
+            "entry {}: a batch of {} offsets (control {}), the entry says {records} records",
+            e.index,
+            i64::from(h.last_offset_delta) + 1,
+            h.is_control()
+        )));
+    }
+    let mut b = e.data.to_vec();
+    hdr::set_offset_and_epoch(&mut b, base, epoch);
+    Ok(b)
+}
+
+/// One stored batch (a whole batch as the partition log returns it) as a fetch answer: its
+/// offsets and term, and for a control batch the Raft entry it holds.
+pub fn fetched(batch: Bytes) -> Result<FetchedBatch, Malformed> {
+    let h = Header::parse(&batch)
+        .filter(|h| h.size == batch.len())
+        .ok_or_else(|| Malformed(format!("{} bytes are not one whole batch", batch.len())))?;
+    let term = u64::try_from(h.leader_epoch)
+        .map_err(|_| Malformed(format!("batch at {} without a leader epoch", h.base_offset)))?;
+    let records = u32::try_from(i64::from(h.last_offset_delta) + 1)
+        .map_err(|_| Malformed(format!("batch at {}: bad offset delta", h.base_offset)))?;
+    if !h.is_control() {
+        return Ok(FetchedBatch {
+            base: h.base_offset,
+            term,
+            records,
+            bytes: batch,
+            raft_entry: None,
+        });
+    }
+    let (t, data) = own_entry(&batch, &h)?;
+    Ok(FetchedBatch {
+        base: h.base_offset,
+        term,
+        records,
+        bytes: data,
+        raft_entry: Some(t),
+    })
+}
+
+/// The Raft entry type and data of a control batch written by [`control_batch`].
+fn own_entry(batch: &Bytes, h: &Header) -> Result<(EntryType, Bytes), Malformed> {
+    let bad = |why: &str| Malformed(format!("control batch at {}: {why}", h.base_offset));
+    if h.records_count != 1 || h.last_offset_delta != 0 {
+        return Err(bad("not one record"));
+    }
+    let b = &batch[..];
+    let mut at = HEADER_BYTES;
+    let len = get_varint(b, &mut at).ok_or_else(|| bad("record length"))?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| at.checked_add(l))
+        .filter(|&e| e == b.len())
+        .ok_or_else(|| bad("record length"))?;
+    at += 1; // record attributes
+    let _ts = get_varint(b, &mut at).ok_or_else(|| bad("timestamp"))?;
+    let _od = get_varint(b, &mut at).ok_or_else(|| bad("offset delta"))?;
+    let klen = get_varint(b, &mut at).ok_or_else(|| bad("key length"))?;
+    if klen != 4 || at + 4 > end {
+        return Err(bad("key"));
+    }
+    let kind = i16::from_be_bytes([b[at + 2], b[at + 3]]);
+    at += 4;
+    if kind != CONTROL_LEADER_CHANGE && kind != CONTROL_KRAFT_VOTERS {
+        return Err(bad("not a Raft entry"));
+    }
+    let vlen = get_varint(b, &mut at).ok_or_else(|| bad("value length"))?;
+    let vend = usize::try_from(vlen)
+        .ok()
+        .filter(|&l| l >= 1)
+        .and_then(|l| at.checked_add(l))
+        .filter(|&e| e <= end)
+        .ok_or_else(|| bad("value"))?;
+    let t = entry_type_of(b[at]).ok_or_else(|| bad("entry type"))?;
+    Ok((t, batch.slice(at + 1..vend)))
+}
+
+/// Test and tool helpers: valid v2 batches.
+pub mod testing {
+    use super::*;
+
+    /// A valid, uncompressed v2 batch of `count` records with the given values (as a client
+    /// sends it: base offset 0, leader epoch -1, no producer id).
+    pub fn kafka_batch(values: &[&[u8]], timestamp: i64) -> Vec<u8> {
+        assert!(!values.is_empty());
+        let mut records = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let mut body = vec![0u8];
+            put_varint(&mut body, 0);
+            put_varint(&mut body, i as i64);
+            put_varint(&mut body, -1); // null key
+            put_varint(&mut body, v.len() as i64);
+            body.extend_from_slice(v);
+            put_varint(&mut body, 0);
+            put_varint(&mut records, body.len() as i64);
+            records.extend_from_slice(&body);
+        }
+        let mut b = vec![0u8; HEADER_BYTES];
+        b.extend_from_slice(&records);
+        let len = (b.len() - LOG_OVERHEAD) as i32;
+        b[hdr::OFF_LENGTH..hdr::OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+        b[hdr::OFF_LEADER_EPOCH..hdr::OFF_LEADER_EPOCH + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        b[hdr::OFF_MAGIC] = 2;
+        let n = values.len() as i32;
+        b[hdr::OFF_LAST_OFFSET_DELTA..hdr::OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(n - 1).to_be_bytes());
+        for off in [hdr::OFF_BASE_TIMESTAMP, hdr::OFF_MAX_TIMESTAMP] {
+            b[off..off + 8].copy_from_slice(&timestamp.to_be_bytes());
+        }
+        b[hdr::OFF_PRODUCER_ID..hdr::OFF_PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_be_bytes());
+        b[hdr::OFF_PRODUCER_EPOCH..hdr::OFF_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&(-1i16).to_be_bytes());
+        b[hdr::OFF_BASE_SEQUENCE..hdr::OFF_BASE_SEQUENCE + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
+        b[hdr::OFF_RECORDS_COUNT..hdr::OFF_RECORDS_COUNT + 4].copy_from_slice(&n.to_be_bytes());
+        let crc = crc32c::crc32c(&b[hdr::OFF_ATTRIBUTES..]);
+        b[hdr::OFF_CRC..hdr::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_raft::log::records_context;
+
+    #[test]
+    fn own_entries_round_trip_through_control_batches() {
+        for (t, data) in [
+            (EntryType::EntryNormal, &b""[..]),
+            (EntryType::EntryConfChangeV2, &b"\x08\x01\x10\x02"[..]),
+        ] {
+            let mut e = Entry {
+                index: 7,
+                term: 3,
+                data: Bytes::copy_from_slice(data),
+                ..Default::default()
+            };
+            e.set_entry_type(t);
+            let b = stored_bytes(&e, 40, 3).unwrap();
+            let h = Header::parse(&b).unwrap();
+            assert!(h.is_control());
+            h.verify(&b).unwrap();
+            assert_eq!((h.base_offset, h.leader_epoch, h.records_count), (40, 3, 1));
+            let f = fetched(Bytes::from(b)).unwrap();
+            assert_eq!((f.base, f.term, f.records), (40, 3, 1));
+            assert_eq!(f.raft_entry, Some(t));
+            assert_eq!(&f.bytes[..], data);
+        }
+    }
+
+    #[test]
+    fn kafka_batches_are_stamped_and_mismatches_refused() {
+        let raw = Bytes::from(testing::kafka_batch(&[b"a", b"bc"], 5));
+        let e = Entry {
+            index: 2,
+            term: 9,
+            data: raw.clone(),
+            context: records_context(2),
+            ..Default::default()
+        };
+        let b = stored_bytes(&e, 100, 9).unwrap();
+        let h = Header::parse(&b).unwrap();
+        h.verify(&b).unwrap();
+        assert_eq!((h.base_offset, h.leader_epoch), (100, 9));
+        assert_eq!(b[hdr::OFF_MAGIC..], raw[hdr::OFF_MAGIC..]);
+        let f = fetched(Bytes::from(b)).unwrap();
+        assert_eq!((f.records, f.raft_entry), (2, None));
+        let wrong = Entry {
+            context: records_context(3),
+            ..e.clone()
+        };
+        assert!(stored_bytes(&wrong, 100, 9).is_err());
+        let torn = Entry {
+            data: raw.slice(..raw.len() - 1),
+            ..e
+        };
+        assert!(stored_bytes(&torn, 100, 9).is_err());
+    }
+}

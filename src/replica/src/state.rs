@@ -1,0 +1,518 @@
+//! The shard's raft-state file: per partition group its voters, hard state (term, vote,
+//! commit) and log start, as append-only CRC32C-checked records; the latest record of each
+//! kind per group wins. Appends are buffered and written by [`StateFile::sync`] (one write
+//! and one fdatasync for every group of the shard); when the file grows past
+//! [`REWRITE_FACTOR`] times its live size (and [`REWRITE_MIN_BYTES`]) it is rewritten with
+//! only the live records (temp file, fsync, rename, directory fsync), so it stays small.
+//!
+//! Format: an 8-byte header (`SLRS`, version u32 BE), then records `[len u32][crc32c u32 of
+//! body][body]`, body = kind u8, group u64, fields (all big-endian). Direct IO writes whole
+//! pages: each sync rewrites the file's last partial page with the new records after it,
+//! zero-padded, so a zero length ends the records. Recovery keeps the records up to the
+//! first that does not check (a torn tail: never reported synced), cuts the file there and
+//! syncs it, so bytes of an unsynced write beyond the cut can never come back as records.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use raft::eraftpb::HardState;
+use sluice_raft::{GroupId, NodeId};
+use sluice_storage::io::{Storage, StorageFile, PAGE_SIZE};
+
+use crate::Error;
+
+pub const STATE_FILE: &str = "raft-state";
+const MAGIC: &[u8; 4] = b"SLRS";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8;
+/// The file is rewritten when it is this many times its live size...
+pub const REWRITE_FACTOR: u64 = 4;
+/// ...and at least this large (a shard with few groups does not rewrite every few syncs).
+pub const REWRITE_MIN_BYTES: u64 = 64 * 1024;
+/// Largest state file read at start: 1 MiB of voters per group would not fit anyway.
+pub const STATE_FILE_BYTES_MAX: u64 = 1 << 30;
+/// Most voters one group may name.
+pub const VOTERS_MAX: usize = 255;
+
+const CREATE: u8 = 1;
+const HARD_STATE: u8 = 2;
+const LOG_START: u8 = 3;
+
+/// Where a group's Raft log starts: after entry `index` of `term`, at Kafka offset `offset`;
+/// `reset` when a leader's snapshot restarted the partition log empty there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStart {
+    pub index: u64,
+    pub term: u64,
+    pub offset: i64,
+    pub reset: bool,
+}
+
+/// What the file says of one group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupState {
+    pub voters: Vec<NodeId>,
+    pub hard_state: HardState,
+    pub start: LogStart,
+}
+
+/// The state file of one shard, open for appending.
+pub struct StateFile<S: Storage> {
+    dir: PathBuf,
+    file: S::File,
+    groups: BTreeMap<GroupId, GroupState>,
+    /// Logical length (records end here; zero padding may follow on disk).
+    len: u64,
+    /// Bytes from the last page boundary to `len` (rewritten with the next append).
+    tail: Vec<u8>,
+    /// Records appended since the last sync.
+    pending: Vec<u8>,
+    rewrites: u64,
+}
+
+fn record(kind: u8, group: GroupId, fields: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(9 + fields.len());
+    body.push(kind);
+    body.extend_from_slice(&group.to_be_bytes());
+    body.extend_from_slice(fields);
+    let mut r = Vec::with_capacity(8 + body.len());
+    r.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    r.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    r.extend_from_slice(&body);
+    r
+}
+
+fn create_record(group: GroupId, voters: &[NodeId]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(4 + 8 * voters.len());
+    f.extend_from_slice(&(voters.len() as u32).to_be_bytes());
+    for v in voters {
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    record(CREATE, group, &f)
+}
+
+fn hard_state_record(group: GroupId, hs: &HardState) -> Vec<u8> {
+    let mut f = Vec::with_capacity(24);
+    for v in [hs.term, hs.vote, hs.commit] {
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    record(HARD_STATE, group, &f)
+}
+
+fn log_start_record(group: GroupId, s: &LogStart) -> Vec<u8> {
+    let mut f = Vec::with_capacity(25);
+    f.extend_from_slice(&s.index.to_be_bytes());
+    f.extend_from_slice(&s.term.to_be_bytes());
+    f.extend_from_slice(&s.offset.to_be_bytes());
+    f.push(u8::from(s.reset));
+    record(LOG_START, group, &f)
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Applies one record body; `None` if it does not parse (damage a CRC missed, or a record of
+/// a group never created: the file is not what this code wrote).
+fn apply(groups: &mut BTreeMap<GroupId, GroupState>, body: &[u8]) -> Option<()> {
+    let kind = *body.first()?;
+    let group = u64_at(body, 1)?;
+    let f = &body[9..];
+    match kind {
+        CREATE => {
+            let n = u32::from_be_bytes(f.get(..4)?.try_into().ok()?) as usize;
+            if n > VOTERS_MAX || f.len() != 4 + 8 * n {
+                return None;
+            }
+            let voters = (0..n)
+                .map(|i| u64_at(f, 4 + 8 * i))
+                .collect::<Option<_>>()?;
+            // A group created again (a new replica of a re-created partition) starts afresh.
+            groups.insert(
+                group,
+                GroupState {
+                    voters,
+                    ..Default::default()
+                },
+            );
+        }
+        HARD_STATE if f.len() == 24 => {
+            let g = groups.get_mut(&group)?;
+            g.hard_state = HardState {
+                term: u64_at(f, 0)?,
+                vote: u64_at(f, 8)?,
+                commit: u64_at(f, 16)?,
+                ..Default::default()
+            };
+        }
+        LOG_START if f.len() == 25 => {
+            let g = groups.get_mut(&group)?;
+            g.start = LogStart {
+                index: u64_at(f, 0)?,
+                term: u64_at(f, 8)?,
+                offset: u64_at(f, 16)? as i64,
+                reset: f[24] != 0,
+            };
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The valid records of `bytes` applied in order, and the length they end at.
+fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, GroupState>, usize) {
+    let mut groups = BTreeMap::new();
+    let mut at = HEADER_LEN;
+    while let Some(h) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes(h[..4].try_into().unwrap()) as usize;
+        let crc = u32::from_be_bytes(h[4..].try_into().unwrap());
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if len == 0 || crc32c::crc32c(body) != crc {
+            break;
+        }
+        if apply(&mut groups, body).is_none() {
+            break;
+        }
+        at += 8 + len;
+    }
+    (groups, at)
+}
+
+fn io_err(op: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io(format!("{op} {}: {e}", path.display()))
+}
+
+impl<S: Storage> StateFile<S> {
+    /// Opens (or creates) the shard's state file in `dir`: the valid records are replayed, a
+    /// torn tail is cut off and the cut synced. A file with a foreign header is an error
+    /// (never overwritten).
+    pub async fn open(storage: &S, dir: &Path) -> Result<StateFile<S>, Error> {
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| io_err("create", dir, e))?;
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        // A rewrite that crashed before its rename: the old file is intact.
+        storage
+            .remove(&tmp)
+            .await
+            .map_err(|e| io_err("remove", &tmp, e))?;
+        let file = storage
+            .open_rw(&path)
+            .await
+            .map_err(|e| io_err("open", &path, e))?;
+        let size = file.size().await.map_err(|e| io_err("stat", &path, e))?;
+        if size > STATE_FILE_BYTES_MAX {
+            return Err(Error::Damaged(format!(
+                "{}: {size} bytes (at most {STATE_FILE_BYTES_MAX})",
+                path.display()
+            )));
+        }
+        let bytes = if size == 0 {
+            Vec::new()
+        } else {
+            file.read_at(0, size as usize)
+                .await
+                .map_err(|e| io_err("read", &path, e))?
+                .to_vec()
+        };
+        let mut sf: StateFile<S> = StateFile {
+            dir: dir.to_path_buf(),
+            file,
+            groups: BTreeMap::new(),
+            len: 0,
+            tail: Vec::new(),
+            pending: Vec::new(),
+            rewrites: 0,
+        };
+        if bytes.len() < HEADER_LEN {
+            // New (or a crash before the first header write was synced: it held nothing).
+            sf.pending = header();
+        } else {
+            if &bytes[..4] != MAGIC || bytes[4..8] != VERSION.to_be_bytes() {
+                return Err(Error::Damaged(format!(
+                    "{}: not a version {VERSION} raft-state file",
+                    path.display()
+                )));
+            }
+            let (groups, valid) = replay(&bytes);
+            sf.groups = groups;
+            sf.len = valid as u64;
+            let page = valid / PAGE_SIZE * PAGE_SIZE;
+            sf.tail = bytes[page..valid].to_vec();
+        }
+        if size != sf.len {
+            sf.file
+                .truncate(sf.len)
+                .await
+                .map_err(|e| io_err("truncate", &path, e))?;
+        }
+        // What a killed process left may be only in the page cache: make it durable before
+        // acting on it, the file's name (and the directory's own) included.
+        sf.file
+            .fdatasync()
+            .await
+            .map_err(|e| io_err("fdatasync", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(|e| io_err("fsync dir", dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .await
+                .map_err(|e| io_err("fsync dir", parent, e))?;
+        }
+        Ok(sf)
+    }
+
+    /// Every group the file holds.
+    pub fn groups(&self) -> &BTreeMap<GroupId, GroupState> {
+        &self.groups
+    }
+
+    pub fn group(&self, group: GroupId) -> Option<&GroupState> {
+        self.groups.get(&group)
+    }
+
+    /// Bytes the file holds (synced or not).
+    pub fn len(&self) -> u64 {
+        self.len + self.pending.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How often the file was rewritten since it was opened.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
+    }
+
+    /// Whether appends wait for the next [`Self::sync`].
+    pub fn dirty(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn push(&mut self, r: Vec<u8>) {
+        let applied = apply(&mut self.groups, &r[8..]);
+        debug_assert!(applied.is_some(), "a record this file cannot read back");
+        self.pending.extend_from_slice(&r);
+    }
+
+    pub fn create(&mut self, group: GroupId, voters: &[NodeId]) -> Result<(), Error> {
+        if voters.len() > VOTERS_MAX {
+            return Err(Error::Damaged(format!(
+                "group {group}: {} voters (at most {VOTERS_MAX})",
+                voters.len()
+            )));
+        }
+        self.push(create_record(group, voters));
+        Ok(())
+    }
+
+    pub fn hard_state(&mut self, group: GroupId, hs: &HardState) {
+        assert!(
+            self.groups.contains_key(&group),
+            "hard state of an unknown group"
+        );
+        self.push(hard_state_record(group, hs));
+    }
+
+    pub fn log_start(&mut self, group: GroupId, start: LogStart) {
+        assert!(
+            self.groups.contains_key(&group),
+            "log start of an unknown group"
+        );
+        self.push(log_start_record(group, &start));
+    }
+
+    /// Bytes the live records alone take.
+    fn live_len(&self) -> u64 {
+        HEADER_LEN as u64
+            + self
+                .groups
+                .iter()
+                .map(|(g, s)| (create_record(*g, &s.voters).len() + 41 + 42) as u64)
+                .sum::<u64>()
+    }
+
+    /// Makes every append durable: rewrites the file if it grew past its bound, else writes
+    /// the new records after the last one, and fdatasyncs.
+    pub async fn sync(&mut self, storage: &S) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.len() > REWRITE_MIN_BYTES && self.len() > REWRITE_FACTOR * self.live_len() {
+            return self.rewrite(storage).await;
+        }
+        let path = self.dir.join(STATE_FILE);
+        let page = self.len - self.tail.len() as u64;
+        let mut content = std::mem::take(&mut self.tail);
+        content.extend_from_slice(&self.pending);
+        write_padded(storage, &self.file, &path, page, &content).await?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| io_err("fdatasync", &path, e))?;
+        self.len = page + content.len() as u64;
+        let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
+        self.tail = content.split_off(keep);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Replaces the file with one holding only the live records: written and synced beside
+    /// it, renamed over it, the directory synced. A crash before the rename leaves the old
+    /// file (with everything synced before this call, and this call's records unsynced).
+    async fn rewrite(&mut self, storage: &S) -> Result<(), Error> {
+        let mut content = header();
+        for (g, s) in &self.groups {
+            content.extend_from_slice(&create_record(*g, &s.voters));
+            content.extend_from_slice(&hard_state_record(*g, &s.hard_state));
+            content.extend_from_slice(&log_start_record(*g, &s.start));
+        }
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        storage
+            .remove(&tmp)
+            .await
+            .map_err(|e| io_err("remove", &tmp, e))?;
+        let file = storage
+            .open_rw(&tmp)
+            .await
+            .map_err(|e| io_err("create", &tmp, e))?;
+        write_padded(storage, &file, &tmp, 0, &content).await?;
+        file.truncate(content.len() as u64)
+            .await
+            .map_err(|e| io_err("truncate", &tmp, e))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| io_err("fdatasync", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .await
+            .map_err(|e| io_err("rename", &tmp, e))?;
+        storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| io_err("fsync dir", &self.dir, e))?;
+        self.file = file;
+        self.len = content.len() as u64;
+        let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
+        self.tail = content.split_off(keep);
+        self.pending.clear();
+        self.rewrites += 1;
+        Ok(())
+    }
+}
+
+fn header() -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&VERSION.to_be_bytes());
+    h
+}
+
+/// Writes `content` at page-aligned `pos`, zero-padded to whole pages (direct IO).
+async fn write_padded<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    path: &Path,
+    pos: u64,
+    content: &[u8],
+) -> Result<(), Error> {
+    debug_assert_eq!(pos % PAGE_SIZE as u64, 0);
+    let padded = content.len().div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+    let mut buf = storage.alloc_buf(padded);
+    buf.as_mut()[..content.len()].copy_from_slice(content);
+    buf.as_mut()[content.len()..].fill(0);
+    file.write_at(buf, pos)
+        .await
+        .map_err(|e| io_err("write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::std_io::StdStorage;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutor::default().run(f)
+    }
+
+    #[test]
+    fn latest_record_wins_a_torn_tail_is_cut_and_the_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            for g in 1..=20u64 {
+                f.create(g, &[1, 2, 3]).unwrap();
+            }
+            f.sync(&s).await.unwrap();
+            // Many hard-state updates: the file stays within its bound by rewriting.
+            for term in 1..=2000u64 {
+                for g in 1..=20u64 {
+                    let hs = HardState {
+                        term,
+                        vote: g % 3 + 1,
+                        commit: term * 2,
+                        ..Default::default()
+                    };
+                    f.hard_state(g, &hs);
+                }
+                if term % 10 == 0 {
+                    f.log_start(
+                        5,
+                        LogStart {
+                            index: term,
+                            term,
+                            offset: term as i64 * 3,
+                            reset: term % 20 == 0,
+                        },
+                    );
+                }
+                f.sync(&s).await.unwrap();
+                assert!(f.len() <= REWRITE_MIN_BYTES.max(REWRITE_FACTOR * f.live_len()) + 2000);
+            }
+            assert!(f.rewrites() > 0, "never rewritten");
+            let want = f.groups().clone();
+            drop(f);
+            let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.groups(), &want);
+            assert_eq!(f.group(7).unwrap().hard_state.term, 2000);
+            assert_eq!(f.group(5).unwrap().start.offset, 6000);
+            assert!(f.group(5).unwrap().start.reset);
+            let len = f.len();
+            drop(f);
+            // A torn last record (garbage after the synced end) is cut off on open.
+            let path = dir.path().join(STATE_FILE);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let mut g = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            g.hard_state(
+                3,
+                &HardState {
+                    term: 9999,
+                    ..Default::default()
+                },
+            );
+            g.sync(&s).await.unwrap();
+            let end = g.len() as usize;
+            drop(g);
+            // On disk the records are followed by page padding.
+            let full = std::fs::read(&path).unwrap();
+            assert!(full.len() > end);
+            for cut in [len as usize + 3, end - 1] {
+                bytes.clear();
+                bytes.extend_from_slice(&full[..cut]);
+                std::fs::write(&path, &bytes).unwrap();
+                let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+                assert_eq!(f.groups(), &want, "cut at {cut}");
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+            }
+        });
+    }
+}

@@ -1,0 +1,653 @@
+//! [`ReplicaStore`]: one shard's partition Raft groups on disk (their partition logs and the
+//! shard's raft-state file), performing the group manager's `Persist` and `Fetch` effects
+//! and recovering every group at start. See the crate header for the design.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::{poll_fn, Future};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use raft::eraftpb::{Entry, HardState};
+use sluice_raft::log::records_context;
+use sluice_raft::{
+    entry_records, Effect, FetchedBatch, GroupId, GroupManager, OffsetSpan, ReplicaLog, Write,
+};
+use sluice_storage::hdr::Header;
+use sluice_storage::io::Storage;
+use sluice_storage::log::SCAN_CHUNK_BYTES;
+use sluice_storage::{BatchCache, LogConfig, PartitionLog};
+
+use crate::control::{fetched, stored_bytes};
+use crate::state::{LogStart, StateFile};
+use crate::Error;
+
+/// Most bytes one `Fetch` reads (raft-rs asks for `max_size_per_msg`, 1 MiB; the partition
+/// log always returns at least one whole batch).
+pub const FETCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Most partition logs one sync flushes at once (their writes and fdatasyncs overlap).
+pub const FLUSH_PARALLEL_MAX: usize = 32;
+
+/// Runs `futs` together in this task; all run to the end, the first error is returned.
+async fn join_all<T, F: Future<Output = sluice_storage::Result<T>>>(
+    futs: Vec<F>,
+) -> sluice_storage::Result<()> {
+    let mut futs: Vec<Option<Pin<Box<F>>>> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut err = None;
+    poll_fn(|cx| {
+        let mut pending = false;
+        for slot in futs.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        if let Err(e) = r {
+                            err.get_or_insert(e);
+                        }
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    err.map_or(Ok(()), Err)
+}
+
+/// Where and how a group's partition log is kept; the broker's mapping from Raft group to
+/// partition (directory named by topic id and partition, the topic's log config).
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    /// For log messages and errors (`topic-partition`).
+    pub name: String,
+}
+
+/// The broker's mapping from group to partition, asked when a group is created or
+/// recovered.
+pub type Layout = Rc<dyn Fn(GroupId) -> PartitionSpec>;
+
+/// One group's partition log and the driver's view of it.
+struct Group<S: Storage> {
+    log: Rc<PartitionLog<S>>,
+    /// The Raft index of the last entry written, and the offset after it (the log end).
+    last_index: u64,
+    end_offset: i64,
+    /// Base offsets of entries `tail_first..=last_index`: those above the commit index this
+    /// driver has seen, the only ones a later write may replace (Raft never replaces a
+    /// committed entry), so its size is bounded by the uncommitted entries.
+    tail_first: u64,
+    tail: VecDeque<i64>,
+    /// Commit index of the latest hard state written, and the one reported to the log as
+    /// its truncation floor after the last sync.
+    commit: u64,
+    noted_commit: u64,
+}
+
+impl<S: Storage> Group<S> {
+    fn new(log: Rc<PartitionLog<S>>, start: LogStart) -> Self {
+        Group {
+            log,
+            last_index: start.index,
+            end_offset: start.offset,
+            tail_first: start.index + 1,
+            tail: VecDeque::new(),
+            commit: start.index,
+            noted_commit: start.index,
+        }
+    }
+
+    /// The base offset of entry `index` (`last_index + 1`: the log end), if still known.
+    fn base_of(&self, index: u64) -> Option<i64> {
+        if index == self.last_index + 1 {
+            return Some(self.end_offset);
+        }
+        let i = index.checked_sub(self.tail_first)?;
+        self.tail.get(i as usize).copied()
+    }
+
+    fn set_commit(&mut self, commit: u64) {
+        self.commit = self.commit.max(commit);
+        while self.tail_first <= self.commit && !self.tail.is_empty() {
+            self.tail.pop_front();
+            self.tail_first += 1;
+        }
+        if self.tail.is_empty() {
+            self.tail_first = self.last_index + 1;
+        }
+    }
+}
+
+/// Counters for tests and stats.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub syncs: u64,
+    pub fetches: u64,
+    pub fetch_errors: u64,
+    pub truncations: u64,
+    pub resets: u64,
+}
+
+/// The partition Raft groups of one shard on disk. Not `Send` (glommio shard-local IO).
+pub struct ReplicaStore<S: Storage> {
+    storage: Rc<S>,
+    cache: Rc<RefCell<BatchCache>>,
+    layout: Layout,
+    state: StateFile<S>,
+    groups: BTreeMap<GroupId, Group<S>>,
+    /// Groups whose partition log was appended to since the last sync.
+    touched: BTreeSet<GroupId>,
+    /// Log starts moved by retention, applied to the partition logs once their `LogStart`
+    /// is durable (segments go only after the state file says where the Raft log starts).
+    deferred_starts: Vec<(GroupId, i64)>,
+    written_seq: u64,
+    synced_seq: u64,
+    stats: StoreStats,
+}
+
+fn damaged(group: GroupId, what: impl std::fmt::Display) -> Error {
+    Error::Damaged(format!("group {group}: {what}"))
+}
+
+async fn open_log<S: Storage>(
+    storage: &Rc<S>,
+    cache: &Rc<RefCell<BatchCache>>,
+    spec: &PartitionSpec,
+) -> Result<Rc<PartitionLog<S>>, Error> {
+    Ok(Rc::new(
+        PartitionLog::open(
+            storage.clone(),
+            spec.dir.clone(),
+            spec.config.clone(),
+            cache.clone(),
+            spec.name.clone(),
+        )
+        .await?,
+    ))
+}
+
+/// The entry a stored batch holds, as raft-rs wrote it (a Kafka batch's bytes now carry
+/// their offset and epoch).
+fn entry_of(b: FetchedBatch, index: u64) -> Entry {
+    let mut e = Entry {
+        index,
+        term: b.term,
+        data: b.bytes,
+        ..Default::default()
+    };
+    match b.raft_entry {
+        Some(t) => e.set_entry_type(t),
+        None => e.context = records_context(b.records),
+    }
+    e
+}
+
+/// Splits a read's bytes into whole batches.
+fn batches_of(bytes: bytes::Bytes) -> Result<Vec<FetchedBatch>, crate::control::Malformed> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let size = Header::parse(&bytes[at..])
+            .map(|h| h.size)
+            .filter(|&s| at + s <= bytes.len())
+            .ok_or_else(|| crate::control::Malformed(format!("no whole batch at byte {at}")))?;
+        out.push(fetched(bytes.slice(at..at + size))?);
+        at += size;
+    }
+    Ok(out)
+}
+
+impl<S: Storage> ReplicaStore<S> {
+    /// Opens the shard's store in `dir` (its raft-state file) and recovers every group it
+    /// holds: the partition log of each (through `layout`) is opened and scanned from the
+    /// Raft log start to rebuild the index → offset map (applied entries as marks, the
+    /// rest in memory), a reset or retention move that a crash interrupted is finished, and
+    /// the manager is built over the result. A store that contradicts itself (a commit
+    /// index beyond the recovered log, a partition log starting past the Raft log start,
+    /// batches that are not what the driver writes) is an error naming the group: nothing
+    /// is clamped or dropped silently.
+    pub async fn open(
+        storage: Rc<S>,
+        dir: PathBuf,
+        cache: Rc<RefCell<BatchCache>>,
+        layout: Layout,
+        cfg: sluice_raft::Config,
+    ) -> Result<(ReplicaStore<S>, GroupManager), Error> {
+        let state = StateFile::open(&*storage, &dir).await?;
+        let mut groups = BTreeMap::new();
+        let mut logs = Vec::new();
+        for (&g, st) in state.groups() {
+            let spec = layout(g);
+            let mut log = open_log(&storage, &cache, &spec).await?;
+            let start = st.start;
+            if start.reset && log.log_start_offset() < start.offset {
+                // The reset was recorded (durably, before it began) but not finished.
+                log.close().await?;
+                drop(log);
+                PartitionLog::reset_dir(&*storage, &spec.dir, start.offset).await?;
+                log = open_log(&storage, &cache, &spec).await?;
+            }
+            if log.log_start_offset() > start.offset {
+                return Err(damaged(
+                    g,
+                    format!(
+                        "partition log {} starts at {}, after the Raft log start {}",
+                        spec.name,
+                        log.log_start_offset(),
+                        start.offset
+                    ),
+                ));
+            }
+            if log.log_start_offset() < start.offset {
+                if log.log_end_offset() < start.offset {
+                    return Err(damaged(
+                        g,
+                        format!(
+                            "partition log {} ends at {}, before the Raft log start {}",
+                            spec.name,
+                            log.log_end_offset(),
+                            start.offset
+                        ),
+                    ));
+                }
+                // Retention's move was recorded but its segments not yet removed.
+                log.delete_records_before(start.offset).await?;
+            }
+            let (rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            logs.push((g, rlog));
+            groups.insert(g, group);
+        }
+        let mgr = GroupManager::recover(cfg, logs).map_err(Error::Raft)?;
+        let store = ReplicaStore {
+            storage,
+            cache,
+            layout,
+            state,
+            groups,
+            touched: BTreeSet::new(),
+            deferred_starts: Vec::new(),
+            written_seq: 0,
+            synced_seq: 0,
+            stats: StoreStats::default(),
+        };
+        Ok((store, mgr))
+    }
+
+    /// Rebuilds one group's Raft log from its partition log: one batch per entry from the
+    /// log start, raft index = start index + ordinal, term = partitionLeaderEpoch.
+    async fn scan(
+        g: GroupId,
+        log: &Rc<PartitionLog<S>>,
+        voters: &[u64],
+        start: LogStart,
+        hs: &HardState,
+    ) -> Result<(ReplicaLog, Group<S>), Error> {
+        let mut rlog = ReplicaLog::restored(voters, (start.index, start.term, start.offset));
+        let mut group = Group::new(log.clone(), start);
+        let (mut index, mut offset, mut term) = (start.index, start.offset, start.term);
+        loop {
+            let (bytes, _) = log.read_next(offset, SCAN_CHUNK_BYTES).await?;
+            if bytes.is_empty() {
+                break;
+            }
+            for b in batches_of(bytes).map_err(|m| damaged(g, m.0))? {
+                if b.base != offset || b.term < term {
+                    return Err(damaged(
+                        g,
+                        format!(
+                            "entry {}: batch at {} of term {} after offset {offset} of term {term}",
+                            index + 1,
+                            b.base,
+                            b.term,
+                        ),
+                    ));
+                }
+                index += 1;
+                term = b.term;
+                let span = OffsetSpan {
+                    base: b.base,
+                    records: b.records,
+                    term: b.term,
+                };
+                if index <= hs.commit {
+                    rlog.push_applied(span);
+                } else {
+                    rlog.append(&[entry_of(b, index)]);
+                    group.tail.push_back(span.base);
+                }
+                offset = span.next();
+            }
+        }
+        if hs.commit > index {
+            return Err(damaged(
+                g,
+                format!(
+                    "commit index {} beyond the recovered log, which ends at index {index} (offset {offset})",
+                    hs.commit
+                ),
+            ));
+        }
+        let mut hs = hs.clone();
+        if term > hs.term {
+            // Entries of a newer term than the durable hard state: a follower that learnt
+            // the term from the leader's first append crashed between syncing the log and
+            // the state file. It never acknowledged them nor voted in that term (both
+            // wait for the whole sync), so it resumes in that term with no vote.
+            log::info!(
+                "group {g}: log holds term {term}, hard state term {}: resuming in term {term}",
+                hs.term
+            );
+            hs.term = term;
+            hs.vote = 0;
+        }
+        group.last_index = index;
+        group.end_offset = offset;
+        group.tail_first = index + 1 - group.tail.len() as u64;
+        group.commit = hs.commit.max(start.index);
+        group.noted_commit = group.commit;
+        rlog.set_hard_state(hs);
+        let committed = group
+            .base_of(group.commit + 1)
+            .expect("offset after the commit");
+        log.note_committed(committed);
+        Ok((rlog, group))
+    }
+
+    /// The partition log of `group` (for reads: the broker serves consumers from it up to
+    /// the group's high watermark). It is replaced when a snapshot resets the log.
+    pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog<S>>> {
+        self.groups.get(&group).map(|g| g.log.clone())
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// Bytes of the raft-state file, and how often it was rewritten since the store opened.
+    pub fn state_file_len(&self) -> (u64, u64) {
+        (self.state.len(), self.state.rewrites())
+    }
+
+    /// Performs `Effect::Persist { seq, writes }`: the writes in order, unsynced, except a
+    /// reset (which syncs everything before it, see [`Write::LogStart`]). Call it in `seq`
+    /// order, then [`Self::sync`]. `now_ms` is the wall clock (segment roll time only).
+    pub async fn write(&mut self, seq: u64, writes: Vec<Write>, now_ms: i64) -> Result<(), Error> {
+        assert!(
+            seq > self.written_seq,
+            "persist {seq} after {}",
+            self.written_seq
+        );
+        for w in writes {
+            match w {
+                Write::Create { group, voters } => self.create(group, &voters).await?,
+                Write::Entries { group, entries } => self.entries(group, &entries, now_ms).await?,
+                Write::HardState { group, hard_state } => {
+                    let g = self
+                        .groups
+                        .get_mut(&group)
+                        .ok_or_else(|| damaged(group, "hard state of an unknown group"))?;
+                    g.set_commit(hard_state.commit);
+                    self.state.hard_state(group, &hard_state);
+                }
+                Write::LogStart {
+                    group,
+                    index,
+                    term,
+                    offset,
+                    reset,
+                } => {
+                    let start = LogStart {
+                        index,
+                        term,
+                        offset,
+                        reset,
+                    };
+                    self.log_start(group, start).await?;
+                }
+            }
+        }
+        self.written_seq = seq;
+        Ok(())
+    }
+
+    async fn create(&mut self, group: GroupId, voters: &[u64]) -> Result<(), Error> {
+        if self.groups.contains_key(&group) {
+            return Err(damaged(group, "created twice"));
+        }
+        let spec = (self.layout)(group);
+        let mut log = open_log(&self.storage, &self.cache, &spec).await?;
+        if log.log_start_offset() != 0 || log.log_end_offset() != 0 {
+            // Left by a replica whose creation never became durable (the state file does not
+            // know it, so nothing of it was ever acknowledged): a new replica starts empty.
+            log::warn!(
+                "{}: new replica over a non-empty partition log ({}..{}), emptying it",
+                spec.name,
+                log.log_start_offset(),
+                log.log_end_offset()
+            );
+            log.close().await?;
+            drop(log);
+            PartitionLog::reset_dir(&*self.storage, &spec.dir, 0).await?;
+            log = open_log(&self.storage, &self.cache, &spec).await?;
+        }
+        self.state.create(group, voters)?;
+        self.groups
+            .insert(group, Group::new(log, LogStart::default()));
+        Ok(())
+    }
+
+    async fn entries(
+        &mut self,
+        group: GroupId,
+        entries: &[Entry],
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or_else(|| damaged(group, "entries of an unknown group"))?;
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(());
+        };
+        if first > g.last_index + 1
+            || first <= g.commit.max(g.tail_first - 1) && first <= g.last_index
+        {
+            return Err(damaged(
+                group,
+                format!(
+                    "entries from {first}: the log ends at {}, committed to {}",
+                    g.last_index, g.commit
+                ),
+            ));
+        }
+        if first <= g.last_index {
+            // A divergent suffix: cut the partition log at the first replaced entry (its
+            // batch cache, indexes, producer state and epoch history follow; the cut is
+            // durable when this returns).
+            let base = g
+                .base_of(first)
+                .expect("an uncommitted entry's offset is known");
+            g.log.truncate_to(base).await?;
+            g.tail.truncate((first - g.tail_first) as usize);
+            g.last_index = first - 1;
+            g.end_offset = base;
+            self.stats.truncations += 1;
+        }
+        for e in entries {
+            assert_eq!(e.index, g.last_index + 1, "entries are not consecutive");
+            let base = g.end_offset;
+            let epoch = i32::try_from(e.term)
+                .map_err(|_| damaged(group, format!("term {} is no leader epoch", e.term)))?;
+            let bytes = stored_bytes(e, base, epoch).map_err(|m| damaged(group, m.0))?;
+            let a = g.log.append_at(&bytes, now_ms)?;
+            let next = base + i64::from(entry_records(e));
+            if a.base_offset != base || a.last_offset + 1 != next {
+                return Err(damaged(
+                    group,
+                    format!(
+                        "entry {} stored at {}..={}, expected {base}..{next}",
+                        e.index, a.base_offset, a.last_offset
+                    ),
+                ));
+            }
+            if g.tail.is_empty() {
+                g.tail_first = e.index;
+            }
+            g.tail.push_back(base);
+            g.last_index = e.index;
+            g.end_offset = next;
+        }
+        self.touched.insert(group);
+        Ok(())
+    }
+
+    async fn log_start(&mut self, group: GroupId, start: LogStart) -> Result<(), Error> {
+        if !self.groups.contains_key(&group) {
+            return Err(damaged(group, "log start of an unknown group"));
+        }
+        self.state.log_start(group, start);
+        if !start.reset {
+            // Retention: the entries up to `index` are applied, so committed; the segments
+            // below `offset` go once this record is durable (see `sync`).
+            let g = self.groups.get_mut(&group).expect("known group");
+            g.set_commit(start.index);
+            self.deferred_starts.push((group, start.offset));
+            return Ok(());
+        }
+        // A snapshot from the leader: the record must be durable before the partition log
+        // is emptied (recovery repeats an unfinished reset), and so must everything written
+        // before it (a durable hard state never runs ahead of the durable logs).
+        self.sync_all().await?;
+        let spec = (self.layout)(group);
+        let old = self.groups.remove(&group).expect("known group");
+        old.log.close().await?;
+        drop(old);
+        PartitionLog::reset_dir(&*self.storage, &spec.dir, start.offset).await?;
+        let log = open_log(&self.storage, &self.cache, &spec).await?;
+        self.groups.insert(group, Group::new(log, start));
+        self.touched.remove(&group);
+        self.deferred_starts.retain(|&(g, _)| g != group);
+        self.stats.resets += 1;
+        Ok(())
+    }
+
+    /// Makes every write so far durable: fdatasyncs each partition log written to, then the
+    /// state file (so a durable commit index never exceeds the durable logs); then finishes
+    /// deferred retention moves. Returns the highest `seq` it covers: call
+    /// `GroupManager::persisted` with it. One call covers every group of the shard.
+    pub async fn sync(&mut self) -> Result<u64, Error> {
+        self.sync_all().await?;
+        for (group, offset) in std::mem::take(&mut self.deferred_starts) {
+            if let Some(g) = self.groups.get(&group) {
+                if offset > g.log.log_start_offset() {
+                    g.log.delete_records_before(offset).await?;
+                }
+            }
+        }
+        self.synced_seq = self.written_seq;
+        Ok(self.synced_seq)
+    }
+
+    async fn sync_all(&mut self) -> Result<(), Error> {
+        let logs: Vec<Rc<PartitionLog<S>>> = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
+            .collect();
+        // The logs' writes and fdatasyncs overlap (a bounded number at a time); the state
+        // file waits for all of them.
+        for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
+            join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
+        }
+        self.state.sync(&*self.storage).await?;
+        self.stats.syncs += 1;
+        for g in self.groups.values_mut() {
+            if g.commit > g.noted_commit && g.commit <= g.last_index {
+                let offset = g.base_of(g.commit + 1).expect("offset after the commit");
+                g.log.note_committed(offset);
+                g.noted_commit = g.commit;
+            }
+        }
+        Ok(())
+    }
+
+    /// Performs `Effect::Fetch`: the batches of `group`'s partition log from the one at
+    /// `offset`, about `max_bytes` of them (at least one; capped at [`FETCH_BYTES_MAX`]),
+    /// Raft's own entries decoded from their control batches. `None` when the read fails
+    /// (raft-rs asks again later) or the group is not here.
+    pub async fn fetch(
+        &mut self,
+        group: GroupId,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Option<Vec<FetchedBatch>> {
+        let log = self.groups.get(&group)?.log.clone();
+        self.stats.fetches += 1;
+        let max = max_bytes.min(FETCH_BYTES_MAX) as usize;
+        let read = log.read_next(offset, max).await;
+        let batches = read.ok().and_then(|(bytes, _)| batches_of(bytes).ok());
+        if batches.is_none() {
+            self.stats.fetch_errors += 1;
+        }
+        batches
+    }
+
+    /// Performs the `Persist` and `Fetch` effects among `effects` and feeds their results
+    /// back to `mgr` until none is left (every `Persist` written in order, then one sync for
+    /// all of them; fetches after it), returning every other effect in order.
+    pub async fn drive(
+        &mut self,
+        mgr: &mut GroupManager,
+        mut effects: Vec<Effect>,
+        now_ms: i64,
+    ) -> Result<Vec<Effect>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let mut persisted = None;
+            let mut fetches = Vec::new();
+            for e in effects.drain(..) {
+                match e {
+                    Effect::Persist { seq, writes } => {
+                        self.write(seq, writes, now_ms).await?;
+                        persisted = Some(seq);
+                    }
+                    Effect::Fetch {
+                        group,
+                        id,
+                        offset,
+                        max_bytes,
+                    } => fetches.push((group, id, offset, max_bytes)),
+                    other => out.push(other),
+                }
+            }
+            if persisted.is_none() && fetches.is_empty() {
+                return Ok(out);
+            }
+            if persisted.is_some() {
+                let seq = self.sync().await?;
+                effects.extend(mgr.persisted(seq));
+            }
+            for (group, id, offset, max_bytes) in fetches {
+                let batches = self.fetch(group, offset, max_bytes).await;
+                effects.extend(mgr.entries_fetched(id, batches));
+            }
+        }
+    }
+
+    /// Closes every partition log (flushed and synced) and syncs the state file.
+    pub async fn close(&mut self) -> Result<(), Error> {
+        self.sync_all().await?;
+        for g in self.groups.values() {
+            g.log.close().await?;
+        }
+        Ok(())
+    }
+}

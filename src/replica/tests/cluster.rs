@@ -1,0 +1,753 @@
+//! Three group managers in one process, each with its own `ReplicaStore` on real files,
+//! wired by an in-memory envelope queue: replicas hold identical batches at identical
+//! offsets, survive restarts, truncate a divergent suffix, serve lagging followers from the
+//! partition log, and restart a follower's log through a snapshot.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use sluice_raft::{
+    Batch, Config, Effect, Envelope, GroupId, GroupManager, NodeId, ProposalToken, ProposeError,
+    Role,
+};
+use sluice_replica::control::{testing::kafka_batch, CONTROL_LEADER_CHANGE};
+use sluice_replica::{PartitionSpec, ReplicaStore};
+use sluice_storage::fault::FaultyStorage;
+use sluice_storage::hdr::{Header, HEADER_BYTES, OFF_MAGIC};
+use sluice_storage::std_io::StdStorage;
+use sluice_storage::{BatchCache, LogConfig};
+
+const TICK_MS: u64 = 50;
+const VOTERS: [NodeId; 3] = [1, 2, 3];
+
+struct Node {
+    store: ReplicaStore<FaultyStorage>,
+    mgr: GroupManager,
+    /// Models what a power loss keeps (only fdatasynced contents, directory-synced names).
+    storage: FaultyStorage,
+}
+
+struct Cluster {
+    root: tempfile::TempDir,
+    nodes: BTreeMap<NodeId, Node>,
+    queue: VecDeque<Envelope>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    now: u64,
+    cache_bytes: u64,
+    /// Committed proposals: token → (group, base offset, term).
+    committed: BTreeMap<u64, (GroupId, i64, u64)>,
+    failed: BTreeMap<u64, ProposeError>,
+    next_token: u64,
+    /// Raw batches proposed, by token.
+    proposed: BTreeMap<u64, Vec<u8>>,
+    /// Nodes whose store failed (an injected IO error): they lose power at the end of the
+    /// step. Without `allow_errors` a store error fails the test.
+    broken: BTreeSet<NodeId>,
+    allow_errors: bool,
+    /// Votes and pre-votes to and from this node are dropped (it misses elections but
+    /// gets everything else).
+    no_votes: Option<NodeId>,
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        write_buffer_bytes: 8192,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+impl Cluster {
+    async fn new(cache_bytes: u64) -> Cluster {
+        let mut c = Cluster {
+            root: tempfile::tempdir().unwrap(),
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            now: 0,
+            cache_bytes,
+            committed: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            next_token: 0,
+            proposed: BTreeMap::new(),
+            broken: BTreeSet::new(),
+            allow_errors: false,
+            no_votes: None,
+        };
+        for n in VOTERS {
+            c.start(n).await;
+        }
+        c
+    }
+
+    fn node_dir(&self, n: NodeId) -> PathBuf {
+        self.root.path().join(format!("node-{n}"))
+    }
+
+    /// Starts node `n` from whatever its directory holds.
+    async fn start(&mut self, n: NodeId) {
+        let data = self.node_dir(n);
+        let layout_root = data.clone();
+        let layout = Rc::new(move |g: GroupId| PartitionSpec {
+            dir: layout_root.join(format!("t-{g}")),
+            config: log_config(),
+            name: format!("t-{g}"),
+        });
+        let cfg = Config {
+            node_id: n,
+            seed: 17,
+            entry_cache_bytes_max: self.cache_bytes,
+            ..Config::default()
+        };
+        let storage = FaultyStorage::default();
+        storage.plan.model_durability();
+        let (store, mut mgr) = ReplicaStore::open(
+            Rc::new(storage.clone()),
+            data.join("raft"),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            layout,
+            cfg,
+        )
+        .await
+        .expect("recover");
+        let fx = mgr.tick(self.now);
+        self.report_alive(n, true);
+        self.nodes.insert(
+            n,
+            Node {
+                store,
+                mgr,
+                storage,
+            },
+        );
+        self.handle(n, fx).await;
+    }
+
+    /// Kills node `n`: everything in memory goes (written bytes stay in the files).
+    fn kill(&mut self, n: NodeId) {
+        self.nodes.remove(&n);
+        self.queue.retain(|e| e.to != n);
+        self.report_alive(n, false);
+    }
+
+    /// What the transport's node liveness would tell the others (quiesced followers need
+    /// it to notice a dead leader).
+    fn report_alive(&mut self, n: NodeId, alive: bool) {
+        for (_, node) in self.nodes.iter_mut().filter(|(m, _)| **m != n) {
+            node.mgr.set_node_alive(n, alive);
+        }
+    }
+
+    /// Node `n` loses power: its files go back to what was synced.
+    fn power_loss(&mut self, n: NodeId) {
+        let node = self.nodes.remove(&n).unwrap();
+        node.storage.plan.power_loss();
+        drop(node);
+        self.queue.retain(|e| e.to != n);
+        self.report_alive(n, false);
+    }
+
+    async fn create_group(&mut self, g: GroupId) {
+        for n in VOTERS {
+            let fx = self
+                .nodes
+                .get_mut(&n)
+                .unwrap()
+                .mgr
+                .create_group(g, &VOTERS)
+                .unwrap();
+            self.handle(n, fx).await;
+        }
+    }
+
+    async fn handle(&mut self, n: NodeId, fx: Vec<Effect>) {
+        let now = self.now as i64;
+        if self.broken.contains(&n) {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        let out = match node.store.drive(&mut node.mgr, fx, now).await {
+            Ok(out) => out,
+            Err(e) => {
+                assert!(self.allow_errors, "node {n}: {e}");
+                self.broken.insert(n);
+                return;
+            }
+        };
+        for e in out {
+            match e {
+                Effect::Send(mut env) if !self.cut.contains(&(env.from, env.to)) => {
+                    if self.no_votes.is_some_and(|v| v == env.from || v == env.to) {
+                        use raft::eraftpb::MessageType::*;
+                        env.messages.retain(|(_, m)| {
+                            !matches!(
+                                m.get_msg_type(),
+                                MsgRequestVote
+                                    | MsgRequestVoteResponse
+                                    | MsgRequestPreVote
+                                    | MsgRequestPreVoteResponse
+                            )
+                        });
+                    }
+                    self.queue.push_back(env);
+                }
+                Effect::Committed { group, token, span } => {
+                    self.committed
+                        .insert(token.0, (group, span.base, span.term));
+                }
+                Effect::Failed { token, error, .. } => {
+                    self.failed.insert(token.0, error);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One tick on every node, then every envelope in flight delivered.
+    async fn step(&mut self) {
+        self.now += TICK_MS;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for n in ids {
+            let fx = self.nodes.get_mut(&n).unwrap().mgr.tick(self.now);
+            self.handle(n, fx).await;
+        }
+        for _ in 0..8 {
+            let envs: Vec<Envelope> = self.queue.drain(..).collect();
+            if envs.is_empty() {
+                break;
+            }
+            for env in envs {
+                let to = env.to;
+                if self.cut.contains(&(env.from, to)) {
+                    continue;
+                }
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    continue;
+                };
+                let fx = node.mgr.step(env);
+                self.handle(to, fx).await;
+            }
+        }
+        for n in std::mem::take(&mut self.broken) {
+            self.power_loss(n);
+        }
+    }
+
+    fn leader(&self, g: GroupId) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(n, node)| {
+            let s = node.mgr.status(g)?;
+            (s.role == Role::Leader && s.ready).then_some(*n)
+        })
+    }
+
+    async fn await_leader(&mut self, g: GroupId) -> NodeId {
+        for _ in 0..2000 {
+            if let Some(l) = self.leader(g) {
+                return l;
+            }
+            self.step().await;
+        }
+        let st: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|(n, node)| (*n, node.mgr.status(g)))
+            .collect();
+        panic!("no leader for group {g}: {st:#?}");
+    }
+
+    /// Proposes a batch of `records` records on `n`; returns its token.
+    async fn propose(&mut self, n: NodeId, g: GroupId, records: usize) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let values: Vec<Vec<u8>> = (0..records)
+            .map(|r| format!("g{g}-t{token}-r{r}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
+        let raw = kafka_batch(&refs, 1_700_000_000_000 + token as i64);
+        self.proposed.insert(token, raw.clone());
+        let batch = Batch {
+            records: records as u32,
+            bytes: Bytes::from(raw),
+        };
+        let fx = self
+            .nodes
+            .get_mut(&n)
+            .unwrap()
+            .mgr
+            .propose(g, ProposalToken(token), batch);
+        self.handle(n, fx).await;
+        token
+    }
+
+    async fn await_outcome(&mut self, tokens: &[u64]) {
+        for _ in 0..2000 {
+            if tokens
+                .iter()
+                .all(|t| self.committed.contains_key(t) || self.failed.contains_key(t))
+            {
+                return;
+            }
+            self.step().await;
+        }
+        panic!("proposals {tokens:?} never finished");
+    }
+
+    /// Runs until every node's replica of `g` has the same high watermark and last index.
+    async fn await_converged(&mut self, g: GroupId) {
+        for _ in 0..4000 {
+            let st: BTreeSet<_> = self
+                .nodes
+                .values()
+                .map(|n| {
+                    let s = n.mgr.status(g).unwrap();
+                    (s.high_watermark, s.last_index, s.commit_index)
+                })
+                .collect();
+            if st.len() == 1 && self.nodes.len() == 3 {
+                return;
+            }
+            self.step().await;
+        }
+        panic!("group {g} never converged");
+    }
+
+    /// Every batch of node `n`'s partition log of `g` (from its start to its durable end).
+    async fn batches(&self, n: NodeId, g: GroupId) -> Vec<(i64, Vec<u8>)> {
+        let log = self.nodes[&n].store.log(g).unwrap();
+        let mut out = Vec::new();
+        let mut at = log.log_start_offset();
+        while at < log.high_watermark() {
+            let (bytes, next) = log.read_next(at, 1 << 20).await.unwrap();
+            assert!(!bytes.is_empty());
+            let mut pos = 0;
+            while pos < bytes.len() {
+                let h = Header::parse(&bytes[pos..]).unwrap();
+                out.push((h.base_offset, bytes[pos..pos + h.size].to_vec()));
+                pos += h.size;
+            }
+            at = next;
+        }
+        out
+    }
+
+    /// The partition logs of `g` on every node hold identical bytes at identical offsets
+    /// up to the shortest (a follower may trail by what it has not yet received), with the
+    /// committed proposals at their offsets stamped with their term; returns the batches.
+    async fn check_logs(&self, g: GroupId) -> Vec<(i64, Vec<u8>)> {
+        let mut logs = Vec::new();
+        for &n in self.nodes.keys() {
+            logs.push(self.batches(n, g).await);
+        }
+        let start = logs
+            .iter()
+            .map(|l| l.first().map_or(i64::MAX, |b| b.0))
+            .max()
+            .unwrap();
+        let trimmed: Vec<Vec<_>> = logs
+            .iter()
+            .map(|l| l.iter().filter(|b| b.0 >= start).cloned().collect())
+            .collect();
+        let shortest = trimmed.iter().map(|l| l.len()).min().unwrap();
+        for l in &trimmed[1..] {
+            assert!(
+                l[..shortest] == trimmed[0][..shortest],
+                "group {g}: replicas differ"
+            );
+        }
+        let longest = trimmed.iter().max_by_key(|l| l.len()).unwrap().clone();
+        let by_offset: BTreeMap<i64, &Vec<u8>> = longest.iter().map(|(o, b)| (*o, b)).collect();
+        for (token, (group, base, term)) in &self.committed {
+            if *group != g || *base < start {
+                continue;
+            }
+            let stored = by_offset[base];
+            let h = Header::parse(stored).unwrap();
+            h.verify(stored).unwrap();
+            assert_eq!(h.leader_epoch as u64, *term, "token {token}: epoch = term");
+            assert!(!h.is_control());
+            assert_eq!(
+                stored[OFF_MAGIC..],
+                self.proposed[token][OFF_MAGIC..],
+                "token {token}"
+            );
+        }
+        longest
+    }
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    glommio::LocalExecutor::default().run(f)
+}
+
+/// The control record type of a control batch written by the store.
+fn control_type(b: &[u8]) -> Option<i16> {
+    let h = Header::parse(b)?;
+    if !h.is_control() {
+        return None;
+    }
+    // length varint, attributes, ts delta, offset delta, key length (all one byte here),
+    // key version int16, key type int16.
+    let key = HEADER_BYTES + 5;
+    Some(i16::from_be_bytes([b[key + 2], b[key + 3]]))
+}
+
+#[test]
+fn replicas_hold_identical_batches_at_identical_offsets_and_survive_restarts() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        c.create_group(11).await;
+        let mut tokens = Vec::new();
+        for g in [10, 11] {
+            let l = c.await_leader(g).await;
+            for i in 0..20 {
+                tokens.push(c.propose(l, g, 1 + i % 4).await);
+            }
+        }
+        c.await_outcome(&tokens).await;
+        assert!(tokens.iter().all(|t| c.committed.contains_key(t)));
+        for g in [10, 11] {
+            c.await_converged(g).await;
+            let log = c.check_logs(g).await;
+            // The election no-op is a control batch (LEADER_CHANGE) at offset 0 in term 1+.
+            assert_eq!(log[0].0, 0);
+            assert_eq!(control_type(&log[0].1), Some(CONTROL_LEADER_CHANGE));
+            assert_eq!(log.len(), 21);
+        }
+
+        // A follower and then the leader of group 10 restart from their files.
+        let l = c.leader(10).unwrap();
+        let f = VOTERS.into_iter().find(|&n| n != l).unwrap();
+        for n in [f, l] {
+            let before = c.nodes[&n].mgr.status(10).unwrap();
+            c.kill(n);
+            for _ in 0..5 {
+                c.step().await;
+            }
+            c.start(n).await;
+            let after = c.nodes[&n].mgr.status(10).unwrap();
+            assert_eq!(after.last_index, before.last_index, "node {n}");
+            assert!(after.commit_index >= before.hw_index.min(after.last_index));
+            let l = c.await_leader(10).await;
+            let mut more = Vec::new();
+            for _ in 0..5 {
+                more.push(c.propose(l, 10, 2).await);
+            }
+            c.await_outcome(&more).await;
+            assert!(more.iter().all(|t| c.committed.contains_key(t)));
+            c.await_converged(10).await;
+            c.check_logs(10).await;
+        }
+        // Every acknowledged batch is still where it was acknowledged.
+        let log = c.check_logs(10).await;
+        let n = c.committed.values().filter(|v| v.0 == 10).count();
+        assert_eq!(
+            log.iter().filter(|b| control_type(&b.1).is_none()).count(),
+            n
+        );
+    });
+}
+
+#[test]
+fn a_divergent_suffix_is_truncated() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let old = c.await_leader(10).await;
+        let first = c.propose(old, 10, 3).await;
+        c.await_outcome(&[first]).await;
+        c.await_converged(10).await;
+        // Isolate the leader; it appends (and syncs) entries nobody else gets.
+        for n in VOTERS {
+            if n != old {
+                c.cut.insert((old, n));
+                c.cut.insert((n, old));
+            }
+        }
+        let lost: Vec<u64> = {
+            let mut v = Vec::new();
+            for _ in 0..3 {
+                v.push(c.propose(old, 10, 2).await);
+            }
+            v
+        };
+        let new = loop {
+            c.step().await;
+            if let Some(l) = c.leader(10).filter(|&l| l != old) {
+                break l;
+            }
+        };
+        let kept: Vec<u64> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(c.propose(new, 10, 1).await);
+            }
+            v
+        };
+        c.await_outcome(&kept).await;
+        c.cut.clear();
+        c.await_outcome(&lost).await;
+        c.await_converged(10).await;
+        assert!(lost
+            .iter()
+            .all(|t| c.failed.get(t) == Some(&ProposeError::Superseded)));
+        assert!(kept.iter().all(|t| c.committed.contains_key(t)));
+        assert!(c.nodes[&old].store.stats().truncations > 0);
+        let log = c.check_logs(10).await;
+        assert_eq!(
+            c.batches(old, 10).await,
+            log,
+            "the old leader's log is the new leader's"
+        );
+        // And it recovers as such.
+        c.kill(old);
+        c.start(old).await;
+        c.await_converged(10).await;
+        assert_eq!(c.batches(old, 10).await, log);
+    });
+}
+
+#[test]
+fn a_lagging_follower_is_served_from_the_partition_log() {
+    run(async {
+        // No applied entry stays in memory: catching up must read the partition log.
+        let mut c = Cluster::new(0).await;
+        c.create_group(10).await;
+        let l = c.await_leader(10).await;
+        let lag = VOTERS.into_iter().find(|&n| n != l).unwrap();
+        c.kill(lag);
+        let mut tokens = Vec::new();
+        for i in 0..40 {
+            tokens.push(c.propose(l, 10, 1 + i % 3).await);
+        }
+        c.await_outcome(&tokens).await;
+        assert!(tokens.iter().all(|t| c.committed.contains_key(t)));
+        c.start(lag).await;
+        c.await_converged(10).await;
+        let fetches: u64 = c.nodes.values().map(|n| n.store.stats().fetches).sum();
+        assert!(fetches > 0, "the follower was caught up from memory");
+        assert!(c.nodes.values().all(|n| n.mgr.fetch_mismatches() == 0));
+        let log = c.check_logs(10).await;
+        assert_eq!(c.batches(lag, 10).await, log);
+        assert_eq!(log.len(), 41);
+    });
+}
+
+#[test]
+fn a_snapshot_restarts_a_lagging_followers_log_at_the_leaders_start() {
+    run(async {
+        // Entries stay in memory, so the log may start at any of them.
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let l = c.await_leader(10).await;
+        let lag = VOTERS.into_iter().find(|&n| n != l).unwrap();
+        let first = c.propose(l, 10, 2).await;
+        c.await_outcome(&[first]).await;
+        c.await_converged(10).await;
+        c.kill(lag);
+        let mut tokens = Vec::new();
+        for _ in 0..60 {
+            tokens.push(c.propose(l, 10, 5).await);
+        }
+        c.await_outcome(&tokens).await;
+        // Retention moves the log start on both live replicas.
+        let hw = c.nodes[&l].mgr.status(10).unwrap().high_watermark;
+        let mut starts = Vec::new();
+        let live: Vec<NodeId> = c.nodes.keys().copied().collect();
+        for n in live {
+            let (start, fx) = c.nodes.get_mut(&n).unwrap().mgr.compact(10, hw - 20);
+            c.handle(n, fx).await;
+            starts.push(start);
+            let log = c.nodes[&n].store.log(10).unwrap();
+            assert_eq!(
+                log.log_start_offset(),
+                start,
+                "segments go after the record"
+            );
+        }
+        assert!(starts.iter().all(|&s| s > 12), "{starts:?}");
+        c.start(lag).await;
+        c.await_converged(10).await;
+        assert_eq!(c.nodes[&lag].store.stats().resets, 1);
+        // The snapshot carries the leader's log start.
+        let leader = c.leader(10).unwrap();
+        let leader_start = c.nodes[&leader].store.log(10).unwrap().log_start_offset();
+        assert!(starts.contains(&leader_start));
+        let log = c.nodes[&lag].store.log(10).unwrap();
+        assert_eq!(log.log_start_offset(), leader_start);
+        // Replication goes on from there, and the follower recovers its restarted log.
+        let more = c.propose(c.leader(10).unwrap(), 10, 1).await;
+        c.await_outcome(&[more]).await;
+        c.await_converged(10).await;
+        let want = c.check_logs(10).await;
+        c.kill(lag);
+        c.start(lag).await;
+        c.await_converged(10).await;
+        let got = c.batches(lag, 10).await;
+        assert_eq!(got[..], want[want.len() - got.len()..]);
+    });
+}
+
+#[test]
+fn a_commit_index_beyond_the_recovered_log_is_an_error_naming_the_group() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(42).await;
+        let l = c.await_leader(42).await;
+        let t = c.propose(l, 42, 2).await;
+        c.await_outcome(&[t]).await;
+        c.kill(l);
+        // The partition log loses its data behind the state file's back.
+        let dir = c.node_dir(l).join("t-42");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let layout_root = c.node_dir(l);
+        let err = ReplicaStore::open(
+            Rc::new(StdStorage),
+            c.node_dir(l).join("raft"),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            Rc::new(move |g: GroupId| PartitionSpec {
+                dir: layout_root.join(format!("t-{g}")),
+                config: log_config(),
+                name: format!("t-{g}"),
+            }),
+            Config {
+                node_id: l,
+                ..Config::default()
+            },
+        )
+        .await
+        .err()
+        .expect("a damaged store is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("group 42") && msg.contains("commit index"),
+            "{msg}"
+        );
+    });
+}
+
+/// Nodes lose power at many points (mid-round, between a write and its sync): each recovers
+/// (a durable commit index never exceeds its durable log, or `open` would refuse it), and
+/// every acknowledged batch stays at its offsets.
+#[test]
+fn power_losses_keep_every_acknowledged_batch() {
+    for seed in 1..=24 {
+        power_losses(seed);
+    }
+}
+
+fn power_losses(seed: u64) {
+    run(async {
+        let mut c = Cluster::new(4096).await;
+        c.create_group(10).await;
+        let mut tokens = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..40 {
+            if let Some(l) = c.leader(10) {
+                for _ in 0..=next(3) {
+                    tokens.push(c.propose(l, 10, 1 + next(4) as usize).await);
+                }
+            }
+            for _ in 0..next(12) {
+                c.step().await;
+            }
+            let victim = VOTERS[next(3) as usize];
+            c.power_loss(victim);
+            if round % 3 == 0 {
+                for _ in 0..next(40) {
+                    c.step().await;
+                }
+            }
+            c.start(victim).await;
+        }
+        c.await_leader(10).await;
+        let last = c.propose(c.leader(10).unwrap(), 10, 1).await;
+        c.await_outcome(&[last]).await;
+        c.await_converged(10).await;
+        let acked = tokens
+            .iter()
+            .filter(|t| c.committed.contains_key(t))
+            .count();
+        assert!(
+            acked > 10,
+            "seed {seed}: only {acked} of {} acknowledged",
+            tokens.len()
+        );
+        // check_logs finds every acknowledged batch at its offset with its term.
+        let log = c.check_logs(10).await;
+        for n in VOTERS {
+            assert_eq!(c.batches(n, 10).await, log, "seed {seed}: node {n}");
+        }
+    });
+}
+
+/// A follower that missed an election learns the new term from the new leader's first
+/// append (entries and the new term in one round), and the sync of that round fails at its
+/// n-th fdatasync and the node loses power: whatever mix of log and state file survived
+/// (entries of a term newer than the durable hard state included), it recovers and catches
+/// up.
+#[test]
+fn a_crash_in_any_sync_of_a_term_change_recovers() {
+    for n in 1..=8 {
+        crash_in_term_change(n);
+    }
+}
+
+fn crash_in_term_change(fail_at: u32) {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let l1 = c.await_leader(10).await;
+        let t = c.propose(l1, 10, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        let term1 = c.nodes[&l1].mgr.status(10).unwrap().term;
+        let f = VOTERS.into_iter().find(|&n| n != l1).unwrap();
+        c.no_votes = Some(f);
+        // The follower's n-th next fdatasync fails (then it loses power).
+        c.nodes[&f].storage.plan.fail_fsync_in.set(fail_at);
+        c.allow_errors = true;
+        // The old leader restarts: a new term the follower takes no part in electing.
+        c.kill(l1);
+        for _ in 0..5 {
+            c.step().await;
+        }
+        c.start(l1).await;
+        let l2 = loop {
+            c.step().await;
+            if let Some(l) = c.leader(10) {
+                break l;
+            }
+        };
+        assert!(c.nodes[&l2].mgr.status(10).unwrap().term > term1);
+        let t = c.propose(l2, 10, 2).await;
+        c.await_outcome(&[t]).await;
+        assert!(c.committed.contains_key(&t));
+        for _ in 0..40 {
+            c.step().await;
+        }
+        c.allow_errors = false;
+        c.no_votes = None;
+        if !c.nodes.contains_key(&f) {
+            c.start(f).await;
+        }
+        c.await_converged(10).await;
+        let log = c.check_logs(10).await;
+        assert_eq!(c.batches(f, 10).await, log, "fail at {fail_at}");
+    });
+}
