@@ -772,12 +772,21 @@ mod gossip {
         // peers reconnect and send it the whole table.
         let resyncs = nodes[0].get(|n| n.gossip_stats()).resyncs;
         nodes.remove(2).stop();
+        // While node 3 is down (first silent, its connections still open, then gone), the
+        // others go on: a report from node 1 reaches node 2 and node 4.
+        assert!(tables[0].observe(up(2, 1, 6)));
+        for t in [&tables[1], &tables[3]] {
+            eventually("a report while node 3 is down", || {
+                t.get(2) == Some((Some(1), 6))
+            });
+        }
         nodes.insert(2, start(3));
         tables[2] = attach(&nodes[2], Some((T, 7)));
         eventually("restarted node 3 has the whole table again", || {
             tables[2].len() == PARTITIONS as usize - 1
                 && tables[2].get(0) == Some((Some(2), 2))
                 && tables[2].get(1) == Some((Some(4), 5))
+                && tables[2].get(2) == Some((Some(1), 6))
         });
         eventually("node 1 started node 3 over", || {
             nodes[0].get(|n| n.gossip_stats()).resyncs > resyncs
