@@ -52,7 +52,9 @@
 //! Per peer: a [`PeerCursor`] (four integers), one request in flight of at most one message,
 //! one task. Per node: the peers the image names. Nothing queues reports: a change made
 //! while a peer is slow or down is simply after its cursor, and the table keeps one change
-//! slot per entry whatever happens.
+//! slot per entry whatever happens. Serving a message is synchronous work of at most
+//! [`UPDATES_PER_MESSAGE_MAX`] filter checks and `observe` calls, in the transport's task
+//! queue; sending runs in the queue that started the node.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

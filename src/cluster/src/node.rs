@@ -1246,7 +1246,9 @@ impl Inner {
 
 /// What the node's owner does with requests in the extension method range
 /// (`wire::method::EXTENSION_MIN..=EXTENSION_MAX`), on the node's executor. `from` is the
-/// sending node's id as its connection authenticated it.
+/// sending node's id as its connection authenticated it. The future runs in the
+/// transport's task queue (`ClusterConfig::rpc_task_queue`, the broker's Raft queue): work
+/// longer than a few milliseconds belongs in a task of another queue.
 pub trait Extension: 'static {
     fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response>;
 }
