@@ -19,6 +19,15 @@
 //! [`ControllerNode::shutdown`] on the way out. [`ControllerNode::failure`] says why the
 //! node stopped, if it did.
 //!
+//! For partition leadership (not in the metadata log: each partition's Raft group elects its
+//! own leader), [`ControllerNode::attach_leaders`] with the broker's table (a
+//! [`LeaderStore`]: `seq`, `changes_since`, `accepts` as the filter of what its image has,
+//! `observe`), and [`ControllerNode::leaders_changed`] after a change made on shard 0 (other
+//! shards' changes are polled). For its own node-to-node calls: [`ControllerNode::set_extension`]
+//! (an [`Extension`] serving the method range [`wire::method::EXTENSION_MIN`]`..=`
+//! [`wire::method::EXTENSION_MAX`]) and [`ControllerNode::request`] to any of
+//! [`ControllerNode::peers`], through the node's one transport and behind its Raft frames.
+//!
 //! # Roles
 //!
 //! - A node listed in `--voters` holds a replica of the controller group: its Raft state is
@@ -66,6 +75,17 @@
 //!   holds at most [`node::SUBSCRIBER_QUEUE_MAX`] batches: a subscriber that falls further
 //!   behind loses its queue and gets `Update::Image` (the whole image as of an index) and
 //!   then the batches after it; memory stays bounded whatever a subscriber does.
+//! - **Leader reports** ([`gossip`], protocol and bounds in its header): every node sends
+//!   every other node it knows (voters, and brokers registered in the image, dialed at their
+//!   registered rpc address) the changes of its leader table after that peer's cursor, in
+//!   messages of at most `sluice_meta::leaders::UPDATES_PER_MESSAGE_MAX` updates in
+//!   `sluice_meta::leaders`'s codec ([`wire::method::LEADER_REPORTS`]), at most every
+//!   [`gossip::GOSSIP_INTERVAL`] while changes keep coming and at once after a quiet spell;
+//!   one request in flight per peer with a timeout. A peer starts over from cursor 0 (the
+//!   whole table) after a reconnect and when its answer shows another incarnation (it
+//!   restarted or replaced its table; idle peers are probed every
+//!   [`gossip::GOSSIP_PROBE_INTERVAL`]). Received updates pass the owner's filter, then go
+//!   into its table; hostile bodies get MALFORMED and change nothing.
 //! - **Registration:** every node registers (Kafka endpoint, rpc address, a random
 //!   incarnation) with the active controller and heartbeats every
 //!   [`node::HEARTBEAT_INTERVAL`] (2 s) across leader changes, registering again when told
@@ -88,6 +108,7 @@
 //!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
 //! - AlterPartitionReassignments and the reassignment-complete report are not exposed yet.
 
+pub mod gossip;
 pub mod node;
 mod notify;
 pub mod wal;
@@ -95,7 +116,8 @@ pub mod wire;
 
 pub use wire::Command;
 
+pub use gossip::{GossipStats, LeaderStore};
 pub use node::{
-    ClusterConfig, ControllerNode, Subscription, Update, COMMAND_TIMEOUT, HEARTBEAT_INTERVAL,
-    REQUEST_TIMED_OUT,
+    ClusterConfig, ControllerNode, Extension, Subscription, Update, COMMAND_TIMEOUT,
+    HEARTBEAT_INTERVAL, REQUEST_TIMED_OUT,
 };

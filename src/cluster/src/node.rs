@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -26,9 +26,11 @@ use sluice_raft::{
     Batch, Config as RaftConfig, Effect as RaftEffect, GroupManager, ProposalToken, Role,
 };
 use sluice_rpc::{
-    Handler, LocalBoxFuture, NodeId, Request, Response, Transport, TransportConfig, Voter,
+    Handler, LocalBoxFuture, NodeId, Request, RequestError, Response, Transport, TransportConfig,
+    Voter,
 };
 
+use crate::gossip::{Gossip, GossipStats, LeaderStore, Member};
 use crate::notify::{Event, Slot};
 use crate::wal::WalFile;
 use crate::wire::{self, method, status, Command, FetchRequest, FetchResponse};
@@ -205,6 +207,10 @@ struct Inner {
     subscriber_queue_max: usize,
     st: RefCell<State>,
     transport: RefCell<Option<Rc<Transport>>>,
+    /// Leader-report dissemination (with a transport).
+    gossip: RefCell<Option<Rc<Gossip>>>,
+    /// The owner's handler of the extension methods.
+    extension: RefCell<Option<Rc<dyn Extension>>>,
     /// Wakes the WAL writer.
     wal_kick: Event,
     /// The applied index, leadership or registration changed.
@@ -370,6 +376,8 @@ impl ControllerNode {
                 fatal: None,
             }),
             transport: RefCell::new(None),
+            gossip: RefCell::new(None),
+            extension: RefCell::new(None),
             wal_kick: Event::default(),
             changed: Event::default(),
             closed: Cell::new(false),
@@ -404,7 +412,11 @@ impl ControllerNode {
                     t.add_peer(v.id, v.addr)?;
                 }
             }
-            *inner.transport.borrow_mut() = Some(Rc::new(t));
+            let t = Rc::new(t);
+            let g = Gossip::start(t.clone());
+            *inner.transport.borrow_mut() = Some(t);
+            *inner.gossip.borrow_mut() = Some(g.clone());
+            glommio::spawn_local(members_task(inner.clone(), g)).detach();
         }
         if let Some(wal) = wal {
             glommio::spawn_local(wal_task(inner.clone(), wal)).detach();
@@ -590,6 +602,72 @@ impl ControllerNode {
         }
     }
 
+    /// Makes `store` this node's leader table for dissemination (see [`crate::gossip`]):
+    /// its changes go to every other node, and other nodes' reports that its filter
+    /// accepts go into it. Attaching again (a new table) starts every exchange over. A
+    /// cluster of one has nobody to tell: the store is not used.
+    pub fn attach_leaders(&self, store: Rc<dyn LeaderStore>) {
+        if let Some(g) = self.inner.gossip() {
+            g.attach(store);
+        }
+    }
+
+    /// Tells the dissemination that the table changed (call it after observing a local
+    /// report on this executor, so it goes out at once; changes made on other threads
+    /// are noticed within [`crate::gossip::GOSSIP_POLL`] anyway).
+    pub fn leaders_changed(&self) {
+        if let Some(g) = self.inner.gossip() {
+            g.refresh();
+        }
+    }
+
+    /// The dissemination's counters (all zero in a cluster of one).
+    pub fn gossip_stats(&self) -> GossipStats {
+        self.inner.gossip().map(|g| g.stats()).unwrap_or_default()
+    }
+
+    /// The other nodes this one knows (voters and registered brokers) and whether the
+    /// connection to each is up.
+    pub fn peers(&self) -> Vec<(i32, bool)> {
+        self.inner
+            .gossip()
+            .map(|g| g.peers())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, up)| (id as i32, up))
+            .collect()
+    }
+
+    /// Hands requests with methods in `wire::method::EXTENSION_MIN..=EXTENSION_MAX` to
+    /// `ext` (replacing any earlier one); until then they get UNKNOWN_METHOD.
+    pub fn set_extension(&self, ext: Rc<dyn Extension>) {
+        *self.inner.extension.borrow_mut() = Some(ext);
+    }
+
+    /// Sends an extension request to node `to` (any of [`ControllerNode::peers`]) through
+    /// this node's transport, behind its Raft traffic, and waits for the answer within
+    /// `timeout` (see `sluice_rpc::Transport::request`). `method` must be in the extension
+    /// range (the runtime's own methods are not the owner's to call).
+    pub async fn request(
+        &self,
+        to: i32,
+        method: u16,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, RequestError> {
+        assert!(
+            method >= wire::method::EXTENSION_MIN,
+            "method {method} is not an extension method"
+        );
+        let Some(t) = self.inner.transport() else {
+            return Err(RequestError::UnknownPeer(to.max(0) as u64));
+        };
+        if to < 1 {
+            return Err(RequestError::UnknownPeer(0));
+        }
+        t.request(to as u64, method, body, timeout).await
+    }
+
     /// Stops the tasks and the transport (its listener's port is free when this returns).
     /// The WAL needs no closing: everything reported persisted was synced.
     pub async fn shutdown(self) {
@@ -645,6 +723,11 @@ impl Inner {
 
     fn close(&self) {
         if !self.closed.replace(true) {
+            if let Ok(g) = self.gossip.try_borrow() {
+                if let Some(g) = g.as_ref() {
+                    g.close();
+                }
+            }
             self.changed.notify();
             self.wal_kick.notify();
             // Not borrowable when closing from inside a state change: `fail` wakes the
@@ -672,6 +755,10 @@ impl Inner {
 
     fn transport(&self) -> Option<Rc<Transport>> {
         self.transport.borrow().clone()
+    }
+
+    fn gossip(&self) -> Option<Rc<Gossip>> {
+        self.gossip.borrow().clone()
     }
 
     /// Performs the group manager's effects (and what they lead to, depth first, so a
@@ -1157,6 +1244,15 @@ impl Inner {
     }
 }
 
+/// What the node's owner does with requests in the extension method range
+/// (`wire::method::EXTENSION_MIN..=EXTENSION_MAX`), on the node's executor. `from` is the
+/// sending node's id as its connection authenticated it. The future runs in the
+/// transport's task queue (`ClusterConfig::rpc_task_queue`, the broker's Raft queue): work
+/// longer than a few milliseconds belongs in a task of another queue.
+pub trait Extension: 'static {
+    fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response>;
+}
+
 struct RpcHandler {
     inner: Weak<Inner>,
 }
@@ -1176,7 +1272,7 @@ impl Handler for RpcHandler {
         }
     }
 
-    fn request(&self, _from: NodeId, request: Request) -> LocalBoxFuture<Response> {
+    fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let unavailable = Response {
@@ -1197,6 +1293,23 @@ impl Handler for RpcHandler {
                 return match FetchRequest::decode(&request.body) {
                     Ok(req) => inner.serve_fetch(req).await,
                     Err(e) => malformed(e),
+                };
+            }
+            if request.method == method::LEADER_REPORTS {
+                return match inner.gossip() {
+                    Some(g) => g.serve(&request.body),
+                    None => unavailable,
+                };
+            }
+            if request.method >= method::EXTENSION_MIN {
+                let ext = inner.extension.borrow().clone();
+                drop(inner);
+                return match ext {
+                    Some(ext) => ext.request(from, request).await,
+                    None => Response {
+                        status: sluice_rpc::status::UNKNOWN_METHOD,
+                        body: Bytes::new(),
+                    },
                 };
             }
             match Command::decode(request.method, &request.body) {
@@ -1470,5 +1583,54 @@ async fn wait_registered(inner: &Inner, epoch: u64) {
             return;
         }
         or(inner.changed.changed(g), sleep_until(deadline)).await;
+    }
+}
+
+/// Keeps the dissemination's peers equal to the other nodes known: the voters, and every
+/// broker the image has registered (dialed at its registered rpc address).
+async fn members_task(inner: Rc<Inner>, g: Rc<Gossip>) {
+    let mut last: Option<BTreeMap<u64, Member>> = None;
+    loop {
+        let gen = inner.changed.generation();
+        if inner.closed.get() {
+            return;
+        }
+        let mut want = BTreeMap::new();
+        for v in &inner.voters {
+            if v.id != inner.raft_id {
+                want.insert(v.id, Member::Voter);
+            }
+        }
+        {
+            let st = inner.st.borrow();
+            for (&node, b) in st.controller.image().brokers() {
+                let Ok(id) = u64::try_from(node) else {
+                    continue;
+                };
+                if id == 0 || id == inner.raft_id || want.contains_key(&id) {
+                    continue;
+                }
+                // Registered from `--rpc-listen`, so an IP address; an unspecified one
+                // (0.0.0.0) names no host another node could dial.
+                match b.rpc.host.parse::<IpAddr>() {
+                    Ok(ip) if !ip.is_unspecified() => {
+                        want.insert(id, Member::Broker(SocketAddr::new(ip, b.rpc.port)));
+                    }
+                    _ => {
+                        if last.as_ref().is_none_or(|l| l.contains_key(&id)) {
+                            log::warn!(
+                                "gossip: node {node} registered rpc address {}:{}, which no other node can dial: it gets no leader reports",
+                                b.rpc.host, b.rpc.port
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if last.as_ref() != Some(&want) {
+            g.set_members(&want);
+            last = Some(want);
+        }
+        inner.changed.changed(gen).await;
     }
 }

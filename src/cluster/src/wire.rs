@@ -1,6 +1,8 @@
 //! The rpc methods of the controller runtime and their bodies: commands forwarded to the
-//! active controller with their answers, and the committed-entry pull of nodes without a
-//! replica of the controller log. Every body starts with a format version byte
+//! active controller with their answers, the committed-entry pull of nodes without a
+//! replica of the controller log, the answer to a leader report (whose request body is
+//! `sluice_meta::leaders`'s own message), and the method range left to the broker. Every
+//! body of this module starts with a format version byte
 //! ([`WIRE_VERSION`]); integers are big-endian, strings and byte strings a u32 length then
 //! the bytes, lists a u32 count then the items, options and outcomes a tag byte first.
 //! Decoding never panics and never allocates more than the input backs (every count and
@@ -27,6 +29,14 @@ pub mod method {
     pub const BROKER_HEARTBEAT: u16 = 7;
     /// Committed controller-log entries after an index (long poll).
     pub const FETCH_COMMITTED: u16 = 8;
+    /// Partition-leader reports (see `crate::gossip`): the body is one message of
+    /// `sluice_meta::leaders::encode_updates`, the answer a [`super::ReportAnswer`].
+    pub const LEADER_REPORTS: u16 = 9;
+    /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
+    /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
+    /// UNKNOWN_METHOD while none is.
+    pub const EXTENSION_MIN: u16 = 0x8000;
+    pub const EXTENSION_MAX: u16 = u16::MAX;
 }
 
 /// Response statuses of the owner (`sluice_rpc::status::APP_MIN` and up).
@@ -432,6 +442,41 @@ impl FetchResponse {
             last,
             entries,
         })
+    }
+}
+
+/// The answer to [`method::LEADER_REPORTS`]: the receiver's incarnation (a random number
+/// drawn whenever it attaches a leader table, so a sender can tell that the table it was
+/// feeding is gone), and how many of the updates changed its table and how many its filter
+/// refused (for the counters; the rest were stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportAnswer {
+    pub incarnation: u64,
+    pub applied: u32,
+    pub refused: u32,
+}
+
+impl ReportAnswer {
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        w.u64(self.incarnation);
+        w.u32(self.applied);
+        w.u32(self.refused);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ReportAnswer, WireError> {
+        let mut r = Reader::new(body)?;
+        let a = ReportAnswer {
+            incarnation: r.u64()?,
+            applied: r.u32()?,
+            refused: r.u32()?,
+        };
+        r.end()?;
+        if a.incarnation == 0 {
+            return Err(WireError("incarnation 0"));
+        }
+        Ok(a)
     }
 }
 

@@ -625,3 +625,286 @@ fn the_transport_cluster_id_depends_on_the_voter_set_only() {
     assert_eq!(a, transport_cluster_id(&[v(3, 9), v(1, 8), v(2, 7)]));
     assert_ne!(a, transport_cluster_id(&[v(1, 1), v(2, 2), v(4, 3)]));
 }
+
+/// Leader-report dissemination between controller nodes (`sluice_cluster::gossip`), each
+/// node's table behind a Mutex the test thread writes and reads, as the broker's shards do.
+mod gossip {
+    use super::*;
+    use sluice_cluster::gossip::LeaderStore;
+    use sluice_cluster::wire::ReportAnswer;
+    use sluice_cluster::Extension;
+    use sluice_meta::leaders::{encode_updates, LeaderTable, LeaderUpdate, Leadership};
+    use sluice_meta::TopicId;
+    use std::sync::{Arc, Mutex};
+
+    const T: TopicId = [7; 16];
+
+    /// A node's table and the partition its filter refuses (the broker refuses what its
+    /// image does not have).
+    struct Table {
+        t: Mutex<LeaderTable>,
+        refuse: Option<(TopicId, i32)>,
+    }
+
+    impl Table {
+        fn observe(&self, u: LeaderUpdate) -> bool {
+            self.t.lock().unwrap().observe(u)
+        }
+        fn get(&self, p: i32) -> Option<(Option<i32>, i32)> {
+            self.t
+                .lock()
+                .unwrap()
+                .get(&T, p)
+                .map(|l| (l.leader, l.epoch))
+        }
+        fn len(&self) -> usize {
+            self.t.lock().unwrap().len()
+        }
+    }
+
+    struct Store(Arc<Table>);
+
+    impl LeaderStore for Store {
+        fn seq(&self) -> u64 {
+            self.0.t.lock().unwrap().seq()
+        }
+        fn changes_since(&self, cursor: u64, max: usize) -> (Vec<LeaderUpdate>, u64) {
+            self.0.t.lock().unwrap().changes_since(cursor, max)
+        }
+        fn accepts(&self, topic: &TopicId, partition: i32) -> bool {
+            self.0.refuse != Some((*topic, partition))
+        }
+        fn observe(&self, update: LeaderUpdate) -> bool {
+            self.0.observe(update)
+        }
+    }
+
+    fn attach(node: &Node, refuse: Option<(TopicId, i32)>) -> Arc<Table> {
+        let t = Arc::new(Table {
+            t: Mutex::new(LeaderTable::new()),
+            refuse,
+        });
+        let s = t.clone();
+        node.get(move |n| n.attach_leaders(Rc::new(Store(s))));
+        t
+    }
+
+    fn up(p: i32, leader: i32, epoch: i32) -> LeaderUpdate {
+        LeaderUpdate {
+            topic: T,
+            partition: p,
+            leadership: Leadership {
+                leader: Some(leader),
+                epoch,
+                isr: vec![leader],
+                isr_version: 1,
+            },
+        }
+    }
+
+    /// More partitions than one message carries, so every full exchange takes pages.
+    const PARTITIONS: i32 = 12_000;
+
+    #[test]
+    fn reports_reach_every_node_newer_epochs_win_and_restarts_resync() {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+        let voters: Vec<Voter> = (1..=3)
+            .map(|id| Voter {
+                id: id as u64,
+                addr: addrs[id - 1],
+            })
+            .collect();
+        let start = |id: i32| {
+            let mut c = config(id, dir.path(), Some(addrs[id as usize - 1]), &voters);
+            // Dropping an executor in this process does not close its sockets the way a
+            // dying process would: peers notice by silence, kept short here.
+            c.rpc_timeouts.ping_interval = Duration::from_millis(200);
+            c.rpc_timeouts.silence = Duration::from_secs(1);
+            Node::start(c)
+        };
+        let mut nodes: Vec<Node> = (1..=4).map(start).collect();
+        let mut tables: Vec<Arc<Table>> = nodes
+            .iter()
+            .map(|n| attach(n, (n.id == 3).then_some((T, 7))))
+            .collect();
+
+        // Reports observed on node 1 (written from another thread: the poll notices).
+        for p in 0..PARTITIONS {
+            assert!(tables[0].observe(up(p, 1, 1)));
+        }
+        eventually("node 2 has every report", || {
+            tables[1].len() == PARTITIONS as usize
+        });
+        eventually("node 3 has every report its filter takes", || {
+            tables[2].len() == PARTITIONS as usize - 1
+        });
+        assert_eq!(tables[1].get(7), Some((Some(1), 1)));
+        assert_eq!(tables[2].get(7), None, "refused by node 3's filter");
+        assert!(nodes[2].get(|n| n.gossip_stats()).updates_refused >= 1);
+
+        // A newer epoch, learnt on node 2, replaces the report everywhere.
+        assert!(tables[1].observe(up(0, 2, 2)));
+        nodes[1].get(|n| n.leaders_changed());
+        for (i, t) in tables.iter().take(3).enumerate() {
+            eventually(&format!("node {} has epoch 2", i + 1), || {
+                t.get(0) == Some((Some(2), 2))
+            });
+        }
+
+        // The broker-only node is reported to once its registration is in the image, and
+        // its own reports reach the voters.
+        eventually("node 4 registered", || {
+            nodes[0].get(|n| n.image().broker(4).is_some())
+        });
+        eventually("node 4 has every report", || {
+            tables[3].len() == PARTITIONS as usize && tables[3].get(0) == Some((Some(2), 2))
+        });
+        assert!(tables[3].observe(up(1, 4, 5)));
+        for t in tables.iter().take(3) {
+            eventually("node 4's report everywhere", || {
+                t.get(1) == Some((Some(4), 5))
+            });
+        }
+        assert!(nodes[0].get(|n| n.peers()).contains(&(4, true)));
+
+        // Node 3 crashes (executor dropped) and starts again with an empty table: its
+        // peers reconnect and send it the whole table.
+        let resyncs = nodes[0].get(|n| n.gossip_stats()).resyncs;
+        nodes.remove(2).stop();
+        // While node 3 is down (first silent, its connections still open, then gone), the
+        // others go on: a report from node 1 reaches node 2 and node 4.
+        assert!(tables[0].observe(up(2, 1, 6)));
+        for t in [&tables[1], &tables[3]] {
+            eventually("a report while node 3 is down", || {
+                t.get(2) == Some((Some(1), 6))
+            });
+        }
+        nodes.insert(2, start(3));
+        tables[2] = attach(&nodes[2], Some((T, 7)));
+        eventually("restarted node 3 has the whole table again", || {
+            tables[2].len() == PARTITIONS as usize - 1
+                && tables[2].get(0) == Some((Some(2), 2))
+                && tables[2].get(1) == Some((Some(4), 5))
+                && tables[2].get(2) == Some((Some(1), 6))
+        });
+        eventually("node 1 started node 3 over", || {
+            nodes[0].get(|n| n.gossip_stats()).resyncs > resyncs
+        });
+
+        // Node 2 replaces its table without a reconnect: its new incarnation shows in the
+        // answer to the next report or probe, and its peers start over.
+        tables[1] = attach(&nodes[1], None);
+        eventually("node 2's new table is filled again", || {
+            tables[1].len() == PARTITIONS as usize && tables[1].get(1) == Some((Some(4), 5))
+        });
+
+        for n in &nodes {
+            assert!(n.get(|c| c.failure()).is_none());
+        }
+        for n in nodes {
+            n.stop();
+        }
+    }
+
+    struct Echo;
+
+    impl Extension for Echo {
+        fn request(
+            &self,
+            from: u64,
+            request: sluice_rpc::Request,
+        ) -> sluice_rpc::LocalBoxFuture<Response> {
+            Box::pin(async move {
+                let mut body = from.to_be_bytes().to_vec();
+                body.extend_from_slice(&request.body);
+                Response::ok(Bytes::from(body))
+            })
+        }
+    }
+
+    #[test]
+    fn hostile_report_bodies_are_refused_and_extensions_reach_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let voters = [Voter { id: 1, addr }];
+        let n = Node::start(config(1, dir.path(), Some(addr), &voters));
+        let (tx, rx) = mpsc::channel();
+        let (first_tx, first_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let valid = encode_updates(&[up(3, 1, 1)]).unwrap();
+        std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(1 << 20)
+                .ring_depth(64)
+                .make()
+                .unwrap();
+            ex.run(async move {
+                let mut cfg = TransportConfig::new(99, None);
+                cfg.cluster_id = transport_cluster_id(&voters);
+                let t = Transport::start(cfg, Rc::new(NoHandler)).await.unwrap();
+                t.add_peer(1, addr).unwrap();
+                let d = Duration::from_secs(20);
+                let send = |body: Vec<u8>, m: u16| {
+                    let t = &t;
+                    async move { t.request(1, m, Bytes::from(body), d).await.unwrap() }
+                };
+                // No table attached yet.
+                let before = send(valid.clone(), method::LEADER_REPORTS).await.status;
+                let ext_before = send(vec![1], method::EXTENSION_MIN).await.status;
+                first_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                let mut trailing = valid.clone();
+                trailing.push(0);
+                let mut bad_format = valid.clone();
+                bad_format[0] = 9;
+                let hostile: Vec<Vec<u8>> = vec![
+                    vec![],
+                    vec![0],
+                    vec![0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                    valid[..valid.len() - 1].to_vec(),
+                    trailing,
+                    bad_format,
+                    vec![0xab; 4096],
+                ];
+                let mut statuses = Vec::new();
+                for b in hostile {
+                    statuses.push(send(b, method::LEADER_REPORTS).await.status);
+                }
+                let ok = send(valid.clone(), method::LEADER_REPORTS).await;
+                let answer = ReportAnswer::decode(&ok.body).unwrap();
+                let echo = send(vec![1, 2], method::EXTENSION_MAX).await;
+                t.shutdown().await;
+                tx.send((before, ext_before, statuses, ok.status, answer, echo.body))
+                    .unwrap();
+            });
+        });
+        // Nothing is attached until the client's first two requests were answered.
+        first_rx
+            .recv_timeout(PATIENCE)
+            .expect("first requests answered");
+        let table = attach(&n, None);
+        n.get(|c| c.set_extension(Rc::new(Echo)));
+        go_tx.send(()).unwrap();
+        let (before, ext_before, statuses, ok, answer, echo) =
+            rx.recv_timeout(PATIENCE).expect("client done");
+        assert_eq!(before, status::UNAVAILABLE);
+        assert_eq!(ext_before, sluice_rpc::status::UNKNOWN_METHOD);
+        assert!(
+            statuses.iter().all(|&s| s == status::MALFORMED),
+            "{statuses:?}"
+        );
+        assert_eq!(ok, sluice_rpc::status::OK);
+        assert_eq!((answer.applied, answer.refused), (1, 0));
+        assert_eq!(table.len(), 1, "only the valid report went in");
+        assert_eq!(table.get(3), Some((Some(1), 1)));
+        let stats = n.get(|c| c.gossip_stats());
+        assert_eq!(stats.malformed, statuses.len() as u64);
+        assert_eq!(stats.reports_received, 1);
+        let mut want = 99u64.to_be_bytes().to_vec();
+        want.extend_from_slice(&[1, 2]);
+        assert_eq!(&echo[..], &want[..]);
+        assert!(n.get(|c| c.failure()).is_none());
+        n.stop();
+    }
+}

@@ -523,6 +523,15 @@ impl Transport {
             .is_some_and(|p| p.connected.get())
     }
 
+    /// The outgoing connection to `id` while it is up: a number that grows with every
+    /// completed handshake, so an owner that keeps per-connection state (what the peer was
+    /// sent) can tell that a reconnect happened between two looks. `None` while down.
+    pub fn connection(&self, id: NodeId) -> Option<u64> {
+        let peers = self.inner.peers.borrow();
+        let p = peers.get(&id)?;
+        p.connected.get().then(|| p.generation.get())
+    }
+
     /// What is queued for peer `id` and how many of its requests await an answer.
     pub fn queue_lengths(&self, id: NodeId) -> Option<QueueLengths> {
         let p = self.inner.peers.borrow().get(&id)?.clone();
