@@ -142,10 +142,11 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
                 "not registered with its own controller within {SOLO_LIVE_WAIT:?}"
             )));
         }
-        let deadline = Instant::now() + SOLO_LIVE_WAIT;
-        while shard.adopted_metadata_index() < node.applied_index() && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        // Serve the image that holds its registration. Adopting here (the loop may not have
+        // run yet; adoptions are serialized) rather than waiting for the loop to reach the
+        // applied index: entries that are no metadata batch (Raft's election no-op) raise
+        // that index without an update for the loop.
+        adopt(shard).await;
     }
     Ok(())
 }
