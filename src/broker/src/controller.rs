@@ -99,6 +99,12 @@ impl Controller {
         self.cluster.borrow().clone()
     }
 
+    /// Returns once no change or adoption is in progress (one that began before the call has
+    /// distributed and opened or removed its partitions).
+    pub async fn settled(&self) {
+        let _ = self.lock.acquire_permit(1).await;
+    }
+
     /// Takes the runtime out (shutdown): later changes find none.
     pub fn take_cluster(&self) -> Option<Rc<sluice_cluster::ControllerNode>> {
         self.cluster.borrow_mut().take()

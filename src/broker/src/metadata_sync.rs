@@ -307,11 +307,17 @@ async fn adopt(shard: &Rc<BrokerShard>) {
 /// before their metadata catches up, sluice waits a little for read-your-writes).
 const ADOPT_WAIT: Duration = Duration::from_secs(10);
 
-/// Waits until this shard's topics satisfy `done` (or [`ADOPT_WAIT`] passed).
+/// Waits until this shard's topics satisfy `done` (or [`ADOPT_WAIT`] passed), and the
+/// adoption that made them so has finished: shard 0's table changes before its own
+/// partitions open (the other shards' have opened by then), so a client told "created"
+/// could otherwise find a partition of shard 0 not open yet.
 async fn wait_for(shard: &Rc<BrokerShard>, done: impl Fn(&crate::topics::TopicTable) -> bool) {
     let deadline = Instant::now() + ADOPT_WAIT;
     while !done(&shard.topics()) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(c) = &shard.controller {
+        c.settled().await;
     }
 }
 
@@ -512,10 +518,7 @@ pub async fn alter_configs(
     outcome.map_err(|e| api_err(&e))?;
     if !validate_only {
         let want = node.applied_index();
-        let deadline = Instant::now() + ADOPT_WAIT;
-        while shard.adopted_metadata_index() < want && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
     }
     Ok(())
 }

@@ -218,7 +218,9 @@ impl BrokerShard {
             sluice_shard::table::PARTITIONS_MAX_DEFAULT,
         )
         .expect("shard count validated at start");
-        let mut wanted: Vec<(PartitionKey, TopicRecord)> = Vec::new();
+        // Borrowed from `new`, not cloned: a topic record holds every partition's replicas,
+        // so a clone per partition would cost the square of the partition count.
+        let mut wanted: Vec<(PartitionKey, &TopicRecord)> = Vec::new();
         let this_node = self.config.node_id;
         for t in new.topics() {
             // Only the partitions with a replica on this node (all of them in a cluster of
@@ -232,7 +234,7 @@ impl BrokerShard {
                     .insert_assigned(key)
                     .map_err(|e| crate::error::BrokerError::Shard(e.to_string()))?;
                 if owner == self.shard_id() {
-                    wanted.push((key, t.clone()));
+                    wanted.push((key, t));
                 }
             }
             // Up to 100,000 partitions per node: let this shard's requests run meanwhile.
