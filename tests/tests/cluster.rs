@@ -473,6 +473,90 @@ async fn three_nodes_share_the_metadata_and_serve_every_partition() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// A data directory of a single-node sluice from before the controller log (its state file
+/// without a log index, no `cluster/controller.wal`, the old producer-id mark) is upgraded
+/// in place: every record is still there, the topic keeps its id, and producer ids start
+/// above the old mark. Made here by taking those files back to what the old broker wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_data_dir_is_upgraded_in_place_with_its_data() {
+    const OLD: &str = "from-before";
+    let mut b = Broker::start();
+    let t = NewTopic::new(OLD, 3, TopicReplication::Fixed(1));
+    let res = admin(&b.bootstrap())
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let p = producer(&b.bootstrap(), &[("acks", "all")]);
+    for i in 0..90 {
+        let v = format!("old-{i}");
+        p.send(
+            FutureRecord::<(), _>::to(OLD).partition(i % 3).payload(&v),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("produce #{i}: {e:?}"));
+    }
+    drop(p);
+    b.stop_ok();
+    let cluster = b.data_dir().join("cluster");
+    let state_path = cluster.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let id_before = state["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == OLD)
+        .expect("topic in the state")["id"]
+        .clone();
+    // What the single-node broker wrote: no log index, no replica lists, its own producer-id
+    // mark, and no controller log at all.
+    let obj = state.as_object_mut().unwrap();
+    obj.remove("metadata_index");
+    for t in obj["topics"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("replicas");
+    }
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    std::fs::remove_file(cluster.join("controller.wal")).unwrap();
+    std::fs::write(cluster.join("producer-id-block"), "7000").unwrap();
+
+    b.restart();
+    let mut cfg = base_config(&b.bootstrap());
+    cfg.set("group.id", "upgrade-check")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let cons: BaseConsumer = cfg.create().expect("consumer");
+    cons.subscribe(&[OLD]).expect("subscribe");
+    let mut seen = std::collections::BTreeSet::new();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every record written before the upgrade", || {
+            while let Some(m) = cons.poll(Duration::from_millis(200)) {
+                use rdkafka::Message;
+                let m = m.ok()?;
+                seen.insert(String::from_utf8_lossy(m.payload()?).into_owned());
+            }
+            (seen.len() >= 90).then_some(())
+        })
+    });
+    assert_eq!(seen.len(), 90);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let t = state["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == OLD)
+        .expect("topic after the upgrade")
+        .clone();
+    assert_eq!(t["id"], id_before, "the topic keeps its id");
+    assert!(
+        state["producer_id_next_block"].as_i64().unwrap() >= 7000,
+        "producer ids resume at or above the old mark: {state}"
+    );
+    b.stop_ok();
+}
+
 /// A 3-node cluster, replication factor 3, the workload, and two rounds of `fault` on the
 /// leader of the moment, each healed before the next; the history must be clean, the ISR
 /// full again, and every node must stop cleanly on SIGTERM.

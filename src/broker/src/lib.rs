@@ -68,6 +68,8 @@ pub struct Shared {
     cluster_state: Mutex<Arc<topics::ClusterState>>,
     ready: (Mutex<usize>, Condvar),
     failed: AtomicUsize,
+    /// Shard 0 has started the controller runtime: the other shards may serve.
+    controller_started: std::sync::atomic::AtomicBool,
     /// Shards done answering their connections' requests (shutdown): logs close only when
     /// every shard is, since a request on one shard may append to a log of another.
     drained: AtomicUsize,
@@ -125,6 +127,16 @@ pub fn run(
     probe_listen_address(config.listen)?;
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     let fresh = !topics::state_path(&config.data_dir).exists();
+    if state.node_id != config.node_id {
+        // Kafka refuses a node.id that differs from the data directory's meta.properties:
+        // every replica placed on the old id would look like another node's.
+        return Err(BrokerError::Config(format!(
+            "{} belongs to node {}, not --node-id {}",
+            config.data_dir.display(),
+            state.node_id,
+            config.node_id
+        )));
+    }
     if fresh {
         // Partition data without the state that names its topics: the state was lost, or this
         // is another program's directory. Sweeping would delete it all; refuse instead.
@@ -158,6 +170,7 @@ pub fn run(
         cluster_state: Mutex::new(Arc::new(state.clone())),
         ready: (Mutex::new(0), Condvar::new()),
         failed: AtomicUsize::new(0),
+        controller_started: Default::default(),
         drained: AtomicUsize::new(0),
         unclean: AtomicUsize::new(0),
     });
@@ -249,6 +262,16 @@ async fn shard_main(
             eprintln!("sluice: cannot start the controller runtime: {e}");
             signal_ready(&shared, false);
             return;
+        }
+        shared.controller_started.store(true, Ordering::SeqCst);
+    } else {
+        // No shard serves before shard 0 has started the runtime (a cluster of one: and
+        // registered with it), or its Metadata could name a stale registration.
+        while !shared.controller_started.load(Ordering::SeqCst)
+            && shared.failed.load(Ordering::SeqCst) == 0
+            && !ctx.shutdown().is_triggered()
+        {
+            glommio::timer::sleep(SHUTDOWN_POLL).await;
         }
     }
     let listener = match glommio::net::TcpListener::bind(config.listen) {

@@ -1,5 +1,5 @@
-//! A node started with `--voters` takes its topics from the cluster's metadata log: shard 0
-//! runs the controller runtime ([`sluice_cluster::ControllerNode`]) and turns every committed
+//! Every node takes its topics from the cluster's metadata log (a node without `--voters` is
+//! a cluster of one, its own only voter): shard 0 runs the controller runtime ([`sluice_cluster::ControllerNode`]) and turns every committed
 //! metadata batch into the broker's own cluster state, which the controller role
 //! ([`crate::controller::Controller::adopt`]) caches in `cluster/state.json` and distributes
 //! to the shards as today, so each shard opens the partitions this node hosts and serves the
@@ -116,6 +116,16 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
         .voters
         .iter()
         .all(|v| v.id as i64 == config.node_id as i64);
+    let adopted = shard.topics().state.metadata_index;
+    if !has_log && adopted > 0 {
+        // The state came from a log that is gone: bootstrapping again from it would hand
+        // out producer ids and revisions that log had already given.
+        return Err(std::io::Error::other(format!(
+            "{} has a state adopted from the controller log (index {adopted}) but no \
+             cluster/controller.wal: the log was lost; restore it rather than start afresh",
+            config.data_dir.display()
+        )));
+    }
     if !has_log && !alone && !legacy.topics.is_empty() {
         return Err(std::io::Error::other(format!(
             "{} holds the topics of a single-node sluice ({} of them) and no controller log: \
@@ -136,8 +146,14 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     if solo {
         // Alone, this node is live as soon as its own registration commits (one fsync):
         // serve only then, so the first Metadata already lists it. A node of a larger
-        // cluster cannot wait here: the quorum may need nodes that start after it.
-        if !node.wait_live(SOLO_LIVE_WAIT).await {
+        // cluster cannot wait here: the quorum may need nodes that start after it. A
+        // shutdown signal ends the wait (the node then stops without serving).
+        let live = futures_lite::future::or(node.wait_live(SOLO_LIVE_WAIT), async {
+            shard.ctx.shutdown().wait().await;
+            true
+        })
+        .await;
+        if !live {
             return Err(std::io::Error::other(format!(
                 "not registered with its own controller within {SOLO_LIVE_WAIT:?}"
             )));
@@ -159,7 +175,8 @@ fn legacy_state(shard: &BrokerShard) -> LegacyState {
     let state = shard.shared_handle.cluster_state();
     LegacyState {
         cluster_id: state.cluster_id.clone(),
-        node: state.node_id,
+        // This start's id (the caller refused a state of another node's).
+        node: shard.config.node_id,
         topics: state
             .topics
             .iter()
@@ -270,6 +287,12 @@ async fn adopt(shard: &Rc<BrokerShard>) {
     };
     let index = node.applied_index();
     let image = node.image();
+    if image.cluster_id().is_none() {
+        // A log not bootstrapped yet (its first entry, which carries the cluster id and
+        // any single-node state, has not committed): its empty image would drop every
+        // partition this node holds.
+        return;
+    }
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.
@@ -279,12 +302,18 @@ async fn adopt(shard: &Rc<BrokerShard>) {
             .is_some_and(|t| (p as usize) < t.partitions.len())
     });
     let current = shard.topics();
+    // The state records where the log's producer-id blocks have reached, so a state file
+    // never understates what was handed out.
+    let pid_mark = image
+        .last_producer_ids()
+        .map_or(0, |b| b.end())
+        .max(current.state.producer_id_next_block);
     let state = state_from_image(
         &image,
         shard.config.node_id,
         index,
         current.version() + 1,
-        current.state.producer_id_next_block,
+        pid_mark,
     );
     let behind = current.state.metadata_index;
     drop(current);

@@ -868,7 +868,7 @@ impl FrameHandler for MeshHandler {
             TAG_PRODUCER_IDS => {
                 // A block from the controller for this node (shard 0 only).
                 let payload = match &shard.controller {
-                    Some(c) => c.producer_id_block(&shard).await.map(|(first, end)| {
+                    Some(c) => c.producer_id_block().await.map(|(first, end)| {
                         let mut b = Vec::with_capacity(16);
                         b.extend_from_slice(&first.to_be_bytes());
                         b.extend_from_slice(&end.to_be_bytes());

@@ -1,9 +1,13 @@
-//! The topic table (names, ids, partition counts, config overrides) and its durable home.
+//! The topic table (names, ids, partition counts and replicas, config overrides) and its
+//! cached copy on disk.
 //!
-//! Shard 0 is the controller: it alone changes the table, persists it (write to a temporary
-//! file, fsync, rename, fsync the directory; on a blocking thread, see `controller.rs`) and
-//! then sends the change ([`StateDelta`]) to every shard, each of which keeps its own copy
-//! for lock-free lookups on the produce/fetch path.
+//! The table follows the controller log (`metadata_sync.rs`): shard 0 alone adopts each
+//! state derived from it, caches it in `cluster/state.json` (write to a temporary file,
+//! fsync, rename, fsync the directory; on a blocking thread, see `controller.rs`) and then
+//! sends the change ([`StateDelta`]) to every shard, each of which keeps its own copy for
+//! lock-free lookups on the produce/fetch path. The cached file is what a start serves
+//! before the log has replayed, and, in a data directory from before the log, what the log
+//! is bootstrapped from.
 //! Beside the state file sits a space reserve (`SPACE_RESERVE_BYTES`), released when the
 //! disk is full so that the state can still change: deleting topics is how space comes back.
 

@@ -52,9 +52,11 @@ pub const FETCH_WAIT_MS: u32 = 500;
 /// Committed batches one subscriber may have queued; one that falls further behind is told
 /// to re-read the whole image instead (its queue is dropped).
 pub const SUBSCRIBER_QUEUE_MAX: usize = 1024;
-/// Largest controller-log entry the bootstrap proposes (a legacy state is split into
-/// entries of at most this).
-pub const BOOTSTRAP_ENTRY_BYTES_MAX: usize = 512 << 10;
+/// Largest bootstrap entry: the whole legacy state goes into the log as one entry (the
+/// metadata codec's batch limit, 8 MiB: about 200,000 partitions), so a crash or a refused
+/// proposal can never leave a log holding part of it (a partial bootstrap would make the
+/// node drop the topics it lacks). A larger state does not upgrade in place: the start fails.
+pub const BOOTSTRAP_ENTRY_BYTES_MAX: usize = codec::BATCH_BYTES_MAX;
 /// Raft id of the only voter of a cluster of one (whatever its Kafka node id, which may
 /// be 0, an id Raft reserves).
 pub const SOLO_RAFT_ID: u64 = 1;
@@ -990,7 +992,18 @@ impl Inner {
                 }],
             };
             let batches = match codec::encode_batches(&records, BOOTSTRAP_ENTRY_BYTES_MAX) {
-                Ok(b) => b,
+                Ok(b) if b.len() == 1 => b,
+                Ok(b) => {
+                    self.fail(
+                        st,
+                        format!(
+                            "the single-node state is {} entries of the controller log, and its \
+                             bootstrap must be one (atomic) entry",
+                            b.len()
+                        ),
+                    );
+                    return;
+                }
                 Err(e) => {
                     self.fail(st, format!("the bootstrap records do not encode: {e}"));
                     return;
