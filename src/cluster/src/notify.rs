@@ -1,46 +1,10 @@
 //! Single-thread wake-ups for the controller runtime's tasks (all on one glommio executor):
-//! an [`Event`] whose waiters re-check their own condition after every `notify`, and a
-//! one-shot [`Slot`] that carries one answer to the task waiting for it.
+//! the transport's [`Event`] (waiters re-check their own condition after every `notify`),
+//! and a one-shot [`Slot`] that carries one answer to the task waiting for it.
 
-use std::cell::{Cell, RefCell};
-use std::task::{Poll, Waker};
+use std::cell::RefCell;
 
-/// "Something changed": waiters registered since the last `notify` are woken and re-check.
-/// A generation counter makes a `notify` between a check and the wait count.
-#[derive(Default)]
-pub(crate) struct Event {
-    generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl Event {
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
-    pub fn notify(&self) {
-        self.generation.set(self.generation.get().wrapping_add(1));
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Completes once `notify` was called after `generation()` returned `since`.
-    pub async fn changed(&self, since: u64) {
-        futures_lite::future::poll_fn(|cx| {
-            if self.generation.get() != since {
-                return Poll::Ready(());
-            }
-            let mut wakers = self.wakers.borrow_mut();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
+pub(crate) use sluice_rpc::sync::Event;
 
 /// Holds one value for one waiter.
 pub(crate) struct Slot<T> {

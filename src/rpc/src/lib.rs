@@ -98,7 +98,7 @@
 pub mod cluster;
 pub mod envelope;
 pub mod frame;
-mod sync;
+pub mod sync;
 pub mod transport;
 
 use std::time::Duration;

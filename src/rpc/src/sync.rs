@@ -1,5 +1,6 @@
-//! Single-thread wake-up primitives for the transport's tasks (all on one glommio executor):
-//! an [`Event`] that waiters re-check a condition on, and a set-once [`Latch`].
+//! Single-thread wake-up primitives for tasks on one glommio executor (the transport's, and
+//! the controller runtime's, which owns it): an [`Event`] that waiters re-check a condition
+//! on, and a set-once [`Latch`].
 
 use std::cell::{Cell, RefCell};
 use std::task::{Poll, Waker};
@@ -7,7 +8,7 @@ use std::task::{Poll, Waker};
 /// Something changed: every waiter registered since the last `notify` is woken and re-checks
 /// its own condition (a generation counter makes a notify between check and wait count).
 #[derive(Default)]
-pub(crate) struct Event {
+pub struct Event {
     generation: Cell<u64>,
     wakers: RefCell<Vec<Waker>>,
 }
