@@ -4,8 +4,8 @@
 //!
 //! Partition leaders are not metadata-log records here (as in Redpanda, unlike KRaft): each
 //! partition's Raft group elects its own leader, so only the nodes hosting a replica learn of
-//! an election first-hand. Every node reports what it knows to every other node (the
-//! broker's dissemination loop sends [`LeaderTable::changes_since`] a peer's cursor, and the
+//! an election first-hand. Every node reports what it knows to every other node
+//! (sluice-cluster's `gossip` sends [`LeaderTable::changes_since`] a peer's cursor, and the
 //! whole table after a reconnect), so a client may ask any node about any partition.
 //!
 //! # Which report wins

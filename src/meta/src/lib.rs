@@ -3,8 +3,8 @@
 //! sockets, no async, no clock, no entropy: time comes in as `now_ms`, randomness from a
 //! seeded [`Rng`], and the controller's answers go out as [`controller::Effect`]s. Modelled
 //! on Kafka KRaft's metadata log (`metadata/src/main/resources/common/metadata/*.json`).
-//! It will be the state machine of the controller Raft group ([`CONTROLLER_GROUP`] in
-//! `sluice-raft`'s `GroupManager` on shard 0 of the voters); the broker does not use it yet.
+//! It is the state machine of the controller Raft group ([`CONTROLLER_GROUP`] in
+//! `sluice-raft`'s `GroupManager` on shard 0 of the voters, driven by `sluice-cluster`).
 //!
 //! # Layout
 //!

@@ -1,9 +1,9 @@
 //! Sans-IO partition replication for sluice: a per-shard [`GroupManager`] that owns one Raft
 //! group per partition replica set, on raft-rs 0.7's `RawNode` (pre-vote and check-quorum on),
 //! with the Kafka log as the Raft log. No sockets, no threads, no clock, no entropy: inputs
-//! come in as calls, outputs go out as [`Effect`]s. This is the first step of issue 12; the
-//! broker does not use it yet (`sluice-replica` performs its `Persist`/`Fetch` effects on
-//! real partition logs).
+//! come in as calls, outputs go out as [`Effect`]s. The controller group runs on it
+//! (`sluice-cluster`); partition groups are not wired into the broker yet (`sluice-replica`
+//! performs their `Persist`/`Fetch` effects on real partition logs).
 //!
 //! # Driving it (the shard's side)
 //!

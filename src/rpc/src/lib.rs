@@ -1,8 +1,8 @@
 //! Node-to-node transport for sluice (issue 12): framed, versioned, checksummed messages over
 //! TCP between the nodes of a cluster, with Raft traffic in its own queue ahead of forwarded
 //! requests, bounded memory per peer, reconnects and timeouts; plus the cluster flags
-//! (`--rpc-listen`, `--voters`, in [`cluster`]). The broker does not use the transport yet:
-//! the Raft wiring comes next.
+//! (`--rpc-listen`, `--voters`, in [`cluster`]). The controller runtime (`sluice-cluster`)
+//! owns each node's transport; partition Raft traffic is not wired yet.
 //!
 //! # Wire format
 //!
