@@ -23,7 +23,7 @@
 //! - `bootstrap`: today's single-node `cluster/state.json` as the first records of a log.
 //! - `limits`: the named limits (shared with the broker's single-node checks).
 //!
-//! # Driving it (the broker's side, once wired)
+//! # Driving it (the broker's side, through sluice-cluster)
 //!
 //! - Every node: replay the controller log (snapshot batches, then entries) into a
 //!   [`MetadataImage`] with `apply_batch`; an entry that does not decode or apply means a
