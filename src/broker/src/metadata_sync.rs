@@ -116,10 +116,16 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
         .voters
         .iter()
         .all(|v| v.id as i64 == config.node_id as i64);
+    let voter = config.voters.is_empty()
+        || config
+            .voters
+            .iter()
+            .any(|v| v.id as i64 == config.node_id as i64);
     let adopted = shard.topics().state.metadata_index;
-    if !has_log && adopted > 0 {
+    if voter && !has_log && adopted > 0 {
         // The state came from a log that is gone: bootstrapping again from it would hand
-        // out producer ids and revisions that log had already given.
+        // out producer ids and revisions that log had already given. (A broker-only node
+        // keeps no log: it pulls the log from the voters at every start.)
         return Err(std::io::Error::other(format!(
             "{} has a state adopted from the controller log (index {adopted}) but no \
              cluster/controller.wal: the log was lost; restore it rather than start afresh",
