@@ -132,7 +132,9 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
             config.data_dir.display()
         )));
     }
-    if !has_log && !alone && !legacy.topics.is_empty() {
+    // (A state adopted from a log, `adopted > 0`, is no single-node state: a broker-only
+    // node restarting has one and no log of its own.)
+    if !has_log && adopted == 0 && !alone && !legacy.topics.is_empty() {
         return Err(std::io::Error::other(format!(
             "{} holds the topics of a single-node sluice ({} of them) and no controller log: \
              it can be upgraded in place only as a cluster of one (no --voters, or itself as \
