@@ -103,6 +103,11 @@ impl ClusterView {
         self.lock().leaders.retain(keep)
     }
 
+    /// The number of the leader table's latest change.
+    pub fn leader_seq(&self) -> u64 {
+        self.lock().leaders.seq()
+    }
+
     /// The reports changed after `cursor` (for another node), at most `max`, and the next
     /// cursor.
     pub fn leader_changes_since(&self, cursor: u64, max: usize) -> (Vec<LeaderUpdate>, u64) {

@@ -31,6 +31,7 @@ pub mod ops;
 pub mod panic_policy;
 pub mod partition_dirs;
 pub mod produce_rules;
+pub mod replication;
 pub mod producer_ids;
 pub mod request_memory;
 pub mod shard;
@@ -75,6 +76,9 @@ pub struct Shared {
     drained: AtomicUsize,
     /// Shards whose logs did not all close within `SHUTDOWN_TIMEOUT`.
     unclean: AtomicUsize,
+    /// Other nodes and whether the transport reaches them, with a generation that moves on
+    /// every change (shard 0 refreshes it; every shard's partition groups read it).
+    node_liveness: Mutex<(u64, Vec<(i32, bool)>)>,
 }
 
 impl Shared {
@@ -94,6 +98,25 @@ impl Shared {
             "cluster state version went back"
         );
         *cur = state;
+    }
+}
+
+impl Shared {
+    /// Other nodes' liveness as the transport sees it, and its generation.
+    pub fn node_liveness(&self) -> (u64, Vec<(i32, bool)>) {
+        self.node_liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the transport's view of other nodes (a new generation only if it changed).
+    pub fn set_node_liveness(&self, mut nodes: Vec<(i32, bool)>) {
+        nodes.sort_unstable();
+        let mut cur = self.node_liveness.lock().unwrap_or_else(|e| e.into_inner());
+        if cur.1 != nodes {
+            *cur = (cur.0 + 1, nodes);
+        }
     }
 }
 
@@ -146,6 +169,7 @@ pub fn run(
     if let Some(dir) = topics::state_path(&config.data_dir).parent() {
         topics::ensure_space_reserve(dir);
     }
+    replication::check_shard_count(&config.data_dir, config.shards).map_err(BrokerError::Config)?;
     // Before any partition opens: a topic re-created under an old name must not find the
     // data of its predecessor (KIP-516 topic ids in partition directories).
     let swept = partition_dirs::sweep(&config.data_dir, &state)?;
@@ -173,6 +197,7 @@ pub fn run(
         controller_started: Default::default(),
         drained: AtomicUsize::new(0),
         unclean: AtomicUsize::new(0),
+        node_liveness: Mutex::new((0, Vec::new())),
     });
     if config.stats_interval.is_some() {
         stats::enable();
@@ -250,6 +275,12 @@ async fn shard_main(
     }
     let shard = shard::BrokerShard::new(ctx.clone(), config.clone(), state.clone(), shared.clone());
     ctx.mesh().set_handler(shard::MeshHandler(shard.clone()));
+    if let Err(e) = shard.start_replication(&state).await {
+        log::error!("{}: recovering replicated partitions: {e}", ctx.shard_id());
+        eprintln!("sluice: cannot recover the replicated partitions: {e}");
+        signal_ready(&shared, false);
+        return;
+    }
     if let Err(e) = shard.apply_topics(state).await {
         log::error!("{}: opening partitions: {e}", ctx.shard_id());
         signal_ready(&shared, false);

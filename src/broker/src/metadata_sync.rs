@@ -11,9 +11,10 @@
 //! it (so its partitions open before the quorum is reachable) and the log's image replaces it
 //! as soon as the runtime has replayed it.
 //!
-//! What is not yet wired (issue 12): partition replication. Until each partition is a Raft
-//! group, a topic's partitions have one replica each (replication factor 1, spread over the
-//! nodes by the controller's placement); a larger factor is refused with
+//! Partitions with several replicas are Raft groups (`crate::replication`); this runtime's
+//! transport carries their messages too, and its dissemination their leaders. The offsets
+//! topic keeps one replica per partition (its group coordinators append to their log
+//! directly): a replication factor above 1 for it is refused with
 //! INVALID_REPLICATION_FACTOR rather than creating replicas that would silently diverge.
 
 use std::collections::BTreeMap;
@@ -98,7 +99,8 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
     cfg.controller.num_partitions = config.num_partitions;
-    // Every partition has one replica until partition replication is wired (module header).
+    // Kafka's default.replication.factor; the offsets topic stays single-replica (module
+    // header).
     cfg.controller.default_replication_factor = 1;
     cfg.controller.offsets_topic_replication_factor = 1;
     cfg.controller.topic_config_check = check_topic_configs;
@@ -146,6 +148,19 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     }
     cfg.legacy = Some(legacy);
     let node = Rc::new(ControllerNode::start(cfg).await?);
+    // The partition groups' traffic and leaders ride on this runtime's transport.
+    if let Some(rep) = shard.replication() {
+        rep.set_node(node.clone());
+        let weak = Rc::downgrade(shard);
+        node.set_partition_raft(Rc::new(move |env| {
+            if let Some(shard) = weak.upgrade() {
+                crate::replication::deliver(&shard, env);
+            }
+        }));
+    }
+    node.attach_leaders(Rc::new(crate::replication::LeaderReports::new(
+        shard.shared_handle.clone(),
+    )));
     let sub = node.subscribe();
     let solo = config.voters.is_empty();
     controller.set_cluster(node.clone());
@@ -241,6 +256,7 @@ async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
             continue;
         }
         adopt(&shard).await;
+        refresh_controller(&shard);
     }
     // The runtime stops at shutdown (`stop` takes it first) or when it failed.
     let failure = shard
@@ -261,6 +277,8 @@ const CONTROLLER_REFRESH: Duration = Duration::from_millis(250);
 
 fn refresh_controller(shard: &BrokerShard) {
     if let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) {
+        // And the transport's view of the other nodes, for the partition groups.
+        shard.shared_handle.set_node_liveness(node.peers());
         let view = &shard.shared_handle.cluster_view;
         let leader = node.leader().unwrap_or(-1);
         if view.controller() != leader {
@@ -362,13 +380,14 @@ fn api_err(e: &ApiError) -> (i16, String) {
     (e.code, e.message.clone())
 }
 
-/// Partition replication is not wired into the broker yet (see the module header).
+/// The offsets topic is not replicated yet (see the module header).
 fn replication_refused(rf: i16) -> (i16, String) {
     (
         kerr::INVALID_REPLICATION_FACTOR,
         format!(
-            "Replication factor {rf}: this build places every partition on one node \
-             (partition replication is not wired into the broker yet); use 1."
+            "Replication factor {rf} for {}: its partitions have one replica each in this \
+             build (group coordinators do not write through Raft yet); use 1.",
+            crate::groups::OFFSETS_TOPIC
         ),
     )
 }
@@ -382,7 +401,7 @@ pub async fn create_topics(
     let mut results: Vec<(String, Option<TopicResult>)> = Vec::new();
     let mut asked = Vec::new();
     for r in requests {
-        if r.replication_factor > 1 {
+        if r.replication_factor > 1 && r.name == crate::groups::OFFSETS_TOPIC {
             results.push((r.name, Some(Err(replication_refused(r.replication_factor)))));
             continue;
         }

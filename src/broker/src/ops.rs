@@ -23,6 +23,12 @@ pub const TAG_WATCH_FIRED: u16 = 7;
 /// To shard 0, with `--voters`; empty body. Reply payload: a producer-id block the
 /// controller gave this node, `first` and `end` as big-endian i64s (none: not now).
 pub const TAG_PRODUCER_IDS: u16 = 8;
+/// One-way, to shard 0; empty body; payload: a Raft envelope (`sluice_rpc::encode_envelope`)
+/// of this shard's partition groups, for the node's transport (`crate::replication`).
+pub const TAG_RAFT_OUT: u16 = 9;
+/// One-way, from shard 0; empty body; payload: a Raft envelope another node sent, holding
+/// only groups of the receiving shard.
+pub const TAG_RAFT_IN: u16 = 10;
 
 /// What to do to a partition.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

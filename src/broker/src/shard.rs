@@ -23,7 +23,7 @@ use crate::controller::Controller;
 use crate::kerr;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
-    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
+    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_RAFT_IN, TAG_RAFT_OUT, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
 use crate::partition_dirs;
 use crate::stats::{self, Stage};
@@ -35,6 +35,9 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Rc<PartitionLog<DmaStorage>>,
+    /// The Raft group of a replicated partition (more than one replica): its log is the
+    /// replica store's, written only through Raft (`crate::replication`).
+    pub group: Option<sluice_raft::GroupId>,
 }
 
 /// Broker state of one shard. Owned by that shard; `!Send`.
@@ -67,6 +70,10 @@ pub struct BrokerShard {
     pub watches: crate::watch::Watches,
     /// Bytes of requests in flight on this shard's connections (`queued.max.request.bytes`).
     pub request_memory: Rc<crate::request_memory::RequestMemory>,
+    /// The shard's partition Raft groups (once opened at start).
+    replication: RefCell<Option<Rc<crate::replication::Replication>>>,
+    /// Shard 0: which shard hosts each replicated partition of this node.
+    pub raft_routes: crate::replication::RaftRoutes,
 }
 
 pub fn now_ms() -> i64 {
@@ -80,6 +87,17 @@ pub fn now_ms() -> i64 {
 /// `group_placement`, before any shard runs).
 pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(partition_dirs::dir_name(topic, partition))
+}
+
+/// Whether this node's replica of `partition` of `t` is replicated through Raft: it has
+/// other replicas. (The offsets topic stays single-replica: its coordinators append to
+/// their log directly.)
+pub fn replicated(t: &TopicRecord, partition: i32, this_node: i32) -> bool {
+    t.hosted_on(partition, this_node)
+        && partition >= 0
+        && t.replicas
+            .get(partition as usize)
+            .is_some_and(|r| r.len() > 1)
 }
 
 fn storage_error_code(e: &StorageError) -> i16 {
@@ -122,6 +140,8 @@ impl BrokerShard {
             apply_lock: Default::default(),
             watches: Default::default(),
             request_memory,
+            replication: RefCell::new(None),
+            raft_routes: Default::default(),
         })
     }
 
@@ -240,6 +260,18 @@ impl BrokerShard {
             // Up to 100,000 partitions per node: let this shard's requests run meanwhile.
             sluice_shard::yield_if_needed().await;
         }
+        if self.shard_id() == ShardId(0) {
+            // Where envelopes for this node's replicated partitions go.
+            let routes = table
+                .iter()
+                .filter(|(k, _)| {
+                    new.get_by_id(&k.topic_id)
+                        .is_some_and(|t| replicated(t, k.partition, this_node))
+                })
+                .map(|(k, s)| (crate::replication::group_id(&k.topic_id, k.partition), s))
+                .collect();
+            self.raft_routes.replace(routes);
+        }
         *self.table.borrow_mut() = table;
         *self.topics.borrow_mut() = new.clone();
 
@@ -262,10 +294,18 @@ impl BrokerShard {
             self.shared_handle
                 .leader_epochs
                 .remove(key.topic_id, key.partition);
-            // Fenced first: a flush stage still running could otherwise write a new segment
-            // file or index into the directory after it moved, or into one re-created for a
-            // new topic of the same name.
-            p.log.retire_and_fence().await;
+            if let (Some(g), Some(rep)) = (p.group, self.replication()) {
+                // The store forgets the group (durably) and closes its log before the
+                // directory goes: a restart must not recover a group without its log.
+                rep.remove_group(g)
+                    .await
+                    .map_err(crate::error::BrokerError::Shard)?;
+            } else {
+                // Fenced first: a flush stage still running could otherwise write a new
+                // segment file or index into the directory after it moved, or into one
+                // re-created for a new topic of the same name.
+                p.log.retire_and_fence().await;
+            }
             // Renamed aside first, then removed: see `partition_dirs`. Off the executor: a
             // directory of many segments takes many syscalls.
             let data_dir = self.config.data_dir.clone();
@@ -307,6 +347,10 @@ impl BrokerShard {
                 }
                 continue;
             }
+            if replicated(t, key.partition, this_node) {
+                self.open_replicated(key, t, &broker_cfgs).await?;
+                continue;
+            }
             let dir = self.partition_dir(&t.name, key.partition);
             let log = PartitionLog::open(
                 self.storage.clone(),
@@ -332,6 +376,7 @@ impl BrokerShard {
                 topic: t.name.clone(),
                 index: key.partition,
                 log: Rc::new(log),
+                group: None,
             });
             self.partitions.borrow_mut().insert(key, part.clone());
             if t.name == crate::groups::OFFSETS_TOPIC {
@@ -342,6 +387,46 @@ impl BrokerShard {
             }
             self.spawn_flusher(part);
         }
+        Ok(())
+    }
+
+    /// Opens this node's replica of a replicated partition: its Raft group (created, or
+    /// recovered at start) and the store's log. No flusher: the store syncs.
+    async fn open_replicated(
+        &self,
+        key: PartitionKey,
+        t: &TopicRecord,
+        broker_cfgs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), crate::error::BrokerError> {
+        let rep = self.replication().ok_or_else(|| {
+            crate::error::BrokerError::Shard("partition replication is not running".into())
+        })?;
+        let voters = t
+            .replicas_of(key.partition, self.config.node_id)
+            .into_iter()
+            .map(|n| n as u64)
+            .collect();
+        let log = rep
+            .ensure_group(key, voters, self.partition_spec(t, key.partition, broker_cfgs))
+            .await
+            .map_err(crate::error::BrokerError::Shard)?;
+        let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            log::info!(
+                "{}-{}: forgot {expired} expired producer(s) at open",
+                t.name,
+                key.partition
+            );
+        }
+        self.partitions.borrow_mut().insert(
+            key,
+            Rc::new(Partition {
+                topic: t.name.clone(),
+                index: key.partition,
+                log,
+                group: Some(crate::replication::group_id(&key.topic_id, key.partition)),
+            }),
+        );
         Ok(())
     }
 
@@ -398,6 +483,12 @@ impl BrokerShard {
                 }
                 let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
                 for p in parts {
+                    if p.group.is_some() {
+                        // A replicated log's start moves only through Raft (its store
+                        // deletes segments once the new start is durable): not wired yet,
+                        // so replicated partitions keep their data.
+                        continue;
+                    }
                     // Kafka checks producer.id.expiration.ms on its own timer
                     // (producer.id.expiration.check.interval.ms, 10 min); here it rides on
                     // the retention check, which runs at least as often by default.
@@ -427,9 +518,76 @@ impl BrokerShard {
 
     /// Flushes and closes every log (shutdown). From here on appends fail
     /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
+    /// The shard's partition replication (present once started).
+    pub fn replication(&self) -> Option<Rc<crate::replication::Replication>> {
+        self.replication.borrow().clone()
+    }
+
+    /// Opens the shard's replica store (recovering its Raft groups) and starts its driver:
+    /// before the first topic table is applied, which then finds the recovered groups.
+    pub async fn start_replication(&self, state: &ClusterState) -> Result<(), String> {
+        let shards = self.ctx.shard_count();
+        let mut specs = HashMap::new();
+        let broker_cfgs = &state.broker_configs;
+        for t in &state.topics {
+            for p in 0..t.partitions {
+                if !replicated(t, p, self.config.node_id)
+                    || sluice_shard::assign(&t.id, p, shards).ok() != Some(self.shard_id())
+                {
+                    continue;
+                }
+                let key = PartitionKey {
+                    topic_id: t.id,
+                    partition: p,
+                };
+                specs.insert(
+                    crate::replication::group_id(&t.id, p),
+                    (key, self.partition_spec(t, p, broker_cfgs)),
+                );
+            }
+        }
+        let dir = crate::replication::state_dir(&self.config.data_dir, shards, self.shard_id());
+        let (rep, store) = crate::replication::Replication::open(
+            self.shard_id(),
+            self.config.node_id,
+            dir,
+            self.storage.clone(),
+            self.cache.clone(),
+            specs,
+            self.shared_handle.clone(),
+        )
+        .await?;
+        rep.spawn(&self.ctx, store);
+        *self.replication.borrow_mut() = Some(rep);
+        Ok(())
+    }
+
+    fn partition_spec(
+        &self,
+        t: &TopicRecord,
+        partition: i32,
+        broker_cfgs: &std::collections::BTreeMap<String, String>,
+    ) -> sluice_replica::PartitionSpec {
+        sluice_replica::PartitionSpec {
+            dir: self.partition_dir(&t.name, partition),
+            config: topic_config::log_config(&t.configs, broker_cfgs),
+            name: format!("{}-{}", t.name, partition),
+        }
+    }
+
     pub async fn close_all(&self) {
         self.stopping.set(true);
-        let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        if let Some(rep) = self.replication() {
+            // The store closes the replicated partitions' logs.
+            rep.stop().await;
+        }
+        let parts: Vec<_> = self
+            .partitions
+            .borrow()
+            .values()
+            .filter(|p| p.group.is_none())
+            .cloned()
+            .collect();
         for p in parts {
             if let Err(e) = p.log.close().await {
                 log::error!("closing {}-{}: {e}", p.topic, p.index);
@@ -506,9 +664,38 @@ impl BrokerShard {
             );
         };
         let log = &part.log;
+        // A replicated partition is served by its Raft leader only (a follower's log may
+        // hold entries that never commit), at the leader's term as epoch; its size may be
+        // described anywhere.
+        let raft = match part.group {
+            Some(group) => {
+                let status = self.replication().and_then(|r| Some((r.clone(), r.status(group)?)));
+                let Some((rep, status)) = status else {
+                    return (PartitionReply::error(kerr::NOT_LEADER_OR_FOLLOWER), None);
+                };
+                let epoch = sluice_meta::leaders::epoch_of_term(status.term).unwrap_or(-1);
+                if status.role != sluice_raft::Role::Leader
+                    && !matches!(req.op, PartitionOp::Describe)
+                {
+                    return (
+                        PartitionReply {
+                            error_code: kerr::NOT_LEADER_OR_FOLLOWER,
+                            leader_epoch: epoch,
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    );
+                }
+                Some((rep, group, epoch))
+            }
+            None => None,
+        };
         // Checked here, not by the handler: the epoch cannot change between the check and
         // the op (both run on this shard without an await in between).
-        let current = log.leader_epoch();
+        let current = match &raft {
+            Some((_, _, epoch)) => *epoch,
+            None => log.leader_epoch(),
+        };
         let code = kerr::check_leader_epoch(req.current_leader_epoch, current);
         if code != kerr::NONE {
             return (
@@ -521,7 +708,13 @@ impl BrokerShard {
             );
         }
         match req.op {
-            PartitionOp::Produce { acks, .. } => (self.produce(log, acks, payload).await, None),
+            PartitionOp::Produce { acks, timeout_ms } => match raft {
+                Some((rep, group, _)) => (
+                    crate::replication::produce(&rep, group, log, acks, timeout_ms, payload).await,
+                    None,
+                ),
+                None => (self.produce(log, acks, payload).await, None),
+            },
             PartitionOp::Fetch { offset, max_bytes } => {
                 match log.read(offset, max_bytes.max(0) as usize).await {
                     Ok(r) => (
@@ -544,6 +737,11 @@ impl BrokerShard {
                 }
             }
             PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
+            PartitionOp::DeleteRecords { .. } if raft.is_some() => {
+                // A replicated log's start moves through Raft (`GroupManager::compact`), and
+                // only at entry boundaries: not wired yet.
+                (PartitionReply::error(kerr::POLICY_VIOLATION), None)
+            }
             PartitionOp::DeleteRecords { offset } => {
                 let target = if offset == -1 {
                     log.high_watermark()
@@ -772,7 +970,7 @@ pub struct MeshHandler(pub Rc<BrokerShard>);
 impl FrameHandler for MeshHandler {
     fn queue_for(&self, _from: ShardId, frame: &Frame) -> QueueKind {
         match frame.tag() {
-            TAG_PARTITION => QueueKind::Produce,
+            TAG_PARTITION | TAG_RAFT_IN | TAG_RAFT_OUT => QueueKind::Produce,
             // One queue for all three: its tasks start in arrival order, so a watch's cancel
             // never overtakes its registration.
             TAG_WATCH | TAG_UNWATCH | TAG_WATCH_FIRED => QueueKind::Fetch,
@@ -864,6 +1062,11 @@ impl FrameHandler for MeshHandler {
                     shard.auto_create(names).await;
                 }
                 Frame::empty(TAG_AUTO_CREATE, None)
+            }
+            TAG_RAFT_IN | TAG_RAFT_OUT => {
+                let tag = frame.tag();
+                crate::replication::on_frame(shard, tag, frame.take_payload());
+                Frame::empty(tag, None)
             }
             TAG_PRODUCER_IDS => {
                 // A block from the controller for this node (shard 0 only).

@@ -26,8 +26,8 @@ use sluice_raft::{
     Batch, Config as RaftConfig, Effect as RaftEffect, GroupManager, ProposalToken, Role,
 };
 use sluice_rpc::{
-    Handler, LocalBoxFuture, NodeId, Request, RequestError, Response, Transport, TransportConfig,
-    Voter,
+    Handler, LocalBoxFuture, NodeId, Request, RequestError, Response, SendError, Transport,
+    TransportConfig, Voter,
 };
 
 use crate::gossip::{Gossip, GossipStats, LeaderStore, Member};
@@ -213,6 +213,9 @@ struct Inner {
     gossip: RefCell<Option<Rc<Gossip>>>,
     /// The owner's handler of the extension methods.
     extension: RefCell<Option<Rc<dyn Extension>>>,
+    /// The owner's receiver of Raft messages of groups other than the controller's (the
+    /// partition groups).
+    partition_raft: RefCell<Option<Rc<dyn Fn(sluice_raft::Envelope)>>>,
     /// Wakes the WAL writer.
     wal_kick: Event,
     /// The applied index, leadership or registration changed.
@@ -380,6 +383,7 @@ impl ControllerNode {
             transport: RefCell::new(None),
             gossip: RefCell::new(None),
             extension: RefCell::new(None),
+            partition_raft: RefCell::new(None),
             wal_kick: Event::default(),
             changed: Event::default(),
             closed: Cell::new(false),
@@ -640,6 +644,37 @@ impl ControllerNode {
             .collect()
     }
 
+    /// Hands Raft messages of every group but the controller's ([`CONTROLLER_GROUP`]) that
+    /// peers send this node to `sink` (the broker's partition groups), on this executor.
+    /// Until then they are dropped (Raft re-sends what matters).
+    pub fn set_partition_raft(&self, sink: Rc<dyn Fn(sluice_raft::Envelope)>) {
+        *self.inner.partition_raft.borrow_mut() = Some(sink);
+    }
+
+    /// Sends partition groups' Raft messages (never the controller group's: its manager
+    /// is this node's) through the transport, behind nothing: see
+    /// `sluice_rpc::Transport::send_raft` (never waits; frames over the queue bound are
+    /// dropped and counted). A cluster of one has nobody to send to.
+    pub fn send_partition_raft(&self, envelope: sluice_raft::Envelope) -> Result<(), SendError> {
+        debug_assert!(
+            envelope
+                .messages
+                .iter()
+                .all(|(g, _)| *g != CONTROLLER_GROUP)
+                && envelope.heartbeats.iter().all(|h| h.group != CONTROLLER_GROUP),
+            "the controller group's messages are the runtime's own"
+        );
+        match self.inner.transport() {
+            Some(t) => t.send_raft(envelope),
+            None => Err(SendError::UnknownPeer(envelope.to)),
+        }
+    }
+
+    /// This node's Raft id (its node id; [`SOLO_RAFT_ID`] in a cluster of one).
+    pub fn raft_id(&self) -> u64 {
+        self.inner.raft_id
+    }
+
     /// Hands requests with methods in `wire::method::EXTENSION_MIN..=EXTENSION_MAX` to
     /// `ext` (replacing any earlier one); until then they get UNKNOWN_METHOD.
     pub fn set_extension(&self, ext: Rc<dyn Extension>) {
@@ -689,6 +724,42 @@ impl Drop for ControllerNode {
 
 /// Kafka's REQUEST_TIMED_OUT.
 pub const REQUEST_TIMED_OUT: i16 = 7;
+
+/// `env` split into the controller group's part and the rest (each `None` when empty).
+fn split_controller(
+    env: sluice_raft::Envelope,
+) -> (Option<sluice_raft::Envelope>, Option<sluice_raft::Envelope>) {
+    let sluice_raft::Envelope {
+        from,
+        to,
+        heartbeats,
+        messages,
+    } = env;
+    let mut mine = sluice_raft::Envelope {
+        from,
+        to,
+        ..Default::default()
+    };
+    let mut rest = mine.clone();
+    for h in heartbeats {
+        if h.group == CONTROLLER_GROUP {
+            mine.heartbeats.push(h);
+        } else {
+            rest.heartbeats.push(h);
+        }
+    }
+    for (g, m) in messages {
+        if g == CONTROLLER_GROUP {
+            mine.messages.push((g, m));
+        } else {
+            rest.messages.push((g, m));
+        }
+    }
+    let some = |e: sluice_raft::Envelope| {
+        (!e.heartbeats.is_empty() || !e.messages.is_empty()).then_some(e)
+    };
+    (some(mine), some(rest))
+}
 
 /// Whether every part of `a` failed with NOT_CONTROLLER (a retry may succeed elsewhere).
 fn not_controller(a: &Answer) -> bool {
@@ -1278,6 +1349,18 @@ impl Handler for RpcHandler {
         if inner.closed.get() {
             return;
         }
+        // One connection carries every group's messages between two nodes: the
+        // controller's go to its manager here, the partition groups' to the owner.
+        let (controller, partitions) = split_controller(envelope);
+        if let Some(env) = partitions {
+            let sink = inner.partition_raft.borrow().clone();
+            if let Some(sink) = sink {
+                sink(env);
+            }
+        }
+        let Some(envelope) = controller else {
+            return;
+        };
         let mut st = inner.st.borrow_mut();
         if let Some(m) = st.manager.as_mut() {
             let fx = m.step(envelope);

@@ -44,7 +44,7 @@ impl Event {
 
 /// Set once, never reset: "this connection / peer / transport is closed".
 #[derive(Default)]
-pub(crate) struct Latch {
+pub struct Latch {
     set: Cell<bool>,
     event: Event,
 }

@@ -1,0 +1,967 @@
+//! Partition replication on one shard: the glue between the shard's partition Raft groups
+//! (`sluice_raft::GroupManager`, sans-IO), their store on disk (`sluice_replica::ReplicaStore`)
+//! and the node's transport (shard 0's `sluice_cluster::ControllerNode`).
+//!
+//! A partition with more than one replica is one Raft group, [`group_id`] of its topic id
+//! and index, whose voters are its replicas (node ids), the same on every node. Its log is
+//! the store's: the shard serves it like any partition, but appends go through
+//! [`Replication::propose`] and only the store writes, syncs and truncates it. A partition
+//! with one replica keeps the direct path (append, flusher, fsync).
+//!
+//! # Invariants
+//!
+//! - One driver task per shard performs every effect, in the order the manager returned
+//!   them (`Persist` in `seq` order: each manager call appends its effects to one queue, and
+//!   the driver takes them front to back). Manager calls themselves are synchronous and
+//!   happen wherever their input arrives (a produce, a received envelope, a tick).
+//! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` returned
+//!   `seq`: an acknowledgement never precedes the fsync that makes it true.
+//! - A produce is answered from the proposal's outcome: acks=all once it committed (on a
+//!   quorum's synced logs) and this leader's own high watermark covers it, so the client's
+//!   next ListOffsets or Fetch on this node sees it; acks=1 once the leader's Raft log holds it
+//!   (offsets assigned, not yet durable anywhere: Kafka's acks=1 risk); acks=0 at once.
+//! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
+//!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
+//!   directory).
+//!
+//! # Transport
+//!
+//! Only shard 0 has the node's transport. Envelopes a shard's manager sends go to shard 0
+//! over the mesh (`TAG_RAFT_OUT`) and out through `ControllerNode::send_partition_raft`;
+//! envelopes that arrive are split by owning shard ([`RaftRoutes`], shard 0's map of the
+//! replicated partitions this node hosts) and go to each shard (`TAG_RAFT_IN`). Both hops
+//! are bounded queues that drop when full, as the transport does: Raft re-sends what
+//! matters (heartbeats recur, appends are retried after a reject or probe).
+//! Liveness of other nodes comes from shard 0's view of the transport's connections
+//! ([`crate::Shared::node_liveness`]) and wakes quiesced followers of a dead leader.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use sluice_raft::{
+    Batch, Effect, Envelope, GroupId, GroupManager, GroupStatus, NodeId, OffsetSpan,
+    ProposalToken, ProposeError,
+};
+use sluice_replica::{PartitionSpec, ReplicaStore};
+use sluice_rpc::sync::{Event, Latch};
+use sluice_shard::{DmaStorage, Frame, PartitionKey, ShardId};
+use sluice_storage::{BatchCache, PartitionLog};
+
+use sluice_storage::config::BATCH_BYTES_MAX;
+use sluice_storage::hdr::Header;
+
+use crate::kerr;
+use crate::ops::{PartitionReply, TAG_RAFT_IN, TAG_RAFT_OUT};
+
+/// Envelopes waiting for a mesh hop to another shard (per shard); beyond it they are dropped.
+pub const RAFT_HOP_QUEUE_MAX: usize = 4096;
+
+/// How long a produce waits for its proposal when the request gives no timeout.
+const PRODUCE_WAIT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// The Raft group of a replicated partition: a stable 64-bit hash of topic id and index
+/// (FNV-1a, then murmur3's finaliser), never the controller's group 0.
+pub fn group_id(topic_id: &[u8; 16], partition: i32) -> GroupId {
+    let mut bytes = [0u8; 20];
+    bytes[..16].copy_from_slice(topic_id);
+    bytes[16..].copy_from_slice(&partition.to_be_bytes());
+    let mut h = sluice_shard::table::fnv1a64(&bytes);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    if h == sluice_meta::CONTROLLER_GROUP {
+        1
+    } else {
+        h
+    }
+}
+
+/// The directory of a shard's raft-state file. The shard count is part of it: partitions
+/// are assigned to shards by a hash modulo the count, so state written with another count
+/// belongs to other shards (`check_shard_count` refuses such a start).
+pub fn state_dir(data_dir: &Path, shards: usize, shard: ShardId) -> PathBuf {
+    data_dir
+        .join("raft")
+        .join(format!("{shards}-shards"))
+        .join(format!("shard-{}", shard.index()))
+}
+
+/// Refuses a start with a shard count other than the one the replicated partitions' Raft
+/// state was written with (their groups would be recovered on the wrong shards).
+pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("raft")) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = name.strip_suffix("-shards") else {
+            continue;
+        };
+        if n != shards.to_string() {
+            return Err(format!(
+                "{} holds the Raft state of replicated partitions written by {n} shards; \
+                 start with the same number of shards (--shards {n})",
+                data_dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A produce's proposal as the driver reports it.
+#[derive(Default)]
+pub struct Proposal {
+    proposed: Cell<Option<OffsetSpan>>,
+    outcome: RefCell<Option<Result<OffsetSpan, ProposeError>>>,
+    changed: Event,
+}
+
+impl Proposal {
+    /// Waits until the proposal is in the leader's log (`committed == false`) or committed,
+    /// or failed; `None` when `timeout` passes first.
+    pub async fn wait(
+        &self,
+        committed: bool,
+        timeout: Duration,
+    ) -> Option<Result<OffsetSpan, ProposeError>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.changed.generation();
+            if let Some(o) = self.outcome.borrow().clone() {
+                return Some(o);
+            }
+            if !committed {
+                if let Some(span) = self.proposed.get() {
+                    return Some(Ok(span));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            or(self.changed.changed(seen), async {
+                glommio::timer::sleep(deadline - now).await;
+            })
+            .await;
+        }
+    }
+}
+
+/// One replicated partition of this shard.
+struct GroupInfo {
+    key: PartitionKey,
+    voters: Vec<NodeId>,
+    log: Option<Rc<PartitionLog<DmaStorage>>>,
+    /// What was last reported to the cluster view.
+    reported: Option<(u64, Option<NodeId>)>,
+}
+
+/// The mesh hop of envelopes to one other shard (see the module header).
+#[derive(Default)]
+struct Hop {
+    queue: RefCell<VecDeque<(ShardId, Bytes)>>,
+    kick: Event,
+    dropped: Cell<u64>,
+}
+
+/// Partition replication of one shard (see the module header). Owned by its shard.
+pub struct Replication {
+    shard: ShardId,
+    node_id: i32,
+    mgr: RefCell<GroupManager>,
+    /// Effects waiting for the driver, in the order the manager returned them.
+    queue: RefCell<Vec<Effect>>,
+    kick: Event,
+    groups: RefCell<HashMap<GroupId, GroupInfo>>,
+    proposals: RefCell<HashMap<ProposalToken, Rc<Proposal>>>,
+    next_token: Cell<u64>,
+    /// Where each group's partition log lives, for the store's layout.
+    specs: Rc<RefCell<HashMap<GroupId, PartitionSpec>>>,
+    /// A group was created (its log opened) or removed, or the store failed.
+    created: Event,
+    /// Groups being removed, and whether the removal is durable.
+    removing: RefCell<HashMap<GroupId, bool>>,
+    failure: RefCell<Option<String>>,
+    stopping: Cell<bool>,
+    /// Set once the driver closed the store.
+    closed: Latch,
+    clock: Instant,
+    hop: Hop,
+    /// Shard 0: the node's transport.
+    node: RefCell<Option<Rc<sluice_cluster::ControllerNode>>>,
+    /// Liveness generation last applied from `Shared::node_liveness`.
+    liveness_seen: Cell<u64>,
+    shared: std::sync::Arc<crate::Shared>,
+}
+
+impl Replication {
+    /// Opens the shard's store and recovers its groups. `specs` must name the partition
+    /// directory of every group the store may hold (the replicated partitions of this
+    /// shard in the cached cluster state).
+    pub async fn open(
+        shard: ShardId,
+        node_id: i32,
+        dir: PathBuf,
+        storage: Rc<DmaStorage>,
+        cache: Rc<RefCell<BatchCache>>,
+        specs: HashMap<GroupId, (PartitionKey, PartitionSpec)>,
+        shared: std::sync::Arc<crate::Shared>,
+    ) -> Result<(Rc<Replication>, ReplicaStore<DmaStorage>), String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let keys: HashMap<GroupId, PartitionKey> =
+            specs.iter().map(|(g, (k, _))| (*g, *k)).collect();
+        let specs: Rc<RefCell<HashMap<GroupId, PartitionSpec>>> = Rc::new(RefCell::new(
+            specs.into_iter().map(|(g, (_, s))| (g, s)).collect(),
+        ));
+        let layout_specs = specs.clone();
+        let orphans = dir.join("orphans");
+        let layout: sluice_replica::Layout = Rc::new(move |g| {
+            layout_specs.borrow().get(&g).cloned().unwrap_or_else(|| {
+                // A group the cluster state no longer has (its topic was deleted while
+                // this node was down): recovered aside, removed at the first apply.
+                log::warn!("raft group {g:016x} belongs to no partition of this shard");
+                PartitionSpec {
+                    dir: orphans.join(format!("{g:016x}")),
+                    config: Default::default(),
+                    name: format!("orphan-group-{g:016x}"),
+                }
+            })
+        });
+        let cfg = sluice_raft::Config {
+            node_id: node_id as u64,
+            seed: rand::random(),
+            ..Default::default()
+        };
+        let (store, mgr) = ReplicaStore::open(storage, dir, cache, layout, cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut groups = HashMap::new();
+        for g in mgr.groups() {
+            let log = store.log(g);
+            if let Some(l) = &log {
+                l.set_replicated();
+            }
+            let key = keys.get(&g).copied().unwrap_or(PartitionKey {
+                topic_id: [0; 16],
+                partition: -1,
+            });
+            let voters = mgr
+                .log(g)
+                .map(|l| l.voters().to_vec())
+                .unwrap_or_default();
+            groups.insert(
+                g,
+                GroupInfo {
+                    key,
+                    voters,
+                    log,
+                    reported: None,
+                },
+            );
+        }
+        let rep = Rc::new(Replication {
+            shard,
+            node_id,
+            mgr: RefCell::new(mgr),
+            queue: RefCell::new(Vec::new()),
+            kick: Event::default(),
+            groups: RefCell::new(groups),
+            proposals: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+            specs,
+            created: Event::default(),
+            removing: RefCell::new(HashMap::new()),
+            failure: RefCell::new(None),
+            stopping: Cell::new(false),
+            closed: Latch::default(),
+            clock: Instant::now(),
+            hop: Hop::default(),
+            node: RefCell::new(None),
+            liveness_seen: Cell::new(0),
+            shared,
+        });
+        Ok((rep, store))
+    }
+
+    /// Starts the driver (owning the store) and, off shard 0, the hop to shard 0.
+    pub fn spawn(self: &Rc<Self>, ctx: &sluice_shard::ShardCtx, store: ReplicaStore<DmaStorage>) {
+        let me = self.clone();
+        match ctx.spawn_produce(async move { me.drive(store).await }) {
+            Ok(t) => t.detach(),
+            Err(e) => self.fail(format!("cannot spawn the raft driver: {e}")),
+        }
+        let me = self.clone();
+        let mesh = ctx.mesh().clone();
+        match ctx.spawn_produce(async move { me.pump_hops(mesh).await }) {
+            Ok(t) => t.detach(),
+            Err(e) => self.fail(format!("cannot spawn the raft hop: {e}")),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn fail(&self, why: String) {
+        log::error!("{}: partition replication stopped: {why}", self.shard);
+        self.failure.borrow_mut().get_or_insert(why);
+        // Every waiter finds out.
+        for p in self.proposals.borrow_mut().drain().map(|(_, p)| p) {
+            p.outcome
+                .borrow_mut()
+                .get_or_insert(Err(ProposeError::NotLeader { leader: None }));
+            p.changed.notify();
+        }
+        self.created.notify();
+        self.kick.notify();
+    }
+
+    /// Why the shard's groups stopped, if they did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Makes this (shard 0's) replication send through `node` and hand it what arrives.
+    pub fn set_node(self: &Rc<Self>, node: Rc<sluice_cluster::ControllerNode>) {
+        *self.node.borrow_mut() = Some(node);
+    }
+
+    fn push(&self, fx: Vec<Effect>) {
+        if !fx.is_empty() {
+            self.queue.borrow_mut().extend(fx);
+            self.kick.notify();
+        }
+    }
+
+    /// The replica's status (role, term, leader, high watermark).
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.mgr.borrow().status(group)
+    }
+
+    /// The group's log, once created.
+    pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog<DmaStorage>>> {
+        self.groups.borrow().get(&group).and_then(|g| g.log.clone())
+    }
+
+    /// Creates this node's replica of `key` (if the store does not hold it already) and
+    /// returns its log once the store opened it.
+    pub async fn ensure_group(
+        &self,
+        key: PartitionKey,
+        voters: Vec<NodeId>,
+        spec: PartitionSpec,
+    ) -> Result<Rc<PartitionLog<DmaStorage>>, String> {
+        let group = group_id(&key.topic_id, key.partition);
+        let known = self.groups.borrow().get(&group).map(|g| g.voters.clone());
+        match known {
+            Some(v) if v == voters => {}
+            Some(v) => {
+                // Membership changes are not supported yet: the voters are fixed at creation.
+                return Err(format!(
+                    "{}: replicas {voters:?} but its raft group has voters {v:?}",
+                    spec.name
+                ));
+            }
+            None => {
+                self.specs.borrow_mut().insert(group, spec);
+                let fx = self
+                    .mgr
+                    .borrow_mut()
+                    .create_group(group, &voters)
+                    .map_err(|e| format!("creating raft group {group:016x}: {e:?}"))?;
+                self.groups.borrow_mut().insert(
+                    group,
+                    GroupInfo {
+                        key,
+                        voters,
+                        log: None,
+                        reported: None,
+                    },
+                );
+                self.push(fx);
+            }
+        }
+        loop {
+            let seen = self.created.generation();
+            if let Some(l) = self.log(group) {
+                return Ok(l);
+            }
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            self.created.changed(seen).await;
+        }
+    }
+
+    /// Removes this node's replica of `group` (its partition was deleted or moved off this
+    /// node): returns once the store has durably forgotten it and closed its log, so the
+    /// caller may delete the directory.
+    pub async fn remove_group(&self, group: GroupId) -> Result<(), String> {
+        if self.groups.borrow_mut().remove(&group).is_none() {
+            return Ok(());
+        }
+        let fx = self.mgr.borrow_mut().remove_group(group);
+        self.removing.borrow_mut().insert(group, false);
+        self.push(fx);
+        loop {
+            let seen = self.created.generation();
+            if self.removing.borrow().get(&group) == Some(&true) {
+                self.removing.borrow_mut().remove(&group);
+                self.specs.borrow_mut().remove(&group);
+                return Ok(());
+            }
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            self.created.changed(seen).await;
+        }
+    }
+
+    /// Proposes a Kafka batch of `records` records to `group` (this replica must lead it).
+    pub fn propose(
+        &self,
+        group: GroupId,
+        bytes: Bytes,
+        records: u32,
+    ) -> Result<Rc<Proposal>, ProposeError> {
+        if self.failure.borrow().is_some() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        let token = ProposalToken(self.next_token.get());
+        self.next_token.set(token.0 + 1);
+        let p = Rc::new(Proposal::default());
+        self.proposals.borrow_mut().insert(token, p.clone());
+        let fx = self
+            .mgr
+            .borrow_mut()
+            .propose(group, token, Batch { records, bytes });
+        // A refusal comes back at once as `Failed` among the effects.
+        let refused = fx.iter().find_map(|e| match e {
+            Effect::Failed { token: t, error, .. } if *t == token => Some(*error),
+            _ => None,
+        });
+        if let Some(error) = refused {
+            self.proposals.borrow_mut().remove(&token);
+            let rest = fx
+                .into_iter()
+                .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
+                .collect();
+            self.push(rest);
+            return Err(error);
+        }
+        self.push(fx);
+        Ok(p)
+    }
+
+    /// Steps an envelope from another node (its groups on this shard).
+    pub fn step(&self, env: Envelope) {
+        if self.failure.borrow().is_some() {
+            return;
+        }
+        let fx = self.mgr.borrow_mut().step(env);
+        self.push(fx);
+    }
+
+    /// Stops the driver: it closes the store (logs flushed and synced) and returns.
+    pub async fn stop(&self) {
+        self.stopping.set(true);
+        self.kick.notify();
+        or(self.closed.wait(), async {
+            glommio::timer::sleep(crate::config::SHUTDOWN_TIMEOUT).await;
+        })
+        .await;
+    }
+
+    /// The driver: ticks, performs effects, feeds results back (module header).
+    async fn drive(self: Rc<Self>, mut store: ReplicaStore<DmaStorage>) {
+        let tick = Duration::from_millis(sluice_raft::manager::TICK_MS);
+        let mut next_tick = Instant::now();
+        loop {
+            if self.stopping.get() || self.failure.borrow().is_some() {
+                break;
+            }
+            let seen = self.kick.generation();
+            if Instant::now() >= next_tick {
+                self.apply_liveness();
+                let fx = self.mgr.borrow_mut().tick(self.now_ms());
+                self.push(fx);
+                next_tick = Instant::now() + tick;
+            }
+            let effects = std::mem::take(&mut *self.queue.borrow_mut());
+            if effects.is_empty() {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                or(self.kick.changed(seen), async {
+                    glommio::timer::sleep(wait).await;
+                })
+                .await;
+                continue;
+            }
+            if let Err(e) = self.perform(&mut store, effects).await {
+                self.fail(e);
+                break;
+            }
+        }
+        if let Err(e) = store.close().await {
+            log::error!("{}: closing the replica store: {e}", self.shard);
+        }
+        self.closed.set();
+    }
+
+    /// Performs one batch of effects: every write, one sync for all of them, the fetches;
+    /// what the manager answers goes to the back of the queue.
+    async fn perform(
+        &self,
+        store: &mut ReplicaStore<DmaStorage>,
+        effects: Vec<Effect>,
+    ) -> Result<(), String> {
+        let mut persisted = None;
+        let mut fetches = Vec::new();
+        let mut removed = Vec::new();
+        let now = crate::shard::now_ms();
+        for e in effects {
+            match e {
+                Effect::Send(env) => self.send(env),
+                Effect::Persist { seq, writes } => {
+                    let touched: Vec<GroupId> = writes
+                        .iter()
+                        .filter_map(|w| match w {
+                            sluice_raft::Write::Create { group, .. } => Some(*group),
+                            sluice_raft::Write::LogStart {
+                                group, reset: true, ..
+                            } => Some(*group),
+                            _ => None,
+                        })
+                        .collect();
+                    removed.extend(writes.iter().filter_map(|w| match w {
+                        sluice_raft::Write::Remove { group } => Some(*group),
+                        _ => None,
+                    }));
+                    store
+                        .write(seq, writes, now)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for g in touched {
+                        // A created group's log, or the new log of a reset one.
+                        let log = store.log(g);
+                        if let Some(l) = &log {
+                            l.set_replicated();
+                        }
+                        if let Some(info) = self.groups.borrow_mut().get_mut(&g) {
+                            info.log = log;
+                        }
+                        self.created.notify();
+                    }
+                    persisted = Some(seq);
+                }
+                Effect::Fetch {
+                    group,
+                    id,
+                    offset,
+                    max_bytes,
+                } => fetches.push((group, id, offset, max_bytes)),
+                Effect::Proposed { token, span, .. } => {
+                    if let Some(p) = self.proposals.borrow().get(&token) {
+                        p.proposed.set(Some(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Committed { token, span, .. } => {
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Ok(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Failed { token, error, .. } => {
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Err(error));
+                        p.changed.notify();
+                    }
+                }
+                Effect::HighWatermark { group, offset, .. } => {
+                    store.high_watermark(group, offset);
+                }
+                Effect::Role {
+                    group,
+                    term,
+                    leader,
+                    ..
+                } => self.report_role(group, term, leader),
+            }
+        }
+        if persisted.is_some() {
+            let seq = store.sync().await.map_err(|e| e.to_string())?;
+            let fx = self.mgr.borrow_mut().persisted(seq);
+            self.push(fx);
+            if !removed.is_empty() {
+                let mut removing = self.removing.borrow_mut();
+                for g in removed {
+                    removing.insert(g, true);
+                }
+                self.created.notify();
+            }
+        }
+        for (group, id, offset, max_bytes) in fetches {
+            let batches = store.fetch(group, offset, max_bytes).await;
+            let fx = self.mgr.borrow_mut().entries_fetched(id, batches);
+            self.push(fx);
+        }
+        Ok(())
+    }
+
+    /// Publishes a replica's view of its group's leadership: the cluster view (Metadata,
+    /// leader hints, dissemination to other nodes) and, when this node leads, the epoch
+    /// table.
+    fn report_role(&self, group: GroupId, term: u64, leader: Option<NodeId>) {
+        let mut groups = self.groups.borrow_mut();
+        let Some(info) = groups.get_mut(&group) else {
+            return;
+        };
+        if info.reported == Some((term, leader)) || info.key.partition < 0 {
+            return;
+        }
+        info.reported = Some((term, leader));
+        let Some(epoch) = sluice_meta::leaders::epoch_of_term(term) else {
+            log::error!("raft group {group:016x}: term {term} is past Kafka's leader epochs");
+            return;
+        };
+        let leader = leader.map(|n| n as i32);
+        if leader == Some(self.node_id) {
+            self.shared
+                .leader_epochs
+                .set(info.key.topic_id, info.key.partition, epoch);
+        }
+        let isr = info.voters.iter().map(|v| *v as i32).collect();
+        self.shared
+            .cluster_view
+            .observe(sluice_meta::leaders::LeaderUpdate {
+                topic: info.key.topic_id,
+                partition: info.key.partition,
+                leadership: sluice_meta::leaders::Leadership {
+                    leader,
+                    epoch,
+                    isr,
+                    isr_version: 0,
+                },
+            });
+    }
+
+    /// Feeds the transport's view of other nodes to the manager (wakes quiesced followers
+    /// of a leader that died).
+    fn apply_liveness(&self) {
+        let (generation, nodes) = self.shared.node_liveness();
+        if generation == self.liveness_seen.get() {
+            return;
+        }
+        self.liveness_seen.set(generation);
+        let mut mgr = self.mgr.borrow_mut();
+        for (node, alive) in nodes {
+            if node != self.node_id && node > 0 {
+                mgr.set_node_alive(node as u64, alive);
+            }
+        }
+    }
+
+    /// Sends an envelope: through the transport on shard 0, else over the mesh to it.
+    fn send(&self, env: Envelope) {
+        if self.shard == ShardId(0) {
+            let node = self.node.borrow().clone();
+            if let Some(node) = node {
+                if let Err(e) = node.send_partition_raft(env) {
+                    log::debug!("partition raft send: {e}");
+                }
+            }
+            return;
+        }
+        self.hop(ShardId(0), sluice_rpc::encode_envelope(env));
+    }
+
+    /// Queues an encoded envelope for shard `to` (dropped when the queue is full).
+    pub fn hop(&self, to: ShardId, body: Bytes) {
+        let mut q = self.hop.queue.borrow_mut();
+        if q.len() >= RAFT_HOP_QUEUE_MAX {
+            self.hop.dropped.set(self.hop.dropped.get() + 1);
+            return;
+        }
+        q.push_back((to, body));
+        drop(q);
+        self.hop.kick.notify();
+    }
+
+    async fn pump_hops(self: Rc<Self>, mesh: sluice_shard::Mesh) {
+        loop {
+            let seen = self.hop.kick.generation();
+            let next = self.hop.queue.borrow_mut().pop_front();
+            match next {
+                Some((to, body)) => {
+                    let tag = if self.shard == ShardId(0) {
+                        TAG_RAFT_IN
+                    } else {
+                        TAG_RAFT_OUT
+                    };
+                    if mesh.notify(to, Frame::empty(tag, Some(body))).await.is_err() {
+                        // The target is stopping: so is this node.
+                        return;
+                    }
+                }
+                None => {
+                    if self.closed.is_set() {
+                        return;
+                    }
+                    or(self.hop.kick.changed(seen), async {
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Kafka's answer to a proposal that failed or was refused: NOT_LEADER_OR_FOLLOWER for
+/// everything about leadership (the client refreshes metadata and retries at the leader);
+/// back-pressure (`Dropped`) as REQUEST_TIMED_OUT, which clients retry; a result unknown
+/// after a snapshot replaced this replica's log as REQUEST_TIMED_OUT too (the batch may be
+/// in the log: an idempotent producer's retry is deduplicated).
+fn propose_error_code(e: ProposeError) -> i16 {
+    match e {
+        ProposeError::UnknownGroup
+        | ProposeError::NotLeader { .. }
+        | ProposeError::NotReady
+        | ProposeError::Superseded => kerr::NOT_LEADER_OR_FOLLOWER,
+        ProposeError::Dropped | ProposeError::Indeterminate => kerr::REQUEST_TIMED_OUT,
+        ProposeError::InvalidBatch => kerr::CORRUPT_MESSAGE,
+    }
+}
+
+/// Produces one batch to a replicated partition this replica leads (see the module header
+/// for when each `acks` is answered). The produce handler let through exactly one batch
+/// whose length field matches the payload (`produce_rules`); its CRC and size are checked
+/// here, before it enters the Raft log (followers store it as it is).
+pub async fn produce(
+    rep: &Rc<Replication>,
+    group: GroupId,
+    log: &PartitionLog<DmaStorage>,
+    acks: i16,
+    timeout_ms: i32,
+    payload: Option<Bytes>,
+) -> PartitionReply {
+    let Some(batch) = payload.filter(|b| !b.is_empty()) else {
+        return PartitionReply::error(kerr::CORRUPT_MESSAGE);
+    };
+    let header = match Header::parse(&batch) {
+        Some(h) if h.size == batch.len() && h.records_count > 0 => h,
+        _ => return PartitionReply::error(kerr::CORRUPT_MESSAGE),
+    };
+    if header.verify(&batch).is_err() {
+        return PartitionReply::error(kerr::CORRUPT_MESSAGE);
+    }
+    let config = log.config();
+    if batch.len() > config.max_message_bytes.min(BATCH_BYTES_MAX) {
+        return PartitionReply::error(kerr::MESSAGE_TOO_LARGE);
+    }
+    // LogAppendTime is the leader's clock, stamped before replication so that every replica
+    // stores the same bytes.
+    let (batch, log_append_time) = if config.log_append_time {
+        let now = crate::shard::now_ms();
+        let mut b = batch.to_vec();
+        sluice_storage::hdr::set_log_append_time(&mut b, now);
+        (Bytes::from(b), now)
+    } else {
+        (batch, -1)
+    };
+    let proposal = match rep.propose(group, batch, header.records_count as u32) {
+        Ok(p) => p,
+        Err(e) => return PartitionReply::error(propose_error_code(e)),
+    };
+    if acks == 0 {
+        return PartitionReply::default();
+    }
+    let wait = if timeout_ms >= 0 {
+        Duration::from_millis(timeout_ms as u64)
+    } else {
+        PRODUCE_WAIT_DEFAULT
+    };
+    let deadline = Instant::now() + wait;
+    let span = match proposal.wait(acks == -1, wait).await {
+        None => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
+        Some(Err(e)) => return PartitionReply::error(propose_error_code(e)),
+        Some(Ok(span)) => span,
+    };
+    if acks == -1 {
+        // Committed on a quorum; this leader's own sync may be a moment behind.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let visible = or(
+            async {
+                log.wait_high_watermark_above(span.last()).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(left).await;
+                false
+            },
+        )
+        .await;
+        if !visible {
+            return PartitionReply::error(kerr::REQUEST_TIMED_OUT);
+        }
+    }
+    PartitionReply {
+        base_offset: span.base,
+        log_append_time,
+        log_start_offset: log.log_start_offset(),
+        ..PartitionReply::default()
+    }
+}
+
+/// Shard 0: an envelope another node sent, to each shard hosting its groups.
+pub fn deliver(shard: &crate::shard::BrokerShard, env: Envelope) {
+    let Some(rep) = shard.replication() else {
+        return;
+    };
+    for (to, part) in shard.raft_routes.split(env) {
+        if to == rep.shard {
+            rep.step(part);
+        } else {
+            rep.hop(to, sluice_rpc::encode_envelope(part));
+        }
+    }
+}
+
+/// A frame of `TAG_RAFT_OUT` (on shard 0: send it) or `TAG_RAFT_IN` (step it here).
+pub fn on_frame(shard: &crate::shard::BrokerShard, tag: u16, payload: Option<Bytes>) {
+    let Some(rep) = shard.replication() else {
+        return;
+    };
+    let env = match sluice_rpc::decode_envelope(&payload.unwrap_or_default()) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("{}: bad raft envelope from another shard: {e}", rep.shard);
+            return;
+        }
+    };
+    if tag == TAG_RAFT_OUT {
+        rep.send(env);
+    } else {
+        rep.step(env);
+    }
+}
+
+/// Shard 0's map from the replicated partitions this node hosts to their shards, for
+/// envelopes that arrive (rebuilt with every topic table).
+#[derive(Default)]
+pub struct RaftRoutes {
+    owners: RefCell<HashMap<GroupId, ShardId>>,
+}
+
+impl RaftRoutes {
+    pub fn replace(&self, owners: HashMap<GroupId, ShardId>) {
+        *self.owners.borrow_mut() = owners;
+    }
+
+    /// Splits an arriving envelope by owning shard; messages of groups this node does not
+    /// (yet) host are dropped (the sender retries: the topic may not be adopted here yet).
+    pub fn split(&self, env: Envelope) -> Vec<(ShardId, Envelope)> {
+        let owners = self.owners.borrow();
+        let mut out: HashMap<ShardId, Envelope> = HashMap::new();
+        let blank = || Envelope {
+            from: env.from,
+            to: env.to,
+            ..Default::default()
+        };
+        for h in &env.heartbeats {
+            if let Some(s) = owners.get(&h.group) {
+                out.entry(*s).or_insert_with(blank).heartbeats.push(*h);
+            }
+        }
+        for (g, m) in &env.messages {
+            if let Some(s) = owners.get(g) {
+                out.entry(*s)
+                    .or_insert_with(blank)
+                    .messages
+                    .push((*g, m.clone()));
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// The leader table as the controller runtime's dissemination sees it: the shared cluster
+/// view, accepting reports about partitions of this node's cluster state.
+pub struct LeaderReports {
+    shared: std::sync::Arc<crate::Shared>,
+    /// Partition counts by topic id, of the cluster state of this version.
+    topics: RefCell<(u64, HashMap<[u8; 16], i32>)>,
+}
+
+impl LeaderReports {
+    pub fn new(shared: std::sync::Arc<crate::Shared>) -> LeaderReports {
+        LeaderReports {
+            shared,
+            topics: RefCell::new((u64::MAX, HashMap::new())),
+        }
+    }
+}
+
+impl sluice_cluster::LeaderStore for LeaderReports {
+    fn seq(&self) -> u64 {
+        self.shared.cluster_view.leader_seq()
+    }
+
+    fn changes_since(
+        &self,
+        cursor: u64,
+        max: usize,
+    ) -> (Vec<sluice_meta::leaders::LeaderUpdate>, u64) {
+        self.shared.cluster_view.leader_changes_since(cursor, max)
+    }
+
+    fn accepts(&self, topic: &[u8; 16], partition: i32) -> bool {
+        let state = self.shared.cluster_state();
+        let mut cache = self.topics.borrow_mut();
+        if cache.0 != state.version {
+            *cache = (
+                state.version,
+                state.topics.iter().map(|t| (t.id, t.partitions)).collect(),
+            );
+        }
+        cache
+            .1
+            .get(topic)
+            .is_some_and(|n| partition >= 0 && partition < *n)
+    }
+
+    fn observe(&self, update: sluice_meta::leaders::LeaderUpdate) -> bool {
+        self.shared.cluster_view.observe(update)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_are_stable_and_never_the_controllers() {
+        let a = group_id(&[7; 16], 0);
+        assert_eq!(a, group_id(&[7; 16], 0));
+        assert_ne!(a, group_id(&[7; 16], 1));
+        assert_ne!(a, group_id(&[8; 16], 0));
+        assert_ne!(a, sluice_meta::CONTROLLER_GROUP);
+    }
+
+    #[test]
+    fn a_start_with_another_shard_count_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        check_shard_count(d.path(), 2).unwrap();
+        std::fs::create_dir_all(state_dir(d.path(), 2, ShardId(1))).unwrap();
+        check_shard_count(d.path(), 2).unwrap();
+        let e = check_shard_count(d.path(), 4).unwrap_err();
+        assert!(e.contains("--shards 2"), "{e}");
+    }
+}
