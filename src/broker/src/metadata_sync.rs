@@ -442,7 +442,12 @@ pub async fn create_topics(
                     partitions: t.partitions,
                     configs: t.configs,
                     internal: sluice_meta::image::is_internal_topic(name),
-                    replicas: Vec::new(),
+                    // The placement is the image's; the answer says how many replicas
+                    // (filled in from the adopted state below).
+                    replicas: vec![
+                        vec![-1; t.replication_factor.max(1) as usize];
+                        t.partitions.max(0) as usize
+                    ],
                 })
             }
             Some((_, Err(e))) => Err(api_err(&e)),
@@ -458,6 +463,14 @@ pub async fn create_topics(
             created.iter().all(|id| t.get_by_id(id).is_some())
         })
         .await;
+        let adopted = shard.topics();
+        for (_, r) in &mut results {
+            if let Some(Ok(t)) = r {
+                if let Some(a) = adopted.get_by_id(&t.id) {
+                    t.replicas = a.replicas.clone();
+                }
+            }
+        }
     }
     results
         .into_iter()

@@ -84,7 +84,9 @@ pub async fn handle(
                     .with_name(topic_name(&name))
                     .with_topic_id(uuid(&t.id))
                     .with_num_partitions(t.partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(
+                        t.replicas.first().map_or(1, |r| r.len().max(1) as i16),
+                    )
                     .with_configs(Some(configs))
             }
             Err((code, msg)) => CreatableTopicResult::default()
