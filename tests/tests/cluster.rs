@@ -45,6 +45,12 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// Creates `TOPIC` with `rf` replicas per partition and waits until every partition has a
 /// leader.
 async fn create_topic(bootstrap: &str, rf: i32) {
+    // `rf` replicas need `rf` registered brokers (else INVALID_REPLICATION_FACTOR).
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "enough registered brokers", || {
+            (broker_ids(bootstrap).len() >= rf as usize).then_some(())
+        })
+    });
     let t = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(rf));
     let res = admin(bootstrap)
         .create_topics([&t], &admin_opts())
