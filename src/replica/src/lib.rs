@@ -104,6 +104,7 @@
 //! `Write` yet. Whole-log scans at start (see Recovery).
 
 pub mod control;
+pub mod sequences;
 pub mod state;
 pub mod store;
 

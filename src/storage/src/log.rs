@@ -1610,6 +1610,42 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.borrow().producers_refused
     }
 
+    /// The idempotent-producer check [`Self::append`] makes, without appending: whether a
+    /// batch of `producer_id` with this epoch, first sequence and lastOffsetDelta is new and
+    /// in order (`Append`), a retry of a batch the log holds (`Duplicate` with its offsets),
+    /// or refused (`OutOfOrderSequence`, `InvalidProducerEpoch`, or `ProducersFull`, which
+    /// counts in [`Self::producers_refused`] as on append). A replicated partition's leader
+    /// asks it before proposing a batch, because `append_at` records producer state without
+    /// checking. Only the sequence rules: whether the log accepts appends is not asked. A
+    /// negative `producer_id` (no idempotence) is `Append`.
+    pub fn check_producer(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_offset_delta: i32,
+    ) -> Result<SeqCheck> {
+        if producer_id < 0 {
+            return Ok(SeqCheck::Append);
+        }
+        let mut inner = self.inner.borrow_mut();
+        let checked = inner
+            .producers
+            .check(producer_id, epoch, first_seq, last_offset_delta);
+        if let Err(e @ StorageError::ProducersFull { .. }) = &checked {
+            inner.producers_refused += 1;
+            // As on append: the first refusal, then one line per 1,024.
+            if inner.producers_refused % 1024 == 1 {
+                log::warn!(
+                    "{}: {e} ({} batches of new producers refused so far)",
+                    self.name,
+                    inner.producers_refused
+                );
+            }
+        }
+        checked
+    }
+
     /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active
     /// segment is never deleted. Returns how many segments were removed.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {

@@ -377,9 +377,67 @@ fn a_full_producer_table_refuses_new_producer_ids() {
         .unwrap_err();
     assert_eq!(e.kafka_error_code(), 19, "NOT_ENOUGH_REPLICAS: {e}");
     assert_eq!(log.producers_refused(), 1);
+    // The check without an append refuses (and counts) the same way.
+    assert!(matches!(
+        log.check_producer(1 << 41, 0, 0, 0),
+        Err(StorageError::ProducersFull { .. })
+    ));
+    assert_eq!(log.producers_refused(), 2);
     assert!(
         log.append(&real, 0).unwrap().duplicate,
         "the real one kept its state"
+    );
+}
+
+#[test]
+fn check_producer_answers_as_append_would_and_appends_nothing() {
+    use crate::producer::SeqCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    // Producer 42 (epoch 0): sequences 0..=2 at offsets 0..=2, then 3..=6 at 3..=6.
+    log.append(&batch(3, b"a", 1, 42, 0), 0).unwrap();
+    log.append(&batch(4, b"b", 1, 42, 3), 0).unwrap();
+    let end = log.log_end_offset();
+    assert_eq!(log.check_producer(42, 0, 7, 0).unwrap(), SeqCheck::Append);
+    assert_eq!(
+        log.check_producer(42, 0, 0, 2).unwrap(),
+        SeqCheck::Duplicate {
+            first_offset: 0,
+            last_offset: 2
+        }
+    );
+    assert_eq!(
+        log.check_producer(42, 0, 3, 3).unwrap(),
+        SeqCheck::Duplicate {
+            first_offset: 3,
+            last_offset: 6
+        }
+    );
+    let code = |r: crate::error::Result<SeqCheck>| r.unwrap_err().kafka_error_code();
+    assert_eq!(code(log.check_producer(42, 0, 9, 0)), 45, "a gap");
+    assert_eq!(
+        code(log.check_producer(42, 0, 3, 1)),
+        45,
+        "a partial overlap"
+    );
+    assert_eq!(code(log.check_producer(42, -1, 7, 0)), 47, "an older epoch");
+    assert_eq!(log.check_producer(42, 1, 0, 0).unwrap(), SeqCheck::Append);
+    assert_eq!(
+        code(log.check_producer(42, 1, 7, 0)),
+        45,
+        "a new epoch starts at 0"
+    );
+    assert_eq!(log.check_producer(43, 0, 100, 0).unwrap(), SeqCheck::Append);
+    assert_eq!(log.check_producer(-1, -1, -1, 0).unwrap(), SeqCheck::Append);
+    assert_eq!(log.log_end_offset(), end, "nothing appended");
+    assert_eq!(log.producer_count(), 1, "nothing recorded");
+    assert_eq!(log.producers_refused(), 0);
+    // What the check said is what an append does.
+    assert_eq!(
+        log.append(&batch(1, b"c", 1, 42, 7), 0)
+            .unwrap()
+            .base_offset,
+        end
     );
 }
 

@@ -65,7 +65,9 @@ pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
 }
 
-fn last_seq_of(first_seq: i32, last_offset_delta: i32) -> i32 {
+/// The sequence of a batch's last record: `first_seq + last_offset_delta`, wrapping past
+/// `i32::MAX` to 0.
+pub fn last_seq_of(first_seq: i32, last_offset_delta: i32) -> i32 {
     // Sequences wrap at i32::MAX back to 0, as Kafka's DefaultRecordBatch does.
     let sum = first_seq as i64 + last_offset_delta as i64;
     if sum > i32::MAX as i64 {
@@ -75,7 +77,9 @@ fn last_seq_of(first_seq: i32, last_offset_delta: i32) -> i32 {
     }
 }
 
-fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
+/// Whether a batch starting at `next_seq` directly follows one ending at `last_seq` (Kafka's
+/// `inSequence`, wrapping at `i32::MAX`).
+pub fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
     next_seq == last_seq.wrapping_add(1) || (next_seq == 0 && last_seq == i32::MAX)
 }
 
