@@ -51,8 +51,17 @@
 //!
 //! At most [`INFLIGHT_BATCHES_PER_PARTITION_MAX`] tracked batches; a new batch beyond it
 //! is refused with NOT_ENOUGH_REPLICAS, retriable, nothing written ([`AdmitError::Full`]).
-//! Retries of in-flight or logged batches are still answered. Each tracked batch costs
-//! about 100 bytes (two hash-map entries), so a full table is under 2 MiB per partition.
+//! Retries of in-flight or logged batches are still answered. A tracked batch costs at
+//! most about 200 bytes (its entries in two hash maps, its producer's queue), so a full
+//! table is under 4 MiB per partition.
+//!
+//! # Limits
+//!
+//! A producer the log does not know (new, expired, or whose only batches were truncated)
+//! may start at any sequence: Kafka's rule since KIP-360, which the log applies. So if a
+//! new producer's first batches fail with the leadership, and a later batch it had already
+//! sent reaches this node once it leads again, before their retries, that batch is
+//! appended ahead of them. Kafka does the same after the same two leader changes.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -68,9 +77,10 @@ use sluice_storage::StorageError;
 /// uncommitted entries) would allow about a million minimal batches, too many to track;
 /// this many covers 5 batches in flight for each of 3,000 producers at once, far beyond a
 /// partition's commit rate times a commit latency. It is at most the log's producer limit
-/// ([`PRODUCERS_PER_PARTITION_MAX`]): producers new to the log are each checked against a
-/// table not yet holding the others in flight, so the table may pass its limit by the
-/// batches in flight, and must stay below twice it (where recovery's bulk trim starts).
+/// ([`PRODUCERS_PER_PARTITION_MAX`]): each producer new to the log is checked against a
+/// table that may not hold the other new ones in flight yet, so the table can pass its
+/// limit by up to this many, and must stay below twice the limit, where
+/// `ProducerState::record` trims the oldest producers in bulk.
 pub const INFLIGHT_BATCHES_PER_PARTITION_MAX: usize = 16_384;
 const _: () = assert!(INFLIGHT_BATCHES_PER_PARTITION_MAX <= PRODUCERS_PER_PARTITION_MAX);
 
