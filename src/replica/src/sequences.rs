@@ -53,7 +53,7 @@
 //! is refused with NOT_ENOUGH_REPLICAS, retriable, nothing written ([`AdmitError::Full`]).
 //! Retries of in-flight or logged batches are still answered. A tracked batch costs at
 //! most about 200 bytes (its entries in two hash maps, its producer's queue), so a full
-//! table is under 4 MiB per partition.
+//! table is under 4 MiB per partition, given back as it empties.
 //!
 //! # Limits
 //!
@@ -83,6 +83,10 @@ use sluice_storage::StorageError;
 /// `ProducerState::record` trims the oldest producers in bulk.
 pub const INFLIGHT_BATCHES_PER_PARTITION_MAX: usize = 16_384;
 const _: () = assert!(INFLIGHT_BATCHES_PER_PARTITION_MAX <= PRODUCERS_PER_PARTITION_MAX);
+
+/// Map capacity kept however empty the table gets: below it, giving memory back after a
+/// burst is not worth the rehash.
+const SHRINK_FLOOR: usize = 1024;
 
 /// What to do with an idempotent producer's batch on the leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +319,7 @@ impl InflightSequences {
         if queue.is_empty() {
             self.producers.remove(&producer_id);
         }
+        self.maybe_shrink();
     }
 
     /// `token` did not commit: it is forgotten, and so is every batch of the same producer
@@ -338,13 +343,26 @@ impl InflightSequences {
         if queue.is_empty() {
             self.producers.remove(&producer_id);
         }
+        self.maybe_shrink();
+    }
+
+    /// Maps keep their capacity after a burst (a full table holds megabytes): once one is
+    /// under a quarter full it is shrunk to twice its size. Each shrink costs its size, paid
+    /// for by the removals since the last one, so it is amortized constant.
+    fn maybe_shrink(&mut self) {
+        if self.tokens.capacity() > 4 * self.tokens.len() + SHRINK_FLOOR {
+            self.tokens.shrink_to(2 * self.tokens.len());
+        }
+        if self.producers.capacity() > 4 * self.producers.len() + SHRINK_FLOOR {
+            self.producers.shrink_to(2 * self.producers.len());
+        }
     }
 
     /// The partition's leadership was lost (or its group removed): nothing in flight is
     /// tracked any more. The proposals' outcomes still come from the group manager.
     pub fn clear(&mut self) {
-        self.producers.clear();
-        self.tokens.clear();
+        self.producers = HashMap::new();
+        self.tokens = HashMap::new();
     }
 
     /// Tracked batches in flight.
@@ -787,6 +805,13 @@ mod tests {
         assert_eq!(l.commit_next(), first);
         l.proposed(1, 0, 1, 1);
         assert_eq!(l.produce(hdr(1 << 40, 0, 0, 1)), Refused(19));
+        // Settled, the burst's memory goes back.
+        while !l.pending.is_empty() {
+            l.commit_next();
+        }
+        assert!(l.seqs.is_empty());
+        assert!(l.seqs.tokens.capacity() <= 2 * SHRINK_FLOOR);
+        assert!(l.seqs.producers.capacity() <= 2 * SHRINK_FLOOR);
     }
 
     /// A deterministic xorshift, so a failing seed reproduces.
