@@ -51,8 +51,17 @@
 //!
 //! At most [`INFLIGHT_BATCHES_PER_PARTITION_MAX`] tracked batches; a new batch beyond it
 //! is refused with NOT_ENOUGH_REPLICAS, retriable, nothing written ([`AdmitError::Full`]).
-//! Retries of in-flight or logged batches are still answered. Each tracked batch costs
-//! about 100 bytes (two hash-map entries), so a full table is under 2 MiB per partition.
+//! Retries of in-flight or logged batches are still answered. A tracked batch costs at
+//! most about 200 bytes (its entries in two hash maps, its producer's queue), so a full
+//! table is under 4 MiB per partition, given back as it empties.
+//!
+//! # Limits
+//!
+//! A producer the log does not know (new, expired, or whose only batches were truncated)
+//! may start at any sequence: Kafka's rule since KIP-360, which the log applies. So if a
+//! new producer's first batches fail with the leadership, and a later batch it had already
+//! sent reaches this node once it leads again, before their retries, that batch is
+//! appended ahead of them. Kafka does the same after the same two leader changes.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -68,11 +77,16 @@ use sluice_storage::StorageError;
 /// uncommitted entries) would allow about a million minimal batches, too many to track;
 /// this many covers 5 batches in flight for each of 3,000 producers at once, far beyond a
 /// partition's commit rate times a commit latency. It is at most the log's producer limit
-/// ([`PRODUCERS_PER_PARTITION_MAX`]): producers new to the log are each checked against a
-/// table not yet holding the others in flight, so the table may pass its limit by the
-/// batches in flight, and must stay below twice it (where recovery's bulk trim starts).
+/// ([`PRODUCERS_PER_PARTITION_MAX`]): each producer new to the log is checked against a
+/// table that may not hold the other new ones in flight yet, so the table can pass its
+/// limit by up to this many, and must stay below twice the limit, where
+/// `ProducerState::record` trims the oldest producers in bulk.
 pub const INFLIGHT_BATCHES_PER_PARTITION_MAX: usize = 16_384;
 const _: () = assert!(INFLIGHT_BATCHES_PER_PARTITION_MAX <= PRODUCERS_PER_PARTITION_MAX);
+
+/// Map capacity kept however empty the table gets: below it, giving memory back after a
+/// burst is not worth the rehash.
+const SHRINK_FLOOR: usize = 1024;
 
 /// What to do with an idempotent producer's batch on the leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,6 +319,7 @@ impl InflightSequences {
         if queue.is_empty() {
             self.producers.remove(&producer_id);
         }
+        self.maybe_shrink();
     }
 
     /// `token` did not commit: it is forgotten, and so is every batch of the same producer
@@ -328,13 +343,26 @@ impl InflightSequences {
         if queue.is_empty() {
             self.producers.remove(&producer_id);
         }
+        self.maybe_shrink();
+    }
+
+    /// Maps keep their capacity after a burst (a full table holds megabytes): once one is
+    /// under a quarter full it is shrunk to twice its size. Each shrink costs its size, paid
+    /// for by the removals since the last one, so it is amortized constant.
+    fn maybe_shrink(&mut self) {
+        if self.tokens.capacity() > 4 * self.tokens.len() + SHRINK_FLOOR {
+            self.tokens.shrink_to(2 * self.tokens.len());
+        }
+        if self.producers.capacity() > 4 * self.producers.len() + SHRINK_FLOOR {
+            self.producers.shrink_to(2 * self.producers.len());
+        }
     }
 
     /// The partition's leadership was lost (or its group removed): nothing in flight is
     /// tracked any more. The proposals' outcomes still come from the group manager.
     pub fn clear(&mut self) {
-        self.producers.clear();
-        self.tokens.clear();
+        self.producers = HashMap::new();
+        self.tokens = HashMap::new();
     }
 
     /// Tracked batches in flight.
@@ -777,6 +805,13 @@ mod tests {
         assert_eq!(l.commit_next(), first);
         l.proposed(1, 0, 1, 1);
         assert_eq!(l.produce(hdr(1 << 40, 0, 0, 1)), Refused(19));
+        // Settled, the burst's memory goes back.
+        while !l.pending.is_empty() {
+            l.commit_next();
+        }
+        assert!(l.seqs.is_empty());
+        assert!(l.seqs.tokens.capacity() <= 2 * SHRINK_FLOOR);
+        assert!(l.seqs.producers.capacity() <= 2 * SHRINK_FLOOR);
     }
 
     /// A deterministic xorshift, so a failing seed reproduces.
