@@ -36,6 +36,7 @@ pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const OFFSET_NOT_AVAILABLE: i16 = 78;
 
 /// Kafka's check of a request's `current_leader_epoch` against the partition's current
 /// epoch: -1 (or any negative) skips it; a newer one is UNKNOWN_LEADER_EPOCH (this broker

@@ -47,6 +47,7 @@ use sluice_raft::{
     Batch, Effect, Envelope, GroupId, GroupManager, GroupStatus, NodeId, OffsetSpan,
     ProposalToken, ProposeError,
 };
+use sluice_replica::sequences::{Admit, InflightSequences};
 use sluice_replica::{PartitionSpec, ReplicaStore};
 use sluice_rpc::sync::{Event, Latch};
 use sluice_shard::{DmaStorage, Frame, PartitionKey, ShardId};
@@ -76,6 +77,13 @@ fn ack_before_commit() -> bool {
         set
     })
 }
+
+/// Kafka's `replica.lag.time.max.ms` default: a follower not caught up with the leader's
+/// log end for this long leaves the in-sync replicas.
+pub const REPLICA_LAG_TIME_MAX: Duration = Duration::from_millis(30_000);
+
+/// How often a leader re-evaluates its in-sync replicas.
+const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a produce waits for its proposal when the request gives no timeout.
 const PRODUCE_WAIT_DEFAULT: Duration = Duration::from_secs(30);
@@ -131,6 +139,14 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What became of a submitted batch.
+pub enum Submitted {
+    /// Proposed (or the same batch already was): wait for its outcome.
+    Proposal(Rc<Proposal>),
+    /// Already in the log at these offsets (an idempotent producer's retry).
+    Duplicate { first_offset: i64, last_offset: i64 },
+}
+
 /// A produce's proposal as the driver reports it.
 #[derive(Default)]
 pub struct Proposal {
@@ -177,6 +193,32 @@ struct GroupInfo {
     log: Option<Rc<PartitionLog<DmaStorage>>>,
     /// What was last reported to the cluster view.
     reported: Option<(u64, Option<NodeId>)>,
+    /// On the leader: the in-sync replicas (Kafka's ISR: caught up with the leader's log
+    /// end within [`REPLICA_LAG_TIME_MAX`]), the count of their changes in this term, and
+    /// when each follower was last caught up.
+    isr: Vec<NodeId>,
+    isr_version: u64,
+    caught_up: HashMap<NodeId, Instant>,
+    /// The leader's last index at the previous ISR check.
+    isr_mark: u64,
+    /// On the leader: idempotent batches proposed and not yet settled.
+    seqs: InflightSequences,
+}
+
+impl GroupInfo {
+    fn new(key: PartitionKey, voters: Vec<NodeId>, log: Option<Rc<PartitionLog<DmaStorage>>>) -> Self {
+        GroupInfo {
+            key,
+            isr: voters.clone(),
+            voters,
+            log,
+            reported: None,
+            isr_version: 0,
+            caught_up: HashMap::new(),
+            isr_mark: 0,
+            seqs: InflightSequences::new(),
+        }
+    }
 }
 
 /// The mesh hop of envelopes to one other shard (see the module header).
@@ -272,15 +314,7 @@ impl Replication {
                 .log(g)
                 .map(|l| l.voters().to_vec())
                 .unwrap_or_default();
-            groups.insert(
-                g,
-                GroupInfo {
-                    key,
-                    voters,
-                    log,
-                    reported: None,
-                },
-            );
+            groups.insert(g, GroupInfo::new(key, voters, log));
         }
         let rep = Rc::new(Replication {
             shard,
@@ -392,15 +426,9 @@ impl Replication {
                     .borrow_mut()
                     .create_group(group, &voters)
                     .map_err(|e| format!("creating raft group {group:016x}: {e:?}"))?;
-                self.groups.borrow_mut().insert(
-                    group,
-                    GroupInfo {
-                        key,
-                        voters,
-                        log: None,
-                        reported: None,
-                    },
-                );
+                self.groups
+                    .borrow_mut()
+                    .insert(group, GroupInfo::new(key, voters, None));
                 self.push(fx);
             }
         }
@@ -440,20 +468,64 @@ impl Replication {
         }
     }
 
-    /// Proposes a Kafka batch of `records` records to `group` (this replica must lead it).
-    pub fn propose(
+    /// Submits a produced batch (parsed, CRC-checked) to `group`, which this replica must
+    /// lead: proposed, or joined to the same batch still in flight, or answered from the
+    /// log as a duplicate (idempotent producers; see `sluice_replica::sequences`). The
+    /// sequence check and the proposal happen in one step, with no await between them.
+    /// Errors are Kafka error codes.
+    pub fn submit(
         &self,
         group: GroupId,
+        header: &Header,
         bytes: Bytes,
-        records: u32,
-    ) -> Result<Rc<Proposal>, ProposeError> {
+        log: &PartitionLog<DmaStorage>,
+    ) -> Result<Submitted, i16> {
         if self.failure.borrow().is_some() {
-            return Err(ProposeError::NotLeader { leader: None });
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        match self.mgr.borrow().status(group) {
+            // Before an entry of its term commits, the log may hold an earlier leader's
+            // uncommitted entries: no duplicate may be answered from them.
+            Some(st) if st.role == sluice_raft::Role::Leader && st.ready => {}
+            _ => return Err(kerr::NOT_LEADER_OR_FOLLOWER),
+        }
+        let mut groups = self.groups.borrow_mut();
+        let Some(info) = groups.get_mut(&group) else {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        };
+        let admit = info
+            .seqs
+            .admit(header, || {
+                log.check_producer(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_offset_delta,
+                )
+            })
+            .map_err(|e| e.kafka_error_code())?;
+        match admit {
+            Admit::Duplicate {
+                first_offset,
+                last_offset,
+            } => return Ok(Submitted::Duplicate {
+                first_offset,
+                last_offset,
+            }),
+            Admit::InFlight { token } => {
+                return match self.proposals.borrow().get(&token) {
+                    Some(p) => Ok(Submitted::Proposal(p.clone())),
+                    // Settled meanwhile would have left the table: not reachable.
+                    None => Err(kerr::NOT_LEADER_OR_FOLLOWER),
+                };
+            }
+            Admit::Propose => {}
         }
         let token = ProposalToken(self.next_token.get());
         self.next_token.set(token.0 + 1);
         let p = Rc::new(Proposal::default());
         self.proposals.borrow_mut().insert(token, p.clone());
+        let records = header.records_count.max(1) as u32;
         let fx = self
             .mgr
             .borrow_mut()
@@ -470,10 +542,11 @@ impl Replication {
                 .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
                 .collect();
             self.push(rest);
-            return Err(error);
+            return Err(propose_error_code(error));
         }
+        info.seqs.proposed(token, header);
         self.push(fx);
-        Ok(p)
+        Ok(Submitted::Proposal(p))
     }
 
     /// Steps an envelope from another node (its groups on this shard).
@@ -499,6 +572,7 @@ impl Replication {
     async fn drive(self: Rc<Self>, mut store: ReplicaStore<DmaStorage>) {
         let tick = Duration::from_millis(sluice_raft::manager::TICK_MS);
         let mut next_tick = Instant::now();
+        let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
                 break;
@@ -509,6 +583,10 @@ impl Replication {
                 let fx = self.mgr.borrow_mut().tick(self.now_ms());
                 self.push(fx);
                 next_tick = Instant::now() + tick;
+            }
+            if Instant::now() >= next_isr_check {
+                self.check_isr();
+                next_isr_check = Instant::now() + ISR_CHECK_EVERY;
             }
             let effects = std::mem::take(&mut *self.queue.borrow_mut());
             if effects.is_empty() {
@@ -585,13 +663,23 @@ impl Replication {
                         p.changed.notify();
                     }
                 }
-                Effect::Committed { token, span, .. } => {
+                Effect::Committed { group, token, span } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        info.seqs.committed(token);
+                    }
                     if let Some(p) = self.proposals.borrow_mut().remove(&token) {
                         *p.outcome.borrow_mut() = Some(Ok(span));
                         p.changed.notify();
                     }
                 }
-                Effect::Failed { token, error, .. } => {
+                Effect::Failed {
+                    group,
+                    token,
+                    error,
+                } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        info.seqs.failed(token);
+                    }
                     if let Some(p) = self.proposals.borrow_mut().remove(&token) {
                         *p.outcome.borrow_mut() = Some(Err(error));
                         p.changed.notify();
@@ -602,10 +690,18 @@ impl Replication {
                 }
                 Effect::Role {
                     group,
+                    role,
                     term,
                     leader,
-                    ..
-                } => self.report_role(group, term, leader),
+                } => {
+                    if role != sluice_raft::Role::Leader {
+                        // Whatever was in flight fails with the leadership.
+                        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                            info.seqs.clear();
+                        }
+                    }
+                    self.report_role(group, term, leader)
+                }
             }
         }
         if persisted.is_some() {
@@ -639,30 +735,99 @@ impl Replication {
         if info.reported == Some((term, leader)) || info.key.partition < 0 {
             return;
         }
+        if info.reported.map(|(t, _)| t) != Some(term) {
+            // A new term starts with every voter in sync (as a new Kafka leader keeps the
+            // ISR it was given); the leader's checks narrow it.
+            info.isr = info.voters.clone();
+            info.isr_version = 0;
+            info.caught_up.clear();
+            info.isr_mark = 0;
+        }
         info.reported = Some((term, leader));
+        if leader == Some(self.node_id as u64) {
+            if let Some(epoch) = sluice_meta::leaders::epoch_of_term(term) {
+                self.shared
+                    .leader_epochs
+                    .set(info.key.topic_id, info.key.partition, epoch);
+            }
+        }
+        self.publish(group, info);
+    }
+
+    /// Tells the cluster view (and through it the other nodes) what `info` says.
+    fn publish(&self, group: GroupId, info: &GroupInfo) {
+        let Some((term, leader)) = info.reported else {
+            return;
+        };
         let Some(epoch) = sluice_meta::leaders::epoch_of_term(term) else {
             log::error!("raft group {group:016x}: term {term} is past Kafka's leader epochs");
             return;
         };
-        let leader = leader.map(|n| n as i32);
-        if leader == Some(self.node_id) {
-            self.shared
-                .leader_epochs
-                .set(info.key.topic_id, info.key.partition, epoch);
-        }
-        let isr = info.voters.iter().map(|v| *v as i32).collect();
         self.shared
             .cluster_view
             .observe(sluice_meta::leaders::LeaderUpdate {
                 topic: info.key.topic_id,
                 partition: info.key.partition,
                 leadership: sluice_meta::leaders::Leadership {
-                    leader,
+                    leader: leader.map(|n| n as i32),
                     epoch,
-                    isr,
-                    isr_version: 0,
+                    isr: info.isr.iter().map(|v| *v as i32).collect(),
+                    isr_version: info.isr_version,
                 },
             });
+    }
+
+    /// On each group this replica leads: a follower whose matched index reached the
+    /// leader's last index of the previous check is caught up now; the ISR is the leader
+    /// and the followers caught up within [`REPLICA_LAG_TIME_MAX`]. Changes are published.
+    fn check_isr(&self) {
+        let now = Instant::now();
+        let mgr = self.mgr.borrow();
+        let mut groups = self.groups.borrow_mut();
+        for (g, info) in groups.iter_mut() {
+            let Some(progress) = mgr.progress(*g) else {
+                continue;
+            };
+            let me = self.node_id as u64;
+            let last = progress
+                .iter()
+                .find(|(n, _)| *n == me)
+                .map_or(0, |(_, m)| *m)
+                .max(mgr.status(*g).map_or(0, |s| s.last_index));
+            for (node, matched) in &progress {
+                let seen = info.caught_up.entry(*node).or_insert(now);
+                if *node == me || *matched >= info.isr_mark {
+                    *seen = now;
+                }
+            }
+            info.isr_mark = last;
+            let mut isr: Vec<NodeId> = progress
+                .iter()
+                .filter(|(n, _)| {
+                    *n == me
+                        || info
+                            .caught_up
+                            .get(n)
+                            .is_some_and(|t| now.duration_since(*t) <= REPLICA_LAG_TIME_MAX)
+                })
+                .map(|(n, _)| *n)
+                .collect();
+            isr.sort_unstable();
+            let mut current = info.isr.clone();
+            current.sort_unstable();
+            if isr != current {
+                // The preferred (first) replica keeps its place: Kafka lists the ISR in
+                // replica order.
+                info.isr = info
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|v| isr.contains(v))
+                    .collect();
+                info.isr_version += 1;
+                self.publish(*g, info);
+            }
+        }
     }
 
     /// Feeds the transport's view of other nodes to the manager (wakes quiesced followers
@@ -789,9 +954,9 @@ pub async fn produce(
     } else {
         (batch, -1)
     };
-    let proposal = match rep.propose(group, batch, header.records_count as u32) {
-        Ok(p) => p,
-        Err(e) => return PartitionReply::error(propose_error_code(e)),
+    let submitted = match rep.submit(group, &header, batch, log) {
+        Ok(s) => s,
+        Err(code) => return PartitionReply::error(code),
     };
     if acks == 0 {
         return PartitionReply::default();
@@ -803,17 +968,25 @@ pub async fn produce(
     };
     let deadline = Instant::now() + wait;
     let committed = acks == -1 && !ack_before_commit();
-    let span = match proposal.wait(committed, wait).await {
-        None => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
-        Some(Err(e)) => return PartitionReply::error(propose_error_code(e)),
-        Some(Ok(span)) => span,
+    let (base, last) = match submitted {
+        Submitted::Duplicate {
+            first_offset,
+            last_offset,
+        } => (first_offset, last_offset),
+        Submitted::Proposal(p) => match p.wait(committed, wait).await {
+            None => return PartitionReply::error(kerr::REQUEST_TIMED_OUT),
+            Some(Err(e)) => return PartitionReply::error(propose_error_code(e)),
+            Some(Ok(span)) => (span.base, span.last()),
+        },
     };
     if committed {
-        // Committed on a quorum; this leader's own sync may be a moment behind.
+        // Committed on a quorum (or, a duplicate, in the log); this leader's own high
+        // watermark may be a moment behind, and the answer waits for it as Kafka's
+        // DelayedProduce waits for the high watermark.
         let left = deadline.saturating_duration_since(Instant::now());
         let visible = or(
             async {
-                log.wait_high_watermark_above(span.last()).await;
+                log.wait_high_watermark_above(last).await;
                 true
             },
             async {
@@ -827,7 +1000,7 @@ pub async fn produce(
         }
     }
     PartitionReply {
-        base_offset: span.base,
+        base_offset: base,
         log_append_time,
         log_start_offset: log.log_start_offset(),
         ..PartitionReply::default()

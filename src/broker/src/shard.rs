@@ -686,6 +686,18 @@ impl BrokerShard {
                         None,
                     );
                 }
+                if !status.ready && matches!(req.op, PartitionOp::ListOffset { .. }) {
+                    // A new leader knows its high watermark only once an entry of its term
+                    // committed: until then Kafka's answer (KAFKA-7395) is retriable.
+                    return (
+                        PartitionReply {
+                            error_code: kerr::OFFSET_NOT_AVAILABLE,
+                            leader_epoch: epoch,
+                            ..PartitionReply::default()
+                        },
+                        None,
+                    );
+                }
                 Some((rep, group, epoch))
             }
             None => None,

@@ -352,6 +352,24 @@ impl GroupManager {
         self.groups.get(&group).map(Replica::status)
     }
 
+    /// On a leader: each voter's replication progress as `(node, matched index)` (this node
+    /// with its own last synced index), for the owner's in-sync-replica report. `None` on
+    /// a follower or for an unknown group.
+    pub fn progress(&self, group: GroupId) -> Option<Vec<(NodeId, u64)>> {
+        let r = self.groups.get(&group)?;
+        let raft = &r.node.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let mut out: Vec<(NodeId, u64)> = raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect();
+        out.sort_unstable();
+        Some(out)
+    }
+
     /// The replica's log (entries, hard state, offsets) as raft-rs sees it: includes entries
     /// not yet synced, which readers must not see past `status().hw_index`.
     pub fn log(&self, group: GroupId) -> Option<&ReplicaLog> {
