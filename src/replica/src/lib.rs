@@ -31,10 +31,17 @@
 //! partition directory, log config and name. Then hand every manager call's effects to
 //! [`ReplicaStore::drive`] (or, to batch several calls into one sync, perform
 //! `Persist` with [`ReplicaStore::write`] in `seq` order, then [`ReplicaStore::sync`] and
-//! `persisted(seq)`, and `Fetch` with [`ReplicaStore::fetch`] and `entries_fetched`).
-//! Consumers read [`ReplicaStore::log`]`(group)`, clamped to the group's high watermark
-//! (the partition log's own high watermark is its flushed offset, which may be ahead of
-//! Raft's commit). [`ReplicaStore::close`] at shutdown.
+//! `persisted(seq)`, `Fetch` with [`ReplicaStore::fetch`] and `entries_fetched`, and
+//! `HighWatermark` with [`ReplicaStore::high_watermark`]; `drive` does all three and hands
+//! `HighWatermark` on too). [`ReplicaStore::close`] at shutdown.
+//!
+//! Consumers read [`ReplicaStore::log`]`(group)`. Every log the store opens is marked
+//! replicated (`PartitionLog::set_replicated`): its `high_watermark`, reads, long-polls,
+//! offset lookups and DeleteRecords stop at min(its durable offset, the group's Raft high
+//! watermark) as `HighWatermark` effects set it, and after a restart it resumes at the
+//! recovered commit (never at the durable end, which may hold uncommitted entries). Only
+//! [`ReplicaStore::fetch`] and the recovery scan read past it (`read_replica`, up to the
+//! durable end: followers need the uncommitted entries too).
 //!
 //! # Durability order (group commit)
 //!
@@ -65,11 +72,12 @@
 //! naming the group. One state is legitimate and resolved: entries of a term newer than the
 //! durable hard state (a follower learnt the term from the leader's first append and
 //! crashed between syncing the log and the state file); it never acknowledged them nor
-//! voted in that term, so it resumes in that term with no vote. Then
-//! `GroupManager::recover` builds the manager.
+//! voted in that term, so it resumes in that term with no vote. The partition log's high
+//! watermark is set to the offset after the recovered commit. Then `GroupManager::recover`
+//! builds the manager.
 //!
-//! Cost: the scan reads every partition log whole (`read_next`, 1 MiB at a time), so start
-//! time grows with the data on the shard. To avoid it later, checkpoint the mark map (index,
+//! Cost: the scan reads every partition log whole (`read_replica`, 1 MiB at a time), so
+//! start time grows with the data on the shard. To avoid it later, checkpoint the mark map (index,
 //! offset, term every `MARK_EVERY` entries and at term changes, up to the durable commit)
 //! beside the state file or per partition, and scan only the batches after the last
 //! checkpointed mark; the partition log's own index already finds that offset.
@@ -90,7 +98,8 @@
 //! control batch; restarts; a divergent suffix truncated; a lagging follower caught up from
 //! the partition log; a snapshot resetting a follower's log; power losses at random points
 //! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
-//! change; a commit beyond the log refused. `tests/dma.rs` runs single-voter groups on a
+//! change; a commit beyond the log refused; readers held at the commit while the leader's
+//! log holds more, also after a restart. `tests/dma.rs` runs single-voter groups on a
 //! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
 //! after a drop without close.
 //!

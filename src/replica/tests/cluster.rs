@@ -318,14 +318,17 @@ impl Cluster {
         panic!("group {g} never converged");
     }
 
-    /// Every batch of node `n`'s partition log of `g` (from its start to its durable end).
+    /// Every batch of node `n`'s partition log of `g` (from its start to its durable end,
+    /// committed or not).
     async fn batches(&self, n: NodeId, g: GroupId) -> Vec<(i64, Vec<u8>)> {
         let log = self.nodes[&n].store.log(g).unwrap();
         let mut out = Vec::new();
         let mut at = log.log_start_offset();
-        while at < log.high_watermark() {
-            let (bytes, next) = log.read_next(at, 1 << 20).await.unwrap();
-            assert!(!bytes.is_empty());
+        loop {
+            let (bytes, next) = log.read_replica(at, 1 << 20).await.unwrap();
+            if bytes.is_empty() {
+                break;
+            }
             let mut pos = 0;
             while pos < bytes.len() {
                 let h = Header::parse(&bytes[pos..]).unwrap();
@@ -342,8 +345,14 @@ impl Cluster {
     /// committed proposals at their offsets stamped with their term; returns the batches.
     async fn check_logs(&self, g: GroupId) -> Vec<(i64, Vec<u8>)> {
         let mut logs = Vec::new();
-        for &n in self.nodes.keys() {
+        for (&n, node) in &self.nodes {
             logs.push(self.batches(n, g).await);
+            // Readers of the partition log see exactly what Raft published.
+            assert_eq!(
+                node.store.log(g).unwrap().high_watermark(),
+                node.mgr.status(g).unwrap().high_watermark,
+                "node {n} group {g}: partition log's high watermark"
+            );
         }
         let start = logs
             .iter()
@@ -749,5 +758,47 @@ fn crash_in_term_change(fail_at: u32) {
         c.await_converged(10).await;
         let log = c.check_logs(10).await;
         assert_eq!(c.batches(f, 10).await, log, "fail at {fail_at}");
+    });
+}
+
+#[test]
+fn readers_see_only_committed_entries_also_after_a_restart() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let l = c.await_leader(10).await;
+        let t = c.propose(l, 10, 2).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+        let hw = c.nodes[&l].mgr.status(10).unwrap().high_watermark;
+        assert!(hw >= 3, "the no-op and two records");
+        // The followers hear nothing more from the leader: its next batch is durable in its
+        // partition log but never commits.
+        for n in VOTERS.into_iter().filter(|&n| n != l) {
+            c.cut.insert((l, n));
+        }
+        c.propose(l, 10, 3).await;
+        let log = c.nodes[&l].store.log(10).unwrap();
+        let (above, next) = log.read_replica(hw, 1 << 20).await.unwrap();
+        assert!(!above.is_empty() && next == hw + 3, "replication reads it");
+        assert_eq!(log.high_watermark(), hw, "readers do not");
+        let r = log.read(hw, 1 << 20).await.unwrap();
+        assert!(r.records.is_empty());
+        assert_eq!(r.high_watermark, hw);
+        // Restarted, readers resume at the recovered commit, not at the durable end.
+        c.kill(l);
+        c.start(l).await;
+        let log = c.nodes[&l].store.log(10).unwrap();
+        assert_eq!(log.log_end_offset(), hw + 3);
+        assert_eq!(log.high_watermark(), hw);
+        assert!(log.read(hw, 1 << 20).await.unwrap().records.is_empty());
+        // Healed, every replica's readers follow Raft's high watermark again.
+        c.cut.clear();
+        let l = c.await_leader(10).await;
+        let t = c.propose(l, 10, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        c.check_logs(10).await;
     });
 }
