@@ -1732,51 +1732,36 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active
-    /// segment is never deleted. Returns how many segments were removed.
+    /// segment is never deleted, nor one holding offsets at or past the high watermark.
+    /// Returns how many segments were removed.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let (retention_ms, retention_bytes, total) = {
-            let inner = self.inner.borrow();
-            (
-                inner.config.retention_ms,
-                inner.config.retention_bytes,
-                inner.size_bytes(),
-            )
-        };
-        let mut remaining = total as i64;
-        self.delete_segments(|seg_size, max_ts| {
-            let too_old = retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > retention_ms;
-            let too_big = retention_bytes >= 0 && remaining - seg_size as i64 >= retention_bytes;
-            if too_old || too_big {
-                remaining -= seg_size as i64;
-                true
-            } else {
-                false
-            }
-        })
-        .await
+        let doomed = retention_rule(&self.inner.borrow(), now_ms);
+        self.delete_segments(doomed).await
+    }
+
+    /// The log start offset [`Self::enforce_retention`] would move to at `now_ms` (the base
+    /// offset of the first segment it would keep), `None` if it would not move the start.
+    /// Deletes nothing: a replicated log's retention goes through Raft
+    /// (`GroupManager::compact`), which decides where the log starts.
+    pub fn retention_offset(&self, now_ms: i64) -> Option<i64> {
+        let inner = self.inner.borrow();
+        let victims = doomed_segments(&inner, retention_rule(&inner, now_ms));
+        let last = *victims.last()?;
+        let (&keep, _) = inner
+            .segments
+            .range(last + 1..)
+            .next()
+            .expect("the active segment is never doomed");
+        (keep > inner.log_start_offset).then_some(keep)
     }
 
     /// Deletes the oldest closed, durable segments while `doomed(size, max_timestamp)` says
     /// so or they lie wholly below the log start offset.
-    async fn delete_segments(&self, mut doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
+    async fn delete_segments(&self, doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
         let _path_op = self.begin_path_op()?;
         let victims: Vec<i64> = {
             let mut inner = self.inner.borrow_mut();
-            let active_base = inner.active().base_offset;
-            let mut victims = Vec::new();
-            for seg in inner.segments.values() {
-                let closed =
-                    seg.base_offset != active_base && !seg.rolled && seg.durable_size == seg.size;
-                if !closed {
-                    break;
-                }
-                if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp)
-                {
-                    victims.push(seg.base_offset);
-                } else {
-                    break;
-                }
-            }
+            let victims = doomed_segments(&inner, doomed);
             for v in &victims {
                 inner.segments.remove(v);
             }
@@ -1907,6 +1892,52 @@ impl<S: Storage> PartitionLog<S> {
         })
         .await;
     }
+}
+
+/// `retention.ms` and `retention.bytes` as a rule over the oldest segments in order:
+/// `doomed(size, max_timestamp)` says whether the next one goes.
+fn retention_rule<F: StorageFile>(inner: &Inner<F>, now_ms: i64) -> impl FnMut(u64, i64) -> bool {
+    let retention_ms = inner.config.retention_ms;
+    let retention_bytes = inner.config.retention_bytes;
+    let mut remaining = inner.size_bytes() as i64;
+    move |seg_size, max_ts| {
+        let too_old = retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > retention_ms;
+        let too_big = retention_bytes >= 0 && remaining - seg_size as i64 >= retention_bytes;
+        if too_old || too_big {
+            remaining -= seg_size as i64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Base offsets of the oldest segments that may go: closed (not the active one, finished
+/// and durable), wholly below the high watermark (Kafka's retention never passes it either;
+/// on a single node this holds for every durable segment), and below the log start offset
+/// or `doomed(size, max_timestamp)`; the first that is not ends the run.
+fn doomed_segments<F: StorageFile>(
+    inner: &Inner<F>,
+    mut doomed: impl FnMut(u64, i64) -> bool,
+) -> Vec<i64> {
+    let active_base = inner.active().base_offset;
+    let hw = inner.visible_hw();
+    let mut victims = Vec::new();
+    for seg in inner.segments.values() {
+        let closed = seg.base_offset != active_base
+            && !seg.rolled
+            && seg.durable_size == seg.size
+            && seg.next_offset <= hw;
+        if !closed {
+            break;
+        }
+        if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp) {
+            victims.push(seg.base_offset);
+        } else {
+            break;
+        }
+    }
+    victims
 }
 
 /// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.

@@ -654,4 +654,17 @@ fn a_replicated_log_shows_readers_only_what_raft_committed() {
     block_on(log.flush()).unwrap();
     assert!(block_on(futures_lite::future::poll_once(&mut waiting)).is_some());
     assert_eq!(log.high_watermark(), 33);
+
+    // Retention never passes the high watermark of a replicated log either.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = follower_with(StdStorage, dir.path(), 40);
+    log.set_replicated();
+    log.set_high_watermark(45);
+    let mut cfg = small_segments();
+    cfg.retention_ms = 0;
+    log.set_config(cfg).unwrap();
+    let to = log.retention_offset(i64::MAX / 2).expect("old segments");
+    assert!(to <= 45, "retention to {to} past the high watermark 45");
+    block_on(log.enforce_retention(i64::MAX / 2)).unwrap();
+    assert_eq!(log.log_start_offset(), to);
 }
