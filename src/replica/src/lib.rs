@@ -22,7 +22,9 @@
 //!   has seen (the only ones Raft may replace), so the lookup needs no read and the map is
 //!   bounded by the uncommitted entries.
 //! - The raft-state file ([`state`]) holds per group its voters, hard state and log start,
-//!   latest record wins, rewritten when it outgrows a few times its live size.
+//!   latest record wins, rewritten when it outgrows a few times its live size. Only a torn
+//!   last record is cut at start; a bad record with valid ones after it, or a checksummed
+//!   record that does not apply, is [`Error::Damaged`].
 //!
 //! # Driving it (the shard's side)
 //!
@@ -42,6 +44,16 @@
 //! recovered commit (never at the durable end, which may hold uncommitted entries). Only
 //! [`ReplicaStore::fetch`] and the recovery scan read past it (`read_replica`, up to the
 //! durable end: followers need the uncommitted entries too).
+//!
+//! A replicated partition's retention goes through Raft: the broker asks the log where
+//! retention would start it (`PartitionLog::retention_offset`) and hands that to
+//! `GroupManager::compact`; it never calls `enforce_retention` or `delete_records_before`
+//! on such a log (see `LogStart { reset: false }` below).
+//!
+//! `Write::Create` over a partition directory that holds a non-empty log is refused
+//! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
+//! not know. The broker discards a stale directory (`partition_dirs::discard`) before it
+//! creates a group.
 //!
 //! # Durability order (group commit)
 //!
@@ -99,7 +111,8 @@
 //! the partition log; a snapshot resetting a follower's log; power losses at random points
 //! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
 //! change; a commit beyond the log refused; readers held at the commit while the leader's
-//! log holds more, also after a restart. `tests/dma.rs` runs single-voter groups on a
+//! log holds more, also after a restart; a create over a non-empty directory refused.
+//! `state.rs`: a torn last record cut, damage before valid records refused. `tests/dma.rs` runs single-voter groups on a
 //! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
 //! after a drop without close.
 //!
@@ -110,7 +123,9 @@
 //! lost at a later power loss is not covered: syncing every log at start would be). A
 //! reset replaces the group's `PartitionLog`, so holders of the old one (readers) must ask
 //! [`ReplicaStore::log`] again. Removing a group (partition deletion, reassignment) has no
-//! `Write` yet. Whole-log scans at start (see Recovery).
+//! `Write` yet. Whole-log scans at start (see Recovery). A power loss that persisted a
+//! later page of a multi-page state-file write but not an earlier one is refused as damage
+//! (see `state::replay`).
 
 pub mod control;
 pub mod state;

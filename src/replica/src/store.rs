@@ -441,20 +441,23 @@ impl<S: Storage> ReplicaStore<S> {
             return Err(damaged(group, "created twice"));
         }
         let spec = (self.layout)(group);
-        let mut log = open_log(&self.storage, &self.cache, &spec).await?;
+        let log = open_log(&self.storage, &self.cache, &spec).await?;
         if log.log_start_offset() != 0 || log.log_end_offset() != 0 {
-            // Left by a replica whose creation never became durable (the state file does not
-            // know it, so nothing of it was ever acknowledged): a new replica starts empty.
-            log::warn!(
-                "{}: new replica over a non-empty partition log ({}..{}), emptying it",
-                spec.name,
-                log.log_start_offset(),
-                log.log_end_offset()
-            );
+            // Not this store's (the state file has no such group): another partition's data,
+            // a replica whose creation or removal never became durable, or a directory the
+            // broker has not cleaned up. Emptying it could destroy data nobody meant to
+            // give up, so it is refused: the broker discards a stale directory itself
+            // (`partition_dirs::discard`) before it creates a group.
+            let (start, end) = (log.log_start_offset(), log.log_end_offset());
             log.close().await?;
-            drop(log);
-            PartitionLog::reset_dir(&*self.storage, &spec.dir, 0).await?;
-            log = open_log(&self.storage, &self.cache, &spec).await?;
+            return Err(damaged(
+                group,
+                format!(
+                    "new replica over a non-empty partition log {} ({}: offsets {start}..{end})",
+                    spec.name,
+                    spec.dir.display()
+                ),
+            ));
         }
         self.state.create(group, voters)?;
         self.groups

@@ -802,3 +802,51 @@ fn readers_see_only_committed_entries_also_after_a_restart() {
         c.check_logs(10).await;
     });
 }
+
+#[test]
+fn a_create_over_a_non_empty_partition_directory_is_refused() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        // Data the state file knows nothing of, where group 12's log would go.
+        let dir = c.node_dir(1).join("t-12");
+        let stale = sluice_storage::PartitionLog::open(
+            Rc::new(StdStorage),
+            dir.clone(),
+            log_config(),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            "stale".into(),
+        )
+        .await
+        .unwrap();
+        stale
+            .append(&kafka_batch(&[b"keep me"], 1_700_000_000_000), 0)
+            .unwrap();
+        stale.close().await.unwrap();
+        drop(stale);
+        let node = c.nodes.get_mut(&1).unwrap();
+        let fx = node.mgr.create_group(12, &VOTERS).unwrap();
+        let e = node
+            .store
+            .drive(&mut node.mgr, fx, 0)
+            .await
+            .expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, sluice_replica::Error::Damaged(_))
+                && msg.contains("group 12")
+                && msg.contains(&dir.display().to_string()),
+            "{msg}"
+        );
+        // The data is still there.
+        let log = sluice_storage::PartitionLog::open(
+            Rc::new(StdStorage),
+            dir,
+            log_config(),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            "stale".into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(log.log_end_offset(), 1);
+    });
+}
