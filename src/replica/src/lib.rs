@@ -22,9 +22,9 @@
 //!   has seen (the only ones Raft may replace), so the lookup needs no read and the map is
 //!   bounded by the uncommitted entries.
 //! - The raft-state file ([`state`]) holds per group its voters, hard state and log start,
-//!   latest record wins, rewritten when it outgrows a few times its live size. Only a torn
-//!   last record is cut at start; a bad record with valid ones after it, or a checksummed
-//!   record that does not apply, is [`Error::Damaged`].
+//!   latest record wins (a removal drops the group), rewritten when it outgrows a few times
+//!   its live size. Only a torn last record is cut at start; a bad record with valid ones
+//!   after it, or a checksummed record that does not apply, is [`Error::Damaged`].
 //!
 //! # Driving it (the shard's side)
 //!
@@ -53,7 +53,12 @@
 //! `Write::Create` over a partition directory that holds a non-empty log is refused
 //! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
 //! not know. The broker discards a stale directory (`partition_dirs::discard`) before it
-//! creates a group.
+//! creates a group. `Write::Remove` (`GroupManager::remove_group`: the partition was deleted
+//! or moved off this node) records the removal in the state file, durable at the next sync,
+//! and retires the group's partition log (appends and reads fail, nothing acts in its
+//! directory once the write returns); the broker deletes the directory after that sync
+//! (before it, a crash brings the group back with its log). Recovery skips removed
+//! groups; a later `Create` of the group starts it afresh.
 //!
 //! # Durability order (group commit)
 //!
@@ -111,8 +116,10 @@
 //! the partition log; a snapshot resetting a follower's log; power losses at random points
 //! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
 //! change; a commit beyond the log refused; readers held at the commit while the leader's
-//! log holds more, also after a restart; a create over a non-empty directory refused.
-//! `state.rs`: a torn last record cut, damage before valid records refused. `tests/dma.rs` runs single-voter groups on a
+//! log holds more, also after a restart; a create over a non-empty directory refused; a
+//! group removed (undone by a power loss before the sync, gone after a restart once synced,
+//! created again empty and caught up). `state.rs`: a torn last record cut, damage before
+//! valid records refused, removal and re-creation. `tests/dma.rs` runs single-voter groups on a
 //! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
 //! after a drop without close.
 //!
@@ -122,10 +129,10 @@
 //! node (with direct IO a killed process's writes are on the device; a device write cache
 //! lost at a later power loss is not covered: syncing every log at start would be). A
 //! reset replaces the group's `PartitionLog`, so holders of the old one (readers) must ask
-//! [`ReplicaStore::log`] again. Removing a group (partition deletion, reassignment) has no
-//! `Write` yet. Whole-log scans at start (see Recovery). A power loss that persisted a
-//! later page of a multi-page state-file write but not an earlier one is refused as damage
-//! (see `state::replay`).
+//! [`ReplicaStore::log`] again. Whole-log scans at start (see Recovery). A power loss that
+//! persisted a later page of a multi-page state-file write but not an earlier one is refused
+//! as damage (see `state::replay`). A partition directory left by a removal whose directory
+//! delete did not happen (a crash after the sync) is the broker's to find and discard.
 
 pub mod control;
 pub mod state;

@@ -13,7 +13,7 @@
 //! syncs it, so bytes of an unsynced write beyond the cut can never come back as records.
 //! A bad record followed by a valid one is not a torn tail but damage: the file is refused
 //! ([`crate::Error::Damaged`]), as is a checksummed record that does not apply (see
-//! `replay`).
+//! `replay`). A group's `REMOVE` record (kind 4, no fields) drops what the file held of it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ pub const VOTERS_MAX: usize = 255;
 const CREATE: u8 = 1;
 const HARD_STATE: u8 = 2;
 const LOG_START: u8 = 3;
+/// Added after the first files were written (those hold none and read as before).
+const REMOVE: u8 = 4;
 /// Largest record body: a `CREATE` naming [`VOTERS_MAX`] voters.
 const BODY_BYTES_MAX: usize = 9 + 4 + 8 * VOTERS_MAX;
 
@@ -113,6 +115,10 @@ fn log_start_record(group: GroupId, s: &LogStart) -> Vec<u8> {
     record(LOG_START, group, &f)
 }
 
+fn remove_record(group: GroupId) -> Vec<u8> {
+    record(REMOVE, group, &[])
+}
+
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
@@ -159,6 +165,9 @@ fn apply(groups: &mut BTreeMap<GroupId, GroupState>, body: &[u8]) -> Option<()> 
                 reset: f[24] != 0,
             };
         }
+        REMOVE if f.is_empty() => {
+            groups.remove(&group)?;
+        }
         _ => return None,
     }
     Some(())
@@ -183,6 +192,7 @@ fn plausible(body_len: usize, kind: u8) -> bool {
         CREATE => body_len >= 13 && (body_len - 13).is_multiple_of(8),
         HARD_STATE => body_len == 9 + 24,
         LOG_START => body_len == 9 + 25,
+        REMOVE => body_len == 9,
         _ => false,
     }
 }
@@ -380,6 +390,16 @@ impl<S: Storage> StateFile<S> {
             "log start of an unknown group"
         );
         self.push(log_start_record(group, &start));
+    }
+
+    /// The group is gone from this shard: its records no longer count (a later
+    /// [`Self::create`] starts it afresh), and a rewrite leaves it out.
+    pub fn remove(&mut self, group: GroupId) {
+        assert!(
+            self.groups.contains_key(&group),
+            "removal of an unknown group"
+        );
+        self.push(remove_record(group));
     }
 
     /// Bytes the live records alone take.
@@ -656,6 +676,37 @@ mod tests {
             // Nothing was cut by the refusals: the intact file still opens whole.
             let f = open(bytes.clone()).await.unwrap();
             assert_eq!(f.len(), bytes.len() as u64);
+            assert_eq!(f.group(3).unwrap().hard_state.commit, 30);
+        });
+    }
+
+    #[test]
+    fn a_removed_group_is_forgotten_and_may_be_created_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            sample(dir.path()).await;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            f.remove(2);
+            assert!(f.group(2).is_none());
+            f.sync(&s).await.unwrap();
+            drop(f);
+            let mut f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.groups().keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+            f.create(2, &[4, 5]).unwrap();
+            f.sync(&s).await.unwrap();
+            drop(f);
+            let mut f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            let g = f.group(2).unwrap();
+            assert_eq!(g.voters, vec![4, 5]);
+            assert_eq!(g.start, LogStart::default());
+            assert_eq!(g.hard_state, HardState::default());
+            // A rewrite leaves removed groups out.
+            f.remove(1);
+            f.rewrite(&s).await.unwrap();
+            drop(f);
+            let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.groups().keys().copied().collect::<Vec<_>>(), vec![2, 3]);
             assert_eq!(f.group(3).unwrap().hard_state.commit, 30);
         });
     }

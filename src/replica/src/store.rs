@@ -430,6 +430,7 @@ impl<S: Storage> ReplicaStore<S> {
                     };
                     self.log_start(group, start).await?;
                 }
+                Write::Remove { group } => self.remove(group).await?,
             }
         }
         self.written_seq = seq;
@@ -557,6 +558,24 @@ impl<S: Storage> ReplicaStore<S> {
         self.touched.remove(&group);
         self.deferred_starts.retain(|&(g, _)| g != group);
         self.stats.resets += 1;
+        Ok(())
+    }
+
+    /// `Write::Remove`: the group's removal goes into the state file (durable at the next
+    /// [`Self::sync`]; until then a crash brings the group back whole), and its partition
+    /// log is retired and forgotten: appends and reads fail from now on, and once this
+    /// returns nothing of the log acts in its directory any more, so the broker may delete
+    /// the directory, but only after that sync (before it, recovery would find the group's
+    /// state without its log).
+    async fn remove(&mut self, group: GroupId) -> Result<(), Error> {
+        let g = self
+            .groups
+            .remove(&group)
+            .ok_or_else(|| damaged(group, "removal of an unknown group"))?;
+        self.state.remove(group);
+        self.touched.remove(&group);
+        self.deferred_starts.retain(|&(d, _)| d != group);
+        g.log.retire_and_fence().await;
         Ok(())
     }
 

@@ -850,3 +850,88 @@ fn a_create_over_a_non_empty_partition_directory_is_refused() {
         assert_eq!(log.log_end_offset(), 1);
     });
 }
+
+#[test]
+fn a_removed_group_is_gone_after_a_restart_and_comes_back_fresh() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        c.create_group(11).await;
+        let mut tokens = Vec::new();
+        for g in [10, 11] {
+            let l = c.await_leader(g).await;
+            for _ in 0..5 {
+                tokens.push(c.propose(l, g, 2).await);
+            }
+        }
+        c.await_outcome(&tokens).await;
+        c.await_converged(11).await;
+        let want = c.check_logs(11).await;
+        let n = VOTERS
+            .into_iter()
+            .find(|&n| c.leader(11) != Some(n))
+            .unwrap();
+        let dir = c.node_dir(n).join("t-11");
+
+        // A removal written but not synced is undone by a power loss.
+        let node = c.nodes.get_mut(&n).unwrap();
+        let Some(Effect::Persist { seq, writes }) = node
+            .mgr
+            .remove_group(11)
+            .into_iter()
+            .find(|e| matches!(e, Effect::Persist { .. }))
+        else {
+            panic!("no persist");
+        };
+        assert_eq!(writes, vec![sluice_raft::Write::Remove { group: 11 }]);
+        let old = node.store.log(11).unwrap();
+        node.store.write(seq, writes, 0).await.unwrap();
+        assert!(node.store.log(11).is_none());
+        assert!(
+            old.read(0, 100).await.is_err(),
+            "a retired log serves nothing"
+        );
+        c.power_loss(n);
+        c.start(n).await;
+        assert!(
+            c.nodes[&n].mgr.status(11).is_some(),
+            "back after the power loss"
+        );
+        c.await_converged(11).await;
+        assert_eq!(c.batches(n, 11).await, want);
+
+        // Removed and synced: gone for good once the broker deletes the directory.
+        let fx = c.nodes.get_mut(&n).unwrap().mgr.remove_group(11);
+        c.handle(n, fx).await;
+        assert!(c.nodes[&n].store.log(11).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.kill(n);
+        c.start(n).await;
+        assert!(c.nodes[&n].mgr.status(11).is_none());
+        assert!(c.nodes[&n].store.log(11).is_none());
+        assert!(
+            !dir.exists(),
+            "recovery does not open a removed group's log"
+        );
+        // Group 10 is untouched.
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+
+        // Created again: an empty replica the leader fills.
+        let fx = c
+            .nodes
+            .get_mut(&n)
+            .unwrap()
+            .mgr
+            .create_group(11, &VOTERS)
+            .unwrap();
+        c.handle(n, fx).await;
+        let l = c.await_leader(11).await;
+        let t = c.propose(l, 11, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(11).await;
+        let now = c.check_logs(11).await;
+        assert!(now.starts_with(&want));
+        assert_eq!(c.batches(n, 11).await, now);
+    });
+}
