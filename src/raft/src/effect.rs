@@ -85,6 +85,10 @@ pub enum Write {
         group: GroupId,
         hard_state: HardState,
     },
+    /// The replica is gone from this node (`GroupManager::remove_group`: its partition was
+    /// deleted or moved away): its state goes, and a later `Create` of the same group
+    /// starts afresh. Its partition log may be deleted once this write is synced.
+    Remove { group: GroupId },
 }
 
 /// An action for the driver. Perform `Persist` writes in `seq` order (a later write may

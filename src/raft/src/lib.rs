@@ -9,7 +9,10 @@
 //!
 //! - Create each local replica with [`GroupManager::create_group`]`(group, voters)` (the
 //!   same voters on every replica), or after a restart build the manager with
-//!   [`GroupManager::recover`] from what the shard's disk holds, synced first.
+//!   [`GroupManager::recover`] from what the shard's disk holds, synced first. Remove one
+//!   (its partition deleted or moved off this node) with [`GroupManager::remove_group`]:
+//!   its proposals fail, and its `Write::Remove` must be synced before the driver deletes
+//!   the partition log.
 //! - Call [`GroupManager::tick`]`(now_ms)` regularly (every [`manager::TICK_MS`] or more
 //!   often), [`GroupManager::set_node_alive`] whenever the transport's view of a node
 //!   changes, [`GroupManager::step`] with every [`Envelope`] received from another node,

@@ -344,6 +344,32 @@ impl GroupManager {
         Ok(self.finish(out, [group]))
     }
 
+    /// Removes this node's replica of `group` (its partition was deleted, or moved off this
+    /// node): the replica and its entries in memory go, its unanswered proposals fail with
+    /// `NotLeader` (no leader known here any more), reads in flight for it are dropped (their
+    /// answers are ignored), and a `Persist` with [`Write::Remove`] is returned. The driver
+    /// deletes the partition log only once that write is synced. Nothing is sent to the
+    /// other replicas: the caller changes the replica set first (a removed voter that is
+    /// still a member looks dead to the others). No effects for a group not here.
+    pub fn remove_group(&mut self, group: GroupId) -> Vec<Effect> {
+        let Some(r) = self.groups.remove(&group) else {
+            return Vec::new();
+        };
+        self.awake.remove(&group);
+        self.cached_bytes -= r.node.store().window_bytes();
+        self.fetches.retain(|_, f| f.group != group);
+        let mut out = Out::default();
+        for (_, (_, token)) in r.proposals {
+            out.effects.push(Effect::Failed {
+                group,
+                token,
+                error: ProposeError::NotLeader { leader: None },
+            });
+        }
+        self.write(&mut out, Write::Remove { group });
+        self.finish(out, [])
+    }
+
     pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.groups.keys().copied()
     }
@@ -1202,6 +1228,67 @@ mod tests {
             let fx = self.m[i].propose(1, ProposalToken(token), batch);
             self.take(i, fx)
         }
+    }
+
+    #[test]
+    fn a_removed_group_fails_its_proposals_persists_its_removal_and_may_come_back() {
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        // Two proposals in flight on the leader (not delivered, not synced).
+        assert!(matches!(&t.propose(l, 7)[..], [Effect::Proposed { .. }]));
+        assert!(matches!(&t.propose(l, 8)[..], [Effect::Proposed { .. }]));
+        assert!(t.m[l].cached_bytes() > 0);
+        let fx = t.m[l].remove_group(1);
+        let failed: Vec<u64> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Failed {
+                    group: 1,
+                    token,
+                    error: ProposeError::NotLeader { leader: None },
+                } => Some(token.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, vec![7, 8]);
+        let writes: Vec<&Write> = fx
+            .iter()
+            .flat_map(|e| match e {
+                Effect::Persist { writes, .. } => writes.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(writes, vec![&Write::Remove { group: 1 }]);
+        t.take(l, fx);
+        t.sync(l);
+        assert!(t.m[l].status(1).is_none());
+        assert_eq!(t.m[l].groups().count(), 0);
+        assert_eq!(t.m[l].cached_bytes(), 0);
+        assert!(t.m[l].remove_group(1).is_empty(), "already gone");
+        let fx = t.m[l].propose(
+            1,
+            ProposalToken(9),
+            Batch {
+                records: 1,
+                bytes: Bytes::from_static(b"z"),
+            },
+        );
+        assert!(matches!(
+            &fx[..],
+            [Effect::Failed {
+                error: ProposeError::UnknownGroup,
+                ..
+            }]
+        ));
+        // Ticks and messages for the group are ignored meanwhile.
+        t.tick(l);
+        t.deliver(&[1, 2, 3]);
+        // Created again: a fresh replica with an empty log.
+        let fx = t.m[l].create_group(1, &[1, 2, 3]).unwrap();
+        t.take(l, fx);
+        t.sync(l);
+        let s = t.status(l);
+        assert_eq!((s.last_index, s.commit_index, s.term), (0, 0, 0));
     }
 
     #[test]

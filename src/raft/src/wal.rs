@@ -15,7 +15,11 @@
 //!              index u64, context length u32 + bytes, data length u32 + bytes
 //! 3 HardState  group u64, term u64, vote u64, commit u64
 //! 4 LogStart   group u64, index u64, term u64, offset i64, reset u8 (0 or 1)
+//! 5 Remove     group u64
 //! ```
+//!
+//! Type 5 was added after the first files were written; those files hold none and replay
+//! as before.
 //!
 //! # Replay
 //!
@@ -46,6 +50,7 @@ const CREATE: u8 = 1;
 const ENTRIES: u8 = 2;
 const HARD_STATE: u8 = 3;
 const LOG_START: u8 = 4;
+const REMOVE: u8 = 5;
 
 /// Bytes an entry takes besides its context and data.
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8 + 4 + 4;
@@ -121,6 +126,10 @@ fn encode_payload(w: &Write, b: &mut Vec<u8>) {
             put_u64(b, hard_state.term);
             put_u64(b, hard_state.vote);
             put_u64(b, hard_state.commit);
+        }
+        Write::Remove { group } => {
+            b.push(REMOVE);
+            put_u64(b, *group);
         }
     }
 }
@@ -210,6 +219,7 @@ pub fn decode_payload(payload: &[u8]) -> Option<Write> {
             };
             Write::HardState { group, hard_state }
         }
+        REMOVE => Write::Remove { group: c.u64()? },
         _ => return None,
     };
     c.0.is_empty().then_some(w)
@@ -363,6 +373,11 @@ fn apply(logs: &mut BTreeMap<GroupId, ReplicaLog>, w: &Write) -> Result<(), Stri
         Write::HardState { group, hard_state } => {
             log_mut(logs, *group)?.set_hard_state(hard_state.clone());
         }
+        Write::Remove { group } => {
+            if logs.remove(group).is_none() {
+                return Err(format!("group {group} removed but never created"));
+            }
+        }
     }
     Ok(())
 }
@@ -445,6 +460,39 @@ mod tests {
         let mut garbled = b.clone();
         garbled[whole + 9] ^= 0x10;
         assert_eq!(replay(&garbled).unwrap().valid_len, whole);
+    }
+
+    #[test]
+    fn a_removed_group_is_left_out_and_may_be_created_again() {
+        let mut b = Vec::new();
+        for w in &sample() {
+            encode_record(w, &mut b);
+        }
+        let before_remove = b.len();
+        encode_record(&Write::Remove { group: 4 }, &mut b);
+        let r = replay(&b).unwrap();
+        assert!(r.logs.is_empty(), "removed");
+        assert_eq!(r.valid_len, b.len());
+        // A torn removal leaves the group as it was.
+        let r = replay(&b[..b.len() - 1]).unwrap();
+        assert_eq!(r.valid_len, before_remove);
+        assert_eq!(r.logs[&4].last_index(), 3);
+        // Created again: a fresh log.
+        encode_record(
+            &Write::Create {
+                group: 4,
+                voters: vec![1, 2],
+            },
+            &mut b,
+        );
+        let r = replay(&b).unwrap();
+        assert_eq!(r.logs[&4].last_index(), 0);
+        assert_eq!(r.logs[&4].voters(), &[1u64, 2][..]);
+        assert_eq!(r.logs[&4].hard_state().commit, 0);
+        // Removing a group that is not there is damage, not a torn tail.
+        let mut b = Vec::new();
+        encode_record(&Write::Remove { group: 7 }, &mut b);
+        assert!(replay(&b).is_err());
     }
 
     /// A checksummed record that does not fit the log is an error, never a panic.

@@ -22,7 +22,9 @@
 //!   has seen (the only ones Raft may replace), so the lookup needs no read and the map is
 //!   bounded by the uncommitted entries.
 //! - The raft-state file ([`state`]) holds per group its voters, hard state and log start,
-//!   latest record wins, rewritten when it outgrows a few times its live size.
+//!   latest record wins (a removal drops the group), rewritten when it outgrows a few times
+//!   its live size. Only a torn last record is cut at start; a bad record with valid ones
+//!   after it, or a checksummed record that does not apply, is [`Error::Damaged`].
 //!
 //! # Driving it (the shard's side)
 //!
@@ -31,10 +33,32 @@
 //! partition directory, log config and name. Then hand every manager call's effects to
 //! [`ReplicaStore::drive`] (or, to batch several calls into one sync, perform
 //! `Persist` with [`ReplicaStore::write`] in `seq` order, then [`ReplicaStore::sync`] and
-//! `persisted(seq)`, and `Fetch` with [`ReplicaStore::fetch`] and `entries_fetched`).
-//! Consumers read [`ReplicaStore::log`]`(group)`, clamped to the group's high watermark
-//! (the partition log's own high watermark is its flushed offset, which may be ahead of
-//! Raft's commit). [`ReplicaStore::close`] at shutdown.
+//! `persisted(seq)`, `Fetch` with [`ReplicaStore::fetch`] and `entries_fetched`, and
+//! `HighWatermark` with [`ReplicaStore::high_watermark`]; `drive` does all three and hands
+//! `HighWatermark` on too). [`ReplicaStore::close`] at shutdown.
+//!
+//! Consumers read [`ReplicaStore::log`]`(group)`. Every log the store opens is marked
+//! replicated (`PartitionLog::set_replicated`): its `high_watermark`, reads, long-polls,
+//! offset lookups and DeleteRecords stop at min(its durable offset, the group's Raft high
+//! watermark) as `HighWatermark` effects set it, and after a restart it resumes at the
+//! recovered commit (never at the durable end, which may hold uncommitted entries). Only
+//! [`ReplicaStore::fetch`] and the recovery scan read past it (`read_replica`, up to the
+//! durable end: followers need the uncommitted entries too).
+//!
+//! A replicated partition's retention goes through Raft: the broker asks the log where
+//! retention would start it (`PartitionLog::retention_offset`) and hands that to
+//! `GroupManager::compact`; it never calls `enforce_retention` or `delete_records_before`
+//! on such a log (see `LogStart { reset: false }` below).
+//!
+//! `Write::Create` over a partition directory that holds a non-empty log is refused
+//! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
+//! not know. The broker discards a stale directory (`partition_dirs::discard`) before it
+//! creates a group. `Write::Remove` (`GroupManager::remove_group`: the partition was deleted
+//! or moved off this node) records the removal in the state file, durable at the next sync,
+//! and retires the group's partition log (appends and reads fail, nothing acts in its
+//! directory once the write returns); the broker deletes the directory after that sync
+//! (before it, a crash brings the group back with its log). Recovery skips removed
+//! groups; a later `Create` of the group starts it afresh.
 //!
 //! # Durability order (group commit)
 //!
@@ -65,11 +89,12 @@
 //! naming the group. One state is legitimate and resolved: entries of a term newer than the
 //! durable hard state (a follower learnt the term from the leader's first append and
 //! crashed between syncing the log and the state file); it never acknowledged them nor
-//! voted in that term, so it resumes in that term with no vote. Then
-//! `GroupManager::recover` builds the manager.
+//! voted in that term, so it resumes in that term with no vote. The partition log's high
+//! watermark is set to the offset after the recovered commit. Then `GroupManager::recover`
+//! builds the manager.
 //!
-//! Cost: the scan reads every partition log whole (`read_next`, 1 MiB at a time), so start
-//! time grows with the data on the shard. To avoid it later, checkpoint the mark map (index,
+//! Cost: the scan reads every partition log whole (`read_replica`, 1 MiB at a time), so
+//! start time grows with the data on the shard. To avoid it later, checkpoint the mark map (index,
 //! offset, term every `MARK_EVERY` entries and at term changes, up to the durable commit)
 //! beside the state file or per partition, and scan only the batches after the last
 //! checkpointed mark; the partition log's own index already finds that offset.
@@ -90,7 +115,11 @@
 //! control batch; restarts; a divergent suffix truncated; a lagging follower caught up from
 //! the partition log; a snapshot resetting a follower's log; power losses at random points
 //! (24 seeds) keeping every acknowledged batch; a failure at every fdatasync of a term
-//! change; a commit beyond the log refused. `tests/dma.rs` runs single-voter groups on a
+//! change; a commit beyond the log refused; readers held at the commit while the leader's
+//! log holds more, also after a restart; a create over a non-empty directory refused; a
+//! group removed (undone by a power loss before the sync, gone after a restart once synced,
+//! created again empty and caught up). `state.rs`: a torn last record cut, damage before
+//! valid records refused, removal and re-creation. `tests/dma.rs` runs single-voter groups on a
 //! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
 //! after a drop without close.
 //!
@@ -100,8 +129,10 @@
 //! node (with direct IO a killed process's writes are on the device; a device write cache
 //! lost at a later power loss is not covered: syncing every log at start would be). A
 //! reset replaces the group's `PartitionLog`, so holders of the old one (readers) must ask
-//! [`ReplicaStore::log`] again. Removing a group (partition deletion, reassignment) has no
-//! `Write` yet. Whole-log scans at start (see Recovery).
+//! [`ReplicaStore::log`] again. Whole-log scans at start (see Recovery). A power loss that
+//! persisted a later page of a multi-page state-file write but not an earlier one is refused
+//! as damage (see `state::replay`). A partition directory left by a removal whose directory
+//! delete did not happen (a crash after the sync) is the broker's to find and discard.
 
 pub mod control;
 pub mod sequences;

@@ -11,6 +11,9 @@
 //! zero-padded, so a zero length ends the records. Recovery keeps the records up to the
 //! first that does not check (a torn tail: never reported synced), cuts the file there and
 //! syncs it, so bytes of an unsynced write beyond the cut can never come back as records.
+//! A bad record followed by a valid one is not a torn tail but damage: the file is refused
+//! ([`crate::Error::Damaged`]), as is a checksummed record that does not apply (see
+//! `replay`). A group's `REMOVE` record (kind 4, no fields) drops what the file held of it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,10 @@ pub const VOTERS_MAX: usize = 255;
 const CREATE: u8 = 1;
 const HARD_STATE: u8 = 2;
 const LOG_START: u8 = 3;
+/// Added after the first files were written (those hold none and read as before).
+const REMOVE: u8 = 4;
+/// Largest record body: a `CREATE` naming [`VOTERS_MAX`] voters.
+const BODY_BYTES_MAX: usize = 9 + 4 + 8 * VOTERS_MAX;
 
 /// Where a group's Raft log starts: after entry `index` of `term`, at Kafka offset `offset`;
 /// `reset` when a leader's snapshot restarted the partition log empty there.
@@ -108,6 +115,10 @@ fn log_start_record(group: GroupId, s: &LogStart) -> Vec<u8> {
     record(LOG_START, group, &f)
 }
 
+fn remove_record(group: GroupId) -> Vec<u8> {
+    record(REMOVE, group, &[])
+}
+
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
@@ -154,30 +165,80 @@ fn apply(groups: &mut BTreeMap<GroupId, GroupState>, body: &[u8]) -> Option<()> 
                 reset: f[24] != 0,
             };
         }
+        REMOVE if f.is_empty() => {
+            groups.remove(&group)?;
+        }
         _ => return None,
     }
     Some(())
 }
 
-/// The valid records of `bytes` applied in order, and the length they end at.
-fn replay(bytes: &[u8]) -> (BTreeMap<GroupId, GroupState>, usize) {
+/// The body of the record at `at`, if one is there whole with its checksum right.
+fn record_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let h = bytes.get(at..at + 8)?;
+    let len = u32::from_be_bytes(h[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_be_bytes(h[4..].try_into().unwrap());
+    if len == 0 || len > BODY_BYTES_MAX {
+        return None;
+    }
+    let body = bytes.get(at + 8..at + 8 + len)?;
+    (crc32c::crc32c(body) == crc).then_some(body)
+}
+
+/// Whether `body` has the kind and size of a record this file holds (a cheap test before
+/// the checksum when looking for records at arbitrary positions).
+fn plausible(body_len: usize, kind: u8) -> bool {
+    match kind {
+        CREATE => body_len >= 13 && (body_len - 13).is_multiple_of(8),
+        HARD_STATE => body_len == 9 + 24,
+        LOG_START => body_len == 9 + 25,
+        REMOVE => body_len == 9,
+        _ => false,
+    }
+}
+
+/// The position of the first checksummed record starting after `from`, at any byte.
+fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+    (from + 1..bytes.len().saturating_sub(8)).find(|&p| {
+        let len = u32::from_be_bytes(bytes[p..p + 4].try_into().unwrap()) as usize;
+        bytes.get(p + 8).is_some_and(|&kind| plausible(len, kind)) && record_at(bytes, p).is_some()
+    })
+}
+
+/// The records of `bytes` applied in order, and the length they end at. Reading stops at
+/// the first record that is cut short, fails its checksum, or has zero length (the zero
+/// padding after the last record): that is where the records end, or the torn tail of a
+/// write a crash interrupted (never reported synced, as each sync writes after everything
+/// synced before it). A torn tail is the end of the file: if a checksummed record follows
+/// anywhere after it, the bad record sits among synced ones, and cutting there would drop
+/// synced state (a vote, a commit), so the file is refused. So is a checksummed record that
+/// does not apply (a record of a group never created, or of a size its kind never has):
+/// damage a CRC missed, or a file this code did not write.
+///
+/// One crash is refused too although nothing synced is lost: a write of several pages
+/// that reached the disk out of order, a later page whole and an earlier one not (a device
+/// without atomic page writes losing power mid-write). Telling it from damage would need
+/// to know where that write began; refusing sends the operator to the file rather than
+/// risk forgetting a vote.
+fn replay(bytes: &[u8]) -> Result<(BTreeMap<GroupId, GroupState>, usize), String> {
     let mut groups = BTreeMap::new();
     let mut at = HEADER_LEN;
-    while let Some(h) = bytes.get(at..at + 8) {
-        let len = u32::from_be_bytes(h[..4].try_into().unwrap()) as usize;
-        let crc = u32::from_be_bytes(h[4..].try_into().unwrap());
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if len == 0 || crc32c::crc32c(body) != crc {
-            break;
-        }
+    while let Some(body) = record_at(bytes, at) {
         if apply(&mut groups, body).is_none() {
-            break;
+            return Err(format!(
+                "record at byte {at} (kind {}, {} bytes) does not fit the records before it",
+                body[0],
+                body.len()
+            ));
         }
-        at += 8 + len;
+        at += 8 + body.len();
     }
-    (groups, at)
+    if let Some(next) = valid_record_after(bytes, at) {
+        return Err(format!(
+            "bad record at byte {at} followed by a valid one at byte {next}: damage, not a torn tail"
+        ));
+    }
+    Ok((groups, at))
 }
 
 fn io_err(op: &str, path: &Path, e: std::io::Error) -> Error {
@@ -238,7 +299,8 @@ impl<S: Storage> StateFile<S> {
                     path.display()
                 )));
             }
-            let (groups, valid) = replay(&bytes);
+            let (groups, valid) =
+                replay(&bytes).map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))?;
             sf.groups = groups;
             sf.len = valid as u64;
             let page = valid / PAGE_SIZE * PAGE_SIZE;
@@ -328,6 +390,16 @@ impl<S: Storage> StateFile<S> {
             "log start of an unknown group"
         );
         self.push(log_start_record(group, &start));
+    }
+
+    /// The group is gone from this shard: its records no longer count (a later
+    /// [`Self::create`] starts it afresh), and a rewrite leaves it out.
+    pub fn remove(&mut self, group: GroupId) {
+        assert!(
+            self.groups.contains_key(&group),
+            "removal of an unknown group"
+        );
+        self.push(remove_record(group));
     }
 
     /// Bytes the live records alone take.
@@ -513,6 +585,129 @@ mod tests {
                 assert_eq!(f.groups(), &want, "cut at {cut}");
                 assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
             }
+        });
+    }
+
+    /// A file of groups 1..=3 (created, hard states, a log start), synced; returns its
+    /// bytes and the position where each record starts.
+    async fn sample(dir: &Path) -> (Vec<u8>, Vec<usize>) {
+        let s = StdStorage;
+        let mut f = StateFile::open(&s, dir).await.unwrap();
+        for g in 1..=3u64 {
+            f.create(g, &[1, 2, 3]).unwrap();
+            f.hard_state(
+                g,
+                &HardState {
+                    term: g,
+                    vote: 1,
+                    commit: 10 * g,
+                    ..Default::default()
+                },
+            );
+        }
+        f.log_start(
+            2,
+            LogStart {
+                index: 5,
+                term: 1,
+                offset: 7,
+                reset: false,
+            },
+        );
+        f.sync(&s).await.unwrap();
+        let len = f.len() as usize;
+        drop(f);
+        let bytes = std::fs::read(dir.join(STATE_FILE)).unwrap()[..len].to_vec();
+        let mut starts = Vec::new();
+        let mut at = HEADER_LEN;
+        while at < len {
+            starts.push(at);
+            at += 8 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        assert_eq!(at, len);
+        (bytes, starts)
+    }
+
+    #[test]
+    fn only_a_torn_last_record_is_cut_damage_before_valid_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            let (bytes, starts) = sample(dir.path()).await;
+            let path = dir.path().join(STATE_FILE);
+            let last = *starts.last().unwrap();
+            let (storage, dir_path, file) = (&s, dir.path(), path.clone());
+            let open = move |b: Vec<u8>| {
+                std::fs::write(&file, b).unwrap();
+                StateFile::<StdStorage>::open(storage, dir_path)
+            };
+            // The last record garbled, cut short, or followed by zero padding: a torn tail.
+            let mut b = bytes.clone();
+            b[last + 12] ^= 1;
+            b.extend_from_slice(&[0; 100]);
+            let f = open(b).await.unwrap();
+            assert_eq!(f.len(), last as u64);
+            assert_eq!(f.group(2).unwrap().start, LogStart::default());
+            let f = open(bytes[..bytes.len() - 3].to_vec()).await.unwrap();
+            assert_eq!(f.len(), last as u64);
+            // A record in the middle garbled (body, length, or zeroed): the records after
+            // it were synced, so the file is refused rather than cut there.
+            for (at, how) in [(12, "body"), (0, "length"), (4, "checksum")] {
+                let mut b = bytes.clone();
+                b[starts[2] + at] ^= 0x40;
+                let e = open(b).await.err().expect(how);
+                assert!(
+                    matches!(&e, Error::Damaged(m) if m.contains("not a torn tail")),
+                    "{how}: {e}"
+                );
+            }
+            let mut b = bytes.clone();
+            b[starts[1]..starts[2]].fill(0);
+            let e = open(b).await.err().expect("zeroed");
+            assert!(matches!(e, Error::Damaged(_)), "{e}");
+            // A checksummed record that does not apply (a group never created) is damage too.
+            let mut b = bytes.clone();
+            b.extend_from_slice(&hard_state_record(9, &HardState::default()));
+            let e = open(b).await.err().expect("unknown group");
+            assert!(
+                matches!(&e, Error::Damaged(m) if m.contains("does not fit")),
+                "{e}"
+            );
+            // Nothing was cut by the refusals: the intact file still opens whole.
+            let f = open(bytes.clone()).await.unwrap();
+            assert_eq!(f.len(), bytes.len() as u64);
+            assert_eq!(f.group(3).unwrap().hard_state.commit, 30);
+        });
+    }
+
+    #[test]
+    fn a_removed_group_is_forgotten_and_may_be_created_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            sample(dir.path()).await;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            f.remove(2);
+            assert!(f.group(2).is_none());
+            f.sync(&s).await.unwrap();
+            drop(f);
+            let mut f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.groups().keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+            f.create(2, &[4, 5]).unwrap();
+            f.sync(&s).await.unwrap();
+            drop(f);
+            let mut f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            let g = f.group(2).unwrap();
+            assert_eq!(g.voters, vec![4, 5]);
+            assert_eq!(g.start, LogStart::default());
+            assert_eq!(g.hard_state, HardState::default());
+            // A rewrite leaves removed groups out.
+            f.remove(1);
+            f.rewrite(&s).await.unwrap();
+            drop(f);
+            let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.groups().keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+            assert_eq!(f.group(3).unwrap().hard_state.commit, 30);
         });
     }
 }

@@ -158,21 +158,23 @@ fn damaged(group: GroupId, what: impl std::fmt::Display) -> Error {
     Error::Damaged(format!("group {group}: {what}"))
 }
 
+/// Opens a group's partition log, marked replicated: readers see it only up to the
+/// group's high watermark, which starts at the log start (the caller raises it).
 async fn open_log<S: Storage>(
     storage: &Rc<S>,
     cache: &Rc<RefCell<BatchCache>>,
     spec: &PartitionSpec,
 ) -> Result<Rc<PartitionLog<S>>, Error> {
-    Ok(Rc::new(
-        PartitionLog::open(
-            storage.clone(),
-            spec.dir.clone(),
-            spec.config.clone(),
-            cache.clone(),
-            spec.name.clone(),
-        )
-        .await?,
-    ))
+    let log = PartitionLog::open(
+        storage.clone(),
+        spec.dir.clone(),
+        spec.config.clone(),
+        cache.clone(),
+        spec.name.clone(),
+    )
+    .await?;
+    log.set_replicated();
+    Ok(Rc::new(log))
 }
 
 /// The entry a stored batch holds, as raft-rs wrote it (a Kafka batch's bytes now carry
@@ -247,22 +249,23 @@ impl<S: Storage> ReplicaStore<S> {
                     ),
                 ));
             }
-            if log.log_start_offset() < start.offset {
-                if log.log_end_offset() < start.offset {
-                    return Err(damaged(
-                        g,
-                        format!(
-                            "partition log {} ends at {}, before the Raft log start {}",
-                            spec.name,
-                            log.log_end_offset(),
-                            start.offset
-                        ),
-                    ));
-                }
-                // Retention's move was recorded but its segments not yet removed.
-                log.delete_records_before(start.offset).await?;
+            if log.log_end_offset() < start.offset {
+                return Err(damaged(
+                    g,
+                    format!(
+                        "partition log {} ends at {}, before the Raft log start {}",
+                        spec.name,
+                        log.log_end_offset(),
+                        start.offset
+                    ),
+                ));
             }
             let (rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            if log.log_start_offset() < start.offset {
+                // Retention's move was recorded but its segments not yet removed (the
+                // high watermark is past it: the scan set it to the commit).
+                log.delete_records_before(start.offset).await?;
+            }
             logs.push((g, rlog));
             groups.insert(g, group);
         }
@@ -295,7 +298,7 @@ impl<S: Storage> ReplicaStore<S> {
         let mut group = Group::new(log.clone(), start);
         let (mut index, mut offset, mut term) = (start.index, start.offset, start.term);
         loop {
-            let (bytes, _) = log.read_next(offset, SCAN_CHUNK_BYTES).await?;
+            let (bytes, _) = log.read_replica(offset, SCAN_CHUNK_BYTES).await?;
             if bytes.is_empty() {
                 break;
             }
@@ -359,13 +362,27 @@ impl<S: Storage> ReplicaStore<S> {
             .base_of(group.commit + 1)
             .expect("offset after the commit");
         log.note_committed(committed);
+        // Readers resume at the recovered commit (durable: the logs were synced before the
+        // state file that holds it), not at the durable end, which may hold uncommitted
+        // entries.
+        log.set_high_watermark(committed);
         Ok((rlog, group))
     }
 
-    /// The partition log of `group` (for reads: the broker serves consumers from it up to
-    /// the group's high watermark). It is replaced when a snapshot resets the log.
+    /// The partition log of `group` (for reads: the broker serves consumers from it; its
+    /// `high_watermark`, reads and long-polls stop at the group's high watermark, see
+    /// [`Self::high_watermark`]). It is replaced when a snapshot resets the log.
     pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog<S>>> {
         self.groups.get(&group).map(|g| g.log.clone())
+    }
+
+    /// Performs `Effect::HighWatermark { group, offset, .. }`: readers of the group's
+    /// partition log may now see below `offset` (monotonic; ignored for a group not here).
+    /// [`Self::drive`] does it for the effects it handles.
+    pub fn high_watermark(&mut self, group: GroupId, offset: i64) {
+        if let Some(g) = self.groups.get(&group) {
+            g.log.set_high_watermark(offset);
+        }
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -413,6 +430,7 @@ impl<S: Storage> ReplicaStore<S> {
                     };
                     self.log_start(group, start).await?;
                 }
+                Write::Remove { group } => self.remove(group).await?,
             }
         }
         self.written_seq = seq;
@@ -424,20 +442,23 @@ impl<S: Storage> ReplicaStore<S> {
             return Err(damaged(group, "created twice"));
         }
         let spec = (self.layout)(group);
-        let mut log = open_log(&self.storage, &self.cache, &spec).await?;
+        let log = open_log(&self.storage, &self.cache, &spec).await?;
         if log.log_start_offset() != 0 || log.log_end_offset() != 0 {
-            // Left by a replica whose creation never became durable (the state file does not
-            // know it, so nothing of it was ever acknowledged): a new replica starts empty.
-            log::warn!(
-                "{}: new replica over a non-empty partition log ({}..{}), emptying it",
-                spec.name,
-                log.log_start_offset(),
-                log.log_end_offset()
-            );
+            // Not this store's (the state file has no such group): another partition's data,
+            // a replica whose creation or removal never became durable, or a directory the
+            // broker has not cleaned up. Emptying it could destroy data nobody meant to
+            // give up, so it is refused: the broker discards a stale directory itself
+            // (`partition_dirs::discard`) before it creates a group.
+            let (start, end) = (log.log_start_offset(), log.log_end_offset());
             log.close().await?;
-            drop(log);
-            PartitionLog::reset_dir(&*self.storage, &spec.dir, 0).await?;
-            log = open_log(&self.storage, &self.cache, &spec).await?;
+            return Err(damaged(
+                group,
+                format!(
+                    "new replica over a non-empty partition log {} ({}: offsets {start}..{end})",
+                    spec.name,
+                    spec.dir.display()
+                ),
+            ));
         }
         self.state.create(group, voters)?;
         self.groups
@@ -540,6 +561,24 @@ impl<S: Storage> ReplicaStore<S> {
         Ok(())
     }
 
+    /// `Write::Remove`: the group's removal goes into the state file (durable at the next
+    /// [`Self::sync`]; until then a crash brings the group back whole), and its partition
+    /// log is retired and forgotten: appends and reads fail from now on, and once this
+    /// returns nothing of the log acts in its directory any more, so the broker may delete
+    /// the directory, but only after that sync (before it, recovery would find the group's
+    /// state without its log).
+    async fn remove(&mut self, group: GroupId) -> Result<(), Error> {
+        let g = self
+            .groups
+            .remove(&group)
+            .ok_or_else(|| damaged(group, "removal of an unknown group"))?;
+        self.state.remove(group);
+        self.touched.remove(&group);
+        self.deferred_starts.retain(|&(d, _)| d != group);
+        g.log.retire_and_fence().await;
+        Ok(())
+    }
+
     /// Makes every write so far durable: fdatasyncs each partition log written to, then the
     /// state file (so a durable commit index never exceeds the durable logs); then finishes
     /// deferred retention moves. Returns the highest `seq` it covers: call
@@ -549,6 +588,10 @@ impl<S: Storage> ReplicaStore<S> {
         for (group, offset) in std::mem::take(&mut self.deferred_starts) {
             if let Some(g) = self.groups.get(&group) {
                 if offset > g.log.log_start_offset() {
+                    // `compact` starts the log only at entries applied here, so committed
+                    // and synced: the high watermark is there already if the caller applied
+                    // every `HighWatermark` effect, and may be raised to it if not.
+                    g.log.set_high_watermark(offset);
                     g.log.delete_records_before(offset).await?;
                 }
             }
@@ -592,7 +635,8 @@ impl<S: Storage> ReplicaStore<S> {
         let log = self.groups.get(&group)?.log.clone();
         self.stats.fetches += 1;
         let max = max_bytes.min(FETCH_BYTES_MAX) as usize;
-        let read = log.read_next(offset, max).await;
+        // Up to the durable end: followers need the uncommitted entries too.
+        let read = log.read_replica(offset, max).await;
         let batches = read.ok().and_then(|(bytes, _)| batches_of(bytes).ok());
         if batches.is_none() {
             self.stats.fetch_errors += 1;
@@ -602,7 +646,9 @@ impl<S: Storage> ReplicaStore<S> {
 
     /// Performs the `Persist` and `Fetch` effects among `effects` and feeds their results
     /// back to `mgr` until none is left (every `Persist` written in order, then one sync for
-    /// all of them; fetches after it), returning every other effect in order.
+    /// all of them; fetches after it), applies each `HighWatermark` to its partition log
+    /// ([`Self::high_watermark`]), and returns every effect but `Persist` and `Fetch` in
+    /// order (`HighWatermark` included, for whoever waits on it).
     pub async fn drive(
         &mut self,
         mgr: &mut GroupManager,
@@ -625,6 +671,10 @@ impl<S: Storage> ReplicaStore<S> {
                         offset,
                         max_bytes,
                     } => fetches.push((group, id, offset, max_bytes)),
+                    Effect::HighWatermark { group, offset, .. } => {
+                        self.high_watermark(group, offset);
+                        out.push(e);
+                    }
                     other => out.push(other),
                 }
             }

@@ -318,14 +318,17 @@ impl Cluster {
         panic!("group {g} never converged");
     }
 
-    /// Every batch of node `n`'s partition log of `g` (from its start to its durable end).
+    /// Every batch of node `n`'s partition log of `g` (from its start to its durable end,
+    /// committed or not).
     async fn batches(&self, n: NodeId, g: GroupId) -> Vec<(i64, Vec<u8>)> {
         let log = self.nodes[&n].store.log(g).unwrap();
         let mut out = Vec::new();
         let mut at = log.log_start_offset();
-        while at < log.high_watermark() {
-            let (bytes, next) = log.read_next(at, 1 << 20).await.unwrap();
-            assert!(!bytes.is_empty());
+        loop {
+            let (bytes, next) = log.read_replica(at, 1 << 20).await.unwrap();
+            if bytes.is_empty() {
+                break;
+            }
             let mut pos = 0;
             while pos < bytes.len() {
                 let h = Header::parse(&bytes[pos..]).unwrap();
@@ -342,8 +345,14 @@ impl Cluster {
     /// committed proposals at their offsets stamped with their term; returns the batches.
     async fn check_logs(&self, g: GroupId) -> Vec<(i64, Vec<u8>)> {
         let mut logs = Vec::new();
-        for &n in self.nodes.keys() {
+        for (&n, node) in &self.nodes {
             logs.push(self.batches(n, g).await);
+            // Readers of the partition log see exactly what Raft published.
+            assert_eq!(
+                node.store.log(g).unwrap().high_watermark(),
+                node.mgr.status(g).unwrap().high_watermark,
+                "node {n} group {g}: partition log's high watermark"
+            );
         }
         let start = logs
             .iter()
@@ -749,5 +758,180 @@ fn crash_in_term_change(fail_at: u32) {
         c.await_converged(10).await;
         let log = c.check_logs(10).await;
         assert_eq!(c.batches(f, 10).await, log, "fail at {fail_at}");
+    });
+}
+
+#[test]
+fn readers_see_only_committed_entries_also_after_a_restart() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        let l = c.await_leader(10).await;
+        let t = c.propose(l, 10, 2).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+        let hw = c.nodes[&l].mgr.status(10).unwrap().high_watermark;
+        assert!(hw >= 3, "the no-op and two records");
+        // The followers hear nothing more from the leader: its next batch is durable in its
+        // partition log but never commits.
+        for n in VOTERS.into_iter().filter(|&n| n != l) {
+            c.cut.insert((l, n));
+        }
+        c.propose(l, 10, 3).await;
+        let log = c.nodes[&l].store.log(10).unwrap();
+        let (above, next) = log.read_replica(hw, 1 << 20).await.unwrap();
+        assert!(!above.is_empty() && next == hw + 3, "replication reads it");
+        assert_eq!(log.high_watermark(), hw, "readers do not");
+        let r = log.read(hw, 1 << 20).await.unwrap();
+        assert!(r.records.is_empty());
+        assert_eq!(r.high_watermark, hw);
+        // Restarted, readers resume at the recovered commit, not at the durable end.
+        c.kill(l);
+        c.start(l).await;
+        let log = c.nodes[&l].store.log(10).unwrap();
+        assert_eq!(log.log_end_offset(), hw + 3);
+        assert_eq!(log.high_watermark(), hw);
+        assert!(log.read(hw, 1 << 20).await.unwrap().records.is_empty());
+        // Healed, every replica's readers follow Raft's high watermark again.
+        c.cut.clear();
+        let l = c.await_leader(10).await;
+        let t = c.propose(l, 10, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+    });
+}
+
+#[test]
+fn a_create_over_a_non_empty_partition_directory_is_refused() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        // Data the state file knows nothing of, where group 12's log would go.
+        let dir = c.node_dir(1).join("t-12");
+        let stale = sluice_storage::PartitionLog::open(
+            Rc::new(StdStorage),
+            dir.clone(),
+            log_config(),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            "stale".into(),
+        )
+        .await
+        .unwrap();
+        stale
+            .append(&kafka_batch(&[b"keep me"], 1_700_000_000_000), 0)
+            .unwrap();
+        stale.close().await.unwrap();
+        drop(stale);
+        let node = c.nodes.get_mut(&1).unwrap();
+        let fx = node.mgr.create_group(12, &VOTERS).unwrap();
+        let e = node
+            .store
+            .drive(&mut node.mgr, fx, 0)
+            .await
+            .expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, sluice_replica::Error::Damaged(_))
+                && msg.contains("group 12")
+                && msg.contains(&dir.display().to_string()),
+            "{msg}"
+        );
+        // The data is still there.
+        let log = sluice_storage::PartitionLog::open(
+            Rc::new(StdStorage),
+            dir,
+            log_config(),
+            Rc::new(RefCell::new(BatchCache::new(1 << 20))),
+            "stale".into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(log.log_end_offset(), 1);
+    });
+}
+
+#[test]
+fn a_removed_group_is_gone_after_a_restart_and_comes_back_fresh() {
+    run(async {
+        let mut c = Cluster::new(32 << 20).await;
+        c.create_group(10).await;
+        c.create_group(11).await;
+        let mut tokens = Vec::new();
+        for g in [10, 11] {
+            let l = c.await_leader(g).await;
+            for _ in 0..5 {
+                tokens.push(c.propose(l, g, 2).await);
+            }
+        }
+        c.await_outcome(&tokens).await;
+        c.await_converged(11).await;
+        let want = c.check_logs(11).await;
+        let n = VOTERS
+            .into_iter()
+            .find(|&n| c.leader(11) != Some(n))
+            .unwrap();
+        let dir = c.node_dir(n).join("t-11");
+
+        // A removal written but not synced is undone by a power loss.
+        let node = c.nodes.get_mut(&n).unwrap();
+        let Some(Effect::Persist { seq, writes }) = node
+            .mgr
+            .remove_group(11)
+            .into_iter()
+            .find(|e| matches!(e, Effect::Persist { .. }))
+        else {
+            panic!("no persist");
+        };
+        assert_eq!(writes, vec![sluice_raft::Write::Remove { group: 11 }]);
+        let old = node.store.log(11).unwrap();
+        node.store.write(seq, writes, 0).await.unwrap();
+        assert!(node.store.log(11).is_none());
+        assert!(
+            old.read(0, 100).await.is_err(),
+            "a retired log serves nothing"
+        );
+        c.power_loss(n);
+        c.start(n).await;
+        assert!(
+            c.nodes[&n].mgr.status(11).is_some(),
+            "back after the power loss"
+        );
+        c.await_converged(11).await;
+        assert_eq!(c.batches(n, 11).await, want);
+
+        // Removed and synced: gone for good once the broker deletes the directory.
+        let fx = c.nodes.get_mut(&n).unwrap().mgr.remove_group(11);
+        c.handle(n, fx).await;
+        assert!(c.nodes[&n].store.log(11).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.kill(n);
+        c.start(n).await;
+        assert!(c.nodes[&n].mgr.status(11).is_none());
+        assert!(c.nodes[&n].store.log(11).is_none());
+        assert!(
+            !dir.exists(),
+            "recovery does not open a removed group's log"
+        );
+        // Group 10 is untouched.
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+
+        // Created again: an empty replica the leader fills.
+        let fx = c
+            .nodes
+            .get_mut(&n)
+            .unwrap()
+            .mgr
+            .create_group(11, &VOTERS)
+            .unwrap();
+        c.handle(n, fx).await;
+        let l = c.await_leader(11).await;
+        let t = c.propose(l, 11, 1).await;
+        c.await_outcome(&[t]).await;
+        c.await_converged(11).await;
+        let now = c.check_logs(11).await;
+        assert!(now.starts_with(&want));
+        assert_eq!(c.batches(n, 11).await, now);
     });
 }

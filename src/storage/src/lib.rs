@@ -10,7 +10,12 @@
 //! - A [`log::PartitionLog`] belongs to one shard and is `!Send`; it is never touched from
 //!   another thread.
 //! - Appends are memory-only; a batch is durable (and visible to readers) once a flush that
-//!   started after its append has returned.
+//!   started after its append has returned. A Raft replica's log (`set_replicated`) shows
+//!   readers only what is also below Raft's high watermark (`set_high_watermark`): reads,
+//!   long-polls, offset lookups, DeleteRecords and retention stop there, and only
+//!   replication's own reads (`read_replica`) go on to the durable end. Its retention is
+//!   decided by Raft: `retention_offset` says where retention would start the log without
+//!   deleting anything.
 //! - Offsets in a log are dense and its segments contiguous. A leader's append assigns the
 //!   next offset and stamps the current leader epoch (the newest in the log's history, or
 //!   one begun since with `begin_epoch`; epochs never go back); a follower's (`append_at`) must be at the log

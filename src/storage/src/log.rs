@@ -11,9 +11,12 @@
 //! `RefCell` borrow is held across an await: a stage takes its work out, does the IO, then
 //! records the result.
 //!
-//! Offsets: `log_start_offset` ≤ `high_watermark` (= durable offset on a single node, later
-//! the Raft commit index) ≤ `log_end_offset` (asserted after every sync). Reads never go
-//! past the high watermark. A truncation (`replica.rs`, with follower appends and the
+//! Offsets: `log_start_offset` ≤ durable offset ≤ `log_end_offset` (asserted after every
+//! sync). The high watermark is the durable offset on a single node; a Raft replica's log
+//! ([`PartitionLog::set_replicated`]) clamps it to Raft's commit-and-synced offset
+//! ([`PartitionLog::set_high_watermark`]). Reads, offset lookups, DeleteRecords and
+//! retention never go past the high watermark; only replication's own reads
+//! ([`PartitionLog::read_replica`]) see the durable entries above it. A truncation (`replica.rs`, with follower appends and the
 //! leader-epoch history) holds both flush stages; a flush stage that began before it is
 //! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 
@@ -307,6 +310,11 @@ struct Inner<F: StorageFile> {
     /// Highest offset the replication layer reported committed (`note_committed`): a
     /// truncation never goes below it.
     committed: i64,
+    /// `Some` for a Raft replica's log ([`PartitionLog::set_replicated`]): the offset below
+    /// which entries are committed and synced (Raft's high watermark, only moving up).
+    /// Readers then see below min(durable offset, it); `None` on a single node, where the
+    /// durable offset alone is the high watermark.
+    replica_hw: Option<i64>,
 }
 
 impl<F: StorageFile> Inner<F> {
@@ -324,6 +332,14 @@ impl<F: StorageFile> Inner<F> {
     }
     fn log_end_offset(&self) -> i64 {
         self.active().next_offset
+    }
+    /// What readers may see below: the durable offset, clamped for a replicated log to
+    /// Raft's high watermark.
+    fn visible_hw(&self) -> i64 {
+        match self.replica_hw {
+            None => self.durable_offset,
+            Some(hw) => hw.min(self.durable_offset),
+        }
     }
     fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
@@ -431,6 +447,9 @@ pub struct PartitionLog<S: Storage> {
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
     durable_waiters: OffsetWaiters,
+    /// Fetch long-polls of a replicated log (woken as the visible high watermark moves;
+    /// a single node's wait on `durable_waiters`).
+    hw_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
     /// Serialises `delete_records_before` (its checkpoint replace awaits).
     delete_records_lock: crate::notify::LocalLock,
@@ -655,6 +674,7 @@ impl<S: Storage> PartitionLog<S> {
                 truncating: false,
                 truncations: 0,
                 committed: log_start_offset,
+                replica_hw: None,
             }),
             writing: Cell::new(false),
             syncing: Cell::new(false),
@@ -662,6 +682,7 @@ impl<S: Storage> PartitionLog<S> {
             path_ops: Cell::new(0),
             last_flush: Cell::new(FlushTiming::default()),
             durable_waiters: OffsetWaiters::default(),
+            hw_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
             delete_records_lock: Default::default(),
             flush_waiters: OffsetWaiters::default(),
@@ -681,9 +702,45 @@ impl<S: Storage> PartitionLog<S> {
     pub fn log_end_offset(&self) -> i64 {
         self.inner.borrow().log_end_offset()
     }
-    /// Offsets below this are durable and visible to consumers.
+    /// Offsets below this are durable and visible to consumers (for a replicated log, also
+    /// committed: see [`Self::set_replicated`]).
     pub fn high_watermark(&self) -> i64 {
-        self.inner.borrow().durable_offset
+        self.inner.borrow().visible_hw()
+    }
+    /// Marks this log as a Raft replica's (call once, right after open): from now on
+    /// readers see only below min(durable offset, the high watermark given to
+    /// [`Self::set_high_watermark`]), which starts at the log start offset. Reads for
+    /// replication itself go up to the durable offset ([`Self::read_replica`]).
+    pub fn set_replicated(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let start = inner.log_start_offset;
+        inner.replica_hw.get_or_insert(start);
+    }
+    /// Whether [`Self::set_replicated`] was called.
+    pub fn is_replicated(&self) -> bool {
+        self.inner.borrow().replica_hw.is_some()
+    }
+    /// Raft's high watermark of a replicated log moved up to `offset` (entries below it are
+    /// committed and synced here, `Effect::HighWatermark`); lower values are ignored. Wakes
+    /// the fetches waiting for it. Ignored on a log not marked replicated.
+    pub fn set_high_watermark(&self, offset: i64) {
+        let visible = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(hw) = inner.replica_hw.as_mut() else {
+                debug_assert!(
+                    false,
+                    "{}: high watermark of an unreplicated log",
+                    self.name
+                );
+                return;
+            };
+            if offset <= *hw {
+                return;
+            }
+            *hw = offset;
+            inner.visible_hw()
+        };
+        self.hw_waiters.wake_below(visible);
     }
     pub fn size_bytes(&self) -> u64 {
         self.inner.borrow().size_bytes()
@@ -948,10 +1005,15 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn wait_high_watermark_above(&self, offset: i64) {
         poll_fn(|cx| {
             let inner = self.inner.borrow();
-            if inner.durable_offset > offset || inner.failed.is_some() {
+            if inner.visible_hw() > offset || inner.failed.is_some() {
                 return Poll::Ready(());
             }
-            self.durable_waiters.register(offset, cx.waker());
+            let waiters = if inner.replica_hw.is_some() {
+                &self.hw_waiters
+            } else {
+                &self.durable_waiters
+            };
+            waiters.register(offset, cx.waker());
             Poll::Pending
         })
         .await
@@ -1083,6 +1145,7 @@ impl<S: Storage> PartitionLog<S> {
                 .get_or_insert_with(|| e.to_string());
             log::error!("{}: refusing further writes: {e}", self.name);
             self.durable_waiters.wake_all();
+            self.hw_waiters.wake_all();
             // A flusher parked for appends sees the failure and ends.
             self.dirty_waiters.wake_all();
         }
@@ -1105,6 +1168,10 @@ impl<S: Storage> PartitionLog<S> {
         let result = self.leave_stage(&self.syncing, result);
         if let Ok(durable) = &result {
             self.durable_waiters.wake_below(*durable);
+            let replica_hw = self.inner.borrow().replica_hw;
+            if let Some(hw) = replica_hw {
+                self.hw_waiters.wake_below(hw.min(*durable));
+            }
         }
         result
     }
@@ -1389,6 +1456,33 @@ impl<S: Storage> PartitionLog<S> {
     /// (empty at the end) and the offset after the last of them, where the next read starts.
     pub async fn read_next(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
         let records = self.read(offset, max_bytes).await?.records;
+        Ok(Self::after_batches(records, offset))
+    }
+
+    /// [`Self::read_next`] up to the durable offset, past the high watermark of a replicated
+    /// log: for replication only (a leader feeding followers uncommitted entries, recovery
+    /// scanning its log), never for consumers.
+    pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        let (end, start) = {
+            let inner = self.inner.borrow();
+            (inner.durable_offset, inner.log_start_offset)
+        };
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: end,
+            });
+        }
+        let records = self
+            .read_below(offset, max_bytes, end, start)
+            .await?
+            .records;
+        Ok(Self::after_batches(records, offset))
+    }
+
+    /// The batches of `records` (whole ones) and the offset after the last, `offset` if none.
+    fn after_batches(records: Bytes, offset: i64) -> (Bytes, i64) {
         let mut next = offset;
         let mut at = 0;
         while let Some(h) = records.get(at..).and_then(Header::parse) {
@@ -1398,23 +1492,49 @@ impl<S: Storage> PartitionLog<S> {
             next = h.last_offset() + 1;
             at += h.size;
         }
-        Ok((records, next))
+        (records, next)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
-    /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer).
+    /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer),
+    /// below the high watermark. An offset past it is out of range, except on a replicated
+    /// log up to its log end offset: that reads nothing, as in Kafka (a consumer that read
+    /// up to an old leader's high watermark may be ahead of a new leader's for a while).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
-        let (hw, start) = {
+        let (hw, start, end) = {
             let inner = self.inner.borrow();
-            (inner.durable_offset, inner.log_start_offset)
+            let hw = inner.visible_hw();
+            let end = match inner.replica_hw {
+                None => hw,
+                Some(_) => inner.log_end_offset(),
+            };
+            (hw, inner.log_start_offset, end)
         };
-        if offset < start || offset > hw {
+        if offset < start || offset > end {
             return Err(StorageError::OffsetOutOfRange {
                 requested: offset,
                 log_start_offset: start,
                 high_watermark: hw,
             });
         }
+        if offset >= hw {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            });
+        }
+        self.read_below(offset, max_bytes, hw, start).await
+    }
+
+    /// [`Self::read`] of the batches below `hw` (`start <= offset <= hw`).
+    async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        hw: i64,
+        start: i64,
+    ) -> Result<ReadOutcome> {
         let outcome = |records| ReadOutcome {
             records,
             high_watermark: hw,
@@ -1509,7 +1629,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let plan = {
             let inner = self.inner.borrow();
-            let hw = inner.durable_offset;
+            let hw = inner.visible_hw();
             inner
                 .segments
                 .values()
@@ -1549,10 +1669,11 @@ impl<S: Storage> PartitionLog<S> {
     /// Offset and value of the largest timestamp in the log (ListOffsets MAX_TIMESTAMP).
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let inner = self.inner.borrow();
+        let hw = inner.visible_hw();
         inner
             .segments
             .values()
-            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < inner.durable_offset)
+            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < hw)
             .max_by_key(|s| s.max_timestamp)
             .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
     }
@@ -1566,7 +1687,7 @@ impl<S: Storage> PartitionLog<S> {
         let _path_op = self.begin_path_op()?;
         let (hw, start) = {
             let inner = self.inner.borrow();
-            (inner.durable_offset, inner.log_start_offset)
+            (inner.visible_hw(), inner.log_start_offset)
         };
         if offset > hw || offset < 0 {
             return Err(StorageError::OffsetOutOfRange {
@@ -1647,51 +1768,36 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active
-    /// segment is never deleted. Returns how many segments were removed.
+    /// segment is never deleted, nor one holding offsets at or past the high watermark.
+    /// Returns how many segments were removed.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let (retention_ms, retention_bytes, total) = {
-            let inner = self.inner.borrow();
-            (
-                inner.config.retention_ms,
-                inner.config.retention_bytes,
-                inner.size_bytes(),
-            )
-        };
-        let mut remaining = total as i64;
-        self.delete_segments(|seg_size, max_ts| {
-            let too_old = retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > retention_ms;
-            let too_big = retention_bytes >= 0 && remaining - seg_size as i64 >= retention_bytes;
-            if too_old || too_big {
-                remaining -= seg_size as i64;
-                true
-            } else {
-                false
-            }
-        })
-        .await
+        let doomed = retention_rule(&self.inner.borrow(), now_ms);
+        self.delete_segments(doomed).await
+    }
+
+    /// The log start offset [`Self::enforce_retention`] would move to at `now_ms` (the base
+    /// offset of the first segment it would keep), `None` if it would not move the start.
+    /// Deletes nothing: a replicated log's retention goes through Raft
+    /// (`GroupManager::compact`), which decides where the log starts.
+    pub fn retention_offset(&self, now_ms: i64) -> Option<i64> {
+        let inner = self.inner.borrow();
+        let victims = doomed_segments(&inner, retention_rule(&inner, now_ms));
+        let last = *victims.last()?;
+        let (&keep, _) = inner
+            .segments
+            .range(last + 1..)
+            .next()
+            .expect("the active segment is never doomed");
+        (keep > inner.log_start_offset).then_some(keep)
     }
 
     /// Deletes the oldest closed, durable segments while `doomed(size, max_timestamp)` says
     /// so or they lie wholly below the log start offset.
-    async fn delete_segments(&self, mut doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
+    async fn delete_segments(&self, doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
         let _path_op = self.begin_path_op()?;
         let victims: Vec<i64> = {
             let mut inner = self.inner.borrow_mut();
-            let active_base = inner.active().base_offset;
-            let mut victims = Vec::new();
-            for seg in inner.segments.values() {
-                let closed =
-                    seg.base_offset != active_base && !seg.rolled && seg.durable_size == seg.size;
-                if !closed {
-                    break;
-                }
-                if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp)
-                {
-                    victims.push(seg.base_offset);
-                } else {
-                    break;
-                }
-            }
+            let victims = doomed_segments(&inner, doomed);
             for v in &victims {
                 inner.segments.remove(v);
             }
@@ -1804,6 +1910,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.dirty_waiters.wake_all();
         self.durable_waiters.wake_all();
+        self.hw_waiters.wake_all();
     }
 
     /// [`Self::retire`], then waits until nothing that acts on paths in the log's directory
@@ -1821,6 +1928,52 @@ impl<S: Storage> PartitionLog<S> {
         })
         .await;
     }
+}
+
+/// `retention.ms` and `retention.bytes` as a rule over the oldest segments in order:
+/// `doomed(size, max_timestamp)` says whether the next one goes.
+fn retention_rule<F: StorageFile>(inner: &Inner<F>, now_ms: i64) -> impl FnMut(u64, i64) -> bool {
+    let retention_ms = inner.config.retention_ms;
+    let retention_bytes = inner.config.retention_bytes;
+    let mut remaining = inner.size_bytes() as i64;
+    move |seg_size, max_ts| {
+        let too_old = retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > retention_ms;
+        let too_big = retention_bytes >= 0 && remaining - seg_size as i64 >= retention_bytes;
+        if too_old || too_big {
+            remaining -= seg_size as i64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Base offsets of the oldest segments that may go: closed (not the active one, finished
+/// and durable), wholly below the high watermark (Kafka's retention never passes it either;
+/// on a single node this holds for every durable segment), and below the log start offset
+/// or `doomed(size, max_timestamp)`; the first that is not ends the run.
+fn doomed_segments<F: StorageFile>(
+    inner: &Inner<F>,
+    mut doomed: impl FnMut(u64, i64) -> bool,
+) -> Vec<i64> {
+    let active_base = inner.active().base_offset;
+    let hw = inner.visible_hw();
+    let mut victims = Vec::new();
+    for seg in inner.segments.values() {
+        let closed = seg.base_offset != active_base
+            && !seg.rolled
+            && seg.durable_size == seg.size
+            && seg.next_offset <= hw;
+        if !closed {
+            break;
+        }
+        if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp) {
+            victims.push(seg.base_offset);
+        } else {
+            break;
+        }
+    }
+    victims
 }
 
 /// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.

@@ -827,3 +827,60 @@ fn retire_and_fence_covers_retention_and_delete_records() {
         assert!(matches!(refused, StorageError::Deleted { .. }), "{refused}");
     }
 }
+
+#[test]
+fn retention_offset_is_where_enforce_retention_moves_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_segments();
+    let log = open(StdStorage, dir.path(), cfg.clone());
+    for i in 0..80 {
+        log.append(&batch(1, &vec![i; 400], 1_000 + i as i64, -1, 0), 0)
+            .unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    let segs = log.segment_count();
+    assert!(segs >= 8, "{segs} segments");
+    let check = |now: i64| {
+        let segs = log.segment_count();
+        let want = log.retention_offset(now);
+        assert_eq!(log.segment_count(), segs, "it deletes nothing");
+        let before = log.log_start_offset();
+        block_on(log.enforce_retention(now)).unwrap();
+        match want {
+            None => assert_eq!(log.log_start_offset(), before, "at {now}"),
+            Some(to) => {
+                assert!(to > before);
+                assert_eq!(log.log_start_offset(), to, "at {now}");
+            }
+        }
+        want
+    };
+    // No retention configured, then nothing old enough.
+    assert_eq!(check(1_000_000), None);
+    cfg.retention_ms = 1_000;
+    log.set_config(cfg.clone()).unwrap();
+    assert_eq!(check(2_000), None);
+    // By time: segments whose newest record is older than now - 1000.
+    let by_time = check(2_020).expect("old segments go");
+    let segs = log.segment_count();
+    // DeleteRecords moved the start inside the first kept segment: retention that would
+    // keep that segment does not move the start.
+    block_on(log.delete_records_before(by_time + 1)).unwrap();
+    assert_eq!(log.retention_offset(2_020), None);
+    assert_eq!(log.segment_count(), segs);
+    // By size.
+    cfg.retention_ms = -1;
+    cfg.retention_bytes = 8192;
+    log.set_config(cfg.clone()).unwrap();
+    let by_size = check(0).expect("over the size");
+    assert!(by_size > by_time);
+    assert!(log.size_bytes() <= 8192 + 4096);
+    assert_eq!(check(0), None);
+    // Everything expired: all but the active segment.
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 0;
+    log.set_config(cfg).unwrap();
+    let all = check(1_000_000).expect("all closed segments");
+    assert_eq!(log.segment_count(), 1);
+    assert!(all > by_size);
+}

@@ -574,3 +574,97 @@ fn a_reset_is_crash_safe_and_repeatable() {
         }
     }
 }
+
+#[test]
+fn a_replicated_log_shows_readers_only_what_raft_committed() {
+    use std::pin::pin;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, batches) = follower_with(StdStorage, dir.path(), 10);
+    assert_eq!(
+        log.high_watermark(),
+        30,
+        "a single node's: the durable offset"
+    );
+    log.set_replicated();
+    assert!(log.is_replicated());
+    // Nothing committed yet: readers see nothing, replication sees every durable batch.
+    assert_eq!(log.high_watermark(), 0);
+    let r = block_on(log.read(0, 1 << 20)).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.high_watermark, 0);
+    let (bytes, next) = block_on(log.read_replica(0, 1 << 20)).unwrap();
+    assert_eq!(next, 30);
+    assert_eq!(bytes.to_vec(), batches.concat());
+    assert_eq!(block_on(log.read_replica(30, 1 << 20)).unwrap().1, 30);
+    assert!(block_on(log.read_replica(31, 1 << 20)).is_err());
+    // Past the high watermark but within the log: nothing to read (as Kafka); past the log
+    // end: out of range.
+    assert!(block_on(log.read(20, 100)).unwrap().records.is_empty());
+    let e = block_on(log.read(31, 100)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StorageError::OffsetOutOfRange {
+                high_watermark: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // Raft commits up to offset 9: batches 0..=2 (offsets 0..9) are visible, not the one at 9.
+    log.set_high_watermark(9);
+    assert_eq!(log.high_watermark(), 9);
+    assert_eq!(read_raw(&log, 0), batches[..3].to_vec());
+    assert_eq!(block_on(log.read_next(0, 1 << 20)).unwrap().1, 9);
+    let r = block_on(log.read(9, 1 << 20)).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.high_watermark, 9);
+    log.set_high_watermark(5);
+    assert_eq!(log.high_watermark(), 9, "monotonic");
+    // Timestamps (1000 + base offset here) above the high watermark are not exposed.
+    assert_eq!(
+        block_on(log.offset_for_timestamp(1_005)).unwrap(),
+        Some((6, 1_006))
+    );
+    assert_eq!(block_on(log.offset_for_timestamp(1_009)).unwrap(), None);
+    assert!(log.max_timestamp().is_none_or(|(o, _)| o < 9));
+    // DeleteRecords stops at the high watermark.
+    assert!(block_on(log.delete_records_before(10)).is_err());
+    assert_eq!(block_on(log.delete_records_before(9)).unwrap(), 9);
+
+    // A fetch long-poll wakes when Raft moves the high watermark.
+    let mut waiting = pin!(log.wait_high_watermark_above(9));
+    assert!(block_on(futures_lite::future::poll_once(&mut waiting)).is_none());
+    log.set_high_watermark(12);
+    assert!(block_on(futures_lite::future::poll_once(&mut waiting)).is_some());
+
+    // Raft's high watermark past the durable offset: clamped to it, and a waiter wakes when
+    // the sync moves the durable offset.
+    log.set_high_watermark(1_000);
+    assert_eq!(log.high_watermark(), 30);
+    log.append_at(&leader_batch(30, 4, 3, 7, 100), 0).unwrap();
+    assert_eq!(log.high_watermark(), 30, "not durable yet");
+    assert!(block_on(log.read_replica(30, 1 << 20))
+        .unwrap()
+        .0
+        .is_empty());
+    let mut waiting = pin!(log.wait_high_watermark_above(30));
+    assert!(block_on(futures_lite::future::poll_once(&mut waiting)).is_none());
+    block_on(log.flush()).unwrap();
+    assert!(block_on(futures_lite::future::poll_once(&mut waiting)).is_some());
+    assert_eq!(log.high_watermark(), 33);
+
+    // Retention never passes the high watermark of a replicated log either.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = follower_with(StdStorage, dir.path(), 40);
+    log.set_replicated();
+    log.set_high_watermark(45);
+    let mut cfg = small_segments();
+    cfg.retention_ms = 0;
+    log.set_config(cfg).unwrap();
+    let to = log.retention_offset(i64::MAX / 2).expect("old segments");
+    assert!(to <= 45, "retention to {to} past the high watermark 45");
+    block_on(log.enforce_retention(i64::MAX / 2)).unwrap();
+    assert_eq!(log.log_start_offset(), to);
+}

@@ -77,6 +77,9 @@ fn apply_model(model: &mut Model, w: &Write) {
             log.start = (*index, *offset);
         }
         Write::HardState { .. } => {}
+        Write::Remove { group } => {
+            model.remove(group).expect("removal of a created group");
+        }
     }
 }
 
