@@ -279,18 +279,14 @@ impl Replication {
             specs.into_iter().map(|(g, (_, s))| (g, s)).collect(),
         ));
         let layout_specs = specs.clone();
-        let orphans = dir.join("orphans");
         let layout: sluice_replica::Layout = Rc::new(move |g| {
-            layout_specs.borrow().get(&g).cloned().unwrap_or_else(|| {
-                // A group the cluster state no longer has (its topic was deleted while
-                // this node was down): recovered aside, removed at the first apply.
-                log::warn!("raft group {g:016x} belongs to no partition of this shard");
-                PartitionSpec {
-                    dir: orphans.join(format!("{g:016x}")),
-                    config: Default::default(),
-                    name: format!("orphan-group-{g:016x}"),
-                }
-            })
+            let spec = layout_specs.borrow().get(&g).cloned();
+            if spec.is_none() {
+                // Its topic was deleted (or the partition moved away) while this node was
+                // down: the store drops the group, and the directory sweep its data.
+                log::info!("raft group {g:016x} belongs to no partition of this shard now: removed");
+            }
+            spec
         });
         let cfg = sluice_raft::Config {
             node_id: node_id as u64,
@@ -304,7 +300,7 @@ impl Replication {
         for g in mgr.groups() {
             let log = store.log(g);
             if let Some(l) = &log {
-                /*SHIM*/ let _ = l;
+                l.set_replicated();
             }
             let key = keys.get(&g).copied().unwrap_or(PartitionKey {
                 topic_id: [0; 16],
@@ -451,8 +447,8 @@ impl Replication {
         if self.groups.borrow_mut().remove(&group).is_none() {
             return Ok(());
         }
-        /*SHIM*/ let fx: Vec<Effect> = Vec::new(); self.removing.borrow_mut().insert(group, true);
-        /*SHIM*/ // self.removing.borrow_mut().insert(group, false);
+        let fx = self.mgr.borrow_mut().remove_group(group);
+        self.removing.borrow_mut().insert(group, false);
         self.push(fx);
         loop {
             let seen = self.created.generation();
@@ -549,6 +545,17 @@ impl Replication {
         Ok(Submitted::Proposal(p))
     }
 
+    /// Retention of a replicated partition: the Raft log (and with it, once durable, the
+    /// partition log's segments) starts at or below `offset`, the start `retention_offset`
+    /// asked for. The store deletes the segments; the broker never does for these logs.
+    pub fn compact(&self, group: GroupId, offset: i64) {
+        if self.failure.borrow().is_some() {
+            return;
+        }
+        let (_, fx) = self.mgr.borrow_mut().compact(group, offset);
+        self.push(fx);
+    }
+
     /// Steps an envelope from another node (its groups on this shard).
     pub fn step(&self, env: Envelope) {
         if self.failure.borrow().is_some() {
@@ -633,7 +640,10 @@ impl Replication {
                             _ => None,
                         })
                         .collect();
-                    /*SHIM*/ removed.extend(writes.iter().filter_map(|_w| None::<GroupId>));
+                    removed.extend(writes.iter().filter_map(|w| match w {
+                        sluice_raft::Write::Remove { group } => Some(*group),
+                        _ => None,
+                    }));
                     store
                         .write(seq, writes, now)
                         .await
@@ -642,7 +652,7 @@ impl Replication {
                         // A created group's log, or the new log of a reset one.
                         let log = store.log(g);
                         if let Some(l) = &log {
-                            /*SHIM*/ let _ = l;
+                            l.set_replicated();
                         }
                         if let Some(info) = self.groups.borrow_mut().get_mut(&g) {
                             info.log = log;
@@ -686,7 +696,7 @@ impl Replication {
                     }
                 }
                 Effect::HighWatermark { group, offset, .. } => {
-                    /*SHIM*/ let _ = (group, offset);
+                    store.high_watermark(group, offset);
                 }
                 Effect::Role {
                     group,

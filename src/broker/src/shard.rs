@@ -483,10 +483,16 @@ impl BrokerShard {
                 }
                 let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
                 for p in parts {
-                    if p.group.is_some() {
-                        // A replicated log's start moves only through Raft (its store
-                        // deletes segments once the new start is durable): not wired yet,
-                        // so replicated partitions keep their data.
+                    if let Some(group) = p.group {
+                        // A replicated log's start moves only through Raft: its store
+                        // deletes the segments once the new start is durable.
+                        p.log
+                            .expire_producers(now_ms(), me.config.producer_id_expiration_ms);
+                        if let (Some(offset), Some(rep)) =
+                            (p.log.retention_offset(now_ms()), me.replication())
+                        {
+                            rep.compact(group, offset);
+                        }
                         continue;
                     }
                     // Kafka checks producer.id.expiration.ms on its own timer

@@ -73,8 +73,10 @@ pub struct PartitionSpec {
 }
 
 /// The broker's mapping from group to partition, asked when a group is created or
-/// recovered.
-pub type Layout = Rc<dyn Fn(GroupId) -> PartitionSpec>;
+/// recovered. `None` at recovery: the group's partition is gone (its topic was deleted, or
+/// the partition moved off this node, while the node was down) and the store removes the
+/// group, durably, before it returns; at creation it is an error.
+pub type Layout = Rc<dyn Fn(GroupId) -> Option<PartitionSpec>>;
 
 /// One group's partition log and the driver's view of it.
 struct Group<S: Storage> {
@@ -224,11 +226,15 @@ impl<S: Storage> ReplicaStore<S> {
         layout: Layout,
         cfg: sluice_raft::Config,
     ) -> Result<(ReplicaStore<S>, GroupManager), Error> {
-        let state = StateFile::open(&*storage, &dir).await?;
+        let mut state = StateFile::open(&*storage, &dir).await?;
         let mut groups = BTreeMap::new();
         let mut logs = Vec::new();
+        let mut gone = Vec::new();
         for (&g, st) in state.groups() {
-            let spec = layout(g);
+            let Some(spec) = layout(g) else {
+                gone.push(g);
+                continue;
+            };
             let mut log = open_log(&storage, &cache, &spec).await?;
             let start = st.start;
             if start.reset && log.log_start_offset() < start.offset {
@@ -268,6 +274,12 @@ impl<S: Storage> ReplicaStore<S> {
             }
             logs.push((g, rlog));
             groups.insert(g, group);
+        }
+        if !gone.is_empty() {
+            for g in gone {
+                state.remove(g);
+            }
+            state.sync(&*storage).await?;
         }
         let mgr = GroupManager::recover(cfg, logs).map_err(Error::Raft)?;
         let store = ReplicaStore {
@@ -441,7 +453,8 @@ impl<S: Storage> ReplicaStore<S> {
         if self.groups.contains_key(&group) {
             return Err(damaged(group, "created twice"));
         }
-        let spec = (self.layout)(group);
+        let spec = (self.layout)(group)
+            .ok_or_else(|| damaged(group, "created, but the broker knows no partition for it"))?;
         let log = open_log(&self.storage, &self.cache, &spec).await?;
         if log.log_start_offset() != 0 || log.log_end_offset() != 0 {
             // Not this store's (the state file has no such group): another partition's data,
@@ -548,7 +561,8 @@ impl<S: Storage> ReplicaStore<S> {
         // is emptied (recovery repeats an unfinished reset), and so must everything written
         // before it (a durable hard state never runs ahead of the durable logs).
         self.sync_all().await?;
-        let spec = (self.layout)(group);
+        let spec = (self.layout)(group)
+            .ok_or_else(|| damaged(group, "reset, but the broker knows no partition for it"))?;
         let old = self.groups.remove(&group).expect("known group");
         old.log.close().await?;
         drop(old);

@@ -16,19 +16,28 @@ use sluice_shard::{DmaStorage, Shutdown};
 use sluice_storage::{BatchCache, LogConfig};
 
 async fn open(st: &DmaStorage, root: &std::path::Path) -> (ReplicaStore<DmaStorage>, GroupManager) {
+    open_without(st, root, None).await
+}
+
+/// [`open`] with the broker knowing no partition for group `gone`.
+async fn open_without(
+    st: &DmaStorage,
+    root: &std::path::Path,
+    gone: Option<GroupId>,
+) -> (ReplicaStore<DmaStorage>, GroupManager) {
     let data = root.to_path_buf();
     ReplicaStore::open(
         Rc::new(st.clone()),
         data.join("raft"),
         Rc::new(RefCell::new(BatchCache::new(1 << 20))),
-        Rc::new(move |g: GroupId| PartitionSpec {
+        Rc::new(move |g: GroupId| (Some(g) != gone).then(|| PartitionSpec {
             dir: data.join(format!("t-{g}")),
             config: LogConfig {
                 segment_bytes: 64 * 1024,
                 ..LogConfig::default()
             },
             name: format!("t-{g}"),
-        }),
+        })),
         Config {
             node_id: 1,
             ..Config::default()
@@ -144,6 +153,15 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
                 last + 2,
                 "a new no-op and the batch"
             );
+            assert!(all_bytes(&store, 1).await.starts_with(&before.0));
+            drop((store, mgr));
+            // Group 2's partition is gone (deleted while the node was down): recovery
+            // drops the group, durably, and keeps group 1.
+            let (store, mgr) = open_without(&st, &root, Some(2)).await;
+            assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![1]);
+            drop((store, mgr));
+            let (store, mgr) = open(&st, &root).await;
+            assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![1], "the removal is durable");
             assert!(all_bytes(&store, 1).await.starts_with(&before.0));
             ok.store(true, Ordering::SeqCst);
         }
