@@ -43,10 +43,8 @@ use crate::{free_port, sluice_bin, wire, Broker, BrokerConfig, TEST_SHARDS};
 pub const CLUSTER_TESTS_ENV: &str = "SLUICE_CLUSTER_TESTS";
 
 /// Whether cluster tests run when [`CLUSTER_TESTS_ENV`] is unset (and the binary has the
-/// cluster flags). False while the broker cannot form a cluster: the flags may exist (the
-/// rpc transport) before replication works, and main must stay green. Flip it to true when
-/// a 3-node cluster serves replicated topics.
-pub const CLUSTER_TESTS_BY_DEFAULT: bool = false;
+/// cluster flags): a 3-node cluster serves replicated topics, so they do.
+pub const CLUSTER_TESTS_BY_DEFAULT: bool = true;
 
 /// Most nodes a test cluster may have: every ordered pair gets a proxy with its own threads.
 pub const NODES_MAX: usize = 7;
@@ -69,8 +67,8 @@ pub fn gate() -> Result<(), String> {
         Some("0") => Err(format!("{CLUSTER_TESTS_ENV}=0")),
         Some(other) => panic!("{CLUSTER_TESTS_ENV} must be 0 or 1, not {other:?}"),
         None if !CLUSTER_TESTS_BY_DEFAULT => Err(format!(
-            "the broker does not form clusters yet (issue 12); set {CLUSTER_TESTS_ENV}=1 to run \
-             this test anyway (binary has the cluster flags: {flags})"
+            "cluster tests are off by default; set {CLUSTER_TESTS_ENV}=1 to run this test \
+             (binary has the cluster flags: {flags})"
         )),
         None if !flags => Err(format!(
             "`{} start --help` does not mention --rpc-listen and --voters",

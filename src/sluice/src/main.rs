@@ -160,12 +160,9 @@ fn main() -> ExitCode {
                 }
             };
             if !config.voters.is_empty() {
-                // Honest about the state of issue 12: the metadata is the cluster's, the
-                // partitions are not replicated yet.
                 log::info!(
                     "cluster of {} voter(s), this node is {}: topics come from the controller \
-                     quorum; partitions have one replica each (partition replication is not \
-                     wired yet)",
+                     quorum; partitions with several replicas are Raft groups",
                     config.voters.len(),
                     if config
                         .voters
