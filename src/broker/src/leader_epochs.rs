@@ -3,8 +3,9 @@
 //! owning shard validates requests against, without a call per partition.
 //!
 //! The owning shard is the only writer of its partitions' entries: it sets one when it opens
-//! the log and whenever the epoch changes ([`crate::shard::BrokerShard::begin_leader_epoch`]),
-//! in the same step as the change, and removes it when the partition goes.
+//! a single-replica log (its epoch never changes after), and for a replicated partition
+//! whenever this node becomes its Raft leader (the term; `crate::replication`); it removes
+//! it when the partition goes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -150,7 +150,7 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     let node = Rc::new(ControllerNode::start(cfg).await?);
     // The partition groups' traffic and leaders ride on this runtime's transport.
     if let Some(rep) = shard.replication() {
-        rep.set_node(node.clone());
+        rep.set_node(&node);
         let weak = Rc::downgrade(shard);
         node.set_partition_raft(Rc::new(move |env| {
             if let Some(shard) = weak.upgrade() {

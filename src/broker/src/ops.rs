@@ -34,8 +34,9 @@ pub const TAG_RAFT_IN: u16 = 10;
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartitionOp {
     /// Append the payload (one batch, checked by `produce_rules`). `acks != 0` waits for
-    /// the fsync; `timeout_ms` is the client's replication timeout, which on a single node
-    /// bounds nothing (the fsync is part of the local append).
+    /// the fsync; `timeout_ms` is the client's replication timeout: it bounds the wait for
+    /// a replicated partition's quorum, and nothing on a single replica (the fsync is part
+    /// of the local append).
     Produce { acks: i16, timeout_ms: i32 },
     /// Read from `offset` at most `max_bytes`.
     Fetch { offset: i64, max_bytes: i32 },

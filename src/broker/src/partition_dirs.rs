@@ -26,6 +26,37 @@ use std::path::{Path, PathBuf};
 use crate::error::BrokerError;
 use crate::topics::ClusterState;
 
+/// Removes everything but `partition.metadata` from a partition directory; returns how many
+/// entries went. For a replicated partition whose Raft group the store does not know: any
+/// log data there belongs to no durable replica (nothing of it was ever acknowledged: a
+/// group's creation is durable before its first entry can commit), and the store refuses to
+/// create a group over it.
+pub fn clear_log_files(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name() == METADATA_FILE {
+            continue;
+        }
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+        removed += 1;
+    }
+    if removed > 0 {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(removed)
+}
+
 /// The file in each partition directory that names its topic id (Kafka's name).
 pub const METADATA_FILE: &str = "partition.metadata";
 const METADATA_TMP: &str = "partition.metadata.tmp";

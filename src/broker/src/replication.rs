@@ -29,9 +29,12 @@
 //! Only shard 0 has the node's transport. Envelopes a shard's manager sends go to shard 0
 //! over the mesh (`TAG_RAFT_OUT`) and out through `ControllerNode::send_partition_raft`;
 //! envelopes that arrive are split by owning shard ([`RaftRoutes`], shard 0's map of the
-//! replicated partitions this node hosts) and go to each shard (`TAG_RAFT_IN`). Both hops
-//! are bounded queues that drop when full, as the transport does: Raft re-sends what
-//! matters (heartbeats recur, appends are retried after a reject or probe).
+//! replicated partitions this node hosts) and go to each shard (`TAG_RAFT_IN`). Each hop has
+//! a queue and task per target shard, bounded in bytes ([`RAFT_HOP_QUEUE_BYTES_MAX`]),
+//! that drops when full, as the transport does (the mesh link itself waits for room): Raft
+//! re-sends what matters (heartbeats recur, appends are retried after a reject or probe).
+//! A replicated produce crosses the mesh in the parked class, so its wait for a quorum never
+//! holds a permit that Raft frames into its shard need.
 //! Liveness of other nodes comes from shard 0's view of the transport's connections
 //! ([`crate::Shared::node_liveness`]) and wakes quiesced followers of a dead leader.
 
@@ -59,8 +62,9 @@ use sluice_storage::hdr::Header;
 use crate::kerr;
 use crate::ops::{PartitionReply, TAG_RAFT_IN, TAG_RAFT_OUT};
 
-/// Envelopes waiting for a mesh hop to another shard (per shard); beyond it they are dropped.
-pub const RAFT_HOP_QUEUE_MAX: usize = 4096;
+/// Bytes of envelopes waiting for mesh hops to other shards (per shard, the transport's
+/// per-peer Raft queue bound); beyond it they are dropped, as the transport drops.
+pub const RAFT_HOP_QUEUE_BYTES_MAX: usize = 64 << 20;
 
 /// Test-only fault (`=1`): `acks=all` is answered once the leader's Raft log holds the
 /// batch, before it commits, as a broken broker would; the cluster tests use it to show
@@ -118,7 +122,9 @@ pub fn state_dir(data_dir: &Path, shards: usize, shard: ShardId) -> PathBuf {
 }
 
 /// Refuses a start with a shard count other than the one the replicated partitions' Raft
-/// state was written with (their groups would be recovered on the wrong shards).
+/// state was written with (their groups would be recovered on the wrong shards). State of
+/// another count that holds nothing (every raft-state file empty: no replicated partition
+/// was ever created there) is removed instead.
 pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("raft")) else {
         return Ok(());
@@ -128,13 +134,25 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
         let Some(n) = name.strip_suffix("-shards") else {
             continue;
         };
-        if n != shards.to_string() {
+        if n == shards.to_string() {
+            continue;
+        }
+        let used = std::fs::read_dir(e.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|shard| {
+                std::fs::metadata(shard.path().join(sluice_replica::state::STATE_FILE)).is_ok_and(|m| m.len() > 0)
+            });
+        if used {
             return Err(format!(
                 "{} holds the Raft state of replicated partitions written by {n} shards; \
                  start with the same number of shards (--shards {n})",
                 data_dir.display()
             ));
         }
+        std::fs::remove_dir_all(e.path())
+            .map_err(|err| format!("removing unused {}: {err}", e.path().display()))?;
     }
     Ok(())
 }
@@ -221,12 +239,15 @@ impl GroupInfo {
     }
 }
 
-/// The mesh hop of envelopes to one other shard (see the module header).
+/// See [`Replication::on_new_log`].
+pub type NewLogHook = Box<dyn Fn(PartitionKey, Rc<PartitionLog<DmaStorage>>)>;
+
+/// The mesh hop of envelopes to one other shard (see the module header): its own queue and
+/// task, so a shard slow to take frames holds up only the envelopes meant for it.
 #[derive(Default)]
 struct Hop {
-    queue: RefCell<VecDeque<(ShardId, Bytes)>>,
+    queue: RefCell<VecDeque<Bytes>>,
     kick: Event,
-    dropped: Cell<u64>,
 }
 
 /// Partition replication of one shard (see the module header). Owned by its shard.
@@ -251,18 +272,28 @@ pub struct Replication {
     /// Set once the driver closed the store.
     closed: Latch,
     clock: Instant,
-    hop: Hop,
-    /// Shard 0: the node's transport.
-    node: RefCell<Option<Rc<sluice_cluster::ControllerNode>>>,
+    /// Per target shard (started on first use).
+    hops: RefCell<HashMap<ShardId, Rc<Hop>>>,
+    /// Bytes queued in all hops, within [`RAFT_HOP_QUEUE_BYTES_MAX`]; envelopes beyond it
+    /// are dropped and counted.
+    hop_bytes: Cell<usize>,
+    hop_dropped: Cell<u64>,
+    mesh: sluice_shard::Mesh,
+    /// Shard 0: the node's transport (weak: the runtime's owner shuts it down).
+    node: RefCell<Option<std::rc::Weak<sluice_cluster::ControllerNode>>>,
+    /// Told when a group's log is replaced (a snapshot reset it): the shard serves the new
+    /// one from then on.
+    on_new_log: RefCell<Option<NewLogHook>>,
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
 impl Replication {
-    /// Opens the shard's store and recovers its groups. `specs` must name the partition
-    /// directory of every group the store may hold (the replicated partitions of this
-    /// shard in the cached cluster state).
+    /// Opens the shard's store and recovers its groups. `specs` names the partition
+    /// directory of every replicated partition of this shard in the cached cluster state; a
+    /// group the store holds that is not among them is removed for good (its Raft state,
+    /// vote included, is forgotten: its partition was deleted or moved away).
     pub async fn open(
         shard: ShardId,
         node_id: i32,
@@ -271,6 +302,7 @@ impl Replication {
         cache: Rc<RefCell<BatchCache>>,
         specs: HashMap<GroupId, (PartitionKey, PartitionSpec)>,
         shared: std::sync::Arc<crate::Shared>,
+        mesh: sluice_shard::Mesh,
     ) -> Result<(Rc<Replication>, ReplicaStore<DmaStorage>), String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let keys: HashMap<GroupId, PartitionKey> =
@@ -328,26 +360,24 @@ impl Replication {
             stopping: Cell::new(false),
             closed: Latch::default(),
             clock: Instant::now(),
-            hop: Hop::default(),
+            hops: RefCell::new(HashMap::new()),
+            hop_bytes: Cell::new(0),
+            hop_dropped: Cell::new(0),
+            mesh,
             node: RefCell::new(None),
+            on_new_log: RefCell::new(None),
             liveness_seen: Cell::new(0),
             shared,
         });
         Ok((rep, store))
     }
 
-    /// Starts the driver (owning the store) and, off shard 0, the hop to shard 0.
+    /// Starts the driver, which owns the store.
     pub fn spawn(self: &Rc<Self>, ctx: &sluice_shard::ShardCtx, store: ReplicaStore<DmaStorage>) {
         let me = self.clone();
         match ctx.spawn_produce(async move { me.drive(store).await }) {
             Ok(t) => t.detach(),
             Err(e) => self.fail(format!("cannot spawn the raft driver: {e}")),
-        }
-        let me = self.clone();
-        let mesh = ctx.mesh().clone();
-        match ctx.spawn_produce(async move { me.pump_hops(mesh).await }) {
-            Ok(t) => t.detach(),
-            Err(e) => self.fail(format!("cannot spawn the raft hop: {e}")),
         }
     }
 
@@ -374,12 +404,27 @@ impl Replication {
         self.failure.borrow().clone()
     }
 
+    /// Sets what to call when a group's partition log is replaced (see the field).
+    pub fn set_new_log_hook(&self, hook: NewLogHook) {
+        *self.on_new_log.borrow_mut() = Some(hook);
+    }
+
     /// Makes this (shard 0's) replication send through `node` and hand it what arrives.
-    pub fn set_node(self: &Rc<Self>, node: Rc<sluice_cluster::ControllerNode>) {
-        *self.node.borrow_mut() = Some(node);
+    pub fn set_node(self: &Rc<Self>, node: &Rc<sluice_cluster::ControllerNode>) {
+        *self.node.borrow_mut() = Some(Rc::downgrade(node));
     }
 
     fn push(&self, fx: Vec<Effect>) {
+        // Readers see a new high watermark at once, not after the driver's current round
+        // (a new leader's ListOffsets would otherwise answer below what the old leader
+        // acknowledged): safe early, as a log shows at most what it has synced.
+        for e in &fx {
+            if let Effect::HighWatermark { group, offset, .. } = e {
+                if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref()) {
+                    log.set_high_watermark(*offset);
+                }
+            }
+        }
         if !fx.is_empty() {
             self.queue.borrow_mut().extend(fx);
             self.kick.notify();
@@ -391,31 +436,50 @@ impl Replication {
         self.mgr.borrow().status(group)
     }
 
+    /// Whether this shard has a replica of `group` (recovered or created).
+    pub fn knows(&self, group: GroupId) -> bool {
+        self.groups.borrow().contains_key(&group)
+    }
+
     /// The group's log, once created.
     pub fn log(&self, group: GroupId) -> Option<Rc<PartitionLog<DmaStorage>>> {
         self.groups.borrow().get(&group).and_then(|g| g.log.clone())
     }
 
-    /// Creates this node's replica of `key` (if the store does not hold it already) and
-    /// returns its log once the store opened it.
-    pub async fn ensure_group(
+    /// Creates this node's replica of `key` (if the store does not hold it already): the
+    /// creation is queued; [`Self::wait_group`] returns the log once the store opened it.
+    /// Several creations queued before waiting share the store's write and sync rounds.
+    pub fn begin_group(
         &self,
         key: PartitionKey,
         voters: Vec<NodeId>,
         spec: PartitionSpec,
-    ) -> Result<Rc<PartitionLog<DmaStorage>>, String> {
+    ) -> Result<GroupId, String> {
         let group = group_id(&key.topic_id, key.partition);
         let known = self.groups.borrow().get(&group).map(|g| g.voters.clone());
         match known {
-            Some(v) if v == voters => {}
-            Some(v) => {
-                // Membership changes are not supported yet: the voters are fixed at creation.
-                return Err(format!(
-                    "{}: replicas {voters:?} but its raft group has voters {v:?}",
-                    spec.name
-                ));
+            Some(mut v) => {
+                let mut want = voters.clone();
+                v.sort_unstable();
+                want.sort_unstable();
+                if v != want {
+                    // Membership changes are not supported yet: voters are fixed at creation.
+                    return Err(format!(
+                        "{}: replicas {voters:?} but its raft group has voters {v:?}",
+                        spec.name
+                    ));
+                }
+                // The partition's replica order (the preferred leader first) for reports.
+                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                    info.key = key;
+                    info.voters = voters;
+                }
+                self.specs.borrow_mut().insert(group, spec);
             }
             None => {
+                if self.stopping.get() {
+                    return Err("partition replication is stopping".into());
+                }
                 self.specs.borrow_mut().insert(group, spec);
                 let fx = self
                     .mgr
@@ -428,6 +492,11 @@ impl Replication {
                 self.push(fx);
             }
         }
+        Ok(group)
+    }
+
+    /// Waits until `group`'s log is open (see [`Self::begin_group`]).
+    pub async fn wait_group(&self, group: GroupId) -> Result<Rc<PartitionLog<DmaStorage>>, String> {
         loop {
             let seen = self.created.generation();
             if let Some(l) = self.log(group) {
@@ -436,7 +505,17 @@ impl Replication {
             if let Some(f) = self.failure() {
                 return Err(f);
             }
+            if self.stopping.get() || !self.knows(group) {
+                return Err(format!("raft group {group:016x} was not created"));
+            }
             self.created.changed(seen).await;
+        }
+    }
+
+    /// Updates the log settings a group's log is (re)opened with (a reset reopens it).
+    pub fn update_spec(&self, group: GroupId, spec: PartitionSpec) {
+        if self.knows(group) {
+            self.specs.borrow_mut().insert(group, spec);
         }
     }
 
@@ -476,7 +555,7 @@ impl Replication {
         bytes: Bytes,
         log: &PartitionLog<DmaStorage>,
     ) -> Result<Submitted, i16> {
-        if self.failure.borrow().is_some() {
+        if self.failure.borrow().is_some() || self.stopping.get() {
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         }
         match self.mgr.borrow().status(group) {
@@ -532,6 +611,7 @@ impl Replication {
             _ => None,
         });
         if let Some(error) = refused {
+            drop(groups);
             self.proposals.borrow_mut().remove(&token);
             let rest = fx
                 .into_iter()
@@ -541,6 +621,15 @@ impl Replication {
             return Err(propose_error_code(error));
         }
         info.seqs.proposed(token, header);
+        // The leader's log holds it now (acks=1 is answered from this, not after the
+        // driver's next round).
+        if let Some(span) = fx.iter().find_map(|e| match e {
+            Effect::Proposed { token: t, span, .. } if *t == token => Some(*span),
+            _ => None,
+        }) {
+            p.proposed.set(Some(span));
+        }
+        drop(groups);
         self.push(fx);
         Ok(Submitted::Proposal(p))
     }
@@ -558,7 +647,7 @@ impl Replication {
 
     /// Steps an envelope from another node (its groups on this shard).
     pub fn step(&self, env: Envelope) {
-        if self.failure.borrow().is_some() {
+        if self.failure.borrow().is_some() || self.stopping.get() {
             return;
         }
         let fx = self.mgr.borrow_mut().step(env);
@@ -568,6 +657,14 @@ impl Replication {
     /// Stops the driver: it closes the store (logs flushed and synced) and returns.
     pub async fn stop(&self) {
         self.stopping.set(true);
+        // Nothing waits for an outcome that will not come now.
+        for p in self.proposals.borrow_mut().drain().map(|(_, p)| p) {
+            p.outcome
+                .borrow_mut()
+                .get_or_insert(Err(ProposeError::NotLeader { leader: None }));
+            p.changed.notify();
+        }
+        self.created.notify();
         self.kick.notify();
         or(self.closed.wait(), async {
             glommio::timer::sleep(crate::config::SHUTDOWN_TIMEOUT).await;
@@ -618,7 +715,7 @@ impl Replication {
     /// Performs one batch of effects: every write, one sync for all of them, the fetches;
     /// what the manager answers goes to the back of the queue.
     async fn perform(
-        &self,
+        self: &Rc<Self>,
         store: &mut ReplicaStore<DmaStorage>,
         effects: Vec<Effect>,
     ) -> Result<(), String> {
@@ -654,8 +751,18 @@ impl Replication {
                         if let Some(l) = &log {
                             l.set_replicated();
                         }
-                        if let Some(info) = self.groups.borrow_mut().get_mut(&g) {
-                            info.log = log;
+                        let replaced = match self.groups.borrow_mut().get_mut(&g) {
+                            Some(info) => {
+                                let replaced = info.log.is_some();
+                                info.log = log.clone();
+                                replaced.then_some(info.key)
+                            }
+                            None => None,
+                        };
+                        if let (Some(key), Some(log)) = (replaced, log) {
+                            if let Some(hook) = &*self.on_new_log.borrow() {
+                                hook(key, log);
+                            }
                         }
                         self.created.notify();
                     }
@@ -857,9 +964,9 @@ impl Replication {
     }
 
     /// Sends an envelope: through the transport on shard 0, else over the mesh to it.
-    fn send(&self, env: Envelope) {
+    fn send(self: &Rc<Self>, env: Envelope) {
         if self.shard == ShardId(0) {
-            let node = self.node.borrow().clone();
+            let node = self.node.borrow().as_ref().and_then(|n| n.upgrade());
             if let Some(node) = node {
                 if let Err(e) = node.send_partition_raft(env) {
                     log::debug!("partition raft send: {e}");
@@ -870,30 +977,52 @@ impl Replication {
         self.hop(ShardId(0), sluice_rpc::encode_envelope(env));
     }
 
-    /// Queues an encoded envelope for shard `to` (dropped when the queue is full).
-    pub fn hop(&self, to: ShardId, body: Bytes) {
-        let mut q = self.hop.queue.borrow_mut();
-        if q.len() >= RAFT_HOP_QUEUE_MAX {
-            self.hop.dropped.set(self.hop.dropped.get() + 1);
+    /// Queues an encoded envelope for shard `to` (dropped when the hops are full).
+    pub fn hop(self: &Rc<Self>, to: ShardId, body: Bytes) {
+        if self.hop_bytes.get() + body.len() > RAFT_HOP_QUEUE_BYTES_MAX {
+            self.hop_dropped.set(self.hop_dropped.get() + 1);
+            if self.hop_dropped.get() % 1024 == 1 {
+                log::warn!(
+                    "{}: raft envelopes to {to} dropped: {} bytes already wait for other shards \
+                     ({} dropped so far)",
+                    self.shard,
+                    self.hop_bytes.get(),
+                    self.hop_dropped.get()
+                );
+            }
             return;
         }
-        q.push_back((to, body));
-        drop(q);
-        self.hop.kick.notify();
+        let hop = self.hops.borrow().get(&to).cloned();
+        let hop = match hop {
+            Some(h) => h,
+            None => {
+                let h = Rc::new(Hop::default());
+                self.hops.borrow_mut().insert(to, h.clone());
+                let me = self.clone();
+                let pump = h.clone();
+                glommio::spawn_local(async move { me.pump(to, pump).await }).detach();
+                h
+            }
+        };
+        self.hop_bytes.set(self.hop_bytes.get() + body.len());
+        hop.queue.borrow_mut().push_back(body);
+        hop.kick.notify();
     }
 
-    async fn pump_hops(self: Rc<Self>, mesh: sluice_shard::Mesh) {
+    /// Sends one target shard's queued envelopes, one frame at a time, until the node stops.
+    async fn pump(self: Rc<Self>, to: ShardId, hop: Rc<Hop>) {
+        let tag = if self.shard == ShardId(0) {
+            TAG_RAFT_IN
+        } else {
+            TAG_RAFT_OUT
+        };
         loop {
-            let seen = self.hop.kick.generation();
-            let next = self.hop.queue.borrow_mut().pop_front();
+            let seen = hop.kick.generation();
+            let next = hop.queue.borrow_mut().pop_front();
             match next {
-                Some((to, body)) => {
-                    let tag = if self.shard == ShardId(0) {
-                        TAG_RAFT_IN
-                    } else {
-                        TAG_RAFT_OUT
-                    };
-                    if mesh.notify(to, Frame::empty(tag, Some(body))).await.is_err() {
+                Some(body) => {
+                    self.hop_bytes.set(self.hop_bytes.get() - body.len());
+                    if self.mesh.notify(to, Frame::empty(tag, Some(body))).await.is_err() {
                         // The target is stopping: so is this node.
                         return;
                     }
@@ -902,7 +1031,7 @@ impl Replication {
                     if self.closed.is_set() {
                         return;
                     }
-                    or(self.hop.kick.changed(seen), async {
+                    or(hop.kick.changed(seen), async {
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                     })
                     .await;
@@ -1067,22 +1196,25 @@ impl RaftRoutes {
     pub fn split(&self, env: Envelope) -> Vec<(ShardId, Envelope)> {
         let owners = self.owners.borrow();
         let mut out: HashMap<ShardId, Envelope> = HashMap::new();
+        let Envelope {
+            from,
+            to,
+            heartbeats,
+            messages,
+        } = env;
         let blank = || Envelope {
-            from: env.from,
-            to: env.to,
+            from,
+            to,
             ..Default::default()
         };
-        for h in &env.heartbeats {
+        for h in heartbeats {
             if let Some(s) = owners.get(&h.group) {
-                out.entry(*s).or_insert_with(blank).heartbeats.push(*h);
+                out.entry(*s).or_insert_with(blank).heartbeats.push(h);
             }
         }
-        for (g, m) in &env.messages {
-            if let Some(s) = owners.get(g) {
-                out.entry(*s)
-                    .or_insert_with(blank)
-                    .messages
-                    .push((*g, m.clone()));
+        for (g, m) in messages {
+            if let Some(s) = owners.get(&g) {
+                out.entry(*s).or_insert_with(blank).messages.push((g, m));
             }
         }
         out.into_iter().collect()
@@ -1156,8 +1288,16 @@ mod tests {
     fn a_start_with_another_shard_count_is_refused() {
         let d = tempfile::tempdir().unwrap();
         check_shard_count(d.path(), 2).unwrap();
-        std::fs::create_dir_all(state_dir(d.path(), 2, ShardId(1))).unwrap();
+        let dir = state_dir(d.path(), 2, ShardId(1));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("raft-state"), b"").unwrap();
         check_shard_count(d.path(), 2).unwrap();
+        // Empty: nothing was replicated with 2 shards, so 4 may start (and the unused
+        // state goes).
+        check_shard_count(d.path(), 4).unwrap();
+        assert!(!dir.exists());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("raft-state"), b"x").unwrap();
         let e = check_shard_count(d.path(), 4).unwrap_err();
         assert!(e.contains("--shards 2"), "{e}");
     }

@@ -339,16 +339,24 @@ impl BrokerShard {
                     source: e,
                 })?;
         }
+        // Replicated partitions: every creation is queued first, so they share the store's
+        // write and sync rounds, then each is waited for.
+        let mut replicas = Vec::new();
         for (key, t) in wanted {
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
                 if p.log.config() != log_cfg {
                     p.log.set_config(log_cfg)?;
+                    if let (Some(g), Some(rep)) = (p.group, self.replication()) {
+                        // A reset reopens the log with these.
+                        rep.update_spec(g, self.partition_spec(t, key.partition, &broker_cfgs));
+                    }
                 }
                 continue;
             }
             if replicated(t, key.partition, this_node) {
-                self.open_replicated(key, t, &broker_cfgs).await?;
+                let group = self.begin_replicated(key, t, &broker_cfgs).await?;
+                replicas.push((key, t.name.clone(), group));
                 continue;
             }
             let dir = self.partition_dir(&t.name, key.partition);
@@ -387,17 +395,20 @@ impl BrokerShard {
             }
             self.spawn_flusher(part);
         }
+        for (key, topic, group) in replicas {
+            self.open_replicated(key, topic, group).await?;
+        }
         Ok(())
     }
 
-    /// Opens this node's replica of a replicated partition: its Raft group (created, or
-    /// recovered at start) and the store's log. No flusher: the store syncs.
-    async fn open_replicated(
+    /// Queues the creation of this node's replica of a replicated partition (its Raft
+    /// group; nothing to do for one recovered at start): see [`Self::open_replicated`].
+    async fn begin_replicated(
         &self,
         key: PartitionKey,
         t: &TopicRecord,
         broker_cfgs: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), crate::error::BrokerError> {
+    ) -> Result<sluice_raft::GroupId, crate::error::BrokerError> {
         let rep = self.replication().ok_or_else(|| {
             crate::error::BrokerError::Shard("partition replication is not running".into())
         })?;
@@ -406,25 +417,61 @@ impl BrokerShard {
             .into_iter()
             .map(|n| n as u64)
             .collect();
+        let group = crate::replication::group_id(&key.topic_id, key.partition);
+        let spec = self.partition_spec(t, key.partition, broker_cfgs);
+        if !rep.knows(group) {
+            // Data in the directory of a group the store does not know is no replica's (a
+            // crash between a creation's log write and its state record, or a removal whose
+            // directory delete did not happen): cleared, as the store will not create over it.
+            let dir = spec.dir.clone();
+            let removed = glommio::executor()
+                .spawn_blocking(move || partition_dirs::clear_log_files(&dir))
+                .await
+                .map_err(|e| crate::error::BrokerError::Io {
+                    op: "clear",
+                    path: spec.dir.clone(),
+                    source: e,
+                })?;
+            if removed > 0 {
+                log::warn!(
+                    "{}: cleared {removed} file(s) of no known replica before creating its raft group",
+                    spec.name
+                );
+            }
+        }
+        rep.begin_group(key, voters, spec)
+            .map_err(crate::error::BrokerError::Shard)
+    }
+
+    /// Serves a replicated partition once its Raft group's log is open (created, or
+    /// recovered at start). No flusher: the store syncs.
+    async fn open_replicated(
+        &self,
+        key: PartitionKey,
+        topic: String,
+        group: sluice_raft::GroupId,
+    ) -> Result<(), crate::error::BrokerError> {
+        let rep = self.replication().ok_or_else(|| {
+            crate::error::BrokerError::Shard("partition replication is not running".into())
+        })?;
         let log = rep
-            .ensure_group(key, voters, self.partition_spec(t, key.partition, broker_cfgs))
+            .wait_group(group)
             .await
             .map_err(crate::error::BrokerError::Shard)?;
         let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
         if expired > 0 {
             log::info!(
-                "{}-{}: forgot {expired} expired producer(s) at open",
-                t.name,
+                "{topic}-{}: forgot {expired} expired producer(s) at open",
                 key.partition
             );
         }
         self.partitions.borrow_mut().insert(
             key,
             Rc::new(Partition {
-                topic: t.name.clone(),
+                topic,
                 index: key.partition,
                 log,
-                group: Some(crate::replication::group_id(&key.topic_id, key.partition)),
+                group: Some(group),
             }),
         );
         Ok(())
@@ -522,8 +569,6 @@ impl BrokerShard {
         self.draining.set(true);
     }
 
-    /// Flushes and closes every log (shutdown). From here on appends fail
-    /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
     /// The shard's partition replication (present once started).
     pub fn replication(&self) -> Option<Rc<crate::replication::Replication>> {
         self.replication.borrow().clone()
@@ -531,7 +576,7 @@ impl BrokerShard {
 
     /// Opens the shard's replica store (recovering its Raft groups) and starts its driver:
     /// before the first topic table is applied, which then finds the recovered groups.
-    pub async fn start_replication(&self, state: &ClusterState) -> Result<(), String> {
+    pub async fn start_replication(self: &Rc<Self>, state: &ClusterState) -> Result<(), String> {
         let shards = self.ctx.shard_count();
         let mut specs = HashMap::new();
         let broker_cfgs = &state.broker_configs;
@@ -561,11 +606,38 @@ impl BrokerShard {
             self.cache.clone(),
             specs,
             self.shared_handle.clone(),
+            self.ctx.mesh().clone(),
         )
         .await?;
+        let weak = Rc::downgrade(self);
+        rep.set_new_log_hook(Box::new(move |key, log| {
+            if let Some(shard) = weak.upgrade() {
+                shard.replace_replica_log(key, log);
+            }
+        }));
         rep.spawn(&self.ctx, store);
         *self.replication.borrow_mut() = Some(rep);
         Ok(())
+    }
+
+    /// A replicated partition's log was replaced (a snapshot from its leader reset it):
+    /// requests, watches and retention use the new one from now on (a watch on the old one
+    /// finds it gone and fires).
+    fn replace_replica_log(&self, key: PartitionKey, log: Rc<PartitionLog<DmaStorage>>) {
+        let mut parts = self.partitions.borrow_mut();
+        let Some(p) = parts.get(&key) else {
+            return;
+        };
+        if p.group.is_none() || Rc::ptr_eq(&p.log, &log) {
+            return;
+        }
+        let new = Rc::new(Partition {
+            topic: p.topic.clone(),
+            index: p.index,
+            log,
+            group: p.group,
+        });
+        parts.insert(key, new);
     }
 
     fn partition_spec(
@@ -581,6 +653,9 @@ impl BrokerShard {
         }
     }
 
+    /// Flushes and closes every log (shutdown): the replica store closes the replicated
+    /// ones (its driver stops and fails what is in flight). From here on appends fail
+    /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
     pub async fn close_all(&self) {
         self.stopping.set(true);
         if let Some(rep) = self.replication() {
@@ -635,7 +710,19 @@ impl BrokerShard {
             PartitionOp::Produce { .. } => stats::start(),
             _ => None,
         };
-        let result = self.ctx.mesh().call(owner, frame).await;
+        // A produce to a replicated partition waits for a quorum (up to its timeout): it
+        // must not hold one of the permits that the general class, and with it the Raft
+        // traffic into the owner, needs.
+        let waits = matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
+            && self.topics().get_by_id(&req.topic_id).is_some_and(|t| {
+                replicated(t, req.partition, self.config.node_id)
+            });
+        let class = if waits {
+            sluice_shard::CallClass::Parked
+        } else {
+            sluice_shard::CallClass::General
+        };
+        let result = self.ctx.mesh().call_in(class, owner, frame).await;
         stats::record_since(Stage::ProduceRemote, started);
         match result {
             Ok(mut reply) => {
@@ -692,7 +779,9 @@ impl BrokerShard {
                         None,
                     );
                 }
-                if !status.ready && matches!(req.op, PartitionOp::ListOffset { .. }) {
+                if !status.ready
+                    && matches!(req.op, PartitionOp::ListOffset { timestamp } if timestamp != -2 && timestamp != -4)
+                {
                     // A new leader knows its high watermark only once an entry of its term
                     // committed: until then Kafka's answer (KAFKA-7395) is retriable.
                     return (
@@ -801,29 +890,6 @@ impl BrokerShard {
                 )
             }
         }
-    }
-
-    /// Begins leader epoch `epoch` for a partition this shard owns: later appends are
-    /// stamped with it, requests are validated against it and Metadata reports it. The
-    /// replication layer calls this when this node becomes the partition's leader in Raft
-    /// term `epoch`; an epoch not above the current one is refused and changes nothing.
-    pub fn begin_leader_epoch(
-        &self,
-        topic_id: &[u8; 16],
-        partition: i32,
-        epoch: i32,
-    ) -> Result<(), crate::error::BrokerError> {
-        let part = self.local_partition(topic_id, partition).ok_or_else(|| {
-            crate::error::BrokerError::Shard(format!(
-                "partition {partition} of topic {} is not on this shard",
-                uuid::Uuid::from_bytes(*topic_id)
-            ))
-        })?;
-        part.log.begin_epoch(epoch)?;
-        self.shared_handle
-            .leader_epochs
-            .set(*topic_id, partition, epoch);
-        Ok(())
     }
 
     async fn produce(

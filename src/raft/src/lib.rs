@@ -2,8 +2,9 @@
 //! group per partition replica set, on raft-rs 0.7's `RawNode` (pre-vote and check-quorum on),
 //! with the Kafka log as the Raft log. No sockets, no threads, no clock, no entropy: inputs
 //! come in as calls, outputs go out as [`Effect`]s. The controller group runs on it
-//! (`sluice-cluster`); partition groups are not wired into the broker yet (`sluice-replica`
-//! performs their `Persist`/`Fetch` effects on real partition logs).
+//! (`sluice-cluster`), and so does every replicated partition (the broker's
+//! `replication.rs` drives one manager per shard; `sluice-replica` performs its
+//! `Persist`/`Fetch` effects on the real partition logs).
 //!
 //! # Driving it (the shard's side)
 //!
@@ -167,8 +168,7 @@
 //! Eviction walks the shard's groups while over budget, so a shard whose budget is spent on
 //! unapplied entries pays a pass over its groups per call. A quiesced leader does not
 //! notice a dead follower (nothing needs it to: it only matters once it wakes). Membership
-//! changes (learners, joint consensus), leadership transfer, read leases, and wiring the
-//! real transport (`sluice-rpc`) and storage driver (`sluice-replica`) into the broker.
+//! changes (learners, joint consensus), leadership transfer and read leases.
 
 pub mod effect;
 pub mod log;

@@ -2,7 +2,7 @@
 //! is the Raft log"): [`ReplicaStore`] performs `sluice_raft::GroupManager`'s
 //! `Effect::Persist` and `Effect::Fetch` against the real partition logs
 //! (`sluice_storage::PartitionLog`) and a small per-shard raft-state file, and rebuilds
-//! every group after a restart. The broker drives it on each shard (not wired in yet).
+//! every group after a restart. The broker drives it on each shard (`replication.rs`).
 //!
 //! # Layout: a Kafka batch is written once
 //!
@@ -52,8 +52,8 @@
 //!
 //! `Write::Create` over a partition directory that holds a non-empty log is refused
 //! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
-//! not know. The broker discards a stale directory (`partition_dirs::discard`) before it
-//! creates a group. `Write::Remove` (`GroupManager::remove_group`: the partition was deleted
+//! not know. The broker clears a stale directory (`partition_dirs::clear_log_files`) before
+//! it creates a group the store does not know. `Write::Remove` (`GroupManager::remove_group`: the partition was deleted
 //! or moved off this node) records the removal in the state file, durable at the next sync,
 //! and retires the group's partition log (appends and reads fail, nothing acts in its
 //! directory once the write returns); the broker deletes the directory after that sync
@@ -129,10 +129,11 @@
 //! node (with direct IO a killed process's writes are on the device; a device write cache
 //! lost at a later power loss is not covered: syncing every log at start would be). A
 //! reset replaces the group's `PartitionLog`, so holders of the old one (readers) must ask
-//! [`ReplicaStore::log`] again. Whole-log scans at start (see Recovery). A power loss that
-//! persisted a later page of a multi-page state-file write but not an earlier one is refused
-//! as damage (see `state::replay`). A partition directory left by a removal whose directory
-//! delete did not happen (a crash after the sync) is the broker's to find and discard.
+//! [`ReplicaStore::log`] again (the broker swaps its partition's log when the driver
+//! reports it). Whole-log scans at start (see Recovery). A power loss that persisted a later
+//! page of a multi-page state-file write but not an earlier one is refused as damage (see
+//! `state::replay`). A partition directory left by a removal whose directory delete did not
+//! happen (a crash after the sync) is cleared by the broker if the partition comes back.
 
 pub mod control;
 pub mod sequences;
