@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future::or;
 use sluice_raft::{
-    Batch, Effect, Envelope, GroupId, GroupManager, GroupStatus, NodeId, OffsetSpan,
-    ProposalToken, ProposeError,
+    Batch, Effect, Envelope, GroupId, GroupManager, GroupStatus, NodeId, OffsetSpan, ProposalToken,
+    ProposeError,
 };
 use sluice_replica::sequences::{Admit, InflightSequences};
 use sluice_replica::{PartitionSpec, ReplicaStore};
@@ -76,7 +76,9 @@ fn ack_before_commit() -> bool {
     *SET.get_or_init(|| {
         let set = std::env::var(ACK_BEFORE_COMMIT_ENV).as_deref() == Ok("1");
         if set {
-            log::warn!("{ACK_BEFORE_COMMIT_ENV}=1: acks=all is answered before commit (test fault)");
+            log::warn!(
+                "{ACK_BEFORE_COMMIT_ENV}=1: acks=all is answered before commit (test fault)"
+            );
         }
         set
     })
@@ -142,7 +144,8 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
             .flatten()
             .flatten()
             .any(|shard| {
-                std::fs::metadata(shard.path().join(sluice_replica::state::STATE_FILE)).is_ok_and(|m| m.len() > 0)
+                std::fs::metadata(shard.path().join(sluice_replica::state::STATE_FILE))
+                    .is_ok_and(|m| m.len() > 0)
             });
         if used {
             return Err(format!(
@@ -224,7 +227,11 @@ struct GroupInfo {
 }
 
 impl GroupInfo {
-    fn new(key: PartitionKey, voters: Vec<NodeId>, log: Option<Rc<PartitionLog<DmaStorage>>>) -> Self {
+    fn new(
+        key: PartitionKey,
+        voters: Vec<NodeId>,
+        log: Option<Rc<PartitionLog<DmaStorage>>>,
+    ) -> Self {
         GroupInfo {
             key,
             isr: voters.clone(),
@@ -316,7 +323,9 @@ impl Replication {
             if spec.is_none() {
                 // Its topic was deleted (or the partition moved away) while this node was
                 // down: the store drops the group, and the directory sweep its data.
-                log::info!("raft group {g:016x} belongs to no partition of this shard now: removed");
+                log::info!(
+                    "raft group {g:016x} belongs to no partition of this shard now: removed"
+                );
             }
             spec
         });
@@ -338,10 +347,7 @@ impl Replication {
                 topic_id: [0; 16],
                 partition: -1,
             });
-            let voters = mgr
-                .log(g)
-                .map(|l| l.voters().to_vec())
-                .unwrap_or_default();
+            let voters = mgr.log(g).map(|l| l.voters().to_vec()).unwrap_or_default();
             groups.insert(g, GroupInfo::new(key, voters, log));
         }
         let rep = Rc::new(Replication {
@@ -583,10 +589,12 @@ impl Replication {
             Admit::Duplicate {
                 first_offset,
                 last_offset,
-            } => return Ok(Submitted::Duplicate {
-                first_offset,
-                last_offset,
-            }),
+            } => {
+                return Ok(Submitted::Duplicate {
+                    first_offset,
+                    last_offset,
+                })
+            }
             Admit::InFlight { token } => {
                 return match self.proposals.borrow().get(&token) {
                     Some(p) => Ok(Submitted::Proposal(p.clone())),
@@ -607,7 +615,9 @@ impl Replication {
             .propose(group, token, Batch { records, bytes });
         // A refusal comes back at once as `Failed` among the effects.
         let refused = fx.iter().find_map(|e| match e {
-            Effect::Failed { token: t, error, .. } if *t == token => Some(*error),
+            Effect::Failed {
+                token: t, error, ..
+            } if *t == token => Some(*error),
             _ => None,
         });
         if let Some(error) = refused {
@@ -1022,7 +1032,12 @@ impl Replication {
             match next {
                 Some(body) => {
                     self.hop_bytes.set(self.hop_bytes.get() - body.len());
-                    if self.mesh.notify(to, Frame::empty(tag, Some(body))).await.is_err() {
+                    if self
+                        .mesh
+                        .notify(to, Frame::empty(tag, Some(body)))
+                        .await
+                        .is_err()
+                    {
                         // The target is stopping: so is this node.
                         return;
                     }

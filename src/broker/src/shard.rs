@@ -23,7 +23,8 @@ use crate::controller::Controller;
 use crate::kerr;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
-    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_RAFT_IN, TAG_RAFT_OUT, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
+    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_RAFT_IN, TAG_RAFT_OUT, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH,
+    TAG_WATCH_FIRED,
 };
 use crate::partition_dirs;
 use crate::stats::{self, Stage};
@@ -714,9 +715,10 @@ impl BrokerShard {
         // must not hold one of the permits that the general class, and with it the Raft
         // traffic into the owner, needs.
         let waits = matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
-            && self.topics().get_by_id(&req.topic_id).is_some_and(|t| {
-                replicated(t, req.partition, self.config.node_id)
-            });
+            && self
+                .topics()
+                .get_by_id(&req.topic_id)
+                .is_some_and(|t| replicated(t, req.partition, self.config.node_id));
         let class = if waits {
             sluice_shard::CallClass::Parked
         } else {
@@ -762,7 +764,9 @@ impl BrokerShard {
         // described anywhere.
         let raft = match part.group {
             Some(group) => {
-                let status = self.replication().and_then(|r| Some((r.clone(), r.status(group)?)));
+                let status = self
+                    .replication()
+                    .and_then(|r| Some((r.clone(), r.status(group)?)));
                 let Some((rep, status)) = status else {
                     return (PartitionReply::error(kerr::NOT_LEADER_OR_FOLLOWER), None);
                 };

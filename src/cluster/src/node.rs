@@ -661,7 +661,10 @@ impl ControllerNode {
                 .messages
                 .iter()
                 .all(|(g, _)| *g != CONTROLLER_GROUP)
-                && envelope.heartbeats.iter().all(|h| h.group != CONTROLLER_GROUP),
+                && envelope
+                    .heartbeats
+                    .iter()
+                    .all(|h| h.group != CONTROLLER_GROUP),
             "the controller group's messages are the runtime's own"
         );
         match self.inner.transport() {

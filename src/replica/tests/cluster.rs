@@ -93,11 +93,13 @@ impl Cluster {
     async fn start(&mut self, n: NodeId) {
         let data = self.node_dir(n);
         let layout_root = data.clone();
-        let layout = Rc::new(move |g: GroupId| Some(PartitionSpec {
-            dir: layout_root.join(format!("t-{g}")),
-            config: log_config(),
-            name: format!("t-{g}"),
-        }));
+        let layout = Rc::new(move |g: GroupId| {
+            Some(PartitionSpec {
+                dir: layout_root.join(format!("t-{g}")),
+                config: log_config(),
+                name: format!("t-{g}"),
+            })
+        });
         let cfg = Config {
             node_id: n,
             seed: 17,
@@ -623,11 +625,13 @@ fn a_commit_index_beyond_the_recovered_log_is_an_error_naming_the_group() {
             Rc::new(StdStorage),
             c.node_dir(l).join("raft"),
             Rc::new(RefCell::new(BatchCache::new(1 << 20))),
-            Rc::new(move |g: GroupId| Some(PartitionSpec {
-                dir: layout_root.join(format!("t-{g}")),
-                config: log_config(),
-                name: format!("t-{g}"),
-            })),
+            Rc::new(move |g: GroupId| {
+                Some(PartitionSpec {
+                    dir: layout_root.join(format!("t-{g}")),
+                    config: log_config(),
+                    name: format!("t-{g}"),
+                })
+            }),
             Config {
                 node_id: l,
                 ..Config::default()

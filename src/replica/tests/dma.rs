@@ -30,14 +30,16 @@ async fn open_without(
         Rc::new(st.clone()),
         data.join("raft"),
         Rc::new(RefCell::new(BatchCache::new(1 << 20))),
-        Rc::new(move |g: GroupId| (Some(g) != gone).then(|| PartitionSpec {
-            dir: data.join(format!("t-{g}")),
-            config: LogConfig {
-                segment_bytes: 64 * 1024,
-                ..LogConfig::default()
-            },
-            name: format!("t-{g}"),
-        })),
+        Rc::new(move |g: GroupId| {
+            (Some(g) != gone).then(|| PartitionSpec {
+                dir: data.join(format!("t-{g}")),
+                config: LogConfig {
+                    segment_bytes: 64 * 1024,
+                    ..LogConfig::default()
+                },
+                name: format!("t-{g}"),
+            })
+        }),
         Config {
             node_id: 1,
             ..Config::default()
@@ -161,7 +163,11 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
             assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![1]);
             drop((store, mgr));
             let (store, mgr) = open(&st, &root).await;
-            assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![1], "the removal is durable");
+            assert_eq!(
+                mgr.groups().collect::<Vec<_>>(),
+                vec![1],
+                "the removal is durable"
+            );
             assert!(all_bytes(&store, 1).await.starts_with(&before.0));
             ok.store(true, Ordering::SeqCst);
         }

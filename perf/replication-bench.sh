@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+#: Replication factor 3 against replication factor 1 on one 3-node loopback cluster (issue 12).
+#
+# Starts three sluice nodes on this host (one shard each, their own data directories under
+# a temporary directory), creates two topics of PARTITIONS partitions, `rf1` (one replica
+# per partition, placed across the nodes: the direct path) and `rf3` (three replicas: a Raft
+# group per partition), and runs the same sluice-bench workload against each in turn
+# (rdkafka producer and consumer, which follow partition leaders across nodes), recording
+# throughput, produce latency and the CPU seconds all three brokers used per GiB produced
+# (from /proc, so the shared host's other load does not count). Ratios come from one run.
+#
+#     perf/replication-bench.sh [--binary target/release/sluice] [--bench target/release/sluice-bench]
+#         [--workload bench/workloads/max-rate-1k-16p.toml] [--rate 20000] [--duration-s 20]
+#         [--partitions 6]   (--rate 0: as fast as the cluster takes it)
+#
+# Results: target/bench-results/replication-<date>/ (sluice-bench's files per topic) and a
+# markdown summary on stdout. Needs tests/.venv (scripts/install-test-deps.sh) for the
+# admin client that creates the topics.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+binary=$root/target/release/sluice
+bench=$root/target/release/sluice-bench
+workload=$root/bench/workloads/max-rate-1k-16p.toml
+rate=20000
+duration=20
+partitions=6
+while [ $# -gt 0 ]; do
+  case $1 in
+    --binary) binary=$2; shift 2 ;;
+    --bench) bench=$2; shift 2 ;;
+    --workload) workload=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --duration-s) duration=$2; shift 2 ;;
+    --partitions) partitions=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+py=$root/tests/.venv/bin/python
+[ -x "$py" ] || { echo "needs $py (scripts/install-test-deps.sh)" >&2; exit 2; }
+
+work=$(mktemp -d)
+out=$root/target/bench-results/replication-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+kports=(); rports=()
+for i in 1 2 3; do kports+=("$(free_port)"); rports+=("$(free_port)"); done
+voters="1@127.0.0.1:${rports[0]},2@127.0.0.1:${rports[1]},3@127.0.0.1:${rports[2]}"
+for i in 1 2 3; do
+  "$binary" start --node-id "$i" --data-dir "$work/d$i" --shards 1 \
+    --listen "127.0.0.1:${kports[$((i-1))]}" --rpc-listen "127.0.0.1:${rports[$((i-1))]}" \
+    --voters "$voters" >"$work/n$i.log" 2>&1 &
+  pids+=($!)
+done
+bootstrap="127.0.0.1:${kports[0]}"
+
+"$py" - "$bootstrap" "$partitions" <<'EOF'
+import sys, time
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+bootstrap, parts = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 60
+while True:
+    try:
+        a = KafkaAdminClient(bootstrap_servers=bootstrap)
+        if len(a.describe_cluster()["brokers"]) == 3:
+            break
+    except Exception:
+        pass
+    if time.time() > deadline:
+        sys.exit("the three nodes did not register within 60 s")
+    time.sleep(0.5)
+a.create_topics([NewTopic("rf1", parts, 1), NewTopic("rf3", parts, 3)])
+time.sleep(5)  # every partition elects its leader
+EOF
+
+cpu_ticks() {
+  local t=0
+  for p in "${pids[@]}"; do
+    read -r -a f <"/proc/$p/stat"
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+echo "| topic | replicas | produced MiB/s | produce p50 / p99 / p99.9 ms | broker CPU s per GiB |"
+echo "|---|---|---|---|---|"
+for topic in rf1 rf3; do
+  before=$(cpu_ticks)
+  "$bench" run --bootstrap "$bootstrap" --workload "$workload" --topic "$topic" \
+    --rate "$rate" --duration-s "$duration" --warmup-s 3 --partitions "$partitions" \
+    --client rdkafka --consumer-client rdkafka --out "$out" --name "$topic" \
+    >"$out/$topic.stdout" 2>&1 || { cat "$out/$topic.stdout" >&2; exit 1; }
+  after=$(cpu_ticks)
+  "$py" - "$out/$topic.json" "$topic" "$(( after - before ))" "$hz" <<'EOF'
+import json, sys
+path, topic, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+r = json.load(open(path))
+ph = r["phases"][-1]
+lat = ph["produce_latency"]
+moved = ph["produce"]["bytes"]
+cpu = ticks / hz
+per_gib = cpu / (moved / 2**30) if moved else float("nan")
+print(f"| {topic} | {topic[2]} | {ph['produce']['mib_per_s']:.1f} | "
+      f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} / {lat['p999_ms']:.1f} | {per_gib:.1f} |")
+EOF
+done
+echo
+echo "files: $out"
