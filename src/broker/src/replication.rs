@@ -187,7 +187,7 @@ impl Proposal {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.changed.generation();
-            if let Some(o) = self.outcome.borrow().clone() {
+            if let Some(o) = *self.outcome.borrow() {
                 return Some(o);
             }
             if !committed {
@@ -302,15 +302,16 @@ impl Replication {
     /// group the store holds that is not among them is removed for good (its Raft state,
     /// vote included, is forgotten: its partition was deleted or moved away).
     pub async fn open(
-        shard: ShardId,
+        ctx: &sluice_shard::ShardCtx,
         node_id: i32,
         dir: PathBuf,
         storage: Rc<DmaStorage>,
         cache: Rc<RefCell<BatchCache>>,
         specs: HashMap<GroupId, (PartitionKey, PartitionSpec)>,
         shared: std::sync::Arc<crate::Shared>,
-        mesh: sluice_shard::Mesh,
     ) -> Result<(Rc<Replication>, ReplicaStore<DmaStorage>), String> {
+        let shard = ctx.shard_id();
+        let mesh = ctx.mesh().clone();
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let keys: HashMap<GroupId, PartitionKey> =
             specs.iter().map(|(g, (k, _))| (*g, *k)).collect();

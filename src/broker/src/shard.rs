@@ -600,14 +600,13 @@ impl BrokerShard {
         }
         let dir = crate::replication::state_dir(&self.config.data_dir, shards, self.shard_id());
         let (rep, store) = crate::replication::Replication::open(
-            self.shard_id(),
+            &self.ctx,
             self.config.node_id,
             dir,
             self.storage.clone(),
             self.cache.clone(),
             specs,
             self.shared_handle.clone(),
-            self.ctx.mesh().clone(),
         )
         .await?;
         let weak = Rc::downgrade(self);

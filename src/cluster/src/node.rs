@@ -215,7 +215,7 @@ struct Inner {
     extension: RefCell<Option<Rc<dyn Extension>>>,
     /// The owner's receiver of Raft messages of groups other than the controller's (the
     /// partition groups).
-    partition_raft: RefCell<Option<Rc<dyn Fn(sluice_raft::Envelope)>>>,
+    partition_raft: RefCell<Option<PartitionRaftSink>>,
     /// Wakes the WAL writer.
     wal_kick: Event,
     /// The applied index, leadership or registration changed.
@@ -647,7 +647,7 @@ impl ControllerNode {
     /// Hands Raft messages of every group but the controller's ([`CONTROLLER_GROUP`]) that
     /// peers send this node to `sink` (the broker's partition groups), on this executor.
     /// Until then they are dropped (Raft re-sends what matters).
-    pub fn set_partition_raft(&self, sink: Rc<dyn Fn(sluice_raft::Envelope)>) {
+    pub fn set_partition_raft(&self, sink: PartitionRaftSink) {
         *self.inner.partition_raft.borrow_mut() = Some(sink);
     }
 
@@ -727,6 +727,10 @@ impl Drop for ControllerNode {
 
 /// Kafka's REQUEST_TIMED_OUT.
 pub const REQUEST_TIMED_OUT: i16 = 7;
+
+/// The owner's receiver of partition groups' Raft messages
+/// ([`ControllerNode::set_partition_raft`]).
+pub type PartitionRaftSink = Rc<dyn Fn(sluice_raft::Envelope)>;
 
 /// `env` split into the controller group's part and the rest (each `None` when empty).
 fn split_controller(
