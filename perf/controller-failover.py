@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Times the controller quorum of a 3-node sluice cluster on this host (issue 12).
+"""Times the controller quorum and partition failover of a 3-node sluice cluster on this host
+(issue 12).
 
 Starts three real nodes on loopback (one shard each), then measures, ROUNDS times:
   - propagation: CreateTopics through one node until every node's Metadata lists the topic
@@ -7,7 +8,10 @@ Starts three real nodes on loopback (one shard each), then measures, ROUNDS time
   - failover: kill -9 of the node that leads the controller group until a CreateTopics sent
     to a survivor succeeds (election timeout + new controller + one commit);
 and then restarts the killed node (until it is listed again: it may not have been fenced
-yet, so this is no measure of its own); and, on one node alone, start-to-ready after a restart (a cluster of one registers with
+yet, so this is no measure of its own); then, ROUNDS times, on a topic with 3 replicas:
+kill -9 of the node leading its partition until a survivor's Metadata names another leader,
+and until an acks=all produce through the survivors succeeds (a fresh producer per try, so
+the figure includes up to one client set-up); and, on one node alone, start-to-ready after a restart (a cluster of one registers with
 itself before serving). Prints a markdown table of min / median / max in milliseconds.
 
     tests/.venv/bin/python perf/controller-failover.py [--binary target/release/sluice] [--rounds 5]
@@ -26,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
@@ -113,6 +117,17 @@ def create(bootstrap, name):
         a.close()
 
 
+def produced(bootstrap_servers):
+    """One acks=all record to partition 0 of `pf`, no retries; True if acknowledged."""
+    p = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", retries=0,
+                      request_timeout_ms=2000, max_block_ms=2000)
+    try:
+        p.send("pf", b"x", partition=0).get(timeout=3)
+        return True
+    finally:
+        p.close(timeout=1)
+
+
 def summary(name, xs):
     ms = [x * 1000 for x in xs]
     return f"| {name} | {len(ms)} | {min(ms):.0f} | {statistics.median(ms):.0f} | {max(ms):.0f} |"
@@ -130,7 +145,7 @@ def main():
     voters = ",".join(f"{i + 1}@127.0.0.1:{rpc[i]}" for i in range(3))
     nodes = [Node(binary, root, i + 1, kafka[i], rpc[i], voters) for i in range(3)]
     solo = Node(binary, root, 9, free_port(), 0, "")
-    prop, fail, solo_start = [], [], []
+    prop, fail, solo_start, elect, pfail = [], [], [], [], []
     try:
         for n in nodes:
             n.start(wait=False)
@@ -157,6 +172,26 @@ def main():
             victim.start(wait=False)
             until("the restarted node listed everywhere", lambda: all(
                 metadata(n.bootstrap())[0] == [1, 2, 3] for n in nodes))
+        a = admin(nodes[0].bootstrap())
+        a.create_topics([NewTopic("pf", 1, 3)])
+        a.close()
+        until("a leader for pf", lambda: metadata(nodes[0].bootstrap())[2]["pf"][0] > 0)
+        until("a first produce to pf", lambda: produced([n.bootstrap() for n in nodes]))
+        for r in range(args.rounds):
+            leader = metadata(nodes[0].bootstrap())[2]["pf"][0]
+            victim = nodes[leader - 1]
+            survivors = [n for n in nodes if n is not victim]
+            t0 = time.monotonic()
+            victim.kill9()
+            until("a new leader for pf", lambda: metadata(survivors[0].bootstrap())[2]["pf"][0]
+                  not in (-1, leader))
+            elect.append(time.monotonic() - t0)
+            until("an acks=all produce through the survivors",
+                  lambda: produced([n.bootstrap() for n in survivors]))
+            pfail.append(time.monotonic() - t0)
+            victim.start(wait=False)
+            until("the restarted node listed everywhere", lambda: all(
+                metadata(n.bootstrap())[0] == [1, 2, 3] for n in nodes))
         solo.start()
         solo.stop()
         for _ in range(args.rounds):
@@ -173,6 +208,8 @@ def main():
     print("| --- | --- | --- | --- | --- |")
     print(summary("CreateTopics until every node lists it with leaders", prop))
     print(summary("controller kill -9 until CreateTopics through a survivor succeeds", fail))
+    print(summary("partition leader kill -9 until Metadata names a new leader", elect))
+    print(summary("partition leader kill -9 until an acks=all produce succeeds", pfail))
     print(summary("cluster of one: restart until ready", solo_start))
 
 

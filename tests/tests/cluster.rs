@@ -577,6 +577,95 @@ async fn three_replicas_keep_every_acknowledged_record_when_the_leader_dies() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// One record to partition 0 of `topic`, waiting for its outcome.
+async fn send_one(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    v: &str,
+) -> Result<
+    rdkafka::producer::future_producer::Delivery,
+    (rdkafka::error::KafkaError, rdkafka::message::OwnedMessage),
+> {
+    p.send(
+        FutureRecord::<(), _>::to(topic).partition(0).payload(v),
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// `min.insync.replicas` on three replicas: with the topic asking for 3 and a follower
+/// killed, the leader drops it from the ISR after `replica.lag.time.max.ms` (2 s here),
+/// Metadata shows the ISR of 2, and `acks=all` is refused (NOT_ENOUGH_REPLICAS, never
+/// acknowledged) while `acks=1` still goes; once the follower is back and caught up the ISR
+/// is whole again and `acks=all` succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_needs_min_insync_replicas() {
+    require_cluster!();
+    const T: &str = "misr";
+    let mut c = Cluster::start_with(ClusterConfig {
+        extra_args: vec!["--replica-lag-time-max-ms".into(), "2000".into()],
+        ..ClusterConfig::default()
+    });
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(T, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let isr = |bootstrap: &str| -> Option<(i32, usize)> {
+        let cons: BaseConsumer = base_config(bootstrap).create().ok()?;
+        let md = cons.fetch_metadata(Some(T), Duration::from_secs(5)).ok()?;
+        let t = md.topics().first()?;
+        let p = t.partitions().first()?;
+        (p.leader() > 0).then(|| (p.leader(), p.isr().len()))
+    };
+    let (leader, _) = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "a leader with every replica in sync", || {
+            isr(&first).filter(|(_, n)| *n == 3)
+        })
+    });
+    let all = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("message.timeout.ms", "3000")],
+    );
+    send_one(&all, T, "whole")
+        .await
+        .expect("acks=all with every replica in sync");
+    let follower = c.ids().find(|&i| i as i32 != leader).expect("a follower");
+    tokio::task::block_in_place(|| c.node(follower).kill9());
+    let via_leader = c.node(leader as usize).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the ISR without the dead follower", || {
+            isr(&via_leader).filter(|(_, n)| *n == 2)
+        })
+    });
+    let res = send_one(&all, T, "short").await;
+    assert!(
+        res.is_err(),
+        "acks=all acknowledged with 2 of min.insync.replicas 3: {res:?}"
+    );
+    let one = producer(&c.bootstrap(), &[("acks", "1")]);
+    send_one(&one, T, "one")
+        .await
+        .expect("acks=1 is not bound by min.insync.replicas");
+    tokio::task::block_in_place(|| c.node(follower).restart());
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the ISR whole again", || {
+            isr(&via_leader).filter(|(_, n)| *n == 3)
+        })
+    });
+    send_one(&all, T, "again")
+        .await
+        .expect("acks=all once the ISR is whole");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// A data directory of a single-node sluice from before the controller log (its state file
 /// without a log index, no `cluster/controller.wal`, the old producer-id mark) is upgraded
 /// in place: every record is still there, the topic keeps its id, and producer ids start

@@ -75,9 +75,11 @@ pub struct BrokerConfig {
     /// `None` without `--voters`.
     pub rpc_listen: Option<SocketAddr>,
     /// `--voters`: the controller quorum, each voter's id and rpc address (Kafka's
-    /// `controller.quorum.voters`). Empty: a cluster of one. The broker does not use it yet
-    /// (issue 12): the flags are accepted and checked, `sluice_rpc` is the transport to come.
+    /// `controller.quorum.voters`). Empty: a cluster of one.
     pub voters: Vec<sluice_rpc::Voter>,
+    /// `replica.lag.time.max.ms`: a follower not caught up with its leader's log end for
+    /// this long leaves the partition's in-sync replicas.
+    pub replica_lag_time_max: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +105,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             rpc_listen: None,
             voters: Vec::new(),
+            replica_lag_time_max: crate::replication::REPLICA_LAG_TIME_MAX_DEFAULT,
         }
     }
 }

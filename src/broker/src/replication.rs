@@ -84,9 +84,9 @@ fn ack_before_commit() -> bool {
     })
 }
 
-/// Kafka's `replica.lag.time.max.ms` default: a follower not caught up with the leader's
-/// log end for this long leaves the in-sync replicas.
-pub const REPLICA_LAG_TIME_MAX: Duration = Duration::from_millis(30_000);
+/// Kafka's `replica.lag.time.max.ms` default (`--replica-lag-time-max-ms`): a follower not
+/// caught up with the leader's log end for this long leaves the in-sync replicas.
+pub const REPLICA_LAG_TIME_MAX_DEFAULT: Duration = Duration::from_millis(30_000);
 
 /// How often a leader re-evaluates its in-sync replicas.
 const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -215,7 +215,7 @@ struct GroupInfo {
     /// What was last reported to the cluster view.
     reported: Option<(u64, Option<NodeId>)>,
     /// On the leader: the in-sync replicas (Kafka's ISR: caught up with the leader's log
-    /// end within [`REPLICA_LAG_TIME_MAX`]), the count of their changes in this term, and
+    /// end within `replica.lag.time.max.ms`), the count of their changes in this term, and
     /// when each follower was last caught up.
     isr: Vec<NodeId>,
     isr_version: u64,
@@ -291,6 +291,8 @@ pub struct Replication {
     /// Told when a group's log is replaced (a snapshot reset it): the shard serves the new
     /// one from then on.
     on_new_log: RefCell<Option<NewLogHook>>,
+    /// `replica.lag.time.max.ms`.
+    lag_max: Cell<Duration>,
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
     shared: std::sync::Arc<crate::Shared>,
@@ -373,6 +375,7 @@ impl Replication {
             mesh,
             node: RefCell::new(None),
             on_new_log: RefCell::new(None),
+            lag_max: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
             liveness_seen: Cell::new(0),
             shared,
         });
@@ -411,6 +414,11 @@ impl Replication {
         self.failure.borrow().clone()
     }
 
+    /// Sets `replica.lag.time.max.ms`.
+    pub fn set_replica_lag_time_max(&self, max: Duration) {
+        self.lag_max.set(max);
+    }
+
     /// Sets what to call when a group's partition log is replaced (see the field).
     pub fn set_new_log_hook(&self, hook: NewLogHook) {
         *self.on_new_log.borrow_mut() = Some(hook);
@@ -441,6 +449,15 @@ impl Replication {
     /// The replica's status (role, term, leader, high watermark).
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
         self.mgr.borrow().status(group)
+    }
+
+    /// How many replicas are in sync on this leader (Kafka's ISR size; 0 if not leading).
+    pub fn isr_len(&self, group: GroupId) -> usize {
+        match self.mgr.borrow().status(group) {
+            Some(st) if st.role == sluice_raft::Role::Leader => {}
+            _ => return 0,
+        }
+        self.groups.borrow().get(&group).map_or(0, |g| g.isr.len())
     }
 
     /// Whether this shard has a replica of `group` (recovered or created).
@@ -906,10 +923,19 @@ impl Replication {
     }
 
     /// On each group this replica leads: a follower whose matched index reached the
-    /// leader's last index of the previous check is caught up now; the ISR is the leader
-    /// and the followers caught up within [`REPLICA_LAG_TIME_MAX`]. Changes are published.
+    /// leader's last index of the previous check, and that the leader heard from lately and
+    /// reaches through the transport, is caught up now (Kafka: a follower that fetched up to
+    /// the log end); the ISR is the leader and the followers caught up within
+    /// `replica.lag.time.max.ms`. Changes are published.
     fn check_isr(&self) {
         let now = Instant::now();
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = |n: NodeId| {
+            liveness
+                .iter()
+                .find(|(id, _)| *id as u64 == n)
+                .is_none_or(|(_, up)| *up)
+        };
         let mgr = self.mgr.borrow();
         let mut groups = self.groups.borrow_mut();
         for (g, info) in groups.iter_mut() {
@@ -919,26 +945,26 @@ impl Replication {
             let me = self.node_id as u64;
             let last = progress
                 .iter()
-                .find(|(n, _)| *n == me)
-                .map_or(0, |(_, m)| *m)
+                .find(|(n, _, _)| *n == me)
+                .map_or(0, |(_, m, _)| *m)
                 .max(mgr.status(*g).map_or(0, |s| s.last_index));
-            for (node, matched) in &progress {
+            for (node, matched, active) in &progress {
                 let seen = info.caught_up.entry(*node).or_insert(now);
-                if *node == me || *matched >= info.isr_mark {
+                if *node == me || (*matched >= info.isr_mark && *active && reachable(*node)) {
                     *seen = now;
                 }
             }
             info.isr_mark = last;
             let mut isr: Vec<NodeId> = progress
                 .iter()
-                .filter(|(n, _)| {
+                .filter(|(n, _, _)| {
                     *n == me
                         || info
                             .caught_up
                             .get(n)
-                            .is_some_and(|t| now.duration_since(*t) <= REPLICA_LAG_TIME_MAX)
+                            .is_some_and(|t| now.duration_since(*t) <= self.lag_max.get())
                 })
-                .map(|(n, _)| *n)
+                .map(|(n, _, _)| *n)
                 .collect();
             isr.sort_unstable();
             let mut current = info.isr.clone();

@@ -570,6 +570,14 @@ impl BrokerShard {
         self.draining.set(true);
     }
 
+    /// The topic's `min.insync.replicas`.
+    fn min_insync_replicas(&self, topic_id: &[u8; 16]) -> usize {
+        let topics = self.topics();
+        topics.get_by_id(topic_id).map_or(1, |t| {
+            topic_config::min_insync_replicas(&t.configs, &topics.state.broker_configs)
+        })
+    }
+
     /// The shard's partition replication (present once started).
     pub fn replication(&self) -> Option<Rc<crate::replication::Replication>> {
         self.replication.borrow().clone()
@@ -609,6 +617,7 @@ impl BrokerShard {
             self.shared_handle.clone(),
         )
         .await?;
+        rep.set_replica_lag_time_max(self.config.replica_lag_time_max);
         let weak = Rc::downgrade(self);
         rep.set_new_log_hook(Box::new(move |key, log| {
             if let Some(shard) = weak.upgrade() {
@@ -818,6 +827,14 @@ impl BrokerShard {
             );
         }
         match req.op {
+            PartitionOp::Produce { acks: -1, .. }
+                if raft.as_ref().is_some_and(|(rep, group, _)| {
+                    rep.isr_len(*group) < self.min_insync_replicas(&req.topic_id)
+                }) =>
+            {
+                // Kafka's leader refuses acks=all below min.insync.replicas, before writing.
+                (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None)
+            }
             PartitionOp::Produce { acks, timeout_ms } => match raft {
                 Some((rep, group, _)) => (
                     crate::replication::produce(&rep, group, log, acks, timeout_ms, payload).await,

@@ -570,6 +570,23 @@ pub fn effective<'a>(
     }
 }
 
+/// A topic's `min.insync.replicas` (its override, the broker's, or Kafka's default 1):
+/// the in-sync replicas an `acks=all` produce needs.
+pub fn min_insync_replicas(
+    overrides: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> usize {
+    let key = TOPIC_CONFIGS
+        .iter()
+        .find(|k| k.name == "min.insync.replicas")
+        .expect("a known topic config");
+    effective(overrides, broker, key)
+        .0
+        .parse::<usize>()
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Builds the storage settings of a topic's partitions.
 pub fn log_config(
     overrides: &BTreeMap<String, String>,

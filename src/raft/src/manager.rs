@@ -378,19 +378,19 @@ impl GroupManager {
         self.groups.get(&group).map(Replica::status)
     }
 
-    /// On a leader: each voter's replication progress as `(node, matched index)` (this node
-    /// with its own last synced index), for the owner's in-sync-replica report. `None` on
-    /// a follower or for an unknown group.
-    pub fn progress(&self, group: GroupId) -> Option<Vec<(NodeId, u64)>> {
+    /// On a leader: each voter's replication progress as `(node, matched index, heard from
+    /// since the last check-quorum round)` (this node with its own last synced index), for
+    /// the owner's in-sync-replica report. `None` on a follower or for an unknown group.
+    pub fn progress(&self, group: GroupId) -> Option<Vec<(NodeId, u64, bool)>> {
         let r = self.groups.get(&group)?;
         let raft = &r.node.raft;
         if raft.state != StateRole::Leader {
             return None;
         }
-        let mut out: Vec<(NodeId, u64)> = raft
+        let mut out: Vec<(NodeId, u64, bool)> = raft
             .prs()
             .iter()
-            .map(|(id, pr)| (*id, pr.matched))
+            .map(|(id, pr)| (*id, pr.matched, pr.recent_active))
             .collect();
         out.sort_unstable();
         Some(out)

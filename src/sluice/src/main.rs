@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
-               [--producer-id-expiration-ms MS]
+               [--producer-id-expiration-ms MS] [--replica-lag-time-max-ms MS]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -85,6 +85,13 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     return Err("--connections-max-idle-ms must be at least 1".into());
                 }
                 c.connections_max_idle = std::time::Duration::from_millis(ms);
+            }
+            "--replica-lag-time-max-ms" => {
+                // Kafka's replica.lag.time.max.ms: a LONG, at least 0.
+                let ms: u64 = value("--replica-lag-time-max-ms")?
+                    .parse()
+                    .map_err(|e| format!("--replica-lag-time-max-ms: {e}"))?;
+                c.replica_lag_time_max = std::time::Duration::from_millis(ms);
             }
             "--producer-id-expiration-ms" => {
                 // Kafka's producer.id.expiration.ms: an INT, at least 1.
