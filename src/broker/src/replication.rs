@@ -398,7 +398,12 @@ impl Replication {
     fn fail(&self, why: String) {
         log::error!("{}: partition replication stopped: {why}", self.shard);
         self.failure.borrow_mut().get_or_insert(why);
-        // Every waiter finds out.
+        self.release_waiters();
+    }
+
+    /// Every waiter finds out that no outcome comes now (the groups stopped or failed):
+    /// proposals fail as NOT_LEADER, group waits re-check.
+    fn release_waiters(&self) {
         for p in self.proposals.borrow_mut().drain().map(|(_, p)| p) {
             p.outcome
                 .borrow_mut()
@@ -685,15 +690,7 @@ impl Replication {
     /// Stops the driver: it closes the store (logs flushed and synced) and returns.
     pub async fn stop(&self) {
         self.stopping.set(true);
-        // Nothing waits for an outcome that will not come now.
-        for p in self.proposals.borrow_mut().drain().map(|(_, p)| p) {
-            p.outcome
-                .borrow_mut()
-                .get_or_insert(Err(ProposeError::NotLeader { leader: None }));
-            p.changed.notify();
-        }
-        self.created.notify();
-        self.kick.notify();
+        self.release_waiters();
         or(self.closed.wait(), async {
             glommio::timer::sleep(crate::config::SHUTDOWN_TIMEOUT).await;
         })

@@ -835,20 +835,7 @@ impl<S: Storage> PartitionLog<S> {
                     header.base_sequence,
                     header.last_offset_delta,
                 )
-                .inspect_err(|e| {
-                    if let StorageError::ProducersFull { .. } = e {
-                        inner.producers_refused += 1;
-                        // The first refusal, then one line per 1,024, so a flood cannot
-                        // flood the log too.
-                        if inner.producers_refused % 1024 == 1 {
-                            log::warn!(
-                                "{}: {e} ({} batches of new producers refused so far)",
-                                self.name,
-                                inner.producers_refused
-                            );
-                        }
-                    }
-                })?
+                .inspect_err(|e| self.note_refused(&mut inner.producers_refused, e))?
             {
                 return Ok(Appended {
                     base_offset: first_offset,
@@ -1753,18 +1740,25 @@ impl<S: Storage> PartitionLog<S> {
         let checked = inner
             .producers
             .check(producer_id, epoch, first_seq, last_offset_delta);
-        if let Err(e @ StorageError::ProducersFull { .. }) = &checked {
-            inner.producers_refused += 1;
-            // As on append: the first refusal, then one line per 1,024.
-            if inner.producers_refused % 1024 == 1 {
+        if let Err(e) = &checked {
+            self.note_refused(&mut inner.producers_refused, e);
+        }
+        checked
+    }
+
+    /// Counts a batch refused because the producer table is full (other errors pass), and
+    /// logs the first refusal, then one line per 1,024, so a flood cannot flood the log too.
+    fn note_refused(&self, refused: &mut u64, e: &StorageError) {
+        if let StorageError::ProducersFull { .. } = e {
+            *refused += 1;
+            if *refused % 1024 == 1 {
                 log::warn!(
                     "{}: {e} ({} batches of new producers refused so far)",
                     self.name,
-                    inner.producers_refused
+                    *refused
                 );
             }
         }
-        checked
     }
 
     /// Applies `retention.ms` and `retention.bytes` at segment granularity; the active
