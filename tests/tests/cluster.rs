@@ -944,9 +944,11 @@ const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";
 /// The checker must be shown to fire on a real cluster: with `acks=all` answered before the
 /// batch commits, a leader cut off from its followers (clients still reach it) acknowledges
 /// records that never replicate; the others elect a new leader, the old one rejoins and
-/// truncates, and the history check must report them lost. One round: after such a loss the
-/// idempotent producers' later sequences no longer follow what the log holds, so the
-/// workload is stopped rather than asked for more acknowledgements.
+/// truncates, and the history check must report them lost. One round, and no wait for
+/// acknowledgements after the isolation: the isolated leader acknowledges as fast as it is
+/// sent to, and once the others lead, the idempotent producers' sequences no longer follow
+/// what the log holds (their records are refused as out of order), so more acknowledgements
+/// may never come; the workload is stopped instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_checker_fires_when_acks_all_is_answered_before_commit() {
     require_cluster!();
@@ -963,7 +965,7 @@ async fn cluster_checker_fires_when_acks_all_is_answered_before_commit() {
     // Past the election timeout, so that the majority elects another leader while the
     // isolated one still acknowledges what it cannot commit.
     tokio::time::sleep(PAST_ELECTION_TIMEOUT).await;
-    w.wait_acked(ACKS_PER_STEP, STEP_TIMEOUT).await;
+    eprintln!("healing at {:?}", w.progress());
     tokio::task::block_in_place(|| c.heal());
     // The old leader rejoins and truncates what it acknowledged alone.
     tokio::time::sleep(PAST_ELECTION_TIMEOUT).await;
