@@ -944,7 +944,9 @@ const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";
 /// The checker must be shown to fire on a real cluster: with `acks=all` answered before the
 /// batch commits, a leader cut off from its followers (clients still reach it) acknowledges
 /// records that never replicate; the others elect a new leader, the old one rejoins and
-/// truncates, and the history check must report them lost. One round, and no wait for
+/// truncates, and the history check must report them lost (or, when a loaded host keeps
+/// the final read from completing, acknowledgements past the high watermark readers are
+/// told afterwards, the same fault seen from the other side). One round, and no wait for
 /// acknowledgements after the isolation: the isolated leader acknowledges as fast as it is
 /// sent to, and once the others lead, the idempotent producers' sequences no longer follow
 /// what the log holds (their records are refused as out of order), so more acknowledgements
@@ -972,9 +974,13 @@ async fn cluster_checker_fires_when_acks_all_is_answered_before_commit() {
     let history = w.stop().await;
     let r = check(&history, CheckOptions::default());
     report("3 nodes, acks=all answered before commit", &r);
+    // Both are what acknowledging before commit does: records acknowledged and then gone
+    // (Lost, when the final read covers them), and acknowledgements past the high
+    // watermark a reader is told afterwards (HighWatermarkBehind, seen even when a final
+    // read does not complete on a loaded host).
     assert!(
-        r.count("Lost") > 0,
-        "acknowledging before commit lost nothing the checker could see:\n{r}"
+        r.count("Lost") > 0 || r.count("HighWatermarkBehind") > 0,
+        "acknowledging before commit broke nothing the checker could see:\n{r}"
     );
     tokio::task::block_in_place(|| c.stop_all());
 }
