@@ -343,6 +343,20 @@ fn leaders(bootstrap: &str, topic: &str) -> Option<Vec<i32>> {
     Some(ps.into_iter().map(|(_, l)| l).collect())
 }
 
+/// How many replicas each partition of `topic` has in `bootstrap`'s Metadata (empty: none
+/// known).
+fn replica_counts(bootstrap: &str, topic: &str) -> Vec<usize> {
+    let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
+    let Ok(md) = cons.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    md.topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.replicas().len()))
+        .collect()
+}
+
 /// The broker ids in `bootstrap`'s Metadata.
 fn broker_ids(bootstrap: &str) -> Vec<i32> {
     let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
@@ -357,8 +371,8 @@ fn broker_ids(bootstrap: &str) -> Vec<i32> {
 /// Three real nodes with single-replica partitions: the controller quorum forms, every node
 /// registers and is listed by every node's Metadata, a topic created through one node is
 /// placed across all three, an idempotent producer and a consumer group bootstrapped from
-/// one node each reach every partition's node, a replicated offsets topic is refused, and
-/// after the controller leader is killed the other two elect a new one that
+/// one node each reach every partition's node, the offsets topic the group's lookup
+/// creates has three replicas per partition, and after the controller leader is killed the other two elect a new one that
 /// creates topics; the killed node comes back with its data, and all stop cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_metadata_and_serve_every_partition() {
@@ -380,22 +394,6 @@ async fn three_nodes_share_the_metadata_and_serve_every_partition() {
         .await
         .expect("CreateTopics request");
     assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
-    // Above 1 for the offsets topic is refused: its coordinators do not write through Raft.
-    let offsets = NewTopic::new("__consumer_offsets", 1, TopicReplication::Fixed(3));
-    let res = admin(&via_two)
-        .create_topics([&offsets], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(
-        matches!(
-            res[0],
-            Err((
-                _,
-                rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
-            ))
-        ),
-        "the offsets topic with 3 replicas: {res:?}"
-    );
     // Placement spreads the six partitions' leaders over all three nodes, and every node
     // reports the same.
     let via_three = c.node(3).bootstrap();
@@ -450,6 +448,13 @@ async fn three_nodes_share_the_metadata_and_serve_every_partition() {
     };
     let got = tokio::task::block_in_place(|| count_all(c.node(3).bootstrap(), "spread-readers"));
     assert_eq!(got, RECORDS);
+    // Created by the group's coordinator lookup with Kafka's offsets.topic.replication.factor
+    // (3: every node was live).
+    let offsets = tokio::task::block_in_place(|| replica_counts(&via_two, "__consumer_offsets"));
+    assert!(
+        !offsets.is_empty() && offsets.iter().all(|&n| n == 3),
+        "replicas per __consumer_offsets partition: {offsets:?}"
+    );
 
     // The controller leader dies; the other two elect one that still creates topics.
     let old = tokio::task::block_in_place(|| c.controller(SETTLE));
@@ -891,7 +896,6 @@ async fn cluster_acks_all_is_never_acknowledged_with_two_of_three_nodes_dead() {
 /// Committed offsets stay served while each node in turn (so the coordinator's too) is
 /// killed: a non-member's OffsetFetch returns what was committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the offsets topic is not replicated yet: its partitions have one replica (issue 12)"]
 async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
     require_cluster!();
     const GROUP: &str = "jepsen-offsets";

@@ -1,6 +1,15 @@
 //! Drives the sans-IO group coordinators (`sluice-group`) on the shard that owns each
 //! `__consumer_offsets` partition: loads them from the log, turns their effects into log
 //! appends, replies and timers, and runs group requests routed here.
+//!
+//! A single-replica offsets partition is coordinated where it lives: records are appended
+//! to its log and replies wait for the fsync. A replicated one (Raft, see `replication`) has
+//! a slot on every replica, but only the replica serving as leader coordinates: it loads
+//! the groups from its log once everything committed before its term is readable there
+//! (`Replication::watch_leadership`), proposes records to the Raft group and answers once
+//! they commit on a quorum (Kafka: OffsetCommit waits for the offsets topic's acks=all
+//! append); when the leadership goes, the slot stops serving at once and its waiting
+//! requests get NOT_COORDINATOR, so clients look the coordinator up again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -18,19 +27,51 @@ use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
 use crate::groups::{decode_records, encode_records, partition_for, OFFSETS_TOPIC};
+use crate::replication::{Proposal, Replication, Submitted};
 use crate::shard::{now_ms, BrokerShard};
 
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const NOT_COORDINATOR: i16 = 16;
 /// First tick after loading.
 const TICK_MAX: Duration = Duration::from_millis(1000);
+/// Kafka's `offsets.commit.timeout.ms` default: how long a replicated write may take to
+/// commit before its requests are answered COORDINATOR_NOT_AVAILABLE (and the coordinator
+/// reloads from the log).
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
 
-/// One coordinator and its partition log, on the shard owning the partition.
+/// Where a coordinator's records go.
+enum Writer {
+    /// A single-replica partition: appended to its log, durable after the flusher's fsync.
+    Local,
+    /// A replicated partition: proposed to its Raft group, durable once committed.
+    Raft {
+        rep: Rc<Replication>,
+        group: sluice_raft::GroupId,
+    },
+}
+
+/// A write under way (see [`GroupSlot::write`]).
+enum Pending {
+    /// Appended locally; durable once the log's flushed offset passes this one.
+    Appended(i64),
+    Proposed(Rc<Proposal>),
+    Failed(String),
+}
+
+/// One coordinator and its partition log, on the shard owning (a replica of) the partition.
 pub struct GroupSlot {
+    pub topic_id: [u8; 16],
     pub partition: i32,
-    log: Rc<PartitionLog<DmaStorage>>,
+    log: RefCell<Rc<PartitionLog<DmaStorage>>>,
+    writer: Writer,
     coord: RefCell<GroupCoordinator>,
+    /// Serving as the partition's leader (always, for a single replica): only then are
+    /// requests run here; other replicas answer NOT_COORDINATOR.
+    leading: Cell<bool>,
     loaded: Cell<bool>,
+    /// Bumped whenever what the slot serves changes (leadership, a reload): a load or a
+    /// write's failure handling from before sees it and backs off.
+    generation: Cell<u64>,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
     /// The earliest pending timer (i64::MAX: none).
@@ -38,25 +79,120 @@ pub struct GroupSlot {
 }
 
 impl GroupSlot {
-    pub fn new(partition: i32, log: Rc<PartitionLog<DmaStorage>>) -> Rc<GroupSlot> {
+    /// The coordinator of a single-replica partition: it serves at once (call
+    /// [`Self::reload`] to load it).
+    pub fn local(
+        topic_id: [u8; 16],
+        partition: i32,
+        log: Rc<PartitionLog<DmaStorage>>,
+    ) -> Rc<GroupSlot> {
+        Self::new(topic_id, partition, log, Writer::Local, true)
+    }
+
+    /// The coordinator slot of a replicated partition's replica: it serves only while
+    /// [`Self::set_leader`] says so.
+    pub fn replicated(
+        topic_id: [u8; 16],
+        partition: i32,
+        log: Rc<PartitionLog<DmaStorage>>,
+        rep: Rc<Replication>,
+        group: sluice_raft::GroupId,
+    ) -> Rc<GroupSlot> {
+        Self::new(topic_id, partition, log, Writer::Raft { rep, group }, false)
+    }
+
+    fn new(
+        topic_id: [u8; 16],
+        partition: i32,
+        log: Rc<PartitionLog<DmaStorage>>,
+        writer: Writer,
+        leading: bool,
+    ) -> Rc<GroupSlot> {
         Rc::new(GroupSlot {
+            topic_id,
             partition,
-            log,
+            log: RefCell::new(log),
+            writer,
             coord: RefCell::new(GroupCoordinator::new(GroupConfig::default())),
+            leading: Cell::new(leading),
             loaded: Cell::new(false),
+            generation: Cell::new(0),
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
             next_tick: Cell::new(i64::MAX),
         })
     }
 
-    /// Replays the partition into a fresh coordinator, then starts its ticker.
-    pub async fn load(self: &Rc<Self>) {
+    fn log(&self) -> Rc<PartitionLog<DmaStorage>> {
+        self.log.borrow().clone()
+    }
+
+    /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
+    /// leader (`Replication::watch_leadership`).
+    pub fn set_leader(self: &Rc<Self>, term: Option<u64>) {
+        match term {
+            Some(term) => {
+                log::info!(
+                    "{OFFSETS_TOPIC}-{}: leading in term {term}: loading its groups",
+                    self.partition
+                );
+                self.leading.set(true);
+                self.reload();
+            }
+            None => {
+                if self.leading.get() {
+                    log::info!(
+                        "{OFFSETS_TOPIC}-{}: no longer leading: its groups are unloaded",
+                        self.partition
+                    );
+                }
+                self.unload();
+            }
+        }
+    }
+
+    /// Stops serving: requests waiting here get NOT_COORDINATOR (their reply channels
+    /// close), and the groups' state goes until the next load.
+    pub fn unload(&self) {
+        self.generation.set(self.generation.get() + 1);
+        self.leading.set(false);
+        self.loaded.set(false);
+        self.waiters.borrow_mut().clear();
+        if let Ok(mut c) = self.coord.try_borrow_mut() {
+            *c = GroupCoordinator::new(GroupConfig::default());
+        }
+    }
+
+    /// The partition's log was replaced (a snapshot reset this replica): later loads read
+    /// the new one.
+    pub fn replace_log(self: &Rc<Self>, log: Rc<PartitionLog<DmaStorage>>) {
+        *self.log.borrow_mut() = log;
+        if self.leading.get() {
+            self.reload();
+        }
+    }
+
+    /// Rebuilds the coordinator from the log (in the background); until it is done,
+    /// requests get COORDINATOR_LOAD_IN_PROGRESS.
+    pub fn reload(self: &Rc<Self>) {
+        self.generation.set(self.generation.get() + 1);
+        self.loaded.set(false);
+        let me = self.clone();
+        glommio::spawn_local(async move { me.load(me.generation.get()).await }).detach();
+    }
+
+    /// Replays the partition into a fresh coordinator, then starts its ticker; dropped if
+    /// the slot's generation moved on meanwhile.
+    async fn load(self: &Rc<Self>, generation: u64) {
+        let log = self.log();
         let mut coord = GroupCoordinator::new(GroupConfig::default());
-        let mut offset = self.log.log_start_offset();
+        let mut offset = log.log_start_offset();
         let mut records = 0usize;
-        while offset < self.log.high_watermark() {
-            let batches = match self.log.read_next(offset, 1 << 20).await {
+        while offset < log.high_watermark() {
+            if self.generation.get() != generation {
+                return;
+            }
+            let batches = match log.read_next(offset, 1 << 20).await {
                 Ok((batches, next)) => {
                     offset = next;
                     batches
@@ -78,6 +214,9 @@ impl GroupSlot {
                     log::warn!("{OFFSETS_TOPIC}-{}: skipping record: {e}", self.partition);
                 }
             }
+        }
+        if self.generation.get() != generation || !self.leading.get() {
+            return;
         }
         let effects = coord.finish_replay(now_ms());
         *self.coord.borrow_mut() = coord;
@@ -122,19 +261,18 @@ impl GroupSlot {
         }
     }
 
-    /// Carries out a coordinator's effects in order.
+    /// Carries out a coordinator's effects in order. Writes start here, in effect order
+    /// (appends and proposals are synchronous); only their waits run in the background.
     fn perform(self: &Rc<Self>, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Reply(token, response) => self.deliver(token, response),
                 Effect::PersistThenReply { records, replies } => {
-                    let appended = self.append(&records);
+                    let pending = self.write(&records);
                     let me = self.clone();
+                    let generation = self.generation.get();
                     glommio::spawn_local(async move {
-                        let durable = match appended {
-                            Ok(last) => me.log.wait_durable(last).await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e),
-                        };
+                        let durable = me.settle(pending).await;
                         if let Err(e) = &durable {
                             log::error!(
                                 "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
@@ -149,37 +287,84 @@ impl GroupSlot {
                             };
                             me.deliver(token, response);
                         }
-                        if durable.is_err() {
-                            // The log is the truth: rebuild from it.
-                            me.loaded.set(false);
-                            me.load().await;
-                        }
+                        me.after_write(durable, generation);
                     })
                     .detach();
                 }
                 Effect::Persist(records) => {
-                    if let Err(e) = self.append(&records) {
-                        log::error!(
-                            "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
-                            self.partition
-                        );
-                    }
+                    let pending = self.write(&records);
+                    let me = self.clone();
+                    let generation = self.generation.get();
+                    glommio::spawn_local(async move {
+                        let durable = me.settle(pending).await;
+                        if let Err(e) = &durable {
+                            log::error!(
+                                "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
+                                me.partition
+                            );
+                        }
+                        me.after_write(durable, generation);
+                    })
+                    .detach();
                 }
                 Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
             }
         }
     }
 
-    /// Appends records as one batch; returns the last offset.
-    fn append(&self, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, String> {
+    /// A write failed: the in-memory state may hold what the log does not, so (unless the
+    /// slot moved on, e.g. lost its leadership) it is rebuilt from the log, the truth.
+    fn after_write(self: &Rc<Self>, durable: Result<(), String>, generation: u64) {
+        if durable.is_err() && self.generation.get() == generation && self.leading.get() {
+            self.reload();
+        }
+    }
+
+    /// Starts writing records as one batch.
+    fn write(&self, records: &[(Bytes, Option<Bytes>)]) -> Pending {
+        let log = self.log();
         if records.is_empty() {
-            return Ok(self.log.log_end_offset() - 1);
+            return Pending::Appended(log.log_end_offset() - 1);
         }
         let batch = encode_records(records, now_ms());
-        self.log
-            .append(&batch, now_ms())
-            .map(|a| a.last_offset)
-            .map_err(|e| e.to_string())
+        match &self.writer {
+            Writer::Local => match log.append(&batch, now_ms()) {
+                Ok(a) => Pending::Appended(a.last_offset),
+                Err(e) => Pending::Failed(e.to_string()),
+            },
+            Writer::Raft { rep, group } => {
+                let Some(header) = sluice_storage::hdr::Header::parse(&batch) else {
+                    return Pending::Failed("unparsable batch header".into());
+                };
+                match rep.submit(*group, &header, batch, &log) {
+                    Ok(Submitted::Proposal(p)) => Pending::Proposed(p),
+                    // Coordinator batches carry no producer id: never a duplicate.
+                    Ok(Submitted::Duplicate { last_offset, .. }) => Pending::Appended(last_offset),
+                    Err(code) => Pending::Failed(format!("proposal refused (error {code})")),
+                }
+            }
+        }
+    }
+
+    /// Waits until a write is durable: fsynced here, or committed on a quorum.
+    async fn settle(&self, pending: Pending) -> Result<(), String> {
+        match pending {
+            Pending::Appended(last) => self
+                .log()
+                .wait_durable(last)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Pending::Proposed(p) => match p.wait(true, OFFSETS_COMMIT_TIMEOUT).await {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(format!("not committed: {e:?}")),
+                None => Err(format!(
+                    "not committed within {} ms",
+                    OFFSETS_COMMIT_TIMEOUT.as_millis()
+                )),
+            },
+            Pending::Failed(e) => Err(e),
+        }
     }
 
     /// Runs one request against the coordinator and waits for its (possibly delayed) reply.
@@ -236,11 +421,6 @@ fn partitions(shard: &BrokerShard) -> Option<([u8; 16], i32)> {
         .map(|t| (t.id, t.partitions))
 }
 
-/// The offsets-topic partition of a group.
-pub fn group_partition(shard: &BrokerShard, group_id: &str) -> Option<i32> {
-    partitions(shard).map(|(_, n)| partition_for(group_id, n))
-}
-
 /// Runs a single-group request on this shard (which owns the group's partition).
 pub async fn run_local(
     shard: &Rc<BrokerShard>,
@@ -284,7 +464,7 @@ pub async fn run_local(
                 (version, client_id, client_host),
                 |r, ids| r.groups.retain(|g| ids.contains(&g.0.to_string())),
                 GroupCoordinator::describe_groups,
-                |r| {
+                |r, code| {
                     Response::DescribeGroups(
                         DescribeGroupsResponse::default().with_groups(
                             r.groups
@@ -292,7 +472,7 @@ pub async fn run_local(
                                 .map(|g| {
                                     describe_groups_response::DescribedGroup::default()
                                         .with_group_id(g)
-                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                        .with_error_code(code)
                                         .with_authorized_operations(i32::MIN)
                                 })
                                 .collect(),
@@ -311,7 +491,7 @@ pub async fn run_local(
                 (version, client_id, client_host),
                 |r, ids| r.groups_names.retain(|g| ids.contains(&g.0.to_string())),
                 GroupCoordinator::delete_groups,
-                |r| {
+                |r, code| {
                     Response::DeleteGroups(
                         DeleteGroupsResponse::default().with_results(
                             r.groups_names
@@ -319,7 +499,7 @@ pub async fn run_local(
                                 .map(|g| {
                                     delete_groups_response::DeletableGroupResult::default()
                                         .with_group_id(g)
-                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         ),
@@ -337,7 +517,7 @@ pub async fn run_local(
                 (version, client_id, client_host),
                 |r, ids| r.groups.retain(|g| ids.contains(&g.group_id.0.to_string())),
                 GroupCoordinator::offset_fetch,
-                |r| {
+                |r, code| {
                     Response::OffsetFetch(
                         OffsetFetchResponse::default().with_groups(
                             r.groups
@@ -345,7 +525,7 @@ pub async fn run_local(
                                 .map(|g| {
                                     offset_fetch_response::OffsetFetchResponseGroup::default()
                                         .with_group_id(g.group_id)
-                                        .with_error_code(COORDINATOR_LOAD_IN_PROGRESS)
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         ),
@@ -357,12 +537,14 @@ pub async fn run_local(
         ),
         req => {
             let slot = ids.first().and_then(|g| local_slot(shard, g));
-            let Some(slot) = slot else {
+            let Some(slot) = slot.filter(|s| s.leading.get()) else {
                 return Some(single_error(&req, NOT_COORDINATOR));
             };
             if !slot.loaded.get() {
                 return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS));
             }
+            // The answer if the slot stops serving while the request waits there.
+            let unloaded = single_error(&req, NOT_COORDINATOR);
             // Commits to partitions that do not exist are answered here, as Kafka's request
             // handler does, and never stored; the coordinator gets the rest.
             let mut unknown = Vec::new();
@@ -389,11 +571,14 @@ pub async fn run_local(
                 RequestKind::OffsetDelete(r) => Box::new(move |c, ctx| c.offset_delete(ctx, r)),
                 _ => return None,
             };
-            let mut resp = slot.call(op, version, client_id, client_host).await;
-            if let Some(Response::OffsetCommit(r)) = resp.as_mut() {
+            let mut resp = slot
+                .call(op, version, client_id, client_host)
+                .await
+                .unwrap_or(unloaded);
+            if let Response::OffsetCommit(r) = &mut resp {
                 r.topics.extend(unknown);
             }
-            resp
+            Some(resp)
         }
     }
 }
@@ -435,7 +620,9 @@ fn take_unknown_partitions(
 }
 
 /// Runs a multi-group request once per local coordinator holding some of its groups and
-/// merges the answers; groups whose coordinator is still loading get `not_loaded`'s answer.
+/// merges the answers; groups whose coordinator is still loading, or whose partition's
+/// replica here does not lead, get `refused`'s answer with COORDINATOR_LOAD_IN_PROGRESS or
+/// NOT_COORDINATOR.
 #[allow(clippy::too_many_arguments)]
 async fn per_coordinator<R: Clone + 'static>(
     shard: &BrokerShard,
@@ -444,23 +631,27 @@ async fn per_coordinator<R: Clone + 'static>(
     (version, client_id, client_host): (i16, &str, &str),
     keep: fn(&mut R, &[String]),
     run: fn(&mut GroupCoordinator, RequestCtx<'_>, R) -> Vec<Effect>,
-    not_loaded: fn(R) -> Response,
+    refused: fn(R, i16) -> Response,
     mut out: Response,
 ) -> Response {
     for (slot, ids) in split(shard, ids) {
         let mut sub = req.clone();
         keep(&mut sub, &ids);
         let part = match slot {
-            Some(slot) => {
-                slot.call(
-                    move |c, ctx| run(c, ctx, sub),
-                    version,
-                    client_id,
-                    client_host,
-                )
-                .await
+            Serving::Loaded(slot) => {
+                let unloaded = refused(sub.clone(), NOT_COORDINATOR);
+                let r = slot
+                    .call(
+                        move |c, ctx| run(c, ctx, sub),
+                        version,
+                        client_id,
+                        client_host,
+                    )
+                    .await;
+                Some(r.unwrap_or(unloaded))
             }
-            None => Some(not_loaded(sub)),
+            Serving::Loading => Some(refused(sub, COORDINATOR_LOAD_IN_PROGRESS)),
+            Serving::Elsewhere => Some(refused(sub, NOT_COORDINATOR)),
         };
         if let Some(p) = part {
             merge(&mut out, p);
@@ -469,26 +660,48 @@ async fn per_coordinator<R: Clone + 'static>(
     out
 }
 
-/// Groups by the local slot owning them (`None`: partition here but not loaded yet).
-fn split(shard: &BrokerShard, ids: &[String]) -> Vec<(Option<Rc<GroupSlot>>, Vec<String>)> {
-    let mut out: Vec<(Option<Rc<GroupSlot>>, Vec<String>)> = Vec::new();
-    for id in ids {
-        let slot = local_slot(shard, id).filter(|s| s.loaded.get());
-        match out.iter_mut().find(|(s, _)| match (s, &slot) {
-            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
-            (None, None) => true,
+/// How this node's replica of a group's offsets partition serves it.
+enum Serving {
+    Loaded(Rc<GroupSlot>),
+    /// Leading, still loading.
+    Loading,
+    /// Not leading (or no slot): another node coordinates.
+    Elsewhere,
+}
+
+impl Serving {
+    fn same(&self, other: &Serving) -> bool {
+        match (self, other) {
+            (Serving::Loaded(a), Serving::Loaded(b)) => Rc::ptr_eq(a, b),
+            (Serving::Loading, Serving::Loading) | (Serving::Elsewhere, Serving::Elsewhere) => true,
             _ => false,
-        }) {
+        }
+    }
+}
+
+/// Groups by how the local slot owning them serves.
+fn split(shard: &BrokerShard, ids: &[String]) -> Vec<(Serving, Vec<String>)> {
+    let mut out: Vec<(Serving, Vec<String>)> = Vec::new();
+    for id in ids {
+        let serving = match local_slot(shard, id) {
+            Some(s) if s.leading.get() && s.loaded.get() => Serving::Loaded(s),
+            Some(s) if s.leading.get() => Serving::Loading,
+            _ => Serving::Elsewhere,
+        };
+        match out.iter_mut().find(|(s, _)| s.same(&serving)) {
             Some((_, v)) => v.push(id.clone()),
-            None => out.push((slot, vec![id.clone()])),
+            None => out.push((serving, vec![id.clone()])),
         }
     }
     out
 }
 
 fn local_slot(shard: &BrokerShard, group_id: &str) -> Option<Rc<GroupSlot>> {
-    let p = group_partition(shard, group_id)?;
-    shard.group_slots().into_iter().find(|s| s.partition == p)
+    let (topic_id, n) = partitions(shard)?;
+    shard.group_slot(sluice_shard::PartitionKey {
+        topic_id,
+        partition: partition_for(group_id, n),
+    })
 }
 
 /// An error answer for a single-group request that could not reach its coordinator.

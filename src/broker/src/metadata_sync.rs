@@ -13,9 +13,8 @@
 //!
 //! Partitions with several replicas are Raft groups (`crate::replication`); this runtime's
 //! transport carries their messages too, and its dissemination their leaders. The offsets
-//! topic keeps one replica per partition (its group coordinators append to their log
-//! directly): a replication factor above 1 for it is refused with
-//! INVALID_REPLICATION_FACTOR rather than creating replicas that would silently diverge.
+//! topic is created with Kafka's `offsets.topic.replication.factor` (3, capped to the live
+//! nodes): its group coordinators write through Raft too (`crate::group_host`).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -99,10 +98,9 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
     cfg.controller.num_partitions = config.num_partitions;
-    // Kafka's default.replication.factor; the offsets topic stays single-replica (module
-    // header).
+    // Kafka's default.replication.factor (the offsets topic's is the controller's default,
+    // Kafka's 3: module header).
     cfg.controller.default_replication_factor = 1;
-    cfg.controller.offsets_topic_replication_factor = 1;
     cfg.controller.topic_config_check = check_topic_configs;
     // A log that is still empty starts from the state this data directory already has (a
     // single-node sluice from before the controller log: upgrade in place). Only a node
@@ -380,18 +378,6 @@ fn api_err(e: &ApiError) -> (i16, String) {
     (e.code, e.message.clone())
 }
 
-/// The offsets topic is not replicated yet (see the module header).
-fn replication_refused(rf: i16) -> (i16, String) {
-    (
-        kerr::INVALID_REPLICATION_FACTOR,
-        format!(
-            "Replication factor {rf} for {}: its partitions have one replica each in this \
-             build (group coordinators do not write through Raft yet); use 1.",
-            crate::groups::OFFSETS_TOPIC
-        ),
-    )
-}
-
 pub async fn create_topics(
     shard: &Rc<BrokerShard>,
     node: &ControllerNode,
@@ -401,10 +387,6 @@ pub async fn create_topics(
     let mut results: Vec<(String, Option<TopicResult>)> = Vec::new();
     let mut asked = Vec::new();
     for r in requests {
-        if r.replication_factor > 1 && r.name == crate::groups::OFFSETS_TOPIC {
-            results.push((r.name, Some(Err(replication_refused(r.replication_factor)))));
-            continue;
-        }
         asked.push(sluice_meta::NewTopic {
             name: r.name.clone(),
             partitions: r.partitions,

@@ -99,6 +99,15 @@ impl PartitionReply {
             ..PartitionReply::default()
         }
     }
+
+    /// An error that tells the client the partition's current leader epoch.
+    pub fn error_at(code: i16, leader_epoch: i32) -> PartitionReply {
+        PartitionReply {
+            error_code: code,
+            leader_epoch,
+            ..PartitionReply::default()
+        }
+    }
 }
 
 /// One partition a parked fetch waits on: news once its high watermark passes `offset`.

@@ -224,6 +224,11 @@ struct GroupInfo {
     isr_mark: u64,
     /// On the leader: idempotent batches proposed and not yet settled.
     seqs: InflightSequences,
+    /// Leadership changes of this group go to the leadership hook
+    /// ([`Replication::watch_leadership`]).
+    watched: bool,
+    /// What the hook was last told: the term this replica serves as leader in.
+    serving: Option<u64>,
 }
 
 impl GroupInfo {
@@ -242,12 +247,18 @@ impl GroupInfo {
             caught_up: HashMap::new(),
             isr_mark: 0,
             seqs: InflightSequences::new(),
+            watched: false,
+            serving: None,
         }
     }
 }
 
 /// See [`Replication::on_new_log`].
 pub type NewLogHook = Box<dyn Fn(PartitionKey, Rc<PartitionLog<DmaStorage>>)>;
+
+/// See [`Replication::watch_leadership`]: `Some(term)` when this replica starts serving as
+/// its partition's leader in `term`, `None` when it stops.
+pub type LeadershipHook = Box<dyn Fn(PartitionKey, Option<u64>)>;
 
 /// The mesh hop of envelopes to one other shard (see the module header): its own queue and
 /// task, so a shard slow to take frames holds up only the envelopes meant for it.
@@ -291,6 +302,8 @@ pub struct Replication {
     /// Told when a group's log is replaced (a snapshot reset it): the shard serves the new
     /// one from then on.
     on_new_log: RefCell<Option<NewLogHook>>,
+    /// Told when a watched group's replica starts or stops serving as leader.
+    on_leadership: RefCell<Option<LeadershipHook>>,
     /// `replica.lag.time.max.ms`.
     lag_max: Cell<Duration>,
     /// Liveness generation last applied from `Shared::node_liveness`.
@@ -375,6 +388,7 @@ impl Replication {
             mesh,
             node: RefCell::new(None),
             on_new_log: RefCell::new(None),
+            on_leadership: RefCell::new(None),
             lag_max: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
             liveness_seen: Cell::new(0),
             shared,
@@ -429,6 +443,70 @@ impl Replication {
         *self.on_new_log.borrow_mut() = Some(hook);
     }
 
+    /// Sets what to call when a watched group starts or stops serving as leader.
+    pub fn set_leadership_hook(&self, hook: LeadershipHook) {
+        *self.on_leadership.borrow_mut() = Some(hook);
+    }
+
+    /// Reports `group`'s leadership to the leadership hook from now on (its state is
+    /// reported at once if it already serves). A replica serves as leader in a term once an
+    /// entry of that term committed and its own high watermark reached the commit index it
+    /// saw then: everything any earlier leader committed is readable in its log below the
+    /// high watermark, so state rebuilt from the log (a group coordinator's) misses nothing.
+    pub fn watch_leadership(&self, group: GroupId) {
+        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+            info.watched = true;
+            info.serving = None;
+        }
+        self.check_leadership(group);
+    }
+
+    /// Tells the leadership hook if `group` (watched) started or stopped serving as leader.
+    fn check_leadership(&self, group: GroupId) {
+        let status = self.mgr.borrow().status(group);
+        let (key, change) = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(info) = groups.get_mut(&group).filter(|i| i.watched) else {
+                return;
+            };
+            let serves = status.filter(|s| {
+                s.role == sluice_raft::Role::Leader && s.ready && s.hw_index >= s.commit_index
+            });
+            let mut change = Vec::new();
+            match (info.serving, serves) {
+                (Some(t), Some(s)) if t == s.term => {}
+                // A later term of its own: what it served before ended first.
+                (Some(_), Some(s)) => {
+                    change.push(None);
+                    change.push(Some(s.term));
+                    info.serving = Some(s.term);
+                }
+                (None, Some(s)) => {
+                    change.push(Some(s.term));
+                    info.serving = Some(s.term);
+                }
+                (Some(_), None) => {
+                    // Serving ends only with the leadership (a ready leader whose high
+                    // watermark trails its commit index still serves).
+                    if status.is_some_and(|s| {
+                        s.role == sluice_raft::Role::Leader && Some(s.term) == info.serving
+                    }) {
+                        return;
+                    }
+                    change.push(None);
+                    info.serving = None;
+                }
+                (None, None) => {}
+            }
+            (info.key, change)
+        };
+        if let Some(hook) = &*self.on_leadership.borrow() {
+            for c in change {
+                hook(key, c);
+            }
+        }
+    }
+
     /// Makes this (shard 0's) replication send through `node` and hand it what arrives.
     pub fn set_node(self: &Rc<Self>, node: &Rc<sluice_cluster::ControllerNode>) {
         *self.node.borrow_mut() = Some(Rc::downgrade(node));
@@ -438,16 +516,31 @@ impl Replication {
         // Readers see a new high watermark at once, not after the driver's current round
         // (a new leader's ListOffsets would otherwise answer below what the old leader
         // acknowledged): safe early, as a log shows at most what it has synced.
+        let mut watched = Vec::new();
         for e in &fx {
-            if let Effect::HighWatermark { group, offset, .. } = e {
-                if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref()) {
-                    log.set_high_watermark(*offset);
+            let group = match e {
+                Effect::HighWatermark { group, offset, .. } => {
+                    if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref())
+                    {
+                        log.set_high_watermark(*offset);
+                    }
+                    group
                 }
+                Effect::Role { group, .. } => group,
+                _ => continue,
+            };
+            if self.groups.borrow().get(group).is_some_and(|g| g.watched) {
+                watched.push(*group);
             }
         }
         if !fx.is_empty() {
             self.queue.borrow_mut().extend(fx);
             self.kick.notify();
+        }
+        watched.sort_unstable();
+        watched.dedup();
+        for g in watched {
+            self.check_leadership(g);
         }
     }
 

@@ -292,6 +292,13 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
+            self.group_slots.borrow_mut().retain(|s| {
+                let here = s.topic_id == key.topic_id && s.partition == key.partition;
+                if here {
+                    s.unload();
+                }
+                !here
+            });
             self.shared_handle
                 .leader_epochs
                 .remove(key.topic_id, key.partition);
@@ -390,9 +397,13 @@ impl BrokerShard {
             self.partitions.borrow_mut().insert(key, part.clone());
             if t.name == crate::groups::OFFSETS_TOPIC {
                 // This shard coordinates the groups of this partition: load them from it.
-                let slot = crate::group_host::GroupSlot::new(key.partition, part.log.clone());
+                let slot = crate::group_host::GroupSlot::local(
+                    key.topic_id,
+                    key.partition,
+                    part.log.clone(),
+                );
                 self.group_slots.borrow_mut().push(slot.clone());
-                glommio::spawn_local(async move { slot.load().await }).detach();
+                slot.reload();
             }
             self.spawn_flusher(part);
         }
@@ -466,15 +477,28 @@ impl BrokerShard {
                 key.partition
             );
         }
+        let offsets = topic == crate::groups::OFFSETS_TOPIC;
         self.partitions.borrow_mut().insert(
             key,
             Rc::new(Partition {
                 topic,
                 index: key.partition,
-                log,
+                log: log.clone(),
                 group: Some(group),
             }),
         );
+        if offsets {
+            // Every replica has a slot; the one serving as leader coordinates its groups.
+            let slot = crate::group_host::GroupSlot::replicated(
+                key.topic_id,
+                key.partition,
+                log,
+                rep.clone(),
+                group,
+            );
+            self.group_slots.borrow_mut().push(slot);
+            rep.watch_leadership(group);
+        }
         Ok(())
     }
 
@@ -624,6 +648,14 @@ impl BrokerShard {
                 shard.replace_replica_log(key, log);
             }
         }));
+        let weak = Rc::downgrade(self);
+        rep.set_leadership_hook(Box::new(move |key, term| {
+            if let Some(shard) = weak.upgrade() {
+                if let Some(slot) = shard.group_slot(key) {
+                    slot.set_leader(term);
+                }
+            }
+        }));
         rep.spawn(&self.ctx, store);
         *self.replication.borrow_mut() = Some(rep);
         Ok(())
@@ -643,10 +675,14 @@ impl BrokerShard {
         let new = Rc::new(Partition {
             topic: p.topic.clone(),
             index: p.index,
-            log,
+            log: log.clone(),
             group: p.group,
         });
         parts.insert(key, new);
+        drop(parts);
+        if let Some(slot) = self.group_slot(key) {
+            slot.replace_log(log);
+        }
     }
 
     fn partition_spec(
@@ -783,11 +819,7 @@ impl BrokerShard {
                     && !matches!(req.op, PartitionOp::Describe)
                 {
                     return (
-                        PartitionReply {
-                            error_code: kerr::NOT_LEADER_OR_FOLLOWER,
-                            leader_epoch: epoch,
-                            ..PartitionReply::default()
-                        },
+                        PartitionReply::error_at(kerr::NOT_LEADER_OR_FOLLOWER, epoch),
                         None,
                     );
                 }
@@ -797,11 +829,7 @@ impl BrokerShard {
                     // A new leader knows its high watermark only once an entry of its term
                     // committed: until then Kafka's answer (KAFKA-7395) is retriable.
                     return (
-                        PartitionReply {
-                            error_code: kerr::OFFSET_NOT_AVAILABLE,
-                            leader_epoch: epoch,
-                            ..PartitionReply::default()
-                        },
+                        PartitionReply::error_at(kerr::OFFSET_NOT_AVAILABLE, epoch),
                         None,
                     );
                 }
@@ -817,14 +845,7 @@ impl BrokerShard {
         };
         let code = kerr::check_leader_epoch(req.current_leader_epoch, current);
         if code != kerr::NONE {
-            return (
-                PartitionReply {
-                    error_code: code,
-                    leader_epoch: current,
-                    ..PartitionReply::default()
-                },
-                None,
-            );
+            return (PartitionReply::error_at(code, current), None);
         }
         match req.op {
             PartitionOp::Produce { acks: -1, .. }
@@ -1042,6 +1063,15 @@ impl BrokerShard {
 
     pub fn group_slots(&self) -> Vec<Rc<crate::group_host::GroupSlot>> {
         self.group_slots.borrow().clone()
+    }
+
+    /// The group coordinator slot of an offsets partition hosted here.
+    pub fn group_slot(&self, key: PartitionKey) -> Option<Rc<crate::group_host::GroupSlot>> {
+        self.group_slots
+            .borrow()
+            .iter()
+            .find(|s| s.topic_id == key.topic_id && s.partition == key.partition)
+            .cloned()
     }
 
     /// Which partitions this shard owns (DescribeLogDirs, tests).
