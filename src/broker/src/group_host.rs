@@ -268,48 +268,43 @@ impl GroupSlot {
             match effect {
                 Effect::Reply(token, response) => self.deliver(token, response),
                 Effect::PersistThenReply { records, replies } => {
-                    let pending = self.write(&records);
-                    let me = self.clone();
-                    let generation = self.generation.get();
-                    glommio::spawn_local(async move {
-                        let durable = me.settle(pending).await;
-                        if let Err(e) = &durable {
-                            log::error!(
-                                "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
-                                me.partition
-                            );
-                        }
-                        for (token, response) in replies {
-                            let response = if durable.is_ok() {
-                                response
-                            } else {
-                                persist_failed(response)
-                            };
-                            me.deliver(token, response);
-                        }
-                        me.after_write(durable, generation);
-                    })
-                    .detach();
+                    self.persist_then_reply(&records, replies)
                 }
-                Effect::Persist(records) => {
-                    let pending = self.write(&records);
-                    let me = self.clone();
-                    let generation = self.generation.get();
-                    glommio::spawn_local(async move {
-                        let durable = me.settle(pending).await;
-                        if let Err(e) = &durable {
-                            log::error!(
-                                "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
-                                me.partition
-                            );
-                        }
-                        me.after_write(durable, generation);
-                    })
-                    .detach();
-                }
+                Effect::Persist(records) => self.persist_then_reply(&records, Vec::new()),
                 Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
             }
         }
+    }
+
+    /// Writes `records` and sends `replies` once they are durable (their failed versions
+    /// if the write fails).
+    fn persist_then_reply(
+        self: &Rc<Self>,
+        records: &[(Bytes, Option<Bytes>)],
+        replies: Vec<(ReplyToken, Response)>,
+    ) {
+        let pending = self.write(records);
+        let me = self.clone();
+        let generation = self.generation.get();
+        glommio::spawn_local(async move {
+            let durable = me.settle(pending).await;
+            if let Err(e) = &durable {
+                log::error!(
+                    "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
+                    me.partition
+                );
+            }
+            for (token, response) in replies {
+                let response = if durable.is_ok() {
+                    response
+                } else {
+                    persist_failed(response)
+                };
+                me.deliver(token, response);
+            }
+            me.after_write(durable, generation);
+        })
+        .detach();
     }
 
     /// A write failed: the in-memory state may hold what the log does not, so (unless the
