@@ -941,6 +941,79 @@ async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// Per partition of `topic` in `bootstrap`'s Metadata: its preferred replica (the first in
+/// replica order) and its leader.
+fn preferred_and_leaders(bootstrap: &str, topic: &str) -> Option<Vec<(i32, i32)>> {
+    let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
+    let md = cons
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    let mut ps: Vec<(i32, i32, i32)> = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p.id(),
+                p.replicas().first().copied().unwrap_or(-1),
+                p.leader(),
+            )
+        })
+        .collect();
+    ps.sort_unstable();
+    Some(ps.into_iter().map(|(_, pref, l)| (pref, l)).collect())
+}
+
+/// Kafka's automatic preferred-leader election (`auto.leader.rebalance.enable`, checked here
+/// every 2 s): leaders move to each partition's preferred replica, away from it when that
+/// node dies, and back once it has restarted and caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_return_to_their_preferred_replicas() {
+    require_cluster!();
+    const TOPIC3: &str = "preferred";
+    let mut c = Cluster::start_with(ClusterConfig {
+        extra_args: vec![
+            "--leader-imbalance-check-interval-seconds".into(),
+            "2".into(),
+        ],
+        ..ClusterConfig::default()
+    });
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(TOPIC3, 3, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let balanced = |bootstrap: String, what: &'static str| {
+        poll_until(SETTLE, what, || {
+            preferred_and_leaders(&bootstrap, TOPIC3)
+                .filter(|ps| ps.len() == 3 && ps.iter().all(|(pref, l)| pref == l))
+        })
+    };
+    let placed = tokio::task::block_in_place(|| balanced(first.clone(), "preferred leaders"));
+    let victim = placed[0].0 as usize;
+    tokio::task::block_in_place(|| c.node(victim).kill9());
+    let survivor = c.ids().find(|&i| i != victim).expect("another node");
+    let via = c.node(survivor).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "partition 0 led elsewhere", || {
+            preferred_and_leaders(&via, TOPIC3)
+                .filter(|ps| ps[0].1 > 0 && ps[0].1 as usize != victim)
+                .map(|_| ())
+        })
+    });
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    let back = tokio::task::block_in_place(|| balanced(via.clone(), "preferred leaders again"));
+    assert_eq!(back, placed);
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// The test-only switch the issue asks for ("acknowledges `acks=all` before commit"), in the
 /// nodes' environment (`sluice_broker::replication::ACK_BEFORE_COMMIT_ENV`).
 const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";

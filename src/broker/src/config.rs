@@ -80,6 +80,8 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: a follower not caught up with its leader's log end for
     /// this long leaves the partition's in-sync replicas.
     pub replica_lag_time_max: Duration,
+    /// Preferred-leader rebalance (see `crate::replication`).
+    pub leader_rebalance: crate::replication::LeaderRebalance,
 }
 
 impl Default for BrokerConfig {
@@ -106,6 +108,7 @@ impl Default for BrokerConfig {
             rpc_listen: None,
             voters: Vec::new(),
             replica_lag_time_max: crate::replication::REPLICA_LAG_TIME_MAX_DEFAULT,
+            leader_rebalance: crate::replication::LeaderRebalance::default(),
         }
     }
 }

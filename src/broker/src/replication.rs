@@ -88,6 +88,26 @@ fn ack_before_commit() -> bool {
 /// caught up with the leader's log end for this long leaves the in-sync replicas.
 pub const REPLICA_LAG_TIME_MAX_DEFAULT: Duration = Duration::from_millis(30_000);
 
+/// Kafka's automatic preferred-leader election (`auto.leader.rebalance.enable`,
+/// `leader.imbalance.check.interval.seconds`, `leader.imbalance.per.broker.percentage`,
+/// with Kafka's defaults), run by each leader: see [`Replication::rebalance_leaders`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderRebalance {
+    pub enable: bool,
+    pub check_interval: Duration,
+    pub per_broker_percentage: u32,
+}
+
+impl Default for LeaderRebalance {
+    fn default() -> Self {
+        LeaderRebalance {
+            enable: true,
+            check_interval: Duration::from_secs(300),
+            per_broker_percentage: 10,
+        }
+    }
+}
+
 /// How often a leader re-evaluates its in-sync replicas.
 const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -306,6 +326,8 @@ pub struct Replication {
     on_leadership: RefCell<Option<LeadershipHook>>,
     /// `replica.lag.time.max.ms`.
     lag_max: Cell<Duration>,
+    /// Preferred-leader rebalance settings.
+    rebalance: Cell<LeaderRebalance>,
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
     shared: std::sync::Arc<crate::Shared>,
@@ -390,6 +412,7 @@ impl Replication {
             on_new_log: RefCell::new(None),
             on_leadership: RefCell::new(None),
             lag_max: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
+            rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
             shared,
         });
@@ -436,6 +459,11 @@ impl Replication {
     /// Sets `replica.lag.time.max.ms`.
     pub fn set_replica_lag_time_max(&self, max: Duration) {
         self.lag_max.set(max);
+    }
+
+    /// Sets the preferred-leader rebalance settings.
+    pub fn set_leader_rebalance(&self, rebalance: LeaderRebalance) {
+        self.rebalance.set(rebalance);
     }
 
     /// Sets what to call when a group's partition log is replaced (see the field).
@@ -795,6 +823,7 @@ impl Replication {
         let tick = Duration::from_millis(sluice_raft::manager::TICK_MS);
         let mut next_tick = Instant::now();
         let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
+        let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
                 break;
@@ -809,6 +838,12 @@ impl Replication {
             if Instant::now() >= next_isr_check {
                 self.check_isr();
                 next_isr_check = Instant::now() + ISR_CHECK_EVERY;
+            }
+            if Instant::now() >= next_rebalance {
+                if self.rebalance.get().enable {
+                    self.rebalance_leaders();
+                }
+                next_rebalance = Instant::now() + self.rebalance.get().check_interval;
             }
             let effects = std::mem::take(&mut *self.queue.borrow_mut());
             if effects.is_empty() {
@@ -1071,6 +1106,67 @@ impl Replication {
                 info.isr_version += 1;
                 self.publish(*g, info);
             }
+        }
+    }
+
+    /// Kafka's automatic preferred-leader election, from each leader's side (no controller
+    /// round trip: the leader is the one that can hand its leadership over). For each node
+    /// `p`, the imbalance is the share of this shard's groups whose preferred replica (the
+    /// first in replica order) is `p` but that another node leads; above
+    /// `leader.imbalance.per.broker.percentage`, each such group this replica leads hands
+    /// its leadership to `p` (Raft's leadership transfer), if `p` is in its ISR and
+    /// reachable. A transfer that does not complete is abandoned by Raft within an election
+    /// timeout, and the next check tries again.
+    fn rebalance_leaders(&self) {
+        let percentage = self.rebalance.get().per_broker_percentage as usize;
+        let me = self.node_id as u64;
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = |n: NodeId| {
+            liveness
+                .iter()
+                .find(|(id, _)| *id as u64 == n)
+                .is_some_and(|(_, up)| *up)
+        };
+        let mut moves = Vec::new();
+        {
+            let mgr = self.mgr.borrow();
+            let groups = self.groups.borrow();
+            // Per preferred node: its groups here, and how many of them another node leads.
+            let mut tally: HashMap<NodeId, (usize, usize)> = HashMap::new();
+            let mut candidates = Vec::new();
+            for (g, info) in groups.iter() {
+                let (Some(&preferred), Some(st)) = (info.voters.first(), mgr.status(*g)) else {
+                    continue;
+                };
+                let t = tally.entry(preferred).or_default();
+                t.0 += 1;
+                if st.leader != Some(preferred) {
+                    t.1 += 1;
+                }
+                if preferred != me
+                    && st.role == sluice_raft::Role::Leader
+                    && st.ready
+                    && info.isr.contains(&preferred)
+                    && reachable(preferred)
+                {
+                    candidates.push((*g, info.key, preferred));
+                }
+            }
+            for (g, key, preferred) in candidates {
+                let (total, elsewhere) = tally[&preferred];
+                if elsewhere * 100 > total * percentage {
+                    moves.push((g, key, preferred));
+                }
+            }
+        }
+        for (g, key, preferred) in moves {
+            log::info!(
+                "raft group {g:016x} (partition {}): handing the leadership to its preferred \
+                 replica, node {preferred}",
+                key.partition
+            );
+            let fx = self.mgr.borrow_mut().transfer_leader(g, preferred);
+            self.push(fx);
         }
     }
 

@@ -642,6 +642,7 @@ impl BrokerShard {
         )
         .await?;
         rep.set_replica_lag_time_max(self.config.replica_lag_time_max);
+        rep.set_leader_rebalance(self.config.leader_rebalance);
         let weak = Rc::downgrade(self);
         rep.set_new_log_hook(Box::new(move |key, log| {
             if let Some(shard) = weak.upgrade() {

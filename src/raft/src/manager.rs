@@ -396,6 +396,27 @@ impl GroupManager {
         Some(out)
     }
 
+    /// Hands `group`'s leadership from this replica to voter `to` (preferred-leader
+    /// election): Raft's leadership transfer, in which the leader brings `to` up to date
+    /// and then has it campaign at once, refusing proposals (`Dropped`) meanwhile; raft-rs
+    /// abandons a transfer that has not completed within an election timeout. Nothing
+    /// happens unless this replica leads and `to` is another voter.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Vec<Effect> {
+        let me = self.cfg.node_id;
+        let eligible = self.groups.get(&group).is_some_and(|r| {
+            let raft = &r.node.raft;
+            raft.state == StateRole::Leader && to != me && raft.prs().conf().voters().contains(to)
+        });
+        if !eligible {
+            return Vec::new();
+        }
+        // The leader must tick (the transfer's timeout, heartbeats to catch `to` up).
+        self.wake(group);
+        let r = self.groups.get_mut(&group).expect("group");
+        r.node.transfer_leader(to);
+        self.finish(Out::default(), [group])
+    }
+
     /// The replica's log (entries, hard state, offsets) as raft-rs sees it: includes entries
     /// not yet synced, which readers must not see past `status().hw_index`.
     pub fn log(&self, group: GroupId) -> Option<&ReplicaLog> {
@@ -1289,6 +1310,36 @@ mod tests {
         t.sync(l);
         let s = t.status(l);
         assert_eq!((s.last_index, s.commit_index, s.term), (0, 0, 0));
+    }
+
+    #[test]
+    fn leadership_moves_to_the_voter_it_is_transferred_to() {
+        let mut t = Trio::new();
+        let leader = t.quiesce_all();
+        let to = ((leader + 1) % 3) as u64 + 1;
+        let term = t.status(leader).term;
+        // Not a voter, or this node itself, or asked of a follower: nothing happens.
+        assert!(t.m[leader].transfer_leader(1, 9).is_empty());
+        assert!(t.m[leader].transfer_leader(1, leader as u64 + 1).is_empty());
+        assert!(t.m[to as usize - 1].transfer_leader(1, to).is_empty());
+        let fx = t.m[leader].transfer_leader(1, to);
+        t.take(leader, fx);
+        let up = [1, 2, 3];
+        let mut rounds = 0;
+        while t.status(to as usize - 1).role != Role::Leader || !t.status(to as usize - 1).ready {
+            for i in 0..3 {
+                t.deliver(&up);
+                t.sync(i);
+            }
+            t.tick(leader);
+            rounds += 1;
+            assert!(rounds < 200, "leadership never moved to {to}");
+        }
+        assert_ne!(t.status(leader).role, Role::Leader);
+        assert!(
+            t.status(to as usize - 1).term > term,
+            "a new term, as any election"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ const USAGE: &str = "usage:
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
                [--producer-id-expiration-ms MS] [--replica-lag-time-max-ms MS]
+               [--auto-leader-rebalance-enable true|false]
+               [--leader-imbalance-check-interval-seconds S]
+               [--leader-imbalance-per-broker-percentage P]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -92,6 +95,35 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     .parse()
                     .map_err(|e| format!("--replica-lag-time-max-ms: {e}"))?;
                 c.replica_lag_time_max = std::time::Duration::from_millis(ms);
+            }
+            "--auto-leader-rebalance-enable" => {
+                c.leader_rebalance.enable = value("--auto-leader-rebalance-enable")?
+                    .parse()
+                    .map_err(|e| format!("--auto-leader-rebalance-enable: {e}"))?
+            }
+            "--leader-imbalance-check-interval-seconds" => {
+                // Kafka's leader.imbalance.check.interval.seconds: a LONG, at least 1.
+                let s: u64 = value("--leader-imbalance-check-interval-seconds")?
+                    .parse()
+                    .map_err(|e| format!("--leader-imbalance-check-interval-seconds: {e}"))?;
+                if s < 1 {
+                    return Err(
+                        "--leader-imbalance-check-interval-seconds must be at least 1".into(),
+                    );
+                }
+                c.leader_rebalance.check_interval = std::time::Duration::from_secs(s);
+            }
+            "--leader-imbalance-per-broker-percentage" => {
+                // Kafka's leader.imbalance.per.broker.percentage: an INT, 0..=100 here.
+                let p: u32 = value("--leader-imbalance-per-broker-percentage")?
+                    .parse()
+                    .map_err(|e| format!("--leader-imbalance-per-broker-percentage: {e}"))?;
+                if p > 100 {
+                    return Err(
+                        "--leader-imbalance-per-broker-percentage must be at most 100".into(),
+                    );
+                }
+                c.leader_rebalance.per_broker_percentage = p;
             }
             "--producer-id-expiration-ms" => {
                 // Kafka's producer.id.expiration.ms: an INT, at least 1.
