@@ -124,6 +124,10 @@ def check_roundtrip(bootstrap, topic, partitions, records, placed, got_and_end):
             assert g.timestamp_type == 0, f"{where}: timestamp type {g.timestamp_type} (want CreateTime)"
 
 
+# Every topic gets the broker's default.replication.factor (-1): 1 on one node, 3 when the
+# suite runs against a 3-node cluster (SLUICE_TEST_CLUSTER=3).
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
@@ -139,9 +143,9 @@ def main():
 
     # --- admin: create, list, describe configs ------------------------------------------
     admin.create_topics({
-        "py-main": {"num_partitions": 3, "replication_factor": 1,
+        "py-main": {"num_partitions": 3, "replication_factor": -1,
                     "configs": {"retention.ms": "3600000"}},
-        "py-doomed": {"num_partitions": 1, "replication_factor": 1},
+        "py-doomed": {"num_partitions": 1, "replication_factor": -1},
     })
     wait_until("created topics listed",
                lambda: {"py-main", "py-doomed"} <= set(admin.list_topics()))
@@ -159,7 +163,7 @@ def main():
     variants = [(codec, idem) for codec in (None, "gzip", "snappy", "lz4", "zstd") for idem in (False, True)]
     for n, (codec, idem) in enumerate(variants):
         topic = f"py-{codec or 'none'}-{'idem' if idem else 'plain'}"
-        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}})
+        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": -1}})
         wait_until(f"{topic} listed", lambda: topic in admin.list_topics())
         records = make_records(120, ts0, seed=n)
         cfg = {"compression_type": codec, "enable_idempotence": idem}

@@ -76,16 +76,21 @@ pub fn admin_opts() -> AdminOptions {
         .operation_timeout(Some(OP_TIMEOUT))
 }
 
+/// The broker's `default.replication.factor` in a CreateTopics request.
+pub const DEFAULT_REPLICATION: TopicReplication<'static> = TopicReplication::Fixed(-1);
+
 /// A topic to create: name, partition count, topic configs.
 pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 
-/// Creates topics and asserts each creation succeeded.
+/// Creates topics and asserts each creation succeeded. Their replication factor is the
+/// broker's `default.replication.factor` (-1 in the request, as Kafka allows since
+/// CreateTopics v4): 1 on one node, N in test-cluster mode (crate docs).
 pub async fn create_topics(admin: &AdminClient<DefaultClientContext>, topics: &[TopicSpec<'_>]) {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, parts, cfg)| {
             cfg.iter().fold(
-                NewTopic::new(name, *parts, TopicReplication::Fixed(1)),
+                NewTopic::new(name, *parts, DEFAULT_REPLICATION),
                 |t, (k, v)| t.set(k, v),
             )
         })

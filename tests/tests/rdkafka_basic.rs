@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{NewPartitions, NewTopic};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::kafka::{
     admin, admin_opts, alter_topic_config, assert_log_eq, base_timestamp, consume_all, consumer,
-    create_topics, gen_records, produce_all, produce_and_verify, producer, topic_config,
+    create_topics, gen_records, DEFAULT_REPLICATION, produce_all, produce_and_verify, producer, topic_config,
     wait_for_topic, watermarks, Rec, OP_TIMEOUT,
 };
 use sluice_tests::Broker;
@@ -291,7 +291,7 @@ async fn admin_topic_lifecycle() {
     wait_for_topic(&cons, "life", 3).await;
 
     // Creating it again fails for that topic with TOPIC_ALREADY_EXISTS.
-    let again = NewTopic::new("life", 3, TopicReplication::Fixed(1));
+    let again = NewTopic::new("life", 3, DEFAULT_REPLICATION);
     let res = adm
         .create_topics([&again], &admin_opts())
         .await
