@@ -342,6 +342,25 @@ impl Broker {
             .collect()
     }
 
+    /// Every node's id and Kafka port, as Metadata should list them: this broker's alone
+    /// (its `--node-id`, 0 by default) on one node, nodes 1..=N in test-cluster mode.
+    pub fn node_ports(&self) -> Vec<(i32, u16)> {
+        if !self.peers.is_empty() {
+            return std::iter::once(self)
+                .chain(&self.peers)
+                .enumerate()
+                .map(|(i, b)| (i as i32 + 1, b.port))
+                .collect();
+        }
+        let args = &self.config.extra_args;
+        let id = args
+            .iter()
+            .rposition(|a| a == "--node-id")
+            .and_then(|i| args.get(i + 1))
+            .map_or(0, |v| v.parse().expect("--node-id value"));
+        vec![(id, self.port)]
+    }
+
     /// The other nodes in test-cluster mode (module docs); empty otherwise.
     pub fn peers(&self) -> &[Broker] {
         &self.peers
