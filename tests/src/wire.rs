@@ -10,7 +10,12 @@ use crate::Broker;
 
 /// A connection to `broker` with a 10 s read timeout (a missing answer fails, not hangs).
 pub fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    connect_port(broker.port())
+}
+
+/// A connection to the Kafka listener on loopback `port` (another node of a test cluster).
+pub fn connect_port(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
