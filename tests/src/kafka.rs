@@ -426,7 +426,10 @@ pub async fn first_offset(consumer: &StreamConsumer, topic: &str, partition: i32
     let deadline = Instant::now() + OP_TIMEOUT;
     loop {
         let (low, high) = watermarks(consumer, topic, partition);
-        assert_eq!(low, 0, "{topic}/{partition}: low watermark of a fresh partition");
+        assert_eq!(
+            low, 0,
+            "{topic}/{partition}: low watermark of a fresh partition"
+        );
         if high > 0 {
             return high;
         }

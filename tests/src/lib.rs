@@ -174,11 +174,7 @@ pub fn test_cluster_nodes() -> Option<usize> {
 macro_rules! skip_in_cluster_mode {
     ($reason:expr) => {
         if let Some(n) = $crate::test_cluster_nodes() {
-            eprintln!(
-                "SKIPPED ({}={n}): {}",
-                $crate::TEST_CLUSTER_ENV,
-                $reason
-            );
+            eprintln!("SKIPPED ({}={n}): {}", $crate::TEST_CLUSTER_ENV, $reason);
             return;
         }
     };

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use sluice_tests::wire::{
-    closed, connect, connect_leader, create_by_metadata, frame, header, list_offset, produce, read_response,
-    record_batch,
+    closed, connect, connect_leader, create_by_metadata, frame, header, list_offset, produce,
+    read_response, record_batch,
 };
 use sluice_tests::{sluice_bin, Broker};
 

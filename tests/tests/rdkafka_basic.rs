@@ -16,8 +16,8 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::kafka::{
     admin, admin_opts, alter_topic_config, assert_log_eq, base_timestamp, consume_all, consumer,
-    create_topics, first_offset, gen_records, DEFAULT_REPLICATION, produce_all, produce_and_verify, producer, topic_config,
-    wait_for_topic, watermarks, Rec, OP_TIMEOUT,
+    create_topics, first_offset, gen_records, produce_all, produce_and_verify, producer,
+    topic_config, wait_for_topic, watermarks, Rec, DEFAULT_REPLICATION, OP_TIMEOUT,
 };
 use sluice_tests::{test_cluster_nodes, Broker};
 

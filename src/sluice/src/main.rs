@@ -370,8 +370,8 @@ mod tests {
         let c = parse_start(&args("--default-replication-factor 3")).unwrap();
         assert_eq!(c.default_replication_factor, 3);
         for bad in ["0", "-1", "x", "40000"] {
-            let e = parse_start(&args(&format!("--default-replication-factor {bad}")))
-                .expect_err(bad);
+            let e =
+                parse_start(&args(&format!("--default-replication-factor {bad}"))).expect_err(bad);
             assert!(e.contains("--default-replication-factor"), "{bad}: {e}");
         }
         let max = sluice_broker::config::REPLICATION_FACTOR_MAX;
