@@ -22,10 +22,14 @@
 //! SIGSTOP/SIGCONT, logs), labelled "node i" so that when a test fails every node's logs are
 //! dumped (each `Broker` dumps its own on drop during a panic).
 //!
-//! The broker cannot form a cluster yet (issue 12 is under way), so tests that need one call
-//! [`gate`] first and return early, printing why, when it says no; see [`gate`] for the
-//! switch. The harness itself is exercised today by a stand-in node
-//! (`tests/fixtures/fake_node.py`) that speaks the command-line contract and pings its peers.
+//! Tests that need a cluster call [`gate`] first and return early, printing why, when it
+//! says no; see [`gate`] for the switch. The harness itself is also exercised by a stand-in
+//! node (`tests/fixtures/fake_node.py`) that speaks the command-line contract and pings its
+//! peers.
+//!
+//! The crate's test-cluster mode (`SLUICE_TEST_CLUSTER`, crate docs) starts its clusters
+//! with [`start_test_cluster`]: the same contract, but nodes dial each other directly (no
+//! proxies, as those suites inject no faults).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
