@@ -274,6 +274,24 @@ async fn metadata_lists_topics() {
             )
         })
         .collect();
+    // Created with replication factor -1 and auto-created: the broker's
+    // default.replication.factor, 1 on one node, every node in test-cluster mode
+    // (`--default-replication-factor N`), each partition on distinct nodes.
+    let rf = test_cluster_nodes().unwrap_or(1);
+    for t in md.topics().iter().filter(|t| t.name().starts_with("meta-")) {
+        for p in t.partitions() {
+            let replicas: BTreeSet<i32> = p.replicas().iter().copied().collect();
+            assert_eq!(
+                (p.replicas().len(), replicas.len()),
+                (rf, rf),
+                "{}/{} replicas {:?}",
+                t.name(),
+                p.id(),
+                p.replicas()
+            );
+            assert!(replicas.is_subset(&broker_ids), "{replicas:?}");
+        }
+    }
     for (t, n) in [
         ("meta-a", 3),
         ("meta-b", 1),
