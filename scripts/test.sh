@@ -41,10 +41,12 @@ if (($#)); then
 else
     echo "test.sh: cargo test --workspace"
     cargo test --workspace
+    # --workspace, not -p sluice-tests: the same feature resolution as the run above, so
+    # its test binaries are reused instead of rebuilt (rdkafka-sys included).
     cluster_suites=(--test rdkafka_basic --test python_client --test quickstart --test groups
         --test bad_input --test loadgen)
-    echo "test.sh: SLUICE_TEST_CLUSTER=3 cargo test -p sluice-tests ${cluster_suites[*]}"
-    SLUICE_TEST_CLUSTER=3 cargo test -p sluice-tests "${cluster_suites[@]}"
+    echo "test.sh: SLUICE_TEST_CLUSTER=3 cargo test --workspace ${cluster_suites[*]}"
+    SLUICE_TEST_CLUSTER=3 cargo test --workspace "${cluster_suites[@]}"
     fuzz_seconds="${SLUICE_FUZZ_SECONDS:-20}"
     if ((fuzz_seconds > 0)); then
         echo "test.sh: scripts/fuzz.sh $fuzz_seconds"
