@@ -16,6 +16,7 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
@@ -425,13 +426,25 @@ pub async fn first_offset(consumer: &StreamConsumer, topic: &str, partition: i32
     }
     let deadline = Instant::now() + OP_TIMEOUT;
     loop {
-        let (low, high) = watermarks(consumer, topic, partition);
-        assert_eq!(
-            low, 0,
-            "{topic}/{partition}: low watermark of a fresh partition"
-        );
-        if high > 0 {
-            return high;
+        // A leader elected a moment ago answers OFFSET_NOT_AVAILABLE until its no-op
+        // commits (Kafka's KAFKA-7395 answer; retriable), and a leader may not be known yet:
+        // librdkafka hands those back rather than retrying.
+        match consumer.fetch_watermarks(topic, partition, OP_TIMEOUT) {
+            Ok((low, high)) => {
+                assert_eq!(
+                    low, 0,
+                    "{topic}/{partition}: low watermark of a fresh partition"
+                );
+                if high > 0 {
+                    return high;
+                }
+            }
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::OffsetNotAvailable
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition,
+            )) => {}
+            Err(e) => panic!("fetch_watermarks {topic}/{partition}: {e}"),
         }
         assert!(
             Instant::now() < deadline,
