@@ -4,6 +4,12 @@
 # failure. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sluice-tests`,
 # or `scripts/test.sh -- --nocapture`); with arguments, they replace `--workspace`.
 #
+# Then the client suites run again against a 3-node cluster with every topic at
+# replication factor 3 (SLUICE_TEST_CLUSTER=3, see tests/src/lib.rs): real clients
+# (librdkafka, kafka-python, kcat, the load generator, raw wire) producing, fetching,
+# administering topics and running consumer groups on replicated partitions. About 2.5 min
+# on the 2-core host; only with the full test suite (no arguments).
+#
 # After the tests, a short fuzzing run (scripts/fuzz.sh, SLUICE_FUZZ_SECONDS per target,
 # default 20; 0 skips it) checks that no input the fuzzer reaches quickly crashes the
 # request path or record-batch validation. It runs only with the full test suite (no
@@ -35,6 +41,12 @@ if (($#)); then
 else
     echo "test.sh: cargo test --workspace"
     cargo test --workspace
+    # --workspace, not -p sluice-tests: the same feature resolution as the run above, so
+    # its test binaries are reused instead of rebuilt (rdkafka-sys included).
+    cluster_suites=(--test rdkafka_basic --test python_client --test quickstart --test groups
+        --test bad_input --test loadgen)
+    echo "test.sh: SLUICE_TEST_CLUSTER=3 cargo test --workspace ${cluster_suites[*]}"
+    SLUICE_TEST_CLUSTER=3 cargo test --workspace "${cluster_suites[@]}"
     fuzz_seconds="${SLUICE_FUZZ_SECONDS:-20}"
     if ((fuzz_seconds > 0)); then
         echo "test.sh: scripts/fuzz.sh $fuzz_seconds"

@@ -103,18 +103,21 @@ def consume_all(bootstrap, topic, partitions):
     return got, {tp.partition: off for tp, off in end.items()}
 
 
-def check_roundtrip(bootstrap, topic, partitions, records, placed, got_and_end):
+def check_roundtrip(bootstrap, topic, partitions, records, placed, got_and_end, base):
+    """base: partition -> offset of its first record (first_offsets)."""
     got, end = got_and_end
     want = {p: [] for p in range(partitions)}
     for i, (rec, (p, off)) in enumerate(zip(records, placed)):
         assert p == i % partitions, f"{topic}: record {i} placed in partition {p}"
-        assert off == len(want[p]), f"{topic}: record {i} got offset {off}, want {len(want[p])}"
+        want_off = base[p] + len(want[p])
+        assert off == want_off, f"{topic}: record {i} got offset {off}, want {want_off}"
         want[p].append(rec)
     for p in range(partitions):
         # Checked first so a wrong ListOffsets answer is named as such, not as missing data.
-        assert end[p] == len(want[p]), f"{topic}/{p}: end offset (ListOffsets latest) {end[p]}, wrote {len(want[p])}"
+        assert end[p] == base[p] + len(want[p]), f"{topic}/{p}: end offset (ListOffsets latest) {end[p]}, wrote {len(want[p])} from {base[p]}"
         assert len(got[p]) == len(want[p]), f"{topic}/{p}: read {len(got[p])} records, wrote {len(want[p])}"
-        for off, (g, (key, value, headers, ts)) in enumerate(zip(got[p], want[p])):
+        for i, (g, (key, value, headers, ts)) in enumerate(zip(got[p], want[p])):
+            off = base[p] + i
             where = f"{topic}/{p}@{off}"
             assert g.offset == off, f"{where}: offset {g.offset}"
             assert g.key == key, f"{where}: key {g.key!r} != {key!r}"
@@ -124,10 +127,49 @@ def check_roundtrip(bootstrap, topic, partitions, records, placed, got_and_end):
             assert g.timestamp_type == 0, f"{where}: timestamp type {g.timestamp_type} (want CreateTime)"
 
 
+def wait_for_leaders(admin, topic, partitions):
+    """Until every partition of `topic` has a leader in Metadata (a partition just created
+    may have none yet: kafka-python's ListOffsets then leaves it out of its answer)."""
+    def led():
+        md = {t["name"]: t for t in admin.describe_topics([topic])}.get(topic)
+        parts = md["partitions"] if md and md["error_code"] == 0 else []
+        return len(parts) == partitions and all(p["leader_id"] >= 0 for p in parts)
+    wait_until(f"{topic}: a leader for each partition", led)
+
+
+def first_offsets(bootstrap, topic, partitions, replicated):
+    """The offset the first record of each fresh, empty partition gets. On one node 0 (and
+    the end offsets are 0, which this checks). Replicated (--cluster), each partition is a
+    Raft group whose log is the Kafka log: Raft's own entries (the leader's election no-op)
+    take the first offsets as control batches that consumers skip, and the leader serves
+    produce once its no-op committed; so it is the end offset once that covers the no-op."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             request_timeout_ms=20000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def ends():
+        begin = consumer.beginning_offsets(tps, timeout_ms=15000)
+        assert all(begin[tp] == 0 for tp in tps), f"{topic}: beginning offsets {begin}"
+        end = consumer.end_offsets(tps, timeout_ms=15000)
+        if not replicated:
+            assert all(end[tp] == 0 for tp in tps), f"{topic}: end offsets {end} of a fresh topic"
+            return end
+        return end if all(end[tp] > 0 for tp in tps) else None
+
+    end = wait_until(f"{topic}: first offsets", ends)
+    consumer.close(autocommit=False)
+    return {tp.partition: off for tp, off in end.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
+    # Nodes of the cluster behind --bootstrap (SLUICE_TEST_CLUSTER): topics are created with
+    # the broker's default.replication.factor (-1), so with more than one node they are
+    # replicated and their offsets start after Raft's own entries (first_offsets).
+    ap.add_argument("--cluster", type=int, default=1)
     args = ap.parse_args()
+    replicated = args.cluster > 1
     bootstrap = args.bootstrap
     if os.environ.get("SLUICE_PY_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
@@ -139,9 +181,9 @@ def main():
 
     # --- admin: create, list, describe configs ------------------------------------------
     admin.create_topics({
-        "py-main": {"num_partitions": 3, "replication_factor": 1,
+        "py-main": {"num_partitions": 3, "replication_factor": -1,
                     "configs": {"retention.ms": "3600000"}},
-        "py-doomed": {"num_partitions": 1, "replication_factor": 1},
+        "py-doomed": {"num_partitions": 1, "replication_factor": -1},
     })
     wait_until("created topics listed",
                lambda: {"py-main", "py-doomed"} <= set(admin.list_topics()))
@@ -159,14 +201,18 @@ def main():
     variants = [(codec, idem) for codec in (None, "gzip", "snappy", "lz4", "zstd") for idem in (False, True)]
     for n, (codec, idem) in enumerate(variants):
         topic = f"py-{codec or 'none'}-{'idem' if idem else 'plain'}"
-        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}})
+        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": -1}})
         wait_until(f"{topic} listed", lambda: topic in admin.list_topics())
+        wait_for_leaders(admin, topic, 3)
+        base = first_offsets(bootstrap, topic, 3, replicated)
+        if topic == "py-none-plain":
+            base_none_plain = base
         records = make_records(120, ts0, seed=n)
         cfg = {"compression_type": codec, "enable_idempotence": idem}
         cfg["acks"] = "all" if idem else 1
         placed = produce(bootstrap, topic, 3, records, **cfg)
         got = consume_all(bootstrap, topic, [0, 1, 2])
-        check_roundtrip(bootstrap, topic, 3, records, placed, got)
+        check_roundtrip(bootstrap, topic, 3, records, placed, got, base)
         log(f"{topic}: {len(records)} records round-tripped")
 
     # --- ListOffsets: beginning/end and by timestamp ------------------------------------
@@ -174,11 +220,13 @@ def main():
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              request_timeout_ms=20000)
     tp0 = TopicPartition(topic, 0)
-    # Partition 0 holds records 0, 3, 6, ... (i % 3 == 0) at offsets 0, 1, 2, ...
+    # Partition 0 holds records 0, 3, 6, ... (i % 3 == 0) at offsets b, b+1, b+2, ... (b = 0
+    # on one node; first_offsets).
+    b = base_none_plain[0]
     assert consumer.beginning_offsets([tp0], timeout_ms=15000)[tp0] == 0
-    assert consumer.end_offsets([tp0], timeout_ms=15000)[tp0] == 40
+    assert consumer.end_offsets([tp0], timeout_ms=15000)[tp0] == b + 40
     found = consumer.offsets_for_times({tp0: ts0 + 10 * 3 * 1000 + 1}, timeout_ms=15000)[tp0]
-    assert found is not None and found.offset == 11, f"offsets_for_times: {found}"
+    assert found is not None and found.offset == b + 11, f"offsets_for_times: {found}"
     assert consumer.offsets_for_times({tp0: ts0 + 10_000_000}, timeout_ms=15000)[tp0] is None
     consumer.close(autocommit=False)
     log("list offsets ok")

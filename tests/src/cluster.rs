@@ -22,10 +22,14 @@
 //! SIGSTOP/SIGCONT, logs), labelled "node i" so that when a test fails every node's logs are
 //! dumped (each `Broker` dumps its own on drop during a panic).
 //!
-//! The broker cannot form a cluster yet (issue 12 is under way), so tests that need one call
-//! [`gate`] first and return early, printing why, when it says no; see [`gate`] for the
-//! switch. The harness itself is exercised today by a stand-in node
-//! (`tests/fixtures/fake_node.py`) that speaks the command-line contract and pings its peers.
+//! Tests that need a cluster call [`gate`] first and return early, printing why, when it
+//! says no; see [`gate`] for the switch. The harness itself is also exercised by a stand-in
+//! node (`tests/fixtures/fake_node.py`) that speaks the command-line contract and pings its
+//! peers.
+//!
+//! The crate's test-cluster mode (`SLUICE_TEST_CLUSTER`, crate docs) starts its clusters
+//! with [`start_test_cluster`]: the same contract, but nodes dial each other directly (no
+//! proxies, as those suites inject no faults).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -409,6 +413,12 @@ impl Cluster {
 /// `controller_id`; -1 when it knows none), `None` if it does not answer. Raw wire, because
 /// librdkafka does not expose the field.
 pub fn controller_id(port: u16) -> Option<i32> {
+    metadata_brokers(port).map(|(_, controller)| controller)
+}
+
+/// The broker ids and the controller id that the Kafka listener on loopback `port` lists
+/// in Metadata v1, `None` if it does not answer.
+pub fn metadata_brokers(port: u16) -> Option<(Vec<i32>, i32)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -424,17 +434,92 @@ pub fn controller_id(port: u16) -> Option<i32> {
         return None;
     }
     // brokers: [node_id, host, port, rack]
-    for _ in 0..d.i32() {
-        d.i32();
+    let count = d.i32();
+    let mut ids = Vec::new();
+    for _ in 0..count.clamp(0, NODES_MAX as i32 * 16) {
+        ids.push(d.i32());
         d.str();
         d.i32();
         d.nstr();
     }
-    Some(d.i32())
+    Some((ids, d.i32()))
+}
+
+/// How long a test cluster may take, once every node printed its ready line, until every
+/// node lists every node as a broker.
+const REGISTERED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Test-cluster mode of [`Broker::start_with`] (see the crate docs): `n` nodes of `config`,
+/// connected directly (no proxies: these tests inject no faults), each also given
+/// `--default-replication-factor n`. Returns node 1 holding the others once every node
+/// lists all `n` as brokers, so that a topic created at once gets its `n` replicas.
+pub(crate) fn start_test_cluster(config: BrokerConfig, n: usize) -> Broker {
+    assert!((2..=NODES_MAX).contains(&n), "{n} nodes (2..={NODES_MAX})");
+    let mut ports = distinct_free_ports(2 * n + 1);
+    if let Some(p) = config.port {
+        ports.retain(|&q| q != p);
+    }
+    ports.truncate(2 * n);
+    let rpc_ports = ports[..n].to_vec();
+    let mut kafka_ports = ports[n..].to_vec();
+    if let Some(p) = config.port {
+        kafka_ports[0] = p;
+    }
+    let voters: Vec<String> = (1..=n)
+        .map(|j| format!("{j}@127.0.0.1:{}", rpc_ports[j - 1]))
+        .collect();
+    let voters = voters.join(",");
+    let mut nodes: Vec<Broker> = (1..=n)
+        .map(|i| {
+            // The test's own flags first, the cluster's last: a repeated flag takes its
+            // last value, and a test's `--node-id` must not give two nodes the same id.
+            let mut args = config.extra_args.clone();
+            args.extend([
+                "--node-id".to_string(),
+                i.to_string(),
+                "--rpc-listen".to_string(),
+                format!("127.0.0.1:{}", rpc_ports[i - 1]),
+                "--voters".to_string(),
+                voters.clone(),
+                "--default-replication-factor".to_string(),
+                n.to_string(),
+            ]);
+            // All spawned before any is awaited: a node may become ready only once a
+            // quorum of its peers is up.
+            Broker::spawn_with(BrokerConfig {
+                extra_args: args,
+                label: format!("{} (node {i} of {n})", config.label),
+                port: Some(kafka_ports[i - 1]),
+                ..config.clone()
+            })
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_ready();
+    }
+    let want: Vec<i32> = (1..=n as i32).collect();
+    crate::poll_until(
+        REGISTERED_TIMEOUT,
+        "every node of the test cluster listing every node as a broker",
+        || {
+            nodes
+                .iter()
+                .all(|node| {
+                    metadata_brokers(node.port()).is_some_and(|(mut ids, _)| {
+                        ids.sort_unstable();
+                        ids == want
+                    })
+                })
+                .then_some(())
+        },
+    );
+    let mut node1 = nodes.remove(0);
+    node1.peers = nodes;
+    node1
 }
 
 /// `n` different loopback ports that were free a moment ago.
-fn distinct_free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn distinct_free_ports(n: usize) -> Vec<u16> {
     let mut ports = BTreeSet::new();
     for _ in 0..n * 16 {
         if ports.len() == n {

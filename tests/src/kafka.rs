@@ -16,6 +16,7 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
@@ -76,16 +77,21 @@ pub fn admin_opts() -> AdminOptions {
         .operation_timeout(Some(OP_TIMEOUT))
 }
 
+/// The broker's `default.replication.factor` in a CreateTopics request.
+pub const DEFAULT_REPLICATION: TopicReplication<'static> = TopicReplication::Fixed(-1);
+
 /// A topic to create: name, partition count, topic configs.
 pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 
-/// Creates topics and asserts each creation succeeded.
+/// Creates topics and asserts each creation succeeded. Their replication factor is the
+/// broker's `default.replication.factor` (-1 in the request, as Kafka allows since
+/// CreateTopics v4): 1 on one node, N in test-cluster mode (crate docs).
 pub async fn create_topics(admin: &AdminClient<DefaultClientContext>, topics: &[TopicSpec<'_>]) {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, parts, cfg)| {
             cfg.iter().fold(
-                NewTopic::new(name, *parts, TopicReplication::Fixed(1)),
+                NewTopic::new(name, *parts, DEFAULT_REPLICATION),
                 |t, (k, v)| t.set(k, v),
             )
         })
@@ -402,6 +408,52 @@ pub fn watermarks(consumer: &StreamConsumer, topic: &str, partition: i32) -> (i6
         .unwrap_or_else(|e| panic!("fetch_watermarks {topic}/{partition}: {e}"))
 }
 
+/// The offset the first record produced to the fresh, empty `topic`/`partition` gets, once
+/// the partition serves. On one node that is 0 and the watermarks are (0, 0), which this
+/// asserts. In test-cluster mode (crate docs) the partition is a Raft group whose log is
+/// the Kafka log: Raft's own entries (the leader's election no-op) take the first offsets as
+/// control batches that consumers skip, and a leader serves produce only once its no-op
+/// committed, so this waits (bounded) until the high watermark covers it and returns that.
+/// Records then get dense offsets from there while the leader stays.
+pub async fn first_offset(consumer: &StreamConsumer, topic: &str, partition: i32) -> i64 {
+    if crate::test_cluster_nodes().is_none() {
+        assert_eq!(
+            watermarks(consumer, topic, partition),
+            (0, 0),
+            "{topic}/{partition}: watermarks of a fresh partition"
+        );
+        return 0;
+    }
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        // A leader elected a moment ago answers OFFSET_NOT_AVAILABLE until its no-op
+        // commits (Kafka's KAFKA-7395 answer; retriable), and a leader may not be known yet:
+        // librdkafka hands those back rather than retrying.
+        match consumer.fetch_watermarks(topic, partition, OP_TIMEOUT) {
+            Ok((low, high)) => {
+                assert_eq!(
+                    low, 0,
+                    "{topic}/{partition}: low watermark of a fresh partition"
+                );
+                if high > 0 {
+                    return high;
+                }
+            }
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::OffsetNotAvailable
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition,
+            )) => {}
+            Err(e) => panic!("fetch_watermarks {topic}/{partition}: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{partition}: the leader's election entry did not commit within {OP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads every record of the given partitions from the low to the high watermark as
 /// they are when this is called, by assign() (no group). Bounded by `timeout`.
 pub async fn consume_all(
@@ -489,7 +541,8 @@ pub fn assert_log_eq(what: &str, got: &[Consumed], want: &[Rec], first_offset: i
 /// Produces `n` generated records ([`gen_records`]) to the existing, empty `topic` with
 /// `partitions` partitions through a producer configured with `producer_cfg`, reads
 /// everything back and checks it record by record: content, order within each partition,
-/// dense offsets from 0, delivery-report offsets, and watermarks.
+/// dense offsets from [`first_offset`] (0 on one node), delivery-report offsets, and
+/// watermarks.
 ///
 /// `explicit_partitions`: if true record i goes to partition i % partitions; if false the
 /// client's partitioner picks (keyed records hash, null keys spread), which exercises the
@@ -503,6 +556,10 @@ pub async fn produce_and_verify(
     explicit_partitions: bool,
 ) {
     let cons = consumer(bootstrap);
+    let mut base = BTreeMap::new();
+    for p in 0..partitions {
+        base.insert(p, first_offset(&cons, topic, p).await);
+    }
     let mut rng = StdRng::seed_from_u64(0x5eed ^ n as u64);
     let records = gen_records(&mut rng, n, base_timestamp());
     let addressed: Vec<(i32, Rec)> = records
@@ -543,7 +600,7 @@ pub async fn produce_and_verify(
         } else {
             assert_eq!(
                 *off,
-                log.len() as i64,
+                base[p] + log.len() as i64,
                 "{topic}: record {i} got offset {off} in partition {p}"
             );
         }
@@ -554,12 +611,16 @@ pub async fn produce_and_verify(
     // records", hiding which API is wrong.
     // With acks=0 a delivery report means "sent", not "appended", so wait (bounded) for
     // the broker to catch up; with acks=1/all the single replica's high watermark must
-    // already cover every acknowledged record.
+    // already cover every acknowledged record. With several replicas only acks=all waits
+    // for the high watermark (acks=1 is answered once the leader's log holds the batch,
+    // before a quorum has it), so acks=1 may wait too.
+    let acks1 = producer_cfg.contains(&("acks", "1"));
+    let may_lag = acks0 || (acks1 && crate::test_cluster_nodes().is_some());
     for p in 0..partitions {
-        let want_wm = (0, want[&p].len() as i64);
+        let want_wm = (0, base[&p] + want[&p].len() as i64);
         let deadline = Instant::now() + OP_TIMEOUT;
         let mut wm = watermarks(&cons, topic, p);
-        while acks0 && wm != want_wm && Instant::now() < deadline {
+        while may_lag && wm != want_wm && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             wm = watermarks(&cons, topic, p);
         }
@@ -577,6 +638,6 @@ pub async fn produce_and_verify(
     let all: Vec<i32> = (0..partitions).collect();
     let got = consume_all(&cons, topic, &all, Duration::from_secs(60)).await;
     for p in 0..partitions {
-        assert_log_eq(&format!("{topic}/{p}"), &got[&p], &want[&p], 0);
+        assert_log_eq(&format!("{topic}/{p}"), &got[&p], &want[&p], base[&p]);
     }
 }

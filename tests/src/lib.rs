@@ -12,6 +12,17 @@
 //! On a failing test the broker's stderr and stdout (kept in files in its temporary
 //! directory) are printed when the [`Broker`] is dropped during the panic.
 //!
+//! Test-cluster mode: with `SLUICE_TEST_CLUSTER=N` ([`TEST_CLUSTER_ENV`], N in
+//! 2..=[`cluster::NODES_MAX`]) [`Broker::start`] and [`Broker::start_with`] start an N-node
+//! cluster (issue 12's contract, nodes talking directly, every node given
+//! `--default-replication-factor N`, so every topic a test creates without naming a
+//! replication factor, and every auto-created one, has N replicas) and hand out node 1: its
+//! [`Broker::bootstrap`] is what clients dial, and they find the other nodes through
+//! Metadata. That runs the client suites unchanged against a replicated cluster. What acts on
+//! the process (kill -9, restart, stop, pause, data dir, logs) acts on node 1 alone; tests
+//! that rely on the broker being the only process call [`skip_in_cluster_mode!`] first,
+//! which prints why and returns.
+//!
 //! Multi-node tests use [`cluster::Cluster`] (N brokers, a fault-injecting [`proxy::Proxy`]
 //! per ordered pair) and check what clients recorded with [`history`] (driven by
 //! [`workload`]).
@@ -137,6 +148,38 @@ fn newest_rs(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>, depth: u32)
     }
 }
 
+/// Environment switch for test-cluster mode (module docs): unset, empty or `1` = one
+/// process; `N` in 2..=[`cluster::NODES_MAX`] = an N-node cluster at replication factor N.
+pub const TEST_CLUSTER_ENV: &str = "SLUICE_TEST_CLUSTER";
+
+/// The node count [`TEST_CLUSTER_ENV`] asks for, `None` for one process. Panics on any other
+/// value, so a typo never quietly runs the single-node suite instead.
+pub fn test_cluster_nodes() -> Option<usize> {
+    let v = std::env::var(TEST_CLUSTER_ENV).ok()?;
+    match v.trim() {
+        "" | "1" => None,
+        n => match n.parse::<usize>() {
+            Ok(n) if (2..=cluster::NODES_MAX).contains(&n) => Some(n),
+            _ => panic!(
+                "{TEST_CLUSTER_ENV} must be 1 or a node count in 2..={}, not {v:?}",
+                cluster::NODES_MAX
+            ),
+        },
+    }
+}
+
+/// Skips the calling test in test-cluster mode (module docs), printing `reason` (why it
+/// cannot run against a cluster), so that no test is left out silently.
+#[macro_export]
+macro_rules! skip_in_cluster_mode {
+    ($reason:expr) => {
+        if let Some(n) = $crate::test_cluster_nodes() {
+            eprintln!("SKIPPED ({}={n}): {}", $crate::TEST_CLUSTER_ENV, $reason);
+            return;
+        }
+    };
+}
+
 /// A loopback port that was free a moment ago. The broker binds it right after; the tiny
 /// window in which another process could take it is accepted (a clash shows up as a
 /// "broker exited before ready" failure with the bind error in its stderr).
@@ -198,6 +241,9 @@ pub struct Broker {
     paused: bool,
     /// Reports the ready line of the process last spawned, until [`Broker::wait_ready`].
     ready_rx: Option<mpsc::Receiver<String>>,
+    /// In test-cluster mode (module docs) this is node 1 and these are nodes 2..=N, which
+    /// live (and die, dumping their logs on a failure) with it.
+    peers: Vec<Broker>,
 }
 
 impl Broker {
@@ -206,7 +252,12 @@ impl Broker {
         Broker::start_with(BrokerConfig::default())
     }
 
+    /// In test-cluster mode (module docs), node 1 of a cluster started with `config` on
+    /// every node.
     pub fn start_with(config: BrokerConfig) -> Broker {
+        if let Some(n) = test_cluster_nodes() {
+            return cluster::start_test_cluster(config, n);
+        }
         let mut broker = Broker::spawn_with(config);
         broker.wait_ready();
         broker
@@ -233,6 +284,7 @@ impl Broker {
             incarnation: 0,
             paused: false,
             ready_rx: None,
+            peers: Vec::new(),
         };
         broker.spawn();
         broker
@@ -258,7 +310,21 @@ impl Broker {
 
     /// Files the broker still holds open although they were removed (`/proc/<pid>/fd`
     /// links ending in " (deleted)"): their disk space is not freed while they stay open.
+    /// In test-cluster mode, those of every node, each prefixed with the node's label.
     pub fn open_deleted_files(&self) -> Vec<String> {
+        let mut files = self.own_open_deleted_files();
+        for peer in &self.peers {
+            let label = peer.label();
+            files.extend(
+                peer.own_open_deleted_files()
+                    .into_iter()
+                    .map(|f| format!("{label}: {f}")),
+            );
+        }
+        files
+    }
+
+    fn own_open_deleted_files(&self) -> Vec<String> {
         let Some(pid) = self.pid() else {
             return Vec::new();
         };
@@ -270,6 +336,30 @@ impl Broker {
             .map(|p| p.display().to_string())
             .filter(|p| p.ends_with(" (deleted)"))
             .collect()
+    }
+
+    /// Every node's id and Kafka port, as Metadata should list them: this broker's alone
+    /// (its `--node-id`, 0 by default) on one node, nodes 1..=N in test-cluster mode.
+    pub fn node_ports(&self) -> Vec<(i32, u16)> {
+        if !self.peers.is_empty() {
+            return std::iter::once(self)
+                .chain(&self.peers)
+                .enumerate()
+                .map(|(i, b)| (i as i32 + 1, b.port))
+                .collect();
+        }
+        let args = &self.config.extra_args;
+        let id = args
+            .iter()
+            .rposition(|a| a == "--node-id")
+            .and_then(|i| args.get(i + 1))
+            .map_or(0, |v| v.parse().expect("--node-id value"));
+        vec![(id, self.port)]
+    }
+
+    /// The other nodes in test-cluster mode (module docs); empty otherwise.
+    pub fn peers(&self) -> &[Broker] {
+        &self.peers
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -10,7 +10,12 @@ use crate::Broker;
 
 /// A connection to `broker` with a 10 s read timeout (a missing answer fails, not hangs).
 pub fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    connect_port(broker.port())
+}
+
+/// A connection to the Kafka listener on loopback `port` (another node of a test cluster).
+pub fn connect_port(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
@@ -314,6 +319,70 @@ pub fn list_offset(s: &mut TcpStream, topic: &str, partition: i32, timestamp: i6
     let error = d.i16();
     let _timestamp = d.i64();
     (error, d.i64())
+}
+
+/// Metadata v1 for `topic`: the node id and Kafka port of `partition`'s leader, `None`
+/// while it has none (or the topic is not there yet).
+pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Option<(i32, u16)> {
+    let resp = call(s, 3, 1, 5, &Enc::new().i32(1).str(topic).0);
+    let mut d = Dec::new(&resp);
+    let mut ports = std::collections::BTreeMap::new();
+    for _ in 0..d.i32() {
+        let id = d.i32();
+        d.str();
+        let port = d.i32();
+        d.nstr();
+        ports.insert(id, u16::try_from(port).ok()?);
+    }
+    d.i32(); // controller id
+    let mut leader = None;
+    for _ in 0..d.i32() {
+        let topic_error = d.i16();
+        let name = d.str();
+        d.i8(); // is_internal
+        for _ in 0..d.i32() {
+            let error = d.i16();
+            let index = d.i32();
+            let node = d.i32();
+            for _ in 0..2 {
+                // replicas, isr
+                for _ in 0..d.i32() {
+                    d.i32();
+                }
+            }
+            if topic_error == 0 && error == 0 && name == topic && index == partition {
+                leader = Some(node);
+            }
+        }
+    }
+    let node = leader.filter(|&n| n >= 0)?;
+    Some((node, *ports.get(&node)?))
+}
+
+/// A connection to the leader of the fresh, empty `topic`/`partition` once it serves, and
+/// the offset its first record will get: 0 on one node (asserted), in test-cluster mode
+/// the high watermark after Raft's own first entries (see `kafka::first_offset`).
+pub fn connect_leader(broker: &Broker, topic: &str, partition: i32) -> (TcpStream, i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut s = connect(broker);
+    loop {
+        if let Some((_, port)) = partition_leader(&mut s, topic, partition) {
+            let mut leader = connect_port(port);
+            let (error, offset) = list_offset(&mut leader, topic, partition, -1);
+            if error == 0 && crate::test_cluster_nodes().is_none() {
+                assert_eq!(offset, 0, "{topic}/{partition}: end of a fresh partition");
+                return (leader, 0);
+            }
+            if error == 0 && offset > 0 {
+                return (leader, offset);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}/{partition}: no serving leader within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Wall-clock milliseconds since the epoch (record timestamps).

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use sluice_tests::wire::{
-    closed, connect, create_by_metadata, frame, header, list_offset, produce, read_response,
-    record_batch,
+    closed, connect, connect_leader, create_by_metadata, frame, header, list_offset, produce,
+    read_response, record_batch,
 };
 use sluice_tests::{sluice_bin, Broker};
 
@@ -115,6 +115,8 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     let broker = Broker::start();
     let mut s = connect(&broker);
     create_by_metadata(&mut s, "bad");
+    // The partition's leader (this broker on one node).
+    let (mut s, base) = connect_leader(&broker, "bad", 0);
 
     assert_eq!(
         produce_raw(&mut s, "bad", &batch()),
@@ -139,10 +141,11 @@ fn corrupt_batches_get_corrupt_message_and_nothing_is_stored() {
     let truncated = &batch()[..40];
     assert_eq!(produce_raw(&mut s, "bad", truncated), 2, "truncated batch");
     assert_eq!(produce_raw(&mut s, "bad", &batch()), 0);
-    // Offsets: the two good batches are 0 and 1; nothing from the bad ones was kept.
+    // Offsets: the two good batches are 0 and 1 (from `base`); nothing from the bad ones
+    // was kept.
     assert_eq!(
         list_offset(&mut s, "bad", 0, -1),
-        (0, 2),
+        (0, base + 2),
         "latest offset after two good batches"
     );
     assert_serving(&broker);

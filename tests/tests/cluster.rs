@@ -28,7 +28,7 @@ use sluice_tests::cluster::{controller_id, Cluster, ClusterConfig};
 use sluice_tests::history::{check, CheckOptions, Report};
 use sluice_tests::kafka::{admin, admin_opts, base_config, consumer, producer, wait_for_topic};
 use sluice_tests::workload::{drop_acknowledged_record, Workload, WorkloadConfig};
-use sluice_tests::{poll_until, require_cluster, Broker, BrokerConfig};
+use sluice_tests::{poll_until, require_cluster, skip_in_cluster_mode, Broker, BrokerConfig};
 
 const TOPIC: &str = "jepsen";
 const PARTITIONS: i32 = 3;
@@ -74,6 +74,9 @@ fn report(what: &str, r: &Report) {
 /// from every read (what losing it would look like) makes the checker report it lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_history_survives_kill9_and_the_checker_fires_on_a_lost_record() {
+    skip_in_cluster_mode!(
+        "the single-node (replication factor 1) case; the others in this file are the cluster's"
+    );
     let mut broker = Broker::start_with(BrokerConfig {
         extra_args: vec!["--node-id".into(), "1".into()],
         ..BrokerConfig::default()
@@ -677,6 +680,9 @@ async fn acks_all_needs_min_insync_replicas() {
 /// above the old mark. Made here by taking those files back to what the old broker wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_data_dir_is_upgraded_in_place_with_its_data() {
+    skip_in_cluster_mode!(
+        "rewrites one broker's data directory into an older single-node sluice's"
+    );
     const OLD: &str = "from-before";
     let mut b = Broker::start();
     let t = NewTopic::new(OLD, 3, TopicReplication::Fixed(1));

@@ -21,7 +21,7 @@ use sluice_tests::kafka::{
     admin, assert_log_eq, base_timestamp, consume_all, consumer, create_topics, gen_records,
     produce_all, producer, topic_config, wait_for_topic, watermarks, Consumed, Rec, OP_TIMEOUT,
 };
-use sluice_tests::Broker;
+use sluice_tests::{skip_in_cluster_mode, Broker};
 
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 3;
@@ -160,6 +160,7 @@ async fn wait_acked(tracker: &Tracker, target: u64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_keeps_every_acknowledged_record_once() {
+    skip_in_cluster_mode!("kill -9 and restart of the only broker (acks=all on one node); the cluster tests (tests/tests/cluster.rs) kill nodes of a cluster");
     let seed: u64 = match std::env::var("SLUICE_CRASH_SEED") {
         Ok(s) => s.parse().expect("SLUICE_CRASH_SEED must be a u64"),
         Err(_) => rand::random(),
@@ -322,6 +323,7 @@ fn verify_numbered_log(
 /// kill -9 and then a SIGTERM restart; offsets continue where they ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_configs_and_data_survive_restarts() {
+    skip_in_cluster_mode!("kill -9 and SIGTERM restarts of the only broker");
     let mut broker = Broker::start();
     let bootstrap = broker.bootstrap();
     {

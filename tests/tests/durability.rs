@@ -17,7 +17,7 @@ use sluice_tests::kafka::{
     admin, admin_opts, assert_log_eq, base_timestamp, consume_all, consumer, create_topics,
     gen_records, produce_all, producer, wait_for_topic, watermarks, Rec, OP_TIMEOUT,
 };
-use sluice_tests::Broker;
+use sluice_tests::{skip_in_cluster_mode, Broker};
 
 const METADATA_FILE: &str = "partition.metadata";
 
@@ -76,6 +76,7 @@ fn topic_id_line(dir: &Path) -> String {
 /// re-created under the same name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_never_sees_a_deleted_topics_data() {
+    skip_in_cluster_mode!("copies partition directories in and out of one broker's data directory");
     const TOPIC: &str = "phoenix";
     let mut broker = Broker::start();
     create_topics(&admin(&broker.bootstrap()), &[(TOPIC, 1, &[])]).await;
@@ -133,6 +134,7 @@ async fn a_recreated_topic_never_sees_a_deleted_topics_data() {
 /// directory is adopted by the topic of its name (the file is written), and keeps its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_directory_without_a_topic_id_keeps_its_data() {
+    skip_in_cluster_mode!("edits partition directories in one broker's data directory");
     const TOPIC: &str = "elder";
     let mut broker = Broker::start();
     create_topics(&admin(&broker.bootstrap()), &[(TOPIC, 2, &[])]).await;
@@ -181,6 +183,9 @@ fn run_verify(data_dir: &Path) -> (Option<i32>, String) {
 /// passes (also beside the running broker), and a byte flipped in a sealed segment is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_checks_every_segment_and_finds_a_flipped_byte() {
+    skip_in_cluster_mode!(
+        "runs `sluice verify` on one broker's data directory and flips a byte in it"
+    );
     const TOPIC: &str = "ledger";
     let mut broker = Broker::start();
     create_topics(
@@ -235,6 +240,7 @@ async fn verify_checks_every_segment_and_finds_a_flipped_byte() {
 /// acknowledged is there after the restart, at the offset it was acknowledged with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_acknowledged_record() {
+    skip_in_cluster_mode!("SIGTERM of the only broker under load");
     const TOPIC: &str = "steady";
     // Many partitions: closing them all takes a while, and produces keep arriving meanwhile.
     const PARTITIONS: i32 = 200;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{workspace_root, Broker};
+use sluice_tests::{test_cluster_nodes, workspace_root, Broker};
 
 /// Bound on the whole script (it bounds each of its own waits at 30 s).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,6 +33,8 @@ fn kafka_python_produce_consume_admin() {
         .arg(&script)
         .arg("--bootstrap")
         .arg(broker.bootstrap())
+        .arg("--cluster")
+        .arg(test_cluster_nodes().unwrap_or(1).to_string())
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())

@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{NewPartitions, NewTopic};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::kafka::{
     admin, admin_opts, alter_topic_config, assert_log_eq, base_timestamp, consume_all, consumer,
-    create_topics, gen_records, produce_all, produce_and_verify, producer, topic_config,
-    wait_for_topic, watermarks, Rec, OP_TIMEOUT,
+    create_topics, first_offset, gen_records, produce_all, produce_and_verify, producer,
+    topic_config, wait_for_topic, watermarks, Rec, DEFAULT_REPLICATION, OP_TIMEOUT,
 };
-use sluice_tests::Broker;
+use sluice_tests::{test_cluster_nodes, Broker};
 
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -136,6 +136,7 @@ async fn large_message_near_limit() {
     create_topics(&admin(&bootstrap), &[("big", 1, &[])]).await;
     let cons = consumer(&bootstrap);
     wait_for_topic(&cons, "big", 1).await;
+    let base = first_offset(&cons, "big", 0).await;
 
     let mut rng = StdRng::seed_from_u64(1);
     // Random (incompressible) bytes: the batch stays ~1 MB even under gzip. 1_040_000 plus
@@ -162,7 +163,11 @@ async fn large_message_near_limit() {
         );
         let r = rec(big.clone(), i as i64);
         let delivered = produce_all(&prod, "big", &[(0, r.clone())]).await;
-        assert_eq!(delivered, vec![(0, i as i64)], "big record with {codec}");
+        assert_eq!(
+            delivered,
+            vec![(0, base + i as i64)],
+            "big record with {codec}"
+        );
         want.push(r);
     }
 
@@ -191,12 +196,13 @@ async fn large_message_near_limit() {
     }
 
     let got = consume_all(&cons, "big", &[0], CONSUME_TIMEOUT).await;
-    assert_log_eq("big/0", &got[&0], &want, 0);
-    assert_eq!(watermarks(&cons, "big", 0), (0, 3));
+    assert_log_eq("big/0", &got[&0], &want, base);
+    assert_eq!(watermarks(&cons, "big", 0), (0, base + 3));
 }
 
 /// Metadata lists created and auto-created topics with their partition counts, this
-/// broker (node 0 at the listen address) as leader of every partition.
+/// broker (node 0 at the listen address) as leader of every partition; in test-cluster
+/// mode every node, each partition led by one of them.
 #[tokio::test]
 async fn metadata_lists_topics() {
     let broker = Broker::start();
@@ -218,13 +224,19 @@ async fn metadata_lists_topics() {
         timestamp: base_timestamp(),
     };
     let delivered = produce_all(&prod, "meta-auto", &[(-1, rec)]).await;
+    let cons = consumer(&bootstrap);
+    // On one node the first offset; replicated, the first after Raft's own entries (see
+    // first_offset), so the last one.
+    let first = match test_cluster_nodes() {
+        None => 0,
+        Some(_) => watermarks(&cons, "meta-auto", 0).1 - 1,
+    };
     assert_eq!(
         delivered,
-        vec![(0, 0)],
+        vec![(0, first)],
         "first record of an auto-created topic"
     );
 
-    let cons = consumer(&bootstrap);
     for (t, n) in [
         ("meta-a", 3),
         ("meta-b", 1),
@@ -236,16 +248,19 @@ async fn metadata_lists_topics() {
     let md = cons
         .fetch_metadata(None, OP_TIMEOUT)
         .expect("metadata for all topics");
-    let brokers: Vec<_> = md
+    let mut brokers: Vec<_> = md
         .brokers()
         .iter()
         .map(|b| (b.id(), b.host().to_string(), b.port()))
         .collect();
-    assert_eq!(
-        brokers,
-        vec![(0, "127.0.0.1".to_string(), broker.port() as i32)],
-        "broker list"
-    );
+    brokers.sort();
+    let nodes: Vec<_> = broker
+        .node_ports()
+        .into_iter()
+        .map(|(id, port)| (id, "127.0.0.1".to_string(), port as i32))
+        .collect();
+    assert_eq!(brokers, nodes, "broker list");
+    let broker_ids: BTreeSet<i32> = nodes.iter().map(|(id, _, _)| *id).collect();
     let topics: BTreeMap<&str, Vec<(i32, i32)>> = md
         .topics()
         .iter()
@@ -259,6 +274,24 @@ async fn metadata_lists_topics() {
             )
         })
         .collect();
+    // Created with replication factor -1 and auto-created: the broker's
+    // default.replication.factor, 1 on one node, every node in test-cluster mode
+    // (`--default-replication-factor N`), each partition on distinct nodes.
+    let rf = test_cluster_nodes().unwrap_or(1);
+    for t in md.topics().iter().filter(|t| t.name().starts_with("meta-")) {
+        for p in t.partitions() {
+            let replicas: BTreeSet<i32> = p.replicas().iter().copied().collect();
+            assert_eq!(
+                (p.replicas().len(), replicas.len()),
+                (rf, rf),
+                "{}/{} replicas {:?}",
+                t.name(),
+                p.id(),
+                p.replicas()
+            );
+            assert!(replicas.is_subset(&broker_ids), "{replicas:?}");
+        }
+    }
     for (t, n) in [
         ("meta-a", 3),
         ("meta-b", 1),
@@ -272,8 +305,8 @@ async fn metadata_lists_topics() {
         ids.sort();
         assert_eq!(ids, (0..n).collect::<Vec<_>>(), "{t} partition ids");
         assert!(
-            parts.iter().all(|(_, leader)| *leader == 0),
-            "{t} leaders {parts:?}"
+            parts.iter().all(|(_, leader)| broker_ids.contains(leader)),
+            "{t} leaders {parts:?}, brokers {broker_ids:?}"
         );
     }
 }
@@ -291,7 +324,7 @@ async fn admin_topic_lifecycle() {
     wait_for_topic(&cons, "life", 3).await;
 
     // Creating it again fails for that topic with TOPIC_ALREADY_EXISTS.
-    let again = NewTopic::new("life", 3, TopicReplication::Fixed(1));
+    let again = NewTopic::new("life", 3, DEFAULT_REPLICATION);
     let res = adm
         .create_topics([&again], &admin_opts())
         .await
@@ -334,14 +367,18 @@ async fn admin_topic_lifecycle() {
 
     // DeleteRecords: ten records in partition 4, delete below offset 4 -> low watermark 4,
     // and a read from the start yields offsets 4..10 only.
+    let base = first_offset(&cons, "life", 4).await;
     let mut rng = StdRng::seed_from_u64(2);
     let recs = gen_records(&mut rng, 10, base_timestamp());
     let addressed: Vec<(i32, Rec)> = recs.iter().map(|r| (4, r.clone())).collect();
     let prod = producer(&bootstrap, &[("acks", "all")]);
     let delivered = produce_all(&prod, "life", &addressed).await;
-    assert_eq!(delivered, (0..10).map(|o| (4, o)).collect::<Vec<_>>());
+    assert_eq!(
+        delivered,
+        (base..base + 10).map(|o| (4, o)).collect::<Vec<_>>()
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("life", 4, Offset::Offset(4))
+    tpl.add_partition_offset("life", 4, Offset::Offset(base + 4))
         .unwrap();
     let res = adm
         .delete_records(&tpl, &admin_opts())
@@ -350,15 +387,28 @@ async fn admin_topic_lifecycle() {
     let elem = res
         .find_partition("life", 4)
         .expect("DeleteRecords result for life/4");
-    elem.error().expect("DeleteRecords life/4");
-    assert_eq!(
-        elem.offset(),
-        Offset::Offset(4),
-        "DeleteRecords low watermark"
-    );
-    assert_eq!(watermarks(&cons, "life", 4), (4, 10));
-    let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
-    assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
+    if test_cluster_nodes().is_some() {
+        // Not built yet for replicated partitions (README: the new log start has to go
+        // through Raft): refused as a policy, nothing deleted. Fails once it is built, so
+        // that this branch goes.
+        eprintln!("SKIPPED part (test cluster): DeleteRecords on a replicated partition");
+        assert_eq!(
+            elem.error(),
+            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::PolicyViolation)),
+            "DeleteRecords on a replicated partition"
+        );
+        assert_eq!(watermarks(&cons, "life", 4), (0, base + 10));
+    } else {
+        elem.error().expect("DeleteRecords life/4");
+        assert_eq!(
+            elem.offset(),
+            Offset::Offset(4),
+            "DeleteRecords low watermark"
+        );
+        assert_eq!(watermarks(&cons, "life", 4), (4, 10));
+        let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
+        assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
+    }
 
     // DeleteTopics, then metadata no longer lists it.
     let res = adm
@@ -415,8 +465,18 @@ async fn list_offsets_and_offsets_for_times() {
     create_topics(&admin(&bootstrap), &[("times", 2, &[])]).await;
     let cons = consumer(&bootstrap);
     wait_for_topic(&cons, "times", 2).await;
-    assert_eq!(watermarks(&cons, "times", 0), (0, 0), "empty partition");
-    assert_eq!(watermarks(&cons, "times", 1), (0, 0), "empty partition");
+    // (0, 0) on one node, asserted by first_offset.
+    let base = [
+        first_offset(&cons, "times", 0).await,
+        first_offset(&cons, "times", 1).await,
+    ];
+    for p in 0..2 {
+        assert_eq!(
+            watermarks(&cons, "times", p),
+            (0, base[p as usize]),
+            "empty partition"
+        );
+    }
 
     // 50 records per partition; record i has timestamp ts0 + i*1000 (gen_records).
     let ts0 = base_timestamp();
@@ -427,16 +487,17 @@ async fn list_offsets_and_offsets_for_times() {
         let addressed: Vec<(i32, Rec)> = recs.into_iter().map(|r| (p, r)).collect();
         produce_all(&prod, "times", &addressed).await;
     }
-    assert_eq!(watermarks(&cons, "times", 0), (0, 50));
-    assert_eq!(watermarks(&cons, "times", 1), (0, 50));
+    assert_eq!(watermarks(&cons, "times", 0), (0, base[0] + 50));
+    assert_eq!(watermarks(&cons, "times", 1), (0, base[1] + 50));
 
     // (partition, timestamp, expected offset): the first offset whose timestamp >= target.
+    let at = |p: usize, i: i64| Offset::Offset(base[p] + i);
     let cases = [
-        (0, ts0, Offset::Offset(0)),
-        (0, ts0 - 5_000, Offset::Offset(0)),
-        (0, ts0 + 10_500, Offset::Offset(11)),
-        (1, ts0 + 25_000, Offset::Offset(25)),
-        (1, ts0 + 49_000, Offset::Offset(49)),
+        (0, ts0, at(0, 0)),
+        (0, ts0 - 5_000, at(0, 0)),
+        (0, ts0 + 10_500, at(0, 11)),
+        (1, ts0 + 25_000, at(1, 25)),
+        (1, ts0 + 49_000, at(1, 49)),
         (1, ts0 + 49_001, Offset::End),
     ];
     for (p, ts, want) in cases {

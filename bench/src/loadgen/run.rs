@@ -348,12 +348,13 @@ fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the topic (an existing one is fine) and waits until every partition has a leader.
+/// Creates the topic (an existing one is fine) with the broker's `default.replication.factor`
+/// (-1 in CreateTopics) and waits until every partition has a leader.
 fn ensure_topic(w: &Workload, bootstrap: &str, topic: &str) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap, "sluice-bench-admin")
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
-    let mut nt = NewTopic::new(topic, w.partitions, TopicReplication::Fixed(1));
+    let mut nt = NewTopic::new(topic, w.partitions, TopicReplication::Fixed(-1));
     for (k, v) in &w.topic_config {
         nt = nt.set(k, v);
     }

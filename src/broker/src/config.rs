@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Largest replication factor a topic may have (`--default-replication-factor` included).
+pub use sluice_meta::limits::REPLICATION_FACTOR_MAX;
+
 /// Largest request accepted (Kafka's `socket.request.max.bytes`); larger → connection closed
 /// before anything is allocated for it.
 pub const REQUEST_SIZE_MAX: usize = 104_857_600;
@@ -47,6 +50,11 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// `num.partitions`
     pub num_partitions: i32,
+    /// `default.replication.factor` (`--default-replication-factor`, 1 by default as in
+    /// Kafka): the replication factor of auto-created topics and of CreateTopics that ask
+    /// for -1. In 1..=[`REPLICATION_FACTOR_MAX`]; a topic that asks
+    /// for more replicas than there are registered brokers gets INVALID_REPLICATION_FACTOR.
+    pub default_replication_factor: i16,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval: Duration,
     /// Pin shards to CPUs.
@@ -95,6 +103,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             auto_create_topics: true,
             num_partitions: 1,
+            default_replication_factor: sluice_meta::controller::DEFAULT_REPLICATION_FACTOR,
             retention_check_interval: Duration::from_millis(300_000),
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,

@@ -98,9 +98,9 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
     cfg.controller.num_partitions = config.num_partitions;
-    // Kafka's default.replication.factor (the offsets topic's is the controller's default,
-    // Kafka's 3: module header).
-    cfg.controller.default_replication_factor = 1;
+    // Kafka's default.replication.factor (--default-replication-factor; the offsets
+    // topic's is the controller's default, Kafka's 3: module header).
+    cfg.controller.default_replication_factor = config.default_replication_factor;
     cfg.controller.topic_config_check = check_topic_configs;
     // A log that is still empty starts from the state this data directory already has (a
     // single-node sluice from before the controller log: upgrade in place). Only a node

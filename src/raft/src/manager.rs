@@ -326,13 +326,26 @@ impl GroupManager {
     }
 
     /// Creates this node's replica of `group` with the given voters (this node among them);
-    /// every replica of a group must be created with the same voters.
+    /// every replica of a group must be created with the same voters, in the partition's
+    /// replica order.
+    ///
+    /// The first voter (Kafka's preferred replica) campaigns at once: Kafka gives a new
+    /// partition a leader at creation, while a fresh Raft group would stay leaderless for a
+    /// whole randomized election timeout (clients get LEADER_NOT_AVAILABLE meanwhile), and
+    /// would end up led by whichever replica's timer fired first rather than leaders spread
+    /// as placement spread the first replicas. A campaign is always safe in Raft (pre-vote
+    /// first); one that gets no quorum (a peer has not created its replica yet) is simply
+    /// retried by the election timeout, as before.
     pub fn create_group(
         &mut self,
         group: GroupId,
         voters: &[NodeId],
     ) -> Result<Vec<Effect>, Error> {
         self.add_replica(group, ReplicaLog::new(voters))?;
+        if voters.len() > 1 && voters[0] == self.cfg.node_id {
+            let r = self.groups.get_mut(&group).expect("replica just added");
+            r.node.campaign().map_err(|_| Error::Raft)?;
+        }
         let mut out = Out::default();
         self.write(
             &mut out,
@@ -1310,6 +1323,32 @@ mod tests {
         t.sync(l);
         let s = t.status(l);
         assert_eq!((s.last_index, s.commit_index, s.term), (0, 0, 0));
+    }
+
+    /// The first voter of a new group campaigns at creation: with messages and syncs
+    /// delivered but no clock running anywhere, it becomes the leader and commits its
+    /// no-op. A later voter does not campaign by itself.
+    #[test]
+    fn the_preferred_replica_leads_a_new_group_without_waiting_for_a_timeout() {
+        let mut t = Trio::new();
+        for _ in 0..10 {
+            for i in 0..3 {
+                t.sync(i);
+            }
+            t.deliver(&[1, 2, 3]);
+        }
+        let s = t.status(0);
+        assert_eq!((s.role, s.leader), (Role::Leader, Some(1)), "{s:?}");
+        assert!(s.ready, "its no-op committed: {s:?}");
+        for i in 1..3 {
+            assert_eq!(t.status(i).leader, Some(1));
+        }
+
+        // Voters [2, 1, 3] created on node 1 only: node 1 is not first, so no campaign
+        // and nothing to send.
+        let fx = t.m[0].create_group(2, &[2, 1, 3]).unwrap();
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Send(_))), "{fx:?}");
+        assert_eq!(t.m[0].status(2).unwrap().role, Role::Follower);
     }
 
     #[test]

@@ -15,7 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen HOST:PORT] [--shards N] [--node-id N]
-               [--advertised-host HOST] [--num-partitions N] [--auto-create-topics true|false]
+               [--advertised-host HOST] [--num-partitions N] [--default-replication-factor N]
+               [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--max-connections-per-ip N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
@@ -61,6 +62,21 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.num_partitions = value("--num-partitions")?
                     .parse()
                     .map_err(|e| format!("--num-partitions: {e}"))?
+            }
+            "--default-replication-factor" => {
+                // Kafka's default.replication.factor (a topic of more replicas than the
+                // Raft codec carries could never be created, so such a default is refused
+                // here rather than on every CreateTopics).
+                let rf: i16 = value("--default-replication-factor")?
+                    .parse()
+                    .map_err(|e| format!("--default-replication-factor: {e}"))?;
+                let max = sluice_broker::config::REPLICATION_FACTOR_MAX;
+                if !(1..=max).contains(&rf) {
+                    return Err(format!(
+                        "--default-replication-factor must be in 1..={max}, not {rf}"
+                    ));
+                }
+                c.default_replication_factor = rf;
             }
             "--auto-create-topics" => {
                 c.auto_create_topics = value("--auto-create-topics")?
@@ -376,5 +392,23 @@ mod tests {
             let e = parse_start(&args(bad)).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn default_replication_factor_flag() {
+        // Kafka's default (1) without the flag.
+        let c = parse_start(&args("")).unwrap();
+        assert_eq!(c.default_replication_factor, 1);
+        let c = parse_start(&args("--default-replication-factor 3")).unwrap();
+        assert_eq!(c.default_replication_factor, 3);
+        for bad in ["0", "-1", "x", "40000"] {
+            let e =
+                parse_start(&args(&format!("--default-replication-factor {bad}"))).expect_err(bad);
+            assert!(e.contains("--default-replication-factor"), "{bad}: {e}");
+        }
+        let max = sluice_broker::config::REPLICATION_FACTOR_MAX;
+        let e = parse_start(&args(&format!("--default-replication-factor {}", max + 1)))
+            .expect_err("above the max");
+        assert!(e.contains("1..="), "{e}");
     }
 }
