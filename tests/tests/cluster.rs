@@ -375,8 +375,9 @@ fn broker_ids(bootstrap: &str) -> Vec<i32> {
 /// registers and is listed by every node's Metadata, a topic created through one node is
 /// placed across all three, an idempotent producer and a consumer group bootstrapped from
 /// one node each reach every partition's node, the offsets topic the group's lookup
-/// creates has three replicas per partition, and after the controller leader is killed the other two elect a new one that
-/// creates topics; the killed node comes back with its data, and all stop cleanly.
+/// creates has three replicas per partition, and after the controller leader is killed
+/// the other two elect a new one that creates topics; the killed node comes back with its
+/// data, and all stop cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_metadata_and_serve_every_partition() {
     const SPREAD: &str = "spread";
@@ -1010,7 +1011,10 @@ async fn leaders_return_to_their_preferred_replicas() {
     tokio::task::block_in_place(|| {
         poll_until(SETTLE, "partition 0 led elsewhere", || {
             preferred_and_leaders(&via, TOPIC3)
-                .filter(|ps| ps[0].1 > 0 && ps[0].1 as usize != victim)
+                .filter(|ps| {
+                    ps.first()
+                        .is_some_and(|&(_, l)| l > 0 && l as usize != victim)
+                })
                 .map(|_| ())
         })
     });

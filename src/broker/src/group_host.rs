@@ -39,6 +39,9 @@ const TICK_MAX: Duration = Duration::from_millis(1000);
 /// reloads from the log).
 const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
 
+/// How often a replicated slot's reload checks whether its writes in flight settled.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
 /// Where a coordinator's records go.
 enum Writer {
     /// A single-replica partition: appended to its log, durable after the flusher's fsync.
@@ -123,6 +126,29 @@ impl GroupSlot {
         })
     }
 
+    /// How this slot serves its groups now.
+    fn serving(self: &Rc<Self>) -> Serving {
+        if self.leading.get() {
+            return if self.loaded.get() {
+                Serving::Loaded(self.clone())
+            } else {
+                Serving::Loading
+            };
+        }
+        match &self.writer {
+            // Raft elected this replica, which loads once its term's first entry committed
+            // (Kafka answers LOAD_IN_PROGRESS while a new coordinator loads).
+            Writer::Raft { rep, group }
+                if rep
+                    .status(*group)
+                    .is_some_and(|s| s.role == sluice_raft::Role::Leader) =>
+            {
+                Serving::Loading
+            }
+            _ => Serving::Elsewhere,
+        }
+    }
+
     fn log(&self) -> Rc<PartitionLog<DmaStorage>> {
         self.log.borrow().clone()
     }
@@ -173,12 +199,30 @@ impl GroupSlot {
     }
 
     /// Rebuilds the coordinator from the log (in the background); until it is done,
-    /// requests get COORDINATOR_LOAD_IN_PROGRESS.
+    /// requests get COORDINATOR_LOAD_IN_PROGRESS, and requests waiting on the old state
+    /// (a JoinGroup in a rebalance) get NOT_COORDINATOR, as at a Kafka coordinator's
+    /// resignation. On a replicated partition the load first waits until everything this
+    /// leader proposed so far has settled (its high watermark reached its last index), so
+    /// no write still in flight commits behind the rebuilt state's back.
     pub fn reload(self: &Rc<Self>) {
-        self.generation.set(self.generation.get() + 1);
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
         self.loaded.set(false);
+        self.waiters.borrow_mut().clear();
         let me = self.clone();
-        glommio::spawn_local(async move { me.load(me.generation.get()).await }).detach();
+        glommio::spawn_local(async move {
+            if let Writer::Raft { rep, group } = &me.writer {
+                let last = rep.status(*group).map_or(0, |s| s.last_index);
+                while rep.status(*group).is_some_and(|s| s.hw_index < last) {
+                    if me.generation.get() != generation {
+                        return;
+                    }
+                    glommio::timer::sleep(SETTLE_POLL).await;
+                }
+            }
+            me.load(generation).await
+        })
+        .detach();
     }
 
     /// Replays the partition into a fresh coordinator, then starts its ticker; dropped if
@@ -370,6 +414,11 @@ impl GroupSlot {
         client_id: &str,
         client_host: &str,
     ) -> Option<Response> {
+        // The caller's routing may predate an await (a multi-group request's earlier
+        // coordinator calls): a slot that stopped serving meanwhile runs nothing.
+        if !(self.leading.get() && self.loaded.get()) {
+            return None;
+        }
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         let (tx, rx) = local_channel::new_bounded::<Response>(1);
@@ -430,9 +479,15 @@ pub async fn run_local(
         RequestKind::ListGroups(r) => {
             let mut out = ListGroupsResponse::default();
             for slot in shard.group_slots() {
-                if !slot.loaded.get() {
-                    continue;
-                }
+                let slot = match slot.serving() {
+                    Serving::Loaded(slot) => slot,
+                    Serving::Loading => {
+                        // Kafka's ListGroups says so while a coordinator loads.
+                        out.error_code = COORDINATOR_LOAD_IN_PROGRESS;
+                        continue;
+                    }
+                    Serving::Elsewhere => continue,
+                };
                 let r = r.clone();
                 if let Some(Response::ListGroups(resp)) = slot
                     .call(
@@ -531,13 +586,17 @@ pub async fn run_local(
             .await,
         ),
         req => {
-            let slot = ids.first().and_then(|g| local_slot(shard, g));
-            let Some(slot) = slot.filter(|s| s.leading.get()) else {
-                return Some(single_error(&req, NOT_COORDINATOR));
+            let slot = match ids
+                .first()
+                .and_then(|g| local_slot(shard, g))
+                .map(|s| s.serving())
+            {
+                Some(Serving::Loaded(slot)) => slot,
+                Some(Serving::Loading) => {
+                    return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS))
+                }
+                _ => return Some(single_error(&req, NOT_COORDINATOR)),
             };
-            if !slot.loaded.get() {
-                return Some(single_error(&req, COORDINATOR_LOAD_IN_PROGRESS));
-            }
             // The answer if the slot stops serving while the request waits there.
             let unloaded = single_error(&req, NOT_COORDINATOR);
             // Commits to partitions that do not exist are answered here, as Kafka's request
@@ -678,11 +737,7 @@ impl Serving {
 fn split(shard: &BrokerShard, ids: &[String]) -> Vec<(Serving, Vec<String>)> {
     let mut out: Vec<(Serving, Vec<String>)> = Vec::new();
     for id in ids {
-        let serving = match local_slot(shard, id) {
-            Some(s) if s.leading.get() && s.loaded.get() => Serving::Loaded(s),
-            Some(s) if s.leading.get() => Serving::Loading,
-            _ => Serving::Elsewhere,
-        };
+        let serving = local_slot(shard, id).map_or(Serving::Elsewhere, |s| s.serving());
         match out.iter_mut().find(|(s, _)| s.same(&serving)) {
             Some((_, v)) => v.push(id.clone()),
             None => out.push((serving, vec![id.clone()])),

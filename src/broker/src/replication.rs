@@ -108,6 +108,10 @@ impl Default for LeaderRebalance {
     }
 }
 
+/// The longest `leader.imbalance.check.interval.seconds` accepted (a year; larger values
+/// would overflow the clock's arithmetic).
+pub const LEADER_IMBALANCE_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How often a leader re-evaluates its in-sync replicas.
 const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -1138,16 +1142,31 @@ impl Replication {
                 let (Some(&preferred), Some(st)) = (info.voters.first(), mgr.status(*g)) else {
                     continue;
                 };
+                let Some(leader) = st.leader else {
+                    continue; // no leader known: Kafka's check skips it too
+                };
                 let t = tally.entry(preferred).or_default();
                 t.0 += 1;
-                if st.leader != Some(preferred) {
+                if leader != preferred {
                     t.1 += 1;
                 }
+                // Only to a preferred replica that holds this leader's whole log and was
+                // heard from lately: the transfer then completes at once, where one to a
+                // replica still catching up (a restarted node stays in the ISR for
+                // `replica.lag.time.max.ms`) would refuse produce until it did.
+                let caught_up = || {
+                    mgr.progress(*g).is_some_and(|p| {
+                        p.iter().any(|&(n, matched, active)| {
+                            n == preferred && active && matched >= st.last_index
+                        })
+                    })
+                };
                 if preferred != me
                     && st.role == sluice_raft::Role::Leader
                     && st.ready
                     && info.isr.contains(&preferred)
                     && reachable(preferred)
+                    && caught_up()
                 {
                     candidates.push((*g, info.key, preferred));
                 }

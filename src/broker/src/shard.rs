@@ -91,8 +91,7 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
 }
 
 /// Whether this node's replica of `partition` of `t` is replicated through Raft: it has
-/// other replicas. (The offsets topic stays single-replica: its coordinators append to
-/// their log directly.)
+/// other replicas (the offsets topic's too: its coordinators then write through Raft).
 pub fn replicated(t: &TopicRecord, partition: i32, this_node: i32) -> bool {
     t.hosted_on(partition, this_node)
         && partition >= 0

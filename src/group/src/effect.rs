@@ -51,7 +51,8 @@ pub enum Effect {
     /// Send `Response` for the request identified by the token now.
     Reply(ReplyToken, Response),
     /// Append `records` to this coordinator's `__consumer_offsets` partition and wait until
-    /// they are durable (fsynced), then send every reply. If the append or fsync fails, send
+    /// they are durable (fsynced; on a replicated partition, committed on a quorum), then
+    /// send every reply. If the append or fsync fails, send
     /// [`persist_failed`]`(response)` for every reply instead, and rebuild this coordinator
     /// from the log (`GroupCoordinator::new` + `replay` + `finish_replay`) once the partition
     /// accepts writes again: the coordinator applied the change in memory already, and the

@@ -122,10 +122,12 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 let s: u64 = value("--leader-imbalance-check-interval-seconds")?
                     .parse()
                     .map_err(|e| format!("--leader-imbalance-check-interval-seconds: {e}"))?;
-                if s < 1 {
-                    return Err(
-                        "--leader-imbalance-check-interval-seconds must be at least 1".into(),
-                    );
+                let max = sluice_broker::replication::LEADER_IMBALANCE_CHECK_INTERVAL_MAX;
+                if s < 1 || s > max.as_secs() {
+                    return Err(format!(
+                        "--leader-imbalance-check-interval-seconds must be in 1..={}",
+                        max.as_secs()
+                    ));
                 }
                 c.leader_rebalance.check_interval = std::time::Duration::from_secs(s);
             }
