@@ -12,13 +12,16 @@ depend on how partitions hash across shards), waits until all three are register
   2. creates --partitions partitions at replication factor 3 (--topics topics of equal size,
      one CreateTopics request per topic, through the nodes in turn), timing it, and waits
      until every node's Metadata names a leader for every partition;
-  3. lets the cluster settle for --settle seconds (idle Raft groups quiesce after an election
-     timeout with everything committed), then measures CPU over --window seconds again,
-     sampled every --sample seconds so a trend shows;
+  3. waits until every replica is in sync (Metadata's ISR), measures CPU while the cluster
+     settles for --settle seconds (idle Raft groups quiesce after an election timeout with
+     everything committed), then over --window seconds, sampled every --sample seconds so a
+     trend shows;
   4. prints a markdown table per node: idle CPU as % of one core before and after, RSS before
      and after and the growth per replica (every node holds a replica of every partition at
      RF 3), disk usage of the data directory per replica (allocated blocks, and the apparent
-     size), open file descriptors and threads; and the WARN/ERROR lines of the node logs.
+     size), open file descriptors and threads; and the WARN/ERROR lines of the node logs;
+  5. with --restart, before that: SIGTERMs node 3, times its stop, the move of its leaders,
+     its restart and the return to full ISRs, and measures the idle CPU again.
 
     tests/.venv/bin/python perf/idle-cost.py [--binary target/release/sluice] [--partitions 3000]
 
@@ -142,13 +145,16 @@ def brokers(bootstrap):
         a.close()
 
 
-def leaderless(bootstrap, names, per_topic):
+def leaderless(bootstrap, names, per_topic, rf, full_isr=False, dead=None):
     """Partitions of `names` that `bootstrap`'s Metadata lists without a leader (or not at
-    all), and the replica count of the partitions it lists."""
+    all, or led by node `dead`, or with fewer than `rf` in-sync replicas if `full_isr`), the
+    replica counts of the
+    partitions it lists, and the leaders per node."""
     a = admin(bootstrap)
     try:
         missing = 0
         replicas = collections.Counter()
+        leaders = collections.Counter()
         seen = {}
         for t in a.describe_topics(names):
             seen[t["name"]] = t
@@ -161,11 +167,31 @@ def leaderless(bootstrap, names, per_topic):
             missing += per_topic - len(parts)
             for p in parts:
                 replicas[len(p["replica_nodes"])] += 1
-                if p["leader_id"] < 0 or p["error_code"] != 0:
+                leaders[p["leader_id"]] += 1
+                if (p["leader_id"] < 0 or p["leader_id"] == dead or p["error_code"] != 0
+                        or (full_isr and len(p["isr_nodes"]) < rf)):
                     missing += 1
-        return missing, replicas
+        return missing, replicas, leaders
     finally:
         a.close()
+
+
+def wait_led(nodes, names, per_topic, rf, t0, full_isr=False, dead=None, timeout=900):
+    """Waits until every node's Metadata lists a leader (and, if `full_isr`, every replica in
+    sync) for every partition; returns node 1's leaders per node."""
+    out = {}
+    for n in nodes:
+        def led(n=n):
+            missing, replicas, leaders = leaderless(n.bootstrap(), names, per_topic, rf,
+                                                    full_isr, dead)
+            print(f"  node {n.node_id}: {missing} partitions without a leader"
+                  f"{' or a full ISR' if full_isr else ''} (replica counts {dict(replicas)}) "
+                  f"at {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+            out.setdefault(n.node_id, dict(leaders))
+            out[n.node_id] = dict(leaders)
+            return missing == 0
+        until(f"node {n.node_id} lists a leader for every partition", led, timeout)
+    return out[nodes[0].node_id]
 
 
 def measure_cpu(nodes, window, sample, label):
@@ -224,6 +250,8 @@ def main():
     ap.add_argument("--sample", type=float, default=10, help="seconds per printed sample")
     ap.add_argument("--keep", action="store_true", help="keep the data directories and logs")
     ap.add_argument("--log-level", default="", help="SLUICE_LOG for the nodes")
+    ap.add_argument("--restart", action="store_true",
+                    help="then SIGTERM and restart node 3 and measure the idle cost again")
     ap.add_argument("extra", nargs="*", help="more `sluice start` flags (after --)")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
@@ -269,23 +297,42 @@ def main():
         created = time.monotonic() - t0
         print(f"created {topics} topics x {per_topic} partitions in {created:.1f}s; "
               f"errors {dict(errors)}", file=sys.stderr, flush=True)
-        for n in nodes:
-            def led(n=n):
-                missing, replicas = leaderless(n.bootstrap(), names, per_topic)
-                print(f"  node {n.node_id}: {missing} partitions without a leader "
-                      f"(replica counts {dict(replicas)}) at {time.monotonic() - t0:.1f}s",
-                      file=sys.stderr, flush=True)
-                return missing == 0
-            until(f"node {n.node_id} lists a leader for every partition", led, 900)
+        rf = args.replication_factor
+        wait_led(nodes, names, per_topic, rf, t0)
         led_all = time.monotonic() - t0
-        print(f"every node lists a leader for every partition after {led_all:.1f}s",
-              file=sys.stderr, flush=True)
-        time.sleep(args.settle)
+        leaders = wait_led(nodes, names, per_topic, rf, t0, full_isr=True)
+        isr_all = time.monotonic() - t0
+        print(f"every node lists a leader for every partition after {led_all:.1f}s, "
+              f"full ISRs after {isr_all:.1f}s", file=sys.stderr, flush=True)
+        settle_cpu, _, _ = measure_cpu(nodes, args.settle, args.sample, "settling")
         after_cpu, samples, wall = measure_cpu(nodes, args.window, args.sample, "idle")
         after_st = [n.status() for n in nodes]
         after_disk = [n.disk() for n in nodes]
         after_fds = [n.fds() for n in nodes]
-        report = dict(created=created, led_all=led_all, errors=errors)
+        report = dict(created=created, led_all=led_all, isr_all=isr_all, errors=errors,
+                      leaders=leaders)
+        if args.restart:
+            # SIGTERM the last node, start it again: how long its 1/3 of the leaders take
+            # to move, its restart and recovery of every replica, the cluster's return to
+            # full ISRs, and the idle cost afterwards.
+            victim = nodes[-1]
+            t0 = time.monotonic()
+            report["stop_code"] = victim.stop()
+            report["stop_s"] = time.monotonic() - t0
+            wait_led(nodes[:-1], names, per_topic, rf, t0, dead=victim.node_id)
+            report["moved_s"] = time.monotonic() - t0
+            t1 = time.monotonic()
+            victim.start()
+            until("the restarted node lists 3 brokers",
+                  lambda: brokers(victim.bootstrap()) == [1, 2, 3], 300)
+            report["ready_s"] = time.monotonic() - t1
+            report["restart_leaders"] = wait_led(nodes, names, per_topic, rf, t1,
+                                                 full_isr=True)
+            report["healed_s"] = time.monotonic() - t1
+            time.sleep(args.settle)
+            report["restart_cpu"], report["restart_samples"], _ = measure_cpu(
+                nodes, args.window, args.sample, "idle after restart")
+            report["restart_rss"] = [n.status()["VmRSS"] for n in nodes]
     finally:
         codes = [n.stop() for n in nodes]
     p = args.partitions
@@ -294,18 +341,29 @@ def main():
     print(f"- CreateTopics ({topics} requests, one topic each): {report['created']:.1f} s; "
           f"errors: {dict(report['errors']) or 'none'}")
     print(f"- until every node's Metadata lists a leader for every partition: "
-          f"{report['led_all']:.1f} s after the first CreateTopics")
-    print(f"- settle {args.settle:.0f} s, then CPU measured over {wall:.1f} s")
-    print(f"- exit codes on SIGTERM: {codes}\n")
-    print("| node | idle CPU, no topics | idle CPU, with partitions (samples) | RSS before | "
-          "RSS after | RSS per replica | anon per replica | disk per replica (allocated / "
-          "apparent) | files per replica | fds before/after | threads |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"{report['led_all']:.1f} s after the first CreateTopics; every replica in sync: "
+          f"{report['isr_all']:.1f} s; leaders per node {sorted(report['leaders'].items())}")
+    print(f"- CPU measured while settling ({args.settle:.0f} s), then over {wall:.1f} s")
+    if args.restart:
+        print(f"- node 3 SIGTERM: exit {report['stop_code']} after {report['stop_s']:.1f} s; "
+              f"every partition led by nodes 1-2 {report['moved_s']:.1f} s after the signal; "
+              f"restarted node ready (lists 3 brokers) in {report['ready_s']:.1f} s, every "
+              f"replica in sync {report['healed_s']:.1f} s after its start; leaders per node "
+              f"then {sorted(report['restart_leaders'].items())}")
+        print(f"- idle CPU {args.settle:.0f} s later, per node: "
+              + ", ".join(f"{c:.2f} % ({', '.join(f'{x:.1f}' for x in s)})" for c, s in
+                          zip(report["restart_cpu"], report["restart_samples"]))
+              + "; RSS " + ", ".join(f"{r / 2**20:.1f} MiB" for r in report["restart_rss"]))
+    print(f"- exit codes on SIGTERM at the end: {codes}\n")
+    print("| node | idle CPU, no topics | CPU while settling | idle CPU, with partitions "
+          "(samples) | RSS before | RSS after | RSS per replica | anon per replica | disk per "
+          "replica (allocated / apparent) | files per replica | fds before/after | threads |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for i, n in enumerate(nodes):
         b, a = before_st[i], after_st[i]
         (ab, pb, fb), (aa, pa, fa) = before_disk[i], after_disk[i]
-        print(f"| {n.node_id} | {before_cpu[i]:.2f} % | **{after_cpu[i]:.2f} %** "
-              f"({', '.join(f'{s:.1f}' for s in samples[i])}) | "
+        print(f"| {n.node_id} | {before_cpu[i]:.2f} % | {settle_cpu[i]:.2f} % | "
+              f"**{after_cpu[i]:.2f} %** ({', '.join(f'{s:.1f}' for s in samples[i])}) | "
               f"{b['VmRSS'] / 2**20:.1f} MiB | {a['VmRSS'] / 2**20:.1f} MiB | "
               f"**{kib((a['VmRSS'] - b['VmRSS']) / p)} KiB** | "
               f"{kib((a['RssAnon'] - b['RssAnon']) / p)} KiB | "

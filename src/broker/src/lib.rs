@@ -405,10 +405,7 @@ async fn stop(
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
     let closed = futures_lite::future::or(
-        async {
-            shard.close_all().await;
-            true
-        },
+        async { shard.close_all().await },
         async {
             glommio::timer::sleep(close_until.saturating_duration_since(Instant::now())).await;
             false

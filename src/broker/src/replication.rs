@@ -687,14 +687,23 @@ impl Replication {
         self.push(fx);
     }
 
-    /// Stops the driver: it closes the store (logs flushed and synced) and returns.
-    pub async fn stop(&self) {
+    /// Stops the driver: it closes the store (logs flushed and synced) and returns. False
+    /// if the store was not closed within `SHUTDOWN_TIMEOUT` (the next start recovers the
+    /// logs as after a crash, and the shutdown must not pass for clean).
+    pub async fn stop(&self) -> bool {
         self.stopping.set(true);
         self.release_waiters();
-        or(self.closed.wait(), async {
-            glommio::timer::sleep(crate::config::SHUTDOWN_TIMEOUT).await;
-        })
-        .await;
+        or(
+            async {
+                self.closed.wait().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(crate::config::SHUTDOWN_TIMEOUT).await;
+                false
+            },
+        )
+        .await
     }
 
     /// The driver: ticks, performs effects, feeds results back (module header).
