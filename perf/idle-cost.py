@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from kafka import KafkaAdminClient
@@ -70,8 +71,15 @@ class Node:
                 "--data-dir", self.dir, "--listen", self.bootstrap(),
                 "--node-id", str(self.node_id), "--rpc-listen", f"127.0.0.1:{self.rpc}",
                 "--voters", self.voters] + self.extra
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+        self.started, self.ready = time.monotonic(), None
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
                                      stderr=open(self.log, "a"))
+        threading.Thread(target=self._watch, args=(self.proc,), daemon=True).start()
+
+    def _watch(self, proc):
+        for line in proc.stdout:
+            if line.startswith("sluice: ready") and self.ready is None:
+                self.ready = time.monotonic() - self.started
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -309,7 +317,10 @@ def main():
         after_st = [n.status() for n in nodes]
         after_disk = [n.disk() for n in nodes]
         after_fds = [n.fds() for n in nodes]
-        report = dict(created=created, led_all=led_all, isr_all=isr_all, errors=errors,
+        # Quiesced groups exchange nothing: their followers must stay in sync regardless
+        # (the window is longer than replica.lag.time.max.ms's 30 s default).
+        under, _, _ = leaderless(nodes[0].bootstrap(), names, per_topic, rf, full_isr=True)
+        report = dict(under=under, created=created, led_all=led_all, isr_all=isr_all, errors=errors,
                       leaders=leaders)
         if args.restart:
             # SIGTERM the last node, start it again: how long its 1/3 of the leaders take
@@ -326,6 +337,7 @@ def main():
             until("the restarted node lists 3 brokers",
                   lambda: brokers(victim.bootstrap()) == [1, 2, 3], 300)
             report["ready_s"] = time.monotonic() - t1
+            report["ready_line_s"] = victim.ready if victim.ready is not None else float("nan")
             report["restart_leaders"] = wait_led(nodes, names, per_topic, rf, t1,
                                                  full_isr=True)
             report["healed_s"] = time.monotonic() - t1
@@ -343,11 +355,13 @@ def main():
     print(f"- until every node's Metadata lists a leader for every partition: "
           f"{report['led_all']:.1f} s after the first CreateTopics; every replica in sync: "
           f"{report['isr_all']:.1f} s; leaders per node {sorted(report['leaders'].items())}")
-    print(f"- CPU measured while settling ({args.settle:.0f} s), then over {wall:.1f} s")
+    print(f"- CPU measured while settling ({args.settle:.0f} s), then over {wall:.1f} s; "
+          f"partitions without a leader or a full ISR after it: {report['under']}")
     if args.restart:
         print(f"- node 3 SIGTERM: exit {report['stop_code']} after {report['stop_s']:.1f} s; "
               f"every partition led by nodes 1-2 {report['moved_s']:.1f} s after the signal; "
-              f"restarted node ready (lists 3 brokers) in {report['ready_s']:.1f} s, every "
+              f"restarted node prints `sluice: ready` after {report['ready_line_s']:.1f} s and "
+              f"lists 3 brokers after {report['ready_s']:.1f} s, every "
               f"replica in sync {report['healed_s']:.1f} s after its start; leaders per node "
               f"then {sorted(report['restart_leaders'].items())}")
         print(f"- idle CPU {args.settle:.0f} s later, per node: "

@@ -932,7 +932,11 @@ impl Replication {
     /// leader's last index of the previous check, and that the leader heard from lately and
     /// reaches through the transport, is caught up now (Kafka: a follower that fetched up to
     /// the log end); the ISR is the leader and the followers caught up within
-    /// `replica.lag.time.max.ms`. Changes are published.
+    /// `replica.lag.time.max.ms`. Changes are published. A quiesced leader's followers all
+    /// hold its whole log and it appends nothing until it wakes: those on reachable nodes
+    /// count as caught up now, and with its ISR full such a group costs no more than that
+    /// (the walk runs every second over every group; 3,000 idle partitions spent most of a
+    /// node's per-partition idle CPU in `progress` here).
     fn check_isr(&self) {
         let now = Instant::now();
         let (_, liveness) = self.shared.node_liveness();
@@ -945,6 +949,20 @@ impl Replication {
         let mgr = self.mgr.borrow();
         let mut groups = self.groups.borrow_mut();
         for (g, info) in groups.iter_mut() {
+            if mgr.quiesced_leader(*g) {
+                // (Its `recent_active` flags are stale: a quiesced group exchanges nothing.)
+                let mut all = true;
+                for v in &info.voters {
+                    if reachable(*v) {
+                        info.caught_up.insert(*v, now);
+                    } else {
+                        all = false;
+                    }
+                }
+                if all && info.isr.len() == info.voters.len() {
+                    continue;
+                }
+            }
             let Some(progress) = mgr.progress(*g) else {
                 continue;
             };
