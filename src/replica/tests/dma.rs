@@ -220,7 +220,11 @@ fn close_closes_every_log_of_many_groups() {
             for &g in &groups {
                 let seg = root.join(format!("t-{g}")).join("00000000000000000000.log");
                 let len = std::fs::metadata(&seg).unwrap().len();
-                assert!(len % 4096 != 0, "{} not closed: {len} bytes", seg.display());
+                assert!(
+                    !len.is_multiple_of(4096),
+                    "{} not closed: {len} bytes",
+                    seg.display()
+                );
             }
             drop((store, mgr));
             let (mut store, mut mgr) = open(&st, &root).await;
