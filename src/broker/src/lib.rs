@@ -404,16 +404,10 @@ async fn stop(
     while done() < ctx.shard_count() && Instant::now() < close_until {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
-    let closed = futures_lite::future::or(
-        async {
-            shard.close_all().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(close_until.saturating_duration_since(Instant::now())).await;
-            false
-        },
-    )
+    let closed = futures_lite::future::or(async { shard.close_all().await }, async {
+        glommio::timer::sleep(close_until.saturating_duration_since(Instant::now())).await;
+        false
+    })
     .await;
     if !closed {
         log::error!(

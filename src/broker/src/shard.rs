@@ -701,11 +701,13 @@ impl BrokerShard {
     /// Flushes and closes every log (shutdown): the replica store closes the replicated
     /// ones (its driver stops and fails what is in flight). From here on appends fail
     /// (NOT_LEADER_OR_FOLLOWER), so nothing is acknowledged that the final flush misses.
-    pub async fn close_all(&self) {
+    /// False if the replicated logs were not closed in time.
+    pub async fn close_all(&self) -> bool {
         self.stopping.set(true);
+        let mut closed = true;
         if let Some(rep) = self.replication() {
             // The store closes the replicated partitions' logs.
-            rep.stop().await;
+            closed = rep.stop().await;
         }
         let parts: Vec<_> = self
             .partitions
@@ -714,11 +716,21 @@ impl BrokerShard {
             .filter(|p| p.group.is_none())
             .cloned()
             .collect();
-        for p in parts {
-            if let Err(e) = p.log.close().await {
-                log::error!("closing {}-{}: {e}", p.topic, p.index);
-            }
+        // Closes overlap, a bounded number at a time (a truncate and an fdatasync each: one
+        // after another, thousands of partitions would take the whole shutdown budget).
+        for chunk in parts.chunks(sluice_replica::FLUSH_PARALLEL_MAX) {
+            let closes = chunk
+                .iter()
+                .cloned()
+                .map(|p| async move {
+                    if let Err(e) = p.log.close().await {
+                        log::error!("closing {}-{}: {e}", p.topic, p.index);
+                    }
+                })
+                .collect();
+            crate::handlers::join_all(closes).await;
         }
+        closed
     }
 
     /// Runs a partition operation on the owning shard, locally or through the mesh.

@@ -430,6 +430,17 @@ impl GroupManager {
         self.finish(Out::default(), [group])
     }
 
+    /// Whether this replica leads `group` and has quiesced: every voter held its whole log
+    /// when it did, on a node not reported dead, and nothing is appended until it wakes (a
+    /// proposal, a message other than a heartbeat, a report of a voter's node dead), so its
+    /// followers stay caught up. A cheap check for the owner's per-group walks (no
+    /// allocation, unlike [`Self::progress`]).
+    pub fn quiesced_leader(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|r| r.quiesced && r.node.raft.state == StateRole::Leader)
+    }
+
     /// The replica's log (entries, hard state, offsets) as raft-rs sees it: includes entries
     /// not yet synced, which readers must not see past `status().hw_index`.
     pub fn log(&self, group: GroupId) -> Option<&ReplicaLog> {
@@ -1480,6 +1491,26 @@ mod tests {
             .find(|&&i| t.status(i).role == Role::Leader)
             .unwrap();
         assert!(t.status(*new).term > term);
+    }
+
+    #[test]
+    fn only_a_quiesced_leader_is_a_quiesced_leader_until_it_wakes() {
+        let mut t = Trio::new();
+        assert!((0..3).all(|i| !t.m[i].quiesced_leader(1)));
+        let leader = t.quiesce_all();
+        for i in 0..3 {
+            assert_eq!(t.m[i].quiesced_leader(1), i == leader, "replica {i}");
+        }
+        assert!(!t.m[leader].quiesced_leader(2), "no such group");
+        // A proposal wakes it.
+        t.propose(leader, 1);
+        assert!(!t.m[leader].quiesced_leader(1));
+        t.quiesce_all();
+        // So does a report that a follower's node died.
+        let f = (leader + 1) % 3;
+        assert!(t.m[leader].quiesced_leader(1));
+        t.m[leader].set_node_alive(f as u64 + 1, false);
+        assert!(!t.m[leader].quiesced_leader(1));
     }
 
     /// The leader's quiesce notice, sent just before its node died, arrives after the

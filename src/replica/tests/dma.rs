@@ -1,6 +1,6 @@
 //! The store on the broker's real IO: glommio DMA files (O_DIRECT, io_uring) on a shard,
 //! where every write is page-aligned. Single-voter groups elect themselves, commit batches,
-//! are dropped without a clean close, and recover from the files.
+//! are dropped without a clean close or closed cleanly, and recover from the files.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -169,6 +169,69 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
                 "the removal is durable"
             );
             assert!(all_bytes(&store, 1).await.starts_with(&before.0));
+            ok.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    rt.join().unwrap();
+    assert!(
+        done.load(Ordering::SeqCst),
+        "the shard's checks did not finish"
+    );
+}
+
+/// More groups than one close round takes (`FLUSH_PARALLEL_MAX`): every log is closed
+/// cleanly, its active segment cut back from whole pages to its data, and the groups recover
+/// with every entry.
+#[test]
+fn close_closes_every_log_of_many_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let done = Arc::new(AtomicBool::new(false));
+    let ok = done.clone();
+    let cfg = ShardConfig {
+        shards: 1,
+        io_memory: 1 << 20,
+        ring_depth: 64,
+        pin: false,
+        ..ShardConfig::default()
+    };
+    let groups: Vec<GroupId> = (1..=2 * sluice_replica::FLUSH_PARALLEL_MAX as u64 + 3).collect();
+    let rt = start(cfg, Shutdown::new(), move |ctx| {
+        let root = root.clone();
+        let ok = ok.clone();
+        let groups = groups.clone();
+        async move {
+            let st = ctx.storage();
+            let (mut store, mut mgr) = open(&st, &root).await;
+            for &g in &groups {
+                let fx = mgr.create_group(g, &[1]).unwrap();
+                store.drive(&mut mgr, fx, 0).await.unwrap();
+            }
+            let now = elect(&mut store, &mut mgr, 0).await;
+            for &g in &groups {
+                propose(&mut store, &mut mgr, g, g).await;
+            }
+            let ends: Vec<i64> = groups
+                .iter()
+                .map(|&g| store.log(g).unwrap().log_end_offset())
+                .collect();
+            store.close().await.unwrap();
+            for &g in &groups {
+                let seg = root.join(format!("t-{g}")).join("00000000000000000000.log");
+                let len = std::fs::metadata(&seg).unwrap().len();
+                assert!(
+                    !len.is_multiple_of(4096),
+                    "{} not closed: {len} bytes",
+                    seg.display()
+                );
+            }
+            drop((store, mgr));
+            let (mut store, mut mgr) = open(&st, &root).await;
+            for (&g, &end) in groups.iter().zip(&ends) {
+                assert_eq!(store.log(g).unwrap().log_end_offset(), end);
+            }
+            elect(&mut store, &mut mgr, now).await;
             ok.store(true, Ordering::SeqCst);
         }
     })

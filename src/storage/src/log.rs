@@ -48,8 +48,13 @@ use crate::producer::{ProducerState, SeqCheck, SNAPSHOT_BODY_VERSION};
 /// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 pub const READ_AHEAD_BYTES: usize = 64 * 1024;
-/// Disk blocks reserved ahead of the active segment's end (Redpanda's fallocation step).
+/// Most disk blocks reserved ahead of the active segment's end (Redpanda's fallocation step).
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 * 1024 * 1024;
+/// Fewest blocks reserved ahead. Between the two the reservation doubles the segment (see
+/// [`preallocate_to`]), so a partition that holds little (thousands of replicated partitions
+/// with an election no-op each) reserves little: a fixed 32 MiB step made 3,000 of them
+/// reserve 94 GiB per node.
+pub const PREALLOCATE_MIN_BYTES: u64 = 64 * 1024;
 /// Batches up to this size are also kept in the shard's batch cache.
 pub const CACHE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// Largest single read a fetch makes; a larger `max_bytes` is served in several reads. Far
@@ -1380,8 +1385,7 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<u64> {
         let end = chunks.last().map_or(0, |c| c.pos + round_up(c.len) as u64);
         if end > allocated && preallocate {
-            let want = (end + PREALLOCATE_STEP_BYTES).min(segment_bytes.max(end));
-            let want = want.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
+            let want = preallocate_to(end, segment_bytes);
             file.preallocate(want)
                 .await
                 .map_err(|e| StorageError::io("fallocate", path, e))?;
@@ -2121,6 +2125,53 @@ async fn scan_segment<F: StorageFile>(
         pos += at as u64;
     }
     Ok(valid_end)
+}
+
+/// How far to reserve a segment's blocks once a write reaches `end`: ahead by as much as it
+/// holds, within [`PREALLOCATE_MIN_BYTES`] and [`PREALLOCATE_STEP_BYTES`] (so a growing
+/// segment takes a few reservations while it is small and one per step after), never past
+/// the segment size limit (unless the write itself is), in whole pages.
+pub fn preallocate_to(end: u64, segment_bytes: u64) -> u64 {
+    let ahead = end.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_STEP_BYTES);
+    let want = (end + ahead).min(segment_bytes.max(end));
+    want.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+}
+
+#[cfg(test)]
+mod preallocate_tests {
+    use super::*;
+
+    #[test]
+    fn reservations_grow_with_the_segment_within_the_step_and_limit() {
+        const GIB: u64 = 1 << 30;
+        // A segment holding one page (an idle replicated partition's election no-op)
+        // reserves the minimum, not a whole step.
+        assert_eq!(preallocate_to(4096, GIB), 4096 + PREALLOCATE_MIN_BYTES);
+        // Doubling while small, one step at a time once large.
+        assert_eq!(preallocate_to(1 << 20, GIB), 2 << 20);
+        assert_eq!(
+            preallocate_to(100 << 20, GIB),
+            (100 << 20) + PREALLOCATE_STEP_BYTES
+        );
+        // Never past the segment limit, unless the write already is (an oversized batch).
+        assert_eq!(preallocate_to(GIB - 4096, GIB), GIB);
+        assert_eq!(preallocate_to(GIB + 4096, GIB), GIB + 4096);
+        // Whole pages.
+        assert_eq!(preallocate_to(4096, 5000 + 4096) % PAGE_SIZE as u64, 0);
+        // Reservations from an empty segment to the limit, each ahead of the end.
+        let (mut allocated, mut steps) = (0u64, 0);
+        while allocated < GIB {
+            let next = preallocate_to(allocated + 4096, GIB);
+            assert!(next > allocated + 4096 || next == GIB);
+            allocated = next;
+            steps += 1;
+        }
+        // A fixed step takes GIB / step; doubling from the minimum adds log2(step / min).
+        assert!(
+            steps <= GIB / PREALLOCATE_STEP_BYTES + 10,
+            "{steps} reservations for one segment"
+        );
+    }
 }
 
 #[cfg(test)]
