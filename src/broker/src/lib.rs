@@ -281,11 +281,20 @@ async fn shard_main(
         signal_ready(&shared, false);
         return;
     }
+    // Start phases on shard 0, so a start that never gets ready says where it stopped (a
+    // node of a starting cluster occasionally does: README, "Known problem").
+    let phase = |what: &str| {
+        if ctx.shard_id().index() == 0 {
+            log::info!("start: {what}");
+        }
+    };
+    phase("replica store open");
     if let Err(e) = shard.apply_topics(state).await {
         log::error!("{}: opening partitions: {e}", ctx.shard_id());
         signal_ready(&shared, false);
         return;
     }
+    phase("partitions open; starting the controller runtime");
     if ctx.shard_id().index() == 0 {
         // A cluster of one runs the same controller runtime, with itself as the only voter.
         if let Err(e) = metadata_sync::start(&shard).await {
