@@ -72,7 +72,10 @@
 //! a heartbeat that changes its state, and, for a follower, when the owner reports its
 //! leader's node dead ([`GroupManager::set_node_alive`], from the transport's node-level
 //! liveness, as TiKV's hibernate regions and Redpanda do): check-quorum cannot notice a
-//! dead leader when nobody ticks, so this report is what restarts elections. Safety never
+//! dead leader when nobody ticks, so this report is what restarts elections. The report
+//! also ends the dead leader's lease on every follower told (quiesced or not), so the first
+//! of them to time out, within one election timeout, is elected instead of waiting one to
+//! two timeouts from the last heartbeat (the kill -9 failover time). Safety never
 //! depends on quiescing or on the reports: a woken follower's pre-vote is refused while
 //! the others are in their leader's lease, and wakes the leader (a message), whose
 //! heartbeats settle it again; a wrong "dead" report costs at most an election. A notice
