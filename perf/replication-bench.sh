@@ -11,7 +11,10 @@
 #
 #     perf/replication-bench.sh [--binary target/release/sluice] [--bench target/release/sluice-bench]
 #         [--workload bench/workloads/max-rate-1k-16p.toml] [--rate 20000] [--duration-s 20]
-#         [--partitions 6]   (--rate 0: as fast as the cluster takes it)
+#         [--partitions 6] [--profile]   (--rate 0: as fast as the cluster takes it)
+#
+# --profile: `perf record --call-graph dwarf` of the three brokers for 10 s in the middle of each topic's
+# run, into <results>/<topic>.perf.data (read with `perf report -i ... --no-children`).
 #
 # Results: target/bench-results/replication-<date>/ (sluice-bench's files per topic) and a
 # markdown summary on stdout. Needs tests/.venv (scripts/install-test-deps.sh) for the
@@ -25,6 +28,7 @@ workload=$root/bench/workloads/max-rate-1k-16p.toml
 rate=20000
 duration=20
 partitions=6
+profile=0
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) binary=$2; shift 2 ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --duration-s) duration=$2; shift 2 ;;
     --partitions) partitions=$2; shift 2 ;;
+    --profile) profile=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -96,6 +101,11 @@ echo "| topic | replicas | produced MiB/s | produce p50 / p99 / p99.9 ms | broke
 echo "|---|---|---|---|---|"
 for topic in rf1 rf3; do
   before=$(cpu_ticks)
+  if [ "$profile" = 1 ]; then
+    pidlist=$(IFS=,; echo "${pids[*]}")
+    (sleep $(( duration / 2 )) && perf record -q -F 400 --call-graph dwarf,16384 -p "$pidlist" -o "$out/$topic.perf.data" \
+      -- sleep 10 >/dev/null 2>&1) &
+  fi
   "$bench" run --bootstrap "$bootstrap" --workload "$workload" --topic "$topic" \
     --rate "$rate" --duration-s "$duration" --warmup-s 3 --partitions "$partitions" \
     --client rdkafka --consumer-client rdkafka --out "$out" --name "$topic" \

@@ -523,7 +523,7 @@ impl<S: Storage> ReplicaStore<S> {
             let epoch = i32::try_from(e.term)
                 .map_err(|_| damaged(group, format!("term {} is no leader epoch", e.term)))?;
             let bytes = stored_bytes(e, base, epoch).map_err(|m| damaged(group, m.0))?;
-            let a = g.log.append_at(&bytes, now_ms)?;
+            let a = g.log.append_at(bytes.into(), now_ms)?;
             let next = base + i64::from(entry_records(e));
             if a.base_offset != base || a.last_offset + 1 != next {
                 return Err(damaged(

@@ -105,7 +105,9 @@ pub fn encode_envelope_frames(
         let size = ENVELOPE_FIXED
             + n_hb * HEARTBEAT_LEN
             + chunk.iter().map(|(_, _, len)| len).sum::<usize>();
-        let mut body: Vec<u8> = Vec::with_capacity(size);
+        // One byte of slack: protobuf's `flush` into a Vec always reserves one more byte,
+        // which on an exactly full Vec doubles it and copies the whole body again.
+        let mut body: Vec<u8> = Vec::with_capacity(size + 1);
         body.put_u64(from);
         body.put_u64(to);
         body.put_u32(n_hb as u32);

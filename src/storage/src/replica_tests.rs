@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use bytes::Bytes;
 use futures_lite::future::block_on;
 
 use crate::error::StorageError;
@@ -46,7 +47,7 @@ fn follower_with<S: Storage>(storage: S, dir: &Path, n: usize) -> (PartitionLog<
     for i in 0..n {
         let epoch = if i < n / 2 { 1 } else { 4 };
         let b = leader_batch(3 * i as i64, epoch, 3, i as u8, 200 + (i * 37) % 300);
-        let a = log.append_at(&b, 0).unwrap();
+        let a = log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
         assert_eq!(
             (a.base_offset, a.last_offset),
             (3 * i as i64, 3 * i as i64 + 2)
@@ -64,7 +65,7 @@ fn append_at_keeps_the_leaders_bytes_and_refuses_misfits() {
     assert_eq!(read_raw(&log, 0), batches, "bytes as the leader wrote them");
     let end = log.log_end_offset();
     assert_eq!(end, 18);
-    let refused = |b: &[u8]| log.append_at(b, 0).unwrap_err();
+    let refused = |b: &[u8]| log.append_at(Bytes::copy_from_slice(b), 0).unwrap_err();
     // Not at the log end: a gap, or an offset already written.
     for base in [19, 15, 0] {
         let e = refused(&leader_batch(base, 4, 1, 9, 10));
@@ -83,7 +84,8 @@ fn append_at_keeps_the_leaders_bytes_and_refuses_misfits() {
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
     assert_eq!(read_raw(&log, 0), batches);
-    log.append_at(&leader_batch(end, 5, 2, 1, 10), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(end, 5, 2, 1, 10)), 0)
+        .unwrap();
     assert_eq!(log.log_end_offset(), end + 2);
 }
 
@@ -113,7 +115,7 @@ fn truncation_across_segments_and_mid_segment_then_new_bytes_at_the_same_offsets
     let mut expect = batches[..25].to_vec();
     for i in 25..32 {
         let b = leader_batch(3 * i as i64, 6, 3, 200 + i as u8, 100 + i * 11);
-        log.append_at(&b, 0).unwrap();
+        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
         expect.push(b);
     }
     block_on(log.flush()).unwrap();
@@ -135,7 +137,7 @@ fn truncation_across_segments_and_mid_segment_then_new_bytes_at_the_same_offsets
     let kept = (seg_base / 3) as usize;
     assert_eq!(read_raw(&log, 0), expect[..kept]);
     let b = leader_batch(seg_base, 7, 3, 77, 50);
-    log.append_at(&b, 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
     block_on(log.flush()).unwrap();
     let mut expect = expect[..kept].to_vec();
     expect.push(b);
@@ -150,7 +152,8 @@ fn truncation_across_segments_and_mid_segment_then_new_bytes_at_the_same_offsets
     // Down to the log start: empty, then written again.
     block_on(log.truncate_to(0)).unwrap();
     assert_eq!((log.log_end_offset(), log.segment_count()), (0, 1));
-    log.append_at(&leader_batch(0, 9, 1, 1, 10), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(0, 9, 1, 1, 10)), 0)
+        .unwrap();
     block_on(log.flush()).unwrap();
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
@@ -233,7 +236,8 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     block_on(log.truncate_to(15)).unwrap();
     assert_eq!(log.leader_epoch_entries(), vec![(1, 0)]);
     // The next leader's batches start a new entry where the log now ends.
-    log.append_at(&leader_batch(15, 8, 1, 0, 10), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(15, 8, 1, 0, 10)), 0)
+        .unwrap();
     block_on(log.flush()).unwrap();
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
@@ -242,7 +246,8 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     // DeleteRecords moves the history's start with the log's.
     assert_eq!(block_on(log.delete_records_before(5)).unwrap(), 5);
     assert_eq!(log.leader_epoch_entries(), vec![(1, 5), (8, 15)]);
-    log.append_at(&leader_batch(16, 8, 1, 0, 10), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(16, 8, 1, 0, 10)), 0)
+        .unwrap();
     block_on(log.flush()).unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n2\n1 5\n8 15\n");
     // An entry past the recovered end (written before data that was lost) is cut.
@@ -269,7 +274,7 @@ fn a_power_loss_after_truncation_does_not_bring_removed_batches_back() {
         // Then maybe new bytes at the same offsets, synced or not.
         let new = leader_batch(36, 6, 3, 0xee, 120);
         if let Some(flush) = rewrite {
-            log.append_at(&new, 0).unwrap();
+            log.append_at(Bytes::copy_from_slice(&new), 0).unwrap();
             if flush {
                 block_on(log.flush()).unwrap();
             }
@@ -307,7 +312,9 @@ fn crash_during_truncation(arm: impl Fn(&crate::fault::FaultPlan, u32)) {
         arm(&storage.plan, 0);
         if result.is_err() {
             assert!(log.failure().is_some(), "a failed truncation fails the log");
-            assert!(log.append_at(&leader_batch(36, 6, 1, 0, 1), 0).is_err());
+            assert!(log
+                .append_at(Bytes::copy_from_slice(&leader_batch(36, 6, 1, 0, 1)), 0)
+                .is_err());
         }
         storage.plan.power_loss();
         drop(log);
@@ -343,8 +350,11 @@ fn truncate_under_the_flusher(delay: usize) {
     let flusher = async { log.run_flusher(|| stop.get(), |_| {}).await };
     let driver = async {
         for i in 0..30 {
-            log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 250), 0)
-                .unwrap();
+            log.append_at(
+                Bytes::copy_from_slice(&leader_batch(3 * i, 1, 3, i as u8, 250)),
+                0,
+            )
+            .unwrap();
             yield_now().await;
         }
         for _ in 0..delay {
@@ -354,14 +364,18 @@ fn truncate_under_the_flusher(delay: usize) {
         log.truncate_to(3 * 10).await.unwrap();
         assert_eq!(log.high_watermark(), 30);
         for i in 10..20 {
-            log.append_at(&leader_batch(3 * i, 2, 3, 0xa0 + i as u8, 90), 0)
-                .unwrap();
+            log.append_at(
+                Bytes::copy_from_slice(&leader_batch(3 * i, 2, 3, 0xa0 + i as u8, 90)),
+                0,
+            )
+            .unwrap();
             assert!(log.high_watermark() <= log.log_end_offset());
             yield_now().await;
         }
         log.wait_durable(59).await.unwrap();
         stop.set(true);
-        log.append_at(&leader_batch(60, 2, 1, 1, 1), 0).unwrap();
+        log.append_at(Bytes::copy_from_slice(&leader_batch(60, 2, 1, 1, 1)), 0)
+            .unwrap();
         log.wait_durable(60).await.unwrap();
     };
     // Which of the two is polled first decides who gets a free flush stage first.
@@ -394,12 +408,16 @@ fn a_flush_straddling_a_truncation_does_not_resurrect_its_target() {
     storage.plan.yield_each_io.set(true);
     let plan = storage.plan.clone();
     let log = open(storage, dir.path(), small_segments());
-    log.append_at(&leader_batch(0, 1, 3, 0, 100), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(0, 1, 3, 0, 100)), 0)
+        .unwrap();
     // Writes the epoch checkpoint, whose fdatasync would look like a sync stage below.
     block_on(log.flush()).unwrap();
     for i in 1..10 {
-        log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
-            .unwrap();
+        log.append_at(
+            Bytes::copy_from_slice(&leader_batch(3 * i, 1, 3, i as u8, 100)),
+            0,
+        )
+        .unwrap();
     }
     block_on(async {
         // First flush: into its sync stage, where it stays for now.
@@ -408,8 +426,11 @@ fn a_flush_straddling_a_truncation_does_not_resurrect_its_target() {
             assert!(poll_once(&mut first).await.is_none());
         }
         for i in 10..20 {
-            log.append_at(&leader_batch(3 * i, 1, 3, i as u8, 100), 0)
-                .unwrap();
+            log.append_at(
+                Bytes::copy_from_slice(&leader_batch(3 * i, 1, 3, i as u8, 100)),
+                0,
+            )
+            .unwrap();
         }
         // Second flush: writes, then waits for the sync stage.
         let mut second = Box::pin(log.flush());
@@ -442,7 +463,8 @@ fn an_abandoned_truncation_releases_the_log() {
     let (log, _) = follower_with(storage, dir.path(), 20);
     block_on(async {
         // Dropped while queued behind a flush's sync stage.
-        log.append_at(&leader_batch(60, 4, 1, 0, 10), 0).unwrap();
+        log.append_at(Bytes::copy_from_slice(&leader_batch(60, 4, 1, 0, 10)), 0)
+            .unwrap();
         let mut flush = Box::pin(log.flush());
         while plan.syncs_in_flight.get() == 0 {
             assert!(poll_once(&mut flush).await.is_none());
@@ -452,7 +474,8 @@ fn an_abandoned_truncation_releases_the_log() {
         drop(truncation);
         flush.await.unwrap();
         assert_eq!(log.log_end_offset(), 61);
-        log.append_at(&leader_batch(61, 4, 1, 0, 10), 0).unwrap();
+        log.append_at(Bytes::copy_from_slice(&leader_batch(61, 4, 1, 0, 10)), 0)
+            .unwrap();
         assert_eq!(log.flush().await.unwrap(), 62);
 
         // Dropped midway through its IO.
@@ -565,7 +588,7 @@ fn a_reset_is_crash_safe_and_repeatable() {
             assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
             assert!(log.leader_epoch_entries().is_empty());
             let b = leader_batch(500, 9, 3, 1, 100);
-            log.append_at(&b, 0).unwrap();
+            log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
             block_on(log.flush()).unwrap();
             assert_eq!(read_raw(&log, 500), vec![b]);
             if result.is_ok() {
@@ -643,7 +666,8 @@ fn a_replicated_log_shows_readers_only_what_raft_committed() {
     // the sync moves the durable offset.
     log.set_high_watermark(1_000);
     assert_eq!(log.high_watermark(), 30);
-    log.append_at(&leader_batch(30, 4, 3, 7, 100), 0).unwrap();
+    log.append_at(Bytes::copy_from_slice(&leader_batch(30, 4, 3, 7, 100)), 0)
+        .unwrap();
     assert_eq!(log.high_watermark(), 30, "not durable yet");
     assert!(block_on(log.read_replica(30, 1 << 20))
         .unwrap()

@@ -211,8 +211,9 @@ impl<S: Storage> PartitionLog<S> {
     /// offset and its bytes stay identical (offsets, leader epoch and timestamps are the
     /// leader's). CRC-checked like a produced batch; idempotent-producer state records it
     /// without sequence checks (the leader checked them); a batch of a newer leader epoch
-    /// starts a new entry of the epoch history. Memory only, like [`Self::append`].
-    pub fn append_at(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
+    /// starts a new entry of the epoch history. Memory only, like [`Self::append`]. Takes
+    /// the bytes by value so the batch cache keeps them without another copy.
+    pub fn append_at(&self, batch: Bytes, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
         self.check_appendable(&inner)?;
         // The leader enforced max.message.bytes when it accepted the batch (the topic's
@@ -223,11 +224,11 @@ impl<S: Storage> PartitionLog<S> {
                 max: BATCH_BYTES_MAX,
             });
         }
-        let header = Header::parse(batch).ok_or_else(|| StorageError::CorruptBatch {
+        let header = Header::parse(&batch).ok_or_else(|| StorageError::CorruptBatch {
             reason: format!("{} bytes is no batch header", batch.len()),
         })?;
         header
-            .verify(batch)
+            .verify(&batch)
             .map_err(|reason| StorageError::CorruptBatch { reason })?;
         let base_offset = inner.log_end_offset();
         let mismatch = |reason: String| StorageError::ReplicaMismatch {
@@ -257,7 +258,7 @@ impl<S: Storage> PartitionLog<S> {
         inner.appended_since_flush += batch.len() as u64;
         let seg = inner.active_mut();
         let position = seg.size;
-        seg.push_bytes(&*self.storage, batch, buf_bytes);
+        seg.push_bytes(&*self.storage, &batch, buf_bytes);
         seg.index_batch(&header, position, interval);
         seg.first_append_ms.get_or_insert(now_ms);
         if inner.epochs.assign(header.leader_epoch, base_offset) {
@@ -282,7 +283,7 @@ impl<S: Storage> PartitionLog<S> {
                 self.id,
                 base_offset,
                 header.last_offset(),
-                CachedBatch::stored(Bytes::copy_from_slice(batch)),
+                CachedBatch::stored(batch),
             );
         }
         self.dirty_waiters.wake_all();
