@@ -316,7 +316,9 @@ impl ControllerNode {
         let mut manager = None;
         let mut create_fx = Vec::new();
         if is_voter {
+            log::debug!("controller: opening the WAL");
             let opened = WalFile::open(&cfg.data_dir).await?;
+            log::debug!("controller: WAL open");
             let mut logs = opened.logs;
             let m = if let Some(log) = logs.remove(&CONTROLLER_GROUP) {
                 let mut have = log.voters().to_vec();
@@ -412,6 +414,7 @@ impl ControllerNode {
             tcfg.cluster_id = transport_cluster_id(&cfg.voters);
             tcfg.timeouts = cfg.rpc_timeouts.clone();
             tcfg.task_queue = cfg.rpc_task_queue;
+            log::debug!("controller: starting the transport");
             let t = Transport::start(tcfg, handler).await?;
             for v in &cfg.voters {
                 if v.id != raft_id {

@@ -444,10 +444,14 @@ impl Transport {
             ));
         }
         if let Some(addr) = cfg.listen.filter(|a| a.port() != 0) {
+            log::debug!("rpc: probing {addr} for another node");
             probe_listener(addr, cfg.timeouts.handshake).await?;
         }
         let listener = cfg.listen.map(TcpListener::bind).transpose()?;
         let local_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        if let Some(a) = local_addr {
+            log::info!("rpc: node {} listening on {a}", cfg.node_id);
+        }
         let inner = Rc::new(Inner {
             cfg,
             handler,
