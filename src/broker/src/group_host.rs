@@ -21,12 +21,14 @@ use glommio::channels::local_channel::{self, LocalSender};
 use sluice_codec::kafka_protocol::messages::*;
 use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_group::{
-    persist_failed, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
+    persist_failed_with, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
 };
+use sluice_raft::ProposeError;
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
 use crate::groups::{decode_records, encode_records, partition_for, OFFSETS_TOPIC};
+use crate::kerr::COORDINATOR_NOT_AVAILABLE;
 use crate::replication::{Proposal, Replication, Submitted};
 use crate::shard::{now_ms, BrokerShard};
 
@@ -58,7 +60,26 @@ enum Pending {
     /// Appended locally; durable once the log's flushed offset passes this one.
     Appended(i64),
     Proposed(Rc<Proposal>),
-    Failed(String),
+    Failed(WriteFailed),
+}
+
+/// A coordinator write that did not become durable, and the error its requests get. As in
+/// Kafka's coordinator: a replica that no longer leads the offsets partition (or whose
+/// storage failed) says NOT_COORDINATOR, so the client looks the coordinator up again; a
+/// write that may succeed here on a retry (timed out, refused for back-pressure, too few
+/// replicas) says COORDINATOR_NOT_AVAILABLE.
+struct WriteFailed {
+    why: String,
+    code: i16,
+}
+
+impl WriteFailed {
+    fn new(why: impl Into<String>, code: i16) -> WriteFailed {
+        WriteFailed {
+            why: why.into(),
+            code,
+        }
+    }
 }
 
 /// One coordinator and its partition log, on the shard owning (a replica of) the partition.
@@ -334,27 +355,27 @@ impl GroupSlot {
             let durable = me.settle(pending).await;
             if let Err(e) = &durable {
                 log::error!(
-                    "{OFFSETS_TOPIC}-{}: persisting group state: {e}",
-                    me.partition
+                    "{OFFSETS_TOPIC}-{}: persisting group state: {}",
+                    me.partition,
+                    e.why
                 );
             }
             for (token, response) in replies {
-                let response = if durable.is_ok() {
-                    response
-                } else {
-                    persist_failed(response)
+                let response = match &durable {
+                    Ok(()) => response,
+                    Err(e) => persist_failed_with(response, e.code),
                 };
                 me.deliver(token, response);
             }
-            me.after_write(durable, generation);
+            me.after_write(durable.is_ok(), generation);
         })
         .detach();
     }
 
     /// A write failed: the in-memory state may hold what the log does not, so (unless the
     /// slot moved on, e.g. lost its leadership) it is rebuilt from the log, the truth.
-    fn after_write(self: &Rc<Self>, durable: Result<(), String>, generation: u64) {
-        if durable.is_err() && self.generation.get() == generation && self.leading.get() {
+    fn after_write(self: &Rc<Self>, durable: bool, generation: u64) {
+        if !durable && self.generation.get() == generation && self.leading.get() {
             self.reload();
         }
     }
@@ -369,37 +390,62 @@ impl GroupSlot {
         match &self.writer {
             Writer::Local => match log.append(&batch, now_ms()) {
                 Ok(a) => Pending::Appended(a.last_offset),
-                Err(e) => Pending::Failed(e.to_string()),
+                Err(e) => Pending::Failed(WriteFailed::new(e.to_string(), NOT_COORDINATOR)),
             },
             Writer::Raft { rep, group } => {
                 let Some(header) = sluice_storage::hdr::Header::parse(&batch) else {
-                    return Pending::Failed("unparsable batch header".into());
+                    return Pending::Failed(WriteFailed::new(
+                        "unparsable batch header",
+                        COORDINATOR_NOT_AVAILABLE,
+                    ));
                 };
                 match rep.submit(*group, &header, batch, &log) {
                     Ok(Submitted::Proposal(p)) => Pending::Proposed(p),
                     // Coordinator batches carry no producer id: never a duplicate.
                     Ok(Submitted::Duplicate { last_offset, .. }) => Pending::Appended(last_offset),
-                    Err(code) => Pending::Failed(format!("proposal refused (error {code})")),
+                    Err(code) => Pending::Failed(WriteFailed::new(
+                        format!("proposal refused (error {code})"),
+                        if code == crate::kerr::NOT_LEADER_OR_FOLLOWER {
+                            NOT_COORDINATOR
+                        } else {
+                            COORDINATOR_NOT_AVAILABLE
+                        },
+                    )),
                 }
             }
         }
     }
 
     /// Waits until a write is durable: fsynced here, or committed on a quorum.
-    async fn settle(&self, pending: Pending) -> Result<(), String> {
+    async fn settle(&self, pending: Pending) -> Result<(), WriteFailed> {
         match pending {
             Pending::Appended(last) => self
                 .log()
                 .wait_durable(last)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| WriteFailed::new(e.to_string(), NOT_COORDINATOR)),
             Pending::Proposed(p) => match p.wait(true, OFFSETS_COMMIT_TIMEOUT).await {
                 Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => Err(format!("not committed: {e:?}")),
-                None => Err(format!(
-                    "not committed within {} ms",
-                    OFFSETS_COMMIT_TIMEOUT.as_millis()
+                Some(Err(e)) => {
+                    // The leadership went (or another leader replaced the entry).
+                    let gone =
+                        matches!(e, ProposeError::NotLeader { .. } | ProposeError::Superseded);
+                    Err(WriteFailed::new(
+                        format!("not committed: {e:?}"),
+                        if gone {
+                            NOT_COORDINATOR
+                        } else {
+                            COORDINATOR_NOT_AVAILABLE
+                        },
+                    ))
+                }
+                None => Err(WriteFailed::new(
+                    format!(
+                        "not committed within {} ms",
+                        OFFSETS_COMMIT_TIMEOUT.as_millis()
+                    ),
+                    COORDINATOR_NOT_AVAILABLE,
                 )),
             },
             Pending::Failed(e) => Err(e),

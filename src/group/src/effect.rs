@@ -73,10 +73,17 @@ pub enum Effect {
 /// made durable: every error slot becomes COORDINATOR_NOT_AVAILABLE, which every client treats
 /// as "find the coordinator again and retry".
 pub fn persist_failed(response: Response) -> Response {
-    const E: i16 = code::COORDINATOR_NOT_AVAILABLE;
+    persist_failed_with(response, code::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// [`persist_failed`] with the error the driver chose: Kafka's coordinator answers
+/// NOT_COORDINATOR when the write failed because this replica no longer leads the offsets
+/// partition (or its storage failed), COORDINATOR_NOT_AVAILABLE when it may succeed here on
+/// a retry (a timeout, too few replicas).
+pub fn persist_failed_with(response: Response, error: i16) -> Response {
     match response {
         Response::JoinGroup(mut r) => {
-            r.error_code = E;
+            r.error_code = error;
             r.generation_id = -1;
             r.members.clear();
             r.leader = Default::default();
@@ -84,37 +91,37 @@ pub fn persist_failed(response: Response) -> Response {
             Response::JoinGroup(r)
         }
         Response::SyncGroup(mut r) => {
-            r.error_code = E;
+            r.error_code = error;
             r.assignment = Bytes::new();
             Response::SyncGroup(r)
         }
         Response::Heartbeat(mut r) => {
-            r.error_code = E;
+            r.error_code = error;
             Response::Heartbeat(r)
         }
         Response::LeaveGroup(mut r) => {
-            r.error_code = E;
+            r.error_code = error;
             Response::LeaveGroup(r)
         }
         Response::OffsetCommit(mut r) => {
             for t in &mut r.topics {
                 for p in &mut t.partitions {
                     if p.error_code == code::NONE {
-                        p.error_code = E;
+                        p.error_code = error;
                     }
                 }
             }
             Response::OffsetCommit(r)
         }
         Response::OffsetDelete(mut r) => {
-            r.error_code = E;
+            r.error_code = error;
             r.topics.clear();
             Response::OffsetDelete(r)
         }
         Response::DeleteGroups(mut r) => {
             for g in &mut r.results {
                 if g.error_code == code::NONE {
-                    g.error_code = E;
+                    g.error_code = error;
                 }
             }
             Response::DeleteGroups(r)

@@ -20,7 +20,8 @@
 //!     rebalance, a follower's SyncGroup for the leader), always exactly once.
 //!   - `PersistThenReply { records, replies }`: append the records to the partition (as one
 //!     batch; key and value bytes are Kafka's record formats), wait until durable, then send
-//!     the replies; on failure send [`persist_failed`]`(response)` for each and rebuild the
+//!     the replies; on failure send [`persist_failed`]`(response)` (or [`persist_failed_with`] a
+//!     chosen error) for each and rebuild the
 //!     coordinator from the log. OffsetCommit, OffsetDelete, DeleteGroups, the leader's
 //!     SyncGroup (group metadata) and a static member's no-rebalance rejoin use this.
 //!   - `Persist(records)`: append; nobody waits (expiry tombstones, a group turned Empty).
@@ -60,7 +61,9 @@ pub use coordinator::{
     OFFSETS_RETENTION_CHECK_INTERVAL_MS, OFFSETS_RETENTION_MS, OFFSETS_TOPIC_PARTITIONS,
     OFFSET_METADATA_BYTES_MAX, SESSION_TIMEOUT_MAX_MS, SESSION_TIMEOUT_MIN_MS,
 };
-pub use effect::{persist_failed, Effect, Record, ReplyToken, RequestCtx, Response};
+pub use effect::{
+    persist_failed, persist_failed_with, Effect, Record, ReplyToken, RequestCtx, Response,
+};
 pub use error::{code, GroupError};
 pub use group::{ClassicState, CONSUMER_PROTOCOL_TYPE};
 pub use records::partition_for;

@@ -25,8 +25,8 @@ use sluice_codec::kafka_protocol::protocol::StrBytes;
 use crate::code;
 use crate::records::{self, decode_group_metadata_value, decode_key, RecordKey};
 use crate::{
-    partition_for, persist_failed, ClassicState, Effect, GroupConfig, GroupCoordinator, Record,
-    ReplyToken, RequestCtx, Response,
+    partition_for, persist_failed, persist_failed_with, ClassicState, Effect, GroupConfig,
+    GroupCoordinator, Record, ReplyToken, RequestCtx, Response,
 };
 
 const G: &str = "g1";
@@ -959,6 +959,13 @@ fn simple_group_commits_with_generation_minus_one() {
         r.topics[0].partitions[0].error_code,
         code::COORDINATOR_NOT_AVAILABLE
     );
+    // Or the error the driver chose (a write lost with the leadership: NOT_COORDINATOR).
+    let Response::OffsetCommit(r) =
+        persist_failed_with(replies[0].1.clone(), code::NOT_COORDINATOR)
+    else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, code::NOT_COORDINATOR);
 }
 
 #[test]
