@@ -6,6 +6,7 @@
 pub mod dma;
 pub mod error;
 pub mod frame;
+pub mod kick;
 pub mod mesh;
 pub mod runtime;
 pub mod shutdown;

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::sync::Once;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -27,6 +28,7 @@ use glommio::{Latency, LocalExecutor, LocalExecutorBuilder, Placement, Shares, T
 
 use crate::dma::DmaStorage;
 use crate::error::ShardError;
+use crate::kick::{Kicker, KICK_INTERVAL};
 use crate::mesh::{self, LinkEnds, Mesh, MeshLimits};
 use crate::shutdown::Shutdown;
 use crate::table::{ShardId, SHARDS_MAX};
@@ -361,6 +363,8 @@ pub async fn yield_if_needed() {
 pub struct ShardRuntime {
     threads: Vec<(ShardId, JoinHandle<Result<(), ShardError>>)>,
     shutdown: Shutdown,
+    /// Held so the kick thread runs as long as the runtime (see `kick`).
+    _kicker: Arc<Kicker>,
 }
 
 impl ShardRuntime {
@@ -425,6 +429,15 @@ where
         parked_handlers_inflight_max: config.parked_handlers_inflight_max,
     };
     let links = mesh::build_links(config.shards, config.mesh_queue_depth_max);
+    let kicker = Kicker::start(
+        config.shards,
+        &format!("{}-kick", config.name),
+        KICK_INTERVAL,
+    )
+    .map_err(|e| ShardError::Startup {
+        shard: ShardId(0),
+        reason: format!("spawning the kick thread: {e}"),
+    })?;
 
     let (ready_tx, ready_rx) = mpsc::channel::<(ShardId, Result<(), ShardError>)>();
     let mut threads = Vec::with_capacity(config.shards);
@@ -441,6 +454,7 @@ where
         let (go_tx, go_rx) = mpsc::channel::<bool>();
         let ready_tx = ready_tx.clone();
         let (f, cfg, shutdown) = (f.clone(), config.clone(), shutdown.clone());
+        let kicker = kicker.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("{}-{}", config.name, i))
             .spawn(move || {
@@ -455,6 +469,7 @@ where
                         shutdown,
                         ready_tx,
                         go_rx,
+                        kicker,
                     },
                     f,
                 )
@@ -496,7 +511,11 @@ where
         let _ = join_all(threads);
         return Err(e);
     }
-    Ok(ShardRuntime { threads, shutdown })
+    Ok(ShardRuntime {
+        threads,
+        shutdown,
+        _kicker: kicker,
+    })
 }
 
 struct ShardBoot {
@@ -509,6 +528,7 @@ struct ShardBoot {
     shutdown: Shutdown,
     ready_tx: mpsc::Sender<(ShardId, Result<(), ShardError>)>,
     go_rx: mpsc::Receiver<bool>,
+    kicker: Arc<Kicker>,
 }
 
 fn shard_thread<F, Fut>(boot: ShardBoot, f: F) -> Result<(), ShardError>
@@ -526,6 +546,7 @@ where
         shutdown,
         ready_tx,
         go_rx,
+        kicker,
     } = boot;
     let ex = match build_executor(shard, cpu, &cfg, io_memory) {
         Ok(ex) => ex,
@@ -545,6 +566,14 @@ where
     ex.run(async move {
         let links = mesh::connect_links(ends).await;
         let queues = Queues::create(&cfg);
+        // In a latency-sensitive queue: glommio always notifies the executor of a foreign
+        // wake of such a task, asleep or not (module `kick`).
+        match glommio::spawn_local_into(kicker.clone().park(shard.index()), queues.mesh) {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => log::warn!("{shard}: no kick task ({e}); a lost wake-up may stall it"),
+        }
         let mesh = Mesh::new(shard, count, links, limits, queues);
         let ctx = ShardCtx {
             inner: Rc::new(CtxInner {
@@ -557,6 +586,7 @@ where
             }),
         };
         f(ctx).await;
+        kicker.clear(shard.index());
         mesh.close();
     });
     Ok(())
