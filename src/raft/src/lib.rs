@@ -184,5 +184,5 @@ pub use effect::{
 pub use log::{
     batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
 };
-pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
+pub use manager::{Batch, Config, Error, GroupManager, GroupStatus, Membership, MembershipStep};
 pub use rng::Rng;
