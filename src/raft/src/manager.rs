@@ -420,24 +420,25 @@ impl GroupManager {
     /// leader's log no longer starts at its beginning, restarts at the leader's log start,
     /// as a new Kafka follower does) and votes only once the leader promotes it.
     ///
-    /// `voters` and `learners` are the configuration to start from (this node among the
-    /// learners), as the owner knows it: the replicas before the reassignment as voters,
-    /// the joining ones as learners. It need not be the group's exact configuration: the
-    /// learner applies every configuration change in the log as it commits, and each
-    /// single-step change sets one node's role, so once it has applied the log its
-    /// configuration is the group's whatever it started from, for every node any change
-    /// names; the nodes none names are the original voters, given right.
+    /// `voters` is the configuration to start from, as the owner knows it: the replicas
+    /// the partition had before the reassignment (Kafka's original replicas), with this
+    /// node as the only learner. It need not be the group's configuration now: the learner
+    /// applies every configuration change in the log as it commits, and each single-step
+    /// change sets one node's role, so once it has applied the log its configuration is
+    /// the group's for every node some change names; the nodes none names are the original
+    /// voters, given right here (naming other joining nodes as learners would not be: one
+    /// whose addition never happened would stay a learner here).
     pub fn create_learner(
         &mut self,
         group: GroupId,
         voters: &[NodeId],
-        learners: &[NodeId],
     ) -> Result<Vec<Effect>, Error> {
         let me = self.cfg.node_id;
-        if !learners.contains(&me) || voters.contains(&me) {
+        let learners = [me];
+        if voters.contains(&me) {
             return Err(Error::InvalidVoters);
         }
-        let (log, hs) = self.fresh_log(group, voters, learners)?;
+        let (log, hs) = self.fresh_log(group, voters, &learners)?;
         self.add_replica(group, log)?;
         let mut out = Out::default();
         self.write(
@@ -616,7 +617,10 @@ impl GroupManager {
             Some(MembershipStep::Promote(n))
         } else if let Some(&n) = learners.iter().find(|n| !target.contains(n)) {
             Some(MembershipStep::Remove(n))
-        } else if target.iter().any(|n| learners.contains(n) || !caught_up(*n)) {
+        } else if target
+            .iter()
+            .any(|n| learners.contains(n) || !caught_up(*n))
+        {
             // Joining learners still catching up, or a target voter behind: wait.
             None
         } else if let Some(&n) = voters.iter().find(|&&n| !target.contains(&n) && n != me) {
@@ -635,7 +639,10 @@ impl GroupManager {
         let (node, change) = match step {
             MembershipStep::TransferLeader(to) => {
                 r.node.transfer_leader(to);
-                return (Membership::Stepped(step), self.finish(Out::default(), [group]));
+                return (
+                    Membership::Stepped(step),
+                    self.finish(Out::default(), [group]),
+                );
             }
             MembershipStep::AddLearner(n) => (n, ConfChangeType::AddLearnerNode),
             MembershipStep::Promote(n) => (n, ConfChangeType::AddNode),
@@ -653,7 +660,10 @@ impl GroupManager {
             // Refused (the uncommitted bytes are over the limit): try again later.
             return (Membership::Pending, self.finish(Out::default(), [group]));
         }
-        (Membership::Stepped(step), self.finish(Out::default(), [group]))
+        (
+            Membership::Stepped(step),
+            self.finish(Out::default(), [group]),
+        )
     }
 
     /// Hands `group`'s leadership from this replica to voter `to` (preferred-leader
@@ -1928,13 +1938,10 @@ mod tests {
         let fx = t.m[l].propose(2, ProposalToken(1), batch(1));
         t.take(l, fx);
         // The learner is created from the configuration before the change.
-        let fx = t.m[2].create_learner(2, &[1, 2], &[3]).unwrap();
+        let fx = t.m[2].create_learner(2, &[1, 2]).unwrap();
         t.take(2, fx);
         assert_eq!(t.m[2].conf(2), Some((vec![1, 2], vec![3])));
-        assert_eq!(
-            t.m[2].create_learner(2, &[1, 2], &[3]),
-            Err(Error::GroupExists)
-        );
+        assert_eq!(t.m[2].create_learner(2, &[1, 2]), Err(Error::GroupExists));
         let mut steps = Vec::new();
         let mut token = 1;
         run_until(&mut t, 3_000, |t| {
@@ -1959,7 +1966,11 @@ mod tests {
                 _ => false,
             }
         });
-        assert_eq!(steps.first(), Some(&MembershipStep::Promote(3)), "{steps:?}");
+        assert_eq!(
+            steps.first(),
+            Some(&MembershipStep::Promote(3)),
+            "{steps:?}"
+        );
         assert!(steps.contains(&MembershipStep::Remove(1)), "{steps:?}");
         let l = leader_of(&t, 2).unwrap();
         assert_ne!(l, 0, "node 1 handed over its leadership");
@@ -1976,7 +1987,11 @@ mod tests {
         });
         let (a, b) = (t.m[1].log(2).unwrap(), t.m[2].log(2).unwrap());
         for i in 1..=a.last_index() {
-            assert_eq!(a.entry(i).map(|e| &e.data), b.entry(i).map(|e| &e.data), "{i}");
+            assert_eq!(
+                a.entry(i).map(|e| &e.data),
+                b.entry(i).map(|e| &e.data),
+                "{i}"
+            );
             assert_eq!(a.span(i), b.span(i));
         }
         assert!(t.m[1].conf_change_errors() + t.m[2].conf_change_errors() == 0);
@@ -1995,7 +2010,7 @@ mod tests {
         // last knew, having "voted" for itself, so it votes for nobody else in that term.
         let replayed = crate::wal::replay(&t.disk[0]).unwrap();
         assert!(!replayed.logs.contains_key(&2));
-        let fx = t.m[0].create_learner(2, &[2, 3], &[1]).unwrap();
+        let fx = t.m[0].create_learner(2, &[2, 3]).unwrap();
         let hs = t.m[0].log(2).unwrap().hard_state().clone();
         assert!(hs.term > 0 && hs.vote == 1, "{hs:?}");
         assert!(fx.iter().any(|e| matches!(e, Effect::Persist { writes, .. }
@@ -2003,18 +2018,18 @@ mod tests {
     }
 
     /// A replica created as a learner cannot be given a configuration that makes it a
-    /// voter, or leaves it out, or names a node twice.
+    /// voter or names a node twice; a voter must be among its voters.
     #[test]
     fn a_learner_must_be_created_as_a_learner() {
         let mut m = GroupManager::new(Config {
             node_id: 3,
             ..Default::default()
         });
-        assert_eq!(m.create_learner(1, &[1, 3], &[3]), Err(Error::InvalidVoters));
-        assert_eq!(m.create_learner(1, &[1, 2], &[4]), Err(Error::InvalidVoters));
-        assert_eq!(m.create_learner(1, &[1, 2, 2], &[3]), Err(Error::InvalidVoters));
+        assert_eq!(m.create_learner(1, &[1, 3]), Err(Error::InvalidVoters));
+        assert_eq!(m.create_learner(1, &[1, 2, 2]), Err(Error::InvalidVoters));
         assert_eq!(m.create_group(1, &[1, 2]), Err(Error::InvalidVoters));
-        assert!(m.create_learner(1, &[1, 2], &[3]).is_ok());
+        assert!(m.create_learner(1, &[1, 2]).is_ok());
+        assert_eq!(m.conf(1), Some((vec![1, 2], vec![3])));
         assert_eq!(m.reconfigure(1, &[3]).0, Membership::NotLeader);
     }
 

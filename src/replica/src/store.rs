@@ -267,8 +267,7 @@ impl<S: Storage> ReplicaStore<S> {
                     ),
                 ));
             }
-            let (mut rlog, group) =
-                Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            let (mut rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
             rlog.set_conf(&st.voters, &st.learners)
                 .map_err(|m| damaged(g, m))?;
             if log.log_start_offset() < start.offset {
