@@ -1297,17 +1297,31 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
     // (A partition named twice in one request is INVALID_REQUEST: one request each.)
     for (moves, want) in [
         (&[(MOVING, 0, None)][..], NO_REASSIGNMENT_IN_PROGRESS),
-        (&[("nosuch", 0, Some(&[1, 2][..]))][..], UNKNOWN_TOPIC_OR_PARTITION),
-        (&[(MOVING, 0, Some(&[1, 1][..]))][..], INVALID_REPLICA_ASSIGNMENT),
-        (&[("single", 0, Some(&[1, 2][..]))][..], INVALID_REPLICA_ASSIGNMENT),
+        (
+            &[("nosuch", 0, Some(&[1, 2][..]))][..],
+            UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            &[(MOVING, 0, Some(&[1, 1][..]))][..],
+            INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            &[("single", 0, Some(&[1, 2][..]))][..],
+            INVALID_REPLICA_ASSIGNMENT,
+        ),
     ] {
         let got = tokio::task::block_in_place(|| alter_reassignments(port, moves));
         assert_eq!(got.0, 0);
-        assert_eq!(got.1.iter().map(|e| e.2).collect::<Vec<_>>(), [want], "{moves:?}: {got:?}");
+        assert_eq!(
+            got.1.iter().map(|e| e.2).collect::<Vec<_>>(),
+            [want],
+            "{moves:?}: {got:?}"
+        );
     }
 
     // The move, sent to a node that is not the controller's (forwarded), while producing.
-    let moved = tokio::task::block_in_place(|| alter_reassignments(port, &[(MOVING, 0, Some(&target))]));
+    let moved =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(MOVING, 0, Some(&target))]));
     assert_eq!(moved, (0, vec![(MOVING.to_string(), 0, 0)]));
     // In progress, Metadata and ListPartitionReassignments show old and new replicas (unless
     // it already completed: no assertion on timing).
@@ -1337,9 +1351,16 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
             })
         })
     });
-    assert_eq!(replicas, target.to_vec(), "Metadata lists the target replicas");
+    assert_eq!(
+        replicas,
+        target.to_vec(),
+        "Metadata lists the target replicas"
+    );
     // The leaving node deletes its replica.
-    let dir = c.node(leaving as usize).data_dir().join(format!("{MOVING}-0"));
+    let dir = c
+        .node(leaving as usize)
+        .data_dir()
+        .join(format!("{MOVING}-0"));
     tokio::task::block_in_place(|| {
         poll_until(SETTLE, "the leaving replica deleted", || {
             (!dir.exists()).then_some(())
@@ -1355,7 +1376,8 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
             .set("enable.auto.commit", "false");
         let cons: BaseConsumer = cfg.create().expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(MOVING, 0, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(MOVING, 0, Offset::Beginning)
+            .unwrap();
         cons.assign(&tpl).expect("assign");
         let mut got = Vec::new();
         poll_until(SETTLE, "every acknowledged record", || {

@@ -593,9 +593,10 @@ pub async fn alter_partition_reassignments(
     let n = partitions.len();
     let answer = node.alter_partition_reassignments(partitions.clone()).await;
     let outcomes: Vec<Result<(), (i16, String)>> = match answer {
-        Answer::AlterPartitionReassignments(a) if a.len() == n => {
-            a.into_iter().map(|(_, o)| o.map_err(|e| api_err(&e))).collect()
-        }
+        Answer::AlterPartitionReassignments(a) if a.len() == n => a
+            .into_iter()
+            .map(|(_, o)| o.map_err(|e| api_err(&e)))
+            .collect(),
         other => {
             log::error!("alter partition reassignments: unexpected answer {other:?}");
             return vec![Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".into())); n];

@@ -666,9 +666,7 @@ impl Replication {
         }
         self.specs.borrow_mut().insert(group, spec.clone());
         let fx = if set.joining {
-            self.mgr
-                .borrow_mut()
-                .create_learner(group, &set.original)
+            self.mgr.borrow_mut().create_learner(group, &set.original)
         } else {
             self.mgr.borrow_mut().create_group(group, &set.original)
         }

@@ -560,6 +560,36 @@ pub fn new_topic_id() -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// A move in progress: the replicas are the target then the leaving ones; the target
+    /// and the original set follow from the adding and removing ones, and a partition
+    /// without a move is its own target and original.
+    #[test]
+    fn a_move_gives_the_target_and_the_original_replicas() {
+        let t = TopicRecord {
+            name: "t".into(),
+            id: [1; 16],
+            partitions: 2,
+            configs: BTreeMap::new(),
+            internal: false,
+            replicas: vec![vec![2, 3, 1], vec![1, 2]],
+            moves: vec![PartitionMove {
+                partition: 0,
+                adding: vec![3],
+                removing: vec![1],
+                revision: 9,
+            }],
+        };
+        assert_eq!(t.target_of(0, 5), vec![2, 3]);
+        assert_eq!(t.original_of(0, 5), vec![2, 1]);
+        assert_eq!(t.move_of(0).map(|m| m.revision), Some(9));
+        assert_eq!(
+            (t.target_of(1, 5), t.original_of(1, 5)),
+            (vec![1, 2], vec![1, 2])
+        );
+        assert!(t.move_of(1).is_none());
+        assert!(t.hosted_on(0, 3) && t.hosted_on(0, 1) && !t.hosted_on(1, 3));
+    }
+
     /// Produce rules are derived when the table changes and follow every kind of change.
     #[test]
     fn produce_rules_follow_the_table() {

@@ -30,9 +30,9 @@ fn one_replica_refusal(current: usize, target: Option<&Vec<i32>>) -> Option<Stri
         );
     }
     match target {
-        Some(t) if t.len() == 1 => Some(
-            "sluice does not yet reassign a replicated partition to a single replica".into(),
-        ),
+        Some(t) if t.len() == 1 => {
+            Some("sluice does not yet reassign a replicated partition to a single replica".into())
+        }
         _ => None,
     }
 }
@@ -59,9 +59,9 @@ pub async fn handle(
         for p in &t.partitions {
             let target: Option<Vec<i32>> =
                 p.replicas.as_ref().map(|v| v.iter().map(|b| b.0).collect());
-            let known = topics.get(&t.name.0).filter(|k| {
-                p.partition_index >= 0 && p.partition_index < k.partitions
-            });
+            let known = topics
+                .get(&t.name.0)
+                .filter(|k| p.partition_index >= 0 && p.partition_index < k.partitions);
             let refusal = known.and_then(|k| {
                 let current = k.original_of(p.partition_index, this_node);
                 if let Some(why) = one_replica_refusal(

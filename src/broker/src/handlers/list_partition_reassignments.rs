@@ -17,7 +17,11 @@ use sluice_codec::RequestHeaderInfo;
 use crate::shard::BrokerShard;
 use crate::topics::TopicRecord;
 
-fn ongoing(t: &TopicRecord, partition: i32, this_node: i32) -> Option<OngoingPartitionReassignment> {
+fn ongoing(
+    t: &TopicRecord,
+    partition: i32,
+    this_node: i32,
+) -> Option<OngoingPartitionReassignment> {
     let m = t.move_of(partition)?;
     let ids = |v: &[i32]| v.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
     Some(
