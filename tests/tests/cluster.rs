@@ -10,6 +10,9 @@
 //! 3-node fault cases on replication factor 3 (`require_cluster!()`: skipped with a printed
 //! reason when `SLUICE_CLUSTER_TESTS=0`). Committed offsets with the coordinator's node dead
 //! is ignored until the offsets topic is replicated.
+//! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
+//! three nodes too: a move to another node under `acks=all` with the leaving node killed
+//! afterwards, a replication-factor increase, and a move cancelled at once.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
