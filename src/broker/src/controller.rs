@@ -240,6 +240,21 @@ impl Controller {
         crate::metadata_sync::create_partitions(shard, &node, name, count, validate_only).await
     }
 
+    /// AlterPartitionReassignments: per (topic, partition, target or `None` to cancel), the
+    /// outcome, in request order.
+    pub async fn alter_partition_reassignments(
+        &self,
+        shard: &Rc<BrokerShard>,
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Vec<Result<(), (i16, String)>> {
+        match self.runtime() {
+            Ok(node) => {
+                crate::metadata_sync::alter_partition_reassignments(shard, &node, partitions).await
+            }
+            Err(e) => partitions.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     /// Edits a topic's config overrides: `edit` turns the current ones into the new ones
     /// (the controller validates the result, internal topics keeping `cleanup.policy=compact`).
     pub async fn alter_topic_configs(

@@ -79,6 +79,9 @@ pub struct Shared {
     /// Other nodes and whether the transport reaches them, with a generation that moves on
     /// every change (shard 0 refreshes it; every shard's partition groups read it).
     node_liveness: Mutex<(u64, Vec<(i32, bool)>)>,
+    /// Reassignments partition leaders found done (topic id, partition, revision), for
+    /// shard 0 to report to the controller (`replication.rs`, `metadata_sync.rs`).
+    pub reassignments_done: Mutex<Vec<([u8; 16], i32, u64)>>,
 }
 
 impl Shared {
@@ -198,6 +201,7 @@ pub fn run(
         drained: AtomicUsize::new(0),
         unclean: AtomicUsize::new(0),
         node_liveness: Mutex::new((0, Vec::new())),
+        reassignments_done: Mutex::new(Vec::new()),
     });
     if config.stats_interval.is_some() {
         stats::enable();

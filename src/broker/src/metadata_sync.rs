@@ -48,6 +48,18 @@ pub fn state_from_image(
             configs: t.configs.clone(),
             internal: t.internal(),
             replicas: t.partitions.iter().map(|p| p.replicas.clone()).collect(),
+            moves: t
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.reassigning())
+                .map(|(i, p)| crate::topics::PartitionMove {
+                    partition: i as i32,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
+                    revision: p.revision,
+                })
+                .collect(),
         })
         .collect();
     // This node's own overrides win over the cluster-wide defaults, as in Kafka.
@@ -274,6 +286,7 @@ async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
 const CONTROLLER_REFRESH: Duration = Duration::from_millis(250);
 
 fn refresh_controller(shard: &BrokerShard) {
+    report_reassignments(shard);
     if let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) {
         // And the transport's view of the other nodes, for the partition groups.
         shard.shared_handle.set_node_liveness(node.peers());
@@ -282,6 +295,42 @@ fn refresh_controller(shard: &BrokerShard) {
         if view.controller() != leader {
             view.set_controller(leader);
         }
+    }
+}
+
+/// Sends the controller the reassignments this node's partition leaders found done
+/// (`replication.rs` queues them in `Shared::reassignments_done`, from any shard). Each
+/// report is its own task: the controller answers once the completion commits. A report
+/// that fails is not retried here: the leader reports again while the image still shows
+/// the reassignment; a stale one (another revision) is refused by the controller.
+fn report_reassignments(shard: &BrokerShard) {
+    let done = std::mem::take(
+        &mut *shard
+            .shared_handle
+            .reassignments_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
+        return;
+    };
+    for (topic, partition, revision) in done {
+        let node = node.clone();
+        glommio::spawn_local(async move {
+            match node
+                .reassignment_complete(topic, partition, revision)
+                .await
+            {
+                Answer::ReassignmentComplete(Ok(())) => log::info!(
+                    "reassignment of partition {partition} of topic {} completed (revision {revision})",
+                    crate::topics::base64_url(&topic)
+                ),
+                other => log::info!(
+                    "reassignment of partition {partition} (revision {revision}) not completed: {other:?}"
+                ),
+            }
+        })
+        .detach();
     }
 }
 
@@ -430,6 +479,7 @@ pub async fn create_topics(
                         vec![-1; t.replication_factor.max(1) as usize];
                         t.partitions.max(0) as usize
                     ],
+                    moves: Vec::new(),
                 })
             }
             Some((_, Err(e))) => Err(api_err(&e)),
@@ -488,6 +538,7 @@ pub async fn delete_topics(
                     configs: Default::default(),
                     internal: sluice_meta::image::is_internal_topic(&name),
                     replicas: Vec::new(),
+                    moves: Vec::new(),
                 })
             }
             Some((_, Err(e))) => Err(api_err(&e)),
@@ -529,6 +580,47 @@ pub async fn create_partitions(
         .await;
     }
     Ok(())
+}
+
+/// AlterPartitionReassignments through the controller; waits (within `ADOPT_WAIT`) until
+/// this node's topic table shows each accepted change (a new target, or a cancellation),
+/// so a ListPartitionReassignments or Metadata on this node that follows sees it.
+pub async fn alter_partition_reassignments(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+) -> Vec<Result<(), (i16, String)>> {
+    let n = partitions.len();
+    let answer = node.alter_partition_reassignments(partitions.clone()).await;
+    let outcomes: Vec<Result<(), (i16, String)>> = match answer {
+        Answer::AlterPartitionReassignments(a) if a.len() == n => a
+            .into_iter()
+            .map(|(_, o)| o.map_err(|e| api_err(&e)))
+            .collect(),
+        other => {
+            log::error!("alter partition reassignments: unexpected answer {other:?}");
+            return vec![Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".into())); n];
+        }
+    };
+    let node_id = shard.config.node_id;
+    let accepted: Vec<&(String, i32, Option<Vec<i32>>)> = partitions
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_ok())
+        .map(|(p, _)| p)
+        .collect();
+    if !accepted.is_empty() {
+        wait_for(shard, |t| {
+            accepted.iter().all(|(name, p, target)| {
+                t.get(name).is_none_or(|t| match target {
+                    Some(target) => t.target_of(*p, node_id) == *target,
+                    None => t.move_of(*p).is_none(),
+                })
+            })
+        })
+        .await;
+    }
+    outcomes
 }
 
 /// Sends the difference between `current` and `new` settings of one resource.

@@ -435,6 +435,7 @@ mod tests {
             configs: Default::default(),
             internal: false,
             replicas: Vec::new(),
+            moves: Vec::new(),
         }
     }
 

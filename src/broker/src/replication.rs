@@ -8,6 +8,15 @@
 //! [`Replication::propose`] and only the store writes, syncs and truncates it. A partition
 //! with one replica keeps the direct path (append, flusher, fsync).
 //!
+//! A reassignment (AlterPartitionReassignments) changes the group's membership, not its id:
+//! a joining node creates its replica as a Raft learner from the original voters
+//! ([`ReplicaSet`], from the partition's adding/removing replicas in the metadata), and the
+//! group's leader moves the voters to the target one step per tick
+//! ([`Replication::set_replicas`], `GroupManager::reconfigure`); when they are the target
+//! and all hold everything committed it reports the move done through shard 0
+//! (`Shared::reassignments_done`), the controller completes it, and the leaving nodes remove
+//! their replica as for a deleted partition.
+//!
 //! # Invariants
 //!
 //! - One driver task per shard performs every effect, in the order the manager returned
@@ -231,10 +240,38 @@ impl Proposal {
     }
 }
 
+/// A replicated partition's replica set as the controller's image has it (see
+/// [`Replication::begin_group`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSet {
+    /// Every replica in the partition's order (during a reassignment the target ones, then
+    /// the leaving ones): the ISR and the preferred leader are taken from it.
+    pub replicas: Vec<NodeId>,
+    /// The voters the group must end up with (the reassignment's target; `replicas`
+    /// otherwise).
+    pub target: Vec<NodeId>,
+    /// The replicas before the reassignment in progress: the voters a joining replica
+    /// starts from (`sluice_raft::GroupManager::create_learner`).
+    pub original: Vec<NodeId>,
+    /// This node joins in the reassignment in progress (its replica starts as a learner).
+    pub joining: bool,
+    /// The partition's revision while a reassignment is in progress.
+    pub revision: Option<u64>,
+}
+
+/// How often a leader whose reassignment is done reports it again while the controller
+/// has not completed it (the report or its answer may be lost).
+const REASSIGNMENT_REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// One replicated partition of this shard.
 struct GroupInfo {
     key: PartitionKey,
     voters: Vec<NodeId>,
+    /// The voters the group moves to, the reassignment's revision if one is in progress,
+    /// and when this leader last reported it done (see [`Replication::reconfigure`]).
+    target: Vec<NodeId>,
+    revision: Option<u64>,
+    done_reported: Option<(u64, Instant)>,
     log: Option<Rc<PartitionLog<DmaStorage>>>,
     /// What was last reported to the cluster view.
     reported: Option<(u64, Option<NodeId>)>,
@@ -264,6 +301,9 @@ impl GroupInfo {
         GroupInfo {
             key,
             isr: voters.clone(),
+            target: voters.clone(),
+            revision: None,
+            done_reported: None,
             voters,
             log,
             reported: None,
@@ -334,6 +374,9 @@ pub struct Replication {
     rebalance: Cell<LeaderRebalance>,
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
+    /// Groups whose voters may differ from their target or whose reassignment is not
+    /// completed yet: each tick, the one that leads takes the next membership step.
+    reconfiguring: RefCell<std::collections::BTreeSet<GroupId>>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
@@ -418,6 +461,7 @@ impl Replication {
             lag_max: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
             rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
+            reconfiguring: RefCell::new(std::collections::BTreeSet::new()),
             shared,
         });
         Ok((rep, store))
@@ -602,51 +646,139 @@ impl Replication {
 
     /// Creates this node's replica of `key` (if the store does not hold it already): the
     /// creation is queued; [`Self::wait_group`] returns the log once the store opened it.
-    /// Several creations queued before waiting share the store's write and sync rounds.
+    /// Several creations queued before waiting share the store's write and sync rounds. A
+    /// replica joining a reassignment starts as a learner from the original voters; one
+    /// the store holds takes the (possibly new) replica set ([`Self::set_replicas`]).
     pub fn begin_group(
         &self,
         key: PartitionKey,
-        voters: Vec<NodeId>,
+        set: ReplicaSet,
         spec: PartitionSpec,
     ) -> Result<GroupId, String> {
         let group = group_id(&key.topic_id, key.partition);
-        let known = self.groups.borrow().get(&group).map(|g| g.voters.clone());
-        match known {
-            Some(mut v) => {
-                let mut want = voters.clone();
-                v.sort_unstable();
-                want.sort_unstable();
-                if v != want {
-                    // Membership changes are not supported yet: voters are fixed at creation.
-                    return Err(format!(
-                        "{}: replicas {voters:?} but its raft group has voters {v:?}",
-                        spec.name
-                    ));
-                }
-                // The partition's replica order (the preferred leader first) for reports.
-                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                    info.key = key;
-                    info.voters = voters;
-                }
-                self.specs.borrow_mut().insert(group, spec);
+        if self.knows(group) {
+            self.specs.borrow_mut().insert(group, spec);
+            self.set_replicas(group, key, set);
+            return Ok(group);
+        }
+        if self.stopping.get() {
+            return Err("partition replication is stopping".into());
+        }
+        self.specs.borrow_mut().insert(group, spec.clone());
+        let fx = if set.joining {
+            self.mgr.borrow_mut().create_learner(group, &set.original)
+        } else {
+            self.mgr.borrow_mut().create_group(group, &set.original)
+        }
+        .map_err(|e| format!("creating raft group {group:016x} of {}: {e:?}", spec.name))?;
+        self.groups
+            .borrow_mut()
+            .insert(group, GroupInfo::new(key, set.replicas.clone(), None));
+        self.set_replicas(group, key, set);
+        self.push(fx);
+        Ok(group)
+    }
+
+    /// Takes the partition's replica set from the controller's image: its order (reports,
+    /// ISR, preferred leader) and, if its Raft voters must change or a reassignment is in
+    /// progress, the group's leader moves it there one step at a time
+    /// ([`Self::reconfigure`]).
+    pub fn set_replicas(&self, group: GroupId, key: PartitionKey, set: ReplicaSet) {
+        let mut groups = self.groups.borrow_mut();
+        let Some(info) = groups.get_mut(&group) else {
+            return;
+        };
+        info.key = key;
+        info.voters = set.replicas;
+        if info.revision != set.revision {
+            info.done_reported = None;
+        }
+        info.revision = set.revision;
+        info.target = set.target;
+        let mut target = info.target.clone();
+        target.sort_unstable();
+        let settled = self
+            .mgr
+            .borrow()
+            .conf(group)
+            .is_some_and(|(voters, learners)| voters == target && learners.is_empty());
+        if !settled || info.revision.is_some() {
+            self.reconfiguring.borrow_mut().insert(group);
+        }
+    }
+
+    /// Each tick: every group of [`Self::set_replicas`] that this replica leads takes its
+    /// next membership step (`GroupManager::reconfigure`: learners join, caught-up ones
+    /// are promoted, leaving ones go, a leaving leader hands over first). When the voters
+    /// are the target and all hold everything committed, a reassignment in progress is
+    /// reported done to the controller (through shard 0, every
+    /// [`REASSIGNMENT_REPORT_EVERY`] until the image completes it), which then removes the
+    /// leaving replicas from the partition; their nodes delete them. A group leaves the
+    /// set once its voters are the target and no reassignment is in progress.
+    fn reconfigure(&self) {
+        let pending: Vec<GroupId> = self.reconfiguring.borrow().iter().copied().collect();
+        let now = Instant::now();
+        for g in pending {
+            let Some((target, revision, key)) = self
+                .groups
+                .borrow()
+                .get(&g)
+                .map(|i| (i.target.clone(), i.revision, i.key))
+            else {
+                self.reconfiguring.borrow_mut().remove(&g);
+                continue;
+            };
+            if target.is_empty() {
+                self.reconfiguring.borrow_mut().remove(&g);
+                continue;
             }
-            None => {
-                if self.stopping.get() {
-                    return Err("partition replication is stopping".into());
+            let (m, fx) = self.mgr.borrow_mut().reconfigure(g, &target);
+            self.push(fx);
+            match m {
+                sluice_raft::Membership::Stepped(step) => {
+                    log::info!(
+                        "raft group {g:016x} (partition {}): {step:?} towards {target:?}",
+                        key.partition
+                    );
                 }
-                self.specs.borrow_mut().insert(group, spec);
-                let fx = self
-                    .mgr
-                    .borrow_mut()
-                    .create_group(group, &voters)
-                    .map_err(|e| format!("creating raft group {group:016x}: {e:?}"))?;
-                self.groups
-                    .borrow_mut()
-                    .insert(group, GroupInfo::new(key, voters, None));
-                self.push(fx);
+                sluice_raft::Membership::Done => match revision {
+                    Some(rev) => {
+                        let mut groups = self.groups.borrow_mut();
+                        let Some(info) = groups.get_mut(&g) else {
+                            continue;
+                        };
+                        let due = info.done_reported.is_none_or(|(r, at)| {
+                            r != rev || now.duration_since(at) >= REASSIGNMENT_REPORT_EVERY
+                        });
+                        if due {
+                            info.done_reported = Some((rev, now));
+                            self.shared
+                                .reassignments_done
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((key.topic_id, key.partition, rev));
+                        }
+                    }
+                    None => {
+                        self.reconfiguring.borrow_mut().remove(&g);
+                    }
+                },
+                sluice_raft::Membership::NotLeader | sluice_raft::Membership::Pending => {
+                    // A follower keeps the group in the set (it may lead next) until it
+                    // sees the voters settled with no reassignment left.
+                    let mut sorted = target.clone();
+                    sorted.sort_unstable();
+                    let settled = self
+                        .mgr
+                        .borrow()
+                        .conf(g)
+                        .is_some_and(|(v, l)| v == sorted && l.is_empty());
+                    if settled && revision.is_none() && m == sluice_raft::Membership::NotLeader {
+                        self.reconfiguring.borrow_mut().remove(&g);
+                    }
+                }
             }
         }
-        Ok(group)
     }
 
     /// Waits until `group`'s log is open (see [`Self::begin_group`]).
@@ -680,6 +812,7 @@ impl Replication {
         if self.groups.borrow_mut().remove(&group).is_none() {
             return Ok(());
         }
+        self.reconfiguring.borrow_mut().remove(&group);
         let fx = self.mgr.borrow_mut().remove_group(group);
         self.removing.borrow_mut().insert(group, false);
         self.push(fx);
@@ -846,6 +979,7 @@ impl Replication {
                 self.apply_liveness();
                 let fx = self.mgr.borrow_mut().tick(self.now_ms());
                 self.push(fx);
+                self.reconfigure();
                 next_tick = Instant::now() + tick;
             }
             if Instant::now() >= next_isr_check {

@@ -100,6 +100,20 @@ pub fn replicated(t: &TopicRecord, partition: i32, this_node: i32) -> bool {
             .is_some_and(|r| r.len() > 1)
 }
 
+/// The replica set of a replicated partition as the Raft group driver takes it.
+fn replica_set(t: &TopicRecord, partition: i32, this_node: i32) -> crate::replication::ReplicaSet {
+    let ids = |v: Vec<i32>| v.into_iter().map(|n| n as u64).collect();
+    crate::replication::ReplicaSet {
+        replicas: ids(t.replicas_of(partition, this_node)),
+        target: ids(t.target_of(partition, this_node)),
+        original: ids(t.original_of(partition, this_node)),
+        joining: t
+            .move_of(partition)
+            .is_some_and(|m| m.adding.contains(&this_node)),
+        revision: t.move_of(partition).map(|m| m.revision),
+    }
+}
+
 fn storage_error_code(e: &StorageError) -> i16 {
     e.kafka_error_code()
 }
@@ -352,6 +366,10 @@ impl BrokerShard {
         for (key, t) in wanted {
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
+                if let (Some(g), Some(rep)) = (p.group, self.replication()) {
+                    // A reassignment began, moved on or completed: the group follows.
+                    rep.set_replicas(g, key, replica_set(t, key.partition, this_node));
+                }
                 if p.log.config() != log_cfg {
                     p.log.set_config(log_cfg)?;
                     if let (Some(g), Some(rep)) = (p.group, self.replication()) {
@@ -423,11 +441,7 @@ impl BrokerShard {
         let rep = self.replication().ok_or_else(|| {
             crate::error::BrokerError::Shard("partition replication is not running".into())
         })?;
-        let voters = t
-            .replicas_of(key.partition, self.config.node_id)
-            .into_iter()
-            .map(|n| n as u64)
-            .collect();
+        let set = replica_set(t, key.partition, self.config.node_id);
         let group = crate::replication::group_id(&key.topic_id, key.partition);
         let spec = self.partition_spec(t, key.partition, broker_cfgs);
         if !rep.knows(group) {
@@ -450,7 +464,7 @@ impl BrokerShard {
                 );
             }
         }
-        rep.begin_group(key, voters, spec)
+        rep.begin_group(key, set, spec)
             .map_err(crate::error::BrokerError::Shard)
     }
 

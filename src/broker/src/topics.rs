@@ -55,6 +55,33 @@ pub struct TopicRecord {
     /// state written before replication existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<i32>>,
+    /// The partitions with a reassignment in progress (Kafka's adding/removing replicas;
+    /// `replicas` then holds the target followed by the leaving ones), in partition order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<PartitionMove>,
+}
+
+/// A partition's reassignment in progress, as the controller's image has it.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct PartitionMove {
+    pub partition: i32,
+    /// Joining replicas (learners until caught up).
+    pub adding: Vec<i32>,
+    /// Leaving replicas (the last ones of `replicas`).
+    pub removing: Vec<i32>,
+    /// The partition's revision: the controller completes the reassignment only when its
+    /// leader reports this one done.
+    pub revision: u64,
 }
 
 impl TopicRecord {
@@ -64,6 +91,31 @@ impl TopicRecord {
             Some(r) if partition >= 0 => r.clone(),
             _ => vec![this_node],
         }
+    }
+
+    /// The reassignment of `partition` in progress, if any.
+    pub fn move_of(&self, partition: i32) -> Option<&PartitionMove> {
+        self.moves.iter().find(|m| m.partition == partition)
+    }
+
+    /// The replicas `partition` is moving to (all of them when no reassignment is under
+    /// way): what its Raft group's voters must become.
+    pub fn target_of(&self, partition: i32, this_node: i32) -> Vec<i32> {
+        let mut r = self.replicas_of(partition, this_node);
+        if let Some(m) = self.move_of(partition) {
+            r.retain(|n| !m.removing.contains(n));
+        }
+        r
+    }
+
+    /// The replicas `partition` had before its reassignment in progress began (all of them
+    /// when none is): the voters a joining replica starts from.
+    pub fn original_of(&self, partition: i32, this_node: i32) -> Vec<i32> {
+        let mut r = self.replicas_of(partition, this_node);
+        if let Some(m) = self.move_of(partition) {
+            r.retain(|n| !m.adding.contains(n));
+        }
+        r
     }
 
     /// Whether node `node` holds a replica of `partition`.
@@ -508,6 +560,36 @@ pub fn new_topic_id() -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// A move in progress: the replicas are the target then the leaving ones; the target
+    /// and the original set follow from the adding and removing ones, and a partition
+    /// without a move is its own target and original.
+    #[test]
+    fn a_move_gives_the_target_and_the_original_replicas() {
+        let t = TopicRecord {
+            name: "t".into(),
+            id: [1; 16],
+            partitions: 2,
+            configs: BTreeMap::new(),
+            internal: false,
+            replicas: vec![vec![2, 3, 1], vec![1, 2]],
+            moves: vec![PartitionMove {
+                partition: 0,
+                adding: vec![3],
+                removing: vec![1],
+                revision: 9,
+            }],
+        };
+        assert_eq!(t.target_of(0, 5), vec![2, 3]);
+        assert_eq!(t.original_of(0, 5), vec![2, 1]);
+        assert_eq!(t.move_of(0).map(|m| m.revision), Some(9));
+        assert_eq!(
+            (t.target_of(1, 5), t.original_of(1, 5)),
+            (vec![1, 2], vec![1, 2])
+        );
+        assert!(t.move_of(1).is_none());
+        assert!(t.hosted_on(0, 3) && t.hosted_on(0, 1) && !t.hosted_on(1, 3));
+    }
+
     /// Produce rules are derived when the table changes and follow every kind of change.
     #[test]
     fn produce_rules_follow_the_table() {
@@ -521,6 +603,7 @@ mod tests {
                 .collect(),
             internal: name == "__consumer_offsets",
             replicas: Vec::new(),
+            moves: Vec::new(),
         };
         let after =
             |t: &TopicTable, name: &str| t.get_with_rules(name).unwrap().1.timestamp_after_max_ms;
@@ -561,6 +644,7 @@ mod tests {
             configs: BTreeMap::new(),
             internal: false,
             replicas: Vec::new(),
+            moves: Vec::new(),
         };
         assert!(t.hosted_on(0, 7) && t.hosted_on(1, 7));
         assert_eq!(t.replicas_of(1, 7), vec![7]);
@@ -586,6 +670,7 @@ mod tests {
             configs: BTreeMap::new(),
             internal: false,
             replicas: Vec::new(),
+            moves: Vec::new(),
         };
         let mut old = ClusterState {
             version: 7,
@@ -638,6 +723,7 @@ mod tests {
             configs: BTreeMap::new(),
             internal: false,
             replicas: Vec::new(),
+            moves: Vec::new(),
         })
         .unwrap();
         assert!(t
@@ -648,6 +734,7 @@ mod tests {
                 configs: BTreeMap::new(),
                 internal: false,
                 replicas: Vec::new(),
+                moves: Vec::new(),
             })
             .is_err());
         store_state(dir.path(), &t.state).unwrap();

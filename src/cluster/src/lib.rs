@@ -106,7 +106,8 @@
 //!   broker epoch, is not done): until then it is not live and placement skips it. A
 //!   cluster of one keeps its incarnation across restarts while its endpoints stay the same
 //!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
-//! - AlterPartitionReassignments and the reassignment-complete report are not exposed yet.
+//! - AlterPartitionReassignments and the partition leader's reassignment-complete report
+//!   are commands like the others (methods 10 and 11); the broker decides when to send them.
 
 pub mod gossip;
 pub mod node;

@@ -586,6 +586,38 @@ impl ControllerNode {
             .await
     }
 
+    /// AlterPartitionReassignments: per partition the target replicas, or `None` to cancel.
+    pub async fn alter_partition_reassignments(
+        &self,
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Answer {
+        self.inner
+            .command(
+                Command::AlterPartitionReassignments { partitions },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
+    /// A partition leader's report that the reassignment at `revision` is done.
+    pub async fn reassignment_complete(
+        &self,
+        topic: [u8; 16],
+        partition: i32,
+        revision: u64,
+    ) -> Answer {
+        self.inner
+            .command(
+                Command::ReassignmentComplete {
+                    topic,
+                    partition,
+                    revision,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
     /// The next producer-id block for this node (it must be registered: waits for that
     /// within the timeout).
     pub async fn allocate_producer_ids(&self) -> Answer {
@@ -1144,6 +1176,14 @@ impl Inner {
                     epoch,
                     caught_up,
                 } => c.broker_heartbeat(token, now, node, epoch, caught_up),
+                Command::AlterPartitionReassignments { partitions } => {
+                    c.alter_partition_reassignments(token, partitions)
+                }
+                Command::ReassignmentComplete {
+                    topic,
+                    partition,
+                    revision,
+                } => c.reassignment_complete(token, topic, partition, revision),
             };
             self.ctrl_fx(&mut st, fx);
         }

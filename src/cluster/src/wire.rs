@@ -32,6 +32,10 @@ pub mod method {
     /// Partition-leader reports (see `crate::gossip`): the body is one message of
     /// `sluice_meta::leaders::encode_updates`, the answer a [`super::ReportAnswer`].
     pub const LEADER_REPORTS: u16 = 9;
+    /// AlterPartitionReassignments (a command, as methods 1 to 7).
+    pub const ALTER_PARTITION_REASSIGNMENTS: u16 = 10;
+    /// A partition leader's report that its reassignment is done (a command).
+    pub const REASSIGNMENT_COMPLETE: u16 = 11;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -79,6 +83,15 @@ pub enum Command {
         epoch: u64,
         caught_up: bool,
     },
+    /// Per partition (topic name, index) the target replicas, or `None` to cancel.
+    AlterPartitionReassignments {
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+    ReassignmentComplete {
+        topic: [u8; 16],
+        partition: i32,
+        revision: u64,
+    },
 }
 
 impl Command {
@@ -91,6 +104,8 @@ impl Command {
             Command::AllocateProducerIds { .. } => method::ALLOCATE_PRODUCER_IDS,
             Command::RegisterBroker(_) => method::REGISTER_BROKER,
             Command::BrokerHeartbeat { .. } => method::BROKER_HEARTBEAT,
+            Command::AlterPartitionReassignments { .. } => method::ALTER_PARTITION_REASSIGNMENTS,
+            Command::ReassignmentComplete { .. } => method::REASSIGNMENT_COMPLETE,
         }
     }
 
@@ -125,6 +140,15 @@ impl Command {
             Command::AllocateProducerIds { .. } => Answer::AllocateProducerIds(Err(e)),
             Command::RegisterBroker(_) => Answer::RegisterBroker(Err(e)),
             Command::BrokerHeartbeat { .. } => Answer::BrokerHeartbeat(Err(e)),
+            Command::AlterPartitionReassignments { partitions } => {
+                Answer::AlterPartitionReassignments(
+                    partitions
+                        .iter()
+                        .map(|p| ((p.0.clone(), p.1), Err(e.clone())))
+                        .collect(),
+                )
+            }
+            Command::ReassignmentComplete { .. } => Answer::ReassignmentComplete(Err(e)),
         }
     }
 
@@ -192,12 +216,34 @@ impl Command {
                 w.u64(*epoch);
                 w.bool(*caught_up);
             }
+            Command::AlterPartitionReassignments { partitions } => {
+                w.list(partitions, |w, (name, p, target)| {
+                    w.str(name);
+                    w.i32(*p);
+                    w.bool(target.is_some());
+                    if let Some(t) = target {
+                        w.list(t, |w, n| w.i32(*n));
+                    }
+                });
+            }
+            Command::ReassignmentComplete {
+                topic,
+                partition,
+                revision,
+            } => {
+                w.raw(topic);
+                w.i32(*partition);
+                w.u64(*revision);
+            }
         }
         w.finish()
     }
 
     pub fn decode(method: u16, body: &[u8]) -> Result<Command, WireError> {
-        if !(method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method) {
+        let command = (method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method)
+            || method == method::ALTER_PARTITION_REASSIGNMENTS
+            || method == method::REASSIGNMENT_COMPLETE;
+        if !command {
             return Err(WireError("unknown method"));
         }
         let mut r = Reader::new(body)?;
@@ -254,6 +300,23 @@ impl Command {
                 rpc: r.endpoint()?,
                 rack: r.opt_str()?,
             }),
+            method::ALTER_PARTITION_REASSIGNMENTS => Command::AlterPartitionReassignments {
+                partitions: r.list(4 + 4 + 1, |r| {
+                    let name = r.str()?;
+                    let p = r.i32()?;
+                    let target = if r.bool()? {
+                        Some(r.list(4, |r| r.i32())?)
+                    } else {
+                        None
+                    };
+                    Ok((name, p, target))
+                })?,
+            },
+            method::REASSIGNMENT_COMPLETE => Command::ReassignmentComplete {
+                topic: r.array16()?,
+                partition: r.i32()?,
+                revision: r.u64()?,
+            },
             method::BROKER_HEARTBEAT => Command::BrokerHeartbeat {
                 node: r.i32()?,
                 epoch: r.u64()?,
@@ -759,6 +822,14 @@ mod tests {
                 node: 1,
                 epoch: 2,
                 caught_up: true,
+            },
+            Command::AlterPartitionReassignments {
+                partitions: vec![("t".into(), 0, Some(vec![2, 3])), ("u".into(), 4, None)],
+            },
+            Command::ReassignmentComplete {
+                topic: [5; 16],
+                partition: 2,
+                revision: 77,
             },
         ]
     }

@@ -65,6 +65,16 @@ pub enum ProposeError {
 pub enum Write {
     /// A replica was created with these voters.
     Create { group: GroupId, voters: Vec<NodeId> },
+    /// The group's configuration is now `voters` and `learners` (a committed configuration
+    /// change was applied, or a leader's snapshot carried it, or a replica was created as a
+    /// learner). Replaces the voters of `Create`; written before the hard state whose
+    /// commit covers the change, so a recovered configuration is never older than the
+    /// recovered commit (it may be newer: re-applying a single-step change is a no-op).
+    Conf {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
     /// Entries with consecutive indexes; any stored entries at or after the first one's index
     /// are replaced (a divergent suffix dropped).
     Entries { group: GroupId, entries: Vec<Entry> },

@@ -81,6 +81,38 @@
 //! heartbeats settle it again; a wrong "dead" report costs at most an election. A notice
 //! that is lost leaves the follower ticking: it times out and its pre-vote wakes the group.
 //!
+//! # Membership changes (reassignment)
+//!
+//! [`GroupManager::reconfigure`]`(group, target)` moves a group towards a replica set one
+//! step per call, on its ready leader: a target node not in the group joins as a learner
+//! (its replica is created with [`GroupManager::create_learner`] from the original voters,
+//! empty); a learner whose matched index reached the leader's commit index is promoted; a
+//! learner outside the target leaves; once every target node is a voter holding everything
+//! committed, the voters outside it leave one at a time, a leaving leader last, after Raft's
+//! leadership transfer to a caught-up target voter. It answers `Done` when the voters are
+//! the target, there are no learners and every voter holds everything committed.
+//!
+//! The changes are raft-rs `ConfChangeV2`s of one change each (simple, not joint
+//! consensus): adding or removing one voter at a time keeps every two consecutive
+//! majorities overlapping, raft-rs allows one change in flight (`pending_conf_index`, set
+//! at election too, which covers the single-server-change bug Raft's author described),
+//! and a learner needs no quorum change at all. Joint consensus would let a whole set be
+//! swapped in one step but needs a second entry to leave the joint state and a driver that
+//! recovers a half-done transition; reassignments move one or two replicas, where the
+//! single steps cost the same number of entries. A single-step change also re-applies as a
+//! no-op, which the persistence below relies on.
+//!
+//! Changes apply as they commit (raft-rs hands out committed entries once synced here) and
+//! are persisted as [`Write::Conf`] before the hard state whose commit covers them: a
+//! recovered configuration is never older than the recovered commit (raft-rs restarts with
+//! `applied = commit` and would not apply them again); when it is newer (the hard state
+//! write was lost), the change comes back as committed and re-applies as a no-op. A leader's
+//! log-start snapshot carries its configuration, which the follower adopts and persists.
+//! A replica removed from its group and created again (a node leaving and rejoining) starts
+//! in the last term this manager knew for it, as having voted for itself, so it cannot vote
+//! twice in a term it forgot (kept for [`manager::TOMBSTONES_MAX`] removed groups, in memory:
+//! a restart between removal and re-creation within one term is not covered).
+//!
 //! # Log start (retention) and snapshots
 //!
 //! When Kafka retention moves a replica's partition-log start, the driver calls
@@ -142,7 +174,10 @@
 //! client proposing batches, partition-log reads that take 1–30 ms and sometimes fail
 //! (a third of the seeds keep no applied entry in memory, a third a few hundred bytes), and
 //! retention moving a replica's log start (also on every replica but one that is down, which
-//! must come back through a snapshot), client pauses long enough for groups to quiesce
+//! must come back through a snapshot), membership changes (a quarter of the seeds: groups
+//! of 3 replicas on 5 nodes moved to random replica sets, replaced and cancelled mid-way,
+//! with learners created, promoted and removed, leaving replicas deleted once their group
+//! is done; after healing every group must have reached its last target), client pauses long enough for groups to quiesce
 //! mid-faults, and node-liveness reports: true ones after a detection delay when a node
 //! crashes or comes back, and wrong ones (a live node reported dead, a dead one alive). Committed entries no longer in memory are checked
 //! against the node's partition log; entries before a replica's log start are not checked
@@ -170,8 +205,10 @@
 //! The mark map still grows with the log between log-start moves (0.125 B per entry).
 //! Eviction walks the shard's groups while over budget, so a shard whose budget is spent on
 //! unapplied entries pays a pass over its groups per call. A quiesced leader does not
-//! notice a dead follower (nothing needs it to: it only matters once it wakes). Membership
-//! changes (learners, joint consensus), leadership transfer and read leases.
+//! notice a dead follower (nothing needs it to: it only matters once it wakes). Read
+//! leases. A learner created from a guessed configuration counts the changes raft-rs
+//! refuses while it replays older ones on top of it (`conf_change_errors`; none seen in the
+//! simulator).
 
 pub mod effect;
 pub mod log;
@@ -187,5 +224,5 @@ pub use effect::{
 pub use log::{
     batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
 };
-pub use manager::{Batch, Config, Error, GroupManager, GroupStatus};
+pub use manager::{Batch, Config, Error, GroupManager, GroupStatus, Membership, MembershipStep};
 pub use rng::Rng;

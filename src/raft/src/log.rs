@@ -208,6 +208,32 @@ impl ReplicaLog {
         &self.conf_state.voters
     }
 
+    /// Replicas that receive the log but do not vote (a reassignment's joining replicas
+    /// until they have caught up).
+    pub fn learners(&self) -> &[u64] {
+        &self.conf_state.learners
+    }
+
+    /// Sets the configuration (a configuration change applied, a snapshot's, or a
+    /// recovered one): single-step changes only, so never a joint one. Refuses a node
+    /// twice; an empty set of voters is allowed (raft-rs refuses nothing else here either,
+    /// and a replica removed from its group may be recovered before it is deleted).
+    pub fn set_conf(&mut self, voters: &[u64], learners: &[u64]) -> Result<(), String> {
+        let mut all: Vec<u64> = voters.iter().chain(learners).copied().collect();
+        all.sort_unstable();
+        if all.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!(
+                "a node twice in voters {voters:?} and learners {learners:?}"
+            ));
+        }
+        self.conf_state = ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..Default::default()
+        };
+        Ok(())
+    }
+
     /// Sets the hard state; its commit index is at least the log start (a compacted or
     /// snapshot entry is committed, even if a crash kept the log start but not the hard
     /// state written after it).

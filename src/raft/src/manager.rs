@@ -5,7 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use raft::eraftpb::{Entry, Message, MessageType};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState,
+    Message, MessageType,
+};
 use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole};
 
 use crate::effect::{
@@ -45,6 +49,9 @@ pub const QUIESCE_TICKS: u64 = ELECTION_TICKS as u64;
 /// Most partition-log reads one group has outstanding (one per lagging follower at a time
 /// is the usual need); raft-rs asks again on the follower's next response.
 pub const FETCHES_PER_GROUP_MAX: usize = 4;
+/// Most removed groups whose last term the manager remembers (see
+/// [`GroupManager::remove_group`]); past it the oldest are forgotten.
+pub const TOMBSTONES_MAX: usize = 65_536;
 /// Most raft-rs requests one read answers (requests for the same entries while a read is
 /// outstanding join it; the rest are dropped and asked again later).
 const CONTEXTS_PER_FETCH_MAX: usize = 4;
@@ -114,9 +121,40 @@ pub struct GroupStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     GroupExists,
-    /// A replica set must name this node and have no duplicates.
+    /// A replica set must name this node (as a voter, or as a learner when created as one)
+    /// and have no duplicates.
     InvalidVoters,
     Raft,
+}
+
+/// One step of a membership change (see [`GroupManager::reconfigure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipStep {
+    /// A target replica joins as a learner: it receives the log, counts for nothing.
+    AddLearner(NodeId),
+    /// A learner that has caught up becomes a voter.
+    Promote(NodeId),
+    /// A replica outside the target leaves (a learner, or a voter once every target voter
+    /// holds everything committed).
+    Remove(NodeId),
+    /// This leader leaves the replica set: it hands its leadership to a caught-up target
+    /// voter first, which carries on from there.
+    TransferLeader(NodeId),
+}
+
+/// Where a group stands against a target replica set ([`GroupManager::reconfigure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// This replica is not a ready leader (or there is no such group): ask the leader.
+    NotLeader,
+    /// A change is in flight (proposed and not yet applied, or a leadership transfer), or
+    /// a joining learner is still catching up: ask again later.
+    Pending,
+    /// This step was proposed (or, for `TransferLeader`, started) by this call.
+    Stepped(MembershipStep),
+    /// The voters are exactly the target, there are no learners, and every voter holds
+    /// everything committed (all in sync): the reassignment may complete.
+    Done,
 }
 
 /// A `Ready` handed to storage whose messages wait until the sync `need_seq` is reported.
@@ -235,6 +273,14 @@ pub struct GroupManager {
     awake: BTreeSet<GroupId>,
     /// Nodes the owner reported dead (see [`GroupManager::set_node_alive`]).
     dead: BTreeSet<NodeId>,
+    /// Removed groups: the last term this node knew in each (see `remove_group`), oldest
+    /// first in `tombstone_order`.
+    tombstones: BTreeMap<GroupId, u64>,
+    tombstone_order: VecDeque<GroupId>,
+    /// Committed configuration changes raft-rs refused to apply here (a replica created as
+    /// a learner replays changes made before it joined on top of the configuration it was
+    /// given; see `create_learner`).
+    conf_change_errors: u64,
     logger: slog::Logger,
 }
 
@@ -255,6 +301,9 @@ impl GroupManager {
             fetch_mismatches: 0,
             awake: BTreeSet::new(),
             dead: BTreeSet::new(),
+            tombstones: BTreeMap::new(),
+            tombstone_order: VecDeque::new(),
+            conf_change_errors: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -292,9 +341,11 @@ impl GroupManager {
         if self.groups.contains_key(&group) {
             return Err(Error::GroupExists);
         }
-        let voters = log.voters();
-        let distinct: BTreeSet<_> = voters.iter().collect();
-        if !voters.contains(&self.cfg.node_id) || distinct.len() != voters.len() {
+        // Recovered configurations may leave this node out: a replica removed from its group
+        // is recovered until the owner deletes it.
+        let members = log.voters().len() + log.learners().len();
+        let distinct: BTreeSet<_> = log.voters().iter().chain(log.learners()).collect();
+        if distinct.len() != members {
             return Err(Error::InvalidVoters);
         }
         // A recovered commit index only ever covers entries written before it (one ordered
@@ -342,7 +393,11 @@ impl GroupManager {
         group: GroupId,
         voters: &[NodeId],
     ) -> Result<Vec<Effect>, Error> {
-        self.add_replica(group, ReplicaLog::new(voters))?;
+        if !voters.contains(&self.cfg.node_id) {
+            return Err(Error::InvalidVoters);
+        }
+        let (log, hs) = self.fresh_log(group, voters, &[])?;
+        self.add_replica(group, log)?;
         if voters.len() > 1 && voters[0] == self.cfg.node_id {
             let r = self.groups.get_mut(&group).expect("replica just added");
             r.node.campaign().map_err(|_| Error::Raft)?;
@@ -355,7 +410,87 @@ impl GroupManager {
                 voters: voters.to_vec(),
             },
         );
+        if let Some(hard_state) = hs {
+            self.write(&mut out, Write::HardState { group, hard_state });
+        }
         Ok(self.finish(out, [group]))
+    }
+
+    /// Creates this node's replica of `group` as a learner joining a running group (a
+    /// reassignment's new replica): empty, it catches up from the leader (or, if the
+    /// leader's log no longer starts at its beginning, restarts at the leader's log start,
+    /// as a new Kafka follower does) and votes only once the leader promotes it.
+    ///
+    /// `voters` is the configuration to start from, as the owner knows it: the replicas
+    /// the partition had before the reassignment (Kafka's original replicas), with this
+    /// node as the only learner. It need not be the group's configuration now: the learner
+    /// applies every configuration change in the log as it commits, and each single-step
+    /// change sets one node's role, so once it has applied the log its configuration is
+    /// the group's for every node some change names; the nodes none names are the original
+    /// voters, given right here (naming other joining nodes as learners would not be: one
+    /// whose addition never happened would stay a learner here).
+    pub fn create_learner(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+    ) -> Result<Vec<Effect>, Error> {
+        let me = self.cfg.node_id;
+        let learners = [me];
+        if voters.contains(&me) {
+            return Err(Error::InvalidVoters);
+        }
+        let (log, hs) = self.fresh_log(group, voters, &learners)?;
+        self.add_replica(group, log)?;
+        let mut out = Out::default();
+        self.write(
+            &mut out,
+            Write::Create {
+                group,
+                voters: voters.to_vec(),
+            },
+        );
+        self.write(
+            &mut out,
+            Write::Conf {
+                group,
+                voters: voters.to_vec(),
+                learners: learners.to_vec(),
+            },
+        );
+        if let Some(hard_state) = hs {
+            self.write(&mut out, Write::HardState { group, hard_state });
+        }
+        Ok(self.finish(out, [group]))
+    }
+
+    /// The empty log of a new replica, and the hard state it starts with if this node held
+    /// a replica of the group before: a replica removed and created again has forgotten
+    /// its vote, and a vote given twice in one term could elect two leaders in it (the
+    /// old replica's vote and the new one's). So it starts in the last term it knew, as
+    /// having voted for itself (it never campaigned, so it gives no vote in that term):
+    /// nothing else changes, as every later term is new to it anyway.
+    fn fresh_log(
+        &self,
+        group: GroupId,
+        voters: &[NodeId],
+        learners: &[NodeId],
+    ) -> Result<(ReplicaLog, Option<HardState>), Error> {
+        if self.groups.contains_key(&group) {
+            return Err(Error::GroupExists);
+        }
+        let mut log = ReplicaLog::new(voters);
+        log.set_conf(voters, learners)
+            .map_err(|_| Error::InvalidVoters)?;
+        let hs = self.tombstones.get(&group).map(|&term| HardState {
+            term,
+            vote: self.cfg.node_id,
+            commit: 0,
+            ..Default::default()
+        });
+        if let Some(hs) = &hs {
+            log.set_hard_state(hs.clone());
+        }
+        Ok((log, hs))
     }
 
     /// Removes this node's replica of `group` (its partition was deleted, or moved off this
@@ -369,6 +504,13 @@ impl GroupManager {
         let Some(r) = self.groups.remove(&group) else {
             return Vec::new();
         };
+        if self.tombstones.insert(group, r.node.raft.term).is_none() {
+            self.tombstone_order.push_back(group);
+            if self.tombstone_order.len() > TOMBSTONES_MAX {
+                let old = self.tombstone_order.pop_front().expect("over the limit");
+                self.tombstones.remove(&old);
+            }
+        }
         self.awake.remove(&group);
         self.cached_bytes -= r.node.store().window_bytes();
         self.fetches.retain(|_, f| f.group != group);
@@ -408,6 +550,121 @@ impl GroupManager {
             .collect();
         out.sort_unstable();
         Some(out)
+    }
+
+    /// The group's configuration as this replica has applied it: (voters, learners), each
+    /// sorted.
+    pub fn conf(&self, group: GroupId) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        let r = self.groups.get(&group)?;
+        let conf = r.node.raft.prs().conf();
+        let mut voters: Vec<NodeId> = conf.voters().ids().iter().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<NodeId> = conf.learners().iter().copied().collect();
+        learners.sort_unstable();
+        Some((voters, learners))
+    }
+
+    /// Committed configuration changes raft-rs refused to apply on this shard (see
+    /// [`Self::create_learner`]).
+    pub fn conf_change_errors(&self) -> u64 {
+        self.conf_change_errors
+    }
+
+    /// Moves `group` one step towards the replica set `target` (a reassignment), if this
+    /// replica is its ready leader. Single-step changes, one at a time: first every target
+    /// replica not in the group joins as a learner; a learner whose matched index has
+    /// reached the leader's commit index (it holds everything committed, as Kafka's ISR
+    /// rule) is promoted; learners outside the target leave; once every target replica is
+    /// a voter holding everything committed, the voters outside it leave one by one, this
+    /// leader last, after handing its leadership to a caught-up target voter. The group so
+    /// never has fewer voters than the smaller of the old and new sets, and a leaving
+    /// voter goes only when the staying ones hold every committed entry.
+    ///
+    /// Call it again whenever the group's state may have moved on (ticks, commits): each
+    /// call does at most one step, and only when nothing is pending; it is idempotent.
+    /// `target` must be non-empty, without duplicates (else `NotLeader` is not the answer:
+    /// it panics, as the caller validated it against the controller's rules).
+    pub fn reconfigure(&mut self, group: GroupId, target: &[NodeId]) -> (Membership, Vec<Effect>) {
+        assert!(!target.is_empty(), "an empty target replica set");
+        let distinct: BTreeSet<_> = target.iter().collect();
+        assert_eq!(distinct.len(), target.len(), "a node twice in {target:?}");
+        let me = self.cfg.node_id;
+        let Some(r) = self.groups.get(&group) else {
+            return (Membership::NotLeader, Vec::new());
+        };
+        let raft = &r.node.raft;
+        if raft.state != StateRole::Leader || !raft.commit_to_current_term() {
+            return (Membership::NotLeader, Vec::new());
+        }
+        if raft.has_pending_conf() || raft.lead_transferee.is_some() {
+            return (Membership::Pending, Vec::new());
+        }
+        let (voters, learners) = self.conf(group).expect("group");
+        let commit = raft.raft_log.committed;
+        let caught_up = |n: NodeId| {
+            raft.prs()
+                .get(n)
+                .is_some_and(|pr| pr.matched >= commit && !self.dead.contains(&n))
+        };
+        let step = if let Some(&n) = target
+            .iter()
+            .find(|n| !voters.contains(n) && !learners.contains(n))
+        {
+            Some(MembershipStep::AddLearner(n))
+        } else if let Some(&n) = target
+            .iter()
+            .find(|n| learners.contains(n) && caught_up(**n))
+        {
+            Some(MembershipStep::Promote(n))
+        } else if let Some(&n) = learners.iter().find(|n| !target.contains(n)) {
+            Some(MembershipStep::Remove(n))
+        } else if target
+            .iter()
+            .any(|n| learners.contains(n) || !caught_up(*n))
+        {
+            // Joining learners still catching up, or a target voter behind: wait.
+            None
+        } else if let Some(&n) = voters.iter().find(|&&n| !target.contains(&n) && n != me) {
+            Some(MembershipStep::Remove(n))
+        } else if !target.contains(&me) {
+            // Every target voter is caught up (checked above); the preferred one first.
+            Some(MembershipStep::TransferLeader(target[0]))
+        } else {
+            return (Membership::Done, Vec::new());
+        };
+        let Some(step) = step else {
+            return (Membership::Pending, Vec::new());
+        };
+        self.wake(group);
+        let r = self.groups.get_mut(&group).expect("group");
+        let (node, change) = match step {
+            MembershipStep::TransferLeader(to) => {
+                r.node.transfer_leader(to);
+                return (
+                    Membership::Stepped(step),
+                    self.finish(Out::default(), [group]),
+                );
+            }
+            MembershipStep::AddLearner(n) => (n, ConfChangeType::AddLearnerNode),
+            MembershipStep::Promote(n) => (n, ConfChangeType::AddNode),
+            MembershipStep::Remove(n) => (n, ConfChangeType::RemoveNode),
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = node;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        let last = r.node.raft.raft_log.last_index();
+        if r.node.propose_conf_change(Vec::new(), cc).is_err()
+            || r.node.raft.raft_log.last_index() != last + 1
+        {
+            // Refused (the uncommitted bytes are over the limit): try again later.
+            return (Membership::Pending, self.finish(Out::default(), [group]));
+        }
+        (
+            Membership::Stepped(step),
+            self.finish(Out::default(), [group]),
+        )
     }
 
     /// Hands `group`'s leadership from this replica to voter `to` (preferred-leader
@@ -993,6 +1250,10 @@ impl GroupManager {
             let later_msgs = rd.take_persisted_messages();
             let number = rd.number();
 
+            let snapshot_conf = snapshot.map(|_| {
+                let cs = rd.snapshot().get_metadata().get_conf_state();
+                (cs.voters.clone(), cs.learners.clone())
+            });
             let r = self.groups.get_mut(&group).expect("group");
             if let Some((index, term, offset)) = snapshot {
                 // (`finish` counts the bytes this frees.)
@@ -1048,6 +1309,24 @@ impl GroupManager {
             if let Some(hs) = &hard_state {
                 r.node.mut_store().set_hard_state(hs.clone());
             }
+            // Configuration changes apply as they commit (raft-rs hands out committed
+            // entries only once they are synced here). Their result is written before the
+            // hard state whose commit covers them: see `Write::Conf`.
+            let mut conf = snapshot_conf;
+            for e in &committed {
+                if let Some(cc) = conf_change_of(e) {
+                    match r.node.apply_conf_change(&cc) {
+                        Ok(cs) => conf = Some((cs.voters, cs.learners)),
+                        Err(_) => self.conf_change_errors += 1,
+                    }
+                }
+            }
+            if let Some((voters, learners)) = &conf {
+                r.node
+                    .mut_store()
+                    .set_conf(voters, learners)
+                    .expect("raft-rs keeps configurations without duplicates");
+            }
             r.node.advance_append_async(rd);
             if let Some((index, term, offset)) = snapshot {
                 self.write(
@@ -1063,6 +1342,16 @@ impl GroupManager {
             }
             if !entries.is_empty() {
                 self.write(out, Write::Entries { group, entries });
+            }
+            if let Some((voters, learners)) = conf {
+                self.write(
+                    out,
+                    Write::Conf {
+                        group,
+                        voters,
+                        learners,
+                    },
+                );
             }
             if let Some(hard_state) = hard_state {
                 self.write(out, Write::HardState { group, hard_state });
@@ -1139,6 +1428,34 @@ impl GroupManager {
     }
 }
 
+/// The configuration change an entry holds, if it is one (raft-rs's own proposals are
+/// V2; V1 is decoded too, as raft-rs would accept one). One that does not decode is
+/// ignored, as raft-rs ignored it when it was proposed.
+fn conf_change_of(e: &Entry) -> Option<ConfChangeV2> {
+    match e.get_entry_type() {
+        EntryType::EntryConfChangeV2 => {
+            let mut cc = ConfChangeV2::default();
+            cc.merge_from_bytes(&e.data).ok()?;
+            Some(cc)
+        }
+        EntryType::EntryConfChange => {
+            let mut cc = ConfChange::default();
+            cc.merge_from_bytes(&e.data).ok()?;
+            Some(raft::prelude::ConfChangeV2 {
+                changes: vec![{
+                    let mut s = ConfChangeSingle::default();
+                    s.set_change_type(cc.get_change_type());
+                    s.node_id = cc.node_id;
+                    s
+                }]
+                .into(),
+                ..Default::default()
+            })
+        }
+        EntryType::EntryNormal => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1203,6 +1520,8 @@ mod tests {
         net: Vec<Envelope>,
         /// Per node: last persist seq written.
         written: Vec<u64>,
+        /// Per node: every write, in the on-disk format (`wal`).
+        disk: Vec<Vec<u8>>,
         now: u64,
     }
 
@@ -1220,6 +1539,7 @@ mod tests {
                     .collect(),
                 net: Vec::new(),
                 written: vec![0; 3],
+                disk: vec![Vec::new(); 3],
                 now: 0,
             };
             for i in 0..3 {
@@ -1234,7 +1554,12 @@ mod tests {
             for e in fx {
                 match e {
                     Effect::Send(env) => self.net.push(env),
-                    Effect::Persist { seq, .. } => self.written[i] = seq,
+                    Effect::Persist { seq, writes } => {
+                        self.written[i] = seq;
+                        for w in &writes {
+                            crate::wal::encode_record(w, &mut self.disk[i]);
+                        }
+                    }
                     other => rest.push(other),
                 }
             }
@@ -1350,12 +1675,13 @@ mod tests {
         // Ticks and messages for the group are ignored meanwhile.
         t.tick(l);
         t.deliver(&[1, 2, 3]);
-        // Created again: a fresh replica with an empty log.
+        // Created again: a fresh replica with an empty log, in the term it last knew.
+        let term = t.status((l + 1) % 3).term;
         let fx = t.m[l].create_group(1, &[1, 2, 3]).unwrap();
         t.take(l, fx);
         t.sync(l);
         let s = t.status(l);
-        assert_eq!((s.last_index, s.commit_index, s.term), (0, 0, 0));
+        assert_eq!((s.last_index, s.commit_index, s.term), (0, 0, term));
     }
 
     /// The first voter of a new group campaigns at creation: with messages and syncs
@@ -1617,6 +1943,152 @@ mod tests {
             !t.status(leader).quiesced,
             "it does not settle again while a replica's node is reported dead"
         );
+    }
+
+    /// Runs every node (ticks, deliveries, syncs) until `done`, at most `rounds` rounds.
+    fn run_until(t: &mut Trio, rounds: usize, mut done: impl FnMut(&mut Trio) -> bool) {
+        for _ in 0..rounds {
+            if done(t) {
+                return;
+            }
+            for i in 0..3 {
+                t.tick(i);
+                t.deliver(&[1, 2, 3]);
+                t.sync(i);
+                t.deliver(&[1, 2, 3]);
+            }
+        }
+        panic!("never done");
+    }
+
+    /// The leader of `group` among the three, if one is ready.
+    fn leader_of(t: &Trio, group: GroupId) -> Option<usize> {
+        (0..3).find(|&i| {
+            t.m[i]
+                .status(group)
+                .is_some_and(|s| s.role == Role::Leader && s.ready)
+        })
+    }
+
+    /// A group on nodes {1, 2} moves to {2, 3}: 3 joins as a learner, is promoted once
+    /// caught up, 1 leaves (after handing over its leadership if it led). Batches
+    /// committed before, during and after stay committed at their offsets on the new set,
+    /// and the configuration survives a restart from the written state.
+    #[test]
+    fn a_group_moves_to_a_new_replica_set_one_step_at_a_time() {
+        let mut t = Trio::new();
+        for i in 0..2 {
+            let fx = t.m[i].create_group(2, &[1, 2]).unwrap();
+            t.take(i, fx);
+        }
+        run_until(&mut t, 500, |t| leader_of(t, 2).is_some());
+        let l = leader_of(&t, 2).unwrap();
+        let (m, fx) = t.m[l].reconfigure(2, &[2, 3]);
+        assert_eq!(m, Membership::Stepped(MembershipStep::AddLearner(3)));
+        t.take(l, fx);
+        // One change at a time.
+        assert_eq!(t.m[l].reconfigure(2, &[2, 3]).0, Membership::Pending);
+        let batch = |n: u8| Batch {
+            records: 1,
+            bytes: Bytes::from(vec![n; 3]),
+        };
+        let mut committed = Vec::new();
+        let fx = t.m[l].propose(2, ProposalToken(1), batch(1));
+        t.take(l, fx);
+        // The learner is created from the configuration before the change.
+        let fx = t.m[2].create_learner(2, &[1, 2]).unwrap();
+        t.take(2, fx);
+        assert_eq!(t.m[2].conf(2), Some((vec![1, 2], vec![3])));
+        assert_eq!(t.m[2].create_learner(2, &[1, 2]), Err(Error::GroupExists));
+        let mut steps = Vec::new();
+        let mut token = 1;
+        run_until(&mut t, 3_000, |t| {
+            let Some(l) = leader_of(t, 2) else {
+                return false;
+            };
+            token += 1;
+            let fx = t.m[l].propose(2, ProposalToken(token), batch(token as u8));
+            for e in t.take(l, fx) {
+                if let Effect::Committed { span, .. } = e {
+                    committed.push(span);
+                }
+            }
+            let (m, fx) = t.m[l].reconfigure(2, &[2, 3]);
+            t.take(l, fx);
+            match m {
+                Membership::Stepped(s) => {
+                    steps.push(s);
+                    false
+                }
+                Membership::Done => true,
+                _ => false,
+            }
+        });
+        assert_eq!(
+            steps.first(),
+            Some(&MembershipStep::Promote(3)),
+            "{steps:?}"
+        );
+        assert!(steps.contains(&MembershipStep::Remove(1)), "{steps:?}");
+        let l = leader_of(&t, 2).unwrap();
+        assert_ne!(l, 0, "node 1 handed over its leadership");
+        for i in [1, 2] {
+            assert_eq!(t.m[i].conf(2), Some((vec![2, 3], vec![])), "node {}", i + 1);
+        }
+        // Node 1 is out: the others no longer send to it, and it may be removed.
+        let fx = t.m[0].remove_group(2);
+        t.take(0, fx);
+        // The new set still commits; the learner-turned-voter holds the same log.
+        run_until(&mut t, 500, |t| {
+            let (a, b) = (t.m[1].status(2).unwrap(), t.m[2].status(2).unwrap());
+            a.hw_index == b.hw_index && a.hw_index == a.last_index && b.hw_index == b.last_index
+        });
+        let (a, b) = (t.m[1].log(2).unwrap(), t.m[2].log(2).unwrap());
+        for i in 1..=a.last_index() {
+            assert_eq!(
+                a.entry(i).map(|e| &e.data),
+                b.entry(i).map(|e| &e.data),
+                "{i}"
+            );
+            assert_eq!(a.span(i), b.span(i));
+        }
+        assert!(t.m[1].conf_change_errors() + t.m[2].conf_change_errors() == 0);
+        // Restarted from what it wrote, node 3 is a voter of {2, 3}.
+        let replayed = crate::wal::replay(&t.disk[2]).unwrap();
+        let m = GroupManager::recover(
+            Config {
+                node_id: 3,
+                ..Default::default()
+            },
+            replayed.logs,
+        )
+        .unwrap();
+        assert_eq!(m.conf(2), Some((vec![2, 3], vec![])));
+        // Node 1's state says the group is gone; created again, it starts in the term it
+        // last knew, having "voted" for itself, so it votes for nobody else in that term.
+        let replayed = crate::wal::replay(&t.disk[0]).unwrap();
+        assert!(!replayed.logs.contains_key(&2));
+        let fx = t.m[0].create_learner(2, &[2, 3]).unwrap();
+        let hs = t.m[0].log(2).unwrap().hard_state().clone();
+        assert!(hs.term > 0 && hs.vote == 1, "{hs:?}");
+        assert!(fx.iter().any(|e| matches!(e, Effect::Persist { writes, .. }
+            if writes.iter().any(|w| matches!(w, Write::HardState { .. })))));
+    }
+
+    /// A replica created as a learner cannot be given a configuration that makes it a
+    /// voter or names a node twice; a voter must be among its voters.
+    #[test]
+    fn a_learner_must_be_created_as_a_learner() {
+        let mut m = GroupManager::new(Config {
+            node_id: 3,
+            ..Default::default()
+        });
+        assert_eq!(m.create_learner(1, &[1, 3]), Err(Error::InvalidVoters));
+        assert_eq!(m.create_learner(1, &[1, 2, 2]), Err(Error::InvalidVoters));
+        assert_eq!(m.create_group(1, &[1, 2]), Err(Error::InvalidVoters));
+        assert!(m.create_learner(1, &[1, 2]).is_ok());
+        assert_eq!(m.conf(1), Some((vec![1, 2], vec![3])));
+        assert_eq!(m.reconfigure(1, &[3]).0, Membership::NotLeader);
     }
 
     #[test]

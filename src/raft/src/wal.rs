@@ -16,10 +16,11 @@
 //! 3 HardState  group u64, term u64, vote u64, commit u64
 //! 4 LogStart   group u64, index u64, term u64, offset i64, reset u8 (0 or 1)
 //! 5 Remove     group u64
+//! 6 Conf       group u64, voter count u32, voters u64..., learner count u32, learners u64...
 //! ```
 //!
-//! Type 5 was added after the first files were written; those files hold none and replay
-//! as before.
+//! Types 5 and 6 were added after the first files were written; those files hold none and
+//! replay as before (a group's configuration is then the voters of its `Create`).
 //!
 //! # Replay
 //!
@@ -51,6 +52,7 @@ const ENTRIES: u8 = 2;
 const HARD_STATE: u8 = 3;
 const LOG_START: u8 = 4;
 const REMOVE: u8 = 5;
+const CONF: u8 = 6;
 
 /// Bytes an entry takes besides its context and data.
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8 + 4 + 4;
@@ -130,6 +132,20 @@ fn encode_payload(w: &Write, b: &mut Vec<u8>) {
         Write::Remove { group } => {
             b.push(REMOVE);
             put_u64(b, *group);
+        }
+        Write::Conf {
+            group,
+            voters,
+            learners,
+        } => {
+            b.push(CONF);
+            put_u64(b, *group);
+            for set in [voters, learners] {
+                put_len(b, set.len());
+                for v in set {
+                    put_u64(b, *v);
+                }
+            }
         }
     }
 }
@@ -220,6 +236,22 @@ pub fn decode_payload(payload: &[u8]) -> Option<Write> {
             Write::HardState { group, hard_state }
         }
         REMOVE => Write::Remove { group: c.u64()? },
+        CONF => {
+            let group = c.u64()?;
+            let mut sets = [Vec::new(), Vec::new()];
+            for set in &mut sets {
+                let n = c.count(8)?;
+                for _ in 0..n {
+                    set.push(c.u64()?);
+                }
+            }
+            let [voters, learners] = sets;
+            Write::Conf {
+                group,
+                voters,
+                learners,
+            }
+        }
         _ => return None,
     };
     c.0.is_empty().then_some(w)
@@ -378,6 +410,15 @@ fn apply(logs: &mut BTreeMap<GroupId, ReplicaLog>, w: &Write) -> Result<(), Stri
                 return Err(format!("group {group} removed but never created"));
             }
         }
+        Write::Conf {
+            group,
+            voters,
+            learners,
+        } => {
+            let log = log_mut(logs, *group)?;
+            log.set_conf(voters, learners)
+                .map_err(|e| format!("group {group}: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -493,6 +534,43 @@ mod tests {
         let mut b = Vec::new();
         encode_record(&Write::Remove { group: 7 }, &mut b);
         assert!(replay(&b).is_err());
+    }
+
+    /// A configuration record replaces the voters of `Create` (and a later one the earlier);
+    /// files without one replay as before; a configuration with a node twice, or of a group
+    /// never created, is damage.
+    #[test]
+    fn a_configuration_record_replays_and_a_bad_one_is_refused() {
+        let mut b = Vec::new();
+        for w in &sample() {
+            encode_record(w, &mut b);
+        }
+        let conf = |voters: Vec<u64>, learners: Vec<u64>| Write::Conf {
+            group: 4,
+            voters,
+            learners,
+        };
+        encode_record(&conf(vec![1, 2, 3], vec![5]), &mut b);
+        encode_record(&conf(vec![2, 3, 5], vec![]), &mut b);
+        let mut seen = Vec::new();
+        let r = replay_with(&b, |w| seen.push(w.clone())).unwrap();
+        assert_eq!(seen.len(), sample().len() + 2);
+        assert_eq!(r.logs[&4].voters(), &[2u64, 3, 5][..]);
+        assert!(r.logs[&4].learners().is_empty());
+        let r = replay(&b[..b.len() - 1]).unwrap();
+        assert_eq!(
+            (r.logs[&4].voters(), r.logs[&4].learners()),
+            (&[1u64, 2, 3][..], &[5u64][..]),
+            "a torn last configuration leaves the one before"
+        );
+        for bad in [conf(vec![1, 2], vec![2]), conf(vec![1, 1], vec![])] {
+            let mut b2 = b.clone();
+            encode_record(&bad, &mut b2);
+            assert!(replay(&b2).is_err(), "{bad:?}");
+        }
+        let mut b2 = Vec::new();
+        encode_record(&conf(vec![1], vec![]), &mut b2);
+        assert!(replay(&b2).is_err(), "a group never created");
     }
 
     /// A checksummed record that does not fit the log is an error, never a panic.

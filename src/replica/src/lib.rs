@@ -21,7 +21,8 @@
 //!   follow). The driver keeps the base offsets of the entries above the commit index it
 //!   has seen (the only ones Raft may replace), so the lookup needs no read and the map is
 //!   bounded by the uncommitted entries.
-//! - The raft-state file ([`state`]) holds per group its voters, hard state and log start,
+//! - The raft-state file ([`state`]) holds per group its voters (and learners, once a
+//!   membership change applied: `Write::Conf`), hard state and log start,
 //!   latest record wins (a removal drops the group), rewritten when it outgrows a few times
 //!   its live size. Only a torn last record is cut at start; a bad record with valid ones
 //!   after it, or a checksummed record that does not apply, is [`Error::Damaged`].

@@ -13,7 +13,9 @@
 //! syncs it, so bytes of an unsynced write beyond the cut can never come back as records.
 //! A bad record followed by a valid one is not a torn tail but damage: the file is refused
 //! ([`crate::Error::Damaged`]), as is a checksummed record that does not apply (see
-//! `replay`). A group's `REMOVE` record (kind 4, no fields) drops what the file held of it.
+//! `replay`). A group's `REMOVE` record (kind 4, no fields) drops what the file held of it;
+//! its `CONF` record (kind 5: voter count u32, voters u64..., learner count u32, learners
+//! u64...) replaces the voters of its `CREATE` (a membership change applied).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,8 +44,10 @@ const HARD_STATE: u8 = 2;
 const LOG_START: u8 = 3;
 /// Added after the first files were written (those hold none and read as before).
 const REMOVE: u8 = 4;
-/// Largest record body: a `CREATE` naming [`VOTERS_MAX`] voters.
-const BODY_BYTES_MAX: usize = 9 + 4 + 8 * VOTERS_MAX;
+/// Added with membership changes (older files hold none: the voters are the `CREATE`'s).
+const CONF: u8 = 5;
+/// Largest record body: a `CONF` naming [`VOTERS_MAX`] voters and learners together.
+const BODY_BYTES_MAX: usize = 9 + 8 + 8 * VOTERS_MAX;
 
 /// Where a group's Raft log starts: after entry `index` of `term`, at Kafka offset `offset`;
 /// `reset` when a leader's snapshot restarted the partition log empty there.
@@ -59,6 +63,8 @@ pub struct LogStart {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GroupState {
     pub voters: Vec<NodeId>,
+    /// Replicas that receive the log without voting (a reassignment's joining ones).
+    pub learners: Vec<NodeId>,
     pub hard_state: HardState,
     pub start: LogStart,
 }
@@ -115,6 +121,22 @@ fn log_start_record(group: GroupId, s: &LogStart) -> Vec<u8> {
     record(LOG_START, group, &f)
 }
 
+fn conf_record(group: GroupId, voters: &[NodeId], learners: &[NodeId]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(8 + 8 * (voters.len() + learners.len()));
+    for set in [voters, learners] {
+        f.extend_from_slice(&(set.len() as u32).to_be_bytes());
+        for v in set {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    record(CONF, group, &f)
+}
+
+/// `n` node ids at `at` of `f`.
+fn ids_at(f: &[u8], at: usize, n: usize) -> Option<Vec<NodeId>> {
+    (0..n).map(|i| u64_at(f, at + 8 * i)).collect()
+}
+
 fn remove_record(group: GroupId) -> Vec<u8> {
     record(REMOVE, group, &[])
 }
@@ -168,6 +190,24 @@ fn apply(groups: &mut BTreeMap<GroupId, GroupState>, body: &[u8]) -> Option<()> 
         REMOVE if f.is_empty() => {
             groups.remove(&group)?;
         }
+        CONF => {
+            let v = u32::from_be_bytes(f.get(..4)?.try_into().ok()?) as usize;
+            let at = 4 + 8 * v.min(VOTERS_MAX + 1);
+            let l = u32::from_be_bytes(f.get(at..at + 4)?.try_into().ok()?) as usize;
+            if v + l > VOTERS_MAX || f.len() != 8 + 8 * (v + l) {
+                return None;
+            }
+            let voters = ids_at(f, 4, v)?;
+            let learners = ids_at(f, at + 4, l)?;
+            let mut all: Vec<NodeId> = voters.iter().chain(&learners).copied().collect();
+            all.sort_unstable();
+            if all.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+            let g = groups.get_mut(&group)?;
+            g.voters = voters;
+            g.learners = learners;
+        }
         _ => return None,
     }
     Some(())
@@ -193,6 +233,7 @@ fn plausible(body_len: usize, kind: u8) -> bool {
         HARD_STATE => body_len == 9 + 24,
         LOG_START => body_len == 9 + 25,
         REMOVE => body_len == 9,
+        CONF => body_len >= 17 && (body_len - 17).is_multiple_of(8),
         _ => false,
     }
 }
@@ -392,6 +433,27 @@ impl<S: Storage> StateFile<S> {
         self.push(log_start_record(group, &start));
     }
 
+    /// The group's configuration changed (see `sluice_raft::Write::Conf`).
+    pub fn conf(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        learners: &[NodeId],
+    ) -> Result<(), Error> {
+        assert!(
+            self.groups.contains_key(&group),
+            "configuration of an unknown group"
+        );
+        if voters.len() + learners.len() > VOTERS_MAX {
+            return Err(Error::Damaged(format!(
+                "group {group}: {} replicas (at most {VOTERS_MAX})",
+                voters.len() + learners.len()
+            )));
+        }
+        self.push(conf_record(group, voters, learners));
+        Ok(())
+    }
+
     /// The group is gone from this shard: its records no longer count (a later
     /// [`Self::create`] starts it afresh), and a rewrite leaves it out.
     pub fn remove(&mut self, group: GroupId) {
@@ -408,7 +470,14 @@ impl<S: Storage> StateFile<S> {
             + self
                 .groups
                 .iter()
-                .map(|(g, s)| (create_record(*g, &s.voters).len() + 41 + 42) as u64)
+                .map(|(g, s)| {
+                    let conf = if s.learners.is_empty() {
+                        0
+                    } else {
+                        conf_record(*g, &s.voters, &s.learners).len()
+                    };
+                    (create_record(*g, &s.voters).len() + conf + 41 + 42) as u64
+                })
                 .sum::<u64>()
     }
 
@@ -444,6 +513,9 @@ impl<S: Storage> StateFile<S> {
         let mut content = header();
         for (g, s) in &self.groups {
             content.extend_from_slice(&create_record(*g, &s.voters));
+            if !s.learners.is_empty() {
+                content.extend_from_slice(&conf_record(*g, &s.voters, &s.learners));
+            }
             content.extend_from_slice(&hard_state_record(*g, &s.hard_state));
             content.extend_from_slice(&log_start_record(*g, &s.start));
         }
@@ -708,6 +780,41 @@ mod tests {
             let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
             assert_eq!(f.groups().keys().copied().collect::<Vec<_>>(), vec![2, 3]);
             assert_eq!(f.group(3).unwrap().hard_state.commit, 30);
+        });
+    }
+
+    /// A configuration record replaces the voters of `CREATE`, survives a reopen and a
+    /// rewrite; one naming a node twice does not apply (damage).
+    #[test]
+    fn a_configuration_change_replaces_the_voters_and_survives_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            sample(dir.path()).await;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            f.conf(1, &[1, 2, 3], &[4]).unwrap();
+            f.conf(3, &[2, 3, 4], &[]).unwrap();
+            f.sync(&s).await.unwrap();
+            drop(f);
+            let mut f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            let conf = |f: &StateFile<StdStorage>, g| {
+                let g = f.group(g).unwrap();
+                (g.voters.clone(), g.learners.clone())
+            };
+            assert_eq!(conf(&f, 1), (vec![1, 2, 3], vec![4]));
+            assert_eq!(conf(&f, 3), (vec![2, 3, 4], vec![]));
+            assert_eq!(f.group(3).unwrap().hard_state.commit, 30, "the rest kept");
+            f.rewrite(&s).await.unwrap();
+            drop(f);
+            let f = StateFile::<StdStorage>::open(&s, dir.path()).await.unwrap();
+            assert_eq!(conf(&f, 1), (vec![1, 2, 3], vec![4]));
+            assert_eq!(conf(&f, 3), (vec![2, 3, 4], vec![]));
+            let mut groups = BTreeMap::new();
+            assert!(apply(&mut groups, &create_record(1, &[1, 2])[8..]).is_some());
+            assert!(apply(&mut groups, &conf_record(1, &[1, 2], &[2])[8..]).is_none());
+            assert!(apply(&mut groups, &conf_record(7, &[1], &[])[8..]).is_none());
+            let body = conf_record(1, &[1], &[3]);
+            assert!(plausible(body.len() - 8, CONF));
         });
     }
 }

@@ -267,7 +267,9 @@ impl<S: Storage> ReplicaStore<S> {
                     ),
                 ));
             }
-            let (rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            let (mut rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            rlog.set_conf(&st.voters, &st.learners)
+                .map_err(|m| damaged(g, m))?;
             if log.log_start_offset() < start.offset {
                 // Retention's move was recorded but its segments not yet removed (the
                 // high watermark is past it: the scan set it to the commit).
@@ -444,6 +446,16 @@ impl<S: Storage> ReplicaStore<S> {
                     self.log_start(group, start).await?;
                 }
                 Write::Remove { group } => self.remove(group).await?,
+                Write::Conf {
+                    group,
+                    voters,
+                    learners,
+                } => {
+                    if !self.groups.contains_key(&group) {
+                        return Err(damaged(group, "configuration of an unknown group"));
+                    }
+                    self.state.conf(group, &voters, &learners)?;
+                }
             }
         }
         self.written_seq = seq;

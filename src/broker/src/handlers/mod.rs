@@ -13,6 +13,7 @@ use crate::conn::{ConnId, Outcome};
 use crate::shard::BrokerShard;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -26,6 +27,7 @@ pub mod find_coordinator;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -48,6 +50,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 2, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -74,7 +78,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::DeleteTopics
         | ApiKey::CreatePartitions
         | ApiKey::AlterConfigs
-        | ApiKey::IncrementalAlterConfigs => Some(ShardId(0)),
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::AlterPartitionReassignments => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -133,6 +138,12 @@ pub async fn dispatch(
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
         }
         RequestKind::DescribeCluster(r) => respond(h, &describe_cluster::handle(shard, h, r)),
+        RequestKind::AlterPartitionReassignments(r) => {
+            respond(h, &alter_partition_reassignments::handle(shard, h, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            respond(h, &list_partition_reassignments::handle(shard, h, r))
+        }
         RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.

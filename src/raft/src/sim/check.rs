@@ -45,6 +45,12 @@ impl Checker {
         self.seen.retain(|(n, _), _| *n != node);
     }
 
+    /// A node's replica of `group` was deleted or created afresh: its high watermark starts
+    /// again.
+    pub fn forget(&mut self, node: NodeId, group: GroupId) {
+        self.seen.remove(&(node, group));
+    }
+
     pub fn max_term(&self, group: GroupId) -> u64 {
         self.leaders
             .range((group, 0)..=(group, u64::MAX))

@@ -76,7 +76,7 @@ fn apply_model(model: &mut Model, w: &Write) {
             }
             log.start = (*index, *offset);
         }
-        Write::HardState { .. } => {}
+        Write::HardState { .. } | Write::Conf { .. } => {}
         Write::Remove { group } => {
             model.remove(group).expect("removal of a created group");
         }

@@ -1,7 +1,9 @@
 //! Deterministic simulation of a cluster of group managers: one seeded RNG, virtual time, a
 //! network that drops, delays, reorders, duplicates and partitions envelopes, disks that lose
-//! unsynced writes and tear their tail on crash, crash/restart, and a client proposing
-//! batches. The checkers (`check.rs`) run after every event; a seed replays exactly.
+//! unsynced writes and tear their tail on crash, crash/restart, a client proposing
+//! batches, and (a quarter of the seeds) membership changes: groups of 3 replicas on 5
+//! nodes moved to random new replica sets, as reassignments do, under all of the above.
+//! The checkers (`check.rs`) run after every event; a seed replays exactly.
 
 mod check;
 mod disk;
@@ -14,7 +16,7 @@ use bytes::Bytes;
 
 use crate::effect::{Effect, Envelope, GroupId, NodeId, ProposalToken, Role};
 use crate::log::OffsetSpan;
-use crate::manager::{Batch, Config, GroupManager};
+use crate::manager::{Batch, Config, GroupManager, Membership};
 use crate::rng::Rng;
 use check::{Acked, Checker};
 use disk::Disk;
@@ -43,6 +45,12 @@ pub struct SimConfig {
     /// The managers' `entry_cache_bytes_max`: small values make applied entries leave memory
     /// at once, so lagging followers are caught up through partition-log fetches.
     pub entry_cache_bytes: u64,
+    /// Groups start on nodes 1..=3 only and the nemesis moves them to random sets of 3
+    /// nodes (reassignments, also replacing one in progress); the driver plays the
+    /// controller and the brokers: it creates joining replicas as learners, has each
+    /// group's leader `reconfigure` towards the target, and removes a leaving replica
+    /// once its group is done. Needs 5 nodes.
+    pub membership: bool,
 }
 
 impl SimConfig {
@@ -59,6 +67,7 @@ impl SimConfig {
             // Nothing, a few entries, or the production budget (all in memory here).
             entry_cache_bytes: [0, 400, crate::manager::ENTRY_CACHE_BYTES_MAX]
                 [(seed / 2 % 3) as usize],
+            membership: seed % 4 == 1,
         }
     }
 }
@@ -78,6 +87,10 @@ pub struct Report {
     pub quiesced: u64,
     /// Liveness reports that were wrong when made.
     pub wrong_reports: u64,
+    /// Reassignments started, membership steps taken, reassignments completed.
+    pub reassignments: u64,
+    pub membership_steps: u64,
+    pub reassignments_done: u64,
 }
 
 #[derive(Debug)]
@@ -116,6 +129,8 @@ enum Ev {
     Nemesis,
     Client,
     EndFaults,
+    /// The membership driver's periodic pass (see `SimConfig::membership`).
+    Reconfigure,
 }
 
 struct Node {
@@ -154,6 +169,14 @@ struct Sim {
     waiting: BTreeMap<u64, (GroupId, Bytes)>,
     acked: Vec<Acked>,
     report: Report,
+    /// Per group: the replica set it is being moved to, and the one it had when its last
+    /// move completed (Kafka's "original replicas" of a reassignment in progress).
+    targets: BTreeMap<GroupId, Vec<NodeId>>,
+    settled: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Groups whose leader reported their current target reached (a new target, even the
+    /// settled set again, as a cancellation is, clears it: the Raft configuration may have
+    /// moved on meanwhile and must be brought back).
+    done: BTreeSet<GroupId>,
 }
 
 macro_rules! trace {
@@ -203,6 +226,9 @@ impl Sim {
             waiting: BTreeMap::new(),
             acked: Vec::new(),
             report: Report::default(),
+            targets: BTreeMap::new(),
+            settled: BTreeMap::new(),
+            done: BTreeSet::new(),
         }
     }
 
@@ -211,8 +237,21 @@ impl Sim {
         self.queue.insert((self.now + delay_ms, self.next_ev), ev);
     }
 
+    /// Synced copies every acknowledged batch must have: a majority of the groups' replica
+    /// sets (all nodes, or 3 of them with membership changes). A reassignment never goes
+    /// below it: a leaving replica is deleted only once every target voter holds everything
+    /// committed.
     fn quorum(&self) -> usize {
-        self.cfg.nodes as usize / 2 + 1
+        self.initial_voters().len() / 2 + 1
+    }
+
+    fn initial_voters(&self) -> Vec<NodeId> {
+        let n = if self.cfg.membership {
+            3
+        } else {
+            self.cfg.nodes
+        };
+        (1..=n).collect()
     }
 
     fn mgr_config(&self, node: NodeId, inc: u64) -> Config {
@@ -229,11 +268,23 @@ impl Sim {
     }
 
     fn run(&mut self) -> Result<(), String> {
-        let voters: Vec<NodeId> = (1..=self.cfg.nodes).collect();
+        assert!(!self.cfg.membership || self.cfg.nodes == 5);
+        let voters = self.initial_voters();
+        for g in 0..self.cfg.groups {
+            self.targets.insert(g, voters.clone());
+            self.settled.insert(g, voters.clone());
+            self.done.insert(g);
+        }
+        if self.cfg.membership {
+            self.at(20, Ev::Reconfigure);
+        }
         for n in 0..self.nodes.len() {
             let id = self.nodes[n].id;
             let mut mgr = GroupManager::new(self.mgr_config(id, 0));
             for g in 0..self.cfg.groups {
+                if !voters.contains(&id) {
+                    continue;
+                }
                 let fx = mgr.create_group(g, &voters).expect("create");
                 for e in fx {
                     if let Effect::Persist { writes, seq } = e {
@@ -415,6 +466,10 @@ impl Sim {
                     let next = self.rng.range(2, 25);
                     self.at(next, Ev::Client);
                 }
+            }
+            Ev::Reconfigure => {
+                self.reconfigure();
+                self.at(20, Ev::Reconfigure);
             }
             Ev::EndFaults => {
                 trace!(self, "end of faults: heal, restart every node");
@@ -646,7 +701,10 @@ impl Sim {
     /// `all`, else to a random offset up to it.
     fn retention(&mut self, node: NodeId, group: GroupId, all: bool) {
         let mgr = self.nodes[Self::idx(node)].mgr.as_mut().expect("alive");
-        let s = mgr.status(group).expect("group");
+        // (With membership changes not every node holds every group.)
+        let Some(s) = mgr.status(group) else {
+            return;
+        };
         let start = mgr.log(group).expect("group").start_offset();
         let offset = if all {
             s.high_watermark
@@ -695,7 +753,23 @@ impl Sim {
     fn nemesis(&mut self) {
         let n = self.cfg.nodes;
         let all: Vec<NodeId> = (1..=n).collect();
-        match self.rng.below(14) {
+        let kinds = if self.cfg.membership { 20 } else { 14 };
+        match self.rng.below(kinds) {
+            14..=19 => {
+                // A reassignment: a group moves to 3 random nodes (replacing a move in
+                // progress, if any; the same set again cancels nothing, it is a no-op).
+                let g = self.rng.below(self.cfg.groups);
+                let mut pick = all.clone();
+                let mut target = Vec::new();
+                for _ in 0..3 {
+                    let j = self.rng.below(pick.len() as u64) as usize;
+                    target.push(pick.swap_remove(j));
+                }
+                trace!(self, "nemesis: reassign group {g} to {target:?}");
+                self.report.reassignments += 1;
+                self.targets.insert(g, target);
+                self.done.remove(&g);
+            }
             12 => {
                 // A wrong report: a live node is said to be dead (or a dead one alive). It
                 // may cost an election, never safety; the truth follows later.
@@ -822,6 +896,63 @@ impl Sim {
         }
     }
 
+    /// The membership driver (controller and brokers in one): joining replicas are created
+    /// as learners from the settled configuration, the leader takes the next step, and once
+    /// the group is done the replicas outside it are deleted.
+    fn reconfigure(&mut self) {
+        for g in 0..self.cfg.groups {
+            let target = self.targets[&g].clone();
+            let settled = self.settled[&g].clone();
+            let joining: Vec<NodeId> = target
+                .iter()
+                .copied()
+                .filter(|n| !settled.contains(n))
+                .collect();
+            for &n in &joining {
+                let Some(mgr) = self.nodes[Self::idx(n)].mgr.as_mut() else {
+                    continue;
+                };
+                if mgr.status(g).is_none() {
+                    trace!(self, "node {n} group {g}: created as a learner");
+                    let fx = mgr.create_learner(g, &settled).expect("create learner");
+                    self.checker.forget(n, g);
+                    self.effects(n, fx);
+                }
+            }
+            if !self.done.contains(&g) {
+                for v in self.alive() {
+                    let mgr = self.nodes[Self::idx(v)].mgr.as_mut().expect("alive");
+                    let (m, fx) = mgr.reconfigure(g, &target);
+                    self.effects(v, fx);
+                    match m {
+                        Membership::Stepped(step) => {
+                            trace!(self, "node {v} group {g}: {step:?} towards {target:?}");
+                            self.report.membership_steps += 1;
+                        }
+                        Membership::Done => {
+                            trace!(self, "node {v} group {g}: moved to {target:?}");
+                            self.report.reassignments_done += 1;
+                            self.settled.insert(g, target.clone());
+                            self.done.insert(g);
+                        }
+                        Membership::NotLeader | Membership::Pending => {}
+                    }
+                }
+            }
+            if self.done.contains(&g) {
+                for v in self.alive() {
+                    let mgr = self.nodes[Self::idx(v)].mgr.as_mut().expect("alive");
+                    if !target.contains(&v) && mgr.status(g).is_some() {
+                        trace!(self, "node {v} group {g}: replica deleted");
+                        let fx = mgr.remove_group(g);
+                        self.checker.forget(v, g);
+                        self.effects(v, fx);
+                    }
+                }
+            }
+        }
+    }
+
     fn client(&mut self) {
         let g = self.rng.below(self.cfg.groups);
         let alive = self.alive();
@@ -884,9 +1015,26 @@ impl Sim {
     fn final_checks(&mut self) -> Result<(), String> {
         let mut total = 0;
         for g in 0..self.cfg.groups {
+            let target = &self.targets[&g];
+            if !self.done.contains(&g) {
+                return Err(format!(
+                    "after healing, group {g} never moved from {:?} to {target:?}",
+                    self.settled[&g]
+                ));
+            }
+            for n in &self.nodes {
+                let held = n.mgr.as_ref().expect("restarted").status(g).is_some();
+                if held != target.contains(&n.id) {
+                    return Err(format!(
+                        "after healing, node {} holds a replica of group {g}: {held}, replicas {target:?}",
+                        n.id
+                    ));
+                }
+            }
             let statuses: Vec<_> = self
                 .nodes
                 .iter()
+                .filter(|n| target.contains(&n.id))
                 .map(|n| {
                     (
                         n.id,
@@ -903,6 +1051,20 @@ impl Sim {
                     "after healing, group {g} has no single ready leader: {statuses:?}"
                 ));
             };
+            let mut want = target.clone();
+            want.sort_unstable();
+            for (n, _) in &statuses {
+                let conf = self.nodes[Self::idx(*n)]
+                    .mgr
+                    .as_ref()
+                    .expect("alive")
+                    .conf(g);
+                if conf != Some((want.clone(), Vec::new())) {
+                    return Err(format!(
+                        "after healing, node {n} has group {g}'s configuration {conf:?}, replicas {want:?}"
+                    ));
+                }
+            }
             for (n, s) in &statuses {
                 if s.hw_index != ls.commit_index || s.leader != Some(*leader) {
                     return Err(format!(

@@ -105,10 +105,14 @@ fn simulate_seeds() {
     let snapshots: u64 = ok.iter().map(|r| r.snapshots).sum();
     let quiesced: u64 = ok.iter().map(|r| r.quiesced).sum();
     let wrong: u64 = ok.iter().map(|r| r.wrong_reports).sum();
+    let moves: u64 = ok.iter().map(|r| r.reassignments).sum();
+    let steps: u64 = ok.iter().map(|r| r.membership_steps).sum();
+    let moved: u64 = ok.iter().map(|r| r.reassignments_done).sum();
     eprintln!(
         "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, \
          {fetches} partition-log fetches, {compactions} log-start moves, {snapshots} logs restarted by a snapshot, \
-         {quiesced} quiesced groups seen at faults, {wrong} wrong liveness reports)",
+         {quiesced} quiesced groups seen at faults, {wrong} wrong liveness reports, \
+         {moves} reassignments, {steps} membership steps, {moved} moves completed)",
         ok.len()
     );
     if let Some((seed, e)) = bad.first() {
@@ -133,6 +137,11 @@ fn simulate_seeds() {
     assert!(
         ok.len() < 50 || (quiesced > ok.len() as u64 && wrong > ok.len() as u64 / 2),
         "too few quiesced groups ({quiesced}) or wrong reports ({wrong})"
+    );
+    // A quarter of the seeds move groups between replica sets, under the faults.
+    assert!(
+        ok.len() < 50 || (steps > 10 * ok.len() as u64 / 4 && moved > ok.len() as u64 / 4),
+        "too few membership steps ({steps}) or completed moves ({moved})"
     );
     // Retention while a replica is down must send it snapshots.
     assert!(
