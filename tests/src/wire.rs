@@ -359,6 +359,54 @@ pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Optio
     Some((node, *ports.get(&node)?))
 }
 
+/// Metadata v1 for `topic` on the Kafka listener on loopback `port`: each partition's index
+/// and leader (-1: none), in partition order; `None` if the node does not answer or does
+/// not know the topic.
+pub fn partition_leaders(port: u16, topic: &str) -> Option<Vec<(i32, i32)>> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = header(3, 1, 5);
+    req.extend_from_slice(&Enc::new().i32(1).str(topic).0);
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(&mut s)?;
+    let mut d = Dec::new(&resp);
+    if d.i32() != 5 {
+        return None;
+    }
+    for _ in 0..d.i32() {
+        d.i32();
+        d.str();
+        d.i32();
+        d.nstr();
+    }
+    d.i32(); // controller id
+    let mut out = Vec::new();
+    let mut known = false;
+    for _ in 0..d.i32() {
+        let topic_error = d.i16();
+        let name = d.str();
+        d.i8(); // is_internal
+        for _ in 0..d.i32() {
+            let _error = d.i16();
+            let index = d.i32();
+            let node = d.i32();
+            for _ in 0..2 {
+                // replicas, isr
+                for _ in 0..d.i32() {
+                    d.i32();
+                }
+            }
+            if topic_error == 0 && name == topic {
+                out.push((index, node));
+            }
+        }
+        known |= topic_error == 0 && name == topic;
+    }
+    out.sort_unstable();
+    known.then_some(out)
+}
+
 /// A connection to the leader of the fresh, empty `topic`/`partition` once it serves, and
 /// the offset its first record will get: 0 on one node (asserted), in test-cluster mode
 /// the high watermark after Raft's own first entries (see `kafka::first_offset`).

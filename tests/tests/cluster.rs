@@ -1024,6 +1024,136 @@ async fn leaders_return_to_their_preferred_replicas() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// Controlled shutdown (Kafka's `controlled.shutdown.enable`, on by default): SIGTERM to a
+/// node that leads partitions, of a replicated topic and of `__consumer_offsets`, makes it
+/// hand each of them to another in-sync replica before it stops serving Raft. It exits 0;
+/// by then, for every partition it led, a survivor already reports itself the leader
+/// (without the hand-off none could: the survivors' elections only start once the node
+/// has gone quiet); `acks=all` produce to those partitions, running throughout, never
+/// fails; and the other nodes' Metadata names the new leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits() {
+    require_cluster!();
+    const T: &str = "handoff";
+    const OFFSETS: &str = "__consumer_offsets";
+    let mut c = Cluster::start(3);
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    // The offsets topic (three replicas per partition: every node is live).
+    let port1 = c.node(1).port();
+    tokio::task::block_in_place(|| {
+        sluice_tests::wire::find_coordinator(&mut sluice_tests::wire::connect_port(port1), "g")
+    });
+    let ports: BTreeMap<usize, u16> = c.ids().map(|i| (i, c.node(i).port())).collect();
+    let all_led = |topic: &'static str, port: u16| {
+        poll_until(SETTLE, "a leader for every partition", || {
+            sluice_tests::wire::partition_leaders(port, topic)
+                .filter(|ps| !ps.is_empty() && ps.iter().all(|&(_, l)| l > 0))
+        })
+    };
+    let topic_leaders = tokio::task::block_in_place(|| all_led(T, port1));
+    tokio::task::block_in_place(|| all_led(OFFSETS, port1));
+    let victim = topic_leaders[0].1 as usize;
+    // What the victim leads, as it says itself.
+    let led: Vec<(&str, i32)> = [T, OFFSETS]
+        .into_iter()
+        .flat_map(|topic| {
+            sluice_tests::wire::partition_leaders(ports[&victim], topic)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&(_, l)| l as usize == victim)
+                .map(move |(p, _)| (topic, p))
+        })
+        .collect();
+    assert!(led.iter().any(|&(t, _)| t == T), "{led:?}");
+    let mine: Vec<i32> = led
+        .iter()
+        .filter(|(t, _)| *t == T)
+        .map(|(_, p)| *p)
+        .collect();
+    eprintln!("node {victim} leads {} partition(s): {led:?}", led.len());
+
+    // acks=all to the victim's partitions throughout.
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (p, stop, mine) = (p.clone(), stop.clone(), mine.clone());
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let part = mine[i % mine.len()];
+                let v = format!("h{i}");
+                p.send(
+                    FutureRecord::<(), _>::to(T).partition(part).payload(&v),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("produce {v} to partition {part}: {e:?}"));
+                acked += 1;
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = tokio::task::block_in_place(|| {
+        c.node(victim).begin_stop();
+        c.node(victim).wait_stopped()
+    });
+    assert!(status.success(), "node {victim} after SIGTERM: {status}");
+    // At once: every partition it led is led by a survivor, as that survivor says.
+    let survivors: Vec<usize> = c.ids().filter(|&i| i != victim).collect();
+    let mut orphans = Vec::new();
+    for &(topic, part) in &led {
+        let taken = survivors.iter().any(|&s| {
+            sluice_tests::wire::partition_leaders(ports[&s], topic)
+                .and_then(|ps| ps.into_iter().find(|&(i, _)| i == part))
+                .is_some_and(|(_, l)| l as usize == s)
+        });
+        if !taken {
+            orphans.push((topic, part));
+        }
+    }
+    assert!(
+        orphans.is_empty(),
+        "partitions node {victim} led that no survivor led when it had exited: {orphans:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.await.expect("writer");
+    assert!(acked > 0);
+    // Every survivor's Metadata names a survivor for each of them.
+    for &s in &survivors {
+        tokio::task::block_in_place(|| {
+            poll_until(SETTLE, "survivors naming the new leaders", || {
+                led.iter()
+                    .all(|&(topic, part)| {
+                        sluice_tests::wire::partition_leaders(ports[&s], topic)
+                            .and_then(|ps| ps.into_iter().find(|&(i, _)| i == part))
+                            .is_some_and(|(_, l)| l > 0 && l as usize != victim)
+                    })
+                    .then_some(())
+            })
+        });
+    }
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// The test-only switch the issue asks for ("acknowledges `acks=all` before commit"), in the
 /// nodes' environment (`sluice_broker::replication::ACK_BEFORE_COMMIT_ENV`).
 const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";

@@ -23,6 +23,11 @@
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
+//! - Controlled shutdown ([`Replication::begin_handoff`]): from then on this node never
+//!   campaigns nor accepts a leadership transfer, and hands each group it leads to an
+//!   in-sync, reachable voter (caught up first, the preferred replica next), refusing
+//!   produce to a group in hand-off with NOT_LEADER_OR_FOLLOWER; it keeps replicating as a
+//!   follower until the driver stops.
 //!
 //! # Transport
 //!
@@ -334,6 +339,11 @@ pub struct Replication {
     rebalance: Cell<LeaderRebalance>,
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
+    /// Controlled shutdown under way ([`Replication::begin_handoff`]): the groups this
+    /// replica leads are being handed to other voters, each with when it was last asked.
+    handoffs: RefCell<Option<HashMap<GroupId, Instant>>>,
+    /// Groups this replica leads that have somewhere to go (as of the last hand-off round).
+    handoffs_pending: Cell<usize>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
@@ -418,6 +428,8 @@ impl Replication {
             lag_max: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
             rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
+            handoffs: RefCell::new(None),
+            handoffs_pending: Cell::new(0),
             shared,
         });
         Ok((rep, store))
@@ -712,6 +724,16 @@ impl Replication {
         if self.failure.borrow().is_some() || self.stopping.get() {
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         }
+        // Being handed to another replica (controlled shutdown): Raft refuses proposals
+        // until the transfer ends, and the client should look the new leader up.
+        if self
+            .handoffs
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.contains_key(&group))
+        {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
         match self.mgr.borrow().status(group) {
             // Before an entry of its term commits, the log may hold an earlier leader's
             // uncommitted entries: no duplicate may be answered from them.
@@ -837,6 +859,7 @@ impl Replication {
         let mut next_tick = Instant::now();
         let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
         let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
+        let mut next_handoff = Instant::now();
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
                 break;
@@ -852,7 +875,13 @@ impl Replication {
                 self.check_isr();
                 next_isr_check = Instant::now() + ISR_CHECK_EVERY;
             }
-            if Instant::now() >= next_rebalance {
+            if self.handoffs.borrow().is_some() {
+                // Controlled shutdown: leaderships only go away from here now.
+                if Instant::now() >= next_handoff {
+                    self.hand_off_leaderships();
+                    next_handoff = Instant::now() + HANDOFF_CHECK_EVERY;
+                }
+            } else if Instant::now() >= next_rebalance {
                 if self.rebalance.get().enable {
                     self.rebalance_leaders();
                 }
@@ -860,7 +889,10 @@ impl Replication {
             }
             let effects = std::mem::take(&mut *self.queue.borrow_mut());
             if effects.is_empty() {
-                let wait = next_tick.saturating_duration_since(Instant::now());
+                let mut wait = next_tick.saturating_duration_since(Instant::now());
+                if self.handoffs.borrow().is_some() {
+                    wait = wait.min(next_handoff.saturating_duration_since(Instant::now()));
+                }
                 or(self.kick.changed(seen), async {
                     glommio::timer::sleep(wait).await;
                 })
@@ -1216,6 +1248,111 @@ impl Replication {
         }
     }
 
+    /// Starts the controlled shutdown of this shard's groups (Kafka's
+    /// `controlled.shutdown.enable`): this node stops campaigning for good
+    /// (`GroupManager::stop_campaigning`: it never takes a leadership back, and a transfer
+    /// to it is ignored), and every group it leads is handed to another voter
+    /// ([`Self::hand_off_leaderships`], retried until the leadership has gone). The groups
+    /// keep replicating: this node stays a follower of each until it stops.
+    pub fn begin_handoff(&self) {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return;
+        }
+        self.mgr.borrow_mut().stop_campaigning();
+        self.handoffs.borrow_mut().get_or_insert_with(HashMap::new);
+        self.hand_off_leaderships();
+        let pending = self.handoffs_pending.get();
+        if pending > 0 {
+            log::info!(
+                "{}: controlled shutdown: handing the leadership of {pending} partition(s) to \
+                 other replicas",
+                self.shard
+            );
+        }
+        self.kick.notify();
+    }
+
+    /// Groups this replica still leads that have an eligible replica to go to (0 once they
+    /// all moved, or before [`Self::begin_handoff`]). Groups without one (no other replica
+    /// in sync and reachable) are not counted: they stop with the node.
+    pub fn handoffs_pending(&self) -> usize {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return 0;
+        }
+        self.handoffs_pending.get()
+    }
+
+    /// One round of the controlled shutdown: each group this replica still leads is handed
+    /// to its best successor ([`handoff_target`]) unless a transfer asked for less than
+    /// [`HANDOFF_RETRY`] ago is still under way (raft-rs abandons a transfer that has not
+    /// completed within an election timeout; it is then asked again, perhaps of another
+    /// replica).
+    fn hand_off_leaderships(&self) {
+        let now = Instant::now();
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = |n: NodeId| {
+            liveness
+                .iter()
+                .find(|(id, _)| *id as u64 == n)
+                .is_some_and(|(_, up)| *up)
+        };
+        let me = self.node_id as u64;
+        let mut moves = Vec::new();
+        let mut pending = 0;
+        {
+            let mgr = self.mgr.borrow();
+            let groups = self.groups.borrow();
+            let mut handoffs = self.handoffs.borrow_mut();
+            let Some(handoffs) = handoffs.as_mut() else {
+                return;
+            };
+            // Groups no longer led here are done (or never were in flight).
+            handoffs.retain(|g, _| {
+                mgr.status(*g)
+                    .is_some_and(|st| st.role == sluice_raft::Role::Leader)
+            });
+            for (g, info) in groups.iter() {
+                let Some(st) = mgr.status(*g) else {
+                    continue;
+                };
+                if st.role != sluice_raft::Role::Leader || info.key.partition < 0 {
+                    continue;
+                }
+                let progress = mgr.progress(*g).unwrap_or_default();
+                let Some(to) = handoff_target(
+                    me,
+                    &info.voters,
+                    &info.isr,
+                    &progress,
+                    st.last_index,
+                    mgr.quiesced_leader(*g),
+                    reachable,
+                ) else {
+                    continue;
+                };
+                pending += 1;
+                if handoffs
+                    .get(g)
+                    .is_some_and(|at| now.duration_since(*at) < HANDOFF_RETRY)
+                {
+                    continue;
+                }
+                handoffs.insert(*g, now);
+                moves.push((*g, info.key, to));
+            }
+        }
+        self.handoffs_pending.set(pending);
+        for (g, key, to) in moves {
+            log::debug!(
+                "raft group {g:016x} (partition {}): controlled shutdown, handing the \
+                 leadership to node {to}",
+                key.partition
+            );
+            let fx = self.mgr.borrow_mut().transfer_leader(g, to);
+            self.push(fx);
+        }
+    }
+
     /// Feeds the transport's view of other nodes to the manager (wakes quiesced followers
     /// of a leader that died).
     fn apply_liveness(&self) {
@@ -1329,6 +1466,42 @@ fn propose_error_code(e: ProposeError) -> i16 {
         ProposeError::Dropped | ProposeError::Indeterminate => kerr::REQUEST_TIMED_OUT,
         ProposeError::InvalidBatch => kerr::CORRUPT_MESSAGE,
     }
+}
+
+/// How often the controlled shutdown looks for leaderships still to hand off.
+const HANDOFF_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// A hand-off not completed after this long is asked again: raft-rs abandons a leadership
+/// transfer after an election timeout (the leader's, which is not randomized).
+const HANDOFF_RETRY: Duration = Duration::from_millis(
+    sluice_raft::manager::TICK_MS * sluice_raft::manager::ELECTION_TICKS as u64 + 100,
+);
+
+/// The replica a leader going away hands its group to (controlled shutdown): among the
+/// other voters that are in its ISR, on a node the transport reaches and heard from lately
+/// (`progress`'s flag; a quiesced leader's followers were all caught up when it quiesced),
+/// the one that holds the leader's whole log (index `last`) first, so the transfer
+/// completes at once, then the preferred replica (first in `voters`), then the furthest
+/// along (Raft's transfer first brings it up to date). `None` when there is no such voter.
+fn handoff_target(
+    me: NodeId,
+    voters: &[NodeId],
+    isr: &[NodeId],
+    progress: &[(NodeId, u64, bool)],
+    last: u64,
+    quiesced: bool,
+    reachable: impl Fn(NodeId) -> bool,
+) -> Option<NodeId> {
+    voters
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != me && isr.contains(v) && reachable(**v))
+        .filter_map(|(rank, v)| {
+            let &(_, matched, active) = progress.iter().find(|(n, _, _)| n == v)?;
+            (active || quiesced).then_some(((matched >= last, rank == 0, matched), *v))
+        })
+        .max_by_key(|(key, _)| *key)
+        .map(|(_, v)| v)
 }
 
 /// Produces one batch to a replicated partition this replica leads (see the module header
@@ -1548,6 +1721,58 @@ impl sluice_cluster::LeaderStore for LeaderReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_going_away_picks_a_caught_up_reachable_isr_member_preferred_first() {
+        let all = |_| true;
+        let progress = [(1, 10, true), (2, 10, true), (3, 10, true)];
+        // Node 2 leads; the preferred replica 1 holds the whole log: it gets it.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &progress, 10, false, all),
+            Some(1)
+        );
+        // The preferred replica behind: a caught-up one wins over it.
+        let behind = [(1, 7, true), (2, 10, true), (3, 10, true)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &behind, 10, false, all),
+            Some(3)
+        );
+        // Nobody caught up: the preferred one, then the furthest along.
+        let lagging = [(1, 7, true), (2, 10, true), (3, 8, true)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &lagging, 10, false, all),
+            Some(1)
+        );
+        let lagging = [(1, 10, true), (2, 7, true), (3, 8, true)];
+        assert_eq!(
+            handoff_target(1, &[1, 2, 3], &[1, 2, 3], &lagging, 10, false, all),
+            Some(3)
+        );
+        // Out of the ISR, unreachable, or not heard from lately: not eligible.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[2, 3], &progress, 10, false, all),
+            Some(3)
+        );
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &progress, 10, false, |n| n != 1),
+            Some(3)
+        );
+        let silent = [(1, 10, false), (2, 10, true), (3, 10, false)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &silent, 10, false, all),
+            None
+        );
+        // A quiesced leader's stale flags do not count against its followers.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &silent, 10, true, all),
+            Some(1)
+        );
+        // The only live replica: nowhere to go.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[2], &progress, 10, false, all),
+            None
+        );
+    }
 
     #[test]
     fn group_ids_are_stable_and_never_the_controllers() {
