@@ -1049,10 +1049,13 @@ async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits()
         .await
         .expect("CreateTopics request");
     assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
-    // The offsets topic (three replicas per partition: every node is live).
+    // The offsets topic (three replicas per partition: every node is live), created by a
+    // coordinator lookup (answered COORDINATOR_NOT_AVAILABLE until its partition leads).
     let port1 = c.node(1).port();
     tokio::task::block_in_place(|| {
-        sluice_tests::wire::find_coordinator(&mut sluice_tests::wire::connect_port(port1), "g")
+        let mut s = sluice_tests::wire::connect_port(port1);
+        let body = sluice_tests::wire::Enc::new().str("g").0;
+        sluice_tests::wire::call(&mut s, 10, 0, 21, &body);
     });
     let ports: BTreeMap<usize, u16> = c.ids().map(|i| (i, c.node(i).port())).collect();
     let all_led = |topic: &'static str, port: u16| {
@@ -1151,6 +1154,147 @@ async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits()
         });
     }
     tokio::task::block_in_place(|| c.node(victim).restart());
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// ElectLeaders codes (Kafka's).
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+/// ElectLeaders (Kafka's preferred-leader election on request, ApiKey 43) with the automatic
+/// rebalance off: partitions led by their preferred replicas need no election; unknown ones
+/// are UNKNOWN_TOPIC_OR_PARTITION; after the preferred replica of a partition is killed and
+/// restarted its partitions stay with the nodes that took over (nothing moves them back by
+/// itself) until ElectLeaders PREFERRED, sent to a node that leads none of them, hands them
+/// back once the restarted node has caught up (PREFERRED_LEADER_NOT_AVAILABLE before), and
+/// Metadata through that node shows it at once; an UNCLEAN election of a partition with a
+/// leader is not needed, and a PREFERRED one for every partition (null list) then answers
+/// nothing for this topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_hands_partitions_back_to_their_preferred_replicas() {
+    require_cluster!();
+    const T: &str = "elect";
+    let mut c = Cluster::start_with(ClusterConfig {
+        extra_args: vec!["--auto-leader-rebalance-enable".into(), "false".into()],
+        ..ClusterConfig::default()
+    });
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let placed = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "preferred leaders", || {
+            preferred_and_leaders(&first, T)
+                .filter(|ps| ps.len() == 3 && ps.iter().all(|(pref, l)| pref == l))
+        })
+    });
+    let all: &[i32] = &[0, 1, 2];
+    let port1 = c.node(1).port();
+    let elect = |port: u16, election: i8, parts: Option<&[(&str, &[i32])]>| {
+        let mut s = sluice_tests::wire::connect_port(port);
+        sluice_tests::wire::elect_leaders(&mut s, election, parts, 15_000)
+    };
+    let (top, got) = tokio::task::block_in_place(|| elect(port1, 0, Some(&[(T, all)])));
+    assert_eq!(top, 0);
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|p| (T.to_string(), p, ELECTION_NOT_NEEDED))
+            .collect::<Vec<_>>()
+    );
+    let (_, got) = tokio::task::block_in_place(|| {
+        elect(port1, 0, Some(&[("no-such-topic", &[0]), (T, &[7, -1])]))
+    });
+    assert_eq!(
+        got,
+        vec![
+            ("no-such-topic".to_string(), 0, UNKNOWN_TOPIC_OR_PARTITION),
+            (T.to_string(), 7, UNKNOWN_TOPIC_OR_PARTITION),
+            (T.to_string(), -1, UNKNOWN_TOPIC_OR_PARTITION),
+        ]
+    );
+
+    let victim = placed[0].0 as usize;
+    let mine: Vec<i32> = placed
+        .iter()
+        .enumerate()
+        .filter(|(_, (pref, _))| *pref as usize == victim)
+        .map(|(p, _)| p as i32)
+        .collect();
+    tokio::task::block_in_place(|| c.node(victim).kill9());
+    // Ask through a node that is neither the victim nor, later, the leader of partition 0.
+    let survivor = c.ids().find(|&i| i != victim).expect("another node");
+    let via = c.node(survivor).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the victim's partitions led elsewhere", || {
+            preferred_and_leaders(&via, T)
+                .filter(|ps| {
+                    mine.iter().all(|&p| {
+                        let l = ps[p as usize].1;
+                        l > 0 && l as usize != victim
+                    })
+                })
+                .map(|_| ())
+        })
+    });
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    let leaders_now = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node listed again", || {
+            (broker_ids(&via) == [1, 2, 3]).then_some(())
+        });
+        preferred_and_leaders(&via, T).expect("metadata")
+    });
+    // Nothing moved them back by itself.
+    for &p in &mine {
+        assert_ne!(leaders_now[p as usize].1 as usize, victim, "{leaders_now:?}");
+    }
+    let asker = c
+        .ids()
+        .find(|&i| i != victim && !mine.iter().any(|&p| leaders_now[p as usize].1 as usize == i))
+        .unwrap_or(survivor);
+    let port = c.node(asker).port();
+    let wanted: Vec<(&str, &[i32])> = vec![(T, &mine)];
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "ElectLeaders handing the partitions back", || {
+            let (top, got) = elect(port, 0, Some(&wanted));
+            assert_eq!(top, 0);
+            assert_eq!(got.len(), mine.len(), "{got:?}");
+            for (_, _, code) in &got {
+                assert!(
+                    [0, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED].contains(code),
+                    "{got:?}"
+                );
+            }
+            // Until the restarted node caught up it is not available; then each election
+            // succeeds (or, asked again after one did, is not needed).
+            got.iter()
+                .all(|(_, _, code)| *code != PREFERRED_LEADER_NOT_AVAILABLE)
+                .then_some(())
+        })
+    });
+    // Metadata through the node that was asked already shows it.
+    let after = preferred_and_leaders(&c.node(asker).bootstrap(), T).expect("metadata");
+    assert_eq!(after, placed, "leaders after ElectLeaders");
+    let (_, got) = tokio::task::block_in_place(|| elect(port, 1, Some(&[(T, all)])));
+    assert!(
+        got.iter().all(|(_, _, code)| *code == ELECTION_NOT_NEEDED),
+        "UNCLEAN with leaders: {got:?}"
+    );
+    let (top, got) = tokio::task::block_in_place(|| elect(port, 0, None));
+    assert_eq!(top, 0);
+    assert!(
+        got.iter().all(|(topic, _, _)| topic != T),
+        "every partition of {T} is led by its preferred replica: {got:?}"
+    );
     tokio::task::block_in_place(|| c.stop_all());
 }
 

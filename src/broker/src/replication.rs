@@ -1328,6 +1328,8 @@ impl Replication {
                     mgr.quiesced_leader(*g),
                     reachable,
                 ) else {
+                    // Nowhere to go (any more): it serves until the node stops.
+                    handoffs.remove(g);
                     continue;
                 };
                 pending += 1;
@@ -1350,6 +1352,46 @@ impl Replication {
             );
             let fx = self.mgr.borrow_mut().transfer_leader(g, to);
             self.push(fx);
+        }
+    }
+
+    /// ElectLeaders (PREFERRED) on this replica, which must lead `group`: whether its
+    /// preferred replica (the first in replica order) may take over, as Kafka's controller
+    /// decides: `Ok(preferred)` if it is another voter in the ISR, on a node the transport
+    /// reaches, heard from lately and holding everything committed (Raft's transfer then
+    /// brings it up to date at once); else the Kafka error (ELECTION_NOT_NEEDED when this
+    /// replica is the preferred one, PREFERRED_LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER
+    /// when this replica does not lead).
+    fn preferred_successor(&self, group: GroupId) -> Result<NodeId, i16> {
+        let mgr = self.mgr.borrow();
+        let groups = self.groups.borrow();
+        let (Some(st), Some(info)) = (mgr.status(group), groups.get(&group)) else {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        };
+        if st.role != sluice_raft::Role::Leader {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        let me = self.node_id as u64;
+        let Some(&preferred) = info.voters.first() else {
+            return Err(kerr::PREFERRED_LEADER_NOT_AVAILABLE);
+        };
+        if preferred == me {
+            return Err(kerr::ELECTION_NOT_NEEDED);
+        }
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = liveness
+            .iter()
+            .any(|(id, up)| *id as u64 == preferred && *up);
+        let quiesced = mgr.quiesced_leader(group);
+        let caught_up = mgr.progress(group).is_some_and(|p| {
+            p.iter().any(|&(n, matched, active)| {
+                n == preferred && (active || quiesced) && matched >= st.commit_index
+            })
+        });
+        if info.isr.contains(&preferred) && reachable && caught_up {
+            Ok(preferred)
+        } else {
+            Err(kerr::PREFERRED_LEADER_NOT_AVAILABLE)
         }
     }
 
@@ -1592,6 +1634,73 @@ pub async fn produce(
         ..PartitionReply::default()
     }
 }
+
+/// ElectLeaders PREFERRED for `group`, on the replica that leads it: hands the leadership
+/// to the preferred replica if it may take it ([`Replication::preferred_successor`]) and
+/// answers NONE once this replica sees it lead, or REQUEST_TIMED_OUT when `timeout` passes
+/// first (the transfer may still complete). A transfer that Raft abandoned (after an
+/// election timeout) is asked again while time remains and the preferred replica still
+/// qualifies. Other answers: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE (also when
+/// another replica took the leadership meanwhile), NOT_LEADER_OR_FOLLOWER (this replica
+/// does not lead: the caller asks the leader).
+pub async fn elect_preferred(rep: &Rc<Replication>, group: GroupId, timeout: Duration) -> i16 {
+    let deadline = Instant::now() + timeout;
+    let preferred = match rep.preferred_successor(group) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if rep.handoffs.borrow().is_some() {
+        // Shutting down: its leaderships go to whichever replica suits best anyway.
+        return kerr::NOT_LEADER_OR_FOLLOWER;
+    }
+    log::info!(
+        "raft group {group:016x}: ElectLeaders, handing the leadership to its preferred \
+         replica, node {preferred}"
+    );
+    let mut asked = Instant::now();
+    let fx = rep.mgr.borrow_mut().transfer_leader(group, preferred);
+    rep.push(fx);
+    loop {
+        match rep.status(group) {
+            Some(st) if st.role != sluice_raft::Role::Leader => {
+                return match st.leader {
+                    Some(l) if l == preferred => kerr::NONE,
+                    Some(_) => kerr::PREFERRED_LEADER_NOT_AVAILABLE,
+                    // An election under way: wait for its outcome.
+                    None if Instant::now() < deadline => {
+                        glommio::timer::sleep(ELECT_POLL).await;
+                        continue;
+                    }
+                    None => kerr::REQUEST_TIMED_OUT,
+                };
+            }
+            Some(_) => {}
+            None => return kerr::NOT_LEADER_OR_FOLLOWER,
+        }
+        if rep.failure().is_some() || rep.stopping.get() {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return kerr::REQUEST_TIMED_OUT;
+        }
+        if now.duration_since(asked) >= HANDOFF_RETRY {
+            match rep.preferred_successor(group) {
+                Ok(p) if p == preferred => {
+                    asked = now;
+                    let fx = rep.mgr.borrow_mut().transfer_leader(group, preferred);
+                    rep.push(fx);
+                }
+                Ok(_) => return kerr::PREFERRED_LEADER_NOT_AVAILABLE,
+                Err(code) => return code,
+            }
+        }
+        glommio::timer::sleep(ELECT_POLL.min(deadline - now)).await;
+    }
+}
+
+/// How often [`elect_preferred`] looks whether the leadership has moved.
+const ELECT_POLL: Duration = Duration::from_millis(10);
 
 /// Shard 0: an envelope another node sent, to each shard hosting its groups.
 pub fn deliver(shard: &crate::shard::BrokerShard, env: Envelope) {
