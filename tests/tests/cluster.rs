@@ -1255,11 +1255,19 @@ async fn elect_leaders_hands_partitions_back_to_their_preferred_replicas() {
     });
     // Nothing moved them back by itself.
     for &p in &mine {
-        assert_ne!(leaders_now[p as usize].1 as usize, victim, "{leaders_now:?}");
+        assert_ne!(
+            leaders_now[p as usize].1 as usize, victim,
+            "{leaders_now:?}"
+        );
     }
     let asker = c
         .ids()
-        .find(|&i| i != victim && !mine.iter().any(|&p| leaders_now[p as usize].1 as usize == i))
+        .find(|&i| {
+            i != victim
+                && !mine
+                    .iter()
+                    .any(|&p| leaders_now[p as usize].1 as usize == i)
+        })
         .unwrap_or(survivor);
     let port = c.node(asker).port();
     let wanted: Vec<(&str, &[i32])> = vec![(T, &mine)];

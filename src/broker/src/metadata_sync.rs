@@ -156,6 +156,10 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
             }
         }));
     }
+    // Other nodes ask this one to hand partitions it leads to their preferred replicas.
+    node.set_extension(Rc::new(crate::handlers::elect_leaders::ElectRpc(
+        Rc::downgrade(shard),
+    )));
     node.attach_leaders(Rc::new(crate::replication::LeaderReports::new(
         shard.shared_handle.clone(),
     )));
