@@ -1025,8 +1025,9 @@ async fn leaders_return_to_their_preferred_replicas() {
 }
 
 /// Controlled shutdown (Kafka's `controlled.shutdown.enable`, on by default): SIGTERM to a
-/// node that leads partitions, of a replicated topic and of `__consumer_offsets`, makes it
-/// hand each of them to another in-sync replica before it stops serving Raft. It exits 0;
+/// node that leads partitions, of a replicated topic and of `__consumer_offsets` (the
+/// controller's node when it leads one), makes it hand each of them to another in-sync
+/// replica before it stops serving Raft. It exits 0;
 /// by then, for every partition it led, a survivor already reports itself the leader
 /// (without the hand-off none could: the survivors' elections only start once the node
 /// has gone quiet); `acks=all` produce to those partitions, running throughout, never
@@ -1066,7 +1067,14 @@ async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits()
     };
     let topic_leaders = tokio::task::block_in_place(|| all_led(T, port1));
     tokio::task::block_in_place(|| all_led(OFFSETS, port1));
-    let victim = topic_leaders[0].1 as usize;
+    // The controller's node, if it leads a partition of the topic (it hands the controller
+    // leadership over too), else partition 0's leader.
+    let controller = tokio::task::block_in_place(|| c.controller(SETTLE));
+    let victim = if topic_leaders.iter().any(|&(_, l)| l as usize == controller) {
+        controller
+    } else {
+        topic_leaders[0].1 as usize
+    };
     // What the victim leads, as it says itself.
     let led: Vec<(&str, i32)> = [T, OFFSETS]
         .into_iter()
@@ -1139,7 +1147,9 @@ async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits()
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let acked = writer.await.expect("writer");
     assert!(acked > 0);
-    // Every survivor's Metadata names a survivor for each of them.
+    // Every survivor's Metadata names a survivor for each of them (and the controller).
+    let after = tokio::task::block_in_place(|| c.controller(SETTLE));
+    assert_ne!(after, victim, "the controller after node {victim} stopped");
     for &s in &survivors {
         tokio::task::block_in_place(|| {
             poll_until(SETTLE, "survivors naming the new leaders", || {

@@ -401,7 +401,13 @@ async fn stop(
     if let Some(rep) = &handoff {
         rep.begin_handoff();
     }
-    let pending = || handoff.as_ref().map_or(0, |r| r.handoffs_pending());
+    // Shard 0: and the controller leadership, if this node holds it.
+    let resigning = shard.config.controlled_shutdown_enable && ctx.shard_id().index() == 0;
+    let resign_asked = std::cell::Cell::new(None);
+    let pending = || {
+        handoff.as_ref().map_or(0, |r| r.handoffs_pending())
+            + usize::from(resigning && metadata_sync::resign(shard, &resign_asked))
+    };
     while (conns.count() > 0 || pending() > 0) && Instant::now() < drain_until {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }

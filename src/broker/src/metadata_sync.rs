@@ -289,6 +289,35 @@ fn refresh_controller(shard: &BrokerShard) {
     }
 }
 
+/// Controlled shutdown on shard 0: the controller leadership, if this node holds it, goes to
+/// another voter (`ControllerNode::resign`; asked again after an abandoned transfer). True
+/// while this node still leads the controller group and has somewhere to hand it.
+pub fn resign(shard: &BrokerShard, last_asked: &std::cell::Cell<Option<Instant>>) -> bool {
+    let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
+        return false;
+    };
+    if !node.leads_controller() {
+        return false;
+    }
+    if last_asked
+        .get()
+        .is_some_and(|at| at.elapsed() < RESIGN_RETRY)
+    {
+        return true;
+    }
+    let asked = node.resign();
+    if asked {
+        last_asked.set(Some(Instant::now()));
+    }
+    asked
+}
+
+/// A controller hand-off not completed after this long is asked again (raft-rs abandons a
+/// transfer after an election timeout).
+const RESIGN_RETRY: Duration = Duration::from_millis(
+    sluice_raft::manager::TICK_MS * sluice_raft::manager::ELECTION_TICKS as u64 + 100,
+);
+
 /// Stops the runtime (shard 0, at shutdown, after the logs closed).
 pub async fn stop(shard: &BrokerShard) {
     let Some(node) = shard.controller.as_ref().and_then(|c| c.take_cluster()) else {
