@@ -403,7 +403,7 @@ async fn stop(
     }
     // Shard 0: and the controller leadership, if this node holds it.
     let resigning = shard.config.controlled_shutdown_enable && ctx.shard_id().index() == 0;
-    let resign_asked = std::cell::Cell::new(None);
+    let resign_asked = std::cell::Cell::new((None, 0));
     let pending = || {
         handoff.as_ref().map_or(0, |r| r.handoffs_pending())
             + usize::from(resigning && metadata_sync::resign(shard, &resign_asked))

@@ -290,27 +290,33 @@ fn refresh_controller(shard: &BrokerShard) {
 }
 
 /// Controlled shutdown on shard 0: the controller leadership, if this node holds it, goes to
-/// another voter (`ControllerNode::resign`; asked again after an abandoned transfer). True
-/// while this node still leads the controller group and has somewhere to hand it.
-pub fn resign(shard: &BrokerShard, last_asked: &std::cell::Cell<Option<Instant>>) -> bool {
+/// another voter (`ControllerNode::resign`; asked again after an abandoned transfer, at most
+/// [`RESIGN_ATTEMPTS_MAX`] times in all). True while this node still leads the controller
+/// group and a transfer is under way.
+pub fn resign(shard: &BrokerShard, asked: &std::cell::Cell<(Option<Instant>, u32)>) -> bool {
     let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
         return false;
     };
     if !node.leads_controller() {
         return false;
     }
-    if last_asked
-        .get()
-        .is_some_and(|at| at.elapsed() < RESIGN_RETRY)
-    {
+    let (at, times) = asked.get();
+    if at.is_some_and(|at| at.elapsed() < RESIGN_RETRY) {
         return true;
     }
-    let asked = node.resign();
-    if asked {
-        last_asked.set(Some(Instant::now()));
+    // (Its successor may be stopping too, and then ignores the transfer.)
+    if times >= RESIGN_ATTEMPTS_MAX {
+        return false;
     }
-    asked
+    let sent = node.resign();
+    if sent {
+        asked.set((Some(Instant::now()), times + 1));
+    }
+    sent
 }
+
+/// How many times a stopping node asks to hand the controller leadership over.
+const RESIGN_ATTEMPTS_MAX: u32 = 2;
 
 /// A controller hand-off not completed after this long is asked again (raft-rs abandons a
 /// transfer after an election timeout).

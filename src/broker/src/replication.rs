@@ -340,9 +340,9 @@ pub struct Replication {
     /// Liveness generation last applied from `Shared::node_liveness`.
     liveness_seen: Cell<u64>,
     /// Controlled shutdown under way ([`Replication::begin_handoff`]): the groups this
-    /// replica leads are being handed to other voters, each with when it was last asked.
-    handoffs: RefCell<Option<HashMap<GroupId, Instant>>>,
-    /// Groups this replica leads that have somewhere to go (as of the last hand-off round).
+    /// replica leads are being handed to other voters (each one's attempts).
+    handoffs: RefCell<Option<HashMap<GroupId, Handoff>>>,
+    /// Groups this replica leads whose hand-off is under way (as of the last round).
     handoffs_pending: Cell<usize>,
     shared: std::sync::Arc<crate::Shared>,
 }
@@ -730,7 +730,7 @@ impl Replication {
             .handoffs
             .borrow()
             .as_ref()
-            .is_some_and(|h| h.contains_key(&group))
+            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
         {
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         }
@@ -1272,9 +1272,10 @@ impl Replication {
         self.kick.notify();
     }
 
-    /// Groups this replica still leads that have an eligible replica to go to (0 once they
-    /// all moved, or before [`Self::begin_handoff`]). Groups without one (no other replica
-    /// in sync and reachable) are not counted: they stop with the node.
+    /// Groups this replica still leads whose hand-off is under way (0 once they all moved
+    /// or gave up, and before [`Self::begin_handoff`]). Groups with nowhere (else) to go (no
+    /// other replica in sync and reachable, or every one asked in vain) are not counted:
+    /// they stop with the node.
     pub fn handoffs_pending(&self) -> usize {
         if self.failure.borrow().is_some() || self.stopping.get() {
             return 0;
@@ -1284,9 +1285,11 @@ impl Replication {
 
     /// One round of the controlled shutdown: each group this replica still leads is handed
     /// to its best successor ([`handoff_target`]) unless a transfer asked for less than
-    /// [`HANDOFF_RETRY`] ago is still under way (raft-rs abandons a transfer that has not
-    /// completed within an election timeout; it is then asked again, perhaps of another
-    /// replica).
+    /// [`HANDOFF_RETRY`] ago is still under way. raft-rs abandons a transfer that has not
+    /// completed within an election timeout (the successor may be stopping too: a fenced
+    /// node ignores it); the next best replica not asked yet is asked then, and once every
+    /// eligible one was, the group gives up and serves until the node stops (Kafka's
+    /// `controlled.shutdown.max.retries`, bounded here by the replicas).
     fn hand_off_leaderships(&self) {
         let now = Instant::now();
         let (_, liveness) = self.shared.node_liveness();
@@ -1318,6 +1321,16 @@ impl Replication {
                 if st.role != sluice_raft::Role::Leader || info.key.partition < 0 {
                     continue;
                 }
+                let h = handoffs.entry(*g).or_default();
+                if h.given_up {
+                    continue;
+                }
+                if h.asked
+                    .is_some_and(|at| now.duration_since(at) < HANDOFF_RETRY)
+                {
+                    pending += 1;
+                    continue;
+                }
                 let progress = mgr.progress(*g).unwrap_or_default();
                 let Some(to) = handoff_target(
                     me,
@@ -1326,20 +1339,15 @@ impl Replication {
                     &progress,
                     st.last_index,
                     mgr.quiesced_leader(*g),
-                    reachable,
+                    |n| reachable(n) && !h.tried.contains(&n),
                 ) else {
-                    // Nowhere to go (any more): it serves until the node stops.
-                    handoffs.remove(g);
+                    // Nowhere (else) to go: it serves until the node stops.
+                    h.given_up = true;
                     continue;
                 };
                 pending += 1;
-                if handoffs
-                    .get(g)
-                    .is_some_and(|at| now.duration_since(*at) < HANDOFF_RETRY)
-                {
-                    continue;
-                }
-                handoffs.insert(*g, now);
+                h.asked = Some(now);
+                h.tried.push(to);
                 moves.push((*g, info.key, to));
             }
         }
@@ -1508,6 +1516,17 @@ fn propose_error_code(e: ProposeError) -> i16 {
         ProposeError::Dropped | ProposeError::Indeterminate => kerr::REQUEST_TIMED_OUT,
         ProposeError::InvalidBatch => kerr::CORRUPT_MESSAGE,
     }
+}
+
+/// A group's controlled-shutdown hand-off ([`Replication::hand_off_leaderships`]).
+#[derive(Default)]
+struct Handoff {
+    /// When the current transfer was asked for.
+    asked: Option<Instant>,
+    /// The replicas asked so far, each once.
+    tried: Vec<NodeId>,
+    /// Nobody (else) to hand it to: it serves until the node stops.
+    given_up: bool,
 }
 
 /// How often the controlled shutdown looks for leaderships still to hand off.
