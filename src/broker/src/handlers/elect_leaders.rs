@@ -58,6 +58,9 @@ const RPC_MARGIN: Duration = Duration::from_secs(2);
 /// Pause before a partition whose leadership moved is looked up and asked again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A partition by topic id and index.
+type PartitionRef = ([u8; 16], i32);
+
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
@@ -279,7 +282,7 @@ async fn run_elections(shard: &Rc<BrokerShard>, entries: &mut [Entry], deadline:
         let calls: Vec<_> = by_leader
             .into_iter()
             .map(|(leader, idx)| {
-                let parts: Vec<([u8; 16], i32)> = idx
+                let parts: Vec<PartitionRef> = idx
                     .iter()
                     .map(|&i| (entries[i].topic_id, entries[i].partition))
                     .collect();
@@ -309,7 +312,7 @@ async fn run_elections(shard: &Rc<BrokerShard>, entries: &mut [Entry], deadline:
 async fn ask(
     shard: &Rc<BrokerShard>,
     leader: i32,
-    parts: Vec<([u8; 16], i32)>,
+    parts: Vec<PartitionRef>,
     timeout: Duration,
 ) -> Vec<Option<i16>> {
     let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -348,11 +351,7 @@ async fn ask(
 }
 
 /// Hands the partitions this node leads to their preferred replicas (each on its shard).
-async fn elect_local(
-    shard: &Rc<BrokerShard>,
-    parts: &[([u8; 16], i32)],
-    timeout_ms: i32,
-) -> Vec<i16> {
+async fn elect_local(shard: &Rc<BrokerShard>, parts: &[PartitionRef], timeout_ms: i32) -> Vec<i16> {
     let calls: Vec<_> = parts
         .iter()
         .map(|&(topic_id, partition)| {
@@ -373,7 +372,7 @@ async fn elect_local(
 
 /// The body of an [`ELECT_PREFERRED`] call: version, timeout, count, then each partition's
 /// topic id and index.
-fn encode_call(parts: &[([u8; 16], i32)], timeout_ms: i32) -> Bytes {
+fn encode_call(parts: &[PartitionRef], timeout_ms: i32) -> Bytes {
     let mut b = BytesMut::with_capacity(9 + parts.len() * 20);
     b.put_u8(ELECT_WIRE_VERSION);
     b.put_i32(timeout_ms);
@@ -386,7 +385,7 @@ fn encode_call(parts: &[([u8; 16], i32)], timeout_ms: i32) -> Bytes {
 }
 
 /// `None` for a body that is not a well-formed call of a known version.
-fn decode_call(mut body: &[u8]) -> Option<(Vec<([u8; 16], i32)>, i32)> {
+fn decode_call(mut body: &[u8]) -> Option<(Vec<PartitionRef>, i32)> {
     if body.remaining() < 9 || body.get_u8() != ELECT_WIRE_VERSION {
         return None;
     }
