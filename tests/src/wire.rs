@@ -92,6 +92,10 @@ impl Enc {
     pub fn new() -> Enc {
         Enc::default()
     }
+    pub fn i8(mut self, v: i8) -> Enc {
+        self.0.push(v as u8);
+        self
+    }
     pub fn i16(mut self, v: i16) -> Enc {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
@@ -359,6 +363,54 @@ pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Optio
     Some((node, *ports.get(&node)?))
 }
 
+/// Metadata v1 for `topic` on the Kafka listener on loopback `port`: each partition's index
+/// and leader (-1: none), in partition order; `None` if the node does not answer or does
+/// not know the topic.
+pub fn partition_leaders(port: u16, topic: &str) -> Option<Vec<(i32, i32)>> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = header(3, 1, 5);
+    req.extend_from_slice(&Enc::new().i32(1).str(topic).0);
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(&mut s)?;
+    let mut d = Dec::new(&resp);
+    if d.i32() != 5 {
+        return None;
+    }
+    for _ in 0..d.i32() {
+        d.i32();
+        d.str();
+        d.i32();
+        d.nstr();
+    }
+    d.i32(); // controller id
+    let mut out = Vec::new();
+    let mut known = false;
+    for _ in 0..d.i32() {
+        let topic_error = d.i16();
+        let name = d.str();
+        d.i8(); // is_internal
+        for _ in 0..d.i32() {
+            let _error = d.i16();
+            let index = d.i32();
+            let node = d.i32();
+            for _ in 0..2 {
+                // replicas, isr
+                for _ in 0..d.i32() {
+                    d.i32();
+                }
+            }
+            if topic_error == 0 && name == topic {
+                out.push((index, node));
+            }
+        }
+        known |= topic_error == 0 && name == topic;
+    }
+    out.sort_unstable();
+    known.then_some(out)
+}
+
 /// A connection to the leader of the fresh, empty `topic`/`partition` once it serves, and
 /// the offset its first record will get: 0 on one node (asserted), in test-cluster mode
 /// the high watermark after Raft's own first entries (see `kafka::first_offset`).
@@ -404,4 +456,54 @@ pub fn latest(s: &mut TcpStream, topic: &str) -> i64 {
 pub fn find_coordinator(s: &mut TcpStream, group: &str) {
     let resp = call(s, 10, 0, 21, &Enc::new().str(group).0);
     assert_eq!(Dec::new(&resp).i16(), 0, "FindCoordinator error");
+}
+
+/// What an ElectLeaders v1 request answered: the top-level error code, then per topic and
+/// partition in response order its error code.
+pub type ElectLeadersAnswer = (i16, Vec<(String, i32, i16)>);
+
+/// ElectLeaders v1 (non-flexible) on `s`: `election` 0 preferred, 1 unclean; `partitions`
+/// `None` for every partition, else per topic the partition ids as sent (duplicates and
+/// all); `timeout_ms` the request's. Waits up to `timeout_ms` plus 10 s for the answer.
+pub fn elect_leaders(
+    s: &mut TcpStream,
+    election: i8,
+    partitions: Option<&[(&str, &[i32])]>,
+    timeout_ms: i32,
+) -> ElectLeadersAnswer {
+    let mut e = Enc::new().i8(election);
+    match partitions {
+        None => e = e.i32(-1),
+        Some(topics) => {
+            e = e.i32(topics.len() as i32);
+            for (topic, ps) in topics {
+                e = e.str(topic).i32(ps.len() as i32);
+                for p in *ps {
+                    e = e.i32(*p);
+                }
+            }
+        }
+    }
+    let body = e.i32(timeout_ms).0;
+    let before = s.read_timeout().ok().flatten();
+    s.set_read_timeout(Some(
+        Duration::from_millis(timeout_ms.max(0) as u64) + Duration::from_secs(10),
+    ))
+    .unwrap();
+    let resp = call(s, 43, 1, 43, &body);
+    s.set_read_timeout(before).unwrap();
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    let error = d.i16();
+    let mut out = Vec::new();
+    for _ in 0..d.i32() {
+        let topic = d.str();
+        for _ in 0..d.i32() {
+            let partition = d.i32();
+            let code = d.i16();
+            let _message = d.nstr();
+            out.push((topic.clone(), partition, code));
+        }
+    }
+    (error, out)
 }

@@ -1027,6 +1027,298 @@ async fn leaders_return_to_their_preferred_replicas() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// Controlled shutdown (Kafka's `controlled.shutdown.enable`, on by default): SIGTERM to a
+/// node that leads partitions, of a replicated topic and of `__consumer_offsets` (the
+/// controller's node when it leads one), makes it hand each of them to another in-sync
+/// replica before it stops serving Raft. It exits 0;
+/// by then, for every partition it led, a survivor already reports itself the leader
+/// (without the hand-off none could: the survivors' elections only start once the node
+/// has gone quiet); `acks=all` produce to those partitions, running throughout, never
+/// fails; and the other nodes' Metadata names the new leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits() {
+    require_cluster!();
+    const T: &str = "handoff";
+    const OFFSETS: &str = "__consumer_offsets";
+    let mut c = Cluster::start(3);
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    // The offsets topic (three replicas per partition: every node is live), created by a
+    // coordinator lookup (answered COORDINATOR_NOT_AVAILABLE until its partition leads).
+    let port1 = c.node(1).port();
+    tokio::task::block_in_place(|| {
+        let mut s = sluice_tests::wire::connect_port(port1);
+        let body = sluice_tests::wire::Enc::new().str("g").0;
+        sluice_tests::wire::call(&mut s, 10, 0, 21, &body);
+    });
+    let ports: BTreeMap<usize, u16> = c.ids().map(|i| (i, c.node(i).port())).collect();
+    let all_led = |topic: &'static str, port: u16| {
+        poll_until(SETTLE, "a leader for every partition", || {
+            sluice_tests::wire::partition_leaders(port, topic)
+                .filter(|ps| !ps.is_empty() && ps.iter().all(|&(_, l)| l > 0))
+        })
+    };
+    let topic_leaders = tokio::task::block_in_place(|| all_led(T, port1));
+    tokio::task::block_in_place(|| all_led(OFFSETS, port1));
+    // The controller's node, if it leads a partition of the topic (it hands the controller
+    // leadership over too), else partition 0's leader.
+    let controller = tokio::task::block_in_place(|| c.controller(SETTLE));
+    let victim = if topic_leaders.iter().any(|&(_, l)| l as usize == controller) {
+        controller
+    } else {
+        topic_leaders[0].1 as usize
+    };
+    // What the victim leads, as it says itself.
+    let led: Vec<(&str, i32)> = [T, OFFSETS]
+        .into_iter()
+        .flat_map(|topic| {
+            sluice_tests::wire::partition_leaders(ports[&victim], topic)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&(_, l)| l as usize == victim)
+                .map(move |(p, _)| (topic, p))
+        })
+        .collect();
+    assert!(led.iter().any(|&(t, _)| t == T), "{led:?}");
+    let mine: Vec<i32> = led
+        .iter()
+        .filter(|(t, _)| *t == T)
+        .map(|(_, p)| *p)
+        .collect();
+    eprintln!("node {victim} leads {} partition(s): {led:?}", led.len());
+
+    // acks=all to the victim's partitions throughout.
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (p, stop, mine) = (p.clone(), stop.clone(), mine.clone());
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let part = mine[i % mine.len()];
+                let v = format!("h{i}");
+                p.send(
+                    FutureRecord::<(), _>::to(T).partition(part).payload(&v),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("produce {v} to partition {part}: {e:?}"));
+                acked += 1;
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = tokio::task::block_in_place(|| {
+        c.node(victim).begin_stop();
+        c.node(victim).wait_stopped()
+    });
+    assert!(status.success(), "node {victim} after SIGTERM: {status}");
+    // At once: every partition it led is led by a survivor, as that survivor says.
+    let survivors: Vec<usize> = c.ids().filter(|&i| i != victim).collect();
+    let mut orphans = Vec::new();
+    for &(topic, part) in &led {
+        let taken = survivors.iter().any(|&s| {
+            sluice_tests::wire::partition_leaders(ports[&s], topic)
+                .and_then(|ps| ps.into_iter().find(|&(i, _)| i == part))
+                .is_some_and(|(_, l)| l as usize == s)
+        });
+        if !taken {
+            orphans.push((topic, part));
+        }
+    }
+    assert!(
+        orphans.is_empty(),
+        "partitions node {victim} led that no survivor led when it had exited: {orphans:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.await.expect("writer");
+    assert!(acked > 0);
+    // Every survivor's Metadata names a survivor for each of them (and the controller).
+    let after = tokio::task::block_in_place(|| c.controller(SETTLE));
+    assert_ne!(after, victim, "the controller after node {victim} stopped");
+    for &s in &survivors {
+        tokio::task::block_in_place(|| {
+            poll_until(SETTLE, "survivors naming the new leaders", || {
+                led.iter()
+                    .all(|&(topic, part)| {
+                        sluice_tests::wire::partition_leaders(ports[&s], topic)
+                            .and_then(|ps| ps.into_iter().find(|&(i, _)| i == part))
+                            .is_some_and(|(_, l)| l > 0 && l as usize != victim)
+                    })
+                    .then_some(())
+            })
+        });
+    }
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// ElectLeaders codes (Kafka's).
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+/// ElectLeaders (Kafka's preferred-leader election on request, ApiKey 43) with the automatic
+/// rebalance off: partitions led by their preferred replicas need no election; unknown ones
+/// are UNKNOWN_TOPIC_OR_PARTITION; after the preferred replica of a partition is killed and
+/// restarted its partitions stay with the nodes that took over (nothing moves them back by
+/// itself) until ElectLeaders PREFERRED, sent to a node that leads none of them, hands them
+/// back once the restarted node has caught up (PREFERRED_LEADER_NOT_AVAILABLE before), and
+/// Metadata through that node shows it at once; an UNCLEAN election of a partition with a
+/// leader is not needed, and a PREFERRED one for every partition (null list) then answers
+/// nothing for this topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_hands_partitions_back_to_their_preferred_replicas() {
+    require_cluster!();
+    const T: &str = "elect";
+    let mut c = Cluster::start_with(ClusterConfig {
+        extra_args: vec!["--auto-leader-rebalance-enable".into(), "false".into()],
+        ..ClusterConfig::default()
+    });
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let placed = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "preferred leaders", || {
+            preferred_and_leaders(&first, T)
+                .filter(|ps| ps.len() == 3 && ps.iter().all(|(pref, l)| pref == l))
+        })
+    });
+    let all: &[i32] = &[0, 1, 2];
+    let port1 = c.node(1).port();
+    let elect = |port: u16, election: i8, parts: Option<&[(&str, &[i32])]>| {
+        let mut s = sluice_tests::wire::connect_port(port);
+        sluice_tests::wire::elect_leaders(&mut s, election, parts, 15_000)
+    };
+    let (top, got) = tokio::task::block_in_place(|| elect(port1, 0, Some(&[(T, all)])));
+    assert_eq!(top, 0);
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|p| (T.to_string(), p, ELECTION_NOT_NEEDED))
+            .collect::<Vec<_>>()
+    );
+    let (_, got) = tokio::task::block_in_place(|| {
+        elect(port1, 0, Some(&[("no-such-topic", &[0]), (T, &[7, -1])]))
+    });
+    assert_eq!(
+        got,
+        vec![
+            ("no-such-topic".to_string(), 0, UNKNOWN_TOPIC_OR_PARTITION),
+            (T.to_string(), 7, UNKNOWN_TOPIC_OR_PARTITION),
+            (T.to_string(), -1, UNKNOWN_TOPIC_OR_PARTITION),
+        ]
+    );
+
+    let victim = placed[0].0 as usize;
+    let mine: Vec<i32> = placed
+        .iter()
+        .enumerate()
+        .filter(|(_, (pref, _))| *pref as usize == victim)
+        .map(|(p, _)| p as i32)
+        .collect();
+    tokio::task::block_in_place(|| c.node(victim).kill9());
+    // Ask through a node that is neither the victim nor, later, the leader of partition 0.
+    let survivor = c.ids().find(|&i| i != victim).expect("another node");
+    let via = c.node(survivor).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the victim's partitions led elsewhere", || {
+            preferred_and_leaders(&via, T)
+                .filter(|ps| {
+                    mine.iter().all(|&p| {
+                        let l = ps[p as usize].1;
+                        l > 0 && l as usize != victim
+                    })
+                })
+                .map(|_| ())
+        })
+    });
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    let leaders_now = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node listed again", || {
+            (broker_ids(&via) == [1, 2, 3]).then_some(())
+        });
+        preferred_and_leaders(&via, T).expect("metadata")
+    });
+    // Nothing moved them back by itself.
+    for &p in &mine {
+        assert_ne!(
+            leaders_now[p as usize].1 as usize, victim,
+            "{leaders_now:?}"
+        );
+    }
+    let asker = c
+        .ids()
+        .find(|&i| {
+            i != victim
+                && !mine
+                    .iter()
+                    .any(|&p| leaders_now[p as usize].1 as usize == i)
+        })
+        .unwrap_or(survivor);
+    let port = c.node(asker).port();
+    let wanted: Vec<(&str, &[i32])> = vec![(T, &mine)];
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "ElectLeaders handing the partitions back", || {
+            let (top, got) = elect(port, 0, Some(&wanted));
+            assert_eq!(top, 0);
+            assert_eq!(got.len(), mine.len(), "{got:?}");
+            for (_, _, code) in &got {
+                assert!(
+                    [0, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED].contains(code),
+                    "{got:?}"
+                );
+            }
+            // Until the restarted node caught up it is not available; then each election
+            // succeeds (or, asked again after one did, is not needed).
+            got.iter()
+                .all(|(_, _, code)| *code != PREFERRED_LEADER_NOT_AVAILABLE)
+                .then_some(())
+        })
+    });
+    // Metadata through the node that was asked already shows it.
+    let after = preferred_and_leaders(&c.node(asker).bootstrap(), T).expect("metadata");
+    assert_eq!(after, placed, "leaders after ElectLeaders");
+    let (_, got) = tokio::task::block_in_place(|| elect(port, 1, Some(&[(T, all)])));
+    assert!(
+        got.iter().all(|(_, _, code)| *code == ELECTION_NOT_NEEDED),
+        "UNCLEAN with leaders: {got:?}"
+    );
+    let (top, got) = tokio::task::block_in_place(|| elect(port, 0, None));
+    assert_eq!(top, 0);
+    assert!(
+        got.iter().all(|(topic, _, _)| topic != T),
+        "every partition of {T} is led by its preferred replica: {got:?}"
+    );
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// The test-only switch the issue asks for ("acknowledges `acks=all` before commit"), in the
 /// nodes' environment (`sluice_broker::replication::ACK_BEFORE_COMMIT_ENV`).
 const ACK_BEFORE_COMMIT_ENV: &str = "SLUICE_TEST_ACK_BEFORE_COMMIT";

@@ -30,7 +30,9 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The part of [`SHUTDOWN_TIMEOUT`] that connections get to answer their requests in flight
 /// (a parked fetch or a JoinGroup waiting for a rebalance may take longer: its connection is
-/// then closed unanswered, which clients treat as a retriable network error).
+/// then closed unanswered, which clients treat as a retriable network error), and that the
+/// controlled shutdown gets, at the same time, to hand this node's partition leaderships to
+/// other replicas (those still here after it stop with the node, as without it).
 pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
 const _: () = assert!(SHUTDOWN_DRAIN_MAX.as_millis() < SHUTDOWN_TIMEOUT.as_millis());
 // The node-to-node transport must carry the largest batch the log accepts as one Raft entry,
@@ -90,6 +92,10 @@ pub struct BrokerConfig {
     pub replica_lag_time_max: Duration,
     /// Preferred-leader rebalance (see `crate::replication`).
     pub leader_rebalance: crate::replication::LeaderRebalance,
+    /// `controlled.shutdown.enable` (`--controlled-shutdown-enable`, true by default as in
+    /// Kafka): at SIGTERM/SIGINT the partitions this node leads are handed to other
+    /// in-sync replicas before it stops (within [`SHUTDOWN_DRAIN_MAX`]).
+    pub controlled_shutdown_enable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -118,6 +124,7 @@ impl Default for BrokerConfig {
             voters: Vec::new(),
             replica_lag_time_max: crate::replication::REPLICA_LAG_TIME_MAX_DEFAULT,
             leader_rebalance: crate::replication::LeaderRebalance::default(),
+            controlled_shutdown_enable: true,
         }
     }
 }

@@ -39,6 +39,9 @@ pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const OFFSET_NOT_AVAILABLE: i16 = 78;
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+pub const ELECTION_NOT_NEEDED: i16 = 84;
 
 /// Kafka's check of a request's `current_leader_epoch` against the partition's current
 /// epoch: -1 (or any negative) skips it; a newer one is UNKNOWN_LEADER_EPOCH (this broker

@@ -9,8 +9,9 @@
 //! - A request answered "ok" with acks=all was fsynced.
 //! - A panic anywhere ends the process at once ([`panic_policy`]); no shard dies alone.
 //! - SIGTERM/SIGINT: every shard stops accepting and reading requests and answers those in
-//!   flight; only when all shards have, are logs flushed, fsynced and closed (a closed log
-//!   refuses appends), all within [`config::SHUTDOWN_TIMEOUT`].
+//!   flight, and (controlled shutdown) hands the partition leaderships it holds to other
+//!   replicas, never taking one again; only when all shards have, are logs flushed, fsynced
+//!   and closed (a closed log refuses appends), all within [`config::SHUTDOWN_TIMEOUT`].
 //! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
 //!   budget, connections stop reading (back-pressure), they never fail.
 
@@ -396,8 +397,37 @@ async fn stop(
     let drain_until = started + config::SHUTDOWN_DRAIN_MAX;
     shard.start_draining();
     conns.stop_reading();
-    while conns.count() > 0 && Instant::now() < drain_until {
+    // Controlled shutdown: the leaderships this shard holds go to other replicas meanwhile
+    // (the groups keep replicating until the logs close below).
+    let handoff = shard
+        .replication()
+        .filter(|_| shard.config.controlled_shutdown_enable);
+    if let Some(rep) = &handoff {
+        rep.begin_handoff();
+    }
+    // Shard 0: and the controller leadership, if this node holds it.
+    let resigning = shard.config.controlled_shutdown_enable && ctx.shard_id().index() == 0;
+    let resign_asked = std::cell::Cell::new((None, 0));
+    let pending = || {
+        handoff.as_ref().map_or(0, |r| r.handoffs_pending())
+            + usize::from(resigning && metadata_sync::resign(shard, &resign_asked))
+    };
+    while (conns.count() > 0 || pending() > 0) && Instant::now() < drain_until {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    if pending() > 0 {
+        log::warn!(
+            "{}: {} partition leadership(s) not handed off within {:?}: they stop with the node",
+            ctx.shard_id(),
+            pending(),
+            config::SHUTDOWN_DRAIN_MAX
+        );
+    } else if handoff.is_some() {
+        log::debug!(
+            "{}: controlled shutdown: no leadership left to hand off after {:?}",
+            ctx.shard_id(),
+            started.elapsed()
+        );
     }
     if conns.count() > 0 {
         log::warn!(

@@ -168,6 +168,10 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
             }
         }));
     }
+    // Other nodes ask this one to hand partitions it leads to their preferred replicas.
+    node.set_extension(Rc::new(crate::handlers::elect_leaders::ElectRpc(
+        Rc::downgrade(shard),
+    )));
     node.attach_leaders(Rc::new(crate::replication::LeaderReports::new(
         shard.shared_handle.clone(),
     )));
@@ -333,6 +337,41 @@ fn report_reassignments(shard: &BrokerShard) {
         .detach();
     }
 }
+
+/// Controlled shutdown on shard 0: the controller leadership, if this node holds it, goes to
+/// another voter (`ControllerNode::resign`; asked again after an abandoned transfer, at most
+/// [`RESIGN_ATTEMPTS_MAX`] times in all). True while this node still leads the controller
+/// group and a transfer is under way.
+pub fn resign(shard: &BrokerShard, asked: &std::cell::Cell<(Option<Instant>, u32)>) -> bool {
+    let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
+        return false;
+    };
+    if !node.leads_controller() {
+        return false;
+    }
+    let (at, times) = asked.get();
+    if at.is_some_and(|at| at.elapsed() < RESIGN_RETRY) {
+        return true;
+    }
+    // (Its successor may be stopping too, and then ignores the transfer.)
+    if times >= RESIGN_ATTEMPTS_MAX {
+        return false;
+    }
+    let sent = node.resign();
+    if sent {
+        asked.set((Some(Instant::now()), times + 1));
+    }
+    sent
+}
+
+/// How many times a stopping node asks to hand the controller leadership over.
+const RESIGN_ATTEMPTS_MAX: u32 = 2;
+
+/// A controller hand-off not completed after this long is asked again (raft-rs abandons a
+/// transfer after an election timeout).
+const RESIGN_RETRY: Duration = Duration::from_millis(
+    sluice_raft::manager::TICK_MS * sluice_raft::manager::ELECTION_TICKS as u64 + 100,
+);
 
 /// Stops the runtime (shard 0, at shutdown, after the logs closed).
 pub async fn stop(shard: &BrokerShard) {

@@ -49,6 +49,10 @@ pub enum PartitionOp {
     /// OffsetForLeaderEpoch: the reply's `leader_epoch` and `size` are the epoch found and
     /// its end offset.
     EpochEndOffset { epoch: i32 },
+    /// ElectLeaders PREFERRED, on the leader: hand the leadership to the preferred replica
+    /// and wait (at most `timeout_ms`) until it leads; only the reply's error code counts
+    /// (`crate::replication::elect_preferred`).
+    ElectPreferred { timeout_ms: i32 },
 }
 
 /// A partition operation addressed by topic id.

@@ -32,6 +32,11 @@
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
+//! - Controlled shutdown ([`Replication::begin_handoff`]): from then on this node never
+//!   campaigns nor accepts a leadership transfer, and hands each group it leads to an
+//!   in-sync, reachable voter (caught up first, the preferred replica next), refusing
+//!   produce to a group in hand-off with NOT_LEADER_OR_FOLLOWER; it keeps replicating as a
+//!   follower until the driver stops.
 //!
 //! # Transport
 //!
@@ -377,6 +382,11 @@ pub struct Replication {
     /// Groups whose voters may differ from their target or whose reassignment is not
     /// completed yet: each tick, the one that leads takes the next membership step.
     reconfiguring: RefCell<std::collections::BTreeSet<GroupId>>,
+    /// Controlled shutdown under way ([`Replication::begin_handoff`]): the groups this
+    /// replica leads are being handed to other voters (each one's attempts).
+    handoffs: RefCell<Option<HashMap<GroupId, Handoff>>>,
+    /// Groups this replica leads whose hand-off is under way (as of the last round).
+    handoffs_pending: Cell<usize>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
@@ -462,6 +472,8 @@ impl Replication {
             rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
             reconfiguring: RefCell::new(std::collections::BTreeSet::new()),
+            handoffs: RefCell::new(None),
+            handoffs_pending: Cell::new(0),
             shared,
         });
         Ok((rep, store))
@@ -845,6 +857,16 @@ impl Replication {
         if self.failure.borrow().is_some() || self.stopping.get() {
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         }
+        // Being handed to another replica (controlled shutdown): Raft refuses proposals
+        // until the transfer ends, and the client should look the new leader up.
+        if self
+            .handoffs
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
+        {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
         match self.mgr.borrow().status(group) {
             // Before an entry of its term commits, the log may hold an earlier leader's
             // uncommitted entries: no duplicate may be answered from them.
@@ -970,6 +992,7 @@ impl Replication {
         let mut next_tick = Instant::now();
         let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
         let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
+        let mut next_handoff = Instant::now();
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
                 break;
@@ -986,7 +1009,13 @@ impl Replication {
                 self.check_isr();
                 next_isr_check = Instant::now() + ISR_CHECK_EVERY;
             }
-            if Instant::now() >= next_rebalance {
+            if self.handoffs.borrow().is_some() {
+                // Controlled shutdown: leaderships only go away from here now.
+                if Instant::now() >= next_handoff {
+                    self.hand_off_leaderships();
+                    next_handoff = Instant::now() + HANDOFF_CHECK_EVERY;
+                }
+            } else if Instant::now() >= next_rebalance {
                 if self.rebalance.get().enable {
                     self.rebalance_leaders();
                 }
@@ -994,7 +1023,10 @@ impl Replication {
             }
             let effects = std::mem::take(&mut *self.queue.borrow_mut());
             if effects.is_empty() {
-                let wait = next_tick.saturating_duration_since(Instant::now());
+                let mut wait = next_tick.saturating_duration_since(Instant::now());
+                if self.handoffs.borrow().is_some() {
+                    wait = wait.min(next_handoff.saturating_duration_since(Instant::now()));
+                }
                 or(self.kick.changed(seen), async {
                     glommio::timer::sleep(wait).await;
                 })
@@ -1350,6 +1382,161 @@ impl Replication {
         }
     }
 
+    /// Starts the controlled shutdown of this shard's groups (Kafka's
+    /// `controlled.shutdown.enable`): this node stops campaigning for good
+    /// (`GroupManager::stop_campaigning`: it never takes a leadership back, and a transfer
+    /// to it is ignored), and every group it leads is handed to another voter
+    /// ([`Self::hand_off_leaderships`], retried until the leadership has gone). The groups
+    /// keep replicating: this node stays a follower of each until it stops.
+    pub fn begin_handoff(&self) {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return;
+        }
+        self.mgr.borrow_mut().stop_campaigning();
+        self.handoffs.borrow_mut().get_or_insert_with(HashMap::new);
+        self.hand_off_leaderships();
+        let pending = self.handoffs_pending.get();
+        if pending > 0 {
+            log::info!(
+                "{}: controlled shutdown: handing the leadership of {pending} partition(s) to \
+                 other replicas",
+                self.shard
+            );
+        }
+        self.kick.notify();
+    }
+
+    /// Groups this replica still leads whose hand-off is under way (0 once they all moved
+    /// or gave up, and before [`Self::begin_handoff`]). Groups with nowhere (else) to go (no
+    /// other replica in sync and reachable, or every one asked in vain) are not counted:
+    /// they stop with the node.
+    pub fn handoffs_pending(&self) -> usize {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return 0;
+        }
+        self.handoffs_pending.get()
+    }
+
+    /// One round of the controlled shutdown: each group this replica still leads is handed
+    /// to its best successor ([`handoff_target`]) unless a transfer asked for less than
+    /// [`HANDOFF_RETRY`] ago is still under way. raft-rs abandons a transfer that has not
+    /// completed within an election timeout (the successor may be stopping too: a fenced
+    /// node ignores it); the next best replica not asked yet is asked then, and once every
+    /// eligible one was, the group gives up and serves until the node stops (Kafka's
+    /// `controlled.shutdown.max.retries`, bounded here by the replicas).
+    fn hand_off_leaderships(&self) {
+        let now = Instant::now();
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = |n: NodeId| {
+            liveness
+                .iter()
+                .find(|(id, _)| *id as u64 == n)
+                .is_some_and(|(_, up)| *up)
+        };
+        let me = self.node_id as u64;
+        let mut moves = Vec::new();
+        let mut pending = 0;
+        {
+            let mgr = self.mgr.borrow();
+            let groups = self.groups.borrow();
+            let mut handoffs = self.handoffs.borrow_mut();
+            let Some(handoffs) = handoffs.as_mut() else {
+                return;
+            };
+            // Groups no longer led here are done (or never were in flight).
+            handoffs.retain(|g, _| {
+                mgr.status(*g)
+                    .is_some_and(|st| st.role == sluice_raft::Role::Leader)
+            });
+            for (g, info) in groups.iter() {
+                let Some(st) = mgr.status(*g) else {
+                    continue;
+                };
+                if st.role != sluice_raft::Role::Leader || info.key.partition < 0 {
+                    continue;
+                }
+                let h = handoffs.entry(*g).or_default();
+                if h.given_up {
+                    continue;
+                }
+                if h.asked
+                    .is_some_and(|at| now.duration_since(at) < HANDOFF_RETRY)
+                {
+                    pending += 1;
+                    continue;
+                }
+                let progress = mgr.progress(*g).unwrap_or_default();
+                let Some(to) = handoff_target(
+                    me,
+                    &info.voters,
+                    &info.isr,
+                    &progress,
+                    st.last_index,
+                    mgr.quiesced_leader(*g),
+                    |n| reachable(n) && !h.tried.contains(&n),
+                ) else {
+                    // Nowhere (else) to go: it serves until the node stops.
+                    h.given_up = true;
+                    continue;
+                };
+                pending += 1;
+                h.asked = Some(now);
+                h.tried.push(to);
+                moves.push((*g, info.key, to));
+            }
+        }
+        self.handoffs_pending.set(pending);
+        for (g, key, to) in moves {
+            log::debug!(
+                "raft group {g:016x} (partition {}): controlled shutdown, handing the \
+                 leadership to node {to}",
+                key.partition
+            );
+            let fx = self.mgr.borrow_mut().transfer_leader(g, to);
+            self.push(fx);
+        }
+    }
+
+    /// ElectLeaders (PREFERRED) on this replica, which must lead `group`: whether its
+    /// preferred replica (the first in replica order) may take over, as Kafka's controller
+    /// decides: `Ok(preferred)` if it is another voter in the ISR, on a node the transport
+    /// reaches, heard from lately and holding everything committed (Raft's transfer then
+    /// brings it up to date at once); else the Kafka error (ELECTION_NOT_NEEDED when this
+    /// replica is the preferred one, PREFERRED_LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER
+    /// when this replica does not lead).
+    fn preferred_successor(&self, group: GroupId) -> Result<NodeId, i16> {
+        let mgr = self.mgr.borrow();
+        let groups = self.groups.borrow();
+        let (Some(st), Some(info)) = (mgr.status(group), groups.get(&group)) else {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        };
+        if st.role != sluice_raft::Role::Leader {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        let me = self.node_id as u64;
+        let Some(&preferred) = info.voters.first() else {
+            return Err(kerr::PREFERRED_LEADER_NOT_AVAILABLE);
+        };
+        if preferred == me {
+            return Err(kerr::ELECTION_NOT_NEEDED);
+        }
+        let (_, liveness) = self.shared.node_liveness();
+        let reachable = liveness
+            .iter()
+            .any(|(id, up)| *id as u64 == preferred && *up);
+        let quiesced = mgr.quiesced_leader(group);
+        let caught_up = mgr.progress(group).is_some_and(|p| {
+            p.iter().any(|&(n, matched, active)| {
+                n == preferred && (active || quiesced) && matched >= st.commit_index
+            })
+        });
+        if info.isr.contains(&preferred) && reachable && caught_up {
+            Ok(preferred)
+        } else {
+            Err(kerr::PREFERRED_LEADER_NOT_AVAILABLE)
+        }
+    }
+
     /// Feeds the transport's view of other nodes to the manager (wakes quiesced followers
     /// of a leader that died).
     fn apply_liveness(&self) {
@@ -1465,6 +1652,53 @@ fn propose_error_code(e: ProposeError) -> i16 {
     }
 }
 
+/// A group's controlled-shutdown hand-off ([`Replication::hand_off_leaderships`]).
+#[derive(Default)]
+struct Handoff {
+    /// When the current transfer was asked for.
+    asked: Option<Instant>,
+    /// The replicas asked so far, each once.
+    tried: Vec<NodeId>,
+    /// Nobody (else) to hand it to: it serves until the node stops.
+    given_up: bool,
+}
+
+/// How often the controlled shutdown looks for leaderships still to hand off.
+const HANDOFF_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// A hand-off not completed after this long is asked again: raft-rs abandons a leadership
+/// transfer after an election timeout (the leader's, which is not randomized).
+const HANDOFF_RETRY: Duration = Duration::from_millis(
+    sluice_raft::manager::TICK_MS * sluice_raft::manager::ELECTION_TICKS as u64 + 100,
+);
+
+/// The replica a leader going away hands its group to (controlled shutdown): among the
+/// other voters that are in its ISR, on a node the transport reaches and heard from lately
+/// (`progress`'s flag; a quiesced leader's followers were all caught up when it quiesced),
+/// the one that holds the leader's whole log (index `last`) first, so the transfer
+/// completes at once, then the preferred replica (first in `voters`), then the furthest
+/// along (Raft's transfer first brings it up to date). `None` when there is no such voter.
+fn handoff_target(
+    me: NodeId,
+    voters: &[NodeId],
+    isr: &[NodeId],
+    progress: &[(NodeId, u64, bool)],
+    last: u64,
+    quiesced: bool,
+    reachable: impl Fn(NodeId) -> bool,
+) -> Option<NodeId> {
+    voters
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != me && isr.contains(v) && reachable(**v))
+        .filter_map(|(rank, v)| {
+            let &(_, matched, active) = progress.iter().find(|(n, _, _)| n == v)?;
+            (active || quiesced).then_some(((matched >= last, rank == 0, matched), *v))
+        })
+        .max_by_key(|(key, _)| *key)
+        .map(|(_, v)| v)
+}
+
 /// Produces one batch to a replicated partition this replica leads (see the module header
 /// for when each `acks` is answered). The produce handler let through exactly one batch
 /// whose length field matches the payload (`produce_rules`); its CRC and size are checked
@@ -1553,6 +1787,73 @@ pub async fn produce(
         ..PartitionReply::default()
     }
 }
+
+/// ElectLeaders PREFERRED for `group`, on the replica that leads it: hands the leadership
+/// to the preferred replica if it may take it ([`Replication::preferred_successor`]) and
+/// answers NONE once this replica sees it lead, or REQUEST_TIMED_OUT when `timeout` passes
+/// first (the transfer may still complete). A transfer that Raft abandoned (after an
+/// election timeout) is asked again while time remains and the preferred replica still
+/// qualifies. Other answers: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE (also when
+/// another replica took the leadership meanwhile), NOT_LEADER_OR_FOLLOWER (this replica
+/// does not lead: the caller asks the leader).
+pub async fn elect_preferred(rep: &Rc<Replication>, group: GroupId, timeout: Duration) -> i16 {
+    let deadline = Instant::now() + timeout;
+    let preferred = match rep.preferred_successor(group) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if rep.handoffs.borrow().is_some() {
+        // Shutting down: its leaderships go to whichever replica suits best anyway.
+        return kerr::NOT_LEADER_OR_FOLLOWER;
+    }
+    log::info!(
+        "raft group {group:016x}: ElectLeaders, handing the leadership to its preferred \
+         replica, node {preferred}"
+    );
+    let mut asked = Instant::now();
+    let fx = rep.mgr.borrow_mut().transfer_leader(group, preferred);
+    rep.push(fx);
+    loop {
+        match rep.status(group) {
+            Some(st) if st.role != sluice_raft::Role::Leader => {
+                return match st.leader {
+                    Some(l) if l == preferred => kerr::NONE,
+                    Some(_) => kerr::PREFERRED_LEADER_NOT_AVAILABLE,
+                    // An election under way: wait for its outcome.
+                    None if Instant::now() < deadline => {
+                        glommio::timer::sleep(ELECT_POLL).await;
+                        continue;
+                    }
+                    None => kerr::REQUEST_TIMED_OUT,
+                };
+            }
+            Some(_) => {}
+            None => return kerr::NOT_LEADER_OR_FOLLOWER,
+        }
+        if rep.failure().is_some() || rep.stopping.get() {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return kerr::REQUEST_TIMED_OUT;
+        }
+        if now.duration_since(asked) >= HANDOFF_RETRY {
+            match rep.preferred_successor(group) {
+                Ok(p) if p == preferred => {
+                    asked = now;
+                    let fx = rep.mgr.borrow_mut().transfer_leader(group, preferred);
+                    rep.push(fx);
+                }
+                Ok(_) => return kerr::PREFERRED_LEADER_NOT_AVAILABLE,
+                Err(code) => return code,
+            }
+        }
+        glommio::timer::sleep(ELECT_POLL.min(deadline - now)).await;
+    }
+}
+
+/// How often [`elect_preferred`] looks whether the leadership has moved.
+const ELECT_POLL: Duration = Duration::from_millis(10);
 
 /// Shard 0: an envelope another node sent, to each shard hosting its groups.
 pub fn deliver(shard: &crate::shard::BrokerShard, env: Envelope) {
@@ -1682,6 +1983,58 @@ impl sluice_cluster::LeaderStore for LeaderReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_going_away_picks_a_caught_up_reachable_isr_member_preferred_first() {
+        let all = |_| true;
+        let progress = [(1, 10, true), (2, 10, true), (3, 10, true)];
+        // Node 2 leads; the preferred replica 1 holds the whole log: it gets it.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &progress, 10, false, all),
+            Some(1)
+        );
+        // The preferred replica behind: a caught-up one wins over it.
+        let behind = [(1, 7, true), (2, 10, true), (3, 10, true)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &behind, 10, false, all),
+            Some(3)
+        );
+        // Nobody caught up: the preferred one, then the furthest along.
+        let lagging = [(1, 7, true), (2, 10, true), (3, 8, true)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &lagging, 10, false, all),
+            Some(1)
+        );
+        let lagging = [(1, 10, true), (2, 7, true), (3, 8, true)];
+        assert_eq!(
+            handoff_target(1, &[1, 2, 3], &[1, 2, 3], &lagging, 10, false, all),
+            Some(3)
+        );
+        // Out of the ISR, unreachable, or not heard from lately: not eligible.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[2, 3], &progress, 10, false, all),
+            Some(3)
+        );
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &progress, 10, false, |n| n != 1),
+            Some(3)
+        );
+        let silent = [(1, 10, false), (2, 10, true), (3, 10, false)];
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &silent, 10, false, all),
+            None
+        );
+        // A quiesced leader's stale flags do not count against its followers.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[1, 2, 3], &silent, 10, true, all),
+            Some(1)
+        );
+        // The only live replica: nowhere to go.
+        assert_eq!(
+            handoff_target(2, &[1, 2, 3], &[2], &progress, 10, false, all),
+            None
+        );
+    }
 
     #[test]
     fn group_ids_are_stable_and_never_the_controllers() {

@@ -784,11 +784,13 @@ impl BrokerShard {
         // A produce to a replicated partition waits for a quorum (up to its timeout): it
         // must not hold one of the permits that the general class, and with it the Raft
         // traffic into the owner, needs.
-        let waits = matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
+        // So does an ElectLeaders, for the new leader.
+        let waits = (matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
             && self
                 .topics()
                 .get_by_id(&req.topic_id)
-                .is_some_and(|t| replicated(t, req.partition, self.config.node_id));
+                .is_some_and(|t| replicated(t, req.partition, self.config.node_id)))
+            || matches!(req.op, PartitionOp::ElectPreferred { .. });
         let class = if waits {
             sluice_shard::CallClass::Parked
         } else {
@@ -943,6 +945,17 @@ impl BrokerShard {
                 },
                 None,
             ),
+            PartitionOp::ElectPreferred { timeout_ms } => {
+                let code = match raft {
+                    Some((rep, group, _)) => {
+                        let wait = std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+                        crate::replication::elect_preferred(&rep, group, wait).await
+                    }
+                    // One replica: it leads (it is here), and it is the preferred one.
+                    None => kerr::ELECTION_NOT_NEEDED,
+                };
+                (PartitionReply::error(code), None)
+            }
             PartitionOp::EpochEndOffset { epoch } => {
                 // From the epoch history, as Kafka's leader answers (the current epoch ends
                 // at the log end offset; an unknown newer epoch is UNDEFINED, -1/-1).

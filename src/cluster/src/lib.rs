@@ -16,7 +16,8 @@
 //! images and deltas; the commands (`create_topics`, `delete_topics`, `create_partitions`,
 //! `alter_configs`, `allocate_producer_ids`, or [`ControllerNode::run`] with any
 //! [`Command`] and a timeout) from any shard's handler (they run on shard 0); and
-//! [`ControllerNode::shutdown`] on the way out. [`ControllerNode::failure`] says why the
+//! [`ControllerNode::shutdown`] on the way out ([`ControllerNode::resign`] first, for a
+//! controlled shutdown: the controller leadership goes to another voter at once). [`ControllerNode::failure`] says why the
 //! node stopped, if it did.
 //!
 //! For partition leadership (not in the metadata log: each partition's Raft group elects its

@@ -467,6 +467,53 @@ impl ControllerNode {
         st.manager.as_ref().and_then(|m| m.status(CONTROLLER_GROUP))
     }
 
+    /// Controlled shutdown of this node's controller replica: it never campaigns again
+    /// (`GroupManager::stop_campaigning`), and while it leads the controller group it hands
+    /// the leadership to the voter furthest along among those heard from lately that the
+    /// transport reaches (Raft's leadership transfer: that voter campaigns at once), so the
+    /// quorum has an active controller again without waiting out an election timeout.
+    /// Returns whether a transfer was asked for (false: not leading, or nobody to hand to).
+    /// Call it again while [`Self::leads_controller`] stays true: Raft abandons a transfer
+    /// not completed within an election timeout.
+    pub fn resign(&self) -> bool {
+        let t = self.inner.transport();
+        let mut st = self.inner.st.borrow_mut();
+        if st.fatal.is_some() || self.inner.closed.get() {
+            return false;
+        }
+        let me = self.inner.raft_id;
+        let Some(m) = st.manager.as_mut() else {
+            return false;
+        };
+        m.stop_campaigning();
+        let leads = m
+            .status(CONTROLLER_GROUP)
+            .is_some_and(|s| s.role == sluice_raft::Role::Leader);
+        let Some(t) = t.filter(|_| leads) else {
+            return false;
+        };
+        let to = m
+            .progress(CONTROLLER_GROUP)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&(n, _, active)| n != me && active && t.is_connected(n))
+            .max_by_key(|&(_, matched, _)| matched)
+            .map(|(n, _, _)| n);
+        let Some(to) = to else {
+            return false;
+        };
+        log::info!("controller: shutting down, handing the controller leadership to node {to}");
+        let fx = m.transfer_leader(CONTROLLER_GROUP, to);
+        self.inner.raft_fx(&mut st, fx);
+        true
+    }
+
+    /// Whether this node's replica leads the controller group.
+    pub fn leads_controller(&self) -> bool {
+        self.raft_status()
+            .is_some_and(|s| s.role == sluice_raft::Role::Leader)
+    }
+
     /// This node's broker epoch, once its registration committed.
     pub fn broker_epoch(&self) -> Option<u64> {
         self.inner.st.borrow().epoch

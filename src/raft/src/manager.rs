@@ -281,6 +281,8 @@ pub struct GroupManager {
     /// a learner replays changes made before it joined on top of the configuration it was
     /// given; see `create_learner`).
     conf_change_errors: u64,
+    /// Set by [`GroupManager::stop_campaigning`]: this node takes no leadership from now on.
+    fenced: bool,
     logger: slog::Logger,
 }
 
@@ -304,6 +306,7 @@ impl GroupManager {
             tombstones: BTreeMap::new(),
             tombstone_order: VecDeque::new(),
             conf_change_errors: 0,
+            fenced: false,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -398,7 +401,7 @@ impl GroupManager {
         }
         let (log, hs) = self.fresh_log(group, voters, &[])?;
         self.add_replica(group, log)?;
-        if voters.len() > 1 && voters[0] == self.cfg.node_id {
+        if voters.len() > 1 && voters[0] == self.cfg.node_id && !self.fenced {
             let r = self.groups.get_mut(&group).expect("replica just added");
             r.node.campaign().map_err(|_| Error::Raft)?;
         }
@@ -688,6 +691,24 @@ impl GroupManager {
         self.finish(Out::default(), [group])
     }
 
+    /// Fences this node off leadership for good (its node is shutting down and hands its
+    /// leaderships to other voters first, Kafka's controlled shutdown): from now on the
+    /// election timer of a replica that does not lead never fires (it still runs up to just
+    /// before, so the lease of a leader it no longer hears from expires and it grants votes
+    /// as usual), so it never campaigns; a leader's `MsgTimeoutNow` (another leader handing its leadership
+    /// here) is dropped; a new group's first voter does not campaign. Leaders still tick
+    /// (heartbeats, check-quorum, the timeout of a transfer away from them), and every
+    /// replica still appends, acknowledges and votes, so the groups keep their quorums
+    /// while the node lives. Safe in any state: Raft never needs a given node to campaign.
+    pub fn stop_campaigning(&mut self) {
+        self.fenced = true;
+    }
+
+    /// Whether [`Self::stop_campaigning`] was called.
+    pub fn campaigning_stopped(&self) -> bool {
+        self.fenced
+    }
+
     /// Whether this replica leads `group` and has quiesced: every voter held its whole log
     /// when it did, on a node not reported dead, and nothing is appended until it wakes (a
     /// proposal, a message other than a heartbeat, a report of a voter's node dead), so its
@@ -721,9 +742,19 @@ impl GroupManager {
         );
         let awake: Vec<GroupId> = self.awake.iter().copied().collect();
         let mut quiescing = Vec::new();
-        let (rng, cfg, dead) = (&mut self.rng, &self.cfg, &self.dead);
+        let (rng, cfg, dead, fenced) = (&mut self.rng, &self.cfg, &self.dead, self.fenced);
         let mut tick_one = |g: GroupId, r: &mut Replica| {
             for _ in 0..ticks.min(TICKS_PER_CALL_MAX) {
+                // Fenced and not leading: the election clock runs, so that the lease of the
+                // leader it last heard from expires and it votes for others as usual, but it
+                // stops one tick short of firing (raft-rs campaigns only from that tick).
+                if fenced && r.node.raft.state != StateRole::Leader {
+                    let raft = &mut r.node.raft;
+                    let last = max as usize - 1;
+                    raft.set_randomized_election_timeout(last);
+                    raft.election_elapsed = (raft.election_elapsed + 1).min(last - 1);
+                    continue;
+                }
                 // raft-rs draws each randomized election timeout from `thread_rng` when it
                 // resets the election clock, and reads it only in `tick`. Every reset leaves
                 // `election_elapsed` at 0, so replacing the timeout whenever a tick is about
@@ -868,6 +899,10 @@ impl GroupManager {
             if m.get_msg_type() == MessageType::MsgSnapshot
                 && crate::log::snapshot_offset(m.get_snapshot()).is_none()
             {
+                continue;
+            }
+            // Fenced: a transfer to this node would make it campaign (stop_campaigning).
+            if self.fenced && m.get_msg_type() == MessageType::MsgTimeoutNow {
                 continue;
             }
             let Some(r) = self.groups.get_mut(&group) else {
@@ -1738,6 +1773,78 @@ mod tests {
             t.status(to as usize - 1).term > term,
             "a new term, as any election"
         );
+    }
+
+    /// A fenced node (controlled shutdown) hands its leadership away and never takes one:
+    /// it ignores a transfer to itself, and when the leader it follows dies it does not
+    /// campaign, while the unfenced follower does and wins with the fenced node's vote.
+    #[test]
+    fn a_fenced_node_hands_leadership_away_and_never_campaigns() {
+        let mut t = Trio::new();
+        let leader = t.quiesce_all();
+        let up = [1, 2, 3];
+        t.m[leader].stop_campaigning();
+        assert!(t.m[leader].campaigning_stopped());
+        let to = (leader + 1) % 3;
+        let fx = t.m[leader].transfer_leader(1, to as u64 + 1);
+        t.take(leader, fx);
+        let mut rounds = 0;
+        while t.status(to).role != Role::Leader || !t.status(to).ready {
+            for i in 0..3 {
+                t.deliver(&up);
+                t.sync(i);
+            }
+            t.tick(leader);
+            rounds += 1;
+            assert!(rounds < 200, "leadership never moved to {}", to + 1);
+        }
+        let fenced = leader;
+        // The new leader hands it back: the fenced node drops the MsgTimeoutNow.
+        let term = t.status(to).term;
+        let fx = t.m[to].transfer_leader(1, fenced as u64 + 1);
+        t.take(to, fx);
+        for _ in 0..50 {
+            for i in 0..3 {
+                t.deliver(&up);
+                t.sync(i);
+                t.tick(i);
+            }
+        }
+        assert_ne!(t.status(fenced).role, Role::Leader);
+        assert_eq!(t.status(fenced).term, term, "no election at all");
+        // The new leader dies: the fenced node never campaigns, the other follower does.
+        let other = 3 - fenced - to;
+        let alive = [fenced as u64 + 1, other as u64 + 1];
+        t.net.clear();
+        for &i in &[fenced, other] {
+            t.m[i].set_node_alive(to as u64 + 1, false);
+        }
+        // Only the fenced node's clock runs, for many election timeouts: nothing happens.
+        let term = t.status(fenced).term;
+        for _ in 0..10 * ELECTION_TICKS {
+            t.tick(fenced);
+        }
+        assert!(t.net.is_empty(), "the fenced node campaigned: {:?}", t.net);
+        assert_eq!(t.status(fenced).term, term);
+        for _ in 0..400 {
+            for &i in &[fenced, other] {
+                t.tick(i);
+                t.deliver(&alive);
+                t.sync(i);
+                t.deliver(&alive);
+            }
+            t.net.retain(|e| alive.contains(&e.to));
+            if t.status(other).role == Role::Leader {
+                break;
+            }
+        }
+        assert_eq!(
+            t.status(other).role,
+            Role::Leader,
+            "elected with the fenced vote"
+        );
+        assert_ne!(t.status(fenced).role, Role::Leader);
+        assert_eq!(t.status(fenced).leader, Some(other as u64 + 1));
     }
 
     #[test]

@@ -24,6 +24,7 @@ const USAGE: &str = "usage:
                [--auto-leader-rebalance-enable true|false]
                [--leader-imbalance-check-interval-seconds S]
                [--leader-imbalance-per-broker-percentage P]
+               [--controlled-shutdown-enable true|false]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -116,6 +117,11 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.leader_rebalance.enable = value("--auto-leader-rebalance-enable")?
                     .parse()
                     .map_err(|e| format!("--auto-leader-rebalance-enable: {e}"))?
+            }
+            "--controlled-shutdown-enable" => {
+                c.controlled_shutdown_enable = value("--controlled-shutdown-enable")?
+                    .parse()
+                    .map_err(|e| format!("--controlled-shutdown-enable: {e}"))?
             }
             "--leader-imbalance-check-interval-seconds" => {
                 // Kafka's leader.imbalance.check.interval.seconds: a LONG, at least 1.
@@ -394,6 +400,16 @@ mod tests {
             let e = parse_start(&args(bad)).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn controlled_shutdown_flag() {
+        // Kafka's default (true) without the flag.
+        assert!(parse_start(&args("")).unwrap().controlled_shutdown_enable);
+        let c = parse_start(&args("--controlled-shutdown-enable false")).unwrap();
+        assert!(!c.controlled_shutdown_enable);
+        let e = parse_start(&args("--controlled-shutdown-enable no")).expect_err("not a bool");
+        assert!(e.contains("--controlled-shutdown-enable"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Admin and lookup requests under attack: the offsets topic cannot be re-partitioned or
 //! given configs that would erase it, and a request that names a partition many times does
 //! the work once (ListOffsets refuses duplicates as Kafka does; DescribeLogDirs describes
-//! each partition once). Each test restarts the broker after the refusals.
+//! each partition once; ElectLeaders answers a duplicate INVALID_REQUEST once, and refuses
+//! unknown election types). Each test restarts the broker after the refusals.
 
 use std::net::TcpStream;
 
@@ -9,9 +10,10 @@ use rdkafka::admin::NewPartitions;
 use rdkafka::error::RDKafkaErrorCode;
 use sluice_tests::kafka::{admin, admin_opts, topic_config};
 use sluice_tests::wire::{
-    call, connect, create_by_metadata, find_coordinator, now_ms, produce, record_batch, Dec, Enc,
+    call, connect, create_by_metadata, elect_leaders, find_coordinator, now_ms, produce,
+    record_batch, Dec, Enc,
 };
-use sluice_tests::Broker;
+use sluice_tests::{skip_in_cluster_mode, Broker};
 
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
@@ -213,4 +215,109 @@ fn describe_log_dirs_describes_a_partition_named_twice_once() {
     broker.restart();
     let mut s = connect(&broker);
     assert_eq!(partitions_of(&mut s, topic), 1);
+}
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+/// ElectLeaders (ApiKey 43) on one node, where every partition has its only replica as
+/// leader: nothing needs an election (named, or every partition with a null list, which
+/// then answers nothing, as Kafka leaves out partitions that need none); an empty list
+/// answers nothing; unknown topics and partitions are UNKNOWN_TOPIC_OR_PARTITION; a
+/// partition named twice is answered once, INVALID_REQUEST, even when it does not exist;
+/// an unknown election type fails the whole request with INVALID_REQUEST; v0 (no election
+/// type) and v2 (flexible) answer as v1.
+#[test]
+fn elect_leaders_refuses_duplicates_and_unknown_types_and_needs_no_election_on_one_node() {
+    skip_in_cluster_mode!("on a cluster a partition's leader may not be its preferred replica");
+    let mut broker = Broker::start();
+    let mut s = connect(&broker);
+    let topic = "elect-one";
+    create_by_metadata(&mut s, topic);
+    let el = |s: &mut TcpStream, election: i8, parts: Option<&[(&str, &[i32])]>| {
+        elect_leaders(s, election, parts, 5000)
+    };
+    for election in [0, 1] {
+        assert_eq!(
+            el(&mut s, election, Some(&[(topic, &[0])])),
+            (0, vec![(topic.to_string(), 0, ELECTION_NOT_NEEDED)]),
+            "election type {election}"
+        );
+        assert_eq!(
+            el(&mut s, election, None),
+            (0, vec![]),
+            "null: all partitions"
+        );
+        assert_eq!(el(&mut s, election, Some(&[])), (0, vec![]), "empty list");
+    }
+    let (top, got) = el(
+        &mut s,
+        0,
+        Some(&[
+            (topic, &[0, 3, 0, 9, 9]),
+            ("elect-none", &[0]),
+            (topic, &[0, -1]),
+        ]),
+    );
+    assert_eq!(top, 0);
+    let t = |p, code| (topic.to_string(), p, code);
+    assert_eq!(
+        got,
+        vec![
+            t(0, INVALID_REQUEST),
+            t(3, UNKNOWN_TOPIC_OR_PARTITION),
+            t(9, INVALID_REQUEST),
+            t(-1, UNKNOWN_TOPIC_OR_PARTITION),
+            ("elect-none".to_string(), 0, UNKNOWN_TOPIC_OR_PARTITION),
+        ]
+    );
+    for bad in [2, 7, -1] {
+        assert_eq!(
+            el(&mut s, bad, Some(&[(topic, &[0])])),
+            (INVALID_REQUEST, vec![]),
+            "election type {bad}"
+        );
+    }
+    // v0: no election type (preferred), no top-level error code.
+    let body = Enc::new().i32(1).str(topic).i32(1).i32(0).i32(5000).0;
+    let resp = call(&mut s, 43, 0, 5, &body);
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.i32(), 0);
+    assert_eq!(d.i16(), ELECTION_NOT_NEEDED);
+    // v2 (flexible): header v2 (v1 plus empty tagged fields), compact arrays and strings.
+    let mut body = vec![0u8]; // tagged fields of the header
+    body.push(0); // election type: preferred
+    body.push(2); // one topic (compact: n + 1)
+    body.push(topic.len() as u8 + 1);
+    body.extend_from_slice(topic.as_bytes());
+    body.push(2); // one partition
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.push(0); // topic's tagged fields
+    body.extend_from_slice(&5000i32.to_be_bytes());
+    body.push(0); // request's tagged fields
+    let resp = call(&mut s, 43, 2, 6, &body);
+    let mut d = Dec::new(&resp);
+    assert_eq!(d.i8(), 0, "response header's tagged fields");
+    let _throttle = d.i32();
+    assert_eq!(d.i16(), 0);
+    assert_eq!(d.i8(), 2, "one topic");
+    assert_eq!(d.i8() as usize, topic.len() + 1);
+    for b in topic.bytes() {
+        assert_eq!(d.i8() as u8, b);
+    }
+    assert_eq!(d.i8(), 2, "one partition");
+    assert_eq!(d.i32(), 0);
+    assert_eq!(d.i16(), ELECTION_NOT_NEEDED);
+
+    broker.restart();
+    let mut s = connect(&broker);
+    assert_eq!(partitions_of(&mut s, topic), 1);
+    assert_eq!(
+        el(&mut s, 0, Some(&[(topic, &[0])])),
+        (0, vec![(topic.to_string(), 0, ELECTION_NOT_NEEDED)])
+    );
 }

@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod incremental_alter_configs;
@@ -64,6 +65,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -79,7 +81,9 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::CreatePartitions
         | ApiKey::AlterConfigs
         | ApiKey::IncrementalAlterConfigs
-        | ApiKey::AlterPartitionReassignments => Some(ShardId(0)),
+        | ApiKey::AlterPartitionReassignments
+        // Reaches other nodes through the controller runtime's transport (shard 0's).
+        | ApiKey::ElectLeaders => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -145,6 +149,7 @@ pub async fn dispatch(
             respond(h, &list_partition_reassignments::handle(shard, h, r))
         }
         RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.
             log::error!("no handler for {:?}", std::mem::discriminant(&other));

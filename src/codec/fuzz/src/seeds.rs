@@ -66,6 +66,7 @@ fn default_request(key: ApiKey) -> Option<RequestKind> {
         DescribeGroups,
         ListGroups,
         DeleteGroups,
+        ElectLeaders,
     ))
 }
 
