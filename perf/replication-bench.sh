@@ -105,11 +105,14 @@ for topic in rf1 rf3; do
     pidlist=$(IFS=,; echo "${pids[*]}")
     (sleep $(( duration / 2 )) && perf record -q -F 400 --call-graph dwarf,16384 -p "$pidlist" -o "$out/$topic.perf.data" \
       -- sleep 10 >/dev/null 2>&1) &
+    profiler=$!
   fi
   "$bench" run --bootstrap "$bootstrap" --workload "$workload" --topic "$topic" \
     --rate "$rate" --duration-s "$duration" --warmup-s 3 --partitions "$partitions" \
     --client rdkafka --consumer-client rdkafka --out "$out" --name "$topic" \
     >"$out/$topic.stdout" 2>&1 || { cat "$out/$topic.stdout" >&2; exit 1; }
+  # A short run's profile window must not reach into the next topic's run.
+  if [ "$profile" = 1 ]; then wait "$profiler" || true; fi
   after=$(cpu_ticks)
   "$py" - "$out/$topic.json" "$topic" "$(( after - before ))" "$hz" <<'EOF'
 import json, sys

@@ -1,34 +1,44 @@
-//! `Kicker`: wakes every shard's executor from a plain thread at a fixed interval, so no shard can sleep past a due timer.
+//! `Kicker`: interrupts every shard thread's sleep at a fixed interval, so no shard can sleep past a due timer or a completed wake-up.
 //!
-//! Why: glommio 0.9 has been seen to leave an executor asleep in `io_uring_enter` after
-//! one of its timers was due (or a wake-up it was owed had been sent): the shard then
-//! waits for the next unrelated event, which on an idle shard may never come. It showed
-//! as a cluster node that never became ready (about 1 in 250 starts of a loaded 2-CPU
-//! host: shard 1 polls a flag with a 10 ms sleep and never woke), and any attach of a
-//! debugger, which interrupts the syscall, released it at once. The root cause inside
-//! glommio is not found. Every shard therefore keeps one task parked here, and a thread
-//! wakes them all every [`KICK_INTERVAL`]: a wake from another thread writes the
-//! executor's eventfd (the task lives in a latency-sensitive queue, for which glommio
-//! always notifies), the executor leaves its sleep, and its reactor fires every expired
-//! timer and drains its completions before it sleeps again. A lost wake-up then costs at
-//! most one interval instead of forever.
+//! Why: on this project's hosts (Linux 6.18, glommio 0.9) an executor was seen asleep in
+//! `io_uring_enter` long after one of its timers was due: the shard then waits for the
+//! next unrelated event, which on an idle shard may never come. It showed as a cluster node
+//! that never became ready (7 of about 5,100 node starts of a loaded 2-CPU host: shard 1
+//! polls a flag with a 10 ms sleep and never woke). Writing the executor's eventfd (a
+//! foreign wake, tried first) did not release it; attaching a debugger, which interrupts
+//! the syscall, always did. So the wake-up the kernel owed the sleeping thread was lost,
+//! or glommio's linked-ring sleep was waiting on nothing; the root cause is not found.
 //!
-//! Cost: one eventfd write, one wake of the executor and one task poll per shard per
-//! interval (10 a second). The thread holds only a weak reference and ends within one
-//! interval of the runtime's last shard and handle going.
+//! The workaround does what the debugger did: a plain thread sends every registered shard
+//! thread [`KICK_SIGNAL`] every [`KICK_INTERVAL`]. Its handler does nothing and is
+//! installed with `SA_RESTART`, so ordinary system calls resume as if nothing happened,
+//! while the io_uring wait returns (or is restarted, which re-checks the completion
+//! queue); glommio treats an interrupted wait as a wake-up, fires its expired timers,
+//! drains its completions and foreign wakes, and sleeps again. A lost wake-up then costs
+//! at most one interval instead of forever.
+//!
+//! Invariant: a thread is signalled only between its `register` and its `clear` (under the
+//! same lock), so a thread that has exited is never signalled. Cost: one signal delivery
+//! and one pass of the executor's loop per shard per interval (10 a second), measured idle
+//! in `perf/results/2026-12-02-startup-hang.md`. The thread holds the kicker weakly and
+//! ends within one interval of the runtime handle and the last shard thread going.
 
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Poll, Waker};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 
-/// How often every shard is woken: at most this long can a lost wake-up delay a shard
-/// (two Raft ticks). Each kick costs a pass of the executor's loop, a membarrier included:
-/// about 0.1 % of a core per shard at this rate, measured idle.
+/// How often every shard thread is interrupted: at most this long can a lost wake-up delay
+/// a shard (two Raft ticks).
 pub const KICK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The wakers of each shard's kick task.
+/// The signal that interrupts a sleeping shard thread. SIGURG, as Go's runtime uses for its
+/// preemption: ignored by default, so a stray one elsewhere harms nothing, and nothing in
+/// sluice asks for it (no socket has an owner set with F_SETOWN).
+pub const KICK_SIGNAL: libc::c_int = libc::SIGURG;
+
+/// The registered shard threads.
 pub(crate) struct Kicker {
-    slots: Mutex<Vec<Option<Waker>>>,
+    threads: Mutex<Vec<Option<libc::pthread_t>>>,
 }
 
 impl Kicker {
@@ -38,8 +48,9 @@ impl Kicker {
         name: &str,
         every: Duration,
     ) -> std::io::Result<Arc<Kicker>> {
+        install_handler()?;
         let kicker = Arc::new(Kicker {
-            slots: Mutex::new(vec![None; shards]),
+            threads: Mutex::new(vec![None; shards]),
         });
         let weak = Arc::downgrade(&kicker);
         std::thread::Builder::new()
@@ -48,40 +59,32 @@ impl Kicker {
         Ok(kicker)
     }
 
-    /// The task shard `shard` parks here for ever: it only re-registers when kicked.
-    pub(crate) async fn park(self: Arc<Self>, shard: usize) {
-        std::future::poll_fn(|cx| {
-            self.register(shard, cx.waker());
-            Poll::<()>::Pending
-        })
-        .await
-    }
-
-    fn register(&self, shard: usize, waker: &Waker) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get_mut(shard) {
-            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                *slot = Some(waker.clone());
-            }
+    /// The calling thread is shard `shard`'s: kick it from now on.
+    pub(crate) fn register_current(&self, shard: usize) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = threads.get_mut(shard) {
+            *slot = Some(me);
         }
     }
 
-    /// Shard `shard` has stopped: its executor is about to go, so no more kicks for it.
+    /// Shard `shard`'s thread is about to finish: no more kicks for it (none is under way
+    /// once this returns: kicks are sent under the same lock).
     pub(crate) fn clear(&self, shard: usize) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get_mut(shard) {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = threads.get_mut(shard) {
             *slot = None;
         }
     }
 
     fn kick(&self) {
-        let wakers: Vec<Waker> = {
-            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.iter().flatten().cloned().collect()
-        };
-        // Woken outside the lock: a foreign wake queues on the shard's channel.
-        for w in wakers {
-            w.wake();
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for &t in threads.iter().flatten() {
+            // SAFETY: `t` is a live thread: registered by itself and cleared before it
+            // exits, under this lock (module invariant).
+            let rc = unsafe { libc::pthread_kill(t, KICK_SIGNAL) };
+            debug_assert_eq!(rc, 0, "pthread_kill of a registered shard thread");
         }
     }
 }
@@ -96,34 +99,60 @@ fn run(kicker: Weak<Kicker>, every: Duration) {
     }
 }
 
+extern "C" fn on_kick(_: libc::c_int) {}
+
+/// Installs the no-op handler for [`KICK_SIGNAL`] (once per process).
+fn install_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    static ERRNO: AtomicI32 = AtomicI32::new(0);
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid, and the handler is async-signal-safe (it
+        // does nothing).
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            ERRNO.store(e, Ordering::SeqCst);
+        }
+    });
+    match ERRNO.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
+    /// A thread blocked in `pause()` (which only a handled signal ends) is released over
+    /// and over while registered, and never once cleared.
     #[test]
-    fn registered_wakers_are_kicked_until_cleared() {
+    fn a_registered_thread_is_interrupted_until_cleared() {
         let k = Kicker::start(2, "kick-test", Duration::from_millis(5)).unwrap();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        k.register(1, &Waker::from(count.clone()));
-        while count.0.load(Ordering::SeqCst) < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        k.clear(1);
-        // A kick already under way may still land; after that, none.
-        std::thread::sleep(Duration::from_millis(20));
-        let after = count.0.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(count.0.load(Ordering::SeqCst), after);
+        let woke = Arc::new(AtomicUsize::new(0));
+        let registered = Arc::new(AtomicBool::new(false));
+        let (k2, w2, r2) = (k.clone(), woke.clone(), registered.clone());
+        let t = std::thread::spawn(move || {
+            k2.register_current(1);
+            r2.store(true, Ordering::SeqCst);
+            while w2.load(Ordering::SeqCst) < 3 {
+                // SAFETY: pause has no preconditions; it returns once a handler ran.
+                unsafe { libc::pause() };
+                w2.fetch_add(1, Ordering::SeqCst);
+            }
+            k2.clear(1);
+        });
+        t.join().unwrap();
+        assert!(registered.load(Ordering::SeqCst));
+        assert!(woke.load(Ordering::SeqCst) >= 3);
         // Out-of-range shards are ignored.
-        k.register(7, &Waker::from(count.clone()));
+        k.clear(7);
     }
 }

@@ -563,17 +563,19 @@ where
         return Ok(());
     }
     let count = cfg.shards;
+    // Kicked (module `kick`) from here until the guard clears the slot, however the run
+    // ends, a panic included: never after this thread has gone.
+    struct Unkick(Arc<Kicker>, usize);
+    impl Drop for Unkick {
+        fn drop(&mut self) {
+            self.0.clear(self.1);
+        }
+    }
+    kicker.register_current(shard.index());
+    let _unkick = Unkick(kicker, shard.index());
     ex.run(async move {
         let links = mesh::connect_links(ends).await;
         let queues = Queues::create(&cfg);
-        // In a latency-sensitive queue: glommio always notifies the executor of a foreign
-        // wake of such a task, asleep or not (module `kick`).
-        match glommio::spawn_local_into(kicker.clone().park(shard.index()), queues.mesh) {
-            Ok(t) => {
-                t.detach();
-            }
-            Err(e) => log::warn!("{shard}: no kick task ({e}); a lost wake-up may stall it"),
-        }
         let mesh = Mesh::new(shard, count, links, limits, queues);
         let ctx = ShardCtx {
             inner: Rc::new(CtxInner {
@@ -586,7 +588,6 @@ where
             }),
         };
         f(ctx).await;
-        kicker.clear(shard.index());
         mesh.close();
     });
     Ok(())

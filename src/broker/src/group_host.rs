@@ -80,6 +80,20 @@ impl WriteFailed {
             code,
         }
     }
+
+    /// Kafka's mapping of a failed local append: a storage failure or a partition that is
+    /// no longer led here is NOT_COORDINATOR, a deleted partition COORDINATOR_NOT_AVAILABLE,
+    /// anything else (a batch too large, damage) UNKNOWN_SERVER_ERROR.
+    fn storage(e: &sluice_storage::StorageError) -> WriteFailed {
+        let code = match e.kafka_error_code() {
+            crate::kerr::KAFKA_STORAGE_ERROR | crate::kerr::NOT_LEADER_OR_FOLLOWER => {
+                NOT_COORDINATOR
+            }
+            crate::kerr::UNKNOWN_TOPIC_OR_PARTITION => COORDINATOR_NOT_AVAILABLE,
+            _ => crate::kerr::UNKNOWN_SERVER_ERROR,
+        };
+        WriteFailed::new(e.to_string(), code)
+    }
 }
 
 /// One coordinator and its partition log, on the shard owning (a replica of) the partition.
@@ -390,13 +404,14 @@ impl GroupSlot {
         match &self.writer {
             Writer::Local => match log.append(&batch, now_ms()) {
                 Ok(a) => Pending::Appended(a.last_offset),
-                Err(e) => Pending::Failed(WriteFailed::new(e.to_string(), NOT_COORDINATOR)),
+                Err(e) => Pending::Failed(WriteFailed::storage(&e)),
             },
             Writer::Raft { rep, group } => {
                 let Some(header) = sluice_storage::hdr::Header::parse(&batch) else {
+                    // Our own encoder's output: a bug, which a retry would not fix.
                     return Pending::Failed(WriteFailed::new(
                         "unparsable batch header",
-                        COORDINATOR_NOT_AVAILABLE,
+                        crate::kerr::UNKNOWN_SERVER_ERROR,
                     ));
                 };
                 match rep.submit(*group, &header, batch, &log) {
@@ -424,7 +439,7 @@ impl GroupSlot {
                 .wait_durable(last)
                 .await
                 .map(|_| ())
-                .map_err(|e| WriteFailed::new(e.to_string(), NOT_COORDINATOR)),
+                .map_err(|e| WriteFailed::storage(&e)),
             Pending::Proposed(p) => match p.wait(true, OFFSETS_COMMIT_TIMEOUT).await {
                 Some(Ok(_)) => Ok(()),
                 Some(Err(e)) => {
