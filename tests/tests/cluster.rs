@@ -1224,7 +1224,8 @@ async fn elect_leaders_hands_partitions_back_to_their_preferred_replicas() {
     let (top, got) = tokio::task::block_in_place(|| elect(port1, 0, Some(&[(T, all)])));
     assert_eq!(top, 0);
     assert!(
-        got.iter().all(|(_, _, e)| *e == 0 || *e == ELECTION_NOT_NEEDED),
+        got.iter()
+            .all(|(_, _, e)| *e == 0 || *e == ELECTION_NOT_NEEDED),
         "{got:?}"
     );
     let placed = tokio::task::block_in_place(|| {
