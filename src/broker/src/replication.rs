@@ -912,6 +912,7 @@ impl Replication {
         let p = Rc::new(Proposal::default());
         self.proposals.borrow_mut().insert(token, p.clone());
         let records = header.records_count.max(1) as u32;
+        let bytes = self.stamped(group, bytes);
         let fx = self
             .mgr
             .borrow_mut()
@@ -945,6 +946,22 @@ impl Replication {
         drop(groups);
         self.push(fx);
         Ok(Submitted::Proposal(p))
+    }
+
+    /// `batch` stamped with the base offset and leader epoch it gets if proposed to `group`
+    /// now (`GroupManager::proposal_position`): the one copy of a produced batch on its way
+    /// into the Raft log. Every replica then stores the bytes it is given as they are (a
+    /// follower's stored batch shares the memory of the frame it arrived in).
+    fn stamped(&self, group: GroupId, batch: Bytes) -> Bytes {
+        let Some((base, term)) = self.mgr.borrow().proposal_position(group) else {
+            return batch;
+        };
+        let Ok(epoch) = i32::try_from(term) else {
+            return batch;
+        };
+        let mut b = batch.to_vec();
+        sluice_storage::hdr::set_offset_and_epoch(&mut b, base, epoch);
+        Bytes::from(b)
     }
 
     /// Retention of a replicated partition: the Raft log (and with it, once durable, the
@@ -1073,8 +1090,9 @@ impl Replication {
                         sluice_raft::Write::Remove { group } => Some(*group),
                         _ => None,
                     }));
+                    let leading = sluice_replica::leading_terms(&self.mgr.borrow(), &writes);
                     store
-                        .write(seq, writes, now)
+                        .write(seq, writes, now, &leading)
                         .await
                         .map_err(|e| e.to_string())?;
                     for g in touched {

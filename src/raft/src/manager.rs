@@ -943,6 +943,18 @@ impl GroupManager {
         fx
     }
 
+    /// Where a batch proposed to `group` now would go: its base offset and term (the
+    /// leader epoch its replicas stamp it with), on a leader that accepts proposals; `None`
+    /// otherwise. A caller may stamp both into the batch before [`Self::propose`] so that
+    /// every replica stores the bytes it receives without restamping a copy; stamping is an
+    /// optimisation only (the store restamps a batch that says otherwise).
+    pub fn proposal_position(&self, group: GroupId) -> Option<(i64, u64)> {
+        let r = self.groups.get(&group)?;
+        let status = r.status();
+        (status.role == Role::Leader && status.ready)
+            .then(|| (r.node.raft.raft_log.store().next_offset(), r.node.raft.term))
+    }
+
     /// Proposes `batch` on `group`. On a ready leader it is appended at once and reported as
     /// [`Effect::Proposed`] (with the offsets it will get), then later `Committed` or
     /// `Failed`; otherwise `Failed` comes back from this call.

@@ -123,10 +123,12 @@ pub fn control_batch(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malfor
 /// with both (neither is covered by its CRC, so the batch stays valid), or the control
 /// batch of one of Raft's own entries. A Kafka batch whose header does not parse or whose
 /// record count differs from the entry's is refused (the leader validated it: a mismatch
-/// is a bug or damage, never written).
-pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malformed> {
+/// is a bug or damage, never written). A batch the leader already stamped with both (it
+/// does before proposing, so that followers store what they receive) is returned as it is,
+/// sharing `e.data`'s memory, so neither a leader nor a follower copies it here.
+pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Bytes, Malformed> {
     let Some(records) = batch_records(e) else {
-        return control_batch(e, base, epoch);
+        return control_batch(e, base, epoch).map(Bytes::from);
     };
     let h = Header::parse(&e.data)
         .filter(|h| h.size == e.data.len())
@@ -139,9 +141,12 @@ pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malform
             h.is_control()
         )));
     }
+    if h.base_offset == base && h.leader_epoch == epoch {
+        return Ok(e.data.clone());
+    }
     let mut b = e.data.to_vec();
     hdr::set_offset_and_epoch(&mut b, base, epoch);
-    Ok(b)
+    Ok(b.into())
 }
 
 /// One stored batch (a whole batch as the partition log returns it) as a fetch answer: its
@@ -277,7 +282,7 @@ mod tests {
             assert!(h.is_control());
             h.verify(&b).unwrap();
             assert_eq!((h.base_offset, h.leader_epoch, h.records_count), (40, 3, 1));
-            let f = fetched(Bytes::from(b)).unwrap();
+            let f = fetched(b).unwrap();
             assert_eq!((f.base, f.term, f.records), (40, 3, 1));
             assert_eq!(f.raft_entry, Some(t));
             assert_eq!(&f.bytes[..], data);
@@ -299,8 +304,19 @@ mod tests {
         h.verify(&b).unwrap();
         assert_eq!((h.base_offset, h.leader_epoch), (100, 9));
         assert_eq!(b[hdr::OFF_MAGIC..], raw[hdr::OFF_MAGIC..]);
-        let f = fetched(Bytes::from(b)).unwrap();
+        let f = fetched(b.clone()).unwrap();
         assert_eq!((f.records, f.raft_entry), (2, None));
+        // Stamped already (as a leader proposes it): the same memory, not a copy.
+        let stamped = Entry {
+            data: b.clone(),
+            ..e.clone()
+        };
+        let again = stored_bytes(&stamped, 100, 9).unwrap();
+        assert_eq!(again.as_ptr(), b.as_ptr());
+        // Stamped for another place: copied and restamped.
+        let moved = stored_bytes(&stamped, 200, 9).unwrap();
+        assert_ne!(moved.as_ptr(), b.as_ptr());
+        assert_eq!(Header::parse(&moved).unwrap().base_offset, 200);
         let wrong = Entry {
             context: records_context(3),
             ..e.clone()

@@ -142,7 +142,8 @@ pub mod state;
 pub mod store;
 
 pub use store::{
-    Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
+    leading_terms, Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX,
+    FLUSH_PARALLEL_MAX,
 };
 
 /// What went wrong in the store.
