@@ -750,7 +750,7 @@ impl ControllerNode {
             "the controller group's messages are the runtime's own"
         );
         match self.inner.transport() {
-            Some(t) => t.send_raft(envelope),
+            Some(t) => t.send_raft(envelope, true),
             None => Err(SendError::UnknownPeer(envelope.to)),
         }
     }
@@ -947,7 +947,7 @@ impl Inner {
             match e {
                 RaftEffect::Send(env) => {
                     if let Some(t) = self.transport() {
-                        if let Err(e) = t.send_raft(env) {
+                        if let Err(e) = t.send_raft(env, false) {
                             log::debug!("controller: raft send: {e}");
                         }
                     }

@@ -1,27 +1,46 @@
 //! The body of a `Raft` frame: a `sluice_raft::Envelope`, compact heartbeats encoded by hand
-//! and raft-rs `Message`s in raft's own protobuf encoding. Layout (big-endian):
+//! and raft-rs `Message`s in raft's own protobuf encoding, with the Kafka batches of
+//! partition entries carried beside the messages rather than inside them. Layout
+//! (big-endian):
 //!
 //! ```text
+//! covered u32     bytes after this field up to the end of the batch lengths
 //! from u64, to u64,
 //! heartbeats u32, then each: group u64, flags u8 (bit 0: response, bit 1: quiesce; the rest 0), term u64, commit u64
 //! messages u32,   then each: group u64, len u32, eraftpb.Message (len bytes of protobuf)
+//! batches u32,    then each: len u32
+//! -- the frame CRC covers everything above (`covered` + 4 bytes), nothing below --
+//! the batches' bytes, one after another
 //! ```
 //!
-//! with nothing after the last message. An envelope too large for one frame is split into
-//! several (each a valid envelope with the same ends): Raft does not care how its messages
-//! are grouped, only that each arrives whole.
+//! with nothing after the last batch. Batch `i` is the data of the `i`-th entry, in message
+//! then entry order, that is a normal entry whose context names a record count and whose
+//! data is empty in the protobuf (a proposed batch is never empty, so the two cannot be
+//! confused). Each batch must be a whole Kafka RecordBatch v2 whose own CRC32C checks out:
+//! the decoder checks it, as the frame CRC would have (corruption closes the connection),
+//! and the batch CRC is what a Kafka follower checks anyway. So one pass over the bytes on
+//! the receiver replaces two (frame and batch), none is needed on the sender, and the
+//! sender writes the batches from the memory they were proposed or read in, without
+//! copying them into the protobuf encoding. The controller's entries (metadata records,
+//! not Kafka batches) stay inside their messages ([`encode_envelope_frames`]'s `beside`).
+//!
+//! An envelope too large for one frame is split into several (each a valid envelope with
+//! the same ends): Raft does not care how its messages are grouped, only that each arrives
+//! whole.
 
 use bytes::{Buf, BufMut, Bytes};
 use protobuf::{CodedOutputStream, Message as _};
-use raft::eraftpb::Message;
-use sluice_raft::{Envelope, GroupId, Heartbeat};
+use raft::eraftpb::{Entry, EntryType, Message};
+use sluice_raft::{batch_records, Envelope, GroupId, Heartbeat};
 
-/// Bytes of the envelope's fixed part: ends and both counts.
-const ENVELOPE_FIXED: usize = 8 + 8 + 4 + 4;
+/// Bytes of the envelope's fixed part: covered length, ends and the three counts.
+const ENVELOPE_FIXED: usize = 4 + 8 + 8 + 4 + 4 + 4;
 /// Bytes of one compact heartbeat.
 const HEARTBEAT_LEN: usize = 8 + 1 + 8 + 8;
 /// Bytes in front of each protobuf message: group and length.
 const MESSAGE_PREFIX: usize = 8 + 4;
+/// Bytes of one batch length.
+const BATCH_PREFIX: usize = 4;
 /// Raft messages one envelope may carry: the manager sends one per group with news for the
 /// peer, so this is far above any shard's groups with traffic in one call, and it bounds
 /// what a decoded envelope holds (a `Message` in memory is ~200 bytes, and an empty one is
@@ -29,7 +48,7 @@ const MESSAGE_PREFIX: usize = 8 + 4;
 pub const MESSAGES_PER_ENVELOPE_MAX: usize = 65_536;
 /// Raft entries all messages of one envelope may carry together, counted on the wire before
 /// parsing: an empty entry is 2 bytes on the wire and ~100 in memory, so without this a
-/// 65 MiB frame could decode into gigabytes.
+/// 65 MiB frame could decode into gigabytes. Batches beside are entries too.
 pub const ENTRIES_PER_ENVELOPE_MAX: usize = 65_536;
 /// eraftpb.Message's `entries` field number.
 const MESSAGE_ENTRIES_FIELD: u64 = 7;
@@ -37,6 +56,14 @@ const MESSAGE_ENTRIES_FIELD: u64 = 7;
 const FLAG_RESPONSE: u8 = 1;
 /// The leader's notice that the group goes quiet (`Heartbeat::quiesce`).
 const FLAG_QUIESCE: u8 = 2;
+/// Kafka RecordBatch v2 layout, as far as the check of a batch beside needs it: the
+/// `batchLength` field (bytes after it), `magic`, `crc` (CRC32C of everything after it).
+const BATCH_LENGTH_AT: usize = 8;
+const BATCH_MAGIC_AT: usize = 16;
+const BATCH_CRC_AT: usize = 17;
+const BATCH_CRC_FROM: usize = 21;
+/// The smallest v2 batch: its 61-byte header.
+const BATCH_HEADER_LEN: usize = 61;
 
 /// Why a `Raft` body was refused (the connection is closed: a peer sending it is broken).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,23 +77,98 @@ impl std::fmt::Display for EnvelopeError {
 
 impl std::error::Error for EnvelopeError {}
 
-/// `envelope` as one body, whatever its size (see [`encode_envelope_frames`] for the
-/// transport's split).
-pub fn encode_envelope(envelope: Envelope) -> Bytes {
-    let (mut bodies, too_large) = encode_envelope_frames(envelope, usize::MAX);
+/// One `Raft` frame body as the sender holds it: the part the frame CRC covers (from the
+/// `covered` field to the batch lengths), then the batches, written after it as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftBody {
+    pub covered: Bytes,
+    pub batches: Vec<Bytes>,
+}
+
+impl RaftBody {
+    /// Bytes on the wire (the frame's body length).
+    pub fn len(&self) -> usize {
+        self.covered.len() + self.batches.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body in one buffer, as a receiver reads it (tests, and small frames).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = Vec::with_capacity(self.len());
+        b.extend_from_slice(&self.covered);
+        for batch in &self.batches {
+            b.extend_from_slice(batch);
+        }
+        b.into()
+    }
+}
+
+/// How many leading bytes of a received `Raft` body the frame CRC covers, from its
+/// `covered` field; `None` if the body is too short to say or says more than it holds.
+pub fn covered_len(body: &[u8]) -> Option<usize> {
+    let n = body.get(..4)?;
+    let n = 4 + u32::from_be_bytes(n.try_into().ok()?) as usize;
+    (n <= body.len()).then_some(n)
+}
+
+/// True for an entry whose data travels beside its message: a Kafka batch (see the module
+/// header).
+fn carries_batch(e: &Entry) -> bool {
+    batch_records(e).is_some()
+}
+
+/// True for a decoded entry whose data is the next batch beside.
+fn wants_batch(e: &Entry) -> bool {
+    e.get_entry_type() == EntryType::EntryNormal
+        && e.data.is_empty()
+        && <[u8; 4]>::try_from(&e.context[..]).is_ok_and(|c| u32::from_be_bytes(c) > 0)
+}
+
+/// Checks that `b` is one whole Kafka RecordBatch v2 with a good CRC (the checks a frame
+/// CRC would otherwise have made for these bytes; their meaning is the store's to check).
+fn check_batch(b: &[u8]) -> Result<(), EnvelopeError> {
+    if b.len() < BATCH_HEADER_LEN {
+        return Err(EnvelopeError(
+            "a batch beside is shorter than a batch header",
+        ));
+    }
+    let length = u32::from_be_bytes(b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].try_into().unwrap());
+    if length as usize + BATCH_LENGTH_AT + 4 != b.len() {
+        return Err(EnvelopeError("a batch beside does not fill its length"));
+    }
+    if b[BATCH_MAGIC_AT] != 2 {
+        return Err(EnvelopeError("a batch beside is not a v2 record batch"));
+    }
+    let crc = u32::from_be_bytes(b[BATCH_CRC_AT..BATCH_CRC_AT + 4].try_into().unwrap());
+    if crc32c::crc32c(&b[BATCH_CRC_FROM..]) != crc {
+        return Err(EnvelopeError("a batch beside fails its CRC"));
+    }
+    Ok(())
+}
+
+/// `envelope` as one body in one buffer, whatever its size (tests; see
+/// [`encode_envelope_frames`] for the transport's split and `beside`).
+pub fn encode_envelope(envelope: Envelope, beside: bool) -> Bytes {
+    let (mut bodies, too_large) = encode_envelope_frames(envelope, usize::MAX, beside);
     debug_assert!(too_large.is_empty());
     debug_assert_eq!(bodies.len(), 1);
-    bodies.pop().unwrap_or_default()
+    bodies.pop().map(|b| b.to_bytes()).unwrap_or_default()
 }
 
 /// `envelope` as bodies of at most `max_body` bytes each, in order (heartbeats first, then
 /// messages in their order), and the groups of messages that do not fit a body even alone
 /// (dropped: the caller counts them; a sender keeps messages within the limit, see
-/// [`crate::RAFT_ENTRY_BYTES_MAX`]). An envelope with nothing in it gives no body.
+/// [`crate::RAFT_ENTRY_BYTES_MAX`]). An envelope with nothing in it gives no body. With
+/// `beside`, the data of entries that are Kafka batches goes beside the messages (only
+/// partition groups' entries are: the controller's are not).
 pub fn encode_envelope_frames(
     envelope: Envelope,
     max_body: usize,
-) -> (Vec<Bytes>, Vec<(GroupId, usize)>) {
+    beside: bool,
+) -> (Vec<RaftBody>, Vec<(GroupId, usize)>) {
     let Envelope {
         from,
         to,
@@ -74,14 +176,26 @@ pub fn encode_envelope_frames(
         messages,
     } = envelope;
     let mut too_large = Vec::new();
-    // Sizes first (protobuf caches them in the messages for the write below).
-    let mut sized: Vec<(GroupId, Message, usize)> = Vec::with_capacity(messages.len());
-    for (group, m) in messages {
-        let len = m.compute_size() as usize + MESSAGE_PREFIX;
+    // Batches out first, then sizes (protobuf caches them in the messages for the write
+    // below).
+    let mut sized: Vec<(GroupId, Message, Vec<Bytes>, usize)> = Vec::with_capacity(messages.len());
+    for (group, mut m) in messages {
+        let mut batches = Vec::new();
+        if beside {
+            for e in m.mut_entries().iter_mut().filter(|e| carries_batch(e)) {
+                batches.push(std::mem::take(&mut e.data));
+            }
+        }
+        let len = m.compute_size() as usize
+            + MESSAGE_PREFIX
+            + batches
+                .iter()
+                .map(|b| BATCH_PREFIX + b.len())
+                .sum::<usize>();
         if ENVELOPE_FIXED + len > max_body {
             too_large.push((group, len));
         } else {
-            sized.push((group, m, len));
+            sized.push((group, m, batches, len));
         }
     }
     let mut bodies = Vec::new();
@@ -93,21 +207,27 @@ pub fn encode_envelope_frames(
         let mut room = max_body.saturating_sub(ENVELOPE_FIXED);
         let n_hb = hbs.len().min(room / HEARTBEAT_LEN).max(1).min(hbs.len());
         room = room.saturating_sub(n_hb * HEARTBEAT_LEN);
-        let mut chunk: Vec<(GroupId, Message, usize)> = Vec::new();
-        while let Some((_, _, len)) = msgs.peek() {
+        let mut chunk = Vec::new();
+        while let Some((_, _, _, len)) = msgs.peek() {
             if *len > room && !(chunk.is_empty() && n_hb == 0) {
                 break;
             }
             let item = msgs.next().expect("peeked");
-            room = room.saturating_sub(item.2);
+            room = room.saturating_sub(item.3);
             chunk.push(item);
         }
+        let batches: Vec<Bytes> = chunk
+            .iter_mut()
+            .flat_map(|(_, _, b, _)| std::mem::take(b))
+            .collect();
         let size = ENVELOPE_FIXED
             + n_hb * HEARTBEAT_LEN
-            + chunk.iter().map(|(_, _, len)| len).sum::<usize>();
+            + chunk.iter().map(|(.., len)| len).sum::<usize>()
+            - batches.iter().map(Bytes::len).sum::<usize>();
         // One byte of slack: protobuf's `flush` into a Vec always reserves one more byte,
         // which on an exactly full Vec doubles it and copies the whole body again.
         let mut body: Vec<u8> = Vec::with_capacity(size + 1);
+        body.put_u32((size - 4) as u32);
         body.put_u64(from);
         body.put_u64(to);
         body.put_u32(n_hb as u32);
@@ -126,26 +246,37 @@ pub fn encode_envelope_frames(
         }
         hbs = &hbs[n_hb..];
         body.put_u32(chunk.len() as u32);
-        for (group, m, len) in &chunk {
+        for (group, m, _, len) in &chunk {
             body.put_u64(*group);
-            body.put_u32((len - MESSAGE_PREFIX) as u32);
+            let proto = m.get_cached_size() as usize;
+            debug_assert!(proto + MESSAGE_PREFIX <= *len);
+            body.put_u32(proto as u32);
             let mut os = CodedOutputStream::vec(&mut body);
             m.write_to_with_cached_sizes(&mut os)
                 .and_then(|()| os.flush())
                 .expect("protobuf encodes into a Vec");
         }
+        body.put_u32(batches.len() as u32);
+        for b in &batches {
+            body.put_u32(b.len() as u32);
+        }
         debug_assert_eq!(body.len(), size);
-        bodies.push(Bytes::from(body));
+        bodies.push(RaftBody {
+            covered: Bytes::from(body),
+            batches,
+        });
     }
     (bodies, too_large)
 }
 
-/// Decodes a `Raft` body. Never panics and allocates nothing beyond what the body's own
-/// bytes justify (counts are checked against the bytes left before any vector is sized; the
-/// messages' data fields share `body`'s buffer).
+/// Decodes a `Raft` body (the whole of it, as received). Never panics and allocates nothing
+/// beyond what the body's own bytes justify (counts are checked against the bytes left
+/// before any vector is sized; the messages' data fields and the batches beside share
+/// `body`'s buffer). Every batch beside is checked as [`check_batch`] says.
 pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
-    let mut b = &body[..];
-    if b.len() < ENVELOPE_FIXED {
+    let covered = covered_len(body).ok_or(EnvelopeError("bad covered length"))?;
+    let mut b = &body[4..covered];
+    if b.len() < ENVELOPE_FIXED - 4 {
         return Err(EnvelopeError("shorter than its fixed part"));
     }
     let from = b.get_u64();
@@ -190,7 +321,7 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
         if len > b.len() {
             return Err(EnvelopeError("message longer than the body"));
         }
-        let start = body.len() - b.len();
+        let start = covered - b.len();
         entries += count_entries(&body[start..start + len])
             .ok_or(EnvelopeError("message is not a raft protobuf Message"))?;
         if entries > ENTRIES_PER_ENVELOPE_MAX {
@@ -201,8 +332,41 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
         b.advance(len);
         messages.push((group, m));
     }
-    if !b.is_empty() {
-        return Err(EnvelopeError("bytes after the last message"));
+    if b.len() < 4 {
+        return Err(EnvelopeError("no batch count"));
+    }
+    let n_batches = b.get_u32() as usize;
+    if n_batches != b.len() / BATCH_PREFIX || b.len() % BATCH_PREFIX != 0 {
+        return Err(EnvelopeError(
+            "batch count does not match the covered bytes",
+        ));
+    }
+    // Each batch fills an entry counted above: the count is bounded with them.
+    let mut at = covered;
+    let mut batches = Vec::with_capacity(n_batches.min(entries));
+    for _ in 0..n_batches {
+        let len = b.get_u32() as usize;
+        if len > body.len() - at {
+            return Err(EnvelopeError("batch longer than the body"));
+        }
+        let batch = body.slice(at..at + len);
+        check_batch(&batch)?;
+        batches.push(batch);
+        at += len;
+    }
+    if at != body.len() {
+        return Err(EnvelopeError("bytes after the last batch"));
+    }
+    let mut batches = batches.into_iter();
+    for (_, m) in &mut messages {
+        for e in m.mut_entries().iter_mut().filter(|e| wants_batch(e)) {
+            e.data = batches
+                .next()
+                .ok_or(EnvelopeError("an entry without its batch"))?;
+        }
+    }
+    if batches.next().is_some() {
+        return Err(EnvelopeError("a batch without its entry"));
     }
     Ok(Envelope {
         from,
@@ -254,6 +418,25 @@ mod tests {
     use raft::eraftpb::{ConfState, Entry, EntryType, MessageType, Snapshot};
     use sluice_raft::Rng;
 
+    /// A whole Kafka RecordBatch v2 of `len` bytes (at least a header) with a good CRC.
+    fn kafka_batch(fill: u8, len: usize) -> Bytes {
+        let len = len.max(BATCH_HEADER_LEN);
+        let mut b = vec![fill; len];
+        b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&((len - 12) as u32).to_be_bytes());
+        b[BATCH_MAGIC_AT] = 2;
+        let crc = crc32c::crc32c(&b[BATCH_CRC_FROM..]);
+        b[BATCH_CRC_AT..BATCH_CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        b.into()
+    }
+
+    /// `inner` (from `from` to the message list's end) as a whole body with no batches.
+    fn wrap(mut inner: Vec<u8>) -> Bytes {
+        inner.extend_from_slice(&0u32.to_be_bytes());
+        let mut b = (inner.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(&inner);
+        b.into()
+    }
+
     fn append(from: u64, to: u64, entries: usize, data: usize) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgAppend);
@@ -270,7 +453,7 @@ mod tests {
                     e.set_entry_type(EntryType::EntryNormal);
                     e.term = 7;
                     e.index = 101 + i as u64;
-                    e.data = Bytes::from(vec![i as u8; data]);
+                    e.data = kafka_batch(i as u8, data);
                     e.context = Bytes::from_static(&[0, 0, 0, 3]);
                     e
                 })
@@ -325,40 +508,95 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let env = sample();
-        let body = encode_envelope(env.clone());
-        assert_eq!(decode_envelope(&body).unwrap(), env);
+        for beside in [false, true] {
+            let env = sample();
+            let body = encode_envelope(env.clone(), beside);
+            assert_eq!(decode_envelope(&body).unwrap(), env, "beside {beside}");
+        }
         let empty = Envelope {
             from: 3,
             to: 4,
             ..Default::default()
         };
         // An empty envelope has no body to send...
-        assert!(encode_envelope_frames(empty.clone(), 1 << 20).0.is_empty());
+        assert!(encode_envelope_frames(empty.clone(), 1 << 20, true)
+            .0
+            .is_empty());
         // ...but the fixed part alone decodes.
         let mut fixed = Vec::new();
         fixed.put_u64(3);
         fixed.put_u64(4);
         fixed.put_u32(0);
         fixed.put_u32(0);
-        assert_eq!(decode_envelope(&Bytes::from(fixed)).unwrap(), empty);
+        assert_eq!(decode_envelope(&wrap(fixed)).unwrap(), empty);
     }
 
     #[test]
-    fn entries_share_the_frame_buffer() {
-        let body = encode_envelope(Envelope {
+    fn batches_go_beside_and_share_the_frame_buffer() {
+        let env = Envelope {
             from: 1,
             to: 2,
             heartbeats: vec![],
-            messages: vec![(1, append(1, 2, 1, 4096))],
-        });
-        let env = decode_envelope(&body).unwrap();
-        let data = &env.messages[0].1.entries[0].data;
-        let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+            messages: vec![(1, append(1, 2, 2, 4096))],
+        };
+        let (bodies, _) = encode_envelope_frames(env.clone(), usize::MAX, true);
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies[0].batches.len(), 2, "both batches beside");
         assert!(
-            range.contains(&(data.as_ptr() as usize)),
-            "entry data is not copied"
+            bodies[0].covered.len() < 200,
+            "no batch inside the covered part"
         );
+        assert_eq!(
+            covered_len(&bodies[0].to_bytes()),
+            Some(bodies[0].covered.len())
+        );
+        for beside in [false, true] {
+            let body = encode_envelope(env.clone(), beside);
+            let got = decode_envelope(&body).unwrap();
+            let data = &got.messages[0].1.entries[1].data;
+            let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+            assert!(
+                range.contains(&(data.as_ptr() as usize)),
+                "entry data is not copied"
+            );
+        }
+        // The controller's entries (beside off) stay inside the covered part.
+        let (bodies, _) = encode_envelope_frames(env, usize::MAX, false);
+        assert!(bodies[0].batches.is_empty());
+    }
+
+    /// A batch beside is checked as the frame CRC would have checked it: any flipped bit,
+    /// and a length, magic or entry count that does not match, closes the connection.
+    #[test]
+    fn damaged_batches_beside_are_refused() {
+        let env = Envelope {
+            from: 1,
+            to: 2,
+            heartbeats: vec![],
+            messages: vec![(1, append(1, 2, 1, 300))],
+        };
+        let body = encode_envelope(env.clone(), true).to_vec();
+        let covered = covered_len(&body).unwrap();
+        for at in covered..body.len() {
+            // baseOffset and partitionLeaderEpoch are outside every Kafka batch CRC: the
+            // store stamps its own values over whatever arrives there.
+            if (0..8).contains(&(at - covered)) || (12..16).contains(&(at - covered)) {
+                continue;
+            }
+            let mut bad = body.clone();
+            bad[at] ^= 0x10;
+            assert!(decode_envelope(&Bytes::from(bad)).is_err(), "flip at {at}");
+        }
+        // The same batch as an entry's data inside the protobuf (beside off) is the frame
+        // CRC's to check, not the decoder's.
+        let batch = env.messages[0].1.entries[0].data.clone();
+        let mut inside = encode_envelope(env, false).to_vec();
+        let at = inside
+            .windows(batch.len())
+            .position(|w| w == &batch[..])
+            .expect("the batch is inside");
+        inside[at + 100] ^= 0x10;
+        assert!(decode_envelope(&Bytes::from(inside)).is_ok());
     }
 
     #[test]
@@ -377,7 +615,7 @@ mod tests {
         let huge = append(1, 2, 1, 20_000);
         env.messages.insert(10, (99, huge));
         let max = 16 * 1024;
-        let (bodies, too_large) = encode_envelope_frames(env.clone(), max);
+        let (bodies, too_large) = encode_envelope_frames(env.clone(), max, true);
         assert_eq!(too_large.len(), 1);
         assert_eq!(too_large[0].0, 99);
         assert!(bodies.len() > 2);
@@ -388,7 +626,7 @@ mod tests {
         };
         for b in &bodies {
             assert!(b.len() <= max, "{} > {max}", b.len());
-            let part = decode_envelope(b).unwrap();
+            let part = decode_envelope(&b.to_bytes()).unwrap();
             assert_eq!((part.from, part.to), (1, 2));
             joined.heartbeats.extend(part.heartbeats);
             joined.messages.extend(part.messages);
@@ -399,7 +637,7 @@ mod tests {
 
     #[test]
     fn truncated_and_padded_bodies_are_refused() {
-        let body = encode_envelope(sample());
+        let body = encode_envelope(sample(), true);
         for cut in 0..body.len() {
             assert!(decode_envelope(&body.slice(..cut)).is_err(), "cut at {cut}");
         }
@@ -407,10 +645,10 @@ mod tests {
         padded.push(0);
         assert!(decode_envelope(&Bytes::from(padded)).is_err());
         let mut huge_count = body.to_vec();
-        huge_count[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        huge_count[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_envelope(&Bytes::from(huge_count)).is_err());
         let mut bad_flags = body.to_vec();
-        bad_flags[28] = 4;
+        bad_flags[32] = 4;
         assert!(decode_envelope(&Bytes::from(bad_flags)).is_err());
     }
 
@@ -432,21 +670,21 @@ mod tests {
             many.extend_from_slice(&1u64.to_be_bytes());
             many.extend_from_slice(&0u32.to_be_bytes());
         }
-        assert!(decode_envelope(&Bytes::from(many)).is_err());
+        assert!(decode_envelope(&wrap(many)).is_err());
         // One message: ENTRIES_PER_ENVELOPE_MAX + 1 empty entries (key 0x3a, length 0).
         let entries: Vec<u8> = [0x3a, 0x00].repeat(ENTRIES_PER_ENVELOPE_MAX + 1);
         let mut one = head(1);
         one.extend_from_slice(&1u64.to_be_bytes());
         one.extend_from_slice(&(entries.len() as u32).to_be_bytes());
         one.extend_from_slice(&entries);
-        assert!(decode_envelope(&Bytes::from(one)).is_err());
+        assert!(decode_envelope(&wrap(one)).is_err());
         // Just under the cap it is a valid (if odd) append.
         let entries: Vec<u8> = [0x3a, 0x00].repeat(ENTRIES_PER_ENVELOPE_MAX);
         let mut ok = head(1);
         ok.extend_from_slice(&1u64.to_be_bytes());
         ok.extend_from_slice(&(entries.len() as u32).to_be_bytes());
         ok.extend_from_slice(&entries);
-        let env = decode_envelope(&Bytes::from(ok)).expect("at the cap");
+        let env = decode_envelope(&wrap(ok)).expect("at the cap");
         assert_eq!(env.messages[0].1.entries.len(), ENTRIES_PER_ENVELOPE_MAX);
     }
 
@@ -476,7 +714,7 @@ mod tests {
     #[test]
     fn hostile_bodies_never_panic() {
         let mut rng = Rng::new(0x5eed);
-        let valid = encode_envelope(sample());
+        let valid = encode_envelope(sample(), true);
         let mut decoded = 0;
         for i in 0..20_000u32 {
             let bytes: Vec<u8> = if i % 4 == 0 {
@@ -496,7 +734,7 @@ mod tests {
             };
             if let Ok(env) = decode_envelope(&Bytes::from(bytes)) {
                 decoded += 1;
-                let again = encode_envelope(env.clone());
+                let again = encode_envelope(env.clone(), true);
                 assert_eq!(decode_envelope(&again).unwrap(), env);
             }
         }

@@ -19,8 +19,10 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Body versions this build speaks (negotiated in `Hello`: the highest both sides know).
-pub const PROTOCOL_VERSION_MIN: u16 = 1;
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+/// Version 2: `Raft` bodies carry Kafka batches beside the envelope, outside the frame CRC
+/// (version 1 had them inside). No release spoke version 1, so it is not kept.
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 /// Longest cluster id in `Hello` (Kafka's are 22-character base64 UUIDs).
 pub const CLUSTER_ID_MAX: usize = 255;
 /// Largest `Hello` body: the only frame a connection accepts before its handshake, so an
@@ -158,7 +160,22 @@ impl Header {
 pub struct Frame {
     pub kind: Kind,
     pub correlation: u64,
+    /// The body, or on a frame being sent, the part of it the CRC covers.
     pub body: Bytes,
+    /// On a frame being sent: the rest of the body, outside the CRC (a `Raft` frame's
+    /// batches, see [`crate::envelope`]), written as it is. A received frame's body is
+    /// whole in `body`.
+    pub beside: Vec<Bytes>,
+}
+
+/// How many leading bytes of a received body of `kind` the header's CRC covers: all of
+/// it, except a `Raft` body, which says (the batches after that part carry their own CRCs).
+fn crc_covered(kind: Kind, body: &[u8]) -> Result<usize, FrameError> {
+    match kind {
+        Kind::Raft => crate::envelope::covered_len(body)
+            .ok_or(FrameError::BadBody("raft body's covered length")),
+        _ => Ok(body.len()),
+    }
 }
 
 impl Frame {
@@ -167,13 +184,33 @@ impl Frame {
             kind,
             correlation,
             body,
+            beside: Vec::new(),
         }
+    }
+
+    /// A `Raft` frame of an encoded envelope body.
+    pub fn raft(body: crate::envelope::RaftBody) -> Frame {
+        Frame {
+            kind: Kind::Raft,
+            correlation: 0,
+            body: body.covered,
+            beside: body.batches,
+        }
+    }
+
+    /// Bytes of the body on the wire.
+    pub fn body_len(&self) -> usize {
+        self.body.len() + self.beside.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// The encoded header. The body must fit the `u32` length field (every sender keeps
     /// bodies within [`crate::RPC_FRAME_MAX`], far below it).
     pub fn header(&self) -> [u8; HEADER_LEN] {
-        let len = u32::try_from(self.body.len()).expect("frame body within u32");
+        debug_assert!(
+            self.beside.is_empty() || self.kind == Kind::Raft,
+            "only raft bodies have bytes outside the CRC"
+        );
+        let len = u32::try_from(self.body_len()).expect("frame body within u32");
         let mut h = [0u8; HEADER_LEN];
         let mut w = &mut h[..];
         w.put_u32(MAGIC);
@@ -188,7 +225,7 @@ impl Frame {
 
     /// Bytes on the wire.
     pub fn wire_len(&self) -> usize {
-        HEADER_LEN + self.body.len()
+        HEADER_LEN + self.body_len()
     }
 
     /// Header and body in one buffer (tests and small frames).
@@ -196,17 +233,24 @@ impl Frame {
         let mut b = BytesMut::with_capacity(self.wire_len());
         b.put_slice(&self.header());
         b.put_slice(&self.body);
+        for part in &self.beside {
+            b.put_slice(part);
+        }
         b.freeze()
     }
 }
 
+/// The body buffer's first size, at most: a Raft append of raft-rs's 1 MiB message size
+/// arrives in one read buffer, without growing (each growth copies what arrived).
+const BODY_FIRST_MAX: usize = 1 << 20;
 /// Smallest step the body buffer grows by while a body arrives.
 const BODY_GROWTH_MIN: usize = 64 * 1024;
 
 /// Reads one frame whose body may be up to `max_body` bytes. `Ok(None)` is a clean end of
-/// stream at a frame boundary. The body buffer grows with the bytes that actually arrive (at
-/// most doubling), never to the declared length up front, so a peer that declares a large
-/// frame and stalls holds no more memory than it sent.
+/// stream at a frame boundary. The body buffer starts at no more than [`BODY_FIRST_MAX`]
+/// and then grows with the bytes that actually arrive (at most doubling), never to the
+/// declared length up front, so a peer that declares a large frame and stalls holds no more
+/// memory than it sent (or the first step, whichever is more).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_body: usize,
@@ -222,11 +266,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut body = BytesMut::new();
     while body.len() < header.len {
         let start = body.len();
-        let step = (header.len - start).min(start.max(BODY_GROWTH_MIN));
+        let step = if start == 0 {
+            header.len.min(BODY_FIRST_MAX)
+        } else {
+            (header.len - start).min(start.max(BODY_GROWTH_MIN))
+        };
         body.resize(start + step, 0);
         r.read_exact(&mut body[start..]).await?;
     }
-    let actual = crc32c::crc32c(&body);
+    let covered = crc_covered(header.kind, &body)?;
+    let actual = crc32c::crc32c(&body[..covered]);
     if actual != header.crc {
         return Err(FrameError::BadCrc {
             expected: header.crc,
@@ -419,7 +468,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let a = Frame::new(Kind::Raft, 0, Bytes::from_static(b"envelope"));
+        let a = Frame::new(Kind::Raft, 0, Bytes::from_static(b"\0\0\0\x08envelope"));
         let b = Frame::new(Kind::Request, 42, Bytes::from(vec![7u8; 300_000]));
         let c = Frame::new(Kind::Ping, 3, Bytes::new());
         let mut wire = Vec::new();
@@ -432,6 +481,39 @@ mod tests {
             vec![Ok(Some(a)), Ok(Some(b)), Ok(Some(c)), Ok(None)],
             "three frames then a clean end"
         );
+    }
+
+    /// A `Raft` frame's CRC covers what its body's first field says, not the batches after
+    /// it (the envelope decoder checks those by their own CRCs).
+    #[test]
+    fn raft_frames_are_checked_up_to_their_covered_length() {
+        let f = Frame {
+            kind: Kind::Raft,
+            correlation: 0,
+            body: Bytes::from_static(b"\0\0\0\x03env"),
+            beside: vec![Bytes::from_static(b"batch one"), Bytes::from_static(b"two")],
+        };
+        let wire = f.encode();
+        assert_eq!(wire.len(), f.wire_len());
+        let whole = Frame::new(
+            Kind::Raft,
+            0,
+            Bytes::from_static(b"\0\0\0\x03envbatch onetwo"),
+        );
+        assert_eq!(read_all(&wire, 1 << 20), vec![Ok(Some(whole)), Ok(None)]);
+        let mut beside_flipped = wire.to_vec();
+        *beside_flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(read_all(&beside_flipped, 1 << 20)[0], Ok(Some(_))));
+        let mut covered_flipped = wire.to_vec();
+        covered_flipped[HEADER_LEN + 5] ^= 1;
+        assert!(read_all(&covered_flipped, 1 << 20)[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("CRC")));
+        let mut overlong = wire.to_vec();
+        overlong[HEADER_LEN + 3] = 200;
+        assert!(read_all(&overlong, 1 << 20)[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("covered length")));
     }
 
     #[test]
@@ -524,13 +606,20 @@ mod tests {
             version_max: 4,
             ..h.clone()
         };
-        assert_eq!(h.agree(&other), Some(1));
+        assert_eq!(h.agree(&other), Some(PROTOCOL_VERSION_MAX));
         let newer = Hello {
-            version_min: 2,
-            version_max: 4,
+            version_min: PROTOCOL_VERSION_MAX + 1,
+            version_max: PROTOCOL_VERSION_MAX + 3,
             ..h.clone()
         };
         assert_eq!(h.agree(&newer), None);
+        // Version 1 carried batches inside the envelope: a node speaking only it is refused.
+        let v1 = Hello {
+            version_min: 1,
+            version_max: 1,
+            ..h.clone()
+        };
+        assert_eq!(h.agree(&v1), None);
         for bad in [&b""[..], &[0u8; 21][..], &h.encode()[..23]] {
             assert!(Hello::decode(bad).is_err());
         }

@@ -16,14 +16,18 @@
 //!  6     2    reserved        0
 //!  8     8    correlation id  Request/Response pairs, Ping/Pong pairs; 0 otherwise
 //! 16     4    body length     at most RPC_FRAME_MAX (HELLO_BODY_MAX before the handshake)
-//! 20     4    CRC32C          of the body (Castagnoli, as Kafka's record batches)
+//! 20     4    CRC32C          of the body (Castagnoli, as Kafka's record batches); of a
+//!                             `Raft` body only the part its first field names
 //! ```
 //!
 //! Bodies:
 //! - `Hello`: version min u16, version max u16, node id u64, the id the sender believes the
 //!   receiver has u64 (0: none), cluster id (u16 length + UTF-8, at most 255 bytes).
 //! - `Raft`: one `sluice_raft::Envelope` (layout in [`envelope`]): compact heartbeats by
-//!   hand, other Raft messages in raft-rs's protobuf encoding.
+//!   hand, other Raft messages in raft-rs's protobuf encoding, and the Kafka batches of
+//!   partition entries after them, outside the frame CRC (each batch's own CRC is checked on
+//!   receipt instead, so the bytes are checked once, and the sender writes them from where
+//!   they are without copying them into the encoding).
 //! - `Request`: method u16, then the argument bytes. `Response`: status u16 (see
 //!   [`frame::status`]), then the answer bytes.
 //! - `Ping`, `Pong`: empty.
@@ -43,14 +47,14 @@
 //! it announces is the peer dialed. **Peers are identified by the id they announce, never by
 //! address** (two nodes may reach a third by different addresses); a connection to peer N
 //! whose `Hello` says another id is closed and logged as an error, and retried with backoff.
-//! The version agreed is the highest both ranges hold (only version 1 exists). Before the
+//! The version agreed is the highest both ranges hold (only version 2 exists). Before the
 //! handshake a connection may send one frame of at most [`frame::HELLO_BODY_MAX`] bytes, and
 //! must do it within [`HANDSHAKE_TIMEOUT`].
 //!
 //! A frame with a bad magic, format version, reserved bits, unknown kind, a length over the
 //! limit, a bad CRC, a body that does not decode, or a kind not allowed at that point closes
 //! the connection (counted in [`Stats::protocol_errors`], never a panic). The length is
-//! checked before anything is allocated for the body, and the body buffer then grows with the
+//! checked before anything is allocated for the body, and the body buffer (at most 1 MiB at first) then grows with the
 //! bytes that actually arrive. A newer incoming connection from a node closes its older one.
 //!
 //! # Queues, priority and back-pressure
@@ -104,7 +108,9 @@ pub mod transport;
 use std::time::Duration;
 
 pub use cluster::{check_cluster_flags, parse_node_id, parse_voters, Voter};
-pub use envelope::{decode_envelope, encode_envelope, encode_envelope_frames, EnvelopeError};
+pub use envelope::{
+    decode_envelope, encode_envelope, encode_envelope_frames, EnvelopeError, RaftBody,
+};
 pub use frame::{status, FrameError, Hello, Kind, Request, Response};
 pub use sluice_raft::NodeId;
 pub use transport::{

@@ -558,7 +558,10 @@ impl Transport {
     /// Never waits: a frame that finds the peer's Raft queue full is dropped and counted
     /// (Raft retransmits what it needs: heartbeats recur, a lost append is re-sent after the
     /// follower's reject or the leader's probe, a lost vote lets the election time out).
-    pub fn send_raft(&self, envelope: Envelope) -> Result<(), SendError> {
+    /// `batches_beside`: the entries that are Kafka batches (partition groups' entries, never
+    /// the controller's) travel beside the envelope, outside the frame CRC; see
+    /// [`crate::envelope`].
+    pub fn send_raft(&self, envelope: Envelope, batches_beside: bool) -> Result<(), SendError> {
         let inner = &self.inner;
         if inner.closed.is_set() {
             return Err(SendError::Shutdown);
@@ -572,7 +575,7 @@ impl Transport {
             .get(&envelope.to)
             .cloned()
             .ok_or(SendError::UnknownPeer(envelope.to))?;
-        let (bodies, too_large) = encode_envelope_frames(envelope, RPC_FRAME_MAX);
+        let (bodies, too_large) = encode_envelope_frames(envelope, RPC_FRAME_MAX, batches_beside);
         for (group, len) in &too_large {
             log::error!(
                 "rpc: raft message of group {group} to node {} is {len} bytes, over the frame limit {RPC_FRAME_MAX}: dropped",
@@ -583,7 +586,7 @@ impl Transport {
         {
             let mut q = peer.queues.borrow_mut();
             for body in bodies {
-                let f = Frame::new(Kind::Raft, 0, body);
+                let f = Frame::raft(body);
                 if q.raft.admits(f.wire_len()) {
                     q.raft.push(f);
                     queued += 1;
@@ -860,12 +863,14 @@ async fn write_available<W: AsyncWrite + Unpin>(
     while let Some(f) = next() {
         any = true;
         buf.extend_from_slice(&f.header());
-        if f.body.len() <= INLINE_BODY_MAX {
-            buf.extend_from_slice(&f.body);
-        } else {
-            w.write_all(buf).await?;
-            buf.clear();
-            w.write_all(&f.body).await?;
+        for part in std::iter::once(&f.body).chain(&f.beside) {
+            if part.len() <= INLINE_BODY_MAX {
+                buf.extend_from_slice(part);
+            } else {
+                w.write_all(buf).await?;
+                buf.clear();
+                w.write_all(part).await?;
+            }
         }
         if buf.len() >= WRITE_BUFFER_BYTES {
             w.write_all(buf).await?;

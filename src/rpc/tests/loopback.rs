@@ -168,7 +168,7 @@ fn three_nodes_exchange_raft_envelopes_and_requests() {
             for b in &nodes {
                 let (from, to) = (a.t.node_id(), b.t.node_id());
                 if from != to {
-                    a.t.send_raft(heartbeat_envelope(from, to, from * 10 + to))
+                    a.t.send_raft(heartbeat_envelope(from, to, from * 10 + to), true)
                         .unwrap();
                 }
             }
@@ -228,11 +228,11 @@ fn three_nodes_exchange_raft_envelopes_and_requests() {
         assert!(t0.request(2, ECHO, Bytes::new(), PATIENCE).await.is_ok());
         // Misaddressed sends are refused at once.
         assert_eq!(
-            t0.send_raft(heartbeat_envelope(1, 9, 1)),
+            t0.send_raft(heartbeat_envelope(1, 9, 1), true),
             Err(SendError::UnknownPeer(9))
         );
         assert_eq!(
-            t0.send_raft(heartbeat_envelope(2, 3, 1)),
+            t0.send_raft(heartbeat_envelope(2, 3, 1), true),
             Err(SendError::NotFromThisNode(2))
         );
         assert_eq!(
@@ -262,7 +262,7 @@ fn a_restarted_peer_is_reconnected_and_traffic_resumes() {
         a.t.add_peer(2, b_addr).unwrap();
         b.t.add_peer(1, addr(&a)).unwrap();
         eventually("connected", || a.t.is_connected(2)).await;
-        a.t.send_raft(heartbeat_envelope(1, 2, 5)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 5), true).unwrap();
         eventually("first envelope", || b.rec.raft.borrow().len() == 1).await;
 
         // A request in flight when the peer dies fails as ConnectionLost.
@@ -277,7 +277,7 @@ fn a_restarted_peer_is_reconnected_and_traffic_resumes() {
         eventually("disconnected", || !a.t.is_connected(2)).await;
 
         // Sent while the peer is down: queued, delivered once it is back.
-        a.t.send_raft(heartbeat_envelope(1, 2, 6)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 6), true).unwrap();
         // A second node cannot take a port in use (glommio's SO_REUSEPORT would allow it).
         let busy = TransportConfig::new(4, Some(addr(&a)));
         let err = Transport::start(busy, Rc::new(Recorder::default()))
@@ -293,7 +293,7 @@ fn a_restarted_peer_is_reconnected_and_traffic_resumes() {
         })
         .await;
         assert_eq!(b2.rec.raft.borrow()[0], heartbeat_envelope(1, 2, 6));
-        a.t.send_raft(heartbeat_envelope(1, 2, 7)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 7), true).unwrap();
         eventually("new envelope delivered", || b2.rec.raft.borrow().len() == 2).await;
         let r =
             a.t.request(2, ECHO, Bytes::from_static(b"again"), PATIENCE)
@@ -328,7 +328,7 @@ fn a_peer_announcing_another_id_is_refused() {
         let a = node(1, "127.0.0.1:0").await;
         let c = node(3, "127.0.0.1:0").await;
         a.t.add_peer(2, addr(&c)).unwrap();
-        a.t.send_raft(heartbeat_envelope(1, 2, 1)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 1), true).unwrap();
         eventually("both sides refused", || {
             a.t.stats().handshakes_refused >= 2 && c.t.stats().handshakes_refused >= 2
         })
@@ -409,7 +409,7 @@ fn hostile_frames_close_the_connection_without_panic() {
             crc32c::crc32c(&garbage_body),
         );
         garbage_raft.extend_from_slice(&garbage_body);
-        let forged = encode_envelope(heartbeat_envelope(5, 2, 1));
+        let forged = encode_envelope(heartbeat_envelope(5, 2, 1), true);
         let mut forged_raft = header(2, 0, forged.len() as u32, crc32c::crc32c(&forged));
         forged_raft.extend_from_slice(&forged);
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -508,7 +508,7 @@ fn a_peer_that_stops_reading_drops_raft_and_holds_back_requests() {
         let mut sent = 0;
         let dropped = loop {
             assert!(sent < 4000, "queue never filled");
-            match a.send_raft(big_envelope(1, 2, 256 * 1024)) {
+            match a.send_raft(big_envelope(1, 2, 256 * 1024), true) {
                 Ok(()) => sent += 1,
                 Err(SendError::Dropped { frames, .. }) => break frames,
                 Err(e) => panic!("{e}"),
@@ -520,7 +520,7 @@ fn a_peer_that_stops_reading_drops_raft_and_holds_back_requests() {
         // The writer is stuck on the full socket, so the queue stays full.
         glommio::timer::sleep(Duration::from_millis(20)).await;
         assert!(matches!(
-            a.send_raft(heartbeat_envelope(1, 2, 1)),
+            a.send_raft(heartbeat_envelope(1, 2, 1), true),
             Err(SendError::Dropped { frames: 1, .. })
         ));
 
@@ -585,7 +585,7 @@ fn requests_beyond_the_in_flight_limit_are_answered_busy_and_raft_still_flows() 
         assert_eq!(b.t.stats().requests_refused_busy, 1);
         // The connection keeps being read: Raft frames are not stuck behind the requests.
         let env = heartbeat_envelope(9, 2, 4);
-        let raft = Frame::new(Kind::Raft, 0, encode_envelope(env.clone()));
+        let raft = Frame::new(Kind::Raft, 0, encode_envelope(env.clone(), true));
         s.write_all(&raft.encode()).await.unwrap();
         eventually("envelope handled", || b.rec.raft.borrow().len() == 1).await;
         assert_eq!(b.rec.raft.borrow()[0], env);
