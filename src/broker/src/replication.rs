@@ -1582,10 +1582,12 @@ impl Replication {
             }
             return;
         }
-        self.hop(ShardId(0), sluice_rpc::encode_envelope(env));
+        self.hop(ShardId(0), sluice_rpc::encode_envelope(env, false));
     }
 
-    /// Queues an encoded envelope for shard `to` (dropped when the hops are full).
+    /// Queues an encoded envelope for shard `to` (dropped when the hops are full). Hops
+    /// encode with the batches inside the envelope (`encode_envelope(_, false)`): within
+    /// one process there is no wire to check them against.
     pub fn hop(self: &Rc<Self>, to: ShardId, body: Bytes) {
         if self.hop_bytes.get() + body.len() > RAFT_HOP_QUEUE_BYTES_MAX {
             self.hop_dropped.set(self.hop_dropped.get() + 1);
@@ -1882,7 +1884,7 @@ pub fn deliver(shard: &crate::shard::BrokerShard, env: Envelope) {
         if to == rep.shard {
             rep.step(part);
         } else {
-            rep.hop(to, sluice_rpc::encode_envelope(part));
+            rep.hop(to, sluice_rpc::encode_envelope(part, false));
         }
     }
 }
