@@ -1090,9 +1090,8 @@ impl Replication {
                         sluice_raft::Write::Remove { group } => Some(*group),
                         _ => None,
                     }));
-                    let leading = sluice_replica::leading_terms(&self.mgr.borrow(), &writes);
                     store
-                        .write(seq, writes, now, &leading)
+                        .write(seq, writes, now)
                         .await
                         .map_err(|e| e.to_string())?;
                     for g in touched {

@@ -6,12 +6,19 @@
 //!
 //! # Layout: a Kafka batch is written once
 //!
-//! - Raft `Entries` of a group go into that partition's log with `append_at`, one batch per
-//!   entry, so Raft index = log-start index + ordinal of the batch. A Kafka batch (a normal
-//!   entry with a record count) is stored as the client's bytes with baseOffset and
-//!   partitionLeaderEpoch (= the entry's Raft term) stamped in; neither is covered by the
-//!   batch CRC, and every replica stamps the same values, so all replicas hold identical
-//!   bytes at identical offsets. Raft's own entries (the election no-op, configuration
+//! - Raft `Entries` of a group go into that partition's log with `append_verified`, one
+//!   batch per entry, so Raft index = log-start index + ordinal of the batch. **Every Kafka
+//!   batch was CRC-checked once before it reached Raft**, so the store does not check it
+//!   again: a leader's proposal by the produce path (`Header::verify`), a follower's entry by
+//!   the rpc decoder, which checks each batch carried beside a `Raft` frame's envelope
+//!   (`sluice_rpc::envelope`; partition entries always travel that way, and shard-to-shard
+//!   hops within a node pass on what shard 0 checked). The leader stamps offset and epoch
+//!   before proposing, so replicas store the bytes they are given, sharing their memory.
+//!   A Kafka batch (a normal entry with a record count) is stored as the client's bytes
+//!   with baseOffset and partitionLeaderEpoch (= the entry's Raft term) stamped in; neither
+//!   is covered by the batch CRC, and every replica stamps the same values (restamping a
+//!   copy if what arrived says otherwise), so all replicas hold identical bytes at
+//!   identical offsets. Raft's own entries (the election no-op, configuration
 //!   changes) are Kafka control batches of one record that consumers skip ([`control`]:
 //!   KRaft's LEADER_CHANGE = 2 for normal entries, KRAFT_VOTERS = 6 for configuration
 //!   changes, the record value holding the entry type and data so reads rebuild it).
@@ -142,8 +149,7 @@ pub mod state;
 pub mod store;
 
 pub use store::{
-    leading_terms, Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX,
-    FLUSH_PARALLEL_MAX,
+    Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
 };
 
 /// What went wrong in the store.

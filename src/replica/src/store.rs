@@ -412,16 +412,7 @@ impl<S: Storage> ReplicaStore<S> {
     /// Performs `Effect::Persist { seq, writes }`: the writes in order, unsynced, except a
     /// reset (which syncs everything before it, see [`Write::LogStart`]). Call it in `seq`
     /// order, then [`Self::sync`]. `now_ms` is the wall clock (segment roll time only).
-    /// `leading` names the groups this replica leads, with their terms (from
-    /// `GroupManager::status`; may be stale or empty, which only costs CRC checks): entries
-    /// of a group's leader term are this replica's own proposals.
-    pub async fn write(
-        &mut self,
-        seq: u64,
-        writes: Vec<Write>,
-        now_ms: i64,
-        leading: &[(GroupId, u64)],
-    ) -> Result<(), Error> {
+    pub async fn write(&mut self, seq: u64, writes: Vec<Write>, now_ms: i64) -> Result<(), Error> {
         assert!(
             seq > self.written_seq,
             "persist {seq} after {}",
@@ -430,10 +421,7 @@ impl<S: Storage> ReplicaStore<S> {
         for w in writes {
             match w {
                 Write::Create { group, voters } => self.create(group, &voters).await?,
-                Write::Entries { group, entries } => {
-                    let own = leading.iter().find(|(g, _)| *g == group).map(|&(_, t)| t);
-                    self.entries(group, &entries, now_ms, own).await?
-                }
+                Write::Entries { group, entries } => self.entries(group, &entries, now_ms).await?,
                 Write::HardState { group, hard_state } => {
                     let g = self
                         .groups
@@ -509,7 +497,6 @@ impl<S: Storage> ReplicaStore<S> {
         group: GroupId,
         entries: &[Entry],
         now_ms: i64,
-        own_term: Option<u64>,
     ) -> Result<(), Error> {
         let g = self
             .groups
@@ -548,13 +535,8 @@ impl<S: Storage> ReplicaStore<S> {
             let epoch = i32::try_from(e.term)
                 .map_err(|_| damaged(group, format!("term {} is no leader epoch", e.term)))?;
             let bytes = stored_bytes(e, base, epoch).map_err(|m| damaged(group, m.0))?;
-            // Only the leader of a term makes entries of that term: if that is this
-            // replica, the produce path checked the batch's CRC already.
-            let a = if own_term == Some(e.term) {
-                g.log.append_own(bytes, now_ms)?
-            } else {
-                g.log.append_at(bytes, now_ms)?
-            };
+            // Checked once already: see the crate header.
+            let a = g.log.append_verified(bytes, now_ms)?;
             let next = base + i64::from(entry_records(e));
             if a.base_offset != base || a.last_offset + 1 != next {
                 return Err(damaged(
@@ -708,8 +690,7 @@ impl<S: Storage> ReplicaStore<S> {
             for e in effects.drain(..) {
                 match e {
                     Effect::Persist { seq, writes } => {
-                        let leading = leading_terms(mgr, &writes);
-                        self.write(seq, writes, now_ms, &leading).await?;
+                        self.write(seq, writes, now_ms).await?;
                         persisted = Some(seq);
                     }
                     Effect::Fetch {
@@ -750,19 +731,4 @@ impl<S: Storage> ReplicaStore<S> {
         }
         Ok(())
     }
-}
-
-/// The groups with entries in `writes` that this replica leads, with their terms (see
-/// [`ReplicaStore::write`]).
-pub fn leading_terms(mgr: &GroupManager, writes: &[Write]) -> Vec<(GroupId, u64)> {
-    writes
-        .iter()
-        .filter_map(|w| match w {
-            Write::Entries { group, .. } => mgr
-                .status(*group)
-                .filter(|s| s.role == sluice_raft::Role::Leader)
-                .map(|s| (*group, s.term)),
-            _ => None,
-        })
-        .collect()
 }

@@ -889,7 +889,7 @@ fn a_removed_group_is_gone_after_a_restart_and_comes_back_fresh() {
         };
         assert_eq!(writes, vec![sluice_raft::Write::Remove { group: 11 }]);
         let old = node.store.log(11).unwrap();
-        node.store.write(seq, writes, 0, &[]).await.unwrap();
+        node.store.write(seq, writes, 0).await.unwrap();
         assert!(node.store.log(11).is_none());
         assert!(
             old.read(0, 100).await.is_err(),

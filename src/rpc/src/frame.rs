@@ -263,14 +263,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     r.read_exact(&mut h[1..]).await?;
     let header = Header::decode(&h, max_body)?;
-    let mut body = BytesMut::new();
+    // The first step from the allocator's zeroed memory, which it need not clear again when
+    // it comes fresh from the OS (`resize` would always write the zeros).
+    let mut body = BytesMut::zeroed(header.len.min(BODY_FIRST_MAX));
+    r.read_exact(&mut body).await?;
     while body.len() < header.len {
         let start = body.len();
-        let step = if start == 0 {
-            header.len.min(BODY_FIRST_MAX)
-        } else {
-            (header.len - start).min(start.max(BODY_GROWTH_MIN))
-        };
+        let step = (header.len - start).min(start.max(BODY_GROWTH_MIN));
         body.resize(start + step, 0);
         r.read_exact(&mut body[start..]).await?;
     }

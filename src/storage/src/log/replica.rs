@@ -217,12 +217,12 @@ impl<S: Storage> PartitionLog<S> {
         self.append_replicated(batch, now_ms, true)
     }
 
-    /// [`Self::append_at`] for a batch this replica's own leadership put into the Raft log:
-    /// the produce path CRC-checked it before proposing (`Header::verify`), so the check is
-    /// not repeated (it is a full pass over the bytes). Only the offset and leader epoch were
-    /// stamped since, and neither is covered by the CRC; everything else is checked as in
-    /// `append_at`.
-    pub fn append_own(&self, batch: Bytes, now_ms: i64) -> Result<Appended> {
+    /// [`Self::append_at`] for a batch whose CRC the caller already checked: the replica
+    /// store's entries, each checked once on its way into the Raft log (a leader's by the
+    /// produce path, a follower's by the rpc decoder as it arrived), so not again here (it
+    /// is a full pass over the bytes). Only the offset and leader epoch were stamped since,
+    /// and neither is covered by the CRC; everything else is checked as in `append_at`.
+    pub fn append_verified(&self, batch: Bytes, now_ms: i64) -> Result<Appended> {
         self.append_replicated(batch, now_ms, false)
     }
 
@@ -245,7 +245,10 @@ impl<S: Storage> PartitionLog<S> {
                 .verify(&batch)
                 .map_err(|reason| StorageError::CorruptBatch { reason })?;
         } else {
-            debug_assert!(header.verify(&batch).is_ok(), "own entry fails its CRC");
+            debug_assert!(
+                header.verify(&batch).is_ok(),
+                "a verified batch fails its CRC"
+            );
         }
         let base_offset = inner.log_end_offset();
         let mismatch = |reason: String| StorageError::ReplicaMismatch {
