@@ -1,8 +1,17 @@
 //! ListPartitionReassignments: the partitions with a move in progress (all, or the named
 //! ones that have one), with their replicas (the target followed by the leaving ones) and
-//! the joining and leaving replicas, from the metadata this node adopted (Kafka answers
-//! from its controller's; a node's copy trails it by at most the metadata log's
-//! propagation). Unknown topics and partitions without a move are left out, as in Kafka.
+//! the joining and leaving replicas, from the metadata this node adopted. Unknown topics
+//! and partitions without a move are left out, as in Kafka.
+//!
+//! Kafka answers from its controller; this node's copy trails the controller's committed
+//! log by at most its propagation (milliseconds). What a client can observe of that lag is
+//! bounded so that no tool is misled: a move accepted through this node is listed by it at
+//! once (read-your-writes: AlterPartitionReassignments answers only once every shard of the
+//! accepting node adopted the change, `metadata_sync::alter_partition_reassignments`), and
+//! a move completed at the controller may still be listed for that lag, which
+//! `kafka-reassign-partitions.sh --verify` and the admin clients, polling until the list
+//! empties, treat as "still in progress". Forwarding the read to the controller would need
+//! a new command in the controller runtime's wire protocol for no change a client acts on.
 
 use std::rc::Rc;
 
