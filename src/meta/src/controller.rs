@@ -198,6 +198,9 @@ pub enum Answer {
     /// Per requested (topic, partition), in request order.
     AlterPartitionReassignments(Vec<((String, i32), Outcome<()>)>),
     ReassignmentComplete(Outcome<()>),
+    /// The active controller's applied metadata index (a read barrier: see
+    /// `sluice_cluster::wire::Command::MetadataIndex`).
+    MetadataIndex(Outcome<u64>),
 }
 
 impl Answer {
@@ -1447,5 +1450,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(o.and(Err(e))),
         Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v, &e)),
         Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
+        Answer::MetadataIndex(o) => Answer::MetadataIndex(o.and(Err(e))),
     }
 }
