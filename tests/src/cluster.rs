@@ -236,7 +236,11 @@ impl Cluster {
             .create_topics([topic], &admin_opts())
             .await
             .expect("CreateTopics request");
-        assert!(res.iter().all(|r| r.is_ok()), "CreateTopics {}: {res:?}", topic.name);
+        assert!(
+            res.iter().all(|r| r.is_ok()),
+            "CreateTopics {}: {res:?}",
+            topic.name
+        );
         let partitions = usize::try_from(topic.num_partitions).expect("a partition count");
         tokio::task::block_in_place(|| {
             poll_until(REGISTERED_TIMEOUT, "a leader for every partition", || {

@@ -1780,19 +1780,29 @@ async fn list_partition_reassignments_answers_as_the_controller_would() {
     } else {
         [before[0], cut]
     };
-    let leaving: Vec<i32> = before.iter().copied().filter(|n| !target.contains(n)).collect();
-    let adding: Vec<i32> = target.iter().copied().filter(|n| !before.contains(n)).collect();
+    let leaving: Vec<i32> = before
+        .iter()
+        .copied()
+        .filter(|n| !target.contains(n))
+        .collect();
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|n| !before.contains(n))
+        .collect();
     let mut replicas = target.to_vec();
     replicas.extend(&leaving);
     let want = vec![(T.to_string(), 0, replicas, adding, leaving)];
     let port = c.node(controller).port();
     let cut = cut as usize;
     tokio::task::block_in_place(|| c.isolate(cut));
-    let moved =
-        tokio::task::block_in_place(|| alter_reassignments(port, &[(T, 0, Some(&target))]));
+    let moved = tokio::task::block_in_place(|| alter_reassignments(port, &[(T, 0, Some(&target))]));
     assert_eq!(moved, (0, vec![(T.to_string(), 0, 0)]));
     // The accepting node lists it at once.
-    assert_eq!(tokio::task::block_in_place(|| list_reassignments(port)), want);
+    assert_eq!(
+        tokio::task::block_in_place(|| list_reassignments(port)),
+        want
+    );
     // The cut-off node cannot learn it, nor reach the controller: an error, never "none".
     let cut_port = c.node(cut).port();
     let (code, listed) = tokio::task::block_in_place(|| list_reassignments_within(cut_port, 3000));
@@ -1803,10 +1813,14 @@ async fn list_partition_reassignments_answers_as_the_controller_would() {
     tokio::task::block_in_place(|| c.heal());
     let ports: Vec<u16> = c.ids().map(|id| c.node(id).port()).collect();
     tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "the healed node listing the move, or it completed", || {
-            let (code, listed) = list_reassignments_within(cut_port, 5000);
-            (code == 0 && (listed == want || listed.is_empty())).then_some(())
-        });
+        poll_until(
+            SETTLE,
+            "the healed node listing the move, or it completed",
+            || {
+                let (code, listed) = list_reassignments_within(cut_port, 5000);
+                (code == 0 && (listed == want || listed.is_empty())).then_some(())
+            },
+        );
         poll_until(SETTLE, "the move completed", || {
             ports
                 .iter()

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalSender};
-use sluice_rpc::sync::Event;
 use sluice_codec::kafka_protocol::messages::*;
 use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_group::{
     persist_failed_with, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
 };
 use sluice_raft::ProposeError;
+use sluice_rpc::sync::Event;
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
@@ -256,13 +256,10 @@ impl GroupSlot {
                 if me.generation.get() != generation {
                     return;
                 }
-                let settled = futures_lite::future::or(
-                    rep.wait_hw_index(*group, last),
-                    async {
-                        me.moved_on.changed(seen).await;
-                        false
-                    },
-                )
+                let settled = futures_lite::future::or(rep.wait_hw_index(*group, last), async {
+                    me.moved_on.changed(seen).await;
+                    false
+                })
                 .await;
                 if !settled || me.generation.get() != generation {
                     return;

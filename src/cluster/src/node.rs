@@ -1206,7 +1206,10 @@ impl Inner {
             return Some(if st.controller.is_active() {
                 Answer::MetadataIndex(Ok(st.applied))
             } else {
-                cmd.fail(code::NOT_CONTROLLER, "This node is not the active controller.")
+                cmd.fail(
+                    code::NOT_CONTROLLER,
+                    "This node is not the active controller.",
+                )
             });
         }
         let slot = Rc::new(Slot::default());
