@@ -3,8 +3,8 @@
 //! Why: on this project's hosts (Linux 6.18, glommio 0.9) an executor was seen asleep in
 //! `io_uring_enter` long after one of its timers was due: the shard then waits for the
 //! next unrelated event, which on an idle shard may never come. It showed as a cluster node
-//! that never became ready (7 of about 5,100 node starts of a loaded 2-CPU host: shard 1
-//! polls a flag with a 10 ms sleep and never woke). Writing the executor's eventfd (a
+//! that never became ready (7 of about 5,100 node starts of a loaded 2-CPU host: shard 1,
+//! which then polled a flag with a 10 ms sleep, never woke). Writing the executor's eventfd (a
 //! foreign wake, tried first) did not release it; attaching a debugger, which interrupts
 //! the syscall, always did. So the wake-up the kernel owed the sleeping thread was lost,
 //! or glommio's linked-ring sleep was waiting on nothing; the root cause is not found.
