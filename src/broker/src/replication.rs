@@ -654,7 +654,7 @@ impl Replication {
             if self.closed.is_set() {
                 return false;
             }
-            if !self.status(group).is_some_and(|s| s.hw_index < index) {
+            if self.status(group).is_none_or(|s| s.hw_index >= index) {
                 return true;
             }
             or(
