@@ -38,8 +38,11 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use rdkafka::admin::NewTopic;
+
+use crate::kafka::{admin, admin_opts};
 use crate::proxy::{Mode, Proxy};
-use crate::{free_port, sluice_bin, wire, Broker, BrokerConfig, TEST_SHARDS};
+use crate::{free_port, poll_until, sluice_bin, wire, Broker, BrokerConfig, TEST_SHARDS};
 
 /// Environment switch for the tests that need a working cluster: `1` runs them (and fails if
 /// the binary lacks the cluster flags), `0` skips them; unset means
@@ -210,6 +213,43 @@ impl Cluster {
             node.wait_ready();
         }
         cluster
+    }
+
+    /// The prologue most cluster tests share: starts the nodes of `cfg`, waits until
+    /// node 1 lists every node as a broker (a topic of replication factor N needs N
+    /// registered, else INVALID_REPLICATION_FACTOR), creates `topic` through node 1 and waits
+    /// until node 1's Metadata names a leader for each of its partitions. Bounded by
+    /// [`REGISTERED_TIMEOUT`] per wait. Call it on a multi-threaded runtime (it blocks in
+    /// place while it waits).
+    pub async fn start_with_topic(cfg: ClusterConfig, topic: &NewTopic<'_>) -> Cluster {
+        let mut c = tokio::task::block_in_place(|| Cluster::start_with(cfg));
+        let port = c.node(1).port();
+        let all: Vec<i32> = (1..=c.len() as i32).collect();
+        tokio::task::block_in_place(|| {
+            poll_until(REGISTERED_TIMEOUT, "every node registered", || {
+                let (mut ids, _) = metadata_brokers(port)?;
+                ids.sort_unstable();
+                (ids == all).then_some(())
+            })
+        });
+        let res = admin(&c.node(1).bootstrap())
+            .create_topics([topic], &admin_opts())
+            .await
+            .expect("CreateTopics request");
+        assert!(
+            res.iter().all(|r| r.is_ok()),
+            "CreateTopics {}: {res:?}",
+            topic.name
+        );
+        let partitions = usize::try_from(topic.num_partitions).expect("a partition count");
+        tokio::task::block_in_place(|| {
+            poll_until(REGISTERED_TIMEOUT, "a leader for every partition", || {
+                wire::partition_leaders(port, topic.name)
+                    .filter(|ps| ps.len() == partitions && ps.iter().all(|&(_, l)| l > 0))
+                    .map(|_| ())
+            })
+        });
+        c
     }
 
     /// Node ids, 1..=N.

@@ -12,7 +12,8 @@
 //! is ignored until the offsets topic is replicated.
 //! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
 //! three nodes too: a move to another node under `acks=all` with the leaving node killed
-//! afterwards, a replication-factor increase, and a move cancelled at once.
+//! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
+//! of a node cut off from the controller (an error, never a stale answer).
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
@@ -522,20 +523,8 @@ async fn produce_round(
 async fn three_replicas_keep_every_acknowledged_record_when_the_leader_dies() {
     const RF3: &str = "rf3";
     const ROUND: usize = 200;
-    let mut c = Cluster::start(3);
-    // Three replicas need three registered brokers (else INVALID_REPLICATION_FACTOR).
-    let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
     let t = NewTopic::new(RF3, 2, TopicReplication::Fixed(3));
-    let res = admin(&c.node(1).bootstrap())
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
     let elected = |bootstrap: String| {
         poll_until(SETTLE, "a leader for every partition", || {
             leaders(&bootstrap, RF3).filter(|l| l.len() == 2 && l.iter().all(|&n| n > 0))
@@ -614,22 +603,13 @@ async fn send_one(
 async fn acks_all_needs_min_insync_replicas() {
     require_cluster!();
     const T: &str = "misr";
-    let mut c = Cluster::start_with(ClusterConfig {
+    let t = NewTopic::new(T, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
+    let cfg = ClusterConfig {
         extra_args: vec!["--replica-lag-time-max-ms".into(), "2000".into()],
         ..ClusterConfig::default()
-    });
+    };
+    let mut c = Cluster::start_with_topic(cfg, &t).await;
     let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
-    let t = NewTopic::new(T, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
-    let res = admin(&first)
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
     let isr = |bootstrap: &str| -> Option<(i32, usize)> {
         let cons: BaseConsumer = base_config(bootstrap).create().ok()?;
         let md = cons.fetch_metadata(Some(T), Duration::from_secs(5)).ok()?;
@@ -981,25 +961,16 @@ fn preferred_and_leaders(bootstrap: &str, topic: &str) -> Option<Vec<(i32, i32)>
 async fn leaders_return_to_their_preferred_replicas() {
     require_cluster!();
     const TOPIC3: &str = "preferred";
-    let mut c = Cluster::start_with(ClusterConfig {
+    let cfg = ClusterConfig {
         extra_args: vec![
             "--leader-imbalance-check-interval-seconds".into(),
             "2".into(),
         ],
         ..ClusterConfig::default()
-    });
-    let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
+    };
     let t = NewTopic::new(TOPIC3, 3, TopicReplication::Fixed(3));
-    let res = admin(&first)
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = Cluster::start_with_topic(cfg, &t).await;
+    let first = c.node(1).bootstrap();
     let balanced = |bootstrap: String, what: &'static str| {
         poll_until(SETTLE, what, || {
             preferred_and_leaders(&bootstrap, TOPIC3)
@@ -1040,19 +1011,8 @@ async fn sigterm_hands_the_nodes_leaderships_to_other_replicas_before_it_exits()
     require_cluster!();
     const T: &str = "handoff";
     const OFFSETS: &str = "__consumer_offsets";
-    let mut c = Cluster::start(3);
-    let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
     let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
-    let res = admin(&first)
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
     // The offsets topic (three replicas per partition: every node is live), created by a
     // coordinator lookup (answered COORDINATOR_NOT_AVAILABLE until its partition leads).
     let port1 = c.node(1).port();
@@ -1188,22 +1148,13 @@ const ELECTION_NOT_NEEDED: i16 = 84;
 async fn elect_leaders_hands_partitions_back_to_their_preferred_replicas() {
     require_cluster!();
     const T: &str = "elect";
-    let mut c = Cluster::start_with(ClusterConfig {
+    let cfg = ClusterConfig {
         extra_args: vec!["--auto-leader-rebalance-enable".into(), "false".into()],
         ..ClusterConfig::default()
-    });
-    let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
+    };
     let t = NewTopic::new(T, 3, TopicReplication::Fixed(3));
-    let res = admin(&first)
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = Cluster::start_with_topic(cfg, &t).await;
+    let first = c.node(1).bootstrap();
     tokio::task::block_in_place(|| {
         poll_until(SETTLE, "a leader for every partition", || {
             preferred_and_leaders(&first, T)
@@ -1524,14 +1475,23 @@ fn alter_reassignments(
 /// removing) of each move in progress.
 type Ongoing = (String, i32, Vec<i32>, Vec<i32>, Vec<i32>);
 fn list_reassignments(port: u16) -> Vec<Ongoing> {
-    let mut b = 60_000i32.to_be_bytes().to_vec();
+    let (code, out) = list_reassignments_within(port, 60_000);
+    assert_eq!(code, 0, "ListPartitionReassignments error");
+    out
+}
+
+/// ListPartitionReassignments v0 of every partition with the request's `timeout_ms`: the
+/// top-level error code and the moves in progress.
+fn list_reassignments_within(port: u16, timeout_ms: i32) -> (i16, Vec<Ongoing>) {
+    let mut b = timeout_ms.to_be_bytes().to_vec();
     b.push(0); // topics: null (all)
     b.push(0);
     let mut s = sluice_tests::wire::connect_port(port);
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     let resp = flex::call(&mut s, API_LIST_PARTITION_REASSIGNMENTS, 0, &b);
     let mut d = flex::Dec(&resp);
     let _throttle = d.i32();
-    assert_eq!(d.i16(), 0, "ListPartitionReassignments error");
+    let code = d.i16();
     let _msg = d.nstr();
     let mut out = Vec::new();
     for _ in 0..d.len().unwrap_or(0) {
@@ -1545,7 +1505,7 @@ fn list_reassignments(port: u16) -> Vec<Ongoing> {
         d.tags();
     }
     d.tags();
-    out
+    (code, out)
 }
 
 /// (replicas, ISR) of partition 0 of `topic` in `bootstrap`'s Metadata.
@@ -1573,19 +1533,12 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
     require_cluster!();
     const MOVING: &str = "moving";
     const ROUND: usize = 150;
-    let mut c = Cluster::start(3);
+    let t = NewTopic::new(MOVING, 1, TopicReplication::Fixed(2));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
     let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
-    let topics = [
-        NewTopic::new(MOVING, 1, TopicReplication::Fixed(2)),
-        NewTopic::new("single", 1, TopicReplication::Fixed(1)),
-    ];
+    let single = NewTopic::new("single", 1, TopicReplication::Fixed(1));
     let res = admin(&first)
-        .create_topics(&topics, &admin_opts())
+        .create_topics([&single], &admin_opts())
         .await
         .expect("CreateTopics request");
     assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
@@ -1740,19 +1693,9 @@ async fn a_partition_gains_a_replica_and_a_cancelled_move_settles() {
     require_cluster!();
     const GROWING: &str = "growing";
     const ROUND: usize = 100;
-    let mut c = Cluster::start(3);
-    let first = c.node(1).bootstrap();
-    tokio::task::block_in_place(|| {
-        poll_until(SETTLE, "every node registered", || {
-            (broker_ids(&first) == [1, 2, 3]).then_some(())
-        })
-    });
     let t = NewTopic::new(GROWING, 1, TopicReplication::Fixed(2));
-    let res = admin(&first)
-        .create_topics([&t], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
     let (before, _) = tokio::task::block_in_place(|| {
         poll_until(SETTLE, "a leader and both replicas in sync", || {
             replicas_and_isr(&first, GROWING).filter(|(r, isr)| r.len() == 2 && isr.len() == 2)
@@ -1807,5 +1750,84 @@ async fn a_partition_gains_a_replica_and_a_cancelled_move_settles() {
     let reader = c.node(settled[0] as usize).bootstrap();
     let got = tokio::task::block_in_place(|| read_partition(&reader, GROWING, 0, sent.len()));
     assert_eq!(got, sent);
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// ListPartitionReassignments is answered as the controller would (Kafka answers it from
+/// its controller): a node cut off from the others, asked right after another node accepted
+/// a move, never answers from its stale copy of the metadata that no move is in progress
+/// (it answers an error while it cannot reach the controller); once it can, it lists the
+/// move (the move includes the cut-off node, so it cannot complete meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_partition_reassignments_answers_as_the_controller_would() {
+    require_cluster!();
+    const T: &str = "listed";
+    let t = NewTopic::new(T, 1, TopicReplication::Fixed(2));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
+    let (before, _) = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "both replicas in sync", || {
+            replicas_and_isr(&first, T).filter(|(r, isr)| r.len() == 2 && isr.len() == 2)
+        })
+    });
+    let controller = tokio::task::block_in_place(|| c.controller(SETTLE));
+    // The node to cut off: not the controller's (whose own stale leadership would answer
+    // for a while). The move includes it: as a joining replica it cannot catch up, as a
+    // staying one its partition has no quorum, so the move cannot complete meanwhile.
+    let cut = c.ids().find(|&i| i != controller).expect("another node") as i32;
+    let third = (1..=3).find(|n| !before.contains(n)).expect("a third node");
+    let target = if before.contains(&cut) {
+        [cut, third]
+    } else {
+        [before[0], cut]
+    };
+    let leaving: Vec<i32> = before
+        .iter()
+        .copied()
+        .filter(|n| !target.contains(n))
+        .collect();
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|n| !before.contains(n))
+        .collect();
+    let mut replicas = target.to_vec();
+    replicas.extend(&leaving);
+    let want = vec![(T.to_string(), 0, replicas, adding, leaving)];
+    let port = c.node(controller).port();
+    let cut = cut as usize;
+    tokio::task::block_in_place(|| c.isolate(cut));
+    let moved = tokio::task::block_in_place(|| alter_reassignments(port, &[(T, 0, Some(&target))]));
+    assert_eq!(moved, (0, vec![(T.to_string(), 0, 0)]));
+    // The accepting node lists it at once.
+    assert_eq!(
+        tokio::task::block_in_place(|| list_reassignments(port)),
+        want
+    );
+    // The cut-off node cannot learn it, nor reach the controller: an error, never "none".
+    let cut_port = c.node(cut).port();
+    let (code, listed) = tokio::task::block_in_place(|| list_reassignments_within(cut_port, 3000));
+    assert!(
+        code != 0 || listed == want,
+        "the cut-off node answered {listed:?} (error {code})"
+    );
+    tokio::task::block_in_place(|| c.heal());
+    let ports: Vec<u16> = c.ids().map(|id| c.node(id).port()).collect();
+    tokio::task::block_in_place(|| {
+        poll_until(
+            SETTLE,
+            "the healed node listing the move, or it completed",
+            || {
+                let (code, listed) = list_reassignments_within(cut_port, 5000);
+                (code == 0 && (listed == want || listed.is_empty())).then_some(())
+            },
+        );
+        poll_until(SETTLE, "the move completed", || {
+            ports
+                .iter()
+                .all(|&p| list_reassignments(p).is_empty())
+                .then_some(())
+        });
+    });
     tokio::task::block_in_place(|| c.stop_all());
 }

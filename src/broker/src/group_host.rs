@@ -24,6 +24,7 @@ use sluice_group::{
     persist_failed_with, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
 };
 use sluice_raft::ProposeError;
+use sluice_rpc::sync::Event;
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
@@ -40,9 +41,6 @@ const TICK_MAX: Duration = Duration::from_millis(1000);
 /// commit before its requests are answered COORDINATOR_NOT_AVAILABLE (and the coordinator
 /// reloads from the log).
 const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
-
-/// How often a replicated slot's reload checks whether its writes in flight settled.
-const SETTLE_POLL: Duration = Duration::from_millis(20);
 
 /// Where a coordinator's records go.
 enum Writer {
@@ -110,6 +108,9 @@ pub struct GroupSlot {
     /// Bumped whenever what the slot serves changes (leadership, a reload): a load or a
     /// write's failure handling from before sees it and backs off.
     generation: Cell<u64>,
+    /// Notified with every bump of `generation`, so a reload waiting for its writes to
+    /// settle gives up at once.
+    moved_on: Event,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
     /// The earliest pending timer (i64::MAX: none).
@@ -155,6 +156,7 @@ impl GroupSlot {
             leading: Cell::new(leading),
             loaded: Cell::new(false),
             generation: Cell::new(0),
+            moved_on: Event::default(),
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
             next_tick: Cell::new(i64::MAX),
@@ -216,6 +218,7 @@ impl GroupSlot {
     /// close), and the groups' state goes until the next load.
     pub fn unload(&self) {
         self.generation.set(self.generation.get() + 1);
+        self.moved_on.notify();
         self.leading.set(false);
         self.loaded.set(false);
         self.waiters.borrow_mut().clear();
@@ -242,17 +245,24 @@ impl GroupSlot {
     pub fn reload(self: &Rc<Self>) {
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
+        self.moved_on.notify();
         self.loaded.set(false);
         self.waiters.borrow_mut().clear();
         let me = self.clone();
         glommio::spawn_local(async move {
             if let Writer::Raft { rep, group } = &me.writer {
                 let last = rep.status(*group).map_or(0, |s| s.last_index);
-                while rep.status(*group).is_some_and(|s| s.hw_index < last) {
-                    if me.generation.get() != generation {
-                        return;
-                    }
-                    glommio::timer::sleep(SETTLE_POLL).await;
+                let seen = me.moved_on.generation();
+                if me.generation.get() != generation {
+                    return;
+                }
+                let settled = futures_lite::future::or(rep.wait_hw_index(*group, last), async {
+                    me.moved_on.changed(seen).await;
+                    false
+                })
+                .await;
+                if !settled || me.generation.get() != generation {
+                    return;
                 }
             }
             me.load(generation).await

@@ -58,7 +58,10 @@ pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes 
     buf.freeze()
 }
 
-/// Decodes every (key, value) record of a run of batches (replay on start).
+/// Decodes every (key, value) record of a run of batches (replay on start). Control
+/// batches are skipped, as Kafka's coordinator loader skips them: a replicated offsets
+/// partition's log holds Raft's own entries (the election no-op, membership changes) as
+/// control batches, whose records are no coordinator records.
 pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
     let mut out = Vec::new();
     // Each batch is cut out by its own length field and decoded alone, so one batch the
@@ -72,6 +75,9 @@ pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
         let end = (at + h.size).min(batches.len());
         let mut one = batches.slice(at..end);
         at = end;
+        if h.is_control() {
+            continue;
+        }
         match sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut one) {
             Ok(set) => {
                 for r in set.records {
@@ -126,5 +132,25 @@ mod tests {
         let mut want = a;
         want.extend(c);
         assert_eq!(decode_records(Bytes::from(all)), want);
+    }
+
+    /// Raft's own entries in a replicated offsets partition (the election no-op, a
+    /// membership change) are control batches: replay must not take their records for
+    /// coordinator records (which logged "skipping record: OffsetCommitKey: truncated" once
+    /// per partition and leadership).
+    #[test]
+    fn replay_skips_raft_control_batches() {
+        use raft::eraftpb::{Entry, EntryType};
+        use sluice_replica::control::control_batch;
+        let a = vec![(Bytes::from_static(b"a"), Some(Bytes::from_static(b"1")))];
+        let noop = control_batch(&Entry::default(), 0, 1).expect("a control batch");
+        let mut conf = Entry::default();
+        conf.set_entry_type(EntryType::EntryConfChangeV2);
+        conf.data = vec![1, 2, 3].into();
+        let conf = control_batch(&conf, 1, 1).expect("a control batch");
+        let mut all = noop;
+        all.extend_from_slice(&encode_records(&a, 5));
+        all.extend_from_slice(&conf);
+        assert_eq!(decode_records(Bytes::from(all)), a);
     }
 }

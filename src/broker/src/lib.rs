@@ -70,8 +70,10 @@ pub struct Shared {
     cluster_state: Mutex<Arc<topics::ClusterState>>,
     ready: (Mutex<usize>, Condvar),
     failed: AtomicUsize,
-    /// Shard 0 has started the controller runtime: the other shards may serve.
-    controller_started: std::sync::atomic::AtomicBool,
+    /// Triggered once shard 0 has started the controller runtime (the other shards may
+    /// serve) or a shard failed to start (the start is over): the other shards await it.
+    /// A one-shot cross-thread latch, which is what the stop signal's type is.
+    controller_started: sluice_shard::shutdown::Shutdown,
     /// Shards done answering their connections' requests (shutdown): logs close only when
     /// every shard is, since a request on one shard may append to a log of another.
     drained: AtomicUsize,
@@ -258,6 +260,8 @@ pub fn run(
 fn signal_ready(shared: &Shared, ok: bool) {
     if !ok {
         shared.failed.fetch_add(1, Ordering::SeqCst);
+        // Shards waiting for shard 0's controller runtime stop waiting: the start failed.
+        shared.controller_started.trigger();
     }
     let (lock, cv) = &shared.ready;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -308,16 +312,11 @@ async fn shard_main(
             signal_ready(&shared, false);
             return;
         }
-        shared.controller_started.store(true, Ordering::SeqCst);
+        shared.controller_started.trigger();
     } else {
         // No shard serves before shard 0 has started the runtime (a cluster of one: and
         // registered with it), or its Metadata could name a stale registration.
-        while !shared.controller_started.load(Ordering::SeqCst)
-            && shared.failed.load(Ordering::SeqCst) == 0
-            && !ctx.shutdown().is_triggered()
-        {
-            glommio::timer::sleep(SHUTDOWN_POLL).await;
-        }
+        futures_lite::future::or(shared.controller_started.wait(), ctx.shutdown().wait()).await;
     }
     let listener = match glommio::net::TcpListener::bind(config.listen) {
         Ok(l) => l,

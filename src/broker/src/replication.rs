@@ -352,6 +352,8 @@ pub struct Replication {
     specs: Rc<RefCell<HashMap<GroupId, PartitionSpec>>>,
     /// A group was created (its log opened) or removed, or the store failed.
     created: Event,
+    /// A group's high watermark moved (`wait_hw_index` waits on it).
+    hw_moved: Event,
     /// Groups being removed, and whether the removal is durable.
     removing: RefCell<HashMap<GroupId, bool>>,
     failure: RefCell<Option<String>>,
@@ -456,6 +458,7 @@ impl Replication {
             next_token: Cell::new(1),
             specs,
             created: Event::default(),
+            hw_moved: Event::default(),
             removing: RefCell::new(HashMap::new()),
             failure: RefCell::new(None),
             stopping: Cell::new(false),
@@ -605,6 +608,7 @@ impl Replication {
         // (a new leader's ListOffsets would otherwise answer below what the old leader
         // acknowledged): safe early, as a log shows at most what it has synced.
         let mut watched = Vec::new();
+        let mut hw_moved = false;
         for e in &fx {
             let group = match e {
                 Effect::HighWatermark { group, offset, .. } => {
@@ -612,6 +616,7 @@ impl Replication {
                     {
                         log.set_high_watermark(*offset);
                     }
+                    hw_moved = true;
                     group
                 }
                 Effect::Role { group, .. } => group,
@@ -625,6 +630,9 @@ impl Replication {
             self.queue.borrow_mut().extend(fx);
             self.kick.notify();
         }
+        if hw_moved {
+            self.hw_moved.notify();
+        }
         watched.sort_unstable();
         watched.dedup();
         for g in watched {
@@ -635,6 +643,29 @@ impl Replication {
     /// The replica's status (role, term, leader, high watermark).
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
         self.mgr.borrow().status(group)
+    }
+
+    /// Waits until `group`'s high watermark reached Raft index `index` or the group is gone
+    /// (`true`), or the store closed (`false`: nothing moves any more). Woken by the high
+    /// watermark's moves, not polled.
+    pub async fn wait_hw_index(&self, group: GroupId, index: u64) -> bool {
+        loop {
+            let (hw_seen, created_seen) = (self.hw_moved.generation(), self.created.generation());
+            if self.closed.is_set() {
+                return false;
+            }
+            if self.status(group).is_none_or(|s| s.hw_index >= index) {
+                return true;
+            }
+            or(
+                or(
+                    self.hw_moved.changed(hw_seen),
+                    self.created.changed(created_seen),
+                ),
+                self.closed.wait(),
+            )
+            .await;
+        }
     }
 
     /// How many replicas are in sync on this leader (Kafka's ISR size; 0 if not leading).
@@ -1255,12 +1286,8 @@ impl Replication {
     fn check_isr(&self) {
         let now = Instant::now();
         let (_, liveness) = self.shared.node_liveness();
-        let reachable = |n: NodeId| {
-            liveness
-                .iter()
-                .find(|(id, _)| *id as u64 == n)
-                .is_none_or(|(_, up)| *up)
-        };
+        // A node the transport does not know yet is given the benefit of the doubt here.
+        let reachable = |n: NodeId| node_up(&liveness, n).unwrap_or(true);
         let mgr = self.mgr.borrow();
         let mut groups = self.groups.borrow_mut();
         for (g, info) in groups.iter_mut() {
@@ -1335,12 +1362,7 @@ impl Replication {
         let percentage = self.rebalance.get().per_broker_percentage as usize;
         let me = self.node_id as u64;
         let (_, liveness) = self.shared.node_liveness();
-        let reachable = |n: NodeId| {
-            liveness
-                .iter()
-                .find(|(id, _)| *id as u64 == n)
-                .is_some_and(|(_, up)| *up)
-        };
+        let reachable = |n: NodeId| node_up(&liveness, n) == Some(true);
         let mut moves = Vec::new();
         {
             let mgr = self.mgr.borrow();
@@ -1444,12 +1466,7 @@ impl Replication {
     fn hand_off_leaderships(&self) {
         let now = Instant::now();
         let (_, liveness) = self.shared.node_liveness();
-        let reachable = |n: NodeId| {
-            liveness
-                .iter()
-                .find(|(id, _)| *id as u64 == n)
-                .is_some_and(|(_, up)| *up)
-        };
+        let reachable = |n: NodeId| node_up(&liveness, n) == Some(true);
         let me = self.node_id as u64;
         let mut moves = Vec::new();
         let mut pending = 0;
@@ -1538,9 +1555,7 @@ impl Replication {
             return Err(kerr::ELECTION_NOT_NEEDED);
         }
         let (_, liveness) = self.shared.node_liveness();
-        let reachable = liveness
-            .iter()
-            .any(|(id, up)| *id as u64 == preferred && *up);
+        let reachable = node_up(&liveness, preferred) == Some(true);
         let quiesced = mgr.quiesced_leader(group);
         let caught_up = mgr.progress(group).is_some_and(|p| {
             p.iter().any(|&(n, matched, active)| {
@@ -1690,6 +1705,17 @@ const HANDOFF_CHECK_EVERY: Duration = Duration::from_millis(50);
 const HANDOFF_RETRY: Duration = Duration::from_millis(
     sluice_raft::manager::TICK_MS * sluice_raft::manager::ELECTION_TICKS as u64 + 100,
 );
+
+/// Whether the transport reaches node `n`, from the view in `Shared::node_liveness`:
+/// `None` when the transport does not know the node (yet). Callers decide what an unknown
+/// node counts as: the ISR check keeps it (a node just registered), the leadership moves
+/// (rebalance, hand-off, ElectLeaders) do not send it a leadership.
+fn node_up(liveness: &[(i32, bool)], n: NodeId) -> Option<bool> {
+    liveness
+        .iter()
+        .find(|(id, _)| *id as u64 == n)
+        .map(|(_, up)| *up)
+}
 
 /// The replica a leader going away hands its group to (controlled shutdown): among the
 /// other voters that are in its ISR, on a node the transport reaches and heard from lately
@@ -2053,6 +2079,15 @@ mod tests {
             handoff_target(2, &[1, 2, 3], &[2], &progress, 10, false, all),
             None
         );
+    }
+
+    #[test]
+    fn node_up_tells_up_down_and_unknown_nodes_apart() {
+        let liveness = [(1, true), (2, false)];
+        assert_eq!(node_up(&liveness, 1), Some(true));
+        assert_eq!(node_up(&liveness, 2), Some(false));
+        assert_eq!(node_up(&liveness, 3), None);
+        assert_eq!(node_up(&[], 1), None);
     }
 
     #[test]

@@ -109,6 +109,12 @@
 //!   (see `solo_incarnation` in `node.rs`), so it is live again at once.
 //! - AlterPartitionReassignments and the partition leader's reassignment-complete report
 //!   are commands like the others (methods 10 and 11); the broker decides when to send them.
+//! - `Command::MetadataIndex` (method 12) is a read barrier, not a change: the active
+//!   controller answers it at once with the index its image applied (every change it
+//!   acknowledged is at or below it); a node that then applied that index
+//!   ([`ControllerNode::wait_applied`]) answers a read as the controller would have. It
+//!   trusts the controller's belief that it is active (no lease), as reads of Kafka's
+//!   controller do.
 
 pub mod gossip;
 pub mod node;

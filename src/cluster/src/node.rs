@@ -646,6 +646,13 @@ impl ControllerNode {
             .await
     }
 
+    /// The active controller's applied metadata index ([`Command::MetadataIndex`]): once
+    /// this node's image has applied up to it ([`Self::wait_applied`]), it holds every
+    /// change the controller had acknowledged when it answered.
+    pub async fn metadata_index(&self, timeout: Duration) -> Answer {
+        self.inner.command(Command::MetadataIndex, timeout).await
+    }
+
     /// A partition leader's report that the reassignment at `revision` is done.
     pub async fn reassignment_complete(
         &self,
@@ -868,6 +875,7 @@ fn not_controller(a: &Answer) -> bool {
         Answer::BrokerHeartbeat(o) => nc(o),
         Answer::AlterPartitionReassignments(v) => all(v),
         Answer::ReassignmentComplete(o) => nc(o),
+        Answer::MetadataIndex(o) => nc(o),
     }
 }
 
@@ -1191,6 +1199,19 @@ impl Inner {
     /// Runs `cmd` on the local controller, which must be active; waits for the answer
     /// until `deadline` (`None` if it did not come).
     async fn run_local(&self, cmd: Command, deadline: Instant) -> Option<Answer> {
+        if matches!(cmd, Command::MetadataIndex) {
+            // A read: answered at once, nothing to propose. Every change this controller
+            // acknowledged was applied before its answer went out.
+            let st = self.st.borrow();
+            return Some(if st.controller.is_active() {
+                Answer::MetadataIndex(Ok(st.applied))
+            } else {
+                cmd.fail(
+                    code::NOT_CONTROLLER,
+                    "This node is not the active controller.",
+                )
+            });
+        }
         let slot = Rc::new(Slot::default());
         let token;
         {
@@ -1231,6 +1252,7 @@ impl Inner {
                     partition,
                     revision,
                 } => c.reassignment_complete(token, topic, partition, revision),
+                Command::MetadataIndex => unreachable!("answered above"),
             };
             self.ctrl_fx(&mut st, fx);
         }

@@ -36,6 +36,8 @@ pub mod method {
     pub const ALTER_PARTITION_REASSIGNMENTS: u16 = 10;
     /// A partition leader's report that its reassignment is done (a command).
     pub const REASSIGNMENT_COMPLETE: u16 = 11;
+    /// The active controller's applied metadata index (a command that changes nothing).
+    pub const METADATA_INDEX: u16 = 12;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -92,6 +94,12 @@ pub enum Command {
         partition: i32,
         revision: u64,
     },
+    /// A read barrier, answered by the active controller at once with the Raft index its
+    /// image has applied: every change it acknowledged before it answers is at or below
+    /// that index, so a node that has applied up to it answers reads (such as
+    /// ListPartitionReassignments, which Kafka answers from its controller) as the
+    /// controller would have when the request arrived.
+    MetadataIndex,
 }
 
 impl Command {
@@ -106,6 +114,7 @@ impl Command {
             Command::BrokerHeartbeat { .. } => method::BROKER_HEARTBEAT,
             Command::AlterPartitionReassignments { .. } => method::ALTER_PARTITION_REASSIGNMENTS,
             Command::ReassignmentComplete { .. } => method::REASSIGNMENT_COMPLETE,
+            Command::MetadataIndex => method::METADATA_INDEX,
         }
     }
 
@@ -149,6 +158,7 @@ impl Command {
                 )
             }
             Command::ReassignmentComplete { .. } => Answer::ReassignmentComplete(Err(e)),
+            Command::MetadataIndex => Answer::MetadataIndex(Err(e)),
         }
     }
 
@@ -235,6 +245,7 @@ impl Command {
                 w.i32(*partition);
                 w.u64(*revision);
             }
+            Command::MetadataIndex => {}
         }
         w.finish()
     }
@@ -242,7 +253,8 @@ impl Command {
     pub fn decode(method: u16, body: &[u8]) -> Result<Command, WireError> {
         let command = (method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method)
             || method == method::ALTER_PARTITION_REASSIGNMENTS
-            || method == method::REASSIGNMENT_COMPLETE;
+            || method == method::REASSIGNMENT_COMPLETE
+            || method == method::METADATA_INDEX;
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -322,6 +334,7 @@ impl Command {
                 epoch: r.u64()?,
                 caught_up: r.bool()?,
             },
+            method::METADATA_INDEX => Command::MetadataIndex,
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -393,6 +406,10 @@ pub fn encode_answer(a: &Answer) -> Bytes {
             w.u8(9);
             w.outcome(o, |_, _| {});
         }
+        Answer::MetadataIndex(o) => {
+            w.u8(10);
+            w.outcome(o, |w, i| w.u64(*i));
+        }
     }
     w.finish()
 }
@@ -430,6 +447,7 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
             r.list(9, |r| Ok(((r.str()?, r.i32()?), r.outcome(unit)?)))?,
         ),
         9 => Answer::ReassignmentComplete(r.outcome(unit)?),
+        10 => Answer::MetadataIndex(r.outcome(|r| r.u64())?),
         _ => return Err(WireError("unknown answer type")),
     };
     r.end()?;
@@ -831,6 +849,7 @@ mod tests {
                 partition: 2,
                 revision: 77,
             },
+            Command::MetadataIndex,
         ]
     }
 
@@ -864,6 +883,8 @@ mod tests {
             Answer::BrokerHeartbeat(Err(e())),
             Answer::AlterPartitionReassignments(vec![(("a".into(), 1), Ok(()))]),
             Answer::ReassignmentComplete(Ok(())),
+            Answer::MetadataIndex(Ok(1 << 40)),
+            Answer::MetadataIndex(Err(e())),
         ]
     }
 

@@ -198,6 +198,9 @@ pub enum Answer {
     /// Per requested (topic, partition), in request order.
     AlterPartitionReassignments(Vec<((String, i32), Outcome<()>)>),
     ReassignmentComplete(Outcome<()>),
+    /// The active controller's applied metadata index (a read barrier: see
+    /// `sluice_cluster::wire::Command::MetadataIndex`).
+    MetadataIndex(Outcome<u64>),
 }
 
 impl Answer {
@@ -649,6 +652,40 @@ impl Controller {
 
     /// A manual assignment: partitions 0..n in order, each with the same number of distinct
     /// registered nodes.
+    /// One manual replica list (CreateTopics' assignments, a reassignment's target), with
+    /// Kafka's checks and messages (`validateManualPartitionAssignment`: in broker id
+    /// order, each id registered, fenced or not, and named once), and sluice's bound on the
+    /// replication factor.
+    fn check_manual_replicas(&self, replicas: &[NodeId]) -> Outcome<()> {
+        let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
+        if replicas.is_empty() {
+            return bad("The manual partition assignment includes an empty replica list.".into());
+        }
+        if replicas.len() > REPLICATION_FACTOR_MAX as usize {
+            return bad(format!(
+                "The manual partition assignment includes {} replicas (at most \
+                 {REPLICATION_FACTOR_MAX}).",
+                replicas.len()
+            ));
+        }
+        let mut sorted = replicas.to_vec();
+        sorted.sort_unstable();
+        for (i, n) in sorted.iter().enumerate() {
+            if self.speculative.broker(*n).is_none() {
+                return bad(format!(
+                    "The manual partition assignment includes broker {n}, but no such broker \
+                     is registered."
+                ));
+            }
+            if i > 0 && sorted[i - 1] == *n {
+                return bad(format!(
+                    "The manual partition assignment includes the broker {n} more than once."
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_assignments(&self, a: &[(i32, Vec<NodeId>)]) -> Outcome<Vec<Vec<NodeId>>> {
         let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
         if a.len() > PARTITIONS_PER_TOPIC_MAX as usize {
@@ -667,19 +704,9 @@ impl Controller {
                     "Partitions should be consecutive and start from 0; found {p}."
                 ));
             }
-            if replicas.is_empty() || replicas.len() > REPLICATION_FACTOR_MAX as usize {
-                return bad(format!("Partition {p}: {} replicas.", replicas.len()));
-            }
+            self.check_manual_replicas(replicas)?;
             if replicas.len() != rf {
                 return bad("All partitions should have the same number of replicas.".into());
-            }
-            for (j, n) in replicas.iter().enumerate() {
-                if replicas[..j].contains(n) {
-                    return bad(format!("Partition {p}: node {n} appears twice."));
-                }
-                if self.speculative.broker(*n).is_none() {
-                    return bad(format!("Partition {p}: node {n} is not registered."));
-                }
             }
             if replicas
                 .iter()
@@ -1034,21 +1061,7 @@ impl Controller {
                 }
             }
             Some(target) => {
-                let bad = |m: String| err(code::INVALID_REPLICA_ASSIGNMENT, m);
-                if target.is_empty() || target.len() > REPLICATION_FACTOR_MAX as usize {
-                    return bad(format!("{} replicas requested.", target.len()));
-                }
-                for (i, n) in target.iter().enumerate() {
-                    if target[..i].contains(n) {
-                        return bad(format!("Node {n} appears twice."));
-                    }
-                    if self.speculative.broker(*n).is_none() {
-                        return bad(format!(
-                            "The manual partition assignment includes broker {n}, but no such \
-                             broker is registered."
-                        ));
-                    }
-                }
+                self.check_manual_replicas(&target)?;
                 let adding: Vec<NodeId> = target
                     .iter()
                     .copied()
@@ -1062,9 +1075,13 @@ impl Controller {
                 let mut replicas = target.clone();
                 replicas.extend(&removing);
                 if replicas.len() > REPLICATION_FACTOR_MAX as usize {
-                    return bad(format!(
-                        "The target and leaving replicas together are over {REPLICATION_FACTOR_MAX}."
-                    ));
+                    return err(
+                        code::INVALID_REPLICA_ASSIGNMENT,
+                        format!(
+                            "The target and leaving replicas together are over \
+                             {REPLICATION_FACTOR_MAX}."
+                        ),
+                    );
                 }
                 PartitionRecord {
                     topic: t.id,
@@ -1447,5 +1464,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::BrokerHeartbeat(o) => Answer::BrokerHeartbeat(o.and(Err(e))),
         Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v, &e)),
         Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
+        Answer::MetadataIndex(o) => Answer::MetadataIndex(o.and(Err(e))),
     }
 }

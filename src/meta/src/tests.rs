@@ -1964,3 +1964,58 @@ fn each_node_learns_what_to_do_with_its_replicas() {
     );
     assert_eq!(actions(&c, 4).len(), 2);
 }
+
+/// A reassignment's target is checked as Kafka's `validateManualPartitionAssignment`
+/// checks it, with its messages (ids in order: node 9 is reported before the repeated 1);
+/// a fenced broker is still registered, so a move to it is accepted (it joins once back).
+#[test]
+fn reassignment_targets_get_kafkas_checks_and_a_fenced_broker_is_accepted() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let mut t = NewTopic::new("t", -1, -1);
+    t.assignments = vec![(0, vec![1, 2])];
+    c.create(vec![t]).remove(0).1.unwrap();
+    let alter = |c: &mut Cluster, target: Vec<NodeId>| {
+        let reqs = vec![("t".to_string(), 0, Some(target))];
+        match c.run(|ctl, t| ctl.alter_partition_reassignments(t, reqs)) {
+            Answer::AlterPartitionReassignments(mut v) => v.remove(0).1,
+            a => panic!("{a:?}"),
+        }
+    };
+    let refused = [
+        (
+            vec![],
+            "The manual partition assignment includes an empty replica list.",
+        ),
+        (
+            vec![1, 9, 1],
+            "The manual partition assignment includes the broker 1 more than once.",
+        ),
+        (
+            vec![9, 1],
+            "The manual partition assignment includes broker 9, but no such broker is \
+             registered.",
+        ),
+    ];
+    for (target, message) in refused {
+        let e = alter(&mut c, target.clone()).expect_err("refused");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (code::INVALID_REPLICA_ASSIGNMENT, message),
+            "{target:?}"
+        );
+    }
+    // Node 3 goes quiet and is fenced; 1 and 2 heartbeat.
+    for now in [3_000, 6_000, 9_000] {
+        for n in [1, 2] {
+            let e = c.ctl.image().broker(n).unwrap().epoch;
+            c.heartbeat(n, e, now);
+        }
+    }
+    let out = c.ctl.tick(9_000);
+    c.take(out);
+    c.commit();
+    assert!(c.ctl.image().broker(3).unwrap().fenced);
+    assert_eq!(alter(&mut c, vec![1, 3]), Ok(()));
+    let p = &c.ctl.image().topic_by_name("t").unwrap().partitions[0];
+    assert_eq!((p.adding.clone(), p.removing.clone()), (vec![3], vec![2]));
+}

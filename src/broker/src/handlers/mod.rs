@@ -82,7 +82,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::AlterConfigs
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::AlterPartitionReassignments
-        // Reaches other nodes through the controller runtime's transport (shard 0's).
+        // Reach other nodes through the controller runtime's transport (shard 0's).
+        | ApiKey::ListPartitionReassignments
         | ApiKey::ElectLeaders => Some(ShardId(0)),
         _ => None,
     }
@@ -146,7 +147,7 @@ pub async fn dispatch(
             respond(h, &alter_partition_reassignments::handle(shard, h, r).await)
         }
         RequestKind::ListPartitionReassignments(r) => {
-            respond(h, &list_partition_reassignments::handle(shard, h, r))
+            respond(h, &list_partition_reassignments::handle(shard, h, r).await)
         }
         RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
