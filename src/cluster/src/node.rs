@@ -1003,6 +1003,8 @@ impl Inner {
                         self.raft_fx(st, fx);
                     }
                 }
+                // Only partitions' groups are asked to move their log start (DeleteRecords).
+                RaftEffect::LogStartOffset { .. } => {}
             }
         }
     }

@@ -222,7 +222,8 @@ pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
 pub use log::{
-    batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
+    batch_records, entry_records, log_start_data, log_start_of, log_start_of_data, FetchedBatch,
+    Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
 };
 pub use manager::{Batch, Config, Error, GroupManager, GroupStatus, Membership, MembershipStep};
 pub use rng::Rng;

@@ -108,6 +108,11 @@ pub struct GroupStatus {
     /// True on a leader once an entry of its own term committed: only then does it accept
     /// proposals.
     pub ready: bool,
+    /// A ready leader whose high watermark covers an entry of its own term: everything
+    /// earlier leaders committed is applied here (their DeleteRecords' log starts included),
+    /// so its log start and high watermark are at least what any earlier leader answered:
+    /// only then may it serve reads.
+    pub serving: bool,
     /// Raft's commit index as this replica knows it (may be ahead of what it has synced).
     pub commit_index: u64,
     /// Highest index committed *and* synced here; `high_watermark` is its Kafka offset.
@@ -184,11 +189,13 @@ impl Replica {
     fn status(&self) -> GroupStatus {
         let r = &self.node.raft;
         let log = r.raft_log.store();
+        let ready = r.state == StateRole::Leader && r.commit_to_current_term();
         GroupStatus {
             role: r.state.into(),
             term: r.term,
             leader: (r.leader_id != raft::INVALID_ID).then_some(r.leader_id),
-            ready: r.state == StateRole::Leader && r.commit_to_current_term(),
+            ready,
+            serving: ready && log.term_of(self.hw_index) == Some(r.term),
             commit_index: r.raft_log.committed,
             hw_index: self.hw_index,
             high_watermark: log.next_offset_after(self.hw_index),
@@ -947,6 +954,49 @@ impl GroupManager {
     /// [`Effect::Proposed`] (with the offsets it will get), then later `Committed` or
     /// `Failed`; otherwise `Failed` comes back from this call.
     pub fn propose(&mut self, group: GroupId, token: ProposalToken, batch: Batch) -> Vec<Effect> {
+        if batch.records == 0 || batch.bytes.is_empty() {
+            return self.propose_entry(group, token, None);
+        }
+        let e = Entry {
+            data: batch.bytes,
+            context: records_context(batch.records),
+            ..Default::default()
+        };
+        self.propose_entry(group, token, Some((e, batch.records)))
+    }
+
+    /// Proposes moving the group's log start to Kafka offset `offset` (DeleteRecords): an
+    /// entry of Raft's own (one offset, a control batch in the partition log) that every
+    /// replica applies as it commits, reporting [`Effect::LogStartOffset`] and compacting its
+    /// Raft log to the latest entry at or below `offset` it can (see [`Self::compact`]). As
+    /// [`Self::propose`]: `Proposed`, then `Committed` (the leader applied it: its log
+    /// start is `offset` or more) or `Failed`. `offset` must lie within what the leader has
+    /// committed (its high watermark), else the proposal fails as `InvalidBatch` (Kafka's
+    /// DeleteRecords refuses an offset past the high watermark).
+    pub fn propose_log_start(
+        &mut self,
+        group: GroupId,
+        token: ProposalToken,
+        offset: i64,
+    ) -> Vec<Effect> {
+        let within = self
+            .groups
+            .get(&group)
+            .is_none_or(|r| offset >= 0 && offset <= r.status().high_watermark);
+        let e = Entry {
+            data: crate::log::log_start_data(offset),
+            ..Default::default()
+        };
+        self.propose_entry(group, token, within.then_some((e, 1)))
+    }
+
+    /// Proposes `entry` (occupying `records` offsets; `None`: an invalid proposal).
+    fn propose_entry(
+        &mut self,
+        group: GroupId,
+        token: ProposalToken,
+        entry: Option<(Entry, u32)>,
+    ) -> Vec<Effect> {
         let mut out = Out::default();
         let fail = |error| {
             vec![Effect::Failed {
@@ -970,19 +1020,14 @@ impl GroupManager {
         if !status.ready {
             return fail(ProposeError::NotReady);
         }
-        if batch.records == 0 || batch.bytes.is_empty() {
+        let Some((e, records)) = entry else {
             return fail(ProposeError::InvalidBatch);
-        }
+        };
         // Between calls the store holds every entry raft-rs has (each call hands the whole
         // Ready to storage), so its next offset is the offset this entry will get.
         let last = r.node.raft.raft_log.last_index();
         assert_eq!(last, r.node.raft.raft_log.store().last_index());
         let base = r.node.raft.raft_log.store().next_offset();
-        let e = Entry {
-            data: batch.bytes,
-            context: records_context(batch.records),
-            ..Default::default()
-        };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.cfg.node_id;
@@ -999,7 +1044,7 @@ impl GroupManager {
             index,
             span: OffsetSpan {
                 base,
-                records: batch.records,
+                records,
                 term,
             },
         });
@@ -1033,23 +1078,33 @@ impl GroupManager {
     /// returned offset on. Followers that need an entry before the start get a snapshot:
     /// "restart your log here" (see `ReplicaLog`'s `Storage::snapshot`).
     pub fn compact(&mut self, group: GroupId, offset: i64) -> (i64, Vec<Effect>) {
-        let Some(r) = self.groups.get_mut(&group) else {
+        if !self.groups.contains_key(&group) {
             return (offset, Vec::new());
-        };
+        }
+        let mut out = Out::default();
+        let (start, freed) = self.compact_log(group, offset, &mut out);
+        self.cached_bytes -= freed;
+        (start, self.finish(out, []))
+    }
+
+    /// [`Self::compact`]'s work: moves the Raft log start (if it can move) and writes it.
+    /// Returns the log's start offset afterwards and the bytes freed (the caller accounts
+    /// for them: inside `drive`, `finish` counts the group's bytes before and after).
+    fn compact_log(&mut self, group: GroupId, offset: i64, out: &mut Out) -> (i64, u64) {
+        let r = self.groups.get_mut(&group).expect("group");
         let log = r.node.mut_store();
         let keep_from = log.start_candidate(offset, r.hw_index);
         let Some((first, _)) = keep_from.filter(|&(i, _)| i > log.first_index()) else {
-            return (log.start_offset(), Vec::new());
+            return (log.start_offset(), 0);
         };
-        self.cached_bytes -= log.compact_before(first);
+        let freed = log.compact_before(first);
         let (index, term, offset) = (
             log.first_index() - 1,
             log.term_of(log.first_index() - 1).expect("start term"),
             log.start_offset(),
         );
-        let mut out = Out::default();
         self.write(
-            &mut out,
+            out,
             Write::LogStart {
                 group,
                 index,
@@ -1058,7 +1113,33 @@ impl GroupManager {
                 reset: false,
             },
         );
-        (offset, self.finish(out, []))
+        (offset, freed)
+    }
+
+    /// A committed log-start entry (index `index`, asking for Kafka offset `offset`) was
+    /// applied on `group`: reports the partition log's new start and compacts the Raft log
+    /// up to the latest entry at or below it whose offsets are known without a read (as
+    /// retention does: the partition log keeps its batches from there, see
+    /// [`Effect::LogStartOffset`]). Called once the entry is applied (so raft-rs never
+    /// reads an entry this drops).
+    fn apply_log_start(&mut self, group: GroupId, index: u64, offset: i64, out: &mut Out) {
+        let r = &self.groups[&group];
+        assert!(index <= r.hw_index, "a log-start entry applied before it is");
+        // The entry was proposed within the leader's high watermark, which lies below the
+        // entry itself; an offset past the entry is not what `propose_log_start` writes.
+        let entry_base = r
+            .node
+            .store()
+            .span(index)
+            .map(|s| s.base)
+            .unwrap_or(i64::MAX);
+        let offset = offset.min(entry_base);
+        out.effects.push(Effect::LogStartOffset {
+            group,
+            index,
+            offset,
+        });
+        self.compact_log(group, offset, out);
     }
 
     /// Answers `Effect::Fetch { id, .. }`: the batches read from the partition log at its
@@ -1348,7 +1429,13 @@ impl GroupManager {
             // entries only once they are synced here). Their result is written before the
             // hard state whose commit covers them: see `Write::Conf`.
             let mut conf = snapshot_conf;
+            // The last log-start entry among them (DeleteRecords): starts only move up, so
+            // it is the one that counts (an earlier, higher one has moved the log already).
+            let mut log_start = None;
             for e in &committed {
+                if let Some(offset) = crate::log::log_start_of(e) {
+                    log_start = Some((e.index, offset));
+                }
                 if let Some(cc) = conf_change_of(e) {
                     match r.node.apply_conf_change(&cc) {
                         Ok(cs) => conf = Some((cs.voters, cs.learners)),
@@ -1403,6 +1490,9 @@ impl GroupManager {
             if let Some(last) = committed.last().map(|e| e.index) {
                 Self::apply(group, r, last, out);
                 r.node.advance_apply_to(last);
+            }
+            if let Some((index, offset)) = log_start {
+                self.apply_log_start(group, index, offset, out);
             }
             // A snapshot is a few bytes here (no state): the leader counts it delivered at
             // once and probes from after it; if it was lost the follower's rejection sends

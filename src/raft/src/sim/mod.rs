@@ -551,6 +551,7 @@ impl Sim {
                     );
                 }
                 Effect::HighWatermark { .. } => {}
+                Effect::LogStartOffset { .. } => {}
                 Effect::Fetch {
                     group,
                     id,
