@@ -387,28 +387,16 @@ async fn admin_topic_lifecycle() {
     let elem = res
         .find_partition("life", 4)
         .expect("DeleteRecords result for life/4");
-    if test_cluster_nodes().is_some() {
-        // Not built yet for replicated partitions (README: the new log start has to go
-        // through Raft): refused as a policy, nothing deleted. Fails once it is built, so
-        // that this branch goes.
-        eprintln!("SKIPPED part (test cluster): DeleteRecords on a replicated partition");
-        assert_eq!(
-            elem.error(),
-            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::PolicyViolation)),
-            "DeleteRecords on a replicated partition"
-        );
-        assert_eq!(watermarks(&cons, "life", 4), (0, base + 10));
-    } else {
-        elem.error().expect("DeleteRecords life/4");
-        assert_eq!(
-            elem.offset(),
-            Offset::Offset(4),
-            "DeleteRecords low watermark"
-        );
-        assert_eq!(watermarks(&cons, "life", 4), (4, 10));
-        let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
-        assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
-    }
+    // (On a test cluster the partition is replicated: the move goes through Raft.)
+    elem.error().expect("DeleteRecords life/4");
+    assert_eq!(
+        elem.offset(),
+        Offset::Offset(base + 4),
+        "DeleteRecords low watermark"
+    );
+    assert_eq!(watermarks(&cons, "life", 4), (base + 4, base + 10));
+    let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
+    assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], base + 4);
 
     // DeleteTopics, then metadata no longer lists it.
     let res = adm

@@ -1429,12 +1429,14 @@ impl GroupManager {
             // entries only once they are synced here). Their result is written before the
             // hard state whose commit covers them: see `Write::Conf`.
             let mut conf = snapshot_conf;
-            // The last log-start entry among them (DeleteRecords): starts only move up, so
-            // it is the one that counts (an earlier, higher one has moved the log already).
-            let mut log_start = None;
+            // The log-start entry among them (DeleteRecords) asking for the most: starts
+            // only move up, so the others change nothing.
+            let mut log_start: Option<(u64, i64)> = None;
             for e in &committed {
                 if let Some(offset) = crate::log::log_start_of(e) {
-                    log_start = Some((e.index, offset));
+                    if log_start.is_none_or(|(_, o)| offset > o) {
+                        log_start = Some((e.index, offset));
+                    }
                 }
                 if let Some(cc) = conf_change_of(e) {
                     match r.node.apply_conf_change(&cc) {
@@ -1647,6 +1649,8 @@ mod tests {
         written: Vec<u64>,
         /// Per node: every write, in the on-disk format (`wal`).
         disk: Vec<Vec<u8>>,
+        /// Per node: every other effect, in order.
+        seen: Vec<Vec<Effect>>,
         now: u64,
     }
 
@@ -1665,6 +1669,7 @@ mod tests {
                 net: Vec::new(),
                 written: vec![0; 3],
                 disk: vec![Vec::new(); 3],
+                seen: vec![Vec::new(); 3],
                 now: 0,
             };
             for i in 0..3 {
@@ -1685,7 +1690,10 @@ mod tests {
                             crate::wal::encode_record(w, &mut self.disk[i]);
                         }
                     }
-                    other => rest.push(other),
+                    other => {
+                        self.seen[i].push(other.clone());
+                        rest.push(other)
+                    }
                 }
             }
             rest
@@ -2155,6 +2163,117 @@ mod tests {
             }
         }
         panic!("never done");
+    }
+
+    #[test]
+    fn a_log_start_entry_moves_every_replicas_start_as_it_commits() {
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        assert!(t.status(l).serving);
+        assert!((0..3).filter(|&i| i != l).all(|i| !t.status(i).serving));
+        // The no-op holds offset 0, then five batches of two records: 1..=10.
+        for token in 1..=5 {
+            t.propose(l, token);
+        }
+        run_until(&mut t, 200, |t| (0..3).all(|i| t.status(i).high_watermark == 11));
+        // Past the high watermark, or negative: refused (Kafka's OFFSET_OUT_OF_RANGE).
+        for bad in [12, -1] {
+            let fx = t.m[l].propose_log_start(1, ProposalToken(50), bad);
+            assert!(matches!(
+                &fx[..],
+                [Effect::Failed {
+                    error: ProposeError::InvalidBatch,
+                    ..
+                }]
+            ));
+        }
+        // On a follower: not the leader.
+        let f = (l + 1) % 3;
+        let fx = t.m[f].propose_log_start(1, ProposalToken(51), 6);
+        assert!(matches!(
+            &fx[..],
+            [Effect::Failed {
+                error: ProposeError::NotLeader { .. },
+                ..
+            }]
+        ));
+        // Inside the batch at 5..=6: every replica's start becomes 6 as the entry commits
+        // there, and its Raft log starts at that batch's entry (index 4, offset 5).
+        let fx = t.m[l].propose_log_start(1, ProposalToken(52), 6);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Proposed { span, .. } if span.base == 11 && span.records == 1
+        )));
+        t.take(l, fx);
+        let moved = |t: &Trio, i: usize| {
+            t.seen[i]
+                .iter()
+                .any(|e| matches!(e, Effect::LogStartOffset { index: 7, offset: 6, .. }))
+        };
+        run_until(&mut t, 200, |t| (0..3).all(|i| moved(t, i)));
+        assert!(t.seen[l]
+            .iter()
+            .any(|e| matches!(e, Effect::Committed { token: ProposalToken(52), span, .. } if span.base == 11)));
+        for i in 0..3 {
+            let log = t.m[i].log(1).unwrap();
+            assert_eq!((log.first_index(), log.start_offset()), (4, 5), "node {i}");
+            assert_eq!(t.status(i).high_watermark, 12);
+            // Once only, and what it asks for never passes the entry itself.
+            let n = t.seen[i]
+                .iter()
+                .filter(|e| matches!(e, Effect::LogStartOffset { .. }))
+                .count();
+            assert_eq!(n, 1);
+            // The Raft log start is persisted (replayed from what was written).
+            let replayed = crate::wal::replay(&t.disk[i]).unwrap();
+            let rlog = &replayed.logs[&1];
+            assert_eq!(rlog.start_offset(), 5, "node {i}");
+        }
+        // A lower start later changes nothing on the Raft log (the driver keeps the max).
+        let fx = t.m[l].propose_log_start(1, ProposalToken(53), 2);
+        t.take(l, fx);
+        run_until(&mut t, 200, |t| (0..3).all(|i| t.status(i).high_watermark == 13));
+        for i in 0..3 {
+            let log = t.m[i].log(1).unwrap();
+            assert_eq!((log.first_index(), log.start_offset()), (4, 5), "node {i}");
+        }
+        // A follower that is behind the Raft log start gets a snapshot and then the rest,
+        // the next log-start entry included.
+        let lagging = (l + 2) % 3;
+        let up: Vec<u64> = (0..3).filter(|&i| i != lagging).map(|i| i as u64 + 1).collect();
+        for token in 60..63 {
+            t.propose(l, token);
+        }
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.status(l).high_watermark, 19);
+        let fx = t.m[l].propose_log_start(1, ProposalToken(64), 17);
+        t.take(l, fx);
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.m[l].log(1).unwrap().first_index(), 11);
+        run_until(&mut t, 400, |t| t.status(lagging).high_watermark == 20);
+        // (It was restarted by a snapshot at the leader's Raft log start.)
+        assert_eq!(t.m[lagging].log(1).unwrap().first_index(), 11);
+        assert!(t.seen[lagging]
+            .iter()
+            .any(|e| matches!(e, Effect::LogStartOffset { offset: 17, .. })));
     }
 
     /// The leader of `group` among the three, if one is ready.

@@ -16,7 +16,9 @@
 //! ([`PartitionLog::set_replicated`]) clamps it to Raft's commit-and-synced offset
 //! ([`PartitionLog::set_high_watermark`]). Reads, offset lookups, DeleteRecords and
 //! retention never go past the high watermark; only replication's own reads
-//! ([`PartitionLog::read_replica`]) see the durable entries above it. A truncation (`replica.rs`, with follower appends and the
+//! ([`PartitionLog::read_replica`]) see the durable entries above it, and below the log
+//! start down to the first segment kept (a replicated log's start may lie past its first
+//! Raft entry, whose segments stay: [`PartitionLog::move_replica_start`]). A truncation (`replica.rs`, with follower appends and the
 //! leader-epoch history) holds both flush stages; a flush stage that began before it is
 //! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 
