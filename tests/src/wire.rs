@@ -538,7 +538,12 @@ pub fn delete_records(
 
 /// Fetch v4 of `topic`/`partition` from `offset` (no waiting): the partition's error code,
 /// its high watermark and the records bytes (possibly empty).
-pub fn fetch_at(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -> (i16, i64, Vec<u8>) {
+pub fn fetch_at(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64, Vec<u8>) {
     let mut body = Enc::new().i32(-1).i32(0).i32(1).i32(1 << 20).0;
     body.push(0); // isolation level
     let body = Enc(body)

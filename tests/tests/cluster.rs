@@ -1813,7 +1813,12 @@ async fn a_partition_gains_a_replica_and_a_cancelled_move_settles() {
 /// The serving leader of `topic`/0 as node `ask`'s Metadata names it, other than `not`:
 /// its node id and a connection to it, once it answers ListOffsets (a new leader answers
 /// OFFSET_NOT_AVAILABLE until its election no-op committed).
-fn serving_leader(c: &mut Cluster, ask: usize, topic: &str, not: Option<usize>) -> (usize, TcpStream) {
+fn serving_leader(
+    c: &mut Cluster,
+    ask: usize,
+    topic: &str,
+    not: Option<usize>,
+) -> (usize, TcpStream) {
     use sluice_tests::wire::{connect_port, list_offset, partition_leader};
     let port = c.node(ask).port();
     poll_until(SETTLE, "a serving leader", || {
@@ -1870,9 +1875,18 @@ async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
     // A follower refuses; past the high watermark is out of range; nothing moved.
     let follower = c.ids().find(|&i| i != leader).unwrap();
     let mut f = sluice_tests::wire::connect_port(c.node(follower).port());
-    assert_eq!(delete_records(&mut f, DR, 0, x, 30_000).0, NOT_LEADER_OR_FOLLOWER);
-    assert_eq!(delete_records(&mut l, DR, 0, hw + 1, 30_000).0, OFFSET_OUT_OF_RANGE);
-    assert_eq!(delete_records(&mut l, DR, 0, -2, 30_000).0, OFFSET_OUT_OF_RANGE);
+    assert_eq!(
+        delete_records(&mut f, DR, 0, x, 30_000).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(
+        delete_records(&mut l, DR, 0, hw + 1, 30_000).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(
+        delete_records(&mut l, DR, 0, -2, 30_000).0,
+        OFFSET_OUT_OF_RANGE
+    );
     assert_eq!(list_offset(&mut l, DR, 0, -2), (0, start));
 
     // The move: answered with the new start, which reads then see.
@@ -1899,7 +1913,10 @@ async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
             while let Some(m) = cons.poll(Duration::from_millis(200)) {
                 let m = m.ok()?;
                 use rdkafka::Message;
-                got.push((m.offset(), String::from_utf8_lossy(m.payload()?).into_owned()));
+                got.push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload()?).into_owned(),
+                ));
             }
             (got.len() >= want).then_some(())
         });
@@ -1919,7 +1936,11 @@ async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
     let ask = follower;
     let (leader2, mut l2) =
         tokio::task::block_in_place(|| serving_leader(&mut c, ask, DR, Some(leader)));
-    assert_eq!(list_offset(&mut l2, DR, 0, -2), (0, x), "new leader {leader2}");
+    assert_eq!(
+        list_offset(&mut l2, DR, 0, -2),
+        (0, x),
+        "new leader {leader2}"
+    );
     assert_eq!(fetch_at(&mut l2, DR, 0, x - 1).0, OFFSET_OUT_OF_RANGE);
     assert_eq!(fetch_at(&mut l2, DR, 0, start).0, OFFSET_OUT_OF_RANGE);
     assert_eq!(fetch_at(&mut l2, DR, 0, x).0, 0);
@@ -1947,7 +1968,11 @@ async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
     tokio::task::block_in_place(|| c.node(leader2).kill9());
     let (leader3, mut l3) =
         tokio::task::block_in_place(|| serving_leader(&mut c, leader, DR, Some(leader2)));
-    assert_eq!(list_offset(&mut l3, DR, 0, -2), (0, hw2), "leader {leader3}");
+    assert_eq!(
+        list_offset(&mut l3, DR, 0, -2),
+        (0, hw2),
+        "leader {leader3}"
+    );
     assert_eq!(fetch_at(&mut l3, DR, 0, hw2 - 1).0, OFFSET_OUT_OF_RANGE);
     tokio::task::block_in_place(|| c.node(leader2).restart());
     tokio::task::block_in_place(|| c.stop_all());

@@ -408,7 +408,12 @@ async fn admin_topic_lifecycle() {
         let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
         let got = &got[&4];
         assert_eq!(got.len(), 7, "life/4 after DeleteRecords");
-        assert_log_eq("life/4 after DeleteRecords", &got[..6], &recs[4..], base + 4);
+        assert_log_eq(
+            "life/4 after DeleteRecords",
+            &got[..6],
+            &recs[4..],
+            base + 4,
+        );
         assert_eq!(got[6].offset, end);
         assert!(got[6].rec == more[0]);
     } else {

@@ -1124,7 +1124,10 @@ impl GroupManager {
     /// reads an entry this drops).
     fn apply_log_start(&mut self, group: GroupId, index: u64, offset: i64, out: &mut Out) {
         let r = &self.groups[&group];
-        assert!(index <= r.hw_index, "a log-start entry applied before it is");
+        assert!(
+            index <= r.hw_index,
+            "a log-start entry applied before it is"
+        );
         // The entry was proposed within the leader's high watermark, which lies below the
         // entry itself; an offset past the entry is not what `propose_log_start` writes.
         let entry_base = r
@@ -2175,7 +2178,9 @@ mod tests {
         for token in 1..=5 {
             t.propose(l, token);
         }
-        run_until(&mut t, 200, |t| (0..3).all(|i| t.status(i).high_watermark == 11));
+        run_until(&mut t, 200, |t| {
+            (0..3).all(|i| t.status(i).high_watermark == 11)
+        });
         // Past the high watermark, or negative: refused (Kafka's OFFSET_OUT_OF_RANGE).
         for bad in [12, -1] {
             let fx = t.m[l].propose_log_start(1, ProposalToken(50), bad);
@@ -2206,9 +2211,16 @@ mod tests {
         )));
         t.take(l, fx);
         let moved = |t: &Trio, i: usize| {
-            t.seen[i]
-                .iter()
-                .any(|e| matches!(e, Effect::LogStartOffset { index: 7, offset: 6, .. }))
+            t.seen[i].iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::LogStartOffset {
+                        index: 7,
+                        offset: 6,
+                        ..
+                    }
+                )
+            })
         };
         run_until(&mut t, 200, |t| (0..3).all(|i| moved(t, i)));
         assert!(t.seen[l]
@@ -2232,7 +2244,9 @@ mod tests {
         // A lower start later changes nothing on the Raft log (the driver keeps the max).
         let fx = t.m[l].propose_log_start(1, ProposalToken(53), 2);
         t.take(l, fx);
-        run_until(&mut t, 200, |t| (0..3).all(|i| t.status(i).high_watermark == 13));
+        run_until(&mut t, 200, |t| {
+            (0..3).all(|i| t.status(i).high_watermark == 13)
+        });
         for i in 0..3 {
             let log = t.m[i].log(1).unwrap();
             assert_eq!((log.first_index(), log.start_offset()), (4, 5), "node {i}");
@@ -2240,7 +2254,10 @@ mod tests {
         // A follower that is behind the Raft log start gets a snapshot and then the rest,
         // the next log-start entry included.
         let lagging = (l + 2) % 3;
-        let up: Vec<u64> = (0..3).filter(|&i| i != lagging).map(|i| i as u64 + 1).collect();
+        let up: Vec<u64> = (0..3)
+            .filter(|&i| i != lagging)
+            .map(|i| i as u64 + 1)
+            .collect();
         for token in 60..63 {
             t.propose(l, token);
         }

@@ -974,7 +974,11 @@ fn a_log_start_entry_moves_every_replicas_start_and_survives_restarts() {
         c.handle(l, fx).await;
         c.await_outcome(&[token]).await;
         // (Not a batch: `check_logs` checks the committed batches only.)
-        assert!(c.committed.remove(&token).is_some(), "{:?}", c.failed.get(&token));
+        assert!(
+            c.committed.remove(&token).is_some(),
+            "{:?}",
+            c.failed.get(&token)
+        );
         c.await_converged(10).await;
         let check = |c: &Cluster, n: NodeId| {
             let log = c.nodes[&n].store.log(10).unwrap();
@@ -986,7 +990,10 @@ fn a_log_start_entry_moves_every_replicas_start_and_survives_restarts() {
         for n in VOTERS {
             let raft_start = check(&c, n);
             let log = c.nodes[&n].store.log(10).unwrap();
-            assert!(log.retained_start() > 0, "node {n}: segments below were deleted");
+            assert!(
+                log.retained_start() > 0,
+                "node {n}: segments below were deleted"
+            );
             // Readers get OFFSET_OUT_OF_RANGE below it; at it, the batch holding it.
             assert!(matches!(
                 log.read(x - 1, 1 << 20).await,

@@ -1008,9 +1008,9 @@ impl Sim {
                 return;
             };
             let start = mgr.log(g).expect("group").start_offset();
-            let offset = self
-                .rng
-                .range(start as u64, s.high_watermark.max(start) as u64) as i64;
+            let offset =
+                self.rng
+                    .range(start as u64, s.high_watermark.max(start) as u64) as i64;
             trace!(
                 self,
                 "node {node} group {group}: propose log start {offset} ({token})",
