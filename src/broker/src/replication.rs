@@ -29,6 +29,12 @@
 //!   quorum's synced logs) and this leader's own high watermark covers it, so the client's
 //!   next ListOffsets or Fetch on this node sees it; acks=1 once the leader's Raft log holds it
 //!   (offsets assigned, not yet durable anywhere: Kafka's acks=1 risk); acks=0 at once.
+//! - DeleteRecords ([`delete_records`]) is a log-start entry through Raft, answered once it
+//!   committed and this leader applied it: `push` raises the log's start for readers as the
+//!   manager reports `Effect::LogStartOffset` (before the driver runs), the store persists
+//!   it. A leader serves reads, ListOffsets and DeleteRecords only once it is
+//!   `GroupStatus::serving` (everything earlier leaders committed is applied here), so no
+//!   new leader serves below an acknowledged DeleteRecords.
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
