@@ -12,7 +12,8 @@
 //! is ignored until the offsets topic is replicated.
 //! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
 //! three nodes too: a move to another node under `acks=all` with the leaving node killed
-//! afterwards, a replication-factor increase, and a move cancelled at once.
+//! afterwards, a replication-factor increase, and a move cancelled at once. DeleteRecords on
+//! a partition with three replicas is checked across two kill -9s of its leader.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
