@@ -507,3 +507,64 @@ pub fn elect_leaders(
     }
     (error, out)
 }
+
+/// DeleteRecords v1 of `topic`/`partition` before `offset` (-1: the high watermark), with
+/// the request's `timeout_ms`: the partition's error code and low watermark.
+pub fn delete_records(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout_ms: i32,
+) -> (i16, i64) {
+    let body = Enc::new()
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .i64(offset)
+        .i32(timeout_ms)
+        .0;
+    let resp = call(s, 21, 1, 23, &body);
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.i32(), partition);
+    let low_watermark = d.i64();
+    (d.i16(), low_watermark)
+}
+
+/// Fetch v4 of `topic`/`partition` from `offset` (no waiting): the partition's error code,
+/// its high watermark and the records bytes (possibly empty).
+pub fn fetch_at(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64, Vec<u8>) {
+    let mut body = Enc::new().i32(-1).i32(0).i32(1).i32(1 << 20).0;
+    body.push(0); // isolation level
+    let body = Enc(body)
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .i64(offset)
+        .i32(1 << 20)
+        .0;
+    let resp = call(s, 1, 4, 24, &body);
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1);
+    assert_eq!(d.i32(), partition);
+    let error = d.i16();
+    let hw = d.i64();
+    let _lso = d.i64();
+    let aborted = d.i32();
+    assert!(aborted <= 0, "no transactions");
+    (error, hw, d.bytes().unwrap_or_default())
+}

@@ -13,7 +13,8 @@
 //! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
 //! three nodes too: a move to another node under `acks=all` with the leaving node killed
 //! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
-//! of a node cut off from the controller (an error, never a stale answer).
+//! of a node cut off from the controller (an error, never a stale answer). DeleteRecords on
+//! a partition with three replicas is checked across two kill -9s of its leader.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
@@ -1829,5 +1830,173 @@ async fn list_partition_reassignments_answers_as_the_controller_would() {
                 .then_some(())
         });
     });
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// The serving leader of `topic`/0 as node `ask`'s Metadata names it, other than `not`:
+/// its node id and a connection to it, once it answers ListOffsets (a new leader answers
+/// OFFSET_NOT_AVAILABLE until its election no-op committed).
+fn serving_leader(
+    c: &mut Cluster,
+    ask: usize,
+    topic: &str,
+    not: Option<usize>,
+) -> (usize, TcpStream) {
+    use sluice_tests::wire::{connect_port, list_offset, partition_leader};
+    let port = c.node(ask).port();
+    poll_until(SETTLE, "a serving leader", || {
+        let mut s = connect_port(port);
+        let (id, leader_port) = partition_leader(&mut s, topic, 0)?;
+        let id = usize::try_from(id).ok().filter(|&i| Some(i) != not)?;
+        let mut l = connect_port(leader_port);
+        (list_offset(&mut l, topic, 0, -2).0 == 0).then_some((id, l))
+    })
+}
+
+/// DeleteRecords on a partition with three replicas (Kafka's semantics, through Raft): the
+/// leader answers with the new log start (inside a batch too) once the move committed, and
+/// ListOffsets earliest and Fetch below it behave as after Kafka's DeleteRecords; followers
+/// answer NOT_LEADER_OR_FOLLOWER, an offset past the high watermark OFFSET_OUT_OF_RANGE, a
+/// lower one changes nothing. After kill -9 of the leader the new leader has the same log
+/// start; -1 (the high watermark) empties the partition; the start survives the killed
+/// node's restart and another leader change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
+    use sluice_tests::wire::{delete_records, fetch_at, list_offset};
+    require_cluster!();
+    const DR: &str = "dr3";
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let mut c = Cluster::start(3);
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first) == [1, 2, 3]).then_some(())
+        })
+    });
+    let t = NewTopic::new(DR, 1, TopicReplication::Fixed(3));
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let (leader, mut l) = tokio::task::block_in_place(|| serving_leader(&mut c, 1, DR, None));
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let mut sent = Vec::new();
+    produce_round(&p, DR, 0, 100, &mut sent).await;
+    let (e, start) = list_offset(&mut l, DR, 0, -2);
+    assert_eq!(e, 0);
+    let (e, hw) = list_offset(&mut l, DR, 0, -1);
+    assert_eq!(e, 0);
+    assert!(hw >= start + 100, "{start}..{hw}");
+    // One batch per record, the last 100 offsets (Raft's election no-op comes first).
+    let x = hw - 100 + 37;
+
+    // A follower refuses; past the high watermark is out of range; nothing moved.
+    let follower = c.ids().find(|&i| i != leader).unwrap();
+    let mut f = sluice_tests::wire::connect_port(c.node(follower).port());
+    assert_eq!(
+        delete_records(&mut f, DR, 0, x, 30_000).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(
+        delete_records(&mut l, DR, 0, hw + 1, 30_000).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(
+        delete_records(&mut l, DR, 0, -2, 30_000).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(list_offset(&mut l, DR, 0, -2), (0, start));
+
+    // The move: answered with the new start, which reads then see.
+    assert_eq!(delete_records(&mut l, DR, 0, x, 30_000), (0, x));
+    assert_eq!(list_offset(&mut l, DR, 0, -2), (0, x));
+    assert_eq!(fetch_at(&mut l, DR, 0, x - 1).0, OFFSET_OUT_OF_RANGE);
+    let (e, _, records) = fetch_at(&mut l, DR, 0, x);
+    assert_eq!(e, 0);
+    assert!(!records.is_empty(), "the records from {x} on are there");
+    // A lower offset changes nothing and answers the start.
+    assert_eq!(delete_records(&mut l, DR, 0, x - 10, 30_000), (0, x));
+    // A consumer from the beginning starts at it.
+    let read_from_start = |bootstrap: String, want: usize| {
+        let mut cfg = base_config(&bootstrap);
+        cfg.set("group.id", "dr3-reader")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        let cons: BaseConsumer = cfg.create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(DR, 0, Offset::Beginning).unwrap();
+        cons.assign(&tpl).expect("assign");
+        let mut got = Vec::new();
+        poll_until(SETTLE, "the records after the log start", || {
+            while let Some(m) = cons.poll(Duration::from_millis(200)) {
+                let m = m.ok()?;
+                use rdkafka::Message;
+                got.push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload()?).into_owned(),
+                ));
+            }
+            (got.len() >= want).then_some(())
+        });
+        got
+    };
+    let got = tokio::task::block_in_place(|| read_from_start(c.bootstrap(), sent.len() - 37));
+    assert_eq!(got.first().map(|g| g.0), Some(x));
+    assert_eq!(
+        got.iter().map(|g| g.1.clone()).collect::<Vec<_>>(),
+        sent[37..],
+        "what is left"
+    );
+
+    // The leader dies: the new one has the same start (it serves only once everything
+    // committed before its term is applied).
+    tokio::task::block_in_place(|| c.node(leader).kill9());
+    let ask = follower;
+    let (leader2, mut l2) =
+        tokio::task::block_in_place(|| serving_leader(&mut c, ask, DR, Some(leader)));
+    assert_eq!(
+        list_offset(&mut l2, DR, 0, -2),
+        (0, x),
+        "new leader {leader2}"
+    );
+    assert_eq!(fetch_at(&mut l2, DR, 0, x - 1).0, OFFSET_OUT_OF_RANGE);
+    assert_eq!(fetch_at(&mut l2, DR, 0, start).0, OFFSET_OUT_OF_RANGE);
+    assert_eq!(fetch_at(&mut l2, DR, 0, x).0, 0);
+
+    // -1: up to the high watermark.
+    produce_round(&p, DR, 1, 20, &mut sent).await;
+    let (e, hw2) = list_offset(&mut l2, DR, 0, -1);
+    assert_eq!(e, 0);
+    assert_eq!(delete_records(&mut l2, DR, 0, -1, 30_000), (0, hw2));
+    assert_eq!(list_offset(&mut l2, DR, 0, -2), (0, hw2));
+    assert_eq!(fetch_at(&mut l2, DR, 0, hw2 - 1).0, OFFSET_OUT_OF_RANGE);
+
+    // The killed node comes back (its replica caught up through Raft), then the second
+    // leader dies too: whoever leads next, the start is still the high watermark.
+    tokio::task::block_in_place(|| c.node(leader).restart());
+    let back = c.node(leader).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the restarted node back in the ISR", || {
+            let cons: BaseConsumer = base_config(&back).create().ok()?;
+            let md = cons.fetch_metadata(Some(DR), Duration::from_secs(5)).ok()?;
+            let t = md.topics().iter().find(|t| t.name() == DR)?;
+            (t.partitions().first()?.isr().len() == 3).then_some(())
+        })
+    });
+    tokio::task::block_in_place(|| c.node(leader2).kill9());
+    let (leader3, mut l3) =
+        tokio::task::block_in_place(|| serving_leader(&mut c, leader, DR, Some(leader2)));
+    assert_eq!(
+        list_offset(&mut l3, DR, 0, -2),
+        (0, hw2),
+        "leader {leader3}"
+    );
+    assert_eq!(fetch_at(&mut l3, DR, 0, hw2 - 1).0, OFFSET_OUT_OF_RANGE);
+    tokio::task::block_in_place(|| c.node(leader2).restart());
     tokio::task::block_in_place(|| c.stop_all());
 }

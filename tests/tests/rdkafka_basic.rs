@@ -387,25 +387,36 @@ async fn admin_topic_lifecycle() {
     let elem = res
         .find_partition("life", 4)
         .expect("DeleteRecords result for life/4");
-    if test_cluster_nodes().is_some() {
-        // Not built yet for replicated partitions (README: the new log start has to go
-        // through Raft): refused as a policy, nothing deleted. Fails once it is built, so
-        // that this branch goes.
-        eprintln!("SKIPPED part (test cluster): DeleteRecords on a replicated partition");
-        assert_eq!(
-            elem.error(),
-            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::PolicyViolation)),
-            "DeleteRecords on a replicated partition"
+    // On a test cluster the partition is replicated: the move is a Raft entry, a control
+    // batch (consumers skip it) that takes the offset at the log end, as the election no-op
+    // does.
+    elem.error().expect("DeleteRecords life/4");
+    assert_eq!(
+        elem.offset(),
+        Offset::Offset(base + 4),
+        "DeleteRecords low watermark"
+    );
+    let cluster = test_cluster_nodes().is_some();
+    let end = base + 10 + i64::from(cluster);
+    assert_eq!(watermarks(&cons, "life", 4), (base + 4, end));
+    if cluster {
+        // One record after it, so that the log does not end with the control batch (the
+        // read below stops at the last record below the high watermark).
+        let more = gen_records(&mut rng, 1, base_timestamp());
+        let delivered = produce_all(&prod, "life", &[(4, more[0].clone())]).await;
+        assert_eq!(delivered, vec![(4, end)]);
+        let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
+        let got = &got[&4];
+        assert_eq!(got.len(), 7, "life/4 after DeleteRecords");
+        assert_log_eq(
+            "life/4 after DeleteRecords",
+            &got[..6],
+            &recs[4..],
+            base + 4,
         );
-        assert_eq!(watermarks(&cons, "life", 4), (0, base + 10));
+        assert_eq!(got[6].offset, end);
+        assert!(got[6].rec == more[0]);
     } else {
-        elem.error().expect("DeleteRecords life/4");
-        assert_eq!(
-            elem.offset(),
-            Offset::Offset(4),
-            "DeleteRecords low watermark"
-        );
-        assert_eq!(watermarks(&cons, "life", 4), (4, 10));
         let got = consume_all(&cons, "life", &[4], CONSUME_TIMEOUT).await;
         assert_log_eq("life/4 after DeleteRecords", &got[&4], &recs[4..], 4);
     }

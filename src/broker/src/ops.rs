@@ -42,8 +42,9 @@ pub enum PartitionOp {
     Fetch { offset: i64, max_bytes: i32 },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
     ListOffset { timestamp: i64 },
-    /// Advance the log start offset (-1: to the high watermark).
-    DeleteRecords { offset: i64 },
+    /// Advance the log start offset (-1: to the high watermark). `timeout_ms` bounds a
+    /// replicated partition's wait for the move to commit through Raft.
+    DeleteRecords { offset: i64, timeout_ms: i32 },
     /// Size and offsets, for DescribeLogDirs.
     Describe,
     /// OffsetForLeaderEpoch: the reply's `leader_epoch` and `size` are the epoch found and

@@ -29,6 +29,12 @@
 //!   quorum's synced logs) and this leader's own high watermark covers it, so the client's
 //!   next ListOffsets or Fetch on this node sees it; acks=1 once the leader's Raft log holds it
 //!   (offsets assigned, not yet durable anywhere: Kafka's acks=1 risk); acks=0 at once.
+//! - DeleteRecords ([`delete_records`]) is a log-start entry through Raft, answered once it
+//!   committed and this leader applied it: `push` raises the log's start for readers as the
+//!   manager reports `Effect::LogStartOffset` (before the driver runs), the store persists
+//!   it. A leader serves reads, ListOffsets and DeleteRecords only once it is
+//!   `GroupStatus::serving` (everything earlier leaders committed is applied here), so no
+//!   new leader serves below an acknowledged DeleteRecords.
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
@@ -620,6 +626,16 @@ impl Replication {
                     group
                 }
                 Effect::Role { group, .. } => group,
+                Effect::LogStartOffset { group, offset, .. } => {
+                    // Likewise the log start: a DeleteRecords is answered once its entry is
+                    // applied here, and the client's next read must not see below it; the
+                    // driver persists it (`ReplicaStore::log_start_offset`).
+                    if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref())
+                    {
+                        log.raise_replica_start(*offset);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if self.groups.borrow().get(group).is_some_and(|g| g.watched) {
@@ -1006,6 +1022,51 @@ impl Replication {
         self.push(fx);
     }
 
+    /// Proposes moving `group`'s log start to `offset` (DeleteRecords, on the leader; see
+    /// [`delete_records`]). Errors are Kafka error codes.
+    pub fn propose_log_start(&self, group: GroupId, offset: i64) -> Result<Rc<Proposal>, i16> {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        if self
+            .handoffs
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
+        {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        let token = ProposalToken(self.next_token.get());
+        self.next_token.set(token.0 + 1);
+        let p = Rc::new(Proposal::default());
+        self.proposals.borrow_mut().insert(token, p.clone());
+        let fx = self
+            .mgr
+            .borrow_mut()
+            .propose_log_start(group, token, offset);
+        let refused = fx.iter().find_map(|e| match e {
+            Effect::Failed {
+                token: t, error, ..
+            } if *t == token => Some(*error),
+            _ => None,
+        });
+        if let Some(error) = refused {
+            self.proposals.borrow_mut().remove(&token);
+            let rest = fx
+                .into_iter()
+                .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
+                .collect();
+            self.push(rest);
+            return Err(match error {
+                // Past the high watermark (checked by the caller too).
+                ProposeError::InvalidBatch => kerr::OFFSET_OUT_OF_RANGE,
+                e => propose_error_code(e),
+            });
+        }
+        self.push(fx);
+        Ok(p)
+    }
+
     /// Steps an envelope from another node (its groups on this shard).
     pub fn step(&self, env: Envelope) {
         if self.failure.borrow().is_some() || self.stopping.get() {
@@ -1185,6 +1246,9 @@ impl Replication {
                 Effect::HighWatermark { group, offset, .. } => {
                     store.high_watermark(group, offset);
                 }
+                Effect::LogStartOffset { group, offset, .. } => {
+                    store.log_start_offset(group, offset);
+                }
                 Effect::Role {
                     group,
                     role,
@@ -1201,7 +1265,8 @@ impl Replication {
                 }
             }
         }
-        if persisted.is_some() {
+        // (A log-start move is performed by the sync too, with or without writes.)
+        if persisted.is_some() || store.starts_pending() {
             let seq = store.sync().await.map_err(|e| e.to_string())?;
             let fx = self.mgr.borrow_mut().persisted(seq);
             self.push(fx);
@@ -1830,6 +1895,55 @@ pub async fn produce(
         log_append_time,
         log_start_offset: log.log_start_offset(),
         ..PartitionReply::default()
+    }
+}
+
+/// How long a DeleteRecords waits for its commit when the request gives no timeout
+/// (negative): the admin clients' default `timeout_ms`.
+const DELETE_RECORDS_WAIT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// DeleteRecords on a replicated partition this replica leads, as Kafka's leader answers
+/// it: `offset` -1 is the high watermark; below 0 or past the high watermark is
+/// OFFSET_OUT_OF_RANGE; at or below the log start changes nothing; else the new start goes
+/// through Raft (a log-start entry every replica applies as it commits, see
+/// `GroupManager::propose_log_start`) and the answer waits until it committed and this
+/// leader applied it (at most `timeout_ms`, then REQUEST_TIMED_OUT: it may still apply).
+/// The reply's `log_start_offset` is the low watermark: the log start afterwards.
+pub async fn delete_records(
+    rep: &Rc<Replication>,
+    group: GroupId,
+    log: &PartitionLog<DmaStorage>,
+    offset: i64,
+    timeout_ms: i32,
+) -> PartitionReply {
+    let hw = log.high_watermark();
+    let target = if offset == -1 { hw } else { offset };
+    if target < 0 || target > hw {
+        return PartitionReply::error(kerr::OFFSET_OUT_OF_RANGE);
+    }
+    let start = log.log_start_offset();
+    let done = |start: i64| PartitionReply {
+        log_start_offset: start,
+        ..PartitionReply::default()
+    };
+    if target <= start {
+        return done(start);
+    }
+    let p = match rep.propose_log_start(group, target) {
+        Ok(p) => p,
+        Err(code) => return PartitionReply::error(code),
+    };
+    let wait = if timeout_ms >= 0 {
+        Duration::from_millis(timeout_ms as u64)
+    } else {
+        DELETE_RECORDS_WAIT_DEFAULT
+    };
+    match p.wait(true, wait).await {
+        None => PartitionReply::error(kerr::REQUEST_TIMED_OUT),
+        Some(Err(e)) => PartitionReply::error(propose_error_code(e)),
+        // Applied here as it committed (the manager's call that reported the commit raised
+        // the log's start in `push`; a snapshot that replaced the log since moved it further).
+        Some(Ok(_)) => done(log.log_start_offset().max(target)),
     }
 }
 

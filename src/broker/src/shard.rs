@@ -784,8 +784,10 @@ impl BrokerShard {
         // A produce to a replicated partition waits for a quorum (up to its timeout): it
         // must not hold one of the permits that the general class, and with it the Raft
         // traffic into the owner, needs.
-        // So does an ElectLeaders, for the new leader.
-        let waits = (matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
+        // So does an ElectLeaders, for the new leader, and a DeleteRecords, for its commit.
+        let quorum_wait = matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
+            || matches!(req.op, PartitionOp::DeleteRecords { .. });
+        let waits = (quorum_wait
             && self
                 .topics()
                 .get_by_id(&req.topic_id)
@@ -851,15 +853,28 @@ impl BrokerShard {
                         None,
                     );
                 }
-                if !status.ready
-                    && matches!(req.op, PartitionOp::ListOffset { timestamp } if timestamp != -2 && timestamp != -4)
-                {
+                if !status.serving {
                     // A new leader knows its high watermark only once an entry of its term
-                    // committed: until then Kafka's answer (KAFKA-7395) is retriable.
-                    return (
-                        PartitionReply::error_at(kerr::OFFSET_NOT_AVAILABLE, epoch),
-                        None,
-                    );
+                    // committed, and its log start once it applied everything before that
+                    // (an earlier leader's DeleteRecords): until then ListOffsets gets
+                    // Kafka's retriable answer (KAFKA-7395), and reads and DeleteRecords
+                    // are sent to look the leader up again (a few milliseconds: one round
+                    // of the election no-op).
+                    match req.op {
+                        PartitionOp::ListOffset { .. } => {
+                            return (
+                                PartitionReply::error_at(kerr::OFFSET_NOT_AVAILABLE, epoch),
+                                None,
+                            )
+                        }
+                        PartitionOp::Fetch { .. } | PartitionOp::DeleteRecords { .. } => {
+                            return (
+                                PartitionReply::error_at(kerr::NOT_LEADER_OR_FOLLOWER, epoch),
+                                None,
+                            )
+                        }
+                        _ => {}
+                    }
                 }
                 Some((rep, group, epoch))
             }
@@ -913,12 +928,14 @@ impl BrokerShard {
                 }
             }
             PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
-            PartitionOp::DeleteRecords { .. } if raft.is_some() => {
-                // A replicated log's start moves through Raft (`GroupManager::compact`), and
-                // only at entry boundaries: not wired yet.
-                (PartitionReply::error(kerr::POLICY_VIOLATION), None)
+            PartitionOp::DeleteRecords { offset, timeout_ms } if raft.is_some() => {
+                let (rep, group, _) = raft.expect("replicated");
+                (
+                    crate::replication::delete_records(&rep, group, log, offset, timeout_ms).await,
+                    None,
+                )
             }
-            PartitionOp::DeleteRecords { offset } => {
+            PartitionOp::DeleteRecords { offset, .. } => {
                 let target = if offset == -1 {
                     log.high_watermark()
                 } else {

@@ -1011,6 +1011,8 @@ impl Inner {
                         self.raft_fx(st, fx);
                     }
                 }
+                // Only partitions' groups are asked to move their log start (DeleteRecords).
+                RaftEffect::LogStartOffset { .. } => {}
             }
         }
     }

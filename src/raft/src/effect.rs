@@ -137,6 +137,20 @@ pub enum Effect {
         index: u64,
         offset: i64,
     },
+    /// A committed log-start entry (DeleteRecords, `GroupManager::propose_log_start`) at
+    /// Raft index `index` was applied here: the partition log's start offset (Kafka's log
+    /// start offset, the first offset consumers may read; any offset, not only a batch
+    /// boundary) moves up to `offset`, never down (retention may have moved it further).
+    /// The Raft log's own start follows in the same call, at an entry at or below `offset`
+    /// (`Write::LogStart { reset: false }`, as `GroupManager::compact` writes it). Comes
+    /// before the `Persist` of that call. The driver persists the offset with the partition
+    /// log; after a restart it derives it again from the committed log-start entries the
+    /// Raft log still holds, so its durability needs no ordering against the hard state.
+    LogStartOffset {
+        group: GroupId,
+        index: u64,
+        offset: i64,
+    },
     /// Read Kafka batches from the group's partition log starting at the batch at `offset`,
     /// in order, about `max_bytes` of them (at least one, as Kafka's fetch; none when the
     /// log ends at `offset`), and hand them

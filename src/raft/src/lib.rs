@@ -129,6 +129,22 @@
 //! delivery, so the leader counts a snapshot delivered when it sends it (it is a few bytes)
 //! and probes from after it; a lost one is sent again after the follower's rejection.
 //!
+//! DeleteRecords moves the log start through the log itself:
+//! [`GroupManager::propose_log_start`]`(group, token, offset)` on the ready leader appends an
+//! entry of Raft's own ([`log::log_start_data`]: one offset, a control batch in the partition
+//! log) naming a Kafka offset within the leader's high watermark. Every replica, as it
+//! applies the entry, reports [`Effect::LogStartOffset`] (the partition log's start offset
+//! for consumers, which may lie inside a batch) and compacts its Raft log as `compact` does
+//! to the latest entry at or below that offset. The entry asking for the most stays in the
+//! Raft log (every such compaction stops below the offset it asks for, which lies below the
+//! entry) until retention moves the start past it, and then the start is past its offset
+//! anyway: so the driver can always derive a replica's log start after a restart from its
+//! Raft log start and the committed log-start entries it still holds. A leader
+//! reports [`GroupStatus::serving`] only once its high watermark covers an entry of its own
+//! term, i.e. every entry earlier leaders committed (their log-start entries included) is
+//! applied here: reads must wait for it, or a new leader could serve records below an
+//! acknowledged DeleteRecords.
+//!
 //! # Invariants (asserted here, checked by the simulator)
 //!
 //! - At most one leader per group and term (Raft election safety; pre-vote keeps a
@@ -222,7 +238,8 @@ pub use effect::{
     Effect, Envelope, GroupId, Heartbeat, NodeId, ProposalToken, ProposeError, Role, Write,
 };
 pub use log::{
-    batch_records, entry_records, FetchedBatch, Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
+    batch_records, entry_records, log_start_data, log_start_of, log_start_of_data, FetchedBatch,
+    Mark, OffsetSpan, ReplicaLog, MARK_EVERY,
 };
 pub use manager::{Batch, Config, Error, GroupManager, GroupStatus, Membership, MembershipStep};
 pub use rng::Rng;

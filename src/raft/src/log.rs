@@ -67,6 +67,39 @@ pub fn records_context(records: u32) -> Bytes {
     Bytes::copy_from_slice(&records.to_be_bytes())
 }
 
+/// The data of a log-start entry (DeleteRecords through Raft): this tag, then the new Kafka
+/// log start offset, 8 bytes big-endian. A normal entry of Raft's own (no records context),
+/// so it takes one offset and is stored as a control batch consumers skip, as the election
+/// no-op is; the no-op's data is empty, so the two never mix up.
+pub const LOG_START_TAG: &[u8; 4] = b"SLLS";
+
+/// The entry data that asks every replica to move its partition log's start offset up to
+/// `offset` when it applies the entry ([`crate::GroupManager::propose_log_start`]).
+pub fn log_start_data(offset: i64) -> Bytes {
+    let mut b = Vec::with_capacity(12);
+    b.extend_from_slice(LOG_START_TAG);
+    b.extend_from_slice(&offset.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// The log start offset a log-start entry's data asks for (`data` as stored: an entry's, or a
+/// control batch's value as the driver decodes it); `None` for any other data.
+pub fn log_start_of_data(data: &[u8]) -> Option<i64> {
+    let rest = data.strip_prefix(&LOG_START_TAG[..])?;
+    <[u8; 8]>::try_from(rest)
+        .ok()
+        .map(i64::from_be_bytes)
+        .filter(|&o| o >= 0)
+}
+
+/// The log start offset `e` asks for, if it is a log-start entry.
+pub fn log_start_of(e: &Entry) -> Option<i64> {
+    if e.get_entry_type() != EntryType::EntryNormal || batch_records(e).is_some() {
+        return None;
+    }
+    log_start_of_data(&e.data)
+}
+
 /// The bytes an entry holds in memory (what the per-shard budget counts).
 pub fn entry_bytes(e: &Entry) -> u64 {
     (e.data.len() + e.context.len()) as u64

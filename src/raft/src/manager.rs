@@ -108,6 +108,11 @@ pub struct GroupStatus {
     /// True on a leader once an entry of its own term committed: only then does it accept
     /// proposals.
     pub ready: bool,
+    /// A ready leader whose high watermark covers an entry of its own term: everything
+    /// earlier leaders committed is applied here (their DeleteRecords' log starts included),
+    /// so its log start and high watermark are at least what any earlier leader answered:
+    /// only then may it serve reads.
+    pub serving: bool,
     /// Raft's commit index as this replica knows it (may be ahead of what it has synced).
     pub commit_index: u64,
     /// Highest index committed *and* synced here; `high_watermark` is its Kafka offset.
@@ -184,11 +189,13 @@ impl Replica {
     fn status(&self) -> GroupStatus {
         let r = &self.node.raft;
         let log = r.raft_log.store();
+        let ready = r.state == StateRole::Leader && r.commit_to_current_term();
         GroupStatus {
             role: r.state.into(),
             term: r.term,
             leader: (r.leader_id != raft::INVALID_ID).then_some(r.leader_id),
-            ready: r.state == StateRole::Leader && r.commit_to_current_term(),
+            ready,
+            serving: ready && log.term_of(self.hw_index) == Some(r.term),
             commit_index: r.raft_log.committed,
             hw_index: self.hw_index,
             high_watermark: log.next_offset_after(self.hw_index),
@@ -959,6 +966,49 @@ impl GroupManager {
     /// [`Effect::Proposed`] (with the offsets it will get), then later `Committed` or
     /// `Failed`; otherwise `Failed` comes back from this call.
     pub fn propose(&mut self, group: GroupId, token: ProposalToken, batch: Batch) -> Vec<Effect> {
+        if batch.records == 0 || batch.bytes.is_empty() {
+            return self.propose_entry(group, token, None);
+        }
+        let e = Entry {
+            data: batch.bytes,
+            context: records_context(batch.records),
+            ..Default::default()
+        };
+        self.propose_entry(group, token, Some((e, batch.records)))
+    }
+
+    /// Proposes moving the group's log start to Kafka offset `offset` (DeleteRecords): an
+    /// entry of Raft's own (one offset, a control batch in the partition log) that every
+    /// replica applies as it commits, reporting [`Effect::LogStartOffset`] and compacting its
+    /// Raft log to the latest entry at or below `offset` it can (see [`Self::compact`]). As
+    /// [`Self::propose`]: `Proposed`, then `Committed` (the leader applied it: its log
+    /// start is `offset` or more) or `Failed`. `offset` must lie within what the leader has
+    /// committed (its high watermark), else the proposal fails as `InvalidBatch` (Kafka's
+    /// DeleteRecords refuses an offset past the high watermark).
+    pub fn propose_log_start(
+        &mut self,
+        group: GroupId,
+        token: ProposalToken,
+        offset: i64,
+    ) -> Vec<Effect> {
+        let within = self
+            .groups
+            .get(&group)
+            .is_none_or(|r| offset >= 0 && offset <= r.status().high_watermark);
+        let e = Entry {
+            data: crate::log::log_start_data(offset),
+            ..Default::default()
+        };
+        self.propose_entry(group, token, within.then_some((e, 1)))
+    }
+
+    /// Proposes `entry` (occupying `records` offsets; `None`: an invalid proposal).
+    fn propose_entry(
+        &mut self,
+        group: GroupId,
+        token: ProposalToken,
+        entry: Option<(Entry, u32)>,
+    ) -> Vec<Effect> {
         let mut out = Out::default();
         let fail = |error| {
             vec![Effect::Failed {
@@ -982,19 +1032,14 @@ impl GroupManager {
         if !status.ready {
             return fail(ProposeError::NotReady);
         }
-        if batch.records == 0 || batch.bytes.is_empty() {
+        let Some((e, records)) = entry else {
             return fail(ProposeError::InvalidBatch);
-        }
+        };
         // Between calls the store holds every entry raft-rs has (each call hands the whole
         // Ready to storage), so its next offset is the offset this entry will get.
         let last = r.node.raft.raft_log.last_index();
         assert_eq!(last, r.node.raft.raft_log.store().last_index());
         let base = r.node.raft.raft_log.store().next_offset();
-        let e = Entry {
-            data: batch.bytes,
-            context: records_context(batch.records),
-            ..Default::default()
-        };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.cfg.node_id;
@@ -1011,7 +1056,7 @@ impl GroupManager {
             index,
             span: OffsetSpan {
                 base,
-                records: batch.records,
+                records,
                 term,
             },
         });
@@ -1045,23 +1090,33 @@ impl GroupManager {
     /// returned offset on. Followers that need an entry before the start get a snapshot:
     /// "restart your log here" (see `ReplicaLog`'s `Storage::snapshot`).
     pub fn compact(&mut self, group: GroupId, offset: i64) -> (i64, Vec<Effect>) {
-        let Some(r) = self.groups.get_mut(&group) else {
+        if !self.groups.contains_key(&group) {
             return (offset, Vec::new());
-        };
+        }
+        let mut out = Out::default();
+        let (start, freed) = self.compact_log(group, offset, &mut out);
+        self.cached_bytes -= freed;
+        (start, self.finish(out, []))
+    }
+
+    /// [`Self::compact`]'s work: moves the Raft log start (if it can move) and writes it.
+    /// Returns the log's start offset afterwards and the bytes freed (the caller accounts
+    /// for them: inside `drive`, `finish` counts the group's bytes before and after).
+    fn compact_log(&mut self, group: GroupId, offset: i64, out: &mut Out) -> (i64, u64) {
+        let r = self.groups.get_mut(&group).expect("group");
         let log = r.node.mut_store();
         let keep_from = log.start_candidate(offset, r.hw_index);
         let Some((first, _)) = keep_from.filter(|&(i, _)| i > log.first_index()) else {
-            return (log.start_offset(), Vec::new());
+            return (log.start_offset(), 0);
         };
-        self.cached_bytes -= log.compact_before(first);
+        let freed = log.compact_before(first);
         let (index, term, offset) = (
             log.first_index() - 1,
             log.term_of(log.first_index() - 1).expect("start term"),
             log.start_offset(),
         );
-        let mut out = Out::default();
         self.write(
-            &mut out,
+            out,
             Write::LogStart {
                 group,
                 index,
@@ -1070,7 +1125,36 @@ impl GroupManager {
                 reset: false,
             },
         );
-        (offset, self.finish(out, []))
+        (offset, freed)
+    }
+
+    /// A committed log-start entry (index `index`, asking for Kafka offset `offset`) was
+    /// applied on `group`: reports the partition log's new start and compacts the Raft log
+    /// up to the latest entry at or below it whose offsets are known without a read (as
+    /// retention does: the partition log keeps its batches from there, see
+    /// [`Effect::LogStartOffset`]). Called once the entry is applied (so raft-rs never
+    /// reads an entry this drops).
+    fn apply_log_start(&mut self, group: GroupId, index: u64, offset: i64, out: &mut Out) {
+        let r = &self.groups[&group];
+        assert!(
+            index <= r.hw_index,
+            "a log-start entry applied before it is"
+        );
+        // The entry was proposed within the leader's high watermark, which lies below the
+        // entry itself; an offset past the entry is not what `propose_log_start` writes.
+        let entry_base = r
+            .node
+            .store()
+            .span(index)
+            .map(|s| s.base)
+            .unwrap_or(i64::MAX);
+        let offset = offset.min(entry_base);
+        out.effects.push(Effect::LogStartOffset {
+            group,
+            index,
+            offset,
+        });
+        self.compact_log(group, offset, out);
     }
 
     /// Answers `Effect::Fetch { id, .. }`: the batches read from the partition log at its
@@ -1360,7 +1444,15 @@ impl GroupManager {
             // entries only once they are synced here). Their result is written before the
             // hard state whose commit covers them: see `Write::Conf`.
             let mut conf = snapshot_conf;
+            // The log-start entry among them (DeleteRecords) asking for the most: starts
+            // only move up, so the others change nothing.
+            let mut log_start: Option<(u64, i64)> = None;
             for e in &committed {
+                if let Some(offset) = crate::log::log_start_of(e) {
+                    if log_start.is_none_or(|(_, o)| offset > o) {
+                        log_start = Some((e.index, offset));
+                    }
+                }
                 if let Some(cc) = conf_change_of(e) {
                     match r.node.apply_conf_change(&cc) {
                         Ok(cs) => conf = Some((cs.voters, cs.learners)),
@@ -1415,6 +1507,9 @@ impl GroupManager {
             if let Some(last) = committed.last().map(|e| e.index) {
                 Self::apply(group, r, last, out);
                 r.node.advance_apply_to(last);
+            }
+            if let Some((index, offset)) = log_start {
+                self.apply_log_start(group, index, offset, out);
             }
             // A snapshot is a few bytes here (no state): the leader counts it delivered at
             // once and probes from after it; if it was lost the follower's rejection sends
@@ -1569,6 +1664,8 @@ mod tests {
         written: Vec<u64>,
         /// Per node: every write, in the on-disk format (`wal`).
         disk: Vec<Vec<u8>>,
+        /// Per node: every other effect, in order.
+        seen: Vec<Vec<Effect>>,
         now: u64,
     }
 
@@ -1587,6 +1684,7 @@ mod tests {
                 net: Vec::new(),
                 written: vec![0; 3],
                 disk: vec![Vec::new(); 3],
+                seen: vec![Vec::new(); 3],
                 now: 0,
             };
             for i in 0..3 {
@@ -1607,7 +1705,10 @@ mod tests {
                             crate::wal::encode_record(w, &mut self.disk[i]);
                         }
                     }
-                    other => rest.push(other),
+                    other => {
+                        self.seen[i].push(other.clone());
+                        rest.push(other)
+                    }
                 }
             }
             rest
@@ -2077,6 +2178,131 @@ mod tests {
             }
         }
         panic!("never done");
+    }
+
+    #[test]
+    fn a_log_start_entry_moves_every_replicas_start_as_it_commits() {
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        assert!(t.status(l).serving);
+        assert!((0..3).filter(|&i| i != l).all(|i| !t.status(i).serving));
+        // The no-op holds offset 0, then five batches of two records: 1..=10.
+        for token in 1..=5 {
+            t.propose(l, token);
+        }
+        run_until(&mut t, 200, |t| {
+            (0..3).all(|i| t.status(i).high_watermark == 11)
+        });
+        // Past the high watermark, or negative: refused (Kafka's OFFSET_OUT_OF_RANGE).
+        for bad in [12, -1] {
+            let fx = t.m[l].propose_log_start(1, ProposalToken(50), bad);
+            assert!(matches!(
+                &fx[..],
+                [Effect::Failed {
+                    error: ProposeError::InvalidBatch,
+                    ..
+                }]
+            ));
+        }
+        // On a follower: not the leader.
+        let f = (l + 1) % 3;
+        let fx = t.m[f].propose_log_start(1, ProposalToken(51), 6);
+        assert!(matches!(
+            &fx[..],
+            [Effect::Failed {
+                error: ProposeError::NotLeader { .. },
+                ..
+            }]
+        ));
+        // Inside the batch at 5..=6: every replica's start becomes 6 as the entry commits
+        // there, and its Raft log starts at that batch's entry (index 4, offset 5).
+        let fx = t.m[l].propose_log_start(1, ProposalToken(52), 6);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Proposed { span, .. } if span.base == 11 && span.records == 1
+        )));
+        t.take(l, fx);
+        let moved = |t: &Trio, i: usize| {
+            t.seen[i].iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::LogStartOffset {
+                        index: 7,
+                        offset: 6,
+                        ..
+                    }
+                )
+            })
+        };
+        run_until(&mut t, 200, |t| (0..3).all(|i| moved(t, i)));
+        assert!(t.seen[l]
+            .iter()
+            .any(|e| matches!(e, Effect::Committed { token: ProposalToken(52), span, .. } if span.base == 11)));
+        for i in 0..3 {
+            let log = t.m[i].log(1).unwrap();
+            assert_eq!((log.first_index(), log.start_offset()), (4, 5), "node {i}");
+            assert_eq!(t.status(i).high_watermark, 12);
+            // Once only, and what it asks for never passes the entry itself.
+            let n = t.seen[i]
+                .iter()
+                .filter(|e| matches!(e, Effect::LogStartOffset { .. }))
+                .count();
+            assert_eq!(n, 1);
+            // The Raft log start is persisted (replayed from what was written).
+            let replayed = crate::wal::replay(&t.disk[i]).unwrap();
+            let rlog = &replayed.logs[&1];
+            assert_eq!(rlog.start_offset(), 5, "node {i}");
+        }
+        // A lower start later changes nothing on the Raft log (the driver keeps the max).
+        let fx = t.m[l].propose_log_start(1, ProposalToken(53), 2);
+        t.take(l, fx);
+        run_until(&mut t, 200, |t| {
+            (0..3).all(|i| t.status(i).high_watermark == 13)
+        });
+        for i in 0..3 {
+            let log = t.m[i].log(1).unwrap();
+            assert_eq!((log.first_index(), log.start_offset()), (4, 5), "node {i}");
+        }
+        // A follower that is behind the Raft log start gets a snapshot and then the rest,
+        // the next log-start entry included.
+        let lagging = (l + 2) % 3;
+        let up: Vec<u64> = (0..3)
+            .filter(|&i| i != lagging)
+            .map(|i| i as u64 + 1)
+            .collect();
+        for token in 60..63 {
+            t.propose(l, token);
+        }
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.status(l).high_watermark, 19);
+        let fx = t.m[l].propose_log_start(1, ProposalToken(64), 17);
+        t.take(l, fx);
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.m[l].log(1).unwrap().first_index(), 11);
+        run_until(&mut t, 400, |t| t.status(lagging).high_watermark == 20);
+        // (It was restarted by a snapshot at the leader's Raft log start.)
+        assert_eq!(t.m[lagging].log(1).unwrap().first_index(), 11);
+        assert!(t.seen[lagging]
+            .iter()
+            .any(|e| matches!(e, Effect::LogStartOffset { offset: 17, .. })));
     }
 
     /// The leader of `group` among the three, if one is ready.

@@ -266,9 +266,12 @@ mod tests {
 
     #[test]
     fn own_entries_round_trip_through_control_batches() {
+        let log_start = sluice_raft::log_start_data(42);
         for (t, data) in [
             (EntryType::EntryNormal, &b""[..]),
             (EntryType::EntryConfChangeV2, &b"\x08\x01\x10\x02"[..]),
+            // A DeleteRecords' log-start entry: recovery reads its offset back.
+            (EntryType::EntryNormal, &log_start[..]),
         ] {
             let mut e = Entry {
                 index: 7,
@@ -286,6 +289,8 @@ mod tests {
             assert_eq!((f.base, f.term, f.records), (40, 3, 1));
             assert_eq!(f.raft_entry, Some(t));
             assert_eq!(&f.bytes[..], data);
+            let asked = (data == &log_start[..]).then_some(42);
+            assert_eq!(sluice_raft::log_start_of_data(&f.bytes), asked);
         }
     }
 

@@ -56,7 +56,14 @@
 //! A replicated partition's retention goes through Raft: the broker asks the log where
 //! retention would start it (`PartitionLog::retention_offset`) and hands that to
 //! `GroupManager::compact`; it never calls `enforce_retention` or `delete_records_before`
-//! on such a log (see `LogStart { reset: false }` below).
+//! on such a log (see `LogStart { reset: false }` below). So does DeleteRecords
+//! (`GroupManager::propose_log_start`): its `Effect::LogStartOffset` raises the log's start
+//! for readers at once ([`ReplicaStore::log_start_offset`]) and the next sync persists it
+//! (the log start checkpoint, `PartitionLog::move_replica_start`). The partition log's
+//! start offset (what consumers see) may then lie past the Raft log start, which stays at
+//! an entry boundary: the segments holding the Raft log from its start on are kept
+//! (`PartitionLog::retained_start` is at or below the Raft log start), so followers can
+//! still be sent those entries.
 //!
 //! `Write::Create` over a partition directory that holds a non-empty log is refused
 //! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
@@ -98,8 +105,12 @@
 //! durable hard state (a follower learnt the term from the leader's first append and
 //! crashed between syncing the log and the state file); it never acknowledged them nor
 //! voted in that term, so it resumes in that term with no vote. The partition log's high
-//! watermark is set to the offset after the recovered commit. Then `GroupManager::recover`
-//! builds the manager.
+//! watermark is set to the offset after the recovered commit, and its start offset to the
+//! largest of the Raft log start and the offsets of the committed log-start entries
+//! (DeleteRecords) the scan met: a crash may have come after the hard state covering such
+//! an entry was durable but before the checkpoint was written, and raft-rs does not apply
+//! an entry at or below the recovered commit again. Then `GroupManager::recover` builds the
+//! manager.
 //!
 //! Cost: the scan reads every partition log whole (`read_replica`, 1 MiB at a time), so
 //! start time grows with the data on the shard. To avoid it later, checkpoint the mark map (index,

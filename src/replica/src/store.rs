@@ -13,7 +13,8 @@ use std::task::Poll;
 use raft::eraftpb::{Entry, HardState};
 use sluice_raft::log::records_context;
 use sluice_raft::{
-    entry_records, Effect, FetchedBatch, GroupId, GroupManager, OffsetSpan, ReplicaLog, Write,
+    entry_records, log_start_of_data, Effect, FetchedBatch, GroupId, GroupManager, OffsetSpan,
+    ReplicaLog, Write,
 };
 use sluice_storage::hdr::Header;
 use sluice_storage::io::Storage;
@@ -94,6 +95,11 @@ struct Group<S: Storage> {
     /// its truncation floor after the last sync.
     commit: u64,
     noted_commit: u64,
+    /// Kafka offset of the Raft log's first entry (its `LogStart`), and the partition log's
+    /// start offset as applied log-start entries asked for (DeleteRecords; at least the
+    /// former once persisted, see [`ReplicaStore::log_start_offset`]).
+    raft_start: i64,
+    records_start: i64,
 }
 
 impl<S: Storage> Group<S> {
@@ -106,6 +112,8 @@ impl<S: Storage> Group<S> {
             tail: VecDeque::new(),
             commit: start.index,
             noted_commit: start.index,
+            raft_start: start.offset,
+            records_start: start.offset,
         }
     }
 
@@ -149,9 +157,11 @@ pub struct ReplicaStore<S: Storage> {
     groups: BTreeMap<GroupId, Group<S>>,
     /// Groups whose partition log was appended to since the last sync.
     touched: BTreeSet<GroupId>,
-    /// Log starts moved by retention, applied to the partition logs once their `LogStart`
-    /// is durable (segments go only after the state file says where the Raft log starts).
-    deferred_starts: Vec<(GroupId, i64)>,
+    /// Groups whose log start moved (retention's `LogStart`, or an applied DeleteRecords'
+    /// `Effect::LogStartOffset`), applied to their partition logs at the next sync, once
+    /// the `LogStart` is durable (segments go only after the state file says where the Raft
+    /// log starts).
+    deferred_starts: BTreeSet<GroupId>,
     written_seq: u64,
     synced_seq: u64,
     stats: StoreStats,
@@ -238,20 +248,22 @@ impl<S: Storage> ReplicaStore<S> {
             };
             let mut log = open_log(&storage, &cache, &spec).await?;
             let start = st.start;
-            if start.reset && log.log_start_offset() < start.offset {
+            if start.reset && log.retained_start() < start.offset {
                 // The reset was recorded (durably, before it began) but not finished.
                 log.close().await?;
                 drop(log);
                 PartitionLog::reset_dir(&*storage, &spec.dir, start.offset).await?;
                 log = open_log(&storage, &cache, &spec).await?;
             }
-            if log.log_start_offset() > start.offset {
+            // (Its log start offset may be past the Raft log start, after a DeleteRecords;
+            // the batches from the Raft log start on must still be there.)
+            if log.retained_start() > start.offset {
                 return Err(damaged(
                     g,
                     format!(
-                        "partition log {} starts at {}, after the Raft log start {}",
+                        "partition log {} keeps batches from {}, after the Raft log start {}",
                         spec.name,
-                        log.log_start_offset(),
+                        log.retained_start(),
                         start.offset
                     ),
                 ));
@@ -267,14 +279,18 @@ impl<S: Storage> ReplicaStore<S> {
                     ),
                 ));
             }
-            let (mut rlog, group) = Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+            let (mut rlog, mut group) =
+                Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
             rlog.set_conf(&st.voters, &st.learners)
                 .map_err(|m| damaged(g, m))?;
-            if log.log_start_offset() < start.offset {
-                // Retention's move was recorded but its segments not yet removed (the
-                // high watermark is past it: the scan set it to the commit).
-                log.delete_records_before(start.offset).await?;
-            }
+            // The log starts at the Raft log start, or past it where a committed
+            // DeleteRecords the log still holds asked for more: either move may have been
+            // recorded (the `LogStart`, or the entry and a hard state covering it) without
+            // reaching the partition log (its checkpoint, its segments) before a crash. The
+            // high watermark is past both: the scan set it to the commit.
+            group.records_start = group.records_start.max(start.offset);
+            log.move_replica_start(group.records_start, start.offset)
+                .await?;
             logs.push((g, rlog));
             groups.insert(g, group);
         }
@@ -292,7 +308,7 @@ impl<S: Storage> ReplicaStore<S> {
             state,
             groups,
             touched: BTreeSet::new(),
-            deferred_starts: Vec::new(),
+            deferred_starts: BTreeSet::new(),
             written_seq: 0,
             synced_seq: 0,
             stats: StoreStats::default(),
@@ -337,6 +353,11 @@ impl<S: Storage> ReplicaStore<S> {
                     term: b.term,
                 };
                 if index <= hs.commit {
+                    if b.raft_entry == Some(raft::eraftpb::EntryType::EntryNormal) {
+                        if let Some(x) = log_start_of_data(&b.bytes) {
+                            group.records_start = group.records_start.max(x.min(b.base));
+                        }
+                    }
                     rlog.push_applied(span);
                 } else {
                     rlog.append(&[entry_of(b, index)]);
@@ -398,6 +419,27 @@ impl<S: Storage> ReplicaStore<S> {
         if let Some(g) = self.groups.get(&group) {
             g.log.set_high_watermark(offset);
         }
+    }
+
+    /// Performs `Effect::LogStartOffset { group, offset, .. }` (a DeleteRecords applied
+    /// here): readers of the partition log see from `offset` on at once, and the next
+    /// [`Self::sync`] persists it (its checkpoint) and deletes the segments below it and
+    /// below the Raft log start. A crash before that loses nothing: recovery derives the
+    /// start again from the committed entry. [`Self::drive`] does it for the effects it
+    /// handles.
+    pub fn log_start_offset(&mut self, group: GroupId, offset: i64) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.log.set_high_watermark(offset);
+            g.log.raise_replica_start(offset);
+            g.records_start = g.records_start.max(offset);
+            self.deferred_starts.insert(group);
+        }
+    }
+
+    /// Whether log-start moves wait for the next [`Self::sync`] (which performs them even
+    /// when nothing else was written).
+    pub fn starts_pending(&self) -> bool {
+        !self.deferred_starts.is_empty()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -564,11 +606,13 @@ impl<S: Storage> ReplicaStore<S> {
         }
         self.state.log_start(group, start);
         if !start.reset {
-            // Retention: the entries up to `index` are applied, so committed; the segments
-            // below `offset` go once this record is durable (see `sync`).
+            // Retention or a DeleteRecords: the entries up to `index` are applied, so
+            // committed; the segments below `offset` go once this record is durable (see
+            // `sync`).
             let g = self.groups.get_mut(&group).expect("known group");
             g.set_commit(start.index);
-            self.deferred_starts.push((group, start.offset));
+            g.raft_start = g.raft_start.max(start.offset);
+            self.deferred_starts.insert(group);
             return Ok(());
         }
         // A snapshot from the leader: the record must be durable before the partition log
@@ -584,7 +628,7 @@ impl<S: Storage> ReplicaStore<S> {
         let log = open_log(&self.storage, &self.cache, &spec).await?;
         self.groups.insert(group, Group::new(log, start));
         self.touched.remove(&group);
-        self.deferred_starts.retain(|&(g, _)| g != group);
+        self.deferred_starts.remove(&group);
         self.stats.resets += 1;
         Ok(())
     }
@@ -602,7 +646,7 @@ impl<S: Storage> ReplicaStore<S> {
             .ok_or_else(|| damaged(group, "removal of an unknown group"))?;
         self.state.remove(group);
         self.touched.remove(&group);
-        self.deferred_starts.retain(|&(d, _)| d != group);
+        self.deferred_starts.remove(&group);
         g.log.retire_and_fence().await;
         Ok(())
     }
@@ -613,15 +657,14 @@ impl<S: Storage> ReplicaStore<S> {
     /// `GroupManager::persisted` with it. One call covers every group of the shard.
     pub async fn sync(&mut self) -> Result<u64, Error> {
         self.sync_all().await?;
-        for (group, offset) in std::mem::take(&mut self.deferred_starts) {
+        for group in std::mem::take(&mut self.deferred_starts) {
             if let Some(g) = self.groups.get(&group) {
-                if offset > g.log.log_start_offset() {
-                    // `compact` starts the log only at entries applied here, so committed
-                    // and synced: the high watermark is there already if the caller applied
-                    // every `HighWatermark` effect, and may be raised to it if not.
-                    g.log.set_high_watermark(offset);
-                    g.log.delete_records_before(offset).await?;
-                }
+                // Both offsets lie within entries applied here, so committed and synced:
+                // the high watermark is there already if the caller applied every
+                // `HighWatermark` effect, and may be raised to them if not.
+                let start = g.records_start.max(g.raft_start);
+                g.log.set_high_watermark(start);
+                g.log.move_replica_start(start, g.raft_start).await?;
             }
         }
         self.synced_seq = self.written_seq;
@@ -703,13 +746,17 @@ impl<S: Storage> ReplicaStore<S> {
                         self.high_watermark(group, offset);
                         out.push(e);
                     }
+                    Effect::LogStartOffset { group, offset, .. } => {
+                        self.log_start_offset(group, offset);
+                        out.push(e);
+                    }
                     other => out.push(other),
                 }
             }
-            if persisted.is_none() && fetches.is_empty() {
+            if persisted.is_none() && fetches.is_empty() && !self.starts_pending() {
                 return Ok(out);
             }
-            if persisted.is_some() {
+            if persisted.is_some() || self.starts_pending() {
                 let seq = self.sync().await?;
                 effects.extend(mgr.persisted(seq));
             }

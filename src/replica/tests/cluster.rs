@@ -939,3 +939,98 @@ fn a_removed_group_is_gone_after_a_restart_and_comes_back_fresh() {
         assert_eq!(c.batches(n, 11).await, now);
     });
 }
+
+/// DeleteRecords through Raft: a log-start entry moves every replica's partition-log start
+/// to the offset it names (inside a batch too) as it commits, deletes the segments wholly
+/// below the Raft log start, and the start survives restarts, also when the crash came
+/// before the partition log's checkpoint was written (recovery derives it from the
+/// committed entry).
+#[test]
+fn a_log_start_entry_moves_every_replicas_start_and_survives_restarts() {
+    run(async {
+        // A small entry cache: most entries are evicted, so the Raft log start is found
+        // at a mark, up to `MARK_EVERY` entries before the new start.
+        let mut c = Cluster::new(2 << 10).await;
+        c.create_group(10).await;
+        let l = c.await_leader(10).await;
+        let mut tokens = Vec::new();
+        for _ in 0..80 {
+            tokens.push(c.propose(l, 10, 5).await);
+        }
+        c.await_outcome(&tokens).await;
+        c.await_converged(10).await;
+        let hw = c.nodes[&l].mgr.status(10).unwrap().high_watermark;
+        // Inside a batch (batches of 5 from offset 1).
+        let x = hw - 12;
+        assert_ne!((x - 1) % 5, 0);
+        c.next_token += 1;
+        let token = c.next_token;
+        let fx = c
+            .nodes
+            .get_mut(&l)
+            .unwrap()
+            .mgr
+            .propose_log_start(10, ProposalToken(token), x);
+        c.handle(l, fx).await;
+        c.await_outcome(&[token]).await;
+        // (Not a batch: `check_logs` checks the committed batches only.)
+        assert!(
+            c.committed.remove(&token).is_some(),
+            "{:?}",
+            c.failed.get(&token)
+        );
+        c.await_converged(10).await;
+        let check = |c: &Cluster, n: NodeId| {
+            let log = c.nodes[&n].store.log(10).unwrap();
+            assert_eq!(log.log_start_offset(), x, "node {n}");
+            let raft_start = c.nodes[&n].mgr.log(10).unwrap().start_offset();
+            assert!(raft_start <= x && log.retained_start() <= raft_start);
+            raft_start
+        };
+        for n in VOTERS {
+            let raft_start = check(&c, n);
+            let log = c.nodes[&n].store.log(10).unwrap();
+            assert!(
+                log.retained_start() > 0,
+                "node {n}: segments below were deleted"
+            );
+            // Readers get OFFSET_OUT_OF_RANGE below it; at it, the batch holding it.
+            assert!(matches!(
+                log.read(x - 1, 1 << 20).await,
+                Err(sluice_storage::StorageError::OffsetOutOfRange { .. })
+            ));
+            let r = log.read(x, 1 << 20).await.unwrap();
+            assert_eq!(r.log_start_offset, x);
+            let h = Header::parse(&r.records).unwrap();
+            assert!(h.base_offset < x && h.last_offset() >= x);
+            // Replication still reads from the Raft log start.
+            assert!(log.read_replica(raft_start, 1 << 20).await.is_ok());
+        }
+        // Every node restarts; one loses power; one lost the partition log's checkpoint
+        // (a crash before it was written): the start comes back everywhere.
+        let lost = VOTERS.into_iter().find(|&n| n != l).unwrap();
+        for n in VOTERS {
+            if n == l {
+                c.power_loss(n);
+            } else {
+                c.kill(n);
+            }
+        }
+        let checkpoint = c.node_dir(lost).join("t-10").join("log-start-offset");
+        std::fs::remove_file(&checkpoint).unwrap();
+        for n in VOTERS {
+            c.start(n).await;
+        }
+        for n in VOTERS {
+            check(&c, n);
+        }
+        let l = c.await_leader(10).await;
+        let more = c.propose(l, 10, 1).await;
+        c.await_outcome(&[more]).await;
+        c.await_converged(10).await;
+        c.check_logs(10).await;
+        for n in VOTERS {
+            check(&c, n);
+        }
+    });
+}

@@ -16,7 +16,9 @@
 //! ([`PartitionLog::set_replicated`]) clamps it to Raft's commit-and-synced offset
 //! ([`PartitionLog::set_high_watermark`]). Reads, offset lookups, DeleteRecords and
 //! retention never go past the high watermark; only replication's own reads
-//! ([`PartitionLog::read_replica`]) see the durable entries above it. A truncation (`replica.rs`, with follower appends and the
+//! ([`PartitionLog::read_replica`]) see the durable entries above it, and below the log
+//! start down to the first segment kept (a replicated log's start may lie past its first
+//! Raft entry, whose segments stay: [`PartitionLog::move_replica_start`]). A truncation (`replica.rs`, with follower appends and the
 //! leader-epoch history) holds both flush stages; a flush stage that began before it is
 //! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 
@@ -320,9 +322,23 @@ struct Inner<F: StorageFile> {
     /// Readers then see below min(durable offset, it); `None` on a single node, where the
     /// durable offset alone is the high watermark.
     replica_hw: Option<i64>,
+    /// The log start offset the checkpoint on disk holds (the segments' first base when
+    /// there is none): a replicated log raises its start in memory first
+    /// ([`PartitionLog::raise_replica_start`]) and persists it later.
+    checkpointed_start: i64,
+    /// A replicated log's first Raft entry ([`PartitionLog::move_replica_start`]): segments
+    /// holding it or anything after it stay even below the log start, as followers may
+    /// still be sent those entries. `None` on a single node.
+    retain_from: Option<i64>,
 }
 
 impl<F: StorageFile> Inner<F> {
+    /// Segments wholly below this may be deleted: the log start, and for a replicated log
+    /// not past its first Raft entry.
+    fn deletable_below(&self) -> i64 {
+        self.log_start_offset
+            .min(self.retain_from.unwrap_or(i64::MAX))
+    }
     fn active(&self) -> &Segment<F> {
         self.segments
             .values()
@@ -680,6 +696,8 @@ impl<S: Storage> PartitionLog<S> {
                 truncations: 0,
                 committed: log_start_offset,
                 replica_hw: None,
+                checkpointed_start: log_start_offset,
+                retain_from: None,
             }),
             writing: Cell::new(false),
             syncing: Cell::new(false),
@@ -1454,9 +1472,12 @@ impl<S: Storage> PartitionLog<S> {
     /// log: for replication only (a leader feeding followers uncommitted entries, recovery
     /// scanning its log), never for consumers.
     pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        // From the first segment kept, which may be below the log start: a replicated log's
+        // start can lie past its first Raft entry (see `move_replica_start`).
         let (end, start) = {
             let inner = self.inner.borrow();
-            (inner.durable_offset, inner.log_start_offset)
+            let first = *inner.segments.keys().next().expect("a log has a segment");
+            (inner.durable_offset, first.min(inner.log_start_offset))
         };
         if offset < start || offset > end {
             return Err(StorageError::OffsetOutOfRange {
@@ -1694,10 +1715,79 @@ impl<S: Storage> PartitionLog<S> {
             {
                 let mut inner = self.inner.borrow_mut();
                 inner.log_start_offset = inner.log_start_offset.max(offset);
+                inner.checkpointed_start = inner.checkpointed_start.max(offset);
             }
             self.cache.borrow_mut().forget(self.id, i64::MIN);
             self.delete_segments(|_, _| false).await?;
         }
+        Ok(self.log_start_offset())
+    }
+
+    /// The base offset of the first segment kept: where replication may still read from
+    /// ([`Self::read_replica`]), at or below the log start offset.
+    pub fn retained_start(&self) -> i64 {
+        *self
+            .inner
+            .borrow()
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
+    }
+
+    /// A replicated log's start offset moves up to `offset` in memory at once (Raft applied
+    /// a DeleteRecords here: its readers must not see below it from now on, not only once
+    /// [`Self::move_replica_start`] has persisted it). Lower values and values past the high
+    /// watermark change nothing. Returns the log start offset.
+    pub fn raise_replica_start(&self, offset: i64) -> i64 {
+        let mut inner = self.inner.borrow_mut();
+        debug_assert!(inner.replica_hw.is_some(), "{}: not replicated", self.name);
+        if inner.replica_hw.is_some() && offset <= inner.visible_hw() {
+            inner.log_start_offset = inner.log_start_offset.max(offset);
+        }
+        inner.log_start_offset
+    }
+
+    /// A replicated log's start moves (sluice-replica, as Raft applies it): consumers see
+    /// from `log_start` on (Kafka's log start offset: any offset up to the high watermark;
+    /// a lower one than now changes nothing), persisted in the log start checkpoint as
+    /// [`Self::delete_records_before`] persists it, and whole segments below both it and
+    /// `retain_from` (the Raft log's first entry, which followers may still be sent; it only
+    /// moves up) are deleted. Returns the log start offset.
+    pub async fn move_replica_start(&self, log_start: i64, retain_from: i64) -> Result<i64> {
+        let _one_at_a_time = self.delete_records_lock.lock().await;
+        let _path_op = self.begin_path_op()?;
+        let (hw, start, checkpointed) = {
+            let mut inner = self.inner.borrow_mut();
+            debug_assert!(inner.replica_hw.is_some(), "{}: not replicated", self.name);
+            let keep = inner.retain_from.unwrap_or(i64::MIN).max(retain_from);
+            inner.retain_from = Some(keep);
+            (
+                inner.visible_hw(),
+                inner.log_start_offset,
+                inner.checkpointed_start,
+            )
+        };
+        if log_start > hw || log_start < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: log_start,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
+        }
+        let target = start.max(log_start);
+        if target > checkpointed {
+            let sealed = format::seal(Kind::LogStartOffset, [target, 0, 0, 0], &[]);
+            self.replace_sealed(&self.dir.join("log-start-offset"), &sealed)
+                .await?;
+            let mut inner = self.inner.borrow_mut();
+            inner.checkpointed_start = inner.checkpointed_start.max(target);
+        }
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.log_start_offset = inner.log_start_offset.max(target);
+        }
+        self.delete_segments(|_, _| false).await?;
         Ok(self.log_start_offset())
     }
 
@@ -1804,6 +1894,7 @@ impl<S: Storage> PartitionLog<S> {
                 .keys()
                 .next()
                 .expect("active segment remains");
+            // (A replicated log deletes only below its log start: `first` is at most it.)
             inner.log_start_offset = inner.log_start_offset.max(first);
             // Entries below the new start describe nothing left; the checkpoint follows at
             // the next flush (until then the old one only holds more history, which is safe).
@@ -1965,7 +2056,7 @@ fn doomed_segments<F: StorageFile>(
         if !closed {
             break;
         }
-        if seg.next_offset <= inner.log_start_offset || doomed(seg.size, seg.max_timestamp) {
+        if seg.next_offset <= inner.deletable_below() || doomed(seg.size, seg.max_timestamp) {
             victims.push(seg.base_offset);
         } else {
             break;

@@ -692,3 +692,41 @@ fn a_replicated_log_shows_readers_only_what_raft_committed() {
     block_on(log.enforce_retention(i64::MAX / 2)).unwrap();
     assert_eq!(log.log_start_offset(), to);
 }
+
+/// A replicated log's start may pass its first Raft entry (DeleteRecords through Raft):
+/// readers see from the new start (inside a batch too), replication still reads from the
+/// first segment kept, segments go only below both, and the start survives a reopen.
+#[test]
+fn a_replicated_log_start_moves_past_the_segments_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, batches) = follower_with(StdStorage, dir.path(), 30);
+    log.set_replicated();
+    log.set_high_watermark(60);
+    assert!(log.segment_count() > 3);
+    // Raised in memory at once: a read below it is out of range.
+    assert_eq!(log.raise_replica_start(40), 40);
+    assert!(matches!(
+        block_on(log.read(39, 1 << 20)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // Not past the high watermark.
+    assert_eq!(log.raise_replica_start(61), 40);
+    // Persisted; the segments below the Raft log start (30) go, those after it stay.
+    assert_eq!(block_on(log.move_replica_start(40, 30)).unwrap(), 40);
+    let kept = log.retained_start();
+    assert!(kept > 0 && kept <= 30, "{kept}");
+    let (bytes, _) = block_on(log.read_replica(30, 1 << 20)).unwrap();
+    assert_eq!(&bytes[..batches[10].len()], &batches[10][..]);
+    assert!(block_on(log.read_replica(kept - 1, 1 << 20)).is_err());
+    // Inside a batch: the read returns the batch holding it.
+    let r = block_on(log.read(40, 1 << 20)).unwrap();
+    assert_eq!(r.log_start_offset, 40);
+    assert_eq!(&r.records[..batches[13].len()], &batches[13][..]);
+    // Past the high watermark: refused, nothing moves.
+    assert!(block_on(log.move_replica_start(61, 30)).is_err());
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.log_start_offset(), 40);
+    assert_eq!(log.retained_start(), kept);
+}

@@ -38,7 +38,10 @@ pub async fn handle(
                         topic_id: rec.id,
                         partition: p.partition_index,
                         current_leader_epoch: -1,
-                        op: PartitionOp::DeleteRecords { offset: p.offset },
+                        op: PartitionOp::DeleteRecords {
+                            offset: p.offset,
+                            timeout_ms: r.timeout_ms,
+                        },
                     };
                     let shard = shard.clone();
                     slots.push((ti, pi));

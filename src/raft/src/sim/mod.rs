@@ -91,6 +91,8 @@ pub struct Report {
     pub reassignments: u64,
     pub membership_steps: u64,
     pub reassignments_done: u64,
+    /// Log-start entries (DeleteRecords) applied, summed over replicas.
+    pub log_start_applied: u64,
 }
 
 #[derive(Debug)]
@@ -551,6 +553,25 @@ impl Sim {
                     );
                 }
                 Effect::HighWatermark { .. } => {}
+                Effect::LogStartOffset {
+                    group,
+                    index,
+                    offset,
+                } => {
+                    // Applied here: within what this replica has committed and synced, and
+                    // below the entry itself.
+                    let mgr = self.nodes[Self::idx(node)].mgr.as_ref().expect("alive");
+                    let s = mgr.status(group).expect("group");
+                    assert!(
+                        index <= s.hw_index && offset < s.high_watermark,
+                        "node {node} group {group}: log start {offset} (entry {index}) applied past {s:?}"
+                    );
+                    trace!(
+                        self,
+                        "node {node} group {group}: log start {offset} applied (entry {index})"
+                    );
+                    self.report.log_start_applied += 1;
+                }
                 Effect::Fetch {
                     group,
                     id,
@@ -980,6 +1001,26 @@ impl Sim {
         let node = pool[self.rng.below(pool.len() as u64) as usize];
         self.next_token += 1;
         let token = self.next_token;
+        if self.rng.chance(1, 16) {
+            // A DeleteRecords: a log start anywhere up to what this node has committed.
+            let mgr = self.nodes[Self::idx(node)].mgr.as_mut().expect("alive");
+            let Some(s) = mgr.status(g) else {
+                return;
+            };
+            let start = mgr.log(g).expect("group").start_offset();
+            let offset =
+                self.rng
+                    .range(start as u64, s.high_watermark.max(start) as u64) as i64;
+            trace!(
+                self,
+                "node {node} group {group}: propose log start {offset} ({token})",
+                group = g
+            );
+            let mgr = self.nodes[Self::idx(node)].mgr.as_mut().expect("alive");
+            let fx = mgr.propose_log_start(g, ProposalToken(token), offset);
+            self.effects(node, fx);
+            return;
+        }
         let mut payload = token.to_be_bytes().to_vec();
         let filler = self.rng.below(32) as usize;
         payload.extend((0..filler).map(|i| (token as usize + i) as u8));

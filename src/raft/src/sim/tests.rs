@@ -108,11 +108,13 @@ fn simulate_seeds() {
     let moves: u64 = ok.iter().map(|r| r.reassignments).sum();
     let steps: u64 = ok.iter().map(|r| r.membership_steps).sum();
     let moved: u64 = ok.iter().map(|r| r.reassignments_done).sum();
+    let log_starts: u64 = ok.iter().map(|r| r.log_start_applied).sum();
     eprintln!(
         "{} seeds passed ({acked} acknowledged batches checked, {crashes} crashes, \
          {fetches} partition-log fetches, {compactions} log-start moves, {snapshots} logs restarted by a snapshot, \
          {quiesced} quiesced groups seen at faults, {wrong} wrong liveness reports, \
-         {moves} reassignments, {steps} membership steps, {moved} moves completed)",
+         {moves} reassignments, {steps} membership steps, {moved} moves completed, \
+         {log_starts} log-start entries applied)",
         ok.len()
     );
     if let Some((seed, e)) = bad.first() {
@@ -147,6 +149,11 @@ fn simulate_seeds() {
     assert!(
         ok.len() < 50 || (compactions > ok.len() as u64 && snapshots > 10),
         "too few log-start moves ({compactions}) or snapshots ({snapshots})"
+    );
+    // DeleteRecords through the log, on every replica.
+    assert!(
+        ok.len() < 50 || log_starts > ok.len() as u64,
+        "too few log-start entries applied ({log_starts})"
     );
 }
 
