@@ -127,8 +127,14 @@ fn wants_batch(e: &Entry) -> bool {
         && <[u8; 4]>::try_from(&e.context[..]).is_ok_and(|c| u32::from_be_bytes(c) > 0)
 }
 
-/// Checks that `b` is one whole Kafka RecordBatch v2 with a good CRC (the checks a frame
-/// CRC would otherwise have made for these bytes; their meaning is the store's to check).
+/// What [`check_batch`] says of a batch whose only fault is its CRC.
+const BAD_CRC: &str = "a batch beside fails its CRC";
+
+/// Checks that `b` is one whole Kafka RecordBatch v2 with a good CRC. The CRC covers all
+/// but `baseOffset` and `partitionLeaderEpoch` (bytes 0..8 and 12..16, outside every Kafka
+/// batch CRC); length and magic are checked here, and the store compares those two with
+/// the offset and term the entry has and restamps a copy if they differ, so damage there
+/// is overwritten rather than stored.
 fn check_batch(b: &[u8]) -> Result<(), EnvelopeError> {
     if b.len() < BATCH_HEADER_LEN {
         return Err(EnvelopeError(
@@ -144,7 +150,7 @@ fn check_batch(b: &[u8]) -> Result<(), EnvelopeError> {
     }
     let crc = u32::from_be_bytes(b[BATCH_CRC_AT..BATCH_CRC_AT + 4].try_into().unwrap());
     if crc32c::crc32c(&b[BATCH_CRC_FROM..]) != crc {
-        return Err(EnvelopeError("a batch beside fails its CRC"));
+        return Err(EnvelopeError(BAD_CRC));
     }
     Ok(())
 }
@@ -272,8 +278,22 @@ pub fn encode_envelope_frames(
 /// Decodes a `Raft` body (the whole of it, as received). Never panics and allocates nothing
 /// beyond what the body's own bytes justify (counts are checked against the bytes left
 /// before any vector is sized; the messages' data fields and the batches beside share
-/// `body`'s buffer). Every batch beside is checked as [`check_batch`] says.
+/// `body`'s buffer). Every batch beside is checked as [`check_batch`] says; one that fails
+/// fails the body.
 pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
+    match decode_envelope_lossy(body)? {
+        (env, damaged) if damaged.is_empty() => Ok(env),
+        _ => Err(EnvelopeError("a batch beside fails its CRC")),
+    }
+}
+
+/// [`decode_envelope`] for the transport: a message whose batch beside fails its CRC (whole
+/// and in place, so the body's structure is sound) is left out and its group named, rather
+/// than failing the body. A leader whose own stored copy of a batch is damaged sends it
+/// again on every retry; closing the connection each time would cut every group and the
+/// controller between the two nodes, where dropping the one message stalls only that group
+/// (as a lost message would).
+pub fn decode_envelope_lossy(body: &Bytes) -> Result<(Envelope, Vec<GroupId>), EnvelopeError> {
     let covered = covered_len(body).ok_or(EnvelopeError("bad covered length"))?;
     let mut b = &body[4..covered];
     if b.len() < ENVELOPE_FIXED - 4 {
@@ -350,30 +370,47 @@ pub fn decode_envelope(body: &Bytes) -> Result<Envelope, EnvelopeError> {
             return Err(EnvelopeError("batch longer than the body"));
         }
         let batch = body.slice(at..at + len);
-        check_batch(&batch)?;
-        batches.push(batch);
+        let sound = match check_batch(&batch) {
+            Ok(()) => true,
+            Err(EnvelopeError(BAD_CRC)) => false,
+            Err(e) => return Err(e),
+        };
+        batches.push((batch, sound));
         at += len;
     }
     if at != body.len() {
         return Err(EnvelopeError("bytes after the last batch"));
     }
     let mut batches = batches.into_iter();
-    for (_, m) in &mut messages {
+    let mut damaged = Vec::new();
+    for (group, m) in &mut messages {
+        let mut sound = true;
         for e in m.mut_entries().iter_mut().filter(|e| wants_batch(e)) {
-            e.data = batches
+            let (batch, ok) = batches
                 .next()
                 .ok_or(EnvelopeError("an entry without its batch"))?;
+            e.data = batch;
+            sound &= ok;
+        }
+        if !sound {
+            damaged.push(*group);
         }
     }
     if batches.next().is_some() {
         return Err(EnvelopeError("a batch without its entry"));
     }
-    Ok(Envelope {
-        from,
-        to,
-        heartbeats,
-        messages,
-    })
+    if !damaged.is_empty() {
+        messages.retain(|(g, _)| !damaged.contains(g));
+    }
+    Ok((
+        Envelope {
+            from,
+            to,
+            heartbeats,
+            messages,
+        },
+        damaged,
+    ))
 }
 
 /// How many `entries` fields a protobuf-encoded `eraftpb.Message` holds, read from its wire
@@ -597,6 +634,30 @@ mod tests {
             .expect("the batch is inside");
         inside[at + 100] ^= 0x10;
         assert!(decode_envelope(&Bytes::from(inside)).is_ok());
+    }
+
+    /// On the wire a batch that fails only its CRC costs its own message, not the frame: the
+    /// other groups' messages and the heartbeats are delivered.
+    #[test]
+    fn a_damaged_batch_drops_only_its_message() {
+        let mut env = sample();
+        env.messages.push((8, append(1, 2, 2, 500)));
+        let body = encode_envelope(env.clone(), true).to_vec();
+        let covered = covered_len(&body).unwrap();
+        // The last batch beside is group 8's second: flip a byte in its records.
+        let mut bad = body.clone();
+        let last = bad.len() - 10;
+        bad[last] ^= 0x01;
+        let bad = Bytes::from(bad);
+        assert!(decode_envelope(&bad).is_err(), "strict decoding refuses it");
+        let (got, damaged) = decode_envelope_lossy(&bad).unwrap();
+        assert_eq!(damaged, vec![8]);
+        env.messages.retain(|(g, _)| *g != 8);
+        assert_eq!(got, env, "everything else arrives as sent");
+        // A batch whose structure is broken (its length field) still fails the body.
+        let mut broken = body.clone();
+        broken[covered + 11] ^= 0x01;
+        assert!(decode_envelope_lossy(&Bytes::from(broken)).is_err());
     }
 
     #[test]

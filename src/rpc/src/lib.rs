@@ -53,8 +53,11 @@
 //!
 //! A frame with a bad magic, format version, reserved bits, unknown kind, a length over the
 //! limit, a bad CRC, a body that does not decode, or a kind not allowed at that point closes
-//! the connection (counted in [`Stats::protocol_errors`], never a panic). The length is
-//! checked before anything is allocated for the body, and the body buffer (at most 1 MiB at first) then grows with the
+//! the connection (counted in [`Stats::protocol_errors`], never a panic). The one exception
+//! is a Kafka batch beside a Raft envelope that fails only its own CRC: that message is
+//! dropped and counted ([`Stats::raft_messages_damaged`], see
+//! [`envelope::decode_envelope_lossy`]). The length is checked before anything is
+//! allocated for the body, and the body buffer (at most 1 MiB at first) then grows with the
 //! bytes that actually arrive. A newer incoming connection from a node closes its older one.
 //!
 //! # Queues, priority and back-pressure
@@ -109,7 +112,8 @@ use std::time::Duration;
 
 pub use cluster::{check_cluster_flags, parse_node_id, parse_voters, Voter};
 pub use envelope::{
-    decode_envelope, encode_envelope, encode_envelope_frames, EnvelopeError, RaftBody,
+    decode_envelope, decode_envelope_lossy, encode_envelope, encode_envelope_frames, EnvelopeError,
+    RaftBody,
 };
 pub use frame::{status, FrameError, Hello, Kind, Request, Response};
 pub use sluice_raft::NodeId;

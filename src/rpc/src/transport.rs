@@ -21,7 +21,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::TaskQueueHandle;
 use sluice_raft::Envelope;
 
-use crate::envelope::{decode_envelope, encode_envelope_frames};
+use crate::envelope::{decode_envelope_lossy, encode_envelope_frames};
 use crate::frame::{read_frame, status, Frame, Hello, Kind, Request, Response, HELLO_BODY_MAX};
 use crate::sync::{Event, Latch};
 use crate::{
@@ -131,6 +131,9 @@ pub struct Stats {
     pub raft_messages_too_large: u64,
     pub raft_frames_sent: u64,
     pub raft_frames_received: u64,
+    /// Raft messages dropped on receipt because a Kafka batch beside them failed its CRC
+    /// (the rest of their frame is delivered; see `decode_envelope_lossy`).
+    pub raft_messages_damaged: u64,
     pub requests_sent: u64,
     pub requests_received: u64,
     /// Requests answered `BUSY` because their connection had too many in flight.
@@ -863,6 +866,7 @@ async fn write_available<W: AsyncWrite + Unpin>(
     while let Some(f) = next() {
         any = true;
         buf.extend_from_slice(&f.header());
+        // Part by part: a frame of many small batches must not gather whole in `buf`.
         for part in std::iter::once(&f.body).chain(&f.beside) {
             if part.len() <= INLINE_BODY_MAX {
                 buf.extend_from_slice(part);
@@ -871,10 +875,10 @@ async fn write_available<W: AsyncWrite + Unpin>(
                 buf.clear();
                 w.write_all(part).await?;
             }
-        }
-        if buf.len() >= WRITE_BUFFER_BYTES {
-            w.write_all(buf).await?;
-            buf.clear();
+            if buf.len() >= WRITE_BUFFER_BYTES {
+                w.write_all(buf).await?;
+                buf.clear();
+            }
         }
     }
     if !buf.is_empty() {
@@ -1315,8 +1319,17 @@ async fn inbound_reader<R: AsyncRead + Unpin>(
         };
         match f.kind {
             Kind::Raft => {
-                let env = match decode_envelope(&f.body) {
-                    Ok(e) => e,
+                let env = match decode_envelope_lossy(&f.body) {
+                    Ok((env, damaged)) => {
+                        for group in &damaged {
+                            log::error!(
+                                "rpc: a Kafka batch of raft group {group} from node {} fails its CRC: its message is dropped (the sender's copy is damaged if this repeats)",
+                                conn.from
+                            );
+                        }
+                        bump(inner, |s| s.raft_messages_damaged += damaged.len() as u64);
+                        env
+                    }
                     Err(e) => return protocol_error(e.to_string()),
                 };
                 if env.from != conn.from || env.to != me {
