@@ -587,6 +587,19 @@ pub fn min_insync_replicas(
         .max(1)
 }
 
+/// Whether a topic's `cleanup.policy` (its override, the broker's, or Kafka's `delete`)
+/// includes `delete`: time and size retention, and DeleteRecords, apply only then.
+pub fn cleanup_deletes(
+    overrides: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> bool {
+    let key = topic_config_key("cleanup.policy").expect("a known topic config");
+    effective(overrides, broker, key)
+        .0
+        .split(',')
+        .any(|p| p.trim() == "delete")
+}
+
 /// Builds the storage settings of a topic's partitions.
 pub fn log_config(
     overrides: &BTreeMap<String, String>,
@@ -629,10 +642,7 @@ pub fn log_config(
     c.log_append_time = get("message.timestamp.type") == "LogAppendTime";
     // Time and size retention belong to cleanup.policy=delete; a compact-only topic (like
     // __consumer_offsets) keeps its data until compaction, which comes later.
-    if !get("cleanup.policy")
-        .split(',')
-        .any(|p| p.trim() == "delete")
-    {
+    if !cleanup_deletes(overrides, broker) {
         c.retention_ms = -1;
         c.retention_bytes = -1;
     }

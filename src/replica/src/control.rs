@@ -125,7 +125,10 @@ pub fn control_batch(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malfor
 /// record count differs from the entry's is refused (the leader validated it: a mismatch
 /// is a bug or damage, never written). A batch the leader already stamped with both (it
 /// does before proposing, so that followers store what they receive) is returned as it is,
-/// sharing `e.data`'s memory, so neither a leader nor a follower copies it here.
+/// sharing `e.data`'s memory, so neither a leader nor a follower copies it here. (On a
+/// follower that memory is the received frame's buffer, which stays allocated while any
+/// batch of it is cached: the batch cache's byte count can understate what it holds when
+/// one batch of a large frame outlives the others.)
 pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Bytes, Malformed> {
     let Some(records) = batch_records(e) else {
         return control_batch(e, base, epoch).map(Bytes::from);

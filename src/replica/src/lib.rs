@@ -86,12 +86,15 @@
 //! - `LogStart { reset: true }` (a leader's snapshot) syncs everything written before it
 //!   and its own record first, then empties the partition log
 //!   (`PartitionLog::reset_dir`, crash-safe); recovery repeats a reset that did not
-//!   finish (the partition log still starts below the recorded offset).
-//! - `LogStart { reset: false }` (retention moved the log start through
-//!   `GroupManager::compact`) removes segments (`delete_records_before`) only after the
-//!   record is durable; recovery finishes a move that did not. The broker's retention for a
+//!   finish (the partition log still keeps segments below the recorded offset:
+//!   `retained_start`).
+//! - `LogStart { reset: false }` (retention or a DeleteRecords moved the log start through
+//!   `GroupManager::compact`) removes segments (`move_replica_start`) only after the record
+//!   is durable; recovery finishes a move that did not. The broker's retention for a
 //!   replicated partition must therefore go through `compact` and this store, never delete
-//!   segments itself: a partition log starting past the Raft log start is a damaged store.
+//!   segments itself: a partition log that no longer keeps the batches from the Raft log
+//!   start on (`retained_start` past it) is a damaged store. Its Kafka log start offset may
+//!   be past the Raft log start (a DeleteRecords inside the first entry kept).
 //!
 //! # Recovery
 //!

@@ -7,8 +7,8 @@
 //! On one node `PartitionLog::append` checks a batch's producer sequence against the log's
 //! producer state and records it in the same step, so the state always covers every batch
 //! before the next one is checked. A replicated leader instead proposes the batch to Raft;
-//! the store writes it to the partition log (`append_at`, which records producer state
-//! without checking) only when it performs the `Persist`, and its outcome comes later still.
+//! the store writes it to the partition log (`append_verified`, which records producer
+//! state without checking) only when it performs the `Persist`, and its outcome comes later still.
 //! Meanwhile the producer pipelines up to five batches (KIP-98,
 //! `max.in.flight.requests.per.connection`) and retries any of them, so the log's producer
 //! state lags the proposals: checked against the log alone, a producer's second batch

@@ -456,4 +456,24 @@ mod tests {
             .expect_err("above the max");
         assert!(e.contains("1..="), "{e}");
     }
+
+    extern "C" {
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
+
+    /// The option index names the purge delay of the mimalloc linked in: the only option
+    /// nearby whose default is 1000 (ms) in mimalloc 3, and the one `tune_allocator` sets.
+    /// A lockfile bump that moves the enum fails here rather than tuning another option.
+    #[test]
+    fn the_allocator_option_set_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: plain getters and setters of process-wide integer options.
+        unsafe {
+            assert_eq!(mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
+            tune_allocator();
+            assert_eq!(mi_option_get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Kafka's rules for what a client may write, over raw TCP: each refused produce gets the
 //! code Kafka answers with and stores nothing; internal topics refuse client writes and
-//! DeleteRecords; a zero produce timeout does not store a batch and then report a timeout.
+//! DeleteRecords, and compacted topics DeleteRecords; a zero produce timeout does not store
+//! a batch and then report a timeout.
 
 use std::net::TcpStream;
 
@@ -13,6 +14,7 @@ use sluice_tests::Broker;
 const CORRUPT_MESSAGE: i16 = 2;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_TIMESTAMP: i16 = 32;
+const POLICY_VIOLATION: i16 = 44;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 const INVALID_RECORD: i16 = 87;
@@ -205,6 +207,41 @@ fn clients_cannot_write_or_truncate_the_offsets_topic() {
         0
     );
     assert_eq!(delete_records(&mut s, "plain", 0, -1), 0);
+    // A compacted topic refuses it, as Kafka does: its start moves only by compaction.
+    let create = Enc::new()
+        .i32(1)
+        .str("compacted")
+        .i32(1)
+        .i16(1)
+        .i32(0)
+        .i32(1)
+        .str("cleanup.policy")
+        .nstr(Some("compact"))
+        .i32(5000)
+        .i8(0)
+        .0;
+    let resp = call(&mut s, 19, 2, 24, &create);
+    let mut d = Dec::new(&resp);
+    let _throttle = d.i32();
+    assert_eq!((d.i32(), d.str(), d.i16()), (1, "compacted".to_string(), 0));
+    assert_eq!(
+        produce(
+            &mut s,
+            8,
+            "compacted",
+            0,
+            -1,
+            5000,
+            &record_batch(&[b"k"], now_ms())
+        ),
+        0
+    );
+    assert_eq!(
+        delete_records(&mut s, "compacted", 0, -1),
+        POLICY_VIOLATION,
+        "DeleteRecords on a compacted topic"
+    );
+    assert_eq!(latest(&mut s, "compacted"), 1);
     broker.restart();
     let mut s = connect(&broker);
     assert_eq!(latest(&mut s, topic), before, "after restart");

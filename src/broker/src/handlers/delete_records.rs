@@ -33,6 +33,18 @@ pub async fn handle(
                 // Kafka: "Cannot delete records of internal topic"; the group coordinator's
                 // state lives there and would be lost.
                 Some(rec) if rec.internal => res.error_code = kerr::INVALID_TOPIC_EXCEPTION,
+                // Kafka refuses it on a topic whose cleanup policy lacks `delete` (a
+                // compacted topic's start moves only by compaction).
+                Some(rec)
+                    if p.partition_index >= 0
+                        && p.partition_index < rec.partitions
+                        && !crate::topic_config::cleanup_deletes(
+                            &rec.configs,
+                            &topics.state.broker_configs,
+                        ) =>
+                {
+                    res.error_code = kerr::POLICY_VIOLATION
+                }
                 Some(rec) if p.partition_index >= 0 && p.partition_index < rec.partitions => {
                     let req = PartitionRequest {
                         topic_id: rec.id,

@@ -110,8 +110,12 @@ pub async fn handle(
     let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
         return fail(kerr::NOT_CONTROLLER, "No controller runtime on this node.");
     };
-    let timeout = Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0))
-        .min(sluice_cluster::COMMAND_TIMEOUT);
+    // A client that sets no useful timeout (0 or negative) gets the controller's own, as
+    // other admin calls do, rather than an answer that always times out.
+    let timeout = match u64::try_from(r.timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(sluice_cluster::COMMAND_TIMEOUT),
+        _ => sluice_cluster::COMMAND_TIMEOUT,
+    };
     let deadline = Instant::now() + timeout;
     let index = match node.metadata_index(timeout).await {
         Answer::MetadataIndex(Ok(i)) => i,
