@@ -901,19 +901,7 @@ impl Replication {
         bytes: Bytes,
         log: &PartitionLog<DmaStorage>,
     ) -> Result<Submitted, i16> {
-        if self.failure.borrow().is_some() || self.stopping.get() {
-            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
-        }
-        // Being handed to another replica (controlled shutdown): Raft refuses proposals
-        // until the transfer ends, and the client should look the new leader up.
-        if self
-            .handoffs
-            .borrow()
-            .as_ref()
-            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
-        {
-            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
-        }
+        self.accepting(group)?;
         match self.mgr.borrow().status(group) {
             // Before an entry of its term commits, the log may hold an earlier leader's
             // uncommitted entries: no duplicate may be answered from them.
@@ -995,6 +983,25 @@ impl Replication {
         Ok(Submitted::Proposal(p))
     }
 
+    /// Whether this replica takes proposals for `group` at all: not once the store failed or
+    /// the driver stops, nor while the group is being handed to another replica (controlled
+    /// shutdown: Raft refuses proposals until the transfer ends, and the client should look
+    /// the new leader up). NOT_LEADER_OR_FOLLOWER otherwise.
+    fn accepting(&self, group: GroupId) -> Result<(), i16> {
+        if self.failure.borrow().is_some() || self.stopping.get() {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        if self
+            .handoffs
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
+        {
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        Ok(())
+    }
+
     /// `batch` stamped with the base offset and leader epoch it gets if proposed to `group`
     /// now (`GroupManager::proposal_position`): the one copy of a produced batch on its way
     /// into the Raft log. Every replica then stores the bytes it is given as they are (a
@@ -1025,17 +1032,7 @@ impl Replication {
     /// Proposes moving `group`'s log start to `offset` (DeleteRecords, on the leader; see
     /// [`delete_records`]). Errors are Kafka error codes.
     pub fn propose_log_start(&self, group: GroupId, offset: i64) -> Result<Rc<Proposal>, i16> {
-        if self.failure.borrow().is_some() || self.stopping.get() {
-            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
-        }
-        if self
-            .handoffs
-            .borrow()
-            .as_ref()
-            .is_some_and(|h| h.get(&group).is_some_and(|h| !h.given_up))
-        {
-            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
-        }
+        self.accepting(group)?;
         let token = ProposalToken(self.next_token.get());
         self.next_token.set(token.0 + 1);
         let p = Rc::new(Proposal::default());

@@ -356,7 +356,7 @@ pub fn decode_envelope_lossy(body: &Bytes) -> Result<(Envelope, Vec<GroupId>), E
         return Err(EnvelopeError("no batch count"));
     }
     let n_batches = b.get_u32() as usize;
-    if n_batches != b.len() / BATCH_PREFIX || b.len() % BATCH_PREFIX != 0 {
+    if n_batches.checked_mul(BATCH_PREFIX) != Some(b.len()) {
         return Err(EnvelopeError(
             "batch count does not match the covered bytes",
         ));

@@ -145,25 +145,9 @@ fn a_zero_timeout_does_not_store_the_batch_and_then_report_a_timeout() {
     assert_eq!(latest(&mut s, "zero-timeout"), 3, "after restart");
 }
 
-/// DeleteRecords v0 of `topic`/`partition` before `offset`: the partition's error code.
+/// DeleteRecords of `topic`/`partition` before `offset`: the partition's error code.
 fn delete_records(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -> i16 {
-    let body = Enc::new()
-        .i32(1)
-        .str(topic)
-        .i32(1)
-        .i32(partition)
-        .i64(offset)
-        .i32(5000)
-        .0;
-    let resp = call(s, 21, 0, 22, &body);
-    let mut d = Dec::new(&resp);
-    let _throttle = d.i32();
-    assert_eq!(d.i32(), 1);
-    assert_eq!(d.str(), topic);
-    assert_eq!(d.i32(), 1);
-    assert_eq!(d.i32(), partition);
-    let _low_watermark = d.i64();
-    d.i16()
+    sluice_tests::wire::delete_records(s, topic, partition, offset, 5000).0
 }
 
 #[test]
