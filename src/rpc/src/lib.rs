@@ -2,7 +2,8 @@
 //! TCP between the nodes of a cluster, with Raft traffic in its own queue ahead of forwarded
 //! requests, bounded memory per peer, reconnects and timeouts; plus the cluster flags
 //! (`--rpc-listen`, `--voters`, in [`cluster`]). The controller runtime (`sluice-cluster`)
-//! owns each node's transport; partition Raft traffic is not wired yet.
+//! owns each node's transport; the partitions' Raft traffic goes through it too (the broker
+//! hands it over on shard 0).
 //!
 //! # Wire format
 //!
