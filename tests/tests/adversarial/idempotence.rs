@@ -11,8 +11,8 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_tests::wire::{
-    at, call, connect, create_by_metadata, frame, header, latest, now_ms, produce, read_response,
-    record_batch, seal, Dec, Enc,
+    at, call, connect, create_by_metadata, fetch_at, frame, header, latest, now_ms, produce,
+    read_response, record_batch, seal, Dec, Enc,
 };
 use sluice_tests::{poll_until, Broker, BrokerConfig};
 
@@ -43,29 +43,9 @@ async fn send(p: &FutureProducer, topic: &str, value: &str) -> Result<i64, Strin
 
 /// The stored batch at `offset` of `topic`/0, read with Fetch v4 (whole, as stored).
 fn fetch_batch(s: &mut TcpStream, topic: &str, offset: i64) -> Vec<u8> {
-    let mut body = Enc::new().i32(-1).i32(0).i32(1).i32(1 << 20).0;
-    body.push(0); // isolation level
-    let body = Enc(body)
-        .i32(1)
-        .str(topic)
-        .i32(1)
-        .i32(0)
-        .i64(offset)
-        .i32(1 << 20)
-        .0;
-    let resp = call(s, 1, 4, 21, &body);
-    let mut d = Dec::new(&resp);
-    let _throttle = d.i32();
-    assert_eq!(d.i32(), 1);
-    assert_eq!(d.str(), topic);
-    assert_eq!(d.i32(), 1);
-    assert_eq!(d.i32(), 0);
-    assert_eq!(d.i16(), 0, "fetch error");
-    let _hw = d.i64();
-    let _lso = d.i64();
-    let aborted = d.i32();
-    assert!(aborted <= 0, "no transactions");
-    let records = d.bytes().expect("records");
+    let (error, _hw, records) = fetch_at(s, topic, 0, offset);
+    assert_eq!(error, 0, "fetch error");
+    assert!(!records.is_empty(), "records");
     let len = i32::from_be_bytes(records[8..12].try_into().unwrap()) as usize + 12;
     records[..len].to_vec()
 }
