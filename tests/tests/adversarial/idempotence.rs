@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_tests::wire::{
-    at, call, connect, create_by_metadata, fetch_at, frame, header, latest, now_ms, produce,
+    at, connect, create_by_metadata, fetch_at, frame, header, latest, now_ms, produce,
     read_response, record_batch, seal, Dec, Enc,
 };
 use sluice_tests::{poll_until, Broker, BrokerConfig};
