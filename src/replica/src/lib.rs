@@ -82,7 +82,15 @@
 //! IO overlapping), then the state file, and only then may
 //! the caller report `GroupManager::persisted(seq)`. One sync per shard per round covers
 //! every group. Because the logs are synced before the state file, a durable hard state's
-//! commit index never exceeds the durable log. Two writes order themselves differently:
+//! commit index never exceeds the durable log. The state file is written and synced only
+//! when it holds more than commit-index changes (a term, a vote, a membership, a log start,
+//! a creation or removal: `StateFile::must_sync`), or when the deferred commits pass
+//! `state::DEFERRED_BYTES_MAX` of records or [`store::STATE_SYNC_LOG_BYTES_MAX`] of log
+//! appends, or at close: in steady replication most rounds change only commit indexes,
+//! and skipping their write and fdatasync halves a round's serial IO. Raft does not need
+//! the commit index durable: a restart may recover a lower one (never above the durable
+//! log) and learns the rest from the leader, and a new leader serves nothing before an
+//! entry of its own term commits. Two writes order themselves differently:
 //! - `LogStart { reset: true }` (a leader's snapshot) syncs everything written before it
 //!   and its own record first, then empties the partition log
 //!   (`PartitionLog::reset_dir`, crash-safe); recovery repeats a reset that did not

@@ -38,6 +38,9 @@ pub const REWRITE_MIN_BYTES: u64 = 64 * 1024;
 pub const STATE_FILE_BYTES_MAX: u64 = 1 << 30;
 /// Most voters one group may name.
 pub const VOTERS_MAX: usize = 255;
+/// Most bytes of commit-only hard-state records that may wait for a later sync (see
+/// [`StateFile::must_sync`]): about 1,600 of them, a few seconds of a busy shard's rounds.
+pub const DEFERRED_BYTES_MAX: usize = 64 * 1024;
 
 const CREATE: u8 = 1;
 const HARD_STATE: u8 = 2;
@@ -80,6 +83,8 @@ pub struct StateFile<S: Storage> {
     tail: Vec<u8>,
     /// Records appended since the last sync.
     pending: Vec<u8>,
+    /// Whether `pending` holds a record other than a commit-only hard state.
+    urgent: bool,
     rewrites: u64,
 }
 
@@ -328,11 +333,13 @@ impl<S: Storage> StateFile<S> {
             len: 0,
             tail: Vec::new(),
             pending: Vec::new(),
+            urgent: false,
             rewrites: 0,
         };
         if bytes.len() < HEADER_LEN {
             // New (or a crash before the first header write was synced: it held nothing).
             sf.pending = header();
+            sf.urgent = true;
         } else {
             if &bytes[..4] != MAGIC || bytes[4..8] != VERSION.to_be_bytes() {
                 return Err(Error::Damaged(format!(
@@ -400,6 +407,17 @@ impl<S: Storage> StateFile<S> {
         !self.pending.is_empty()
     }
 
+    /// Whether the appends must be made durable now, before the writes they came with are
+    /// reported persisted: not when all they change is commit indexes (and fewer than
+    /// [`DEFERRED_BYTES_MAX`] bytes of them wait). Raft needs a term, a vote, a membership
+    /// or a log start durable before anything acts on it, but not the commit index: a
+    /// commit recovered lower than it was is learnt again from the leader (and a new leader
+    /// serves nothing before an entry of its own term commits), while a commit that stays
+    /// in memory saves every round's state-file write and fdatasync.
+    pub fn must_sync(&self) -> bool {
+        self.urgent || self.pending.len() >= DEFERRED_BYTES_MAX
+    }
+
     fn push(&mut self, r: Vec<u8>) {
         let applied = apply(&mut self.groups, &r[8..]);
         debug_assert!(applied.is_some(), "a record this file cannot read back");
@@ -413,15 +431,20 @@ impl<S: Storage> StateFile<S> {
                 voters.len()
             )));
         }
+        self.urgent = true;
         self.push(create_record(group, voters));
         Ok(())
     }
 
     pub fn hard_state(&mut self, group: GroupId, hs: &HardState) {
-        assert!(
-            self.groups.contains_key(&group),
-            "hard state of an unknown group"
-        );
+        let Some(was) = self.groups.get(&group).map(|s| &s.hard_state) else {
+            panic!("hard state of an unknown group");
+        };
+        // (What the file holds of the group's term and vote is durable: a change of either
+        // makes the next sync write everything.)
+        if was.term != hs.term || was.vote != hs.vote || hs.commit < was.commit {
+            self.urgent = true;
+        }
         self.push(hard_state_record(group, hs));
     }
 
@@ -430,6 +453,7 @@ impl<S: Storage> StateFile<S> {
             self.groups.contains_key(&group),
             "log start of an unknown group"
         );
+        self.urgent = true;
         self.push(log_start_record(group, &start));
     }
 
@@ -450,6 +474,7 @@ impl<S: Storage> StateFile<S> {
                 voters.len() + learners.len()
             )));
         }
+        self.urgent = true;
         self.push(conf_record(group, voters, learners));
         Ok(())
     }
@@ -461,6 +486,7 @@ impl<S: Storage> StateFile<S> {
             self.groups.contains_key(&group),
             "removal of an unknown group"
         );
+        self.urgent = true;
         self.push(remove_record(group));
     }
 
@@ -503,6 +529,7 @@ impl<S: Storage> StateFile<S> {
         let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
         self.tail = content.split_off(keep);
         self.pending.clear();
+        self.urgent = false;
         Ok(())
     }
 
@@ -549,6 +576,7 @@ impl<S: Storage> StateFile<S> {
         let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
         self.tail = content.split_off(keep);
         self.pending.clear();
+        self.urgent = false;
         self.rewrites += 1;
         Ok(())
     }
@@ -585,6 +613,73 @@ mod tests {
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         glommio::LocalExecutor::default().run(f)
+    }
+
+    #[test]
+    fn only_commit_only_hard_states_may_wait_for_a_later_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            assert!(f.must_sync(), "a new file's header");
+            f.create(1, &[1, 2, 3]).unwrap();
+            assert!(f.must_sync());
+            f.sync(&s).await.unwrap();
+            assert!(!f.must_sync() && !f.dirty());
+            let hs = |term, vote, commit| HardState {
+                term,
+                vote,
+                commit,
+                ..Default::default()
+            };
+            f.hard_state(1, &hs(1, 2, 0));
+            assert!(f.must_sync(), "a new term and vote");
+            f.sync(&s).await.unwrap();
+            f.hard_state(1, &hs(1, 2, 5));
+            f.hard_state(1, &hs(1, 2, 9));
+            assert!(f.dirty() && !f.must_sync(), "commits only");
+            f.hard_state(1, &hs(1, 3, 9));
+            assert!(f.must_sync(), "another vote");
+            f.sync(&s).await.unwrap();
+            f.hard_state(1, &hs(2, 0, 9));
+            assert!(f.must_sync(), "another term");
+            f.sync(&s).await.unwrap();
+            for (kind, urgent) in [
+                ("log start", {
+                    f.log_start(1, LogStart::default());
+                    f.must_sync()
+                }),
+                ("conf", {
+                    f.sync(&s).await.unwrap();
+                    f.conf(1, &[1, 2], &[3]).unwrap();
+                    f.must_sync()
+                }),
+                ("remove", {
+                    f.sync(&s).await.unwrap();
+                    f.remove(1);
+                    f.must_sync()
+                }),
+            ] {
+                assert!(urgent, "{kind}");
+            }
+            f.sync(&s).await.unwrap();
+            // Deferred commits are bounded: past the limit they must be written.
+            f.create(2, &[1]).unwrap();
+            f.hard_state(2, &hs(1, 1, 0));
+            f.sync(&s).await.unwrap();
+            let mut commit = 0;
+            while !f.must_sync() {
+                commit += 1;
+                f.hard_state(2, &hs(1, 1, commit));
+            }
+            assert!(commit as usize * 41 >= DEFERRED_BYTES_MAX - 41, "{commit}");
+            f.sync(&s).await.unwrap();
+            // What a sync wrote reads back: the latest commit included.
+            drop(f);
+            let f = StateFile::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.group(2).unwrap().hard_state.commit, commit);
+            assert!(f.group(1).is_none());
+        });
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub const FETCH_BYTES_MAX: u64 = 16 << 20;
 /// fdatasyncs overlap).
 pub const FLUSH_PARALLEL_MAX: usize = 32;
 
+/// Most bytes appended to the shard's partition logs while the state file's commit
+/// indexes wait for a later sync (`StateFile::must_sync`): a restart reads the entries past
+/// the durable commit back into memory (the uncommitted tail), so the deferral is bounded
+/// by what that may cost, not only by the state file's own bytes.
+pub const STATE_SYNC_LOG_BYTES_MAX: u64 = 8 << 20;
+
 /// Runs `futs` together in this task; all run to the end, the first error is returned.
 async fn join_all<T, F: Future<Output = sluice_storage::Result<T>>>(
     futs: Vec<F>,
@@ -146,6 +152,8 @@ pub struct StoreStats {
     pub fetch_errors: u64,
     pub truncations: u64,
     pub resets: u64,
+    /// Syncs that left the state file alone (it held only commit-only hard states).
+    pub state_syncs_deferred: u64,
 }
 
 /// The partition Raft groups of one shard on disk. Not `Send` (glommio shard-local IO).
@@ -162,6 +170,9 @@ pub struct ReplicaStore<S: Storage> {
     /// the `LogStart` is durable (segments go only after the state file says where the Raft
     /// log starts).
     deferred_starts: BTreeSet<GroupId>,
+    /// Bytes appended to partition logs since the state file was last synced (see
+    /// [`STATE_SYNC_LOG_BYTES_MAX`]).
+    appended_since_state_sync: u64,
     written_seq: u64,
     synced_seq: u64,
     stats: StoreStats,
@@ -309,6 +320,7 @@ impl<S: Storage> ReplicaStore<S> {
             groups,
             touched: BTreeSet::new(),
             deferred_starts: BTreeSet::new(),
+            appended_since_state_sync: 0,
             written_seq: 0,
             synced_seq: 0,
             stats: StoreStats::default(),
@@ -577,6 +589,7 @@ impl<S: Storage> ReplicaStore<S> {
             let epoch = i32::try_from(e.term)
                 .map_err(|_| damaged(group, format!("term {} is no leader epoch", e.term)))?;
             let bytes = stored_bytes(e, base, epoch).map_err(|m| damaged(group, m.0))?;
+            self.appended_since_state_sync += bytes.len() as u64;
             // Checked once already: see the crate header.
             let a = g.log.append_verified(bytes, now_ms)?;
             let next = base + i64::from(entry_records(e));
@@ -618,7 +631,7 @@ impl<S: Storage> ReplicaStore<S> {
         // A snapshot from the leader: the record must be durable before the partition log
         // is emptied (recovery repeats an unfinished reset), and so must everything written
         // before it (a durable hard state never runs ahead of the durable logs).
-        self.sync_all().await?;
+        self.sync_all(true).await?;
         let spec = (self.layout)(group)
             .ok_or_else(|| damaged(group, "reset, but the broker knows no partition for it"))?;
         let old = self.groups.remove(&group).expect("known group");
@@ -656,7 +669,7 @@ impl<S: Storage> ReplicaStore<S> {
     /// deferred retention moves. Returns the highest `seq` it covers: call
     /// `GroupManager::persisted` with it. One call covers every group of the shard.
     pub async fn sync(&mut self) -> Result<u64, Error> {
-        self.sync_all().await?;
+        self.sync_all(false).await?;
         for group in std::mem::take(&mut self.deferred_starts) {
             if let Some(g) = self.groups.get(&group) {
                 // Both offsets lie within entries applied here, so committed and synced:
@@ -671,7 +684,9 @@ impl<S: Storage> ReplicaStore<S> {
         Ok(self.synced_seq)
     }
 
-    async fn sync_all(&mut self) -> Result<(), Error> {
+    /// Syncs the touched logs, then the state file if it must be (`StateFile::must_sync`)
+    /// or `all`.
+    async fn sync_all(&mut self, all: bool) -> Result<(), Error> {
         let logs: Vec<Rc<PartitionLog<S>>> = std::mem::take(&mut self.touched)
             .into_iter()
             .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
@@ -681,7 +696,15 @@ impl<S: Storage> ReplicaStore<S> {
         for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
             join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
         }
-        self.state.sync(&*self.storage).await?;
+        if all
+            || self.state.must_sync()
+            || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
+        {
+            self.state.sync(&*self.storage).await?;
+            self.appended_since_state_sync = 0;
+        } else {
+            self.stats.state_syncs_deferred += 1;
+        }
         self.stats.syncs += 1;
         for g in self.groups.values_mut() {
             if g.commit > g.noted_commit && g.commit <= g.last_index {
@@ -769,7 +792,7 @@ impl<S: Storage> ReplicaStore<S> {
 
     /// Closes every partition log (flushed and synced) and syncs the state file.
     pub async fn close(&mut self) -> Result<(), Error> {
-        self.sync_all().await?;
+        self.sync_all(true).await?;
         // The logs' closes (a truncate and an fdatasync each) overlap, a bounded number at
         // a time: one after another, 3,000 idle logs took ~10 s, the whole shutdown budget.
         let logs: Vec<Rc<PartitionLog<S>>> = self.groups.values().map(|g| g.log.clone()).collect();

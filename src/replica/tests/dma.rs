@@ -140,11 +140,13 @@ fn single_voter_groups_commit_and_recover_on_dma_files() {
             drop((store, mgr));
             let (mut store, mut mgr) = open(&st, &root).await;
             assert_eq!(mgr.status(1).unwrap().last_index, last);
-            assert_eq!(
-                (all_bytes(&store, 1).await, all_bytes(&store, 2).await),
-                before
-            );
+            // Readers see a prefix (the commit index may come back lower: commit-only state
+            // waits for a later sync), and everything once the group committed again.
+            let (b1, b2) = (all_bytes(&store, 1).await, all_bytes(&store, 2).await);
+            assert!(before.0.starts_with(&b1) && before.1.starts_with(&b2));
             elect(&mut store, &mut mgr, now).await;
+            assert!(all_bytes(&store, 1).await.starts_with(&before.0));
+            assert!(all_bytes(&store, 2).await.starts_with(&before.1));
             let base = propose(&mut store, &mut mgr, 1, next).await;
             assert!(base > 300);
             store.close().await.unwrap();
