@@ -1779,6 +1779,66 @@ async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// The state a kill -9 mid-conversion leaves: a one-replica partition's move is recorded
+/// while its only node is down (killed with kill -9), so that node restarts with the plain
+/// log on disk and a move in progress its store knows nothing of. It adopts the log then
+/// (never clearing it as a stray replica's), the move completes, and with that node killed
+/// again the new replicas serve every acknowledged record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_replica_partition_moved_while_its_node_is_down_is_adopted_at_restart() {
+    require_cluster!();
+    const LATE: &str = "late";
+    let t = NewTopic::new(LATE, 1, TopicReplication::Fixed(1));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
+    let owner = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "one replica in sync", || {
+            replicas_and_isr(&first, LATE).filter(|(r, isr)| r.len() == 1 && isr == r)
+        })
+    })
+    .0[0];
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let mut sent = Vec::new();
+    produce_round(&p, LATE, 0, 200, &mut sent).await;
+    tokio::task::block_in_place(|| c.node(owner as usize).kill9());
+    let others: Vec<i32> = (1..=3).filter(|n| *n != owner).collect();
+    let grown = [owner, others[0], others[1]];
+    let port = c.node(others[0] as usize).port();
+    let got = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the move accepted", || {
+            let got = alter_reassignments(port, &[(LATE, 0, Some(&grown[..]))]);
+            (got.1.first().map(|e| e.2) == Some(0)).then_some(got)
+        })
+    });
+    assert_eq!(got.0, 0);
+    tokio::task::block_in_place(|| {
+        c.node(owner as usize).restart();
+        for id in c.ids() {
+            let port = c.node(id).port();
+            poll_until(SETTLE, "the reassignment completed", || {
+                list_reassignments(port).is_empty().then_some(())
+            });
+        }
+        let reader = c.node(others[0] as usize).bootstrap();
+        poll_until(SETTLE, "three replicas in sync", || {
+            replicas_and_isr(&reader, LATE).filter(|(r, isr)| *r == grown && isr.len() == 3)
+        });
+        c.node(owner as usize).kill9();
+    });
+    let log = c.node(owner as usize).stderr_log() + &c.node(owner as usize).stdout_log();
+    assert!(
+        log.contains(&format!("adopted partition log {LATE}-0")),
+        "the restarted node adopted the plain log"
+    );
+    let reader = c.node(others[1] as usize).bootstrap();
+    let got = tokio::task::block_in_place(|| read_partition(&reader, LATE, 0, sent.len()));
+    assert_eq!(got, sent, "every acknowledged record, adopted at restart");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// Reads partition `partition` of `topic` from the beginning through `bootstrap` until
 /// `want` records arrived (bounded).
 fn read_partition(bootstrap: &str, topic: &str, partition: i32, want: usize) -> Vec<String> {
