@@ -1676,7 +1676,8 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
 /// a one-voter group there, restarted with kill -9 and still a group). Once
 /// ListPartitionReassignments is empty everywhere, the original owner of the first is
 /// killed with kill -9 and the other two serve every acknowledged record of it, once, in
-/// order, and take new ones; the moved one serves all of its records from its new node.
+/// order, and take new ones; the moved one serves all of its records from its new node;
+/// the first then shrinks to one replica and still serves them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
     require_cluster!();
@@ -1776,6 +1777,25 @@ async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
         got, sent_m,
         "every acknowledged record of the moved partition"
     );
+
+    // The grown partition shrinks to one replica (its original owner still down): a
+    // one-voter group on the staying node, which keeps serving everything.
+    let stay = grown[1];
+    let port = c.node(stay as usize).port();
+    let got =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(GROWN, 0, Some(&[stay]))]));
+    assert_eq!(got, (0, vec![(GROWN.to_string(), 0, 0)]));
+    let reader = c.node(stay as usize).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "shrunk to one replica", || {
+            (list_reassignments(port).is_empty()
+                && replicas_and_isr(&reader, GROWN).is_some_and(|(r, _)| r == [stay]))
+            .then_some(())
+        })
+    });
+    produce_round(&p, GROWN, 3, ROUND, &mut sent).await;
+    let got = tokio::task::block_in_place(|| read_partition(&reader, GROWN, 0, sent.len()));
+    assert_eq!(got, sent, "every acknowledged record after the shrink");
     tokio::task::block_in_place(|| c.stop_all());
 }
 
