@@ -13,7 +13,9 @@
 //! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
 //! three nodes too: a move to another node under `acks=all` with the leaving node killed
 //! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
-//! of a node cut off from the controller (an error, never a stale answer). DeleteRecords on
+//! of a node cut off from the controller (an error, never a stale answer); partitions of one
+//! replica raised to three, moved to another node, shrunk back to one, and one moved while
+//! its node was down (adopted at its restart). DeleteRecords on
 //! a partition with three replicas is checked across two kill -9s of its leader.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a

@@ -498,9 +498,9 @@ impl BrokerShard {
 
     /// Stops serving `key`'s one-replica log `p` and queues its adoption as the log of
     /// the partition's Raft group ([`crate::replication::Replication::adopt_group`]): the
-    /// log is closed first (appends fail from then on, what was appended is synced), so
-    /// every record it acknowledged is in the group's log, and nothing writes it but the
-    /// store after. Until the group serves, requests find no partition here and retry.
+    /// log is closed first (appends fail from then on, NOT_LEADER_OR_FOLLOWER; what was
+    /// appended is synced), so every record it acknowledged is in the group's log, then
+    /// fenced, so nothing acts in its directory but the store after. Until the group serves, requests find no partition here and retry.
     async fn adopt_plain(
         &self,
         key: PartitionKey,
@@ -520,6 +520,10 @@ impl BrokerShard {
             !here
         });
         p.log.close().await?;
+        // Then fenced: a retention pass or DeleteRecords that took this log before it left
+        // the map must not remove segments once the store has the directory (it waits for
+        // one in flight, and refuses any later).
+        p.log.retire_and_fence().await;
         log::info!(
             "{}-{}: one-replica log closed at offset {}, to be adopted by its raft group",
             t.name,
