@@ -13,7 +13,9 @@
 //! Partition reassignments (AlterPartitionReassignments, ListPartitionReassignments) run on
 //! three nodes too: a move to another node under `acks=all` with the leaving node killed
 //! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
-//! of a node cut off from the controller (an error, never a stale answer). DeleteRecords on
+//! of a node cut off from the controller (an error, never a stale answer); partitions of one
+//! replica raised to three, moved to another node, shrunk back to one, and one moved while
+//! its node was down (adopted at its restart). DeleteRecords on
 //! a partition with three replicas is checked across two kill -9s of its leader.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
@@ -1394,6 +1396,9 @@ mod flex {
                 shift += 7;
             }
         }
+        pub fn bool(&mut self) -> bool {
+            self.take(1)[0] != 0
+        }
         pub fn i16(&mut self) -> i16 {
             i16::from_be_bytes(self.take(2).try_into().unwrap())
         }
@@ -1423,6 +1428,7 @@ const API_ALTER_PARTITION_REASSIGNMENTS: i16 = 45;
 const API_LIST_PARTITION_REASSIGNMENTS: i16 = 46;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 /// AlterPartitionReassignments v0 of `(topic, partition, target or None to cancel)`:
 /// the top-level error and each partition's (topic, partition, error code).
@@ -1430,7 +1436,21 @@ fn alter_reassignments(
     port: u16,
     moves: &[(&str, i32, Option<&[i32]>)],
 ) -> (i16, Vec<(String, i32, i16)>) {
+    alter_reassignments_flagged(port, moves, true)
+}
+
+/// As [`alter_reassignments`]; with `allow_rf_change` false it sends v1 with
+/// allowReplicationFactorChange false (KIP-860).
+fn alter_reassignments_flagged(
+    port: u16,
+    moves: &[(&str, i32, Option<&[i32]>)],
+    allow_rf_change: bool,
+) -> (i16, Vec<(String, i32, i16)>) {
+    let version = if allow_rf_change { 0 } else { 1 };
     let mut b = 60_000i32.to_be_bytes().to_vec();
+    if version >= 1 {
+        b.push(u8::from(allow_rf_change));
+    }
     flex::uvarint(&mut b, moves.len() as u64 + 1);
     for (topic, p, target) in moves {
         flex::compact_str(&mut b, topic);
@@ -1451,9 +1471,12 @@ fn alter_reassignments(
     b.push(0);
     let mut s = sluice_tests::wire::connect_port(port);
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-    let resp = flex::call(&mut s, API_ALTER_PARTITION_REASSIGNMENTS, 0, &b);
+    let resp = flex::call(&mut s, API_ALTER_PARTITION_REASSIGNMENTS, version, &b);
     let mut d = flex::Dec(&resp);
     let _throttle = d.i32();
+    if version >= 1 {
+        let _allow = d.bool();
+    }
     let top = d.i16();
     let _msg = d.nstr();
     let mut out = Vec::new();
@@ -1527,8 +1550,7 @@ fn replicas_and_isr(bootstrap: &str, topic: &str) -> Option<(Vec<i32>, Vec<i32>)
 /// learner, caught up, been promoted, and the leaving one removed; Metadata then lists the
 /// new replicas, both in the ISR; with the leaving node killed, the new set serves every
 /// acknowledged record, once, in order, and takes new ones. Kafka's errors for a cancel with
-/// nothing in progress, an unknown partition, a node named twice, and sluice's refusal to
-/// move a one-replica partition.
+/// nothing in progress, an unknown partition, a node named twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record() {
     require_cluster!();
@@ -1537,12 +1559,6 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
     let t = NewTopic::new(MOVING, 1, TopicReplication::Fixed(2));
     let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
     let first = c.node(1).bootstrap();
-    let single = NewTopic::new("single", 1, TopicReplication::Fixed(1));
-    let res = admin(&first)
-        .create_topics([&single], &admin_opts())
-        .await
-        .expect("CreateTopics request");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
     let (before, _) = tokio::task::block_in_place(|| {
         poll_until(SETTLE, "a leader and both replicas in sync", || {
             replicas_and_isr(&first, MOVING).filter(|(r, isr)| r.len() == 2 && isr.len() == 2)
@@ -1569,10 +1585,6 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
         ),
         (
             &[(MOVING, 0, Some(&[1, 1][..]))][..],
-            INVALID_REPLICA_ASSIGNMENT,
-        ),
-        (
-            &[("single", 0, Some(&[1, 2][..]))][..],
             INVALID_REPLICA_ASSIGNMENT,
         ),
     ] {
@@ -1660,6 +1672,195 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// Partitions of one replica reassigned (their log becomes a Raft group's, adopted by the
+/// only replica): a topic at replication factor 1 with `acks=all` records is raised to 3
+/// replicas while more are produced, another one moves to a different node ([X] → [Y]:
+/// a one-voter group there, restarted with kill -9 and still a group). Once
+/// ListPartitionReassignments is empty everywhere, the original owner of the first is
+/// killed with kill -9 and the other two serve every acknowledged record of it, once, in
+/// order, and take new ones; the moved one serves all of its records from its new node;
+/// the first then shrinks to one replica and still serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
+    require_cluster!();
+    const GROWN: &str = "grown";
+    const MOVED: &str = "moved";
+    const ROUND: usize = 100;
+    let t = NewTopic::new(GROWN, 1, TopicReplication::Fixed(1));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
+    let moved = NewTopic::new(MOVED, 1, TopicReplication::Fixed(1));
+    let res = admin(&first)
+        .create_topics([&moved], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let owner_of = |topic: &'static str| {
+        let first = first.clone();
+        tokio::task::block_in_place(move || {
+            poll_until(SETTLE, "one replica in sync", || {
+                replicas_and_isr(&first, topic).filter(|(r, isr)| r.len() == 1 && isr == r)
+            })
+        })
+        .0[0]
+    };
+    let owner = owner_of(GROWN);
+    let m_from = owner_of(MOVED);
+    // (Not the node killed below either.)
+    let m_to = (1..=3)
+        .find(|n| *n != m_from && *n != owner)
+        .expect("another node");
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let (mut sent, mut sent_m) = (Vec::new(), Vec::new());
+    produce_round(&p, GROWN, 0, ROUND, &mut sent).await;
+    produce_round(&p, MOVED, 0, ROUND, &mut sent_m).await;
+
+    let grown: Vec<i32> = std::iter::once(owner)
+        .chain((1..=3).filter(|n| *n != owner))
+        .collect();
+    let port = c.node(1).port();
+    // Kafka's check still holds: a different replica count needs the flag.
+    let refused = tokio::task::block_in_place(|| {
+        alter_reassignments_flagged(port, &[(GROWN, 0, Some(&grown[..]))], false)
+    });
+    assert_eq!(refused.1[0].2, INVALID_REPLICATION_FACTOR, "{refused:?}");
+    let got =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(GROWN, 0, Some(&grown[..]))]));
+    assert_eq!(got, (0, vec![(GROWN.to_string(), 0, 0)]));
+    let got =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(MOVED, 0, Some(&[m_to]))]));
+    assert_eq!(got, (0, vec![(MOVED.to_string(), 0, 0)]));
+    produce_round(&p, GROWN, 1, ROUND, &mut sent).await;
+    produce_round(&p, MOVED, 1, ROUND, &mut sent_m).await;
+    tokio::task::block_in_place(|| {
+        for id in c.ids() {
+            let port = c.node(id).port();
+            poll_until(SETTLE, "the reassignments completed", || {
+                list_reassignments(port).is_empty().then_some(())
+            });
+        }
+        poll_until(SETTLE, "three replicas in sync", || {
+            replicas_and_isr(&first, GROWN).filter(|(r, isr)| *r == grown && isr.len() == 3)
+        });
+        poll_until(SETTLE, "the moved partition on its new node", || {
+            replicas_and_isr(&first, MOVED).filter(|(r, isr)| *r == [m_to] && *isr == [m_to])
+        });
+    });
+    let dir = c
+        .node(m_from as usize)
+        .data_dir()
+        .join(format!("{MOVED}-0"));
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the moved replica deleted", || {
+            (!dir.exists()).then_some(())
+        })
+    });
+
+    tokio::task::block_in_place(|| c.node(owner as usize).kill9());
+    produce_round(&p, GROWN, 2, ROUND, &mut sent).await;
+    let reader = c.node(grown[1] as usize).bootstrap();
+    let got = tokio::task::block_in_place(|| read_partition(&reader, GROWN, 0, sent.len()));
+    assert_eq!(got, sent, "every acknowledged record from the new replicas");
+
+    // The moved partition is a one-voter group on its new node: it serves everything,
+    // takes more, and is a group again after a kill -9 there.
+    produce_round(&p, MOVED, 2, ROUND, &mut sent_m).await;
+    tokio::task::block_in_place(|| {
+        c.node(m_to as usize).kill9();
+        c.node(m_to as usize).restart();
+    });
+    produce_round(&p, MOVED, 3, ROUND, &mut sent_m).await;
+    let reader = c.node(m_to as usize).bootstrap();
+    let got = tokio::task::block_in_place(|| read_partition(&reader, MOVED, 0, sent_m.len()));
+    assert_eq!(
+        got, sent_m,
+        "every acknowledged record of the moved partition"
+    );
+
+    // The grown partition shrinks to one replica (its original owner still down): a
+    // one-voter group on the staying node, which keeps serving everything.
+    let stay = grown[1];
+    let port = c.node(stay as usize).port();
+    let got =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(GROWN, 0, Some(&[stay]))]));
+    assert_eq!(got, (0, vec![(GROWN.to_string(), 0, 0)]));
+    let reader = c.node(stay as usize).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "shrunk to one replica", || {
+            (list_reassignments(port).is_empty()
+                && replicas_and_isr(&reader, GROWN).is_some_and(|(r, _)| r == [stay]))
+            .then_some(())
+        })
+    });
+    produce_round(&p, GROWN, 3, ROUND, &mut sent).await;
+    let got = tokio::task::block_in_place(|| read_partition(&reader, GROWN, 0, sent.len()));
+    assert_eq!(got, sent, "every acknowledged record after the shrink");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// The state a kill -9 mid-conversion leaves: a one-replica partition's move is recorded
+/// while its only node is down (killed with kill -9), so that node restarts with the plain
+/// log on disk and a move in progress its store knows nothing of. It adopts the log then
+/// (never clearing it as a stray replica's), the move completes, and with that node killed
+/// again the new replicas serve every acknowledged record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_replica_partition_moved_while_its_node_is_down_is_adopted_at_restart() {
+    require_cluster!();
+    const LATE: &str = "late";
+    let t = NewTopic::new(LATE, 1, TopicReplication::Fixed(1));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
+    let owner = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "one replica in sync", || {
+            replicas_and_isr(&first, LATE).filter(|(r, isr)| r.len() == 1 && isr == r)
+        })
+    })
+    .0[0];
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let mut sent = Vec::new();
+    produce_round(&p, LATE, 0, 200, &mut sent).await;
+    tokio::task::block_in_place(|| c.node(owner as usize).kill9());
+    let others: Vec<i32> = (1..=3).filter(|n| *n != owner).collect();
+    let grown = [owner, others[0], others[1]];
+    let port = c.node(others[0] as usize).port();
+    let got = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the move accepted", || {
+            let got = alter_reassignments(port, &[(LATE, 0, Some(&grown[..]))]);
+            (got.1.first().map(|e| e.2) == Some(0)).then_some(got)
+        })
+    });
+    assert_eq!(got.0, 0);
+    tokio::task::block_in_place(|| {
+        c.node(owner as usize).restart();
+        for id in c.ids() {
+            let port = c.node(id).port();
+            poll_until(SETTLE, "the reassignment completed", || {
+                list_reassignments(port).is_empty().then_some(())
+            });
+        }
+        let reader = c.node(others[0] as usize).bootstrap();
+        poll_until(SETTLE, "three replicas in sync", || {
+            replicas_and_isr(&reader, LATE).filter(|(r, isr)| *r == grown && isr.len() == 3)
+        });
+        c.node(owner as usize).kill9();
+    });
+    let log = c.node(owner as usize).stderr_log() + &c.node(owner as usize).stdout_log();
+    assert!(
+        log.contains(&format!("adopted partition log {LATE}-0")),
+        "the restarted node adopted the plain log"
+    );
+    let reader = c.node(others[1] as usize).bootstrap();
+    let got = tokio::task::block_in_place(|| read_partition(&reader, LATE, 0, sent.len()));
+    assert_eq!(got, sent, "every acknowledged record, adopted at restart");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// Reads partition `partition` of `topic` from the beginning through `bootstrap` until
 /// `want` records arrived (bounded).
 fn read_partition(bootstrap: &str, topic: &str, partition: i32, want: usize) -> Vec<String> {
@@ -1711,8 +1912,9 @@ async fn a_partition_gains_a_replica_and_a_cancelled_move_settles() {
     let mut sent = Vec::new();
     produce_round(&p, GROWING, 0, ROUND, &mut sent).await;
     let port = c.node(1).port();
-    let got =
-        tokio::task::block_in_place(|| alter_reassignments(port, &[(GROWING, 0, Some(&grown))]));
+    let got = tokio::task::block_in_place(|| {
+        alter_reassignments(port, &[(GROWING, 0, Some(&grown[..]))])
+    });
     assert_eq!(got, (0, vec![(GROWING.to_string(), 0, 0)]));
     produce_round(&p, GROWING, 1, ROUND, &mut sent).await;
     tokio::task::block_in_place(|| {

@@ -6,7 +6,17 @@
 //! and index, whose voters are its replicas (node ids), the same on every node. Its log is
 //! the store's: the shard serves it like any partition, but appends go through
 //! [`Replication::propose`] and only the store writes, syncs and truncates it. A partition
-//! with one replica keeps the direct path (append, flusher, fsync).
+//! created with one replica keeps the direct path (append, flusher, fsync) until a
+//! reassignment gives it others (or moves it): then its only replica closes the plain log
+//! (everything it acknowledged synced) and adopts it as the log of the partition's group,
+//! of which it is the only voter ([`Replication::adopt_group`], `ReplicaStore::adopt`:
+//! every batch a committed entry, the group durable in the state file before it runs), and
+//! the move proceeds as any group's. A restart before the adoption was durable finds the
+//! plain log and adopts it then (the broker never clears the directory of a partition whose
+//! only original replica is this node). A partition that was a group stays one when a
+//! reassignment leaves it one replica (3 → 1, or [X] → [Y] by way of [X, Y]): a one-voter
+//! group, recovered as a group at restart because the store holds it
+//! (`shard::replicated`), never turned back into a plain log.
 //!
 //! A reassignment (AlterPartitionReassignments) changes the group's membership, not its id:
 //! a joining node creates its replica as a Raft learner from the original voters
@@ -393,6 +403,9 @@ pub struct Replication {
     /// Groups whose voters may differ from their target or whose reassignment is not
     /// completed yet: each tick, the one that leads takes the next membership step.
     reconfiguring: RefCell<std::collections::BTreeSet<GroupId>>,
+    /// One-replica partition logs to make into groups ([`Replication::adopt_group`]), with
+    /// their voters: the driver adopts them between rounds.
+    adoptions: RefCell<Vec<(GroupId, Vec<NodeId>)>>,
     /// Controlled shutdown under way ([`Replication::begin_handoff`]): the groups this
     /// replica leads are being handed to other voters (each one's attempts).
     handoffs: RefCell<Option<HashMap<GroupId, Handoff>>>,
@@ -485,6 +498,7 @@ impl Replication {
             rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
             reconfiguring: RefCell::new(std::collections::BTreeSet::new()),
+            adoptions: RefCell::new(Vec::new()),
             handoffs: RefCell::new(None),
             handoffs_pending: Cell::new(0),
             shared,
@@ -809,6 +823,74 @@ impl Replication {
         Ok(group)
     }
 
+    /// Makes `key`'s one-replica partition log, closed by its owner, this node's replica
+    /// of its Raft group, of which this node is the only voter (`set.original`): queued
+    /// for the driver (`ReplicaStore::adopt`, then `GroupManager::adopt_group`);
+    /// [`Self::wait_group`] returns the log once adopted. Then the group follows `set` as
+    /// any group does (a reassignment adds the new replicas as learners). One the store
+    /// holds already is taken as [`Self::begin_group`] takes it.
+    pub fn adopt_group(
+        &self,
+        key: PartitionKey,
+        set: ReplicaSet,
+        spec: PartitionSpec,
+    ) -> Result<GroupId, String> {
+        let group = group_id(&key.topic_id, key.partition);
+        if self.knows(group) {
+            return self.begin_group(key, set, spec);
+        }
+        if self.stopping.get() {
+            return Err("partition replication is stopping".into());
+        }
+        let me = self.node_id as NodeId;
+        if set.original != [me] {
+            return Err(format!(
+                "{}: only the only replica adopts its log (replicas before the move: {:?})",
+                spec.name, set.original
+            ));
+        }
+        self.specs.borrow_mut().insert(group, spec);
+        self.adoptions
+            .borrow_mut()
+            .push((group, set.original.clone()));
+        self.groups
+            .borrow_mut()
+            .insert(group, GroupInfo::new(key, set.replicas.clone(), None));
+        self.set_replicas(group, key, set);
+        self.kick.notify();
+        Ok(group)
+    }
+
+    /// The driver's part of [`Self::adopt_group`]: each queued log becomes a group in the
+    /// store (durably) and then in the manager.
+    async fn adopt_queued(&self, store: &mut ReplicaStore<DmaStorage>) -> Result<(), String> {
+        let queued = std::mem::take(&mut *self.adoptions.borrow_mut());
+        for (group, voters) in queued {
+            if !self.knows(group) {
+                continue; // removed before its turn
+            }
+            let rlog = store
+                .adopt(group, &voters)
+                .await
+                .map_err(|e| format!("adopting raft group {group:016x}: {e}"))?;
+            let fx = self
+                .mgr
+                .borrow_mut()
+                .adopt_group(group, rlog)
+                .map_err(|e| format!("adopting raft group {group:016x}: {e:?}"))?;
+            let log = store.log(group);
+            if let Some(l) = &log {
+                l.set_replicated();
+            }
+            if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                info.log = log;
+            }
+            self.push(fx);
+            self.created.notify();
+        }
+        Ok(())
+    }
+
     /// Takes the partition's replica set from the controller's image: its order (reports,
     /// ISR, preferred leader) and, if its Raft voters must change or a reassignment is in
     /// progress, the group's leader moves it there one step at a time
@@ -940,6 +1022,14 @@ impl Replication {
     /// caller may delete the directory.
     pub async fn remove_group(&self, group: GroupId) -> Result<(), String> {
         if self.groups.borrow_mut().remove(&group).is_none() {
+            return Ok(());
+        }
+        let queued = self.adoptions.borrow().len();
+        self.adoptions.borrow_mut().retain(|(g, _)| *g != group);
+        if self.adoptions.borrow().len() != queued {
+            // Never adopted: the store holds nothing of it (its log is the caller's).
+            self.reconfiguring.borrow_mut().remove(&group);
+            self.specs.borrow_mut().remove(&group);
             return Ok(());
         }
         self.reconfiguring.borrow_mut().remove(&group);
@@ -1175,6 +1265,12 @@ impl Replication {
                 break;
             }
             let seen = self.kick.generation();
+            if !self.adoptions.borrow().is_empty() {
+                if let Err(e) = self.adopt_queued(&mut store).await {
+                    self.fail(e);
+                    break;
+                }
+            }
             if Instant::now() >= next_tick {
                 self.apply_liveness();
                 let fx = self.mgr.borrow_mut().tick(self.now_ms());

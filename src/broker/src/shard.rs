@@ -36,8 +36,9 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Rc<PartitionLog<DmaStorage>>,
-    /// The Raft group of a replicated partition (more than one replica): its log is the
-    /// replica store's, written only through Raft (`crate::replication`).
+    /// The Raft group of a replicated partition (more than one replica, or one left with
+    /// one by a reassignment: see [`replicated`]): its log is the replica store's, written
+    /// only through Raft (`crate::replication`).
     pub group: Option<sluice_raft::GroupId>,
 }
 
@@ -90,8 +91,11 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
     data_dir.join(partition_dirs::dir_name(topic, partition))
 }
 
-/// Whether this node's replica of `partition` of `t` is replicated through Raft: it has
-/// other replicas (the offsets topic's too: its coordinators then write through Raft).
+/// Whether this node's replica of `partition` of `t` is replicated through Raft because
+/// it has other replicas (the offsets topic's too: its coordinators then write through
+/// Raft). A partition with one replica is a plain log unless it was a group before (a
+/// reassignment shrank it to one replica, or moved it to another node by way of a group):
+/// it stays a one-voter group, which only this node's store knows (`group_known`).
 pub fn replicated(t: &TopicRecord, partition: i32, this_node: i32) -> bool {
     t.hosted_on(partition, this_node)
         && partition >= 0
@@ -366,6 +370,13 @@ impl BrokerShard {
         for (key, t) in wanted {
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
+                if p.group.is_none() && replicated(t, key.partition, this_node) {
+                    // A reassignment gives this one-replica partition more replicas (or
+                    // moves it): its log becomes its Raft group's.
+                    let group = self.adopt_plain(key, t, p, &broker_cfgs).await?;
+                    replicas.push((key, t.name.clone(), group));
+                    continue;
+                }
                 if let (Some(g), Some(rep)) = (p.group, self.replication()) {
                     // A reassignment began, moved on or completed: the group follows.
                     rep.set_replicas(g, key, replica_set(t, key.partition, this_node));
@@ -379,7 +390,7 @@ impl BrokerShard {
                 }
                 continue;
             }
-            if replicated(t, key.partition, this_node) {
+            if replicated(t, key.partition, this_node) || self.group_known(key) {
                 let group = self.begin_replicated(key, t, &broker_cfgs).await?;
                 replicas.push((key, t.name.clone(), group));
                 continue;
@@ -444,6 +455,14 @@ impl BrokerShard {
         let set = replica_set(t, key.partition, self.config.node_id);
         let group = crate::replication::group_id(&key.topic_id, key.partition);
         let spec = self.partition_spec(t, key.partition, broker_cfgs);
+        if !rep.knows(group) && set.original == [self.config.node_id as u64] {
+            // This node was the partition's only replica before the reassignment under way
+            // and its store has no group: the directory holds the one-replica log (a
+            // restart came before the adoption was durable), adopted now, never cleared.
+            return rep
+                .adopt_group(key, set, spec)
+                .map_err(crate::error::BrokerError::Shard);
+        }
         if !rep.knows(group) {
             // Data in the directory of a group the store does not know is no replica's (a
             // crash between a creation's log write and its state record, or a removal whose
@@ -465,6 +484,55 @@ impl BrokerShard {
             }
         }
         rep.begin_group(key, set, spec)
+            .map_err(crate::error::BrokerError::Shard)
+    }
+
+    /// Whether this shard's store holds `key`'s Raft group: a partition that had more
+    /// than one replica stays a group when a reassignment leaves it one (a one-voter
+    /// group), so its replica count alone does not say how it is served.
+    fn group_known(&self, key: PartitionKey) -> bool {
+        self.replication().is_some_and(|rep| {
+            rep.knows(crate::replication::group_id(&key.topic_id, key.partition))
+        })
+    }
+
+    /// Stops serving `key`'s one-replica log `p` and queues its adoption as the log of
+    /// the partition's Raft group ([`crate::replication::Replication::adopt_group`]): the
+    /// log is closed first (appends fail from then on, NOT_LEADER_OR_FOLLOWER; what was
+    /// appended is synced), so every record it acknowledged is in the group's log, then
+    /// fenced, so nothing acts in its directory but the store after. Until the group serves, requests find no partition here and retry.
+    async fn adopt_plain(
+        &self,
+        key: PartitionKey,
+        t: &TopicRecord,
+        p: Rc<Partition>,
+        broker_cfgs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<sluice_raft::GroupId, crate::error::BrokerError> {
+        let rep = self.replication().ok_or_else(|| {
+            crate::error::BrokerError::Shard("partition replication is not running".into())
+        })?;
+        self.partitions.borrow_mut().remove(&key);
+        self.group_slots.borrow_mut().retain(|s| {
+            let here = s.topic_id == key.topic_id && s.partition == key.partition;
+            if here {
+                s.unload();
+            }
+            !here
+        });
+        p.log.close().await?;
+        // Then fenced: a retention pass or DeleteRecords that took this log before it left
+        // the map must not remove segments once the store has the directory (it waits for
+        // one in flight, and refuses any later).
+        p.log.retire_and_fence().await;
+        log::info!(
+            "{}-{}: one-replica log closed at offset {}, to be adopted by its raft group",
+            t.name,
+            key.partition,
+            p.log.log_end_offset()
+        );
+        let set = replica_set(t, key.partition, self.config.node_id);
+        let spec = self.partition_spec(t, key.partition, broker_cfgs);
+        rep.adopt_group(key, set, spec)
             .map_err(crate::error::BrokerError::Shard)
     }
 
@@ -627,8 +695,10 @@ impl BrokerShard {
         let mut specs = HashMap::new();
         let broker_cfgs = &state.broker_configs;
         for t in &state.topics {
+            // Every partition this shard hosts, not only those of several replicas: one a
+            // reassignment left with one replica is still a group if the store holds it.
             for p in 0..t.partitions {
-                if !replicated(t, p, self.config.node_id)
+                if !t.hosted_on(p, self.config.node_id)
                     || sluice_shard::assign(&t.id, p, shards).ok() != Some(self.shard_id())
                 {
                     continue;

@@ -426,6 +426,30 @@ impl GroupManager {
         Ok(self.finish(out, [group]))
     }
 
+    /// Adds this node's replica of `group` over a log that already holds committed entries
+    /// (a one-replica partition log its store made into a group, with this node its only
+    /// voter: `ReplicaStore::adopt`, which also persisted it, so no `Write::Create`). It
+    /// campaigns at once (unless fenced), as the partition's only replica led it already:
+    /// its hard state's term is at least every entry's, so it leads in a newer one.
+    pub fn adopt_group(&mut self, group: GroupId, log: ReplicaLog) -> Result<Vec<Effect>, Error> {
+        if !log.voters().contains(&self.cfg.node_id) {
+            return Err(Error::InvalidVoters);
+        }
+        if self.groups.contains_key(&group) {
+            return Err(Error::GroupExists);
+        }
+        assert!(
+            log.hard_state().term >= log.term_of(log.last_index()).unwrap_or(0),
+            "an adopted log's hard state term is below its entries'"
+        );
+        self.add_replica(group, log)?;
+        if !self.fenced {
+            let r = self.groups.get_mut(&group).expect("replica just added");
+            r.node.campaign().map_err(|_| Error::Raft)?;
+        }
+        Ok(self.finish(Out::default(), [group]))
+    }
+
     /// Creates this node's replica of `group` as a learner joining a running group (a
     /// reassignment's new replica): empty, it catches up from the leader (or, if the
     /// leader's log no longer starts at its beginning, restarts at the leader's log start,
@@ -2476,5 +2500,62 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Effect::Committed { span, .. } if span.next() == 4)));
         assert_eq!(m.status(10).unwrap().high_watermark, 4);
+    }
+
+    /// A log of committed entries (a one-replica partition log the store adopted) becomes
+    /// a single-voter group: only with this node its voter, once; it leads at once in a
+    /// term past its entries', and its no-op and new batches follow the adopted offsets.
+    #[test]
+    fn an_adopted_log_leads_in_a_newer_term_after_its_entries() {
+        let adopted = |voters: &[u64]| {
+            let mut log = ReplicaLog::restored(voters, (0, 0, 0));
+            for i in 0..5 {
+                log.push_applied(OffsetSpan {
+                    base: i * 2,
+                    records: 2,
+                    term: 1,
+                });
+            }
+            log.set_hard_state(HardState {
+                term: 1,
+                commit: 5,
+                ..Default::default()
+            });
+            log
+        };
+        let mut m = GroupManager::new(Config {
+            node_id: 1,
+            ..Default::default()
+        });
+        assert_eq!(m.adopt_group(4, adopted(&[2])), Err(Error::InvalidVoters));
+        let fx = m.adopt_group(4, adopted(&[1])).unwrap();
+        assert_eq!(m.adopt_group(4, adopted(&[1])), Err(Error::GroupExists));
+        let st = m.status(4).unwrap();
+        assert_eq!((st.role, st.term), (Role::Leader, 2));
+        let mut pending: Vec<Effect> = fx;
+        let mut now = 0;
+        while !m.status(4).unwrap().ready {
+            for e in std::mem::take(&mut pending) {
+                if let Effect::Persist { seq, .. } = e {
+                    pending.extend(m.persisted(seq));
+                }
+            }
+            now += TICK_MS;
+            pending.extend(m.tick(now));
+            assert!(now < 10_000, "never ready");
+        }
+        // The no-op is entry 6 at offset 10.
+        assert_eq!(m.status(4).unwrap().high_watermark, 11);
+        let fx = m.propose(
+            4,
+            ProposalToken(1),
+            Batch {
+                records: 1,
+                bytes: Bytes::from_static(b"x"),
+            },
+        );
+        assert!(fx.iter().any(
+            |e| matches!(e, Effect::Proposed { span, .. } if span.base == 11 && span.term == 2)
+        ));
     }
 }

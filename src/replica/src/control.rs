@@ -158,8 +158,14 @@ pub fn fetched(batch: Bytes) -> Result<FetchedBatch, Malformed> {
     let h = Header::parse(&batch)
         .filter(|h| h.size == batch.len())
         .ok_or_else(|| Malformed(format!("{} bytes are not one whole batch", batch.len())))?;
+    // Epoch 0 is read as term 1: Raft never writes an entry of term 0 (its first leader
+    // is elected in term 1), so only the batches a one-replica partition log wrote before
+    // its group adopted it carry it (`ReplicaStore::adopt`), and raft-rs must not see term
+    // 0 at an index (it answers 0 for indexes outside its log, so a follower would take a
+    // term-0 entry it lacks as matching).
     let term = u64::try_from(h.leader_epoch)
-        .map_err(|_| Malformed(format!("batch at {} without a leader epoch", h.base_offset)))?;
+        .map_err(|_| Malformed(format!("batch at {} without a leader epoch", h.base_offset)))?
+        .max(1);
     let records = u32::try_from(i64::from(h.last_offset_delta) + 1)
         .map_err(|_| Malformed(format!("batch at {}: bad offset delta", h.base_offset)))?;
     if !h.is_control() {

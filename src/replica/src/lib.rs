@@ -65,6 +65,17 @@
 //! (`PartitionLog::retained_start` is at or below the Raft log start), so followers can
 //! still be sent those entries.
 //!
+//! A one-replica partition log becomes a group with [`ReplicaStore::adopt`] (a
+//! reassignment gives the partition replicas): every batch in it becomes a committed entry,
+//! and its partitionLeaderEpoch 0 (what a one-replica log stamps) is read as term 1
+//! (`control::fetched`: raft-rs must never see an entry of term 0, and Raft writes none);
+//! a new replica stores such an entry stamped 1, so replicas then differ in that field of
+//! those batches only. The Raft log starts at the log's first retained batch (after a
+//! stand-in entry 1 of term 1 if that is not offset 0, so a new replica is reset to it
+//! first); the hard state's term is the newest entry's, so the group's first election
+//! starts a term past every stored epoch. The group exists once its state records are
+//! synced, before `adopt` returns; the partition log is not written.
+//!
 //! `Write::Create` over a partition directory that holds a non-empty log is refused
 //! ([`Error::Damaged`] naming the group and directory): the store never empties data it does
 //! not know. The broker clears a stale directory (`partition_dirs::clear_log_files`) before
@@ -151,7 +162,7 @@
 //! created again empty and caught up). `state.rs`: a torn last record cut, damage before
 //! valid records refused, removal and re-creation. `tests/dma.rs` runs single-voter groups on a
 //! shard's glommio DMA files (the broker's IO: page-aligned direct writes), recovering
-//! after a drop without close.
+//! after a drop without close, and adopts a one-replica log as a group.
 //!
 //! # Not yet
 //!

@@ -291,7 +291,7 @@ impl<S: Storage> ReplicaStore<S> {
                 ));
             }
             let (mut rlog, mut group) =
-                Self::scan(g, &log, &st.voters, start, &st.hard_state).await?;
+                Self::scan(g, &log, &st.voters, start, &st.hard_state, false).await?;
             rlog.set_conf(&st.voters, &st.learners)
                 .map_err(|m| damaged(g, m))?;
             // The log starts at the Raft log start, or past it where a committed
@@ -329,13 +329,16 @@ impl<S: Storage> ReplicaStore<S> {
     }
 
     /// Rebuilds one group's Raft log from its partition log: one batch per entry from the
-    /// log start, raft index = start index + ordinal, term = partitionLeaderEpoch.
+    /// log start, raft index = start index + ordinal, term = partitionLeaderEpoch. With
+    /// `adopt` every batch is committed (the hard state's commit is ignored and becomes the
+    /// last index): see [`Self::adopt`].
     async fn scan(
         g: GroupId,
         log: &Rc<PartitionLog<S>>,
         voters: &[u64],
         start: LogStart,
         hs: &HardState,
+        adopt: bool,
     ) -> Result<(ReplicaLog, Group<S>), Error> {
         let mut rlog = ReplicaLog::restored(voters, (start.index, start.term, start.offset));
         let mut group = Group::new(log.clone(), start);
@@ -364,7 +367,7 @@ impl<S: Storage> ReplicaStore<S> {
                     records: b.records,
                     term: b.term,
                 };
-                if index <= hs.commit {
+                if adopt || index <= hs.commit {
                     if b.raft_entry == Some(raft::eraftpb::EntryType::EntryNormal) {
                         if let Some(x) = log_start_of_data(&b.bytes) {
                             group.records_start = group.records_start.max(x.min(b.base));
@@ -378,6 +381,14 @@ impl<S: Storage> ReplicaStore<S> {
                 offset = span.next();
             }
         }
+        let mut hs = hs.clone();
+        if adopt {
+            // Everything is committed, and the term at least the newest entry's (term 1
+            // for a log of no entries: a term 0 leader is not Raft's).
+            hs.commit = index;
+            hs.term = term.max(1);
+            hs.vote = 0;
+        }
         if hs.commit > index {
             return Err(damaged(
                 g,
@@ -387,7 +398,6 @@ impl<S: Storage> ReplicaStore<S> {
                 ),
             ));
         }
-        let mut hs = hs.clone();
         if term > hs.term {
             // Entries of a newer term than the durable hard state: a follower that learnt
             // the term from the leader's first append crashed between syncing the log and
@@ -415,6 +425,73 @@ impl<S: Storage> ReplicaStore<S> {
         // entries.
         log.set_high_watermark(committed);
         Ok((rlog, group))
+    }
+
+    /// Makes `group` of `voters` out of the one-replica partition log in its directory (a
+    /// reassignment gives the partition more replicas, or moves it): the log, closed by its
+    /// owner (everything it acknowledged synced), is opened as this group's and every batch
+    /// in it becomes a committed entry, in order, with its partitionLeaderEpoch as term
+    /// (epoch 0, what a one-replica log stamps, read as term 1: see `control::fetched`).
+    /// The Raft log starts at the log's first retained batch: at entry 0 if that is
+    /// offset 0, else after an entry 1 of term 1 that lies before it (as if retention had
+    /// compacted it), so a new replica is first reset to that offset, as a new Kafka
+    /// follower of a log that does not start at 0 is. The hard state's term is the last
+    /// entry's (at least 1), with no vote, so the group's first election starts a term
+    /// past every stored epoch. Nothing in the partition log is written: the group exists
+    /// once its records in the state file are synced, before this returns, and a crash
+    /// before leaves the plain log as it was (the broker adopts it again).
+    ///
+    /// Under kill -9 the records of one state-file sync arrive whole (one write); a power
+    /// loss tearing them after the creation record recovers a group with commit 0 (its
+    /// single voter commits the entries again) or, for a log not starting at 0, refuses to
+    /// start (the partition log keeps batches before the Raft log start): never data lost.
+    pub async fn adopt(&mut self, group: GroupId, voters: &[u64]) -> Result<ReplicaLog, Error> {
+        if self.groups.contains_key(&group) {
+            return Err(damaged(group, "adopted, but the store holds it already"));
+        }
+        let spec = (self.layout)(group)
+            .ok_or_else(|| damaged(group, "adopted, but the broker knows no partition for it"))?;
+        let log = open_log(&self.storage, &self.cache, &spec).await?;
+        let first = log.retained_start();
+        let start = if first == 0 {
+            LogStart::default()
+        } else {
+            LogStart {
+                index: 1,
+                term: 1,
+                offset: first,
+                reset: false,
+            }
+        };
+        let records_start = log.log_start_offset();
+        let (mut rlog, mut g) =
+            match Self::scan(group, &log, voters, start, &HardState::default(), true).await {
+                Ok(x) => x,
+                Err(e) => {
+                    log.close().await?;
+                    return Err(e);
+                }
+            };
+        let hs = rlog.hard_state().clone();
+        rlog.set_conf(voters, &[]).map_err(|m| damaged(group, m))?;
+        self.state.create(group, voters)?;
+        if start != LogStart::default() {
+            self.state.log_start(group, start);
+        }
+        self.state.hard_state(group, &hs);
+        self.state.sync(&*self.storage).await?;
+        // The Kafka log start stays where the one-replica log had it (its checkpoint; the
+        // store's own view starts there too).
+        g.records_start = records_start.max(start.offset);
+        self.groups.insert(group, g);
+        log::info!(
+            "group {group}: adopted partition log {} (offsets {first}..{}, {} entries, term {})",
+            spec.name,
+            log.log_end_offset(),
+            rlog.last_index() - start.index,
+            hs.term
+        );
+        Ok(rlog)
     }
 
     /// The partition log of `group` (for reads: the broker serves consumers from it; its

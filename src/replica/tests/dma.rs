@@ -244,3 +244,87 @@ fn close_closes_every_log_of_many_groups() {
         "the shard's checks did not finish"
     );
 }
+
+/// A one-replica partition log (batches of epoch 0, as a broker's single-replica log
+/// stamps them) becomes a single-voter group (`ReplicaStore::adopt`): every batch is a
+/// committed entry of term 1, the group elects itself in a later term and appends after
+/// them, and a restart (dropped without close) recovers the group with every batch in
+/// place.
+#[test]
+fn a_one_replica_log_is_adopted_as_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let done = Arc::new(AtomicBool::new(false));
+    let ok = done.clone();
+    let cfg = ShardConfig {
+        shards: 1,
+        io_memory: 1 << 20,
+        ring_depth: 64,
+        pin: false,
+        ..ShardConfig::default()
+    };
+    let rt = start(cfg, Shutdown::new(), move |ctx| {
+        let root = root.clone();
+        let ok = ok.clone();
+        async move {
+            let st = ctx.storage();
+            let cache = Rc::new(RefCell::new(BatchCache::new(1 << 20)));
+            const G: GroupId = 7;
+            let plain = sluice_storage::PartitionLog::open(
+                Rc::new(st.clone()),
+                root.join(format!("t-{G}")),
+                LogConfig {
+                    segment_bytes: 64 * 1024,
+                    ..LogConfig::default()
+                },
+                cache,
+                "plain".into(),
+            )
+            .await
+            .unwrap();
+            for i in 0..300 {
+                let v = format!("plain-{i}").into_bytes();
+                plain
+                    .append(&kafka_batch(&[&v[..]], 1_700_000_000_000), 0)
+                    .unwrap();
+            }
+            plain.close().await.unwrap();
+            let end = plain.log_end_offset();
+            assert_eq!(end, 300);
+            drop(plain);
+
+            let (mut store, mut mgr) = open(&st, &root).await;
+            let rlog = store.adopt(G, &[1]).await.unwrap();
+            assert_eq!(rlog.last_index(), 300);
+            assert_eq!(rlog.hard_state().commit, 300);
+            assert_eq!(rlog.term_of(1), Some(1), "epoch 0 is term 1");
+            let fx = mgr.adopt_group(G, rlog).unwrap();
+            store.drive(&mut mgr, fx, 0).await.unwrap();
+            let now = elect(&mut store, &mut mgr, 0).await;
+            let st1 = mgr.status(G).unwrap();
+            assert!(st1.term >= 2, "a term past every stored epoch");
+            let before = all_bytes(&store, G).await;
+            let base = propose(&mut store, &mut mgr, G, 1).await;
+            assert_eq!(base, end + 1, "after the batches and the election no-op");
+            let last = mgr.status(G).unwrap().last_index;
+            drop((store, mgr));
+
+            let (mut store, mut mgr) = open(&st, &root).await;
+            assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![G]);
+            assert_eq!(mgr.status(G).unwrap().last_index, last);
+            assert!(all_bytes(&store, G).await.starts_with(&before));
+            assert_eq!(store.log(G).unwrap().high_watermark(), base + 2);
+            elect(&mut store, &mut mgr, now).await;
+            propose(&mut store, &mut mgr, G, 2).await;
+            // A group is never adopted twice.
+            assert!(store.adopt(G, &[1]).await.is_err());
+            ok.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    rt.join().unwrap();
+    assert!(
+        done.load(Ordering::SeqCst),
+        "the shard's checks did not finish"
+    );
+}

@@ -4,6 +4,12 @@
 //! learners, promotes them once caught up, drops the leaving ones, and its leader reports
 //! the move done, which completes it (`replication.rs`). Answered once the controller's
 //! records committed and this node adopted them, as Kafka answers once the move started.
+//!
+//! Every move Kafka makes is made, whatever the replica counts: a partition of one replica
+//! (a plain log) becomes a Raft group over its existing log when the move starts (its only
+//! replica adopts it: `ReplicaStore::adopt`), and a group left with one replica stays a
+//! one-voter group (`shard::replicated`). Only Kafka's own checks refuse here
+//! (allowReplicationFactorChange); the controller checks the replicas themselves.
 
 use std::rc::Rc;
 
@@ -18,24 +24,6 @@ use sluice_codec::RequestHeaderInfo;
 use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
-
-/// Why sluice refuses a move Kafka would make: a partition of one replica is served
-/// without Raft (`shard::replicated`), so it cannot gain replicas by adding learners, nor a
-/// Raft group shrink to a partition of one.
-fn one_replica_refusal(current: usize, target: Option<&Vec<i32>>) -> Option<String> {
-    if current < 2 {
-        return Some(
-            "sluice does not yet reassign partitions of one replica (they are not Raft groups)"
-                .into(),
-        );
-    }
-    match target {
-        Some(t) if t.len() == 1 => {
-            Some("sluice does not yet reassign a replicated partition to a single replica".into())
-        }
-        _ => None,
-    }
-}
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
@@ -64,12 +52,6 @@ pub async fn handle(
                 .filter(|k| p.partition_index >= 0 && p.partition_index < k.partitions);
             let refusal = known.and_then(|k| {
                 let current = k.original_of(p.partition_index, this_node);
-                if let Some(why) = one_replica_refusal(
-                    k.replicas_of(p.partition_index, this_node).len(),
-                    target.as_ref(),
-                ) {
-                    return Some((kerr::INVALID_REPLICA_ASSIGNMENT, why));
-                }
                 match &target {
                     Some(tg) if !allow_rf_change && tg.len() != current.len() => Some((
                         kerr::INVALID_REPLICATION_FACTOR,
