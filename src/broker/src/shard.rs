@@ -519,11 +519,12 @@ impl BrokerShard {
             }
             !here
         });
-        p.log.close().await?;
-        // Then fenced: a retention pass or DeleteRecords that took this log before it left
-        // the map must not remove segments once the store has the directory (it waits for
-        // one in flight, and refuses any later).
+        let closed = p.log.close().await;
+        // Then fenced, even if the close failed: a retention pass or DeleteRecords that took
+        // this log before it left the map must not remove segments once the store has the
+        // directory (it waits for one in flight, and refuses any later).
         p.log.retire_and_fence().await;
+        closed?;
         log::info!(
             "{}-{}: one-replica log closed at offset {}, to be adopted by its raft group",
             t.name,

@@ -144,6 +144,14 @@ pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Bytes, Malformed
             h.is_control()
         )));
     }
+    // An entry of term 1 carrying epoch 0 is a batch of an adopted one-replica log (see
+    // `fetched`; Raft's leaders stamp their term, never 0): it keeps epoch 0, so every
+    // replica's leader-epoch history says what the original's does.
+    let epoch = if epoch == 1 && h.leader_epoch == 0 {
+        0
+    } else {
+        epoch
+    };
     if h.base_offset == base && h.leader_epoch == epoch {
         return Ok(e.data.clone());
     }
@@ -341,5 +349,30 @@ mod tests {
             ..e
         };
         assert!(stored_bytes(&torn, 100, 9).is_err());
+    }
+
+    #[test]
+    fn an_adopted_batch_keeps_its_epoch_0_at_term_1() {
+        let mut raw = testing::kafka_batch(&[b"a"], 5);
+        hdr::set_offset_and_epoch(&mut raw, 7, 0);
+        let raw = Bytes::from(raw);
+        let f = fetched(raw.clone()).unwrap();
+        assert_eq!(f.term, 1, "epoch 0 reads as term 1");
+        let e = Entry {
+            index: 8,
+            term: 1,
+            data: raw.clone(),
+            context: records_context(1),
+            ..Default::default()
+        };
+        // Stored as it is on every replica (not restamped 1): the same epoch history.
+        let b = stored_bytes(&e, 7, 1).unwrap();
+        assert_eq!(b.as_ptr(), raw.as_ptr());
+        let moved = stored_bytes(&e, 9, 1).unwrap();
+        let h = Header::parse(&moved).unwrap();
+        assert_eq!((h.base_offset, h.leader_epoch), (9, 0));
+        // Any later term is stamped as usual.
+        let h = Header::parse(&stored_bytes(&Entry { term: 2, ..e }, 7, 2).unwrap()).unwrap();
+        assert_eq!(h.leader_epoch, 2);
     }
 }

@@ -69,8 +69,10 @@
 //! reassignment gives the partition replicas): every batch in it becomes a committed entry,
 //! and its partitionLeaderEpoch 0 (what a one-replica log stamps) is read as term 1
 //! (`control::fetched`: raft-rs must never see an entry of term 0, and Raft writes none);
-//! a new replica stores such an entry stamped 1, so replicas then differ in that field of
-//! those batches only. The Raft log starts at the log's first retained batch (after a
+//! and every replica stores such a batch with its epoch 0 kept (`control::stored_bytes`),
+//! so all replicas hold the same bytes and the same leader-epoch history (a consumer that
+//! read epoch 0 on the old replica validates its position on a new one as on the old). The
+//! Raft log starts at the log's first retained batch (after a
 //! stand-in entry 1 of term 1 if that is not offset 0, so a new replica is reset to it
 //! first); the hard state's term is the newest entry's, so the group's first election
 //! starts a term past every stored epoch. The group exists once its state records are
