@@ -32,7 +32,8 @@ use sluice_rpc::{
 
 use crate::gossip::{Gossip, GossipStats, LeaderStore, Member};
 use crate::notify::{Event, Slot};
-use crate::wal::WalFile;
+use crate::snapshot::{self, SnapshotFile};
+use crate::wal::{WalFile, CLUSTER_DIR};
 use crate::wire::{self, method, status, Command, FetchRequest, FetchResponse};
 
 /// Kafka's `request.timeout.ms` default: how long a command may take, retries included,
@@ -87,6 +88,13 @@ pub struct ClusterConfig {
     /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
     /// own); `None`: the current one.
     pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
+    /// Kafka's `metadata.log.max.record.bytes.between.snapshots`
+    /// ([`snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS`]; tests force
+    /// snapshots with a few KiB).
+    pub snapshot_bytes: u64,
+    /// Kafka's `metadata.log.max.snapshot.interval.ms`
+    /// ([`snapshot::METADATA_LOG_MAX_SNAPSHOT_INTERVAL`]).
+    pub snapshot_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -102,6 +110,8 @@ impl ClusterConfig {
             rpc_timeouts: sluice_rpc::Timeouts::default(),
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
             rpc_task_queue: None,
+            snapshot_bytes: snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS,
+            snapshot_interval: snapshot::METADATA_LOG_MAX_SNAPSHOT_INTERVAL,
         }
     }
 }
@@ -184,6 +194,16 @@ struct State {
     /// Record bytes not yet handed to the WAL, and the last `Persist` seq among them.
     wal_buf: Vec<u8>,
     wal_seq: u64,
+    /// A snapshot file to write before `wal_buf` (its compaction's records are in or
+    /// after it), and whether the WAL is to be rewritten without the compacted entries
+    /// once everything before is written.
+    wal_snapshot: Option<Vec<u8>>,
+    wal_rewrite: bool,
+    /// The last snapshot's index (0: none), the entry bytes applied since, and when it was
+    /// taken (voters only).
+    snap_index: u64,
+    snap_bytes: u64,
+    snap_at: Instant,
     /// The node believed to lead (voters: from Raft; others: from the voters' hints).
     leader: Option<u64>,
     /// Round robin over the voters when no leader is known.
@@ -207,6 +227,11 @@ struct Inner {
     rpc: Endpoint,
     legacy: Option<LegacyState>,
     subscriber_queue_max: usize,
+    data_dir: PathBuf,
+    /// What the controller is rebuilt with when a snapshot replaces the image.
+    ctrl_cfg: ControllerConfig,
+    snapshot_bytes: u64,
+    snapshot_interval: Duration,
     st: RefCell<State>,
     transport: RefCell<Option<Rc<Transport>>>,
     /// Leader-report dissemination (with a transport).
@@ -266,6 +291,46 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
+/// Makes a recovered controller log agree with the snapshot beside it. The log starts at
+/// the snapshot's index when the WAL was rewritten after it; before it when a crash came
+/// between the snapshot's write and the WAL's compaction (or a follower's install of a
+/// leader's snapshot was cut short): the log is then compacted to the snapshot (restarted
+/// there if the WAL lacks the snapshot's entry or holds another one at its index, which was
+/// never committed). A log that starts after the snapshot has lost state: the start fails.
+/// Returns whether the log changed (the WAL task then rewrites the file to match).
+fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io::Result<bool> {
+    let damaged = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    let (start, start_term) = log.start();
+    if sf.index < start || (sf.index == start && sf.term != start_term) {
+        return Err(damaged(format!(
+            "the controller snapshot (index {}, term {}) is older than the WAL's log start \
+             (index {start}, term {start_term})",
+            sf.index, sf.term
+        )));
+    }
+    if sf.index == start {
+        return Ok(false);
+    }
+    let whole = log.window_first() == log.first_index();
+    if whole && sf.index <= log.last_index() && log.term_of(sf.index) == Some(sf.term) {
+        log.compact_before(sf.index + 1);
+        if log.start_offset() != sf.offset {
+            return Err(damaged(format!(
+                "the controller snapshot at index {} says offset {}, the WAL {}",
+                sf.index,
+                sf.offset,
+                log.start_offset()
+            )));
+        }
+    } else {
+        log.restart_at(sf.index, sf.term, sf.offset);
+    }
+    // The snapshot's entries are committed, whatever hard state the WAL kept.
+    let hs = log.hard_state().clone();
+    log.set_hard_state(hs);
+    Ok(true)
+}
+
 impl ControllerNode {
     /// Starts the node: opens and replays the WAL (voters), applies the committed entries
     /// to the image, starts the transport (with voters) and the background tasks. Returns
@@ -300,8 +365,9 @@ impl ControllerNode {
         let mut raft_cfg = RaftConfig {
             node_id: raft_id,
             seed: rand::random(),
-            // The controller log stays whole in memory (no metadata snapshots yet): nothing
-            // is evicted, so nothing is ever read back (see the crate header).
+            // The controller log after the last snapshot stays whole in memory (about
+            // `snapshot_bytes` of it): nothing is evicted, so nothing is ever read back,
+            // and pulls and applies read entries from memory (see the crate header).
             entry_cache_bytes_max: u64::MAX,
             ..Default::default()
         };
@@ -315,12 +381,16 @@ impl ControllerNode {
         let mut wal = None;
         let mut manager = None;
         let mut create_fx = Vec::new();
+        let mut image = MetadataImage::new();
+        let mut snap_index = 0;
+        let mut wal_rewrite = false;
         if is_voter {
             log::debug!("controller: opening the WAL");
             let opened = WalFile::open(&cfg.data_dir).await?;
             log::debug!("controller: WAL open");
+            let snap = snapshot::read(&cfg.data_dir.join(CLUSTER_DIR))?;
             let mut logs = opened.logs;
-            let m = if let Some(log) = logs.remove(&CONTROLLER_GROUP) {
+            let m = if let Some(mut log) = logs.remove(&CONTROLLER_GROUP) {
                 let mut have = log.voters().to_vec();
                 have.sort_unstable();
                 if have != voter_ids {
@@ -328,9 +398,29 @@ impl ControllerNode {
                         "the controller log was written for voters {have:?}, this start names {voter_ids:?}"
                     )));
                 }
+                if let Some(sf) = snap {
+                    wal_rewrite = restore_snapshot(&mut log, &sf)?;
+                    image = snapshot::decode_payload(&sf.payload).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the controller snapshot at index {}: {e}", sf.index),
+                        )
+                    })?;
+                    log.set_snapshot_payload(sf.payload);
+                    snap_index = sf.index;
+                    log::info!(
+                        "controller: restarting from the metadata snapshot at index {snap_index}"
+                    );
+                }
                 GroupManager::recover(raft_cfg, [(CONTROLLER_GROUP, log)])
                     .map_err(|e| invalid(format!("recovering the controller group: {e:?}")))?
             } else {
+                if let Some(sf) = snap {
+                    return Err(invalid(format!(
+                        "a controller snapshot (index {}) without the controller WAL it goes with",
+                        sf.index
+                    )));
+                }
                 let mut m = GroupManager::new(raft_cfg);
                 create_fx = m
                     .create_group(CONTROLLER_GROUP, &voter_ids)
@@ -361,10 +451,14 @@ impl ControllerNode {
             rpc,
             legacy: cfg.legacy.clone(),
             subscriber_queue_max: cfg.subscriber_queue_max.max(1),
+            data_dir: cfg.data_dir.clone(),
+            ctrl_cfg: ctrl_cfg.clone(),
+            snapshot_bytes: cfg.snapshot_bytes.max(1),
+            snapshot_interval: cfg.snapshot_interval,
             st: RefCell::new(State {
                 manager,
-                controller: Controller::new(ctrl_cfg, MetadataImage::new()),
-                applied: 0,
+                controller: Controller::new(ctrl_cfg, image),
+                applied: snap_index,
                 proposals: BTreeMap::new(),
                 proposed_at: BTreeMap::new(),
                 ours_at: BTreeMap::new(),
@@ -374,6 +468,11 @@ impl ControllerNode {
                 next_reply: 1,
                 wal_buf: Vec::new(),
                 wal_seq: 0,
+                wal_snapshot: None,
+                wal_rewrite,
+                snap_index,
+                snap_bytes: 0,
+                snap_at: Instant::now(),
                 leader: solo.then_some(SOLO_RAFT_ID),
                 next_voter: 0,
                 ctrl_tick_at: None,
@@ -506,6 +605,16 @@ impl ControllerNode {
         let fx = m.transfer_leader(CONTROLLER_GROUP, to);
         self.inner.raft_fx(&mut st, fx);
         true
+    }
+
+    /// The index of the last entry the local replica's log dropped (its metadata snapshot's
+    /// index; 0 before the first snapshot, and on a node without a replica).
+    pub fn raft_log_start(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.manager
+            .as_ref()
+            .and_then(|m| m.log(CONTROLLER_GROUP))
+            .map_or(0, |l| l.start().0)
     }
 
     /// Whether this node's replica leads the controller group.
@@ -1058,8 +1167,11 @@ impl Inner {
         }
     }
 
-    /// Applies the committed entries up to `upto` from the local replica, in order.
+    /// Applies the committed entries up to `upto` from the local replica, in order (first
+    /// the snapshot the log restarted at, if a leader's snapshot restarted it past what was
+    /// applied here).
     fn apply_committed(&self, st: &mut State, upto: u64) {
+        self.install_log_snapshot(st);
         while st.applied < upto && st.fatal.is_none() {
             let i = st.applied + 1;
             let entry = st
@@ -1075,10 +1187,131 @@ impl Inner {
             st.applied = i;
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 let id = st.ours_at.remove(&i);
+                st.snap_bytes += e.data.len() as u64;
                 self.apply_batch(st, i, &e.data, id);
             }
         }
         self.changed.notify();
+        self.maybe_snapshot(st);
+    }
+
+    /// A voter whose log a leader's snapshot restarted past its applied index (it was too
+    /// far behind): the snapshot's image replaces this node's, and is written as this
+    /// node's snapshot file before the WAL's restart record (both are queued for the WAL
+    /// task in this same step; it writes the snapshot first).
+    fn install_log_snapshot(&self, st: &mut State) {
+        let Some(log) = st.manager.as_ref().and_then(|m| m.log(CONTROLLER_GROUP)) else {
+            return;
+        };
+        let (index, term) = log.start();
+        if index <= st.applied || st.fatal.is_some() {
+            return;
+        }
+        let payload = log.snapshot_payload().clone();
+        let offset = log.start_offset();
+        let image = match snapshot::decode_payload(&payload) {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail(
+                    st,
+                    format!(
+                        "the controller log restarted at index {index} with a bad snapshot: {e}"
+                    ),
+                );
+                return;
+            }
+        };
+        log::info!("controller: caught up from the leader's metadata snapshot at index {index}");
+        st.wal_snapshot = Some(
+            SnapshotFile {
+                index,
+                term,
+                offset,
+                payload,
+            }
+            .encode(),
+        );
+        st.wal_rewrite = true;
+        st.snap_index = index;
+        st.snap_bytes = 0;
+        st.snap_at = Instant::now();
+        self.wal_kick.notify();
+        self.install_image(st, index, image);
+    }
+
+    /// The image as of `index` replaces this node's (a snapshot from a voter): the
+    /// controller is rebuilt on it (it is inactive here: only a follower or a broker-only
+    /// node falls that far behind) and every subscriber is told to re-read the image.
+    fn install_image(&self, st: &mut State, index: u64, image: MetadataImage) {
+        debug_assert!(!st.controller.is_active());
+        st.controller = Controller::new(self.ctrl_cfg.clone(), image);
+        st.applied = index;
+        st.ours_at.retain(|&i, _| i > index);
+        st.subscribers.retain(|s| s.strong_count() > 0);
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            s.queue.borrow_mut().clear();
+            s.lagged.set(true);
+            s.event.notify();
+        }
+        self.changed.notify();
+    }
+
+    /// On a voter: once `snapshot_bytes` of entries were applied since the last snapshot
+    /// (or `snapshot_interval` passed with anything applied), snapshots the image at the
+    /// applied index, queues the file for the WAL task and compacts the Raft log (and so
+    /// the WAL) up to that index. An image over `METADATA_SNAPSHOT_BYTES_MAX` is not
+    /// snapshotted (logged; the log keeps growing).
+    fn maybe_snapshot(&self, st: &mut State) {
+        if !self.is_voter || st.fatal.is_some() || st.applied <= st.snap_index {
+            return;
+        }
+        let due =
+            st.snap_bytes >= self.snapshot_bytes || st.snap_at.elapsed() >= self.snapshot_interval;
+        if !due {
+            return;
+        }
+        st.snap_bytes = 0;
+        st.snap_at = Instant::now();
+        let index = st.applied;
+        let payload = match snapshot::encode_payload(st.controller.image()) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("controller: no metadata snapshot at index {index}: {e}");
+                return;
+            }
+        };
+        let Some(m) = st.manager.as_mut() else {
+            return;
+        };
+        let Some(log) = m.log(CONTROLLER_GROUP) else {
+            return;
+        };
+        let Some(term) = log.term_of(index) else {
+            return;
+        };
+        let offset = log.next_offset_after(index);
+        let fx = m.compact_to_snapshot(CONTROLLER_GROUP, index, payload.clone());
+        if fx.is_empty() {
+            return;
+        }
+        log::debug!(
+            "controller: metadata snapshot at index {index} ({} bytes)",
+            payload.len()
+        );
+        // Queued before the compaction's writes: the WAL task writes it first.
+        st.wal_snapshot = Some(
+            SnapshotFile {
+                index,
+                term,
+                offset,
+                payload,
+            }
+            .encode(),
+        );
+        st.wal_rewrite = true;
+        st.snap_index = index;
+        self.raft_fx(st, fx);
+        self.wal_kick.notify();
     }
 
     /// One committed metadata batch: into the controller (and its image), then to the
@@ -1401,8 +1634,22 @@ impl Inner {
                     let max = req.max_bytes.min(FETCH_BYTES_MAX) as usize;
                     let mut entries = Vec::new();
                     let mut bytes = 0;
-                    let mut last = req.after.min(st.applied);
-                    for i in req.after.saturating_add(1)..=st.applied {
+                    let mut after = req.after;
+                    // Entries a snapshot compacted away: the image as of the log start
+                    // instead, then the entries after it.
+                    let (start, _) = log.start();
+                    let snapshot = (after < start && start <= st.applied).then(|| {
+                        after = start;
+                        (start, log.snapshot_payload().clone())
+                    });
+                    if snapshot.as_ref().is_some_and(|(_, p)| p.is_empty()) {
+                        return Response {
+                            status: status::UNAVAILABLE,
+                            body: Bytes::new(),
+                        };
+                    }
+                    let mut last = after.min(st.applied);
+                    for i in after.saturating_add(1)..=st.applied {
                         let Some(e) = log.entry(i) else { break };
                         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                             if !entries.is_empty() && bytes + e.data.len() > max {
@@ -1417,6 +1664,7 @@ impl Inner {
                         leader: st.leader.unwrap_or(0),
                         last,
                         entries,
+                        snapshot,
                     };
                     return Response::ok(resp.encode());
                 }
@@ -1542,25 +1790,56 @@ impl Handler for RpcHandler {
 }
 
 /// Writes what the manager asked to persist, syncs, and reports it: one sync covers every
-/// write handed over before it (group commit).
+/// write handed over before it (group commit). A queued snapshot file is written (durably)
+/// before the records handed over with it; once nothing is queued after a snapshot, the
+/// file is rewritten as the log now stands (without the compacted entries).
 async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
     loop {
         let g = inner.wal_kick.generation();
         if inner.closed.get() {
             return;
         }
-        let (buf, seq) = {
+        let (snap, buf, seq, rewrite) = {
             let mut st = inner.st.borrow_mut();
-            (std::mem::take(&mut st.wal_buf), st.wal_seq)
+            let snap = st.wal_snapshot.take();
+            let buf = std::mem::take(&mut st.wal_buf);
+            // Every write up to `wal_seq` is in the file and synced (nothing is queued):
+            // the log in memory is exactly what replaying the file gives.
+            let rewrite = (snap.is_none() && buf.is_empty() && st.wal_rewrite)
+                .then(|| {
+                    st.wal_rewrite = false;
+                    let log = st.manager.as_ref()?.log(CONTROLLER_GROUP)?;
+                    let mut out = Vec::new();
+                    sluice_raft::wal::encode_log(CONTROLLER_GROUP, log, &mut out)?;
+                    Some(out)
+                })
+                .flatten();
+            (snap, buf, st.wal_seq, rewrite)
         };
-        if buf.is_empty() {
+        if snap.is_none() && buf.is_empty() && rewrite.is_none() {
             inner.wal_kick.changed(g).await;
             continue;
         }
-        let r = match wal.append(buf).await {
-            Ok(()) => wal.sync().await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            if let Some(file) = snap {
+                let dir = inner.data_dir.join(CLUSTER_DIR);
+                crate::wal::write_atomic(&dir, snapshot::SNAPSHOT_FILE, file).await?;
+            }
+            if !buf.is_empty() {
+                wal.append(buf).await?;
+                wal.sync().await?;
+            }
+            if let Some(bytes) = rewrite {
+                let before = wal.len();
+                wal = WalFile::rewrite(&inner.data_dir, bytes).await?;
+                log::debug!(
+                    "controller: WAL rewritten after a snapshot: {before} -> {} bytes",
+                    wal.len()
+                );
+            }
+            Ok::<(), io::Error>(())
+        }
+        .await;
         let mut st = inner.st.borrow_mut();
         if let Err(e) = r {
             // A failed write or sync leaves unknown what is durable: stop, as Kafka does
@@ -1606,6 +1885,7 @@ async fn tick_task(inner: Rc<Inner>) {
         }
         let fx = st.manager.as_mut().map(|m| m.tick(now)).unwrap_or_default();
         inner.raft_fx(&mut st, fx);
+        inner.maybe_snapshot(&mut st);
         if st.ctrl_tick_at.is_some_and(|at| at <= now as i64) {
             st.ctrl_tick_at = None;
             let fx = st.controller.tick(now as i64);
@@ -1649,6 +1929,25 @@ async fn pull_task(inner: Rc<Inner>) {
                     let mut st = inner.st.borrow_mut();
                     st.leader = (f.leader != 0).then_some(f.leader);
                     if st.applied == after {
+                        if let Some((index, payload)) = &f.snapshot {
+                            if *index > st.applied {
+                                match snapshot::decode_payload(payload) {
+                                    Ok(image) => {
+                                        log::info!(
+                                            "controller: caught up from node {to}'s metadata snapshot at index {index}"
+                                        );
+                                        inner.install_image(&mut st, *index, image);
+                                    }
+                                    Err(e) => {
+                                        inner.fail(
+                                            &mut st,
+                                            format!("node {to}'s metadata snapshot at index {index}: {e}"),
+                                        );
+                                        return;
+                                    }
+                                }
+                            }
+                        }
                         for (i, data) in &f.entries {
                             if *i <= st.applied {
                                 continue;

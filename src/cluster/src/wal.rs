@@ -4,6 +4,13 @@
 //! replayed, a torn tail (a write a crash cut short) is cut off, and what is left is synced
 //! before anything acts on it (a page-cache copy that survived a process kill is not yet
 //! durable). A record that checksums but does not fit is a damaged file: opening fails.
+//!
+//! After a metadata snapshot ([`crate::snapshot`]) the log before it is dropped: first a
+//! `LogStart` record is appended, then the WAL task rewrites the whole file as the records
+//! of the log as it now stands ([`WalFile::rewrite`]: a temporary file, fdatasync, rename,
+//! directory sync), so the file shrinks to the entries after the snapshot. The snapshot
+//! file is durable before either, and a crash at any point leaves a file that replays to
+//! the old log or the compacted one, both consistent with the snapshot beside it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -48,6 +55,11 @@ impl WalFile {
             sync_dir(data_dir).await?;
         }
         let path = dir.join(WAL_FILE);
+        // A rewrite a crash interrupted (see `rewrite`): the file it was replacing stands.
+        let tmp = dir.join(format!("{WAL_FILE}{TMP_SUFFIX}"));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| with_path(e, "remove", &tmp))?;
+        }
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -102,6 +114,24 @@ impl WalFile {
         })
     }
 
+    /// Replaces the file with `bytes` (records that replay to the current state, without
+    /// the entries a snapshot covers: `sluice_raft::wal::encode_log`), durably and
+    /// atomically ([`write_atomic`]), and returns it open for appending. A crash leaves the
+    /// old file or the new one, and either replays to the same state.
+    pub async fn rewrite(data_dir: &Path, bytes: Vec<u8>) -> io::Result<WalFile> {
+        let dir = data_dir.join(CLUSTER_DIR);
+        let len = bytes.len() as u64;
+        write_atomic(&dir, WAL_FILE, bytes).await?;
+        let path = dir.join(WAL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| with_path(e, "open", &path))?;
+        Ok(WalFile { file, len, path })
+    }
+
     /// Appends record bytes (not synced).
     pub async fn append(&mut self, mut buf: Vec<u8>) -> io::Result<()> {
         while !buf.is_empty() {
@@ -140,7 +170,35 @@ impl WalFile {
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
+/// What a file being replaced is first written as (see [`write_atomic`]).
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Writes `bytes` as `dir/name` durably and atomically: a temporary file, fdatasync,
+/// rename over `name`, directory sync. A crash leaves the old file or the new one, whole
+/// (and maybe a temporary file, which the next open removes).
+pub async fn write_atomic(dir: &Path, name: &str, bytes: Vec<u8>) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(|e| with_path(e, "create", &tmp))?;
+    let mut w = WalFile {
+        file,
+        len: 0,
+        path: tmp.clone(),
+    };
+    w.append(bytes).await?;
+    w.sync().await?;
+    let _ = w.file.close().await;
+    std::fs::rename(&tmp, &path).map_err(|e| with_path(e, "rename", &tmp))?;
+    sync_dir(dir).await
+}
+
+pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {
     let d = Directory::open(dir)
         .await
         .map_err(|e| with_path(e, "open", dir))?;

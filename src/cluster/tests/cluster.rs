@@ -615,6 +615,134 @@ fn a_torn_wal_tail_is_cut_on_open() {
     n.stop();
 }
 
+fn create_owned(node: &Node, name: String) -> Answer {
+    node.call(move |n| {
+        Box::pin(async move {
+            n.create_topics(vec![NewTopic::new(&name, 1, 1)], false)
+                .await
+        })
+    })
+}
+
+fn topic_names(node: &Node) -> Vec<String> {
+    node.get(|n| {
+        let mut v: Vec<String> = n.image().topics().map(|t| t.name.clone()).collect();
+        v.sort();
+        v
+    })
+}
+
+/// Metadata snapshots (issue 12): with a tiny `snapshot_bytes`, voters snapshot and compact
+/// their log and WAL; a voter that was down past the leader's log start catches up through
+/// Raft's snapshot, a new broker-only node through its pull; every node restarts from
+/// snapshot + WAL with every topic.
+#[test]
+fn snapshots_compact_the_log_and_catch_up_lagging_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: id as u64,
+            addr: addrs[id - 1],
+        })
+        .collect();
+    let cfg = |id: i32| {
+        let mut c = config(id, dir.path(), Some(addrs[id as usize - 1]), &voters);
+        c.snapshot_bytes = 2048;
+        c
+    };
+    let mut nodes: Vec<Option<Node>> = (1..=3).map(|id| Some(Node::start(cfg(id)))).collect();
+    eventually("one active controller", || active(&all(&nodes)).len() == 1);
+    let leader = active(&all(&nodes))[0];
+    let l = nodes[leader as usize - 1].as_ref().unwrap();
+    eventually("three live brokers", || {
+        l.get(|n| n.image().live_brokers()) == vec![1, 2, 3]
+    });
+    for i in 0..10 {
+        assert_created(&create_owned(l, format!("early-{i}")));
+    }
+    // A follower goes down; the others go on far past a snapshot.
+    let down = (1..=3).find(|&i| i != leader).unwrap();
+    nodes[down as usize - 1].take().unwrap().stop();
+    let l = nodes[leader as usize - 1].as_ref().unwrap();
+    for i in 0..60 {
+        assert_created(&create_owned(l, format!("late-{i}")));
+    }
+    let want = topic_names(l);
+    assert_eq!(want.len(), 70);
+    let first = l.get(|n| n.raft_log_start());
+    assert!(
+        first > 10,
+        "the leader's log was compacted: starts after {first}"
+    );
+    let snap = dir
+        .path()
+        .join(format!("node{leader}"))
+        .join("cluster")
+        .join("controller.snapshot");
+    eventually("the leader's snapshot file", || snap.exists());
+
+    // The follower comes back behind the leader's log start: it gets the snapshot.
+    let back = Node::start(cfg(down));
+    eventually("the restarted follower has every topic", || {
+        topic_names(&back) == want
+    });
+    nodes[down as usize - 1] = Some(back);
+    let down_snap = dir
+        .path()
+        .join(format!("node{down}"))
+        .join("cluster")
+        .join("controller.snapshot");
+    eventually("the follower wrote the snapshot it got", || {
+        down_snap.exists()
+    });
+
+    // A new broker-only node pulls the image from a snapshot.
+    let b = Node::start(config(4, dir.path(), Some(addrs[3]), &voters));
+    eventually("the broker-only node has every topic", || {
+        topic_names(&b) == want
+    });
+    b.stop();
+
+    // Every voter restarts from its snapshot and WAL, with every topic at once; the WALs
+    // hold far less than the whole log.
+    let applied: Vec<u64> = all(&nodes)
+        .iter()
+        .map(|n| n.get(|c| c.applied_index()))
+        .collect();
+    for n in nodes.iter_mut() {
+        n.take().unwrap().stop();
+    }
+    for id in 1..=3 {
+        let wal = std::fs::metadata(wal_path(dir.path(), id)).unwrap().len();
+        assert!(
+            wal < 64 << 10,
+            "node {id}: WAL of {wal} bytes after compaction"
+        );
+    }
+    let nodes: Vec<Node> = (1..=3).map(|id| Node::start(cfg(id))).collect();
+    for n in &nodes {
+        assert_eq!(
+            topic_names(n),
+            want,
+            "node {} replayed snapshot + WAL",
+            n.id
+        );
+        assert!(n.get(|c| c.failure()).is_none());
+    }
+    assert!(nodes
+        .iter()
+        .all(|n| n.get(|c| c.applied_index()) >= applied[0].min(applied[1]) - 5));
+    eventually("an active controller again", || {
+        nodes.iter().any(|n| n.get(|c| c.is_active()))
+    });
+    let a = nodes.iter().find(|n| n.get(|c| c.is_active())).unwrap();
+    assert_created(&create_owned(a, "after-restart".into()));
+    for n in nodes {
+        n.stop();
+    }
+}
+
 #[test]
 fn the_transport_cluster_id_depends_on_the_voter_set_only() {
     let v = |id, port| Voter {
