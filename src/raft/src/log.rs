@@ -177,11 +177,12 @@ pub struct Rebuilt {
 }
 
 /// The Kafka offset a log-start snapshot carries (see `Storage::snapshot` below): its
-/// first 8 bytes; `None` when it has fewer.
+/// first 8 bytes; `None` when it has fewer or they say a negative offset.
 pub fn snapshot_offset(snap: &Snapshot) -> Option<i64> {
     snap.data
         .get(..8)
         .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .filter(|&o| o >= 0)
 }
 
 /// The driver's state a snapshot carries after its offset (empty for a partition group's).
