@@ -2150,3 +2150,74 @@ async fn members_task(inner: Rc<Inner>, g: Rc<Gossip>) {
         inner.changed.changed(gen).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{Entry, HardState};
+    use sluice_raft::log::records_context;
+    use sluice_raft::ReplicaLog;
+
+    fn log_of(last: u64, commit: u64) -> ReplicaLog {
+        let mut log = ReplicaLog::new(&[1, 2, 3]);
+        let entries: Vec<Entry> = (1..=last)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                data: Bytes::from_static(b"x"),
+                context: records_context(1),
+                ..Default::default()
+            })
+            .collect();
+        log.append(&entries);
+        log.set_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit,
+            ..Default::default()
+        });
+        log
+    }
+
+    fn snap(index: u64, term: u64, offset: i64) -> SnapshotFile {
+        SnapshotFile {
+            index,
+            term,
+            offset,
+            payload: Bytes::from_static(b"p"),
+        }
+    }
+
+    /// The states a crash can leave beside a snapshot file, and damage.
+    #[test]
+    fn a_recovered_log_is_made_to_agree_with_its_snapshot() {
+        // The WAL was not compacted yet (a crash after the snapshot's rename): compacted now,
+        // and the snapshot's entries count as committed whatever the hard state says.
+        let mut log = log_of(10, 5);
+        let offset = log.next_offset_after(7);
+        assert!(restore_snapshot(&mut log, &snap(7, 1, offset)).unwrap());
+        assert_eq!((log.start(), log.last_index()), ((7, 1), 10));
+        assert_eq!(log.hard_state().commit, 7);
+        // Already compacted there: nothing to do.
+        assert!(!restore_snapshot(&mut log, &snap(7, 1, offset)).unwrap());
+        // A leader's snapshot past the WAL's end (an install cut short): the log restarts.
+        let mut log = log_of(10, 10);
+        assert!(restore_snapshot(&mut log, &snap(15, 2, 15)).unwrap());
+        assert_eq!(
+            (log.start(), log.first_index(), log.last_index()),
+            ((15, 2), 16, 15)
+        );
+        // Another term at the snapshot's index (an uncommitted suffix): restarted too.
+        let mut log = log_of(10, 5);
+        assert!(restore_snapshot(&mut log, &snap(8, 3, 8)).unwrap());
+        assert_eq!(log.start(), (8, 3));
+        // A snapshot older than the log's start, or at it in another term: damage.
+        let mut log = log_of(10, 10);
+        log.compact_before(8);
+        assert!(restore_snapshot(&mut log, &snap(5, 1, 5)).is_err());
+        assert!(restore_snapshot(&mut log, &snap(7, 9, 7)).is_err());
+        // An offset that disagrees with the WAL's: damage.
+        let mut log = log_of(10, 10);
+        assert!(restore_snapshot(&mut log, &snap(6, 1, 1000)).is_err());
+    }
+}

@@ -743,6 +743,34 @@ fn snapshots_compact_the_log_and_catch_up_lagging_nodes() {
     }
 }
 
+/// A cluster of one snapshots too, and restarts from snapshot + WAL (stopped while its
+/// WAL task may be mid-write: the executor is dropped, as in a crash).
+#[test]
+fn a_cluster_of_one_restarts_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = config(1, dir.path(), None, &[]);
+        c.snapshot_bytes = 256;
+        c
+    };
+    let n = Node::start(cfg());
+    wait_live(&n);
+    for i in 0..40 {
+        assert_created(&create_owned(&n, format!("solo-{i}")));
+    }
+    let want = topic_names(&n);
+    assert_eq!(want.len(), 40);
+    assert!(n.get(|c| c.raft_log_start()) > 0);
+    n.stop();
+    let cluster = dir.path().join("node1").join("cluster");
+    assert!(cluster.join("controller.snapshot").exists());
+    let n = Node::start(cfg());
+    assert_eq!(topic_names(&n), want, "replayed snapshot + WAL");
+    wait_live(&n);
+    assert_created(&create_owned(&n, "solo-after".into()));
+    n.stop();
+}
+
 #[test]
 fn the_transport_cluster_id_depends_on_the_voter_set_only() {
     let v = |id, port| Voter {
