@@ -2,8 +2,9 @@
 //! controller Raft group (a `GroupManager` holding only [`CONTROLLER_GROUP`]) with a tick
 //! timer, the WAL and the rpc transport; replays committed entries into the metadata image;
 //! runs the active `Controller` on the leader; forwards commands to the active controller;
-//! registers and heartbeats this node; and, on a node without a replica, pulls committed
-//! entries from the voters. See the crate header for the invariants.
+//! registers and heartbeats this node; snapshots the image and compacts the log behind it
+//! (voters); and, on a node without a replica, pulls committed entries (or a voter's
+//! snapshot) from the voters. See the crate header for the invariants.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -1649,7 +1650,14 @@ impl Inner {
                         };
                     }
                     let mut last = after.min(st.applied);
-                    for i in after.saturating_add(1)..=st.applied {
+                    // With a snapshot (up to METADATA_SNAPSHOT_BYTES_MAX), no entries: the
+                    // answer stays within one frame; the next pull gets them.
+                    let upto = if snapshot.is_some() {
+                        after
+                    } else {
+                        st.applied
+                    };
+                    for i in after.saturating_add(1)..=upto {
                         let Some(e) = log.entry(i) else { break };
                         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                             if !entries.is_empty() && bytes + e.data.len() > max {
