@@ -2077,6 +2077,11 @@ async fn controller_snapshots_compact_the_wal_and_a_killed_voter_catches_up() {
             want.iter().all(|t| have.contains(t)).then_some(())
         })
     });
+    let log = c.node(victim).stderr_log();
+    assert!(
+        log.contains("caught up from the leader's metadata snapshot"),
+        "the restarted voter was behind the leader's log start: it installs the snapshot"
+    );
     let dir = cluster_dir(&mut c, victim);
     assert!(
         dir.join("controller.snapshot").exists(),
