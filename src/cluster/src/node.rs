@@ -1241,10 +1241,18 @@ impl Inner {
     }
 
     /// The image as of `index` replaces this node's (a snapshot from a voter): the
-    /// controller is rebuilt on it (it is inactive here: only a follower or a broker-only
-    /// node falls that far behind) and every subscriber is told to re-read the image.
+    /// controller is rebuilt on it, inactive (only a follower or a broker-only node falls
+    /// that far behind; a leader that just lost its leadership may not have seen its `Role`
+    /// effect yet, but the manager failed its proposals before the snapshot's high
+    /// watermark, so nothing of the old controller waits), and every subscriber is told to
+    /// re-read the image.
     fn install_image(&self, st: &mut State, index: u64, image: MetadataImage) {
-        debug_assert!(!st.controller.is_active());
+        if st.controller.is_active() {
+            log::info!(
+                "controller: node {} is no longer the active controller",
+                self.node_id
+            );
+        }
         st.controller = Controller::new(self.ctrl_cfg.clone(), image);
         st.applied = index;
         st.ours_at.retain(|&i, _| i > index);
