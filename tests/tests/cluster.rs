@@ -15,6 +15,8 @@
 //! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
 //! of a node cut off from the controller (an error, never a stale answer). DeleteRecords on
 //! a partition with three replicas is checked across two kill -9s of its leader.
+//! Controller metadata snapshots (forced small through `SLUICE_METADATA_SNAPSHOT_BYTES`)
+//! compact the voters' WALs while a voter is killed, and it catches up from the snapshot.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.

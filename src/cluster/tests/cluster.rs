@@ -1,6 +1,8 @@
 //! Controller nodes on loopback, each on its own thread with its own glommio executor and
 //! data dir: election, registration, forwarding, failover, restart from the WAL, a
-//! broker-only node, a torn WAL tail, and the cluster of one. Waits are "until it happens"
+//! broker-only node, a torn WAL tail, the cluster of one, and metadata snapshots (log and
+//! WAL compaction, restart from them, a lagging voter and a new broker-only node catching
+//! up from them). Waits are "until it happens"
 //! with a generous bound, never timing assertions.
 
 use std::collections::BTreeMap;
