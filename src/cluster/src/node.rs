@@ -298,7 +298,8 @@ fn invalid(msg: String) -> io::Error {
 /// leader's snapshot was cut short): the log is then compacted to the snapshot (restarted
 /// there if the WAL lacks the snapshot's entry or holds another one at its index, which was
 /// never committed). A log that starts after the snapshot has lost state: the start fails.
-/// Returns whether the log changed (the WAL task then rewrites the file to match).
+/// Returns whether the log changed (`start` then rewrites the file to match, before
+/// anything can append to it).
 fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io::Result<bool> {
     let damaged = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
     let (start, start_term) = log.start();
@@ -384,10 +385,9 @@ impl ControllerNode {
         let mut create_fx = Vec::new();
         let mut image = MetadataImage::new();
         let mut snap_index = 0;
-        let mut wal_rewrite = false;
         if is_voter {
             log::debug!("controller: opening the WAL");
-            let opened = WalFile::open(&cfg.data_dir).await?;
+            let mut opened = WalFile::open(&cfg.data_dir).await?;
             log::debug!("controller: WAL open");
             let snap = snapshot::read(&cfg.data_dir.join(CLUSTER_DIR))?;
             let mut logs = opened.logs;
@@ -400,7 +400,22 @@ impl ControllerNode {
                     )));
                 }
                 if let Some(sf) = snap {
-                    wal_rewrite = restore_snapshot(&mut log, &sf)?;
+                    if restore_snapshot(&mut log, &sf)? {
+                        // The log was brought into line with the snapshot in memory only:
+                        // make the file say so before anything is appended to it. A write
+                        // appended to the old file (which ends below the snapshot) would
+                        // never replay, and the voter could never start again.
+                        let mut out = Vec::new();
+                        sluice_raft::wal::encode_log(CONTROLLER_GROUP, &log, &mut out)
+                            .ok_or_else(|| {
+                                invalid("the recovered controller log has evicted entries".into())
+                            })?;
+                        opened.wal = WalFile::rewrite(&cfg.data_dir, out).await?;
+                        log::info!(
+                            "controller: WAL rewritten to start at the snapshot (index {})",
+                            sf.index
+                        );
+                    }
                     image = snapshot::decode_payload(&sf.payload).map_err(|e| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -470,7 +485,7 @@ impl ControllerNode {
                 wal_buf: Vec::new(),
                 wal_seq: 0,
                 wal_snapshot: None,
-                wal_rewrite,
+                wal_rewrite: false,
                 snap_index,
                 snap_bytes: 0,
                 snap_at: Instant::now(),

@@ -773,6 +773,57 @@ fn a_cluster_of_one_restarts_from_its_snapshot() {
     n.stop();
 }
 
+/// The state a crash leaves when a follower installing a leader's snapshot dies between
+/// the snapshot file's rename and the WAL's `LogStart`: a snapshot at index B beside a WAL
+/// that ends below B. The start rewrites the WAL to begin at B before anything is appended,
+/// so a write after it replays and the node starts again (appended to the old file, it
+/// would lie past the log's end and the node could never start).
+#[test]
+fn a_snapshot_ahead_of_the_wal_is_written_into_the_wal_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = config(1, dir.path(), None, &[]);
+        c.snapshot_bytes = 256;
+        c
+    };
+    let wal = wal_path(dir.path(), 1);
+    let n = Node::start(cfg());
+    wait_live(&n);
+    assert_created(&create_owned(&n, "old-0".into()));
+    assert_eq!(n.get(|c| c.raft_log_start()), 0, "no snapshot yet");
+    // The WAL as it stood before any snapshot (a torn tail is cut on open).
+    let old = std::fs::read(&wal).unwrap();
+    for i in 0..40 {
+        assert_created(&create_owned(&n, format!("new-{i}")));
+    }
+    let start = n.get(|c| c.raft_log_start());
+    assert!(start > 0);
+    let want = topic_names(&n);
+    n.stop();
+    std::fs::write(&wal, &old).unwrap();
+
+    let n = Node::start(cfg());
+    assert_ne!(
+        std::fs::read(&wal).unwrap(),
+        old,
+        "the WAL was rewritten before the start returned"
+    );
+    // The image is the snapshot's (the entries after it were in the replaced WAL).
+    let got = topic_names(&n);
+    assert!(got.len() > 1 && got.iter().all(|t| want.contains(t)), "{got:?}");
+    assert!(n.get(|c| c.raft_log_start()) >= start);
+    wait_live(&n);
+    assert_created(&create_owned(&n, "after".into()));
+    n.stop();
+    let n = Node::start(cfg());
+    assert!(n.get(|c| c.failure()).is_none());
+    let again = topic_names(&n);
+    assert!(again.contains(&"after".to_string()));
+    assert!(got.iter().all(|t| again.contains(t)));
+    wait_live(&n);
+    n.stop();
+}
+
 #[test]
 fn the_transport_cluster_id_depends_on_the_voter_set_only() {
     let v = |id, port| Voter {
