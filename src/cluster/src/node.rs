@@ -302,6 +302,14 @@ fn invalid(msg: String) -> io::Error {
 /// anything can append to it).
 fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io::Result<bool> {
     let damaged = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    // Far beyond any real log, and keeps index arithmetic from overflowing (as the WAL's
+    // replay refuses such a log start).
+    if sf.index >= 1 << 62 {
+        return Err(damaged(format!(
+            "the controller snapshot says index {}: damaged",
+            sf.index
+        )));
+    }
     let (start, start_term) = log.start();
     if sf.index < start || (sf.index == start && sf.term != start_term) {
         return Err(damaged(format!(
@@ -311,6 +319,7 @@ fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io:
         )));
     }
     if sf.index == start {
+        check_commit(log)?;
         return Ok(false);
     }
     let whole = log.window_first() == log.first_index();
@@ -330,7 +339,27 @@ fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io:
     // The snapshot's entries are committed, whatever hard state the WAL kept.
     let hs = log.hard_state().clone();
     log.set_hard_state(hs);
+    check_commit(log)?;
     Ok(true)
+}
+
+/// A commit index past the log's end (the WAL kept a commit for entries a restart at the
+/// snapshot dropped: another term at the snapshot's index) is a damaged pair of files, not
+/// a state a crash leaves: refused here rather than asserted on in the group manager.
+fn check_commit(log: &sluice_raft::ReplicaLog) -> io::Result<()> {
+    let commit = log.hard_state().commit;
+    if commit > log.last_index() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the controller WAL's commit index {commit} is past its log ({}..={}) after \
+                 the snapshot",
+                log.first_index(),
+                log.last_index()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl ControllerNode {
@@ -2250,5 +2279,13 @@ mod tests {
         // An offset that disagrees with the WAL's: damage.
         let mut log = log_of(10, 10);
         assert!(restore_snapshot(&mut log, &snap(6, 1, 1000)).is_err());
+        // An index far beyond any log: damage, not an overflow.
+        let mut log = log_of(10, 10);
+        let e = restore_snapshot(&mut log, &snap(1 << 62, 1, 5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // Another term at a committed index: the commit would be past the restarted log.
+        let mut log = log_of(10, 10);
+        let e = restore_snapshot(&mut log, &snap(8, 3, 8)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

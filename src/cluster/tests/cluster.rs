@@ -824,6 +824,57 @@ fn a_snapshot_ahead_of_the_wal_is_written_into_the_wal_at_start() {
     n.stop();
 }
 
+/// Why a start fails (it must fail, not panic).
+fn start_error(cfg: ClusterConfig) -> std::io::Error {
+    std::thread::spawn(move || {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .expect("glommio executor")
+            .run(async move {
+                match ControllerNode::start(cfg).await {
+                    Ok(_) => panic!("the start succeeded"),
+                    Err(e) => e,
+                }
+            })
+    })
+    .join()
+    .expect("the start did not panic")
+}
+
+/// A damaged snapshot file is refused with a clear error: an index far beyond any log, or
+/// one whose restart would leave the WAL's commit index past the log's end.
+#[test]
+fn a_damaged_snapshot_file_is_refused_at_start() {
+    use sluice_cluster::snapshot::{SnapshotFile, SNAPSHOT_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || config(1, dir.path(), None, &[]);
+    let n = Node::start(cfg());
+    wait_live(&n);
+    assert_created(&create_owned(&n, "t".into()));
+    n.stop();
+    let path = dir.path().join("node1").join("cluster").join(SNAPSHOT_FILE);
+    let craft = |index, term| {
+        let f = SnapshotFile {
+            index,
+            term,
+            offset: 2,
+            payload: Bytes::new(),
+        };
+        std::fs::write(&path, f.encode()).unwrap();
+    };
+    craft(1 << 62, 1);
+    let e = start_error(cfg());
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("index"), "{e}");
+    // Entry 2 is in the WAL, committed, in another term than the snapshot says.
+    craft(2, 99);
+    let e = start_error(cfg());
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("commit index"), "{e}");
+}
+
 #[test]
 fn the_transport_cluster_id_depends_on_the_voter_set_only() {
     let v = |id, port| Voter {
