@@ -400,6 +400,8 @@ impl ControllerNode {
             // `snapshot_bytes` of it): nothing is evicted, so nothing is ever read back,
             // and pulls and applies read entries from memory (see the crate header).
             entry_cache_bytes_max: u64::MAX,
+            // The controller's snapshots carry the metadata image after their offset.
+            payload_group: Some(CONTROLLER_GROUP),
             ..Default::default()
         };
         if solo {

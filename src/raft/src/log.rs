@@ -177,7 +177,9 @@ pub struct Rebuilt {
 }
 
 /// The Kafka offset a log-start snapshot carries (see `Storage::snapshot` below): its
-/// first 8 bytes; `None` when it has fewer or they say a negative offset.
+/// first 8 bytes; `None` when it has fewer or they say a negative offset. Only the
+/// manager's `payload_group` (the controller's) may have more after them: the manager
+/// drops any other group's snapshot that is not exactly 8 bytes.
 pub fn snapshot_offset(snap: &Snapshot) -> Option<i64> {
     snap.data
         .get(..8)

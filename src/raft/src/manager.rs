@@ -73,6 +73,12 @@ pub struct Config {
     /// Seeds the election-timeout randomisation (see the crate header): production passes
     /// real entropy, the simulator its seed.
     pub seed: u64,
+    /// The one group whose snapshots may carry the driver's state after their 8-byte offset
+    /// (the controller's metadata image, see [`GroupManager::compact_to_snapshot`]); `None`
+    /// for the partition shards. A snapshot for any other group is exactly its offset: one
+    /// with more data is dropped, so a peer cannot make a partition replica keep (and pass
+    /// on) a payload.
+    pub payload_group: Option<GroupId>,
 }
 
 impl Default for Config {
@@ -88,6 +94,7 @@ impl Default for Config {
             entry_cache_bytes_max: ENTRY_CACHE_BYTES_MAX,
             quiesce_ticks: QUIESCE_TICKS,
             seed: 0,
+            payload_group: None,
         }
     }
 }
@@ -903,12 +910,15 @@ impl GroupManager {
             }
             // A snapshot here means "the log restarts at this Kafka offset" (its first 8
             // bytes), then the driver's state if its group keeps one (the controller's
-            // metadata image): one without the offset is malformed, dropped before Raft
-            // accepts it.
-            if m.get_msg_type() == MessageType::MsgSnapshot
-                && crate::log::snapshot_offset(m.get_snapshot()).is_none()
-            {
-                continue;
+            // metadata image, `payload_group`): one without the offset, or with data after
+            // it for another group, is malformed, dropped before Raft accepts it.
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let snap = m.get_snapshot();
+                if crate::log::snapshot_offset(snap).is_none()
+                    || (self.cfg.payload_group != Some(group) && snap.data.len() != 8)
+                {
+                    continue;
+                }
             }
             // Fenced: a transfer to this node would make it campaign (stop_campaigning).
             if self.fenced && m.get_msg_type() == MessageType::MsgTimeoutNow {
@@ -2358,6 +2368,9 @@ mod tests {
     #[test]
     fn a_snapshot_payload_reaches_a_lagging_follower() {
         let mut t = Trio::new();
+        for m in &mut t.m {
+            m.cfg.payload_group = Some(1);
+        }
         let l = t.quiesce_all();
         let lagging = (l + 1) % 3;
         let up: Vec<u64> = (0..3)
@@ -2401,6 +2414,46 @@ mod tests {
         // Its disk says the log restarts at 4 (the driver keeps the payload).
         let replayed = crate::wal::replay(&t.disk[lagging]).unwrap();
         assert_eq!(replayed.logs[&1].first_index(), 5);
+    }
+
+    /// A partition group's snapshot is exactly its offset: one carrying a payload (which
+    /// only the controller's group may) is dropped by the follower, not installed or kept.
+    #[test]
+    fn a_partition_group_drops_a_snapshot_with_a_payload() {
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        let lagging = (l + 1) % 3;
+        let up: Vec<u64> = (0..3)
+            .filter(|&i| i != lagging)
+            .map(|i| i as u64 + 1)
+            .collect();
+        for token in 1..=4 {
+            t.propose(l, token);
+        }
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.status(l).hw_index, 5);
+        // A peer that keeps a payload for group 1 (as a misbehaving node could).
+        let fx = t.m[l].compact_to_snapshot(1, 4, Bytes::from_static(b"big"));
+        t.take(l, fx);
+        for _ in 0..200 {
+            for i in 0..3 {
+                t.tick(i);
+                t.sync(i);
+            }
+            t.deliver(&[1, 2, 3]);
+        }
+        let log = t.m[lagging].log(1).unwrap();
+        assert_eq!(log.start().0, 0, "the snapshot was not installed");
+        assert!(log.snapshot_payload().is_empty());
     }
 
     /// The leader of `group` among the three, if one is ready.
