@@ -1853,8 +1853,9 @@ impl Handler for RpcHandler {
 
 /// Writes what the manager asked to persist, syncs, and reports it: one sync covers every
 /// write handed over before it (group commit). A queued snapshot file is written (durably)
-/// before the records handed over with it; once nothing is queued after a snapshot, the
-/// file is rewritten as the log now stands (without the compacted entries).
+/// before the records handed over with it; after a snapshot, the next pass rewrites the
+/// file as the log now stands (without the compacted entries, with the writes queued
+/// meanwhile, which it then need not append).
 async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
     loop {
         let g = inner.wal_kick.generation();
@@ -1865,11 +1866,11 @@ async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
             let mut st = inner.st.borrow_mut();
             let snap = st.wal_snapshot.take();
             let buf = std::mem::take(&mut st.wal_buf);
-            // Every write up to `wal_seq` is in the file and synced (nothing is queued):
-            // the log in memory is exactly what replaying the file gives.
-            let rewrite = (snap.is_none() && buf.is_empty() && st.wal_rewrite)
+            // The log in memory is what replaying the file and then `buf` (every write up
+            // to `wal_seq`) gives: encoded now, it replaces both, so a rewrite is never put
+            // off by writes that keep coming. The snapshot file (if queued) is written first.
+            let rewrite = std::mem::take(&mut st.wal_rewrite)
                 .then(|| {
-                    st.wal_rewrite = false;
                     let log = st.manager.as_ref()?.log(CONTROLLER_GROUP)?;
                     let mut out = Vec::new();
                     sluice_raft::wal::encode_log(CONTROLLER_GROUP, log, &mut out)?;
@@ -1887,17 +1888,17 @@ async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
                 let dir = inner.data_dir.join(CLUSTER_DIR);
                 crate::wal::write_atomic(&dir, snapshot::SNAPSHOT_FILE, file).await?;
             }
-            if !buf.is_empty() {
-                wal.append(buf).await?;
-                wal.sync().await?;
-            }
             if let Some(bytes) = rewrite {
+                // `buf`'s effects are in `bytes`: it is dropped.
                 let before = wal.len();
                 wal = WalFile::rewrite(&inner.data_dir, bytes).await?;
                 log::debug!(
                     "controller: WAL rewritten after a snapshot: {before} -> {} bytes",
                     wal.len()
                 );
+            } else if !buf.is_empty() {
+                wal.append(buf).await?;
+                wal.sync().await?;
             }
             Ok::<(), io::Error>(())
         }
