@@ -38,7 +38,8 @@
 //!   committed entries after the last index it applied ([`wire::method::FETCH_COMMITTED`],
 //!   at most [`node::FETCH_BYTES_MAX`] per answer, waiting at most [`node::FETCH_WAIT_MS`]);
 //!   when the voter's log no longer holds the next entry, the answer carries the voter's
-//!   snapshot instead (the image as of its index) and the entries after it.
+//!   snapshot instead (the image as of its index) and no entries: the next pull asks for
+//!   those after it.
 //! - Without `--voters` (a cluster of one) the same code runs with one voter (Raft id
 //!   [`node::SOLO_RAFT_ID`], whatever the Kafka node id) and no transport.
 //! - The transport's `Hello` carries a cluster id derived from the sorted voter ids
@@ -66,8 +67,11 @@
 //!   of the file as the log now stands). The WAL task writes the snapshot file durably
 //!   (temporary file, fdatasync, rename, directory sync) before any WAL write that drops
 //!   entries, so a restart always finds, beside the WAL, the state of every entry the WAL
-//!   lacks: it loads the snapshot, compacts a WAL a crash left longer than it, and replays
-//!   the entries after it. A data dir without a snapshot (from before them) starts as
+//!   lacks: it loads the snapshot, compacts a WAL a crash left longer than it (or restarts
+//!   the log at the snapshot when the WAL ends below it: a follower's install cut short),
+//!   rewrites the WAL to match before anything can append to it, and replays the entries
+//!   after it. A snapshot index of 2^62 or more, or a WAL commit index past the log that
+//!   is left, refuses the start (damaged files). A data dir without a snapshot (from before them) starts as
 //!   before. A voter that needs entries before its leader's log start gets the snapshot in
 //!   Raft's `MsgSnapshot` (after the 8-byte log-start offset the partition groups' snapshots
 //!   carry alone): its image is replaced and it writes the snapshot as its own before its
@@ -117,6 +121,17 @@
 //!   `snapshot_bytes` of it). A snapshot travels as one Raft message or one pull answer: an
 //!   image over [`snapshot::METADATA_SNAPSHOT_BYTES_MAX`] (64 MiB) is not snapshotted (a
 //!   warning each time one is due), and the log then grows as it did before snapshots.
+//! - The snapshot's encoding (and the WAL's re-encoding for its rewrite) runs synchronously
+//!   on shard 0, the broker's shard: a large image stalls that shard's requests meanwhile.
+//! - Compaction goes right up to the applied index (no trailing margin of entries, unlike
+//!   Kafka's retention of the log behind a snapshot): a voter only slightly behind the
+//!   leader's snapshot needs the whole snapshot rather than a few entries.
+//! - [`wire::FetchResponse`] gained its snapshot field without a version bump: nodes of
+//!   different versions cannot pull from each other (a rolling upgrade of broker-only
+//!   nodes across this change is not supported).
+//! - A voter whose data dir was wiped rejoins with an empty log while the others remember
+//!   its acknowledgements: raft-rs panics (`to_commit … is out of range`) instead of the
+//!   node being refused with a clear error. Do not wipe a voter's data dir.
 //! - A command retried after a lost answer may be applied twice in effect (a retried
 //!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
 //! - Voter membership is fixed at first start (`--voters` must not change afterwards; a

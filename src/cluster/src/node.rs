@@ -437,10 +437,9 @@ impl ControllerNode {
                         // appended to the old file (which ends below the snapshot) would
                         // never replay, and the voter could never start again.
                         let mut out = Vec::new();
-                        sluice_raft::wal::encode_log(CONTROLLER_GROUP, &log, &mut out)
-                            .ok_or_else(|| {
-                                invalid("the recovered controller log has evicted entries".into())
-                            })?;
+                        sluice_raft::wal::encode_log(CONTROLLER_GROUP, &log, &mut out).ok_or_else(
+                            || invalid("the recovered controller log has evicted entries".into()),
+                        )?;
                         opened.wal = WalFile::rewrite(&cfg.data_dir, out).await?;
                         log::info!(
                             "controller: WAL rewritten to start at the snapshot (index {})",
@@ -652,6 +651,15 @@ impl ControllerNode {
         let fx = m.transfer_leader(CONTROLLER_GROUP, to);
         self.inner.raft_fx(&mut st, fx);
         true
+    }
+
+    /// The index of the last entry in the local replica's log (0 on a node without one).
+    pub fn raft_last_index(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.manager
+            .as_ref()
+            .and_then(|m| m.log(CONTROLLER_GROUP))
+            .map_or(0, |l| l.last_index())
     }
 
     /// The index of the last entry the local replica's log dropped (its metadata snapshot's

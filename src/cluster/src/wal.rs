@@ -5,12 +5,23 @@
 //! before anything acts on it (a page-cache copy that survived a process kill is not yet
 //! durable). A record that checksums but does not fit is a damaged file: opening fails.
 //!
-//! After a metadata snapshot ([`crate::snapshot`]) the log before it is dropped: first a
-//! `LogStart` record is appended, then the WAL task rewrites the whole file as the records
-//! of the log as it now stands ([`WalFile::rewrite`]: a temporary file, fdatasync, rename,
-//! directory sync), so the file shrinks to the entries after the snapshot. The snapshot
-//! file is durable before either, and a crash at any point leaves a file that replays to
-//! the old log or the compacted one, both consistent with the snapshot beside it.
+//! After a metadata snapshot ([`crate::snapshot`]) the log before it is dropped: the WAL
+//! task writes the snapshot file durably (a temporary file, fdatasync, rename, directory
+//! sync), then rewrites this file as the records of the log as it now stands, including
+//! any writes queued meanwhile ([`WalFile::rewrite`], atomic in the same way), so the file
+//! shrinks to the entries after the snapshot. (A follower installing a leader's snapshot
+//! queues a reset `LogStart` with it; a pass that cannot encode the log appends the queued
+//! records instead.) A crash leaves one of these pairs, and each replays:
+//! - no new snapshot file, the old WAL: the state before the snapshot;
+//! - the new snapshot, the old WAL holding the snapshot's entry: the start compacts the
+//!   log to the snapshot;
+//! - the new snapshot, an old WAL that ends below it or holds another term at its index
+//!   (an install cut short): the start restarts the log at the snapshot;
+//! - the new snapshot, the rewritten WAL: the log starts at the snapshot.
+//!
+//! In the two middle cases the start rewrites this file to the log it made, durably,
+//! before anything can append to it (a record appended to a file ending below the
+//! snapshot would never replay). A leftover temporary file is removed on open.
 
 use std::collections::BTreeMap;
 use std::io;
