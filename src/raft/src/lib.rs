@@ -136,8 +136,10 @@
 //! manager restarts its log as above and keeps the payload in it
 //! ([`ReplicaLog::snapshot_payload`]), where its driver reads it when its high watermark
 //! passes entries it never applied (and persists it before the restart's write: the
-//! payload is not in this crate's WAL format). The partition groups' snapshots carry no
-//! payload.
+//! payload is not in this crate's WAL format). Only the group named in
+//! `Config::payload_group` (the controller's) takes snapshots with a payload: for any other
+//! group a snapshot is exactly its 8-byte offset, and one with more is dropped on receipt
+//! (a peer cannot make a partition replica keep and pass on a payload).
 //!
 //! DeleteRecords moves the log start through the log itself:
 //! [`GroupManager::propose_log_start`]`(group, token, offset)` on the ready leader appends an
