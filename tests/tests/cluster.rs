@@ -17,6 +17,8 @@
 //! replica raised to three, moved to another node, shrunk back to one, and one moved while
 //! its node was down (adopted at its restart). DeleteRecords on
 //! a partition with three replicas is checked across two kill -9s of its leader.
+//! Controller metadata snapshots (forced small through `SLUICE_METADATA_SNAPSHOT_BYTES`)
+//! compact the voters' WALs while a voter is killed, and it catches up from the snapshot.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
@@ -2200,5 +2202,97 @@ async fn delete_records_on_a_replicated_partition_survives_leader_changes() {
     );
     assert_eq!(fetch_at(&mut l3, DR, 0, hw2 - 1).0, OFFSET_OUT_OF_RANGE);
     tokio::task::block_in_place(|| c.node(leader2).restart());
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// Topic names every node's Metadata lists through `bootstrap`.
+fn topic_names(bootstrap: &str) -> Vec<String> {
+    let cons: BaseConsumer = base_config(bootstrap).create().expect("metadata client");
+    let mut names: Vec<String> = cons
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|md| md.topics().iter().map(|t| t.name().to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Controller metadata snapshots on real processes (issue 12): with the snapshot threshold
+/// forced down to a few KiB (`SLUICE_METADATA_SNAPSHOT_BYTES`), the voters snapshot their
+/// metadata image and compact the controller WAL behind it while one voter is dead (kill -9);
+/// it comes back behind the others' log start, catches up from the leader's snapshot, and
+/// its Metadata lists every topic. The survivors' snapshot files hold more than their WALs
+/// (the log before the snapshot is gone from the WAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_snapshots_compact_the_wal_and_a_killed_voter_catches_up() {
+    require_cluster!();
+    const BATCHES: usize = 20;
+    const PER_BATCH: usize = 10;
+    let mut c = Cluster::start_with(ClusterConfig {
+        env: vec![("SLUICE_METADATA_SNAPSHOT_BYTES".into(), "4096".into())],
+        ..ClusterConfig::default()
+    });
+    for id in c.ids() {
+        let bootstrap = c.node(id).bootstrap();
+        tokio::task::block_in_place(|| {
+            poll_until(SETTLE, "every node listed in Metadata", || {
+                (broker_ids(&bootstrap) == [1, 2, 3]).then_some(())
+            })
+        });
+    }
+    let controller = tokio::task::block_in_place(|| c.controller(SETTLE));
+    let victim = c.ids().find(|&i| i != controller).expect("a follower");
+    let via = c.node(controller).bootstrap();
+    let mut want = Vec::new();
+    for b in 0..BATCHES {
+        if b == 2 {
+            tokio::task::block_in_place(|| c.node(victim).kill9());
+        }
+        let names: Vec<String> = (0..PER_BATCH).map(|i| format!("snap-{b}-{i}")).collect();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+            .collect();
+        let res = admin(&via)
+            .create_topics(topics.iter(), &admin_opts())
+            .await
+            .expect("CreateTopics request");
+        assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+        want.extend(names);
+    }
+    want.sort();
+    let cluster_dir = |c: &mut Cluster, id: usize| c.node(id).data_dir().join("cluster");
+    for id in c.ids().filter(|&i| i != victim) {
+        let dir = cluster_dir(&mut c, id);
+        // The WAL's rewrite follows the snapshot file's write in the WAL task: polled.
+        let what = format!("node {id}: the WAL compacted behind the snapshot");
+        let (snap, wal) = tokio::task::block_in_place(|| {
+            poll_until(SETTLE, &what, || {
+                let snap = std::fs::metadata(dir.join("controller.snapshot"))
+                    .ok()?
+                    .len();
+                let wal = std::fs::metadata(dir.join("controller.wal")).ok()?.len();
+                (wal < snap).then_some((snap, wal))
+            })
+        });
+        eprintln!("node {id}: controller.snapshot {snap} bytes, controller.wal {wal} bytes");
+    }
+    tokio::task::block_in_place(|| c.node(victim).restart());
+    let back = c.node(victim).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the restarted voter lists every topic", || {
+            let have = topic_names(&back);
+            want.iter().all(|t| have.contains(t)).then_some(())
+        })
+    });
+    let log = c.node(victim).stderr_log();
+    assert!(
+        log.contains("caught up from the leader's metadata snapshot"),
+        "the restarted voter was behind the leader's log start: it installs the snapshot"
+    );
+    let dir = cluster_dir(&mut c, victim);
+    assert!(
+        dir.join("controller.snapshot").exists(),
+        "the restarted voter keeps the snapshot it caught up from"
+    );
     tokio::task::block_in_place(|| c.stop_all());
 }

@@ -109,6 +109,14 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     );
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
+    // Kafka's metadata.log.max.record.bytes.between.snapshots (20 MiB); tests force
+    // snapshots after a few KiB through this variable (not a supported setting).
+    if let Some(bytes) = std::env::var("SLUICE_METADATA_SNAPSHOT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.snapshot_bytes = bytes.max(1);
+    }
     cfg.controller.num_partitions = config.num_partitions;
     // Kafka's default.replication.factor (--default-replication-factor; the offsets
     // topic's is the controller's default, Kafka's 3: module header).

@@ -32,10 +32,14 @@
 //! # Roles
 //!
 //! - A node listed in `--voters` holds a replica of the controller group: its Raft state is
-//!   `<data dir>/cluster/controller.wal` ([`wal`], records in `sluice_raft::wal`'s format).
+//!   `<data dir>/cluster/controller.wal` ([`wal`], records in `sluice_raft::wal`'s format),
+//!   and its last metadata snapshot `<data dir>/cluster/controller.snapshot` ([`snapshot`]).
 //! - A node not listed (broker-only) holds no replica and no WAL: it long-polls a voter for
 //!   committed entries after the last index it applied ([`wire::method::FETCH_COMMITTED`],
-//!   at most [`node::FETCH_BYTES_MAX`] per answer, waiting at most [`node::FETCH_WAIT_MS`]).
+//!   at most [`node::FETCH_BYTES_MAX`] per answer, waiting at most [`node::FETCH_WAIT_MS`]);
+//!   when the voter's log no longer holds the next entry, the answer carries the voter's
+//!   snapshot instead (the image as of its index) and no entries: the next pull asks for
+//!   those after it.
 //! - Without `--voters` (a cluster of one) the same code runs with one voter (Raft id
 //!   [`node::SOLO_RAFT_ID`], whatever the Kafka node id) and no transport.
 //! - The transport's `Hello` carries a cluster id derived from the sorted voter ids
@@ -55,10 +59,29 @@
 //!   own copy, only for synced state; a committed entry is on a quorum's disks. On open the
 //!   WAL is replayed, a torn tail is cut and the rest synced before Raft sees it; a record
 //!   that checksums but does not fit the log stops the start (never a guess).
+//! - **Snapshots** ([`snapshot`]): a voter snapshots its image at its applied index once
+//!   `ClusterConfig::snapshot_bytes` of entries were applied since its last snapshot (Kafka's
+//!   `metadata.log.max.record.bytes.between.snapshots`, 20 MiB) or `snapshot_interval` (1 h)
+//!   passed with anything applied, then compacts its Raft log to that index
+//!   (`GroupManager::compact_to_snapshot`) and its WAL (a `LogStart` record, then a rewrite
+//!   of the file as the log now stands). The WAL task writes the snapshot file durably
+//!   (temporary file, fdatasync, rename, directory sync) before any WAL write that drops
+//!   entries, so a restart always finds, beside the WAL, the state of every entry the WAL
+//!   lacks: it loads the snapshot, compacts a WAL a crash left longer than it (or restarts
+//!   the log at the snapshot when the WAL ends below it: a follower's install cut short),
+//!   rewrites the WAL to match before anything can append to it, and replays the entries
+//!   after it. A snapshot index of 2^62 or more, or a WAL commit index past the log that
+//!   is left, refuses the start (damaged files). A data dir without a snapshot (from before them) starts as
+//!   before. A voter that needs entries before its leader's log start gets the snapshot in
+//!   Raft's `MsgSnapshot` (after the 8-byte log-start offset the partition groups' snapshots
+//!   carry alone): its image is replaced and it writes the snapshot as its own before its
+//!   log restart. Only committed state is ever snapshotted.
 //! - **Applied in order, exactly once:** every node applies committed entries in Raft-index
 //!   order (voters from their replica up to their high watermark, which counts only locally
 //!   synced entries; broker-only nodes from pulls, which voters serve only up to what they
-//!   applied), through `Controller::committed` (leader or not), which updates the image.
+//!   applied), through `Controller::committed` (leader or not), which updates the image; a
+//!   snapshot (at start, from the leader, or in a pull) replaces the image as of its index
+//!   and applying goes on after it (subscribers get `Update::Image`).
 //!   An entry that does not decode or apply stops the node ([`ControllerNode::failure`]):
 //!   it applies and answers nothing more.
 //! - **Who answers when:** only the active controller runs commands. It becomes active
@@ -94,9 +117,21 @@
 //!
 //! # Known limits
 //!
-//! - The controller log is kept whole, in memory and in the WAL: there are no metadata
-//!   snapshots yet, so it grows with every change (registrations and fencing included)
-//!   and a restart replays all of it.
+//! - The controller log after the last snapshot is kept whole in memory (about
+//!   `snapshot_bytes` of it). A snapshot travels as one Raft message or one pull answer: an
+//!   image over [`snapshot::METADATA_SNAPSHOT_BYTES_MAX`] (64 MiB) is not snapshotted (a
+//!   warning each time one is due), and the log then grows as it did before snapshots.
+//! - The snapshot's encoding (and the WAL's re-encoding for its rewrite) runs synchronously
+//!   on shard 0, the broker's shard: a large image stalls that shard's requests meanwhile.
+//! - Compaction goes right up to the applied index (no trailing margin of entries, unlike
+//!   Kafka's retention of the log behind a snapshot): a voter only slightly behind the
+//!   leader's snapshot needs the whole snapshot rather than a few entries.
+//! - [`wire::FetchResponse`] gained its snapshot field without a version bump: nodes of
+//!   different versions cannot pull from each other (a rolling upgrade of broker-only
+//!   nodes across this change is not supported).
+//! - A voter whose data dir was wiped rejoins with an empty log while the others remember
+//!   its acknowledgements: raft-rs panics (`to_commit … is out of range`) instead of the
+//!   node being refused with a clear error. Do not wipe a voter's data dir.
 //! - A command retried after a lost answer may be applied twice in effect (a retried
 //!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
 //! - Voter membership is fixed at first start (`--voters` must not change afterwards; a
@@ -119,6 +154,7 @@
 pub mod gossip;
 pub mod node;
 mod notify;
+pub mod snapshot;
 pub mod wal;
 pub mod wire;
 

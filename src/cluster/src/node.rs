@@ -2,8 +2,9 @@
 //! controller Raft group (a `GroupManager` holding only [`CONTROLLER_GROUP`]) with a tick
 //! timer, the WAL and the rpc transport; replays committed entries into the metadata image;
 //! runs the active `Controller` on the leader; forwards commands to the active controller;
-//! registers and heartbeats this node; and, on a node without a replica, pulls committed
-//! entries from the voters. See the crate header for the invariants.
+//! registers and heartbeats this node; snapshots the image and compacts the log behind it
+//! (voters); and, on a node without a replica, pulls committed entries (or a voter's
+//! snapshot) from the voters. See the crate header for the invariants.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -32,7 +33,8 @@ use sluice_rpc::{
 
 use crate::gossip::{Gossip, GossipStats, LeaderStore, Member};
 use crate::notify::{Event, Slot};
-use crate::wal::WalFile;
+use crate::snapshot::{self, SnapshotFile};
+use crate::wal::{WalFile, CLUSTER_DIR};
 use crate::wire::{self, method, status, Command, FetchRequest, FetchResponse};
 
 /// Kafka's `request.timeout.ms` default: how long a command may take, retries included,
@@ -87,6 +89,13 @@ pub struct ClusterConfig {
     /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
     /// own); `None`: the current one.
     pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
+    /// Kafka's `metadata.log.max.record.bytes.between.snapshots`
+    /// ([`snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS`]; tests force
+    /// snapshots with a few KiB).
+    pub snapshot_bytes: u64,
+    /// Kafka's `metadata.log.max.snapshot.interval.ms`
+    /// ([`snapshot::METADATA_LOG_MAX_SNAPSHOT_INTERVAL`]).
+    pub snapshot_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -102,6 +111,8 @@ impl ClusterConfig {
             rpc_timeouts: sluice_rpc::Timeouts::default(),
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
             rpc_task_queue: None,
+            snapshot_bytes: snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS,
+            snapshot_interval: snapshot::METADATA_LOG_MAX_SNAPSHOT_INTERVAL,
         }
     }
 }
@@ -184,6 +195,16 @@ struct State {
     /// Record bytes not yet handed to the WAL, and the last `Persist` seq among them.
     wal_buf: Vec<u8>,
     wal_seq: u64,
+    /// A snapshot file to write before `wal_buf` (its compaction's records are in or
+    /// after it), and whether the WAL is to be rewritten without the compacted entries
+    /// once everything before is written.
+    wal_snapshot: Option<Vec<u8>>,
+    wal_rewrite: bool,
+    /// The last snapshot's index (0: none), the entry bytes applied since, and when it was
+    /// taken (voters only).
+    snap_index: u64,
+    snap_bytes: u64,
+    snap_at: Instant,
     /// The node believed to lead (voters: from Raft; others: from the voters' hints).
     leader: Option<u64>,
     /// Round robin over the voters when no leader is known.
@@ -207,6 +228,11 @@ struct Inner {
     rpc: Endpoint,
     legacy: Option<LegacyState>,
     subscriber_queue_max: usize,
+    data_dir: PathBuf,
+    /// What the controller is rebuilt with when a snapshot replaces the image.
+    ctrl_cfg: ControllerConfig,
+    snapshot_bytes: u64,
+    snapshot_interval: Duration,
     st: RefCell<State>,
     transport: RefCell<Option<Rc<Transport>>>,
     /// Leader-report dissemination (with a transport).
@@ -266,6 +292,76 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
+/// Makes a recovered controller log agree with the snapshot beside it. The log starts at
+/// the snapshot's index when the WAL was rewritten after it; before it when a crash came
+/// between the snapshot's write and the WAL's compaction (or a follower's install of a
+/// leader's snapshot was cut short): the log is then compacted to the snapshot (restarted
+/// there if the WAL lacks the snapshot's entry or holds another one at its index, which was
+/// never committed). A log that starts after the snapshot has lost state: the start fails.
+/// Returns whether the log changed (`start` then rewrites the file to match, before
+/// anything can append to it).
+fn restore_snapshot(log: &mut sluice_raft::ReplicaLog, sf: &SnapshotFile) -> io::Result<bool> {
+    let damaged = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    // Far beyond any real log, and keeps index arithmetic from overflowing (as the WAL's
+    // replay refuses such a log start).
+    if sf.index >= 1 << 62 {
+        return Err(damaged(format!(
+            "the controller snapshot says index {}: damaged",
+            sf.index
+        )));
+    }
+    let (start, start_term) = log.start();
+    if sf.index < start || (sf.index == start && sf.term != start_term) {
+        return Err(damaged(format!(
+            "the controller snapshot (index {}, term {}) is older than the WAL's log start \
+             (index {start}, term {start_term})",
+            sf.index, sf.term
+        )));
+    }
+    if sf.index == start {
+        check_commit(log)?;
+        return Ok(false);
+    }
+    let whole = log.window_first() == log.first_index();
+    if whole && sf.index <= log.last_index() && log.term_of(sf.index) == Some(sf.term) {
+        log.compact_before(sf.index + 1);
+        if log.start_offset() != sf.offset {
+            return Err(damaged(format!(
+                "the controller snapshot at index {} says offset {}, the WAL {}",
+                sf.index,
+                sf.offset,
+                log.start_offset()
+            )));
+        }
+    } else {
+        log.restart_at(sf.index, sf.term, sf.offset);
+    }
+    // The snapshot's entries are committed, whatever hard state the WAL kept.
+    let hs = log.hard_state().clone();
+    log.set_hard_state(hs);
+    check_commit(log)?;
+    Ok(true)
+}
+
+/// A commit index past the log's end (the WAL kept a commit for entries a restart at the
+/// snapshot dropped: another term at the snapshot's index) is a damaged pair of files, not
+/// a state a crash leaves: refused here rather than asserted on in the group manager.
+fn check_commit(log: &sluice_raft::ReplicaLog) -> io::Result<()> {
+    let commit = log.hard_state().commit;
+    if commit > log.last_index() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the controller WAL's commit index {commit} is past its log ({}..={}) after \
+                 the snapshot",
+                log.first_index(),
+                log.last_index()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl ControllerNode {
     /// Starts the node: opens and replays the WAL (voters), applies the committed entries
     /// to the image, starts the transport (with voters) and the background tasks. Returns
@@ -300,9 +396,12 @@ impl ControllerNode {
         let mut raft_cfg = RaftConfig {
             node_id: raft_id,
             seed: rand::random(),
-            // The controller log stays whole in memory (no metadata snapshots yet): nothing
-            // is evicted, so nothing is ever read back (see the crate header).
+            // The controller log after the last snapshot stays whole in memory (about
+            // `snapshot_bytes` of it): nothing is evicted, so nothing is ever read back,
+            // and pulls and applies read entries from memory (see the crate header).
             entry_cache_bytes_max: u64::MAX,
+            // The controller's snapshots carry the metadata image after their offset.
+            payload_group: Some(CONTROLLER_GROUP),
             ..Default::default()
         };
         if solo {
@@ -315,12 +414,15 @@ impl ControllerNode {
         let mut wal = None;
         let mut manager = None;
         let mut create_fx = Vec::new();
+        let mut image = MetadataImage::new();
+        let mut snap_index = 0;
         if is_voter {
             log::debug!("controller: opening the WAL");
-            let opened = WalFile::open(&cfg.data_dir).await?;
+            let mut opened = WalFile::open(&cfg.data_dir).await?;
             log::debug!("controller: WAL open");
+            let snap = snapshot::read(&cfg.data_dir.join(CLUSTER_DIR))?;
             let mut logs = opened.logs;
-            let m = if let Some(log) = logs.remove(&CONTROLLER_GROUP) {
+            let m = if let Some(mut log) = logs.remove(&CONTROLLER_GROUP) {
                 let mut have = log.voters().to_vec();
                 have.sort_unstable();
                 if have != voter_ids {
@@ -328,9 +430,43 @@ impl ControllerNode {
                         "the controller log was written for voters {have:?}, this start names {voter_ids:?}"
                     )));
                 }
+                if let Some(sf) = snap {
+                    if restore_snapshot(&mut log, &sf)? {
+                        // The log was brought into line with the snapshot in memory only:
+                        // make the file say so before anything is appended to it. A write
+                        // appended to the old file (which ends below the snapshot) would
+                        // never replay, and the voter could never start again.
+                        let mut out = Vec::new();
+                        sluice_raft::wal::encode_log(CONTROLLER_GROUP, &log, &mut out).ok_or_else(
+                            || invalid("the recovered controller log has evicted entries".into()),
+                        )?;
+                        opened.wal = WalFile::rewrite(&cfg.data_dir, out).await?;
+                        log::info!(
+                            "controller: WAL rewritten to start at the snapshot (index {})",
+                            sf.index
+                        );
+                    }
+                    image = snapshot::decode_payload(&sf.payload).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the controller snapshot at index {}: {e}", sf.index),
+                        )
+                    })?;
+                    log.set_snapshot_payload(sf.payload);
+                    snap_index = sf.index;
+                    log::info!(
+                        "controller: restarting from the metadata snapshot at index {snap_index}"
+                    );
+                }
                 GroupManager::recover(raft_cfg, [(CONTROLLER_GROUP, log)])
                     .map_err(|e| invalid(format!("recovering the controller group: {e:?}")))?
             } else {
+                if let Some(sf) = snap {
+                    return Err(invalid(format!(
+                        "a controller snapshot (index {}) without the controller WAL it goes with",
+                        sf.index
+                    )));
+                }
                 let mut m = GroupManager::new(raft_cfg);
                 create_fx = m
                     .create_group(CONTROLLER_GROUP, &voter_ids)
@@ -361,10 +497,14 @@ impl ControllerNode {
             rpc,
             legacy: cfg.legacy.clone(),
             subscriber_queue_max: cfg.subscriber_queue_max.max(1),
+            data_dir: cfg.data_dir.clone(),
+            ctrl_cfg: ctrl_cfg.clone(),
+            snapshot_bytes: cfg.snapshot_bytes.max(1),
+            snapshot_interval: cfg.snapshot_interval,
             st: RefCell::new(State {
                 manager,
-                controller: Controller::new(ctrl_cfg, MetadataImage::new()),
-                applied: 0,
+                controller: Controller::new(ctrl_cfg, image),
+                applied: snap_index,
                 proposals: BTreeMap::new(),
                 proposed_at: BTreeMap::new(),
                 ours_at: BTreeMap::new(),
@@ -374,6 +514,11 @@ impl ControllerNode {
                 next_reply: 1,
                 wal_buf: Vec::new(),
                 wal_seq: 0,
+                wal_snapshot: None,
+                wal_rewrite: false,
+                snap_index,
+                snap_bytes: 0,
+                snap_at: Instant::now(),
                 leader: solo.then_some(SOLO_RAFT_ID),
                 next_voter: 0,
                 ctrl_tick_at: None,
@@ -506,6 +651,25 @@ impl ControllerNode {
         let fx = m.transfer_leader(CONTROLLER_GROUP, to);
         self.inner.raft_fx(&mut st, fx);
         true
+    }
+
+    /// The index of the last entry in the local replica's log (0 on a node without one).
+    pub fn raft_last_index(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.manager
+            .as_ref()
+            .and_then(|m| m.log(CONTROLLER_GROUP))
+            .map_or(0, |l| l.last_index())
+    }
+
+    /// The index of the last entry the local replica's log dropped (its metadata snapshot's
+    /// index; 0 before the first snapshot, and on a node without a replica).
+    pub fn raft_log_start(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.manager
+            .as_ref()
+            .and_then(|m| m.log(CONTROLLER_GROUP))
+            .map_or(0, |l| l.start().0)
     }
 
     /// Whether this node's replica leads the controller group.
@@ -1058,8 +1222,11 @@ impl Inner {
         }
     }
 
-    /// Applies the committed entries up to `upto` from the local replica, in order.
+    /// Applies the committed entries up to `upto` from the local replica, in order (first
+    /// the snapshot the log restarted at, if a leader's snapshot restarted it past what was
+    /// applied here).
     fn apply_committed(&self, st: &mut State, upto: u64) {
+        self.install_log_snapshot(st);
         while st.applied < upto && st.fatal.is_none() {
             let i = st.applied + 1;
             let entry = st
@@ -1075,10 +1242,139 @@ impl Inner {
             st.applied = i;
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 let id = st.ours_at.remove(&i);
+                st.snap_bytes += e.data.len() as u64;
                 self.apply_batch(st, i, &e.data, id);
             }
         }
         self.changed.notify();
+        self.maybe_snapshot(st);
+    }
+
+    /// A voter whose log a leader's snapshot restarted past its applied index (it was too
+    /// far behind): the snapshot's image replaces this node's, and is written as this
+    /// node's snapshot file before the WAL's restart record (both are queued for the WAL
+    /// task in this same step; it writes the snapshot first).
+    fn install_log_snapshot(&self, st: &mut State) {
+        let Some(log) = st.manager.as_ref().and_then(|m| m.log(CONTROLLER_GROUP)) else {
+            return;
+        };
+        let (index, term) = log.start();
+        if index <= st.applied || st.fatal.is_some() {
+            return;
+        }
+        let payload = log.snapshot_payload().clone();
+        let offset = log.start_offset();
+        let image = match snapshot::decode_payload(&payload) {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail(
+                    st,
+                    format!(
+                        "the controller log restarted at index {index} with a bad snapshot: {e}"
+                    ),
+                );
+                return;
+            }
+        };
+        log::info!("controller: caught up from the leader's metadata snapshot at index {index}");
+        st.wal_snapshot = Some(
+            SnapshotFile {
+                index,
+                term,
+                offset,
+                payload,
+            }
+            .encode(),
+        );
+        st.wal_rewrite = true;
+        st.snap_index = index;
+        st.snap_bytes = 0;
+        st.snap_at = Instant::now();
+        self.wal_kick.notify();
+        self.install_image(st, index, image);
+    }
+
+    /// The image as of `index` replaces this node's (a snapshot from a voter): the
+    /// controller is rebuilt on it, inactive (only a follower or a broker-only node falls
+    /// that far behind; a leader that just lost its leadership may not have seen its `Role`
+    /// effect yet, but the manager failed its proposals before the snapshot's high
+    /// watermark, so nothing of the old controller waits), and every subscriber is told to
+    /// re-read the image.
+    fn install_image(&self, st: &mut State, index: u64, image: MetadataImage) {
+        if st.controller.is_active() {
+            log::info!(
+                "controller: node {} is no longer the active controller",
+                self.node_id
+            );
+        }
+        st.controller = Controller::new(self.ctrl_cfg.clone(), image);
+        st.applied = index;
+        st.ours_at.retain(|&i, _| i > index);
+        st.subscribers.retain(|s| s.strong_count() > 0);
+        for s in st.subscribers.iter().filter_map(Weak::upgrade) {
+            s.queue.borrow_mut().clear();
+            s.lagged.set(true);
+            s.event.notify();
+        }
+        self.changed.notify();
+    }
+
+    /// On a voter: once `snapshot_bytes` of entries were applied since the last snapshot
+    /// (or `snapshot_interval` passed with anything applied), snapshots the image at the
+    /// applied index, queues the file for the WAL task and compacts the Raft log (and so
+    /// the WAL) up to that index. An image over `METADATA_SNAPSHOT_BYTES_MAX` is not
+    /// snapshotted (logged; the log keeps growing).
+    fn maybe_snapshot(&self, st: &mut State) {
+        if !self.is_voter || st.fatal.is_some() || st.applied <= st.snap_index {
+            return;
+        }
+        let due =
+            st.snap_bytes >= self.snapshot_bytes || st.snap_at.elapsed() >= self.snapshot_interval;
+        if !due {
+            return;
+        }
+        st.snap_bytes = 0;
+        st.snap_at = Instant::now();
+        let index = st.applied;
+        let payload = match snapshot::encode_payload(st.controller.image()) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("controller: no metadata snapshot at index {index}: {e}");
+                return;
+            }
+        };
+        let Some(m) = st.manager.as_mut() else {
+            return;
+        };
+        let Some(log) = m.log(CONTROLLER_GROUP) else {
+            return;
+        };
+        let Some(term) = log.term_of(index) else {
+            return;
+        };
+        let offset = log.next_offset_after(index);
+        let fx = m.compact_to_snapshot(CONTROLLER_GROUP, index, payload.clone());
+        if fx.is_empty() {
+            return;
+        }
+        log::debug!(
+            "controller: metadata snapshot at index {index} ({} bytes)",
+            payload.len()
+        );
+        // Queued before the compaction's writes: the WAL task writes it first.
+        st.wal_snapshot = Some(
+            SnapshotFile {
+                index,
+                term,
+                offset,
+                payload,
+            }
+            .encode(),
+        );
+        st.wal_rewrite = true;
+        st.snap_index = index;
+        self.raft_fx(st, fx);
+        self.wal_kick.notify();
     }
 
     /// One committed metadata batch: into the controller (and its image), then to the
@@ -1401,8 +1697,29 @@ impl Inner {
                     let max = req.max_bytes.min(FETCH_BYTES_MAX) as usize;
                     let mut entries = Vec::new();
                     let mut bytes = 0;
-                    let mut last = req.after.min(st.applied);
-                    for i in req.after.saturating_add(1)..=st.applied {
+                    let mut after = req.after;
+                    // Entries a snapshot compacted away: the image as of the log start
+                    // instead, then the entries after it.
+                    let (start, _) = log.start();
+                    let snapshot = (after < start && start <= st.applied).then(|| {
+                        after = start;
+                        (start, log.snapshot_payload().clone())
+                    });
+                    if snapshot.as_ref().is_some_and(|(_, p)| p.is_empty()) {
+                        return Response {
+                            status: status::UNAVAILABLE,
+                            body: Bytes::new(),
+                        };
+                    }
+                    let mut last = after.min(st.applied);
+                    // With a snapshot (up to METADATA_SNAPSHOT_BYTES_MAX), no entries: the
+                    // answer stays within one frame; the next pull gets them.
+                    let upto = if snapshot.is_some() {
+                        after
+                    } else {
+                        st.applied
+                    };
+                    for i in after.saturating_add(1)..=upto {
                         let Some(e) = log.entry(i) else { break };
                         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                             if !entries.is_empty() && bytes + e.data.len() > max {
@@ -1417,6 +1734,7 @@ impl Inner {
                         leader: st.leader.unwrap_or(0),
                         last,
                         entries,
+                        snapshot,
                     };
                     return Response::ok(resp.encode());
                 }
@@ -1542,25 +1860,57 @@ impl Handler for RpcHandler {
 }
 
 /// Writes what the manager asked to persist, syncs, and reports it: one sync covers every
-/// write handed over before it (group commit).
+/// write handed over before it (group commit). A queued snapshot file is written (durably)
+/// before the records handed over with it; after a snapshot, the next pass rewrites the
+/// file as the log now stands (without the compacted entries, with the writes queued
+/// meanwhile, which it then need not append).
 async fn wal_task(inner: Rc<Inner>, mut wal: WalFile) {
     loop {
         let g = inner.wal_kick.generation();
         if inner.closed.get() {
             return;
         }
-        let (buf, seq) = {
+        let (snap, buf, seq, rewrite) = {
             let mut st = inner.st.borrow_mut();
-            (std::mem::take(&mut st.wal_buf), st.wal_seq)
+            let snap = st.wal_snapshot.take();
+            let buf = std::mem::take(&mut st.wal_buf);
+            // The log in memory is what replaying the file and then `buf` (every write up
+            // to `wal_seq`) gives: encoded now, it replaces both, so a rewrite is never put
+            // off by writes that keep coming. The snapshot file (if queued) is written first.
+            let rewrite = std::mem::take(&mut st.wal_rewrite)
+                .then(|| {
+                    let log = st.manager.as_ref()?.log(CONTROLLER_GROUP)?;
+                    let mut out = Vec::new();
+                    sluice_raft::wal::encode_log(CONTROLLER_GROUP, log, &mut out)?;
+                    Some(out)
+                })
+                .flatten();
+            (snap, buf, st.wal_seq, rewrite)
         };
-        if buf.is_empty() {
+        if snap.is_none() && buf.is_empty() && rewrite.is_none() {
             inner.wal_kick.changed(g).await;
             continue;
         }
-        let r = match wal.append(buf).await {
-            Ok(()) => wal.sync().await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            if let Some(file) = snap {
+                let dir = inner.data_dir.join(CLUSTER_DIR);
+                crate::wal::write_atomic(&dir, snapshot::SNAPSHOT_FILE, file).await?;
+            }
+            if let Some(bytes) = rewrite {
+                // `buf`'s effects are in `bytes`: it is dropped.
+                let before = wal.len();
+                wal = WalFile::rewrite(&inner.data_dir, bytes).await?;
+                log::debug!(
+                    "controller: WAL rewritten after a snapshot: {before} -> {} bytes",
+                    wal.len()
+                );
+            } else if !buf.is_empty() {
+                wal.append(buf).await?;
+                wal.sync().await?;
+            }
+            Ok::<(), io::Error>(())
+        }
+        .await;
         let mut st = inner.st.borrow_mut();
         if let Err(e) = r {
             // A failed write or sync leaves unknown what is durable: stop, as Kafka does
@@ -1606,6 +1956,7 @@ async fn tick_task(inner: Rc<Inner>) {
         }
         let fx = st.manager.as_mut().map(|m| m.tick(now)).unwrap_or_default();
         inner.raft_fx(&mut st, fx);
+        inner.maybe_snapshot(&mut st);
         if st.ctrl_tick_at.is_some_and(|at| at <= now as i64) {
             st.ctrl_tick_at = None;
             let fx = st.controller.tick(now as i64);
@@ -1649,6 +2000,25 @@ async fn pull_task(inner: Rc<Inner>) {
                     let mut st = inner.st.borrow_mut();
                     st.leader = (f.leader != 0).then_some(f.leader);
                     if st.applied == after {
+                        if let Some((index, payload)) = &f.snapshot {
+                            if *index > st.applied {
+                                match snapshot::decode_payload(payload) {
+                                    Ok(image) => {
+                                        log::info!(
+                                            "controller: caught up from node {to}'s metadata snapshot at index {index}"
+                                        );
+                                        inner.install_image(&mut st, *index, image);
+                                    }
+                                    Err(e) => {
+                                        inner.fail(
+                                            &mut st,
+                                            format!("node {to}'s metadata snapshot at index {index}: {e}"),
+                                        );
+                                        return;
+                                    }
+                                }
+                            }
+                        }
                         for (i, data) in &f.entries {
                             if *i <= st.applied {
                                 continue;
@@ -1849,5 +2219,84 @@ async fn members_task(inner: Rc<Inner>, g: Rc<Gossip>) {
             last = Some(want);
         }
         inner.changed.changed(gen).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{Entry, HardState};
+    use sluice_raft::log::records_context;
+    use sluice_raft::ReplicaLog;
+
+    fn log_of(last: u64, commit: u64) -> ReplicaLog {
+        let mut log = ReplicaLog::new(&[1, 2, 3]);
+        let entries: Vec<Entry> = (1..=last)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                data: Bytes::from_static(b"x"),
+                context: records_context(1),
+                ..Default::default()
+            })
+            .collect();
+        log.append(&entries);
+        log.set_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit,
+            ..Default::default()
+        });
+        log
+    }
+
+    fn snap(index: u64, term: u64, offset: i64) -> SnapshotFile {
+        SnapshotFile {
+            index,
+            term,
+            offset,
+            payload: Bytes::from_static(b"p"),
+        }
+    }
+
+    /// The states a crash can leave beside a snapshot file, and damage.
+    #[test]
+    fn a_recovered_log_is_made_to_agree_with_its_snapshot() {
+        // The WAL was not compacted yet (a crash after the snapshot's rename): compacted now,
+        // and the snapshot's entries count as committed whatever the hard state says.
+        let mut log = log_of(10, 5);
+        let offset = log.next_offset_after(7);
+        assert!(restore_snapshot(&mut log, &snap(7, 1, offset)).unwrap());
+        assert_eq!((log.start(), log.last_index()), ((7, 1), 10));
+        assert_eq!(log.hard_state().commit, 7);
+        // Already compacted there: nothing to do.
+        assert!(!restore_snapshot(&mut log, &snap(7, 1, offset)).unwrap());
+        // A leader's snapshot past the WAL's end (an install cut short): the log restarts.
+        let mut log = log_of(10, 10);
+        assert!(restore_snapshot(&mut log, &snap(15, 2, 15)).unwrap());
+        assert_eq!(
+            (log.start(), log.first_index(), log.last_index()),
+            ((15, 2), 16, 15)
+        );
+        // Another term at the snapshot's index (an uncommitted suffix): restarted too.
+        let mut log = log_of(10, 5);
+        assert!(restore_snapshot(&mut log, &snap(8, 3, 8)).unwrap());
+        assert_eq!(log.start(), (8, 3));
+        // A snapshot older than the log's start, or at it in another term: damage.
+        let mut log = log_of(10, 10);
+        log.compact_before(8);
+        assert!(restore_snapshot(&mut log, &snap(5, 1, 5)).is_err());
+        assert!(restore_snapshot(&mut log, &snap(7, 9, 7)).is_err());
+        // An offset that disagrees with the WAL's: damage.
+        let mut log = log_of(10, 10);
+        assert!(restore_snapshot(&mut log, &snap(6, 1, 1000)).is_err());
+        // An index far beyond any log: damage, not an overflow.
+        let mut log = log_of(10, 10);
+        let e = restore_snapshot(&mut log, &snap(1 << 62, 1, 5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // Another term at a committed index: the commit would be past the restarted log.
+        let mut log = log_of(10, 10);
+        let e = restore_snapshot(&mut log, &snap(8, 3, 8)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

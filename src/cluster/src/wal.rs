@@ -4,6 +4,24 @@
 //! replayed, a torn tail (a write a crash cut short) is cut off, and what is left is synced
 //! before anything acts on it (a page-cache copy that survived a process kill is not yet
 //! durable). A record that checksums but does not fit is a damaged file: opening fails.
+//!
+//! After a metadata snapshot ([`crate::snapshot`]) the log before it is dropped: the WAL
+//! task writes the snapshot file durably (a temporary file, fdatasync, rename, directory
+//! sync), then rewrites this file as the records of the log as it now stands, including
+//! any writes queued meanwhile ([`WalFile::rewrite`], atomic in the same way), so the file
+//! shrinks to the entries after the snapshot. (A follower installing a leader's snapshot
+//! queues a reset `LogStart` with it; a pass that cannot encode the log appends the queued
+//! records instead.) A crash leaves one of these pairs, and each replays:
+//! - no new snapshot file, the old WAL: the state before the snapshot;
+//! - the new snapshot, the old WAL holding the snapshot's entry: the start compacts the
+//!   log to the snapshot;
+//! - the new snapshot, an old WAL that ends below it or holds another term at its index
+//!   (an install cut short): the start restarts the log at the snapshot;
+//! - the new snapshot, the rewritten WAL: the log starts at the snapshot.
+//!
+//! In the two middle cases the start rewrites this file to the log it made, durably,
+//! before anything can append to it (a record appended to a file ending below the
+//! snapshot would never replay). A leftover temporary file is removed on open.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -48,6 +66,11 @@ impl WalFile {
             sync_dir(data_dir).await?;
         }
         let path = dir.join(WAL_FILE);
+        // A rewrite a crash interrupted (see `rewrite`): the file it was replacing stands.
+        let tmp = dir.join(format!("{WAL_FILE}{TMP_SUFFIX}"));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| with_path(e, "remove", &tmp))?;
+        }
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -102,6 +125,24 @@ impl WalFile {
         })
     }
 
+    /// Replaces the file with `bytes` (records that replay to the current state, without
+    /// the entries a snapshot covers: `sluice_raft::wal::encode_log`), durably and
+    /// atomically ([`write_atomic`]), and returns it open for appending. A crash leaves the
+    /// old file or the new one, and either replays to the same state.
+    pub async fn rewrite(data_dir: &Path, bytes: Vec<u8>) -> io::Result<WalFile> {
+        let dir = data_dir.join(CLUSTER_DIR);
+        let len = bytes.len() as u64;
+        write_atomic(&dir, WAL_FILE, bytes).await?;
+        let path = dir.join(WAL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| with_path(e, "open", &path))?;
+        Ok(WalFile { file, len, path })
+    }
+
     /// Appends record bytes (not synced).
     pub async fn append(&mut self, mut buf: Vec<u8>) -> io::Result<()> {
         while !buf.is_empty() {
@@ -140,7 +181,35 @@ impl WalFile {
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
+/// What a file being replaced is first written as (see [`write_atomic`]).
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Writes `bytes` as `dir/name` durably and atomically: a temporary file, fdatasync,
+/// rename over `name`, directory sync. A crash leaves the old file or the new one, whole
+/// (and maybe a temporary file, which the next open removes).
+pub async fn write_atomic(dir: &Path, name: &str, bytes: Vec<u8>) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(|e| with_path(e, "create", &tmp))?;
+    let mut w = WalFile {
+        file,
+        len: 0,
+        path: tmp.clone(),
+    };
+    w.append(bytes).await?;
+    w.sync().await?;
+    let _ = w.file.close().await;
+    std::fs::rename(&tmp, &path).map_err(|e| with_path(e, "rename", &tmp))?;
+    sync_dir(dir).await
+}
+
+pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {
     let d = Directory::open(dir)
         .await
         .map_err(|e| with_path(e, "open", dir))?;

@@ -465,12 +465,16 @@ pub struct FetchRequest {
 
 /// The answer to a pull: metadata batches by Raft index, in order; `last` is the highest
 /// index the answer covers (Raft's own entries between batches carry no metadata and are
-/// not sent); `leader` is the node the answering voter believes leads (0: none).
+/// not sent); `leader` is the node the answering voter believes leads (0: none). When the
+/// voter's log no longer holds the entry after `after` (a metadata snapshot compacted it),
+/// `snapshot` is the image as of a Raft index (a [`crate::snapshot`] payload) and the
+/// entries follow that index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
     pub leader: u64,
     pub last: u64,
     pub entries: Vec<(u64, Bytes)>,
+    pub snapshot: Option<(u64, Bytes)>,
 }
 
 impl FetchRequest {
@@ -503,6 +507,11 @@ impl FetchResponse {
             w.u64(*i);
             w.bytes(b);
         });
+        w.bool(self.snapshot.is_some());
+        if let Some((i, b)) = &self.snapshot {
+            w.u64(*i);
+            w.bytes(b);
+        }
         w.finish()
     }
 
@@ -511,10 +520,18 @@ impl FetchResponse {
         let leader = r.u64()?;
         let last = r.u64()?;
         let entries = r.list(12, |r| Ok((r.u64()?, Bytes::copy_from_slice(r.bytes()?))))?;
+        let snapshot = if r.bool()? {
+            Some((r.u64()?, Bytes::copy_from_slice(r.bytes()?)))
+        } else {
+            None
+        };
         r.end()?;
-        // In order, after nothing the answer does not cover.
+        // In order, after nothing the answer does not cover, and after its snapshot.
         let ordered = entries.windows(2).all(|p| p[0].0 < p[1].0)
-            && entries.last().is_none_or(|e| e.0 <= last);
+            && entries.last().is_none_or(|e| e.0 <= last)
+            && snapshot
+                .as_ref()
+                .is_none_or(|(i, _)| *i <= last && entries.first().is_none_or(|e| e.0 > *i));
         if !ordered {
             return Err(WireError("entries out of order"));
         }
@@ -522,6 +539,7 @@ impl FetchResponse {
             leader,
             last,
             entries,
+            snapshot,
         })
     }
 }
@@ -906,8 +924,22 @@ mod tests {
             leader: 2,
             last: 9,
             entries: vec![(3, Bytes::from_static(b"x")), (9, Bytes::new())],
+            snapshot: None,
         };
         assert_eq!(FetchResponse::decode(&r.encode()).unwrap(), r);
+        let s = FetchResponse {
+            snapshot: Some((2, Bytes::from_static(b"image"))),
+            ..r.clone()
+        };
+        assert_eq!(FetchResponse::decode(&s.encode()).unwrap(), s);
+        // A snapshot after the entries it precedes, or past `last`: refused.
+        for bad in [3, 10] {
+            let b = FetchResponse {
+                snapshot: Some((bad, Bytes::new())),
+                ..r.clone()
+            };
+            assert!(FetchResponse::decode(&b.encode()).is_err(), "{bad}");
+        }
     }
 
     /// Every prefix and every single-byte change of a valid body: an error or a value,

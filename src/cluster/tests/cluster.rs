@@ -1,6 +1,8 @@
 //! Controller nodes on loopback, each on its own thread with its own glommio executor and
 //! data dir: election, registration, forwarding, failover, restart from the WAL, a
-//! broker-only node, a torn WAL tail, and the cluster of one. Waits are "until it happens"
+//! broker-only node, a torn WAL tail, the cluster of one, and metadata snapshots (log and
+//! WAL compaction, restart from them, a lagging voter and a new broker-only node catching
+//! up from them). Waits are "until it happens"
 //! with a generous bound, never timing assertions.
 
 use std::collections::BTreeMap;
@@ -613,6 +615,272 @@ fn a_torn_wal_tail_is_cut_on_open() {
         "appended after the cut, replayed"
     );
     n.stop();
+}
+
+fn create_owned(node: &Node, name: String) -> Answer {
+    node.call(move |n| {
+        Box::pin(async move {
+            n.create_topics(vec![NewTopic::new(&name, 1, 1)], false)
+                .await
+        })
+    })
+}
+
+fn topic_names(node: &Node) -> Vec<String> {
+    node.get(|n| {
+        let mut v: Vec<String> = n.image().topics().map(|t| t.name.clone()).collect();
+        v.sort();
+        v
+    })
+}
+
+/// Metadata snapshots (issue 12): with a tiny `snapshot_bytes`, voters snapshot and compact
+/// their log and WAL; a voter that was down past the leader's log start catches up through
+/// Raft's snapshot, a new broker-only node through its pull; every node restarts from
+/// snapshot + WAL with every topic.
+#[test]
+fn snapshots_compact_the_log_and_catch_up_lagging_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: id as u64,
+            addr: addrs[id - 1],
+        })
+        .collect();
+    let cfg = |id: i32| {
+        let mut c = config(id, dir.path(), Some(addrs[id as usize - 1]), &voters);
+        c.snapshot_bytes = 2048;
+        c
+    };
+    let mut nodes: Vec<Option<Node>> = (1..=3).map(|id| Some(Node::start(cfg(id)))).collect();
+    eventually("one active controller", || active(&all(&nodes)).len() == 1);
+    let leader = active(&all(&nodes))[0];
+    let l = nodes[leader as usize - 1].as_ref().unwrap();
+    eventually("three live brokers", || {
+        l.get(|n| n.image().live_brokers()) == vec![1, 2, 3]
+    });
+    for i in 0..10 {
+        assert_created(&create_owned(l, format!("early-{i}")));
+    }
+    // A follower goes down; the others go on far past a snapshot.
+    let down = (1..=3).find(|&i| i != leader).unwrap();
+    let down_last = nodes[down as usize - 1]
+        .as_ref()
+        .unwrap()
+        .get(|c| c.raft_last_index());
+    nodes[down as usize - 1].take().unwrap().stop();
+    let l = nodes[leader as usize - 1].as_ref().unwrap();
+    for i in 0..60 {
+        assert_created(&create_owned(l, format!("late-{i}")));
+    }
+    let want = topic_names(l);
+    assert_eq!(want.len(), 70);
+    let first = l.get(|n| n.raft_log_start());
+    assert!(
+        first > down_last,
+        "the leader's log was compacted past the downed follower's last entry \
+         {down_last}: starts after {first}"
+    );
+    let snap = dir
+        .path()
+        .join(format!("node{leader}"))
+        .join("cluster")
+        .join("controller.snapshot");
+    eventually("the leader's snapshot file", || snap.exists());
+
+    // The follower comes back behind the leader's log start: it gets the snapshot.
+    let back = Node::start(cfg(down));
+    eventually("the restarted follower has every topic", || {
+        topic_names(&back) == want
+    });
+    nodes[down as usize - 1] = Some(back);
+    let down_snap = dir
+        .path()
+        .join(format!("node{down}"))
+        .join("cluster")
+        .join("controller.snapshot");
+    eventually("the follower wrote the snapshot it got", || {
+        down_snap.exists()
+    });
+
+    // A new broker-only node pulls the image from a snapshot.
+    let b = Node::start(config(4, dir.path(), Some(addrs[3]), &voters));
+    eventually("the broker-only node has every topic", || {
+        topic_names(&b) == want
+    });
+    b.stop();
+
+    // Every voter restarts from its snapshot and WAL, with every topic at once; the WALs
+    // hold far less than the whole log.
+    let applied: Vec<u64> = all(&nodes)
+        .iter()
+        .map(|n| n.get(|c| c.applied_index()))
+        .collect();
+    for n in nodes.iter_mut() {
+        n.take().unwrap().stop();
+    }
+    for id in 1..=3 {
+        let wal = std::fs::metadata(wal_path(dir.path(), id)).unwrap().len();
+        assert!(
+            wal < 64 << 10,
+            "node {id}: WAL of {wal} bytes after compaction"
+        );
+    }
+    let nodes: Vec<Node> = (1..=3).map(|id| Node::start(cfg(id))).collect();
+    for n in &nodes {
+        assert_eq!(
+            topic_names(n),
+            want,
+            "node {} replayed snapshot + WAL",
+            n.id
+        );
+        assert!(n.get(|c| c.failure()).is_none());
+    }
+    assert!(nodes
+        .iter()
+        .all(|n| n.get(|c| c.applied_index()) >= applied[0].min(applied[1]) - 5));
+    eventually("an active controller again", || {
+        nodes.iter().any(|n| n.get(|c| c.is_active()))
+    });
+    let a = nodes.iter().find(|n| n.get(|c| c.is_active())).unwrap();
+    assert_created(&create_owned(a, "after-restart".into()));
+    for n in nodes {
+        n.stop();
+    }
+}
+
+/// A cluster of one snapshots too, and restarts from snapshot + WAL (stopped while its
+/// WAL task may be mid-write: the executor is dropped, as in a crash).
+#[test]
+fn a_cluster_of_one_restarts_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = config(1, dir.path(), None, &[]);
+        c.snapshot_bytes = 256;
+        c
+    };
+    let n = Node::start(cfg());
+    wait_live(&n);
+    for i in 0..40 {
+        assert_created(&create_owned(&n, format!("solo-{i}")));
+    }
+    let want = topic_names(&n);
+    assert_eq!(want.len(), 40);
+    assert!(n.get(|c| c.raft_log_start()) > 0);
+    n.stop();
+    let cluster = dir.path().join("node1").join("cluster");
+    assert!(cluster.join("controller.snapshot").exists());
+    let n = Node::start(cfg());
+    assert_eq!(topic_names(&n), want, "replayed snapshot + WAL");
+    wait_live(&n);
+    assert_created(&create_owned(&n, "solo-after".into()));
+    n.stop();
+}
+
+/// The state a crash leaves when a follower installing a leader's snapshot dies between
+/// the snapshot file's rename and the WAL's `LogStart`: a snapshot at index B beside a WAL
+/// that ends below B. The start rewrites the WAL to begin at B before anything is appended,
+/// so a write after it replays and the node starts again (appended to the old file, it
+/// would lie past the log's end and the node could never start).
+#[test]
+fn a_snapshot_ahead_of_the_wal_is_written_into_the_wal_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = config(1, dir.path(), None, &[]);
+        c.snapshot_bytes = 256;
+        c
+    };
+    let wal = wal_path(dir.path(), 1);
+    let n = Node::start(cfg());
+    wait_live(&n);
+    assert_created(&create_owned(&n, "old-0".into()));
+    assert_eq!(n.get(|c| c.raft_log_start()), 0, "no snapshot yet");
+    // The WAL as it stood before any snapshot (a torn tail is cut on open).
+    let old = std::fs::read(&wal).unwrap();
+    for i in 0..40 {
+        assert_created(&create_owned(&n, format!("new-{i}")));
+    }
+    let start = n.get(|c| c.raft_log_start());
+    assert!(start > 0);
+    let want = topic_names(&n);
+    n.stop();
+    std::fs::write(&wal, &old).unwrap();
+
+    let n = Node::start(cfg());
+    assert_ne!(
+        std::fs::read(&wal).unwrap(),
+        old,
+        "the WAL was rewritten before the start returned"
+    );
+    // The image is the snapshot's (the entries after it were in the replaced WAL).
+    let got = topic_names(&n);
+    assert!(
+        got.len() > 1 && got.iter().all(|t| want.contains(t)),
+        "{got:?}"
+    );
+    assert!(n.get(|c| c.raft_log_start()) >= start);
+    wait_live(&n);
+    assert_created(&create_owned(&n, "after".into()));
+    n.stop();
+    let n = Node::start(cfg());
+    assert!(n.get(|c| c.failure()).is_none());
+    let again = topic_names(&n);
+    assert!(again.contains(&"after".to_string()));
+    assert!(got.iter().all(|t| again.contains(t)));
+    wait_live(&n);
+    n.stop();
+}
+
+/// Why a start fails (it must fail, not panic).
+fn start_error(cfg: ClusterConfig) -> std::io::Error {
+    std::thread::spawn(move || {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .ring_depth(64)
+            .make()
+            .expect("glommio executor")
+            .run(async move {
+                match ControllerNode::start(cfg).await {
+                    Ok(_) => panic!("the start succeeded"),
+                    Err(e) => e,
+                }
+            })
+    })
+    .join()
+    .expect("the start did not panic")
+}
+
+/// A damaged snapshot file is refused with a clear error: an index far beyond any log, or
+/// one whose restart would leave the WAL's commit index past the log's end.
+#[test]
+fn a_damaged_snapshot_file_is_refused_at_start() {
+    use sluice_cluster::snapshot::{SnapshotFile, SNAPSHOT_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || config(1, dir.path(), None, &[]);
+    let n = Node::start(cfg());
+    wait_live(&n);
+    assert_created(&create_owned(&n, "t".into()));
+    n.stop();
+    let path = dir.path().join("node1").join("cluster").join(SNAPSHOT_FILE);
+    let craft = |index, term| {
+        let f = SnapshotFile {
+            index,
+            term,
+            offset: 2,
+            payload: Bytes::new(),
+        };
+        std::fs::write(&path, f.encode()).unwrap();
+    };
+    craft(1 << 62, 1);
+    let e = start_error(cfg());
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("index"), "{e}");
+    // Entry 2 is in the WAL, committed, in another term than the snapshot says.
+    craft(2, 99);
+    let e = start_error(cfg());
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("commit index"), "{e}");
 }
 
 #[test]

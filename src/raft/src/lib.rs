@@ -126,8 +126,20 @@
 //! that offset (`Write::LogStart { reset: true }`, Kafka's follower on OFFSET_OUT_OF_RANGE),
 //! its high watermark moves to that index at once (nothing below it is left to read), and
 //! its own pending proposals fail as `Indeterminate`. A sans-IO transport cannot report
-//! delivery, so the leader counts a snapshot delivered when it sends it (it is a few bytes)
+//! delivery, so the leader counts a snapshot delivered when it sends it (it is one message)
 //! and probes from after it; a lost one is sent again after the follower's rejection.
+//!
+//! A group whose driver keeps state outside the log (the controller's metadata image,
+//! `sluice-cluster`) compacts with [`GroupManager::compact_to_snapshot`]`(group, index,
+//! payload)` instead: the log starts after the applied entry `index`, and `payload` (the
+//! state as of it) travels in every snapshot after the 8-byte offset. The follower's
+//! manager restarts its log as above and keeps the payload in it
+//! ([`ReplicaLog::snapshot_payload`]), where its driver reads it when its high watermark
+//! passes entries it never applied (and persists it before the restart's write: the
+//! payload is not in this crate's WAL format). Only the group named in
+//! `Config::payload_group` (the controller's) takes snapshots with a payload: for any other
+//! group a snapshot is exactly its 8-byte offset, and one with more is dropped on receipt
+//! (a peer cannot make a partition replica keep and pass on a payload).
 //!
 //! DeleteRecords moves the log start through the log itself:
 //! [`GroupManager::propose_log_start`]`(group, token, offset)` on the ready leader appends an

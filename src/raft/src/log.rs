@@ -160,6 +160,11 @@ pub struct ReplicaLog {
     fetched: Option<(u64, Vec<Entry>)>,
     /// Reads raft-rs asked for below the window since the manager last took them.
     requests: RefCell<Vec<FetchRequest>>,
+    /// The state as of the log start that a driver keeps outside the log (the controller's
+    /// metadata image, see [`crate::GroupManager::compact_to_snapshot`]); empty for the
+    /// partition groups, whose snapshots carry only the log start. Sent after the 8-byte
+    /// offset in every snapshot this replica gives a follower.
+    snapshot_payload: Bytes,
 }
 
 /// What rebuilding entries from fetched batches gave: the entries at and after the request's
@@ -171,11 +176,23 @@ pub struct Rebuilt {
     pub next_offset: i64,
 }
 
-/// The Kafka offset a log-start snapshot carries (see `Storage::snapshot` below).
+/// The Kafka offset a log-start snapshot carries (see `Storage::snapshot` below): its
+/// first 8 bytes; `None` when it has fewer or they say a negative offset. Only the
+/// manager's `payload_group` (the controller's) may have more after them: the manager
+/// drops any other group's snapshot that is not exactly 8 bytes.
 pub fn snapshot_offset(snap: &Snapshot) -> Option<i64> {
-    <[u8; 8]>::try_from(&snap.data[..])
-        .ok()
-        .map(i64::from_be_bytes)
+    snap.data
+        .get(..8)
+        .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .filter(|&o| o >= 0)
+}
+
+/// The driver's state a snapshot carries after its offset (empty for a partition group's).
+pub fn snapshot_payload(snap: &Snapshot) -> Bytes {
+    if snap.data.len() <= 8 {
+        return Bytes::new();
+    }
+    snap.data.slice(8..)
 }
 
 impl ReplicaLog {
@@ -235,6 +252,22 @@ impl ReplicaLog {
 
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
+    }
+
+    /// The last compacted entry's index and term ((0, 0) until the first compaction).
+    pub fn start(&self) -> (u64, u64) {
+        (self.start.0, self.start.1)
+    }
+
+    /// The driver's state as of the log start (see the field); empty unless set.
+    pub fn snapshot_payload(&self) -> &Bytes {
+        &self.snapshot_payload
+    }
+
+    /// Sets the driver's state as of the log start (it travels in every snapshot this
+    /// replica sends). Compacting or restarting the log clears it.
+    pub fn set_snapshot_payload(&mut self, payload: Bytes) {
+        self.snapshot_payload = payload;
     }
 
     pub fn voters(&self) -> &[u64] {
@@ -473,6 +506,7 @@ impl ReplicaLog {
         let freed = self.evict_through(prev);
         self.marks.retain(|m| m.index >= first);
         self.start = (prev, term, offset);
+        self.snapshot_payload = Bytes::new();
         if self.window_first == first {
             self.evicted_next = offset;
         }
@@ -490,6 +524,7 @@ impl ReplicaLog {
         self.window_first = index + 1;
         self.evicted_next = offset;
         self.start = (index, term, offset);
+        self.snapshot_payload = Bytes::new();
         if self.hard_state.commit < index {
             self.hard_state.commit = index;
         }
@@ -695,18 +730,23 @@ impl raft::Storage for ReplicaLog {
         Ok(self.last_index())
     }
 
-    /// A follower that needs entries before the log start gets a snapshot that carries no
-    /// state: "your log restarts after entry `index` of `term`, at Kafka offset" (the 8-byte
-    /// big-endian data). As Kafka's follower on OFFSET_OUT_OF_RANGE, it drops its whole log
-    /// and starts again at the leader's log start.
+    /// A follower that needs entries before the log start gets a snapshot: "your log
+    /// restarts after entry `index` of `term`, at Kafka offset" (the first 8 bytes of the
+    /// data, big-endian). As Kafka's follower on OFFSET_OUT_OF_RANGE, it drops its whole log
+    /// and starts again at the leader's log start. The partition groups' snapshots carry
+    /// nothing else; a group whose driver set a snapshot payload (the controller's metadata
+    /// image) sends it after the offset.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         if self.start.0 == 0 {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
+        let mut data = Vec::with_capacity(8 + self.snapshot_payload.len());
+        data.extend_from_slice(&self.start.2.to_be_bytes());
+        data.extend_from_slice(&self.snapshot_payload);
         let mut snap = Snapshot {
-            data: Bytes::copy_from_slice(&self.start.2.to_be_bytes()),
+            data: Bytes::from(data),
             ..Default::default()
         };
         let meta = snap.mut_metadata();

@@ -73,6 +73,12 @@ pub struct Config {
     /// Seeds the election-timeout randomisation (see the crate header): production passes
     /// real entropy, the simulator its seed.
     pub seed: u64,
+    /// The one group whose snapshots may carry the driver's state after their 8-byte offset
+    /// (the controller's metadata image, see [`GroupManager::compact_to_snapshot`]); `None`
+    /// for the partition shards. A snapshot for any other group is exactly its offset: one
+    /// with more data is dropped, so a peer cannot make a partition replica keep (and pass
+    /// on) a payload.
+    pub payload_group: Option<GroupId>,
 }
 
 impl Default for Config {
@@ -88,6 +94,7 @@ impl Default for Config {
             entry_cache_bytes_max: ENTRY_CACHE_BYTES_MAX,
             quiesce_ticks: QUIESCE_TICKS,
             seed: 0,
+            payload_group: None,
         }
     }
 }
@@ -925,12 +932,17 @@ impl GroupManager {
             if m.from != env.from || m.to != env.to {
                 continue;
             }
-            // A snapshot here only ever means "the log restarts at this Kafka offset": one
-            // without exactly that payload is malformed, dropped before Raft accepts it.
-            if m.get_msg_type() == MessageType::MsgSnapshot
-                && crate::log::snapshot_offset(m.get_snapshot()).is_none()
-            {
-                continue;
+            // A snapshot here means "the log restarts at this Kafka offset" (its first 8
+            // bytes), then the driver's state if its group keeps one (the controller's
+            // metadata image, `payload_group`): one without the offset, or with data after
+            // it for another group, is malformed, dropped before Raft accepts it.
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let snap = m.get_snapshot();
+                if crate::log::snapshot_offset(snap).is_none()
+                    || (self.cfg.payload_group != Some(group) && snap.data.len() != 8)
+                {
+                    continue;
+                }
             }
             // Fenced: a transfer to this node would make it campaign (stop_campaigning).
             if self.fenced && m.get_msg_type() == MessageType::MsgTimeoutNow {
@@ -1121,6 +1133,48 @@ impl GroupManager {
         let (start, freed) = self.compact_log(group, offset, &mut out);
         self.cached_bytes -= freed;
         (start, self.finish(out, []))
+    }
+
+    /// Compacts the log of `group` to start after entry `index`, whose state the driver
+    /// keeps as `payload` (the controller's metadata snapshot): every entry up to `index`
+    /// leaves memory (`Write::LogStart { reset: false }`), and a follower that needs one of
+    /// them gets a snapshot carrying `payload` (see `ReplicaLog`'s `Storage::snapshot`),
+    /// which its manager installs as its own log start and payload (the driver finds it
+    /// through [`Self::log`] once its high watermark passes entries it never saw). `index`
+    /// must be applied here (at most the high watermark) and after the current log start;
+    /// otherwise nothing changes and this returns no effects. The driver makes `payload`
+    /// durable before this call's writes (a restart must find the state of the entries the
+    /// WAL no longer holds).
+    pub fn compact_to_snapshot(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        payload: Bytes,
+    ) -> Vec<Effect> {
+        let Some(r) = self.groups.get_mut(&group) else {
+            return Vec::new();
+        };
+        let log = r.node.mut_store();
+        if index > r.hw_index || index < log.first_index() || index > log.last_index() {
+            return Vec::new();
+        }
+        let freed = log.compact_before(index + 1);
+        log.set_snapshot_payload(payload);
+        let term = log.term_of(index).expect("start term");
+        let offset = log.start_offset();
+        self.cached_bytes -= freed;
+        let mut out = Out::default();
+        self.write(
+            &mut out,
+            Write::LogStart {
+                group,
+                index,
+                term,
+                offset,
+                reset: false,
+            },
+        );
+        self.finish(out, [])
     }
 
     /// [`Self::compact`]'s work: moves the Raft log start (if it can move) and writes it.
@@ -1405,6 +1459,7 @@ impl GroupManager {
             let later_msgs = rd.take_persisted_messages();
             let number = rd.number();
 
+            let snapshot_payload = crate::log::snapshot_payload(rd.snapshot());
             let snapshot_conf = snapshot.map(|_| {
                 let cs = rd.snapshot().get_metadata().get_conf_state();
                 (cs.voters.clone(), cs.learners.clone())
@@ -1413,6 +1468,10 @@ impl GroupManager {
             if let Some((index, term, offset)) = snapshot {
                 // (`finish` counts the bytes this frees.)
                 r.node.mut_store().restart_at(index, term, offset);
+                // The driver's state as of the restart point, if the group has one (the
+                // controller's image): the driver takes it from the log, as the high
+                // watermark passes entries it never saw.
+                r.node.mut_store().set_snapshot_payload(snapshot_payload);
                 // The snapshot holds no state, so it is applied as soon as the log restarts.
                 // raft-rs 0.7 would leave `applied` below the new first index until told
                 // otherwise, and `advance_apply_to` may not pass the persisted index; but a
@@ -1535,7 +1594,8 @@ impl GroupManager {
             if let Some((index, offset)) = log_start {
                 self.apply_log_start(group, index, offset, out);
             }
-            // A snapshot is a few bytes here (no state): the leader counts it delivered at
+            // A snapshot is one message here (a log start, and at most the controller's
+            // image, which its driver bounds to one frame): the leader counts it delivered at
             // once and probes from after it; if it was lost the follower's rejection sends
             // the leader back to a snapshot (raft-rs would otherwise wait for a report that
             // a sans-IO transport cannot give).
@@ -1650,8 +1710,9 @@ mod tests {
         );
     }
 
-    /// A snapshot message from a peer whose payload is not a log-start offset (a hostile or
-    /// broken peer) is dropped; one with the offset is taken. Either way nothing panics.
+    /// A snapshot message from a peer whose data does not start with a log-start offset (a
+    /// hostile or broken peer: too short, or negative) is dropped; one with the offset is
+    /// taken (what follows it is the driver's payload). Either way nothing panics.
     #[test]
     fn a_snapshot_without_a_log_start_offset_is_dropped() {
         let mut m = GroupManager::new(Config {
@@ -1662,7 +1723,7 @@ mod tests {
         m.create_group(1, &[1, 2, 3]).unwrap();
         let before = m.status(1).unwrap().term;
         assert!(before < 7);
-        for data in [&b""[..], b"1234567", b"123456789", &[0xff; 64]] {
+        for data in [&b""[..], b"1234567", &[0xff; 64]] {
             let mut snap = msg(MessageType::MsgSnapshot, 1, 2, 7, 0);
             let meta = snap.mut_snapshot().mut_metadata();
             meta.index = 50;
@@ -2322,6 +2383,101 @@ mod tests {
         assert!(t.seen[lagging]
             .iter()
             .any(|e| matches!(e, Effect::LogStartOffset { offset: 17, .. })));
+    }
+
+    /// The controller's compaction: the leader drops its log up to an applied index and
+    /// keeps the driver's state; a follower behind that start gets the state in the
+    /// snapshot, restarts its log there (written as a reset log start) and keeps the state
+    /// to send on if it leads.
+    #[test]
+    fn a_snapshot_payload_reaches_a_lagging_follower() {
+        let mut t = Trio::new();
+        for m in &mut t.m {
+            m.cfg.payload_group = Some(1);
+        }
+        let l = t.quiesce_all();
+        let lagging = (l + 1) % 3;
+        let up: Vec<u64> = (0..3)
+            .filter(|&i| i != lagging)
+            .map(|i| i as u64 + 1)
+            .collect();
+        for token in 1..=4 {
+            t.propose(l, token);
+        }
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        let hw = t.status(l).hw_index;
+        assert_eq!(hw, 5);
+        // Past the high watermark: refused.
+        assert!(t.m[l]
+            .compact_to_snapshot(1, hw + 1, Bytes::from_static(b"x"))
+            .is_empty());
+        let fx = t.m[l].compact_to_snapshot(1, 4, Bytes::from_static(b"image@4"));
+        t.take(l, fx);
+        let log = t.m[l].log(1).unwrap();
+        assert_eq!(
+            (log.first_index(), &log.snapshot_payload()[..]),
+            (5, &b"image@4"[..])
+        );
+        // Not again at or below the start.
+        assert!(t.m[l]
+            .compact_to_snapshot(1, 4, Bytes::from_static(b"y"))
+            .is_empty());
+        run_until(&mut t, 400, |t| t.status(lagging).hw_index == 5);
+        let log = t.m[lagging].log(1).unwrap();
+        assert_eq!(log.start().0, 4);
+        assert_eq!(&log.snapshot_payload()[..], b"image@4");
+        // Its disk says the log restarts at 4 (the driver keeps the payload).
+        let replayed = crate::wal::replay(&t.disk[lagging]).unwrap();
+        assert_eq!(replayed.logs[&1].first_index(), 5);
+    }
+
+    /// A partition group's snapshot is exactly its offset: one carrying a payload (which
+    /// only the controller's group may) is dropped by the follower, not installed or kept.
+    #[test]
+    fn a_partition_group_drops_a_snapshot_with_a_payload() {
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        let lagging = (l + 1) % 3;
+        let up: Vec<u64> = (0..3)
+            .filter(|&i| i != lagging)
+            .map(|i| i as u64 + 1)
+            .collect();
+        for token in 1..=4 {
+            t.propose(l, token);
+        }
+        for _ in 0..50 {
+            for i in 0..3 {
+                if i != lagging {
+                    t.tick(i);
+                    t.sync(i);
+                }
+            }
+            t.deliver(&up);
+            t.net.retain(|e| e.to != lagging as u64 + 1);
+        }
+        assert_eq!(t.status(l).hw_index, 5);
+        // A peer that keeps a payload for group 1 (as a misbehaving node could).
+        let fx = t.m[l].compact_to_snapshot(1, 4, Bytes::from_static(b"big"));
+        t.take(l, fx);
+        for _ in 0..200 {
+            for i in 0..3 {
+                t.tick(i);
+                t.sync(i);
+            }
+            t.deliver(&[1, 2, 3]);
+        }
+        let log = t.m[lagging].log(1).unwrap();
+        assert_eq!(log.start().0, 0, "the snapshot was not installed");
+        assert!(log.snapshot_payload().is_empty());
     }
 
     /// The leader of `group` among the three, if one is ready.
