@@ -360,11 +360,8 @@ struct Hop {
 pub struct Replication {
     shard: ShardId,
     node_id: i32,
-    /// This replication itself, for the tasks it spawns (hop pumps) from `&self` methods.
-    me: std::rc::Weak<Replication>,
     mgr: RefCell<GroupManager>,
-    /// Effects waiting for the driver (those that need the store: `Persist`, `Fetch`,
-    /// `HighWatermark`, `LogStartOffset`), in the order the manager returned them.
+    /// Effects waiting for the driver, in the order the manager returned them.
     queue: RefCell<Vec<Effect>>,
     kick: Event,
     groups: RefCell<HashMap<GroupId, GroupInfo>>,
@@ -472,10 +469,9 @@ impl Replication {
             let voters = mgr.log(g).map(|l| l.voters().to_vec()).unwrap_or_default();
             groups.insert(g, GroupInfo::new(key, voters, log));
         }
-        let rep = Rc::new_cyclic(|me| Replication {
+        let rep = Rc::new(Replication {
             shard,
             node_id,
-            me: me.clone(),
             mgr: RefCell::new(mgr),
             queue: RefCell::new(Vec::new()),
             kick: Event::default(),
@@ -630,31 +626,23 @@ impl Replication {
         *self.node.borrow_mut() = Some(Rc::downgrade(node));
     }
 
-    /// Takes a manager call's effects. Those that need no store happen here and now: sends,
-    /// proposal outcomes and role changes wait for nothing the driver does (the manager holds
-    /// back every message that must follow a sync until `persisted`, and hands out a commit
-    /// only for entries synced here), so a leader's appends go out, and a quorum's commit is
-    /// answered, even while the driver is in the middle of a write-and-sync round. The
-    /// store's effects (`Persist`, `Fetch`, `HighWatermark`, `LogStartOffset`) queue for the
-    /// driver in order.
     fn push(&self, fx: Vec<Effect>) {
         // Readers see a new high watermark at once, not after the driver's current round
         // (a new leader's ListOffsets would otherwise answer below what the old leader
         // acknowledged): safe early, as a log shows at most what it has synced.
         let mut watched = Vec::new();
         let mut hw_moved = false;
-        let mut queued = false;
-        for e in fx {
-            let group = match &e {
+        for e in &fx {
+            let group = match e {
                 Effect::HighWatermark { group, offset, .. } => {
                     if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref())
                     {
                         log.set_high_watermark(*offset);
                     }
                     hw_moved = true;
-                    Some(*group)
+                    group
                 }
-                Effect::Role { group, .. } => Some(*group),
+                Effect::Role { group, .. } => group,
                 Effect::LogStartOffset { group, offset, .. } => {
                     // Likewise the log start: a DeleteRecords is answered once its entry is
                     // applied here, and the client's next read must not see below it; the
@@ -663,21 +651,16 @@ impl Replication {
                     {
                         log.raise_replica_start(*offset);
                     }
-                    None
+                    continue;
                 }
-                _ => None,
+                _ => continue,
             };
-            if let Some(group) = group {
-                if self.groups.borrow().get(&group).is_some_and(|g| g.watched) {
-                    watched.push(group);
-                }
-            }
-            if let Some(e) = self.apply(e) {
-                self.queue.borrow_mut().push(e);
-                queued = true;
+            if self.groups.borrow().get(group).is_some_and(|g| g.watched) {
+                watched.push(*group);
             }
         }
-        if queued {
+        if !fx.is_empty() {
+            self.queue.borrow_mut().extend(fx);
             self.kick.notify();
         }
         if hw_moved {
@@ -688,60 +671,6 @@ impl Replication {
         for g in watched {
             self.check_leadership(g);
         }
-    }
-
-    /// Performs an effect that needs no store (see [`Self::push`]); hands back the others.
-    fn apply(&self, e: Effect) -> Option<Effect> {
-        match e {
-            Effect::Send(env) => self.send(env),
-            Effect::Proposed { token, span, .. } => {
-                if let Some(p) = self.proposals.borrow().get(&token) {
-                    p.proposed.set(Some(span));
-                    p.changed.notify();
-                }
-            }
-            Effect::Committed { group, token, span } => {
-                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                    info.seqs.committed(token);
-                }
-                if let Some(p) = self.proposals.borrow_mut().remove(&token) {
-                    *p.outcome.borrow_mut() = Some(Ok(span));
-                    p.changed.notify();
-                }
-            }
-            Effect::Failed {
-                group,
-                token,
-                error,
-            } => {
-                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                    info.seqs.failed(token);
-                }
-                if let Some(p) = self.proposals.borrow_mut().remove(&token) {
-                    *p.outcome.borrow_mut() = Some(Err(error));
-                    p.changed.notify();
-                }
-            }
-            Effect::Role {
-                group,
-                role,
-                term,
-                leader,
-            } => {
-                if role != sluice_raft::Role::Leader {
-                    // Whatever was in flight fails with the leadership.
-                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                        info.seqs.clear();
-                    }
-                }
-                self.report_role(group, term, leader)
-            }
-            e @ (Effect::Persist { .. }
-            | Effect::Fetch { .. }
-            | Effect::HighWatermark { .. }
-            | Effect::LogStartOffset { .. }) => return Some(e),
-        }
-        None
     }
 
     /// The replica's status (role, term, leader, high watermark).
@@ -1382,15 +1311,53 @@ impl Replication {
                     offset,
                     max_bytes,
                 } => fetches.push((group, id, offset, max_bytes)),
+                Effect::Proposed { token, span, .. } => {
+                    if let Some(p) = self.proposals.borrow().get(&token) {
+                        p.proposed.set(Some(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Committed { group, token, span } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        info.seqs.committed(token);
+                    }
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Ok(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Failed {
+                    group,
+                    token,
+                    error,
+                } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        info.seqs.failed(token);
+                    }
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Err(error));
+                        p.changed.notify();
+                    }
+                }
                 Effect::HighWatermark { group, offset, .. } => {
                     store.high_watermark(group, offset);
                 }
                 Effect::LogStartOffset { group, offset, .. } => {
                     store.log_start_offset(group, offset);
                 }
-                // (`push` performs the rest; nothing else is queued.)
-                other => {
-                    let _ = self.apply(other);
+                Effect::Role {
+                    group,
+                    role,
+                    term,
+                    leader,
+                } => {
+                    if role != sluice_raft::Role::Leader {
+                        // Whatever was in flight fails with the leadership.
+                        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                            info.seqs.clear();
+                        }
+                    }
+                    self.report_role(group, term, leader)
                 }
             }
         }
@@ -1780,7 +1747,7 @@ impl Replication {
     }
 
     /// Sends an envelope: through the transport on shard 0, else over the mesh to it.
-    fn send(&self, env: Envelope) {
+    fn send(self: &Rc<Self>, env: Envelope) {
         if self.shard == ShardId(0) {
             let node = self.node.borrow().as_ref().and_then(|n| n.upgrade());
             if let Some(node) = node {
@@ -1796,7 +1763,7 @@ impl Replication {
     /// Queues an encoded envelope for shard `to` (dropped when the hops are full). Hops
     /// encode with the batches inside the envelope (`encode_envelope(_, false)`): within
     /// one process there is no wire to check them against.
-    pub fn hop(&self, to: ShardId, body: Bytes) {
+    pub fn hop(self: &Rc<Self>, to: ShardId, body: Bytes) {
         if self.hop_bytes.get() + body.len() > RAFT_HOP_QUEUE_BYTES_MAX {
             self.hop_dropped.set(self.hop_dropped.get() + 1);
             if self.hop_dropped.get() % 1024 == 1 {
@@ -1814,11 +1781,9 @@ impl Replication {
         let hop = match hop {
             Some(h) => h,
             None => {
-                let Some(me) = self.me.upgrade() else {
-                    return; // (being dropped: nothing to send any more)
-                };
                 let h = Rc::new(Hop::default());
                 self.hops.borrow_mut().insert(to, h.clone());
+                let me = self.clone();
                 let pump = h.clone();
                 glommio::spawn_local(async move { me.pump(to, pump).await }).detach();
                 h
