@@ -29,12 +29,9 @@
 //!
 //! # Invariants
 //!
-//! - One driver task per shard performs every effect that needs the store (`Persist`,
-//!   `Fetch`, `HighWatermark`, `LogStartOffset`), in the order the manager returned them
-//!   (`Persist` in `seq` order: each manager call appends them to one queue, and the driver
-//!   takes them front to back); the others (sends, proposal outcomes, role changes) are
-//!   performed as the manager returns them (`Replication::push`), since the manager holds
-//!   back whatever must wait for a sync. Manager calls themselves are synchronous and
+//! - One driver task per shard performs every effect, in the order the manager returned
+//!   them (`Persist` in `seq` order: each manager call appends its effects to one queue, and
+//!   the driver takes them front to back). Manager calls themselves are synchronous and
 //!   happen wherever their input arrives (a produce, a received envelope, a tick).
 //! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` returned
 //!   `seq`: an acknowledgement never precedes the fsync that makes it true.
