@@ -309,13 +309,7 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
-            self.group_slots.borrow_mut().retain(|s| {
-                let here = s.topic_id == key.topic_id && s.partition == key.partition;
-                if here {
-                    s.unload();
-                }
-                !here
-            });
+            self.unload_group_slots(key);
             self.shared_handle
                 .leader_epochs
                 .remove(key.topic_id, key.partition);
@@ -496,6 +490,18 @@ impl BrokerShard {
         })
     }
 
+    /// Unloads and forgets the group coordinator slots of `key`'s partition (it leaves this
+    /// shard's map: deleted, moved away, or adopted by its Raft group).
+    fn unload_group_slots(&self, key: PartitionKey) {
+        self.group_slots.borrow_mut().retain(|s| {
+            let here = s.topic_id == key.topic_id && s.partition == key.partition;
+            if here {
+                s.unload();
+            }
+            !here
+        });
+    }
+
     /// Stops serving `key`'s one-replica log `p` and queues its adoption as the log of
     /// the partition's Raft group ([`crate::replication::Replication::adopt_group`]): the
     /// log is closed first (appends fail from then on, NOT_LEADER_OR_FOLLOWER; what was
@@ -512,13 +518,7 @@ impl BrokerShard {
             crate::error::BrokerError::Shard("partition replication is not running".into())
         })?;
         self.partitions.borrow_mut().remove(&key);
-        self.group_slots.borrow_mut().retain(|s| {
-            let here = s.topic_id == key.topic_id && s.partition == key.partition;
-            if here {
-                s.unload();
-            }
-            !here
-        });
+        self.unload_group_slots(key);
         let closed = p.log.close().await;
         // Then fenced, even if the close failed: a retention pass or DeleteRecords that took
         // this log before it left the map must not remove segments once the store has the

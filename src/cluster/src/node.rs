@@ -1277,17 +1277,7 @@ impl Inner {
             }
         };
         log::info!("controller: caught up from the leader's metadata snapshot at index {index}");
-        st.wal_snapshot = Some(
-            SnapshotFile {
-                index,
-                term,
-                offset,
-                payload,
-            }
-            .encode(),
-        );
-        st.wal_rewrite = true;
-        st.snap_index = index;
+        queue_snapshot(st, index, term, offset, payload);
         st.snap_bytes = 0;
         st.snap_at = Instant::now();
         self.wal_kick.notify();
@@ -1362,17 +1352,7 @@ impl Inner {
             payload.len()
         );
         // Queued before the compaction's writes: the WAL task writes it first.
-        st.wal_snapshot = Some(
-            SnapshotFile {
-                index,
-                term,
-                offset,
-                payload,
-            }
-            .encode(),
-        );
-        st.wal_rewrite = true;
-        st.snap_index = index;
+        queue_snapshot(st, index, term, offset, payload);
         self.raft_fx(st, fx);
         self.wal_kick.notify();
     }
@@ -2220,6 +2200,22 @@ async fn members_task(inner: Rc<Inner>, g: Rc<Gossip>) {
         }
         inner.changed.changed(gen).await;
     }
+}
+
+/// Queues the snapshot file of `index` for the WAL task (written before any WAL write
+/// queued after it, then the WAL rewritten behind it) and makes it this node's latest.
+fn queue_snapshot(st: &mut State, index: u64, term: u64, offset: i64, payload: Bytes) {
+    st.wal_snapshot = Some(
+        SnapshotFile {
+            index,
+            term,
+            offset,
+            payload,
+        }
+        .encode(),
+    );
+    st.wal_rewrite = true;
+    st.snap_index = index;
 }
 
 #[cfg(test)]
