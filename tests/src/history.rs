@@ -43,9 +43,11 @@
 //!   (a consumer only gets records below the high watermark, so HW > o then), an `acks=all`
 //!   acknowledgement at `o` (committed, so HW > o then), or an earlier observation. It covers
 //!   "no reader sees past the high watermark" and "the high watermark is monotonic" as far as
-//!   a client can tell. A deposed leader that has not yet learnt of its successor may answer
-//!   ListOffsets with an older high watermark; runs that route clients to such a node can turn
-//!   this kind off with [`CheckOptions::high_watermark`].
+//!   a client can tell. A deposed leader that has not yet learnt of its successor could
+//!   answer ListOffsets with an older high watermark; sluice's leaders confirm their
+//!   leadership with a quorum before they answer (Raft's ReadIndex), so the fault runs keep
+//!   this check on even where clients still reach such a node. A run against a broker
+//!   without that can turn this kind off with [`CheckOptions::high_watermark`].
 //! - `Unwritten`: a value read that no producer tried to write to that partition.
 //! - `Garbage`: bytes read that are not a [`Value`] at all.
 //! - `NoFinalRead`: a partition with acknowledged writes but no complete final read, so the

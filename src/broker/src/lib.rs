@@ -27,6 +27,7 @@ pub mod groups;
 pub mod handlers;
 pub mod kerr;
 pub mod leader_epochs;
+pub mod leader_reads;
 pub mod metadata_sync;
 pub mod ops;
 pub mod panic_policy;

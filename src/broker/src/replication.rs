@@ -45,6 +45,10 @@
 //!   it. A leader serves reads, ListOffsets and DeleteRecords only once it is
 //!   `GroupStatus::serving` (everything earlier leaders committed is applied here), so no
 //!   new leader serves below an acknowledged DeleteRecords.
+//! - ListOffsets is answered only after a quorum confirmed this leader in a round of
+//!   heartbeats started after the request came ([`Replication::confirm_leadership`],
+//!   [`crate::leader_reads`]): a leader cut off from its quorum and not yet deposed never
+//!   answers a high watermark below what a successor already acknowledged.
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
@@ -80,7 +84,7 @@ use sluice_raft::{
     Batch, Effect, Envelope, GroupId, GroupManager, GroupStatus, NodeId, OffsetSpan, ProposalToken,
     ProposeError,
 };
-use sluice_replica::sequences::{Admit, InflightSequences};
+use sluice_replica::sequences::{Admit, InflightSequences, RefusedBatches};
 use sluice_replica::{PartitionSpec, ReplicaStore};
 use sluice_rpc::sync::{Event, Latch};
 use sluice_shard::{DmaStorage, Frame, PartitionKey, ShardId};
@@ -90,6 +94,7 @@ use sluice_storage::config::BATCH_BYTES_MAX;
 use sluice_storage::hdr::Header;
 
 use crate::kerr;
+use crate::leader_reads::{LeaderReads, LEADER_CONFIRM_TIMEOUT};
 use crate::ops::{PartitionReply, TAG_RAFT_IN, TAG_RAFT_OUT};
 
 /// Bytes of envelopes waiting for mesh hops to other shards (per shard, the transport's
@@ -306,6 +311,9 @@ struct GroupInfo {
     isr_mark: u64,
     /// On the leader: idempotent batches proposed and not yet settled.
     seqs: InflightSequences,
+    /// Idempotent batches this replica refused or failed, in any role: their producers'
+    /// later batches wait for their retries.
+    refused: RefusedBatches,
     /// Leadership changes of this group go to the leadership hook
     /// ([`Replication::watch_leadership`]).
     watched: bool,
@@ -332,6 +340,7 @@ impl GroupInfo {
             caught_up: HashMap::new(),
             isr_mark: 0,
             seqs: InflightSequences::new(),
+            refused: RefusedBatches::default(),
             watched: false,
             serving: None,
         }
@@ -408,6 +417,8 @@ pub struct Replication {
     handoffs: RefCell<Option<HashMap<GroupId, Handoff>>>,
     /// Groups this replica leads whose hand-off is under way (as of the last round).
     handoffs_pending: Cell<usize>,
+    /// Leadership confirmations for ListOffsets ([`Replication::confirm_leadership`]).
+    reads: RefCell<LeaderReads>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
@@ -497,6 +508,7 @@ impl Replication {
             adoptions: RefCell::new(Vec::new()),
             handoffs: RefCell::new(None),
             handoffs_pending: Cell::new(0),
+            reads: RefCell::new(LeaderReads::default()),
             shared,
         });
         Ok((rep, store))
@@ -623,7 +635,16 @@ impl Replication {
         *self.node.borrow_mut() = Some(Rc::downgrade(node));
     }
 
-    fn push(&self, fx: Vec<Effect>) {
+    fn push(&self, mut fx: Vec<Effect>) {
+        // Read confirmations only wake their waiters (nothing for the driver to perform).
+        let mut confirmed = Vec::new();
+        fx.retain(|e| match e {
+            Effect::ReadIndex { group, token, .. } => {
+                confirmed.push((*group, *token));
+                false
+            }
+            _ => true,
+        });
         // Readers see a new high watermark at once, not after the driver's current round
         // (a new leader's ListOffsets would otherwise answer below what the old leader
         // acknowledged): safe early, as a log shows at most what it has synced.
@@ -639,7 +660,11 @@ impl Replication {
                     hw_moved = true;
                     group
                 }
-                Effect::Role { group, .. } => group,
+                Effect::Role { group, .. } => {
+                    // Raft drops pending read confirmations with the leadership.
+                    self.reads.borrow_mut().fail(*group);
+                    group
+                }
                 Effect::LogStartOffset { group, offset, .. } => {
                     // Likewise the log start: a DeleteRecords is answered once its entry is
                     // applied here, and the client's next read must not see below it; the
@@ -668,6 +693,35 @@ impl Replication {
         for g in watched {
             self.check_leadership(g);
         }
+        for (group, token) in confirmed {
+            let next = self
+                .reads
+                .borrow_mut()
+                .confirmed(group, token, Instant::now());
+            if let Some(next) = next {
+                self.ask_read_index(group, next);
+            }
+        }
+    }
+
+    /// Waits until a quorum confirmed that this replica still leads `group`, in a round of
+    /// heartbeats started after this call (see [`crate::leader_reads`]); `false` if it is
+    /// not a ready leader, the leadership ends first, or [`LEADER_CONFIRM_TIMEOUT`] passes.
+    /// A group of one voter is confirmed at once.
+    pub async fn confirm_leadership(&self, group: GroupId) -> bool {
+        let (confirmation, start) = self.reads.borrow_mut().join(group, Instant::now());
+        if let Some(token) = start {
+            self.ask_read_index(group, token);
+        }
+        confirmation.wait(LEADER_CONFIRM_TIMEOUT).await
+    }
+
+    fn ask_read_index(&self, group: GroupId, token: u64) {
+        let (asked, fx) = self.mgr.borrow_mut().read_index(group, token);
+        if !asked {
+            self.reads.borrow_mut().refused(group);
+        }
+        self.push(fx);
     }
 
     /// The replica's status (role, term, leader, high watermark).
@@ -991,6 +1045,31 @@ impl Replication {
         bytes: Bytes,
         log: &PartitionLog<DmaStorage>,
     ) -> Result<Submitted, i16> {
+        let submitted = self.try_submit(group, header, bytes, log);
+        if submitted.is_err() {
+            // Whatever the reason: its producer's later batches must not overtake it (see
+            // `sluice_replica::sequences::RefusedBatches`).
+            self.refused_batch(group, header);
+        }
+        submitted
+    }
+
+    /// Remembers that `group` refused a batch with this header (its producer's later
+    /// batches wait for its retry while the producer is unknown here).
+    pub fn refused_batch(&self, group: GroupId, header: &Header) {
+        let now = self.now_ms();
+        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+            info.refused.refused_batch(header, now);
+        }
+    }
+
+    fn try_submit(
+        &self,
+        group: GroupId,
+        header: &Header,
+        bytes: Bytes,
+        log: &PartitionLog<DmaStorage>,
+    ) -> Result<Submitted, i16> {
         self.accepting(group)?;
         match self.mgr.borrow().status(group) {
             // Before an entry of its term commits, the log may hold an earlier leader's
@@ -1013,6 +1092,15 @@ impl Replication {
                 )
             })
             .map_err(|e| e.kafka_error_code())?;
+        let now = self.now_ms();
+        let known =
+            info.seqs.has_producer(header.producer_id) || log.knows_producer(header.producer_id);
+        let proposing = admit == Admit::Propose;
+        if !info.refused.admits(header, proposing, known, now) {
+            // An earlier batch of this producer was refused here and it is new to the log:
+            // this one must not be appended before that one's retry.
+            return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
         match admit {
             Admit::Duplicate {
                 first_offset,
@@ -1329,7 +1417,9 @@ impl Replication {
                     error,
                 } => {
                     if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                        info.seqs.failed(token);
+                        if let Some((pid, epoch, seq)) = info.seqs.failed(token) {
+                            info.refused.refused(pid, epoch, seq, self.now_ms());
+                        }
                     }
                     if let Some(p) = self.proposals.borrow_mut().remove(&token) {
                         *p.outcome.borrow_mut() = Some(Err(error));
@@ -1342,6 +1432,8 @@ impl Replication {
                 Effect::LogStartOffset { group, offset, .. } => {
                     store.log_start_offset(group, offset);
                 }
+                // Taken out by `push`.
+                Effect::ReadIndex { .. } => {}
                 Effect::Role {
                     group,
                     role,
@@ -1351,7 +1443,10 @@ impl Replication {
                     if role != sluice_raft::Role::Leader {
                         // Whatever was in flight fails with the leadership.
                         if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                            info.seqs.clear();
+                            let now = self.now_ms();
+                            for (pid, epoch, seq) in info.seqs.clear() {
+                                info.refused.refused(pid, epoch, seq, now);
+                            }
                         }
                     }
                     self.report_role(group, term, leader)

@@ -855,9 +855,13 @@ impl BrokerShard {
         // A produce to a replicated partition waits for a quorum (up to its timeout): it
         // must not hold one of the permits that the general class, and with it the Raft
         // traffic into the owner, needs.
-        // So does an ElectLeaders, for the new leader, and a DeleteRecords, for its commit.
+        // So does an ElectLeaders, for the new leader, a DeleteRecords, for its commit, and
+        // a ListOffsets, for the quorum's confirmation of its leader.
         let quorum_wait = matches!(req.op, PartitionOp::Produce { acks, .. } if acks != 0)
-            || matches!(req.op, PartitionOp::DeleteRecords { .. });
+            || matches!(
+                req.op,
+                PartitionOp::DeleteRecords { .. } | PartitionOp::ListOffset { .. }
+            );
         let waits = (quorum_wait
             && self
                 .topics()
@@ -904,6 +908,28 @@ impl BrokerShard {
             );
         };
         let log = &part.log;
+        // ListOffsets on a replicated partition waits until a quorum confirmed this leader
+        // after the request came (see `crate::leader_reads`): a leader cut off from its
+        // quorum, not yet deposed, would otherwise answer a high watermark below what its
+        // successor already acknowledged. Only a ready leader asks; the checks below then
+        // run on the state after the wait, and answer anyone else as before.
+        if let (Some(group), PartitionOp::ListOffset { .. }) = (part.group, &req.op) {
+            if let Some(rep) = self.replication() {
+                let asks = rep
+                    .status(group)
+                    .is_some_and(|s| s.role == sluice_raft::Role::Leader && s.ready);
+                if asks && !rep.confirm_leadership(group).await {
+                    let epoch = rep
+                        .status(group)
+                        .and_then(|s| sluice_meta::leaders::epoch_of_term(s.term))
+                        .unwrap_or(-1);
+                    return (
+                        PartitionReply::error_at(kerr::NOT_LEADER_OR_FOLLOWER, epoch),
+                        None,
+                    );
+                }
+            }
+        }
         // A replicated partition is served by its Raft leader only (a follower's log may
         // hold entries that never commit), at the leader's term as epoch; its size may be
         // described anywhere.
@@ -967,7 +993,16 @@ impl BrokerShard {
                     rep.isr_len(*group) < self.min_insync_replicas(&req.topic_id)
                 }) =>
             {
-                // Kafka's leader refuses acks=all below min.insync.replicas, before writing.
+                // Kafka's leader refuses acks=all below min.insync.replicas, before writing
+                // (remembered as any refusal: the producer's later batches wait for it).
+                if let (Some((rep, group, _)), Some(h)) = (
+                    &raft,
+                    payload
+                        .as_deref()
+                        .and_then(sluice_storage::hdr::Header::parse),
+                ) {
+                    rep.refused_batch(*group, &h);
+                }
                 (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None)
             }
             PartitionOp::Produce { acks, timeout_ms } => match raft {

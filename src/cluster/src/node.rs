@@ -1167,6 +1167,8 @@ impl Inner {
                     self.check_active(st);
                     self.changed.notify();
                 }
+                // The controller never asks for read confirmations.
+                RaftEffect::ReadIndex { .. } => {}
                 RaftEffect::Fetch { id, .. } => {
                     // Never asked for: nothing is evicted (the cache is unbounded).
                     log::warn!("controller: unexpected log read request {id}");

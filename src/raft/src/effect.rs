@@ -162,6 +162,17 @@ pub enum Effect {
         offset: i64,
         max_bytes: u64,
     },
+    /// The read [`GroupManager::read_index`](crate::GroupManager::read_index) asked for with
+    /// `token` is safe: a quorum acknowledged this replica as leader, in the term it led when
+    /// asked, after it was asked (Raft's ReadIndex, thesis 6.4), so no other replica had
+    /// become leader by then, and `index` is the commit index at the time of asking. A read
+    /// that cannot be confirmed (the leadership ends first) gets no answer: its caller gives
+    /// up on a `Role` change or on its own timeout.
+    ReadIndex {
+        group: GroupId,
+        token: u64,
+        index: u64,
+    },
     /// The replica's role, term or known leader changed.
     Role {
         group: GroupId,

@@ -729,6 +729,27 @@ impl GroupManager {
         self.finish(Out::default(), [group])
     }
 
+    /// Asks a quorum to confirm that this replica still leads `group` (Raft's ReadIndex: a
+    /// round of heartbeats carrying `token`); [`Effect::ReadIndex`] with the same token
+    /// comes back once a quorum answered, at once for a group of one voter. Only a leader
+    /// with an entry of its own term committed asks (`false` otherwise, nothing comes back);
+    /// a leadership that ends before the quorum answers drops the request silently. Tokens
+    /// must differ from every earlier one still unanswered (raft-rs joins equal ones).
+    /// A quiesced leader wakes (its followers do too: the heartbeats are not the compact
+    /// kind), so that check-quorum runs while a confirmation is pending.
+    pub fn read_index(&mut self, group: GroupId, token: u64) -> (bool, Vec<Effect>) {
+        let asks = self.groups.get(&group).is_some_and(|r| {
+            r.node.raft.state == StateRole::Leader && r.node.raft.commit_to_current_term()
+        });
+        if !asks {
+            return (false, Vec::new());
+        }
+        self.wake(group);
+        let r = self.groups.get_mut(&group).expect("group");
+        r.node.read_index(token.to_le_bytes().to_vec());
+        (true, self.finish(Out::default(), [group]))
+    }
+
     /// Fences this node off leadership for good (its node is shutting down and hands its
     /// leaderships to other voters first, Kafka's controlled shutdown): from now on the
     /// election timer of a replica that does not lead never fires (it still runs up to just
@@ -1458,6 +1479,16 @@ impl GroupManager {
             let committed = rd.take_committed_entries();
             let later_msgs = rd.take_persisted_messages();
             let number = rd.number();
+            // Confirmed reads (see `read_index`; the context is always our 8-byte token).
+            for rs in rd.take_read_states() {
+                if let Ok(token) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                    out.effects.push(Effect::ReadIndex {
+                        group,
+                        token: u64::from_le_bytes(token),
+                        index: rs.index,
+                    });
+                }
+            }
 
             let snapshot_payload = crate::log::snapshot_payload(rd.snapshot());
             let snapshot_conf = snapshot.map(|_| {
@@ -1970,6 +2001,48 @@ mod tests {
         assert!(
             t.status(to as usize - 1).term > term,
             "a new term, as any election"
+        );
+    }
+
+    /// ReadIndex: a quiesced leader's confirmation needs a quorum's answers to heartbeats
+    /// sent after the request (none while its followers are cut off, so a deposed leader
+    /// cannot confirm), and followers are never asked.
+    #[test]
+    fn a_leader_confirms_reads_only_with_a_quorums_answers_after_the_request() {
+        let confirmed = |fx: &[Effect], want: u64| {
+            fx.iter()
+                .any(|e| matches!(e, Effect::ReadIndex { group: 1, token, .. } if *token == want))
+        };
+        let mut t = Trio::new();
+        let l = t.quiesce_all();
+        let f = (l + 1) % 3;
+        assert_eq!(t.m[f].read_index(1, 5), (false, Vec::new()), "a follower");
+        let (asked, fx) = t.m[l].read_index(1, 6);
+        assert!(asked);
+        assert!(!t.status(l).quiesced, "a pending read wakes the leader");
+        let fx = t.take(l, fx);
+        assert!(!confirmed(&fx, 6), "not before anyone answered");
+        // The heartbeats reach nobody: nothing is confirmed, however long.
+        t.net.clear();
+        for _ in 0..5 {
+            t.sync(l);
+            assert!(!t.seen[l]
+                .iter()
+                .any(|e| matches!(e, Effect::ReadIndex { .. })));
+        }
+        // A second request, delivered: one follower's answer is a quorum with the leader.
+        let (_, fx) = t.m[l].read_index(1, 7);
+        t.take(l, fx);
+        let index = t.status(l).commit_index;
+        t.deliver(&[f as u64 + 1]);
+        t.deliver(&[l as u64 + 1]);
+        assert!(
+            t.seen[l].iter().any(|e| matches!(
+                e,
+                Effect::ReadIndex { group: 1, token: 7, index: i } if *i == index
+            )),
+            "{:?}",
+            t.seen[l]
         );
     }
 

@@ -55,13 +55,24 @@
 //! most about 200 bytes (its entries in two hash maps, its producer's queue), so a full
 //! table is under 4 MiB per partition, given back as it empties.
 //!
-//! # Limits
+//! # Refused batches ([`RefusedBatches`])
 //!
 //! A producer the log does not know (new, expired, or whose only batches were truncated)
-//! may start at any sequence: Kafka's rule since KIP-360, which the log applies. So if a
-//! new producer's first batches fail with the leadership, and a later batch it had already
-//! sent reaches this node once it leads again, before their retries, that batch is
-//! appended ahead of them. Kafka does the same after the same two leader changes.
+//! may start at any sequence: Kafka's rule since KIP-360, which the log applies. Alone,
+//! that rule loses acknowledged records here: a new producer's first batch refused (the
+//! leader not ready yet, a leadership transfer, a proposal failed with the leadership)
+//! while its next batch, already sent, is appended right after, because the producer is
+//! still unknown. The client then takes the later batch's success as proof that the
+//! earlier one was written too (librdkafka acknowledges it "implicitly", offset -1) and
+//! never retries it. So a replica remembers, per producer, the first sequence of the
+//! earliest batch it refused or failed (whatever the reason; across leaderships, since
+//! the producer may come back to it), and a later batch of that producer and epoch that
+//! would be proposed is refused as NOT_LEADER_OR_FOLLOWER (retriable: the client retries
+//! its batches in order) until a batch at or before the remembered sequence is admitted
+//! (from then on the in-flight table or the log know the producer, and their own sequence
+//! rules hold). Entries go after [`REFUSED_REMEMBER_MS`] (Kafka's `delivery.timeout.ms`
+//! default: the client gave up on the batch by then) and at most
+//! [`REFUSED_PRODUCERS_MAX`] producers are remembered, the oldest forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -83,6 +94,15 @@ use sluice_storage::StorageError;
 /// `ProducerState::record` trims the oldest producers in bulk.
 pub const INFLIGHT_BATCHES_PER_PARTITION_MAX: usize = 16_384;
 const _: () = assert!(INFLIGHT_BATCHES_PER_PARTITION_MAX <= PRODUCERS_PER_PARTITION_MAX);
+
+/// Most producers one partition's [`RefusedBatches`] remembers; the least recently refused
+/// is forgotten first. A refusal streak beyond it means thousands of new producers at once
+/// hitting one leader change, where forgetting reopens only the window described in the
+/// module header.
+pub const REFUSED_PRODUCERS_MAX: usize = 4096;
+/// How long a refused batch fences its producer's later batches (Kafka's
+/// `delivery.timeout.ms` default, after which clients stop retrying a batch).
+pub const REFUSED_REMEMBER_MS: u64 = 120_000;
 
 /// Map capacity kept however empty the table gets: below it, giving memory back after a
 /// burst is not worth the rehash.
@@ -328,15 +348,17 @@ impl InflightSequences {
     /// the producer's last batch still in flight or in the log and is proposed again, a
     /// later one arriving first is out of order (which clients retry while an earlier batch
     /// is unacknowledged). Unknown tokens are ignored.
-    pub fn failed(&mut self, token: ProposalToken) {
-        let Some(producer_id) = self.tokens.remove(&token) else {
-            return;
-        };
+    ///
+    /// Returns the failed batch's producer id, epoch and first sequence, for
+    /// [`RefusedBatches::refused`].
+    pub fn failed(&mut self, token: ProposalToken) -> Option<(i64, i16, i32)> {
+        let producer_id = self.tokens.remove(&token)?;
         let queue = self.producers.get_mut(&producer_id).expect("token's queue");
         let at = queue
             .iter()
             .position(|b| b.token == token)
             .expect("token in its queue");
+        let failed = queue[at];
         for b in queue.drain(at..).skip(1) {
             self.tokens.remove(&b.token);
         }
@@ -344,6 +366,7 @@ impl InflightSequences {
             self.producers.remove(&producer_id);
         }
         self.maybe_shrink();
+        Some((producer_id, failed.epoch, failed.first_seq))
     }
 
     /// Maps keep their capacity after a burst (a full table holds megabytes): once one is
@@ -360,9 +383,17 @@ impl InflightSequences {
 
     /// The partition's leadership was lost (or its group removed): nothing in flight is
     /// tracked any more. The proposals' outcomes still come from the group manager.
-    pub fn clear(&mut self) {
+    /// Returns each producer's oldest batch that was in flight (producer id, epoch, first
+    /// sequence), for [`RefusedBatches::refused`].
+    pub fn clear(&mut self) -> Vec<(i64, i16, i32)> {
+        let oldest = self
+            .producers
+            .iter()
+            .filter_map(|(&pid, q)| q.front().map(|b| (pid, b.epoch, b.first_seq)))
+            .collect();
         self.producers = HashMap::new();
         self.tokens = HashMap::new();
+        oldest
     }
 
     /// Tracked batches in flight.
@@ -374,9 +405,194 @@ impl InflightSequences {
         self.tokens.is_empty()
     }
 
+    /// Whether `producer_id` has a batch in flight.
+    pub fn has_producer(&self, producer_id: i64) -> bool {
+        self.producers.contains_key(&producer_id)
+    }
+
     /// Producer ids with a batch in flight.
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+}
+
+/// See the module header: per producer, the earliest batch this replica refused.
+#[derive(Debug, Default)]
+pub struct RefusedBatches {
+    producers: HashMap<i64, Refused>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Refused {
+    epoch: i16,
+    first_seq: i32,
+    at_ms: u64,
+}
+
+impl RefusedBatches {
+    /// A batch of `producer_id` (epoch, first sequence) was refused or failed at `now_ms`.
+    /// Non-idempotent batches (producer id < 0) are ignored.
+    pub fn refused(&mut self, producer_id: i64, epoch: i16, first_seq: i32, now_ms: u64) {
+        if producer_id < 0 {
+            return;
+        }
+        if let Some(r) = self.producers.get_mut(&producer_id) {
+            if epoch < r.epoch {
+                // Fenced by the newer epoch anyway.
+                return;
+            }
+            if epoch == r.epoch {
+                r.first_seq = r.first_seq.min(first_seq);
+                r.at_ms = now_ms;
+                return;
+            }
+        } else if self.producers.len() >= REFUSED_PRODUCERS_MAX {
+            let oldest = self
+                .producers
+                .iter()
+                .min_by_key(|(_, r)| r.at_ms)
+                .map(|(&pid, _)| pid)
+                .expect("full map");
+            self.producers.remove(&oldest);
+        }
+        self.producers.insert(
+            producer_id,
+            Refused {
+                epoch,
+                first_seq,
+                at_ms: now_ms,
+            },
+        );
+    }
+
+    /// [`Self::refused`] for a batch by its header (control batches are never checked).
+    pub fn refused_batch(&mut self, header: &Header, now_ms: u64) {
+        if tracked(header) {
+            self.refused(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                now_ms,
+            );
+        }
+    }
+
+    /// Whether the batch may go on. `proposing`: it was admitted as new; `known`: the
+    /// in-flight table or the log holds state of its producer (then their sequence rules
+    /// order its batches, and the entry is no longer needed). A new batch of a producer
+    /// neither knows is refused while an earlier batch of the same epoch is remembered; a
+    /// batch at or before that one (its retry), a new epoch, a known producer or an expired
+    /// entry ends the fence. A batch answered from the log or from a proposal in flight
+    /// (`proposing == false`) always goes on.
+    pub fn admits(&mut self, header: &Header, proposing: bool, known: bool, now_ms: u64) -> bool {
+        if !tracked(header) {
+            return true;
+        }
+        let Some(r) = self.producers.get(&header.producer_id).copied() else {
+            return true;
+        };
+        if known
+            || now_ms.saturating_sub(r.at_ms) >= REFUSED_REMEMBER_MS
+            || header.producer_epoch != r.epoch
+            || header.base_sequence <= r.first_seq
+        {
+            self.producers.remove(&header.producer_id);
+            return true;
+        }
+        !proposing
+    }
+
+    /// Producers remembered.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod refused_tests {
+    use super::*;
+
+    fn hdr(pid: i64, epoch: i16, first_seq: i32) -> Header {
+        super::tests::hdr(pid, epoch, first_seq, 1)
+    }
+
+    #[test]
+    fn a_later_batch_of_an_unknown_producer_waits_for_its_refused_predecessor() {
+        let mut r = RefusedBatches::default();
+        r.refused_batch(&hdr(7, 0, 10), 0);
+        r.refused_batch(&hdr(7, 0, 0), 1);
+        r.refused_batch(&hdr(7, 0, 5), 2);
+        assert_eq!(r.len(), 1, "one entry per producer, the earliest sequence");
+        assert!(
+            !r.admits(&hdr(7, 0, 10), true, false, 3),
+            "after the refused one"
+        );
+        assert!(
+            r.admits(&hdr(7, 0, 10), false, false, 3),
+            "answered, not proposed"
+        );
+        assert!(r.admits(&hdr(8, 0, 10), true, false, 3), "another producer");
+        assert!(r.admits(&hdr(-1, 0, 10), true, false, 3), "not idempotent");
+        assert!(r.admits(&hdr(7, 0, 0), true, false, 4), "its retry goes");
+        assert!(r.is_empty());
+        assert!(
+            r.admits(&hdr(7, 0, 10), true, false, 5),
+            "and so does the next"
+        );
+    }
+
+    #[test]
+    fn a_fence_ends_with_a_known_producer_a_new_epoch_or_time() {
+        let mut r = RefusedBatches::default();
+        r.refused(1, 3, 4, 0);
+        assert!(
+            r.admits(&hdr(1, 3, 9), true, true, 1),
+            "known: the log's rules hold"
+        );
+        r.refused(1, 3, 4, 0);
+        r.refused(1, 2, 0, 0);
+        assert!(
+            !r.admits(&hdr(1, 3, 9), true, false, 1),
+            "an older epoch changes nothing"
+        );
+        assert!(r.admits(&hdr(1, 4, 0), true, false, 1), "a bumped epoch");
+        r.refused(1, 3, 4, 0);
+        assert!(!r.admits(&hdr(1, 3, 9), true, false, REFUSED_REMEMBER_MS - 1));
+        assert!(r.admits(&hdr(1, 3, 9), true, false, REFUSED_REMEMBER_MS));
+    }
+
+    #[test]
+    fn at_most_the_limit_of_producers_is_remembered_the_oldest_going_first() {
+        let mut r = RefusedBatches::default();
+        for pid in 0..REFUSED_PRODUCERS_MAX as i64 + 1 {
+            r.refused(pid, 0, 1, pid as u64);
+        }
+        assert_eq!(r.len(), REFUSED_PRODUCERS_MAX);
+        assert!(
+            r.admits(&hdr(0, 0, 5), true, false, 10),
+            "the oldest was forgotten"
+        );
+        assert!(!r.admits(&hdr(1, 0, 5), true, false, 10));
+    }
+
+    #[test]
+    fn failed_and_cleared_in_flight_batches_name_the_earliest_one() {
+        let mut s = InflightSequences::new();
+        for (i, seq) in [0, 2, 4].into_iter().enumerate() {
+            let h = super::tests::hdr(5, 0, seq, 2);
+            assert!(matches!(
+                s.admit(&h, || Ok(SeqCheck::Append)),
+                Ok(Admit::Propose)
+            ));
+            s.proposed(ProposalToken(i as u64), &h);
+        }
+        assert_eq!(s.failed(ProposalToken(1)), Some((5, 0, 2)));
+        assert_eq!(s.failed(ProposalToken(2)), None, "failed with it");
+        assert_eq!(s.clear(), vec![(5, 0, 0)]);
     }
 }
 
@@ -390,7 +606,7 @@ mod tests {
     use super::*;
 
     /// The header of a batch of `records` records of producer `pid`.
-    fn hdr(pid: i64, epoch: i16, first_seq: i32, records: i32) -> Header {
+    pub(super) fn hdr(pid: i64, epoch: i16, first_seq: i32, records: i32) -> Header {
         Header {
             base_offset: 0,
             size: HEADER_BYTES,

@@ -1807,6 +1807,15 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.borrow().producers.len()
     }
 
+    /// Whether this partition holds state of `producer_id` (any epoch).
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        self.inner
+            .borrow()
+            .producers
+            .epoch_of(producer_id)
+            .is_some()
+    }
+
     /// Batches of new producer ids refused since open because the producer table was full.
     pub fn producers_refused(&self) -> u64 {
         self.inner.borrow().producers_refused

@@ -552,7 +552,7 @@ impl Sim {
                         "node {node} group {group}: {role:?} term {term} leader {leader:?}"
                     );
                 }
-                Effect::HighWatermark { .. } => {}
+                Effect::HighWatermark { .. } | Effect::ReadIndex { .. } => {}
                 Effect::LogStartOffset {
                     group,
                     index,
