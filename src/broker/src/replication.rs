@@ -29,16 +29,10 @@
 //!
 //! # Invariants
 //!
-//! - One driver task per shard performs every effect that needs the store (`Persist`,
-//!   `Fetch`, `HighWatermark`, `LogStartOffset`), in the order the manager returned them
-//!   (`Persist` in `seq` order: each manager call appends them to one queue, and the driver
-//!   takes them front to back); the others (sends, proposal outcomes, role changes, read
-//!   confirmations) are performed as the manager returns them (`Replication::push`), since
-//!   the manager holds back whatever must wait for a sync. Manager calls themselves are
-//!   synchronous and happen wherever their input arrives (a produce, a received envelope,
-//!   a tick). A proposal that fails this way is remembered as refused before its producer's
-//!   next batch can be admitted (`RefusedBatches`): without that, a later batch of a
-//!   producer new to the log could be appended ahead of the failed one's retry.
+//! - One driver task per shard performs every effect, in the order the manager returned
+//!   them (`Persist` in `seq` order: each manager call appends its effects to one queue, and
+//!   the driver takes them front to back). Manager calls themselves are synchronous and
+//!   happen wherever their input arrives (a produce, a received envelope, a tick).
 //! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` returned
 //!   `seq`: an acknowledgement never precedes the fsync that makes it true.
 //! - A produce is answered from the proposal's outcome: acks=all once it committed (on a
@@ -372,11 +366,8 @@ struct Hop {
 pub struct Replication {
     shard: ShardId,
     node_id: i32,
-    /// This replication itself, for the tasks it spawns (hop pumps) from `&self` methods.
-    me: std::rc::Weak<Replication>,
     mgr: RefCell<GroupManager>,
-    /// Effects waiting for the driver (those that need the store: `Persist`, `Fetch`,
-    /// `HighWatermark`, `LogStartOffset`), in the order the manager returned them.
+    /// Effects waiting for the driver, in the order the manager returned them.
     queue: RefCell<Vec<Effect>>,
     kick: Event,
     groups: RefCell<HashMap<GroupId, GroupInfo>>,
@@ -486,10 +477,9 @@ impl Replication {
             let voters = mgr.log(g).map(|l| l.voters().to_vec()).unwrap_or_default();
             groups.insert(g, GroupInfo::new(key, voters, log));
         }
-        let rep = Rc::new_cyclic(|me| Replication {
+        let rep = Rc::new(Replication {
             shard,
             node_id,
-            me: me.clone(),
             mgr: RefCell::new(mgr),
             queue: RefCell::new(Vec::new()),
             kick: Event::default(),
@@ -645,15 +635,8 @@ impl Replication {
         *self.node.borrow_mut() = Some(Rc::downgrade(node));
     }
 
-    /// Takes a manager call's effects. Those that need no store happen here and now: sends,
-    /// proposal outcomes, role changes and read confirmations wait for nothing the driver
-    /// does (the manager holds back every message that must follow a sync until
-    /// `persisted`, and hands out a commit only for entries synced here), so a leader's
-    /// appends go out, and a quorum's commit is answered, even while the driver is in the
-    /// middle of a write-and-sync round. The store's effects (`Persist`, `Fetch`,
-    /// `HighWatermark`, `LogStartOffset`) queue for the driver in order.
     fn push(&self, mut fx: Vec<Effect>) {
-        // Read confirmations only wake their waiters.
+        // Read confirmations only wake their waiters (nothing for the driver to perform).
         let mut confirmed = Vec::new();
         fx.retain(|e| match e {
             Effect::ReadIndex { group, token, .. } => {
@@ -667,21 +650,20 @@ impl Replication {
         // acknowledged): safe early, as a log shows at most what it has synced.
         let mut watched = Vec::new();
         let mut hw_moved = false;
-        let mut queued = false;
-        for e in fx {
-            let group = match &e {
+        for e in &fx {
+            let group = match e {
                 Effect::HighWatermark { group, offset, .. } => {
                     if let Some(log) = self.groups.borrow().get(group).and_then(|g| g.log.as_ref())
                     {
                         log.set_high_watermark(*offset);
                     }
                     hw_moved = true;
-                    Some(*group)
+                    group
                 }
                 Effect::Role { group, .. } => {
                     // Raft drops pending read confirmations with the leadership.
                     self.reads.borrow_mut().fail(*group);
-                    Some(*group)
+                    group
                 }
                 Effect::LogStartOffset { group, offset, .. } => {
                     // Likewise the log start: a DeleteRecords is answered once its entry is
@@ -691,21 +673,16 @@ impl Replication {
                     {
                         log.raise_replica_start(*offset);
                     }
-                    None
+                    continue;
                 }
-                _ => None,
+                _ => continue,
             };
-            if let Some(group) = group {
-                if self.groups.borrow().get(&group).is_some_and(|g| g.watched) {
-                    watched.push(group);
-                }
-            }
-            if let Some(e) = self.apply(e) {
-                self.queue.borrow_mut().push(e);
-                queued = true;
+            if self.groups.borrow().get(group).is_some_and(|g| g.watched) {
+                watched.push(*group);
             }
         }
-        if queued {
+        if !fx.is_empty() {
+            self.queue.borrow_mut().extend(fx);
             self.kick.notify();
         }
         if hw_moved {
@@ -745,66 +722,6 @@ impl Replication {
             self.reads.borrow_mut().refused(group);
         }
         self.push(fx);
-    }
-
-    /// Performs an effect that needs no store (see [`Self::push`]); hands back the others.
-    fn apply(&self, e: Effect) -> Option<Effect> {
-        match e {
-            Effect::Send(env) => self.send(env),
-            Effect::Proposed { token, span, .. } => {
-                if let Some(p) = self.proposals.borrow().get(&token) {
-                    p.proposed.set(Some(span));
-                    p.changed.notify();
-                }
-            }
-            Effect::Committed { group, token, span } => {
-                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                    info.seqs.committed(token);
-                }
-                if let Some(p) = self.proposals.borrow_mut().remove(&token) {
-                    *p.outcome.borrow_mut() = Some(Ok(span));
-                    p.changed.notify();
-                }
-            }
-            Effect::Failed {
-                group,
-                token,
-                error,
-            } => {
-                if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                    if let Some((pid, epoch, seq)) = info.seqs.failed(token) {
-                        info.refused.refused(pid, epoch, seq, self.now_ms());
-                    }
-                }
-                if let Some(p) = self.proposals.borrow_mut().remove(&token) {
-                    *p.outcome.borrow_mut() = Some(Err(error));
-                    p.changed.notify();
-                }
-            }
-            Effect::Role {
-                group,
-                role,
-                term,
-                leader,
-            } => {
-                if role != sluice_raft::Role::Leader {
-                    // Whatever was in flight fails with the leadership.
-                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-                        let now = self.now_ms();
-                        for (pid, epoch, seq) in info.seqs.clear() {
-                            info.refused.refused(pid, epoch, seq, now);
-                        }
-                    }
-                }
-                self.report_role(group, term, leader)
-            }
-            Effect::ReadIndex { .. } => unreachable!("taken out by `push`"),
-            e @ (Effect::Persist { .. }
-            | Effect::Fetch { .. }
-            | Effect::HighWatermark { .. }
-            | Effect::LogStartOffset { .. }) => return Some(e),
-        }
-        None
     }
 
     /// The replica's status (role, term, leader, high watermark).
@@ -1430,6 +1347,7 @@ impl Replication {
         let now = crate::shard::now_ms();
         for e in effects {
             match e {
+                Effect::Send(env) => self.send(env),
                 Effect::Persist { seq, writes } => {
                     let touched: Vec<GroupId> = writes
                         .iter()
@@ -1478,15 +1396,60 @@ impl Replication {
                     offset,
                     max_bytes,
                 } => fetches.push((group, id, offset, max_bytes)),
+                Effect::Proposed { token, span, .. } => {
+                    if let Some(p) = self.proposals.borrow().get(&token) {
+                        p.proposed.set(Some(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Committed { group, token, span } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        info.seqs.committed(token);
+                    }
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Ok(span));
+                        p.changed.notify();
+                    }
+                }
+                Effect::Failed {
+                    group,
+                    token,
+                    error,
+                } => {
+                    if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                        if let Some((pid, epoch, seq)) = info.seqs.failed(token) {
+                            info.refused.refused(pid, epoch, seq, self.now_ms());
+                        }
+                    }
+                    if let Some(p) = self.proposals.borrow_mut().remove(&token) {
+                        *p.outcome.borrow_mut() = Some(Err(error));
+                        p.changed.notify();
+                    }
+                }
                 Effect::HighWatermark { group, offset, .. } => {
                     store.high_watermark(group, offset);
                 }
                 Effect::LogStartOffset { group, offset, .. } => {
                     store.log_start_offset(group, offset);
                 }
-                // (`push` performs the rest; nothing else is queued.)
-                other => {
-                    let _ = self.apply(other);
+                // Taken out by `push`.
+                Effect::ReadIndex { .. } => {}
+                Effect::Role {
+                    group,
+                    role,
+                    term,
+                    leader,
+                } => {
+                    if role != sluice_raft::Role::Leader {
+                        // Whatever was in flight fails with the leadership.
+                        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+                            let now = self.now_ms();
+                            for (pid, epoch, seq) in info.seqs.clear() {
+                                info.refused.refused(pid, epoch, seq, now);
+                            }
+                        }
+                    }
+                    self.report_role(group, term, leader)
                 }
             }
         }
@@ -1876,7 +1839,7 @@ impl Replication {
     }
 
     /// Sends an envelope: through the transport on shard 0, else over the mesh to it.
-    fn send(&self, env: Envelope) {
+    fn send(self: &Rc<Self>, env: Envelope) {
         if self.shard == ShardId(0) {
             let node = self.node.borrow().as_ref().and_then(|n| n.upgrade());
             if let Some(node) = node {
@@ -1892,7 +1855,7 @@ impl Replication {
     /// Queues an encoded envelope for shard `to` (dropped when the hops are full). Hops
     /// encode with the batches inside the envelope (`encode_envelope(_, false)`): within
     /// one process there is no wire to check them against.
-    pub fn hop(&self, to: ShardId, body: Bytes) {
+    pub fn hop(self: &Rc<Self>, to: ShardId, body: Bytes) {
         if self.hop_bytes.get() + body.len() > RAFT_HOP_QUEUE_BYTES_MAX {
             self.hop_dropped.set(self.hop_dropped.get() + 1);
             if self.hop_dropped.get() % 1024 == 1 {
@@ -1910,11 +1873,9 @@ impl Replication {
         let hop = match hop {
             Some(h) => h,
             None => {
-                let Some(me) = self.me.upgrade() else {
-                    return; // (being dropped: nothing to send any more)
-                };
                 let h = Rc::new(Hop::default());
                 self.hops.borrow_mut().insert(to, h.clone());
+                let me = self.clone();
                 let pump = h.clone();
                 glommio::spawn_local(async move { me.pump(to, pump).await }).detach();
                 h
