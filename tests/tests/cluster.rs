@@ -19,6 +19,7 @@
 //! a partition with three replicas is checked across two kill -9s of its leader.
 //! Controller metadata snapshots (forced small through `SLUICE_METADATA_SNAPSHOT_BYTES`)
 //! compact the voters' WALs while a voter is killed, and it catches up from the snapshot.
+//! A node whose data directory was wiped is refused by its peers and stops with the reason.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
@@ -580,6 +581,60 @@ async fn three_replicas_keep_every_acknowledged_record_when_the_leader_dies() {
     produce_round(&p, RF3, 2, ROUND, &mut sent).await;
     let got = tokio::task::block_in_place(|| read_all(c.node(victim).bootstrap(), sent.len()));
     assert_eq!(got, sent, "partition 0 after the old leader came back");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// A node whose data directory was wiped comes back under its node id: it must not rejoin
+/// (Raft counts on a voter never forgetting what it acknowledged; raft-rs would even panic
+/// on the leader's first heartbeat). Its peers know the directory it registered and refuse
+/// it; it stops with the reason, and the other two serve on with every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_data_directory_was_wiped_is_refused_and_stops() {
+    const TOPIC_W: &str = "wiped";
+    const ROUND: usize = 100;
+    let t = NewTopic::new(TOPIC_W, 1, TopicReplication::Fixed(3));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let leader = tokio::task::block_in_place(|| {
+        let b = c.node(1).bootstrap();
+        poll_until(SETTLE, "a leader", || {
+            leaders(&b, TOPIC_W).and_then(|l| (l[0] > 0).then_some(l[0] as usize))
+        })
+    });
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let mut sent = Vec::new();
+    produce_round(&p, TOPIC_W, 0, ROUND, &mut sent).await;
+    // The partition's leader loses its directory (and its controller replica with it).
+    tokio::task::block_in_place(|| c.node(leader).kill9());
+    let dir = c.node(leader).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("recreate");
+    produce_round(&p, TOPIC_W, 1, ROUND, &mut sent).await;
+    tokio::task::block_in_place(|| c.node(leader).respawn());
+    let status = tokio::task::block_in_place(|| c.node(leader).wait_exit(SETTLE));
+    let log = c.node(leader).stderr_log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the wiped node is still running ({status:?})"
+    );
+    assert!(
+        log.contains("data directory was wiped or replaced"),
+        "the wiped node says why it stopped"
+    );
+    assert!(!log.contains("out of range"), "raft-rs panicked instead");
+    produce_round(&p, TOPIC_W, 2, ROUND, &mut sent).await;
+    let survivor = c.ids().find(|&i| i != leader).expect("a survivor");
+    let survivor_log = c.node(survivor).stderr_log();
+    assert!(
+        survivor_log.contains("its directory was replaced or wiped"),
+        "a survivor logs whom it refused"
+    );
+    let got = tokio::task::block_in_place(|| {
+        read_partition(&c.node(survivor).bootstrap(), TOPIC_W, 0, sent.len())
+    });
+    assert_eq!(got, sent);
     tokio::task::block_in_place(|| c.stop_all());
 }
 

@@ -747,6 +747,7 @@ mod tests {
             records.push(Record::RegisterBroker(BrokerRegistration {
                 node,
                 incarnation: [node as u8; 16],
+                directory: [node as u8; 16],
                 epoch: node as u64,
                 kafka: ep(9090 + node as u16),
                 rpc: ep(7070 + node as u16),

@@ -383,6 +383,8 @@ pub struct Replication {
     removing: RefCell<HashMap<GroupId, bool>>,
     failure: RefCell<Option<String>>,
     stopping: Cell<bool>,
+    /// The manager's `heartbeats_past_log` count last logged (see `step`).
+    past_log_reported: Cell<u64>,
     /// Set once the driver closed the store.
     closed: Latch,
     clock: Instant,
@@ -492,6 +494,7 @@ impl Replication {
             removing: RefCell::new(HashMap::new()),
             failure: RefCell::new(None),
             stopping: Cell::new(false),
+            past_log_reported: Cell::new(0),
             closed: Latch::default(),
             clock: Instant::now(),
             hops: RefCell::new(HashMap::new()),
@@ -1247,7 +1250,18 @@ impl Replication {
         if self.failure.borrow().is_some() || self.stopping.get() {
             return;
         }
+        let from = env.from;
         let fx = self.mgr.borrow_mut().step(env);
+        // Logged at 1, 2, 4, 8... so a replica stuck this way is loud without flooding.
+        let past = self.mgr.borrow().heartbeats_past_log();
+        if past > 0 && past.is_power_of_two() && past != self.past_log_reported.replace(past) {
+            log::error!(
+                "replication: node {from} named a commit index past the end of a local \
+                 replica's log ({past} such heartbeats dropped so far): this node lost \
+                 records it had acknowledged (a data directory restored from an old copy, or \
+                 a disk that lost synced writes); its replicas take no part until repaired"
+            );
+        }
         self.push(fx);
     }
 

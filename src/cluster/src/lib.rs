@@ -51,6 +51,12 @@
 //!   Only the node that becomes the first active controller uses its legacy state (an
 //!   upgrade in place is a cluster of one); once the log has a cluster id it is ignored.
 //!
+//! - Each data directory has an id ([`identity`], `<data dir>/meta.properties`), sent in
+//!   this node's registration and in its transport's `Hello`; the transport learns the ids
+//!   the other nodes registered from the image. A node told by a peer that it is known by
+//!   another id (its directory was wiped since it registered), or refused registration for
+//!   it, stops ([`ControllerNode::failure`]): it must not rejoin under its node id.
+//!
 //! # Invariants
 //!
 //! - **Durable when:** the group manager is told `persisted(seq)` only after an `fdatasync`
@@ -152,6 +158,7 @@
 //!   controller do.
 
 pub mod gossip;
+pub mod identity;
 pub mod node;
 mod notify;
 pub mod snapshot;

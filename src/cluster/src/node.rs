@@ -229,6 +229,8 @@ struct Inner {
     legacy: Option<LegacyState>,
     subscriber_queue_max: usize,
     data_dir: PathBuf,
+    /// This node's data directory id ([`crate::identity`]), registered with the controller.
+    directory: [u8; 16],
     /// What the controller is rebuilt with when a snapshot replaces the image.
     ctrl_cfg: ControllerConfig,
     snapshot_bytes: u64,
@@ -272,20 +274,7 @@ pub fn transport_cluster_id(voters: &[Voter]) -> String {
 
 /// A fresh cluster id in Kafka's form: 16 random bytes as 22 characters of URL-safe base64.
 pub fn random_cluster_id() -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let b: [u8; 16] = rand::random();
-    let mut out = String::with_capacity(22);
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &x)| n | (u32::from(x) << (16 - 8 * i)));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    crate::identity::uuid_to_base64(&rand::random())
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -368,6 +357,7 @@ impl ControllerNode {
     /// once running; the image may still be catching up.
     pub async fn start(cfg: ClusterConfig) -> io::Result<ControllerNode> {
         let solo = cfg.voters.is_empty();
+        let directory = crate::identity::directory_id(&cfg.data_dir)?;
         let raft_id = if solo {
             SOLO_RAFT_ID
         } else {
@@ -498,6 +488,7 @@ impl ControllerNode {
             legacy: cfg.legacy.clone(),
             subscriber_queue_max: cfg.subscriber_queue_max.max(1),
             data_dir: cfg.data_dir.clone(),
+            directory,
             ctrl_cfg: ctrl_cfg.clone(),
             snapshot_bytes: cfg.snapshot_bytes.max(1),
             snapshot_interval: cfg.snapshot_interval,
@@ -557,10 +548,14 @@ impl ControllerNode {
             });
             let mut tcfg = TransportConfig::new(raft_id, cfg.rpc_listen);
             tcfg.cluster_id = transport_cluster_id(&cfg.voters);
+            tcfg.directory = directory;
             tcfg.timeouts = cfg.rpc_timeouts.clone();
             tcfg.task_queue = cfg.rpc_task_queue;
             log::debug!("controller: starting the transport");
             let t = Transport::start(tcfg, handler).await?;
+            // The directories peers registered, as the replayed image has them (more as
+            // registrations commit: `sync_peer_directories`).
+            Inner::sync_peer_directories(&t, &inner.st.borrow());
             for v in &cfg.voters {
                 if v.id != raft_id {
                     t.add_peer(v.id, v.addr)?;
@@ -1087,6 +1082,16 @@ impl Inner {
         self.close();
     }
 
+    /// Tells the transport the data directory each other node registered, so a node that
+    /// comes back with another (wiped) is refused before any Raft message reaches it.
+    fn sync_peer_directories(t: &Transport, st: &State) {
+        for (&node, b) in st.controller.image().brokers() {
+            if node as u64 != t.node_id() && node > 0 {
+                t.set_peer_directory(node as u64, b.directory);
+            }
+        }
+    }
+
     fn transport(&self) -> Option<Rc<Transport>> {
         self.transport.borrow().clone()
     }
@@ -1300,6 +1305,9 @@ impl Inner {
             );
         }
         st.controller = Controller::new(self.ctrl_cfg.clone(), image);
+        if let Some(t) = self.transport() {
+            Self::sync_peer_directories(&t, st);
+        }
         st.applied = index;
         st.ours_at.retain(|&i, _| i > index);
         st.subscribers.retain(|s| s.strong_count() > 0);
@@ -1382,6 +1390,14 @@ impl Inner {
                 return;
             }
         };
+        if records
+            .iter()
+            .any(|r| matches!(r, Record::RegisterBroker(_)))
+        {
+            if let Some(t) = self.transport() {
+                Self::sync_peer_directories(&t, st);
+            }
+        }
         let records = Rc::new(records);
         let delta = Rc::new(delta);
         st.subscribers.retain(|s| s.strong_count() > 0);
@@ -1789,6 +1805,24 @@ impl Handler for RpcHandler {
         }
     }
 
+    fn directory_replaced(&self, by: NodeId, known: sluice_rpc::DirectoryId) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let mut st = inner.st.borrow_mut();
+        let msg = format!(
+            "node {by} knows node {} by data directory {}, but {} holds directory {}: this \
+             node's data directory was wiped or replaced since it registered. A node that \
+             forgot what it acknowledged must not rejoin under the same node id: restore \
+             the directory, or reassign its replicas and start it with another --node-id",
+            inner.node_id,
+            crate::identity::uuid_to_base64(&known),
+            inner.data_dir.display(),
+            crate::identity::uuid_to_base64(&inner.directory),
+        );
+        inner.fail(&mut st, msg);
+    }
+
     fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response> {
         let inner = self.inner.clone();
         Box::pin(async move {
@@ -2054,6 +2088,7 @@ async fn register_task(inner: Rc<Inner>) {
                 let reg = Registration {
                     node: inner.node_id,
                     incarnation,
+                    directory: inner.directory,
                     kafka: inner.kafka.clone(),
                     rpc: inner.rpc.clone(),
                     rack: None,
@@ -2072,6 +2107,12 @@ async fn register_task(inner: Rc<Inner>) {
                         // Heartbeat once the image shows the registration (it unfences).
                         wait_registered(&inner, epoch).await;
                         continue;
+                    }
+                    Answer::RegisterBroker(Err(e)) if e.code == code::INVALID_REGISTRATION => {
+                        // Refused for good (its directory was replaced): stop, loudly.
+                        let mut st = inner.st.borrow_mut();
+                        inner.fail(&mut st, format!("registration refused: {}", e.message));
+                        return;
                     }
                     Answer::RegisterBroker(Err(e)) => {
                         log::debug!("controller: registration: {}", e.message);

@@ -213,6 +213,7 @@ impl Command {
             Command::RegisterBroker(r) => {
                 w.i32(r.node);
                 w.raw(&r.incarnation);
+                w.raw(&r.directory);
                 w.endpoint(&r.kafka);
                 w.endpoint(&r.rpc);
                 w.opt_str(r.rack.as_deref());
@@ -308,6 +309,7 @@ impl Command {
             method::REGISTER_BROKER => Command::RegisterBroker(Registration {
                 node: r.i32()?,
                 incarnation: r.array16()?,
+                directory: r.array16()?,
                 kafka: r.endpoint()?,
                 rpc: r.endpoint()?,
                 rack: r.opt_str()?,
@@ -844,6 +846,7 @@ mod tests {
             Command::RegisterBroker(Registration {
                 node: 1,
                 incarnation: [7; 16],
+                directory: [8; 16],
                 kafka: Endpoint {
                     host: "h".into(),
                     port: 9092,

@@ -18,6 +18,8 @@
 //!   0 RegisterBroker   node:varint incarnation:uuid epoch:uvarint
 //!                      kafka_host:string kafka_port:uvarint rpc_host:string rpc_port:uvarint
 //!                      rack:option<string> fenced:bool
+//!                      version 1 appends directory:uuid (never all zeros: a registration
+//!                      without a directory is version 0)
 //!   2 Topic            name:string id:uuid configs:list<(key:string value:string)>
 //!   3 Partition        topic:uuid partition:varint replicas:list<varint>
 //!                      adding:list<varint> removing:list<varint> revision:uvarint
@@ -202,6 +204,9 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
                 }
             }
             out.push(u8::from(b.fenced));
+            if record.version() >= 1 {
+                out.extend_from_slice(&b.directory);
+            }
         }
         Record::FenceBroker { node, epoch } | Record::UnfenceBroker { node, epoch } => {
             put_varint(out, (*node).into());
@@ -279,7 +284,8 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     if !known {
         return Err(DecodeError::UnknownType { type_id });
     }
-    if version > 0 {
+    let newest = if type_id == 0 { 1 } else { 0 };
+    if version > newest {
         return Err(DecodeError::UnknownVersion { type_id, version });
     }
     let record = match type_id {
@@ -301,9 +307,22 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
                 None
             };
             let fenced = r.bool("fenced")?;
+            let directory = if version >= 1 {
+                let d = r.uuid("directory")?;
+                if d == [0; 16] {
+                    // Version 0 says "no directory": zeros here would not re-encode the same.
+                    return Err(DecodeError::Invalid {
+                        what: "registration directory",
+                    });
+                }
+                d
+            } else {
+                [0; 16]
+            };
             Record::RegisterBroker(BrokerRegistration {
                 node,
                 incarnation,
+                directory,
                 epoch,
                 kafka,
                 rpc,

@@ -46,6 +46,7 @@ pub mod code {
     pub const INVALID_UPDATE_VERSION: i16 = 95;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    pub const INVALID_REGISTRATION: i16 = 119;
 }
 
 /// Kafka's `broker.session.timeout.ms`: a broker not heartbeating this long is fenced.
@@ -178,6 +179,8 @@ pub struct AlterConfig {
 pub struct Registration {
     pub node: NodeId,
     pub incarnation: [u8; 16],
+    /// The node's data directory id (zeros: it has none).
+    pub directory: [u8; 16],
     pub kafka: Endpoint,
     pub rpc: Endpoint,
     pub rack: Option<String>,
@@ -1223,7 +1226,26 @@ impl Controller {
         if reg.node < 0 || !hosts_ok {
             return reply(err(code::INVALID_REQUEST, "Invalid node id, host or rack."));
         }
+        let mut directory = reg.directory;
         if let Some(old) = self.speculative.broker(reg.node) {
+            if old.directory != [0; 16] && directory != [0; 16] && old.directory != directory {
+                // Its data directory was wiped or replaced: a Raft voter that forgot what it
+                // acknowledged would break the quorums counting on it (KIP-853's directory
+                // ids guard against the same). The operator restores the directory, or
+                // gives the new one another node id.
+                return reply(err(
+                    code::INVALID_REGISTRATION,
+                    format!(
+                        "Node {} registered another data directory before: its directory was \
+                         replaced or wiped, and it may not rejoin under the same node id.",
+                        reg.node
+                    ),
+                ));
+            }
+            if directory == [0; 16] {
+                // A node that cannot name its directory keeps the one registered.
+                directory = old.directory;
+            }
             if old.incarnation == reg.incarnation {
                 // A retried registration of the same process: answered like the first,
                 // once its record committed.
@@ -1265,6 +1287,7 @@ impl Controller {
         let record = Record::RegisterBroker(BrokerRegistration {
             node: reg.node,
             incarnation: reg.incarnation,
+            directory,
             epoch,
             kafka: reg.kafka,
             rpc: reg.rpc,

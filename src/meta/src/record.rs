@@ -62,6 +62,11 @@ pub struct BrokerRegistration {
     pub node: NodeId,
     /// A random id per process start: a restarted node registers again with a new one.
     pub incarnation: [u8; 16],
+    /// The id of the node's data directory (`meta.properties`; zeros: not known, as in
+    /// registrations written before it existed). Fixed for the life of a node id: a node
+    /// that comes back with another (its directory was wiped) is refused, by the controller
+    /// and by every peer's transport, since Raft cannot let a voter forget what it wrote.
+    pub directory: [u8; 16],
     /// Assigned by the controller from the image's revision counter; heartbeats and
     /// producer-id requests must carry it (stale ones get STALE_BROKER_EPOCH).
     pub epoch: u64,
@@ -128,8 +133,13 @@ impl Record {
         }
     }
 
-    /// The version this build writes (and the highest it reads) for the record's type.
+    /// The version this build writes (and the highest it reads) for the record's type:
+    /// RegisterBroker is version 1 when it names a directory (so registrations without one
+    /// keep their version-0 bytes), every other type version 0.
     pub fn version(&self) -> u8 {
-        0
+        match self {
+            Record::RegisterBroker(b) if b.directory != [0; 16] => 1,
+            _ => 0,
+        }
     }
 }

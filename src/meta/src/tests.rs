@@ -34,6 +34,7 @@ fn registration(node: NodeId, epoch: u64) -> BrokerRegistration {
     BrokerRegistration {
         node,
         incarnation: [node as u8; 16],
+        directory: [node as u8; 16],
         epoch,
         kafka: endpoint(9092),
         rpc: endpoint(33145),
@@ -52,6 +53,11 @@ fn every_kind() -> Vec<Record> {
         Record::Revision { revision: u64::MAX },
         Record::RegisterBroker(registration(1, 7)),
         Record::RegisterBroker(registration(2, 8)),
+        // Written before directories existed: version 0.
+        Record::RegisterBroker(BrokerRegistration {
+            directory: [0; 16],
+            ..registration(3, 9)
+        }),
         Record::FenceBroker {
             node: i32::MAX,
             epoch: 0,
@@ -121,9 +127,21 @@ fn every_record_round_trips() {
         let mut body = Vec::new();
         encode_record(r, &mut body).unwrap();
         assert_eq!(body[0], r.type_id());
-        assert_eq!(body[1], 0, "version 0");
+        assert_eq!(body[1], r.version());
         assert_eq!(decode_record(&body).unwrap(), *r);
     }
+    // A registration names a directory from version 1 on; version 1 with zeros would not
+    // re-encode to the same bytes, so it is refused.
+    let with = Record::RegisterBroker(registration(1, 7));
+    assert_eq!(with.version(), 1);
+    let mut body = Vec::new();
+    encode_record(&with, &mut body).unwrap();
+    let n = body.len();
+    body[n - 16..].fill(0);
+    assert!(matches!(
+        decode_record(&body),
+        Err(DecodeError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -132,12 +150,13 @@ fn unknown_versions_types_and_trailing_bytes_are_refused() {
         let mut body = Vec::new();
         encode_record(&r, &mut body).unwrap();
         let mut newer = body.clone();
-        newer[1] = 1;
+        let newest = if r.type_id() == 0 { 1 } else { 0 };
+        newer[1] = newest + 1;
         assert_eq!(
             decode_record(&newer),
             Err(DecodeError::UnknownVersion {
                 type_id: r.type_id(),
-                version: 1
+                version: newest + 1
             })
         );
         let mut longer = body.clone();
@@ -524,6 +543,7 @@ impl Cluster {
         let reg = Registration {
             node,
             incarnation: [node as u8 + 1; 16],
+            directory: [0; 16],
             kafka: endpoint(9092 + node as u16),
             rpc: endpoint(33145 + node as u16),
             rack: None,
@@ -907,6 +927,7 @@ fn a_retried_registration_is_answered_when_the_first_commits() {
     let reg = Registration {
         node: 4,
         incarnation: [9; 16],
+        directory: [0; 16],
         kafka: endpoint(9096),
         rpc: endpoint(33149),
         rack: None,
@@ -968,6 +989,7 @@ fn fencing_follows_virtual_time_and_reregistration() {
     let reg = |incarnation| Registration {
         node: 2,
         incarnation,
+        directory: [0; 16],
         kafka: endpoint(1),
         rpc: endpoint(2),
         rack: None,
@@ -1003,6 +1025,25 @@ fn fencing_follows_virtual_time_and_reregistration() {
         Answer::BrokerHeartbeat(Ok(false))
     );
     assert_eq!(c.ctl.image().live_brokers(), vec![1, 2]);
+    // A process with a data directory registers it (its session expired first)...
+    let with_dir = |incarnation, directory| Registration {
+        directory,
+        ..reg(incarnation)
+    };
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 30_000, with_dir([10; 16], [5; 16])));
+    assert!(matches!(r, Answer::RegisterBroker(Ok(_))), "{r:?}");
+    assert_eq!(c.ctl.image().broker(2).unwrap().directory, [5; 16]);
+    // ...and one with another directory (the old one was wiped) is refused for good, alive
+    // or not; one that names none keeps the registered one.
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 60_000, with_dir([11; 16], [6; 16])));
+    assert!(
+        matches!(&r, Answer::RegisterBroker(Err(e)) if e.code == code::INVALID_REGISTRATION),
+        "{r:?}"
+    );
+    let r = c.run(|ctl, t| ctl.register_broker(t, now + 60_001, with_dir([12; 16], [0; 16])));
+    assert!(matches!(r, Answer::RegisterBroker(Ok(_))), "{r:?}");
+    assert_eq!(c.ctl.image().broker(2).unwrap().directory, [5; 16]);
+    assert_eq!(c.ctl.image().broker(2).unwrap().incarnation, [12; 16]);
 }
 
 #[test]
@@ -1691,6 +1732,7 @@ fn random_commands(seed: u64) -> (usize, usize) {
                     let reg = Registration {
                         node,
                         incarnation: [rng.below(3) as u8; 16],
+                        directory: [0; 16],
                         kafka: endpoint(1),
                         rpc: Endpoint {
                             host: if rng.below(8) == 0 {

@@ -295,6 +295,9 @@ pub struct GroupManager {
     /// a learner replays changes made before it joined on top of the configuration it was
     /// given; see `create_learner`).
     conf_change_errors: u64,
+    /// Heartbeats dropped because they named a commit index past the end of this replica's
+    /// log (see `step`).
+    heartbeats_past_log: u64,
     /// Set by [`GroupManager::stop_campaigning`]: this node takes no leadership from now on.
     fenced: bool,
     logger: slog::Logger,
@@ -320,6 +323,7 @@ impl GroupManager {
             tombstones: BTreeMap::new(),
             tombstone_order: VecDeque::new(),
             conf_change_errors: 0,
+            heartbeats_past_log: 0,
             fenced: false,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
@@ -609,6 +613,12 @@ impl GroupManager {
     /// [`Self::create_learner`]).
     pub fn conf_change_errors(&self) -> u64 {
         self.conf_change_errors
+    }
+
+    /// Heartbeats dropped for naming a commit index past the end of the replica's log: each
+    /// one means this replica lost entries it had acknowledged (see `step`).
+    pub fn heartbeats_past_log(&self) -> u64 {
+        self.heartbeats_past_log
     }
 
     /// Moves `group` one step towards the replica set `target` (a reassignment), if this
@@ -981,6 +991,19 @@ impl GroupManager {
                 notices.push((group, m.term));
             }
             let r = self.groups.get_mut(&group).expect("group");
+            // A leader's heartbeat names at most the index this replica acknowledged
+            // (raft-rs sends min(match, commit)), so one past the end of the log means the
+            // replica lost acknowledged entries: a directory restored from an old copy, a
+            // disk that lied about a sync (a wiped one is refused by the transport before
+            // this). raft-rs would panic on it; dropped and counted instead, the replica
+            // takes no part in the group rather than take the shard down, and the leader
+            // goes on with the others.
+            if m.get_msg_type() == MessageType::MsgHeartbeat
+                && m.commit > r.node.raft.raft_log.last_index()
+            {
+                self.heartbeats_past_log += 1;
+                continue;
+            }
             // Errors are stale or foreign messages (a removed peer's response); Raft
             // already ignored them.
             let _ = r.node.step(m);
@@ -2272,6 +2295,40 @@ mod tests {
         assert!(t.m[leader].quiesced_leader(1));
         t.m[leader].set_node_alive(f as u64 + 1, false);
         assert!(!t.m[leader].quiesced_leader(1));
+    }
+
+    /// A heartbeat naming a commit index past the end of a follower's log (the follower lost
+    /// entries it acknowledged) is dropped and counted; raft-rs would panic on it.
+    #[test]
+    fn a_heartbeat_past_the_log_is_dropped_not_a_panic() {
+        let mut t = Trio::new();
+        let leader = t.quiesce_all();
+        let st = t.status(leader);
+        let f = (0..3).find(|&i| i != leader).unwrap();
+        let last = t.m[f].log(1).unwrap().last_index();
+        let hb = |commit| Envelope {
+            from: leader as u64 + 1,
+            to: f as u64 + 1,
+            heartbeats: vec![Heartbeat {
+                group: 1,
+                response: false,
+                term: st.term,
+                commit,
+                quiesce: false,
+            }],
+            messages: Vec::new(),
+        };
+        let fx = t.m[f].step(hb(last + 5));
+        t.take(f, fx);
+        assert_eq!(t.m[f].heartbeats_past_log(), 1);
+        assert_eq!(t.status(f).commit_index, st.commit_index);
+        let fx = t.m[f].step(hb(last));
+        t.take(f, fx);
+        assert_eq!(
+            t.m[f].heartbeats_past_log(),
+            1,
+            "one within the log is stepped"
+        );
     }
 
     /// The leader's quiesce notice, sent just before its node died, arrives after the

@@ -27,7 +27,51 @@ pub const PROTOCOL_VERSION_MAX: u16 = 2;
 pub const CLUSTER_ID_MAX: usize = 255;
 /// Largest `Hello` body: the only frame a connection accepts before its handshake, so an
 /// unidentified peer can make us buffer no more than this.
-pub const HELLO_BODY_MAX: usize = 2 + 2 + 8 + 8 + 2 + CLUSTER_ID_MAX;
+pub const HELLO_BODY_MAX: usize = HELLO_FIXED_LEN + CLUSTER_ID_MAX;
+/// Bytes of a `Hello` body before the cluster id's bytes.
+const HELLO_FIXED_LEN: usize = 2 + 2 + 8 + 8 + 16 + 16 + 2;
+/// A data directory id (see [`Hello::directory`]); all zeros means none or unknown.
+pub type DirectoryId = [u8; 16];
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// 16 bytes as Kafka prints a `Uuid`: 22 characters of URL-safe base64 without padding.
+pub fn uuid_to_base64(b: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(22);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &x)| n | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(BASE64_ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The inverse of [`uuid_to_base64`]; `None` for anything it would not print.
+pub fn uuid_from_base64(s: &str) -> Option<[u8; 16]> {
+    let s = s.as_bytes();
+    if s.len() != 22 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (k, chunk) in s.chunks(4).enumerate() {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = BASE64_ALPHABET.iter().position(|&a| a == c)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        let bytes = chunk.len() - 1;
+        for i in 0..bytes {
+            out[3 * k + i] = (n >> (16 - 8 * i)) as u8;
+        }
+    }
+    // The last character carries 4 unused bits: they must be 0, so each id has one form.
+    (uuid_to_base64(&out).as_bytes() == s).then_some(out)
+}
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +342,12 @@ pub struct Hello {
     pub node_id: NodeId,
     /// The node id the sender believes the receiver has (0: no expectation).
     pub peer_id: NodeId,
+    /// The id of the sender's data directory (zeros: none, as in tests without one). A
+    /// node whose directory was wiped comes back with a new id, which its peers, knowing
+    /// the old one from its registration, refuse (see the crate header).
+    pub directory: DirectoryId,
+    /// The directory id the sender knows the receiver by (zeros: it knows none).
+    pub peer_directory: DirectoryId,
     /// Must be equal on both sides (empty until the controller assigns one).
     pub cluster_id: String,
 }
@@ -309,8 +359,17 @@ impl Hello {
             version_max: PROTOCOL_VERSION_MAX,
             node_id,
             peer_id,
+            directory: [0; 16],
+            peer_directory: [0; 16],
             cluster_id: cluster_id.to_owned(),
         }
+    }
+
+    /// The same with the directory ids set.
+    pub fn with_directories(mut self, directory: DirectoryId, peer: DirectoryId) -> Hello {
+        self.directory = directory;
+        self.peer_directory = peer;
+        self
     }
 
     pub fn encode(&self) -> Bytes {
@@ -318,24 +377,30 @@ impl Hello {
             self.cluster_id.len() <= CLUSTER_ID_MAX,
             "cluster id too long"
         );
-        let mut b = BytesMut::with_capacity(22 + self.cluster_id.len());
+        let mut b = BytesMut::with_capacity(HELLO_FIXED_LEN + self.cluster_id.len());
         b.put_u16(self.version_min);
         b.put_u16(self.version_max);
         b.put_u64(self.node_id);
         b.put_u64(self.peer_id);
+        b.put_slice(&self.directory);
+        b.put_slice(&self.peer_directory);
         b.put_u16(self.cluster_id.len() as u16);
         b.put_slice(self.cluster_id.as_bytes());
         b.freeze()
     }
 
     pub fn decode(mut b: &[u8]) -> Result<Hello, FrameError> {
-        if b.len() < 22 {
+        if b.len() < HELLO_FIXED_LEN {
             return Err(FrameError::BadBody("hello too short"));
         }
         let version_min = b.get_u16();
         let version_max = b.get_u16();
         let node_id = b.get_u64();
         let peer_id = b.get_u64();
+        let mut directory = [0; 16];
+        b.copy_to_slice(&mut directory);
+        let mut peer_directory = [0; 16];
+        b.copy_to_slice(&mut peer_directory);
         let n = b.get_u16() as usize;
         if n > CLUSTER_ID_MAX || b.len() != n {
             return Err(FrameError::BadBody("hello cluster id length"));
@@ -351,6 +416,8 @@ impl Hello {
             version_max,
             node_id,
             peer_id,
+            directory,
+            peer_directory,
             cluster_id,
         })
     }
@@ -594,8 +661,22 @@ mod tests {
     }
 
     #[test]
+    fn base64_round_trips_and_has_one_form() {
+        for id in [[0u8; 16], [0xff; 16], *b"0123456789abcdef"] {
+            let s = uuid_to_base64(&id);
+            assert_eq!(s.len(), 22);
+            assert_eq!(uuid_from_base64(&s), Some(id));
+        }
+        // Kafka's printing of a known UUID (Uuid.toString is URL-safe base64, no padding).
+        assert_eq!(uuid_to_base64(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(uuid_from_base64("AAAAAAAAAAAAAAAAAAAAAB"), None); // unused bits set
+        assert_eq!(uuid_from_base64("AAAAAAAAAAAAAAAAAAAAA"), None);
+        assert_eq!(uuid_from_base64("AAAAAAAAAAAAAAAAAAAA+A"), None);
+    }
+
+    #[test]
     fn hello_round_trip_and_agreement() {
-        let h = Hello::new(3, 1, "cluster-x");
+        let h = Hello::new(3, 1, "cluster-x").with_directories([7; 16], [9; 16]);
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
         assert!(h.encode().len() <= HELLO_BODY_MAX);
         let long = Hello::new(3, 1, &"c".repeat(CLUSTER_ID_MAX));
@@ -619,14 +700,14 @@ mod tests {
             ..h.clone()
         };
         assert_eq!(h.agree(&v1), None);
-        for bad in [&b""[..], &[0u8; 21][..], &h.encode()[..23]] {
+        for bad in [&b""[..], &[0u8; 53][..], &h.encode()[..55]] {
             assert!(Hello::decode(bad).is_err());
         }
         let mut trailing = h.encode().to_vec();
         trailing.push(0);
         assert!(Hello::decode(&trailing).is_err());
         let mut bad_utf8 = Hello::new(1, 2, "ab").encode().to_vec();
-        bad_utf8[22] = 0xff;
+        bad_utf8[HELLO_FIXED_LEN] = 0xff;
         assert!(Hello::decode(&bad_utf8).is_err());
     }
 

@@ -23,7 +23,9 @@
 //!
 //! Bodies:
 //! - `Hello`: version min u16, version max u16, node id u64, the id the sender believes the
-//!   receiver has u64 (0: none), cluster id (u16 length + UTF-8, at most 255 bytes).
+//!   receiver has u64 (0: none), the sender's data directory id (16 bytes), the directory id
+//!   the sender knows the receiver by (16 bytes; zeros: none), cluster id (u16 length +
+//!   UTF-8, at most 255 bytes).
 //! - `Raft`: one `sluice_raft::Envelope` (layout in [`envelope`]): compact heartbeats by
 //!   hand, other Raft messages in raft-rs's protobuf encoding, and the Kafka batches of
 //!   partition entries after them, outside the frame CRC (each batch's own CRC is checked on
@@ -48,7 +50,19 @@
 //! it announces is the peer dialed. **Peers are identified by the id they announce, never by
 //! address** (two nodes may reach a third by different addresses); a connection to peer N
 //! whose `Hello` says another id is closed and logged as an error, and retried with backoff.
-//! The version agreed is the highest both ranges hold (only version 2 exists). Before the
+//! The version agreed is the highest both ranges hold (only version 2 exists).
+//!
+//! **A node whose data directory was replaced is refused** (Raft's safety rests on a voter
+//! never forgetting what it acknowledged; raft-rs even panics when a leader tells a wiped
+//! follower of a commit index past its empty log). Each data directory has a random id
+//! (`meta.properties`), registered with the controller; the owner tells the transport the
+//! id each peer registered ([`Transport::set_peer_directory`]). A `Hello` carries the
+//! sender's own id and the one it knows the receiver by. A peer announcing another id than
+//! the registered one is refused (and told the id the cluster knows it by, in the answering
+//! `Hello`); a node told that it is known by another id than its own reports it to its
+//! owner ([`Handler::directory_replaced`]), which stops: that node must not rejoin under
+//! the same node id with an empty directory. Zeros on either side (a peer never
+//! registered, a node without an id) skip the check. Before the
 //! handshake a connection may send one frame of at most [`frame::HELLO_BODY_MAX`] bytes, and
 //! must do it within [`HANDSHAKE_TIMEOUT`].
 //!
@@ -116,7 +130,7 @@ pub use envelope::{
     decode_envelope, decode_envelope_lossy, encode_envelope, encode_envelope_frames, EnvelopeError,
     RaftBody,
 };
-pub use frame::{status, FrameError, Hello, Kind, Request, Response};
+pub use frame::{status, DirectoryId, FrameError, Hello, Kind, Request, Response};
 pub use sluice_raft::NodeId;
 pub use transport::{
     Handler, Limits, LocalBoxFuture, QueueLengths, RequestError, SendError, Stats, Timeouts,

@@ -22,7 +22,10 @@ use glommio::TaskQueueHandle;
 use sluice_raft::Envelope;
 
 use crate::envelope::{decode_envelope_lossy, encode_envelope_frames};
-use crate::frame::{read_frame, status, Frame, Hello, Kind, Request, Response, HELLO_BODY_MAX};
+use crate::frame::{
+    read_frame, status, uuid_to_base64, DirectoryId, Frame, Hello, Kind, Request, Response,
+    HELLO_BODY_MAX,
+};
 use crate::sync::{Event, Latch};
 use crate::{
     NodeId, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, INBOUND_CONNECTIONS_MAX,
@@ -41,6 +44,13 @@ pub trait Handler: 'static {
     /// A request from node `from`; the response goes back on the connection it came on (if
     /// that connection is gone by then, it is dropped: the sender has already failed it).
     fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response>;
+    /// Peer `by` knows this node by data directory `known`, not by this node's own
+    /// ([`TransportConfig::directory`]): this node's directory was replaced or wiped since
+    /// it registered, and it must not take part under this node id (see the crate header).
+    /// The transport refuses the connection; the owner decides how to stop.
+    fn directory_replaced(&self, by: NodeId, known: DirectoryId) {
+        let _ = (by, known);
+    }
 }
 
 /// Bounds per peer and per transport; `Default` is the named constants.
@@ -98,6 +108,8 @@ pub struct TransportConfig {
     pub node_id: NodeId,
     /// Sent in `Hello`; peers with another cluster id are refused.
     pub cluster_id: String,
+    /// This node's data directory id, sent in `Hello` (zeros: none).
+    pub directory: DirectoryId,
     /// Where to accept peers (`--rpc-listen`); `None`: dial only.
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
@@ -112,6 +124,7 @@ impl TransportConfig {
         TransportConfig {
             node_id,
             cluster_id: String::new(),
+            directory: [0; 16],
             listen,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
@@ -418,6 +431,8 @@ struct Inner {
     /// dialer has one connection to us at a time, so the older is dead or half-open).
     inbound: RefCell<BTreeMap<NodeId, Rc<Inbound>>>,
     inbound_count: Cell<usize>,
+    /// The data directory each peer registered ([`Transport::set_peer_directory`]).
+    peer_directories: RefCell<BTreeMap<NodeId, DirectoryId>>,
     stats: RefCell<Stats>,
     closed: Latch,
     tasks: Cell<usize>,
@@ -462,6 +477,7 @@ impl Transport {
             peers: RefCell::new(BTreeMap::new()),
             inbound: RefCell::new(BTreeMap::new()),
             inbound_count: Cell::new(0),
+            peer_directories: RefCell::new(BTreeMap::new()),
             stats: RefCell::new(Stats::default()),
             closed: Latch::default(),
             tasks: Cell::new(0),
@@ -511,6 +527,18 @@ impl Transport {
         });
         inner.peers.borrow_mut().insert(id, peer.clone());
         spawn_tracked(inner, run_peer(inner.clone(), peer))
+    }
+
+    /// Records the data directory node `id` registered with (zeros forget it): from now on
+    /// a `Hello` from `id` announcing another one is refused, and ours tell it this one.
+    /// Connections already open stay (a node cannot change its directory while running).
+    pub fn set_peer_directory(&self, id: NodeId, directory: DirectoryId) {
+        let mut known = self.inner.peer_directories.borrow_mut();
+        if directory == [0; 16] {
+            known.remove(&id);
+        } else {
+            known.insert(id, directory);
+        }
     }
 
     /// Forgets peer `id`: its connection closes and its waiting requests fail.
@@ -896,9 +924,26 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> io::Result<
     w.flush().await
 }
 
+/// The data directory `id` registered with (zeros: unknown).
+fn known_directory(inner: &Inner, id: NodeId) -> DirectoryId {
+    inner
+        .peer_directories
+        .borrow()
+        .get(&id)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Our `Hello` to `peer` (0: we do not know who it is).
+fn our_hello(inner: &Inner, peer: NodeId) -> Hello {
+    let cfg = &inner.cfg;
+    Hello::new(cfg.node_id, peer, &cfg.cluster_id)
+        .with_directories(cfg.directory, known_directory(inner, peer))
+}
+
 /// Checks a received `Hello` against this node. `expect` is the id we dialed (outgoing) or
 /// `None` (incoming: any other node may dial us).
-fn check_hello(inner: &Inner, f: Frame, expect: Option<NodeId>) -> Result<Hello, String> {
+fn check_hello(inner: &Inner, f: &Frame, expect: Option<NodeId>) -> Result<Hello, String> {
     if f.kind != Kind::Hello {
         return Err(format!("first frame is {:?}, not Hello", f.kind));
     }
@@ -936,6 +981,32 @@ fn check_hello(inner: &Inner, f: Frame, expect: Option<NodeId>) -> Result<Hello,
         return Err(format!(
             "node {} speaks protocol versions {}..={}, this node {}..={}",
             h.node_id, h.version_min, h.version_max, mine.version_min, mine.version_max
+        ));
+    }
+    let zero = [0; 16];
+    let own = inner.cfg.directory;
+    if h.peer_directory != zero && own != zero && h.peer_directory != own {
+        inner
+            .handler
+            .directory_replaced(h.node_id, h.peer_directory);
+        return Err(format!(
+            "node {} knows this node ({me}) by data directory {}, but this node's is {}: \
+             the directory was replaced or wiped since this node registered",
+            h.node_id,
+            uuid_to_base64(&h.peer_directory),
+            uuid_to_base64(&own)
+        ));
+    }
+    let known = known_directory(inner, h.node_id);
+    if known != zero && h.directory != zero && h.directory != known {
+        return Err(format!(
+            "node {} comes with data directory {}, but it registered {}: its directory was \
+             replaced or wiped, and it may not rejoin as node {} (restore its directory, or \
+             reassign its replicas and give the new one another node id)",
+            h.node_id,
+            uuid_to_base64(&h.directory),
+            uuid_to_base64(&known),
+            h.node_id
         ));
     }
     Ok(h)
@@ -994,12 +1065,7 @@ async fn dial(inner: &Rc<Inner>, peer: &Rc<Peer>) -> bool {
         inner: r,
         last: &last_heard,
     };
-    let me = inner.cfg.node_id;
-    let hello = Frame::new(
-        Kind::Hello,
-        0,
-        Hello::new(me, peer.id, &inner.cfg.cluster_id).encode(),
-    );
+    let hello = Frame::new(Kind::Hello, 0, our_hello(inner, peer.id).encode());
     let reply = within(t.handshake, async {
         write_frame(&mut w, &hello).await?;
         read_frame(&mut r, HELLO_BODY_MAX)
@@ -1028,7 +1094,7 @@ async fn dial(inner: &Rc<Inner>, peer: &Rc<Peer>) -> bool {
             return false;
         }
     };
-    if let Err(e) = check_hello(inner, reply, Some(peer.id)) {
+    if let Err(e) = check_hello(inner, &reply, Some(peer.id)) {
         bump(inner, |s| s.handshakes_refused += 1);
         peer.note_error(format!("refused {addr}: {e}"), true);
         return false;
@@ -1212,38 +1278,32 @@ async fn serve_inbound(inner: &Rc<Inner>, stream: TcpStream) {
         },
     )
     .await;
-    let (hello, frame_was_hello) = match first {
+    // The dialer's id when its first frame was a `Hello` at all (0 if it did not say).
+    let (hello, dialer) = match first {
         Some(Ok(Some(f))) => {
-            let was_hello = f.kind == Kind::Hello;
-            (check_hello(inner, f, None), was_hello)
+            let dialer =
+                (f.kind == Kind::Hello).then(|| Hello::decode(&f.body).map_or(0, |h| h.node_id));
+            (check_hello(inner, &f, None), dialer)
         }
         Some(Ok(None)) => return,
-        Some(Err(e)) => (Err(e.to_string()), false),
-        None => (Err("no Hello in time".into()), false),
+        Some(Err(e)) => (Err(e.to_string()), None),
+        None => (Err("no Hello in time".into()), None),
     };
-    let me = inner.cfg.node_id;
     let hello = match hello {
         Ok(h) => h,
         Err(e) => {
             bump(inner, |s| s.handshakes_refused += 1);
             log::warn!("rpc: refused incoming connection from {remote}: {e}");
-            if frame_was_hello {
-                // Say who we are anyway, so the dialer can log the mismatch on its side.
-                let mine = Frame::new(
-                    Kind::Hello,
-                    0,
-                    Hello::new(me, 0, &inner.cfg.cluster_id).encode(),
-                );
+            if let Some(dialer) = dialer {
+                // Say who we are anyway (and the directory we know the dialer by), so the
+                // dialer can log the mismatch on its side, or learn it was wiped.
+                let mine = Frame::new(Kind::Hello, 0, our_hello(inner, dialer).encode());
                 let _ = within(t.handshake, write_frame(&mut w, &mine)).await;
             }
             return;
         }
     };
-    let reply = Frame::new(
-        Kind::Hello,
-        0,
-        Hello::new(me, hello.node_id, &inner.cfg.cluster_id).encode(),
-    );
+    let reply = Frame::new(Kind::Hello, 0, our_hello(inner, hello.node_id).encode());
     if within(t.handshake, write_frame(&mut w, &reply))
         .await
         .is_none()

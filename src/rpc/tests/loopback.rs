@@ -16,8 +16,8 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use sluice_raft::{Envelope, Heartbeat};
 use sluice_rpc::frame::{read_frame, Frame, HEADER_LEN, HELLO_BODY_MAX};
 use sluice_rpc::{
-    encode_envelope, status, Handler, Hello, Kind, LocalBoxFuture, NodeId, Request, RequestError,
-    Response, SendError, Timeouts, Transport, TransportConfig, RPC_FRAME_MAX,
+    encode_envelope, status, DirectoryId, Handler, Hello, Kind, LocalBoxFuture, NodeId, Request,
+    RequestError, Response, SendError, Timeouts, Transport, TransportConfig, RPC_FRAME_MAX,
 };
 
 /// Method the test handler answers by echoing "from <id>: <body>".
@@ -39,11 +39,17 @@ fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static)
 #[derive(Default)]
 struct Recorder {
     raft: RefCell<Vec<Envelope>>,
+    /// `directory_replaced` calls: who knew us by which directory.
+    replaced: RefCell<Vec<(NodeId, DirectoryId)>>,
 }
 
 impl Handler for Recorder {
     fn raft(&self, envelope: Envelope) {
         self.raft.borrow_mut().push(envelope);
+    }
+
+    fn directory_replaced(&self, by: NodeId, known: DirectoryId) {
+        self.replaced.borrow_mut().push((by, known));
     }
 
     fn request(&self, from: NodeId, request: Request) -> LocalBoxFuture<Response> {
@@ -78,9 +84,14 @@ struct Node {
 }
 
 async fn node(id: NodeId, listen: &str) -> Node {
+    node_with_directory(id, listen, [0; 16]).await
+}
+
+async fn node_with_directory(id: NodeId, listen: &str, directory: DirectoryId) -> Node {
     let rec = Rc::new(Recorder::default());
     let mut cfg = TransportConfig::new(id, Some(listen.parse().unwrap()));
     cfg.timeouts = fast_timeouts();
+    cfg.directory = directory;
     let t = Transport::start(cfg, rec.clone())
         .await
         .expect("start transport");
@@ -351,6 +362,58 @@ fn a_peer_announcing_another_id_is_refused() {
         a.t.shutdown().await;
         c.t.shutdown().await;
         d.t.shutdown().await;
+    });
+}
+
+/// Node 2 comes back with another data directory (it was wiped) at the same address: node
+/// 1, which knows the directory it registered, refuses it either way round and tells it so,
+/// and no Raft message reaches it; a node whose directory nobody knows yet is let in.
+#[test]
+fn a_node_whose_directory_was_replaced_is_refused_and_told() {
+    run(|| async {
+        let a = node_with_directory(1, "127.0.0.1:0", [1; 16]).await;
+        let b = node_with_directory(2, "127.0.0.1:0", [2; 16]).await;
+        let b_addr = addr(&b);
+        a.t.set_peer_directory(2, [2; 16]);
+        b.t.set_peer_directory(1, [1; 16]);
+        a.t.add_peer(2, b_addr).unwrap();
+        b.t.add_peer(1, addr(&a)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 1), true).unwrap();
+        eventually("delivered", || b.rec.raft.borrow().len() == 1).await;
+        b.t.shutdown().await;
+        drop(b);
+
+        let wiped = node_with_directory(2, &b_addr.to_string(), [9; 16]).await;
+        wiped.t.add_peer(1, addr(&a)).unwrap();
+        a.t.send_raft(heartbeat_envelope(1, 2, 2), true).unwrap();
+        // Both ways refused: node 1 dialing it, and it dialing node 1.
+        eventually("told twice", || wiped.rec.replaced.borrow().len() >= 2).await;
+        assert!(wiped
+            .rec
+            .replaced
+            .borrow()
+            .iter()
+            .all(|&r| r == (1, [2; 16])));
+        eventually("node 1 refused it", || a.t.stats().handshakes_refused >= 2).await;
+        assert!(!a.t.is_connected(2) && !wiped.t.is_connected(1));
+        assert!(
+            wiped.rec.raft.borrow().is_empty(),
+            "no Raft message reached it"
+        );
+        assert!(a.rec.replaced.borrow().is_empty());
+        wiped.t.shutdown().await;
+
+        // Forgetting the registration (zeros) lets a node with any directory in.
+        a.t.set_peer_directory(2, [0; 16]);
+        let other = node_with_directory(2, &b_addr.to_string(), [9; 16]).await;
+        other.t.add_peer(1, addr(&a)).unwrap();
+        eventually("delivered after all", || {
+            !other.rec.raft.borrow().is_empty()
+        })
+        .await;
+        assert!(other.rec.replaced.borrow().is_empty());
+        a.t.shutdown().await;
+        other.t.shutdown().await;
     });
 }
 
