@@ -2297,6 +2297,28 @@ mod tests {
         assert!(!t.m[leader].quiesced_leader(1));
     }
 
+    /// Replica `from`'s compact heartbeat for group 1 to replica `to` (node ids are index + 1).
+    fn heartbeat_envelope(
+        from: usize,
+        to: usize,
+        term: u64,
+        commit: u64,
+        quiesce: bool,
+    ) -> Envelope {
+        Envelope {
+            from: from as u64 + 1,
+            to: to as u64 + 1,
+            heartbeats: vec![Heartbeat {
+                group: 1,
+                response: false,
+                term,
+                commit,
+                quiesce,
+            }],
+            messages: Vec::new(),
+        }
+    }
+
     /// A heartbeat naming a commit index past the end of a follower's log (the follower lost
     /// entries it acknowledged) is dropped and counted; raft-rs would panic on it.
     #[test]
@@ -2306,18 +2328,7 @@ mod tests {
         let st = t.status(leader);
         let f = (0..3).find(|&i| i != leader).unwrap();
         let last = t.m[f].log(1).unwrap().last_index();
-        let hb = |commit| Envelope {
-            from: leader as u64 + 1,
-            to: f as u64 + 1,
-            heartbeats: vec![Heartbeat {
-                group: 1,
-                response: false,
-                term: st.term,
-                commit,
-                quiesce: false,
-            }],
-            messages: Vec::new(),
-        };
+        let hb = |commit| heartbeat_envelope(leader, f, st.term, commit, false);
         let fx = t.m[f].step(hb(last + 5));
         t.take(f, fx);
         assert_eq!(t.m[f].heartbeats_past_log(), 1);
@@ -2344,18 +2355,7 @@ mod tests {
         let f = (0..3).find(|&i| i != leader).unwrap();
         t.m[f].set_node_alive(leader as u64 + 1, false);
         assert!(!t.status(f).quiesced, "woken by the report");
-        let late = Envelope {
-            from: leader as u64 + 1,
-            to: f as u64 + 1,
-            heartbeats: vec![Heartbeat {
-                group: 1,
-                response: false,
-                term: st.term,
-                commit: st.commit_index,
-                quiesce: true,
-            }],
-            messages: Vec::new(),
-        };
+        let late = heartbeat_envelope(leader, f, st.term, st.commit_index, true);
         let fx = t.m[f].step(late);
         t.take(f, fx);
         assert!(
