@@ -1736,7 +1736,8 @@ async fn a_partition_moves_to_new_replicas_and_keeps_every_acknowledged_record()
 /// ListPartitionReassignments is empty everywhere, the original owner of the first is
 /// killed with kill -9 and the other two serve every acknowledged record of it, once, in
 /// order, and take new ones; the moved one serves all of its records from its new node;
-/// the first then shrinks to one replica and still serves them all.
+/// the first then shrinks to one replica and still serves them all. The moved one had its
+/// first records deleted (DeleteRecords) before the move: they stay deleted on its new node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
     require_cluster!();
@@ -1774,6 +1775,16 @@ async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
     let (mut sent, mut sent_m) = (Vec::new(), Vec::new());
     produce_round(&p, GROWN, 0, ROUND, &mut sent).await;
     produce_round(&p, MOVED, 0, ROUND, &mut sent_m).await;
+    // The partition to move loses its first records to a DeleteRecords while it is a plain
+    // one-replica log (its checkpoint): they must stay deleted on the node it moves to.
+    use sluice_tests::wire::{connect_port, delete_records, list_offset};
+    const DELETED: usize = 30;
+    let mut w = connect_port(c.node(m_from as usize).port());
+    assert_eq!(
+        delete_records(&mut w, MOVED, 0, DELETED as i64, 30_000),
+        (0, DELETED as i64)
+    );
+    let kept_m = |sent_m: &[String]| sent_m[DELETED..].to_vec();
 
     let grown: Vec<i32> = std::iter::once(owner)
         .chain((1..=3).filter(|n| *n != owner))
@@ -1815,6 +1826,12 @@ async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
             (!dir.exists()).then_some(())
         })
     });
+    let mut w = connect_port(c.node(m_to as usize).port());
+    assert_eq!(
+        list_offset(&mut w, MOVED, 0, -2),
+        (0, DELETED as i64),
+        "the log start moved with the partition"
+    );
 
     tokio::task::block_in_place(|| c.node(owner as usize).kill9());
     produce_round(&p, GROWN, 2, ROUND, &mut sent).await;
@@ -1831,10 +1848,11 @@ async fn one_replica_partitions_gain_replicas_and_move_keeping_every_record() {
     });
     produce_round(&p, MOVED, 3, ROUND, &mut sent_m).await;
     let reader = c.node(m_to as usize).bootstrap();
-    let got = tokio::task::block_in_place(|| read_partition(&reader, MOVED, 0, sent_m.len()));
+    let want = kept_m(&sent_m);
+    let got = tokio::task::block_in_place(|| read_partition(&reader, MOVED, 0, want.len()));
     assert_eq!(
-        got, sent_m,
-        "every acknowledged record of the moved partition"
+        got, want,
+        "every acknowledged record of the moved partition, none it deleted"
     );
 
     // The grown partition shrinks to one replica (its original owner still down): a

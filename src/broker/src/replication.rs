@@ -11,7 +11,9 @@
 //! (everything it acknowledged synced) and adopts it as the log of the partition's group,
 //! of which it is the only voter ([`Replication::adopt_group`], `ReplicaStore::adopt`:
 //! every batch a committed entry, the group durable in the state file before it runs), and
-//! the move proceeds as any group's. A restart before the adoption was durable finds the
+//! the move proceeds as any group's (once a DeleteRecords start the plain log had is written
+//! into the group's log as a log-start entry, so the replicas that join start there too:
+//! `uncovered_starts`). A restart before the adoption was durable finds the
 //! plain log and adopts it then (the broker never clears the directory of a partition whose
 //! only original replica is this node). A partition that was a group stays one when a
 //! reassignment leaves it one replica (3 → 1, or [X] → [Y] by way of [X, Y]): a one-voter
@@ -411,6 +413,12 @@ pub struct Replication {
     /// Groups whose voters may differ from their target or whose reassignment is not
     /// completed yet: each tick, the one that leads takes the next membership step.
     reconfiguring: RefCell<std::collections::BTreeSet<GroupId>>,
+    /// Groups whose partition log starts past what their Raft log carries (an adopted
+    /// one-replica log's DeleteRecords, `ReplicaStore::take_uncovered_starts`): the offset,
+    /// and the log-start entry proposed for it. Until that entry commits the group's
+    /// membership does not change (`reconfigure` waits), so no replica that would serve the
+    /// deleted records can lead.
+    uncovered_starts: RefCell<std::collections::BTreeMap<GroupId, (i64, Option<Rc<Proposal>>)>>,
     /// One-replica partition logs to make into groups ([`Replication::adopt_group`]), with
     /// their voters: the driver adopts them between rounds.
     adoptions: RefCell<Vec<(GroupId, Vec<NodeId>)>>,
@@ -508,6 +516,7 @@ impl Replication {
             rebalance: Cell::new(LeaderRebalance::default()),
             liveness_seen: Cell::new(0),
             reconfiguring: RefCell::new(std::collections::BTreeSet::new()),
+            uncovered_starts: RefCell::new(std::collections::BTreeMap::new()),
             adoptions: RefCell::new(Vec::new()),
             handoffs: RefCell::new(None),
             handoffs_pending: Cell::new(0),
@@ -847,6 +856,49 @@ impl Replication {
         Ok(group)
     }
 
+    /// Takes the store's groups whose log start their Raft log does not carry (see
+    /// `uncovered_starts`).
+    fn note_uncovered_starts(&self, store: &mut ReplicaStore<DmaStorage>) {
+        for (g, offset) in store.take_uncovered_starts() {
+            log::info!(
+                "raft group {g:016x}: its partition log starts at {offset}, past what its Raft \
+                 log carries (a DeleteRecords before the log was a group's): writing that \
+                 start into the log before its replicas change"
+            );
+            self.uncovered_starts.borrow_mut().insert(g, (offset, None));
+        }
+    }
+
+    /// On the leader of each group in `uncovered_starts`: proposes the log-start entry that
+    /// carries its start to every replica (again if one failed), and forgets the group once
+    /// it committed. Elsewhere it waits (a follower cannot propose; it tries again if it
+    /// comes to lead).
+    fn cover_log_starts(&self) {
+        let groups: Vec<GroupId> = self.uncovered_starts.borrow().keys().copied().collect();
+        for g in groups {
+            if !self.knows(g) {
+                self.uncovered_starts.borrow_mut().remove(&g);
+                continue;
+            }
+            let (offset, inflight) = self.uncovered_starts.borrow()[&g].clone();
+            match inflight.map(|p| *p.outcome.borrow()) {
+                Some(None) => continue,
+                Some(Some(Ok(_))) => {
+                    log::info!("raft group {g:016x}: log start {offset} committed in its log");
+                    self.uncovered_starts.borrow_mut().remove(&g);
+                    continue;
+                }
+                Some(Some(Err(_))) | None => {}
+            }
+            // Refused while this replica does not lead, or leads but is not ready yet.
+            if let Ok(p) = self.propose_log_start(g, offset) {
+                self.uncovered_starts
+                    .borrow_mut()
+                    .insert(g, (offset, Some(p)));
+            }
+        }
+    }
+
     /// The driver's part of [`Self::adopt_group`]: each queued log becomes a group in the
     /// store (durably) and then in the manager.
     async fn adopt_queued(&self, store: &mut ReplicaStore<DmaStorage>) -> Result<(), String> {
@@ -874,6 +926,7 @@ impl Replication {
             self.push(fx);
             self.created.notify();
         }
+        self.note_uncovered_starts(store);
         Ok(())
     }
 
@@ -917,6 +970,9 @@ impl Replication {
         let pending: Vec<GroupId> = self.reconfiguring.borrow().iter().copied().collect();
         let now = Instant::now();
         for g in pending {
+            if self.uncovered_starts.borrow().contains_key(&g) {
+                continue; // its log start goes into its log first (`cover_log_starts`)
+            }
             let Some((target, revision, key)) = self
                 .groups
                 .borrow()
@@ -1291,6 +1347,7 @@ impl Replication {
         let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
         let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
         let mut next_handoff = Instant::now();
+        self.note_uncovered_starts(&mut store);
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
                 break;
@@ -1306,6 +1363,7 @@ impl Replication {
                 self.apply_liveness();
                 let fx = self.mgr.borrow_mut().tick(self.now_ms());
                 self.push(fx);
+                self.cover_log_starts();
                 self.reconfigure();
                 next_tick = Instant::now() + tick;
             }

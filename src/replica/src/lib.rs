@@ -76,7 +76,11 @@
 //! stand-in entry 1 of term 1 if that is not offset 0, so a new replica is reset to it
 //! first); the hard state's term is the newest entry's, so the group's first election
 //! starts a term past every stored epoch. The group exists once its state records are
-//! synced, before `adopt` returns; the partition log is not written.
+//! synced, before `adopt` returns; the partition log is not written. A log start the
+//! one-replica log had from a DeleteRecords (its checkpoint) is in no entry, so a replica
+//! that joins would not learn it: the store reports such a start, at adoption and at open
+//! while no committed log-start entry carries it ([`ReplicaStore::take_uncovered_starts`]),
+//! and the driver proposes one on the leader before the group's membership changes.
 //!
 //! `Write::Create` over a partition directory that holds a non-empty log is refused
 //! ([`Error::Damaged`] naming the group and directory): the store never empties data it does

@@ -170,6 +170,11 @@ pub struct ReplicaStore<S: Storage> {
     /// the `LogStart` is durable (segments go only after the state file says where the Raft
     /// log starts).
     deferred_starts: BTreeSet<GroupId>,
+    /// Groups whose partition log starts past what their Raft log carries (its start, and
+    /// the log-start entries it holds), with that offset: a one-replica log's DeleteRecords
+    /// (its checkpoint) before it was adopted. A replica that joins learns its start only
+    /// from the Raft log, so the driver writes a log-start entry for it ([`Self::take_uncovered_starts`]).
+    uncovered_starts: BTreeMap<GroupId, i64>,
     /// Bytes appended to partition logs since the state file was last synced (see
     /// [`STATE_SYNC_LOG_BYTES_MAX`]).
     appended_since_state_sync: u64,
@@ -252,6 +257,7 @@ impl<S: Storage> ReplicaStore<S> {
         let mut groups = BTreeMap::new();
         let mut logs = Vec::new();
         let mut gone = Vec::new();
+        let mut uncovered_starts = BTreeMap::new();
         for (&g, st) in state.groups() {
             let Some(spec) = layout(g) else {
                 gone.push(g);
@@ -302,6 +308,11 @@ impl<S: Storage> ReplicaStore<S> {
             group.records_start = group.records_start.max(start.offset);
             log.move_replica_start(group.records_start, start.offset)
                 .await?;
+            // A start only the partition log's checkpoint knows (an adoption whose log-start
+            // entry did not commit before a crash): the driver writes it again.
+            if log.log_start_offset() > group.records_start {
+                uncovered_starts.insert(g, log.log_start_offset());
+            }
             logs.push((g, rlog));
             groups.insert(g, group);
         }
@@ -320,6 +331,7 @@ impl<S: Storage> ReplicaStore<S> {
             groups,
             touched: BTreeSet::new(),
             deferred_starts: BTreeSet::new(),
+            uncovered_starts,
             appended_since_state_sync: 0,
             written_seq: 0,
             synced_seq: 0,
@@ -483,6 +495,9 @@ impl<S: Storage> ReplicaStore<S> {
         // The Kafka log start stays where the one-replica log had it (its checkpoint; the
         // store's own view starts there too).
         g.records_start = records_start.max(start.offset);
+        if records_start > start.offset {
+            self.uncovered_starts.insert(group, records_start);
+        }
         self.groups.insert(group, g);
         log::info!(
             "group {group}: adopted partition log {} (offsets {first}..{}, {} entries, term {})",
@@ -492,6 +507,15 @@ impl<S: Storage> ReplicaStore<S> {
             hs.term
         );
         Ok(rlog)
+    }
+
+    /// The groups (with the offset) whose partition log starts past what their Raft log
+    /// carries, found at open or adoption since the last call: the driver proposes a
+    /// log-start entry at that offset for each (`GroupManager::propose_log_start`, on the
+    /// leader) before any other replica may lead, so that the records deleted from this
+    /// log are deleted from every replica's.
+    pub fn take_uncovered_starts(&mut self) -> BTreeMap<GroupId, i64> {
+        std::mem::take(&mut self.uncovered_starts)
     }
 
     /// The partition log of `group` (for reads: the broker serves consumers from it; its

@@ -249,7 +249,9 @@ fn close_closes_every_log_of_many_groups() {
 /// stamps them) becomes a single-voter group (`ReplicaStore::adopt`): every batch is a
 /// committed entry of term 1, the group elects itself in a later term and appends after
 /// them, and a restart (dropped without close) recovers the group with every batch in
-/// place.
+/// place. The log's DeleteRecords start (its checkpoint, past the Raft log's start) is
+/// reported as not carried by the Raft log, at adoption and again at a restart until a
+/// committed log-start entry carries it.
 #[test]
 fn a_one_replica_log_is_adopted_as_a_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,6 +290,8 @@ fn a_one_replica_log_is_adopted_as_a_group() {
                     .append(&kafka_batch(&[&v[..]], 1_700_000_000_000), 0)
                     .unwrap();
             }
+            plain.flush().await.unwrap();
+            assert_eq!(plain.delete_records_before(120).await.unwrap(), 120);
             plain.close().await.unwrap();
             let end = plain.log_end_offset();
             assert_eq!(end, 300);
@@ -295,6 +299,8 @@ fn a_one_replica_log_is_adopted_as_a_group() {
 
             let (mut store, mut mgr) = open(&st, &root).await;
             let rlog = store.adopt(G, &[1]).await.unwrap();
+            assert_eq!(store.take_uncovered_starts(), [(G, 120)].into());
+            assert!(store.take_uncovered_starts().is_empty(), "taken");
             assert_eq!(rlog.last_index(), 300);
             assert_eq!(rlog.hard_state().commit, 300);
             assert_eq!(rlog.term_of(1), Some(1), "epoch 0 is term 1");
@@ -312,6 +318,12 @@ fn a_one_replica_log_is_adopted_as_a_group() {
             let (mut store, mut mgr) = open(&st, &root).await;
             assert_eq!(mgr.groups().collect::<Vec<_>>(), vec![G]);
             assert_eq!(mgr.status(G).unwrap().last_index, last);
+            assert_eq!(store.log(G).unwrap().log_start_offset(), 120);
+            assert_eq!(
+                store.take_uncovered_starts(),
+                [(G, 120)].into(),
+                "no entry carries it yet"
+            );
             // The adopted commit is durable; later commit-only state may not be (it waits
             // for a later sync), so readers resume between the two and see everything once
             // the group committed again.
@@ -320,6 +332,23 @@ fn a_one_replica_log_is_adopted_as_a_group() {
             elect(&mut store, &mut mgr, now).await;
             assert!(all_bytes(&store, G).await.starts_with(&before));
             propose(&mut store, &mut mgr, G, 2).await;
+            // Once a log-start entry carries it, a restart finds nothing uncovered.
+            let fx = mgr.propose_log_start(G, ProposalToken(99), 120);
+            let out = store.drive(&mut mgr, fx, now as i64).await.unwrap();
+            assert!(out.iter().any(|e| matches!(
+                e,
+                Effect::Committed {
+                    token: ProposalToken(99),
+                    ..
+                }
+            )));
+            // (Closed, so the commit covering it is durable: after a crash the entry may be
+            // in the uncommitted tail, and the start is reported again, to be proposed again.)
+            store.close().await.unwrap();
+            drop((store, mgr));
+            let (mut store, _mgr) = open(&st, &root).await;
+            assert!(store.take_uncovered_starts().is_empty());
+            assert_eq!(store.log(G).unwrap().log_start_offset(), 120);
             // A group is never adopted twice.
             assert!(store.adopt(G, &[1]).await.is_err());
             ok.store(true, Ordering::SeqCst);
