@@ -229,6 +229,10 @@ pub enum Submitted {
     Duplicate { first_offset: i64, last_offset: i64 },
 }
 
+/// A log start to write into a group's log (`Replication::uncovered_starts`): the offset,
+/// and the log-start entry proposed for it, if one is.
+type UncoveredStart = (i64, Option<Rc<Proposal>>);
+
 /// A produce's proposal as the driver reports it.
 #[derive(Default)]
 pub struct Proposal {
@@ -418,7 +422,7 @@ pub struct Replication {
     /// and the log-start entry proposed for it. Until that entry commits the group's
     /// membership does not change (`reconfigure` waits), so no replica that would serve the
     /// deleted records can lead.
-    uncovered_starts: RefCell<std::collections::BTreeMap<GroupId, (i64, Option<Rc<Proposal>>)>>,
+    uncovered_starts: RefCell<std::collections::BTreeMap<GroupId, UncoveredStart>>,
     /// One-replica partition logs to make into groups ([`Replication::adopt_group`]), with
     /// their voters: the driver adopts them between rounds.
     adoptions: RefCell<Vec<(GroupId, Vec<NodeId>)>>,
