@@ -13,7 +13,9 @@
 //! every batch a committed entry, the group durable in the state file before it runs), and
 //! the move proceeds as any group's (once a DeleteRecords start the plain log had is written
 //! into the group's log as a log-start entry, so the replicas that join start there too:
-//! `uncovered_starts`). A restart before the adoption was durable finds the
+//! `uncovered_starts`). A log that cannot be adopted (unreadable, or not a Raft log)
+//! leaves that one partition unavailable on this node, never the shard's other groups. A
+//! restart before the adoption was durable finds the
 //! plain log and adopts it then (the broker never clears the directory of a partition whose
 //! only original replica is this node). A partition that was a group stays one when a
 //! reassignment leaves it one replica (3 → 1, or [X] → [Y] by way of [X, Y]): a one-voter
@@ -911,10 +913,28 @@ impl Replication {
             if !self.knows(group) {
                 continue; // removed before its turn
             }
-            let rlog = store
-                .adopt(group, &voters)
-                .await
-                .map_err(|e| format!("adopting raft group {group:016x}: {e}"))?;
+            let rlog = match store.adopt(group, &voters).await {
+                Ok(rlog) => rlog,
+                // The one log cannot be read or does not make a Raft log (the store then
+                // holds nothing of the group): that partition stays offline on this node,
+                // the shard's other groups go on. Its waiters find the group gone; the
+                // reconcile loop tries again later. A state-file failure stops them all.
+                Err(
+                    e @ (sluice_replica::Error::Damaged(_) | sluice_replica::Error::Storage(_)),
+                ) if store.log(group).is_none() => {
+                    log::error!(
+                        "{}: cannot adopt the one-replica log of raft group {group:016x} \
+                         (the partition stays unavailable here): {e}",
+                        self.shard
+                    );
+                    self.groups.borrow_mut().remove(&group);
+                    self.specs.borrow_mut().remove(&group);
+                    self.reconfiguring.borrow_mut().remove(&group);
+                    self.created.notify();
+                    continue;
+                }
+                Err(e) => return Err(format!("adopting raft group {group:016x}: {e}")),
+            };
             let fx = self
                 .mgr
                 .borrow_mut()
