@@ -116,6 +116,10 @@ pub fn binary_has_cluster_flags() -> bool {
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub nodes: usize,
+    /// How many of the nodes (the first ones) are controller voters; `None`: all. The
+    /// others are broker-only nodes: they dial the voters through the proxies, while the
+    /// nodes that reach them use the rpc address they registered (no proxy).
+    pub voters: Option<usize>,
     pub shards: u32,
     /// Appended to every node's arguments.
     pub extra_args: Vec<String>,
@@ -128,6 +132,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             nodes: 3,
+            voters: None,
             shards: TEST_SHARDS,
             extra_args: Vec::new(),
             env: Vec::new(),
@@ -171,9 +176,14 @@ impl Cluster {
                 proxies.insert((i, j), start_proxy(target, &ports));
             }
         }
+        let voter_count = cfg.voters.unwrap_or(n);
+        assert!(
+            (1..=n).contains(&voter_count),
+            "{voter_count} voters of {n} nodes"
+        );
         let mut nodes = Vec::with_capacity(n);
         for i in 1..=n {
-            let voters: Vec<String> = (1..=n)
+            let voters: Vec<String> = (1..=voter_count)
                 .map(|j| {
                     let addr = if j == i {
                         SocketAddr::from(([127, 0, 0, 1], rpc_ports[i - 1]))

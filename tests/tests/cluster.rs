@@ -20,6 +20,8 @@
 //! Controller metadata snapshots (forced small through `SLUICE_METADATA_SNAPSHOT_BYTES`)
 //! compact the voters' WALs while a voter is killed, and it catches up from the snapshot.
 //! A node whose data directory was wiped is refused by its peers and stops with the reason.
+//! A broker-only node (4 nodes, 3 voters) with a manually assigned replica restarts, catches
+//! up on the metadata and its replica, and once wiped is refused too.
 //!
 //! No assertion is on timing: faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
@@ -635,6 +637,88 @@ async fn a_node_whose_data_directory_was_wiped_is_refused_and_stops() {
         read_partition(&c.node(survivor).bootstrap(), TOPIC_W, 0, sent.len())
     });
     assert_eq!(got, sent);
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// A broker-only node (not a controller voter: it pulls the metadata log from the voters)
+/// holding a replica goes down with kill -9 while records are produced and a topic is
+/// created, comes back, catches up on both (the new topic listed on it, its replica back in
+/// the ISR), and every acknowledged record reads back; wiped, it is refused as a voter is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_restarts_catches_up_and_is_refused_once_wiped() {
+    require_cluster!();
+    const BO: &str = "broker-only";
+    const LATER: &str = "created-while-down";
+    const ROUND: usize = 100;
+    let t = NewTopic::new(BO, 1, TopicReplication::Variable(&[&[4, 1, 2]]));
+    let cfg = ClusterConfig {
+        nodes: 4,
+        voters: Some(3),
+        ..ClusterConfig::default()
+    };
+    let mut c = tokio::task::block_in_place(|| Cluster::start_with(cfg));
+    let first = c.node(1).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node registered", || {
+            (broker_ids(&first).len() == 4).then_some(())
+        })
+    });
+    // A manual replica assignment (librdkafka sends partitions and replication factor -1
+    // with it, as Kafka asks), node 4 first.
+    let res = admin(&first)
+        .create_topics([&t], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "a leader", || {
+            leaders(&first, BO).filter(|l| l.len() == 1 && l[0] > 0)
+        })
+    });
+    let p = producer(
+        &c.bootstrap(),
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let mut sent = Vec::new();
+    produce_round(&p, BO, 0, ROUND, &mut sent).await;
+    tokio::task::block_in_place(|| c.node(4).kill9());
+    produce_round(&p, BO, 1, ROUND, &mut sent).await;
+    let later = NewTopic::new(LATER, 1, TopicReplication::Fixed(3));
+    let res = admin(&c.node(1).bootstrap())
+        .create_topics([&later], &admin_opts())
+        .await
+        .expect("CreateTopics request");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    tokio::task::block_in_place(|| c.node(4).restart());
+    let back = c.node(4).bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the topic created meanwhile listed on it", || {
+            topic_names(&back)
+                .contains(&LATER.to_string())
+                .then_some(())
+        });
+        poll_until(SETTLE, "its replica back in the ISR", || {
+            replicas_and_isr(&back, BO).filter(|(_, isr)| isr.contains(&4))
+        });
+    });
+    produce_round(&p, BO, 2, ROUND, &mut sent).await;
+    let got = tokio::task::block_in_place(|| read_partition(&back, BO, 0, sent.len()));
+    assert_eq!(got, sent);
+
+    tokio::task::block_in_place(|| c.node(4).kill9());
+    let dir = c.node(4).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("recreate");
+    tokio::task::block_in_place(|| c.node(4).respawn());
+    let status = tokio::task::block_in_place(|| c.node(4).wait_exit(SETTLE));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the wiped node is still running ({status:?})"
+    );
+    assert!(c
+        .node(4)
+        .stderr_log()
+        .contains("data directory was wiped or replaced"));
     tokio::task::block_in_place(|| c.stop_all());
 }
 

@@ -33,6 +33,10 @@ pub struct NewTopic {
     pub partitions: i32,
     /// -1: default (1). Anything else but 1 is refused on a single node.
     pub replication_factor: i16,
+    /// A manual replica assignment (kafka-topics.sh --replica-assignment): (partition,
+    /// replicas) for partitions 0..n, with `partitions` and `replication_factor` -1, as
+    /// Kafka asks; empty: placed by the controller.
+    pub assignments: Vec<(i32, Vec<i32>)>,
     pub configs: BTreeMap<String, String>,
 }
 

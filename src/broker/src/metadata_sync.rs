@@ -487,7 +487,7 @@ pub async fn create_topics(
             name: r.name.clone(),
             partitions: r.partitions,
             replication_factor: r.replication_factor,
-            assignments: Vec::new(),
+            assignments: r.assignments,
             configs: r.configs,
         });
         results.push((r.name, None));

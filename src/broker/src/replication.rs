@@ -1213,24 +1213,15 @@ impl Replication {
             .mgr
             .borrow_mut()
             .propose(group, token, Batch { records, bytes });
-        // A refusal comes back at once as `Failed` among the effects.
-        let refused = fx.iter().find_map(|e| match e {
-            Effect::Failed {
-                token: t, error, ..
-            } if *t == token => Some(*error),
-            _ => None,
-        });
-        if let Some(error) = refused {
-            drop(groups);
-            self.proposals.borrow_mut().remove(&token);
-            let rest = fx
-                .into_iter()
-                .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
-                .collect();
-            self.push(rest);
-            return Err(propose_error_code(error));
+        // (`push`, for a refusal, takes the groups itself; nothing runs in between.)
+        drop(groups);
+        let fx = match self.take_refusal(token, fx) {
+            Ok(fx) => fx,
+            Err(error) => return Err(propose_error_code(error)),
+        };
+        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+            info.seqs.proposed(token, header);
         }
-        info.seqs.proposed(token, header);
         // The leader's log holds it now (acks=1 is answered from this, not after the
         // driver's next round).
         if let Some(span) = fx.iter().find_map(|e| match e {
@@ -1239,7 +1230,6 @@ impl Replication {
         }) {
             p.proposed.set(Some(span));
         }
-        drop(groups);
         self.push(fx);
         Ok(Submitted::Proposal(p))
     }
@@ -1302,27 +1292,41 @@ impl Replication {
             .mgr
             .borrow_mut()
             .propose_log_start(group, token, offset);
+        match self.take_refusal(token, fx) {
+            Ok(fx) => {
+                self.push(fx);
+                Ok(p)
+            }
+            // Past the high watermark (checked by the caller too).
+            Err(ProposeError::InvalidBatch) => Err(kerr::OFFSET_OUT_OF_RANGE),
+            Err(e) => Err(propose_error_code(e)),
+        }
+    }
+
+    /// A proposal's refusal comes back at once, as `Failed` for its token among the
+    /// manager's effects: then the proposal is forgotten, the other effects are performed
+    /// and the error returned; otherwise the effects are returned whole.
+    fn take_refusal(
+        &self,
+        token: ProposalToken,
+        fx: Vec<Effect>,
+    ) -> Result<Vec<Effect>, ProposeError> {
         let refused = fx.iter().find_map(|e| match e {
             Effect::Failed {
                 token: t, error, ..
             } if *t == token => Some(*error),
             _ => None,
         });
-        if let Some(error) = refused {
-            self.proposals.borrow_mut().remove(&token);
-            let rest = fx
-                .into_iter()
-                .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
-                .collect();
-            self.push(rest);
-            return Err(match error {
-                // Past the high watermark (checked by the caller too).
-                ProposeError::InvalidBatch => kerr::OFFSET_OUT_OF_RANGE,
-                e => propose_error_code(e),
-            });
-        }
-        self.push(fx);
-        Ok(p)
+        let Some(error) = refused else {
+            return Ok(fx);
+        };
+        self.proposals.borrow_mut().remove(&token);
+        let rest = fx
+            .into_iter()
+            .filter(|e| !matches!(e, Effect::Failed { token: t, .. } if *t == token))
+            .collect();
+        self.push(rest);
+        Err(error)
     }
 
     /// Steps an envelope from another node (its groups on this shard).

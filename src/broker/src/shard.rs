@@ -1190,6 +1190,7 @@ impl BrokerShard {
                             name,
                             partitions: self.config.offsets_topic_partitions,
                             replication_factor: -1,
+                            assignments: Vec::new(),
                             configs: configs.into_iter().collect(),
                         }
                     } else {
@@ -1197,6 +1198,7 @@ impl BrokerShard {
                             name,
                             partitions: -1,
                             replication_factor: -1,
+                            assignments: Vec::new(),
                             configs: Default::default(),
                         }
                     }

@@ -1,5 +1,5 @@
-//! CreateTopics (runs on the controller shard): partitions, replication factor 1, configs,
-//! validate_only.
+//! CreateTopics (runs on the controller shard): partitions and replication factor, or a
+//! manual replica assignment, configs, validate_only; the controller checks them as Kafka's.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -39,17 +39,6 @@ pub async fn handle(
             );
             continue;
         }
-        if !t.assignments.is_empty() {
-            results.push(
-                CreatableTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_error_code(kerr::INVALID_REQUEST)
-                    .with_error_message(Some(str_bytes(
-                        "Manual replica assignment is not supported.",
-                    ))),
-            );
-            continue;
-        }
         let mut configs = BTreeMap::new();
         for c in &t.configs {
             if let Some(v) = &c.value {
@@ -60,6 +49,16 @@ pub async fn handle(
             name,
             partitions: t.num_partitions,
             replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
             configs,
         });
     }
