@@ -581,15 +581,17 @@ pub(crate) fn distinct_free_ports(n: usize) -> Vec<u16> {
     ports.into_iter().collect()
 }
 
-/// A proxy to `target` whose own port is none of the ports chosen for the nodes: those
-/// were free when chosen but are not bound until the nodes start, so the kernel could hand
-/// one to a proxy meanwhile.
+/// A proxy to `target` whose own port is none of the ports chosen for nodes (this
+/// cluster's or, tests running in parallel, another's: `crate::is_reserved`): those were
+/// free when chosen but are not bound until the nodes start, so the kernel could hand one
+/// to a proxy meanwhile.
 fn start_proxy(target: SocketAddr, reserved: &[u16]) -> Proxy {
-    for _ in 0..16 {
+    for _ in 0..64 {
         let p = Proxy::start(target);
-        if !reserved.contains(&p.addr().port()) {
+        let port = p.addr().port();
+        if !reserved.contains(&port) && !crate::is_reserved(port) {
             return p;
         }
     }
-    panic!("no proxy port outside the reserved rpc ports {reserved:?} after 16 tries");
+    panic!("no proxy port outside the reserved ports after 64 tries");
 }

@@ -180,12 +180,36 @@ macro_rules! skip_in_cluster_mode {
     };
 }
 
-/// A loopback port that was free a moment ago. The broker binds it right after; the tiny
-/// window in which another process could take it is accepted (a clash shows up as a
-/// "broker exited before ready" failure with the bind error in its stderr).
+/// A loopback port that was free a moment ago, and never handed out before in this test
+/// process. The broker binds it right after. Tests run in parallel threads, and the
+/// kernel readily hands a port just released to the next bind of port 0: without the
+/// process-wide record, one test's proxy (or another test's `free_port`) could take a port
+/// chosen for another's broker before that broker binds it. Ports stay recorded (a node
+/// restarted binds its port again), and [`is_reserved`] lets proxies skip them. Another
+/// process taking the port in the window is accepted (a clash shows up as a "broker exited
+/// before ready" failure with the bind error in its stderr).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    let mut reserved = RESERVED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1024 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if reserved.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port left that this process has not handed out");
+}
+
+/// Ports [`free_port`] handed out in this process.
+static RESERVED_PORTS: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether [`free_port`] handed `port` out (to a broker that may not have bound it yet).
+pub fn is_reserved(port: u16) -> bool {
+    RESERVED_PORTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&port)
 }
 
 /// Options for starting a broker.

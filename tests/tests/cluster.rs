@@ -586,6 +586,27 @@ async fn three_replicas_keep_every_acknowledged_record_when_the_leader_dies() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// Kills node `id` with kill -9, empties its data directory and starts it again: it must
+/// stop by itself, non-zero, saying why. Returns everything it wrote to stderr.
+fn wipe_and_expect_refusal(c: &mut Cluster, id: usize) -> String {
+    c.node(id).kill9();
+    let dir = c.node(id).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("recreate");
+    c.node(id).respawn();
+    let status = c.node(id).wait_exit(SETTLE);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the wiped node {id} is still running ({status:?})"
+    );
+    let log = c.node(id).stderr_log();
+    assert!(
+        log.contains("data directory was wiped or replaced"),
+        "the wiped node {id} says why it stopped"
+    );
+    log
+}
+
 /// A node whose data directory was wiped comes back under its node id: it must not rejoin
 /// (Raft counts on a voter never forgetting what it acknowledged; raft-rs would even panic
 /// on the leader's first heartbeat). Its peers know the directory it registered and refuse
@@ -609,22 +630,7 @@ async fn a_node_whose_data_directory_was_wiped_is_refused_and_stops() {
     let mut sent = Vec::new();
     produce_round(&p, TOPIC_W, 0, ROUND, &mut sent).await;
     // The partition's leader loses its directory (and its controller replica with it).
-    tokio::task::block_in_place(|| c.node(leader).kill9());
-    let dir = c.node(leader).data_dir().to_path_buf();
-    std::fs::remove_dir_all(&dir).expect("wipe");
-    std::fs::create_dir_all(&dir).expect("recreate");
-    produce_round(&p, TOPIC_W, 1, ROUND, &mut sent).await;
-    tokio::task::block_in_place(|| c.node(leader).respawn());
-    let status = tokio::task::block_in_place(|| c.node(leader).wait_exit(SETTLE));
-    let log = c.node(leader).stderr_log();
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the wiped node is still running ({status:?})"
-    );
-    assert!(
-        log.contains("data directory was wiped or replaced"),
-        "the wiped node says why it stopped"
-    );
+    let log = tokio::task::block_in_place(|| wipe_and_expect_refusal(&mut c, leader));
     assert!(!log.contains("out of range"), "raft-rs panicked instead");
     produce_round(&p, TOPIC_W, 2, ROUND, &mut sent).await;
     let survivor = c.ids().find(|&i| i != leader).expect("a survivor");
@@ -705,20 +711,7 @@ async fn a_broker_only_node_restarts_catches_up_and_is_refused_once_wiped() {
     let got = tokio::task::block_in_place(|| read_partition(&back, BO, 0, sent.len()));
     assert_eq!(got, sent);
 
-    tokio::task::block_in_place(|| c.node(4).kill9());
-    let dir = c.node(4).data_dir().to_path_buf();
-    std::fs::remove_dir_all(&dir).expect("wipe");
-    std::fs::create_dir_all(&dir).expect("recreate");
-    tokio::task::block_in_place(|| c.node(4).respawn());
-    let status = tokio::task::block_in_place(|| c.node(4).wait_exit(SETTLE));
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the wiped node is still running ({status:?})"
-    );
-    assert!(c
-        .node(4)
-        .stderr_log()
-        .contains("data directory was wiped or replaced"));
+    tokio::task::block_in_place(|| wipe_and_expect_refusal(&mut c, 4));
     tokio::task::block_in_place(|| c.stop_all());
 }
 
