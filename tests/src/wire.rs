@@ -411,6 +411,51 @@ pub fn partition_leaders(port: u16, topic: &str) -> Option<Vec<(i32, i32)>> {
     known.then_some(out)
 }
 
+/// Metadata v1 for every topic, asked of the node whose Kafka listener is on loopback `port`
+/// itself (a client library may ask any broker it learnt of): the topic names it knows
+/// without error, sorted; `None` if it does not answer.
+pub fn topic_names_at(port: u16) -> Option<Vec<String>> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = header(3, 1, 6);
+    req.extend_from_slice(&Enc::new().i32(-1).0); // null: all topics
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(&mut s)?;
+    let mut d = Dec::new(&resp);
+    if d.i32() != 6 {
+        return None;
+    }
+    for _ in 0..d.i32() {
+        d.i32();
+        d.str();
+        d.i32();
+        d.nstr();
+    }
+    d.i32(); // controller id
+    let mut names = Vec::new();
+    for _ in 0..d.i32() {
+        let topic_error = d.i16();
+        let name = d.str();
+        d.i8(); // is_internal
+        for _ in 0..d.i32() {
+            d.i16();
+            d.i32();
+            d.i32();
+            for _ in 0..2 {
+                for _ in 0..d.i32() {
+                    d.i32();
+                }
+            }
+        }
+        if topic_error == 0 {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Some(names)
+}
+
 /// A connection to the leader of the fresh, empty `topic`/`partition` once it serves, and
 /// the offset its first record will get: 0 on one node (asserted), in test-cluster mode
 /// the high watermark after Raft's own first entries (see `kafka::first_offset`).
