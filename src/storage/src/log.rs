@@ -1593,6 +1593,11 @@ impl<S: Storage> PartitionLog<S> {
                 .read_at(pos, len)
                 .await
                 .map_err(|e| StorageError::io("read", &path, e))?;
+            if out.capacity() == 0 {
+                // What this read returns mostly comes from its first chunk: room for it at
+                // once, rather than growing (and copying) by doubling as batches arrive.
+                out.reserve(want.min(chunk.len()));
+            }
             let mut at = 0usize;
             while at + HEADER_BYTES <= chunk.len() {
                 let Some(h) = Header::parse(&chunk[at..]) else {
