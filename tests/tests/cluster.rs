@@ -616,7 +616,12 @@ async fn a_node_whose_data_directory_was_wiped_is_refused_and_stops() {
     const TOPIC_W: &str = "wiped";
     const ROUND: usize = 100;
     let t = NewTopic::new(TOPIC_W, 1, TopicReplication::Fixed(3));
-    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    // (One shard per node: lighter on the host the other tests share.)
+    let cfg = ClusterConfig {
+        shards: 1,
+        ..ClusterConfig::default()
+    };
+    let mut c = Cluster::start_with_topic(cfg, &t).await;
     let leader = tokio::task::block_in_place(|| {
         let b = c.node(1).bootstrap();
         poll_until(SETTLE, "a leader", || {
@@ -657,9 +662,11 @@ async fn a_broker_only_node_restarts_catches_up_and_is_refused_once_wiped() {
     const LATER: &str = "created-while-down";
     const ROUND: usize = 100;
     let t = NewTopic::new(BO, 1, TopicReplication::Variable(&[&[4, 1, 2]]));
+    // One shard per node: four nodes share the 2-core host with the tests running beside.
     let cfg = ClusterConfig {
         nodes: 4,
         voters: Some(3),
+        shards: 1,
         ..ClusterConfig::default()
     };
     let mut c = tokio::task::block_in_place(|| Cluster::start_with(cfg));
