@@ -325,11 +325,30 @@ pub fn list_offset(s: &mut TcpStream, topic: &str, partition: i32, timestamp: i6
     (error, d.i64())
 }
 
-/// Metadata v1 for `topic`: the node id and Kafka port of `partition`'s leader, `None`
-/// while it has none (or the topic is not there yet).
-pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Option<(i32, u16)> {
-    let resp = call(s, 3, 1, 5, &Enc::new().i32(1).str(topic).0);
+/// What a Metadata v1 response says, decoded once for the helpers below.
+pub struct MetadataV1 {
+    /// Broker id → Kafka port.
+    pub ports: std::collections::BTreeMap<i32, u16>,
+    /// Each topic as listed: its error, name and partitions (error, index, leader).
+    pub topics: Vec<(i16, String, Vec<(i16, i32, i32)>)>,
+}
+
+/// Sends Metadata v1 on `s` for `topic` (`None`: every topic) and decodes the answer;
+/// `None` if the connection fails or answers another correlation id.
+pub fn metadata_v1(s: &mut TcpStream, topic: Option<&str>) -> Option<MetadataV1> {
+    const CORRELATION: i32 = 5;
+    let body = match topic {
+        Some(t) => Enc::new().i32(1).str(t).0,
+        None => Enc::new().i32(-1).0, // null: all topics
+    };
+    let mut req = header(3, 1, CORRELATION);
+    req.extend_from_slice(&body);
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(s)?;
     let mut d = Dec::new(&resp);
+    if d.i32() != CORRELATION {
+        return None;
+    }
     let mut ports = std::collections::BTreeMap::new();
     for _ in 0..d.i32() {
         let id = d.i32();
@@ -339,119 +358,80 @@ pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Optio
         ports.insert(id, u16::try_from(port).ok()?);
     }
     d.i32(); // controller id
-    let mut leader = None;
+    let mut topics = Vec::new();
     for _ in 0..d.i32() {
         let topic_error = d.i16();
         let name = d.str();
         d.i8(); // is_internal
+        let mut partitions = Vec::new();
         for _ in 0..d.i32() {
             let error = d.i16();
             let index = d.i32();
-            let node = d.i32();
+            let leader = d.i32();
             for _ in 0..2 {
                 // replicas, isr
                 for _ in 0..d.i32() {
                     d.i32();
                 }
             }
-            if topic_error == 0 && error == 0 && name == topic && index == partition {
-                leader = Some(node);
-            }
+            partitions.push((error, index, leader));
         }
+        topics.push((topic_error, name, partitions));
     }
-    let node = leader.filter(|&n| n >= 0)?;
-    Some((node, *ports.get(&node)?))
+    Some(MetadataV1 { ports, topics })
+}
+
+/// Metadata v1 asked of the Kafka listener on loopback `port` itself (a client library
+/// may ask any broker it learnt of); `None` if it does not answer.
+pub fn metadata_v1_at(port: u16, topic: Option<&str>) -> Option<MetadataV1> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    metadata_v1(&mut s, topic)
+}
+
+/// Metadata v1 for `topic`: the node id and Kafka port of `partition`'s leader, `None`
+/// while it has none (or the topic is not there yet).
+pub fn partition_leader(s: &mut TcpStream, topic: &str, partition: i32) -> Option<(i32, u16)> {
+    let m = metadata_v1(s, Some(topic))?;
+    let node = m
+        .topics
+        .iter()
+        .filter(|(error, name, _)| *error == 0 && name == topic)
+        .flat_map(|(_, _, partitions)| partitions)
+        .find(|&&(error, index, _)| error == 0 && index == partition)
+        .map(|&(_, _, leader)| leader)
+        .filter(|&n| n >= 0)?;
+    Some((node, *m.ports.get(&node)?))
 }
 
 /// Metadata v1 for `topic` on the Kafka listener on loopback `port`: each partition's index
 /// and leader (-1: none), in partition order; `None` if the node does not answer or does
 /// not know the topic.
 pub fn partition_leaders(port: u16, topic: &str) -> Option<Vec<(i32, i32)>> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut req = header(3, 1, 5);
-    req.extend_from_slice(&Enc::new().i32(1).str(topic).0);
-    s.write_all(&frame(&req)).ok()?;
-    let resp = read_response(&mut s)?;
-    let mut d = Dec::new(&resp);
-    if d.i32() != 5 {
-        return None;
-    }
-    for _ in 0..d.i32() {
-        d.i32();
-        d.str();
-        d.i32();
-        d.nstr();
-    }
-    d.i32(); // controller id
-    let mut out = Vec::new();
-    let mut known = false;
-    for _ in 0..d.i32() {
-        let topic_error = d.i16();
-        let name = d.str();
-        d.i8(); // is_internal
-        for _ in 0..d.i32() {
-            let _error = d.i16();
-            let index = d.i32();
-            let node = d.i32();
-            for _ in 0..2 {
-                // replicas, isr
-                for _ in 0..d.i32() {
-                    d.i32();
-                }
-            }
-            if topic_error == 0 && name == topic {
-                out.push((index, node));
-            }
-        }
-        known |= topic_error == 0 && name == topic;
-    }
+    let m = metadata_v1_at(port, Some(topic))?;
+    let (_, _, partitions) = m
+        .topics
+        .iter()
+        .find(|(error, name, _)| *error == 0 && name == topic)?;
+    let mut out: Vec<(i32, i32)> = partitions
+        .iter()
+        .map(|&(_, index, leader)| (index, leader))
+        .collect();
     out.sort_unstable();
-    known.then_some(out)
+    Some(out)
 }
 
 /// Metadata v1 for every topic, asked of the node whose Kafka listener is on loopback `port`
-/// itself (a client library may ask any broker it learnt of): the topic names it knows
-/// without error, sorted; `None` if it does not answer.
+/// itself: the topic names it knows without error, sorted; `None` if it does not answer.
 pub fn topic_names_at(port: u16) -> Option<Vec<String>> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut req = header(3, 1, 6);
-    req.extend_from_slice(&Enc::new().i32(-1).0); // null: all topics
-    s.write_all(&frame(&req)).ok()?;
-    let resp = read_response(&mut s)?;
-    let mut d = Dec::new(&resp);
-    if d.i32() != 6 {
-        return None;
-    }
-    for _ in 0..d.i32() {
-        d.i32();
-        d.str();
-        d.i32();
-        d.nstr();
-    }
-    d.i32(); // controller id
-    let mut names = Vec::new();
-    for _ in 0..d.i32() {
-        let topic_error = d.i16();
-        let name = d.str();
-        d.i8(); // is_internal
-        for _ in 0..d.i32() {
-            d.i16();
-            d.i32();
-            d.i32();
-            for _ in 0..2 {
-                for _ in 0..d.i32() {
-                    d.i32();
-                }
-            }
-        }
-        if topic_error == 0 {
-            names.push(name);
-        }
-    }
+    let m = metadata_v1_at(port, None)?;
+    let mut names: Vec<String> = m
+        .topics
+        .into_iter()
+        .filter(|(error, _, _)| *error == 0)
+        .map(|(_, name, _)| name)
+        .collect();
     names.sort();
     Some(names)
 }
