@@ -329,9 +329,12 @@ pub fn list_offset(s: &mut TcpStream, topic: &str, partition: i32, timestamp: i6
 pub struct MetadataV1 {
     /// Broker id → Kafka port.
     pub ports: std::collections::BTreeMap<i32, u16>,
-    /// Each topic as listed: its error, name and partitions (error, index, leader).
-    pub topics: Vec<(i16, String, Vec<(i16, i32, i32)>)>,
+    /// Each topic as listed: its error, name and partitions.
+    pub topics: Vec<(i16, String, Vec<PartitionV1>)>,
 }
+
+/// One partition in a Metadata v1 answer: (error, index, leader).
+pub type PartitionV1 = (i16, i32, i32);
 
 /// Sends Metadata v1 on `s` for `topic` (`None`: every topic) and decodes the answer;
 /// `None` if the connection fails or answers another correlation id.
