@@ -88,8 +88,13 @@
 //!   and counted ([`Stats::raft_frames_dropped`]). Raft tolerates lost messages by design
 //!   and retransmits: heartbeats recur every tick, a lost append is re-sent after the
 //!   follower's rejection or the leader's next probe, a lost vote leaves the election to time
-//!   out. Frames queued while the peer is unreachable stay queued (bounded) and go out when it
-//!   reconnects; Raft ignores stale ones by term.
+//!   out. When a connection to a peer is lost, its queued Raft frames are discarded, and so
+//!   is what is sent until the peer is back ([`SendError::Disconnected`], counted in
+//!   [`Stats::raft_frames_discarded`]): by then it is stale (a restarted follower must
+//!   learn the leader's log start, not receive entries the leader compacted meanwhile), and
+//!   a long outage would hold a full queue for nothing. Before a peer's first connection its
+//!   frames queue as usual, so a starting cluster's first election does not lose its votes
+//!   to the dial.
 //! - [`Transport::request`] waits for room in the request queue and for one of
 //!   [`REQUESTS_IN_FLIGHT_MAX`] slots, within its timeout (`Backpressure` if none came), then
 //!   for the response (`Timeout`). A request written on a connection that closes before the

@@ -139,6 +139,9 @@ pub struct Stats {
     pub raft_frames_queued: u64,
     /// Raft frames refused because the peer's Raft queue was full (Raft retransmits).
     pub raft_frames_dropped: u64,
+    /// Raft traffic discarded because the connection to its peer was lost: the frames still
+    /// queued when it closed, and the envelopes sent until it is back (Raft retransmits).
+    pub raft_frames_discarded: u64,
     /// Raft messages larger than a frame, dropped at send (should never happen: see
     /// `RAFT_ENTRY_BYTES_MAX`).
     pub raft_messages_too_large: u64,
@@ -187,6 +190,8 @@ pub enum SendError {
         frames: usize,
         messages_too_large: usize,
     },
+    /// The connection to the peer was lost and is not back yet: nothing was queued.
+    Disconnected(NodeId),
     Shutdown,
 }
 
@@ -202,6 +207,9 @@ impl fmt::Display for SendError {
                 f,
                 "dropped {frames} raft frame(s) (queue full) and {messages_too_large} oversized message(s)"
             ),
+            SendError::Disconnected(id) => {
+                write!(f, "node {id} is disconnected: raft frames discarded")
+            }
             SendError::Shutdown => write!(f, "transport is shut down"),
         }
     }
@@ -316,6 +324,14 @@ impl FrameQueue {
 
     pub fn len(&self) -> usize {
         self.frames.len()
+    }
+
+    /// Empties the queue; returns how many frames it held.
+    pub fn clear(&mut self) -> usize {
+        let n = self.frames.len();
+        self.frames.clear();
+        self.bytes = 0;
+        n
     }
 }
 
@@ -589,6 +605,12 @@ impl Transport {
     /// Never waits: a frame that finds the peer's Raft queue full is dropped and counted
     /// (Raft retransmits what it needs: heartbeats recur, a lost append is re-sent after the
     /// follower's reject or the leader's probe, a lost vote lets the election time out).
+    /// While the connection to a peer that was connected is down, nothing is queued
+    /// (`Disconnected`): what Raft sends then is stale by the time the peer is back (a
+    /// restarted follower must get the leader's log start, not entries the leader has
+    /// compacted since), and a long outage would otherwise hold a full queue for nothing.
+    /// Before the first connection frames queue, so the first election does not wait a
+    /// timeout for the dial.
     /// `batches_beside`: the entries that are Kafka batches (partition groups' entries, never
     /// the controller's) travel beside the envelope, outside the frame CRC; see
     /// [`crate::envelope`].
@@ -606,6 +628,10 @@ impl Transport {
             .get(&envelope.to)
             .cloned()
             .ok_or(SendError::UnknownPeer(envelope.to))?;
+        if peer.generation.get() > 0 && !peer.connected.get() {
+            bump(inner, |s| s.raft_frames_discarded += 1);
+            return Err(SendError::Disconnected(peer.id));
+        }
         let (bodies, too_large) = encode_envelope_frames(envelope, RPC_FRAME_MAX, batches_beside);
         for (group, len) in &too_large {
             log::error!(
@@ -1119,6 +1145,9 @@ async fn dial(inner: &Rc<Inner>, peer: &Rc<Peer>) -> bool {
     )
     .await;
     peer.connected.set(false);
+    // Raft frames still queued are stale by the next connection (see `send_raft`).
+    let stale = peer.queues.borrow_mut().raft.clear();
+    bump(inner, |s| s.raft_frames_discarded += stale as u64);
     // Requests written on this connection will get no answer; queued ones wait for the next.
     peer.fail_waiters(
         |w| w.sent_on.get() == generation,
