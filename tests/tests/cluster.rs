@@ -595,14 +595,19 @@ fn wipe_and_expect_refusal(c: &mut Cluster, id: usize) -> String {
     std::fs::create_dir_all(&dir).expect("recreate");
     c.node(id).respawn();
     let status = c.node(id).wait_exit(SETTLE);
+    // Exit status 1 after a clean stop, not a panic's abort (no status code, a signal).
     assert!(
-        status.is_some_and(|s| !s.success()),
-        "the wiped node {id} is still running ({status:?})"
+        status.is_some_and(|s| s.code() == Some(1)),
+        "the wiped node {id} did not stop with exit status 1 ({status:?})"
     );
     let log = c.node(id).stderr_log();
     assert!(
         log.contains("data directory was wiped or replaced"),
         "the wiped node {id} says why it stopped"
+    );
+    assert!(
+        log.contains("sluice: stopped: the controller runtime failed"),
+        "the wiped node {id} ends with the reason"
     );
     log
 }

@@ -22,6 +22,8 @@ pub enum BrokerError {
     Storage(sluice_storage::StorageError),
     Shard(String),
     Config(String),
+    /// The node stopped on its own, for this reason (see `Shared::stop_fatally`).
+    Fatal(String),
 }
 
 impl fmt::Display for BrokerError {
@@ -36,6 +38,7 @@ impl fmt::Display for BrokerError {
             BrokerError::Storage(e) => write!(f, "storage: {e}"),
             BrokerError::Shard(e) => write!(f, "shard runtime: {e}"),
             BrokerError::Config(e) => write!(f, "configuration: {e}"),
+            BrokerError::Fatal(e) => write!(f, "stopped: {e}"),
         }
     }
 }

@@ -86,9 +86,22 @@ pub struct Shared {
     /// Reassignments partition leaders found done (topic id, partition, revision), for
     /// shard 0 to report to the controller (`replication.rs`, `metadata_sync.rs`).
     pub reassignments_done: Mutex<Vec<([u8; 16], i32, u64)>>,
+    /// Why the node is stopping on its own (the controller runtime failed): set before the
+    /// shutdown it triggers, and [`run`]'s error once every shard has stopped.
+    fatal: Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Stops the node on its own, as SIGTERM does (requests in flight answered, logs closed),
+    /// for a reason [`run`] then returns (the process exits non-zero). The first reason wins.
+    pub fn stop_fatally(&self, shutdown: &sluice_shard::shutdown::Shutdown, why: String) {
+        self.fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        shutdown.trigger();
+    }
+
     /// The controller's latest persisted cluster state.
     pub fn cluster_state(&self) -> Arc<topics::ClusterState> {
         self.cluster_state
@@ -206,6 +219,7 @@ pub fn run(
         unclean: AtomicUsize::new(0),
         node_liveness: Mutex::new((0, Vec::new())),
         reassignments_done: Mutex::new(Vec::new()),
+        fatal: Mutex::new(None),
     });
     if config.stats_interval.is_some() {
         stats::enable();
@@ -249,6 +263,14 @@ pub fn run(
     runtime
         .join()
         .map_err(|e| BrokerError::Shard(e.to_string()))?;
+    if let Some(why) = shared
+        .fatal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(BrokerError::Fatal(why));
+    }
     match shared.unclean.load(Ordering::SeqCst) {
         0 => Ok(()),
         n => Err(BrokerError::Config(format!(

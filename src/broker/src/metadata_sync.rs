@@ -288,8 +288,14 @@ async fn run(shard: Rc<BrokerShard>, sub: Subscription) {
         .and_then(|n| n.failure());
     if let Some(why) = failure {
         // Kafka halts a broker whose metadata log fails: serving frozen metadata would
-        // answer every client wrongly from now on. Restart it.
-        panic!("the controller runtime failed: {why}");
+        // answer every client wrongly from now on. The node stops as on SIGTERM (what is
+        // in flight is answered, logs close) and exits non-zero with the reason.
+        log::error!("the controller runtime failed: {why}; stopping the node");
+        shard.shared_handle.stop_fatally(
+            shard.ctx.shutdown(),
+            format!("the controller runtime failed: {why}"),
+        );
+        return;
     }
     log::info!("metadata updates ended (the controller runtime stopped)");
 }
