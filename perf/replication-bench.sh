@@ -11,7 +11,12 @@
 #
 #     perf/replication-bench.sh [--binary target/release/sluice] [--bench target/release/sluice-bench]
 #         [--workload bench/workloads/max-rate-1k-16p.toml] [--rate 20000] [--duration-s 20]
-#         [--partitions 6] [--profile]   (--rate 0: as fast as the cluster takes it)
+#         [--partitions 6] [--rounds 1] [--profile]   (--rate 0: as fast as the cluster takes it)
+#
+# --rounds N: N rounds on the same cluster, alternating the order (rf1 rf3, then rf3 rf1,
+# ...) so that neither topic always runs first on a host whose disk and CPU drift; a row per
+# run, then the medians over the rounds and the per-round rf3/rf1 ratios with their median
+# (single runs on the shared 2-CPU host move by ±15 % in throughput and up to 10x in p99).
 #
 # --profile: `perf record --call-graph dwarf` of the three brokers for 10 s in the middle of each topic's
 # run, into <results>/<topic>.perf.data (read with `perf report -i ... --no-children`).
@@ -28,6 +33,7 @@ workload=$root/bench/workloads/max-rate-1k-16p.toml
 rate=20000
 duration=20
 partitions=6
+rounds=1
 profile=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -37,6 +43,7 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --duration-s) duration=$2; shift 2 ;;
     --partitions) partitions=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --profile) profile=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -97,35 +104,72 @@ cpu_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-echo "| topic | replicas | produced MiB/s | produce p50 / p99 / p99.9 ms | broker CPU s per GiB |"
-echo "|---|---|---|---|---|"
-for topic in rf1 rf3; do
-  before=$(cpu_ticks)
-  if [ "$profile" = 1 ]; then
-    pidlist=$(IFS=,; echo "${pids[*]}")
-    (sleep $(( duration / 2 )) && perf record -q -F 400 --call-graph dwarf,16384 -p "$pidlist" -o "$out/$topic.perf.data" \
-      -- sleep 10 >/dev/null 2>&1) &
-    profiler=$!
-  fi
-  "$bench" run --bootstrap "$bootstrap" --workload "$workload" --topic "$topic" \
-    --rate "$rate" --duration-s "$duration" --warmup-s 3 --partitions "$partitions" \
-    --client rdkafka --consumer-client rdkafka --out "$out" --name "$topic" \
-    >"$out/$topic.stdout" 2>&1 || { cat "$out/$topic.stdout" >&2; exit 1; }
-  # A short run's profile window must not reach into the next topic's run.
-  if [ "$profile" = 1 ]; then wait "$profiler" || true; fi
-  after=$(cpu_ticks)
-  "$py" - "$out/$topic.json" "$topic" "$(( after - before ))" "$hz" <<'EOF'
+echo "| round | topic | replicas | produced MiB/s | produce p50 / p99 / p99.9 ms | broker CPU s per GiB |"
+echo "|---|---|---|---|---|---|"
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then order="rf1 rf3"; else order="rf3 rf1"; fi
+  for topic in $order; do
+    name=$topic-$round
+    before=$(cpu_ticks)
+    if [ "$profile" = 1 ]; then
+      pidlist=$(IFS=,; echo "${pids[*]}")
+      (sleep $(( duration / 2 )) && perf record -q -F 400 --call-graph dwarf,16384 -p "$pidlist" -o "$out/$name.perf.data" \
+        -- sleep 10 >/dev/null 2>&1) &
+      profiler=$!
+    fi
+    "$bench" run --bootstrap "$bootstrap" --workload "$workload" --topic "$topic" \
+      --rate "$rate" --duration-s "$duration" --warmup-s 3 --partitions "$partitions" \
+      --client rdkafka --consumer-client rdkafka --out "$out" --name "$name" \
+      >"$out/$name.stdout" 2>&1 || { cat "$out/$name.stdout" >&2; exit 1; }
+    # A short run's profile window must not reach into the next topic's run.
+    if [ "$profile" = 1 ]; then wait "$profiler" || true; fi
+    after=$(cpu_ticks)
+    echo "$round $topic $(( after - before ))" >>"$out/cpu-ticks"
+    "$py" - "$out" "$round" "$topic" "$hz" <<'EOF'
 import json, sys
-path, topic, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-r = json.load(open(path))
-ph = r["phases"][-1]
+out, rnd, topic, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ticks = {(int(r), t): int(n) for r, t, n in (l.split() for l in open(f"{out}/cpu-ticks"))}
+ph = json.load(open(f"{out}/{topic}-{rnd}.json"))["phases"][-1]
 lat = ph["produce_latency"]
 moved = ph["produce"]["bytes"]
-cpu = ticks / hz
-per_gib = cpu / (moved / 2**30) if moved else float("nan")
-print(f"| {topic} | {topic[2]} | {ph['produce']['mib_per_s']:.1f} | "
+per_gib = ticks[(rnd, topic)] / hz / (moved / 2**30) if moved else float("nan")
+print(f"| {rnd} | {topic} | {topic[2]} | {ph['produce']['mib_per_s']:.1f} | "
       f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} / {lat['p999_ms']:.1f} | {per_gib:.1f} |")
 EOF
+  done
 done
+if [ "$rounds" -gt 1 ]; then
+  "$py" - "$out" "$rounds" "$hz" <<'EOF'
+import json, statistics, sys
+out, rounds, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ticks = {(int(r), t): int(n) for r, t, n in (l.split() for l in open(f"{out}/cpu-ticks"))}
+def run(r, t):
+    ph = json.load(open(f"{out}/{t}-{r}.json"))["phases"][-1]
+    lat = ph["produce_latency"]
+    moved = ph["produce"]["bytes"]
+    return {
+        "mib": ph["produce"]["mib_per_s"],
+        "p50": lat["p50_ms"], "p99": lat["p99_ms"], "p999": lat["p999_ms"],
+        "cpu": ticks[(r, t)] / hz / (moved / 2**30) if moved else float("nan"),
+    }
+rs = range(1, rounds + 1)
+runs = {(r, t): run(r, t) for r in rs for t in ("rf1", "rf3")}
+def med(t, k):
+    return statistics.median(runs[(r, t)][k] for r in rs)
+print()
+print(f"Medians over {rounds} rounds:")
+print()
+print("| topic | produced MiB/s | produce p50 / p99 / p99.9 ms | broker CPU s per GiB |")
+print("|---|---|---|---|")
+for t in ("rf1", "rf3"):
+    print(f"| {t} | {med(t, 'mib'):.1f} | {med(t, 'p50'):.1f} / {med(t, 'p99'):.1f} / "
+          f"{med(t, 'p999'):.1f} | {med(t, 'cpu'):.1f} |")
+for what, key in (("throughput", "mib"), ("p99", "p99")):
+    xs = [runs[(r, "rf3")][key] / runs[(r, "rf1")][key] for r in rs]
+    print()
+    print(f"rf3/rf1 {what} per round: " + ", ".join(f"{x:.2f}" for x in xs)
+          + f" (median {statistics.median(xs):.2f})")
+EOF
+fi
 echo
 echo "files: $out"
