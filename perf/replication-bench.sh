@@ -8,6 +8,8 @@
 # (rdkafka producer and consumer, which follow partition leaders across nodes), recording
 # throughput, produce latency and the CPU seconds all three brokers used per GiB produced
 # (from /proc, so the shared host's other load does not count). Ratios come from one run.
+# Both topics keep 256 MiB per partition (`retention.bytes`, checked every 5 s), so a long
+# run's disk use stays bounded.
 #
 #     perf/replication-bench.sh [--binary target/release/sluice] [--bench target/release/sluice-bench]
 #         [--workload bench/workloads/max-rate-1k-16p.toml] [--rate 20000] [--duration-s 20]
@@ -67,7 +69,7 @@ kports=(); rports=()
 for i in 1 2 3; do kports+=("$(free_port)"); rports+=("$(free_port)"); done
 voters="1@127.0.0.1:${rports[0]},2@127.0.0.1:${rports[1]},3@127.0.0.1:${rports[2]}"
 for i in 1 2 3; do
-  "$binary" start --node-id "$i" --data-dir "$work/d$i" --shards 1 \
+  "$binary" start --node-id "$i" --data-dir "$work/d$i" --shards 1 --retention-check-interval-ms 5000 \
     --listen "127.0.0.1:${kports[$((i-1))]}" --rpc-listen "127.0.0.1:${rports[$((i-1))]}" \
     --voters "$voters" >"$work/n$i.log" 2>&1 &
   pids+=($!)
@@ -90,7 +92,12 @@ while True:
     if time.time() > deadline:
         sys.exit("the three nodes did not register within 60 s")
     time.sleep(0.5)
-a.create_topics([NewTopic("rf1", parts, 1), NewTopic("rf3", parts, 3)])
+# Retention bounds the disk: a full-rate round writes several GiB per topic, and a host
+# whose disk fills up (or whose thin-provisioned disk slows as it grows) skews the rounds
+# that come later.
+configs = {"retention.bytes": str(256 << 20), "segment.bytes": str(64 << 20)}
+a.create_topics([NewTopic("rf1", parts, 1, topic_configs=configs),
+                 NewTopic("rf3", parts, 3, topic_configs=configs)])
 time.sleep(5)  # every partition elects its leader
 EOF
 

@@ -37,8 +37,11 @@
 //!   them (`Persist` in `seq` order: each manager call appends its effects to one queue, and
 //!   the driver takes them front to back). Manager calls themselves are synchronous and
 //!   happen wherever their input arrives (a produce, a received envelope, a tick).
-//! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` returned
-//!   `seq`: an acknowledgement never precedes the fsync that makes it true.
+//! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` or
+//!   `ReplicaStore::finish_sync` returned `seq`: an acknowledgement never precedes the
+//!   fsync that makes it true. One log sync runs at a time, in a task beside the driver,
+//!   which meanwhile writes the appends and hard states that arrive (they go into the next
+//!   sync); every other write waits for it and is synced at once.
 //! - A produce is answered from the proposal's outcome: acks=all once it committed (on a
 //!   quorum's synced logs) and this leader's own high watermark covers it, so the client's
 //!   next ListOffsets or Fetch on this node sees it; acks=1 once the leader's Raft log holds it
@@ -89,7 +92,7 @@ use sluice_raft::{
     ProposeError,
 };
 use sluice_replica::sequences::{Admit, InflightSequences, RefusedBatches};
-use sluice_replica::{PartitionSpec, ReplicaStore};
+use sluice_replica::{LogSynced, PartitionSpec, ReplicaStore};
 use sluice_rpc::sync::{Event, Latch};
 use sluice_shard::{DmaStorage, Frame, PartitionKey, ShardId};
 use sluice_storage::{BatchCache, PartitionLog};
@@ -150,6 +153,10 @@ impl Default for LeaderRebalance {
 /// The longest `leader.imbalance.check.interval.seconds` accepted (a year; larger values
 /// would overflow the clock's arithmetic).
 pub const LEADER_IMBALANCE_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The driver's log sync in flight (`ReplicaStore::begin_sync`), in a task of its own so
+/// that it runs on while the driver awaits a fetch or a write.
+type SyncTask = glommio::Task<Result<LogSynced, sluice_replica::Error>>;
 
 /// How often a leader re-evaluates its in-sync replicas.
 const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -1375,6 +1382,7 @@ impl Replication {
         let mut next_isr_check = Instant::now() + ISR_CHECK_EVERY;
         let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
         let mut next_handoff = Instant::now();
+        let mut syncing: Option<SyncTask> = None;
         self.note_uncovered_starts(&mut store);
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
@@ -1382,7 +1390,11 @@ impl Replication {
             }
             let seen = self.kick.generation();
             if !self.adoptions.borrow().is_empty() {
-                if let Err(e) = self.adopt_queued(&mut store).await {
+                let adopted = match self.settle(&mut store, &mut syncing).await {
+                    Ok(()) => self.adopt_queued(&mut store).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = adopted {
                     self.fail(e);
                     break;
                 }
@@ -1412,21 +1424,59 @@ impl Replication {
                 next_rebalance = Instant::now() + self.rebalance.get().check_interval;
             }
             let effects = std::mem::take(&mut *self.queue.borrow_mut());
-            if effects.is_empty() {
-                let mut wait = next_tick.saturating_duration_since(Instant::now());
-                if self.handoffs.borrow().is_some() {
-                    wait = wait.min(next_handoff.saturating_duration_since(Instant::now()));
+            let idle = effects.is_empty();
+            if !idle {
+                if let Err(e) = self.perform(&mut store, effects, &mut syncing).await {
+                    self.fail(e);
+                    break;
                 }
-                or(self.kick.changed(seen), async {
-                    glommio::timer::sleep(wait).await;
-                })
-                .await;
+            }
+            if syncing.is_none() && store.unsynced() {
+                // The next sync starts as soon as the last one ended, covering whatever
+                // was written meanwhile (group commit, with writing overlapping syncing).
+                match store.begin_sync() {
+                    Some(sync) => syncing = Some(glommio::spawn_local(sync.run())),
+                    None => {
+                        if let Err(e) = self.sync_now(&mut store, Vec::new()).await {
+                            self.fail(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if !idle && syncing.is_none() {
                 continue;
             }
-            if let Err(e) = self.perform(&mut store, effects).await {
-                self.fail(e);
-                break;
+            // Wait for work, the sync in flight or the next tick.
+            let mut wait = next_tick.saturating_duration_since(Instant::now());
+            if self.handoffs.borrow().is_some() {
+                wait = wait.min(next_handoff.saturating_duration_since(Instant::now()));
             }
+            let synced = match syncing.as_mut() {
+                Some(task) => {
+                    or(async { Some(task.await) }, async {
+                        or(self.kick.changed(seen), glommio::timer::sleep(wait)).await;
+                        None
+                    })
+                    .await
+                }
+                None if idle => {
+                    or(self.kick.changed(seen), glommio::timer::sleep(wait)).await;
+                    None
+                }
+                None => None,
+            };
+            if let Some(synced) = synced {
+                syncing = None;
+                if let Err(e) = self.synced(&mut store, synced) {
+                    self.fail(e);
+                    break;
+                }
+            }
+        }
+        if let Some(task) = syncing.take() {
+            // The store closes only with no sync out (its result no longer matters).
+            let _ = store.finish_sync(task.await);
         }
         if let Err(e) = store.close().await {
             log::error!("{}: closing the replica store: {e}", self.shard);
@@ -1434,21 +1484,70 @@ impl Replication {
         self.closed.set();
     }
 
-    /// Performs one batch of effects: every write, one sync for all of them, the fetches;
-    /// what the manager answers goes to the back of the queue.
+    /// Takes a finished log sync's result: the manager hears what is durable now.
+    fn synced(
+        &self,
+        store: &mut ReplicaStore<DmaStorage>,
+        synced: Result<LogSynced, sluice_replica::Error>,
+    ) -> Result<(), String> {
+        let seq = store.finish_sync(synced).map_err(|e| e.to_string())?;
+        let fx = self.mgr.borrow_mut().persisted(seq);
+        self.push(fx);
+        Ok(())
+    }
+
+    /// Waits for the log sync in flight, if any, and takes its result.
+    async fn settle(
+        &self,
+        store: &mut ReplicaStore<DmaStorage>,
+        syncing: &mut Option<SyncTask>,
+    ) -> Result<(), String> {
+        match syncing.take() {
+            Some(task) => self.synced(store, task.await),
+            None => Ok(()),
+        }
+    }
+
+    /// Syncs everything written (with no log sync out), reports it to the manager, and
+    /// lets the removed groups' directories go (their removal is durable now).
+    async fn sync_now(
+        &self,
+        store: &mut ReplicaStore<DmaStorage>,
+        removed: Vec<GroupId>,
+    ) -> Result<(), String> {
+        let seq = store.sync().await.map_err(|e| e.to_string())?;
+        let fx = self.mgr.borrow_mut().persisted(seq);
+        self.push(fx);
+        if !removed.is_empty() {
+            let mut removing = self.removing.borrow_mut();
+            for g in removed {
+                removing.insert(g, true);
+            }
+            self.created.notify();
+        }
+        Ok(())
+    }
+
+    /// Performs one batch of effects: every write, the fetches; what the manager answers
+    /// goes to the back of the queue. Appends and hard states are written beside the log
+    /// sync in flight and left for the driver's next sync; any other write waits for that
+    /// sync, and is synced at once (its files, the state file).
     async fn perform(
         self: &Rc<Self>,
         store: &mut ReplicaStore<DmaStorage>,
         effects: Vec<Effect>,
+        syncing: &mut Option<SyncTask>,
     ) -> Result<(), String> {
-        let mut persisted = None;
         let mut fetches = Vec::new();
-        let mut removed = Vec::new();
         let now = crate::shard::now_ms();
         for e in effects {
             match e {
                 Effect::Send(env) => self.send(env),
                 Effect::Persist { seq, writes } => {
+                    let quiet = store.quiet(&writes);
+                    if !quiet {
+                        self.settle(store, syncing).await?;
+                    }
                     let touched: Vec<GroupId> = writes
                         .iter()
                         .filter_map(|w| match w {
@@ -1459,10 +1558,13 @@ impl Replication {
                             _ => None,
                         })
                         .collect();
-                    removed.extend(writes.iter().filter_map(|w| match w {
-                        sluice_raft::Write::Remove { group } => Some(*group),
-                        _ => None,
-                    }));
+                    let removed: Vec<GroupId> = writes
+                        .iter()
+                        .filter_map(|w| match w {
+                            sluice_raft::Write::Remove { group } => Some(*group),
+                            _ => None,
+                        })
+                        .collect();
                     store
                         .write(seq, writes, now)
                         .await
@@ -1488,7 +1590,9 @@ impl Replication {
                         }
                         self.created.notify();
                     }
-                    persisted = Some(seq);
+                    if !quiet {
+                        self.sync_now(store, removed).await?;
+                    }
                 }
                 Effect::Fetch {
                     group,
@@ -1551,19 +1655,6 @@ impl Replication {
                     }
                     self.report_role(group, term, leader)
                 }
-            }
-        }
-        // (A log-start move is performed by the sync too, with or without writes.)
-        if persisted.is_some() || store.starts_pending() {
-            let seq = store.sync().await.map_err(|e| e.to_string())?;
-            let fx = self.mgr.borrow_mut().persisted(seq);
-            self.push(fx);
-            if !removed.is_empty() {
-                let mut removing = self.removing.borrow_mut();
-                for g in removed {
-                    removing.insert(g, true);
-                }
-                self.created.notify();
             }
         }
         for (group, id, offset, max_bytes) in fetches {

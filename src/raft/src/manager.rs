@@ -42,6 +42,9 @@ pub const TICKS_PER_CALL_MAX: u64 = 2 * ELECTION_TICKS as u64;
 /// log). Entries not yet applied are always kept (raft-rs reads them synchronously) and
 /// count too: they are bounded by `MAX_UNCOMMITTED_BYTES` per group on the leader's side.
 pub const ENTRY_CACHE_BYTES_MAX: u64 = 32 << 20;
+/// Evictions that go straight to evicting any applied entry after one found too few that
+/// every replica holds (see `GroupManager::evict`).
+const EVICT_HELD_SKIPS: u32 = 64;
 /// A leader whose group has been settled this many ticks (everything committed, applied
 /// and on every voter, nothing in flight) quiesces: it stops ticking and heartbeating and
 /// tells its followers, which stop ticking too (1.5 s, an election timeout).
@@ -279,6 +282,10 @@ pub struct GroupManager {
     /// eviction looks first (round robin).
     cached_bytes: u64,
     evict_from: GroupId,
+    /// Evictions left that skip the first pass (entries every replica holds): set when a
+    /// pass found too few such entries, so a shard of many groups whose cache is full of
+    /// entries a lagging follower needs does not scan every group on every call for them.
+    evict_held_skips: u32,
     fetches: BTreeMap<u64, PendingFetch>,
     next_fetch: u64,
     /// Reads whose batches did not match the log this replica wrote (a driver bug).
@@ -315,6 +322,7 @@ impl GroupManager {
             persisted_seq: 0,
             cached_bytes: 0,
             evict_from: 0,
+            evict_held_skips: 0,
             fetches: BTreeMap::new(),
             next_fetch: 0,
             fetch_mismatches: 0,
@@ -1382,29 +1390,46 @@ impl GroupManager {
     }
 
     /// Keeps the shard's entries in memory within `entry_cache_bytes_max`: evicts applied
-    /// entries, oldest first within a group, groups in turn.
+    /// entries, oldest first within a group, groups in turn; first only those every
+    /// replica of a led group holds (a follower still behind them would otherwise be sent
+    /// them from a read of the partition log, a disk read and a copy per entry), then, if
+    /// that is not enough, any applied entry.
     fn evict(&mut self) {
-        if self.cached_bytes <= self.cfg.entry_cache_bytes_max {
-            return;
-        }
-        let order: Vec<GroupId> = self
-            .groups
-            .range(self.evict_from..)
-            .chain(self.groups.range(..self.evict_from))
-            .map(|(g, _)| *g)
-            .collect();
-        for g in order {
-            let r = self.groups.get_mut(&g).expect("group");
-            let log = r.node.mut_store();
-            while self.cached_bytes > self.cfg.entry_cache_bytes_max
-                && log.window_first() <= r.hw_index
-            {
-                let first = log.window_first();
-                self.cached_bytes -= log.evict_through(first);
-            }
+        for replicated_only in [true, false] {
             if self.cached_bytes <= self.cfg.entry_cache_bytes_max {
-                self.evict_from = g + 1;
                 return;
+            }
+            if replicated_only && self.evict_held_skips > 0 {
+                self.evict_held_skips -= 1;
+                continue;
+            }
+            let order: Vec<GroupId> = self
+                .groups
+                .range(self.evict_from..)
+                .chain(self.groups.range(..self.evict_from))
+                .map(|(g, _)| *g)
+                .collect();
+            for g in order {
+                let r = self.groups.get_mut(&g).expect("group");
+                let mut through = r.hw_index;
+                if replicated_only && r.node.raft.state == StateRole::Leader {
+                    let held = r.node.raft.prs().iter().map(|(_, pr)| pr.matched).min();
+                    through = through.min(held.unwrap_or(0));
+                }
+                let log = r.node.mut_store();
+                while self.cached_bytes > self.cfg.entry_cache_bytes_max
+                    && log.window_first() <= through
+                {
+                    let first = log.window_first();
+                    self.cached_bytes -= log.evict_through(first);
+                }
+                if self.cached_bytes <= self.cfg.entry_cache_bytes_max {
+                    self.evict_from = g + 1;
+                    return;
+                }
+            }
+            if replicated_only {
+                self.evict_held_skips = EVICT_HELD_SKIPS;
             }
         }
     }

@@ -45,6 +45,14 @@
 //! `HighWatermark` with [`ReplicaStore::high_watermark`]; `drive` does all three and hands
 //! `HighWatermark` on too). [`ReplicaStore::close`] at shutdown.
 //!
+//! A driver that keeps writing while the logs sync instead begins the sync with
+//! [`ReplicaStore::begin_sync`], runs the [`LogSync`] it gets apart from the store (its own
+//! task), writes what is [`ReplicaStore::quiet`] meanwhile (appends that replace nothing,
+//! hard states) and hands the result to [`ReplicaStore::finish_sync`] for the `seq` to
+//! report; anything else waits for that, and when `begin_sync` declines (the state file or
+//! a log start must be synced too) it is a [`ReplicaStore::sync`]. The invariant is the
+//! same: `persisted(seq)` only after every write up to `seq` is durable.
+//!
 //! Consumers read [`ReplicaStore::log`]`(group)`. Every log the store opens is marked
 //! replicated (`PartitionLog::set_replicated`): its `high_watermark`, reads, long-polls,
 //! offset lookups and DeleteRecords stop at min(its durable offset, the group's Raft high
@@ -188,7 +196,8 @@ pub mod state;
 pub mod store;
 
 pub use store::{
-    Layout, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
+    Layout, LogSync, LogSynced, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX,
+    FLUSH_PARALLEL_MAX,
 };
 
 /// What went wrong in the store.

@@ -180,7 +180,34 @@ pub struct ReplicaStore<S: Storage> {
     appended_since_state_sync: u64,
     written_seq: u64,
     synced_seq: u64,
+    /// A [`LogSync`] is out (begun, not finished): only quiet writes until it is finished.
+    log_sync_out: bool,
     stats: StoreStats,
+}
+
+/// A sync of the partition logs written since the last one ([`ReplicaStore::begin_sync`]),
+/// run apart from the store so that further writes go on beside it: raft-rs's next round
+/// is written while this one's fdatasyncs run, as the one-replica flusher overlaps writing
+/// and syncing. Give what [`Self::run`] returns to [`ReplicaStore::finish_sync`].
+pub struct LogSync<S: Storage> {
+    logs: Vec<Rc<PartitionLog<S>>>,
+    seq: u64,
+}
+
+/// A finished [`LogSync`]: every write up to its `seq` is durable.
+#[derive(Debug)]
+pub struct LogSynced {
+    seq: u64,
+}
+
+impl<S: Storage> LogSync<S> {
+    /// Writes and fdatasyncs each log (a bounded number at a time, overlapping).
+    pub async fn run(self) -> Result<LogSynced, Error> {
+        for chunk in self.logs.chunks(FLUSH_PARALLEL_MAX) {
+            join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
+        }
+        Ok(LogSynced { seq: self.seq })
+    }
 }
 
 fn damaged(group: GroupId, what: impl std::fmt::Display) -> Error {
@@ -335,6 +362,7 @@ impl<S: Storage> ReplicaStore<S> {
             appended_since_state_sync: 0,
             written_seq: 0,
             synced_seq: 0,
+            log_sync_out: false,
             stats: StoreStats::default(),
         };
         Ok((store, mgr))
@@ -458,6 +486,7 @@ impl<S: Storage> ReplicaStore<S> {
     /// single voter commits the entries again) or, for a log not starting at 0, refuses to
     /// start (the partition log keeps batches before the Raft log start): never data lost.
     pub async fn adopt(&mut self, group: GroupId, voters: &[u64]) -> Result<ReplicaLog, Error> {
+        assert!(!self.log_sync_out, "an adoption while a log sync is out");
         if self.groups.contains_key(&group) {
             return Err(damaged(group, "adopted, but the store holds it already"));
         }
@@ -572,6 +601,10 @@ impl<S: Storage> ReplicaStore<S> {
             seq > self.written_seq,
             "persist {seq} after {}",
             self.written_seq
+        );
+        assert!(
+            !self.log_sync_out || self.quiet(&writes),
+            "a write that needs the store to itself while a log sync is out"
         );
         for w in writes {
             match w {
@@ -765,11 +798,72 @@ impl<S: Storage> ReplicaStore<S> {
         Ok(())
     }
 
+    /// Whether `writes` may be written while a [`LogSync`] is out: appends that replace
+    /// nothing and hard states. The rest (creations, removals, log starts, configurations, a
+    /// divergent suffix's truncation) act on files or the state file's durability and wait
+    /// for the sync to finish.
+    pub fn quiet(&self, writes: &[Write]) -> bool {
+        writes.iter().all(|w| match w {
+            Write::HardState { .. } => true,
+            Write::Entries { group, entries } => match (self.groups.get(group), entries.first()) {
+                (Some(g), Some(e)) => e.index > g.last_index,
+                (_, None) => true,
+                // An unknown group's entries are an error `write` reports.
+                (None, Some(_)) => false,
+            },
+            _ => false,
+        })
+    }
+
+    /// Whether anything written waits for a sync ([`Self::begin_sync`] or [`Self::sync`]).
+    pub fn unsynced(&self) -> bool {
+        self.written_seq > self.synced_seq || self.starts_pending()
+    }
+
+    /// Starts a sync of the partition logs written so far that runs beside further quiet
+    /// writes ([`Self::quiet`]); `None` when this one must be a [`Self::sync`] instead
+    /// (the state file must be synced with it, log starts wait for it) or nothing is
+    /// written. Until [`Self::finish_sync`] takes its result, call no [`Self::sync`],
+    /// [`Self::close`] or [`Self::adopt`], and [`Self::write`] only quiet writes.
+    pub fn begin_sync(&mut self) -> Option<LogSync<S>> {
+        assert!(!self.log_sync_out, "one log sync at a time");
+        if self.written_seq == self.synced_seq
+            || self.starts_pending()
+            || self.state.must_sync()
+            || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
+        {
+            return None;
+        }
+        let logs = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
+            .collect();
+        self.log_sync_out = true;
+        Some(LogSync {
+            logs,
+            seq: self.written_seq,
+        })
+    }
+
+    /// Takes a [`LogSync`]'s result (`Ok` or not, the store can begin another); returns the
+    /// `seq` it covers: call `GroupManager::persisted` with it.
+    pub fn finish_sync(&mut self, synced: Result<LogSynced, Error>) -> Result<u64, Error> {
+        assert!(self.log_sync_out, "no log sync is out");
+        self.log_sync_out = false;
+        let synced = synced?;
+        self.stats.syncs += 1;
+        self.stats.state_syncs_deferred += 1;
+        self.note_commits();
+        self.synced_seq = synced.seq;
+        Ok(self.synced_seq)
+    }
+
     /// Makes every write so far durable: fdatasyncs each partition log written to, then the
     /// state file (so a durable commit index never exceeds the durable logs); then finishes
     /// deferred retention moves. Returns the highest `seq` it covers: call
     /// `GroupManager::persisted` with it. One call covers every group of the shard.
     pub async fn sync(&mut self) -> Result<u64, Error> {
+        assert!(!self.log_sync_out, "a sync while a log sync is out");
         self.sync_all(false).await?;
         for group in std::mem::take(&mut self.deferred_starts) {
             if let Some(g) = self.groups.get(&group) {
@@ -807,6 +901,13 @@ impl<S: Storage> ReplicaStore<S> {
             self.stats.state_syncs_deferred += 1;
         }
         self.stats.syncs += 1;
+        self.note_commits();
+        Ok(())
+    }
+
+    /// Tells each log the commit index written since the last sync, as its truncation
+    /// floor (an entry committed on a quorum is never replaced, synced here or not).
+    fn note_commits(&mut self) {
         for g in self.groups.values_mut() {
             if g.commit > g.noted_commit && g.commit <= g.last_index {
                 let offset = g.base_of(g.commit + 1).expect("offset after the commit");
@@ -814,7 +915,6 @@ impl<S: Storage> ReplicaStore<S> {
                 g.noted_commit = g.commit;
             }
         }
-        Ok(())
     }
 
     /// Performs `Effect::Fetch`: the batches of `group`'s partition log from the one at
@@ -893,6 +993,7 @@ impl<S: Storage> ReplicaStore<S> {
 
     /// Closes every partition log (flushed and synced) and syncs the state file.
     pub async fn close(&mut self) -> Result<(), Error> {
+        assert!(!self.log_sync_out, "a close while a log sync is out");
         self.sync_all(true).await?;
         // The logs' closes (a truncate and an fdatasync each) overlap, a bounded number at
         // a time: one after another, 3,000 idle logs took ~10 s, the whole shutdown budget.
