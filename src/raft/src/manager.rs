@@ -683,7 +683,7 @@ impl GroupManager {
         {
             // Joining learners still catching up, or a target voter behind: wait.
             None
-        } else if let Some(&n) = voters.iter().find(|&&n| !target.contains(&n) && n != me) {
+        } else if let Some(n) = leaving_voter(&voters, target, me, caught_up) {
             Some(MembershipStep::Remove(n))
         } else if !target.contains(&me) {
             // Every target voter is caught up (checked above); the preferred one first.
@@ -1761,6 +1761,26 @@ fn conf_change_of(e: &Entry) -> Option<ConfChangeV2> {
     }
 }
 
+/// The voter a reconfiguration towards `target` removes next (never `me`, the leader, which
+/// hands over its leadership last), or `None`: one that is down or behind first. Removing a
+/// live voter first could leave a configuration whose quorum needs a dead one: three voters
+/// with one dead, shrinking to the leader, lose the live follower first, and the next
+/// removal then needs the dead voter's acknowledgement and never commits. Removing the dead
+/// one first keeps every step's quorum live as long as the current one is.
+fn leaving_voter(
+    voters: &[NodeId],
+    target: &[NodeId],
+    me: NodeId,
+    caught_up: impl Fn(NodeId) -> bool,
+) -> Option<NodeId> {
+    let mut leaving = voters
+        .iter()
+        .copied()
+        .filter(|n| !target.contains(n) && *n != me);
+    let first = leaving.clone().next()?;
+    Some(leaving.find(|&n| !caught_up(n)).unwrap_or(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2642,6 +2662,47 @@ mod tests {
                 .status(group)
                 .is_some_and(|s| s.role == Role::Leader && s.ready)
         })
+    }
+
+    /// Three voters, the higher-numbered follower dead, shrink to the leader: the dead
+    /// voter is removed first (removing the live one first would leave two voters, one of
+    /// them dead, and the second removal could never commit).
+    #[test]
+    fn a_shrink_removes_a_dead_voter_before_a_live_one() {
+        let mut t = Trio::new();
+        run_until(&mut t, 500, |t| leader_of(t, 1).is_some());
+        let l = leader_of(&t, 1).unwrap();
+        let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+        let (live, dead) = (others[0], others[1]);
+        let ids = |i: usize| i as NodeId + 1;
+        for i in [l, live] {
+            t.m[i].set_node_alive(ids(dead), false);
+        }
+        let up = [ids(l), ids(live)];
+        let mut steps = Vec::new();
+        for _ in 0..2_000 {
+            for i in [l, live] {
+                t.tick(i);
+                t.deliver(&up);
+                t.sync(i);
+                t.deliver(&up);
+            }
+            let (m, fx) = t.m[l].reconfigure(1, &[ids(l)]);
+            t.take(l, fx);
+            match m {
+                Membership::Stepped(s) => steps.push(s),
+                Membership::Done => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            steps,
+            [
+                MembershipStep::Remove(ids(dead)),
+                MembershipStep::Remove(ids(live))
+            ]
+        );
+        assert_eq!(t.m[l].conf(1), Some((vec![ids(l)], vec![])));
     }
 
     /// A group on nodes {1, 2} moves to {2, 3}: 3 joins as a learner, is promoted once

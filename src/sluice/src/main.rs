@@ -341,7 +341,34 @@ fn verify(args: &[String]) -> ExitCode {
     }
 }
 
-/// Minimal stderr logger; `SLUICE_LOG=debug|info|warn|error` (default info).
+/// `t` as RFC 3339 UTC with milliseconds (`2026-12-04T02:40:12.345Z`), the log line's
+/// stamp: several nodes' logs read side by side need the time of each line.
+fn utc_stamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar, in eras of
+    // 400 years that start on March 1st).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Minimal stderr logger; `SLUICE_LOG=debug|info|warn|error` (default info). Each line is
+/// `<UTC time> <LEVEL> <target>: <message>`.
 fn init_logging() {
     struct Stderr(log::LevelFilter);
     impl log::Log for Stderr {
@@ -357,7 +384,13 @@ fn init_logging() {
         }
         fn log(&self, r: &log::Record) {
             if self.enabled(r.metadata()) {
-                eprintln!("{} {}: {}", r.level(), r.target(), r.args());
+                eprintln!(
+                    "{} {} {}: {}",
+                    utc_stamp(std::time::SystemTime::now()),
+                    r.level(),
+                    r.target(),
+                    r.args()
+                );
             }
         }
         fn flush(&self) {}
@@ -378,6 +411,17 @@ fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_stamps_are_rfc3339_utc() {
+        let at = |s: u64, ms: u64| {
+            utc_stamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(s * 1000 + ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.007Z");
+        assert_eq!(at(1_796_351_503, 123), "2026-12-04T02:31:43.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
