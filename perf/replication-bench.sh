@@ -13,12 +13,16 @@
 #
 #     perf/replication-bench.sh [--binary target/release/sluice] [--bench target/release/sluice-bench]
 #         [--workload bench/workloads/max-rate-1k-16p.toml] [--rate 20000] [--duration-s 20]
-#         [--partitions 6] [--rounds 1] [--profile]   (--rate 0: as fast as the cluster takes it)
+#         [--partitions 6] [--rounds 1] [--profile] [--stats-ms MS]
+#         (--rate 0: as fast as the cluster takes it)
 #
 # --rounds N: N rounds on the same cluster, alternating the order (rf1 rf3, then rf3 rf1,
 # ...) so that neither topic always runs first on a host whose disk and CPU drift; a row per
 # run, then the medians over the rounds and the per-round rf3/rf1 ratios with their median
 # (single runs on the shared 2-CPU host move by ±15 % in throughput and up to 10x in p99).
+#
+# --stats-ms MS: the nodes log their stage timers every MS (`--stats-interval-ms`: produce,
+# Raft commit and sync latencies per interval), kept as <results>/node-N.log.
 #
 # --profile: `perf record --call-graph dwarf` of the three brokers for 10 s in the middle of each topic's
 # run, into <results>/<topic>.perf.data (read with `perf report -i ... --no-children`).
@@ -37,6 +41,7 @@ duration=20
 partitions=6
 rounds=1
 profile=0
+stats=()
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) binary=$2; shift 2 ;;
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
     --partitions) partitions=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --profile) profile=1; shift ;;
+    --stats-ms) stats=(--stats-interval-ms "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +66,9 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ ${#stats[@]} -gt 0 ]; then
+    for i in 1 2 3; do cp "$work/n$i.log" "$out/node-$i.log" 2>/dev/null || true; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,7 +78,7 @@ kports=(); rports=()
 for i in 1 2 3; do kports+=("$(free_port)"); rports+=("$(free_port)"); done
 voters="1@127.0.0.1:${rports[0]},2@127.0.0.1:${rports[1]},3@127.0.0.1:${rports[2]}"
 for i in 1 2 3; do
-  "$binary" start --node-id "$i" --data-dir "$work/d$i" --shards 1 --retention-check-interval-ms 5000 \
+  "$binary" start --node-id "$i" --data-dir "$work/d$i" --shards 1 --retention-check-interval-ms 5000 "${stats[@]}" \
     --listen "127.0.0.1:${kports[$((i-1))]}" --rpc-listen "127.0.0.1:${rports[$((i-1))]}" \
     --voters "$voters" >"$work/n$i.log" 2>&1 &
   pids+=($!)

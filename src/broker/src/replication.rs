@@ -1435,7 +1435,14 @@ impl Replication {
                 // The next sync starts as soon as the last one ended, covering whatever
                 // was written meanwhile (group commit, with writing overlapping syncing).
                 match store.begin_sync() {
-                    Some(sync) => syncing = Some(glommio::spawn_local(sync.run())),
+                    Some(sync) => {
+                        syncing = Some(glommio::spawn_local(async move {
+                            let started = crate::stats::start();
+                            let done = sync.run().await;
+                            crate::stats::record_since(crate::stats::Stage::RaftLogSync, started);
+                            done
+                        }))
+                    }
                     None => {
                         if let Err(e) = self.sync_now(&mut store, Vec::new()).await {
                             self.fail(e);
@@ -1515,7 +1522,9 @@ impl Replication {
         store: &mut ReplicaStore<DmaStorage>,
         removed: Vec<GroupId>,
     ) -> Result<(), String> {
+        let started = crate::stats::start();
         let seq = store.sync().await.map_err(|e| e.to_string())?;
+        crate::stats::record_since(crate::stats::Stage::RaftBlockingSync, started);
         let fx = self.mgr.borrow_mut().persisted(seq);
         self.push(fx);
         if !removed.is_empty() {
@@ -2238,6 +2247,7 @@ pub async fn produce(
     };
     let deadline = Instant::now() + wait;
     let committed = acks == -1 && !ack_before_commit();
+    let started = crate::stats::start();
     let (base, last) = match submitted {
         Submitted::Duplicate {
             first_offset,
@@ -2268,6 +2278,7 @@ pub async fn produce(
         if !visible {
             return PartitionReply::error(kerr::REQUEST_TIMED_OUT);
         }
+        crate::stats::record_since(crate::stats::Stage::RaftProduceCommitted, started);
     }
     PartitionReply {
         base_offset: base,

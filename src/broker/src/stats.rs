@@ -43,9 +43,17 @@ pub enum Stage {
     FlushSync,
     /// Fetch: request frame decoded → response written (includes long-poll waits).
     FetchRequest,
+    /// Leader of a replicated partition: proposal submitted → committed on a quorum and
+    /// under this leader's high watermark (what an acks=all answer waits for).
+    RaftProduceCommitted,
+    /// Replication driver: one log sync run beside further writes (`LogSync`).
+    RaftLogSync,
+    /// Replication driver: one sync it waited for, with nothing performed meanwhile (the
+    /// state file, a log start, a file-level write).
+    RaftBlockingSync,
 }
 
-const STAGES: [Stage; 8] = [
+const STAGES: [Stage; 11] = [
     Stage::ProduceRequest,
     Stage::ProduceHandled,
     Stage::ProduceRemote,
@@ -54,6 +62,9 @@ const STAGES: [Stage; 8] = [
     Stage::FlushWrite,
     Stage::FlushSync,
     Stage::FetchRequest,
+    Stage::RaftProduceCommitted,
+    Stage::RaftLogSync,
+    Stage::RaftBlockingSync,
 ];
 
 impl Stage {
@@ -67,6 +78,9 @@ impl Stage {
             Stage::FlushWrite => "flush.write",
             Stage::FlushSync => "flush.fdatasync",
             Stage::FetchRequest => "fetch.request",
+            Stage::RaftProduceCommitted => "raft.produce_to_committed",
+            Stage::RaftLogSync => "raft.log_sync",
+            Stage::RaftBlockingSync => "raft.blocking_sync",
         }
     }
 }
