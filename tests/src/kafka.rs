@@ -427,8 +427,10 @@ pub async fn first_offset(consumer: &StreamConsumer, topic: &str, partition: i32
     let deadline = Instant::now() + OP_TIMEOUT;
     loop {
         // A leader elected a moment ago answers OFFSET_NOT_AVAILABLE until its no-op
-        // commits (Kafka's KAFKA-7395 answer; retriable), and a leader may not be known yet:
-        // librdkafka hands those back rather than retrying.
+        // commits (Kafka's KAFKA-7395 answer; retriable), a leader may not be known yet,
+        // and on a cluster the node asked may not list a topic created through another
+        // one yet (the controller's records reach each node a moment apart, as Kafka's
+        // metadata does): librdkafka hands those back rather than retrying.
         match consumer.fetch_watermarks(topic, partition, OP_TIMEOUT) {
             Ok((low, high)) => {
                 assert_eq!(
@@ -442,13 +444,15 @@ pub async fn first_offset(consumer: &StreamConsumer, topic: &str, partition: i32
             Err(KafkaError::MetadataFetch(
                 RDKafkaErrorCode::OffsetNotAvailable
                 | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::NotLeaderForPartition,
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
             )) => {}
             Err(e) => panic!("fetch_watermarks {topic}/{partition}: {e}"),
         }
         assert!(
             Instant::now() < deadline,
-            "{topic}/{partition}: the leader's election entry did not commit within {OP_TIMEOUT:?}"
+            "{topic}/{partition}: not listed with a leader whose election entry committed within {OP_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
