@@ -79,23 +79,10 @@ fn pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
 }
 
 fn utc_stamp() -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm): no chrono needed.
-    let secs = sys::now_ns() / 1_000_000_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let c = sluice_shard::clock::civil_utc(sys::now_ns() / 1_000_000_000);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
 }
 

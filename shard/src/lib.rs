@@ -3,6 +3,7 @@
 //! process stop signal. Besides it only the broker glue and the node-to-node transport
 //! (`sluice-rpc`: its sockets, timers and task queues) touch glommio.
 
+pub mod clock;
 pub mod dma;
 pub mod error;
 pub mod frame;

@@ -203,11 +203,18 @@ pub struct LogSynced {
 impl<S: Storage> LogSync<S> {
     /// Writes and fdatasyncs each log (a bounded number at a time, overlapping).
     pub async fn run(self) -> Result<LogSynced, Error> {
-        for chunk in self.logs.chunks(FLUSH_PARALLEL_MAX) {
-            join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
-        }
+        flush_logs(&self.logs).await?;
         Ok(LogSynced { seq: self.seq })
     }
+}
+
+/// Writes and fdatasyncs `logs`, a bounded number at a time (their writes and fdatasyncs
+/// overlap); the first error is returned once all are done.
+async fn flush_logs<S: Storage>(logs: &[Rc<PartitionLog<S>>]) -> Result<(), Error> {
+    for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
+        join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
+    }
+    Ok(())
 }
 
 fn damaged(group: GroupId, what: impl std::fmt::Display) -> Error {
@@ -834,13 +841,9 @@ impl<S: Storage> ReplicaStore<S> {
         {
             return None;
         }
-        let logs = std::mem::take(&mut self.touched)
-            .into_iter()
-            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
-            .collect();
         self.log_sync_out = true;
         Some(LogSync {
-            logs,
+            logs: self.take_touched_logs(),
             seq: self.written_seq,
         })
     }
@@ -882,15 +885,8 @@ impl<S: Storage> ReplicaStore<S> {
     /// Syncs the touched logs, then the state file if it must be (`StateFile::must_sync`)
     /// or `all`.
     async fn sync_all(&mut self, all: bool) -> Result<(), Error> {
-        let logs: Vec<Rc<PartitionLog<S>>> = std::mem::take(&mut self.touched)
-            .into_iter()
-            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
-            .collect();
-        // The logs' writes and fdatasyncs overlap (a bounded number at a time); the state
-        // file waits for all of them.
-        for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
-            join_all(chunk.iter().map(|l| l.flush()).collect()).await?;
-        }
+        // The state file waits for every log.
+        flush_logs(&self.take_touched_logs()).await?;
         if all
             || self.state.must_sync()
             || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
@@ -903,6 +899,14 @@ impl<S: Storage> ReplicaStore<S> {
         self.stats.syncs += 1;
         self.note_commits();
         Ok(())
+    }
+
+    /// The logs appended to since the last sync began (no longer marked).
+    fn take_touched_logs(&mut self) -> Vec<Rc<PartitionLog<S>>> {
+        std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
+            .collect()
     }
 
     /// Tells each log the commit index written since the last sync, as its truncation
