@@ -40,8 +40,11 @@
 //! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` or
 //!   `ReplicaStore::finish_sync` returned `seq`: an acknowledgement never precedes the
 //!   fsync that makes it true. One log sync runs at a time, in a task beside the driver,
-//!   which meanwhile writes the appends and hard states that arrive (they go into the next
-//!   sync); every other write waits for it and is synced at once.
+//!   which meanwhile buffers the appends and hard states that arrive (they go into the next
+//!   sync); every other write waits for it and is synced at once. The state file's records
+//!   ride in the log sync, written after its logs, except a rewrite of the file (a blocking
+//!   sync). The shard's writer task ([`WriteAhead`]) writes buffered appends to their
+//!   segment files as they arrive, unsynced, so a log sync mostly only fdatasyncs.
 //! - A produce is answered from the proposal's outcome: acks=all once it committed (on a
 //!   quorum's synced logs) and this leader's own high watermark covers it, so the client's
 //!   next ListOffsets or Fetch on this node sees it; acks=1 once the leader's Raft log holds it
@@ -156,7 +159,50 @@ pub const LEADER_IMBALANCE_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(36
 
 /// The driver's log sync in flight (`ReplicaStore::begin_sync`), in a task of its own so
 /// that it runs on while the driver awaits a fetch or a write.
-type SyncTask = glommio::Task<Result<LogSynced, sluice_replica::Error>>;
+type SyncTask = glommio::Task<LogSynced>;
+
+/// The shard's writer of replicated partition logs: writes their appends as the driver
+/// buffers them (`ReplicaStore::take_logs_to_write`), one pass at a time in a task of its
+/// own, so that the driver's next log sync finds them written and has only its fdatasyncs
+/// left (the one-replica flusher writes and syncs the same way). Logs submitted while a
+/// pass runs wait for the next one, each once.
+#[derive(Default)]
+struct WriteAhead {
+    /// Keyed by the log's address: a log appended to in several rounds is written once.
+    queue: RefCell<HashMap<usize, Rc<PartitionLog<DmaStorage>>>>,
+    running: Cell<bool>,
+}
+
+impl WriteAhead {
+    fn submit(self: &Rc<Self>, logs: Vec<Rc<PartitionLog<DmaStorage>>>) {
+        if logs.is_empty() {
+            return;
+        }
+        {
+            let mut queue = self.queue.borrow_mut();
+            for log in logs {
+                queue.insert(Rc::as_ptr(&log) as usize, log);
+            }
+        }
+        if self.running.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let logs: Vec<_> = std::mem::take(&mut *me.queue.borrow_mut())
+                    .into_values()
+                    .collect();
+                if logs.is_empty() {
+                    break;
+                }
+                sluice_replica::write_ahead(&logs).await;
+            }
+            me.running.set(false);
+        })
+        .detach();
+    }
+}
 
 /// How often a leader re-evaluates its in-sync replicas.
 const ISR_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -1383,6 +1429,7 @@ impl Replication {
         let mut next_rebalance = Instant::now() + self.rebalance.get().check_interval;
         let mut next_handoff = Instant::now();
         let mut syncing: Option<SyncTask> = None;
+        let writer = Rc::new(WriteAhead::default());
         self.note_uncovered_starts(&mut store);
         loop {
             if self.stopping.get() || self.failure.borrow().is_some() {
@@ -1431,6 +1478,7 @@ impl Replication {
                     break;
                 }
             }
+            writer.submit(store.take_logs_to_write());
             if syncing.is_none() && store.unsynced() {
                 // The next sync starts as soon as the last one ended, covering whatever
                 // was written meanwhile (group commit, with writing overlapping syncing).
@@ -1495,7 +1543,7 @@ impl Replication {
     fn synced(
         &self,
         store: &mut ReplicaStore<DmaStorage>,
-        synced: Result<LogSynced, sluice_replica::Error>,
+        synced: LogSynced,
     ) -> Result<(), String> {
         let seq = store.finish_sync(synced).map_err(|e| e.to_string())?;
         let fx = self.mgr.borrow_mut().persisted(seq);

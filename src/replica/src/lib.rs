@@ -49,9 +49,11 @@
 //! [`ReplicaStore::begin_sync`], runs the [`LogSync`] it gets apart from the store (its own
 //! task), writes what is [`ReplicaStore::quiet`] meanwhile (appends that replace nothing,
 //! hard states) and hands the result to [`ReplicaStore::finish_sync`] for the `seq` to
-//! report; anything else waits for that, and when `begin_sync` declines (the state file or
-//! a log start must be synced too) it is a [`ReplicaStore::sync`]. The invariant is the
-//! same: `persisted(seq)` only after every write up to `seq` is durable.
+//! report. A `LogSync` carries the state file's records when they are due, written after
+//! the logs. Anything else waits for it, and when `begin_sync` declines (the state file
+//! must be rewritten, or a log start must be synced too) it is a [`ReplicaStore::sync`].
+//! The invariant is the same: `persisted(seq)` only after every write up to `seq` is
+//! durable, and a durable commit index never exceeds the durable logs.
 //!
 //! Consumers read [`ReplicaStore::log`]`(group)`. Every log the store opens is marked
 //! replicated (`PartitionLog::set_replicated`): its `high_watermark`, reads, long-polls,
@@ -196,8 +198,8 @@ pub mod state;
 pub mod store;
 
 pub use store::{
-    Layout, LogSync, LogSynced, PartitionSpec, ReplicaStore, StoreStats, FETCH_BYTES_MAX,
-    FLUSH_PARALLEL_MAX,
+    write_ahead, Layout, LogSync, LogSynced, PartitionSpec, ReplicaStore, StoreStats,
+    FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
 };
 
 /// What went wrong in the store.

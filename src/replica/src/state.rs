@@ -1,7 +1,8 @@
 //! The shard's raft-state file: per partition group its voters, hard state (term, vote,
 //! commit) and log start, as append-only CRC32C-checked records; the latest record of each
-//! kind per group wins. Appends are buffered and written by [`StateFile::sync`] (one write
-//! and one fdatasync for every group of the shard); when the file grows past
+//! kind per group wins. Appends are buffered and written by [`StateFile::sync`], or by a
+//! [`StateAppend`] run apart from the file while more are buffered (one write and one
+//! fdatasync for every group of the shard); when the file grows past
 //! [`REWRITE_FACTOR`] times its live size (and [`REWRITE_MIN_BYTES`]) it is rewritten with
 //! only the live records (temp file, fsync, rename, directory fsync), so it stays small.
 //!
@@ -19,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use raft::eraftpb::HardState;
 use sluice_raft::{GroupId, NodeId};
@@ -75,7 +77,8 @@ pub struct GroupState {
 /// The state file of one shard, open for appending.
 pub struct StateFile<S: Storage> {
     dir: PathBuf,
-    file: S::File,
+    /// Shared with a [`StateAppend`] while one is out.
+    file: Rc<S::File>,
     groups: BTreeMap<GroupId, GroupState>,
     /// Logical length (records end here; zero padding may follow on disk).
     len: u64,
@@ -85,7 +88,44 @@ pub struct StateFile<S: Storage> {
     pending: Vec<u8>,
     /// Whether `pending` holds a record other than a commit-only hard state.
     urgent: bool,
+    /// A [`StateAppend`] is out: `tail` went with it (see [`StateFile::begin_append`]).
+    append_out: bool,
+    /// An append failed: what the file holds past `len` is unknown, so it takes no more.
+    failed: Option<String>,
     rewrites: u64,
+}
+
+/// The state file's records appended up to [`StateFile::begin_append`], written and
+/// fdatasynced apart from the file, so that records appended meanwhile wait for the next
+/// one (the replica store runs it in its log sync's task, after the logs). Give what
+/// [`Self::run`] returns to [`StateFile::finish_append`].
+pub struct StateAppend<F> {
+    file: Rc<F>,
+    path: PathBuf,
+    /// Page-aligned position of `content`: the last partial page is written again.
+    page: u64,
+    content: Vec<u8>,
+}
+
+/// A finished [`StateAppend`]: its records are durable.
+#[derive(Debug)]
+pub struct StateAppended {
+    page: u64,
+    content: Vec<u8>,
+}
+
+impl<F: StorageFile> StateAppend<F> {
+    pub async fn run<S: Storage<File = F>>(self, storage: &S) -> Result<StateAppended, Error> {
+        write_padded(storage, &self.file, &self.path, self.page, &self.content).await?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| io_err("fdatasync", &self.path, e))?;
+        Ok(StateAppended {
+            page: self.page,
+            content: self.content,
+        })
+    }
 }
 
 fn record(kind: u8, group: GroupId, fields: &[u8]) -> Vec<u8> {
@@ -328,12 +368,14 @@ impl<S: Storage> StateFile<S> {
         };
         let mut sf: StateFile<S> = StateFile {
             dir: dir.to_path_buf(),
-            file,
+            file: Rc::new(file),
             groups: BTreeMap::new(),
             len: 0,
             tail: Vec::new(),
             pending: Vec::new(),
             urgent: false,
+            append_out: false,
+            failed: None,
             rewrites: 0,
         };
         if bytes.len() < HEADER_LEN {
@@ -507,29 +549,72 @@ impl<S: Storage> StateFile<S> {
                 .sum::<u64>()
     }
 
+    /// Whether the next sync rewrites the file (it grew past its bound): a rewrite is
+    /// never a [`StateAppend`].
+    pub fn rewrite_due(&self) -> bool {
+        self.len() > REWRITE_MIN_BYTES && self.len() > REWRITE_FACTOR * self.live_len()
+    }
+
     /// Makes every append durable: rewrites the file if it grew past its bound, else writes
     /// the new records after the last one, and fdatasyncs.
     pub async fn sync(&mut self, storage: &S) -> Result<(), Error> {
+        assert!(!self.append_out, "a sync while an append is out");
+        if let Some(cause) = &self.failed {
+            return Err(Error::Io(format!(
+                "an earlier state file append failed: {cause}"
+            )));
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
-        if self.len() > REWRITE_MIN_BYTES && self.len() > REWRITE_FACTOR * self.live_len() {
+        if self.rewrite_due() {
             return self.rewrite(storage).await;
         }
-        let path = self.dir.join(STATE_FILE);
+        let append = self
+            .begin_append()
+            .expect("records pending, no rewrite due");
+        let done = append.run(storage).await;
+        self.finish_append(done)
+    }
+
+    /// Takes the records appended so far into a [`StateAppend`] that writes them after the
+    /// last one; `None` when none are pending, a rewrite is due or an append failed (then
+    /// [`Self::sync`], which rewrites or reports the failure).
+    /// Until [`Self::finish_append`] takes its result, call no [`Self::sync`] and begin no
+    /// other; appending goes on (those records wait for the next one).
+    pub fn begin_append(&mut self) -> Option<StateAppend<S::File>> {
+        assert!(!self.append_out, "one append at a time");
+        if self.pending.is_empty() || self.rewrite_due() || self.failed.is_some() {
+            return None;
+        }
         let page = self.len - self.tail.len() as u64;
         let mut content = std::mem::take(&mut self.tail);
-        content.extend_from_slice(&self.pending);
-        write_padded(storage, &self.file, &path, page, &content).await?;
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| io_err("fdatasync", &path, e))?;
-        self.len = page + content.len() as u64;
-        let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
-        self.tail = content.split_off(keep);
-        self.pending.clear();
+        content.append(&mut self.pending);
         self.urgent = false;
+        self.append_out = true;
+        Some(StateAppend {
+            file: self.file.clone(),
+            path: self.dir.join(STATE_FILE),
+            page,
+            content,
+        })
+    }
+
+    /// Takes a finished [`StateAppend`]'s result: the file ends after its records now, or,
+    /// if it failed, the file takes nothing more (every later sync reports the failure).
+    pub fn finish_append(&mut self, done: Result<StateAppended, Error>) -> Result<(), Error> {
+        assert!(self.append_out, "no append is out");
+        self.append_out = false;
+        let mut done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        self.len = done.page + done.content.len() as u64;
+        let keep = done.content.len() / PAGE_SIZE * PAGE_SIZE;
+        self.tail = done.content.split_off(keep);
         Ok(())
     }
 
@@ -571,7 +656,7 @@ impl<S: Storage> StateFile<S> {
             .sync_dir(&self.dir)
             .await
             .map_err(|e| io_err("fsync dir", &self.dir, e))?;
-        self.file = file;
+        self.file = Rc::new(file);
         self.len = content.len() as u64;
         let keep = content.len() / PAGE_SIZE * PAGE_SIZE;
         self.tail = content.split_off(keep);
@@ -679,6 +764,54 @@ mod tests {
             let f = StateFile::open(&s, dir.path()).await.unwrap();
             assert_eq!(f.group(2).unwrap().hard_state.commit, commit);
             assert!(f.group(1).is_none());
+        });
+    }
+
+    #[test]
+    fn an_append_out_leaves_later_records_for_the_next_and_a_failed_one_fails_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let s = StdStorage;
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            f.create(1, &[1, 2, 3]).unwrap();
+            f.sync(&s).await.unwrap();
+            let hs = |term, commit| HardState {
+                term,
+                vote: 2,
+                commit,
+                ..Default::default()
+            };
+            // Enough records to cross page boundaries between appends.
+            for round in 1..=300u64 {
+                f.hard_state(1, &hs(round, round));
+                let append = f.begin_append().expect("records pending");
+                assert!(
+                    !f.dirty() && !f.must_sync(),
+                    "the records went with the append"
+                );
+                // Appended while the first is out: left for the next one.
+                f.hard_state(1, &hs(round, round + 1));
+                assert!(f.must_sync() || f.dirty());
+                let done = append.run(&s).await;
+                f.finish_append(done).unwrap();
+                assert!(f.dirty(), "the later record is still pending");
+                let append = f.begin_append().unwrap();
+                f.finish_append(append.run(&s).await).unwrap();
+            }
+            assert!(!f.dirty());
+            drop(f);
+            let mut f = StateFile::open(&s, dir.path()).await.unwrap();
+            assert_eq!(f.group(1).unwrap().hard_state, hs(300, 301));
+            // A failed append: the file takes nothing more.
+            f.hard_state(1, &hs(301, 301));
+            let append = f.begin_append().unwrap();
+            drop(append);
+            f.finish_append(Err(Error::Io("disk gone".into())))
+                .unwrap_err();
+            f.hard_state(1, &hs(302, 302));
+            assert!(f.begin_append().is_none());
+            let e = f.sync(&s).await.unwrap_err();
+            assert!(e.to_string().contains("disk gone"), "{e}");
         });
     }
 

@@ -22,7 +22,7 @@ use sluice_storage::log::SCAN_CHUNK_BYTES;
 use sluice_storage::{BatchCache, LogConfig, PartitionLog};
 
 use crate::control::{fetched, stored_bytes};
-use crate::state::{LogStart, StateFile};
+use crate::state::{LogStart, StateAppend, StateAppended, StateFile};
 use crate::Error;
 
 /// Most bytes one `Fetch` reads (raft-rs asks for `max_size_per_msg`, 1 MiB; the partition
@@ -165,6 +165,9 @@ pub struct ReplicaStore<S: Storage> {
     groups: BTreeMap<GroupId, Group<S>>,
     /// Groups whose partition log was appended to since the last sync.
     touched: BTreeSet<GroupId>,
+    /// Groups whose partition log was appended to since [`Self::take_logs_to_write`] last
+    /// took them.
+    to_write: BTreeSet<GroupId>,
     /// Groups whose log start moved (retention's `LogStart`, or an applied DeleteRecords'
     /// `Effect::LogStartOffset`), applied to their partition logs at the next sync, once
     /// the `LogStart` is durable (segments go only after the state file says where the Raft
@@ -186,25 +189,56 @@ pub struct ReplicaStore<S: Storage> {
 }
 
 /// A sync of the partition logs written since the last one ([`ReplicaStore::begin_sync`]),
-/// run apart from the store so that further writes go on beside it: raft-rs's next round
-/// is written while this one's fdatasyncs run, as the one-replica flusher overlaps writing
-/// and syncing. Give what [`Self::run`] returns to [`ReplicaStore::finish_sync`].
+/// and of the state file's records when they are due, run apart from the store so that
+/// further writes go on beside it: raft-rs's next round is written while this one's
+/// fdatasyncs run, as the one-replica flusher overlaps writing and syncing. Give what
+/// [`Self::run`] returns to [`ReplicaStore::finish_sync`].
 pub struct LogSync<S: Storage> {
+    storage: Rc<S>,
     logs: Vec<Rc<PartitionLog<S>>>,
+    /// Written after every log is durable: a durable commit index never exceeds the
+    /// durable logs.
+    state: Option<StateAppend<S::File>>,
     seq: u64,
 }
 
-/// A finished [`LogSync`]: every write up to its `seq` is durable.
-#[derive(Debug)]
+/// A finished [`LogSync`], for [`ReplicaStore::finish_sync`].
 pub struct LogSynced {
     seq: u64,
+    logs: Result<(), Error>,
+    /// The state file's append, if the sync carried one (abandoned unwritten when a log
+    /// failed).
+    state: Option<Result<StateAppended, Error>>,
 }
 
 impl<S: Storage> LogSync<S> {
-    /// Writes and fdatasyncs each log (a bounded number at a time, overlapping).
-    pub async fn run(self) -> Result<LogSynced, Error> {
-        flush_logs(&self.logs).await?;
-        Ok(LogSynced { seq: self.seq })
+    /// Writes and fdatasyncs each log (a bounded number at a time, overlapping), then the
+    /// state file's records.
+    pub async fn run(self) -> LogSynced {
+        let logs = flush_logs(&self.logs).await;
+        let state = match self.state {
+            Some(append) => Some(match &logs {
+                Ok(()) => append.run(&*self.storage).await,
+                Err(e) => Err(Error::Io(format!(
+                    "state file append not written, a partition log failed: {e}"
+                ))),
+            }),
+            None => None,
+        };
+        LogSynced {
+            seq: self.seq,
+            logs,
+            state,
+        }
+    }
+}
+
+/// Writes what was appended to `logs` without syncing it (`PartitionLog::write_ahead`), a
+/// bounded number at a time, so that the sync that follows finds it written. Errors are
+/// left to that sync: a log that failed to write reports it to every later flush.
+pub async fn write_ahead<S: Storage>(logs: &[Rc<PartitionLog<S>>]) {
+    for chunk in logs.chunks(FLUSH_PARALLEL_MAX) {
+        let _ = join_all(chunk.iter().map(|l| l.write_ahead()).collect()).await;
     }
 }
 
@@ -364,6 +398,7 @@ impl<S: Storage> ReplicaStore<S> {
             state,
             groups,
             touched: BTreeSet::new(),
+            to_write: BTreeSet::new(),
             deferred_starts: BTreeSet::new(),
             uncovered_starts,
             appended_since_state_sync: 0,
@@ -751,6 +786,7 @@ impl<S: Storage> ReplicaStore<S> {
             g.end_offset = next;
         }
         self.touched.insert(group);
+        self.to_write.insert(group);
         Ok(())
     }
 
@@ -828,34 +864,56 @@ impl<S: Storage> ReplicaStore<S> {
     }
 
     /// Starts a sync of the partition logs written so far that runs beside further quiet
-    /// writes ([`Self::quiet`]); `None` when this one must be a [`Self::sync`] instead
-    /// (the state file must be synced with it, log starts wait for it) or nothing is
+    /// writes ([`Self::quiet`]), with the state file's records when they are due (as
+    /// [`Self::sync`] would write them); `None` when this one must be a [`Self::sync`]
+    /// instead (the state file must be rewritten, log starts wait for it) or nothing is
     /// written. Until [`Self::finish_sync`] takes its result, call no [`Self::sync`],
     /// [`Self::close`] or [`Self::adopt`], and [`Self::write`] only quiet writes.
     pub fn begin_sync(&mut self) -> Option<LogSync<S>> {
         assert!(!self.log_sync_out, "one log sync at a time");
-        if self.written_seq == self.synced_seq
+        let state_due = self.state_due() && self.state.dirty();
+        if (self.written_seq == self.synced_seq && !state_due)
             || self.starts_pending()
-            || self.state.must_sync()
-            || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
+            || (state_due && self.state.rewrite_due())
         {
             return None;
         }
+        let state = if state_due {
+            // `None` after a failed append: the blocking sync reports it.
+            let append = self.state.begin_append()?;
+            // Appends from here on count towards the next state sync.
+            self.appended_since_state_sync = 0;
+            Some(append)
+        } else {
+            None
+        };
         self.log_sync_out = true;
         Some(LogSync {
+            storage: self.storage.clone(),
             logs: self.take_touched_logs(),
+            state,
             seq: self.written_seq,
         })
     }
 
+    /// Whether the state file's records must be synced with the next sync (not only
+    /// commit indexes, or too many of those, or too much appended since).
+    fn state_due(&self) -> bool {
+        self.state.must_sync() || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
+    }
+
     /// Takes a [`LogSync`]'s result (`Ok` or not, the store can begin another); returns the
     /// `seq` it covers: call `GroupManager::persisted` with it.
-    pub fn finish_sync(&mut self, synced: Result<LogSynced, Error>) -> Result<u64, Error> {
+    pub fn finish_sync(&mut self, synced: LogSynced) -> Result<u64, Error> {
         assert!(self.log_sync_out, "no log sync is out");
         self.log_sync_out = false;
-        let synced = synced?;
+        let state = synced.state.map(|done| self.state.finish_append(done));
+        synced.logs?;
         self.stats.syncs += 1;
-        self.stats.state_syncs_deferred += 1;
+        match state {
+            Some(done) => done?,
+            None => self.stats.state_syncs_deferred += 1,
+        }
         self.note_commits();
         self.synced_seq = synced.seq;
         Ok(self.synced_seq)
@@ -887,10 +945,7 @@ impl<S: Storage> ReplicaStore<S> {
     async fn sync_all(&mut self, all: bool) -> Result<(), Error> {
         // The state file waits for every log.
         flush_logs(&self.take_touched_logs()).await?;
-        if all
-            || self.state.must_sync()
-            || self.appended_since_state_sync >= STATE_SYNC_LOG_BYTES_MAX
-        {
+        if all || self.state_due() {
             self.state.sync(&*self.storage).await?;
             self.appended_since_state_sync = 0;
         } else {
@@ -899,6 +954,15 @@ impl<S: Storage> ReplicaStore<S> {
         self.stats.syncs += 1;
         self.note_commits();
         Ok(())
+    }
+
+    /// The logs appended to since the last call, for [`write_ahead`] (no longer marked
+    /// for it; still for the next sync).
+    pub fn take_logs_to_write(&mut self) -> Vec<Rc<PartitionLog<S>>> {
+        std::mem::take(&mut self.to_write)
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
+            .collect()
     }
 
     /// The logs appended to since the last sync began (no longer marked).

@@ -435,8 +435,8 @@ impl Cluster {
 
 /// What `ReplicaStore::drive` does, the way the broker's driver does it: quiet writes go
 /// beside the node's log sync out, which the next step runs; another write waits for it and
-/// is synced at once; with nothing out, a sync begins (or is performed, when the store
-/// declines one to run beside writes).
+/// is synced at once; appends are written ahead (unsynced); with nothing out, a sync
+/// begins (or is performed, when the store declines one to run beside writes).
 async fn drive_pipelined(
     node: &mut Node,
     mut effects: Vec<Effect>,
@@ -479,6 +479,9 @@ async fn drive_pipelined(
                 other => out.push(other),
             }
         }
+        // As the broker's writer does: what was appended is written now, unsynced (the
+        // next sync covers it; a power loss before it may take it).
+        sluice_replica::write_ahead(&node.store.take_logs_to_write()).await;
         if node.sync_out.is_none() && node.store.unsynced() {
             match node.store.begin_sync() {
                 Some(sync) => node.sync_out = Some(sync),

@@ -467,6 +467,9 @@ pub struct PartitionLog<S: Storage> {
     path_ops: Cell<u32>,
     /// How the last completed flush spent its time (per-stage timers read it).
     last_flush: Cell<FlushTiming>,
+    /// What [`Self::write_ahead`] wrote and no sync has covered yet: the next
+    /// [`Self::flush`] syncs it with its own writes.
+    written_ahead: RefCell<Option<Written<S::File>>>,
     durable_waiters: OffsetWaiters,
     /// Fetch long-polls of a replicated log (woken as the visible high watermark moves;
     /// a single node's wait on `durable_waiters`).
@@ -704,6 +707,7 @@ impl<S: Storage> PartitionLog<S> {
             flusher_running: Cell::new(false),
             path_ops: Cell::new(0),
             last_flush: Cell::new(FlushTiming::default()),
+            written_ahead: RefCell::new(None),
             durable_waiters: OffsetWaiters::default(),
             hw_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
@@ -1029,10 +1033,38 @@ impl<S: Storage> PartitionLog<S> {
         .await
     }
 
-    /// Writes everything appended so far and makes it durable; returns the new durable offset.
+    /// Writes everything appended so far and makes it durable, with whatever
+    /// [`Self::write_ahead`] wrote before; returns the new durable offset.
     pub async fn flush(&self) -> Result<i64> {
-        let written = self.write_pending().await?;
+        let mut written = self.write_pending().await?;
+        // Taken once this flush's write stage is done: a write-ahead that held the stage
+        // before it has stored its part by then.
+        if let Some(mut ahead) = self.written_ahead.take() {
+            ahead.absorb(written);
+            written = ahead;
+        }
         self.sync_written(written).await
+    }
+
+    /// Writes the appends buffered so far without syncing them (the next [`Self::flush`]
+    /// syncs them), so that a flush that follows has only its fdatasync left, or little
+    /// more: the replica store's writer calls this as appends arrive, as the one-replica
+    /// flusher writes them. Nothing happens to a failed or retired log (its next flush
+    /// reports the failure); an error writing fails the log as a flush would.
+    pub async fn write_ahead(&self) -> Result<()> {
+        self.enter_stage(&self.writing).await;
+        if self.failure().is_some() || !self.needs_flush() {
+            return self.leave_stage(&self.writing, Ok(()));
+        }
+        let result = self.write_pending_inner().await;
+        let result = self.leave_stage(&self.writing, result);
+        let written = result?;
+        let mut slot = self.written_ahead.borrow_mut();
+        match slot.as_mut() {
+            Some(earlier) => earlier.absorb(written),
+            None => *slot = Some(written),
+        }
+        Ok(())
     }
 
     /// The partition's flusher: writes appends as they arrive and fdatasyncs what was
@@ -1949,7 +1981,8 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.borrow_mut().closed = true;
         self.dirty_waiters.wake_all();
         self.wait_flush_state(|| !self.flusher_running.get()).await;
-        if self.failure().is_none() && self.needs_flush() {
+        if self.failure().is_none() && (self.needs_flush() || self.written_ahead.borrow().is_some())
+        {
             self.flush().await?;
         }
         let active = {

@@ -730,3 +730,80 @@ fn a_replicated_log_start_moves_past_the_segments_it_keeps() {
     assert_eq!(log.log_start_offset(), 40);
     assert_eq!(log.retained_start(), kept);
 }
+
+#[test]
+fn written_ahead_appends_are_durable_only_after_the_next_flush() {
+    for truncate in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, storage, mut batches) = modelled(dir.path(), 10);
+        let flushed = batches.len();
+        // Appends across several (small) segments, written ahead in three passes.
+        for pass in 0..3 {
+            for i in 0..8 {
+                let n = batches.len();
+                let b = leader_batch(3 * n as i64, 4, 3, (pass * 8 + i) as u8, 700);
+                log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
+                batches.push(b);
+            }
+            block_on(log.write_ahead()).unwrap();
+            assert!(
+                !log.needs_flush(),
+                "pass {pass}: everything appended is written"
+            );
+            assert_eq!(log.high_watermark(), 3 * flushed as i64, "not durable yet");
+        }
+        if truncate {
+            // A divergent suffix cut between the write-ahead and the flush: what the
+            // write-ahead wrote past the cut must not count as durable.
+            block_on(log.truncate_to(3 * 20)).unwrap();
+            batches.truncate(20);
+        }
+        assert!(log.segment_count() > 2);
+        let end = block_on(log.flush()).unwrap();
+        assert_eq!(end, 3 * batches.len() as i64, "truncate {truncate}");
+        assert_eq!(log.high_watermark(), end);
+        storage.plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        assert_eq!(read_raw(&log, 0), batches, "truncate {truncate}");
+    }
+}
+
+#[test]
+fn a_power_loss_after_a_write_ahead_keeps_the_flushed_prefix_and_close_syncs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, storage, mut batches) = modelled(dir.path(), 10);
+    for i in 0..12 {
+        let n = batches.len();
+        let b = leader_batch(3 * n as i64, 4, 3, i as u8, 700);
+        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
+        batches.push(b);
+    }
+    block_on(log.write_ahead()).unwrap();
+    storage.plan.power_loss();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    let kept = read_raw(&log, 0);
+    assert!(
+        kept.len() >= 10 && batches.starts_with(&kept),
+        "{}",
+        kept.len()
+    );
+    drop(log);
+
+    // With nothing left to write, a close still syncs what was written ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, storage, mut batches) = modelled(dir.path(), 10);
+    for i in 0..12 {
+        let n = batches.len();
+        let b = leader_batch(3 * n as i64, 4, 3, i as u8, 700);
+        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
+        batches.push(b);
+    }
+    block_on(log.write_ahead()).unwrap();
+    block_on(log.close()).unwrap();
+    storage.plan.power_loss();
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_raw(&log, 0), batches);
+}
