@@ -427,6 +427,8 @@ async fn three_nodes_share_the_metadata_and_serve_every_partition() {
         Some(spread.clone())
     );
 
+    per_node_broker_configs(&mut c).await;
+
     let p = producer(
         &c.node(1).bootstrap(),
         &[("acks", "all"), ("enable.idempotence", "true")],
@@ -499,6 +501,81 @@ async fn three_nodes_share_the_metadata_and_serve_every_partition() {
     let got = tokio::task::block_in_place(|| count_all(c.bootstrap(), "after-restart"));
     assert_eq!(got, RECORDS);
     tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// AlterConfigs v0 on the broker resource `name` ("" the cluster-wide defaults, else a node
+/// id), replacing its settings with `configs`, sent to `broker`: (error code, message).
+fn alter_broker_raw(broker: &Broker, name: &str, configs: &[(&str, &str)]) -> (i16, String) {
+    let mut body = sluice_tests::wire::Enc::new().i32(1);
+    body.0.push(4); // BROKER
+    let mut body = body.str(name).i32(configs.len() as i32);
+    for (k, v) in configs {
+        body = body.str(k).nstr(Some(v));
+    }
+    body.0.push(0); // validate_only
+    let mut s = sluice_tests::wire::connect(broker);
+    let resp = sluice_tests::wire::call(&mut s, 33, 0, 9, &body.0);
+    let mut d = sluice_tests::wire::Dec::new(&resp);
+    d.i32(); // throttle
+    assert_eq!(d.i32(), 1, "one resource result");
+    let code = d.i16();
+    (code, d.nstr().unwrap_or_default())
+}
+
+/// Per-node dynamic broker configs, as `kafka-configs.sh --entity-type brokers` sets them:
+/// the cluster-wide default (`--entity-default`, resource "") and one node's own
+/// (`--entity-name 2`), which wins on that node alone; DescribeConfigs on each node tells
+/// the two apart by their source. Any node takes a change for any node; a name that is not
+/// a node id is refused as Kafka refuses it. Both are cleared again afterwards.
+async fn per_node_broker_configs(c: &mut Cluster) {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let source = |s: ConfigSource| format!("{s:?}");
+    const KEY: &str = "log.retention.ms";
+    let via_one = c.node(1).bootstrap();
+    assert_eq!(alter_broker_raw(c.node(1), "", &[(KEY, "5400000")]).0, 0);
+    assert_eq!(alter_broker_raw(c.node(1), "2", &[(KEY, "7200000")]).0, 0);
+    for bad in ["two", "-3"] {
+        let (code, msg) = alter_broker_raw(c.node(1), bad, &[(KEY, "1")]);
+        assert_eq!(code, 42, "INVALID_REQUEST for broker {bad:?}: {msg}");
+    }
+    // librdkafka sends a broker's DescribeConfigs to that broker: each answers for itself,
+    // once it has applied the controller's records.
+    let describe = |id: i32| {
+        let via = via_one.clone();
+        move || {
+            let rt = tokio::runtime::Handle::current();
+            let res = rt
+                .block_on(
+                    admin(&via).describe_configs([&ResourceSpecifier::Broker(id)], &admin_opts()),
+                )
+                .ok()?;
+            let r = res.into_iter().next()?.ok()?;
+            let e = r.get(KEY)?;
+            Some((e.value.clone()?, format!("{:?}", e.source)))
+        }
+    };
+    let want = [
+        (1, "5400000", ConfigSource::DynamicDefaultBroker),
+        (2, "7200000", ConfigSource::DynamicBroker),
+        (3, "5400000", ConfigSource::DynamicDefaultBroker),
+    ];
+    for (id, value, want_source) in want {
+        let want_source = source(want_source);
+        tokio::task::block_in_place(|| {
+            poll_until(SETTLE, &format!("node {id}'s {KEY}"), || {
+                let got = describe(id)()?;
+                (got == (value.to_string(), want_source.clone())).then_some(())
+            })
+        });
+    }
+    assert_eq!(alter_broker_raw(c.node(3), "2", &[]).0, 0);
+    assert_eq!(alter_broker_raw(c.node(3), "", &[]).0, 0);
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "node 2's own config cleared", || {
+            let got = describe(2)()?;
+            (got == ("604800000".to_string(), source(ConfigSource::Default))).then_some(())
+        })
+    });
 }
 
 /// Produces `n` records `r{round}-{i}` to partition 0 of `topic`, one at a time, each

@@ -287,21 +287,34 @@ impl Controller {
         .await
     }
 
-    /// Edits the dynamic broker configs. They are kept as the cluster-wide defaults (Kafka's
-    /// per-node dynamic configs are not told apart yet).
+    /// Edits the dynamic broker configs of `target`: one node's own (`Some(id)`, the broker
+    /// resource named by its id, which win on that node) or the cluster-wide defaults
+    /// (`None`, the resource named ""). `edit` gets that resource's current settings alone.
     pub async fn alter_broker_configs(
         &self,
         shard: &Rc<BrokerShard>,
+        target: Option<i32>,
         validate_only: bool,
         edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
     ) -> Result<(), (i16, String)> {
         let node = self.runtime()?;
-        let current = shard.topics().state.broker_configs.clone();
+        let current = {
+            let topics = shard.topics();
+            match target {
+                None => topics.state.default_broker_configs.clone(),
+                Some(n) => topics
+                    .state
+                    .node_broker_configs
+                    .get(&n)
+                    .cloned()
+                    .unwrap_or_default(),
+            }
+        };
         let new = edit(&current).map_err(|m| (kerr::INVALID_CONFIG, m))?;
         crate::metadata_sync::alter_configs(
             shard,
             &node,
-            sluice_meta::controller::ConfigTarget::Broker(None),
+            sluice_meta::controller::ConfigTarget::Broker(target),
             &current,
             &new,
             validate_only,

@@ -72,6 +72,8 @@ pub fn state_from_image(
         node_id: node,
         topics,
         broker_configs,
+        default_broker_configs: image.cluster_configs().clone(),
+        node_broker_configs: image.all_node_configs().clone(),
         producer_id_next_block,
         version,
         metadata_index,

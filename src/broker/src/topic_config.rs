@@ -10,6 +10,7 @@ use sluice_storage::LogConfig;
 pub enum ConfigSource {
     DynamicTopic = 1,
     DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }

@@ -147,8 +147,16 @@ pub struct ClusterState {
     pub cluster_id: String,
     pub node_id: i32,
     pub topics: Vec<TopicRecord>,
-    /// Dynamic broker configs (AlterConfigs on the broker resource).
+    /// Dynamic broker configs in effect on this node (AlterConfigs on the broker resource):
+    /// `default_broker_configs` with this node's own `node_broker_configs` over them.
     pub broker_configs: BTreeMap<String, String>,
+    /// The cluster-wide dynamic broker configs (broker resource named ""), kept apart from
+    /// the per-node ones for DescribeConfigs' sources and for AlterConfigs on either.
+    #[serde(default)]
+    pub default_broker_configs: BTreeMap<String, String>,
+    /// Each node's own dynamic broker configs (broker resource named by its id), by node.
+    #[serde(default)]
+    pub node_broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// Producer ids below this may have been handed out; allocation resumes here.
     pub producer_id_next_block: i64,
     /// Bumped on every change.
@@ -159,6 +167,13 @@ pub struct ClusterState {
     #[serde(default)]
     pub metadata_index: u64,
 }
+
+/// `ClusterState`'s broker configs: in effect on the node, cluster-wide, per node.
+pub type BrokerConfigs = (
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+    BTreeMap<i32, BTreeMap<String, String>>,
+);
 
 /// What one controller change did to the state, as it travels to the other shards: the
 /// topics created or changed, the ones deleted, and the broker configs if they changed. Its
@@ -172,7 +187,9 @@ pub struct StateDelta {
     pub upserts: Vec<TopicRecord>,
     /// Ids of deleted topics.
     pub removed: Vec<[u8; 16]>,
-    pub broker_configs: Option<BTreeMap<String, String>>,
+    /// When any changed: the broker configs in effect, the cluster-wide ones, and each
+    /// node's own (`ClusterState`'s three fields).
+    pub broker_configs: Option<BrokerConfigs>,
     pub producer_id_next_block: i64,
     pub cluster_id: String,
     pub metadata_index: u64,
@@ -202,8 +219,16 @@ impl StateDelta {
                 .filter(|t| !after.contains_key(&t.id))
                 .map(|t| t.id)
                 .collect(),
-            broker_configs: (old.broker_configs != new.broker_configs)
-                .then(|| new.broker_configs.clone()),
+            broker_configs: (old.broker_configs != new.broker_configs
+                || old.default_broker_configs != new.default_broker_configs
+                || old.node_broker_configs != new.node_broker_configs)
+                .then(|| {
+                    (
+                        new.broker_configs.clone(),
+                        new.default_broker_configs.clone(),
+                        new.node_broker_configs.clone(),
+                    )
+                }),
             producer_id_next_block: new.producer_id_next_block,
             cluster_id: new.cluster_id.clone(),
             metadata_index: new.metadata_index,
@@ -261,8 +286,10 @@ impl StateDelta {
                 }
             }
         }
-        if let Some(b) = &self.broker_configs {
-            next.broker_configs = b.clone();
+        if let Some((effective, default, nodes)) = &self.broker_configs {
+            next.broker_configs = effective.clone();
+            next.default_broker_configs = default.clone();
+            next.node_broker_configs = nodes.clone();
         }
         next.producer_id_next_block = self.producer_id_next_block;
         next.cluster_id = self.cluster_id.clone();
@@ -700,6 +727,17 @@ mod tests {
         assert!(
             same.upserts.is_empty() && same.removed.is_empty() && same.broker_configs.is_none()
         );
+        // Another node's own config changes nothing in effect here, but still travels.
+        let mut other = new.clone();
+        other.version = 9;
+        other
+            .node_broker_configs
+            .entry(3)
+            .or_default()
+            .insert("log.retention.ms".into(), "6".into());
+        let delta = StateDelta::between(&new, &other);
+        assert!(delta.broker_configs.is_some());
+        assert_eq!(delta.apply(&new).unwrap(), other);
     }
 
     #[test]

@@ -263,6 +263,11 @@ impl MetadataImage {
         self.node_configs.get(&node)
     }
 
+    /// Every node's own broker configs (the nodes that have any).
+    pub fn all_node_configs(&self) -> &BTreeMap<NodeId, BTreeMap<String, String>> {
+        &self.node_configs
+    }
+
     pub fn configs(&self, resource: &ConfigResource) -> Option<&BTreeMap<String, String>> {
         match resource {
             ConfigResource::Topic(id) => self.topics.get(id).map(|t| &t.configs),

@@ -29,6 +29,23 @@ pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
     })
 }
 
+/// The broker resource a config change names: `None` for "" (the cluster-wide defaults),
+/// else the node id it parses as; a name that is not one is refused as Kafka's controller
+/// refuses it.
+pub fn broker_target(name: &str) -> Result<Option<i32>, (i16, String)> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    match name.parse::<i32>() {
+        Ok(id) if id >= 0 => Ok(Some(id)),
+        Ok(_) => Err((kerr::INVALID_REQUEST, "Invalid negative broker ID.".into())),
+        Err(_) => Err((
+            kerr::INVALID_REQUEST,
+            "Unable to parse broker name as a base 10 number.".into(),
+        )),
+    }
+}
+
 pub async fn handle(
     shard: &Rc<BrokerShard>,
     _h: &RequestHeaderInfo,
@@ -59,16 +76,19 @@ pub async fn handle(
                     )
                     .await
             }
-            RESOURCE_BROKER => {
-                controller
-                    .alter_broker_configs(shard, r.validate_only, |_| {
-                        for (k, v) in &new {
-                            check_broker_config(k, v)?;
-                        }
-                        Ok(new)
-                    })
-                    .await
-            }
+            RESOURCE_BROKER => match broker_target(&res.resource_name) {
+                Ok(target) => {
+                    controller
+                        .alter_broker_configs(shard, target, r.validate_only, |_| {
+                            for (k, v) in &new {
+                                check_broker_config(k, v)?;
+                            }
+                            Ok(new)
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             other => Err((
                 kerr::INVALID_REQUEST,
                 format!("unsupported resource type {other}"),

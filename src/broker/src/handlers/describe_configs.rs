@@ -12,13 +12,26 @@ use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{effective, ConfigSource, TOPIC_CONFIGS};
+use crate::topics::ClusterState;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
+/// Where a dynamic broker config in effect on this node comes from: the node's own
+/// (DYNAMIC_BROKER_CONFIG) or the cluster-wide default (DYNAMIC_DEFAULT_BROKER_CONFIG).
+fn dynamic_source(state: &ClusterState, name: &str) -> ConfigSource {
+    let own = state.node_broker_configs.get(&state.node_id);
+    if own.is_some_and(|c| c.contains_key(name)) {
+        ConfigSource::DynamicBroker
+    } else {
+        ConfigSource::DynamicDefaultBroker
+    }
+}
+
 /// Broker configs: (name, value, source, type).
 pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource, i8)> {
-    let dynamic = &shard.topics().state.broker_configs;
+    let topics = shard.topics();
+    let dynamic = &topics.state.broker_configs;
     let c = &shard.config;
     let mut out: Vec<(String, String, ConfigSource, i8)> = vec![
         (
@@ -93,7 +106,7 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
             continue;
         }
         let (v, source) = match dynamic.get(k.broker_name) {
-            Some(v) => (v.clone(), ConfigSource::DynamicBroker),
+            Some(v) => (v.clone(), dynamic_source(&topics.state, k.broker_name)),
             None => (k.default.to_string(), ConfigSource::Default),
         };
         out.push((k.broker_name.to_string(), v, source, k.config_type()));
@@ -149,7 +162,10 @@ pub fn handle(
                         .iter()
                         .filter(|k| wanted(k.name))
                         .map(|k| {
-                            let (v, source) = effective(&t.configs, broker, k);
+                            let (v, mut source) = effective(&t.configs, broker, k);
+                            if source == ConfigSource::DynamicBroker {
+                                source = dynamic_source(&topics.state, k.broker_name);
+                            }
                             let doc = r.include_documentation.then_some(k.doc);
                             entry(k.name, v, source, k.config_type(), doc, r.include_synonyms)
                         })
@@ -165,9 +181,27 @@ pub fn handle(
             },
             RESOURCE_BROKER => {
                 let name = res.resource_name.as_str();
-                if !name.is_empty() && name != shard.config.node_id.to_string() {
+                if name.is_empty() {
+                    // The cluster-wide dynamic defaults alone, as Kafka lists them.
+                    out.configs = topics
+                        .state
+                        .default_broker_configs
+                        .iter()
+                        .filter(|(n, _)| wanted(n))
+                        .map(|(n, v)| {
+                            let kind = crate::topic_config::broker_config_key(n)
+                                .map_or(2, |k| k.config_type());
+                            let source = ConfigSource::DynamicDefaultBroker;
+                            entry(n, v, source, kind, None, r.include_synonyms)
+                        })
+                        .collect();
+                } else if name != shard.config.node_id.to_string() {
+                    // Kafka's admin clients send a broker's own resource to that broker.
                     out.error_code = kerr::INVALID_REQUEST;
-                    out.error_message = Some(str_bytes(&format!("unknown broker {name}")));
+                    out.error_message = Some(str_bytes(&format!(
+                        "Unexpected broker id, expected {} or empty string, but received {name}",
+                        shard.config.node_id
+                    )));
                 } else {
                     out.configs = broker_configs(shard)
                         .into_iter()

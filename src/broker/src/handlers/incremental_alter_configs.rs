@@ -11,7 +11,7 @@ use sluice_codec::kafka_protocol::messages::{
 };
 use sluice_codec::RequestHeaderInfo;
 
-use super::alter_configs::check_broker_config;
+use super::alter_configs::{broker_target, check_broker_config};
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::kerr;
@@ -127,17 +127,21 @@ pub async fn handle(
                     )
                     .await
             }
-            RESOURCE_BROKER => {
-                controller
-                    .alter_broker_configs(shard, r.validate_only, |cur| {
-                        let next = apply(cur, &res.configs, |_| None).map_err(|p| p.message())?;
-                        for (k, v) in &next {
-                            check_broker_config(k, v)?;
-                        }
-                        Ok(next)
-                    })
-                    .await
-            }
+            RESOURCE_BROKER => match broker_target(&res.resource_name) {
+                Ok(target) => {
+                    controller
+                        .alter_broker_configs(shard, target, r.validate_only, |cur| {
+                            let next =
+                                apply(cur, &res.configs, |_| None).map_err(|p| p.message())?;
+                            for (k, v) in &next {
+                                check_broker_config(k, v)?;
+                            }
+                            Ok(next)
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             other => Err((
                 kerr::INVALID_REQUEST,
                 format!("unsupported resource type {other}"),
