@@ -105,8 +105,20 @@ while True:
 # whose disk fills up (or whose thin-provisioned disk slows as it grows) skews the rounds
 # that come later.
 configs = {"retention.bytes": str(256 << 20), "segment.bytes": str(64 << 20)}
-a.create_topics([NewTopic("rf1", parts, 1, topic_configs=configs),
-                 NewTopic("rf3", parts, 3, topic_configs=configs)])
+# A client made before the last node registered may not know the controller's node yet
+# (UnknownBrokerIdError): a new one learns it.
+while True:
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap).create_topics(
+            [NewTopic("rf1", parts, 1, topic_configs=configs),
+             NewTopic("rf3", parts, 3, topic_configs=configs)])
+        break
+    except Exception as e:
+        if "TopicAlreadyExists" in repr(e):
+            break  # an earlier attempt created them
+        if time.time() > deadline:
+            sys.exit(f"creating the topics: {e!r}")
+        time.sleep(0.5)
 time.sleep(5)  # every partition elects its leader
 EOF
 
