@@ -731,6 +731,22 @@ fn a_replicated_log_start_moves_past_the_segments_it_keeps() {
     assert_eq!(log.retained_start(), kept);
 }
 
+/// Appends `n` more 3-record batches of epoch 4 after `batches` (payload bytes from
+/// `fill`), not flushed.
+fn append_epoch_4<S: Storage>(
+    log: &PartitionLog<S>,
+    batches: &mut Vec<Vec<u8>>,
+    n: usize,
+    fill: usize,
+) {
+    for i in 0..n {
+        let base = 3 * batches.len() as i64;
+        let b = leader_batch(base, 4, 3, (fill + i) as u8, 700);
+        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
+        batches.push(b);
+    }
+}
+
 #[test]
 fn written_ahead_appends_are_durable_only_after_the_next_flush() {
     for truncate in [false, true] {
@@ -739,12 +755,7 @@ fn written_ahead_appends_are_durable_only_after_the_next_flush() {
         let flushed = batches.len();
         // Appends across several (small) segments, written ahead in three passes.
         for pass in 0..3 {
-            for i in 0..8 {
-                let n = batches.len();
-                let b = leader_batch(3 * n as i64, 4, 3, (pass * 8 + i) as u8, 700);
-                log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
-                batches.push(b);
-            }
+            append_epoch_4(&log, &mut batches, 8, pass * 8);
             block_on(log.write_ahead()).unwrap();
             assert!(
                 !log.needs_flush(),
@@ -773,12 +784,7 @@ fn written_ahead_appends_are_durable_only_after_the_next_flush() {
 fn a_power_loss_after_a_write_ahead_keeps_the_flushed_prefix_and_close_syncs_it() {
     let dir = tempfile::tempdir().unwrap();
     let (log, storage, mut batches) = modelled(dir.path(), 10);
-    for i in 0..12 {
-        let n = batches.len();
-        let b = leader_batch(3 * n as i64, 4, 3, i as u8, 700);
-        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
-        batches.push(b);
-    }
+    append_epoch_4(&log, &mut batches, 12, 0);
     block_on(log.write_ahead()).unwrap();
     storage.plan.power_loss();
     drop(log);
@@ -794,12 +800,7 @@ fn a_power_loss_after_a_write_ahead_keeps_the_flushed_prefix_and_close_syncs_it(
     // With nothing left to write, a close still syncs what was written ahead.
     let dir = tempfile::tempdir().unwrap();
     let (log, storage, mut batches) = modelled(dir.path(), 10);
-    for i in 0..12 {
-        let n = batches.len();
-        let b = leader_batch(3 * n as i64, 4, 3, i as u8, 700);
-        log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
-        batches.push(b);
-    }
+    append_epoch_4(&log, &mut batches, 12, 0);
     block_on(log.write_ahead()).unwrap();
     block_on(log.close()).unwrap();
     storage.plan.power_loss();
