@@ -40,8 +40,9 @@
 //! - `GroupManager::persisted(seq)` is reported only after `ReplicaStore::sync` or
 //!   `ReplicaStore::finish_sync` returned `seq`: an acknowledgement never precedes the
 //!   fsync that makes it true. One log sync runs at a time, in a task beside the driver,
-//!   which meanwhile buffers the appends and hard states that arrive (they go into the next
-//!   sync); every other write waits for it and is synced at once. The state file's records
+//!   which meanwhile buffers the appends, hard states and retention's log starts that arrive
+//!   (they go into the next sync, which moves such a log start once its record is durable);
+//!   every other write waits for it and is synced at once. The state file's records
 //!   ride in the log sync, written after its logs, except a rewrite of the file (a blocking
 //!   sync). The shard's writer task ([`WriteAhead`]) writes buffered appends to their
 //!   segment files as they arrive, unsynced, so a log sync mostly only fdatasyncs.
@@ -1586,9 +1587,10 @@ impl Replication {
     }
 
     /// Performs one batch of effects: every write, the fetches; what the manager answers
-    /// goes to the back of the queue. Appends and hard states are written beside the log
-    /// sync in flight and left for the driver's next sync; any other write waits for that
-    /// sync, and is synced at once (its files, the state file).
+    /// goes to the back of the queue. Appends, hard states and retention's log starts are
+    /// written beside the log sync in flight and left for the driver's next sync
+    /// (`ReplicaStore::quiet`); any other write waits for that sync, and is synced at once
+    /// (its files, the state file).
     async fn perform(
         self: &Rc<Self>,
         store: &mut ReplicaStore<DmaStorage>,

@@ -50,8 +50,9 @@
 //! task), writes what is [`ReplicaStore::quiet`] meanwhile (appends that replace nothing,
 //! hard states) and hands the result to [`ReplicaStore::finish_sync`] for the `seq` to
 //! report. A `LogSync` carries the state file's records when they are due, written after
-//! the logs. Anything else waits for it, and when `begin_sync` declines (the state file
-//! must be rewritten, or a log start must be synced too) it is a [`ReplicaStore::sync`].
+//! the logs, and then moves the log starts whose records that made durable (retention's,
+//! which are quiet writes too). Anything else waits for it, and when `begin_sync` declines
+//! (the state file must be rewritten) it is a [`ReplicaStore::sync`].
 //! The invariant is the same: `persisted(seq)` only after every write up to `seq` is
 //! durable, and a durable commit index never exceeds the durable logs.
 //!

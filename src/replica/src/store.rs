@@ -199,7 +199,30 @@ pub struct LogSync<S: Storage> {
     /// Written after every log is durable: a durable commit index never exceeds the
     /// durable logs.
     state: Option<StateAppend<S::File>>,
+    /// Log-start moves performed once the state file says where each Raft log starts
+    /// (after `state`, or at once when the state file had nothing new).
+    starts: Vec<StartMove<S>>,
     seq: u64,
+}
+
+/// A deferred log-start move: the partition log's start for readers and where its
+/// segments may go (see [`ReplicaStore::sync`]).
+struct StartMove<S: Storage> {
+    log: Rc<PartitionLog<S>>,
+    start: i64,
+    retain_from: i64,
+}
+
+impl<S: Storage> StartMove<S> {
+    async fn perform(&self) -> sluice_storage::Result<i64> {
+        // Both offsets lie within entries applied here, so committed and synced: the high
+        // watermark is there already if the caller applied every `HighWatermark` effect,
+        // and may be raised to them if not.
+        self.log.set_high_watermark(self.start);
+        self.log
+            .move_replica_start(self.start, self.retain_from)
+            .await
+    }
 }
 
 /// A finished [`LogSync`], for [`ReplicaStore::finish_sync`].
@@ -213,9 +236,9 @@ pub struct LogSynced {
 
 impl<S: Storage> LogSync<S> {
     /// Writes and fdatasyncs each log (a bounded number at a time, overlapping), then the
-    /// state file's records.
+    /// state file's records, then moves the log starts those made durable.
     pub async fn run(self) -> LogSynced {
-        let logs = flush_logs(&self.logs).await;
+        let mut logs = flush_logs(&self.logs).await;
         let state = match self.state {
             Some(append) => Some(match &logs {
                 Ok(()) => append.run(&*self.storage).await,
@@ -225,6 +248,14 @@ impl<S: Storage> LogSync<S> {
             }),
             None => None,
         };
+        if logs.is_ok() && state.as_ref().is_none_or(|s| s.is_ok()) {
+            for m in &self.starts {
+                if let Err(e) = m.perform().await {
+                    logs = Err(e.into());
+                    break;
+                }
+            }
+        }
         LogSynced {
             seq: self.seq,
             logs,
@@ -620,8 +651,8 @@ impl<S: Storage> ReplicaStore<S> {
         }
     }
 
-    /// Whether log-start moves wait for the next [`Self::sync`] (which performs them even
-    /// when nothing else was written).
+    /// Whether log-start moves wait for the next sync ([`Self::begin_sync`] or
+    /// [`Self::sync`], which perform them even when nothing else was written).
     pub fn starts_pending(&self) -> bool {
         !self.deferred_starts.is_empty()
     }
@@ -842,12 +873,14 @@ impl<S: Storage> ReplicaStore<S> {
     }
 
     /// Whether `writes` may be written while a [`LogSync`] is out: appends that replace
-    /// nothing and hard states. The rest (creations, removals, log starts, configurations, a
-    /// divergent suffix's truncation) act on files or the state file's durability and wait
-    /// for the sync to finish.
+    /// nothing, hard states and retention's log starts (a record, and a move the next sync
+    /// performs once the record is durable). The rest (creations, removals, a snapshot's
+    /// reset, configurations, a divergent suffix's truncation) act on files or the state
+    /// file's durability and wait for the sync to finish.
     pub fn quiet(&self, writes: &[Write]) -> bool {
         writes.iter().all(|w| match w {
             Write::HardState { .. } => true,
+            Write::LogStart { reset: false, .. } => true,
             Write::Entries { group, entries } => match (self.groups.get(group), entries.first()) {
                 (Some(g), Some(e)) => e.index > g.last_index,
                 (_, None) => true,
@@ -865,15 +898,16 @@ impl<S: Storage> ReplicaStore<S> {
 
     /// Starts a sync of the partition logs written so far that runs beside further quiet
     /// writes ([`Self::quiet`]), with the state file's records when they are due (as
-    /// [`Self::sync`] would write them); `None` when this one must be a [`Self::sync`]
-    /// instead (the state file must be rewritten, log starts wait for it) or nothing is
-    /// written. Until [`Self::finish_sync`] takes its result, call no [`Self::sync`],
+    /// [`Self::sync`] would write them) and the log-start moves waiting for them; `None`
+    /// when this one must be a [`Self::sync`] instead (the state file must be rewritten) or
+    /// nothing waits. Until [`Self::finish_sync`] takes its result, call no [`Self::sync`],
     /// [`Self::close`] or [`Self::adopt`], and [`Self::write`] only quiet writes.
     pub fn begin_sync(&mut self) -> Option<LogSync<S>> {
         assert!(!self.log_sync_out, "one log sync at a time");
-        let state_due = self.state_due() && self.state.dirty();
-        if (self.written_seq == self.synced_seq && !state_due)
-            || self.starts_pending()
+        // A log start moves only once its record is durable: with moves waiting, whatever
+        // the state file holds goes with this sync.
+        let state_due = (self.state_due() || self.starts_pending()) && self.state.dirty();
+        if (self.written_seq == self.synced_seq && !state_due && !self.starts_pending())
             || (state_due && self.state.rewrite_due())
         {
             return None;
@@ -892,8 +926,24 @@ impl<S: Storage> ReplicaStore<S> {
             storage: self.storage.clone(),
             logs: self.take_touched_logs(),
             state,
+            starts: self.take_start_moves(),
             seq: self.written_seq,
         })
+    }
+
+    /// The deferred log-start moves, as they stand now (no longer deferred).
+    fn take_start_moves(&mut self) -> Vec<StartMove<S>> {
+        std::mem::take(&mut self.deferred_starts)
+            .into_iter()
+            .filter_map(|group| {
+                let g = self.groups.get(&group)?;
+                Some(StartMove {
+                    log: g.log.clone(),
+                    start: g.records_start.max(g.raft_start),
+                    retain_from: g.raft_start,
+                })
+            })
+            .collect()
     }
 
     /// Whether the state file's records must be synced with the next sync (not only
@@ -926,15 +976,8 @@ impl<S: Storage> ReplicaStore<S> {
     pub async fn sync(&mut self) -> Result<u64, Error> {
         assert!(!self.log_sync_out, "a sync while a log sync is out");
         self.sync_all(false).await?;
-        for group in std::mem::take(&mut self.deferred_starts) {
-            if let Some(g) = self.groups.get(&group) {
-                // Both offsets lie within entries applied here, so committed and synced:
-                // the high watermark is there already if the caller applied every
-                // `HighWatermark` effect, and may be raised to them if not.
-                let start = g.records_start.max(g.raft_start);
-                g.log.set_high_watermark(start);
-                g.log.move_replica_start(start, g.raft_start).await?;
-            }
+        for m in self.take_start_moves() {
+            m.perform().await?;
         }
         self.synced_seq = self.written_seq;
         Ok(self.synced_seq)
