@@ -1002,15 +1002,19 @@ impl<S: Storage> ReplicaStore<S> {
     /// The logs appended to since the last call, for [`write_ahead`] (no longer marked
     /// for it; still for the next sync).
     pub fn take_logs_to_write(&mut self) -> Vec<Rc<PartitionLog<S>>> {
-        std::mem::take(&mut self.to_write)
-            .into_iter()
-            .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
-            .collect()
+        let groups = std::mem::take(&mut self.to_write);
+        self.logs_of(groups)
     }
 
     /// The logs appended to since the last sync began (no longer marked).
     fn take_touched_logs(&mut self) -> Vec<Rc<PartitionLog<S>>> {
-        std::mem::take(&mut self.touched)
+        let groups = std::mem::take(&mut self.touched);
+        self.logs_of(groups)
+    }
+
+    /// The partition logs of those of `groups` still here.
+    fn logs_of(&self, groups: BTreeSet<GroupId>) -> Vec<Rc<PartitionLog<S>>> {
+        groups
             .into_iter()
             .filter_map(|g| self.groups.get(&g).map(|g| g.log.clone()))
             .collect()
