@@ -7,10 +7,11 @@ use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
-use sluice_storage::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
+use sluice_storage::io::{IoBuf, Storage, StorageFile, DISCARDED_SUFFIX, PAGE_SIZE};
 
 use crate::runtime::ShardCtx;
 
@@ -166,6 +167,135 @@ impl Storage for DmaStorage {
             .await
             .map_err(|e| with_path(e.into(), "renaming", from))
     }
+
+    /// Renames the file to end in [`DISCARDED_SUFFIX`] and queues it for this shard's
+    /// discard task, which frees its blocks [`DISCARD_STEP_BYTES`] at a time.
+    async fn discard(&self, path: &Path, file: Option<Rc<DmaStorageFile>>) -> io::Result<()> {
+        let discarded = path
+            .to_str()
+            .is_some_and(|p| p.ends_with(DISCARDED_SUFFIX));
+        let target = if discarded {
+            path.to_path_buf()
+        } else {
+            let mut t = path.as_os_str().to_owned();
+            t.push(DISCARDED_SUFFIX);
+            let t = PathBuf::from(t);
+            match glommio::io::rename(path, &t).await {
+                Ok(()) => t,
+                Err(e) => {
+                    let e: io::Error = e.into();
+                    if e.kind() == io::ErrorKind::NotFound {
+                        return Ok(());
+                    }
+                    return Err(with_path(e, "renaming", path));
+                }
+            }
+        };
+        let start = DISCARDS.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.queue.len() >= DISCARDS_QUEUED_MAX {
+                return None;
+            }
+            d.queue.push_back((target.clone(), file));
+            Some(!std::mem::replace(&mut d.draining, true))
+        });
+        match start {
+            Some(true) => {
+                glommio::spawn_local(drain_discards()).detach();
+            }
+            Some(false) => {}
+            // A backlog this long means the steps cannot keep up: free this one at once.
+            None => return self.remove(&target).await,
+        }
+        Ok(())
+    }
+}
+
+/// Bytes one step of freeing a discarded file gives back: each `ftruncate` step is one
+/// journal transaction, and every fdatasync on the filesystem waits for it. Unlinking a
+/// 64 MiB segment at once held concurrent syncs ~11 ms on this host's ext4; 4 MiB steps
+/// hold them ~3 ms (perf/results/2026-12-04-paced-segment-deletion.md).
+const DISCARD_STEP_BYTES: u64 = 4 << 20;
+/// Pause after each step, so syncs and the blocking pool's other work (renames, the
+/// truncation of a rolled segment) run between steps.
+const DISCARD_PAUSE: Duration = Duration::from_millis(5);
+/// Longest wait for readers to let go of a discarded segment's handle before its blocks
+/// are freed anyway (Kafka's `file.delete.delay.ms` default): a reader still holding it
+/// then gets short reads, as at the end of a log, rather than the disk filling up behind it.
+const DISCARD_READERS_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Discards queued per shard at most; past it a discard removes its file at once.
+const DISCARDS_QUEUED_MAX: usize = 4096;
+
+#[derive(Default)]
+struct Discards {
+    queue: std::collections::VecDeque<(PathBuf, Option<Rc<DmaStorageFile>>)>,
+    /// A [`drain_discards`] task runs (it clears this when it finds the queue empty).
+    draining: bool,
+}
+
+thread_local! {
+    /// This shard's discarded files whose blocks are still to be freed, oldest first.
+    static DISCARDS: std::cell::RefCell<Discards> = Default::default();
+}
+
+/// Frees the queued discarded files one at a time, then ends.
+async fn drain_discards() {
+    loop {
+        let next = DISCARDS.with(|d| {
+            let mut d = d.borrow_mut();
+            let next = d.queue.pop_front();
+            d.draining = next.is_some();
+            next
+        });
+        let Some((path, file)) = next else { return };
+        if let Some(file) = file {
+            // Readers that took the handle before the discard finish first: freeing the
+            // blocks under them would make their reads short.
+            let since = std::time::Instant::now();
+            while Rc::strong_count(&file) > 1 && since.elapsed() < DISCARD_READERS_WAIT_MAX {
+                glommio::timer::sleep(DISCARD_PAUSE).await;
+            }
+        }
+        if let Err(e) = free_gradually(&path).await {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("freeing discarded file: {e}");
+            }
+        }
+    }
+}
+
+/// Shrinks `path` to nothing in [`DISCARD_STEP_BYTES`] steps, then unlinks it.
+async fn free_gradually(path: &Path) -> io::Result<()> {
+    let ex = glommio::executor();
+    let p = path.to_path_buf();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The rename that took the file out of the log's names must be durable before any of
+    // its blocks go, or a crash could bring back a shortened segment under its old name.
+    let (mut file, mut len) = ex
+        .spawn_blocking(move || -> io::Result<(std::fs::File, u64)> {
+            std::fs::File::open(&dir)?.sync_all()?;
+            let f = std::fs::OpenOptions::new().write(true).open(&p)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        })
+        .await
+        .map_err(|e| with_path(e, "opening discarded file", path))?;
+    while len > 0 {
+        len = len.saturating_sub(DISCARD_STEP_BYTES);
+        file = ex
+            .spawn_blocking(move || file.set_len(len).map(|()| file))
+            .await
+            .map_err(|e| with_path(e, "shrinking discarded file", path))?;
+        glommio::timer::sleep(DISCARD_PAUSE).await;
+    }
+    drop(file);
+    let p = path.to_path_buf();
+    ex.spawn_blocking(move || std::fs::remove_file(&p))
+        .await
+        .map_err(|e| with_path(e, "removing discarded file", path))
 }
 
 thread_local! {
@@ -416,6 +546,55 @@ mod tests {
                 st.remove(&path).await.unwrap(); // missing is fine
                 assert!(st.list_dir(&seg_dir).await.unwrap().is_empty());
                 assert!(st.list_dir(&root.join("nope")).await.is_err());
+            }
+        })
+        .unwrap();
+        rt.join().unwrap();
+    }
+
+    /// A discarded file leaves the log's names at once, keeps its blocks while a reader
+    /// holds its handle, and is gone once freed; a discarded name is discarded once.
+    #[test]
+    fn discard_renames_then_frees_once_readers_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let rt = start(cfg(), Shutdown::new(), move |ctx| {
+            let root = root.clone();
+            async move {
+                let st = ctx.storage();
+                let path = root.join("00000000000000000000.log");
+                let f = Rc::new(st.open_rw(&path).await.unwrap());
+                let len = 3 * DISCARD_STEP_BYTES as usize + PAGE_SIZE;
+                let mut b = st.alloc_buf(len);
+                b.as_mut().fill(7);
+                f.write_at(b, 0).await.unwrap();
+                f.fdatasync().await.unwrap();
+                let reader = f.clone();
+                st.discard(&path, Some(f)).await.unwrap();
+                let gone = root.join(format!("00000000000000000000.log{DISCARDED_SUFFIX}"));
+                assert_eq!(
+                    st.list_dir(&root).await.unwrap(),
+                    vec![PathBuf::from(gone.file_name().unwrap())]
+                );
+                // The reader still reads every byte while it holds the handle.
+                glommio::timer::sleep(DISCARD_PAUSE * 4).await;
+                assert_eq!(reader.read_at(len as u64 - 10, 10).await.unwrap().len(), 10);
+                assert_eq!(std::fs::metadata(&gone).unwrap().len(), len as u64);
+                drop(reader);
+                let since = std::time::Instant::now();
+                while std::fs::metadata(&gone).is_ok() {
+                    assert!(since.elapsed() < Duration::from_secs(10), "not freed");
+                    glommio::timer::sleep(DISCARD_PAUSE).await;
+                }
+                // Missing files, and names discarded already (swept at open), are fine.
+                st.discard(&path, None).await.unwrap();
+                std::fs::write(&gone, b"left by a crash").unwrap();
+                st.discard(&gone, None).await.unwrap();
+                while std::fs::metadata(&gone).is_ok() {
+                    assert!(since.elapsed() < Duration::from_secs(10), "not freed");
+                    glommio::timer::sleep(DISCARD_PAUSE).await;
+                }
+                assert!(st.list_dir(&root).await.unwrap().is_empty());
             }
         })
         .unwrap();

@@ -44,12 +44,17 @@ pub fn clear_log_files(dir: &Path) -> io::Result<usize> {
             continue;
         }
         let path = e.path();
-        if e.file_type()?.is_dir() {
-            fs::remove_dir_all(&path)?;
+        let gone = if e.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)
         } else {
-            fs::remove_file(&path)?;
+            fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            // A discarded segment the shard's discard task freed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        removed += 1;
     }
     if removed > 0 {
         fs::File::open(dir)?.sync_all()?;

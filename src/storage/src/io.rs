@@ -10,6 +10,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// What [`Storage::discard`] may append to a file's name to take it out of the log's
+/// names before its blocks are freed (Kafka's suffix for the same state). A log sweeps
+/// files with it when it opens: they are garbage a crash left behind.
+pub const DISCARDED_SUFFIX: &str = ".deleted";
 
 /// Alignment unit of every direct write: file offsets and lengths are multiples of it.
 pub const PAGE_SIZE: usize = 4096;
@@ -36,6 +42,16 @@ pub trait Storage: 'static {
     async fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
     /// Removes a file. Missing files are not an error.
     async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Deletes a file the log is done with (a segment below the log start or past a
+    /// truncation). `file` is the log's handle to it, if open; readers may still hold
+    /// clones of it. When this returns the file is gone from the log's names (removed, or
+    /// renamed to end in [`DISCARDED_SUFFIX`]); its blocks may be freed later and in steps,
+    /// once no reader holds the handle, because freeing a large file at once stalls every
+    /// sync on the filesystem while the journal commits it. Missing files are not an error.
+    async fn discard(&self, path: &Path, file: Option<Rc<Self::File>>) -> io::Result<()> {
+        drop(file);
+        self.remove(path).await
+    }
     /// Creates a directory and its parents.
     async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Lists the entries (file names, not paths) of a directory.

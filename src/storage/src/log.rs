@@ -511,7 +511,14 @@ impl<S: Storage> PartitionLog<S> {
         let mut snapshots = Vec::new();
         for n in &names {
             let Some(n) = n.to_str() else { continue };
-            if let Some(stem) = n.strip_suffix(".log") {
+            if n.ends_with(crate::io::DISCARDED_SUFFIX) {
+                // A segment discarded before a crash: out of the log's names already.
+                let p = dir.join(n);
+                storage
+                    .discard(&p, None)
+                    .await
+                    .map_err(|e| StorageError::io("discard", &p, e))?;
+            } else if let Some(stem) = n.strip_suffix(".log") {
                 if let Ok(b) = stem.parse::<i64>() {
                     bases.push(b);
                 }
@@ -1929,12 +1936,15 @@ impl<S: Storage> PartitionLog<S> {
     /// so or they lie wholly below the log start offset.
     async fn delete_segments(&self, doomed: impl FnMut(u64, i64) -> bool) -> Result<usize> {
         let _path_op = self.begin_path_op()?;
-        let victims: Vec<i64> = {
+        let victims: Vec<(i64, Option<Rc<S::File>>)> = {
             let mut inner = self.inner.borrow_mut();
-            let victims = doomed_segments(&inner, doomed);
-            for v in &victims {
-                inner.segments.remove(v);
-            }
+            let victims: Vec<_> = doomed_segments(&inner, doomed)
+                .into_iter()
+                .map(|v| {
+                    let seg = inner.segments.remove(&v).expect("a doomed segment exists");
+                    (v, seg.file)
+                })
+                .collect();
             let first = *inner
                 .segments
                 .keys()
@@ -1950,24 +1960,32 @@ impl<S: Storage> PartitionLog<S> {
             }
             victims
         };
-        for base in &victims {
-            for ext in ["log", "index", "timeindex"] {
-                let p = segment_path(&self.dir, *base, ext);
+        let deleted = victims.len();
+        for (base, file) in victims {
+            // The segment goes first (its blocks freed gradually, see `Storage::discard`):
+            // indexes without their segment are ignored at open.
+            let p = segment_path(&self.dir, base, "log");
+            self.storage
+                .discard(&p, file)
+                .await
+                .map_err(|e| StorageError::io("discard", &p, e))?;
+            for ext in ["index", "timeindex"] {
+                let p = segment_path(&self.dir, base, ext);
                 self.storage
                     .remove(&p)
                     .await
                     .map_err(|e| StorageError::io("remove", &p, e))?;
             }
         }
-        if !victims.is_empty() {
+        if deleted > 0 {
             log::info!(
                 "{}: deleted {} segment(s), log start {}",
                 self.name,
-                victims.len(),
+                deleted,
                 self.log_start_offset()
             );
         }
-        Ok(victims.len())
+        Ok(deleted)
     }
 
     /// Flushes and releases the log (clean shutdown). Appends fail from its start on

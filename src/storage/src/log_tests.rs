@@ -293,8 +293,15 @@ fn retention_by_size_time_and_delete_records() {
         "the replace renamed its temp file into place"
     );
     drop(log);
+    // A segment discarded before a crash (renamed, blocks not yet freed) is swept at open.
+    let left = dir.path().join(format!(
+        "00000000000000000000.log{}",
+        crate::io::DISCARDED_SUFFIX
+    ));
+    std::fs::write(&left, vec![9u8; 4096]).unwrap();
     let log = open(StdStorage, dir.path(), small_segments());
     assert_eq!(log.log_start_offset(), later);
+    assert!(!left.exists(), "a discarded segment is swept at open");
 }
 
 #[test]

@@ -128,14 +128,18 @@ impl<S: Storage> PartitionLog<S> {
         for base in segments.into_iter().rev() {
             let path = segment_path(dir, base, "log");
             storage
-                .remove(&path)
+                .discard(&path, None)
                 .await
-                .map_err(|e| StorageError::io("remove", &path, e))?;
+                .map_err(|e| StorageError::io("discard", &path, e))?;
             sync_dir().await?;
         }
         for n in &names {
             let path = dir.join(n);
-            if n.extension().is_some_and(|e| e == "log") {
+            // Segments went above; a discarded one's blocks are being freed already.
+            let discarded = n
+                .to_str()
+                .is_some_and(|n| n.ends_with(crate::io::DISCARDED_SUFFIX));
+            if discarded || n.extension().is_some_and(|e| e == "log") {
                 continue;
             }
             storage
@@ -445,14 +449,15 @@ impl<S: Storage> PartitionLog<S> {
         // 4. The in-memory cut, in one step (appends are refused meanwhile anyway).
         let (removed, epochs) = {
             let mut inner = self.inner.borrow_mut();
-            let removed: Vec<i64> = inner
+            let later: Vec<i64> = inner
                 .segments
                 .range((Bound::Excluded(cut_base), Bound::Unbounded))
                 .map(|(&b, _)| b)
                 .collect();
-            for b in &removed {
-                inner.segments.remove(b);
-            }
+            let removed: Vec<_> = later
+                .into_iter()
+                .map(|b| (b, inner.segments.remove(&b).and_then(|s| s.file)))
+                .collect();
             kept.size = cut_pos;
             kept.durable_size = cut_pos;
             kept.allocated = cut_pos;
@@ -475,9 +480,20 @@ impl<S: Storage> PartitionLog<S> {
         //    synced; then the epoch history replaced (its directory sync also covers the
         //    stale index files removed). Producer snapshots at a removed segment's base
         //    describe removed batches and go with it.
-        for base in removed.iter().rev() {
-            for ext in ["snapshot", "log", "index", "timeindex"] {
-                let p = segment_path(&self.dir, *base, ext);
+        let removed_count = removed.len();
+        for (base, file) in removed.into_iter().rev() {
+            let p = segment_path(&self.dir, base, "snapshot");
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+            let p = segment_path(&self.dir, base, "log");
+            self.storage
+                .discard(&p, file)
+                .await
+                .map_err(|e| StorageError::io("discard", &p, e))?;
+            for ext in ["index", "timeindex"] {
+                let p = segment_path(&self.dir, base, ext);
                 self.storage
                     .remove(&p)
                     .await
@@ -506,7 +522,7 @@ impl<S: Storage> PartitionLog<S> {
         log::info!(
             "{}: truncated to offset {offset} ({} later segment(s) removed)",
             self.name,
-            removed.len()
+            removed_count
         );
         Ok(())
     }
