@@ -22,6 +22,10 @@
 //!   end and keeps the leader's bytes. A truncation (`truncate_to`) cuts at a batch boundary,
 //!   never below the committed offset, and is durable when it returns: nothing it removed
 //!   comes back after a crash (see `log::replica`).
+//! - A segment leaves a log through [`io::Storage::discard`]: out of the log's names when the
+//!   call returns (removed, or renamed to end in [`io::DISCARDED_SUFFIX`], which `open`
+//!   sweeps), its blocks freed later and in steps by the implementation, never under a
+//!   reader that still holds the segment's handle.
 //! - The leader-epoch history ([`leader_epoch`]) holds an entry for each epoch's first
 //!   batch; its checkpoint is written before that batch can be durable, and cut on
 //!   truncation and to the recovered end on open.
