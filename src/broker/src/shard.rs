@@ -622,6 +622,22 @@ impl BrokerShard {
             Ok(t) => t.detach(),
             Err(e) => log::error!("cannot spawn stats reporter: {e}"),
         }
+        // The timer-lag probe sleeps in the produce queue, as the replication driver's and
+        // the flushers' timers do.
+        let me = self.clone();
+        let probe = self.ctx.spawn_produce(async move {
+            let period = crate::stats::TIMER_PROBE_PERIOD;
+            while !me.stopping.get() {
+                let slept = std::time::Instant::now();
+                sluice_shard::sleep(period).await;
+                let late = slept.elapsed().saturating_sub(period);
+                crate::stats::record(crate::stats::Stage::ShardTimerLag, late);
+            }
+        });
+        match probe {
+            Ok(t) => t.detach(),
+            Err(e) => log::error!("cannot spawn timer-lag probe: {e}"),
+        }
     }
 
     /// Retention (and producer-state expiry) runs in the background queue so it never

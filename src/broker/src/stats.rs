@@ -51,9 +51,16 @@ pub enum Stage {
     /// Replication driver: one sync it waited for, with nothing performed meanwhile (the
     /// state file, a log start, a file-level write).
     RaftBlockingSync,
+    /// How late a [`TIMER_PROBE_PERIOD`] sleep in the produce queue wakes: the executor's
+    /// own delay (busy task queues, a stuck reactor), which every timer-driven step (Raft
+    /// ticks, batching, retries) inherits.
+    ShardTimerLag,
 }
 
-const STAGES: [Stage; 11] = [
+/// The sleep the timer-lag probe measures (see [`Stage::ShardTimerLag`]).
+pub const TIMER_PROBE_PERIOD: Duration = Duration::from_millis(10);
+
+const STAGES: [Stage; 12] = [
     Stage::ProduceRequest,
     Stage::ProduceHandled,
     Stage::ProduceRemote,
@@ -65,6 +72,7 @@ const STAGES: [Stage; 11] = [
     Stage::RaftProduceCommitted,
     Stage::RaftLogSync,
     Stage::RaftBlockingSync,
+    Stage::ShardTimerLag,
 ];
 
 impl Stage {
@@ -81,6 +89,7 @@ impl Stage {
             Stage::RaftProduceCommitted => "raft.produce_to_committed",
             Stage::RaftLogSync => "raft.log_sync",
             Stage::RaftBlockingSync => "raft.blocking_sync",
+            Stage::ShardTimerLag => "shard.timer_lag",
         }
     }
 }
