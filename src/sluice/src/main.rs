@@ -31,11 +31,35 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// Memory an idle broker no longer uses still goes back, 10 s later.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
-/// Sets the allocator's options, unless the operator set them (`MIMALLOC_PURGE_DELAY`).
+/// `mi_option_allow_thp`'s place in `mi_option_e` (same header and caveat as above).
+const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
+
+/// Sets the allocator's options, unless the operator set them (`MIMALLOC_PURGE_DELAY`,
+/// `MIMALLOC_ALLOW_THP`).
+///
+/// Transparent huge pages go off for the whole process. mimalloc asks for them on its
+/// arenas (`madvise(MADV_HUGEPAGE)`, honoured under the common `enabled=madvise` setting),
+/// and then every first touch of a 2 MiB region faults in a huge page: the kernel zeroes
+/// all 2 MiB (`clear_page_erms` was 18–35 % of a shard's CPU at RF 3, 120k records/s), and
+/// under `defrag=madvise` the fault may first compact memory, holding the shard thread for
+/// seconds (its 10 ms timers woke up to 4 s late, `shard.timer_lag`). Without them produce
+/// p99 at that load fell from seconds to tens of milliseconds
+/// (perf/results/2026-12-04-no-transparent-huge-pages.md). This is the same advice Redis,
+/// MongoDB and most databases give for THP. mimalloc reads the option for each new arena,
+/// and the first one predates `main`, so the process-wide switch (`PR_SET_THP_DISABLE`,
+/// what mimalloc itself does when the option is off at its start) covers that one too.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain setter of a process-wide integer option; any value is valid.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: as above; and prctl(PR_SET_THP_DISABLE) only sets a flag of this
+        // process's memory map (refused on kernels before 3.15, which then keep THP).
+        unsafe {
+            mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
     }
 }
 
@@ -496,19 +520,29 @@ mod tests {
         fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
     }
 
-    /// The option index names the purge delay of the mimalloc linked in: the only option
-    /// nearby whose default is 1000 (ms) in mimalloc 3, and the one `tune_allocator` sets.
-    /// A lockfile bump that moves the enum fails here rather than tuning another option.
+    /// The option indexes name the purge delay and allow_thp of the mimalloc linked in (the
+    /// only options nearby with their defaults in mimalloc 3), the ones `tune_allocator`
+    /// sets. A lockfile bump that moves the enum fails here rather than tuning others.
     #[test]
-    fn the_allocator_option_set_is_the_purge_delay() {
+    fn the_allocator_options_set_are_the_purge_delay_and_thp() {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             return;
         }
-        // SAFETY: plain getters and setters of process-wide integer options.
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            return;
+        }
+        // SAFETY: plain getters and setters of process-wide integer options, and a prctl
+        // getter of this process's THP flag.
         unsafe {
             assert_eq!(mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
+            // allow_thp: on by default on Linux, and the only option near it that is 1.
+            assert_eq!(mi_option_get(MI_OPTION_ALLOW_THP), 1);
+            assert_ne!(mi_option_get(MI_OPTION_ALLOW_THP - 1), 1);
+            assert_ne!(mi_option_get(MI_OPTION_ALLOW_THP + 1), 1);
             tune_allocator();
             assert_eq!(mi_option_get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
+            assert_eq!(mi_option_get(MI_OPTION_ALLOW_THP), 0);
+            assert_eq!(libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
         }
     }
 }
