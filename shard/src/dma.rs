@@ -171,9 +171,7 @@ impl Storage for DmaStorage {
     /// Renames the file to end in [`DISCARDED_SUFFIX`] and queues it for this shard's
     /// discard task, which frees its blocks [`DISCARD_STEP_BYTES`] at a time.
     async fn discard(&self, path: &Path, file: Option<Rc<DmaStorageFile>>) -> io::Result<()> {
-        let discarded = path
-            .to_str()
-            .is_some_and(|p| p.ends_with(DISCARDED_SUFFIX));
+        let discarded = path.to_str().is_some_and(|p| p.ends_with(DISCARDED_SUFFIX));
         let target = if discarded {
             path.to_path_buf()
         } else {
