@@ -302,11 +302,13 @@ pub fn check_thp<H: Host + ?Sized>(h: &H) -> Finding {
     const PATH: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
     const WHY: &str = "madvise gives huge pages to memory that asks for them (MADV_HUGEPAGE) and \
         leaves the rest alone. With always, khugepaged and fault-time compaction work on the whole \
-        heap: the broker's many small per-connection and per-request allocations get bloated to 2 MiB \
-        and page faults can stall on compaction, which is latency sluice cannot hide. never also \
-        refuses memory that asks. (Redpanda's tuner enables THP because Seastar preallocates all of \
-        its memory and wants it huge-page backed; sluice uses the system allocator, so opt-in is \
-        the better trade.)";
+        heap: small allocations get bloated to 2 MiB and page faults can stall on compaction. \
+        never also refuses memory that asks. sluice itself opts its process out under any setting \
+        (PR_SET_THP_DISABLE at start): its allocator asks for huge pages, and faulting them in \
+        (zeroing 2 MiB each, compacting first) held its shards for up to seconds \
+        (perf/results/2026-12-04-no-transparent-huge-pages.md); this setting is for the rest of \
+        the host. (Redpanda's tuner enables THP because Seastar preallocates all of its memory \
+        and wants it huge-page backed.)";
     let Some(raw) = h.read(PATH) else {
         return Finding::unknown(
             NAME,
