@@ -550,6 +550,15 @@ mod tests {
         rt.join().unwrap();
     }
 
+    /// Waits (10 s at most) until the discard task has removed `path`.
+    async fn freed(path: &Path) {
+        let since = std::time::Instant::now();
+        while std::fs::metadata(path).is_ok() {
+            assert!(since.elapsed() < Duration::from_secs(10), "not freed");
+            glommio::timer::sleep(DISCARD_PAUSE).await;
+        }
+    }
+
     /// A discarded file leaves the log's names at once, keeps its blocks while a reader
     /// holds its handle, and is gone once freed; a discarded name is discarded once.
     #[test]
@@ -579,19 +588,12 @@ mod tests {
                 assert_eq!(reader.read_at(len as u64 - 10, 10).await.unwrap().len(), 10);
                 assert_eq!(std::fs::metadata(&gone).unwrap().len(), len as u64);
                 drop(reader);
-                let since = std::time::Instant::now();
-                while std::fs::metadata(&gone).is_ok() {
-                    assert!(since.elapsed() < Duration::from_secs(10), "not freed");
-                    glommio::timer::sleep(DISCARD_PAUSE).await;
-                }
+                freed(&gone).await;
                 // Missing files, and names discarded already (swept at open), are fine.
                 st.discard(&path, None).await.unwrap();
                 std::fs::write(&gone, b"left by a crash").unwrap();
                 st.discard(&gone, None).await.unwrap();
-                while std::fs::metadata(&gone).is_ok() {
-                    assert!(since.elapsed() < Duration::from_secs(10), "not freed");
-                    glommio::timer::sleep(DISCARD_PAUSE).await;
-                }
+                freed(&gone).await;
                 assert!(st.list_dir(&root).await.unwrap().is_empty());
             }
         })

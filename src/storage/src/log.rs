@@ -1962,20 +1962,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let deleted = victims.len();
         for (base, file) in victims {
-            // The segment goes first (its blocks freed gradually, see `Storage::discard`):
-            // indexes without their segment are ignored at open.
-            let p = segment_path(&self.dir, base, "log");
-            self.storage
-                .discard(&p, file)
-                .await
-                .map_err(|e| StorageError::io("discard", &p, e))?;
-            for ext in ["index", "timeindex"] {
-                let p = segment_path(&self.dir, base, ext);
-                self.storage
-                    .remove(&p)
-                    .await
-                    .map_err(|e| StorageError::io("remove", &p, e))?;
-            }
+            self.remove_segment_files(base, file).await?;
         }
         if deleted > 0 {
             log::info!(
@@ -1986,6 +1973,25 @@ impl<S: Storage> PartitionLog<S> {
             );
         }
         Ok(deleted)
+    }
+
+    /// Removes a segment's files, the segment first (its blocks freed gradually, see
+    /// `Storage::discard`; `file` is its open handle): indexes without their segment are
+    /// ignored at open.
+    async fn remove_segment_files(&self, base: i64, file: Option<Rc<S::File>>) -> Result<()> {
+        let p = segment_path(&self.dir, base, "log");
+        self.storage
+            .discard(&p, file)
+            .await
+            .map_err(|e| StorageError::io("discard", &p, e))?;
+        for ext in ["index", "timeindex"] {
+            let p = segment_path(&self.dir, base, ext);
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        Ok(())
     }
 
     /// Flushes and releases the log (clean shutdown). Appends fail from its start on

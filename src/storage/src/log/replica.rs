@@ -487,18 +487,7 @@ impl<S: Storage> PartitionLog<S> {
                 .remove(&p)
                 .await
                 .map_err(|e| StorageError::io("remove", &p, e))?;
-            let p = segment_path(&self.dir, base, "log");
-            self.storage
-                .discard(&p, file)
-                .await
-                .map_err(|e| StorageError::io("discard", &p, e))?;
-            for ext in ["index", "timeindex"] {
-                let p = segment_path(&self.dir, base, ext);
-                self.storage
-                    .remove(&p)
-                    .await
-                    .map_err(|e| StorageError::io("remove", &p, e))?;
-            }
+            self.remove_segment_files(base, file).await?;
             self.storage
                 .sync_dir(&self.dir)
                 .await
