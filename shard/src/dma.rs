@@ -481,73 +481,80 @@ mod tests {
         }
     }
 
-    #[test]
-    fn write_sync_read_truncate() {
+    /// Runs `body` on one shard with a fresh temporary directory, until it returns.
+    fn on_shard<F, Fut>(body: F)
+    where
+        F: Fn(DmaStorage, PathBuf) -> Fut + Send + Clone + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let rt = start(cfg(), Shutdown::new(), move |ctx| {
-            let root = root.clone();
-            async move {
-                let st = ctx.storage();
-                let seg_dir = root.join("topic-0").join("p-3");
-                st.create_dir_all(&seg_dir).await.unwrap();
-                let path = seg_dir.join("00000000000000000000.log");
-                let f = st.open_rw(&path).await.unwrap();
-                assert_eq!(f.size().await.unwrap(), 0);
-
-                // Contents are unspecified (not zeroed): the test fills every byte.
-                let mut b = st.alloc_buf(2 * PAGE_SIZE);
-                for (i, x) in b.as_mut().iter_mut().enumerate() {
-                    *x = (i % 251) as u8;
-                }
-                f.write_at(b, 0).await.unwrap();
-                let mut b2 = st.alloc_buf(PAGE_SIZE);
-                b2.as_mut().fill(0xAB);
-                f.write_at(b2, 2 * PAGE_SIZE as u64).await.unwrap();
-                f.fdatasync().await.unwrap();
-                st.sync_dir(&seg_dir).await.unwrap();
-                assert_eq!(f.size().await.unwrap(), 3 * PAGE_SIZE as u64);
-
-                // Unaligned read spanning the page boundary.
-                let r = f.read_at(4000, 200).await.unwrap();
-                let want: Vec<u8> = (4000..4200).map(|i| (i % 251) as u8).collect();
-                assert_eq!(&r[..], &want[..]);
-                let r = f.read_at(2 * PAGE_SIZE as u64 - 10, 20).await.unwrap();
-                assert_eq!(&r[10..], &[0xAB; 10]);
-
-                // Truncate inside a page: reads stop exactly at the new end.
-                f.truncate(5000).await.unwrap();
-                assert_eq!(f.size().await.unwrap(), 5000);
-                let r = f.read_at(4990, 100).await.unwrap();
-                assert_eq!(r.len(), 10);
-                assert_eq!(f.read_at(6000, 10).await.unwrap().len(), 0);
-
-                // Bad input is an error, not a panic.
-                let odd = st.alloc_buf(PAGE_SIZE);
-                assert_eq!(
-                    f.write_at(odd, 100).await.unwrap_err().kind(),
-                    io::ErrorKind::InvalidInput
-                );
-                assert!(f.read_at(0, READ_LEN_MAX + 1).await.is_err());
-
-                // A second handle sees the durable data.
-                f.close().await.unwrap();
-                let g = st.open_rw(&path).await.unwrap();
-                assert_eq!(g.read_at(0, 3).await.unwrap().as_ref(), &[0, 1, 2]);
-                drop(g);
-
-                assert_eq!(
-                    st.list_dir(&seg_dir).await.unwrap(),
-                    vec![PathBuf::from("00000000000000000000.log")]
-                );
-                st.remove(&path).await.unwrap();
-                st.remove(&path).await.unwrap(); // missing is fine
-                assert!(st.list_dir(&seg_dir).await.unwrap().is_empty());
-                assert!(st.list_dir(&root.join("nope")).await.is_err());
-            }
+            body.clone()(ctx.storage(), root.clone())
         })
         .unwrap();
         rt.join().unwrap();
+    }
+
+    #[test]
+    fn write_sync_read_truncate() {
+        on_shard(|st, root| async move {
+            let seg_dir = root.join("topic-0").join("p-3");
+            st.create_dir_all(&seg_dir).await.unwrap();
+            let path = seg_dir.join("00000000000000000000.log");
+            let f = st.open_rw(&path).await.unwrap();
+            assert_eq!(f.size().await.unwrap(), 0);
+
+            // Contents are unspecified (not zeroed): the test fills every byte.
+            let mut b = st.alloc_buf(2 * PAGE_SIZE);
+            for (i, x) in b.as_mut().iter_mut().enumerate() {
+                *x = (i % 251) as u8;
+            }
+            f.write_at(b, 0).await.unwrap();
+            let mut b2 = st.alloc_buf(PAGE_SIZE);
+            b2.as_mut().fill(0xAB);
+            f.write_at(b2, 2 * PAGE_SIZE as u64).await.unwrap();
+            f.fdatasync().await.unwrap();
+            st.sync_dir(&seg_dir).await.unwrap();
+            assert_eq!(f.size().await.unwrap(), 3 * PAGE_SIZE as u64);
+
+            // Unaligned read spanning the page boundary.
+            let r = f.read_at(4000, 200).await.unwrap();
+            let want: Vec<u8> = (4000..4200).map(|i| (i % 251) as u8).collect();
+            assert_eq!(&r[..], &want[..]);
+            let r = f.read_at(2 * PAGE_SIZE as u64 - 10, 20).await.unwrap();
+            assert_eq!(&r[10..], &[0xAB; 10]);
+
+            // Truncate inside a page: reads stop exactly at the new end.
+            f.truncate(5000).await.unwrap();
+            assert_eq!(f.size().await.unwrap(), 5000);
+            let r = f.read_at(4990, 100).await.unwrap();
+            assert_eq!(r.len(), 10);
+            assert_eq!(f.read_at(6000, 10).await.unwrap().len(), 0);
+
+            // Bad input is an error, not a panic.
+            let odd = st.alloc_buf(PAGE_SIZE);
+            assert_eq!(
+                f.write_at(odd, 100).await.unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
+            assert!(f.read_at(0, READ_LEN_MAX + 1).await.is_err());
+
+            // A second handle sees the durable data.
+            f.close().await.unwrap();
+            let g = st.open_rw(&path).await.unwrap();
+            assert_eq!(g.read_at(0, 3).await.unwrap().as_ref(), &[0, 1, 2]);
+            drop(g);
+
+            assert_eq!(
+                st.list_dir(&seg_dir).await.unwrap(),
+                vec![PathBuf::from("00000000000000000000.log")]
+            );
+            st.remove(&path).await.unwrap();
+            st.remove(&path).await.unwrap(); // missing is fine
+            assert!(st.list_dir(&seg_dir).await.unwrap().is_empty());
+            assert!(st.list_dir(&root.join("nope")).await.is_err());
+        });
     }
 
     /// Waits (10 s at most) until the discard task has removed `path`.
@@ -563,41 +570,33 @@ mod tests {
     /// holds its handle, and is gone once freed; a discarded name is discarded once.
     #[test]
     fn discard_renames_then_frees_once_readers_let_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let rt = start(cfg(), Shutdown::new(), move |ctx| {
-            let root = root.clone();
-            async move {
-                let st = ctx.storage();
-                let path = root.join("00000000000000000000.log");
-                let f = Rc::new(st.open_rw(&path).await.unwrap());
-                let len = 3 * DISCARD_STEP_BYTES as usize + PAGE_SIZE;
-                let mut b = st.alloc_buf(len);
-                b.as_mut().fill(7);
-                f.write_at(b, 0).await.unwrap();
-                f.fdatasync().await.unwrap();
-                let reader = f.clone();
-                st.discard(&path, Some(f)).await.unwrap();
-                let gone = root.join(format!("00000000000000000000.log{DISCARDED_SUFFIX}"));
-                assert_eq!(
-                    st.list_dir(&root).await.unwrap(),
-                    vec![PathBuf::from(gone.file_name().unwrap())]
-                );
-                // The reader still reads every byte while it holds the handle.
-                glommio::timer::sleep(DISCARD_PAUSE * 4).await;
-                assert_eq!(reader.read_at(len as u64 - 10, 10).await.unwrap().len(), 10);
-                assert_eq!(std::fs::metadata(&gone).unwrap().len(), len as u64);
-                drop(reader);
-                freed(&gone).await;
-                // Missing files, and names discarded already (swept at open), are fine.
-                st.discard(&path, None).await.unwrap();
-                std::fs::write(&gone, b"left by a crash").unwrap();
-                st.discard(&gone, None).await.unwrap();
-                freed(&gone).await;
-                assert!(st.list_dir(&root).await.unwrap().is_empty());
-            }
-        })
-        .unwrap();
-        rt.join().unwrap();
+        on_shard(|st, root| async move {
+            let path = root.join("00000000000000000000.log");
+            let f = Rc::new(st.open_rw(&path).await.unwrap());
+            let len = 3 * DISCARD_STEP_BYTES as usize + PAGE_SIZE;
+            let mut b = st.alloc_buf(len);
+            b.as_mut().fill(7);
+            f.write_at(b, 0).await.unwrap();
+            f.fdatasync().await.unwrap();
+            let reader = f.clone();
+            st.discard(&path, Some(f)).await.unwrap();
+            let gone = root.join(format!("00000000000000000000.log{DISCARDED_SUFFIX}"));
+            assert_eq!(
+                st.list_dir(&root).await.unwrap(),
+                vec![PathBuf::from(gone.file_name().unwrap())]
+            );
+            // The reader still reads every byte while it holds the handle.
+            glommio::timer::sleep(DISCARD_PAUSE * 4).await;
+            assert_eq!(reader.read_at(len as u64 - 10, 10).await.unwrap().len(), 10);
+            assert_eq!(std::fs::metadata(&gone).unwrap().len(), len as u64);
+            drop(reader);
+            freed(&gone).await;
+            // Missing files, and names discarded already (swept at open), are fine.
+            st.discard(&path, None).await.unwrap();
+            std::fs::write(&gone, b"left by a crash").unwrap();
+            st.discard(&gone, None).await.unwrap();
+            freed(&gone).await;
+            assert!(st.list_dir(&root).await.unwrap().is_empty());
+        });
     }
 }
