@@ -305,7 +305,7 @@ pub fn check_thp<H: Host + ?Sized>(h: &H) -> Finding {
         heap: small allocations get bloated to 2 MiB and page faults can stall on compaction. \
         never also refuses memory that asks. sluice itself opts its process out under any setting \
         (PR_SET_THP_DISABLE at start): its allocator asks for huge pages, and faulting them in \
-        (zeroing 2 MiB each, compacting first) held its shards for up to seconds \
+        (zeroing 2 MiB each) held its shards for up to seconds \
         (perf/results/2026-12-04-no-transparent-huge-pages.md); this setting is for the rest of \
         the host. (Redpanda's tuner enables THP because Seastar preallocates all of its memory \
         and wants it huge-page backed.)";

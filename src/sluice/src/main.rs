@@ -41,9 +41,10 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 /// arenas (`madvise(MADV_HUGEPAGE)`, honoured under the common `enabled=madvise` setting),
 /// and then every first touch of a 2 MiB region faults in a huge page: the kernel zeroes
 /// all 2 MiB (`clear_page_erms` was 18–35 % of a shard's CPU at RF 3, 120k records/s), and
-/// under `defrag=madvise` the fault may first compact memory, holding the shard thread for
-/// seconds (its 10 ms timers woke up to 4 s late, `shard.timer_lag`). Without them produce
-/// p99 at that load fell from seconds to tens of milliseconds
+/// the shards' 10 ms timers woke up to seconds late (`shard.timer_lag`; no compaction
+/// stalls were counted, so zeroing, and in a VM the host backing fresh guest memory, is
+/// the cost). Without them produce p99 at that load fell from seconds to tens of
+/// milliseconds, at 11–16 % of a single node's peak
 /// (perf/results/2026-12-04-no-transparent-huge-pages.md). This is the same advice Redis,
 /// MongoDB and most databases give for THP. mimalloc reads the option for each new arena,
 /// and the first one predates `main`, so the process-wide switch (`PR_SET_THP_DISABLE`,
