@@ -15,7 +15,8 @@
 //! afterwards, a replication-factor increase, a move cancelled at once, and the list asked
 //! of a node cut off from the controller (an error, never a stale answer); partitions of one
 //! replica raised to three, moved to another node, shrunk back to one, and one moved while
-//! its node was down (adopted at its restart). DeleteRecords on
+//! its node was down (adopted at its restart), and one moved under replication throttles
+//! (no faster than their rate: a lower bound only). DeleteRecords on
 //! a partition with three replicas is checked across two kill -9s of its leader.
 //! Controller metadata snapshots (forced small through `SLUICE_METADATA_SNAPSHOT_BYTES`)
 //! compact the voters' WALs while a voter is killed, and it catches up from the snapshot.
@@ -23,7 +24,8 @@
 //! A broker-only node (4 nodes, 3 voters) with a manually assigned replica restarts, catches
 //! up on the metadata and its replica, and once wiped is refused too.
 //!
-//! No assertion is on timing: faults come after a number of acknowledgements, not after a
+//! No assertion is on timing but the throttle's lower bound (a slow host only makes a
+//! throttled move longer): faults come after a number of acknowledgements, not after a
 //! time, and waits are bounded only to fail instead of hanging.
 
 use std::collections::BTreeMap;
@@ -2113,6 +2115,131 @@ async fn a_one_replica_partition_moved_while_its_node_is_down_is_adopted_at_rest
     let reader = c.node(others[1] as usize).bootstrap();
     let got = tokio::task::block_in_place(|| read_partition(&reader, LATE, 0, sent.len()));
     assert_eq!(got, sent, "every acknowledged record, adopted at restart");
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
+/// Replication throttles as `kafka-reassign-partitions.sh --throttle` sets them: the topic's
+/// `leader.replication.throttled.replicas` names the partition's current replica and
+/// `follower.replication.throttled.replicas` the one joining, the leader's node gets its own
+/// `leader.replication.throttled.rate` and every node the cluster-wide default
+/// `follower.replication.throttled.rate`. A one-replica partition holding `BACKLOG` bytes
+/// then moves to another node: the new replica catches up from the leader's log at that
+/// rate, so the move takes at least what the rate allows (a lower bound only: a slow host
+/// makes it longer, never shorter; unthrottled it takes well under a second here). Every
+/// record reads back from the new node, and the configs clear again (as `--verify` clears
+/// them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_reassignment_catches_up_no_faster_than_its_rate() {
+    require_cluster!();
+    const SLOW: &str = "slow";
+    const RATE: u64 = 1 << 20;
+    const VALUE_BYTES: usize = 8 << 10;
+    const RECORDS: usize = 768;
+    const BACKLOG: u64 = (VALUE_BYTES * RECORDS) as u64;
+    let t = NewTopic::new(SLOW, 1, TopicReplication::Fixed(1));
+    let mut c = Cluster::start_with_topic(ClusterConfig::default(), &t).await;
+    let first = c.node(1).bootstrap();
+    let owner = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "one replica in sync", || {
+            replicas_and_isr(&first, SLOW).filter(|(r, isr)| r.len() == 1 && isr == r)
+        })
+    })
+    .0[0];
+    let joining = (1..=3).find(|n| *n != owner).expect("another node");
+    let p = producer(&c.bootstrap(), &[("acks", "all"), ("linger.ms", "5")]);
+    let value = vec![b'x'; VALUE_BYTES];
+    let sends: Vec<_> = (0..RECORDS)
+        .map(|_| {
+            p.send(
+                FutureRecord::<(), _>::to(SLOW)
+                    .partition(0)
+                    .payload(&value[..]),
+                Duration::from_secs(60),
+            )
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap_or_else(|e| panic!("produce: {e:?}"));
+    }
+    sluice_tests::kafka::alter_topic_config(
+        &admin(&first),
+        SLOW,
+        &[
+            (
+                "leader.replication.throttled.replicas",
+                &format!("0:{owner}"),
+            ),
+            (
+                "follower.replication.throttled.replicas",
+                &format!("0:{joining}"),
+            ),
+        ],
+    )
+    .await;
+    let rate = RATE.to_string();
+    let leader_rate = [("leader.replication.throttled.rate", rate.as_str())];
+    let follower_rate = [("follower.replication.throttled.rate", rate.as_str())];
+    assert_eq!(alter_broker_raw(c.node(1), "", &follower_rate).0, 0);
+    assert_eq!(
+        alter_broker_raw(c.node(1), &owner.to_string(), &leader_rate).0,
+        0
+    );
+    // The leader's node has the rate (and so, applied in order, the topic's lists) before
+    // the move starts.
+    let via_owner = c.node(owner as usize).bootstrap();
+    let owner_rate = || {
+        let via = via_owner.clone();
+        move || {
+            use rdkafka::admin::ResourceSpecifier;
+            let rt = tokio::runtime::Handle::current();
+            let res = rt
+                .block_on(
+                    admin(&via)
+                        .describe_configs([&ResourceSpecifier::Broker(owner)], &admin_opts()),
+                )
+                .ok()?;
+            let r = res.into_iter().next()?.ok()?;
+            r.get("leader.replication.throttled.rate")?.value.clone()
+        }
+    };
+    let owner_rate_now = owner_rate();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the leader's node has its rate", || {
+            (owner_rate_now()? == rate).then_some(())
+        })
+    });
+    let port = c.node(1).port();
+    let started = std::time::Instant::now();
+    let got =
+        tokio::task::block_in_place(|| alter_reassignments(port, &[(SLOW, 0, Some(&[joining]))]));
+    assert_eq!(got, (0, vec![(SLOW.to_string(), 0, 0)]));
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the throttled move completed", || {
+            let done = list_reassignments(port).is_empty();
+            (done && replicas_and_isr(&first, SLOW).is_some_and(|(_, isr)| isr == [joining]))
+                .then_some(())
+        })
+    });
+    let took = started.elapsed();
+    // A second of allowance up front, the rest at the rate.
+    let least = Duration::from_secs_f64((BACKLOG - RATE) as f64 / RATE as f64 * 0.8);
+    assert!(
+        took >= least,
+        "{BACKLOG} bytes caught up in {took:?} at {RATE} bytes/s (at least {least:?})"
+    );
+    eprintln!("{BACKLOG} bytes caught up in {took:?} under a {RATE} bytes/s throttle");
+    // Cleared as `--verify` clears them.
+    assert_eq!(alter_broker_raw(c.node(1), "", &[]).0, 0);
+    assert_eq!(alter_broker_raw(c.node(1), &owner.to_string(), &[]).0, 0);
+    let owner_rate_now = owner_rate();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the leader's rate cleared", || {
+            (owner_rate_now()? == i64::MAX.to_string()).then_some(())
+        })
+    });
+    let got = tokio::task::block_in_place(|| read_partition(&first, SLOW, 0, RECORDS));
+    assert_eq!(got.len(), RECORDS, "every record from the new replica");
+    assert!(got.iter().all(|v| v.len() == VALUE_BYTES));
     tokio::task::block_in_place(|| c.stop_all());
 }
 

@@ -35,6 +35,7 @@ pub mod partition_dirs;
 pub mod produce_rules;
 pub mod producer_ids;
 pub mod replication;
+pub mod replication_throttle;
 pub mod request_memory;
 pub mod shard;
 pub mod stats;
@@ -86,6 +87,8 @@ pub struct Shared {
     /// Reassignments partition leaders found done (topic id, partition, revision), for
     /// shard 0 to report to the controller (`replication.rs`, `metadata_sync.rs`).
     pub reassignments_done: Mutex<Vec<([u8; 16], i32, u64)>>,
+    /// The node's replication throttles (every shard's catch-up reads draw on them).
+    pub replication_throttle: replication_throttle::NodeThrottle,
     /// Why the node is stopping on its own (the controller runtime failed): set before the
     /// shutdown it triggers, and [`run`]'s error once every shard has stopped.
     fatal: Mutex<Option<String>>,
@@ -219,6 +222,7 @@ pub fn run(
         unclean: AtomicUsize::new(0),
         node_liveness: Mutex::new((0, Vec::new())),
         reassignments_done: Mutex::new(Vec::new()),
+        replication_throttle: Default::default(),
         fatal: Mutex::new(None),
     });
     if config.stats_interval.is_some() {

@@ -60,6 +60,10 @@
 //!   heartbeats started after the request came ([`Replication::confirm_leadership`],
 //!   [`crate::leader_reads`]): a leader cut off from its quorum and not yet deposed never
 //!   answers a high watermark below what a successor already acknowledged.
+//! - A catch-up read of the partition log for followers that are all out of the ISR draws
+//!   on the node's replication throttles (`crate::replication_throttle`): while a bucket it
+//!   needs is in debt it waits in `deferred_fetches` (still pending in the manager), retried
+//!   each tick; the driver never sleeps on a throttle.
 //! - A store error stops the shard's groups for good ([`Replication::failure`]): the broker
 //!   halts, and the next start recovers from what is durable (as Kafka halts on a failed log
 //!   directory).
@@ -107,6 +111,7 @@ use sluice_storage::hdr::Header;
 use crate::kerr;
 use crate::leader_reads::{LeaderReads, LEADER_CONFIRM_TIMEOUT};
 use crate::ops::{PartitionReply, TAG_RAFT_IN, TAG_RAFT_OUT};
+use crate::replication_throttle::{Bucket, PartitionThrottle};
 
 /// Bytes of envelopes waiting for mesh hops to other shards (per shard, the transport's
 /// per-peer Raft queue bound); beyond it they are dropped, as the transport drops.
@@ -381,6 +386,8 @@ struct GroupInfo {
     watched: bool,
     /// What the hook was last told: the term this replica serves as leader in.
     serving: Option<u64>,
+    /// The replication throttles its topic's configs set ([`Replication::set_throttle`]).
+    throttle: PartitionThrottle,
 }
 
 impl GroupInfo {
@@ -405,6 +412,7 @@ impl GroupInfo {
             refused: RefusedBatches::default(),
             watched: false,
             serving: None,
+            throttle: PartitionThrottle::default(),
         }
     }
 }
@@ -489,6 +497,10 @@ pub struct Replication {
     handoffs_pending: Cell<usize>,
     /// Leadership confirmations for ListOffsets ([`Replication::confirm_leadership`]).
     reads: RefCell<LeaderReads>,
+    /// Catch-up reads a replication throttle holds back (`Effect::Fetch`es, each still
+    /// pending in the manager): queued again every tick until their buckets repay their
+    /// debt. At most `FETCHES_PER_GROUP_MAX` per group.
+    deferred_fetches: RefCell<Vec<Effect>>,
     shared: std::sync::Arc<crate::Shared>,
 }
 
@@ -581,6 +593,7 @@ impl Replication {
             handoffs: RefCell::new(None),
             handoffs_pending: Cell::new(0),
             reads: RefCell::new(LeaderReads::default()),
+            deferred_fetches: RefCell::new(Vec::new()),
             shared,
         });
         Ok((rep, store))
@@ -1451,6 +1464,8 @@ impl Replication {
                 self.apply_liveness();
                 let fx = self.mgr.borrow_mut().tick(self.now_ms());
                 self.push(fx);
+                let deferred = std::mem::take(&mut *self.deferred_fetches.borrow_mut());
+                self.push(deferred);
                 self.cover_log_starts();
                 self.reconfigure();
                 next_tick = Instant::now() + tick;
@@ -1658,7 +1673,8 @@ impl Replication {
                     id,
                     offset,
                     max_bytes,
-                } => fetches.push((group, id, offset, max_bytes)),
+                    to,
+                } => fetches.push((group, id, offset, max_bytes, to)),
                 Effect::Proposed { token, span, .. } => {
                     if let Some(p) = self.proposals.borrow().get(&token) {
                         p.proposed.set(Some(span));
@@ -1716,18 +1732,75 @@ impl Replication {
                 }
             }
         }
-        for (group, id, offset, max_bytes) in fetches {
+        let throttle = &self.shared.replication_throttle;
+        for (group, id, offset, max_bytes, to) in fetches {
+            let buckets = self.throttle_buckets(group, &to);
+            if !buckets.is_empty() && !throttle.admits(&buckets, Instant::now()) {
+                let (bytes, deferrals) = throttle.counts();
+                if deferrals.is_power_of_two() {
+                    log::info!(
+                        "{}: replication throttle: {bytes} bytes of catch-up reads sent \
+                         throttled, reads deferred {deferrals} times",
+                        self.shard
+                    );
+                }
+                self.deferred_fetches.borrow_mut().push(Effect::Fetch {
+                    group,
+                    id,
+                    offset,
+                    max_bytes,
+                    to,
+                });
+                continue;
+            }
             let batches = store.fetch(group, offset, max_bytes).await;
+            if !buckets.is_empty() {
+                let bytes = batches.iter().flatten().map(|b| b.bytes.len() as u64).sum();
+                throttle.charge(&buckets, bytes, Instant::now());
+            }
             let fx = self.mgr.borrow_mut().entries_fetched(id, batches);
             self.push(fx);
         }
         Ok(())
     }
 
+    /// Sets the replication throttles of `group`'s partition (its topic's
+    /// `*.replication.throttled.replicas`).
+    pub fn set_throttle(&self, group: GroupId, throttle: PartitionThrottle) {
+        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+            info.throttle = throttle;
+        }
+    }
+
+    /// The rate-limited buckets a catch-up read of `group` for followers `to` draws on:
+    /// none unless every one of them is out of sync (see `replication_throttle`).
+    fn throttle_buckets(&self, group: GroupId, to: &[NodeId]) -> Vec<Bucket> {
+        let groups = self.groups.borrow();
+        let Some(info) = groups.get(&group) else {
+            return Vec::new();
+        };
+        let t = &info.throttle;
+        if t.is_none() || to.is_empty() || to.iter().any(|f| info.isr.contains(f)) {
+            return Vec::new();
+        }
+        let mut buckets = Vec::new();
+        if t.leader {
+            buckets.push(Bucket::Leader);
+        }
+        for f in to {
+            let f = *f as i32;
+            if t.followers.contains(&f) {
+                buckets.push(Bucket::Follower(f));
+            }
+        }
+        self.shared.replication_throttle.limited(&buckets)
+    }
+
     /// Publishes a replica's view of its group's leadership: the cluster view (Metadata,
     /// leader hints, dissemination to other nodes) and, when this node leads, the epoch
     /// table.
     fn report_role(&self, group: GroupId, term: u64, leader: Option<NodeId>) {
+        let raft_voters = self.mgr.borrow().conf(group).map(|(voters, _)| voters);
         let mut groups = self.groups.borrow_mut();
         let Some(info) = groups.get_mut(&group) else {
             return;
@@ -1737,8 +1810,15 @@ impl Replication {
         }
         if info.reported.map(|(t, _)| t) != Some(term) {
             // A new term starts with every voter in sync (as a new Kafka leader keeps the
-            // ISR it was given); the leader's checks narrow it.
-            info.isr = info.voters.clone();
+            // ISR it was given); the leader's checks narrow it. A replica joining in a
+            // reassignment (a Raft learner) is not in sync until it has caught up, as in
+            // Kafka, where an adding replica enters the ISR only then.
+            info.isr = info
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| raft_voters.as_ref().is_none_or(|rv| rv.contains(v)))
+                .collect();
             info.isr_version = 0;
             info.caught_up.clear();
             info.isr_mark = 0;
@@ -1817,10 +1897,23 @@ impl Replication {
                 .find(|(n, _, _)| *n == me)
                 .map_or(0, |(_, m, _)| *m)
                 .max(mgr.status(*g).map_or(0, |s| s.last_index));
+            let learners = mgr.conf(*g).map(|(_, l)| l).unwrap_or_default();
+            // A learner also has to hold everything committed (the mark is 0 on a new
+            // term's first check, which would let a learner in before it caught up; Kafka
+            // takes an adding replica in once it reached the high watermark).
+            let committed = mgr.status(*g).map_or(0, |s| s.hw_index);
             for (node, matched, active) in &progress {
-                let seen = info.caught_up.entry(*node).or_insert(now);
-                if *node == me || (*matched >= info.isr_mark && *active && reachable(*node)) {
-                    *seen = now;
+                let mark = if learners.contains(node) {
+                    info.isr_mark.max(committed)
+                } else {
+                    info.isr_mark
+                };
+                if *node == me || (*matched >= mark && *active && reachable(*node)) {
+                    info.caught_up.insert(*node, now);
+                } else if !learners.contains(node) {
+                    // A voter first seen here has the benefit of the doubt (see
+                    // `report_role`); a learner has to catch up first.
+                    info.caught_up.entry(*node).or_insert(now);
                 }
             }
             info.isr_mark = last;

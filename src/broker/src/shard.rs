@@ -27,6 +27,7 @@ use crate::ops::{
     TAG_WATCH_FIRED,
 };
 use crate::partition_dirs;
+use crate::replication_throttle::{PartitionThrottle, TopicThrottles};
 use crate::stats::{self, Stage};
 use crate::topic_config;
 use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
@@ -361,7 +362,27 @@ impl BrokerShard {
         // Replicated partitions: every creation is queued first, so they share the store's
         // write and sync rounds, then each is waited for.
         let mut replicas = Vec::new();
+        // Each replicated partition's replication throttles, set once its group exists.
+        self.shared_handle
+            .replication_throttle
+            .set_rates(crate::replication_throttle::Rates::of(&new.state));
+        let mut topic_throttles: HashMap<[u8; 16], TopicThrottles> = HashMap::new();
+        let mut throttles = Vec::new();
         for (key, t) in wanted {
+            let topic = topic_throttles
+                .entry(t.id)
+                .or_insert_with(|| TopicThrottles::of(&t.configs));
+            let throttle = if topic.is_none() {
+                // (Set all the same: a throttle removed from the topic ends here.)
+                PartitionThrottle::default()
+            } else {
+                let replicas = t.replicas_of(key.partition, this_node);
+                topic.partition(key.partition, this_node, &replicas)
+            };
+            throttles.push((
+                crate::replication::group_id(&key.topic_id, key.partition),
+                throttle,
+            ));
             let log_cfg = topic_config::log_config(&t.configs, &broker_cfgs);
             if let Some(p) = self.local_partition(&key.topic_id, key.partition) {
                 if p.group.is_none() && replicated(t, key.partition, this_node) {
@@ -431,6 +452,11 @@ impl BrokerShard {
         }
         for (key, topic, group) in replicas {
             self.open_replicated(key, topic, group).await?;
+        }
+        if let Some(rep) = self.replication() {
+            for (group, throttle) in throttles {
+                rep.set_throttle(group, throttle);
+            }
         }
         Ok(())
     }

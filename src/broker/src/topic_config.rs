@@ -34,7 +34,7 @@ pub enum Kind {
     ListOf(&'static [&'static str]),
     /// STRING naming a Kafka release, as `message.format.version` takes (ignored since 3.0).
     MessageFormat,
-    /// LIST of `partition:broker` pairs, or `*` (replication throttles; no-ops on one node).
+    /// LIST of `partition:broker` pairs, or `*` (replication throttles).
     ThrottledReplicas,
 }
 
@@ -309,7 +309,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
         broker_name: "",
         default: "",
         kind: Kind::ThrottledReplicas,
-        doc: "no-op on a single node",
+        doc: "replicas caught up at follower.replication.throttled.rate",
     },
     TopicConfigKey {
         name: "index.interval.bytes",
@@ -323,7 +323,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
         broker_name: "",
         default: "",
         kind: Kind::ThrottledReplicas,
-        doc: "no-op on a single node",
+        doc: "leaders catching followers up at leader.replication.throttled.rate",
     },
     TopicConfigKey {
         name: "local.retention.bytes",
@@ -486,6 +486,42 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
 
 pub fn topic_config_key(name: &str) -> Option<&'static TopicConfigKey> {
     TOPIC_CONFIGS.iter().find(|k| k.name == name)
+}
+
+/// A dynamic broker config that is no topic config's default.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerConfigKey {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+/// Kafka's dynamic broker configs beyond the topic defaults that sluice takes (Kafka's
+/// defaults, types and ranges), by name.
+pub const BROKER_ONLY_CONFIGS: &[BrokerConfigKey] = &[
+    BrokerConfigKey {
+        name: crate::replication_throttle::FOLLOWER_RATE,
+        default: LONG_MAX_STR,
+        kind: long_at_least(0),
+        doc: "bytes/s this node is sent to catch up throttled replicas (per leader node)",
+    },
+    BrokerConfigKey {
+        name: crate::replication_throttle::LEADER_RATE,
+        default: LONG_MAX_STR,
+        kind: long_at_least(0),
+        doc: "bytes/s this node sends to catch up throttled out-of-sync followers",
+    },
+    BrokerConfigKey {
+        name: "replica.alter.log.dirs.io.max.bytes.per.second",
+        default: LONG_MAX_STR,
+        kind: long_at_least(0),
+        doc: "no-op: one log directory per node",
+    },
+];
+
+pub fn broker_only_key(name: &str) -> Option<&'static BrokerConfigKey> {
+    BROKER_ONLY_CONFIGS.iter().find(|k| k.name == name)
 }
 
 /// The topic config whose default a broker config sets.

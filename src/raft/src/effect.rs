@@ -156,11 +156,14 @@ pub enum Effect {
     /// log ends at `offset`), and hand them
     /// to `GroupManager::entries_fetched(id, ..)` (or `None` there if the read failed).
     /// Every `Fetch` gets exactly one answer; one for a group no longer here is ignored.
+    /// `to`: the followers the read is for (those whose next entry is its first; empty
+    /// when none is), so that the driver can throttle catch-up traffic by follower.
     Fetch {
         group: GroupId,
         id: u64,
         offset: i64,
         max_bytes: u64,
+        to: Vec<NodeId>,
     },
     /// The read [`GroupManager::read_index`](crate::GroupManager::read_index) asked for with
     /// `token` is safe: a quorum acknowledged this replica as leader, in the term it led when

@@ -193,6 +193,13 @@ struct Replica {
     settled_ticks: u64,
     /// Heartbeats sent in this call carry the quiesce notice.
     notice: bool,
+    /// Where recent partition-log reads ended, as (entry index, Kafka offset of its first
+    /// batch), newest last, at most `FETCHES_PER_GROUP_MAX`: a lagging follower's next read
+    /// starts there rather than at the mark before it (up to `MARK_EVERY` entries earlier,
+    /// which would read again what the last read just sent). Only applied entries are ever
+    /// evicted, so nothing below the window is rewritten; a read that does not match
+    /// clears them all (see `entries_fetched`).
+    read_cursors: Vec<(u64, i64)>,
 }
 
 impl Replica {
@@ -266,6 +273,8 @@ struct PendingFetch {
     /// The read starts at this entry, whose first batch is at this Kafka offset.
     from: (u64, i64),
     contexts: Vec<GetEntriesContext>,
+    /// The followers it is for (see `Effect::Fetch`).
+    to: Vec<NodeId>,
 }
 
 /// Owns the Raft groups of one shard. Sans-IO: every input returns the effects to perform;
@@ -401,6 +410,7 @@ impl GroupManager {
                 quiesced: false,
                 settled_ticks: 0,
                 notice: false,
+                read_cursors: Vec::new(),
             },
         );
         Ok(())
@@ -1312,9 +1322,18 @@ impl GroupManager {
             Ok(rebuilt) => rebuilt,
             Err(_) => {
                 self.fetch_mismatches += 1;
+                r.read_cursors.clear();
                 return Vec::new();
             }
         };
+        if rebuilt.next_index < log.window_first() {
+            let cursor = (rebuilt.next_index, rebuilt.next_offset);
+            r.read_cursors.retain(|c| *c != cursor);
+            if r.read_cursors.len() == FETCHES_PER_GROUP_MAX {
+                r.read_cursors.remove(0);
+            }
+            r.read_cursors.push(cursor);
+        }
         let mut out = Out::default();
         if rebuilt.entries.is_empty() {
             // The read ended before `low` (it starts at a mark up to `MARK_EVERY` entries
@@ -1351,6 +1370,7 @@ impl GroupManager {
             id,
             offset: f.from.1,
             max_bytes: f.max_bytes,
+            to: f.to.clone(),
         });
         self.fetches.insert(id, f);
     }
@@ -1374,7 +1394,37 @@ impl GroupManager {
             if outstanding >= FETCHES_PER_GROUP_MAX {
                 continue;
             }
-            let from = self.groups[&group].node.store().fetch_cursor(req.low);
+            let r = &self.groups[&group];
+            let log = r.node.store();
+            if req.low < log.first_index() || req.low >= log.window_first() {
+                // Asked before this call compacted the log past it (raft-rs sends a
+                // snapshot when it asks again) or before the entries were back in memory.
+                continue;
+            }
+            let mark = log.fetch_cursor(req.low);
+            let from = r
+                .read_cursors
+                .iter()
+                .filter(|c| {
+                    c.0 <= req.low
+                        && c.0 > mark.0
+                        && c.0 >= log.first_index()
+                        && c.0 < log.window_first()
+                })
+                .max_by_key(|c| c.0)
+                .copied()
+                .unwrap_or(mark);
+            // raft-rs reads a follower's entries from its `next_idx` (the `GetEntriesContext`
+            // naming the follower is opaque outside raft-rs).
+            let me = self.cfg.node_id;
+            let to = r
+                .node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, pr)| **id != me && pr.next_idx == req.low)
+                .map(|(id, _)| *id)
+                .collect();
             self.start_fetch(
                 PendingFetch {
                     group,
@@ -1383,6 +1433,7 @@ impl GroupManager {
                     max_bytes: req.max_bytes,
                     from,
                     contexts: vec![req.context],
+                    to,
                 },
                 out,
             );

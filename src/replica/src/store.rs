@@ -1080,6 +1080,7 @@ impl<S: Storage> ReplicaStore<S> {
                         id,
                         offset,
                         max_bytes,
+                        ..
                     } => fetches.push((group, id, offset, max_bytes)),
                     Effect::HighWatermark { group, offset, .. } => {
                         self.high_watermark(group, offset);

@@ -467,6 +467,7 @@ async fn drive_pipelined(
                     id,
                     offset,
                     max_bytes,
+                    ..
                 } => fetches.push((group, id, offset, max_bytes)),
                 Effect::HighWatermark { group, offset, .. } => {
                     node.store.high_watermark(group, offset);

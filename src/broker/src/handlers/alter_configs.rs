@@ -11,15 +11,20 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
-use crate::topic_config::{broker_config_key, shown, ConfigProblem};
+use crate::topic_config::{broker_config_key, broker_only_key, shown, ConfigProblem};
 
-/// Checks a broker-level config name and value (the `log.*` names behind topic configs) by
-/// the type and range of the topic config it is the default of.
+/// Checks a broker-level config name and value: the `log.*` names behind topic configs by
+/// the type and range of the topic config they are the default of, the others
+/// (`BROKER_ONLY_CONFIGS`) by their own.
 pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
-    let Some(k) = broker_config_key(name) else {
-        return Err(format!("Cannot update config {} dynamically", shown(name)));
+    let kind = match (broker_config_key(name), broker_only_key(name)) {
+        (Some(k), _) => k.kind,
+        (None, Some(k)) => k.kind,
+        (None, None) => {
+            return Err(format!("Cannot update config {} dynamically", shown(name)));
+        }
     };
-    k.kind.check(value).map_err(|reason| {
+    kind.check(value).map_err(|reason| {
         ConfigProblem::Invalid {
             name: name.into(),
             value: value.into(),

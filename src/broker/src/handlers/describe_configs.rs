@@ -11,7 +11,7 @@ use sluice_codec::RequestHeaderInfo;
 use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
-use crate::topic_config::{effective, ConfigSource, TOPIC_CONFIGS};
+use crate::topic_config::{effective, ConfigSource, BROKER_ONLY_CONFIGS, TOPIC_CONFIGS};
 use crate::topics::ClusterState;
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -110,6 +110,13 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
             None => (k.default.to_string(), ConfigSource::Default),
         };
         out.push((k.broker_name.to_string(), v, source, k.config_type()));
+    }
+    for k in BROKER_ONLY_CONFIGS {
+        let (v, source) = match dynamic.get(k.name) {
+            Some(v) => (v.clone(), dynamic_source(&topics.state, k.name)),
+            None => (k.default.to_string(), ConfigSource::Default),
+        };
+        out.push((k.name.to_string(), v, source, k.kind.config_type()));
     }
     out
 }

@@ -80,6 +80,9 @@ pub struct Report {
     pub crashes: u64,
     pub max_term: u64,
     pub fetches: u64,
+    /// Catch-up reads that named no follower (`Effect::Fetch::to` empty): the driver cannot
+    /// throttle those by follower.
+    pub fetches_for_nobody: u64,
     pub compactions: u64,
     /// Logs restarted by a leader's snapshot.
     pub snapshots: u64,
@@ -577,8 +580,16 @@ impl Sim {
                     id,
                     offset,
                     max_bytes,
+                    to,
                 } => {
+                    assert!(
+                        !to.contains(&node),
+                        "node {node} group {group}: a catch-up read names the leader itself"
+                    );
                     self.report.fetches += 1;
+                    if to.is_empty() {
+                        self.report.fetches_for_nobody += 1;
+                    }
                     let inc = self.nodes[Self::idx(node)].inc;
                     let d = self.rng.range(1, 30);
                     self.at(
