@@ -9,8 +9,9 @@
 //! created with one replica keeps the direct path (append, flusher, fsync) until a
 //! reassignment gives it others (or moves it): then its only replica closes the plain log
 //! (everything it acknowledged synced) and adopts it as the log of the partition's group,
-//! of which it is the only voter ([`Replication::adopt_group`], `ReplicaStore::adopt`:
-//! every batch a committed entry, the group durable in the state file before it runs), and
+//! of which it is the only voter ([`Replication::adopt_group`]; `ReplicaStore::adoption_scan`
+//! reads the log in a task beside the driver, then `finish_adoption` makes every batch a
+//! committed entry, the group durable in the state file before it runs), and
 //! the move proceeds as any group's (once a DeleteRecords start the plain log had is written
 //! into the group's log as a log-start entry, so the replicas that join start there too:
 //! `uncovered_starts`). A log that cannot be adopted (unreadable, or not a Raft log)
@@ -417,6 +418,15 @@ impl GroupInfo {
     }
 }
 
+/// An adoption whose log is being scanned (see `Replication::scans`).
+struct AdoptionScan {
+    voters: Vec<NodeId>,
+    /// The scan's outcome, once it ended.
+    done: Option<Result<sluice_replica::Scanned<DmaStorage>, sluice_replica::Error>>,
+    /// `remove_group` called the adoption off meanwhile: its log is closed, not adopted.
+    cancelled: bool,
+}
+
 /// See [`Replication::on_new_log`].
 pub type NewLogHook = Box<dyn Fn(PartitionKey, Rc<PartitionLog<DmaStorage>>)>;
 
@@ -490,6 +500,10 @@ pub struct Replication {
     /// One-replica partition logs to make into groups ([`Replication::adopt_group`]), with
     /// their voters: the driver adopts them between rounds.
     adoptions: RefCell<Vec<(GroupId, Vec<NodeId>)>>,
+    /// Adoptions whose scan of the one-replica log runs beside the driver
+    /// (`ReplicaStore::adoption_scan`: the whole log is read, and the shard's other groups
+    /// go on meanwhile); the driver finishes each once its scan is done.
+    scans: RefCell<HashMap<GroupId, AdoptionScan>>,
     /// Controlled shutdown under way ([`Replication::begin_handoff`]): the groups this
     /// replica leads are being handed to other voters (each one's attempts).
     handoffs: RefCell<Option<HashMap<GroupId, Handoff>>>,
@@ -594,6 +608,7 @@ impl Replication {
             handoffs_pending: Cell::new(0),
             reads: RefCell::new(LeaderReads::default()),
             deferred_fetches: RefCell::new(Vec::new()),
+            scans: RefCell::new(HashMap::new()),
             shared,
         });
         Ok((rep, store))
@@ -974,33 +989,69 @@ impl Replication {
 
     /// The driver's part of [`Self::adopt_group`]: each queued log becomes a group in the
     /// store (durably) and then in the manager.
-    async fn adopt_queued(&self, store: &mut ReplicaStore<DmaStorage>) -> Result<(), String> {
+    /// Starts the scans of the queued adoptions (each in a task beside the driver, see
+    /// `scans`) and finishes those whose scan ended: the store makes the log the group's
+    /// (`ReplicaStore::finish_adoption`), then the manager.
+    async fn adopt_queued(
+        self: &Rc<Self>,
+        store: &mut ReplicaStore<DmaStorage>,
+    ) -> Result<(), String> {
         let queued = std::mem::take(&mut *self.adoptions.borrow_mut());
         for (group, voters) in queued {
             if !self.knows(group) {
                 continue; // removed before its turn
             }
-            let rlog = match store.adopt(group, &voters).await {
-                Ok(rlog) => rlog,
-                // The one log cannot be read or does not make a Raft log (the store then
-                // holds nothing of the group): that partition stays offline on this node,
-                // the shard's other groups go on. Its waiters find the group gone; the
-                // reconcile loop tries again later. A state-file failure stops them all.
-                Err(
-                    e @ (sluice_replica::Error::Damaged(_) | sluice_replica::Error::Storage(_)),
-                ) if store.log(group).is_none() => {
-                    log::error!(
-                        "{}: cannot adopt the one-replica log of raft group {group:016x} \
-                         (the partition stays unavailable here): {e}",
-                        self.shard
+            match store.adoption_scan(group, voters.clone()) {
+                Ok(scan) => {
+                    self.scans.borrow_mut().insert(
+                        group,
+                        AdoptionScan {
+                            voters,
+                            done: None,
+                            cancelled: false,
+                        },
                     );
-                    self.groups.borrow_mut().remove(&group);
-                    self.specs.borrow_mut().remove(&group);
-                    self.reconfiguring.borrow_mut().remove(&group);
-                    self.created.notify();
+                    let rep = self.clone();
+                    glommio::spawn_local(async move {
+                        let outcome = scan.await;
+                        rep.scan_done(group, outcome).await;
+                    })
+                    .detach();
+                }
+                Err(e) => self.adoption_failed(store, group, e)?,
+            }
+        }
+        let done: Vec<GroupId> = self
+            .scans
+            .borrow()
+            .iter()
+            .filter(|(_, s)| s.done.is_some())
+            .map(|(g, _)| *g)
+            .collect();
+        for group in done {
+            let Some(scan) = self.scans.borrow_mut().remove(&group) else {
+                continue;
+            };
+            let outcome = scan.done.expect("a finished scan");
+            if scan.cancelled || !self.knows(group) {
+                if let Ok(scanned) = outcome {
+                    if let Err(e) = scanned.discard().await {
+                        log::warn!("{}: closing an unadopted log: {e}", self.shard);
+                    }
+                }
+                self.created.notify(); // `remove_group` waits for it
+                continue;
+            }
+            let adopted = match outcome {
+                Ok(scanned) => store.finish_adoption(group, &scan.voters, scanned).await,
+                Err(e) => Err(e),
+            };
+            let rlog = match adopted {
+                Ok(rlog) => rlog,
+                Err(e) => {
+                    self.adoption_failed(store, group, e)?;
                     continue;
                 }
-                Err(e) => return Err(format!("adopting raft group {group:016x}: {e}")),
             };
             let fx = self
                 .mgr
@@ -1019,6 +1070,60 @@ impl Replication {
         }
         self.note_uncovered_starts(store);
         Ok(())
+    }
+
+    /// A scan ended: the driver finishes the adoption (or, with the driver stopping or
+    /// stopped, the log is closed here).
+    async fn scan_done(
+        &self,
+        group: GroupId,
+        outcome: Result<sluice_replica::Scanned<DmaStorage>, sluice_replica::Error>,
+    ) {
+        if self.stopping.get() || self.failure.borrow().is_some() {
+            self.scans.borrow_mut().remove(&group);
+            if let Ok(scanned) = outcome {
+                let _ = scanned.discard().await;
+            }
+            self.created.notify();
+            return;
+        }
+        if let Some(s) = self.scans.borrow_mut().get_mut(&group) {
+            s.done = Some(outcome);
+        }
+        self.kick.notify();
+    }
+
+    fn scans_done(&self) -> bool {
+        self.scans.borrow().values().any(|s| s.done.is_some())
+    }
+
+    /// An adoption failed. The one log cannot be read or does not make a Raft log (the
+    /// store then holds nothing of the group): that partition stays offline on this node,
+    /// the shard's other groups go on; its waiters find the group gone, and the reconcile
+    /// loop tries again later. Any other failure (the state file) stops them all.
+    fn adoption_failed(
+        &self,
+        store: &ReplicaStore<DmaStorage>,
+        group: GroupId,
+        e: sluice_replica::Error,
+    ) -> Result<(), String> {
+        match e {
+            e @ (sluice_replica::Error::Damaged(_) | sluice_replica::Error::Storage(_))
+                if store.log(group).is_none() =>
+            {
+                log::error!(
+                    "{}: cannot adopt the one-replica log of raft group {group:016x} \
+                     (the partition stays unavailable here): {e}",
+                    self.shard
+                );
+                self.groups.borrow_mut().remove(&group);
+                self.specs.borrow_mut().remove(&group);
+                self.reconfiguring.borrow_mut().remove(&group);
+                self.created.notify();
+                Ok(())
+            }
+            e => Err(format!("adopting raft group {group:016x}: {e}")),
+        }
     }
 
     /// Takes the partition's replica set from the controller's image: its order (reports,
@@ -1164,6 +1269,26 @@ impl Replication {
             self.reconfiguring.borrow_mut().remove(&group);
             self.specs.borrow_mut().remove(&group);
             return Ok(());
+        }
+        if let Some(scan) = self.scans.borrow_mut().get_mut(&group) {
+            scan.cancelled = true;
+        }
+        if self.scans.borrow().contains_key(&group) {
+            // Its log is being scanned for adoption: called off, and waited for, so that
+            // the caller never deletes the directory under the scan.
+            self.reconfiguring.borrow_mut().remove(&group);
+            self.specs.borrow_mut().remove(&group);
+            self.kick.notify();
+            loop {
+                let seen = self.created.generation();
+                if !self.scans.borrow().contains_key(&group) {
+                    return Ok(());
+                }
+                if let Some(f) = self.failure() {
+                    return Err(f);
+                }
+                self.created.changed(seen).await;
+            }
         }
         self.reconfiguring.borrow_mut().remove(&group);
         let fx = self.mgr.borrow_mut().remove_group(group);
@@ -1450,7 +1575,7 @@ impl Replication {
                 break;
             }
             let seen = self.kick.generation();
-            if !self.adoptions.borrow().is_empty() {
+            if !self.adoptions.borrow().is_empty() || self.scans_done() {
                 let adopted = match self.settle(&mut store, &mut syncing).await {
                     Ok(()) => self.adopt_queued(&mut store).await,
                     Err(e) => Err(e),
@@ -1548,6 +1673,21 @@ impl Replication {
         if let Some(task) = syncing.take() {
             // The store closes only with no sync out (its result no longer matters).
             let _ = store.finish_sync(task.await);
+        }
+        // Scans that ended unadopted close their log (those still running close theirs
+        // when they end: `scan_done`).
+        let done: Vec<GroupId> = self
+            .scans
+            .borrow()
+            .iter()
+            .filter(|(_, s)| s.done.is_some())
+            .map(|(g, _)| *g)
+            .collect();
+        for g in done {
+            let scan = self.scans.borrow_mut().remove(&g);
+            if let Some(Ok(scanned)) = scan.and_then(|s| s.done) {
+                let _ = scanned.discard().await;
+            }
         }
         if let Err(e) = store.close().await {
             log::error!("{}: closing the replica store: {e}", self.shard);

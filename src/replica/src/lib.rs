@@ -199,7 +199,7 @@ pub mod state;
 pub mod store;
 
 pub use store::{
-    write_ahead, Layout, LogSync, LogSynced, PartitionSpec, ReplicaStore, StoreStats,
+    write_ahead, Layout, LogSync, LogSynced, PartitionSpec, ReplicaStore, Scanned, StoreStats,
     FETCH_BYTES_MAX, FLUSH_PARALLEL_MAX,
 };
 

@@ -86,6 +86,26 @@ pub struct PartitionSpec {
 /// group, durably, before it returns; at creation it is an error.
 pub type Layout = Rc<dyn Fn(GroupId) -> Option<PartitionSpec>>;
 
+/// A one-replica log read for adoption ([`ReplicaStore::adoption_scan`]), not yet the
+/// store's: [`ReplicaStore::finish_adoption`] takes it, or [`Scanned::discard`] closes it.
+pub struct Scanned<S: Storage> {
+    log: Rc<PartitionLog<S>>,
+    rlog: ReplicaLog,
+    group: Group<S>,
+    start: LogStart,
+    first: i64,
+    records_start: i64,
+    name: String,
+}
+
+impl<S: Storage> Scanned<S> {
+    /// Closes the log without adopting it (the adoption was called off).
+    pub async fn discard(self) -> Result<(), Error> {
+        self.log.close().await?;
+        Ok(())
+    }
+}
+
 /// One group's partition log and the driver's view of it.
 struct Group<S: Storage> {
     log: Rc<PartitionLog<S>>,
@@ -558,34 +578,83 @@ impl<S: Storage> ReplicaStore<S> {
     /// loss tearing them after the creation record recovers a group with commit 0 (its
     /// single voter commits the entries again) or, for a log not starting at 0, refuses to
     /// start (the partition log keeps batches before the Raft log start): never data lost.
+    ///
+    /// [`Self::adoption_scan`] then [`Self::finish_adoption`], for callers with nothing
+    /// else to do meanwhile.
     pub async fn adopt(&mut self, group: GroupId, voters: &[u64]) -> Result<ReplicaLog, Error> {
-        assert!(!self.log_sync_out, "an adoption while a log sync is out");
+        let scanned = self.adoption_scan(group, voters.to_vec())?.await?;
+        self.finish_adoption(group, voters, scanned).await
+    }
+
+    /// The reading half of [`Self::adopt`]: a future, holding nothing of the store, that
+    /// opens the one-replica log and scans it into the group's Raft log (the whole log is
+    /// read: the driver runs it beside its rounds, so that the shard's other groups go on
+    /// meanwhile). On an error it has closed the log.
+    pub fn adoption_scan(
+        &self,
+        group: GroupId,
+        voters: Vec<u64>,
+    ) -> Result<impl std::future::Future<Output = Result<Scanned<S>, Error>> + 'static, Error> {
         if self.groups.contains_key(&group) {
             return Err(damaged(group, "adopted, but the store holds it already"));
         }
         let spec = (self.layout)(group)
             .ok_or_else(|| damaged(group, "adopted, but the broker knows no partition for it"))?;
-        let log = open_log(&self.storage, &self.cache, &spec).await?;
-        let first = log.retained_start();
-        let start = if first == 0 {
-            LogStart::default()
-        } else {
-            LogStart {
-                index: 1,
-                term: 1,
-                offset: first,
-                reset: false,
-            }
-        };
-        let records_start = log.log_start_offset();
-        let (mut rlog, mut g) =
-            match Self::scan(group, &log, voters, start, &HardState::default(), true).await {
-                Ok(x) => x,
-                Err(e) => {
-                    log.close().await?;
-                    return Err(e);
+        let (storage, cache) = (self.storage.clone(), self.cache.clone());
+        Ok(async move {
+            let log = open_log(&storage, &cache, &spec).await?;
+            let first = log.retained_start();
+            let start = if first == 0 {
+                LogStart::default()
+            } else {
+                LogStart {
+                    index: 1,
+                    term: 1,
+                    offset: first,
+                    reset: false,
                 }
             };
+            let records_start = log.log_start_offset();
+            match Self::scan(group, &log, &voters, start, &HardState::default(), true).await {
+                Ok((rlog, g)) => Ok(Scanned {
+                    log,
+                    rlog,
+                    group: g,
+                    start,
+                    first,
+                    records_start,
+                    name: spec.name,
+                }),
+                Err(e) => {
+                    log.close().await?;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// The writing half of [`Self::adopt`]: makes the scanned log the group's (durable in
+    /// the state file before this returns). Not with a log sync out.
+    pub async fn finish_adoption(
+        &mut self,
+        group: GroupId,
+        voters: &[u64],
+        scanned: Scanned<S>,
+    ) -> Result<ReplicaLog, Error> {
+        assert!(!self.log_sync_out, "an adoption while a log sync is out");
+        let Scanned {
+            log,
+            mut rlog,
+            group: mut g,
+            start,
+            first,
+            records_start,
+            name,
+        } = scanned;
+        if self.groups.contains_key(&group) {
+            log.close().await?;
+            return Err(damaged(group, "adopted, but the store holds it already"));
+        }
         let hs = rlog.hard_state().clone();
         rlog.set_conf(voters, &[]).map_err(|m| damaged(group, m))?;
         self.state.create(group, voters)?;
@@ -602,8 +671,7 @@ impl<S: Storage> ReplicaStore<S> {
         }
         self.groups.insert(group, g);
         log::info!(
-            "group {group}: adopted partition log {} (offsets {first}..{}, {} entries, term {})",
-            spec.name,
+            "group {group}: adopted partition log {name} (offsets {first}..{}, {} entries, term {})",
             log.log_end_offset(),
             rlog.last_index() - start.index,
             hs.term
