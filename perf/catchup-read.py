@@ -31,6 +31,7 @@ import time
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 TOPIC = "cu"
 
@@ -81,7 +82,17 @@ def run(binary, args):
             bootstrap_servers=boot, request_timeout_ms=10000))
         wait_until("three brokers", 60,
                    lambda: len(admin.describe_cluster()["brokers"]) == 3)
-        admin.create_topics([NewTopic(TOPIC, 1, 1)])
+        # A fresh client: one made before every broker registered may not reach them all.
+        admin.close()
+        admin = KafkaAdminClient(bootstrap_servers=boot, request_timeout_ms=10000)
+        def create():
+            try:
+                admin.create_topics([NewTopic(TOPIC, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass  # an earlier try that raised after the controller took it
+            return True
+
+        wait_until("the topic created", 60, create)
 
         def leader():
             t = admin.describe_topics([TOPIC])[0]
@@ -98,16 +109,17 @@ def run(binary, args):
         producer.flush()
         producer.close()
         if args.throttle:
-            admin.alter_configs([ConfigResource(
+            wait_until("the topic throttled", 60, lambda: admin.alter_configs([ConfigResource(
                 ConfigResourceType.TOPIC, TOPIC,
-                configs={"leader.replication.throttled.replicas": f"0:{owner}"})])
-            admin.alter_configs([ConfigResource(
+                configs={"leader.replication.throttled.replicas": f"0:{owner}"})]) or True)
+            wait_until("the rate set", 60, lambda: admin.alter_configs([ConfigResource(
                 ConfigResourceType.BROKER, str(owner),
-                configs={"leader.replication.throttled.rate": str(args.throttle)})])
+                configs={"leader.replication.throttled.rate": str(args.throttle)})]) or True)
             time.sleep(1)  # the configs reach the leader's node (the controller pushes them)
         cpu0 = cpu_seconds(procs[owner].pid)
         t0 = time.monotonic()
-        admin.alter_partition_reassignments({TopicPartition(TOPIC, 0): [owner, joining]})
+        wait_until("the move accepted", 60, lambda: admin.alter_partition_reassignments(
+            {TopicPartition(TOPIC, 0): [owner, joining]}) or True)
         wait_until("the move", 600,
                    lambda: not admin.list_partition_reassignments())
         took = time.monotonic() - t0
