@@ -135,9 +135,9 @@
 //! - [`wire::FetchResponse`] gained its snapshot field without a version bump: nodes of
 //!   different versions cannot pull from each other (a rolling upgrade of broker-only
 //!   nodes across this change is not supported).
-//! - A voter whose data dir was wiped rejoins with an empty log while the others remember
-//!   its acknowledgements: raft-rs panics (`to_commit … is out of range`) instead of the
-//!   node being refused with a clear error. Do not wipe a voter's data dir.
+//! - A node whose data dir was wiped is refused and stops (see the directory id above);
+//!   bringing it back under its id needs its old directory (there is no way yet to
+//!   replace a voter's disk and rejoin, as KIP-853's `kafka-metadata-quorum` offers).
 //! - A command retried after a lost answer may be applied twice in effect (a retried
 //!   CreateTopics then answers TOPIC_ALREADY_EXISTS), as with Kafka's own retries.
 //! - Voter membership is fixed at first start (`--voters` must not change afterwards; a
