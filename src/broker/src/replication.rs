@@ -1021,17 +1021,7 @@ impl Replication {
                 Err(e) => self.adoption_failed(store, group, e)?,
             }
         }
-        let done: Vec<GroupId> = self
-            .scans
-            .borrow()
-            .iter()
-            .filter(|(_, s)| s.done.is_some())
-            .map(|(g, _)| *g)
-            .collect();
-        for group in done {
-            let Some(scan) = self.scans.borrow_mut().remove(&group) else {
-                continue;
-            };
+        for (group, scan) in self.take_finished_scans() {
             let outcome = scan.done.expect("a finished scan");
             if scan.cancelled || !self.knows(group) {
                 if let Ok(scanned) = outcome {
@@ -1095,6 +1085,19 @@ impl Replication {
 
     fn scans_done(&self) -> bool {
         self.scans.borrow().values().any(|s| s.done.is_some())
+    }
+
+    /// Takes the scans that ended out of `scans`.
+    fn take_finished_scans(&self) -> Vec<(GroupId, AdoptionScan)> {
+        let mut scans = self.scans.borrow_mut();
+        let done: Vec<GroupId> = scans
+            .iter()
+            .filter(|(_, s)| s.done.is_some())
+            .map(|(g, _)| *g)
+            .collect();
+        done.into_iter()
+            .filter_map(|g| scans.remove(&g).map(|s| (g, s)))
+            .collect()
     }
 
     /// An adoption failed. The one log cannot be read or does not make a Raft log (the
@@ -1676,16 +1679,8 @@ impl Replication {
         }
         // Scans that ended unadopted close their log (those still running close theirs
         // when they end: `scan_done`).
-        let done: Vec<GroupId> = self
-            .scans
-            .borrow()
-            .iter()
-            .filter(|(_, s)| s.done.is_some())
-            .map(|(g, _)| *g)
-            .collect();
-        for g in done {
-            let scan = self.scans.borrow_mut().remove(&g);
-            if let Some(Ok(scanned)) = scan.and_then(|s| s.done) {
+        for (_, scan) in self.take_finished_scans() {
+            if let Some(Ok(scanned)) = scan.done {
                 let _ = scanned.discard().await;
             }
         }
