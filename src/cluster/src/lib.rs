@@ -68,7 +68,8 @@
 //! - **Snapshots** ([`snapshot`]): a voter snapshots its image at its applied index once
 //!   `ClusterConfig::snapshot_bytes` of entries were applied since its last snapshot (Kafka's
 //!   `metadata.log.max.record.bytes.between.snapshots`, 20 MiB) or `snapshot_interval` (1 h)
-//!   passed with anything applied, then compacts its Raft log to that index
+//!   passed with anything applied (the image encoded on a blocking thread, taken at the
+//!   next tick), then compacts its Raft log to that index
 //!   (`GroupManager::compact_to_snapshot`) and its WAL (a `LogStart` record, then a rewrite
 //!   of the file as the log now stands). The WAL task writes the snapshot file durably
 //!   (temporary file, fdatasync, rename, directory sync) before any WAL write that drops
@@ -127,8 +128,9 @@
 //!   `snapshot_bytes` of it). A snapshot travels as one Raft message or one pull answer: an
 //!   image over [`snapshot::METADATA_SNAPSHOT_BYTES_MAX`] (64 MiB) is not snapshotted (a
 //!   warning each time one is due), and the log then grows as it did before snapshots.
-//! - The snapshot's encoding (and the WAL's re-encoding for its rewrite) runs synchronously
-//!   on shard 0, the broker's shard: a large image stalls that shard's requests meanwhile.
+//! - The snapshot's image is encoded on a blocking thread, but cloned for it on shard 0,
+//!   and the WAL's re-encoding for its rewrite runs there too: a large image still costs
+//!   that shard (the broker's) a copy of it.
 //! - Compaction goes right up to the applied index (no trailing margin of entries, unlike
 //!   Kafka's retention of the log behind a snapshot): a voter only slightly behind the
 //!   leader's snapshot needs the whole snapshot rather than a few entries.

@@ -205,6 +205,10 @@ struct State {
     snap_index: u64,
     snap_bytes: u64,
     snap_at: Instant,
+    /// A snapshot being encoded off this thread (see `maybe_snapshot`), and where its
+    /// (index, payload) lands once encoded.
+    snap_encoding: bool,
+    snap_encoded: Rc<RefCell<Option<EncodedSnapshot>>>,
     /// The node believed to lead (voters: from Raft; others: from the voters' hints).
     leader: Option<u64>,
     /// Round robin over the voters when no leader is known.
@@ -510,6 +514,8 @@ impl ControllerNode {
                 snap_index,
                 snap_bytes: 0,
                 snap_at: Instant::now(),
+                snap_encoding: false,
+                snap_encoded: Rc::default(),
                 leader: solo.then_some(SOLO_RAFT_ID),
                 next_voter: 0,
                 ctrl_tick_at: None,
@@ -1321,11 +1327,22 @@ impl Inner {
 
     /// On a voter: once `snapshot_bytes` of entries were applied since the last snapshot
     /// (or `snapshot_interval` passed with anything applied), snapshots the image at the
-    /// applied index, queues the file for the WAL task and compacts the Raft log (and so
-    /// the WAL) up to that index. An image over `METADATA_SNAPSHOT_BYTES_MAX` is not
-    /// snapshotted (logged; the log keeps growing).
+    /// applied index. The image is encoded on a blocking thread (a large one would stall
+    /// this shard, the broker's shard 0, for as long); a later call (the next tick) takes
+    /// the payload, queues the file for the WAL task and compacts the Raft log (and so the
+    /// WAL) up to that index, unless the log moved past it meanwhile (a leader's snapshot).
+    /// An image over `METADATA_SNAPSHOT_BYTES_MAX` is not snapshotted (logged; the log
+    /// keeps growing).
     fn maybe_snapshot(&self, st: &mut State) {
-        if !self.is_voter || st.fatal.is_some() || st.applied <= st.snap_index {
+        let encoded = st.snap_encoded.borrow_mut().take();
+        if let Some((index, payload)) = encoded {
+            st.snap_encoding = false;
+            match payload {
+                Ok(payload) => self.take_snapshot(st, index, payload),
+                Err(e) => log::warn!("controller: no metadata snapshot at index {index}: {e}"),
+            }
+        }
+        if st.snap_encoding || !self.is_voter || st.fatal.is_some() || st.applied <= st.snap_index {
             return;
         }
         let due =
@@ -1336,13 +1353,23 @@ impl Inner {
         st.snap_bytes = 0;
         st.snap_at = Instant::now();
         let index = st.applied;
-        let payload = match snapshot::encode_payload(st.controller.image()) {
-            Ok(p) => p,
-            Err(e) => {
-                log::warn!("controller: no metadata snapshot at index {index}: {e}");
-                return;
-            }
-        };
+        let image = st.controller.image().clone();
+        st.snap_encoding = true;
+        let slot = st.snap_encoded.clone();
+        glommio::spawn_local(async move {
+            let payload = glommio::executor()
+                .spawn_blocking(move || snapshot::encode_payload(&image))
+                .await;
+            *slot.borrow_mut() = Some((index, payload));
+        })
+        .detach();
+    }
+
+    /// Makes the encoded image at `index` this voter's snapshot (see `maybe_snapshot`).
+    fn take_snapshot(&self, st: &mut State, index: u64, payload: Bytes) {
+        if st.fatal.is_some() || index <= st.snap_index || index > st.applied {
+            return;
+        }
         let Some(m) = st.manager.as_mut() else {
             return;
         };
@@ -2244,6 +2271,9 @@ async fn members_task(inner: Rc<Inner>, g: Rc<Gossip>) {
         inner.changed.changed(gen).await;
     }
 }
+
+/// An image encoded for the snapshot at an index (see `Inner::maybe_snapshot`).
+type EncodedSnapshot = (u64, Result<Bytes, String>);
 
 /// Queues the snapshot file of `index` for the WAL task (written before any WAL write
 /// queued after it, then the WAL rewritten behind it) and makes it this node's latest.
