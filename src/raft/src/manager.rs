@@ -675,7 +675,17 @@ impl GroupManager {
                 .get(n)
                 .is_some_and(|pr| pr.matched >= commit && !self.dead.contains(&n))
         };
-        let step = if let Some(&n) = target
+        let step = if !voters.contains(&me) {
+            // This leader applied its own removal, proposed by an earlier leader before it
+            // won its term: raft-rs drops every proposal of a leader outside the
+            // configuration, so it hands the leadership to a caught-up voter first (a
+            // target one if it can).
+            voters
+                .iter()
+                .find(|n| target.contains(n) && caught_up(**n))
+                .or_else(|| voters.iter().find(|n| caught_up(**n)))
+                .map(|&n| MembershipStep::TransferLeader(n))
+        } else if let Some(&n) = target
             .iter()
             .find(|n| !voters.contains(n) && !learners.contains(n))
         {
