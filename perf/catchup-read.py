@@ -61,6 +61,16 @@ def wait_until(what, timeout, probe):
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def broker_config(admin, node, key):
+    """`key`'s value as broker `node` describes it (the admin client asks that broker)."""
+    res = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(node))])
+    for by_name in res.values():
+        entry = by_name.get(str(node), {}).get(key)
+        if entry is not None:
+            return entry.get("value")
+    return None
+
+
 def run(binary, args):
     root = tempfile.mkdtemp(prefix="catchup-", dir=args.dir)
     ids = [1, 2, 3]
@@ -115,7 +125,10 @@ def run(binary, args):
             wait_until("the rate set", 60, lambda: admin.alter_configs([ConfigResource(
                 ConfigResourceType.BROKER, str(owner),
                 configs={"leader.replication.throttled.rate": str(args.throttle)})]) or True)
-            time.sleep(1)  # the configs reach the leader's node (the controller pushes them)
+            # The leader's node has the rate (and, applied in order, the topic's list).
+            wait_until("the rate on the leader's node", 60,
+                       lambda: broker_config(admin, owner, "leader.replication.throttled.rate")
+                       == str(args.throttle))
         cpu0 = cpu_seconds(procs[owner].pid)
         t0 = time.monotonic()
         wait_until("the move accepted", 60, lambda: admin.alter_partition_reassignments(

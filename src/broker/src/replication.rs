@@ -1935,7 +1935,6 @@ impl Replication {
     /// leader hints, dissemination to other nodes) and, when this node leads, the epoch
     /// table.
     fn report_role(&self, group: GroupId, term: u64, leader: Option<NodeId>) {
-        let raft_voters = self.mgr.borrow().conf(group).map(|(voters, _)| voters);
         let mut groups = self.groups.borrow_mut();
         let Some(info) = groups.get_mut(&group) else {
             return;
@@ -1948,6 +1947,7 @@ impl Replication {
             // ISR it was given); the leader's checks narrow it. A replica joining in a
             // reassignment (a Raft learner) is not in sync until it has caught up, as in
             // Kafka, where an adding replica enters the ISR only then.
+            let raft_voters = self.mgr.borrow().conf(group).map(|(voters, _)| voters);
             info.isr = info
                 .voters
                 .iter()
@@ -2027,16 +2027,17 @@ impl Replication {
                 continue;
             };
             let me = self.node_id as u64;
+            let status = mgr.status(*g);
             let last = progress
                 .iter()
                 .find(|(n, _, _)| *n == me)
                 .map_or(0, |(_, m, _)| *m)
-                .max(mgr.status(*g).map_or(0, |s| s.last_index));
+                .max(status.map_or(0, |s| s.last_index));
             let learners = mgr.conf(*g).map(|(_, l)| l).unwrap_or_default();
             // A learner also has to hold everything committed (the mark is 0 on a new
             // term's first check, which would let a learner in before it caught up; Kafka
             // takes an adding replica in once it reached the high watermark).
-            let committed = mgr.status(*g).map_or(0, |s| s.hw_index);
+            let committed = status.map_or(0, |s| s.hw_index);
             for (node, matched, active) in &progress {
                 let mark = if learners.contains(node) {
                     info.isr_mark.max(committed)

@@ -489,39 +489,46 @@ pub fn topic_config_key(name: &str) -> Option<&'static TopicConfigKey> {
 }
 
 /// A dynamic broker config that is no topic config's default.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct BrokerConfigKey {
     pub name: &'static str,
     pub default: &'static str,
     pub kind: Kind,
-    pub doc: &'static str,
 }
 
 /// Kafka's dynamic broker configs beyond the topic defaults that sluice takes (Kafka's
 /// defaults, types and ranges), by name.
 pub const BROKER_ONLY_CONFIGS: &[BrokerConfigKey] = &[
+    // Bytes/s this node is sent to catch up throttled replicas (counted per leader node).
     BrokerConfigKey {
         name: crate::replication_throttle::FOLLOWER_RATE,
         default: LONG_MAX_STR,
         kind: long_at_least(0),
-        doc: "bytes/s this node is sent to catch up throttled replicas (per leader node)",
     },
+    // Bytes/s this node sends to catch up throttled out-of-sync followers.
     BrokerConfigKey {
         name: crate::replication_throttle::LEADER_RATE,
         default: LONG_MAX_STR,
         kind: long_at_least(0),
-        doc: "bytes/s this node sends to catch up throttled out-of-sync followers",
     },
+    // Accepted and ignored: one log directory per node.
     BrokerConfigKey {
         name: "replica.alter.log.dirs.io.max.bytes.per.second",
         default: LONG_MAX_STR,
         kind: long_at_least(0),
-        doc: "no-op: one log directory per node",
     },
 ];
 
-pub fn broker_only_key(name: &str) -> Option<&'static BrokerConfigKey> {
-    BROKER_ONLY_CONFIGS.iter().find(|k| k.name == name)
+/// The type and range of a dynamic broker config: the topic config's whose default it
+/// sets (the `log.*` names), or its own (`BROKER_ONLY_CONFIGS`); `None` for a name sluice
+/// does not take dynamically.
+pub fn broker_config_kind(name: &str) -> Option<Kind> {
+    broker_config_key(name).map(|k| k.kind).or_else(|| {
+        BROKER_ONLY_CONFIGS
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| k.kind)
+    })
 }
 
 /// The topic config whose default a broker config sets.
@@ -800,6 +807,20 @@ mod tests {
             "retention.ms"
         );
         assert!(broker_config_key("").is_none());
+        // Every broker config sluice takes has one kind (checks, DescribeConfigs' types).
+        for k in BROKER_ONLY_CONFIGS {
+            assert!(k.kind.check(k.default).is_ok(), "{}", k.name);
+        }
+        let rate = broker_config_kind("leader.replication.throttled.rate").unwrap();
+        assert_eq!(rate.config_type(), 5, "LONG");
+        assert!(rate.check("-1").is_err());
+        assert_eq!(
+            broker_config_kind("log.retention.ms")
+                .unwrap()
+                .config_type(),
+            5
+        );
+        assert!(broker_config_kind("num.io.threads").is_none());
     }
 
     #[test]

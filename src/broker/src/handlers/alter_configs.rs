@@ -11,18 +11,13 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::kerr;
 use crate::shard::BrokerShard;
-use crate::topic_config::{broker_config_key, broker_only_key, shown, ConfigProblem};
+use crate::topic_config::{broker_config_kind, shown, ConfigProblem};
 
-/// Checks a broker-level config name and value: the `log.*` names behind topic configs by
-/// the type and range of the topic config they are the default of, the others
-/// (`BROKER_ONLY_CONFIGS`) by their own.
+/// Checks a broker-level config name and value by its type and range
+/// (`topic_config::broker_config_kind`).
 pub fn check_broker_config(name: &str, value: &str) -> Result<(), String> {
-    let kind = match (broker_config_key(name), broker_only_key(name)) {
-        (Some(k), _) => k.kind,
-        (None, Some(k)) => k.kind,
-        (None, None) => {
-            return Err(format!("Cannot update config {} dynamically", shown(name)));
-        }
+    let Some(kind) = broker_config_kind(name) else {
+        return Err(format!("Cannot update config {} dynamically", shown(name)));
     };
     kind.check(value).map_err(|reason| {
         ConfigProblem::Invalid {

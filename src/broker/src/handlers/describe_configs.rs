@@ -196,7 +196,7 @@ pub fn handle(
                         .iter()
                         .filter(|(n, _)| wanted(n))
                         .map(|(n, v)| {
-                            let kind = crate::topic_config::broker_config_key(n)
+                            let kind = crate::topic_config::broker_config_kind(n)
                                 .map_or(2, |k| k.config_type());
                             let source = ConfigSource::DynamicDefaultBroker;
                             entry(n, v, source, kind, None, r.include_synonyms)
