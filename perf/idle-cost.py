@@ -21,7 +21,12 @@ depend on how partitions hash across shards), waits until all three are register
      RF 3), disk usage of the data directory per replica (allocated blocks, and the apparent
      size), open file descriptors and threads; and the WARN/ERROR lines of the node logs;
   5. with --restart, before that: SIGTERMs node 3, times its stop, the move of its leaders,
-     its restart and the return to full ISRs, and measures the idle CPU again.
+     its restart and the return to full ISRs, and measures the idle CPU again;
+  6. with --restart-all term|kill, last: stops all three nodes at once (SIGTERM, or kill -9),
+     starts them again at once and times the whole cluster's return: ready lines, every
+     partition led on every node, every replica in sync; the elections it took (the sum of
+     each partition's leader-epoch increase), how the leaders ended up spread, and each
+     node's CPU seconds from its start until every replica was in sync.
 
     tests/.venv/bin/python perf/idle-cost.py [--binary target/release/sluice] [--partitions 3000]
 
@@ -202,6 +207,49 @@ def wait_led(nodes, names, per_topic, rf, t0, full_isr=False, dead=None, timeout
     return out[nodes[0].node_id]
 
 
+def epochs(bootstrap, names):
+    """Each partition's leader epoch in `bootstrap`'s Metadata, by (topic, partition)."""
+    a = admin(bootstrap)
+    try:
+        return {(t["name"], p["partition_index"]): p["leader_epoch"]
+                for t in a.describe_topics(names) for p in t["partitions"]}
+    finally:
+        a.close()
+
+
+def restart_all(nodes, names, per_topic, rf, how):
+    """Stops every node at once (SIGTERM or kill -9), starts them all again at once, and
+    times the cluster's return (see the module header, step 6)."""
+    out = {"how": how}
+    before = epochs(nodes[0].bootstrap(), names)
+    t0 = time.monotonic()
+    for n in nodes:
+        if how == "kill":
+            n.proc.kill()
+        else:
+            n.proc.send_signal(signal.SIGTERM)
+    out["stop_codes"] = [n.proc.wait(timeout=60) for n in nodes]
+    out["stop_s"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        until(f"node {n.node_id} lists 3 brokers after the restart",
+              lambda n=n: brokers(n.bootstrap()) == [1, 2, 3], 300)
+    out["brokers_s"] = time.monotonic() - t1
+    out["ready_lines_s"] = [n.ready if n.ready is not None else float("nan") for n in nodes]
+    wait_led(nodes, names, per_topic, rf, t1)
+    out["led_s"] = time.monotonic() - t1
+    out["leaders"] = wait_led(nodes, names, per_topic, rf, t1, full_isr=True)
+    out["isr_s"] = time.monotonic() - t1
+    out["cpu_s"] = [n.cpu_seconds() for n in nodes]
+    after = epochs(nodes[0].bootstrap(), names)
+    bumps = collections.Counter(after[k] - before.get(k, 0) for k in after)
+    out["elections"] = sum(k * v for k, v in bumps.items())
+    out["bumps"] = dict(sorted(bumps.items()))
+    return out
+
+
 def measure_cpu(nodes, window, sample, label):
     """CPU % of one core per node over `window` seconds, and the per-sample figures."""
     t0 = time.monotonic()
@@ -260,6 +308,9 @@ def main():
     ap.add_argument("--log-level", default="", help="SLUICE_LOG for the nodes")
     ap.add_argument("--restart", action="store_true",
                     help="then SIGTERM and restart node 3 and measure the idle cost again")
+    ap.add_argument("--restart-all", choices=["term", "kill"],
+                    help="last, stop all three nodes at once (SIGTERM or kill -9) and time "
+                         "the whole cluster's restart")
     ap.add_argument("extra", nargs="*", help="more `sluice start` flags (after --)")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
@@ -345,6 +396,8 @@ def main():
             report["restart_cpu"], report["restart_samples"], _ = measure_cpu(
                 nodes, args.window, args.sample, "idle after restart")
             report["restart_rss"] = [n.status()["VmRSS"] for n in nodes]
+        if args.restart_all:
+            report["all"] = restart_all(nodes, names, per_topic, rf, args.restart_all)
     finally:
         codes = [n.stop() for n in nodes]
     p = args.partitions
@@ -368,6 +421,19 @@ def main():
               + ", ".join(f"{c:.2f} % ({', '.join(f'{x:.1f}' for x in s)})" for c, s in
                           zip(report["restart_cpu"], report["restart_samples"]))
               + "; RSS " + ", ".join(f"{r / 2**20:.1f} MiB" for r in report["restart_rss"]))
+    if args.restart_all:
+        r = report["all"]
+        stop = "kill -9" if r["how"] == "kill" else "SIGTERM"
+        print(f"- whole-cluster restart: {stop} of all three nodes at once (exits "
+              f"{r['stop_codes']} after {r['stop_s']:.1f} s), started again at once: "
+              f"`sluice: ready` after "
+              + ", ".join(f"{x:.1f}" for x in r["ready_lines_s"])
+              + f" s; all list 3 brokers after {r['brokers_s']:.1f} s; every partition led on "
+              f"every node after **{r['led_s']:.1f} s**, every replica in sync after "
+              f"{r['isr_s']:.1f} s; {r['elections']} elections for {p} partitions (leader-epoch "
+              f"increases: {r['bumps']}); leaders per node "
+              f"{sorted(r['leaders'].items())}; CPU seconds per node from start to full ISRs "
+              + ", ".join(f"{c:.1f}" for c in r["cpu_s"]))
     print(f"- exit codes on SIGTERM at the end: {codes}\n")
     print("| node | idle CPU, no topics | CPU while settling | idle CPU, with partitions "
           "(samples) | RSS before | RSS after | RSS per replica | anon per replica | disk per "

@@ -134,8 +134,9 @@
 //!
 //! # Recovery
 //!
-//! [`ReplicaStore::open`] reads the state file, then scans each group's partition log from
-//! the Raft log start: batch headers give offset, record count, partitionLeaderEpoch
+//! [`ReplicaStore::open`] reads the state file, then opens and scans each group's partition
+//! log (`RECOVER_PARALLEL_MAX` groups at a time, their small reads overlapping) from the
+//! Raft log start: batch headers give offset, record count, partitionLeaderEpoch
 //! (= term) and control or not; committed entries enter the `ReplicaLog` as offsets only
 //! (marks, [`sluice_raft::ReplicaLog::push_applied`]), the uncommitted tail with its bytes.
 //! Nothing is clamped: a commit index beyond the recovered log, a batch out of place or of

@@ -22,7 +22,7 @@ use sluice_storage::log::SCAN_CHUNK_BYTES;
 use sluice_storage::{BatchCache, LogConfig, PartitionLog};
 
 use crate::control::{fetched, stored_bytes};
-use crate::state::{LogStart, StateAppend, StateAppended, StateFile};
+use crate::state::{GroupState, LogStart, StateAppend, StateAppended, StateFile};
 use crate::Error;
 
 /// Most bytes one `Fetch` reads (raft-rs asks for `max_size_per_msg`, 1 MiB; the partition
@@ -32,6 +32,9 @@ pub const FETCH_BYTES_MAX: u64 = 16 << 20;
 /// Most partition logs one sync flushes, or a close closes, at once (their writes and
 /// fdatasyncs overlap).
 pub const FLUSH_PARALLEL_MAX: usize = 32;
+
+/// Most groups [`ReplicaStore::open`] recovers at once.
+pub const RECOVER_PARALLEL_MAX: usize = 16;
 
 /// Most bytes appended to the shard's partition logs while the state file's commit
 /// indexes wait for a later sync (`StateFile::must_sync`): a restart reads the entries past
@@ -43,19 +46,23 @@ pub const STATE_SYNC_LOG_BYTES_MAX: u64 = 8 << 20;
 async fn join_all<T, F: Future<Output = sluice_storage::Result<T>>>(
     futs: Vec<F>,
 ) -> sluice_storage::Result<()> {
-    let mut futs: Vec<Option<Pin<Box<F>>>> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut err = None;
+    join_outputs(futs)
+        .await
+        .into_iter()
+        .find_map(|r| r.err())
+        .map_or(Ok(()), Err)
+}
+
+/// Runs `futs` together in this task until all have ended; their outputs, in order.
+async fn join_outputs<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
     poll_fn(|cx| {
         let mut pending = false;
-        for slot in futs.iter_mut() {
-            if let Some(f) = slot {
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if out.is_none() {
                 match f.as_mut().poll(cx) {
-                    Poll::Ready(r) => {
-                        if let Err(e) = r {
-                            err.get_or_insert(e);
-                        }
-                        *slot = None;
-                    }
+                    Poll::Ready(r) => *out = Some(r),
                     Poll::Pending => pending = true,
                 }
             }
@@ -67,7 +74,9 @@ async fn join_all<T, F: Future<Output = sluice_storage::Result<T>>>(
         }
     })
     .await;
-    err.map_or(Ok(()), Err)
+    outs.into_iter()
+        .map(|o| o.expect("every future ended"))
+        .collect()
 }
 
 /// Where and how a group's partition log is kept; the broker's mapping from Raft group to
@@ -377,63 +386,29 @@ impl<S: Storage> ReplicaStore<S> {
         let mut logs = Vec::new();
         let mut gone = Vec::new();
         let mut uncovered_starts = BTreeMap::new();
+        let mut wanted = Vec::new();
         for (&g, st) in state.groups() {
-            let Some(spec) = layout(g) else {
-                gone.push(g);
-                continue;
-            };
-            let mut log = open_log(&storage, &cache, &spec).await?;
-            let start = st.start;
-            if start.reset && log.retained_start() < start.offset {
-                // The reset was recorded (durably, before it began) but not finished.
-                log.close().await?;
-                drop(log);
-                PartitionLog::reset_dir(&*storage, &spec.dir, start.offset).await?;
-                log = open_log(&storage, &cache, &spec).await?;
+            match layout(g) {
+                Some(spec) => wanted.push((g, st, spec)),
+                None => gone.push(g),
             }
-            // (Its log start offset may be past the Raft log start, after a DeleteRecords;
-            // the batches from the Raft log start on must still be there.)
-            if log.retained_start() > start.offset {
-                return Err(damaged(
-                    g,
-                    format!(
-                        "partition log {} keeps batches from {}, after the Raft log start {}",
-                        spec.name,
-                        log.retained_start(),
-                        start.offset
-                    ),
-                ));
+        }
+        // A few at a time: each recovery mostly waits for small reads (and, after an
+        // unclean stop, a truncation), so a shard of thousands of groups opens in a
+        // fraction of the time one at a time would take.
+        for chunk in wanted.chunks(RECOVER_PARALLEL_MAX) {
+            let recovering = chunk
+                .iter()
+                .map(|(g, st, spec)| Self::recover_group(&storage, &cache, *g, st, spec))
+                .collect();
+            for recovered in join_outputs(recovering).await {
+                let (g, rlog, group, uncovered) = recovered?;
+                if let Some(start) = uncovered {
+                    uncovered_starts.insert(g, start);
+                }
+                logs.push((g, rlog));
+                groups.insert(g, group);
             }
-            if log.log_end_offset() < start.offset {
-                return Err(damaged(
-                    g,
-                    format!(
-                        "partition log {} ends at {}, before the Raft log start {}",
-                        spec.name,
-                        log.log_end_offset(),
-                        start.offset
-                    ),
-                ));
-            }
-            let (mut rlog, mut group) =
-                Self::scan(g, &log, &st.voters, start, &st.hard_state, false).await?;
-            rlog.set_conf(&st.voters, &st.learners)
-                .map_err(|m| damaged(g, m))?;
-            // The log starts at the Raft log start, or past it where a committed
-            // DeleteRecords the log still holds asked for more: either move may have been
-            // recorded (the `LogStart`, or the entry and a hard state covering it) without
-            // reaching the partition log (its checkpoint, its segments) before a crash. The
-            // high watermark is past both: the scan set it to the commit.
-            group.records_start = group.records_start.max(start.offset);
-            log.move_replica_start(group.records_start, start.offset)
-                .await?;
-            // A start only the partition log's checkpoint knows (an adoption whose log-start
-            // entry did not commit before a crash): the driver writes it again.
-            if log.log_start_offset() > group.records_start {
-                uncovered_starts.insert(g, log.log_start_offset());
-            }
-            logs.push((g, rlog));
-            groups.insert(g, group);
         }
         if !gone.is_empty() {
             for g in gone {
@@ -459,6 +434,67 @@ impl<S: Storage> ReplicaStore<S> {
             stats: StoreStats::default(),
         };
         Ok((store, mgr))
+    }
+
+    /// Opens and recovers one group of the state file (see [`Self::open`]): its Raft log,
+    /// its store entry, and the log start only its partition log's checkpoint knows, if any.
+    async fn recover_group(
+        storage: &Rc<S>,
+        cache: &Rc<RefCell<BatchCache>>,
+        g: GroupId,
+        st: &GroupState,
+        spec: &PartitionSpec,
+    ) -> Result<(GroupId, ReplicaLog, Group<S>, Option<i64>), Error> {
+        let mut log = open_log(storage, cache, spec).await?;
+        let start = st.start;
+        if start.reset && log.retained_start() < start.offset {
+            // The reset was recorded (durably, before it began) but not finished.
+            log.close().await?;
+            drop(log);
+            PartitionLog::reset_dir(&**storage, &spec.dir, start.offset).await?;
+            log = open_log(storage, cache, spec).await?;
+        }
+        // (Its log start offset may be past the Raft log start, after a DeleteRecords;
+        // the batches from the Raft log start on must still be there.)
+        if log.retained_start() > start.offset {
+            return Err(damaged(
+                g,
+                format!(
+                    "partition log {} keeps batches from {}, after the Raft log start {}",
+                    spec.name,
+                    log.retained_start(),
+                    start.offset
+                ),
+            ));
+        }
+        if log.log_end_offset() < start.offset {
+            return Err(damaged(
+                g,
+                format!(
+                    "partition log {} ends at {}, before the Raft log start {}",
+                    spec.name,
+                    log.log_end_offset(),
+                    start.offset
+                ),
+            ));
+        }
+        let (mut rlog, mut group) =
+            Self::scan(g, &log, &st.voters, start, &st.hard_state, false).await?;
+        rlog.set_conf(&st.voters, &st.learners)
+            .map_err(|m| damaged(g, m))?;
+        // The log starts at the Raft log start, or past it where a committed
+        // DeleteRecords the log still holds asked for more: either move may have been
+        // recorded (the `LogStart`, or the entry and a hard state covering it) without
+        // reaching the partition log (its checkpoint, its segments) before a crash. The
+        // high watermark is past both: the scan set it to the commit.
+        group.records_start = group.records_start.max(start.offset);
+        log.move_replica_start(group.records_start, start.offset)
+            .await?;
+        // A start only the partition log's checkpoint knows (an adoption whose log-start
+        // entry did not commit before a crash): the driver writes it again.
+        let uncovered =
+            (log.log_start_offset() > group.records_start).then(|| log.log_start_offset());
+        Ok((g, rlog, group, uncovered))
     }
 
     /// Rebuilds one group's Raft log from its partition log: one batch per entry from the

@@ -620,30 +620,49 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
             if is_tail {
+                let page_start = seg.size / PAGE_SIZE as u64 * PAGE_SIZE as u64;
+                let padded_end = seg.size.next_multiple_of(PAGE_SIZE as u64);
+                // The tail page, with whatever follows the last batch in it.
+                let page = file
+                    .read_at(
+                        page_start,
+                        (file_size.min(padded_end) - page_start) as usize,
+                    )
+                    .await
+                    .map_err(|e| StorageError::io("read", &path, e))?;
+                let tail_len = (seg.size - page_start) as usize;
+                assert!(page.len() >= tail_len, "tail page read back short");
                 if file_size != seg.size {
-                    // Torn or padded tail: cut it so the next write starts at a clean end.
-                    log::warn!(
-                        "{name}: truncating segment {base} from {file_size} to {} bytes",
-                        seg.size
-                    );
+                    // Cut what follows the last batch, so the next write starts at a clean
+                    // end. Zeros to the end of the last page are what an O_DIRECT write of
+                    // a partial page leaves (every unclean stop shows them): the cut need
+                    // not be durable, as a crash that undoes it leaves the same zeros for
+                    // the next scan. Anything else is a torn or unacknowledged write, which
+                    // must never be read back, so its cut is synced before any append.
+                    let padding = file_size <= padded_end
+                        && page.len() as u64 == file_size - page_start
+                        && page[tail_len..].iter().all(|&b| b == 0);
+                    if padding {
+                        log::debug!(
+                            "{name}: segment {base} ends in {} bytes of page padding",
+                            file_size - seg.size
+                        );
+                    } else {
+                        log::warn!(
+                            "{name}: truncating segment {base} from {file_size} to {} bytes",
+                            seg.size
+                        );
+                    }
                     file.truncate(seg.size)
                         .await
                         .map_err(|e| StorageError::io("truncate", &path, e))?;
-                    file.fdatasync()
-                        .await
-                        .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                    if !padding {
+                        file.fdatasync()
+                            .await
+                            .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                    }
                 }
-                let page_start = seg.size / PAGE_SIZE as u64 * PAGE_SIZE as u64;
-                let tail = file
-                    .read_at(page_start, (seg.size - page_start) as usize)
-                    .await
-                    .map_err(|e| StorageError::io("read", &path, e))?;
-                assert_eq!(
-                    tail.len() as u64,
-                    seg.size - page_start,
-                    "tail page read back short"
-                );
-                seg.tail = tail.to_vec();
+                seg.tail = page[..tail_len].to_vec();
                 seg.tail_pos = page_start;
             }
             seg.durable_size = seg.size;
