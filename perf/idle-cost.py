@@ -431,7 +431,9 @@ def main():
               + f" s; all list 3 brokers after {r['brokers_s']:.1f} s; every partition led on "
               f"every node after **{r['led_s']:.1f} s**, every replica in sync after "
               f"{r['isr_s']:.1f} s; {r['elections']} elections for {p} partitions (leader-epoch "
-              f"increases: {r['bumps']}); leaders per node "
+              f"increases: {r['bumps']}"
+              f"{'; with the controlled shutdown hand-offs' if r['how'] == 'term' else ''}); "
+              f"leaders per node "
               f"{sorted(r['leaders'].items())}; CPU seconds per node from start to full ISRs "
               + ", ".join(f"{c:.1f}" for c in r["cpu_s"]))
     print(f"- exit codes on SIGTERM at the end: {codes}\n")
