@@ -13,7 +13,11 @@
 //!
 //! File format (Kafka's, so its tools read it): text lines, version `0`, the entry count,
 //! then one `epoch startOffset` line per entry. The log replaces the file atomically (temp
-//! file, fsync, rename, directory fsync).
+//! file, fsync, rename, directory fsync) before any data after entries it cut (a truncation,
+//! a cut at open), in the write stage that seals a rolled segment, and at close; entries
+//! added since start in the tail segment, and the log's open assigns them again from that
+//! segment's batches (which it scans anyway), so a new epoch costs no file replacement on
+//! the way to its first acknowledgement.
 
 /// Kafka's `UNDEFINED_EPOCH`.
 pub const UNDEFINED_EPOCH: i32 = -1;

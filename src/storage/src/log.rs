@@ -306,9 +306,18 @@ struct Inner<F: StorageFile> {
     grown_buffer_bytes: usize,
     /// Which leader epoch wrote from which offset (see [`crate::leader_epoch`]).
     epochs: LeaderEpochCache,
-    /// `epochs` changed since its checkpoint was last written: the next write stage writes
-    /// it before any data, so no batch is durable without its epoch entry.
+    /// `epochs` lost entries at its end since its checkpoint was last written (cut at open
+    /// past the recovered end, or unreadable): the next write stage writes it before any
+    /// data, so that no stale entry describes batches written after.
     epochs_dirty: bool,
+    /// `epochs` gained entries (a new epoch's first batch, appended to the active segment)
+    /// or lost some at its start since its checkpoint was last written. The checkpoint
+    /// follows in the write stage that seals a rolled segment (or with a dirty one, or at
+    /// close): until then every entry it lacks starts in the tail segment, whose batches
+    /// recovery scans and assigns again. So a new epoch costs its partition no file
+    /// replacement (two fsyncs and a rename) on the way to its first acknowledgement,
+    /// which matters when thousands of partitions elect at once.
+    epochs_deferred: bool,
     /// A `truncate_to` is under way: appends are refused until it ends (see `replica`).
     truncating: bool,
     /// Truncations so far: a flush's `Written` taken before one must not advance the
@@ -569,6 +578,8 @@ impl<S: Storage> PartitionLog<S> {
 
         let mut segments = BTreeMap::new();
         let last = bases.last().copied();
+        // Where each epoch of the tail segment's batches begins (see `epochs_deferred`).
+        let mut tail_epochs: Vec<(i32, i64)> = Vec::new();
         for &base in &bases {
             let path = segment_path(&dir, base, "log");
             let file = Rc::new(
@@ -599,6 +610,13 @@ impl<S: Storage> PartitionLog<S> {
             if !loaded || base >= replay_from {
                 // Scan: with CRC checks on the tail, headers only elsewhere.
                 let scanned_end = scan_segment(&*file, &path, file_size, is_tail, base, |b| {
+                    if is_tail
+                        && tail_epochs
+                            .last()
+                            .is_none_or(|&(e, _)| e != b.header.leader_epoch)
+                    {
+                        tail_epochs.push((b.header.leader_epoch, b.header.base_offset));
+                    }
                     if !loaded {
                         seg.index_batch(&b.header, b.position, config.index_interval_bytes);
                         seg.size = b.position + b.header.size as u64;
@@ -695,7 +713,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         producers.truncate_from(log_end_offset);
         producers.trim_to_limit();
-        let (epochs, epochs_dirty) = load_epochs(&*storage, &dir, log_end_offset).await?;
+        let (mut epochs, epochs_dirty) = load_epochs(&*storage, &dir, log_end_offset).await?;
+        // Entries the checkpoint did not hold yet when the process stopped.
+        let mut epochs_deferred = false;
+        for (epoch, start) in tail_epochs {
+            epochs_deferred |= epochs.assign(epoch, start);
+        }
         // The current epoch is the newest one that wrote to the log (0 for a new log): an
         // epoch begun but not yet written in is not durable, and the replication layer
         // begins its own again after a restart.
@@ -721,6 +744,7 @@ impl<S: Storage> PartitionLog<S> {
                 grown_buffer_bytes: 0,
                 epochs,
                 epochs_dirty,
+                epochs_deferred,
                 truncating: false,
                 truncations: 0,
                 committed: log_start_offset,
@@ -946,7 +970,7 @@ impl<S: Storage> PartitionLog<S> {
         seg.first_append_ms.get_or_insert(now_ms);
         let last_offset = stored_header.last_offset();
         if inner.epochs.assign(leader_epoch, base_offset) {
-            inner.epochs_dirty = true;
+            inner.epochs_deferred = true;
         }
         if header.producer_id >= 0 && !header.is_control() {
             inner.producers.record(
@@ -1255,7 +1279,6 @@ impl<S: Storage> PartitionLog<S> {
             }
             let target = inner.log_end_offset();
             let generation = inner.truncations;
-            let epochs = std::mem::take(&mut inner.epochs_dirty).then(|| inner.epochs.encode());
             let segment_bytes = inner.config.segment_bytes;
             inner.note_flush_taken();
             let mut jobs = Vec::new();
@@ -1300,11 +1323,20 @@ impl<S: Storage> PartitionLog<S> {
                     segment_bytes,
                 });
             }
+            // With a rolled segment sealed here, the entries that start in it must be in
+            // the checkpoint first: recovery only scans the tail segment for them.
+            let seals = jobs.iter().any(|j| j.finalize.is_some());
+            let epochs = (inner.epochs_dirty || (inner.epochs_deferred && seals)).then(|| {
+                inner.epochs_dirty = false;
+                inner.epochs_deferred = false;
+                inner.epochs.encode()
+            });
             (jobs, target, generation, epochs)
         };
         if let Some(text) = epochs {
-            // Before the data: a batch of a new epoch is never durable without its entry
-            // (recovery cuts entries past the recovered end instead).
+            // Before the data: no stale entry describes the batches after, and no batch of a
+            // sealed segment is durable without its entry (recovery cuts entries past the
+            // recovered end, and assigns the tail segment's again).
             if let Err(e) = self.write_epoch_checkpoint(&text).await {
                 self.inner.borrow_mut().epochs_dirty = true;
                 return Err(e);
@@ -1971,11 +2003,11 @@ impl<S: Storage> PartitionLog<S> {
                 .expect("active segment remains");
             // (A replicated log deletes only below its log start: `first` is at most it.)
             inner.log_start_offset = inner.log_start_offset.max(first);
-            // Entries below the new start describe nothing left; the checkpoint follows at
-            // the next flush (until then the old one only holds more history, which is safe).
+            // Entries below the new start describe nothing left; the checkpoint follows
+            // later (until then the old one only holds more history, which is safe).
             let start = inner.log_start_offset;
             if inner.epochs.truncate_from_start(start) {
-                inner.epochs_dirty = true;
+                inner.epochs_deferred = true;
             }
             victims
         };
@@ -2027,6 +2059,16 @@ impl<S: Storage> PartitionLog<S> {
         if self.failure().is_none() && (self.needs_flush() || self.written_ahead.borrow().is_some())
         {
             self.flush().await?;
+        }
+        let deferred = {
+            let mut inner = self.inner.borrow_mut();
+            let write = inner.failed.is_none() && inner.epochs_deferred;
+            inner.epochs_deferred &= !write;
+            write.then(|| inner.epochs.encode())
+        };
+        if let Some(text) = deferred {
+            // At rest the checkpoint is whole, for the tools that read it.
+            self.write_epoch_checkpoint(&text).await?;
         }
         let active = {
             let inner = self.inner.borrow();

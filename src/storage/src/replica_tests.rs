@@ -211,10 +211,9 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15), (6, 30)]);
     block_on(log.flush()).unwrap();
     let file = dir.path().join(CHECKPOINT_FILE);
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "0\n3\n1 0\n4 15\n6 30\n"
-    );
+    // Every entry starts in the tail segment: the checkpoint waits for a roll or the close
+    // (a restart before either assigns them again from the tail's batches, below).
+    assert!(!file.exists());
     assert_eq!(log.end_offset_for_epoch(6), (6, 32));
     assert_eq!(log.end_offset_for_epoch(4), (4, 30));
     assert_eq!(log.end_offset_for_epoch(5), (4, 30));
@@ -223,6 +222,14 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     assert_eq!(
         log.end_offset_for_epoch(7),
         (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+    );
+    drop(log);
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(log.leader_epoch_entries(), vec![(1, 0), (4, 15), (6, 30)]);
+    block_on(log.close()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "0\n3\n1 0\n4 15\n6 30\n"
     );
     drop(log);
     let log = open(StdStorage, dir.path(), small_segments());
@@ -249,6 +256,10 @@ fn epoch_checkpoint_round_trip_lookup_and_cut() {
     log.append_at(Bytes::copy_from_slice(&leader_batch(16, 8, 1, 0, 10)), 0)
         .unwrap();
     block_on(log.flush()).unwrap();
+    // The new entry (assigned again at the open) and the moved start wait for a roll or the
+    // close: until then the file holds what the truncation wrote, more history at the start.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n1\n1 0\n");
+    block_on(log.close()).unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n2\n1 5\n8 15\n");
     // An entry past the recovered end (written before data that was lost) is cut.
     std::fs::write(&file, "0\n3\n1 5\n8 15\n9 400\n").unwrap();
@@ -263,6 +274,59 @@ fn modelled(dir: &Path, n: usize) -> (PartitionLog<FaultyStorage>, FaultyStorage
     storage.plan.model_durability();
     let (log, batches) = follower_with(storage.clone(), dir, n);
     (log, storage, batches)
+}
+
+/// The history a log's batches imply: where each epoch first appears.
+fn implied_epochs(batches: &[Vec<u8>]) -> Vec<(i32, i64)> {
+    let mut out: Vec<(i32, i64)> = Vec::new();
+    for b in batches {
+        let h = Header::parse(b).unwrap();
+        if out.last().is_none_or(|&(e, _)| e != h.leader_epoch) {
+            out.push((h.leader_epoch, h.base_offset));
+        }
+    }
+    out
+}
+
+/// New epochs' entries reach the checkpoint only when a segment is sealed (or at close):
+/// whatever a power loss keeps, the history recovered is the one the surviving batches
+/// imply, across rolls, with and without flushes.
+#[test]
+fn after_a_power_loss_the_epoch_history_matches_the_batches_that_survive() {
+    for (m, mid_flush, end_flush) in [
+        (1, false, true),
+        (1, false, false),
+        (4, true, false),
+        (20, true, false),
+        (20, false, true),
+        (20, true, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, storage, _) = modelled(dir.path(), 40);
+        for k in 0..m {
+            let epoch = if k < m / 2 { 6 } else { 7 };
+            let b = leader_batch(120 + 3 * k as i64, epoch, 3, k as u8, 300);
+            log.append_at(Bytes::copy_from_slice(&b), 0).unwrap();
+            if mid_flush && k == m / 2 {
+                block_on(log.flush()).unwrap();
+            }
+        }
+        if end_flush {
+            block_on(log.flush()).unwrap();
+        }
+        storage.plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        let case = format!("{m} batches, flushes {mid_flush} {end_flush}");
+        assert_eq!(
+            log.leader_epoch_entries(),
+            implied_epochs(&read_raw(&log, 0)),
+            "{case}"
+        );
+        if end_flush {
+            assert_eq!(log.log_end_offset(), 120 + 3 * m as i64, "{case}");
+        }
+    }
 }
 
 #[test]

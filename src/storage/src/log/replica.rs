@@ -286,7 +286,7 @@ impl<S: Storage> PartitionLog<S> {
         seg.index_batch(&header, position, interval);
         seg.first_append_ms.get_or_insert(now_ms);
         if inner.epochs.assign(header.leader_epoch, base_offset) {
-            inner.epochs_dirty = true;
+            inner.epochs_deferred = true;
         }
         // The log holds a newer epoch than this replica knew: that is now its current one
         // (a leader's appends are never stamped below an epoch already in the log).
@@ -470,6 +470,7 @@ impl<S: Storage> PartitionLog<S> {
             inner.durable_offset = inner.durable_offset.min(offset);
             inner.epochs.truncate_from_end(offset);
             inner.epochs_dirty = false;
+            inner.epochs_deferred = false;
             inner.truncations += 1;
             (removed, inner.epochs.encode())
         };
