@@ -600,3 +600,122 @@ mod tests {
         });
     }
 }
+
+/// How a segment file's blocks are reserved changes what an O_DIRECT append costs: a write
+/// past the file size (blocks reserved with KEEP_SIZE, what the log does today) cannot be
+/// issued without blocking, so io_uring hands it to a worker thread, and its fdatasync commits
+/// the extent conversion to the journal; a write inside the file size into unwritten blocks
+/// is issued inline but still converts; an overwrite of zeroed blocks does neither. A
+/// benchmark, not a check (ignored; run it by hand, results in perf/results):
+///
+///     SLUICE_WRITE_MODES_DIR=/some/dir cargo test -p sluice-shard --release --lib write_modes -- --ignored --nocapture
+#[cfg(test)]
+mod write_modes {
+    use super::*;
+    use crate::runtime::{start, ShardConfig};
+    use crate::shutdown::Shutdown;
+    use std::time::Instant;
+
+    /// CPU ticks of this process's threads: (io_uring workers excluded, io_uring workers,
+    /// workers alive).
+    fn task_cpu() -> (u64, u64, usize) {
+        let mut main = 0;
+        let mut wq = 0;
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc/self/task").unwrap() {
+            let p = e.unwrap().path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            if f.len() < 13 {
+                continue;
+            }
+            let t: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+            if comm.starts_with("iou-wrk") {
+                wq += t;
+                n += 1;
+            } else {
+                main += t;
+            }
+        }
+        (main, wq, n)
+    }
+
+    #[test]
+    #[ignore]
+    fn write_modes() {
+        let tmp =
+            tempfile::tempdir_in(std::env::var("SLUICE_WRITE_MODES_DIR").unwrap_or(".".into()))
+                .unwrap();
+        let root = tmp.path().to_path_buf();
+        let cfg = ShardConfig {
+            shards: 1,
+            io_memory: 4 << 20,
+            ring_depth: 64,
+            ..ShardConfig::default()
+        };
+        let rt = start(cfg, Shutdown::new(), move |ctx| {
+            let st = ctx.storage();
+            let root = root.clone();
+            async move {
+                for write_kib in [4usize, 64] {
+                    for mode in ["keep_size", "sized", "zeroed", "keep_size", "sized", "zeroed"] {
+                        let path = root.join(format!("f-{mode}"));
+                        let _ = std::fs::remove_file(&path);
+                        let f = st.open_rw(&path).await.unwrap();
+                        // One preallocation step of the log (PREALLOCATE_STEP_BYTES).
+                        let total: u64 = 32 << 20;
+                        match mode {
+                            "keep_size" => f.file.pre_allocate(total, true).await.unwrap(),
+                            "sized" => f.file.pre_allocate(total, false).await.unwrap(),
+                            _ => {
+                                let mut pos = 0;
+                                while pos < total {
+                                    let mut b = st.alloc_buf(1 << 20);
+                                    b.as_mut().fill(0);
+                                    f.write_at(b, pos).await.unwrap();
+                                    pos += 1 << 20;
+                                }
+                                f.fdatasync().await.unwrap();
+                            }
+                        }
+                        let n = 2000usize;
+                        let len = write_kib * 1024;
+                        let c0 = task_cpu();
+                        let t0 = Instant::now();
+                        let mut lat = Vec::with_capacity(n);
+                        let mut wlat = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let mut b = st.alloc_buf(len);
+                            b.as_mut().fill(i as u8 | 1);
+                            let t = Instant::now();
+                            f.write_at(b, (i * len) as u64).await.unwrap();
+                            wlat.push(t.elapsed().as_micros() as u64);
+                            f.fdatasync().await.unwrap();
+                            lat.push(t.elapsed().as_micros() as u64);
+                        }
+                        let el = t0.elapsed();
+                        let c1 = task_cpu();
+                        lat.sort();
+                        wlat.sort();
+                        println!(
+                            "{write_kib:>3} KiB {mode:>9}: {:.1} us/op, write p50 {} us, write+fdatasync p50 {} p99 {} us; CPU ticks: shard {}, io_uring workers {} ({} alive)",
+                            el.as_micros() as f64 / n as f64,
+                            wlat[n / 2],
+                            lat[n / 2],
+                            lat[n * 99 / 100],
+                            c1.0 - c0.0,
+                            c1.1.saturating_sub(c0.1),
+                            c1.2
+                        );
+                        drop(f);
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        })
+        .unwrap();
+        rt.join().unwrap();
+    }
+}
