@@ -40,6 +40,16 @@ pub enum StorageError {
     /// Idempotence: the partition's producer table is full ([`crate::producer::PRODUCERS_PER_PARTITION_MAX`])
     /// and this producer id is not in it; nothing was written.
     ProducersFull { producer_id: i64, max: usize },
+    /// Transactions: a producer with a transaction open in this partition wrote a batch
+    /// outside it (Kafka: INVALID_TXN_STATE).
+    InvalidTxnState { producer_id: i64 },
+    /// Transactions: a marker from a coordinator older than one whose marker this partition
+    /// already took (Kafka: TRANSACTION_COORDINATOR_FENCED).
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     /// A named limit was hit.
     Limit {
         what: &'static str,
@@ -88,6 +98,8 @@ impl StorageError {
             // means "possibly written"; THROTTLING_QUOTA_EXCEEDED is a permanent (not retried)
             // produce error to librdkafka.
             StorageError::ProducersFull { .. } => 19, // NOT_ENOUGH_REPLICAS
+            StorageError::InvalidTxnState { .. } => 48, // INVALID_TXN_STATE
+            StorageError::CoordinatorFenced { .. } => 52, // TRANSACTION_COORDINATOR_FENCED
             StorageError::Limit { .. } => 56,
             StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
             StorageError::Deleted { .. } => 3,        // UNKNOWN_TOPIC_OR_PARTITION
@@ -148,6 +160,19 @@ impl fmt::Display for StorageError {
                 f,
                 "producer {producer_id} refused: the partition already holds the state of \
                  {max} producers (they expire after producer.id.expiration.ms)"
+            ),
+            StorageError::InvalidTxnState { producer_id } => write!(
+                f,
+                "producer {producer_id} has a transaction open here and wrote outside it"
+            ),
+            StorageError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current,
+            } => write!(
+                f,
+                "producer {producer_id}: marker from coordinator epoch {coordinator_epoch}, \
+                 older than {current}"
             ),
             StorageError::Limit { what, value, max } => {
                 write!(f, "{what} is {value}, over the limit of {max}")

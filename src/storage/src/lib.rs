@@ -1,6 +1,8 @@
 //! Partition log storage: segments of Kafka RecordBatch v2 bytes with sparse indexes, group
 //! commit, crash recovery, retention, idempotent-producer state, and the follower's side of
 //! replication (appends at the leader's offsets, truncation, the leader-epoch history).
+//! The partition side of transactions is under way: `txn` (marker and aborted-transaction
+//! formats) and the open transactions in `producer` exist, and appends do not feed them yet.
 //!
 //! Boundary invariants:
 //! - The log does no IO of its own: everything goes through [`io::Storage`], which the
@@ -44,6 +46,7 @@ pub mod log;
 pub mod notify;
 pub mod producer;
 pub mod std_io;
+pub mod txn;
 pub mod verify;
 
 pub use cache::{BatchCache, CachedBatch, RequestSharing};

@@ -2,15 +2,21 @@
 //! batches' sequence ranges and its last batch's timestamp, so retries are answered with the
 //! original offsets and gaps are refused (Kafka's ProducerStateManager rules).
 //!
+//! Transactions: a producer's first transactional batch opens its transaction here (its
+//! first offset is kept) and its marker (`txn`) closes it. The first offset of every open
+//! transaction, and of every closed one whose marker is not yet below the high watermark,
+//! bounds the last stable offset (LSO) that read_committed readers stop at.
+//!
 //! Invariants: a producer's state leaves the table only by expiry (`producer.id.expiration.ms`
 //! after its last batch's timestamp, checked periodically and when the log is opened) or by
 //! truncation of the log under it, never because other producers arrived: when the table is
 //! full, a batch of an unknown producer id is refused (retriably) instead, so a flood of
 //! fake producer ids cannot make a live producer's retry be stored twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::error::{Result, StorageError};
+use crate::txn::{CompletedTxn, Marker};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` ceiling for idempotence is 5).
@@ -27,8 +33,9 @@ pub const NO_PRODUCER_EPOCH: i16 = -1;
 pub const NO_TIMESTAMP: i64 = -1;
 
 /// Layout of the snapshot body [`ProducerState::encode`] writes (version 1 added each
-/// producer's last timestamp; version 0 snapshots are still read).
-pub const SNAPSHOT_BODY_VERSION: i64 = 1;
+/// producer's last timestamp, version 2 its open transaction and coordinator epoch and the
+/// closed transactions not yet stable; older snapshots are still read).
+pub const SNAPSHOT_BODY_VERSION: i64 = 2;
 
 /// One remembered batch of a producer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +55,10 @@ pub struct ProducerEntry {
     /// `lastTimestamp`: expiry counts from it. [`NO_TIMESTAMP`] until the first expiry
     /// check stamps it (a batch without timestamps, or state from a version-0 snapshot).
     pub last_timestamp: i64,
+    /// The first offset of its transaction open in this partition.
+    pub txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker taken (-1: none): older ones are fenced.
+    pub coordinator_epoch: i32,
 }
 
 /// Decision for an idempotent batch before it is appended.
@@ -63,6 +74,11 @@ pub enum SeqCheck {
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id.
+    open_txns: BTreeMap<i64, i64>,
+    /// Closed transactions whose marker is not yet below the high watermark: first offset
+    /// → (producer id, marker offset). Until it is, the outcome is not stable.
+    undecided: BTreeMap<i64, (i64, i64)>,
 }
 
 /// The sequence of a batch's last record: `first_seq + last_offset_delta`, wrapping past
@@ -178,6 +194,8 @@ impl ProducerState {
                 epoch,
                 batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
                 last_timestamp: timestamp,
+                txn_first_offset: None,
+                coordinator_epoch: -1,
             });
         if epoch != entry.epoch {
             entry.epoch = epoch;
@@ -215,7 +233,10 @@ impl ProducerState {
             .collect();
         by_age.select_nth_unstable(excess - 1);
         for &(_, pid) in &by_age[..excess] {
-            self.producers.remove(&pid);
+            let gone = self.producers.remove(&pid);
+            if let Some(first) = gone.and_then(|e| e.txn_first_offset) {
+                self.open_txns.remove(&first);
+            }
         }
     }
 
@@ -228,17 +249,146 @@ impl ProducerState {
             if e.last_timestamp == NO_TIMESTAMP {
                 e.last_timestamp = now_ms;
             }
-            now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+            // A producer with a transaction open stays until its marker (Kafka's rule).
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
         });
         before - self.producers.len()
     }
 
-    /// Drops everything at or past `offset` (the log was truncated there).
+    /// Drops everything at or past `offset` (the log was truncated there). A transaction
+    /// whose marker was cut off is open again.
     pub fn truncate_from(&mut self, offset: i64) {
-        self.producers.retain(|_, e| {
+        self.open_txns.retain(|&first, _| first < offset);
+        let reopened: Vec<(i64, i64)> = self
+            .undecided
+            .iter()
+            .filter(|(&first, &(_, marker))| first < offset && marker >= offset)
+            .map(|(&first, &(pid, _))| (first, pid))
+            .collect();
+        self.undecided
+            .retain(|&first, &mut (_, marker)| marker < offset && first < offset);
+        for &(first, pid) in &reopened {
+            self.open_txns.insert(first, pid);
+        }
+        let open = &self.open_txns;
+        self.producers.retain(|&pid, e| {
             e.batches.retain(|b| b.last_offset < offset);
-            !e.batches.is_empty()
+            e.txn_first_offset = e.txn_first_offset.filter(|&f| f < offset);
+            if let Some(&(first, _)) = reopened.iter().find(|&&(_, p)| p == pid) {
+                e.txn_first_offset = Some(first);
+            }
+            debug_assert!(e
+                .txn_first_offset
+                .is_none_or(|f| open.get(&f) == Some(&pid)));
+            !e.batches.is_empty() || e.txn_first_offset.is_some()
         });
+    }
+
+    /// Refuses a batch that is not transactional from a producer with a transaction open
+    /// here (Kafka's INVALID_TXN_STATE).
+    pub fn check_txn(&self, producer_id: i64, transactional: bool) -> Result<()> {
+        let open = self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some());
+        if open && !transactional {
+            return Err(StorageError::InvalidTxnState { producer_id });
+        }
+        Ok(())
+    }
+
+    /// After [`record`](Self::record) of a transactional batch at `first_offset`: opens the
+    /// producer's transaction here if it has none open.
+    pub fn record_txn_batch(&mut self, producer_id: i64, first_offset: i64) {
+        let Some(e) = self.producers.get_mut(&producer_id) else {
+            return;
+        };
+        if e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(first_offset);
+            let prev = self.open_txns.insert(first_offset, producer_id);
+            assert!(prev.is_none(), "two transactions open at {first_offset}");
+        }
+    }
+
+    /// Checks a marker before it is appended: an older producer epoch is
+    /// INVALID_PRODUCER_EPOCH, an older coordinator epoch TRANSACTION_COORDINATOR_FENCED.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, marker: Marker) -> Result<()> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: e.epoch,
+            });
+        }
+        if marker.coordinator_epoch < e.coordinator_epoch {
+            return Err(StorageError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch: marker.coordinator_epoch,
+                current: e.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an appended (or replayed) marker at `offset`: closes the producer's open
+    /// transaction, if it has one here, and returns it. Until the high watermark passes the
+    /// marker ([`advance_stable`](Self::advance_stable)) the transaction still holds the
+    /// last stable offset back. A marker for a producer this partition does not know
+    /// closes nothing and is not remembered.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: Marker,
+        offset: i64,
+        timestamp: i64,
+    ) -> Option<CompletedTxn> {
+        let e = self.producers.get_mut(&producer_id)?;
+        if epoch != e.epoch {
+            // A bumped epoch restarts sequences (the coordinator fenced the producer).
+            e.epoch = epoch;
+            e.batches.clear();
+        }
+        e.coordinator_epoch = marker.coordinator_epoch;
+        e.last_timestamp = timestamp;
+        let first_offset = e.txn_first_offset.take()?;
+        let removed = self.open_txns.remove(&first_offset);
+        assert_eq!(
+            removed,
+            Some(producer_id),
+            "open transaction index out of step"
+        );
+        self.undecided.insert(first_offset, (producer_id, offset));
+        Some(CompletedTxn {
+            producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: !marker.commit,
+        })
+    }
+
+    /// The high watermark reached `high_watermark`: transactions whose marker is below it
+    /// are decided.
+    pub fn advance_stable(&mut self, high_watermark: i64) {
+        self.undecided
+            .retain(|_, &mut (_, marker)| marker >= high_watermark);
+    }
+
+    /// The first offset of the oldest transaction not yet decided (open, or closed by a
+    /// marker not yet below the high watermark): the last stable offset is the lower of it
+    /// and the high watermark.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let open = self.open_txns.keys().next();
+        let undecided = self.undecided.keys().next();
+        open.into_iter().chain(undecided).min().copied()
+    }
+
+    /// Transactions open in this partition.
+    pub fn open_txn_count(&self) -> usize {
+        self.open_txns.len()
     }
 
     pub fn len(&self) -> usize {
@@ -255,8 +405,11 @@ impl ProducerState {
     }
 
     /// Serializes the table (snapshot file body, [`SNAPSHOT_BODY_VERSION`]). Layout per
-    /// producer: pid i64, epoch i16, last timestamp i64, count u8, then count × (first_seq
-    /// i32, last_seq i32, first i64, last i64). Version 0 had no last timestamp.
+    /// producer: pid i64, epoch i16, last timestamp i64, open transaction's first offset
+    /// i64 (-1: none), coordinator epoch i32, count u8, then count × (first_seq i32,
+    /// last_seq i32, first i64, last i64); then the undecided transactions: count u32, then
+    /// count × (first offset i64, pid i64, marker offset i64). Version 0 had no last
+    /// timestamp; versions 0 and 1 had no transactions.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         let mut pids: Vec<_> = self.producers.keys().copied().collect();
@@ -266,6 +419,8 @@ impl ProducerState {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -273,6 +428,12 @@ impl ProducerState {
                 out.extend_from_slice(&b.first_offset.to_be_bytes());
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.undecided.len() as u32).to_be_bytes());
+        for (first, (pid, marker)) in &self.undecided {
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&marker.to_be_bytes());
         }
     }
 
@@ -292,6 +453,7 @@ impl ProducerState {
             return None;
         }
         let mut producers = HashMap::with_capacity(count);
+        let mut open_txns = BTreeMap::new();
         for _ in 0..count {
             let pid = i64::from_be_bytes(take(&mut buf)?);
             let epoch = i16::from_be_bytes(take(&mut buf)?);
@@ -299,6 +461,13 @@ impl ProducerState {
                 i64::from_be_bytes(take(&mut buf)?)
             } else {
                 NO_TIMESTAMP
+            };
+            let (txn_first_offset, coordinator_epoch) = if version >= 2 {
+                let first = i64::from_be_bytes(take(&mut buf)?);
+                let epoch = i32::from_be_bytes(take(&mut buf)?);
+                ((first >= 0).then_some(first), epoch)
+            } else {
+                (None, -1)
             };
             let n = take::<1>(&mut buf)?[0] as usize;
             if n > PRODUCER_BATCHES_MAX {
@@ -313,8 +482,16 @@ impl ProducerState {
                     last_offset: i64::from_be_bytes(take(&mut buf)?),
                 });
             }
-            if batches.is_empty() || producers.contains_key(&pid) {
+            // An entry without batches is kept only for its transaction state (version 2).
+            let useful =
+                !batches.is_empty() || txn_first_offset.is_some() || coordinator_epoch >= 0;
+            if !useful || producers.contains_key(&pid) {
                 return None;
+            }
+            if let Some(first) = txn_first_offset {
+                if open_txns.insert(first, pid).is_some() {
+                    return None;
+                }
             }
             producers.insert(
                 pid,
@@ -322,10 +499,31 @@ impl ProducerState {
                     epoch,
                     batches,
                     last_timestamp,
+                    txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
-        buf.is_empty().then_some(ProducerState { producers })
+        let mut undecided = BTreeMap::new();
+        if version >= 2 {
+            let count = u32::from_be_bytes(take(&mut buf)?) as usize;
+            if count > PRODUCERS_PER_PARTITION_MAX * 2 {
+                return None;
+            }
+            for _ in 0..count {
+                let first = i64::from_be_bytes(take(&mut buf)?);
+                let pid = i64::from_be_bytes(take(&mut buf)?);
+                let marker = i64::from_be_bytes(take(&mut buf)?);
+                if marker < first || undecided.insert(first, (pid, marker)).is_some() {
+                    return None;
+                }
+            }
+        }
+        buf.is_empty().then_some(ProducerState {
+            producers,
+            open_txns,
+            undecided,
+        })
     }
 }
 
@@ -465,6 +663,124 @@ mod tests {
         assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
         assert_eq!(s.epoch_of(0), None, "the oldest went");
         assert_eq!(s.epoch_of(1), Some(0));
+    }
+
+    fn marker(commit: bool, coordinator_epoch: i32) -> Marker {
+        Marker {
+            commit,
+            coordinator_epoch,
+        }
+    }
+
+    #[test]
+    fn transactions_hold_the_stable_offset_until_their_marker_is_below_the_high_watermark() {
+        let mut s = ProducerState::default();
+        assert_eq!(s.first_unstable_offset(), None);
+        // Producer 1 opens a transaction at 10 (two batches), producer 2 at 12.
+        s.record(1, 0, 0, 10, 10, 1_000);
+        s.record_txn_batch(1, 10);
+        s.record(2, 0, 0, 11, 11, 1_000);
+        s.check_txn(2, false).unwrap();
+        s.record(2, 0, 1, 12, 12, 1_000);
+        s.record_txn_batch(2, 12);
+        s.record(1, 0, 1, 13, 13, 1_000);
+        s.record_txn_batch(1, 13);
+        assert_eq!(s.open_txn_count(), 2);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        // A plain batch from a producer inside a transaction is refused.
+        assert_eq!(
+            s.check_txn(1, false).unwrap_err().kafka_error_code(),
+            48,
+            "INVALID_TXN_STATE"
+        );
+        s.check_txn(1, true).unwrap();
+        // Producer 1's commit at 14: decided once the high watermark passes 14.
+        s.check_marker(1, 0, marker(true, 3)).unwrap();
+        let done = s.record_marker(1, 0, marker(true, 3), 14, 2_000).unwrap();
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 14,
+                aborted: false
+            }
+        );
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        s.advance_stable(14);
+        assert_eq!(
+            s.first_unstable_offset(),
+            Some(10),
+            "the marker is not below 14"
+        );
+        s.advance_stable(15);
+        assert_eq!(s.first_unstable_offset(), Some(12));
+        // A marker from an older coordinator, or for an older producer epoch, is refused.
+        assert_eq!(
+            s.check_marker(1, 0, marker(false, 2))
+                .unwrap_err()
+                .kafka_error_code(),
+            52
+        );
+        // Producer 2 aborted by a fence: the marker's epoch is bumped.
+        let done = s.record_marker(2, 1, marker(false, 3), 15, 2_000).unwrap();
+        assert!(done.aborted);
+        assert_eq!(
+            s.check_marker(2, 0, marker(false, 3))
+                .unwrap_err()
+                .kafka_error_code(),
+            47
+        );
+        assert!(matches!(
+            s.check(2, 0, 2, 0),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
+        s.advance_stable(16);
+        assert_eq!(s.first_unstable_offset(), None);
+        // A marker with nothing open closes nothing.
+        assert_eq!(s.record_marker(1, 0, marker(true, 3), 16, 2_000), None);
+        assert_eq!(s.record_marker(99, 0, marker(true, 3), 17, 2_000), None);
+    }
+
+    #[test]
+    fn truncation_reopens_a_transaction_whose_marker_it_cut() {
+        let mut s = ProducerState::default();
+        s.record(1, 0, 0, 10, 10, 1_000);
+        s.record_txn_batch(1, 10);
+        s.record_marker(1, 0, marker(true, 0), 11, 1_000).unwrap();
+        s.record(2, 0, 0, 12, 12, 1_000);
+        s.record_txn_batch(2, 12);
+        s.truncate_from(11);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.open_txn_count(), 1, "1 reopened, 2 cut away");
+        assert_eq!(s.epoch_of(2), None);
+        s.check_txn(1, true).unwrap();
+        assert!(s.check_txn(1, false).is_err());
+        // And its marker may come again.
+        assert!(s.record_marker(1, 0, marker(true, 0), 11, 1_000).is_some());
+    }
+
+    #[test]
+    fn open_transactions_survive_a_snapshot_and_keep_their_producer_from_expiring() {
+        let mut s = ProducerState::default();
+        s.record(1, 0, 0, 10, 10, 1_000);
+        s.record_txn_batch(1, 10);
+        s.record(2, 0, 0, 11, 11, 1_000);
+        s.record_txn_batch(2, 11);
+        s.record_marker(2, 1, marker(false, 4), 12, 1_000).unwrap();
+        let mut buf = Vec::new();
+        s.encode(&mut buf);
+        let back = ProducerState::decode(&buf, SNAPSHOT_BODY_VERSION).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.first_unstable_offset(), Some(10));
+        for n in 0..buf.len() {
+            assert!(ProducerState::decode(&buf[..n], SNAPSHOT_BODY_VERSION).is_none());
+        }
+        // Expiry keeps producer 1 (open) and drops producer 2 (fenced, nothing open).
+        let mut s = back;
+        assert_eq!(s.expire(1_000_000, 1_000), 1);
+        assert_eq!(s.epoch_of(1), Some(0));
+        assert_eq!(s.first_unstable_offset(), Some(10));
     }
 
     #[test]
