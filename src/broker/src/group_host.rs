@@ -360,6 +360,16 @@ impl GroupSlot {
                     self.persist_then_reply(&records, replies)
                 }
                 Effect::Persist(records) => self.persist_then_reply(&records, Vec::new()),
+                // Only TxnOffsetCommit asks for this, and no TxnOffsetCommit is routed to a
+                // coordinator until transactions are wired (the broker answers it itself).
+                Effect::PersistTxnThenReply { replies, .. } => {
+                    for (token, response) in replies {
+                        self.deliver(
+                            token,
+                            persist_failed_with(response, COORDINATOR_NOT_AVAILABLE),
+                        );
+                    }
+                }
                 Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
             }
         }
@@ -865,6 +875,7 @@ pub fn encode_body(response: &Response, version: i16) -> Option<Bytes> {
         Response::DescribeGroups(r) => r.encode(&mut buf, version),
         Response::ListGroups(r) => r.encode(&mut buf, version),
         Response::DeleteGroups(r) => r.encode(&mut buf, version),
+        Response::TxnOffsetCommit(r) => r.encode(&mut buf, version),
     };
     match r {
         Ok(()) => Some(buf.freeze()),

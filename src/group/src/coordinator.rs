@@ -21,12 +21,16 @@ use sluice_codec::kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use sluice_codec::kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use sluice_codec::kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, TopicName,
+    OffsetFetchResponse, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 
 use crate::effect::{Effect, Record, RequestCtx, Response};
@@ -508,18 +512,25 @@ impl GroupCoordinator {
 
     /// Validate a commit against the group (Kafka's `ClassicGroup.validateOffsetCommit`);
     /// creates a simple group for generation < 0 commits to an unknown group.
-    fn validate_commit(&mut self, ctx: &RequestCtx<'_>, req: &OffsetCommitRequest) -> i16 {
-        let gid = req.group_id.0.as_str();
+    /// The group-level error of an OffsetCommit or (`transactional`) TxnOffsetCommit, in
+    /// Kafka's order; creates an offsets-only group for a commit without a generation.
+    fn validate_commit(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        gid: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+        transactional: bool,
+    ) -> i16 {
         if gid.is_empty() {
             return code::INVALID_GROUP_ID;
         }
-        let generation = req.generation_id_or_member_epoch;
-        let member_id = req.member_id.as_str();
-        let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
         if !self.groups.contains_key(gid) {
             if generation >= 0 {
-                // Kafka 4: v9+ names the problem; older clients expect ILLEGAL_GENERATION.
-                return if ctx.api_version >= 9 {
+                // Kafka 4: OffsetCommit v9+ names the problem; older clients (and
+                // TxnOffsetCommit's) expect ILLEGAL_GENERATION.
+                return if ctx.api_version >= 9 && !transactional {
                     code::GROUP_ID_NOT_FOUND
                 } else {
                     code::ILLEGAL_GENERATION
@@ -561,10 +572,13 @@ impl GroupCoordinator {
             m.heartbeat_deadline_ms = ctx
                 .now_ms
                 .saturating_add(i64::from(m.session_timeout_ms.max(0)));
+        } else if transactional {
+            // TxnOffsetCommit before v3 names no member: accepted in any state (Kafka).
+            return code::NONE;
         } else {
             return code::UNKNOWN_MEMBER_ID;
         }
-        if c.state == ClassicState::CompletingRebalance {
+        if !transactional && c.state == ClassicState::CompletingRebalance {
             return code::REBALANCE_IN_PROGRESS;
         }
         code::NONE
@@ -572,8 +586,15 @@ impl GroupCoordinator {
 
     pub fn offset_commit(&mut self, ctx: RequestCtx<'_>, req: OffsetCommitRequest) -> Vec<Effect> {
         let mut out = Out::default();
-        let group_error = self.validate_commit(&ctx, &req);
         let gid = req.group_id.0.as_str();
+        let group_error = self.validate_commit(
+            &ctx,
+            gid,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+            false,
+        );
         let expire_timestamp = if (2..=4).contains(&ctx.api_version)
             && req.retention_time_ms != DEFAULT_RETENTION_TIME
         {
@@ -627,8 +648,7 @@ impl GroupCoordinator {
                             offset_commit_key(gid, topic, p.partition_index),
                             Some(offset_commit_value(&value)),
                         ));
-                        g.offsets
-                            .insert((topic.to_owned(), p.partition_index), value);
+                        g.commit((topic.to_owned(), p.partition_index), value);
                         code::NONE
                     }
                 };
@@ -647,6 +667,144 @@ impl GroupCoordinator {
             });
         }
         self.finish(out, ctx.now_ms)
+    }
+
+    // ---- TxnOffsetCommit (KIP-98, KIP-447) -------------------------------------------------
+
+    /// TxnOffsetCommit: offsets committed inside the producer's transaction. They are held
+    /// as pending (invisible to OffsetFetch) until [`complete_txn`](Self::complete_txn) sees
+    /// the transaction's marker. The records go to the log as one transactional batch of
+    /// the producer ([`Effect::PersistTxnThenReply`]). The transaction coordinator has
+    /// checked the producer's id and epoch (AddOffsetsToTxn) before the client sends this;
+    /// the partition's producer state fences an older epoch when the batch is appended.
+    pub fn txn_offset_commit(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: TxnOffsetCommitRequest,
+    ) -> Vec<Effect> {
+        let mut out = Out::default();
+        let gid = req.group_id.0.as_str();
+        // Before v3 (KIP-447) the request names no member: only the group is checked.
+        let (generation, member_id, instance) = if ctx.api_version >= 3 {
+            (
+                req.generation_id,
+                req.member_id.as_str(),
+                req.group_instance_id.as_ref().map(|s| s.as_str()),
+            )
+        } else {
+            (-1, "", None)
+        };
+        let group_error = self.validate_commit(&ctx, gid, generation, member_id, instance, true);
+        let metadata_max = self.config.offset_metadata_max_bytes;
+        let producer_id = req.producer_id.0;
+        let mut records: Vec<Record> = Vec::new();
+        let mut staged = Vec::new();
+        let mut r = TxnOffsetCommitResponse::default();
+        for t in &req.topics {
+            let topic = t.name.0.as_str();
+            let mut rt = TxnOffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            for p in &t.partitions {
+                let metadata = p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.as_str())
+                    .unwrap_or("");
+                let error = if group_error != code::NONE {
+                    group_error
+                } else if metadata.len() > metadata_max {
+                    code::OFFSET_METADATA_TOO_LARGE
+                } else {
+                    let value = OffsetCommitValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if ctx.api_version >= 2 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata: metadata.to_owned(),
+                        commit_timestamp: ctx.now_ms,
+                        expire_timestamp: None,
+                    };
+                    records.push((
+                        offset_commit_key(gid, topic, p.partition_index),
+                        Some(offset_commit_value(&value)),
+                    ));
+                    staged.push(((topic.to_owned(), p.partition_index), value));
+                    code::NONE
+                };
+                let mut rp = TxnOffsetCommitResponsePartition::default();
+                rp.partition_index = p.partition_index;
+                rp.error_code = error;
+                rt.partitions.push(rp);
+            }
+            r.topics.push(rt);
+        }
+        if records.is_empty() {
+            out.reply(ctx.token, Response::TxnOffsetCommit(r));
+        } else {
+            let g = self.groups.get_mut(gid).expect("validated above");
+            g.pending_txn.entry(producer_id).or_default().extend(staged);
+            out.effects.push(Effect::PersistTxnThenReply {
+                producer_id,
+                producer_epoch: req.producer_epoch,
+                records,
+                replies: vec![(ctx.token, Response::TxnOffsetCommit(r))],
+            });
+        }
+        self.finish(out, ctx.now_ms)
+    }
+
+    /// A record of a transactional batch of `producer_id`, read while loading: a pending
+    /// offset until the producer's marker (call [`complete_txn`](Self::complete_txn) for
+    /// it). Records other than offset commits are applied as [`replay`](Self::replay) does.
+    pub fn replay_txn(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), GroupError> {
+        match (decode_key(key)?, value) {
+            (
+                RecordKey::OffsetCommit {
+                    group,
+                    topic,
+                    partition,
+                },
+                Some(v),
+            ) => {
+                let v = decode_offset_commit_value(v)?;
+                let g = self
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group, -1));
+                g.pending_txn
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((topic, partition), v);
+                Ok(())
+            }
+            _ => self.replay(key, value),
+        }
+    }
+
+    /// The transaction of `producer_id` ended in this partition (its marker was appended,
+    /// or read while loading): its pending offsets become committed offsets on a commit and
+    /// are dropped on an abort. Returns how many offsets it held.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) -> usize {
+        let mut n = 0;
+        for g in self.groups.values_mut() {
+            let Some(pending) = g.pending_txn.remove(&producer_id) else {
+                continue;
+            };
+            n += pending.len();
+            if commit {
+                for (tp, value) in pending {
+                    g.offsets.insert(tp, value);
+                }
+            }
+        }
+        n
     }
 
     // ---- OffsetFetch ----------------------------------------------------------------------
@@ -687,6 +845,15 @@ impl GroupCoordinator {
     pub fn offset_fetch(&mut self, ctx: RequestCtx<'_>, req: OffsetFetchRequest) -> Vec<Effect> {
         let mut out = Out::default();
         let v = ctx.api_version;
+        // v7+: a partition whose offset a transaction not yet ended holds is unstable.
+        let require_stable = v >= 7 && req.require_stable;
+        let unstable = |gid: &str, topic: &str, p: i32| {
+            require_stable
+                && self
+                    .groups
+                    .get(gid)
+                    .is_some_and(|g| g.has_pending(&(topic.to_owned(), p)))
+        };
         let mut r = OffsetFetchResponse::default();
         let no_metadata = || Some(sb(""));
         if v >= 8 {
@@ -705,6 +872,14 @@ impl GroupCoordinator {
                     for (p, value) in parts {
                         let mut rp = OffsetFetchResponsePartitions::default();
                         rp.partition_index = p;
+                        if unstable(gid, &topic, p) {
+                            rp.error_code = code::UNSTABLE_OFFSET_COMMIT;
+                            rp.committed_offset = -1;
+                            rp.committed_leader_epoch = -1;
+                            rp.metadata = no_metadata();
+                            rt.partitions.push(rp);
+                            continue;
+                        }
                         rp.committed_offset = value.map_or(-1, |v| v.offset);
                         rp.committed_leader_epoch = value.map_or(-1, |v| v.leader_epoch);
                         rp.metadata = value.map_or_else(no_metadata, |v| Some(sb(&v.metadata)));
@@ -727,6 +902,14 @@ impl GroupCoordinator {
                 for (p, value) in parts {
                     let mut rp = OffsetFetchResponsePartition::default();
                     rp.partition_index = p;
+                    if unstable(gid, &topic, p) {
+                        rp.error_code = code::UNSTABLE_OFFSET_COMMIT;
+                        rp.committed_offset = -1;
+                        rp.committed_leader_epoch = -1;
+                        rp.metadata = no_metadata();
+                        rt.partitions.push(rp);
+                        continue;
+                    }
                     rp.committed_offset = value.map_or(-1, |v| v.offset);
                     rp.committed_leader_epoch = value.map_or(-1, |v| v.leader_epoch);
                     rp.metadata = value.map_or_else(no_metadata, |v| Some(sb(&v.metadata)));
@@ -1059,7 +1242,7 @@ impl GroupCoordinator {
                         .groups
                         .entry(group.clone())
                         .or_insert_with(|| Group::new(group, -1));
-                    g.offsets.insert((topic, partition), v);
+                    g.commit((topic, partition), v);
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(&group) {

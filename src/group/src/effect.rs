@@ -4,7 +4,7 @@ use bytes::Bytes;
 use sluice_codec::kafka_protocol::messages::{
     DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
     LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse, OffsetDeleteResponse,
-    OffsetFetchResponse, SyncGroupResponse,
+    OffsetFetchResponse, SyncGroupResponse, TxnOffsetCommitResponse,
 };
 
 use crate::error::code;
@@ -43,6 +43,7 @@ pub enum Response {
     DescribeGroups(DescribeGroupsResponse),
     ListGroups(ListGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
+    TxnOffsetCommit(TxnOffsetCommitResponse),
 }
 
 /// An action for the driver. Effects of one call are ordered; perform them in order.
@@ -58,6 +59,15 @@ pub enum Effect {
     /// accepts writes again: the coordinator applied the change in memory already, and the
     /// log is the truth.
     PersistThenReply {
+        records: Vec<Record>,
+        replies: Vec<(ReplyToken, Response)>,
+    },
+    /// As `PersistThenReply`, but the records go to the log as one transactional batch of
+    /// this producer id and epoch (TxnOffsetCommit), so the partition's producer state and
+    /// the transaction's marker apply to them.
+    PersistTxnThenReply {
+        producer_id: i64,
+        producer_epoch: i16,
         records: Vec<Record>,
         replies: Vec<(ReplyToken, Response)>,
     },
@@ -117,6 +127,16 @@ pub fn persist_failed_with(response: Response, error: i16) -> Response {
             r.error_code = error;
             r.topics.clear();
             Response::OffsetDelete(r)
+        }
+        Response::TxnOffsetCommit(mut r) => {
+            for t in &mut r.topics {
+                for p in &mut t.partitions {
+                    if p.error_code == code::NONE {
+                        p.error_code = error;
+                    }
+                }
+            }
+            Response::TxnOffsetCommit(r)
         }
         Response::DeleteGroups(mut r) => {
             for g in &mut r.results {

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+
 use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use sluice_codec::kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
@@ -152,6 +153,10 @@ pub(crate) struct Group {
     pub id: String,
     pub kind: GroupKind,
     pub offsets: IndexMap<(String, i32), OffsetCommitValue>,
+    /// Offsets committed inside transactions not yet ended, per producer id: they become
+    /// committed offsets when the producer's COMMIT marker reaches this partition and are
+    /// dropped at its ABORT (Kafka's pending transactional offset commits).
+    pub pending_txn: HashMap<i64, IndexMap<(String, i32), OffsetCommitValue>>,
 }
 
 impl Group {
@@ -160,7 +165,25 @@ impl Group {
             id,
             kind: GroupKind::Classic(ClassicGroup::new(now_ms)),
             offsets: IndexMap::new(),
+            pending_txn: HashMap::new(),
         }
+    }
+
+    /// A plain commit of `tp` (live or replayed). Being later in the log than any pending
+    /// transactional offset of `tp`, it wins over them when their transaction commits
+    /// (Kafka keeps the newer by log position), so they are dropped here.
+    pub fn commit(&mut self, tp: (String, i32), value: OffsetCommitValue) {
+        for pending in self.pending_txn.values_mut() {
+            pending.shift_remove(&tp);
+        }
+        self.pending_txn.retain(|_, p| !p.is_empty());
+        self.offsets.insert(tp, value);
+    }
+
+    /// Whether a transaction not yet ended holds an offset of `tp` (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT for it).
+    pub fn has_pending(&self, tp: &(String, i32)) -> bool {
+        self.pending_txn.values().any(|p| p.contains_key(tp))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Sans-IO consumer-group coordinator for sluice: the classic group protocol (JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup) and committed offsets (OffsetCommit, OffsetFetch,
 //! OffsetDelete), DescribeGroups, ListGroups and DeleteGroups, persisted as Kafka-format
-//! `__consumer_offsets` records. No sockets, no async, no clock: time comes in as `now_ms`.
+//! `__consumer_offsets` records, and offsets committed inside transactions (TxnOffsetCommit,
+//! held pending until the transaction's marker). No sockets, no async, no clock: time comes
+//! in as `now_ms`.
 //!
 //! # Driving it (the broker's side)
 //!
@@ -10,7 +12,10 @@
 //!   [`partition_for`]`(group_id, partition_count)` (Kafka's placement; 50 partitions by
 //!   default, [`OFFSETS_TOPIC_PARTITIONS`]). FindCoordinator stays in the broker.
 //! - On start: feed every record of the partition, in offset order, to
-//!   [`GroupCoordinator::replay`], then call [`GroupCoordinator::finish_replay`]`(now)`.
+//!   [`GroupCoordinator::replay`] (records of a transactional batch to
+//!   [`GroupCoordinator::replay_txn`] with the batch's producer id, and each transaction
+//!   marker to [`GroupCoordinator::complete_txn`]), then call
+//!   [`GroupCoordinator::finish_replay`]`(now)`.
 //!   Only then serve requests (answer COORDINATOR_LOAD_IN_PROGRESS before that).
 //! - Per request: build a [`RequestCtx`] (a [`ReplyToken`] of your choice, the request's API
 //!   version, `now_ms`, client id and host from the header) and call the handler with the
@@ -24,6 +29,10 @@
 //!     chosen error) for each and rebuild the
 //!     coordinator from the log. OffsetCommit, OffsetDelete, DeleteGroups, the leader's
 //!     SyncGroup (group metadata) and a static member's no-rebalance rejoin use this.
+//!   - `PersistTxnThenReply { producer_id, producer_epoch, records, replies }`: the same,
+//!     with the records in one transactional batch of that producer (TxnOffsetCommit).
+//!     When a marker for a producer is appended to the partition, call
+//!     [`GroupCoordinator::complete_txn`].
 //!   - `Persist(records)`: append; nobody waits (expiry tombstones, a group turned Empty).
 //!   - `ScheduleTick { at_ms }`: make sure [`GroupCoordinator::tick`] runs at or after
 //!     `at_ms`. Keep a single timer at the earliest hint; `tick` always returns the next one.

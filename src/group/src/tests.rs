@@ -15,10 +15,14 @@ use sluice_codec::kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use sluice_codec::kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use sluice_codec::kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use sluice_codec::kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    OffsetDeleteRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest, TopicName,
+    TransactionalId, TxnOffsetCommitRequest,
 };
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 
@@ -66,6 +70,8 @@ struct H {
     next: u64,
     replies: HashMap<ReplyToken, Response>,
     log: Vec<Record>,
+    /// Records of transactional batches, with their producer id.
+    txn_log: Vec<(i64, Record)>,
     ticks: Vec<i64>,
 }
 
@@ -81,6 +87,7 @@ impl H {
             next: 0,
             replies: HashMap::new(),
             log: Vec::new(),
+            txn_log: Vec::new(),
             ticks: Vec::new(),
         }
     }
@@ -104,6 +111,21 @@ impl H {
                     }
                 }
                 Effect::Persist(records) => self.log.extend(records),
+                Effect::PersistTxnThenReply {
+                    producer_id,
+                    records,
+                    replies,
+                    ..
+                } => {
+                    self.txn_log
+                        .extend(records.into_iter().map(|r| (producer_id, r)));
+                    for (t, r) in replies {
+                        assert!(
+                            self.replies.insert(t, r).is_none(),
+                            "token {t:?} answered twice"
+                        );
+                    }
+                }
                 Effect::ScheduleTick { at_ms } => self.ticks.push(at_ms),
             }
         }
@@ -363,6 +385,73 @@ impl H {
     }
 
     /// Two dynamic members through a full first rebalance; returns (leader, follower).
+    /// TxnOffsetCommit at version `v`; the per-partition codes.
+    #[allow(clippy::too_many_arguments)]
+    fn txn_commit(
+        &mut self,
+        v: i16,
+        group: &str,
+        producer_id: i64,
+        member: &str,
+        generation: i32,
+        offsets: &[(&str, i32, i64)],
+    ) -> Vec<i16> {
+        let ctx = self.ctx(v);
+        let mut req = TxnOffsetCommitRequest::default();
+        req.transactional_id = TransactionalId(s("tx"));
+        req.group_id = GroupId(s(group));
+        req.producer_id = ProducerId(producer_id);
+        req.producer_epoch = 0;
+        req.generation_id = generation;
+        req.member_id = s(member);
+        req.topics = offsets
+            .iter()
+            .map(|&(t, p, off)| {
+                let mut tp = TxnOffsetCommitRequestPartition::default();
+                tp.partition_index = p;
+                tp.committed_offset = off;
+                tp.committed_leader_epoch = -1;
+                tp.committed_metadata = Some(s("txn"));
+                let mut tt = TxnOffsetCommitRequestTopic::default();
+                tt.name = TopicName(s(t));
+                tt.partitions = vec![tp];
+                tt
+            })
+            .collect();
+        let e = self.c.txn_offset_commit(ctx, req);
+        self.absorb(e);
+        match self.take(ctx.token) {
+            Some(Response::TxnOffsetCommit(r)) => r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+            other => panic!("txn commit answered {other:?}"),
+        }
+    }
+
+    /// OffsetFetch v7 with `require_stable`: (partition, code, offset).
+    fn fetch_stable(&mut self, group: &str, topic: &str, ps: &[i32]) -> Vec<(i32, i16, i64)> {
+        let ctx = self.ctx(7);
+        let mut req = OffsetFetchRequest::default();
+        req.group_id = GroupId(s(group));
+        req.require_stable = true;
+        let mut x = OffsetFetchRequestTopic::default();
+        x.name = TopicName(s(topic));
+        x.partition_indexes = ps.to_vec();
+        req.topics = Some(vec![x]);
+        let e = self.c.offset_fetch(ctx, req);
+        self.absorb(e);
+        match self.take(ctx.token) {
+            Some(Response::OffsetFetch(r)) => r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.error_code, p.committed_offset))
+                .collect(),
+            other => panic!("fetch answered {other:?}"),
+        }
+    }
+
     fn stable_pair(&mut self) -> (String, String) {
         let (a, ta) = self.join_new();
         let (b, tb) = self.join_new();
@@ -1134,6 +1223,7 @@ fn replay_round_trip() {
         next: 1_000,
         replies: HashMap::new(),
         log: Vec::new(),
+        txn_log: Vec::new(),
         ticks: Vec::new(),
     };
     assert_eq!(h2.heartbeat(&l, 1), code::NONE);
@@ -1487,4 +1577,146 @@ fn placement_scan_moves_misplaced_groups_latest_records() {
     let mut scan = records::PlacementScan::new(4, 50);
     scan.record(&k_home, Some(&v("stays")));
     assert_eq!(scan.finish(), records::PlacementMoves::default());
+}
+
+#[test]
+fn transactional_offsets_appear_only_when_their_transaction_commits() {
+    let mut h = H::new();
+    // An offsets-only group (generation -1), as a transactional copier without a group uses.
+    assert_eq!(h.commit(G, "", -1, &[("t", 0, 5)]), vec![code::NONE]);
+    assert_eq!(
+        h.txn_commit(3, G, 77, "", -1, &[("t", 0, 10), ("t", 1, 20)]),
+        vec![code::NONE, code::NONE]
+    );
+    assert_eq!(
+        h.txn_log.len(),
+        2,
+        "written as the producer's transactional batch"
+    );
+    assert!(h.txn_log.iter().all(|(pid, _)| *pid == 77));
+    // Invisible until the marker; unstable to a reader that asks for stable offsets.
+    let fetched = h.fetch_v7(G, Some(&[("t", &[0, 1])]));
+    assert_eq!(fetched, vec![("t".into(), 0, 5), ("t".into(), 1, -1)]);
+    assert_eq!(
+        h.fetch_stable(G, "t", &[0, 1]),
+        vec![
+            (0, code::UNSTABLE_OFFSET_COMMIT, -1),
+            (1, code::UNSTABLE_OFFSET_COMMIT, -1)
+        ]
+    );
+    assert_eq!(h.c.complete_txn(77, true), 2);
+    let fetched = h.fetch_v7(G, Some(&[("t", &[0, 1])]));
+    assert_eq!(fetched, vec![("t".into(), 0, 10), ("t".into(), 1, 20)]);
+    assert_eq!(
+        h.fetch_stable(G, "t", &[0]),
+        vec![(0, code::NONE, 10)],
+        "stable once committed"
+    );
+    // An aborted transaction's offsets never appear.
+    assert_eq!(
+        h.txn_commit(3, G, 78, "", -1, &[("t", 0, 99)]),
+        vec![code::NONE]
+    );
+    assert_eq!(h.c.complete_txn(78, false), 1);
+    assert_eq!(
+        h.fetch_v7(G, Some(&[("t", &[0])])),
+        vec![("t".into(), 0, 10)]
+    );
+    assert_eq!(h.c.complete_txn(78, true), 0, "nothing left to apply");
+}
+
+#[test]
+fn a_plain_commit_after_a_transactional_one_wins() {
+    let mut h = H::new();
+    assert_eq!(
+        h.txn_commit(3, G, 7, "", -1, &[("t", 0, 10)]),
+        vec![code::NONE]
+    );
+    assert_eq!(h.commit(G, "", -1, &[("t", 0, 50)]), vec![code::NONE]);
+    h.c.complete_txn(7, true);
+    assert_eq!(
+        h.fetch_v7(G, Some(&[("t", &[0])])),
+        vec![("t".into(), 0, 50)]
+    );
+}
+
+#[test]
+fn transactional_offsets_replay_from_the_log() {
+    let mut h = H::new();
+    assert_eq!(h.commit(G, "", -1, &[("t", 0, 5)]), vec![code::NONE]);
+    assert_eq!(
+        h.txn_commit(3, G, 1, "", -1, &[("t", 0, 10)]),
+        vec![code::NONE]
+    );
+    assert_eq!(
+        h.txn_commit(3, G, 2, "", -1, &[("t", 1, 30)]),
+        vec![code::NONE]
+    );
+    // Log order: the plain commit, both transactional batches, then only producer 1's
+    // COMMIT marker (producer 2 is still open).
+    let mut c = GroupCoordinator::new(GroupConfig::default());
+    for (k, v) in &h.log {
+        c.replay(k, v.as_deref()).unwrap();
+    }
+    for (pid, (k, v)) in &h.txn_log {
+        c.replay_txn(*pid, k, v.as_deref()).unwrap();
+    }
+    assert_eq!(c.complete_txn(1, true), 1);
+    let _ = c.finish_replay(h.now);
+    h.c = c;
+    assert_eq!(
+        h.fetch_stable(G, "t", &[0, 1]),
+        vec![(0, code::NONE, 10), (1, code::UNSTABLE_OFFSET_COMMIT, -1)]
+    );
+    h.c.complete_txn(2, false);
+    assert_eq!(h.fetch_stable(G, "t", &[1]), vec![(1, code::NONE, -1)]);
+}
+
+#[test]
+fn txn_offset_commit_checks_the_member_as_kafka_does() {
+    let mut h = H::new();
+    let (leader, _) = h.stable_pair();
+    // KIP-447 (v3+): generation and member are checked.
+    assert_eq!(
+        h.txn_commit(3, G, 1, &leader, 1, &[("t", 0, 1)]),
+        vec![code::NONE]
+    );
+    assert_eq!(
+        h.txn_commit(3, G, 1, &leader, 0, &[("t", 0, 1)]),
+        vec![code::ILLEGAL_GENERATION]
+    );
+    assert_eq!(
+        h.txn_commit(3, G, 1, "stranger", 1, &[("t", 0, 1)]),
+        vec![code::UNKNOWN_MEMBER_ID]
+    );
+    // Before v3 the request names no member: accepted in a running group.
+    assert_eq!(
+        h.txn_commit(2, G, 1, "ignored", 42, &[("t", 0, 1)]),
+        vec![code::NONE]
+    );
+    // An unknown group with a generation, and a bad group id.
+    assert_eq!(
+        h.txn_commit(3, "nobody", 1, "m", 3, &[("t", 0, 1)]),
+        vec![code::ILLEGAL_GENERATION]
+    );
+    assert_eq!(
+        h.txn_commit(3, "", 1, "", -1, &[("t", 0, 1)]),
+        vec![code::INVALID_GROUP_ID]
+    );
+    assert_eq!(h.txn_log.len(), 2, "only the accepted commits were written");
+}
+
+#[test]
+fn a_failed_txn_offset_commit_reports_every_partition() {
+    let mut r = sluice_codec::kafka_protocol::messages::TxnOffsetCommitResponse::default();
+    let mut t = sluice_codec::kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponseTopic::default();
+    t.partitions.push(Default::default());
+    r.topics.push(t);
+    match persist_failed(Response::TxnOffsetCommit(r)) {
+        Response::TxnOffsetCommit(r) => assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            code::COORDINATOR_NOT_AVAILABLE
+        ),
+        other => panic!("{other:?}"),
+    }
 }
