@@ -27,8 +27,11 @@
 
 use std::ops::Bound;
 
+use super::recovery::{read_sealed, scan_segment};
 use super::*;
 use crate::durable_file::{read_file, replace_file};
+use crate::format::{self, Kind};
+use crate::leader_epoch::CHECKPOINT_FILE;
 
 /// The largest leader-epoch checkpoint read (a full history of `EPOCH_ENTRIES_MAX` entries
 /// is below 2 MiB).

@@ -1,0 +1,249 @@
+//! Reading a partition log: consumers' reads below the high watermark, replication's reads
+//! up to the durable offset, and lookups by timestamp.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Result, StorageError};
+use crate::hdr::{Header, HEADER_BYTES};
+use crate::io::{Storage, StorageFile};
+
+use super::{
+    segment_path, PartitionLog, ReadOutcome, READ_AHEAD_BYTES, READ_CHUNK_BYTES_MAX,
+    SCAN_CHUNK_BYTES,
+};
+
+impl<S: Storage> PartitionLog<S> {
+    /// [`Self::read`] for a scan from `offset` towards the high watermark: the batches read
+    /// (empty at the end) and the offset after the last of them, where the next read starts.
+    pub async fn read_next(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        let records = self.read(offset, max_bytes).await?.records;
+        Ok(Self::after_batches(records, offset))
+    }
+
+    /// [`Self::read_next`] up to the durable offset, past the high watermark of a replicated
+    /// log: for replication only (a leader feeding followers uncommitted entries, recovery
+    /// scanning its log), never for consumers.
+    pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        // From the first segment kept, which may be below the log start: a replicated log's
+        // start can lie past its first Raft entry (see `move_replica_start`).
+        let (end, start) = {
+            let inner = self.inner.borrow();
+            let first = *inner.segments.keys().next().expect("a log has a segment");
+            (inner.durable_offset, first.min(inner.log_start_offset))
+        };
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: end,
+            });
+        }
+        let records = self
+            .read_below(offset, max_bytes, end, start)
+            .await?
+            .records;
+        Ok(Self::after_batches(records, offset))
+    }
+
+    /// The batches of `records` (whole ones) and the offset after the last, `offset` if none.
+    fn after_batches(records: Bytes, offset: i64) -> (Bytes, i64) {
+        let mut next = offset;
+        let mut at = 0;
+        while let Some(h) = records.get(at..).and_then(Header::parse) {
+            if at + h.size > records.len() {
+                break;
+            }
+            next = h.last_offset() + 1;
+            at += h.size;
+        }
+        (records, next)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
+    /// (but always the first batch, as Kafka does, so a large batch cannot stall a consumer),
+    /// below the high watermark. An offset past it is out of range, except on a replicated
+    /// log up to its log end offset: that reads nothing, as in Kafka (a consumer that read
+    /// up to an old leader's high watermark may be ahead of a new leader's for a while).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
+        let (hw, start, end) = {
+            let inner = self.inner.borrow();
+            let hw = inner.visible_hw();
+            let end = match inner.replica_hw {
+                None => hw,
+                Some(_) => inner.log_end_offset(),
+            };
+            (hw, inner.log_start_offset, end)
+        };
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
+        }
+        if offset >= hw {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            });
+        }
+        self.read_below(offset, max_bytes, hw, start).await
+    }
+
+    /// [`Self::read`] of the batches below `hw` (`start <= offset <= hw`).
+    async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        hw: i64,
+        start: i64,
+    ) -> Result<ReadOutcome> {
+        let outcome = |records| ReadOutcome {
+            records,
+            high_watermark: hw,
+            log_start_offset: start,
+        };
+        if offset == hw {
+            return Ok(outcome(Bytes::new()));
+        }
+        if let Some(b) = self.cache.borrow().read(self.id, offset, hw, max_bytes) {
+            return Ok(outcome(b));
+        }
+        let (file, base, mut pos, end) = {
+            let inner = self.inner.borrow();
+            let (&base, seg) = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start");
+            // Durable data has a file unless the log was destroyed under this read (a
+            // ListOffsets or Fetch racing DeleteTopics).
+            let Some(file) = seg.file.clone() else {
+                return Err(if inner.deleted {
+                    StorageError::Deleted {
+                        partition: self.name.clone(),
+                    }
+                } else {
+                    StorageError::Failed {
+                        partition: self.name.clone(),
+                        cause: "segment file closed".into(),
+                    }
+                });
+            };
+            let rel = (offset - base) as u32;
+            (file, base, seg.index.lookup(rel) as u64, seg.durable_size)
+        };
+        let path = segment_path(&self.dir, base, "log");
+        let mut out = BytesMut::new();
+        let want = max_bytes.max(1);
+        'chunks: while pos < end {
+            let len = ((end - pos) as usize)
+                .min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES)
+                .min(READ_CHUNK_BYTES_MAX);
+            let chunk = file
+                .read_at(pos, len)
+                .await
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            if out.capacity() == 0 {
+                // What this read returns mostly comes from its first chunk: room for it at
+                // once, rather than growing (and copying) by doubling as batches arrive.
+                out.reserve(want.min(chunk.len()));
+            }
+            let mut at = 0usize;
+            while at + HEADER_BYTES <= chunk.len() {
+                let Some(h) = Header::parse(&chunk[at..]) else {
+                    return Err(StorageError::CorruptBatch {
+                        reason: format!("{path:?} at {}", pos + at as u64),
+                    });
+                };
+                if h.base_offset >= hw {
+                    break 'chunks;
+                }
+                if h.last_offset() < offset {
+                    at += h.size;
+                    continue;
+                }
+                if !out.is_empty() && out.len() + h.size > want {
+                    break 'chunks;
+                }
+                if at + h.size > chunk.len() {
+                    if out.is_empty() {
+                        // The first batch is bigger than the chunk: read it whole.
+                        let whole = file
+                            .read_at(pos + at as u64, h.size)
+                            .await
+                            .map_err(|e| StorageError::io("read", &path, e))?;
+                        out.extend_from_slice(&whole);
+                        break 'chunks;
+                    }
+                    break;
+                }
+                out.extend_from_slice(&chunk[at..at + h.size]);
+                at += h.size;
+            }
+            if at == 0 {
+                break;
+            }
+            pos += at as u64;
+            if out.len() >= want {
+                break;
+            }
+        }
+        Ok(outcome(out.freeze()))
+    }
+
+    /// The first offset whose batch has a timestamp at or after `timestamp`, with that
+    /// batch's max timestamp; `None` if every batch is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let plan = {
+            let inner = self.inner.borrow();
+            let hw = inner.visible_hw();
+            inner
+                .segments
+                .values()
+                .find(|s| s.max_timestamp >= timestamp && s.base_offset < hw)
+                .map(|s| {
+                    (
+                        s.base_offset + s.time_index.lookup(timestamp) as i64,
+                        inner.log_start_offset,
+                        hw,
+                    )
+                })
+        };
+        let Some((mut from, start, hw)) = plan else {
+            return Ok(None);
+        };
+        from = from.max(start);
+        while from < hw {
+            let read = self.read(from, SCAN_CHUNK_BYTES).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            while let Some(h) = Header::parse(&read.records[at..]) {
+                if h.max_timestamp >= timestamp {
+                    return Ok(Some((h.base_offset.max(start), h.max_timestamp)));
+                }
+                from = h.last_offset() + 1;
+                at += h.size;
+                if at >= read.records.len() {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and value of the largest timestamp in the log (ListOffsets MAX_TIMESTAMP).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let inner = self.inner.borrow();
+        let hw = inner.visible_hw();
+        inner
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < hw)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+}
