@@ -23,6 +23,9 @@ pub enum Kind {
     /// Producer snapshot whose body carries each producer's last timestamp (meta[1] is the
     /// body version, see `producer::SNAPSHOT_BODY_VERSION`).
     ProducerSnapshotTimed = 5,
+    /// A segment's aborted transactions (`.txnindex`): Kafka's 34-byte entries, in marker
+    /// order (`txn::AbortedTxn`).
+    TxnIndex = 6,
 }
 
 /// Encodes `meta` and `body` into a page-multiple byte vector.

@@ -75,6 +75,11 @@ impl Header {
         self.attributes & 0x20 != 0
     }
 
+    /// Batches written inside a transaction (data, or its marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// Full structural + CRC32C check of a whole batch in `b` (exactly `size` bytes).
     pub fn verify(&self, b: &[u8]) -> Result<(), String> {
         if self.magic != 2 {
@@ -136,6 +141,15 @@ pub mod testing {
         b[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&0i16.to_be_bytes());
         b[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
         b[OFF_RECORDS_COUNT..OFF_RECORDS_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// [`batch`] written inside a transaction (the transactional attribute set).
+    pub fn txn_batch(count: i32, payload: &[u8], timestamp: i64, pid: i64, seq: i32) -> Vec<u8> {
+        let mut b = batch(count, payload, timestamp, pid, seq);
+        b[OFF_ATTRIBUTES + 1] |= 0x10;
         let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
         b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         b

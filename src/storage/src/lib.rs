@@ -1,8 +1,9 @@
 //! Partition log storage: segments of Kafka RecordBatch v2 bytes with sparse indexes, group
 //! commit, crash recovery, retention, idempotent-producer state, and the follower's side of
 //! replication (appends at the leader's offsets, truncation, the leader-epoch history).
-//! The partition side of transactions is under way: `txn` (marker and aborted-transaction
-//! formats) and the open transactions in `producer` exist, and appends do not feed them yet.
+//! Transactions, the partition's side: each producer's open transaction, markers that end
+//! them (`append_marker`), the aborted ones per segment, the last stable offset and
+//! read_committed reads (`txn`, `producer`, `log`).
 //!
 //! Boundary invariants:
 //! - The log does no IO of its own: everything goes through [`io::Storage`], which the
@@ -52,9 +53,11 @@ pub mod verify;
 pub use cache::{BatchCache, CachedBatch, RequestSharing};
 pub use config::LogConfig;
 pub use error::{Result, StorageError};
-pub use log::{Appended, FlushTiming, PartitionLog, ReadOutcome};
+pub use log::{Appended, CommittedRead, FlushTiming, PartitionLog, ReadOutcome};
 
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]
 mod replica_tests;
+#[cfg(test)]
+mod txn_tests;

@@ -22,6 +22,13 @@
 //! leader-epoch history) holds both flush stages; a flush stage that began before it is
 //! recognised by `Inner::truncations` and does not move the durable offset afterwards.
 //!
+//! Transactions: every append, follower append and recovery replay goes through
+//! `ProducerState::apply`, so a transactional batch opens its producer's transaction and a
+//! marker closes it; a marker that aborts one lists it in its segment's `aborted` (written
+//! as `.txnindex` when the segment is sealed, read back at open for segments recovery does
+//! not replay). [`PartitionLog::last_stable_offset`] is the lower of the high watermark and
+//! the first offset of the oldest undecided transaction; `read_committed` stops there.
+//!
 //! Files by job: this one holds the shared types, accessors, appends, producer state and
 //! the end of a log (close, destroy, retire); `recovery.rs` opens a log and recovers it,
 //! `flush.rs` runs the write and sync stages and the flusher (with preallocation), `read.rs`
@@ -48,6 +55,7 @@ use crate::io::{Storage, StorageFile, PAGE_SIZE};
 use crate::leader_epoch::LeaderEpochCache;
 use crate::notify::OffsetWaiters;
 use crate::producer::{ProducerState, SeqCheck};
+use crate::txn::{self, AbortedTxn, CompletedTxn, Marker, ABORTED_TXN_BYTES};
 
 /// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
@@ -59,6 +67,12 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 32 * 1024 * 1024;
 /// with an election no-op each) reserves little: a fixed 32 MiB step made 3,000 of them
 /// reserve 94 GiB per node.
 pub const PREALLOCATE_MIN_BYTES: u64 = 64 * 1024;
+/// Aborted transactions one segment's `.txnindex` holds (34 bytes each): a segment rolls
+/// when its list is full, so the list, and the file written at the seal, stay bounded.
+pub const ABORTED_TXNS_PER_SEGMENT_MAX: usize = 65_536;
+const _: () = assert!(
+    ABORTED_TXNS_PER_SEGMENT_MAX * ABORTED_TXN_BYTES <= crate::format::SEALED_BODY_BYTES_MAX
+);
 /// Batches up to this size are also kept in the shard's batch cache.
 pub const CACHE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// Largest single read a fetch makes; a larger `max_bytes` is served in several reads. Far
@@ -103,11 +117,12 @@ pub struct Appended {
     pub log_append_time: i64,
 }
 
-/// One batch's place, as found by a scan.
+/// One batch's place, as found by a scan, and its bytes.
 #[derive(Clone, Copy, Debug)]
-struct ScannedBatch {
+struct ScannedBatch<'a> {
     header: Header,
     position: u64,
+    bytes: &'a [u8],
 }
 
 /// A chunk of the write buffer waiting to be written.
@@ -149,6 +164,9 @@ struct Segment<F: StorageFile> {
     roll_snapshot: Option<(i64, Vec<u8>)>,
     /// Bytes of the file with blocks reserved (fallocate, size unchanged).
     allocated: u64,
+    /// Transactions aborted by a marker in this segment, in marker order (its `.txnindex`,
+    /// written when the segment is sealed).
+    aborted: Vec<AbortedTxn>,
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -172,6 +190,7 @@ impl<F: StorageFile> Segment<F> {
             rolled: false,
             roll_snapshot: None,
             allocated: 0,
+            aborted: Vec::new(),
         }
     }
 
@@ -367,6 +386,16 @@ pub struct ReadOutcome {
     pub log_start_offset: i64,
 }
 
+/// What a read_committed read returns (see [`PartitionLog::read_committed`]).
+#[derive(Debug)]
+pub struct CommittedRead {
+    pub outcome: ReadOutcome,
+    pub last_stable_offset: i64,
+    /// (producer id, first offset) of each aborted transaction the records overlap, for
+    /// Fetch's `aborted_transactions`.
+    pub aborted: Vec<(i64, i64)>,
+}
+
 /// A partition log. Owned by one shard.
 pub struct PartitionLog<S: Storage> {
     id: u64,
@@ -519,6 +548,33 @@ impl<S: Storage> PartitionLog<S> {
         self.append_inner(&batch, Some(&batch), now_ms)
     }
 
+    /// Appends a transaction marker (a transaction coordinator ending the producer's
+    /// transaction here, WriteTxnMarkers). Refused with INVALID_PRODUCER_EPOCH for an older
+    /// producer epoch and TRANSACTION_COORDINATOR_FENCED for an older coordinator epoch than
+    /// this partition has taken a marker from.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        now_ms: i64,
+    ) -> Result<Appended> {
+        let batch = txn::marker_batch(producer_id, producer_epoch, marker, now_ms);
+        self.append_inner(&batch, None, now_ms)
+    }
+
+    /// The last stable offset: below it every transaction is decided (its marker is below
+    /// the high watermark); read_committed readers stop here. The high watermark when no
+    /// transaction is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        let inner = self.inner.borrow();
+        let hw = inner.visible_hw();
+        inner
+            .producers
+            .first_unstable_offset(hw)
+            .map_or(hw, |f| f.min(hw))
+    }
+
     fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
         self.check_appendable(&inner)?;
@@ -535,6 +591,15 @@ impl<S: Storage> PartitionLog<S> {
         header
             .verify(batch)
             .map_err(|reason| StorageError::CorruptBatch { reason })?;
+        let marker = if txn::is_marker_header(&header) {
+            let m = txn::parse_marker(&header, batch)?.expect("a marker's header");
+            inner
+                .producers
+                .check_marker(header.producer_id, header.producer_epoch, m)?;
+            Some(m)
+        } else {
+            None
+        };
         if header.producer_id >= 0 && !header.is_control() {
             if let SeqCheck::Duplicate {
                 first_offset,
@@ -556,6 +621,9 @@ impl<S: Storage> PartitionLog<S> {
                     log_append_time: -1,
                 });
             }
+            inner
+                .producers
+                .check_txn(header.producer_id, header.is_transactional())?;
         }
         let base_offset = inner.log_end_offset();
         let leader_epoch = inner.leader_epoch;
@@ -607,15 +675,8 @@ impl<S: Storage> PartitionLog<S> {
         if inner.epochs.assign(leader_epoch, base_offset) {
             inner.epochs_deferred = true;
         }
-        if header.producer_id >= 0 && !header.is_control() {
-            inner.producers.record(
-                header.producer_id,
-                header.producer_epoch,
-                header.base_sequence,
-                base_offset,
-                last_offset,
-                stored_header.max_timestamp,
-            );
+        if let Some(done) = inner.producers.apply(&stored_header, marker) {
+            note_completed(&mut inner, done);
         }
         drop(inner);
         if let Some(bytes) = cached {
@@ -645,7 +706,8 @@ impl<S: Storage> PartitionLog<S> {
         let index_full = active.index.len() as u64
             >= (cfg.segment_index_bytes / OFFSET_INDEX_ENTRY_BYTES) as u64
             || active.time_index.len() as u64
-                >= (cfg.segment_index_bytes / TIME_INDEX_ENTRY_BYTES) as u64;
+                >= (cfg.segment_index_bytes / TIME_INDEX_ENTRY_BYTES) as u64
+            || active.aborted.len() >= ABORTED_TXNS_PER_SEGMENT_MAX;
         if active.size == 0 || !(too_big || too_old || rel_overflow || index_full) {
             return Ok(());
         }
@@ -859,6 +921,27 @@ impl<S: Storage> PartitionLog<S> {
 }
 
 /// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.
+/// A transaction closed by the marker just appended to the active segment (leader or
+/// follower): an aborted one goes into the segment's aborted list, with the stable offset
+/// as of its marker (the oldest transaction still open, or the marker's next offset).
+/// Decided transactions below the high watermark are forgotten.
+fn note_completed<F: StorageFile>(inner: &mut Inner<F>, done: CompletedTxn) {
+    if done.aborted {
+        let last_stable_offset = inner
+            .producers
+            .first_open_offset()
+            .unwrap_or(done.last_offset + 1);
+        inner.active_mut().aborted.push(AbortedTxn {
+            producer_id: done.producer_id,
+            first_offset: done.first_offset,
+            last_offset: done.last_offset,
+            last_stable_offset,
+        });
+    }
+    let hw = inner.visible_hw();
+    inner.producers.advance_stable(hw);
+}
+
 struct PathOp<'a, S: Storage>(&'a PartitionLog<S>);
 
 impl<S: Storage> Drop for PathOp<'_, S> {

@@ -16,7 +16,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::error::{Result, StorageError};
-use crate::txn::{CompletedTxn, Marker};
+use crate::hdr::Header;
+use crate::txn::{self, CompletedTxn, Marker};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` ceiling for idempotence is 5).
@@ -284,6 +285,57 @@ impl ProducerState {
         });
     }
 
+    /// [`apply`](Self::apply) for a batch read back (recovery, a rebuild after a
+    /// truncation): its marker, if it is one, is parsed from `batch`, its whole bytes. A
+    /// marker that does not parse changes nothing: appends refuse such markers, so only
+    /// damage can bring one here.
+    pub fn apply_stored(&mut self, h: &Header, batch: &[u8]) -> Option<CompletedTxn> {
+        if !txn::is_marker_header(h) {
+            return self.apply(h, None);
+        }
+        let marker = txn::parse_marker(h, batch).ok().flatten()?;
+        self.apply(h, Some(marker))
+    }
+
+    /// Applies a stored batch (appended, replicated, or read back): an idempotent or
+    /// transactional data batch is recorded (a transactional one opens its producer's
+    /// transaction); a transaction marker (`marker`, parsed by the caller) closes one and
+    /// returns it.
+    pub fn apply(&mut self, h: &Header, marker: Option<Marker>) -> Option<CompletedTxn> {
+        if h.producer_id < 0 {
+            return None;
+        }
+        if let Some(marker) = marker {
+            return self.record_marker(
+                h.producer_id,
+                h.producer_epoch,
+                marker,
+                h.base_offset,
+                h.max_timestamp,
+            );
+        }
+        if h.is_control() {
+            return None;
+        }
+        self.record(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.base_offset,
+            h.last_offset(),
+            h.max_timestamp,
+        );
+        if h.is_transactional() {
+            self.record_txn_batch(h.producer_id, h.base_offset);
+        }
+        None
+    }
+
+    /// The first offset of the oldest transaction still open (markers not yet written).
+    pub fn first_open_offset(&self) -> Option<i64> {
+        self.open_txns.keys().next().copied()
+    }
+
     /// Refuses a batch that is not transactional from a producer with a transaction open
     /// here (Kafka's INVALID_TXN_STATE).
     pub fn check_txn(&self, producer_id: i64, transactional: bool) -> Result<()> {
@@ -377,13 +429,18 @@ impl ProducerState {
             .retain(|_, &mut (_, marker)| marker >= high_watermark);
     }
 
-    /// The first offset of the oldest transaction not yet decided (open, or closed by a
-    /// marker not yet below the high watermark): the last stable offset is the lower of it
-    /// and the high watermark.
-    pub fn first_unstable_offset(&self) -> Option<i64> {
-        let open = self.open_txns.keys().next();
-        let undecided = self.undecided.keys().next();
-        open.into_iter().chain(undecided).min().copied()
+    /// The first offset of the oldest transaction not yet decided with the high watermark at
+    /// `high_watermark` (open, or closed by a marker not below it): the last stable offset
+    /// is the lower of it and the high watermark.
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        let open = self.open_txns.keys().next().copied();
+        let undecided = self
+            .undecided
+            .iter()
+            .filter(|(_, &(_, marker))| marker >= high_watermark)
+            .map(|(&first, _)| first)
+            .min();
+        open.into_iter().chain(undecided).min()
     }
 
     /// Transactions open in this partition.
@@ -675,7 +732,7 @@ mod tests {
     #[test]
     fn transactions_hold_the_stable_offset_until_their_marker_is_below_the_high_watermark() {
         let mut s = ProducerState::default();
-        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.first_unstable_offset(0), None);
         // Producer 1 opens a transaction at 10 (two batches), producer 2 at 12.
         s.record(1, 0, 0, 10, 10, 1_000);
         s.record_txn_batch(1, 10);
@@ -686,7 +743,7 @@ mod tests {
         s.record(1, 0, 1, 13, 13, 1_000);
         s.record_txn_batch(1, 13);
         assert_eq!(s.open_txn_count(), 2);
-        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.first_unstable_offset(14), Some(10));
         // A plain batch from a producer inside a transaction is refused.
         assert_eq!(
             s.check_txn(1, false).unwrap_err().kafka_error_code(),
@@ -706,15 +763,16 @@ mod tests {
                 aborted: false
             }
         );
-        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.first_unstable_offset(14), Some(10), "marker not below 14");
         s.advance_stable(14);
-        assert_eq!(
-            s.first_unstable_offset(),
-            Some(10),
-            "the marker is not below 14"
-        );
+        assert_eq!(s.first_unstable_offset(14), Some(10));
+        assert_eq!(s.first_unstable_offset(15), Some(12));
         s.advance_stable(15);
-        assert_eq!(s.first_unstable_offset(), Some(12));
+        assert_eq!(
+            s.first_unstable_offset(0),
+            Some(12),
+            "pruned: decided for good"
+        );
         // A marker from an older coordinator, or for an older producer epoch, is refused.
         assert_eq!(
             s.check_marker(1, 0, marker(false, 2))
@@ -736,7 +794,7 @@ mod tests {
             Err(StorageError::InvalidProducerEpoch { .. })
         ));
         s.advance_stable(16);
-        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.first_unstable_offset(16), None);
         // A marker with nothing open closes nothing.
         assert_eq!(s.record_marker(1, 0, marker(true, 3), 16, 2_000), None);
         assert_eq!(s.record_marker(99, 0, marker(true, 3), 17, 2_000), None);
@@ -751,7 +809,7 @@ mod tests {
         s.record(2, 0, 0, 12, 12, 1_000);
         s.record_txn_batch(2, 12);
         s.truncate_from(11);
-        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.first_unstable_offset(11), Some(10));
         assert_eq!(s.open_txn_count(), 1, "1 reopened, 2 cut away");
         assert_eq!(s.epoch_of(2), None);
         s.check_txn(1, true).unwrap();
@@ -772,7 +830,7 @@ mod tests {
         s.encode(&mut buf);
         let back = ProducerState::decode(&buf, SNAPSHOT_BODY_VERSION).unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.first_unstable_offset(), Some(10));
+        assert_eq!(back.first_unstable_offset(13), Some(10));
         for n in 0..buf.len() {
             assert!(ProducerState::decode(&buf[..n], SNAPSHOT_BODY_VERSION).is_none());
         }
@@ -780,7 +838,7 @@ mod tests {
         let mut s = back;
         assert_eq!(s.expire(1_000_000, 1_000), 1);
         assert_eq!(s.epoch_of(1), Some(0));
-        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.first_unstable_offset(13), Some(10));
     }
 
     #[test]

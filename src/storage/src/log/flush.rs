@@ -14,6 +14,7 @@ use crate::format::{self, Kind};
 use crate::io::{IoBuf, Storage, StorageFile, PAGE_SIZE};
 use crate::notify::OffsetWaiters;
 use crate::producer::SNAPSHOT_BODY_VERSION;
+use crate::txn::ABORTED_TXN_BYTES;
 
 use super::{
     round_up, segment_path, Chunk, FlushTiming, FlusherRunning, PartitionLog,
@@ -118,6 +119,8 @@ struct Finalize {
     index: Vec<u8>,
     time_index: Vec<u8>,
     snapshot: Option<(i64, Vec<u8>)>,
+    /// The sealed `.txnindex`, when transactions were aborted in the segment.
+    txn_index: Option<Vec<u8>>,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -386,6 +389,14 @@ impl<S: Storage> PartitionLog<S> {
                             &seg.time_index.encode(),
                         ),
                         snapshot: seg.roll_snapshot.take(),
+                        txn_index: (!seg.aborted.is_empty()).then(|| {
+                            let mut body =
+                                Vec::with_capacity(seg.aborted.len() * ABORTED_TXN_BYTES);
+                            for t in &seg.aborted {
+                                t.encode(&mut body);
+                            }
+                            format::seal(Kind::TxnIndex, [seg.next_offset, 0, 0, 0], &body)
+                        }),
                     })
                 } else {
                     None
@@ -479,6 +490,13 @@ impl<S: Storage> PartitionLog<S> {
                     &fin.time_index,
                 )
                 .await?;
+                if let Some(txn_index) = &fin.txn_index {
+                    self.write_sealed(
+                        &segment_path(&self.dir, job.base_offset, "txnindex"),
+                        txn_index,
+                    )
+                    .await?;
+                }
                 if let Some((at, body)) = &fin.snapshot {
                     let sealed = format::seal(
                         Kind::ProducerSnapshotTimed,

@@ -7,8 +7,10 @@ use crate::error::{Result, StorageError};
 use crate::hdr::{Header, HEADER_BYTES};
 use crate::io::{Storage, StorageFile};
 
+use crate::txn;
+
 use super::{
-    segment_path, PartitionLog, ReadOutcome, READ_AHEAD_BYTES, READ_CHUNK_BYTES_MAX,
+    segment_path, CommittedRead, PartitionLog, ReadOutcome, READ_AHEAD_BYTES, READ_CHUNK_BYTES_MAX,
     SCAN_CHUNK_BYTES,
 };
 
@@ -89,6 +91,64 @@ impl<S: Storage> PartitionLog<S> {
             });
         }
         self.read_below(offset, max_bytes, hw, start).await
+    }
+
+    /// [`Self::read`] for a read_committed consumer: batches below the last stable offset
+    /// only, with the aborted transactions (producer id, first offset) that overlap what was
+    /// read, which the consumer uses to skip the aborted batches. The outcome's high
+    /// watermark is the log's, as Fetch reports it beside the last stable offset.
+    pub async fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<CommittedRead> {
+        let lso = self.last_stable_offset();
+        let (hw, start, end) = {
+            let inner = self.inner.borrow();
+            let hw = inner.visible_hw();
+            // As `read`: a replicated log's reader may be ahead of a new leader's mark.
+            let end = match inner.replica_hw {
+                None => hw,
+                Some(_) => inner.log_end_offset(),
+            };
+            (hw, inner.log_start_offset, end)
+        };
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
+        }
+        let mut outcome = if offset >= lso {
+            ReadOutcome {
+                records: Bytes::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            }
+        } else {
+            let mut o = self.read_below(offset, max_bytes, lso, start).await?;
+            o.high_watermark = hw;
+            o
+        };
+        let (records, next) = Self::after_batches(std::mem::take(&mut outcome.records), offset);
+        outcome.records = records;
+        let aborted = if next > offset {
+            let inner = self.inner.borrow();
+            let first = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map_or(offset, |(&b, _)| b);
+            inner
+                .segments
+                .range(first..)
+                .flat_map(|(_, s)| txn::aborted_between(&s.aborted, offset, next))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(CommittedRead {
+            outcome,
+            last_stable_offset: lso,
+            aborted,
+        })
     }
 
     /// [`Self::read`] of the batches below `hw` (`start <= offset <= hw`).

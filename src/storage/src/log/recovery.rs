@@ -15,6 +15,7 @@ use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{Storage, StorageFile, PAGE_SIZE};
 use crate::notify::OffsetWaiters;
 use crate::producer::ProducerState;
+use crate::txn::AbortedTxn;
 
 use super::replica::load_epochs;
 use super::{
@@ -140,6 +141,21 @@ impl<S: Storage> PartitionLog<S> {
                 )
                 .await?
             };
+            // Aborted transactions: rebuilt by the replay below where it reaches, else from
+            // the `.txnindex` written when the segment was sealed (none: none aborted).
+            if !is_tail && base < replay_from {
+                let txn_path = segment_path(&dir, base, "txnindex");
+                if let Some((_, body)) = read_sealed(&*storage, &txn_path, Kind::TxnIndex).await? {
+                    seg.aborted = AbortedTxn::decode_all(body.as_ref()).unwrap_or_else(|kept| {
+                        log::warn!(
+                            "{name}: {} has an unreadable entry; using the {} before it",
+                            txn_path.display(),
+                            kept.len()
+                        );
+                        kept
+                    });
+                }
+            }
             if !loaded || base >= replay_from {
                 // Scan: with CRC checks on the tail, headers only elsewhere.
                 let scanned_end = scan_segment(&*file, &path, file_size, is_tail, base, |b| {
@@ -154,15 +170,19 @@ impl<S: Storage> PartitionLog<S> {
                         seg.index_batch(&b.header, b.position, config.index_interval_bytes);
                         seg.size = b.position + b.header.size as u64;
                     }
-                    if base >= replay_from && b.header.producer_id >= 0 && !b.header.is_control() {
-                        producers.record(
-                            b.header.producer_id,
-                            b.header.producer_epoch,
-                            b.header.base_sequence,
-                            b.header.base_offset,
-                            b.header.last_offset(),
-                            b.header.max_timestamp,
-                        );
+                    if base >= replay_from {
+                        if let Some(done) = producers.apply_stored(&b.header, b.bytes) {
+                            if done.aborted {
+                                seg.aborted.push(AbortedTxn {
+                                    producer_id: done.producer_id,
+                                    first_offset: done.first_offset,
+                                    last_offset: done.last_offset,
+                                    last_stable_offset: producers
+                                        .first_open_offset()
+                                        .unwrap_or(done.last_offset + 1),
+                                });
+                            }
+                        }
                     }
                 })
                 .await?;
@@ -370,7 +390,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
     file_size: u64,
     verify: bool,
     base: i64,
-    mut on_batch: impl FnMut(ScannedBatch),
+    mut on_batch: impl FnMut(ScannedBatch<'_>),
 ) -> Result<u64> {
     let mut pos = 0u64;
     let mut valid_end = 0u64;
@@ -408,6 +428,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
                     on_batch(ScannedBatch {
                         header: h,
                         position: pos + at as u64,
+                        bytes: &whole,
                     });
                     expected = h.last_offset() + 1;
                     at += h.size;
@@ -421,6 +442,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
             on_batch(ScannedBatch {
                 header: h,
                 position: pos + at as u64,
+                bytes: &chunk[at..at + h.size],
             });
             expected = h.last_offset() + 1;
             at += h.size;

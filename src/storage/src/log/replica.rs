@@ -294,15 +294,10 @@ impl<S: Storage> PartitionLog<S> {
         // The log holds a newer epoch than this replica knew: that is now its current one
         // (a leader's appends are never stamped below an epoch already in the log).
         inner.leader_epoch = inner.leader_epoch.max(header.leader_epoch);
-        if header.producer_id >= 0 && !header.is_control() {
-            inner.producers.record(
-                header.producer_id,
-                header.producer_epoch,
-                header.base_sequence,
-                base_offset,
-                header.last_offset(),
-                header.max_timestamp,
-            );
+        // The leader checked its markers before appending them; a follower keeps whatever
+        // the leader's log holds, so a marker that does not parse (damage only) is skipped.
+        if let Some(done) = inner.producers.apply_stored(&header, &batch) {
+            note_completed(&mut inner, done);
         }
         drop(inner);
         if batch.len() <= CACHE_BATCH_BYTES_MAX {
@@ -398,13 +393,20 @@ impl<S: Storage> PartitionLog<S> {
 
         // 2. The cut: the segment holding `offset`, rescanned up to the batch starting
         //    there (which rebuilds its indexes and max timestamp as recovery would).
-        let (cut_base, file, size, first_append_ms, interval) = {
+        let (cut_base, file, size, first_append_ms, interval, aborted_before_cut) = {
             let inner = self.inner.borrow();
             let (&base, seg) = inner
                 .segments
                 .range(..=offset)
                 .next_back()
                 .expect("offset >= log start >= first segment");
+            // The cut segment's aborted transactions whose markers stay.
+            let aborted_before_cut: Vec<AbortedTxn> = seg
+                .aborted
+                .iter()
+                .filter(|t| t.last_offset < offset)
+                .copied()
+                .collect();
             let file = seg
                 .file
                 .clone()
@@ -415,6 +417,7 @@ impl<S: Storage> PartitionLog<S> {
                 seg.size,
                 seg.first_append_ms,
                 inner.config.index_interval_bytes,
+                aborted_before_cut,
             )
         };
         let path = segment_path(&self.dir, cut_base, "log");
@@ -435,6 +438,7 @@ impl<S: Storage> PartitionLog<S> {
             });
         };
         assert_eq!(kept.next_offset, offset, "the kept batches end at the cut");
+        kept.aborted = aborted_before_cut;
 
         // 3. Producer state as recovery would build it for a log ending at `offset`.
         let producers = self.producers_as_of(offset).await?;
@@ -567,19 +571,10 @@ impl<S: Storage> PartitionLog<S> {
             let path = segment_path(&self.dir, base, "log");
             scan_segment(&*file, &path, size, false, base, |b| {
                 let h = &b.header;
-                if h.base_offset >= replay_from
-                    && h.base_offset < offset
-                    && h.producer_id >= 0
-                    && !h.is_control()
-                {
-                    producers.record(
-                        h.producer_id,
-                        h.producer_epoch,
-                        h.base_sequence,
-                        h.base_offset,
-                        h.last_offset(),
-                        h.max_timestamp,
-                    );
+                // Closed transactions need nothing more here: the segments that stay keep
+                // their aborted lists.
+                if h.base_offset >= replay_from && h.base_offset < offset {
+                    producers.apply_stored(h, b.bytes);
                 }
             })
             .await?;

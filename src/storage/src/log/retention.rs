@@ -200,7 +200,7 @@ impl<S: Storage> PartitionLog<S> {
             .discard(&p, file)
             .await
             .map_err(|e| StorageError::io("discard", &p, e))?;
-        for ext in ["index", "timeindex"] {
+        for ext in ["index", "timeindex", "txnindex"] {
             let p = segment_path(&self.dir, base, ext);
             self.storage
                 .remove(&p)

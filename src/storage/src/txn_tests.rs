@@ -1,0 +1,181 @@
+//! Transactions in the partition log: the last stable offset, read_committed reads with
+//! their aborted transactions, the checks on markers and on writes outside a transaction,
+//! and all of it across a roll and a restart.
+
+use futures_lite::future::block_on;
+
+use crate::config::LogConfig;
+use crate::hdr::testing::{batch, txn_batch};
+use crate::hdr::Header;
+use crate::io::Storage;
+use crate::log::PartitionLog;
+use crate::log_tests::{open, small_segments};
+use crate::std_io::StdStorage;
+use crate::txn::Marker;
+
+fn commit(coordinator_epoch: i32) -> Marker {
+    Marker {
+        commit: true,
+        coordinator_epoch,
+    }
+}
+
+fn abort(coordinator_epoch: i32) -> Marker {
+    Marker {
+        commit: false,
+        coordinator_epoch,
+    }
+}
+
+/// (base offset, last offset) of each batch a read_committed read returned; the aborted
+/// transactions (producer id, first offset) it named; the last stable offset.
+type CommittedView = (Vec<(i64, i64)>, Vec<(i64, i64)>, i64);
+
+/// What a read_committed read from `from` returns, as a [`CommittedView`].
+fn read_committed<S: Storage>(log: &PartitionLog<S>, from: i64) -> CommittedView {
+    let r = block_on(log.read_committed(from, 1 << 20)).expect("read_committed");
+    let mut batches = Vec::new();
+    let mut at = 0;
+    let records = &r.outcome.records;
+    while at < records.len() {
+        let h = Header::parse(&records[at..]).expect("whole batch");
+        batches.push((h.base_offset, h.last_offset()));
+        at += h.size;
+    }
+    (batches, r.aborted, r.last_stable_offset)
+}
+
+#[test]
+fn read_committed_stops_at_the_oldest_open_transaction_and_names_the_aborted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    log.append(&batch(3, b"plain", 1, -1, 0), 0).unwrap(); // 0-2
+    log.append(&txn_batch(2, b"t7", 1, 7, 0), 0).unwrap(); // 3-4, producer 7 opens
+    log.append(&txn_batch(1, b"t8", 1, 8, 0), 0).unwrap(); // 5, producer 8 opens
+    log.append(&batch(1, b"plain", 1, -1, 0), 0).unwrap(); // 6
+                                                           // A plain batch from a producer inside a transaction is refused, and writes nothing.
+    let e = log.append(&batch(1, b"x", 1, 7, 2), 0).unwrap_err();
+    assert_eq!(e.kafka_error_code(), 48, "INVALID_TXN_STATE");
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.high_watermark(), 7);
+    assert_eq!(log.last_stable_offset(), 3);
+    assert_eq!(read_committed(&log, 0), (vec![(0, 2)], vec![], 3));
+    assert_eq!(
+        read_committed(&log, 3),
+        (vec![], vec![], 3),
+        "nothing at the LSO"
+    );
+
+    // Producer 7 aborts. Until the marker is durable (below the high watermark) nothing
+    // changes for readers.
+    let m = log.append_marker(7, 0, abort(4), 0).unwrap();
+    assert_eq!(m.base_offset, 7);
+    assert_eq!(log.last_stable_offset(), 3);
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), 5, "producer 8 is still open");
+    assert_eq!(
+        read_committed(&log, 0),
+        (vec![(0, 2), (3, 4)], vec![(7, 3)], 5)
+    );
+    // A marker from an older coordinator than producer 7's last, or for an older epoch
+    // of producer 7, is refused.
+    let e = log.append_marker(7, 0, commit(3), 0).unwrap_err();
+    assert_eq!(e.kafka_error_code(), 52, "TRANSACTION_COORDINATOR_FENCED");
+    let e = log.append_marker(7, -1, commit(4), 0).unwrap_err();
+    assert_eq!(e.kafka_error_code(), 47, "INVALID_PRODUCER_EPOCH");
+    log.append(&txn_batch(1, b"t8", 1, 8, 1), 0).unwrap(); // 8
+    log.append_marker(8, 0, commit(4), 0).unwrap(); // 9
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), 10);
+    let (batches, aborted, lso) = read_committed(&log, 5);
+    assert_eq!(batches, vec![(5, 5), (6, 6), (7, 7), (8, 8), (9, 9)]);
+    assert_eq!(aborted, vec![(7, 3)], "its marker is in the range read");
+    assert_eq!(lso, 10);
+    assert_eq!(read_committed(&log, 8).1, vec![], "past producer 7's abort");
+    // The read_uncommitted view is unchanged: everything below the high watermark.
+    assert_eq!(block_on(log.read(0, 1 << 20)).unwrap().high_watermark, 10);
+}
+
+#[test]
+fn transactions_survive_a_roll_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = vec![1u8; 900];
+    let (aborted_first, open_first) = {
+        let log = open(StdStorage, dir.path(), small_segments());
+        let first = log
+            .append(&txn_batch(1, &payload, 1, 1, 0), 0)
+            .unwrap()
+            .base_offset;
+        for seq in 1..4 {
+            log.append(&txn_batch(1, &payload, 1, 1, seq), 0).unwrap();
+        }
+        log.append_marker(1, 0, abort(0), 0).unwrap();
+        let open_first = log
+            .append(&txn_batch(1, &payload, 1, 2, 0), 0)
+            .unwrap()
+            .base_offset;
+        // Enough to roll the segments holding both past the marker's.
+        for seq in 0..12 {
+            log.append(&batch(1, &payload, 1, -1, seq), 0).unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        assert!(log.segment_count() >= 3);
+        block_on(log.close()).unwrap();
+        (first, open_first)
+    };
+    let txnindex: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".txnindex"))
+        .collect();
+    assert_eq!(
+        txnindex.len(),
+        1,
+        "the sealed segment with the abort has an index"
+    );
+
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(
+        log.last_stable_offset(),
+        open_first,
+        "producer 2 is still open"
+    );
+    let (_, aborted, _) = read_committed(&log, 0);
+    assert_eq!(aborted, vec![(1, aborted_first)]);
+    // Producer 2 may still end its transaction; then everything is stable.
+    log.append_marker(2, 0, commit(0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
+
+#[test]
+fn a_truncation_that_removes_a_marker_reopens_its_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), small_segments());
+    let payload = vec![3u8; 700];
+    let first = log
+        .append(&txn_batch(1, &payload, 1, 1, 0), 0)
+        .unwrap()
+        .base_offset;
+    for seq in 1..6 {
+        log.append(&txn_batch(1, &payload, 1, 1, seq), 0).unwrap();
+    }
+    let marker = log.append_marker(1, 0, abort(0), 0).unwrap().base_offset;
+    log.append(&batch(1, &payload, 1, -1, 0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert!(
+        log.segment_count() >= 2,
+        "the rebuild starts from a roll's snapshot"
+    );
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+    assert_eq!(read_committed(&log, 0).1, vec![(1, first)]);
+
+    block_on(log.truncate_to(marker)).unwrap();
+    assert_eq!(log.last_stable_offset(), first, "open again");
+    assert_eq!(read_committed(&log, 0).1, vec![], "no longer aborted");
+    // The new leader's marker decides it again.
+    log.append_marker(1, 0, commit(0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+    assert_eq!(read_committed(&log, 0).1, vec![]);
+}
