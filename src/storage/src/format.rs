@@ -20,7 +20,7 @@ pub enum Kind {
     TimeIndex = 2,
     ProducerSnapshot = 3,
     LogStartOffset = 4,
-    /// Producer snapshot whose body carries each producer's last timestamp (meta[1] is the
+    /// Producer snapshot whose body carries each producer's last timestamp (`meta[1]` is the
     /// body version, see `producer::SNAPSHOT_BODY_VERSION`).
     ProducerSnapshotTimed = 5,
     /// A segment's aborted transactions (`.txnindex`): Kafka's 34-byte entries, in marker
