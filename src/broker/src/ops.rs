@@ -1,6 +1,7 @@
 //! Per-partition operations as they travel to the partition's owning shard: rkyv frames
 //! read in place on arrival; record bytes ride beside the frame as `Bytes` (never copied).
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Frame tags: what a frame's body is.
@@ -38,10 +39,20 @@ pub enum PartitionOp {
     /// a replicated partition's quorum, and nothing on a single replica (the fsync is part
     /// of the local append).
     Produce { acks: i16, timeout_ms: i32 },
-    /// Read from `offset` at most `max_bytes`.
-    Fetch { offset: i64, max_bytes: i32 },
-    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
-    ListOffset { timestamp: i64 },
+    /// Read from `offset` at most `max_bytes`; `read_committed` (isolation level 1) stops at
+    /// the last stable offset, and the reply's payload then starts with the aborted
+    /// transactions the records overlap (see [`PartitionReply::aborted_count`]).
+    Fetch {
+        offset: i64,
+        max_bytes: i32,
+        read_committed: bool,
+    },
+    /// ListOffsets: -1 latest (the last stable offset when `read_committed`), -2 earliest,
+    /// -3 max timestamp, else by timestamp.
+    ListOffset {
+        timestamp: i64,
+        read_committed: bool,
+    },
     /// Advance the log start offset (-1: to the high watermark). `timeout_ms` bounds a
     /// replicated partition's wait for the move to commit through Raft.
     DeleteRecords { offset: i64, timeout_ms: i32 },
@@ -80,6 +91,12 @@ pub struct PartitionReply {
     /// DescribeLogDirs size; OffsetForLeaderEpoch end offset.
     pub size: i64,
     pub leader_epoch: i32,
+    /// Fetch: the partition's last stable offset.
+    pub last_stable_offset: i64,
+    /// A read_committed Fetch: how many aborted transactions the payload starts with, 16
+    /// bytes each (producer id, first offset; big-endian), before the records. Rarely
+    /// non-zero, so the records are copied behind them only then.
+    pub aborted_count: i32,
 }
 
 impl Default for PartitionReply {
@@ -93,8 +110,39 @@ impl Default for PartitionReply {
             timestamp: -1,
             size: 0,
             leader_epoch: -1,
+            last_stable_offset: -1,
+            aborted_count: 0,
         }
     }
+}
+
+/// The payload of a read_committed Fetch reply: `aborted` (producer id, first offset), then
+/// `records`; `records` unchanged (no copy) when there are none.
+pub fn committed_payload(aborted: &[(i64, i64)], records: Bytes) -> Bytes {
+    if aborted.is_empty() {
+        return records;
+    }
+    let mut b = BytesMut::with_capacity(aborted.len() * 16 + records.len());
+    for &(pid, first) in aborted {
+        b.put_i64(pid);
+        b.put_i64(first);
+    }
+    b.put_slice(&records);
+    b.freeze()
+}
+
+/// Splits what [`committed_payload`] built, given the reply's `aborted_count`; `None` if the
+/// payload is too short for it.
+pub fn split_committed_payload(count: i32, mut payload: Bytes) -> Option<(Vec<(i64, i64)>, Bytes)> {
+    let n = usize::try_from(count).ok()?;
+    if payload.len() < n.checked_mul(16)? {
+        return None;
+    }
+    let mut aborted = Vec::with_capacity(n);
+    for _ in 0..n {
+        aborted.push((payload.get_i64(), payload.get_i64()));
+    }
+    Some((aborted, payload))
 }
 
 impl PartitionReply {
@@ -115,12 +163,14 @@ impl PartitionReply {
     }
 }
 
-/// One partition a parked fetch waits on: news once its high watermark passes `offset`.
+/// One partition a parked fetch waits on: news once its high watermark (its last stable
+/// offset when `committed`, a read_committed fetch) passes `offset`.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchEntry {
     pub topic_id: [u8; 16],
     pub partition: i32,
     pub offset: i64,
+    pub committed: bool,
 }
 
 /// A parked fetch's watch on the partitions one shard owns (possibly split over several
@@ -150,7 +200,8 @@ pub struct ForwardHeader {
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.
 const _: () = assert!(std::mem::size_of::<ArchivedPartitionRequest>() == 48);
-const _: () = assert!(std::mem::size_of::<ArchivedPartitionReply>() == 64);
+const _: () = assert!(std::mem::size_of::<ArchivedPartitionReply>() == 80);
+const _: () = assert!(std::mem::size_of::<ArchivedWatchEntry>() == 40);
 
 /// Converts an archived request (read in place) into the native form without allocating.
 pub fn request_from_archived(a: &ArchivedPartitionRequest) -> PartitionRequest {
@@ -159,4 +210,28 @@ pub fn request_from_archived(a: &ArchivedPartitionRequest) -> PartitionRequest {
 
 pub fn reply_from_archived(a: &ArchivedPartitionReply) -> PartitionReply {
     rkyv::deserialize::<PartitionReply, rkyv::rancor::Error>(a).expect("plain data deserializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_payload_splits_into_its_aborted_transactions_and_records() {
+        let records = Bytes::from_static(b"batches");
+        let same = committed_payload(&[], records.clone());
+        assert_eq!(same.as_ptr(), records.as_ptr(), "no copy without aborted ones");
+        assert_eq!(
+            split_committed_payload(0, same),
+            Some((vec![], records.clone()))
+        );
+        let aborted = [(7, 3), (9, -1)];
+        let p = committed_payload(&aborted, records.clone());
+        assert_eq!(
+            split_committed_payload(2, p.clone()),
+            Some((aborted.to_vec(), records))
+        );
+        assert_eq!(split_committed_payload(3, p.clone()), None, "too short");
+        assert_eq!(split_committed_payload(-1, p), None);
+    }
 }

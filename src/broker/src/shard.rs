@@ -1054,28 +1054,68 @@ impl BrokerShard {
                 ),
                 None => (self.produce(log, acks, payload).await, None),
             },
-            PartitionOp::Fetch { offset, max_bytes } => {
-                match log.read(offset, max_bytes.max(0) as usize).await {
-                    Ok(r) => (
+            PartitionOp::Fetch {
+                offset,
+                max_bytes,
+                read_committed,
+            } => {
+                let max_bytes = max_bytes.max(0) as usize;
+                let read = if read_committed {
+                    log.read_committed(offset, max_bytes).await.map(|c| {
+                        let count = c.aborted.len() as i32;
+                        let payload = crate::ops::committed_payload(&c.aborted, c.outcome.records);
+                        (
+                            c.outcome.high_watermark,
+                            c.outcome.log_start_offset,
+                            c.last_stable_offset,
+                            count,
+                            payload,
+                        )
+                    })
+                } else {
+                    log.read(offset, max_bytes).await.map(|r| {
+                        (
+                            r.high_watermark,
+                            r.log_start_offset,
+                            log.last_stable_offset(),
+                            0,
+                            r.records,
+                        )
+                    })
+                };
+                match read {
+                    Ok((
+                        high_watermark,
+                        log_start_offset,
+                        last_stable_offset,
+                        aborted_count,
+                        payload,
+                    )) => (
                         PartitionReply {
-                            high_watermark: r.high_watermark,
-                            log_start_offset: r.log_start_offset,
+                            high_watermark,
+                            log_start_offset,
+                            last_stable_offset,
+                            aborted_count,
                             ..PartitionReply::default()
                         },
-                        Some(r.records),
+                        Some(payload),
                     ),
                     Err(e) => (
                         PartitionReply {
                             error_code: storage_error_code(&e),
                             high_watermark: log.high_watermark(),
                             log_start_offset: log.log_start_offset(),
+                            last_stable_offset: log.last_stable_offset(),
                             ..PartitionReply::default()
                         },
                         None,
                     ),
                 }
             }
-            PartitionOp::ListOffset { timestamp } => (self.list_offset(log, timestamp).await, None),
+            PartitionOp::ListOffset {
+                timestamp,
+                read_committed,
+            } => (self.list_offset(log, timestamp, read_committed).await, None),
             PartitionOp::DeleteRecords { offset, timeout_ms } if raft.is_some() => {
                 let (rep, group, _) = raft.expect("replicated");
                 (
@@ -1183,7 +1223,12 @@ impl BrokerShard {
         }
     }
 
-    async fn list_offset(&self, log: &PartitionLog<DmaStorage>, timestamp: i64) -> PartitionReply {
+    async fn list_offset(
+        &self,
+        log: &PartitionLog<DmaStorage>,
+        timestamp: i64,
+        read_committed: bool,
+    ) -> PartitionReply {
         let ok = |offset: i64, ts: i64| PartitionReply {
             base_offset: offset,
             timestamp: ts,
@@ -1191,6 +1236,7 @@ impl BrokerShard {
             ..PartitionReply::default()
         };
         match timestamp {
+            -1 if read_committed => ok(log.last_stable_offset(), -1),
             -1 => ok(log.high_watermark(), -1),
             -2 => ok(log.log_start_offset(), -1),
             // EARLIEST_LOCAL (no tiered storage: same as earliest)
@@ -1348,6 +1394,7 @@ impl FrameHandler for MeshHandler {
                                 topic_id: e.topic_id,
                                 partition: e.partition.to_native(),
                                 offset: e.offset.to_native(),
+                                committed: e.committed,
                             })
                             .collect();
                         crate::watch::register(

@@ -29,16 +29,18 @@ use sluice_storage::PartitionLog;
 use crate::ops::{WatchEntry, WatchRef, WatchRequest, TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED};
 use crate::shard::{now_ms, BrokerShard};
 
-/// Entries per `TAG_WATCH` frame (32 bytes each: far below `FRAME_BODY_MAX`).
+/// Entries per `TAG_WATCH` frame (40 bytes each: far below `FRAME_BODY_MAX`).
 pub const WATCH_ENTRIES_PER_FRAME_MAX: usize = 8192;
 
 /// A watch: the shard of its fetch and the id the fetch got there.
 type WatchKey = (ShardId, u64);
 
-/// What one watch waits for on one partition.
+/// What one watch waits for on one partition: its high watermark (its last stable offset
+/// when `committed`) past `offset`.
 struct Entry {
     offset: i64,
     deadline_ms: i64,
+    committed: bool,
 }
 
 #[derive(Default)]
@@ -226,7 +228,9 @@ pub fn register(
             partition: e.partition,
         };
         let log = match shard.local_log(&pk) {
-            Some(log) if log.failure().is_none() && log.high_watermark() <= e.offset => log,
+            Some(log) if log.failure().is_none() && visible_end(&log, e.committed) <= e.offset => {
+                log
+            }
             // Data, a failed log or a partition no longer here: the fetch's read says which.
             _ => {
                 news = true;
@@ -240,6 +244,7 @@ pub fn register(
                 Entry {
                     offset: e.offset,
                     deadline_ms,
+                    committed: e.committed,
                 },
             );
         }
@@ -256,6 +261,16 @@ pub fn register(
 /// Drops watch `id` of shard `origin` from this shard (its fetch is done).
 pub fn cancel(shard: &BrokerShard, origin: ShardId, id: u64) {
     shard.watches.remove((origin, id));
+}
+
+/// Where a fetch's visible data ends: the high watermark, or for a read_committed fetch
+/// the last stable offset.
+fn visible_end(log: &PartitionLog<DmaStorage>, committed: bool) -> i64 {
+    if committed {
+        log.last_stable_offset()
+    } else {
+        log.high_watermark()
+    }
 }
 
 /// Removes a watch from this shard and tells its fetch.
@@ -300,14 +315,17 @@ fn spawn_watcher(shard: &Rc<BrokerShard>, pk: PartitionKey, log: Rc<PartitionLog
                 || me
                     .local_log(&pk)
                     .is_none_or(|current| !Rc::ptr_eq(&current, &log));
+            // The last stable offset moves only when the high watermark does (a marker is
+            // an append; a transaction is decided once its marker is below the mark).
             let hw = log.high_watermark();
+            let lso = log.last_stable_offset();
             let now = now_ms();
             let (due, expired): (Vec<WatchKey>, Vec<WatchKey>) = {
                 let by_partition = me.watches.by_partition.borrow();
                 match by_partition.get(&pk) {
                     Some(list) => (
                         list.iter()
-                            .filter(|(_, e)| gone || e.offset < hw)
+                            .filter(|(_, e)| gone || e.offset < if e.committed { lso } else { hw })
                             .map(|(k, _)| *k)
                             .collect(),
                         list.iter()

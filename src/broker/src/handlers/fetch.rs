@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use sluice_codec::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use sluice_codec::kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName,
+};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 use sluice_shard::ShardId;
@@ -418,6 +420,7 @@ async fn fetch_partitions(
                 // -1 below v9 (the field's default): no check.
                 current_leader_epoch: w.current_leader_epoch,
                 op: PartitionOp::Fetch {
+                    read_committed,
                     offset: w.fetch_offset,
                     // The response cap applies before reading, as in Kafka: no partition
                     // read asks for more than the whole response may carry (at most
@@ -467,13 +470,34 @@ async fn fetch_partitions(
                     .with_leader_epoch(reply.leader_epoch);
             }
             pd.high_watermark = reply.high_watermark;
-            // No transactions yet: the last stable offset is the high watermark.
-            pd.last_stable_offset = reply.high_watermark;
+            pd.last_stable_offset = reply.last_stable_offset;
             pd.log_start_offset = reply.log_start_offset;
+            let mut records = records;
             pd.aborted_transactions = if read_committed {
-                Some(Vec::new())
+                let (aborted, rest) = match records.take() {
+                    Some(p) => crate::ops::split_committed_payload(reply.aborted_count, p)
+                        .expect("the owner wrote its aborted transactions ahead of the records"),
+                    None => (Vec::new(), Bytes::new()),
+                };
+                records = Some(rest);
+                Some(
+                    aborted
+                        .into_iter()
+                        .map(|(pid, first)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(pid))
+                                .with_first_offset(first)
+                        })
+                        .collect(),
+                )
             } else {
                 None
+            };
+            // A read_committed fetch waits for the last stable offset to pass its offset.
+            let visible_end = if read_committed {
+                reply.last_stable_offset
+            } else {
+                reply.high_watermark
             };
             let budget = max_bytes
                 .saturating_sub(total)
@@ -483,9 +507,7 @@ async fn fetch_partitions(
             let records = cut_to_budget(records, budget, total == 0);
             total += records.len();
             budget_spent |= had_data && records.is_empty();
-            if records.is_empty()
-                && reply.error_code == kerr::NONE
-                && reply.high_watermark <= w.fetch_offset
+            if records.is_empty() && reply.error_code == kerr::NONE && visible_end <= w.fetch_offset
             {
                 waits.push((*req, w.fetch_offset));
             }
@@ -512,6 +534,7 @@ async fn fetch_partitions(
                 topic_id: req.topic_id,
                 partition: req.partition,
                 offset,
+                committed: read_committed,
             };
             match by_owner.iter_mut().find(|(o, _)| *o == owner) {
                 Some((_, v)) => v.push(entry),

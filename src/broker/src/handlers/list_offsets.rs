@@ -59,6 +59,8 @@ pub async fn handle(
                         current_leader_epoch: p.current_leader_epoch,
                         op: PartitionOp::ListOffset {
                             timestamp: p.timestamp,
+                            // v2+: read_committed's latest offset is the last stable one.
+                            read_committed: r.isolation_level == 1,
                         },
                     };
                     let shard = shard.clone();
