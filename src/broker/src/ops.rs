@@ -220,7 +220,11 @@ mod tests {
     fn a_committed_payload_splits_into_its_aborted_transactions_and_records() {
         let records = Bytes::from_static(b"batches");
         let same = committed_payload(&[], records.clone());
-        assert_eq!(same.as_ptr(), records.as_ptr(), "no copy without aborted ones");
+        assert_eq!(
+            same.as_ptr(),
+            records.as_ptr(),
+            "no copy without aborted ones"
+        );
         assert_eq!(
             split_committed_payload(0, same),
             Some((vec![], records.clone()))

@@ -920,28 +920,31 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
-/// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.
 /// A transaction closed by the marker just appended to the active segment (leader or
-/// follower): an aborted one goes into the segment's aborted list, with the stable offset
-/// as of its marker (the oldest transaction still open, or the marker's next offset).
-/// Decided transactions below the high watermark are forgotten.
+/// follower): an aborted one goes into the segment's aborted list. Decided transactions
+/// below the high watermark are forgotten.
 fn note_completed<F: StorageFile>(inner: &mut Inner<F>, done: CompletedTxn) {
-    if done.aborted {
-        let last_stable_offset = inner
-            .producers
-            .first_open_offset()
-            .unwrap_or(done.last_offset + 1);
-        inner.active_mut().aborted.push(AbortedTxn {
-            producer_id: done.producer_id,
-            first_offset: done.first_offset,
-            last_offset: done.last_offset,
-            last_stable_offset,
-        });
+    if let Some(entry) = aborted_entry(&inner.producers, &done) {
+        inner.active_mut().aborted.push(entry);
     }
     let hw = inner.visible_hw();
     inner.producers.advance_stable(hw);
 }
 
+/// The aborted-transaction entry for `done` if it was aborted, with the stable offset as of
+/// its marker (the oldest transaction still open, or the marker's next offset).
+fn aborted_entry(producers: &ProducerState, done: &CompletedTxn) -> Option<AbortedTxn> {
+    done.aborted.then(|| AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: producers
+            .first_open_offset()
+            .unwrap_or(done.last_offset + 1),
+    })
+}
+
+/// One running path operation (see [`PartitionLog::begin_path_op`]); ends when dropped.
 struct PathOp<'a, S: Storage>(&'a PartitionLog<S>);
 
 impl<S: Storage> Drop for PathOp<'_, S> {

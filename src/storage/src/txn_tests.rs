@@ -179,3 +179,39 @@ fn a_truncation_that_removes_a_marker_reopens_its_transaction() {
     assert_eq!(log.last_stable_offset(), log.high_watermark());
     assert_eq!(read_committed(&log, 0).1, vec![]);
 }
+
+#[test]
+fn a_truncation_into_a_sealed_segment_drops_its_stale_aborted_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = vec![5u8; 900];
+    let txnindex_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".txnindex"))
+            .count()
+    };
+    {
+        let log = open(StdStorage, dir.path(), small_segments());
+        log.append(&txn_batch(1, &payload, 1, 1, 0), 0).unwrap();
+        let marker = log.append_marker(1, 0, abort(0), 0).unwrap().base_offset;
+        for seq in 0..8 {
+            log.append(&batch(1, &payload, 1, -1, seq), 0).unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        assert_eq!(txnindex_files(dir.path()), 1, "sealed with its abort");
+        block_on(log.truncate_to(marker)).unwrap();
+        assert_eq!(txnindex_files(dir.path()), 0, "it described the cut-off marker");
+        // This time the transaction commits, and the segment is sealed again.
+        log.append_marker(1, 0, commit(0), 0).unwrap();
+        for seq in 0..8 {
+            log.append(&batch(1, &payload, 1, -1, seq), 0).unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        assert_eq!(txnindex_files(dir.path()), 0);
+        block_on(log.close()).unwrap();
+    }
+    let log = open(StdStorage, dir.path(), small_segments());
+    assert_eq!(read_committed(&log, 0).1, vec![], "nothing aborted any more");
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}

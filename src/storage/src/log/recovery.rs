@@ -19,8 +19,8 @@ use crate::txn::AbortedTxn;
 
 use super::replica::load_epochs;
 use super::{
-    segment_path, FlushTiming, Inner, PartitionLog, ScannedBatch, Segment, NEXT_LOG_ID,
-    SCAN_CHUNK_BYTES,
+    aborted_entry, segment_path, FlushTiming, Inner, PartitionLog, ScannedBatch, Segment,
+    NEXT_LOG_ID, SCAN_CHUNK_BYTES,
 };
 
 impl<S: Storage> PartitionLog<S> {
@@ -142,8 +142,10 @@ impl<S: Storage> PartitionLog<S> {
                 .await?
             };
             // Aborted transactions: rebuilt by the replay below where it reaches, else from
-            // the `.txnindex` written when the segment was sealed (none: none aborted).
-            if !is_tail && base < replay_from {
+            // the `.txnindex` written when the segment was sealed (none: none aborted; the
+            // tail has one only if a crash came after its seal and before its successor's
+            // first write).
+            if base < replay_from {
                 let txn_path = segment_path(&dir, base, "txnindex");
                 if let Some((_, body)) = read_sealed(&*storage, &txn_path, Kind::TxnIndex).await? {
                     seg.aborted = AbortedTxn::decode_all(body.as_ref()).unwrap_or_else(|kept| {
@@ -171,17 +173,9 @@ impl<S: Storage> PartitionLog<S> {
                         seg.size = b.position + b.header.size as u64;
                     }
                     if base >= replay_from {
-                        if let Some(done) = producers.apply_stored(&b.header, b.bytes) {
-                            if done.aborted {
-                                seg.aborted.push(AbortedTxn {
-                                    producer_id: done.producer_id,
-                                    first_offset: done.first_offset,
-                                    last_offset: done.last_offset,
-                                    last_stable_offset: producers
-                                        .first_open_offset()
-                                        .unwrap_or(done.last_offset + 1),
-                                });
-                            }
+                        let done = producers.apply_stored(&b.header, b.bytes);
+                        if let Some(entry) = done.and_then(|d| aborted_entry(&producers, &d)) {
+                            seg.aborted.push(entry);
                         }
                     }
                 })

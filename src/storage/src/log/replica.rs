@@ -507,8 +507,9 @@ impl<S: Storage> PartitionLog<S> {
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
-        // Its indexes (written when it was rolled) describe the longer segment.
-        for ext in ["index", "timeindex"] {
+        // Its indexes (written when it was rolled) describe the longer segment, and so may
+        // its aborted transactions (the kept ones are in memory, written at its next seal).
+        for ext in ["index", "timeindex", "txnindex"] {
             let p = segment_path(&self.dir, cut_base, ext);
             self.storage
                 .remove(&p)
