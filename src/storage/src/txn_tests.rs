@@ -201,7 +201,11 @@ fn a_truncation_into_a_sealed_segment_drops_its_stale_aborted_index() {
         block_on(log.flush()).unwrap();
         assert_eq!(txnindex_files(dir.path()), 1, "sealed with its abort");
         block_on(log.truncate_to(marker)).unwrap();
-        assert_eq!(txnindex_files(dir.path()), 0, "it described the cut-off marker");
+        assert_eq!(
+            txnindex_files(dir.path()),
+            0,
+            "it described the cut-off marker"
+        );
         // This time the transaction commits, and the segment is sealed again.
         log.append_marker(1, 0, commit(0), 0).unwrap();
         for seq in 0..8 {
@@ -212,6 +216,10 @@ fn a_truncation_into_a_sealed_segment_drops_its_stale_aborted_index() {
         block_on(log.close()).unwrap();
     }
     let log = open(StdStorage, dir.path(), small_segments());
-    assert_eq!(read_committed(&log, 0).1, vec![], "nothing aborted any more");
+    assert_eq!(
+        read_committed(&log, 0).1,
+        vec![],
+        "nothing aborted any more"
+    );
     assert_eq!(log.last_stable_offset(), log.high_watermark());
 }

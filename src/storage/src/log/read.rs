@@ -1,12 +1,12 @@
-//! Reading a partition log: consumers' reads below the high watermark, replication's reads
-//! up to the durable offset, and lookups by timestamp.
+//! Reading a partition log: consumers' reads below the high watermark (read_committed ones
+//! below the last stable offset), replication's reads up to the durable offset, and lookups
+//! by timestamp.
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Result, StorageError};
 use crate::hdr::{Header, HEADER_BYTES};
 use crate::io::{Storage, StorageFile};
-
 use crate::txn;
 
 use super::{
