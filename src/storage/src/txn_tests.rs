@@ -223,3 +223,34 @@ fn a_truncation_into_a_sealed_segment_drops_its_stale_aborted_index() {
     );
     assert_eq!(log.last_stable_offset(), log.high_watermark());
 }
+
+#[test]
+fn verify_checks_the_aborted_transaction_index() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("t-0");
+    let payload = vec![7u8; 900];
+    {
+        let log = open(StdStorage, &dir, small_segments());
+        log.append(&txn_batch(1, &payload, 1, 1, 0), 0).unwrap();
+        log.append_marker(1, 0, abort(0), 0).unwrap();
+        for seq in 0..8 {
+            log.append(&batch(1, &payload, 1, -1, seq), 0).unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        block_on(log.close()).unwrap();
+    }
+    let r = crate::verify::verify_data_dir(root.path()).unwrap();
+    assert!(r.is_clean(), "{:?}", r.problems);
+    let index = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".txnindex"))
+        .expect("a .txnindex")
+        .path();
+    let mut bytes = std::fs::read(&index).unwrap();
+    let last = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[last] ^= 0xff;
+    std::fs::write(&index, bytes).unwrap();
+    let r = crate::verify::verify_data_dir(root.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+}

@@ -183,6 +183,7 @@ fn verify_partition(dir: &Path, files: &Files, report: &mut Report) {
             Ok(scan) => {
                 if !is_tail {
                     verify_indexes(dir, base, &scan, report);
+                    verify_txn_index(dir, base, &scan, report);
                 }
                 expected = Some(scan.next_offset);
             }
@@ -455,6 +456,54 @@ fn verify_indexes(dir: &Path, base: i64, scan: &Scanned, report: &mut Report) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A sealed segment's aborted transactions (`.txnindex`, only where a transaction was
+/// aborted): whole, in marker order, each ending by a marker inside the segment.
+fn verify_txn_index(dir: &Path, base: i64, scan: &Scanned, report: &mut Report) {
+    let path = segment_path(dir, base, "txnindex");
+    if !path.exists() {
+        return;
+    }
+    let Some((meta, body)) = read_sealed(&path, Kind::TxnIndex, report) else {
+        return;
+    };
+    if meta[0] != scan.next_offset {
+        report.problem(
+            &path,
+            None,
+            format!(
+                "says the segment ends at offset {}, the scan found {}",
+                meta[0], scan.next_offset
+            ),
+        );
+    }
+    if body.len() % crate::txn::ABORTED_TXN_BYTES != 0 {
+        report.problem(&path, None, "not whole entries".into());
+    }
+    let entries = match crate::txn::AbortedTxn::decode_all(&body) {
+        Ok(entries) => entries,
+        Err(kept) => {
+            report.problem(
+                &path,
+                None,
+                format!("entry {} is unreadable or out of order", kept.len()),
+            );
+            kept
+        }
+    };
+    for t in entries {
+        if t.last_offset < base || t.last_offset >= scan.next_offset {
+            report.problem(
+                &path,
+                None,
+                format!(
+                    "producer {}'s abort at offset {} is outside the segment",
+                    t.producer_id, t.last_offset
+                ),
+            );
         }
     }
 }
