@@ -575,7 +575,15 @@ impl TxnCoordinator {
                     producer_epoch: txn.current.producer_epoch,
                 },
             )),
-            (Then::InitProducerId(token), Some(e)) => out.push(Effect::Reply(token, init_error(e))),
+            (Then::InitProducerId(token), Some(e)) => {
+                out.push(Effect::Reply(token, init_error(e)));
+                // A new id whose first record failed was never durable: forget it, so
+                // memory holds nothing the log does not (Kafka keeps such a placeholder).
+                if txn.current.producer_epoch == -1 {
+                    self.txns.remove(&id);
+                    return out;
+                }
+            }
             (Then::AddPartitions(token), e) => out.push(Effect::Reply(
                 token,
                 Reply::AddPartitions {
