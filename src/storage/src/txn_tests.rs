@@ -254,3 +254,39 @@ fn verify_checks_the_aborted_transaction_index() {
     let r = crate::verify::verify_data_dir(root.path()).unwrap();
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
 }
+
+/// After a power loss, a transaction is open exactly when its marker did not survive, and
+/// an abort's entry survives with its marker, across rolls (snapshots) and without.
+#[test]
+fn after_a_power_loss_open_transactions_match_the_markers_that_survive() {
+    for (rolls, flush_marker) in [(false, false), (false, true), (true, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::fault::FaultyStorage::default();
+        storage.plan.model_durability();
+        let log = open(storage.clone(), dir.path(), small_segments());
+        let payload = vec![9u8; if rolls { 900 } else { 50 }];
+        let first = log
+            .append(&txn_batch(1, &payload, 1, 1, 0), 0)
+            .unwrap()
+            .base_offset;
+        for seq in 1..5 {
+            log.append(&txn_batch(1, &payload, 1, 1, seq), 0).unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        log.append_marker(1, 0, abort(0), 0).unwrap();
+        if flush_marker {
+            block_on(log.flush()).unwrap();
+        }
+        storage.plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), small_segments());
+        let case = format!("rolls {rolls}, marker flushed {flush_marker}");
+        if flush_marker {
+            assert_eq!(log.last_stable_offset(), log.high_watermark(), "{case}");
+            assert_eq!(read_committed(&log, 0).1, vec![(1, first)], "{case}");
+        } else {
+            assert_eq!(log.last_stable_offset(), first, "{case}: open again");
+            assert_eq!(read_committed(&log, 0).1, vec![], "{case}");
+        }
+    }
+}
