@@ -510,10 +510,9 @@ impl GroupCoordinator {
 
     // ---- OffsetCommit ---------------------------------------------------------------------
 
-    /// Validate a commit against the group (Kafka's `ClassicGroup.validateOffsetCommit`);
-    /// creates a simple group for generation < 0 commits to an unknown group.
-    /// The group-level error of an OffsetCommit or (`transactional`) TxnOffsetCommit, in
-    /// Kafka's order; creates an offsets-only group for a commit without a generation.
+    /// The group-level error of an OffsetCommit or (`transactional`) TxnOffsetCommit, in the
+    /// order of Kafka's `ClassicGroup.validateOffsetCommit`; creates an offsets-only group
+    /// for a commit without a generation to a group that does not exist.
     fn validate_commit(
         &mut self,
         ctx: &RequestCtx<'_>,
