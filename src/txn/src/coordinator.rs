@@ -359,11 +359,17 @@ impl TxnCoordinator {
                 }
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                let bumped = cur.producer_epoch + 1;
+                // An exhausted epoch took the rotation above unless the request names an
+                // older epoch, which is a retry or fenced: a bump never passes
+                // PRODUCER_EPOCH_EXHAUSTED.
+                let bumped = || {
+                    debug_assert!(!exhausted(cur.producer_epoch));
+                    cur.producer_epoch + 1
+                };
                 let (epoch, last) = match expected {
-                    None => (bumped, -1),
+                    None => (bumped(), -1),
                     Some((_, e)) if cur.producer_epoch == -1 || e == cur.producer_epoch => {
-                        (bumped, cur.producer_epoch)
+                        (bumped(), cur.producer_epoch)
                     }
                     // A retry of a bump that succeeded: the same answer again.
                     Some((_, e)) if e == cur.last_producer_epoch => {

@@ -384,6 +384,12 @@ fn an_exhausted_epoch_rotates_to_a_new_producer_id() {
     assert_eq!(e, code::NONE);
     assert_ne!(new_pid, pid);
     assert_eq!(epoch, 0);
+    // A producer naming the old id with an older epoch is fenced, not bumped past the limit.
+    assert_eq!(
+        h.init_with(TID, pid, 5).0,
+        code::PRODUCER_FENCED,
+        "an older epoch of the old id"
+    );
     // The retry of that rotation (old id, exhausted epoch) gets the same answer.
     assert_eq!(
         h.init_with(TID, pid, PRODUCER_EPOCH_EXHAUSTED),
@@ -783,4 +789,35 @@ fn garbage_records_are_errors_not_panics() {
         let _ = records::decode_key(&bad);
     }
     assert!(c.replay(&[0, 9, 0, 0], Some(&good)).is_err(), "key version");
+}
+
+#[test]
+fn a_fenced_epoch_at_the_limit_is_never_bumped_past_it() {
+    // After a fence at the exhausted epoch the id holds i16::MAX.
+    let mut h = Harness::new();
+    let mut c = TxnCoordinator::new(TxnConfig::default(), 1);
+    let value = records::encode_value(&TxnValue {
+        producer_id: 7,
+        previous_producer_id: -1,
+        next_producer_id: -1,
+        producer_epoch: i16::MAX,
+        timeout_ms: 60_000,
+        state: TxnState::CompleteAbort,
+        partitions: BTreeSet::new(),
+        last_update_ms: 1_000,
+        start_ms: 500,
+        client_transaction_version: 0,
+    });
+    c.replay(&records::encode_key(TID), Some(&value)).unwrap();
+    let _ = c.finish_replay(h.now);
+    h.c = c;
+    // The fenced producer asks with its old epoch: fenced, no overflow.
+    assert_eq!(
+        h.init_with(TID, 7, PRODUCER_EPOCH_EXHAUSTED).0,
+        code::PRODUCER_FENCED
+    );
+    // A new producer gets a new id.
+    let (pid, epoch) = h.init(TID);
+    assert_ne!(pid, 7);
+    assert_eq!(epoch, 0);
 }
