@@ -59,6 +59,7 @@ struct Seen {
     fences: u64,
     reloads: u64,
     failed_writes: u64,
+    rotations: u64,
 }
 
 fn last_state(log: &[(Bytes, Option<Bytes>)], id: &str) -> Option<records::TxnValue> {
@@ -143,6 +144,14 @@ impl World {
                     .expect("an InitProducerId answer is durable");
                 let v = last_state(&self.log, &id).unwrap();
                 assert_eq!(v.state, TxnState::Empty);
+                if producer_epoch == 0
+                    && self
+                        .granted
+                        .get(&id)
+                        .is_some_and(|&(p, _)| p != producer_id)
+                {
+                    self.seen.rotations += 1;
+                }
                 if let Some(&(pid, epoch)) = self.granted.get(&id) {
                     assert!(
                         producer_id != pid || producer_epoch >= epoch,
@@ -295,6 +304,26 @@ fn config() -> TxnConfig {
 fn run(seed: u64) -> Seen {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut w = World::new();
+    if seed % 4 == 0 {
+        // Every id a few bumps short of the exhausted epoch: rotations and fences at the
+        // limit.
+        for (i, id) in IDS.iter().enumerate() {
+            let value = records::encode_value(&records::TxnValue {
+                producer_id: 10 + i as i64,
+                previous_producer_id: -1,
+                next_producer_id: -1,
+                producer_epoch: PRODUCER_EPOCH_EXHAUSTED - 3,
+                timeout_ms: 3_000,
+                state: TxnState::CompleteCommit,
+                partitions: Default::default(),
+                last_update_ms: 0,
+                start_ms: 0,
+                client_transaction_version: 0,
+            });
+            w.log.push((records::encode_key(id), Some(value)));
+        }
+        w.reload();
+    }
     for _ in 0..STEPS {
         w.step(&mut rng);
     }
@@ -322,6 +351,7 @@ fn random_walks_keep_the_invariants() {
         total.fences += seen.fences;
         total.reloads += seen.reloads;
         total.failed_writes += seen.failed_writes;
+        total.rotations += seen.rotations;
     }
     // The walks reach what they are meant to check.
     let Seen {
@@ -330,10 +360,12 @@ fn random_walks_keep_the_invariants() {
         fences,
         reloads,
         failed_writes,
+        rotations,
     } = total;
     eprintln!(
         "{seeds} walks: {commits} commits, {aborts} aborts, {fences} fences, {reloads} reloads, \
-         {failed_writes} failed writes"
+         {failed_writes} failed writes, {rotations} producer id rotations"
     );
     assert!(commits > 0 && aborts > 0 && fences > 0 && reloads > 0 && failed_writes > 0);
+    assert!(rotations > 0);
 }
