@@ -304,7 +304,7 @@ fn config() -> TxnConfig {
 fn run(seed: u64) -> Seen {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut w = World::new();
-    if seed % 4 == 0 {
+    if seed.is_multiple_of(4) {
         // Every id a few bumps short of the exhausted epoch: rotations and fences at the
         // limit.
         for (i, id) in IDS.iter().enumerate() {
