@@ -61,6 +61,9 @@ pub enum PartitionOp {
     /// OffsetForLeaderEpoch: the reply's `leader_epoch` and `size` are the epoch found and
     /// its end offset.
     EpochEndOffset { epoch: i32 },
+    /// DescribeProducers, on the leader: the reply's `size` is how many producers the
+    /// payload holds, [`PRODUCER_ENTRY_BYTES`] each (see [`encode_producers`]).
+    DescribeProducers,
     /// ElectLeaders PREFERRED, on the leader: hand the leadership to the preferred replica
     /// and wait (at most `timeout_ms`) until it leads; only the reply's error code counts
     /// (`crate::replication::elect_preferred`).
@@ -114,6 +117,43 @@ impl Default for PartitionReply {
             aborted_count: 0,
         }
     }
+}
+
+/// Bytes of one producer in a DescribeProducers reply's payload.
+pub const PRODUCER_ENTRY_BYTES: usize = 34;
+
+/// A DescribeProducers reply's payload: per producer, id i64, epoch i16, last sequence i32,
+/// last timestamp i64, coordinator epoch i32, open transaction's first offset i64.
+pub fn encode_producers(producers: &[sluice_storage::producer::ActiveProducer]) -> Bytes {
+    let mut b = BytesMut::with_capacity(producers.len() * PRODUCER_ENTRY_BYTES);
+    for p in producers {
+        b.put_i64(p.producer_id);
+        b.put_i16(p.epoch);
+        b.put_i32(p.last_sequence);
+        b.put_i64(p.last_timestamp);
+        b.put_i32(p.coordinator_epoch);
+        b.put_i64(p.txn_start_offset);
+    }
+    b.freeze()
+}
+
+/// Reads what [`encode_producers`] wrote; `None` if it is not whole entries.
+pub fn decode_producers(mut b: Bytes) -> Option<Vec<sluice_storage::producer::ActiveProducer>> {
+    if !b.len().is_multiple_of(PRODUCER_ENTRY_BYTES) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len() / PRODUCER_ENTRY_BYTES);
+    while b.has_remaining() {
+        out.push(sluice_storage::producer::ActiveProducer {
+            producer_id: b.get_i64(),
+            epoch: b.get_i16(),
+            last_sequence: b.get_i32(),
+            last_timestamp: b.get_i64(),
+            coordinator_epoch: b.get_i32(),
+            txn_start_offset: b.get_i64(),
+        });
+    }
+    Some(out)
 }
 
 /// The payload of a read_committed Fetch reply: `aborted` (producer id, first offset), then

@@ -1116,6 +1116,16 @@ impl BrokerShard {
                 timestamp,
                 read_committed,
             } => (self.list_offset(log, timestamp, read_committed).await, None),
+            PartitionOp::DescribeProducers => {
+                let producers = log.active_producers();
+                (
+                    PartitionReply {
+                        size: producers.len() as i64,
+                        ..PartitionReply::default()
+                    },
+                    Some(crate::ops::encode_producers(&producers)),
+                )
+            }
             PartitionOp::DeleteRecords { offset, timeout_ms } if raft.is_some() => {
                 let (rep, group, _) = raft.expect("replicated");
                 (

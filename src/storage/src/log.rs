@@ -563,6 +563,11 @@ impl<S: Storage> PartitionLog<S> {
         self.append_inner(&batch, None, now_ms)
     }
 
+    /// Every producer the partition remembers (DescribeProducers), by producer id.
+    pub fn active_producers(&self) -> Vec<crate::producer::ActiveProducer> {
+        self.inner.borrow().producers.active()
+    }
+
     /// The last stable offset: below it every transaction is decided (its marker is below
     /// the high watermark); read_committed readers stop here. The high watermark when no
     /// transaction is open.

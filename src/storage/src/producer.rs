@@ -62,6 +62,20 @@ pub struct ProducerEntry {
     pub coordinator_epoch: i32,
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The sequence of its newest batch's last record; -1 when none is remembered.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// -1 until a marker for it was taken.
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction here; -1 when none is open.
+    pub txn_start_offset: i64,
+}
+
 /// Decision for an idempotent batch before it is appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqCheck {
@@ -446,6 +460,24 @@ impl ProducerState {
     /// Transactions open in this partition.
     pub fn open_txn_count(&self) -> usize {
         self.open_txns.len()
+    }
+
+    /// Every producer this partition remembers, by producer id (DescribeProducers).
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn len(&self) -> usize {

@@ -290,3 +290,27 @@ fn after_a_power_loss_open_transactions_match_the_markers_that_survive() {
         }
     }
 }
+
+#[test]
+fn active_producers_show_sequences_and_open_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    log.append(&batch(3, b"idem", 1_000, 4, 0), 0).unwrap(); // 0-2, sequences 0-2
+    log.append(&txn_batch(2, b"txn", 2_000, 9, 0), 0).unwrap(); // 3-4
+    let p = log.active_producers();
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        (
+            p[0].producer_id,
+            p[0].epoch,
+            p[0].last_sequence,
+            p[0].last_timestamp
+        ),
+        (4, 0, 2, 1_000)
+    );
+    assert_eq!((p[0].coordinator_epoch, p[0].txn_start_offset), (-1, -1));
+    assert_eq!((p[1].producer_id, p[1].txn_start_offset), (9, 3));
+    log.append_marker(9, 0, commit(6), 0).unwrap();
+    let p = log.active_producers();
+    assert_eq!((p[1].coordinator_epoch, p[1].txn_start_offset), (6, -1));
+}

@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -66,6 +67,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -151,6 +153,9 @@ pub async fn dispatch(
         }
         RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
+        RequestKind::DescribeProducers(r) => {
+            respond(h, &describe_producers::handle(shard, h, r).await)
+        }
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.
             log::error!("no handler for {:?}", std::mem::discriminant(&other));
