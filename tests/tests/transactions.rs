@@ -143,7 +143,10 @@ async fn describe_producers_shows_an_idempotent_producers_state() {
     let p = producer(&bootstrap, &[("enable.idempotence", "true")]);
     for i in 0..3 {
         p.send(
-            FutureRecord::to("dp").partition(0).payload(&format!("v{i}")).key("k"),
+            FutureRecord::to("dp")
+                .partition(0)
+                .payload(&format!("v{i}"))
+                .key("k"),
             Duration::from_secs(30),
         )
         .await
@@ -158,7 +161,14 @@ async fn describe_producers_shows_an_idempotent_producers_state() {
     assert!(prod.id >= 0 && prod.epoch == 0, "{prod:?}");
     assert_eq!(prod.last_sequence, 2, "three records, sequences 0-2");
     assert_eq!((prod.coordinator_epoch, prod.txn_start), (-1, -1));
-    assert_eq!((got[1].index, got[1].error, got[1].producers.len()), (1, 0, 0));
-    assert_eq!((got[2].index, got[2].error), (9, 3), "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(
+        (got[1].index, got[1].error, got[1].producers.len()),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        (got[2].index, got[2].error),
+        (9, 3),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
     assert_eq!((got[3].topic.as_str(), got[3].error), ("nope", 3));
 }
