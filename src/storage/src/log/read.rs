@@ -67,22 +67,7 @@ impl<S: Storage> PartitionLog<S> {
     /// log up to its log end offset: that reads nothing, as in Kafka (a consumer that read
     /// up to an old leader's high watermark may be ahead of a new leader's for a while).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
-        let (hw, start, end) = {
-            let inner = self.inner.borrow();
-            let hw = inner.visible_hw();
-            let end = match inner.replica_hw {
-                None => hw,
-                Some(_) => inner.log_end_offset(),
-            };
-            (hw, inner.log_start_offset, end)
-        };
-        if offset < start || offset > end {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: offset,
-                log_start_offset: start,
-                high_watermark: hw,
-            });
-        }
+        let (hw, start) = self.check_read_offset(offset)?;
         if offset >= hw {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
@@ -99,23 +84,7 @@ impl<S: Storage> PartitionLog<S> {
     /// watermark is the log's, as Fetch reports it beside the last stable offset.
     pub async fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<CommittedRead> {
         let lso = self.last_stable_offset();
-        let (hw, start, end) = {
-            let inner = self.inner.borrow();
-            let hw = inner.visible_hw();
-            // As `read`: a replicated log's reader may be ahead of a new leader's mark.
-            let end = match inner.replica_hw {
-                None => hw,
-                Some(_) => inner.log_end_offset(),
-            };
-            (hw, inner.log_start_offset, end)
-        };
-        if offset < start || offset > end {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: offset,
-                log_start_offset: start,
-                high_watermark: hw,
-            });
-        }
+        let (hw, start) = self.check_read_offset(offset)?;
         let mut outcome = if offset >= lso {
             ReadOutcome {
                 records: Bytes::new(),
@@ -149,6 +118,27 @@ impl<S: Storage> PartitionLog<S> {
             last_stable_offset: lso,
             aborted,
         })
+    }
+
+    /// The high watermark and log start for a consumer's read at `offset`, or
+    /// OFFSET_OUT_OF_RANGE: below the log start, or past the high watermark (on a replicated
+    /// log, past its log end: see [`Self::read`]).
+    fn check_read_offset(&self, offset: i64) -> Result<(i64, i64)> {
+        let inner = self.inner.borrow();
+        let hw = inner.visible_hw();
+        let end = match inner.replica_hw {
+            None => hw,
+            Some(_) => inner.log_end_offset(),
+        };
+        let start = inner.log_start_offset;
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                high_watermark: hw,
+            });
+        }
+        Ok((hw, start))
     }
 
     /// [`Self::read`] of the batches below `hw` (`start <= offset <= hw`).
