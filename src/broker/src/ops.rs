@@ -91,7 +91,7 @@ pub struct PartitionReply {
     pub high_watermark: i64,
     /// ListOffsets timestamp; OffsetForLeaderEpoch: unused.
     pub timestamp: i64,
-    /// DescribeLogDirs size; OffsetForLeaderEpoch end offset.
+    /// DescribeLogDirs size; OffsetForLeaderEpoch end offset; DescribeProducers count.
     pub size: i64,
     pub leader_epoch: i32,
     /// Fetch: the partition's last stable offset.
