@@ -274,10 +274,14 @@ impl ProducerState {
     /// whose marker was cut off is open again.
     pub fn truncate_from(&mut self, offset: i64) {
         self.open_txns.retain(|&first, _| first < offset);
+        // Only a producer still in the table can take its transaction's marker again (one
+        // dropped meanwhile would leave the transaction open for good).
         let reopened: Vec<(i64, i64)> = self
             .undecided
             .iter()
-            .filter(|(&first, &(_, marker))| first < offset && marker >= offset)
+            .filter(|(&first, &(pid, marker))| {
+                first < offset && marker >= offset && self.producers.contains_key(&pid)
+            })
             .map(|(&first, &(pid, _))| (first, pid))
             .collect();
         self.undecided
