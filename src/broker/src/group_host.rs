@@ -28,7 +28,7 @@ use sluice_rpc::sync::Event;
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
-use crate::groups::{decode_records, encode_records, partition_for, OFFSETS_TOPIC};
+use crate::groups::{decode_loaded, encode_records, partition_for, Loaded, OFFSETS_TOPIC};
 use crate::kerr::COORDINATOR_NOT_AVAILABLE;
 use crate::replication::{Proposal, Replication, Submitted};
 use crate::shard::{now_ms, BrokerShard};
@@ -297,9 +297,29 @@ impl GroupSlot {
             if batches.is_empty() {
                 break;
             }
-            for (k, v) in decode_records(batches) {
+            for loaded in decode_loaded(batches) {
+                let replayed = match loaded {
+                    Loaded::Record {
+                        producer_id: None,
+                        key,
+                        value,
+                    } => coord.replay(&key, value.as_deref()),
+                    // TxnOffsetCommit's offsets: pending until the producer's marker.
+                    Loaded::Record {
+                        producer_id: Some(pid),
+                        key,
+                        value,
+                    } => coord.replay_txn(pid, &key, value.as_deref()),
+                    Loaded::Marker {
+                        producer_id,
+                        commit,
+                    } => {
+                        coord.complete_txn(producer_id, commit);
+                        continue;
+                    }
+                };
                 records += 1;
-                if let Err(e) = coord.replay(&k, v.as_deref()) {
+                if let Err(e) = replayed {
                     log::warn!("{OFFSETS_TOPIC}-{}: skipping record: {e}", self.partition);
                 }
             }
@@ -362,6 +382,8 @@ impl GroupSlot {
                 Effect::Persist(records) => self.persist_then_reply(&records, Vec::new()),
                 // Only TxnOffsetCommit asks for this, and no TxnOffsetCommit is routed to a
                 // coordinator until transactions are wired (the broker answers it itself).
+                // Then: `groups::encode_txn_records`, appended without the sequence check
+                // (the batch carries no sequence), as Kafka's coordinator-origin appends.
                 Effect::PersistTxnThenReply { replies, .. } => {
                     for (token, response) in replies {
                         self.deliver(

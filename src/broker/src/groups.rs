@@ -22,15 +22,35 @@ pub use sluice_group::partition_for;
 /// Encodes coordinator records (key, value or tombstone) as one uncompressed batch, ready
 /// for the log (which assigns the offsets).
 pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
+    encode_batch(records, None, now_ms)
+}
+
+/// [`encode_records`] as a transactional batch of `(producer id, epoch)` (TxnOffsetCommit's
+/// records), whose transaction's marker later decides them.
+pub fn encode_txn_records(
+    records: &[(Bytes, Option<Bytes>)],
+    producer_id: i64,
+    producer_epoch: i16,
+    now_ms: i64,
+) -> Bytes {
+    encode_batch(records, Some((producer_id, producer_epoch)), now_ms)
+}
+
+fn encode_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+    now_ms: i64,
+) -> Bytes {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // kafka-protocol starts a new batch whenever `offset - sequence` changes, so a
@@ -58,11 +78,38 @@ pub fn encode_records(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes 
     buf.freeze()
 }
 
-/// Decodes every (key, value) record of a run of batches (replay on start). Control
-/// batches are skipped, as Kafka's coordinator loader skips them: a replicated offsets
+/// Every (key, value) record of a run of batches, transactional ones included, without
+/// their batches' context (moving groups between partitions; see [`decode_loaded`] for
+/// replay).
+pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
+    decode_loaded(batches)
+        .into_iter()
+        .filter_map(|l| match l {
+            Loaded::Record { key, value, .. } => Some((key, value)),
+            Loaded::Marker { .. } => None,
+        })
+        .collect()
+}
+
+/// What replay reads from an offsets partition, in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// A coordinator record; `producer_id` when it is in a transactional batch (a
+    /// TxnOffsetCommit's offset, pending until its producer's marker).
+    Record {
+        producer_id: Option<i64>,
+        key: Bytes,
+        value: Option<Bytes>,
+    },
+    /// A transaction marker: the producer's pending offsets commit or are dropped.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// Decodes a run of batches for replay (on start). Control batches other than transaction
+/// markers are skipped, as Kafka's coordinator loader skips them: a replicated offsets
 /// partition's log holds Raft's own entries (the election no-op, membership changes) as
 /// control batches, whose records are no coordinator records.
-pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
+pub fn decode_loaded(batches: Bytes) -> Vec<Loaded> {
     let mut out = Vec::new();
     // Each batch is cut out by its own length field and decoded alone, so one batch the
     // decoder refuses costs only its own records, not every batch after it in the read.
@@ -76,13 +123,26 @@ pub fn decode_records(batches: Bytes) -> Vec<(Bytes, Option<Bytes>)> {
         let mut one = batches.slice(at..end);
         at = end;
         if h.is_control() {
+            match sluice_storage::txn::parse_marker(&h, &one) {
+                Ok(Some(m)) => out.push(Loaded::Marker {
+                    producer_id: h.producer_id,
+                    commit: m.commit,
+                }),
+                Ok(None) => {}
+                Err(e) => log::error!("{OFFSETS_TOPIC}: {e}; marker skipped"),
+            }
             continue;
         }
+        let producer_id = h.is_transactional().then_some(h.producer_id);
         match sluice_codec::kafka_protocol::records::RecordBatchDecoder::decode(&mut one) {
             Ok(set) => {
                 for r in set.records {
-                    if let Some(k) = r.key {
-                        out.push((k, r.value));
+                    if let Some(key) = r.key {
+                        out.push(Loaded::Record {
+                            producer_id,
+                            key,
+                            value: r.value,
+                        });
                     }
                 }
             }
@@ -132,6 +192,45 @@ mod tests {
         let mut want = a;
         want.extend(c);
         assert_eq!(decode_records(Bytes::from(all)), want);
+    }
+
+    /// TxnOffsetCommit's records replay as pending offsets of their producer, and its
+    /// transaction's marker decides them.
+    #[test]
+    fn replay_reads_transactional_records_and_markers() {
+        use sluice_storage::txn::{marker_batch, Marker};
+        let plain = vec![(Bytes::from_static(b"a"), Some(Bytes::from_static(b"1")))];
+        let txn = vec![(Bytes::from_static(b"b"), Some(Bytes::from_static(b"2")))];
+        let mut all = encode_records(&plain, 5).to_vec();
+        all.extend_from_slice(&encode_txn_records(&txn, 42, 3, 5));
+        let marker = Marker {
+            commit: true,
+            coordinator_epoch: 1,
+        };
+        all.extend_from_slice(&marker_batch(42, 3, marker, 5));
+        assert_eq!(
+            decode_loaded(Bytes::from(all.clone())),
+            vec![
+                Loaded::Record {
+                    producer_id: None,
+                    key: Bytes::from_static(b"a"),
+                    value: Some(Bytes::from_static(b"1")),
+                },
+                Loaded::Record {
+                    producer_id: Some(42),
+                    key: Bytes::from_static(b"b"),
+                    value: Some(Bytes::from_static(b"2")),
+                },
+                Loaded::Marker {
+                    producer_id: 42,
+                    commit: true
+                },
+            ]
+        );
+        let h = sluice_storage::hdr::Header::parse(&all[encode_records(&plain, 5).len()..])
+            .expect("the transactional batch");
+        assert!(h.is_transactional() && h.producer_id == 42 && h.producer_epoch == 3);
+        assert_eq!(decode_records(Bytes::from(all)).len(), 2, "both records");
     }
 
     /// Raft's own entries in a replicated offsets partition (the election no-op, a
