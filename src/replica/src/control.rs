@@ -12,14 +12,13 @@
 use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType};
 use sluice_raft::{batch_records, FetchedBatch};
+use sluice_storage::control::{self, put_varint, ControlHeader};
 use sluice_storage::hdr::{self, Header, HEADER_BYTES, LOG_OVERHEAD};
 
 /// Kafka's `ControlRecordType.LEADER_CHANGE`: a normal Raft entry of its own (the no-op).
 pub const CONTROL_LEADER_CHANGE: i16 = 2;
 /// Kafka's `ControlRecordType.KRAFT_VOTERS`: a Raft configuration change.
 pub const CONTROL_KRAFT_VOTERS: i16 = 6;
-/// The attributes bit of a control batch.
-const ATTR_CONTROL: i16 = 0x20;
 /// Most bytes of data one of Raft's own entries may carry (a configuration change is a
 /// few dozen bytes; the bound keeps a decoded record small).
 pub const OWN_ENTRY_BYTES_MAX: usize = 1 << 20;
@@ -27,28 +26,6 @@ pub const OWN_ENTRY_BYTES_MAX: usize = 1 << 20;
 /// Why bytes could not be turned into what they should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
-
-fn put_varint(b: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        b.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    b.push(z as u8);
-}
-
-fn get_varint(b: &[u8], at: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        z |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
 
 fn entry_type_code(t: EntryType) -> u8 {
     match t {
@@ -79,42 +56,19 @@ pub fn control_batch(e: &Entry, base: i64, epoch: i32) -> Result<Vec<u8>, Malfor
         EntryType::EntryNormal => CONTROL_LEADER_CHANGE,
         _ => CONTROL_KRAFT_VOTERS,
     };
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&kind.to_be_bytes());
     let mut value = Vec::with_capacity(1 + e.data.len());
     value.push(entry_type_code(e.get_entry_type()));
     value.extend_from_slice(&e.data);
-    let mut body = Vec::with_capacity(16 + key.len() + value.len());
-    body.push(0); // record attributes
-    put_varint(&mut body, 0); // timestamp delta
-    put_varint(&mut body, 0); // offset delta
-    put_varint(&mut body, key.len() as i64);
-    body.extend_from_slice(&key);
-    put_varint(&mut body, value.len() as i64);
-    body.extend_from_slice(&value);
-    put_varint(&mut body, 0); // headers
-    let mut b = vec![0u8; HEADER_BYTES];
-    put_varint(&mut b, body.len() as i64);
-    b.extend_from_slice(&body);
-    let len = (b.len() - LOG_OVERHEAD) as i32;
-    b[hdr::OFF_LENGTH..hdr::OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-    b[hdr::OFF_MAGIC] = 2;
-    b[hdr::OFF_ATTRIBUTES..hdr::OFF_ATTRIBUTES + 2].copy_from_slice(&ATTR_CONTROL.to_be_bytes());
-    b[hdr::OFF_LAST_OFFSET_DELTA..hdr::OFF_LAST_OFFSET_DELTA + 4]
-        .copy_from_slice(&0i32.to_be_bytes());
-    for off in [
-        hdr::OFF_BASE_TIMESTAMP,
-        hdr::OFF_MAX_TIMESTAMP,
-        hdr::OFF_PRODUCER_ID,
-    ] {
-        b[off..off + 8].copy_from_slice(&(-1i64).to_be_bytes());
-    }
-    b[hdr::OFF_PRODUCER_EPOCH..hdr::OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
-    b[hdr::OFF_BASE_SEQUENCE..hdr::OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
-    b[hdr::OFF_RECORDS_COUNT..hdr::OFF_RECORDS_COUNT + 4].copy_from_slice(&1i32.to_be_bytes());
-    let crc = crc32c::crc32c(&b[hdr::OFF_ATTRIBUTES..]);
-    b[hdr::OFF_CRC..hdr::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    let mut b = control::one_record_batch(
+        kind,
+        &value,
+        ControlHeader {
+            transactional: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp: -1,
+        },
+    );
     hdr::set_offset_and_epoch(&mut b, base, epoch);
     Ok(b)
 }
@@ -198,38 +152,15 @@ pub fn fetched(batch: Bytes) -> Result<FetchedBatch, Malformed> {
 /// The Raft entry type and data of a control batch written by [`control_batch`].
 fn own_entry(batch: &Bytes, h: &Header) -> Result<(EntryType, Bytes), Malformed> {
     let bad = |why: &str| Malformed(format!("control batch at {}: {why}", h.base_offset));
-    if h.records_count != 1 || h.last_offset_delta != 0 {
-        return Err(bad("not one record"));
-    }
-    let b = &batch[..];
-    let mut at = HEADER_BYTES;
-    let len = get_varint(b, &mut at).ok_or_else(|| bad("record length"))?;
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| at.checked_add(l))
-        .filter(|&e| e == b.len())
-        .ok_or_else(|| bad("record length"))?;
-    at += 1; // record attributes
-    let _ts = get_varint(b, &mut at).ok_or_else(|| bad("timestamp"))?;
-    let _od = get_varint(b, &mut at).ok_or_else(|| bad("offset delta"))?;
-    let klen = get_varint(b, &mut at).ok_or_else(|| bad("key length"))?;
-    if klen != 4 || at + 4 > end {
-        return Err(bad("key"));
-    }
-    let kind = i16::from_be_bytes([b[at + 2], b[at + 3]]);
-    at += 4;
+    let (kind, value) = control::one_record(batch, h).map_err(bad)?;
     if kind != CONTROL_LEADER_CHANGE && kind != CONTROL_KRAFT_VOTERS {
         return Err(bad("not a Raft entry"));
     }
-    let vlen = get_varint(b, &mut at).ok_or_else(|| bad("value length"))?;
-    let vend = usize::try_from(vlen)
-        .ok()
-        .filter(|&l| l >= 1)
-        .and_then(|l| at.checked_add(l))
-        .filter(|&e| e <= end)
-        .ok_or_else(|| bad("value"))?;
-    let t = entry_type_of(b[at]).ok_or_else(|| bad("entry type"))?;
-    Ok((t, batch.slice(at + 1..vend)))
+    if value.is_empty() {
+        return Err(bad("value"));
+    }
+    let t = entry_type_of(batch[value.start]).ok_or_else(|| bad("entry type"))?;
+    Ok((t, batch.slice(value.start + 1..value.end)))
 }
 
 /// Test and tool helpers: valid v2 batches.

@@ -35,6 +35,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod control;
 mod durable_file;
 pub mod error;
 pub mod fault;

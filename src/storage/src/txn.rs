@@ -11,8 +11,9 @@
 //!   int64, firstOffset: int64, lastOffset: int64 (the ABORT marker's), lastStableOffset:
 //!   int64 (the partition's last stable offset when the marker was appended)`.
 
+use crate::control::{self, ControlHeader};
 use crate::error::{Result, StorageError};
-use crate::hdr::{self, Header, HEADER_BYTES, LOG_OVERHEAD};
+use crate::hdr::Header;
 
 /// `ControlRecordType.ABORT`.
 pub const CONTROL_ABORT: i16 = 0;
@@ -20,9 +21,6 @@ pub const CONTROL_ABORT: i16 = 0;
 pub const CONTROL_COMMIT: i16 = 1;
 /// Bytes of one aborted-transaction index entry.
 pub const ABORTED_TXN_BYTES: usize = 34;
-
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
 
 /// What a transaction marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,40 +62,25 @@ pub fn marker_batch(
     } else {
         CONTROL_ABORT
     };
-    // The one record: attributes, timestamp delta, offset delta, key, value, no headers.
-    // Every length and delta is below 64, so each varint is one byte (zigzag: 2n).
-    let mut record = vec![0u8, 0, 0, 8];
-    record.extend_from_slice(&0i16.to_be_bytes());
-    record.extend_from_slice(&kind.to_be_bytes());
-    record.push(12);
-    record.extend_from_slice(&0i16.to_be_bytes());
-    record.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
-    record.push(0);
-    let mut b = vec![0u8; HEADER_BYTES];
-    b.push((record.len() * 2) as u8);
-    b.extend_from_slice(&record);
-    let len = (b.len() - LOG_OVERHEAD) as i32;
-    b[hdr::OFF_LENGTH..hdr::OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-    b[hdr::OFF_MAGIC] = 2;
-    b[hdr::OFF_ATTRIBUTES..hdr::OFF_ATTRIBUTES + 2]
-        .copy_from_slice(&(ATTR_CONTROL | ATTR_TRANSACTIONAL).to_be_bytes());
-    for off in [hdr::OFF_BASE_TIMESTAMP, hdr::OFF_MAX_TIMESTAMP] {
-        b[off..off + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
-    }
-    b[hdr::OFF_PRODUCER_ID..hdr::OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
-    b[hdr::OFF_PRODUCER_EPOCH..hdr::OFF_PRODUCER_EPOCH + 2]
-        .copy_from_slice(&producer_epoch.to_be_bytes());
-    b[hdr::OFF_BASE_SEQUENCE..hdr::OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
-    b[hdr::OFF_RECORDS_COUNT..hdr::OFF_RECORDS_COUNT + 4].copy_from_slice(&1i32.to_be_bytes());
-    let crc = crc32c::crc32c(&b[hdr::OFF_ATTRIBUTES..]);
-    b[hdr::OFF_CRC..hdr::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    b
+    // EndTxnMarker: version int16 0, coordinator epoch.
+    let mut value = [0u8; 6];
+    value[2..].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    control::one_record_batch(
+        kind,
+        &value,
+        ControlHeader {
+            transactional: true,
+            producer_id,
+            producer_epoch,
+            timestamp: timestamp_ms,
+        },
+    )
 }
 
 /// Whether `h` is a transaction marker's header (a control batch of a transactional
 /// producer). Raft's own control batches have no producer and are not.
 pub fn is_marker_header(h: &Header) -> bool {
-    h.is_control() && h.attributes & ATTR_TRANSACTIONAL != 0 && h.producer_id >= 0
+    h.is_control() && h.is_transactional() && h.producer_id >= 0
 }
 
 /// Reads the marker in a whole batch whose header is `h`: `None` for a control batch that
@@ -109,55 +92,21 @@ pub fn parse_marker(h: &Header, batch: &[u8]) -> Result<Option<Marker>> {
     let bad = |why: &str| StorageError::CorruptBatch {
         reason: format!("transaction marker at {}: {why}", h.base_offset),
     };
-    if h.records_count != 1 || h.last_offset_delta != 0 {
-        return Err(bad("not exactly one record"));
-    }
-    let mut at = HEADER_BYTES;
-    let _len = varint(batch, &mut at).ok_or_else(|| bad("record length"))?;
-    at += 1; // record attributes
-    varint(batch, &mut at).ok_or_else(|| bad("timestamp delta"))?;
-    varint(batch, &mut at).ok_or_else(|| bad("offset delta"))?;
-    let key = bytes_field(batch, &mut at).ok_or_else(|| bad("key"))?;
-    let value = bytes_field(batch, &mut at).ok_or_else(|| bad("value"))?;
-    if key.len() < 4 || value.len() < 6 {
-        return Err(bad("key or value too short"));
-    }
-    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+    let (kind, value) = control::one_record(batch, h).map_err(bad)?;
+    let commit = match kind {
         CONTROL_ABORT => false,
         CONTROL_COMMIT => true,
         other => return Err(bad(&format!("control type {other}"))),
     };
+    let value = &batch[value];
+    if value.len() < 6 {
+        return Err(bad("value too short"));
+    }
     let coordinator_epoch = i32::from_be_bytes(value[2..6].try_into().expect("4 bytes"));
     Ok(Some(Marker {
         commit,
         coordinator_epoch,
     }))
-}
-
-/// A zigzag varint at `*at` (advanced past it).
-fn varint(b: &[u8], at: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        z |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
-
-/// A varint-length byte field (null as empty).
-fn bytes_field<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
-    let n = varint(b, at)?;
-    if n < 0 {
-        return Some(&[]);
-    }
-    let end = at.checked_add(usize::try_from(n).ok()?)?;
-    let field = b.get(*at..end)?;
-    *at = end;
-    Some(field)
 }
 
 impl AbortedTxn {
@@ -208,6 +157,7 @@ pub fn aborted_between(aborted: &[AbortedTxn], from: i64, to: i64) -> Vec<(i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hdr::{self, HEADER_BYTES};
 
     #[test]
     fn a_marker_round_trips_and_is_a_valid_batch() {
@@ -246,7 +196,7 @@ mod tests {
         );
         let h = Header::parse(&good).unwrap();
         for n in HEADER_BYTES..good.len() {
-            let _ = parse_marker(&h, &good[..n]);
+            assert!(parse_marker(&h, &good[..n]).is_err(), "prefix {n}");
         }
         let mut wrong_type = good.clone();
         let key_type_at = HEADER_BYTES + 1 + 1 + 1 + 1 + 1 + 2;
