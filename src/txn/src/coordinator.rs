@@ -81,6 +81,30 @@ struct Snapshot {
     last_update_ms: i64,
 }
 
+impl Snapshot {
+    /// The state an InitProducerId leaves: no transaction, the given producer id and
+    /// `(epoch, last epoch)`, the request's timeout.
+    fn initialized(
+        producer_id: i64,
+        last_producer_id: i64,
+        (producer_epoch, last_producer_epoch): (i16, i16),
+        timeout_ms: i32,
+        now_ms: i64,
+    ) -> Snapshot {
+        Snapshot {
+            producer_id,
+            last_producer_id,
+            producer_epoch,
+            last_producer_epoch,
+            timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            start_ms: -1,
+            last_update_ms: now_ms,
+        }
+    }
+}
+
 /// What to do once a pending change is durable (or failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Then {
@@ -286,17 +310,8 @@ impl TxnCoordinator {
             self.txns.insert(
                 transactional_id.to_owned(),
                 Txn {
-                    current: Snapshot {
-                        producer_id: id,
-                        last_producer_id: -1,
-                        producer_epoch: -1,
-                        last_producer_epoch: -1,
-                        timeout_ms,
-                        state: TxnState::Empty,
-                        partitions: BTreeSet::new(),
-                        start_ms: -1,
-                        last_update_ms: now_ms,
-                    },
+                    // Epoch -1 until its first record is durable.
+                    current: Snapshot::initialized(id, -1, (-1, -1), timeout_ms, now_ms),
                     pending: None,
                     end_waiter: None,
                 },
@@ -342,21 +357,12 @@ impl TxnCoordinator {
                 let Some(id) = fresh_id() else {
                     return reply(code::COORDINATOR_LOAD_IN_PROGRESS);
                 };
-                Snapshot {
-                    producer_id: id,
-                    last_producer_id: cur.producer_id,
-                    producer_epoch: 0,
-                    last_producer_epoch: if expected.is_some() {
-                        cur.producer_epoch
-                    } else {
-                        -1
-                    },
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
-                    start_ms: -1,
-                    last_update_ms: now_ms,
-                }
+                let last = if expected.is_some() {
+                    cur.producer_epoch
+                } else {
+                    -1
+                };
+                Snapshot::initialized(id, cur.producer_id, (0, last), timeout_ms, now_ms)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 // An exhausted epoch took the rotation above unless the request names an
@@ -377,17 +383,13 @@ impl TxnCoordinator {
                     }
                     Some(_) => return reply(code::PRODUCER_FENCED),
                 };
-                Snapshot {
-                    producer_id: cur.producer_id,
-                    last_producer_id: cur.producer_id,
-                    producer_epoch: epoch,
-                    last_producer_epoch: last,
+                Snapshot::initialized(
+                    cur.producer_id,
+                    cur.producer_id,
+                    (epoch, last),
                     timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
-                    start_ms: -1,
-                    last_update_ms: now_ms,
-                }
+                    now_ms,
+                )
             }
             TxnState::Dead | TxnState::PrepareEpochFence => {
                 unreachable!("{:?} is only ever a pending state", cur.state)
