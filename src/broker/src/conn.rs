@@ -418,6 +418,17 @@ pub async fn run(
         )
         .await;
     }
+    if crate::txn_host::coordinated(&request.body) {
+        return crate::txn_host::handle(
+            shard,
+            &request.header,
+            request.body,
+            raw,
+            forwarded,
+            client_host,
+        )
+        .await;
+    }
     handlers::dispatch(shard, request, raw.len(), conn).await
 }
 
@@ -450,7 +461,11 @@ pub async fn forward(
             | ApiKey::DeleteTopics
             | ApiKey::CreatePartitions
             | ApiKey::AlterConfigs
-            | ApiKey::IncrementalAlterConfigs,
+            | ApiKey::IncrementalAlterConfigs
+            // EndTxn waits for its markers; InitProducerId for the abort of a fenced
+            // producer's transaction.
+            | ApiKey::EndTxn
+            | ApiKey::InitProducerId,
         ) => CallClass::Parked,
         _ => CallClass::General,
     };

@@ -23,98 +23,26 @@ use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_group::{
     persist_failed_with, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
 };
-use sluice_raft::ProposeError;
-use sluice_rpc::sync::Event;
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
-use crate::groups::{decode_loaded, encode_records, partition_for, Loaded, OFFSETS_TOPIC};
-use crate::kerr::COORDINATOR_NOT_AVAILABLE;
-use crate::replication::{Proposal, Replication, Submitted};
+use crate::coord_log::{CoordLog, Pending, State};
+use crate::groups::{decode_loaded, partition_for, Loaded, OFFSETS_TOPIC};
+use crate::kerr::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+use crate::replication::Replication;
 use crate::shard::{now_ms, BrokerShard};
 
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const NOT_COORDINATOR: i16 = 16;
 /// First tick after loading.
 const TICK_MAX: Duration = Duration::from_millis(1000);
-/// Kafka's `offsets.commit.timeout.ms` default: how long a replicated write may take to
-/// commit before its requests are answered COORDINATOR_NOT_AVAILABLE (and the coordinator
-/// reloads from the log).
-const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
-
-/// Where a coordinator's records go.
-enum Writer {
-    /// A single-replica partition: appended to its log, durable after the flusher's fsync.
-    Local,
-    /// A replicated partition: proposed to its Raft group, durable once committed.
-    Raft {
-        rep: Rc<Replication>,
-        group: sluice_raft::GroupId,
-    },
-}
-
-/// A write under way (see [`GroupSlot::write`]).
-enum Pending {
-    /// Appended locally; durable once the log's flushed offset passes this one.
-    Appended(i64),
-    Proposed(Rc<Proposal>),
-    Failed(WriteFailed),
-}
-
-/// A coordinator write that did not become durable, and the error its requests get. As in
-/// Kafka's coordinator: a replica that no longer leads the offsets partition (or whose
-/// storage failed) says NOT_COORDINATOR, so the client looks the coordinator up again; a
-/// write that may succeed here on a retry (timed out, refused for back-pressure, too few
-/// replicas) says COORDINATOR_NOT_AVAILABLE.
-struct WriteFailed {
-    why: String,
-    code: i16,
-}
-
-impl WriteFailed {
-    fn new(why: impl Into<String>, code: i16) -> WriteFailed {
-        WriteFailed {
-            why: why.into(),
-            code,
-        }
-    }
-
-    /// Kafka's mapping of a failed local append: a storage failure or a partition that is
-    /// no longer led here is NOT_COORDINATOR, a deleted partition COORDINATOR_NOT_AVAILABLE,
-    /// anything else (a batch too large, damage) UNKNOWN_SERVER_ERROR.
-    fn storage(e: &sluice_storage::StorageError) -> WriteFailed {
-        let code = match e.kafka_error_code() {
-            crate::kerr::KAFKA_STORAGE_ERROR | crate::kerr::NOT_LEADER_OR_FOLLOWER => {
-                NOT_COORDINATOR
-            }
-            crate::kerr::UNKNOWN_TOPIC_OR_PARTITION => COORDINATOR_NOT_AVAILABLE,
-            _ => crate::kerr::UNKNOWN_SERVER_ERROR,
-        };
-        WriteFailed::new(e.to_string(), code)
-    }
-}
 
 /// One coordinator and its partition log, on the shard owning (a replica of) the partition.
 pub struct GroupSlot {
     pub topic_id: [u8; 16],
     pub partition: i32,
-    log: RefCell<Rc<PartitionLog<DmaStorage>>>,
-    writer: Writer,
+    log: CoordLog,
     coord: RefCell<GroupCoordinator>,
-    /// Serving as the partition's leader (always, for a single replica): only then are
-    /// requests run here; other replicas answer NOT_COORDINATOR.
-    leading: Cell<bool>,
-    loaded: Cell<bool>,
-    /// Bumped whenever what the slot serves changes (leadership, a reload): a load or a
-    /// write's failure handling from before sees it and backs off.
-    generation: Cell<u64>,
-    /// Notified with every bump of `generation`, so a reload waiting for its writes to
-    /// settle gives up at once.
-    moved_on: Event,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
-    /// The earliest pending timer (i64::MAX: none).
-    next_tick: Cell<i64>,
 }
 
 impl GroupSlot {
@@ -125,7 +53,7 @@ impl GroupSlot {
         partition: i32,
         log: Rc<PartitionLog<DmaStorage>>,
     ) -> Rc<GroupSlot> {
-        Self::new(topic_id, partition, log, Writer::Local, true)
+        Self::new(CoordLog::local(OFFSETS_TOPIC, topic_id, partition, log))
     }
 
     /// The coordinator slot of a replicated partition's replica: it serves only while
@@ -137,57 +65,34 @@ impl GroupSlot {
         rep: Rc<Replication>,
         group: sluice_raft::GroupId,
     ) -> Rc<GroupSlot> {
-        Self::new(topic_id, partition, log, Writer::Raft { rep, group }, false)
-    }
-
-    fn new(
-        topic_id: [u8; 16],
-        partition: i32,
-        log: Rc<PartitionLog<DmaStorage>>,
-        writer: Writer,
-        leading: bool,
-    ) -> Rc<GroupSlot> {
-        Rc::new(GroupSlot {
+        Self::new(CoordLog::replicated(
+            OFFSETS_TOPIC,
             topic_id,
             partition,
-            log: RefCell::new(log),
-            writer,
+            log,
+            rep,
+            group,
+        ))
+    }
+
+    fn new(log: CoordLog) -> Rc<GroupSlot> {
+        Rc::new(GroupSlot {
+            topic_id: log.topic_id,
+            partition: log.partition,
+            log,
             coord: RefCell::new(GroupCoordinator::new(GroupConfig::default())),
-            leading: Cell::new(leading),
-            loaded: Cell::new(false),
-            generation: Cell::new(0),
-            moved_on: Event::default(),
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
-            next_tick: Cell::new(i64::MAX),
         })
     }
 
     /// How this slot serves its groups now.
     fn serving(self: &Rc<Self>) -> Serving {
-        if self.leading.get() {
-            return if self.loaded.get() {
-                Serving::Loaded(self.clone())
-            } else {
-                Serving::Loading
-            };
+        match self.log.state() {
+            State::Loaded => Serving::Loaded(self.clone()),
+            State::Loading => Serving::Loading,
+            State::Elsewhere => Serving::Elsewhere,
         }
-        match &self.writer {
-            // Raft elected this replica, which loads once its term's first entry committed
-            // (Kafka answers LOAD_IN_PROGRESS while a new coordinator loads).
-            Writer::Raft { rep, group }
-                if rep
-                    .status(*group)
-                    .is_some_and(|s| s.role == sluice_raft::Role::Leader) =>
-            {
-                Serving::Loading
-            }
-            _ => Serving::Elsewhere,
-        }
-    }
-
-    fn log(&self) -> Rc<PartitionLog<DmaStorage>> {
-        self.log.borrow().clone()
     }
 
     /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
@@ -196,17 +101,17 @@ impl GroupSlot {
         match term {
             Some(term) => {
                 log::info!(
-                    "{OFFSETS_TOPIC}-{}: leading in term {term}: loading its groups",
-                    self.partition
+                    "{}: leading in term {term}: loading its groups",
+                    self.log.name()
                 );
-                self.leading.set(true);
+                self.log.set_leading(true);
                 self.reload();
             }
             None => {
-                if self.leading.get() {
+                if self.log.is_leading() {
                     log::info!(
-                        "{OFFSETS_TOPIC}-{}: no longer leading: its groups are unloaded",
-                        self.partition
+                        "{}: no longer leading: its groups are unloaded",
+                        self.log.name()
                     );
                 }
                 self.unload();
@@ -217,10 +122,8 @@ impl GroupSlot {
     /// Stops serving: requests waiting here get NOT_COORDINATOR (their reply channels
     /// close), and the groups' state goes until the next load.
     pub fn unload(&self) {
-        self.generation.set(self.generation.get() + 1);
-        self.moved_on.notify();
-        self.leading.set(false);
-        self.loaded.set(false);
+        self.log.next_generation();
+        self.log.set_leading(false);
         self.waiters.borrow_mut().clear();
         if let Ok(mut c) = self.coord.try_borrow_mut() {
             *c = GroupCoordinator::new(GroupConfig::default());
@@ -230,8 +133,8 @@ impl GroupSlot {
     /// The partition's log was replaced (a snapshot reset this replica): later loads read
     /// the new one.
     pub fn replace_log(self: &Rc<Self>, log: Rc<PartitionLog<DmaStorage>>) {
-        *self.log.borrow_mut() = log;
-        if self.leading.get() {
+        self.log.replace_log(log);
+        if self.log.is_leading() {
             self.reload();
         }
     }
@@ -240,32 +143,15 @@ impl GroupSlot {
     /// requests get COORDINATOR_LOAD_IN_PROGRESS, and requests waiting on the old state
     /// (a JoinGroup in a rebalance) get NOT_COORDINATOR, as at a Kafka coordinator's
     /// resignation. On a replicated partition the load first waits until everything this
-    /// leader proposed so far has settled (its high watermark reached its last index), so
-    /// no write still in flight commits behind the rebuilt state's back.
+    /// leader proposed so far has settled (`CoordLog::settle_before_load`).
     pub fn reload(self: &Rc<Self>) {
-        let generation = self.generation.get() + 1;
-        self.generation.set(generation);
-        self.moved_on.notify();
-        self.loaded.set(false);
+        let generation = self.log.next_generation();
         self.waiters.borrow_mut().clear();
         let me = self.clone();
         glommio::spawn_local(async move {
-            if let Writer::Raft { rep, group } = &me.writer {
-                let last = rep.status(*group).map_or(0, |s| s.last_index);
-                let seen = me.moved_on.generation();
-                if me.generation.get() != generation {
-                    return;
-                }
-                let settled = futures_lite::future::or(rep.wait_hw_index(*group, last), async {
-                    me.moved_on.changed(seen).await;
-                    false
-                })
-                .await;
-                if !settled || me.generation.get() != generation {
-                    return;
-                }
+            if me.log.settle_before_load(generation).await {
+                me.load(generation).await
             }
-            me.load(generation).await
         })
         .detach();
     }
@@ -273,71 +159,54 @@ impl GroupSlot {
     /// Replays the partition into a fresh coordinator, then starts its ticker; dropped if
     /// the slot's generation moved on meanwhile.
     async fn load(self: &Rc<Self>, generation: u64) {
-        let log = self.log();
         let mut coord = GroupCoordinator::new(GroupConfig::default());
-        let mut offset = log.log_start_offset();
         let mut records = 0usize;
-        while offset < log.high_watermark() {
-            if self.generation.get() != generation {
-                return;
-            }
-            let batches = match log.read_next(offset, 1 << 20).await {
-                Ok((batches, next)) => {
-                    offset = next;
-                    batches
-                }
-                Err(e) => {
-                    log::error!(
-                        "{OFFSETS_TOPIC}-{}: replay read at {offset}: {e}",
-                        self.partition
-                    );
-                    return;
-                }
-            };
-            if batches.is_empty() {
-                break;
-            }
-            for loaded in decode_loaded(batches) {
-                let replayed = match loaded {
-                    Loaded::Record {
-                        producer_id: None,
-                        key,
-                        value,
-                    } => coord.replay(&key, value.as_deref()),
-                    // TxnOffsetCommit's offsets: pending until the producer's marker.
-                    Loaded::Record {
-                        producer_id: Some(pid),
-                        key,
-                        value,
-                    } => coord.replay_txn(pid, &key, value.as_deref()),
-                    Loaded::Marker {
-                        producer_id,
-                        commit,
-                    } => {
-                        coord.complete_txn(producer_id, commit);
-                        continue;
+        let name = self.log.name();
+        let complete = self
+            .log
+            .replay(generation, |batches| {
+                for loaded in decode_loaded(batches) {
+                    let replayed = match loaded {
+                        Loaded::Record {
+                            producer_id: None,
+                            key,
+                            value,
+                        } => coord.replay(&key, value.as_deref()),
+                        // TxnOffsetCommit's offsets: pending until the producer's marker.
+                        Loaded::Record {
+                            producer_id: Some(pid),
+                            key,
+                            value,
+                        } => coord.replay_txn(pid, &key, value.as_deref()),
+                        Loaded::Marker {
+                            producer_id,
+                            commit,
+                        } => {
+                            coord.complete_txn(producer_id, commit);
+                            continue;
+                        }
+                    };
+                    records += 1;
+                    if let Err(e) = replayed {
+                        log::warn!("{name}: skipping record: {e}");
                     }
-                };
-                records += 1;
-                if let Err(e) = replayed {
-                    log::warn!("{OFFSETS_TOPIC}-{}: skipping record: {e}", self.partition);
                 }
-            }
-        }
-        if self.generation.get() != generation || !self.leading.get() {
+            })
+            .await;
+        if !complete {
             return;
         }
         let effects = coord.finish_replay(now_ms());
         *self.coord.borrow_mut() = coord;
-        self.loaded.set(true);
+        if !self.log.finish_load(generation) {
+            return;
+        }
         if records > 0 {
             log::info!(
-                "{OFFSETS_TOPIC}-{}: loaded {} group(s) from {records} record(s)",
-                self.partition,
+                "{name}: loaded {} group(s) from {records} record(s)",
                 self.coord.borrow().group_count()
             );
         }
-        self.next_tick.set(i64::MAX);
         self.perform(effects);
         // A first tick soon after loading expires sessions of members that did not return.
         self.schedule_tick(now_ms() + TICK_MAX.as_millis() as i64);
@@ -346,18 +215,16 @@ impl GroupSlot {
     /// Runs `tick` at `at_ms` unless an earlier timer already covers it. One short-lived
     /// timer task per earlier hint; `tick` is idempotent, so a superseded timer is harmless.
     fn schedule_tick(self: &Rc<Self>, at_ms: i64) {
-        if at_ms >= self.next_tick.get() {
+        if !self.log.claim_tick(at_ms) {
             return;
         }
-        self.next_tick.set(at_ms);
         let me = self.clone();
         glommio::spawn_local(async move {
             let wait = (at_ms - now_ms()).clamp(0, i64::MAX / 2) as u64;
             glommio::timer::sleep(Duration::from_millis(wait)).await;
-            if !me.loaded.get() || me.next_tick.get() > at_ms {
+            if !me.log.fire_tick(at_ms) {
                 return; // reloaded, or a later tick already ran past this one
             }
-            me.next_tick.set(i64::MAX);
             let effects = me.coord.borrow_mut().tick(now_ms());
             me.perform(effects);
         })
@@ -377,44 +244,43 @@ impl GroupSlot {
             match effect {
                 Effect::Reply(token, response) => self.deliver(token, response),
                 Effect::PersistThenReply { records, replies } => {
-                    self.persist_then_reply(&records, replies)
+                    let pending = self.log.write(&records);
+                    self.settle_then_reply(pending, replies)
                 }
-                Effect::Persist(records) => self.persist_then_reply(&records, Vec::new()),
-                // Only TxnOffsetCommit asks for this, and no TxnOffsetCommit is routed to a
-                // coordinator until transactions are wired (the broker answers it itself).
-                // Then: `groups::encode_txn_records`, appended without the sequence check
-                // (the batch carries no sequence), as Kafka's coordinator-origin appends.
-                Effect::PersistTxnThenReply { replies, .. } => {
-                    for (token, response) in replies {
-                        self.deliver(
-                            token,
-                            persist_failed_with(response, COORDINATOR_NOT_AVAILABLE),
-                        );
-                    }
+                Effect::Persist(records) => {
+                    let pending = self.log.write(&records);
+                    self.settle_then_reply(pending, Vec::new())
+                }
+                // TxnOffsetCommit's offsets: a transactional batch of the producer, which its
+                // transaction's marker later commits or aborts here.
+                Effect::PersistTxnThenReply {
+                    producer_id,
+                    producer_epoch,
+                    records,
+                    replies,
+                } => {
+                    let batch = crate::groups::encode_txn_records(
+                        &records,
+                        producer_id,
+                        producer_epoch,
+                        now_ms(),
+                    );
+                    let pending = self.log.write_batch(batch);
+                    self.settle_then_reply(pending, replies)
                 }
                 Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
             }
         }
     }
 
-    /// Writes `records` and sends `replies` once they are durable (their failed versions
-    /// if the write fails).
-    fn persist_then_reply(
-        self: &Rc<Self>,
-        records: &[(Bytes, Option<Bytes>)],
-        replies: Vec<(ReplyToken, Response)>,
-    ) {
-        let pending = self.write(records);
+    /// Sends `replies` once the write is durable (their failed versions if it fails).
+    fn settle_then_reply(self: &Rc<Self>, pending: Pending, replies: Vec<(ReplyToken, Response)>) {
         let me = self.clone();
-        let generation = self.generation.get();
+        let generation = self.log.generation();
         glommio::spawn_local(async move {
-            let durable = me.settle(pending).await;
+            let durable = me.log.settle(pending).await;
             if let Err(e) = &durable {
-                log::error!(
-                    "{OFFSETS_TOPIC}-{}: persisting group state: {}",
-                    me.partition,
-                    e.why
-                );
+                log::error!("{}: persisting group state: {}", me.log.name(), e.why);
             }
             for (token, response) in replies {
                 let response = match &durable {
@@ -423,89 +289,22 @@ impl GroupSlot {
                 };
                 me.deliver(token, response);
             }
-            me.after_write(durable.is_ok(), generation);
+            // A failed write: the in-memory state may hold what the log does not, so
+            // (unless the slot moved on, e.g. lost its leadership) it is rebuilt from the
+            // log, the truth.
+            if durable.is_err() && me.log.generation() == generation && me.log.is_leading() {
+                me.reload();
+            }
         })
         .detach();
     }
 
-    /// A write failed: the in-memory state may hold what the log does not, so (unless the
-    /// slot moved on, e.g. lost its leadership) it is rebuilt from the log, the truth.
-    fn after_write(self: &Rc<Self>, durable: bool, generation: u64) {
-        if !durable && self.generation.get() == generation && self.leading.get() {
-            self.reload();
-        }
-    }
-
-    /// Starts writing records as one batch.
-    fn write(&self, records: &[(Bytes, Option<Bytes>)]) -> Pending {
-        let log = self.log();
-        if records.is_empty() {
-            return Pending::Appended(log.log_end_offset() - 1);
-        }
-        let batch = encode_records(records, now_ms());
-        match &self.writer {
-            Writer::Local => match log.append(&batch, now_ms()) {
-                Ok(a) => Pending::Appended(a.last_offset),
-                Err(e) => Pending::Failed(WriteFailed::storage(&e)),
-            },
-            Writer::Raft { rep, group } => {
-                let Some(header) = sluice_storage::hdr::Header::parse(&batch) else {
-                    // Our own encoder's output: a bug, which a retry would not fix.
-                    return Pending::Failed(WriteFailed::new(
-                        "unparsable batch header",
-                        crate::kerr::UNKNOWN_SERVER_ERROR,
-                    ));
-                };
-                match rep.submit(*group, &header, batch, &log) {
-                    Ok(Submitted::Proposal(p)) => Pending::Proposed(p),
-                    // Coordinator batches carry no producer id: never a duplicate.
-                    Ok(Submitted::Duplicate { last_offset, .. }) => Pending::Appended(last_offset),
-                    Err(code) => Pending::Failed(WriteFailed::new(
-                        format!("proposal refused (error {code})"),
-                        if code == crate::kerr::NOT_LEADER_OR_FOLLOWER {
-                            NOT_COORDINATOR
-                        } else {
-                            COORDINATOR_NOT_AVAILABLE
-                        },
-                    )),
-                }
-            }
-        }
-    }
-
-    /// Waits until a write is durable: fsynced here, or committed on a quorum.
-    async fn settle(&self, pending: Pending) -> Result<(), WriteFailed> {
-        match pending {
-            Pending::Appended(last) => self
-                .log()
-                .wait_durable(last)
-                .await
-                .map(|_| ())
-                .map_err(|e| WriteFailed::storage(&e)),
-            Pending::Proposed(p) => match p.wait(true, OFFSETS_COMMIT_TIMEOUT).await {
-                Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => {
-                    // The leadership went (or another leader replaced the entry).
-                    let gone =
-                        matches!(e, ProposeError::NotLeader { .. } | ProposeError::Superseded);
-                    Err(WriteFailed::new(
-                        format!("not committed: {e:?}"),
-                        if gone {
-                            NOT_COORDINATOR
-                        } else {
-                            COORDINATOR_NOT_AVAILABLE
-                        },
-                    ))
-                }
-                None => Err(WriteFailed::new(
-                    format!(
-                        "not committed within {} ms",
-                        OFFSETS_COMMIT_TIMEOUT.as_millis()
-                    ),
-                    COORDINATOR_NOT_AVAILABLE,
-                )),
-            },
-            Pending::Failed(e) => Err(e),
+    /// A marker of a transaction with offsets in this partition was written here: its
+    /// producer's pending offsets are committed or dropped (Kafka's coordinator applies
+    /// them when the marker is appended).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        if self.log.is_serving() {
+            self.coord.borrow_mut().complete_txn(producer_id, commit);
         }
     }
 
@@ -519,7 +318,7 @@ impl GroupSlot {
     ) -> Option<Response> {
         // The caller's routing may predate an await (a multi-group request's earlier
         // coordinator calls): a slot that stopped serving meanwhile runs nothing.
-        if !(self.leading.get() && self.loaded.get()) {
+        if !self.log.is_serving() {
             return None;
         }
         let token = self.next_token.get();
@@ -550,6 +349,7 @@ pub fn group_ids(req: &RequestKind, version: i16) -> Option<Vec<String>> {
         RequestKind::LeaveGroup(r) => vec![r.group_id.0.to_string()],
         RequestKind::OffsetCommit(r) => vec![r.group_id.0.to_string()],
         RequestKind::OffsetDelete(r) => vec![r.group_id.0.to_string()],
+        RequestKind::TxnOffsetCommit(r) => vec![r.group_id.0.to_string()],
         RequestKind::OffsetFetch(r) if version >= 8 => {
             r.groups.iter().map(|g| g.group_id.0.to_string()).collect()
         }
@@ -726,6 +526,9 @@ pub async fn run_local(
                 RequestKind::OffsetCommit(r) => Box::new(move |c, ctx| c.offset_commit(ctx, r)),
                 RequestKind::OffsetFetch(r) => Box::new(move |c, ctx| c.offset_fetch(ctx, r)),
                 RequestKind::OffsetDelete(r) => Box::new(move |c, ctx| c.offset_delete(ctx, r)),
+                RequestKind::TxnOffsetCommit(r) => {
+                    Box::new(move |c, ctx| c.txn_offset_commit(ctx, r))
+                }
                 _ => return None,
             };
             let mut resp = slot
@@ -879,6 +682,19 @@ fn single_error(req: &RequestKind, code: i16) -> Response {
         )),
         RequestKind::OffsetFetch(_) => Response::OffsetFetch(OffsetFetchResponse::default().with_error_code(code)),
         RequestKind::OffsetDelete(_) => Response::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code)),
+        RequestKind::TxnOffsetCommit(r) => Response::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(
+            r.topics
+                .iter()
+                .map(|t| {
+                    txn_offset_commit_response::TxnOffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| txn_offset_commit_response::TxnOffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        )),
         _ => Response::ListGroups(ListGroupsResponse::default().with_error_code(code)),
     }
 }
@@ -941,7 +757,7 @@ pub fn frame_raw(correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes
 }
 
 /// The body of a response frame made by [`frame_raw`] (or the codec's framing).
-fn unframe(frame: &Bytes, header_version: i16) -> Bytes {
+pub(crate) fn unframe(frame: &Bytes, header_version: i16) -> Bytes {
     let skip = 4 + if header_version >= 1 { 5 } else { 4 };
     frame.slice(skip.min(frame.len())..)
 }

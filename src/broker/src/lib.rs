@@ -20,6 +20,7 @@ pub mod config;
 pub mod conn;
 pub mod connections;
 pub mod controller;
+pub mod coord_log;
 pub mod error;
 pub mod group_host;
 pub mod group_placement;
@@ -41,6 +42,7 @@ pub mod shard;
 pub mod stats;
 pub mod topic_config;
 pub mod topics;
+pub mod txn_host;
 pub mod watch;
 
 use std::rc::Rc;

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,6 +66,10 @@ pub struct BrokerShard {
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     group_slots: RefCell<Vec<Rc<crate::group_host::GroupSlot>>>,
+    /// Transaction coordinators of the `__transaction_state` partitions this shard owns.
+    txn_slots: RefCell<Vec<Rc<crate::txn_host::TxnSlot>>>,
+    /// This shard itself (the transaction coordinators write markers through it).
+    me: Weak<BrokerShard>,
     /// Serialises topic-table updates: each awaits while opening logs, and two interleaved
     /// ones (start-up's and a delta that arrives meanwhile) could open a partition twice.
     apply_lock: sluice_storage::notify::LocalLock,
@@ -119,6 +123,16 @@ fn replica_set(t: &TopicRecord, partition: i32, this_node: i32) -> crate::replic
     }
 }
 
+/// The producer id and outcome of a transaction marker batch (None for any other batch).
+fn offsets_marker(batch: &[u8]) -> Option<(i64, bool)> {
+    let h = sluice_storage::hdr::Header::parse(batch)?;
+    if !sluice_storage::txn::is_marker_header(&h) {
+        return None;
+    }
+    let m = sluice_storage::txn::parse_marker(&h, batch).ok()??;
+    Some((h.producer_id, m.commit))
+}
+
 fn storage_error_code(e: &StorageError) -> i16 {
     e.kafka_error_code()
 }
@@ -140,7 +154,8 @@ impl BrokerShard {
         .expect("shard count validated at start");
         let request_memory =
             crate::request_memory::RequestMemory::new(config.queued_max_request_bytes);
-        Rc::new(BrokerShard {
+        Rc::new_cyclic(|me| BrokerShard {
+            me: me.clone(),
             api: crate::handlers::api_table(),
             topics: RefCell::new(Rc::new(TopicTable::new(state))),
             table: RefCell::new(table),
@@ -156,6 +171,7 @@ impl BrokerShard {
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
+            txn_slots: RefCell::new(Vec::new()),
             apply_lock: Default::default(),
             watches: Default::default(),
             request_memory,
@@ -448,6 +464,18 @@ impl BrokerShard {
                 self.group_slots.borrow_mut().push(slot.clone());
                 slot.reload();
             }
+            if t.name == crate::txn_host::TXN_TOPIC {
+                if let Some(me) = self.me.upgrade() {
+                    let slot = crate::txn_host::TxnSlot::local(
+                        &me,
+                        key.topic_id,
+                        key.partition,
+                        part.log.clone(),
+                    );
+                    self.txn_slots.borrow_mut().push(slot.clone());
+                    slot.reload();
+                }
+            }
             self.spawn_flusher(part);
         }
         for (key, topic, group) in replicas {
@@ -516,10 +544,18 @@ impl BrokerShard {
         })
     }
 
-    /// Unloads and forgets the group coordinator slots of `key`'s partition (it leaves this
+    /// Unloads and forgets the coordinator slots (group or transaction) of `key`'s
+    /// partition (it leaves this
     /// shard's map: deleted, moved away, or adopted by its Raft group).
     fn unload_group_slots(&self, key: PartitionKey) {
         self.group_slots.borrow_mut().retain(|s| {
+            let here = s.topic_id == key.topic_id && s.partition == key.partition;
+            if here {
+                s.unload();
+            }
+            !here
+        });
+        self.txn_slots.borrow_mut().retain(|s| {
             let here = s.topic_id == key.topic_id && s.partition == key.partition;
             if here {
                 s.unload();
@@ -586,6 +622,7 @@ impl BrokerShard {
             );
         }
         let offsets = topic == crate::groups::OFFSETS_TOPIC;
+        let txn_state = topic == crate::txn_host::TXN_TOPIC;
         self.partitions.borrow_mut().insert(
             key,
             Rc::new(Partition {
@@ -600,11 +637,24 @@ impl BrokerShard {
             let slot = crate::group_host::GroupSlot::replicated(
                 key.topic_id,
                 key.partition,
-                log,
+                log.clone(),
                 rep.clone(),
                 group,
             );
             self.group_slots.borrow_mut().push(slot);
+            rep.watch_leadership(group);
+        }
+        if let (true, Some(me)) = (txn_state, self.me.upgrade()) {
+            // Likewise for transactions: the replica serving as leader coordinates.
+            let slot = crate::txn_host::TxnSlot::replicated(
+                &me,
+                key.topic_id,
+                key.partition,
+                log,
+                rep.clone(),
+                group,
+            );
+            self.txn_slots.borrow_mut().push(slot);
             rep.watch_leadership(group);
         }
         Ok(())
@@ -781,6 +831,9 @@ impl BrokerShard {
                 if let Some(slot) = shard.group_slot(key) {
                     slot.set_leader(term);
                 }
+                if let Some(slot) = shard.txn_slot(key) {
+                    slot.set_leader(term);
+                }
             }
         }));
         rep.spawn(&self.ctx, store);
@@ -808,6 +861,9 @@ impl BrokerShard {
         parts.insert(key, new);
         drop(parts);
         if let Some(slot) = self.group_slot(key) {
+            slot.replace_log(log.clone());
+        }
+        if let Some(slot) = self.txn_slot(key) {
             slot.replace_log(log);
         }
     }
@@ -1047,13 +1103,32 @@ impl BrokerShard {
                 }
                 (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None)
             }
-            PartitionOp::Produce { acks, timeout_ms } => match raft {
-                Some((rep, group, _)) => (
-                    crate::replication::produce(&rep, group, log, acks, timeout_ms, payload).await,
-                    None,
-                ),
-                None => (self.produce(log, acks, payload).await, None),
-            },
+            PartitionOp::Produce { acks, timeout_ms } => {
+                // A transaction marker on an offsets partition also decides the offsets the
+                // transaction committed there (TxnOffsetCommit) for its group coordinator.
+                let offsets_marker = (part.topic == crate::groups::OFFSETS_TOPIC)
+                    .then(|| payload.as_deref().and_then(offsets_marker))
+                    .flatten();
+                let reply = match raft {
+                    Some((rep, group, _)) => {
+                        crate::replication::produce(&rep, group, log, acks, timeout_ms, payload)
+                            .await
+                    }
+                    None => self.produce(log, acks, payload).await,
+                };
+                if let (kerr::NONE, Some((producer_id, commit))) =
+                    (reply.error_code, offsets_marker)
+                {
+                    let key = PartitionKey {
+                        topic_id: req.topic_id,
+                        partition: req.partition,
+                    };
+                    if let Some(slot) = self.group_slot(key) {
+                        slot.complete_txn(producer_id, commit);
+                    }
+                }
+                (reply, None)
+            }
             PartitionOp::Fetch {
                 offset,
                 max_bytes,
@@ -1291,6 +1366,22 @@ impl BrokerShard {
                             assignments: Vec::new(),
                             configs: configs.into_iter().collect(),
                         }
+                    } else if name == crate::txn_host::TXN_TOPIC {
+                        // Kafka's transaction.state.log.* defaults: compacted, 50 partitions.
+                        let configs = [
+                            ("cleanup.policy".to_string(), "compact".to_string()),
+                            (
+                                "segment.bytes".to_string(),
+                                crate::txn_host::TXN_TOPIC_SEGMENT_BYTES.to_string(),
+                            ),
+                        ];
+                        crate::controller::NewTopic {
+                            name,
+                            partitions: sluice_txn::TRANSACTION_STATE_PARTITIONS,
+                            replication_factor: -1,
+                            assignments: Vec::new(),
+                            configs: configs.into_iter().collect(),
+                        }
                     } else {
                         crate::controller::NewTopic {
                             name,
@@ -1330,6 +1421,19 @@ impl BrokerShard {
     /// The group coordinator slot of an offsets partition hosted here.
     pub fn group_slot(&self, key: PartitionKey) -> Option<Rc<crate::group_host::GroupSlot>> {
         self.group_slots
+            .borrow()
+            .iter()
+            .find(|s| s.topic_id == key.topic_id && s.partition == key.partition)
+            .cloned()
+    }
+
+    pub fn txn_slots(&self) -> Vec<Rc<crate::txn_host::TxnSlot>> {
+        self.txn_slots.borrow().clone()
+    }
+
+    /// The transaction coordinator slot of a `__transaction_state` partition hosted here.
+    pub fn txn_slot(&self, key: PartitionKey) -> Option<Rc<crate::txn_host::TxnSlot>> {
+        self.txn_slots
             .borrow()
             .iter()
             .find(|s| s.topic_id == key.topic_id && s.partition == key.partition)

@@ -539,13 +539,21 @@ impl<S: Storage> PartitionLog<S> {
     /// size), checks idempotent-producer sequences, assigns offsets, and buffers it for the
     /// next flush. Memory only; durable after the flush that follows.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
-        self.append_inner(batch, None, now_ms)
+        self.append_inner(batch, None, now_ms, false)
+    }
+
+    /// Appends a batch a coordinator wrote itself (Kafka's `AppendOrigin.COORDINATOR`): a
+    /// transaction's offsets (TxnOffsetCommit) carry the producer's id and epoch but no
+    /// sequence, so no sequence is checked or remembered for them; the producer's
+    /// transaction here opens all the same, and its marker decides the records.
+    pub fn append_coordinator(&self, batch: &[u8], now_ms: i64) -> Result<Appended> {
+        self.append_inner(batch, None, now_ms, true)
     }
 
     /// [`Self::append`] of a batch the caller holds as `Bytes` (a slice of the produce
     /// request): the batch cache keeps those bytes instead of a copy of the stored batch.
     pub fn append_shared(&self, batch: Bytes, now_ms: i64) -> Result<Appended> {
-        self.append_inner(&batch, Some(&batch), now_ms)
+        self.append_inner(&batch, Some(&batch), now_ms, false)
     }
 
     /// Appends a transaction marker (a transaction coordinator ending the producer's
@@ -560,7 +568,7 @@ impl<S: Storage> PartitionLog<S> {
         now_ms: i64,
     ) -> Result<Appended> {
         let batch = txn::marker_batch(producer_id, producer_epoch, marker, now_ms);
-        self.append_inner(&batch, None, now_ms)
+        self.append_inner(&batch, None, now_ms, false)
     }
 
     /// Every producer the partition remembers (DescribeProducers), by producer id.
@@ -580,7 +588,13 @@ impl<S: Storage> PartitionLog<S> {
             .map_or(hw, |f| f.min(hw))
     }
 
-    fn append_inner(&self, batch: &[u8], shared: Option<&Bytes>, now_ms: i64) -> Result<Appended> {
+    fn append_inner(
+        &self,
+        batch: &[u8],
+        shared: Option<&Bytes>,
+        now_ms: i64,
+        coordinator: bool,
+    ) -> Result<Appended> {
         let mut inner = self.inner.borrow_mut();
         self.check_appendable(&inner)?;
         let max = inner.config.max_message_bytes.min(BATCH_BYTES_MAX);
@@ -605,7 +619,11 @@ impl<S: Storage> PartitionLog<S> {
         } else {
             None
         };
-        if header.producer_id >= 0 && !header.is_control() {
+        if coordinator && header.producer_id >= 0 {
+            inner
+                .producers
+                .check_coordinator(header.producer_id, header.producer_epoch)?;
+        } else if header.producer_id >= 0 && !header.is_control() {
             if let SeqCheck::Duplicate {
                 first_offset,
                 last_offset,

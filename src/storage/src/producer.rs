@@ -179,7 +179,28 @@ impl ProducerState {
         }
     }
 
-    /// Records an appended (or replayed) batch whose max timestamp is `timestamp`.
+    /// Checks a coordinator's batch (no sequence, see `PartitionLog::append_coordinator`):
+    /// only the producer's epoch may not go back, and a new producer needs room.
+    pub fn check_coordinator(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(StorageError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: e.epoch,
+            }),
+            Some(_) => Ok(()),
+            None if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX => {
+                Err(StorageError::ProducersFull {
+                    producer_id,
+                    max: PRODUCERS_PER_PARTITION_MAX,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records an appended (or replayed) batch whose max timestamp is `timestamp`; a batch
+    /// without a sequence (`first_seq` -1: a coordinator's) only moves the epoch and time.
     pub fn record(
         &mut self,
         producer_id: i64,
@@ -216,6 +237,11 @@ impl ProducerState {
             entry.epoch = epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp = timestamp;
+        if first_seq < 0 {
+            // A coordinator's batch (no sequence): nothing to deduplicate later against.
+            return;
+        }
         if entry.batches.len() == PRODUCER_BATCHES_MAX {
             entry.batches.pop_front();
         }
@@ -226,7 +252,6 @@ impl ProducerState {
             first_offset,
             last_offset,
         });
-        entry.last_timestamp = timestamp;
         debug_assert!(self.producers.len() <= 2 * PRODUCERS_PER_PARTITION_MAX);
     }
 

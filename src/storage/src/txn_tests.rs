@@ -314,3 +314,30 @@ fn active_producers_show_sequences_and_open_transactions() {
     let p = log.active_producers();
     assert_eq!((p[1].coordinator_epoch, p[1].txn_start_offset), (6, -1));
 }
+
+#[test]
+fn coordinator_batches_have_no_sequence_to_check_and_open_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    // Two TxnOffsetCommit batches of producer 9 alike in shape: as client batches the second
+    // would be a duplicate of the first; as the coordinator's (no sequence) both are stored.
+    let a = log
+        .append_coordinator(&txn_batch(1, b"o1", 1, 9, -1), 0)
+        .unwrap();
+    let b = log
+        .append_coordinator(&txn_batch(1, b"o2", 1, 9, -1), 0)
+        .unwrap();
+    assert!(!a.duplicate && !b.duplicate);
+    assert_eq!((a.base_offset, b.base_offset), (0, 1));
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), 0, "the transaction is open");
+    log.append_marker(9, 0, commit(0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.last_stable_offset(), 3);
+    // An older epoch than the producer's is refused, as for a client's batch.
+    log.append_marker(9, 1, abort(0), 0).unwrap();
+    let e = log
+        .append_coordinator(&txn_batch(1, b"o3", 1, 9, -1), 0)
+        .unwrap_err();
+    assert_eq!(e.kafka_error_code(), 47, "INVALID_PRODUCER_EPOCH");
+}

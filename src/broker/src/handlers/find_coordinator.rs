@@ -1,6 +1,6 @@
 //! FindCoordinator: a group is coordinated by the leader of its `__consumer_offsets`
-//! partition (created on first use as in Kafka), on the shard owning that partition there.
-//! Transaction coordinators arrive with transactions.
+//! partition, a transactional id by the leader of its `__transaction_state` partition (each
+//! topic created on first use as in Kafka), on the shard owning that partition there.
 
 use std::rc::Rc;
 
@@ -17,22 +17,29 @@ use crate::kerr;
 use crate::shard::BrokerShard;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    if r.key_type == KEY_TYPE_GROUP && shard.topics().get(OFFSETS_TOPIC).is_none() {
-        shard.auto_create(vec![OFFSETS_TOPIC.to_string()]).await;
+    let (internal, what) = match r.key_type {
+        KEY_TYPE_GROUP => (OFFSETS_TOPIC, "group"),
+        KEY_TYPE_TRANSACTION => (crate::txn_host::TXN_TOPIC, "transactional"),
+        _ => ("", ""),
+    };
+    if !internal.is_empty() && shard.topics().get(internal).is_none() {
+        shard.auto_create(vec![internal.to_string()]).await;
     }
     let topics = shard.topics();
-    let offsets = topics.get(OFFSETS_TOPIC);
+    let topic = topics.get(internal);
     let view = &shard.shared_handle.cluster_view;
     let this = shard.config.node_id;
-    // The coordinator of `key`: the broker leading its offsets partition, if one is known.
+    // The coordinator of `key`: the broker leading its partition, if one is known (both
+    // topics place keys alike: Kafka's `Utils.abs(hashCode) % partitions`).
     let coordinator = |key: &str| {
-        let t = offsets?;
+        let t = topic?;
         let p = partition_for(key, t.partitions);
         let replicas = t.replicas_of(p, this);
         let local = replicas
@@ -41,27 +48,33 @@ pub async fn handle(
         let hint = view.leader_hint(&t.id, p, &replicas, local);
         view.broker(hint.leader)
     };
-    let answer = |key: &str| -> (i16, Option<&'static str>, Option<BrokerEndpoint>) {
-        if r.key_type != KEY_TYPE_GROUP {
+    let answer = |key: &str| -> (i16, Option<String>, Option<BrokerEndpoint>) {
+        if internal.is_empty() {
             (
-                kerr::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported yet"),
+                kerr::INVALID_REQUEST,
+                Some(format!("unknown coordinator key type {}", r.key_type)),
                 None,
             )
-        } else if offsets.is_none() {
+        } else if topic.is_none() {
             (
                 kerr::COORDINATOR_NOT_AVAILABLE,
-                Some("the offsets topic is not available"),
+                Some(format!("{internal} is not available")),
                 None,
             )
-        } else if key.is_empty() && h.api_version < 4 {
-            (kerr::INVALID_REQUEST, Some("empty group id"), None)
+        } else if key.is_empty() && (h.api_version < 4 || r.key_type == KEY_TYPE_TRANSACTION) {
+            (
+                kerr::INVALID_REQUEST,
+                Some(format!("empty {what} id")),
+                None,
+            )
         } else {
             match coordinator(key) {
                 Some(b) => (kerr::NONE, None, Some(b)),
                 None => (
                     kerr::COORDINATOR_NOT_AVAILABLE,
-                    Some("the group's offsets partition has no leader"),
+                    Some(format!(
+                        "the {what} id's {internal} partition has no leader"
+                    )),
                     None,
                 ),
             }
@@ -76,7 +89,7 @@ pub async fn handle(
                 let c = Coordinator::default()
                     .with_key(k.clone())
                     .with_error_code(code)
-                    .with_error_message(msg.map(str_bytes));
+                    .with_error_message(msg.as_deref().map(str_bytes));
                 match at {
                     Some(b) => c
                         .with_node_id(BrokerId(b.node))
@@ -91,7 +104,7 @@ pub async fn handle(
     let (code, msg, at) = answer(&r.key);
     let resp = FindCoordinatorResponse::default().with_error_code(code);
     let resp = if h.api_version >= 1 {
-        resp.with_error_message(msg.map(str_bytes))
+        resp.with_error_message(msg.as_deref().map(str_bytes))
     } else {
         resp
     };

@@ -1,6 +1,7 @@
 //! InitProducerId: hands out producer ids for idempotent producers, unique in the cluster
 //! and across restarts: ids come from blocks the controller allocated to this node in the
-//! metadata log (Kafka's AllocateProducerIds).
+//! metadata log (Kafka's AllocateProducerIds). This file answers producers without a
+//! transactional id; `crate::txn_host` answers the others.
 //!
 //! Without a transactional id every call gets a fresh producer id at epoch 0, whatever
 //! producer id and epoch the request names, as Kafka's TransactionCoordinator answers: for a
@@ -23,17 +24,14 @@ use crate::shard::BrokerShard;
 pub async fn handle(
     shard: &Rc<BrokerShard>,
     _h: &RequestHeaderInfo,
-    r: InitProducerIdRequest,
+    _r: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1)
         .with_ongoing_txn_producer_id(ProducerId(-1))
         .with_ongoing_txn_producer_epoch(-1);
-    if r.transactional_id.is_some() {
-        // No transaction coordinator yet.
-        return base.with_error_code(kerr::COORDINATOR_NOT_AVAILABLE);
-    }
+    // (With a transactional id the transaction coordinator answers: `crate::txn_host`.)
     match cluster_producer_id(shard).await {
         Some(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         // Kafka's answer while the next block is not there yet: retriable.
@@ -43,9 +41,16 @@ pub async fn handle(
 
 /// An id from the controller's blocks for this node (see `ClusterBlocks`).
 async fn cluster_producer_id(shard: &Rc<BrokerShard>) -> Option<i64> {
+    refill(shard).await;
+    shard.shared_handle.cluster_producer_ids.take()
+}
+
+/// Makes sure this node's current block has an id left, asking shard 0 (which asks the
+/// controller) for a new block when it has none; false if none came.
+pub async fn refill(shard: &Rc<BrokerShard>) -> bool {
     let blocks = &shard.shared_handle.cluster_producer_ids;
-    if let Some(id) = blocks.take() {
-        return Some(id);
+    if blocks.has_ids() {
+        return true;
     }
     // Parked: shard 0 may wait for the controller (its whole command timeout).
     let frame = Frame::empty(TAG_PRODUCER_IDS, None);
@@ -58,7 +63,7 @@ async fn cluster_producer_id(shard: &Rc<BrokerShard>) -> Option<i64> {
         Ok(r) => r,
         Err(e) => {
             log::warn!("asking shard 0 for producer ids: {e}");
-            return None;
+            return false;
         }
     };
     // No block in the reply: another request brought one meanwhile (or none came).
@@ -67,5 +72,5 @@ async fn cluster_producer_id(shard: &Rc<BrokerShard>) -> Option<i64> {
         let end = i64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
         blocks.adopt(first, end);
     }
-    blocks.take()
+    blocks.has_ids()
 }

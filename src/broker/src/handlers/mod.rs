@@ -68,6 +68,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    // Transactions (`crate::txn_host`). AddPartitionsToTxn v4+ is Kafka's broker-to-broker
+    // form (several transactions, verify-only); clients send up to v3.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    // v2 adds a transactional-id regex filter (KIP-1152).
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn api_table() -> ApiTable {

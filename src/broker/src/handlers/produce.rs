@@ -30,8 +30,8 @@ pub async fn handle(
     let topics = shard.topics();
     let now = crate::shard::now_ms();
     let client_id = h.client_id.as_deref();
-    // Kafka answers a request carrying transactional batches without an authorised
-    // transactional id with TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition.
+    // Kafka answers a request carrying transactional batches without a transactional id
+    // (none to authorise) with TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition.
     let has_transactional = r.topic_data.iter().any(|td| {
         td.partition_data.iter().any(|pd| {
             pd.records
@@ -42,8 +42,7 @@ pub async fn handle(
     });
     let early_error = if !matches!(acks, -1..=1) {
         Some(kerr::INVALID_REQUIRED_ACKS)
-    } else if r.transactional_id.is_some() || has_transactional {
-        // Transactions arrive with a later milestone; refuse rather than store unmanaged data.
+    } else if has_transactional && r.transactional_id.is_none() {
         Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     } else {
         None

@@ -1,0 +1,803 @@
+//! Drives the sans-IO transaction coordinator (`sluice-txn`) on the shard that owns each
+//! `__transaction_state` partition: loads it from the log, turns its effects into log
+//! writes, transaction markers, replies and timers, and runs the transaction requests
+//! routed here (InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn, DescribeTransactions, ListTransactions).
+//!
+//! Like the group coordinators (`group_host`), one coordinator per partition, on the
+//! replica that leads it, over a [`CoordLog`]: its records are Kafka's
+//! `TransactionLogKey`/`TransactionLogValue`, durable (fsynced, or committed on a quorum)
+//! before the coordinator applies them. Its coordinator epoch is the partition's leader
+//! epoch when it loaded, so partitions refuse the markers of a deposed coordinator.
+//!
+//! Markers go to each partition's owning shard as a control batch appended with acks=all
+//! (`PartitionOp::Produce`, the same path as a produce, whose log checks the producer and
+//! coordinator epochs). A marker the partition refuses for an older producer epoch means a
+//! later marker (a fence) passed there already and counts as written; one refused for an
+//! older coordinator epoch means this coordinator was deposed, and it stops. Anything else
+//! is retried until it lands or the coordinator unloads.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalSender};
+use sluice_codec::kafka_protocol::messages::*;
+use sluice_codec::kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice_codec::RequestHeaderInfo;
+use sluice_shard::{DmaStorage, PartitionKey, ShardId};
+use sluice_storage::PartitionLog;
+use sluice_txn::{
+    fenced_code, Effect, FencedApi, Markers, Reply, ReplyToken, TxnConfig, TxnCoordinator, TxnState,
+};
+
+use crate::conn::Outcome;
+use crate::coord_log::{CoordLog, Pending, State};
+use crate::handlers::{respond, str_bytes, topic_name};
+use crate::kerr;
+use crate::ops::{PartitionOp, PartitionRequest};
+use crate::replication::Replication;
+use crate::shard::{now_ms, BrokerShard};
+
+/// The internal topic of transaction state (Kafka's `__transaction_state`).
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// `transaction.state.log.segment.bytes` default (100 MiB).
+pub const TXN_TOPIC_SEGMENT_BYTES: &str = "104857600";
+/// First tick after loading.
+const TICK_MAX: Duration = Duration::from_millis(1000);
+/// How long one marker write may wait for its partition (a replicated one: its quorum)
+/// before it is tried again (Kafka's `request.timeout.ms` for WriteTxnMarkers).
+const MARKER_TIMEOUT_MS: i32 = 30_000;
+/// Pause before a marker write that failed is tried again.
+const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+
+/// One transaction coordinator and its `__transaction_state` partition, on the shard owning
+/// (a replica of) the partition.
+pub struct TxnSlot {
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    log: CoordLog,
+    coord: RefCell<TxnCoordinator>,
+    /// The shard, for marker writes (which go wherever their partitions live).
+    shard: Weak<BrokerShard>,
+    next_token: Cell<u64>,
+    waiters: RefCell<HashMap<u64, LocalSender<Reply>>>,
+}
+
+impl TxnSlot {
+    /// The coordinator of a single-replica partition: it serves once [`Self::reload`] is done.
+    pub fn local(
+        shard: &Rc<BrokerShard>,
+        topic_id: [u8; 16],
+        partition: i32,
+        log: Rc<PartitionLog<DmaStorage>>,
+    ) -> Rc<TxnSlot> {
+        Self::new(shard, CoordLog::local(TXN_TOPIC, topic_id, partition, log))
+    }
+
+    /// The coordinator slot of a replicated partition's replica: it serves only while
+    /// [`Self::set_leader`] says so.
+    pub fn replicated(
+        shard: &Rc<BrokerShard>,
+        topic_id: [u8; 16],
+        partition: i32,
+        log: Rc<PartitionLog<DmaStorage>>,
+        rep: Rc<Replication>,
+        group: sluice_raft::GroupId,
+    ) -> Rc<TxnSlot> {
+        Self::new(
+            shard,
+            CoordLog::replicated(TXN_TOPIC, topic_id, partition, log, rep, group),
+        )
+    }
+
+    fn new(shard: &Rc<BrokerShard>, log: CoordLog) -> Rc<TxnSlot> {
+        Rc::new(TxnSlot {
+            topic_id: log.topic_id,
+            partition: log.partition,
+            log,
+            coord: RefCell::new(TxnCoordinator::new(config(shard), -1)),
+            shard: Rc::downgrade(shard),
+            next_token: Cell::new(1),
+            waiters: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
+    /// leader (`Replication::watch_leadership`).
+    pub fn set_leader(self: &Rc<Self>, term: Option<u64>) {
+        match term {
+            Some(term) => {
+                log::info!(
+                    "{}: leading in term {term}: loading its transactions",
+                    self.log.name()
+                );
+                self.log.set_leading(true);
+                self.reload();
+            }
+            None => {
+                if self.log.is_leading() {
+                    log::info!(
+                        "{}: no longer leading: its transactions are unloaded",
+                        self.log.name()
+                    );
+                }
+                self.unload();
+            }
+        }
+    }
+
+    /// Stops serving: requests waiting here get NOT_COORDINATOR (their reply channels
+    /// close); marker writes and timers of the old generation stop.
+    pub fn unload(&self) {
+        self.log.next_generation();
+        self.log.set_leading(false);
+        self.waiters.borrow_mut().clear();
+    }
+
+    /// The partition's log was replaced (a snapshot reset this replica).
+    pub fn replace_log(self: &Rc<Self>, log: Rc<PartitionLog<DmaStorage>>) {
+        self.log.replace_log(log);
+        if self.log.is_leading() {
+            self.reload();
+        }
+    }
+
+    /// Rebuilds the coordinator from the log in the background; requests get
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    pub fn reload(self: &Rc<Self>) {
+        let generation = self.log.next_generation();
+        self.waiters.borrow_mut().clear();
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if me.log.settle_before_load(generation).await {
+                me.load(generation).await
+            }
+        })
+        .detach();
+    }
+
+    async fn load(self: &Rc<Self>, generation: u64) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        let mut coord = TxnCoordinator::new(config(&shard), self.log.leader_epoch());
+        let name = self.log.name();
+        let mut records = 0usize;
+        let complete = self
+            .log
+            .replay(generation, |batches| {
+                for (key, value) in crate::groups::decode_records(batches) {
+                    records += 1;
+                    if let Err(e) = coord.replay(&key, value.as_deref()) {
+                        log::warn!("{name}: skipping record: {e}");
+                    }
+                }
+            })
+            .await;
+        if !complete {
+            return;
+        }
+        let effects = coord.finish_replay(now_ms());
+        *self.coord.borrow_mut() = coord;
+        if !self.log.finish_load(generation) {
+            return;
+        }
+        if records > 0 {
+            log::info!(
+                "{name}: loaded {} transactional id(s) from {records} record(s), coordinator epoch {}",
+                self.coord.borrow().len(),
+                self.coord.borrow().coordinator_epoch()
+            );
+        }
+        self.perform(effects);
+        self.schedule_tick(now_ms() + TICK_MAX.as_millis() as i64);
+    }
+
+    fn schedule_tick(self: &Rc<Self>, at_ms: i64) {
+        if !self.log.claim_tick(at_ms) {
+            return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let wait = (at_ms - now_ms()).clamp(0, i64::MAX / 2) as u64;
+            glommio::timer::sleep(Duration::from_millis(wait)).await;
+            if !me.log.fire_tick(at_ms) {
+                return;
+            }
+            let effects = me.coord.borrow_mut().tick(now_ms());
+            me.perform(effects);
+        })
+        .detach();
+    }
+
+    fn deliver(&self, token: ReplyToken, reply: Reply) {
+        if let Some(tx) = self.waiters.borrow_mut().remove(&token.0) {
+            let _ = tx.try_send(reply);
+        }
+    }
+
+    /// Carries out the coordinator's effects in order (writes start here, synchronously;
+    /// their waits run in the background).
+    fn perform(self: &Rc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Reply(token, reply) => self.deliver(token, reply),
+                Effect::Persist { write, key, value } => {
+                    let pending = self.log.write(&[(key, value)]);
+                    self.settle_then_apply(write, pending);
+                }
+                Effect::WriteMarkers(markers) => self.write_markers(markers),
+                Effect::ScheduleTick { at_ms } => self.schedule_tick(at_ms),
+            }
+        }
+    }
+
+    /// Tells the coordinator how a write ended, once it has.
+    fn settle_then_apply(self: &Rc<Self>, write: sluice_txn::WriteId, pending: Pending) {
+        let me = self.clone();
+        let generation = self.log.generation();
+        glommio::spawn_local(async move {
+            let result = me.log.settle(pending).await.map_err(|e| {
+                log::error!("{}: persisting transaction state: {}", me.log.name(), e.why);
+                e.code
+            });
+            if me.log.generation() != generation {
+                return; // unloaded: its requests were answered NOT_COORDINATOR
+            }
+            let effects = me.coord.borrow_mut().persisted(write, result, now_ms());
+            me.perform(effects);
+        })
+        .detach();
+    }
+
+    /// Writes a transaction's markers to all its partitions at once, then tells the
+    /// coordinator (unless it unloaded or was deposed meanwhile).
+    fn write_markers(self: &Rc<Self>, markers: Markers) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        let me = self.clone();
+        let generation = self.log.generation();
+        glommio::spawn_local(async move {
+            let markers = Rc::new(markers);
+            let writes = markers
+                .partitions
+                .iter()
+                .map(|(topic, p)| {
+                    write_marker(
+                        shard.clone(),
+                        me.clone(),
+                        markers.clone(),
+                        topic.clone(),
+                        *p,
+                        generation,
+                    )
+                })
+                .collect();
+            let written = crate::handlers::join_all(writes).await;
+            if !written.iter().all(|w| *w) || me.log.generation() != generation {
+                return;
+            }
+            let effects = me.coord.borrow_mut().markers_written(
+                &markers.transactional_id,
+                markers.producer_id,
+                markers.producer_epoch,
+                now_ms(),
+            );
+            me.perform(effects);
+        })
+        .detach();
+    }
+
+    /// Runs one request against the coordinator and waits for its (possibly delayed) reply;
+    /// `None` if the slot stops serving first.
+    async fn call(
+        self: &Rc<Self>,
+        op: impl FnOnce(&mut TxnCoordinator, ReplyToken, i64) -> Vec<Effect>,
+    ) -> Option<Reply> {
+        if !self.log.is_serving() {
+            return None;
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = local_channel::new_bounded::<Reply>(1);
+        self.waiters.borrow_mut().insert(token, tx);
+        let effects = op(&mut self.coord.borrow_mut(), ReplyToken(token), now_ms());
+        self.perform(effects);
+        let r = rx.recv().await;
+        self.waiters.borrow_mut().remove(&token);
+        r
+    }
+}
+
+fn config(shard: &BrokerShard) -> TxnConfig {
+    TxnConfig {
+        offsets_partitions: shard.config.offsets_topic_partitions,
+        ..TxnConfig::default()
+    }
+}
+
+/// Writes one partition's marker until it lands; false if the coordinator unloaded or was
+/// deposed first.
+async fn write_marker(
+    shard: Rc<BrokerShard>,
+    slot: Rc<TxnSlot>,
+    m: Rc<Markers>,
+    topic: String,
+    partition: i32,
+    generation: u64,
+) -> bool {
+    loop {
+        if slot.log.generation() != generation {
+            return false;
+        }
+        let Some(t) = shard.topics().get(&topic).map(|t| (t.id, t.partitions)) else {
+            return true; // the topic was deleted: nothing left to mark
+        };
+        if partition >= t.1 {
+            return true;
+        }
+        let marker = sluice_storage::txn::Marker {
+            commit: m.commit,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        let batch =
+            sluice_storage::txn::marker_batch(m.producer_id, m.producer_epoch, marker, now_ms());
+        let req = PartitionRequest {
+            topic_id: t.0,
+            partition,
+            current_leader_epoch: -1,
+            op: PartitionOp::Produce {
+                acks: -1,
+                timeout_ms: MARKER_TIMEOUT_MS,
+            },
+        };
+        let (reply, _) = shard.partition_call(req, Some(Bytes::from(batch))).await;
+        match reply.error_code {
+            kerr::NONE | kerr::INVALID_PRODUCER_EPOCH => return true,
+            TRANSACTION_COORDINATOR_FENCED => {
+                log::warn!(
+                    "{}: marker for {topic}-{partition} refused: a newer coordinator wrote \
+                     there; this one stops",
+                    slot.log.name()
+                );
+                return false;
+            }
+            code => {
+                log::debug!(
+                    "{}: marker for {topic}-{partition} failed (error {code}); retrying",
+                    slot.log.name()
+                );
+                glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Whether the transaction coordinator answers this request.
+pub fn coordinated(req: &RequestKind) -> bool {
+    match req {
+        RequestKind::InitProducerId(r) => r.transactional_id.is_some(),
+        RequestKind::AddPartitionsToTxn(_)
+        | RequestKind::AddOffsetsToTxn(_)
+        | RequestKind::EndTxn(_)
+        | RequestKind::DescribeTransactions(_)
+        | RequestKind::ListTransactions(_) => true,
+        _ => false,
+    }
+}
+
+/// The transactional id a single-id request names.
+fn single_id(req: &RequestKind) -> Option<&str> {
+    Some(match req {
+        RequestKind::InitProducerId(r) => r.transactional_id.as_ref()?.0.as_str(),
+        RequestKind::AddPartitionsToTxn(r) => r.v3_and_below_transactional_id.0.as_str(),
+        RequestKind::AddOffsetsToTxn(r) => r.transactional_id.0.as_str(),
+        RequestKind::EndTxn(r) => r.transactional_id.0.as_str(),
+        _ => return None,
+    })
+}
+
+/// The transaction state topic's id and partition count, if it exists.
+fn txn_topic(shard: &BrokerShard) -> Option<([u8; 16], i32)> {
+    shard.topics().get(TXN_TOPIC).map(|t| (t.id, t.partitions))
+}
+
+/// The slot coordinating `id` on this shard and how it serves.
+fn slot_for(shard: &BrokerShard, id: &str) -> Result<Rc<TxnSlot>, i16> {
+    let (topic_id, n) = txn_topic(shard).ok_or(kerr::NOT_COORDINATOR)?;
+    let slot = shard
+        .txn_slot(PartitionKey {
+            topic_id,
+            partition: sluice_txn::partition_for(id, n),
+        })
+        .ok_or(kerr::NOT_COORDINATOR)?;
+    match slot.log.state() {
+        State::Loaded => Ok(slot),
+        State::Loading => Err(kerr::COORDINATOR_LOAD_IN_PROGRESS),
+        State::Elsewhere => Err(kerr::NOT_COORDINATOR),
+    }
+}
+
+/// The shard owning `id`'s partition on this node, if this node hosts it.
+fn owner_of(shard: &BrokerShard, id: &str) -> Option<ShardId> {
+    let (topic_id, n) = txn_topic(shard)?;
+    shard.owner(&topic_id, sluice_txn::partition_for(id, n))
+}
+
+/// Entry point: routes to the shard(s) owning the transactional ids' partitions, runs the
+/// request there, merges multi-id answers.
+pub async fn handle(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    body: RequestKind,
+    raw: Bytes,
+    forwarded: bool,
+    client_host: &str,
+) -> Outcome {
+    let me = shard.shard_id();
+    if let Some(id) = single_id(&body) {
+        if !forwarded {
+            if let Some(owner) = owner_of(shard, id).filter(|o| *o != me) {
+                return crate::conn::forward(shard, owner, h.api_key as i16, raw, client_host)
+                    .await;
+            }
+        }
+        return run_single(shard, h, body).await;
+    }
+    match body {
+        RequestKind::DescribeTransactions(r) => {
+            describe(shard, h, r, raw, forwarded, client_host).await
+        }
+        RequestKind::ListTransactions(r) => list(shard, h, r, raw, forwarded, client_host).await,
+        // AddPartitionsToTxn v4+ (several transactions, from brokers) is not advertised.
+        _ => Outcome::Close,
+    }
+}
+
+/// Runs a single-id request on this shard.
+async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: RequestKind) -> Outcome {
+    let v = h.api_version;
+    match body {
+        RequestKind::InitProducerId(r) => {
+            let id = r
+                .transactional_id
+                .as_ref()
+                .map(|s| s.0.to_string())
+                .unwrap_or_default();
+            let answer = |error: i16, pid: i64, epoch: i16| {
+                let error = if error == sluice_txn::code::PRODUCER_FENCED {
+                    fenced_code(FencedApi::InitProducerId, v)
+                } else {
+                    error
+                };
+                InitProducerIdResponse::default()
+                    .with_error_code(error)
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_ongoing_txn_producer_id(ProducerId(-1))
+                    .with_ongoing_txn_producer_epoch(-1)
+            };
+            let slot = match slot_for(shard, &id) {
+                Ok(s) => s,
+                Err(code) => return respond(h, &answer(code, -1, -1)),
+            };
+            // A new producer id may be needed: make sure this node's block has one.
+            crate::handlers::init_producer_id::refill(shard).await;
+            let (pid, epoch) = if v >= 3 {
+                (r.producer_id.0, r.producer_epoch)
+            } else {
+                (-1, -1)
+            };
+            let timeout = r.transaction_timeout_ms;
+            let ids = shard.clone();
+            let reply = slot
+                .call(move |c, token, now| {
+                    let mut fresh = || ids.shared_handle.cluster_producer_ids.take();
+                    c.init_producer_id(token, now, &id, timeout, pid, epoch, &mut fresh)
+                })
+                .await;
+            let resp = match reply {
+                Some(Reply::InitProducerId {
+                    error,
+                    producer_id,
+                    producer_epoch,
+                }) => answer(error, producer_id, producer_epoch),
+                _ => answer(kerr::NOT_COORDINATOR, -1, -1),
+            };
+            respond(h, &resp)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            let id = r.v3_and_below_transactional_id.0.to_string();
+            let answer = |per: &dyn Fn(&str, i32) -> i16| {
+                AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+                    r.v3_and_below_topics
+                        .iter()
+                        .map(|t| {
+                            add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                                .with_name(t.name.clone())
+                                .with_results_by_partition(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                                .with_partition_index(*p)
+                                                .with_partition_error_code(per(&t.name.0, *p))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+            };
+            // Kafka's request handler: partitions that do not exist get
+            // UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, with no
+            // change to the transaction.
+            let topics = shard.topics();
+            let exists =
+                |t: &str, p: i32| topics.get(t).is_some_and(|t| p >= 0 && p < t.partitions);
+            let unknown = r
+                .v3_and_below_topics
+                .iter()
+                .any(|t| t.partitions.iter().any(|p| !exists(&t.name.0, *p)));
+            if unknown {
+                return respond(
+                    h,
+                    &answer(&|t, p| {
+                        if exists(t, p) {
+                            OPERATION_NOT_ATTEMPTED
+                        } else {
+                            kerr::UNKNOWN_TOPIC_OR_PARTITION
+                        }
+                    }),
+                );
+            }
+            let slot = match slot_for(shard, &id) {
+                Ok(s) => s,
+                Err(code) => return respond(h, &answer(&|_, _| code)),
+            };
+            let partitions: Vec<(String, i32)> = r
+                .v3_and_below_topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+                .collect();
+            let (pid, epoch) = (r.v3_and_below_producer_id.0, r.v3_and_below_producer_epoch);
+            let reply = slot
+                .call(move |c, token, now| {
+                    c.add_partitions(token, now, &id, pid, epoch, &partitions)
+                })
+                .await;
+            let code = match reply {
+                Some(Reply::AddPartitions { error }) => {
+                    fenced(error, FencedApi::AddPartitionsToTxn, v)
+                }
+                _ => kerr::NOT_COORDINATOR,
+            };
+            respond(h, &answer(&|_, _| code))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let id = r.transactional_id.0.to_string();
+            let code = match slot_for(shard, &id) {
+                Err(code) => code,
+                Ok(slot) => {
+                    let group = r.group_id.0.to_string();
+                    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+                    match slot
+                        .call(move |c, token, now| {
+                            c.add_offsets(token, now, &id, pid, epoch, &group)
+                        })
+                        .await
+                    {
+                        Some(Reply::AddPartitions { error }) => {
+                            fenced(error, FencedApi::AddOffsetsToTxn, v)
+                        }
+                        _ => kerr::NOT_COORDINATOR,
+                    }
+                }
+            };
+            respond(h, &AddOffsetsToTxnResponse::default().with_error_code(code))
+        }
+        RequestKind::EndTxn(r) => {
+            let id = r.transactional_id.0.to_string();
+            let code = match slot_for(shard, &id) {
+                Err(code) => code,
+                Ok(slot) => {
+                    let (pid, epoch, commit) = (r.producer_id.0, r.producer_epoch, r.committed);
+                    match slot
+                        .call(move |c, token, now| c.end_txn(token, now, &id, pid, epoch, commit))
+                        .await
+                    {
+                        Some(Reply::EndTxn { error }) => fenced(error, FencedApi::EndTxn, v),
+                        _ => kerr::NOT_COORDINATOR,
+                    }
+                }
+            };
+            respond(
+                h,
+                &EndTxnResponse::default()
+                    .with_error_code(code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+        }
+        _ => Outcome::Close,
+    }
+}
+
+fn fenced(error: i16, api: FencedApi, version: i16) -> i16 {
+    if error == sluice_txn::code::PRODUCER_FENCED {
+        fenced_code(api, version)
+    } else {
+        error
+    }
+}
+
+/// DescribeTransactions: each id answered by the shard owning it (ids of partitions this
+/// node does not host: NOT_COORDINATOR).
+async fn describe(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: DescribeTransactionsRequest,
+    raw: Bytes,
+    forwarded: bool,
+    client_host: &str,
+) -> Outcome {
+    let me = shard.shard_id();
+    let mut states = Vec::with_capacity(r.transactional_ids.len());
+    // Answers from other shards, by shard (each forwarded the whole request once).
+    let mut remote: HashMap<ShardId, Vec<describe_transactions_response::TransactionState>> =
+        HashMap::new();
+    for tid in &r.transactional_ids {
+        let id = tid.0.as_str();
+        let owner = owner_of(shard, id);
+        if let (false, Some(o)) = (forwarded, owner.filter(|o| *o != me)) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = remote.entry(o) {
+                let answer =
+                    crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client_host)
+                        .await;
+                slot.insert(
+                    decode_forwarded(h, answer, |b, v| {
+                        DescribeTransactionsResponse::decode(b, v)
+                            .ok()
+                            .map(|r| r.transaction_states)
+                    })
+                    .unwrap_or_default(),
+                );
+            }
+            let found = remote[&o].iter().find(|s| s.transactional_id.0 == tid.0);
+            states.push(found.cloned().unwrap_or_else(|| {
+                describe_transactions_response::TransactionState::default()
+                    .with_transactional_id(tid.clone())
+                    .with_error_code(kerr::COORDINATOR_NOT_AVAILABLE)
+            }));
+            continue;
+        }
+        let base = describe_transactions_response::TransactionState::default()
+            .with_transactional_id(tid.clone())
+            .with_transaction_state(str_bytes(""))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_start_time_ms(-1);
+        let view = slot_for(shard, id).and_then(|slot| slot.coord.borrow().describe(id));
+        states.push(match view {
+            Err(code) => base.with_error_code(code),
+            Ok(v) => {
+                let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
+                for (t, p) in v.partitions {
+                    match topics.last_mut() {
+                        Some(last) if last.topic.0.as_str() == t => last.partitions.push(p),
+                        _ => topics.push(
+                            describe_transactions_response::TopicData::default()
+                                .with_topic(topic_name(&t))
+                                .with_partitions(vec![p]),
+                        ),
+                    }
+                }
+                base.with_transaction_state(str_bytes(v.state.name()))
+                    .with_transaction_timeout_ms(v.timeout_ms)
+                    .with_transaction_start_time_ms(v.start_ms)
+                    .with_producer_id(ProducerId(v.producer_id))
+                    .with_producer_epoch(v.producer_epoch)
+                    .with_topics(topics)
+            }
+        });
+    }
+    respond(
+        h,
+        &DescribeTransactionsResponse::default().with_transaction_states(states),
+    )
+}
+
+/// ListTransactions: every coordinator on this node (each shard's, merged here).
+async fn list(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: ListTransactionsRequest,
+    raw: Bytes,
+    forwarded: bool,
+    client_host: &str,
+) -> Outcome {
+    let mut states = Vec::new();
+    let mut unknown = Vec::new();
+    for s in &r.state_filters {
+        match TxnState::from_name(s.as_str()) {
+            Some(st) => states.push(st),
+            None => unknown.push(s.clone()),
+        }
+    }
+    let mut out = ListTransactionsResponse::default().with_unknown_state_filters(unknown.clone());
+    // Filters that all name unknown states match nothing (Kafka).
+    if !unknown.is_empty() && states.is_empty() {
+        return respond(h, &out);
+    }
+    let pids: Vec<i64> = r.producer_id_filters.iter().map(|p| p.0).collect();
+    let duration = if h.api_version >= 1 {
+        r.duration_filter
+    } else {
+        -1
+    };
+    for slot in shard.txn_slots() {
+        match slot.log.state() {
+            State::Loaded => {}
+            State::Loading => {
+                out.error_code = kerr::COORDINATOR_LOAD_IN_PROGRESS;
+                continue;
+            }
+            State::Elsewhere => continue,
+        }
+        let listed = slot.coord.borrow().list(&states, &pids, duration, now_ms());
+        match listed {
+            Ok(l) => out.transaction_states.extend(l.into_iter().map(|t| {
+                list_transactions_response::TransactionState::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(
+                        t.transactional_id,
+                    )))
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_transaction_state(str_bytes(t.state.name()))
+            })),
+            Err(code) => out.error_code = code,
+        }
+    }
+    if !forwarded {
+        let me = shard.shard_id();
+        for i in 0..shard.ctx.shard_count() {
+            let o = ShardId(i as u16);
+            if o == me {
+                continue;
+            }
+            let answer =
+                crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client_host).await;
+            match decode_forwarded(h, answer, |b, v| {
+                ListTransactionsResponse::decode(b, v).ok()
+            }) {
+                Some(part) => {
+                    if part.error_code != kerr::NONE {
+                        out.error_code = part.error_code;
+                    }
+                    out.transaction_states.extend(part.transaction_states);
+                }
+                None => out.error_code = kerr::COORDINATOR_NOT_AVAILABLE,
+            }
+        }
+    }
+    respond(h, &out)
+}
+
+/// The body of another shard's answer to a forwarded request.
+fn decode_forwarded<T>(
+    h: &RequestHeaderInfo,
+    answer: Outcome,
+    decode: impl FnOnce(&mut Bytes, i16) -> Option<T>,
+) -> Option<T> {
+    let Outcome::Respond(frame) = answer else {
+        return None;
+    };
+    let mut body = crate::group_host::unframe(&frame, h.response_header_version());
+    decode(&mut body, h.api_version)
+}
