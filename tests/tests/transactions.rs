@@ -640,11 +640,11 @@ fn compact_strings(items: &[&str]) -> Vec<u8> {
     b
 }
 
-/// DescribeTransactions v0: (id, error, state, producer id, partitions).
-fn describe_transactions(
-    broker: &Broker,
-    ids: &[&str],
-) -> Vec<(String, i16, String, i64, Vec<(String, i32)>)> {
+/// One transaction as DescribeTransactions v0 answers it: (id, error, state, producer id,
+/// partitions).
+type Described = (String, i16, String, i64, Vec<(String, i32)>);
+
+fn describe_transactions(broker: &Broker, ids: &[&str]) -> Vec<Described> {
     let mut body = compact_strings(ids);
     body.push(0);
     let resp = call_flexible(broker, 65, &body);
