@@ -784,3 +784,76 @@ async fn the_coordinator_answers_bad_requests_with_kafkas_codes_and_describes_it
     let (_, _, txns) = list_transactions(&broker, &["CompleteAbort"]);
     assert_eq!(txns, [("good-id".into(), pid, "CompleteAbort".into())]);
 }
+
+/// Produce v3 of one transactional batch (`value`, sequence `seq`) of `pid`/`epoch` for
+/// transactional id `id`: the partition's error code.
+fn txn_produce(
+    s: &mut std::net::TcpStream,
+    id: &str,
+    (topic, partition): (&str, i32),
+    (pid, epoch, seq): (i64, i16, i32),
+) -> i16 {
+    use wire::at;
+    let mut batch = wire::record_batch(&[b"txn-value"], wire::now_ms());
+    batch[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&0x10i16.to_be_bytes());
+    batch[at::PRODUCER_ID..at::PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+    batch[at::PRODUCER_ID + 8..at::PRODUCER_ID + 10].copy_from_slice(&epoch.to_be_bytes());
+    batch[at::BASE_SEQUENCE..at::BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    wire::seal(&mut batch);
+    let body = wire::Enc::new()
+        .nstr(Some(id))
+        .i16(-1)
+        .i32(10_000)
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .bytes(&batch)
+        .0;
+    let r = wire::call(s, 0, 3, 1, &body);
+    let mut d = wire::Dec::new(&r);
+    assert_eq!(d.i32(), 1, "one topic");
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1, "one partition");
+    assert_eq!(d.i32(), partition);
+    d.i16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transactional_produce_outside_its_transaction_is_refused_and_not_stored() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    create_topics(&admin(&b), &[("kip890", 2, &[])]).await;
+    let mut s = wire::connect(&broker);
+    let r = wire::call(&mut s, 10, 1, 1, &wire::Enc::new().str("loner").i8(1).0);
+    assert_eq!(wire::Dec::new(&r[4..]).i16(), 0, "FindCoordinator");
+    let (code, pid, epoch) = init_producer_id(&mut s, "loner", 10_000);
+    assert_eq!(code, 0);
+    // No AddPartitionsToTxn: the coordinator does not know this partition in a transaction
+    // (none is even open), so the leader refuses the batch before storing it.
+    let refused = txn_produce(&mut s, "loner", ("kip890", 0), (pid, epoch, 0));
+    assert_eq!(refused, INVALID_TXN_STATE);
+    assert_eq!(wire::latest(&mut s, "kip890"), 0, "nothing stored");
+    // Added to the transaction, the same batch goes in.
+    let added = add_partitions(&mut s, "loner", pid, epoch, &[("kip890", &[0])]);
+    assert!(added.iter().all(|(_, _, e)| *e == 0), "{added:?}");
+    assert_eq!(
+        txn_produce(&mut s, "loner", ("kip890", 0), (pid, epoch, 0)),
+        0
+    );
+    // Not the other partition, nor as another producer id.
+    assert_eq!(
+        txn_produce(&mut s, "loner", ("kip890", 1), (pid, epoch, 0)),
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        txn_produce(&mut s, "loner", ("kip890", 0), (pid + 1, epoch, 0)),
+        INVALID_PRODUCER_ID_MAPPING
+    );
+    // After the transaction ends, a late retry cannot open another.
+    assert_eq!(end_txn(&mut s, "loner", pid, epoch, true), 0);
+    assert_eq!(
+        txn_produce(&mut s, "loner", ("kip890", 0), (pid, epoch, 1)),
+        INVALID_TXN_STATE
+    );
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
 use sluice_codec::kafka_protocol::messages::*;
-use sluice_codec::kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use sluice_codec::RequestHeaderInfo;
 use sluice_shard::{DmaStorage, PartitionKey, ShardId};
 use sluice_storage::PartitionLog;
@@ -441,6 +441,32 @@ pub async fn handle(
     forwarded: bool,
     client_host: &str,
 ) -> Outcome {
+    if let RequestKind::AddPartitionsToTxn(r) = body {
+        if h.api_version >= 4 {
+            let resp = add_partitions_batched(shard, h, r, forwarded, client_host).await;
+            return respond(h, &resp);
+        }
+        return run_single_or_forward(
+            shard,
+            h,
+            RequestKind::AddPartitionsToTxn(r),
+            raw,
+            forwarded,
+            client_host,
+        )
+        .await;
+    }
+    run_single_or_forward(shard, h, body, raw, forwarded, client_host).await
+}
+
+async fn run_single_or_forward(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    body: RequestKind,
+    raw: Bytes,
+    forwarded: bool,
+    client_host: &str,
+) -> Outcome {
     let me = shard.shard_id();
     if let Some(id) = single_id(&body) {
         if !forwarded {
@@ -456,7 +482,6 @@ pub async fn handle(
             describe(shard, h, r, raw, forwarded, client_host).await
         }
         RequestKind::ListTransactions(r) => list(shard, h, r, raw, forwarded, client_host).await,
-        // AddPartitionsToTxn v4+ (several transactions, from brokers) is not advertised.
         _ => Outcome::Close,
     }
 }
@@ -536,37 +561,14 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
                         .collect(),
                 )
             };
-            // Kafka's request handler: partitions that do not exist get
-            // UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, with no
-            // change to the transaction.
-            let topics = shard.topics();
-            let exists =
-                |t: &str, p: i32| topics.get(t).is_some_and(|t| p >= 0 && p < t.partitions);
-            let unknown = r
-                .v3_and_below_topics
-                .iter()
-                .any(|t| t.partitions.iter().any(|p| !exists(&t.name.0, *p)));
-            if unknown {
-                return respond(
-                    h,
-                    &answer(&|t, p| {
-                        if exists(t, p) {
-                            OPERATION_NOT_ATTEMPTED
-                        } else {
-                            kerr::UNKNOWN_TOPIC_OR_PARTITION
-                        }
-                    }),
-                );
+            if let Some(unknown) = unknown_partitions(shard, &r.v3_and_below_topics) {
+                return respond(h, &answer(&unknown));
             }
             let slot = match slot_for(shard, &id) {
                 Ok(s) => s,
                 Err(code) => return respond(h, &answer(&|_, _| code)),
             };
-            let partitions: Vec<(String, i32)> = r
-                .v3_and_below_topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
-                .collect();
+            let partitions = pairs(&r.v3_and_below_topics);
             let (pid, epoch) = (r.v3_and_below_producer_id.0, r.v3_and_below_producer_epoch);
             let reply = slot
                 .call(move |c, token, now| {
@@ -628,6 +630,234 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
         }
         _ => Outcome::Close,
     }
+}
+
+/// Kafka's request handler: when some partitions of an AddPartitionsToTxn do not exist,
+/// those get UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, with no
+/// change to the transaction. `None` when all exist.
+fn unknown_partitions(
+    shard: &BrokerShard,
+    topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+) -> Option<impl Fn(&str, i32) -> i16> {
+    let table = shard.topics();
+    let exists = move |t: &str, p: i32| table.get(t).is_some_and(|t| p >= 0 && p < t.partitions);
+    let unknown = topics
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| !exists(&t.name.0, *p)));
+    unknown.then_some(move |t: &str, p: i32| {
+        if exists(t, p) {
+            OPERATION_NOT_ATTEMPTED
+        } else {
+            kerr::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    })
+}
+
+/// One transaction's partitions as (topic, partition) pairs.
+fn pairs(topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+        .collect()
+}
+
+/// The per-partition results of one transaction of AddPartitionsToTxn v4+.
+fn txn_result(
+    t: &add_partitions_to_txn_request::AddPartitionsToTxnTransaction,
+    code: &dyn Fn(usize, &str, i32) -> i16,
+) -> add_partitions_to_txn_response::AddPartitionsToTxnResult {
+    let mut at = 0;
+    add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+        .with_transactional_id(t.transactional_id.clone())
+        .with_topic_results(
+            t.topics
+                .iter()
+                .map(|tp| {
+                    add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                        .with_name(tp.name.clone())
+                        .with_results_by_partition(
+                            tp.partitions
+                                .iter()
+                                .map(|p| {
+                                    let c = code(at, &tp.name.0, *p);
+                                    at += 1;
+                                    add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                        .with_partition_index(*p)
+                                        .with_partition_error_code(c)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
+/// AddPartitionsToTxn v4+ (Kafka's broker-to-broker form, KIP-890): several transactions,
+/// each added or (`verify_only`) checked by the shard coordinating it.
+async fn add_partitions_batched(
+    shard: &Rc<BrokerShard>,
+    h: &RequestHeaderInfo,
+    r: AddPartitionsToTxnRequest,
+    forwarded: bool,
+    client_host: &str,
+) -> AddPartitionsToTxnResponse {
+    let me = shard.shard_id();
+    let v = h.api_version;
+    let mut results = Vec::with_capacity(r.transactions.len());
+    for t in r.transactions {
+        let id = t.transactional_id.0.to_string();
+        if let (false, Some(o)) = (forwarded, owner_of(shard, &id).filter(|o| *o != me)) {
+            // That shard answers this transaction (a request of just it).
+            let one = AddPartitionsToTxnRequest::default().with_transactions(vec![t.clone()]);
+            let answer = match request_frame(ApiKey::AddPartitionsToTxn, v, &one) {
+                Some(frame) => {
+                    crate::conn::forward(
+                        shard,
+                        o,
+                        ApiKey::AddPartitionsToTxn as i16,
+                        frame,
+                        client_host,
+                    )
+                    .await
+                }
+                None => Outcome::Close,
+            };
+            let got = decode_forwarded(h, answer, |b, v| {
+                AddPartitionsToTxnResponse::decode(b, v).ok()
+            })
+            .and_then(|mut r| r.results_by_transaction.pop());
+            results.push(
+                got.unwrap_or_else(|| txn_result(&t, &|_, _, _| kerr::COORDINATOR_NOT_AVAILABLE)),
+            );
+            continue;
+        }
+        if let Some(unknown) = unknown_partitions(shard, &t.topics) {
+            results.push(txn_result(&t, &|_, topic, p| unknown(topic, p)));
+            continue;
+        }
+        let partitions = pairs(&t.topics);
+        let (pid, epoch) = (t.producer_id.0, t.producer_epoch);
+        let codes = if t.verify_only {
+            verify_local(shard, &id, pid, epoch, &partitions)
+        } else {
+            let code = match slot_for(shard, &id) {
+                Err(code) => code,
+                Ok(slot) => match slot
+                    .call(move |c, token, now| {
+                        c.add_partitions(token, now, &id, pid, epoch, &partitions)
+                    })
+                    .await
+                {
+                    Some(Reply::AddPartitions { error }) => error,
+                    _ => kerr::NOT_COORDINATOR,
+                },
+            };
+            vec![code; t.topics.iter().map(|tp| tp.partitions.len()).sum()]
+        };
+        results.push(txn_result(&t, &|i, _, _| {
+            fenced(
+                codes.get(i).copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR),
+                FencedApi::AddPartitionsToTxn,
+                v,
+            )
+        }));
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// KIP-890 part 1 on this shard: the coordinator's verdict for each partition.
+fn verify_local(
+    shard: &BrokerShard,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    match slot_for(shard, id) {
+        Err(code) => vec![code; partitions.len()],
+        Ok(slot) => slot.coord.borrow().verify(id, pid, epoch, partitions),
+    }
+}
+
+/// KIP-890 part 1 for a transactional produce: asks the transaction's coordinator whether
+/// the partitions belong to the producer's ongoing transaction (one code per partition,
+/// as the coordinator answers; NOT_COORDINATOR when this node does not coordinate it).
+pub async fn verify(
+    shard: &Rc<BrokerShard>,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    let me = shard.shard_id();
+    match owner_of(shard, id) {
+        None => vec![kerr::NOT_COORDINATOR; partitions.len()],
+        Some(o) if o == me => verify_local(shard, id, pid, epoch, partitions),
+        Some(o) => {
+            let mut topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> =
+                Vec::new();
+            for (t, p) in partitions {
+                match topics.last_mut() {
+                    Some(last) if last.name.0.as_str() == t => last.partitions.push(*p),
+                    _ => topics.push(
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(topic_name(t))
+                            .with_partitions(vec![*p]),
+                    ),
+                }
+            }
+            let txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(topics);
+            let req = AddPartitionsToTxnRequest::default().with_transactions(vec![txn]);
+            const V: i16 = 5;
+            let Some(frame) = request_frame(ApiKey::AddPartitionsToTxn, V, &req) else {
+                return vec![kerr::UNKNOWN_SERVER_ERROR; partitions.len()];
+            };
+            let answer =
+                crate::conn::forward(shard, o, ApiKey::AddPartitionsToTxn as i16, frame, "").await;
+            let Outcome::Respond(frame) = answer else {
+                return vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()];
+            };
+            let header_version = AddPartitionsToTxnResponse::header_version(V);
+            let mut body = crate::group_host::unframe(&frame, header_version);
+            let Ok(resp) = AddPartitionsToTxnResponse::decode(&mut body, V) else {
+                return vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()];
+            };
+            let codes: Vec<i16> = resp
+                .results_by_transaction
+                .iter()
+                .flat_map(|t| t.topic_results.iter())
+                .flat_map(|t| t.results_by_partition.iter())
+                .map(|p| p.partition_error_code)
+                .collect();
+            if codes.len() == partitions.len() {
+                codes
+            } else {
+                vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()]
+            }
+        }
+    }
+}
+
+/// A request frame as a client sends it (without the size prefix), for another shard.
+fn request_frame<T: Encodable + HeaderVersion>(
+    api: ApiKey,
+    version: i16,
+    body: &T,
+) -> Option<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_client_id(Some(str_bytes("sluice-txn")))
+        .encode(&mut buf, T::header_version(version))
+        .ok()?;
+    body.encode(&mut buf, version).ok()?;
+    Some(buf.freeze())
 }
 
 fn fenced(error: i16, api: FencedApi, version: i16) -> i16 {

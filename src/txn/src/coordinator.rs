@@ -442,6 +442,50 @@ impl TxnCoordinator {
         self.begin(transactional_id, next, Then::AddPartitions(token))
     }
 
+    /// AddPartitionsToTxn v4+ with `verify_only` (KIP-890 part 1): a partition leader asks
+    /// whether a transactional produce belongs to the producer's ongoing transaction,
+    /// before appending it, so a late retry cannot open a transaction there that nothing
+    /// will ever end. One code per partition (the same for all when the producer itself
+    /// does not check out); nothing changes.
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let all = |error| vec![error; partitions.len()];
+        if !self.loaded {
+            return all(code::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        let Some(txn) = self.txns.get(transactional_id) else {
+            return all(code::INVALID_PRODUCER_ID_MAPPING);
+        };
+        let cur = &txn.current;
+        if cur.producer_id != producer_id {
+            return all(code::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if cur.producer_epoch != producer_epoch {
+            return all(code::PRODUCER_FENCED);
+        }
+        // A change in flight that ends the transaction (an abort on timeout or fence)
+        // already decided against later writes.
+        let ending = txn
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.next.state != TxnState::Ongoing);
+        partitions
+            .iter()
+            .map(|p| {
+                if cur.state == TxnState::Ongoing && !ending && cur.partitions.contains(p) {
+                    code::NONE
+                } else {
+                    code::INVALID_TXN_STATE
+                }
+            })
+            .collect()
+    }
+
     /// AddOffsetsToTxn: adds the group's `__consumer_offsets` partition, so that the
     /// transaction's markers reach the group's pending offsets.
     pub fn add_offsets(

@@ -821,3 +821,45 @@ fn a_fenced_epoch_at_the_limit_is_never_bumped_past_it() {
     assert_ne!(pid, 7);
     assert_eq!(epoch, 0);
 }
+
+#[test]
+fn kip_890_verification_admits_only_partitions_of_the_ongoing_transaction() {
+    let mut h = Harness::new();
+    let parts = |v: &[(&str, i32)]| -> Vec<(String, i32)> {
+        v.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+    };
+    assert_eq!(
+        h.c.verify(TID, 1, 0, &parts(&[("t", 0)])),
+        [code::INVALID_PRODUCER_ID_MAPPING]
+    );
+    let (pid, epoch) = h.init(TID);
+    // No transaction yet: a late retry of an old batch must not open one.
+    assert_eq!(
+        h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
+        [code::INVALID_TXN_STATE]
+    );
+    assert_eq!(h.add(TID, pid, epoch, &[("t", 0)]), code::NONE);
+    assert_eq!(
+        h.c.verify(TID, pid, epoch, &parts(&[("t", 0), ("t", 1)])),
+        [code::NONE, code::INVALID_TXN_STATE]
+    );
+    assert_eq!(
+        h.c.verify(TID, pid, epoch + 1, &parts(&[("t", 0)])),
+        [code::PRODUCER_FENCED]
+    );
+    assert_eq!(
+        h.c.verify(TID, pid + 1, epoch, &parts(&[("t", 0)])),
+        [code::INVALID_PRODUCER_ID_MAPPING]
+    );
+    // Once the transaction is ending, nothing more is admitted.
+    let _ = h.end_raw(TID, pid, epoch, true);
+    assert_eq!(
+        h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
+        [code::INVALID_TXN_STATE]
+    );
+    h.markers_all();
+    assert_eq!(
+        h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
+        [code::INVALID_TXN_STATE]
+    );
+}

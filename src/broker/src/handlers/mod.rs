@@ -69,8 +69,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
     // Transactions (`crate::txn_host`). AddPartitionsToTxn v4+ is Kafka's broker-to-broker
-    // form (several transactions, verify-only); clients send up to v3.
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // form (several transactions, verify-only for KIP-890); clients send up to v3.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),

@@ -131,12 +131,22 @@ pub async fn handle(
         .iter()
         .map(|(req, _)| (req.topic_id, req.partition))
         .collect();
+    let refused = match &r.transactional_id {
+        Some(id) if has_transactional => verify_transactional(shard, &id.0, &accepted).await,
+        _ => vec![None; accepted.len()],
+    };
     let futs: Vec<_> = accepted
         .into_iter()
-        .map(|(req, records)| {
+        .zip(refused)
+        .map(|((req, records), refused)| {
             let shard = shard.clone();
             let records = records.map(|b| sharing.batch(b));
-            async move { shard.partition_call(req, records).await.0 }
+            async move {
+                match refused {
+                    Some(code) => crate::ops::PartitionReply::error(code),
+                    None => shard.partition_call(req, records).await.0,
+                }
+            }
         })
         .collect();
     let replies = join_all(futs).await;
@@ -178,3 +188,54 @@ pub async fn handle(
             .with_node_endpoints(node_endpoints),
     )
 }
+
+/// KIP-890 part 1: before transactional batches are appended, the transaction's coordinator
+/// confirms that their partitions were added to the producer's ongoing transaction, so a
+/// batch arriving after its transaction ended (a late retry, a fenced producer) cannot open
+/// one there that nothing would ever end. One refusal code (or none) per accepted batch.
+async fn verify_transactional(
+    shard: &Rc<BrokerShard>,
+    transactional_id: &str,
+    accepted: &[(PartitionRequest, Option<bytes::Bytes>)],
+) -> Vec<Option<i16>> {
+    let topics = shard.topics();
+    // (index in `accepted`, producer id, epoch, topic, partition) of each transactional batch.
+    let mut asks: BTreeMap<(i64, i16), Vec<(usize, (String, i32))>> = BTreeMap::new();
+    for (i, (req, records)) in accepted.iter().enumerate() {
+        let Some(h) = records
+            .as_deref()
+            .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok())
+            .filter(|h| h.is_transactional())
+        else {
+            continue;
+        };
+        let Some(t) = topics.get_by_id(&req.topic_id) else {
+            continue;
+        };
+        asks.entry((h.producer_id, h.producer_epoch))
+            .or_default()
+            .push((i, (t.name.clone(), req.partition)));
+    }
+    let mut out = vec![None; accepted.len()];
+    for ((pid, epoch), items) in asks {
+        let partitions: Vec<(String, i32)> = items.iter().map(|(_, p)| p.clone()).collect();
+        let codes = crate::txn_host::verify(shard, transactional_id, pid, epoch, &partitions).await;
+        for ((i, _), code) in items.iter().zip(codes) {
+            out[*i] = match code {
+                kerr::NONE => None,
+                // The coordinator cannot answer now: retriable for every client version.
+                kerr::COORDINATOR_NOT_AVAILABLE
+                | kerr::NOT_COORDINATOR
+                | kerr::COORDINATOR_LOAD_IN_PROGRESS
+                | CONCURRENT_TRANSACTIONS => Some(kerr::NOT_ENOUGH_REPLICAS),
+                // Produce has no PRODUCER_FENCED; the epoch error says the same.
+                PRODUCER_FENCED => Some(kerr::INVALID_PRODUCER_EPOCH),
+                other => Some(other),
+            };
+        }
+    }
+    out
+}
+
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+const PRODUCER_FENCED: i16 = 90;
