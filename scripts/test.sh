@@ -45,7 +45,7 @@ else
     # --workspace, not -p sluice-tests: the same feature resolution as the run above, so
     # its test binaries are reused instead of rebuilt (rdkafka-sys included).
     cluster_suites=(--test rdkafka_basic --test python_client --test quickstart --test groups
-        --test bad_input --test loadgen)
+        --test bad_input --test loadgen --test transactions)
     if [[ "${SLUICE_TEST_CLUSTER_SUITES:-1}" != 0 ]]; then
         echo "test.sh: SLUICE_TEST_CLUSTER=3 cargo test --workspace ${cluster_suites[*]}"
         SLUICE_TEST_CLUSTER=3 cargo test --workspace "${cluster_suites[@]}"

@@ -20,7 +20,7 @@ use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
 
 use crate::kerr::{COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
-use crate::replication::{Proposal, Replication, Submitted};
+use crate::replication::{Origin, Proposal, Replication, Submitted};
 use crate::shard::now_ms;
 
 /// Kafka's `offsets.commit.timeout.ms` (and `transaction.state.log` writes use the same
@@ -330,7 +330,7 @@ impl CoordLog {
                         crate::kerr::UNKNOWN_SERVER_ERROR,
                     ));
                 };
-                match rep.submit(*group, &header, batch, &log) {
+                match rep.submit(*group, &header, batch, &log, Origin::Coordinator) {
                     Ok(Submitted::Proposal(p)) => Pending::Proposed(p),
                     Ok(Submitted::Duplicate { last_offset, .. }) => Pending::Appended(last_offset),
                     Err(code) => Pending::Failed(WriteFailed::new(

@@ -30,6 +30,7 @@ pub mod kerr;
 pub mod leader_epochs;
 pub mod leader_reads;
 pub mod metadata_sync;
+pub mod node_rpc;
 pub mod ops;
 pub mod panic_policy;
 pub mod partition_dirs;

@@ -178,10 +178,9 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
             }
         }));
     }
-    // Other nodes ask this one to hand partitions it leads to their preferred replicas.
-    node.set_extension(Rc::new(crate::handlers::elect_leaders::ElectRpc(
-        Rc::downgrade(shard),
-    )));
+    // Other nodes ask this one to hand partitions it leads to their preferred replicas,
+    // and to write transaction markers to them.
+    node.set_extension(Rc::new(crate::node_rpc::NodeRpc(Rc::downgrade(shard))));
     node.attach_leaders(Rc::new(crate::replication::LeaderReports::new(
         shard.shared_handle.clone(),
     )));

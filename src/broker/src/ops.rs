@@ -30,6 +30,10 @@ pub const TAG_RAFT_OUT: u16 = 9;
 /// One-way, from shard 0; empty body; payload: a Raft envelope another node sent, holding
 /// only groups of the receiving shard.
 pub const TAG_RAFT_IN: u16 = 10;
+/// To shard 0; empty body; payload: the node to ask (i32), the extension method (u16), the
+/// timeout in ms (u32), all big-endian, then the request body (`crate::node_rpc::call`).
+/// Reply payload: the answer body (none: no OK answer).
+pub const TAG_NODE_CALL: u16 = 11;
 
 /// What to do to a partition.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

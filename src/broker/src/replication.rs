@@ -283,6 +283,15 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Who wrote a batch being submitted: a client (produce: sequences checked) or a
+/// coordinator (its own records, TxnOffsetCommit's without a sequence: Kafka's
+/// `AppendOrigin.COORDINATOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Coordinator,
+}
+
 /// What became of a submitted batch.
 pub enum Submitted {
     /// Proposed (or the same batch already was): wait for its outcome.
@@ -1322,8 +1331,9 @@ impl Replication {
         header: &Header,
         bytes: Bytes,
         log: &PartitionLog<DmaStorage>,
+        origin: Origin,
     ) -> Result<Submitted, i16> {
-        let submitted = self.try_submit(group, header, bytes, log);
+        let submitted = self.try_submit(group, header, bytes, log, origin);
         if submitted.is_err() {
             // Whatever the reason: its producer's later batches must not overtake it (see
             // `sluice_replica::sequences::RefusedBatches`).
@@ -1347,6 +1357,7 @@ impl Replication {
         header: &Header,
         bytes: Bytes,
         log: &PartitionLog<DmaStorage>,
+        origin: Origin,
     ) -> Result<Submitted, i16> {
         self.accepting(group)?;
         match self.mgr.borrow().status(group) {
@@ -1355,13 +1366,21 @@ impl Replication {
             Some(st) if st.role == sluice_raft::Role::Leader && st.ready => {}
             _ => return Err(kerr::NOT_LEADER_OR_FOLLOWER),
         }
+        let coordinator = origin == Origin::Coordinator;
+        // Transaction rules against the leader's log (markers, writes outside an open
+        // transaction). As with sequences, what is proposed meanwhile is not in the log yet;
+        // the coordinator never has two markers for one producer in flight.
+        log.check_txn_rules(header, &bytes, coordinator)
+            .map_err(|e| e.kafka_error_code())?;
         let mut groups = self.groups.borrow_mut();
         let Some(info) = groups.get_mut(&group) else {
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         };
-        let admit = info
-            .seqs
-            .admit(header, || {
+        // A coordinator's batch has no sequence (see `PartitionLog::append_coordinator`).
+        let admit = if coordinator {
+            Ok(Admit::Propose)
+        } else {
+            info.seqs.admit(header, || {
                 log.check_producer(
                     header.producer_id,
                     header.producer_epoch,
@@ -1369,7 +1388,8 @@ impl Replication {
                     header.last_offset_delta,
                 )
             })
-            .map_err(|e| e.kafka_error_code())?;
+        }
+        .map_err(|e: sluice_replica::sequences::AdmitError| e.kafka_error_code())?;
         let now = self.now_ms();
         let known =
             info.seqs.has_producer(header.producer_id) || log.knows_producer(header.producer_id);
@@ -1415,7 +1435,9 @@ impl Replication {
             Err(error) => return Err(propose_error_code(error)),
         };
         if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-            info.seqs.proposed(token, header);
+            if !coordinator {
+                info.seqs.proposed(token, header);
+            }
         }
         // The leader's log holds it now (acks=1 is answered from this, not after the
         // driver's next round).
@@ -2512,7 +2534,7 @@ pub async fn produce(
     } else {
         (batch, -1)
     };
-    let submitted = match rep.submit(group, &header, batch, log) {
+    let submitted = match rep.submit(group, &header, batch, log, Origin::Client) {
         Ok(s) => s,
         Err(code) => return PartitionReply::error(code),
     };

@@ -23,8 +23,8 @@ use crate::controller::Controller;
 use crate::kerr;
 use crate::ops::{
     self, PartitionOp, PartitionReply, PartitionRequest, TAG_AUTO_CREATE, TAG_FORWARD,
-    TAG_PARTITION, TAG_PRODUCER_IDS, TAG_RAFT_IN, TAG_RAFT_OUT, TAG_TOPICS, TAG_UNWATCH, TAG_WATCH,
-    TAG_WATCH_FIRED,
+    TAG_NODE_CALL, TAG_PARTITION, TAG_PRODUCER_IDS, TAG_RAFT_IN, TAG_RAFT_OUT, TAG_TOPICS,
+    TAG_UNWATCH, TAG_WATCH, TAG_WATCH_FIRED,
 };
 use crate::partition_dirs;
 use crate::replication_throttle::{PartitionThrottle, TopicThrottles};
@@ -1581,6 +1581,12 @@ impl FrameHandler for MeshHandler {
                     None => None,
                 };
                 Frame::empty(TAG_PRODUCER_IDS, payload)
+            }
+            TAG_NODE_CALL => {
+                // A request to another node, through this node's transport (shard 0 only).
+                let payload = frame.take_payload().unwrap_or_default();
+                let answer = crate::node_rpc::call_from_frame(shard, payload).await;
+                Frame::empty(TAG_NODE_CALL, answer)
             }
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();

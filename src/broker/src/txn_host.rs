@@ -10,12 +10,18 @@
 //! before the coordinator applies them. Its coordinator epoch is the partition's leader
 //! epoch when it loaded, so partitions refuse the markers of a deposed coordinator.
 //!
-//! Markers go to each partition's owning shard as a control batch appended with acks=all
-//! (`PartitionOp::Produce`, the same path as a produce, whose log checks the producer and
-//! coordinator epochs). A marker the partition refuses for an older producer epoch means a
-//! later marker (a fence) passed there already and counts as written; one refused for an
-//! older coordinator epoch means this coordinator was deposed, and it stops. Anything else
-//! is retried until it lands or the coordinator unloads.
+//! Markers go to each partition's leader as a control batch appended with acks=all: on
+//! this node through its owning shard (`PartitionOp::Produce`, the same path as a produce,
+//! whose log checks the producer and coordinator epochs), on another node as a
+//! WriteTxnMarkers call over the node-to-node transport (`handlers::write_txn_markers`). A
+//! marker the partition refuses for an older producer epoch means a later marker (a fence)
+//! passed there already and counts as written; one refused for an older coordinator epoch
+//! means this coordinator was deposed, and it stops. Anything else is retried until it
+//! lands or the coordinator unloads.
+//!
+//! KIP-890 part 1: a partition leader asks the coordinator ([`verify`]) before it appends
+//! a transactional batch, through AddPartitionsToTxn v5 with `verify_only` (to another
+//! shard, or another node's coordinator over the transport, `node_rpc::VERIFY_TXN`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,6 +41,7 @@ use sluice_txn::{
 
 use crate::conn::Outcome;
 use crate::coord_log::{CoordLog, Pending, State};
+use crate::handlers::write_txn_markers::MARKER_TIMEOUT_MS;
 use crate::handlers::{respond, str_bytes, topic_name};
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
@@ -47,9 +54,8 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 pub const TXN_TOPIC_SEGMENT_BYTES: &str = "104857600";
 /// First tick after loading.
 const TICK_MAX: Duration = Duration::from_millis(1000);
-/// How long one marker write may wait for its partition (a replicated one: its quorum)
-/// before it is tried again (Kafka's `request.timeout.ms` for WriteTxnMarkers).
-const MARKER_TIMEOUT_MS: i32 = 30_000;
+/// How long past its own timeout a call to another node waits for the answer.
+const RPC_MARGIN: Duration = Duration::from_secs(2);
 /// Pause before a marker write that failed is tried again.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -359,7 +365,21 @@ async fn write_marker(
             },
         };
         let (reply, _) = shard.partition_call(req, Some(Bytes::from(batch))).await;
-        match reply.error_code {
+        let code = match reply.error_code {
+            // Led by another node (or not hosted here at all): its leader writes it.
+            kerr::NOT_LEADER_OR_FOLLOWER => {
+                let (hint, _) = crate::handlers::current_leader(&shard, &t.0, partition);
+                if hint.leader >= 0 && hint.leader != shard.config.node_id {
+                    remote_marker(&shard, hint.leader, &m, &topic, partition)
+                        .await
+                        .unwrap_or(kerr::NOT_LEADER_OR_FOLLOWER)
+                } else {
+                    kerr::NOT_LEADER_OR_FOLLOWER
+                }
+            }
+            code => code,
+        };
+        match code {
             kerr::NONE | kerr::INVALID_PRODUCER_EPOCH => return true,
             TRANSACTION_COORDINATOR_FENCED => {
                 log::warn!(
@@ -378,6 +398,45 @@ async fn write_marker(
             }
         }
     }
+}
+
+/// Writes one marker through node `leader` (WriteTxnMarkers over the node-to-node
+/// transport, which shard 0 holds): the partition's code, `None` without an answer.
+async fn remote_marker(
+    shard: &Rc<BrokerShard>,
+    leader: i32,
+    m: &Markers,
+    topic: &str,
+    partition: i32,
+) -> Option<i16> {
+    use crate::handlers::write_txn_markers::{WIRE_VERSION, WRITE_MARKERS};
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![
+        write_txn_markers_request::WritableTxnMarker::default()
+            .with_producer_id(ProducerId(m.producer_id))
+            .with_producer_epoch(m.producer_epoch)
+            .with_transaction_result(m.commit)
+            .with_coordinator_epoch(m.coordinator_epoch)
+            .with_topics(vec![
+                write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_indexes(vec![partition]),
+            ]),
+    ]);
+    let mut body = bytes::BytesMut::new();
+    req.encode(&mut body, WIRE_VERSION).ok()?;
+    // The other node's append waits for its partition's quorum.
+    let timeout = Duration::from_millis(MARKER_TIMEOUT_MS as u64) + RPC_MARGIN;
+    let answer =
+        crate::node_rpc::call(shard, leader, WRITE_MARKERS, body.freeze(), timeout).await?;
+    let mut answer = answer;
+    let resp = WriteTxnMarkersResponse::decode(&mut answer, WIRE_VERSION).ok()?;
+    resp.markers
+        .first()?
+        .topics
+        .first()?
+        .partitions
+        .first()
+        .map(|p| p.error_code)
 }
 
 /// Whether the transaction coordinator answers this request.
@@ -779,9 +838,14 @@ fn verify_local(
     }
 }
 
+/// The version of the AddPartitionsToTxn requests KIP-890 verification sends.
+const VERIFY_VERSION: i16 = 5;
+
 /// KIP-890 part 1 for a transactional produce: asks the transaction's coordinator whether
-/// the partitions belong to the producer's ongoing transaction (one code per partition,
-/// as the coordinator answers; NOT_COORDINATOR when this node does not coordinate it).
+/// the partitions belong to the producer's ongoing transaction, one code per partition as
+/// the coordinator answers. The coordinator is on the node leading the id's
+/// `__transaction_state` partition: this one (on some shard) or another (NOT_COORDINATOR
+/// when no leader is known, COORDINATOR_NOT_AVAILABLE when it did not answer).
 pub async fn verify(
     shard: &Rc<BrokerShard>,
     id: &str,
@@ -789,58 +853,153 @@ pub async fn verify(
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> Vec<i16> {
-    let me = shard.shard_id();
+    let n = partitions.len();
+    let Some((topic_id, count)) = txn_topic(shard) else {
+        return vec![kerr::NOT_COORDINATOR; n];
+    };
+    // The coordinator is the leader of the id's partition: this node, or another (a
+    // replica here that does not lead it does not coordinate).
+    let (hint, _) =
+        crate::handlers::current_leader(shard, &topic_id, sluice_txn::partition_for(id, count));
+    if hint.leader == shard.config.node_id || (hint.leader < 0 && owner_of(shard, id).is_some()) {
+        return verify_on_node(shard, id, pid, epoch, partitions).await;
+    }
+    if hint.leader < 0 {
+        return vec![kerr::NOT_COORDINATOR; n];
+    }
+    let mut body = bytes::BytesMut::new();
+    if verify_request(id, pid, epoch, partitions)
+        .encode(&mut body, VERIFY_VERSION)
+        .is_err()
+    {
+        return vec![kerr::UNKNOWN_SERVER_ERROR; n];
+    }
+    let timeout = Duration::from_millis(MARKER_TIMEOUT_MS as u64);
+    let answer = crate::node_rpc::call(
+        shard,
+        hint.leader,
+        crate::node_rpc::VERIFY_TXN,
+        body.freeze(),
+        timeout,
+    )
+    .await;
+    answer
+        .and_then(|mut b| AddPartitionsToTxnResponse::decode(&mut b, VERIFY_VERSION).ok())
+        .and_then(|r| codes_of(&r, n))
+        .unwrap_or_else(|| vec![kerr::COORDINATOR_NOT_AVAILABLE; n])
+}
+
+/// An AddPartitionsToTxn v4+ request verifying one transaction's partitions.
+fn verify_request(
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> AddPartitionsToTxnRequest {
+    let mut topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> = Vec::new();
+    for (t, p) in partitions {
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == t => last.partitions.push(*p),
+            _ => topics.push(
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![*p]),
+            ),
+        }
+    }
+    let txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_verify_only(true)
+        .with_topics(topics);
+    AddPartitionsToTxnRequest::default().with_transactions(vec![txn])
+}
+
+/// The partition codes of a one-transaction AddPartitionsToTxn v4+ answer, if it has `n`.
+fn codes_of(resp: &AddPartitionsToTxnResponse, n: usize) -> Option<Vec<i16>> {
+    let codes: Vec<i16> = resp
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| t.results_by_partition.iter())
+        .map(|p| p.partition_error_code)
+        .collect();
+    (codes.len() == n).then_some(codes)
+}
+
+/// [`verify`] by this node's coordinator of `id`, on whichever shard holds it.
+async fn verify_on_node(
+    shard: &Rc<BrokerShard>,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    let n = partitions.len();
     match owner_of(shard, id) {
-        None => vec![kerr::NOT_COORDINATOR; partitions.len()],
-        Some(o) if o == me => verify_local(shard, id, pid, epoch, partitions),
+        None => vec![kerr::NOT_COORDINATOR; n],
+        Some(o) if o == shard.shard_id() => verify_local(shard, id, pid, epoch, partitions),
         Some(o) => {
-            let mut topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> =
-                Vec::new();
-            for (t, p) in partitions {
-                match topics.last_mut() {
-                    Some(last) if last.name.0.as_str() == t => last.partitions.push(*p),
-                    _ => topics.push(
-                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                            .with_name(topic_name(t))
-                            .with_partitions(vec![*p]),
-                    ),
-                }
-            }
-            let txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
-                .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
-                .with_producer_id(ProducerId(pid))
-                .with_producer_epoch(epoch)
-                .with_verify_only(true)
-                .with_topics(topics);
-            let req = AddPartitionsToTxnRequest::default().with_transactions(vec![txn]);
-            const V: i16 = 5;
-            let Some(frame) = request_frame(ApiKey::AddPartitionsToTxn, V, &req) else {
-                return vec![kerr::UNKNOWN_SERVER_ERROR; partitions.len()];
+            let req = verify_request(id, pid, epoch, partitions);
+            let Some(frame) = request_frame(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, &req)
+            else {
+                return vec![kerr::UNKNOWN_SERVER_ERROR; n];
             };
             let answer =
                 crate::conn::forward(shard, o, ApiKey::AddPartitionsToTxn as i16, frame, "").await;
             let Outcome::Respond(frame) = answer else {
-                return vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()];
+                return vec![kerr::COORDINATOR_NOT_AVAILABLE; n];
             };
-            let header_version = AddPartitionsToTxnResponse::header_version(V);
+            let header_version = AddPartitionsToTxnResponse::header_version(VERIFY_VERSION);
             let mut body = crate::group_host::unframe(&frame, header_version);
-            let Ok(resp) = AddPartitionsToTxnResponse::decode(&mut body, V) else {
-                return vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()];
-            };
-            let codes: Vec<i16> = resp
-                .results_by_transaction
-                .iter()
-                .flat_map(|t| t.topic_results.iter())
-                .flat_map(|t| t.results_by_partition.iter())
-                .map(|p| p.partition_error_code)
-                .collect();
-            if codes.len() == partitions.len() {
-                codes
-            } else {
-                vec![kerr::COORDINATOR_NOT_AVAILABLE; partitions.len()]
-            }
+            AddPartitionsToTxnResponse::decode(&mut body, VERIFY_VERSION)
+                .ok()
+                .and_then(|r| codes_of(&r, n))
+                .unwrap_or_else(|| vec![kerr::COORDINATOR_NOT_AVAILABLE; n])
         }
     }
+}
+
+/// Serves [`crate::node_rpc::VERIFY_TXN`] calls: another node's partition leader asking
+/// this node's coordinator (never passed on to a third node).
+pub fn serve_verify(
+    shard: Option<Rc<BrokerShard>>,
+    request: sluice_rpc::Request,
+) -> sluice_rpc::LocalBoxFuture<sluice_rpc::Response> {
+    Box::pin(async move {
+        let answer = |status: u16, body: Bytes| sluice_rpc::Response { status, body };
+        let Some(shard) = shard else {
+            return answer(sluice_rpc::status::SHUTTING_DOWN, Bytes::new());
+        };
+        let mut body = request.body;
+        let Ok(req) = AddPartitionsToTxnRequest::decode(&mut body, VERIFY_VERSION) else {
+            return answer(sluice_cluster::wire::status::MALFORMED, Bytes::new());
+        };
+        let mut results = Vec::with_capacity(req.transactions.len());
+        for t in &req.transactions {
+            let partitions = pairs(&t.topics);
+            let codes = verify_on_node(
+                &shard,
+                &t.transactional_id.0,
+                t.producer_id.0,
+                t.producer_epoch,
+                &partitions,
+            )
+            .await;
+            results.push(txn_result(t, &|i, _, _| {
+                codes.get(i).copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR)
+            }));
+        }
+        let mut out = bytes::BytesMut::new();
+        match AddPartitionsToTxnResponse::default()
+            .with_results_by_transaction(results)
+            .encode(&mut out, VERIFY_VERSION)
+        {
+            Ok(()) => answer(sluice_rpc::status::OK, out.freeze()),
+            Err(_) => answer(sluice_cluster::wire::status::MALFORMED, Bytes::new()),
+        }
+    })
 }
 
 /// A request frame as a client sends it (without the size prefix), for another shard.

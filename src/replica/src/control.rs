@@ -90,7 +90,10 @@ pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Bytes, Malformed
     let h = Header::parse(&e.data)
         .filter(|h| h.size == e.data.len())
         .ok_or_else(|| Malformed(format!("entry {}: not one whole batch", e.index)))?;
-    if h.is_control() || h.last_offset_delta.checked_add(1) != i32::try_from(records).ok() {
+    // A data entry holds a client's batch or a transaction marker (a control batch of a
+    // producer: the coordinator's), never a control batch of Raft's own.
+    let own = h.is_control() && !sluice_storage::txn::is_marker_header(&h);
+    if own || h.last_offset_delta.checked_add(1) != i32::try_from(records).ok() {
         return Err(Malformed(format!(
             "entry {}: a batch of {} offsets (control {}), the entry says {records} records",
             e.index,
@@ -115,7 +118,8 @@ pub fn stored_bytes(e: &Entry, base: i64, epoch: i32) -> Result<Bytes, Malformed
 }
 
 /// One stored batch (a whole batch as the partition log returns it) as a fetch answer: its
-/// offsets and term, and for a control batch the Raft entry it holds.
+/// offsets and term, and for a control batch of Raft's own the Raft entry it holds (a
+/// transaction marker is a control batch too, but a data entry like any produced batch).
 pub fn fetched(batch: Bytes) -> Result<FetchedBatch, Malformed> {
     let h = Header::parse(&batch)
         .filter(|h| h.size == batch.len())
@@ -130,7 +134,7 @@ pub fn fetched(batch: Bytes) -> Result<FetchedBatch, Malformed> {
         .max(1);
     let records = u32::try_from(i64::from(h.last_offset_delta) + 1)
         .map_err(|_| Malformed(format!("batch at {}: bad offset delta", h.base_offset)))?;
-    if !h.is_control() {
+    if !h.is_control() || sluice_storage::txn::is_marker_header(&h) {
         return Ok(FetchedBatch {
             base: h.base_offset,
             term,
@@ -305,5 +309,35 @@ mod tests {
         // Any later term is stamped as usual.
         let h = Header::parse(&stored_bytes(&Entry { term: 2, ..e }, 7, 2).unwrap()).unwrap();
         assert_eq!(h.leader_epoch, 2);
+    }
+
+    #[test]
+    fn a_transaction_marker_is_a_data_entry_not_one_of_rafts_own() {
+        let marker = sluice_storage::txn::Marker {
+            commit: true,
+            coordinator_epoch: 4,
+        };
+        let raw = Bytes::from(sluice_storage::txn::marker_batch(11, 2, marker, 5));
+        let e = Entry {
+            index: 3,
+            term: 2,
+            data: raw,
+            context: records_context(1),
+            ..Default::default()
+        };
+        let b = stored_bytes(&e, 20, 2).unwrap();
+        let h = Header::parse(&b).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!((h.base_offset, h.producer_id), (20, 11));
+        let f = fetched(b).unwrap();
+        assert_eq!((f.base, f.records, f.raft_entry), (20, 1, None));
+        // Raft's own control batches still are not data entries.
+        let own = control_batch(&Entry::default(), 0, 1).unwrap();
+        let as_data = Entry {
+            data: own.into(),
+            context: records_context(1),
+            ..e
+        };
+        assert!(stored_bytes(&as_data, 20, 2).is_err());
     }
 }

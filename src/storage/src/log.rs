@@ -822,6 +822,34 @@ impl<S: Storage> PartitionLog<S> {
         checked
     }
 
+    /// The transaction rules of [`Self::append`] (and of [`Self::append_coordinator`] when
+    /// `coordinator`), checked without appending: for a replicated partition's leader,
+    /// which checks a batch before proposing it and appends it only once committed. A
+    /// marker must not come from an older producer or coordinator epoch; a plain batch of a
+    /// producer with a transaction open here is INVALID_TXN_STATE; a coordinator's batch
+    /// must not come from an older producer epoch. Sequences are checked elsewhere
+    /// (`check_producer`).
+    pub fn check_txn_rules(&self, header: &Header, batch: &[u8], coordinator: bool) -> Result<()> {
+        let inner = self.inner.borrow();
+        if txn::is_marker_header(header) {
+            let m = txn::parse_marker(header, batch)?.expect("a marker's header");
+            return inner
+                .producers
+                .check_marker(header.producer_id, header.producer_epoch, m);
+        }
+        if header.producer_id < 0 || header.is_control() {
+            return Ok(());
+        }
+        if coordinator {
+            return inner
+                .producers
+                .check_coordinator(header.producer_id, header.producer_epoch);
+        }
+        inner
+            .producers
+            .check_txn(header.producer_id, header.is_transactional())
+    }
+
     /// Counts a batch refused because the producer table is full (other errors pass), and
     /// logs the first refusal, then one line per 1,024, so a flood cannot flood the log too.
     fn note_refused(&self, refused: &mut u64, e: &StorageError) {

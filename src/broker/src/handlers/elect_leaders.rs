@@ -25,7 +25,7 @@
 //! or a closed connection at v0, whose answer has no top-level error).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -34,7 +34,7 @@ use sluice_codec::kafka_protocol::messages::elect_leaders_response::{
 };
 use sluice_codec::kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
 use sluice_codec::RequestHeaderInfo;
-use sluice_rpc::{LocalBoxFuture, NodeId, Request, Response};
+use sluice_rpc::{LocalBoxFuture, Request, Response};
 
 use super::{str_bytes, topic_name};
 use crate::conn::Outcome;
@@ -425,40 +425,29 @@ fn decode_answer(mut body: &[u8]) -> Option<Vec<i16>> {
     Some((0..n).map(|_| body.get_i16()).collect())
 }
 
-/// Serves [`ELECT_PREFERRED`] calls from other nodes (on shard 0, set by `metadata_sync`).
-pub struct ElectRpc(pub Weak<BrokerShard>);
-
-impl sluice_cluster::Extension for ElectRpc {
-    fn request(&self, _from: NodeId, request: Request) -> LocalBoxFuture<Response> {
-        let shard = self.0.upgrade();
-        Box::pin(async move {
-            let malformed = Response {
-                status: sluice_cluster::wire::status::MALFORMED,
+/// Serves [`ELECT_PREFERRED`] calls from other nodes (on shard 0: `crate::node_rpc`).
+pub fn serve(shard: Option<Rc<BrokerShard>>, request: Request) -> LocalBoxFuture<Response> {
+    Box::pin(async move {
+        let malformed = Response {
+            status: sluice_cluster::wire::status::MALFORMED,
+            body: Bytes::new(),
+        };
+        let Some(shard) = shard else {
+            return Response {
+                status: sluice_rpc::status::SHUTTING_DOWN,
                 body: Bytes::new(),
             };
-            let Some(shard) = shard else {
-                return Response {
-                    status: sluice_rpc::status::SHUTTING_DOWN,
-                    body: Bytes::new(),
-                };
-            };
-            if request.method != ELECT_PREFERRED {
-                return Response {
-                    status: sluice_rpc::status::UNKNOWN_METHOD,
-                    body: Bytes::new(),
-                };
-            }
-            let Some((parts, timeout_ms)) = decode_call(&request.body) else {
-                return malformed;
-            };
-            let timeout_ms = timeout_ms.clamp(0, ELECT_LEADERS_TIMEOUT_MAX.as_millis() as i32);
-            let codes = elect_local(&shard, &parts, timeout_ms).await;
-            Response {
-                status: sluice_rpc::status::OK,
-                body: encode_answer(&codes),
-            }
-        })
-    }
+        };
+        let Some((parts, timeout_ms)) = decode_call(&request.body) else {
+            return malformed;
+        };
+        let timeout_ms = timeout_ms.clamp(0, ELECT_LEADERS_TIMEOUT_MAX.as_millis() as i32);
+        let codes = elect_local(&shard, &parts, timeout_ms).await;
+        Response {
+            status: sluice_rpc::status::OK,
+            body: encode_answer(&codes),
+        }
+    })
 }
 
 /// Kafka's message for each code an election answers with (none for success).

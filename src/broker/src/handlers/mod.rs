@@ -33,6 +33,7 @@ pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod write_txn_markers;
 
 /// The APIs and versions sluice serves: those of Apache Kafka 4.1 for the APIs it has.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -77,6 +78,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a transactional-id regex filter (KIP-1152).
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -162,6 +164,7 @@ pub async fn dispatch(
         }
         RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
+        RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(shard, h, r).await,
         RequestKind::DescribeProducers(r) => {
             respond(h, &describe_producers::handle(shard, h, r).await)
         }

@@ -199,8 +199,10 @@ async fn verify_transactional(
     accepted: &[(PartitionRequest, Option<bytes::Bytes>)],
 ) -> Vec<Option<i16>> {
     let topics = shard.topics();
-    // (index in `accepted`, producer id, epoch, topic, partition) of each transactional batch.
-    let mut asks: BTreeMap<(i64, i16), Vec<(usize, (String, i32))>> = BTreeMap::new();
+    // Per (producer id, epoch): each transactional batch's index in `accepted` and its
+    // partition.
+    type Batches = Vec<(usize, (String, i32))>;
+    let mut asks: BTreeMap<(i64, i16), Batches> = BTreeMap::new();
     for (i, (req, records)) in accepted.iter().enumerate() {
         let Some(h) = records
             .as_deref()

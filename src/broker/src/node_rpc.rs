@@ -1,0 +1,103 @@
+//! Node-to-node requests over the controller runtime's transport (its extension methods,
+//! which shard 0 holds): what this node serves for others — preferred elections of
+//! partitions it leads (`handlers::elect_leaders`), transaction markers for partitions it
+//! leads (`handlers::write_txn_markers`), KIP-890 verification by the transaction
+//! coordinators it hosts (`txn_host`) — and [`call`], by which any shard asks another node.
+
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_rpc::{LocalBoxFuture, NodeId, Request, Response};
+use sluice_shard::{CallClass, Frame, ShardId};
+
+use crate::handlers::{elect_leaders, write_txn_markers};
+use crate::ops::TAG_NODE_CALL;
+use crate::shard::BrokerShard;
+
+/// Method: "is this produce part of the transaction you coordinate" (KIP-890). Body: an
+/// AddPartitionsToTxn v5 request body (verify-only transactions); answer: its v5 response
+/// body.
+pub const VERIFY_TXN: u16 = sluice_cluster::wire::method::EXTENSION_MIN + 2;
+
+/// Set on the controller runtime by `metadata_sync`.
+pub struct NodeRpc(pub Weak<BrokerShard>);
+
+impl sluice_cluster::Extension for NodeRpc {
+    fn request(&self, _from: NodeId, request: Request) -> LocalBoxFuture<Response> {
+        let shard = self.0.upgrade();
+        match request.method {
+            elect_leaders::ELECT_PREFERRED => elect_leaders::serve(shard, request),
+            write_txn_markers::WRITE_MARKERS => write_txn_markers::serve(shard, request),
+            VERIFY_TXN => crate::txn_host::serve_verify(shard, request),
+            _ => Box::pin(async {
+                Response {
+                    status: sluice_rpc::status::UNKNOWN_METHOD,
+                    body: Bytes::new(),
+                }
+            }),
+        }
+    }
+}
+
+/// Asks node `to` (method `method`, `body`) and waits at most `timeout` for the answer
+/// body; `None` without an OK answer. From any shard: the transport is shard 0's, so other
+/// shards go through it (a [`TAG_NODE_CALL`] frame).
+pub async fn call(
+    shard: &Rc<BrokerShard>,
+    to: i32,
+    method: u16,
+    body: Bytes,
+    timeout: Duration,
+) -> Option<Bytes> {
+    if shard.shard_id() == ShardId(0) {
+        return call_here(shard, to, method, body, timeout).await;
+    }
+    let mut payload = BytesMut::with_capacity(10 + body.len());
+    payload.put_i32(to);
+    payload.put_u16(method);
+    payload.put_u32(timeout.as_millis().min(u32::MAX as u128) as u32);
+    payload.put_slice(&body);
+    let frame = Frame::empty(TAG_NODE_CALL, Some(payload.freeze()));
+    // Parked: the answer may wait for a quorum on the other node.
+    let mut reply = shard
+        .ctx
+        .mesh()
+        .call_in(CallClass::Parked, ShardId(0), frame)
+        .await
+        .ok()?;
+    reply.take_payload()
+}
+
+/// Serves a [`TAG_NODE_CALL`] frame's payload on shard 0.
+pub async fn call_from_frame(shard: &BrokerShard, payload: Bytes) -> Option<Bytes> {
+    if payload.len() < 10 {
+        return None;
+    }
+    let to = i32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
+    let method = u16::from_be_bytes(payload[4..6].try_into().expect("2 bytes"));
+    let timeout_ms = u32::from_be_bytes(payload[6..10].try_into().expect("4 bytes"));
+    let timeout = Duration::from_millis(timeout_ms as u64);
+    call_here(shard, to, method, payload.slice(10..), timeout).await
+}
+
+async fn call_here(
+    shard: &BrokerShard,
+    to: i32,
+    method: u16,
+    body: Bytes,
+    timeout: Duration,
+) -> Option<Bytes> {
+    let node = shard.controller.as_ref().and_then(|c| c.cluster())?;
+    match node.request(to, method, body, timeout).await {
+        Ok(r) if r.status == sluice_rpc::status::OK => Some(r.body),
+        Ok(r) => {
+            log::debug!("method {method} at node {to}: status {}", r.status);
+            None
+        }
+        Err(e) => {
+            log::debug!("method {method} at node {to}: {e:?}");
+            None
+        }
+    }
+}
