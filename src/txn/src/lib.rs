@@ -26,7 +26,8 @@
 //! - On becoming leader: [`TxnCoordinator::replay`] every record in offset order, then
 //!   [`TxnCoordinator::finish_replay`]. Until then requests get COORDINATOR_LOAD_IN_PROGRESS.
 //! - Requests: `init_producer_id`, `add_partitions`, `add_offsets`, `end_txn`,
-//!   `describe`, `list`. Perform the returned effects in order:
+//!   `describe`, `list`, and `verify` (KIP-890: a partition leader asking before it appends
+//!   a transactional batch). Perform the returned effects in order:
 //!   - `Reply(token, reply)`: encode and send (PRODUCER_FENCED through [`fenced_code`] for
 //!     the request's version).
 //!   - `Persist { write, key, value }`: append, wait until durable, call `persisted`.
