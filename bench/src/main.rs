@@ -10,7 +10,7 @@ mod loadgen;
 use std::path::PathBuf;
 
 use loadgen::run::{run, RunOpts};
-use loadgen::workload::{Client, KeyDistribution, Workload};
+use loadgen::workload::{Client, Isolation, KeyDistribution, Stamp, Workload};
 use loadgen::{report, selftest, sys};
 
 const USAGE: &str = "\
@@ -36,6 +36,14 @@ run overrides (replace the workload file's value):
   --client rdkafka|native (producer client; native = the generator's own protocol producer)
   --consumer-client rdkafka|native (consumer client; native = the generator's own Fetch
                        loop: static partition assignment, no group protocol)
+  --txn-commit-ms MS   transactional producers (rdkafka; one transactional.id each): commit
+                       each producer's transaction once it has been open MS ms
+  --txn-commit-records N  … or once it holds N records (either flag turns transactions on;
+                       both: whichever comes first)
+  --isolation read_committed|read_uncommitted  the consumers' isolation.level (default: the
+                       client's own, read_committed for librdkafka)
+  --stamp send|schedule  records carry their send time (default) or, at a fixed rate, the
+                       time the schedule made them due: waits of a blocked sender count
 
 self-test: the generator's ceiling without a broker (record path, librdkafka enqueue, native
 producer against a discard server, native consumer's parse path).
@@ -140,6 +148,22 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
             "--sender-threads" => w.sender_threads = num(f, v)?,
             "--client" => w.client = client(f, v)?,
             "--consumer-client" => w.consumer_client = client(f, v)?,
+            "--txn-commit-ms" => w.txn_commit_ms = num(f, v)?,
+            "--txn-commit-records" => w.txn_commit_records = num(f, v)?,
+            "--isolation" => {
+                w.isolation = Some(match v.as_str() {
+                    "read_committed" => Isolation::ReadCommitted,
+                    "read_uncommitted" => Isolation::ReadUncommitted,
+                    _ => return Err(format!("{f} {v:?}: read_committed|read_uncommitted")),
+                })
+            }
+            "--stamp" => {
+                w.stamp = match v.as_str() {
+                    "send" => Stamp::Send,
+                    "schedule" => Stamp::Schedule,
+                    _ => return Err(format!("{f} {v:?}: send|schedule")),
+                }
+            }
             "--key-distribution" => {
                 w.key_distribution = match v.as_str() {
                     "none" => KeyDistribution::None,

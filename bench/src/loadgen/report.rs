@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::hist::Pcts;
 use super::plot;
 use super::run::RunResult;
-use super::workload::Client;
+use super::workload::{Client, Isolation, Stamp};
 
 fn rate_label(r: f64) -> String {
     if r > 0.0 {
@@ -63,6 +63,36 @@ pub fn markdown(r: &RunResult) -> String {
         w.warmup_s,
         w.duration_s
     );
+    // Only for runs that use them, so other reports read as before.
+    if let Some(every) = w.txn_schedule() {
+        let _ = write!(s, "Transactional producers: each commits every {every}.");
+        if let Some(t) = &r.transactions {
+            let _ = write!(
+                s,
+                " {} commits of {} records in all, {} failed calls, {} aborted.",
+                t.commits, t.records_committed, t.errors, t.aborts
+            );
+        }
+        s.push('\n');
+    }
+    if let Some(i) = w.isolation {
+        let _ = writeln!(
+            s,
+            "Consumer isolation.level: {}.",
+            match i {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            }
+        );
+    }
+    if w.stamp == Stamp::Schedule {
+        s.push_str(
+            "Latencies start at each record's scheduled send time (`stamp = \"schedule\"`).\n",
+        );
+    }
+    if w.transactional() || w.isolation.is_some() || w.stamp == Stamp::Schedule {
+        s.push('\n');
+    }
     let _ = writeln!(
         s,
         "Host {}: {}. Load average before / after: {} / {}.\n",
@@ -101,6 +131,9 @@ pub fn markdown(r: &RunResult) -> String {
             "end-to-end (send → consumed)",
             &p.e2e_latency,
         );
+        if let Some(c) = &p.commit_latency {
+            lat_row(&mut s, p.index, "commit_transaction call", c);
+        }
     }
     let d = &r.drain;
     let _ = writeln!(

@@ -21,7 +21,7 @@ use super::hist::{new_hist, Pcts, Side};
 use super::native::{NativeConfig, NativeProducer};
 use super::native_consumer::{self, ConsumerConfig};
 use super::sys;
-use super::workload::{Client, KeyDistribution, Workload};
+use super::workload::{Client, Isolation, KeyDistribution, Stamp, Workload};
 
 /// Bound on every single client call (metadata, admin, flush).
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +30,9 @@ const RATE_SHORTFALL: f64 = 0.95;
 /// The generator is called CPU-bound above this share of the CPUs it may use.
 const CPU_BOUND: f64 = 0.90;
 const MIB: f64 = 1024.0 * 1024.0;
+/// Transactional producers' `transaction.timeout.ms`: at least the `message.timeout.ms` set
+/// below (120 s), and at most the broker's `transaction.max.timeout.ms` (900 s).
+const TXN_TIMEOUT_MS: u64 = 120_000;
 
 /// What the command line adds to a workload.
 #[derive(Clone, Debug)]
@@ -63,6 +66,9 @@ struct Shared {
     send_errors: AtomicU64,
     /// Worst lag of any sender behind its schedule during a measured phase, µs.
     lag_max_us: AtomicU64,
+    /// Transactions aborted after an abortable error (their records never reach a
+    /// read_committed consumer).
+    txn_aborts: AtomicU64,
 }
 
 impl Shared {
@@ -195,6 +201,19 @@ fn producer_config(w: &Workload, bootstrap: &str, i: usize) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.kbytes", queue_kib.to_string())
         .set("message.timeout.ms", "120000");
+    if w.transactional() {
+        // One id per producer and generator process: two producers sharing an id would fence
+        // each other, and a previous run's id would make InitProducerId wait for (or abort)
+        // that run's open transaction.
+        cfg.set(
+            "transactional.id",
+            format!("sluice-bench-txn-{}-{i}", std::process::id()),
+        )
+        // librdkafka requires message.timeout.ms ≤ transaction.timeout.ms (default 60 s):
+        // raise the latter rather than change the message timeout non-transactional runs
+        // compare against.
+        .set("transaction.timeout.ms", TXN_TIMEOUT_MS.to_string());
+    }
     for (k, v) in &w.producer_config {
         cfg.set(k, v);
     }
@@ -217,6 +236,16 @@ fn consumer_config(w: &Workload, bootstrap: &str, group: &str, i: usize) -> Clie
             "max.partition.fetch.bytes",
             partition_fetch_bytes(w).to_string(),
         );
+    match w.isolation {
+        // Unset: librdkafka's own default (read_committed), as before the option existed.
+        None => {}
+        Some(Isolation::ReadCommitted) => {
+            cfg.set("isolation.level", "read_committed");
+        }
+        Some(Isolation::ReadUncommitted) => {
+            cfg.set("isolation.level", "read_uncommitted");
+        }
+    }
     for (k, v) in &w.consumer_config {
         cfg.set(k, v);
     }
@@ -253,6 +282,10 @@ pub struct PhaseResult {
     pub consume: Throughput,
     pub produce_latency: Pcts,
     pub e2e_latency: Pcts,
+    /// Transactional runs: each `commit_transaction` call begun in the phase (it flushes the
+    /// transaction's records, then ends it), count and duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_latency: Option<Pcts>,
     /// CPU cores the generator process used on average.
     pub generator_cpu_cores: f64,
     /// … as a share of the CPUs it may run on.
@@ -275,6 +308,16 @@ pub struct Drain {
     pub mib_per_s: f64,
     /// False if the drain timeout hit first.
     pub complete: bool,
+}
+
+/// A transactional run's commits over the whole run, warm-up and drain included.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TxnSummary {
+    pub commits: u64,
+    pub records_committed: u64,
+    /// Failed begin/commit/abort calls.
+    pub errors: u64,
+    pub aborts: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -318,6 +361,8 @@ pub struct RunResult {
     pub produce_errors: u64,
     pub send_errors: u64,
     pub consume_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<TxnSummary>,
     pub warnings: Vec<String>,
     pub series: Vec<Second>,
 }
@@ -406,6 +451,194 @@ struct SenderCfg {
     keys: Arc<Keys>,
     /// Hard stop for the send loop whatever happens to the stop flag.
     deadline: Instant,
+    /// Stamp records with their scheduled send time instead of the clock.
+    stamp_schedule: bool,
+    /// Transactional producing (rdkafka producers only).
+    txn: Option<TxnCfg>,
+}
+
+/// When a transactional producer commits: once its transaction has been open `every`, or
+/// holds `records` records, whichever comes first.
+#[derive(Clone)]
+struct TxnCfg {
+    every: Option<Duration>,
+    /// 0 = no count trigger.
+    records: u64,
+    /// Commits: count, records covered (in the byte counter), duration, failed calls.
+    side: Arc<Side>,
+}
+
+/// One producer's open transaction.
+#[derive(Clone, Copy)]
+struct OpenTxn {
+    since: Instant,
+    records: u64,
+}
+
+/// The transactions of one sender thread's rdkafka producers. A transaction opens at the
+/// producer's first record and commits on the workload's schedule. Commits run on the
+/// sender thread and block it, as `commitTransaction` blocks an application's producing
+/// thread (librdkafka refuses records while a commit is under way, so the producer could not
+/// take them anyway). The sender is an OS thread of its own, not a task on a shared
+/// runtime: only its own producers wait, consumers and the collector carry on, and with
+/// `stamp = "schedule"` the records due during a commit count that wait in their latencies.
+struct Txns {
+    cfg: TxnCfg,
+    open: Vec<Option<OpenTxn>>,
+    /// Producers left unusable by a non-abortable error: skipped from then on.
+    dead: Vec<bool>,
+    /// Error lines logged so far (bounded: a broken broker fails every call).
+    logged: u32,
+}
+
+impl Txns {
+    fn new(cfg: TxnCfg, producers: usize) -> Txns {
+        Txns {
+            cfg,
+            open: vec![None; producers],
+            dead: vec![false; producers],
+            logged: 0,
+        }
+    }
+
+    /// Opens producer `i`'s transaction unless one is open; false if it cannot take records.
+    fn ready(&mut self, i: usize, p: &Prod, shared: &Shared) -> bool {
+        if self.dead[i] {
+            return false;
+        }
+        if self.open[i].is_some() {
+            return true;
+        }
+        match p.begin_transaction() {
+            Ok(()) => {
+                self.open[i] = Some(OpenTxn {
+                    since: Instant::now(),
+                    records: 0,
+                });
+                true
+            }
+            Err(e) => {
+                self.fail(i, p, "begin_transaction", e, shared);
+                false
+            }
+        }
+    }
+
+    /// Counts a record handed to producer `i` (or refused: a refusal can mean the
+    /// transaction needs aborting, which the commit finds out); commits on the count trigger.
+    fn sent(&mut self, i: usize, p: &Prod, shared: &Shared) {
+        let full = match &mut self.open[i] {
+            Some(o) => {
+                o.records += 1;
+                self.cfg.records > 0 && o.records >= self.cfg.records
+            }
+            None => false,
+        };
+        if full {
+            self.commit(i, p, shared);
+        }
+    }
+
+    /// Commits every transaction open for the time trigger or longer.
+    fn commit_due(&mut self, producers: &[Arc<Prod>], shared: &Shared) {
+        let Some(every) = self.cfg.every else {
+            return;
+        };
+        for (i, p) in producers.iter().enumerate() {
+            if self.open[i].is_some_and(|o| o.since.elapsed() >= every) {
+                self.commit(i, p, shared);
+            }
+        }
+    }
+
+    /// Commits whatever is still open (the end of the run: a read_committed consumer sees
+    /// nothing of an open transaction, so the drain would never complete).
+    fn finish(&mut self, producers: &[Arc<Prod>], shared: &Shared) {
+        for (i, p) in producers.iter().enumerate() {
+            self.commit(i, p, shared);
+        }
+    }
+
+    fn commit(&mut self, i: usize, p: &Prod, shared: &Shared) {
+        let Some(o) = self.open[i].take() else {
+            return;
+        };
+        let start_ns = sys::now_ns();
+        let t = Instant::now();
+        drain(p, t + OP_TIMEOUT);
+        let mut res = p.commit_transaction(OP_TIMEOUT);
+        // librdkafka: a retriable commit error may be retried with the same call.
+        for _ in 0..3 {
+            match &res {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    res = p.commit_transaction(OP_TIMEOUT);
+                }
+                _ => break,
+            }
+        }
+        match res {
+            Ok(()) => self.cfg.side.record(
+                o.records as usize,
+                t.elapsed().as_micros() as u64,
+                shared.is_measured(start_ns),
+            ),
+            Err(e) => self.fail(i, p, "commit_transaction", e, shared),
+        }
+    }
+
+    /// An abortable error aborts the transaction (the next record opens a new one); any
+    /// other retires the producer, whose records are then counted as send errors.
+    fn fail(&mut self, i: usize, p: &Prod, what: &str, e: KafkaError, shared: &Shared) {
+        self.cfg.side.errors.fetch_add(1, Ordering::Relaxed);
+        self.open[i] = None;
+        let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
+        let mut msg = format!("producer {i}: {what}: {e}");
+        if abortable {
+            match p.abort_transaction(OP_TIMEOUT) {
+                Ok(()) => {
+                    shared.txn_aborts.fetch_add(1, Ordering::Relaxed);
+                    msg.push_str(" (transaction aborted)");
+                }
+                Err(e2) => {
+                    self.dead[i] = true;
+                    msg.push_str(&format!("; abort_transaction: {e2} (producer retired)"));
+                }
+            }
+        } else {
+            self.dead[i] = true;
+            msg.push_str(" (producer retired)");
+        }
+        if self.logged < 10 {
+            self.logged += 1;
+            log(&msg);
+        }
+    }
+}
+
+/// Waits (until `deadline`) for producer `p` to hold no undelivered record, in 0.2 ms steps.
+/// The rdkafka crate's `commit_transaction` flushes before it calls librdkafka's, and its
+/// flush polls in 100 ms waits: beside a ThreadedProducer's own poll thread, which takes
+/// the delivery reports, each wait runs its full 100 ms. Every commit took 100–110 ms that
+/// way where librdkafka's debug log showed its own commit taking 8 ms. Once drained here,
+/// the crate's flush finds nothing outstanding and returns at once.
+fn drain(p: &Prod, deadline: Instant) {
+    // A flush that does not wait: wakes the broker threads so records lingering in the
+    // queue go out now rather than after linger.ms.
+    let _ = p.flush(Duration::ZERO);
+    while p.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A record's send timestamp: the clock, or (`stamp_schedule` at a fixed rate) the time its
+/// schedule made it due. Record `n` of an epoch is due at (n + 1) / rate: the sender sends
+/// floor(elapsed × rate) records by `elapsed`.
+fn stamp(schedule: bool, t0_ns: u64, rate: f64, n: u64) -> u64 {
+    if schedule && rate > 0.0 {
+        t0_ns + ((n + 1) as f64 * 1e9 / rate) as u64
+    } else {
+        sys::now_ns()
+    }
 }
 
 struct SenderStats {
@@ -452,9 +685,11 @@ fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> Sen
     let mut epoch = u64::MAX;
     let mut rate = 0.0f64;
     let mut t0 = Instant::now();
+    let mut t0_ns = sys::now_ns();
     let mut sent_epoch = 0u64;
     let mut sent = 0u64;
     let mut rr = 0usize;
+    let mut txns = cfg.txn.clone().map(|c| Txns::new(c, producers.len()));
     const BURST_MAX: u64 = 4096;
     'outer: while !shared.stop_senders.load(Ordering::Relaxed) && Instant::now() < cfg.deadline {
         let e = shared.rate_epoch.load(Ordering::Acquire);
@@ -462,9 +697,14 @@ fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> Sen
             epoch = e;
             rate = shared.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0 / cfg.threads as f64;
             t0 = Instant::now();
+            t0_ns = sys::now_ns();
             sent_epoch = 0;
         }
         producers.poll(&shared);
+        // The time trigger is checked at every wake-up: at most 10 ms apart at a fixed rate.
+        if let (Some(t), Sinks::Rdkafka(v)) = (&mut txns, &producers) {
+            t.commit_due(v, &shared);
+        }
         let burst = if rate <= 0.0 {
             BURST_MAX
         } else {
@@ -489,7 +729,8 @@ fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> Sen
                 Sinks::Native(v) => {
                     // Blocks while the connection has the most requests in flight: that is
                     // the back-pressure (librdkafka's is QueueFull, below).
-                    buf[..8].copy_from_slice(&sys::now_ns().to_le_bytes());
+                    let ts = stamp(cfg.stamp_schedule, t0_ns, rate, sent_epoch);
+                    buf[..8].copy_from_slice(&ts.to_le_bytes());
                     if v[rr % n].send(key, &buf).is_err() {
                         shared.send_errors.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(1));
@@ -501,10 +742,20 @@ fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> Sen
                 }
                 Sinks::Rdkafka(v) => &v[rr % n],
             };
+            let pi = rr % n;
             rr = rr.wrapping_add(1);
+            if let Some(t) = &mut txns {
+                if !t.ready(pi, p, &shared) {
+                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                    sent_epoch += 1;
+                    sent += 1;
+                    continue;
+                }
+            }
             // Retry a full queue; bounded by the stop flag and the deadline.
             loop {
-                buf[..8].copy_from_slice(&sys::now_ns().to_le_bytes());
+                let ts = stamp(cfg.stamp_schedule, t0_ns, rate, sent_epoch);
+                buf[..8].copy_from_slice(&ts.to_le_bytes());
                 let mut rec = BaseRecord::<[u8], [u8]>::to(&cfg.topic).payload(&buf[..]);
                 if let Some(k) = key {
                     rec = rec.key(k);
@@ -526,9 +777,15 @@ fn sender_loop(mut producers: Sinks, cfg: SenderCfg, shared: Arc<Shared>) -> Sen
                     }
                 }
             }
+            if let Some(t) = &mut txns {
+                t.sent(pi, p, &shared);
+            }
             sent_epoch += 1;
             sent += 1;
         }
+    }
+    if let (Some(t), Sinks::Rdkafka(v)) = (&mut txns, &producers) {
+        t.finish(v, &shared);
     }
     if let Sinks::Native(v) = &mut producers {
         for p in v.iter_mut() {
@@ -728,6 +985,7 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         queue_full: AtomicU64::new(0),
         send_errors: AtomicU64::new(0),
         lag_max_us: AtomicU64::new(0),
+        txn_aborts: AtomicU64::new(0),
     });
     // Every thread stops by this deadline even if the main thread never says so.
     let planned_s = rates.len() as u64 * (w.warmup_s + w.duration_s) + w.backlog_s;
@@ -853,6 +1111,12 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         let p: Prod = producer_config(w, &opts.bootstrap, i)
             .create_with_context(ctx)
             .map_err(|e| format!("producer: {e}"))?;
+        if w.transactional() {
+            // Once per producer, before the first record: gets its producer id and epoch
+            // from the transaction coordinator (fencing any earlier holder of the id).
+            p.init_transactions(OP_TIMEOUT)
+                .map_err(|e| format!("producer {i}: init_transactions: {e}"))?;
+        }
         prod_sides.push(side);
         producers.push(Arc::new(p));
     }
@@ -863,6 +1127,17 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     }
     .min(w.producers);
     let keys = Arc::new(Keys::new(w));
+    let commit_side = w.transactional().then(|| Arc::new(Side::new()));
+    let txn_cfg = commit_side.as_ref().map(|side| TxnCfg {
+        every: (w.txn_commit_ms > 0).then(|| Duration::from_millis(w.txn_commit_ms)),
+        records: w.txn_commit_records,
+        side: side.clone(),
+    });
+    if let Some(every) = w.txn_schedule() {
+        log(&format!(
+            "transactions: each producer commits every {every}"
+        ));
+    }
     let mut senders = Vec::new();
     for t in 0..threads {
         let mine = if w.client == Client::Native {
@@ -891,6 +1166,8 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
             topic: topic.clone(),
             keys: keys.clone(),
             deadline,
+            stamp_schedule: w.stamp == Stamp::Schedule,
+            txn: txn_cfg.clone(),
         };
         let sh = shared.clone();
         senders.push(
@@ -922,6 +1199,11 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         cons_sides.iter().for_each(|s| s.take_measured(&mut ch));
         phases[idx].produce_latency = Pcts::of(&ph);
         phases[idx].e2e_latency = Pcts::of(&ch);
+        if let Some(side) = &commit_side {
+            let mut h = new_hist();
+            side.take_measured(&mut h);
+            phases[idx].commit_latency = Some(Pcts::of(&h));
+        }
     };
     for (i, &rate) in rates.iter().enumerate() {
         shared
@@ -1017,6 +1299,7 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
             consume,
             produce_latency: Pcts::default(),
             e2e_latency: Pcts::default(),
+            commit_latency: None,
             generator_cpu_cores: cpu,
             generator_cpu_share: cpu / allowed,
             host_cpu_busy: host_busy,
@@ -1103,6 +1386,20 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     if produce_errors > 0 {
         warnings.push(format!("{produce_errors} records failed delivery"));
     }
+    let transactions = commit_side.as_ref().map(|side| TxnSummary {
+        commits: side.records.load(Ordering::Relaxed),
+        records_committed: side.bytes.load(Ordering::Relaxed),
+        errors: side.errors.load(Ordering::Relaxed),
+        aborts: shared.txn_aborts.load(Ordering::Relaxed),
+    });
+    if let Some(t) = &transactions {
+        if t.errors > 0 || t.aborts > 0 {
+            warnings.push(format!(
+                "transactions: {} failed calls, {} transactions aborted",
+                t.errors, t.aborts
+            ));
+        }
+    }
     for p in &phases {
         warnings.extend(p.warnings.iter().cloned());
     }
@@ -1143,6 +1440,7 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
         produce_errors,
         send_errors: shared.send_errors.load(Ordering::Relaxed),
         consume_errors,
+        transactions,
         warnings,
         series: col.series,
     })

@@ -31,6 +31,28 @@ pub enum KeyDistribution {
     Skewed,
 }
 
+/// Which records a consumer may read (librdkafka's `isolation.level`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Only records of committed transactions, up to the last stable offset.
+    ReadCommitted,
+    /// Every record up to the high watermark, open and aborted transactions included.
+    ReadUncommitted,
+}
+
+/// Where a record's send timestamp (its first 8 value bytes) comes from.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stamp {
+    /// The clock when the producer is handed the record.
+    Send,
+    /// The time the rate schedule meant to send it (fixed-rate phases only; `send` at max
+    /// rate). A record held back because its sender was blocked (a transaction commit, a
+    /// full queue) then counts that wait in its latencies instead of hiding it.
+    Schedule,
+}
+
 /// One benchmark workload. Every field has a default so a file states only what it is about.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +105,16 @@ pub struct Workload {
     /// Extra librdkafka producer / consumer properties.
     pub producer_config: BTreeMap<String, String>,
     pub consumer_config: BTreeMap<String, String>,
+    /// Transactional producing (client rdkafka): commit each producer's open transaction once
+    /// it has been open this many ms. 0 = no time trigger.
+    pub txn_commit_ms: u64,
+    /// … or once it holds this many records. 0 = no count trigger. Either trigger set makes
+    /// every producer transactional (its own `transactional.id`).
+    pub txn_commit_records: u64,
+    /// Consumers' isolation level; none = the client's default (librdkafka: read_committed;
+    /// the native consumer reads uncommitted).
+    pub isolation: Option<Isolation>,
+    pub stamp: Stamp,
 }
 
 impl Default for Workload {
@@ -116,6 +148,10 @@ impl Default for Workload {
             topic_config: BTreeMap::new(),
             producer_config: BTreeMap::new(),
             consumer_config: BTreeMap::new(),
+            txn_commit_ms: 0,
+            txn_commit_records: 0,
+            isolation: None,
+            stamp: Stamp::Send,
         }
     }
 }
@@ -131,6 +167,24 @@ impl Workload {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading workload {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("workload {}: {e}", path.display()))
+    }
+
+    /// Whether producers run transactions (either commit trigger set).
+    pub fn transactional(&self) -> bool {
+        self.txn_commit_ms > 0 || self.txn_commit_records > 0
+    }
+
+    /// When each transactional producer commits, for logs and reports ("100 ms or 1000
+    /// records"); None without transactions.
+    pub fn txn_schedule(&self) -> Option<String> {
+        let mut by = Vec::new();
+        if self.txn_commit_ms > 0 {
+            by.push(format!("{} ms", self.txn_commit_ms));
+        }
+        if self.txn_commit_records > 0 {
+            by.push(format!("{} records", self.txn_commit_records));
+        }
+        (!by.is_empty()).then(|| by.join(" or "))
     }
 
     /// The target rate of each measured phase (0 = as fast as possible).
@@ -203,6 +257,26 @@ impl Workload {
             "consumer_config is for librdkafka: consumer_client native takes none",
         )?;
         check(
+            !self.transactional() || self.client == Client::Rdkafka,
+            "txn_commit_ms / txn_commit_records need client rdkafka (the native producer has no \
+             transactions)",
+        )?;
+        check(
+            !self.transactional() || ["all", "-1"].contains(&self.acks.as_str()),
+            "transactions need acks all (librdkafka's idempotent producer refuses others)",
+        )?;
+        check(
+            self.txn_commit_ms <= 60_000,
+            "txn_commit_ms ≤ 60000 (well inside the producers' transaction.timeout.ms, 120 s, \
+             past which the broker aborts an open transaction)",
+        )?;
+        check(
+            self.consumer_client == Client::Rdkafka
+                || self.isolation != Some(Isolation::ReadCommitted),
+            "isolation read_committed needs consumer_client rdkafka (the native consumer reads \
+             uncommitted and does not filter aborted transactions)",
+        )?;
+        check(
             self.batch_size >= 1024 && self.batch_size <= 16 << 20,
             "batch_size: 1KiB..=16MiB",
         )?;
@@ -215,5 +289,71 @@ impl Workload {
             "peak_fractions: (0, 2]",
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_workloads_load_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("bench/workloads") {
+            let p = e.expect("dir entry").path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let w = Workload::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                w.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n > 0);
+    }
+
+    #[test]
+    fn transactions_need_librdkafka_producers_and_acks_all() {
+        let txn = Workload {
+            txn_commit_ms: 100,
+            ..Workload::default()
+        };
+        assert!(txn.transactional());
+        assert_eq!(txn.txn_schedule().as_deref(), Some("100 ms"));
+        txn.validate().expect("rdkafka, acks all");
+        let native = Workload {
+            client: Client::Native,
+            ..txn.clone()
+        };
+        assert!(native.validate().is_err());
+        let acks1 = Workload {
+            acks: "1".into(),
+            ..txn.clone()
+        };
+        assert!(acks1.validate().is_err());
+        let both = Workload {
+            txn_commit_records: 1000,
+            ..txn
+        };
+        assert_eq!(
+            both.txn_schedule().as_deref(),
+            Some("100 ms or 1000 records")
+        );
+        assert!(Workload::default().txn_schedule().is_none());
+    }
+
+    #[test]
+    fn read_committed_needs_the_librdkafka_consumer() {
+        let w = Workload {
+            consumer_client: Client::Native,
+            isolation: Some(Isolation::ReadCommitted),
+            ..Workload::default()
+        };
+        assert!(w.validate().is_err());
+        let w = Workload {
+            isolation: Some(Isolation::ReadUncommitted),
+            ..w
+        };
+        w.validate().expect("the native consumer reads uncommitted");
     }
 }

@@ -268,13 +268,14 @@ impl CoordLog {
     }
 
     /// Reads every batch from the log start to the high watermark, in offset order, into
-    /// `each`. False if the slot moved on meanwhile or a read failed (logged).
-    pub async fn replay(&self, generation: u64, mut each: impl FnMut(Bytes)) -> bool {
+    /// `each`; the offset it read up to. `None` if the slot moved on meanwhile or a read
+    /// failed (logged).
+    pub async fn replay(&self, generation: u64, mut each: impl FnMut(Bytes)) -> Option<i64> {
         let log = self.log();
         let mut offset = log.log_start_offset();
         while offset < log.high_watermark() {
             if self.generation.get() != generation {
-                return false;
+                return None;
             }
             match log.read_next(offset, REPLAY_READ_BYTES).await {
                 Ok((batches, next)) => {
@@ -286,11 +287,11 @@ impl CoordLog {
                 }
                 Err(e) => {
                     log::error!("{}: replay read at {offset}: {e}", self.name());
-                    return false;
+                    return None;
                 }
             }
         }
-        self.generation.get() == generation
+        (self.generation.get() == generation).then_some(offset)
     }
 
     /// Whether a timer for `at_ms` is needed (no earlier one is pending); if so it becomes

@@ -43,7 +43,12 @@ pub struct GroupSlot {
     coord: RefCell<GroupCoordinator>,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
+    /// Transaction markers appended while the groups load: (offset, producer id, commit).
+    held_markers: RefCell<Vec<(i64, i64, bool)>>,
 }
+
+/// Markers held during one load (see [`GroupSlot::complete_txn`]).
+const HELD_MARKERS_MAX: usize = 100_000;
 
 impl GroupSlot {
     /// The coordinator of a single-replica partition: it serves at once (call
@@ -83,6 +88,7 @@ impl GroupSlot {
             coord: RefCell::new(GroupCoordinator::new(GroupConfig::default())),
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
+            held_markers: RefCell::new(Vec::new()),
         })
     }
 
@@ -125,6 +131,7 @@ impl GroupSlot {
         self.log.next_generation();
         self.log.set_leading(false);
         self.waiters.borrow_mut().clear();
+        self.held_markers.borrow_mut().clear();
         if let Ok(mut c) = self.coord.try_borrow_mut() {
             *c = GroupCoordinator::new(GroupConfig::default());
         }
@@ -193,8 +200,16 @@ impl GroupSlot {
                 }
             })
             .await;
-        if !complete {
+        let Some(replayed_to) = complete else {
             return;
+        };
+        // Markers appended while this load ran and past what it read: applied now, in
+        // order (those it read are in `coord` already).
+        for (offset, producer_id, commit) in std::mem::take(&mut *self.held_markers.borrow_mut())
+        {
+            if offset >= replayed_to {
+                coord.complete_txn(producer_id, commit);
+            }
         }
         let effects = coord.finish_replay(now_ms());
         *self.coord.borrow_mut() = coord;
@@ -299,12 +314,27 @@ impl GroupSlot {
         .detach();
     }
 
-    /// A marker of a transaction with offsets in this partition was written here: its
-    /// producer's pending offsets are committed or dropped (Kafka's coordinator applies
-    /// them when the marker is appended).
-    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+    /// A marker of a transaction with offsets in this partition was written here at
+    /// `offset`: its producer's pending offsets are committed or dropped (Kafka's
+    /// coordinator applies them when the marker is appended). While the groups load, it is
+    /// held for the load to apply if its replay did not reach it.
+    pub fn complete_txn(self: &Rc<Self>, offset: i64, producer_id: i64, commit: bool) {
         if self.log.is_serving() {
             self.coord.borrow_mut().complete_txn(producer_id, commit);
+        } else if self.log.is_leading() {
+            let mut held = self.held_markers.borrow_mut();
+            if held.len() < HELD_MARKERS_MAX {
+                held.push((offset, producer_id, commit));
+                return;
+            }
+            // Too many for one load to hold: a new load reads them all from the log.
+            held.clear();
+            drop(held);
+            log::warn!(
+                "{}: {HELD_MARKERS_MAX} markers arrived during one load; loading again",
+                self.log.name()
+            );
+            self.reload();
         }
     }
 

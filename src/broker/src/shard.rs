@@ -1124,7 +1124,7 @@ impl BrokerShard {
                         partition: req.partition,
                     };
                     if let Some(slot) = self.group_slot(key) {
-                        slot.complete_txn(producer_id, commit);
+                        slot.complete_txn(reply.base_offset, producer_id, commit);
                     }
                 }
                 (reply, None)

@@ -186,7 +186,7 @@ impl TxnSlot {
                 }
             })
             .await;
-        if !complete {
+        if complete.is_none() {
             return;
         }
         let effects = coord.finish_replay(now_ms());
