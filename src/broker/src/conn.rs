@@ -462,8 +462,8 @@ pub async fn forward(
             | ApiKey::CreatePartitions
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
-            // EndTxn waits for its markers; InitProducerId for the abort of a fenced
-            // producer's transaction.
+            // EndTxn waits for its markers; InitProducerId for a producer-id block from
+            // the controller and for its record (a fence: the abort's Prepare record).
             | ApiKey::EndTxn
             | ApiKey::InitProducerId,
         ) => CallClass::Parked,

@@ -205,8 +205,7 @@ impl GroupSlot {
         };
         // Markers appended while this load ran and past what it read: applied now, in
         // order (those it read are in `coord` already).
-        for (offset, producer_id, commit) in std::mem::take(&mut *self.held_markers.borrow_mut())
-        {
+        for (offset, producer_id, commit) in std::mem::take(&mut *self.held_markers.borrow_mut()) {
             if offset >= replayed_to {
                 coord.complete_txn(producer_id, commit);
             }
@@ -532,6 +531,20 @@ pub async fn run_local(
             };
             // The answer if the slot stops serving while the request waits there.
             let unloaded = single_error(&req, NOT_COORDINATOR);
+            // A TxnOffsetCommit of a producer epoch older than the partition has seen (a
+            // fenced producer) is refused before the coordinator takes its offsets: its
+            // append would fail, and a failed write costs a reload of every group here.
+            if let RequestKind::TxnOffsetCommit(r) = &req {
+                let log = slot.log.log();
+                if log
+                    .check_coordinator_epoch(r.producer_id.0, r.producer_epoch)
+                    .is_err()
+                {
+                    let code =
+                        sluice_txn::fenced_code(sluice_txn::FencedApi::TxnOffsetCommit, version);
+                    return Some(single_error(&req, code));
+                }
+            }
             // Commits to partitions that do not exist are answered here, as Kafka's request
             // handler does, and never stored; the coordinator gets the rest.
             let mut unknown = Vec::new();

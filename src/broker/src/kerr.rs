@@ -27,6 +27,9 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const INVALID_CONFIG: i16 = 40;
 pub const POLICY_VIOLATION: i16 = 44;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+/// Not a Kafka code: between a produce handler and a partition's owner only ("verify this
+/// transactional batch with its coordinator first", see `ops::PartitionOp::Produce`).
+pub const VERIFY_TXN: i16 = i16::MIN;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const INCONSISTENT_TOPIC_ID: i16 = 103;

@@ -41,8 +41,16 @@ pub enum PartitionOp {
     /// Append the payload (one batch, checked by `produce_rules`). `acks != 0` waits for
     /// the fsync; `timeout_ms` is the client's replication timeout: it bounds the wait for
     /// a replicated partition's quorum, and nothing on a single replica (the fsync is part
-    /// of the local append).
-    Produce { acks: i16, timeout_ms: i32 },
+    /// of the local append). A transactional batch that would open its producer's
+    /// transaction here needs the coordinator's word first (KIP-890): without a `guard`
+    /// (-1) it is answered [`crate::kerr::VERIFY_TXN`] with the log's marker count in
+    /// `size`; sent again with that count as `guard` once the coordinator confirmed, it is
+    /// appended only if no marker came in between (else NOT_ENOUGH_REPLICAS, retriable).
+    Produce {
+        acks: i16,
+        timeout_ms: i32,
+        guard: i64,
+    },
     /// Read from `offset` at most `max_bytes`; `read_committed` (isolation level 1) stops at
     /// the last stable offset, and the reply's payload then starts with the aborted
     /// transactions the records overlap (see [`PartitionReply::aborted_count`]).

@@ -1368,8 +1368,9 @@ impl Replication {
         }
         let coordinator = origin == Origin::Coordinator;
         // Transaction rules against the leader's log (markers, writes outside an open
-        // transaction). As with sequences, what is proposed meanwhile is not in the log yet;
-        // the coordinator never has two markers for one producer in flight.
+        // transaction). What is proposed but not yet applied is not in the log: a marker
+        // retried while its first proposal is still in flight is proposed again and closes
+        // nothing the second time, which is harmless.
         log.check_txn_rules(header, &bytes, coordinator)
             .map_err(|e| e.kafka_error_code())?;
         let mut groups = self.groups.borrow_mut();
@@ -1438,6 +1439,10 @@ impl Replication {
             if !coordinator {
                 info.seqs.proposed(token, header);
             }
+        }
+        if sluice_storage::txn::is_marker_header(header) {
+            // KIP-890's guard counts it from now (see `PartitionOp::Produce`).
+            log.note_marker_proposed();
         }
         // The leader's log holds it now (acks=1 is answered from this, not after the
         // driver's next round).

@@ -326,7 +326,7 @@ impl BrokerShard {
             .collect();
         for (key, p) in gone {
             self.partitions.borrow_mut().remove(&key);
-            self.unload_group_slots(key);
+            self.unload_coordinator_slots(key);
             self.shared_handle
                 .leader_epochs
                 .remove(key.topic_id, key.partition);
@@ -547,7 +547,7 @@ impl BrokerShard {
     /// Unloads and forgets the coordinator slots (group or transaction) of `key`'s
     /// partition (it leaves this
     /// shard's map: deleted, moved away, or adopted by its Raft group).
-    fn unload_group_slots(&self, key: PartitionKey) {
+    fn unload_coordinator_slots(&self, key: PartitionKey) {
         self.group_slots.borrow_mut().retain(|s| {
             let here = s.topic_id == key.topic_id && s.partition == key.partition;
             if here {
@@ -580,7 +580,7 @@ impl BrokerShard {
             crate::error::BrokerError::Shard("partition replication is not running".into())
         })?;
         self.partitions.borrow_mut().remove(&key);
-        self.unload_group_slots(key);
+        self.unload_coordinator_slots(key);
         let closed = p.log.close().await;
         // Then fenced, even if the close failed: a retention pass or DeleteRecords that took
         // this log before it left the map must not remove segments once the store has the
@@ -1103,7 +1103,32 @@ impl BrokerShard {
                 }
                 (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None)
             }
-            PartitionOp::Produce { acks, timeout_ms } => {
+            PartitionOp::Produce {
+                acks,
+                timeout_ms,
+                guard,
+            } => {
+                // KIP-890: a transactional batch that would open its producer's
+                // transaction here is appended only once the coordinator confirmed it, with
+                // no marker in between (nothing below awaits before the append/proposal).
+                let first_of_txn = payload
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse)
+                    .filter(|h| h.is_transactional() && !h.is_control())
+                    .filter(|h| !log.has_open_txn(h.producer_id));
+                if first_of_txn.is_some() {
+                    if guard < 0 {
+                        let reply = PartitionReply {
+                            error_code: kerr::VERIFY_TXN,
+                            size: log.markers_seen() as i64,
+                            ..PartitionReply::default()
+                        };
+                        return (reply, None);
+                    }
+                    if guard as u64 != log.markers_seen() {
+                        return (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None);
+                    }
+                }
                 // A transaction marker on an offsets partition also decides the offsets the
                 // transaction committed there (TxnOffsetCommit) for its group coordinator.
                 let offsets_marker = (part.topic == crate::groups::OFFSETS_TOPIC)

@@ -16,8 +16,10 @@
 //! WriteTxnMarkers call over the node-to-node transport (`handlers::write_txn_markers`). A
 //! marker the partition refuses for an older producer epoch means a later marker (a fence)
 //! passed there already and counts as written; one refused for an older coordinator epoch
-//! means this coordinator was deposed, and it stops. Anything else is retried until it
-//! lands or the coordinator unloads.
+//! means this coordinator was deposed: it stops writing that transaction's markers (the
+//! transaction stays in Prepare here until this replica unloads and the new leader's
+//! coordinator, which replayed the same Prepare record, writes them). Anything else is
+//! retried until it lands or the coordinator unloads.
 //!
 //! KIP-890 part 1: a partition leader asks the coordinator ([`verify`]) before it appends
 //! a transactional batch, through AddPartitionsToTxn v5 with `verify_only` (to another
@@ -56,6 +58,8 @@ pub const TXN_TOPIC_SEGMENT_BYTES: &str = "104857600";
 const TICK_MAX: Duration = Duration::from_millis(1000);
 /// How long past its own timeout a call to another node waits for the answer.
 const RPC_MARGIN: Duration = Duration::from_secs(2);
+/// Pause after a failed write before the coordinator hears of it (and may retry).
+const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Pause before a marker write that failed is tried again.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -144,6 +148,10 @@ impl TxnSlot {
         self.log.next_generation();
         self.log.set_leading(false);
         self.waiters.borrow_mut().clear();
+        // Its state goes until the next load (up to TRANSACTIONAL_IDS_MAX ids).
+        if let Ok(mut c) = self.coord.try_borrow_mut() {
+            *c = TxnCoordinator::new(TxnConfig::default(), -1);
+        }
     }
 
     /// The partition's log was replaced (a snapshot reset this replica).
@@ -253,11 +261,24 @@ impl TxnSlot {
                 log::error!("{}: persisting transaction state: {}", me.log.name(), e.why);
                 e.code
             });
+            if result.is_err() {
+                // A refusal may come back at once (a transfer under way, back-pressure, a
+                // failed disk): the coordinator's retry (a due timeout, markers again)
+                // waits, instead of spinning the shard.
+                glommio::timer::sleep(WRITE_RETRY_BACKOFF).await;
+            }
             if me.log.generation() != generation {
                 return; // unloaded: its requests were answered NOT_COORDINATOR
             }
+            let deposed = result == Err(kerr::NOT_COORDINATOR);
             let effects = me.coord.borrow_mut().persisted(write, result, now_ms());
             me.perform(effects);
+            if deposed && me.log.is_leading() {
+                // Still leading, yet the write could not be made (the leader was not ready,
+                // or its storage failed): the state is rebuilt from the log, whose replay
+                // writes the markers of any transaction left in Prepare again.
+                me.reload();
+            }
         })
         .detach();
     }
@@ -322,9 +343,16 @@ impl TxnSlot {
     }
 }
 
+/// The coordinator's settings. AddOffsetsToTxn places a group as the group coordinators
+/// route it: by the offsets topic's partition count in the topic table (the configured
+/// count until the topic exists).
 fn config(shard: &BrokerShard) -> TxnConfig {
+    let offsets = shard
+        .topics()
+        .get(crate::groups::OFFSETS_TOPIC)
+        .map_or(shard.config.offsets_topic_partitions, |t| t.partitions);
     TxnConfig {
-        offsets_partitions: shard.config.offsets_topic_partitions,
+        offsets_partitions: offsets,
         ..TxnConfig::default()
     }
 }
@@ -362,6 +390,7 @@ async fn write_marker(
             op: PartitionOp::Produce {
                 acks: -1,
                 timeout_ms: MARKER_TIMEOUT_MS,
+                guard: -1,
             },
         };
         let (reply, _) = shard.partition_call(req, Some(Bytes::from(batch))).await;
@@ -384,7 +413,7 @@ async fn write_marker(
             TRANSACTION_COORDINATOR_FENCED => {
                 log::warn!(
                     "{}: marker for {topic}-{partition} refused: a newer coordinator wrote \
-                     there; this one stops",
+                     there; this one stops writing this transaction's markers",
                     slot.log.name()
                 );
                 return false;
@@ -1134,9 +1163,13 @@ async fn list(
     for slot in shard.txn_slots() {
         match slot.log.state() {
             State::Loaded => {}
+            // Kafka answers a loading coordinator with the error and no list.
             State::Loading => {
-                out.error_code = kerr::COORDINATOR_LOAD_IN_PROGRESS;
-                continue;
+                return respond(
+                    h,
+                    &ListTransactionsResponse::default()
+                        .with_error_code(kerr::COORDINATOR_LOAD_IN_PROGRESS),
+                );
             }
             State::Elsewhere => continue,
         }
@@ -1150,7 +1183,12 @@ async fn list(
                     .with_producer_id(ProducerId(t.producer_id))
                     .with_transaction_state(str_bytes(t.state.name()))
             })),
-            Err(code) => out.error_code = code,
+            Err(code) => {
+                return respond(
+                    h,
+                    &ListTransactionsResponse::default().with_error_code(code),
+                )
+            }
         }
     }
     if !forwarded {
@@ -1162,17 +1200,21 @@ async fn list(
             }
             let answer =
                 crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client_host).await;
-            match decode_forwarded(h, answer, |b, v| {
+            let code = match decode_forwarded(h, answer, |b, v| {
                 ListTransactionsResponse::decode(b, v).ok()
             }) {
-                Some(part) => {
-                    if part.error_code != kerr::NONE {
-                        out.error_code = part.error_code;
-                    }
+                Some(part) if part.error_code == kerr::NONE => {
                     out.transaction_states.extend(part.transaction_states);
+                    continue;
                 }
-                None => out.error_code = kerr::COORDINATOR_NOT_AVAILABLE,
-            }
+                Some(part) => part.error_code,
+                None => kerr::COORDINATOR_NOT_AVAILABLE,
+            };
+            // As for a loading coordinator here: the error, no partial list.
+            return respond(
+                h,
+                &ListTransactionsResponse::default().with_error_code(code),
+            );
         }
     }
     respond(h, &out)

@@ -277,6 +277,9 @@ struct Inner<F: StorageFile> {
     producers: ProducerState,
     /// Batches of new producer ids refused because `producers` was full.
     producers_refused: u64,
+    /// Transaction markers appended (or, on a replicated partition's leader, proposed)
+    /// since the log opened: KIP-890's guard between a verification and its append.
+    markers_seen: u64,
     /// Set after a failed write or sync; every later append fails with it.
     failed: Option<String>,
     /// Set by `destroy`: the segment files are closed and removed; reads fail with
@@ -615,6 +618,7 @@ impl<S: Storage> PartitionLog<S> {
             inner
                 .producers
                 .check_marker(header.producer_id, header.producer_epoch, m)?;
+            inner.markers_seen += 1;
             Some(m)
         } else {
             None
@@ -820,6 +824,35 @@ impl<S: Storage> PartitionLog<S> {
             self.note_refused(&mut inner.producers_refused, e);
         }
         checked
+    }
+
+    /// How many transaction markers this log took since it opened (appended, or proposed
+    /// by a replicated partition's leader, [`Self::note_marker_proposed`]). A produce
+    /// verified with the transaction coordinator (KIP-890) is appended only if no marker
+    /// came in between: the transaction it was verified in may have ended.
+    pub fn markers_seen(&self) -> u64 {
+        self.inner.borrow().markers_seen
+    }
+
+    /// A replicated partition's leader proposed a marker (it is appended once committed).
+    pub fn note_marker_proposed(&self) {
+        self.inner.borrow_mut().markers_seen += 1;
+    }
+
+    /// Whether `producer_id` has a transaction open in this partition (its batches were
+    /// verified when the first one opened it).
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.inner.borrow().producers.has_open_txn(producer_id)
+    }
+
+    /// Whether a coordinator's batch of `producer_id` at `epoch` would be refused for an
+    /// older producer epoch than this partition has seen (INVALID_PRODUCER_EPOCH): the
+    /// group coordinator checks a TxnOffsetCommit with it before taking its offsets.
+    pub fn check_coordinator_epoch(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        self.inner
+            .borrow()
+            .producers
+            .check_coordinator(producer_id, epoch)
     }
 
     /// The transaction rules of [`Self::append`] (and of [`Self::append_coordinator`] when

@@ -379,6 +379,13 @@ impl ProducerState {
         self.open_txns.keys().next().copied()
     }
 
+    /// Whether the producer has a transaction open here.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     /// Refuses a batch that is not transactional from a producer with a transaction open
     /// here (Kafka's INVALID_TXN_STATE).
     pub fn check_txn(&self, producer_id: i64, transactional: bool) -> Result<()> {

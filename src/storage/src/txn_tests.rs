@@ -341,3 +341,21 @@ fn coordinator_batches_have_no_sequence_to_check_and_open_the_transaction() {
         .unwrap_err();
     assert_eq!(e.kafka_error_code(), 47, "INVALID_PRODUCER_EPOCH");
 }
+
+#[test]
+fn the_marker_count_and_open_transactions_guard_a_verified_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert_eq!((log.markers_seen(), log.has_open_txn(7)), (0, false));
+    log.append(&txn_batch(1, b"t7", 1, 7, 0), 0).unwrap();
+    assert!(log.has_open_txn(7), "its first batch opened it");
+    // A marker (here, or proposed by a replicated partition's leader) moves the count a
+    // verification took before it: that verification no longer holds.
+    log.append_marker(7, 0, commit(0), 0).unwrap();
+    assert_eq!((log.markers_seen(), log.has_open_txn(7)), (1, false));
+    log.note_marker_proposed();
+    assert_eq!(log.markers_seen(), 2);
+    // A refused marker counts for nothing.
+    assert!(log.append_marker(7, 0, abort(-5), 0).is_err());
+    assert_eq!(log.markers_seen(), 2);
+}

@@ -468,16 +468,22 @@ impl TxnCoordinator {
         if cur.producer_epoch != producer_epoch {
             return all(code::PRODUCER_FENCED);
         }
-        // A change in flight that ends the transaction (an abort on timeout or fence)
-        // already decided against later writes.
-        let ending = txn
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.next.state != TxnState::Ongoing);
+        // The transaction is ending (Prepare, or a change in flight that ends it: EndTxn, an
+        // abort on timeout or fence): the answer comes once it has ended, as Kafka's
+        // CONCURRENT_TRANSACTIONS, which a leader turns into a retriable refusal; the retry
+        // then finds the transaction over.
+        let ending = matches!(cur.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+            || txn
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.next.state != TxnState::Ongoing);
+        if ending {
+            return all(code::CONCURRENT_TRANSACTIONS);
+        }
         partitions
             .iter()
             .map(|p| {
-                if cur.state == TxnState::Ongoing && !ending && cur.partitions.contains(p) {
+                if cur.state == TxnState::Ongoing && cur.partitions.contains(p) {
                     code::NONE
                 } else {
                     code::INVALID_TXN_STATE

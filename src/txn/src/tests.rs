@@ -851,12 +851,19 @@ fn kip_890_verification_admits_only_partitions_of_the_ongoing_transaction() {
         h.c.verify(TID, pid + 1, epoch, &parts(&[("t", 0)])),
         [code::INVALID_PRODUCER_ID_MAPPING]
     );
-    // Once the transaction is ending, nothing more is admitted.
+    // While the transaction ends, the answer waits for the end (retriable)...
     let _ = h.end_raw(TID, pid, epoch, true);
     assert_eq!(
         h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
-        [code::INVALID_TXN_STATE]
+        [code::CONCURRENT_TRANSACTIONS]
     );
+    h.persist_all();
+    assert_eq!(h.state(TID), TxnState::PrepareCommit);
+    assert_eq!(
+        h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
+        [code::CONCURRENT_TRANSACTIONS]
+    );
+    // ...and once it has ended, nothing more is admitted.
     h.markers_all();
     assert_eq!(
         h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),

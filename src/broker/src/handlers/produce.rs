@@ -1,7 +1,9 @@
 //! Produce: each partition's batch is checked against Kafka's rules for client writes
 //! ([`crate::produce_rules`]) on the connection's shard, then goes to the owning shard
 //! (concurrently when a request spans shards); acks=all answers after the fsync that covers
-//! the batch.
+//! the batch. A transactional batch that would open its producer's transaction in a
+//! partition is first confirmed with the transaction coordinator ([`verified_append`],
+//! KIP-890 part 1).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -97,6 +99,7 @@ pub async fn handle(
                                 op: PartitionOp::Produce {
                                     acks,
                                     timeout_ms: r.timeout_ms,
+                                    guard: -1,
                                 },
                             };
                             slots.push((responses.len(), parts.len()));
@@ -131,21 +134,20 @@ pub async fn handle(
         .iter()
         .map(|(req, _)| (req.topic_id, req.partition))
         .collect();
-    let refused = match &r.transactional_id {
-        Some(id) if has_transactional => verify_transactional(shard, &id.0, &accepted).await,
-        _ => vec![None; accepted.len()],
-    };
+    let transactional_id: Option<Rc<str>> =
+        r.transactional_id.as_ref().map(|id| id.0.as_str().into());
     let futs: Vec<_> = accepted
         .into_iter()
-        .zip(refused)
-        .map(|((req, records), refused)| {
+        .map(|(req, records)| {
             let shard = shard.clone();
             let records = records.map(|b| sharing.batch(b));
+            let id = transactional_id.clone();
             async move {
-                match refused {
-                    Some(code) => crate::ops::PartitionReply::error(code),
-                    None => shard.partition_call(req, records).await.0,
+                let (reply, _) = shard.partition_call(req, records.clone()).await;
+                if reply.error_code != kerr::VERIFY_TXN {
+                    return reply;
                 }
+                verified_append(&shard, id.as_deref(), req, records, reply.size).await
             }
         })
         .collect();
@@ -189,54 +191,71 @@ pub async fn handle(
     )
 }
 
-/// KIP-890 part 1: before transactional batches are appended, the transaction's coordinator
-/// confirms that their partitions were added to the producer's ongoing transaction, so a
-/// batch arriving after its transaction ended (a late retry, a fenced producer) cannot open
-/// one there that nothing would ever end. One refusal code (or none) per accepted batch.
-async fn verify_transactional(
+/// KIP-890 part 1: the partition's owner asked for the coordinator's word on a
+/// transactional batch that would open its producer's transaction there (so a batch
+/// arriving after its transaction ended, a late retry or a fenced producer's, cannot open
+/// one that nothing would ever end). Asks the coordinator, then sends the batch again with
+/// the owner's marker count as its guard; a refusal is answered with its produce code.
+async fn verified_append(
     shard: &Rc<BrokerShard>,
-    transactional_id: &str,
-    accepted: &[(PartitionRequest, Option<bytes::Bytes>)],
-) -> Vec<Option<i16>> {
-    let topics = shard.topics();
-    // Per (producer id, epoch): each transactional batch's index in `accepted` and its
-    // partition.
-    type Batches = Vec<(usize, (String, i32))>;
-    let mut asks: BTreeMap<(i64, i16), Batches> = BTreeMap::new();
-    for (i, (req, records)) in accepted.iter().enumerate() {
-        let Some(h) = records
+    transactional_id: Option<&str>,
+    mut req: PartitionRequest,
+    records: Option<bytes::Bytes>,
+    guard: i64,
+) -> crate::ops::PartitionReply {
+    let refuse = crate::ops::PartitionReply::error;
+    let (Some(id), Some(h)) = (
+        transactional_id,
+        records
             .as_deref()
-            .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok())
-            .filter(|h| h.is_transactional())
-        else {
-            continue;
-        };
-        let Some(t) = topics.get_by_id(&req.topic_id) else {
-            continue;
-        };
-        asks.entry((h.producer_id, h.producer_epoch))
-            .or_default()
-            .push((i, (t.name.clone(), req.partition)));
+            .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok()),
+    ) else {
+        // (The handler refuses transactional batches without a transactional id.)
+        return refuse(kerr::INVALID_REQUEST);
+    };
+    let Some(topic) = shard
+        .topics()
+        .get_by_id(&req.topic_id)
+        .map(|t| t.name.clone())
+    else {
+        return refuse(kerr::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let codes = crate::txn_host::verify(
+        shard,
+        id,
+        h.producer_id,
+        h.producer_epoch,
+        &[(topic, req.partition)],
+    )
+    .await;
+    match codes.first().copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR) {
+        kerr::NONE => {}
+        // The coordinator cannot answer now, or the transaction is ending: retriable for
+        // every client version.
+        kerr::COORDINATOR_NOT_AVAILABLE
+        | kerr::NOT_COORDINATOR
+        | kerr::COORDINATOR_LOAD_IN_PROGRESS
+        | CONCURRENT_TRANSACTIONS => return refuse(kerr::NOT_ENOUGH_REPLICAS),
+        // Produce has no PRODUCER_FENCED; the epoch error says the same.
+        PRODUCER_FENCED => return refuse(kerr::INVALID_PRODUCER_EPOCH),
+        other => return refuse(other),
     }
-    let mut out = vec![None; accepted.len()];
-    for ((pid, epoch), items) in asks {
-        let partitions: Vec<(String, i32)> = items.iter().map(|(_, p)| p.clone()).collect();
-        let codes = crate::txn_host::verify(shard, transactional_id, pid, epoch, &partitions).await;
-        for ((i, _), code) in items.iter().zip(codes) {
-            out[*i] = match code {
-                kerr::NONE => None,
-                // The coordinator cannot answer now: retriable for every client version.
-                kerr::COORDINATOR_NOT_AVAILABLE
-                | kerr::NOT_COORDINATOR
-                | kerr::COORDINATOR_LOAD_IN_PROGRESS
-                | CONCURRENT_TRANSACTIONS => Some(kerr::NOT_ENOUGH_REPLICAS),
-                // Produce has no PRODUCER_FENCED; the epoch error says the same.
-                PRODUCER_FENCED => Some(kerr::INVALID_PRODUCER_EPOCH),
-                other => Some(other),
-            };
-        }
+    if let PartitionOp::Produce {
+        acks, timeout_ms, ..
+    } = req.op
+    {
+        req.op = PartitionOp::Produce {
+            acks,
+            timeout_ms,
+            guard,
+        };
     }
-    out
+    let (reply, _) = shard.partition_call(req, records).await;
+    if reply.error_code == kerr::VERIFY_TXN {
+        // Never twice for one batch (the owner answers it only without a guard).
+        return refuse(kerr::NOT_ENOUGH_REPLICAS);
+    }
+    reply
 }
 
 const CONCURRENT_TRANSACTIONS: i16 = 51;

@@ -283,6 +283,7 @@ impl<S: Storage> PartitionLog<S> {
                 durable_offset: log_end_offset,
                 producers,
                 producers_refused: 0,
+                markers_seen: 0,
                 failed: None,
                 deleted: false,
                 closed: false,
