@@ -181,6 +181,32 @@ impl CoordLog {
         self.leading.set(leading);
     }
 
+    /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
+    /// leader (`Replication::watch_leadership`): logs it, and marks it leading when it
+    /// starts. True when the coordinator of its `what` should now load, false when it
+    /// should unload.
+    pub fn leadership(&self, term: Option<u64>, what: &str) -> bool {
+        match term {
+            Some(term) => {
+                log::info!(
+                    "{}: leading in term {term}: loading its {what}",
+                    self.name()
+                );
+                self.leading.set(true);
+                true
+            }
+            None => {
+                if self.leading.get() {
+                    log::info!(
+                        "{}: no longer leading: its {what} are unloaded",
+                        self.name()
+                    );
+                }
+                false
+            }
+        }
+    }
+
     /// Leading and loaded: requests run here.
     pub fn is_serving(&self) -> bool {
         self.leading.get() && self.loaded.get()

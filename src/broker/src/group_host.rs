@@ -104,24 +104,10 @@ impl GroupSlot {
     /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
     /// leader (`Replication::watch_leadership`).
     pub fn set_leader(self: &Rc<Self>, term: Option<u64>) {
-        match term {
-            Some(term) => {
-                log::info!(
-                    "{}: leading in term {term}: loading its groups",
-                    self.log.name()
-                );
-                self.log.set_leading(true);
-                self.reload();
-            }
-            None => {
-                if self.log.is_leading() {
-                    log::info!(
-                        "{}: no longer leading: its groups are unloaded",
-                        self.log.name()
-                    );
-                }
-                self.unload();
-            }
+        if self.log.leadership(term, "groups") {
+            self.reload();
+        } else {
+            self.unload();
         }
     }
 

@@ -46,7 +46,6 @@ use crate::coord_log::{CoordLog, Pending, State};
 use crate::handlers::write_txn_markers::MARKER_TIMEOUT_MS;
 use crate::handlers::{respond, str_bytes, topic_name};
 use crate::kerr;
-use crate::ops::{PartitionOp, PartitionRequest};
 use crate::replication::Replication;
 use crate::shard::{now_ms, BrokerShard};
 
@@ -121,24 +120,10 @@ impl TxnSlot {
     /// This replica started (`Some(term)`) or stopped (`None`) serving as the partition's
     /// leader (`Replication::watch_leadership`).
     pub fn set_leader(self: &Rc<Self>, term: Option<u64>) {
-        match term {
-            Some(term) => {
-                log::info!(
-                    "{}: leading in term {term}: loading its transactions",
-                    self.log.name()
-                );
-                self.log.set_leading(true);
-                self.reload();
-            }
-            None => {
-                if self.log.is_leading() {
-                    log::info!(
-                        "{}: no longer leading: its transactions are unloaded",
-                        self.log.name()
-                    );
-                }
-                self.unload();
-            }
+        if self.log.leadership(term, "transactions") {
+            self.reload();
+        } else {
+            self.unload();
         }
     }
 
@@ -383,18 +368,10 @@ async fn write_marker(
         };
         let batch =
             sluice_storage::txn::marker_batch(m.producer_id, m.producer_epoch, marker, now_ms());
-        let req = PartitionRequest {
-            topic_id: t.0,
-            partition,
-            current_leader_epoch: -1,
-            op: PartitionOp::Produce {
-                acks: -1,
-                timeout_ms: MARKER_TIMEOUT_MS,
-                guard: -1,
-            },
-        };
-        let (reply, _) = shard.partition_call(req, Some(Bytes::from(batch))).await;
-        let code = match reply.error_code {
+        let appended =
+            crate::handlers::write_txn_markers::append(&shard, t.0, partition, Bytes::from(batch))
+                .await;
+        let code = match appended {
             // Led by another node (or not hosted here at all): its leader writes it.
             kerr::NOT_LEADER_OR_FOLLOWER => {
                 let (hint, _) = crate::handlers::current_leader(&shard, &t.0, partition);
@@ -630,23 +607,7 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
             let id = r.v3_and_below_transactional_id.0.to_string();
             let answer = |per: &dyn Fn(&str, i32) -> i16| {
                 AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-                    r.v3_and_below_topics
-                        .iter()
-                        .map(|t| {
-                            add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
-                                .with_name(t.name.clone())
-                                .with_results_by_partition(
-                                    t.partitions
-                                        .iter()
-                                        .map(|p| {
-                                            add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
-                                                .with_partition_index(*p)
-                                                .with_partition_error_code(per(&t.name.0, *p))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
+                    topic_results(&r.v3_and_below_topics, &|_, t, p| per(t, p)),
                 )
             };
             if let Some(unknown) = unknown_partitions(shard, &r.v3_and_below_topics) {
@@ -749,35 +710,42 @@ fn pairs(topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> V
         .collect()
 }
 
-/// The per-partition results of one transaction of AddPartitionsToTxn v4+.
+/// The per-partition results of AddPartitionsToTxn for `topics`: `code(i, topic,
+/// partition)` for the i-th partition named.
+fn topic_results(
+    topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    code: &dyn Fn(usize, &str, i32) -> i16,
+) -> Vec<add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
+    let mut at = 0;
+    topics
+        .iter()
+        .map(|tp| {
+            add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                .with_name(tp.name.clone())
+                .with_results_by_partition(
+                    tp.partitions
+                        .iter()
+                        .map(|p| {
+                            let c = code(at, &tp.name.0, *p);
+                            at += 1;
+                            add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(c)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+/// The results of one transaction of AddPartitionsToTxn v4+.
 fn txn_result(
     t: &add_partitions_to_txn_request::AddPartitionsToTxnTransaction,
     code: &dyn Fn(usize, &str, i32) -> i16,
 ) -> add_partitions_to_txn_response::AddPartitionsToTxnResult {
-    let mut at = 0;
     add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
         .with_transactional_id(t.transactional_id.clone())
-        .with_topic_results(
-            t.topics
-                .iter()
-                .map(|tp| {
-                    add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
-                        .with_name(tp.name.clone())
-                        .with_results_by_partition(
-                            tp.partitions
-                                .iter()
-                                .map(|p| {
-                                    let c = code(at, &tp.name.0, *p);
-                                    at += 1;
-                                    add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
-                                        .with_partition_index(*p)
-                                        .with_partition_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        .with_topic_results(topic_results(&t.topics, code))
 }
 
 /// AddPartitionsToTxn v4+ (Kafka's broker-to-broker form, KIP-890): several transactions,

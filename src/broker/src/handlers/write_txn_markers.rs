@@ -86,20 +86,10 @@ pub async fn write(
                     let shard = shard.clone();
                     let batch = batch.clone();
                     async move {
-                        let Some(topic_id) = id else {
-                            return kerr::UNKNOWN_TOPIC_OR_PARTITION;
-                        };
-                        let req = PartitionRequest {
-                            topic_id,
-                            partition,
-                            current_leader_epoch: -1,
-                            op: PartitionOp::Produce {
-                                acks: -1,
-                                timeout_ms: MARKER_TIMEOUT_MS,
-                                guard: -1,
-                            },
-                        };
-                        shard.partition_call(req, Some(batch)).await.0.error_code
+                        match id {
+                            Some(topic_id) => append(&shard, topic_id, partition, batch).await,
+                            None => kerr::UNKNOWN_TOPIC_OR_PARTITION,
+                        }
                     }
                 })
                 .collect();
@@ -127,6 +117,27 @@ pub async fn write(
         );
     }
     Some(WriteTxnMarkersResponse::default().with_markers(results))
+}
+
+/// Appends one marker batch to a partition through its owning shard on this node, acks=all:
+/// the partition's code (NOT_LEADER_OR_FOLLOWER where this node does not lead it).
+pub async fn append(
+    shard: &Rc<BrokerShard>,
+    topic_id: [u8; 16],
+    partition: i32,
+    batch: Bytes,
+) -> i16 {
+    let req = PartitionRequest {
+        topic_id,
+        partition,
+        current_leader_epoch: -1,
+        op: PartitionOp::Produce {
+            acks: -1,
+            timeout_ms: MARKER_TIMEOUT_MS,
+            guard: -1,
+        },
+    };
+    shard.partition_call(req, Some(batch)).await.0.error_code
 }
 
 /// Serves [`WRITE_MARKERS`] calls from other nodes' transaction coordinators.
