@@ -103,7 +103,8 @@ pub struct PartitionReply {
     pub high_watermark: i64,
     /// ListOffsets timestamp; OffsetForLeaderEpoch: unused.
     pub timestamp: i64,
-    /// DescribeLogDirs size; OffsetForLeaderEpoch end offset; DescribeProducers count.
+    /// DescribeLogDirs size; OffsetForLeaderEpoch end offset; DescribeProducers count;
+    /// Produce answered [`crate::kerr::VERIFY_TXN`]: the log's marker count (the guard).
     pub size: i64,
     pub leader_epoch: i32,
     /// Fetch: the partition's last stable offset.

@@ -545,8 +545,8 @@ impl BrokerShard {
     }
 
     /// Unloads and forgets the coordinator slots (group or transaction) of `key`'s
-    /// partition (it leaves this
-    /// shard's map: deleted, moved away, or adopted by its Raft group).
+    /// partition (it leaves this shard's map: deleted, moved away, or adopted by its Raft
+    /// group).
     fn unload_coordinator_slots(&self, key: PartitionKey) {
         self.group_slots.borrow_mut().retain(|s| {
             let here = s.topic_id == key.topic_id && s.partition == key.partition;
