@@ -506,32 +506,13 @@ pub async fn handle(
     forwarded: bool,
     client_host: &str,
 ) -> Outcome {
-    if let RequestKind::AddPartitionsToTxn(r) = body {
-        if h.api_version >= 4 {
+    let body = match body {
+        RequestKind::AddPartitionsToTxn(r) if h.api_version >= 4 => {
             let resp = add_partitions_batched(shard, h, r, forwarded, client_host).await;
             return respond(h, &resp);
         }
-        return run_single_or_forward(
-            shard,
-            h,
-            RequestKind::AddPartitionsToTxn(r),
-            raw,
-            forwarded,
-            client_host,
-        )
-        .await;
-    }
-    run_single_or_forward(shard, h, body, raw, forwarded, client_host).await
-}
-
-async fn run_single_or_forward(
-    shard: &Rc<BrokerShard>,
-    h: &RequestHeaderInfo,
-    body: RequestKind,
-    raw: Bytes,
-    forwarded: bool,
-    client_host: &str,
-) -> Outcome {
+        other => other,
+    };
     let me = shard.shard_id();
     if let Some(id) = single_id(&body) {
         if !forwarded {

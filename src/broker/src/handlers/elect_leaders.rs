@@ -323,28 +323,15 @@ async fn ask(
             .map(Some)
             .collect();
     }
-    let Some(node) = shard.controller.as_ref().and_then(|c| c.cluster()) else {
-        return vec![None; parts.len()];
-    };
     let mut out = Vec::with_capacity(parts.len());
     for chunk in parts.chunks(ELECT_PARTITIONS_PER_CALL_MAX) {
         let body = encode_call(chunk, timeout_ms);
-        let answer = node
-            .request(leader, ELECT_PREFERRED, body, timeout + RPC_MARGIN)
-            .await;
-        let codes = match answer {
-            Ok(r) if r.status == sluice_rpc::status::OK => decode_answer(&r.body)
-                .filter(|c| c.len() == chunk.len())
-                .map(|c| c.into_iter().map(Some).collect()),
-            Ok(r) => {
-                log::debug!("ElectLeaders at node {leader}: status {}", r.status);
-                None
-            }
-            Err(e) => {
-                log::debug!("ElectLeaders at node {leader}: {e:?}");
-                None
-            }
-        };
+        let answer =
+            crate::node_rpc::call(shard, leader, ELECT_PREFERRED, body, timeout + RPC_MARGIN).await;
+        let codes = answer
+            .and_then(|b| decode_answer(&b))
+            .filter(|c| c.len() == chunk.len())
+            .map(|c| c.into_iter().map(Some).collect());
         out.extend(codes.unwrap_or_else(|| vec![None; chunk.len()]));
     }
     out
