@@ -893,25 +893,19 @@ pub async fn handle(
     };
     let Some((topic_id, n)) = partitions(shard) else {
         // No offsets topic yet: nothing is coordinated anywhere (FindCoordinator creates it).
-        let code = NOT_COORDINATOR;
+        // Multi-group requests answer per group (OffsetFetch v8+ has no top-level error:
+        // a bare one is a body clients cannot read).
         return match body {
             RequestKind::ListGroups(_) => {
                 respond(Some(Response::ListGroups(ListGroupsResponse::default())))
             }
-            RequestKind::DescribeGroups(r) => respond(Some(Response::DescribeGroups(
-                DescribeGroupsResponse::default().with_groups(
-                    r.groups
-                        .into_iter()
-                        .map(|g| {
-                            describe_groups_response::DescribedGroup::default()
-                                .with_group_id(g)
-                                .with_error_code(code)
-                                .with_authorized_operations(i32::MIN)
-                        })
-                        .collect(),
-                ),
-            ))),
-            req => respond(Some(single_error(&req, code))),
+            RequestKind::DescribeGroups(_) | RequestKind::DeleteGroups(_) => {
+                respond(not_coordinated_here(&body, &ids))
+            }
+            RequestKind::OffsetFetch(_) if version >= 8 => {
+                respond(not_coordinated_here(&body, &ids))
+            }
+            req => respond(Some(single_error(&req, NOT_COORDINATOR))),
         };
     };
     let owner_of = |g: &str| shard.owner(&topic_id, partition_for(g, n));
