@@ -417,9 +417,19 @@ async fn transform(b: &str, per_txn: usize, stop_after: Option<usize>) -> Result
     for p in 0..2 {
         tpl.add_partition("eos-in", p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, TXN_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    // The group's coordinator may not serve yet (the offsets topic is created by the
+    // first lookup, and loads): rdkafka hands that back here, and the application asks again.
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), TXN_TIMEOUT) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets not available yet ({e}); asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let mut start = TopicPartitionList::new();
     for e in committed.elements() {
         let at = match e.offset() {
