@@ -596,3 +596,59 @@ pub fn fetch_at(
     assert!(aborted <= 0, "no transactions");
     (error, hw, d.bytes().unwrap_or_default())
 }
+
+/// A reader of flexible-version (KIP-482) response bodies: compact arrays and strings
+/// (length + 1 as an unsigned varint) and tagged-field sections, which are skipped.
+pub struct Flex<'a>(pub &'a [u8]);
+
+impl Flex<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.0.split_first_chunk::<N>().expect("long enough");
+        self.0 = rest;
+        *head
+    }
+    pub fn i8(&mut self) -> i8 {
+        i8::from_be_bytes(self.take())
+    }
+    pub fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take())
+    }
+    pub fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take())
+    }
+    pub fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take())
+    }
+    pub fn uuid(&mut self) -> [u8; 16] {
+        self.take()
+    }
+    pub fn uvarint(&mut self) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [b] = self.take::<1>();
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    /// A compact array's or string's length (0 for null). Reads it: not a length of `self`.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&mut self) -> u64 {
+        self.uvarint().saturating_sub(1)
+    }
+    pub fn string(&mut self) -> String {
+        let n = self.len() as usize;
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        String::from_utf8(s.to_vec()).unwrap()
+    }
+    pub fn tagged(&mut self) {
+        for _ in 0..self.uvarint() {
+            self.uvarint();
+            let n = self.uvarint() as usize;
+            self.0 = &self.0[n..];
+        }
+    }
+}

@@ -197,6 +197,8 @@ struct MemberCfg {
     strategy: Option<String>,
     /// `group.instance.id` (static membership).
     instance_id: Option<String>,
+    /// `group.protocol`: `consumer` for KIP-848 (ConsumerGroupHeartbeat); classic if `None`.
+    protocol: Option<String>,
 }
 
 impl MemberCfg {
@@ -207,7 +209,14 @@ impl MemberCfg {
             topic: topic.to_string(),
             strategy: None,
             instance_id: None,
+            protocol: None,
         }
+    }
+
+    /// KIP-848: the consumer group protocol, with the broker's default assignor.
+    fn consumer_protocol(mut self) -> MemberCfg {
+        self.protocol = Some("consumer".to_string());
+        self
     }
 
     fn strategy(mut self, s: &str) -> MemberCfg {
@@ -226,11 +235,22 @@ impl MemberCfg {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", SESSION_TIMEOUT_MS)
-            .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
             // The rebalance timeout: bounds a rebalance waiting for a member that is gone.
             .set("max.poll.interval.ms", "30000")
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // New topics matching a regex subscription are noticed within a second.
+            .set("topic.metadata.refresh.interval.ms", "1000");
+        match &self.protocol {
+            // The broker owns session and heartbeat timing under KIP-848; librdkafka refuses
+            // the classic settings with it.
+            Some(p) => {
+                cfg.set("group.protocol", p);
+            }
+            None => {
+                cfg.set("session.timeout.ms", SESSION_TIMEOUT_MS)
+                    .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+            }
+        }
         if let Some(s) = &self.strategy {
             cfg.set("partition.assignment.strategy", s);
         }
@@ -240,22 +260,24 @@ impl MemberCfg {
         cfg
     }
 
-    /// `bootstrap|group|topic|strategy|instance` (`-`: unset), for a child's environment.
+    /// `bootstrap|group|topic|strategy|instance|protocol` (`-`: unset), for a child's
+    /// environment.
     fn encode(&self) -> String {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_string());
         format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}",
             self.bootstrap,
             self.group,
             self.topic,
             opt(&self.strategy),
-            opt(&self.instance_id)
+            opt(&self.instance_id),
+            opt(&self.protocol)
         )
     }
 
     fn decode(s: &str) -> MemberCfg {
         let f: Vec<&str> = s.split('|').collect();
-        assert_eq!(f.len(), 5, "bad {MEMBER_ENV}: {s}");
+        assert_eq!(f.len(), 6, "bad {MEMBER_ENV}: {s}");
         let opt = |x: &str| (x != "-").then(|| x.to_string());
         MemberCfg {
             bootstrap: f[0].to_string(),
@@ -263,6 +285,7 @@ impl MemberCfg {
             topic: f[2].to_string(),
             strategy: opt(f[3]),
             instance_id: opt(f[4]),
+            protocol: opt(f[5]),
         }
     }
 }
@@ -1029,6 +1052,282 @@ async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     ];
     assert_exactly_once("static", &every, &all);
     assert_consumed_by_owner("static", &now_logs, &sets, &second);
+}
+
+// ---- 5b. KIP-848: the consumer group protocol ----------------------------------------------
+
+/// The broker's `group.consumer.heartbeat.interval.ms`: KIP-848 members heartbeat at the
+/// pace the broker sets.
+const KIP848_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A ConsumerGroupDescribe answer, as far as the tests look at it.
+#[derive(Debug)]
+struct Described {
+    error: i16,
+    state: String,
+    epoch: i32,
+    assignment_epoch: i32,
+    assignor: String,
+    members: Vec<DescribedMember>,
+}
+
+#[derive(Debug)]
+struct DescribedMember {
+    epoch: i32,
+    subscribed: Vec<String>,
+    /// (topic name, partition) of the current assignment.
+    assigned: Vec<(String, i32)>,
+    member_type: i8,
+}
+
+/// ConsumerGroupDescribe v1 for one group, by hand (flexible: request header v2).
+fn consumer_group_describe(broker: &Broker, group: &str) -> Described {
+    let mut req = Vec::new();
+    req.extend_from_slice(&69i16.to_be_bytes());
+    req.extend_from_slice(&1i16.to_be_bytes());
+    req.extend_from_slice(&9i32.to_be_bytes());
+    req.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    req.push(0); // header tagged fields
+    req.push(2); // one group
+    req.push(group.len() as u8 + 1);
+    req.extend_from_slice(group.as_bytes());
+    req.push(0); // include_authorized_operations = false
+    req.push(0);
+    let mut s = wire::connect(broker);
+    s.write_all(&wire::frame(&req)).unwrap();
+    let resp = wire::read_response(&mut s).expect("an answer");
+    let mut d = wire::Flex(&resp);
+    assert_eq!(d.i32(), 9, "correlation id");
+    d.tagged();
+    let _throttle = d.i32();
+    assert_eq!(d.len(), 1, "one group");
+    let error = d.i16();
+    let _message = d.string();
+    let _group = d.string();
+    let state = d.string();
+    let epoch = d.i32();
+    let assignment_epoch = d.i32();
+    let assignor = d.string();
+    let mut members = Vec::new();
+    for _ in 0..d.len() {
+        let _id = d.string();
+        let _instance = d.string();
+        let _rack = d.string();
+        let member_epoch = d.i32();
+        let _client = d.string();
+        let _host = d.string();
+        let subscribed = (0..d.len()).map(|_| d.string()).collect();
+        let _regex = d.string();
+        let read_assignment = |d: &mut wire::Flex| {
+            let mut out = Vec::new();
+            for _ in 0..d.len() {
+                let _id = d.uuid();
+                let name = d.string();
+                for _ in 0..d.len() {
+                    out.push((name.clone(), d.i32()));
+                }
+                d.tagged();
+            }
+            d.tagged();
+            out
+        };
+        let assigned = read_assignment(&mut d);
+        let _target = read_assignment(&mut d);
+        let member_type = d.i8();
+        d.tagged();
+        members.push(DescribedMember {
+            epoch: member_epoch,
+            subscribed,
+            assigned,
+            member_type,
+        });
+    }
+    Described {
+        error,
+        state,
+        epoch,
+        assignment_epoch,
+        assignor,
+        members,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_members_split_join_and_leave_consuming_each_record_once() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let topic = "kip848";
+    create_topic(&b, topic).await;
+    let early = produce_range(&b, topic, 0, 120).await;
+    let cfg = MemberCfg::new(&b, "kip848-group", topic).consumer_protocol();
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member::start(&format!("m{i}"), &cfg))
+        .collect();
+    let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+    wait_split(
+        "3 KIP-848 members with 2 partitions each",
+        &logs,
+        &[2, 2, 2],
+    )
+    .await;
+    wait_consumed("the first 120 records", &logs, &early).await;
+
+    // A fourth member: the broker's uniform assignor moves two partitions to it, and the
+    // others keep the rest (revoke first, then assign: nothing is read twice).
+    members.push(Member::start("m3", &cfg));
+    let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+    let four = wait_until("4 members split 6 partitions", SETTLE, || {
+        let sets: Vec<BTreeSet<i32>> = logs.iter().map(|l| assignment(l)).collect();
+        let mut sizes: Vec<usize> = sets.iter().map(|s| s.len()).collect();
+        sizes.sort();
+        let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        if sizes == [1, 1, 2, 2] && union.len() == PARTITIONS as usize {
+            Ok(sets)
+        } else {
+            Err(describe(&logs))
+        }
+    })
+    .await;
+    let middle = produce_range(&b, topic, 120, 60).await;
+    wait_consumed("records after the join", &logs, &middle).await;
+    assert_consumed_by_owner("kip848", &logs, &four, &middle);
+
+    // One leaves (close sends the leave heartbeat): its partitions go to the others.
+    let left = members.remove(1);
+    let left_log = left.log.clone();
+    left.close();
+    let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+    wait_split("3 members again after one left", &logs, &[2, 2, 2]).await;
+    let late = produce_range(&b, topic, 180, 60).await;
+    wait_consumed("records after the leave", &logs, &late).await;
+
+    // ConsumerGroupDescribe (what `describe_consumer_groups` sends): a consumer-protocol
+    // group with 3 members, each at the group's epoch with 2 partitions.
+    if sluice_tests::test_cluster_nodes().is_none() {
+        let d = wait_until("ConsumerGroupDescribe shows a Stable group", SETTLE, || {
+            let d = consumer_group_describe(&broker, "kip848-group");
+            if d.state == "Stable" && d.members.len() == 3 {
+                Ok(d)
+            } else {
+                Err(format!("{d:?}"))
+            }
+        })
+        .await;
+        assert_eq!(d.error, 0);
+        assert_eq!(d.assignor, "uniform");
+        assert!(d.epoch > 0 && d.assignment_epoch == d.epoch, "{d:?}");
+        for m in &d.members {
+            assert_eq!(m.epoch, d.epoch, "{d:?}");
+            assert_eq!(m.member_type, 1, "a consumer-protocol member: {d:?}");
+            assert_eq!(m.assigned.len(), 2, "{d:?}");
+            assert_eq!(m.subscribed, vec![topic.to_string()]);
+        }
+    }
+
+    let all: BTreeSet<_> = early.union(&middle).chain(late.iter()).copied().collect();
+    let mut every = logs.clone();
+    every.push(&left_log);
+    assert_exactly_once("kip848", &every, &all);
+    for m in members {
+        m.close();
+    }
+    assert_eq!(committed(&b, "kip848-group", topic).await, ends(&all));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_static_member_reopened_gets_its_partitions_back() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let topic = "kip848-static";
+    create_topic(&b, topic).await;
+    let cfg = MemberCfg::new(&b, "kip848-static-group", topic).consumer_protocol();
+    let observer = Member::start("observer", &cfg.clone().instance("observer"));
+    let closer = Member::start("closer", &cfg.clone().instance("closer"));
+    let logs = [&observer.log, &closer.log];
+    let sets = wait_split("2 static members with 3 partitions each", &logs, &[3, 3]).await;
+    let first = produce_range(&b, topic, 0, 60).await;
+    wait_consumed("first batch", &logs, &first).await;
+    let observer_events = observer.log.lock().unwrap().events.clone();
+
+    // Closing a static member sends the "leaving for now" epoch (-2): the broker keeps its
+    // partitions for it, and a new client with the same instance id gets them back.
+    let closer_log = closer.log.clone();
+    closer.close();
+    let reopened = Member::start("reopened", &cfg.clone().instance("closer"));
+    wait_until(
+        "the reopened static member gets its old partitions",
+        SETTLE,
+        || has_assignment(&reopened.log, &sets[1], &[&observer.log]),
+    )
+    .await;
+    // Two heartbeat intervals in which the observer must not be touched.
+    let quiet_until = Instant::now() + 2 * KIP848_HEARTBEAT;
+    while Instant::now() < quiet_until {
+        assert_eq!(
+            observer.log.lock().unwrap().events,
+            observer_events,
+            "the observer rebalanced after a static member's restart{}",
+            describe(&[&observer.log, &reopened.log])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = produce_range(&b, topic, 60, 60).await;
+    let now_logs = [&observer.log, &reopened.log];
+    wait_consumed("second batch", &now_logs, &second).await;
+    let all: BTreeSet<_> = first.union(&second).copied().collect();
+    assert_exactly_once(
+        "kip848-static",
+        &[&observer.log, &closer_log, &reopened.log],
+        &all,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_regex_subscription_picks_up_a_new_matching_topic() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    create_topic(&b, "rx-first").await;
+    create_topic(&b, "other").await;
+    let mut cfg = base_config(&b);
+    cfg.set("group.id", "kip848-regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    let c: BaseConsumer = cfg.create().expect("create consumer");
+    c.subscribe(&["^rx-.*"]).expect("subscribe");
+    let topics_assigned = |c: &BaseConsumer| -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        if let Ok(tpl) = c.assignment() {
+            for e in tpl.elements() {
+                *out.entry(e.topic().to_string()).or_default() += 1;
+            }
+        }
+        out
+    };
+    let deadline = Instant::now() + SETTLE;
+    let want_first = BTreeMap::from([("rx-first".to_string(), PARTITIONS as usize)]);
+    while topics_assigned(&c) != want_first {
+        assert!(
+            Instant::now() < deadline,
+            "never got rx-first: {:?}",
+            topics_assigned(&c)
+        );
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    create_topic(&b, "rx-second").await;
+    let want_both = BTreeMap::from([
+        ("rx-first".to_string(), PARTITIONS as usize),
+        ("rx-second".to_string(), PARTITIONS as usize),
+    ]);
+    let deadline = Instant::now() + SETTLE;
+    while topics_assigned(&c) != want_both {
+        assert!(
+            Instant::now() < deadline,
+            "the new matching topic was not assigned: {:?}",
+            topics_assigned(&c)
+        );
+        let _ = c.poll(Duration::from_millis(100));
+    }
 }
 
 // ---- 6. committed offsets survive a broker crash --------------------------------------------

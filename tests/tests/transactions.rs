@@ -17,6 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::kafka::{admin, base_config, create_topics, producer};
+use sluice_tests::wire::Flex;
 use sluice_tests::{skip_in_cluster_mode, wire, Broker};
 
 /// DescribeProducers v0 (flexible: request header v2, response header v1), by hand.
@@ -94,54 +95,6 @@ struct Producer {
     _last_timestamp: i64,
     coordinator_epoch: i32,
     txn_start: i64,
-}
-
-/// A reader of flexible-version fields (compact lengths as unsigned varints).
-struct Flex<'a>(&'a [u8]);
-
-impl Flex<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let (head, rest) = self.0.split_first_chunk::<N>().expect("long enough");
-        self.0 = rest;
-        *head
-    }
-    fn i16(&mut self) -> i16 {
-        i16::from_be_bytes(self.take())
-    }
-    fn i32(&mut self) -> i32 {
-        i32::from_be_bytes(self.take())
-    }
-    fn i64(&mut self) -> i64 {
-        i64::from_be_bytes(self.take())
-    }
-    fn uvarint(&mut self) -> u64 {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let [b] = self.take::<1>();
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        v
-    }
-    /// A compact array's or string's length (0 for null).
-    fn len(&mut self) -> u64 {
-        self.uvarint().saturating_sub(1)
-    }
-    fn string(&mut self) -> String {
-        let n = self.len() as usize;
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8(s.to_vec()).unwrap()
-    }
-    fn tagged(&mut self) {
-        for _ in 0..self.uvarint() {
-            self.uvarint();
-            let n = self.uvarint() as usize;
-            self.0 = &self.0[n..];
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,6 +22,7 @@ use sluice_codec::kafka_protocol::messages::*;
 use sluice_codec::kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_group::{
     persist_failed_with, Effect, GroupConfig, GroupCoordinator, ReplyToken, RequestCtx, Response,
+    TopicsView,
 };
 use sluice_shard::DmaStorage;
 use sluice_storage::PartitionLog;
@@ -355,6 +356,33 @@ impl GroupSlot {
     }
 }
 
+/// The coordinator's view of the topics: this shard's metadata image.
+struct TopicsImage(Rc<crate::topics::TopicTable>);
+
+impl TopicsView for TopicsImage {
+    fn version(&self) -> u64 {
+        self.0.version()
+    }
+
+    fn by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        self.0
+            .get(name)
+            .map(|t| (uuid::Uuid::from_bytes(t.id), t.partitions))
+    }
+
+    fn by_id(&self, id: &uuid::Uuid) -> Option<(&str, i32)> {
+        self.0
+            .get_by_id(id.as_bytes())
+            .map(|t| (t.name.as_str(), t.partitions))
+    }
+
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        for t in self.0.topics() {
+            f(&t.name);
+        }
+    }
+}
+
 /// The group ids a request names (for routing); empty for ListGroups.
 pub fn group_ids(req: &RequestKind, version: i16) -> Option<Vec<String>> {
     Some(match req {
@@ -372,6 +400,10 @@ pub fn group_ids(req: &RequestKind, version: i16) -> Option<Vec<String>> {
         RequestKind::DescribeGroups(r) => r.groups.iter().map(|g| g.0.to_string()).collect(),
         RequestKind::DeleteGroups(r) => r.groups_names.iter().map(|g| g.0.to_string()).collect(),
         RequestKind::ListGroups(_) => Vec::new(),
+        RequestKind::ConsumerGroupHeartbeat(r) => vec![r.group_id.0.to_string()],
+        RequestKind::ConsumerGroupDescribe(r) => {
+            r.group_ids.iter().map(|g| g.0.to_string()).collect()
+        }
         _ => return None,
     })
 }
@@ -431,7 +463,7 @@ pub async fn run_local(
                 r,
                 (version, client_id, client_host),
                 |r, ids| r.groups.retain(|g| ids.contains(&g.0.to_string())),
-                GroupCoordinator::describe_groups,
+                &GroupCoordinator::describe_groups,
                 |r, code| {
                     Response::DescribeGroups(
                         DescribeGroupsResponse::default().with_groups(
@@ -458,7 +490,7 @@ pub async fn run_local(
                 r,
                 (version, client_id, client_host),
                 |r, ids| r.groups_names.retain(|g| ids.contains(&g.0.to_string())),
-                GroupCoordinator::delete_groups,
+                &GroupCoordinator::delete_groups,
                 |r, code| {
                     Response::DeleteGroups(
                         DeleteGroupsResponse::default().with_results(
@@ -477,6 +509,36 @@ pub async fn run_local(
             )
             .await,
         ),
+        RequestKind::ConsumerGroupDescribe(r) => Some(
+            per_coordinator(
+                shard,
+                &ids,
+                r,
+                (version, client_id, client_host),
+                |r, ids| r.group_ids.retain(|g| ids.contains(&g.0.to_string())),
+                &|c, ctx, r| {
+                    let topics = TopicsImage(shard.topics());
+                    c.consumer_group_describe(ctx, r, &topics)
+                },
+                |r, code| {
+                    Response::ConsumerGroupDescribe(
+                        ConsumerGroupDescribeResponse::default().with_groups(
+                            r.group_ids
+                                .into_iter()
+                                .map(|g| {
+                                    consumer_group_describe_response::DescribedGroup::default()
+                                        .with_group_id(g)
+                                        .with_error_code(code)
+                                        .with_authorized_operations(i32::MIN)
+                                })
+                                .collect(),
+                        ),
+                    )
+                },
+                Response::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default()),
+            )
+            .await,
+        ),
         RequestKind::OffsetFetch(r) if version >= 8 => Some(
             per_coordinator(
                 shard,
@@ -484,7 +546,7 @@ pub async fn run_local(
                 r,
                 (version, client_id, client_host),
                 |r, ids| r.groups.retain(|g| ids.contains(&g.group_id.0.to_string())),
-                GroupCoordinator::offset_fetch,
+                &GroupCoordinator::offset_fetch,
                 |r, code| {
                     Response::OffsetFetch(
                         OffsetFetchResponse::default().with_groups(
@@ -558,6 +620,10 @@ pub async fn run_local(
                 RequestKind::TxnOffsetCommit(r) => {
                     Box::new(move |c, ctx| c.txn_offset_commit(ctx, r))
                 }
+                RequestKind::ConsumerGroupHeartbeat(r) => {
+                    let topics = TopicsImage(shard.topics());
+                    Box::new(move |c, ctx| c.consumer_group_heartbeat(ctx, r, &topics))
+                }
                 _ => return None,
             };
             let mut resp = slot
@@ -619,7 +685,7 @@ async fn per_coordinator<R: Clone + 'static>(
     req: R,
     (version, client_id, client_host): (i16, &str, &str),
     keep: fn(&mut R, &[String]),
-    run: fn(&mut GroupCoordinator, RequestCtx<'_>, R) -> Vec<Effect>,
+    run: &dyn Fn(&mut GroupCoordinator, RequestCtx<'_>, R) -> Vec<Effect>,
     refused: fn(R, i16) -> Response,
     mut out: Response,
 ) -> Response {
@@ -724,6 +790,7 @@ fn single_error(req: &RequestKind, code: i16) -> Response {
                 })
                 .collect(),
         )),
+        RequestKind::ConsumerGroupHeartbeat(_) => Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default().with_error_code(code)),
         _ => Response::ListGroups(ListGroupsResponse::default().with_error_code(code)),
     }
 }
@@ -743,6 +810,8 @@ pub fn encode_body(response: &Response, version: i16) -> Option<Bytes> {
         Response::ListGroups(r) => r.encode(&mut buf, version),
         Response::DeleteGroups(r) => r.encode(&mut buf, version),
         Response::TxnOffsetCommit(r) => r.encode(&mut buf, version),
+        Response::ConsumerGroupHeartbeat(r) => r.encode(&mut buf, version),
+        Response::ConsumerGroupDescribe(r) => r.encode(&mut buf, version),
     };
     match r {
         Ok(()) => Some(buf.freeze()),
@@ -768,6 +837,9 @@ pub fn decode_body(api_key: ApiKey, mut body: Bytes, version: i16) -> Option<Res
         ApiKey::OffsetFetch => {
             Response::OffsetFetch(OffsetFetchResponse::decode(&mut body, version).ok()?)
         }
+        ApiKey::ConsumerGroupDescribe => Response::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::decode(&mut body, version).ok()?,
+        ),
         _ => return None,
     })
 }
@@ -797,6 +869,7 @@ fn retain_groups(response: &mut Response, keep: &dyn Fn(&str) -> bool) {
         Response::DescribeGroups(r) => r.groups.retain(|g| keep(&g.group_id.0)),
         Response::DeleteGroups(r) => r.results.retain(|g| keep(&g.group_id.0)),
         Response::OffsetFetch(r) => r.groups.retain(|g| keep(&g.group_id.0)),
+        Response::ConsumerGroupDescribe(r) => r.groups.retain(|g| keep(&g.group_id.0)),
         _ => {}
     }
 }
@@ -848,6 +921,19 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
                     .collect(),
             ),
         ),
+        RequestKind::ConsumerGroupDescribe(_) => Response::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(
+                groups
+                    .iter()
+                    .map(|g| {
+                        consumer_group_describe_response::DescribedGroup::default()
+                            .with_group_id(named(g))
+                            .with_error_code(NOT_COORDINATOR)
+                            .with_authorized_operations(i32::MIN)
+                    })
+                    .collect(),
+            ),
+        ),
         _ => return None,
     })
 }
@@ -857,6 +943,9 @@ fn merge(into: &mut Response, from: Response) {
         (Response::DescribeGroups(a), Response::DescribeGroups(b)) => a.groups.extend(b.groups),
         (Response::DeleteGroups(a), Response::DeleteGroups(b)) => a.results.extend(b.results),
         (Response::OffsetFetch(a), Response::OffsetFetch(b)) => a.groups.extend(b.groups),
+        (Response::ConsumerGroupDescribe(a), Response::ConsumerGroupDescribe(b)) => {
+            a.groups.extend(b.groups)
+        }
         (Response::ListGroups(a), Response::ListGroups(b)) => {
             if b.error_code != 0 {
                 a.error_code = b.error_code;
@@ -899,9 +988,9 @@ pub async fn handle(
             RequestKind::ListGroups(_) => {
                 respond(Some(Response::ListGroups(ListGroupsResponse::default())))
             }
-            RequestKind::DescribeGroups(_) | RequestKind::DeleteGroups(_) => {
-                respond(not_coordinated_here(&body, &ids))
-            }
+            RequestKind::DescribeGroups(_)
+            | RequestKind::DeleteGroups(_)
+            | RequestKind::ConsumerGroupDescribe(_) => respond(not_coordinated_here(&body, &ids)),
             RequestKind::OffsetFetch(_) if version >= 8 => {
                 respond(not_coordinated_here(&body, &ids))
             }
@@ -912,7 +1001,10 @@ pub async fn handle(
     let me = shard.shard_id();
     let multi = matches!(
         body,
-        RequestKind::ListGroups(_) | RequestKind::DescribeGroups(_) | RequestKind::DeleteGroups(_)
+        RequestKind::ListGroups(_)
+            | RequestKind::DescribeGroups(_)
+            | RequestKind::DeleteGroups(_)
+            | RequestKind::ConsumerGroupDescribe(_)
     ) || matches!(body, RequestKind::OffsetFetch(_) if version >= 8);
     if forwarded {
         return respond(run_local(shard, body, version, &client_id, client_host).await);

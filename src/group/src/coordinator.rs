@@ -3,8 +3,11 @@
 
 use std::collections::HashSet;
 
+use uuid::Uuid;
+
 use bytes::Bytes;
 use indexmap::IndexMap;
+use sluice_codec::kafka_protocol::messages::consumer_group_describe_response;
 use sluice_codec::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use sluice_codec::kafka_protocol::messages::describe_groups_response::{
     DescribedGroup, DescribedGroupMember,
@@ -25,14 +28,25 @@ use sluice_codec::kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use sluice_codec::kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
 
+use crate::assignor::Assignor;
+use crate::consumer::{
+    compile_regex, ConsumerGroup, ConsumerGroupState, Heartbeat, TopicsView,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH, SUBSCRIBED_TOPICS_MAX,
+};
+use crate::consumer_records::{
+    ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupMemberMetadataValue,
+    ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
+    ConsumerGroupTargetAssignmentMetadataValue,
+};
 use crate::effect::{Effect, Record, RequestCtx, Response};
 use crate::error::{code, GroupError};
 use crate::group::{
@@ -72,6 +86,9 @@ pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
 /// Default `offsets.topic.num.partitions`.
 pub const OFFSETS_TOPIC_PARTITIONS: i32 = 50;
+
+/// Bytes of a member id a client chooses (KIP-848 v1 clients send a UUID's 22 or 36).
+pub const MEMBER_ID_BYTES_MAX: usize = 255;
 
 /// OffsetCommit v2-v4 `retention_time_ms` meaning "use the broker's retention".
 const DEFAULT_RETENTION_TIME: i64 = -1;
@@ -160,6 +177,7 @@ impl GroupCoordinator {
     pub fn next_deadline(&self) -> Option<i64> {
         let groups = self.groups.values().filter_map(|g| match &g.kind {
             GroupKind::Classic(c) => c.next_deadline(),
+            GroupKind::Consumer(cg) => cg.next_deadline(),
         });
         groups.chain(self.next_retention_check_ms).min()
     }
@@ -170,24 +188,170 @@ impl GroupCoordinator {
         self.groups.len()
     }
 
+    /// A classic group's state (`None` for a missing or consumer-protocol group).
     pub fn group_state(&self, group_id: &str) -> Option<ClassicState> {
-        self.groups.get(group_id).map(|g| match &g.kind {
-            GroupKind::Classic(c) => c.state,
+        self.groups.get(group_id).and_then(|g| match &g.kind {
+            GroupKind::Classic(c) => Some(c.state),
+            GroupKind::Consumer(_) => None,
         })
     }
 
+    /// A consumer-protocol group's state (`None` for a missing or classic group).
+    pub fn consumer_group_state(&self, group_id: &str) -> Option<ConsumerGroupState> {
+        self.groups.get(group_id).and_then(|g| match &g.kind {
+            GroupKind::Consumer(cg) => Some(cg.state()),
+            GroupKind::Classic(_) => None,
+        })
+    }
+
+    /// A classic group's generation, or a consumer-protocol group's epoch.
     pub fn generation(&self, group_id: &str) -> Option<i32> {
         self.groups.get(group_id).map(|g| match &g.kind {
             GroupKind::Classic(c) => c.generation,
+            GroupKind::Consumer(cg) => cg.epoch,
         })
     }
 
-    /// Member ids of a group, in join order.
+    /// Member ids of a group (classic: in join order; consumer: sorted).
     pub fn members(&self, group_id: &str) -> Vec<String> {
         match self.groups.get(group_id).map(|g| &g.kind) {
             Some(GroupKind::Classic(c)) => c.members.keys().cloned().collect(),
+            Some(GroupKind::Consumer(cg)) => cg.members.keys().cloned().collect(),
             None => Vec::new(),
         }
+    }
+
+    // ---- ConsumerGroupHeartbeat / ConsumerGroupDescribe (KIP-848) -------------------------
+
+    /// ConsumerGroupHeartbeat v0-v1: joins, heartbeats, subscription changes and leaves of
+    /// consumer-protocol members. Answered once the records it writes are durable.
+    pub fn consumer_group_heartbeat(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: ConsumerGroupHeartbeatRequest,
+        topics: &dyn TopicsView,
+    ) -> Vec<Effect> {
+        let mut out = Out::default();
+        let mut records = Vec::new();
+        let response = match self.heartbeat_inner(&ctx, &req, topics, &mut records) {
+            Ok(r) => r,
+            Err((error, message)) => {
+                let mut r = ConsumerGroupHeartbeatResponse::default();
+                r.error_code = error;
+                r.error_message = Some(sb(&message));
+                r
+            }
+        };
+        // An error may follow records already produced (a conversion): they are kept.
+        let response = Response::ConsumerGroupHeartbeat(response);
+        if records.is_empty() {
+            out.reply(ctx.token, response);
+        } else {
+            out.effects.push(Effect::PersistThenReply {
+                records,
+                replies: vec![(ctx.token, response)],
+            });
+        }
+        if let Some(at) = self
+            .groups
+            .get(req.group_id.0.as_str())
+            .and_then(|g| match &g.kind {
+                GroupKind::Consumer(cg) => cg.next_deadline(),
+                GroupKind::Classic(_) => None,
+            })
+        {
+            out.wake(at);
+        }
+        self.finish(out, ctx.now_ms)
+    }
+
+    fn heartbeat_inner(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        req: &ConsumerGroupHeartbeatRequest,
+        topics: &dyn TopicsView,
+        records: &mut Vec<Record>,
+    ) -> Result<ConsumerGroupHeartbeatResponse, (i16, String)> {
+        let hb = validate_heartbeat(ctx, req)?;
+        let gid = req.group_id.0.as_str();
+        let joining = hb.member_epoch == 0;
+        match self.groups.get(gid).map(|g| &g.kind) {
+            None if !joining => {
+                return Err((
+                    code::UNKNOWN_MEMBER_ID,
+                    format!("Group {gid} has no member {}.", hb.member_id),
+                ))
+            }
+            None => {
+                if self.groups.len() >= self.config.groups_max {
+                    return Err((code::COORDINATOR_NOT_AVAILABLE, String::new()));
+                }
+                let mut g = Group::new(gid.to_owned(), ctx.now_ms);
+                g.kind = GroupKind::Consumer(ConsumerGroup::default());
+                self.groups.insert(gid.to_owned(), g);
+            }
+            // Kafka's offline upgrade: an empty classic group becomes a consumer group.
+            Some(GroupKind::Classic(c))
+                if joining
+                    && c.members.is_empty()
+                    && c.pending_members.is_empty()
+                    && matches!(c.state, ClassicState::Empty | ClassicState::Dead) =>
+            {
+                if let Some(g) = self.groups.get_mut(gid) {
+                    g.kind = GroupKind::Consumer(ConsumerGroup::default());
+                }
+                records.push((group_metadata_key(gid), None));
+            }
+            Some(GroupKind::Classic(_)) => {
+                return Err((
+                    code::GROUP_ID_NOT_FOUND,
+                    format!("Group {gid} is not a consumer group."),
+                ))
+            }
+            Some(GroupKind::Consumer(_)) => {}
+        }
+        let Some(Group {
+            kind: GroupKind::Consumer(cg),
+            ..
+        }) = self.groups.get_mut(gid)
+        else {
+            return Err((code::COORDINATOR_NOT_AVAILABLE, String::new()));
+        };
+        let hb = Heartbeat {
+            group_max_size: self.config.group_max_size,
+            ..hb
+        };
+        cg.heartbeat(gid, hb, topics, records)
+    }
+
+    /// ConsumerGroupDescribe v0-v1 for the groups this coordinator owns.
+    pub fn consumer_group_describe(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: ConsumerGroupDescribeRequest,
+        topics: &dyn TopicsView,
+    ) -> Vec<Effect> {
+        let mut out = Out::default();
+        let mut r = ConsumerGroupDescribeResponse::default();
+        for gid in &req.group_ids {
+            let id = gid.0.as_str();
+            let d = match self.groups.get_mut(id).map(|g| &mut g.kind) {
+                Some(GroupKind::Consumer(cg)) => cg.describe(id, topics),
+                found => {
+                    let mut d = consumer_group_describe_response::DescribedGroup::default();
+                    d.group_id = gid.clone();
+                    d.error_code = code::GROUP_ID_NOT_FOUND;
+                    d.error_message = Some(sb(&match found {
+                        Some(_) => format!("Group {id} is not a consumer group."),
+                        None => format!("Group {id} not found."),
+                    }));
+                    d
+                }
+            };
+            r.groups.push(d);
+        }
+        out.reply(ctx.token, Response::ConsumerGroupDescribe(r));
+        self.finish(out, ctx.now_ms)
     }
 
     pub fn committed(
@@ -261,7 +425,19 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get_mut(gid) else {
             return;
         };
-        let GroupKind::Classic(c) = &mut group.kind;
+        // An empty consumer-protocol group turns classic again (Kafka's offline downgrade);
+        // one with members refuses the classic protocol.
+        if let GroupKind::Consumer(cg) = &group.kind {
+            if !cg.members.is_empty() {
+                return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
+            }
+            out.effects
+                .push(Effect::Persist(ConsumerGroup::deletion_records(gid)));
+            group.kind = GroupKind::Classic(ClassicGroup::new(ctx.now_ms));
+        }
+        let GroupKind::Classic(c) = &mut group.kind else {
+            return;
+        };
         if c.state == ClassicState::Dead {
             return fail(out, code::COORDINATOR_NOT_AVAILABLE);
         }
@@ -327,8 +503,21 @@ impl GroupCoordinator {
                 );
                 out.reply(ctx.token, Response::SyncGroup(r));
             }
+            Some(Group {
+                kind: GroupKind::Consumer(_),
+                ..
+            }) => {
+                let r = sync_response(
+                    code::UNKNOWN_MEMBER_ID,
+                    &ClassicGroup::new(ctx.now_ms),
+                    Bytes::new(),
+                );
+                out.reply(ctx.token, Response::SyncGroup(r));
+            }
             Some(group) => {
-                let GroupKind::Classic(c) = &mut group.kind;
+                let GroupKind::Classic(c) = &mut group.kind else {
+                    return Vec::new();
+                };
                 let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
                 let error = if c.state == ClassicState::Dead {
                     code::COORDINATOR_NOT_AVAILABLE
@@ -388,9 +577,15 @@ impl GroupCoordinator {
         let mut out = Out::default();
         let member_id = req.member_id.as_str();
         let error = match self.groups.get_mut(req.group_id.0.as_str()) {
-            None => code::UNKNOWN_MEMBER_ID,
-            Some(group) => {
-                let GroupKind::Classic(c) = &mut group.kind;
+            None
+            | Some(Group {
+                kind: GroupKind::Consumer(_),
+                ..
+            }) => code::UNKNOWN_MEMBER_ID,
+            Some(Group {
+                kind: GroupKind::Classic(c),
+                ..
+            }) => {
                 let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
                 if c.state == ClassicState::Dead {
                     code::COORDINATOR_NOT_AVAILABLE
@@ -444,9 +639,15 @@ impl GroupCoordinator {
         let mut results = Vec::with_capacity(leaving.len());
         let mut top = code::NONE;
         match self.groups.get_mut(req.group_id.0.as_str()) {
-            None => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
+            None
+            | Some(Group {
+                kind: GroupKind::Consumer(_),
+                ..
+            }) => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
             Some(group) => {
-                let GroupKind::Classic(c) = &mut group.kind;
+                let GroupKind::Classic(c) = &mut group.kind else {
+                    return Vec::new();
+                };
                 if c.state == ClassicState::Dead {
                     top = code::COORDINATOR_NOT_AVAILABLE;
                 }
@@ -546,7 +747,19 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get_mut(gid) else {
             return code::COORDINATOR_NOT_AVAILABLE;
         };
-        let GroupKind::Classic(c) = &mut group.kind;
+        let c = match &mut group.kind {
+            GroupKind::Consumer(cg) => {
+                return validate_consumer_commit(
+                    cg,
+                    ctx,
+                    generation,
+                    member_id,
+                    instance,
+                    transactional,
+                )
+            }
+            GroupKind::Classic(c) => c,
+        };
         if c.state == ClassicState::Dead {
             return code::COORDINATOR_NOT_AVAILABLE;
         }
@@ -931,17 +1144,29 @@ impl GroupCoordinator {
         match self.groups.get_mut(gid) {
             None => r.error_code = code::GROUP_ID_NOT_FOUND,
             Some(group) => {
-                let GroupKind::Classic(c) = &group.kind;
                 // Kafka: a non-empty "consumer" group protects the topics its members subscribe
                 // to (all of them when a subscription did not parse); any other non-empty
                 // group refuses outright.
-                let check: Result<bool, i16> = match c.state {
-                    ClassicState::Dead => Err(code::GROUP_ID_NOT_FOUND),
-                    ClassicState::Empty => Ok(false),
-                    _ if c.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => Ok(true),
-                    _ => Err(code::NON_EMPTY_GROUP),
+                let (check, subscribed): (Result<bool, i16>, Option<HashSet<String>>) = match &group
+                    .kind
+                {
+                    GroupKind::Consumer(cg) => {
+                        let topics = req.topics.iter().map(|t| t.name.0.as_str());
+                        let protected = topics.filter(|t| cg.protects_topic(t)).map(str::to_owned);
+                        (Ok(!cg.members.is_empty()), Some(protected.collect()))
+                    }
+                    GroupKind::Classic(c) => (
+                        match c.state {
+                            ClassicState::Dead => Err(code::GROUP_ID_NOT_FOUND),
+                            ClassicState::Empty => Ok(false),
+                            _ if c.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => {
+                                Ok(true)
+                            }
+                            _ => Err(code::NON_EMPTY_GROUP),
+                        },
+                        c.subscribed_topics.clone(),
+                    ),
                 };
-                let subscribed = c.subscribed_topics.clone();
                 match check {
                     Err(e) => r.error_code = e,
                     Ok(protect) => {
@@ -1009,8 +1234,25 @@ impl GroupCoordinator {
                         d.error_message = Some(sb(&format!("Group {} not found.", gid.0.as_str())));
                     }
                 }
-                Some(group) => {
-                    let GroupKind::Classic(c) = &group.kind;
+                Some(Group {
+                    kind: GroupKind::Consumer(cg),
+                    ..
+                }) => {
+                    // Kafka 4: DescribeGroups describes classic groups only.
+                    d.group_state = sb(cg.state().name());
+                    d.protocol_type = sb(CONSUMER_PROTOCOL_TYPE);
+                    if ctx.api_version >= 6 {
+                        d.error_code = code::GROUP_ID_NOT_FOUND;
+                        d.error_message = Some(sb(&format!(
+                            "Group {} is not a classic group.",
+                            gid.0.as_str()
+                        )));
+                    }
+                }
+                Some(Group {
+                    kind: GroupKind::Classic(c),
+                    ..
+                }) => {
                     d.group_state = sb(c.state.name());
                     d.protocol_type = sb(c.protocol_type.as_deref().unwrap_or(""));
                     let stable = c.state == ClassicState::Stable;
@@ -1058,9 +1300,14 @@ impl GroupCoordinator {
             Vec::new()
         };
         for group in self.groups.values() {
-            let GroupKind::Classic(c) = &group.kind;
-            let state = c.state.name();
-            let group_type = "classic";
+            let (state, group_type, protocol_type) = match &group.kind {
+                GroupKind::Classic(c) => (
+                    c.state.name(),
+                    "classic",
+                    c.protocol_type.as_deref().unwrap_or(""),
+                ),
+                GroupKind::Consumer(cg) => (cg.state().name(), "consumer", CONSUMER_PROTOCOL_TYPE),
+            };
             if !states.is_empty() && !states.iter().any(|s| s.eq_ignore_ascii_case(state)) {
                 continue;
             }
@@ -1069,7 +1316,7 @@ impl GroupCoordinator {
             }
             let mut l = ListedGroup::default();
             l.group_id = GroupId(sb(&group.id));
-            l.protocol_type = sb(c.protocol_type.as_deref().unwrap_or(""));
+            l.protocol_type = sb(protocol_type);
             l.group_state = sb(state);
             l.group_type = sb(group_type);
             r.groups.push(l);
@@ -1096,6 +1343,7 @@ impl GroupCoordinator {
                 Some(GroupKind::Classic(c)) if c.state != ClassicState::Empty => {
                     code::NON_EMPTY_GROUP
                 }
+                Some(GroupKind::Consumer(cg)) if !cg.members.is_empty() => code::NON_EMPTY_GROUP,
                 Some(_) => {
                     if let Some(g) = self.groups.shift_remove(id) {
                         records.extend(tombstones(&g));
@@ -1125,9 +1373,15 @@ impl GroupCoordinator {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut out = Out::default();
         let cfg = &self.config;
+        let mut records = Vec::new();
         for group in self.groups.values_mut() {
-            let GroupKind::Classic(c) = &mut group.kind;
-            c.tick(cfg, now_ms, &mut out);
+            match &mut group.kind {
+                GroupKind::Classic(c) => c.tick(cfg, now_ms, &mut out),
+                GroupKind::Consumer(cg) => cg.tick(&group.id, now_ms, &mut records),
+            }
+        }
+        if !records.is_empty() {
+            out.effects.push(Effect::Persist(records));
         }
         let emptied: Vec<Record> = self
             .groups
@@ -1155,35 +1409,41 @@ impl GroupCoordinator {
         let mut records = Vec::new();
         let mut dead = Vec::new();
         for group in self.groups.values_mut() {
-            let GroupKind::Classic(c) = &group.kind;
             // Base of the retention clock per offset, or no expiry at all.
             enum Base {
                 StateChange(i64),
                 Commit,
             }
-            let (base, protected): (Option<Base>, Option<&HashSet<String>>) =
-                match (c.protocol_type.as_deref(), c.state) {
+            type Protected<'a> = &'a dyn Fn(&str) -> bool;
+            let (base, protected): (Option<Base>, Protected<'_>) = match &group.kind {
+                // Kafka: a consumer-protocol group's offsets age per commit, except those of
+                // topics its members subscribe to.
+                GroupKind::Consumer(cg) => (Some(Base::Commit), &|t| cg.protects_topic(t)),
+                GroupKind::Classic(c) => match (c.protocol_type.as_deref(), c.state) {
                     // An empty group's offsets age from when it became empty.
                     (Some(_), ClassicState::Empty) if c.state_timestamp_ms >= 0 => {
-                        (Some(Base::StateChange(c.state_timestamp_ms)), None)
+                        (Some(Base::StateChange(c.state_timestamp_ms)), &|_| false)
                     }
-                    (Some(_), ClassicState::Empty) => (Some(Base::Commit), None),
+                    (Some(_), ClassicState::Empty) => (Some(Base::Commit), &|_| false),
                     // A stable consumer group keeps offsets of topics it subscribes to.
                     (Some(CONSUMER_PROTOCOL_TYPE), ClassicState::Stable)
                         if c.subscribed_topics.is_some() =>
                     {
-                        (Some(Base::Commit), c.subscribed_topics.as_ref())
+                        (Some(Base::Commit), &|t| {
+                            c.subscribed_topics.as_ref().is_some_and(|p| p.contains(t))
+                        })
                     }
                     // Offsets-only groups age per commit.
-                    (None, _) => (Some(Base::Commit), None),
-                    _ => (None, None),
-                };
-            if let Some(base) = base {
-                let gid = &group.id;
-                let expired: Vec<(String, i32)> = group
+                    (None, _) => (Some(Base::Commit), &|_| false),
+                    _ => (None, &|_| false),
+                },
+            };
+            let expired: Vec<(String, i32)> = match base {
+                None => Vec::new(),
+                Some(base) => group
                     .offsets
                     .iter()
-                    .filter(|((topic, _), _)| !protected.is_some_and(|p| p.contains(topic)))
+                    .filter(|((topic, _), _)| !protected(topic))
                     .filter(|(_, v)| match v.expire_timestamp {
                         Some(at) => now_ms >= at,
                         None => {
@@ -1195,23 +1455,25 @@ impl GroupCoordinator {
                         }
                     })
                     .map(|(k, _)| k.clone())
-                    .collect();
-                for (topic, p) in expired {
-                    group.offsets.shift_remove(&(topic.clone(), p));
-                    records.push((offset_commit_key(gid, &topic, p), None));
-                }
+                    .collect(),
+            };
+            for (topic, p) in expired {
+                group.offsets.shift_remove(&(topic.clone(), p));
+                records.push((offset_commit_key(&group.id, &topic, p), None));
             }
-            let GroupKind::Classic(c) = &group.kind;
-            if c.state == ClassicState::Empty
-                && group.offsets.is_empty()
-                && c.pending_members.is_empty()
-            {
+            let gone = match &group.kind {
+                GroupKind::Classic(c) => {
+                    c.state == ClassicState::Empty && c.pending_members.is_empty()
+                }
+                GroupKind::Consumer(cg) => cg.members.is_empty(),
+            };
+            if gone && group.offsets.is_empty() {
                 dead.push(group.id.clone());
             }
         }
         for id in dead {
-            if self.groups.shift_remove(&id).is_some() {
-                records.push((group_metadata_key(&id), None));
+            if let Some(g) = self.groups.shift_remove(&id) {
+                records.extend(tombstones(&g));
             }
         }
         if !records.is_empty() {
@@ -1249,6 +1511,49 @@ impl GroupCoordinator {
                     }
                 }
             },
+            RecordKey::ConsumerGroupMetadata { group } => match value {
+                Some(v) => {
+                    let v = ConsumerGroupMetadataValue::decode(v)?;
+                    let cg = self.consumer_entry(group);
+                    cg.epoch = v.epoch;
+                    cg.metadata_hash = v.metadata_hash;
+                }
+                None => {
+                    let consumer = self
+                        .groups
+                        .get(&group)
+                        .is_some_and(|g| matches!(g.kind, GroupKind::Consumer(_)));
+                    if consumer {
+                        self.drop_group_metadata(group);
+                    }
+                }
+            },
+            RecordKey::ConsumerGroupMember { group, member } => {
+                let v = value
+                    .map(ConsumerGroupMemberMetadataValue::decode)
+                    .transpose()?;
+                self.consumer_entry(group).load_member(&member, v);
+            }
+            RecordKey::ConsumerGroupTargetMetadata { group } => {
+                if let Some(v) = value {
+                    let v = ConsumerGroupTargetAssignmentMetadataValue::decode(v)?;
+                    self.consumer_entry(group).target_epoch = v.assignment_epoch;
+                }
+            }
+            RecordKey::ConsumerGroupTargetMember { group, member } => {
+                let v = value
+                    .map(ConsumerGroupTargetAssignmentMemberValue::decode)
+                    .transpose()?;
+                self.consumer_entry(group).load_target(&member, v);
+            }
+            RecordKey::ConsumerGroupCurrentAssignment { group, member } => {
+                let v = value
+                    .map(ConsumerGroupCurrentMemberAssignmentValue::decode)
+                    .transpose()?;
+                self.consumer_entry(group).load_current(&member, v);
+            }
+            // Resolved on demand from the current topics instead.
+            RecordKey::ConsumerGroupRegex { .. } => {}
             RecordKey::GroupMetadata { group } => match value {
                 Some(v) => {
                     let v = decode_group_metadata_value(v)?;
@@ -1259,32 +1564,56 @@ impl GroupCoordinator {
                         .or_insert_with(|| Group::new(group, -1));
                     g.kind = GroupKind::Classic(c);
                 }
-                None => {
-                    // The group's metadata is gone; offsets without a tombstone yet still
-                    // belong to an (offsets-only) group, as in Kafka's loader.
-                    let keep = self
-                        .groups
-                        .get(&group)
-                        .is_some_and(|g| !g.offsets.is_empty());
-                    if keep {
-                        if let Some(g) = self.groups.get_mut(&group) {
-                            g.kind = GroupKind::Classic(ClassicGroup::new(-1));
-                        }
-                    } else {
-                        self.groups.shift_remove(&group);
-                    }
-                }
+                None => self.drop_group_metadata(group),
             },
             RecordKey::Other { .. } => {}
         }
         Ok(())
     }
 
+    /// The group's metadata is gone; offsets without a tombstone yet still belong to an
+    /// (offsets-only) group, as in Kafka's loader.
+    fn drop_group_metadata(&mut self, group: String) {
+        let keep = self
+            .groups
+            .get(&group)
+            .is_some_and(|g| !g.offsets.is_empty());
+        if keep {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.kind = GroupKind::Classic(ClassicGroup::new(-1));
+            }
+        } else {
+            self.groups.shift_remove(&group);
+        }
+    }
+
+    /// The consumer-protocol state of `group` while loading (a consumer record after a
+    /// classic one means the group was converted).
+    fn consumer_entry(&mut self, group: String) -> &mut ConsumerGroup {
+        let g = self
+            .groups
+            .entry(group.clone())
+            .or_insert_with(|| Group::new(group, -1));
+        if !matches!(g.kind, GroupKind::Consumer(_)) {
+            g.kind = GroupKind::Consumer(ConsumerGroup::default());
+        }
+        match &mut g.kind {
+            GroupKind::Consumer(cg) => cg,
+            GroupKind::Classic(_) => unreachable!("converted above"),
+        }
+    }
+
     /// End of loading: loaded members get a full session timeout from now (they must
     /// heartbeat or rejoin, as after a Kafka coordinator failover), and ticks are scheduled.
     pub fn finish_replay(&mut self, now_ms: i64) -> Vec<Effect> {
         for group in self.groups.values_mut() {
-            let GroupKind::Classic(c) = &mut group.kind;
+            let c = match &mut group.kind {
+                GroupKind::Classic(c) => c,
+                GroupKind::Consumer(cg) => {
+                    cg.rebuild(now_ms);
+                    continue;
+                }
+            };
             if c.state_timestamp_ms < 0 {
                 // Offsets-only group or a v0/v1 record: age from load time.
                 c.state_timestamp_ms = now_ms;
@@ -1302,10 +1631,136 @@ impl GroupCoordinator {
     }
 }
 
+/// The request checks Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` makes, as a
+/// [`Heartbeat`] (its `group_max_size` is filled in by the caller).
+fn validate_heartbeat<'a>(
+    ctx: &RequestCtx<'a>,
+    req: &'a ConsumerGroupHeartbeatRequest,
+) -> Result<Heartbeat<'a>, (i16, String)> {
+    let invalid = |m: &str| Err((code::INVALID_REQUEST, m.to_owned()));
+    if req.group_id.0.is_empty() {
+        return Err((code::INVALID_GROUP_ID, "GroupId can't be empty.".to_owned()));
+    }
+    if req.instance_id.as_ref().is_some_and(|i| i.is_empty()) {
+        return invalid("InstanceId can't be empty.");
+    }
+    if req.rack_id.as_ref().is_some_and(|r| r.is_empty()) {
+        return invalid("RackId can't be empty.");
+    }
+    let epoch = req.member_epoch;
+    let mut member_id = req.member_id.as_str().to_owned();
+    if member_id.is_empty() {
+        // v0 lets the coordinator name a joining member; v1 clients name themselves.
+        if ctx.api_version == 0 && epoch == 0 {
+            member_id = Uuid::new_v4().simple().to_string();
+        } else {
+            return invalid("MemberId can't be empty.");
+        }
+    }
+    if member_id.len() > MEMBER_ID_BYTES_MAX {
+        return invalid("MemberId is too long.");
+    }
+    let names = req.subscribed_topic_names.as_ref();
+    let regex = req.subscribed_topic_regex.as_ref().map(|r| r.as_str());
+    if epoch == 0 {
+        if req.rebalance_timeout_ms == -1 {
+            return invalid("RebalanceTimeoutMs must be provided in first request.");
+        }
+        if req.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
+            return invalid("TopicPartitions must be empty when (re-)joining.");
+        }
+        if names.is_none() && regex.is_none() {
+            return invalid(
+                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+            );
+        }
+    } else if epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH {
+        if req.instance_id.is_none() {
+            return invalid("InstanceId can't be null.");
+        }
+    } else if epoch < LEAVE_GROUP_STATIC_MEMBER_EPOCH {
+        return invalid(&format!(
+            "MemberEpoch is {epoch}, but must be greater than or equal to -2."
+        ));
+    }
+    if names.is_some_and(|n| n.len() > SUBSCRIBED_TOPICS_MAX) {
+        return invalid("SubscribedTopicNames has too many topics.");
+    }
+    if let Some(a) = req.server_assignor.as_ref() {
+        if Assignor::from_name(a.as_str()).is_none() {
+            return Err((
+                code::UNSUPPORTED_ASSIGNOR,
+                format!(
+                    "ServerAssignor {} is not supported. Supported assignors: uniform, range.",
+                    a.as_str()
+                ),
+            ));
+        }
+    }
+    if let Some(r) = regex.filter(|r| !r.is_empty()) {
+        compile_regex(r).map_err(|m| (code::INVALID_REGULAR_EXPRESSION, m))?;
+    }
+    let mut subscribed_names: Option<Vec<String>> =
+        names.map(|n| n.iter().map(|t| t.0.as_str().to_owned()).collect());
+    if let Some(n) = subscribed_names.as_mut() {
+        n.sort();
+        n.dedup();
+    }
+    Ok(Heartbeat {
+        member_id,
+        member_epoch: epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.as_str().to_owned()),
+        rack_id: req.rack_id.as_ref().map(|s| s.as_str().to_owned()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_names,
+        regex: regex.map(str::to_owned),
+        server_assignor: req.server_assignor.as_ref().map(|s| s.as_str().to_owned()),
+        owned: req.topic_partitions.as_deref(),
+        client_id: ctx.client_id,
+        client_host: ctx.client_host,
+        now_ms: ctx.now_ms,
+        group_max_size: 0,
+    })
+}
+
+/// Kafka's `ConsumerGroup.validateOffsetCommit`: the member epoch stands in for the
+/// generation, and a commit of an older epoch is STALE_MEMBER_EPOCH (the member retries once
+/// its heartbeat brings the new one).
+fn validate_consumer_commit(
+    cg: &mut ConsumerGroup,
+    ctx: &RequestCtx<'_>,
+    epoch: i32,
+    member_id: &str,
+    instance: Option<&str>,
+    transactional: bool,
+) -> i16 {
+    if epoch < 0 && cg.members.is_empty() {
+        return code::NONE;
+    }
+    if transactional && epoch < 0 && member_id.is_empty() && instance.is_none() {
+        return code::NONE;
+    }
+    let Some(m) = cg.members.get(member_id) else {
+        return code::UNKNOWN_MEMBER_ID;
+    };
+    if !transactional && ctx.api_version < 9 {
+        return code::UNSUPPORTED_VERSION;
+    }
+    if epoch > m.epoch {
+        return code::FENCED_MEMBER_EPOCH;
+    }
+    if epoch < m.epoch {
+        return code::STALE_MEMBER_EPOCH;
+    }
+    code::NONE
+}
+
 /// The metadata record of a group whose rebalance just ended with no members, so a restart
 /// does not resurrect the members of its last stored generation (Kafka stores it too).
 fn take_emptied_record(g: &mut Group) -> Option<Record> {
-    let GroupKind::Classic(c) = &mut g.kind;
+    let GroupKind::Classic(c) = &mut g.kind else {
+        return None;
+    };
     if std::mem::take(&mut c.emptied) {
         Some(c.metadata_record(&g.id))
     } else {
@@ -1320,6 +1775,9 @@ fn tombstones(g: &Group) -> Vec<Record> {
         .keys()
         .map(|(topic, p)| (offset_commit_key(&g.id, topic, *p), None))
         .collect();
-    records.push((group_metadata_key(&g.id), None));
+    match &g.kind {
+        GroupKind::Classic(_) => records.push((group_metadata_key(&g.id), None)),
+        GroupKind::Consumer(_) => records.extend(ConsumerGroup::deletion_records(&g.id)),
+    }
     records
 }

@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 use sluice_codec::kafka_protocol::messages::{
-    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse, OffsetDeleteResponse,
-    OffsetFetchResponse, SyncGroupResponse, TxnOffsetCommitResponse,
+    ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse,
+    DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse,
+    SyncGroupResponse, TxnOffsetCommitResponse,
 };
 
 use crate::error::code;
@@ -44,6 +45,8 @@ pub enum Response {
     ListGroups(ListGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
     TxnOffsetCommit(TxnOffsetCommitResponse),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
 }
 
 /// An action for the driver. Effects of one call are ordered; perform them in order.
@@ -146,9 +149,17 @@ pub fn persist_failed_with(response: Response, error: i16) -> Response {
             }
             Response::DeleteGroups(r)
         }
+        Response::ConsumerGroupHeartbeat(mut r) => {
+            r.error_code = error;
+            r.error_message = None;
+            r.member_epoch = 0;
+            r.assignment = None;
+            Response::ConsumerGroupHeartbeat(r)
+        }
         // Read-only answers never wait on records; passed through unchanged.
         other @ (Response::OffsetFetch(_)
         | Response::DescribeGroups(_)
-        | Response::ListGroups(_)) => other,
+        | Response::ListGroups(_)
+        | Response::ConsumerGroupDescribe(_)) => other,
     }
 }

@@ -14,6 +14,7 @@ use sluice_codec::kafka_protocol::messages::join_group_response::JoinGroupRespon
 use sluice_codec::kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 
+use crate::consumer::ConsumerGroup;
 use crate::coordinator::GroupConfig;
 use crate::effect::{Effect, Record, ReplyToken, Response};
 use crate::error::code;
@@ -139,12 +140,12 @@ pub(crate) struct ClassicGroup {
     pub emptied: bool,
 }
 
-/// Where a KIP-848 consumer group (ConsumerGroupHeartbeat) will sit: as another variant
-/// beside `Classic` with its own member epochs and target assignment, sharing `Group`'s
-/// offsets, and the group-level lookups (describe/list/delete/offsets) matching on the kind.
+/// The protocol a group uses; both share `Group`'s offsets.
 #[derive(Debug, Clone)]
 pub(crate) enum GroupKind {
     Classic(ClassicGroup),
+    /// KIP-848: ConsumerGroupHeartbeat (`consumer`), see [`crate::consumer`].
+    Consumer(ConsumerGroup),
 }
 
 /// One group: its protocol state and its committed offsets.

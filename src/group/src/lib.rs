@@ -1,5 +1,6 @@
 //! Sans-IO consumer-group coordinator for sluice: the classic group protocol (JoinGroup,
-//! SyncGroup, Heartbeat, LeaveGroup) and committed offsets (OffsetCommit, OffsetFetch,
+//! SyncGroup, Heartbeat, LeaveGroup), the KIP-848 consumer group protocol
+//! (ConsumerGroupHeartbeat, ConsumerGroupDescribe) and committed offsets (OffsetCommit, OffsetFetch,
 //! OffsetDelete), DescribeGroups, ListGroups and DeleteGroups, persisted as Kafka-format
 //! `__consumer_offsets` records, and offsets committed inside transactions (TxnOffsetCommit,
 //! held pending until the transaction's marker). No sockets, no async, no clock: time comes
@@ -36,6 +37,9 @@
 //!   - `Persist(records)`: append; nobody waits (expiry tombstones, a group turned Empty).
 //!   - `ScheduleTick { at_ms }`: make sure [`GroupCoordinator::tick`] runs at or after
 //!     `at_ms`. Keep a single timer at the earliest hint; `tick` always returns the next one.
+//! - ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) also take a [`TopicsView`]:
+//!   the cluster's topics (names, ids, partition counts) as the broker's metadata image has
+//!   them. A change in the subscribed topics is noticed on the next heartbeat.
 //! - A closed connection needs no call: replies to its tokens are simply dropped. (Kafka does
 //!   not remove members on disconnect either; their sessions expire.)
 //! - DescribeGroups/ListGroups: split or fan out across coordinators and concatenate the
@@ -55,15 +59,21 @@
 //! # Layout
 //!
 //! `coordinator` (requests, offsets, expiry, replay), `group` (the classic rebalance state
-//! machine; `GroupKind` is where a KIP-848 consumer group will sit beside it), `records`
-//! (record formats), `effect` (effects and responses), `error` (codes, `GroupError`).
+//! machine), `consumer` (the KIP-848 consumer group protocol: group epochs, target
+//! assignment, reconciliation), `assignor` (its server-side `uniform` and `range`
+//! assignors), `records` and `consumer_records` (record formats), `effect` (effects and
+//! responses), `error` (codes, `GroupError`).
 
+pub mod assignor;
+pub mod consumer;
+pub mod consumer_records;
 pub mod coordinator;
 pub mod effect;
 pub mod error;
 mod group;
 pub mod records;
 
+pub use consumer::{ConsumerGroupState, TopicsView};
 pub use coordinator::{
     GroupConfig, GroupCoordinator, GROUPS_MAX, GROUP_MEMBERS_MAX, INITIAL_REBALANCE_DELAY_MS,
     MEMBER_METADATA_BYTES_MAX, MEMBER_PROTOCOLS_MAX, NEW_MEMBER_JOIN_TIMEOUT_MS,
@@ -77,5 +87,7 @@ pub use error::{code, GroupError};
 pub use group::{ClassicState, CONSUMER_PROTOCOL_TYPE};
 pub use records::partition_for;
 
+#[cfg(test)]
+mod consumer_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,14 @@
 //! Schemas (apache/kafka `group-coordinator/src/main/resources/common/message/`):
 //! - key version 0 or 1: `OffsetCommitKey { group: string, topic: string, partition: int32 }`
 //! - key version 2: `GroupMetadataKey { group: string }`
-//! - key versions 3+: KIP-848 / share-group records; skipped here until those are served.
+//! - key versions 3, 5, 6, 7, 8 and 16: KIP-848 consumer-group records
+//!   (`ConsumerGroupMetadataKey`, `...MemberMetadataKey`, `...TargetAssignmentMetadataKey`,
+//!   `...TargetAssignmentMemberKey`, `...CurrentMemberAssignmentKey`,
+//!   `...RegularExpressionKey`): in Kafka 4.x these are
+//!   "coordinator-key" schemas whose apiKey is the int16 written before the key, with
+//!   non-flexible `group: string` then `member: string` (5, 7, 8) or `regex: string` (16).
+//!   Their values are in `consumer_records`. Key 4 (`ConsumerGroupPartitionMetadataKey`,
+//!   deprecated since 4.1) and share/streams-group keys stay `RecordKey::Other`.
 //! - `OffsetCommitValue` v0-4: `offset: int64, leaderEpoch: int32 (v3+), metadata: string,
 //!   commitTimestamp: int64, expireTimestamp: int64 (v1 only), topicId (v4 tagged)`; v4+ flexible.
 //! - `GroupMetadataValue` v0-4: `protocolType: string, generation: int32, protocol: nullable
@@ -31,7 +38,36 @@ pub enum RecordKey {
     GroupMetadata {
         group: String,
     },
-    /// A record type this coordinator does not serve yet (consumer/share group records).
+    /// Key 3: a consumer group's epoch (and metadata hash).
+    ConsumerGroupMetadata {
+        group: String,
+    },
+    /// Key 5: one member's subscription and client metadata.
+    ConsumerGroupMember {
+        group: String,
+        member: String,
+    },
+    /// Key 6: the epoch of the group's target assignment.
+    ConsumerGroupTargetMetadata {
+        group: String,
+    },
+    /// Key 7: one member's partitions in the target assignment.
+    ConsumerGroupTargetMember {
+        group: String,
+        member: String,
+    },
+    /// Key 8: one member's current epoch, state and partitions.
+    ConsumerGroupCurrentAssignment {
+        group: String,
+        member: String,
+    },
+    /// Key 16: the topics a subscription regular expression resolved to.
+    ConsumerGroupRegex {
+        group: String,
+        regex: String,
+    },
+    /// A record type this coordinator does not serve (the deprecated consumer-group partition
+    /// metadata, key 4; share and streams group records; anything newer).
     Other {
         version: i16,
     },
@@ -80,6 +116,14 @@ pub const GROUP_METADATA_KEY_VERSION: i16 = 2;
 pub const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
 pub const OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRE: i16 = 1;
 pub const GROUP_METADATA_VALUE_VERSION: i16 = 3;
+/// KIP-848 key versions: Kafka 4.x's coordinator record apiKeys.
+pub const CONSUMER_GROUP_METADATA_KEY_VERSION: i16 = 3;
+pub const CONSUMER_GROUP_PARTITION_METADATA_KEY_VERSION: i16 = 4;
+pub const CONSUMER_GROUP_MEMBER_KEY_VERSION: i16 = 5;
+pub const CONSUMER_GROUP_TARGET_METADATA_KEY_VERSION: i16 = 6;
+pub const CONSUMER_GROUP_TARGET_MEMBER_KEY_VERSION: i16 = 7;
+pub const CONSUMER_GROUP_CURRENT_ASSIGNMENT_KEY_VERSION: i16 = 8;
+pub const CONSUMER_GROUP_REGEX_KEY_VERSION: i16 = 16;
 
 fn put_str(buf: &mut BytesMut, s: &str) {
     // Kafka strings are at most i16::MAX bytes; callers bound every string well below that
@@ -117,6 +161,53 @@ pub fn group_metadata_key(group: &str) -> Bytes {
     buf.put_i16(GROUP_METADATA_KEY_VERSION);
     put_str(&mut buf, group);
     buf.freeze()
+}
+
+/// A key of one string after its version (the group-level consumer-group keys).
+fn one_string_key(version: i16, group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + group.len());
+    buf.put_i16(version);
+    put_str(&mut buf, group);
+    buf.freeze()
+}
+
+/// A key of two strings after its version (the per-member and regex keys).
+fn two_string_key(version: i16, group: &str, second: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(6 + group.len() + second.len());
+    buf.put_i16(version);
+    put_str(&mut buf, group);
+    put_str(&mut buf, second);
+    buf.freeze()
+}
+
+/// Key of a consumer group's `ConsumerGroupMetadataValue` (key 3).
+pub fn consumer_group_metadata_key(group: &str) -> Bytes {
+    one_string_key(CONSUMER_GROUP_METADATA_KEY_VERSION, group)
+}
+
+/// Key of a member's `ConsumerGroupMemberMetadataValue` (key 5).
+pub fn consumer_group_member_key(group: &str, member: &str) -> Bytes {
+    two_string_key(CONSUMER_GROUP_MEMBER_KEY_VERSION, group, member)
+}
+
+/// Key of a group's `ConsumerGroupTargetAssignmentMetadataValue` (key 6).
+pub fn consumer_group_target_metadata_key(group: &str) -> Bytes {
+    one_string_key(CONSUMER_GROUP_TARGET_METADATA_KEY_VERSION, group)
+}
+
+/// Key of a member's `ConsumerGroupTargetAssignmentMemberValue` (key 7).
+pub fn consumer_group_target_member_key(group: &str, member: &str) -> Bytes {
+    two_string_key(CONSUMER_GROUP_TARGET_MEMBER_KEY_VERSION, group, member)
+}
+
+/// Key of a member's `ConsumerGroupCurrentMemberAssignmentValue` (key 8).
+pub fn consumer_group_current_assignment_key(group: &str, member: &str) -> Bytes {
+    two_string_key(CONSUMER_GROUP_CURRENT_ASSIGNMENT_KEY_VERSION, group, member)
+}
+
+/// Key of a resolved subscription regex, `ConsumerGroupRegularExpressionValue` (key 16).
+pub fn consumer_group_regex_key(group: &str, regex: &str) -> Bytes {
+    two_string_key(CONSUMER_GROUP_REGEX_KEY_VERSION, group, regex)
 }
 
 /// Value of an offset commit: v3, or v1 when an explicit expire timestamp must be kept.
@@ -343,6 +434,44 @@ pub fn decode_key(key: &[u8]) -> Result<RecordKey, GroupError> {
                 group: r.string("group")?,
             })
         }
+        CONSUMER_GROUP_METADATA_KEY_VERSION => {
+            r.what = "ConsumerGroupMetadataKey";
+            Ok(RecordKey::ConsumerGroupMetadata {
+                group: r.string("groupId")?,
+            })
+        }
+        CONSUMER_GROUP_MEMBER_KEY_VERSION => {
+            r.what = "ConsumerGroupMemberMetadataKey";
+            let group = r.string("groupId")?;
+            let member = r.string("memberId")?;
+            Ok(RecordKey::ConsumerGroupMember { group, member })
+        }
+        CONSUMER_GROUP_TARGET_METADATA_KEY_VERSION => {
+            r.what = "ConsumerGroupTargetAssignmentMetadataKey";
+            Ok(RecordKey::ConsumerGroupTargetMetadata {
+                group: r.string("groupId")?,
+            })
+        }
+        CONSUMER_GROUP_TARGET_MEMBER_KEY_VERSION => {
+            r.what = "ConsumerGroupTargetAssignmentMemberKey";
+            let group = r.string("groupId")?;
+            let member = r.string("memberId")?;
+            Ok(RecordKey::ConsumerGroupTargetMember { group, member })
+        }
+        CONSUMER_GROUP_CURRENT_ASSIGNMENT_KEY_VERSION => {
+            r.what = "ConsumerGroupCurrentMemberAssignmentKey";
+            let group = r.string("groupId")?;
+            let member = r.string("memberId")?;
+            Ok(RecordKey::ConsumerGroupCurrentAssignment { group, member })
+        }
+        CONSUMER_GROUP_REGEX_KEY_VERSION => {
+            r.what = "ConsumerGroupRegularExpressionKey";
+            let group = r.string("groupId")?;
+            let regex = r.string("regularExpression")?;
+            Ok(RecordKey::ConsumerGroupRegex { group, regex })
+        }
+        // Key 4 (partition metadata) is no longer written by Kafka 4.1 and carries nothing we
+        // use; it, share/streams group keys and unknown keys are skipped by the caller.
         v => Ok(RecordKey::Other { version: v }),
     }
 }

@@ -1257,8 +1257,10 @@ fn replay_skips_garbage_and_foreign_records() {
     ];
     evil.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]); // member count 2^31-1
     assert!(c.replay(&gkey, Some(&evil)).is_err());
-    // KIP-848 consumer-group record keys (version 3+) are skipped for now.
-    assert!(c.replay(&[0, 3, 0, 1, b'g'], Some(&[0, 0])).is_ok());
+    // Kinds not served (key 4, the deprecated consumer-group partition metadata; share
+    // groups) are skipped; a served kind with a bad value is an error.
+    assert!(c.replay(&[0, 4, 0, 1, b'g'], Some(&[0, 0])).is_ok());
+    assert!(c.replay(&[0, 3, 0, 1, b'g'], Some(&[0, 0])).is_err());
     assert_eq!(c.group_count(), 0);
 }
 

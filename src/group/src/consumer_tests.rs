@@ -1,0 +1,539 @@
+//! Tests of the KIP-848 consumer group protocol (ConsumerGroupHeartbeat) driven through the
+//! coordinator with a fake clock and a fake topic table: joins, reconciliation (revoke before
+//! assign), fencing, static members, timeouts, offsets by member epoch, bad requests, and
+//! replaying the records into a fresh coordinator.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_codec::kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+use sluice_codec::kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use sluice_codec::kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    GroupId, ListGroupsRequest, OffsetCommitRequest, TopicName,
+};
+use sluice_codec::kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::consumer::{
+    ConsumerGroupState, TopicsView, CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS,
+};
+use crate::{
+    code, Effect, GroupConfig, GroupCoordinator, Record, ReplyToken, RequestCtx, Response,
+};
+
+const G: &str = "cg";
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_owned())
+}
+
+/// A topic table: name -> (id, partitions).
+#[derive(Default)]
+struct Topics {
+    version: u64,
+    by_name: BTreeMap<String, (Uuid, i32)>,
+}
+
+impl Topics {
+    fn add(&mut self, name: &str, partitions: i32) -> Uuid {
+        let id = Uuid::from_u128(0x5100_0000 + self.by_name.len() as u128 + 1);
+        self.by_name.insert(name.to_owned(), (id, partitions));
+        self.version += 1;
+        id
+    }
+}
+
+impl TopicsView for Topics {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn by_name(&self, name: &str) -> Option<(Uuid, i32)> {
+        self.by_name.get(name).copied()
+    }
+    fn by_id(&self, id: &Uuid) -> Option<(&str, i32)> {
+        self.by_name
+            .iter()
+            .find(|(_, (i, _))| i == id)
+            .map(|(n, (_, p))| (n.as_str(), *p))
+    }
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        for n in self.by_name.keys() {
+            f(n);
+        }
+    }
+}
+
+struct H {
+    c: GroupCoordinator,
+    topics: Topics,
+    now: i64,
+    next: u64,
+    log: Vec<Record>,
+}
+
+/// What a member believes: its id, epoch and owned partitions.
+#[derive(Clone, Debug)]
+struct Client {
+    id: String,
+    epoch: i32,
+    owned: BTreeMap<Uuid, BTreeSet<i32>>,
+}
+
+impl H {
+    fn new() -> H {
+        H {
+            c: GroupCoordinator::new(GroupConfig::default()),
+            topics: Topics::default(),
+            now: 1_000,
+            next: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn ctx(&mut self, v: i16) -> RequestCtx<'static> {
+        self.next += 1;
+        RequestCtx {
+            token: ReplyToken(self.next),
+            api_version: v,
+            now_ms: self.now,
+            client_id: "cli",
+            client_host: "/127.0.0.1",
+        }
+    }
+
+    /// Performs effects: records go to the log; returns the reply of `token`.
+    fn absorb(&mut self, token: ReplyToken, effects: Vec<Effect>) -> Option<Response> {
+        let mut out = None;
+        for e in effects {
+            match e {
+                Effect::Reply(t, r) if t == token => out = Some(r),
+                Effect::PersistThenReply { records, replies } => {
+                    self.log.extend(records);
+                    for (t, r) in replies {
+                        if t == token {
+                            out = Some(r);
+                        }
+                    }
+                }
+                Effect::Persist(records) => self.log.extend(records),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn heartbeat(&mut self, req: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+        let ctx = self.ctx(1);
+        let effects = self.c.consumer_group_heartbeat(ctx, req, &self.topics);
+        match self.absorb(ctx.token, effects) {
+            Some(Response::ConsumerGroupHeartbeat(r)) => r,
+            other => panic!("no heartbeat answer: {other:?}"),
+        }
+    }
+
+    fn join(&mut self, id: &str, topics: &[&str]) -> Client {
+        let mut c = Client {
+            id: id.to_owned(),
+            epoch: 0,
+            owned: BTreeMap::new(),
+        };
+        let r = self.heartbeat(join_req(id, topics, None));
+        assert_eq!(r.error_code, code::NONE, "{:?}", r.error_message);
+        apply(&mut c, &r);
+        c
+    }
+
+    /// One heartbeat of `c` reporting what it owns; applies the answer as a client does
+    /// (revoking what is no longer assigned, then taking what is).
+    fn beat(&mut self, c: &mut Client) -> ConsumerGroupHeartbeatResponse {
+        let mut req = ConsumerGroupHeartbeatRequest::default();
+        req.group_id = GroupId(s(G));
+        req.member_id = s(&c.id);
+        req.member_epoch = c.epoch;
+        req.rebalance_timeout_ms = -1;
+        req.topic_partitions = Some(owned(c));
+        let r = self.heartbeat(req);
+        if r.error_code == code::NONE {
+            apply(c, &r);
+        }
+        r
+    }
+
+    /// Heartbeats every client until the group is stable (bounded).
+    fn settle(&mut self, clients: &mut [&mut Client]) {
+        for _ in 0..10 {
+            for c in clients.iter_mut() {
+                let r = self.beat(c);
+                assert_eq!(r.error_code, code::NONE, "{:?}", r.error_message);
+            }
+            if self.c.consumer_group_state(G) == Some(ConsumerGroupState::Stable) {
+                return;
+            }
+        }
+        panic!("group never became stable");
+    }
+}
+
+fn join_req(id: &str, topics: &[&str], instance: Option<&str>) -> ConsumerGroupHeartbeatRequest {
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(s(G));
+    req.member_id = s(id);
+    req.member_epoch = 0;
+    req.instance_id = instance.map(s);
+    req.rebalance_timeout_ms = 30_000;
+    req.subscribed_topic_names = Some(topics.iter().map(|t| TopicName(s(t))).collect());
+    req.topic_partitions = Some(Vec::new());
+    req
+}
+
+fn owned(c: &Client) -> Vec<TopicPartitions> {
+    c.owned
+        .iter()
+        .map(|(t, ps)| {
+            let mut tp = TopicPartitions::default();
+            tp.topic_id = *t;
+            tp.partitions = ps.iter().copied().collect();
+            tp
+        })
+        .collect()
+}
+
+fn apply(c: &mut Client, r: &ConsumerGroupHeartbeatResponse) {
+    c.epoch = r.member_epoch;
+    if let Some(a) = &r.assignment {
+        c.owned = a
+            .topic_partitions
+            .iter()
+            .map(|t| (t.topic_id, t.partitions.iter().copied().collect()))
+            .collect();
+    }
+}
+
+fn count(c: &Client) -> usize {
+    c.owned.values().map(|p| p.len()).sum()
+}
+
+/// No partition owned by two clients at once.
+fn disjoint(clients: &[&Client]) {
+    let mut seen = BTreeSet::new();
+    for c in clients {
+        for (t, ps) in &c.owned {
+            for p in ps {
+                assert!(seen.insert((*t, *p)), "{t}/{p} owned twice: {clients:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn three_members_split_six_partitions() {
+    let mut h = H::new();
+    h.topics.add("t", 6);
+    let mut a = h.join("a", &["t"]);
+    let mut b = h.join("b", &["t"]);
+    let mut c = h.join("c", &["t"]);
+    disjoint(&[&a, &b, &c]);
+    h.settle(&mut [&mut a, &mut b, &mut c]);
+    disjoint(&[&a, &b, &c]);
+    assert_eq!((count(&a), count(&b), count(&c)), (2, 2, 2));
+    assert_eq!(a.epoch, h.c.generation(G).unwrap());
+    assert_eq!(
+        h.heartbeat(join_req("d", &["t"], None))
+            .heartbeat_interval_ms,
+        CONSUMER_HEARTBEAT_INTERVAL_MS
+    );
+}
+
+#[test]
+fn a_joining_member_waits_for_partitions_to_be_revoked() {
+    let mut h = H::new();
+    h.topics.add("t", 4);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    assert_eq!(count(&a), 4);
+    let a_epoch = a.epoch;
+    let mut b = h.join("b", &["t"]);
+    // b's target is held by a: b moves to the new epoch with nothing yet.
+    assert_eq!(count(&b), 0);
+    // a is told to give two up, and keeps its epoch until it has.
+    let r = h.beat(&mut a);
+    assert_eq!(r.member_epoch, a_epoch);
+    assert_eq!(count(&a), 2);
+    disjoint(&[&a, &b]);
+    // b still gets nothing: a has not confirmed the revocation (its next heartbeat does).
+    h.beat(&mut b);
+    assert_eq!(count(&b), 0);
+    let r = h.beat(&mut a);
+    assert!(r.member_epoch > a_epoch);
+    h.beat(&mut b);
+    assert_eq!((count(&a), count(&b)), (2, 2));
+    disjoint(&[&a, &b]);
+    assert_eq!(
+        h.c.consumer_group_state(G),
+        Some(ConsumerGroupState::Stable)
+    );
+}
+
+#[test]
+fn epochs_are_fenced_as_kafka_fences_them() {
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    // A newer epoch than the member has.
+    let mut bad = a.clone();
+    bad.epoch += 5;
+    assert_eq!(h.beat(&mut bad).error_code, code::FENCED_MEMBER_EPOCH);
+    // The previous epoch with owned partitions inside the assignment: a lost answer.
+    let mut b = h.join("b", &["t"]);
+    h.settle(&mut [&mut a, &mut b]);
+    let mut stale = a.clone();
+    stale.epoch -= 1;
+    stale.owned.clear();
+    assert_eq!(h.beat(&mut stale).error_code, code::NONE);
+    // An older epoch that is not the previous one.
+    let mut old = a.clone();
+    old.epoch = 0.max(a.epoch - 3);
+    if old.epoch > 0 {
+        assert_eq!(h.beat(&mut old).error_code, code::FENCED_MEMBER_EPOCH);
+    }
+    // Unknown members.
+    let mut ghost = Client {
+        id: "ghost".into(),
+        epoch: 3,
+        owned: BTreeMap::new(),
+    };
+    assert_eq!(h.beat(&mut ghost).error_code, code::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn a_silent_member_is_removed_after_its_session_and_others_take_over() {
+    let mut h = H::new();
+    h.topics.add("t", 4);
+    let mut a = h.join("a", &["t"]);
+    let mut b = h.join("b", &["t"]);
+    h.settle(&mut [&mut a, &mut b]);
+    let epoch = h.c.generation(G).unwrap();
+    // a keeps heartbeating, b goes silent.
+    for _ in 0..10 {
+        h.now += i64::from(CONSUMER_HEARTBEAT_INTERVAL_MS);
+        h.beat(&mut a);
+        let effects = h.c.tick(h.now);
+        h.absorb(ReplyToken(0), effects);
+    }
+    assert!(h.now - 1_000 > i64::from(CONSUMER_SESSION_TIMEOUT_MS));
+    assert_eq!(h.c.members(G), vec!["a".to_string()]);
+    assert!(h.c.generation(G).unwrap() > epoch);
+    h.settle(&mut [&mut a]);
+    assert_eq!(count(&a), 4);
+}
+
+#[test]
+fn a_leaving_member_is_answered_with_epoch_minus_one() {
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(s(G));
+    req.member_id = s("a");
+    req.member_epoch = -1;
+    let r = h.heartbeat(req);
+    assert_eq!((r.error_code, r.member_epoch), (code::NONE, -1));
+    assert!(h.c.members(G).is_empty());
+    assert_eq!(h.c.consumer_group_state(G), Some(ConsumerGroupState::Empty));
+}
+
+#[test]
+fn a_static_member_that_left_for_a_while_gets_its_partitions_back() {
+    let mut h = H::new();
+    h.topics.add("t", 4);
+    let mut a = h.join_static("a1", "inst-a");
+    let mut b = h.join("b", &["t"]);
+    h.settle(&mut [&mut a, &mut b]);
+    let a_parts = a.owned.clone();
+    let epoch = h.c.generation(G).unwrap();
+    // Another client with the same instance while a1 is active: refused.
+    let r = h.heartbeat(join_req("a2", &["t"], Some("inst-a")));
+    assert_eq!(r.error_code, code::UNRELEASED_INSTANCE_ID);
+    // a1 leaves "for now" (-2), a2 takes its place: same partitions, no new group epoch.
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(s(G));
+    req.member_id = s("a1");
+    req.instance_id = Some(s("inst-a"));
+    req.member_epoch = -2;
+    assert_eq!(h.heartbeat(req).member_epoch, -2);
+    let a2 = h.join_static("a2", "inst-a");
+    assert_eq!(a2.owned, a_parts);
+    assert_eq!(h.c.generation(G).unwrap(), epoch);
+    let mut members = h.c.members(G);
+    members.sort();
+    assert_eq!(members, vec!["a2".to_string(), "b".to_string()]);
+}
+
+impl H {
+    fn join_static(&mut self, id: &str, instance: &str) -> Client {
+        let mut c = Client {
+            id: id.to_owned(),
+            epoch: 0,
+            owned: BTreeMap::new(),
+        };
+        let r = self.heartbeat(join_req(id, &["t"], Some(instance)));
+        assert_eq!(r.error_code, code::NONE, "{:?}", r.error_message);
+        apply(&mut c, &r);
+        c
+    }
+}
+
+#[test]
+fn a_new_topic_matching_a_regex_is_assigned() {
+    let mut h = H::new();
+    h.topics.add("rx-1", 2);
+    h.topics.add("other", 2);
+    let mut req = join_req("a", &[], None);
+    req.subscribed_topic_names = None;
+    req.subscribed_topic_regex = Some(s("rx-.*"));
+    let r = h.heartbeat(req);
+    assert_eq!(r.error_code, code::NONE);
+    let mut a = Client {
+        id: "a".into(),
+        epoch: 0,
+        owned: BTreeMap::new(),
+    };
+    apply(&mut a, &r);
+    h.settle(&mut [&mut a]);
+    assert_eq!(count(&a), 2);
+    let epoch = h.c.generation(G).unwrap();
+    h.topics.add("rx-2", 3);
+    h.settle(&mut [&mut a]);
+    assert_eq!(count(&a), 5);
+    assert!(h.c.generation(G).unwrap() > epoch);
+}
+
+#[test]
+fn bad_heartbeats_get_kafkas_errors() {
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut no_timeout = join_req("a", &["t"], None);
+    no_timeout.rebalance_timeout_ms = -1;
+    assert_eq!(h.heartbeat(no_timeout).error_code, code::INVALID_REQUEST);
+    let mut no_sub = join_req("a", &["t"], None);
+    no_sub.subscribed_topic_names = None;
+    assert_eq!(h.heartbeat(no_sub).error_code, code::INVALID_REQUEST);
+    let mut owned_on_join = join_req("a", &["t"], None);
+    owned_on_join.topic_partitions = None;
+    assert_eq!(h.heartbeat(owned_on_join).error_code, code::INVALID_REQUEST);
+    let mut no_id = join_req("", &["t"], None);
+    no_id.member_epoch = 0;
+    assert_eq!(h.heartbeat(no_id).error_code, code::INVALID_REQUEST);
+    let mut assignor = join_req("a", &["t"], None);
+    assignor.server_assignor = Some(s("sticky-ish"));
+    assert_eq!(h.heartbeat(assignor).error_code, code::UNSUPPORTED_ASSIGNOR);
+    let mut regex = join_req("a", &[], None);
+    regex.subscribed_topic_regex = Some(s("(unclosed"));
+    assert_eq!(
+        h.heartbeat(regex).error_code,
+        code::INVALID_REGULAR_EXPRESSION
+    );
+    let mut epoch = join_req("a", &["t"], None);
+    epoch.member_epoch = -3;
+    assert_eq!(h.heartbeat(epoch).error_code, code::INVALID_REQUEST);
+    let mut group = join_req("a", &["t"], None);
+    group.group_id = GroupId(s(""));
+    assert_eq!(h.heartbeat(group).error_code, code::INVALID_GROUP_ID);
+    // Nothing was stored by any of them.
+    assert!(h.log.is_empty(), "{:?}", h.log);
+    assert_eq!(h.c.group_count(), 0);
+}
+
+#[test]
+fn offset_commits_check_the_member_epoch() {
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    let commit = |h: &mut H, member: &str, epoch: i32, v: i16| -> i16 {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 5;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(s("t"));
+        t.partitions = vec![p];
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(s(G));
+        req.member_id = s(member);
+        req.generation_id_or_member_epoch = epoch;
+        req.topics = vec![t];
+        let ctx = h.ctx(v);
+        let effects = h.c.offset_commit(ctx, req);
+        match h.absorb(ctx.token, effects) {
+            Some(Response::OffsetCommit(r)) => r.topics[0].partitions[0].error_code,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(commit(&mut h, "a", a.epoch, 9), code::NONE);
+    assert_eq!(
+        commit(&mut h, "a", a.epoch - 1, 9),
+        code::STALE_MEMBER_EPOCH
+    );
+    assert_eq!(
+        commit(&mut h, "a", a.epoch + 1, 9),
+        code::FENCED_MEMBER_EPOCH
+    );
+    assert_eq!(commit(&mut h, "zz", a.epoch, 9), code::UNKNOWN_MEMBER_ID);
+    assert_eq!(commit(&mut h, "a", a.epoch, 8), code::UNSUPPORTED_VERSION);
+    // An admin commit (no member, epoch -1) into a group with members is refused.
+    assert_eq!(commit(&mut h, "", -1, 9), code::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn replaying_the_records_rebuilds_the_group() {
+    let mut h = H::new();
+    h.topics.add("t", 6);
+    let mut a = h.join("a", &["t"]);
+    let mut b = h.join("b", &["t"]);
+    h.settle(&mut [&mut a, &mut b]);
+    let mut c = h.join("c", &["t"]);
+    h.beat(&mut a);
+    h.beat(&mut b);
+    h.beat(&mut c);
+    let mut fresh = GroupCoordinator::new(GroupConfig::default());
+    for (k, v) in &h.log {
+        fresh.replay(k, v.as_deref()).expect("replay");
+    }
+    fresh.finish_replay(h.now);
+    assert_eq!(fresh.generation(G), h.c.generation(G));
+    assert_eq!(fresh.members(G), h.c.members(G));
+    assert_eq!(fresh.consumer_group_state(G), h.c.consumer_group_state(G));
+    // The loaded coordinator keeps reconciling where the old one stopped.
+    let old = std::mem::replace(&mut h.c, fresh);
+    drop(old);
+    h.settle(&mut [&mut a, &mut b, &mut c]);
+    disjoint(&[&a, &b, &c]);
+    assert_eq!((count(&a), count(&b), count(&c)), (2, 2, 2));
+    // Describe and list see a consumer group.
+    let ctx = h.ctx(0);
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(s(G)), GroupId(s("missing"))];
+    let effects = h.c.consumer_group_describe(ctx, req, &h.topics);
+    let Some(Response::ConsumerGroupDescribe(d)) = h.absorb(ctx.token, effects) else {
+        panic!("no describe answer");
+    };
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(d.groups[0].members.len(), 3);
+    assert_eq!(d.groups[1].error_code, code::GROUP_ID_NOT_FOUND);
+    let names: HashMap<_, _> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.assignment.topic_partitions.len()))
+        .collect();
+    assert_eq!(names.len(), 3);
+    let ctx = h.ctx(5);
+    let effects = h.c.list_groups(ctx, ListGroupsRequest::default());
+    let Some(Response::ListGroups(l)) = h.absorb(ctx.token, effects) else {
+        panic!("no list answer");
+    };
+    assert_eq!(l.groups[0].group_type.as_str(), "consumer");
+}
