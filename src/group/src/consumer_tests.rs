@@ -537,3 +537,216 @@ fn replaying_the_records_rebuilds_the_group() {
     };
     assert_eq!(l.groups[0].group_type.as_str(), "consumer");
 }
+
+/// A small seeded generator (xorshift), so a failing seed replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// A simulated client: what it believes, whether it still runs, and whether its next
+/// heartbeat must be a full one (after a lost answer, as the Java client and librdkafka do).
+struct SimClient {
+    c: Client,
+    topics: Vec<&'static str>,
+    alive: bool,
+    full_next: bool,
+}
+
+impl H {
+    fn sim_beat(&mut self, sc: &mut SimClient, lose_answer: bool) {
+        let mut req = ConsumerGroupHeartbeatRequest::default();
+        req.group_id = GroupId(s(G));
+        req.member_id = s(&sc.c.id);
+        req.member_epoch = sc.c.epoch;
+        req.topic_partitions = Some(owned(&sc.c));
+        if sc.full_next || sc.c.epoch == 0 {
+            req.rebalance_timeout_ms = 30_000;
+            req.subscribed_topic_names = Some(sc.topics.iter().map(|t| TopicName(s(t))).collect());
+        } else {
+            req.rebalance_timeout_ms = -1;
+        }
+        if sc.c.epoch == 0 {
+            req.topic_partitions = Some(Vec::new());
+        }
+        let r = self.heartbeat(req);
+        if lose_answer {
+            sc.full_next = true;
+            return;
+        }
+        sc.full_next = false;
+        match r.error_code {
+            code::NONE => apply(&mut sc.c, &r),
+            code::FENCED_MEMBER_EPOCH | code::UNKNOWN_MEMBER_ID => {
+                // The client gives everything up and joins again under the same id.
+                sc.c.owned.clear();
+                sc.c.epoch = 0;
+            }
+            other => panic!("unexpected error {other}: {:?}", r.error_message),
+        }
+    }
+}
+
+/// Random joins, leaves, deaths, lost answers, subscription changes, topic growth and time
+/// passing: at every step no partition is believed owned by two running clients, and at the
+/// end the running clients own every subscribed partition once and the log replays to the
+/// same group. `SLUICE_CONSUMER_SIM_SEEDS=N` runs more seeds.
+#[test]
+fn random_heartbeats_never_give_a_partition_to_two_members() {
+    let seeds: u64 = std::env::var("SLUICE_CONSUMER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    for seed in 1..=seeds {
+        simulate(seed);
+    }
+}
+
+fn simulate(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut h = H::new();
+    h.topics.add("t", 1 + rng.below(8) as i32);
+    h.topics.add("u", 1 + rng.below(4) as i32);
+    let mut clients: Vec<SimClient> = Vec::new();
+    let mut next_id = 0;
+    for _step in 0..300 {
+        match rng.below(20) {
+            0..=1 if clients.iter().filter(|c| c.alive).count() < 6 => {
+                next_id += 1;
+                let topics = if rng.below(2) == 0 {
+                    vec!["t"]
+                } else {
+                    vec!["t", "u"]
+                };
+                clients.push(SimClient {
+                    c: Client {
+                        id: format!("m{next_id}"),
+                        epoch: 0,
+                        owned: BTreeMap::new(),
+                    },
+                    topics,
+                    alive: true,
+                    full_next: true,
+                });
+            }
+            2 => {
+                // A graceful leave.
+                if let Some(sc) = clients.iter_mut().find(|c| c.alive) {
+                    let mut req = ConsumerGroupHeartbeatRequest::default();
+                    req.group_id = GroupId(s(G));
+                    req.member_id = s(&sc.c.id);
+                    req.member_epoch = -1;
+                    h.heartbeat(req);
+                    sc.alive = false;
+                    sc.c.owned.clear();
+                }
+            }
+            3 => {
+                // Dies without a word: a zombie until its session runs out.
+                let n = clients.len() as u64;
+                if let Some(sc) = clients.get_mut(rng.below(n) as usize) {
+                    sc.alive = false;
+                }
+            }
+            4 => {
+                let n = clients.len() as u64;
+                if let Some(sc) = clients.get_mut(rng.below(n) as usize) {
+                    if sc.alive {
+                        sc.topics = if sc.topics.len() == 1 {
+                            vec!["t", "u"]
+                        } else {
+                            vec!["t"]
+                        };
+                        sc.full_next = true;
+                    }
+                }
+            }
+            5 => {
+                let name = if rng.below(2) == 0 { "t" } else { "u" };
+                let (_, p) = h.topics.by_name[name];
+                if p < 12 {
+                    h.topics.by_name.get_mut(name).unwrap().1 = p + 1;
+                    h.topics.version += 1;
+                }
+            }
+            6 => {
+                // Time passes; every running client has heartbeated within it.
+                h.now += 1_000 + rng.below(4_000) as i64;
+                let effects = h.c.tick(h.now);
+                h.absorb(ReplyToken(0), effects);
+            }
+            _ => {
+                let n = clients.len() as u64;
+                let i = rng.below(n) as usize;
+                let lose = rng.below(10) == 0;
+                if let Some(sc) = clients.get_mut(i) {
+                    if sc.alive {
+                        let mut sc2 = std::mem::replace(
+                            sc,
+                            SimClient {
+                                c: Client {
+                                    id: String::new(),
+                                    epoch: 0,
+                                    owned: BTreeMap::new(),
+                                },
+                                topics: Vec::new(),
+                                alive: false,
+                                full_next: false,
+                            },
+                        );
+                        h.sim_beat(&mut sc2, lose);
+                        clients[i] = sc2;
+                    }
+                }
+            }
+        }
+        let live: Vec<&Client> = clients.iter().filter(|c| c.alive).map(|c| &c.c).collect();
+        disjoint(&live);
+    }
+    // Everyone still running heartbeats while the dead time out: the group converges.
+    for _ in 0..40 {
+        h.now += 3_000;
+        let effects = h.c.tick(h.now);
+        h.absorb(ReplyToken(0), effects);
+        for sc in clients.iter_mut().filter(|c| c.alive) {
+            h.sim_beat(sc, false);
+        }
+        let live: Vec<&Client> = clients.iter().filter(|c| c.alive).map(|c| &c.c).collect();
+        disjoint(&live);
+    }
+    let live: Vec<&Client> = clients.iter().filter(|c| c.alive).map(|c| &c.c).collect();
+    if !live.is_empty() {
+        assert_eq!(
+            h.c.consumer_group_state(G),
+            Some(ConsumerGroupState::Stable),
+            "seed {seed}"
+        );
+        let mut want = 0;
+        let subscribed_u = clients.iter().any(|c| c.alive && c.topics.contains(&"u"));
+        for (name, (_, p)) in &h.topics.by_name {
+            if name == "t" || subscribed_u {
+                want += *p as usize;
+            }
+        }
+        let have: usize = live.iter().map(|c| count(c)).sum();
+        assert_eq!(have, want, "seed {seed}: not every partition is owned");
+    }
+    let mut fresh = GroupCoordinator::new(GroupConfig::default());
+    for (k, v) in &h.log {
+        fresh.replay(k, v.as_deref()).expect("replay");
+    }
+    fresh.finish_replay(h.now);
+    assert_eq!(fresh.generation(G), h.c.generation(G), "seed {seed}");
+    assert_eq!(fresh.members(G), h.c.members(G), "seed {seed}");
+    assert_eq!(
+        fresh.consumer_group_state(G),
+        h.c.consumer_group_state(G),
+        "seed {seed}"
+    );
+}
