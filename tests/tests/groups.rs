@@ -1392,6 +1392,46 @@ async fn committed_offsets_survive_broker_kill9() {
     assert_eq!(committed(&b, "durable-group", topic).await, ends(&all));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_group_carries_on_across_a_broker_kill9() {
+    let mut broker = Broker::start();
+    let b = broker.bootstrap();
+    let topic = "kip848-durable";
+    create_topic(&b, topic).await;
+    let cfg = MemberCfg::new(&b, "kip848-durable-group", topic).consumer_protocol();
+    let first = produce_range(&b, topic, 0, 120).await;
+    let a = Member::start("a", &cfg);
+    let c = Member::start("c", &cfg);
+    let sets = wait_split("2 members with 3 partitions each", &[&a.log, &c.log], &[3, 3]).await;
+    wait_consumed("first batch", &[&a.log, &c.log], &first).await;
+    let before = sluice_tests::test_cluster_nodes()
+        .is_none()
+        .then(|| consumer_group_describe(&broker, "kip848-durable-group"));
+
+    // The group's epochs, members and assignments are records in __consumer_offsets: after
+    // kill -9 the coordinator replays them, and the members' next heartbeats (with the
+    // epochs they hold) are accepted as if nothing happened.
+    broker.kill9();
+    broker.restart();
+    let second = produce_range(&b, topic, 120, 60).await;
+    wait_consumed("second batch, by the same members", &[&a.log, &c.log], &second).await;
+    assert_eq!(
+        split(&[&a.log, &c.log], &[3, 3]).unwrap(),
+        sets,
+        "the assignment moved across the restart"
+    );
+    if let Some(before) = before {
+        let after = consumer_group_describe(&broker, "kip848-durable-group");
+        assert_eq!(after.epoch, before.epoch, "{before:?} -> {after:?}");
+        assert_eq!(after.members.len(), 2, "{after:?}");
+    }
+    let all: BTreeSet<_> = first.union(&second).copied().collect();
+    assert_exactly_once("kip848-durable", &[&a.log, &c.log], &all);
+    a.close();
+    c.close();
+    assert_eq!(committed(&b, "kip848-durable-group", topic).await, ends(&all));
+}
+
 // ---- 7. bad requests over raw TCP -----------------------------------------------------------
 
 const API_OFFSET_COMMIT: i16 = 8;
