@@ -1402,7 +1402,12 @@ async fn kip848_group_carries_on_across_a_broker_kill9() {
     let first = produce_range(&b, topic, 0, 120).await;
     let a = Member::start("a", &cfg);
     let c = Member::start("c", &cfg);
-    let sets = wait_split("2 members with 3 partitions each", &[&a.log, &c.log], &[3, 3]).await;
+    let sets = wait_split(
+        "2 members with 3 partitions each",
+        &[&a.log, &c.log],
+        &[3, 3],
+    )
+    .await;
     wait_consumed("first batch", &[&a.log, &c.log], &first).await;
     let before = sluice_tests::test_cluster_nodes()
         .is_none()
@@ -1414,7 +1419,12 @@ async fn kip848_group_carries_on_across_a_broker_kill9() {
     broker.kill9();
     broker.restart();
     let second = produce_range(&b, topic, 120, 60).await;
-    wait_consumed("second batch, by the same members", &[&a.log, &c.log], &second).await;
+    wait_consumed(
+        "second batch, by the same members",
+        &[&a.log, &c.log],
+        &second,
+    )
+    .await;
     assert_eq!(
         split(&[&a.log, &c.log], &[3, 3]).unwrap(),
         sets,
@@ -1429,7 +1439,10 @@ async fn kip848_group_carries_on_across_a_broker_kill9() {
     assert_exactly_once("kip848-durable", &[&a.log, &c.log], &all);
     a.close();
     c.close();
-    assert_eq!(committed(&b, "kip848-durable-group", topic).await, ends(&all));
+    assert_eq!(
+        committed(&b, "kip848-durable-group", topic).await,
+        ends(&all)
+    );
 }
 
 // ---- 7. bad requests over raw TCP -----------------------------------------------------------

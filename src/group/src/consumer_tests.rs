@@ -750,3 +750,38 @@ fn simulate(seed: u64) {
         "seed {seed}"
     );
 }
+
+#[test]
+fn offset_fetch_v9_checks_the_member_epoch() {
+    use sluice_codec::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use sluice_codec::kafka_protocol::messages::OffsetFetchRequest;
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    let fetch = |h: &mut H, member: Option<&str>, epoch: i32| -> i16 {
+        let mut g = OffsetFetchRequestGroup::default();
+        g.group_id = GroupId(s(G));
+        g.member_id = member.map(s);
+        g.member_epoch = epoch;
+        let mut req = OffsetFetchRequest::default();
+        req.groups = vec![g];
+        let ctx = h.ctx(9);
+        let effects = h.c.offset_fetch(ctx, req);
+        match h.absorb(ctx.token, effects) {
+            Some(Response::OffsetFetch(r)) => r.groups[0].error_code,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(fetch(&mut h, Some("a"), a.epoch), code::NONE);
+    assert_eq!(fetch(&mut h, None, -1), code::NONE, "an admin fetch");
+    assert_eq!(
+        fetch(&mut h, Some("a"), a.epoch - 1),
+        code::STALE_MEMBER_EPOCH
+    );
+    assert_eq!(
+        fetch(&mut h, Some("a"), a.epoch + 1),
+        code::FENCED_MEMBER_EPOCH
+    );
+    assert_eq!(fetch(&mut h, Some("b"), a.epoch), code::UNKNOWN_MEMBER_ID);
+}

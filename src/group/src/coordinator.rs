@@ -1078,6 +1078,27 @@ impl GroupCoordinator {
                 });
                 let mut rg = OffsetFetchResponseGroup::default();
                 rg.group_id = g.group_id.clone();
+                // v9: a consumer-protocol member names itself and its epoch (Kafka's
+                // `ConsumerGroup.validateOffsetFetch`); admin tools send neither.
+                if let Some(Group {
+                    kind: GroupKind::Consumer(cg),
+                    ..
+                }) = self.groups.get(gid)
+                {
+                    let member = g.member_id.as_ref().map(|m| m.as_str());
+                    if v >= 9 && !(member.is_none() && g.member_epoch < 0) {
+                        rg.error_code = match cg.members.get(member.unwrap_or("")) {
+                            None => code::UNKNOWN_MEMBER_ID,
+                            Some(m) if g.member_epoch > m.epoch => code::FENCED_MEMBER_EPOCH,
+                            Some(m) if g.member_epoch < m.epoch => code::STALE_MEMBER_EPOCH,
+                            Some(_) => code::NONE,
+                        };
+                        if rg.error_code != code::NONE {
+                            r.groups.push(rg);
+                            continue;
+                        }
+                    }
+                }
                 for (topic, parts) in self.fetch_offsets(gid, topics) {
                     let mut rt = OffsetFetchResponseTopics::default();
                     rt.name = TopicName(sb(&topic));
