@@ -148,7 +148,8 @@ impl ConsumerMember {
             state: MemberState::Stable,
             assigned: Assignment::new(),
             revoking: Assignment::new(),
-            session_deadline_ms: now_ms.saturating_add(i64::from(CONSUMER_SESSION_TIMEOUT_MS)),
+            // Set by whoever adds the member (a heartbeat, or the end of a load).
+            session_deadline_ms: now_ms,
             revoke_deadline_ms: None,
         }
     }
@@ -248,6 +249,9 @@ pub(crate) struct Heartbeat<'a> {
     pub client_host: &'a str,
     pub now_ms: i64,
     pub group_max_size: usize,
+    /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`.
+    pub session_timeout_ms: i32,
+    pub heartbeat_interval_ms: i32,
 }
 
 /// A heartbeat's error: code and message.
@@ -420,7 +424,7 @@ impl ConsumerGroup {
     }
 
     /// Rebuilds the derived maps after a load.
-    pub fn rebuild(&mut self, now_ms: i64) {
+    pub fn rebuild(&mut self, now_ms: i64, session_timeout_ms: i32) {
         self.owners.clear();
         self.names.clear();
         self.regexes.clear();
@@ -435,7 +439,7 @@ impl ConsumerGroup {
             }
         }
         for m in self.members.values_mut() {
-            m.session_deadline_ms = now_ms.saturating_add(i64::from(CONSUMER_SESSION_TIMEOUT_MS));
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(session_timeout_ms.max(0)));
             m.revoke_deadline_ms = (m.state == MemberState::UnrevokedPartitions)
                 .then(|| now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
         }
@@ -689,7 +693,7 @@ impl ConsumerGroup {
             || m.client_id != old.client_id
             || m.client_host != old.client_host
             || is_new;
-        m.session_deadline_ms = now.saturating_add(i64::from(CONSUMER_SESSION_TIMEOUT_MS));
+        m.session_deadline_ms = now.saturating_add(i64::from(hb.session_timeout_ms.max(0)));
         if metadata_changed {
             records.push((
                 consumer_group_member_key(gid, &member_id),
@@ -733,7 +737,7 @@ impl ConsumerGroup {
         let mut r = ConsumerGroupHeartbeatResponse::default();
         r.member_id = Some(sb(&member_id));
         r.member_epoch = m.epoch;
-        r.heartbeat_interval_ms = CONSUMER_HEARTBEAT_INTERVAL_MS;
+        r.heartbeat_interval_ms = hb.heartbeat_interval_ms;
         if full_request || changed {
             let mut a = cgh::Assignment::default();
             a.topic_partitions = m

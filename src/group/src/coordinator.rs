@@ -40,7 +40,8 @@ use sluice_codec::kafka_protocol::messages::{
 use crate::assignor::Assignor;
 use crate::consumer::{
     compile_regex, ConsumerGroup, ConsumerGroupState, Heartbeat, TopicsView,
-    LEAVE_GROUP_STATIC_MEMBER_EPOCH, SUBSCRIBED_TOPICS_MAX,
+    CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    SUBSCRIBED_TOPICS_MAX,
 };
 use crate::consumer_records::{
     ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupMemberMetadataValue,
@@ -105,6 +106,10 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: i64,
     pub group_max_size: usize,
+    /// KIP-848 consumer groups: `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: `group.consumer.heartbeat.interval.ms`.
+    pub consumer_heartbeat_interval_ms: i32,
     pub groups_max: usize,
     pub member_metadata_max_bytes: usize,
     pub offset_metadata_max_bytes: usize,
@@ -120,6 +125,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: OFFSETS_RETENTION_MS,
             offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS,
             group_max_size: GROUP_MEMBERS_MAX,
+            consumer_session_timeout_ms: CONSUMER_SESSION_TIMEOUT_MS,
+            consumer_heartbeat_interval_ms: CONSUMER_HEARTBEAT_INTERVAL_MS,
             groups_max: GROUPS_MAX,
             member_metadata_max_bytes: MEMBER_METADATA_BYTES_MAX,
             offset_metadata_max_bytes: OFFSET_METADATA_BYTES_MAX,
@@ -319,6 +326,8 @@ impl GroupCoordinator {
         };
         let hb = Heartbeat {
             group_max_size: self.config.group_max_size,
+            session_timeout_ms: self.config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
             ..hb
         };
         cg.heartbeat(gid, hb, topics, records)
@@ -1631,7 +1640,7 @@ impl GroupCoordinator {
             let c = match &mut group.kind {
                 GroupKind::Classic(c) => c,
                 GroupKind::Consumer(cg) => {
-                    cg.rebuild(now_ms);
+                    cg.rebuild(now_ms, self.config.consumer_session_timeout_ms);
                     continue;
                 }
             };
@@ -1653,7 +1662,7 @@ impl GroupCoordinator {
 }
 
 /// The request checks Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` makes, as a
-/// [`Heartbeat`] (its `group_max_size` is filled in by the caller).
+/// [`Heartbeat`] (its limits and timeouts are filled in by the caller, from the config).
 fn validate_heartbeat<'a>(
     ctx: &RequestCtx<'a>,
     req: &'a ConsumerGroupHeartbeatRequest,
@@ -1741,6 +1750,8 @@ fn validate_heartbeat<'a>(
         client_host: ctx.client_host,
         now_ms: ctx.now_ms,
         group_max_size: 0,
+        session_timeout_ms: 0,
+        heartbeat_interval_ms: 0,
     })
 }
 
