@@ -1330,6 +1330,93 @@ async fn kip848_regex_subscription_picks_up_a_new_matching_topic() {
     }
 }
 
+// ---- 5c. rebalance timings, classic against KIP-848 (a benchmark, not a check) ----------------
+
+/// Partitions taken away from members (revocation callbacks) since `from` events.
+fn revoked_since(logs: &[&Shared], from: &[usize]) -> usize {
+    logs.iter()
+        .zip(from)
+        .map(|(l, &n)| {
+            l.lock().unwrap().events[n..]
+                .iter()
+                .map(|e| match e {
+                    Event::Revoke(p) => p.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn event_counts(logs: &[&Shared]) -> Vec<usize> {
+    logs.iter()
+        .map(|l| l.lock().unwrap().events.len())
+        .collect()
+}
+
+/// Both protocols on one broker, one after the other: how long 3 members take to split 6
+/// partitions from nothing, how long a fourth takes to get its share of a stable group (and
+/// how many partitions the others give up meanwhile), how long a leaver's partitions take to
+/// reach the rest. Run by `perf/group-rebalance.sh`, which records it in perf/results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: perf/group-rebalance.sh"]
+async fn group_rebalance_timings() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let round = std::env::var("SLUICE_REBALANCE_ROUND").unwrap_or_else(|_| "0".into());
+    for protocol in ["classic", "consumer"] {
+        let topic = format!("rb-{protocol}-{round}");
+        create_topic(&b, &topic).await;
+        let mut cfg = MemberCfg::new(&b, &format!("rb-{protocol}-{round}"), &topic);
+        if protocol == "consumer" {
+            cfg = cfg.consumer_protocol();
+        } else {
+            cfg = cfg.strategy("range");
+        }
+        let t0 = Instant::now();
+        let mut members: Vec<Member> = (0..3)
+            .map(|i| Member::start(&format!("{protocol}{i}"), &cfg))
+            .collect();
+        let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+        wait_split("3 members split 6 partitions", &logs, &[2, 2, 2]).await;
+        let first = t0.elapsed();
+
+        let before = event_counts(&logs);
+        let t1 = Instant::now();
+        members.push(Member::start(&format!("{protocol}3"), &cfg));
+        let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+        wait_until("4 members split 6 partitions", SETTLE, || {
+            let sets: Vec<BTreeSet<i32>> = logs.iter().map(|l| assignment(l)).collect();
+            let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+            let total: usize = sets.iter().map(|s| s.len()).sum();
+            if sets.iter().all(|s| !s.is_empty()) && total == 6 && union.len() == 6 {
+                Ok(())
+            } else {
+                Err(describe(&logs))
+            }
+        })
+        .await;
+        let join = t1.elapsed();
+        let revoked = revoked_since(&logs[..3], &before);
+
+        let t2 = Instant::now();
+        let leaver = members.remove(0);
+        leaver.close();
+        let logs: Vec<&Shared> = members.iter().map(|m| &m.log).collect();
+        wait_split("3 members after a leave", &logs, &[2, 2, 2]).await;
+        let leave = t2.elapsed();
+        println!(
+            "REBALANCE protocol={protocol} first_ms={} join_ms={} join_revoked={revoked} leave_ms={}",
+            first.as_millis(),
+            join.as_millis(),
+            leave.as_millis()
+        );
+        for m in members {
+            m.close();
+        }
+    }
+}
+
 // ---- 6. committed offsets survive a broker crash --------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
