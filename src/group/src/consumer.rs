@@ -563,11 +563,9 @@ impl ConsumerGroup {
                         // The old member's partitions are released (it stopped); the new
                         // one reconciles to the same target without a new group epoch.
                         let target = self.target.remove(&old);
-                        let mut gone = Vec::new();
                         let prev = self.members.remove(&old);
                         self.release_all(&old);
-                        Self::member_records_removed(gid, &old, &mut gone);
-                        records.extend(gone);
+                        Self::member_records_removed(gid, &old, records);
                         // Same subscription, so its counts stay as they are.
                         let mut m = ConsumerMember::new(member_id.clone(), now);
                         if let Some(p) = prev {
@@ -649,7 +647,7 @@ impl ConsumerGroup {
                 return Err((
                     code::FENCED_MEMBER_EPOCH,
                     format!(
-                        "The consumer group member has a smaller member epoch ({}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                        "The consumer group member's epoch ({}) is neither the one known by the group coordinator ({}) nor, with its partitions, the previous one. The member must abandon all its partitions and rejoin.",
                         hb.member_epoch, m.epoch
                     ),
                 ));
@@ -657,8 +655,7 @@ impl ConsumerGroup {
         }
 
         // Apply what the request changes (absent fields mean "unchanged").
-        let before = self.members.get(&member_id).cloned();
-        let Some(old) = before else {
+        let Some(old) = self.members.get(&member_id).cloned() else {
             return Err((code::UNKNOWN_MEMBER_ID, String::new()));
         };
         let mut m = old.clone();

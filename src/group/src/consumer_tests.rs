@@ -294,11 +294,14 @@ fn epochs_are_fenced_as_kafka_fences_them() {
     stale.owned.clear();
     assert_eq!(h.beat(&mut stale).error_code, code::NONE);
     // An older epoch that is not the previous one.
+    // A third member moves a to a third epoch: two behind is neither current nor previous.
+    let mut c = h.join("c", &["t"]);
+    h.settle(&mut [&mut a, &mut b, &mut c]);
+    assert!(a.epoch >= 3, "three joins: {a:?}");
     let mut old = a.clone();
-    old.epoch = 0.max(a.epoch - 3);
-    if old.epoch > 0 {
-        assert_eq!(h.beat(&mut old).error_code, code::FENCED_MEMBER_EPOCH);
-    }
+    old.epoch = a.epoch - 2;
+    old.owned.clear();
+    assert_eq!(h.beat(&mut old).error_code, code::FENCED_MEMBER_EPOCH);
     // Unknown members.
     let mut ghost = Client {
         id: "ghost".into(),

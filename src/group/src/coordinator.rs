@@ -279,7 +279,7 @@ impl GroupCoordinator {
         topics: &dyn TopicsView,
         records: &mut Vec<Record>,
     ) -> Result<ConsumerGroupHeartbeatResponse, (i16, String)> {
-        let hb = validate_heartbeat(ctx, req)?;
+        let hb = validate_heartbeat(ctx, req, &self.config)?;
         let gid = req.group_id.0.as_str();
         let joining = hb.member_epoch == 0;
         match self.groups.get(gid).map(|g| &g.kind) {
@@ -323,12 +323,6 @@ impl GroupCoordinator {
         }) = self.groups.get_mut(gid)
         else {
             return Err((code::COORDINATOR_NOT_AVAILABLE, String::new()));
-        };
-        let hb = Heartbeat {
-            group_max_size: self.config.group_max_size,
-            session_timeout_ms: self.config.consumer_session_timeout_ms,
-            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
-            ..hb
         };
         cg.heartbeat(gid, hb, topics, records)
     }
@@ -504,15 +498,8 @@ impl GroupCoordinator {
         let cfg = &self.config;
         let member_id = req.member_id.as_str();
         match self.groups.get_mut(req.group_id.0.as_str()) {
-            None => {
-                let r = sync_response(
-                    code::UNKNOWN_MEMBER_ID,
-                    &ClassicGroup::new(ctx.now_ms),
-                    Bytes::new(),
-                );
-                out.reply(ctx.token, Response::SyncGroup(r));
-            }
-            Some(Group {
+            None
+            | Some(Group {
                 kind: GroupKind::Consumer(_),
                 ..
             }) => {
@@ -523,10 +510,11 @@ impl GroupCoordinator {
                 );
                 out.reply(ctx.token, Response::SyncGroup(r));
             }
-            Some(group) => {
-                let GroupKind::Classic(c) = &mut group.kind else {
-                    return Vec::new();
-                };
+            Some(Group {
+                id,
+                kind: GroupKind::Classic(c),
+                ..
+            }) => {
                 let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
                 let error = if c.state == ClassicState::Dead {
                     code::COORDINATOR_NOT_AVAILABLE
@@ -572,7 +560,7 @@ impl GroupCoordinator {
                         now_ms: ctx.now_ms,
                         assignments,
                     };
-                    c.sync(&group.id, cfg, member_id, a, &mut out);
+                    c.sync(id, cfg, member_id, a, &mut out);
                 }
             }
         }
@@ -653,10 +641,10 @@ impl GroupCoordinator {
                 kind: GroupKind::Consumer(_),
                 ..
             }) => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
-            Some(group) => {
-                let GroupKind::Classic(c) = &mut group.kind else {
-                    return Vec::new();
-                };
+            Some(Group {
+                kind: GroupKind::Classic(c),
+                ..
+            }) => {
                 if c.state == ClassicState::Dead {
                     top = code::COORDINATOR_NOT_AVAILABLE;
                 }
@@ -1662,10 +1650,11 @@ impl GroupCoordinator {
 }
 
 /// The request checks Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` makes, as a
-/// [`Heartbeat`] (its limits and timeouts are filled in by the caller, from the config).
+/// [`Heartbeat`] carrying the limits and timeouts of `cfg`.
 fn validate_heartbeat<'a>(
     ctx: &RequestCtx<'a>,
     req: &'a ConsumerGroupHeartbeatRequest,
+    cfg: &GroupConfig,
 ) -> Result<Heartbeat<'a>, (i16, String)> {
     let invalid = |m: &str| Err((code::INVALID_REQUEST, m.to_owned()));
     if req.group_id.0.is_empty() {
@@ -1749,9 +1738,9 @@ fn validate_heartbeat<'a>(
         client_id: ctx.client_id,
         client_host: ctx.client_host,
         now_ms: ctx.now_ms,
-        group_max_size: 0,
-        session_timeout_ms: 0,
-        heartbeat_interval_ms: 0,
+        group_max_size: cfg.group_max_size,
+        session_timeout_ms: cfg.consumer_session_timeout_ms,
+        heartbeat_interval_ms: cfg.consumer_heartbeat_interval_ms,
     })
 }
 
