@@ -2000,3 +2000,56 @@ async fn groups_placed_by_an_older_sluice_are_moved_to_kafkas_partition() {
         "only the first start moved it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_classic_group_upgrades_online_and_downgrades_back() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let topic = "migrate";
+    let group = "migrate-group";
+    create_topic(&b, topic).await;
+    let early = produce_range(&b, topic, 0, 120).await;
+    // An eager classic consumer (librdkafka's default range,roundrobin) has the group alone.
+    let classic = Member::start("classic", &MemberCfg::new(&b, group, topic));
+    wait_split("the classic member alone", &[&classic.log], &[6]).await;
+    wait_consumed("the first 120 records", &[&classic.log], &early).await;
+
+    // A consumer-protocol member joins the running classic group: the group becomes a
+    // consumer group in place, the classic member is told to rejoin, gives up half, and
+    // the broker's assignor hands that half to the newcomer.
+    let modern = Member::start(
+        "modern",
+        &MemberCfg::new(&b, group, topic).consumer_protocol(),
+    );
+    let logs = [&classic.log, &modern.log];
+    wait_split("a classic and a consumer member share", &logs, &[3, 3]).await;
+    let middle = produce_range(&b, topic, 120, 60).await;
+    wait_consumed("records after the upgrade", &logs, &middle).await;
+    if sluice_tests::test_cluster_nodes().is_none() {
+        let d = consumer_group_describe(&broker, group);
+        assert_eq!(d.error, 0, "{d:?}");
+        let mut types: Vec<i8> = d.members.iter().map(|m| m.member_type).collect();
+        types.sort();
+        assert_eq!(types, vec![0, 1], "one classic, one consumer member: {d:?}");
+    }
+
+    // The consumer-protocol member leaves: only a classic member is left, so the group
+    // turns classic again and its member takes every partition back in a rebalance.
+    let modern_log = modern.log.clone();
+    modern.close();
+    wait_split("the classic member alone again", &[&classic.log], &[6]).await;
+    let late = produce_range(&b, topic, 180, 60).await;
+    wait_consumed("records after the downgrade", &[&classic.log], &late).await;
+    if sluice_tests::test_cluster_nodes().is_none() {
+        let d = consumer_group_describe(&broker, group);
+        assert_eq!(
+            d.error, 69,
+            "GROUP_ID_NOT_FOUND: a classic group again: {d:?}"
+        );
+    }
+
+    let all: BTreeSet<_> = early.union(&middle).chain(late.iter()).copied().collect();
+    assert_exactly_once("online migration", &[&classic.log, &modern_log], &all);
+    classic.close();
+    assert_eq!(committed(&b, group, topic).await, ends(&all));
+}

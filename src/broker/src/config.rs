@@ -96,6 +96,9 @@ pub struct BrokerConfig {
     /// Kafka): at SIGTERM/SIGINT the partitions this node leads are handed to other
     /// in-sync replicas before it stops (within [`SHUTDOWN_DRAIN_MAX`]).
     pub controlled_shutdown_enable: bool,
+    /// The group coordinator's settings (`group.consumer.session.timeout.ms`,
+    /// `group.consumer.heartbeat.interval.ms`, `group.consumer.migration.policy`, ...).
+    pub groups: sluice_group::GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             replica_lag_time_max: crate::replication::REPLICA_LAG_TIME_MAX_DEFAULT,
             leader_rebalance: crate::replication::LeaderRebalance::default(),
             controlled_shutdown_enable: true,
+            groups: sluice_group::GroupConfig::default(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct GroupSlot {
     pub partition: i32,
     log: CoordLog,
     coord: RefCell<GroupCoordinator>,
+    /// The settings every (re)loaded coordinator starts with.
+    config: GroupConfig,
     next_token: Cell<u64>,
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
     /// Transaction markers appended while the groups load: (offset, producer id, commit).
@@ -58,8 +60,12 @@ impl GroupSlot {
         topic_id: [u8; 16],
         partition: i32,
         log: Rc<PartitionLog<DmaStorage>>,
+        config: GroupConfig,
     ) -> Rc<GroupSlot> {
-        Self::new(CoordLog::local(OFFSETS_TOPIC, topic_id, partition, log))
+        Self::new(
+            CoordLog::local(OFFSETS_TOPIC, topic_id, partition, log),
+            config,
+        )
     }
 
     /// The coordinator slot of a replicated partition's replica: it serves only while
@@ -70,23 +76,21 @@ impl GroupSlot {
         log: Rc<PartitionLog<DmaStorage>>,
         rep: Rc<Replication>,
         group: sluice_raft::GroupId,
+        config: GroupConfig,
     ) -> Rc<GroupSlot> {
-        Self::new(CoordLog::replicated(
-            OFFSETS_TOPIC,
-            topic_id,
-            partition,
-            log,
-            rep,
-            group,
-        ))
+        Self::new(
+            CoordLog::replicated(OFFSETS_TOPIC, topic_id, partition, log, rep, group),
+            config,
+        )
     }
 
-    fn new(log: CoordLog) -> Rc<GroupSlot> {
+    fn new(log: CoordLog, config: GroupConfig) -> Rc<GroupSlot> {
         Rc::new(GroupSlot {
             topic_id: log.topic_id,
             partition: log.partition,
             log,
-            coord: RefCell::new(GroupCoordinator::new(GroupConfig::default())),
+            coord: RefCell::new(GroupCoordinator::new(config.clone())),
+            config,
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
             held_markers: RefCell::new(Vec::new()),
@@ -120,7 +124,7 @@ impl GroupSlot {
         self.waiters.borrow_mut().clear();
         self.held_markers.borrow_mut().clear();
         if let Ok(mut c) = self.coord.try_borrow_mut() {
-            *c = GroupCoordinator::new(GroupConfig::default());
+            *c = GroupCoordinator::new(self.config.clone());
         }
     }
 
@@ -153,7 +157,7 @@ impl GroupSlot {
     /// Replays the partition into a fresh coordinator, then starts its ticker; dropped if
     /// the slot's generation moved on meanwhile.
     async fn load(self: &Rc<Self>, generation: u64) {
-        let mut coord = GroupCoordinator::new(GroupConfig::default());
+        let mut coord = GroupCoordinator::new(self.config.clone());
         let mut records = 0usize;
         let name = self.log.name();
         let complete = self
@@ -610,8 +614,14 @@ pub async fn run_local(
             };
             type Op = Box<dyn FnOnce(&mut GroupCoordinator, RequestCtx<'_>) -> Vec<Effect>>;
             let op: Op = match req {
-                RequestKind::JoinGroup(r) => Box::new(move |c, ctx| c.join_group(ctx, r)),
-                RequestKind::SyncGroup(r) => Box::new(move |c, ctx| c.sync_group(ctx, r)),
+                RequestKind::JoinGroup(r) => {
+                    let topics = TopicsImage(shard.topics());
+                    Box::new(move |c, ctx| c.join_group(ctx, r, &topics))
+                }
+                RequestKind::SyncGroup(r) => {
+                    let topics = TopicsImage(shard.topics());
+                    Box::new(move |c, ctx| c.sync_group(ctx, r, &topics))
+                }
                 RequestKind::Heartbeat(r) => Box::new(move |c, ctx| c.heartbeat(ctx, r)),
                 RequestKind::LeaveGroup(r) => Box::new(move |c, ctx| c.leave_group(ctx, r)),
                 RequestKind::OffsetCommit(r) => Box::new(move |c, ctx| c.offset_commit(ctx, r)),

@@ -460,6 +460,7 @@ impl BrokerShard {
                     key.topic_id,
                     key.partition,
                     part.log.clone(),
+                    self.config.groups.clone(),
                 );
                 self.group_slots.borrow_mut().push(slot.clone());
                 slot.reload();
@@ -640,6 +641,7 @@ impl BrokerShard {
                 log.clone(),
                 rep.clone(),
                 group,
+                self.config.groups.clone(),
             );
             self.group_slots.borrow_mut().push(slot);
             rep.watch_leadership(group);

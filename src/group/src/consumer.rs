@@ -24,6 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod classic;
+pub(crate) use classic::{release_parked, ClassicCall, ClassicJoin};
+
 use sluice_codec::kafka_protocol::messages::consumer_group_describe_response::{
     self as cgd, DescribedGroup,
 };
@@ -36,9 +39,10 @@ use uuid::Uuid;
 
 use crate::assignor::{Assignment, Assignor, MemberSpec, TopicSpec};
 use crate::consumer_records::{
-    ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupMemberMetadataValue,
-    ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
-    ConsumerGroupTargetAssignmentMetadataValue, TopicPartitions,
+    ClassicMemberMetadata, ConsumerGroupCurrentMemberAssignmentValue,
+    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue,
+    ConsumerGroupTargetAssignmentMemberValue, ConsumerGroupTargetAssignmentMetadataValue,
+    TopicPartitions,
 };
 use crate::effect::Record;
 use crate::error::code;
@@ -129,6 +133,13 @@ pub(crate) struct ConsumerMember {
     pub session_deadline_ms: i64,
     /// While revoking: the member is removed if it has not revoked by then.
     pub revoke_deadline_ms: Option<i64>,
+    /// Set for a member that joined with the classic protocol (JoinGroup/SyncGroup), see
+    /// [`classic`]; such a member heartbeats on its own session timeout.
+    pub classic: Option<ClassicMemberMetadata>,
+    /// Classic member told to rejoin: it is removed if no JoinGroup comes by then.
+    pub join_deadline_ms: Option<i64>,
+    /// Classic member that joined: it is removed if no SyncGroup comes by then.
+    pub sync_deadline_ms: Option<i64>,
 }
 
 impl ConsumerMember {
@@ -151,6 +162,9 @@ impl ConsumerMember {
             // Set by whoever adds the member (a heartbeat, or the end of a load).
             session_deadline_ms: now_ms,
             revoke_deadline_ms: None,
+            classic: None,
+            join_deadline_ms: None,
+            sync_deadline_ms: None,
         }
     }
 
@@ -164,7 +178,7 @@ impl ConsumerMember {
             subscribed_topic_regex: self.regex.clone(),
             server_assignor: self.server_assignor.clone(),
             rebalance_timeout_ms: self.rebalance_timeout_ms,
-            ..Default::default()
+            classic_member_metadata: self.classic.clone(),
         }
     }
 
@@ -180,6 +194,7 @@ impl ConsumerMember {
         self.regex = v.subscribed_topic_regex.filter(|r| !r.is_empty());
         self.server_assignor = v.server_assignor;
         self.rebalance_timeout_ms = v.rebalance_timeout_ms;
+        self.classic = v.classic_member_metadata;
     }
 
     fn assignment_value(&self) -> ConsumerGroupCurrentMemberAssignmentValue {
@@ -292,7 +307,12 @@ impl ConsumerGroup {
     pub fn next_deadline(&self) -> Option<i64> {
         self.members
             .values()
-            .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revoke_deadline_ms))
+            .flat_map(|m| {
+                std::iter::once(m.session_deadline_ms)
+                    .chain(m.revoke_deadline_ms)
+                    .chain(m.join_deadline_ms)
+                    .chain(m.sync_deadline_ms)
+            })
             .min()
     }
 
@@ -423,8 +443,23 @@ impl ConsumerGroup {
             .is_none_or(|owner| owner == member_id)
     }
 
-    /// Rebuilds the derived maps after a load.
+    /// Rebuilds the derived maps after a load; every member gets a full session from now
+    /// (its classic session timeout for a classic member).
     pub fn rebuild(&mut self, now_ms: i64, session_timeout_ms: i32) {
+        self.rebuild_derived();
+        for m in self.members.values_mut() {
+            let session = m
+                .classic
+                .as_ref()
+                .map_or(session_timeout_ms, |c| c.session_timeout_ms);
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(session.max(0)));
+            m.revoke_deadline_ms = (m.state == MemberState::UnrevokedPartitions)
+                .then(|| now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
+        }
+    }
+
+    /// Rebuilds `owners`, the subscription counts and `static_members` from the members.
+    fn rebuild_derived(&mut self) {
         self.owners.clear();
         self.names.clear();
         self.regexes.clear();
@@ -437,11 +472,6 @@ impl ConsumerGroup {
             if let Some(i) = &m.instance_id {
                 self.static_members.insert(i.clone(), m.id.clone());
             }
-        }
-        for m in self.members.values_mut() {
-            m.session_deadline_ms = now_ms.saturating_add(i64::from(session_timeout_ms.max(0)));
-            m.revoke_deadline_ms = (m.state == MemberState::UnrevokedPartitions)
-                .then(|| now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
         }
     }
 
@@ -508,19 +538,77 @@ impl ConsumerGroup {
         records.push(self.epoch_record(gid));
     }
 
-    /// Removes members whose session ran out, or that did not revoke in their rebalance
-    /// timeout (Kafka fences both the same way).
-    pub fn tick(&mut self, gid: &str, now_ms: i64, records: &mut Vec<Record>) {
+    /// Removes members whose session ran out, that did not revoke in their rebalance
+    /// timeout, or (classic members) did not rejoin or sync in it: Kafka fences all alike.
+    /// Stops at a member whose removal would leave only classic members and returns it: the
+    /// caller turns the group back into a classic group instead (online downgrade).
+    pub fn tick(
+        &mut self,
+        gid: &str,
+        now_ms: i64,
+        classic_max_size: usize,
+        records: &mut Vec<Record>,
+    ) -> Option<String> {
+        let due = |d: Option<i64>| d.is_some_and(|d| d <= now_ms);
         let expired: Vec<String> = self
             .members
             .values()
             .filter(|m| {
-                m.session_deadline_ms <= now_ms || m.revoke_deadline_ms.is_some_and(|d| d <= now_ms)
+                m.session_deadline_ms <= now_ms
+                    || due(m.revoke_deadline_ms)
+                    || due(m.join_deadline_ms)
+                    || due(m.sync_deadline_ms)
             })
             .map(|m| m.id.clone())
             .collect();
         for id in expired {
+            if self.fence_downgrades(&id, classic_max_size) {
+                return Some(id);
+            }
             self.remove_member(gid, &id, records);
+        }
+        None
+    }
+
+    /// A restarted static member (`new_id`) takes over its previous incarnation's (`old`)
+    /// target, so nobody else's assignment moves (KIP-345 for KIP-848). The old member's
+    /// partitions are released (it stopped); the new one reconciles to the same target
+    /// without a new group epoch. The protocol-specific fields are the caller's to set.
+    fn replace_static(
+        &mut self,
+        gid: &str,
+        old: &str,
+        new_id: &str,
+        now_ms: i64,
+        records: &mut Vec<Record>,
+    ) {
+        let target = self.target.remove(old);
+        let prev = self.members.remove(old);
+        self.release_all(old);
+        Self::member_records_removed(gid, old, records);
+        // Same subscription, so its counts stay as they are.
+        let mut m = ConsumerMember::new(new_id.to_owned(), now_ms);
+        if let Some(p) = prev {
+            m.subscribed_names = p.subscribed_names;
+            m.regex = p.regex;
+            m.server_assignor = p.server_assignor;
+            m.rack_id = p.rack_id;
+            m.rebalance_timeout_ms = p.rebalance_timeout_ms;
+            m.instance_id = p.instance_id;
+        }
+        if let Some(inst) = &m.instance_id {
+            self.static_members.insert(inst.clone(), new_id.to_owned());
+        }
+        self.members.insert(new_id.to_owned(), m);
+        if let Some(t) = target {
+            let v = ConsumerGroupTargetAssignmentMemberValue {
+                topic_partitions: to_topic_partitions(&t),
+            };
+            records.push((
+                consumer_group_target_member_key(gid, new_id),
+                Some(v.encode()),
+            ));
+            self.target.insert(new_id.to_owned(), t);
         }
     }
 
@@ -551,44 +639,19 @@ impl ConsumerGroup {
             if let Some(inst) = &hb.instance_id {
                 match self.static_members.get(inst).cloned() {
                     Some(old) if old != member_id => {
-                        let old_epoch = self.members.get(&old).map_or(0, |m| m.epoch);
-                        if old_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH {
+                        // A classic member's instance is taken over at once (its protocol
+                        // has no "leaving for now"), as Kafka does.
+                        let releasable = self.members.get(&old).is_none_or(|m| {
+                            m.epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH || m.classic.is_some()
+                        });
+                        if !releasable {
                             return Err((
                                 code::UNRELEASED_INSTANCE_ID,
                                 format!("Static member {inst} is still in use by {old}."),
                             ));
                         }
-                        // A restarted static member takes over its previous incarnation's
-                        // target, so nobody else's assignment moves (KIP-345 for KIP-848).
-                        // The old member's partitions are released (it stopped); the new
-                        // one reconciles to the same target without a new group epoch.
-                        let target = self.target.remove(&old);
-                        let prev = self.members.remove(&old);
-                        self.release_all(&old);
-                        Self::member_records_removed(gid, &old, records);
-                        // Same subscription, so its counts stay as they are.
-                        let mut m = ConsumerMember::new(member_id.clone(), now);
-                        if let Some(p) = prev {
-                            m.subscribed_names = p.subscribed_names;
-                            m.regex = p.regex;
-                            m.server_assignor = p.server_assignor;
-                            m.rack_id = p.rack_id;
-                            m.rebalance_timeout_ms = p.rebalance_timeout_ms;
-                        }
-                        m.instance_id = Some(inst.clone());
-                        self.static_members.insert(inst.clone(), member_id.clone());
-                        self.members.insert(member_id.clone(), m);
+                        self.replace_static(gid, &old, &member_id, now, records);
                         is_new = true;
-                        if let Some(t) = target {
-                            let v = ConsumerGroupTargetAssignmentMemberValue {
-                                topic_partitions: to_topic_partitions(&t),
-                            };
-                            records.push((
-                                consumer_group_target_member_key(gid, &member_id),
-                                Some(v.encode()),
-                            ));
-                            self.target.insert(member_id.clone(), t);
-                        }
                     }
                     _ => {}
                 }
@@ -864,13 +927,13 @@ impl ConsumerGroup {
         let next = match m.state {
             MemberState::Stable if m.epoch == self.target_epoch => None,
             MemberState::Stable | MemberState::UnreleasedPartitions => {
-                Some(self.next_assignment(&m, &target))
+                Some(self.next_assignment(&m, &target, owned))
             }
             MemberState::UnrevokedPartitions => {
                 if owns_any(owned, &m.revoking) {
                     None
                 } else {
-                    Some(self.next_assignment(&m, &target))
+                    Some(self.next_assignment(&m, &target, owned))
                 }
             }
             MemberState::Unknown => {
@@ -883,7 +946,7 @@ impl ConsumerGroup {
                 let mut reset = m.clone();
                 reset.assigned.clear();
                 reset.revoking.clear();
-                Some(self.next_assignment(&reset, &target))
+                Some(self.next_assignment(&reset, &target, owned))
             }
         };
         if let Some((state, epoch, assigned, revoking)) = next {
@@ -911,11 +974,13 @@ impl ConsumerGroup {
         Ok(())
     }
 
-    /// The member's next (state, epoch, assigned, revoking) given its target.
+    /// The member's next (state, epoch, assigned, revoking) given its target and what it
+    /// reports to own (`None`: not reported, so it may own everything it was given).
     fn next_assignment(
         &self,
         m: &ConsumerMember,
         target: &Assignment,
+        owned: Option<&[OwnedPartitions]>,
     ) -> (MemberState, i32, Assignment, Assignment) {
         let mut kept = Assignment::new();
         let mut revoke = Assignment::new();
@@ -944,8 +1009,9 @@ impl ConsumerGroup {
                 }
             }
         }
-        if !revoke.is_empty() {
-            // Revoke first; the epoch moves only once the member has let go.
+        if !revoke.is_empty() && owns_any(owned, &revoke) {
+            // Revoke first; the epoch moves only once the member has let go. A member that
+            // already gave them up (an eager classic member rejoining) moves on at once.
             return (MemberState::UnrevokedPartitions, m.epoch, kept, revoke);
         }
         for (t, ps) in add {
@@ -1055,8 +1121,8 @@ impl ConsumerGroup {
                 dm.assignment = describe(&m.assigned);
                 dm.target_assignment =
                     describe(self.target.get(&m.id).unwrap_or(&Assignment::new()));
-                // v1: 1 = a member using the consumer protocol (0 would be a classic one).
-                dm.member_type = 1;
+                // v1: 0 = a classic member (online migration), 1 = the consumer protocol.
+                dm.member_type = if m.classic.is_some() { 0 } else { 1 };
                 dm
             })
             .collect();

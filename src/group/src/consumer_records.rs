@@ -80,8 +80,8 @@ pub struct ConsumerGroupMemberMetadataValue {
     pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
-    /// Kafka's tagged `ClassicMemberMetadata` (tag 0); kept so a member Kafka converted from a
-    /// classic group round-trips.
+    /// Kafka's tagged `ClassicMemberMetadata` (tag 0): set for a member that speaks the classic
+    /// protocol inside a consumer group (online migration).
     pub classic_member_metadata: Option<ClassicMemberMetadata>,
 }
 

@@ -23,21 +23,21 @@ use crate::{
     code, Effect, GroupConfig, GroupCoordinator, Record, ReplyToken, RequestCtx, Response,
 };
 
-const G: &str = "cg";
+pub(crate) const G: &str = "cg";
 
-fn s(x: &str) -> StrBytes {
+pub(crate) fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_owned())
 }
 
 /// A topic table: name -> (id, partitions).
 #[derive(Default)]
-struct Topics {
+pub(crate) struct Topics {
     version: u64,
     by_name: BTreeMap<String, (Uuid, i32)>,
 }
 
 impl Topics {
-    fn add(&mut self, name: &str, partitions: i32) -> Uuid {
+    pub(crate) fn add(&mut self, name: &str, partitions: i32) -> Uuid {
         let id = Uuid::from_u128(0x5100_0000 + self.by_name.len() as u128 + 1);
         self.by_name.insert(name.to_owned(), (id, partitions));
         self.version += 1;
@@ -65,24 +65,24 @@ impl TopicsView for Topics {
     }
 }
 
-struct H {
-    c: GroupCoordinator,
-    topics: Topics,
-    now: i64,
+pub(crate) struct H {
+    pub(crate) c: GroupCoordinator,
+    pub(crate) topics: Topics,
+    pub(crate) now: i64,
     next: u64,
-    log: Vec<Record>,
+    pub(crate) log: Vec<Record>,
 }
 
 /// What a member believes: its id, epoch and owned partitions.
 #[derive(Clone, Debug)]
-struct Client {
-    id: String,
-    epoch: i32,
-    owned: BTreeMap<Uuid, BTreeSet<i32>>,
+pub(crate) struct Client {
+    pub(crate) id: String,
+    pub(crate) epoch: i32,
+    pub(crate) owned: BTreeMap<Uuid, BTreeSet<i32>>,
 }
 
 impl H {
-    fn new() -> H {
+    pub(crate) fn new() -> H {
         H {
             c: GroupCoordinator::new(GroupConfig::default()),
             topics: Topics::default(),
@@ -92,7 +92,7 @@ impl H {
         }
     }
 
-    fn ctx(&mut self, v: i16) -> RequestCtx<'static> {
+    pub(crate) fn ctx(&mut self, v: i16) -> RequestCtx<'static> {
         self.next += 1;
         RequestCtx {
             token: ReplyToken(self.next),
@@ -104,7 +104,7 @@ impl H {
     }
 
     /// Performs effects: records go to the log; returns the reply of `token`.
-    fn absorb(&mut self, token: ReplyToken, effects: Vec<Effect>) -> Option<Response> {
+    pub(crate) fn absorb(&mut self, token: ReplyToken, effects: Vec<Effect>) -> Option<Response> {
         let mut out = None;
         for e in effects {
             match e {
@@ -124,7 +124,10 @@ impl H {
         out
     }
 
-    fn heartbeat(&mut self, req: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+    pub(crate) fn heartbeat(
+        &mut self,
+        req: ConsumerGroupHeartbeatRequest,
+    ) -> ConsumerGroupHeartbeatResponse {
         let ctx = self.ctx(1);
         let effects = self.c.consumer_group_heartbeat(ctx, req, &self.topics);
         match self.absorb(ctx.token, effects) {
@@ -133,7 +136,7 @@ impl H {
         }
     }
 
-    fn join(&mut self, id: &str, topics: &[&str]) -> Client {
+    pub(crate) fn join(&mut self, id: &str, topics: &[&str]) -> Client {
         let mut c = Client {
             id: id.to_owned(),
             epoch: 0,
@@ -147,7 +150,7 @@ impl H {
 
     /// One heartbeat of `c` reporting what it owns; applies the answer as a client does
     /// (revoking what is no longer assigned, then taking what is).
-    fn beat(&mut self, c: &mut Client) -> ConsumerGroupHeartbeatResponse {
+    pub(crate) fn beat(&mut self, c: &mut Client) -> ConsumerGroupHeartbeatResponse {
         let mut req = ConsumerGroupHeartbeatRequest::default();
         req.group_id = GroupId(s(G));
         req.member_id = s(&c.id);
@@ -162,7 +165,7 @@ impl H {
     }
 
     /// Heartbeats every client until the group is stable (bounded).
-    fn settle(&mut self, clients: &mut [&mut Client]) {
+    pub(crate) fn settle(&mut self, clients: &mut [&mut Client]) {
         for _ in 0..10 {
             for c in clients.iter_mut() {
                 let r = self.beat(c);
@@ -176,7 +179,11 @@ impl H {
     }
 }
 
-fn join_req(id: &str, topics: &[&str], instance: Option<&str>) -> ConsumerGroupHeartbeatRequest {
+pub(crate) fn join_req(
+    id: &str,
+    topics: &[&str],
+    instance: Option<&str>,
+) -> ConsumerGroupHeartbeatRequest {
     let mut req = ConsumerGroupHeartbeatRequest::default();
     req.group_id = GroupId(s(G));
     req.member_id = s(id);
@@ -211,12 +218,12 @@ fn apply(c: &mut Client, r: &ConsumerGroupHeartbeatResponse) {
     }
 }
 
-fn count(c: &Client) -> usize {
+pub(crate) fn count(c: &Client) -> usize {
     c.owned.values().map(|p| p.len()).sum()
 }
 
 /// No partition owned by two clients at once.
-fn disjoint(clients: &[&Client]) {
+pub(crate) fn disjoint(clients: &[&Client]) {
     let mut seen = BTreeSet::new();
     for c in clients {
         for (t, ps) in &c.owned {

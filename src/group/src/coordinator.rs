@@ -33,22 +33,22 @@ use sluice_codec::kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, TopicName, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
 use crate::assignor::Assignor;
 use crate::consumer::{
-    compile_regex, ConsumerGroup, ConsumerGroupState, Heartbeat, TopicsView,
-    CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
-    SUBSCRIBED_TOPICS_MAX,
+    compile_regex, release_parked, ClassicCall, ClassicJoin, ConsumerGroup, ConsumerGroupState,
+    Heartbeat, TopicsView, CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS,
+    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH, SUBSCRIBED_TOPICS_MAX,
 };
 use crate::consumer_records::{
     ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupMemberMetadataValue,
     ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
     ConsumerGroupTargetAssignmentMetadataValue,
 };
-use crate::effect::{Effect, Record, RequestCtx, Response};
+use crate::effect::{Effect, Record, ReplyToken, RequestCtx, Response};
 use crate::error::{code, GroupError};
 use crate::group::{
     join_error, sb, sync_response, ClassicGroup, ClassicState, Group, GroupKind, JoinArgs, Out,
@@ -110,6 +110,8 @@ pub struct GroupConfig {
     pub consumer_session_timeout_ms: i32,
     /// KIP-848 consumer groups: `group.consumer.heartbeat.interval.ms`.
     pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.migration.policy`.
+    pub consumer_migration_policy: MigrationPolicy,
     pub groups_max: usize,
     pub member_metadata_max_bytes: usize,
     pub offset_metadata_max_bytes: usize,
@@ -127,10 +129,48 @@ impl Default for GroupConfig {
             group_max_size: GROUP_MEMBERS_MAX,
             consumer_session_timeout_ms: CONSUMER_SESSION_TIMEOUT_MS,
             consumer_heartbeat_interval_ms: CONSUMER_HEARTBEAT_INTERVAL_MS,
+            consumer_migration_policy: MigrationPolicy::Bidirectional,
             groups_max: GROUPS_MAX,
             member_metadata_max_bytes: MEMBER_METADATA_BYTES_MAX,
             offset_metadata_max_bytes: OFFSET_METADATA_BYTES_MAX,
         }
+    }
+}
+
+/// `group.consumer.migration.policy`: which conversions of a group *with members* between
+/// the classic and the consumer protocol happen online (empty groups always convert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    /// Kafka's names, case-insensitive.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "disabled" => Some(MigrationPolicy::Disabled),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            _ => None,
+        }
+    }
+
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Upgrade | MigrationPolicy::Bidirectional
+        )
+    }
+
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Downgrade | MigrationPolicy::Bidirectional
+        )
     }
 }
 
@@ -240,7 +280,7 @@ impl GroupCoordinator {
     ) -> Vec<Effect> {
         let mut out = Out::default();
         let mut records = Vec::new();
-        let response = match self.heartbeat_inner(&ctx, &req, topics, &mut records) {
+        let response = match self.heartbeat_inner(&ctx, &req, topics, &mut records, &mut out) {
             Ok(r) => r,
             Err((error, message)) => {
                 let mut r = ConsumerGroupHeartbeatResponse::default();
@@ -251,14 +291,7 @@ impl GroupCoordinator {
         };
         // An error may follow records already produced (a conversion): they are kept.
         let response = Response::ConsumerGroupHeartbeat(response);
-        if records.is_empty() {
-            out.reply(ctx.token, response);
-        } else {
-            out.effects.push(Effect::PersistThenReply {
-                records,
-                replies: vec![(ctx.token, response)],
-            });
-        }
+        persist_then_reply(&mut out, records, ctx.token, response);
         if let Some(at) = self
             .groups
             .get(req.group_id.0.as_str())
@@ -278,6 +311,7 @@ impl GroupCoordinator {
         req: &ConsumerGroupHeartbeatRequest,
         topics: &dyn TopicsView,
         records: &mut Vec<Record>,
+        out: &mut Out,
     ) -> Result<ConsumerGroupHeartbeatResponse, (i16, String)> {
         let hb = validate_heartbeat(ctx, req, &self.config)?;
         let gid = req.group_id.0.as_str();
@@ -309,6 +343,29 @@ impl GroupCoordinator {
                 }
                 records.push((group_metadata_key(gid), None));
             }
+            // Kafka's online upgrade: a classic group of consumers with members becomes a
+            // consumer group whose members keep the classic protocol.
+            Some(GroupKind::Classic(c))
+                if joining
+                    && self.config.consumer_migration_policy.upgrades()
+                    && c.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE)
+                    && c.members.len() <= self.config.group_max_size
+                    && c.state != ClassicState::Dead =>
+            {
+                let Some(cg) = ConsumerGroup::from_classic(c, topics, ctx.now_ms) else {
+                    return Err((
+                        code::GROUP_ID_NOT_FOUND,
+                        format!("Cannot upgrade classic group {gid}: its embedded consumer protocol is malformed."),
+                    ));
+                };
+                cg.conversion_records(gid, records);
+                if let Some(g) = self.groups.get_mut(gid) {
+                    if let GroupKind::Classic(c) = &mut g.kind {
+                        release_parked(c, out);
+                    }
+                    g.kind = GroupKind::Consumer(cg);
+                }
+            }
             Some(GroupKind::Classic(_)) => {
                 return Err((
                     code::GROUP_ID_NOT_FOUND,
@@ -317,13 +374,30 @@ impl GroupCoordinator {
             }
             Some(GroupKind::Consumer(_)) => {}
         }
-        let Some(Group {
-            kind: GroupKind::Consumer(cg),
-            ..
-        }) = self.groups.get_mut(gid)
-        else {
+        let cfg = &self.config;
+        let Some(group) = self.groups.get_mut(gid) else {
             return Err((code::COORDINATOR_NOT_AVAILABLE, String::new()));
         };
+        let GroupKind::Consumer(cg) = &mut group.kind else {
+            return Err((code::COORDINATOR_NOT_AVAILABLE, String::new()));
+        };
+        // Kafka's online downgrade: the last member using the consumer protocol leaves.
+        if hb.member_epoch == LEAVE_GROUP_MEMBER_EPOCH && cfg.consumer_migration_policy.downgrades()
+        {
+            let leaving = match &hb.instance_id {
+                Some(inst) => cg.static_members.get(inst).cloned(),
+                None => Some(hb.member_id.clone()),
+            };
+            if let Some(leaving) = leaving.filter(|l| cg.fence_downgrades(l, cfg.group_max_size)) {
+                let mut c = cg.to_classic(gid, &leaving, Some(topics), ctx.now_ms, records);
+                c.prepare_rebalance(cfg, ctx.now_ms, out);
+                group.kind = GroupKind::Classic(c);
+                let mut r = ConsumerGroupHeartbeatResponse::default();
+                r.member_id = Some(sb(&hb.member_id));
+                r.member_epoch = LEAVE_GROUP_MEMBER_EPOCH;
+                return Ok(r);
+            }
+        }
         cg.heartbeat(gid, hb, topics, records)
     }
 
@@ -371,15 +445,28 @@ impl GroupCoordinator {
 
     // ---- JoinGroup ------------------------------------------------------------------------
 
-    pub fn join_group(&mut self, ctx: RequestCtx<'_>, req: JoinGroupRequest) -> Vec<Effect> {
+    /// JoinGroup: to a classic group, or as a classic member of a consumer group (whose
+    /// assignment needs `topics`).
+    pub fn join_group(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: JoinGroupRequest,
+        topics: &dyn TopicsView,
+    ) -> Vec<Effect> {
         let mut out = Out::default();
         let gid = req.group_id.0.as_str().to_owned();
-        self.join_inner(ctx, req, &mut out);
+        self.join_inner(ctx, req, topics, &mut out);
         self.persist_if_emptied(&gid, &mut out);
         self.finish(out, ctx.now_ms)
     }
 
-    fn join_inner(&mut self, ctx: RequestCtx<'_>, req: JoinGroupRequest, out: &mut Out) {
+    fn join_inner(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: JoinGroupRequest,
+        topics: &dyn TopicsView,
+        out: &mut Out,
+    ) {
         let v = ctx.api_version;
         let member_id = req.member_id.as_str().to_owned();
         let fail = |out: &mut Out, c: i16| {
@@ -428,22 +515,6 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get_mut(gid) else {
             return;
         };
-        // An empty consumer-protocol group turns classic again (Kafka's offline downgrade);
-        // one with members refuses the classic protocol.
-        if let GroupKind::Consumer(cg) = &group.kind {
-            if !cg.members.is_empty() {
-                return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
-            }
-            out.effects
-                .push(Effect::Persist(ConsumerGroup::deletion_records(gid)));
-            group.kind = GroupKind::Classic(ClassicGroup::new(ctx.now_ms));
-        }
-        let GroupKind::Classic(c) = &mut group.kind else {
-            return;
-        };
-        if c.state == ClassicState::Dead {
-            return fail(out, code::COORDINATOR_NOT_AVAILABLE);
-        }
         // Duplicate protocol names: keep the first, as Kafka's LinkedHashMap-free list would
         // make the second unreachable anyway. The metadata is copied out: a slice would keep
         // the whole request buffer alive for as long as the member lives, while
@@ -460,6 +531,47 @@ impl GroupCoordinator {
                 )
             })
             .collect();
+        let instance_id = req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
+        if let GroupKind::Consumer(cg) = &mut group.kind {
+            // A consumer group with members takes classic members (online migration).
+            if !cg.members.is_empty() {
+                let j = ClassicJoin {
+                    member_id: member_id.clone(),
+                    instance_id,
+                    version: v,
+                    session_timeout_ms: req.session_timeout_ms,
+                    rebalance_timeout_ms,
+                    protocol_type: req.protocol_type.as_str(),
+                    protocols,
+                    client_id: ctx.client_id,
+                    client_host: ctx.client_host,
+                    now_ms: ctx.now_ms,
+                    group_max_size: cfg.group_max_size,
+                };
+                let mut records = Vec::new();
+                let r = cg
+                    .classic_join(gid, j, topics, &mut records)
+                    .unwrap_or_else(|e| join_error(e, &member_id, v));
+                persist_then_reply(out, records, ctx.token, Response::JoinGroup(r));
+                if let Some(at) = cg.next_deadline() {
+                    out.wake(at);
+                }
+                return;
+            }
+            // An empty one turns classic again (Kafka's offline downgrade).
+            out.effects
+                .push(Effect::Persist(ConsumerGroup::deletion_records(gid)));
+            group.kind = GroupKind::Classic(ClassicGroup::new(ctx.now_ms));
+        }
+        let GroupKind::Classic(c) = &mut group.kind else {
+            return;
+        };
+        if c.state == ClassicState::Dead {
+            return fail(out, code::COORDINATOR_NOT_AVAILABLE);
+        }
         if !c.supports_protocols(req.protocol_type.as_str(), &protocols) {
             return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
         }
@@ -469,10 +581,7 @@ impl GroupCoordinator {
             now_ms: ctx.now_ms,
             client_id: ctx.client_id,
             client_host: ctx.client_host,
-            instance_id: req
-                .group_instance_id
-                .as_ref()
-                .map(|s| s.as_str().to_owned()),
+            instance_id,
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms,
             protocol_type: req.protocol_type.as_str().to_owned(),
@@ -493,16 +602,48 @@ impl GroupCoordinator {
 
     // ---- SyncGroup ------------------------------------------------------------------------
 
-    pub fn sync_group(&mut self, ctx: RequestCtx<'_>, req: SyncGroupRequest) -> Vec<Effect> {
+    /// SyncGroup: to a classic group, or from a classic member of a consumer group (whose
+    /// assignment is encoded with the names in `topics`).
+    pub fn sync_group(
+        &mut self,
+        ctx: RequestCtx<'_>,
+        req: SyncGroupRequest,
+        topics: &dyn TopicsView,
+    ) -> Vec<Effect> {
         let mut out = Out::default();
         let cfg = &self.config;
         let member_id = req.member_id.as_str();
         match self.groups.get_mut(req.group_id.0.as_str()) {
-            None
-            | Some(Group {
-                kind: GroupKind::Consumer(_),
+            Some(Group {
+                kind: GroupKind::Consumer(cg),
                 ..
             }) => {
+                let call = ClassicCall {
+                    member_id,
+                    instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
+                    generation: req.generation_id,
+                    now_ms: ctx.now_ms,
+                };
+                let mut r = SyncGroupResponse::default();
+                match cg.classic_sync(
+                    call,
+                    req.protocol_type.as_ref().map(|s| s.as_str()),
+                    req.protocol_name.as_ref().map(|s| s.as_str()),
+                    topics,
+                ) {
+                    Ok((assignment, protocol)) => {
+                        r.protocol_type = Some(sb(CONSUMER_PROTOCOL_TYPE));
+                        r.protocol_name = Some(sb(&protocol));
+                        r.assignment = assignment;
+                    }
+                    Err(e) => r.error_code = e,
+                }
+                out.reply(ctx.token, Response::SyncGroup(r));
+                if let Some(at) = cg.next_deadline() {
+                    out.wake(at);
+                }
+            }
+            None => {
                 let r = sync_response(
                     code::UNKNOWN_MEMBER_ID,
                     &ClassicGroup::new(ctx.now_ms),
@@ -574,11 +715,22 @@ impl GroupCoordinator {
         let mut out = Out::default();
         let member_id = req.member_id.as_str();
         let error = match self.groups.get_mut(req.group_id.0.as_str()) {
-            None
-            | Some(Group {
-                kind: GroupKind::Consumer(_),
+            None => code::UNKNOWN_MEMBER_ID,
+            Some(Group {
+                kind: GroupKind::Consumer(cg),
                 ..
-            }) => code::UNKNOWN_MEMBER_ID,
+            }) => {
+                let e = cg.classic_heartbeat(ClassicCall {
+                    member_id,
+                    instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
+                    generation: req.generation_id,
+                    now_ms: ctx.now_ms,
+                });
+                if let Some(at) = cg.next_deadline() {
+                    out.wake(at);
+                }
+                e
+            }
             Some(Group {
                 kind: GroupKind::Classic(c),
                 ..
@@ -635,12 +787,16 @@ impl GroupCoordinator {
         let cfg = &self.config;
         let mut results = Vec::with_capacity(leaving.len());
         let mut top = code::NONE;
+        let mut records = Vec::new();
         match self.groups.get_mut(req.group_id.0.as_str()) {
-            None
-            | Some(Group {
-                kind: GroupKind::Consumer(_),
+            None => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
+            Some(Group {
+                id,
+                kind: GroupKind::Consumer(cg),
                 ..
-            }) => results.extend(leaving.iter().map(|_| code::UNKNOWN_MEMBER_ID)),
+            }) => results.extend(leaving.iter().map(|(member_id, instance)| {
+                cg.classic_leave(id, member_id, instance.as_deref(), &mut records)
+            })),
             Some(Group {
                 kind: GroupKind::Classic(c),
                 ..
@@ -701,7 +857,7 @@ impl GroupCoordinator {
                 results.first().copied().unwrap_or(code::NONE)
             };
         }
-        out.reply(ctx.token, Response::LeaveGroup(r));
+        persist_then_reply(&mut out, records, ctx.token, Response::LeaveGroup(r));
         self.persist_if_emptied(req.group_id.0.as_str(), &mut out);
         self.finish(out, ctx.now_ms)
     }
@@ -1395,7 +1551,20 @@ impl GroupCoordinator {
         for group in self.groups.values_mut() {
             match &mut group.kind {
                 GroupKind::Classic(c) => c.tick(cfg, now_ms, &mut out),
-                GroupKind::Consumer(cg) => cg.tick(&group.id, now_ms, &mut records),
+                GroupKind::Consumer(cg) => {
+                    let max = if cfg.consumer_migration_policy.downgrades() {
+                        cfg.group_max_size
+                    } else {
+                        0
+                    };
+                    if let Some(fenced) = cg.tick(&group.id, now_ms, max, &mut records) {
+                        // The last consumer-protocol member timed out: the group turns
+                        // classic, and its members rejoin to be reassigned.
+                        let mut c = cg.to_classic(&group.id, &fenced, None, now_ms, &mut records);
+                        c.prepare_rebalance(cfg, now_ms, &mut out);
+                        group.kind = GroupKind::Classic(c);
+                    }
+                }
             }
         }
         if !records.is_empty() {
@@ -1764,6 +1933,15 @@ fn validate_consumer_commit(
     let Some(m) = cg.members.get(member_id) else {
         return code::UNKNOWN_MEMBER_ID;
     };
+    // A classic member (online migration) commits as it would to a classic group: any
+    // version, its epoch as the generation.
+    if m.classic.is_some() {
+        return if epoch == m.epoch {
+            code::NONE
+        } else {
+            code::ILLEGAL_GENERATION
+        };
+    }
     if !transactional && ctx.api_version < 9 {
         return code::UNSUPPORTED_VERSION;
     }
@@ -1774,6 +1952,18 @@ fn validate_consumer_commit(
         return code::STALE_MEMBER_EPOCH;
     }
     code::NONE
+}
+
+/// Answers `token` once `records` (if any) are durable.
+fn persist_then_reply(out: &mut Out, records: Vec<Record>, token: ReplyToken, response: Response) {
+    if records.is_empty() {
+        out.reply(token, response);
+    } else {
+        out.effects.push(Effect::PersistThenReply {
+            records,
+            replies: vec![(token, response)],
+        });
+    }
 }
 
 /// The metadata record of a group whose rebalance just ended with no members, so a restart

@@ -361,7 +361,7 @@ impl ClassicGroup {
         best.map(|(n, _)| n.to_owned())
     }
 
-    fn compute_subscribed_topics(&self) -> Option<HashSet<String>> {
+    pub(crate) fn compute_subscribed_topics(&self) -> Option<HashSet<String>> {
         if self.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
             return None;
         }
@@ -731,7 +731,7 @@ impl ClassicGroup {
         }
     }
 
-    fn prepare_rebalance(&mut self, cfg: &GroupConfig, now_ms: i64, out: &mut Out) {
+    pub(crate) fn prepare_rebalance(&mut self, cfg: &GroupConfig, now_ms: i64, out: &mut Out) {
         if self.state == ClassicState::CompletingRebalance {
             // The leader's assignment for this generation will never be used: tell every member
             // waiting in SyncGroup to rejoin.

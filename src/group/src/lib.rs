@@ -69,16 +69,18 @@ pub mod consumer;
 pub mod consumer_records;
 pub mod coordinator;
 pub mod effect;
+pub mod embedded;
 pub mod error;
 mod group;
 pub mod records;
 
 pub use consumer::{ConsumerGroupState, TopicsView};
 pub use coordinator::{
-    GroupConfig, GroupCoordinator, GROUPS_MAX, GROUP_MEMBERS_MAX, INITIAL_REBALANCE_DELAY_MS,
-    MEMBER_METADATA_BYTES_MAX, MEMBER_PROTOCOLS_MAX, NEW_MEMBER_JOIN_TIMEOUT_MS,
-    OFFSETS_RETENTION_CHECK_INTERVAL_MS, OFFSETS_RETENTION_MS, OFFSETS_TOPIC_PARTITIONS,
-    OFFSET_METADATA_BYTES_MAX, SESSION_TIMEOUT_MAX_MS, SESSION_TIMEOUT_MIN_MS,
+    GroupConfig, GroupCoordinator, MigrationPolicy, GROUPS_MAX, GROUP_MEMBERS_MAX,
+    INITIAL_REBALANCE_DELAY_MS, MEMBER_METADATA_BYTES_MAX, MEMBER_PROTOCOLS_MAX,
+    NEW_MEMBER_JOIN_TIMEOUT_MS, OFFSETS_RETENTION_CHECK_INTERVAL_MS, OFFSETS_RETENTION_MS,
+    OFFSETS_TOPIC_PARTITIONS, OFFSET_METADATA_BYTES_MAX, SESSION_TIMEOUT_MAX_MS,
+    SESSION_TIMEOUT_MIN_MS,
 };
 pub use effect::{
     persist_failed, persist_failed_with, Effect, Record, ReplyToken, RequestCtx, Response,
@@ -89,5 +91,7 @@ pub use records::partition_for;
 
 #[cfg(test)]
 mod consumer_tests;
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod tests;

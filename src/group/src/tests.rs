@@ -33,6 +33,22 @@ use crate::{
     GroupCoordinator, Record, ReplyToken, RequestCtx, Response,
 };
 
+/// Classic groups never look topics up.
+struct NoTopics;
+
+impl crate::consumer::TopicsView for NoTopics {
+    fn version(&self) -> u64 {
+        0
+    }
+    fn by_name(&self, _: &str) -> Option<(uuid::Uuid, i32)> {
+        None
+    }
+    fn by_id(&self, _: &uuid::Uuid) -> Option<(&str, i32)> {
+        None
+    }
+    fn for_each_name(&self, _: &mut dyn FnMut(&str)) {}
+}
+
 const G: &str = "g1";
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 20_000;
@@ -184,7 +200,7 @@ impl H {
                 p
             })
             .collect();
-        let e = self.c.join_group(ctx, req);
+        let e = self.c.join_group(ctx, req, &NoTopics);
         self.absorb(e);
         ctx.token
     }
@@ -227,7 +243,7 @@ impl H {
                 x
             })
             .collect();
-        let e = self.c.sync_group(ctx, req);
+        let e = self.c.sync_group(ctx, req, &NoTopics);
         self.absorb(e);
         ctx.token
     }
@@ -930,7 +946,7 @@ fn protocol_mismatch_is_inconsistent() {
     req.member_id = s(&members[0]);
     req.protocol_type = Some(s("consumer"));
     req.protocol_name = Some(s("roundrobin"));
-    let e = h.c.sync_group(ctx, req);
+    let e = h.c.sync_group(ctx, req, &NoTopics);
     h.absorb(e);
     assert_eq!(
         h.sync_resp(ctx.token).unwrap().0,
@@ -946,7 +962,7 @@ fn bad_join_inputs() {
     req.group_id = GroupId(s(G));
     req.session_timeout_ms = 1;
     req.protocol_type = s("consumer");
-    let e = h.c.join_group(ctx, req.clone());
+    let e = h.c.join_group(ctx, req.clone(), &NoTopics);
     h.absorb(e);
     assert_eq!(
         h.join_resp(ctx.token).unwrap().error_code,
@@ -954,7 +970,7 @@ fn bad_join_inputs() {
     );
     req.group_id = GroupId(s(""));
     let ctx = h.ctx(5);
-    let e = h.c.join_group(ctx, req);
+    let e = h.c.join_group(ctx, req, &NoTopics);
     h.absorb(e);
     assert_eq!(
         h.join_resp(ctx.token).unwrap().error_code,
@@ -989,7 +1005,7 @@ fn bad_join_inputs() {
     let mut p = JoinGroupRequestProtocol::default();
     p.name = s("range");
     req.protocols.push(p);
-    let e = h.c.join_group(ctx, req);
+    let e = h.c.join_group(ctx, req, &NoTopics);
     h.absorb(e);
     h.at(i64::MAX - 1);
     h.at(i64::MAX);
@@ -1520,7 +1536,7 @@ fn members_keep_copies_not_slices_of_the_request() {
     a.member_id = s(&id);
     a.assignment = request.slice(sub.len()..sub.len() + 2);
     req.assignments = vec![a];
-    let e = h.c.sync_group(ctx, req);
+    let e = h.c.sync_group(ctx, req, &NoTopics);
     h.absorb(e);
     assert_eq!(
         h.sync_resp(ctx.token),

@@ -76,6 +76,9 @@ const USAGE: &str = "usage:
                [--leader-imbalance-check-interval-seconds S]
                [--leader-imbalance-per-broker-percentage P]
                [--controlled-shutdown-enable true|false]
+               [--group-consumer-session-timeout-ms MS]
+               [--group-consumer-heartbeat-interval-ms MS]
+               [--group-consumer-migration-policy disabled|upgrade|downgrade|bidirectional]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -244,8 +247,37 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 );
             }
             "--voters" => c.voters = sluice_rpc::parse_voters(&value("--voters")?)?,
+            "--group-consumer-session-timeout-ms" => {
+                c.groups.consumer_session_timeout_ms =
+                    value("--group-consumer-session-timeout-ms")?
+                        .parse()
+                        .map_err(|e| format!("--group-consumer-session-timeout-ms: {e}"))?;
+            }
+            "--group-consumer-heartbeat-interval-ms" => {
+                c.groups.consumer_heartbeat_interval_ms =
+                    value("--group-consumer-heartbeat-interval-ms")?
+                        .parse()
+                        .map_err(|e| format!("--group-consumer-heartbeat-interval-ms: {e}"))?;
+            }
+            "--group-consumer-migration-policy" => {
+                let v = value("--group-consumer-migration-policy")?;
+                c.groups.consumer_migration_policy = sluice_group::MigrationPolicy::from_name(&v)
+                    .ok_or_else(|| {
+                        format!("--group-consumer-migration-policy: {v} is not one of disabled, upgrade, downgrade, bidirectional")
+                    })?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    // Kafka's checks: both at least 1, and the interval below the session timeout.
+    let g = &c.groups;
+    if g.consumer_heartbeat_interval_ms < 1
+        || g.consumer_session_timeout_ms <= g.consumer_heartbeat_interval_ms
+    {
+        return Err(format!(
+            "--group-consumer-heartbeat-interval-ms ({}) must be at least 1 and below --group-consumer-session-timeout-ms ({})",
+            g.consumer_heartbeat_interval_ms, g.consumer_session_timeout_ms
+        ));
     }
     sluice_rpc::check_cluster_flags(c.node_id, c.rpc_listen, &c.voters)?;
     c.advertised_host = advertised.unwrap_or_else(|| c.listen.ip().to_string());
