@@ -2003,14 +2003,31 @@ async fn groups_placed_by_an_older_sluice_are_moved_to_kafkas_partition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_classic_group_upgrades_online_and_downgrades_back() {
+    // An eager classic consumer (librdkafka's default range,roundrobin).
+    online_migration(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_cooperative_classic_member_migrates_online() {
+    // A cooperative one keeps its other partitions while it gives some up (the classic
+    // member passes through UNREVOKED_PARTITIONS inside the consumer group).
+    online_migration(Some("cooperative-sticky")).await;
+}
+
+/// A classic group with one member is upgraded in place by a KIP-848 member joining, shares
+/// its partitions, and turns classic again when that member leaves; every record once.
+async fn online_migration(strategy: Option<&str>) {
     let broker = Broker::start();
     let b = broker.bootstrap();
     let topic = "migrate";
     let group = "migrate-group";
     create_topic(&b, topic).await;
     let early = produce_range(&b, topic, 0, 120).await;
-    // An eager classic consumer (librdkafka's default range,roundrobin) has the group alone.
-    let classic = Member::start("classic", &MemberCfg::new(&b, group, topic));
+    let mut classic_cfg = MemberCfg::new(&b, group, topic);
+    if let Some(s) = strategy {
+        classic_cfg = classic_cfg.strategy(s);
+    }
+    let classic = Member::start("classic", &classic_cfg);
     wait_split("the classic member alone", &[&classic.log], &[6]).await;
     wait_consumed("the first 120 records", &[&classic.log], &early).await;
 

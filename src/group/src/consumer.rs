@@ -247,6 +247,9 @@ pub(crate) struct ConsumerGroup {
     /// Regex -> matching topic names, valid for `regex_version` of the topics.
     regex_cache: HashMap<String, BTreeSet<String>>,
     regex_version: Option<u64>,
+    /// Names of the subscribed topics as last resolved, for the one place without a topic
+    /// table at hand: a downgrade on a timer, which must still record what members hold.
+    topic_names: HashMap<Uuid, String>,
 }
 
 /// What one heartbeat asks of the group, after validation.
@@ -390,7 +393,7 @@ impl ConsumerGroup {
         for r in regexes {
             names.extend(self.resolve_regex(&r, topics).iter().cloned());
         }
-        names
+        let subscribed: BTreeMap<Uuid, TopicSpec> = names
             .into_iter()
             .filter_map(|n| {
                 let (id, partitions) = topics.by_name(&n)?;
@@ -402,7 +405,26 @@ impl ConsumerGroup {
                     },
                 ))
             })
-            .collect()
+            .collect();
+        for (id, t) in &subscribed {
+            self.topic_names.insert(*id, t.name.clone());
+        }
+        // Names of topics no longer subscribed stay while members may hold them; pruned
+        // only once they outnumber the subscribed ones, so this stays O(topics) per call.
+        if self.topic_names.len() > 2 * subscribed.len() + 16 {
+            let held: BTreeSet<Uuid> = self.owners.keys().map(|(t, _)| *t).collect();
+            self.topic_names
+                .retain(|id, _| subscribed.contains_key(id) || held.contains(id));
+        }
+        subscribed
+    }
+
+    /// A topic's name: from `topics` when at hand, else as last resolved.
+    fn topic_name(&self, id: &Uuid, topics: Option<&dyn TopicsView>) -> Option<String> {
+        match topics {
+            Some(t) => t.by_id(id).map(|(n, _)| n.to_owned()),
+            None => self.topic_names.get(id).cloned(),
+        }
     }
 
     /// A hash of the subscribed topics' identity and size: the group epoch is bumped when it

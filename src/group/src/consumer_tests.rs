@@ -32,8 +32,8 @@ pub(crate) fn s(x: &str) -> StrBytes {
 /// A topic table: name -> (id, partitions).
 #[derive(Default)]
 pub(crate) struct Topics {
-    version: u64,
-    by_name: BTreeMap<String, (Uuid, i32)>,
+    pub(crate) version: u64,
+    pub(crate) by_name: BTreeMap<String, (Uuid, i32)>,
 }
 
 impl Topics {
@@ -195,7 +195,7 @@ pub(crate) fn join_req(
     req
 }
 
-fn owned(c: &Client) -> Vec<TopicPartitions> {
+pub(crate) fn owned(c: &Client) -> Vec<TopicPartitions> {
     c.owned
         .iter()
         .map(|(t, ps)| {
@@ -207,7 +207,7 @@ fn owned(c: &Client) -> Vec<TopicPartitions> {
         .collect()
 }
 
-fn apply(c: &mut Client, r: &ConsumerGroupHeartbeatResponse) {
+pub(crate) fn apply(c: &mut Client, r: &ConsumerGroupHeartbeatResponse) {
     c.epoch = r.member_epoch;
     if let Some(a) = &r.assignment {
         c.owned = a
@@ -549,10 +549,10 @@ fn replaying_the_records_rebuilds_the_group() {
 }
 
 /// A small seeded generator (xorshift), so a failing seed replays exactly.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -4,6 +4,8 @@
 //! last consumer-protocol member leaves or times out, and the records replaying to the same
 //! group.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use bytes::Bytes;
 use sluice_codec::kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use sluice_codec::kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -12,12 +14,13 @@ use sluice_codec::kafka_protocol::messages::{
     LeaveGroupRequest, SyncGroupRequest,
 };
 use sluice_codec::kafka_protocol::protocol::Encodable;
+use uuid::Uuid;
 
 use crate::consumer::ConsumerGroupState;
-use crate::consumer_tests::{count, disjoint, join_req, s, Client, G, H};
+use crate::consumer_tests::{apply, count, disjoint, join_req, owned, s, Client, Rng, G, H};
 use crate::embedded::{decode_assignment, encode_assignment};
 use crate::group::ClassicState;
-use crate::{code, GroupConfig, GroupCoordinator, Response};
+use crate::{code, Effect, GroupConfig, GroupCoordinator, Response};
 
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 20_000;
@@ -378,4 +381,486 @@ fn classic_requests_to_a_consumer_group_get_kafkas_errors() {
     assert_eq!(r.members[0].error_code, code::NONE);
     h.settle(&mut [&mut b]);
     assert_eq!(count(&b), 4);
+}
+
+// ---- a seeded simulation of mixed-protocol groups ------------------------------------------
+
+/// Where a simulated classic client is in its protocol.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Must (re)join next.
+    Out,
+    /// Waiting for the JoinGroup answer with this token.
+    Joining(u64),
+    /// Waiting for the SyncGroup answer with this token.
+    Syncing(u64),
+    Stable,
+}
+
+/// An eager classic consumer of topic `t` (librdkafka's default): gives up everything
+/// before it rejoins; as leader of a classic group it assigns round-robin.
+struct SimClassic {
+    id: String,
+    generation: i32,
+    owned: BTreeSet<i32>,
+    phase: Phase,
+    alive: bool,
+}
+
+/// A consumer-protocol client subscribed to `t` (and maybe `u`).
+struct SimModern {
+    c: Client,
+    topics: Vec<&'static str>,
+    alive: bool,
+}
+
+/// The coordinator with every reply kept by token, whichever call produced it (a parked
+/// JoinGroup or SyncGroup is answered by a later request, or by a conversion).
+struct Sim {
+    h: H,
+    mail: HashMap<u64, Response>,
+    classic: Vec<SimClassic>,
+    modern: Vec<SimModern>,
+    /// `SLUICE_MIGRATION_SIM_TRACE=1`: print every step.
+    trace: bool,
+}
+
+const SIM_SESSION: i32 = 30_000;
+const SIM_REBALANCE: i32 = 60_000;
+
+impl Sim {
+    fn run(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Reply(t, r) => {
+                    self.mail.insert(t.0, r);
+                }
+                Effect::PersistThenReply { records, replies } => {
+                    self.h.log.extend(records);
+                    for (t, r) in replies {
+                        self.mail.insert(t.0, r);
+                    }
+                }
+                Effect::Persist(records) => self.h.log.extend(records),
+                _ => {}
+            }
+        }
+    }
+
+    fn t_partitions(&self) -> i32 {
+        self.h.topics.by_name["t"].1
+    }
+
+    /// One step of classic client `i`: act on an answer, or send the next request.
+    fn classic_step(&mut self, i: usize) {
+        self.classic_step_inner(i);
+        if self.trace {
+            let c = &self.classic[i];
+            eprintln!(
+                "t={} classic {} gen {} {:?} owns {:?} | group {:?}/{:?} epoch {:?}",
+                self.h.now,
+                c.id,
+                c.generation,
+                c.phase,
+                c.owned,
+                self.h.c.group_state(G),
+                self.h.c.consumer_group_state(G),
+                self.h.c.generation(G)
+            );
+        }
+    }
+
+    fn classic_step_inner(&mut self, i: usize) {
+        let phase = self.classic[i].phase;
+        match phase {
+            Phase::Out => {
+                let ctx = self.h.ctx(7);
+                let mut req = JoinGroupRequest::default();
+                req.group_id = GroupId(s(G));
+                req.session_timeout_ms = SIM_SESSION;
+                req.rebalance_timeout_ms = SIM_REBALANCE;
+                req.member_id = s(&self.classic[i].id);
+                req.protocol_type = s("consumer");
+                let mut p = JoinGroupRequestProtocol::default();
+                p.name = s("range");
+                p.metadata = subscription(&["t"], &[]);
+                req.protocols = vec![p];
+                let effects = self.h.c.join_group(ctx, req, &self.h.topics);
+                self.run(effects);
+                self.classic[i].phase = Phase::Joining(ctx.token.0);
+            }
+            Phase::Joining(t) => {
+                let Some(r) = self.mail.remove(&t) else {
+                    return;
+                };
+                let Response::JoinGroup(r) = r else {
+                    panic!("{r:?}")
+                };
+                let c = &mut self.classic[i];
+                match r.error_code {
+                    code::NONE => {
+                        c.generation = r.generation_id;
+                        let mut assignments = Vec::new();
+                        if r.leader.as_str() == c.id && !r.members.is_empty() {
+                            let ids: Vec<String> =
+                                r.members.iter().map(|m| m.member_id.to_string()).collect();
+                            for (k, id) in ids.iter().enumerate() {
+                                let mine: Vec<i32> = (0..self.h.topics.by_name["t"].1)
+                                    .filter(|p| *p as usize % ids.len() == k)
+                                    .collect();
+                                let mut a = SyncGroupRequestAssignment::default();
+                                a.member_id = s(id);
+                                a.assignment = encode_assignment(1, &vec![("t".to_owned(), mine)]);
+                                assignments.push(a);
+                            }
+                        }
+                        let c = &self.classic[i];
+                        let ctx = self.h.ctx(5);
+                        let mut req = SyncGroupRequest::default();
+                        req.group_id = GroupId(s(G));
+                        req.generation_id = c.generation;
+                        req.member_id = s(&c.id);
+                        req.protocol_type = Some(s("consumer"));
+                        req.protocol_name = Some(s("range"));
+                        req.assignments = assignments;
+                        let effects = self.h.c.sync_group(ctx, req, &self.h.topics);
+                        self.run(effects);
+                        self.classic[i].phase = Phase::Syncing(ctx.token.0);
+                    }
+                    code::MEMBER_ID_REQUIRED => {
+                        c.id = r.member_id.to_string();
+                        c.phase = Phase::Out;
+                    }
+                    code::UNKNOWN_MEMBER_ID => {
+                        c.id.clear();
+                        c.phase = Phase::Out;
+                    }
+                    code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION => c.phase = Phase::Out,
+                    other => panic!("JoinGroup error {other}"),
+                }
+            }
+            Phase::Syncing(t) => {
+                let Some(r) = self.mail.remove(&t) else {
+                    return;
+                };
+                let Response::SyncGroup(r) = r else {
+                    panic!("{r:?}")
+                };
+                let c = &mut self.classic[i];
+                match r.error_code {
+                    code::NONE => {
+                        c.owned = decode_assignment(&r.assignment)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|(topic, _)| topic == "t")
+                            .flat_map(|(_, ps)| ps)
+                            .collect();
+                        c.phase = Phase::Stable;
+                    }
+                    code::UNKNOWN_MEMBER_ID => {
+                        c.id.clear();
+                        c.phase = Phase::Out;
+                    }
+                    code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION => c.phase = Phase::Out,
+                    other => panic!("SyncGroup error {other}"),
+                }
+            }
+            Phase::Stable => {
+                let ctx = self.h.ctx(4);
+                let mut req = HeartbeatRequest::default();
+                req.group_id = GroupId(s(G));
+                req.generation_id = self.classic[i].generation;
+                req.member_id = s(&self.classic[i].id);
+                let effects = self.h.c.heartbeat(ctx, req);
+                self.run(effects);
+                let Some(Response::Heartbeat(r)) = self.mail.remove(&ctx.token.0) else {
+                    panic!("no Heartbeat answer");
+                };
+                let c = &mut self.classic[i];
+                match r.error_code {
+                    code::NONE => {}
+                    // Eager: everything is given up before rejoining.
+                    code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION => {
+                        c.owned.clear();
+                        c.phase = Phase::Out;
+                    }
+                    code::UNKNOWN_MEMBER_ID => {
+                        c.owned.clear();
+                        c.id.clear();
+                        c.phase = Phase::Out;
+                    }
+                    other => panic!("Heartbeat error {other}"),
+                }
+            }
+        }
+    }
+
+    fn modern_step(&mut self, i: usize) {
+        let sc = &self.modern[i];
+        let mut req = join_req(&sc.c.id, &sc.topics, None);
+        req.member_epoch = sc.c.epoch;
+        req.topic_partitions = Some(owned(&sc.c));
+        let ctx = self.h.ctx(1);
+        let effects = self.h.c.consumer_group_heartbeat(ctx, req, &self.h.topics);
+        self.run(effects);
+        let Some(Response::ConsumerGroupHeartbeat(r)) = self.mail.remove(&ctx.token.0) else {
+            panic!("no heartbeat answer");
+        };
+        let sc = &mut self.modern[i];
+        if self.trace {
+            eprintln!(
+                "t={} modern {} epoch {} -> err {} epoch {} assignment {:?} | group {:?}/{:?}",
+                self.h.now,
+                sc.c.id,
+                sc.c.epoch,
+                r.error_code,
+                r.member_epoch,
+                r.assignment.as_ref().map(|a| a
+                    .topic_partitions
+                    .iter()
+                    .map(|t| t.partitions.clone())
+                    .collect::<Vec<_>>()),
+                self.h.c.group_state(G),
+                self.h.c.consumer_group_state(G),
+            );
+        }
+        match r.error_code {
+            code::NONE => apply(&mut sc.c, &r),
+            // Fenced, or its group became classic while it was away: start over.
+            code::FENCED_MEMBER_EPOCH | code::UNKNOWN_MEMBER_ID | code::GROUP_ID_NOT_FOUND => {
+                sc.c.owned.clear();
+                sc.c.epoch = 0;
+            }
+            other => panic!("heartbeat error {other}: {:?}", r.error_message),
+        }
+    }
+
+    /// Who believes they own what, among running clients.
+    fn check_disjoint(&self, seed: u64) {
+        let mut seen: HashMap<(String, i32), String> = HashMap::new();
+        let names: HashMap<Uuid, String> = self
+            .h
+            .topics
+            .by_name
+            .iter()
+            .map(|(n, (id, _))| (*id, n.clone()))
+            .collect();
+        let mut claim = |who: &str, topic: String, p: i32| {
+            if let Some(other) = seen.insert((topic.clone(), p), who.to_owned()) {
+                panic!("seed {seed}: {topic}/{p} owned by {other} and {who}");
+            }
+        };
+        for c in self.classic.iter().filter(|c| c.alive) {
+            for p in &c.owned {
+                claim(&c.id, "t".to_owned(), *p);
+            }
+        }
+        for m in self.modern.iter().filter(|m| m.alive) {
+            for (t, ps) in &m.c.owned {
+                for p in ps {
+                    claim(&m.c.id, names[t].clone(), *p);
+                }
+            }
+        }
+    }
+
+    fn act_all(&mut self) {
+        for i in 0..self.classic.len() {
+            if self.classic[i].alive {
+                self.classic_step(i);
+            }
+        }
+        for i in 0..self.modern.len() {
+            if self.modern[i].alive {
+                self.modern_step(i);
+            }
+        }
+    }
+}
+
+/// Eager classic consumers and consumer-protocol members joining, leaving and dying at
+/// random, so the group is upgraded and downgraded again and again: at every step no
+/// partition is believed owned by two running clients; at the end the running clients own
+/// every subscribed partition once and the log replays to the same group.
+/// `SLUICE_MIGRATION_SIM_SEEDS=N` runs more seeds.
+#[test]
+fn mixed_protocol_groups_never_give_a_partition_to_two_members() {
+    let seeds: u64 = std::env::var("SLUICE_MIGRATION_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let first: u64 = std::env::var("SLUICE_MIGRATION_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in first..first + seeds {
+        simulate_mixed(seed);
+    }
+    let conversions = CONVERSIONS.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{seeds} seeds, {conversions} conversions between the protocols");
+    assert!(conversions >= seeds, "too few conversions: {conversions}");
+}
+
+/// Conversions between the protocols over all seeds (the simulation must exercise them).
+static CONVERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn simulate_mixed(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut h = H::migrating();
+    h.topics.by_name.get_mut("t").unwrap().1 = 1 + rng.below(8) as i32;
+    h.topics.add("u", 1 + rng.below(4) as i32);
+    let mut sim = Sim {
+        h,
+        mail: HashMap::new(),
+        classic: Vec::new(),
+        modern: Vec::new(),
+        trace: std::env::var_os("SLUICE_MIGRATION_SIM_TRACE").is_some(),
+    };
+    let mut next_id = 0;
+    let mut conversions = 0;
+    let mut was_classic = true;
+    for _ in 0..400 {
+        let is_classic = sim.h.c.consumer_group_state(G).is_none();
+        if is_classic != was_classic {
+            conversions += 1;
+            was_classic = is_classic;
+        }
+        let live = sim.classic.iter().filter(|c| c.alive).count()
+            + sim.modern.iter().filter(|m| m.alive).count();
+        match rng.below(24) {
+            0 if live < 6 => sim.classic.push(SimClassic {
+                id: String::new(),
+                generation: -1,
+                owned: BTreeSet::new(),
+                phase: Phase::Out,
+                alive: true,
+            }),
+            1 if live < 6 => {
+                next_id += 1;
+                let topics = if rng.below(2) == 0 {
+                    vec!["t"]
+                } else {
+                    vec!["t", "u"]
+                };
+                sim.modern.push(SimModern {
+                    c: Client {
+                        id: format!("m{next_id}"),
+                        epoch: 0,
+                        owned: BTreeMap::new(),
+                    },
+                    topics,
+                    alive: true,
+                });
+            }
+            2 => {
+                // A consumer-protocol member leaves gracefully.
+                let n = sim.modern.len() as u64;
+                let i = rng.below(n) as usize;
+                if let Some(m) = sim.modern.get_mut(i).filter(|m| m.alive && m.c.epoch > 0) {
+                    let mut req = join_req(&m.c.id, &[], None);
+                    req.member_epoch = -1;
+                    m.alive = false;
+                    m.c.owned.clear();
+                    let ctx = sim.h.ctx(1);
+                    let effects = sim.h.c.consumer_group_heartbeat(ctx, req, &sim.h.topics);
+                    sim.run(effects);
+                }
+            }
+            3 => {
+                // A classic member leaves gracefully.
+                let n = sim.classic.len() as u64;
+                let i = rng.below(n) as usize;
+                if let Some(c) = sim
+                    .classic
+                    .get_mut(i)
+                    .filter(|c| c.alive && !c.id.is_empty())
+                {
+                    c.alive = false;
+                    c.owned.clear();
+                    let ctx = sim.h.ctx(3);
+                    let mut req = LeaveGroupRequest::default();
+                    req.group_id = GroupId(s(G));
+                    let mut m = sluice_codec::kafka_protocol::messages::leave_group_request::MemberIdentity::default();
+                    m.member_id = s(&c.id);
+                    req.members = vec![m];
+                    let effects = sim.h.c.leave_group(ctx, req);
+                    sim.run(effects);
+                }
+            }
+            4 => {
+                // Someone dies without a word.
+                if rng.below(2) == 0 {
+                    let n = sim.classic.len() as u64;
+                    if let Some(c) = sim.classic.get_mut(rng.below(n) as usize) {
+                        c.alive = false;
+                    }
+                } else {
+                    let n = sim.modern.len() as u64;
+                    if let Some(m) = sim.modern.get_mut(rng.below(n) as usize) {
+                        m.alive = false;
+                    }
+                }
+            }
+            5 => {
+                // Time passes; every running client acts within it (as real ones do).
+                sim.act_all();
+                sim.h.now += 1_000 + rng.below(4_000) as i64;
+                let effects = sim.h.c.tick(sim.h.now);
+                sim.run(effects);
+            }
+            _ => {
+                let n = (sim.classic.len() + sim.modern.len()) as u64;
+                let i = rng.below(n) as usize;
+                if i < sim.classic.len() {
+                    if sim.classic[i].alive {
+                        sim.classic_step(i);
+                    }
+                } else if let Some(m) = sim.modern.get(i - sim.classic.len()) {
+                    if m.alive {
+                        sim.modern_step(i - sim.classic.len());
+                    }
+                }
+            }
+        }
+        sim.check_disjoint(seed);
+    }
+    // Running clients keep going while the dead time out: the group settles.
+    for _ in 0..80 {
+        sim.act_all();
+        sim.act_all();
+        sim.h.now += 2_000;
+        let effects = sim.h.c.tick(sim.h.now);
+        sim.run(effects);
+        sim.check_disjoint(seed);
+    }
+    let classic_live: Vec<&SimClassic> = sim.classic.iter().filter(|c| c.alive).collect();
+    let modern_live: Vec<&SimModern> = sim.modern.iter().filter(|m| m.alive).collect();
+    if !classic_live.is_empty() || !modern_live.is_empty() {
+        let u = modern_live.iter().any(|m| m.topics.contains(&"u"));
+        let want = sim.t_partitions() as usize
+            + if u {
+                sim.h.topics.by_name["u"].1 as usize
+            } else {
+                0
+            };
+        let have = classic_live.iter().map(|c| c.owned.len()).sum::<usize>()
+            + modern_live.iter().map(|m| count(&m.c)).sum::<usize>();
+        assert_eq!(
+            have,
+            want,
+            "seed {seed}: not every partition is owned (classic {:?}, modern {:?}, group {:?}/{:?})",
+            classic_live.iter().map(|c| (&c.id, c.phase, &c.owned)).collect::<Vec<_>>(),
+            modern_live.iter().map(|m| (&m.c.id, m.c.epoch, count(&m.c))).collect::<Vec<_>>(),
+            sim.h.c.group_state(G),
+            sim.h.c.consumer_group_state(G),
+        );
+    }
+    CONVERSIONS.fetch_add(conversions, std::sync::atomic::Ordering::Relaxed);
+    let mut fresh = GroupCoordinator::new(GroupConfig::default());
+    for (k, v) in &sim.h.log {
+        fresh.replay(k, v.as_deref()).expect("replay");
+    }
+    fresh.finish_replay(sim.h.now);
+    assert_eq!(fresh.generation(G), sim.h.c.generation(G), "seed {seed}");
+    assert_eq!(fresh.members(G), sim.h.c.members(G), "seed {seed}");
 }

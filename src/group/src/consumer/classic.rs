@@ -531,10 +531,10 @@ impl ConsumerGroup {
     }
 
     /// Kafka's `ClassicGroup.fromConsumerGroup`: the classic group this one becomes without
-    /// `leaving` (online downgrade), Stable at the group epoch with each member's target as
-    /// its assignment, plus the records that replace the consumer group's. The caller starts
-    /// the rebalance. Topic names come from `topics` (without it, assignments are empty:
-    /// the rebalance that follows hands out new ones anyway).
+    /// `leaving` (online downgrade), Stable at the group epoch with each member's current
+    /// partitions as its assignment, plus the records that replace the consumer group's. The
+    /// caller starts the rebalance. Topic names come from `topics`, or (on a timer) from the
+    /// names last resolved.
     pub fn to_classic(
         &self,
         gid: &str,
@@ -590,14 +590,21 @@ impl ConsumerGroup {
         };
         let protocol = c.protocol_name.clone().unwrap_or_default();
         for member in c.members.values_mut() {
-            let (Some(topics), Some(target)) = (topics, self.target.get(&member.id)) else {
+            let Some(m) = self.members.get(&member.id) else {
                 continue;
             };
-            let named: NamedAssignment = target
+            // What the member may still hold (Kafka writes the target here): a group
+            // upgraded again before its members rejoin must not hand out partitions a member
+            // that has not reconciled yet still consumes.
+            let mut held = m.assigned.clone();
+            for (t, ps) in &m.revoking {
+                held.entry(*t).or_default().extend(ps.iter().copied());
+            }
+            let named: NamedAssignment = held
                 .iter()
                 .filter_map(|(t, ps)| {
-                    let (name, _) = topics.by_id(t)?;
-                    Some((name.to_owned(), ps.iter().copied().collect()))
+                    let name = self.topic_name(t, topics)?;
+                    Some((name, ps.iter().copied().collect()))
                 })
                 .collect();
             let version = version_of(&member.metadata_for(&protocol)).unwrap_or(0);
