@@ -522,6 +522,31 @@ mod tests {
     }
 
     #[test]
+    fn group_consumer_flags() {
+        let c = parse_start(&args("")).unwrap();
+        assert_eq!(c.groups, sluice_group::GroupConfig::default());
+        let c = parse_start(&args(
+            "--group-consumer-session-timeout-ms 10000 --group-consumer-heartbeat-interval-ms 1000 \
+             --group-consumer-migration-policy UPGRADE",
+        ))
+        .unwrap();
+        assert_eq!(c.groups.consumer_session_timeout_ms, 10_000);
+        assert_eq!(c.groups.consumer_heartbeat_interval_ms, 1_000);
+        assert_eq!(
+            c.groups.consumer_migration_policy,
+            sluice_group::MigrationPolicy::Upgrade
+        );
+        for bad in [
+            "--group-consumer-migration-policy sideways",
+            "--group-consumer-heartbeat-interval-ms 45000",
+            "--group-consumer-heartbeat-interval-ms 0",
+            "--group-consumer-session-timeout-ms x",
+        ] {
+            parse_start(&args(bad)).expect_err(bad);
+        }
+    }
+
+    #[test]
     fn controlled_shutdown_flag() {
         // Kafka's default (true) without the flag.
         assert!(parse_start(&args("")).unwrap().controlled_shutdown_enable);
