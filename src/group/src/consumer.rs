@@ -592,6 +592,17 @@ impl ConsumerGroup {
         None
     }
 
+    /// A new member, empty and at epoch 0 (static if `instance_id`).
+    fn add_member(&mut self, member_id: &str, instance_id: Option<&str>, now_ms: i64) {
+        let mut m = ConsumerMember::new(member_id.to_owned(), now_ms);
+        if let Some(inst) = instance_id {
+            m.instance_id = Some(inst.to_owned());
+            self.static_members
+                .insert(inst.to_owned(), member_id.to_owned());
+        }
+        self.members.insert(member_id.to_owned(), m);
+    }
+
     /// A restarted static member (`new_id`) takes over its previous incarnation's (`old`)
     /// target, so nobody else's assignment moves (KIP-345 for KIP-848). The old member's
     /// partitions are released (it stopped); the new one reconciles to the same target
@@ -688,12 +699,7 @@ impl ConsumerGroup {
                         ),
                     ));
                 }
-                let mut m = ConsumerMember::new(member_id.clone(), now);
-                if let Some(inst) = &hb.instance_id {
-                    m.instance_id = Some(inst.clone());
-                    self.static_members.insert(inst.clone(), member_id.clone());
-                }
-                self.members.insert(member_id.clone(), m);
+                self.add_member(&member_id, hb.instance_id.as_deref(), now);
                 is_new = true;
                 bump = true;
             }
@@ -784,35 +790,12 @@ impl ConsumerGroup {
         }
         self.members.insert(member_id.clone(), m);
 
-        // A changed topic (or subscription) changes the hash, and with it the group epoch.
-        let subscribed = self.subscribed_topics(topics);
-        let hash = Self::metadata_hash(&subscribed);
-        if hash != self.metadata_hash {
-            self.metadata_hash = hash;
-            bump = true;
-        }
-        if bump {
-            self.epoch += 1;
-            records.push(self.epoch_record(gid));
-        }
-        if self.epoch > self.target_epoch {
-            self.compute_target(gid, &subscribed, topics, records);
-        }
+        self.advance(gid, bump, topics, records);
 
         // Reconcile this member towards its target.
         self.reconcile(&member_id, hb.owned, now)?;
         let m = self.members.get(&member_id).cloned().unwrap_or(old.clone());
-        let changed = m.epoch != old.epoch
-            || m.previous_epoch != old.previous_epoch
-            || m.state != old.state
-            || m.assigned != old.assigned
-            || m.revoking != old.revoking;
-        if changed || is_new {
-            records.push((
-                consumer_group_current_assignment_key(gid, &member_id),
-                Some(m.assignment_value().encode()),
-            ));
-        }
+        let changed = Self::record_reconciled(gid, &old, &m, is_new, records);
         #[cfg(debug_assertions)]
         self.check();
 
@@ -883,6 +866,53 @@ impl ConsumerGroup {
         r.member_epoch = hb.member_epoch;
         r.heartbeat_interval_ms = 0;
         Ok(r)
+    }
+
+    /// After a member's update: bumps the group epoch if `bump` or the subscribed topics
+    /// changed (their hash), then computes the target if the epoch is ahead of it.
+    fn advance(
+        &mut self,
+        gid: &str,
+        mut bump: bool,
+        topics: &dyn TopicsView,
+        records: &mut Vec<Record>,
+    ) {
+        let subscribed = self.subscribed_topics(topics);
+        let hash = Self::metadata_hash(&subscribed);
+        if hash != self.metadata_hash {
+            self.metadata_hash = hash;
+            bump = true;
+        }
+        if bump {
+            self.epoch += 1;
+            records.push(self.epoch_record(gid));
+        }
+        if self.epoch > self.target_epoch {
+            self.compute_target(gid, &subscribed, topics, records);
+        }
+    }
+
+    /// Records a member's current assignment if reconciling changed it (or it is new);
+    /// returns whether it changed.
+    fn record_reconciled(
+        gid: &str,
+        old: &ConsumerMember,
+        m: &ConsumerMember,
+        is_new: bool,
+        records: &mut Vec<Record>,
+    ) -> bool {
+        let changed = m.epoch != old.epoch
+            || m.previous_epoch != old.previous_epoch
+            || m.state != old.state
+            || m.assigned != old.assigned
+            || m.revoking != old.revoking;
+        if changed || is_new {
+            records.push((
+                consumer_group_current_assignment_key(gid, &m.id),
+                Some(m.assignment_value().encode()),
+            ));
+        }
+        changed
     }
 
     /// Computes the target assignment at the group epoch and records what changed.

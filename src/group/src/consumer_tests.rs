@@ -92,6 +92,16 @@ impl H {
         }
     }
 
+    /// A fresh coordinator loaded from everything written so far.
+    pub(crate) fn replayed(&self) -> GroupCoordinator {
+        let mut fresh = GroupCoordinator::new(GroupConfig::default());
+        for (k, v) in &self.log {
+            fresh.replay(k, v.as_deref()).expect("replay");
+        }
+        fresh.finish_replay(self.now);
+        fresh
+    }
+
     pub(crate) fn ctx(&mut self, v: i16) -> RequestCtx<'static> {
         self.next += 1;
         RequestCtx {
@@ -509,11 +519,7 @@ fn replaying_the_records_rebuilds_the_group() {
     h.beat(&mut a);
     h.beat(&mut b);
     h.beat(&mut c);
-    let mut fresh = GroupCoordinator::new(GroupConfig::default());
-    for (k, v) in &h.log {
-        fresh.replay(k, v.as_deref()).expect("replay");
-    }
-    fresh.finish_replay(h.now);
+    let fresh = h.replayed();
     assert_eq!(fresh.generation(G), h.c.generation(G));
     assert_eq!(fresh.members(G), h.c.members(G));
     assert_eq!(fresh.consumer_group_state(G), h.c.consumer_group_state(G));
@@ -747,11 +753,7 @@ fn simulate(seed: u64) {
         let have: usize = live.iter().map(|c| count(c)).sum();
         assert_eq!(have, want, "seed {seed}: not every partition is owned");
     }
-    let mut fresh = GroupCoordinator::new(GroupConfig::default());
-    for (k, v) in &h.log {
-        fresh.replay(k, v.as_deref()).expect("replay");
-    }
-    fresh.finish_replay(h.now);
+    let fresh = h.replayed();
     assert_eq!(fresh.generation(G), h.c.generation(G), "seed {seed}");
     assert_eq!(fresh.members(G), h.c.members(G), "seed {seed}");
     assert_eq!(

@@ -221,11 +221,7 @@ fn a_consumer_member_upgrades_a_running_classic_group_and_shares_it() {
     assert_eq!(types, vec![("b".to_owned(), 1), (a.id.clone(), 0)]);
 
     // Replaying the records gives the same group.
-    let mut fresh = GroupCoordinator::new(GroupConfig::default());
-    for (k, v) in &h.log {
-        fresh.replay(k, v.as_deref()).expect("replay");
-    }
-    fresh.finish_replay(h.now);
+    let fresh = h.replayed();
     assert_eq!(fresh.members(G), h.c.members(G));
     assert_eq!(fresh.generation(G), h.c.generation(G));
     assert_eq!(
@@ -265,11 +261,7 @@ fn the_last_consumer_member_leaving_downgrades_to_a_classic_rebalance() {
     let (e, parts) = h.classic_sync(&a, &[(&a.id.clone(), vec![0, 1, 2, 3])]);
     assert_eq!((e, parts), (code::NONE, vec![0, 1, 2, 3]));
 
-    let mut fresh = GroupCoordinator::new(GroupConfig::default());
-    for (k, v) in &h.log {
-        fresh.replay(k, v.as_deref()).expect("replay");
-    }
-    fresh.finish_replay(h.now);
+    let fresh = h.replayed();
     assert_eq!(fresh.group_state(G), Some(ClassicState::Stable));
     assert_eq!(fresh.members(G), vec![a.id.clone()]);
 }
@@ -856,11 +848,7 @@ fn simulate_mixed(seed: u64) {
         );
     }
     CONVERSIONS.fetch_add(conversions, std::sync::atomic::Ordering::Relaxed);
-    let mut fresh = GroupCoordinator::new(GroupConfig::default());
-    for (k, v) in &sim.h.log {
-        fresh.replay(k, v.as_deref()).expect("replay");
-    }
-    fresh.finish_replay(sim.h.now);
+    let fresh = sim.h.replayed();
     assert_eq!(fresh.generation(G), sim.h.c.generation(G), "seed {seed}");
     assert_eq!(fresh.members(G), sim.h.c.members(G), "seed {seed}");
 }

@@ -193,14 +193,7 @@ impl ConsumerGroup {
                 .cloned()
             {
                 Some(old) => self.replace_static(gid, &old, &member_id, now, records),
-                None => {
-                    let mut m = ConsumerMember::new(member_id.clone(), now);
-                    if let Some(inst) = &j.instance_id {
-                        m.instance_id = Some(inst.clone());
-                        self.static_members.insert(inst.clone(), member_id.clone());
-                    }
-                    self.members.insert(member_id.clone(), m);
-                }
+                None => self.add_member(&member_id, j.instance_id.as_deref(), now),
             }
             is_new = true;
         } else {
@@ -233,17 +226,7 @@ impl ConsumerGroup {
         m.rebalance_timeout_ms = j.rebalance_timeout_ms;
         m.client_id = j.client_id.to_owned();
         m.client_host = j.client_host.to_owned();
-        m.classic = Some(ClassicMemberMetadata {
-            session_timeout_ms: j.session_timeout_ms,
-            supported_protocols: j
-                .protocols
-                .iter()
-                .map(|(name, metadata)| ClassicProtocol {
-                    name: name.clone(),
-                    metadata: metadata.clone(),
-                })
-                .collect(),
-        });
+        m.classic = Some(classic_metadata(j.session_timeout_ms, &j.protocols));
         let subscription_changed = m.subscribed_names != old.subscribed_names
             || m.regex != old.regex
             || m.server_assignor != old.server_assignor;
@@ -251,7 +234,7 @@ impl ConsumerGroup {
             self.count_subscription(&old, false);
             self.count_subscription(&m, true);
         }
-        let mut bump = subscription_changed || is_new;
+        let bump = subscription_changed || is_new;
         if m.metadata_value() != old.metadata_value() || is_new {
             records.push((
                 consumer_group_member_key(gid, &member_id),
@@ -260,20 +243,7 @@ impl ConsumerGroup {
         }
         m.session_deadline_ms = now.saturating_add(m.classic_session_ms());
         self.members.insert(member_id.clone(), m);
-
-        let subscribed = self.subscribed_topics(topics);
-        let hash = Self::metadata_hash(&subscribed);
-        if hash != self.metadata_hash {
-            self.metadata_hash = hash;
-            bump = true;
-        }
-        if bump {
-            self.epoch += 1;
-            records.push(self.epoch_record(gid));
-        }
-        if self.epoch > self.target_epoch {
-            self.compute_target(gid, &subscribed, topics, records);
-        }
+        self.advance(gid, bump, topics, records);
 
         // What the client still owns is what it did not give up before rejoining: all of it
         // for a cooperative client, nothing for an eager one.
@@ -298,17 +268,7 @@ impl ConsumerGroup {
         m.join_deadline_ms = None;
         m.sync_deadline_ms = Some(now.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
         let m = m.clone();
-        let changed = m.epoch != old.epoch
-            || m.previous_epoch != old.previous_epoch
-            || m.state != old.state
-            || m.assigned != old.assigned
-            || m.revoking != old.revoking;
-        if changed || is_new {
-            records.push((
-                consumer_group_current_assignment_key(gid, &member_id),
-                Some(m.assignment_value().encode()),
-            ));
-        }
+        Self::record_reconciled(gid, &old, &m, is_new, records);
         #[cfg(debug_assertions)]
         self.check();
 
@@ -478,17 +438,7 @@ impl ConsumerGroup {
             m.previous_epoch = c.generation;
             m.state = MemberState::Stable;
             m.assigned = assigned.clone();
-            m.classic = Some(ClassicMemberMetadata {
-                session_timeout_ms: cm.session_timeout_ms,
-                supported_protocols: cm
-                    .protocols
-                    .iter()
-                    .map(|(name, metadata)| ClassicProtocol {
-                        name: name.clone(),
-                        metadata: metadata.clone(),
-                    })
-                    .collect(),
-            });
+            m.classic = Some(classic_metadata(cm.session_timeout_ms, &cm.protocols));
             m.session_deadline_ms = now_ms.saturating_add(m.classic_session_ms());
             cg.target.insert(m.id.clone(), assigned);
             cg.members.insert(m.id.clone(), m);
@@ -613,6 +563,23 @@ impl ConsumerGroup {
         c.subscribed_topics = c.compute_subscribed_topics();
         records.push(c.metadata_record(gid));
         c
+    }
+}
+
+/// What a consumer group keeps of a classic member's JoinGroup.
+fn classic_metadata(
+    session_timeout_ms: i32,
+    protocols: &[(String, Bytes)],
+) -> ClassicMemberMetadata {
+    ClassicMemberMetadata {
+        session_timeout_ms,
+        supported_protocols: protocols
+            .iter()
+            .map(|(name, metadata)| ClassicProtocol {
+                name: name.clone(),
+                metadata: metadata.clone(),
+            })
+            .collect(),
     }
 }
 
