@@ -183,6 +183,9 @@ pub struct GroupCoordinator {
     /// Earliest tick the driver has been asked for and not yet run.
     tick_hint: Option<i64>,
     next_retention_check_ms: Option<i64>,
+    /// Where new member ids come from: random (`None`), or a seeded sequence so that a
+    /// simulation replays exactly ([`Self::seed_member_ids`]).
+    id_seed: Option<u64>,
 }
 
 type Partitions = Vec<(String, Vec<i32>)>;
@@ -196,6 +199,25 @@ impl GroupCoordinator {
             groups: IndexMap::new(),
             tick_hint: None,
             next_retention_check_ms: None,
+            id_seed: None,
+        }
+    }
+
+    /// Makes member ids a function of `seed` (for seeded simulations; clients cannot tell).
+    pub fn seed_member_ids(&mut self, seed: u64) {
+        self.id_seed = Some(seed | 1);
+    }
+
+    /// A UUID for a new member id.
+    fn fresh_uuid(&mut self) -> Uuid {
+        match &mut self.id_seed {
+            None => Uuid::new_v4(),
+            Some(x) => {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                Uuid::from_u64_pair(*x, x.rotate_left(32))
+            }
         }
     }
 
@@ -313,7 +335,8 @@ impl GroupCoordinator {
         records: &mut Vec<Record>,
         out: &mut Out,
     ) -> Result<ConsumerGroupHeartbeatResponse, (i16, String)> {
-        let hb = validate_heartbeat(ctx, req, &self.config)?;
+        let fresh = (ctx.api_version == 0 && req.member_id.is_empty()).then(|| self.fresh_uuid());
+        let hb = validate_heartbeat(ctx, req, &self.config, fresh)?;
         let gid = req.group_id.0.as_str();
         let joining = hb.member_epoch == 0;
         match self.groups.get(gid).map(|g| &g.kind) {
@@ -511,6 +534,7 @@ impl GroupCoordinator {
             self.groups
                 .insert(gid.to_owned(), Group::new(gid.to_owned(), ctx.now_ms));
         }
+        let fresh_uuid = self.fresh_uuid();
         let cfg = &self.config;
         let Some(group) = self.groups.get_mut(gid) else {
             return;
@@ -550,6 +574,7 @@ impl GroupCoordinator {
                     client_host: ctx.client_host,
                     now_ms: ctx.now_ms,
                     group_max_size: cfg.group_max_size,
+                    fresh_uuid,
                 };
                 let mut records = Vec::new();
                 let r = cg
@@ -586,6 +611,7 @@ impl GroupCoordinator {
             rebalance_timeout_ms,
             protocol_type: req.protocol_type.as_str().to_owned(),
             protocols,
+            fresh_uuid,
         };
         if member_id.is_empty() {
             c.join_unknown_member(&group.id, cfg, args, out);
@@ -1824,6 +1850,8 @@ fn validate_heartbeat<'a>(
     ctx: &RequestCtx<'a>,
     req: &'a ConsumerGroupHeartbeatRequest,
     cfg: &GroupConfig,
+    // The id for a v0 member that lets the coordinator name it.
+    fresh: Option<Uuid>,
 ) -> Result<Heartbeat<'a>, (i16, String)> {
     let invalid = |m: &str| Err((code::INVALID_REQUEST, m.to_owned()));
     if req.group_id.0.is_empty() {
@@ -1840,7 +1868,7 @@ fn validate_heartbeat<'a>(
     if member_id.is_empty() {
         // v0 lets the coordinator name a joining member; v1 clients name themselves.
         if ctx.api_version == 0 && epoch == 0 {
-            member_id = Uuid::new_v4().simple().to_string();
+            member_id = fresh.unwrap_or_else(Uuid::new_v4).simple().to_string();
         } else {
             return invalid("MemberId can't be empty.");
         }

@@ -260,6 +260,8 @@ pub(crate) struct JoinArgs<'a> {
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// The UUID a member id handed out by this join is made from.
+    pub fresh_uuid: uuid::Uuid,
 }
 
 impl ClassicGroup {
@@ -512,7 +514,7 @@ impl ClassicGroup {
             return out.reply(a.token, Response::JoinGroup(r));
         }
         let prefix = a.instance_id.as_deref().unwrap_or(a.client_id);
-        let new_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
+        let new_id = format!("{prefix}-{}", a.fresh_uuid);
         if let Some(inst) = a.instance_id.clone() {
             match self.static_members.get(&inst).cloned() {
                 Some(old_id) => self.update_static_member(gid, cfg, &old_id, new_id, a, out),

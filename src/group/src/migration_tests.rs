@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::consumer::ConsumerGroupState;
 use crate::consumer_tests::{apply, count, disjoint, join_req, owned, s, Client, Rng, G, H};
-use crate::embedded::{decode_assignment, encode_assignment};
+use crate::embedded::{decode_assignment, decode_subscription, encode_assignment};
 use crate::group::ClassicState;
 use crate::{code, Effect, GroupConfig, GroupCoordinator, Response};
 
@@ -389,8 +389,11 @@ enum Phase {
     Stable,
 }
 
-/// An eager classic consumer of topic `t` (librdkafka's default): gives up everything
-/// before it rejoins; as leader of a classic group it assigns round-robin.
+/// A classic consumer of topic `t`. Eager (librdkafka's default `range`) gives up
+/// everything before it rejoins; cooperative (`cooperative-sticky`) keeps its partitions,
+/// reports them when it rejoins, gives up what a new assignment leaves out and then rejoins
+/// at once. As leader of a classic group it assigns round-robin, in two phases for
+/// cooperative members (a partition still owned elsewhere is left out this round).
 struct SimClassic {
     id: String,
     generation: i32,
@@ -413,6 +416,9 @@ struct Sim {
     mail: HashMap<u64, Response>,
     classic: Vec<SimClassic>,
     modern: Vec<SimModern>,
+    /// Whether this run's classic clients are cooperative (all alike: a group's classic
+    /// members must share a protocol).
+    cooperative: bool,
     /// `SLUICE_MIGRATION_SIM_TRACE=1`: print every step.
     trace: bool,
 }
@@ -436,6 +442,14 @@ impl Sim {
                 Effect::Persist(records) => self.h.log.extend(records),
                 _ => {}
             }
+        }
+    }
+
+    fn protocol(&self) -> &'static str {
+        if self.cooperative {
+            "cooperative-sticky"
+        } else {
+            "range"
         }
     }
 
@@ -474,8 +488,9 @@ impl Sim {
                 req.member_id = s(&self.classic[i].id);
                 req.protocol_type = s("consumer");
                 let mut p = JoinGroupRequestProtocol::default();
-                p.name = s("range");
-                p.metadata = subscription(&["t"], &[]);
+                p.name = s(self.protocol());
+                let owned: Vec<i32> = self.classic[i].owned.iter().copied().collect();
+                p.metadata = subscription(&["t"], &owned);
                 req.protocols = vec![p];
                 let effects = self.h.c.join_group(ctx, req, &self.h.topics);
                 self.run(effects);
@@ -496,9 +511,20 @@ impl Sim {
                         if r.leader.as_str() == c.id && !r.members.is_empty() {
                             let ids: Vec<String> =
                                 r.members.iter().map(|m| m.member_id.to_string()).collect();
+                            // Who reports owning what (cooperative members only).
+                            let mut owner: HashMap<i32, usize> = HashMap::new();
+                            for (k, m) in r.members.iter().enumerate() {
+                                let sub = decode_subscription(&m.metadata).expect("valid");
+                                for (_, ps) in sub.owned {
+                                    for p in ps {
+                                        owner.insert(p, k);
+                                    }
+                                }
+                            }
                             for (k, id) in ids.iter().enumerate() {
                                 let mine: Vec<i32> = (0..self.h.topics.by_name["t"].1)
                                     .filter(|p| *p as usize % ids.len() == k)
+                                    .filter(|p| owner.get(p).is_none_or(|o| *o == k))
                                     .collect();
                                 let mut a = SyncGroupRequestAssignment::default();
                                 a.member_id = s(id);
@@ -513,7 +539,7 @@ impl Sim {
                         req.generation_id = c.generation;
                         req.member_id = s(&c.id);
                         req.protocol_type = Some(s("consumer"));
-                        req.protocol_name = Some(s("range"));
+                        req.protocol_name = Some(s(self.protocol()));
                         req.assignments = assignments;
                         let effects = self.h.c.sync_group(ctx, req, &self.h.topics);
                         self.run(effects);
@@ -541,13 +567,16 @@ impl Sim {
                 let c = &mut self.classic[i];
                 match r.error_code {
                     code::NONE => {
-                        c.owned = decode_assignment(&r.assignment)
+                        let assigned: BTreeSet<i32> = decode_assignment(&r.assignment)
                             .unwrap_or_default()
                             .into_iter()
                             .filter(|(topic, _)| topic == "t")
                             .flat_map(|(_, ps)| ps)
                             .collect();
-                        c.phase = Phase::Stable;
+                        // A cooperative client that gave partitions up rejoins at once.
+                        let gave_up = c.owned.iter().any(|p| !assigned.contains(p));
+                        c.owned = assigned;
+                        c.phase = if gave_up { Phase::Out } else { Phase::Stable };
                     }
                     code::UNKNOWN_MEMBER_ID => {
                         c.id.clear();
@@ -568,11 +597,19 @@ impl Sim {
                 let Some(Response::Heartbeat(r)) = self.mail.remove(&ctx.token.0) else {
                     panic!("no Heartbeat answer");
                 };
+                let cooperative = self.cooperative;
                 let c = &mut self.classic[i];
                 match r.error_code {
                     code::NONE => {}
-                    // Eager: everything is given up before rejoining.
-                    code::REBALANCE_IN_PROGRESS | code::ILLEGAL_GENERATION => {
+                    // Eager: everything is given up before rejoining; cooperative: kept.
+                    code::REBALANCE_IN_PROGRESS => {
+                        if !cooperative {
+                            c.owned.clear();
+                        }
+                        c.phase = Phase::Out;
+                    }
+                    // A lost generation loses the partitions in both.
+                    code::ILLEGAL_GENERATION => {
                         c.owned.clear();
                         c.phase = Phase::Out;
                     }
@@ -699,6 +736,7 @@ static CONVERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 fn simulate_mixed(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut h = H::migrating();
+    h.c.seed_member_ids(seed);
     h.topics.by_name.get_mut("t").unwrap().1 = 1 + rng.below(8) as i32;
     h.topics.add("u", 1 + rng.below(4) as i32);
     let mut sim = Sim {
@@ -706,6 +744,7 @@ fn simulate_mixed(seed: u64) {
         mail: HashMap::new(),
         classic: Vec::new(),
         modern: Vec::new(),
+        cooperative: seed.is_multiple_of(2),
         trace: std::env::var_os("SLUICE_MIGRATION_SIM_TRACE").is_some(),
     };
     let mut next_id = 0;

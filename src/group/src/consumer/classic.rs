@@ -46,6 +46,8 @@ pub(crate) struct ClassicJoin<'a> {
     pub client_host: &'a str,
     pub now_ms: i64,
     pub group_max_size: usize,
+    /// The member id for a member without one.
+    pub fresh_uuid: Uuid,
 }
 
 /// The member a SyncGroup, Heartbeat or LeaveGroup names.
@@ -156,7 +158,7 @@ impl ConsumerGroup {
         let now = j.now_ms;
         let unknown = j.member_id.is_empty();
         let member_id = if unknown {
-            Uuid::new_v4().to_string()
+            j.fresh_uuid.to_string()
         } else {
             j.member_id.clone()
         };
@@ -390,9 +392,13 @@ impl ConsumerGroup {
     }
 
     /// Kafka's `ConsumerGroup.fromClassicGroup`: the consumer group a classic group with
-    /// members becomes (online upgrade). Every member keeps its last classic assignment as
-    /// current and target, at the classic generation; a partition listed twice, or of a topic
-    /// that is gone, is dropped. `None` if a member's embedded protocol is malformed.
+    /// members becomes (online upgrade), at the classic generation. Each member's current
+    /// (and target) assignment is what it may hold: its last classic assignment, plus the
+    /// partitions its latest JoinGroup said it still owns (Kafka takes the assignment alone,
+    /// which a rebalance in progress has already cleared while cooperative members still
+    /// consume). A partition claimed twice goes to the assignment's holder, else the first
+    /// claim; one of a topic that is gone is dropped. `None` if a member's embedded protocol
+    /// is malformed.
     pub fn from_classic(
         c: &ClassicGroup,
         topics: &dyn TopicsView,
@@ -404,26 +410,37 @@ impl ConsumerGroup {
             target_epoch: c.generation,
             ..Default::default()
         };
-        let mut taken: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+        let mut subs = Vec::with_capacity(c.members.len());
         for cm in c.members.values() {
             let sub = decode_subscription(&cm.metadata_for(&protocol))?;
-            // Empty while the group was completing a rebalance: nothing owned yet.
             let named = if cm.assignment.is_empty() {
                 Vec::new()
             } else {
                 decode_assignment(&cm.assignment)?
             };
-            let mut assigned = Assignment::new();
+            subs.push((sub, named));
+        }
+        let mut taken: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+        let mut held: Vec<Assignment> = vec![Assignment::new(); subs.len()];
+        let mut claim = |held: &mut Assignment, named: &crate::embedded::NamedPartitions| {
             for (name, ps) in named {
-                let Some((id, count)) = topics.by_name(&name) else {
+                let Some((id, count)) = topics.by_name(name) else {
                     continue;
                 };
                 for p in ps {
-                    if (0..count).contains(&p) && taken.insert((id, p)) {
-                        assigned.entry(id).or_default().insert(p);
+                    if (0..count).contains(p) && taken.insert((id, *p)) {
+                        held.entry(id).or_default().insert(*p);
                     }
                 }
             }
+        };
+        for ((_, named), h) in subs.iter().zip(held.iter_mut()) {
+            claim(h, named);
+        }
+        for ((sub, _), h) in subs.iter().zip(held.iter_mut()) {
+            claim(h, &sub.owned);
+        }
+        for ((cm, (sub, _)), assigned) in c.members.values().zip(subs).zip(held) {
             let mut m = ConsumerMember::new(cm.id.clone(), now_ms);
             m.instance_id = cm.instance_id.clone();
             m.rack_id = sub.rack_id;
