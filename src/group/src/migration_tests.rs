@@ -707,8 +707,9 @@ impl Sim {
     }
 }
 
-/// Eager classic consumers and consumer-protocol members joining, leaving and dying at
-/// random, so the group is upgraded and downgraded again and again: at every step no
+/// Classic consumers (eager in odd seeds, cooperative in even ones) and consumer-protocol
+/// members joining, leaving and dying at random, so the group is upgraded and downgraded
+/// again and again: at every step no
 /// partition is believed owned by two running clients; at the end the running clients own
 /// every subscribed partition once and the log replays to the same group.
 /// `SLUICE_MIGRATION_SIM_SEEDS=N` runs more seeds.
