@@ -577,13 +577,35 @@ impl GroupCoordinator {
                     fresh_uuid,
                 };
                 let mut records = Vec::new();
-                let r = cg
+                let (mut r, replaced_consumer) = cg
                     .classic_join(gid, j, topics, &mut records)
-                    .unwrap_or_else(|e| join_error(e, &member_id, v));
-                persist_then_reply(out, records, ctx.token, Response::JoinGroup(r));
-                if let Some(at) = cg.next_deadline() {
-                    out.wake(at);
+                    .unwrap_or_else(|e| (join_error(e, &member_id, v), false));
+                // Kafka's downgrade when a classic static member takes over the last member
+                // that used the consumer protocol (a rolling downgrade of a static group):
+                // no rebalance, the joiner keeps what it was just given.
+                let downgrade = replaced_consumer
+                    && cfg.consumer_migration_policy.downgrades()
+                    && cg.members.len() <= cfg.group_max_size
+                    && cg.members.values().all(|m| m.classic.is_some());
+                let classic = downgrade
+                    .then(|| cg.to_classic(gid, "", Some(topics), ctx.now_ms, &mut records));
+                match &classic {
+                    Some(c) => {
+                        r.generation_id = c.generation;
+                        if let Some(at) = c.next_deadline() {
+                            out.wake(at);
+                        }
+                    }
+                    None => {
+                        if let Some(at) = cg.next_deadline() {
+                            out.wake(at);
+                        }
+                    }
                 }
+                if let Some(c) = classic {
+                    group.kind = GroupKind::Classic(c);
+                }
+                persist_then_reply(out, records, ctx.token, Response::JoinGroup(r));
                 return;
             }
             // An empty one turns classic again (Kafka's offline downgrade).

@@ -892,3 +892,59 @@ fn simulate_mixed(seed: u64) {
     assert_eq!(fresh.generation(G), sim.h.c.generation(G), "seed {seed}");
     assert_eq!(fresh.members(G), sim.h.c.members(G), "seed {seed}");
 }
+
+#[test]
+fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_in_place() {
+    let mut h = H::migrating();
+    let mut a = h.classic_alone();
+    let r = h.heartbeat(join_req("s1", &["t"], Some("i1")));
+    assert_eq!(r.error_code, code::NONE);
+    let mut s1 = Client {
+        id: "s1".to_owned(),
+        epoch: 0,
+        owned: BTreeMap::new(),
+    };
+    apply(&mut s1, &r);
+    h.classic_heartbeat(&a);
+    h.classic_rejoin(&mut a);
+    h.beat(&mut s1);
+    assert_split(&a, &s1);
+
+    // The application behind "i1" is rolled back to the classic protocol: its JoinGroup
+    // takes the instance over, only classic members are left, and the group turns classic
+    // without a rebalance.
+    let ctx = h.ctx(7);
+    let mut req = JoinGroupRequest::default();
+    req.group_id = GroupId(s(G));
+    req.session_timeout_ms = SESSION;
+    req.rebalance_timeout_ms = REBALANCE;
+    req.member_id = s("");
+    req.group_instance_id = Some(s("i1"));
+    req.protocol_type = s("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = subscription(&["t"], &[]);
+    req.protocols = vec![p];
+    let effects = h.c.join_group(ctx, req, &h.topics);
+    let Some(Response::JoinGroup(r)) = h.absorb(ctx.token, effects) else {
+        panic!("no JoinGroup answer");
+    };
+    assert_eq!(r.error_code, code::NONE);
+    assert_eq!(h.c.group_state(G), Some(ClassicState::Stable));
+    assert_eq!(Some(r.generation_id), h.c.generation(G));
+    let mut b = Classic {
+        id: r.member_id.to_string(),
+        generation: r.generation_id,
+        owned: Vec::new(),
+    };
+    let (e, parts) = h.classic_sync(&b, &[]);
+    assert_eq!(e, code::NONE);
+    b.owned = parts;
+    assert_eq!(b.owned.len(), 2, "the partitions \"i1\" had");
+    assert!(b.owned.iter().all(|p| !a.owned.contains(p)));
+    assert_eq!(h.classic_heartbeat(&a), code::NONE, "no rebalance");
+    assert_eq!(h.classic_heartbeat(&b), code::NONE);
+    let fresh = h.replayed();
+    assert_eq!(fresh.group_state(G), Some(ClassicState::Stable));
+    assert_eq!(fresh.members(G).len(), 2);
+}

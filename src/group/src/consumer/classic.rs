@@ -147,14 +147,16 @@ impl ConsumerGroup {
         })
     }
 
-    /// JoinGroup from a classic member: joins or rejoins, and reconciles at once.
+    /// JoinGroup from a classic member: joins or rejoins, and reconciles at once. Also
+    /// says whether the member took over a static member that used the consumer protocol
+    /// (which may leave only classic members: the caller's cue for a downgrade).
     pub fn classic_join(
         &mut self,
         gid: &str,
         j: ClassicJoin<'_>,
         topics: &dyn TopicsView,
         records: &mut Vec<Record>,
-    ) -> Result<JoinGroupResponse, i16> {
+    ) -> Result<(JoinGroupResponse, bool), i16> {
         let now = j.now_ms;
         let unknown = j.member_id.is_empty();
         let member_id = if unknown {
@@ -178,7 +180,10 @@ impl ConsumerGroup {
         }
         if unknown && j.instance_id.is_none() && j.version >= 4 {
             // KIP-394, as for classic groups: come back with this id.
-            return Ok(join_error(code::MEMBER_ID_REQUIRED, &member_id, j.version));
+            return Ok((
+                join_error(code::MEMBER_ID_REQUIRED, &member_id, j.version),
+                false,
+            ));
         }
         let sub = j
             .protocols
@@ -187,6 +192,8 @@ impl ConsumerGroup {
             .ok_or(code::INCONSISTENT_GROUP_PROTOCOL)?;
 
         let mut is_new = false;
+        let mut replaced = false;
+        let mut replaced_consumer = false;
         if unknown {
             match j
                 .instance_id
@@ -194,7 +201,11 @@ impl ConsumerGroup {
                 .and_then(|i| self.static_members.get(i))
                 .cloned()
             {
-                Some(old) => self.replace_static(gid, &old, &member_id, now, records),
+                Some(old) => {
+                    replaced_consumer = self.members.get(&old).is_some_and(|m| m.classic.is_none());
+                    replaced = true;
+                    self.replace_static(gid, &old, &member_id, now, records);
+                }
                 None => self.add_member(&member_id, j.instance_id.as_deref(), now),
             }
             is_new = true;
@@ -236,7 +247,8 @@ impl ConsumerGroup {
             self.count_subscription(&old, false);
             self.count_subscription(&m, true);
         }
-        let bump = subscription_changed || is_new;
+        // A static member taking over its instance changes nothing the assignor sees.
+        let bump = subscription_changed || (is_new && !replaced);
         if m.metadata_value() != old.metadata_value() || is_new {
             records.push((
                 consumer_group_member_key(gid, &member_id),
@@ -282,7 +294,7 @@ impl ConsumerGroup {
         r.protocol_name = Some(sb(protocol));
         // No leader: the coordinator assigns, the client never does.
         r.leader = sb("");
-        Ok(r)
+        Ok((r, replaced_consumer))
     }
 
     /// SyncGroup from a classic member: its current assignment, in its protocol's version.
