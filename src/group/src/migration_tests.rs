@@ -400,6 +400,8 @@ struct SimClassic {
     owned: BTreeSet<i32>,
     phase: Phase,
     alive: bool,
+    /// `group.instance.id` of a static member.
+    instance: Option<String>,
 }
 
 /// A consumer-protocol client subscribed to `t` (and maybe `u`).
@@ -407,6 +409,35 @@ struct SimModern {
     c: Client,
     topics: Vec<&'static str>,
     alive: bool,
+    instance: Option<String>,
+}
+
+impl SimClassic {
+    fn new(instance: Option<String>) -> Self {
+        SimClassic {
+            id: String::new(),
+            generation: -1,
+            owned: BTreeSet::new(),
+            phase: Phase::Out,
+            alive: true,
+            instance,
+        }
+    }
+}
+
+impl SimModern {
+    fn new(n: u64, topics: Vec<&'static str>, instance: Option<String>) -> Self {
+        SimModern {
+            c: Client {
+                id: format!("m{n}"),
+                epoch: 0,
+                owned: BTreeMap::new(),
+            },
+            topics,
+            alive: true,
+            instance,
+        }
+    }
 }
 
 /// The coordinator with every reply kept by token, whichever call produced it (a parked
@@ -463,9 +494,10 @@ impl Sim {
         if self.trace {
             let c = &self.classic[i];
             eprintln!(
-                "t={} classic {} gen {} {:?} owns {:?} | group {:?}/{:?} epoch {:?}",
+                "t={} classic {} ({:?}) gen {} {:?} owns {:?} | group {:?}/{:?} epoch {:?}",
                 self.h.now,
                 c.id,
+                c.instance,
                 c.generation,
                 c.phase,
                 c.owned,
@@ -486,6 +518,7 @@ impl Sim {
                 req.session_timeout_ms = SIM_SESSION;
                 req.rebalance_timeout_ms = SIM_REBALANCE;
                 req.member_id = s(&self.classic[i].id);
+                req.group_instance_id = self.classic[i].instance.as_deref().map(s);
                 req.protocol_type = s("consumer");
                 let mut p = JoinGroupRequestProtocol::default();
                 p.name = s(self.protocol());
@@ -506,6 +539,8 @@ impl Sim {
                 let c = &mut self.classic[i];
                 match r.error_code {
                     code::NONE => {
+                        // A static member joining without an id learns it here.
+                        c.id = r.member_id.to_string();
                         c.generation = r.generation_id;
                         let mut assignments = Vec::new();
                         if r.leader.as_str() == c.id && !r.members.is_empty() {
@@ -538,6 +573,7 @@ impl Sim {
                         req.group_id = GroupId(s(G));
                         req.generation_id = c.generation;
                         req.member_id = s(&c.id);
+                        req.group_instance_id = c.instance.as_deref().map(s);
                         req.protocol_type = Some(s("consumer"));
                         req.protocol_name = Some(s(self.protocol()));
                         req.assignments = assignments;
@@ -592,6 +628,7 @@ impl Sim {
                 req.group_id = GroupId(s(G));
                 req.generation_id = self.classic[i].generation;
                 req.member_id = s(&self.classic[i].id);
+                req.group_instance_id = self.classic[i].instance.as_deref().map(s);
                 let effects = self.h.c.heartbeat(ctx, req);
                 self.run(effects);
                 let Some(Response::Heartbeat(r)) = self.mail.remove(&ctx.token.0) else {
@@ -626,7 +663,7 @@ impl Sim {
 
     fn modern_step(&mut self, i: usize) {
         let sc = &self.modern[i];
-        let mut req = join_req(&sc.c.id, &sc.topics, None);
+        let mut req = join_req(&sc.c.id, &sc.topics, sc.instance.as_deref());
         req.member_epoch = sc.c.epoch;
         req.topic_partitions = Some(owned(&sc.c));
         let ctx = self.h.ctx(1);
@@ -660,6 +697,8 @@ impl Sim {
                 sc.c.owned.clear();
                 sc.c.epoch = 0;
             }
+            // Its instance is still held by a previous incarnation: try again later.
+            code::UNRELEASED_INSTANCE_ID => assert_eq!(sc.c.epoch, 0),
             other => panic!("heartbeat error {other}: {:?}", r.error_message),
         }
     }
@@ -748,6 +787,9 @@ fn simulate_mixed(seed: u64) {
         cooperative: seed.is_multiple_of(2),
         trace: std::env::var_os("SLUICE_MIGRATION_SIM_TRACE").is_some(),
     };
+    if sim.trace {
+        eprintln!("seed {seed}");
+    }
     let mut next_id = 0;
     let mut conversions = 0;
     let mut was_classic = true;
@@ -760,36 +802,58 @@ fn simulate_mixed(seed: u64) {
         let live = sim.classic.iter().filter(|c| c.alive).count()
             + sim.modern.iter().filter(|m| m.alive).count();
         match rng.below(24) {
-            0 if live < 6 => sim.classic.push(SimClassic {
-                id: String::new(),
-                generation: -1,
-                owned: BTreeSet::new(),
-                phase: Phase::Out,
-                alive: true,
-            }),
+            0 if live < 6 => {
+                next_id += 1;
+                let instance = (rng.below(2) == 0).then(|| format!("i{next_id}"));
+                sim.classic.push(SimClassic::new(instance));
+            }
             1 if live < 6 => {
                 next_id += 1;
+                let instance = (rng.below(2) == 0).then(|| format!("i{next_id}"));
                 let topics = if rng.below(2) == 0 {
                     vec!["t"]
                 } else {
                     vec!["t", "u"]
                 };
-                sim.modern.push(SimModern {
-                    c: Client {
-                        id: format!("m{next_id}"),
-                        epoch: 0,
-                        owned: BTreeMap::new(),
-                    },
-                    topics,
-                    alive: true,
-                });
+                sim.modern.push(SimModern::new(next_id, topics, instance));
+            }
+            7 | 8 => {
+                // A static member's application restarts speaking the other protocol (a
+                // rolling upgrade or downgrade): the old process stops (a KIP-848 one says
+                // it leaves for now, epoch -2) and the new one joins with its instance id.
+                let n = (sim.classic.len() + sim.modern.len()) as u64;
+                let i = rng.below(n) as usize;
+                if i < sim.classic.len() {
+                    let c = &mut sim.classic[i];
+                    if c.alive && c.instance.is_some() {
+                        c.alive = false;
+                        c.owned.clear();
+                        next_id += 1;
+                        let m = SimModern::new(next_id, vec!["t"], c.instance.clone());
+                        sim.modern.push(m);
+                    }
+                } else if let Some(m) = sim.modern.get_mut(i - sim.classic.len()) {
+                    if m.alive && m.instance.is_some() {
+                        m.alive = false;
+                        m.c.owned.clear();
+                        let instance = m.instance.clone();
+                        if m.c.epoch > 0 {
+                            let mut req = join_req(&m.c.id, &[], instance.as_deref());
+                            req.member_epoch = -2;
+                            let ctx = sim.h.ctx(1);
+                            let effects = sim.h.c.consumer_group_heartbeat(ctx, req, &sim.h.topics);
+                            sim.run(effects);
+                        }
+                        sim.classic.push(SimClassic::new(instance));
+                    }
+                }
             }
             2 => {
                 // A consumer-protocol member leaves gracefully.
                 let n = sim.modern.len() as u64;
                 let i = rng.below(n) as usize;
                 if let Some(m) = sim.modern.get_mut(i).filter(|m| m.alive && m.c.epoch > 0) {
-                    let mut req = join_req(&m.c.id, &[], None);
+                    let mut req = join_req(&m.c.id, &[], m.instance.as_deref());
                     req.member_epoch = -1;
                     m.alive = false;
                     m.c.owned.clear();
@@ -814,6 +878,7 @@ fn simulate_mixed(seed: u64) {
                     req.group_id = GroupId(s(G));
                     let mut m = sluice_codec::kafka_protocol::messages::leave_group_request::MemberIdentity::default();
                     m.member_id = s(&c.id);
+                    m.group_instance_id = c.instance.as_deref().map(s);
                     req.members = vec![m];
                     let effects = sim.h.c.leave_group(ctx, req);
                     sim.run(effects);

@@ -211,8 +211,11 @@ impl ConsumerGroup {
             is_new = true;
         } else {
             match j.instance_id.as_deref() {
+                // The id MEMBER_ID_REQUIRED handed out (consumer groups keep no pending ids;
+                // Kafka creates a dynamic member under the id it comes back with).
                 None if !self.members.contains_key(&member_id) => {
-                    return Err(code::UNKNOWN_MEMBER_ID)
+                    self.add_member(&member_id, None, now);
+                    is_new = true;
                 }
                 None => {}
                 Some(inst) => match self.static_members.get(inst) {
