@@ -2070,3 +2070,36 @@ async fn online_migration(strategy: Option<&str>) {
     classic.close();
     assert_eq!(committed(&b, group, topic).await, ends(&all));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_classic_member_joins_a_running_consumer_group() {
+    // The other direction of a rolling change: a consumer group running the KIP-848
+    // protocol takes in a classic consumer (the broker assigns for it), and becomes a
+    // classic group when its last KIP-848 member leaves.
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let topic = "mixed";
+    let group = "mixed-group";
+    create_topic(&b, topic).await;
+    let early = produce_range(&b, topic, 0, 120).await;
+    let modern = Member::start(
+        "modern",
+        &MemberCfg::new(&b, group, topic).consumer_protocol(),
+    );
+    wait_split("the KIP-848 member alone", &[&modern.log], &[6]).await;
+    wait_consumed("the first 120 records", &[&modern.log], &early).await;
+    let classic = Member::start("classic", &MemberCfg::new(&b, group, topic));
+    let logs = [&modern.log, &classic.log];
+    wait_split("a KIP-848 and a classic member share", &logs, &[3, 3]).await;
+    let middle = produce_range(&b, topic, 120, 60).await;
+    wait_consumed("records with both members", &logs, &middle).await;
+    let modern_log = modern.log.clone();
+    modern.close();
+    wait_split("the classic member alone", &[&classic.log], &[6]).await;
+    let late = produce_range(&b, topic, 180, 60).await;
+    wait_consumed("records after the downgrade", &[&classic.log], &late).await;
+    let all: BTreeSet<_> = early.union(&middle).chain(late.iter()).copied().collect();
+    assert_exactly_once("classic joins consumer", &[&modern_log, &classic.log], &all);
+    classic.close();
+    assert_eq!(committed(&b, group, topic).await, ends(&all));
+}
