@@ -214,6 +214,10 @@ impl ConsumerGroup {
                 // The id MEMBER_ID_REQUIRED handed out (consumer groups keep no pending ids;
                 // Kafka creates a dynamic member under the id it comes back with).
                 None if !self.members.contains_key(&member_id) => {
+                    // An id no coordinator would hand out: start over with a real one.
+                    if member_id.len() > crate::coordinator::MEMBER_ID_BYTES_MAX {
+                        return Err(code::UNKNOWN_MEMBER_ID);
+                    }
                     self.add_member(&member_id, None, now);
                     is_new = true;
                 }
