@@ -354,11 +354,12 @@ impl GroupCoordinator {
                 g.kind = GroupKind::Consumer(ConsumerGroup::default());
                 self.groups.insert(gid.to_owned(), g);
             }
-            // Kafka's offline upgrade: an empty classic group becomes a consumer group.
+            // Kafka's offline upgrade: an empty classic group becomes a consumer group (a
+            // client that was handed a member id and has not joined yet joins it as a
+            // classic member).
             Some(GroupKind::Classic(c))
                 if joining
                     && c.members.is_empty()
-                    && c.pending_members.is_empty()
                     && matches!(c.state, ClassicState::Empty | ClassicState::Dead) =>
             {
                 if let Some(g) = self.groups.get_mut(gid) {
