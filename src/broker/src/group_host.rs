@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -48,6 +48,8 @@ pub struct GroupSlot {
     waiters: RefCell<HashMap<u64, LocalSender<Response>>>,
     /// Transaction markers appended while the groups load: (offset, producer id, commit).
     held_markers: RefCell<Vec<(i64, i64, bool)>>,
+    /// The shard, for its topic table on a timer (Weak: the shard owns this slot).
+    shard: Weak<BrokerShard>,
 }
 
 /// Markers held during one load (see [`GroupSlot::complete_txn`]).
@@ -61,10 +63,12 @@ impl GroupSlot {
         partition: i32,
         log: Rc<PartitionLog<DmaStorage>>,
         config: GroupConfig,
+        shard: Weak<BrokerShard>,
     ) -> Rc<GroupSlot> {
         Self::new(
             CoordLog::local(OFFSETS_TOPIC, topic_id, partition, log),
             config,
+            shard,
         )
     }
 
@@ -77,14 +81,16 @@ impl GroupSlot {
         rep: Rc<Replication>,
         group: sluice_raft::GroupId,
         config: GroupConfig,
+        shard: Weak<BrokerShard>,
     ) -> Rc<GroupSlot> {
         Self::new(
             CoordLog::replicated(OFFSETS_TOPIC, topic_id, partition, log, rep, group),
             config,
+            shard,
         )
     }
 
-    fn new(log: CoordLog, config: GroupConfig) -> Rc<GroupSlot> {
+    fn new(log: CoordLog, config: GroupConfig, shard: Weak<BrokerShard>) -> Rc<GroupSlot> {
         Rc::new(GroupSlot {
             topic_id: log.topic_id,
             partition: log.partition,
@@ -94,6 +100,7 @@ impl GroupSlot {
             next_token: Cell::new(1),
             waiters: RefCell::new(HashMap::new()),
             held_markers: RefCell::new(Vec::new()),
+            shard,
         })
     }
 
@@ -230,7 +237,12 @@ impl GroupSlot {
             if !me.log.fire_tick(at_ms) {
                 return; // reloaded, or a later tick already ran past this one
             }
-            let effects = me.coord.borrow_mut().tick(now_ms());
+            // A shard that is gone is shutting down: no topics, and nothing left to serve.
+            let Some(shard) = me.shard.upgrade() else {
+                return;
+            };
+            let topics = TopicsImage(shard.topics());
+            let effects = me.coord.borrow_mut().tick(now_ms(), &topics);
             me.perform(effects);
         })
         .detach();

@@ -461,6 +461,7 @@ impl BrokerShard {
                     key.partition,
                     part.log.clone(),
                     self.config.groups.clone(),
+                    self.me.clone(),
                 );
                 self.group_slots.borrow_mut().push(slot.clone());
                 slot.reload();
@@ -642,6 +643,7 @@ impl BrokerShard {
                 rep.clone(),
                 group,
                 self.config.groups.clone(),
+                self.me.clone(),
             );
             self.group_slots.borrow_mut().push(slot);
             rep.watch_leadership(group);

@@ -247,9 +247,6 @@ pub(crate) struct ConsumerGroup {
     /// Regex -> matching topic names, valid for `regex_version` of the topics.
     regex_cache: HashMap<String, BTreeSet<String>>,
     regex_version: Option<u64>,
-    /// Names of the subscribed topics as last resolved, for the one place without a topic
-    /// table at hand: a downgrade on a timer, which must still record what members hold.
-    topic_names: HashMap<Uuid, String>,
 }
 
 /// What one heartbeat asks of the group, after validation.
@@ -319,8 +316,17 @@ impl ConsumerGroup {
             .min()
     }
 
+    /// Resolves every regex members subscribe to (after a load, the cache is empty), so
+    /// [`Self::protects_topic`] sees what they match.
+    pub fn resolve_regexes(&mut self, topics: &dyn TopicsView) {
+        let regexes: Vec<String> = self.regexes.keys().cloned().collect();
+        for r in regexes {
+            self.resolve_regex(&r, topics);
+        }
+    }
+
     /// Whether a stored offset of `topic` is kept from expiry: the group has members and
-    /// one of them subscribes to it.
+    /// one of them subscribes to it (regexes as last resolved).
     pub fn protects_topic(&self, topic: &str) -> bool {
         !self.members.is_empty()
             && (self.names.contains_key(topic)
@@ -353,6 +359,12 @@ impl ConsumerGroup {
         if self.regex_version != Some(topics.version()) {
             self.regex_cache.clear();
             self.regex_version = Some(topics.version());
+        } else if self.regex_cache.len() > self.regexes.len()
+            && !self.regex_cache.contains_key(regex)
+        {
+            // Only regexes members use now stay cached (members may churn through many).
+            let used = &self.regexes;
+            self.regex_cache.retain(|r, _| used.contains_key(r));
         }
         self.regex_cache
             .entry(regex.to_owned())
@@ -406,25 +418,7 @@ impl ConsumerGroup {
                 ))
             })
             .collect();
-        for (id, t) in &subscribed {
-            self.topic_names.insert(*id, t.name.clone());
-        }
-        // Names of topics no longer subscribed stay while members may hold them; pruned
-        // only once they outnumber the subscribed ones, so this stays O(topics) per call.
-        if self.topic_names.len() > 2 * subscribed.len() + 16 {
-            let held: BTreeSet<Uuid> = self.owners.keys().map(|(t, _)| *t).collect();
-            self.topic_names
-                .retain(|id, _| subscribed.contains_key(id) || held.contains(id));
-        }
         subscribed
-    }
-
-    /// A topic's name: from `topics` when at hand, else as last resolved.
-    fn topic_name(&self, id: &Uuid, topics: Option<&dyn TopicsView>) -> Option<String> {
-        match topics {
-            Some(t) => t.by_id(id).map(|(n, _)| n.to_owned()),
-            None => self.topic_names.get(id).cloned(),
-        }
     }
 
     /// A hash of the subscribed topics' identity and size: the group epoch is bumped when it
@@ -475,8 +469,9 @@ impl ConsumerGroup {
                 .as_ref()
                 .map_or(session_timeout_ms, |c| c.session_timeout_ms);
             m.session_deadline_ms = now_ms.saturating_add(i64::from(session.max(0)));
-            m.revoke_deadline_ms = (m.state == MemberState::UnrevokedPartitions)
-                .then(|| now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
+            m.revoke_deadline_ms = (m.state == MemberState::UnrevokedPartitions
+                && m.classic.is_none())
+            .then(|| now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0))));
         }
     }
 
@@ -704,29 +699,10 @@ impl ConsumerGroup {
                 bump = true;
             }
         } else {
+            self.known_member(gid, &member_id, hb.instance_id.as_deref())?;
             let Some(m) = self.members.get(&member_id) else {
-                return Err((
-                    code::UNKNOWN_MEMBER_ID,
-                    format!("Member {member_id} is not a member of group {gid}."),
-                ));
+                return Err((code::UNKNOWN_MEMBER_ID, String::new()));
             };
-            if let Some(inst) = &hb.instance_id {
-                match self.static_members.get(inst) {
-                    None => {
-                        return Err((
-                            code::UNKNOWN_MEMBER_ID,
-                            format!("Instance id {inst} is unknown."),
-                        ))
-                    }
-                    Some(holder) if *holder != member_id => {
-                        return Err((
-                            code::FENCED_INSTANCE_ID,
-                            format!("Instance id {inst} is held by another member."),
-                        ))
-                    }
-                    Some(_) => {}
-                }
-            }
             // Kafka's epoch rule: a newer epoch than the member has is impossible; an older
             // one is accepted only as the previous epoch from a member that lost our
             // answer and still owns nothing beyond its assignment.
@@ -767,15 +743,23 @@ impl ConsumerGroup {
         if hb.server_assignor.is_some() {
             m.server_assignor = hb.server_assignor.clone();
         }
-        let subscription_changed = m.subscribed_names != old.subscribed_names
-            || m.regex != old.regex
-            || m.server_assignor != old.server_assignor;
+        // A change of server assignor alone does not bump the group epoch (Kafka): the
+        // group's assignor applies from the next assignment on.
+        let subscription_changed =
+            m.subscribed_names != old.subscribed_names || m.regex != old.regex;
         if subscription_changed {
             self.count_subscription(&old, false);
             self.count_subscription(&m, true);
             bump = true;
         }
+        // Heartbeating with this protocol makes a classic member a consumer-protocol one.
+        if m.classic.take().is_some() {
+            m.join_deadline_ms = None;
+            m.sync_deadline_ms = None;
+        }
         let metadata_changed = subscription_changed
+            || m.server_assignor != old.server_assignor
+            || m.classic != old.classic
             || m.rack_id != old.rack_id
             || m.rebalance_timeout_ms != old.rebalance_timeout_ms
             || m.client_id != old.client_id
@@ -820,52 +804,85 @@ impl ConsumerGroup {
         Ok(r)
     }
 
-    fn leave(
-        &mut self,
+    /// Checks that a heartbeat of a joined member (epoch other than 0) names one: in Kafka's
+    /// order, a static member's instance first (unknown: UNKNOWN_MEMBER_ID; held under
+    /// another member id, so this is a zombie of a restarted instance: FENCED_INSTANCE_ID),
+    /// then the member id.
+    pub(crate) fn known_member(
+        &self,
         gid: &str,
-        hb: &Heartbeat<'_>,
-        records: &mut Vec<Record>,
-    ) -> Result<ConsumerGroupHeartbeatResponse, HbError> {
-        // A static member may leave under a new member id (its instance is what counts).
-        let member_id = match &hb.instance_id {
-            Some(inst) => match self.static_members.get(inst) {
-                Some(id) => id.clone(),
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), HbError> {
+        if let Some(inst) = instance_id {
+            match self.static_members.get(inst) {
                 None => {
                     return Err((
                         code::UNKNOWN_MEMBER_ID,
                         format!("Instance id {inst} is unknown."),
                     ))
                 }
-            },
-            None => hb.member_id.clone(),
-        };
-        if !self.members.contains_key(&member_id) {
+                Some(holder) if holder != member_id => {
+                    return Err((
+                        code::FENCED_INSTANCE_ID,
+                        format!(
+                            "Static member {member_id} with instance id {inst} was fenced by member {holder}."
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.members.contains_key(member_id) {
             return Err((
                 code::UNKNOWN_MEMBER_ID,
                 format!("Member {member_id} is not a member of group {gid}."),
             ));
         }
+        Ok(())
+    }
+
+    fn leave(
+        &mut self,
+        gid: &str,
+        hb: &Heartbeat<'_>,
+        records: &mut Vec<Record>,
+    ) -> Result<ConsumerGroupHeartbeatResponse, HbError> {
+        let member_id = hb.member_id.clone();
+        self.known_member(gid, &member_id, hb.instance_id.as_deref())?;
+        let mut r = ConsumerGroupHeartbeatResponse::default();
+        r.member_id = Some(sb(&member_id));
+        r.member_epoch = hb.member_epoch;
+        r.heartbeat_interval_ms = 0;
         if hb.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH && hb.instance_id.is_some() {
-            // Keeps its target and partitions until its session runs out, so a restart
-            // within the session moves nothing.
-            if let Some(m) = self.members.get_mut(&member_id) {
-                m.previous_epoch = m.epoch;
-                m.epoch = LEAVE_GROUP_STATIC_MEMBER_EPOCH;
-                m.revoke_deadline_ms = None;
-                let v = m.assignment_value();
-                records.push((
-                    consumer_group_current_assignment_key(gid, &member_id),
-                    Some(v.encode()),
-                ));
-            }
+            self.leave_for_now(gid, &member_id, records);
         } else {
             self.remove_member(gid, &member_id, records);
         }
-        let mut r = ConsumerGroupHeartbeatResponse::default();
-        r.member_id = Some(sb(&hb.member_id));
-        r.member_epoch = hb.member_epoch;
-        r.heartbeat_interval_ms = 0;
+        #[cfg(debug_assertions)]
+        self.check();
         Ok(r)
+    }
+
+    /// A static member leaving for now (epoch -2): it keeps its target and its assigned
+    /// partitions until its session runs out, so a restart within the session moves
+    /// nothing. What it was still revoking is released (it stopped consuming), so other
+    /// members need not wait for it; its previous epoch stays as it was (Kafka).
+    fn leave_for_now(&mut self, gid: &str, member_id: &str, records: &mut Vec<Record>) {
+        let Some(m) = self.members.get_mut(member_id) else {
+            return;
+        };
+        m.epoch = LEAVE_GROUP_STATIC_MEMBER_EPOCH;
+        m.revoking.clear();
+        m.revoke_deadline_ms = None;
+        let assigned = m.assigned.clone();
+        let v = m.assignment_value();
+        records.push((
+            consumer_group_current_assignment_key(gid, member_id),
+            Some(v.encode()),
+        ));
+        self.release_all(member_id);
+        self.claim(member_id, &assigned);
     }
 
     /// After a member's update: bumps the group epoch if `bump` or the subscribed topics
@@ -1006,21 +1023,27 @@ impl ConsumerGroup {
             self.claim(member_id, &assigned);
             self.claim(member_id, &revoking);
             if let Some(mm) = self.members.get_mut(member_id) {
+                let changed = epoch != mm.epoch
+                    || state != mm.state
+                    || assigned != mm.assigned
+                    || revoking != mm.revoking;
                 if epoch != mm.epoch {
                     mm.previous_epoch = mm.epoch;
                     mm.epoch = epoch;
                 }
-                let was_revoking = mm.state == MemberState::UnrevokedPartitions;
                 mm.state = state;
                 mm.assigned = assigned;
                 mm.revoking = revoking;
-                mm.revoke_deadline_ms = match state {
-                    MemberState::UnrevokedPartitions if was_revoking => mm.revoke_deadline_ms,
-                    MemberState::UnrevokedPartitions => {
-                        Some(now_ms.saturating_add(i64::from(mm.rebalance_timeout_ms.max(0))))
-                    }
-                    _ => None,
-                };
+                // Kafka: every step of a revocation grants a full rebalance timeout for the
+                // next. A classic member has its join and sync timers instead.
+                if changed {
+                    mm.revoke_deadline_ms = match state {
+                        MemberState::UnrevokedPartitions if mm.classic.is_none() => {
+                            Some(now_ms.saturating_add(i64::from(mm.rebalance_timeout_ms.max(0))))
+                        }
+                        _ => None,
+                    };
+                }
             }
         }
         Ok(())

@@ -128,6 +128,14 @@ impl H {
                     }
                 }
                 Effect::Persist(records) => self.log.extend(records),
+                // Transactional offsets are not replayed here (they wait for a marker).
+                Effect::PersistTxnThenReply { replies, .. } => {
+                    for (t, r) in replies {
+                        if t == token {
+                            out = Some(r);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -340,7 +348,7 @@ fn a_silent_member_is_removed_after_its_session_and_others_take_over() {
     for _ in 0..10 {
         h.now += i64::from(CONSUMER_HEARTBEAT_INTERVAL_MS);
         h.beat(&mut a);
-        let effects = h.c.tick(h.now);
+        let effects = h.c.tick(h.now, &h.topics);
         h.absorb(ReplyToken(0), effects);
     }
     assert!(h.now - 1_000 > i64::from(CONSUMER_SESSION_TIMEOUT_MS));
@@ -500,7 +508,7 @@ fn offset_commits_check_the_member_epoch() {
     );
     assert_eq!(
         commit(&mut h, "a", a.epoch + 1, 9),
-        code::FENCED_MEMBER_EPOCH
+        code::STALE_MEMBER_EPOCH
     );
     assert_eq!(commit(&mut h, "zz", a.epoch, 9), code::UNKNOWN_MEMBER_ID);
     assert_eq!(commit(&mut h, "a", a.epoch, 8), code::UNSUPPORTED_VERSION);
@@ -694,7 +702,7 @@ fn simulate(seed: u64) {
             6 => {
                 // Time passes; every running client has heartbeated within it.
                 h.now += 1_000 + rng.below(4_000) as i64;
-                let effects = h.c.tick(h.now);
+                let effects = h.c.tick(h.now, &h.topics);
                 h.absorb(ReplyToken(0), effects);
             }
             _ => {
@@ -728,7 +736,7 @@ fn simulate(seed: u64) {
     // Everyone still running heartbeats while the dead time out: the group converges.
     for _ in 0..40 {
         h.now += 3_000;
-        let effects = h.c.tick(h.now);
+        let effects = h.c.tick(h.now, &h.topics);
         h.absorb(ReplyToken(0), effects);
         for sc in clients.iter_mut().filter(|c| c.alive) {
             h.sim_beat(sc, false);
@@ -793,7 +801,150 @@ fn offset_fetch_v9_checks_the_member_epoch() {
     );
     assert_eq!(
         fetch(&mut h, Some("a"), a.epoch + 1),
-        code::FENCED_MEMBER_EPOCH
+        code::STALE_MEMBER_EPOCH
     );
     assert_eq!(fetch(&mut h, Some("b"), a.epoch), code::UNKNOWN_MEMBER_ID);
+}
+
+/// A heartbeat from `id` at `epoch` as static member `instance` (leave: -1 or -2).
+fn static_beat(h: &mut H, id: &str, instance: &str, epoch: i32) -> ConsumerGroupHeartbeatResponse {
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(s(G));
+    req.member_id = s(id);
+    req.instance_id = Some(s(instance));
+    req.member_epoch = epoch;
+    h.heartbeat(req)
+}
+
+#[test]
+fn static_leaves_are_checked_and_release_what_was_being_revoked() {
+    let mut h = H::new();
+    h.topics.add("t", 4);
+    let mut a = h.join_static("a1", "inst-a");
+    h.settle(&mut [&mut a]);
+    let mut b = h.join("b", &["t"]);
+    // a is told to give up two partitions and stops before confirming.
+    h.beat(&mut a);
+    assert_eq!(count(&a), 2);
+    assert_eq!(count(&b), 0);
+    let logged = h.log.len();
+    // Zombies of the instance (another member id) are fenced, leaving or not; an unknown
+    // instance is an unknown member. Instance checks come before the member id's.
+    for epoch in [-2, -1, a.epoch] {
+        let r = static_beat(&mut h, "zombie", "inst-a", epoch);
+        assert_eq!(r.error_code, code::FENCED_INSTANCE_ID, "epoch {epoch}");
+    }
+    assert_eq!(
+        static_beat(&mut h, "a1", "inst-nobody", -2).error_code,
+        code::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(h.log.len(), logged, "refused leaves store nothing");
+    // a1 leaves for now: it keeps its two partitions, and the two it was revoking are
+    // free for b at once.
+    let r = static_beat(&mut h, "a1", "inst-a", -2);
+    assert_eq!((r.error_code, r.member_epoch), (code::NONE, -2));
+    h.beat(&mut b);
+    assert_eq!(count(&b), 2);
+    disjoint(&[&a, &b]);
+    // The instance comes back under a new id with the partitions it kept.
+    let a2 = h.join_static("a2", "inst-a");
+    assert_eq!(a2.owned, a.owned);
+    disjoint(&[&a2, &b]);
+    let fresh = h.replayed();
+    let mut members = fresh.members(G);
+    members.sort();
+    assert_eq!(members, vec!["a2".to_string(), "b".to_string()]);
+}
+
+#[test]
+fn every_revocation_step_gets_a_full_rebalance_timeout() {
+    let mut h = H::new();
+    h.topics.add("t", 6);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    assert_eq!(count(&a), 6);
+    // b joins: a must give up three; it answers, but keeps them a while.
+    let _b = h.join("b", &["t"]);
+    let mut still = a.clone();
+    h.beat(&mut a);
+    assert_eq!(count(&a), 3);
+    h.now += 25_000;
+    let _c = h.join("c", &["t"]);
+    still.epoch = a.epoch;
+    h.beat(&mut still);
+    // 25 s into its 30 s rebalance timeout a reports the three gone; the group has moved
+    // on meanwhile, so it must now give up one more: a new step, with a new 30 s.
+    let r = h.beat(&mut a);
+    assert_eq!(r.error_code, code::NONE);
+    assert_eq!(count(&a), 2);
+    h.now += 20_000;
+    let effects = h.c.tick(h.now, &h.topics);
+    h.absorb(ReplyToken(0), effects);
+    assert!(
+        h.c.members(G).contains(&"a".to_string()),
+        "a is within the timeout of its second step"
+    );
+    h.now += 15_000;
+    let effects = h.c.tick(h.now, &h.topics);
+    h.absorb(ReplyToken(0), effects);
+    assert!(!h.c.members(G).contains(&"a".to_string()));
+}
+
+#[test]
+fn txn_offset_commits_of_consumer_members_check_the_member_epoch() {
+    use sluice_codec::kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use sluice_codec::kafka_protocol::messages::{
+        ProducerId, TransactionalId, TxnOffsetCommitRequest,
+    };
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    let commit = |h: &mut H, member: &str, epoch: i32| -> i16 {
+        let mut p = TxnOffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 5;
+        let mut t = TxnOffsetCommitRequestTopic::default();
+        t.name = TopicName(s("t"));
+        t.partitions = vec![p];
+        let mut req = TxnOffsetCommitRequest::default();
+        req.transactional_id = TransactionalId(s("tx"));
+        req.group_id = GroupId(s(G));
+        req.producer_id = ProducerId(7);
+        req.member_id = s(member);
+        req.generation_id = epoch;
+        req.topics = vec![t];
+        let ctx = h.ctx(4);
+        let effects = h.c.txn_offset_commit(ctx, req);
+        match h.absorb(ctx.token, effects) {
+            Some(Response::TxnOffsetCommit(r)) => r.topics[0].partitions[0].error_code,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(commit(&mut h, "a", a.epoch), code::NONE);
+    // TxnOffsetCommit has no STALE_MEMBER_EPOCH: any other epoch is ILLEGAL_GENERATION.
+    for epoch in [a.epoch - 1, a.epoch + 1] {
+        assert_eq!(commit(&mut h, "a", epoch), code::ILLEGAL_GENERATION);
+    }
+    assert_eq!(commit(&mut h, "zz", a.epoch), code::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn an_assignor_change_alone_does_not_bump_the_group_epoch() {
+    let mut h = H::new();
+    h.topics.add("t", 2);
+    let mut a = h.join("a", &["t"]);
+    h.settle(&mut [&mut a]);
+    let epoch = h.c.generation(G).unwrap();
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(s(G));
+    req.member_id = s("a");
+    req.member_epoch = a.epoch;
+    req.rebalance_timeout_ms = -1;
+    req.server_assignor = Some(s("range"));
+    let r = h.heartbeat(req);
+    assert_eq!(r.error_code, code::NONE);
+    assert_eq!(h.c.generation(G), Some(epoch));
 }

@@ -376,6 +376,22 @@ impl GroupCoordinator {
                     && c.members.len() <= self.config.group_max_size
                     && c.state != ClassicState::Dead =>
             {
+                // Refused before converting, so a full group stays classic (the joining
+                // member would be refused after the conversion anyway).
+                let takes_a_slot = !c.members.contains_key(&hb.member_id)
+                    && hb
+                        .instance_id
+                        .as_ref()
+                        .is_none_or(|i| !c.static_members.contains_key(i));
+                if takes_a_slot && c.members.len() >= self.config.group_max_size {
+                    return Err((
+                        code::GROUP_MAX_SIZE_REACHED,
+                        format!(
+                            "The consumer group has reached its maximum capacity of {} members.",
+                            self.config.group_max_size
+                        ),
+                    ));
+                }
                 let Some(cg) = ConsumerGroup::from_classic(c, topics, ctx.now_ms) else {
                     return Err((
                         code::GROUP_ID_NOT_FOUND,
@@ -408,12 +424,9 @@ impl GroupCoordinator {
         // Kafka's online downgrade: the last member using the consumer protocol leaves.
         if hb.member_epoch == LEAVE_GROUP_MEMBER_EPOCH && cfg.consumer_migration_policy.downgrades()
         {
-            let leaving = match &hb.instance_id {
-                Some(inst) => cg.static_members.get(inst).cloned(),
-                None => Some(hb.member_id.clone()),
-            };
-            if let Some(leaving) = leaving.filter(|l| cg.fence_downgrades(l, cfg.group_max_size)) {
-                let mut c = cg.to_classic(gid, &leaving, Some(topics), ctx.now_ms, records);
+            cg.known_member(gid, &hb.member_id, hb.instance_id.as_deref())?;
+            if cg.fence_downgrades(&hb.member_id, cfg.group_max_size) {
+                let mut c = cg.to_classic(gid, &hb.member_id, topics, ctx.now_ms, records);
                 c.prepare_rebalance(cfg, ctx.now_ms, out);
                 group.kind = GroupKind::Classic(c);
                 let mut r = ConsumerGroupHeartbeatResponse::default();
@@ -583,13 +596,22 @@ impl GroupCoordinator {
                     .unwrap_or_else(|e| (join_error(e, &member_id, v), false));
                 // Kafka's downgrade when a classic static member takes over the last member
                 // that used the consumer protocol (a rolling downgrade of a static group):
-                // no rebalance, the joiner keeps what it was just given.
+                // the joiner keeps what it was just given. The classic group records what
+                // members hold, not their targets (Kafka's choice), so no partition is
+                // handed out twice; if that is not everything (members were still
+                // reconciling), a rebalance assigns the rest.
                 let downgrade = replaced_consumer
                     && cfg.consumer_migration_policy.downgrades()
                     && cg.members.len() <= cfg.group_max_size
                     && cg.members.values().all(|m| m.classic.is_some());
-                let classic = downgrade
-                    .then(|| cg.to_classic(gid, "", Some(topics), ctx.now_ms, &mut records));
+                let settled = cg.state() == ConsumerGroupState::Stable;
+                let classic = downgrade.then(|| {
+                    let mut c = cg.to_classic(gid, "", topics, ctx.now_ms, &mut records);
+                    if !settled {
+                        c.prepare_rebalance(cfg, ctx.now_ms, out);
+                    }
+                    c
+                });
                 match &classic {
                     Some(c) => {
                         r.generation_id = c.generation;
@@ -1291,9 +1313,9 @@ impl GroupCoordinator {
                     if v >= 9 && !(member.is_none() && g.member_epoch < 0) {
                         rg.error_code = match cg.members.get(member.unwrap_or("")) {
                             None => code::UNKNOWN_MEMBER_ID,
-                            Some(m) if g.member_epoch > m.epoch => code::FENCED_MEMBER_EPOCH,
-                            Some(m) if g.member_epoch < m.epoch => code::STALE_MEMBER_EPOCH,
-                            Some(_) => code::NONE,
+                            Some(m) if g.member_epoch == m.epoch => code::NONE,
+                            Some(m) if m.classic.is_some() => code::ILLEGAL_GENERATION,
+                            Some(_) => code::STALE_MEMBER_EPOCH,
                         };
                         if rg.error_code != code::NONE {
                             r.groups.push(rg);
@@ -1592,8 +1614,10 @@ impl GroupCoordinator {
     /// Fire every deadline at or before `now_ms`: KIP-394 pending members, session timeouts,
     /// the join timer (initial delay / rebalance timeout), the pending-sync timer and, every
     /// `offsets_retention_check_interval_ms`, offset expiry and removal of empty groups.
-    /// Idempotent: ticking early or twice does nothing extra.
-    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+    /// Idempotent: ticking early or twice does nothing extra. `topics` names the partitions
+    /// members hold when a consumer group turns classic, and resolves regex subscriptions
+    /// for offset expiry.
+    pub fn tick(&mut self, now_ms: i64, topics: &dyn TopicsView) -> Vec<Effect> {
         let mut out = Out::default();
         let cfg = &self.config;
         let mut records = Vec::new();
@@ -1609,7 +1633,7 @@ impl GroupCoordinator {
                     if let Some(fenced) = cg.tick(&group.id, now_ms, max, &mut records) {
                         // The last consumer-protocol member timed out: the group turns
                         // classic, and its members rejoin to be reassigned.
-                        let mut c = cg.to_classic(&group.id, &fenced, None, now_ms, &mut records);
+                        let mut c = cg.to_classic(&group.id, &fenced, topics, now_ms, &mut records);
                         c.prepare_rebalance(cfg, now_ms, &mut out);
                         group.kind = GroupKind::Classic(c);
                     }
@@ -1629,7 +1653,7 @@ impl GroupCoordinator {
         }
         if self.next_retention_check_ms.is_some_and(|at| at <= now_ms) {
             self.next_retention_check_ms = None;
-            self.expire(now_ms, &mut out);
+            self.expire(now_ms, topics, &mut out);
         }
         // Everything the driver asked for up to now has run; schedule the next deadline.
         self.tick_hint = None;
@@ -1640,11 +1664,14 @@ impl GroupCoordinator {
     }
 
     /// Kafka's offset expiry (KIP-211) and removal of empty groups without offsets.
-    fn expire(&mut self, now_ms: i64, out: &mut Out) {
+    fn expire(&mut self, now_ms: i64, topics: &dyn TopicsView, out: &mut Out) {
         let retention = self.config.offsets_retention_ms;
         let mut records = Vec::new();
         let mut dead = Vec::new();
         for group in self.groups.values_mut() {
+            if let GroupKind::Consumer(cg) = &mut group.kind {
+                cg.resolve_regexes(topics);
+            }
             // Base of the retention clock per offset, or no expiry at all.
             enum Base {
                 StateChange(i64),
@@ -1965,8 +1992,8 @@ fn validate_heartbeat<'a>(
 }
 
 /// Kafka's `ConsumerGroup.validateOffsetCommit`: the member epoch stands in for the
-/// generation, and a commit of an older epoch is STALE_MEMBER_EPOCH (the member retries once
-/// its heartbeat brings the new one).
+/// generation, and a commit of any other epoch is STALE_MEMBER_EPOCH (the member retries
+/// once its heartbeat brings the current one).
 fn validate_consumer_commit(
     cg: &mut ConsumerGroup,
     ctx: &RequestCtx<'_>,
@@ -1996,11 +2023,13 @@ fn validate_consumer_commit(
     if !transactional && ctx.api_version < 9 {
         return code::UNSUPPORTED_VERSION;
     }
-    if epoch > m.epoch {
-        return code::FENCED_MEMBER_EPOCH;
-    }
-    if epoch < m.epoch {
-        return code::STALE_MEMBER_EPOCH;
+    if epoch != m.epoch {
+        // TxnOffsetCommit has no STALE_MEMBER_EPOCH: Kafka answers ILLEGAL_GENERATION.
+        return if transactional {
+            code::ILLEGAL_GENERATION
+        } else {
+            code::STALE_MEMBER_EPOCH
+        };
     }
     code::NONE
 }

@@ -277,7 +277,7 @@ fn a_silent_consumer_member_downgrades_the_group_when_it_times_out() {
     // A keeps heartbeating; b goes quiet past the consumer session timeout.
     for _ in 0..10 {
         h.now += 5_000;
-        let effects = h.c.tick(h.now);
+        let effects = h.c.tick(h.now, &h.topics);
         h.absorb(crate::ReplyToken(u64::MAX), effects);
         if h.c.group_state(G).is_some() {
             break;
@@ -304,7 +304,7 @@ fn a_classic_member_that_does_not_rejoin_in_its_rebalance_timeout_is_removed() {
         h.classic_heartbeat(&a);
         h.beat(&mut b);
         h.beat(&mut c);
-        let effects = h.c.tick(h.now);
+        let effects = h.c.tick(h.now, &h.topics);
         h.absorb(crate::ReplyToken(u64::MAX), effects);
     }
     assert!(
@@ -373,6 +373,84 @@ fn classic_requests_to_a_consumer_group_get_kafkas_errors() {
     assert_eq!(r.members[0].error_code, code::NONE);
     h.settle(&mut [&mut b]);
     assert_eq!(count(&b), 4);
+}
+
+#[test]
+fn a_full_classic_group_refuses_a_consumer_member_and_stays_classic() {
+    let mut h = H::new();
+    h.c = GroupCoordinator::new(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        group_max_size: 1,
+        ..GroupConfig::default()
+    });
+    h.topics.add("t", 4);
+    let a = h.classic_alone();
+    let logged = h.log.len();
+    let r = h.heartbeat(join_req("b", &["t"], None));
+    assert_eq!(r.error_code, code::GROUP_MAX_SIZE_REACHED);
+    assert_eq!(h.c.group_state(G), Some(ClassicState::Stable));
+    assert_eq!(h.log.len(), logged, "nothing converted, nothing stored");
+    assert_eq!(h.classic_heartbeat(&a), code::NONE);
+}
+
+#[test]
+fn a_classic_member_that_heartbeats_with_the_consumer_protocol_becomes_one() {
+    let mut h = H::migrating();
+    let mut a = h.classic_alone();
+    let mut b = h.join("b", &["t"]);
+    h.classic_heartbeat(&a);
+    h.classic_rejoin(&mut a);
+    h.beat(&mut b);
+    // The client restarts with the consumer protocol under the same member id.
+    let mut a2 = h.join(&a.id, &["t"]);
+    h.settle(&mut [&mut a2, &mut b]);
+    disjoint(&[&a2, &b]);
+    // b leaving no longer leaves only classic members: the group stays a consumer group.
+    let mut leave = join_req("b", &["t"], None);
+    leave.member_epoch = -1;
+    assert_eq!(h.heartbeat(leave).error_code, code::NONE);
+    assert!(h.c.consumer_group_state(G).is_some());
+    h.settle(&mut [&mut a2]);
+    assert_eq!(count(&a2), 4);
+    // Nor is it a classic member to the classic requests.
+    assert_eq!(h.classic_heartbeat(&a), code::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn a_downgrade_on_a_timer_after_a_reload_keeps_what_members_hold() {
+    let mut h = H::migrating();
+    let mut a = h.classic_alone();
+    let mut b = h.join("b", &["t"]);
+    h.classic_heartbeat(&a);
+    h.classic_rejoin(&mut a);
+    h.beat(&mut b);
+    assert_eq!(a.owned.len(), 2);
+    // The coordinator moves (a restart, a new leader) and b goes quiet.
+    h.c = h.replayed();
+    for _ in 0..20 {
+        h.now += 5_000;
+        let effects = h.c.tick(h.now, &h.topics);
+        h.absorb(crate::ReplyToken(u64::MAX), effects);
+        if h.c.group_state(G).is_some() {
+            break;
+        }
+        assert_eq!(h.classic_heartbeat(&a), code::NONE);
+    }
+    assert_eq!(h.c.group_state(G), Some(ClassicState::PreparingRebalance));
+    // A consumer member upgrades the group again before a rejoins: a still consumes its
+    // two partitions, and the records must say so (named from the topic table, which a
+    // cache lost on reload would not), so the newcomer gets only the other two.
+    let mut c = h.join("c", &["t"]);
+    for _ in 0..3 {
+        h.beat(&mut c);
+    }
+    let theirs: Vec<i32> = c.owned.values().flatten().copied().collect();
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+    assert!(
+        theirs.iter().all(|p| !a.owned.contains(p)),
+        "{theirs:?} / {:?}",
+        a.owned
+    );
 }
 
 // ---- a seeded simulation of mixed-protocol groups ------------------------------------------
@@ -472,6 +550,36 @@ impl Sim {
                 }
                 Effect::Persist(records) => self.h.log.extend(records),
                 _ => {}
+            }
+        }
+    }
+
+    /// Prints the coordinator's view of the consumer group (trace mode and failures).
+    fn dump(&mut self) {
+        let ctx = self.h.ctx(1);
+        let mut req = ConsumerGroupDescribeRequest::default();
+        req.group_ids = vec![GroupId(s(G))];
+        let effects = self.h.c.consumer_group_describe(ctx, req, &self.h.topics);
+        for e in effects {
+            let Effect::Reply(_, Response::ConsumerGroupDescribe(d)) = e else {
+                continue;
+            };
+            let g = &d.groups[0];
+            eprintln!(
+                "  coordinator: epoch {} target epoch {}",
+                g.group_epoch, g.assignment_epoch
+            );
+            for m in &g.members {
+                let parts = |a: &[sluice_codec::kafka_protocol::messages::consumer_group_describe_response::TopicPartitions]| {
+                    a.iter().map(|t| t.partitions.clone()).collect::<Vec<_>>()
+                };
+                eprintln!(
+                    "  coordinator: {} epoch {} assigned {:?} target {:?}",
+                    m.member_id,
+                    m.member_epoch,
+                    parts(&m.assignment.topic_partitions),
+                    parts(&m.target_assignment.topic_partitions),
+                );
             }
         }
     }
@@ -672,6 +780,9 @@ impl Sim {
         let Some(Response::ConsumerGroupHeartbeat(r)) = self.mail.remove(&ctx.token.0) else {
             panic!("no heartbeat answer");
         };
+        if self.trace {
+            self.dump();
+        }
         let sc = &mut self.modern[i];
         if self.trace {
             eprintln!(
@@ -902,7 +1013,7 @@ fn simulate_mixed(seed: u64) {
                 // Time passes; every running client acts within it (as real ones do).
                 sim.act_all();
                 sim.h.now += 1_000 + rng.below(4_000) as i64;
-                let effects = sim.h.c.tick(sim.h.now);
+                let effects = sim.h.c.tick(sim.h.now, &sim.h.topics);
                 sim.run(effects);
             }
             _ => {
@@ -926,9 +1037,12 @@ fn simulate_mixed(seed: u64) {
         sim.act_all();
         sim.act_all();
         sim.h.now += 2_000;
-        let effects = sim.h.c.tick(sim.h.now);
+        let effects = sim.h.c.tick(sim.h.now, &sim.h.topics);
         sim.run(effects);
         sim.check_disjoint(seed);
+    }
+    if sim.trace {
+        sim.dump();
     }
     let classic_live: Vec<&SimClassic> = sim.classic.iter().filter(|c| c.alive).collect();
     let modern_live: Vec<&SimModern> = sim.modern.iter().filter(|m| m.alive).collect();

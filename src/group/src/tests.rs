@@ -160,7 +160,7 @@ impl H {
 
     fn at(&mut self, now: i64) {
         self.now = now;
-        let e = self.c.tick(now);
+        let e = self.c.tick(now, &NoTopics);
         self.absorb(e);
     }
 

@@ -239,7 +239,6 @@ impl ConsumerGroup {
         names.dedup();
         m.subscribed_names = names;
         m.regex = None;
-        m.server_assignor = None;
         if sub.rack_id.is_some() {
             m.rack_id = sub.rack_id.clone();
         }
@@ -247,9 +246,8 @@ impl ConsumerGroup {
         m.client_id = j.client_id.to_owned();
         m.client_host = j.client_host.to_owned();
         m.classic = Some(classic_metadata(j.session_timeout_ms, &j.protocols));
-        let subscription_changed = m.subscribed_names != old.subscribed_names
-            || m.regex != old.regex
-            || m.server_assignor != old.server_assignor;
+        let subscription_changed =
+            m.subscribed_names != old.subscribed_names || m.regex != old.regex;
         if subscription_changed {
             self.count_subscription(&old, false);
             self.count_subscription(&m, true);
@@ -482,6 +480,22 @@ impl ConsumerGroup {
         cg.rebuild_derived();
         let subscribed = cg.subscribed_topics(topics);
         cg.metadata_hash = Self::metadata_hash(&subscribed);
+        // What members hold is the target only if it is all of what they subscribe to. A
+        // classic group caught mid-rebalance (or between a cooperative rebalance's two
+        // rounds) holds less: the group epoch moves past the target's, so the next
+        // heartbeat computes a full one even if it is a static member's takeover, which
+        // would not bump the epoch itself.
+        let held = taken
+            .iter()
+            .filter(|(t, _)| subscribed.contains_key(t))
+            .count();
+        let wanted: usize = subscribed
+            .values()
+            .map(|t| usize::try_from(t.partitions).unwrap_or(0))
+            .sum();
+        if held < wanted {
+            cg.epoch = cg.epoch.saturating_add(1);
+        }
         Some(cg)
     }
 
@@ -519,13 +533,12 @@ impl ConsumerGroup {
     /// Kafka's `ClassicGroup.fromConsumerGroup`: the classic group this one becomes without
     /// `leaving` (online downgrade), Stable at the group epoch with each member's current
     /// partitions as its assignment, plus the records that replace the consumer group's. The
-    /// caller starts the rebalance. Topic names come from `topics`, or (on a timer) from the
-    /// names last resolved.
+    /// caller starts the rebalance.
     pub fn to_classic(
         &self,
         gid: &str,
         leaving: &str,
-        topics: Option<&dyn TopicsView>,
+        topics: &dyn TopicsView,
         now_ms: i64,
         records: &mut Vec<Record>,
     ) -> ClassicGroup {
@@ -589,8 +602,8 @@ impl ConsumerGroup {
             let named: NamedAssignment = held
                 .iter()
                 .filter_map(|(t, ps)| {
-                    let name = self.topic_name(t, topics)?;
-                    Some((name, ps.iter().copied().collect()))
+                    let (name, _) = topics.by_id(t)?;
+                    Some((name.to_owned(), ps.iter().copied().collect()))
                 })
                 .collect();
             let version = version_of(&member.metadata_for(&protocol)).unwrap_or(0);
