@@ -541,8 +541,16 @@ impl ConsumerGroup {
 
     /// Removes a member (left, fenced or timed out) and bumps the group epoch.
     pub fn remove_member(&mut self, gid: &str, member_id: &str, records: &mut Vec<Record>) {
+        if self.drop_member(gid, member_id, records) {
+            self.bump_epoch(gid, records);
+        }
+    }
+
+    /// Removes a member without bumping the group epoch (the caller bumps it once for a
+    /// batch); false if there was no such member.
+    fn drop_member(&mut self, gid: &str, member_id: &str, records: &mut Vec<Record>) -> bool {
         let Some(m) = self.members.remove(member_id) else {
-            return;
+            return false;
         };
         self.count_subscription(&m, false);
         if let Some(i) = &m.instance_id {
@@ -551,6 +559,11 @@ impl ConsumerGroup {
         self.release_all(member_id);
         self.target.remove(member_id);
         Self::member_records_removed(gid, member_id, records);
+        true
+    }
+
+    /// A new group epoch: the next heartbeat computes a new target.
+    pub fn bump_epoch(&mut self, gid: &str, records: &mut Vec<Record>) {
         self.epoch += 1;
         records.push(self.epoch_record(gid));
     }
@@ -901,8 +914,7 @@ impl ConsumerGroup {
             bump = true;
         }
         if bump {
-            self.epoch += 1;
-            records.push(self.epoch_record(gid));
+            self.bump_epoch(gid, records);
         }
         if self.epoch > self.target_epoch {
             self.compute_target(gid, &subscribed, topics, records);
@@ -1002,7 +1014,12 @@ impl ConsumerGroup {
                 if owns_any(owned, &m.revoking) {
                     None
                 } else {
-                    Some(self.next_assignment(&m, &target, owned))
+                    // Kafka: a completed revocation moves the member one epoch on, even if
+                    // the target now asks it to revoke more (it is behind the target, so
+                    // this never passes it).
+                    let mut stepped = m.clone();
+                    stepped.epoch = m.epoch.saturating_add(1).min(self.target_epoch);
+                    Some(self.next_assignment(&stepped, &target, owned))
                 }
             }
             MemberState::Unknown => {

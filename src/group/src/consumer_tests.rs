@@ -470,7 +470,13 @@ fn bad_heartbeats_get_kafkas_errors() {
     assert_eq!(h.heartbeat(epoch).error_code, code::INVALID_REQUEST);
     let mut group = join_req("a", &["t"], None);
     group.group_id = GroupId(s(""));
-    assert_eq!(h.heartbeat(group).error_code, code::INVALID_GROUP_ID);
+    assert_eq!(h.heartbeat(group).error_code, code::INVALID_REQUEST);
+    let mut blank = join_req("  ", &["t"], None);
+    blank.member_epoch = 0;
+    assert_eq!(h.heartbeat(blank).error_code, code::INVALID_REQUEST);
+    let mut blank = join_req("a", &["t"], Some(" "));
+    blank.member_epoch = 0;
+    assert_eq!(h.heartbeat(blank).error_code, code::INVALID_REQUEST);
     // Nothing was stored by any of them.
     assert!(h.log.is_empty(), "{:?}", h.log);
     assert_eq!(h.c.group_count(), 0);
@@ -873,10 +879,14 @@ fn every_revocation_step_gets_a_full_rebalance_timeout() {
     still.epoch = a.epoch;
     h.beat(&mut still);
     // 25 s into its 30 s rebalance timeout a reports the three gone; the group has moved
-    // on meanwhile, so it must now give up one more: a new step, with a new 30 s.
+    // on meanwhile, so it must now give up one more: a new step, with a new 30 s, one
+    // epoch on (Kafka moves a member that completed a revocation to its next epoch).
+    let before = a.epoch;
     let r = h.beat(&mut a);
     assert_eq!(r.error_code, code::NONE);
     assert_eq!(count(&a), 2);
+    assert_eq!(r.member_epoch, before + 1);
+    assert!(r.member_epoch < h.c.generation(G).unwrap());
     h.now += 20_000;
     let effects = h.c.tick(h.now, &h.topics);
     h.absorb(ReplyToken(0), effects);

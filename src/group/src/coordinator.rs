@@ -340,6 +340,8 @@ impl GroupCoordinator {
         let gid = req.group_id.0.as_str();
         let joining = hb.member_epoch == 0;
         match self.groups.get(gid).map(|g| &g.kind) {
+            // Kafka answers GROUP_ID_NOT_FOUND, which the Java consumer takes as fatal; a
+            // member whose group is gone (emptied and expired) rejoins on this instead.
             None if !joining => {
                 return Err((
                     code::UNKNOWN_MEMBER_ID,
@@ -857,6 +859,9 @@ impl GroupCoordinator {
         };
         let cfg = &self.config;
         let mut results = Vec::with_capacity(leaving.len());
+        // The member id each answer names, where it differs from the request's (an
+        // administrative removal by instance id learns whom it removed).
+        let mut removed_ids: Vec<Option<String>> = Vec::new();
         let mut top = code::NONE;
         let mut records = Vec::new();
         match self.groups.get_mut(req.group_id.0.as_str()) {
@@ -865,9 +870,24 @@ impl GroupCoordinator {
                 id,
                 kind: GroupKind::Consumer(cg),
                 ..
-            }) => results.extend(leaving.iter().map(|(member_id, instance)| {
-                cg.classic_leave(id, member_id, instance.as_deref(), &mut records)
-            })),
+            }) => {
+                for (member_id, instance) in &leaving {
+                    match cg.classic_leave(id, member_id, instance.as_deref(), &mut records) {
+                        Ok(removed) => {
+                            results.push(code::NONE);
+                            removed_ids.push(Some(removed));
+                        }
+                        Err(e) => {
+                            results.push(e);
+                            removed_ids.push(None);
+                        }
+                    }
+                }
+                // One new group epoch for the whole batch, as Kafka does.
+                if removed_ids.iter().any(Option::is_some) {
+                    cg.bump_epoch(id, &mut records);
+                }
+            }
             Some(Group {
                 kind: GroupKind::Classic(c),
                 ..
@@ -913,9 +933,11 @@ impl GroupCoordinator {
             r.members = leaving
                 .iter()
                 .zip(results.iter().copied().chain(std::iter::repeat(top)))
-                .map(|((id, inst), err)| {
+                .enumerate()
+                .map(|(i, ((asked, inst), err))| {
                     let mut m = MemberResponse::default();
-                    m.member_id = sb(id);
+                    let named = removed_ids.get(i).and_then(|r| r.as_deref());
+                    m.member_id = sb(named.unwrap_or(asked));
                     m.group_instance_id = inst.as_deref().map(sb);
                     m.error_code = err;
                     m
@@ -1904,18 +1926,20 @@ fn validate_heartbeat<'a>(
     fresh: Option<Uuid>,
 ) -> Result<Heartbeat<'a>, (i16, String)> {
     let invalid = |m: &str| Err((code::INVALID_REQUEST, m.to_owned()));
-    if req.group_id.0.is_empty() {
-        return Err((code::INVALID_GROUP_ID, "GroupId can't be empty.".to_owned()));
+    // Kafka: blank (empty or only whitespace) ids are invalid requests.
+    let blank = |s: &str| s.trim().is_empty();
+    if blank(&req.group_id.0) {
+        return invalid("GroupId can't be empty.");
     }
-    if req.instance_id.as_ref().is_some_and(|i| i.is_empty()) {
+    if req.instance_id.as_ref().is_some_and(|i| blank(i)) {
         return invalid("InstanceId can't be empty.");
     }
-    if req.rack_id.as_ref().is_some_and(|r| r.is_empty()) {
+    if req.rack_id.as_ref().is_some_and(|r| blank(r)) {
         return invalid("RackId can't be empty.");
     }
     let epoch = req.member_epoch;
     let mut member_id = req.member_id.as_str().to_owned();
-    if member_id.is_empty() {
+    if blank(&member_id) {
         // v0 lets the coordinator name a joining member; v1 clients name themselves.
         if ctx.api_version == 0 && epoch == 0 {
             member_id = fresh.unwrap_or_else(Uuid::new_v4).simple().to_string();

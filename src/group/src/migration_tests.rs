@@ -453,6 +453,73 @@ fn a_downgrade_on_a_timer_after_a_reload_keeps_what_members_hold() {
     );
 }
 
+#[test]
+fn a_batched_leave_group_removes_classic_members_with_one_new_epoch() {
+    let mut h = H::migrating();
+    let mut a = h.classic_alone();
+    let mut b = h.join("b", &["t"]);
+    h.classic_heartbeat(&a);
+    h.classic_rejoin(&mut a);
+    h.beat(&mut b);
+    // A second classic member, static, joins the consumer group.
+    let ctx = h.ctx(7);
+    let mut req = JoinGroupRequest::default();
+    req.group_id = GroupId(s(G));
+    req.session_timeout_ms = SESSION;
+    req.rebalance_timeout_ms = REBALANCE;
+    req.member_id = s("");
+    req.group_instance_id = Some(s("inst-c"));
+    req.protocol_type = s("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = subscription(&["t"], &[]);
+    req.protocols = vec![p];
+    let effects = h.c.join_group(ctx, req, &h.topics);
+    let Some(Response::JoinGroup(r)) = h.absorb(ctx.token, effects) else {
+        panic!("no JoinGroup answer");
+    };
+    assert_eq!(r.error_code, code::NONE);
+    let c_id = r.member_id.to_string();
+    let epoch = h.c.generation(G).unwrap();
+    // An admin removes both: a by member id, c by instance id alone; plus an unknown one.
+    use sluice_codec::kafka_protocol::messages::leave_group_request::MemberIdentity;
+    let ctx = h.ctx(5);
+    let mut req = LeaveGroupRequest::default();
+    req.group_id = GroupId(s(G));
+    let mut by_id = MemberIdentity::default();
+    by_id.member_id = s(&a.id);
+    let mut by_instance = MemberIdentity::default();
+    by_instance.group_instance_id = Some(s("inst-c"));
+    let mut nobody = MemberIdentity::default();
+    nobody.member_id = s("nobody");
+    req.members = vec![by_id, by_instance, nobody];
+    let effects = h.c.leave_group(ctx, req);
+    let Some(Response::LeaveGroup(r)) = h.absorb(ctx.token, effects) else {
+        panic!("no LeaveGroup answer");
+    };
+    let answers: Vec<(String, i16)> = r
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.error_code))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (a.id.clone(), code::NONE),
+            (c_id, code::NONE),
+            ("nobody".to_owned(), code::UNKNOWN_MEMBER_ID)
+        ]
+    );
+    assert_eq!(
+        h.c.generation(G),
+        Some(epoch + 1),
+        "one new epoch for the batch"
+    );
+    assert_eq!(h.c.members(G), vec!["b".to_owned()]);
+    h.settle(&mut [&mut b]);
+    assert_eq!(count(&b), 4);
+}
+
 // ---- a seeded simulation of mixed-protocol groups ------------------------------------------
 
 /// Where a simulated classic client is in its protocol.

@@ -379,14 +379,15 @@ impl ConsumerGroup {
     }
 
     /// One member of a LeaveGroup: a classic member by id, or a static one by instance id
-    /// (an empty member id is the admin's removal by instance).
+    /// (an empty member id is the admin's removal by instance). Returns the id removed; the
+    /// caller bumps the group epoch once for the whole request ([`Self::bump_epoch`]).
     pub fn classic_leave(
         &mut self,
         gid: &str,
         member_id: &str,
         instance_id: Option<&str>,
         records: &mut Vec<Record>,
-    ) -> i16 {
+    ) -> Result<String, i16> {
         let id = match instance_id {
             Some(inst) if member_id.is_empty() => match self.static_members.get(inst) {
                 Some(holder)
@@ -397,15 +398,12 @@ impl ConsumerGroup {
                 {
                     holder.clone()
                 }
-                _ => return code::UNKNOWN_MEMBER_ID,
+                _ => return Err(code::UNKNOWN_MEMBER_ID),
             },
-            _ => match self.classic_member(member_id, instance_id) {
-                Ok(m) => m.id.clone(),
-                Err(e) => return e,
-            },
+            _ => self.classic_member(member_id, instance_id)?.id.clone(),
         };
-        self.remove_member(gid, &id, records);
-        code::NONE
+        self.drop_member(gid, &id, records);
+        Ok(id)
     }
 
     /// Kafka's `ConsumerGroup.fromClassicGroup`: the consumer group a classic group with
