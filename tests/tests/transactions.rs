@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_tests::kafka::{admin, base_config, create_topics, producer};
 use sluice_tests::wire::Flex;
-use sluice_tests::{skip_in_cluster_mode, wire, Broker};
+use sluice_tests::{skip_in_cluster_mode, wire, Broker, BrokerConfig};
 
 /// DescribeProducers v0 (flexible: request header v2, response header v1), by hand.
 fn describe_producers(broker: &Broker, topics: &[(&str, &[i32])]) -> Vec<Partition> {
@@ -304,14 +304,9 @@ async fn the_broker_aborts_a_transaction_past_its_timeout_and_fences_its_produce
     p.begin_transaction().unwrap();
     send(&p, "slow", 0, "too-late-0").await;
     send(&p, "slow", 1, "too-late-1").await;
-    // The coordinator's timer aborts it (and bumps the epoch) within a tick of 2 s.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let r = p.commit_transaction(TXN_TIMEOUT);
-    assert!(
-        r.is_err(),
-        "a commit after the broker's abort must fail: {r:?}"
-    );
-    // Nothing of it is visible, and the partitions are readable past it (the LSO moved).
+    // A record behind the open transaction: read_committed sees it only once the
+    // transaction ends, which here only the coordinator's timer (2 s) can do. So reading it
+    // is the wait for the abort, and nothing of the transaction may show up before it.
     let plain = producer(&b, &[]);
     send(&plain, "slow", 0, "later").await;
     let seen = read_values(
@@ -319,10 +314,51 @@ async fn the_broker_aborts_a_transaction_past_its_timeout_and_fences_its_produce
         "slow",
         &[0, 1],
         1,
-        Duration::from_secs(10),
+        Duration::from_secs(15),
     )
     .await;
     assert_eq!(seen, ["later"]);
+    // The abort bumped the producer's epoch: its commit fails.
+    let r = p.commit_transaction(TXN_TIMEOUT);
+    assert!(
+        r.is_err(),
+        "a commit after the broker's abort must fail: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_max_timeout_ms_bounds_what_producers_may_ask_for() {
+    let broker = Broker::start_with(BrokerConfig {
+        extra_args: vec!["--transaction-max-timeout-ms".into(), "3000".into()],
+        ..BrokerConfig::default()
+    });
+    let b = broker.bootstrap();
+    let too_long = producer(
+        &b,
+        &[
+            ("transactional.id", "greedy"),
+            ("transaction.timeout.ms", "5000"),
+            ("socket.timeout.ms", "5000"),
+            ("message.timeout.ms", "5000"),
+        ],
+    );
+    match too_long.init_transactions(TXN_TIMEOUT) {
+        Err(KafkaError::Transaction(e)) => assert_eq!(
+            e.code(),
+            rdkafka::types::RDKafkaErrorCode::InvalidTransactionTimeout,
+            "{e}"
+        ),
+        other => panic!("a timeout above the broker's maximum must be refused: {other:?}"),
+    }
+    txn_producer(
+        &b,
+        "modest",
+        &[
+            ("transaction.timeout.ms", "3000"),
+            ("socket.timeout.ms", "3000"),
+            ("message.timeout.ms", "3000"),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

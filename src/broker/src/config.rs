@@ -99,6 +99,13 @@ pub struct BrokerConfig {
     /// The group coordinator's settings (`group.consumer.session.timeout.ms`,
     /// `group.consumer.heartbeat.interval.ms`, `group.consumer.migration.policy`, ...).
     pub groups: sluice_group::GroupConfig,
+    /// `transaction.max.timeout.ms` (`--transaction-max-timeout-ms`): the longest
+    /// `transaction.timeout.ms` a producer may ask for (InitProducerId answers
+    /// INVALID_TRANSACTION_TIMEOUT above it).
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms` (`--transactional-id-expiration-ms`): a
+    /// transactional id with no transaction open and no use for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -129,6 +136,8 @@ impl Default for BrokerConfig {
             leader_rebalance: crate::replication::LeaderRebalance::default(),
             controlled_shutdown_enable: true,
             groups: sluice_group::GroupConfig::default(),
+            transaction_max_timeout_ms: sluice_txn::TRANSACTION_MAX_TIMEOUT_MS,
+            transactional_id_expiration_ms: sluice_txn::TRANSACTIONAL_ID_EXPIRATION_MS,
         }
     }
 }

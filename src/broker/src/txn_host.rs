@@ -338,6 +338,8 @@ fn config(shard: &BrokerShard) -> TxnConfig {
         .map_or(shard.config.offsets_topic_partitions, |t| t.partitions);
     TxnConfig {
         offsets_partitions: offsets,
+        max_timeout_ms: shard.config.transaction_max_timeout_ms,
+        id_expiration_ms: shard.config.transactional_id_expiration_ms,
         ..TxnConfig::default()
     }
 }

@@ -79,6 +79,7 @@ const USAGE: &str = "usage:
                [--group-consumer-session-timeout-ms MS]
                [--group-consumer-heartbeat-interval-ms MS]
                [--group-consumer-migration-policy disabled|upgrade|downgrade|bidirectional]
+               [--transaction-max-timeout-ms MS] [--transactional-id-expiration-ms MS]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
@@ -265,6 +266,22 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     .ok_or_else(|| {
                         format!("--group-consumer-migration-policy: {v} is not one of disabled, upgrade, downgrade, bidirectional")
                     })?;
+            }
+            "--transaction-max-timeout-ms" => {
+                let v = value("--transaction-max-timeout-ms")?;
+                c.transaction_max_timeout_ms = v
+                    .parse()
+                    .ok()
+                    .filter(|ms: &i32| *ms >= 1)
+                    .ok_or_else(|| format!("--transaction-max-timeout-ms: {v} is not a number of milliseconds of at least 1"))?;
+            }
+            "--transactional-id-expiration-ms" => {
+                let v = value("--transactional-id-expiration-ms")?;
+                c.transactional_id_expiration_ms = v
+                    .parse()
+                    .ok()
+                    .filter(|ms: &i64| *ms >= 1)
+                    .ok_or_else(|| format!("--transactional-id-expiration-ms: {v} is not a number of milliseconds of at least 1"))?;
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -541,6 +558,26 @@ mod tests {
             "--group-consumer-heartbeat-interval-ms 45000",
             "--group-consumer-heartbeat-interval-ms 0",
             "--group-consumer-session-timeout-ms x",
+        ] {
+            parse_start(&args(bad)).expect_err(bad);
+        }
+    }
+
+    #[test]
+    fn transaction_flags() {
+        let c = parse_start(&[]).unwrap();
+        assert_eq!(c.transaction_max_timeout_ms, 900_000);
+        assert_eq!(c.transactional_id_expiration_ms, 604_800_000);
+        let c = parse_start(&args(
+            "--transaction-max-timeout-ms 60000 --transactional-id-expiration-ms 3600000",
+        ))
+        .unwrap();
+        assert_eq!(c.transaction_max_timeout_ms, 60_000);
+        assert_eq!(c.transactional_id_expiration_ms, 3_600_000);
+        for bad in [
+            "--transaction-max-timeout-ms 0",
+            "--transaction-max-timeout-ms soon",
+            "--transactional-id-expiration-ms -5",
         ] {
             parse_start(&args(bad)).expect_err(bad);
         }
