@@ -12,8 +12,9 @@
 //!
 //! Markers go to each partition's leader as a control batch appended with acks=all: on
 //! this node through its owning shard (`PartitionOp::Produce`, the same path as a produce,
-//! whose log checks the producer and coordinator epochs), on another node as a
-//! WriteTxnMarkers call over the node-to-node transport (`handlers::write_txn_markers`). A
+//! whose log checks the producer and coordinator epochs), on another node through one
+//! WriteTxnMarkers call per node for all the partitions it leads, over the node-to-node
+//! transport (`handlers::write_txn_markers`). A
 //! marker the partition refuses for an older producer epoch means a later marker (a fence)
 //! passed there already and counts as written; one refused for an older coordinator epoch
 //! means this coordinator was deposed: it stops writing that transaction's markers (the
@@ -26,7 +27,7 @@
 //! shard, or another node's coordinator over the transport, `node_rpc::VERIFY_TXN`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -278,22 +279,9 @@ impl TxnSlot {
         let generation = self.log.generation();
         glommio::spawn_local(async move {
             let markers = Rc::new(markers);
-            let writes = markers
-                .partitions
-                .iter()
-                .map(|(topic, p)| {
-                    write_marker(
-                        shard.clone(),
-                        me.clone(),
-                        markers.clone(),
-                        topic.clone(),
-                        *p,
-                        generation,
-                    )
-                })
-                .collect();
-            let written = crate::handlers::join_all(writes).await;
-            if !written.iter().all(|w| *w) || me.log.generation() != generation {
+            if !write_all_markers(&shard, &me, &markers, generation).await
+                || me.log.generation() != generation
+            {
                 return;
             }
             let effects = me.coord.borrow_mut().markers_written(
@@ -344,107 +332,200 @@ fn config(shard: &BrokerShard) -> TxnConfig {
     }
 }
 
-/// Writes one partition's marker until it lands; false if the coordinator unloaded or was
-/// deposed first.
-async fn write_marker(
-    shard: Rc<BrokerShard>,
-    slot: Rc<TxnSlot>,
-    m: Rc<Markers>,
-    topic: String,
-    partition: i32,
+/// Where one partition's marker stands after an attempt.
+enum MarkerAttempt {
+    /// Written, or not needed any more (a later marker of a newer producer epoch passed
+    /// there already).
+    Done,
+    /// The partition refused this coordinator's epoch: a newer coordinator took over.
+    Fenced,
+    /// Try again after a pause (no leader yet, leadership moved, a timeout, ...).
+    Retry,
+}
+
+/// What a partition's answer to a marker means.
+fn marker_attempt(code: i16) -> MarkerAttempt {
+    match code {
+        kerr::NONE | kerr::INVALID_PRODUCER_EPOCH => MarkerAttempt::Done,
+        TRANSACTION_COORDINATOR_FENCED => MarkerAttempt::Fenced,
+        _ => MarkerAttempt::Retry,
+    }
+}
+
+/// Writes a transaction's markers to all its partitions until every one has landed: this
+/// node's through their owning shards, and every other node's in one WriteTxnMarkers call
+/// per node (as Kafka batches them per broker), all at once. What fails is retried, after
+/// [`MARKER_RETRY_BACKOFF`], with fresh leaders. False if the coordinator unloaded or was
+/// deposed (a partition refused its epoch) first.
+async fn write_all_markers(
+    shard: &Rc<BrokerShard>,
+    slot: &Rc<TxnSlot>,
+    m: &Rc<Markers>,
     generation: u64,
 ) -> bool {
+    type Attempts = Vec<((String, i32), MarkerAttempt)>;
+    let name = slot.log.name();
+    let mut pending: Vec<(String, i32)> = m.partitions.clone();
     loop {
         if slot.log.generation() != generation {
             return false;
         }
-        let Some(t) = shard.topics().get(&topic).map(|t| (t.id, t.partitions)) else {
-            return true; // the topic was deleted: nothing left to mark
-        };
-        if partition >= t.1 {
+        // Where each marker goes, by what this node knows of the leaders now.
+        let topics = shard.topics();
+        let mut local = Vec::new();
+        let mut by_node: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        for (topic, p) in pending {
+            let Some(t) = topics.get(&topic).filter(|t| p < t.partitions) else {
+                continue; // the topic or partition is gone: nothing left to mark
+            };
+            let (hint, _) = crate::handlers::current_leader(shard, &t.id, p);
+            if hint.leader >= 0 && hint.leader != shard.config.node_id {
+                by_node.entry(hint.leader).or_default().push((topic, p));
+            } else {
+                local.push((t.id, topic, p));
+            }
+        }
+        let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Attempts>>>> =
+            Vec::new();
+        for (topic_id, topic, p) in local {
+            let (shard, m) = (shard.clone(), m.clone());
+            work.push(Box::pin(async move {
+                let attempt = local_marker(&shard, &m, topic_id, &topic, p).await;
+                vec![((topic, p), attempt)]
+            }));
+        }
+        // One call per node, in chunks the receiving node accepts.
+        let max = crate::handlers::write_txn_markers::WRITE_TXN_MARKERS_PARTITIONS_MAX;
+        for (node, parts) in by_node {
+            for chunk in parts.chunks(max) {
+                let (shard, m, chunk) = (shard.clone(), m.clone(), chunk.to_vec());
+                work.push(Box::pin(async move {
+                    let codes = remote_markers(&shard, node, &m, &chunk).await;
+                    let codes =
+                        codes.unwrap_or_else(|| vec![kerr::NOT_LEADER_OR_FOLLOWER; chunk.len()]);
+                    chunk
+                        .into_iter()
+                        .zip(codes)
+                        .map(|(tp, code)| {
+                            let attempt = marker_attempt(code);
+                            if matches!(attempt, MarkerAttempt::Retry) {
+                                log::debug!(
+                                    "marker for {}-{} failed on node {node} (error {code}); retrying",
+                                    tp.0,
+                                    tp.1
+                                );
+                            }
+                            (tp, attempt)
+                        })
+                        .collect()
+                }));
+            }
+        }
+        let mut retry = Vec::new();
+        for (tp, attempt) in crate::handlers::join_all(work).await.into_iter().flatten() {
+            match attempt {
+                MarkerAttempt::Done => {}
+                MarkerAttempt::Fenced => {
+                    log::warn!(
+                        "{name}: marker for {}-{} refused: a newer coordinator wrote there; \
+                         this one stops writing this transaction's markers",
+                        tp.0,
+                        tp.1
+                    );
+                    return false;
+                }
+                MarkerAttempt::Retry => retry.push(tp),
+            }
+        }
+        if retry.is_empty() {
             return true;
         }
-        let marker = sluice_storage::txn::Marker {
-            commit: m.commit,
-            coordinator_epoch: m.coordinator_epoch,
-        };
-        let batch =
-            sluice_storage::txn::marker_batch(m.producer_id, m.producer_epoch, marker, now_ms());
-        let appended =
-            crate::handlers::write_txn_markers::append(&shard, t.0, partition, Bytes::from(batch))
-                .await;
-        let code = match appended {
-            // Led by another node (or not hosted here at all): its leader writes it.
-            kerr::NOT_LEADER_OR_FOLLOWER => {
-                let (hint, _) = crate::handlers::current_leader(&shard, &t.0, partition);
-                if hint.leader >= 0 && hint.leader != shard.config.node_id {
-                    remote_marker(&shard, hint.leader, &m, &topic, partition)
-                        .await
-                        .unwrap_or(kerr::NOT_LEADER_OR_FOLLOWER)
-                } else {
-                    kerr::NOT_LEADER_OR_FOLLOWER
-                }
-            }
-            code => code,
-        };
-        match code {
-            kerr::NONE | kerr::INVALID_PRODUCER_EPOCH => return true,
-            TRANSACTION_COORDINATOR_FENCED => {
-                log::warn!(
-                    "{}: marker for {topic}-{partition} refused: a newer coordinator wrote \
-                     there; this one stops writing this transaction's markers",
-                    slot.log.name()
-                );
-                return false;
-            }
-            code => {
-                log::debug!(
-                    "{}: marker for {topic}-{partition} failed (error {code}); retrying",
-                    slot.log.name()
-                );
-                glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
-            }
-        }
+        pending = retry;
+        glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
     }
 }
 
-/// Writes one marker through node `leader` (WriteTxnMarkers over the node-to-node
-/// transport, which shard 0 holds): the partition's code, `None` without an answer.
-async fn remote_marker(
+/// One attempt at a partition's marker on this node (through the shard that owns it).
+async fn local_marker(
+    shard: &Rc<BrokerShard>,
+    m: &Markers,
+    topic_id: [u8; 16],
+    topic: &str,
+    partition: i32,
+) -> MarkerAttempt {
+    let marker = sluice_storage::txn::Marker {
+        commit: m.commit,
+        coordinator_epoch: m.coordinator_epoch,
+    };
+    let batch =
+        sluice_storage::txn::marker_batch(m.producer_id, m.producer_epoch, marker, now_ms());
+    let code =
+        crate::handlers::write_txn_markers::append(shard, topic_id, partition, Bytes::from(batch))
+            .await;
+    // NOT_LEADER_OR_FOLLOWER: leadership moved since; the next round asks its new leader.
+    let attempt = marker_attempt(code);
+    if matches!(attempt, MarkerAttempt::Retry) {
+        log::debug!("marker for {topic}-{partition} failed (error {code}); retrying");
+    }
+    attempt
+}
+
+/// Writes the markers of `parts` through node `leader` in one WriteTxnMarkers call (over the
+/// node-to-node transport, which shard 0 holds): each partition's code in the order of
+/// `parts`, `None` without a usable answer.
+async fn remote_markers(
     shard: &Rc<BrokerShard>,
     leader: i32,
     m: &Markers,
-    topic: &str,
-    partition: i32,
-) -> Option<i16> {
+    parts: &[(String, i32)],
+) -> Option<Vec<i16>> {
     use crate::handlers::write_txn_markers::{WIRE_VERSION, WRITE_MARKERS};
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, p) in parts {
+        topics.entry(topic.as_str()).or_default().push(*p);
+    }
     let req = WriteTxnMarkersRequest::default().with_markers(vec![
         write_txn_markers_request::WritableTxnMarker::default()
             .with_producer_id(ProducerId(m.producer_id))
             .with_producer_epoch(m.producer_epoch)
             .with_transaction_result(m.commit)
             .with_coordinator_epoch(m.coordinator_epoch)
-            .with_topics(vec![
-                write_txn_markers_request::WritableTxnMarkerTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partition_indexes(vec![partition]),
-            ]),
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partition_indexes(partitions)
+                    })
+                    .collect(),
+            ),
     ]);
     let mut body = bytes::BytesMut::new();
     req.encode(&mut body, WIRE_VERSION).ok()?;
-    // The other node's append waits for its partition's quorum.
+    // The other node's appends (in parallel) wait for their partitions' quorums.
     let timeout = Duration::from_millis(MARKER_TIMEOUT_MS as u64) + RPC_MARGIN;
-    let answer =
+    let mut answer =
         crate::node_rpc::call(shard, leader, WRITE_MARKERS, body.freeze(), timeout).await?;
-    let mut answer = answer;
     let resp = WriteTxnMarkersResponse::decode(&mut answer, WIRE_VERSION).ok()?;
-    resp.markers
-        .first()?
-        .topics
-        .first()?
-        .partitions
-        .first()
-        .map(|p| p.error_code)
+    let mut codes: HashMap<(&str, i32), i16> = HashMap::new();
+    for t in resp.markers.first()?.topics.iter() {
+        for p in &t.partitions {
+            codes.insert((t.name.0.as_str(), p.partition_index), p.error_code);
+        }
+    }
+    // A partition the answer leaves out is retried.
+    Some(
+        parts
+            .iter()
+            .map(|(topic, p)| {
+                codes
+                    .get(&(topic.as_str(), *p))
+                    .copied()
+                    .unwrap_or(kerr::UNKNOWN_SERVER_ERROR)
+            })
+            .collect(),
+    )
 }
 
 /// Whether the transaction coordinator answers this request.

@@ -32,8 +32,9 @@ use crate::shard::{now_ms, BrokerShard};
 pub const WRITE_MARKERS: u16 = sluice_cluster::wire::method::EXTENSION_MIN + 1;
 /// The WriteTxnMarkers version of [`WRITE_MARKERS`] bodies.
 pub const WIRE_VERSION: i16 = 1;
-/// Partitions one request may name in all (sluice's coordinators send one partition per
-/// call; `kafka-transactions.sh abort` names one).
+/// Partitions one request may name in all (sluice's coordinators send a transaction's
+/// partitions on one node per call, split into requests of at most this many;
+/// `kafka-transactions.sh abort` names one).
 pub const WRITE_TXN_MARKERS_PARTITIONS_MAX: usize = 100_000;
 /// How long one marker's append may wait for its partition's quorum.
 pub const MARKER_TIMEOUT_MS: i32 = 30_000;
