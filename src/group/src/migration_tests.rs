@@ -81,6 +81,52 @@ impl H {
         }
     }
 
+    /// A new static classic member (`instance`, no member id yet) joins, owning nothing.
+    fn classic_static_join(&mut self, instance: &str) -> JoinGroupResponse {
+        let ctx = self.ctx(7);
+        let mut req = JoinGroupRequest::default();
+        req.group_id = GroupId(s(G));
+        req.session_timeout_ms = SESSION;
+        req.rebalance_timeout_ms = REBALANCE;
+        req.member_id = s("");
+        req.group_instance_id = Some(s(instance));
+        req.protocol_type = s("consumer");
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = s("range");
+        p.metadata = subscription(&["t"], &[]);
+        req.protocols = vec![p];
+        let effects = self.c.join_group(ctx, req, &self.topics);
+        match self.absorb(ctx.token, effects) {
+            Some(Response::JoinGroup(r)) => r,
+            other => panic!("no JoinGroup answer: {other:?}"),
+        }
+    }
+
+    /// A classic member (all of `t` first) and consumer member "b" sharing a consumer
+    /// group after an online upgrade, both reconciled.
+    fn classic_and_consumer(&mut self) -> (Classic, Client) {
+        let mut a = self.classic_alone();
+        let mut b = self.join("b", &["t"]);
+        self.classic_heartbeat(&a);
+        self.classic_rejoin(&mut a);
+        self.beat(&mut b);
+        (a, b)
+    }
+
+    /// Ticks 5 s at a time (at most `rounds` times) while `a` heartbeats, until the group
+    /// is classic again.
+    fn tick_until_classic(&mut self, a: &Classic, rounds: usize) {
+        for _ in 0..rounds {
+            self.now += 5_000;
+            let effects = self.c.tick(self.now, &self.topics);
+            self.absorb(crate::ReplyToken(u64::MAX), effects);
+            if self.c.group_state(G).is_some() {
+                return;
+            }
+            assert_eq!(self.classic_heartbeat(a), code::NONE);
+        }
+    }
+
     /// SyncGroup; returns the error and the partitions of `t` assigned.
     fn classic_sync(&mut self, c: &Classic, assignments: &[(&str, Vec<i32>)]) -> (i16, Vec<i32>) {
         let ctx = self.ctx(5);
@@ -233,11 +279,7 @@ fn a_consumer_member_upgrades_a_running_classic_group_and_shares_it() {
 #[test]
 fn the_last_consumer_member_leaving_downgrades_to_a_classic_rebalance() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (mut a, _b) = h.classic_and_consumer();
     let epoch = h.c.generation(G).unwrap();
 
     let mut leave = join_req("b", &["t"], None);
@@ -269,21 +311,9 @@ fn the_last_consumer_member_leaving_downgrades_to_a_classic_rebalance() {
 #[test]
 fn a_silent_consumer_member_downgrades_the_group_when_it_times_out() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, _b) = h.classic_and_consumer();
     // A keeps heartbeating; b goes quiet past the consumer session timeout.
-    for _ in 0..10 {
-        h.now += 5_000;
-        let effects = h.c.tick(h.now, &h.topics);
-        h.absorb(crate::ReplyToken(u64::MAX), effects);
-        if h.c.group_state(G).is_some() {
-            break;
-        }
-        assert_eq!(h.classic_heartbeat(&a), code::NONE);
-    }
+    h.tick_until_classic(&a, 10);
     assert_eq!(h.c.group_state(G), Some(ClassicState::PreparingRebalance));
     assert_eq!(h.classic_heartbeat(&a), code::REBALANCE_IN_PROGRESS);
 }
@@ -291,11 +321,7 @@ fn a_silent_consumer_member_downgrades_the_group_when_it_times_out() {
 #[test]
 fn a_classic_member_that_does_not_rejoin_in_its_rebalance_timeout_is_removed() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, mut b) = h.classic_and_consumer();
     // A third member makes A rejoin; A only heartbeats.
     let mut c = h.join("c", &["t"]);
     assert_eq!(h.classic_heartbeat(&a), code::REBALANCE_IN_PROGRESS);
@@ -320,11 +346,7 @@ fn a_classic_member_that_does_not_rejoin_in_its_rebalance_timeout_is_removed() {
 #[test]
 fn classic_requests_to_a_consumer_group_get_kafkas_errors() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, mut b) = h.classic_and_consumer();
     // A wrong generation.
     let stale = Classic {
         id: a.id.clone(),
@@ -396,11 +418,7 @@ fn a_full_classic_group_refuses_a_consumer_member_and_stays_classic() {
 #[test]
 fn a_classic_member_that_heartbeats_with_the_consumer_protocol_becomes_one() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, mut b) = h.classic_and_consumer();
     // The client restarts with the consumer protocol under the same member id.
     let mut a2 = h.join(&a.id, &["t"]);
     h.settle(&mut [&mut a2, &mut b]);
@@ -419,23 +437,11 @@ fn a_classic_member_that_heartbeats_with_the_consumer_protocol_becomes_one() {
 #[test]
 fn a_downgrade_on_a_timer_after_a_reload_keeps_what_members_hold() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, _b) = h.classic_and_consumer();
     assert_eq!(a.owned.len(), 2);
     // The coordinator moves (a restart, a new leader) and b goes quiet.
     h.c = h.replayed();
-    for _ in 0..20 {
-        h.now += 5_000;
-        let effects = h.c.tick(h.now, &h.topics);
-        h.absorb(crate::ReplyToken(u64::MAX), effects);
-        if h.c.group_state(G).is_some() {
-            break;
-        }
-        assert_eq!(h.classic_heartbeat(&a), code::NONE);
-    }
+    h.tick_until_classic(&a, 20);
     assert_eq!(h.c.group_state(G), Some(ClassicState::PreparingRebalance));
     // A consumer member upgrades the group again before a rejoins: a still consumes its
     // two partitions, and the records must say so (named from the topic table, which a
@@ -456,28 +462,9 @@ fn a_downgrade_on_a_timer_after_a_reload_keeps_what_members_hold() {
 #[test]
 fn a_batched_leave_group_removes_classic_members_with_one_new_epoch() {
     let mut h = H::migrating();
-    let mut a = h.classic_alone();
-    let mut b = h.join("b", &["t"]);
-    h.classic_heartbeat(&a);
-    h.classic_rejoin(&mut a);
-    h.beat(&mut b);
+    let (a, mut b) = h.classic_and_consumer();
     // A second classic member, static, joins the consumer group.
-    let ctx = h.ctx(7);
-    let mut req = JoinGroupRequest::default();
-    req.group_id = GroupId(s(G));
-    req.session_timeout_ms = SESSION;
-    req.rebalance_timeout_ms = REBALANCE;
-    req.member_id = s("");
-    req.group_instance_id = Some(s("inst-c"));
-    req.protocol_type = s("consumer");
-    let mut p = JoinGroupRequestProtocol::default();
-    p.name = s("range");
-    p.metadata = subscription(&["t"], &[]);
-    req.protocols = vec![p];
-    let effects = h.c.join_group(ctx, req, &h.topics);
-    let Some(Response::JoinGroup(r)) = h.absorb(ctx.token, effects) else {
-        panic!("no JoinGroup answer");
-    };
+    let r = h.classic_static_join("inst-c");
     assert_eq!(r.error_code, code::NONE);
     let c_id = r.member_id.to_string();
     let epoch = h.c.generation(G).unwrap();
@@ -1159,22 +1146,7 @@ fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_in_plac
     // The application behind "i1" is rolled back to the classic protocol: its JoinGroup
     // takes the instance over, only classic members are left, and the group turns classic
     // without a rebalance.
-    let ctx = h.ctx(7);
-    let mut req = JoinGroupRequest::default();
-    req.group_id = GroupId(s(G));
-    req.session_timeout_ms = SESSION;
-    req.rebalance_timeout_ms = REBALANCE;
-    req.member_id = s("");
-    req.group_instance_id = Some(s("i1"));
-    req.protocol_type = s("consumer");
-    let mut p = JoinGroupRequestProtocol::default();
-    p.name = s("range");
-    p.metadata = subscription(&["t"], &[]);
-    req.protocols = vec![p];
-    let effects = h.c.join_group(ctx, req, &h.topics);
-    let Some(Response::JoinGroup(r)) = h.absorb(ctx.token, effects) else {
-        panic!("no JoinGroup answer");
-    };
+    let r = h.classic_static_join("i1");
     assert_eq!(r.error_code, code::NONE);
     assert_eq!(h.c.group_state(G), Some(ClassicState::Stable));
     assert_eq!(Some(r.generation_id), h.c.generation(G));
