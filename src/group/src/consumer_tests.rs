@@ -4,6 +4,7 @@
 //! replaying the records into a fresh coordinator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sluice_codec::kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use sluice_codec::kafka_protocol::messages::offset_commit_request::{
@@ -587,6 +588,8 @@ struct SimClient {
     topics: Vec<&'static str>,
     alive: bool,
     full_next: bool,
+    /// `group.instance.id` of a static member.
+    instance: Option<String>,
 }
 
 impl H {
@@ -595,6 +598,7 @@ impl H {
         req.group_id = GroupId(s(G));
         req.member_id = s(&sc.c.id);
         req.member_epoch = sc.c.epoch;
+        req.instance_id = sc.instance.as_deref().map(s);
         req.topic_partitions = Some(owned(&sc.c));
         if sc.full_next || sc.c.epoch == 0 {
             req.rebalance_timeout_ms = 30_000;
@@ -618,6 +622,9 @@ impl H {
                 sc.c.owned.clear();
                 sc.c.epoch = 0;
             }
+            // A restarted static member whose previous incarnation died without leaving:
+            // it tries again until that one's session runs out.
+            code::UNRELEASED_INSTANCE_ID if sc.c.epoch == 0 => {}
             other => panic!("unexpected error {other}: {:?}", r.error_message),
         }
     }
@@ -636,7 +643,15 @@ fn random_heartbeats_never_give_a_partition_to_two_members() {
     for seed in 1..=seeds {
         simulate(seed);
     }
+    eprintln!(
+        "{seeds} seeds: {} static restarts after leaving for now, {} zombie heartbeats fenced",
+        RESTARTS.load(Ordering::Relaxed),
+        ZOMBIES.load(Ordering::Relaxed)
+    );
 }
+
+static RESTARTS: AtomicUsize = AtomicUsize::new(0);
+static ZOMBIES: AtomicUsize = AtomicUsize::new(0);
 
 fn simulate(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -663,18 +678,78 @@ fn simulate(seed: u64) {
                     topics,
                     alive: true,
                     full_next: true,
+                    instance: (rng.below(3) == 0).then(|| format!("i{next_id}")),
                 });
             }
             2 => {
-                // A graceful leave.
-                if let Some(sc) = clients.iter_mut().find(|c| c.alive) {
+                // A graceful leave; a static member may leave "for now" (-2) and restart
+                // under a new member id with the same instance.
+                let for_now = rng.below(2) == 0;
+                let mut restarted = None;
+                if let Some(sc) = clients.iter_mut().find(|c| c.alive && c.c.epoch > 0) {
                     let mut req = ConsumerGroupHeartbeatRequest::default();
                     req.group_id = GroupId(s(G));
                     req.member_id = s(&sc.c.id);
-                    req.member_epoch = -1;
-                    h.heartbeat(req);
+                    req.instance_id = sc.instance.as_deref().map(s);
+                    req.member_epoch = if for_now && sc.instance.is_some() {
+                        -2
+                    } else {
+                        -1
+                    };
+                    let r = h.heartbeat(req);
+                    // Unknown: its session ran out while it was slow.
+                    assert!(
+                        matches!(r.error_code, code::NONE | code::UNKNOWN_MEMBER_ID),
+                        "seed {seed}: {:?}",
+                        r.error_message
+                    );
                     sc.alive = false;
                     sc.c.owned.clear();
+                    if r.error_code == code::NONE && r.member_epoch == -2 {
+                        restarted = Some((sc.topics.clone(), sc.instance.clone()));
+                    }
+                }
+                if let Some((topics, instance)) = restarted {
+                    RESTARTS.fetch_add(1, Ordering::Relaxed);
+                    next_id += 1;
+                    clients.push(SimClient {
+                        c: Client {
+                            id: format!("m{next_id}"),
+                            epoch: 0,
+                            owned: BTreeMap::new(),
+                        },
+                        topics,
+                        alive: true,
+                        full_next: true,
+                        instance,
+                    });
+                }
+            }
+            7 => {
+                // A zombie of a static member whose instance another incarnation now holds:
+                // fenced, whatever it says.
+                let holders: BTreeMap<String, String> = clients
+                    .iter()
+                    .filter(|c| c.alive && c.c.epoch > 0)
+                    .filter_map(|c| Some((c.instance.clone()?, c.c.id.clone())))
+                    .collect();
+                let zombie = clients.iter().find(|c| {
+                    !c.alive
+                        && c.instance
+                            .as_ref()
+                            .and_then(|i| holders.get(i))
+                            .is_some_and(|holder| *holder != c.c.id)
+                });
+                if let Some(z) = zombie {
+                    let mut req = ConsumerGroupHeartbeatRequest::default();
+                    req.group_id = GroupId(s(G));
+                    req.member_id = s(&z.c.id);
+                    req.instance_id = z.instance.as_deref().map(s);
+                    req.member_epoch = [z.c.epoch.max(1), -1, -2][rng.below(3) as usize];
+                    req.topic_partitions = Some(owned(&z.c));
+                    let r = h.heartbeat(req);
+                    assert_eq!(r.error_code, code::FENCED_INSTANCE_ID, "seed {seed}");
+                    ZOMBIES.fetch_add(1, Ordering::Relaxed);
                 }
             }
             3 => {
@@ -728,6 +803,7 @@ fn simulate(seed: u64) {
                                 topics: Vec::new(),
                                 alive: false,
                                 full_next: false,
+                                instance: None,
                             },
                         );
                         h.sim_beat(&mut sc2, lose);
