@@ -712,10 +712,7 @@ impl ConsumerGroup {
                 bump = true;
             }
         } else {
-            self.known_member(gid, &member_id, hb.instance_id.as_deref())?;
-            let Some(m) = self.members.get(&member_id) else {
-                return Err((code::UNKNOWN_MEMBER_ID, String::new()));
-            };
+            let m = self.known_member(gid, &member_id, hb.instance_id.as_deref())?;
             // Kafka's epoch rule: a newer epoch than the member has is impossible; an older
             // one is accepted only as the previous epoch from a member that lost our
             // answer and still owns nothing beyond its assignment.
@@ -826,7 +823,7 @@ impl ConsumerGroup {
         gid: &str,
         member_id: &str,
         instance_id: Option<&str>,
-    ) -> Result<(), HbError> {
+    ) -> Result<&ConsumerMember, HbError> {
         if let Some(inst) = instance_id {
             match self.static_members.get(inst) {
                 None => {
@@ -846,13 +843,12 @@ impl ConsumerGroup {
                 Some(_) => {}
             }
         }
-        if !self.members.contains_key(member_id) {
-            return Err((
+        self.members.get(member_id).ok_or_else(|| {
+            (
                 code::UNKNOWN_MEMBER_ID,
                 format!("Member {member_id} is not a member of group {gid}."),
-            ));
-        }
-        Ok(())
+            )
+        })
     }
 
     fn leave(

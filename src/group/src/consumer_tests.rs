@@ -592,6 +592,23 @@ struct SimClient {
     instance: Option<String>,
 }
 
+impl SimClient {
+    /// A running client that has not joined yet.
+    fn new(id: String, topics: Vec<&'static str>, instance: Option<String>) -> Self {
+        SimClient {
+            c: Client {
+                id,
+                epoch: 0,
+                owned: BTreeMap::new(),
+            },
+            topics,
+            alive: true,
+            full_next: true,
+            instance,
+        }
+    }
+}
+
 impl H {
     fn sim_beat(&mut self, sc: &mut SimClient, lose_answer: bool) {
         let mut req = ConsumerGroupHeartbeatRequest::default();
@@ -669,17 +686,8 @@ fn simulate(seed: u64) {
                 } else {
                     vec!["t", "u"]
                 };
-                clients.push(SimClient {
-                    c: Client {
-                        id: format!("m{next_id}"),
-                        epoch: 0,
-                        owned: BTreeMap::new(),
-                    },
-                    topics,
-                    alive: true,
-                    full_next: true,
-                    instance: (rng.below(3) == 0).then(|| format!("i{next_id}")),
-                });
+                let instance = (rng.below(3) == 0).then(|| format!("i{next_id}"));
+                clients.push(SimClient::new(format!("m{next_id}"), topics, instance));
             }
             2 => {
                 // A graceful leave; a static member may leave "for now" (-2) and restart
@@ -712,17 +720,7 @@ fn simulate(seed: u64) {
                 if let Some((topics, instance)) = restarted {
                     RESTARTS.fetch_add(1, Ordering::Relaxed);
                     next_id += 1;
-                    clients.push(SimClient {
-                        c: Client {
-                            id: format!("m{next_id}"),
-                            epoch: 0,
-                            owned: BTreeMap::new(),
-                        },
-                        topics,
-                        alive: true,
-                        full_next: true,
-                        instance,
-                    });
+                    clients.push(SimClient::new(format!("m{next_id}"), topics, instance));
                 }
             }
             7 => {
@@ -792,20 +790,8 @@ fn simulate(seed: u64) {
                 let lose = rng.below(10) == 0;
                 if let Some(sc) = clients.get_mut(i) {
                     if sc.alive {
-                        let mut sc2 = std::mem::replace(
-                            sc,
-                            SimClient {
-                                c: Client {
-                                    id: String::new(),
-                                    epoch: 0,
-                                    owned: BTreeMap::new(),
-                                },
-                                topics: Vec::new(),
-                                alive: false,
-                                full_next: false,
-                                instance: None,
-                            },
-                        );
+                        let mut sc2 =
+                            std::mem::replace(sc, SimClient::new(String::new(), Vec::new(), None));
                         h.sim_beat(&mut sc2, lose);
                         clients[i] = sc2;
                     }

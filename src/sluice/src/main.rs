@@ -84,6 +84,17 @@ const USAGE: &str = "usage:
   sluice verify [--data-dir DIR]
   sluice tune --check | --apply";
 
+/// A flag's value as milliseconds of at least 1 (Kafka's lower bound for its timeouts).
+fn positive_ms<T: std::str::FromStr + PartialOrd + From<u8>>(
+    flag: &str,
+    v: &str,
+) -> Result<T, String> {
+    v.parse()
+        .ok()
+        .filter(|ms: &T| *ms >= T::from(1))
+        .ok_or_else(|| format!("{flag}: {v} is not a number of milliseconds of at least 1"))
+}
+
 fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
     let mut advertised = None;
@@ -268,20 +279,16 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     })?;
             }
             "--transaction-max-timeout-ms" => {
-                let v = value("--transaction-max-timeout-ms")?;
-                c.transaction_max_timeout_ms = v
-                    .parse()
-                    .ok()
-                    .filter(|ms: &i32| *ms >= 1)
-                    .ok_or_else(|| format!("--transaction-max-timeout-ms: {v} is not a number of milliseconds of at least 1"))?;
+                c.transaction_max_timeout_ms = positive_ms(
+                    "--transaction-max-timeout-ms",
+                    &value("--transaction-max-timeout-ms")?,
+                )?;
             }
             "--transactional-id-expiration-ms" => {
-                let v = value("--transactional-id-expiration-ms")?;
-                c.transactional_id_expiration_ms = v
-                    .parse()
-                    .ok()
-                    .filter(|ms: &i64| *ms >= 1)
-                    .ok_or_else(|| format!("--transactional-id-expiration-ms: {v} is not a number of milliseconds of at least 1"))?;
+                c.transactional_id_expiration_ms = positive_ms(
+                    "--transactional-id-expiration-ms",
+                    &value("--transactional-id-expiration-ms")?,
+                )?;
             }
             other => return Err(format!("unknown flag {other}")),
         }
