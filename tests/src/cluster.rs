@@ -123,6 +123,10 @@ pub struct ClusterConfig {
     pub shards: u32,
     /// Appended to every node's arguments.
     pub extra_args: Vec<String>,
+    /// Appended to node `i`'s arguments (index `i - 1`) after `extra_args`, with
+    /// `{kafka_port}` replaced by the node's Kafka port (for a `--listen` of several
+    /// listeners, which replaces the harness's own).
+    pub node_args: Vec<Vec<String>>,
     pub env: Vec<(String, String)>,
     /// A stand-in program instead of the real binary (the harness's own tests).
     pub bin: Option<PathBuf>,
@@ -135,6 +139,7 @@ impl Default for ClusterConfig {
             voters: None,
             shards: TEST_SHARDS,
             extra_args: Vec::new(),
+            node_args: Vec::new(),
             env: Vec::new(),
             bin: None,
         }
@@ -202,6 +207,14 @@ impl Cluster {
                 voters.join(","),
             ];
             args.extend(cfg.extra_args.iter().cloned());
+            let port = kafka_ports[i - 1].to_string();
+            args.extend(
+                cfg.node_args
+                    .get(i - 1)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.replace("{kafka_port}", &port)),
+            );
             // All spawned before any is awaited: a node may become ready only once a
             // quorum of its peers is up.
             nodes.push(Broker::spawn_with(BrokerConfig {
@@ -569,7 +582,7 @@ pub(crate) fn start_test_cluster(config: BrokerConfig, n: usize) -> Broker {
 }
 
 /// `n` different loopback ports that were free a moment ago.
-pub(crate) fn distinct_free_ports(n: usize) -> Vec<u16> {
+pub fn distinct_free_ports(n: usize) -> Vec<u16> {
     let mut ports = BTreeSet::new();
     for _ in 0..n * 16 {
         if ports.len() == n {

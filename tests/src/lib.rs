@@ -32,6 +32,7 @@ pub mod history;
 pub mod kafka;
 pub mod procfs;
 pub mod proxy;
+pub mod tls;
 pub mod wire;
 pub mod workload;
 

@@ -12,14 +12,47 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_meta::leaders::{LeaderTable, LeaderUpdate, Leadership};
+use sluice_security::SecurityProtocol;
 
-/// A broker as clients reach it (its Kafka listener).
+/// A broker as clients reach it (its client listeners).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerEndpoint {
+    pub node: i32,
+    /// Every client listener, named by its security protocol (the first registered).
+    pub listeners: Vec<sluice_meta::ListenerEndpoint>,
+    pub rack: Option<String>,
+}
+
+impl BrokerEndpoint {
+    /// Where a client of `listener` reaches this broker (host, port); `None` when the broker
+    /// has no listener of that name (Kafka then leaves it out of the client's answers).
+    pub fn endpoint(&self, listener: SecurityProtocol) -> Option<(&str, i32)> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener.name())
+            .map(|l| (l.host.as_str(), i32::from(l.port)))
+    }
+}
+
+/// A broker as the clients of one listener reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
     pub node: i32,
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+}
+
+impl NodeAddress {
+    fn of(b: &BrokerEndpoint, listener: SecurityProtocol) -> Option<NodeAddress> {
+        let (host, port) = b.endpoint(listener)?;
+        Some(NodeAddress {
+            node: b.node,
+            host: host.to_string(),
+            port,
+            rack: b.rack.clone(),
+        })
+    }
 }
 
 /// Where a partition's leader is, as a client needs it (KIP-951's `CurrentLeader`).
@@ -70,8 +103,25 @@ impl ClusterView {
         self.lock().brokers.clone()
     }
 
-    pub fn broker(&self, node: i32) -> Option<BrokerEndpoint> {
-        self.lock().brokers.iter().find(|b| b.node == node).cloned()
+    /// Whether `node` is a live (registered, unfenced) broker.
+    pub fn is_live(&self, node: i32) -> bool {
+        self.lock().brokers.iter().any(|b| b.node == node)
+    }
+
+    /// The live brokers with a `listener`, as its clients reach them, in id order.
+    pub fn brokers_on(&self, listener: SecurityProtocol) -> Vec<NodeAddress> {
+        self.lock()
+            .brokers
+            .iter()
+            .filter_map(|b| NodeAddress::of(b, listener))
+            .collect()
+    }
+
+    /// Where a client of `listener` reaches `node` (`None`: not live, or no such listener).
+    pub fn broker_on(&self, node: i32, listener: SecurityProtocol) -> Option<NodeAddress> {
+        let inner = self.lock();
+        let b = inner.brokers.iter().find(|b| b.node == node)?;
+        NodeAddress::of(b, listener)
     }
 
     /// The active controller's node id (-1 while none is known).
@@ -162,8 +212,12 @@ mod tests {
     fn ep(node: i32) -> BrokerEndpoint {
         BrokerEndpoint {
             node,
-            host: format!("h{node}"),
-            port: 9000 + node,
+            listeners: vec![sluice_meta::ListenerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: format!("h{node}"),
+                port: 9000 + node as u16,
+                security_protocol: 0,
+            }],
             rack: None,
         }
     }
@@ -178,6 +232,26 @@ mod tests {
     }
 
     #[test]
+    fn clients_are_told_the_endpoints_of_their_own_listener() {
+        let v = ClusterView::single(ep(1));
+        let mut two = ep(5);
+        two.listeners.push(sluice_meta::ListenerEndpoint {
+            name: "SSL".into(),
+            host: "s5".into(),
+            port: 7005,
+            security_protocol: 1,
+        });
+        v.set_brokers(vec![ep(1), two], 1);
+        assert_eq!(v.brokers_on(SecurityProtocol::Plaintext).len(), 2);
+        let ssl: Vec<_> = v
+            .brokers_on(SecurityProtocol::Ssl)
+            .into_iter()
+            .map(|a| (a.node, a.host, a.port))
+            .collect();
+        assert_eq!(ssl, vec![(5, "s5".to_string(), 7005)]);
+    }
+
+    #[test]
     fn reports_beat_the_single_replica_guess() {
         let v = ClusterView::single(ep(1));
         v.set_brokers(vec![ep(3), ep(2), ep(1), ep(2)], 2);
@@ -185,7 +259,14 @@ mod tests {
             v.brokers().iter().map(|b| b.node).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
-        assert_eq!(v.broker(3), Some(ep(3)));
+        assert!(v.is_live(3) && !v.is_live(4));
+        let on = |l| v.broker_on(3, l).map(|a| (a.host, a.port));
+        assert_eq!(on(SecurityProtocol::Plaintext), Some(("h3".into(), 9003)));
+        assert_eq!(
+            on(SecurityProtocol::Ssl),
+            None,
+            "node 3 has no SSL listener"
+        );
         assert_eq!(v.leader_hint(&[1; 16], 0, &[2], None).leader, 2);
         assert_eq!(
             v.leader_hint(&[1; 16], 0, &[4], None).leader,

@@ -8,6 +8,14 @@ use std::time::Duration;
 
 /// Largest replication factor a topic may have (`--default-replication-factor` included).
 pub use sluice_meta::limits::REPLICATION_FACTOR_MAX;
+pub use sluice_security::{SecurityProtocol, TlsFiles};
+
+/// One client listener: where it listens and what it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+}
 
 /// Largest request accepted (Kafka's `socket.request.max.bytes`); larger → connection closed
 /// before anything is allocated for it.
@@ -43,9 +51,14 @@ const _: () = assert!(sluice_rpc::RAFT_ENTRY_BYTES_MAX >= sluice_storage::config
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    /// Host name advertised in Metadata (defaults to the listen address).
+    /// `--listen`: the client listeners, at most one per security protocol (its name), the
+    /// first one registered as the node's Kafka endpoint. Never empty.
+    pub listeners: Vec<Listener>,
+    /// Host name advertised in Metadata for every listener (defaults to the first
+    /// listener's address).
     pub advertised_host: String,
+    /// `--tls-cert`, `--tls-key` (and `--tls-ca`) for `ssl` and `sasl_ssl` listeners.
+    pub tls: Option<TlsFiles>,
     pub shards: usize,
     pub node_id: i32,
     /// `auto.create.topics.enable`
@@ -108,13 +121,45 @@ pub struct BrokerConfig {
     pub transactional_id_expiration_ms: i64,
 }
 
+impl BrokerConfig {
+    /// The first listener's address (the node's registered Kafka endpoint).
+    pub fn listen(&self) -> SocketAddr {
+        self.listeners[0].addr
+    }
+
+    /// The port clients reach this node's `protocol` listener on, if it has one.
+    pub fn listener_port(&self, protocol: SecurityProtocol) -> Option<u16> {
+        self.listeners
+            .iter()
+            .find(|l| l.protocol == protocol)
+            .map(|l| l.addr.port())
+    }
+
+    /// The registered form of the listeners (names, advertised host, ports).
+    pub fn listener_endpoints(&self) -> Vec<sluice_meta::ListenerEndpoint> {
+        self.listeners
+            .iter()
+            .map(|l| sluice_meta::ListenerEndpoint {
+                name: l.protocol.name().to_string(),
+                host: self.advertised_host.clone(),
+                port: l.addr.port(),
+                security_protocol: l.protocol.id(),
+            })
+            .collect()
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         let listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid address");
         BrokerConfig {
             data_dir: PathBuf::from("./sluice-data"),
-            listen,
+            listeners: vec![Listener {
+                protocol: SecurityProtocol::Plaintext,
+                addr: listen,
+            }],
             advertised_host: listen.ip().to_string(),
+            tls: None,
             shards: sluice_shard::allowed_cpus().len().max(1),
             node_id: 0,
             auto_create_topics: true,

@@ -14,7 +14,7 @@ use sluice_codec::kafka_protocol::messages::ApiKey;
 use sluice_codec::{peek_request_prefix, FrameDecoder, FRAME_SIZE_PREFIX_LEN};
 use sluice_shard::{CallClass, Frame, ShardId};
 
-use crate::config::{INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
+use crate::config::{SecurityProtocol, INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
 use crate::connections::Admitted;
 use crate::handlers;
 use crate::ops::{ForwardHeader, TAG_FORWARD};
@@ -50,13 +50,18 @@ pub enum Outcome {
     Close,
 }
 
-/// Serves one connection until the client goes away, breaks the protocol, stays idle
-/// (the sweeper in [`crate::connections`] then shuts its socket down), or the broker stops
-/// (it then takes no new request, answers those in flight and closes). `admitted` keeps the
-/// connection counted until this returns.
-pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted) {
-    let activity = admitted.activity.clone();
-    let conn = ConnId::next();
+/// Serves one connection accepted on a `listener` until the client goes away, breaks the
+/// protocol, stays idle (the sweeper in [`crate::connections`] then shuts its socket down),
+/// or the broker stops (it then takes no new request, answers those in flight and closes).
+/// `admitted` keeps the connection counted until this returns. On a TLS listener the
+/// handshake comes first; a client that fails it (or takes longer than
+/// [`crate::tls_host::TLS_HANDSHAKE_MAX`]) is closed, having cost nothing else.
+pub async fn serve(
+    shard: Rc<BrokerShard>,
+    stream: TcpStream,
+    listener: SecurityProtocol,
+    admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
     // Kafka shows a member's host as "/1.2.3.4".
     let peer: Rc<str> = stream
@@ -64,9 +69,60 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default()
         .into();
-    // For vectored sends; the stream (inside `writer`) owns the socket for as long as this
-    // connection is served.
+    // For vectored sends and for the sweeper's shutdown; the stream owns the socket for as
+    // long as this connection is served.
     let fd = stream.as_raw_fd();
+    let client = Client {
+        conn: ConnId::next(),
+        host: peer,
+        listener,
+    };
+    if !listener.tls() {
+        return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
+    }
+    let Some(config) = shard
+        .shared_handle
+        .tls
+        .as_ref()
+        .map(|t| t.config_for(listener))
+    else {
+        log::error!("a {listener} listener without TLS configuration; closing the connection");
+        return;
+    };
+    match crate::tls_host::handshake(config, stream).await {
+        Ok(tls) => serve_stream(shard, tls, fd, Transport::Tls, client, admitted).await,
+        Err(e) => log::info!(
+            "closing connection from {} on the {listener} listener: TLS handshake: {e}",
+            client.host
+        ),
+    }
+}
+
+/// How responses reach the socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Plain TCP: responses in parts go out with vectored sends on the descriptor.
+    Plain,
+    /// TLS: everything is written (encrypted) through the stream, which is flushed after
+    /// every response so no record waits in its buffer.
+    Tls,
+}
+
+/// Serves requests over `stream` (plain TCP, or TLS once its handshake is done) on the
+/// socket `fd`.
+async fn serve_stream<S>(
+    shard: Rc<BrokerShard>,
+    stream: S,
+    fd: RawFd,
+    transport: Transport,
+    client: Client,
+    admitted: Admitted,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let activity = admitted.activity.clone();
+    let conn = client.conn;
+    let peer = client.host.clone();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
     // Each request travels with its stage timer (when `--stats-interval-ms` is on).
@@ -87,7 +143,10 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
             }
             match outcome {
                 Some(Outcome::Respond(bytes)) => {
-                    if writer.write_all(&bytes).await.is_err() {
+                    if write_response(&mut writer, fd, transport, &[bytes])
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     if let Some((stage, t)) = timed {
@@ -95,7 +154,10 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                     }
                 }
                 Some(Outcome::RespondParts(parts)) => {
-                    if write_parts(&mut writer, fd, &parts).await.is_err() {
+                    if write_response(&mut writer, fd, transport, &parts)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     if let Some((stage, t)) = timed {
@@ -146,10 +208,10 @@ pub async fn serve(shard: Rc<BrokerShard>, stream: TcpStream, admitted: Admitted
                         buf = BytesMut::from(&buf[..]);
                     }
                     let shard = shard.clone();
-                    let peer = peer.clone();
+                    let client = client.clone();
                     let timed = timed(&frame);
                     let handle = glommio::spawn_local(async move {
-                        let outcome = run(&shard, frame, conn, &peer).await;
+                        let outcome = run(&shard, frame, &client).await;
                         // The handler is done with the request's bytes (a produce's records
                         // live on in the log's buffer and the batch cache, which count them).
                         drop(permit);
@@ -260,6 +322,27 @@ async fn read_until<R: futures_lite::AsyncRead + Unpin>(
     futures_lite::future::or(read, late).await
 }
 
+/// Who sent a request: its connection, its address, and the listener it came in on (whose
+/// endpoints Metadata and FindCoordinator answer with).
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub conn: ConnId,
+    /// As Kafka shows it: `/1.2.3.4` (empty when unknown).
+    pub host: Rc<str>,
+    pub listener: SecurityProtocol,
+}
+
+impl Client {
+    /// A request this node makes of itself (no client; endpoints of its first listener).
+    pub fn internal(shard: &BrokerShard) -> Client {
+        Client {
+            conn: ConnId::FORWARDED,
+            host: Rc::from(""),
+            listener: shard.config.listeners[0].protocol,
+        }
+    }
+}
+
 /// Identifies one client connection within the process, for state bound to it (fetch
 /// sessions). [`ConnId::FORWARDED`] marks a request another shard forwarded here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -274,14 +357,33 @@ impl ConnId {
     }
 }
 
+/// Writes one response (in one or more parts).
+async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut WriteHalf<W>,
+    fd: RawFd,
+    transport: Transport,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    match (transport, parts) {
+        (Transport::Plain, [one]) => writer.write_all(one).await,
+        (Transport::Plain, _) => write_parts(writer, fd, parts).await,
+        (Transport::Tls, _) => {
+            for part in parts {
+                writer.write_all(part).await?;
+            }
+            writer.flush().await
+        }
+    }
+}
+
 /// iovec entries per `sendmsg` (Linux's `UIO_MAXIOV`).
 const IOVECS_MAX: usize = 1024;
 
 /// Writes `parts` in order: vectored non-blocking sends while the socket takes them (one
 /// system call for a whole fetch response, its records never copied in user space), and
 /// the runtime's waiting write for the rest of a part when the socket buffer is full.
-async fn write_parts(
-    writer: &mut WriteHalf<TcpStream>,
+async fn write_parts<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut WriteHalf<W>,
     fd: RawFd,
     parts: &[Bytes],
 ) -> std::io::Result<()> {
@@ -361,9 +463,10 @@ fn timed(frame: &Bytes) -> Timed {
 pub async fn process_forwarded(
     shard: &Rc<BrokerShard>,
     frame: Bytes,
-    client_host: &str,
+    client: &Client,
 ) -> Option<Bytes> {
-    match run(shard, frame, ConnId::FORWARDED, client_host).await {
+    debug_assert_eq!(client.conn, ConnId::FORWARDED);
+    match run(shard, frame, client).await {
         Outcome::Respond(b) => Some(b),
         Outcome::RespondParts(parts) => Some(Bytes::from(parts.concat())),
         Outcome::NoResponse => Some(Bytes::new()),
@@ -371,20 +474,15 @@ pub async fn process_forwarded(
     }
 }
 
-pub async fn run(
-    shard: &Rc<BrokerShard>,
-    frame: Bytes,
-    conn: ConnId,
-    client_host: &str,
-) -> Outcome {
-    let forwarded = conn == ConnId::FORWARDED;
+pub async fn run(shard: &Rc<BrokerShard>, frame: Bytes, client: &Client) -> Outcome {
+    let forwarded = client.conn == ConnId::FORWARDED;
     let Ok(prefix) = peek_request_prefix(&frame) else {
         return Outcome::Close;
     };
     if !forwarded {
         if let Some(target) = handlers::route(shard, prefix.api_key) {
             if target != shard.shard_id() {
-                return forward(shard, target, prefix.api_key, frame, client_host).await;
+                return forward(shard, target, prefix.api_key, frame, client).await;
             }
         }
     }
@@ -414,7 +512,7 @@ pub async fn run(
             request.body,
             raw,
             forwarded,
-            client_host,
+            client,
         )
         .await;
     }
@@ -425,11 +523,11 @@ pub async fn run(
             request.body,
             raw,
             forwarded,
-            client_host,
+            client,
         )
         .await;
     }
-    handlers::dispatch(shard, request, raw.len(), conn).await
+    handlers::dispatch(shard, request, raw.len(), client).await
 }
 
 /// Runs a request on another shard (controller work, group coordinators).
@@ -438,11 +536,12 @@ pub async fn forward(
     target: ShardId,
     api_key: i16,
     frame: Bytes,
-    client_host: &str,
+    client: &Client,
 ) -> Outcome {
     let header = ForwardHeader {
         api_key,
-        client_host: client_host.to_string(),
+        client_host: client.host.to_string(),
+        listener: client.listener.id(),
     };
     let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {
         Ok(f) => f,

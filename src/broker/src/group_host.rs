@@ -986,7 +986,7 @@ pub async fn handle(
     body: RequestKind,
     raw: Bytes,
     forwarded: bool,
-    client_host: &str,
+    client: &crate::conn::Client,
 ) -> crate::conn::Outcome {
     use crate::conn::Outcome;
     let version = header.api_version;
@@ -1029,15 +1029,15 @@ pub async fn handle(
             | RequestKind::ConsumerGroupDescribe(_)
     ) || matches!(body, RequestKind::OffsetFetch(_) if version >= 8);
     if forwarded {
-        return respond(run_local(shard, body, version, &client_id, client_host).await);
+        return respond(run_local(shard, body, version, &client_id, &client.host).await);
     }
     if !multi {
         let owner = ids.first().and_then(|g| owner_of(g));
         return match owner {
             Some(o) if o != me => {
-                crate::conn::forward(shard, o, header.api_key as i16, raw, client_host).await
+                crate::conn::forward(shard, o, header.api_key as i16, raw, client).await
             }
-            _ => respond(run_local(shard, body, version, &client_id, client_host).await),
+            _ => respond(run_local(shard, body, version, &client_id, &client.host).await),
         };
     }
     // Multi-group: every shard that owns one of the groups (ListGroups: every shard).
@@ -1063,11 +1063,9 @@ pub async fn handle(
     let mut merged: Option<Response> = not_coordinated_here(&body, &remote);
     for o in owners {
         let mut part = if o == me {
-            run_local(shard, body.clone(), version, &client_id, client_host).await
+            run_local(shard, body.clone(), version, &client_id, &client.host).await
         } else {
-            match crate::conn::forward(shard, o, header.api_key as i16, raw.clone(), client_host)
-                .await
-            {
+            match crate::conn::forward(shard, o, header.api_key as i16, raw.clone(), client).await {
                 Outcome::Respond(frame) => decode_body(
                     header.api_key,
                     unframe(&frame, header.response_header_version()),

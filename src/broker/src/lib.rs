@@ -41,6 +41,7 @@ pub mod replication_throttle;
 pub mod request_memory;
 pub mod shard;
 pub mod stats;
+pub mod tls_host;
 pub mod topic_config;
 pub mod topics;
 pub mod txn_host;
@@ -95,6 +96,8 @@ pub struct Shared {
     /// Why the node is stopping on its own (the controller runtime failed): set before the
     /// shutdown it triggers, and [`run`]'s error once every shard has stopped.
     fatal: Mutex<Option<String>>,
+    /// TLS configurations of the `ssl` and `sasl_ssl` listeners (when `--tls-cert` is given).
+    pub tls: Option<Arc<tls_host::TlsState>>,
 }
 
 impl Shared {
@@ -173,7 +176,19 @@ pub fn run(
         source: e,
     })?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    probe_listen_address(config.listen)?;
+    for l in &config.listeners {
+        // A TLS listener does not answer the probe's plaintext ApiVersions: only plaintext
+        // ones can be probed (a second broker on the same TLS port would not be detected).
+        if !l.protocol.tls() {
+            probe_listen_address(l.addr)?;
+        }
+    }
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(Arc::new(
+            tls_host::TlsState::load(files).map_err(BrokerError::Config)?,
+        )),
+    };
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     let fresh = !topics::state_path(&config.data_dir).exists();
     if state.node_id != config.node_id {
@@ -212,8 +227,7 @@ pub fn run(
         leader_epochs: Default::default(),
         cluster_view: cluster_view::ClusterView::single(cluster_view::BrokerEndpoint {
             node: config.node_id,
-            host: config.advertised_host.clone(),
-            port: i32::from(config.listen.port()),
+            listeners: config.listener_endpoints(),
             rack: None,
         }),
         cluster_producer_ids: Default::default(),
@@ -227,12 +241,19 @@ pub fn run(
         reassignments_done: Mutex::new(Vec::new()),
         replication_throttle: Default::default(),
         fatal: Mutex::new(None),
+        tls: tls.clone(),
     });
     if config.stats_interval.is_some() {
         stats::enable();
     }
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
+    // Before any other thread starts (the signal thread included): SIGHUP is blocked in
+    // every thread but the reloader's, or one without the mask would take it and die.
+    if let (Some(files), Some(state)) = (&config.tls, &tls) {
+        tls_host::spawn_reloader(files.clone(), state.clone())
+            .map_err(|e| BrokerError::Shard(format!("starting the TLS reloader: {e}")))?;
+    }
     sluice_shard::trigger_on_signals(&shutdown).map_err(|e| BrokerError::Shard(e.to_string()))?;
     let shard_config = ShardConfig {
         shards: config.shards,
@@ -348,19 +369,23 @@ async fn shard_main(
         // registered with it), or its Metadata could name a stale registration.
         futures_lite::future::or(shared.controller_started.wait(), ctx.shutdown().wait()).await;
     }
-    let listener = match glommio::net::TcpListener::bind(config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!(
-                "{}: cannot listen on {}: {e}",
-                ctx.shard_id(),
-                config.listen
-            );
-            eprintln!("sluice: cannot listen on {}: {e}", config.listen);
-            signal_ready(&shared, false);
-            return;
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        match glommio::net::TcpListener::bind(l.addr) {
+            Ok(bound) => listeners.push((l.protocol, bound)),
+            Err(e) => {
+                log::error!(
+                    "{}: cannot listen on {} ({}): {e}",
+                    ctx.shard_id(),
+                    l.addr,
+                    l.protocol
+                );
+                eprintln!("sluice: cannot listen on {}: {e}", l.addr);
+                signal_ready(&shared, false);
+                return;
+            }
         }
-    };
+    }
     shard.spawn_retention();
     shard.spawn_stats_reporter();
     let conns = connections::Connections::new(
@@ -371,41 +396,55 @@ async fn shard_main(
     );
     spawn_idle_sweeper(&ctx, &conns);
     signal_ready(&shared, true);
-    let accept = async {
-        let mut last_error_log: Option<std::time::Instant> = None;
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    use std::os::fd::AsRawFd;
-                    let ip = stream.peer_addr().ok().map(|a| a.ip());
-                    let admitted = match conns.admit(ip, stream.as_raw_fd()) {
-                        Ok(a) => a,
-                        Err(why) => {
-                            log::debug!(
-                                "{}: refusing a connection from {ip:?}: {why:?}",
+    let accepts = listeners.iter().map(|(protocol, listener)| {
+        let (ctx, conns, shard) = (&ctx, &conns, &shard);
+        async move {
+            let mut last_error_log: Option<std::time::Instant> = None;
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        use std::os::fd::AsRawFd;
+                        let ip = stream.peer_addr().ok().map(|a| a.ip());
+                        let admitted = match conns.admit(ip, stream.as_raw_fd()) {
+                            Ok(a) => a,
+                            Err(why) => {
+                                log::debug!(
+                                    "{}: refusing a connection from {ip:?}: {why:?}",
+                                    ctx.shard_id()
+                                );
+                                drop(stream);
+                                continue;
+                            }
+                        };
+                        let shard = shard.clone();
+                        glommio::spawn_local(conn::serve(shard, stream, *protocol, admitted))
+                            .detach();
+                    }
+                    Err(e) => {
+                        // EMFILE and friends persist until connections close: pause rather
+                        // than spin on an accept that fails at once, and say so at most once
+                        // a minute.
+                        if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
+                            log::warn!(
+                                "{}: accept ({protocol}): {e}; pausing accepts briefly",
                                 ctx.shard_id()
                             );
-                            drop(stream);
-                            continue;
+                            last_error_log = Some(std::time::Instant::now());
                         }
-                    };
-                    let shard = shard.clone();
-                    glommio::spawn_local(conn::serve(shard, stream, admitted)).detach();
-                }
-                Err(e) => {
-                    // EMFILE and friends persist until connections close: pause rather than
-                    // spin on an accept that fails at once, and say so at most once a minute.
-                    if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
-                        log::warn!("{}: accept: {e}; pausing accepts briefly", ctx.shard_id());
-                        last_error_log = Some(std::time::Instant::now());
+                        glommio::timer::sleep(connections::ACCEPT_ERROR_BACKOFF).await;
                     }
-                    glommio::timer::sleep(connections::ACCEPT_ERROR_BACKOFF).await;
                 }
             }
         }
-    };
+    });
+    // Every listener's accept loop runs until shutdown (none ends on its own).
+    let mut accept: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> =
+        Box::pin(std::future::pending());
+    for one in accepts {
+        accept = Box::pin(futures_lite::future::or(accept, one));
+    }
     futures_lite::future::or(accept, ctx.shutdown().wait()).await;
-    drop(listener);
+    drop(listeners);
     stop(&ctx, &shard, &conns, &shared).await;
 }
 

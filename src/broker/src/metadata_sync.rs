@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use sluice_cluster::{ClusterConfig, ControllerNode, Subscription, Update};
 use sluice_meta::controller::{AlterConfig, ConfigTarget};
-use sluice_meta::{Answer, ApiError, Endpoint, LegacyState, LegacyTopic, MetadataImage};
+use sluice_meta::{
+    Answer, ApiError, Endpoint, LegacyState, LegacyTopic, MetadataImage, PLAINTEXT_LISTENER,
+};
 
 use crate::cluster_view::BrokerEndpoint;
 use crate::controller::{NewTopic, TopicResult};
@@ -88,8 +90,7 @@ pub fn brokers_from_image(image: &MetadataImage) -> Vec<BrokerEndpoint> {
         .filter(|b| !b.fenced)
         .map(|b| BrokerEndpoint {
             node: b.node,
-            host: b.kafka.host.clone(),
-            port: i32::from(b.kafka.port),
+            listeners: b.client_listeners(),
             rack: b.rack.clone(),
         })
         .collect()
@@ -106,9 +107,17 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
         config.data_dir.clone(),
         Endpoint {
             host: config.advertised_host.clone(),
-            port: config.listen.port(),
+            port: config.listen().port(),
         },
     );
+    // A node with one PLAINTEXT listener registers as builds before named listeners did
+    // (a version 1 record, which they can still read).
+    let listeners = config.listener_endpoints();
+    cfg.listeners = if listeners.len() == 1 && listeners[0].name == PLAINTEXT_LISTENER {
+        Vec::new()
+    } else {
+        listeners
+    };
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
     // Kafka's metadata.log.max.record.bytes.between.snapshots (20 MiB); tests force
@@ -757,6 +766,7 @@ mod tests {
                 directory: [node as u8; 16],
                 epoch: node as u64,
                 kafka: ep(9090 + node as u16),
+                listeners: Vec::new(),
                 rpc: ep(7070 + node as u16),
                 rack: None,
                 fenced: node == 2,
@@ -807,6 +817,11 @@ mod tests {
         assert_eq!(other.broker_configs["log.retention.ms"], "5");
         let brokers = brokers_from_image(&image);
         assert_eq!(brokers.len(), 1, "fenced node 2 is left out");
-        assert_eq!((brokers[0].node, brokers[0].port), (1, 9091));
+        assert_eq!(brokers[0].node, 1);
+        assert_eq!(
+            brokers[0].endpoint(sluice_security::SecurityProtocol::Plaintext),
+            Some(("127.0.0.1", 9091)),
+            "a registration without named listeners has one, PLAINTEXT"
+        );
     }
 }

@@ -249,6 +249,8 @@ pub struct ForwardHeader {
     pub api_key: i16,
     /// The client's address, for group membership (DescribeGroups shows it).
     pub client_host: String,
+    /// The client's listener (its security protocol's Kafka id).
+    pub listener: i16,
 }
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.

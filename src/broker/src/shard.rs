@@ -1619,11 +1619,14 @@ impl FrameHandler for MeshHandler {
             }
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();
-                let host = frame
-                    .access::<ops::ForwardHeader>()
-                    .map(|h| h.client_host.as_str().to_string())
-                    .unwrap_or_default();
-                let response = crate::conn::process_forwarded(shard, request, &host).await;
+                let mut client = crate::conn::Client::internal(shard);
+                if let Ok(h) = frame.access::<ops::ForwardHeader>() {
+                    client.host = std::rc::Rc::from(h.client_host.as_str());
+                    if let Some(p) = crate::config::SecurityProtocol::from_id(h.listener.into()) {
+                        client.listener = p;
+                    }
+                }
+                let response = crate::conn::process_forwarded(shard, request, &client).await;
                 Frame::empty(TAG_FORWARD, response)
             }
             other => {

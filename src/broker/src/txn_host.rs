@@ -378,7 +378,7 @@ async fn write_all_markers(
             let Some(t) = topics.get(&topic).filter(|t| p < t.partitions) else {
                 continue; // the topic or partition is gone: nothing left to mark
             };
-            let (hint, _) = crate::handlers::current_leader(shard, &t.id, p);
+            let hint = crate::handlers::current_leader(shard, &t.id, p);
             if hint.leader >= 0 && hint.leader != shard.config.node_id {
                 by_node.entry(hint.leader).or_default().push((topic, p));
             } else {
@@ -587,11 +587,11 @@ pub async fn handle(
     body: RequestKind,
     raw: Bytes,
     forwarded: bool,
-    client_host: &str,
+    client: &crate::conn::Client,
 ) -> Outcome {
     let body = match body {
         RequestKind::AddPartitionsToTxn(r) if h.api_version >= 4 => {
-            let resp = add_partitions_batched(shard, h, r, forwarded, client_host).await;
+            let resp = add_partitions_batched(shard, h, r, forwarded, client).await;
             return respond(h, &resp);
         }
         other => other,
@@ -600,17 +600,14 @@ pub async fn handle(
     if let Some(id) = single_id(&body) {
         if !forwarded {
             if let Some(owner) = owner_of(shard, id).filter(|o| *o != me) {
-                return crate::conn::forward(shard, owner, h.api_key as i16, raw, client_host)
-                    .await;
+                return crate::conn::forward(shard, owner, h.api_key as i16, raw, client).await;
             }
         }
         return run_single(shard, h, body).await;
     }
     match body {
-        RequestKind::DescribeTransactions(r) => {
-            describe(shard, h, r, raw, forwarded, client_host).await
-        }
-        RequestKind::ListTransactions(r) => list(shard, h, r, raw, forwarded, client_host).await,
+        RequestKind::DescribeTransactions(r) => describe(shard, h, r, raw, forwarded, client).await,
+        RequestKind::ListTransactions(r) => list(shard, h, r, raw, forwarded, client).await,
         _ => Outcome::Close,
     }
 }
@@ -819,7 +816,7 @@ async fn add_partitions_batched(
     h: &RequestHeaderInfo,
     r: AddPartitionsToTxnRequest,
     forwarded: bool,
-    client_host: &str,
+    client: &crate::conn::Client,
 ) -> AddPartitionsToTxnResponse {
     let me = shard.shard_id();
     let v = h.api_version;
@@ -831,14 +828,8 @@ async fn add_partitions_batched(
             let one = AddPartitionsToTxnRequest::default().with_transactions(vec![t.clone()]);
             let answer = match request_frame(ApiKey::AddPartitionsToTxn, v, &one) {
                 Some(frame) => {
-                    crate::conn::forward(
-                        shard,
-                        o,
-                        ApiKey::AddPartitionsToTxn as i16,
-                        frame,
-                        client_host,
-                    )
-                    .await
+                    crate::conn::forward(shard, o, ApiKey::AddPartitionsToTxn as i16, frame, client)
+                        .await
                 }
                 None => Outcome::Close,
             };
@@ -920,7 +911,7 @@ pub async fn verify(
     };
     // The coordinator is the leader of the id's partition: this node, or another (a
     // replica here that does not lead it does not coordinate).
-    let (hint, _) =
+    let hint =
         crate::handlers::current_leader(shard, &topic_id, sluice_txn::partition_for(id, count));
     if hint.leader == shard.config.node_id || (hint.leader < 0 && owner_of(shard, id).is_some()) {
         return verify_on_node(shard, id, pid, epoch, partitions).await;
@@ -1007,8 +998,14 @@ async fn verify_on_node(
             else {
                 return vec![kerr::UNKNOWN_SERVER_ERROR; n];
             };
-            let answer =
-                crate::conn::forward(shard, o, ApiKey::AddPartitionsToTxn as i16, frame, "").await;
+            let answer = crate::conn::forward(
+                shard,
+                o,
+                ApiKey::AddPartitionsToTxn as i16,
+                frame,
+                &crate::conn::Client::internal(shard),
+            )
+            .await;
             let Outcome::Respond(frame) = answer else {
                 return vec![kerr::COORDINATOR_NOT_AVAILABLE; n];
             };
@@ -1096,7 +1093,7 @@ async fn describe(
     r: DescribeTransactionsRequest,
     raw: Bytes,
     forwarded: bool,
-    client_host: &str,
+    client: &crate::conn::Client,
 ) -> Outcome {
     let me = shard.shard_id();
     let mut states = Vec::with_capacity(r.transactional_ids.len());
@@ -1109,8 +1106,7 @@ async fn describe(
         if let (false, Some(o)) = (forwarded, owner.filter(|o| *o != me)) {
             if let std::collections::hash_map::Entry::Vacant(slot) = remote.entry(o) {
                 let answer =
-                    crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client_host)
-                        .await;
+                    crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client).await;
                 slot.insert(
                     decode_forwarded(h, answer, |b, v| {
                         DescribeTransactionsResponse::decode(b, v)
@@ -1171,7 +1167,7 @@ async fn list(
     r: ListTransactionsRequest,
     raw: Bytes,
     forwarded: bool,
-    client_host: &str,
+    client: &crate::conn::Client,
 ) -> Outcome {
     let mut states = Vec::new();
     let mut unknown = Vec::new();
@@ -1231,7 +1227,7 @@ async fn list(
                 continue;
             }
             let answer =
-                crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client_host).await;
+                crate::conn::forward(shard, o, h.api_key as i16, raw.clone(), client).await;
             let code = match decode_forwarded(h, answer, |b, v| {
                 ListTransactionsResponse::decode(b, v).ok()
             }) {

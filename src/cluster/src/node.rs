@@ -20,7 +20,8 @@ use raft::eraftpb::EntryType;
 use sluice_meta::controller::{code, AlterConfig, Registration};
 use sluice_meta::{
     bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
-    LegacyState, MetadataImage, NewTopic, ProposalId, Record, ReplyToken, CONTROLLER_GROUP,
+    LegacyState, ListenerEndpoint, MetadataImage, NewTopic, ProposalId, Record, ReplyToken,
+    CONTROLLER_GROUP,
 };
 use sluice_raft::manager::TICK_MS;
 use sluice_raft::{
@@ -78,6 +79,8 @@ pub struct ClusterConfig {
     pub voters: Vec<Voter>,
     /// This node's Kafka endpoint as clients should reach it (registered).
     pub kafka: Endpoint,
+    /// Every client listener, `kafka` first (empty: one, `PLAINTEXT` at `kafka`).
+    pub listeners: Vec<ListenerEndpoint>,
     /// Today's single-node state, for the first active controller of an empty log.
     pub legacy: Option<LegacyState>,
     /// Placement, defaults and config validators (`seed` 0 takes OS entropy).
@@ -106,6 +109,7 @@ impl ClusterConfig {
             rpc_listen: None,
             voters: Vec::new(),
             kafka,
+            listeners: Vec::new(),
             legacy: None,
             controller: ControllerConfig::default(),
             rpc_timeouts: sluice_rpc::Timeouts::default(),
@@ -229,6 +233,7 @@ struct Inner {
     voters: Vec<Voter>,
     is_voter: bool,
     kafka: Endpoint,
+    listeners: Vec<ListenerEndpoint>,
     rpc: Endpoint,
     legacy: Option<LegacyState>,
     subscriber_queue_max: usize,
@@ -488,6 +493,7 @@ impl ControllerNode {
             voters: cfg.voters.clone(),
             is_voter,
             kafka: cfg.kafka.clone(),
+            listeners: cfg.listeners.clone(),
             rpc,
             legacy: cfg.legacy.clone(),
             subscriber_queue_max: cfg.subscriber_queue_max.max(1),
@@ -2117,6 +2123,7 @@ async fn register_task(inner: Rc<Inner>) {
                     incarnation,
                     directory: inner.directory,
                     kafka: inner.kafka.clone(),
+                    listeners: inner.listeners.clone(),
                     rpc: inner.rpc.clone(),
                     rack: None,
                 };

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, TopicCreated};
-use sluice_meta::{Answer, ApiError, Endpoint, NewTopic, ProducerIdsBlock};
+use sluice_meta::{Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock};
 
 /// The format version this build writes and reads.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Method numbers (`sluice_rpc::Request::method`).
 pub mod method {
@@ -215,6 +215,12 @@ impl Command {
                 w.raw(&r.incarnation);
                 w.raw(&r.directory);
                 w.endpoint(&r.kafka);
+                w.list(&r.listeners, |w, l| {
+                    w.str(&l.name);
+                    w.str(&l.host);
+                    w.u32(u32::from(l.port));
+                    w.i32(l.security_protocol.into());
+                });
                 w.endpoint(&r.rpc);
                 w.opt_str(r.rack.as_deref());
             }
@@ -311,6 +317,17 @@ impl Command {
                 incarnation: r.array16()?,
                 directory: r.array16()?,
                 kafka: r.endpoint()?,
+                listeners: r.list(4 + 4 + 4 + 4, |r| {
+                    let name = r.str()?;
+                    let Endpoint { host, port } = r.endpoint()?;
+                    Ok(ListenerEndpoint {
+                        name,
+                        host,
+                        port,
+                        security_protocol: i16::try_from(r.i32()?)
+                            .map_err(|_| WireError("security protocol out of range"))?,
+                    })
+                })?,
                 rpc: r.endpoint()?,
                 rack: r.opt_str()?,
             }),
@@ -851,6 +868,12 @@ mod tests {
                     host: "h".into(),
                     port: 9092,
                 },
+                listeners: vec![ListenerEndpoint {
+                    name: "SSL".into(),
+                    host: "h".into(),
+                    port: 9092,
+                    security_protocol: 1,
+                }],
                 rpc: Endpoint {
                     host: "r".into(),
                     port: 1,

@@ -20,6 +20,10 @@
 //!                      rack:option<string> fenced:bool
 //!                      version 1 appends directory:uuid (never all zeros: a registration
 //!                      without a directory is version 0)
+//!                      version 2 appends directory:uuid (zeros allowed) and
+//!                      listeners:list<(name:string host:string port:uvarint
+//!                      security_protocol:varint)> (never empty: a registration without
+//!                      named listeners is version 0 or 1)
 //!   2 Topic            name:string id:uuid configs:list<(key:string value:string)>
 //!   3 Partition        topic:uuid partition:varint replicas:list<varint>
 //!                      adding:list<varint> removing:list<varint> revision:uvarint
@@ -45,7 +49,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::record::{
-    BrokerRegistration, ConfigResource, Endpoint, PartitionRecord, ProducerIdsBlock, Record,
+    BrokerRegistration, ConfigResource, Endpoint, ListenerEndpoint, PartitionRecord,
+    ProducerIdsBlock, Record, LISTENERS_MAX,
 };
 
 /// The only batch format so far.
@@ -207,6 +212,20 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             if record.version() >= 1 {
                 out.extend_from_slice(&b.directory);
             }
+            if record.version() >= 2 {
+                if b.listeners.len() > LISTENERS_MAX {
+                    return Err(DecodeError::Invalid {
+                        what: "registration listeners",
+                    });
+                }
+                put_uvarint(out, b.listeners.len() as u64);
+                for l in &b.listeners {
+                    put_str(out, &l.name)?;
+                    put_str(out, &l.host)?;
+                    put_uvarint(out, l.port.into());
+                    put_varint(out, l.security_protocol.into());
+                }
+            }
         }
         Record::FenceBroker { node, epoch } | Record::UnfenceBroker { node, epoch } => {
             put_varint(out, (*node).into());
@@ -284,7 +303,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     if !known {
         return Err(DecodeError::UnknownType { type_id });
     }
-    let newest = if type_id == 0 { 1 } else { 0 };
+    let newest = if type_id == 0 { 2 } else { 0 };
     if version > newest {
         return Err(DecodeError::UnknownVersion { type_id, version });
     }
@@ -309,7 +328,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             let fenced = r.bool("fenced")?;
             let directory = if version >= 1 {
                 let d = r.uuid("directory")?;
-                if d == [0; 16] {
+                if d == [0; 16] && version == 1 {
                     // Version 0 says "no directory": zeros here would not re-encode the same.
                     return Err(DecodeError::Invalid {
                         what: "registration directory",
@@ -319,12 +338,35 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             } else {
                 [0; 16]
             };
+            let mut listeners = Vec::new();
+            if version >= 2 {
+                let count = r.uvarint("listener count")?;
+                if count == 0 || count > LISTENERS_MAX as u64 {
+                    // None: that is version 0 or 1, which must not encode two ways.
+                    return Err(DecodeError::Invalid {
+                        what: "registration listeners",
+                    });
+                }
+                for _ in 0..count {
+                    listeners.push(ListenerEndpoint {
+                        name: r.string("listener name")?,
+                        host: r.string("listener host")?,
+                        port: r.port("listener port")?,
+                        security_protocol: i16::try_from(r.varint("security protocol")?).map_err(
+                            |_| DecodeError::Invalid {
+                                what: "security protocol",
+                            },
+                        )?,
+                    });
+                }
+            }
             Record::RegisterBroker(BrokerRegistration {
                 node,
                 incarnation,
                 directory,
                 epoch,
                 kafka,
+                listeners,
                 rpc,
                 rack,
                 fenced,

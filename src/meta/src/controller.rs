@@ -182,6 +182,8 @@ pub struct Registration {
     /// The node's data directory id (zeros: it has none).
     pub directory: [u8; 16],
     pub kafka: Endpoint,
+    /// Every client listener, `kafka` first (empty: one, `PLAINTEXT` at `kafka`).
+    pub listeners: Vec<crate::record::ListenerEndpoint>,
     pub rpc: Endpoint,
     pub rack: Option<String>,
 }
@@ -1226,6 +1228,12 @@ impl Controller {
         if reg.node < 0 || !hosts_ok {
             return reply(err(code::INVALID_REQUEST, "Invalid node id, host or rack."));
         }
+        if let Err(why) = crate::record::check_listeners(&reg.kafka, &reg.listeners) {
+            return reply(err(
+                code::INVALID_REQUEST,
+                format!("Invalid listeners: {why}."),
+            ));
+        }
         let mut directory = reg.directory;
         if let Some(old) = self.speculative.broker(reg.node) {
             if old.directory != [0; 16] && directory != [0; 16] && old.directory != directory {
@@ -1290,6 +1298,7 @@ impl Controller {
             directory,
             epoch,
             kafka: reg.kafka,
+            listeners: reg.listeners,
             rpc: reg.rpc,
             rack: reg.rack,
             fenced: true,

@@ -320,6 +320,9 @@ impl MetadataImage {
                 if b.rack.as_ref().is_some_and(|r| r.len() > HOST_BYTES_MAX) {
                     return invalid(format!("node {}: rack name too long", b.node));
                 }
+                if let Err(why) = crate::record::check_listeners(&b.kafka, &b.listeners) {
+                    return invalid(format!("node {}: {why}", b.node));
+                }
                 match self.brokers.get(&b.node) {
                     Some(old) if b.epoch <= old.epoch => invalid(format!(
                         "node {} registers with epoch {} not above its {}",

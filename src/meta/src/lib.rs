@@ -110,8 +110,8 @@ pub use controller::{
 pub use image::{Delta, InvalidRecord, MetadataImage, PartitionImage, TopicImage};
 pub use reconcile::{replica_actions, ReplicaAction};
 pub use record::{
-    BrokerRegistration, ConfigResource, Endpoint, NodeId, PartitionRecord, ProducerIdsBlock,
-    Record, TopicId,
+    BrokerRegistration, ConfigResource, Endpoint, ListenerEndpoint, NodeId, PartitionRecord,
+    ProducerIdsBlock, Record, TopicId, LISTENERS_MAX, PLAINTEXT_LISTENER,
 };
 pub use rng::Rng;
 

@@ -70,13 +70,73 @@ pub struct BrokerRegistration {
     /// Assigned by the controller from the image's revision counter; heartbeats and
     /// producer-id requests must carry it (stale ones get STALE_BROKER_EPOCH).
     pub epoch: u64,
-    /// The Kafka listener clients are told about (`--listen`/`--advertised-host`).
+    /// The node's first client listener (`--listen`/`--advertised-host`).
     pub kafka: Endpoint,
+    /// Every client listener, `kafka` first (version 2). Empty in registrations written
+    /// before listeners had names: those have one, `PLAINTEXT` at `kafka`
+    /// ([`BrokerRegistration::client_listeners`]).
+    pub listeners: Vec<ListenerEndpoint>,
     /// The node-to-node listener (`--rpc-listen`).
     pub rpc: Endpoint,
     pub rack: Option<String>,
     /// A registration starts fenced; heartbeats unfence it.
     pub fenced: bool,
+}
+
+impl BrokerRegistration {
+    /// The node's client listeners, the first at `kafka`.
+    pub fn client_listeners(&self) -> Vec<ListenerEndpoint> {
+        if !self.listeners.is_empty() {
+            return self.listeners.clone();
+        }
+        vec![ListenerEndpoint {
+            name: PLAINTEXT_LISTENER.to_string(),
+            host: self.kafka.host.clone(),
+            port: self.kafka.port,
+            security_protocol: 0,
+        }]
+    }
+}
+
+/// Why a registration's listeners are not valid: none or every one named (the first at
+/// `kafka`), at most [`LISTENERS_MAX`], names unique, names and hosts non-empty and at most
+/// [`crate::limits::HOST_BYTES_MAX`].
+pub fn check_listeners(kafka: &Endpoint, listeners: &[ListenerEndpoint]) -> Result<(), String> {
+    use crate::limits::HOST_BYTES_MAX;
+    if listeners.len() > LISTENERS_MAX {
+        return Err(format!("more than {LISTENERS_MAX} listeners"));
+    }
+    if let Some(first) = listeners.first() {
+        if first.host != kafka.host || first.port != kafka.port {
+            return Err("the first listener is not the registered Kafka endpoint".into());
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        let bad = |s: &str| s.is_empty() || s.len() > HOST_BYTES_MAX;
+        if bad(&l.name) || bad(&l.host) {
+            return Err(format!("listener {i}: bad name or host"));
+        }
+        if listeners[..i].iter().any(|o| o.name == l.name) {
+            return Err(format!("listener {} named twice", l.name));
+        }
+    }
+    Ok(())
+}
+
+/// The listener (and security protocol) of registrations that name none.
+pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+/// Client listeners one registration may name (one per Kafka security protocol, with room).
+pub const LISTENERS_MAX: usize = 8;
+
+/// One client listener of a node (Kafka's `BrokerEndpoint` of `RegisterBrokerRecord`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    /// The listener's name (sluice names a listener by its protocol: `SSL`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Kafka's `SecurityProtocol` id (0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL).
+    pub security_protocol: i16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +198,7 @@ impl Record {
     /// keep their version-0 bytes), every other type version 0.
     pub fn version(&self) -> u8 {
         match self {
+            Record::RegisterBroker(b) if !b.listeners.is_empty() => 2,
             Record::RegisterBroker(b) if b.directory != [0; 16] => 1,
             _ => 0,
         }

@@ -37,6 +37,7 @@ fn registration(node: NodeId, epoch: u64) -> BrokerRegistration {
         directory: [node as u8; 16],
         epoch,
         kafka: endpoint(9092),
+        listeners: Vec::new(),
         rpc: endpoint(33145),
         rack: (node % 2 == 0).then(|| "rack-a".to_string()),
         fenced: false,
@@ -57,6 +58,29 @@ fn every_kind() -> Vec<Record> {
         Record::RegisterBroker(BrokerRegistration {
             directory: [0; 16],
             ..registration(3, 9)
+        }),
+        // Named listeners: version 2, with or without a directory.
+        Record::RegisterBroker(BrokerRegistration {
+            listeners: vec![
+                ListenerEndpoint {
+                    name: "SSL".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    security_protocol: 1,
+                },
+                ListenerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "h".into(),
+                    port: 1,
+                    security_protocol: 0,
+                },
+            ],
+            ..registration(4, 10)
+        }),
+        Record::RegisterBroker(BrokerRegistration {
+            directory: [0; 16],
+            listeners: registration(5, 11).client_listeners(),
+            ..registration(5, 11)
         }),
         Record::FenceBroker {
             node: i32::MAX,
@@ -136,6 +160,14 @@ fn every_record_round_trips() {
     assert_eq!(with.version(), 1);
     let mut body = Vec::new();
     encode_record(&with, &mut body).unwrap();
+    // Version 2 names at least one listener (none is version 0 or 1).
+    let mut empty_list = body.clone();
+    empty_list[1] = 2;
+    empty_list.push(0);
+    assert!(matches!(
+        decode_record(&empty_list),
+        Err(DecodeError::Invalid { .. })
+    ));
     let n = body.len();
     body[n - 16..].fill(0);
     assert!(matches!(
@@ -150,7 +182,7 @@ fn unknown_versions_types_and_trailing_bytes_are_refused() {
         let mut body = Vec::new();
         encode_record(&r, &mut body).unwrap();
         let mut newer = body.clone();
-        let newest = if r.type_id() == 0 { 1 } else { 0 };
+        let newest = if r.type_id() == 0 { 2 } else { 0 };
         newer[1] = newest + 1;
         assert_eq!(
             decode_record(&newer),
@@ -545,6 +577,7 @@ impl Cluster {
             incarnation: [node as u8 + 1; 16],
             directory: [0; 16],
             kafka: endpoint(9092 + node as u16),
+            listeners: Vec::new(),
             rpc: endpoint(33145 + node as u16),
             rack: None,
         };
@@ -929,6 +962,7 @@ fn a_retried_registration_is_answered_when_the_first_commits() {
         incarnation: [9; 16],
         directory: [0; 16],
         kafka: endpoint(9096),
+        listeners: Vec::new(),
         rpc: endpoint(33149),
         rack: None,
     };
@@ -991,6 +1025,7 @@ fn fencing_follows_virtual_time_and_reregistration() {
         incarnation,
         directory: [0; 16],
         kafka: endpoint(1),
+        listeners: Vec::new(),
         rpc: endpoint(2),
         rack: None,
     };
@@ -1734,6 +1769,7 @@ fn random_commands(seed: u64) -> (usize, usize) {
                         incarnation: [rng.below(3) as u8; 16],
                         directory: [0; 16],
                         kafka: endpoint(1),
+                        listeners: Vec::new(),
                         rpc: Endpoint {
                             host: if rng.below(8) == 0 {
                                 String::new()

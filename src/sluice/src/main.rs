@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use sluice_broker::config::{Listener, TlsFiles};
 use sluice_broker::BrokerConfig;
 
 /// The broker allocates per request (decoded messages, response buffers, frames); glibc
@@ -65,7 +66,8 @@ fn tune_allocator() {
 }
 
 const USAGE: &str = "usage:
-  sluice start [--data-dir DIR] [--listen HOST:PORT] [--shards N] [--node-id N]
+  sluice start [--data-dir DIR] [--listen [PROTOCOL://]HOST:PORT,...] [--shards N] [--node-id N]
+               [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
                [--advertised-host HOST] [--num-partitions N] [--default-replication-factor N]
                [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
@@ -98,6 +100,7 @@ fn positive_ms<T: std::str::FromStr + PartialOrd + From<u8>>(
 fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
     let mut advertised = None;
+    let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| {
@@ -109,8 +112,20 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
             "--data-dir" => c.data_dir = PathBuf::from(value("--data-dir")?),
             "--listen" => {
                 let v = value("--listen")?;
-                c.listen = resolve(&v)?;
+                c.listeners = sluice_security::parse_listeners(&v)
+                    .map_err(|e| format!("--listen {e}"))?
+                    .into_iter()
+                    .map(|l| {
+                        Ok(Listener {
+                            protocol: l.protocol,
+                            addr: resolve(&l.address)?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
             }
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
             "--shards" => {
                 c.shards = value("--shards")?
                     .parse()
@@ -304,7 +319,37 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
         ));
     }
     sluice_rpc::check_cluster_flags(c.node_id, c.rpc_listen, &c.voters)?;
-    c.advertised_host = advertised.unwrap_or_else(|| c.listen.ip().to_string());
+    c.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: tls_ca,
+        }),
+        (None, None) if tls_ca.is_none() => None,
+        _ => return Err("--tls-cert and --tls-key go together (and --tls-ca with them)".into()),
+    };
+    for l in &c.listeners {
+        if l.protocol.tls() && c.tls.is_none() {
+            return Err(format!(
+                "the {} listener needs --tls-cert and --tls-key",
+                l.protocol
+            ));
+        }
+        // Until SASL authentication exists a SASL listener would serve everyone: refuse it.
+        if l.protocol.sasl() {
+            return Err(format!(
+                "{} listeners are not supported yet (SASL authentication is not built)",
+                l.protocol
+            ));
+        }
+    }
+    let mut ports: Vec<SocketAddr> = c.listeners.iter().map(|l| l.addr).collect();
+    ports.sort();
+    ports.dedup();
+    if ports.len() != c.listeners.len() {
+        return Err("--listen: two listeners on one address".into());
+    }
+    c.advertised_host = advertised.unwrap_or_else(|| c.listen().ip().to_string());
     Ok(c)
 }
 
@@ -349,7 +394,7 @@ fn main() -> ExitCode {
             let result = sluice_broker::run(config, |c| {
                 println!(
                     "sluice: ready listen={} shards={} node_id={} data_dir={}",
-                    c.listen,
+                    c.listen(),
                     c.shards,
                     c.node_id,
                     c.data_dir.display()
@@ -497,6 +542,50 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn listener_and_tls_flags() {
+        use sluice_broker::config::SecurityProtocol;
+        let c = parse_start(&args(
+            "--listen 127.0.0.1:9092,SSL://127.0.0.1:9093 --tls-cert c.pem --tls-key k.pem \
+             --tls-ca ca.pem --advertised-host broker1",
+        ))
+        .unwrap();
+        let l: Vec<_> = c.listeners.iter().map(|l| (l.protocol, l.addr)).collect();
+        assert_eq!(
+            l,
+            [
+                (
+                    SecurityProtocol::Plaintext,
+                    "127.0.0.1:9092".parse().unwrap()
+                ),
+                (SecurityProtocol::Ssl, "127.0.0.1:9093".parse().unwrap())
+            ]
+        );
+        let tls = c.tls.clone().unwrap();
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.listen().port(), 9092);
+        assert_eq!(c.listener_port(SecurityProtocol::Ssl), Some(9093));
+        assert_eq!(c.listener_endpoints()[1].host, "broker1");
+        for (flags, why) in [
+            ("--listen ssl://127.0.0.1:1", "needs --tls-cert"),
+            ("--tls-cert c.pem", "go together"),
+            ("--tls-ca ca.pem", "go together"),
+            ("--listen sasl_plaintext://127.0.0.1:1", "not supported yet"),
+            (
+                "--listen 127.0.0.1:1,ssl://127.0.0.1:1 --tls-cert c --tls-key k",
+                "two listeners on one address",
+            ),
+            (
+                "--listen 127.0.0.1:1,plaintext://127.0.0.1:2",
+                "two PLAINTEXT",
+            ),
+            ("--listen tcp://127.0.0.1:1", "unknown protocol"),
+        ] {
+            let e = parse_start(&args(flags)).unwrap_err();
+            assert!(e.contains(why), "{flags}: {e}");
+        }
     }
 
     #[test]

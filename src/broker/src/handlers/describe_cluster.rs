@@ -15,10 +15,11 @@ pub fn handle(
     shard: &Rc<BrokerShard>,
     _h: &RequestHeaderInfo,
     r: DescribeClusterRequest,
+    listener: crate::config::SecurityProtocol,
 ) -> DescribeClusterResponse {
     let view = &shard.shared_handle.cluster_view;
     let brokers = view
-        .brokers()
+        .brokers_on(listener)
         .iter()
         .map(|b| {
             DescribeClusterBroker::default()

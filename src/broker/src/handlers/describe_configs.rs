@@ -54,13 +54,21 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
         ),
         (
             "listeners".into(),
-            format!("PLAINTEXT://{}", c.listen),
+            c.listeners
+                .iter()
+                .map(|l| format!("{}://{}", l.protocol, l.addr))
+                .collect::<Vec<_>>()
+                .join(","),
             ConfigSource::StaticBroker,
             7,
         ),
         (
             "advertised.listeners".into(),
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.listen.port()),
+            c.listeners
+                .iter()
+                .map(|l| format!("{}://{}:{}", l.protocol, c.advertised_host, l.addr.port()))
+                .collect::<Vec<_>>()
+                .join(","),
             ConfigSource::StaticBroker,
             7,
         ),

@@ -165,7 +165,7 @@ async fn elect(
         };
         let replicas = t.replicas_of(p, this);
         let preferred = replicas.first().copied().unwrap_or(this);
-        let (hint, _) = super::current_leader(shard, &t.id, p);
+        let hint = super::current_leader(shard, &t.id, p);
         let code = if election == UNCLEAN {
             Some(if hint.leader >= 0 {
                 kerr::ELECTION_NOT_NEEDED
@@ -249,7 +249,7 @@ fn precheck(
         .is_some_and(|l| l.isr.contains(&preferred));
     // One replica not leading is down; without a leader there is nobody to hand over
     // (Raft elects one once a quorum is up).
-    if replicas.len() < 2 || leader < 0 || !in_isr || view.broker(preferred).is_none() {
+    if replicas.len() < 2 || leader < 0 || !in_isr || !view.is_live(preferred) {
         return Some(kerr::PREFERRED_LEADER_NOT_AVAILABLE);
     }
     None
@@ -265,7 +265,7 @@ async fn run_elections(shard: &Rc<BrokerShard>, entries: &mut [Entry], deadline:
             if e.code.is_some() {
                 continue;
             }
-            let (hint, _) = super::current_leader(shard, &e.topic_id, e.partition);
+            let hint = super::current_leader(shard, &e.topic_id, e.partition);
             if hint.leader == e.preferred {
                 // Moved there meanwhile (a rebalance, or an earlier round's answer lost).
                 e.code = Some(kerr::ELECTION_NOT_NEEDED);

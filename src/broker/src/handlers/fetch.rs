@@ -28,6 +28,7 @@ use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 use sluice_shard::ShardId;
 
 use super::{current_leader, join_all};
+use crate::config::SecurityProtocol;
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::conn::{ConnId, Outcome};
 use crate::kerr;
@@ -220,6 +221,7 @@ pub async fn handle(
     h: &RequestHeaderInfo,
     r: FetchRequest,
     conn: ConnId,
+    listener: SecurityProtocol,
 ) -> FetchResponse {
     let by_id = h.api_version >= 13;
     let now = Instant::now();
@@ -330,7 +332,7 @@ pub async fn handle(
     let view = &shard.shared_handle.cluster_view;
     let node_endpoints = leaders
         .into_iter()
-        .filter_map(|n| view.broker(n))
+        .filter_map(|n| view.broker_on(n, listener))
         .map(|b| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(b.node))
@@ -456,7 +458,7 @@ async fn fetch_partitions(
             if reply.error_code == kerr::NOT_LEADER_OR_FOLLOWER {
                 // KIP-951: where the leader is (the response's node endpoints say how to
                 // reach it; see `handle`).
-                let (hint, _) = current_leader(shard, &req.topic_id, req.partition);
+                let hint = current_leader(shard, &req.topic_id, req.partition);
                 pd.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(hint.leader))
                     .with_leader_epoch(hint.epoch);

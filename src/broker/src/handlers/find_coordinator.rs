@@ -11,7 +11,7 @@ use sluice_codec::kafka_protocol::messages::{
 use sluice_codec::RequestHeaderInfo;
 
 use super::str_bytes;
-use crate::cluster_view::BrokerEndpoint;
+use crate::cluster_view::NodeAddress;
 use crate::groups::{partition_for, OFFSETS_TOPIC};
 use crate::kerr;
 use crate::shard::BrokerShard;
@@ -23,6 +23,7 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: FindCoordinatorRequest,
+    listener: crate::config::SecurityProtocol,
 ) -> FindCoordinatorResponse {
     let (internal, what) = match r.key_type {
         KEY_TYPE_GROUP => (OFFSETS_TOPIC, "group"),
@@ -46,9 +47,9 @@ pub async fn handle(
             .contains(&this)
             .then(|| shard.shared_handle.leader_epochs.of_partition(t.id, p));
         let hint = view.leader_hint(&t.id, p, &replicas, local);
-        view.broker(hint.leader)
+        view.broker_on(hint.leader, listener)
     };
-    let answer = |key: &str| -> (i16, Option<String>, Option<BrokerEndpoint>) {
+    let answer = |key: &str| -> (i16, Option<String>, Option<NodeAddress>) {
         if internal.is_empty() {
             (
                 kerr::INVALID_REQUEST,

@@ -17,20 +17,15 @@ use crate::topics::{validate_topic_name, TopicRecord};
 /// "Authorized operations not requested" marker.
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
-/// This node's own entry (the one DescribeCluster and FindCoordinator fall back on).
-pub fn broker_entry(shard: &BrokerShard) -> MetadataResponseBroker {
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(shard.config.node_id))
-        .with_host(str_bytes(&shard.config.advertised_host))
-        .with_port(shard.config.listen.port() as i32)
-}
-
-/// Every live broker clients may reach, in id order.
-pub fn broker_entries(shard: &BrokerShard) -> Vec<MetadataResponseBroker> {
+/// Every live broker with the client's `listener`, in id order (as the client reaches it).
+pub fn broker_entries(
+    shard: &BrokerShard,
+    listener: crate::config::SecurityProtocol,
+) -> Vec<MetadataResponseBroker> {
     shard
         .shared_handle
         .cluster_view
-        .brokers()
+        .brokers_on(listener)
         .iter()
         .map(|b| {
             MetadataResponseBroker::default()
@@ -94,6 +89,7 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: MetadataRequest,
+    listener: crate::config::SecurityProtocol,
 ) -> MetadataResponse {
     let topics = shard.topics();
     let mut entries = Vec::new();
@@ -146,7 +142,7 @@ pub async fn handle(
     }
     let topics = shard.topics();
     MetadataResponse::default()
-        .with_brokers(broker_entries(shard))
+        .with_brokers(broker_entries(shard, listener))
         .with_cluster_id(Some(str_bytes(&topics.state.cluster_id)))
         .with_controller_id(BrokerId(shard.shared_handle.cluster_view.controller()))
         .with_topics(entries)

@@ -9,7 +9,7 @@ use sluice_codec::kafka_protocol::protocol::Encodable;
 use sluice_codec::{frame_response, ApiTable, Request, RequestHeaderInfo};
 use sluice_shard::ShardId;
 
-use crate::conn::{ConnId, Outcome};
+use crate::conn::{Client, Outcome};
 use crate::shard::BrokerShard;
 
 pub mod alter_configs;
@@ -126,19 +126,22 @@ pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
 }
 
 /// Runs one decoded request; `frame_len` is the size of the frame it came in (what a slice
-/// of it keeps alive), `conn` the connection it came on.
+/// of it keeps alive), `client` who sent it.
 pub async fn dispatch(
     shard: &Rc<BrokerShard>,
     request: Request,
     frame_len: usize,
-    conn: ConnId,
+    client: &Client,
 ) -> Outcome {
     let h = &request.header;
+    let listener = client.listener;
     match request.body {
         RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
-        RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r).await),
-        RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len).await,
-        RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r, conn).await),
+        RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r, listener).await),
+        RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len, listener).await,
+        RequestKind::Fetch(r) => {
+            fetch::respond(h, &fetch::handle(shard, h, r, client.conn, listener).await)
+        }
         RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
         RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
         RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
@@ -158,14 +161,18 @@ pub async fn dispatch(
         RequestKind::DescribeLogDirs(r) => {
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
         }
-        RequestKind::DescribeCluster(r) => respond(h, &describe_cluster::handle(shard, h, r)),
+        RequestKind::DescribeCluster(r) => {
+            respond(h, &describe_cluster::handle(shard, h, r, listener))
+        }
         RequestKind::AlterPartitionReassignments(r) => {
             respond(h, &alter_partition_reassignments::handle(shard, h, r).await)
         }
         RequestKind::ListPartitionReassignments(r) => {
             respond(h, &list_partition_reassignments::handle(shard, h, r).await)
         }
-        RequestKind::FindCoordinator(r) => respond(h, &find_coordinator::handle(shard, h, r).await),
+        RequestKind::FindCoordinator(r) => {
+            respond(h, &find_coordinator::handle(shard, h, r, listener).await)
+        }
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(shard, h, r).await,
         RequestKind::DescribeProducers(r) => {
@@ -209,17 +216,16 @@ pub fn uuid(id: &[u8; 16]) -> uuid::Uuid {
 }
 
 /// KIP-951: where the leader of a partition this broker cannot serve is, for the
-/// `CurrentLeader` of a NOT_LEADER_OR_FOLLOWER answer, and that leader's endpoint for the
-/// response's `NodeEndpoints` (none when the leader is unknown or not a live broker), so a
+/// `CurrentLeader` of a NOT_LEADER_OR_FOLLOWER answer (the response's `NodeEndpoints` then
+/// name that leader as the client's listener reaches it, [`ClusterView::broker_on`]), so a
 /// client moves to it without a Metadata round trip.
+///
+/// [`ClusterView::broker_on`]: crate::cluster_view::ClusterView::broker_on
 pub(crate) fn current_leader(
     shard: &BrokerShard,
     topic_id: &[u8; 16],
     partition: i32,
-) -> (
-    crate::cluster_view::LeaderHint,
-    Option<crate::cluster_view::BrokerEndpoint>,
-) {
+) -> crate::cluster_view::LeaderHint {
     let this = shard.config.node_id;
     let replicas = shard
         .topics()
@@ -233,6 +239,5 @@ pub(crate) fn current_leader(
             .of_partition(*topic_id, partition)
     });
     let view = &shard.shared_handle.cluster_view;
-    let hint = view.leader_hint(topic_id, partition, &replicas, local);
-    (hint, view.broker(hint.leader))
+    view.leader_hint(topic_id, partition, &replicas, local)
 }

@@ -27,6 +27,7 @@ pub async fn handle(
     h: &RequestHeaderInfo,
     r: ProduceRequest,
     frame_len: usize,
+    listener: crate::config::SecurityProtocol,
 ) -> Outcome {
     let acks = r.acks;
     let topics = shard.topics();
@@ -161,7 +162,11 @@ pub async fn handle(
         p.log_start_offset = reply.log_start_offset;
         if reply.error_code == kerr::NOT_LEADER_OR_FOLLOWER {
             // KIP-951 (tagged fields from v10; older encodings drop them).
-            let (hint, endpoint) = current_leader(shard, &topic_id, partition);
+            let hint = current_leader(shard, &topic_id, partition);
+            let endpoint = shard
+                .shared_handle
+                .cluster_view
+                .broker_on(hint.leader, listener);
             p.current_leader = LeaderIdAndEpoch::default()
                 .with_leader_id(BrokerId(hint.leader))
                 .with_leader_epoch(hint.epoch);

@@ -1,0 +1,20 @@
+//! Kafka's security model for the broker: which security protocol each client listener
+//! speaks, and TLS on the listeners that need it.
+//!
+//! Invariants:
+//! - A node has at most one listener per security protocol; the protocol's name is the
+//!   listener's name, and Metadata answers a client with the endpoints of the listener it
+//!   came in on (other nodes' listeners of the same name), never another listener's.
+//! - TLS is rustls (TLS 1.2 and 1.3, modern suites); a TLS listener never falls back to
+//!   plaintext, and a configuration that fails to load never replaces a working one.
+//! - A client certificate's principal is `User:` + its subject in RFC 2253 form, as Kafka's
+//!   default principal mapping gives it.
+//!
+//! Nothing here does network IO: the broker runs handshakes over its sockets with these
+//! configurations.
+
+pub mod listener;
+pub mod tls;
+
+pub use listener::{parse_listeners, ListenerSpec, SecurityProtocol, LISTENERS_MAX};
+pub use tls::{certificate_principal, TlsConfigs, TlsFiles};

@@ -1,0 +1,409 @@
+//! Security listeners with real clients: `ssl` listeners beside `plaintext` ones (kcat and
+//! kafka-python over TLS, Metadata naming the endpoints of the client's own listener),
+//! handshakes that must fail cleanly (plaintext on a TLS port, garbage, a client trusting
+//! another CA, a silent client), client certificates under `--tls-ca`, certificate reloads,
+//! and a cluster whose nodes each advertise their TLS listener.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::cluster::{distinct_free_ports, gate, Cluster, ClusterConfig};
+use sluice_tests::tls::TestPki;
+use sluice_tests::{poll_until, workspace_root, Broker, BrokerConfig};
+
+/// Bound on each kcat or Python client run.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The broker's bound on a TLS handshake (`tls_host::TLS_HANDSHAKE_MAX`), with slack.
+const HANDSHAKE_CLOSE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` with `stdin` as its input, killed after [`CLIENT_TIMEOUT`].
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        // cargo points the dynamic linker at rdkafka-sys's own librdkafka (built without
+        // OpenSSL) for the tests; kcat must load the system's, which has TLS.
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: signal 0 only checks that the process exists.
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                return;
+            }
+        }
+        // SAFETY: the child is ours; a late kill of an exited pid is harmless here (the
+        // test holds it unreaped until wait_with_output below).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().expect("client output");
+    let _ = writer.join();
+    let _ = watchdog.join();
+    out
+}
+
+/// kcat's TLS options for a client trusting `ca` (and presenting `cert`/`key`).
+fn kcat_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Vec<String> {
+    let mut x = vec![
+        "security.protocol=ssl".to_string(),
+        format!("ssl.ca.location={}", ca.display()),
+    ];
+    if let Some((cert, key)) = client {
+        x.push(format!("ssl.certificate.location={}", cert.display()));
+        x.push(format!("ssl.key.location={}", key.display()));
+    }
+    x.into_iter().flat_map(|o| ["-X".to_string(), o]).collect()
+}
+
+/// `kcat -L -J` against `bootstrap`: the broker names in the metadata it got, or kcat's
+/// stderr when it failed.
+fn kcat_brokers(bootstrap: &str, tls: &[String]) -> Result<Vec<String>, String> {
+    let out = run(
+        Command::new("kcat")
+            .args(["-b", bootstrap, "-L", "-J", "-m", "15"])
+            .args(tls),
+        b"",
+    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("kcat -L -J output: {e}"))?;
+    let mut names: Vec<String> = v["brokers"]
+        .as_array()
+        .ok_or("no brokers in kcat's metadata")?
+        .iter()
+        .filter_map(|b| {
+            b["name"]
+                .as_str()
+                .map(|n| n.split('/').next().unwrap_or(n).to_string())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn kcat_produce(bootstrap: &str, tls: &[String], topic: &str, lines: &[String]) {
+    let input = lines.join("\n") + "\n";
+    let out = run(
+        Command::new("kcat")
+            .args([
+                "-b", bootstrap, "-P", "-t", topic, "-p", "0", "-X", "acks=all",
+            ])
+            .args(tls),
+        input.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "kcat produce to {bootstrap}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn kcat_consume(bootstrap: &str, tls: &[String], topic: &str) -> Vec<String> {
+    let out = run(
+        Command::new("kcat")
+            .args([
+                "-b",
+                bootstrap,
+                "-C",
+                "-t",
+                topic,
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+            ])
+            .args(tls),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "kcat consume from {bootstrap}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// What a raw connection to `port` gets back for `bytes` before the broker closes it
+/// (`None`: still open after [`HANDSHAKE_CLOSE_WITHIN`]).
+fn raw_exchange(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(HANDSHAKE_CLOSE_WITHIN)).unwrap();
+    s.write_all(bytes).expect("write");
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => Some(got),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(got),
+        Err(_) => None,
+    }
+}
+
+/// A broker with a plaintext listener (the harness's port) and an `ssl` one serving `cert`.
+fn tls_broker(cert: &Path, key: &Path, ssl_port: u16, extra: &[&str]) -> Broker {
+    let port = distinct_free_ports(2)
+        .into_iter()
+        .find(|p| *p != ssl_port)
+        .expect("a port");
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port},ssl://127.0.0.1:{ssl_port}"),
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".to_string(),
+        key.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut b = Broker::spawn_with(BrokerConfig {
+        extra_args: args,
+        port: Some(port),
+        ..BrokerConfig::default()
+    });
+    b.wait_ready();
+    b
+}
+
+#[test]
+fn ssl_listener_serves_kcat_and_kafka_python_and_refuses_bad_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let ssl_port = distinct_free_ports(1)[0];
+    let broker = tls_broker(&pki.server_cert, &pki.server_key, ssl_port, &[]);
+    let plain = broker.bootstrap();
+    let ssl = format!("127.0.0.1:{ssl_port}");
+    let tls = kcat_tls(&pki.ca, None);
+
+    // A client that connects and says nothing is closed once the handshake bound passes;
+    // it is opened first so that bound runs while the rest of the test does.
+    let mut silent = TcpStream::connect(("127.0.0.1", ssl_port)).expect("connect");
+    let silent_closed = std::thread::spawn(move || {
+        let since = Instant::now();
+        silent
+            .set_read_timeout(Some(2 * HANDSHAKE_CLOSE_WITHIN))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        // Closed (end of stream or reset), or still open when the read timed out.
+        let closed = loop {
+            match silent.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        (closed, since.elapsed())
+    });
+
+    // Each listener's clients are told the endpoints of their own listener.
+    assert_eq!(kcat_brokers(&ssl, &tls).unwrap(), vec![ssl.clone()]);
+    assert_eq!(kcat_brokers(&plain, &[]).unwrap(), vec![plain.clone()]);
+
+    // Records written over TLS read back over TLS and over plaintext alike.
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("record-{i:04}-{}", "x".repeat(i % 300)))
+        .collect();
+    kcat_produce(&ssl, &tls, "tls-kcat", &lines);
+    assert_eq!(kcat_consume(&ssl, &tls, "tls-kcat"), lines);
+    assert_eq!(kcat_consume(&plain, &[], "tls-kcat"), lines);
+
+    // kafka-python (Python's ssl module, not OpenSSL through librdkafka).
+    let python = workspace_root().join("tests/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-deps.sh",
+        python.display()
+    );
+    let out = run(
+        Command::new(&python)
+            .arg(workspace_root().join("tests/python/tls_client.py"))
+            .args(["--bootstrap", &ssl, "--topic", "tls-python", "--cafile"])
+            .arg(&pki.ca),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kafka-python over TLS: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("ok brokers={ssl} records=200")),
+        "kafka-python saw: {stdout}"
+    );
+
+    // Refused cleanly: a plaintext Kafka request on the TLS port gets no Kafka answer (at
+    // most a TLS alert) and the connection closes.
+    const API_VERSIONS_V0: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let got = raw_exchange(ssl_port, &API_VERSIONS_V0).expect("closed");
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "plaintext on the TLS port got {got:?}"
+    );
+    // A TLS record header announcing a handshake, then garbage.
+    let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    garbage.extend((0..64u8).map(|i| i.wrapping_mul(37)));
+    let got = raw_exchange(ssl_port, &garbage).expect("closed");
+    assert!(got.is_empty() || got[0] == 0x15, "garbage got {got:?}");
+    // A client that trusts another CA refuses the broker's certificate.
+    let e = kcat_brokers(&ssl, &kcat_tls(&pki.other_ca, None)).unwrap_err();
+    assert!(
+        e.contains("certificate verify failed") || e.contains("SSL handshake failed"),
+        "kcat trusting another CA: {e}"
+    );
+    // A TLS client on the plaintext port fails too, and nothing else is disturbed.
+    assert!(kcat_brokers(&plain, &tls).is_err());
+
+    // The silent client was closed by the handshake bound.
+    let (closed, after) = silent_closed.join().expect("silent client thread");
+    assert!(
+        closed && after < HANDSHAKE_CLOSE_WITHIN,
+        "a silent TLS client: closed {closed} after {after:?}"
+    );
+
+    // The broker is unaffected.
+    assert_eq!(kcat_consume(&ssl, &tls, "tls-kcat").len(), lines.len());
+    assert_eq!(kcat_brokers(&plain, &[]).unwrap(), vec![plain]);
+}
+
+#[test]
+fn client_certificates_are_required_under_tls_ca_and_certificates_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    // The broker reads copies, which the test then replaces.
+    let (cert, key) = (dir.path().join("live.pem"), dir.path().join("live.key"));
+    std::fs::copy(&pki.server_cert, &cert).unwrap();
+    std::fs::copy(&pki.server_key, &key).unwrap();
+    let ssl_port = distinct_free_ports(1)[0];
+    let ca = pki.ca.display().to_string();
+    let mut broker = tls_broker(&cert, &key, ssl_port, &["--tls-ca", &ca]);
+    let ssl = format!("127.0.0.1:{ssl_port}");
+    let with_cert = kcat_tls(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
+
+    // No client certificate: refused; with one the CA signed: served.
+    assert!(kcat_brokers(&ssl, &kcat_tls(&pki.ca, None)).is_err());
+    assert_eq!(kcat_brokers(&ssl, &with_cert).unwrap(), vec![ssl.clone()]);
+
+    // The certificate files are replaced by ones of another CA: new connections get them
+    // without a restart (the reloader looks every second).
+    std::fs::copy(&pki.other_server_key, &key).unwrap();
+    std::fs::copy(&pki.other_server_cert, &cert).unwrap();
+    let other = kcat_tls(&pki.other_ca, Some((&pki.client_cert, &pki.client_key)));
+    poll_until(
+        Duration::from_secs(30),
+        "the new certificate served",
+        || kcat_brokers(&ssl, &other).ok(),
+    );
+    assert!(
+        kcat_brokers(&ssl, &with_cert).is_err(),
+        "the old CA no longer verifies"
+    );
+
+    // SIGHUP reloads at once (and does not stop the broker).
+    let pid = broker.pid().expect("running");
+    // SAFETY: sending a signal to the broker process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    poll_until(Duration::from_secs(30), "the SIGHUP reload logged", || {
+        broker
+            .stderr_log()
+            .contains("reloaded (SIGHUP)")
+            .then_some(())
+    });
+    assert!(broker.is_running());
+    assert_eq!(kcat_brokers(&ssl, &other).unwrap(), vec![ssl]);
+}
+
+#[test]
+fn every_node_of_a_cluster_advertises_its_tls_listener() {
+    if let Err(why) = gate() {
+        panic!("{why}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let ssl_ports = distinct_free_ports(3);
+    let mut c = Cluster::start_with(ClusterConfig {
+        nodes: 3,
+        extra_args: vec![
+            "--tls-cert".to_string(),
+            pki.server_cert.display().to_string(),
+            "--tls-key".to_string(),
+            pki.server_key.display().to_string(),
+        ],
+        node_args: ssl_ports
+            .iter()
+            .map(|p| {
+                vec![
+                    "--listen".to_string(),
+                    format!("127.0.0.1:{{kafka_port}},ssl://127.0.0.1:{p}"),
+                ]
+            })
+            .collect(),
+        ..ClusterConfig::default()
+    });
+    let tls = kcat_tls(&pki.ca, None);
+    let mut want_ssl: Vec<String> = ssl_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    want_ssl.sort();
+    let mut want_plain: Vec<String> = c.ids().map(|i| c.node(i).bootstrap()).collect();
+    want_plain.sort();
+    // Every node registers its listeners; each listener's clients see that listener of all.
+    poll_until(
+        Duration::from_secs(60),
+        "every node's TLS listener advertised",
+        || (kcat_brokers(&want_ssl[0], &tls).ok()? == want_ssl).then_some(()),
+    );
+    assert_eq!(
+        kcat_brokers(&c.node(1).bootstrap(), &[]).unwrap(),
+        want_plain
+    );
+    // Clients bootstrapped over TLS on any node reach the partition's leader (wherever
+    // placement put it) through its TLS listener.
+    let out = run(
+        Command::new("kcat")
+            .args(["-b", &want_ssl[0], "-L", "-t", "tls-cluster"])
+            .args(&tls),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = (0..300).map(|i| format!("cluster-{i}")).collect();
+    poll_until(
+        Duration::from_secs(60),
+        "the topic's partition 0 has a leader",
+        || {
+            let out = run(
+                Command::new("kcat")
+                    .args(["-b", &want_ssl[1], "-L", "-t", "tls-cluster", "-J"])
+                    .args(&tls),
+                b"",
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["topics"][0]["partitions"][0]["leader"].as_i64()? > 0).then_some(())
+        },
+    );
+    kcat_produce(&want_ssl[2], &tls, "tls-cluster", &lines);
+    assert_eq!(kcat_consume(&want_ssl[1], &tls, "tls-cluster"), lines);
+    assert_eq!(
+        kcat_consume(&c.node(3).bootstrap(), &[], "tls-cluster"),
+        lines
+    );
+}
