@@ -39,6 +39,7 @@ pub mod producer_ids;
 pub mod replication;
 pub mod replication_throttle;
 pub mod request_memory;
+pub mod scram_store;
 pub mod shard;
 pub mod stats;
 pub mod tls_host;
@@ -98,6 +99,8 @@ pub struct Shared {
     fatal: Mutex<Option<String>>,
     /// TLS configurations of the `ssl` and `sasl_ssl` listeners (when `--tls-cert` is given).
     pub tls: Option<Arc<tls_host::TlsState>>,
+    /// The committed SCRAM credentials (SASL authentication reads them).
+    pub credentials: scram_store::Credentials,
 }
 
 impl Shared {
@@ -242,6 +245,7 @@ pub fn run(
         replication_throttle: Default::default(),
         fatal: Mutex::new(None),
         tls: tls.clone(),
+        credentials: Default::default(),
     });
     if config.stats_interval.is_some() {
         stats::enable();

@@ -198,6 +198,12 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     controller.set_cluster(node.clone());
     let me = shard.clone();
     glommio::spawn_local(async move { run(me, sub).await }).detach();
+    if !solo {
+        // The quorum may need nodes that start after this one: hand them over meanwhile.
+        let (me, n) = (shard.clone(), node.clone());
+        glommio::spawn_local(async move { crate::scram_store::apply_pending(&me, &n).await })
+            .detach();
+    }
     if solo {
         // Alone, this node is live as soon as its own registration commits (one fsync):
         // serve only then, so the first Metadata already lists it. A node of a larger
@@ -213,6 +219,9 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
                 "not registered with its own controller within {SOLO_LIVE_WAIT:?}"
             )));
         }
+        // Credentials `sluice users add` left commit before the node serves, so the first
+        // client may already authenticate with them.
+        crate::scram_store::apply_pending(shard, &node).await;
         // Serve the image that holds its registration. Adopting here (the loop may not have
         // run yet; adoptions are serialized) rather than waiting for the loop to reach the
         // applied index: entries that are no metadata batch (Raft's election no-op) raise
@@ -429,6 +438,10 @@ async fn adopt(shard: &Rc<BrokerShard>) {
         // partition this node holds.
         return;
     }
+    shard
+        .shared_handle
+        .credentials
+        .set(image.scram_credentials());
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.

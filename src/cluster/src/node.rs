@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future::or;
 use raft::eraftpb::EntryType;
-use sluice_meta::controller::{code, AlterConfig, Registration};
+use sluice_meta::controller::{code, AlterConfig, Registration, ScramChange};
 use sluice_meta::{
     bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
     LegacyState, ListenerEndpoint, MetadataImage, NewTopic, ProposalId, Record, ReplyToken,
@@ -804,6 +804,13 @@ impl ControllerNode {
             .await
     }
 
+    /// AlterUserScramCredentials: per change, its user's outcome.
+    pub async fn alter_scram(&self, changes: Vec<ScramChange>) -> Answer {
+        self.inner
+            .command(Command::AlterScram { changes }, COMMAND_TIMEOUT)
+            .await
+    }
+
     /// AlterPartitionReassignments: per partition the target replicas, or `None` to cancel.
     pub async fn alter_partition_reassignments(
         &self,
@@ -1047,6 +1054,7 @@ fn not_controller(a: &Answer) -> bool {
         Answer::AlterPartitionReassignments(v) => all(v),
         Answer::ReassignmentComplete(o) => nc(o),
         Answer::MetadataIndex(o) => nc(o),
+        Answer::AlterScram(v) => all(v),
     }
 }
 
@@ -1582,6 +1590,7 @@ impl Inner {
                     revision,
                 } => c.reassignment_complete(token, topic, partition, revision),
                 Command::MetadataIndex => unreachable!("answered above"),
+                Command::AlterScram { changes } => c.alter_scram(token, changes),
             };
             self.ctrl_fx(&mut st, fx);
         }

@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, TopicCreated};
-use sluice_meta::{Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock};
+use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, ScramChange, TopicCreated};
+use sluice_meta::{
+    Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock, ScramRecord,
+};
 
 /// The format version this build writes and reads.
 pub const WIRE_VERSION: u8 = 2;
@@ -38,6 +40,8 @@ pub mod method {
     pub const REASSIGNMENT_COMPLETE: u16 = 11;
     /// The active controller's applied metadata index (a command that changes nothing).
     pub const METADATA_INDEX: u16 = 12;
+    /// AlterUserScramCredentials (a command).
+    pub const ALTER_SCRAM: u16 = 13;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -100,6 +104,10 @@ pub enum Command {
     /// ListPartitionReassignments, which Kafka answers from its controller) as the
     /// controller would have when the request arrived.
     MetadataIndex,
+    /// AlterUserScramCredentials: upserts and deletions, in request order.
+    AlterScram {
+        changes: Vec<ScramChange>,
+    },
 }
 
 impl Command {
@@ -115,6 +123,7 @@ impl Command {
             Command::AlterPartitionReassignments { .. } => method::ALTER_PARTITION_REASSIGNMENTS,
             Command::ReassignmentComplete { .. } => method::REASSIGNMENT_COMPLETE,
             Command::MetadataIndex => method::METADATA_INDEX,
+            Command::AlterScram { .. } => method::ALTER_SCRAM,
         }
     }
 
@@ -159,6 +168,12 @@ impl Command {
             }
             Command::ReassignmentComplete { .. } => Answer::ReassignmentComplete(Err(e)),
             Command::MetadataIndex => Answer::MetadataIndex(Err(e)),
+            Command::AlterScram { changes } => Answer::AlterScram(
+                changes
+                    .iter()
+                    .map(|c| (c.user().to_string(), Err(e.clone())))
+                    .collect(),
+            ),
         }
     }
 
@@ -253,6 +268,24 @@ impl Command {
                 w.u64(*revision);
             }
             Command::MetadataIndex => {}
+            Command::AlterScram { changes } => {
+                w.list(changes, |w, c| match c {
+                    ScramChange::Upsert(r) => {
+                        w.u8(0);
+                        w.str(&r.user);
+                        w.u8(r.mechanism as u8);
+                        w.bytes(&r.salt);
+                        w.u32(r.iterations);
+                        w.bytes(&r.stored_key);
+                        w.bytes(&r.server_key);
+                    }
+                    ScramChange::Delete { user, mechanism } => {
+                        w.u8(1);
+                        w.str(user);
+                        w.u8(*mechanism as u8);
+                    }
+                });
+            }
         }
         w.finish()
     }
@@ -261,7 +294,8 @@ impl Command {
         let command = (method::CREATE_TOPICS..=method::BROKER_HEARTBEAT).contains(&method)
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
-            || method == method::METADATA_INDEX;
+            || method == method::METADATA_INDEX
+            || method == method::ALTER_SCRAM;
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -354,6 +388,23 @@ impl Command {
                 caught_up: r.bool()?,
             },
             method::METADATA_INDEX => Command::MetadataIndex,
+            method::ALTER_SCRAM => Command::AlterScram {
+                changes: r.list(1 + 4 + 1, |r| match r.u8()? {
+                    0 => Ok(ScramChange::Upsert(ScramRecord {
+                        user: r.str()?,
+                        mechanism: r.u8()? as i8,
+                        salt: r.bytes()?.to_vec(),
+                        iterations: r.u32()?,
+                        stored_key: r.bytes()?.to_vec(),
+                        server_key: r.bytes()?.to_vec(),
+                    })),
+                    1 => Ok(ScramChange::Delete {
+                        user: r.str()?,
+                        mechanism: r.u8()? as i8,
+                    }),
+                    _ => Err(WireError("bad SCRAM change")),
+                })?,
+            },
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -429,6 +480,13 @@ pub fn encode_answer(a: &Answer) -> Bytes {
             w.u8(10);
             w.outcome(o, |w, i| w.u64(*i));
         }
+        Answer::AlterScram(v) => {
+            w.u8(11);
+            w.list(v, |w, (user, o)| {
+                w.str(user);
+                w.outcome(o, |_, _| {});
+            });
+        }
     }
     w.finish()
 }
@@ -467,6 +525,7 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
         ),
         9 => Answer::ReassignmentComplete(r.outcome(unit)?),
         10 => Answer::MetadataIndex(r.outcome(|r| r.u64())?),
+        11 => Answer::AlterScram(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         _ => return Err(WireError("unknown answer type")),
     };
     r.end()?;
@@ -894,6 +953,22 @@ mod tests {
                 revision: 77,
             },
             Command::MetadataIndex,
+            Command::AlterScram {
+                changes: vec![
+                    ScramChange::Upsert(ScramRecord {
+                        user: "alice".into(),
+                        mechanism: 2,
+                        salt: vec![1, 2],
+                        iterations: 4096,
+                        stored_key: vec![3; 64],
+                        server_key: vec![4; 64],
+                    }),
+                    ScramChange::Delete {
+                        user: "bob".into(),
+                        mechanism: 1,
+                    },
+                ],
+            },
         ]
     }
 
@@ -929,6 +1004,7 @@ mod tests {
             Answer::ReassignmentComplete(Ok(())),
             Answer::MetadataIndex(Ok(1 << 40)),
             Answer::MetadataIndex(Err(e())),
+            Answer::AlterScram(vec![("alice".into(), Ok(())), ("bob".into(), Err(e()))]),
         ]
     }
 

@@ -11,6 +11,7 @@
 //! Field types: `uvarint` is LEB128 (at most 10 bytes, the value must fit the field);
 //! `varint` is a zig-zag LEB128 signed integer; `bool` is one byte 0 or 1; `uuid` is 16 raw
 //! bytes; `string` is a uvarint length and UTF-8 bytes (at most [`STRING_BYTES_MAX`]);
+//! `bytes` is a uvarint length and the bytes (at most [`STRING_BYTES_MAX`]);
 //! `option<T>` is a byte 0 (absent) or 1 followed by `T`; `list<T>` is a uvarint count and
 //! the items. Fields of version 0 of each type (type byte, then fields in order):
 //!
@@ -33,6 +34,9 @@
 //!   7 FenceBroker      node:varint epoch:uvarint
 //!   8 UnfenceBroker    node:varint epoch:uvarint
 //!   9 RemoveTopic      id:uuid
+//!  11 ScramCredential  user:string mechanism:varint salt:bytes iterations:uvarint
+//!                      stored_key:bytes server_key:bytes
+//!  12 RemoveScramCredential user:string mechanism:varint
 //!  15 ProducerIds      node:varint first:varint size:uvarint
 //! 100 ClusterId        cluster_id:string
 //! 101 Revision         revision:uvarint
@@ -50,7 +54,7 @@ use std::fmt;
 
 use crate::record::{
     BrokerRegistration, ConfigResource, Endpoint, ListenerEndpoint, PartitionRecord,
-    ProducerIdsBlock, Record, LISTENERS_MAX,
+    ProducerIdsBlock, Record, ScramRecord, LISTENERS_MAX,
 };
 
 /// The only batch format so far.
@@ -290,6 +294,18 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             put_uvarint(out, b.size.into());
         }
         Record::RemoveTopic { id } => out.extend_from_slice(id),
+        Record::ScramCredential(c) => {
+            put_str(out, &c.user)?;
+            put_varint(out, c.mechanism.into());
+            put_bytes(out, &c.salt)?;
+            put_uvarint(out, c.iterations.into());
+            put_bytes(out, &c.stored_key)?;
+            put_bytes(out, &c.server_key)?;
+        }
+        Record::RemoveScramCredential { user, mechanism } => {
+            put_str(out, user)?;
+            put_varint(out, (*mechanism).into());
+        }
     }
     Ok(())
 }
@@ -299,7 +315,10 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     let mut r = Reader { buf: body };
     let type_id = r.u8("record type")?;
     let version = r.u8("record version")?;
-    let known = matches!(type_id, 0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 15 | 100 | 101);
+    let known = matches!(
+        type_id,
+        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 15 | 100 | 101
+    );
     if !known {
         return Err(DecodeError::UnknownType { type_id });
     }
@@ -450,6 +469,22 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
         9 => Record::RemoveTopic {
             id: r.uuid("removed topic id")?,
         },
+        11 => Record::ScramCredential(ScramRecord {
+            user: r.string("SCRAM user")?,
+            mechanism: r.mechanism()?,
+            salt: r.bytes("SCRAM salt")?,
+            iterations: u32::try_from(r.uvarint("SCRAM iterations")?).map_err(|_| {
+                DecodeError::Invalid {
+                    what: "SCRAM iterations",
+                }
+            })?,
+            stored_key: r.bytes("SCRAM stored key")?,
+            server_key: r.bytes("SCRAM server key")?,
+        }),
+        12 => Record::RemoveScramCredential {
+            user: r.string("SCRAM user")?,
+            mechanism: r.mechanism()?,
+        },
         15 => {
             let node = r.node("producer ids node")?;
             let first = r.varint("producer ids first")?;
@@ -487,11 +522,15 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), DecodeError> {
-    if s.len() > STRING_BYTES_MAX {
+    put_bytes(out, s.as_bytes())
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), DecodeError> {
+    if b.len() > STRING_BYTES_MAX {
         return Err(DecodeError::TooLarge { what: "string" });
     }
-    put_uvarint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    put_uvarint(out, b.len() as u64);
+    out.extend_from_slice(b);
     Ok(())
 }
 
@@ -600,11 +639,21 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let b = self.bytes(what)?;
+        String::from_utf8(b).map_err(|_| DecodeError::Invalid { what })
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         let n = self.uvarint(what)?;
         if n > STRING_BYTES_MAX as u64 {
             return Err(DecodeError::TooLarge { what });
         }
-        let b = self.take(n as usize, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid { what })
+        Ok(self.take(n as usize, what)?.to_vec())
+    }
+
+    fn mechanism(&mut self) -> Result<i8, DecodeError> {
+        i8::try_from(self.varint("SCRAM mechanism")?).map_err(|_| DecodeError::Invalid {
+            what: "SCRAM mechanism",
+        })
     }
 }

@@ -24,7 +24,7 @@ use crate::limits::{
 use crate::placement::{self, Start};
 use crate::record::{
     BrokerRegistration, ConfigResource, Endpoint, NodeId, PartitionRecord, ProducerIdsBlock,
-    Record, TopicId,
+    Record, ScramRecord, TopicId,
 };
 use crate::rng::Rng;
 
@@ -47,6 +47,10 @@ pub mod code {
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
     pub const INVALID_REGISTRATION: i16 = 119;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const DUPLICATE_RESOURCE: i16 = 92;
+    pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 }
 
 /// Kafka's `broker.session.timeout.ms`: a broker not heartbeating this long is fenced.
@@ -206,6 +210,33 @@ pub enum Answer {
     /// The active controller's applied metadata index (a read barrier: see
     /// `sluice_cluster::wire::Command::MetadataIndex`).
     MetadataIndex(Outcome<u64>),
+    /// Per change of AlterUserScramCredentials, its user, in request order.
+    AlterScram(Vec<(String, Outcome<()>)>),
+}
+
+/// One change of AlterUserScramCredentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramChange {
+    /// Set the user's credential for the record's mechanism.
+    Upsert(ScramRecord),
+    /// Remove the user's credential for the mechanism (Kafka's id).
+    Delete { user: String, mechanism: i8 },
+}
+
+impl ScramChange {
+    pub fn user(&self) -> &str {
+        match self {
+            ScramChange::Upsert(r) => &r.user,
+            ScramChange::Delete { user, .. } => user,
+        }
+    }
+
+    fn mechanism(&self) -> i8 {
+        match self {
+            ScramChange::Upsert(r) => r.mechanism,
+            ScramChange::Delete { mechanism, .. } => *mechanism,
+        }
+    }
 }
 
 impl Answer {
@@ -1195,6 +1226,67 @@ impl Controller {
         )
     }
 
+    /// AlterUserScramCredentials (Kafka's `ScramControlManager`): each change is checked on
+    /// its own; a user named by two changes gets DUPLICATE_RESOURCE on both; the valid ones
+    /// commit together.
+    pub fn alter_scram(&mut self, token: ReplyToken, changes: Vec<ScramChange>) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            let answer = changes
+                .iter()
+                .map(|c| (c.user().to_string(), Err(e.clone())));
+            return vec![Effect::Reply(token, Answer::AlterScram(answer.collect()))];
+        }
+        let mut records = Vec::new();
+        let mut answer = Vec::with_capacity(changes.len());
+        for c in &changes {
+            let user = c.user();
+            let twice = changes.iter().filter(|o| o.user() == user).count() > 1;
+            let outcome = if twice {
+                err(
+                    code::DUPLICATE_RESOURCE,
+                    "A user credential cannot be altered twice in the same request",
+                )
+            } else if user.is_empty() {
+                err(code::UNACCEPTABLE_CREDENTIAL, "Username must not be empty")
+            } else if !matches!(c.mechanism(), 1 | 2) {
+                err(code::UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
+            } else {
+                match c {
+                    ScramChange::Upsert(r) if r.iterations < 4096 => {
+                        err(code::UNACCEPTABLE_CREDENTIAL, "Too few iterations")
+                    }
+                    ScramChange::Upsert(r) if r.iterations > 16384 => {
+                        err(code::UNACCEPTABLE_CREDENTIAL, "Too many iterations")
+                    }
+                    ScramChange::Upsert(r) => match crate::record::check_scram(r) {
+                        Ok(()) => {
+                            records.push(Record::ScramCredential(r.clone()));
+                            Ok(())
+                        }
+                        Err(why) => err(code::UNACCEPTABLE_CREDENTIAL, why),
+                    },
+                    ScramChange::Delete { user, mechanism } => {
+                        let key = (user.clone(), *mechanism);
+                        if self.speculative.scram_credentials().contains_key(&key) {
+                            records.push(Record::RemoveScramCredential {
+                                user: user.clone(),
+                                mechanism: *mechanism,
+                            });
+                            Ok(())
+                        } else {
+                            err(
+                                code::RESOURCE_NOT_FOUND,
+                                "Attempt to delete a user credential that does not exist",
+                            )
+                        }
+                    }
+                }
+            };
+            answer.push((user.to_string(), outcome));
+        }
+        self.propose(Some((token, Answer::AlterScram(answer))), records)
+    }
+
     fn check_epoch(&self, node: NodeId, epoch: u64) -> Outcome<&BrokerRegistration> {
         match self.speculative.broker(node) {
             None => err(
@@ -1497,5 +1589,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::AlterPartitionReassignments(v) => Answer::AlterPartitionReassignments(each(v, &e)),
         Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
         Answer::MetadataIndex(o) => Answer::MetadataIndex(o.and(Err(e))),
+        Answer::AlterScram(v) => Answer::AlterScram(each(v, &e)),
     }
 }

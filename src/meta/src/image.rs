@@ -17,7 +17,8 @@ use crate::limits::{
     PRODUCER_ID_BLOCK_SIZE_MAX, TOPICS_MAX,
 };
 use crate::record::{
-    BrokerRegistration, ConfigResource, NodeId, PartitionRecord, ProducerIdsBlock, Record, TopicId,
+    check_scram, BrokerRegistration, ConfigResource, NodeId, PartitionRecord, ProducerIdsBlock,
+    Record, ScramRecord, TopicId,
 };
 
 /// Kafka's internal topics (flagged in Metadata, not deletable, partition count fixed).
@@ -127,6 +128,8 @@ pub struct Delta {
     pub brokers: BTreeSet<NodeId>,
     pub producer_ids: Vec<ProducerIdsBlock>,
     pub cluster_id: bool,
+    /// Users whose SCRAM credentials changed.
+    pub scram_users: BTreeSet<String>,
 }
 
 impl Delta {
@@ -146,6 +149,8 @@ pub struct MetadataImage {
     node_configs: BTreeMap<NodeId, BTreeMap<String, String>>,
     /// The last block handed out; the next starts at or after its end.
     producer_ids: Option<ProducerIdsBlock>,
+    /// SCRAM credentials by (user, mechanism id).
+    scram: BTreeMap<(String, i8), ScramRecord>,
     // Derived (rebuilt identically by any replay, so equality still means "same state").
     names: BTreeMap<String, TopicId>,
     /// Names with '.' folded to '_' (Kafka refuses names that collide so).
@@ -277,6 +282,11 @@ impl MetadataImage {
     }
 
     /// The first producer id not yet handed out.
+    /// SCRAM credentials by (user, mechanism id).
+    pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), ScramRecord> {
+        &self.scram
+    }
+
     pub fn next_producer_id(&self) -> i64 {
         self.producer_ids.map_or(0, |b| b.end())
     }
@@ -418,6 +428,13 @@ impl MetadataImage {
                 let old = configs.and_then(|c| c.get(key));
                 if old == value.as_ref() {
                     return invalid(format!("config {key} does not change"));
+                }
+                Ok(())
+            }
+            Record::ScramCredential(c) => check_scram(c).map_err(InvalidRecord),
+            Record::RemoveScramCredential { user, mechanism } => {
+                if !self.scram.contains_key(&(user.clone(), *mechanism)) {
+                    return invalid(format!("no SCRAM credential of {user} to remove"));
                 }
                 Ok(())
             }
@@ -591,6 +608,14 @@ impl MetadataImage {
                 self.producer_ids = Some(*b);
                 delta.producer_ids.push(*b);
             }
+            Record::ScramCredential(c) => {
+                self.scram.insert((c.user.clone(), c.mechanism), c.clone());
+                delta.scram_users.insert(c.user.clone());
+            }
+            Record::RemoveScramCredential { user, mechanism } => {
+                self.scram.remove(&(user.clone(), *mechanism));
+                delta.scram_users.insert(user.clone());
+            }
             Record::RemoveTopic { id } => {
                 let t = self.topics.remove(id).expect("validated");
                 self.names.remove(&t.name);
@@ -722,6 +747,9 @@ impl MetadataImage {
         }
         if let Some(b) = self.producer_ids {
             out.push(Record::ProducerIds(b));
+        }
+        for c in self.scram.values() {
+            out.push(Record::ScramCredential(c.clone()));
         }
         out
     }

@@ -111,7 +111,7 @@ pub use image::{Delta, InvalidRecord, MetadataImage, PartitionImage, TopicImage}
 pub use reconcile::{replica_actions, ReplicaAction};
 pub use record::{
     BrokerRegistration, ConfigResource, Endpoint, ListenerEndpoint, NodeId, PartitionRecord,
-    ProducerIdsBlock, Record, TopicId, LISTENERS_MAX, PLAINTEXT_LISTENER,
+    ProducerIdsBlock, Record, ScramRecord, TopicId, LISTENERS_MAX, PLAINTEXT_LISTENER,
 };
 pub use rng::Rng;
 

@@ -53,6 +53,12 @@ pub enum Record {
     ProducerIds(ProducerIdsBlock),
     /// The topic and all its partitions and configs are gone.
     RemoveTopic { id: TopicId },
+    /// A user's SCRAM credential for one mechanism, new or replacing the one it had
+    /// (Kafka's `UserScramCredentialRecord`).
+    ScramCredential(ScramRecord),
+    /// The user's credential for `mechanism` is gone (Kafka's
+    /// `RemoveUserScramCredentialRecord`).
+    RemoveScramCredential { user: String, mechanism: i8 },
 }
 
 /// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
@@ -123,6 +129,56 @@ pub fn check_listeners(kafka: &Endpoint, listeners: &[ListenerEndpoint]) -> Resu
     Ok(())
 }
 
+/// A stored SCRAM credential (salted keys, never a password). `mechanism` is Kafka's id:
+/// 1 SCRAM-SHA-256 (32-byte keys), 2 SCRAM-SHA-512 (64-byte keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramRecord {
+    pub user: String,
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramRecord {
+    // Keys stay out of logs and panic messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramRecord")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a SCRAM user name.
+pub const SCRAM_USER_BYTES_MAX: usize = 256;
+/// Bytes of a SCRAM salt.
+pub const SCRAM_SALT_BYTES_MAX: usize = 128;
+
+/// Why a SCRAM credential is not valid (Kafka's bounds: iterations 4096..=16384).
+pub fn check_scram(r: &ScramRecord) -> Result<(), String> {
+    let key_len = match r.mechanism {
+        1 => 32,
+        2 => 64,
+        m => return Err(format!("unknown SCRAM mechanism {m}")),
+    };
+    if r.user.is_empty() || r.user.len() > SCRAM_USER_BYTES_MAX {
+        return Err("bad SCRAM user name".into());
+    }
+    if !(4096..=16384).contains(&r.iterations) {
+        return Err(format!("SCRAM iterations {} out of bounds", r.iterations));
+    }
+    if r.salt.is_empty() || r.salt.len() > SCRAM_SALT_BYTES_MAX {
+        return Err("bad SCRAM salt".into());
+    }
+    if r.stored_key.len() != key_len || r.server_key.len() != key_len {
+        return Err("SCRAM keys of the wrong length".into());
+    }
+    Ok(())
+}
+
 /// The listener (and security protocol) of registrations that name none.
 pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
 /// Client listeners one registration may name (one per Kafka security protocol, with room).
@@ -187,6 +243,8 @@ impl Record {
             Record::FenceBroker { .. } => 7,
             Record::UnfenceBroker { .. } => 8,
             Record::RemoveTopic { .. } => 9,
+            Record::ScramCredential(_) => 11,
+            Record::RemoveScramCredential { .. } => 12,
             Record::ProducerIds(_) => 15,
             Record::ClusterId { .. } => 100,
             Record::Revision { .. } => 101,

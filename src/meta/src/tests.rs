@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::codec::{decode_batch, decode_record, encode_batch, encode_record, DecodeError};
 use crate::controller::{
     code, AlterConfig, Answer, ConfigTarget, Controller, ControllerConfig, Effect, NewTopic,
-    ProposalId, Registration, ReplyToken,
+    ProposalId, Registration, ReplyToken, ScramChange,
 };
 use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::PARTITIONS_PER_TOPIC_MAX;
@@ -139,7 +139,25 @@ fn every_kind() -> Vec<Record> {
             size: 0,
         }),
         Record::RemoveTopic { id: id(1) },
+        Record::ScramCredential(scram("alice", 1)),
+        Record::ScramCredential(scram("bob", 2)),
+        Record::RemoveScramCredential {
+            user: "bob".into(),
+            mechanism: 2,
+        },
     ]
+}
+
+fn scram(user: &str, mechanism: i8) -> ScramRecord {
+    let len = if mechanism == 2 { 64 } else { 32 };
+    ScramRecord {
+        user: user.into(),
+        mechanism,
+        salt: vec![7; 16],
+        iterations: 4096,
+        stored_key: vec![1; len],
+        server_key: vec![2; len],
+    }
 }
 
 #[test]
@@ -615,6 +633,94 @@ fn codes<K, T>(v: Vec<(K, Result<T, crate::ApiError>)>) -> Vec<Result<(), i16>> 
 }
 
 #[test]
+fn scram_credentials_are_checked_as_kafka_checks_them() {
+    let mut c = Cluster::new(&[1]);
+    let few = ScramRecord {
+        iterations: 4095,
+        ..scram("few", 1)
+    };
+    let many = ScramRecord {
+        iterations: 16385,
+        ..scram("many", 2)
+    };
+    let short_key = ScramRecord {
+        stored_key: vec![1; 31],
+        ..scram("short", 1)
+    };
+    let answer = c.run(|ctl, t| {
+        ctl.alter_scram(
+            t,
+            vec![
+                ScramChange::Upsert(scram("alice", 1)),
+                ScramChange::Upsert(scram("twice", 1)),
+                ScramChange::Delete {
+                    user: "twice".into(),
+                    mechanism: 2,
+                },
+                ScramChange::Upsert(scram("", 1)),
+                ScramChange::Upsert(scram("x", 3)),
+                ScramChange::Upsert(few),
+                ScramChange::Upsert(many),
+                ScramChange::Upsert(short_key),
+                ScramChange::Delete {
+                    user: "nobody".into(),
+                    mechanism: 1,
+                },
+            ],
+        )
+    });
+    let Answer::AlterScram(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        codes(v),
+        vec![
+            Ok(()),
+            Err(code::DUPLICATE_RESOURCE),
+            Err(code::DUPLICATE_RESOURCE),
+            Err(code::UNACCEPTABLE_CREDENTIAL),
+            Err(code::UNSUPPORTED_SASL_MECHANISM),
+            Err(code::UNACCEPTABLE_CREDENTIAL),
+            Err(code::UNACCEPTABLE_CREDENTIAL),
+            Err(code::UNACCEPTABLE_CREDENTIAL),
+            Err(code::RESOURCE_NOT_FOUND),
+        ]
+    );
+    let keys: Vec<_> = c.ctl.image().scram_credentials().keys().cloned().collect();
+    assert_eq!(keys, vec![("alice".to_string(), 1)]);
+    assert!(c.deltas.last().unwrap().scram_users.contains("alice"));
+    // Replaced, then deleted.
+    let newer = ScramRecord {
+        iterations: 8192,
+        ..scram("alice", 1)
+    };
+    c.run(|ctl, t| ctl.alter_scram(t, vec![ScramChange::Upsert(newer)]));
+    assert_eq!(
+        c.ctl.image().scram_credentials()[&("alice".to_string(), 1)].iterations,
+        8192
+    );
+    let answer = c.run(|ctl, t| {
+        ctl.alter_scram(
+            t,
+            vec![ScramChange::Delete {
+                user: "alice".into(),
+                mechanism: 1,
+            }],
+        )
+    });
+    assert_eq!(answer, Answer::AlterScram(vec![("alice".into(), Ok(()))]));
+    assert!(c.ctl.image().scram_credentials().is_empty());
+    // A removal of a credential that is not there is not a valid record.
+    let mut image = MetadataImage::new();
+    assert!(image
+        .apply_batch(&[Record::RemoveScramCredential {
+            user: "a".into(),
+            mechanism: 1
+        }])
+        .is_err());
+}
+
+#[test]
 fn snapshot_replays_to_the_same_image() {
     let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
     for i in 0..20 {
@@ -647,6 +753,15 @@ fn snapshot_replays_to_the_same_image() {
         )
     });
     c.run(|ctl, t| ctl.allocate_producer_ids(t, 1, ctl.image().broker(1).unwrap().epoch));
+    c.run(|ctl, t| {
+        ctl.alter_scram(
+            t,
+            vec![
+                ScramChange::Upsert(scram("alice", 1)),
+                ScramChange::Upsert(scram("bob", 2)),
+            ],
+        )
+    });
     let image = c.ctl.image().clone();
     let snapshot = image.snapshot();
     assert_eq!(MetadataImage::replay(&snapshot).unwrap(), image);

@@ -1,5 +1,6 @@
 //! Kafka's security model for the broker: which security protocol each client listener
-//! speaks, and TLS on the listeners that need it.
+//! speaks, TLS on the listeners that need it, and the SASL mechanisms (PLAIN and SCRAM)
+//! with the credentials they check.
 //!
 //! Invariants:
 //! - A node has at most one listener per security protocol; the protocol's name is the
@@ -7,6 +8,10 @@
 //!   came in on (other nodes' listeners of the same name), never another listener's.
 //! - TLS is rustls (TLS 1.2 and 1.3, modern suites); a TLS listener never falls back to
 //!   plaintext, and a configuration that fails to load never replaces a working one.
+//! - A SCRAM credential holds a salt, an iteration count (4096..=16384) and the two derived
+//!   keys, never a password; PLAIN checks a password against that same credential. Every
+//!   comparison of secrets is constant-time, and a failed authentication says only
+//!   "Invalid user credentials", whether or not the user exists.
 //! - A client certificate's principal is `User:` + its subject in RFC 2253 form, as Kafka's
 //!   default principal mapping gives it.
 //!
@@ -14,7 +19,11 @@
 //! configurations.
 
 pub mod listener;
+pub mod plain;
+pub mod scram;
 pub mod tls;
 
 pub use listener::{parse_listeners, ListenerSpec, SecurityProtocol, LISTENERS_MAX};
+pub use plain::parse_plain;
+pub use scram::{ScramCredential, ScramMechanism, ScramServer};
 pub use tls::{certificate_principal, TlsConfigs, TlsFiles};

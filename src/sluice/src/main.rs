@@ -84,6 +84,8 @@ const USAGE: &str = "usage:
                [--transaction-max-timeout-ms MS] [--transactional-id-expiration-ms MS]
                [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
   sluice verify [--data-dir DIR]
+  sluice users add [--data-dir DIR] --mechanism SCRAM-SHA-256|SCRAM-SHA-512 --name NAME
+                   --password PW [--iterations N]
   sluice tune --check | --apply";
 
 /// A flag's value as milliseconds of at least 1 (Kafka's lower bound for its timeouts).
@@ -414,12 +416,84 @@ fn main() -> ExitCode {
             }
         }
         Some("verify") => verify(&args[1..]),
+        Some("users") => users(&args[1..]),
         Some("tune") => sluice_tuning::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }
+}
+
+/// `sluice users add`: a SCRAM credential (salt, iterations, derived keys: never the
+/// password) stored in the data directory for the controller, which the node hands over
+/// when it starts (before it serves, in a cluster of one): Kafka's `kafka-storage format
+/// --add-scram`, so a first user exists before any client connects.
+fn users(args: &[String]) -> ExitCode {
+    match add_user(args) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "sluice users: {e}
+{USAGE}"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn add_user(args: &[String]) -> Result<String, String> {
+    use sluice_security::{ScramCredential, ScramMechanism};
+    let Some(("add", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) else {
+        return Err("the only subcommand is `add`".into());
+    };
+    let mut data_dir = BrokerConfig::default().data_dir;
+    let (mut mechanism, mut name, mut password) = (None, None, None);
+    let mut iterations = sluice_security::scram::ITERATIONS_MIN;
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?
+            .clone();
+        match flag.as_str() {
+            "--data-dir" => data_dir = PathBuf::from(v),
+            "--mechanism" => {
+                mechanism =
+                    Some(ScramMechanism::from_name(&v).ok_or_else(|| {
+                        format!("--mechanism {v}: SCRAM-SHA-256 or SCRAM-SHA-512")
+                    })?)
+            }
+            "--name" => name = Some(v),
+            "--password" => password = Some(v),
+            "--iterations" => {
+                iterations = v
+                    .parse()
+                    .map_err(|_| format!("--iterations {v}: not a number"))?
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let mechanism = mechanism.ok_or("--mechanism is required")?;
+    let name = name.filter(|n| !n.is_empty()).ok_or("--name is required")?;
+    let password = password
+        .filter(|p| !p.is_empty())
+        .ok_or("--password is required")?;
+    let credential = ScramCredential::generate(mechanism, password.as_bytes(), iterations)?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    sluice_broker::scram_store::add_pending(
+        &data_dir,
+        sluice_broker::scram_store::record(&name, &credential),
+    )?;
+    Ok(format!(
+        "sluice: {} credential of {name} stored in {}; the node hands it to the controller \
+         when it starts",
+        mechanism.name(),
+        data_dir.display()
+    ))
 }
 
 /// `sluice verify [--data-dir DIR]`: checks every segment of every partition (framing,
@@ -542,6 +616,42 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn users_add_stores_a_credential_and_checks_its_flags() {
+        let dir = std::env::temp_dir().join(format!("sluice-users-{}", std::process::id()));
+        let d = dir.display().to_string();
+        let ok = add_user(&args(&format!(
+            "add --data-dir {d} --mechanism SCRAM-SHA-512 --name admin --password pw"
+        )))
+        .unwrap();
+        assert!(ok.contains("SCRAM-SHA-512 credential of admin"), "{ok}");
+        let stored = sluice_broker::scram_store::read_pending(&dir).unwrap();
+        assert_eq!((stored[0].user.as_str(), stored[0].mechanism), ("admin", 2));
+        for (bad, why) in [
+            ("list", "only subcommand"),
+            (
+                "add --mechanism MD5 --name a --password p",
+                "SCRAM-SHA-256 or",
+            ),
+            (
+                "add --mechanism SCRAM-SHA-256 --password p",
+                "--name is required",
+            ),
+            (
+                "add --mechanism SCRAM-SHA-256 --name a",
+                "--password is required",
+            ),
+            (
+                "add --mechanism SCRAM-SHA-256 --name a --password p --iterations 10",
+                "iterations 10",
+            ),
+        ] {
+            let e = add_user(&args(&format!("{bad} --data-dir {d}"))).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
