@@ -224,6 +224,7 @@ impl Cluster {
                 label: format!("node {i}"),
                 bin: cfg.bin.clone(),
                 port: Some(kafka_ports[i - 1]),
+                pre_start: Vec::new(),
             }));
         }
         let mut cluster = Cluster {

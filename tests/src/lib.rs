@@ -230,6 +230,9 @@ pub struct BrokerConfig {
     /// The Kafka listener's port; [`free_port`] when `None`. A cluster picks every port it
     /// needs up front so that none is handed out twice.
     pub port: Option<u16>,
+    /// `sluice` commands run before the first start, each with `--data-dir` of this broker
+    /// appended (`["users", "add", ...]`); each must succeed.
+    pub pre_start: Vec<Vec<String>>,
 }
 
 impl Default for BrokerConfig {
@@ -241,6 +244,7 @@ impl Default for BrokerConfig {
             label: "broker".to_string(),
             bin: None,
             port: None,
+            pre_start: Vec::new(),
         }
     }
 }
@@ -554,6 +558,21 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        if self.incarnation == 0 {
+            for args in &self.config.pre_start {
+                let out = Command::new(&self.bin)
+                    .args(args)
+                    .arg("--data-dir")
+                    .arg(&self.data_dir)
+                    .output()
+                    .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+                assert!(
+                    out.status.success(),
+                    "sluice {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         self.incarnation += 1;
         self.log_marker(&format!("harness: start #{}", self.incarnation));
         // Append, so the logs of every incarnation survive for the failure dump.

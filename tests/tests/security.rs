@@ -72,9 +72,22 @@ fn kcat_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Vec<String> {
 /// `kcat -L -J` against `bootstrap`: the broker names in the metadata it got, or kcat's
 /// stderr when it failed.
 fn kcat_brokers(bootstrap: &str, tls: &[String]) -> Result<Vec<String>, String> {
+    kcat_metadata(bootstrap, tls, 15)
+}
+
+/// kcat's error for a client the broker must refuse (librdkafka retries until its metadata
+/// timeout, so a short one).
+fn kcat_refused(bootstrap: &str, opts: &[String]) -> String {
+    match kcat_metadata(bootstrap, opts, 3) {
+        Ok(brokers) => panic!("{bootstrap} served a client it must refuse: {brokers:?}"),
+        Err(e) => e,
+    }
+}
+
+fn kcat_metadata(bootstrap: &str, tls: &[String], timeout_s: u32) -> Result<Vec<String>, String> {
     let out = run(
         Command::new("kcat")
-            .args(["-b", bootstrap, "-L", "-J", "-m", "15"])
+            .args(["-b", bootstrap, "-L", "-J", "-m", &timeout_s.to_string()])
             .args(tls),
         b"",
     );
@@ -263,13 +276,13 @@ fn ssl_listener_serves_kcat_and_kafka_python_and_refuses_bad_handshakes() {
     let got = raw_exchange(ssl_port, &garbage).expect("closed");
     assert!(got.is_empty() || got[0] == 0x15, "garbage got {got:?}");
     // A client that trusts another CA refuses the broker's certificate.
-    let e = kcat_brokers(&ssl, &kcat_tls(&pki.other_ca, None)).unwrap_err();
+    let e = kcat_refused(&ssl, &kcat_tls(&pki.other_ca, None));
     assert!(
         e.contains("certificate verify failed") || e.contains("SSL handshake failed"),
         "kcat trusting another CA: {e}"
     );
     // A TLS client on the plaintext port fails too, and nothing else is disturbed.
-    assert!(kcat_brokers(&plain, &tls).is_err());
+    kcat_refused(&plain, &tls);
 
     // The silent client was closed by the handshake bound.
     let (closed, after) = silent_closed.join().expect("silent client thread");
@@ -298,7 +311,7 @@ fn client_certificates_are_required_under_tls_ca_and_certificates_reload() {
     let with_cert = kcat_tls(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
 
     // No client certificate: refused; with one the CA signed: served.
-    assert!(kcat_brokers(&ssl, &kcat_tls(&pki.ca, None)).is_err());
+    kcat_refused(&ssl, &kcat_tls(&pki.ca, None));
     assert_eq!(kcat_brokers(&ssl, &with_cert).unwrap(), vec![ssl.clone()]);
 
     // The certificate files are replaced by ones of another CA: new connections get them
@@ -311,10 +324,8 @@ fn client_certificates_are_required_under_tls_ca_and_certificates_reload() {
         "the new certificate served",
         || kcat_brokers(&ssl, &other).ok(),
     );
-    assert!(
-        kcat_brokers(&ssl, &with_cert).is_err(),
-        "the old CA no longer verifies"
-    );
+    // The old CA no longer verifies the broker.
+    kcat_refused(&ssl, &with_cert);
 
     // SIGHUP reloads at once (and does not stop the broker).
     let pid = broker.pid().expect("running");
@@ -405,5 +416,189 @@ fn every_node_of_a_cluster_advertises_its_tls_listener() {
     assert_eq!(
         kcat_consume(&c.node(3).bootstrap(), &[], "tls-cluster"),
         lines
+    );
+}
+
+/// kcat's options for SASL over `protocol` with `mechanism` as `user`.
+fn kcat_sasl(
+    protocol: &str,
+    mechanism: &str,
+    user: &str,
+    password: &str,
+    ca: &Path,
+) -> Vec<String> {
+    let mut x = vec![
+        format!("security.protocol={protocol}"),
+        format!("sasl.mechanisms={mechanism}"),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    ];
+    if protocol.ends_with("ssl") {
+        x.push(format!("ssl.ca.location={}", ca.display()));
+    }
+    x.into_iter().flat_map(|o| ["-X".to_string(), o]).collect()
+}
+
+fn users_add(mechanism: &str, name: &str, password: &str) -> Vec<String> {
+    [
+        "users",
+        "add",
+        "--mechanism",
+        mechanism,
+        "--name",
+        name,
+        "--password",
+        password,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let ports = distinct_free_ports(3);
+    let (port, sasl_port, sasl_ssl_port) = (ports[0], ports[1], ports[2]);
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args: vec![
+            "--listen".into(),
+            format!(
+                "127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port},\
+                 sasl_ssl://127.0.0.1:{sasl_ssl_port}"
+            ),
+            "--tls-cert".into(),
+            pki.server_cert.display().to_string(),
+            "--tls-key".into(),
+            pki.server_key.display().to_string(),
+        ],
+        port: Some(port),
+        // Users exist before the first start (`sluice users add`).
+        pre_start: vec![
+            users_add("SCRAM-SHA-256", "admin", "admin-secret"),
+            users_add("SCRAM-SHA-512", "alice", "alice-secret"),
+        ],
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    let sasl = format!("127.0.0.1:{sasl_port}");
+    let sasl_ssl = format!("127.0.0.1:{sasl_ssl_port}");
+    let admin = kcat_sasl(
+        "sasl_plaintext",
+        "SCRAM-SHA-256",
+        "admin",
+        "admin-secret",
+        &pki.ca,
+    );
+    let alice_ssl = kcat_sasl(
+        "sasl_ssl",
+        "SCRAM-SHA-512",
+        "alice",
+        "alice-secret",
+        &pki.ca,
+    );
+    let alice_plain = kcat_sasl("sasl_plaintext", "PLAIN", "alice", "alice-secret", &pki.ca);
+
+    // SCRAM-SHA-256 over plaintext, SCRAM-SHA-512 over TLS, PLAIN against a SCRAM
+    // credential: each client sees the brokers of its own listener.
+    assert_eq!(kcat_brokers(&sasl, &admin).unwrap(), vec![sasl.clone()]);
+    assert_eq!(
+        kcat_brokers(&sasl_ssl, &alice_ssl).unwrap(),
+        vec![sasl_ssl.clone()]
+    );
+    assert_eq!(
+        kcat_brokers(&sasl, &alice_plain).unwrap(),
+        vec![sasl.clone()]
+    );
+    let lines: Vec<String> = (0..300).map(|i| format!("sasl-{i}")).collect();
+    kcat_produce(&sasl, &admin, "sasl-topic", &lines);
+    assert_eq!(kcat_consume(&sasl_ssl, &alice_ssl, "sasl-topic"), lines);
+    assert_eq!(kcat_consume(&sasl, &alice_plain, "sasl-topic"), lines);
+
+    // kafka-python: SCRAM-SHA-256 over SASL_SSL, and PLAIN over SASL_PLAINTEXT.
+    let python = workspace_root().join("tests/.venv/bin/python");
+    for (bootstrap, protocol, mechanism, user, password) in [
+        (
+            &sasl_ssl,
+            "SASL_SSL",
+            "SCRAM-SHA-256",
+            "admin",
+            "admin-secret",
+        ),
+        (&sasl, "SASL_PLAINTEXT", "PLAIN", "alice", "alice-secret"),
+    ] {
+        let out = run(
+            Command::new(&python)
+                .arg(workspace_root().join("tests/python/tls_client.py"))
+                .args([
+                    "--bootstrap",
+                    bootstrap,
+                    "--topic",
+                    &format!("py-{mechanism}"),
+                ])
+                .args([
+                    "--security-protocol",
+                    protocol,
+                    "--sasl-mechanism",
+                    mechanism,
+                ])
+                .args(["--username", user, "--password", password, "--cafile"])
+                .arg(&pki.ca),
+            b"",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("ok brokers={bootstrap}")),
+            "kafka-python {protocol} {mechanism}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Refused: wrong passwords, an unknown user, a mechanism the user has no credential
+    // for, and a client that skips authentication.
+    for (what, opts) in [
+        (
+            "wrong SCRAM password",
+            kcat_sasl("sasl_plaintext", "SCRAM-SHA-256", "admin", "nope", &pki.ca),
+        ),
+        (
+            "wrong PLAIN password",
+            kcat_sasl("sasl_plaintext", "PLAIN", "alice", "nope", &pki.ca),
+        ),
+        (
+            "unknown user",
+            kcat_sasl("sasl_plaintext", "SCRAM-SHA-512", "mallory", "x", &pki.ca),
+        ),
+        (
+            "no such credential",
+            kcat_sasl(
+                "sasl_plaintext",
+                "SCRAM-SHA-256",
+                "alice",
+                "alice-secret",
+                &pki.ca,
+            ),
+        ),
+    ] {
+        let e = kcat_refused(&sasl, &opts);
+        assert!(e.contains("Authentication failed"), "{what}: {e}");
+    }
+    // Metadata v1 (no topics) before authenticating: closed without an answer.
+    let metadata = [0, 0, 0, 14, 0, 3, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0, 0, 0, 0];
+    assert_eq!(raw_exchange(sasl_port, &metadata), Some(Vec::new()));
+    // A plaintext client on the SASL port without SASL: same.
+    kcat_refused(&sasl, &[]);
+
+    // Credentials are cluster metadata: they survive kill -9.
+    broker.kill9();
+    broker.restart();
+    assert_eq!(kcat_brokers(&sasl, &admin).unwrap(), vec![sasl.clone()]);
+    assert_eq!(kcat_consume(&sasl_ssl, &alice_ssl, "sasl-topic"), lines);
+    assert!(
+        !broker
+            .data_dir()
+            .join("scram-credentials.pending.json")
+            .exists(),
+        "the pending credentials were handed over"
     );
 }

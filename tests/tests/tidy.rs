@@ -90,6 +90,7 @@ fn glommio_only_in_shard_broker_glue_and_rpc() {
     for krate in [
         "src/codec/Cargo.toml",
         "src/storage/Cargo.toml",
+        "src/security/Cargo.toml",
         "tuning/Cargo.toml",
     ] {
         let manifest = std::fs::read_to_string(root.join(krate)).expect("manifest");

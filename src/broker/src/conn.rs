@@ -18,6 +18,7 @@ use crate::config::{SecurityProtocol, INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
 use crate::connections::Admitted;
 use crate::handlers;
 use crate::ops::{ForwardHeader, TAG_FORWARD};
+use crate::sasl_host::{SaslConn, Verdict, SASL_FRAME_BYTES_MAX};
 use crate::shard::BrokerShard;
 use crate::stats::{self, Stage};
 
@@ -72,10 +73,11 @@ pub async fn serve(
     // For vectored sends and for the sweeper's shutdown; the stream owns the socket for as
     // long as this connection is served.
     let fd = stream.as_raw_fd();
-    let client = Client {
+    let mut client = Client {
         conn: ConnId::next(),
         host: peer,
         listener,
+        principal: Rc::from(ANONYMOUS),
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -90,7 +92,16 @@ pub async fn serve(
         return;
     };
     match crate::tls_host::handshake(config, stream).await {
-        Ok(tls) => serve_stream(shard, tls, fd, Transport::Tls, client, admitted).await,
+        Ok(tls) => {
+            // A client certificate (an `ssl` listener under `--tls-ca`) names the principal.
+            if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                match sluice_security::certificate_principal(cert) {
+                    Ok(p) => client.principal = Rc::from(p),
+                    Err(e) => log::info!("client certificate from {}: {e}", client.host),
+                }
+            }
+            serve_stream(shard, tls, fd, Transport::Tls, client, admitted).await
+        }
         Err(e) => log::info!(
             "closing connection from {} on the {listener} listener: TLS handshake: {e}",
             client.host
@@ -115,7 +126,7 @@ async fn serve_stream<S>(
     stream: S,
     fd: RawFd,
     transport: Transport,
-    client: Client,
+    mut client: Client,
     admitted: Admitted,
 ) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
@@ -183,7 +194,13 @@ async fn serve_stream<S>(
     })
     .detach();
 
-    let mut decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+    // A SASL listener's client must authenticate first; until then its frames are small.
+    let mut sasl = client.listener.sasl().then(SaslConn::new);
+    let mut decoder = FrameDecoder::new(if sasl.is_some() {
+        SASL_FRAME_BYTES_MAX
+    } else {
+        REQUEST_SIZE_MAX
+    });
     // Every byte in `buf` is counted in `memory` (the shard's request budget): it is taken
     // before it enters `buf`, and moves to the request's permit when its frame is complete.
     let memory = shard.request_memory.connection();
@@ -206,6 +223,36 @@ async fn serve_stream<S>(
                         // keep the large one alive for as long as it lives (the batch cache
                         // keeps slices of produce requests).
                         buf = BytesMut::from(&buf[..]);
+                    }
+                    if let Some(auth) = sasl.as_mut().filter(|a| !a.authenticated()) {
+                        // Handled here, in order: nothing else may run before it is done.
+                        match auth.frame(&shard, frame.clone()).await {
+                            Verdict::Serve => {}
+                            Verdict::Answer(outcome) => {
+                                drop(permit);
+                                if let Some(p) = auth.principal() {
+                                    client.principal = Rc::from(p);
+                                    decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+                                }
+                                let ready = glommio::spawn_local(async move { outcome }).detach();
+                                activity.request_started();
+                                if tx.send((ready, None)).await.is_err() {
+                                    break 'read;
+                                }
+                                continue;
+                            }
+                            Verdict::Refuse(outcome) => {
+                                // The writer sends what is queued (and this answer), then
+                                // closes: the reader is done.
+                                if let Some(outcome) = outcome {
+                                    let ready =
+                                        glommio::spawn_local(async move { outcome }).detach();
+                                    activity.request_started();
+                                    let _ = tx.send((ready, None)).await;
+                                }
+                                break 'read;
+                            }
+                        }
                     }
                     let shard = shard.clone();
                     let client = client.clone();
@@ -330,7 +377,12 @@ pub struct Client {
     /// As Kafka shows it: `/1.2.3.4` (empty when unknown).
     pub host: Rc<str>,
     pub listener: SecurityProtocol,
+    /// Who the client is: `User:ANONYMOUS` until SASL or a client certificate says.
+    pub principal: Rc<str>,
 }
+
+/// Kafka's principal of an unauthenticated client.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 impl Client {
     /// A request this node makes of itself (no client; endpoints of its first listener).
@@ -339,6 +391,7 @@ impl Client {
             conn: ConnId::FORWARDED,
             host: Rc::from(""),
             listener: shard.config.listeners[0].protocol,
+            principal: Rc::from(ANONYMOUS),
         }
     }
 }

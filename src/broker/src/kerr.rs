@@ -46,6 +46,9 @@ pub const OFFSET_NOT_AVAILABLE: i16 = 78;
 pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 pub const ELECTION_NOT_NEEDED: i16 = 84;
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
 /// Kafka's check of a request's `current_leader_epoch` against the partition's current
 /// epoch: -1 (or any negative) skips it; a newer one is UNKNOWN_LEADER_EPOCH (this broker

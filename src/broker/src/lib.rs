@@ -39,6 +39,7 @@ pub mod producer_ids;
 pub mod replication;
 pub mod replication_throttle;
 pub mod request_memory;
+pub mod sasl_host;
 pub mod scram_store;
 pub mod shard;
 pub mod stats;

@@ -337,13 +337,6 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 l.protocol
             ));
         }
-        // Until SASL authentication exists a SASL listener would serve everyone: refuse it.
-        if l.protocol.sasl() {
-            return Err(format!(
-                "{} listeners are not supported yet (SASL authentication is not built)",
-                l.protocol
-            ));
-        }
     }
     let mut ports: Vec<SocketAddr> = c.listeners.iter().map(|l| l.addr).collect();
     ports.sort();
@@ -682,7 +675,7 @@ mod tests {
             ("--listen ssl://127.0.0.1:1", "needs --tls-cert"),
             ("--tls-cert c.pem", "go together"),
             ("--tls-ca ca.pem", "go together"),
-            ("--listen sasl_plaintext://127.0.0.1:1", "not supported yet"),
+            ("--listen sasl_ssl://127.0.0.1:1", "needs --tls-cert"),
             (
                 "--listen 127.0.0.1:1,ssl://127.0.0.1:1 --tls-cert c --tls-key k",
                 "two listeners on one address",

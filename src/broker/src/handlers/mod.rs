@@ -82,6 +82,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v2 adds a transactional-id regex filter (KIP-1152).
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::WriteTxnMarkers, 1, 1),
+    // SASL (`crate::sasl_host`), before a client on a SASL listener has authenticated.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -177,6 +180,9 @@ pub async fn dispatch(
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(shard, h, r).await,
         RequestKind::DescribeProducers(r) => {
             respond(h, &describe_producers::handle(shard, h, r).await)
+        }
+        other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
+            crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }
         other => {
             // The API table only admits the keys above; anything else is a table/dispatch mismatch.

@@ -1,0 +1,255 @@
+//! SASL authentication of connections on `sasl_plaintext` and `sasl_ssl` listeners, as
+//! Kafka's `SaslServerAuthenticator` runs it: until a client has authenticated it may send
+//! only ApiVersions, SaslHandshake and then SaslAuthenticate (handshake v1) or raw SASL
+//! tokens (handshake v0); anything else, a malformed message or a failed authentication
+//! closes the connection (a failure after its error response and a short delay).
+//!
+//! Mechanisms: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, all checked against the SCRAM
+//! credentials of the metadata image (`crate::scram_store`). The principal is `User:` and
+//! the authenticated name.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_codec::kafka_protocol::messages::{
+    ApiKey, RequestKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use sluice_codec::kafka_protocol::protocol::StrBytes;
+use sluice_codec::{peek_request_prefix, RequestHeaderInfo};
+use sluice_security::scram::{Step, INVALID_CREDENTIALS};
+use sluice_security::{parse_plain, ScramMechanism, ScramServer};
+
+use crate::conn::Outcome;
+use crate::handlers::respond;
+use crate::shard::BrokerShard;
+
+/// Largest frame a client may send before it has authenticated (Kafka's
+/// `sasl.server.max.receive.size`).
+pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
+
+/// How long a failed authentication waits before its answer (Kafka's
+/// `connection.failed.authentication.delay.ms`), so a client guessing passwords gets few
+/// tries a second per connection.
+pub const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
+
+/// The mechanisms clients may choose, in the order SaslHandshake lists them.
+pub const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+use crate::kerr::{ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
+
+enum Mechanism {
+    Plain,
+    Scram(Box<ScramServer>),
+}
+
+enum State {
+    /// ApiVersions and SaslHandshake only.
+    Start,
+    /// SaslHandshake chose the mechanism; its messages come in SaslAuthenticate requests
+    /// (`raw` false) or as bare size-prefixed tokens (`raw`: handshake v0).
+    Exchange {
+        mechanism: Mechanism,
+        raw: bool,
+    },
+    Authenticated,
+}
+
+/// One connection's SASL state.
+pub struct SaslConn {
+    state: State,
+    principal: Option<String>,
+}
+
+/// What to do with a frame of a connection that has not authenticated yet.
+pub enum Verdict {
+    /// Serve it as any request (ApiVersions).
+    Serve,
+    /// Answer with this and go on reading.
+    Answer(Outcome),
+    /// Answer with this (if anything), then close the connection.
+    Refuse(Option<Outcome>),
+}
+
+impl Default for SaslConn {
+    fn default() -> Self {
+        SaslConn::new()
+    }
+}
+
+impl SaslConn {
+    pub fn new() -> SaslConn {
+        SaslConn {
+            state: State::Start,
+            principal: None,
+        }
+    }
+
+    /// `User:<name>` once authenticated.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    pub fn authenticated(&self) -> bool {
+        matches!(self.state, State::Authenticated)
+    }
+
+    /// Takes one frame of a connection that has not authenticated.
+    pub async fn frame(&mut self, shard: &BrokerShard, frame: Bytes) -> Verdict {
+        debug_assert!(!self.authenticated());
+        if let State::Exchange { raw: true, .. } = self.state {
+            // Handshake v0: the frame is the token itself, and so is the answer.
+            return match self.token(shard, &frame) {
+                Ok(answer) => Verdict::Answer(Outcome::Respond(raw_frame(&answer))),
+                Err(message) => {
+                    log::info!("SASL authentication failed: {message}");
+                    glommio::timer::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                    Verdict::Refuse(None)
+                }
+            };
+        }
+        let Ok(prefix) = peek_request_prefix(&frame) else {
+            return Verdict::Refuse(None);
+        };
+        let allowed = match (&self.state, ApiKey::try_from(prefix.api_key)) {
+            (_, Ok(ApiKey::ApiVersions)) => return Verdict::Serve,
+            (State::Start, Ok(ApiKey::SaslHandshake)) => true,
+            (State::Exchange { raw: false, .. }, Ok(ApiKey::SaslAuthenticate)) => true,
+            _ => false,
+        };
+        if !allowed {
+            log::info!(
+                "closing a connection that sent api key {} before authenticating",
+                prefix.api_key
+            );
+            return Verdict::Refuse(None);
+        }
+        let request = match shard.api.decode_frame(frame) {
+            Ok(r) => r,
+            Err(_) => return Verdict::Refuse(None),
+        };
+        let h = &request.header;
+        match request.body {
+            RequestKind::SaslHandshake(r) => self.handshake(h, r.mechanism.as_str()),
+            RequestKind::SaslAuthenticate(r) => match self.token(shard, &r.auth_bytes) {
+                Ok(answer) => {
+                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(answer.into());
+                    Verdict::Answer(respond(h, &resp))
+                }
+                Err(message) => {
+                    log::info!("SASL authentication failed: {message}");
+                    glommio::timer::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(SASL_AUTHENTICATION_FAILED)
+                        .with_error_message(Some(StrBytes::from_string(message)));
+                    Verdict::Refuse(Some(respond(h, &resp)))
+                }
+            },
+            _ => Verdict::Refuse(None),
+        }
+    }
+
+    fn handshake(&mut self, h: &RequestHeaderInfo, name: &str) -> Verdict {
+        let mechanisms = MECHANISMS
+            .iter()
+            .map(|m| StrBytes::from_static_str(m))
+            .collect();
+        let chosen = match name {
+            "PLAIN" => Some(Mechanism::Plain),
+            other => ScramMechanism::from_name(other)
+                .map(|m| Mechanism::Scram(Box::new(ScramServer::new(m)))),
+        };
+        let resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+        match chosen {
+            Some(mechanism) => {
+                self.state = State::Exchange {
+                    mechanism,
+                    raw: h.api_version == 0,
+                };
+                Verdict::Answer(respond(h, &resp))
+            }
+            None => {
+                log::info!("SASL handshake for an unsupported mechanism {name:?}");
+                Verdict::Refuse(Some(respond(
+                    h,
+                    &resp.with_error_code(UNSUPPORTED_SASL_MECHANISM),
+                )))
+            }
+        }
+    }
+
+    /// Runs one SASL message of the chosen mechanism: the bytes to answer with, or why the
+    /// authentication failed (for the client; nothing secret in it).
+    fn token(&mut self, shard: &BrokerShard, message: &[u8]) -> Result<Vec<u8>, String> {
+        let State::Exchange { mechanism, .. } = &mut self.state else {
+            return Err("SASL message out of order".into());
+        };
+        let credentials = &shard.shared_handle.credentials;
+        let user = match mechanism {
+            Mechanism::Plain => {
+                let (user, password) = parse_plain(message)?;
+                // Every stored credential of the user is tried (each check costs the same
+                // PBKDF2 work whether or not the password matches).
+                let ok = credentials
+                    .of_user(&user)
+                    .iter()
+                    .any(|c| c.verify_password(&password));
+                if !ok {
+                    return Err(INVALID_CREDENTIALS.into());
+                }
+                self.finish(user);
+                return Ok(Vec::new());
+            }
+            Mechanism::Scram(server) => {
+                let m = server.mechanism();
+                match server.step(message, |user| credentials.get(user, m)) {
+                    Step::Challenge(c) => return Ok(c),
+                    Step::Failed(e) => return Err(e),
+                    Step::Done {
+                        user,
+                        final_message,
+                    } => (user, final_message),
+                }
+            }
+        };
+        let (user, final_message) = user;
+        self.finish(user);
+        Ok(final_message)
+    }
+
+    fn finish(&mut self, user: String) {
+        log::debug!("SASL: authenticated User:{user}");
+        self.principal = Some(format!("User:{user}"));
+        self.state = State::Authenticated;
+    }
+}
+
+/// A bare SASL token frame (handshake v0): the size, then the bytes.
+fn raw_frame(token: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + token.len());
+    b.put_u32(token.len() as u32);
+    b.put_slice(token);
+    b.freeze()
+}
+
+/// SaslHandshake or SaslAuthenticate on a connection that needs none or has authenticated
+/// already (re-authentication, KIP-368, is not offered: sessions never expire): Kafka's
+/// ILLEGAL_SASL_STATE.
+pub fn out_of_place(h: &RequestHeaderInfo, body: &RequestKind) -> Option<Outcome> {
+    match body {
+        RequestKind::SaslHandshake(_) => Some(respond(
+            h,
+            &SaslHandshakeResponse::default()
+                .with_error_code(ILLEGAL_SASL_STATE)
+                .with_mechanisms(Vec::new()),
+        )),
+        RequestKind::SaslAuthenticate(_) => Some(respond(
+            h,
+            &SaslAuthenticateResponse::default()
+                .with_error_code(ILLEGAL_SASL_STATE)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "Unexpected SaslAuthenticate: the connection needs no authentication or has authenticated",
+                ))),
+        )),
+        _ => None,
+    }
+}
