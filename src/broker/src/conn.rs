@@ -1,5 +1,7 @@
 //! One client connection: read frames, run requests concurrently (bounded), write responses
-//! strictly in request order. Bad input closes the connection; it never panics the shard.
+//! strictly in request order, over plain TCP or TLS (`crate::tls_host`); on a SASL listener
+//! the client authenticates first (`crate::sasl_host`). Bad input closes the connection; it
+//! never panics the shard.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
