@@ -589,11 +589,77 @@ fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
     // A plaintext client on the SASL port without SASL: same.
     kcat_refused(&sasl, &[]);
 
+    // Users managed over the wire (kafka-python's AlterUserScramCredentials and
+    // DescribeUserScramCredentials, as kafka-configs.sh uses them): bob is added, alice's
+    // SCRAM-SHA-512 credential removed; a removal of what is not there is refused.
+    let admin_py = |extra: &[&str]| -> serde_json::Value {
+        let out = run(
+            Command::new(&python)
+                .arg(workspace_root().join("tests/python/scram_admin.py"))
+                .args([
+                    "--bootstrap",
+                    &sasl,
+                    "--security-protocol",
+                    "SASL_PLAINTEXT",
+                ])
+                .args(["--sasl-mechanism", "SCRAM-SHA-256", "--username", "admin"])
+                .args(["--password", "admin-secret"])
+                .args(extra),
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "scram_admin.py {extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("scram_admin.py JSON")
+    };
+    let v = admin_py(&[
+        "--upsert",
+        "bob:SCRAM-SHA-256:bob-secret",
+        "--delete",
+        "alice:SCRAM-SHA-512",
+        "carol:SCRAM-SHA-256",
+        "--describe",
+    ]);
+    assert_eq!(v["alter"]["bob"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["alter"]["alice"], serde_json::Value::Null, "{v}");
+    assert!(
+        v["alter"]["carol"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist"),
+        "{v}"
+    );
+    let users: Vec<&String> = v["describe"]
+        .as_object()
+        .expect("described")
+        .keys()
+        .collect();
+    assert_eq!(users, ["admin", "bob"], "{v}");
+    let v = admin_py(&["--describe", "alice"]);
+    assert!(v["describe"]["alice"]["error"].is_string(), "{v}");
+    let bob = kcat_sasl(
+        "sasl_plaintext",
+        "SCRAM-SHA-256",
+        "bob",
+        "bob-secret",
+        &pki.ca,
+    );
+    assert_eq!(kcat_brokers(&sasl, &bob).unwrap(), vec![sasl.clone()]);
+    let e = kcat_refused(&sasl_ssl, &alice_ssl);
+    assert!(
+        e.contains("Authentication failed"),
+        "alice was removed: {e}"
+    );
+
     // Credentials are cluster metadata: they survive kill -9.
     broker.kill9();
     broker.restart();
     assert_eq!(kcat_brokers(&sasl, &admin).unwrap(), vec![sasl.clone()]);
-    assert_eq!(kcat_consume(&sasl_ssl, &alice_ssl, "sasl-topic"), lines);
+    assert_eq!(kcat_consume(&sasl, &bob, "sasl-topic"), lines);
+    kcat_refused(&sasl_ssl, &alice_ssl);
     assert!(
         !broker
             .data_dir()

@@ -616,6 +616,7 @@ pub async fn forward(
             | ApiKey::CreatePartitions
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
+            | ApiKey::AlterUserScramCredentials
             // EndTxn waits for its markers; InitProducerId for a producer-id block from
             // the controller and for its record (a fence: the abort's Prepare record).
             | ApiKey::EndTxn

@@ -742,6 +742,33 @@ pub async fn alter_configs(
     Ok(())
 }
 
+/// AlterUserScramCredentials through the controller: per change, its user and outcome, in
+/// order. Once they commit, this returns only after every shard of this node has adopted
+/// them, so the client's next authentication here sees the new credential.
+pub async fn alter_scram(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    changes: Vec<sluice_meta::controller::ScramChange>,
+) -> Vec<(String, Result<(), (i16, String)>)> {
+    let users: Vec<String> = changes.iter().map(|c| c.user().to_string()).collect();
+    let answer = match node.alter_scram(changes).await {
+        Answer::AlterScram(v) if v.len() == users.len() => v,
+        other => {
+            log::error!("alter SCRAM credentials: unexpected answer {other:?}");
+            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
+            return users.into_iter().map(|u| (u, Err(e.clone()))).collect();
+        }
+    };
+    if answer.iter().any(|(_, o)| o.is_ok()) {
+        let want = node.applied_index();
+        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    }
+    answer
+        .into_iter()
+        .map(|(u, o)| (u, o.map_err(|e| api_err(&e))))
+        .collect()
+}
+
 /// A block of producer ids for this node from the controller: `(first, end)`.
 pub async fn allocate_producer_ids(node: &ControllerNode) -> Result<(i64, i64), (i16, String)> {
     match node.allocate_producer_ids().await {

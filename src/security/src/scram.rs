@@ -120,7 +120,18 @@ impl ScramCredential {
         iterations: u32,
     ) -> ScramCredential {
         let salted = salted_password(mechanism, password, salt, iterations);
-        let client_key = mac(mechanism.hmac(), &salted, b"Client Key");
+        ScramCredential::from_salted_password(mechanism, &salted, salt, iterations)
+    }
+
+    /// The credential of a salted password (`Hi(password, salt, i)`, what
+    /// AlterUserScramCredentials carries instead of the password).
+    pub fn from_salted_password(
+        mechanism: ScramMechanism,
+        salted: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> ScramCredential {
+        let client_key = mac(mechanism.hmac(), salted, b"Client Key");
         ScramCredential {
             mechanism,
             salt: salt.to_vec(),
@@ -128,7 +139,7 @@ impl ScramCredential {
             stored_key: digest::digest(mechanism.digest(), &client_key)
                 .as_ref()
                 .to_vec(),
-            server_key: mac(mechanism.hmac(), &salted, b"Server Key"),
+            server_key: mac(mechanism.hmac(), salted, b"Server Key"),
         }
     }
 

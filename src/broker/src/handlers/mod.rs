@@ -33,6 +33,7 @@ pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod user_scram_credentials;
 pub mod write_txn_markers;
 
 /// The APIs and versions sluice serves: those of Apache Kafka 4.1 for the APIs it has.
@@ -85,6 +86,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SASL (`crate::sasl_host`), before a client on a SASL listener has authenticated.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -103,7 +106,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::AlterPartitionReassignments
         // Reach other nodes through the controller runtime's transport (shard 0's).
         | ApiKey::ListPartitionReassignments
-        | ApiKey::ElectLeaders => Some(ShardId(0)),
+        | ApiKey::ElectLeaders
+        | ApiKey::AlterUserScramCredentials => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -180,6 +184,12 @@ pub async fn dispatch(
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(shard, h, r).await,
         RequestKind::DescribeProducers(r) => {
             respond(h, &describe_producers::handle(shard, h, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            respond(h, &user_scram_credentials::describe(shard, h, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            respond(h, &user_scram_credentials::alter(shard, h, r).await)
         }
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
