@@ -1238,9 +1238,14 @@ impl Controller {
         }
         let mut records = Vec::new();
         let mut answer = Vec::with_capacity(changes.len());
+        // Counted once: a request may carry very many changes.
+        let mut named: std::collections::HashMap<&str, usize> = Default::default();
+        for c in &changes {
+            *named.entry(c.user()).or_default() += 1;
+        }
         for c in &changes {
             let user = c.user();
-            let twice = changes.iter().filter(|o| o.user() == user).count() > 1;
+            let twice = named[user] > 1;
             let outcome = if twice {
                 err(
                     code::DUPLICATE_RESOURCE,

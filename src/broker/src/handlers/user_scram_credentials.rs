@@ -4,7 +4,7 @@
 //! them. Clients send salted passwords, never passwords; the broker keeps only the derived
 //! keys. Results are per user, with Kafka's codes and messages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -49,24 +49,32 @@ pub fn describe(
             .iter()
             .map(|(u, infos)| result(u).with_credential_infos(infos.clone()))
             .collect(),
-        Some(users) => users
-            .iter()
-            .map(|u| {
-                let name = u.name.as_str();
-                let twice = users.iter().filter(|o| o.name.as_str() == name).count() > 1;
-                match by_user.get(name) {
-                    _ if twice => result(name).with_error_code(DUPLICATE_RESOURCE).with_error_message(
-                        Some(str_bytes(
-                            "Cannot describe SCRAM credentials for the same user twice in a single request",
-                        )),
-                    ),
-                    Some(infos) => result(name).with_credential_infos(infos.clone()),
-                    None => result(name).with_error_code(RESOURCE_NOT_FOUND).with_error_message(
-                        Some(str_bytes("Attempt to describe a user credential that does not exist")),
-                    ),
+        Some(users) => {
+            // Counted once: a request may name very many users.
+            let mut named: HashMap<&str, usize> = HashMap::new();
+            for u in users {
+                *named.entry(u.name.as_str()).or_default() += 1;
+            }
+            let one = |name: &str| {
+                if named[name] > 1 {
+                    return result(name)
+                        .with_error_code(DUPLICATE_RESOURCE)
+                        .with_error_message(Some(str_bytes(
+                            "Cannot describe SCRAM credentials for the same user twice in a \
+                             single request",
+                        )));
                 }
-            })
-            .collect(),
+                match by_user.get(name) {
+                    Some(infos) => result(name).with_credential_infos(infos.clone()),
+                    None => result(name)
+                        .with_error_code(RESOURCE_NOT_FOUND)
+                        .with_error_message(Some(str_bytes(
+                            "Attempt to describe a user credential that does not exist",
+                        ))),
+                }
+            };
+            users.iter().map(|u| one(u.name.as_str())).collect()
+        }
     };
     DescribeUserScramCredentialsResponse::default().with_results(results)
 }
@@ -123,15 +131,12 @@ pub async fn alter(
     };
     // One result per user, in the order users first appear; its first error, if any.
     let mut results: Vec<AlterUserScramCredentialsResult> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (user, outcome) in outcomes {
-        let i = match results.iter().position(|r| r.user.as_str() == user) {
-            Some(i) => i,
-            None => {
-                results
-                    .push(AlterUserScramCredentialsResult::default().with_user(str_bytes(&user)));
-                results.len() - 1
-            }
-        };
+        let i = *index.entry(user.clone()).or_insert_with(|| {
+            results.push(AlterUserScramCredentialsResult::default().with_user(str_bytes(&user)));
+            results.len() - 1
+        });
         if let (Err((code, msg)), 0) = (outcome, results[i].error_code) {
             results[i].error_code = code;
             results[i].error_message = Some(str_bytes(&msg));
