@@ -1,6 +1,6 @@
 //! The sluice broker: glues the Kafka codec, the partition log and the shard runtime into a
-//! server. Each shard accepts connections on the shared listen address (SO_REUSEPORT), runs
-//! requests, and sends partition work to the partition's owning shard.
+//! server. Each shard accepts connections on every listener's shared address (SO_REUSEPORT),
+//! runs requests, and sends partition work to the partition's owning shard.
 //!
 //! Boundary invariants:
 //! - Partition logs are touched only on their owning shard (see [`shard::BrokerShard::exec`]).
