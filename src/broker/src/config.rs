@@ -10,6 +10,9 @@ use std::time::Duration;
 pub use sluice_meta::limits::REPLICATION_FACTOR_MAX;
 pub use sluice_security::{SecurityProtocol, TlsFiles};
 
+// Every listener a node may have fits in its registration.
+const _: () = assert!(sluice_security::LISTENERS_MAX <= sluice_meta::LISTENERS_MAX);
+
 /// One client listener: where it listens and what it speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -125,14 +128,6 @@ impl BrokerConfig {
     /// The first listener's address (the node's registered Kafka endpoint).
     pub fn listen(&self) -> SocketAddr {
         self.listeners[0].addr
-    }
-
-    /// The port clients reach this node's `protocol` listener on, if it has one.
-    pub fn listener_port(&self, protocol: SecurityProtocol) -> Option<u16> {
-        self.listeners
-            .iter()
-            .find(|l| l.protocol == protocol)
-            .map(|l| l.addr.port())
     }
 
     /// The registered form of the listeners (names, advertised host, ports).

@@ -20,6 +20,12 @@ use sluice_security::{ScramCredential, ScramMechanism};
 
 use crate::shard::BrokerShard;
 
+// The metadata layer and the SASL layer enforce the same bounds.
+const _: () = assert!(
+    sluice_meta::record::SCRAM_ITERATIONS_MIN == sluice_security::scram::ITERATIONS_MIN
+        && sluice_meta::record::SCRAM_ITERATIONS_MAX == sluice_security::scram::ITERATIONS_MAX
+);
+
 /// The committed credentials by (user, Kafka mechanism id), shared by every shard (read once
 /// per authentication, never on the produce or fetch path).
 #[derive(Default)]

@@ -1257,10 +1257,14 @@ impl Controller {
                 err(code::UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
             } else {
                 match c {
-                    ScramChange::Upsert(r) if r.iterations < 4096 => {
+                    ScramChange::Upsert(r)
+                        if r.iterations < crate::record::SCRAM_ITERATIONS_MIN =>
+                    {
                         err(code::UNACCEPTABLE_CREDENTIAL, "Too few iterations")
                     }
-                    ScramChange::Upsert(r) if r.iterations > 16384 => {
+                    ScramChange::Upsert(r)
+                        if r.iterations > crate::record::SCRAM_ITERATIONS_MAX =>
+                    {
                         err(code::UNACCEPTABLE_CREDENTIAL, "Too many iterations")
                     }
                     ScramChange::Upsert(r) => match crate::record::check_scram(r) {

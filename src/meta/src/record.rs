@@ -157,7 +157,12 @@ pub const SCRAM_USER_BYTES_MAX: usize = 256;
 /// Bytes of a SCRAM salt.
 pub const SCRAM_SALT_BYTES_MAX: usize = 128;
 
-/// Why a SCRAM credential is not valid (Kafka's bounds: iterations 4096..=16384).
+/// Kafka's bounds on a SCRAM credential's iteration count (`ScramMechanism`'s min and max).
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+pub const SCRAM_ITERATIONS_MAX: u32 = 16384;
+
+/// Why a SCRAM credential is not valid (iterations within
+/// [`SCRAM_ITERATIONS_MIN`]..=[`SCRAM_ITERATIONS_MAX`], keys of the mechanism's length).
 pub fn check_scram(r: &ScramRecord) -> Result<(), String> {
     let key_len = match r.mechanism {
         1 => 32,
@@ -167,7 +172,7 @@ pub fn check_scram(r: &ScramRecord) -> Result<(), String> {
     if r.user.is_empty() || r.user.len() > SCRAM_USER_BYTES_MAX {
         return Err("bad SCRAM user name".into());
     }
-    if !(4096..=16384).contains(&r.iterations) {
+    if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&r.iterations) {
         return Err(format!("SCRAM iterations {} out of bounds", r.iterations));
     }
     if r.salt.is_empty() || r.salt.len() > SCRAM_SALT_BYTES_MAX {

@@ -669,7 +669,11 @@ mod tests {
         let tls = c.tls.clone().unwrap();
         assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(c.listen().port(), 9092);
-        assert_eq!(c.listener_port(SecurityProtocol::Ssl), Some(9093));
+        let ssl = c
+            .listeners
+            .iter()
+            .find(|l| l.protocol == SecurityProtocol::Ssl);
+        assert_eq!(ssl.map(|l| l.addr.port()), Some(9093));
         assert_eq!(c.listener_endpoints()[1].host, "broker1");
         for (flags, why) in [
             ("--listen ssl://127.0.0.1:1", "needs --tls-cert"),
