@@ -82,15 +82,24 @@ def produce(bootstrap, topic, partitions, records, **producer_cfg):
     return placed
 
 
-def consume_all(bootstrap, topic, partitions):
-    """Everything in the given partitions from offset 0 to the current end, by assign()."""
+def consume_all(bootstrap, topic, partitions, want_end=None):
+    """Everything in the given partitions from offset 0 to the current end, by assign().
+    want_end (partition -> end offset) waits for the end offsets to reach it first: with
+    acks=1 on a replicated topic the leader answers before the followers have the records,
+    so the high watermark (ListOffsets latest) may still lag the acknowledged offsets, in
+    Kafka as here."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="sluice-py-test",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              request_timeout_ms=20000, max_partition_fetch_bytes=2 * 1024 * 1024)
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
-    end = consumer.end_offsets(tps, timeout_ms=15000)
+    def ends():
+        end = consumer.end_offsets(tps, timeout_ms=15000)
+        if want_end is None or all(end[tp] >= want_end[tp.partition] for tp in tps):
+            return end
+        return None
+    end = wait_until(f"{topic}: end offsets {want_end}", ends)
     got = {p: [] for p in partitions}
     deadline = time.monotonic() + TIMEOUT_S
     while any((got[tp.partition][-1].offset + 1 if got[tp.partition] else 0) < end[tp] for tp in tps):
@@ -211,7 +220,8 @@ def main():
         cfg = {"compression_type": codec, "enable_idempotence": idem}
         cfg["acks"] = "all" if idem else 1
         placed = produce(bootstrap, topic, 3, records, **cfg)
-        got = consume_all(bootstrap, topic, [0, 1, 2])
+        want_end = {p: base[p] + sum(1 for q, _ in placed if q == p) for p in range(3)}
+        got = consume_all(bootstrap, topic, [0, 1, 2], want_end)
         check_roundtrip(bootstrap, topic, 3, records, placed, got, base)
         log(f"{topic}: {len(records)} records round-tripped")
 
