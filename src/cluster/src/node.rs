@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future::or;
 use raft::eraftpb::EntryType;
+use sluice_meta::acl::{AclBinding, AclFilter};
 use sluice_meta::controller::{code, AlterConfig, Registration, ScramChange};
 use sluice_meta::{
     bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
@@ -811,6 +812,20 @@ impl ControllerNode {
             .await
     }
 
+    /// CreateAcls: per binding, its outcome.
+    pub async fn create_acls(&self, bindings: Vec<AclBinding>) -> Answer {
+        self.inner
+            .command(Command::CreateAcls { bindings }, COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// DeleteAcls: per filter, the bindings it removed.
+    pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Answer {
+        self.inner
+            .command(Command::DeleteAcls { filters }, COMMAND_TIMEOUT)
+            .await
+    }
+
     /// AlterPartitionReassignments: per partition the target replicas, or `None` to cancel.
     pub async fn alter_partition_reassignments(
         &self,
@@ -1055,6 +1070,8 @@ fn not_controller(a: &Answer) -> bool {
         Answer::ReassignmentComplete(o) => nc(o),
         Answer::MetadataIndex(o) => nc(o),
         Answer::AlterScram(v) => all(v),
+        Answer::CreateAcls(v) => all(v),
+        Answer::DeleteAcls(v) => all(v),
     }
 }
 
@@ -1591,6 +1608,8 @@ impl Inner {
                 } => c.reassignment_complete(token, topic, partition, revision),
                 Command::MetadataIndex => unreachable!("answered above"),
                 Command::AlterScram { changes } => c.alter_scram(token, changes),
+                Command::CreateAcls { bindings } => c.create_acls(token, bindings),
+                Command::DeleteAcls { filters } => c.delete_acls(token, filters),
             };
             self.ctrl_fx(&mut st, fx);
         }

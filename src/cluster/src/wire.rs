@@ -12,10 +12,16 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use sluice_meta::acl::{
+    AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
+};
 use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, ScramChange, TopicCreated};
 use sluice_meta::{
     Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock, ScramRecord,
 };
+
+/// The fewest bytes an ACL binding or filter takes (four codes, three lengths or tags).
+const ACL_BYTES_MIN: usize = 4 + 3;
 
 /// The format version this build writes and reads.
 pub const WIRE_VERSION: u8 = 2;
@@ -42,6 +48,10 @@ pub mod method {
     pub const METADATA_INDEX: u16 = 12;
     /// AlterUserScramCredentials (a command).
     pub const ALTER_SCRAM: u16 = 13;
+    /// CreateAcls (a command).
+    pub const CREATE_ACLS: u16 = 14;
+    /// DeleteAcls (a command).
+    pub const DELETE_ACLS: u16 = 15;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -108,6 +118,14 @@ pub enum Command {
     AlterScram {
         changes: Vec<ScramChange>,
     },
+    /// CreateAcls: the bindings, in request order.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// DeleteAcls: the filters, in request order.
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 impl Command {
@@ -124,6 +142,8 @@ impl Command {
             Command::ReassignmentComplete { .. } => method::REASSIGNMENT_COMPLETE,
             Command::MetadataIndex => method::METADATA_INDEX,
             Command::AlterScram { .. } => method::ALTER_SCRAM,
+            Command::CreateAcls { .. } => method::CREATE_ACLS,
+            Command::DeleteAcls { .. } => method::DELETE_ACLS,
         }
     }
 
@@ -172,6 +192,18 @@ impl Command {
                 changes
                     .iter()
                     .map(|c| (c.user().to_string(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::CreateAcls { bindings } => Answer::CreateAcls(
+                bindings
+                    .iter()
+                    .map(|b| (b.clone(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::DeleteAcls { filters } => Answer::DeleteAcls(
+                filters
+                    .iter()
+                    .map(|f| (f.clone(), Err(e.clone())))
                     .collect(),
             ),
         }
@@ -286,6 +318,8 @@ impl Command {
                     }
                 });
             }
+            Command::CreateAcls { bindings } => w.list(bindings, |w, b| w.acl(b)),
+            Command::DeleteAcls { filters } => w.list(filters, |w, f| w.acl_filter(f)),
         }
         w.finish()
     }
@@ -295,7 +329,7 @@ impl Command {
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
             || method == method::METADATA_INDEX
-            || method == method::ALTER_SCRAM;
+            || (method::ALTER_SCRAM..=method::DELETE_ACLS).contains(&method);
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -405,6 +439,12 @@ impl Command {
                     _ => Err(WireError("bad SCRAM change")),
                 })?,
             },
+            method::CREATE_ACLS => Command::CreateAcls {
+                bindings: r.list(ACL_BYTES_MIN, |r| r.acl())?,
+            },
+            method::DELETE_ACLS => Command::DeleteAcls {
+                filters: r.list(ACL_BYTES_MIN, |r| r.acl_filter())?,
+            },
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -487,6 +527,20 @@ pub fn encode_answer(a: &Answer) -> Bytes {
                 w.outcome(o, |_, _| {});
             });
         }
+        Answer::CreateAcls(v) => {
+            w.u8(12);
+            w.list(v, |w, (b, o)| {
+                w.acl(b);
+                w.outcome(o, |_, _| {});
+            });
+        }
+        Answer::DeleteAcls(v) => {
+            w.u8(13);
+            w.list(v, |w, (f, o)| {
+                w.acl_filter(f);
+                w.outcome(o, |w, bs| w.list(bs, |w, b| w.acl(b)));
+            });
+        }
     }
     w.finish()
 }
@@ -526,6 +580,13 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
         9 => Answer::ReassignmentComplete(r.outcome(unit)?),
         10 => Answer::MetadataIndex(r.outcome(|r| r.u64())?),
         11 => Answer::AlterScram(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
+        12 => Answer::CreateAcls(r.list(ACL_BYTES_MIN + 1, |r| Ok((r.acl()?, r.outcome(unit)?)))?),
+        13 => Answer::DeleteAcls(r.list(ACL_BYTES_MIN + 1, |r| {
+            Ok((
+                r.acl_filter()?,
+                r.outcome(|r| r.list(ACL_BYTES_MIN, |r| r.acl()))?,
+            ))
+        })?),
         _ => return Err(WireError("unknown answer type")),
     };
     r.end()?;
@@ -762,6 +823,24 @@ impl Writer {
             }
         }
     }
+    fn acl(&mut self, b: &AclBinding) {
+        self.u8(b.resource_type.code() as u8);
+        self.str(&b.name);
+        self.u8(b.pattern.code() as u8);
+        self.str(&b.principal);
+        self.str(&b.host);
+        self.u8(b.operation.code() as u8);
+        self.u8(b.permission.code() as u8);
+    }
+    fn acl_filter(&mut self, f: &AclFilter) {
+        self.u8(f.resource_type.code() as u8);
+        self.opt_str(f.name.as_deref());
+        self.u8(f.pattern.code() as u8);
+        self.opt_str(f.principal.as_deref());
+        self.opt_str(f.host.as_deref());
+        self.u8(f.operation.code() as u8);
+        self.u8(f.permission.code() as u8);
+    }
     fn outcome<T>(&mut self, o: &Result<T, ApiError>, f: impl FnOnce(&mut Writer, &T)) {
         match o {
             Ok(v) => {
@@ -825,6 +904,31 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> R<u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn code<T>(&mut self, from: fn(i8) -> Option<T>) -> R<T> {
+        from(self.u8()? as i8).ok_or(WireError("unknown ACL code"))
+    }
+    fn acl(&mut self) -> R<AclBinding> {
+        Ok(AclBinding {
+            resource_type: self.code(ResourceType::from_code)?,
+            name: self.str()?,
+            pattern: self.code(PatternType::from_code)?,
+            principal: self.str()?,
+            host: self.str()?,
+            operation: self.code(AclOperation::from_code)?,
+            permission: self.code(AclPermission::from_code)?,
+        })
+    }
+    fn acl_filter(&mut self) -> R<AclFilter> {
+        Ok(AclFilter {
+            resource_type: self.code(ResourceType::from_code)?,
+            name: self.opt_str()?,
+            pattern: self.code(PatternType::from_code)?,
+            principal: self.opt_str()?,
+            host: self.opt_str()?,
+            operation: self.code(AclOperation::from_code)?,
+            permission: self.code(AclPermission::from_code)?,
+        })
     }
     fn array16(&mut self) -> R<[u8; 16]> {
         Ok(self.take(16)?.try_into().expect("16"))
@@ -969,6 +1073,18 @@ mod tests {
                     },
                 ],
             },
+            Command::CreateAcls {
+                bindings: vec![binding()],
+            },
+            Command::DeleteAcls {
+                filters: vec![
+                    AclFilter::any(),
+                    AclFilter {
+                        name: Some("x".into()),
+                        ..AclFilter::any()
+                    },
+                ],
+            },
         ]
     }
 
@@ -1005,7 +1121,24 @@ mod tests {
             Answer::MetadataIndex(Ok(1 << 40)),
             Answer::MetadataIndex(Err(e())),
             Answer::AlterScram(vec![("alice".into(), Ok(())), ("bob".into(), Err(e()))]),
+            Answer::CreateAcls(vec![(binding(), Ok(())), (binding(), Err(e()))]),
+            Answer::DeleteAcls(vec![
+                (AclFilter::any(), Ok(vec![binding(), binding()])),
+                (AclFilter::any(), Err(e())),
+            ]),
         ]
+    }
+
+    fn binding() -> AclBinding {
+        AclBinding {
+            resource_type: ResourceType::Group,
+            name: "g".into(),
+            pattern: PatternType::Prefixed,
+            principal: "User:a".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Deny,
+        }
     }
 
     #[test]

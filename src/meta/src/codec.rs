@@ -37,6 +37,10 @@
 //!  11 ScramCredential  user:string mechanism:varint salt:bytes iterations:uvarint
 //!                      stored_key:bytes server_key:bytes
 //!  12 RemoveScramCredential user:string mechanism:varint
+//!  13 Acl              resource_type:u8 name:string pattern_type:u8 principal:string
+//!                      host:string operation:u8 permission:u8 (Kafka's codes; a binding
+//!                      `acl::check_binding` accepts)
+//!  14 RemoveAcl        as Acl
 //!  15 ProducerIds      node:varint first:varint size:uvarint
 //! 100 ClusterId        cluster_id:string
 //! 101 Revision         revision:uvarint
@@ -306,6 +310,20 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             put_str(out, user)?;
             put_varint(out, (*mechanism).into());
         }
+        Record::Acl(b) | Record::RemoveAcl(b) => {
+            if crate::acl::check_binding(b).is_err() {
+                return Err(DecodeError::Invalid {
+                    what: "ACL binding",
+                });
+            }
+            out.push(b.resource_type.code() as u8);
+            put_str(out, &b.name)?;
+            out.push(b.pattern.code() as u8);
+            put_str(out, &b.principal)?;
+            put_str(out, &b.host)?;
+            out.push(b.operation.code() as u8);
+            out.push(b.permission.code() as u8);
+        }
     }
     Ok(())
 }
@@ -317,7 +335,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     let version = r.u8("record version")?;
     let known = matches!(
         type_id,
-        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 15 | 100 | 101
+        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 100 | 101
     );
     if !known {
         return Err(DecodeError::UnknownType { type_id });
@@ -485,6 +503,14 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             user: r.string("SCRAM user")?,
             mechanism: r.mechanism()?,
         },
+        13 | 14 => {
+            let b = r.acl()?;
+            if type_id == 13 {
+                Record::Acl(b)
+            } else {
+                Record::RemoveAcl(b)
+            }
+        }
         15 => {
             let node = r.node("producer ids node")?;
             let first = r.varint("producer ids first")?;
@@ -649,6 +675,30 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::TooLarge { what });
         }
         Ok(self.take(n as usize, what)?.to_vec())
+    }
+
+    fn acl(&mut self) -> Result<crate::acl::AclBinding, DecodeError> {
+        use crate::acl::*;
+        let what = "ACL binding";
+        let bad = || DecodeError::Invalid { what };
+        let resource_type = ResourceType::from_code(self.u8(what)? as i8).ok_or_else(bad)?;
+        let name = self.string(what)?;
+        let pattern = PatternType::from_code(self.u8(what)? as i8).ok_or_else(bad)?;
+        let principal = self.string(what)?;
+        let host = self.string(what)?;
+        let operation = AclOperation::from_code(self.u8(what)? as i8).ok_or_else(bad)?;
+        let permission = AclPermission::from_code(self.u8(what)? as i8).ok_or_else(bad)?;
+        let b = AclBinding {
+            resource_type,
+            name,
+            pattern,
+            principal,
+            host,
+            operation,
+            permission,
+        };
+        check_binding(&b).map_err(|_| bad())?;
+        Ok(b)
     }
 
     fn mechanism(&mut self) -> Result<i8, DecodeError> {

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::acl::{AclBinding, AclFilter};
 use crate::codec::{encode_batch, STRING_BYTES_MAX};
 use crate::image::{Delta, InvalidRecord, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::{
@@ -212,6 +213,10 @@ pub enum Answer {
     MetadataIndex(Outcome<u64>),
     /// Per change of AlterUserScramCredentials, its user, in request order.
     AlterScram(Vec<(String, Outcome<()>)>),
+    /// Per creation of CreateAcls, in request order.
+    CreateAcls(Vec<(AclBinding, Outcome<()>)>),
+    /// Per filter of DeleteAcls, in request order: the bindings it removed.
+    DeleteAcls(Vec<(AclFilter, Outcome<Vec<AclBinding>>)>),
 }
 
 /// One change of AlterUserScramCredentials.
@@ -1296,6 +1301,69 @@ impl Controller {
         self.propose(Some((token, Answer::AlterScram(answer))), records)
     }
 
+    /// CreateAcls (Kafka's `AclControlManager.createAcls`): each binding is checked on its
+    /// own (INVALID_REQUEST with the reason); one that exists, or came earlier in the same
+    /// request, succeeds without a record; the new ones commit together.
+    pub fn create_acls(&mut self, token: ReplyToken, bindings: Vec<AclBinding>) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            let answer = bindings.into_iter().map(|b| (b, Err(e.clone())));
+            return vec![Effect::Reply(token, Answer::CreateAcls(answer.collect()))];
+        }
+        let existing = self.speculative.acls();
+        let mut added = std::collections::BTreeSet::new();
+        let mut answer = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let outcome = match crate::acl::check_binding(&b) {
+                Err(why) => err(code::INVALID_REQUEST, why),
+                Ok(()) if existing.contains(&b) || added.contains(&b) => Ok(()),
+                Ok(()) if existing.len() + added.len() >= crate::acl::ACLS_MAX => err(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "The cluster holds {} ACLs, the most it may",
+                        crate::acl::ACLS_MAX
+                    ),
+                ),
+                Ok(()) => {
+                    added.insert(b.clone());
+                    Ok(())
+                }
+            };
+            answer.push((b, outcome));
+        }
+        let records = added.into_iter().map(Record::Acl).collect();
+        self.propose(Some((token, Answer::CreateAcls(answer))), records)
+    }
+
+    /// DeleteAcls (Kafka's `AclControlManager.deleteAcls`): per filter, every stored binding
+    /// it matches goes; a binding two filters match goes once and is reported by the first.
+    pub fn delete_acls(&mut self, token: ReplyToken, filters: Vec<AclFilter>) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            let answer = filters.into_iter().map(|f| (f, Err(e.clone())));
+            return vec![Effect::Reply(token, Answer::DeleteAcls(answer.collect()))];
+        }
+        let mut removed = std::collections::BTreeSet::new();
+        let mut answer = Vec::with_capacity(filters.len());
+        for f in filters {
+            let outcome = match f.check() {
+                Err(why) => err(code::INVALID_REQUEST, why),
+                Ok(()) => {
+                    let hits: Vec<AclBinding> = self
+                        .speculative
+                        .acls()
+                        .iter()
+                        .filter(|b| f.matches(b) && !removed.contains(*b))
+                        .cloned()
+                        .collect();
+                    removed.extend(hits.iter().cloned());
+                    Ok(hits)
+                }
+            };
+            answer.push((f, outcome));
+        }
+        let records = removed.into_iter().map(Record::RemoveAcl).collect();
+        self.propose(Some((token, Answer::DeleteAcls(answer))), records)
+    }
+
     fn check_epoch(&self, node: NodeId, epoch: u64) -> Outcome<&BrokerRegistration> {
         match self.speculative.broker(node) {
             None => err(
@@ -1599,5 +1667,7 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::ReassignmentComplete(o) => Answer::ReassignmentComplete(o.and(Err(e))),
         Answer::MetadataIndex(o) => Answer::MetadataIndex(o.and(Err(e))),
         Answer::AlterScram(v) => Answer::AlterScram(each(v, &e)),
+        Answer::CreateAcls(v) => Answer::CreateAcls(each(v, &e)),
+        Answer::DeleteAcls(v) => Answer::DeleteAcls(each(v, &e)),
     }
 }

@@ -17,8 +17,8 @@ use crate::limits::{
     PRODUCER_ID_BLOCK_SIZE_MAX, TOPICS_MAX,
 };
 use crate::record::{
-    check_scram, BrokerRegistration, ConfigResource, NodeId, PartitionRecord, ProducerIdsBlock,
-    Record, ScramRecord, TopicId,
+    check_scram, AclBinding, BrokerRegistration, ConfigResource, NodeId, PartitionRecord,
+    ProducerIdsBlock, Record, ScramRecord, TopicId,
 };
 
 /// Kafka's internal topics (flagged in Metadata, not deletable, partition count fixed).
@@ -130,6 +130,8 @@ pub struct Delta {
     pub cluster_id: bool,
     /// Users whose SCRAM credentials changed.
     pub scram_users: BTreeSet<String>,
+    /// Whether any access-control entry came or went.
+    pub acls: bool,
 }
 
 impl Delta {
@@ -151,6 +153,8 @@ pub struct MetadataImage {
     producer_ids: Option<ProducerIdsBlock>,
     /// SCRAM credentials by (user, mechanism id).
     scram: BTreeMap<(String, i8), ScramRecord>,
+    /// Access-control entries (at most `acl::ACLS_MAX`).
+    acls: BTreeSet<AclBinding>,
     // Derived (rebuilt identically by any replay, so equality still means "same state").
     names: BTreeMap<String, TopicId>,
     /// Names with '.' folded to '_' (Kafka refuses names that collide so).
@@ -285,6 +289,10 @@ impl MetadataImage {
     /// SCRAM credentials by (user, mechanism id).
     pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), ScramRecord> {
         &self.scram
+    }
+
+    pub fn acls(&self) -> &BTreeSet<AclBinding> {
+        &self.acls
     }
 
     pub fn next_producer_id(&self) -> i64 {
@@ -435,6 +443,22 @@ impl MetadataImage {
             Record::RemoveScramCredential { user, mechanism } => {
                 if !self.scram.contains_key(&(user.clone(), *mechanism)) {
                     return invalid(format!("no SCRAM credential of {user} to remove"));
+                }
+                Ok(())
+            }
+            Record::Acl(b) => {
+                crate::acl::check_binding(b).map_err(InvalidRecord)?;
+                if self.acls.contains(b) {
+                    return invalid(format!("ACL {b:?} exists"));
+                }
+                if self.acls.len() >= crate::acl::ACLS_MAX {
+                    return invalid(format!("more than {} ACLs", crate::acl::ACLS_MAX));
+                }
+                Ok(())
+            }
+            Record::RemoveAcl(b) => {
+                if !self.acls.contains(b) {
+                    return invalid(format!("no ACL {b:?} to remove"));
                 }
                 Ok(())
             }
@@ -616,6 +640,14 @@ impl MetadataImage {
                 self.scram.remove(&(user.clone(), *mechanism));
                 delta.scram_users.insert(user.clone());
             }
+            Record::Acl(b) => {
+                self.acls.insert(b.clone());
+                delta.acls = true;
+            }
+            Record::RemoveAcl(b) => {
+                self.acls.remove(b);
+                delta.acls = true;
+            }
             Record::RemoveTopic { id } => {
                 let t = self.topics.remove(id).expect("validated");
                 self.names.remove(&t.name);
@@ -750,6 +782,9 @@ impl MetadataImage {
         }
         for c in self.scram.values() {
             out.push(Record::ScramCredential(c.clone()));
+        }
+        for b in &self.acls {
+            out.push(Record::Acl(b.clone()));
         }
         out
     }

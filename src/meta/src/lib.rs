@@ -9,7 +9,9 @@
 //! # Layout
 //!
 //! - `record`: the records (RegisterBroker, Fence/UnfenceBroker, Topic, Partition,
-//!   PartitionChange, Config, ProducerIds, RemoveTopic, ClusterId, Revision).
+//!   PartitionChange, Config, ProducerIds, RemoveTopic, ScramCredential and its removal,
+//!   Acl and RemoveAcl, ClusterId, Revision).
+//! - `acl`: access-control bindings and filters in Kafka's codes, and their validation.
 //! - `codec`: their versioned binary encoding (the format is documented there).
 //! - `image`: [`MetadataImage`], built by applying records in order; each application
 //!   reports a [`Delta`]; [`MetadataImage::snapshot`] gives records that rebuild it.
@@ -88,6 +90,7 @@
 //!   from a random start, followers rotated by a shift that moves every `n` partitions;
 //!   deterministic for a given seed.
 
+pub mod acl;
 pub mod bootstrap;
 pub mod codec;
 pub mod controller;

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::acl::AclBinding;
+
 /// A broker's (node's) id, as Kafka's `broker.id` / `node.id`: non-negative.
 pub type NodeId = i32;
 /// A topic id (KIP-516): 16 bytes of a random UUID, never all zero.
@@ -59,6 +61,11 @@ pub enum Record {
     /// The user's credential for `mechanism` is gone (Kafka's
     /// `RemoveUserScramCredentialRecord`).
     RemoveScramCredential { user: String, mechanism: i8 },
+    /// An access-control entry (Kafka's `AccessControlEntryRecord`, keyed by the binding
+    /// itself rather than an id: equal bindings are one).
+    Acl(AclBinding),
+    /// The entry is gone (Kafka's `RemoveAccessControlEntryRecord`).
+    RemoveAcl(AclBinding),
 }
 
 /// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
@@ -250,6 +257,8 @@ impl Record {
             Record::RemoveTopic { .. } => 9,
             Record::ScramCredential(_) => 11,
             Record::RemoveScramCredential { .. } => 12,
+            Record::Acl(_) => 13,
+            Record::RemoveAcl(_) => 14,
             Record::ProducerIds(_) => 15,
             Record::ClusterId { .. } => 100,
             Record::Revision { .. } => 101,

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::acl::{AclFilter, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::codec::{decode_batch, decode_record, encode_batch, encode_record, DecodeError};
 use crate::controller::{
     code, AlterConfig, Answer, ConfigTarget, Controller, ControllerConfig, Effect, NewTopic,
@@ -145,7 +146,21 @@ fn every_kind() -> Vec<Record> {
             user: "bob".into(),
             mechanism: 2,
         },
+        Record::Acl(acl("orders", PatternType::Prefixed, AclPermission::Allow)),
+        Record::RemoveAcl(acl("orders", PatternType::Prefixed, AclPermission::Allow)),
     ]
+}
+
+fn acl(name: &str, pattern: PatternType, permission: AclPermission) -> AclBinding {
+    AclBinding {
+        resource_type: ResourceType::Topic,
+        name: name.into(),
+        pattern,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: AclOperation::Read,
+        permission,
+    }
 }
 
 fn scram(user: &str, mechanism: i8) -> ScramRecord {
@@ -721,6 +736,54 @@ fn scram_credentials_are_checked_as_kafka_checks_them() {
 }
 
 #[test]
+fn acls_are_created_and_deleted_as_kafka_does() {
+    let mut c = Cluster::new(&[1]);
+    let read = acl("orders", PatternType::Literal, AclPermission::Allow);
+    let deny = acl("ord", PatternType::Prefixed, AclPermission::Deny);
+    let mut bad = read.clone();
+    bad.principal = "alice".into();
+    let answer = c.run(|ctl, t| {
+        ctl.create_acls(
+            t,
+            vec![read.clone(), deny.clone(), read.clone(), bad.clone()],
+        )
+    });
+    let Answer::CreateAcls(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        codes(v),
+        vec![Ok(()), Ok(()), Ok(()), Err(code::INVALID_REQUEST)]
+    );
+    assert_eq!(c.ctl.image().acls().len(), 2);
+    assert!(c.deltas.last().unwrap().acls);
+    // Again: no record, the same answer.
+    let before = c.deltas.len();
+    c.run(|ctl, t| ctl.create_acls(t, vec![read.clone()]));
+    assert_eq!(c.deltas.len(), before);
+    // Two filters matching one binding: the first reports it.
+    let by_name = AclFilter {
+        pattern: PatternType::Match,
+        name: Some("orders".into()),
+        ..AclFilter::any()
+    };
+    let answer = c.run(|ctl, t| ctl.delete_acls(t, vec![by_name.clone(), AclFilter::any()]));
+    let Answer::DeleteAcls(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(v[0].1.as_ref().unwrap().len(), 2, "{v:?}");
+    assert!(v[1].1.as_ref().unwrap().is_empty());
+    assert!(c.ctl.image().acls().is_empty());
+    let mut image = MetadataImage::new();
+    assert!(image
+        .apply_batch(&[Record::RemoveAcl(read.clone())])
+        .is_err());
+    assert!(image
+        .apply_batch(&[Record::Acl(read.clone()), Record::Acl(read)])
+        .is_err());
+}
+
+#[test]
 fn snapshot_replays_to_the_same_image() {
     let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
     for i in 0..20 {
@@ -759,6 +822,15 @@ fn snapshot_replays_to_the_same_image() {
             vec![
                 ScramChange::Upsert(scram("alice", 1)),
                 ScramChange::Upsert(scram("bob", 2)),
+            ],
+        )
+    });
+    c.run(|ctl, t| {
+        ctl.create_acls(
+            t,
+            vec![
+                acl("a", PatternType::Literal, AclPermission::Allow),
+                acl("b", PatternType::Prefixed, AclPermission::Deny),
             ],
         )
     });
@@ -1902,6 +1974,27 @@ fn random_commands(seed: u64) -> (usize, usize) {
                     let epoch = c.ctl.image().broker(node).map_or(1, |b| b.epoch);
                     c.ctl
                         .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
+                }
+                8 if rng.below(3) == 0 => {
+                    let pattern = [
+                        PatternType::Literal,
+                        PatternType::Prefixed,
+                        PatternType::Match,
+                    ][rng.below(3) as usize];
+                    let permission =
+                        [AclPermission::Allow, AclPermission::Deny][rng.below(2) as usize];
+                    let names = ["a", "ab", "*", ""];
+                    let name = names[rng.below(4) as usize];
+                    if rng.below(2) == 0 {
+                        c.ctl.create_acls(t, vec![acl(name, pattern, permission)])
+                    } else {
+                        let f = AclFilter {
+                            name: Some(name.into()),
+                            pattern,
+                            ..AclFilter::any()
+                        };
+                        c.ctl.delete_acls(t, vec![f])
+                    }
                 }
                 8 => {
                     let running: Vec<_> = c
