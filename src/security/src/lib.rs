@@ -1,6 +1,6 @@
 //! Kafka's security model for the broker: which security protocol each client listener
-//! speaks, TLS on the listeners that need it, and the SASL mechanisms (PLAIN and SCRAM)
-//! with the credentials they check.
+//! speaks, TLS on the listeners that need it, the SASL mechanisms (PLAIN and SCRAM) with
+//! the credentials they check, and the authorizer that decides requests from ACLs.
 //!
 //! Invariants:
 //! - A node has at most one listener per security protocol; the protocol's name is the
@@ -15,14 +15,20 @@
 //! - A client certificate's principal is `User:` + its subject in RFC 2253 form, as Kafka's
 //!   default principal mapping gives it.
 //!
+//! - Authorization is Kafka's StandardAuthorizer: DENY wins, implied operations only
+//!   widen ALLOWs, a resource no binding names is denied unless
+//!   `allow.everyone.if.no.acl.found`, and super users are never denied.
+//!
 //! Nothing here does network IO: the broker runs handshakes over its sockets with these
 //! configurations.
 
+pub mod acl;
 pub mod listener;
 pub mod plain;
 pub mod scram;
 pub mod tls;
 
+pub use acl::{parse_super_users, Authorizer};
 pub use listener::{parse_listeners, ListenerSpec, SecurityProtocol, LISTENERS_MAX};
 pub use plain::parse_plain;
 pub use scram::{ScramCredential, ScramMechanism, ScramServer};
