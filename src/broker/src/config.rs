@@ -62,6 +62,14 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// `--tls-cert`, `--tls-key` (and `--tls-ca`) for `ssl` and `sasl_ssl` listeners.
     pub tls: Option<TlsFiles>,
+    /// `--authorizer acl`: requests are authorized against the cluster's ACLs
+    /// (`crate::authz`); off, every client may do everything (Kafka without an authorizer).
+    pub authorizer: bool,
+    /// `--super-users` (Kafka's `super.users`): principals the authorizer never denies.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found` (`--allow-everyone-if-no-acl-found`; false, as in
+    /// Kafka): whether a resource no ACL names is open to everyone.
+    pub allow_everyone_if_no_acl_found: bool,
     pub shards: usize,
     pub node_id: i32,
     /// `auto.create.topics.enable`
@@ -155,6 +163,9 @@ impl Default for BrokerConfig {
             }],
             advertised_host: listen.ip().to_string(),
             tls: None,
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             shards: sluice_shard::allowed_cpus().len().max(1),
             node_id: 0,
             auto_create_topics: true,

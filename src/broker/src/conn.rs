@@ -597,6 +597,7 @@ pub async fn forward(
         api_key,
         client_host: client.host.to_string(),
         listener: client.listener.id(),
+        principal: client.principal.to_string(),
     };
     let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {
         Ok(f) => f,
@@ -617,6 +618,8 @@ pub async fn forward(
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
             | ApiKey::AlterUserScramCredentials
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls
             // EndTxn waits for its markers; InitProducerId for a producer-id block from
             // the controller and for its record (a fence: the abort's Prepare record).
             | ApiKey::EndTxn

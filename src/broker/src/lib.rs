@@ -15,6 +15,7 @@
 //! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
 //!   budget, connections stop reading (back-pressure), they never fail.
 
+pub mod authz;
 pub mod cluster_view;
 pub mod config;
 pub mod conn;
@@ -102,6 +103,8 @@ pub struct Shared {
     pub tls: Option<Arc<tls_host::TlsState>>,
     /// The committed SCRAM credentials (SASL authentication reads them).
     pub credentials: scram_store::Credentials,
+    /// The committed ACLs and the authorizer built from them.
+    pub acls: authz::AclStore,
 }
 
 impl Shared {
@@ -247,6 +250,7 @@ pub fn run(
         fatal: Mutex::new(None),
         tls: tls.clone(),
         credentials: Default::default(),
+        acls: authz::AclStore::new(&config),
     });
     if config.stats_interval.is_some() {
         stats::enable();

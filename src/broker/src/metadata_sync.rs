@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use sluice_cluster::{ClusterConfig, ControllerNode, Subscription, Update};
+use sluice_meta::acl::{AclBinding, AclFilter};
 use sluice_meta::controller::{AlterConfig, ConfigTarget};
 use sluice_meta::{
     Answer, ApiError, Endpoint, LegacyState, LegacyTopic, MetadataImage, PLAINTEXT_LISTENER,
@@ -442,6 +443,7 @@ async fn adopt(shard: &Rc<BrokerShard>) {
         .shared_handle
         .credentials
         .set(image.scram_credentials());
+    shard.shared_handle.acls.set(image.acls());
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.
@@ -766,6 +768,61 @@ pub async fn alter_scram(
     answer
         .into_iter()
         .map(|(u, o)| (u, o.map_err(|e| api_err(&e))))
+        .collect()
+}
+
+/// CreateAcls through the controller: per binding, its outcome, in order; answered once
+/// every shard of this node decides with the new bindings.
+pub async fn create_acls(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    bindings: Vec<AclBinding>,
+) -> Vec<Result<(), (i16, String)>> {
+    let n = bindings.len();
+    let answer = match node.create_acls(bindings).await {
+        Answer::CreateAcls(v) if v.len() == n => v,
+        other => {
+            log::error!("create ACLs: unexpected answer {other:?}");
+            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
+            return vec![Err(e); n];
+        }
+    };
+    if answer.iter().any(|(_, o)| o.is_ok()) {
+        let want = node.applied_index();
+        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    }
+    answer
+        .into_iter()
+        .map(|(_, o)| o.map_err(|e| api_err(&e)))
+        .collect()
+}
+
+/// DeleteAcls through the controller: per filter, the bindings it removed, in order;
+/// answered once every shard of this node decides without them.
+pub async fn delete_acls(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    filters: Vec<AclFilter>,
+) -> Vec<Result<Vec<AclBinding>, (i16, String)>> {
+    let n = filters.len();
+    let answer = match node.delete_acls(filters).await {
+        Answer::DeleteAcls(v) if v.len() == n => v,
+        other => {
+            log::error!("delete ACLs: unexpected answer {other:?}");
+            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
+            return vec![Err(e); n];
+        }
+    };
+    if answer
+        .iter()
+        .any(|(_, o)| o.as_ref().is_ok_and(|v| !v.is_empty()))
+    {
+        let want = node.applied_index();
+        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    }
+    answer
+        .into_iter()
+        .map(|(_, o)| o.map_err(|e| api_err(&e)))
         .collect()
 }
 

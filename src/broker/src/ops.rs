@@ -251,6 +251,8 @@ pub struct ForwardHeader {
     pub client_host: String,
     /// The client's listener (its security protocol's Kafka id).
     pub listener: i16,
+    /// The client's principal (`User:alice`), which the target shard authorizes.
+    pub principal: String,
 }
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.

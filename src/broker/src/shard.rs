@@ -81,6 +81,8 @@ pub struct BrokerShard {
     replication: RefCell<Option<Rc<crate::replication::Replication>>>,
     /// Shard 0: which shard hosts each replicated partition of this node.
     pub raft_routes: crate::replication::RaftRoutes,
+    /// This shard's authorizer and decision cache (`--authorizer acl`).
+    pub authz: crate::authz::ShardAuthz,
 }
 
 pub fn now_ms() -> i64 {
@@ -164,6 +166,7 @@ impl BrokerShard {
             storage,
             controller,
             adopted_metadata_index: Cell::new(0),
+            authz: crate::authz::ShardAuthz::new(&config),
             config,
             ctx,
             stopping: Cell::new(false),
@@ -1622,6 +1625,7 @@ impl FrameHandler for MeshHandler {
                 let mut client = crate::conn::Client::internal(shard);
                 if let Ok(h) = frame.access::<ops::ForwardHeader>() {
                     client.host = std::rc::Rc::from(h.client_host.as_str());
+                    client.principal = std::rc::Rc::from(h.principal.as_str());
                     if let Some(p) = crate::config::SecurityProtocol::from_id(h.listener.into()) {
                         client.listener = p;
                     }

@@ -68,6 +68,8 @@ fn tune_allocator() {
 const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen [PROTOCOL://]HOST:PORT,...] [--shards N] [--node-id N]
                [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
+               [--authorizer acl|none] [--super-users User:A;User:B]
+               [--allow-everyone-if-no-acl-found true|false]
                [--advertised-host HOST] [--num-partitions N] [--default-replication-factor N]
                [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
@@ -128,6 +130,22 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
             "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
             "--tls-ca" => tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
+            "--authorizer" => {
+                c.authorizer = match value("--authorizer")?.as_str() {
+                    "acl" => true,
+                    "none" => false,
+                    v => return Err(format!("--authorizer: {v} is not acl or none")),
+                }
+            }
+            "--super-users" => {
+                c.super_users = sluice_security::parse_super_users(&value("--super-users")?)
+                    .map_err(|e| format!("--super-users: {e}"))?
+            }
+            "--allow-everyone-if-no-acl-found" => {
+                c.allow_everyone_if_no_acl_found = value("--allow-everyone-if-no-acl-found")?
+                    .parse()
+                    .map_err(|e| format!("--allow-everyone-if-no-acl-found: {e}"))?
+            }
             "--shards" => {
                 c.shards = value("--shards")?
                     .parse()

@@ -12,6 +12,7 @@ use sluice_shard::ShardId;
 use crate::conn::{Client, Outcome};
 use crate::shard::BrokerShard;
 
+pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
@@ -88,6 +89,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // ACLs (`acls`, `crate::authz`); Kafka 4 removed versions 0 and 1.
+    (ApiKey::DescribeAcls, 2, 3),
+    (ApiKey::CreateAcls, 2, 3),
+    (ApiKey::DeleteAcls, 2, 3),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -107,7 +112,9 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         // Reach other nodes through the controller runtime's transport (shard 0's).
         | ApiKey::ListPartitionReassignments
         | ApiKey::ElectLeaders
-        | ApiKey::AlterUserScramCredentials => Some(ShardId(0)),
+        | ApiKey::AlterUserScramCredentials
+        | ApiKey::CreateAcls
+        | ApiKey::DeleteAcls => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -191,6 +198,9 @@ pub async fn dispatch(
         RequestKind::AlterUserScramCredentials(r) => {
             respond(h, &user_scram_credentials::alter(shard, h, r).await)
         }
+        RequestKind::DescribeAcls(r) => respond(h, &acls::describe(shard, client, r)),
+        RequestKind::CreateAcls(r) => respond(h, &acls::create(shard, client, r).await),
+        RequestKind::DeleteAcls(r) => respond(h, &acls::delete(shard, client, r).await),
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }
