@@ -668,3 +668,49 @@ fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
         "the pending credentials were handed over"
     );
 }
+
+#[test]
+fn acls_authorize_every_client_as_kafka_does_and_survive_a_restart() {
+    let ports = distinct_free_ports(2);
+    let (port, sasl_port) = (ports[0], ports[1]);
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args: vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
+            "--authorizer".into(),
+            "acl".into(),
+            "--super-users".into(),
+            "User:admin".into(),
+        ],
+        port: Some(port),
+        pre_start: vec![
+            users_add("SCRAM-SHA-256", "admin", "admin-secret"),
+            users_add("SCRAM-SHA-256", "alice", "alice-secret"),
+            users_add("SCRAM-SHA-256", "bob", "bob-secret"),
+        ],
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    let python = workspace_root().join("tests/.venv/bin/python");
+    let check = |phase: &str| {
+        let out = run(
+            Command::new(&python)
+                .arg(workspace_root().join("tests/python/acl_check.py"))
+                .args(["--sasl", &format!("127.0.0.1:{sasl_port}")])
+                .args(["--plain", &format!("127.0.0.1:{port}")])
+                .args(["--phase", phase]),
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "acl_check.py --phase {phase}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check("grant");
+    // ACLs are cluster metadata: they survive kill -9.
+    broker.kill9();
+    broker.restart();
+    check("persisted");
+}

@@ -148,7 +148,7 @@ pub fn allowed(
     resource_type: ResourceType,
     name: &str,
 ) -> bool {
-    if !shard.authz.enabled {
+    if !shard.authz.enabled || client.internal {
         return true;
     }
     let mut cache = refreshed(shard);
@@ -192,6 +192,34 @@ pub fn cluster_allowed(shard: &BrokerShard, client: &Client, operation: AclOpera
     )
 }
 
+/// Why the client may not do `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a config
+/// resource of DescribeConfigs/AlterConfigs (Kafka's resource type codes: 2 topic, checked
+/// on the topic; brokers and anything else on the cluster).
+pub fn config_refusal(
+    shard: &BrokerShard,
+    client: &Client,
+    operation: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    const RESOURCE_TOPIC: i8 = 2;
+    if resource_type == RESOURCE_TOPIC {
+        (!allowed(shard, client, operation, ResourceType::Topic, name)).then(|| {
+            (
+                crate::kerr::TOPIC_AUTHORIZATION_FAILED,
+                "Topic authorization failed.".to_string(),
+            )
+        })
+    } else {
+        (!cluster_allowed(shard, client, operation)).then(|| {
+            (
+                crate::kerr::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.".to_string(),
+            )
+        })
+    }
+}
+
 /// May the client do `operation` on some resource of the type (Kafka's
 /// `authorizeByResourceType`; not cached: only InitProducerId asks)?
 pub fn allowed_any(
@@ -200,7 +228,7 @@ pub fn allowed_any(
     operation: AclOperation,
     resource_type: ResourceType,
 ) -> bool {
-    if !shard.authz.enabled {
+    if !shard.authz.enabled || client.internal {
         return true;
     }
     let cache = refreshed(shard);

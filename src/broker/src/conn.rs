@@ -80,6 +80,7 @@ pub async fn serve(
         host: peer,
         listener,
         principal: Rc::from(ANONYMOUS),
+        internal: false,
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -381,6 +382,9 @@ pub struct Client {
     pub listener: SecurityProtocol,
     /// Who the client is: `User:ANONYMOUS` until SASL or a client certificate says.
     pub principal: Rc<str>,
+    /// The node itself (a request one of its shards makes of another): the authorizer
+    /// lets it do anything. Never set for a client's request, forwarded or not.
+    pub internal: bool,
 }
 
 /// Kafka's principal of an unauthenticated client.
@@ -394,6 +398,7 @@ impl Client {
             host: Rc::from(""),
             listener: shard.config.listeners[0].protocol,
             principal: Rc::from(ANONYMOUS),
+            internal: true,
         }
     }
 }
@@ -598,6 +603,7 @@ pub async fn forward(
         client_host: client.host.to_string(),
         listener: client.listener.id(),
         principal: client.principal.to_string(),
+        internal: client.internal,
     };
     let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {
         Ok(f) => f,

@@ -431,8 +431,29 @@ fn partitions(shard: &BrokerShard) -> Option<([u8; 16], i32)> {
         .map(|t| (t.id, t.partitions))
 }
 
-/// Runs a single-group request on this shard (which owns the group's partition).
+/// Runs a group request on this shard (which owns the groups' partitions), authorized
+/// for `client` first under `--authorizer acl` (`crate::group_acl`).
 pub async fn run_local(
+    shard: &Rc<BrokerShard>,
+    req: RequestKind,
+    version: i16,
+    client_id: &str,
+    client: &crate::conn::Client,
+) -> Option<Response> {
+    if !crate::authz::enabled(shard) {
+        return run_unchecked(shard, req, version, client_id, &client.host).await;
+    }
+    match crate::group_acl::gate(shard, client, req, version) {
+        crate::group_acl::Gate::Refuse(r) => Some(r),
+        crate::group_acl::Gate::Run(req, refused) => {
+            let mut r = run_unchecked(shard, req, version, client_id, &client.host).await?;
+            crate::group_acl::finish(shard, client, &mut r, refused);
+            Some(r)
+        }
+    }
+}
+
+async fn run_unchecked(
     shard: &Rc<BrokerShard>,
     req: RequestKind,
     version: i16,
@@ -778,7 +799,7 @@ fn local_slot(shard: &BrokerShard, group_id: &str) -> Option<Rc<GroupSlot>> {
 }
 
 /// An error answer for a single-group request that could not reach its coordinator.
-fn single_error(req: &RequestKind, code: i16) -> Response {
+pub(crate) fn single_error(req: &RequestKind, code: i16) -> Response {
     match req {
         RequestKind::JoinGroup(_) => Response::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1)),
         RequestKind::SyncGroup(_) => Response::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
@@ -899,6 +920,12 @@ fn retain_groups(response: &mut Response, keep: &dyn Fn(&str) -> bool) {
 /// The per-group NOT_COORDINATOR answers of a multi-group request for `groups` (none if
 /// the list is empty).
 fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response> {
+    per_group_error(req, groups, NOT_COORDINATOR)
+}
+
+/// The per-group `code` answers of a multi-group request for `groups` (none if the list is
+/// empty).
+pub(crate) fn per_group_error(req: &RequestKind, groups: &[String], code: i16) -> Option<Response> {
     if groups.is_empty() {
         return None;
     }
@@ -913,7 +940,7 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
                     .map(|g| {
                         describe_groups_response::DescribedGroup::default()
                             .with_group_id(named(g))
-                            .with_error_code(NOT_COORDINATOR)
+                            .with_error_code(code)
                             .with_authorized_operations(i32::MIN)
                     })
                     .collect(),
@@ -926,7 +953,7 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
                     .map(|g| {
                         delete_groups_response::DeletableGroupResult::default()
                             .with_group_id(named(g))
-                            .with_error_code(NOT_COORDINATOR)
+                            .with_error_code(code)
                     })
                     .collect(),
             ),
@@ -938,7 +965,7 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
                     .map(|g| {
                         offset_fetch_response::OffsetFetchResponseGroup::default()
                             .with_group_id(named(g))
-                            .with_error_code(NOT_COORDINATOR)
+                            .with_error_code(code)
                     })
                     .collect(),
             ),
@@ -950,7 +977,7 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
                     .map(|g| {
                         consumer_group_describe_response::DescribedGroup::default()
                             .with_group_id(named(g))
-                            .with_error_code(NOT_COORDINATOR)
+                            .with_error_code(code)
                             .with_authorized_operations(i32::MIN)
                     })
                     .collect(),
@@ -960,7 +987,7 @@ fn not_coordinated_here(req: &RequestKind, groups: &[String]) -> Option<Response
     })
 }
 
-fn merge(into: &mut Response, from: Response) {
+pub(crate) fn merge(into: &mut Response, from: Response) {
     match (into, from) {
         (Response::DescribeGroups(a), Response::DescribeGroups(b)) => a.groups.extend(b.groups),
         (Response::DeleteGroups(a), Response::DeleteGroups(b)) => a.results.extend(b.results),
@@ -1029,7 +1056,7 @@ pub async fn handle(
             | RequestKind::ConsumerGroupDescribe(_)
     ) || matches!(body, RequestKind::OffsetFetch(_) if version >= 8);
     if forwarded {
-        return respond(run_local(shard, body, version, &client_id, &client.host).await);
+        return respond(run_local(shard, body, version, &client_id, client).await);
     }
     if !multi {
         let owner = ids.first().and_then(|g| owner_of(g));
@@ -1037,7 +1064,7 @@ pub async fn handle(
             Some(o) if o != me => {
                 crate::conn::forward(shard, o, header.api_key as i16, raw, client).await
             }
-            _ => respond(run_local(shard, body, version, &client_id, &client.host).await),
+            _ => respond(run_local(shard, body, version, &client_id, client).await),
         };
     }
     // Multi-group: every shard that owns one of the groups (ListGroups: every shard).
@@ -1063,7 +1090,7 @@ pub async fn handle(
     let mut merged: Option<Response> = not_coordinated_here(&body, &remote);
     for o in owners {
         let mut part = if o == me {
-            run_local(shard, body.clone(), version, &client_id, &client.host).await
+            run_local(shard, body.clone(), version, &client_id, client).await
         } else {
             match crate::conn::forward(shard, o, header.api_key as i16, raw.clone(), client).await {
                 Outcome::Respond(frame) => decode_body(

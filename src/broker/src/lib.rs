@@ -23,6 +23,7 @@ pub mod connections;
 pub mod controller;
 pub mod coord_log;
 pub mod error;
+pub mod group_acl;
 pub mod group_host;
 pub mod group_placement;
 pub mod groups;

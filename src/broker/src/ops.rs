@@ -253,6 +253,8 @@ pub struct ForwardHeader {
     pub listener: i16,
     /// The client's principal (`User:alice`), which the target shard authorizes.
     pub principal: String,
+    /// Whether the node itself asks (`Client::internal`).
+    pub internal: bool,
 }
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.

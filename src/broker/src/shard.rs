@@ -1623,9 +1623,12 @@ impl FrameHandler for MeshHandler {
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();
                 let mut client = crate::conn::Client::internal(shard);
+                // A header that does not read is never trusted as the node's own.
+                client.internal = false;
                 if let Ok(h) = frame.access::<ops::ForwardHeader>() {
                     client.host = std::rc::Rc::from(h.client_host.as_str());
                     client.principal = std::rc::Rc::from(h.principal.as_str());
+                    client.internal = h.internal;
                     if let Some(p) = crate::config::SecurityProtocol::from_id(h.listener.into()) {
                         client.listener = p;
                     }

@@ -589,6 +589,11 @@ pub async fn handle(
     forwarded: bool,
     client: &crate::conn::Client,
 ) -> Outcome {
+    if crate::authz::enabled(shard) {
+        if let Some(refusal) = refused(shard, h, &body, client) {
+            return refusal;
+        }
+    }
     let body = match body {
         RequestKind::AddPartitionsToTxn(r) if h.api_version >= 4 => {
             let resp = add_partitions_batched(shard, h, r, forwarded, client).await;
@@ -609,6 +614,85 @@ pub async fn handle(
         RequestKind::DescribeTransactions(r) => describe(shard, h, r, raw, forwarded, client).await,
         RequestKind::ListTransactions(r) => list(shard, h, r, raw, forwarded, client).await,
         _ => Outcome::Close,
+    }
+}
+
+/// Under the authorizer, the answer to a request the client may not make (Kafka's checks:
+/// WRITE on the transactional id for InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn
+/// and EndTxn; WRITE on each topic added; READ on the group whose offsets join; the
+/// broker-to-broker AddPartitionsToTxn needs CLUSTER_ACTION). DescribeTransactions and
+/// ListTransactions check DESCRIBE per transactional id where they answer it.
+fn refused(
+    shard: &BrokerShard,
+    h: &RequestHeaderInfo,
+    body: &RequestKind,
+    client: &crate::conn::Client,
+) -> Option<Outcome> {
+    use sluice_meta::acl::AclOperation::{ClusterAction, Read, Write};
+    use sluice_meta::acl::ResourceType::{Group, Topic, TransactionalId};
+    let may = |op, rt, name: &str| crate::authz::allowed(shard, client, op, rt, name);
+    let txn_denied = kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    match body {
+        RequestKind::InitProducerId(r) => {
+            let id = r.transactional_id.as_ref()?;
+            (!may(Write, TransactionalId, id)).then(|| {
+                let resp = InitProducerIdResponse::default()
+                    .with_error_code(txn_denied)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+                    .with_ongoing_txn_producer_id(ProducerId(-1))
+                    .with_ongoing_txn_producer_epoch(-1);
+                respond(h, &resp)
+            })
+        }
+        RequestKind::AddPartitionsToTxn(_) if h.api_version >= 4 => {
+            (!crate::authz::cluster_allowed(shard, client, ClusterAction)).then(|| {
+                let resp = AddPartitionsToTxnResponse::default()
+                    .with_error_code(kerr::CLUSTER_AUTHORIZATION_FAILED);
+                respond(h, &resp)
+            })
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            let topics = &r.v3_and_below_topics;
+            let code: Box<dyn Fn(&str) -> i16> =
+                if !may(Write, TransactionalId, &r.v3_and_below_transactional_id) {
+                    Box::new(move |_| txn_denied)
+                } else if topics.iter().any(|t| !may(Write, Topic, &t.name)) {
+                    Box::new(move |t| {
+                        if may(Write, Topic, t) {
+                            OPERATION_NOT_ATTEMPTED
+                        } else {
+                            kerr::TOPIC_AUTHORIZATION_FAILED
+                        }
+                    })
+                } else {
+                    return None;
+                };
+            let resp = AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(topic_results(topics, &|_, t, _| code(t)));
+            Some(respond(h, &resp))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let code = if !may(Write, TransactionalId, &r.transactional_id) {
+                txn_denied
+            } else if !may(Read, Group, &r.group_id) {
+                kerr::GROUP_AUTHORIZATION_FAILED
+            } else {
+                return None;
+            };
+            Some(respond(
+                h,
+                &AddOffsetsToTxnResponse::default().with_error_code(code),
+            ))
+        }
+        RequestKind::EndTxn(r) => (!may(Write, TransactionalId, &r.transactional_id)).then(|| {
+            let resp = EndTxnResponse::default()
+                .with_error_code(txn_denied)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            respond(h, &resp)
+        }),
+        _ => None,
     }
 }
 
@@ -1130,7 +1214,18 @@ async fn describe(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
             .with_transaction_start_time_ms(-1);
-        let view = slot_for(shard, id).and_then(|slot| slot.coord.borrow().describe(id));
+        let describable = crate::authz::allowed(
+            shard,
+            client,
+            sluice_meta::acl::AclOperation::Describe,
+            sluice_meta::acl::ResourceType::TransactionalId,
+            id,
+        );
+        let view = if describable {
+            slot_for(shard, id).and_then(|slot| slot.coord.borrow().describe(id))
+        } else {
+            Err(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        };
         states.push(match view {
             Err(code) => base.with_error_code(code),
             Ok(v) => {
@@ -1203,14 +1298,26 @@ async fn list(
         }
         let listed = slot.coord.borrow().list(&states, &pids, duration, now_ms());
         match listed {
-            Ok(l) => out.transaction_states.extend(l.into_iter().map(|t| {
-                list_transactions_response::TransactionState::default()
-                    .with_transactional_id(TransactionalId(StrBytes::from_string(
-                        t.transactional_id,
-                    )))
-                    .with_producer_id(ProducerId(t.producer_id))
-                    .with_transaction_state(str_bytes(t.state.name()))
-            })),
+            Ok(l) => out.transaction_states.extend(
+                l.into_iter()
+                    .filter(|t| {
+                        crate::authz::allowed(
+                            shard,
+                            client,
+                            sluice_meta::acl::AclOperation::Describe,
+                            sluice_meta::acl::ResourceType::TransactionalId,
+                            &t.transactional_id,
+                        )
+                    })
+                    .map(|t| {
+                        list_transactions_response::TransactionState::default()
+                            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                                t.transactional_id,
+                            )))
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_transaction_state(str_bytes(t.state.name()))
+                    }),
+            ),
             Err(code) => {
                 return respond(
                     h,

@@ -9,6 +9,10 @@ use sluice_codec::RequestHeaderInfo;
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
+use sluice_meta::acl::AclOperation;
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{broker_config_kind, shown, ConfigProblem};
@@ -48,6 +52,7 @@ pub fn broker_target(name: &str) -> Result<Option<i32>, (i16, String)> {
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
@@ -65,7 +70,15 @@ pub async fn handle(
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
+        let refusal = authz::config_refusal(
+            shard,
+            client,
+            AclOperation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        );
         let outcome = match res.resource_type {
+            _ if refusal.is_some() => Err(refusal.expect("checked")),
             RESOURCE_TOPIC => {
                 controller
                     .alter_topic_configs(

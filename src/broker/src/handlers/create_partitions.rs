@@ -7,11 +7,16 @@ use sluice_codec::kafka_protocol::messages::{CreatePartitionsRequest, CreatePart
 use sluice_codec::RequestHeaderInfo;
 
 use super::str_bytes;
+use sluice_meta::acl::{AclOperation::Alter, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -20,7 +25,12 @@ pub async fn handle(
     };
     let mut results = Vec::new();
     for t in r.topics {
-        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        let outcome = if !authz::allowed(shard, client, Alter, Topic, &t.name.0) {
+            Err((
+                kerr::TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".to_string(),
+            ))
+        } else if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err((
                 kerr::INVALID_REQUEST,
                 "Manual replica assignment is not supported.".to_string(),

@@ -12,12 +12,17 @@ use sluice_codec::RequestHeaderInfo;
 
 use super::{str_bytes, topic_name, uuid};
 use crate::controller::NewTopic;
+use sluice_meta::acl::{AclOperation::Create, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{effective, TOPIC_CONFIGS};
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
@@ -36,6 +41,19 @@ pub async fn handle(
                     .with_name(t.name.clone())
                     .with_error_code(kerr::INVALID_REQUEST)
                     .with_error_message(Some(str_bytes("Duplicate topic name."))),
+            );
+            continue;
+        }
+        if !authz::cluster_allowed(shard, client, Create)
+            && !authz::allowed(shard, client, Create, Topic, &name)
+        {
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(kerr::TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(Some(str_bytes("Authorization failed.")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
             );
             continue;
         }

@@ -9,12 +9,17 @@ use sluice_codec::kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecords
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
+use sluice_meta::acl::{AclOperation::Delete, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
@@ -24,12 +29,14 @@ pub async fn handle(
     let mut futs = Vec::new();
     for (ti, t) in r.topics.iter().enumerate() {
         let record = topics.get(&t.name.0);
+        let denied = !authz::allowed(shard, client, Delete, Topic, &t.name.0);
         let mut parts = Vec::new();
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut res = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
             match record {
+                _ if denied => res.error_code = kerr::TOPIC_AUTHORIZATION_FAILED,
                 // Kafka: "Cannot delete records of internal topic"; the group coordinator's
                 // state lives there and would be lost.
                 Some(rec) if rec.internal => res.error_code = kerr::INVALID_TOPIC_EXCEPTION,

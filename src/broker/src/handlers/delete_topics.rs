@@ -7,11 +7,16 @@ use sluice_codec::kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsRe
 use sluice_codec::RequestHeaderInfo;
 
 use super::{str_bytes, topic_name, uuid};
+use sluice_meta::acl::{AclOperation::Delete, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     h: &RequestHeaderInfo,
     r: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
@@ -36,6 +41,18 @@ pub async fn handle(
         }
     } else {
         names.extend(r.topic_names.iter().map(|n| n.0.to_string()));
+    }
+    // Under the authorizer: DELETE on each topic.
+    let (names, denied): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| authz::allowed(shard, client, Delete, Topic, n));
+    for name in denied {
+        results.push(
+            DeletableTopicResult::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(kerr::TOPIC_AUTHORIZATION_FAILED)
+                .with_error_message(Some(str_bytes("Authorization failed."))),
+        );
     }
     for (name, outcome) in controller.delete_topics(shard, names).await {
         results.push(match outcome {

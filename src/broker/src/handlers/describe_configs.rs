@@ -9,6 +9,10 @@ use sluice_codec::kafka_protocol::messages::{DescribeConfigsRequest, DescribeCon
 use sluice_codec::RequestHeaderInfo;
 
 use super::str_bytes;
+use sluice_meta::acl::AclOperation;
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{effective, ConfigSource, BROKER_ONLY_CONFIGS, TOPIC_CONFIGS};
@@ -155,6 +159,7 @@ fn entry(
 
 pub fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -169,6 +174,18 @@ pub fn handle(
         let mut out = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if let Some((code, message)) = authz::config_refusal(
+            shard,
+            client,
+            AclOperation::DescribeConfigs,
+            res.resource_type,
+            &res.resource_name,
+        ) {
+            out.error_code = code;
+            out.error_message = Some(str_bytes(&message));
+            results.push(out);
+            continue;
+        }
         match res.resource_type {
             RESOURCE_TOPIC => match topics.get(&res.resource_name) {
                 Some(t) => {

@@ -13,12 +13,17 @@ use sluice_codec::kafka_protocol::messages::{
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
+use sluice_meta::acl::{AclOperation::Read, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::ops::{decode_producers, PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
@@ -28,10 +33,12 @@ pub async fn handle(
     let mut futs = Vec::new();
     for (ti, t) in r.topics.iter().enumerate() {
         let record = topics.get(&t.name.0);
+        let denied = !authz::allowed(shard, client, Read, Topic, &t.name.0);
         let mut parts = Vec::new();
         for (pi, &p) in t.partition_indexes.iter().enumerate() {
             let mut res = PartitionResponse::default().with_partition_index(p);
             match record {
+                _ if denied => res.error_code = kerr::TOPIC_AUTHORIZATION_FAILED,
                 Some(rec) if p >= 0 && p < rec.partitions => {
                     let req = PartitionRequest {
                         topic_id: rec.id,

@@ -28,9 +28,11 @@ use sluice_codec::{frame_response_spliced, RequestHeaderInfo, SPLICE_BYTES_MIN};
 use sluice_shard::ShardId;
 
 use super::{current_leader, join_all};
-use crate::config::SecurityProtocol;
+use sluice_meta::acl::{AclOperation, ResourceType};
+
+use crate::authz;
 use crate::config::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
-use crate::conn::{ConnId, Outcome};
+use crate::conn::{Client, ConnId, Outcome};
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionReply, PartitionRequest, WatchEntry};
 use crate::shard::{now_ms, BrokerShard};
@@ -220,9 +222,9 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: FetchRequest,
-    conn: ConnId,
-    listener: SecurityProtocol,
+    client: &Client,
 ) -> FetchResponse {
+    let (conn, listener) = (client.conn, client.listener);
     let by_id = h.api_version >= 13;
     let now = Instant::now();
     // Which partitions to read, and the session (if any) the answer belongs to.
@@ -279,7 +281,7 @@ pub async fn handle(
             (session.partitions.clone(), r.session_id, true)
         };
 
-    let results = fetch_partitions(shard, h, &r, &wanted, now).await;
+    let results = fetch_partitions(shard, h, &r, &wanted, now, client).await;
 
     // Assemble, per topic in request order; incremental answers carry only news.
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
@@ -381,6 +383,7 @@ async fn fetch_partitions(
     r: &FetchRequest,
     wanted: &IndexMap<Key, Wanted>,
     now: Instant,
+    client: &Client,
 ) -> Vec<PartitionData> {
     let topics = shard.topics();
     let by_id = h.api_version >= 13;
@@ -404,6 +407,31 @@ async fn fetch_partitions(
             topics.get(&w.topic.0)
         };
         let req = match record {
+            // Under the authorizer: READ on the topic.
+            Some(t)
+                if !authz::allowed(
+                    shard,
+                    client,
+                    AclOperation::Read,
+                    ResourceType::Topic,
+                    &t.name,
+                ) =>
+            {
+                pd.error_code = kerr::TOPIC_AUTHORIZATION_FAILED;
+                None
+            }
+            None if !by_id
+                && !authz::allowed(
+                    shard,
+                    client,
+                    AclOperation::Read,
+                    ResourceType::Topic,
+                    &w.topic.0,
+                ) =>
+            {
+                pd.error_code = kerr::TOPIC_AUTHORIZATION_FAILED;
+                None
+            }
             None => {
                 pd.error_code = if by_id {
                     kerr::UNKNOWN_TOPIC_ID

@@ -23,8 +23,9 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: FindCoordinatorRequest,
-    listener: crate::config::SecurityProtocol,
+    client: &crate::conn::Client,
 ) -> FindCoordinatorResponse {
+    let listener = client.listener;
     let (internal, what) = match r.key_type {
         KEY_TYPE_GROUP => (OFFSETS_TOPIC, "group"),
         KEY_TYPE_TRANSACTION => (crate::txn_host::TXN_TOPIC, "transactional"),
@@ -49,8 +50,25 @@ pub async fn handle(
         let hint = view.leader_hint(&t.id, p, &replicas, local);
         view.broker_on(hint.leader, listener)
     };
+    // Under the authorizer: DESCRIBE on the group or transactional id (Kafka's check).
+    let describable = |key: &str| {
+        use sluice_meta::acl::{AclOperation::Describe, ResourceType};
+        let rt = if r.key_type == KEY_TYPE_GROUP {
+            ResourceType::Group
+        } else {
+            ResourceType::TransactionalId
+        };
+        crate::authz::allowed(shard, client, Describe, rt, key)
+    };
     let answer = |key: &str| -> (i16, Option<String>, Option<NodeAddress>) {
-        if internal.is_empty() {
+        if !internal.is_empty() && !describable(key) {
+            let code = if r.key_type == KEY_TYPE_GROUP {
+                kerr::GROUP_AUTHORIZATION_FAILED
+            } else {
+                kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            };
+            (code, Some("Authorization failed.".to_string()), None)
+        } else if internal.is_empty() {
             (
                 kerr::INVALID_REQUEST,
                 Some(format!("unknown coordinator key type {}", r.key_type)),

@@ -14,6 +14,10 @@ use sluice_codec::RequestHeaderInfo;
 use super::alter_configs::{broker_target, check_broker_config};
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
+use sluice_meta::acl::AclOperation;
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topic_config::{topic_config_key, ConfigProblem};
@@ -104,6 +108,7 @@ fn apply(
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -112,7 +117,15 @@ pub async fn handle(
     };
     let mut out = Vec::new();
     for res in r.resources {
+        let refusal = authz::config_refusal(
+            shard,
+            client,
+            AclOperation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        );
         let outcome = match res.resource_type {
+            _ if refusal.is_some() => Err(refusal.expect("checked")),
             RESOURCE_TOPIC => {
                 controller
                     .alter_topic_configs(

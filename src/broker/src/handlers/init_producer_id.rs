@@ -23,6 +23,7 @@ use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &crate::conn::Client,
     _h: &RequestHeaderInfo,
     _r: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -32,6 +33,14 @@ pub async fn handle(
         .with_ongoing_txn_producer_id(ProducerId(-1))
         .with_ongoing_txn_producer_epoch(-1);
     // (With a transactional id the transaction coordinator answers: `crate::txn_host`.)
+    // Under the authorizer an idempotent producer needs IDEMPOTENT_WRITE on the cluster or
+    // WRITE on some topic (KIP-679), as in Kafka.
+    use sluice_meta::acl::{AclOperation, ResourceType};
+    if !crate::authz::cluster_allowed(shard, client, AclOperation::IdempotentWrite)
+        && !crate::authz::allowed_any(shard, client, AclOperation::Write, ResourceType::Topic)
+    {
+        return base.with_error_code(kerr::CLUSTER_AUTHORIZATION_FAILED);
+    }
     match cluster_producer_id(shard).await {
         Some(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         // Kafka's answer while the next block is not there yet: retriable.

@@ -13,12 +13,17 @@ use sluice_codec::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResp
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
+use sluice_meta::acl::{AclOperation::Describe, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     h: &RequestHeaderInfo,
     r: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
@@ -38,6 +43,7 @@ pub async fn handle(
     }
     for (ti, t) in r.topics.iter().enumerate() {
         let record = topics.get(&t.name.0);
+        let denied = !authz::allowed(shard, client, Describe, Topic, &t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut resp = ListOffsetsPartitionResponse::default()
@@ -47,6 +53,11 @@ pub async fn handle(
                 .with_leader_epoch(-1);
             if seen[&(t.name.0.as_str(), p.partition_index)] > 1 {
                 resp.error_code = kerr::INVALID_REQUEST;
+                parts.push(resp);
+                continue;
+            }
+            if denied {
+                resp.error_code = kerr::TOPIC_AUTHORIZATION_FAILED;
                 parts.push(resp);
                 continue;
             }

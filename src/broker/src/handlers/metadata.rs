@@ -14,6 +14,12 @@ use crate::kerr;
 use crate::shard::BrokerShard;
 use crate::topics::{validate_topic_name, TopicRecord};
 
+use sluice_meta::acl::AclOperation::{Create, Describe};
+use sluice_meta::acl::ResourceType::Topic;
+
+use crate::authz;
+use crate::conn::Client;
+
 /// "Authorized operations not requested" marker.
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
@@ -89,18 +95,36 @@ pub async fn handle(
     shard: &Rc<BrokerShard>,
     h: &RequestHeaderInfo,
     r: MetadataRequest,
-    listener: crate::config::SecurityProtocol,
+    client: &Client,
 ) -> MetadataResponse {
+    let listener = client.listener;
     let topics = shard.topics();
     let mut entries = Vec::new();
+    // Under the authorizer a client sees only the topics it may describe (Kafka's rule).
+    let describe = |name: &str| authz::allowed(shard, client, Describe, Topic, name);
+    let create = |name: &str| {
+        authz::cluster_allowed(shard, client, Create)
+            || authz::allowed(shard, client, Create, Topic, name)
+    };
     match &r.topics {
         // Null (v1+) or empty (v0) list: every topic.
-        None => entries.extend(topics.topics().iter().map(|t| topic_entry(shard, t))),
-        Some(list) if list.is_empty() && h.api_version == 0 => {
-            entries.extend(topics.topics().iter().map(|t| topic_entry(shard, t)))
-        }
+        None => entries.extend(
+            topics
+                .topics()
+                .iter()
+                .filter(|t| describe(&t.name))
+                .map(|t| topic_entry(shard, t)),
+        ),
+        Some(list) if list.is_empty() && h.api_version == 0 => entries.extend(
+            topics
+                .topics()
+                .iter()
+                .filter(|t| describe(&t.name))
+                .map(|t| topic_entry(shard, t)),
+        ),
         Some(list) => {
-            // Auto-create first (one controller round trip for all missing names).
+            // Auto-create first (one controller round trip for all missing names), of the
+            // names the client may create.
             let allow = shard.config.auto_create_topics
                 && (h.api_version < 4 || r.allow_auto_topic_creation);
             if allow {
@@ -108,6 +132,7 @@ pub async fn handle(
                     .iter()
                     .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
                     .filter(|n| topics.get(n).is_none() && validate_topic_name(n).is_ok())
+                    .filter(|n| create(n))
                     .collect();
                 if !missing.is_empty() {
                     shard.auto_create(missing).await;
@@ -119,7 +144,19 @@ pub async fn handle(
                     Some(n) => topics.get(n),
                     None => topics.get_by_id(req.topic_id.as_bytes()),
                 };
+                let named = req.name.as_ref().map(|n| n.as_str());
+                let visible = match (found, named) {
+                    (Some(t), _) => describe(&t.name),
+                    (None, Some(n)) => describe(n),
+                    (None, None) => true,
+                };
                 let entry = match found {
+                    // Kafka says the same whether or not the topic exists: existence is
+                    // not leaked to a client that may not describe it.
+                    _ if !visible => MetadataResponseTopic::default()
+                        .with_error_code(kerr::TOPIC_AUTHORIZATION_FAILED)
+                        .with_name(req.name.clone())
+                        .with_topic_authorized_operations(OPS_NOT_REQUESTED),
                     Some(t) => topic_entry(shard, t),
                     None => {
                         let code = match &req.name {

@@ -9,6 +9,7 @@ use sluice_codec::kafka_protocol::protocol::Encodable;
 use sluice_codec::{frame_response, ApiTable, Request, RequestHeaderInfo};
 use sluice_shard::ShardId;
 
+use crate::authz;
 use crate::conn::{Client, Outcome};
 use crate::shard::BrokerShard;
 
@@ -16,6 +17,7 @@ pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
+pub mod cluster_acl;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
@@ -149,29 +151,46 @@ pub async fn dispatch(
 ) -> Outcome {
     let h = &request.header;
     let listener = client.listener;
+    if authz::enabled(shard) {
+        if let Some(refusal) = cluster_acl::refused(shard, client, h, &request.body) {
+            return refusal;
+        }
+    }
     match request.body {
         RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
-        RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r, listener).await),
-        RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len, listener).await,
-        RequestKind::Fetch(r) => {
-            fetch::respond(h, &fetch::handle(shard, h, r, client.conn, listener).await)
+        RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r, client).await),
+        RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len, client).await,
+        RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r, client).await),
+        RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, client, h, r).await),
+        RequestKind::CreateTopics(r) => {
+            respond(h, &create_topics::handle(shard, client, h, r).await)
         }
-        RequestKind::ListOffsets(r) => respond(h, &list_offsets::handle(shard, h, r).await),
-        RequestKind::CreateTopics(r) => respond(h, &create_topics::handle(shard, h, r).await),
-        RequestKind::DeleteTopics(r) => respond(h, &delete_topics::handle(shard, h, r).await),
+        RequestKind::DeleteTopics(r) => {
+            respond(h, &delete_topics::handle(shard, client, h, r).await)
+        }
         RequestKind::CreatePartitions(r) => {
-            respond(h, &create_partitions::handle(shard, h, r).await)
+            respond(h, &create_partitions::handle(shard, client, h, r).await)
         }
-        RequestKind::DeleteRecords(r) => respond(h, &delete_records::handle(shard, h, r).await),
-        RequestKind::InitProducerId(r) => respond(h, &init_producer_id::handle(shard, h, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            respond(h, &offset_for_leader_epoch::handle(shard, h, r).await)
+        RequestKind::DeleteRecords(r) => {
+            respond(h, &delete_records::handle(shard, client, h, r).await)
         }
-        RequestKind::DescribeConfigs(r) => respond(h, &describe_configs::handle(shard, h, r)),
-        RequestKind::AlterConfigs(r) => respond(h, &alter_configs::handle(shard, h, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            respond(h, &incremental_alter_configs::handle(shard, h, r).await)
+        RequestKind::InitProducerId(r) => {
+            respond(h, &init_producer_id::handle(shard, client, h, r).await)
         }
+        RequestKind::OffsetForLeaderEpoch(r) => respond(
+            h,
+            &offset_for_leader_epoch::handle(shard, client, h, r).await,
+        ),
+        RequestKind::DescribeConfigs(r) => {
+            respond(h, &describe_configs::handle(shard, client, h, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            respond(h, &alter_configs::handle(shard, client, h, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => respond(
+            h,
+            &incremental_alter_configs::handle(shard, client, h, r).await,
+        ),
         RequestKind::DescribeLogDirs(r) => {
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
         }
@@ -185,12 +204,12 @@ pub async fn dispatch(
             respond(h, &list_partition_reassignments::handle(shard, h, r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            respond(h, &find_coordinator::handle(shard, h, r, listener).await)
+            respond(h, &find_coordinator::handle(shard, h, r, client).await)
         }
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, h, r).await,
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(shard, h, r).await,
         RequestKind::DescribeProducers(r) => {
-            respond(h, &describe_producers::handle(shard, h, r).await)
+            respond(h, &describe_producers::handle(shard, client, h, r).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
             respond(h, &user_scram_credentials::describe(shard, h, r))

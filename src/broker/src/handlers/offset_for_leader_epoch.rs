@@ -14,12 +14,17 @@ use sluice_codec::kafka_protocol::messages::{
 use sluice_codec::RequestHeaderInfo;
 
 use super::join_all;
+use sluice_meta::acl::{AclOperation::Describe, ResourceType::Topic};
+
+use crate::authz;
+use crate::conn::Client;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
 use crate::shard::BrokerShard;
 
 pub async fn handle(
     shard: &Rc<BrokerShard>,
+    client: &Client,
     _h: &RequestHeaderInfo,
     r: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
@@ -29,6 +34,7 @@ pub async fn handle(
     let mut futs = Vec::new();
     for (ti, t) in r.topics.iter().enumerate() {
         let record = topics.get(&t.topic.0);
+        let denied = !authz::allowed(shard, client, Describe, Topic, &t.topic.0);
         let mut parts = Vec::new();
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut e = EpochEndOffset::default()
@@ -36,6 +42,7 @@ pub async fn handle(
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             match record {
+                _ if denied => e.error_code = kerr::TOPIC_AUTHORIZATION_FAILED,
                 Some(rec) if p.partition >= 0 && p.partition < rec.partitions => {
                     let req = PartitionRequest {
                         topic_id: rec.id,

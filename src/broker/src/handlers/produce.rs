@@ -16,6 +16,9 @@ use sluice_codec::kafka_protocol::protocol::StrBytes;
 use sluice_codec::RequestHeaderInfo;
 
 use super::{current_leader, join_all, respond, str_bytes};
+use sluice_meta::acl::{AclOperation::Write, ResourceType};
+
+use crate::authz;
 use crate::conn::Outcome;
 use crate::kerr;
 use crate::ops::{PartitionOp, PartitionRequest};
@@ -27,8 +30,9 @@ pub async fn handle(
     h: &RequestHeaderInfo,
     r: ProduceRequest,
     frame_len: usize,
-    listener: crate::config::SecurityProtocol,
+    client: &crate::conn::Client,
 ) -> Outcome {
+    let listener = client.listener;
     let acks = r.acks;
     let topics = shard.topics();
     let now = crate::shard::now_ms();
@@ -43,13 +47,18 @@ pub async fn handle(
                 .is_some_and(|h| h.is_transactional())
         })
     });
-    let early_error = if !matches!(acks, -1..=1) {
-        Some(kerr::INVALID_REQUIRED_ACKS)
-    } else if has_transactional && r.transactional_id.is_none() {
-        Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    } else {
-        None
-    };
+    let early_error =
+        if !matches!(acks, -1..=1) {
+            Some(kerr::INVALID_REQUIRED_ACKS)
+        } else if has_transactional && r.transactional_id.is_none() {
+            Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if r.transactional_id.as_ref().is_some_and(|id| {
+            !authz::allowed(shard, client, Write, ResourceType::TransactionalId, id)
+        }) {
+            Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
 
     // (topic index, partition index) and what to send, for each partition that passed.
     let mut slots = Vec::new();
@@ -62,6 +71,11 @@ pub async fn handle(
         } else {
             topics.get_with_rules(&td.name.0)
         };
+        // Under the authorizer: WRITE on the topic, by the name it has or the client asks
+        // for (an unknown topic id stays UNKNOWN_TOPIC_ID: there is no name to check).
+        let name = record.map_or(td.name.0.as_str(), |(t, _)| t.name.as_str());
+        let writable = (record.is_none() && h.api_version >= 13)
+            || authz::allowed(shard, client, Write, ResourceType::Topic, name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let mut resp = PartitionProduceResponse::default()
@@ -71,6 +85,7 @@ pub async fn handle(
                 .with_log_start_offset(-1);
             let code = match (early_error, record) {
                 (Some(code), _) => Some(code),
+                _ if !writable => Some(kerr::TOPIC_AUTHORIZATION_FAILED),
                 (None, None) => Some(if h.api_version >= 13 {
                     kerr::UNKNOWN_TOPIC_ID
                 } else {
