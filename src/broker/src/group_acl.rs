@@ -25,7 +25,7 @@ use crate::shard::BrokerShard;
 /// What to do with a group request.
 pub enum Gate {
     /// Run it (perhaps with refused groups or topics taken out), then [`finish`] the answer.
-    Run(RequestKind, Refused),
+    Run(Box<RequestKind>, Refused),
     /// Answer this instead.
     Refuse(Response),
 }
@@ -54,7 +54,7 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
     let may = |op, rt, name: &str| authz::allowed(shard, client, op, rt, name);
     let op = group_operation(&req);
     let Some(ids) = crate::group_host::group_ids(&req, version) else {
-        return Gate::Run(req, Refused::default());
+        return Gate::Run(Box::new(req), Refused::default());
     };
     let multi = matches!(
         req,
@@ -65,7 +65,7 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
     if matches!(req, RequestKind::ListGroups(_)) {
         let all = authz::cluster_allowed(shard, client, Describe);
         return Gate::Run(
-            req,
+            Box::new(req),
             Refused {
                 errors: None,
                 filter: !all,
@@ -84,7 +84,7 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
             _ => {}
         }
         let filter = matches!(req, RequestKind::OffsetFetch(_));
-        return Gate::Run(req, Refused { errors, filter });
+        return Gate::Run(Box::new(req), Refused { errors, filter });
     }
     if let RequestKind::TxnOffsetCommit(r) = &req {
         if !may(Write, TransactionalId, &r.transactional_id) {
@@ -121,7 +121,7 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
         _ => None,
     };
     let filter = matches!(req, RequestKind::OffsetFetch(_));
-    Gate::Run(req, Refused { errors, filter })
+    Gate::Run(Box::new(req), Refused { errors, filter })
 }
 
 fn topics_empty(req: &RequestKind) -> bool {

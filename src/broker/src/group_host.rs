@@ -446,7 +446,7 @@ pub async fn run_local(
     match crate::group_acl::gate(shard, client, req, version) {
         crate::group_acl::Gate::Refuse(r) => Some(r),
         crate::group_acl::Gate::Run(req, refused) => {
-            let mut r = run_unchecked(shard, req, version, client_id, &client.host).await?;
+            let mut r = run_unchecked(shard, *req, version, client_id, &client.host).await?;
             crate::group_acl::finish(shard, client, &mut r, refused);
             Some(r)
         }

@@ -37,8 +37,7 @@ pub async fn handle(
     let topics = shard.topics();
     let now = crate::shard::now_ms();
     let client_id = h.client_id.as_deref();
-    // Kafka answers a request carrying transactional batches without a transactional id
-    // (none to authorise) with TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition.
+    // Whether any batch is transactional.
     let has_transactional = r.topic_data.iter().any(|td| {
         td.partition_data.iter().any(|pd| {
             pd.records
@@ -47,18 +46,20 @@ pub async fn handle(
                 .is_some_and(|h| h.is_transactional())
         })
     });
-    let early_error =
-        if !matches!(acks, -1..=1) {
-            Some(kerr::INVALID_REQUIRED_ACKS)
-        } else if has_transactional && r.transactional_id.is_none() {
-            Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        } else if r.transactional_id.as_ref().is_some_and(|id| {
-            !authz::allowed(shard, client, Write, ResourceType::TransactionalId, id)
-        }) {
-            Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        } else {
-            None
-        };
+    // Kafka answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition to
+    // transactional batches without a transactional id (none to authorise) and, under the
+    // authorizer, to a transactional id the client may not WRITE.
+    let txn_refused = match &r.transactional_id {
+        None => has_transactional,
+        Some(id) => !authz::allowed(shard, client, Write, ResourceType::TransactionalId, id),
+    };
+    let early_error = if !matches!(acks, -1..=1) {
+        Some(kerr::INVALID_REQUIRED_ACKS)
+    } else if txn_refused {
+        Some(kerr::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
 
     // (topic index, partition index) and what to send, for each partition that passed.
     let mut slots = Vec::new();
