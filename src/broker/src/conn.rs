@@ -81,6 +81,7 @@ pub async fn serve(
         listener,
         principal: Rc::from(ANONYMOUS),
         internal: false,
+        mute: Rc::default(),
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -217,6 +218,14 @@ async fn serve_stream<S>(
                     // Shutdown: no new requests; the writer answers those in flight.
                     if shard.draining() {
                         break 'read;
+                    }
+                    // A throttled client (a quota): nothing more of it runs until its
+                    // throttle time has passed.
+                    if let Some(until) = client.mute.take() {
+                        let now = Instant::now();
+                        if until > now {
+                            glommio::timer::sleep(until - now).await;
+                        }
                     }
                     let permit =
                         memory.take_request(FRAME_SIZE_PREFIX_LEN + frame.len(), may_park(&frame));
@@ -385,6 +394,9 @@ pub struct Client {
     /// The node itself (a request one of its shards makes of another): the authorizer
     /// lets it do anything. Never set for a client's request, forwarded or not.
     pub internal: bool,
+    /// Until when the connection is muted (a quota throttle, KIP-219): no request of it is
+    /// read before then. Shared by every request of the connection.
+    pub mute: Rc<std::cell::Cell<Option<Instant>>>,
 }
 
 /// Kafka's principal of an unauthenticated client.
@@ -399,6 +411,7 @@ impl Client {
             listener: shard.config.listeners[0].protocol,
             principal: Rc::from(ANONYMOUS),
             internal: true,
+            mute: Rc::default(),
         }
     }
 }
@@ -626,6 +639,7 @@ pub async fn forward(
             | ApiKey::AlterUserScramCredentials
             | ApiKey::CreateAcls
             | ApiKey::DeleteAcls
+            | ApiKey::AlterClientQuotas
             // EndTxn waits for its markers; InitProducerId for a producer-id block from
             // the controller and for its record (a fence: the abort's Prepare record).
             | ApiKey::EndTxn

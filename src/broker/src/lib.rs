@@ -38,6 +38,7 @@ pub mod panic_policy;
 pub mod partition_dirs;
 pub mod produce_rules;
 pub mod producer_ids;
+pub mod quotas;
 pub mod replication;
 pub mod replication_throttle;
 pub mod request_memory;
@@ -106,6 +107,8 @@ pub struct Shared {
     pub credentials: scram_store::Credentials,
     /// The committed ACLs and the authorizer built from them.
     pub acls: authz::AclStore,
+    /// The committed client quotas and the node's budgets.
+    pub quotas: quotas::QuotaStore,
 }
 
 impl Shared {
@@ -252,6 +255,7 @@ pub fn run(
         tls: tls.clone(),
         credentials: Default::default(),
         acls: authz::AclStore::new(&config),
+        quotas: Default::default(),
     });
     if config.stats_interval.is_some() {
         stats::enable();

@@ -444,6 +444,7 @@ async fn adopt(shard: &Rc<BrokerShard>) {
         .credentials
         .set(image.scram_credentials());
     shard.shared_handle.acls.set(image.acls());
+    shard.shared_handle.quotas.set(image.quotas());
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.
@@ -788,6 +789,33 @@ pub async fn create_acls(
         }
     };
     if answer.iter().any(|(_, o)| o.is_ok()) {
+        let want = node.applied_index();
+        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    }
+    answer
+        .into_iter()
+        .map(|(_, o)| o.map_err(|e| api_err(&e)))
+        .collect()
+}
+
+/// AlterClientQuotas through the controller: per entry, its outcome, in order; answered
+/// once every shard of this node enforces the change.
+pub async fn alter_quotas(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    entries: Vec<sluice_meta::controller::QuotaAlteration>,
+    validate_only: bool,
+) -> Vec<Result<(), (i16, String)>> {
+    let n = entries.len();
+    let answer = match node.alter_client_quotas(entries, validate_only).await {
+        Answer::AlterQuotas(v) if v.len() == n => v,
+        other => {
+            log::error!("alter client quotas: unexpected answer {other:?}");
+            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
+            return vec![Err(e); n];
+        }
+    };
+    if !validate_only && answer.iter().any(|(_, o)| o.is_ok()) {
         let want = node.applied_index();
         wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
     }

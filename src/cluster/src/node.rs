@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_lite::future::or;
 use raft::eraftpb::EntryType;
 use sluice_meta::acl::{AclBinding, AclFilter};
-use sluice_meta::controller::{code, AlterConfig, Registration, ScramChange};
+use sluice_meta::controller::{code, AlterConfig, QuotaAlteration, Registration, ScramChange};
 use sluice_meta::{
     bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
     LegacyState, ListenerEndpoint, MetadataImage, NewTopic, ProposalId, Record, ReplyToken,
@@ -819,6 +819,23 @@ impl ControllerNode {
             .await
     }
 
+    /// AlterClientQuotas: per entry, its outcome.
+    pub async fn alter_client_quotas(
+        &self,
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    ) -> Answer {
+        self.inner
+            .command(
+                Command::AlterQuotas {
+                    entries,
+                    validate_only,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
     /// DeleteAcls: per filter, the bindings it removed.
     pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Answer {
         self.inner
@@ -1072,6 +1089,7 @@ fn not_controller(a: &Answer) -> bool {
         Answer::AlterScram(v) => all(v),
         Answer::CreateAcls(v) => all(v),
         Answer::DeleteAcls(v) => all(v),
+        Answer::AlterQuotas(v) => all(v),
     }
 }
 
@@ -1610,6 +1628,10 @@ impl Inner {
                 Command::AlterScram { changes } => c.alter_scram(token, changes),
                 Command::CreateAcls { bindings } => c.create_acls(token, bindings),
                 Command::DeleteAcls { filters } => c.delete_acls(token, filters),
+                Command::AlterQuotas {
+                    entries,
+                    validate_only,
+                } => c.alter_client_quotas(token, entries, validate_only),
             };
             self.ctrl_fx(&mut st, fx);
         }

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use sluice_meta::acl::{
     AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
 };
-use sluice_meta::controller::{AlterConfig, ConfigTarget, Registration, ScramChange, TopicCreated};
+use sluice_meta::controller::{
+    AlterConfig, ConfigTarget, QuotaAlteration, Registration, ScramChange, TopicCreated,
+};
+use sluice_meta::quota::{QuotaEntity, QuotaValue};
 use sluice_meta::{
     Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock, ScramRecord,
 };
@@ -52,6 +55,8 @@ pub mod method {
     pub const CREATE_ACLS: u16 = 14;
     /// DeleteAcls (a command).
     pub const DELETE_ACLS: u16 = 15;
+    /// AlterClientQuotas (a command).
+    pub const ALTER_QUOTAS: u16 = 16;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -126,6 +131,11 @@ pub enum Command {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// AlterClientQuotas: the entries, in request order.
+    AlterQuotas {
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    },
 }
 
 impl Command {
@@ -144,6 +154,7 @@ impl Command {
             Command::AlterScram { .. } => method::ALTER_SCRAM,
             Command::CreateAcls { .. } => method::CREATE_ACLS,
             Command::DeleteAcls { .. } => method::DELETE_ACLS,
+            Command::AlterQuotas { .. } => method::ALTER_QUOTAS,
         }
     }
 
@@ -204,6 +215,12 @@ impl Command {
                 filters
                     .iter()
                     .map(|f| (f.clone(), Err(e.clone())))
+                    .collect(),
+            ),
+            Command::AlterQuotas { entries, .. } => Answer::AlterQuotas(
+                entries
+                    .iter()
+                    .map(|q| (q.entity.clone(), Err(e.clone())))
                     .collect(),
             ),
         }
@@ -320,6 +337,22 @@ impl Command {
             }
             Command::CreateAcls { bindings } => w.list(bindings, |w, b| w.acl(b)),
             Command::DeleteAcls { filters } => w.list(filters, |w, f| w.acl_filter(f)),
+            Command::AlterQuotas {
+                entries,
+                validate_only,
+            } => {
+                w.bool(*validate_only);
+                w.list(entries, |w, q| {
+                    w.quota_entity(&q.entity);
+                    w.list(&q.ops, |w, (k, v)| {
+                        w.str(k);
+                        w.bool(v.is_some());
+                        if let Some(v) = v {
+                            w.u64(v.0.to_bits());
+                        }
+                    });
+                });
+            }
         }
         w.finish()
     }
@@ -329,7 +362,7 @@ impl Command {
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
             || method == method::METADATA_INDEX
-            || (method::ALTER_SCRAM..=method::DELETE_ACLS).contains(&method);
+            || (method::ALTER_SCRAM..=method::ALTER_QUOTAS).contains(&method);
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -445,6 +478,27 @@ impl Command {
             method::DELETE_ACLS => Command::DeleteAcls {
                 filters: r.list(ACL_BYTES_MIN, |r| r.acl_filter())?,
             },
+            method::ALTER_QUOTAS => {
+                let validate_only = r.bool()?;
+                let entries = r.list(3 + 4, |r| {
+                    Ok(QuotaAlteration {
+                        entity: r.quota_entity()?,
+                        ops: r.list(4 + 1, |r| {
+                            let key = r.str()?;
+                            let value = if r.bool()? {
+                                Some(QuotaValue(f64::from_bits(r.u64()?)))
+                            } else {
+                                None
+                            };
+                            Ok((key, value))
+                        })?,
+                    })
+                })?;
+                Command::AlterQuotas {
+                    entries,
+                    validate_only,
+                }
+            }
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -534,6 +588,13 @@ pub fn encode_answer(a: &Answer) -> Bytes {
                 w.outcome(o, |_, _| {});
             });
         }
+        Answer::AlterQuotas(v) => {
+            w.u8(14);
+            w.list(v, |w, (e, o)| {
+                w.quota_entity(e);
+                w.outcome(o, |_, _| {});
+            });
+        }
         Answer::DeleteAcls(v) => {
             w.u8(13);
             w.list(v, |w, (f, o)| {
@@ -581,6 +642,7 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
         10 => Answer::MetadataIndex(r.outcome(|r| r.u64())?),
         11 => Answer::AlterScram(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         12 => Answer::CreateAcls(r.list(ACL_BYTES_MIN + 1, |r| Ok((r.acl()?, r.outcome(unit)?)))?),
+        14 => Answer::AlterQuotas(r.list(3 + 1, |r| Ok((r.quota_entity()?, r.outcome(unit)?)))?),
         13 => Answer::DeleteAcls(r.list(ACL_BYTES_MIN + 1, |r| {
             Ok((
                 r.acl_filter()?,
@@ -832,6 +894,18 @@ impl Writer {
         self.u8(b.operation.code() as u8);
         self.u8(b.permission.code() as u8);
     }
+    fn quota_entity(&mut self, e: &QuotaEntity) {
+        for c in [&e.user, &e.client_id, &e.ip] {
+            match c {
+                None => self.u8(0),
+                Some(None) => self.u8(1),
+                Some(Some(n)) => {
+                    self.u8(2);
+                    self.str(n);
+                }
+            }
+        }
+    }
     fn acl_filter(&mut self, f: &AclFilter) {
         self.u8(f.resource_type.code() as u8);
         self.opt_str(f.name.as_deref());
@@ -917,6 +991,21 @@ impl<'a> Reader<'a> {
             host: self.str()?,
             operation: self.code(AclOperation::from_code)?,
             permission: self.code(AclPermission::from_code)?,
+        })
+    }
+    fn quota_entity(&mut self) -> R<QuotaEntity> {
+        let mut component = || -> R<Option<Option<String>>> {
+            Ok(match self.u8()? {
+                0 => None,
+                1 => Some(None),
+                2 => Some(Some(self.str()?)),
+                _ => return Err(WireError("bad quota entity")),
+            })
+        };
+        Ok(QuotaEntity {
+            user: component()?,
+            client_id: component()?,
+            ip: component()?,
         })
     }
     fn acl_filter(&mut self) -> R<AclFilter> {
@@ -1076,6 +1165,20 @@ mod tests {
             Command::CreateAcls {
                 bindings: vec![binding()],
             },
+            Command::AlterQuotas {
+                entries: vec![QuotaAlteration {
+                    entity: QuotaEntity {
+                        user: Some(None),
+                        client_id: Some(Some("app".into())),
+                        ip: None,
+                    },
+                    ops: vec![
+                        ("producer_byte_rate".into(), Some(QuotaValue(1024.0))),
+                        ("request_percentage".into(), None),
+                    ],
+                }],
+                validate_only: true,
+            },
             Command::DeleteAcls {
                 filters: vec![
                     AclFilter::any(),
@@ -1122,6 +1225,7 @@ mod tests {
             Answer::MetadataIndex(Err(e())),
             Answer::AlterScram(vec![("alice".into(), Ok(())), ("bob".into(), Err(e()))]),
             Answer::CreateAcls(vec![(binding(), Ok(())), (binding(), Err(e()))]),
+            Answer::AlterQuotas(vec![(QuotaEntity::default(), Err(e()))]),
             Answer::DeleteAcls(vec![
                 (AclFilter::any(), Ok(vec![binding(), binding()])),
                 (AclFilter::any(), Err(e())),

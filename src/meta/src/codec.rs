@@ -41,6 +41,9 @@
 //!                      host:string operation:u8 permission:u8 (Kafka's codes; a binding
 //!                      `acl::check_binding` accepts)
 //!  14 RemoveAcl        as Acl
+//!  16 ClientQuota      user:component client_id:component ip:component key:string
+//!                      value:option<f64 as 8 big-endian bytes> (absent: removed)
+//!                      component := 0 (absent) | 1 (the default) | 2 name:string
 //!  15 ProducerIds      node:varint first:varint size:uvarint
 //! 100 ClusterId        cluster_id:string
 //! 101 Revision         revision:uvarint
@@ -310,6 +313,35 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             put_str(out, user)?;
             put_varint(out, (*mechanism).into());
         }
+        Record::ClientQuota { entity, key, value } => {
+            let valid = match value {
+                Some(v) => crate::quota::check_quota(entity, key, v.0).is_ok(),
+                None => crate::quota::check_entity(entity).is_ok(),
+            };
+            if !valid {
+                return Err(DecodeError::Invalid {
+                    what: "client quota",
+                });
+            }
+            for c in [&entity.user, &entity.client_id, &entity.ip] {
+                match c {
+                    None => out.push(0),
+                    Some(None) => out.push(1),
+                    Some(Some(name)) => {
+                        out.push(2);
+                        put_str(out, name)?;
+                    }
+                }
+            }
+            put_str(out, key)?;
+            match value {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&v.0.to_bits().to_be_bytes());
+                }
+            }
+        }
         Record::Acl(b) | Record::RemoveAcl(b) => {
             if crate::acl::check_binding(b).is_err() {
                 return Err(DecodeError::Invalid {
@@ -335,7 +367,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     let version = r.u8("record version")?;
     let known = matches!(
         type_id,
-        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 100 | 101
+        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 16 | 100 | 101
     );
     if !known {
         return Err(DecodeError::UnknownType { type_id });
@@ -503,6 +535,41 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             user: r.string("SCRAM user")?,
             mechanism: r.mechanism()?,
         },
+        16 => {
+            let what = "client quota";
+            let mut component = || -> Result<crate::quota::Component, DecodeError> {
+                Ok(match r.u8(what)? {
+                    0 => None,
+                    1 => Some(None),
+                    2 => Some(Some(r.string(what)?)),
+                    _ => return Err(DecodeError::Invalid { what }),
+                })
+            };
+            let entity = crate::quota::QuotaEntity {
+                user: component()?,
+                client_id: component()?,
+                ip: component()?,
+            };
+            let key = r.string(what)?;
+            let value = match r.u8(what)? {
+                0 => None,
+                1 => {
+                    let b: [u8; 8] = r.take(8, what)?.try_into().expect("8 bytes");
+                    Some(crate::quota::QuotaValue(f64::from_bits(
+                        u64::from_be_bytes(b),
+                    )))
+                }
+                _ => return Err(DecodeError::Invalid { what }),
+            };
+            let valid = match value {
+                Some(v) => crate::quota::check_quota(&entity, &key, v.0).is_ok(),
+                None => crate::quota::check_entity(&entity).is_ok(),
+            };
+            if !valid {
+                return Err(DecodeError::Invalid { what });
+            }
+            Record::ClientQuota { entity, key, value }
+        }
         13 | 14 => {
             let b = r.acl()?;
             if type_id == 13 {

@@ -25,7 +25,7 @@ use crate::limits::{
 use crate::placement::{self, Start};
 use crate::record::{
     BrokerRegistration, ConfigResource, Endpoint, NodeId, PartitionRecord, ProducerIdsBlock,
-    Record, ScramRecord, TopicId,
+    QuotaEntity, QuotaValue, Record, ScramRecord, TopicId,
 };
 use crate::rng::Rng;
 
@@ -217,6 +217,15 @@ pub enum Answer {
     CreateAcls(Vec<(AclBinding, Outcome<()>)>),
     /// Per filter of DeleteAcls, in request order: the bindings it removed.
     DeleteAcls(Vec<(AclFilter, Outcome<Vec<AclBinding>>)>),
+    /// Per entry of AlterClientQuotas, in request order.
+    AlterQuotas(Vec<(QuotaEntity, Outcome<()>)>),
+}
+
+/// One entry of AlterClientQuotas: the entity and its changes (`None` removes the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaAlteration {
+    pub entity: QuotaEntity,
+    pub ops: Vec<(String, Option<QuotaValue>)>,
 }
 
 /// One change of AlterUserScramCredentials.
@@ -1364,6 +1373,86 @@ impl Controller {
         self.propose(Some((token, Answer::DeleteAcls(answer))), records)
     }
 
+    /// AlterClientQuotas (Kafka's `ClientQuotaControlManager`): each entry is checked on its
+    /// own (INVALID_REQUEST with the reason: an entity Kafka refuses, a key the entity
+    /// cannot have, a value that is not positive or not whole where it must be, a key
+    /// twice); the valid entries' changes commit together, unless `validate_only`.
+    pub fn alter_client_quotas(
+        &mut self,
+        token: ReplyToken,
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    ) -> Vec<Effect> {
+        if let Some(e) = self.not_controller() {
+            let answer = entries.into_iter().map(|q| (q.entity, Err(e.clone())));
+            return vec![Effect::Reply(token, Answer::AlterQuotas(answer.collect()))];
+        }
+        let mut records = Vec::new();
+        let mut answer = Vec::with_capacity(entries.len());
+        // An entity named by two entries: the later one sees the earlier one's values.
+        let mut pending: BTreeMap<(QuotaEntity, String), Option<QuotaValue>> = BTreeMap::new();
+        let mut new_entities = std::collections::BTreeSet::new();
+        for q in entries {
+            let held = self.speculative.quotas().len() + new_entities.len();
+            let adds_entity = !self.speculative.quotas().contains_key(&q.entity)
+                && !new_entities.contains(&q.entity)
+                && q.ops.iter().any(|(_, v)| v.is_some());
+            let checked = (|| {
+                crate::quota::check_entity(&q.entity)?;
+                let mut seen = std::collections::BTreeSet::new();
+                for (key, value) in &q.ops {
+                    if !seen.insert(key.as_str()) {
+                        return Err(format!("Duplicate quota key {key}"));
+                    }
+                    // A removal must name a key the entity can have; a value must be valid.
+                    let probe = value.map_or(1.0, |v| v.0);
+                    crate::quota::check_quota(&q.entity, key, probe)?;
+                }
+                if adds_entity && held >= crate::quota::QUOTA_ENTITIES_MAX {
+                    return Err(format!(
+                        "The cluster holds quotas of {} entities, the most it may",
+                        crate::quota::QUOTA_ENTITIES_MAX
+                    ));
+                }
+                Ok(())
+            })();
+            let outcome = match checked {
+                Err(why) => err(code::INVALID_REQUEST, why),
+                Ok(()) => {
+                    if adds_entity {
+                        new_entities.insert(q.entity.clone());
+                    }
+                    for (key, value) in &q.ops {
+                        let k = (q.entity.clone(), key.clone());
+                        let current = match pending.get(&k) {
+                            Some(v) => *v,
+                            None => self
+                                .speculative
+                                .quotas()
+                                .get(&q.entity)
+                                .and_then(|m| m.get(key))
+                                .copied(),
+                        };
+                        if current != *value {
+                            pending.insert(k, *value);
+                            records.push(Record::ClientQuota {
+                                entity: q.entity.clone(),
+                                key: key.clone(),
+                                value: *value,
+                            });
+                        }
+                    }
+                    Ok(())
+                }
+            };
+            answer.push((q.entity, outcome));
+        }
+        if validate_only {
+            records.clear();
+        }
+        self.propose(Some((token, Answer::AlterQuotas(answer))), records)
+    }
+
     fn check_epoch(&self, node: NodeId, epoch: u64) -> Outcome<&BrokerRegistration> {
         match self.speculative.broker(node) {
             None => err(
@@ -1669,5 +1758,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::AlterScram(v) => Answer::AlterScram(each(v, &e)),
         Answer::CreateAcls(v) => Answer::CreateAcls(each(v, &e)),
         Answer::DeleteAcls(v) => Answer::DeleteAcls(each(v, &e)),
+        Answer::AlterQuotas(v) => Answer::AlterQuotas(each(v, &e)),
     }
 }

@@ -18,7 +18,7 @@ use crate::limits::{
 };
 use crate::record::{
     check_scram, AclBinding, BrokerRegistration, ConfigResource, NodeId, PartitionRecord,
-    ProducerIdsBlock, Record, ScramRecord, TopicId,
+    ProducerIdsBlock, QuotaEntity, QuotaValue, Record, ScramRecord, TopicId,
 };
 
 /// Kafka's internal topics (flagged in Metadata, not deletable, partition count fixed).
@@ -132,6 +132,8 @@ pub struct Delta {
     pub scram_users: BTreeSet<String>,
     /// Whether any access-control entry came or went.
     pub acls: bool,
+    /// Whether any client quota changed.
+    pub quotas: bool,
 }
 
 impl Delta {
@@ -155,6 +157,8 @@ pub struct MetadataImage {
     scram: BTreeMap<(String, i8), ScramRecord>,
     /// Access-control entries (at most `acl::ACLS_MAX`).
     acls: BTreeSet<AclBinding>,
+    /// Client quotas by entity (at most `quota::QUOTA_ENTITIES_MAX` entities), none empty.
+    quotas: BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
     // Derived (rebuilt identically by any replay, so equality still means "same state").
     names: BTreeMap<String, TopicId>,
     /// Names with '.' folded to '_' (Kafka refuses names that collide so).
@@ -293,6 +297,10 @@ impl MetadataImage {
 
     pub fn acls(&self) -> &BTreeSet<AclBinding> {
         &self.acls
+    }
+
+    pub fn quotas(&self) -> &BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>> {
+        &self.quotas
     }
 
     pub fn next_producer_id(&self) -> i64 {
@@ -459,6 +467,24 @@ impl MetadataImage {
             Record::RemoveAcl(b) => {
                 if !self.acls.contains(b) {
                     return invalid(format!("no ACL {b:?} to remove"));
+                }
+                Ok(())
+            }
+            Record::ClientQuota { entity, key, value } => {
+                let current = self.quotas.get(entity).and_then(|q| q.get(key));
+                match value {
+                    Some(v) => {
+                        crate::quota::check_quota(entity, key, v.0).map_err(InvalidRecord)?
+                    }
+                    None => crate::quota::check_entity(entity).map_err(InvalidRecord)?,
+                }
+                if current == value.as_ref() {
+                    return invalid(format!("quota {key} of {entity:?} does not change"));
+                }
+                if !self.quotas.contains_key(entity)
+                    && self.quotas.len() >= crate::quota::QUOTA_ENTITIES_MAX
+                {
+                    return invalid("too many quota entities");
                 }
                 Ok(())
             }
@@ -648,6 +674,24 @@ impl MetadataImage {
                 self.acls.remove(b);
                 delta.acls = true;
             }
+            Record::ClientQuota { entity, key, value } => {
+                match value {
+                    Some(v) => {
+                        self.quotas
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(key.clone(), *v);
+                    }
+                    None => {
+                        let q = self.quotas.get_mut(entity).expect("validated");
+                        q.remove(key);
+                        if q.is_empty() {
+                            self.quotas.remove(entity);
+                        }
+                    }
+                }
+                delta.quotas = true;
+            }
             Record::RemoveTopic { id } => {
                 let t = self.topics.remove(id).expect("validated");
                 self.names.remove(&t.name);
@@ -785,6 +829,15 @@ impl MetadataImage {
         }
         for b in &self.acls {
             out.push(Record::Acl(b.clone()));
+        }
+        for (entity, q) in &self.quotas {
+            for (key, value) in q {
+                out.push(Record::ClientQuota {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: Some(*value),
+                });
+            }
         }
         out
     }

@@ -12,6 +12,7 @@
 //!   PartitionChange, Config, ProducerIds, RemoveTopic, ScramCredential and its removal,
 //!   Acl and RemoveAcl, ClusterId, Revision).
 //! - `acl`: access-control bindings and filters in Kafka's codes, and their validation.
+//! - `quota`: client-quota entities and keys, their validation and lookup order.
 //! - `codec`: their versioned binary encoding (the format is documented there).
 //! - `image`: [`MetadataImage`], built by applying records in order; each application
 //!   reports a [`Delta`]; [`MetadataImage::snapshot`] gives records that rebuild it.
@@ -98,6 +99,7 @@ pub mod image;
 pub mod leaders;
 pub mod limits;
 pub mod placement;
+pub mod quota;
 pub mod reconcile;
 pub mod record;
 pub mod rng;

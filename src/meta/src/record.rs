@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 pub use crate::acl::AclBinding;
+pub use crate::quota::{QuotaEntity, QuotaValue};
 
 /// A broker's (node's) id, as Kafka's `broker.id` / `node.id`: non-negative.
 pub type NodeId = i32;
@@ -66,6 +67,12 @@ pub enum Record {
     Acl(AclBinding),
     /// The entry is gone (Kafka's `RemoveAccessControlEntryRecord`).
     RemoveAcl(AclBinding),
+    /// A client quota set (`Some`) or removed (`None`) (Kafka's `ClientQuotaRecord`).
+    ClientQuota {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<QuotaValue>,
+    },
 }
 
 /// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
@@ -259,6 +266,7 @@ impl Record {
             Record::RemoveScramCredential { .. } => 12,
             Record::Acl(_) => 13,
             Record::RemoveAcl(_) => 14,
+            Record::ClientQuota { .. } => 16,
             Record::ProducerIds(_) => 15,
             Record::ClusterId { .. } => 100,
             Record::Revision { .. } => 101,

@@ -8,7 +8,7 @@ use crate::acl::{AclFilter, AclOperation, AclPermission, PatternType, ResourceTy
 use crate::codec::{decode_batch, decode_record, encode_batch, encode_record, DecodeError};
 use crate::controller::{
     code, AlterConfig, Answer, ConfigTarget, Controller, ControllerConfig, Effect, NewTopic,
-    ProposalId, Registration, ReplyToken, ScramChange,
+    ProposalId, QuotaAlteration, Registration, ReplyToken, ScramChange,
 };
 use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::PARTITIONS_PER_TOPIC_MAX;
@@ -148,7 +148,31 @@ fn every_kind() -> Vec<Record> {
         },
         Record::Acl(acl("orders", PatternType::Prefixed, AclPermission::Allow)),
         Record::RemoveAcl(acl("orders", PatternType::Prefixed, AclPermission::Allow)),
+        Record::ClientQuota {
+            entity: user_entity(Some("alice")),
+            key: "producer_byte_rate".into(),
+            value: Some(QuotaValue(1048576.0)),
+        },
+        Record::ClientQuota {
+            entity: user_entity(None),
+            key: "request_percentage".into(),
+            value: None,
+        },
     ]
+}
+
+fn user_entity(name: Option<&str>) -> QuotaEntity {
+    QuotaEntity {
+        user: Some(name.map(String::from)),
+        ..QuotaEntity::default()
+    }
+}
+
+fn quota_change(entity: QuotaEntity, key: &str, value: Option<f64>) -> QuotaAlteration {
+    QuotaAlteration {
+        entity,
+        ops: vec![(key.into(), value.map(QuotaValue))],
+    }
 }
 
 fn acl(name: &str, pattern: PatternType, permission: AclPermission) -> AclBinding {
@@ -784,6 +808,65 @@ fn acls_are_created_and_deleted_as_kafka_does() {
 }
 
 #[test]
+fn client_quotas_are_checked_as_kafka_checks_them() {
+    let mut c = Cluster::new(&[1]);
+    let alice = user_entity(Some("alice"));
+    let answer = c.run(|ctl, t| {
+        ctl.alter_client_quotas(
+            t,
+            vec![
+                quota_change(alice.clone(), "producer_byte_rate", Some(1024.0)),
+                quota_change(alice.clone(), "producer_byte_rate", Some(10.5)),
+                quota_change(alice.clone(), "connection_creation_rate", Some(1.0)),
+                QuotaAlteration {
+                    entity: user_entity(None),
+                    ops: vec![
+                        ("consumer_byte_rate".into(), Some(QuotaValue(5.0))),
+                        ("consumer_byte_rate".into(), None),
+                    ],
+                },
+                quota_change(user_entity(None), "request_percentage", None),
+            ],
+            false,
+        )
+    });
+    let Answer::AlterQuotas(v) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        codes(v),
+        vec![
+            Ok(()),
+            Err(code::INVALID_REQUEST),
+            Err(code::INVALID_REQUEST),
+            Err(code::INVALID_REQUEST),
+            Ok(()),
+        ]
+    );
+    let q = c.ctl.image().quotas();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[&alice]["producer_byte_rate"], QuotaValue(1024.0));
+    assert!(c.deltas.last().unwrap().quotas);
+    // Validate-only changes nothing; a removal takes the entity away with its last key.
+    c.run(|ctl, t| {
+        ctl.alter_client_quotas(
+            t,
+            vec![quota_change(alice.clone(), "consumer_byte_rate", Some(9.0))],
+            true,
+        )
+    });
+    assert_eq!(c.ctl.image().quotas()[&alice].len(), 1);
+    c.run(|ctl, t| {
+        ctl.alter_client_quotas(
+            t,
+            vec![quota_change(alice.clone(), "producer_byte_rate", None)],
+            false,
+        )
+    });
+    assert!(c.ctl.image().quotas().is_empty());
+}
+
+#[test]
 fn snapshot_replays_to_the_same_image() {
     let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
     for i in 0..20 {
@@ -832,6 +915,17 @@ fn snapshot_replays_to_the_same_image() {
                 acl("a", PatternType::Literal, AclPermission::Allow),
                 acl("b", PatternType::Prefixed, AclPermission::Deny),
             ],
+        )
+    });
+    c.run(|ctl, t| {
+        ctl.alter_client_quotas(
+            t,
+            vec![quota_change(
+                user_entity(Some("a")),
+                "producer_byte_rate",
+                Some(7.0),
+            )],
+            false,
         )
     });
     let image = c.ctl.image().clone();
@@ -1974,6 +2068,16 @@ fn random_commands(seed: u64) -> (usize, usize) {
                     let epoch = c.ctl.image().broker(node).map_or(1, |b| b.epoch);
                     c.ctl
                         .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
+                }
+                8 if rng.below(4) == 0 => {
+                    let names = [Some("a"), None];
+                    let entity = user_entity(names[rng.below(2) as usize]);
+                    let keys = ["producer_byte_rate", "request_percentage", "nope"];
+                    let key = keys[rng.below(3) as usize];
+                    let value = [Some(1.0), Some(2.5), None][rng.below(3) as usize];
+                    let validate = rng.below(4) == 0;
+                    c.ctl
+                        .alter_client_quotas(t, vec![quota_change(entity, key, value)], validate)
                 }
                 8 if rng.below(3) == 0 => {
                     let pattern = [

@@ -118,7 +118,9 @@ pub fn describe(
                 .with_permission_type(b.permission.code()),
         );
     }
-    DescribeAclsResponse::default().with_resources(resources)
+    DescribeAclsResponse::default()
+        .with_error_message(None)
+        .with_resources(resources)
 }
 
 /// Why the client may not change ACLs (SECURITY_DISABLED or CLUSTER_AUTHORIZATION_FAILED).
@@ -141,7 +143,8 @@ pub async fn create(
     r: CreateAclsRequest,
 ) -> CreateAclsResponse {
     let result = |o: Result<(), (i16, String)>| match o {
-        Ok(()) => AclCreationResult::default(),
+        // Kafka's message is null on success (the codec's default is empty).
+        Ok(()) => AclCreationResult::default().with_error_message(None),
         Err((code, message)) => AclCreationResult::default()
             .with_error_code(code)
             .with_error_message(Some(str_bytes(&message))),
@@ -245,6 +248,7 @@ pub async fn delete(
     .into_iter();
     let matching = |b: AclBinding| {
         DeleteAclsMatchingAcl::default()
+            .with_error_message(None)
             .with_resource_type(b.resource_type.code())
             .with_resource_name(str_bytes(&b.name))
             .with_pattern_type(b.pattern.code())
@@ -258,6 +262,7 @@ pub async fn delete(
         .map(|o| {
             o.unwrap_or_else(|| match answers.next().expect("one answer per filter") {
                 Ok(removed) => DeleteAclsFilterResult::default()
+                    .with_error_message(None)
                     .with_matching_acls(removed.into_iter().map(matching).collect()),
                 Err((code, message)) => failed(code, &message),
             })

@@ -1,5 +1,6 @@
 //! Authorization of the APIs Kafka checks on the cluster resource as a whole
-//! (DescribeLogDirs, ElectLeaders, partition reassignments, SCRAM users, WriteTxnMarkers):
+//! (DescribeLogDirs, ElectLeaders, partition reassignments, SCRAM users, client quotas,
+//! WriteTxnMarkers):
 //! under `--authorizer acl`, a client without the operation gets Kafka's
 //! CLUSTER_AUTHORIZATION_FAILED in the shape each response has, and the handler never runs.
 
@@ -11,9 +12,10 @@ use sluice_codec::kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use sluice_codec::kafka_protocol::messages::{
-    AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse,
-    DescribeLogDirsResponse, DescribeUserScramCredentialsResponse, ElectLeadersResponse,
-    ListPartitionReassignmentsResponse, RequestKind, WriteTxnMarkersResponse,
+    alter_client_quotas_response, AlterClientQuotasResponse, AlterPartitionReassignmentsResponse,
+    AlterUserScramCredentialsResponse, DescribeClientQuotasResponse, DescribeLogDirsResponse,
+    DescribeUserScramCredentialsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
+    RequestKind, WriteTxnMarkersResponse,
 };
 use sluice_codec::RequestHeaderInfo;
 use sluice_meta::acl::AclOperation;
@@ -36,6 +38,8 @@ fn operation(body: &RequestKind) -> Option<AclOperation> {
         | RequestKind::AlterPartitionReassignments(_)
         | RequestKind::AlterUserScramCredentials(_) => AclOperation::Alter,
         RequestKind::WriteTxnMarkers(_) => AclOperation::ClusterAction,
+        RequestKind::DescribeClientQuotas(_) => AclOperation::DescribeConfigs,
+        RequestKind::AlterClientQuotas(_) => AclOperation::AlterConfigs,
         _ => return None,
     })
 }
@@ -68,6 +72,37 @@ pub fn refused(
                 .with_error_code(DENIED)
                 .with_error_message(Some(str_bytes(MESSAGE))),
         ),
+        RequestKind::DescribeClientQuotas(_) => respond(
+            h,
+            &DescribeClientQuotasResponse::default()
+                .with_error_code(DENIED)
+                .with_error_message(Some(str_bytes(MESSAGE))),
+        ),
+        RequestKind::AlterClientQuotas(r) => {
+            let entries = r
+                .entries
+                .iter()
+                .map(|e| {
+                    alter_client_quotas_response::EntryData::default()
+                        .with_error_code(DENIED)
+                        .with_error_message(Some(str_bytes(MESSAGE)))
+                        .with_entity(
+                            e.entity
+                                .iter()
+                                .map(|d| {
+                                    alter_client_quotas_response::EntityData::default()
+                                        .with_entity_type(d.entity_type.clone())
+                                        .with_entity_name(d.entity_name.clone())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            respond(
+                h,
+                &AlterClientQuotasResponse::default().with_entries(entries),
+            )
+        }
         RequestKind::AlterPartitionReassignments(_) => respond(
             h,
             &AlterPartitionReassignmentsResponse::default()

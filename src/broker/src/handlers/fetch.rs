@@ -343,7 +343,23 @@ pub async fn handle(
                 .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
+    // The client's consumer quota is charged what it is sent; over it, the response says
+    // how long to wait and the connection is muted for that long (the records still go:
+    // they were read, and a consumer waits before its next fetch).
+    let sent: u64 = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref().map(|b| b.len() as u64))
+        .sum();
+    let throttle_ms = crate::quotas::charge(
+        shard,
+        client,
+        h.client_id.as_deref(),
+        crate::quotas::CONSUMER_BYTE_RATE,
+        sent,
+    );
     FetchResponse::default()
+        .with_throttle_time_ms(throttle_ms)
         .with_session_id(session_id)
         .with_responses(responses)
         .with_node_endpoints(node_endpoints)

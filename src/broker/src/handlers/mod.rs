@@ -17,6 +17,7 @@ pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod cluster_acl;
 pub mod create_partitions;
 pub mod create_topics;
@@ -95,6 +96,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 2, 3),
     (ApiKey::CreateAcls, 2, 3),
     (ApiKey::DeleteAcls, 2, 3),
+    // Client quotas (`client_quotas`, `crate::quotas`).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -116,7 +120,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::ElectLeaders
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
-        | ApiKey::DeleteAcls => Some(ShardId(0)),
+        | ApiKey::DeleteAcls
+        | ApiKey::AlterClientQuotas => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -220,6 +225,8 @@ pub async fn dispatch(
         RequestKind::DescribeAcls(r) => respond(h, &acls::describe(shard, client, r)),
         RequestKind::CreateAcls(r) => respond(h, &acls::create(shard, client, r).await),
         RequestKind::DeleteAcls(r) => respond(h, &acls::delete(shard, client, r).await),
+        RequestKind::DescribeClientQuotas(r) => respond(h, &client_quotas::describe(shard, r)),
+        RequestKind::AlterClientQuotas(r) => respond(h, &client_quotas::alter(shard, r).await),
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }

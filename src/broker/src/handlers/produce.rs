@@ -147,6 +147,11 @@ pub async fn handle(
             .iter()
             .filter_map(|(_, records)| records.as_ref().map(|b| b.len())),
     );
+    // What the client's producer quota is charged: the record bytes the request carries.
+    let quota_bytes: u64 = accepted
+        .iter()
+        .filter_map(|(_, records)| records.as_ref().map(|b| b.len() as u64))
+        .sum();
     let targets: Vec<([u8; 16], i32)> = accepted
         .iter()
         .map(|(req, _)| (req.topic_id, req.partition))
@@ -191,6 +196,13 @@ pub async fn handle(
             }
         }
     }
+    let throttle_ms = crate::quotas::charge(
+        shard,
+        client,
+        client_id,
+        crate::quotas::PRODUCER_BYTE_RATE,
+        quota_bytes,
+    );
     if acks == 0 {
         return Outcome::NoResponse;
     }
@@ -208,6 +220,7 @@ pub async fn handle(
         h,
         &ProduceResponse::default()
             .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms)
             .with_node_endpoints(node_endpoints),
     )
 }

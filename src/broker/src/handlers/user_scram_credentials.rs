@@ -41,8 +41,12 @@ pub fn describe(
                 .with_iterations(c.iterations as i32),
         );
     }
-    let result =
-        |user: &str| DescribeUserScramCredentialsResult::default().with_user(str_bytes(user));
+    // Kafka's messages are null on success (the codec's default is empty).
+    let result = |user: &str| {
+        DescribeUserScramCredentialsResult::default()
+            .with_user(str_bytes(user))
+            .with_error_message(None)
+    };
     let results = match &r.users {
         // Null: every user with a credential.
         None => by_user
@@ -76,7 +80,9 @@ pub fn describe(
             users.iter().map(|u| one(u.name.as_str())).collect()
         }
     };
-    DescribeUserScramCredentialsResponse::default().with_results(results)
+    DescribeUserScramCredentialsResponse::default()
+        .with_error_message(None)
+        .with_results(results)
 }
 
 pub async fn alter(
@@ -134,7 +140,11 @@ pub async fn alter(
     let mut index: HashMap<String, usize> = HashMap::new();
     for (user, outcome) in outcomes {
         let i = *index.entry(user.clone()).or_insert_with(|| {
-            results.push(AlterUserScramCredentialsResult::default().with_user(str_bytes(&user)));
+            results.push(
+                AlterUserScramCredentialsResult::default()
+                    .with_user(str_bytes(&user))
+                    .with_error_message(None),
+            );
             results.len() - 1
         });
         if let (Err((code, msg)), 0) = (outcome, results[i].error_code) {

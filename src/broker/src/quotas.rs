@@ -1,0 +1,237 @@
+//! Client quotas on the request path: the committed quotas (from the metadata image), and
+//! per quota a byte budget shared by every shard of the node that produce and fetch draw
+//! on. A client over its rate is answered at once with `throttle_time_ms` and its
+//! connection is muted for that long (Kafka's KIP-219: the broker stops reading from it).
+//!
+//! Kafka's semantics: quotas are per broker (each node enforces the whole rate); a client's
+//! quota is the most specific of (user, client id), (user, default client), (user),
+//! (default user, client id), (default user, default client), (default user), (client
+//! id), (default client); a default quota applies to each user or client id on its own.
+//! The rate is a budget refilled at the quota's rate, holding at most one second of it
+//! (Kafka measures over a window of seconds; a burst of one second's worth passes at
+//! once, and a sustained rate converges on the quota).
+//!
+//! Invariants:
+//! - Without any quota configured, a request costs one atomic load here.
+//! - At most [`BUDGETS_MAX`] budgets exist; idle ones go first when the table is full.
+//! - A throttle is at most [`THROTTLE_MS_MAX`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_meta::quota::{lookup_order, QuotaEntity, QuotaValue};
+
+/// Budgets the node keeps (one per quota and client it applies to).
+pub const BUDGETS_MAX: usize = 65_536;
+/// The longest a connection is muted for one request (Kafka bounds it by its quota window).
+pub const THROTTLE_MS_MAX: u64 = 30_000;
+
+pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
+pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+
+type Quotas = BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>;
+
+struct Budget {
+    /// Bytes that may pass now; negative: debt, paid back at the rate.
+    available: f64,
+    at: Instant,
+}
+
+/// The node's quotas and budgets (in `Shared`).
+#[derive(Default)]
+pub struct QuotaStore {
+    any: AtomicBool,
+    configured: Mutex<Arc<Quotas>>,
+    budgets: Mutex<HashMap<(QuotaEntity, &'static str), Budget>>,
+}
+
+impl QuotaStore {
+    /// Adopts the image's quotas (a no-op when they did not change).
+    pub fn set(&self, quotas: &Quotas) {
+        let mut cur = self.configured.lock().unwrap_or_else(|e| e.into_inner());
+        if **cur == *quotas {
+            return;
+        }
+        *cur = Arc::new(quotas.clone());
+        self.any.store(!quotas.is_empty(), Ordering::Release);
+        // Budgets restart from the new rates.
+        self.budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn all(&self) -> Arc<Quotas> {
+        self.configured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes `bytes` of `key` (a byte-rate quota) for the client `user`/`client_id` and
+    /// returns how long it must wait (zero when it has no such quota or is within it).
+    pub fn record(
+        &self,
+        key: &'static str,
+        user: &str,
+        client_id: &str,
+        bytes: u64,
+        now: Instant,
+    ) -> Duration {
+        if !self.any.load(Ordering::Acquire) || bytes == 0 {
+            return Duration::ZERO;
+        }
+        let all = self.all();
+        let found = lookup_order(user, client_id)
+            .into_iter()
+            .find_map(|e| all.get(&e).and_then(|q| q.get(key)).map(|v| (e, v.0)));
+        let Some((matched, rate)) = found else {
+            return Duration::ZERO;
+        };
+        // A default quota is each client's own: the budget is the client's, shaped by the
+        // entity that matched.
+        let own = QuotaEntity {
+            user: matched.user.as_ref().map(|_| Some(user.to_string())),
+            client_id: matched
+                .client_id
+                .as_ref()
+                .map(|_| Some(client_id.to_string())),
+            ip: None,
+        };
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if budgets.len() >= BUDGETS_MAX && !budgets.contains_key(&(own.clone(), key)) {
+            // Full: forget budgets idle for a second (they would be full again anyway).
+            budgets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(1));
+            if budgets.len() >= BUDGETS_MAX {
+                return Duration::ZERO;
+            }
+        }
+        let b = budgets.entry((own, key)).or_insert(Budget {
+            available: rate,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.available = (b.available + elapsed * rate).min(rate);
+        b.at = now;
+        b.available -= bytes as f64;
+        if b.available >= 0.0 {
+            return Duration::ZERO;
+        }
+        let ms = (-b.available / rate * 1000.0).ceil() as u64;
+        Duration::from_millis(ms.min(THROTTLE_MS_MAX))
+    }
+}
+
+/// Charges `bytes` of `key` to the client's quota and, when it is over, mutes its
+/// connection for the throttle time, which is returned for the response's
+/// `throttle_time_ms` (0: not throttled).
+pub fn charge(
+    shard: &crate::shard::BrokerShard,
+    client: &crate::conn::Client,
+    client_id: Option<&str>,
+    key: &'static str,
+    bytes: u64,
+) -> i32 {
+    let now = Instant::now();
+    let wait = shard.shared_handle.quotas.record(
+        key,
+        user_of(&client.principal),
+        client_id.unwrap_or(""),
+        bytes,
+        now,
+    );
+    if wait.is_zero() {
+        return 0;
+    }
+    let until = now + wait;
+    if client.mute.get().is_none_or(|m| m < until) {
+        client.mute.set(Some(until));
+    }
+    wait.as_millis() as i32
+}
+
+/// Kafka's quota user of a principal: its name (`User:alice` is `alice`).
+pub fn user_of(principal: &str) -> &str {
+    principal.split_once(':').map_or(principal, |(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(entity: QuotaEntity, key: &str, rate: f64) -> QuotaStore {
+        let s = QuotaStore::default();
+        let mut q = Quotas::new();
+        q.entry(entity)
+            .or_default()
+            .insert(key.to_string(), QuotaValue(rate));
+        s.set(&q);
+        s
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_rate_holds() {
+        let alice = QuotaEntity {
+            user: Some(Some("alice".into())),
+            ..Default::default()
+        };
+        let s = store(alice, PRODUCER_BYTE_RATE, 1000.0);
+        let t = Instant::now();
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "alice", "c", 1000, t),
+            Duration::ZERO
+        );
+        // 500 bytes over: half a second.
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "alice", "c", 500, t),
+            Duration::from_millis(500)
+        );
+        // Paid back after that half second (and a little more).
+        let later = t + Duration::from_millis(600);
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "alice", "c", 50, later),
+            Duration::ZERO
+        );
+        // Others and other keys are not limited.
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "bob", "c", 1 << 30, t),
+            Duration::ZERO
+        );
+        assert_eq!(
+            s.record(CONSUMER_BYTE_RATE, "alice", "c", 1 << 30, t),
+            Duration::ZERO
+        );
+        // Bounded.
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "alice", "c", 1 << 40, later),
+            Duration::from_millis(THROTTLE_MS_MAX)
+        );
+    }
+
+    #[test]
+    fn a_default_quota_is_each_clients_own() {
+        let default_user = QuotaEntity {
+            user: Some(None),
+            ..Default::default()
+        };
+        let s = store(default_user, PRODUCER_BYTE_RATE, 1000.0);
+        let t = Instant::now();
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "a", "c", 1000, t),
+            Duration::ZERO
+        );
+        assert_eq!(
+            s.record(PRODUCER_BYTE_RATE, "b", "c", 1000, t),
+            Duration::ZERO
+        );
+        assert!(s.record(PRODUCER_BYTE_RATE, "a", "c", 1000, t) > Duration::ZERO);
+    }
+
+    #[test]
+    fn users_are_principal_names() {
+        assert_eq!(user_of("User:alice"), "alice");
+        assert_eq!(user_of("ANONYMOUS"), "ANONYMOUS");
+    }
+}

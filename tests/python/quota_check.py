@@ -1,0 +1,107 @@
+"""Client quotas with kafka-python over SASL/SCRAM: the admin limits alice to 1 MiB/s of
+produce (AlterClientQuotas, as `kafka-configs.sh --entity-type users --entity-name alice
+--alter --add-config producer_byte_rate=1048576` sends it), then alice and bob each
+produce 10 MiB. alice's takes at least 8 s and her producer sees throttle times; bob's
+sees none. kafka-python's admin client has no quota calls, so the requests are its
+protocol classes sent through its connection manager.
+
+Usage: quota_check.py --bootstrap HOST:PORT --phase throttle|persisted
+
+Prints one line per check and "QUOTA OK" at the end; exits non-zero on a failed check.
+"""
+
+import argparse
+import sys
+import time
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+from kafka.protocol.admin import AlterClientQuotasRequest, DescribeClientQuotasRequest
+
+PASSWORDS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+RATE = 1 << 20
+TOTAL = 10 << 20
+RECORD = 100 * 1024
+
+
+def log(msg):
+    print(f"[quota] {msg}", flush=True)
+
+
+def cfg(bootstrap, user):
+    return dict(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=user,
+                sasl_plain_password=PASSWORDS[user], request_timeout_ms=30000)
+
+
+def send(admin, request):
+    return admin._manager.run(admin._manager.send, request)
+
+
+def alter(admin, user, key, value):
+    E = AlterClientQuotasRequest.EntryData
+    req = AlterClientQuotasRequest(entries=[E(
+        entity=[E.EntityData(entity_type="user", entity_name=user)],
+        ops=[E.OpData(key=key, value=float(value), remove=False)])], validate_only=False)
+    resp = send(admin, req)
+    errors = [(e.error_code, e.error_message) for e in resp.entries]
+    assert errors == [(0, None)], f"alter_client_quotas: {errors}"
+
+
+def described(admin):
+    C = DescribeClientQuotasRequest.ComponentData
+    req = DescribeClientQuotasRequest(
+        components=[C(entity_type="user", match_type=2, match=None)], strict=False)
+    resp = send(admin, req)
+    assert resp.error_code == 0, (resp.error_code, resp.error_message)
+    return sorted(((tuple((d.entity_type, d.entity_name) for d in e.entity)),
+                   tuple((v.key, v.value) for v in e.values)) for e in resp.entries)
+
+
+def produce(bootstrap, user, topic):
+    """10 MiB in 100 KiB records; returns (seconds, largest throttle time seen)."""
+    producer = KafkaProducer(acks=1, linger_ms=5, batch_size=RECORD + 1024,
+                             max_request_size=2 << 20, **cfg(bootstrap, user))
+    value = b"q" * RECORD
+    t0 = time.monotonic()
+    futures = [producer.send(topic, value) for _ in range(TOTAL // RECORD)]
+    for f in futures:
+        f.get(timeout=120)
+    elapsed = time.monotonic() - t0
+    throttle = max((v for group in producer.metrics().values() for k, v in group.items()
+                    if k.endswith("throttle-time-max") and v == v and v is not None),
+                   default=0.0)
+    producer.close(timeout=10)
+    return elapsed, throttle
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--phase", choices=["throttle", "persisted"], required=True)
+    a = ap.parse_args()
+    admin = KafkaAdminClient(**cfg(a.bootstrap, "admin"))
+    want = [((("user", "alice"),), (("producer_byte_rate", float(RATE)),))]
+    if a.phase == "throttle":
+        alter(admin, "alice", "producer_byte_rate", RATE)
+        got = described(admin)
+        assert got == want, f"described {got}"
+        log(f"described: {got}")
+        elapsed, throttle = produce(a.bootstrap, "alice", "quota-alice")
+        log(f"alice: 10 MiB in {elapsed:.1f} s, largest throttle {throttle:.0f} ms")
+        assert elapsed >= 8.0, f"alice's 10 MiB at 1 MiB/s took only {elapsed:.1f} s"
+        assert throttle > 0, "alice's producer saw no throttle time"
+        elapsed, throttle = produce(a.bootstrap, "bob", "quota-bob")
+        log(f"bob: 10 MiB in {elapsed:.1f} s, largest throttle {throttle:.0f} ms")
+        assert throttle == 0, f"bob, who has no quota, was throttled ({throttle} ms)"
+    else:
+        got = described(admin)
+        assert got == want, f"described after restart {got}"
+        log(f"described after restart: {got}")
+    admin.close()
+    log("QUOTA OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
