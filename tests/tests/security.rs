@@ -758,3 +758,104 @@ fn client_quotas_throttle_a_producer_and_survive_a_restart() {
     broker.restart();
     check("persisted");
 }
+
+/// SaslHandshake v1 and SaslAuthenticate v1 with PLAIN on `s`: the authentication's error
+/// code and the session lifetime the broker gave; `None` if it closed the connection.
+fn plain_auth(s: &mut TcpStream, user: &str, password: &str) -> Option<(i16, i64)> {
+    use sluice_tests::wire::{frame, header, read_response, Dec, Enc};
+    let mut req = header(17, 1, 1);
+    req.extend_from_slice(&Enc::new().str("PLAIN").0);
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(s)?;
+    assert_eq!(Dec::new(&resp[4..]).i16(), 0, "SaslHandshake");
+    let token = format!("\0{user}\0{password}");
+    let mut req = header(36, 1, 2);
+    req.extend_from_slice(&Enc::new().bytes(token.as_bytes()).0);
+    s.write_all(&frame(&req)).ok()?;
+    let resp = read_response(s)?;
+    let mut d = Dec::new(&resp[4..]);
+    let code = d.i16();
+    d.nstr();
+    d.bytes();
+    Some((code, d.i64()))
+}
+
+#[test]
+fn sasl_sessions_expire_unless_the_client_re_authenticates() {
+    use sluice_tests::wire::{closed, metadata_v1};
+    let ports = distinct_free_ports(2);
+    let (port, sasl_port) = (ports[0], ports[1]);
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args: vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
+            "--connections-max-reauth-ms".into(),
+            "1500".into(),
+        ],
+        port: Some(port),
+        pre_start: vec![
+            users_add("SCRAM-SHA-256", "alice", "alice-secret"),
+            users_add("SCRAM-SHA-256", "bob", "bob-secret"),
+        ],
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", sasl_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let lifetime = Duration::from_millis(1600);
+
+    // The session's lifetime is announced; re-authenticating as the same user renews it.
+    let mut s = connect();
+    assert_eq!(plain_auth(&mut s, "alice", "alice-secret"), Some((0, 1500)));
+    assert!(metadata_v1(&mut s, None).is_some());
+    assert_eq!(plain_auth(&mut s, "alice", "alice-secret"), Some((0, 1500)));
+    assert!(metadata_v1(&mut s, None).is_some());
+    // Past its lifetime, a request that is not a re-authentication closes the connection.
+    std::thread::sleep(lifetime);
+    assert!(metadata_v1(&mut s, None).is_none());
+    assert!(closed(&mut s));
+
+    // After expiry, re-authenticating is still allowed and serves on.
+    let mut s = connect();
+    assert_eq!(plain_auth(&mut s, "alice", "alice-secret"), Some((0, 1500)));
+    std::thread::sleep(lifetime);
+    assert_eq!(plain_auth(&mut s, "alice", "alice-secret"), Some((0, 1500)));
+    assert!(metadata_v1(&mut s, None).is_some());
+
+    // The principal may not change: re-authenticating as bob fails and closes.
+    let mut s = connect();
+    assert_eq!(plain_auth(&mut s, "alice", "alice-secret"), Some((0, 1500)));
+    assert_eq!(
+        plain_auth(&mut s, "bob", "bob-secret").map(|r| r.0),
+        Some(58)
+    );
+    assert!(closed(&mut s));
+
+    // kafka-python re-authenticates on its own and never sees its connection dropped.
+    let python = workspace_root().join("tests/.venv/bin/python");
+    let out = run(
+        Command::new(&python)
+            .arg(workspace_root().join("tests/python/reauth_client.py"))
+            .args(["--bootstrap", &format!("127.0.0.1:{sasl_port}")])
+            .args(["--username", "alice", "--password", "alice-secret"])
+            .args(["--topic", "reauth"]),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reauth_client.py: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let authentications: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("AUTHENTICATIONS "))
+        .and_then(|n| n.parse().ok())
+        .expect("AUTHENTICATIONS line");
+    // 5 s of 1.5 s sessions: the first authentication and at least two renewals.
+    assert!(authentications >= 3, "{stdout}");
+    broker.kill9();
+}

@@ -93,6 +93,11 @@ pub struct BrokerConfig {
     pub stats_interval: Option<Duration>,
     /// `connections.max.idle.ms`: idle client connections are closed after this.
     pub connections_max_idle: Duration,
+    /// `connections.max.reauth.ms` (KIP-368; `None`: 0, off, Kafka's default): a SASL
+    /// session lasts this long; a client that can re-authenticate (SaslAuthenticate v1+)
+    /// is told so, and its connection is closed if it sends anything but a
+    /// re-authentication after that.
+    pub connections_max_reauth: Option<Duration>,
     /// `max.connections.per.ip`: connections one client IP may hold over all shards.
     pub max_connections_per_ip: u32,
     /// `queued.max.request.bytes`, per shard: bytes of requests in flight before the shard
@@ -177,6 +182,7 @@ impl Default for BrokerConfig {
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             stats_interval: None,
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
+            connections_max_reauth: None,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
             queued_max_request_bytes: crate::request_memory::QUEUED_MAX_REQUEST_BYTES_DEFAULT,
             request_overdraft_hold: crate::request_memory::REQUEST_OVERDRAFT_HOLD_DEFAULT,

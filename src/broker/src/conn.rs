@@ -199,7 +199,8 @@ async fn serve_stream<S>(
     .detach();
 
     // A SASL listener's client must authenticate first; until then its frames are small.
-    let mut sasl = client.listener.sasl().then(SaslConn::new);
+    let reauth = shard.config.connections_max_reauth;
+    let mut sasl = client.listener.sasl().then(|| SaslConn::new(reauth));
     let mut decoder = FrameDecoder::new(if sasl.is_some() {
         SASL_FRAME_BYTES_MAX
     } else {
@@ -236,7 +237,18 @@ async fn serve_stream<S>(
                         // keeps slices of produce requests).
                         buf = BytesMut::from(&buf[..]);
                     }
-                    if let Some(auth) = sasl.as_mut().filter(|a| !a.authenticated()) {
+                    if sasl
+                        .as_ref()
+                        .is_some_and(|a| a.expired_for(&frame, Instant::now()))
+                    {
+                        log::info!(
+                            "closing the connection of {} from {peer}: its SASL session expired \
+                             without re-authentication",
+                            client.principal
+                        );
+                        break 'read;
+                    }
+                    if let Some(auth) = sasl.as_mut().filter(|a| a.takes(&frame)) {
                         // Handled here, in order: nothing else may run before it is done.
                         match auth.frame(&shard, frame.clone()).await {
                             Verdict::Serve => {}

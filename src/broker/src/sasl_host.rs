@@ -7,8 +7,14 @@
 //! Mechanisms: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, all checked against the SCRAM
 //! credentials of the metadata image (`crate::scram_store`). The principal is `User:` and
 //! the authenticated name.
+//!
+//! Re-authentication (KIP-368) under `connections.max.reauth.ms`: a client that
+//! authenticated with SaslAuthenticate v1+ is told its session's lifetime; it may run the
+//! exchange again on the same connection (SaslHandshake, then SaslAuthenticate) as the same
+//! principal, which starts a new session; once the session has expired, anything else it
+//! sends closes the connection.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_codec::kafka_protocol::messages::{
@@ -58,6 +64,12 @@ enum State {
 pub struct SaslConn {
     state: State,
     principal: Option<String>,
+    /// `connections.max.reauth.ms`.
+    reauth: Option<Duration>,
+    /// When the session ends (clients that can re-authenticate, under `reauth`).
+    expires: Option<Instant>,
+    /// The principal being re-authenticated (it may not change).
+    reauthenticating: Option<String>,
 }
 
 /// What to do with a frame of a connection that has not authenticated yet.
@@ -70,18 +82,31 @@ pub enum Verdict {
     Refuse(Option<Outcome>),
 }
 
-impl Default for SaslConn {
-    fn default() -> Self {
-        SaslConn::new()
-    }
-}
-
 impl SaslConn {
-    pub fn new() -> SaslConn {
+    pub fn new(reauth: Option<Duration>) -> SaslConn {
         SaslConn {
             state: State::Start,
             principal: None,
+            reauth,
+            expires: None,
+            reauthenticating: None,
         }
+    }
+
+    /// Whether this frame belongs to the authentication exchange (rather than being served
+    /// as a request): every frame before the client has authenticated, and a SaslHandshake
+    /// that starts a re-authentication.
+    pub fn takes(&self, frame: &Bytes) -> bool {
+        match self.state {
+            State::Authenticated => self.reauth.is_some() && is_handshake(frame),
+            _ => true,
+        }
+    }
+
+    /// Whether the session has ended and `frame` is not the start of a new one: the
+    /// connection must close (Kafka's rule for clients told their session lifetime).
+    pub fn expired_for(&self, frame: &Bytes, now: Instant) -> bool {
+        self.authenticated() && self.expires.is_some_and(|e| now >= e) && !is_handshake(frame)
     }
 
     /// `User:<name>` once authenticated.
@@ -93,9 +118,14 @@ impl SaslConn {
         matches!(self.state, State::Authenticated)
     }
 
-    /// Takes one frame of a connection that has not authenticated.
+    /// Takes one frame of the authentication exchange ([`SaslConn::takes`]).
     pub async fn frame(&mut self, shard: &BrokerShard, frame: Bytes) -> Verdict {
-        debug_assert!(!self.authenticated());
+        if self.authenticated() {
+            // A re-authentication: the exchange starts over for the same principal.
+            debug_assert!(is_handshake(&frame));
+            self.reauthenticating = self.principal.clone();
+            self.state = State::Start;
+        }
         if let State::Exchange { raw: true, .. } = self.state {
             // Handshake v0: the frame is the token itself, and so is the answer.
             return match self.token(shard, &frame) {
@@ -132,7 +162,18 @@ impl SaslConn {
             RequestKind::SaslHandshake(r) => self.handshake(h, r.mechanism.as_str()),
             RequestKind::SaslAuthenticate(r) => match self.token(shard, &r.auth_bytes) {
                 Ok(answer) => {
-                    let resp = SaslAuthenticateResponse::default().with_auth_bytes(answer.into());
+                    let mut resp =
+                        SaslAuthenticateResponse::default().with_auth_bytes(answer.into());
+                    // Kafka's message is null on success (the codec's default is empty).
+                    resp.error_message = None;
+                    // A session with a lifetime for clients that can re-authenticate (v1+
+                    // carries the lifetime; v0 clients keep theirs, as in Kafka).
+                    if let (true, Some(life), true) =
+                        (self.authenticated(), self.reauth, h.api_version >= 1)
+                    {
+                        self.expires = Some(Instant::now() + life);
+                        resp.session_lifetime_ms = life.as_millis().min(i64::MAX as u128) as i64;
+                    }
                     Verdict::Answer(respond(h, &resp))
                 }
                 Err(message) => {
@@ -196,7 +237,7 @@ impl SaslConn {
                 if !ok {
                     return Err(INVALID_CREDENTIALS.into());
                 }
-                self.finish(user);
+                self.finish(user)?;
                 return Ok(Vec::new());
             }
             Mechanism::Scram(server) => {
@@ -212,15 +253,26 @@ impl SaslConn {
             }
         };
         let (user, final_message) = user;
-        self.finish(user);
+        self.finish(user)?;
         Ok(final_message)
     }
 
-    fn finish(&mut self, user: String) {
-        log::debug!("SASL: authenticated User:{user}");
-        self.principal = Some(format!("User:{user}"));
+    fn finish(&mut self, user: String) -> Result<(), String> {
+        let principal = format!("User:{user}");
+        if let Some(before) = self.reauthenticating.take() {
+            if before != principal {
+                return Err("Cannot change principals during re-authentication".into());
+            }
+        }
+        log::debug!("SASL: authenticated {principal}");
+        self.principal = Some(principal);
         self.state = State::Authenticated;
+        Ok(())
     }
+}
+
+fn is_handshake(frame: &Bytes) -> bool {
+    peek_request_prefix(frame).is_ok_and(|p| p.api_key == ApiKey::SaslHandshake as i16)
 }
 
 /// A bare SASL token frame (handshake v0): the size, then the bytes.
@@ -231,9 +283,9 @@ fn raw_frame(token: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// SaslHandshake or SaslAuthenticate on a connection that needs none or has authenticated
-/// already (re-authentication, KIP-368, is not offered: sessions never expire): Kafka's
-/// ILLEGAL_SASL_STATE.
+/// SaslHandshake or SaslAuthenticate on a connection that needs none, or has authenticated
+/// already without re-authentication on (`connections.max.reauth.ms` 0) or outside one:
+/// Kafka's ILLEGAL_SASL_STATE.
 pub fn out_of_place(h: &RequestHeaderInfo, body: &RequestKind) -> Option<Outcome> {
     match body {
         RequestKind::SaslHandshake(_) => Some(respond(

@@ -73,7 +73,8 @@ const USAGE: &str = "usage:
                [--advertised-host HOST] [--num-partitions N] [--default-replication-factor N]
                [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
-               [--connections-max-idle-ms MS] [--max-connections-per-ip N]
+               [--connections-max-idle-ms MS] [--connections-max-reauth-ms MS]
+               [--max-connections-per-ip N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
                [--producer-id-expiration-ms MS] [--replica-lag-time-max-ms MS]
                [--auto-leader-rebalance-enable true|false]
@@ -206,6 +207,13 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                     return Err("--connections-max-idle-ms must be at least 1".into());
                 }
                 c.connections_max_idle = std::time::Duration::from_millis(ms);
+            }
+            "--connections-max-reauth-ms" => {
+                // Kafka's connections.max.reauth.ms: 0 (the default) turns it off.
+                let ms: u64 = value("--connections-max-reauth-ms")?
+                    .parse()
+                    .map_err(|e| format!("--connections-max-reauth-ms: {e}"))?;
+                c.connections_max_reauth = (ms > 0).then(|| std::time::Duration::from_millis(ms));
             }
             "--replica-lag-time-max-ms" => {
                 // Kafka's replica.lag.time.max.ms: a LONG, at least 0.
