@@ -859,3 +859,129 @@ fn sasl_sessions_expire_unless_the_client_re_authenticates() {
     assert!(authentications >= 3, "{stdout}");
     broker.kill9();
 }
+
+/// An OAuth issuer for tests: an ES256 key, its JWKS, and tokens it signs.
+struct Issuer {
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+    kid: String,
+}
+
+impl Issuer {
+    fn new(kid: &str) -> Issuer {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as ALG};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ALG, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ALG, pkcs8.as_ref(), &rng).unwrap();
+        Issuer {
+            key,
+            rng,
+            kid: kid.into(),
+        }
+    }
+
+    fn jwks(&self) -> String {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let p = self.key.public_key().as_ref();
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "use": "sig",
+            "kid": self.kid, "x": b64.encode(&p[1..33]), "y": b64.encode(&p[33..65])}]})
+        .to_string()
+    }
+
+    /// A token for `sub` expiring `exp_in_s` seconds from now, for `aud`.
+    fn token(&self, sub: &str, exp_in_s: i64, aud: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let h = b64
+            .encode(serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"}).to_string());
+        let p = b64.encode(
+            serde_json::json!({"sub": sub, "exp": now + exp_in_s, "iat": now - 5,
+                "aud": aud, "iss": "https://issuer.test"})
+            .to_string(),
+        );
+        let signed = format!("{h}.{p}");
+        let sig = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b64.encode(sig.as_ref()))
+    }
+}
+
+#[test]
+fn oauthbearer_tokens_are_validated_against_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let issuer = Issuer::new("k1");
+    std::fs::write(&jwks, issuer.jwks()).unwrap();
+    let ports = distinct_free_ports(2);
+    let (port, sasl_port) = (ports[0], ports[1]);
+    let broker = {
+        let mut b = Broker::spawn_with(BrokerConfig {
+            extra_args: vec![
+                "--listen".into(),
+                format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
+                "--sasl-oauthbearer-jwks-endpoint-url".into(),
+                format!("file://{}", jwks.display()),
+                "--sasl-oauthbearer-expected-audience".into(),
+                "sluice".into(),
+                "--sasl-oauthbearer-expected-issuer".into(),
+                "https://issuer.test".into(),
+            ],
+            port: Some(port),
+            ..BrokerConfig::default()
+        });
+        b.wait_ready();
+        b
+    };
+    let python = workspace_root().join("tests/.venv/bin/python");
+    let client = |token: &str| -> String {
+        let out = run(
+            Command::new(&python)
+                .arg(workspace_root().join("tests/python/oauth_client.py"))
+                .args(["--bootstrap", &format!("127.0.0.1:{sasl_port}")])
+                .args(["--token", token, "--topic", "oauth"]),
+            b"",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        match out.status.code() {
+            Some(0) | Some(3) => stdout,
+            _ => panic!(
+                "oauth_client.py: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    };
+    assert!(client(&issuer.token("alice", 3600, "sluice")).contains("OAUTH OK"));
+    // Expired (beyond the 30 s clock skew), another audience, another signer: refused,
+    // for the reason the broker logs.
+    for (bad, why) in [
+        (
+            issuer.token("alice", -60, "sluice"),
+            "The token has expired",
+        ),
+        (
+            issuer.token("alice", 3600, "elsewhere"),
+            "The token's audience is not one this broker expects",
+        ),
+        (
+            Issuer::new("k1").token("alice", 3600, "sluice"),
+            "The token's signature does not verify",
+        ),
+    ] {
+        let out = client(&bad);
+        assert!(out.contains("AUTH FAILED"), "{out}");
+        assert!(broker.stderr_log().contains(why), "no log of {why:?}");
+    }
+    // A new key set is picked up when the file changes (looked at once a second).
+    let rotated = Issuer::new("k2");
+    std::fs::write(&jwks, rotated.jwks()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let token = rotated.token("alice", 3600, "sluice");
+    poll_until(Duration::from_secs(10), "the rotated key accepted", || {
+        client(&token).contains("OAUTH OK").then_some(())
+    });
+}

@@ -50,6 +50,20 @@ const _: () = assert!(SHUTDOWN_DRAIN_MAX.as_millis() < SHUTDOWN_TIMEOUT.as_milli
 // or a partition holding one could never replicate.
 const _: () = assert!(sluice_rpc::RAFT_ENTRY_BYTES_MAX >= sluice_storage::config::BATCH_BYTES_MAX);
 
+/// The SASL mechanisms offered without `--sasl-enabled-mechanisms`.
+pub const DEFAULT_SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+/// Every SASL mechanism sluice has.
+pub const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+
+/// Where OAUTHBEARER's keys are and what its tokens must satisfy.
+#[derive(Debug, Clone)]
+pub struct OauthSettings {
+    /// The JWKS file (`sasl.oauthbearer.jwks.endpoint.url` as a `file:` URL), reloaded when
+    /// it changes.
+    pub jwks: PathBuf,
+    pub checks: sluice_security::oauth::OauthConfig,
+}
+
 /// Everything `sluice start` is told, with Kafka's defaults.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -62,6 +76,13 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// `--tls-cert`, `--tls-key` (and `--tls-ca`) for `ssl` and `sasl_ssl` listeners.
     pub tls: Option<TlsFiles>,
+    /// `--sasl-enabled-mechanisms` (Kafka's `sasl.enabled.mechanisms`): what SASL
+    /// listeners offer, in order. By default PLAIN and both SCRAMs, and OAUTHBEARER when a
+    /// JWKS is configured.
+    pub sasl_mechanisms: Vec<String>,
+    /// OAUTHBEARER's token validation (`--sasl-oauthbearer-jwks-endpoint-url` and the
+    /// `--sasl-oauthbearer-*` checks); `None`: OAUTHBEARER is not offered.
+    pub oauth: Option<OauthSettings>,
     /// `--authorizer acl`: requests are authorized against the cluster's ACLs
     /// (`crate::authz`); off, every client may do everything (Kafka without an authorizer).
     pub authorizer: bool,
@@ -168,6 +189,11 @@ impl Default for BrokerConfig {
             }],
             advertised_host: listen.ip().to_string(),
             tls: None,
+            sasl_mechanisms: DEFAULT_SASL_MECHANISMS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            oauth: None,
             authorizer: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,

@@ -33,6 +33,7 @@ pub mod leader_epochs;
 pub mod leader_reads;
 pub mod metadata_sync;
 pub mod node_rpc;
+pub mod oauth_host;
 pub mod ops;
 pub mod panic_policy;
 pub mod partition_dirs;
@@ -103,6 +104,8 @@ pub struct Shared {
     fatal: Mutex<Option<String>>,
     /// TLS configurations of the `ssl` and `sasl_ssl` listeners (when `--tls-cert` is given).
     pub tls: Option<Arc<tls_host::TlsState>>,
+    /// OAUTHBEARER's keys and checks (when a JWKS is configured).
+    pub oauth: Option<oauth_host::OauthState>,
     /// The committed SCRAM credentials (SASL authentication reads them).
     pub credentials: scram_store::Credentials,
     /// The committed ACLs and the authorizer built from them.
@@ -200,6 +203,10 @@ pub fn run(
             tls_host::TlsState::load(files).map_err(BrokerError::Config)?,
         )),
     };
+    let oauth = match &config.oauth {
+        None => None,
+        Some(s) => Some(oauth_host::OauthState::load(s).map_err(BrokerError::Config)?),
+    };
     let state = topics::load_state(&config.data_dir, config.node_id)?;
     let fresh = !topics::state_path(&config.data_dir).exists();
     if state.node_id != config.node_id {
@@ -253,6 +260,7 @@ pub fn run(
         replication_throttle: Default::default(),
         fatal: Mutex::new(None),
         tls: tls.clone(),
+        oauth,
         credentials: Default::default(),
         acls: authz::AclStore::new(&config),
         quotas: Default::default(),

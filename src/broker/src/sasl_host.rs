@@ -4,9 +4,11 @@
 //! tokens (handshake v0); anything else, a malformed message or a failed authentication
 //! closes the connection (a failure after its error response and a short delay).
 //!
-//! Mechanisms: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, all checked against the SCRAM
-//! credentials of the metadata image (`crate::scram_store`). The principal is `User:` and
-//! the authenticated name.
+//! Mechanisms (those `--sasl-enabled-mechanisms` offers): PLAIN, SCRAM-SHA-256 and
+//! SCRAM-SHA-512, checked against the SCRAM credentials of the metadata image
+//! (`crate::scram_store`), and OAUTHBEARER, a JWT checked against the configured JWKS
+//! (`crate::oauth_host`). The principal is `User:` and the authenticated name (a token's
+//! subject).
 //!
 //! Re-authentication (KIP-368) under `connections.max.reauth.ms`: a client that
 //! authenticated with SaslAuthenticate v1+ is told its session's lifetime; it may run the
@@ -38,14 +40,12 @@ pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
 /// tries a second per connection.
 pub const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
 
-/// The mechanisms clients may choose, in the order SaslHandshake lists them.
-pub const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
-
 use crate::kerr::{ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
 
 enum Mechanism {
     Plain,
     Scram(Box<ScramServer>),
+    OAuthBearer,
 }
 
 enum State {
@@ -70,6 +70,9 @@ pub struct SaslConn {
     expires: Option<Instant>,
     /// The principal being re-authenticated (it may not change).
     reauthenticating: Option<String>,
+    /// When the authenticating token expires (OAUTHBEARER; ms since the epoch): a session
+    /// never outlives its token.
+    token_expires_ms: Option<i64>,
 }
 
 /// What to do with a frame of a connection that has not authenticated yet.
@@ -90,6 +93,7 @@ impl SaslConn {
             reauth,
             expires: None,
             reauthenticating: None,
+            token_expires_ms: None,
         }
     }
 
@@ -159,7 +163,7 @@ impl SaslConn {
         };
         let h = &request.header;
         match request.body {
-            RequestKind::SaslHandshake(r) => self.handshake(h, r.mechanism.as_str()),
+            RequestKind::SaslHandshake(r) => self.handshake(shard, h, r.mechanism.as_str()),
             RequestKind::SaslAuthenticate(r) => match self.token(shard, &r.auth_bytes) {
                 Ok(answer) => {
                     let mut resp =
@@ -171,6 +175,12 @@ impl SaslConn {
                     if let (true, Some(life), true) =
                         (self.authenticated(), self.reauth, h.api_version >= 1)
                     {
+                        let token_left = self.token_expires_ms.map(|exp| {
+                            Duration::from_millis(
+                                exp.saturating_sub(crate::shard::now_ms()).max(0) as u64
+                            )
+                        });
+                        let life = token_left.map_or(life, |t| t.min(life));
                         self.expires = Some(Instant::now() + life);
                         resp.session_lifetime_ms = life.as_millis().min(i64::MAX as u128) as i64;
                     }
@@ -189,13 +199,16 @@ impl SaslConn {
         }
     }
 
-    fn handshake(&mut self, h: &RequestHeaderInfo, name: &str) -> Verdict {
-        let mechanisms = MECHANISMS
+    fn handshake(&mut self, shard: &BrokerShard, h: &RequestHeaderInfo, name: &str) -> Verdict {
+        let enabled = &shard.config.sasl_mechanisms;
+        let mechanisms = enabled
             .iter()
-            .map(|m| StrBytes::from_static_str(m))
+            .map(|m| StrBytes::from_string(m.clone()))
             .collect();
         let chosen = match name {
+            _ if !enabled.iter().any(|m| m == name) => None,
             "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" if shard.shared_handle.oauth.is_some() => Some(Mechanism::OAuthBearer),
             other => ScramMechanism::from_name(other)
                 .map(|m| Mechanism::Scram(Box::new(ScramServer::new(m)))),
         };
@@ -238,6 +251,17 @@ impl SaslConn {
                     return Err(INVALID_CREDENTIALS.into());
                 }
                 self.finish(user)?;
+                return Ok(Vec::new());
+            }
+            Mechanism::OAuthBearer => {
+                let oauth = shard
+                    .shared_handle
+                    .oauth
+                    .as_ref()
+                    .ok_or("OAUTHBEARER is not configured")?;
+                let v = oauth.authenticate(message)?;
+                self.token_expires_ms = Some(v.expires_ms);
+                self.finish(v.subject)?;
                 return Ok(Vec::new());
             }
             Mechanism::Scram(server) => {

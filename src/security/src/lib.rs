@@ -1,6 +1,6 @@
 //! Kafka's security model for the broker: which security protocol each client listener
-//! speaks, TLS on the listeners that need it, the SASL mechanisms (PLAIN and SCRAM) with
-//! the credentials they check, and the authorizer that decides requests from ACLs.
+//! speaks, TLS on the listeners that need it, the SASL mechanisms (PLAIN, SCRAM and
+//! OAUTHBEARER) with the credentials and tokens they check, and the authorizer that decides requests from ACLs.
 //!
 //! Invariants:
 //! - A node has at most one listener per security protocol; the protocol's name is the
@@ -15,6 +15,8 @@
 //! - A client certificate's principal is `User:` + its subject in RFC 2253 form, as Kafka's
 //!   default principal mapping gives it.
 //!
+//! - OAUTHBEARER accepts only signed JWTs whose signature verifies against the configured
+//!   JWKS and whose expiry, audience and issuer pass; the subject names the principal.
 //! - Authorization is Kafka's StandardAuthorizer: DENY wins, implied operations only
 //!   widen ALLOWs, a resource no binding names is denied unless
 //!   `allow.everyone.if.no.acl.found`, and super users are never denied.
@@ -24,6 +26,7 @@
 
 pub mod acl;
 pub mod listener;
+pub mod oauth;
 pub mod plain;
 pub mod scram;
 pub mod tls;

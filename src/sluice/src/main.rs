@@ -68,6 +68,10 @@ fn tune_allocator() {
 const USAGE: &str = "usage:
   sluice start [--data-dir DIR] [--listen [PROTOCOL://]HOST:PORT,...] [--shards N] [--node-id N]
                [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
+               [--sasl-enabled-mechanisms M,...] [--sasl-oauthbearer-jwks-endpoint-url file:///F]
+               [--sasl-oauthbearer-expected-audience A,...]
+               [--sasl-oauthbearer-expected-issuer I] [--sasl-oauthbearer-sub-claim-name N]
+               [--sasl-oauthbearer-clock-skew-seconds S]
                [--authorizer acl|none] [--super-users User:A;User:B]
                [--allow-everyone-if-no-acl-found true|false]
                [--advertised-host HOST] [--num-partitions N] [--default-replication-factor N]
@@ -106,6 +110,10 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
     let mut advertised = None;
     let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
+    let mut mechanisms: Option<Vec<String>> = None;
+    let mut jwks: Option<PathBuf> = None;
+    let mut oauth = sluice_security::oauth::OauthConfig::default();
+    let mut oauth_checks = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| {
@@ -131,6 +139,62 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
             "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
             "--tls-ca" => tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
+            "--sasl-enabled-mechanisms" => {
+                let v = value("--sasl-enabled-mechanisms")?;
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|m| m.trim().to_ascii_uppercase())
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                if let Some(m) = list
+                    .iter()
+                    .find(|m| !sluice_broker::config::SASL_MECHANISMS.contains(&m.as_str()))
+                {
+                    return Err(format!("--sasl-enabled-mechanisms: unknown mechanism {m}"));
+                }
+                if list.is_empty() {
+                    return Err("--sasl-enabled-mechanisms: no mechanism".into());
+                }
+                mechanisms = Some(list);
+            }
+            "--sasl-oauthbearer-jwks-endpoint-url" => {
+                let v = value("--sasl-oauthbearer-jwks-endpoint-url")?;
+                // Kafka's setting is a URL; sluice reads keys from a file (no HTTP client).
+                let path = v
+                    .strip_prefix("file://")
+                    .or_else(|| v.strip_prefix("file:"))
+                    .ok_or_else(|| {
+                        format!(
+                            "--sasl-oauthbearer-jwks-endpoint-url: {v}: only file: URLs \
+                             (file:///path/to/jwks.json) are supported"
+                        )
+                    })?;
+                jwks = Some(PathBuf::from(path));
+            }
+            "--sasl-oauthbearer-expected-audience" => {
+                oauth_checks = true;
+                oauth.expected_audience = value("--sasl-oauthbearer-expected-audience")?
+                    .split(',')
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+            }
+            "--sasl-oauthbearer-expected-issuer" => {
+                oauth_checks = true;
+                oauth.expected_issuer = Some(value("--sasl-oauthbearer-expected-issuer")?);
+            }
+            "--sasl-oauthbearer-sub-claim-name" => {
+                oauth_checks = true;
+                oauth.sub_claim = value("--sasl-oauthbearer-sub-claim-name")?;
+            }
+            "--sasl-oauthbearer-clock-skew-seconds" => {
+                oauth_checks = true;
+                oauth.clock_skew_s = value("--sasl-oauthbearer-clock-skew-seconds")?
+                    .parse()
+                    .ok()
+                    .filter(|s: &i64| *s >= 0)
+                    .ok_or("--sasl-oauthbearer-clock-skew-seconds: not a number of seconds")?;
+            }
             "--authorizer" => {
                 c.authorizer = match value("--authorizer")?.as_str() {
                     "acl" => true,
@@ -356,6 +420,25 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
         (None, None) if tls_ca.is_none() => None,
         _ => return Err("--tls-cert and --tls-key go together (and --tls-ca with them)".into()),
     };
+    c.oauth = jwks.map(|jwks| sluice_broker::config::OauthSettings {
+        jwks,
+        checks: oauth,
+    });
+    if oauth_checks && c.oauth.is_none() {
+        return Err(
+            "the --sasl-oauthbearer-* checks need --sasl-oauthbearer-jwks-endpoint-url".into(),
+        );
+    }
+    match mechanisms {
+        Some(list) => {
+            if list.iter().any(|m| m == "OAUTHBEARER") && c.oauth.is_none() {
+                return Err("OAUTHBEARER needs --sasl-oauthbearer-jwks-endpoint-url".into());
+            }
+            c.sasl_mechanisms = list;
+        }
+        None if c.oauth.is_some() => c.sasl_mechanisms.push("OAUTHBEARER".into()),
+        None => {}
+    }
     for l in &c.listeners {
         if l.protocol.tls() && c.tls.is_none() {
             return Err(format!(
@@ -715,6 +798,45 @@ mod tests {
                 "two PLAINTEXT",
             ),
             ("--listen tcp://127.0.0.1:1", "unknown protocol"),
+        ] {
+            let e = parse_start(&args(flags)).unwrap_err();
+            assert!(e.contains(why), "{flags}: {e}");
+        }
+    }
+
+    #[test]
+    fn sasl_and_authorizer_flags() {
+        let c = parse_start(&args(
+            "--sasl-oauthbearer-jwks-endpoint-url file:///etc/jwks.json \
+             --sasl-oauthbearer-expected-audience a,b --authorizer acl \
+             --super-users User:admin;User:ops --connections-max-reauth-ms 60000",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sasl_mechanisms,
+            ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+        );
+        let oauth = c.oauth.clone().unwrap();
+        assert_eq!(oauth.jwks, PathBuf::from("/etc/jwks.json"));
+        assert_eq!(oauth.checks.expected_audience, ["a", "b"]);
+        assert!(c.authorizer);
+        assert_eq!(c.super_users, ["User:admin", "User:ops"]);
+        assert_eq!(
+            c.connections_max_reauth,
+            Some(std::time::Duration::from_secs(60))
+        );
+        let c = parse_start(&args("--sasl-enabled-mechanisms scram-sha-512")).unwrap();
+        assert_eq!(c.sasl_mechanisms, ["SCRAM-SHA-512"]);
+        for (flags, why) in [
+            (
+                "--sasl-oauthbearer-jwks-endpoint-url https://idp/jwks",
+                "only file: URLs",
+            ),
+            ("--sasl-enabled-mechanisms OAUTHBEARER", "needs --sasl-oauthbearer"),
+            ("--sasl-enabled-mechanisms GSSAPI", "unknown mechanism"),
+            ("--sasl-oauthbearer-expected-issuer x", "need --sasl-oauthbearer"),
+            ("--authorizer simple", "not acl or none"),
+            ("--super-users admin", "principal"),
         ] {
             let e = parse_start(&args(flags)).unwrap_err();
             assert!(e.contains(why), "{flags}: {e}");
