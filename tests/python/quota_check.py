@@ -11,6 +11,8 @@ Prints one line per check and "QUOTA OK" at the end; exits non-zero on a failed 
 """
 
 import argparse
+import socket
+import struct
 import sys
 import time
 
@@ -38,11 +40,13 @@ def send(admin, request):
     return admin._manager.run(admin._manager.send, request)
 
 
-def alter(admin, user, key, value):
+def alter(admin, user, key, value, entity_type="user"):
+    """Sets (or, with value None, removes) one quota of one entity."""
     E = AlterClientQuotasRequest.EntryData
     req = AlterClientQuotasRequest(entries=[E(
-        entity=[E.EntityData(entity_type="user", entity_name=user)],
-        ops=[E.OpData(key=key, value=float(value), remove=False)])], validate_only=False)
+        entity=[E.EntityData(entity_type=entity_type, entity_name=user)],
+        ops=[E.OpData(key=key, value=float(value or 0), remove=value is None)])],
+        validate_only=False)
     resp = send(admin, req)
     errors = [(e.error_code, e.error_message) for e in resp.entries]
     assert errors == [(0, None)], f"alter_client_quotas: {errors}"
@@ -56,6 +60,23 @@ def described(admin):
     assert resp.error_code == 0, (resp.error_code, resp.error_message)
     return sorted(((tuple((d.entity_type, d.entity_name) for d in e.entity)),
                    tuple((v.key, v.value) for v in e.values)) for e in resp.entries)
+
+
+def answered_connections(bootstrap, n):
+    """Opens n connections at once, each sending ApiVersions v0; how many were answered."""
+    host, port = bootstrap.rsplit(":", 1)
+    answered = 0
+    for i in range(n):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.settimeout(3)
+            body = struct.pack(">hhih", 18, 0, i, 1) + b"q"
+            try:
+                s.sendall(struct.pack(">i", len(body)) + body)
+                if len(s.recv(4)) == 4:
+                    answered += 1
+            except OSError:
+                pass
+    return answered
 
 
 def produce(bootstrap, user, topic):
@@ -94,6 +115,14 @@ def main():
         elapsed, throttle = produce(a.bootstrap, "bob", "quota-bob")
         log(f"bob: 10 MiB in {elapsed:.1f} s, largest throttle {throttle:.0f} ms")
         assert throttle == 0, f"bob, who has no quota, was throttled ({throttle} ms)"
+        # KIP-612: at 5 new connections a second from this IP, most of 20 opened at once
+        # are closed unanswered; the quota gone, all are answered.
+        alter(admin, "127.0.0.1", "connection_creation_rate", 5, entity_type="ip")
+        limited = answered_connections(a.bootstrap, 20)
+        alter(admin, "127.0.0.1", "connection_creation_rate", None, entity_type="ip")
+        free = answered_connections(a.bootstrap, 20)
+        log(f"connections answered of 20: {limited} at 5/s, {free} without the quota")
+        assert 1 <= limited < 20 and free == 20, (limited, free)
     else:
         got = described(admin)
         assert got == want, f"described after restart {got}"

@@ -2,7 +2,8 @@
 //! (the forwarded principal decides there): Kafka's checks and answers. READ on the group
 //! to join, sync, heartbeat, leave and commit; DESCRIBE to describe it or fetch its
 //! offsets; DELETE to delete it or its offsets; READ on each topic whose offsets are
-//! committed and DESCRIBE on each topic whose offsets are fetched; WRITE on the
+//! committed or deleted, DESCRIBE on each topic whose offsets are fetched and on each topic
+//! a KIP-848 member subscribes to by name; WRITE on the
 //! transactional id of a TxnOffsetCommit; ListGroups lists the groups the client may
 //! describe (all of them with DESCRIBE on the cluster).
 //!
@@ -96,6 +97,14 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
         let e = crate::group_host::single_error(&req, GROUP_AUTHORIZATION_FAILED);
         return Gate::Refuse(e);
     }
+    // KIP-848: DESCRIBE on every topic the member subscribes to by name.
+    if let RequestKind::ConsumerGroupHeartbeat(r) = &req {
+        let named = r.subscribed_topic_names.iter().flatten();
+        if named.clone().any(|t| !may(Describe, Topic, t)) {
+            let e = crate::group_host::single_error(&req, TOPIC_AUTHORIZATION_FAILED);
+            return Gate::Refuse(e);
+        }
+    }
     // Topics of a commit: the refused ones answered apart, the rest committed.
     let errors = match &mut req {
         RequestKind::OffsetCommit(r) => {
@@ -107,6 +116,32 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
                 RequestKind::OffsetCommit(OffsetCommitRequest::default().with_topics(denied));
             (!topics_empty(&refused))
                 .then(|| crate::group_host::single_error(&refused, TOPIC_AUTHORIZATION_FAILED))
+        }
+        RequestKind::OffsetDelete(r) => {
+            let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+                .into_iter()
+                .partition(|t| may(Read, Topic, &t.name));
+            r.topics = ok;
+            (!denied.is_empty()).then(|| {
+                let topics = denied
+                    .into_iter()
+                    .map(|t| {
+                        offset_delete_response::OffsetDeleteResponseTopic::default()
+                            .with_name(t.name)
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        offset_delete_response::OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                Response::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))
+            })
         }
         RequestKind::TxnOffsetCommit(r) => {
             let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
@@ -155,6 +190,8 @@ pub fn finish(shard: &BrokerShard, client: &Client, response: &mut Response, ref
     match (response, errors) {
         (Response::OffsetCommit(a), Response::OffsetCommit(b)) => a.topics.extend(b.topics),
         (Response::TxnOffsetCommit(a), Response::TxnOffsetCommit(b)) => a.topics.extend(b.topics),
+        // The refused topics join the answer.
+        (Response::OffsetDelete(a), Response::OffsetDelete(b)) => a.topics.extend(b.topics),
         (a, b) => crate::group_host::merge(a, b),
     }
 }

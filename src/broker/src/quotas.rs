@@ -30,6 +30,7 @@ pub const THROTTLE_MS_MAX: u64 = 30_000;
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+pub const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
 
 type Quotas = BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>;
 
@@ -70,6 +71,32 @@ impl QuotaStore {
             .clone()
     }
 
+    /// Takes one connection from `ip` of its `connection_creation_rate` and returns how long
+    /// it would have to wait (zero: within the rate, or no quota).
+    pub fn connection(&self, ip: std::net::IpAddr, now: Instant) -> Duration {
+        if !self.any.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
+        let all = self.all();
+        let named = QuotaEntity {
+            ip: Some(Some(ip.to_string())),
+            ..QuotaEntity::default()
+        };
+        let default = QuotaEntity {
+            ip: Some(None),
+            ..QuotaEntity::default()
+        };
+        let rate = [&named, &default]
+            .into_iter()
+            .find_map(|e| all.get(e).and_then(|q| q.get(CONNECTION_CREATION_RATE)));
+        match rate {
+            // A refused connection costs nothing: a client retrying is not locked out
+            // for longer than the rate says.
+            Some(rate) => self.take(named, CONNECTION_CREATION_RATE, rate.0, 1, now, false),
+            None => Duration::ZERO,
+        }
+    }
+
     /// Takes `bytes` of `key` (a byte-rate quota) for the client `user`/`client_id` and
     /// returns how long it must wait (zero when it has no such quota or is within it).
     pub fn record(
@@ -100,6 +127,22 @@ impl QuotaStore {
                 .map(|_| Some(client_id.to_string())),
             ip: None,
         };
+        self.take(own, key, rate, bytes, now, true)
+    }
+
+    /// Draws `amount` (bytes, or connections) from the budget of `own` for `key`, refilled
+    /// at `rate` per second; returns how long the client must wait (zero: within it). With
+    /// `debt`, what was over the budget is drawn anyway (the bytes were moved; the client
+    /// pays by waiting); without, nothing is drawn when it does not fit.
+    fn take(
+        &self,
+        own: QuotaEntity,
+        key: &'static str,
+        rate: f64,
+        amount: u64,
+        now: Instant,
+        debt: bool,
+    ) -> Duration {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         if budgets.len() >= BUDGETS_MAX && !budgets.contains_key(&(own.clone(), key)) {
             // Full: forget budgets idle for a second (they would be full again anyway).
@@ -115,11 +158,14 @@ impl QuotaStore {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.available = (b.available + elapsed * rate).min(rate);
         b.at = now;
-        b.available -= bytes as f64;
-        if b.available >= 0.0 {
+        let left = b.available - amount as f64;
+        if left >= 0.0 || debt {
+            b.available = left;
+        }
+        if left >= 0.0 {
             return Duration::ZERO;
         }
-        let ms = (-b.available / rate * 1000.0).ceil() as u64;
+        let ms = (-left / rate * 1000.0).ceil() as u64;
         Duration::from_millis(ms.min(THROTTLE_MS_MAX))
     }
 }
@@ -150,6 +196,12 @@ pub fn charge(
         client.mute.set(Some(until));
     }
     wait.as_millis() as i32
+}
+
+/// KIP-612's `connection_creation_rate` for `ip` (its own quota, else the default IP
+/// quota): whether a new connection from it is over the rate and must be refused.
+pub fn connection_refused(store: &QuotaStore, ip: std::net::IpAddr, now: Instant) -> bool {
+    !store.connection(ip, now).is_zero()
 }
 
 /// Kafka's quota user of a principal: its name (`User:alice` is `alice`).
@@ -227,6 +279,25 @@ mod tests {
             Duration::ZERO
         );
         assert!(s.record(PRODUCER_BYTE_RATE, "a", "c", 1000, t) > Duration::ZERO);
+    }
+
+    #[test]
+    fn connections_over_the_ip_rate_are_refused_without_debt() {
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let default_ip = QuotaEntity {
+            ip: Some(None),
+            ..Default::default()
+        };
+        let s = store(default_ip, CONNECTION_CREATION_RATE, 2.0);
+        let t = Instant::now();
+        assert!(!connection_refused(&s, ip, t));
+        assert!(!connection_refused(&s, ip, t));
+        assert!(connection_refused(&s, ip, t));
+        assert!(connection_refused(&s, ip, t));
+        // Half a second later one more fits, refusals having cost nothing.
+        assert!(!connection_refused(&s, ip, t + Duration::from_millis(500)));
+        // Each IP has its own budget under the default.
+        assert!(!connection_refused(&s, "10.0.0.2".parse().unwrap(), t));
     }
 
     #[test]

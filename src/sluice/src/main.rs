@@ -832,9 +832,15 @@ mod tests {
                 "--sasl-oauthbearer-jwks-endpoint-url https://idp/jwks",
                 "only file: URLs",
             ),
-            ("--sasl-enabled-mechanisms OAUTHBEARER", "needs --sasl-oauthbearer"),
+            (
+                "--sasl-enabled-mechanisms OAUTHBEARER",
+                "needs --sasl-oauthbearer",
+            ),
             ("--sasl-enabled-mechanisms GSSAPI", "unknown mechanism"),
-            ("--sasl-oauthbearer-expected-issuer x", "need --sasl-oauthbearer"),
+            (
+                "--sasl-oauthbearer-expected-issuer x",
+                "need --sasl-oauthbearer",
+            ),
             ("--authorizer simple", "not acl or none"),
             ("--super-users admin", "principal"),
         ] {
