@@ -30,22 +30,12 @@ import sys
 import tempfile
 import time
 
+from perfutil import free_port, cpu_seconds
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUICE = os.path.join(ROOT, "target", "release", "sluice")
 PASSWORD = "bench-secret"
 MODES = ["plaintext", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def call(s, api_key, version, corr, body):

@@ -17,39 +17,17 @@ broker CPU seconds per GiB is the broker's own cost.
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from perfutil import free_port, cpu_seconds, kcat
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUICE = os.path.join(ROOT, "target", "release", "sluice")
 RECORD_BYTES = 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def kcat(args, stdin=None):
-    env = dict(os.environ)
-    env.pop("LD_LIBRARY_PATH", None)
-    r = subprocess.run(["kcat"] + args, stdin=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=env, timeout=600)
-    if r.returncode != 0:
-        sys.exit(f"kcat {' '.join(args)}: {r.stderr.decode()}")
-    return r.stdout
 
 
 def main():

@@ -455,6 +455,52 @@ fn users_add(mechanism: &str, name: &str, password: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// A broker with a plaintext and a `sasl_plaintext` listener, the SCRAM-SHA-256 users
+/// `(name, password)` made before its first start, and `extra` flags; with both ports.
+fn sasl_broker(users: &[(&str, &str)], extra: &[String]) -> (Broker, u16, u16) {
+    let ports = distinct_free_ports(2);
+    let (port, sasl_port) = (ports[0], ports[1]);
+    let mut extra_args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
+    ];
+    extra_args.extend(extra.iter().cloned());
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args,
+        port: Some(port),
+        pre_start: users
+            .iter()
+            .map(|(name, password)| users_add("SCRAM-SHA-256", name, password))
+            .collect(),
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    (broker, port, sasl_port)
+}
+
+/// Runs `tests/python/<script>` with `args` in the test venv; its output and exit code.
+fn python(script: &str, args: &[&str]) -> (String, Option<i32>) {
+    let out = run(
+        Command::new(workspace_root().join("tests/.venv/bin/python"))
+            .arg(workspace_root().join("tests/python").join(script))
+            .args(args),
+        b"",
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.code())
+}
+
+/// As [`python`], failing the test unless the script succeeds; its output.
+fn python_ok(script: &str, args: &[&str]) -> String {
+    let (out, code) = python(script, args);
+    assert_eq!(code, Some(0), "{script} {args:?}:\n{out}");
+    out
+}
+
 #[test]
 fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
     let dir = tempfile::tempdir().unwrap();
@@ -672,42 +718,22 @@ fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
 
 #[test]
 fn acls_authorize_every_client_as_kafka_does_and_survive_a_restart() {
-    let ports = distinct_free_ports(2);
-    let (port, sasl_port) = (ports[0], ports[1]);
-    let mut broker = Broker::spawn_with(BrokerConfig {
-        extra_args: vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
-            "--authorizer".into(),
-            "acl".into(),
-            "--super-users".into(),
-            "User:admin".into(),
-        ],
-        port: Some(port),
-        pre_start: vec![
-            users_add("SCRAM-SHA-256", "admin", "admin-secret"),
-            users_add("SCRAM-SHA-256", "alice", "alice-secret"),
-            users_add("SCRAM-SHA-256", "bob", "bob-secret"),
-        ],
-        ..BrokerConfig::default()
-    });
-    broker.wait_ready();
-    let python = workspace_root().join("tests/.venv/bin/python");
+    let users = [
+        ("admin", "admin-secret"),
+        ("alice", "alice-secret"),
+        ("bob", "bob-secret"),
+    ];
+    let flags = ["--authorizer", "acl", "--super-users", "User:admin"].map(String::from);
+    let (mut broker, port, sasl_port) = sasl_broker(&users, &flags);
+    let (sasl, plain) = (
+        format!("127.0.0.1:{sasl_port}"),
+        format!("127.0.0.1:{port}"),
+    );
     let check = |phase: &str| {
-        let out = run(
-            Command::new(&python)
-                .arg(workspace_root().join("tests/python/acl_check.py"))
-                .args(["--sasl", &format!("127.0.0.1:{sasl_port}")])
-                .args(["--plain", &format!("127.0.0.1:{port}")])
-                .args(["--phase", phase]),
-            b"",
-        );
-        assert!(
-            out.status.success(),
-            "acl_check.py --phase {phase}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        python_ok(
+            "acl_check.py",
+            &["--sasl", &sasl, "--plain", &plain, "--phase", phase],
+        )
     };
     check("grant");
     // ACLs are cluster metadata: they survive kill -9.
@@ -718,40 +744,18 @@ fn acls_authorize_every_client_as_kafka_does_and_survive_a_restart() {
 
 #[test]
 fn client_quotas_throttle_a_producer_and_survive_a_restart() {
-    let ports = distinct_free_ports(2);
-    let (port, sasl_port) = (ports[0], ports[1]);
-    let mut broker = Broker::spawn_with(BrokerConfig {
-        extra_args: vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
-        ],
-        port: Some(port),
-        pre_start: vec![
-            users_add("SCRAM-SHA-256", "admin", "admin-secret"),
-            users_add("SCRAM-SHA-256", "alice", "alice-secret"),
-            users_add("SCRAM-SHA-256", "bob", "bob-secret"),
-        ],
-        ..BrokerConfig::default()
-    });
-    broker.wait_ready();
-    let python = workspace_root().join("tests/.venv/bin/python");
-    let check = |phase: &str| {
-        let out = run(
-            Command::new(&python)
-                .arg(workspace_root().join("tests/python/quota_check.py"))
-                .args(["--bootstrap", &format!("127.0.0.1:{sasl_port}")])
-                .args(["--phase", phase]),
-            b"",
-        );
-        assert!(
-            out.status.success(),
-            "quota_check.py --phase {phase}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let users = [
+        ("admin", "admin-secret"),
+        ("alice", "alice-secret"),
+        ("bob", "bob-secret"),
+    ];
+    let (mut broker, _, sasl_port) = sasl_broker(&users, &[]);
+    let sasl = format!("127.0.0.1:{sasl_port}");
+    let check =
+        |phase: &str| python_ok("quota_check.py", &["--bootstrap", &sasl, "--phase", phase]);
     // alice at 1 MiB/s takes at least 8 s for 10 MiB and sees throttle times; bob, who
-    // has no quota, sees none (a lower bound and a count: nothing here races the clock).
+    // has no quota, sees none; an IP's connection rate holds (lower bounds and counts:
+    // nothing here races the clock).
     check("throttle");
     // Quotas are cluster metadata: they survive kill -9.
     broker.kill9();
@@ -783,23 +787,9 @@ fn plain_auth(s: &mut TcpStream, user: &str, password: &str) -> Option<(i16, i64
 #[test]
 fn sasl_sessions_expire_unless_the_client_re_authenticates() {
     use sluice_tests::wire::{closed, metadata_v1};
-    let ports = distinct_free_ports(2);
-    let (port, sasl_port) = (ports[0], ports[1]);
-    let mut broker = Broker::spawn_with(BrokerConfig {
-        extra_args: vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
-            "--connections-max-reauth-ms".into(),
-            "1500".into(),
-        ],
-        port: Some(port),
-        pre_start: vec![
-            users_add("SCRAM-SHA-256", "alice", "alice-secret"),
-            users_add("SCRAM-SHA-256", "bob", "bob-secret"),
-        ],
-        ..BrokerConfig::default()
-    });
-    broker.wait_ready();
+    let users = [("alice", "alice-secret"), ("bob", "bob-secret")];
+    let flags = ["--connections-max-reauth-ms", "1500"].map(String::from);
+    let (mut broker, _, sasl_port) = sasl_broker(&users, &flags);
     let connect = || {
         let s = TcpStream::connect(("127.0.0.1", sasl_port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -835,20 +825,18 @@ fn sasl_sessions_expire_unless_the_client_re_authenticates() {
     assert!(closed(&mut s));
 
     // kafka-python re-authenticates on its own and never sees its connection dropped.
-    let python = workspace_root().join("tests/.venv/bin/python");
-    let out = run(
-        Command::new(&python)
-            .arg(workspace_root().join("tests/python/reauth_client.py"))
-            .args(["--bootstrap", &format!("127.0.0.1:{sasl_port}")])
-            .args(["--username", "alice", "--password", "alice-secret"])
-            .args(["--topic", "reauth"]),
-        b"",
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reauth_client.py: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python_ok(
+        "reauth_client.py",
+        &[
+            "--bootstrap",
+            &format!("127.0.0.1:{sasl_port}"),
+            "--username",
+            "alice",
+            "--password",
+            "alice-secret",
+            "--topic",
+            "reauth",
+        ],
     );
     let authentications: usize = stdout
         .lines()
@@ -917,43 +905,23 @@ fn oauthbearer_tokens_are_validated_against_the_jwks() {
     let jwks = dir.path().join("jwks.json");
     let issuer = Issuer::new("k1");
     std::fs::write(&jwks, issuer.jwks()).unwrap();
-    let ports = distinct_free_ports(2);
-    let (port, sasl_port) = (ports[0], ports[1]);
-    let broker = {
-        let mut b = Broker::spawn_with(BrokerConfig {
-            extra_args: vec![
-                "--listen".into(),
-                format!("127.0.0.1:{port},sasl_plaintext://127.0.0.1:{sasl_port}"),
-                "--sasl-oauthbearer-jwks-endpoint-url".into(),
-                format!("file://{}", jwks.display()),
-                "--sasl-oauthbearer-expected-audience".into(),
-                "sluice".into(),
-                "--sasl-oauthbearer-expected-issuer".into(),
-                "https://issuer.test".into(),
-            ],
-            port: Some(port),
-            ..BrokerConfig::default()
-        });
-        b.wait_ready();
-        b
-    };
-    let python = workspace_root().join("tests/.venv/bin/python");
+    let flags = [
+        "--sasl-oauthbearer-jwks-endpoint-url".to_string(),
+        format!("file://{}", jwks.display()),
+        "--sasl-oauthbearer-expected-audience".into(),
+        "sluice".into(),
+        "--sasl-oauthbearer-expected-issuer".into(),
+        "https://issuer.test".into(),
+    ];
+    let (broker, _, sasl_port) = sasl_broker(&[], &flags);
+    let sasl = format!("127.0.0.1:{sasl_port}");
     let client = |token: &str| -> String {
-        let out = run(
-            Command::new(&python)
-                .arg(workspace_root().join("tests/python/oauth_client.py"))
-                .args(["--bootstrap", &format!("127.0.0.1:{sasl_port}")])
-                .args(["--token", token, "--topic", "oauth"]),
-            b"",
+        let (out, code) = python(
+            "oauth_client.py",
+            &["--bootstrap", &sasl, "--token", token, "--topic", "oauth"],
         );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        match out.status.code() {
-            Some(0) | Some(3) => stdout,
-            _ => panic!(
-                "oauth_client.py: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+        assert!(matches!(code, Some(0) | Some(3)), "oauth_client.py: {out}");
+        out
     };
     assert!(client(&issuer.token("alice", 3600, "sluice")).contains("OAUTH OK"));
     // Expired (beyond the 30 s clock skew), another audience, another signer: refused,

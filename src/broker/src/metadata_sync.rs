@@ -772,23 +772,27 @@ pub async fn alter_scram(
         .collect()
 }
 
-/// CreateAcls through the controller: per binding, its outcome, in order; answered once
-/// every shard of this node decides with the new bindings.
-pub async fn create_acls(
+/// The per-item outcomes of a controller command, in request order (an answer of another
+/// kind or length fails every item with UNKNOWN_SERVER_ERROR); when any outcome `changed`
+/// something, this returns only once this node has adopted the change, so every shard acts
+/// on it from the client's next request.
+async fn per_item<K: std::fmt::Debug, T: std::fmt::Debug>(
     shard: &Rc<BrokerShard>,
     node: &ControllerNode,
-    bindings: Vec<AclBinding>,
-) -> Vec<Result<(), (i16, String)>> {
-    let n = bindings.len();
-    let answer = match node.create_acls(bindings).await {
-        Answer::CreateAcls(v) if v.len() == n => v,
+    n: usize,
+    answer: Answer,
+    pick: fn(Answer) -> Result<Vec<(K, sluice_meta::controller::Outcome<T>)>, Answer>,
+    changed: impl Fn(&sluice_meta::controller::Outcome<T>) -> bool,
+) -> Vec<Result<T, (i16, String)>> {
+    let answer = match pick(answer) {
+        Ok(v) if v.len() == n => v,
         other => {
-            log::error!("create ACLs: unexpected answer {other:?}");
+            log::error!("controller command: unexpected answer {other:?}");
             let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
-            return vec![Err(e); n];
+            return (0..n).map(|_| Err(e.clone())).collect();
         }
     };
-    if answer.iter().any(|(_, o)| o.is_ok()) {
+    if answer.iter().any(|(_, o)| changed(o)) {
         let want = node.applied_index();
         wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
     }
@@ -798,8 +802,40 @@ pub async fn create_acls(
         .collect()
 }
 
-/// AlterClientQuotas through the controller: per entry, its outcome, in order; answered
-/// once every shard of this node enforces the change.
+/// CreateAcls through the controller: per binding, its outcome.
+pub async fn create_acls(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    bindings: Vec<AclBinding>,
+) -> Vec<Result<(), (i16, String)>> {
+    let n = bindings.len();
+    let answer = node.create_acls(bindings).await;
+    let pick = |a| match a {
+        Answer::CreateAcls(v) => Ok(v),
+        other => Err(other),
+    };
+    per_item(shard, node, n, answer, pick, Result::is_ok).await
+}
+
+/// DeleteAcls through the controller: per filter, the bindings it removed.
+pub async fn delete_acls(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    filters: Vec<AclFilter>,
+) -> Vec<Result<Vec<AclBinding>, (i16, String)>> {
+    let n = filters.len();
+    let answer = node.delete_acls(filters).await;
+    let pick = |a| match a {
+        Answer::DeleteAcls(v) => Ok(v),
+        other => Err(other),
+    };
+    let removed = |o: &sluice_meta::controller::Outcome<Vec<AclBinding>>| {
+        o.as_ref().is_ok_and(|v| !v.is_empty())
+    };
+    per_item(shard, node, n, answer, pick, removed).await
+}
+
+/// AlterClientQuotas through the controller: per entry, its outcome.
 pub async fn alter_quotas(
     shard: &Rc<BrokerShard>,
     node: &ControllerNode,
@@ -807,51 +843,13 @@ pub async fn alter_quotas(
     validate_only: bool,
 ) -> Vec<Result<(), (i16, String)>> {
     let n = entries.len();
-    let answer = match node.alter_client_quotas(entries, validate_only).await {
-        Answer::AlterQuotas(v) if v.len() == n => v,
-        other => {
-            log::error!("alter client quotas: unexpected answer {other:?}");
-            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
-            return vec![Err(e); n];
-        }
+    let answer = node.alter_client_quotas(entries, validate_only).await;
+    let pick = |a| match a {
+        Answer::AlterQuotas(v) => Ok(v),
+        other => Err(other),
     };
-    if !validate_only && answer.iter().any(|(_, o)| o.is_ok()) {
-        let want = node.applied_index();
-        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
-    }
-    answer
-        .into_iter()
-        .map(|(_, o)| o.map_err(|e| api_err(&e)))
-        .collect()
-}
-
-/// DeleteAcls through the controller: per filter, the bindings it removed, in order;
-/// answered once every shard of this node decides without them.
-pub async fn delete_acls(
-    shard: &Rc<BrokerShard>,
-    node: &ControllerNode,
-    filters: Vec<AclFilter>,
-) -> Vec<Result<Vec<AclBinding>, (i16, String)>> {
-    let n = filters.len();
-    let answer = match node.delete_acls(filters).await {
-        Answer::DeleteAcls(v) if v.len() == n => v,
-        other => {
-            log::error!("delete ACLs: unexpected answer {other:?}");
-            let e = (kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string());
-            return vec![Err(e); n];
-        }
-    };
-    if answer
-        .iter()
-        .any(|(_, o)| o.as_ref().is_ok_and(|v| !v.is_empty()))
-    {
-        let want = node.applied_index();
-        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
-    }
-    answer
-        .into_iter()
-        .map(|(_, o)| o.map_err(|e| api_err(&e)))
-        .collect()
+    let changed = |o: &sluice_meta::controller::Outcome<()>| !validate_only && o.is_ok();
+    per_item(shard, node, n, answer, pick, changed).await
 }
 
 /// A block of producer ids for this node from the controller: `(first, end)`.

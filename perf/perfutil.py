@@ -1,0 +1,31 @@
+"""Helpers the perf/ scripts share: a free loopback port, a process's CPU seconds from
+/proc, and kcat run with the system's librdkafka (never a test build's)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """utime + stime of `pid`, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kcat(args, stdin=None, timeout=900):
+    """kcat's stdout; exits the script with kcat's error when it fails."""
+    env = dict(os.environ)
+    env.pop("LD_LIBRARY_PATH", None)
+    r = subprocess.run(["kcat"] + args, stdin=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env, timeout=timeout)
+    if r.returncode != 0:
+        sys.exit(f"kcat {' '.join(args)}: {r.stderr.decode()}")
+    return r.stdout
