@@ -138,6 +138,16 @@ def grant(sasl_addr, plain_addr):
     # alice: what the grants say, and DENY over the prefixed ALLOW.
     expect("alice topics", visible_topics(sasl_addr, "alice"),
            ["logs-app", "logs-audit", "orders"])
+    # Metadata's and DescribeCluster's authorized operations (kafka-python asks for them and
+    # decodes Kafka's bit field into operation names).
+    alice_admin = KafkaAdminClient(**client_cfg(sasl_addr, "alice"))
+    [orders] = alice_admin.describe_topics(["orders"])
+    expect("alice's operations on orders", sorted(orders["authorized_operations"]),
+           ["DESCRIBE", "READ", "WRITE"])
+    expect("alice's operations on the cluster",
+           alice_admin.describe_cluster()["authorized_operations"], [])
+    expect("admin's cluster operations include ALTER",
+           "ALTER" in admin.describe_cluster()["authorized_operations"], True)
     expect("alice produce orders", produce(sasl_addr, "alice", "orders"), None)
     expect("alice produce logs-app", produce(sasl_addr, "alice", "logs-app"), None)
     expect("alice produce logs-audit", produce(sasl_addr, "alice", "logs-audit"),
@@ -148,7 +158,6 @@ def grant(sasl_addr, plain_addr):
     expect("alice consume orders in g2", consume(sasl_addr, "alice", "orders", "g2", 5),
            "GroupAuthorizationFailedError")
     try:
-        alice_admin = KafkaAdminClient(**client_cfg(sasl_addr, "alice"))
         r = alice_admin.create_acls([acl("User:alice", ACLOperation.ALL, ALLOW, TOPIC, "*")])
         expect("alice create_acls", [type(e).__name__ if isinstance(e, Exception) else e.__name__
                                      for e in r["failed"]],

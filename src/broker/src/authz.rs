@@ -192,6 +192,45 @@ pub fn cluster_allowed(shard: &BrokerShard, client: &Client, operation: AclOpera
     )
 }
 
+/// Kafka's `authorized_operations` bit field of a resource for the client (bit `1 << code`
+/// per operation it may do, of those Kafka lists for the type); every one of them without
+/// an authorizer, as Kafka answers.
+pub fn authorized_operations(
+    shard: &BrokerShard,
+    client: &Client,
+    resource_type: ResourceType,
+    name: &str,
+) -> i32 {
+    use AclOperation::*;
+    let ops: &[AclOperation] = match resource_type {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Describe,
+            Delete,
+            Alter,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Describe, Delete],
+        ResourceType::Cluster => &[
+            Create,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+            Alter,
+            Describe,
+        ],
+        ResourceType::TransactionalId => &[Describe, Write],
+        _ => &[],
+    };
+    ops.iter()
+        .filter(|op| allowed(shard, client, **op, resource_type, name))
+        .fold(0, |bits, op| bits | 1 << op.code())
+}
+
 /// Why the client may not do `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a config
 /// resource of DescribeConfigs/AlterConfigs (Kafka's resource type codes: 2 topic, checked
 /// on the topic; brokers and anything else on the cluster).

@@ -167,6 +167,25 @@ fn topics_empty(req: &RequestKind) -> bool {
     }
 }
 
+/// Fills the `authorized_operations` of the groups a describe answers (asked for with
+/// `include_authorized_operations`); refused groups keep Kafka's "omitted" value.
+pub fn authorized_operations(shard: &BrokerShard, client: &Client, response: &mut Response) {
+    let ops = |g: &str| authz::authorized_operations(shard, client, Group, g);
+    match response {
+        Response::DescribeGroups(r) => {
+            for g in r.groups.iter_mut().filter(|g| g.error_code == 0) {
+                g.authorized_operations = ops(&g.group_id);
+            }
+        }
+        Response::ConsumerGroupDescribe(r) => {
+            for g in r.groups.iter_mut().filter(|g| g.error_code == 0) {
+                g.authorized_operations = ops(&g.group_id);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Completes the answer of a request that ran after [`gate`].
 pub fn finish(shard: &BrokerShard, client: &Client, response: &mut Response, refused: Refused) {
     let may = |op, rt, name: &str| authz::allowed(shard, client, op, rt, name);

@@ -440,17 +440,27 @@ pub async fn run_local(
     client_id: &str,
     client: &crate::conn::Client,
 ) -> Option<Response> {
-    if !crate::authz::enabled(shard) {
-        return run_unchecked(shard, req, version, client_id, &client.host).await;
-    }
-    match crate::group_acl::gate(shard, client, req, version) {
-        crate::group_acl::Gate::Refuse(r) => Some(r),
-        crate::group_acl::Gate::Run(req, refused) => {
-            let mut r = run_unchecked(shard, *req, version, client_id, &client.host).await?;
-            crate::group_acl::finish(shard, client, &mut r, refused);
-            Some(r)
+    let with_operations = match &req {
+        RequestKind::DescribeGroups(r) => r.include_authorized_operations,
+        RequestKind::ConsumerGroupDescribe(r) => r.include_authorized_operations,
+        _ => false,
+    };
+    let mut response = if !crate::authz::enabled(shard) {
+        run_unchecked(shard, req, version, client_id, &client.host).await?
+    } else {
+        match crate::group_acl::gate(shard, client, req, version) {
+            crate::group_acl::Gate::Refuse(r) => return Some(r),
+            crate::group_acl::Gate::Run(req, refused) => {
+                let mut r = run_unchecked(shard, *req, version, client_id, &client.host).await?;
+                crate::group_acl::finish(shard, client, &mut r, refused);
+                r
+            }
         }
+    };
+    if with_operations {
+        crate::group_acl::authorized_operations(shard, client, &mut response);
     }
+    Some(response)
 }
 
 async fn run_unchecked(

@@ -427,6 +427,21 @@ async fn shard_main(
                     Ok(stream) => {
                         use std::os::fd::AsRawFd;
                         let ip = stream.peer_addr().ok().map(|a| a.ip());
+                        if ip.is_some_and(|ip| {
+                            quotas::connection_refused(
+                                &shard.shared_handle.quotas,
+                                ip,
+                                std::time::Instant::now(),
+                            )
+                        }) {
+                            log::debug!(
+                                "{}: closing a connection from {ip:?}: over its \
+                                 connection_creation_rate",
+                                ctx.shard_id()
+                            );
+                            drop(stream);
+                            continue;
+                        }
                         let admitted = match conns.admit(ip, stream.as_raw_fd()) {
                             Ok(a) => a,
                             Err(why) => {

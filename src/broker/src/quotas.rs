@@ -11,6 +11,9 @@
 //! (Kafka measures over a window of seconds; a burst of one second's worth passes at
 //! once, and a sustained rate converges on the quota).
 //!
+//! KIP-612: an IP over its `connection_creation_rate` (its own quota, else the default
+//! IP's) has its new connections closed at once, before anything is read from them.
+//!
 //! Invariants:
 //! - Without any quota configured, a request costs one atomic load here.
 //! - At most [`BUDGETS_MAX`] budgets exist; idle ones go first when the table is full.

@@ -1,4 +1,5 @@
-//! DescribeCluster: the live brokers, the cluster id, the controller.
+//! DescribeCluster: the live brokers, the cluster id, the controller, and (when asked) the
+//! client's authorized operations on the cluster.
 
 use std::rc::Rc;
 
@@ -15,8 +16,9 @@ pub fn handle(
     shard: &Rc<BrokerShard>,
     _h: &RequestHeaderInfo,
     r: DescribeClusterRequest,
-    listener: crate::config::SecurityProtocol,
+    client: &crate::conn::Client,
 ) -> DescribeClusterResponse {
+    let listener = client.listener;
     let view = &shard.shared_handle.cluster_view;
     let brokers = view
         .brokers_on(listener)
@@ -34,5 +36,10 @@ pub fn handle(
         .with_cluster_id(str_bytes(&shard.topics().state.cluster_id))
         .with_controller_id(BrokerId(view.controller()))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(if r.include_cluster_authorized_operations {
+            use sluice_meta::acl::{ResourceType, CLUSTER_NAME};
+            crate::authz::authorized_operations(shard, client, ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            i32::MIN
+        })
 }

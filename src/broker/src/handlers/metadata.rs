@@ -15,7 +15,8 @@ use crate::shard::BrokerShard;
 use crate::topics::{validate_topic_name, TopicRecord};
 
 use sluice_meta::acl::AclOperation::{Create, Describe};
-use sluice_meta::acl::ResourceType::Topic;
+use sluice_meta::acl::ResourceType::{self, Topic};
+use sluice_meta::acl::CLUSTER_NAME;
 
 use crate::authz;
 use crate::conn::Client;
@@ -177,11 +178,24 @@ pub async fn handle(
             }
         }
     }
+    // Authorized operations (v8+) when asked for, of the topics found.
+    if r.include_topic_authorized_operations {
+        for e in entries.iter_mut().filter(|e| e.error_code == kerr::NONE) {
+            let name = e.name.as_ref().map_or("", |n| n.as_str());
+            e.topic_authorized_operations =
+                authz::authorized_operations(shard, client, Topic, name);
+        }
+    }
+    let cluster_ops = if r.include_cluster_authorized_operations {
+        authz::authorized_operations(shard, client, ResourceType::Cluster, CLUSTER_NAME)
+    } else {
+        OPS_NOT_REQUESTED
+    };
     let topics = shard.topics();
     MetadataResponse::default()
         .with_brokers(broker_entries(shard, listener))
         .with_cluster_id(Some(str_bytes(&topics.state.cluster_id)))
         .with_controller_id(BrokerId(shard.shared_handle.cluster_view.controller()))
         .with_topics(entries)
-        .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }

@@ -155,7 +155,6 @@ pub async fn dispatch(
     client: &Client,
 ) -> Outcome {
     let h = &request.header;
-    let listener = client.listener;
     if authz::enabled(shard) {
         if let Some(refusal) = cluster_acl::refused(shard, client, h, &request.body) {
             return refusal;
@@ -200,7 +199,7 @@ pub async fn dispatch(
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            respond(h, &describe_cluster::handle(shard, h, r, listener))
+            respond(h, &describe_cluster::handle(shard, h, r, client))
         }
         RequestKind::AlterPartitionReassignments(r) => {
             respond(h, &alter_partition_reassignments::handle(shard, h, r).await)
