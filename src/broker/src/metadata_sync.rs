@@ -776,12 +776,15 @@ pub async fn alter_scram(
 /// kind or length fails every item with UNKNOWN_SERVER_ERROR); when any outcome `changed`
 /// something, this returns only once this node has adopted the change, so every shard acts
 /// on it from the client's next request.
+/// Takes a command's per-item outcomes out of its answer (or gives the answer back).
+type Pick<K, T> = fn(Answer) -> Result<Vec<(K, sluice_meta::controller::Outcome<T>)>, Answer>;
+
 async fn per_item<K: std::fmt::Debug, T: std::fmt::Debug>(
     shard: &Rc<BrokerShard>,
     node: &ControllerNode,
     n: usize,
     answer: Answer,
-    pick: fn(Answer) -> Result<Vec<(K, sluice_meta::controller::Outcome<T>)>, Answer>,
+    pick: Pick<K, T>,
     changed: impl Fn(&sluice_meta::controller::Outcome<T>) -> bool,
 ) -> Vec<Result<T, (i16, String)>> {
     let answer = match pick(answer) {
