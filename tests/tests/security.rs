@@ -343,13 +343,16 @@ fn client_certificates_are_required_under_tls_ca_and_certificates_reload() {
 }
 
 #[test]
-fn every_node_of_a_cluster_advertises_its_tls_listener() {
+fn every_node_of_a_cluster_advertises_its_tls_listener_and_speaks_tls_to_the_others() {
     if let Err(why) = gate() {
         panic!("{why}");
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(dir.path());
     let ssl_ports = distinct_free_ports(3);
+    // `--rpc-tls`: node-to-node traffic (Raft, replication, forwarding) is mutual TLS with
+    // the same certificate, checked against `--tls-ca` (which also makes the `ssl`
+    // listeners ask clients for theirs).
     let mut c = Cluster::start_with(ClusterConfig {
         nodes: 3,
         extra_args: vec![
@@ -357,6 +360,9 @@ fn every_node_of_a_cluster_advertises_its_tls_listener() {
             pki.server_cert.display().to_string(),
             "--tls-key".to_string(),
             pki.server_key.display().to_string(),
+            "--tls-ca".to_string(),
+            pki.ca.display().to_string(),
+            "--rpc-tls".to_string(),
         ],
         node_args: ssl_ports
             .iter()
@@ -369,7 +375,7 @@ fn every_node_of_a_cluster_advertises_its_tls_listener() {
             .collect(),
         ..ClusterConfig::default()
     });
-    let tls = kcat_tls(&pki.ca, None);
+    let tls = kcat_tls(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
     let mut want_ssl: Vec<String> = ssl_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     want_ssl.sort();
     let mut want_plain: Vec<String> = c.ids().map(|i| c.node(i).bootstrap()).collect();
@@ -417,6 +423,14 @@ fn every_node_of_a_cluster_advertises_its_tls_listener() {
     assert_eq!(
         kcat_consume(&c.node(3).bootstrap(), &[], "tls-cluster"),
         lines
+    );
+    // The rpc listener speaks only TLS: a plaintext peer gets at most a TLS alert (record
+    // type 21) and the connection closed, never an answer.
+    let rpc = c.rpc_addr(2);
+    let got = raw_exchange(rpc.port(), b"\0\0\0\x10not a tls hello!");
+    assert!(
+        matches!(&got, Some(b) if b.is_empty() || b[0] == 21),
+        "a plaintext peer got {got:?}"
     );
 }
 

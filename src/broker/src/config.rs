@@ -134,6 +134,9 @@ pub struct BrokerConfig {
     /// `--rpc-listen`: the listener for node-to-node traffic (Raft, replication, forwarding);
     /// `None` without `--voters`.
     pub rpc_listen: Option<SocketAddr>,
+    /// `--rpc-tls`: TLS on every node-to-node connection, with `--tls-cert`/`--tls-key` as
+    /// both server and client certificate and `--tls-ca` checking the peer's.
+    pub rpc_tls: bool,
     /// `--voters`: the controller quorum, each voter's id and rpc address (Kafka's
     /// `controller.quorum.voters`). Empty: a cluster of one.
     pub voters: Vec<sluice_rpc::Voter>,
@@ -214,6 +217,7 @@ impl Default for BrokerConfig {
             request_overdraft_hold: crate::request_memory::REQUEST_OVERDRAFT_HOLD_DEFAULT,
             producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             rpc_listen: None,
+            rpc_tls: false,
             voters: Vec::new(),
             replica_lag_time_max: crate::replication::REPLICA_LAG_TIME_MAX_DEFAULT,
             leader_rebalance: crate::replication::LeaderRebalance::default(),

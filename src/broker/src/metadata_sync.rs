@@ -121,6 +121,18 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     };
     cfg.rpc_listen = config.rpc_listen;
     cfg.voters = config.voters.clone();
+    if config.rpc_tls {
+        // `--rpc-tls` needs --tls-cert, --tls-key and --tls-ca (checked at start).
+        let state = shard
+            .shared_handle
+            .tls
+            .clone()
+            .filter(|s| s.rpc_configs().is_some())
+            .ok_or_else(|| std::io::Error::other("--rpc-tls needs --tls-ca"))?;
+        cfg.rpc_tls = Some(sluice_rpc::RpcTls {
+            configs: std::sync::Arc::new(move || state.rpc_configs().expect("checked above")),
+        });
+    }
     // Kafka's metadata.log.max.record.bytes.between.snapshots (20 MiB); tests force
     // snapshots after a few KiB through this variable (not a supported setting).
     if let Some(bytes) = std::env::var("SLUICE_METADATA_SNAPSHOT_BYTES")

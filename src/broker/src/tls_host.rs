@@ -43,6 +43,16 @@ impl TlsState {
         }
     }
 
+    /// The configurations of a new node-to-node connection (`--rpc-tls`): accepting with
+    /// the `ssl` listener's (client certificates required) and dialing with the node's
+    /// client configuration. `None` without a CA.
+    pub fn rpc_configs(
+        &self,
+    ) -> Option<(Arc<ServerConfig>, Arc<futures_rustls::rustls::ClientConfig>)> {
+        let c = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        Some((c.ssl.clone(), c.node_client.clone()?))
+    }
+
     fn replace(&self, configs: TlsConfigs) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = configs;
     }

@@ -93,6 +93,8 @@ pub struct ClusterConfig {
     /// The glommio task queue of the transport's tasks (the broker gives Raft traffic its
     /// own); `None`: the current one.
     pub rpc_task_queue: Option<glommio::TaskQueueHandle>,
+    /// TLS between nodes (`--rpc-tls`); `None`: plaintext.
+    pub rpc_tls: Option<sluice_rpc::RpcTls>,
     /// Kafka's `metadata.log.max.record.bytes.between.snapshots`
     /// ([`snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS`]; tests force
     /// snapshots with a few KiB).
@@ -116,6 +118,7 @@ impl ClusterConfig {
             rpc_timeouts: sluice_rpc::Timeouts::default(),
             subscriber_queue_max: SUBSCRIBER_QUEUE_MAX,
             rpc_task_queue: None,
+            rpc_tls: None,
             snapshot_bytes: snapshot::METADATA_LOG_MAX_RECORD_BYTES_BETWEEN_SNAPSHOTS,
             snapshot_interval: snapshot::METADATA_LOG_MAX_SNAPSHOT_INTERVAL,
         }
@@ -564,6 +567,7 @@ impl ControllerNode {
             tcfg.directory = directory;
             tcfg.timeouts = cfg.rpc_timeouts.clone();
             tcfg.task_queue = cfg.rpc_task_queue;
+            tcfg.tls = cfg.rpc_tls.clone();
             log::debug!("controller: starting the transport");
             let t = Transport::start(tcfg, handler).await?;
             // The directories peers registered, as the replayed image has them (more as

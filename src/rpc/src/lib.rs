@@ -138,8 +138,8 @@ pub use envelope::{
 pub use frame::{status, DirectoryId, FrameError, Hello, Kind, Request, Response};
 pub use sluice_raft::NodeId;
 pub use transport::{
-    Handler, Limits, LocalBoxFuture, QueueLengths, RequestError, SendError, Stats, Timeouts,
-    Transport, TransportConfig,
+    Handler, Limits, LocalBoxFuture, QueueLengths, RequestError, RpcTls, SendError, Stats,
+    Timeouts, Transport, TransportConfig,
 };
 
 /// Largest Raft entry the transport must carry whole: one Kafka record batch at sluice's

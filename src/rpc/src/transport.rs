@@ -101,6 +101,33 @@ impl Default for Timeouts {
     }
 }
 
+/// TLS between nodes (`--rpc-tls`): both sides present a certificate signed by the CA
+/// and check the other's. A function, so a reloaded certificate serves the next
+/// connection.
+#[derive(Clone)]
+pub struct RpcTls {
+    /// The configurations for a new connection: accepting (client certificates required)
+    /// and dialing (the node's certificate presented, the peer's checked).
+    pub configs: std::sync::Arc<
+        dyn Fn() -> (
+                std::sync::Arc<rustls::ServerConfig>,
+                std::sync::Arc<rustls::ClientConfig>,
+            ) + Send
+            + Sync,
+    >,
+}
+
+impl std::fmt::Debug for RpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RpcTls")
+    }
+}
+
+/// The TLS name a peer's certificate must carry: its dialed IP address.
+fn server_name(addr: SocketAddr) -> rustls_pki_types::ServerName<'static> {
+    rustls_pki_types::ServerName::IpAddress(addr.ip().into())
+}
+
 /// How to start a [`Transport`].
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -117,6 +144,8 @@ pub struct TransportConfig {
     /// The glommio task queue every transport task runs in (the owner gives Raft traffic its
     /// own queue so it is never scheduled behind client work); `None`: the current one.
     pub task_queue: Option<TaskQueueHandle>,
+    /// TLS on every connection (`None`: plaintext).
+    pub tls: Option<RpcTls>,
 }
 
 impl TransportConfig {
@@ -129,6 +158,7 @@ impl TransportConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             task_queue: None,
+            tls: None,
         }
     }
 }
@@ -479,7 +509,7 @@ impl Transport {
         }
         if let Some(addr) = cfg.listen.filter(|a| a.port() != 0) {
             log::debug!("rpc: probing {addr} for another node");
-            probe_listener(addr, cfg.timeouts.handshake).await?;
+            probe_listener(addr, cfg.timeouts.handshake, cfg.tls.as_ref()).await?;
         }
         let listener = cfg.listen.map(TcpListener::bind).transpose()?;
         let local_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -793,7 +823,11 @@ impl Drop for Transport {
 /// stopped node left in TIME_WAIT refuse it), nor can a bare connect (a killed node's
 /// listener accepts until the kernel tears down its rings); a live node answers a `Hello`
 /// (this one, from node 0, it refuses, but it says who it is first).
-async fn probe_listener(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+async fn probe_listener(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&RpcTls>,
+) -> io::Result<()> {
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(match addr {
@@ -801,14 +835,29 @@ async fn probe_listener(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let answered = within(timeout, async {
-        let mut s = TcpStream::connect(target).await.ok()?;
+    async fn hello<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Option<()> {
         let probe = Frame::new(Kind::Hello, 0, Hello::new(0, 0, "").encode());
         s.write_all(&probe.encode()).await.ok()?;
+        s.flush().await.ok()?;
         let mut h = [0u8; crate::frame::HEADER_LEN];
         futures_lite::AsyncReadExt::read_exact(&mut s, &mut h)
             .await
             .ok()
+    }
+    let answered = within(timeout, async {
+        let s = TcpStream::connect(target).await.ok()?;
+        match tls {
+            None => hello(s).await,
+            // A node with TLS answers only over TLS.
+            Some(tls) => {
+                let (_, client) = (tls.configs)();
+                let s = futures_rustls::TlsConnector::from(client)
+                    .connect(server_name(target), s)
+                    .await
+                    .ok()?;
+                hello(s).await
+            }
+        }
     })
     .await
     .flatten()
@@ -1085,6 +1134,35 @@ async fn dial(inner: &Rc<Inner>, peer: &Rc<Peer>) -> bool {
         }
     };
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &inner.cfg.tls else {
+        return dialed(inner, peer, stream, addr).await;
+    };
+    let (_, client) = (tls.configs)();
+    let connector = futures_rustls::TlsConnector::from(client);
+    match within(t.handshake, connector.connect(server_name(addr), stream)).await {
+        Some(Ok(s)) => dialed(inner, peer, s, addr).await,
+        Some(Err(e)) => {
+            bump(inner, |s| s.connect_failures += 1);
+            peer.note_error(format!("TLS handshake with {addr}: {e}"), false);
+            false
+        }
+        None => {
+            bump(inner, |s| s.connect_failures += 1);
+            peer.note_error(format!("TLS handshake with {addr}: timed out"), false);
+            false
+        }
+    }
+}
+
+/// A dialed connection's life after its TCP (and TLS) set-up; true if its handshake
+/// succeeded.
+async fn dialed<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: &Rc<Inner>,
+    peer: &Rc<Peer>,
+    stream: S,
+    addr: SocketAddr,
+) -> bool {
+    let t = &inner.cfg.timeouts;
     let (r, mut w) = futures_lite::io::split(stream);
     let last_heard = Cell::new(Instant::now());
     let mut r = Heard {
@@ -1293,6 +1371,39 @@ async fn serve_inbound(inner: &Rc<Inner>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &inner.cfg.tls else {
+        return serve_accepted(inner, stream, remote).await;
+    };
+    let (server, _) = (tls.configs)();
+    let acceptor = futures_rustls::TlsAcceptor::from(server);
+    let handshake = or(
+        async { within(t.handshake, acceptor.accept(stream)).await },
+        async {
+            inner.closed.wait().await;
+            None
+        },
+    )
+    .await;
+    match handshake {
+        Some(Ok(s)) => serve_accepted(inner, s, remote).await,
+        Some(Err(e)) => {
+            bump(inner, |s| s.handshakes_refused += 1);
+            log::warn!("rpc: TLS handshake with {remote} failed: {e}");
+        }
+        None => {
+            bump(inner, |s| s.handshakes_refused += 1);
+            log::warn!("rpc: no TLS handshake from {remote} in time");
+        }
+    }
+}
+
+/// An incoming connection's life after its TCP (and TLS) set-up.
+async fn serve_accepted<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: &Rc<Inner>,
+    stream: S,
+    remote: String,
+) {
+    let t = &inner.cfg.timeouts;
     let (r, mut w) = futures_lite::io::split(stream);
     let last_heard = Cell::new(Instant::now());
     let mut r = Heard {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::der_parser::asn1_rs::ToDer;
@@ -35,6 +35,10 @@ pub struct TlsConfigs {
     pub ssl: Arc<ServerConfig>,
     /// For `sasl_ssl` listeners: never asks for a client certificate.
     pub sasl_ssl: Arc<ServerConfig>,
+    /// For dialing other nodes (`--rpc-tls`, with a CA): presents this node's certificate
+    /// and checks the peer's against the CA. (Their listener uses `ssl`, which then
+    /// requires a client certificate.)
+    pub node_client: Option<Arc<ClientConfig>>,
 }
 
 /// rustls's ring provider. rustls deprecates it for its lack of post-quantum key exchange
@@ -63,8 +67,8 @@ pub fn load(files: &TlsFiles) -> Result<TlsConfigs, String> {
         .with_no_client_auth()
         .with_single_cert(certs.clone(), key.clone_key())
         .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-    let ssl = match &files.ca {
-        None => plain.clone(),
+    let (ssl, node_client) = match &files.ca {
+        None => (plain.clone(), None),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(ca, "--tls-ca")? {
@@ -72,18 +76,27 @@ pub fn load(files: &TlsFiles) -> Result<TlsConfigs, String> {
                     .add(cert)
                     .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            let roots = Arc::new(roots);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
                 .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
-            builder()?
+            let ssl = builder()?
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)
-                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?
+                .with_single_cert(certs.clone(), key.clone_key())
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+            let client = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS protocol versions: {e}"))?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("--tls-cert/--tls-key as a client certificate: {e}"))?;
+            (ssl, Some(Arc::new(client)))
         }
     };
     Ok(TlsConfigs {
         ssl: Arc::new(ssl),
         sasl_ssl: Arc::new(plain),
+        node_client,
     })
 }
 

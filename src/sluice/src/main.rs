@@ -89,7 +89,7 @@ const USAGE: &str = "usage:
                [--group-consumer-heartbeat-interval-ms MS]
                [--group-consumer-migration-policy disabled|upgrade|downgrade|bidirectional]
                [--transaction-max-timeout-ms MS] [--transactional-id-expiration-ms MS]
-               [--rpc-listen HOST:PORT --voters ID@HOST:PORT,...]
+               [--rpc-listen HOST:PORT --voters ID@HOST:PORT,... [--rpc-tls]]
   sluice verify [--data-dir DIR]
   sluice users add [--data-dir DIR] --mechanism SCRAM-SHA-256|SCRAM-SHA-512 --name NAME
                    --password PW [--iterations N]
@@ -139,6 +139,7 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
             "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
             "--tls-ca" => tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
+            "--rpc-tls" => c.rpc_tls = true,
             "--sasl-enabled-mechanisms" => {
                 let v = value("--sasl-enabled-mechanisms")?;
                 let list: Vec<String> = v
@@ -438,6 +439,9 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
         }
         None if c.oauth.is_some() => c.sasl_mechanisms.push("OAUTHBEARER".into()),
         None => {}
+    }
+    if c.rpc_tls && (c.voters.is_empty() || c.tls.as_ref().is_none_or(|t| t.ca.is_none())) {
+        return Err("--rpc-tls needs --voters and --tls-cert, --tls-key and --tls-ca".into());
     }
     for l in &c.listeners {
         if l.protocol.tls() && c.tls.is_none() {
