@@ -1,7 +1,8 @@
 //! The transport's runtime side, on one glommio executor: a listener that accepts peers'
 //! connections and hands what they send to the owner's [`Handler`], and per peer one
 //! outgoing connection fed by two bounded queues (Raft first, then requests), with
-//! reconnects, keepalive pings and request timeouts. See the crate header for the rules.
+//! reconnects, keepalive pings and request timeouts; with [`RpcTls`], every connection is
+//! mutual TLS before its first frame. See the crate header for the rules.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
