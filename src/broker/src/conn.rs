@@ -282,7 +282,22 @@ async fn serve_stream<S>(
                     let client = client.clone();
                     let timed = timed(&frame);
                     let handle = glommio::spawn_local(async move {
-                        let outcome = run(&shard, frame, &client).await;
+                        let outcome = if shard.shared_handle.quotas.times_requests() {
+                            // request_percentage: charged what the handler ran for.
+                            let client_id = crate::quotas::client_id_of(&frame).map(str::to_string);
+                            let timed = Box::pin(run(&shard, frame.clone(), &client));
+                            let (outcome, spent) = crate::quotas::PollTimed::new(timed).await;
+                            crate::quotas::charge(
+                                &shard,
+                                &client,
+                                client_id.as_deref(),
+                                crate::quotas::REQUEST_PERCENTAGE,
+                                spent.as_micros() as u64,
+                            );
+                            outcome
+                        } else {
+                            run(&shard, frame, &client).await
+                        };
                         // The handler is done with the request's bytes (a produce's records
                         // live on in the log's buffer and the batch cache, which count them).
                         drop(permit);

@@ -11,6 +11,10 @@
 //! (Kafka measures over a window of seconds; a burst of one second's worth passes at
 //! once, and a sustained rate converges on the quota).
 //!
+//! `request_percentage`: the time a client's requests spend running on the connection's
+//! shard (their tasks' polls, not their waits) is charged against its share of a thread;
+//! over it, the connection is muted for the throttle time (the response already went).
+//!
 //! KIP-612: an IP over its `connection_creation_rate` (its own quota, else the default
 //! IP's) has its new connections closed at once, before anything is read from them.
 //!
@@ -34,6 +38,7 @@ pub const THROTTLE_MS_MAX: u64 = 30_000;
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
+pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 
 type Quotas = BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>;
 
@@ -47,6 +52,8 @@ struct Budget {
 #[derive(Default)]
 pub struct QuotaStore {
     any: AtomicBool,
+    /// Whether any `request_percentage` quota exists (requests are timed only then).
+    any_request: AtomicBool,
     configured: Mutex<Arc<Quotas>>,
     budgets: Mutex<HashMap<(QuotaEntity, &'static str), Budget>>,
 }
@@ -60,11 +67,18 @@ impl QuotaStore {
         }
         *cur = Arc::new(quotas.clone());
         self.any.store(!quotas.is_empty(), Ordering::Release);
+        let request = quotas.values().any(|q| q.contains_key(REQUEST_PERCENTAGE));
+        self.any_request.store(request, Ordering::Release);
         // Budgets restart from the new rates.
         self.budgets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// Whether requests must be timed for `request_percentage`.
+    pub fn times_requests(&self) -> bool {
+        self.any_request.load(Ordering::Acquire)
     }
 
     pub fn all(&self) -> Arc<Quotas> {
@@ -119,6 +133,13 @@ impl QuotaStore {
             .find_map(|e| all.get(&e).and_then(|q| q.get(key)).map(|v| (e, v.0)));
         let Some((matched, rate)) = found else {
             return Duration::ZERO;
+        };
+        // request_percentage is a share of one thread's time: amounts are microseconds,
+        // and 100 % is a million of them a second.
+        let rate = if key == REQUEST_PERCENTAGE {
+            rate / 100.0 * 1e6
+        } else {
+            rate
         };
         // A default quota is each client's own: the budget is the client's, shaped by the
         // entity that matched.
@@ -199,6 +220,44 @@ pub fn charge(
         client.mute.set(Some(until));
     }
     wait.as_millis() as i32
+}
+
+/// A request's handler, timed by the time its task spends running (each poll), not
+/// waiting: what `request_percentage` charges (Kafka charges request-thread time).
+pub struct PollTimed<F> {
+    inner: F,
+    pub spent: Duration,
+}
+
+impl<F> PollTimed<F> {
+    pub fn new(inner: F) -> PollTimed<F> {
+        PollTimed {
+            inner,
+            spent: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for PollTimed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = Instant::now();
+        let polled = std::pin::Pin::new(&mut self.inner).poll(cx);
+        self.spent += started.elapsed();
+        polled.map(|out| (out, self.spent))
+    }
+}
+
+/// The client id in a request frame's header (v1+: after the api key, version and
+/// correlation id, a nullable string); `None` when absent or unreadable.
+pub fn client_id_of(frame: &[u8]) -> Option<&str> {
+    let len = i16::from_be_bytes(frame.get(8..10)?.try_into().ok()?);
+    let bytes = frame.get(10..10 + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(bytes).ok()
 }
 
 /// KIP-612's `connection_creation_rate` for `ip` (its own quota, else the default IP
@@ -301,6 +360,32 @@ mod tests {
         assert!(!connection_refused(&s, ip, t + Duration::from_millis(500)));
         // Each IP has its own budget under the default.
         assert!(!connection_refused(&s, "10.0.0.2".parse().unwrap(), t));
+    }
+
+    #[test]
+    fn request_percentage_is_a_share_of_a_threads_time() {
+        let alice = QuotaEntity {
+            user: Some(Some("alice".into())),
+            ..Default::default()
+        };
+        let s = store(alice, REQUEST_PERCENTAGE, 50.0);
+        assert!(s.times_requests());
+        let t = Instant::now();
+        // Half a thread: 500 ms of running a second; 600 ms at once is 200 ms over.
+        assert_eq!(
+            s.record(REQUEST_PERCENTAGE, "alice", "c", 600_000, t),
+            Duration::from_millis(200)
+        );
+        assert!(!QuotaStore::default().times_requests());
+    }
+
+    #[test]
+    fn the_client_id_is_read_from_the_header() {
+        let mut frame = vec![0, 3, 0, 12, 0, 0, 0, 7, 0, 5];
+        frame.extend_from_slice(b"app-1rest");
+        assert_eq!(client_id_of(&frame), Some("app-1"));
+        assert_eq!(client_id_of(&[0, 3, 0, 12, 0, 0, 0, 7, 0xff, 0xff]), None);
+        assert_eq!(client_id_of(&[0, 3]), None);
     }
 
     #[test]
