@@ -1035,6 +1035,23 @@ impl BrokerShard {
                 }
             }
         }
+        // A produce this replica refuses, for whatever reason, is remembered: the producer's
+        // later batches wait for it (`sluice_replica::sequences::RefusedBatches`). Else a
+        // later batch already in flight could be taken as an unknown producer's first
+        // (KIP-360 lets it start at any sequence), and its success would make librdkafka
+        // acknowledge the refused one, which it then never retries: acknowledged records
+        // lost (seen under load when a node refused as a follower and took the next batch
+        // as the leader a moment later).
+        let remember_refusal = |rep: &crate::replication::Replication, group| {
+            if matches!(req.op, PartitionOp::Produce { .. }) {
+                if let Some(h) = payload
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse)
+                {
+                    rep.refused_batch(group, &h);
+                }
+            }
+        };
         // A replicated partition is served by its Raft leader only (a follower's log may
         // hold entries that never commit), at the leader's term as epoch; its size may be
         // described anywhere.
@@ -1050,6 +1067,7 @@ impl BrokerShard {
                 if status.role != sluice_raft::Role::Leader
                     && !matches!(req.op, PartitionOp::Describe)
                 {
+                    remember_refusal(&rep, group);
                     return (
                         PartitionReply::error_at(kerr::NOT_LEADER_OR_FOLLOWER, epoch),
                         None,
@@ -1090,6 +1108,9 @@ impl BrokerShard {
         };
         let code = kerr::check_leader_epoch(req.current_leader_epoch, current);
         if code != kerr::NONE {
+            if let Some((rep, group, _)) = &raft {
+                remember_refusal(rep, *group);
+            }
             return (PartitionReply::error_at(code, current), None);
         }
         match req.op {
@@ -1133,6 +1154,9 @@ impl BrokerShard {
                         return (reply, None);
                     }
                     if guard as u64 != log.markers_seen() {
+                        if let Some((rep, group, _)) = &raft {
+                            remember_refusal(rep, *group);
+                        }
                         return (PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS), None);
                     }
                 }
@@ -1143,8 +1167,18 @@ impl BrokerShard {
                     .flatten();
                 let reply = match raft {
                     Some((rep, group, _)) => {
-                        crate::replication::produce(&rep, group, log, acks, timeout_ms, payload)
-                            .await
+                        let header = payload
+                            .as_deref()
+                            .and_then(sluice_storage::hdr::Header::parse);
+                        let reply = crate::replication::produce(
+                            &rep, group, log, acks, timeout_ms, payload,
+                        )
+                        .await;
+                        // Its early refusals too (recording one twice keeps the lowest).
+                        if let (true, Some(h)) = (reply.error_code != kerr::NONE, header) {
+                            rep.refused_batch(group, &h);
+                        }
+                        reply
                     }
                     None => self.produce(log, acks, payload).await,
                 };
