@@ -2671,3 +2671,61 @@ async fn controller_snapshots_compact_the_wal_and_a_killed_voter_catches_up() {
     });
     tokio::task::block_in_place(|| c.stop_all());
 }
+
+/// An idempotent batch a follower refused (NOT_LEADER_OR_FOLLOWER) fences its producer's
+/// later batches once that node leads: the later one is refused until the refused one is
+/// retried, never taken as an unknown producer's first (KIP-360), whose success librdkafka
+/// would count as the refused one's too. The split test lost 21 acknowledged records so,
+/// under load; this reproduces the order of events on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_leads() {
+    use sluice_tests::wire::{connect_port, produce, record_batch, seal};
+    require_cluster!();
+    let mut c = Cluster::start(3);
+    create_topic(&c.bootstrap(), 3).await;
+    tokio::task::block_in_place(|| {
+        let leader = partition_leader(&c);
+        let followers: Vec<usize> = c.ids().filter(|&i| i != leader).collect();
+        // One record per batch, producer 4242 epoch 0, base sequence `seq`.
+        let batch = |seq: i32| {
+            let mut b = record_batch(&[b"fenced"], sluice_tests::wire::now_ms());
+            b[43..51].copy_from_slice(&4242i64.to_be_bytes());
+            b[51..53].copy_from_slice(&0i16.to_be_bytes());
+            b[53..57].copy_from_slice(&seq.to_be_bytes());
+            seal(&mut b);
+            b
+        };
+        const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+        for &f in &followers {
+            let mut s = connect_port(c.node(f).port());
+            let code = produce(&mut s, 7, TOPIC, 0, -1, 5000, &batch(0));
+            assert_eq!(code, NOT_LEADER_OR_FOLLOWER, "a follower refuses");
+        }
+        // The leader stops; one of the followers that refused takes over.
+        c.node(leader).pause();
+        let new = poll_until(SETTLE, "a follower leads partition 0", || {
+            followers.iter().copied().find(|&f| {
+                sluice_tests::wire::partition_leaders(c.node(f).port(), TOPIC)
+                    .and_then(|p| p.first().copied())
+                    .is_some_and(|(_, l)| l == f as i32)
+            })
+        });
+        let mut s = connect_port(c.node(new).port());
+        // Once it writes (a plain batch goes through) ...
+        let plain = record_batch(&[b"ready"], sluice_tests::wire::now_ms());
+        poll_until(SETTLE, "the new leader writes", || {
+            (produce(&mut s, 7, TOPIC, 0, -1, 5000, &plain) == 0).then_some(())
+        });
+        // ... sequence 1 before 0 was written is refused (retriable), not a new start.
+        let code = produce(&mut s, 7, TOPIC, 0, -1, 5000, &batch(1));
+        assert_eq!(code, NOT_LEADER_OR_FOLLOWER, "the later batch is fenced");
+        // The refused batch, retried, is written; then the later one.
+        let written = poll_until(SETTLE, "the refused batch retried", || {
+            let code = produce(&mut s, 7, TOPIC, 0, -1, 5000, &batch(0));
+            (code != NOT_LEADER_OR_FOLLOWER).then_some(code)
+        });
+        assert_eq!(written, 0);
+        assert_eq!(produce(&mut s, 7, TOPIC, 0, -1, 5000, &batch(1)), 0);
+        c.node(leader).resume();
+    });
+}
