@@ -1,5 +1,7 @@
 //! Metadata: brokers, topics with partitions and ids, controller; auto-creates requested
 //! topics when `auto.create.topics.enable` allows (as Kafka does on Metadata, not Produce).
+//! Under the authorizer, only the topics the client may describe, auto-creation only with
+//! CREATE, and the authorized operations when asked.
 
 use std::rc::Rc;
 
