@@ -737,6 +737,24 @@ impl Drop for Broker {
         if thread::panicking() {
             self.dump_logs();
         }
+        // Soaks keep every node's log (`SLUICE_TEST_LOGS=DIR`): a rare event that did not
+        // fail this run may explain one that fails another.
+        if let Some(keep) = std::env::var_os("SLUICE_TEST_LOGS") {
+            let name = self
+                .dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(
+                self.log_path("stderr.log"),
+                Path::new(&keep).join(format!(
+                    "{name}-{}.log",
+                    self.config.label.replace(' ', "-")
+                )),
+            );
+        }
     }
 }
 

@@ -2729,3 +2729,77 @@ async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_l
         c.node(leader).resume();
     });
 }
+
+/// A batch refused before it reached any replica of its partition (here the partition did
+/// not exist yet, as on a node whose view of the topic lags) fences its producer's later
+/// batches on the same connection once the partition exists and that node leads it: the
+/// leader takes the connection's memory of the refusal as one of its own
+/// (`sluice_replica::sequences::ConnRefusals`), so the later batch is refused until the
+/// refused one is retried, never written as an unknown producer's first (KIP-360).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_before_any_replica_fences_its_producers_later_batches() {
+    use rdkafka::admin::NewPartitions;
+    use sluice_tests::wire::{connect_port, produce, record_batch, seal};
+    require_cluster!();
+    let mut c = Cluster::start(3);
+    create_topic(&c.bootstrap(), 3).await;
+    let ports: BTreeMap<usize, u16> = c
+        .ids()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|id| (id, c.node(id).port()))
+        .collect();
+    // One record per batch, producer 4343 epoch 0, base sequence `seq`.
+    let batch = |seq: i32| {
+        let mut b = record_batch(&[b"early"], sluice_tests::wire::now_ms());
+        b[43..51].copy_from_slice(&4343i64.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        seal(&mut b);
+        b
+    };
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let new = PARTITIONS; // the partition about to be added
+    let mut conns: BTreeMap<usize, TcpStream> = BTreeMap::new();
+    tokio::task::block_in_place(|| {
+        for (&id, &port) in &ports {
+            let mut s = connect_port(port);
+            let code = produce(&mut s, 7, TOPIC, new, -1, 5000, &batch(0));
+            assert_eq!(
+                code, UNKNOWN_TOPIC_OR_PARTITION,
+                "node {id}: no such partition yet"
+            );
+            conns.insert(id, s);
+        }
+    });
+    let res = admin(&c.bootstrap())
+        .create_partitions(
+            [&NewPartitions::new(TOPIC, PARTITIONS as usize + 1)],
+            &admin_opts(),
+        )
+        .await
+        .expect("CreatePartitions request");
+    assert!(res.iter().all(|r| r.is_ok()), "CreatePartitions: {res:?}");
+    tokio::task::block_in_place(|| {
+        let leader = poll_until(SETTLE, "a leader of the new partition", || {
+            ports.iter().find_map(|(&id, &port)| {
+                sluice_tests::wire::partition_leaders(port, TOPIC)
+                    .is_some_and(|p| p.iter().any(|&(i, l)| i == new && l == id as i32))
+                    .then_some(id)
+            })
+        });
+        let s = conns.get_mut(&leader).expect("a connection to every node");
+        // Once it writes (a plain batch goes through) ...
+        let plain = record_batch(&[b"ready"], sluice_tests::wire::now_ms());
+        poll_until(SETTLE, "the new partition takes writes", || {
+            (produce(s, 7, TOPIC, new, -1, 5000, &plain) == 0).then_some(())
+        });
+        // ... sequence 1 before 0 was written is refused (retriable), not a new start.
+        let code = produce(s, 7, TOPIC, new, -1, 5000, &batch(1));
+        assert_eq!(code, NOT_LEADER_OR_FOLLOWER, "the later batch is fenced");
+        // The refused batch, retried, is written; then the later one.
+        assert_eq!(produce(s, 7, TOPIC, new, -1, 5000, &batch(0)), 0);
+        assert_eq!(produce(s, 7, TOPIC, new, -1, 5000, &batch(1)), 0);
+    });
+}

@@ -343,3 +343,54 @@ async fn sigterm_under_load_keeps_every_acknowledged_record() {
     );
     broker.stop_ok();
 }
+
+/// A batch refused before it reached its partition (here the topic did not exist yet; in a
+/// cluster, a shard or node whose view lagged) fences its producer's later batches sent on
+/// the same connection: a later sequence of a producer the log does not know is refused
+/// (retriable) until the refused batch comes again, never taken as the producer's first
+/// (KIP-360), whose success librdkafka would count as the refused batch's too.
+#[test]
+fn a_batch_refused_before_its_partition_fences_its_producers_later_batches() {
+    use sluice_tests::wire::{connect, create_by_metadata, produce, record_batch, seal};
+    skip_in_cluster_mode!("one broker: the topic is created on the connection's node");
+    let broker = Broker::start();
+    let topic = "fenced-early";
+    // One record per batch, producer 77 epoch 0, base sequence `seq`.
+    let batch = |seq: i32| {
+        let mut b = record_batch(&[b"early"], sluice_tests::wire::now_ms());
+        b[43..51].copy_from_slice(&77i64.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        seal(&mut b);
+        b
+    };
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let mut s = connect(&broker);
+    assert_eq!(
+        produce(&mut s, 7, topic, 0, -1, 5000, &batch(0)),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    create_by_metadata(&mut s, topic);
+    let mut other = connect(&broker);
+    sluice_tests::poll_until(Duration::from_secs(10), "the topic takes writes", || {
+        let plain = record_batch(&[b"plain"], sluice_tests::wire::now_ms());
+        (produce(&mut other, 7, topic, 0, -1, 5000, &plain) == 0).then_some(())
+    });
+    assert_eq!(
+        produce(&mut s, 7, topic, 0, -1, 5000, &batch(1)),
+        NOT_LEADER_OR_FOLLOWER,
+        "the later batch is fenced"
+    );
+    // The refused batch, retried, is written; then the later one.
+    assert_eq!(
+        produce(&mut s, 7, topic, 0, -1, 5000, &batch(0)),
+        0,
+        "the retry"
+    );
+    assert_eq!(
+        produce(&mut s, 7, topic, 0, -1, 5000, &batch(1)),
+        0,
+        "then the next"
+    );
+}

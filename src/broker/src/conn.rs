@@ -14,6 +14,7 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use sluice_codec::kafka_protocol::messages::ApiKey;
 use sluice_codec::{peek_request_prefix, FrameDecoder, FRAME_SIZE_PREFIX_LEN};
+use sluice_replica::sequences::ConnRefusals;
 use sluice_shard::{CallClass, Frame, ShardId};
 
 use crate::config::{SecurityProtocol, INFLIGHT_REQUESTS_MAX, REQUEST_SIZE_MAX};
@@ -82,6 +83,7 @@ pub async fn serve(
         principal: Rc::from(ANONYMOUS),
         internal: false,
         mute: Rc::default(),
+        refusals: Rc::default(),
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -424,6 +426,9 @@ pub struct Client {
     /// Until when the connection is muted (a quota throttle, KIP-219): no request of it is
     /// read before then. Shared by every request of the connection.
     pub mute: Rc<std::cell::Cell<Option<Instant>>>,
+    /// Idempotent batches of this connection refused before they were written, which
+    /// their producers' later batches must not overtake (see `handlers::produce`).
+    pub refusals: Rc<std::cell::RefCell<ConnRefusals<(u64, i32)>>>,
 }
 
 /// Kafka's principal of an unauthenticated client.
@@ -439,6 +444,7 @@ impl Client {
             principal: Rc::from(ANONYMOUS),
             internal: true,
             mute: Rc::default(),
+            refusals: Rc::default(),
         }
     }
 }

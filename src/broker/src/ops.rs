@@ -46,10 +46,15 @@ pub enum PartitionOp {
     /// (-1) it is answered [`crate::kerr::VERIFY_TXN`] with the log's marker count in
     /// `size`; sent again with that count as `guard` once the coordinator confirmed, it is
     /// appended only if no marker came in between (else NOT_ENOUGH_REPLICAS, retriable).
+    /// `refused_seq` (-1: none) is the first sequence of an earlier batch of the same
+    /// producer that the client's connection saw refused before it was written
+    /// (`sluice_replica::sequences::ConnRefusals`): the owner fences the producer with it
+    /// as with a refusal of its own.
     Produce {
         acks: i16,
         timeout_ms: i32,
         guard: i64,
+        refused_seq: i64,
     },
     /// Read from `offset` at most `max_bytes`; `read_committed` (isolation level 1) stops at
     /// the last stable offset, and the reply's payload then starts with the aborted

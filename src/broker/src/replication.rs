@@ -1342,12 +1342,53 @@ impl Replication {
         submitted
     }
 
+    /// Remembers that the client's connection saw a batch of this header's producer and
+    /// epoch, at sequence `first_seq`, refused before it reached this replica.
+    pub fn refused_upstream(&self, group: GroupId, header: &Header, first_seq: i32) {
+        if header.producer_id < 0 || header.is_control() {
+            return;
+        }
+        let now = self.now_ms();
+        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
+            info.refused
+                .refused(header.producer_id, header.producer_epoch, first_seq, now);
+        }
+    }
+
     /// Remembers that `group` refused a batch with this header (its producer's later
     /// batches wait for its retry while the producer is unknown here).
     pub fn refused_batch(&self, group: GroupId, header: &Header) {
         let now = self.now_ms();
-        if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-            info.refused.refused_batch(header, now);
+        match self.groups.borrow_mut().get_mut(&group) {
+            Some(info) => {
+                let unknown = header.producer_id >= 0
+                    && !info.seqs.has_producer(header.producer_id)
+                    && !info
+                        .log
+                        .as_ref()
+                        .is_some_and(|l| l.knows_producer(header.producer_id));
+                if unknown {
+                    // Rare (a new producer's first batches meeting a leadership change),
+                    // and what the fence is for: said, so a loss can be traced.
+                    log::info!(
+                        "raft group {group:016x} (partition {}): refused a batch of producer \
+                         {} (epoch {}) unknown here at sequence {}",
+                        info.key.partition,
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence
+                    );
+                }
+                info.refused.refused_batch(header, now);
+            }
+            None if header.producer_id >= 0 => log::info!(
+                "raft group {group:016x}: no state here to remember a refused batch of \
+                 producer {} (epoch {}) at sequence {}",
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            None => {}
         }
     }
 
@@ -1399,6 +1440,24 @@ impl Replication {
             // An earlier batch of this producer was refused here and it is new to the log:
             // this one must not be appended before that one's retry.
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
+        }
+        if proposing
+            && !known
+            && !coordinator
+            && header.producer_id >= 0
+            && header.base_sequence != 0
+        {
+            // Rare and worth a line: a producer unknown here that does not start at 0 (its
+            // state expired or was trimmed with the log start, or an earlier batch of it was
+            // refused somewhere this replica could not see; KIP-360 lets it go on).
+            log::info!(
+                "raft group {group:016x} (partition {}): producer {} (epoch {}) unknown \
+                 here, first batch at sequence {}",
+                info.key.partition,
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            );
         }
         match admit {
             Admit::Duplicate {
@@ -2507,14 +2566,27 @@ fn handoff_target(
 /// for when each `acks` is answered). The produce handler let through exactly one batch
 /// whose length field matches the payload (`produce_rules`); its CRC and size are checked
 /// here, before it enters the Raft log (followers store it as it is).
+/// A client's produce of one batch to a replicated partition: its `acks` and
+/// `timeout_ms`, and `refused_seq` (see `crate::ops::PartitionOp::Produce`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProduceArgs {
+    pub acks: i16,
+    pub timeout_ms: i32,
+    pub refused_seq: i64,
+}
+
 pub async fn produce(
     rep: &Rc<Replication>,
     group: GroupId,
     log: &PartitionLog<DmaStorage>,
-    acks: i16,
-    timeout_ms: i32,
+    args: ProduceArgs,
     payload: Option<Bytes>,
 ) -> PartitionReply {
+    let ProduceArgs {
+        acks,
+        timeout_ms,
+        refused_seq,
+    } = args;
     let Some(batch) = payload.filter(|b| !b.is_empty()) else {
         return PartitionReply::error(kerr::CORRUPT_MESSAGE);
     };
@@ -2539,6 +2611,14 @@ pub async fn produce(
     } else {
         (batch, -1)
     };
+    if let Some(seq) = (refused_seq >= 0)
+        .then(|| i32::try_from(refused_seq).ok())
+        .flatten()
+    {
+        // Refused before it reached this replica (see `sluice_replica::sequences`): this
+        // replica's fence takes it as one of its own refusals, and then decides.
+        rep.refused_upstream(group, &header, seq);
+    }
     let submitted = match rep.submit(group, &header, batch, log, Origin::Client) {
         Ok(s) => s,
         Err(code) => return PartitionReply::error(code),

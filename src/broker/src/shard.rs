@@ -941,6 +941,23 @@ impl BrokerShard {
             } else {
                 kerr::UNKNOWN_TOPIC_OR_PARTITION
             };
+            if let (PartitionOp::Produce { .. }, Some(h)) = (
+                &req.op,
+                payload
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse)
+                    .filter(|h| h.producer_id >= 0),
+            ) {
+                log::info!(
+                    "{}: produce to partition {} refused ({code}) without an owner here: \
+                     producer {} epoch {} sequence {}",
+                    self.shard_id(),
+                    req.partition,
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence
+                );
+            }
             return (PartitionReply::error(code), None);
         };
         if owner == self.shard_id() {
@@ -1007,6 +1024,25 @@ impl BrokerShard {
         payload: Option<Bytes>,
     ) -> (PartitionReply, Option<Bytes>) {
         let Some(part) = self.local_partition(&req.topic_id, req.partition) else {
+            // Assigned here but not open (yet, or any more). A produce refused so is
+            // remembered by the client's connection, not here (see `handlers::produce`).
+            if let (PartitionOp::Produce { .. }, Some(h)) = (
+                &req.op,
+                payload
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse)
+                    .filter(|h| h.producer_id >= 0),
+            ) {
+                log::info!(
+                    "{}: produce to partition {} refused: not open here: producer {} epoch \
+                     {} sequence {}",
+                    self.shard_id(),
+                    req.partition,
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence
+                );
+            }
             return (
                 PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
                 None,
@@ -1135,6 +1171,7 @@ impl BrokerShard {
                 acks,
                 timeout_ms,
                 guard,
+                refused_seq,
             } => {
                 // KIP-890: a transactional batch that would open its producer's
                 // transaction here is appended only once the coordinator confirmed it, with
@@ -1171,7 +1208,15 @@ impl BrokerShard {
                             .as_deref()
                             .and_then(sluice_storage::hdr::Header::parse);
                         let reply = crate::replication::produce(
-                            &rep, group, log, acks, timeout_ms, payload,
+                            &rep,
+                            group,
+                            log,
+                            crate::replication::ProduceArgs {
+                                acks,
+                                timeout_ms,
+                                refused_seq,
+                            },
+                            payload,
                         )
                         .await;
                         // Its early refusals too (recording one twice keeps the lowest).
@@ -1180,7 +1225,24 @@ impl BrokerShard {
                         }
                         reply
                     }
-                    None => self.produce(log, acks, payload).await,
+                    None => {
+                        // One replica: the connection's memory of a refused earlier batch
+                        // fences an unknown producer here as a replica's own does.
+                        let overtakes = payload
+                            .as_deref()
+                            .and_then(sluice_storage::hdr::Header::parse)
+                            .is_some_and(|h| {
+                                refused_seq >= 0
+                                    && h.producer_id >= 0
+                                    && i64::from(h.base_sequence) > refused_seq
+                                    && !log.knows_producer(h.producer_id)
+                            });
+                        if overtakes {
+                            PartitionReply::error(kerr::NOT_LEADER_OR_FOLLOWER)
+                        } else {
+                            self.produce(log, acks, payload).await
+                        }
+                    }
                 };
                 if let (kerr::NONE, Some((producer_id, commit))) =
                     (reply.error_code, offsets_marker)

@@ -73,6 +73,19 @@
 //! rules hold). Entries go after [`REFUSED_REMEMBER_MS`] (Kafka's `delivery.timeout.ms`
 //! default: the client gave up on the batch by then) and at most
 //! [`REFUSED_PRODUCERS_MAX`] producers are remembered, the oldest forgotten first.
+//!
+//! # Refusals a connection saw ([`ConnRefusals`])
+//!
+//! A replica can remember only what it refused itself. A batch may also be refused before
+//! it reaches the partition's owner: on the connection's shard, whose view of the topics
+//! can be a moment behind the owner's (a new topic, a moved partition), or by a replica
+//! that holds no state for the group yet. The client's connection remembers those: per
+//! partition and producer, the first sequence of the earliest batch refused with a
+//! retriable error; a later batch of that producer and epoch carries it to the owner
+//! (`refused_seq`), which records it in its [`RefusedBatches`] before it decides, so the
+//! same rule applies whoever refused. The batch's retry (at or before that sequence), a new
+//! epoch, a success or [`REFUSED_REMEMBER_MS`] end the entry; at most
+//! [`CONN_REFUSALS_MAX`] are kept per connection, the oldest forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -103,6 +116,11 @@ pub const REFUSED_PRODUCERS_MAX: usize = 4096;
 /// How long a refused batch fences its producer's later batches (Kafka's
 /// `delivery.timeout.ms` default, after which clients stop retrying a batch).
 pub const REFUSED_REMEMBER_MS: u64 = 120_000;
+
+/// Most (partition, producer) refusals one connection remembers ([`ConnRefusals`]). A
+/// producer has one connection per broker and refusals come in bursts at leadership
+/// changes: this covers a thousand partitions of one client refused at once.
+pub const CONN_REFUSALS_MAX: usize = 1024;
 
 /// Map capacity kept however empty the table gets: below it, giving memory back after a
 /// burst is not worth the rehash.
@@ -509,6 +527,150 @@ impl RefusedBatches {
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+}
+
+/// Idempotent batches a client connection saw refused with a retriable error before they
+/// were written, by partition (`K`) and producer; see the module header.
+#[derive(Debug)]
+pub struct ConnRefusals<K> {
+    entries: HashMap<(K, i64), Refused>,
+}
+
+impl<K> Default for ConnRefusals<K> {
+    fn default() -> Self {
+        ConnRefusals {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> ConnRefusals<K> {
+    /// A batch with this header for `partition` was refused (retriably) at `now_ms`.
+    pub fn refused(&mut self, partition: K, header: &Header, now_ms: u64) {
+        if !tracked(header) {
+            return;
+        }
+        let key = (partition, header.producer_id);
+        if let Some(r) = self.entries.get_mut(&key) {
+            if header.producer_epoch < r.epoch {
+                return;
+            }
+            if header.producer_epoch == r.epoch {
+                r.first_seq = r.first_seq.min(header.base_sequence);
+                r.at_ms = now_ms;
+                return;
+            }
+        } else if self.entries.len() >= CONN_REFUSALS_MAX {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, r)| r.at_ms)
+                .map(|(&k, _)| k)
+                .expect("full map");
+            self.entries.remove(&oldest);
+        }
+        self.entries.insert(
+            key,
+            Refused {
+                epoch: header.producer_epoch,
+                first_seq: header.base_sequence,
+                at_ms: now_ms,
+            },
+        );
+    }
+
+    /// What a batch about to be sent to `partition` must carry: the first sequence of an
+    /// earlier refused batch of its producer and epoch that it would overtake. The
+    /// refused batch's retry (at or before it), a new epoch or an expired entry ends it.
+    pub fn carried(&mut self, partition: K, header: &Header, now_ms: u64) -> Option<i32> {
+        if self.entries.is_empty() || !tracked(header) {
+            return None;
+        }
+        let key = (partition, header.producer_id);
+        let r = *self.entries.get(&key)?;
+        if now_ms.saturating_sub(r.at_ms) >= REFUSED_REMEMBER_MS
+            || header.producer_epoch != r.epoch
+            || header.base_sequence <= r.first_seq
+        {
+            self.entries.remove(&key);
+            return None;
+        }
+        Some(r.first_seq)
+    }
+
+    /// A batch of this producer was written to `partition`: its log knows the producer
+    /// now, and its own sequence rules order what follows.
+    pub fn written(&mut self, partition: K, producer_id: i64) {
+        if !self.entries.is_empty() {
+            self.entries.remove(&(partition, producer_id));
+        }
+    }
+
+    /// Entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod conn_refusals_tests {
+    use super::*;
+
+    fn hdr(pid: i64, epoch: i16, first_seq: i32) -> Header {
+        super::tests::hdr(pid, epoch, first_seq, 1)
+    }
+
+    #[test]
+    fn a_later_batch_carries_the_earliest_refused_sequence_until_the_retry() {
+        let mut c = ConnRefusals::<u32>::default();
+        c.refused(1, &hdr(7, 0, 10), 0);
+        c.refused(1, &hdr(7, 0, 0), 1);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.carried(1, &hdr(7, 0, 21), 2), Some(0));
+        assert_eq!(c.carried(2, &hdr(7, 0, 21), 2), None, "another partition");
+        assert_eq!(c.carried(1, &hdr(8, 0, 21), 2), None, "another producer");
+        assert_eq!(c.carried(1, &hdr(-1, 0, 21), 2), None, "not idempotent");
+        assert_eq!(c.carried(1, &hdr(7, 0, 0), 3), None, "the retry");
+        assert!(c.is_empty());
+        assert_eq!(c.carried(1, &hdr(7, 0, 21), 4), None);
+    }
+
+    #[test]
+    fn an_entry_ends_with_a_write_a_new_epoch_or_time() {
+        let mut c = ConnRefusals::<u32>::default();
+        c.refused(1, &hdr(7, 2, 4), 0);
+        c.refused(1, &hdr(7, 1, 0), 0);
+        assert_eq!(
+            c.carried(1, &hdr(7, 2, 9), 1),
+            Some(4),
+            "older epoch ignored"
+        );
+        c.written(1, 7);
+        assert_eq!(c.carried(1, &hdr(7, 2, 9), 1), None);
+        c.refused(1, &hdr(7, 2, 4), 0);
+        assert_eq!(c.carried(1, &hdr(7, 3, 0), 1), None, "a bumped epoch");
+        c.refused(1, &hdr(7, 2, 4), 0);
+        assert_eq!(
+            c.carried(1, &hdr(7, 2, 9), REFUSED_REMEMBER_MS - 1),
+            Some(4)
+        );
+        assert_eq!(c.carried(1, &hdr(7, 2, 9), REFUSED_REMEMBER_MS), None);
+    }
+
+    #[test]
+    fn at_most_the_limit_is_kept_the_oldest_going_first() {
+        let mut c = ConnRefusals::<u32>::default();
+        for p in 0..CONN_REFUSALS_MAX as u32 + 1 {
+            c.refused(p, &hdr(1, 0, 1), p as u64);
+        }
+        assert_eq!(c.len(), CONN_REFUSALS_MAX);
+        assert_eq!(c.carried(0, &hdr(1, 0, 5), 10), None, "forgotten");
+        assert_eq!(c.carried(1, &hdr(1, 0, 5), 10), Some(1));
     }
 }
 

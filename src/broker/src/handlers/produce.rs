@@ -18,6 +18,9 @@ use sluice_codec::RequestHeaderInfo;
 use super::{current_leader, join_all, respond, str_bytes};
 use sluice_meta::acl::{AclOperation::Write, ResourceType};
 
+use sluice_replica::sequences::ConnRefusals;
+use sluice_storage::hdr::Header;
+
 use crate::authz;
 use crate::conn::Outcome;
 use crate::kerr;
@@ -78,7 +81,18 @@ pub async fn handle(
         let writable = (record.is_none() && h.api_version >= 13)
             || authz::allowed(shard, client, Write, ResourceType::Topic, name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
+        // The connection's refusals are keyed as the client names the topic (a name it
+        // may not know yet has no id here).
+        let topic_key = if h.api_version >= 13 {
+            sluice_shard::fnv1a64(td.topic_id.as_bytes())
+        } else {
+            sluice_shard::fnv1a64(td.name.0.as_bytes())
+        };
         for pd in td.partition_data {
+            let batch_header = pd
+                .records
+                .as_deref()
+                .and_then(sluice_storage::hdr::Header::parse);
             let mut resp = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1)
@@ -109,6 +123,17 @@ pub async fn handle(
                             Some(refusal.code)
                         }
                         Ok(()) => {
+                            // Decided here, in request order: an earlier request's batch
+                            // refused before reaching its owner is remembered by now.
+                            let refused_seq = batch_header
+                                .and_then(|bh| {
+                                    client.refusals.borrow_mut().carried(
+                                        (topic_key, pd.index),
+                                        &bh,
+                                        now as u64,
+                                    )
+                                })
+                                .map_or(-1, i64::from);
                             let req = PartitionRequest {
                                 topic_id: t.id,
                                 partition: pd.index,
@@ -117,10 +142,11 @@ pub async fn handle(
                                     acks,
                                     timeout_ms: r.timeout_ms,
                                     guard: -1,
+                                    refused_seq,
                                 },
                             };
                             slots.push((responses.len(), parts.len()));
-                            accepted.push((req, pd.records));
+                            accepted.push(((topic_key, req), pd.records));
                             None
                         }
                     }
@@ -128,6 +154,8 @@ pub async fn handle(
             };
             if let Some(code) = code {
                 resp.error_code = code;
+                let key = (topic_key, pd.index);
+                remember_refusal(&client.refusals, key, code, batch_header.as_ref(), now);
             }
             parts.push(resp);
         }
@@ -154,22 +182,32 @@ pub async fn handle(
         .sum();
     let targets: Vec<([u8; 16], i32)> = accepted
         .iter()
-        .map(|(req, _)| (req.topic_id, req.partition))
+        .map(|((_, req), _)| (req.topic_id, req.partition))
         .collect();
     let transactional_id: Option<Rc<str>> =
         r.transactional_id.as_ref().map(|id| id.0.as_str().into());
     let futs: Vec<_> = accepted
         .into_iter()
-        .map(|(req, records)| {
+        .map(|((topic_key, req), records)| {
             let shard = shard.clone();
             let records = records.map(|b| sharing.batch(b));
             let id = transactional_id.clone();
+            let refusals = client.refusals.clone();
             async move {
-                let (reply, _) = shard.partition_call(req, records.clone()).await;
-                if reply.error_code != kerr::VERIFY_TXN {
-                    return reply;
+                let (mut reply, _) = shard.partition_call(req, records.clone()).await;
+                if reply.error_code == kerr::VERIFY_TXN {
+                    reply =
+                        verified_append(&shard, id.as_deref(), req, records.clone(), reply.size)
+                            .await;
                 }
-                verified_append(&shard, id.as_deref(), req, records, reply.size).await
+                // A refusal that came without waiting (this shard's view of the topic, or
+                // no owner here) is remembered before the next request is looked at.
+                let key = (topic_key, req.partition);
+                let header = records
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse);
+                remember_refusal(&refusals, key, reply.error_code, header.as_ref(), now);
+                reply
             }
         })
         .collect();
@@ -224,6 +262,47 @@ pub async fn handle(
             .with_node_endpoints(node_endpoints),
     )
 }
+
+/// Remembers on the connection an idempotent batch refused with an error its client
+/// retries (`sluice_replica::sequences::ConnRefusals`), or forgets its producer's entry once
+/// a batch of it was written.
+fn remember_refusal(
+    refusals: &std::cell::RefCell<ConnRefusals<(u64, i32)>>,
+    key: (u64, i32),
+    code: i16,
+    header: Option<&Header>,
+    now: i64,
+) {
+    let Some(h) = header.filter(|h| h.producer_id >= 0) else {
+        return;
+    };
+    let mut refusals = refusals.borrow_mut();
+    if code == kerr::NONE {
+        refusals.written(key, h.producer_id);
+    } else if retriable(code) {
+        refusals.refused(key, h, now as u64);
+    }
+}
+
+/// Produce errors Kafka's clients retry (the batch comes again, in order).
+fn retriable(code: i16) -> bool {
+    matches!(
+        code,
+        kerr::CORRUPT_MESSAGE
+            | kerr::UNKNOWN_TOPIC_OR_PARTITION
+            | kerr::LEADER_NOT_AVAILABLE
+            | kerr::NOT_LEADER_OR_FOLLOWER
+            | kerr::REQUEST_TIMED_OUT
+            | kerr::NOT_ENOUGH_REPLICAS
+            | NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            | kerr::KAFKA_STORAGE_ERROR
+            | kerr::FENCED_LEADER_EPOCH
+            | kerr::UNKNOWN_LEADER_EPOCH
+            | kerr::UNKNOWN_TOPIC_ID
+    )
+}
+
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 
 /// KIP-890 part 1: the partition's owner asked for the coordinator's word on a
 /// transactional batch that would open its producer's transaction there (so a batch
@@ -282,6 +361,7 @@ async fn verified_append(
             acks,
             timeout_ms,
             guard,
+            refused_seq: -1,
         };
     }
     let (reply, _) = shard.partition_call(req, records).await;

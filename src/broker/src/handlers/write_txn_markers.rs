@@ -136,6 +136,7 @@ pub async fn append(
             acks: -1,
             timeout_ms: MARKER_TIMEOUT_MS,
             guard: -1,
+            refused_seq: -1,
         },
     };
     shard.partition_call(req, Some(batch)).await.0.error_code
