@@ -1350,8 +1350,18 @@ impl Replication {
         }
         let now = self.now_ms();
         if let Some(info) = self.groups.borrow_mut().get_mut(&group) {
-            info.refused
-                .refused(header.producer_id, header.producer_epoch, first_seq, now);
+            if info
+                .refused
+                .refused(header.producer_id, header.producer_epoch, first_seq, now)
+            {
+                log::info!(
+                    "raft group {group:016x} (partition {}): producer {} (epoch {}) fenced at \
+                     sequence {first_seq}, refused before it reached this replica",
+                    info.key.partition,
+                    header.producer_id,
+                    header.producer_epoch
+                );
+            }
         }
     }
 
@@ -1361,13 +1371,12 @@ impl Replication {
         let now = self.now_ms();
         match self.groups.borrow_mut().get_mut(&group) {
             Some(info) => {
-                let unknown = header.producer_id >= 0
-                    && !info.seqs.has_producer(header.producer_id)
+                let unknown = !info.seqs.has_producer(header.producer_id)
                     && !info
                         .log
                         .as_ref()
                         .is_some_and(|l| l.knows_producer(header.producer_id));
-                if unknown {
+                if info.refused.refused_batch(header, now) && unknown {
                     // Rare (a new producer's first batches meeting a leadership change),
                     // and what the fence is for: said, so a loss can be traced.
                     log::info!(
@@ -1379,7 +1388,6 @@ impl Replication {
                         header.base_sequence
                     );
                 }
-                info.refused.refused_batch(header, now);
             }
             None if header.producer_id >= 0 => log::info!(
                 "raft group {group:016x}: no state here to remember a refused batch of \

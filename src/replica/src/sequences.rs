@@ -449,20 +449,22 @@ struct Refused {
 
 impl RefusedBatches {
     /// A batch of `producer_id` (epoch, first sequence) was refused or failed at `now_ms`.
-    /// Non-idempotent batches (producer id < 0) are ignored.
-    pub fn refused(&mut self, producer_id: i64, epoch: i16, first_seq: i32, now_ms: u64) {
+    /// Non-idempotent batches (producer id < 0) are ignored. Whether the fence is new or
+    /// moved to an earlier sequence (worth a log line; a repeat is not).
+    pub fn refused(&mut self, producer_id: i64, epoch: i16, first_seq: i32, now_ms: u64) -> bool {
         if producer_id < 0 {
-            return;
+            return false;
         }
         if let Some(r) = self.producers.get_mut(&producer_id) {
             if epoch < r.epoch {
                 // Fenced by the newer epoch anyway.
-                return;
+                return false;
             }
             if epoch == r.epoch {
+                let earlier = first_seq < r.first_seq;
                 r.first_seq = r.first_seq.min(first_seq);
                 r.at_ms = now_ms;
-                return;
+                return earlier;
             }
         } else if self.producers.len() >= REFUSED_PRODUCERS_MAX {
             let oldest = self
@@ -481,18 +483,18 @@ impl RefusedBatches {
                 at_ms: now_ms,
             },
         );
+        true
     }
 
     /// [`Self::refused`] for a batch by its header (control batches are never checked).
-    pub fn refused_batch(&mut self, header: &Header, now_ms: u64) {
-        if tracked(header) {
-            self.refused(
+    pub fn refused_batch(&mut self, header: &Header, now_ms: u64) -> bool {
+        tracked(header)
+            && self.refused(
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 now_ms,
-            );
-        }
+            )
     }
 
     /// Whether the batch may go on. `proposing`: it was admitted as new; `known`: the
@@ -685,9 +687,9 @@ mod refused_tests {
     #[test]
     fn a_later_batch_of_an_unknown_producer_waits_for_its_refused_predecessor() {
         let mut r = RefusedBatches::default();
-        r.refused_batch(&hdr(7, 0, 10), 0);
-        r.refused_batch(&hdr(7, 0, 0), 1);
-        r.refused_batch(&hdr(7, 0, 5), 2);
+        assert!(r.refused_batch(&hdr(7, 0, 10), 0), "a new fence");
+        assert!(r.refused_batch(&hdr(7, 0, 0), 1), "moved earlier");
+        assert!(!r.refused_batch(&hdr(7, 0, 5), 2), "a repeat");
         assert_eq!(r.len(), 1, "one entry per producer, the earliest sequence");
         assert!(
             !r.admits(&hdr(7, 0, 10), true, false, 3),
