@@ -251,6 +251,17 @@ pub fn record_batch(values: &[&[u8]], timestamp: i64) -> Vec<u8> {
     b
 }
 
+/// A batch of one record (`value`, stamped now) of idempotent producer `producer_id` at
+/// `epoch`, base sequence `seq`.
+pub fn idempotent_batch(value: &[u8], producer_id: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    let mut b = record_batch(&[value], now_ms());
+    b[at::PRODUCER_ID..at::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[at::PRODUCER_ID + 8..at::PRODUCER_ID + 10].copy_from_slice(&epoch.to_be_bytes());
+    b[at::BASE_SEQUENCE..at::BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    seal(&mut b);
+    b
+}
+
 /// Recomputes a batch's length field and CRC after a test changed its bytes.
 pub fn seal(b: &mut [u8]) {
     let len = (b.len() - 12) as i32;

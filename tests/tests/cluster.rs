@@ -2679,7 +2679,7 @@ async fn controller_snapshots_compact_the_wal_and_a_killed_voter_catches_up() {
 /// under load; this reproduces the order of events on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_leads() {
-    use sluice_tests::wire::{connect_port, produce, record_batch, seal};
+    use sluice_tests::wire::{connect_port, produce, record_batch};
     require_cluster!();
     let mut c = Cluster::start(3);
     create_topic(&c.bootstrap(), 3).await;
@@ -2687,14 +2687,7 @@ async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_l
         let leader = partition_leader(&c);
         let followers: Vec<usize> = c.ids().filter(|&i| i != leader).collect();
         // One record per batch, producer 4242 epoch 0, base sequence `seq`.
-        let batch = |seq: i32| {
-            let mut b = record_batch(&[b"fenced"], sluice_tests::wire::now_ms());
-            b[43..51].copy_from_slice(&4242i64.to_be_bytes());
-            b[51..53].copy_from_slice(&0i16.to_be_bytes());
-            b[53..57].copy_from_slice(&seq.to_be_bytes());
-            seal(&mut b);
-            b
-        };
+        let batch = |seq: i32| sluice_tests::wire::idempotent_batch(b"fenced", 4242, 0, seq);
         const NOT_LEADER_OR_FOLLOWER: i16 = 6;
         for &f in &followers {
             let mut s = connect_port(c.node(f).port());
@@ -2739,7 +2732,7 @@ async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_refused_before_any_replica_fences_its_producers_later_batches() {
     use rdkafka::admin::NewPartitions;
-    use sluice_tests::wire::{connect_port, produce, record_batch, seal};
+    use sluice_tests::wire::{connect_port, produce, record_batch};
     require_cluster!();
     let mut c = Cluster::start(3);
     create_topic(&c.bootstrap(), 3).await;
@@ -2750,14 +2743,7 @@ async fn a_batch_refused_before_any_replica_fences_its_producers_later_batches()
         .map(|id| (id, c.node(id).port()))
         .collect();
     // One record per batch, producer 4343 epoch 0, base sequence `seq`.
-    let batch = |seq: i32| {
-        let mut b = record_batch(&[b"early"], sluice_tests::wire::now_ms());
-        b[43..51].copy_from_slice(&4343i64.to_be_bytes());
-        b[51..53].copy_from_slice(&0i16.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
-        seal(&mut b);
-        b
-    };
+    let batch = |seq: i32| sluice_tests::wire::idempotent_batch(b"early", 4343, 0, seq);
     const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     let new = PARTITIONS; // the partition about to be added

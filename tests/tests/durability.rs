@@ -351,19 +351,12 @@ async fn sigterm_under_load_keeps_every_acknowledged_record() {
 /// (KIP-360), whose success librdkafka would count as the refused batch's too.
 #[test]
 fn a_batch_refused_before_its_partition_fences_its_producers_later_batches() {
-    use sluice_tests::wire::{connect, create_by_metadata, produce, record_batch, seal};
+    use sluice_tests::wire::{connect, create_by_metadata, produce, record_batch};
     skip_in_cluster_mode!("one broker: the topic is created on the connection's node");
     let broker = Broker::start();
     let topic = "fenced-early";
     // One record per batch, producer 77 epoch 0, base sequence `seq`.
-    let batch = |seq: i32| {
-        let mut b = record_batch(&[b"early"], sluice_tests::wire::now_ms());
-        b[43..51].copy_from_slice(&77i64.to_be_bytes());
-        b[51..53].copy_from_slice(&0i16.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
-        seal(&mut b);
-        b
-    };
+    let batch = |seq: i32| sluice_tests::wire::idempotent_batch(b"early", 77, 0, seq);
     const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     let mut s = connect(&broker);

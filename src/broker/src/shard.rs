@@ -941,23 +941,7 @@ impl BrokerShard {
             } else {
                 kerr::UNKNOWN_TOPIC_OR_PARTITION
             };
-            if let (PartitionOp::Produce { .. }, Some(h)) = (
-                &req.op,
-                payload
-                    .as_deref()
-                    .and_then(sluice_storage::hdr::Header::parse)
-                    .filter(|h| h.producer_id >= 0),
-            ) {
-                log::info!(
-                    "{}: produce to partition {} refused ({code}) without an owner here: \
-                     producer {} epoch {} sequence {}",
-                    self.shard_id(),
-                    req.partition,
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence
-                );
-            }
+            self.log_early_refusal(&req, payload.as_deref(), "no owner here");
             return (PartitionReply::error(code), None);
         };
         if owner == self.shard_id() {
@@ -1017,6 +1001,28 @@ impl BrokerShard {
         }
     }
 
+    /// Says (info: rare, and what a lost idempotent batch would be traced to) that an
+    /// idempotent produce was refused before any replica state could remember it; the
+    /// client's connection does (see `handlers::produce`).
+    fn log_early_refusal(&self, req: &PartitionRequest, payload: Option<&[u8]>, why: &str) {
+        if !matches!(req.op, PartitionOp::Produce { .. }) {
+            return;
+        }
+        if let Some(h) = payload
+            .and_then(sluice_storage::hdr::Header::parse)
+            .filter(|h| h.producer_id >= 0)
+        {
+            log::info!(
+                "{}: produce to partition {} refused ({why}): producer {} epoch {} sequence {}",
+                self.shard_id(),
+                req.partition,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence
+            );
+        }
+    }
+
     /// Executes a partition operation on this (the owning) shard.
     pub async fn exec(
         self: &Rc<Self>,
@@ -1026,23 +1032,7 @@ impl BrokerShard {
         let Some(part) = self.local_partition(&req.topic_id, req.partition) else {
             // Assigned here but not open (yet, or any more). A produce refused so is
             // remembered by the client's connection, not here (see `handlers::produce`).
-            if let (PartitionOp::Produce { .. }, Some(h)) = (
-                &req.op,
-                payload
-                    .as_deref()
-                    .and_then(sluice_storage::hdr::Header::parse)
-                    .filter(|h| h.producer_id >= 0),
-            ) {
-                log::info!(
-                    "{}: produce to partition {} refused: not open here: producer {} epoch \
-                     {} sequence {}",
-                    self.shard_id(),
-                    req.partition,
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence
-                );
-            }
+            self.log_early_refusal(&req, payload.as_deref(), "not open here");
             return (
                 PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
                 None,

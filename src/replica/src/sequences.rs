@@ -447,6 +447,38 @@ struct Refused {
     at_ms: u64,
 }
 
+/// Records `new` under `key`: an entry of an older epoch is replaced, one of the same epoch
+/// keeps the earlier sequence, one of a newer epoch stays (it fences anyway); a full map
+/// (`max`) forgets its least recently refused entry first. Whether the fence is new or
+/// moved to an earlier sequence.
+fn note_refusal<K: std::hash::Hash + Eq + Copy>(
+    map: &mut HashMap<K, Refused>,
+    key: K,
+    new: Refused,
+    max: usize,
+) -> bool {
+    if let Some(r) = map.get_mut(&key) {
+        if new.epoch < r.epoch {
+            return false;
+        }
+        if new.epoch == r.epoch {
+            let earlier = new.first_seq < r.first_seq;
+            r.first_seq = r.first_seq.min(new.first_seq);
+            r.at_ms = new.at_ms;
+            return earlier;
+        }
+    } else if map.len() >= max {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, r)| r.at_ms)
+            .map(|(&k, _)| k)
+            .expect("full map");
+        map.remove(&oldest);
+    }
+    map.insert(key, new);
+    true
+}
+
 impl RefusedBatches {
     /// A batch of `producer_id` (epoch, first sequence) was refused or failed at `now_ms`.
     /// Non-idempotent batches (producer id < 0) are ignored. Whether the fence is new or
@@ -455,35 +487,17 @@ impl RefusedBatches {
         if producer_id < 0 {
             return false;
         }
-        if let Some(r) = self.producers.get_mut(&producer_id) {
-            if epoch < r.epoch {
-                // Fenced by the newer epoch anyway.
-                return false;
-            }
-            if epoch == r.epoch {
-                let earlier = first_seq < r.first_seq;
-                r.first_seq = r.first_seq.min(first_seq);
-                r.at_ms = now_ms;
-                return earlier;
-            }
-        } else if self.producers.len() >= REFUSED_PRODUCERS_MAX {
-            let oldest = self
-                .producers
-                .iter()
-                .min_by_key(|(_, r)| r.at_ms)
-                .map(|(&pid, _)| pid)
-                .expect("full map");
-            self.producers.remove(&oldest);
-        }
-        self.producers.insert(
+        let refused = Refused {
+            epoch,
+            first_seq,
+            at_ms: now_ms,
+        };
+        note_refusal(
+            &mut self.producers,
             producer_id,
-            Refused {
-                epoch,
-                first_seq,
-                at_ms: now_ms,
-            },
-        );
-        true
+            refused,
+            REFUSED_PRODUCERS_MAX,
+        )
     }
 
     /// [`Self::refused`] for a batch by its header (control batches are never checked).
@@ -553,33 +567,13 @@ impl<K: std::hash::Hash + Eq + Copy> ConnRefusals<K> {
         if !tracked(header) {
             return;
         }
+        let refused = Refused {
+            epoch: header.producer_epoch,
+            first_seq: header.base_sequence,
+            at_ms: now_ms,
+        };
         let key = (partition, header.producer_id);
-        if let Some(r) = self.entries.get_mut(&key) {
-            if header.producer_epoch < r.epoch {
-                return;
-            }
-            if header.producer_epoch == r.epoch {
-                r.first_seq = r.first_seq.min(header.base_sequence);
-                r.at_ms = now_ms;
-                return;
-            }
-        } else if self.entries.len() >= CONN_REFUSALS_MAX {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, r)| r.at_ms)
-                .map(|(&k, _)| k)
-                .expect("full map");
-            self.entries.remove(&oldest);
-        }
-        self.entries.insert(
-            key,
-            Refused {
-                epoch: header.producer_epoch,
-                first_seq: header.base_sequence,
-                at_ms: now_ms,
-            },
-        );
+        note_refusal(&mut self.entries, key, refused, CONN_REFUSALS_MAX);
     }
 
     /// What a batch about to be sent to `partition` must carry: the first sequence of an
