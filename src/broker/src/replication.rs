@@ -2570,10 +2570,6 @@ fn handoff_target(
         .map(|(_, v)| v)
 }
 
-/// Produces one batch to a replicated partition this replica leads (see the module header
-/// for when each `acks` is answered). The produce handler let through exactly one batch
-/// whose length field matches the payload (`produce_rules`); its CRC and size are checked
-/// here, before it enters the Raft log (followers store it as it is).
 /// A client's produce of one batch to a replicated partition: its `acks` and
 /// `timeout_ms`, and `refused_seq` (see `crate::ops::PartitionOp::Produce`).
 #[derive(Clone, Copy, Debug)]
@@ -2583,6 +2579,10 @@ pub struct ProduceArgs {
     pub refused_seq: i64,
 }
 
+/// Produces one batch to a replicated partition this replica leads (see the module header
+/// for when each `acks` is answered). The produce handler let through exactly one batch
+/// whose length field matches the payload (`produce_rules`); its CRC and size are checked
+/// here, before it enters the Raft log (followers store it as it is).
 pub async fn produce(
     rep: &Rc<Replication>,
     group: GroupId,
