@@ -284,25 +284,11 @@ fn remember_refusal(
     }
 }
 
-/// Produce errors Kafka's clients retry (the batch comes again, in order).
+/// Errors Kafka's protocol calls retriable: the client sends the batch again, in order.
 fn retriable(code: i16) -> bool {
-    matches!(
-        code,
-        kerr::CORRUPT_MESSAGE
-            | kerr::UNKNOWN_TOPIC_OR_PARTITION
-            | kerr::LEADER_NOT_AVAILABLE
-            | kerr::NOT_LEADER_OR_FOLLOWER
-            | kerr::REQUEST_TIMED_OUT
-            | kerr::NOT_ENOUGH_REPLICAS
-            | NOT_ENOUGH_REPLICAS_AFTER_APPEND
-            | kerr::KAFKA_STORAGE_ERROR
-            | kerr::FENCED_LEADER_EPOCH
-            | kerr::UNKNOWN_LEADER_EPOCH
-            | kerr::UNKNOWN_TOPIC_ID
-    )
+    use sluice_codec::kafka_protocol::error::ParseResponseErrorCode;
+    code.err().is_some_and(|e| e.is_retriable())
 }
-
-const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 
 /// KIP-890 part 1: the partition's owner asked for the coordinator's word on a
 /// transactional batch that would open its producer's transaction there (so a batch
