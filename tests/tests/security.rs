@@ -314,6 +314,40 @@ fn client_certificates_are_required_under_tls_ca_and_certificates_reload() {
     // No client certificate: refused; with one the CA signed: served.
     kcat_refused(&ssl, &kcat_tls(&pki.ca, None));
     assert_eq!(kcat_brokers(&ssl, &with_cert).unwrap(), vec![ssl.clone()]);
+    // The same with confluent-kafka (its wheel's own librdkafka and OpenSSL).
+    let (ca_file, client_cert, client_key) = (
+        pki.ca.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let confluent = [
+        "--bootstrap",
+        &ssl,
+        "--topic",
+        "mtls-confluent",
+        "--cafile",
+        &ca_file,
+    ];
+    let out = python_ok(
+        "confluent_client.py",
+        &[&confluent[..], &["--expect-refused"]].concat(),
+    );
+    assert!(
+        out.contains("certificate required"),
+        "confluent-kafka without a certificate: {out}"
+    );
+    let out = python_ok(
+        "confluent_client.py",
+        &[
+            &confluent[..],
+            &["--certfile", &client_cert, "--keyfile", &client_key],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.contains(&format!("ok brokers={ssl} records=200")),
+        "confluent-kafka with a client certificate: {out}"
+    );
 
     // The certificate files are replaced by ones of another CA: new connections get them
     // without a restart (the reloader looks every second).
@@ -614,6 +648,77 @@ fn sasl_scram_and_plain_authenticate_real_clients_and_refuse_bad_credentials() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // confluent-kafka (its wheel's own librdkafka, OpenSSL and SASL): SCRAM-SHA-512 over
+    // SASL_SSL, SCRAM-SHA-256 over SASL_PLAINTEXT, PLAIN over SASL_SSL; a wrong password
+    // is refused.
+    let ca = pki.ca.display().to_string();
+    for (bootstrap, protocol, mechanism, user, password) in [
+        (
+            &sasl_ssl,
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+            "alice",
+            "alice-secret",
+        ),
+        (
+            &sasl,
+            "SASL_PLAINTEXT",
+            "SCRAM-SHA-256",
+            "admin",
+            "admin-secret",
+        ),
+        (&sasl_ssl, "SASL_SSL", "PLAIN", "alice", "alice-secret"),
+    ] {
+        let topic = format!("confluent-{mechanism}-{protocol}");
+        let out = python_ok(
+            "confluent_client.py",
+            &[
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                &topic,
+                "--security-protocol",
+                protocol,
+                "--sasl-mechanism",
+                mechanism,
+                "--username",
+                user,
+                "--password",
+                password,
+                "--cafile",
+                &ca,
+            ],
+        );
+        assert!(
+            out.contains(&format!("ok brokers={bootstrap} records=200")),
+            "confluent-kafka {protocol} {mechanism}: {out}"
+        );
+    }
+    let out = python_ok(
+        "confluent_client.py",
+        &[
+            "--bootstrap",
+            &sasl_ssl,
+            "--topic",
+            "unused",
+            "--security-protocol",
+            "SASL_SSL",
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--username",
+            "alice",
+            "--password",
+            "nope",
+            "--cafile",
+            &ca,
+            "--expect-refused",
+        ],
+    );
+    assert!(
+        out.contains("refused _AUTHENTICATION"),
+        "confluent-kafka, wrong password: {out}"
+    );
 
     // Refused: wrong passwords, an unknown user, a mechanism the user has no credential
     // for, and a client that skips authentication.
