@@ -882,6 +882,50 @@ fn client_quotas_throttle_a_producer_and_survive_a_restart() {
     check("persisted");
 }
 
+#[test]
+fn a_node_wide_connection_creation_rate_delays_accepts_without_refusing_them() {
+    // KIP-612's max.connection.creation.rate: over it the broker accepts more slowly (the
+    // connections wait in the backlog); it refuses none, unlike an IP's own quota.
+    const RATE: u32 = 10;
+    const CONNECTIONS: u32 = 30;
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args: vec!["--max-connection-creation-rate".into(), RATE.to_string()],
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    let port = broker.port();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                // ApiVersions v0 with correlation id i.
+                let mut req = vec![0, 0, 0, 10, 0, 18, 0, 0];
+                req.extend_from_slice(&(i as i32).to_be_bytes());
+                req.extend_from_slice(&[0xff, 0xff]);
+                s.write_all(&req).expect("write");
+                let mut head = [0u8; 8];
+                s.read_exact(&mut head).expect("an answer, not a refusal");
+                assert_eq!(head[4..8], (i as i32).to_be_bytes());
+                Instant::now()
+            })
+        })
+        .collect();
+    let answered: Vec<Instant> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let last = answered.iter().max().unwrap().duration_since(started);
+    // A second's burst passes at once; the other 20 take 2 s at 10 a second. A lower bound
+    // only: nothing here races the clock.
+    let least = Duration::from_secs_f64(f64::from(CONNECTIONS - RATE - 1) / f64::from(RATE));
+    assert!(
+        last >= least.mul_f64(0.8),
+        "{CONNECTIONS} connections at {RATE}/s were all answered after {last:?}"
+    );
+}
+
 /// SaslHandshake v1 and SaslAuthenticate v1 with PLAIN on `s`: the authentication's error
 /// code and the session lifetime the broker gave; `None` if it closed the connection.
 fn plain_auth(s: &mut TcpStream, user: &str, password: &str) -> Option<(i16, i64)> {

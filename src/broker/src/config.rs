@@ -121,6 +121,9 @@ pub struct BrokerConfig {
     pub connections_max_reauth: Option<Duration>,
     /// `max.connections.per.ip`: connections one client IP may hold over all shards.
     pub max_connections_per_ip: u32,
+    /// `max.connection.creation.rate` (KIP-612): new client connections per second the node
+    /// accepts; `Int.MaxValue` (Kafka's default) sets no limit.
+    pub max_connection_creation_rate: u32,
     /// `queued.max.request.bytes`, per shard: bytes of requests in flight before the shard
     /// stops reading its sockets (`usize::MAX`: unbounded). See [`crate::request_memory`].
     pub queued_max_request_bytes: usize,
@@ -213,6 +216,7 @@ impl Default for BrokerConfig {
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
             connections_max_reauth: None,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,
+            max_connection_creation_rate: crate::connections::MAX_CONNECTION_CREATION_RATE_DEFAULT,
             queued_max_request_bytes: crate::request_memory::QUEUED_MAX_REQUEST_BYTES_DEFAULT,
             request_overdraft_hold: crate::request_memory::REQUEST_OVERDRAFT_HOLD_DEFAULT,
             producer_id_expiration_ms: sluice_storage::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,

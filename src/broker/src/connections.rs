@@ -1,4 +1,5 @@
-//! Client connection admission and upkeep: per-shard and per-IP limits, the idle sweeper
+//! Client connection admission and upkeep: per-shard and per-IP limits, the node's
+//! connection creation rate (`max.connection.creation.rate`), the idle sweeper
 //! (`connections.max.idle.ms`), and the process's file-descriptor limit.
 //!
 //! Invariants:
@@ -28,6 +29,52 @@ const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(5);
 /// How long the accept loop pauses after an accept error (EMFILE, ENFILE, ENOBUFS): long
 /// enough not to spin on a condition that persists, short enough to serve again soon.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Kafka's `max.connection.creation.rate` default (`Int.MaxValue`: no limit).
+pub const MAX_CONNECTION_CREATION_RATE_DEFAULT: u32 = i32::MAX as u32;
+
+/// The node's `max.connection.creation.rate` (KIP-612): new client connections per second
+/// over every listener and shard. Over it, an accept loop waits before it serves the
+/// connection it accepted and before it accepts the next, as Kafka's acceptor does: the
+/// connections wait in the kernel's backlog instead of being refused. (An IP over its own
+/// `connection_creation_rate` quota is refused instead, see `quotas`.)
+///
+/// The budget holds one second of the rate (at least one connection), so a burst of that
+/// size passes at once; a connection over it is drawn as debt, and the loop that accepted it
+/// waits until the rate has paid it back. Each accept loop waits for its own connection, so
+/// with several loops the debt is at most one connection per loop.
+pub struct CreationRate {
+    per_second: f64,
+    /// Connections that may be accepted now (negative: debt), as of the instant.
+    budget: Mutex<(f64, Instant)>,
+}
+
+impl CreationRate {
+    /// `None` for Kafka's default (`Int.MaxValue`), which sets no limit.
+    pub fn new(per_second: u32) -> Option<CreationRate> {
+        assert!(
+            per_second >= 1,
+            "max.connection.creation.rate is at least 1"
+        );
+        (per_second < MAX_CONNECTION_CREATION_RATE_DEFAULT).then(|| CreationRate {
+            per_second: f64::from(per_second),
+            budget: Mutex::new((f64::from(per_second), Instant::now())),
+        })
+    }
+
+    /// Takes one new connection at `now`; how long its accept loop waits before serving it.
+    pub fn take(&self, now: Instant) -> Duration {
+        let mut b = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(b.1).as_secs_f64();
+        b.0 = (b.0 + elapsed * self.per_second).min(self.per_second.max(1.0)) - 1.0;
+        b.1 = now;
+        if b.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-b.0 / self.per_second)
+        }
+    }
+}
 
 /// What one connection's tasks report so the sweeper can tell it is idle.
 #[derive(Debug)]
@@ -255,6 +302,28 @@ pub fn raise_nofile_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creation_rate_passes_a_seconds_burst_then_paces_the_rest() {
+        assert!(CreationRate::new(MAX_CONNECTION_CREATION_RATE_DEFAULT).is_none());
+        let r = CreationRate::new(4).expect("a limit");
+        let t = *r.budget.lock().unwrap();
+        let t = t.1;
+        for _ in 0..4 {
+            assert_eq!(r.take(t), Duration::ZERO);
+        }
+        // The fifth waits a quarter second, the sixth (same instant) half a second.
+        assert_eq!(r.take(t), Duration::from_millis(250));
+        assert_eq!(r.take(t), Duration::from_millis(500));
+        // Once the debt is paid and a connection's worth refilled, one passes at once.
+        assert_eq!(r.take(t + Duration::from_millis(750)), Duration::ZERO);
+        // An idle second refills the burst, not more.
+        let later = t + Duration::from_secs(60);
+        for _ in 0..4 {
+            assert_eq!(r.take(later), Duration::ZERO);
+        }
+        assert!(!r.take(later).is_zero());
+    }
 
     #[test]
     fn idle_rules() {

@@ -70,6 +70,8 @@ pub struct Shared {
     pub legacy_producer_id_end: i64,
     /// Connections per client IP over all shards (`max.connections.per.ip`).
     pub connections_per_ip: Arc<connections::PerIp>,
+    /// `max.connection.creation.rate` over every shard's accept loops (`None`: no limit).
+    pub connection_creation: Option<connections::CreationRate>,
     /// Current leader epoch of each open partition, for Metadata.
     pub leader_epochs: leader_epochs::LeaderEpochs,
     /// The brokers, the controller and partition leaders beyond this node's own partitions.
@@ -242,6 +244,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         legacy_producer_id_end: producer_ids::legacy_end(&config.data_dir)?,
         connections_per_ip: Arc::default(),
+        connection_creation: connections::CreationRate::new(config.max_connection_creation_rate),
         leader_epochs: Default::default(),
         cluster_view: cluster_view::ClusterView::single(cluster_view::BrokerEndpoint {
             node: config.node_id,
@@ -426,6 +429,14 @@ async fn shard_main(
                 match listener.accept().await {
                     Ok(stream) => {
                         use std::os::fd::AsRawFd;
+                        // Over the node's creation rate this loop waits, and the next
+                        // connections wait in the backlog (Kafka's acceptor does the same).
+                        if let Some(rate) = &shard.shared_handle.connection_creation {
+                            let wait = rate.take(std::time::Instant::now());
+                            if !wait.is_zero() {
+                                glommio::timer::sleep(wait).await;
+                            }
+                        }
                         let ip = stream.peer_addr().ok().map(|a| a.ip());
                         if ip.is_some_and(|ip| {
                             quotas::connection_refused(

@@ -78,7 +78,7 @@ const USAGE: &str = "usage:
                [--auto-create-topics true|false]
                [--retention-check-interval-ms MS] [--no-pin] [--stats-interval-ms MS]
                [--connections-max-idle-ms MS] [--connections-max-reauth-ms MS]
-               [--max-connections-per-ip N]
+               [--max-connections-per-ip N] [--max-connection-creation-rate N]
                [--queued-max-request-bytes BYTES] [--request-overdraft-hold-ms MS]
                [--producer-id-expiration-ms MS] [--replica-lag-time-max-ms MS]
                [--auto-leader-rebalance-enable true|false]
@@ -337,6 +337,17 @@ fn parse_start(args: &[String]) -> Result<BrokerConfig, String> {
                 c.max_connections_per_ip = value("--max-connections-per-ip")?
                     .parse()
                     .map_err(|e| format!("--max-connections-per-ip: {e}"))?;
+            }
+            "--max-connection-creation-rate" => {
+                // Kafka's max.connection.creation.rate: an INT, at least 0 there; 0 would
+                // stop every accept, so at least 1 here. Int.MaxValue (default): no limit.
+                let rate: i32 = value("--max-connection-creation-rate")?
+                    .parse()
+                    .map_err(|e| format!("--max-connection-creation-rate: {e}"))?;
+                if rate < 1 {
+                    return Err("--max-connection-creation-rate must be at least 1".into());
+                }
+                c.max_connection_creation_rate = rate as u32;
             }
             "--queued-max-request-bytes" => {
                 // Kafka's name; -1 (Kafka's default) means unbounded. Per shard here.
