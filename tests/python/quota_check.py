@@ -2,7 +2,8 @@
 produce (AlterClientQuotas, as `kafka-configs.sh --entity-type users --entity-name alice
 --alter --add-config producer_byte_rate=1048576` sends it), then alice and bob each
 produce 10 MiB. alice's takes at least 8 s and her producer sees throttle times; bob's
-sees none. kafka-python's admin client has no quota calls, so the requests are its
+sees none. A client id held to a tiny `request_percentage` sees throttle times in its
+Metadata responses. kafka-python's admin client has no quota calls, so the requests are its
 protocol classes sent through its connection manager.
 
 Usage: quota_check.py --bootstrap HOST:PORT --phase throttle|persisted
@@ -19,6 +20,7 @@ import time
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.protocol.admin import AlterClientQuotasRequest, DescribeClientQuotasRequest
+from kafka.protocol.metadata import MetadataRequest
 
 PASSWORDS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
 RATE = 1 << 20
@@ -123,6 +125,21 @@ def main():
         free = answered_connections(a.bootstrap, 20)
         log(f"connections answered of 20: {limited} at 5/s, {free} without the quota")
         assert 1 <= limited < 20 and free == 20, (limited, free)
+        # request_percentage: a client id held to 0.001 % of a thread (10 µs a second) is
+        # told its throttle in the responses themselves, as Kafka does (KIP-219). Metadata
+        # takes microseconds to answer: a few requests use up the budget.
+        alter(admin, "busy-client", "request_percentage", 0.001, entity_type="client-id")
+        busy = KafkaAdminClient(**cfg(a.bootstrap, "bob"), client_id="busy-client")
+        node = next(iter(busy._manager.cluster.brokers())).node_id
+        throttles = []
+        while len(throttles) < 20 and not any(throttles):
+            # To the node itself: kafka-python picks no node while its connection is muted.
+            m = busy._manager.run(busy._manager.send, MetadataRequest(topics=None), node)
+            throttles.append(m.throttle_time_ms)
+        busy.close()
+        alter(admin, "busy-client", "request_percentage", None, entity_type="client-id")
+        log(f"Metadata throttle times at 0.001 % request time: {throttles}")
+        assert max(throttles) > 0, f"no throttle time in the responses: {throttles}"
     else:
         got = described(admin)
         assert got == want, f"described after restart {got}"

@@ -289,14 +289,23 @@ async fn serve_stream<S>(
                             let client_id = crate::quotas::client_id_of(&frame).map(str::to_string);
                             let timed = Box::pin(run(&shard, frame.clone(), &client));
                             let (outcome, spent) = crate::quotas::PollTimed::new(timed).await;
-                            crate::quotas::charge(
+                            let throttle_ms = crate::quotas::charge(
                                 &shard,
                                 &client,
                                 client_id.as_deref(),
                                 crate::quotas::REQUEST_PERCENTAGE,
                                 spent.as_micros() as u64,
                             );
-                            outcome
+                            match peek_request_prefix(&frame) {
+                                // The client is told as well as muted (KIP-219).
+                                Ok(p) if throttle_ms > 0 => crate::response_throttle::raise(
+                                    outcome,
+                                    p.api_key,
+                                    p.api_version,
+                                    throttle_ms,
+                                ),
+                                _ => outcome,
+                            }
                         } else {
                             run(&shard, frame, &client).await
                         };

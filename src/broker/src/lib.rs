@@ -43,6 +43,7 @@ pub mod quotas;
 pub mod replication;
 pub mod replication_throttle;
 pub mod request_memory;
+pub mod response_throttle;
 pub mod sasl_host;
 pub mod scram_store;
 pub mod shard;

@@ -13,7 +13,8 @@
 //!
 //! `request_percentage`: the time a client's requests spend running on the connection's
 //! shard (their tasks' polls, not their waits) is charged against its share of a thread;
-//! over it, the connection is muted for the throttle time (the response already went).
+//! over it, the connection is muted for the throttle time, which `response_throttle`
+//! writes into the response the handler encoded.
 //!
 //! KIP-612: an IP over its `connection_creation_rate` (its own quota, else the default
 //! IP's) has its new connections closed at once, before anything is read from them.
