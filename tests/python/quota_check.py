@@ -3,7 +3,8 @@ produce (AlterClientQuotas, as `kafka-configs.sh --entity-type users --entity-na
 --alter --add-config producer_byte_rate=1048576` sends it), then alice and bob each
 produce 10 MiB. alice's takes at least 8 s and her producer sees throttle times; bob's
 sees none. A client id held to a tiny `request_percentage` sees throttle times in its
-Metadata responses. kafka-python's admin client has no quota calls, so the requests are its
+Metadata responses; one held to 2 partition mutations a second has the second topic of a
+CreateTopics refused. kafka-python's admin client has no quota calls, so the requests are its
 protocol classes sent through its connection manager.
 
 Usage: quota_check.py --bootstrap HOST:PORT --phase throttle|persisted
@@ -140,6 +141,26 @@ def main():
         alter(admin, "busy-client", "request_percentage", None, entity_type="client-id")
         log(f"Metadata throttle times at 0.001 % request time: {throttles}")
         assert max(throttles) > 0, f"no throttle time in the responses: {throttles}"
+        # KIP-599 controller_mutation_rate, 2 partitions a second: in one CreateTopics, the
+        # topic that spends the budget passes whole and the next one is refused with
+        # THROTTLING_QUOTA_EXCEEDED; without the quota it is created.
+        alter(admin, "mutator", "controller_mutation_rate", 2, entity_type="client-id")
+        mutator = KafkaAdminClient(**cfg(a.bootstrap, "bob"), client_id="mutator")
+        got = mutator.create_topics(
+            {"mutations-a": {"num_partitions": 10, "replication_factor": 1},
+             "mutations-b": {"num_partitions": 1, "replication_factor": 1}},
+            raise_errors=False)
+        codes = {t["name"]: t["error_code"] for t in got["topics"]}
+        log(f"CreateTopics at 2 partitions/s: {codes}")
+        assert codes == {"mutations-a": 0, "mutations-b": 89}, codes
+        mutator.close()
+        alter(admin, "mutator", "controller_mutation_rate", None, entity_type="client-id")
+        # A new connection: the old one waits out its throttle (kafka-python's and ours).
+        mutator = KafkaAdminClient(**cfg(a.bootstrap, "bob"), client_id="mutator")
+        got = mutator.create_topics(
+            {"mutations-b": {"num_partitions": 1, "replication_factor": 1}}, raise_errors=False)
+        assert [t["error_code"] for t in got["topics"]] == [0], got
+        mutator.close()
     else:
         got = described(admin)
         assert got == want, f"described after restart {got}"

@@ -16,6 +16,12 @@
 //! over it, the connection is muted for the throttle time, which `response_throttle`
 //! writes into the response the handler encoded.
 //!
+//! KIP-599 `controller_mutation_rate`: partitions created (CreateTopics, CreatePartitions)
+//! or deleted (DeleteTopics) per second. Newer request versions (CreateTopics v6+,
+//! CreatePartitions v3+, DeleteTopics v5+) are strict: a topic asked for while the budget is
+//! already spent fails with THROTTLING_QUOTA_EXCEEDED, and the one that spends it passes
+//! whole. Older versions are permissive: everything passes and the client is throttled.
+//!
 //! KIP-612: an IP over its `connection_creation_rate` (its own quota, else the default
 //! IP's) has its new connections closed at once, before anything is read from them.
 //!
@@ -40,6 +46,7 @@ pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
 pub const REQUEST_PERCENTAGE: &str = "request_percentage";
+pub const CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
 
 type Quotas = BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>;
 
@@ -128,13 +135,19 @@ impl QuotaStore {
         if !self.any.load(Ordering::Acquire) || bytes == 0 {
             return Duration::ZERO;
         }
-        let all = self.all();
-        let found = lookup_order(user, client_id)
-            .into_iter()
-            .find_map(|e| all.get(&e).and_then(|q| q.get(key)).map(|v| (e, v.0)));
-        let Some((matched, rate)) = found else {
+        let Some((own, rate)) = self.client_quota(key, user, client_id) else {
             return Duration::ZERO;
         };
+        self.take(own, key, rate, bytes, now, true)
+    }
+
+    /// The budget that `key` of the client `user`/`client_id` draws on and its rate per
+    /// second; `None` when no quota applies.
+    fn client_quota(&self, key: &str, user: &str, client_id: &str) -> Option<(QuotaEntity, f64)> {
+        let all = self.all();
+        let (matched, rate) = lookup_order(user, client_id)
+            .into_iter()
+            .find_map(|e| all.get(&e).and_then(|q| q.get(key)).map(|v| (e, v.0)))?;
         // request_percentage is a share of one thread's time: amounts are microseconds,
         // and 100 % is a million of them a second.
         let rate = if key == REQUEST_PERCENTAGE {
@@ -152,7 +165,48 @@ impl QuotaStore {
                 .map(|_| Some(client_id.to_string())),
             ip: None,
         };
-        self.take(own, key, rate, bytes, now, true)
+        Some((own, rate))
+    }
+
+    /// The `controller_mutation_rate` draws of one request by `user`/`client_id`.
+    pub fn mutations(&self, user: &str, client_id: &str, strict: bool) -> MutationQuota<'_> {
+        let quota = if self.any.load(Ordering::Acquire) {
+            self.client_quota(CONTROLLER_MUTATION_RATE, user, client_id)
+        } else {
+            None
+        };
+        MutationQuota {
+            store: self,
+            quota,
+            strict,
+            throttle: Duration::ZERO,
+        }
+    }
+
+    /// Adds `amount` back to the budget of `own` for `key` (at most full).
+    fn put_back(&self, own: &QuotaEntity, key: &'static str, rate: f64, amount: f64) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = budgets.get_mut(&(own.clone(), key)) {
+            b.available = (b.available + amount).min(rate);
+        }
+    }
+
+    /// The wait until the budget of `own` for `key` is no longer in debt (zero: it is not).
+    fn debt(&self, own: &QuotaEntity, key: &'static str, rate: f64, now: Instant) -> Duration {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = budgets.get_mut(&(own.clone(), key)) else {
+            return Duration::ZERO;
+        };
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.available = (b.available + elapsed * rate).min(rate);
+        b.at = now;
+        if b.available >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(
+                ((-b.available / rate * 1000.0).ceil() as u64).min(THROTTLE_MS_MAX),
+            )
+        }
     }
 
     /// Draws `amount` (bytes, or connections) from the budget of `own` for `key`, refilled
@@ -194,6 +248,84 @@ impl QuotaStore {
         Duration::from_millis(ms.min(THROTTLE_MS_MAX))
     }
 }
+
+/// One request's draws on its client's `controller_mutation_rate` (KIP-599), one topic at a
+/// time, and the throttle they add up to.
+pub struct MutationQuota<'a> {
+    store: &'a QuotaStore,
+    /// The budget drawn on and its rate (`None`: no quota applies).
+    quota: Option<(QuotaEntity, f64)>,
+    strict: bool,
+    throttle: Duration,
+}
+
+impl MutationQuota<'_> {
+    /// Draws `partitions` mutations for one topic. `Err(throttle ms)`: refused
+    /// (THROTTLING_QUOTA_EXCEEDED), which only a strict request is, and only while the
+    /// budget is already in debt; the draw that puts it in debt passes whole.
+    pub fn draw(&mut self, partitions: u32) -> Result<(), i32> {
+        let Some((own, rate)) = &self.quota else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if self.strict {
+            let debt = self.store.debt(own, CONTROLLER_MUTATION_RATE, *rate, now);
+            if !debt.is_zero() {
+                self.throttle = self.throttle.max(debt);
+                return Err(debt.as_millis() as i32);
+            }
+        }
+        let wait = self.store.take(
+            own.clone(),
+            CONTROLLER_MUTATION_RATE,
+            *rate,
+            u64::from(partitions),
+            now,
+            true,
+        );
+        self.throttle = self.throttle.max(wait);
+        Ok(())
+    }
+
+    /// Gives back a draw whose mutation did not happen (the controller refused the topic).
+    pub fn refund(&mut self, partitions: u32) {
+        if let Some((own, rate)) = &self.quota {
+            self.store
+                .put_back(own, CONTROLLER_MUTATION_RATE, *rate, f64::from(partitions));
+        }
+    }
+
+    /// The request's throttle: its response's `throttle_time_ms`, and how long `client`'s
+    /// connection is muted (KIP-219).
+    pub fn finish(self, client: &crate::conn::Client) -> i32 {
+        if self.throttle.is_zero() {
+            return 0;
+        }
+        let until = Instant::now() + self.throttle;
+        if client.mute.get().is_none_or(|m| m < until) {
+            client.mute.set(Some(until));
+        }
+        self.throttle.as_millis() as i32
+    }
+}
+
+/// The `controller_mutation_rate` of the request `h` from `client`: strict from version
+/// `strict_from` of its API (KIP-599), permissive before.
+pub fn mutation_quota<'a>(
+    shard: &'a crate::shard::BrokerShard,
+    client: &crate::conn::Client,
+    h: &sluice_codec::RequestHeaderInfo,
+    strict_from: i16,
+) -> MutationQuota<'a> {
+    shard.shared_handle.quotas.mutations(
+        user_of(&client.principal),
+        h.client_id.as_deref().unwrap_or(""),
+        h.api_version >= strict_from,
+    )
+}
+
+/// THROTTLING_QUOTA_EXCEEDED's message in Kafka.
+pub const THROTTLED_MESSAGE: &str = "The throttling quota has been exceeded.";
 
 /// Charges `bytes` of `key` to the client's quota and, when it is over, mutes its
 /// connection for the throttle time, which is returned for the response's
@@ -288,6 +420,37 @@ mod tests {
             .insert(key.to_string(), QuotaValue(rate));
         s.set(&q);
         s
+    }
+
+    #[test]
+    fn strict_mutations_pass_the_draw_that_spends_the_budget_and_refuse_the_next() {
+        let client = QuotaEntity {
+            client_id: Some(Some("admin".into())),
+            ..Default::default()
+        };
+        let s = store(client, CONTROLLER_MUTATION_RATE, 10.0);
+        // No quota for another client.
+        let mut other = s.mutations("", "other", true);
+        assert_eq!(other.draw(1000), Ok(()));
+        assert!(other.throttle.is_zero());
+        let mut q = s.mutations("", "admin", true);
+        assert_eq!(q.draw(30), Ok(()));
+        // 20 in debt at 10 a second: two seconds.
+        let refused = q.draw(1).expect_err("the budget is spent");
+        assert!((1900..=2000).contains(&refused), "{refused}");
+        assert!(q.throttle >= Duration::from_millis(1900));
+        // The refused topic took nothing; a topic the controller refused is given back.
+        q.refund(30);
+        assert_eq!(q.draw(5), Ok(()));
+        // A permissive (older) request is never refused; it is throttled.
+        let mut old = s.mutations("", "admin", false);
+        assert_eq!(old.draw(20), Ok(()));
+        assert_eq!(old.draw(20), Ok(()));
+        assert!(
+            old.throttle >= Duration::from_millis(3000),
+            "{:?}",
+            old.throttle
+        );
     }
 
     #[test]

@@ -23,12 +23,16 @@ use crate::topic_config::{effective, TOPIC_CONFIGS};
 pub async fn handle(
     shard: &Rc<BrokerShard>,
     client: &Client,
-    _h: &RequestHeaderInfo,
+    h: &RequestHeaderInfo,
     r: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let Some(controller) = &shard.controller else {
         return CreateTopicsResponse::default();
     };
+    // KIP-599: partitions created count against controller_mutation_rate (strict from v6);
+    // a validation creates nothing.
+    let mut quota = crate::quotas::mutation_quota(shard, client, h, 6);
+    let mut drawn = std::collections::HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut results = Vec::new();
     let mut requests = Vec::new();
@@ -56,6 +60,28 @@ pub async fn handle(
                     .with_replication_factor(-1),
             );
             continue;
+        }
+        if !r.validate_only {
+            let partitions = match (t.num_partitions, t.assignments.len()) {
+                (n, _) if n > 0 => n as u32,
+                (_, 0) => shard.config.num_partitions.max(1) as u32,
+                (_, assigned) => assigned as u32,
+            };
+            if let Err(throttle_ms) = quota.draw(partitions) {
+                log::debug!(
+                    "CreateTopics {name}: over controller_mutation_rate ({throttle_ms} ms)"
+                );
+                results.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(kerr::THROTTLING_QUOTA_EXCEEDED)
+                        .with_error_message(Some(str_bytes(crate::quotas::THROTTLED_MESSAGE)))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1),
+                );
+                continue;
+            }
+            drawn.insert(name.clone(), partitions);
         }
         let mut configs = BTreeMap::new();
         for c in &t.configs {
@@ -106,14 +132,22 @@ pub async fn handle(
                     )
                     .with_configs(Some(configs))
             }
-            Err((code, msg)) => CreatableTopicResult::default()
-                .with_name(topic_name(&name))
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(&msg)))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1),
+            Err((code, msg)) => {
+                // Nothing was created: the draw goes back.
+                if let Some(p) = drawn.get(&name) {
+                    quota.refund(*p);
+                }
+                CreatableTopicResult::default()
+                    .with_name(topic_name(&name))
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(&msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            }
         };
         results.push(result);
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(quota.finish(client))
 }

@@ -54,16 +54,43 @@ pub async fn handle(
                 .with_error_message(Some(str_bytes("Authorization failed."))),
         );
     }
-    for (name, outcome) in controller.delete_topics(shard, names).await {
+    // KIP-599: a deleted topic's partitions count against controller_mutation_rate (strict
+    // from v5).
+    let mut quota = crate::quotas::mutation_quota(shard, client, h, 5);
+    let mut drawn = std::collections::HashMap::new();
+    let mut admitted = Vec::with_capacity(names.len());
+    for name in names {
+        let partitions = topics.get(&name).map_or(0, |t| t.partitions.max(0) as u32);
+        match quota.draw(partitions) {
+            Ok(()) => {
+                drawn.insert(name.clone(), partitions);
+                admitted.push(name);
+            }
+            Err(_) => results.push(
+                DeletableTopicResult::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(kerr::THROTTLING_QUOTA_EXCEEDED)
+                    .with_error_message(Some(str_bytes(crate::quotas::THROTTLED_MESSAGE))),
+            ),
+        }
+    }
+    for (name, outcome) in controller.delete_topics(shard, admitted).await {
         results.push(match outcome {
             Ok(t) => DeletableTopicResult::default()
                 .with_name(Some(topic_name(&name)))
                 .with_topic_id(uuid(&t.id)),
-            Err((code, msg)) => DeletableTopicResult::default()
-                .with_name(Some(topic_name(&name)))
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(&msg))),
+            Err((code, msg)) => {
+                if let Some(p) = drawn.get(&name) {
+                    quota.refund(*p);
+                }
+                DeletableTopicResult::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(&msg)))
+            }
         });
     }
-    DeleteTopicsResponse::default().with_responses(results)
+    DeleteTopicsResponse::default()
+        .with_responses(results)
+        .with_throttle_time_ms(quota.finish(client))
 }
