@@ -287,6 +287,7 @@ async fn serve_stream<S>(
                     let client = client.clone();
                     let timed = timed(&frame);
                     let handle = glommio::spawn_local(async move {
+                        let prefix = peek_request_prefix(&frame).ok();
                         let outcome = if shard.shared_handle.quotas.times_requests() {
                             // request_percentage: charged what the handler ran for.
                             let client_id = crate::quotas::client_id_of(&frame).map(str::to_string);
@@ -299,9 +300,9 @@ async fn serve_stream<S>(
                                 crate::quotas::REQUEST_PERCENTAGE,
                                 spent.as_micros() as u64,
                             );
-                            match peek_request_prefix(&frame) {
+                            match &prefix {
                                 // The client is told as well as muted (KIP-219).
-                                Ok(p) if throttle_ms > 0 => crate::response_throttle::raise(
+                                Some(p) if throttle_ms > 0 => crate::response_throttle::raise(
                                     outcome,
                                     p.api_key,
                                     p.api_version,
@@ -312,6 +313,23 @@ async fn serve_stream<S>(
                         } else {
                             run(&shard, frame, &client).await
                         };
+                        if let Some(p) = prefix.filter(|_| shard.shared_handle.quotas.any()) {
+                            // A handler on another shard or node (CreateTopics on the
+                            // controller's, say) could not mute this connection: the throttle
+                            // its response carries does (KIP-219).
+                            let ms = crate::response_throttle::carried(
+                                &outcome,
+                                p.api_key,
+                                p.api_version,
+                            );
+                            if ms > 0 {
+                                let until =
+                                    Instant::now() + std::time::Duration::from_millis(ms as u64);
+                                if client.mute.get().is_none_or(|m| m < until) {
+                                    client.mute.set(Some(until));
+                                }
+                            }
+                        }
                         // The handler is done with the request's bytes (a produce's records
                         // live on in the log's buffer and the batch cache, which count them).
                         drop(permit);

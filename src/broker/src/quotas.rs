@@ -84,6 +84,11 @@ impl QuotaStore {
             .clear();
     }
 
+    /// Whether any quota exists (otherwise no response carries a throttle).
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Whether requests must be timed for `request_percentage`.
     pub fn times_requests(&self) -> bool {
         self.any_request.load(Ordering::Acquire)

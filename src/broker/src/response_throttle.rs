@@ -1,4 +1,5 @@
-//! Writes a `request_percentage` throttle time into a response that is already encoded.
+//! Writes a `request_percentage` throttle time into a response that is already encoded,
+//! and reads the throttle a response carries (its connection is muted that long).
 //!
 //! Kafka puts the larger of a request's quota throttles into the response's
 //! `throttle_time_ms` (KIP-219: the client then waits too). The request-time throttle is
@@ -106,6 +107,28 @@ pub fn raise(outcome: Outcome, api_key: i16, version: i16, throttle_ms: i32) -> 
     }
 }
 
+/// The `throttle_time_ms` that `outcome` (a response to `api_key`/`version`) carries where
+/// the field has a known place; 0 otherwise.
+pub fn carried(outcome: &Outcome, api_key: i16, version: i16) -> i32 {
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return 0;
+    };
+    let Some(offset) = body_offset(api, version) else {
+        return 0;
+    };
+    let at = 8 + usize::from(api.response_header_version(version) >= 1) + offset;
+    let head = match outcome {
+        Outcome::Respond(frame) => frame,
+        Outcome::RespondParts(parts) => match parts.first() {
+            Some(head) => head,
+            None => return 0,
+        },
+        _ => return 0,
+    };
+    head.get(at..at + 4)
+        .map_or(0, |f| i32::from_be_bytes(f.try_into().expect("4 bytes")))
+}
+
 fn raised(frame: Bytes, at: usize, throttle_ms: i32) -> Bytes {
     let Some(field) = frame.get(at..at + 4) else {
         return frame;
@@ -146,6 +169,10 @@ mod tests {
                             assert_eq!(
                                 frame[at..at + 4], MARK.to_be_bytes(),
                                 "{:?} v{v}", ApiKey::$api
+                            );
+                            assert_eq!(
+                                carried(&Outcome::Respond(frame.clone()), ApiKey::$api as i16, v),
+                                MARK
                             );
                             // Raised, never lowered.
                             let up = raise(Outcome::Respond(frame.clone()), ApiKey::$api as i16, v, MARK + 1);
