@@ -15,7 +15,7 @@ import sys
 import time
 
 import kafka.errors as Errors
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType,
                          ACLResourcePatternType, KafkaAdminClient, NewTopic,
                          ResourcePattern, ResourcePatternFilter, ResourceType)
@@ -157,6 +157,21 @@ def grant(sasl_addr, plain_addr):
     expect("alice consume orders in g1", consume(sasl_addr, "alice", "orders", "g1", 5), None)
     expect("alice consume orders in g2", consume(sasl_addr, "alice", "orders", "g2", 5),
            "GroupAuthorizationFailedError")
+    # OffsetFetch: the admin commits an offset of `secret` in g1; alice, who may read g1 but
+    # not describe `secret`, does not see it in a fetch of all the group's offsets and is
+    # refused it by name (Kafka's answers).
+    committer = KafkaConsumer(group_id="g1", enable_auto_commit=False,
+                              **client_cfg(sasl_addr, "admin"))
+    committer.commit({TopicPartition("secret", 0): OffsetAndMetadata(3, "", -1)})
+    committer.close(autocommit=False)
+    seen = alice_admin.list_group_offsets({"g1": None})["g1"]
+    expect("alice's offsets of g1", sorted(tp.topic for tp in seen), ["orders"])
+    try:
+        alice_admin.list_group_offsets(
+            {"g1": [TopicPartition("orders", 0), TopicPartition("secret", 0)]})
+        expect("alice's offset of secret in g1", "answered", "TopicAuthorizationFailedError")
+    except Errors.TopicAuthorizationFailedError:
+        log("alice's offset of secret in g1: TopicAuthorizationFailedError")
     try:
         r = alice_admin.create_acls([acl("User:alice", ACLOperation.ALL, ALLOW, TOPIC, "*")])
         expect("alice create_acls", [type(e).__name__ if isinstance(e, Exception) else e.__name__

@@ -38,6 +38,32 @@ pub struct Refused {
     errors: Option<Response>,
     /// ListGroups and OffsetFetch: filter the answer by what the client may describe.
     filter: bool,
+    /// OffsetFetch: the groups whose request named its topics (v8+), and whether a v0–7
+    /// request (one group) did. Kafka answers a named topic the client may not describe
+    /// with TOPIC_AUTHORIZATION_FAILED and leaves such topics out of a fetch of all.
+    named: Vec<String>,
+    named_top: bool,
+}
+
+/// [`Refused`] for an OffsetFetch (`req`), with the groups' refusals `errors`.
+fn offset_fetch_refused(req: &RequestKind, errors: Option<Response>) -> Refused {
+    let RequestKind::OffsetFetch(r) = req else {
+        return Refused {
+            errors,
+            ..Refused::default()
+        };
+    };
+    Refused {
+        errors,
+        filter: true,
+        named: r
+            .groups
+            .iter()
+            .filter(|g| g.topics.is_some())
+            .map(|g| g.group_id.to_string())
+            .collect(),
+        named_top: r.topics.is_some(),
+    }
 }
 
 /// The operation on the group that the request needs.
@@ -68,8 +94,8 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
         return Gate::Run(
             Box::new(req),
             Refused {
-                errors: None,
                 filter: !all,
+                ..Refused::default()
             },
         );
     }
@@ -84,8 +110,8 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
             RequestKind::OffsetFetch(r) => r.groups.retain(|g| keep(&g.group_id)),
             _ => {}
         }
-        let filter = matches!(req, RequestKind::OffsetFetch(_));
-        return Gate::Run(Box::new(req), Refused { errors, filter });
+        let refused = offset_fetch_refused(&req, errors);
+        return Gate::Run(Box::new(req), refused);
     }
     if let RequestKind::TxnOffsetCommit(r) = &req {
         if !may(Write, TransactionalId, &r.transactional_id) {
@@ -155,8 +181,8 @@ pub fn gate(shard: &BrokerShard, client: &Client, mut req: RequestKind, version:
         }
         _ => None,
     };
-    let filter = matches!(req, RequestKind::OffsetFetch(_));
-    Gate::Run(Box::new(req), Refused { errors, filter })
+    let refused = offset_fetch_refused(&req, errors);
+    Gate::Run(Box::new(req), refused)
 }
 
 fn topics_empty(req: &RequestKind) -> bool {
@@ -192,12 +218,34 @@ pub fn finish(shard: &BrokerShard, client: &Client, response: &mut Response, ref
     if refused.filter {
         match response {
             Response::ListGroups(r) => r.groups.retain(|g| may(Describe, Group, &g.group_id)),
-            // Offsets of topics the client may not describe are not shown (Kafka answers
-            // a fetch of all offsets without them).
+            // Offsets of topics the client may not describe: refused where the request
+            // named them, left out of a fetch of all (Kafka's answers).
             Response::OffsetFetch(r) => {
-                r.topics.retain(|t| may(Describe, Topic, &t.name));
+                // Both versions' partition types have these fields: Kafka's answer for a
+                // topic the client may not describe.
+                macro_rules! refuse {
+                    ($topics:expr) => {
+                        for t in $topics.filter(|t| !may(Describe, Topic, &t.name)) {
+                            for p in &mut t.partitions {
+                                p.committed_offset = -1;
+                                p.committed_leader_epoch = -1;
+                                p.metadata = Some(Default::default());
+                                p.error_code = TOPIC_AUTHORIZATION_FAILED;
+                            }
+                        }
+                    };
+                }
+                if refused.named_top {
+                    refuse!(r.topics.iter_mut());
+                } else {
+                    r.topics.retain(|t| may(Describe, Topic, &t.name));
+                }
                 for g in &mut r.groups {
-                    g.topics.retain(|t| may(Describe, Topic, &t.name));
+                    if refused.named.iter().any(|n| n.as_str() == &**g.group_id) {
+                        refuse!(g.topics.iter_mut());
+                    } else {
+                        g.topics.retain(|t| may(Describe, Topic, &t.name));
+                    }
                 }
             }
             _ => {}
