@@ -85,15 +85,9 @@ pub fn body_offset(api: ApiKey, version: i16) -> Option<usize> {
 /// `outcome` with its `throttle_time_ms` raised to `throttle_ms` where the response has the
 /// field at a known place (`api_key`/`version`: the request's); otherwise unchanged.
 pub fn raise(outcome: Outcome, api_key: i16, version: i16, throttle_ms: i32) -> Outcome {
-    let Ok(api) = ApiKey::try_from(api_key) else {
+    let Some(at) = frame_offset(api_key, version) else {
         return outcome;
     };
-    let Some(offset) = body_offset(api, version) else {
-        return outcome;
-    };
-    // Size prefix, correlation id, and the flexible header's (empty) tagged fields.
-    let header = 8 + usize::from(api.response_header_version(version) >= 1);
-    let at = header + offset;
     match outcome {
         Outcome::Respond(frame) => Outcome::Respond(raised(frame, at, throttle_ms)),
         Outcome::RespondParts(mut parts) => {
@@ -110,13 +104,9 @@ pub fn raise(outcome: Outcome, api_key: i16, version: i16, throttle_ms: i32) -> 
 /// The `throttle_time_ms` that `outcome` (a response to `api_key`/`version`) carries where
 /// the field has a known place; 0 otherwise.
 pub fn carried(outcome: &Outcome, api_key: i16, version: i16) -> i32 {
-    let Ok(api) = ApiKey::try_from(api_key) else {
+    let Some(at) = frame_offset(api_key, version) else {
         return 0;
     };
-    let Some(offset) = body_offset(api, version) else {
-        return 0;
-    };
-    let at = 8 + usize::from(api.response_header_version(version) >= 1) + offset;
     let head = match outcome {
         Outcome::Respond(frame) => frame,
         Outcome::RespondParts(parts) => match parts.first() {
@@ -127,6 +117,14 @@ pub fn carried(outcome: &Outcome, api_key: i16, version: i16) -> i32 {
     };
     head.get(at..at + 4)
         .map_or(0, |f| i32::from_be_bytes(f.try_into().expect("4 bytes")))
+}
+
+/// Where `throttle_time_ms` sits in a response frame to `api_key`/`version`: after the size
+/// prefix, the correlation id and the flexible header's (empty) tagged fields.
+fn frame_offset(api_key: i16, version: i16) -> Option<usize> {
+    let api = ApiKey::try_from(api_key).ok()?;
+    let header = 8 + usize::from(api.response_header_version(version) >= 1);
+    Some(header + body_offset(api, version)?)
 }
 
 fn raised(frame: Bytes, at: usize, throttle_ms: i32) -> Bytes {
