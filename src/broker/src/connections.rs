@@ -307,8 +307,7 @@ mod tests {
     fn creation_rate_passes_a_seconds_burst_then_paces_the_rest() {
         assert!(CreationRate::new(MAX_CONNECTION_CREATION_RATE_DEFAULT).is_none());
         let r = CreationRate::new(4).expect("a limit");
-        let t = *r.budget.lock().unwrap();
-        let t = t.1;
+        let t = r.budget.lock().unwrap().1;
         for _ in 0..4 {
             assert_eq!(r.take(t), Duration::ZERO);
         }
