@@ -323,11 +323,10 @@ async fn serve_stream<S>(
                                 p.api_version,
                             );
                             if ms > 0 {
-                                let until =
-                                    Instant::now() + std::time::Duration::from_millis(ms as u64);
-                                if client.mute.get().is_none_or(|m| m < until) {
-                                    client.mute.set(Some(until));
-                                }
+                                crate::quotas::mute(
+                                    &client,
+                                    Instant::now() + std::time::Duration::from_millis(ms as u64),
+                                );
                             }
                         }
                         // The handler is done with the request's bytes (a produce's records

@@ -56,6 +56,29 @@ struct Budget {
     at: Instant,
 }
 
+impl Budget {
+    /// Refills the budget at `rate` per second up to `now` (it holds one second's worth).
+    fn refill(&mut self, rate: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.available = (self.available + elapsed * rate).min(rate);
+        self.at = now;
+    }
+}
+
+/// How long a client waits to pay back `debt` at `rate` per second (at most
+/// [`THROTTLE_MS_MAX`]).
+fn wait_for(debt: f64, rate: f64) -> Duration {
+    let ms = (debt / rate * 1000.0).ceil() as u64;
+    Duration::from_millis(ms.min(THROTTLE_MS_MAX))
+}
+
+/// Mutes `client`'s connection until `until`, unless it already is for longer (KIP-219).
+pub fn mute(client: &crate::conn::Client, until: Instant) {
+    if client.mute.get().is_none_or(|m| m < until) {
+        client.mute.set(Some(until));
+    }
+}
+
 /// The node's quotas and budgets (in `Shared`).
 #[derive(Default)]
 pub struct QuotaStore {
@@ -202,15 +225,11 @@ impl QuotaStore {
         let Some(b) = budgets.get_mut(&(own.clone(), key)) else {
             return Duration::ZERO;
         };
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.available = (b.available + elapsed * rate).min(rate);
-        b.at = now;
+        b.refill(rate, now);
         if b.available >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_millis(
-                ((-b.available / rate * 1000.0).ceil() as u64).min(THROTTLE_MS_MAX),
-            )
+            wait_for(-b.available, rate)
         }
     }
 
@@ -239,9 +258,7 @@ impl QuotaStore {
             available: rate,
             at: now,
         });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.available = (b.available + elapsed * rate).min(rate);
-        b.at = now;
+        b.refill(rate, now);
         let left = b.available - amount as f64;
         if left >= 0.0 || debt {
             b.available = left;
@@ -249,8 +266,7 @@ impl QuotaStore {
         if left >= 0.0 {
             return Duration::ZERO;
         }
-        let ms = (-left / rate * 1000.0).ceil() as u64;
-        Duration::from_millis(ms.min(THROTTLE_MS_MAX))
+        wait_for(-left, rate)
     }
 }
 
@@ -306,10 +322,7 @@ impl MutationQuota<'_> {
         if self.throttle.is_zero() {
             return 0;
         }
-        let until = Instant::now() + self.throttle;
-        if client.mute.get().is_none_or(|m| m < until) {
-            client.mute.set(Some(until));
-        }
+        mute(client, Instant::now() + self.throttle);
         self.throttle.as_millis() as i32
     }
 }
@@ -357,10 +370,7 @@ pub fn charge(
     if wait.is_zero() {
         return 0;
     }
-    let until = now + wait;
-    if client.mute.get().is_none_or(|m| m < until) {
-        client.mute.set(Some(until));
-    }
+    mute(client, now + wait);
     wait.as_millis() as i32
 }
 
