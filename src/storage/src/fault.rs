@@ -26,6 +26,11 @@ pub struct FaultPlan {
     pub short_write_bytes: Cell<usize>,
     /// Once set, every operation fails (the "machine" is gone).
     pub crashed: Cell<bool>,
+    /// While set, `preallocate` fails with ENOSPC (a nearly full disk: too little room to
+    /// reserve ahead, though writes themselves still fit).
+    pub preallocate_no_space: Cell<bool>,
+    /// Preallocations refused by `preallocate_no_space`.
+    pub preallocations_refused: Cell<u32>,
     /// Every write and fdatasync yields once before it runs, as real IO does, so other
     /// tasks (appends, a concurrent sync) interleave with it.
     pub yield_each_io: Cell<bool>,
@@ -269,6 +274,14 @@ impl StorageFile for FaultyFile {
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {
+        if self.plan.crashed.get() {
+            return Err(injected("crashed"));
+        }
+        if self.plan.preallocate_no_space.get() {
+            let refused = &self.plan.preallocations_refused;
+            refused.set(refused.get() + 1);
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
         self.inner.preallocate(len).await
     }
 }

@@ -414,6 +414,9 @@ pub struct PartitionLog<S: Storage> {
     /// `run_flusher` is running (at most one per log): `close` waits for it to end, so the
     /// writes it made are synced before the log is released.
     flusher_running: Cell<bool>,
+    /// The disk refused the last reservation ahead of the active segment (nearly full):
+    /// writes go on without it, and the warning is logged once until one succeeds again.
+    preallocation_refused: Cell<bool>,
     /// Operations outside the flush stages that act on paths in the log's directory
     /// (retention and DeleteRecords removing segments, replacing the log start checkpoint)
     /// now running; `retire_and_fence` waits for them (see [`PathOp`]).

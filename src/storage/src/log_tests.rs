@@ -513,6 +513,31 @@ fn fsync_failure_makes_partition_refuse_writes() {
     assert!(log.log_end_offset() >= 1, "synced data survives");
 }
 
+#[test]
+fn a_disk_too_full_to_reserve_ahead_still_takes_writes_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let plan = storage.plan.clone();
+    plan.preallocate_no_space.set(true);
+    let log = open(storage, dir.path(), LogConfig::default());
+    for (i, v) in [b"a", b"b", b"c"].iter().enumerate() {
+        log.append(&batch(1, *v, 1, -1, 0), 0).unwrap();
+        block_on(log.flush()).unwrap();
+        assert_eq!(log.high_watermark(), i as i64 + 1, "acknowledged");
+    }
+    assert!(
+        plan.preallocations_refused.get() >= 1,
+        "the reservation was asked for and refused"
+    );
+    // Room again: reservations resume, writes go on.
+    plan.preallocate_no_space.set(false);
+    log.append(&batch(1, b"d", 1, -1, 0), 0).unwrap();
+    block_on(log.flush()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), LogConfig::default());
+    assert_eq!(log.log_end_offset(), 4, "every flushed batch survives");
+}
+
 /// Storage whose IO yields once per call (so tasks interleave as with real IO), and its plan.
 fn yielding_storage() -> (FaultyStorage, Rc<crate::fault::FaultPlan>) {
     let storage = FaultyStorage::default();

@@ -589,10 +589,27 @@ impl<S: Storage> PartitionLog<S> {
         let end = chunks.last().map_or(0, |c| c.pos + round_up(c.len) as u64);
         if end > allocated && preallocate {
             let want = preallocate_to(end, segment_bytes);
-            file.preallocate(want)
-                .await
-                .map_err(|e| StorageError::io("fallocate", path, e))?;
-            allocated = want;
+            match file.preallocate(want).await {
+                Ok(()) => {
+                    allocated = want;
+                    if self.preallocation_refused.replace(false) {
+                        log::info!("{}: reserving blocks ahead again", self.name);
+                    }
+                }
+                // A disk too full to reserve the step ahead may still hold the write itself:
+                // going on without the reservation costs speed, refusing would cost the
+                // partition. If the write does not fit either, it fails below.
+                Err(e) if no_room_to_reserve(&e) => {
+                    if !self.preallocation_refused.replace(true) {
+                        log::warn!(
+                            "{}: writing without reserving blocks ahead ({} bytes refused: {e})",
+                            self.name,
+                            want
+                        );
+                    }
+                }
+                Err(e) => return Err(StorageError::io("fallocate", path, e)),
+            }
         }
         // Up to WRITE_DEPTH_MAX chunks are written at once: the disk here takes 1 MiB writes
         // at ~1.2 GiB/s one at a time and ~1.5 GiB/s four at a time. (Overlapping the
@@ -637,6 +654,13 @@ impl<S: Storage> PartitionLog<S> {
     async fn write_sealed(&self, path: &Path, sealed: &[u8]) -> Result<()> {
         crate::durable_file::write_file(&*self.storage, path, sealed).await
     }
+}
+
+/// A reservation refused for want of room (or unsupported by the filesystem), which the
+/// write itself may not need.
+fn no_room_to_reserve(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull, Unsupported};
+    matches!(e.kind(), StorageFull | QuotaExceeded | Unsupported)
 }
 
 /// How far to reserve a segment's blocks once a write reaches `end`: ahead by as much as it

@@ -303,6 +303,7 @@ impl<S: Storage> PartitionLog<S> {
             writing: Cell::new(false),
             syncing: Cell::new(false),
             flusher_running: Cell::new(false),
+            preallocation_refused: Cell::new(false),
             path_ops: Cell::new(0),
             last_flush: Cell::new(FlushTiming::default()),
             written_ahead: RefCell::new(None),
