@@ -96,9 +96,8 @@ macro_rules! require_cluster {
     };
 }
 
-/// Whether the binary's usage names the contract's cluster flags. `sluice start --help` is
-/// an unknown flag today, which prints the usage (to stderr) and exits 2; a later binary may
-/// print it to stdout and exit 0: both are read.
+/// Whether the binary's usage names the contract's cluster flags (`sluice start --help`
+/// prints it to stdout; stderr is read too, where an older binary printed its usage).
 pub fn binary_has_cluster_flags() -> bool {
     let out = Command::new(sluice_bin())
         .args(["start", "--help"])

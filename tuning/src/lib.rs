@@ -15,90 +15,27 @@ use std::process::ExitCode;
 use checks::{Finding, Status};
 use host::{Host, RealHost};
 
-const USAGE: &str = "usage:
-  sluice tune --check [--data-dir DIR] [--json]
-  sluice tune --apply [--data-dir DIR] [--dry-run]
-
-  --check     report each host setting: current value, recommended value, status, why.
-              Read-only; always exits 0 (unreadable settings are reported as unknown).
-  --apply     as root, set the safe ones (swappiness, CPU governor, THP, aio-max-nr, the data
-              disk's scheduler and nomerges); exits 1 if any change failed.
-  --dry-run   with --apply: print what would be written, write nothing (no root needed).
-  --data-dir  the broker's data directory (default ./sluice-data, or . if that does not exist).
-  --json      with --check: machine-readable output.";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Check,
-    Apply,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Args {
-    mode: Mode,
-    json: bool,
-    dry_run: bool,
-    data_dir: Option<String>,
-}
-
-/// Why the arguments were rejected.
-#[derive(Debug, PartialEq, Eq)]
-enum ArgError {
-    Help,
-    Bad(String),
-}
-
-fn parse_args(args: &[String]) -> Result<Args, ArgError> {
-    let mut mode = None;
-    let mut json = false;
-    let mut dry_run = false;
-    let mut data_dir = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let set_mode = |m: Mode, mode: &mut Option<Mode>| match mode {
-            Some(prev) if *prev != m => {
-                Err(ArgError::Bad("--check and --apply are exclusive".into()))
-            }
-            _ => {
-                *mode = Some(m);
-                Ok(())
-            }
-        };
-        match a.as_str() {
-            "--check" => set_mode(Mode::Check, &mut mode)?,
-            "--apply" => set_mode(Mode::Apply, &mut mode)?,
-            "--json" => json = true,
-            "--dry-run" => dry_run = true,
-            "--data-dir" => match it.next() {
-                Some(d) if !d.is_empty() => data_dir = Some(d.clone()),
-                _ => return Err(ArgError::Bad("--data-dir needs a value".into())),
-            },
-            "-h" | "--help" | "help" => return Err(ArgError::Help),
-            other => {
-                if let Some(d) = other.strip_prefix("--data-dir=") {
-                    if d.is_empty() {
-                        return Err(ArgError::Bad("--data-dir needs a value".into()));
-                    }
-                    data_dir = Some(d.to_string());
-                } else {
-                    return Err(ArgError::Bad(format!("unknown argument {other}")));
-                }
-            }
-        }
-    }
-    let mode = mode.ok_or_else(|| ArgError::Bad("one of --check or --apply is required".into()))?;
-    if json && mode != Mode::Check {
-        return Err(ArgError::Bad("--json goes with --check".into()));
-    }
-    if dry_run && mode != Mode::Apply {
-        return Err(ArgError::Bad("--dry-run goes with --apply".into()));
-    }
-    Ok(Args {
-        mode,
-        json,
-        dry_run,
-        data_dir,
-    })
+/// `sluice tune`'s flags (a clap subcommand of the `sluice` binary).
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["check", "apply"])))]
+pub struct TuneArgs {
+    /// Report each host setting: current value, recommended value, status, why. Read-only;
+    /// always exits 0 (unreadable settings are reported as unknown).
+    #[arg(long)]
+    pub check: bool,
+    /// As root, set the safe ones (swappiness, CPU governor, THP, aio-max-nr, the data disk's
+    /// scheduler and nomerges); exits 1 if any change failed.
+    #[arg(long)]
+    pub apply: bool,
+    /// With --check: machine-readable output.
+    #[arg(long, conflicts_with = "apply")]
+    pub json: bool,
+    /// With --apply: print what would be written, write nothing (no root needed).
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+    /// The broker's data directory (default ./sluice-data, or . if that does not exist).
+    #[arg(long, value_name = "DIR", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub data_dir: Option<String>,
 }
 
 /// The data dir as an absolute path: relative paths are taken against the working directory
@@ -129,19 +66,8 @@ fn resolve_data_dir<H: Host + ?Sized>(h: &H, given: Option<&str>, cwd: &str) -> 
     }
 }
 
-/// Entry point of `sluice tune`; `args` are the words after `tune`.
-pub fn main(args: &[String]) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(a) => a,
-        Err(ArgError::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(ArgError::Bad(msg)) => {
-            eprintln!("sluice tune: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+/// Entry point of `sluice tune`.
+pub fn run(args: TuneArgs) -> ExitCode {
     let host = RealHost;
     let cwd = std::env::current_dir()
         .ok()
@@ -150,18 +76,17 @@ pub fn main(args: &[String]) -> ExitCode {
     let data_dir = resolve_data_dir(&host, args.data_dir.as_deref(), &cwd);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match args.mode {
-        Mode::Check => {
-            let findings = checks::run_checks(&host, &data_dir);
-            // A closed stdout (e.g. `| head`) must not turn into a failure of the check.
-            let _ = if args.json {
-                out.write_all(render_json(&data_dir, &findings).as_bytes())
-            } else {
-                out.write_all(render_table(&data_dir, &findings).as_bytes())
-            };
-            ExitCode::SUCCESS
-        }
-        Mode::Apply => {
+    if args.check {
+        let findings = checks::run_checks(&host, &data_dir);
+        // A closed stdout (e.g. `| head`) must not turn into a failure of the check.
+        let _ = if args.json {
+            out.write_all(render_json(&data_dir, &findings).as_bytes())
+        } else {
+            out.write_all(render_table(&data_dir, &findings).as_bytes())
+        };
+        ExitCode::SUCCESS
+    } else {
+        {
             if !args.dry_run && !host.is_root() {
                 eprintln!(
                     "sluice tune --apply: must run as root; the knobs it sets live in /proc/sys and /sys, \
@@ -373,30 +298,41 @@ mod tests {
     use super::*;
     use crate::host::FakeHost;
 
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    /// `sluice tune ARGS` through clap, as the binary parses it.
+    fn parse(a: &[&str]) -> Result<TuneArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Tune {
+            #[command(flatten)]
+            args: TuneArgs,
+        }
+        use clap::Parser;
+        Tune::try_parse_from(std::iter::once("tune").chain(a.iter().copied())).map(|t| t.args)
     }
 
     #[test]
     fn args() {
-        let a = parse_args(&v(&["--check", "--json", "--data-dir", "/d"])).unwrap();
+        let a = parse(&["--check", "--json", "--data-dir", "/d"]).unwrap();
         assert_eq!(
             a,
-            Args {
-                mode: Mode::Check,
+            TuneArgs {
+                check: true,
+                apply: false,
                 json: true,
                 dry_run: false,
                 data_dir: Some("/d".into())
             }
         );
         assert_eq!(
-            parse_args(&v(&["--apply", "--dry-run", "--data-dir=x"]))
+            parse(&["--apply", "--dry-run", "--data-dir=x"])
                 .unwrap()
                 .data_dir
                 .as_deref(),
             Some("x")
         );
-        assert_eq!(parse_args(&v(&["--help"])), Err(ArgError::Help));
+        assert_eq!(
+            parse(&["--help"]).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
         for bad in [
             &[][..],
             &["--check", "--apply"][..],
@@ -406,12 +342,8 @@ mod tests {
             &["--check", "--data-dir="][..],
             &["--check", "--frobnicate"][..],
         ] {
-            assert!(
-                matches!(parse_args(&v(bad)), Err(ArgError::Bad(_))),
-                "{bad:?}"
-            );
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_args(&v(&["--check", "--check"])).is_ok());
     }
 
     #[test]
