@@ -67,47 +67,6 @@ pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Nativ
     move |source| NativeError::Io { what, source }
 }
 
-/// Java's `Utils.murmur2`, so keyed records land on the partitions Kafka's clients pick.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    let mut h = SEED ^ len as u32;
-    let chunks = data.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    match tail.len() {
-        3 => {
-            h ^= (tail[2] as u32) << 16;
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(M);
-        }
-        2 => {
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(M);
-        }
-        1 => {
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(M);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as i16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -480,7 +439,9 @@ impl NativeProducer {
     /// batch when it is full, waiting while the connection has the most requests in flight.
     pub fn send(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), NativeError> {
         let p = match key {
-            Some(k) => ((murmur2(k) & 0x7fff_ffff) % self.cfg.partitions) as usize,
+            Some(k) => {
+                sluice_codec::partitioner::partition_of_key(k, self.cfg.partitions as u32) as usize
+            }
             None => self.sticky as usize,
         };
         let sent_ns = value
@@ -853,20 +814,6 @@ impl<'a> Dec<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn murmur2_matches_java() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
 
     #[test]
     fn finished_batch_verifies_with_the_codec() {

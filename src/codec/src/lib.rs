@@ -23,6 +23,7 @@ pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod partitioner;
 pub mod splice;
 
 pub use api::{

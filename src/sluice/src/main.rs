@@ -94,6 +94,20 @@ enum Command {
     Users(users::UsersCommand),
     /// Check the host's settings for the broker, or apply the safe ones.
     Tune(sluice_tuning::TuneArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(flatten)]
+        global: sluice_cli::Global,
+        #[command(subcommand)]
+        command: sluice_cli::TopicCommand,
+    },
+    /// The cluster's brokers and controller, and cluster-wide configs.
+    Cluster {
+        #[command(flatten)]
+        global: sluice_cli::Global,
+        #[command(subcommand)]
+        command: sluice_cli::ClusterCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,6 +166,8 @@ fn main() -> ExitCode {
         }
         Command::Users(command) => users::run(command),
         Command::Tune(args) => sluice_tuning::run(args),
+        Command::Topic { global, command } => sluice_cli::topic(&global, command),
+        Command::Cluster { global, command } => sluice_cli::cluster(&global, command),
     }
 }
 
