@@ -12,20 +12,13 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use serde_json::json;
 use sluice_codec::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use sluice_codec::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
-use sluice_codec::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use sluice_codec::kafka_protocol::messages::{
-    BrokerId, FetchRequest, FindCoordinatorRequest, GroupId, ListOffsetsRequest,
-    OffsetCommitRequest, OffsetFetchRequest,
-};
-use sluice_codec::kafka_protocol::protocol::StrBytes;
+use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest};
 use sluice_codec::kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::client::Client;
+use crate::offsets::{by_leader, commit, committed, coordinator, list_offsets, Tp};
 use crate::topic::{name, topic_metadata};
-use crate::{error_name, error_text, CliError};
+use crate::{error_name, CliError};
 
 /// Bytes a fetch may return per partition and in all (the Java consumer's
 /// `max.partition.fetch.bytes` and `fetch.max.bytes` defaults).
@@ -239,202 +232,12 @@ fn render(out: &mut Vec<u8>, output: &Output, r: &Shown) {
     }
 }
 
-/// Offsets of `timestamp` (-2 earliest, -1 latest, else the first at or after it) for
-/// `parts` of `topic`, asked of each leader.
-fn list_offsets(
-    client: &mut Client,
-    topic: &str,
-    meta: &MetadataResponseTopic,
-    parts: &[i32],
-    timestamp: i64,
-) -> Result<BTreeMap<i32, i64>, CliError> {
-    let mut out = BTreeMap::new();
-    for (leader, parts) in by_leader(meta, parts)? {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(
-                    parts
-                        .iter()
-                        .map(|&p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_current_leader_epoch(-1)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                )]);
-        let resp = client.call_node(leader, &req)?;
-        for p in resp.topics.iter().flat_map(|t| &t.partitions) {
-            if p.error_code != 0 {
-                return Err(CliError(format!(
-                    "offsets of {topic} partition {}: {}",
-                    p.partition_index,
-                    error_name(p.error_code)
-                )));
-            }
-            out.insert(p.partition_index, p.offset);
-        }
-    }
-    Ok(out)
-}
-
-/// `parts` by their leader's id; an error if one has none.
-fn by_leader(
-    meta: &MetadataResponseTopic,
-    parts: &[i32],
-) -> Result<BTreeMap<i32, Vec<i32>>, CliError> {
-    let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for &p in parts {
-        let leader = meta
-            .partitions
-            .iter()
-            .find(|m| m.partition_index == p)
-            .map_or(-1, |m| m.leader_id.0);
-        if leader < 0 {
-            return Err(CliError(format!("partition {p} has no leader")));
-        }
-        out.entry(leader).or_default().push(p);
-    }
-    Ok(out)
-}
-
-/// The group coordinator's node id.
-pub(crate) fn coordinator(client: &mut Client, group: &str) -> Result<i32, CliError> {
-    let key = StrBytes::from_string(group.to_string());
-    let resp = client.call_with(|version| {
-        // v4+ asks for a batch of keys, earlier versions for one.
-        let req = FindCoordinatorRequest::default().with_key_type(0);
-        if version >= 4 {
-            req.with_coordinator_keys(vec![key])
-        } else {
-            req.with_key(key)
-        }
-    })?;
-    let (code, node, message) = match resp.coordinators.first() {
-        Some(c) => (c.error_code, c.node_id.0, c.error_message.clone()),
-        None => (resp.error_code, resp.node_id.0, resp.error_message.clone()),
-    };
-    if code != 0 {
-        return Err(CliError(format!(
-            "the coordinator of group {group}: {}",
-            error_text(code, message.as_ref().map(|m| m.as_str()))
-        )));
-    }
-    // The coordinator's address comes with the metadata the client already holds.
-    client.metadata(Some(&[]))?;
-    Ok(node)
-}
-
-/// The group's committed offsets of `parts` (-1 where none).
-pub(crate) fn committed(
-    client: &mut Client,
-    coordinator: i32,
-    group: &str,
-    topic: &str,
-    meta: &MetadataResponseTopic,
-    parts: &[i32],
-) -> Result<BTreeMap<i32, i64>, CliError> {
-    use sluice_codec::kafka_protocol::messages::offset_fetch_request::{
-        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-    };
-    let gid = GroupId(StrBytes::from_string(group.to_string()));
-    let resp = client.call_node_with(coordinator, |version| {
-        // Versions 0-7 name one group at the top, 8+ a list of groups; 10+ topics by id.
-        if version < 8 {
-            return OffsetFetchRequest::default()
-                .with_group_id(gid)
-                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-                    .with_name(name(topic))
-                    .with_partition_indexes(parts.to_vec())]));
-        }
-        let t = OffsetFetchRequestTopics::default().with_partition_indexes(parts.to_vec());
-        let t = if version >= 10 {
-            t.with_topic_id(meta.topic_id)
-        } else {
-            t.with_name(name(topic))
-        };
-        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
-            .with_group_id(gid)
-            .with_topics(Some(vec![t]))])
-    })?;
-    let mut out = BTreeMap::new();
-    let fail = |code: i16, what: &str| -> Result<(), CliError> {
-        if code != 0 {
-            return Err(CliError(format!(
-                "committed offsets of group {group}{what}: {}",
-                error_name(code)
-            )));
-        }
-        Ok(())
-    };
-    if let Some(g) = resp.groups.first() {
-        fail(g.error_code, "")?;
-        for p in g.topics.iter().flat_map(|t| &t.partitions) {
-            fail(p.error_code, &format!(" partition {}", p.partition_index))?;
-            out.insert(p.partition_index, p.committed_offset);
-        }
-    } else {
-        fail(resp.error_code, "")?;
-        for p in resp.topics.iter().flat_map(|t| &t.partitions) {
-            fail(p.error_code, &format!(" partition {}", p.partition_index))?;
-            out.insert(p.partition_index, p.committed_offset);
-        }
-    }
-    Ok(out)
-}
-
-/// Commits `offsets` for the group as a consumer outside its membership (generation -1).
-pub(crate) fn commit(
-    client: &mut Client,
-    coordinator: i32,
-    group: &str,
-    topic: &str,
-    meta: &MetadataResponseTopic,
-    offsets: &BTreeMap<i32, i64>,
-) -> Result<(), CliError> {
-    use sluice_codec::kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let partitions: Vec<OffsetCommitRequestPartition> = offsets
+/// Positions of one topic's partitions, keyed as the offsets module keys them.
+fn tps(topic: &str, position: &BTreeMap<i32, i64>) -> BTreeMap<Tp, i64> {
+    position
         .iter()
-        .map(|(&p, &o)| {
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(p)
-                .with_committed_offset(o)
-                .with_committed_leader_epoch(-1)
-                .with_committed_metadata(Some(StrBytes::from_static_str("")))
-        })
-        .collect();
-    let resp = client.call_node_with(coordinator, |version| {
-        // v10 names topics by id, earlier versions by name.
-        let t = OffsetCommitRequestTopic::default().with_partitions(partitions);
-        let t = if version >= 10 {
-            t.with_topic_id(meta.topic_id)
-        } else {
-            t.with_name(name(topic))
-        };
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
-            .with_retention_time_ms(-1)
-            .with_topics(vec![t])
-    })?;
-    for p in resp.topics.iter().flat_map(|t| &t.partitions) {
-        if p.error_code != 0 {
-            return Err(CliError(format!(
-                "committing group {group}'s offset of partition {}: {}",
-                p.partition_index,
-                error_name(p.error_code)
-            )));
-        }
-    }
-    Ok(())
+        .map(|(&p, &o)| ((topic.to_string(), p), o))
+        .collect()
 }
 
 /// The complete batches of a fetch's record bytes (a fetch may end in part of one), each
@@ -478,10 +281,8 @@ pub fn run(
     // Starting positions: the group's commits first, then -o (default: the beginning).
     let mut position: BTreeMap<i32, i64> = BTreeMap::new();
     if let Some((g, coord)) = &group {
-        for (p, o) in committed(client, *coord, g, topic, &meta, &all)? {
-            if o >= 0 {
-                position.insert(p, o);
-            }
+        for ((_, p), o) in committed(client, *coord, g, Some(&[&meta]))? {
+            position.insert(p, o);
         }
     }
     let rest: Vec<i32> = all
@@ -639,7 +440,7 @@ pub fn run(
         }
         if let Some((g, coord)) = &group {
             if position != committed_at {
-                commit(client, *coord, g, topic, &meta, &position)?;
+                commit(client, *coord, g, &tps(topic, &position))?;
                 committed_at = position.clone();
             }
         }
@@ -650,7 +451,7 @@ pub fn run(
     }
     if let Some((g, coord)) = &group {
         if position != committed_at {
-            commit(client, *coord, g, topic, &meta, &position)?;
+            commit(client, *coord, g, &tps(topic, &position))?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
-//! The operator's commands of the `sluice` binary, in rpk's shape: `sluice topic …` and
-//! `sluice cluster …` talk Kafka to a running cluster (`--brokers`), as any client does.
+//! The operator's commands of the `sluice` binary, in rpk's shape: `sluice topic …`,
+//! `sluice group …` and `sluice cluster …` talk Kafka to a running cluster (`--brokers`), as any client does.
 //!
 //! - The Kafka side is a blocking client ([`client`]) over kafka-protocol, the codec the
 //!   broker itself decodes with: no second protocol stack (librdkafka) in the broker's
@@ -14,6 +14,8 @@
 pub mod client;
 mod cluster;
 mod consume;
+mod group;
+mod offsets;
 mod output;
 mod produce;
 mod topic;
@@ -21,6 +23,7 @@ mod topic;
 use std::process::ExitCode;
 
 pub use cluster::ClusterCommand;
+pub use group::GroupCommand;
 pub use topic::TopicCommand;
 
 /// What a command reports when it fails: one line for the operator.
@@ -72,6 +75,11 @@ pub enum Format {
 /// Runs a `sluice topic` command.
 pub fn topic(global: &Global, command: TopicCommand) -> ExitCode {
     finish(topic::run(global, command))
+}
+
+/// Runs a `sluice group` command.
+pub fn group(global: &Global, command: GroupCommand) -> ExitCode {
+    finish(group::run(global, command))
 }
 
 /// Runs a `sluice cluster` command.

@@ -212,8 +212,12 @@ pub fn run(global: &Global, command: TopicCommand) -> Result<String, CliError> {
     }
 }
 
-/// One line per topic with OK or its error; the command fails if any topic did.
-fn outcome(format: Format, results: Vec<(String, Option<String>)>) -> Result<String, CliError> {
+/// One line per topic (or group) with OK or its error; the command fails if any did.
+pub(crate) fn outcome(
+    format: Format,
+    what: &str,
+    results: Vec<(String, Option<String>)>,
+) -> Result<String, CliError> {
     let failed: Vec<String> = results
         .iter()
         .filter_map(|(t, e)| e.as_ref().map(|e| format!("{t}: {e}")))
@@ -226,7 +230,7 @@ fn outcome(format: Format, results: Vec<(String, Option<String>)>) -> Result<Str
                 .collect(),
         )),
         Format::Text => table(
-            &["TOPIC", "STATUS"],
+            &[what, "STATUS"],
             &results
                 .iter()
                 .map(|(t, e)| vec![t.clone(), e.clone().unwrap_or_else(|| "OK".into())])
@@ -280,6 +284,7 @@ fn create(
     )?;
     outcome(
         format,
+        "TOPIC",
         resp.topics
             .iter()
             .map(|t| {
@@ -310,6 +315,7 @@ fn delete(client: &mut Client, format: Format, names: &[String]) -> Result<Strin
     })?;
     outcome(
         format,
+        "TOPIC",
         resp.responses
             .iter()
             .map(|t| {
@@ -627,6 +633,7 @@ fn alter_config(
     )?;
     outcome(
         format,
+        "TOPIC",
         resp.responses
             .iter()
             .map(|r| {
@@ -661,6 +668,7 @@ fn add_partitions(
     )?;
     outcome(
         format,
+        "TOPIC",
         resp.results
             .iter()
             .map(|r| {

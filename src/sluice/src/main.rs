@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: sluice_cli::TopicCommand,
     },
+    /// List, describe, seek and delete consumer groups.
+    Group {
+        #[command(flatten)]
+        global: sluice_cli::Global,
+        #[command(subcommand)]
+        command: sluice_cli::GroupCommand,
+    },
     /// The cluster's brokers and controller, and cluster-wide configs.
     Cluster {
         #[command(flatten)]
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
         Command::Users(command) => users::run(command),
         Command::Tune(args) => sluice_tuning::run(args),
         Command::Topic { global, command } => sluice_cli::topic(&global, command),
+        Command::Group { global, command } => sluice_cli::group(&global, command),
         Command::Cluster { global, command } => sluice_cli::cluster(&global, command),
     }
 }
