@@ -13,77 +13,240 @@ use loadgen::run::{run, RunOpts};
 use loadgen::workload::{Client, Isolation, KeyDistribution, Stamp, Workload};
 use loadgen::{report, selftest, sys};
 
-const USAGE: &str = "\
-usage:
-  sluice-bench run --bootstrap HOST:PORT --workload FILE [options] [overrides]
-  sluice-bench self-test [--seconds N] [--record-bytes N] [--threads N] [--cpus LIST] [--json FILE]
-  sluice-bench loopback [--seconds N] [--json FILE]
-
-run options:
-  --out DIR            where result files go (default target/bench-results)
-  --name STEM          file name stem (default <UTC date-time>-<workload name>)
-  --topic NAME         use this exact topic (created if missing) instead of <topic>-<run id>
-  --delete-topic B     delete the run's own <topic>-<run id> when done (default true; never
-                       a --topic NAME)
-  --peak RECS_PER_S    the peak rate, for workloads with peak_fractions
-  --broker-pid PID     also report the broker's CPU use and affinity
-  --cpus LIST          pin the generator (and librdkafka's threads) to CPUs, e.g. 1 or 0-1
-run overrides (replace the workload file's value):
-  --duration-s N --warmup-s N --rate R --rates R,R,.. --peak-fractions F,F,..
-  --producers N --consumers N --consumer-groups N --partitions N --record-bytes N
-  --acks all|1|0 --compression none|gzip|snappy|lz4|zstd --batch-size N --linger-ms N
-  --key-distribution none|uniform|skewed --backlog-s N --drain-timeout-s N --sender-threads N
-  --client rdkafka|native (producer client; native = the generator's own protocol producer)
-  --consumer-client rdkafka|native (consumer client; native = the generator's own Fetch
-                       loop: static partition assignment, no group protocol)
-  --txn-commit-ms MS   transactional producers (rdkafka; one transactional.id each): commit
-                       each producer's transaction once it has been open MS ms
-  --txn-commit-records N  … or once it holds N records (either flag turns transactions on;
-                       both: whichever comes first)
-  --isolation read_committed|read_uncommitted  the consumers' isolation.level (default: the
-                       client's own, read_committed for librdkafka)
-  --stamp send|schedule  records carry their send time (default) or, at a fixed rate, the
-                       time the schedule made them due: waits of a blocked sender count
-
-self-test: the generator's ceiling without a broker (record path, librdkafka enqueue, native
-producer against a discard server, native consumer's parse path).
-loopback: TCP bandwidth over 127.0.0.1 (one connection, 1 MiB writes).
-";
-
-fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag} {v:?}: not a valid number"))
+/// `sluice-bench`'s command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "sluice-bench",
+    about = "A Kafka-protocol load generator (OpenMessaging Benchmark style)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn client(flag: &str, v: &str) -> Result<Client, String> {
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run a workload file against a bootstrap server.
+    Run(Box<RunArgs>),
+    /// The generator's ceiling without a broker (record path, librdkafka enqueue, native
+    /// producer against a discard server, native consumer's parse path).
+    SelfTest(SelfTestArgs),
+    /// TCP bandwidth over 127.0.0.1 (one connection, 1 MiB writes).
+    Loopback(LoopbackArgs),
+}
+
+fn client(v: &str) -> Result<Client, String> {
     match v {
         "rdkafka" => Ok(Client::Rdkafka),
         "native" => Ok(Client::Native),
-        _ => Err(format!("{flag} {v:?}: rdkafka|native")),
+        _ => Err(format!("{v:?}: rdkafka|native")),
     }
 }
 
-fn list(flag: &str, v: &str) -> Result<Vec<f64>, String> {
-    v.split(',').map(|x| num(flag, x.trim())).collect()
+fn isolation(v: &str) -> Result<Isolation, String> {
+    match v {
+        "read_committed" => Ok(Isolation::ReadCommitted),
+        "read_uncommitted" => Ok(Isolation::ReadUncommitted),
+        _ => Err(format!("{v:?}: read_committed|read_uncommitted")),
+    }
 }
 
-/// Splits `--flag=value` / `--flag value` pairs; every option here takes a value.
-fn pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if !a.starts_with("--") {
-            return Err(format!("unexpected argument {a:?}"));
+fn stamp(v: &str) -> Result<Stamp, String> {
+    match v {
+        "send" => Ok(Stamp::Send),
+        "schedule" => Ok(Stamp::Schedule),
+        _ => Err(format!("{v:?}: send|schedule")),
+    }
+}
+
+fn key_distribution(v: &str) -> Result<KeyDistribution, String> {
+    match v {
+        "none" => Ok(KeyDistribution::None),
+        "uniform" => Ok(KeyDistribution::Uniform),
+        "skewed" => Ok(KeyDistribution::Skewed),
+        _ => Err(format!("{v:?}: none|uniform|skewed")),
+    }
+}
+
+/// Options of `run`; the overrides replace the workload file's value.
+#[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
+struct RunArgs {
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: String,
+    #[arg(long, value_name = "FILE")]
+    workload: PathBuf,
+    /// Where result files go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-results")]
+    out: PathBuf,
+    /// File name stem (default <UTC date-time>-<workload name>).
+    #[arg(long, value_name = "STEM")]
+    name: Option<String>,
+    /// Use this exact topic (created if missing) instead of <topic>-<run id>.
+    #[arg(long, value_name = "NAME")]
+    topic: Option<String>,
+    /// Delete the run's own <topic>-<run id> when done (never a --topic NAME).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    delete_topic: bool,
+    /// The peak rate, for workloads with peak_fractions.
+    #[arg(long, value_name = "RECS_PER_S")]
+    peak: Option<f64>,
+    /// Also report the broker's CPU use and affinity.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<i32>,
+    /// Pin the generator (and librdkafka's threads) to CPUs, e.g. 1 or 0-1.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
+
+    #[arg(long, help_heading = "Overrides")]
+    duration_s: Option<u64>,
+    #[arg(long, help_heading = "Overrides")]
+    warmup_s: Option<u64>,
+    /// A fixed rate (clears the file's rates and peak_fractions).
+    #[arg(long, help_heading = "Overrides", conflicts_with = "rates")]
+    rate: Option<f64>,
+    /// Rates in turn, comma-separated (clears the file's peak_fractions).
+    #[arg(long, help_heading = "Overrides", value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+    #[arg(long, help_heading = "Overrides", value_delimiter = ',')]
+    peak_fractions: Option<Vec<f64>>,
+    #[arg(long, help_heading = "Overrides")]
+    producers: Option<usize>,
+    #[arg(long, help_heading = "Overrides")]
+    consumers: Option<usize>,
+    #[arg(long, help_heading = "Overrides")]
+    consumer_groups: Option<usize>,
+    #[arg(long, help_heading = "Overrides")]
+    partitions: Option<i32>,
+    #[arg(long, help_heading = "Overrides")]
+    record_bytes: Option<usize>,
+    /// all|1|0
+    #[arg(long, help_heading = "Overrides")]
+    acks: Option<String>,
+    /// none|gzip|snappy|lz4|zstd
+    #[arg(long, help_heading = "Overrides")]
+    compression: Option<String>,
+    #[arg(long, help_heading = "Overrides")]
+    batch_size: Option<usize>,
+    #[arg(long, help_heading = "Overrides")]
+    linger_ms: Option<u64>,
+    /// none|uniform|skewed
+    #[arg(long, help_heading = "Overrides", value_parser = key_distribution)]
+    key_distribution: Option<KeyDistribution>,
+    #[arg(long, help_heading = "Overrides")]
+    backlog_s: Option<u64>,
+    #[arg(long, help_heading = "Overrides")]
+    drain_timeout_s: Option<u64>,
+    #[arg(long, help_heading = "Overrides")]
+    sender_threads: Option<usize>,
+    /// Producer client: rdkafka, or native (the generator's own protocol producer).
+    #[arg(long, help_heading = "Overrides", value_parser = client)]
+    client: Option<Client>,
+    /// Consumer client: rdkafka, or native (the generator's own Fetch loop: static
+    /// partition assignment, no group protocol).
+    #[arg(long, help_heading = "Overrides", value_parser = client)]
+    consumer_client: Option<Client>,
+    /// Transactional producers (rdkafka; one transactional.id each): commit each producer's
+    /// transaction once it has been open MS ms.
+    #[arg(long, help_heading = "Overrides", value_name = "MS")]
+    txn_commit_ms: Option<u64>,
+    /// … or once it holds N records (either flag turns transactions on; both: whichever
+    /// comes first).
+    #[arg(long, help_heading = "Overrides", value_name = "N")]
+    txn_commit_records: Option<u64>,
+    /// The consumers' isolation.level (default: the client's own, read_committed for
+    /// librdkafka): read_committed|read_uncommitted.
+    #[arg(long, help_heading = "Overrides", value_parser = isolation)]
+    isolation: Option<Isolation>,
+    /// Records carry their send time (send, the default) or, at a fixed rate, the time the
+    /// schedule made them due (schedule): waits of a blocked sender count.
+    #[arg(long, help_heading = "Overrides", value_parser = stamp)]
+    stamp: Option<Stamp>,
+}
+
+impl RunArgs {
+    /// The workload file with the overrides given applied.
+    fn apply(&self, w: &mut Workload) {
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    w.$field = v.clone();
+                }
+            )*};
         }
-        match a.split_once('=') {
-            Some((f, v)) => out.push((f.to_string(), v.to_string())),
-            None => {
-                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-                out.push((a.clone(), v.clone()));
-            }
+        set!(
+            duration_s,
+            warmup_s,
+            producers,
+            consumers,
+            consumer_groups,
+            partitions,
+            record_bytes,
+            acks,
+            compression,
+            batch_size,
+            linger_ms,
+            key_distribution,
+            backlog_s,
+            drain_timeout_s,
+            sender_threads,
+            client,
+            consumer_client,
+            txn_commit_ms,
+            txn_commit_records,
+            stamp
+        );
+        if let Some(rate) = self.rate {
+            w.rate = rate;
+            w.rates.clear();
+            w.peak_fractions.clear();
+        }
+        if let Some(rates) = &self.rates {
+            w.rates = rates.clone();
+            w.peak_fractions.clear();
+        }
+        if let Some(f) = &self.peak_fractions {
+            w.peak_fractions = f.clone();
+        }
+        if let Some(i) = self.isolation {
+            w.isolation = Some(i);
         }
     }
-    Ok(out)
+}
+
+#[derive(clap::Args, Debug)]
+struct SelfTestArgs {
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+    seconds: f64,
+    /// 16 bytes to 8 MiB.
+    #[arg(long, default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=8 << 20))]
+    record_bytes: u64,
+    /// Threads (default: one per CPU the generator may use).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
+    /// Also write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct LoopbackArgs {
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    seconds: f64,
+    /// Also write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// A duration of 0.5 to 600 seconds.
+fn seconds(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| (0.5..=600.0).contains(s))
+        .ok_or_else(|| format!("{v}: seconds in 0.5..=600"))
 }
 
 fn utc_stamp() -> String {
@@ -105,92 +268,23 @@ fn pin(cpus: &Option<String>) -> Result<Vec<usize>, String> {
     }
 }
 
-fn cmd_run(args: &[String]) -> Result<(), String> {
-    let kv = pairs(args)?;
-    let get = |f: &str| {
-        kv.iter()
-            .rev()
-            .find(|(k, _)| k == f)
-            .map(|(_, v)| v.clone())
-    };
-    let cpus = pin(&get("--cpus"))?;
-    let bootstrap = get("--bootstrap").ok_or("run needs --bootstrap HOST:PORT")?;
-    let path = PathBuf::from(get("--workload").ok_or("run needs --workload FILE")?);
-    let mut w = Workload::load(&path)?;
-    for (k, v) in &kv {
-        let f = k.as_str();
-        match f {
-            "--bootstrap" | "--workload" | "--out" | "--name" | "--topic" | "--peak"
-            | "--broker-pid" | "--cpus" | "--delete-topic" => {}
-            "--duration-s" => w.duration_s = num(f, v)?,
-            "--warmup-s" => w.warmup_s = num(f, v)?,
-            "--rate" => {
-                w.rate = num(f, v)?;
-                w.rates.clear();
-                w.peak_fractions.clear();
-            }
-            "--rates" => {
-                w.rates = list(f, v)?;
-                w.peak_fractions.clear();
-            }
-            "--peak-fractions" => w.peak_fractions = list(f, v)?,
-            "--producers" => w.producers = num(f, v)?,
-            "--consumers" => w.consumers = num(f, v)?,
-            "--consumer-groups" => w.consumer_groups = num(f, v)?,
-            "--partitions" => w.partitions = num(f, v)?,
-            "--record-bytes" => w.record_bytes = num(f, v)?,
-            "--acks" => w.acks = v.clone(),
-            "--compression" => w.compression = v.clone(),
-            "--batch-size" => w.batch_size = num(f, v)?,
-            "--linger-ms" => w.linger_ms = num(f, v)?,
-            "--backlog-s" => w.backlog_s = num(f, v)?,
-            "--drain-timeout-s" => w.drain_timeout_s = num(f, v)?,
-            "--sender-threads" => w.sender_threads = num(f, v)?,
-            "--client" => w.client = client(f, v)?,
-            "--consumer-client" => w.consumer_client = client(f, v)?,
-            "--txn-commit-ms" => w.txn_commit_ms = num(f, v)?,
-            "--txn-commit-records" => w.txn_commit_records = num(f, v)?,
-            "--isolation" => {
-                w.isolation = Some(match v.as_str() {
-                    "read_committed" => Isolation::ReadCommitted,
-                    "read_uncommitted" => Isolation::ReadUncommitted,
-                    _ => return Err(format!("{f} {v:?}: read_committed|read_uncommitted")),
-                })
-            }
-            "--stamp" => {
-                w.stamp = match v.as_str() {
-                    "send" => Stamp::Send,
-                    "schedule" => Stamp::Schedule,
-                    _ => return Err(format!("{f} {v:?}: send|schedule")),
-                }
-            }
-            "--key-distribution" => {
-                w.key_distribution = match v.as_str() {
-                    "none" => KeyDistribution::None,
-                    "uniform" => KeyDistribution::Uniform,
-                    "skewed" => KeyDistribution::Skewed,
-                    _ => return Err(format!("--key-distribution {v:?}: none|uniform|skewed")),
-                }
-            }
-            _ => return Err(format!("unknown option {k}\n\n{USAGE}")),
-        }
-    }
+fn cmd_run(a: &RunArgs) -> Result<(), String> {
+    let cpus = pin(&a.cpus)?;
+    let mut w = Workload::load(&a.workload)?;
+    a.apply(&mut w);
     let opts = RunOpts {
-        bootstrap,
-        topic: get("--topic"),
-        peak: get("--peak").map(|v| num("--peak", &v)).transpose()?,
-        broker_pid: get("--broker-pid")
-            .map(|v| num("--broker-pid", &v))
-            .transpose()?,
+        bootstrap: a.bootstrap.clone(),
+        topic: a.topic.clone(),
+        peak: a.peak,
+        broker_pid: a.broker_pid,
         generator_cpus: cpus,
-        delete_topic: match get("--delete-topic").as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(v) => return Err(format!("--delete-topic {v:?}: true|false")),
-        },
+        delete_topic: a.delete_topic,
     };
-    let out = PathBuf::from(get("--out").unwrap_or_else(|| "target/bench-results".into()));
-    let stem = get("--name").unwrap_or_else(|| format!("{}-{}", utc_stamp(), w.name));
+    let out = a.out.clone();
+    let stem = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", utc_stamp(), w.name));
     let result = run(&w, &opts)?;
     print!("{}", report::markdown(&result));
     for p in report::write_files(&result, &out, &stem)? {
@@ -199,26 +293,14 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_self_test(args: &[String]) -> Result<(), String> {
-    let kv = pairs(args)?;
-    let mut seconds = 3.0;
-    let mut record_bytes = 1024usize;
-    let mut threads = 0usize;
-    let mut json = None;
-    let mut cpus = None;
-    for (k, v) in &kv {
-        match k.as_str() {
-            "--seconds" => seconds = num(k, v)?,
-            "--record-bytes" => record_bytes = num(k, v)?,
-            "--threads" => threads = num(k, v)?,
-            "--json" => json = Some(PathBuf::from(v)),
-            "--cpus" => cpus = Some(v.clone()),
-            _ => return Err(format!("unknown option {k}\n\n{USAGE}")),
-        }
-    }
-    if !(0.5..=600.0).contains(&seconds) || !(16..=8 << 20).contains(&record_bytes) {
-        return Err("--seconds 0.5..=600, --record-bytes 16..=8MiB".into());
-    }
+fn cmd_self_test(a: &SelfTestArgs) -> Result<(), String> {
+    let (seconds, record_bytes, mut threads, json) = (
+        a.seconds,
+        a.record_bytes as usize,
+        a.threads,
+        a.json.clone(),
+    );
+    let cpus = a.cpus.clone();
     let pinned = pin(&cpus)?;
     if threads == 0 {
         threads = if pinned.is_empty() {
@@ -254,20 +336,8 @@ fn cmd_self_test(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_loopback(args: &[String]) -> Result<(), String> {
-    let kv = pairs(args)?;
-    let mut seconds = 5.0;
-    let mut json = None;
-    for (k, v) in &kv {
-        match k.as_str() {
-            "--seconds" => seconds = num(k, v)?,
-            "--json" => json = Some(PathBuf::from(v)),
-            _ => return Err(format!("unknown option {k}\n\n{USAGE}")),
-        }
-    }
-    if !(0.5..=600.0).contains(&seconds) {
-        return Err("--seconds 0.5..=600".into());
-    }
+fn cmd_loopback(a: &LoopbackArgs) -> Result<(), String> {
+    let (seconds, json) = (a.seconds, a.json.clone());
     let r = selftest::loopback(seconds)?;
     println!(
         "loopback TCP 127.0.0.1: {:.0} MiB/s ({} bytes in {:.2} s, one connection)",
@@ -281,16 +351,12 @@ fn cmd_loopback(args: &[String]) -> Result<(), String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let res = match args.first().map(String::as_str) {
-        Some("run") => cmd_run(&args[1..]),
-        Some("self-test") => cmd_self_test(&args[1..]),
-        Some("loopback") => cmd_loopback(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            return;
-        }
-        _ => Err(USAGE.to_string()),
+    use clap::Parser;
+    let cli = Cli::parse();
+    let res = match &cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::SelfTest(a) => cmd_self_test(a),
+        Command::Loopback(a) => cmd_loopback(a),
     };
     if let Err(e) = res {
         eprintln!("sluice-bench: {e}");

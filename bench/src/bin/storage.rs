@@ -9,6 +9,7 @@
 //! within a minute, and back-to-back single phases measured that drift more than the log.
 //!
 //! Usage: sluice-storage-bench [--dir DIR] [--seconds N] [--rounds N] [--batch-bytes N] [--inflight N] [--json FILE]
+//! (`--help` describes each).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -42,32 +43,49 @@ const RECORD_VALUE_BYTES: usize = 1000;
 /// Space left untouched on the data directory's filesystem.
 const FREE_SPACE_RESERVE: u64 = 2 << 30;
 
-const USAGE: &str = "\
-usage: sluice-storage-bench [options]
-
-  --dir DIR          parent of the scratch directory (default ./target/bench-tmp); must be on
-                     a real disk (tmpfs is refused). The bench works in DIR/sluice-storage-bench-PID
-                     and removes it at the end.
-  --seconds N        duration of each phase, 1..=3600 (default 5)
-  --rounds N         rounds of the paired raw-bandwidth / log-throughput phases, 1..=100
-                     (default 3); the order alternates (raw,log / log,raw) to cancel drift
-  --batch-bytes N    batch size for the raw and log throughput phases: the whole RecordBatch,
-                     header included; a multiple of 4096 (suffixes K/KiB/M/MiB accepted;
-                     default 1MiB)
-  --inflight N       log throughput phase: appended-but-not-durable batches allowed, 1..=1024
-                     (default 8)
-  --json FILE        also write the results as JSON to FILE
-  -h, --help         this text
-";
-
-#[derive(Clone, Debug)]
+/// `sluice-storage-bench`'s flags.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "sluice-storage-bench",
+    about = "The disk's raw O_DIRECT bandwidth and fdatasync latency against the partition \
+             log's durable append throughput and latency, in alternating rounds"
+)]
 struct Args {
+    /// Parent of the scratch directory; must be on a real disk (tmpfs is refused). The
+    /// bench works in DIR/sluice-storage-bench-PID and removes it at the end.
+    #[arg(long, value_name = "DIR", default_value = "./target/bench-tmp")]
     dir: PathBuf,
+    /// Duration of each phase.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     seconds: u64,
+    /// Rounds of the paired raw-bandwidth / log-throughput phases; the order alternates
+    /// (raw,log / log,raw) to cancel drift.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
+    /// Batch size for the raw and log throughput phases: the whole RecordBatch, header
+    /// included; a multiple of 4096 (suffixes K/KiB/M/MiB accepted).
+    #[arg(long, value_name = "N", default_value = "1MiB", value_parser = batch_bytes)]
     batch_bytes: usize,
-    inflight: usize,
+    /// Log throughput phase: appended-but-not-durable batches allowed.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    inflight: u64,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+fn batch_bytes(v: &str) -> Result<usize, String> {
+    let n = parse_size(v).ok_or_else(|| format!("{v:?}: not a size (e.g. 1048576, 1MiB, 128K)"))?;
+    if n < PAGE_SIZE || n % PAGE_SIZE != 0 || n > BATCH_BYTES_MAX {
+        return Err(format!(
+            "{n}: must be a multiple of {PAGE_SIZE} from {PAGE_SIZE} to {BATCH_BYTES_MAX} \
+             (raw writes are O_DIRECT, so sizes are page multiples)"
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_size(s: &str) -> Option<usize> {
@@ -82,79 +100,6 @@ fn parse_size(s: &str) -> Option<usize> {
         _ => return None,
     };
     n.checked_mul(mul)
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args = Args {
-        dir: PathBuf::from("./target/bench-tmp"),
-        seconds: 5,
-        rounds: 3,
-        batch_bytes: 1024 * 1024,
-        inflight: 8,
-        json: None,
-    };
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--dir" => args.dir = PathBuf::from(value()?),
-            "--seconds" => {
-                let v = value()?;
-                args.seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| {
-                        format!("--seconds {v:?}: want a whole number from 1 to 3600")
-                    })?;
-            }
-            "--rounds" => {
-                let v = value()?;
-                args.rounds = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| format!("--rounds {v:?}: want a whole number from 1 to 100"))?;
-            }
-            "--batch-bytes" => {
-                let v = value()?;
-                let n = parse_size(&v).ok_or_else(|| {
-                    format!("--batch-bytes {v:?}: not a size (e.g. 1048576, 1MiB, 128K)")
-                })?;
-                if n < PAGE_SIZE || n % PAGE_SIZE != 0 || n > BATCH_BYTES_MAX {
-                    return Err(format!(
-                        "--batch-bytes {n}: must be a multiple of {PAGE_SIZE} from {PAGE_SIZE} to {BATCH_BYTES_MAX} \
-                         (raw writes are O_DIRECT, so sizes are page multiples)"
-                    ));
-                }
-                args.batch_bytes = n;
-            }
-            "--inflight" => {
-                let v = value()?;
-                args.inflight = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1024).contains(n))
-                    .ok_or_else(|| {
-                        format!("--inflight {v:?}: want a whole number from 1 to 1024")
-                    })?;
-            }
-            "--json" => args.json = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Some(args))
 }
 
 /// Filesystem of `path` by statfs magic, and the bytes free to an unprivileged writer.
@@ -848,10 +793,7 @@ fn to_json(args: &Args, fs: &str, r: &Report) -> serde_json::Value {
 }
 
 fn main_inner() -> R<()> {
-    let Some(mut args) = parse_args(std::env::args().skip(1))? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let mut args = <Args as clap::Parser>::parse();
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("--dir {}: {e}", args.dir.display()))?;
     // Absolute, because glommio 0.9's `Directory::open` (used by `DmaStorage::sync_dir`)
     // calls openat(-1, ..) rather than openat(AT_FDCWD, ..): a relative path fails with EBADF.
@@ -887,7 +829,7 @@ fn main_inner() -> R<()> {
         phase: Duration::from_secs(args.seconds),
         rounds: args.rounds,
         batch_bytes: args.batch_bytes,
-        inflight: args.inflight,
+        inflight: args.inflight as usize,
         byte_budget,
     };
     let result: Arc<Mutex<Option<R<Report>>>> = Arc::new(Mutex::new(None));
