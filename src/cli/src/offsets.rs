@@ -22,7 +22,47 @@ use crate::{error_name, error_text, CliError};
 pub type Tp = (String, i32);
 
 /// Offsets of `timestamp` (-2 earliest, -1 latest, else the first at or after it) for
-/// `parts` of `topic`, asked of each leader.
+/// `parts`, asked of their leader: each partition's offset or its error's name.
+pub fn ask_leader(
+    client: &mut Client,
+    leader: i32,
+    topic: &str,
+    parts: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, Result<i64, String>>, CliError> {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
+    let resp = client.call_node(leader, &req)?;
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            let r = if p.error_code == 0 {
+                Ok(p.offset)
+            } else {
+                Err(error_name(p.error_code))
+            };
+            (p.partition_index, r)
+        })
+        .collect())
+}
+
+/// As [`ask_leader`], for `parts` of `topic` over their leaders; any partition's error is
+/// the call's.
 pub fn list_offsets(
     client: &mut Client,
     topic: &str,
@@ -32,31 +72,10 @@ pub fn list_offsets(
 ) -> Result<BTreeMap<i32, i64>, CliError> {
     let mut out = BTreeMap::new();
     for (leader, parts) in by_leader(meta, parts)? {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(
-                    parts
-                        .iter()
-                        .map(|&p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_current_leader_epoch(-1)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                )]);
-        let resp = client.call_node(leader, &req)?;
-        for p in resp.topics.iter().flat_map(|t| &t.partitions) {
-            if p.error_code != 0 {
-                return Err(CliError(format!(
-                    "offsets of {topic} partition {}: {}",
-                    p.partition_index,
-                    error_name(p.error_code)
-                )));
-            }
-            out.insert(p.partition_index, p.offset);
+        for (p, r) in ask_leader(client, leader, topic, &parts, timestamp)? {
+            let offset =
+                r.map_err(|e| CliError(format!("offsets of {topic} partition {p}: {e}")))?;
+            out.insert(p, offset);
         }
     }
     Ok(out)

@@ -13,13 +13,10 @@ use sluice_codec::kafka_protocol::messages::describe_configs_request::DescribeCo
 use sluice_codec::kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use sluice_codec::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
 use sluice_codec::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use sluice_codec::kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, TopicName,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use sluice_codec::kafka_protocol::protocol::StrBytes;
 
@@ -413,37 +410,8 @@ pub(crate) fn offsets(
         }
     }
     for (leader, parts) in by_leader {
-        let mut ask = |timestamp: i64| -> Result<BTreeMap<i32, Result<i64, String>>, CliError> {
-            let req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(name(topic))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_current_leader_epoch(-1)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    )]);
-            let resp = client.call_node(leader, &req)?;
-            Ok(resp
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| {
-                    let r = if p.error_code == 0 {
-                        Ok(p.offset)
-                    } else {
-                        Err(crate::error_name(p.error_code))
-                    };
-                    (p.partition_index, r)
-                })
-                .collect())
-        };
+        let mut ask =
+            |timestamp: i64| crate::offsets::ask_leader(client, leader, topic, &parts, timestamp);
         // Earliest (-2) and latest (-1) in two requests: Kafka refuses a partition named
         // twice in one.
         let both = ask(-2).and_then(|start| Ok((start, ask(-1)?)));
