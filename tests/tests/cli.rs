@@ -1,14 +1,16 @@
 //! The operator's CLI (`sluice topic|group|cluster …`) against real brokers: what each
 //! command prints in text and JSON, its exit status and one-line errors, and agreement with
 //! other clients (kcat reads what `topic produce` wrote, keys land where Kafka's murmur2
-//! partitioner puts them, a kcat group member shows up in `group describe`).
+//! partitioner puts them, a kcat group member shows up in `group describe`), and its TLS and
+//! SASL options against the broker's secured listeners.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sluice_tests::cluster::Cluster;
-use sluice_tests::{poll_until, sluice_bin, workspace_root, Broker};
+use sluice_tests::cluster::{distinct_free_ports, Cluster};
+use sluice_tests::tls::TestPki;
+use sluice_tests::{poll_until, sluice_bin, workspace_root, Broker, BrokerConfig};
 
 /// `sluice ARGS` with `--brokers` set through the environment and `stdin` fed in.
 fn sluice(brokers: &str, args: &[&str], stdin: &str) -> Output {
@@ -658,5 +660,154 @@ fn the_readmes_cli_examples_work_as_written() {
         consumed.as_deref(),
         Some("k1\tv1\nk2\tv2\n"),
         "what the example consumed"
+    );
+}
+
+#[test]
+fn the_cli_speaks_tls_and_sasl_to_secured_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let ports = distinct_free_ports(3);
+    let (plain, ssl, sasl_ssl) = (ports[0], ports[1], ports[2]);
+    let mut broker = Broker::spawn_with(BrokerConfig {
+        extra_args: vec![
+            "--listen".into(),
+            format!("127.0.0.1:{plain},ssl://127.0.0.1:{ssl},sasl_ssl://127.0.0.1:{sasl_ssl}"),
+            "--tls-cert".into(),
+            pki.server_cert.display().to_string(),
+            "--tls-key".into(),
+            pki.server_key.display().to_string(),
+        ],
+        port: Some(plain),
+        pre_start: vec![[
+            "users",
+            "add",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--name",
+            "admin",
+            "--password",
+            "s3cret",
+        ]
+        .map(String::from)
+        .to_vec()],
+        ..BrokerConfig::default()
+    });
+    broker.wait_ready();
+    let ca = pki.ca.display().to_string();
+    let ssl_addr = format!("127.0.0.1:{ssl}");
+    let sasl_addr = format!("127.0.0.1:{sasl_ssl}");
+
+    // TLS: create, produce and consume (the leader's address comes from the ssl listener).
+    let tls = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        v.extend(["--tls-ca".to_string(), ca.clone()]);
+        v
+    };
+    let run = |addr: &str, args: Vec<String>, stdin: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(addr, &args, stdin)
+    };
+    run(
+        &ssl_addr,
+        tls(&["topic", "create", "secure", "-p", "2"]),
+        "",
+    );
+    run(
+        &ssl_addr,
+        tls(&["topic", "produce", "secure", "-p", "0"]),
+        "over tls\n",
+    );
+
+    // SASL_SSL with SCRAM-SHA-512, and PLAIN against the same credential.
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+        let sasl = |args: &[&str]| -> Vec<String> {
+            let mut v = tls(args);
+            v.extend(
+                [
+                    "--sasl-mechanism",
+                    mechanism,
+                    "--user",
+                    "admin",
+                    "--password",
+                    "s3cret",
+                ]
+                .map(String::from),
+            );
+            v
+        };
+        let list = run(&sasl_addr, sasl(&["topic", "list"]), "");
+        assert!(
+            list.lines().any(|l| l.starts_with("secure")),
+            "{mechanism}: {list}"
+        );
+        run(
+            &sasl_addr,
+            sasl(&["topic", "produce", "secure", "-p", "0"]),
+            &format!("{mechanism}\n"),
+        );
+    }
+    let out = run(
+        &ssl_addr,
+        tls(&["topic", "consume", "secure", "-e", "-p", "0"]),
+        "",
+    );
+    assert_eq!(out, "over tls\nSCRAM-SHA-512\nPLAIN\n");
+
+    // Refusals, each one line: a wrong password, SASL missing, TLS missing, another CA.
+    let args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|a| a.to_string()).collect() };
+    let refused = |addr: &str, a: Vec<String>, why: &str| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        fails(addr, &a, why)
+    };
+    refused(
+        &sasl_addr,
+        tls(&[
+            "topic",
+            "list",
+            "--sasl-mechanism",
+            "SCRAM-SHA-256",
+            "--user",
+            "admin",
+            "--password",
+            "nope",
+        ]),
+        "SASL_AUTHENTICATION_FAILED",
+    );
+    refused(
+        &sasl_addr,
+        tls(&[
+            "topic",
+            "list",
+            "--sasl-mechanism",
+            "PLAIN",
+            "--user",
+            "admin",
+            "--password",
+            "nope",
+        ]),
+        "SASL_AUTHENTICATION_FAILED",
+    );
+    refused(&sasl_addr, tls(&["topic", "list"]), "sluice: ");
+    refused(&ssl_addr, args(&["topic", "list"]), "sluice: ");
+    let other = pki.other_ca.display().to_string();
+    refused(
+        &ssl_addr,
+        args(&["topic", "list", "--tls-ca", &other]),
+        "TLS handshake",
+    );
+    refused(
+        &ssl_addr,
+        args(&[
+            "topic",
+            "list",
+            "--sasl-mechanism",
+            "GSSAPI",
+            "--user",
+            "a",
+            "--password",
+            "b",
+        ]),
+        "--sasl-mechanism GSSAPI",
     );
 }

@@ -1,6 +1,6 @@
-//! A blocking Kafka client for the CLI: one TCP connection per broker, an ApiVersions
-//! handshake per connection, and typed requests and responses through kafka-protocol (the
-//! same codec the broker decodes with). One request in flight per connection: a command
+//! A blocking Kafka client for the CLI: one TCP connection per broker (in TLS when asked),
+//! an ApiVersions handshake then SASL authentication when asked, and typed requests and
+//! responses through kafka-protocol (the same codec the broker decodes with). One request in flight per connection: a command
 //! makes a handful of calls, so simplicity wins over pipelining.
 
 use std::collections::HashMap;
@@ -11,12 +11,13 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use sluice_codec::kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader,
-    ResponseHeader,
+    ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use sluice_codec::kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes,
 };
 
+use crate::security::{Exchange, Sasl, Security, Stream};
 use crate::CliError;
 
 /// How long a connection attempt and each request may take before the command gives up
@@ -31,7 +32,7 @@ const CLIENT_ID: &str = "sluice-cli";
 /// One connection to one broker.
 pub struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     correlation: i32,
     /// The broker's supported versions by API key.
     versions: HashMap<i16, (i16, i16)>,
@@ -39,7 +40,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to `addr` (`HOST:PORT`) and learns the broker's API versions.
-    pub fn connect(addr: &str) -> Result<Conn, CliError> {
+    pub fn connect(addr: &str, security: &Security) -> Result<Conn, CliError> {
         let unreachable = |why: String| CliError(format!("cannot reach broker {addr}: {why}"));
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
@@ -62,6 +63,12 @@ impl Conn {
             .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
             .and_then(|()| stream.set_nodelay(true))
             .map_err(|e| unreachable(e.to_string()))?;
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let stream = Stream::new(stream, host, security)?;
         let mut conn = Conn {
             addr: addr.to_string(),
             stream,
@@ -83,7 +90,48 @@ impl Conn {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl)?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake for the mechanism, then SaslAuthenticate until the exchange is done.
+    fn authenticate(&mut self, sasl: &Sasl) -> Result<(), CliError> {
+        let mechanism = sasl.mechanism.name();
+        let resp = self.call(
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)),
+        )?;
+        if resp.error_code != 0 {
+            let enabled: Vec<String> = resp.mechanisms.iter().map(|m| m.to_string()).collect();
+            return Err(CliError(format!(
+                "broker {}: {mechanism}: {} (enabled: {})",
+                self.addr,
+                crate::error_name(resp.error_code),
+                enabled.join(", ")
+            )));
+        }
+        let mut exchange = Exchange::new(sasl);
+        let mut message = Some(exchange.first());
+        let mut round = 0;
+        while let Some(bytes) = message.take() {
+            round += 1;
+            let resp = self.call(
+                &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(bytes)),
+            )?;
+            if resp.error_code != 0 {
+                return Err(CliError(format!(
+                    "broker {}: {}",
+                    self.addr,
+                    crate::error_text(
+                        resp.error_code,
+                        resp.error_message.as_ref().map(|m| m.as_str())
+                    )
+                )));
+            }
+            message = exchange.next(&resp.auth_bytes, round)?;
+        }
+        Ok(())
     }
 
     pub fn addr(&self) -> &str {
@@ -213,6 +261,7 @@ impl Conn {
 /// The cluster as the CLI sees it: a bootstrap connection and, on demand, one connection
 /// per broker the metadata names.
 pub struct Client {
+    security: Security,
     bootstrap: Conn,
     /// Kafka address of each broker, from the last metadata.
     nodes: HashMap<i32, String>,
@@ -221,12 +270,13 @@ pub struct Client {
 
 impl Client {
     /// Connects to the first of `brokers` (comma-separated `HOST:PORT`) that answers.
-    pub fn connect(brokers: &str) -> Result<Client, CliError> {
+    pub fn connect(brokers: &str, security: &Security) -> Result<Client, CliError> {
         let mut errors = Vec::new();
         for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            match Conn::connect(b) {
+            match Conn::connect(b, security) {
                 Ok(bootstrap) => {
                     return Ok(Client {
+                        security: security.clone(),
                         bootstrap,
                         nodes: HashMap::new(),
                         conns: HashMap::new(),
@@ -292,7 +342,7 @@ impl Client {
             let addr = self.nodes.get(&node).cloned().ok_or_else(|| {
                 CliError(format!("broker {node} is not in the cluster's metadata"))
             })?;
-            let conn = Conn::connect(&addr)?;
+            let conn = Conn::connect(&addr, &self.security)?;
             self.conns.insert(node, conn);
         }
         Ok(self.conns.get_mut(&node).expect("inserted above"))

@@ -46,7 +46,7 @@ pub enum ConfigCommand {
 
 pub fn run(global: &Global, command: ClusterCommand) -> Result<String, CliError> {
     let format = global.output()?;
-    let mut client = Client::connect(&global.brokers)?;
+    let mut client = global.connect()?;
     match command {
         ClusterCommand::Info => info(&mut client, format),
         ClusterCommand::Config(ConfigCommand::Get { key }) => get(&mut client, format, &key),

@@ -60,7 +60,7 @@ fn parse_to(s: &str) -> Result<Start, String> {
 
 pub fn run(global: &Global, command: GroupCommand) -> Result<String, CliError> {
     let format = global.output()?;
-    let mut client = Client::connect(&global.brokers)?;
+    let mut client = global.connect()?;
     match command {
         GroupCommand::List => list(&mut client, format),
         GroupCommand::Describe { group } => describe(&mut client, format, &group),

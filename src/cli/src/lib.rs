@@ -18,6 +18,7 @@ mod group;
 mod offsets;
 mod output;
 mod produce;
+mod security;
 mod topic;
 
 use std::process::ExitCode;
@@ -53,9 +54,75 @@ pub struct Global {
     /// object per record and line.
     #[arg(long, global = true, default_value = "text", value_name = "text|json")]
     pub format: String,
+    /// TLS, trusting the CA certificates in FILE (PEM): for ssl and sasl_ssl listeners.
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate chain (PEM) for mTLS, with --tls-key.
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with --user and --password), for
+    /// sasl_plaintext and sasl_ssl listeners.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MECHANISM",
+        help_heading = "Security"
+    )]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long, global = true, env = "SLUICE_USER", help_heading = "Security")]
+    pub user: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_PASSWORD",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub password: Option<String>,
 }
 
 impl Global {
+    /// The TLS and SASL settings the flags ask for.
+    pub fn security(&self) -> Result<security::Security, CliError> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+        };
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(sluice_security::tls::client_config(ca, identity).map_err(CliError)?),
+            None if identity.is_some() => {
+                return Err(CliError(
+                    "--tls-cert needs --tls-ca (the broker's CA)".into(),
+                ))
+            }
+            None => None,
+        };
+        let sasl = match &self.sasl_mechanism {
+            None => None,
+            Some(m) => Some(security::Sasl {
+                mechanism: security::Mechanism::parse(m)?,
+                user: self
+                    .user
+                    .clone()
+                    .ok_or_else(|| CliError("--sasl-mechanism needs --user".into()))?,
+                password: self
+                    .password
+                    .clone()
+                    .ok_or_else(|| CliError("--sasl-mechanism needs --password".into()))?,
+            }),
+        };
+        Ok(security::Security { tls, sasl })
+    }
+
+    /// A client of the cluster at `--brokers`, connected as the flags say.
+    pub fn connect(&self) -> Result<client::Client, CliError> {
+        client::Client::connect(&self.brokers, &self.security()?)
+    }
+
     /// `--format` as text or json.
     pub fn output(&self) -> Result<Format, CliError> {
         match self.format.as_str() {

@@ -21,8 +21,9 @@ use crate::client::Client;
 use crate::topic::{name, topic_metadata};
 use crate::{error_text, CliError, Format};
 
-/// A batch is sent once its partition holds this many bytes of records (Kafka's
-/// `max.request.size` default is 1 MiB, and the request carries every partition's batch).
+/// What is pending is sent once its records hold this many bytes, over all partitions
+/// (a request carries every partition's batch that its leader leads, and Kafka's
+/// `max.request.size` default is 1 MiB).
 pub const BATCH_BYTES_MAX: usize = 256 << 10;
 /// Records read before what is pending is sent, whatever its size.
 pub const PENDING_RECORDS_MAX: usize = 10_000;

@@ -158,13 +158,13 @@ pub fn run(global: &Global, command: TopicCommand) -> Result<String, CliError> {
             exit_at_end,
             output,
         };
-        let mut client = Client::connect(&global.brokers)?;
+        let mut client = global.connect()?;
         let stdout = std::io::stdout();
         crate::consume::run(&mut client, &name, &opts, &mut stdout.lock())?;
         return Ok(String::new());
     }
     let format = global.output()?;
-    let mut client = Client::connect(&global.brokers)?;
+    let mut client = global.connect()?;
     match command {
         TopicCommand::Consume { .. } => unreachable!("handled above"),
         TopicCommand::Produce {

@@ -21,6 +21,9 @@
 //!   widen ALLOWs, a resource no binding names is denied unless
 //!   `allow.everyone.if.no.acl.found`, and super users are never denied.
 //!
+//! - The client side (the `sluice` CLI's): a TLS client configuration trusting a given CA,
+//!   and a SCRAM client that believes a server only once the server's signature checks out.
+//!
 //! Nothing here does network IO: the broker runs handshakes over its sockets with these
 //! configurations.
 
@@ -29,10 +32,12 @@ pub mod listener;
 pub mod oauth;
 pub mod plain;
 pub mod scram;
+pub mod scram_client;
 pub mod tls;
 
 pub use acl::{parse_super_users, Authorizer};
 pub use listener::{parse_listeners, ListenerSpec, SecurityProtocol, LISTENERS_MAX};
 pub use plain::parse_plain;
 pub use scram::{ScramCredential, ScramMechanism, ScramServer};
+pub use scram_client::ScramClient;
 pub use tls::{certificate_principal, TlsConfigs, TlsFiles};

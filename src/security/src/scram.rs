@@ -58,14 +58,14 @@ impl ScramMechanism {
         ScramMechanism::ALL.into_iter().find(|m| m.id() == id)
     }
 
-    fn hmac(self) -> hmac::Algorithm {
+    pub(crate) fn hmac(self) -> hmac::Algorithm {
         match self {
             ScramMechanism::Sha256 => hmac::HMAC_SHA256,
             ScramMechanism::Sha512 => hmac::HMAC_SHA512,
         }
     }
 
-    fn digest(self) -> &'static digest::Algorithm {
+    pub(crate) fn digest(self) -> &'static digest::Algorithm {
         match self {
             ScramMechanism::Sha256 => &digest::SHA256,
             ScramMechanism::Sha512 => &digest::SHA512,
@@ -105,7 +105,7 @@ impl std::fmt::Debug for ScramCredential {
     }
 }
 
-fn mac(alg: hmac::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn mac(alg: hmac::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(alg, key), data)
         .as_ref()
         .to_vec()
@@ -176,7 +176,12 @@ pub fn check_iterations(iterations: u32) -> Result<(), String> {
     }
 }
 
-fn salted_password(m: ScramMechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+pub(crate) fn salted_password(
+    m: ScramMechanism,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Vec<u8> {
     let mut out = vec![0u8; m.hash_len()];
     let rounds = std::num::NonZeroU32::new(iterations.max(1)).expect("at least one");
     pbkdf2::derive(m.pbkdf2(), rounds, salt, password, &mut out);

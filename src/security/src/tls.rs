@@ -100,6 +100,37 @@ pub fn load(files: &TlsFiles) -> Result<TlsConfigs, String> {
     })
 }
 
+/// A client configuration trusting the CAs in `ca`, presenting `identity` (certificate
+/// chain and key) when given: how the `sluice` CLI connects to `ssl` and `sasl_ssl`
+/// listeners.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca, "--tls-ca")? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = read_certs(cert, "--tls-cert")?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("--tls-key {}: no usable private key ({e})", key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{flag} {}: {e}", path.display()))?

@@ -1,5 +1,7 @@
 //! The `sluice` command: `sluice start` runs the broker; `sluice verify` checks a data
-//! directory's segments offline; `sluice tune --check` inspects the host.
+//! directory's segments offline; `sluice users add` stores a SCRAM credential before the
+//! first start; `sluice tune --check` inspects the host; `sluice topic|group|cluster` are the
+//! operator's Kafka client (the `sluice-cli` crate). clap parses all of them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
