@@ -18,8 +18,8 @@ pub use error::ShardError;
 pub use frame::{Frame, FRAME_BODY_MAX};
 pub use mesh::{CallClass, FrameHandler, Mesh};
 pub use runtime::{
-    allowed_cpus, sleep, start, yield_if_needed, QueueKind, QueueShares, ShardConfig, ShardCtx,
-    ShardRuntime, ShardTask,
+    allowed_cpus, sleep, start, yield_if_needed, ExecutorTotals, QueueKind, QueueShares,
+    QueueTotals, ShardConfig, ShardCtx, ShardRuntime, ShardTask,
 };
 #[cfg(not(loom))]
 pub use shutdown::trigger_on_signals;

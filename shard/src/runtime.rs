@@ -231,6 +231,18 @@ impl Queues {
         }
     }
 
+    fn name_of(&self, handle: TaskQueueHandle) -> &'static str {
+        [
+            (self.produce, "produce"),
+            (self.fetch, "fetch"),
+            (self.background, "background"),
+            (self.mesh, "mesh"),
+        ]
+        .into_iter()
+        .find(|(h, _)| *h == handle)
+        .map_or("default", |(_, name)| name)
+    }
+
     pub(crate) fn handle(&self, kind: QueueKind) -> TaskQueueHandle {
         match kind {
             QueueKind::Produce => self.produce,
@@ -287,6 +299,26 @@ struct CtxInner {
     mesh: Mesh,
     queues: Queues,
     shutdown: Shutdown,
+    /// Running totals of glommio's executor counters (see [`ShardCtx::executor_totals`]).
+    totals: std::cell::RefCell<ExecutorTotals>,
+}
+
+/// A shard executor's work since it started. glommio's own counters restart at every
+/// read, so only [`ShardCtx::executor_totals`] may read them.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorTotals {
+    pub runtime: Duration,
+    pub tasks: u64,
+    pub queues: Vec<QueueTotals>,
+}
+
+/// One task queue's share of an executor's work.
+#[derive(Clone, Debug)]
+pub struct QueueTotals {
+    pub name: &'static str,
+    pub shares: u64,
+    pub runtime: Duration,
+    pub selected: u64,
 }
 
 impl ShardCtx {
@@ -311,6 +343,36 @@ impl ShardCtx {
     /// The process-wide stop signal.
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// What this shard's executor has run since it started, per task queue too (the
+    /// queues of [`QueueKind`], the mesh's, and glommio's default one).
+    pub fn executor_totals(&self) -> ExecutorTotals {
+        let ex = glommio::executor();
+        let run = ex.executor_stats();
+        let mut totals = self.inner.totals.borrow_mut();
+        totals.runtime += run.executor_runtime();
+        totals.tasks += run.tasks_executed();
+        let queues = &self.inner.queues;
+        for q in ex.all_task_queue_stats(Vec::new()) {
+            let name = queues.name_of(q.index());
+            let shares = q.current_shares() as u64;
+            match totals.queues.iter_mut().find(|t| t.name == name) {
+                Some(t) => {
+                    t.shares = shares;
+                    t.runtime += q.runtime();
+                    t.selected += q.queue_selected();
+                }
+                None => totals.queues.push(QueueTotals {
+                    name,
+                    shares,
+                    runtime: q.runtime(),
+                    selected: q.queue_selected(),
+                }),
+            }
+        }
+        totals.queues.sort_by_key(|q| q.name);
+        totals.clone()
     }
 
     /// DMA (O_DIRECT, io_uring) file IO for this shard's partitions.
@@ -585,6 +647,7 @@ where
                 mesh: mesh.clone(),
                 queues,
                 shutdown,
+                totals: Default::default(),
             }),
         };
         f(ctx).await;

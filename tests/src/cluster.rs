@@ -224,6 +224,7 @@ impl Cluster {
                 bin: cfg.bin.clone(),
                 port: Some(kafka_ports[i - 1]),
                 pre_start: Vec::new(),
+                admin_port: None,
             }));
         }
         let mut cluster = Cluster {
@@ -553,6 +554,8 @@ pub(crate) fn start_test_cluster(config: BrokerConfig, n: usize) -> Broker {
                 extra_args: args,
                 label: format!("{} (node {i} of {n})", config.label),
                 port: Some(kafka_ports[i - 1]),
+                // Node 1 stands for the broker the test asked for; one port serves one node.
+                admin_port: config.admin_port.filter(|_| i == 1),
                 ..config.clone()
             })
         })

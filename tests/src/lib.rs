@@ -233,6 +233,9 @@ pub struct BrokerConfig {
     /// `sluice` commands run before the first start, each with `--data-dir` of this broker
     /// appended (`["users", "add", ...]`); each must succeed.
     pub pre_start: Vec<Vec<String>>,
+    /// Serve the admin API (`/metrics`) on this loopback port. `None`: `--admin-listen off`,
+    /// so brokers of parallel tests never race for the default port.
+    pub admin_port: Option<u16>,
 }
 
 impl Default for BrokerConfig {
@@ -245,6 +248,7 @@ impl Default for BrokerConfig {
             bin: None,
             port: None,
             pre_start: Vec::new(),
+            admin_port: None,
         }
     }
 }
@@ -326,6 +330,13 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:<admin port>`, when the config asked for the admin API.
+    pub fn admin_url(&self) -> Option<String> {
+        self.config
+            .admin_port
+            .map(|p| format!("http://127.0.0.1:{p}"))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -589,6 +600,11 @@ impl Broker {
             .arg(self.bootstrap())
             .arg("--shards")
             .arg(self.config.shards.to_string())
+            .arg("--admin-listen")
+            .arg(match self.config.admin_port {
+                Some(port) => format!("127.0.0.1:{port}"),
+                None => "off".to_string(),
+            })
             .args(&self.config.extra_args)
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -33,6 +33,9 @@ pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bytes one fetch response may carry in total (clamps `max_bytes`).
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// `--admin-listen`'s default (Redpanda's admin API port).
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+
 /// How long a SIGTERM/SIGINT shutdown may take in all: stop accepting and reading, answer
 /// the requests in flight, then flush, fsync and close every log. A shutdown that has not
 /// closed every log by then ends the process with an error (recovery then runs at the next
@@ -112,6 +115,14 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     /// Log per-stage produce/fetch timers this often (`--stats-interval-ms`; off when None).
     pub stats_interval: Option<Duration>,
+    /// `--admin-listen`: the admin API (`/metrics`, `/v1/status/ready|live`). `None`: off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether `admin_listen` was asked for: only then is an address in use a failed start
+    /// (the default's may be another broker's on a shared host: a warning then).
+    pub admin_listen_explicit: bool,
+    /// `--aggregate-metrics` (Redpanda's `aggregate_metrics`): partition series summed per
+    /// topic, for clusters with too many partitions to scrape each.
+    pub aggregate_metrics: bool,
     /// `connections.max.idle.ms`: idle client connections are closed after this.
     pub connections_max_idle: Duration,
     /// `connections.max.reauth.ms` (KIP-368; `None`: 0, off, Kafka's default): a SASL
@@ -213,6 +224,9 @@ impl Default for BrokerConfig {
             batch_cache_bytes: 128 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             stats_interval: None,
+            admin_listen: Some(ADMIN_LISTEN_DEFAULT.parse().expect("valid address")),
+            admin_listen_explicit: false,
+            aggregate_metrics: false,
             connections_max_idle: crate::connections::CONNECTIONS_MAX_IDLE_DEFAULT,
             connections_max_reauth: None,
             max_connections_per_ip: crate::connections::MAX_CONNECTIONS_PER_IP_DEFAULT,

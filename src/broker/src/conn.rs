@@ -146,15 +146,20 @@ async fn serve_stream<S>(
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
     // Each request travels with its stage timer (when `--stats-interval-ms` is on).
-    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Outcome>, Timed)>(
+    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Outcome>, Timed, Started)>(
         INFLIGHT_REQUESTS_MAX,
     );
 
     let writer_activity = activity.clone();
     let writer_task = glommio::spawn_local(async move {
         let activity = writer_activity;
-        while let Some((handle, timed)) = rx.recv().await {
+        while let Some((handle, timed, started)) = rx.recv().await {
             let outcome = handle.await;
+            let answered = || {
+                if let Some((api, t)) = started {
+                    sluice_metrics::recorder::request(api, t.elapsed());
+                }
+            };
             if matches!(
                 outcome,
                 Some(Outcome::Respond(_)) | Some(Outcome::RespondParts(_))
@@ -172,6 +177,7 @@ async fn serve_stream<S>(
                     if let Some((stage, t)) = timed {
                         stats::record(stage, t.elapsed());
                     }
+                    answered();
                 }
                 Some(Outcome::RespondParts(parts)) => {
                     if write_response(&mut writer, fd, transport, &parts)
@@ -183,8 +189,9 @@ async fn serve_stream<S>(
                     if let Some((stage, t)) = timed {
                         stats::record(stage, t.elapsed());
                     }
+                    answered();
                 }
-                Some(Outcome::NoResponse) => {}
+                Some(Outcome::NoResponse) => answered(),
                 Some(Outcome::Close) | None => {
                     // Protocol violation: end the whole connection, not just our half, or a
                     // silent client would hold it (and its connection slots) forever.
@@ -265,7 +272,7 @@ async fn serve_stream<S>(
                                 }
                                 let ready = glommio::spawn_local(async move { outcome }).detach();
                                 activity.request_started();
-                                if tx.send((ready, None)).await.is_err() {
+                                if tx.send((ready, None, started(&frame))).await.is_err() {
                                     break 'read;
                                 }
                                 continue;
@@ -277,7 +284,7 @@ async fn serve_stream<S>(
                                     let ready =
                                         glommio::spawn_local(async move { outcome }).detach();
                                     activity.request_started();
-                                    let _ = tx.send((ready, None)).await;
+                                    let _ = tx.send((ready, None, started(&frame))).await;
                                 }
                                 break 'read;
                             }
@@ -286,6 +293,7 @@ async fn serve_stream<S>(
                     let shard = shard.clone();
                     let client = client.clone();
                     let timed = timed(&frame);
+                    let started = started(&frame);
                     let handle = glommio::spawn_local(async move {
                         let prefix = peek_request_prefix(&frame).ok();
                         let outcome = if shard.shared_handle.quotas.times_requests() {
@@ -339,7 +347,7 @@ async fn serve_stream<S>(
                     })
                     .detach();
                     activity.request_started();
-                    if tx.send((handle, timed)).await.is_err() {
+                    if tx.send((handle, timed, started)).await.is_err() {
                         break 'read;
                     }
                 }
@@ -602,6 +610,13 @@ fn may_park(frame: &Bytes) -> bool {
             .iter()
             .any(|k| *k as i16 == p.api_key)
     })
+}
+
+/// A request's API key and when it was read, for `/metrics` (`sluice_metrics::recorder`).
+type Started = Option<(i16, Instant)>;
+
+fn started(frame: &Bytes) -> Started {
+    Some((peek_request_prefix(frame).ok()?.api_key, Instant::now()))
 }
 
 fn timed(frame: &Bytes) -> Timed {

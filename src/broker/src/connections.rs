@@ -176,6 +176,7 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.owner.live.borrow_mut().remove(&self.id);
+        sluice_metrics::recorder::connection_closed();
         if let Some(ip) = self.ip {
             self.owner.per_ip.remove(ip);
         }
@@ -214,6 +215,7 @@ impl Connections {
         self.next_id.set(id + 1);
         let activity = Rc::new(Activity::new(Instant::now()));
         self.live.borrow_mut().insert(id, (fd, activity.clone()));
+        sluice_metrics::recorder::connection_opened();
         Ok(Admitted {
             id,
             ip,

@@ -56,6 +56,29 @@ pub struct GroupSlot {
 const HELD_MARKERS_MAX: usize = 100_000;
 
 impl GroupSlot {
+    /// This slot's groups and committed offsets, for `/metrics`.
+    pub fn metrics(
+        &self,
+        groups: &mut Vec<sluice_metrics::snapshot::GroupSample>,
+        committed: &mut Vec<sluice_metrics::snapshot::CommittedSample>,
+    ) {
+        for g in self.coord.borrow().overview() {
+            groups.push(sluice_metrics::snapshot::GroupSample {
+                group: g.id.to_string(),
+                state: g.state.to_string(),
+                members: g.members as u64,
+            });
+            committed.extend(g.offsets.iter().map(|&(topic, partition, offset)| {
+                sluice_metrics::snapshot::CommittedSample {
+                    group: g.id.to_string(),
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                }
+            }));
+        }
+    }
+
     /// The coordinator of a single-replica partition: it serves at once (call
     /// [`Self::reload`] to load it).
     pub fn local(
@@ -1028,13 +1051,30 @@ pub async fn handle(
     use crate::conn::Outcome;
     let version = header.api_version;
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
-    let respond = |r: Option<Response>| match r.and_then(|r| encode_body(&r, version)) {
+    // Error codes are counted where the client's answer is made: a part of a multi-group
+    // answer run here for another shard is counted in that shard's merged answer.
+    let multi_part = forwarded
+        && (matches!(
+            body,
+            RequestKind::ListGroups(_)
+                | RequestKind::DescribeGroups(_)
+                | RequestKind::DeleteGroups(_)
+                | RequestKind::ConsumerGroupDescribe(_)
+        ) || matches!(body, RequestKind::OffsetFetch(_) if version >= 8));
+    let api = header.api_key as i16;
+    let respond_encoded = |r: Option<Response>| match r.and_then(|r| encode_body(&r, version)) {
         Some(b) => Outcome::Respond(frame_raw(
             header.correlation_id,
             header.response_header_version(),
             &b,
         )),
         None => Outcome::Close,
+    };
+    let respond = |r: Option<Response>| {
+        if let Some(r) = r.as_ref().filter(|_| !multi_part) {
+            crate::metrics_host::count_errors(api, r);
+        }
+        respond_encoded(r)
     };
     let Some(ids) = group_ids(&body, version) else {
         return Outcome::Close;

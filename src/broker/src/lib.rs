@@ -15,6 +15,7 @@
 //! - Request bytes held in flight are bounded per shard ([`request_memory`]); over the
 //!   budget, connections stop reading (back-pressure), they never fail.
 
+pub mod admin;
 pub mod authz;
 pub mod cluster_view;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod kerr;
 pub mod leader_epochs;
 pub mod leader_reads;
 pub mod metadata_sync;
+pub mod metrics_host;
 pub mod node_rpc;
 pub mod oauth_host;
 pub mod ops;
@@ -115,6 +117,10 @@ pub struct Shared {
     pub acls: authz::AclStore,
     /// The committed client quotas and the node's budgets.
     pub quotas: quotas::QuotaStore,
+    /// Every shard serves clients and shutdown has not begun (`/v1/status/ready`).
+    pub serving: std::sync::atomic::AtomicBool,
+    /// The bound admin listener until shard 0 takes it to serve the admin API.
+    admin_listener: Mutex<Option<std::net::TcpListener>>,
 }
 
 impl Shared {
@@ -242,6 +248,29 @@ pub fn run(
     group_placement::migrate(&config.data_dir, &state, |topic, p| {
         shard::partition_dir(&config.data_dir, topic, p)
     })?;
+    let admin_listener = match config.admin_listen {
+        None => None,
+        Some(addr) => match admin::bind(addr) {
+            Ok(l) => {
+                let at = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+                log::info!("admin API listening on {at}");
+                Some(l)
+            }
+            // The default address may be another broker's on a shared host: start without.
+            Err(e) if !config.admin_listen_explicit => {
+                log::warn!(
+                    "admin API off: cannot listen on {addr} ({e}); give --admin-listen an \
+                     address that is free"
+                );
+                None
+            }
+            Err(e) => {
+                return Err(BrokerError::Config(format!(
+                    "--admin-listen {addr}: cannot listen: {e}"
+                )))
+            }
+        },
+    };
     let shared = Arc::new(Shared {
         legacy_producer_id_end: producer_ids::legacy_end(&config.data_dir)?,
         connections_per_ip: Arc::default(),
@@ -268,6 +297,8 @@ pub fn run(
         credentials: Default::default(),
         acls: authz::AclStore::new(&config),
         quotas: Default::default(),
+        serving: Default::default(),
+        admin_listener: Mutex::new(admin_listener),
     });
     if config.stats_interval.is_some() {
         stats::enable();
@@ -313,6 +344,7 @@ pub fn run(
             "a shard failed to start; see the log above".into(),
         ));
     }
+    shared.serving.store(true, Ordering::SeqCst);
     on_ready(&config);
     runtime
         .join()
@@ -361,6 +393,16 @@ async fn shard_main(
     }
     let shard = shard::BrokerShard::new(ctx.clone(), config.clone(), state.clone(), shared.clone());
     ctx.mesh().set_handler(shard::MeshHandler(shard.clone()));
+    if ctx.shard_id().index() == 0 {
+        let admin = shared
+            .admin_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(listener) = admin {
+            glommio::spawn_local(admin::serve(shard.clone(), listener)).detach();
+        }
+    }
     if let Err(e) = shard.start_replication(&state).await {
         log::error!("{}: recovering replicated partitions: {e}", ctx.shard_id());
         eprintln!("sluice: cannot recover the replicated partitions: {e}");
@@ -512,6 +554,7 @@ async fn stop(
     use std::time::Instant;
     let started = Instant::now();
     let drain_until = started + config::SHUTDOWN_DRAIN_MAX;
+    shared.serving.store(false, Ordering::SeqCst);
     shard.start_draining();
     conns.stop_reading();
     // Controlled shutdown: the leaderships this shard holds go to other replicas meanwhile

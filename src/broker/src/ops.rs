@@ -34,6 +34,9 @@ pub const TAG_RAFT_IN: u16 = 10;
 /// timeout in ms (u32), all big-endian, then the request body (`crate::node_rpc::call`).
 /// Reply payload: the answer body (none: no OK answer).
 pub const TAG_NODE_CALL: u16 = 11;
+/// To any shard; empty body. Reply payload: the shard's metrics snapshot
+/// (`sluice_metrics::ShardSnapshot::to_bytes`), for the admin API's `/metrics`.
+pub const TAG_METRICS: u16 = 12;
 
 /// What to do to a partition.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -677,7 +677,10 @@ impl BrokerShard {
                 .log
                 .run_flusher(
                     || me.stopping.get(),
-                    |t| crate::stats::record_flush(t.write, t.sync, t.bytes),
+                    |t| {
+                        crate::stats::record_flush(t.write, t.sync, t.bytes);
+                        sluice_metrics::recorder::flush(t.write, t.sync, t.bytes);
+                    },
                 )
                 .await;
             // A failed log already said why (once); a deleted one fails by design.
@@ -691,30 +694,35 @@ impl BrokerShard {
         }
     }
 
-    /// Logs this shard's stage timers every `--stats-interval-ms`, in the background queue.
+    /// Logs this shard's stage timers every `--stats-interval-ms`, in the background queue,
+    /// and probes the shard's timer lag (for those timers and for `/metrics`).
     pub fn spawn_stats_reporter(self: &Rc<Self>) {
-        let Some(interval) = self.config.stats_interval else {
-            return;
-        };
-        let me = self.clone();
-        let id = self.shard_id();
-        let task = self.ctx.spawn_background(async move {
-            crate::stats::report_every(id, interval, || me.stopping.get()).await
-        });
-        match task {
-            Ok(t) => t.detach(),
-            Err(e) => log::error!("cannot spawn stats reporter: {e}"),
+        if let Some(interval) = self.config.stats_interval {
+            let me = self.clone();
+            let id = self.shard_id();
+            let task = self.ctx.spawn_background(async move {
+                crate::stats::report_every(id, interval, || me.stopping.get()).await
+            });
+            match task {
+                Ok(t) => t.detach(),
+                Err(e) => log::error!("cannot spawn stats reporter: {e}"),
+            }
         }
         // The timer-lag probe sleeps in the produce queue, as the replication driver's and
-        // the flushers' timers do.
+        // the flushers' timers do; seldom unless the stage timers are on (an idle broker
+        // should stay idle).
         let me = self.clone();
+        let period = match self.config.stats_interval {
+            Some(_) => crate::stats::TIMER_PROBE_PERIOD,
+            None => crate::stats::TIMER_PROBE_PERIOD_IDLE,
+        };
         let probe = self.ctx.spawn_produce(async move {
-            let period = crate::stats::TIMER_PROBE_PERIOD;
             while !me.stopping.get() {
                 let slept = std::time::Instant::now();
                 sluice_shard::sleep(period).await;
                 let late = slept.elapsed().saturating_sub(period);
                 crate::stats::record(crate::stats::Stage::ShardTimerLag, late);
+                sluice_metrics::recorder::timer_lag(late);
             }
         });
         match probe {
@@ -1192,6 +1200,10 @@ impl BrokerShard {
                 let offsets_marker = (part.topic == crate::groups::OFFSETS_TOPIC)
                     .then(|| payload.as_deref().and_then(offsets_marker))
                     .flatten();
+                let counted = payload
+                    .as_deref()
+                    .and_then(sluice_storage::hdr::Header::parse)
+                    .map(|h| (h.records_count.max(0) as u64, h.size as u64));
                 let reply = match raft {
                     Some((rep, group, _)) => {
                         let header = payload
@@ -1234,6 +1246,9 @@ impl BrokerShard {
                         }
                     }
                 };
+                if let (kerr::NONE, Some((records, bytes))) = (reply.error_code, counted) {
+                    sluice_metrics::recorder::produced(req.topic_id, req.partition, records, bytes);
+                }
                 if let (kerr::NONE, Some((producer_id, commit))) =
                     (reply.error_code, offsets_marker)
                 {
@@ -1283,16 +1298,29 @@ impl BrokerShard {
                         last_stable_offset,
                         aborted_count,
                         payload,
-                    )) => (
-                        PartitionReply {
-                            high_watermark,
-                            log_start_offset,
-                            last_stable_offset,
-                            aborted_count,
-                            ..PartitionReply::default()
-                        },
-                        Some(payload),
-                    ),
+                    )) => {
+                        // After the aborted transactions the payload may start with.
+                        let skip = (aborted_count.max(0) as usize * 16).min(payload.len());
+                        let (records, bytes) = crate::metrics_host::batch_totals(&payload[skip..]);
+                        if records > 0 {
+                            sluice_metrics::recorder::fetched(
+                                req.topic_id,
+                                req.partition,
+                                records,
+                                bytes,
+                            );
+                        }
+                        (
+                            PartitionReply {
+                                high_watermark,
+                                log_start_offset,
+                                last_stable_offset,
+                                aborted_count,
+                                ..PartitionReply::default()
+                            },
+                            Some(payload),
+                        )
+                    }
                     Err(e) => (
                         PartitionReply {
                             error_code: storage_error_code(&e),
@@ -1558,6 +1586,22 @@ impl BrokerShard {
             .cloned()
     }
 
+    /// The partitions this shard owns, with their keys (`crate::metrics_host`).
+    pub(crate) fn keyed_partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, p)| (*k, p.clone()))
+            .collect()
+    }
+
+    /// The batch cache's reads served, reads missed, and bytes held (`crate::metrics_host`).
+    pub(crate) fn cache_counts(&self) -> [u64; 3] {
+        let cache = self.cache.borrow();
+        let (hits, misses) = cache.hits_and_misses();
+        [hits, misses, cache.bytes() as u64]
+    }
+
     /// Which partitions this shard owns (DescribeLogDirs, tests).
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
@@ -1706,6 +1750,7 @@ impl FrameHandler for MeshHandler {
                 let answer = crate::node_rpc::call_from_frame(shard, payload).await;
                 Frame::empty(TAG_NODE_CALL, answer)
             }
+            crate::ops::TAG_METRICS => crate::metrics_host::snapshot_frame(shard),
             TAG_FORWARD => {
                 let request = frame.take_payload().unwrap_or_default();
                 let mut client = crate::conn::Client::internal(shard);

@@ -59,6 +59,8 @@ pub enum Stage {
 
 /// The sleep the timer-lag probe measures (see [`Stage::ShardTimerLag`]).
 pub const TIMER_PROBE_PERIOD: Duration = Duration::from_millis(10);
+/// The probe's sleep while the stage timers are off: it feeds `/metrics` only.
+pub const TIMER_PROBE_PERIOD_IDLE: Duration = Duration::from_millis(500);
 
 const STAGES: [Stage; 12] = [
     Stage::ProduceRequest,

@@ -170,24 +170,7 @@ fn finish(result: Result<String, CliError>) -> ExitCode {
 }
 
 /// Kafka's name of an error code (`TOPIC_ALREADY_EXISTS`), as its tools print it.
-pub fn error_name(code: i16) -> String {
-    use sluice_codec::kafka_protocol::error::ResponseError;
-    match ResponseError::try_from_code(code) {
-        None => "NONE".into(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
-        Some(e) => {
-            let camel = format!("{e:?}");
-            let mut out = String::with_capacity(camel.len() + 8);
-            for (i, ch) in camel.chars().enumerate() {
-                if ch.is_ascii_uppercase() && i > 0 {
-                    out.push('_');
-                }
-                out.push(ch.to_ascii_uppercase());
-            }
-            out
-        }
-    }
-}
+pub use sluice_codec::error::error_name;
 
 /// Kafka's name of `code`, and the broker's message when it gave one.
 pub(crate) fn error_text(code: i16, message: Option<&str>) -> String {

@@ -188,6 +188,15 @@ pub struct GroupCoordinator {
     id_seed: Option<u64>,
 }
 
+/// One group as [`GroupCoordinator::overview`] shows it.
+#[derive(Debug)]
+pub struct GroupOverview<'a> {
+    pub id: &'a str,
+    pub state: &'static str,
+    pub members: usize,
+    pub offsets: Vec<(&'a str, i32, i64)>,
+}
+
 type Partitions = Vec<(String, Vec<i32>)>;
 /// Per topic: each requested partition and its committed offset, if any.
 type Fetched<'a> = Vec<(String, Vec<(i32, Option<&'a OffsetCommitValue>)>)>;
@@ -278,6 +287,27 @@ impl GroupCoordinator {
         self.groups.get(group_id).map(|g| match &g.kind {
             GroupKind::Classic(c) => c.generation,
             GroupKind::Consumer(cg) => cg.epoch,
+        })
+    }
+
+    /// Every group for metrics: its id, Kafka's state name, member count, and its
+    /// committed offsets as (topic, partition, offset).
+    pub fn overview(&self) -> impl Iterator<Item = GroupOverview<'_>> {
+        self.groups.values().map(|g| {
+            let (state, members) = match &g.kind {
+                GroupKind::Classic(c) => (c.state.name(), c.members.len()),
+                GroupKind::Consumer(cg) => (cg.state().name(), cg.members.len()),
+            };
+            GroupOverview {
+                id: &g.id,
+                state,
+                members,
+                offsets: g
+                    .offsets
+                    .iter()
+                    .map(|((t, p), v)| (t.as_str(), *p, v.offset))
+                    .collect(),
+            }
         })
     }
 

@@ -178,6 +178,15 @@ pub struct StartArgs {
     /// How often each shard logs its counters (0: never).
     #[arg(long, value_name = "MS", help_heading = "Limits")]
     pub stats_interval_ms: Option<u64>,
+    /// Where the admin API listens: Prometheus `/metrics`, `/v1/status/ready` and
+    /// `/v1/status/live` over HTTP; `off` for none [default: 127.0.0.1:9644; if that
+    /// address is in use, the broker starts without it and warns].
+    #[arg(long, value_name = "HOST:PORT|off", help_heading = "Metrics")]
+    pub admin_listen: Option<String>,
+    /// Sum partition metrics per topic (Redpanda's aggregate_metrics): no per-partition
+    /// series, for clusters with very many partitions.
+    #[arg(long, help_heading = "Metrics")]
+    pub aggregate_metrics: bool,
 
     /// Kafka's group.consumer.session.timeout.ms (KIP-848 groups).
     #[arg(long, value_name = "MS", help_heading = "Groups and transactions")]
@@ -324,6 +333,17 @@ impl StartArgs {
         if let Some(ms) = a.stats_interval_ms {
             c.stats_interval = (ms > 0).then(|| Duration::from_millis(ms));
         }
+        if let Some(addr) = &a.admin_listen {
+            c.admin_listen = match addr.as_str() {
+                "off" => None,
+                a => Some(
+                    a.parse()
+                        .map_err(|e| format!("--admin-listen {a}: not HOST:PORT ({e})"))?,
+                ),
+            };
+            c.admin_listen_explicit = true;
+        }
+        c.aggregate_metrics = a.aggregate_metrics;
         if let Some(ms) = a.group_consumer_session_timeout_ms {
             c.groups.consumer_session_timeout_ms = ms;
         }

@@ -16,6 +16,7 @@
 //! never pin a 100 MiB request. Copying always would cost a second copy of every produced
 //! byte; sharing always would let retained memory exceed the budget without bound.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
@@ -101,6 +102,10 @@ pub struct BatchCache {
     /// (log id, base offset) → (last offset, batch)
     batches: BTreeMap<(u64, i64), (i64, CachedBatch)>,
     order: VecDeque<(u64, i64)>,
+    /// Reads served (for metrics).
+    hits: Cell<u64>,
+    /// Reads not served: the caller reads the log instead.
+    misses: Cell<u64>,
 }
 
 impl BatchCache {
@@ -110,11 +115,18 @@ impl BatchCache {
             bytes: 0,
             batches: BTreeMap::new(),
             order: VecDeque::new(),
+            hits: Cell::new(0),
+            misses: Cell::new(0),
         }
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Reads served from the cache and reads it could not serve, since it was made.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.get(), self.misses.get())
     }
 
     pub fn insert(&mut self, log: u64, base_offset: i64, last_offset: i64, batch: CachedBatch) {
@@ -143,6 +155,17 @@ impl BatchCache {
     /// Whole batches from the one holding `offset` onward, below `upper` (exclusive), up to
     /// `max_bytes` (the first batch always). `None` when the batch holding `offset` is not cached.
     pub fn read(&self, log: u64, offset: i64, upper: i64, max_bytes: usize) -> Option<Bytes> {
+        let found = self.lookup(log, offset, upper, max_bytes);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.set(counter.get() + 1);
+        found
+    }
+
+    fn lookup(&self, log: u64, offset: i64, upper: i64, max_bytes: usize) -> Option<Bytes> {
         let (&(_, base), &(last, ref first)) = self
             .batches
             .range((log, i64::MIN)..=(log, offset))

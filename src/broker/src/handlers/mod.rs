@@ -127,7 +127,11 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
 }
 
 /// Encodes a response for `header`'s API version.
-pub fn respond<T: Encodable>(header: &RequestHeaderInfo, body: &T) -> Outcome {
+pub fn respond<T: Encodable + crate::metrics_host::ErrorCodes>(
+    header: &RequestHeaderInfo,
+    body: &T,
+) -> Outcome {
+    crate::metrics_host::count_errors(header.api_key as i16, body);
     match frame_response(
         header.correlation_id,
         header.response_header_version(),

@@ -1,0 +1,571 @@
+//! The `/metrics` document: every shard's snapshot merged into Prometheus metric families
+//! (OpenMetrics text, through `prometheus-client`'s encoder), each family once with all its
+//! series.
+//!
+//! Request latency is merged across shards (one histogram per API: shards × APIs × buckets
+//! would be most of the document); everything else keeps its `shard` label.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::histogram::Histogram;
+use crate::snapshot::ShardSnapshot;
+
+/// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The node-wide facts of an exposition.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub node_id: i32,
+    pub version: &'static str,
+    /// Redpanda's `aggregate_metrics`: partition series summed per topic (no `partition`
+    /// or `shard` label), offsets left out; lag summed per group and topic.
+    pub aggregate: bool,
+}
+
+/// The whole document for these snapshots.
+pub fn render(node: &Node, shards: Vec<ShardSnapshot>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        node: node.clone(),
+        shards,
+    }));
+    let mut out = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+struct Exposition {
+    node: Node,
+    shards: Vec<ShardSnapshot>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    Ok(())
+}
+
+fn counter_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            // No `{}` after the name: a family with no labels is written bare.
+            m.encode_gauge(&v)?;
+        } else {
+            m.encode_family(&labels)?.encode_gauge(&v)?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, Histogram)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in rows {
+        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_seconds(),
+            h.count(),
+            &h.buckets_seconds(),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn shard_label(s: &ShardSnapshot) -> Labels {
+    vec![("shard", s.shard.to_string())]
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let shards = &self.shards;
+        let per_shard = |f: fn(&ShardSnapshot) -> u64| -> Vec<(Labels, u64)> {
+            shards.iter().map(|s| (shard_label(s), f(s))).collect()
+        };
+        gauge(
+            &mut enc,
+            "sluice_node_info",
+            "The node: its id and sluice's version (the value is always 1).",
+            [(
+                vec![
+                    ("node_id", self.node.node_id.to_string()),
+                    ("version", self.node.version.to_string()),
+                ],
+                1,
+            )],
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_shards",
+            "Shards (executor threads) of this node.",
+            [(Labels::new(), shards.len() as i64)],
+        )?;
+
+        // Requests.
+        counter(
+            &mut enc,
+            "sluice_requests",
+            "Kafka requests answered, by API.",
+            shards.iter().flat_map(|s| {
+                s.apis.iter().map(|a| {
+                    let mut l = shard_label(s);
+                    l.push(("api", a.api.clone()));
+                    (l, a.requests)
+                })
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_request_errors",
+            "Error codes in responses (top-level and per topic or partition), by API and \
+             Kafka's error name.",
+            shards.iter().flat_map(|s| {
+                s.errors.iter().map(|e| {
+                    let mut l = shard_label(s);
+                    l.push(("api", e.api.clone()));
+                    l.push(("error", e.error.clone()));
+                    (l, e.count)
+                })
+            }),
+        )?;
+        let mut latency: BTreeMap<&str, Histogram> = BTreeMap::new();
+        for a in shards.iter().flat_map(|s| &s.apis) {
+            latency.entry(&a.api).or_default().merge(&a.latency);
+        }
+        histogram(
+            &mut enc,
+            "sluice_request_latency_seconds",
+            "Time from a request's decoding to its response's write, by API (all shards).",
+            latency
+                .into_iter()
+                .map(|(api, h)| (vec![("api", api.to_string())], h)),
+        )?;
+
+        // Partitions.
+        self.encode_partitions(&mut enc)?;
+
+        // Storage.
+        histogram(
+            &mut enc,
+            "sluice_flush_write_seconds",
+            "One flush's writes (every segment it wrote to).",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), s.flush_write.clone())),
+        )?;
+        histogram(
+            &mut enc,
+            "sluice_flush_sync_seconds",
+            "One flush's fdatasync calls.",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), s.flush_sync.clone())),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_flushed_bytes",
+            "Bytes written to segments by flushes.",
+            per_shard(|s| s.flushed_bytes),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_batch_cache_hits",
+            "Reads served from the shard's batch cache.",
+            per_shard(|s| s.cache_hits),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_batch_cache_misses",
+            "Reads the batch cache could not serve (they went to disk).",
+            per_shard(|s| s.cache_misses),
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_batch_cache_bytes",
+            "Bytes of batches the shard's cache holds.",
+            per_shard(|s| s.cache_bytes)
+                .into_iter()
+                .map(|(l, v)| (l, clamp(v))),
+        )?;
+
+        // Connections and memory.
+        gauge(
+            &mut enc,
+            "sluice_connections",
+            "Open client connections.",
+            per_shard(|s| s.connections)
+                .into_iter()
+                .map(|(l, v)| (l, clamp(v))),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_connections_accepted",
+            "Client connections accepted.",
+            per_shard(|s| s.connections_accepted),
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_inflight_request_bytes",
+            "Bytes of requests read and not yet answered (queued.max.request.bytes).",
+            per_shard(|s| s.inflight_request_bytes)
+                .into_iter()
+                .map(|(l, v)| (l, clamp(v))),
+        )?;
+
+        // Executor.
+        counter_f64(
+            &mut enc,
+            "sluice_executor_runtime_seconds",
+            "Time the shard's executor spent running tasks.",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), s.executor_runtime_us as f64 / 1e6)),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_executor_tasks",
+            "Tasks the shard's executor ran.",
+            per_shard(|s| s.executor_tasks),
+        )?;
+        let queue_rows = |f: fn(&crate::snapshot::QueueSample) -> u64| -> Vec<(Labels, u64)> {
+            shards
+                .iter()
+                .flat_map(|s| {
+                    s.queues.iter().map(move |q| {
+                        let mut l = shard_label(s);
+                        l.push(("queue", q.queue.clone()));
+                        (l, f(q))
+                    })
+                })
+                .collect()
+        };
+        gauge(
+            &mut enc,
+            "sluice_task_queue_shares",
+            "Shares of each of the shard's task queues (its CPU weight when others are busy).",
+            queue_rows(|q| q.shares)
+                .into_iter()
+                .map(|(l, v)| (l, clamp(v))),
+        )?;
+        counter_f64(
+            &mut enc,
+            "sluice_task_queue_runtime_seconds",
+            "Time the shard's executor spent in each task queue.",
+            queue_rows(|q| q.runtime_us)
+                .into_iter()
+                .map(|(l, v)| (l, v as f64 / 1e6)),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_task_queue_selected",
+            "Times the executor picked each task queue to run.",
+            queue_rows(|q| q.selected),
+        )?;
+        histogram(
+            &mut enc,
+            "sluice_shard_timer_lag_seconds",
+            "How late a periodic timer of the shard fires: the executor's own delay (busy \
+             queues, a stalled task), which every timer-driven step inherits.",
+            shards.iter().map(|s| (shard_label(s), s.timer_lag.clone())),
+        )?;
+
+        self.encode_groups(&mut enc)
+    }
+}
+
+impl Exposition {
+    fn encode_partitions(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        type Row = (Labels, crate::snapshot::PartitionSample);
+        let rows: Vec<Row> = if self.node.aggregate {
+            // Summed per topic over every shard's replicas.
+            let mut by_topic: BTreeMap<&str, crate::snapshot::PartitionSample> = BTreeMap::new();
+            for p in self.shards.iter().flat_map(|s| &s.partitions) {
+                let t = by_topic.entry(&p.topic).or_default();
+                t.produced_records += p.produced_records;
+                t.produced_bytes += p.produced_bytes;
+                t.fetched_records += p.fetched_records;
+                t.fetched_bytes += p.fetched_bytes;
+                t.size_bytes += p.size_bytes;
+            }
+            by_topic
+                .into_iter()
+                .map(|(topic, p)| (vec![("topic", topic.to_string())], p))
+                .collect()
+        } else {
+            self.shards
+                .iter()
+                .flat_map(|s| {
+                    s.partitions.iter().map(move |p| {
+                        let mut l = shard_label(s);
+                        l.push(("topic", p.topic.clone()));
+                        l.push(("partition", p.partition.to_string()));
+                        (l, p.clone())
+                    })
+                })
+                .collect()
+        };
+        let column = |f: fn(&crate::snapshot::PartitionSample) -> u64| {
+            rows.iter().map(move |(l, p)| (l.clone(), f(p)))
+        };
+        counter(
+            enc,
+            "sluice_produced_records",
+            "Records appended to partitions this node holds.",
+            column(|p| p.produced_records),
+        )?;
+        counter(
+            enc,
+            "sluice_produced_bytes",
+            "Record batch bytes appended to partitions this node holds.",
+            column(|p| p.produced_bytes),
+        )?;
+        counter(
+            enc,
+            "sluice_fetched_records",
+            "Records read from partitions this node holds (consumers and followers).",
+            column(|p| p.fetched_records),
+        )?;
+        counter(
+            enc,
+            "sluice_fetched_bytes",
+            "Record batch bytes read from partitions this node holds.",
+            column(|p| p.fetched_bytes),
+        )?;
+        gauge(
+            enc,
+            "sluice_partition_size_bytes",
+            "Bytes of a partition's segments on disk.",
+            column(|p| p.size_bytes).map(|(l, v)| (l, clamp(v))),
+        )?;
+        if self.node.aggregate {
+            return Ok(());
+        }
+        let offsets = |f: fn(&crate::snapshot::PartitionSample) -> i64| {
+            rows.iter().map(move |(l, p)| (l.clone(), f(p)))
+        };
+        gauge(
+            enc,
+            "sluice_partition_log_start_offset",
+            "A partition's first offset (retention and DeleteRecords move it).",
+            offsets(|p| p.log_start_offset),
+        )?;
+        gauge(
+            enc,
+            "sluice_partition_high_watermark",
+            "A partition's high watermark: the offset below which records are committed.",
+            offsets(|p| p.high_watermark),
+        )?;
+        gauge(
+            enc,
+            "sluice_partition_log_end_offset",
+            "The offset the next record appended to the replica will get.",
+            offsets(|p| p.log_end_offset),
+        )?;
+        gauge(
+            enc,
+            "sluice_partition_leader",
+            "1 if this node's replica leads the partition, else 0.",
+            offsets(|p| i64::from(p.leader)),
+        )
+    }
+
+    fn encode_groups(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let groups: Vec<_> = self.shards.iter().flat_map(|s| &s.groups).collect();
+        let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+        for g in &groups {
+            *by_state.entry(&g.state).or_default() += 1;
+        }
+        gauge(
+            enc,
+            "sluice_consumer_groups",
+            "Consumer groups this node coordinates, by state.",
+            by_state
+                .into_iter()
+                .map(|(state, n)| (vec![("state", state.to_string())], n)),
+        )?;
+        gauge(
+            enc,
+            "sluice_consumer_group_members",
+            "Members of each consumer group this node coordinates.",
+            groups
+                .iter()
+                .map(|g| (vec![("group", g.group.clone())], clamp(g.members))),
+        )?;
+        // The high watermark of every partition replica here, the leader's first.
+        let mut hw: HashMap<(&str, i32), (bool, i64)> = HashMap::new();
+        for p in self.shards.iter().flat_map(|s| &s.partitions) {
+            let e = hw
+                .entry((&p.topic, p.partition))
+                .or_insert((p.leader, p.high_watermark));
+            if p.leader && !e.0 {
+                *e = (true, p.high_watermark);
+            }
+        }
+        let committed: Vec<_> = self.shards.iter().flat_map(|s| &s.committed).collect();
+        // Lag needs the partition's high watermark, so it is known only for partitions with
+        // a replica on this node.
+        let lag = committed.iter().filter_map(|c| {
+            let &(_, end) = hw.get(&(c.topic.as_str(), c.partition))?;
+            Some((*c, (end - c.offset).max(0)))
+        });
+        if self.node.aggregate {
+            let mut by_topic: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+            for (c, lag) in lag {
+                *by_topic.entry((&c.group, &c.topic)).or_default() += lag;
+            }
+            return gauge(
+                enc,
+                "sluice_consumer_group_lag",
+                "Records between a group's committed offset and the partition's high \
+                 watermark, summed per group and topic.",
+                by_topic.into_iter().map(|((g, t), lag)| {
+                    (
+                        vec![("group", g.to_string()), ("topic", t.to_string())],
+                        lag,
+                    )
+                }),
+            );
+        }
+        let labels = |c: &crate::snapshot::CommittedSample| {
+            vec![
+                ("group", c.group.clone()),
+                ("topic", c.topic.clone()),
+                ("partition", c.partition.to_string()),
+            ]
+        };
+        gauge(
+            enc,
+            "sluice_consumer_group_committed_offset",
+            "A group's committed offset per partition.",
+            committed.iter().map(|c| (labels(c), c.offset)),
+        )?;
+        gauge(
+            enc,
+            "sluice_consumer_group_lag",
+            "Records between a group's committed offset and the partition's high watermark.",
+            lag.map(|(c, lag)| (labels(c), lag)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::*;
+
+    fn shard(i: u32) -> ShardSnapshot {
+        let mut s = ShardSnapshot {
+            shard: i,
+            connections: 2,
+            ..ShardSnapshot::default()
+        };
+        let mut h = Histogram::default();
+        h.record_us(150);
+        s.apis.push(ApiSample {
+            api: "Produce".into(),
+            requests: 1,
+            latency: h,
+        });
+        s.partitions.push(PartitionSample {
+            topic: "orders".into(),
+            partition: i as i32,
+            leader: true,
+            produced_records: 10,
+            high_watermark: 10,
+            log_end_offset: 10,
+            ..PartitionSample::default()
+        });
+        s.groups.push(GroupSample {
+            group: format!("g{i}"),
+            state: "Empty".into(),
+            members: 0,
+        });
+        s.committed.push(CommittedSample {
+            group: format!("g{i}"),
+            topic: "orders".into(),
+            partition: 0,
+            offset: 4,
+        });
+        s
+    }
+
+    fn node(aggregate: bool) -> Node {
+        Node {
+            node_id: 1,
+            version: "0.1.0",
+            aggregate,
+        }
+    }
+
+    #[test]
+    fn each_family_appears_once_with_every_shards_series() {
+        let text = render(&node(false), vec![shard(0), shard(1)]);
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# TYPE sluice_requests counter").count(), 1);
+        assert!(text.contains("sluice_requests_total{shard=\"0\",api=\"Produce\"} 1"));
+        assert!(text.contains("sluice_requests_total{shard=\"1\",api=\"Produce\"} 1"));
+        // Latency is one histogram per API over the shards.
+        assert!(text.contains("sluice_request_latency_seconds_count{api=\"Produce\"} 2"));
+        assert!(text.contains(
+            "sluice_produced_records_total{shard=\"1\",topic=\"orders\",partition=\"1\"} 10"
+        ));
+        assert!(text.contains("sluice_consumer_groups{state=\"Empty\"} 2"));
+        assert!(text.contains(
+            "sluice_consumer_group_lag{group=\"g0\",topic=\"orders\",partition=\"0\"} 6"
+        ));
+    }
+
+    #[test]
+    fn aggregate_sums_partitions_per_topic() {
+        let text = render(&node(true), vec![shard(0), shard(1)]);
+        assert!(text.contains("sluice_produced_records_total{topic=\"orders\"} 20"));
+        assert!(!text.contains("partition=\""));
+        assert!(text.contains("sluice_consumer_group_lag{group=\"g1\",topic=\"orders\"} 6"));
+    }
+}

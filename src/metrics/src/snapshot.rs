@@ -1,0 +1,129 @@
+//! One shard's metrics at one moment, as plain data: built on the shard, sent to the shard
+//! serving the scrape as bytes (rkyv), merged there with the other shards' snapshots.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::histogram::Histogram;
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ShardSnapshot {
+    pub shard: u32,
+    pub apis: Vec<ApiSample>,
+    pub errors: Vec<ErrorSample>,
+    pub partitions: Vec<PartitionSample>,
+    pub flush_write: Histogram,
+    pub flush_sync: Histogram,
+    pub flushed_bytes: u64,
+    pub timer_lag: Histogram,
+    pub connections: u64,
+    pub connections_accepted: u64,
+    pub inflight_request_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    pub executor_runtime_us: u64,
+    pub executor_tasks: u64,
+    pub queues: Vec<QueueSample>,
+    pub groups: Vec<GroupSample>,
+    pub committed: Vec<CommittedSample>,
+}
+
+/// Requests of one API this shard answered, and how long they took.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApiSample {
+    pub api: String,
+    pub requests: u64,
+    pub latency: Histogram,
+}
+
+/// Error codes (Kafka's names) in responses of one API.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ErrorSample {
+    pub api: String,
+    pub error: String,
+    pub count: u64,
+}
+
+/// A partition replica this shard owns.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PartitionSample {
+    pub topic: String,
+    pub partition: i32,
+    /// Whether this replica leads (a single replica always does).
+    pub leader: bool,
+    pub produced_records: u64,
+    pub produced_bytes: u64,
+    pub fetched_records: u64,
+    pub fetched_bytes: u64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+}
+
+/// One of the shard executor's task queues.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QueueSample {
+    pub queue: String,
+    pub shares: u64,
+    pub runtime_us: u64,
+    pub selected: u64,
+}
+
+/// A consumer group whose coordinator is on this shard.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GroupSample {
+    pub group: String,
+    /// Kafka's state name (`Stable`, `Empty`, ...).
+    pub state: String,
+    pub members: u64,
+}
+
+/// An offset committed by a group whose coordinator is on this shard.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CommittedSample {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl ShardSnapshot {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map(|b| b.into_vec())
+            .expect("plain data serializes")
+    }
+
+    /// Reads what [`ShardSnapshot::to_bytes`] wrote (checked: a bad buffer is an error).
+    pub fn from_bytes(bytes: &[u8]) -> Result<ShardSnapshot, String> {
+        // rkyv reads from an aligned buffer; a received payload may not be.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<ShardSnapshot, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_survives_the_trip_between_shards() {
+        let mut s = ShardSnapshot {
+            shard: 3,
+            connections: 7,
+            ..ShardSnapshot::default()
+        };
+        s.partitions.push(PartitionSample {
+            topic: "t".into(),
+            partition: 2,
+            high_watermark: 10,
+            ..PartitionSample::default()
+        });
+        s.flush_sync.record_us(300);
+        let back = ShardSnapshot::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        assert!(ShardSnapshot::from_bytes(&[1, 2, 3]).is_err());
+    }
+}
