@@ -16,6 +16,28 @@ use sluice_tests::kafka::{
 };
 use sluice_tests::{free_port, sluice_bin, workspace_root, Broker, BrokerConfig, TEST_SHARDS};
 
+/// The Grafana dashboard in the repository.
+const DASHBOARD: &str = "src/metrics/grafana/sluice.json";
+
+/// The `sluice_…` series names in a dashboard's queries.
+fn plotted_series(dashboard: &str) -> BTreeSet<String> {
+    let doc: Value = serde_json::from_str(dashboard).expect("dashboard is JSON");
+    let mut out = BTreeSet::new();
+    for panel in doc["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (at, _) in expr.match_indices("sluice_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
 const TOPIC: &str = "metered";
 const PARTITIONS: i32 = 4;
 
@@ -247,6 +269,23 @@ async fn metrics_count_what_clients_did() {
     let want: BTreeSet<String> = (0..TEST_SHARDS).map(|s| s.to_string()).collect();
     assert_eq!(shards, want);
     assert_eq!(m.one("sluice_shards", &[]), f64::from(TEST_SHARDS));
+
+    // Every series the Grafana dashboard plots is in the document.
+    let dashboard = std::fs::read_to_string(workspace_root().join(DASHBOARD)).expect(DASHBOARD);
+    let names: BTreeSet<&str> = m.doc["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    let plotted = plotted_series(&dashboard);
+    assert!(plotted.len() >= 15, "{plotted:?}");
+    for name in &plotted {
+        assert!(
+            names.contains(name.as_str()),
+            "{DASHBOARD} plots {name}: not served"
+        );
+    }
     assert!(m.sum("sluice_flush_sync_seconds_count", &[]) >= 1.0);
     assert!(m.sum("sluice_connections_accepted_total", &[]) >= 3.0);
 }

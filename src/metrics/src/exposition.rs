@@ -5,16 +5,10 @@
 //! Request latency is merged across shards (one histogram per API: shards × APIs × buckets
 //! would be most of the document); everything else keeps its `shard` label.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
-
 use crate::histogram::Histogram;
 use crate::snapshot::ShardSnapshot;
+use crate::text::{Kind, Text, Value};
+use std::collections::{BTreeMap, HashMap};
 
 /// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,87 +25,73 @@ pub struct Node {
 
 /// The whole document for these snapshots.
 pub fn render(node: &Node, shards: Vec<ShardSnapshot>) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition {
+    let e = Exposition {
         node: node.clone(),
         shards,
-    }));
-    let mut out = String::with_capacity(64 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .expect("writing to a String cannot fail");
-    out
+    };
+    // About 70 bytes a series: room for the document without growing it as it is written.
+    let series = e
+        .shards
+        .iter()
+        .map(|s| 30 + 10 * s.partitions.len() + 50 * s.apis.len());
+    let mut text = Text::with_capacity(series.sum::<usize>() * 80 + 16 * 1024);
+    e.encode(&mut text);
+    text.finish()
 }
 
 type Labels = Vec<(&'static str, String)>;
 
-#[derive(Debug)]
 struct Exposition {
     node: Node,
     shards: Vec<ShardSnapshot>,
 }
 
-fn counter(
-    enc: &mut DescriptorEncoder,
+fn counter<L: AsRef<[(&'static str, String)]>>(
+    enc: &mut Text,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, u64)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    rows: impl IntoIterator<Item = (L, u64)>,
+) {
+    enc.family(name, help, Kind::Counter);
     for (labels, v) in rows {
-        m.encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        enc.sample(name, "_total", labels.as_ref(), None, Value::Int(clamp(v)));
     }
-    Ok(())
 }
 
-fn counter_f64(
-    enc: &mut DescriptorEncoder,
+fn counter_f64<L: AsRef<[(&'static str, String)]>>(
+    enc: &mut Text,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, f64)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    rows: impl IntoIterator<Item = (L, f64)>,
+) {
+    enc.family(name, help, Kind::Counter);
     for (labels, v) in rows {
-        m.encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        enc.sample(name, "_total", labels.as_ref(), None, Value::Float(v));
     }
-    Ok(())
 }
 
-fn gauge(
-    enc: &mut DescriptorEncoder,
+fn gauge<L: AsRef<[(&'static str, String)]>>(
+    enc: &mut Text,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, i64)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    rows: impl IntoIterator<Item = (L, i64)>,
+) {
+    enc.family(name, help, Kind::Gauge);
     for (labels, v) in rows {
-        if labels.is_empty() {
-            // No `{}` after the name: a family with no labels is written bare.
-            m.encode_gauge(&v)?;
-        } else {
-            m.encode_family(&labels)?.encode_gauge(&v)?;
-        }
+        enc.sample(name, "", labels.as_ref(), None, Value::Int(v));
     }
-    Ok(())
 }
 
-fn histogram(
-    enc: &mut DescriptorEncoder,
+fn histogram<L: AsRef<[(&'static str, String)]>>(
+    enc: &mut Text,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, Histogram)>,
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    rows: impl IntoIterator<Item = (L, Histogram)>,
+) {
+    enc.family(name, help, Kind::Histogram);
     for (labels, h) in rows {
-        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            h.sum_seconds(),
-            h.count(),
-            &h.buckets_seconds(),
-            None,
-        )?;
+        enc.histogram(name, labels.as_ref(), &h);
     }
-    Ok(())
 }
 
 fn shard_label(s: &ShardSnapshot) -> Labels {
@@ -122,14 +102,14 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-impl Collector for Exposition {
-    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+impl Exposition {
+    fn encode(&self, enc: &mut Text) {
         let shards = &self.shards;
         let per_shard = |f: fn(&ShardSnapshot) -> u64| -> Vec<(Labels, u64)> {
             shards.iter().map(|s| (shard_label(s), f(s))).collect()
         };
         gauge(
-            &mut enc,
+            enc,
             "sluice_node_info",
             "The node: its id and sluice's version (the value is always 1).",
             [(
@@ -139,17 +119,17 @@ impl Collector for Exposition {
                 ],
                 1,
             )],
-        )?;
+        );
         gauge(
-            &mut enc,
+            enc,
             "sluice_shards",
             "Shards (executor threads) of this node.",
             [(Labels::new(), shards.len() as i64)],
-        )?;
+        );
 
         // Requests.
         counter(
-            &mut enc,
+            enc,
             "sluice_requests",
             "Kafka requests answered, by API.",
             shards.iter().flat_map(|s| {
@@ -159,9 +139,9 @@ impl Collector for Exposition {
                     (l, a.requests)
                 })
             }),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_request_errors",
             "Error codes in responses (top-level and per topic or partition), by API and \
              Kafka's error name.",
@@ -173,106 +153,106 @@ impl Collector for Exposition {
                     (l, e.count)
                 })
             }),
-        )?;
+        );
         let mut latency: BTreeMap<&str, Histogram> = BTreeMap::new();
         for a in shards.iter().flat_map(|s| &s.apis) {
             latency.entry(&a.api).or_default().merge(&a.latency);
         }
         histogram(
-            &mut enc,
+            enc,
             "sluice_request_latency_seconds",
             "Time from a request's decoding to its response's write, by API (all shards).",
             latency
                 .into_iter()
                 .map(|(api, h)| (vec![("api", api.to_string())], h)),
-        )?;
+        );
 
         // Partitions.
-        self.encode_partitions(&mut enc)?;
+        self.encode_partitions(enc);
 
         // Storage.
         histogram(
-            &mut enc,
+            enc,
             "sluice_flush_write_seconds",
             "One flush's writes (every segment it wrote to).",
             shards
                 .iter()
                 .map(|s| (shard_label(s), s.flush_write.clone())),
-        )?;
+        );
         histogram(
-            &mut enc,
+            enc,
             "sluice_flush_sync_seconds",
             "One flush's fdatasync calls.",
             shards
                 .iter()
                 .map(|s| (shard_label(s), s.flush_sync.clone())),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_flushed_bytes",
             "Bytes written to segments by flushes.",
             per_shard(|s| s.flushed_bytes),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_batch_cache_hits",
             "Reads served from the shard's batch cache.",
             per_shard(|s| s.cache_hits),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_batch_cache_misses",
             "Reads the batch cache could not serve (they went to disk).",
             per_shard(|s| s.cache_misses),
-        )?;
+        );
         gauge(
-            &mut enc,
+            enc,
             "sluice_batch_cache_bytes",
             "Bytes of batches the shard's cache holds.",
             per_shard(|s| s.cache_bytes)
                 .into_iter()
                 .map(|(l, v)| (l, clamp(v))),
-        )?;
+        );
 
         // Connections and memory.
         gauge(
-            &mut enc,
+            enc,
             "sluice_connections",
             "Open client connections.",
             per_shard(|s| s.connections)
                 .into_iter()
                 .map(|(l, v)| (l, clamp(v))),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_connections_accepted",
             "Client connections accepted.",
             per_shard(|s| s.connections_accepted),
-        )?;
+        );
         gauge(
-            &mut enc,
+            enc,
             "sluice_inflight_request_bytes",
             "Bytes of requests read and not yet answered (queued.max.request.bytes).",
             per_shard(|s| s.inflight_request_bytes)
                 .into_iter()
                 .map(|(l, v)| (l, clamp(v))),
-        )?;
+        );
 
         // Executor.
         counter_f64(
-            &mut enc,
+            enc,
             "sluice_executor_runtime_seconds",
             "Time the shard's executor spent running tasks.",
             shards
                 .iter()
                 .map(|s| (shard_label(s), s.executor_runtime_us as f64 / 1e6)),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_executor_tasks",
             "Tasks the shard's executor ran.",
             per_shard(|s| s.executor_tasks),
-        )?;
+        );
         let queue_rows = |f: fn(&crate::snapshot::QueueSample) -> u64| -> Vec<(Labels, u64)> {
             shards
                 .iter()
@@ -286,41 +266,41 @@ impl Collector for Exposition {
                 .collect()
         };
         gauge(
-            &mut enc,
+            enc,
             "sluice_task_queue_shares",
             "Shares of each of the shard's task queues (its CPU weight when others are busy).",
             queue_rows(|q| q.shares)
                 .into_iter()
                 .map(|(l, v)| (l, clamp(v))),
-        )?;
+        );
         counter_f64(
-            &mut enc,
+            enc,
             "sluice_task_queue_runtime_seconds",
             "Time the shard's executor spent in each task queue.",
             queue_rows(|q| q.runtime_us)
                 .into_iter()
                 .map(|(l, v)| (l, v as f64 / 1e6)),
-        )?;
+        );
         counter(
-            &mut enc,
+            enc,
             "sluice_task_queue_selected",
             "Times the executor picked each task queue to run.",
             queue_rows(|q| q.selected),
-        )?;
+        );
         histogram(
-            &mut enc,
+            enc,
             "sluice_shard_timer_lag_seconds",
             "How late a periodic timer of the shard fires: the executor's own delay (busy \
              queues, a stalled task), which every timer-driven step inherits.",
             shards.iter().map(|s| (shard_label(s), s.timer_lag.clone())),
-        )?;
+        );
 
-        self.encode_groups(&mut enc)
+        self.encode_groups(enc);
     }
 }
 
 impl Exposition {
-    fn encode_partitions(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode_partitions(&self, enc: &mut Text) {
         type Row = (Labels, crate::snapshot::PartitionSample);
         let rows: Vec<Row> = if self.node.aggregate {
             // Summed per topic over every shard's replicas.
@@ -351,71 +331,71 @@ impl Exposition {
                 .collect()
         };
         let column = |f: fn(&crate::snapshot::PartitionSample) -> u64| {
-            rows.iter().map(move |(l, p)| (l.clone(), f(p)))
+            rows.iter().map(move |(l, p)| (l, f(p)))
         };
         counter(
             enc,
             "sluice_produced_records",
             "Records appended to partitions this node holds.",
             column(|p| p.produced_records),
-        )?;
+        );
         counter(
             enc,
             "sluice_produced_bytes",
             "Record batch bytes appended to partitions this node holds.",
             column(|p| p.produced_bytes),
-        )?;
+        );
         counter(
             enc,
             "sluice_fetched_records",
             "Records read from partitions this node holds (consumers and followers).",
             column(|p| p.fetched_records),
-        )?;
+        );
         counter(
             enc,
             "sluice_fetched_bytes",
             "Record batch bytes read from partitions this node holds.",
             column(|p| p.fetched_bytes),
-        )?;
+        );
         gauge(
             enc,
             "sluice_partition_size_bytes",
             "Bytes of a partition's segments on disk.",
             column(|p| p.size_bytes).map(|(l, v)| (l, clamp(v))),
-        )?;
+        );
         if self.node.aggregate {
-            return Ok(());
+            return;
         }
         let offsets = |f: fn(&crate::snapshot::PartitionSample) -> i64| {
-            rows.iter().map(move |(l, p)| (l.clone(), f(p)))
+            rows.iter().map(move |(l, p)| (l, f(p)))
         };
         gauge(
             enc,
             "sluice_partition_log_start_offset",
             "A partition's first offset (retention and DeleteRecords move it).",
             offsets(|p| p.log_start_offset),
-        )?;
+        );
         gauge(
             enc,
             "sluice_partition_high_watermark",
             "A partition's high watermark: the offset below which records are committed.",
             offsets(|p| p.high_watermark),
-        )?;
+        );
         gauge(
             enc,
             "sluice_partition_log_end_offset",
             "The offset the next record appended to the replica will get.",
             offsets(|p| p.log_end_offset),
-        )?;
+        );
         gauge(
             enc,
             "sluice_partition_leader",
             "1 if this node's replica leads the partition, else 0.",
             offsets(|p| i64::from(p.leader)),
-        )
+        );
     }
 
-    fn encode_groups(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode_groups(&self, enc: &mut Text) {
         let groups: Vec<_> = self.shards.iter().flat_map(|s| &s.groups).collect();
         let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
         for g in &groups {
@@ -428,7 +408,7 @@ impl Exposition {
             by_state
                 .into_iter()
                 .map(|(state, n)| (vec![("state", state.to_string())], n)),
-        )?;
+        );
         gauge(
             enc,
             "sluice_consumer_group_members",
@@ -436,7 +416,7 @@ impl Exposition {
             groups
                 .iter()
                 .map(|g| (vec![("group", g.group.clone())], clamp(g.members))),
-        )?;
+        );
         // The high watermark of every partition replica here, the leader's first.
         let mut hw: HashMap<(&str, i32), (bool, i64)> = HashMap::new();
         for p in self.shards.iter().flat_map(|s| &s.partitions) {
@@ -459,7 +439,7 @@ impl Exposition {
             for (c, lag) in lag {
                 *by_topic.entry((&c.group, &c.topic)).or_default() += lag;
             }
-            return gauge(
+            gauge(
                 enc,
                 "sluice_consumer_group_lag",
                 "Records between a group's committed offset and the partition's high \
@@ -471,6 +451,7 @@ impl Exposition {
                     )
                 }),
             );
+            return;
         }
         let labels = |c: &crate::snapshot::CommittedSample| {
             vec![
@@ -484,13 +465,13 @@ impl Exposition {
             "sluice_consumer_group_committed_offset",
             "A group's committed offset per partition.",
             committed.iter().map(|c| (labels(c), c.offset)),
-        )?;
+        );
         gauge(
             enc,
             "sluice_consumer_group_lag",
             "Records between a group's committed offset and the partition's high watermark.",
             lag.map(|(c, lag)| (labels(c), lag)),
-        )
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! Broker metrics: what each shard counts, kept by that shard alone ([`recorder`]); the
 //! plain-data snapshot a shard takes of it and of its partitions, groups and executor
 //! ([`snapshot`]); and the Prometheus exposition of every shard's snapshot, merged at
-//! scrape time ([`exposition`]).
+//! scrape time ([`exposition`]), in the OpenMetrics text format ([`text`]).
 //!
 //! Invariants:
 //! - Recording touches only the recording thread's own state (a thread-local `RefCell`): no
@@ -19,6 +19,7 @@ pub mod exposition;
 pub mod histogram;
 pub mod recorder;
 pub mod snapshot;
+pub mod text;
 
 pub use exposition::{render, Node, CONTENT_TYPE};
 pub use histogram::Histogram;
