@@ -749,13 +749,11 @@ fn memlock_limits() -> Option<(u64, u64)> {
         .then_some((r.rlim_cur, r.rlim_max))
 }
 
-/// Whether a log record from the runtime's dependencies only repeats what the runtime has
-/// already logged, so a process logger may drop it below debug level: glommio warns once per
-/// ring (three per shard, over several lines) when buffer registration fails for lack of
-/// locked memory, after `plan_io_memory` said so once, with the fix.
-pub fn log_is_redundant(target: &str, level: log::Level) -> bool {
-    target == "glommio::sys::uring" && level == log::Level::Warn
-}
+/// A log filter directive that drops what the runtime's dependencies log only to repeat
+/// what the runtime has already said, for a process logger below debug level: glommio warns
+/// once per ring (three per shard, over several lines) when buffer registration fails for
+/// lack of locked memory, after `plan_io_memory` said so once, with the fix.
+pub const REDUNDANT_LOG_DIRECTIVE: &str = "glommio::sys::uring=error";
 
 /// The DMA pool size per shard: always the configured one. Without CAP_IPC_LOCK, a pool
 /// larger than the RLIMIT_MEMLOCK budget cannot be registered with io_uring; glommio then

@@ -65,7 +65,7 @@ use sluice_shard::{ShardConfig, Shutdown};
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 /// For the process logger: records that repeat what the shard runtime already logged.
-pub use sluice_shard::runtime::log_is_redundant;
+pub use sluice_shard::runtime::REDUNDANT_LOG_DIRECTIVE;
 
 /// Process-wide state shared by all shards (behind its own locks; not on the produce path).
 pub struct Shared {

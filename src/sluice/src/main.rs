@@ -232,50 +232,70 @@ fn utc_stamp(t: std::time::SystemTime) -> String {
     )
 }
 
-/// Minimal stderr logger; `SLUICE_LOG=debug|info|warn|error` (default info). Each line is
-/// `<UTC time> <LEVEL> <target>: <message>`.
+/// The process logger: tracing-subscriber on stderr (`log` records from every crate come
+/// through its bridge). `SLUICE_LOG` is an env-filter (`info`, the default; `debug`;
+/// `info,sluice_broker=debug`); `SLUICE_LOG_FORMAT=json` writes one JSON object a line.
+/// Text lines are `<UTC time> <LEVEL> <target>: <message>`.
 fn init_logging() {
-    struct Stderr(log::LevelFilter);
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            // Repeats of what the shard runtime already said (see the function); shown from
-            // debug on.
-            if self.0 < log::LevelFilter::Debug
-                && sluice_broker::log_is_redundant(m.target(), m.level())
-            {
-                return false;
-            }
-            m.level() <= self.0
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                eprintln!(
-                    "{} {} {}: {}",
-                    utc_stamp(std::time::SystemTime::now()),
-                    r.level(),
-                    r.target(),
-                    r.args()
-                );
-            }
-        }
-        fn flush(&self) {}
-    }
-    let level = match std::env::var("SLUICE_LOG").as_deref() {
-        Ok("debug") => log::LevelFilter::Debug,
-        Ok("warn") => log::LevelFilter::Warn,
-        Ok("error") => log::LevelFilter::Error,
-        Ok("trace") => log::LevelFilter::Trace,
-        _ => log::LevelFilter::Info,
+    use tracing_subscriber::EnvFilter;
+    let spec = log_filter(std::env::var("SLUICE_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("sluice: SLUICE_LOG={spec:?} is not a log filter ({e}); logging at info");
+        EnvFilter::new(log_filter(None))
+    });
+    let text = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_timer(UtcMillis);
+    let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Only fails if a logger is already installed (never, this is the first thing main does).
+    let _ = if json {
+        text.json().try_init()
+    } else {
+        text.try_init()
     };
-    let logger: &'static Stderr = Box::leak(Box::new(Stderr(level)));
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
+}
+
+/// The filter for `SLUICE_LOG`: as given, except that a bare level below debug also drops
+/// the runtime's redundant warnings (`REDUNDANT_LOG_DIRECTIVE`).
+fn log_filter(spec: Option<&str>) -> String {
+    let spec = spec
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    match spec.to_ascii_lowercase().as_str() {
+        "error" | "warn" | "info" => {
+            format!("{spec},{}", sluice_broker::REDUNDANT_LOG_DIRECTIVE)
+        }
+        _ => spec.to_string(),
+    }
+}
+
+/// Log times as [`utc_stamp`] writes them (milliseconds, UTC).
+struct UtcMillis;
+
+impl tracing_subscriber::fmt::time::FormatTime for UtcMillis {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&utc_stamp(std::time::SystemTime::now()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_levels_drop_the_runtimes_repeats_and_filters_pass_as_given() {
+        assert_eq!(log_filter(None), "info,glommio::sys::uring=error");
+        assert_eq!(log_filter(Some("warn")), "warn,glommio::sys::uring=error");
+        assert_eq!(log_filter(Some("debug")), "debug");
+        assert_eq!(log_filter(Some(" ")), "info,glommio::sys::uring=error");
+        assert_eq!(
+            log_filter(Some("info,sluice_broker=debug")),
+            "info,sluice_broker=debug"
+        );
+    }
 
     #[test]
     fn log_stamps_are_rfc3339_utc() {
