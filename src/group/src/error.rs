@@ -2,34 +2,37 @@
 
 use std::fmt;
 
-/// Kafka protocol error codes used by the group APIs (numbers from Kafka's `Errors` enum).
+/// Kafka protocol error codes used by the group APIs (numbers from kafka-protocol's
+/// `ResponseError`, which mirrors Kafka's `Errors` enum).
 pub mod code {
+    use sluice_codec::kafka_protocol::ResponseError;
+
     pub const NONE: i16 = 0;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const FENCED_MEMBER_EPOCH: i16 = 110;
-    pub const UNRELEASED_INSTANCE_ID: i16 = 111;
-    pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
-    pub const STALE_MEMBER_EPOCH: i16 = 113;
-    pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
+    pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+    pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+    pub const ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = ResponseError::InconsistentGroupProtocol.code();
+    pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
+    pub const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+    pub const INVALID_SESSION_TIMEOUT: i16 = ResponseError::InvalidSessionTimeout.code();
+    pub const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = ResponseError::InvalidCommitOffsetSize.code();
+    pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+    pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
+    pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+    pub const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
+    pub const GROUP_MAX_SIZE_REACHED: i16 = ResponseError::GroupMaxSizeReached.code();
+    pub const FENCED_INSTANCE_ID: i16 = ResponseError::FencedInstanceId.code();
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = ResponseError::GroupSubscribedToTopic.code();
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
+    pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+    pub const FENCED_MEMBER_EPOCH: i16 = ResponseError::FencedMemberEpoch.code();
+    pub const UNRELEASED_INSTANCE_ID: i16 = ResponseError::UnreleasedInstanceId.code();
+    pub const UNSUPPORTED_ASSIGNOR: i16 = ResponseError::UnsupportedAssignor.code();
+    pub const STALE_MEMBER_EPOCH: i16 = ResponseError::StaleMemberEpoch.code();
+    pub const INVALID_REGULAR_EXPRESSION: i16 = ResponseError::InvalidRegularExpression.code();
 }
 
 /// Why a `__consumer_offsets` record could not be decoded during replay. Replay skips such

@@ -83,13 +83,14 @@ impl StorageError {
 
     /// The Kafka protocol error code a client should see for this error.
     pub fn kafka_error_code(&self) -> i16 {
+        use sluice_codec::kafka_protocol::ResponseError as R;
         match self {
-            StorageError::Io { .. } | StorageError::Failed { .. } => 56, // KAFKA_STORAGE_ERROR
-            StorageError::CorruptBatch { .. } => 2,                      // CORRUPT_MESSAGE
-            StorageError::BatchTooLarge { .. } => 10,                    // MESSAGE_TOO_LARGE
-            StorageError::OffsetOutOfRange { .. } => 1,                  // OFFSET_OUT_OF_RANGE
-            StorageError::InvalidProducerEpoch { .. } => 47,             // INVALID_PRODUCER_EPOCH
-            StorageError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+            StorageError::Io { .. } | StorageError::Failed { .. } => R::KafkaStorageError.code(),
+            StorageError::CorruptBatch { .. } => R::CorruptMessage.code(),
+            StorageError::BatchTooLarge { .. } => R::MessageTooLarge.code(),
+            StorageError::OffsetOutOfRange { .. } => R::OffsetOutOfRange.code(),
+            StorageError::InvalidProducerEpoch { .. } => R::InvalidProducerEpoch.code(),
+            StorageError::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber.code(),
             // Kafka has no such limit, so no code of its own. NOT_ENOUGH_REPLICAS is one every
             // client retries and knows was not written (librdkafka: RETRY|MSG_NOT_PERSISTED;
             // Java: a RetriableException): the producer retries the same batch, same
@@ -97,19 +98,19 @@ impl StorageError {
             // would also be retried but tells operators the disk failed; REQUEST_TIMED_OUT
             // means "possibly written"; THROTTLING_QUOTA_EXCEEDED is a permanent (not retried)
             // produce error to librdkafka.
-            StorageError::ProducersFull { .. } => 19, // NOT_ENOUGH_REPLICAS
-            StorageError::InvalidTxnState { .. } => 48, // INVALID_TXN_STATE
-            StorageError::CoordinatorFenced { .. } => 52, // TRANSACTION_COORDINATOR_FENCED
-            StorageError::Limit { .. } => 56,
-            StorageError::InvalidConfig { .. } => 40, // INVALID_CONFIG
-            StorageError::Deleted { .. } => 3,        // UNKNOWN_TOPIC_OR_PARTITION
+            StorageError::ProducersFull { .. } => R::NotEnoughReplicas.code(),
+            StorageError::InvalidTxnState { .. } => R::InvalidTxnState.code(),
+            StorageError::CoordinatorFenced { .. } => R::TransactionCoordinatorFenced.code(),
+            StorageError::Limit { .. } => R::KafkaStorageError.code(),
+            StorageError::InvalidConfig { .. } => R::InvalidConfig.code(),
+            StorageError::Deleted { .. } => R::UnknownTopicOrPartition.code(),
             // What Kafka answers once a stopping broker no longer leads the partition: the
             // client refreshes its metadata and retries.
-            StorageError::Closed { .. } => 6, // NOT_LEADER_OR_FOLLOWER
+            StorageError::Closed { .. } => R::NotLeaderOrFollower.code(),
             // A replica that is truncating is a follower: a client is sent to the leader.
-            StorageError::Truncating { .. } => 6,
+            StorageError::Truncating { .. } => R::NotLeaderOrFollower.code(),
             // Internal to replication; never a client's fault.
-            StorageError::ReplicaMismatch { .. } => -1, // UNKNOWN_SERVER_ERROR
+            StorageError::ReplicaMismatch { .. } => R::UnknownServerError.code(),
         }
     }
 }

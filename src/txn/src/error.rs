@@ -3,20 +3,23 @@
 
 use std::fmt;
 
-/// Kafka protocol error codes used by the transaction APIs (numbers from Kafka's `Errors`).
+/// Kafka protocol error codes used by the transaction APIs (numbers from kafka-protocol's
+/// `ResponseError`, which mirrors Kafka's `Errors`).
 pub mod code {
+    use sluice_codec::kafka_protocol::ResponseError;
+
     pub const NONE: i16 = 0;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const INVALID_TXN_STATE: i16 = 48;
-    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
-    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
-    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
-    pub const PRODUCER_FENCED: i16 = 90;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = ResponseError::CoordinatorLoadInProgress.code();
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+    pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+    pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+    pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+    pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = ResponseError::InvalidProducerIdMapping.code();
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = ResponseError::InvalidTransactionTimeout.code();
+    pub const CONCURRENT_TRANSACTIONS: i16 = ResponseError::ConcurrentTransactions.code();
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
+    pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
 }
 
 /// The APIs whose fencing error depends on the request version (KIP-588).
