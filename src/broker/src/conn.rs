@@ -145,7 +145,8 @@ async fn serve_stream<S>(
     let peer = client.host.clone();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // The bounded channel is the in-flight limit: the reader stops reading when it is full.
-    // Each request travels with its stage timer (when `--stats-interval-ms` is on).
+    // Each request travels with its stage timer (when `--stats-interval-ms` is on), and its
+    // API key and arrival time for `/metrics`.
     let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Outcome>, Timed, Started)>(
         INFLIGHT_REQUESTS_MAX,
     );

@@ -117,8 +117,9 @@ pub async fn gather(shard: &Rc<BrokerShard>) -> Vec<ShardSnapshot> {
                         .map_err(|e| log::error!("metrics of {id}: {e}"))
                         .ok(),
                     Ok(None) => None,
+                    // A shard that stopped (shutdown) has nothing to report.
                     Err(e) => {
-                        log::warn!("metrics of {id}: {e}");
+                        log::debug!("metrics of {id}: {e}");
                         None
                     }
                 }

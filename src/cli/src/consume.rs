@@ -324,6 +324,12 @@ pub fn run(
         position.extend(found);
     }
     let mut shown = 0u64;
+    // With a count, and records going somewhere other than the terminal.
+    let progress = crate::progress::records(
+        "consumed",
+        opts.count,
+        opts.count.is_some() && !crate::progress::stdout_is_terminal(),
+    );
     let mut committed_at = position.clone();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
     let mut buf = Vec::new();
@@ -428,6 +434,7 @@ pub fn run(
                 }
                 position.insert(p, next);
                 at_end.insert(p, next >= pd.high_watermark);
+                progress.set_position(shown);
                 stdout
                     .write_all(&buf)
                     .and_then(|()| stdout.flush())
@@ -454,6 +461,7 @@ pub fn run(
             commit(client, *coord, g, &tps(topic, &position))?;
         }
     }
+    progress.finish_and_clear();
     Ok(())
 }
 

@@ -18,6 +18,7 @@ mod group;
 mod offsets;
 mod output;
 mod produce;
+mod progress;
 mod security;
 mod topic;
 

@@ -105,6 +105,12 @@ pub fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
         % partitions;
+    // Lines typed one at a time need no progress; a file's do (text output only).
+    let progress = crate::progress::records(
+        "produced",
+        None,
+        !interactive && matches!(format, Format::Text),
+    );
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -146,11 +152,13 @@ pub fn run(
             )?;
             (pending_bytes, pending_records) = (0, 0);
             next_unkeyed = (next_unkeyed + 1) % partitions;
+            progress.set_position(tally.records);
         }
         if read == 0 {
             break;
         }
     }
+    progress.finish_and_clear();
     Ok(match format {
         Format::Json => crate::output::json(&json!({
             "topic": topic,
