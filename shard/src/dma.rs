@@ -323,8 +323,8 @@ async fn prime_iopoll_probe(path: &Path) -> io::Result<()> {
     if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
-    // SAFETY: gettid has no preconditions. The thread id keeps shards sharing a directory apart.
-    let tid = unsafe { libc::gettid() };
+    // The thread id keeps shards sharing a directory apart.
+    let tid = rustix::thread::gettid().as_raw_nonzero();
     let scratch = dir.join(format!(".sluice-iopoll-probe-{}-{tid}", std::process::id()));
     let s2 = scratch.clone();
     glommio::executor()

@@ -708,13 +708,9 @@ fn build_executor(
 
 /// The CPUs this process may run on (its affinity mask), ascending.
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most size_of::<cpu_set_t>().
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc == 0 {
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+    if let Ok(set) = rustix::thread::sched_getaffinity(None) {
+        let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
             .collect();
         if !cpus.is_empty() {
             return cpus;
@@ -739,14 +735,11 @@ fn has_cap_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
+/// The soft and hard RLIMIT_MEMLOCK, `libc::RLIM_INFINITY` for unlimited.
 fn memlock_limits() -> Option<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid out-pointer.
-    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } == 0)
-        .then_some((r.rlim_cur, r.rlim_max))
+    let r = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+    let or_infinite = |l: Option<u64>| l.unwrap_or(libc::RLIM_INFINITY);
+    Some((or_infinite(r.current), or_infinite(r.maximum)))
 }
 
 /// A log filter directive that drops what the runtime's dependencies log only to repeat
@@ -811,12 +804,13 @@ fn raise_memlock_soft_limit() {
     if soft >= GLOMMIO_MEMLOCK_FLOOR || hard <= soft {
         return;
     }
-    let r = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
+    // Raising soft up to hard needs no privilege.
+    let limit = (hard != libc::RLIM_INFINITY).then_some(hard);
+    let r = rustix::process::Rlimit {
+        current: limit,
+        maximum: limit,
     };
-    // SAFETY: `r` is a valid rlimit; raising soft up to hard needs no privilege.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+    if rustix::process::setrlimit(rustix::process::Resource::Memlock, r).is_err() {
         log::warn!("could not raise RLIMIT_MEMLOCK soft limit from {soft} to {hard}");
     }
 }

@@ -108,45 +108,21 @@ impl Host for RealHost {
     }
 
     fn rlimit_memlock(&self) -> Option<(Limit, Limit)> {
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct we pass.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
-        if rc != 0 {
-            return None;
-        }
-        let conv = |v: libc::rlim_t| {
-            if v == libc::RLIM_INFINITY {
-                Limit::Infinite
-            } else {
-                // rlim_t is u64 on Linux; the conversion keeps other targets compiling.
-                #[allow(clippy::unnecessary_cast)]
-                Limit::Bytes(v as u64)
-            }
-        };
-        Some((conv(rl.rlim_cur), conv(rl.rlim_max)))
+        let rl = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+        // `None` is unlimited.
+        let conv = |v: Option<u64>| v.map_or(Limit::Infinite, Limit::Bytes);
+        Some((conv(rl.current), conv(rl.maximum)))
     }
 
     fn is_root(&self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        rustix::process::geteuid().is_root()
     }
 
     fn allowed_cpus(&self) -> Option<usize> {
         // Same source the shard runtime uses (sched_getaffinity), so the memlock budget is
         // computed for the shard count a default `sluice start` would pick here.
-        // SAFETY: cpu_set_t is plain data; the kernel writes at most its size.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let rc =
-            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-        if rc != 0 {
-            return None;
-        }
-        let n = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .count();
+        let set = rustix::thread::sched_getaffinity(None).ok()?;
+        let n = set.count() as usize;
         (n > 0).then_some(n)
     }
 

@@ -13,7 +13,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -104,17 +103,7 @@ fn parse_size(s: &str) -> Option<usize> {
 
 /// Filesystem of `path` by statfs magic, and the bytes free to an unprivileged writer.
 fn filesystem(path: &Path) -> Result<(&'static str, u64), String> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{}: path has a NUL byte", path.display()))?;
-    // SAFETY: `c` is a valid C string and `st` a valid out-pointer for statfs.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(format!(
-            "statfs {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+    let st = rustix::fs::statfs(path).map_err(|e| format!("statfs {}: {e}", path.display()))?;
     let name = match st.f_type as i64 {
         0xEF53 => "ext4",
         0x5846_5342 => "xfs",

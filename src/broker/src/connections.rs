@@ -280,25 +280,21 @@ impl Connections {
 /// holds a descriptor; distributions often start processes with a soft limit of 1024).
 /// Returns the limit in force.
 pub fn raise_nofile_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return None;
-    }
-    if r.rlim_cur < r.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: r.rlim_max,
-            rlim_max: r.rlim_max,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is unlimited.
+    let r = getrlimit(Resource::Nofile);
+    let (soft, hard) = (r.current.unwrap_or(u64::MAX), r.maximum.unwrap_or(u64::MAX));
+    if soft < hard {
+        // Raising the soft limit up to the hard one needs no privilege.
+        let raised = Rlimit {
+            current: r.maximum,
+            maximum: r.maximum,
         };
-        // SAFETY: raising the soft limit up to the hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Some(r.rlim_max);
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return Some(hard);
         }
     }
-    Some(r.rlim_cur)
+    Some(soft)
 }
 
 #[cfg(test)]

@@ -685,7 +685,6 @@ const LISTEN_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 
 /// One broker per data directory: an exclusive `flock` held for the process lifetime.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
-    use std::os::unix::io::AsRawFd;
     let path = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -697,8 +696,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
             path: path.clone(),
             source: e,
         })?;
-    // SAFETY: flock on a valid, owned descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(BrokerError::Config(format!(
             "{} is in use by another sluice process",
             dir.display()

@@ -311,12 +311,8 @@ pub fn write_all_metadata(data_dir: &Path, files: &[(PathBuf, [u8; 16])]) -> io:
 
 /// Flushes the whole file system holding `path` (data and metadata).
 fn syncfs(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let f = fs::File::open(path)?;
-    // SAFETY: syncfs on an open, owned descriptor.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::fs::syncfs(&f)?;
     Ok(())
 }
 

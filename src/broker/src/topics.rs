@@ -492,7 +492,6 @@ const SPACE_RESERVE_FILE: &str = "space.reserve";
 /// Creates (or completes) the space reserve in `dir`. Best effort: a disk already full just
 /// has no reserve, and says so.
 pub fn ensure_space_reserve(dir: &Path) {
-    use std::os::unix::io::AsRawFd;
     let path = dir.join(SPACE_RESERVE_FILE);
     if fs::metadata(&path).is_ok_and(|m| m.len() >= SPACE_RESERVE_BYTES) {
         return;
@@ -503,11 +502,9 @@ pub fn ensure_space_reserve(dir: &Path) {
         .write(true)
         .open(&path)
         .and_then(|f| {
-            // SAFETY: fallocate on an owned, open descriptor; mode 0 allocates and sets the size.
-            let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, SPACE_RESERVE_BYTES as i64) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            // No flags: allocates the blocks and sets the size.
+            let flags = rustix::fs::FallocateFlags::empty();
+            rustix::fs::fallocate(&f, flags, 0, SPACE_RESERVE_BYTES)?;
             f.sync_all()
         });
     if let Err(e) = reserved {

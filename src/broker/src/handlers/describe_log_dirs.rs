@@ -93,15 +93,11 @@ pub async fn handle(
 }
 
 fn disk_space(dir: &std::path::Path) -> (i64, i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return (-1, -1);
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return (-1, -1);
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let frsize = st.f_frsize as i64;
+            (st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize)
+        }
+        Err(_) => (-1, -1),
     }
-    let frsize = st.f_frsize as i64;
-    (st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize)
 }
