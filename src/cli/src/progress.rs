@@ -18,10 +18,8 @@ pub fn records(verb: &str, total: Option<u64>, shown: bool) -> ProgressBar {
     let target = ProgressDrawTarget::stderr_with_hz(REDRAWS_PER_SECOND);
     let bar = ProgressBar::with_draw_target(total, target);
     let template = match total {
-        Some(_) => format!(
-            "{verb} {{human_pos}}/{{human_len}} records {{wide_bar}} {{per_sec}}, {{eta}} left"
-        ),
-        None => format!("{{spinner}} {verb} {{human_pos}} records ({{per_sec}})"),
+        Some(_) => format!("{verb} {{human_pos}}/{{human_len}} records {{wide_bar}} {{eta}} left"),
+        None => format!("{{spinner}} {verb} {{human_pos}} records in {{elapsed}}"),
     };
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style);
