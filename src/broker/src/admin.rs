@@ -1,8 +1,8 @@
 //! The admin API (`--admin-listen`, Redpanda's port 9644): HTTP/1.1 through hyper on shard
 //! 0. `GET /metrics` answers every shard's metrics in the Prometheus (OpenMetrics) text
-//! format, made at most [`METRICS_DOCUMENT_MAX_AGE`] before; `GET /v1/status/live` answers 200 while the process runs; `GET /v1/status/ready`
-//! answers 200 once every shard serves Kafka clients and 503 before that and once shutdown
-//! has begun.
+//! format, made at most [`METRICS_DOCUMENT_MAX_AGE`] before; `GET /v1/status/live` answers
+//! 200 while the process runs; `GET /v1/status/ready` answers 200 once every shard serves
+//! Kafka clients, and 503 before that and once shutdown has begun.
 //!
 //! Bounded: at most [`ADMIN_CONNECTIONS_MAX`] connections at once (more are closed at
 //! accept), each for at most [`ADMIN_CONNECTION_LIFETIME_MAX`]; hyper bounds a request's

@@ -1,14 +1,14 @@
 //! The `/metrics` document: every shard's snapshot merged into Prometheus metric families
-//! (OpenMetrics text, through `prometheus-client`'s encoder), each family once with all its
-//! series.
+//! (OpenMetrics text, written by [`crate::text`]), each family once with all its series.
 //!
 //! Request latency is merged across shards (one histogram per API: shards × APIs × buckets
 //! would be most of the document); everything else keeps its `shard` label.
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::histogram::Histogram;
 use crate::snapshot::ShardSnapshot;
 use crate::text::{Kind, Text, Value};
-use std::collections::{BTreeMap, HashMap};
 
 /// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -348,13 +348,13 @@ impl Exposition {
         counter(
             enc,
             "sluice_fetched_records",
-            "Records read from partitions this node holds (consumers and followers).",
+            "Records read by Fetch requests from partitions this node holds.",
             column(|p| p.fetched_records),
         );
         counter(
             enc,
             "sluice_fetched_bytes",
-            "Record batch bytes read from partitions this node holds.",
+            "Record batch bytes read by Fetch requests from partitions this node holds.",
             column(|p| p.fetched_bytes),
         );
         gauge(
