@@ -312,7 +312,7 @@ async fn aggregate_metrics_sum_partitions_per_topic() {
 }
 
 #[test]
-fn an_admin_address_in_use_fails_the_start_only_when_asked_for() {
+fn an_admin_address_asked_for_and_in_use_fails_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -17,10 +17,7 @@ use crate::shard::BrokerShard;
 /// Kafka's name of an API key (`Produce`, `Fetch`, ...), or its number.
 pub fn api_name(key: i16) -> String {
     match ApiKey::try_from(key) {
-        Ok(k) => {
-            let debug = format!("{k:?}");
-            debug.strip_suffix("Key").unwrap_or(&debug).to_string()
-        }
+        Ok(k) => format!("{k:?}"),
         Err(_) => key.to_string(),
     }
 }

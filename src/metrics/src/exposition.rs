@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::histogram::Histogram;
 use crate::snapshot::ShardSnapshot;
-use crate::text::{Kind, Text, Value};
+use crate::text::{clamp, Kind, Text, Value};
 
 /// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -46,16 +46,29 @@ struct Exposition {
     shards: Vec<ShardSnapshot>,
 }
 
+/// One family of counters or gauges: its HELP and TYPE lines, then a sample per row.
+fn family<L: AsRef<[(&'static str, String)]>>(
+    enc: &mut Text,
+    name: &str,
+    help: &str,
+    kind: Kind,
+    rows: impl IntoIterator<Item = (L, Value)>,
+) {
+    enc.family(name, help, kind);
+    let suffix = if kind == Kind::Counter { "_total" } else { "" };
+    for (labels, v) in rows {
+        enc.sample(name, suffix, labels.as_ref(), None, v);
+    }
+}
+
 fn counter<L: AsRef<[(&'static str, String)]>>(
     enc: &mut Text,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (L, u64)>,
 ) {
-    enc.family(name, help, Kind::Counter);
-    for (labels, v) in rows {
-        enc.sample(name, "_total", labels.as_ref(), None, Value::Int(clamp(v)));
-    }
+    let rows = rows.into_iter().map(|(l, v)| (l, Value::Int(clamp(v))));
+    family(enc, name, help, Kind::Counter, rows);
 }
 
 fn counter_f64<L: AsRef<[(&'static str, String)]>>(
@@ -64,10 +77,8 @@ fn counter_f64<L: AsRef<[(&'static str, String)]>>(
     help: &str,
     rows: impl IntoIterator<Item = (L, f64)>,
 ) {
-    enc.family(name, help, Kind::Counter);
-    for (labels, v) in rows {
-        enc.sample(name, "_total", labels.as_ref(), None, Value::Float(v));
-    }
+    let rows = rows.into_iter().map(|(l, v)| (l, Value::Float(v)));
+    family(enc, name, help, Kind::Counter, rows);
 }
 
 fn gauge<L: AsRef<[(&'static str, String)]>>(
@@ -76,10 +87,8 @@ fn gauge<L: AsRef<[(&'static str, String)]>>(
     help: &str,
     rows: impl IntoIterator<Item = (L, i64)>,
 ) {
-    enc.family(name, help, Kind::Gauge);
-    for (labels, v) in rows {
-        enc.sample(name, "", labels.as_ref(), None, Value::Int(v));
-    }
+    let rows = rows.into_iter().map(|(l, v)| (l, Value::Int(v)));
+    family(enc, name, help, Kind::Gauge, rows);
 }
 
 fn histogram<L: AsRef<[(&'static str, String)]>>(
@@ -96,10 +105,6 @@ fn histogram<L: AsRef<[(&'static str, String)]>>(
 
 fn shard_label(s: &ShardSnapshot) -> Labels {
     vec![("shard", s.shard.to_string())]
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Exposition {

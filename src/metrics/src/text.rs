@@ -106,6 +106,7 @@ impl Text {
             Value::Int(v) => out.push_str(itoa::Buffer::new().format(v)),
             // Writing to a String cannot fail.
             Value::Float(v) if v.is_finite() => drop(write!(out, "{v}")),
+            Value::Float(v) if v.is_nan() => out.push_str("NaN"),
             Value::Float(v) => out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
         }
         out.push('\n');
@@ -135,7 +136,8 @@ impl Text {
     }
 }
 
-fn clamp(v: u64) -> i64 {
+/// A count as a sample value (counts past `i64::MAX` are written as that).
+pub(crate) fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -172,12 +174,13 @@ mod tests {
         );
         t.family("x_up", "Up.", Kind::Gauge);
         t.sample::<&str>("x_up", "", &[], None, Value::Float(0.5));
+        t.sample::<&str>("x_up", "", &[], None, Value::Float(f64::NAN));
         let doc = t.finish();
         assert_eq!(
             doc,
             "# HELP x_requests Requests \\\"served\\\".\n# TYPE x_requests counter\n\
              x_requests_total{api=\"Fetch\",group=\"a\\\"b\\\\c\\nd\"} 3\n\
-             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 0.5\n# EOF\n"
+             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 0.5\nx_up NaN\n# EOF\n"
         );
     }
 
