@@ -2723,6 +2723,60 @@ async fn a_batch_a_follower_refused_fences_its_producers_later_batches_when_it_l
     });
 }
 
+/// A producer the leader has never seen, whose first batch there does not start at 0, is
+/// held once (NOT_LEADER_OR_FOLLOWER, retriable): librdkafka can send such a batch to a
+/// new leader a moment before it puts its earlier batches, failed on the old leader, back
+/// in its queue, and a success would make it count those as written. The retry of the held
+/// batch goes through (KIP-360's new start), as do the batches it may have overtaken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_producer_not_starting_at_0_is_held_once() {
+    use sluice_tests::wire::{connect_port, idempotent_batch, produce, record_batch};
+    require_cluster!();
+    let mut c = Cluster::start(3);
+    create_topic(&c.bootstrap(), 3).await;
+    tokio::task::block_in_place(|| {
+        let leader = partition_leader(&c);
+        let mut s = connect_port(c.node(leader).port());
+        let plain = record_batch(&[b"ready"], sluice_tests::wire::now_ms());
+        poll_until(SETTLE, "the leader writes", || {
+            (produce(&mut s, 7, TOPIC, 0, -1, 5000, &plain) == 0).then_some(())
+        });
+        const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+        // Producer 4444 at sequence 3 before 0..=2: held; the earlier ones go, then it.
+        let a = |seq: i32| idempotent_batch(b"overtaken", 4444, 0, seq);
+        assert_eq!(
+            produce(&mut s, 7, TOPIC, 0, -1, 5000, &a(3)),
+            NOT_LEADER_OR_FOLLOWER,
+            "held"
+        );
+        for seq in 0..=3 {
+            assert_eq!(
+                produce(&mut s, 7, TOPIC, 0, -1, 5000, &a(seq)),
+                0,
+                "seq {seq}"
+            );
+        }
+        // Producer 4545 at sequence 9 with nothing before it: held once, then written.
+        let b = |seq: i32| idempotent_batch(b"resumed", 4545, 0, seq);
+        assert_eq!(
+            produce(&mut s, 7, TOPIC, 0, -1, 5000, &b(9)),
+            NOT_LEADER_OR_FOLLOWER,
+            "held"
+        );
+        assert_eq!(
+            produce(&mut s, 7, TOPIC, 0, -1, 5000, &b(9)),
+            0,
+            "its retry"
+        );
+        assert_eq!(
+            produce(&mut s, 7, TOPIC, 0, -1, 5000, &b(10)),
+            0,
+            "the next"
+        );
+    });
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// A batch refused before it reached any replica of its partition (here the partition did
 /// not exist yet, as on a node whose view of the topic lags) fences its producer's later
 /// batches on the same connection once the partition exists and that node leads it: the

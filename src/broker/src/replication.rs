@@ -1444,9 +1444,10 @@ impl Replication {
         let known =
             info.seqs.has_producer(header.producer_id) || log.knows_producer(header.producer_id);
         let proposing = admit == Admit::Propose;
-        if !info.refused.admits(header, proposing, known, now) {
-            // An earlier batch of this producer was refused here and it is new to the log:
-            // this one must not be appended before that one's retry.
+        if !coordinator && !info.refused.admits(header, proposing, known, now) {
+            // The producer is new to the log, and an earlier batch of it was refused here
+            // or this one may have overtaken earlier ones (it does not start at 0): it must
+            // not be appended before their retry.
             return Err(kerr::NOT_LEADER_OR_FOLLOWER);
         }
         if proposing
@@ -1455,9 +1456,9 @@ impl Replication {
             && header.producer_id >= 0
             && header.base_sequence != 0
         {
-            // Rare and worth a line: a producer unknown here that does not start at 0 (its
-            // state expired or was trimmed with the log start, or an earlier batch of it was
-            // refused somewhere this replica could not see; KIP-360 lets it go on).
+            // Rare and worth a line: a producer unknown here that does not start at 0, on
+            // the retry of a batch refused once for it (its state expired or was trimmed
+            // with the log start; KIP-360 lets it go on).
             log::info!(
                 "raft group {group:016x} (partition {}): producer {} (epoch {}) unknown \
                  here, first batch at sequence {}",

@@ -74,6 +74,22 @@
 //! default: the client gave up on the batch by then) and at most
 //! [`REFUSED_PRODUCERS_MAX`] producers are remembered, the oldest forgotten first.
 //!
+//! # A new producer that does not start at 0
+//!
+//! The fence above covers batches some replica refused. A client can also overtake its own
+//! batches with no refusal anywhere: librdkafka, moving a partition to its new leader,
+//! waits until nothing is in flight to the old one, but counts a failed request as drained
+//! a moment before it puts that request's batches back at the head of its queue; in that
+//! moment it may send its next batch, at a later sequence, to the new leader, which has
+//! never seen the producer. Accepted as a KIP-360 new start, that batch's success makes
+//! the client take the earlier batches as written (implicitly acknowledged, offset -1)
+//! although no replica has them. So a batch of a producer neither the in-flight table nor
+//! the log knows, at a first sequence other than 0, is refused once (NOT_LEADER_OR_FOLLOWER,
+//! retriable) and remembered like any refusal: by its retry the client has the earlier
+//! batches back in order and sends them first; if there are none (the producer's batches
+//! went with retention or DeleteRecords, the case KIP-360 is for), the retry itself goes
+//! through, one round trip later.
+//!
 //! # Refusals a connection saw ([`ConnRefusals`])
 //!
 //! A replica can remember only what it refused itself. A batch may also be refused before
@@ -518,22 +534,32 @@ impl RefusedBatches {
     /// batch at or before that one (its retry), a new epoch, a known producer or an expired
     /// entry ends the fence. A batch answered from the log or from a proposal in flight
     /// (`proposing == false`) always goes on.
+    ///
+    /// Without an entry, an unknown producer's batch that would be proposed at a first
+    /// sequence other than 0 is refused once (the caller records the refusal with
+    /// [`Self::refused_batch`], so the retry of that very batch goes on): it may have
+    /// overtaken its producer's earlier batches, still on their way back from another
+    /// replica (see "A new producer that does not start at 0" in the module header).
     pub fn admits(&mut self, header: &Header, proposing: bool, known: bool, now_ms: u64) -> bool {
         if !tracked(header) {
             return true;
         }
-        let Some(r) = self.producers.get(&header.producer_id).copied() else {
-            return true;
-        };
-        if known
-            || now_ms.saturating_sub(r.at_ms) >= REFUSED_REMEMBER_MS
-            || header.producer_epoch != r.epoch
-            || header.base_sequence <= r.first_seq
-        {
+        if let Some(r) = self.producers.get(&header.producer_id).copied() {
+            let retry = header.producer_epoch == r.epoch && header.base_sequence <= r.first_seq;
+            if known || retry {
+                self.producers.remove(&header.producer_id);
+                return true;
+            }
+            if now_ms.saturating_sub(r.at_ms) < REFUSED_REMEMBER_MS
+                && header.producer_epoch == r.epoch
+            {
+                return !proposing;
+            }
+            // Expired, or another epoch: the entry fences nothing any more, and the batch
+            // is judged as if there were none.
             self.producers.remove(&header.producer_id);
-            return true;
         }
-        !proposing
+        !(proposing && !known && header.base_sequence != 0)
     }
 
     /// Producers remembered.
@@ -693,13 +719,51 @@ mod refused_tests {
             r.admits(&hdr(7, 0, 10), false, false, 3),
             "answered, not proposed"
         );
-        assert!(r.admits(&hdr(8, 0, 10), true, false, 3), "another producer");
+        assert!(r.admits(&hdr(8, 0, 0), true, false, 3), "another producer");
         assert!(r.admits(&hdr(-1, 0, 10), true, false, 3), "not idempotent");
         assert!(r.admits(&hdr(7, 0, 0), true, false, 4), "its retry goes");
         assert!(r.is_empty());
         assert!(
-            r.admits(&hdr(7, 0, 10), true, false, 5),
-            "and so does the next"
+            r.admits(&hdr(7, 0, 10), true, true, 5),
+            "and so does the next, its producer known by then"
+        );
+    }
+
+    #[test]
+    fn an_unknown_producer_not_starting_at_0_is_held_once() {
+        let mut r = RefusedBatches::default();
+        assert!(r.admits(&hdr(7, 0, 0), true, false, 0), "a start at 0 goes");
+        assert!(
+            r.admits(&hdr(7, 0, 21), true, true, 0),
+            "a known producer's goes"
+        );
+        assert!(
+            r.admits(&hdr(7, 0, 21), false, false, 0),
+            "answered, not proposed"
+        );
+        assert!(r.admits(&hdr(-1, 0, 21), true, false, 0), "not idempotent");
+        // May have overtaken sequences 0..=20: refused, and recorded as the caller does.
+        assert!(!r.admits(&hdr(7, 0, 21), true, false, 0));
+        assert!(r.refused_batch(&hdr(7, 0, 21), 0));
+        assert!(
+            !r.admits(&hdr(7, 0, 22), true, false, 1),
+            "a later one waits too"
+        );
+        // Either the overtaken batches come first ...
+        assert!(r.admits(&hdr(7, 0, 0), true, false, 2));
+        assert!(r.is_empty());
+        // ... or the refused one is retried: nothing was overtaken (KIP-360's new start).
+        assert!(!r.admits(&hdr(8, 0, 500), true, false, 3));
+        r.refused_batch(&hdr(8, 0, 500), 3);
+        assert!(r.admits(&hdr(8, 0, 500), true, false, 4), "its retry goes");
+        // An expired entry or another epoch fences nothing, and the rule applies afresh.
+        r.refused_batch(&hdr(9, 0, 5), 0);
+        assert!(!r.admits(&hdr(9, 0, 9), true, false, REFUSED_REMEMBER_MS));
+        assert!(r.is_empty(), "the expired entry went");
+        r.refused_batch(&hdr(9, 0, 5), 0);
+        assert!(
+            r.admits(&hdr(9, 1, 0), true, false, 1),
+            "a bumped epoch starts at 0"
         );
     }
 
@@ -720,7 +784,8 @@ mod refused_tests {
         assert!(r.admits(&hdr(1, 4, 0), true, false, 1), "a bumped epoch");
         r.refused(1, 3, 4, 0);
         assert!(!r.admits(&hdr(1, 3, 9), true, false, REFUSED_REMEMBER_MS - 1));
-        assert!(r.admits(&hdr(1, 3, 9), true, false, REFUSED_REMEMBER_MS));
+        assert!(r.admits(&hdr(1, 3, 9), true, true, REFUSED_REMEMBER_MS));
+        assert!(r.is_empty(), "expired");
     }
 
     #[test]
@@ -731,10 +796,14 @@ mod refused_tests {
         }
         assert_eq!(r.len(), REFUSED_PRODUCERS_MAX);
         assert!(
-            r.admits(&hdr(0, 0, 5), true, false, 10),
-            "the oldest was forgotten"
+            !r.admits(&hdr(0, 0, 1), true, false, 10),
+            "the oldest was forgotten: its retry is judged afresh, as a start not at 0"
         );
         assert!(!r.admits(&hdr(1, 0, 5), true, false, 10));
+        assert!(
+            r.admits(&hdr(1, 0, 1), true, false, 10),
+            "a remembered one's retry"
+        );
     }
 
     #[test]
