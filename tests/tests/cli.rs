@@ -811,3 +811,142 @@ fn the_cli_speaks_tls_and_sasl_to_secured_listeners() {
         "--sasl-mechanism GSSAPI",
     );
 }
+
+/// OffsetCommit and OffsetFetch v10 name topics by id (KIP-848's clients): a raw v10
+/// commit by id is stored under the topic's name and read back by the CLI (which speaks
+/// v10 itself: ids in its requests, answers named through Metadata), and an id no topic
+/// has is answered UNKNOWN_TOPIC_ID for each of its partitions, storing nothing.
+#[test]
+fn offset_commit_and_fetch_v10_name_topics_by_id() {
+    use sluice_tests::wire::connect;
+    let broker = Broker::start();
+    let b = &broker.bootstrap();
+    ok(b, &["topic", "create", "by-id", "-p", "2"], "");
+    ok(
+        b,
+        &["topic", "produce", "by-id", "-p", "0"],
+        "a\nb\nc\nd\ne\nf\n",
+    );
+    let d = json(&ok(
+        b,
+        &["topic", "describe", "by-id", "--format", "json"],
+        "",
+    ));
+    let id = uuid_bytes(d["id"].as_str().expect("topic id"));
+    let unknown = [0x5a; 16];
+
+    // The group coordinator exists once a client asked for it (FindCoordinator creates
+    // the offsets topic): a CLI consumer in another group does.
+    ok(
+        b,
+        &["topic", "consume", "by-id", "-g", "warm-up", "-n", "1"],
+        "",
+    );
+    let mut s = connect(&broker);
+    let answers = poll_until(Duration::from_secs(30), "the coordinator answers", || {
+        let answers = commit_v10(&mut s, &[(id, 4), (unknown, 1)]);
+        // NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS while it loads.
+        (!answers.iter().any(|a| a.2 == 16 || a.2 == 14)).then_some(answers)
+    });
+    let mut expected = vec![(id, 0, 0), (unknown, 0, 100)]; // 100: UNKNOWN_TOPIC_ID
+    expected.sort();
+    assert_eq!(answers, expected);
+
+    // Read back through the CLI (OffsetFetch v10): the commit is under the topic's name.
+    let d = json(&ok(
+        b,
+        &["group", "describe", "by-id-group", "--format", "json"],
+        "",
+    ));
+    let offsets = d["offsets"].as_array().expect("offsets");
+    assert_eq!(offsets.len(), 1, "{d}");
+    assert_eq!(offsets[0]["topic"], "by-id");
+    assert_eq!(offsets[0]["partition"], 0);
+    assert_eq!(offsets[0]["committed_offset"], 4);
+    assert_eq!(offsets[0]["lag"], 2);
+    // And the CLI's own v10 commit (a seek) lands by id too.
+    ok(b, &["group", "seek", "by-id-group", "--to", "start"], "");
+    let d = json(&ok(
+        b,
+        &["group", "describe", "by-id-group", "--format", "json"],
+        "",
+    ));
+    let p0 = d["offsets"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["partition"] == 0).cloned());
+    assert_eq!(
+        p0.map(|p| p["committed_offset"].clone()),
+        Some(0.into()),
+        "{d}"
+    );
+}
+
+/// Sends an OffsetCommit v10 (flexible: compact strings and arrays, tagged fields; header
+/// v2) for group `by-id-group` outside its membership, committing partition 0 of each topic
+/// id at its offset; the answers (topic id, partition, error code), sorted.
+fn commit_v10(
+    s: &mut std::net::TcpStream,
+    topics: &[([u8; 16], i64)],
+) -> Vec<([u8; 16], i32, i16)> {
+    use sluice_tests::wire::{frame, read_response};
+    let mut req = Vec::new();
+    req.extend_from_slice(&8i16.to_be_bytes()); // OffsetCommit
+    req.extend_from_slice(&10i16.to_be_bytes());
+    req.extend_from_slice(&77i32.to_be_bytes());
+    req.extend_from_slice(&1i16.to_be_bytes());
+    req.push(b't'); // client id (a plain string in every header version)
+    req.push(0); // header tagged fields
+    compact_str(&mut req, "by-id-group");
+    req.extend_from_slice(&(-1i32).to_be_bytes()); // generation: not a member
+    compact_str(&mut req, ""); // member id
+    req.push(0); // group instance id: null
+    req.push(topics.len() as u8 + 1);
+    for (topic, offset) in topics {
+        req.extend_from_slice(topic);
+        req.push(2); // 1 partition
+        req.extend_from_slice(&0i32.to_be_bytes());
+        req.extend_from_slice(&offset.to_be_bytes());
+        req.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+        req.push(0); // metadata: null
+        req.push(0); // partition tagged fields
+        req.push(0); // topic tagged fields
+    }
+    req.push(0); // request tagged fields
+    s.write_all(&frame(&req)).expect("send");
+    let resp = read_response(s).expect("an OffsetCommit v10 answer");
+    // Correlation id, header tagged fields, throttle time, then the topics.
+    assert_eq!(&resp[..4], &77i32.to_be_bytes());
+    let mut at = 4 + 1 + 4;
+    let count = resp[at] as usize - 1;
+    at += 1;
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        let topic: [u8; 16] = resp[at..at + 16].try_into().unwrap();
+        at += 16;
+        assert_eq!(resp[at], 2, "one partition: {resp:?}");
+        at += 1;
+        let partition = i32::from_be_bytes(resp[at..at + 4].try_into().unwrap());
+        let code = i16::from_be_bytes(resp[at + 4..at + 6].try_into().unwrap());
+        at += 6 + 1 + 1; // partition and topic tagged fields
+        answers.push((topic, partition, code));
+    }
+    answers.sort();
+    answers
+}
+
+fn compact_str(out: &mut Vec<u8>, s: &str) {
+    assert!(s.len() < 127, "one-byte varint length");
+    out.push(s.len() as u8 + 1);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A UUID's 16 bytes from its hyphenated text.
+fn uuid_bytes(text: &str) -> [u8; 16] {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    assert_eq!(hex.len(), 32, "{text}");
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}

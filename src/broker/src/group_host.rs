@@ -468,11 +468,17 @@ pub async fn run_local(
         RequestKind::ConsumerGroupDescribe(r) => r.include_authorized_operations,
         _ => false,
     };
+    // v10 topic ids become names here, after any hop (see `crate::group_topic_ids`).
+    let mut req = req;
+    let unresolved = crate::group_topic_ids::resolve(&shard.topics(), &mut req, version);
     let mut response = if !crate::authz::enabled(shard) {
         run_unchecked(shard, req, version, client_id, &client.host).await?
     } else {
         match crate::group_acl::gate(shard, client, req, version) {
-            crate::group_acl::Gate::Refuse(r) => return Some(r),
+            crate::group_acl::Gate::Refuse(mut r) => {
+                crate::group_topic_ids::finish(&shard.topics(), &mut r, version, unresolved);
+                return Some(r);
+            }
             crate::group_acl::Gate::Run(req, refused) => {
                 let mut r = run_unchecked(shard, *req, version, client_id, &client.host).await?;
                 crate::group_acl::finish(shard, client, &mut r, refused);
@@ -483,6 +489,7 @@ pub async fn run_local(
     if with_operations {
         crate::group_acl::authorized_operations(shard, client, &mut response);
     }
+    crate::group_topic_ids::finish(&shard.topics(), &mut response, version, unresolved);
     Some(response)
 }
 

@@ -27,6 +27,7 @@ pub mod error;
 pub mod group_acl;
 pub mod group_host;
 pub mod group_placement;
+pub mod group_topic_ids;
 pub mod groups;
 pub mod handlers;
 pub mod kerr;

@@ -2,7 +2,7 @@
 //! leader), a group's coordinator (FindCoordinator), and its committed offsets (OffsetFetch,
 //! OffsetCommit), shared by `topic consume` and the `group` commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sluice_codec::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
@@ -13,6 +13,7 @@ use sluice_codec::kafka_protocol::messages::{
     OffsetFetchRequest,
 };
 use sluice_codec::kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use crate::client::Client;
 use crate::topic::name;
@@ -144,6 +145,13 @@ pub fn committed(
         t.partitions.iter().map(|p| p.partition_index).collect()
     };
     let topic_name = |t: &MetadataResponseTopic| t.name.clone().unwrap_or_default();
+    // v10 names topics by id only: the request carries both, and the answer's ids are
+    // named from `topics` or, for every topic of the group, from the cluster's metadata.
+    let mut names: HashMap<Uuid, String> = topics
+        .unwrap_or_default()
+        .iter()
+        .map(|t| (t.topic_id, topic_name(t).0.to_string()))
+        .collect();
     let resp = client.call_node_with(coordinator, |version| {
         // Versions 0-7 name one group at the top, 8+ a list of groups.
         if version < 8 {
@@ -166,6 +174,7 @@ pub fn committed(
                     .map(|t| {
                         OffsetFetchRequestTopics::default()
                             .with_name(topic_name(t))
+                            .with_topic_id(t.topic_id)
                             .with_partition_indexes(parts(t))
                     })
                     .collect()
@@ -190,14 +199,16 @@ pub fn committed(
     };
     if let Some(g) = resp.groups.first() {
         fail(g.error_code, "")?;
+        if g.topics.iter().any(|t| !names.contains_key(&t.topic_id)) {
+            names.extend(topic_ids(client, None)?.into_iter().map(|(n, id)| (id, n)));
+        }
         for t in &g.topics {
+            let topic = match t.name.0.as_str() {
+                "" => names.get(&t.topic_id).map_or("", String::as_str),
+                named => named,
+            };
             for p in &t.partitions {
-                add(
-                    t.name.0.as_str(),
-                    p.partition_index,
-                    p.error_code,
-                    p.committed_offset,
-                )?;
+                add(topic, p.partition_index, p.error_code, p.committed_offset)?;
             }
         }
     } else {
@@ -231,6 +242,9 @@ pub fn commit(
     if offsets.is_empty() {
         return Ok(());
     }
+    // v10 names topics by id: the request carries both names and ids.
+    let wanted: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+    let ids = topic_ids(client, Some(&wanted))?;
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for ((t, p), &o) in offsets {
         topics.entry(t.as_str()).or_default().push(
@@ -252,17 +266,24 @@ pub fn commit(
                 .map(|(t, partitions)| {
                     OffsetCommitRequestTopic::default()
                         .with_name(name(t))
+                        .with_topic_id(ids.get(t).copied().unwrap_or_default())
                         .with_partitions(partitions)
                 })
                 .collect(),
         );
     let resp = client.call_node(coordinator, &req)?;
     for t in &resp.topics {
+        let topic = match t.name.0.as_str() {
+            "" => ids
+                .iter()
+                .find(|(_, &id)| id == t.topic_id)
+                .map_or("", |(n, _)| n.as_str()),
+            named => named,
+        };
         for p in &t.partitions {
             if p.error_code != 0 {
                 return Err(CliError(format!(
-                    "committing group {group}'s offset of {} partition {}: {}",
-                    t.name.0.as_str(),
+                    "committing group {group}'s offset of {topic} partition {}: {}",
                     p.partition_index,
                     error_name(p.error_code)
                 )));
@@ -270,4 +291,17 @@ pub fn commit(
         }
     }
     Ok(())
+}
+
+/// Topic ids by name, of `topics` (`None`: every topic), from the cluster's metadata.
+fn topic_ids(
+    client: &mut Client,
+    topics: Option<&[String]>,
+) -> Result<HashMap<String, Uuid>, CliError> {
+    Ok(client
+        .metadata(topics)?
+        .topics
+        .into_iter()
+        .filter_map(|t| Some((t.name?.0.to_string(), t.topic_id)))
+        .collect())
 }

@@ -400,3 +400,270 @@ proptest! {
         let _ = set_log_append_time(&mut blob, 5);
     }
 }
+
+// --- OffsetCommit / OffsetFetch v10 (KIP-848 topic ids; vendored patch, see vendor/README.md) ---
+
+mod offset_v10 {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+        OffsetFetchResponse, RequestKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use uuid::Uuid;
+
+    use super::client_frame;
+    use crate::*;
+
+    const TOPIC_ID: Uuid = Uuid::from_bytes([
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ]);
+
+    fn name() -> TopicName {
+        TopicName(StrBytes::from_static_str("orders"))
+    }
+
+    /// Encodes `msg` at `version` (checking `compute_size` agrees) and decodes it back,
+    /// checking every byte was read.
+    fn round_trip<T: Encodable + Decodable>(msg: &T, version: i16) -> (Bytes, T) {
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf, version).unwrap();
+        assert_eq!(msg.compute_size(version).unwrap(), buf.len(), "v{version}");
+        let wire = buf.freeze();
+        let mut rd = wire.clone();
+        let back = T::decode(&mut rd, version).unwrap();
+        assert!(rd.is_empty(), "v{version}: {} bytes left", rd.len());
+        (wire, back)
+    }
+
+    /// One topic, one partition, carrying both the name and the id (the broker fills both;
+    /// each version writes only the one its schema has).
+    fn commit_request() -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(5)
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name())
+                .with_topic_id(TOPIC_ID)
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(3)
+                    .with_committed_offset(42)
+                    .with_committed_leader_epoch(7)
+                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                        "md",
+                    )))])])
+    }
+
+    fn fetch_request() -> OffsetFetchRequest {
+        // The top-level `topics` (v0-7) stays at its default, an empty list: the generated
+        // encoder counts `None` as set and refuses it at v8+.
+        OffsetFetchRequest::default()
+            .with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(Some(StrBytes::from_static_str("m")))
+                .with_member_epoch(5)
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(name())
+                    .with_topic_id(TOPIC_ID)
+                    .with_partition_indexes(vec![3])]))])
+            .with_require_stable(true)
+    }
+
+    fn commit_response() -> OffsetCommitResponse {
+        OffsetCommitResponse::default()
+            .with_throttle_time_ms(0)
+            .with_topics(vec![OffsetCommitResponseTopic::default()
+                .with_name(name())
+                .with_topic_id(TOPIC_ID)
+                .with_partitions(vec![OffsetCommitResponsePartition::default()
+                    .with_partition_index(3)
+                    .with_error_code(0)])])
+    }
+
+    fn fetch_response() -> OffsetFetchResponse {
+        OffsetFetchResponse::default().with_groups(vec![OffsetFetchResponseGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_topics(vec![OffsetFetchResponseTopics::default()
+                .with_name(name())
+                .with_topic_id(TOPIC_ID)
+                .with_partitions(vec![OffsetFetchResponsePartitions::default()
+                    .with_partition_index(3)
+                    .with_committed_offset(42)
+                    .with_committed_leader_epoch(7)
+                    .with_metadata(Some(StrBytes::from_static_str("md")))
+                    .with_error_code(0)])])])
+    }
+
+    /// The 16 bytes of `TOPIC_ID` as a UUID is written (most significant byte first).
+    const TOPIC_ID_BYTES: [u8; 16] = [
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ];
+
+    #[test]
+    fn offset_commit_request_v10_bytes_are_the_kafka_schema_layout() {
+        // OffsetCommitRequest v10 (flexible, 8+): compact strings/arrays are length+1 varints,
+        // every struct ends with a tagged-field count (0 here).
+        let mut expected: Vec<u8> = vec![
+            0x02, b'g', //                         group_id: COMPACT_STRING "g"
+            0x00, 0x00, 0x00, 0x05, //             generation_id_or_member_epoch: INT32 5
+            0x02, b'm', //                         member_id: COMPACT_STRING "m"
+            0x00, //                               group_instance_id: COMPACT_NULLABLE_STRING null
+            //                                     (retention_time_ms is v2-4 only)
+            0x02, //                               topics: COMPACT_ARRAY, 1 element
+        ];
+        //                                         topics[0].name: versions 0-9, absent
+        expected.extend_from_slice(&TOPIC_ID_BYTES); // topics[0].topic_id: UUID (10+)
+        expected.extend_from_slice(&[
+            0x02, //                               topics[0].partitions: COMPACT_ARRAY, 1 element
+            0x00, 0x00, 0x00, 0x03, //             partition_index: INT32 3
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, // committed_offset: INT64 42
+            0x00, 0x00, 0x00, 0x07, //             committed_leader_epoch: INT32 7
+            0x03, b'm',
+            b'd', //                   committed_metadata: COMPACT_NULLABLE_STRING "md"
+            0x00, //                               partition TAG_BUFFER
+            0x00, //                               topic TAG_BUFFER
+            0x00, //                               request TAG_BUFFER
+        ]);
+        let mut buf = BytesMut::new();
+        commit_request().encode(&mut buf, 10).unwrap();
+        assert_eq!(&buf[..], &expected[..]);
+
+        // The same bytes decode through the codec's request path, topic id in, name empty.
+        let table = ApiTable::codec_max();
+        let RequestKind::OffsetCommit(req) =
+            decode_request(&table, ApiKey::OffsetCommit, 10, Bytes::from(expected)).unwrap()
+        else {
+            panic!("not an OffsetCommit request");
+        };
+        assert_eq!(req.topics[0].topic_id, TOPIC_ID);
+        assert!(req.topics[0].name.is_empty());
+        assert_eq!(req.topics[0].partitions[0].committed_offset, 42);
+    }
+
+    #[test]
+    fn offset_fetch_request_v10_bytes_are_the_kafka_schema_layout() {
+        // OffsetFetchRequest v10 (flexible, 6+). group_id and topics at the top are v0-7 only.
+        let mut expected: Vec<u8> = vec![
+            0x02, //                               groups: COMPACT_ARRAY, 1 element
+            0x02, b'g', //                         groups[0].group_id: COMPACT_STRING "g"
+            0x02, b'm', //                         member_id: COMPACT_NULLABLE_STRING "m" (9+)
+            0x00, 0x00, 0x00, 0x05, //             member_epoch: INT32 5 (9+)
+            0x02, //                               topics: COMPACT_NULLABLE_ARRAY, 1 element
+        ];
+        //                                         topics[0].name: versions 8-9, absent
+        expected.extend_from_slice(&TOPIC_ID_BYTES); // topics[0].topic_id: UUID (10+)
+        expected.extend_from_slice(&[
+            0x02, 0x00, 0x00, 0x00, 0x03, //       partition_indexes: COMPACT_ARRAY [INT32 3]
+            0x00, //                               topic TAG_BUFFER
+            0x00, //                               group TAG_BUFFER
+            0x01, //                               require_stable: BOOLEAN true (7+)
+            0x00, //                               request TAG_BUFFER
+        ]);
+        let mut buf = BytesMut::new();
+        fetch_request().encode(&mut buf, 10).unwrap();
+        assert_eq!(&buf[..], &expected[..]);
+
+        let table = ApiTable::codec_max();
+        let RequestKind::OffsetFetch(req) =
+            decode_request(&table, ApiKey::OffsetFetch, 10, Bytes::from(expected)).unwrap()
+        else {
+            panic!("not an OffsetFetch request");
+        };
+        let topic = &req.groups[0].topics.as_ref().unwrap()[0];
+        assert_eq!(topic.topic_id, TOPIC_ID);
+        assert!(topic.name.is_empty());
+        assert_eq!(topic.partition_indexes, vec![3]);
+    }
+
+    #[test]
+    fn offset_commit_and_fetch_v10_carry_topic_ids_and_v9_names() {
+        // v10: the id survives, the name is not on the wire (decoded empty). v9: the reverse.
+        let (v10, req) = round_trip(&commit_request(), 10);
+        assert_eq!(
+            (req.topics[0].topic_id, req.topics[0].name.is_empty()),
+            (TOPIC_ID, true)
+        );
+        let (v9, req) = round_trip(&commit_request(), 9);
+        assert_eq!(
+            (req.topics[0].topic_id, &req.topics[0].name),
+            (Uuid::nil(), &name())
+        );
+        // v10 swaps the 7-byte compact name "orders" for the 16-byte id.
+        assert_eq!(v10.len(), v9.len() - 7 + 16);
+
+        let (v10, req) = round_trip(&fetch_request(), 10);
+        let t = &req.groups[0].topics.as_ref().unwrap()[0];
+        assert_eq!((t.topic_id, t.name.is_empty()), (TOPIC_ID, true));
+        let (v9, req) = round_trip(&fetch_request(), 9);
+        let t = &req.groups[0].topics.as_ref().unwrap()[0];
+        assert_eq!((t.topic_id, &t.name), (Uuid::nil(), &name()));
+        assert_eq!(v10.len(), v9.len() - 7 + 16);
+
+        let (v10, resp) = round_trip(&commit_response(), 10);
+        assert_eq!(
+            (resp.topics[0].topic_id, resp.topics[0].name.is_empty()),
+            (TOPIC_ID, true)
+        );
+        let (v9, resp) = round_trip(&commit_response(), 9);
+        assert_eq!(
+            (resp.topics[0].topic_id, &resp.topics[0].name),
+            (Uuid::nil(), &name())
+        );
+        assert_eq!(v10.len(), v9.len() - 7 + 16);
+
+        let (v10, resp) = round_trip(&fetch_response(), 10);
+        let t = &resp.groups[0].topics[0];
+        assert_eq!((t.topic_id, t.name.is_empty()), (TOPIC_ID, true));
+        assert_eq!(t.partitions[0].committed_offset, 42);
+        let (v9, resp) = round_trip(&fetch_response(), 9);
+        let t = &resp.groups[0].topics[0];
+        assert_eq!((t.topic_id, &t.name), (Uuid::nil(), &name()));
+        assert_eq!(v10.len(), v9.len() - 7 + 16);
+    }
+
+    #[test]
+    fn offset_commit_and_fetch_v10_requests_pass_the_codec_frame_path() {
+        // A whole client frame at v10 (request header v2) through the framer and the table.
+        let table = ApiTable::codec_max();
+        for (key, frame) in [
+            (
+                ApiKey::OffsetCommit,
+                client_frame(ApiKey::OffsetCommit, 10, 11, &commit_request()),
+            ),
+            (
+                ApiKey::OffsetFetch,
+                client_frame(ApiKey::OffsetFetch, 10, 12, &fetch_request()),
+            ),
+        ] {
+            let mut wire = frame;
+            let frame = FrameDecoder::default().decode(&mut wire).unwrap().unwrap();
+            let decoded = table.decode_frame(frame).unwrap();
+            assert_eq!(
+                (decoded.header.api_key, decoded.header.api_version),
+                (key, 10)
+            );
+            match decoded.body {
+                RequestKind::OffsetCommit(r) => assert_eq!(r.topics[0].topic_id, TOPIC_ID),
+                RequestKind::OffsetFetch(r) => {
+                    assert_eq!(r.groups[0].topics.as_ref().unwrap()[0].topic_id, TOPIC_ID)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
