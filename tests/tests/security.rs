@@ -1116,3 +1116,110 @@ fn oauthbearer_tokens_are_validated_against_the_jwks() {
         client(&token).contains("OAUTH OK").then_some(())
     });
 }
+
+/// A test issuer's JWKS endpoint: `tests/python/https_files.py` serving `dir` over https
+/// with the test PKI's broker certificate (for 127.0.0.1); killed on drop.
+struct HttpsFiles {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsFiles {
+    fn start(dir: &std::path::Path, pki: &TestPki) -> HttpsFiles {
+        use std::io::BufRead;
+        let mut child = Command::new(workspace_root().join("tests/.venv/bin/python"))
+            .arg(workspace_root().join("tests/python/https_files.py"))
+            .arg("--dir")
+            .arg(dir)
+            .arg("--cert")
+            .arg(&pki.server_cert)
+            .arg("--key")
+            .arg(&pki.server_key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("https_files.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("its port");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("https_files.py printed {line:?}"));
+        HttpsFiles { child, port }
+    }
+}
+
+impl Drop for HttpsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An https JWKS endpoint (Kafka's usual setting): the keys are fetched at start, a
+/// rotated key set is picked up (a token naming the new key asks for an early refresh;
+/// the periodic refresh is set to 1 s here), and an endpoint whose certificate does not
+/// chain to the configured CA gives no keys: logins fail, saying why, and the node serves.
+#[test]
+fn oauthbearer_keys_come_from_an_https_jwks_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let issuer = Issuer::new("k1");
+    std::fs::write(www.join("jwks.json"), issuer.jwks()).unwrap();
+    let server = HttpsFiles::start(&www, &pki);
+    let url = format!("https://127.0.0.1:{}/jwks.json", server.port);
+    let flags = |ca: &std::path::Path| {
+        vec![
+            "--sasl-oauthbearer-jwks-endpoint-url".to_string(),
+            url.clone(),
+            "--sasl-oauthbearer-jwks-ca".into(),
+            ca.display().to_string(),
+            "--sasl-oauthbearer-jwks-endpoint-refresh-ms".into(),
+            "1000".into(),
+            "--sasl-oauthbearer-expected-audience".into(),
+            "sluice".into(),
+        ]
+    };
+    let (broker, _, sasl_port) = sasl_broker(&[], &flags(&pki.ca));
+    let sasl = format!("127.0.0.1:{sasl_port}");
+    let client = |token: &str| -> String {
+        let (out, code) = python(
+            "oauth_client.py",
+            &["--bootstrap", &sasl, "--token", token, "--topic", "oauth"],
+        );
+        assert!(matches!(code, Some(0) | Some(3)), "oauth_client.py: {out}");
+        out
+    };
+    assert!(client(&issuer.token("alice", 3600, "sluice")).contains("OAUTH OK"));
+    assert!(broker.stderr_log().contains("fetched the JWKS"));
+    let rotated = Issuer::new("k2");
+    std::fs::write(www.join("jwks.json"), rotated.jwks()).unwrap();
+    let token = rotated.token("alice", 3600, "sluice");
+    poll_until(Duration::from_secs(20), "the rotated key accepted", || {
+        client(&token).contains("OAUTH OK").then_some(())
+    });
+    drop(broker);
+
+    // The endpoint's certificate does not chain to this CA: no keys, and the log says so.
+    let (broker, _, sasl_port) = sasl_broker(&[], &flags(&pki.other_ca));
+    let out = python(
+        "oauth_client.py",
+        &[
+            "--bootstrap",
+            &format!("127.0.0.1:{sasl_port}"),
+            "--token",
+            &rotated.token("alice", 3600, "sluice"),
+            "--topic",
+            "oauth",
+        ],
+    )
+    .0;
+    assert!(out.contains("AUTH FAILED"), "{out}");
+    let log = broker.stderr_log();
+    assert!(log.contains("no keys until the JWKS is fetched"), "{log}");
+}

@@ -61,10 +61,29 @@ pub const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512
 /// Where OAUTHBEARER's keys are and what its tokens must satisfy.
 #[derive(Debug, Clone)]
 pub struct OauthSettings {
-    /// The JWKS file (`sasl.oauthbearer.jwks.endpoint.url` as a `file:` URL), reloaded when
-    /// it changes.
-    pub jwks: PathBuf,
+    /// Where the JWKS is (`sasl.oauthbearer.jwks.endpoint.url`).
+    pub jwks: JwksSource,
     pub checks: sluice_security::oauth::OauthConfig,
+}
+
+/// Where OAUTHBEARER's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A `file:` URL: the file, reloaded when it changes.
+    File(PathBuf),
+    /// An `https:` URL, fetched at start and then every `refresh` (Kafka's
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`), and early when a token names a key the
+    /// set lacks; a failed fetch is retried after `retry_backoff`, doubling up to
+    /// `retry_backoff_max` (Kafka's `...jwks.endpoint.retry.backoff[.max].ms`). `ca`: the
+    /// PEM bundle the endpoint's certificate must chain to (default: the Mozilla roots of
+    /// `webpki-roots`, as a JVM trusts its bundled roots).
+    Https {
+        url: String,
+        ca: Option<PathBuf>,
+        refresh: std::time::Duration,
+        retry_backoff: std::time::Duration,
+        retry_backoff_max: std::time::Duration,
+    },
 }
 
 /// Everything `sluice start` is told, with Kafka's defaults.

@@ -13,6 +13,10 @@ use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 
 /// Bytes of a client's OAUTHBEARER message (a JWT and its framing).
 pub const OAUTH_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// How a token refusal starts when the JWKS has no key its `kid` names (a host fetching
+/// the JWKS over https refreshes it early then: the issuer may have rotated its keys).
+pub const NO_KEY_FOR_KID: &str = "No key in the JWKS for kid";
+
 /// Keys of a JWKS.
 pub const JWKS_KEYS_MAX: usize = 256;
 
@@ -178,7 +182,7 @@ pub fn validate(
     let kid = header.get("kid").and_then(|k| k.as_str());
     let key = jwks
         .key(kid)
-        .ok_or_else(|| format!("No key in the JWKS for kid {kid:?}"))?;
+        .ok_or_else(|| format!("{NO_KEY_FOR_KID} {kid:?}"))?;
     let signed = &token[..h.len() + 1 + p.len()];
     let signature = b64(sig)?;
     let message = signed.as_bytes();

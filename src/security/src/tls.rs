@@ -45,7 +45,7 @@ pub struct TlsConfigs {
 /// (aws-lc-rs has it); ring builds with nothing but a C compiler, and Kafka clients
 /// (OpenSSL in librdkafka, the JDK) negotiate X25519 or P-256 today.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

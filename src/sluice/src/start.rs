@@ -125,9 +125,25 @@ pub struct StartArgs {
     /// Kafka's sasl.enabled.mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER).
     #[arg(long, value_name = "M,...", help_heading = "Security")]
     pub sasl_enabled_mechanisms: Option<String>,
-    /// Where OAUTHBEARER's signing keys are: a file: URL of a JWKS document.
-    #[arg(long, value_name = "file:///F", help_heading = "Security")]
+    /// Where OAUTHBEARER's signing keys are: a file: or https: URL of a JWKS document.
+    #[arg(long, value_name = "URL", help_heading = "Security")]
     pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// Kafka's sasl.oauthbearer.jwks.endpoint.refresh.ms (https: URLs).
+    #[arg(long, value_name = "MS", default_value_t = 3_600_000, help_heading = "Security",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
+    /// Kafka's sasl.oauthbearer.jwks.endpoint.retry.backoff.ms (https: URLs).
+    #[arg(long, value_name = "MS", default_value_t = 100, help_heading = "Security",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sasl_oauthbearer_jwks_endpoint_retry_backoff_ms: u64,
+    /// Kafka's sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms (https: URLs).
+    #[arg(long, value_name = "MS", default_value_t = 10_000, help_heading = "Security",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sasl_oauthbearer_jwks_endpoint_retry_backoff_max_ms: u64,
+    /// PEM CA bundle an https: JWKS endpoint's certificate must chain to (default: the
+    /// Mozilla root certificates).
+    #[arg(long, value_name = "FILE", help_heading = "Security")]
+    pub sasl_oauthbearer_jwks_ca: Option<PathBuf>,
     /// Kafka's sasl.oauthbearer.expected.audience (comma-separated).
     #[arg(long, value_name = "A,...", help_heading = "Security")]
     pub sasl_oauthbearer_expected_audience: Option<String>,
@@ -438,19 +454,45 @@ fn security(c: &mut BrokerConfig, a: &StartArgs) -> Result<(), String> {
     let jwks = match &a.sasl_oauthbearer_jwks_endpoint_url {
         None => None,
         Some(v) => {
-            // Kafka's setting is a URL; sluice reads keys from a file (no HTTP client).
-            let path = v
+            use sluice_broker::config::JwksSource;
+            let ms = std::time::Duration::from_millis;
+            if let Some(path) = v
                 .strip_prefix("file://")
                 .or_else(|| v.strip_prefix("file:"))
-                .ok_or_else(|| {
-                    format!(
-                        "--sasl-oauthbearer-jwks-endpoint-url: {v}: only file: URLs \
-                         (file:///path/to/jwks.json) are supported"
-                    )
-                })?;
-            Some(PathBuf::from(path))
+            {
+                Some(JwksSource::File(PathBuf::from(path)))
+            } else if v.starts_with("https://") {
+                if a.sasl_oauthbearer_jwks_endpoint_retry_backoff_max_ms
+                    < a.sasl_oauthbearer_jwks_endpoint_retry_backoff_ms
+                {
+                    return Err("--sasl-oauthbearer-jwks-endpoint-retry-backoff-max-ms is \
+                                below --sasl-oauthbearer-jwks-endpoint-retry-backoff-ms"
+                        .into());
+                }
+                Some(JwksSource::Https {
+                    url: v.clone(),
+                    ca: a.sasl_oauthbearer_jwks_ca.clone(),
+                    refresh: ms(a.sasl_oauthbearer_jwks_endpoint_refresh_ms),
+                    retry_backoff: ms(a.sasl_oauthbearer_jwks_endpoint_retry_backoff_ms),
+                    retry_backoff_max: ms(a.sasl_oauthbearer_jwks_endpoint_retry_backoff_max_ms),
+                })
+            } else {
+                // Kafka takes file: and https: only (an IdP's keys over plain http could
+                // be forged on the way).
+                return Err(format!(
+                    "--sasl-oauthbearer-jwks-endpoint-url: {v}: a file: or https: URL \
+                     (file:///path/to/jwks.json, https://idp.example/jwks)"
+                ));
+            }
         }
     };
+    if a.sasl_oauthbearer_jwks_ca.is_some()
+        && !matches!(jwks, Some(sluice_broker::config::JwksSource::Https { .. }))
+    {
+        return Err("--sasl-oauthbearer-jwks-ca is for an https: \
+                    --sasl-oauthbearer-jwks-endpoint-url"
+            .into());
+    }
     let mut checks = sluice_security::oauth::OauthConfig::default();
     let mut any_check = false;
     if let Some(v) = &a.sasl_oauthbearer_expected_audience {
@@ -584,8 +626,28 @@ mod tests {
             ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
         );
         let oauth = c.oauth.clone().unwrap();
-        assert_eq!(oauth.jwks, PathBuf::from("/etc/jwks.json"));
+        assert_eq!(
+            oauth.jwks,
+            sluice_broker::config::JwksSource::File(PathBuf::from("/etc/jwks.json"))
+        );
         assert_eq!(oauth.checks.expected_audience, ["a", "b"]);
+        let https = parse_start(&args(
+            "--sasl-oauthbearer-jwks-endpoint-url https://idp/jwks \
+             --sasl-oauthbearer-jwks-ca /ca.pem --sasl-oauthbearer-jwks-endpoint-refresh-ms 5000",
+        ))
+        .unwrap();
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(
+            https.oauth.unwrap().jwks,
+            sluice_broker::config::JwksSource::Https {
+                url: "https://idp/jwks".into(),
+                ca: Some(PathBuf::from("/ca.pem")),
+                refresh: ms(5000),
+                retry_backoff: ms(100),
+                retry_backoff_max: ms(10_000),
+            },
+            "Kafka's retry backoff defaults"
+        );
         assert!(c.authorizer);
         assert_eq!(c.super_users, ["User:admin", "User:ops"]);
         assert_eq!(
@@ -596,8 +658,12 @@ mod tests {
         assert_eq!(c.sasl_mechanisms, ["SCRAM-SHA-512"]);
         for (flags, why) in [
             (
-                "--sasl-oauthbearer-jwks-endpoint-url https://idp/jwks",
-                "only file: URLs",
+                "--sasl-oauthbearer-jwks-endpoint-url http://idp/jwks",
+                "a file: or https: URL",
+            ),
+            (
+                "--sasl-oauthbearer-jwks-endpoint-url file:///j --sasl-oauthbearer-jwks-ca /ca",
+                "is for an https:",
             ),
             (
                 "--sasl-enabled-mechanisms OAUTHBEARER",
