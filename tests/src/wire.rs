@@ -583,7 +583,18 @@ pub fn fetch_at(
     partition: i32,
     offset: i64,
 ) -> (i16, i64, Vec<u8>) {
-    let mut body = Enc::new().i32(-1).i32(0).i32(1).i32(1 << 20).0;
+    fetch_as(s, topic, partition, offset, -1)
+}
+
+/// [`fetch_at`] naming `replica_id` (-1: a consumer; a node id: a follower's fetch).
+pub fn fetch_as(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    replica_id: i32,
+) -> (i16, i64, Vec<u8>) {
+    let mut body = Enc::new().i32(replica_id).i32(0).i32(1).i32(1 << 20).0;
     body.push(0); // isolation level
     let body = Enc(body)
         .i32(1)

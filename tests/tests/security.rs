@@ -1223,3 +1223,44 @@ fn oauthbearer_keys_come_from_an_https_jwks_endpoint() {
     let log = broker.stderr_log();
     assert!(log.contains("no keys until the JWKS is fetched"), "{log}");
 }
+
+/// A Fetch naming a replica id is a follower's (Kafka checks CLUSTER_ACTION on the cluster
+/// for it); sluice's followers replicate over the rpc listener, so a client's such fetch
+/// reads nothing: TOPIC_AUTHORIZATION_FAILED without CLUSTER_ACTION, NOT_LEADER_OR_FOLLOWER
+/// with it (no Kafka-protocol follower is known), while the same user's consumer fetch
+/// reads.
+#[test]
+fn a_fetch_as_a_follower_needs_cluster_action_and_reads_nothing() {
+    use sluice_tests::wire::{create_by_metadata, fetch_as, produce, record_batch};
+    let users = [("admin", "admin-secret"), ("alice", "alice-secret")];
+    let flags = ["--authorizer", "acl", "--super-users", "User:admin"].map(String::from);
+    let (broker, _, sasl_port) = sasl_broker(&users, &flags);
+    let connect = |user: &str, password: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", sasl_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(plain_auth(&mut s, user, password).map(|r| r.0), Some(0));
+        s
+    };
+    let mut admin = connect("admin", "admin-secret");
+    create_by_metadata(&mut admin, "followed");
+    let batch = record_batch(&[b"x"], sluice_tests::wire::now_ms());
+    poll_until(Duration::from_secs(10), "the topic takes writes", || {
+        (produce(&mut admin, 7, "followed", 0, -1, 5000, &batch) == 0).then_some(())
+    });
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    let (code, hw, records) = fetch_as(&mut admin, "followed", 0, 0, -1);
+    assert_eq!((code, hw), (0, 1), "a consumer's fetch reads");
+    assert!(!records.is_empty());
+    let (code, _, records) = fetch_as(&mut admin, "followed", 0, 0, 2);
+    assert_eq!(
+        code, NOT_LEADER_OR_FOLLOWER,
+        "CLUSTER_ACTION, but no such follower"
+    );
+    assert!(records.is_empty());
+    let mut alice = connect("alice", "alice-secret");
+    let (code, _, records) = fetch_as(&mut alice, "followed", 0, 0, 2);
+    assert_eq!(code, TOPIC_AUTHORIZATION_FAILED, "no CLUSTER_ACTION");
+    assert!(records.is_empty());
+    drop(broker);
+}

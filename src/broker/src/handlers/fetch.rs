@@ -407,6 +407,24 @@ async fn fetch_partitions(
     let deadline = now + Duration::from_millis(r.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let max_bytes = (r.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     let read_committed = r.isolation_level == 1;
+    // A fetch naming a replica (id >= 0) is a follower's in Kafka. sluice's followers
+    // replicate over the rpc listener, never through Kafka's Fetch: such a request gets
+    // Kafka's answers for a follower fetch of a replica the partition does not have
+    // (NOT_LEADER_OR_FOLLOWER), or, under the authorizer without CLUSTER_ACTION on the
+    // cluster, TOPIC_AUTHORIZATION_FAILED for every partition, as Kafka does. Never data: a
+    // follower's fetch would read past the high watermark.
+    let replica_id = if h.api_version >= 15 {
+        r.replica_state.replica_id.0
+    } else {
+        r.replica_id.0
+    };
+    let follower_refusal = (replica_id >= 0).then(|| {
+        if authz::cluster_allowed(shard, client, AclOperation::ClusterAction) {
+            kerr::NOT_LEADER_OR_FOLLOWER
+        } else {
+            kerr::TOPIC_AUTHORIZATION_FAILED
+        }
+    });
 
     let mut out = Vec::with_capacity(wanted.len());
     let mut reqs: Vec<Option<PartitionRequest>> = Vec::with_capacity(wanted.len());
@@ -423,6 +441,12 @@ async fn fetch_partitions(
         } else {
             topics.get(&w.topic.0)
         };
+        if let Some(code) = follower_refusal {
+            pd.error_code = code;
+            out.push(pd);
+            reqs.push(None);
+            continue;
+        }
         let req = match record {
             // Under the authorizer: READ on the topic.
             Some(t)
