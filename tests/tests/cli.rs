@@ -950,3 +950,76 @@ fn uuid_bytes(text: &str) -> [u8; 16] {
     }
     out
 }
+
+/// `group describe` of a KIP-848 group (librdkafka with `group.protocol=consumer`): the
+/// group is described through ConsumerGroupDescribe, as type `consumer`, with its member,
+/// the member's assignment of every partition, and committed offsets with their lag.
+#[test]
+fn a_kip848_group_is_described_with_its_members_and_assignments() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "kip848", "-p", "3"], "");
+    ok(&b, &["topic", "produce", "kip848", "-p", "2"], "a\nb\nc\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let member = {
+        let (b, stop) = (b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut cfg = sluice_tests::kafka::base_config(&b);
+            cfg.set("group.id", "kip848-described")
+                .set("group.protocol", "consumer")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false");
+            let c: BaseConsumer = cfg.create().expect("consumer");
+            c.subscribe(&["kip848"]).expect("subscribe");
+            let mut read = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+                    read += 1;
+                    if read == 2 {
+                        c.commit_consumer_state(CommitMode::Sync).expect("commit");
+                    }
+                }
+            }
+            c.unsubscribe();
+        })
+    };
+    let d = poll_until(
+        Duration::from_secs(30),
+        "the member assigned and committed",
+        || {
+            let out = sluice(
+                &b,
+                &["group", "describe", "kip848-described", "--format", "json"],
+                "",
+            );
+            if !out.status.success() {
+                return None;
+            }
+            let d = json(&text(&out.stdout));
+            let assigned = d["members"][0]["assignments"].as_array().map(Vec::len);
+            let committed = d["offsets"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["committed_offset"].is_i64()));
+            (assigned == Some(3) && committed).then_some(d)
+        },
+    );
+    assert_eq!(d["type"], "consumer", "{d}");
+    assert_eq!(d["state"], "Stable", "{d}");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    let p2 = d["offsets"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["partition"] == 2).cloned())
+        .expect("partition 2's offset");
+    assert_eq!(
+        (p2["committed_offset"].as_i64(), p2["lag"].as_i64()),
+        (Some(2), Some(1)),
+        "{d}"
+    );
+    let text_out = ok(&b, &["group", "describe", "kip848-described"], "");
+    assert!(text_out.contains("consumer"), "{text_out}");
+    stop.store(true, Ordering::SeqCst);
+    member.join().unwrap();
+}
