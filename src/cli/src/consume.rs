@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use serde_json::json;
@@ -16,7 +16,7 @@ use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest};
 use sluice_codec::kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::client::Client;
-use crate::offsets::{by_leader, commit, committed, coordinator, list_offsets, Tp};
+use crate::offsets::{commit, committed, coordinator, leaders, list_offsets, Tp};
 use crate::topic::{name, topic_metadata};
 use crate::{error_name, CliError};
 
@@ -27,6 +27,9 @@ const FETCH_BYTES: i32 = 50 << 20;
 /// How long the leader may hold a fetch that found nothing new.
 const FETCH_WAIT_MS: i32 = 500;
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
+/// How long a consume waits for its partitions to have leaders before it starts (Kafka's
+/// `default.api.timeout.ms`).
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Where to start reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,6 +277,23 @@ pub fn run(
             all
         }
     };
+    // Starting positions come from the partitions' leaders: wait for an election under way,
+    // as Kafka's consumers do (bounded by their default.api.timeout.ms).
+    let deadline = Instant::now() + LEADER_WAIT_MAX;
+    loop {
+        let (_, leaderless) = leaders(&meta, &all);
+        let Some(&p) = leaderless.first() else {
+            break;
+        };
+        if Instant::now() >= deadline {
+            return Err(CliError(format!(
+                "partition {p} has no leader (waited {} s)",
+                LEADER_WAIT_MAX.as_secs()
+            )));
+        }
+        std::thread::sleep(RETRY_BACKOFF);
+        meta = topic_metadata(client, topic)?;
+    }
     let group = match &opts.group {
         Some(g) => Some((g.clone(), coordinator(client, g)?)),
         None => None,
@@ -340,8 +360,10 @@ pub fn run(
         if opts.exit_at_end && all.iter().all(|p| at_end.get(p) == Some(&true)) {
             break;
         }
-        let mut refresh = false;
-        for (leader, parts) in by_leader(&meta, &all)? {
+        // A partition whose leader is being elected is skipped until metadata names one.
+        let (by_leader, leaderless) = leaders(&meta, &all);
+        let mut refresh = !leaderless.is_empty();
+        for (leader, parts) in by_leader {
             let req = |version: i16| {
                 let t = FetchTopic::default().with_partitions(
                     parts

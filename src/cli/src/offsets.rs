@@ -87,7 +87,19 @@ pub fn by_leader(
     meta: &MetadataResponseTopic,
     parts: &[i32],
 ) -> Result<BTreeMap<i32, Vec<i32>>, CliError> {
+    match leaders(meta, parts) {
+        (out, leaderless) if leaderless.is_empty() => Ok(out),
+        (_, leaderless) => Err(CliError(format!(
+            "partition {} has no leader",
+            leaderless[0]
+        ))),
+    }
+}
+
+/// `parts` by their leader's id, and those without a leader (an election under way).
+pub fn leaders(meta: &MetadataResponseTopic, parts: &[i32]) -> (BTreeMap<i32, Vec<i32>>, Vec<i32>) {
     let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    let mut leaderless = Vec::new();
     for &p in parts {
         let leader = meta
             .partitions
@@ -95,11 +107,12 @@ pub fn by_leader(
             .find(|m| m.partition_index == p)
             .map_or(-1, |m| m.leader_id.0);
         if leader < 0 {
-            return Err(CliError(format!("partition {p} has no leader")));
+            leaderless.push(p);
+        } else {
+            out.entry(leader).or_default().push(p);
         }
-        out.entry(leader).or_default().push(p);
     }
-    Ok(out)
+    (out, leaderless)
 }
 
 /// The group coordinator's node id.
@@ -304,4 +317,34 @@ fn topic_ids(
         .into_iter()
         .filter_map(|t| Some((t.name?.0.to_string(), t.topic_id)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_codec::kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+
+    #[test]
+    fn partitions_are_grouped_by_leader_and_leaderless_ones_named() {
+        let part = |p: i32, leader: i32| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(leader))
+        };
+        let meta = MetadataResponseTopic::default().with_partitions(vec![
+            part(0, 2),
+            part(1, -1),
+            part(2, 2),
+            part(3, 1),
+        ]);
+        let (by, leaderless) = leaders(&meta, &[0, 1, 2, 3, 9]);
+        assert_eq!(by, BTreeMap::from([(1, vec![3]), (2, vec![0, 2])]));
+        assert_eq!(
+            leaderless,
+            [1, 9],
+            "an election under way, or unknown to metadata"
+        );
+        let e = by_leader(&meta, &[0, 1]).unwrap_err();
+        assert!(e.0.contains("partition 1 has no leader"), "{}", e.0);
+    }
 }
