@@ -18,7 +18,7 @@ pub use error::ShardError;
 pub use frame::{Frame, FRAME_BODY_MAX};
 pub use mesh::{CallClass, FrameHandler, Mesh};
 pub use runtime::{
-    allowed_cpus, sleep, start, yield_if_needed, ExecutorTotals, QueueKind, QueueShares,
+    allowed_cpus, sleep, start, yield_if_needed, ExecutorTotals, IoTotals, QueueKind, QueueShares,
     QueueTotals, ShardConfig, ShardCtx, ShardRuntime, ShardTask,
 };
 #[cfg(not(loom))]

@@ -310,6 +310,25 @@ pub struct ExecutorTotals {
     pub runtime: Duration,
     pub tasks: u64,
     pub queues: Vec<QueueTotals>,
+    /// File IO through the shard's io_uring rings (all three: main, latency, poll).
+    pub io: IoTotals,
+}
+
+/// A shard's file IO through io_uring since it started: operations submitted and their
+/// bytes, direct (O_DIRECT) apart from buffered (page cache). A read glommio answered from
+/// an identical read already in flight submitted nothing and is not counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    pub files_opened: u64,
+    pub files_closed: u64,
+    pub direct_reads: u64,
+    pub direct_bytes_read: u64,
+    pub buffered_reads: u64,
+    pub buffered_bytes_read: u64,
+    pub direct_writes: u64,
+    pub direct_bytes_written: u64,
+    pub buffered_writes: u64,
+    pub buffered_bytes_written: u64,
 }
 
 /// One task queue's share of an executor's work.
@@ -372,6 +391,34 @@ impl ShardCtx {
             }
         }
         totals.queues.sort_by_key(|q| q.name);
+        let io = ex.io_stats().all_rings();
+        let t = &mut totals.io;
+        t.files_opened += io.files_opened();
+        t.files_closed += io.files_closed();
+        let add = |ops: &mut u64, bytes: &mut u64, (o, b): (u64, u64)| {
+            *ops += o;
+            *bytes += b;
+        };
+        add(
+            &mut t.direct_reads,
+            &mut t.direct_bytes_read,
+            io.file_reads(),
+        );
+        add(
+            &mut t.buffered_reads,
+            &mut t.buffered_bytes_read,
+            io.file_buffered_reads(),
+        );
+        add(
+            &mut t.direct_writes,
+            &mut t.direct_bytes_written,
+            io.file_writes(),
+        );
+        add(
+            &mut t.buffered_writes,
+            &mut t.buffered_bytes_written,
+            io.file_buffered_writes(),
+        );
         totals.clone()
     }
 

@@ -270,6 +270,13 @@ async fn metrics_count_what_clients_did() {
     assert_eq!(shards, want);
     assert_eq!(m.one("sluice_shards", &[]), f64::from(TEST_SHARDS));
 
+    // The produced records went to disk through io_uring: direct writes and their bytes,
+    // and segment files opened.
+    let direct_writes = [("op", "write"), ("mode", "direct")];
+    assert!(m.sum("sluice_io_operations_total", &direct_writes) > 0.0);
+    assert!(m.sum("sluice_io_bytes_total", &direct_writes) > 0.0);
+    assert!(m.sum("sluice_io_files_opened_total", &[]) > 0.0);
+
     // Every series the Grafana dashboard plots is in the document.
     let dashboard = std::fs::read_to_string(workspace_root().join(DASHBOARD)).expect(DASHBOARD);
     let names: BTreeSet<&str> = m.doc["samples"]

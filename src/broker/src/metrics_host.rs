@@ -74,6 +74,19 @@ pub fn snapshot(shard: &BrokerShard) -> ShardSnapshot {
     let run = shard.ctx.executor_totals();
     snap.executor_runtime_us = run.runtime.as_micros() as u64;
     snap.executor_tasks = run.tasks;
+    let io = &run.io;
+    snap.io = sluice_metrics::snapshot::IoSample {
+        files_opened: io.files_opened,
+        files_closed: io.files_closed,
+        direct_reads: io.direct_reads,
+        direct_bytes_read: io.direct_bytes_read,
+        buffered_reads: io.buffered_reads,
+        buffered_bytes_read: io.buffered_bytes_read,
+        direct_writes: io.direct_writes,
+        direct_bytes_written: io.direct_bytes_written,
+        buffered_writes: io.buffered_writes,
+        buffered_bytes_written: io.buffered_bytes_written,
+    };
     snap.queues = run
         .queues
         .iter()

@@ -258,6 +258,60 @@ impl Exposition {
             "Tasks the shard's executor ran.",
             per_shard(|s| s.executor_tasks),
         );
+
+        // File IO through io_uring.
+        counter(
+            enc,
+            "sluice_io_files_opened",
+            "Files the shard opened through io_uring.",
+            per_shard(|s| s.io.files_opened),
+        );
+        counter(
+            enc,
+            "sluice_io_files_closed",
+            "Files the shard closed through io_uring.",
+            per_shard(|s| s.io.files_closed),
+        );
+        type IoField = fn(&crate::snapshot::IoSample) -> (u64, u64);
+        let io_kinds: [(&str, &str, IoField); 4] = [
+            ("read", "direct", |i| (i.direct_reads, i.direct_bytes_read)),
+            ("read", "buffered", |i| {
+                (i.buffered_reads, i.buffered_bytes_read)
+            }),
+            ("write", "direct", |i| {
+                (i.direct_writes, i.direct_bytes_written)
+            }),
+            ("write", "buffered", |i| {
+                (i.buffered_writes, i.buffered_bytes_written)
+            }),
+        ];
+        let io_rows = |bytes: bool| -> Vec<(Labels, u64)> {
+            shards
+                .iter()
+                .flat_map(|s| {
+                    io_kinds.iter().map(move |(op, mode, f)| {
+                        let mut l = shard_label(s);
+                        l.push(("op", op.to_string()));
+                        l.push(("mode", mode.to_string()));
+                        let (ops, b) = f(&s.io);
+                        (l, if bytes { b } else { ops })
+                    })
+                })
+                .collect()
+        };
+        counter(
+            enc,
+            "sluice_io_operations",
+            "File reads and writes the shard submitted to io_uring, direct (O_DIRECT) or \
+             buffered.",
+            io_rows(false),
+        );
+        counter(
+            enc,
+            "sluice_io_bytes",
+            "Bytes of the file reads and writes the shard submitted to io_uring.",
+            io_rows(true),
+        );
         let queue_rows = |f: fn(&crate::snapshot::QueueSample) -> u64| -> Vec<(Labels, u64)> {
             shards
                 .iter()

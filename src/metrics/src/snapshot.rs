@@ -23,6 +23,7 @@ pub struct ShardSnapshot {
     pub cache_bytes: u64,
     pub executor_runtime_us: u64,
     pub executor_tasks: u64,
+    pub io: IoSample,
     pub queues: Vec<QueueSample>,
     pub groups: Vec<GroupSample>,
     pub committed: Vec<CommittedSample>,
@@ -59,6 +60,22 @@ pub struct PartitionSample {
     pub high_watermark: i64,
     pub log_end_offset: i64,
     pub size_bytes: u64,
+}
+
+/// The shard's file IO through io_uring since it started: operations submitted and bytes,
+/// direct (O_DIRECT) and buffered.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct IoSample {
+    pub files_opened: u64,
+    pub files_closed: u64,
+    pub direct_reads: u64,
+    pub direct_bytes_read: u64,
+    pub buffered_reads: u64,
+    pub buffered_bytes_read: u64,
+    pub direct_writes: u64,
+    pub direct_bytes_written: u64,
+    pub buffered_writes: u64,
+    pub buffered_bytes_written: u64,
 }
 
 /// One of the shard executor's task queues.
