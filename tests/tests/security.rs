@@ -1062,6 +1062,25 @@ impl Issuer {
     }
 }
 
+/// `oauth_client.py` logging in with `token` on the SASL listener at `port` and producing
+/// once: its output (`OAUTH OK`, or `AUTH FAILED` and why).
+fn oauth_login(port: u16, token: &str) -> String {
+    let bootstrap = format!("127.0.0.1:{port}");
+    let (out, code) = python(
+        "oauth_client.py",
+        &[
+            "--bootstrap",
+            &bootstrap,
+            "--token",
+            token,
+            "--topic",
+            "oauth",
+        ],
+    );
+    assert!(matches!(code, Some(0) | Some(3)), "oauth_client.py: {out}");
+    out
+}
+
 #[test]
 fn oauthbearer_tokens_are_validated_against_the_jwks() {
     let dir = tempfile::tempdir().unwrap();
@@ -1077,15 +1096,7 @@ fn oauthbearer_tokens_are_validated_against_the_jwks() {
         "https://issuer.test".into(),
     ];
     let (broker, _, sasl_port) = sasl_broker(&[], &flags);
-    let sasl = format!("127.0.0.1:{sasl_port}");
-    let client = |token: &str| -> String {
-        let (out, code) = python(
-            "oauth_client.py",
-            &["--bootstrap", &sasl, "--token", token, "--topic", "oauth"],
-        );
-        assert!(matches!(code, Some(0) | Some(3)), "oauth_client.py: {out}");
-        out
-    };
+    let client = |token: &str| oauth_login(sasl_port, token);
     assert!(client(&issuer.token("alice", 3600, "sluice")).contains("OAUTH OK"));
     // Expired (beyond the 30 s clock skew), another audience, another signer: refused,
     // for the reason the broker logs.
@@ -1186,15 +1197,7 @@ fn oauthbearer_keys_come_from_an_https_jwks_endpoint() {
         ]
     };
     let (broker, _, sasl_port) = sasl_broker(&[], &flags(&pki.ca));
-    let sasl = format!("127.0.0.1:{sasl_port}");
-    let client = |token: &str| -> String {
-        let (out, code) = python(
-            "oauth_client.py",
-            &["--bootstrap", &sasl, "--token", token, "--topic", "oauth"],
-        );
-        assert!(matches!(code, Some(0) | Some(3)), "oauth_client.py: {out}");
-        out
-    };
+    let client = |token: &str| oauth_login(sasl_port, token);
     assert!(client(&issuer.token("alice", 3600, "sluice")).contains("OAUTH OK"));
     assert!(broker.stderr_log().contains("fetched the JWKS"));
     let rotated = Issuer::new("k2");
@@ -1207,18 +1210,7 @@ fn oauthbearer_keys_come_from_an_https_jwks_endpoint() {
 
     // The endpoint's certificate does not chain to this CA: no keys, and the log says so.
     let (broker, _, sasl_port) = sasl_broker(&[], &flags(&pki.other_ca));
-    let out = python(
-        "oauth_client.py",
-        &[
-            "--bootstrap",
-            &format!("127.0.0.1:{sasl_port}"),
-            "--token",
-            &rotated.token("alice", 3600, "sluice"),
-            "--topic",
-            "oauth",
-        ],
-    )
-    .0;
+    let out = oauth_login(sasl_port, &rotated.token("alice", 3600, "sluice"));
     assert!(out.contains("AUTH FAILED"), "{out}");
     let log = broker.stderr_log();
     assert!(log.contains("no keys until the JWKS is fetched"), "{log}");
