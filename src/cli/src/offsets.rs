@@ -212,7 +212,10 @@ pub fn committed(
     };
     if let Some(g) = resp.groups.first() {
         fail(g.error_code, "")?;
-        if g.topics.iter().any(|t| !names.contains_key(&t.topic_id)) {
+        if g.topics
+            .iter()
+            .any(|t| t.name.0.is_empty() && !names.contains_key(&t.topic_id))
+        {
             names.extend(topic_ids(client, None)?.into_iter().map(|(n, id)| (id, n)));
         }
         for t in &g.topics {
@@ -256,7 +259,8 @@ pub fn commit(
         return Ok(());
     }
     // v10 names topics by id: the request carries both names and ids.
-    let wanted: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+    let mut wanted: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+    wanted.dedup(); // sorted by topic, then partition
     let ids = topic_ids(client, Some(&wanted))?;
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for ((t, p), &o) in offsets {
