@@ -644,6 +644,11 @@ fn probe_listen_address(addr: std::net::SocketAddr) -> Result<(), BrokerError> {
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&target, LISTEN_PROBE_TIMEOUT) else {
         return Ok(());
     };
+    // A port of the ephemeral range nobody listens on can be picked as the connection's own
+    // source port (a TCP self-connect), which would echo the request back as an answer.
+    if s.local_addr().ok() == s.peer_addr().ok() {
+        return Ok(());
+    }
     // ApiVersions v0, correlation id 1, null client id.
     const REQUEST: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
     let mut size = [0u8; 4];

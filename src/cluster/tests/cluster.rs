@@ -111,11 +111,23 @@ impl Drop for Node {
     }
 }
 
+/// A loopback address that was free a moment ago and never handed out before in this
+/// process. Tests run in parallel and a node may bind its address seconds after it was
+/// chosen (the broker-only node, a restart); the kernel readily hands a released port to the
+/// next bind of port 0, so without the record another test's node could take it first.
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        if handed_out.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 fn config(id: i32, dir: &Path, rpc: Option<SocketAddr>, voters: &[Voter]) -> ClusterConfig {

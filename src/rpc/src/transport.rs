@@ -823,7 +823,8 @@ impl Drop for Transport {
 /// port would start and take half the connections. A plain bind cannot tell (sockets a
 /// stopped node left in TIME_WAIT refuse it), nor can a bare connect (a killed node's
 /// listener accepts until the kernel tears down its rings); a live node answers a `Hello`
-/// (this one, from node 0, it refuses, but it says who it is first).
+/// (this one, from node 0, it refuses, but it says who it is first). A self-connect (source
+/// port = target port) is nobody.
 async fn probe_listener(
     addr: SocketAddr,
     timeout: Duration,
@@ -847,6 +848,12 @@ async fn probe_listener(
     }
     let answered = within(timeout, async {
         let s = TcpStream::connect(target).await.ok()?;
+        // Connecting to a port of the ephemeral range nobody listens on, the kernel may
+        // pick that same port as the source: a TCP self-connect, which would echo the probe
+        // back as if a node had answered.
+        if s.local_addr().ok()? == s.peer_addr().ok()? {
+            return None;
+        }
         match tls {
             None => hello(s).await,
             // A node with TLS answers only over TLS.
