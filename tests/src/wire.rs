@@ -212,18 +212,31 @@ pub mod at {
 /// A valid, uncompressed magic-2 batch with one record per value (no keys, no headers),
 /// every record at `timestamp`, no producer id.
 pub fn record_batch(values: &[&[u8]], timestamp: i64) -> Vec<u8> {
-    assert!(
-        !values.is_empty() && values.len() < 64,
-        "test batches are small"
-    );
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, *v)).collect();
+    keyed_batch(&records, timestamp)
+}
+
+/// [`record_batch`] with a key (or none) per record.
+pub fn keyed_batch(kv: &[(Option<&[u8]>, &[u8])], timestamp: i64) -> Vec<u8> {
+    assert!(!kv.is_empty() && kv.len() < 64, "test batches are small");
     let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
+    for (i, (k, v)) in kv.iter().enumerate() {
         assert!(v.len() < 64, "test values are small");
-        // attributes, timestamp delta 0, offset delta i, key length -1, value, no headers
-        // (zigzag varints, each one byte at these sizes)
-        let mut body = vec![0u8, 0, (i as u8) << 1, 1, (v.len() as u8) << 1];
+        // attributes, timestamp delta 0, offset delta i, key (length -1 when none), value,
+        // no headers (zigzag varints, each one byte at these sizes)
+        let mut body = vec![0u8, 0, (i as u8) << 1];
+        match k {
+            None => body.push(1),
+            Some(k) => {
+                assert!(k.len() < 64, "test keys are small");
+                body.push((k.len() as u8) << 1);
+                body.extend_from_slice(k);
+            }
+        }
+        body.push((v.len() as u8) << 1);
         body.extend_from_slice(v);
         body.push(0);
+        assert!(body.len() < 64, "test records are small");
         records.push((body.len() as u8) << 1);
         records.extend_from_slice(&body);
     }
@@ -237,13 +250,13 @@ pub fn record_batch(values: &[&[u8]], timestamp: i64) -> Vec<u8> {
         &Enc::new()
             .i32(0) // crc, sealed below
             .i16(0) // attributes
-            .i32(values.len() as i32 - 1) // last offset delta
+            .i32(kv.len() as i32 - 1) // last offset delta
             .i64(timestamp)
             .i64(timestamp)
             .i64(-1) // producer id
             .i16(-1) // producer epoch
             .i32(-1) // base sequence
-            .i32(values.len() as i32)
+            .i32(kv.len() as i32)
             .0,
     );
     b.extend_from_slice(&records);
@@ -312,6 +325,40 @@ pub fn produce(
     assert_eq!(d.i32(), 1, "one partition");
     assert_eq!(d.i32(), partition);
     d.i16()
+}
+
+/// A Produce v8 answer for one partition: error code, KIP-467 record errors (batch index,
+/// message) and error message.
+pub type ProduceV8Answer = (i16, Vec<(i32, Option<String>)>, Option<String>);
+
+/// Produce v8 (acks=-1) of `records` to `topic`/`partition`, answered in full.
+pub fn produce_v8(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> ProduceV8Answer {
+    let body = Enc::new()
+        .nstr(None) // transactional id
+        .i16(-1)
+        .i32(5000)
+        .i32(1)
+        .str(topic)
+        .i32(1)
+        .i32(partition)
+        .bytes(records)
+        .0;
+    let resp = call(s, 0, 8, 12, &body);
+    let mut d = Dec::new(&resp);
+    assert_eq!(d.i32(), 1, "one topic");
+    assert_eq!(d.str(), topic);
+    assert_eq!(d.i32(), 1, "one partition");
+    assert_eq!(d.i32(), partition);
+    let code = d.i16();
+    let (_base, _append_time, _log_start) = (d.i64(), d.i64(), d.i64());
+    let n = d.i32();
+    let errors = (0..n.max(0)).map(|_| (d.i32(), d.nstr())).collect();
+    (code, errors, d.nstr())
 }
 
 /// ListOffsets v1 for `topic`/`partition` at `timestamp` (-1 latest, -2 earliest): the

@@ -126,6 +126,43 @@ async fn acks_variants_with_client_partitioner() {
     }
 }
 
+/// A compacted topic takes keyed records and refuses a keyless one: librdkafka reports
+/// INVALID_RECORD for it (a permanent error, not retried) and the keyed ones are stored.
+#[tokio::test]
+async fn a_compacted_topic_refuses_records_without_a_key() {
+    use rdkafka::producer::FutureRecord;
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topics(
+        &admin(&bootstrap),
+        &[("keyed", 1, &[("cleanup.policy", "compact")])],
+    )
+    .await;
+    let cons = consumer(&bootstrap);
+    wait_for_topic(&cons, "keyed", 1).await;
+    let p: FutureProducer = producer(&bootstrap, &[("linger.ms", "0")]);
+    let keyed = p
+        .send(
+            FutureRecord::to("keyed").partition(0).key("k").payload("v"),
+            OP_TIMEOUT,
+        )
+        .await;
+    assert!(keyed.is_ok(), "a keyed record: {keyed:?}");
+    let keyless = p
+        .send(
+            FutureRecord::<(), _>::to("keyed").partition(0).payload("v"),
+            OP_TIMEOUT,
+        )
+        .await;
+    match keyless {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::InvalidRecord)
+        }
+        other => panic!("a keyless record on a compacted topic: {other:?}"),
+    }
+    assert_eq!(watermarks(&cons, "keyed", 0).1, 1, "only the keyed record");
+}
+
 /// One record close to the 1 MiB default limit (max.message.bytes = 1048588, the limit on
 /// a record batch) goes through uncompressed and compressed; one over it is rejected by the
 /// broker with MESSAGE_TOO_LARGE, as Kafka does, without disturbing the log.

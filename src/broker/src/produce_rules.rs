@@ -6,12 +6,13 @@
 //! from v7), `ReplicaManager` (no writes to internal topics from clients) and `LogValidator`
 //! (no control batches from clients, record count consistent with the offset range,
 //! producer ids with valid sequences, transactional batches with a producer id, timestamps
-//! within `message.timestamp.before.max.ms` / `after.max.ms` of the broker's clock, KIP-937).
+//! within `message.timestamp.before.max.ms` / `after.max.ms` of the broker's clock, KIP-937;
+//! on a compacted topic a key on every record, [`check_keys`], KIP-467 record errors).
 //!
 //! The topic settings the rules need ([`TopicRules`]) come from [`topic_config::effective`],
 //! the one source of Kafka's defaults, and are derived once per topic whenever the topic
 //! table changes (kept beside each topic in [`crate::topics::TopicTable`]): checking a
-//! produce parses no config, and allocates nothing unless it refuses a batch.
+//! produce parses no config, and allocates nothing unless it refuses a batch (or decodes a compacted topic's records).
 //!
 //! Invariant: a produce that fails any rule appends nothing, on any partition batch of it; a
 //! produce that passes is one batch whose framing is sound, so the storage append sees
@@ -42,6 +43,8 @@ pub struct TopicRules {
     pub log_append_time: bool,
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// `cleanup.policy` includes `compact`: every record needs a key ([`check_keys`]).
+    pub compacted: bool,
 }
 
 impl TopicRules {
@@ -75,6 +78,7 @@ impl TopicRules {
             log_append_time: get("message.timestamp.type").0 == "LogAppendTime",
             timestamp_before_max_ms: millis("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: millis("message.timestamp.after.max.ms"),
+            compacted: topic_config::cleanup_compacts(overrides, broker),
         }
     }
 }
@@ -84,12 +88,58 @@ impl TopicRules {
 pub struct Refusal {
     pub code: i16,
     pub message: String,
+    /// KIP-467: the refused records' indexes in the batch, each with why (Produce v8+
+    /// `record_errors`); empty when the whole batch is at fault.
+    pub record_errors: Vec<(i32, String)>,
 }
 
 fn refuse(code: i16, message: impl Into<String>) -> Result<(), Refusal> {
     Err(Refusal {
         code,
         message: message.into(),
+        record_errors: Vec::new(),
+    })
+}
+
+/// Kafka's `LogValidator` shows at most this many record errors in the error message (all
+/// of them go in `record_errors`).
+const RECORD_ERRORS_IN_MESSAGE_MAX: usize = 3;
+
+/// A compacted topic's rule (Kafka's `LogValidator.validateKey`): every record of the batch
+/// has a key, or the whole batch is refused with INVALID_RECORD and a record error per
+/// keyless record. Runs after [`check`] passed, only for compacted topics: it decodes the
+/// records (decompressing under the codec's cap), which a plain topic never pays for. A batch
+/// that does not decode is CORRUPT_MESSAGE, as Kafka answers a batch it cannot read.
+pub fn check_keys(topic: &str, partition: i32, records: &bytes::Bytes) -> Result<(), Refusal> {
+    let Some(set) = sluice_codec::api::decode_record_batch_contained(records.clone()) else {
+        return refuse(kerr::CORRUPT_MESSAGE, "record batch does not decode");
+    };
+    let why = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    let record_errors: Vec<(i32, String)> = set
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| (i32::try_from(i).unwrap_or(i32::MAX), why.clone()))
+        .collect();
+    if record_errors.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = record_errors
+        .iter()
+        .take(RECORD_ERRORS_IN_MESSAGE_MAX)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message={m})"))
+        .collect();
+    Err(Refusal {
+        code: kerr::INVALID_RECORD,
+        message: format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            record_errors.len(),
+            shown.join(", ")
+        ),
+        record_errors,
     })
 }
 
@@ -124,6 +174,7 @@ pub fn check(
     let h = BatchHeader::parse(records).map_err(|e| Refusal {
         code: kerr::CORRUPT_MESSAGE,
         message: e.to_string(),
+        record_errors: Vec::new(),
     })?;
     if h.magic != sluice_codec::batch::MAGIC_V2 {
         return refuse(
@@ -423,5 +474,87 @@ mod tests {
         );
         set_i64(&mut future, 35, i64::MAX);
         assert_eq!(code(9, None, &append_time, &future), 0);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use sluice_codec::kafka_protocol::records::{
+        Compression as KpCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+
+    /// A batch whose record `i` has a key unless `keyless` names it.
+    fn batch(n: i64, keyless: &[i64], compression: KpCompression) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // The encoder starts a new batch where offset - sequence changes.
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000,
+                key: (!keyless.contains(&i)).then(|| Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn a_compacted_topic_refuses_keyless_records_naming_each() {
+        for c in [KpCompression::None, KpCompression::Lz4, KpCompression::Zstd] {
+            assert_eq!(check_keys("t", 0, &batch(4, &[], c)), Ok(()), "{c:?}");
+            let r = check_keys("t", 3, &batch(6, &[1, 2, 3, 5], c)).unwrap_err();
+            assert_eq!(r.code, kerr::INVALID_RECORD, "{c:?}");
+            let why = "Compacted topic cannot accept message without key in topic partition t-3.";
+            let idx: Vec<i32> = r.record_errors.iter().map(|(i, _)| *i).collect();
+            assert_eq!(idx, vec![1, 2, 3, 5]);
+            assert!(r.record_errors.iter().all(|(_, m)| m == why));
+            // Kafka's message: the count, then at most three of them.
+            assert!(
+                r.message.contains("due to 4 record errors"),
+                "{}",
+                r.message
+            );
+            assert!(r.message.contains("batchIndex=3") && !r.message.contains("batchIndex=5"));
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_decode_is_corrupt() {
+        let mut b = batch(2, &[], KpCompression::None).to_vec();
+        let n = b.len();
+        b[n - 3] ^= 0xff;
+        let r = check_keys("t", 0, &Bytes::from(b)).unwrap_err();
+        assert_eq!(r.code, kerr::CORRUPT_MESSAGE);
+    }
+
+    #[test]
+    fn compaction_is_read_from_the_cleanup_policy() {
+        let mut o = BTreeMap::new();
+        assert!(!TopicRules::from_configs(false, &o, &BTreeMap::new()).compacted);
+        o.insert("cleanup.policy".to_string(), "delete, compact".to_string());
+        assert!(TopicRules::from_configs(false, &o, &BTreeMap::new()).compacted);
+        let broker = BTreeMap::from([("log.cleanup.policy".to_string(), "compact".to_string())]);
+        assert!(TopicRules::from_configs(false, &BTreeMap::new(), &broker).compacted);
     }
 }

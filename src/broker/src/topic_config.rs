@@ -644,6 +644,19 @@ pub fn cleanup_deletes(
         .any(|p| p.trim() == "delete")
 }
 
+/// Whether a topic's `cleanup.policy` includes `compact`: records need keys, and the log
+/// cleaner keeps the latest record per key.
+pub fn cleanup_compacts(
+    overrides: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> bool {
+    let key = topic_config_key("cleanup.policy").expect("a known topic config");
+    effective(overrides, broker, key)
+        .0
+        .split(',')
+        .any(|p| p.trim() == "compact")
+}
+
 /// Builds the storage settings of a topic's partitions.
 pub fn log_config(
     overrides: &BTreeMap<String, String>,

@@ -1,13 +1,14 @@
 //! Kafka's rules for what a client may write, over raw TCP: each refused produce gets the
 //! code Kafka answers with and stores nothing; internal topics refuse client writes and
-//! DeleteRecords, and compacted topics DeleteRecords; a zero produce timeout does not store
-//! a batch and then report a timeout.
+//! DeleteRecords, and compacted topics DeleteRecords and records without a key (KIP-467
+//! record errors naming each); a zero produce timeout does not store a batch and then
+//! report a timeout.
 
 use std::net::TcpStream;
 
 use sluice_tests::wire::{
-    at, call, connect, create_by_metadata, find_coordinator, latest, now_ms, produce, record_batch,
-    seal, Dec, Enc,
+    at, call, connect, create_by_metadata, find_coordinator, keyed_batch, latest, now_ms, produce,
+    produce_v8, record_batch, seal, Dec, Enc,
 };
 use sluice_tests::Broker;
 
@@ -216,10 +217,29 @@ fn clients_cannot_write_or_truncate_the_offsets_topic() {
             0,
             -1,
             5000,
-            &record_batch(&[b"k"], now_ms())
+            &keyed_batch(&[(Some(b"k"), b"v")], now_ms())
         ),
         0
     );
+    // Keyless records are refused, the whole batch, each named (Kafka's LogValidator).
+    let mixed = keyed_batch(
+        &[
+            (Some(b"a"), b"1"),
+            (None, b"2"),
+            (Some(b"b"), b"3"),
+            (None, b"4"),
+        ],
+        now_ms(),
+    );
+    let (code, errors, message) = produce_v8(&mut s, "compacted", 0, &mixed);
+    assert_eq!(code, INVALID_RECORD, "keyless records on a compacted topic");
+    let why = "Compacted topic cannot accept message without key in topic partition compacted-0.";
+    assert_eq!(
+        errors,
+        vec![(1, Some(why.to_string())), (3, Some(why.to_string()))]
+    );
+    let message = message.expect("an error message");
+    assert!(message.contains("2 record errors"), "{message}");
     assert_eq!(
         delete_records(&mut s, "compacted", 0, -1),
         POLICY_VIOLATION,

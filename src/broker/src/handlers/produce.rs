@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use sluice_codec::kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use sluice_codec::kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use sluice_codec::kafka_protocol::protocol::StrBytes;
@@ -110,16 +111,34 @@ pub async fn handle(
                     Some(kerr::UNKNOWN_TOPIC_OR_PARTITION)
                 }
                 (None, Some((t, rules))) => {
-                    match produce_rules::check(
+                    let checked = produce_rules::check(
                         h.api_version,
                         client_id,
                         &t.name,
                         rules,
                         pd.records.as_deref(),
                         now,
-                    ) {
+                    )
+                    .and_then(|()| match &pd.records {
+                        Some(records) if rules.compacted => {
+                            produce_rules::check_keys(&t.name, pd.index, records)
+                        }
+                        _ => Ok(()),
+                    });
+                    match checked {
                         Err(refusal) => {
                             resp.error_message = Some(StrBytes::from_string(refusal.message));
+                            resp.record_errors = refusal
+                                .record_errors
+                                .into_iter()
+                                .map(|(i, m)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(i)
+                                        .with_batch_index_error_message(Some(
+                                            StrBytes::from_string(m),
+                                        ))
+                                })
+                                .collect();
                             Some(refusal.code)
                         }
                         Ok(()) => {
