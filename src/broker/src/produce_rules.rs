@@ -12,7 +12,8 @@
 //! The topic settings the rules need ([`TopicRules`]) come from [`topic_config::effective`],
 //! the one source of Kafka's defaults, and are derived once per topic whenever the topic
 //! table changes (kept beside each topic in [`crate::topics::TopicTable`]): checking a
-//! produce parses no config, and allocates nothing unless it refuses a batch (or decodes a compacted topic's records).
+//! produce parses no config, and allocates nothing unless it refuses a batch or decodes a
+//! compacted topic's records.
 //!
 //! Invariant: a produce that fails any rule appends nothing, on any partition batch of it; a
 //! produce that passes is one batch whose framing is sound, so the storage append sees
