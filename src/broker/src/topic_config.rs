@@ -697,8 +697,22 @@ pub fn log_config(
             sluice_storage::config::SEGMENT_INDEX_BYTES_MAX,
         );
     c.log_append_time = get("message.timestamp.type") == "LogAppendTime";
+    c.compact = cleanup_compacts(overrides, broker);
+    c.delete_retention_ms = get("delete.retention.ms")
+        .parse::<i64>()
+        .unwrap_or(c.delete_retention_ms)
+        .max(0);
+    c.min_compaction_lag_ms = get("min.compaction.lag.ms")
+        .parse::<i64>()
+        .unwrap_or(c.min_compaction_lag_ms)
+        .max(0);
+    c.min_cleanable_dirty_ratio = get("min.cleanable.dirty.ratio")
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .unwrap_or(c.min_cleanable_dirty_ratio);
     // Time and size retention belong to cleanup.policy=delete; a compact-only topic (like
-    // __consumer_offsets) keeps its data until compaction, which comes later.
+    // __consumer_offsets) loses only what the cleaner removes.
     if !cleanup_deletes(overrides, broker) {
         c.retention_ms = -1;
         c.retention_bytes = -1;

@@ -169,6 +169,11 @@ pub enum CodecError {
         /// Bytes after the header.
         records_bytes: usize,
     },
+    /// The records inside a batch do not parse or do not decompress ([`crate::records`]).
+    RecordsInvalid {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl CodecError {
@@ -201,7 +206,8 @@ impl CodecError {
             | CodecError::CrcMismatch { .. }
             | CodecError::BatchCountsInvalid { .. }
             | CodecError::UnknownCompression { .. }
-            | CodecError::BatchRecordsOverflow { .. } => ResponseError::CorruptMessage.code(),
+            | CodecError::BatchRecordsOverflow { .. }
+            | CodecError::RecordsInvalid { .. } => ResponseError::CorruptMessage.code(),
         }
     }
 
@@ -373,6 +379,9 @@ impl fmt::Display for CodecError {
                 f,
                 "record batch at byte {position} claims {records_count} records in {records_bytes} bytes"
             ),
+            CodecError::RecordsInvalid { reason } => {
+                write!(f, "records of a batch are invalid: {reason}")
+            }
         }
     }
 }

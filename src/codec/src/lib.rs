@@ -24,6 +24,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod partitioner;
+pub mod records;
 pub mod splice;
 
 pub use api::{

@@ -50,6 +50,17 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// Size of the aligned buffer that collects appends between flushes.
     pub write_buffer_bytes: usize,
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps the latest record per key
+    /// ([`crate::compact`], `PartitionLog::compact`).
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays readable once written (its batch's
+    /// newest timestamp is older than this) before the cleaner may remove it.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments holding a record younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the cleaner rewrites a log only when this share of its
+    /// cleanable bytes was written since its last cleaning.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -64,6 +75,10 @@ impl Default for LogConfig {
             segment_index_bytes: 10 * 1024 * 1024,
             log_append_time: false,
             write_buffer_bytes: 256 * 1024,
+            compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }

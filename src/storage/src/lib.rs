@@ -34,6 +34,7 @@
 //!   truncation and to the recovered end on open.
 
 pub mod cache;
+pub mod compact;
 pub mod config;
 pub mod control;
 mod durable_file;
