@@ -58,6 +58,8 @@ pub use error::{Result, StorageError};
 pub use log::{Appended, CommittedRead, FlushTiming, PartitionLog, ReadOutcome};
 
 #[cfg(test)]
+mod compact_tests;
+#[cfg(test)]
 mod log_tests;
 #[cfg(test)]
 mod replica_tests;

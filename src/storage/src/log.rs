@@ -33,7 +33,8 @@
 //! the end of a log (close, destroy, retire); `recovery.rs` opens a log and recovers it,
 //! `flush.rs` runs the write and sync stages and the flusher (with preallocation), `read.rs`
 //! serves reads and offset lookups, `retention.rs` moves the log start and deletes segments
-//! (DeleteRecords, retention), and `replica.rs` holds the follower's side.
+//! (DeleteRecords, retention), `compact.rs` runs the cleaner's passes (compaction), and
+//! `replica.rs` holds the follower's side.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -82,6 +83,8 @@ pub const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Writes of one flush in flight at once.
 pub const WRITE_DEPTH_MAX: usize = 4;
 
+/// The log cleaner's passes over a compacted log.
+mod compact;
 /// The flush: write and sync stages, the flusher, preallocation.
 mod flush;
 /// Reads, replication's reads and offset lookups.
@@ -93,6 +96,7 @@ mod replica;
 /// The log start offset and segment deletion: DeleteRecords, retention.
 mod retention;
 
+pub use compact::{CompactOptions, CompactStats};
 pub use flush::preallocate_to;
 use flush::Written;
 
@@ -431,8 +435,12 @@ pub struct PartitionLog<S: Storage> {
     /// a single node's wait on `durable_waiters`).
     hw_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
-    /// Serialises `delete_records_before` (its checkpoint replace awaits).
+    /// Serialises `delete_records_before` (its checkpoint replace awaits), the replicated
+    /// start's moves and cleaning passes (`compact`).
     delete_records_lock: crate::notify::LocalLock,
+    /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
+    /// dirty ones. In memory only: after a restart the first pass cleans everything again.
+    cleaned_to: Cell<i64>,
     flush_waiters: OffsetWaiters,
 }
 

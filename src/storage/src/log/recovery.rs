@@ -54,7 +54,15 @@ impl<S: Storage> PartitionLog<S> {
         let mut snapshots = Vec::new();
         for n in &names {
             let Some(n) = n.to_str() else { continue };
-            if n.ends_with(crate::io::DISCARDED_SUFFIX) {
+            if n.ends_with(super::compact::CLEANED_SUFFIX) {
+                // A segment the cleaner was rewriting when the node stopped: never renamed
+                // over its segment, which holds all of it.
+                let p = dir.join(n);
+                storage
+                    .remove(&p)
+                    .await
+                    .map_err(|e| StorageError::io("remove", &p, e))?;
+            } else if n.ends_with(crate::io::DISCARDED_SUFFIX) {
                 // A segment discarded before a crash: out of the log's names already.
                 let p = dir.join(n);
                 storage
@@ -311,6 +319,7 @@ impl<S: Storage> PartitionLog<S> {
             hw_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
             delete_records_lock: Default::default(),
+            cleaned_to: Cell::new(i64::MIN),
             flush_waiters: OffsetWaiters::default(),
         };
         Ok(log)

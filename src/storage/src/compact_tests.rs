@@ -1,0 +1,296 @@
+//! Tests of the log cleaner against real files: the latest record per key stays at its
+//! offset, batches keep their ranges, a restart reads the same, the dirty ratio gates a
+//! pass, and a power loss at any sync of a pass leaves the old segment or the new one.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future::block_on;
+use sluice_codec::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::config::LogConfig;
+use crate::fault::FaultyStorage;
+use crate::hdr::Header;
+use crate::io::Storage;
+use crate::log::{CompactOptions, PartitionLog};
+use crate::log_tests::{open, small_segments};
+use crate::std_io::StdStorage;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn compacted() -> LogConfig {
+    LogConfig {
+        compact: true,
+        retention_ms: -1,
+        ..small_segments()
+    }
+}
+
+/// A batch of `(key, value)` records (`None` value: a tombstone) stamped `ts`.
+fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
+    let records: Vec<Record> = kv
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: ts,
+            key: Some(Bytes::copy_from_slice(k.as_bytes())),
+            value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: c,
+        },
+    )
+    .unwrap();
+    buf.to_vec()
+}
+
+/// Every record readable from the log start: (offset, key, value), and the batches'
+/// (base, last) ranges.
+type Records = Vec<(i64, String, Option<String>)>;
+
+fn read_records<S: Storage>(log: &PartitionLog<S>) -> (Records, Vec<(i64, i64)>) {
+    let mut out = Vec::new();
+    let mut ranges = Vec::new();
+    let mut from = log.log_start_offset();
+    while from < log.high_watermark() {
+        let r = block_on(log.read(from, 1 << 20)).expect("read");
+        assert!(!r.records.is_empty(), "empty read at {from}");
+        let mut at = 0;
+        while at < r.records.len() {
+            let h = Header::parse(&r.records[at..]).expect("whole batch");
+            h.verify(&r.records[at..at + h.size]).expect("crc");
+            ranges.push((h.base_offset, h.last_offset()));
+            let one = Bytes::copy_from_slice(&r.records[at..at + h.size]);
+            let set = RecordBatchDecoder::decode(&mut one.clone()).expect("decodes");
+            for rec in set.records {
+                let s = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+                out.push((
+                    rec.offset,
+                    s(rec.key.as_ref().unwrap()),
+                    rec.value.as_ref().map(s),
+                ));
+            }
+            from = h.last_offset() + 1;
+            at += h.size;
+        }
+    }
+    (out, ranges)
+}
+
+/// The latest value per key of `records` (what a compacted log must still hold).
+fn latest(records: &Records) -> BTreeMap<String, (i64, Option<String>)> {
+    let mut m = BTreeMap::new();
+    for (o, k, v) in records {
+        m.insert(k.clone(), (*o, v.clone()));
+    }
+    m
+}
+
+/// 60 batches over 8 keys, old enough for every tombstone to expire at `NOW`, then
+/// flushed: several closed segments and an active one.
+fn fill<S: Storage>(log: &PartitionLog<S>, c: Compression) {
+    for i in 0..60 {
+        let k = |j: usize| format!("key-{}", (i * 3 + j) % 8);
+        // Values that do not compress away, so compressed logs roll segments too.
+        let noise: String = (0..6u64)
+            .map(|j| {
+                format!(
+                    "{:016x}",
+                    (i as u64 * 6 + j).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                )
+            })
+            .collect();
+        let v = format!("value-{i}-{noise}");
+        let (k0, k1, k2) = (k(0), k(1), k(2));
+        let tomb = i % 11 == 10;
+        let kv: Vec<(&str, Option<&str>)> = vec![
+            (&k0, Some(&v)),
+            (&k1, if tomb { None } else { Some(&v) }),
+            (&k2, Some(&v)),
+        ];
+        log.append(&keyed(&kv, NOW - 100_000_000 + i as i64, c), NOW)
+            .expect("append");
+        if i % 10 == 9 {
+            block_on(log.flush()).unwrap();
+        }
+    }
+    block_on(log.flush()).unwrap();
+}
+
+fn opts() -> CompactOptions {
+    CompactOptions {
+        now_ms: NOW,
+        map_keys_max: 10_000,
+    }
+}
+
+#[test]
+fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
+    for c in [Compression::None, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(StdStorage, dir.path(), compacted());
+        fill(&log, c);
+        let (before, ranges_before) = read_records(&log);
+        let segments = log.segment_count();
+        assert!(segments >= 3, "{segments} segments");
+        let stats = block_on(log.compact(opts())).unwrap();
+        assert!(stats.segments_rewritten > 0, "{stats:?}");
+        assert!(stats.bytes_after < stats.bytes_before, "{stats:?}");
+        let (after, ranges_after) = read_records(&log);
+        assert_eq!(
+            ranges_after, ranges_before,
+            "every batch keeps its range ({c:?})"
+        );
+        assert!(after.len() < before.len());
+        // What the cleaned range held, every key's latest record is still there, at its
+        // offset; everything above the range is untouched.
+        let to = stats.cleaned_to.unwrap();
+        let want = latest(&before);
+        let got = latest(&after);
+        assert_eq!(got, want, "latest per key ({c:?})");
+        // Below it, only the range's own latest per key (records newer than the range
+        // were not mapped, so what they supersede may stay until a later pass).
+        let in_range: Records = before.iter().filter(|r| r.0 < to).cloned().collect();
+        let range_latest = latest(&in_range);
+        let superseded: Vec<_> = after
+            .iter()
+            .filter(|(o, k, _)| *o < to && range_latest[k].0 != *o)
+            .collect();
+        assert!(superseded.is_empty(), "{superseded:?}");
+        assert_eq!(
+            after.iter().filter(|r| r.0 >= to).collect::<Vec<_>>(),
+            before.iter().filter(|r| r.0 >= to).collect::<Vec<_>>()
+        );
+        // Expired tombstones below the range went with the values they deleted.
+        assert!(after.iter().all(|(o, _, v)| *o >= to || v.is_some()));
+        // A second pass finds nothing dirty.
+        let again = block_on(log.compact(opts())).unwrap();
+        assert_eq!(again.segments_rewritten, 0, "{again:?}");
+        // Appends go on; a restart reads the same log.
+        log.append(&keyed(&[("key-0", Some("new"))], NOW, c), NOW)
+            .unwrap();
+        block_on(log.flush()).unwrap();
+        let (live, _) = read_records(&log);
+        block_on(log.close()).unwrap();
+        drop(log);
+        let log = open(StdStorage, dir.path(), compacted());
+        assert_eq!(read_records(&log).0, live, "after a restart ({c:?})");
+        assert_eq!(
+            latest(&live)["key-0"].1.as_deref(),
+            Some("new"),
+            "the newest append"
+        );
+    }
+}
+
+#[test]
+fn a_pass_waits_for_the_dirty_ratio_and_the_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        min_compaction_lag_ms: 200_000_000,
+        ..compacted()
+    };
+    let log = open(StdStorage, dir.path(), cfg);
+    fill(&log, Compression::None);
+    let stats = block_on(log.compact(opts())).unwrap();
+    assert_eq!(
+        stats.cleaned_to, None,
+        "every record is within the lag: {stats:?}"
+    );
+    let lagless = LogConfig {
+        min_cleanable_dirty_ratio: 0.99,
+        ..compacted()
+    };
+    log.set_config(lagless).unwrap();
+    let first = block_on(log.compact(opts())).unwrap();
+    assert!(first.segments_rewritten > 0, "all of it is dirty at first");
+    // A little more written: below 99 % dirty, no pass.
+    for i in 0..12 {
+        log.append(
+            &keyed(
+                &[("key-1", Some(&format!("more-{i}")))],
+                NOW,
+                Compression::None,
+            ),
+            NOW,
+        )
+        .unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    let second = block_on(log.compact(opts())).unwrap();
+    assert_eq!(second.cleaned_to, None, "{second:?}");
+    // A log without compaction is never cleaned.
+    let plain = tempfile::tempdir().unwrap();
+    let log = open(StdStorage, plain.path(), small_segments());
+    fill(&log, Compression::None);
+    assert_eq!(block_on(log.compact(opts())).unwrap().cleaned_to, None);
+}
+
+/// A power loss at each fdatasync or directory sync of a pass (the sync fails, then the
+/// machine stops): the log opens with every key's latest record at its offset, and a pass
+/// after the restart finishes the job.
+#[test]
+fn a_power_loss_anywhere_in_a_pass_leaves_a_whole_log() {
+    let (mut failed, mut finished) = (0, 0);
+    for (fsync, k) in (1..30).flat_map(|k| [(true, k), (false, k)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::default();
+        let plan = storage.plan.clone();
+        plan.model_durability();
+        let log = open(storage, dir.path(), compacted());
+        fill(&log, Compression::None);
+        let (before, ranges) = read_records(&log);
+        if fsync {
+            plan.fail_fsync_in.set(k);
+        } else {
+            plan.fail_sync_dir_in.set(k);
+        }
+        let result = block_on(log.compact(opts()));
+        match &result {
+            Err(_) => failed += 1,
+            Ok(s) if s.segments_rewritten > 0 => finished += 1,
+            Ok(s) => panic!("a pass that rewrote nothing: {s:?}"),
+        }
+        plan.power_loss();
+        drop(log);
+        let log = open(StdStorage, dir.path(), compacted());
+        let what = format!("sync {k} failed (fsync: {fsync}), pass {result:?}");
+        let (after, after_ranges) = read_records(&log);
+        assert_eq!(after_ranges, ranges, "{what}");
+        assert_eq!(latest(&after), latest(&before), "{what}");
+        assert!(
+            !std::fs::read_dir(dir.path()).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".cleaned")),
+            "{what}: leftovers swept"
+        );
+        let again = block_on(log.compact(opts())).unwrap();
+        let (done, _) = read_records(&log);
+        assert_eq!(latest(&done), latest(&before), "{what}: {again:?}");
+    }
+    // Both kinds of sync failed passes at several points, and some passes got past them all.
+    assert!(
+        failed >= 10 && finished > 0,
+        "{failed} failed, {finished} finished"
+    );
+}

@@ -1,0 +1,469 @@
+//! The log cleaner's IO: `PartitionLog::compact` maps and rewrites a compacted log's
+//! cleanable segments ([`crate::compact`] decides which records stay) and swaps each
+//! rewritten segment in.
+//!
+//! A segment is rewritten only when a record of it goes: the new file is written beside the
+//! old one as `{base}.cleaned` with direct writes, cut to size and fdatasynced; the old
+//! segment's indexes are removed (a crash then rebuilds them from whichever file holds the
+//! name) and the directory synced; the new file is renamed over `{base}.log` and the
+//! directory synced again; then its indexes are written and the segment swapped in memory.
+//! A crash at any point leaves the old file or the new one under the name, both whole and
+//! synced; a leftover `.cleaned` file is swept at open. Readers that looked up a position
+//! before the swap hold the old file's handle and read it whole; the batch cache is dropped
+//! for the log, as it may hold records the cleaner removed.
+//!
+//! The cleanable range: closed, durable segments wholly below the high watermark and the
+//! last stable offset (no undecided transaction is cleaned, as its fate decides whether
+//! its records hide older ones), whose newest record is older than `min.compaction.lag.ms`;
+//! the first segment that is not ends the range.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::compact::{clean_batch, map_batch, OffsetMap};
+use crate::error::{Result, StorageError};
+use crate::format::{self, Kind};
+use crate::hdr::{Header, HEADER_BYTES};
+use crate::io::{Storage, StorageFile, PAGE_SIZE};
+use crate::txn::AbortedTxn;
+
+use super::{segment_path, PartitionLog, Segment, SCAN_CHUNK_BYTES};
+
+/// What the file name of a segment being rewritten ends with; swept at open.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// Bytes the rewritten segment collects before each direct write.
+const CLEAN_WRITE_BYTES: usize = 1024 * 1024;
+
+/// Settings of one cleaning pass (the log's own config gives the rest).
+#[derive(Clone, Copy, Debug)]
+pub struct CompactOptions {
+    pub now_ms: i64,
+    /// Keys the offset map may hold (the cleaner's memory budget,
+    /// [`crate::compact::OFFSET_MAP_ENTRY_BYTES`] each).
+    pub map_keys_max: usize,
+}
+
+/// What a cleaning pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Segments in the cleanable range, and the bytes they held before.
+    pub segments_cleanable: usize,
+    pub bytes_before: u64,
+    /// Segments rewritten, and the cleanable range's bytes after.
+    pub segments_rewritten: usize,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    /// The range cleaned ended here (the next offset after it); `None` when the pass found
+    /// nothing to do (no cleanable segment, or not dirty enough).
+    pub cleaned_to: Option<i64>,
+}
+
+/// One cleanable segment as the pass found it.
+struct Candidate<F> {
+    base: i64,
+    next_offset: i64,
+    size: u64,
+    file: Rc<F>,
+}
+
+/// Reads a segment's batches in order, a chunk at a time.
+struct BatchReader<'a, F: StorageFile> {
+    file: &'a F,
+    path: &'a std::path::Path,
+    size: u64,
+    pos: u64,
+    chunk: Bytes,
+    at: usize,
+}
+
+impl<'a, F: StorageFile> BatchReader<'a, F> {
+    fn new(file: &'a F, path: &'a std::path::Path, size: u64) -> Self {
+        BatchReader {
+            file,
+            path,
+            size,
+            pos: 0,
+            chunk: Bytes::new(),
+            at: 0,
+        }
+    }
+
+    /// The next batch with its position; `None` at the end. A batch that does not parse
+    /// inside a closed segment is corruption.
+    async fn next(&mut self) -> Result<Option<(Header, u64, Bytes)>> {
+        let here = self.pos + self.at as u64;
+        if here >= self.size {
+            return Ok(None);
+        }
+        if self.chunk.len() - self.at < HEADER_BYTES {
+            self.refill(here, SCAN_CHUNK_BYTES).await?;
+        }
+        let h = Header::parse(&self.chunk[self.at..]).ok_or_else(|| self.corrupt(here))?;
+        if self.chunk.len() - self.at < h.size {
+            self.refill(here, h.size.max(SCAN_CHUNK_BYTES)).await?;
+            if self.chunk.len() < h.size {
+                return Err(self.corrupt(here));
+            }
+        }
+        let bytes = self.chunk.slice(self.at..self.at + h.size);
+        self.at += h.size;
+        Ok(Some((h, here, bytes)))
+    }
+
+    async fn refill(&mut self, from: u64, len: usize) -> Result<()> {
+        let len = len.min((self.size - from) as usize);
+        self.chunk = self
+            .file
+            .read_at(from, len)
+            .await
+            .map_err(|e| StorageError::io("read", self.path, e))?;
+        self.pos = from;
+        self.at = 0;
+        Ok(())
+    }
+
+    fn corrupt(&self, at: u64) -> StorageError {
+        StorageError::CorruptBatch {
+            reason: format!("{:?} at {at} (cleaning)", self.path),
+        }
+    }
+}
+
+/// The rewritten segment file, written through page-aligned buffers.
+struct CleanedFile<S: Storage> {
+    path: PathBuf,
+    file: S::File,
+    buf: Vec<u8>,
+    /// Bytes written to the file so far (page multiples until the last write).
+    written: u64,
+}
+
+impl<S: Storage> CleanedFile<S> {
+    async fn create(storage: &S, path: PathBuf) -> Result<Self> {
+        storage
+            .remove(&path)
+            .await
+            .map_err(|e| StorageError::io("remove", &path, e))?;
+        let file = storage
+            .open_rw(&path)
+            .await
+            .map_err(|e| StorageError::io("create", &path, e))?;
+        Ok(CleanedFile {
+            path,
+            file,
+            buf: Vec::with_capacity(CLEAN_WRITE_BYTES),
+            written: 0,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    async fn push(&mut self, storage: &S, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CLEAN_WRITE_BYTES {
+            let whole = self.buf.len() / PAGE_SIZE * PAGE_SIZE;
+            self.write(storage, whole).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the first `n` bytes of the buffer (`n` a page multiple, or everything at the
+    /// end, padded with zeros).
+    async fn write(&mut self, storage: &S, n: usize) -> Result<()> {
+        let padded = n.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if padded == 0 {
+            return Ok(());
+        }
+        let mut out = storage.alloc_buf(padded);
+        out.as_mut()[..n].copy_from_slice(&self.buf[..n]);
+        out.as_mut()[n..].fill(0);
+        self.file
+            .write_at(out, self.written)
+            .await
+            .map_err(|e| StorageError::io("write", &self.path, e))?;
+        self.buf.drain(..n);
+        self.written += n as u64;
+        Ok(())
+    }
+
+    /// Writes the rest, cuts the page padding and syncs; returns the file and its size.
+    async fn finish(mut self, storage: &S) -> Result<(S::File, u64)> {
+        let n = self.buf.len();
+        self.write(storage, n).await?;
+        let size = self.written;
+        self.file
+            .truncate(size)
+            .await
+            .map_err(|e| StorageError::io("truncate", &self.path, e))?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+        Ok((self.file, size))
+    }
+}
+
+fn aborted_at(aborted: &[AbortedTxn], h: &Header) -> bool {
+    h.is_transactional()
+        && aborted.iter().any(|t| {
+            t.producer_id == h.producer_id
+                && t.first_offset <= h.base_offset
+                && h.base_offset <= t.last_offset
+        })
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// One cleaning pass of a compacted log (`LogConfig::compact`; a log without it is left
+    /// alone): maps the cleanable range, then rewrites its segments that lose records. Runs
+    /// only when the bytes written since the last pass's range are at least
+    /// `min.cleanable.dirty.ratio` of the range. Appends and reads go on meanwhile.
+    pub async fn compact(&self, opts: CompactOptions) -> Result<CompactStats> {
+        let _one_at_a_time = self.delete_records_lock.lock().await;
+        let _path_op = self.begin_path_op()?;
+        let mut stats = CompactStats::default();
+        let (candidates, aborted, config) = {
+            let inner = self.inner.borrow();
+            if !inner.config.compact {
+                return Ok(stats);
+            }
+            let lso = inner
+                .producers
+                .first_unstable_offset(inner.visible_hw())
+                .map_or(inner.visible_hw(), |f| f.min(inner.visible_hw()));
+            let end = lso.min(inner.visible_hw());
+            let lag_cut = opts
+                .now_ms
+                .saturating_sub(inner.config.min_compaction_lag_ms);
+            let active_base = inner.active().base_offset;
+            let mut candidates = Vec::new();
+            for seg in inner.segments.values() {
+                let closed = seg.base_offset != active_base
+                    && !seg.rolled
+                    && seg.durable_size == seg.size
+                    && seg.next_offset <= end
+                    && seg.max_timestamp <= lag_cut;
+                let Some(file) = seg.file.clone().filter(|_| closed) else {
+                    break;
+                };
+                candidates.push(Candidate {
+                    base: seg.base_offset,
+                    next_offset: seg.next_offset,
+                    size: seg.size,
+                    file,
+                });
+            }
+            let aborted: Vec<AbortedTxn> = inner
+                .segments
+                .values()
+                .flat_map(|s| s.aborted.iter().copied())
+                .collect();
+            (candidates, aborted, inner.config.clone())
+        };
+        if candidates.is_empty() {
+            return Ok(stats);
+        }
+        let cleaned_to = self.cleaned_to.get();
+        let (dirty, total) = candidates.iter().fold((0u64, 0u64), |(d, t), c| {
+            let d = if c.base >= cleaned_to { d + c.size } else { d };
+            (d, t + c.size)
+        });
+        if (dirty as f64) < config.min_cleanable_dirty_ratio * total as f64 || dirty == 0 {
+            return Ok(stats);
+        }
+
+        // Map: each key's latest offset, up to where the map fills.
+        let mut map = OffsetMap::with_capacity(opts.map_keys_max);
+        let mut mapped = 0usize;
+        'segments: for c in &candidates {
+            let path = segment_path(&self.dir, c.base, "log");
+            let mut reader = BatchReader::new(&*c.file, &path, c.size);
+            while let Some((h, _, bytes)) = reader.next().await? {
+                let aborted = aborted_at(&aborted, &h);
+                match map_batch(&mut map, &h, &bytes, aborted) {
+                    Ok(true) => {}
+                    Ok(false) => break 'segments,
+                    Err(e) => {
+                        log::warn!(
+                            "{}: not cleaning: batch at offset {} unreadable: {}",
+                            self.name,
+                            h.base_offset,
+                            e.0
+                        );
+                        return Ok(stats);
+                    }
+                }
+            }
+            mapped += 1;
+        }
+        if mapped == 0 {
+            log::warn!(
+                "{}: not cleaning: the first segment holds more than {} keys (the cleaner's map)",
+                self.name,
+                opts.map_keys_max
+            );
+            return Ok(stats);
+        }
+
+        // Clean: rewrite each mapped segment that loses a record.
+        let tombstone_cut = opts.now_ms.saturating_sub(config.delete_retention_ms);
+        for c in &candidates[..mapped] {
+            stats.segments_cleanable += 1;
+            stats.bytes_before += c.size;
+            match self.clean_segment(c, &map, &aborted, tombstone_cut).await? {
+                None => stats.bytes_after += c.size,
+                Some((size, removed)) => {
+                    stats.segments_rewritten += 1;
+                    stats.bytes_after += size;
+                    stats.records_removed += removed;
+                }
+            }
+        }
+        let to = candidates[mapped - 1].next_offset;
+        self.cleaned_to.set(to);
+        stats.cleaned_to = Some(to);
+        if stats.segments_rewritten > 0 {
+            log::info!(
+                "{}: cleaned {} segment(s) below offset {to}: {} records removed, {} -> {} bytes",
+                self.name,
+                stats.segments_rewritten,
+                stats.records_removed,
+                stats.bytes_before,
+                stats.bytes_after
+            );
+        }
+        Ok(stats)
+    }
+
+    /// Rewrites one segment without the records the map supersedes; `None` when every
+    /// record stays (nothing is written), else the new size and the records removed.
+    async fn clean_segment(
+        &self,
+        c: &Candidate<S::File>,
+        map: &OffsetMap,
+        aborted: &[AbortedTxn],
+        tombstone_cut: i64,
+    ) -> Result<Option<(u64, u64)>> {
+        let path = segment_path(&self.dir, c.base, "log");
+        let mut reader = BatchReader::new(&*c.file, &path, c.size);
+        let cleaned_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push(CLEANED_SUFFIX);
+            PathBuf::from(p)
+        };
+        let mut out: Option<CleanedFile<S>> = None;
+        let mut removed = 0u64;
+        let interval = self.inner.borrow().config.index_interval_bytes;
+        let mut fresh: Segment<S::File> = Segment::new(c.base);
+        while let Some((h, pos, bytes)) = reader.next().await? {
+            let cleaned = clean_batch(
+                map,
+                &h,
+                &bytes,
+                aborted_at(aborted, &h),
+                h.max_timestamp < tombstone_cut,
+            )
+            .map_err(|e| StorageError::CorruptBatch {
+                reason: format!("{path:?} at {pos} (cleaning): {}", e.0),
+            })?;
+            if cleaned.batch.is_some() && out.is_none() {
+                // The first change: the batches before it go over unchanged.
+                let mut f = CleanedFile::create(&*self.storage, cleaned_path.clone()).await?;
+                let mut copy = BatchReader::new(&*c.file, &path, pos);
+                while let Some((_, _, b)) = copy.next().await? {
+                    f.push(&self.storage, &b).await?;
+                }
+                out = Some(f);
+            }
+            let Some(f) = out.as_mut() else {
+                fresh.index_batch(&h, pos, interval);
+                continue;
+            };
+            removed += cleaned.records_removed as u64;
+            let new = cleaned.batch.as_deref().unwrap_or(&bytes);
+            let new_h = Header::parse(new).expect("a cleaned batch has a header");
+            fresh.index_batch(&new_h, f.len(), interval);
+            f.push(&self.storage, new).await?;
+        }
+        let Some(f) = out else {
+            return Ok(None);
+        };
+        let (file, size) = f.finish(&self.storage).await?;
+        debug_assert_eq!(
+            fresh.next_offset, c.next_offset,
+            "{}: batches kept",
+            self.name
+        );
+        // The old indexes describe the old file: gone before the new file takes the name.
+        for ext in ["index", "timeindex"] {
+            let p = segment_path(&self.dir, c.base, ext);
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+        }
+        self.sync_dir().await?;
+        self.storage
+            .rename(&cleaned_path, &path)
+            .await
+            .map_err(|e| StorageError::io("rename", &cleaned_path, e))?;
+        self.sync_dir().await?;
+        let index = format::seal(
+            Kind::OffsetIndex,
+            [
+                size as i64,
+                fresh.next_offset,
+                fresh.max_timestamp,
+                fresh.offset_of_max_timestamp,
+            ],
+            &fresh.index.encode(),
+        );
+        let time_index = format::seal(
+            Kind::TimeIndex,
+            [size as i64, 0, 0, 0],
+            &fresh.time_index.encode(),
+        );
+        crate::durable_file::write_file(
+            &*self.storage,
+            &segment_path(&self.dir, c.base, "index"),
+            &index,
+        )
+        .await?;
+        crate::durable_file::write_file(
+            &*self.storage,
+            &segment_path(&self.dir, c.base, "timeindex"),
+            &time_index,
+        )
+        .await?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            match inner.segments.get_mut(&c.base) {
+                // Still the segment this pass read (retention may have deleted it since;
+                // then its name went with it and the new file is already gone or garbage
+                // the next open sweeps).
+                Some(seg) if seg.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &c.file)) => {
+                    seg.file = Some(Rc::new(file));
+                    seg.size = size;
+                    seg.durable_size = size;
+                    seg.index = fresh.index;
+                    seg.time_index = fresh.time_index;
+                    seg.bytes_since_index = fresh.bytes_since_index;
+                }
+                _ => {}
+            }
+        }
+        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        Ok(Some((size, removed)))
+    }
+
+    async fn sync_dir(&self) -> Result<()> {
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("fsync dir", &self.dir, e))
+    }
+}
