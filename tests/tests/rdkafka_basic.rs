@@ -148,6 +148,8 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
         )
         .await;
     assert!(keyed.is_ok(), "a keyed record: {keyed:?}");
+    // (On a cluster the log also holds Raft's election no-op.)
+    let end = watermarks(&cons, "keyed", 0).1;
     let keyless = p
         .send(
             FutureRecord::<(), _>::to("keyed").partition(0).payload("v"),
@@ -160,7 +162,130 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
         }
         other => panic!("a keyless record on a compacted topic: {other:?}"),
     }
-    assert_eq!(watermarks(&cons, "keyed", 0).1, 1, "only the keyed record");
+    assert_eq!(watermarks(&cons, "keyed", 0).1, end, "nothing of the keyless record");
+}
+
+/// The log cleaner on a compacted topic, read back by librdkafka: after many writes over
+/// a few keys, every key's latest value is still there at the offset it was written at,
+/// superseded values below the active segment are gone, offsets only grow, and a key whose
+/// tombstone is older than `delete.retention.ms` disappears.
+#[tokio::test]
+async fn a_compacted_topic_keeps_the_latest_value_per_key() {
+    use rdkafka::producer::FutureRecord;
+    use sluice_tests::BrokerConfig;
+    let broker = Broker::start_with(BrokerConfig {
+        extra_args: vec!["--log-cleaner-interval-ms".into(), "200".into()],
+        ..BrokerConfig::default()
+    });
+    let bootstrap = broker.bootstrap();
+    create_topics(
+        &admin(&bootstrap),
+        &[(
+            "cleaned",
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "4096"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", "0"),
+            ],
+        )],
+    )
+    .await;
+    let cons = consumer(&bootstrap);
+    wait_for_topic(&cons, "cleaned", 1).await;
+    // Small batches: the active segment, which is never cleaned, holds only a few records.
+    let p: FutureProducer = producer(&bootstrap, &[("linger.ms", "5"), ("batch.size", "2048")]);
+    // Every key's latest (offset, value); `gone` ends in a tombstone.
+    let mut want: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let mut sends = Vec::new();
+    for i in 0..1500 {
+        let key = if i == 100 {
+            "gone".to_string()
+        } else {
+            format!("key-{}", i % 10)
+        };
+        let value = format!("value-{i}-{}", "x".repeat(60));
+        let rec = FutureRecord::to("cleaned")
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        sends.push((
+            key.clone(),
+            value.clone(),
+            p.send_result(rec).expect("queued"),
+        ));
+        if i == 200 {
+            let tomb = FutureRecord::<str, str>::to("cleaned")
+                .partition(0)
+                .key("gone");
+            sends.push((
+                "gone".into(),
+                String::new(),
+                p.send_result(tomb).expect("queued"),
+            ));
+        }
+    }
+    for (key, value, s) in sends {
+        let offset = s.await.expect("delivered").expect("acknowledged").offset;
+        if value.is_empty() {
+            want.remove(&key);
+        } else {
+            want.insert(key, (offset, value));
+        }
+    }
+    // A few more, one at a time: the segment of the last batches above rolls.
+    for i in 0..3 {
+        let (key, value) = (format!("filler-{i}"), "f".repeat(100));
+        let rec = FutureRecord::to("cleaned")
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        let d = p.send(rec, OP_TIMEOUT).await.expect("acknowledged");
+        want.insert(key, (d.offset, value));
+    }
+    let (_, end) = watermarks(&cons, "cleaned", 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let all = consume_all(&cons, "cleaned", &[0], CONSUME_TIMEOUT).await;
+        let got: Vec<(i64, String, Option<String>)> = all[&0]
+            .iter()
+            .map(|c| {
+                let s = |b: &Option<Vec<u8>>| {
+                    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                };
+                (c.offset, s(&c.rec.key).unwrap_or_default(), s(&c.rec.value))
+            })
+            .collect();
+        let cleaned = got.len() < 200 && !got.iter().any(|(_, k, _)| k == "gone");
+        if cleaned || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        got.len() < 200,
+        "compacted: {} of 1501 records left",
+        got.len()
+    );
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "offsets grow");
+    let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for (o, k, v) in &got {
+        match v {
+            Some(v) => latest.insert(k.clone(), (*o, v.clone())),
+            None => latest.remove(k),
+        };
+    }
+    assert_eq!(latest, want, "every key's latest value at its offset");
+    assert!(
+        !got.iter().any(|(_, k, _)| k == "gone"),
+        "the expired tombstone and its key"
+    );
+    assert_eq!(
+        watermarks(&cons, "cleaned", 0).1,
+        end,
+        "the log end does not move"
+    );
 }
 
 /// One record close to the 1 MiB default limit (max.message.bytes = 1048588, the limit on

@@ -126,6 +126,12 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval: Duration,
+    /// `log.cleaner.backoff.ms` (`--log-cleaner-interval-ms`): how often each shard's log
+    /// cleaner looks for compacted logs to clean.
+    pub log_cleaner_interval: Duration,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaners' key maps, split evenly
+    /// between the shards.
+    pub log_cleaner_dedupe_buffer_bytes: usize,
     /// Pin shards to CPUs.
     pub pin: bool,
     /// Memory for each shard's batch cache.
@@ -239,6 +245,8 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             default_replication_factor: sluice_meta::controller::DEFAULT_REPLICATION_FACTOR,
             retention_check_interval: Duration::from_millis(300_000),
+            log_cleaner_interval: Duration::from_millis(15_000),
+            log_cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,

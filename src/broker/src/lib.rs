@@ -456,6 +456,7 @@ async fn shard_main(
         }
     }
     shard.spawn_retention();
+    shard.spawn_log_cleaner();
     shard.spawn_stats_reporter();
     let conns = connections::Connections::new(
         config::CONNECTIONS_PER_SHARD_MAX,

@@ -774,6 +774,48 @@ impl BrokerShard {
         }
     }
 
+    /// The log cleaner (`log.cleaner.backoff.ms` apart, in the background queue): one pass
+    /// over each compacted log of the shard in turn (`PartitionLog::compact`, which returns
+    /// at once for a log that is not compacted or not dirty enough). A replicated log is
+    /// cleaned by every replica on its own below the high watermark: cleaning keeps each
+    /// batch, so Raft's entries keep their indexes.
+    pub fn spawn_log_cleaner(self: &Rc<Self>) {
+        let me = self.clone();
+        let interval = self.config.log_cleaner_interval;
+        let map_keys_max = self.config.log_cleaner_dedupe_buffer_bytes
+            / self.ctx.shard_count().max(1)
+            / sluice_storage::compact::OFFSET_MAP_ENTRY_BYTES;
+        let task = self.ctx.spawn_background(async move {
+            loop {
+                sluice_shard::sleep(interval).await;
+                if me.stopping.get() {
+                    break;
+                }
+                let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
+                for p in parts {
+                    if !p.log.config().compact {
+                        continue;
+                    }
+                    let opts = sluice_storage::log::CompactOptions {
+                        now_ms: now_ms(),
+                        map_keys_max,
+                    };
+                    if let Err(e) = p.log.compact(opts).await {
+                        log::warn!("cleaning {}-{}: {e}", p.topic, p.index);
+                    }
+                    sluice_shard::yield_if_needed().await;
+                    if me.stopping.get() {
+                        break;
+                    }
+                }
+            }
+        });
+        match task {
+            Ok(t) => t.detach(),
+            Err(e) => log::error!("cannot spawn the log cleaner: {e}"),
+        }
+    }
+
     /// Shutdown has begun: connections of this shard stop taking requests.
     pub fn draining(&self) -> bool {
         self.draining.get()

@@ -199,6 +199,39 @@ pub fn rebuild_batch(batch: &[u8], kept: &[RawRecord<'_>]) -> Result<Vec<u8>, Co
     Ok(out)
 }
 
+/// A batch of no records spanning `base_offset..=last_offset`: what a reader is given in
+/// place of a run of batches compaction emptied, so a consumer moves past the run in one
+/// step. Not transactional, no producer; `epoch` is the run's newest partitionLeaderEpoch.
+pub fn empty_batch(
+    base_offset: i64,
+    last_offset: i64,
+    epoch: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+) -> [u8; RECORD_BATCH_HEADER_LEN] {
+    let mut b = [0u8; RECORD_BATCH_HEADER_LEN];
+    let delta = i32::try_from(last_offset - base_offset).unwrap_or(i32::MAX);
+    b[offsets::BASE_OFFSET..offsets::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    let batch_length = (RECORD_BATCH_HEADER_LEN - offsets::PARTITION_LEADER_EPOCH) as i32;
+    b[offsets::BATCH_LENGTH..offsets::BATCH_LENGTH + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    b[offsets::PARTITION_LEADER_EPOCH..offsets::PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
+    b[offsets::MAGIC] = crate::batch::MAGIC_V2 as u8;
+    b[offsets::LAST_OFFSET_DELTA..offsets::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&delta.to_be_bytes());
+    b[offsets::BASE_TIMESTAMP..offsets::BASE_TIMESTAMP + 8]
+        .copy_from_slice(&base_timestamp.to_be_bytes());
+    b[offsets::MAX_TIMESTAMP..offsets::MAX_TIMESTAMP + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    b[offsets::PRODUCER_ID..offsets::PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_be_bytes());
+    b[offsets::PRODUCER_EPOCH..offsets::PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
+    b[offsets::BASE_SEQUENCE..offsets::BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&b[offsets::ATTRIBUTES..]);
+    b[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +315,20 @@ mod tests {
             assert_eq!((h.records_count, h.last_offset_delta), (0, 4));
             assert_eq!(h.compression(), Some(Compression::None));
         }
+    }
+
+    #[test]
+    fn an_empty_batch_spans_its_range_and_validates() {
+        let b = empty_batch(10, 25, 4, 1_000, 2_000);
+        let h = crate::batch::validate_batch(&b).unwrap();
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.records_count),
+            (10, 25, 0)
+        );
+        assert_eq!((h.partition_leader_epoch, h.producer_id), (4, -1));
+        assert!(!h.is_transactional() && !h.is_control());
+        let decoded = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(&b)).unwrap();
+        assert!(decoded.records.is_empty());
     }
 
     #[test]

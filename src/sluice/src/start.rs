@@ -112,6 +112,12 @@ pub struct StartArgs {
     /// Kafka's producer.id.expiration.ms.
     #[arg(long, value_name = "MS", help_heading = "Topics", value_parser = positive_ms::<i32>)]
     pub producer_id_expiration_ms: Option<i32>,
+    /// Kafka's log.cleaner.backoff.ms: how often each shard looks for compacted logs to clean.
+    #[arg(long, value_name = "MS", help_heading = "Topics", value_parser = positive_ms::<u64>)]
+    pub log_cleaner_interval_ms: Option<u64>,
+    /// Kafka's log.cleaner.dedupe.buffer.size: memory for the cleaners' key maps (all shards).
+    #[arg(long, value_name = "BYTES", help_heading = "Topics")]
+    pub log_cleaner_dedupe_buffer_size: Option<usize>,
 
     /// PEM certificate chain for ssl and sasl_ssl listeners.
     #[arg(long, value_name = "FILE", help_heading = "Security")]
@@ -309,6 +315,12 @@ impl StartArgs {
         }
         if let Some(ms) = a.producer_id_expiration_ms {
             c.producer_id_expiration_ms = ms.into();
+        }
+        if let Some(ms) = a.log_cleaner_interval_ms {
+            c.log_cleaner_interval = Duration::from_millis(ms);
+        }
+        if let Some(b) = a.log_cleaner_dedupe_buffer_size {
+            c.log_cleaner_dedupe_buffer_bytes = b;
         }
         if let Some(b) = a.allow_everyone_if_no_acl_found {
             c.allow_everyone_if_no_acl_found = b;

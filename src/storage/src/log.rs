@@ -441,6 +441,9 @@ pub struct PartitionLog<S: Storage> {
     /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
     /// dirty ones. In memory only: after a restart the first pass cleans everything again.
     cleaned_to: Cell<i64>,
+    /// The log may hold batches compaction emptied (it is compacted, or a pass rewrote a
+    /// segment): consumers' reads coalesce them (`read_for_consumer`).
+    cleaned: Cell<bool>,
     flush_waiters: OffsetWaiters,
 }
 
@@ -508,6 +511,9 @@ impl<S: Storage> PartitionLog<S> {
     }
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
+        if config.compact {
+            self.cleaned.set(true);
+        }
         self.inner.borrow_mut().config = config;
         Ok(())
     }

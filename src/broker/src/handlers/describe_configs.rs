@@ -101,6 +101,18 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
             5,
         ),
         (
+            "log.cleaner.backoff.ms".into(),
+            c.log_cleaner_interval.as_millis().to_string(),
+            ConfigSource::StaticBroker,
+            5,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size".into(),
+            c.log_cleaner_dedupe_buffer_bytes.to_string(),
+            ConfigSource::StaticBroker,
+            5,
+        ),
+        (
             "producer.id.expiration.ms".into(),
             c.producer_id_expiration_ms.to_string(),
             ConfigSource::StaticBroker,

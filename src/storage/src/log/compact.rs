@@ -457,6 +457,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         self.cache.borrow_mut().forget(self.id, i64::MIN);
+        self.cleaned.set(true);
         Ok(Some((size, removed)))
     }
 

@@ -75,7 +75,67 @@ impl<S: Storage> PartitionLog<S> {
                 log_start_offset: start,
             });
         }
-        self.read_below(offset, max_bytes, hw, start).await
+        self.read_for_consumer(offset, max_bytes, hw, start).await
+    }
+
+    /// [`Self::read_below`] for a consumer. Compaction leaves batches with no records in
+    /// place (a batch is never removed: see [`crate::compact`]); a consumer is given each
+    /// run of them as one empty batch spanning the run, and the read goes on past runs
+    /// until it holds a batch with records or reaches `limit`. librdkafka doubles its fetch
+    /// size after each response without a message and fails the partition once that passes
+    /// 1 GiB, so responses of emptied batches alone must stay rare. A log never cleaned
+    /// (`compacted` unset) is read as stored.
+    async fn read_for_consumer(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+        start: i64,
+    ) -> Result<ReadOutcome> {
+        let first = self.read_below(offset, max_bytes, limit, start).await?;
+        if !self.cleaned.get() || !has_empty_batch(&first.records) {
+            return Ok(first);
+        }
+        let mut out = BytesMut::with_capacity(first.records.len());
+        let mut run: Option<EmptyRun> = None;
+        let mut records = first.records.clone();
+        loop {
+            let mut at = 0;
+            let mut next = None;
+            let mut live = false;
+            while let Some(h) = records.get(at..).and_then(Header::parse) {
+                if at + h.size > records.len() {
+                    break;
+                }
+                if h.records_count == 0 && !h.is_control() {
+                    match run.as_mut() {
+                        Some(r) => r.extend(&h),
+                        None => run = Some(EmptyRun::new(&h)),
+                    }
+                } else {
+                    if let Some(r) = run.take() {
+                        out.extend_from_slice(&r.batch());
+                    }
+                    out.extend_from_slice(&records[at..at + h.size]);
+                    live = true;
+                }
+                next = Some(h.last_offset() + 1);
+                at += h.size;
+            }
+            match next {
+                Some(n) if !live && n < limit => {
+                    records = self.read_below(n, max_bytes, limit, start).await?.records;
+                }
+                _ => break,
+            }
+        }
+        if let Some(r) = run.take() {
+            out.extend_from_slice(&r.batch());
+        }
+        Ok(ReadOutcome {
+            records: out.freeze(),
+            ..first
+        })
     }
 
     /// [`Self::read`] for a read_committed consumer: batches below the last stable offset
@@ -92,7 +152,9 @@ impl<S: Storage> PartitionLog<S> {
                 log_start_offset: start,
             }
         } else {
-            let mut o = self.read_below(offset, max_bytes, lso, start).await?;
+            let mut o = self
+                .read_for_consumer(offset, max_bytes, lso, start)
+                .await?;
             o.high_watermark = hw;
             o
         };
@@ -295,5 +357,55 @@ impl<S: Storage> PartitionLog<S> {
             .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < hw)
             .max_by_key(|s| s.max_timestamp)
             .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+}
+
+/// Whether `records` holds a batch with no records that is not a control batch (one
+/// compaction emptied).
+fn has_empty_batch(records: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(h) = records.get(at..).and_then(Header::parse) {
+        if h.records_count == 0 && !h.is_control() {
+            return true;
+        }
+        at += h.size;
+    }
+    false
+}
+
+/// A run of emptied batches a consumer read is given as one.
+struct EmptyRun {
+    base_offset: i64,
+    last_offset: i64,
+    epoch: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl EmptyRun {
+    fn new(h: &Header) -> EmptyRun {
+        EmptyRun {
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            epoch: h.leader_epoch,
+            base_timestamp: h.base_timestamp,
+            max_timestamp: h.max_timestamp,
+        }
+    }
+
+    fn extend(&mut self, h: &Header) {
+        self.last_offset = h.last_offset();
+        self.epoch = h.leader_epoch;
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+    }
+
+    fn batch(&self) -> [u8; crate::hdr::HEADER_BYTES] {
+        sluice_codec::records::empty_batch(
+            self.base_offset,
+            self.last_offset,
+            self.epoch,
+            self.base_timestamp,
+            self.max_timestamp,
+        )
     }
 }

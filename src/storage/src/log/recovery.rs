@@ -278,6 +278,7 @@ impl<S: Storage> PartitionLog<S> {
         // epoch begun but not yet written in is not durable, and the replication layer
         // begins its own again after a restart.
         let leader_epoch = epochs.latest_epoch().unwrap_or(0);
+        let compacted = config.compact;
         let log = PartitionLog {
             id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name,
@@ -320,6 +321,7 @@ impl<S: Storage> PartitionLog<S> {
             dirty_waiters: OffsetWaiters::default(),
             delete_records_lock: Default::default(),
             cleaned_to: Cell::new(i64::MIN),
+            cleaned: Cell::new(compacted),
             flush_waiters: OffsetWaiters::default(),
         };
         Ok(log)
