@@ -162,7 +162,11 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
         }
         other => panic!("a keyless record on a compacted topic: {other:?}"),
     }
-    assert_eq!(watermarks(&cons, "keyed", 0).1, end, "nothing of the keyless record");
+    assert_eq!(
+        watermarks(&cons, "keyed", 0).1,
+        end,
+        "nothing of the keyless record"
+    );
 }
 
 /// The log cleaner on a compacted topic, read back by librdkafka: after many writes over

@@ -706,6 +706,10 @@ pub fn log_config(
         .parse::<i64>()
         .unwrap_or(c.min_compaction_lag_ms)
         .max(0);
+    c.max_compaction_lag_ms = get("max.compaction.lag.ms")
+        .parse::<i64>()
+        .unwrap_or(c.max_compaction_lag_ms)
+        .max(1);
     c.min_cleanable_dirty_ratio = get("min.cleanable.dirty.ratio")
         .parse::<f64>()
         .ok()

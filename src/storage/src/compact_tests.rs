@@ -275,20 +275,28 @@ fn a_pass_waits_for_the_dirty_ratio_and_the_compaction_lag() {
     let first = block_on(log.compact(opts())).unwrap();
     assert!(first.segments_rewritten > 0, "all of it is dirty at first");
     // A little more written: below 99 % dirty, no pass.
+    let segments = log.segment_count();
     for i in 0..12 {
-        log.append(
-            &keyed(
-                &[("key-1", Some(&format!("more-{i}")))],
-                NOW,
-                Compression::None,
-            ),
-            NOW,
-        )
-        .unwrap();
+        let v = format!("more-{i}-{}", "m".repeat(400));
+        log.append(&keyed(&[("key-1", Some(&v))], NOW, Compression::None), NOW)
+            .unwrap();
     }
     block_on(log.flush()).unwrap();
+    assert!(log.segment_count() > segments, "a dirty segment closed");
     let second = block_on(log.compact(opts())).unwrap();
     assert_eq!(second.cleaned_to, None, "{second:?}");
+    // Unless the dirty part has waited past max.compaction.lag.ms.
+    log.set_config(LogConfig {
+        max_compaction_lag_ms: 1_000,
+        ..log.config()
+    })
+    .unwrap();
+    let overdue = block_on(log.compact(CompactOptions {
+        now_ms: NOW + 10_000,
+        ..opts()
+    }))
+    .unwrap();
+    assert!(overdue.cleaned_to.is_some(), "{overdue:?}");
     // A log without compaction is never cleaned.
     let plain = tempfile::tempdir().unwrap();
     let log = open(StdStorage, plain.path(), small_segments());

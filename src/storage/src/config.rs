@@ -61,6 +61,9 @@ pub struct LogConfig {
     /// `min.cleanable.dirty.ratio`: the cleaner rewrites a log only when this share of its
     /// cleanable bytes was written since its last cleaning.
     pub min_cleanable_dirty_ratio: f64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty segment's newest record is older
+    /// than this is cleaned whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -79,6 +82,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             min_compaction_lag_ms: 0,
             min_cleanable_dirty_ratio: 0.5,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

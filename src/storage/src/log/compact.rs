@@ -66,6 +66,7 @@ struct Candidate<F> {
     base: i64,
     next_offset: i64,
     size: u64,
+    max_timestamp: i64,
     file: Rc<F>,
 }
 
@@ -221,7 +222,9 @@ impl<S: Storage> PartitionLog<S> {
     /// One cleaning pass of a compacted log (`LogConfig::compact`; a log without it is left
     /// alone): maps the cleanable range, then rewrites its segments that lose records. Runs
     /// only when the bytes written since the last pass's range are at least
-    /// `min.cleanable.dirty.ratio` of the range. Appends and reads go on meanwhile.
+    /// `min.cleanable.dirty.ratio` of the range, or the first of them has waited longer than
+    /// `max.compaction.lag.ms` (by its segment's newest timestamp). Appends and reads go on
+    /// meanwhile.
     pub async fn compact(&self, opts: CompactOptions) -> Result<CompactStats> {
         let _one_at_a_time = self.delete_records_lock.lock().await;
         let _path_op = self.begin_path_op()?;
@@ -254,6 +257,7 @@ impl<S: Storage> PartitionLog<S> {
                     base: seg.base_offset,
                     next_offset: seg.next_offset,
                     size: seg.size,
+                    max_timestamp: seg.max_timestamp,
                     file,
                 });
             }
@@ -272,7 +276,15 @@ impl<S: Storage> PartitionLog<S> {
             let d = if c.base >= cleaned_to { d + c.size } else { d };
             (d, t + c.size)
         });
-        if (dirty as f64) < config.min_cleanable_dirty_ratio * total as f64 || dirty == 0 {
+        let overdue = candidates
+            .iter()
+            .find(|c| c.base >= cleaned_to)
+            .is_some_and(|c| {
+                c.max_timestamp >= 0
+                    && opts.now_ms.saturating_sub(c.max_timestamp) > config.max_compaction_lag_ms
+            });
+        let dirty_enough = dirty as f64 >= config.min_cleanable_dirty_ratio * total as f64;
+        if dirty == 0 || !(dirty_enough || overdue) {
             return Ok(stats);
         }
 
