@@ -800,8 +800,15 @@ impl BrokerShard {
                         now_ms: now_ms(),
                         map_keys_max,
                     };
-                    if let Err(e) = p.log.compact(opts).await {
-                        log::warn!("cleaning {}-{}: {e}", p.topic, p.index);
+                    let began = std::time::Instant::now();
+                    match p.log.compact(opts).await {
+                        Ok(s) if s.cleaned_to.is_some() => sluice_metrics::recorder::cleaner_pass(
+                            began.elapsed(),
+                            s.records_removed,
+                            s.bytes_before.saturating_sub(s.bytes_after),
+                        ),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("cleaning {}-{}: {e}", p.topic, p.index),
                     }
                     sluice_shard::yield_if_needed().await;
                     if me.stopping.get() {

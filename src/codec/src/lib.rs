@@ -1,5 +1,7 @@
 //! Sans-IO Kafka wire codec for sluice: request framing, header parsing, the supported-API
-//! table, request body decoding and RecordBatch v2 header validation. No sockets, no async.
+//! table, request body decoding and RecordBatch v2 header validation, and the records
+//! inside a batch read and rebuilt in place for the log cleaner ([`records`]). No sockets,
+//! no async.
 //!
 //! Typical request path on a connection:
 //!

@@ -198,6 +198,26 @@ impl Exposition {
             "Bytes written to segments by flushes.",
             per_shard(|s| s.flushed_bytes),
         );
+        histogram(
+            enc,
+            "sluice_log_cleaner_pass_seconds",
+            "Passes of the log cleaner over a compacted log.",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), s.cleaner_pass.clone())),
+        );
+        counter(
+            enc,
+            "sluice_log_cleaner_records_removed",
+            "Records the log cleaner removed from compacted logs.",
+            per_shard(|s| s.cleaner_records_removed),
+        );
+        counter(
+            enc,
+            "sluice_log_cleaner_bytes_reclaimed",
+            "Bytes compacted logs shrank by in the log cleaner's passes.",
+            per_shard(|s| s.cleaner_bytes_reclaimed),
+        );
         counter(
             enc,
             "sluice_batch_cache_hits",

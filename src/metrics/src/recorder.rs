@@ -40,6 +40,9 @@ struct Counters {
     timer_lag: Histogram,
     connections_open: u64,
     connections_accepted: u64,
+    cleaner_pass: Histogram,
+    cleaner_records_removed: u64,
+    cleaner_bytes_reclaimed: u64,
 }
 
 impl Default for Counters {
@@ -54,6 +57,9 @@ impl Default for Counters {
             timer_lag: Histogram::default(),
             connections_open: 0,
             connections_accepted: 0,
+            cleaner_pass: Histogram::default(),
+            cleaner_records_removed: 0,
+            cleaner_bytes_reclaimed: 0,
         }
     }
 }
@@ -112,6 +118,16 @@ pub fn flush(write: Duration, sync: Duration, bytes: u64) {
     });
 }
 
+/// One pass of the shard's log cleaner over a log: how long it took, the records it
+/// removed and the bytes the log shrank by.
+pub fn cleaner_pass(took: Duration, records_removed: u64, bytes_reclaimed: u64) {
+    with(|c| {
+        c.cleaner_pass.record(took);
+        c.cleaner_records_removed += records_removed;
+        c.cleaner_bytes_reclaimed += bytes_reclaimed;
+    });
+}
+
 /// How late a timer of the shard's executor fired.
 pub fn timer_lag(late: Duration) {
     with(|c| c.timer_lag.record(late));
@@ -164,6 +180,9 @@ pub fn fill(
         snap.timer_lag = c.timer_lag.clone();
         snap.connections = c.connections_open;
         snap.connections_accepted = c.connections_accepted;
+        snap.cleaner_pass = c.cleaner_pass.clone();
+        snap.cleaner_records_removed = c.cleaner_records_removed;
+        snap.cleaner_bytes_reclaimed = c.cleaner_bytes_reclaimed;
         c.partitions.retain(|(id, p), _| owned(id, *p));
         c.partitions.clone()
     })

@@ -3,7 +3,8 @@
 //! replication (appends at the leader's offsets, truncation, the leader-epoch history).
 //! Transactions, the partition's side: each producer's open transaction, markers that end
 //! them (`append_marker`), the aborted ones per segment, the last stable offset and
-//! read_committed reads (`txn`, `producer`, `log`).
+//! read_committed reads (`txn`, `producer`, `log`). Log compaction: which records of a
+//! compacted log stay ([`compact`]) and the cleaner's passes (`PartitionLog::compact`).
 //!
 //! Boundary invariants:
 //! - The log does no IO of its own: everything goes through [`io::Storage`], which the
@@ -32,6 +33,9 @@
 //! - The leader-epoch history ([`leader_epoch`]) holds an entry for each epoch's first
 //!   batch; its checkpoint is written before that batch can be durable, and cut on
 //!   truncation and to the recovered end on open.
+//! - Compaction never removes a batch, only records in it: offsets, Raft indexes, producer
+//!   state and the leader-epoch history survive a pass, and a rewritten segment replaces
+//!   its original whole (rename) or not at all.
 
 pub mod cache;
 pub mod compact;
