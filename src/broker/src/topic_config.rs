@@ -637,11 +637,20 @@ pub fn cleanup_deletes(
     overrides: &BTreeMap<String, String>,
     broker: &BTreeMap<String, String>,
 ) -> bool {
+    cleanup_policy_has(overrides, broker, "delete")
+}
+
+/// Whether the effective `cleanup.policy` lists `policy`.
+fn cleanup_policy_has(
+    overrides: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+    policy: &str,
+) -> bool {
     let key = topic_config_key("cleanup.policy").expect("a known topic config");
     effective(overrides, broker, key)
         .0
         .split(',')
-        .any(|p| p.trim() == "delete")
+        .any(|p| p.trim() == policy)
 }
 
 /// Whether a topic's `cleanup.policy` includes `compact`: records need keys, and the log
@@ -650,11 +659,7 @@ pub fn cleanup_compacts(
     overrides: &BTreeMap<String, String>,
     broker: &BTreeMap<String, String>,
 ) -> bool {
-    let key = topic_config_key("cleanup.policy").expect("a known topic config");
-    effective(overrides, broker, key)
-        .0
-        .split(',')
-        .any(|p| p.trim() == "compact")
+    cleanup_policy_has(overrides, broker, "compact")
 }
 
 /// Builds the storage settings of a topic's partitions.

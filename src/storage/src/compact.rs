@@ -172,44 +172,12 @@ pub fn clean_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use sluice_codec::kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use bytes::Bytes;
+    use sluice_codec::kafka_protocol::records::{Compression, RecordBatchDecoder};
 
     /// One batch at `base` of (key, value) records; `None` value: a tombstone.
     fn batch(base: i64, kv: &[(Option<&str>, Option<&str>)], c: Compression) -> Vec<u8> {
-        let records: Vec<Record> = kv
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i as i64,
-                sequence: i as i32,
-                timestamp: 1_000 + base + i as i64,
-                key: k.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-                value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: c,
-            },
-        )
-        .unwrap();
-        buf.to_vec()
+        crate::compact_tests::records_batch(base, kv, 1_000 + base, c)
     }
 
     fn kv(b: &[u8]) -> Vec<(i64, Option<String>, Option<String>)> {

@@ -28,8 +28,14 @@ fn compacted() -> LogConfig {
     }
 }
 
-/// A batch of `(key, value)` records (`None` value: a tombstone) stamped `ts`.
-fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
+/// A batch at `base` of `(key, value)` records (`None` key: keyless; `None` value: a
+/// tombstone), every record stamped `ts`. Shared with `compact.rs`'s tests.
+pub(crate) fn records_batch(
+    base: i64,
+    kv: &[(Option<&str>, Option<&str>)],
+    ts: i64,
+    c: Compression,
+) -> Vec<u8> {
     let records: Vec<Record> = kv
         .iter()
         .enumerate()
@@ -37,14 +43,15 @@ fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
             transactional: false,
             control: false,
             delete_horizon: false,
-            partition_leader_epoch: 0,
+            partition_leader_epoch: 1,
             producer_id: -1,
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
-            offset: i as i64,
+            offset: base + i as i64,
+            // The encoder starts a new batch where offset - sequence changes.
             sequence: i as i32,
             timestamp: ts,
-            key: Some(Bytes::copy_from_slice(k.as_bytes())),
+            key: k.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
             headers: Default::default(),
         })
@@ -60,6 +67,12 @@ fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
     )
     .unwrap();
     buf.to_vec()
+}
+
+/// [`records_batch`] of keyed records, for appending (the log assigns the offsets).
+fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
+    let kv: Vec<(Option<&str>, Option<&str>)> = kv.iter().map(|(k, v)| (Some(*k), *v)).collect();
+    records_batch(0, &kv, ts, c)
 }
 
 /// Every record readable from the log start: (offset, key, value), and the batches'
