@@ -1479,6 +1479,89 @@ async fn committed_offsets_survive_broker_kill9() {
     assert_eq!(committed(&b, "durable-group", topic).await, ends(&all));
 }
 
+/// `__consumer_offsets` is compacted: after many commits of one group the log cleaner
+/// leaves about one record per (group, partition) below the active segment, and a
+/// restarted broker still serves the latest commit of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
+    use sluice_tests::kafka::{alter_topic_config, consume_all};
+    use sluice_tests::BrokerConfig;
+    let mut broker = Broker::start_with(BrokerConfig {
+        extra_args: vec!["--log-cleaner-interval-ms".into(), "100".into()],
+        ..BrokerConfig::default()
+    });
+    let b = broker.bootstrap();
+    let topic = "committed-often";
+    create_topic(&b, topic).await;
+    let mut cfg = base_config(&b);
+    cfg.set("group.id", "compacted-group")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("committer");
+    // The first commit creates the offsets topic; then its segments are made small.
+    let commit = |round: i64| {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Offset(round * 10 + i64::from(p)))
+                .unwrap();
+        }
+        c.commit(&tpl, CommitMode::Sync)
+    };
+    wait_until("the first commit", SETTLE, || {
+        commit(0).map_err(|e| e.to_string())
+    })
+    .await;
+    alter_topic_config(
+        &admin(&b),
+        "__consumer_offsets",
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "4096"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )
+    .await;
+    let rounds = 300;
+    for round in 1..=rounds {
+        commit(round).expect("commit");
+    }
+    let want: BTreeMap<i32, Offset> = (0..PARTITIONS)
+        .map(|p| (p, Offset::Offset(rounds * 10 + i64::from(p))))
+        .collect();
+    assert_eq!(committed(&b, "compacted-group", topic).await, want);
+    // The offsets topic shrinks to a few records per partition committed. (Only the
+    // partition the group's commits went to: on a cluster the others hold Raft's election
+    // no-op alone, a control batch no consumer is given.)
+    let reader = consumer(&b);
+    let offsets: Vec<i32> = (0..50)
+        .filter(|&p| {
+            let (lo, hi) = sluice_tests::kafka::watermarks(&reader, "__consumer_offsets", p);
+            hi - lo > 100
+        })
+        .collect();
+    assert_eq!(offsets.len(), 1, "one partition holds the group's commits");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let read = consume_all(&reader, "__consumer_offsets", &offsets, OP_TIMEOUT).await;
+        let left: usize = read.values().map(Vec::len).sum();
+        if left < 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offsets topic not compacted: {left} of {} records left",
+            (rounds + 1) * 6
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    broker.stop_ok();
+    broker.restart();
+    assert_eq!(
+        committed(&b, "compacted-group", topic).await,
+        want,
+        "the latest commits, replayed from the compacted log"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_group_carries_on_across_a_broker_kill9() {
     let mut broker = Broker::start();
