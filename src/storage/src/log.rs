@@ -436,7 +436,8 @@ pub struct PartitionLog<S: Storage> {
     hw_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
     /// Serialises `delete_records_before` (its checkpoint replace awaits), the replicated
-    /// start's moves and cleaning passes (`compact`).
+    /// start's moves, retention and cleaning passes (`compact`): a pass's rename must not
+    /// bring back the name of a segment deleted meanwhile.
     delete_records_lock: crate::notify::LocalLock,
     /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
     /// dirty ones. In memory only: after a restart the first pass cleans everything again.

@@ -17,6 +17,7 @@
 //! its records hide older ones), whose newest record is older than `min.compaction.lag.ms`;
 //! the first segment that is not ends the range.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -209,13 +210,36 @@ impl<S: Storage> CleanedFile<S> {
     }
 }
 
-fn aborted_at(aborted: &[AbortedTxn], h: &Header) -> bool {
-    h.is_transactional()
-        && aborted.iter().any(|t| {
-            t.producer_id == h.producer_id
-                && t.first_offset <= h.base_offset
-                && h.base_offset <= t.last_offset
-        })
+/// The log's aborted transactions by producer, each producer's sorted by first offset.
+struct Aborted(HashMap<i64, Vec<(i64, i64)>>);
+
+impl Aborted {
+    fn new(all: impl Iterator<Item = AbortedTxn>) -> Aborted {
+        let mut by: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in all {
+            by.entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        for v in by.values_mut() {
+            v.sort_unstable();
+        }
+        Aborted(by)
+    }
+
+    /// Whether the batch at `h` belongs to an aborted transaction.
+    fn at(&self, h: &Header) -> bool {
+        if !h.is_transactional() {
+            return false;
+        }
+        let Some(txns) = self.0.get(&h.producer_id) else {
+            return false;
+        };
+        // The last transaction that began at or before the batch (a producer's
+        // transactions do not overlap).
+        let i = txns.partition_point(|&(first, _)| first <= h.base_offset);
+        i > 0 && h.base_offset <= txns[i - 1].1
+    }
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -229,16 +253,13 @@ impl<S: Storage> PartitionLog<S> {
         let _one_at_a_time = self.delete_records_lock.lock().await;
         let _path_op = self.begin_path_op()?;
         let mut stats = CompactStats::default();
+        // The last stable offset is at or below the high watermark.
+        let end = self.last_stable_offset();
         let (candidates, aborted, config) = {
             let inner = self.inner.borrow();
             if !inner.config.compact {
                 return Ok(stats);
             }
-            let lso = inner
-                .producers
-                .first_unstable_offset(inner.visible_hw())
-                .map_or(inner.visible_hw(), |f| f.min(inner.visible_hw()));
-            let end = lso.min(inner.visible_hw());
             let lag_cut = opts
                 .now_ms
                 .saturating_sub(inner.config.min_compaction_lag_ms);
@@ -261,11 +282,12 @@ impl<S: Storage> PartitionLog<S> {
                     file,
                 });
             }
-            let aborted: Vec<AbortedTxn> = inner
-                .segments
-                .values()
-                .flat_map(|s| s.aborted.iter().copied())
-                .collect();
+            let aborted = Aborted::new(
+                inner
+                    .segments
+                    .values()
+                    .flat_map(|s| s.aborted.iter().copied()),
+            );
             (candidates, aborted, inner.config.clone())
         };
         if candidates.is_empty() {
@@ -295,8 +317,7 @@ impl<S: Storage> PartitionLog<S> {
             let path = segment_path(&self.dir, c.base, "log");
             let mut reader = BatchReader::new(&*c.file, &path, c.size);
             while let Some((h, _, bytes)) = reader.next().await? {
-                let aborted = aborted_at(&aborted, &h);
-                match map_batch(&mut map, &h, &bytes, aborted) {
+                match map_batch(&mut map, &h, &bytes, aborted.at(&h)) {
                     Ok(true) => {}
                     Ok(false) => break 'segments,
                     Err(e) => {
@@ -357,7 +378,7 @@ impl<S: Storage> PartitionLog<S> {
         &self,
         c: &Candidate<S::File>,
         map: &OffsetMap,
-        aborted: &[AbortedTxn],
+        aborted: &Aborted,
         tombstone_cut: i64,
     ) -> Result<Option<(u64, u64)>> {
         let path = segment_path(&self.dir, c.base, "log");
@@ -376,7 +397,7 @@ impl<S: Storage> PartitionLog<S> {
                 map,
                 &h,
                 &bytes,
-                aborted_at(aborted, &h),
+                aborted.at(&h),
                 h.max_timestamp < tombstone_cut,
             )
             .map_err(|e| StorageError::CorruptBatch {
@@ -454,9 +475,10 @@ impl<S: Storage> PartitionLog<S> {
         {
             let mut inner = self.inner.borrow_mut();
             match inner.segments.get_mut(&c.base) {
-                // Still the segment this pass read (retention may have deleted it since;
-                // then its name went with it and the new file is already gone or garbage
-                // the next open sweeps).
+                // Still the segment this pass read. (Nothing else deletes segments while a
+                // pass runs: retention, DeleteRecords and the replicated start's moves wait
+                // for `delete_records_lock`; a truncation never reaches below the high
+                // watermark, where the pass works.)
                 Some(seg) if seg.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &c.file)) => {
                     seg.file = Some(Rc::new(file));
                     seg.size = size;

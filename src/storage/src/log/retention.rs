@@ -124,6 +124,9 @@ impl<S: Storage> PartitionLog<S> {
     /// segment is never deleted, nor one holding offsets at or past the high watermark.
     /// Returns how many segments were removed.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        // Not while a cleaning pass rewrites segments (`compact`): its rename must not bring
+        // back the name of a segment deleted meanwhile.
+        let _one_at_a_time = self.delete_records_lock.lock().await;
         let doomed = retention_rule(&self.inner.borrow(), now_ms);
         self.delete_segments(doomed).await
     }
