@@ -1,6 +1,6 @@
 //! Reading a partition log: consumers' reads below the high watermark (read_committed ones
-//! below the last stable offset), replication's reads up to the durable offset, and lookups
-//! by timestamp.
+//! below the last stable offset; runs of batches compaction emptied come as one),
+//! replication's reads up to the durable offset (as stored), and lookups by timestamp.
 
 use bytes::{Bytes, BytesMut};
 
