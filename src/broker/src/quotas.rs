@@ -28,7 +28,8 @@
 //! Invariants:
 //! - Without any quota configured, a request costs one atomic load here.
 //! - At most [`BUDGETS_MAX`] budgets exist; idle ones go first when the table is full.
-//! - A throttle is at most [`THROTTLE_MS_MAX`].
+//! - A throttle is at most [`THROTTLE_MS_MAX`]; a `request_percentage` one at most
+//!   [`REQUEST_THROTTLE_MS_MAX`], and its debt at most [`REQUEST_DEBT_S_MAX`] of the share.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,15 @@ use sluice_meta::quota::{lookup_order, QuotaEntity, QuotaValue};
 pub const BUDGETS_MAX: usize = 65_536;
 /// The longest a connection is muted for one request (Kafka bounds it by its quota window).
 pub const THROTTLE_MS_MAX: u64 = 30_000;
+/// The longest one request's `request_percentage` throttle (Kafka's
+/// `ClientRequestQuotaManager` caps it at `quota.window.size.seconds`, 1 s).
+pub const REQUEST_THROTTLE_MS_MAX: u64 = 1_000;
+/// The most `request_percentage` debt a client carries, in seconds of its share: Kafka
+/// measures request time over `quota.window.num` (11) windows of a second, so what ran
+/// longer ago no longer counts against the client. Without the bound, one slow request
+/// under a tiny share (0.001 % of a thread is 10 µs a second, and a request on a loaded
+/// host can run a millisecond) would throttle the client for minutes.
+pub const REQUEST_DEBT_S_MAX: f64 = 11.0;
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
@@ -166,7 +176,15 @@ impl QuotaStore {
         let Some((own, rate)) = self.client_quota(key, user, client_id) else {
             return Duration::ZERO;
         };
-        self.take(own, key, rate, bytes, now, true)
+        if key != REQUEST_PERCENTAGE {
+            return self.take(own, key, rate, bytes, now, true);
+        }
+        let wait = self.take(own.clone(), key, rate, bytes, now, true);
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = budgets.get_mut(&(own, key)) {
+            b.available = b.available.max(-rate * REQUEST_DEBT_S_MAX);
+        }
+        wait.min(Duration::from_millis(REQUEST_THROTTLE_MS_MAX))
     }
 
     /// The budget that `key` of the client `user`/`client_id` draws on and its rate per
@@ -560,6 +578,26 @@ mod tests {
             Duration::from_millis(200)
         );
         assert!(!QuotaStore::default().times_requests());
+        // A request far over a tiny share is throttled for a second at most (Kafka's quota
+        // window), and the debt it leaves is bounded: 11 s of the share.
+        let tiny = store(
+            QuotaEntity {
+                user: Some(Some("bob".into())),
+                ..Default::default()
+            },
+            REQUEST_PERCENTAGE,
+            0.001,
+        );
+        assert_eq!(
+            tiny.record(REQUEST_PERCENTAGE, "bob", "c", 5_000, t),
+            Duration::from_millis(REQUEST_THROTTLE_MS_MAX)
+        );
+        let later = t + Duration::from_secs(12);
+        assert_eq!(
+            tiny.record(REQUEST_PERCENTAGE, "bob", "c", 1, later),
+            Duration::ZERO,
+            "the debt was paid back within Kafka's 11 s of windows"
+        );
     }
 
     #[test]
