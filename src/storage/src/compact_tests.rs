@@ -75,15 +75,15 @@ fn keyed(kv: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Vec<u8> {
     records_batch(0, &kv, ts, c)
 }
 
-/// Every record readable from the log start: (offset, key, value), and the batches'
-/// (base, last) ranges.
+/// Every record readable from the log start: (offset, key, value).
 type Records = Vec<(i64, String, Option<String>)>;
 
 /// A consumer's view: every read holds a batch with records unless it reaches the end,
 /// runs of emptied batches come as one, and the batches cover the log without gaps.
-fn read_records<S: Storage>(log: &PartitionLog<S>) -> (Records, Vec<(i64, i64)>) {
+fn read_records<S: Storage>(log: &PartitionLog<S>) -> Records {
     let mut out = Vec::new();
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    // The last offset of the batches read so far.
+    let mut covered: Option<i64> = None;
     let mut from = log.log_start_offset();
     while from < log.high_watermark() {
         let r = block_on(log.read(from, 1 << 20)).expect("read");
@@ -98,12 +98,12 @@ fn read_records<S: Storage>(log: &PartitionLog<S>) -> (Records, Vec<(i64, i64)>)
         while at < r.records.len() {
             let h = Header::parse(&r.records[at..]).expect("whole batch");
             h.verify(&r.records[at..at + h.size]).expect("crc");
-            if let Some(&(_, last)) = ranges.last() {
+            if let Some(last) = covered {
                 assert_eq!(h.base_offset, last + 1, "batches cover the log");
             }
-            ranges.push((h.base_offset, h.last_offset()));
-            let one = Bytes::copy_from_slice(&r.records[at..at + h.size]);
-            let set = RecordBatchDecoder::decode(&mut one.clone()).expect("decodes");
+            covered = Some(h.last_offset());
+            let mut one = r.records.slice(at..at + h.size);
+            let set = RecordBatchDecoder::decode(&mut one).expect("decodes");
             for rec in set.records {
                 let s = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
                 out.push((
@@ -116,7 +116,7 @@ fn read_records<S: Storage>(log: &PartitionLog<S>) -> (Records, Vec<(i64, i64)>)
             at += h.size;
         }
     }
-    (out, ranges)
+    out
 }
 
 /// Batches with records and without, in `records`.
@@ -211,14 +211,14 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(StdStorage, dir.path(), compacted());
         fill(&log, c);
-        let (before, _) = read_records(&log);
+        let before = read_records(&log);
         let ranges_before = stored_ranges(&log);
         let segments = log.segment_count();
         assert!(segments >= 3, "{segments} segments");
         let stats = block_on(log.compact(opts())).unwrap();
         assert!(stats.segments_rewritten > 0, "{stats:?}");
         assert!(stats.bytes_after < stats.bytes_before, "{stats:?}");
-        let (after, _) = read_records(&log);
+        let after = read_records(&log);
         let ranges_after = stored_ranges(&log);
         assert_eq!(
             ranges_after, ranges_before,
@@ -253,11 +253,11 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
         log.append(&keyed(&[("key-0", Some("new"))], NOW, c), NOW)
             .unwrap();
         block_on(log.flush()).unwrap();
-        let (live, _) = read_records(&log);
+        let live = read_records(&log);
         block_on(log.close()).unwrap();
         drop(log);
         let log = open(StdStorage, dir.path(), compacted());
-        assert_eq!(read_records(&log).0, live, "after a restart ({c:?})");
+        assert_eq!(read_records(&log), live, "after a restart ({c:?})");
         assert_eq!(
             latest(&live)["key-0"].1.as_deref(),
             Some("new"),
@@ -330,7 +330,7 @@ fn a_power_loss_anywhere_in_a_pass_leaves_a_whole_log() {
         plan.model_durability();
         let log = open(storage, dir.path(), compacted());
         fill(&log, Compression::None);
-        let (before, _) = read_records(&log);
+        let before = read_records(&log);
         let ranges = stored_ranges(&log);
         if fsync {
             plan.fail_fsync_in.set(k);
@@ -347,7 +347,7 @@ fn a_power_loss_anywhere_in_a_pass_leaves_a_whole_log() {
         drop(log);
         let log = open(StdStorage, dir.path(), compacted());
         let what = format!("sync {k} failed (fsync: {fsync}), pass {result:?}");
-        let (after, _) = read_records(&log);
+        let after = read_records(&log);
         let after_ranges = stored_ranges(&log);
         assert_eq!(after_ranges, ranges, "{what}");
         assert_eq!(latest(&after), latest(&before), "{what}");
@@ -360,7 +360,7 @@ fn a_power_loss_anywhere_in_a_pass_leaves_a_whole_log() {
             "{what}: leftovers swept"
         );
         let again = block_on(log.compact(opts())).unwrap();
-        let (done, _) = read_records(&log);
+        let done = read_records(&log);
         assert_eq!(latest(&done), latest(&before), "{what}: {again:?}");
     }
     // Both kinds of sync failed passes at several points, and some passes got past them all.
