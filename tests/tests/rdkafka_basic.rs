@@ -172,7 +172,7 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
 /// The log cleaner on a compacted topic, read back by librdkafka: after many writes over
 /// a few keys, every key's latest value is still there at the offset it was written at,
 /// superseded values below the active segment are gone, offsets only grow, and a key whose
-/// tombstone is older than `delete.retention.ms` disappears.
+/// tombstone a pass has kept for `delete.retention.ms` (0 here) disappears.
 #[tokio::test]
 async fn a_compacted_topic_keeps_the_latest_value_per_key() {
     use rdkafka::producer::FutureRecord;

@@ -10,6 +10,12 @@
 //! rewritten batch keeps baseOffset, baseTimestamp and lastOffsetDelta (Kafka's cleaner
 //! does the same, so consumers move past a batch whose last records were removed).
 //!
+//! The one exception is KIP-534's delete horizon: a batch that keeps a tombstone is given
+//! attributes bit 6 and, in its baseTimestamp field, the time after which the cleaner may
+//! remove its tombstones. Readers compute a record's timestamp as baseTimestamp plus its
+//! delta, so the kept records' timestampDelta are written anew (relative to the horizon,
+//! negative as a rule) and the rest of each record is copied unchanged.
+//!
 //! Compressed batches hold their records compressed as one payload: they are decompressed
 //! under the vendored crate's cap (`DECOMPRESSED_BYTES_MAX`) and recompressed with the same
 //! codec. Nothing here panics on hostile bytes: a record that does not parse is an error.
@@ -17,7 +23,9 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::batch::{offsets, BatchHeader, Compression, RECORD_BATCH_HEADER_LEN};
+use crate::batch::{
+    offsets, BatchHeader, Compression, DELETE_HORIZON_BIT, RECORD_BATCH_HEADER_LEN,
+};
 use crate::error::CodecError;
 
 /// One record of a batch, as stored.
@@ -31,6 +39,10 @@ pub struct RawRecord<'a> {
     pub key: Option<&'a [u8]>,
     /// A null value: a tombstone for its key.
     pub tombstone: bool,
+    /// The record's attributes byte.
+    pub attributes: u8,
+    /// The record from its offsetDelta on (what follows attributes and timestampDelta).
+    pub tail: &'a [u8],
 }
 
 fn invalid(why: &str) -> CodecError {
@@ -92,8 +104,10 @@ pub fn parse_records(raw: &[u8]) -> Result<Vec<RawRecord<'_>>, CodecError> {
         if p >= end {
             return Err(invalid("empty record"));
         }
-        p += 1; // attributes
+        let attributes = body[p];
+        p += 1;
         let timestamp_delta = read_varint(body, &mut p, 10)?;
+        let tail_at = p;
         let offset_delta = read_i32(body, &mut p)?;
         let key = read_field(body, &mut p)?;
         let value = read_field(body, &mut p)?;
@@ -114,6 +128,8 @@ pub fn parse_records(raw: &[u8]) -> Result<Vec<RawRecord<'_>>, CodecError> {
             timestamp_delta,
             key,
             tombstone: value.is_none(),
+            attributes,
+            tail: &raw[tail_at..end],
         });
         pos = end;
     }
@@ -141,19 +157,47 @@ pub fn records_section(batch: &[u8]) -> Result<Bytes, CodecError> {
     out.map_err(|e| invalid(&format!("{e:#}")))
 }
 
+/// Appends `v` as a zigzag varint.
+fn put_varint(out: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.extend_from_slice(&[(z as u8) | 0x80]);
+        z >>= 7;
+    }
+    out.extend_from_slice(&[z as u8]);
+}
+
 /// Builds a batch from `batch`'s header and the records `kept` (a subset, in order, of its
 /// records): baseOffset, lastOffsetDelta, baseTimestamp, maxTimestamp, producer fields and
 /// partitionLeaderEpoch stay; recordsCount, batchLength and the CRC follow the records. The
 /// records are compressed with the batch's codec; a batch left with no records carries no
 /// payload and no codec bit (a consumer never decompresses an empty payload).
-pub fn rebuild_batch(batch: &[u8], kept: &[RawRecord<'_>]) -> Result<Vec<u8>, CodecError> {
+///
+/// `delete_horizon`: set KIP-534's delete horizon (bit 6, baseTimestamp = the horizon) on a
+/// batch that has none; kept records' timestamps stay what they were.
+pub fn rebuild_batch(
+    batch: &[u8],
+    kept: &[RawRecord<'_>],
+    delete_horizon: Option<i64>,
+) -> Result<Vec<u8>, CodecError> {
     let h = BatchHeader::parse(batch)?;
     let compression = h
         .compression()
         .ok_or_else(|| invalid("unknown compression"))?;
+    let horizon = delete_horizon.filter(|_| !h.has_delete_horizon());
     let mut raw = BytesMut::new();
     for r in kept {
-        raw.extend_from_slice(r.bytes);
+        let Some(horizon) = horizon else {
+            raw.extend_from_slice(r.bytes);
+            continue;
+        };
+        let timestamp = h.base_timestamp.wrapping_add(r.timestamp_delta);
+        let mut body = BytesMut::with_capacity(r.tail.len() + 11);
+        body.extend_from_slice(&[r.attributes]);
+        put_varint(&mut body, timestamp.wrapping_sub(horizon));
+        body.extend_from_slice(r.tail);
+        put_varint(&mut raw, body.len() as i64);
+        raw.extend_from_slice(&body);
     }
     let mut payload = BytesMut::new();
     let compressed = match (compression, kept.is_empty()) {
@@ -189,11 +233,16 @@ pub fn rebuild_batch(batch: &[u8], kept: &[RawRecord<'_>]) -> Result<Vec<u8>, Co
         .copy_from_slice(&batch_length.to_be_bytes());
     let count = i32::try_from(kept.len()).map_err(|_| invalid("too many records"))?;
     out[offsets::RECORDS_COUNT..offsets::RECORDS_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+    let mut attributes = h.attributes;
     if kept.is_empty() {
-        let attributes = h.attributes & !0x07;
-        out[offsets::ATTRIBUTES..offsets::ATTRIBUTES + 2]
-            .copy_from_slice(&attributes.to_be_bytes());
+        attributes &= !0x07;
     }
+    if let Some(horizon) = horizon {
+        attributes |= DELETE_HORIZON_BIT;
+        out[offsets::BASE_TIMESTAMP..offsets::BASE_TIMESTAMP + 8]
+            .copy_from_slice(&horizon.to_be_bytes());
+    }
+    out[offsets::ATTRIBUTES..offsets::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&out[offsets::ATTRIBUTES..]);
     out[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
@@ -291,7 +340,7 @@ mod tests {
             assert_eq!(recs[4].timestamp_delta, 4);
             // Keep records 1 and 3: the first and last go, the batch's range stays.
             let kept = [recs[1], recs[3]];
-            let rebuilt = rebuild_batch(&b, &kept).unwrap();
+            let rebuilt = rebuild_batch(&b, &kept, None).unwrap();
             let h = crate::batch::validate_batch(&rebuilt).unwrap();
             assert_eq!((h.base_offset, h.last_offset_delta), (100, 4), "{c:?}");
             assert_eq!((h.records_count, h.producer_id, h.base_sequence), (2, 7, 0));
@@ -309,11 +358,48 @@ mod tests {
             );
             assert!(decoded.records[1].value.is_none());
             // Emptied: a header only, no codec, the offset range kept.
-            let empty = rebuild_batch(&b, &[]).unwrap();
+            let empty = rebuild_batch(&b, &[], None).unwrap();
             let h = crate::batch::validate_batch(&empty).unwrap();
             assert_eq!(empty.len(), RECORD_BATCH_HEADER_LEN);
             assert_eq!((h.records_count, h.last_offset_delta), (0, 4));
             assert_eq!(h.compression(), Some(Compression::None));
+        }
+    }
+
+    #[test]
+    fn a_delete_horizon_moves_the_base_timestamp_and_keeps_record_timestamps() {
+        for c in [KpCompression::None, KpCompression::Zstd] {
+            let b = batch(c);
+            let raw = records_section(&b).unwrap();
+            let recs = parse_records(&raw).unwrap();
+            let horizon = 1_700_086_400_000;
+            let rebuilt = rebuild_batch(&b, &[recs[0], recs[3]], Some(horizon)).unwrap();
+            let h = crate::batch::validate_batch(&rebuilt).unwrap();
+            assert!(h.has_delete_horizon(), "{c:?}");
+            assert_eq!(h.base_timestamp, horizon);
+            assert_eq!(h.max_timestamp, 1_700_000_000_004, "maxTimestamp stays");
+            let decoded = RecordBatchDecoder::decode(&mut Bytes::from(rebuilt.clone())).unwrap();
+            let got: Vec<(i64, i64, bool)> = decoded
+                .records
+                .iter()
+                .map(|r| (r.offset, r.timestamp, r.value.is_none()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (100, 1_700_000_000_000, false),
+                    (103, 1_700_000_000_003, true)
+                ]
+            );
+            assert!(decoded.records.iter().all(|r| r.delete_horizon));
+            // A horizon already set stays: a later pass does not move it.
+            let raw = records_section(&rebuilt).unwrap();
+            let again = parse_records(&raw).unwrap();
+            let kept = rebuild_batch(&rebuilt, &again[1..], Some(horizon + 5)).unwrap();
+            let h = crate::batch::validate_batch(&kept).unwrap();
+            assert_eq!(h.base_timestamp, horizon);
+            let decoded = RecordBatchDecoder::decode(&mut Bytes::from(kept)).unwrap();
+            assert_eq!(decoded.records[0].timestamp, 1_700_000_000_003);
         }
     }
 

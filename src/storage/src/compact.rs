@@ -9,16 +9,19 @@
 //! - A record stays when no later record of its key is in the map. Records past the cleaned
 //!   range are never looked at, and the map covers the range from its start, so "a later
 //!   record exists" is all the map ever claims: nothing newest for its key is removed.
-//! - A tombstone (null value) that is its key's latest stays while its batch's newest
-//!   timestamp is within `delete.retention.ms` of now, so consumers that read the key
-//!   before see the deletion; after that it goes too.
+//! - A tombstone (null value) that is its key's latest stays for `delete.retention.ms` after
+//!   the cleaner first kept it, so consumers reading the log from the start in that time see
+//!   the deletion; after that it goes too. The time is KIP-534's delete horizon: the pass
+//!   that first keeps a batch's tombstones writes now + `delete.retention.ms` into the batch
+//!   (attributes bit 6, baseTimestamp), so it survives restarts and does not depend on the
+//!   producer's clock (a tombstone with an old CreateTime is not removed at once).
 //! - Records without a key (written before the topic became compacted) go, as in Kafka.
 //! - Control batches (transaction markers, Raft's own entries) stay whole. A transactional
 //!   batch that was aborted loses all its records and adds nothing to the map (its records
 //!   never happened for a read_committed consumer, so they must not hide older values).
 //!
 //! Invariants: **a batch is never removed, only emptied**, and its base offset,
-//! lastOffsetDelta, producer fields, epoch and timestamps stay ([`sluice_codec::records`]).
+//! lastOffsetDelta, producer fields, epoch and record timestamps stay ([`sluice_codec::records`]).
 //! A replicated log's Raft index is the ordinal of its batch, and producer state and the
 //! leader-epoch history are read from batch headers, so all three survive cleaning; a
 //! consumer moves past an emptied batch by its lastOffsetDelta. Kept records' bytes are
@@ -124,26 +127,40 @@ pub fn map_batch(
 /// What cleaning a batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleaned {
-    /// The rewritten batch; `None` when every record stays (the batch is kept as it is).
+    /// The rewritten batch; `None` when it stays as it is.
     pub batch: Option<Vec<u8>>,
     pub records_removed: usize,
+    /// The delete horizon of the tombstones the batch still holds: a pass at or after it
+    /// has work even when nothing else changed.
+    pub delete_horizon: Option<i64>,
+}
+
+/// When the pass runs, for the tombstones' delete horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub now_ms: i64,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
 }
 
 /// Cleans `batch` (at `header`) against `map`: the records that stay, by the rules above.
-/// `tombstones_expire`: the batch's newest timestamp is older than `delete.retention.ms`.
 pub fn clean_batch(
     map: &OffsetMap,
     header: &Header,
     batch: &[u8],
     aborted: bool,
-    tombstones_expire: bool,
+    clock: Clock,
 ) -> Result<Cleaned, Unreadable> {
+    let unchanged = Cleaned {
+        batch: None,
+        records_removed: 0,
+        delete_horizon: None,
+    };
     if header.is_control() || header.records_count <= 0 {
-        return Ok(Cleaned {
-            batch: None,
-            records_removed: 0,
-        });
+        return Ok(unchanged);
     }
+    let horizon = header.delete_horizon();
+    let tombstones_expire = horizon.is_some_and(|h| clock.now_ms >= h);
     let raw = records(batch)?;
     let recs = parse_records(&raw).map_err(|e| Unreadable(e.to_string()))?;
     let stays = |r: &RawRecord<'_>| {
@@ -156,16 +173,22 @@ pub fn clean_batch(
         newest && !(r.tombstone && tombstones_expire)
     };
     let kept: Vec<RawRecord<'_>> = recs.iter().filter(|r| stays(r)).copied().collect();
-    if kept.len() == recs.len() {
+    let keeps_tombstone = kept.iter().any(|r| r.tombstone);
+    let new_horizon = (keeps_tombstone && horizon.is_none())
+        .then(|| clock.now_ms.saturating_add(clock.delete_retention_ms));
+    let delete_horizon = horizon.or(new_horizon).filter(|_| keeps_tombstone);
+    if kept.len() == recs.len() && new_horizon.is_none() {
         return Ok(Cleaned {
-            batch: None,
-            records_removed: 0,
+            delete_horizon,
+            ..unchanged
         });
     }
-    let rebuilt = rebuild_batch(batch, &kept).map_err(|e| Unreadable(e.to_string()))?;
+    let rebuilt =
+        rebuild_batch(batch, &kept, new_horizon).map_err(|e| Unreadable(e.to_string()))?;
     Ok(Cleaned {
         batch: Some(rebuilt),
         records_removed: recs.len() - kept.len(),
+        delete_horizon,
     })
 }
 
@@ -216,19 +239,50 @@ mod tests {
             }
             assert_eq!(map.len(), 4);
             assert_eq!(map.latest(b"a"), Some(6));
-            // Tombstones kept (not expired): c's stays; d's is hidden by d=4 later.
+            // Tombstones kept (first pass): c's stays; d's is hidden by d=4 later.
+            let day = 86_400_000;
+            let first = Clock {
+                now_ms: 5_000,
+                delete_retention_ms: day,
+            };
             let h0 = Header::parse(&b0).unwrap();
-            let c0 = clean_batch(&map, &h0, &b0, false, false).unwrap();
+            let c0 = clean_batch(&map, &h0, &b0, false, first).unwrap();
             assert_eq!(c0.records_removed, 2, "a=1 superseded, the keyless record");
+            assert_eq!(c0.delete_horizon, None, "no tombstone");
             let r0 = c0.batch.unwrap();
             assert_eq!(kv(&r0), vec![(1, Some("b".into()), Some("1".into()))]);
             let h = Header::parse(&r0).unwrap();
             assert_eq!((h.base_offset, h.last_offset()), (0, 2), "{c:?}");
+            assert_eq!((h.delete_horizon(), h.base_timestamp), (None, 1_000));
             let h1 = Header::parse(&b1).unwrap();
-            let c1 = clean_batch(&map, &h1, &b1, false, false).unwrap();
-            assert_eq!(kv(&c1.batch.unwrap()), vec![(4, Some("c".into()), None)]);
-            // Expired: the tombstone goes and the batch is emptied, its range kept.
-            let c1 = clean_batch(&map, &h1, &b1, false, true).unwrap();
+            let c1 = clean_batch(&map, &h1, &b1, false, first).unwrap();
+            assert_eq!(c1.delete_horizon, Some(5_000 + day));
+            let r1 = c1.batch.unwrap();
+            assert_eq!(kv(&r1), vec![(4, Some("c".into()), None)]);
+            let h1 = Header::parse(&r1).unwrap();
+            assert_eq!(
+                h1.delete_horizon(),
+                Some(5_000 + day),
+                "KIP-534 horizon set"
+            );
+            // Before the horizon the tombstone stays and the batch is left alone, even if
+            // its records' own timestamps are old.
+            let before = Clock {
+                now_ms: 5_000 + day - 1,
+                ..first
+            };
+            let again = clean_batch(&map, &h1, &r1, false, before).unwrap();
+            assert_eq!(
+                (again.batch, again.delete_horizon),
+                (None, Some(5_000 + day))
+            );
+            // At the horizon: the tombstone goes and the batch is emptied, its range kept.
+            let at = Clock {
+                now_ms: 5_000 + day,
+                ..first
+            };
+            let c1 = clean_batch(&map, &h1, &r1, false, at).unwrap();
+            assert_eq!(c1.delete_horizon, None);
             let emptied = c1.batch.unwrap();
             let h = Header::parse(&emptied).unwrap();
             assert_eq!((h.records_count, h.base_offset, h.last_offset()), (0, 3, 5));
@@ -236,14 +290,20 @@ mod tests {
             // The newest batch is untouched.
             let h2 = Header::parse(&b2).unwrap();
             assert_eq!(
-                clean_batch(&map, &h2, &b2, false, true).unwrap(),
+                clean_batch(&map, &h2, &b2, false, at).unwrap(),
                 Cleaned {
                     batch: None,
-                    records_removed: 0
+                    records_removed: 0,
+                    delete_horizon: None,
                 }
             );
         }
     }
+
+    const CLOCK: Clock = Clock {
+        now_ms: 0,
+        delete_retention_ms: 0,
+    };
 
     #[test]
     fn an_aborted_batch_is_emptied_and_hides_nothing() {
@@ -257,9 +317,9 @@ mod tests {
         map_batch(&mut map, &hc, &committed, false).unwrap();
         map_batch(&mut map, &ha, &aborted, true).unwrap();
         assert_eq!(map.latest(b"a"), Some(0));
-        let c = clean_batch(&map, &hc, &committed, false, false).unwrap();
+        let c = clean_batch(&map, &hc, &committed, false, CLOCK).unwrap();
         assert_eq!(c.batch, None, "the committed value stays");
-        let a = clean_batch(&map, &ha, &aborted, true, false).unwrap();
+        let a = clean_batch(&map, &ha, &aborted, true, CLOCK).unwrap();
         assert_eq!(a.records_removed, 1);
         assert_eq!(Header::parse(&a.batch.unwrap()).unwrap().records_count, 0);
     }
@@ -292,6 +352,6 @@ mod tests {
         let h = Header::parse(&b).unwrap();
         let mut map = OffsetMap::with_capacity(10);
         assert!(map_batch(&mut map, &h, &b, false).is_err());
-        assert!(clean_batch(&map, &h, &b, false, false).is_err());
+        assert!(clean_batch(&map, &h, &b, false, CLOCK).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Tests of the log cleaner against real files: the latest record per key stays at its
 //! offset, batches keep their ranges, a restart reads the same, the dirty ratio gates a
-//! pass, and a power loss at any sync of a pass leaves the old segment or the new one.
+//! pass, tombstones wait for their delete horizon, and a power loss at any sync of a pass leaves the old segment or the new one.
 
 use std::collections::BTreeMap;
 
@@ -167,7 +167,7 @@ fn latest(records: &Records) -> BTreeMap<String, (i64, Option<String>)> {
     m
 }
 
-/// 60 batches over 8 keys, old enough for every tombstone to expire at `NOW`, then
+/// 60 batches over 8 keys (each tombstone superseded by a later value of its key), then
 /// flushed: several closed segments and an active one.
 fn fill<S: Storage>(log: &PartitionLog<S>, c: Compression) {
     for i in 0..60 {
@@ -244,7 +244,7 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
             after.iter().filter(|r| r.0 >= to).collect::<Vec<_>>(),
             before.iter().filter(|r| r.0 >= to).collect::<Vec<_>>()
         );
-        // Expired tombstones below the range went with the values they deleted.
+        // Tombstones below the range went (each has a later value in the range).
         assert!(after.iter().all(|(o, _, v)| *o >= to || v.is_some()));
         // A second pass finds nothing dirty.
         let again = block_on(log.compact(opts())).unwrap();
@@ -264,6 +264,60 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
             "the newest append"
         );
     }
+}
+
+/// KIP-534: a tombstone that is its key's latest stays for `delete.retention.ms` from the
+/// pass that first kept it, not from its own (old) timestamp; the horizon is in the batch,
+/// so a restart keeps it; the pass at the horizon removes it even though nothing is dirty.
+#[test]
+fn a_tombstone_stays_until_its_delete_horizon_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = 3_600_000;
+    let cfg = LogConfig {
+        delete_retention_ms: retention,
+        ..compacted()
+    };
+    let log = open(StdStorage, dir.path(), cfg.clone());
+    // A tombstone a day older than NOW, below everything `fill` writes.
+    let old = NOW - 86_400_000;
+    log.append(&keyed(&[("gone", None)], old, Compression::None), NOW)
+        .unwrap();
+    fill(&log, Compression::None);
+    let tombstone = |log: &PartitionLog<StdStorage>| {
+        read_records(log)
+            .into_iter()
+            .find(|(_, k, _)| k == "gone")
+            .map(|(o, _, v)| (o, v))
+    };
+    assert_eq!(tombstone(&log), Some((0, None)));
+    let first = block_on(log.compact(opts())).unwrap();
+    assert!(first.segments_rewritten > 0, "{first:?}");
+    assert_eq!(tombstone(&log), Some((0, None)), "kept by the first pass");
+    let h = Header::parse(&block_on(log.read_replica(0, 1 << 20)).unwrap().0).unwrap();
+    assert_eq!(
+        h.delete_horizon(),
+        Some(NOW + retention),
+        "the horizon is stored"
+    );
+    let at = |now_ms| CompactOptions { now_ms, ..opts() };
+    // Not dirty and before the horizon: no pass.
+    let before = block_on(log.compact(at(NOW + retention - 1))).unwrap();
+    assert_eq!(before.cleaned_to, None, "{before:?}");
+    // A restart forgets what the cleaner knew; the batch still says when.
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open(StdStorage, dir.path(), cfg);
+    let after_restart = block_on(log.compact(at(NOW + retention - 1))).unwrap();
+    assert!(
+        after_restart.cleaned_to.is_some(),
+        "a first pass after a restart"
+    );
+    assert_eq!(tombstone(&log), Some((0, None)), "still before the horizon");
+    // At the horizon: a pass runs although nothing is dirty, and the tombstone goes.
+    let due = block_on(log.compact(at(NOW + retention))).unwrap();
+    assert!(due.records_removed >= 1, "{due:?}");
+    assert_eq!(tombstone(&log), None);
+    assert_eq!(log.log_start_offset(), 0, "its batch stays, emptied");
 }
 
 #[test]

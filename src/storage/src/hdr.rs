@@ -80,6 +80,13 @@ impl Header {
         self.attributes & 0x10 != 0
     }
 
+    /// KIP-534: the time after which the cleaner may remove this batch's tombstones, set
+    /// by the pass that first kept them (its baseTimestamp field holds it).
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & sluice_codec::batch::DELETE_HORIZON_BIT != 0)
+            .then_some(self.base_timestamp)
+    }
+
     /// Full structural + CRC32C check of a whole batch in `b` (exactly `size` bytes).
     pub fn verify(&self, b: &[u8]) -> Result<(), String> {
         if self.magic != 2 {

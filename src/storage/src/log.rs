@@ -442,6 +442,10 @@ pub struct PartitionLog<S: Storage> {
     /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
     /// dirty ones. In memory only: after a restart the first pass cleans everything again.
     cleaned_to: Cell<i64>,
+    /// The earliest delete horizon (KIP-534) of the tombstones the last pass kept: a pass
+    /// at or after it runs even when the log is not dirty. In memory only, like
+    /// `cleaned_to`, whose reset makes the first pass after a restart find them again.
+    tombstones_horizon: Cell<Option<i64>>,
     /// The log may hold batches compaction emptied (it is compacted, or a pass rewrote a
     /// segment): consumers' reads coalesce them (`read_for_consumer`).
     cleaned: Cell<bool>,

@@ -2,7 +2,8 @@
 //! cleanable segments ([`crate::compact`] decides which records stay) and swaps each
 //! rewritten segment in.
 //!
-//! A segment is rewritten only when a record of it goes: the new file is written beside the
+//! A segment is rewritten only when a record of it goes or a batch of it gets its tombstones'
+//! delete horizon (KIP-534, [`crate::compact`]): the new file is written beside the
 //! old one as `{base}.cleaned` with direct writes, cut to size and fdatasynced; the old
 //! segment's indexes are removed (a crash then rebuilds them from whichever file holds the
 //! name) and the directory synced; the new file is renamed over `{base}.log` and the
@@ -23,7 +24,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::compact::{clean_batch, map_batch, OffsetMap};
+use crate::compact::{clean_batch, map_batch, Clock, OffsetMap};
 use crate::error::{Result, StorageError};
 use crate::format::{self, Kind};
 use crate::hdr::{Header, HEADER_BYTES};
@@ -60,6 +61,15 @@ pub struct CompactStats {
     /// The range cleaned ended here (the next offset after it); `None` when the pass found
     /// nothing to do (no cleanable segment, or not dirty enough).
     pub cleaned_to: Option<i64>,
+}
+
+/// What cleaning one segment did.
+struct SegmentCleaned {
+    /// The new size, when the segment was rewritten.
+    rewritten: Option<u64>,
+    records_removed: u64,
+    /// The earliest delete horizon of the tombstones it still holds.
+    delete_horizon: Option<i64>,
 }
 
 /// One cleanable segment as the pass found it.
@@ -306,7 +316,12 @@ impl<S: Storage> PartitionLog<S> {
                     && opts.now_ms.saturating_sub(c.max_timestamp) > config.max_compaction_lag_ms
             });
         let dirty_enough = dirty as f64 >= config.min_cleanable_dirty_ratio * total as f64;
-        if dirty == 0 || !(dirty_enough || overdue) {
+        // Tombstones a pass kept whose delete horizon has come: work even on a clean log.
+        let horizon_due = self
+            .tombstones_horizon
+            .get()
+            .is_some_and(|h| opts.now_ms >= h);
+        if !(dirty > 0 && (dirty_enough || overdue) || horizon_due) {
             return Ok(stats);
         }
 
@@ -343,21 +358,28 @@ impl<S: Storage> PartitionLog<S> {
         }
 
         // Clean: rewrite each mapped segment that loses a record.
-        let tombstone_cut = opts.now_ms.saturating_sub(config.delete_retention_ms);
+        let clock = Clock {
+            now_ms: opts.now_ms,
+            delete_retention_ms: config.delete_retention_ms,
+        };
+        let mut horizon: Option<i64> = None;
         for c in &candidates[..mapped] {
             stats.segments_cleanable += 1;
             stats.bytes_before += c.size;
-            match self.clean_segment(c, &map, &aborted, tombstone_cut).await? {
+            let seg = self.clean_segment(c, &map, &aborted, clock).await?;
+            horizon = horizon.into_iter().chain(seg.delete_horizon).min();
+            match seg.rewritten {
                 None => stats.bytes_after += c.size,
-                Some((size, removed)) => {
+                Some(size) => {
                     stats.segments_rewritten += 1;
                     stats.bytes_after += size;
-                    stats.records_removed += removed;
+                    stats.records_removed += seg.records_removed;
                 }
             }
         }
         let to = candidates[mapped - 1].next_offset;
         self.cleaned_to.set(to);
+        self.tombstones_horizon.set(horizon);
         stats.cleaned_to = Some(to);
         if stats.segments_rewritten > 0 {
             log::info!(
@@ -372,15 +394,15 @@ impl<S: Storage> PartitionLog<S> {
         Ok(stats)
     }
 
-    /// Rewrites one segment without the records the map supersedes; `None` when every
-    /// record stays (nothing is written), else the new size and the records removed.
+    /// Rewrites one segment without the records the map supersedes (and with its kept
+    /// tombstones' delete horizon); nothing is written when no batch changes.
     async fn clean_segment(
         &self,
         c: &Candidate<S::File>,
         map: &OffsetMap,
         aborted: &Aborted,
-        tombstone_cut: i64,
-    ) -> Result<Option<(u64, u64)>> {
+        clock: Clock,
+    ) -> Result<SegmentCleaned> {
         let path = segment_path(&self.dir, c.base, "log");
         let mut reader = BatchReader::new(&*c.file, &path, c.size);
         let cleaned_path = {
@@ -390,19 +412,16 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut out: Option<CleanedFile<S>> = None;
         let mut removed = 0u64;
+        let mut horizon: Option<i64> = None;
         let interval = self.inner.borrow().config.index_interval_bytes;
         let mut fresh: Segment<S::File> = Segment::new(c.base);
         while let Some((h, pos, bytes)) = reader.next().await? {
-            let cleaned = clean_batch(
-                map,
-                &h,
-                &bytes,
-                aborted.at(&h),
-                h.max_timestamp < tombstone_cut,
-            )
-            .map_err(|e| StorageError::CorruptBatch {
-                reason: format!("{path:?} at {pos} (cleaning): {}", e.0),
+            let cleaned = clean_batch(map, &h, &bytes, aborted.at(&h), clock).map_err(|e| {
+                StorageError::CorruptBatch {
+                    reason: format!("{path:?} at {pos} (cleaning): {}", e.0),
+                }
             })?;
+            horizon = horizon.into_iter().chain(cleaned.delete_horizon).min();
             if cleaned.batch.is_some() && out.is_none() {
                 // The first change: the batches before it go over unchanged.
                 let mut f = CleanedFile::create(&*self.storage, cleaned_path.clone()).await?;
@@ -423,7 +442,11 @@ impl<S: Storage> PartitionLog<S> {
             f.push(&self.storage, new).await?;
         }
         let Some(f) = out else {
-            return Ok(None);
+            return Ok(SegmentCleaned {
+                rewritten: None,
+                records_removed: 0,
+                delete_horizon: horizon,
+            });
         };
         let (file, size) = f.finish(&self.storage).await?;
         debug_assert_eq!(
@@ -492,7 +515,11 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         self.cleaned.set(true);
-        Ok(Some((size, removed)))
+        Ok(SegmentCleaned {
+            rewritten: Some(size),
+            records_removed: removed,
+            delete_horizon: horizon,
+        })
     }
 
     async fn sync_dir(&self) -> Result<()> {

@@ -321,6 +321,7 @@ impl<S: Storage> PartitionLog<S> {
             dirty_waiters: OffsetWaiters::default(),
             delete_records_lock: Default::default(),
             cleaned_to: Cell::new(i64::MIN),
+            tombstones_horizon: Cell::new(None),
             cleaned: Cell::new(compacted),
             flush_waiters: OffsetWaiters::default(),
         };
