@@ -2,11 +2,13 @@
 //! drives the producers from sender threads on a token schedule, and samples throughput and
 //! latency once a second through warm-up, measured phases, an optional backlog and the drain.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -865,6 +867,8 @@ fn sum(sides: &[Arc<Side>]) -> (u64, u64, u64) {
 
 /// Once-a-second sampler over the producer and consumer sides.
 struct Collector {
+    /// The run's progress in seconds, with the last second's figures.
+    bar: ProgressBar,
     t0: Instant,
     next_tick: Instant,
     last_at: Instant,
@@ -898,6 +902,13 @@ impl Collector {
             e2e_p99_ms: c.p99_ms,
             e2e_p999_ms: c.p999_ms,
         });
+        if let Some(s) = self.series.last() {
+            self.bar.set_position(s.t_s as u64);
+            self.bar.set_message(format!(
+                "{phase}: {:.0} rec/s, p99 {:.1} ms",
+                s.produce_rps, s.produce_p99_ms
+            ));
+        }
         self.last_at = now;
         self.last_prod = (pr, pb);
         self.last_cons = cr;
@@ -934,8 +945,47 @@ impl Collector {
     }
 }
 
+/// The running bench's progress bar, if stderr is a terminal: log lines print above it.
+static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
 fn log(msg: &str) {
-    eprintln!("sluice-bench: {msg}");
+    let bar = PROGRESS.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("sluice-bench: {msg}")),
+        None => eprintln!("sluice-bench: {msg}"),
+    }
+}
+
+/// A run's progress over its `planned_s` seconds, drawn on stderr while it is a terminal
+/// (hidden when piped, so logs and scripts see only the log lines); cleared when dropped.
+struct Progress(ProgressBar);
+
+impl Progress {
+    fn start(planned_s: u64) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress(ProgressBar::hidden());
+        }
+        let target = ProgressDrawTarget::stderr_with_hz(4);
+        let bar = ProgressBar::with_draw_target(Some(planned_s), target);
+        if let Ok(style) =
+            ProgressStyle::with_template("{elapsed_precise} {wide_bar} {pos}/{len} s  {msg}")
+        {
+            bar.set_style(style);
+        }
+        if let Ok(mut g) = PROGRESS.lock() {
+            *g = Some(bar.clone());
+        }
+        Progress(bar)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Ok(mut g) = PROGRESS.lock() {
+            *g = None;
+        }
+        self.0.finish_and_clear();
+    }
 }
 
 pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
@@ -990,6 +1040,7 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
     // Every thread stops by this deadline even if the main thread never says so.
     let planned_s = rates.len() as u64 * (w.warmup_s + w.duration_s) + w.backlog_s;
     let deadline = Instant::now() + Duration::from_secs(planned_s + w.drain_timeout_s + 300);
+    let progress = Progress::start(planned_s);
 
     // Consumers first: the group must own every partition before the first record is sent.
     let mut cons_sides = Vec::new();
@@ -1180,6 +1231,7 @@ pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, String> {
 
     let now = Instant::now();
     let mut col = Collector {
+        bar: progress.0.clone(),
         t0: now,
         next_tick: now + Duration::from_secs(1),
         last_at: now,
