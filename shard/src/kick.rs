@@ -10,8 +10,8 @@
 //! or glommio's linked-ring sleep was waiting on nothing; the root cause is not found.
 //!
 //! The workaround does what the debugger did: a plain thread sends every registered shard
-//! thread [`KICK_SIGNAL`] every [`KICK_INTERVAL`]. Its handler does nothing and is
-//! installed with `SA_RESTART`, so ordinary system calls resume as if nothing happened,
+//! thread [`KICK_SIGNAL`] every [`KICK_INTERVAL`]. Its handler (signal-hook's, setting a
+//! flag nobody reads) does nothing to speak of and is installed with `SA_RESTART`, so ordinary system calls resume as if nothing happened,
 //! while the io_uring wait returns (or is restarted, which re-checks the completion
 //! queue); glommio treats an interrupted wait as a wake-up, fires its expired timers,
 //! drains its completions and foreign wakes, and sleeps again. A lost wake-up then costs
@@ -23,9 +23,12 @@
 //! in `perf/results/2026-12-02-startup-hang.md`. The thread holds the kicker weakly and
 //! ends within one interval of the runtime handle and the last shard thread going.
 
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
+
+use nix::sys::pthread::{pthread_kill, pthread_self, Pthread};
+use nix::sys::signal::Signal;
 
 /// How often every shard thread is interrupted: at most this long can a lost wake-up delay
 /// a shard (two Raft ticks).
@@ -34,11 +37,11 @@ pub const KICK_INTERVAL: Duration = Duration::from_millis(100);
 /// The signal that interrupts a sleeping shard thread. SIGURG, as Go's runtime uses for its
 /// preemption: ignored by default, so a stray one elsewhere harms nothing, and nothing in
 /// sluice asks for it (no socket has an owner set with F_SETOWN).
-pub const KICK_SIGNAL: libc::c_int = libc::SIGURG;
+pub const KICK_SIGNAL: Signal = Signal::SIGURG;
 
 /// The registered shard threads.
 pub(crate) struct Kicker {
-    threads: Mutex<Vec<Option<libc::pthread_t>>>,
+    threads: Mutex<Vec<Option<Pthread>>>,
 }
 
 impl Kicker {
@@ -61,8 +64,7 @@ impl Kicker {
 
     /// The calling thread is shard `shard`'s: kick it from now on.
     pub(crate) fn register_current(&self, shard: usize) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
+        let me = pthread_self();
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = threads.get_mut(shard) {
             *slot = Some(me);
@@ -81,10 +83,10 @@ impl Kicker {
     fn kick(&self) {
         let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         for &t in threads.iter().flatten() {
-            // SAFETY: `t` is a live thread: registered by itself and cleared before it
-            // exits, under this lock (module invariant).
-            let rc = unsafe { libc::pthread_kill(t, KICK_SIGNAL) };
-            debug_assert_eq!(rc, 0, "pthread_kill of a registered shard thread");
+            // `t` is a live thread: registered by itself and cleared before it exits, under
+            // this lock (module invariant), so pthread_kill never sees a stale id.
+            let sent = pthread_kill(t, KICK_SIGNAL);
+            debug_assert_eq!(sent, Ok(()), "pthread_kill of a registered shard thread");
         }
     }
 }
@@ -99,31 +101,17 @@ fn run(kicker: Weak<Kicker>, every: Duration) {
     }
 }
 
-extern "C" fn on_kick(_: libc::c_int) {}
-
-/// Installs the no-op handler for [`KICK_SIGNAL`] (once per process).
+/// Installs the handler for [`KICK_SIGNAL`] (once per process): signal-hook's flag setter,
+/// which is async-signal-safe, registered with `SA_RESTART`.
 fn install_handler() -> std::io::Result<()> {
-    static ONCE: Once = Once::new();
-    static ERRNO: AtomicI32 = AtomicI32::new(0);
-    ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction is valid, and the handler is async-signal-safe (it
-        // does nothing).
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
-            ERRNO.store(e, Ordering::SeqCst);
-        }
+    static INSTALLED: OnceLock<Result<(), std::io::ErrorKind>> = OnceLock::new();
+    let done = INSTALLED.get_or_init(|| {
+        let kicked = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(KICK_SIGNAL as libc::c_int, kicked)
+            .map(drop)
+            .map_err(|e| e.kind())
     });
-    match ERRNO.load(Ordering::SeqCst) {
-        0 => Ok(()),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
+    done.map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
@@ -145,8 +133,8 @@ mod tests {
         let t = std::thread::spawn(move || {
             k2.register_current(1);
             while w2.load(Ordering::SeqCst) < 3 {
-                // SAFETY: pause has no preconditions; it returns once a handler ran.
-                unsafe { libc::pause() };
+                // Returns once a handler ran.
+                nix::unistd::pause();
                 w2.fetch_add(1, Ordering::SeqCst);
             }
             k2.clear(1);

@@ -909,8 +909,7 @@ mod tests {
             async move {
                 let want = cpus[ctx.shard_id().index() % cpus.len()];
                 assert_eq!(ctx.cpu(), Some(want));
-                // SAFETY: sched_getcpu has no preconditions.
-                assert_eq!(unsafe { libc::sched_getcpu() } as usize, want);
+                assert_eq!(rustix::thread::sched_getcpu(), want);
             }
         })
         .unwrap();

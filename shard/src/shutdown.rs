@@ -149,42 +149,21 @@ impl Drop for ShutdownWait {
 
 /// Turns the first SIGTERM or SIGINT into `shutdown.trigger()`; a second one exits at once (130).
 ///
-/// Call it on the main thread BEFORE [`crate::runtime::start`]: it blocks both signals in the
-/// calling thread, and threads spawned afterwards (the shards) inherit that mask, so the
-/// signals can only be consumed by the dedicated `sigwait` thread this spawns.
+/// The handlers come from signal-hook: whichever thread the kernel picks runs one, which
+/// only writes to a self-pipe (async-signal-safe) and lets an interrupted system call
+/// resume (`SA_RESTART`); the dedicated `sluice-signals` thread reads the pipe and acts.
 #[cfg(not(loom))]
 pub fn trigger_on_signals(shutdown: &Shutdown) -> Result<(), crate::ShardError> {
     use crate::ShardError;
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before any other use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-    }
-    // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(ShardError::io(
-            "blocking SIGTERM/SIGINT",
-            std::io::Error::from_raw_os_error(rc),
-        ));
-    }
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| ShardError::io("installing the SIGTERM/SIGINT handlers", e))?;
     let shutdown = shutdown.clone();
     std::thread::Builder::new()
         .name("sluice-signals".into())
         .spawn(move || {
-            let mut seen = 0;
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: both pointers are valid for the call; `set` outlives the loop.
-                let rc = unsafe { libc::sigwait(&set, &mut sig) };
-                if rc != 0 {
-                    log::error!("sigwait failed ({rc}); signals no longer trigger shutdown");
-                    return;
-                }
-                seen += 1;
-                if seen == 1 {
+            for (seen, sig) in signals.forever().enumerate() {
+                if seen == 0 {
                     log::info!("signal {sig} received: shutting down (send again to exit now)");
                     shutdown.trigger();
                 } else {
@@ -192,6 +171,7 @@ pub fn trigger_on_signals(shutdown: &Shutdown) -> Result<(), crate::ShardError> 
                     std::process::exit(130);
                 }
             }
+            log::error!("the signal pipe closed; signals no longer trigger shutdown");
         })
         .map_err(|e| ShardError::io("spawning the signal thread", e))?;
     Ok(())

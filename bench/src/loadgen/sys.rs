@@ -46,65 +46,45 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 /// Pins the calling thread (and so every thread it starts later, librdkafka's included) to
 /// `cpus`. Called first thing in `main`, before any thread exists.
 pub fn pin_self(cpus: &[usize]) -> Result<(), String> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET only writes inside it (cpus < 1024 checked).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "sched_setaffinity({cpus:?}): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        // parse_cpu_list keeps every CPU below 1024, CpuSet's size.
+        set.set(c);
     }
-    Ok(())
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| format!("sched_setaffinity({cpus:?}): {e}"))
 }
 
 /// CPUs a process (0 = this one) may run on.
 pub fn affinity(pid: i32) -> Vec<usize> {
-    // SAFETY: as above; sched_getaffinity fills the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
+    let pid = rustix::process::Pid::from_raw(pid);
+    match rustix::thread::sched_getaffinity(pid) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
 /// User+system CPU seconds used so far by this process (all threads).
 pub fn process_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_SELF)
+    cpu_clock_s(rustix::time::ClockId::ProcessCPUTime)
 }
 
 /// User+system CPU seconds used so far by the calling thread.
 pub fn thread_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_THREAD)
+    cpu_clock_s(rustix::time::ClockId::ThreadCPUTime)
 }
 
-fn rusage_s(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage fills a plain struct.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(who, &mut ru) != 0 {
-            return 0.0;
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
+fn cpu_clock_s(clock: rustix::time::ClockId) -> f64 {
+    let t = rustix::time::clock_gettime(clock);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        t => t as f64,
     }
 }
 
@@ -152,18 +132,47 @@ pub fn host_cpus() -> usize {
         .max(affinity_all_count())
 }
 
+/// CPUs online (`/sys/devices/system/cpu/online`, a CPU list), whatever this process's
+/// affinity; 1 when unreadable.
 fn affinity_all_count() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 {
-        n as usize
-    } else {
-        1
-    }
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()).ok())
+        .map_or(1, |cpus| cpus.len())
 }
 
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_facts_read_back_sensibly() {
+        let mine = affinity(0);
+        assert!(!mine.is_empty(), "this process may run somewhere");
+        assert!(host_cpus() >= mine.len());
+        // Pinning to the CPUs already allowed changes nothing and succeeds.
+        pin_self(&mine).unwrap();
+        assert_eq!(affinity(0), mine);
+        let me = std::process::id() as i32;
+        assert_eq!(affinity(me), mine);
+        let (p0, t0) = (process_cpu_s(), thread_cpu_s());
+        let mut x = 0u64;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(
+            thread_cpu_s() > t0 && process_cpu_s() > p0,
+            "CPU time moves"
+        );
+        assert!(process_cpu_s() >= thread_cpu_s());
+        assert!(pid_cpu_s(me).is_some_and(|s| s >= 0.0));
+        assert!(clock_ticks() > 0.0);
+    }
 }

@@ -554,41 +554,29 @@ async fn write_parts<W: futures_lite::AsyncWrite + Unpin>(
     let mut part = 0usize;
     let mut offset = 0usize; // into parts[part]
     while part < parts.len() {
-        let iov: Vec<libc::iovec> = parts[part..]
+        let iov: Vec<std::io::IoSlice<'_>> = parts[part..]
             .iter()
             .take(IOVECS_MAX)
             .enumerate()
-            .map(|(i, p)| {
-                let skip = if i == 0 { offset } else { 0 };
-                libc::iovec {
-                    iov_base: p[skip..].as_ptr() as *mut libc::c_void,
-                    iov_len: p.len() - skip,
-                }
-            })
+            .map(|(i, p)| std::io::IoSlice::new(&p[if i == 0 { offset } else { 0 }..]))
             .collect();
-        // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries point into
-        // `parts`, and both outlive the call.
-        let sent = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iov.len() as _;
-            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if sent < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => {
-                    // Full: let the runtime wait for room while it writes this part's rest.
-                    writer.write_all(&parts[part][offset..]).await?;
-                    part += 1;
-                    offset = 0;
-                    continue;
-                }
-                _ => return Err(e),
+        // SAFETY: `fd` is the socket of the stream `writer` is half of, open while `writer`
+        // lives, which is past this call.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let sent = match rustix::net::sendmsg(socket, &iov, &mut Default::default(), flags) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                // Full: let the runtime wait for room while it writes this part's rest.
+                writer.write_all(&parts[part][offset..]).await?;
+                part += 1;
+                offset = 0;
+                continue;
             }
-        }
-        let mut sent = sent as usize;
+            Err(e) => return Err(e.into()),
+        };
+        let mut sent = sent;
         while part < parts.len() && sent >= parts[part].len() - offset {
             sent -= parts[part].len() - offset;
             part += 1;

@@ -306,8 +306,6 @@ pub fn run(
     }
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
-    // Before any other thread starts (the signal thread included): SIGHUP is blocked in
-    // every thread but the reloader's, or one without the mask would take it and die.
     if let (Some(files), Some(state)) = (&config.tls, &tls) {
         tls_host::spawn_reloader(files.clone(), state.clone())
             .map_err(|e| BrokerError::Shard(format!("starting the TLS reloader: {e}")))?;

@@ -59,32 +59,22 @@ impl TlsState {
 }
 
 /// Starts the thread that reloads `state` from `files` when they change (looked at every
-/// [`TLS_RELOAD_POLL`]) or at once on SIGHUP. Call it on the main thread before any other
-/// thread starts: SIGHUP is blocked there and in every thread spawned after, so only this
-/// thread takes it (a thread without the mask would take it and end the process). Connections already open keep the configuration they were accepted with.
+/// [`TLS_RELOAD_POLL`]) or at once on SIGHUP. SIGHUP's handler (signal-hook) only writes a
+/// byte to a socket pair this thread reads with the poll interval as its timeout, so any
+/// thread may take the signal. Connections already open keep the configuration they were
+/// accepted with.
 pub fn spawn_reloader(files: TlsFiles, state: Arc<TlsState>) -> std::io::Result<()> {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before any other use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-    }
-    // SAFETY: `set` is a valid signal set; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
+    use std::io::Read;
+    let (mut hups, wake) = std::os::unix::net::UnixStream::pair()?;
+    hups.set_read_timeout(Some(TLS_RELOAD_POLL))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, wake)?;
     let mut reloader = Reloader::new(files);
     std::thread::Builder::new()
         .name("sluice-tls-reload".into())
         .spawn(move || loop {
-            let timeout = libc::timespec {
-                tv_sec: TLS_RELOAD_POLL.as_secs() as libc::time_t,
-                tv_nsec: TLS_RELOAD_POLL.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: `set` and `timeout` are valid for the call; no siginfo is wanted.
-            let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-            let forced = sig == libc::SIGHUP;
+            // A byte: SIGHUP (several signals may come as one read); a timeout: the poll.
+            let mut buf = [0u8; 64];
+            let forced = matches!(hups.read(&mut buf), Ok(n) if n > 0);
             match reloader.poll(forced) {
                 None => {}
                 Some(Ok(configs)) => {
