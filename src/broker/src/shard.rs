@@ -806,6 +806,7 @@ impl BrokerShard {
                             began.elapsed(),
                             s.records_removed,
                             s.bytes_before.saturating_sub(s.bytes_after),
+                            s.segments_merged as u64,
                         ),
                         Ok(_) => {}
                         Err(e) => log::warn!("cleaning {}-{}: {e}", p.topic, p.index),

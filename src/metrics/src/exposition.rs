@@ -220,6 +220,12 @@ impl Exposition {
         );
         counter(
             enc,
+            "sluice_log_cleaner_segments_merged",
+            "Segments the log cleaner merged into their predecessors.",
+            per_shard(|s| s.cleaner_segments_merged),
+        );
+        counter(
+            enc,
             "sluice_batch_cache_hits",
             "Reads served from the shard's batch cache.",
             per_shard(|s| s.cache_hits),

@@ -43,6 +43,7 @@ struct Counters {
     cleaner_pass: Histogram,
     cleaner_records_removed: u64,
     cleaner_bytes_reclaimed: u64,
+    cleaner_segments_merged: u64,
 }
 
 impl Default for Counters {
@@ -60,6 +61,7 @@ impl Default for Counters {
             cleaner_pass: Histogram::default(),
             cleaner_records_removed: 0,
             cleaner_bytes_reclaimed: 0,
+            cleaner_segments_merged: 0,
         }
     }
 }
@@ -119,12 +121,18 @@ pub fn flush(write: Duration, sync: Duration, bytes: u64) {
 }
 
 /// One pass of the shard's log cleaner over a log: how long it took, the records it
-/// removed and the bytes the log shrank by.
-pub fn cleaner_pass(took: Duration, records_removed: u64, bytes_reclaimed: u64) {
+/// removed, the bytes the log shrank by and the segments merged into others.
+pub fn cleaner_pass(
+    took: Duration,
+    records_removed: u64,
+    bytes_reclaimed: u64,
+    segments_merged: u64,
+) {
     with(|c| {
         c.cleaner_pass.record(took);
         c.cleaner_records_removed += records_removed;
         c.cleaner_bytes_reclaimed += bytes_reclaimed;
+        c.cleaner_segments_merged += segments_merged;
     });
 }
 
@@ -183,6 +191,7 @@ pub fn fill(
         snap.cleaner_pass = c.cleaner_pass.clone();
         snap.cleaner_records_removed = c.cleaner_records_removed;
         snap.cleaner_bytes_reclaimed = c.cleaner_bytes_reclaimed;
+        snap.cleaner_segments_merged = c.cleaner_segments_merged;
         c.partitions.retain(|(id, p), _| owned(id, *p));
         c.partitions.clone()
     })

@@ -27,10 +27,12 @@ pub struct ShardSnapshot {
     pub queues: Vec<QueueSample>,
     pub groups: Vec<GroupSample>,
     pub committed: Vec<CommittedSample>,
-    /// The log cleaner's passes (those that ran), records removed, bytes reclaimed.
+    /// The log cleaner's passes (those that ran), records removed, bytes reclaimed,
+    /// segments merged into others.
     pub cleaner_pass: Histogram,
     pub cleaner_records_removed: u64,
     pub cleaner_bytes_reclaimed: u64,
+    pub cleaner_segments_merged: u64,
 }
 
 /// Requests of one API this shard answered, and how long they took.

@@ -87,6 +87,8 @@ pub const WRITE_DEPTH_MAX: usize = 4;
 mod compact;
 /// The flush: write and sync stages, the flusher, preallocation.
 mod flush;
+/// Merging a compacted log's small segments after a cleaning pass.
+mod merge;
 /// Reads, replication's reads and offset lookups.
 mod read;
 /// Opening a log and recovering it after an unclean stop.

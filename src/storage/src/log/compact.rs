@@ -17,6 +17,9 @@
 //! last stable offset (no undecided transaction is cleaned, as its fate decides whether
 //! its records hide older ones), whose newest record is older than `min.compaction.lag.ms`;
 //! the first segment that is not ends the range.
+//!
+//! After the rewrites, the range's segments that together fit in `segment.bytes` are merged
+//! into one (`merge.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,6 +61,8 @@ pub struct CompactStats {
     pub segments_rewritten: usize,
     pub bytes_after: u64,
     pub records_removed: u64,
+    /// Segments merged into their predecessor after cleaning (`merge.rs`).
+    pub segments_merged: usize,
     /// The range cleaned ended here (the next offset after it); `None` when the pass found
     /// nothing to do (no cleanable segment, or not dirty enough).
     pub cleaned_to: Option<i64>,
@@ -82,7 +87,7 @@ struct Candidate<F> {
 }
 
 /// Reads a segment's batches in order, a chunk at a time.
-struct BatchReader<'a, F: StorageFile> {
+pub(super) struct BatchReader<'a, F: StorageFile> {
     file: &'a F,
     path: &'a std::path::Path,
     size: u64,
@@ -92,7 +97,7 @@ struct BatchReader<'a, F: StorageFile> {
 }
 
 impl<'a, F: StorageFile> BatchReader<'a, F> {
-    fn new(file: &'a F, path: &'a std::path::Path, size: u64) -> Self {
+    pub(super) fn new(file: &'a F, path: &'a std::path::Path, size: u64) -> Self {
         BatchReader {
             file,
             path,
@@ -105,7 +110,7 @@ impl<'a, F: StorageFile> BatchReader<'a, F> {
 
     /// The next batch with its position; `None` at the end. A batch that does not parse
     /// inside a closed segment is corruption.
-    async fn next(&mut self) -> Result<Option<(Header, u64, Bytes)>> {
+    pub(super) async fn next(&mut self) -> Result<Option<(Header, u64, Bytes)>> {
         let here = self.pos + self.at as u64;
         if here >= self.size {
             return Ok(None);
@@ -145,7 +150,7 @@ impl<'a, F: StorageFile> BatchReader<'a, F> {
 }
 
 /// The rewritten segment file, written through page-aligned buffers.
-struct CleanedFile<S: Storage> {
+pub(super) struct CleanedFile<S: Storage> {
     path: PathBuf,
     file: S::File,
     buf: Vec<u8>,
@@ -154,7 +159,7 @@ struct CleanedFile<S: Storage> {
 }
 
 impl<S: Storage> CleanedFile<S> {
-    async fn create(storage: &S, path: PathBuf) -> Result<Self> {
+    pub(super) async fn create(storage: &S, path: PathBuf) -> Result<Self> {
         storage
             .remove(&path)
             .await
@@ -171,11 +176,11 @@ impl<S: Storage> CleanedFile<S> {
         })
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.written + self.buf.len() as u64
     }
 
-    async fn push(&mut self, storage: &S, bytes: &[u8]) -> Result<()> {
+    pub(super) async fn push(&mut self, storage: &S, bytes: &[u8]) -> Result<()> {
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CLEAN_WRITE_BYTES {
             let whole = self.buf.len() / PAGE_SIZE * PAGE_SIZE;
@@ -204,7 +209,7 @@ impl<S: Storage> CleanedFile<S> {
     }
 
     /// Writes the rest, cuts the page padding and syncs; returns the file and its size.
-    async fn finish(mut self, storage: &S) -> Result<(S::File, u64)> {
+    pub(super) async fn finish(mut self, storage: &S) -> Result<(S::File, u64)> {
         let n = self.buf.len();
         self.write(storage, n).await?;
         let size = self.written;
@@ -254,7 +259,8 @@ impl Aborted {
 
 impl<S: Storage> PartitionLog<S> {
     /// One cleaning pass of a compacted log (`LogConfig::compact`; a log without it is left
-    /// alone): maps the cleanable range, then rewrites its segments that lose records. Runs
+    /// alone): maps the cleanable range, rewrites its segments that lose records, then
+    /// merges its small segments (`merge.rs`). Runs
     /// only when the bytes written since the last pass's range are at least
     /// `min.cleanable.dirty.ratio` of the range, or the first of them has waited longer than
     /// `max.compaction.lag.ms` (by its segment's newest timestamp). Appends and reads go on
@@ -380,6 +386,7 @@ impl<S: Storage> PartitionLog<S> {
         let to = candidates[mapped - 1].next_offset;
         self.cleaned_to.set(to);
         self.tombstones_horizon.set(horizon);
+        stats.segments_merged = self.merge_segments(to).await?;
         stats.cleaned_to = Some(to);
         if stats.segments_rewritten > 0 {
             log::info!(
@@ -468,33 +475,7 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(|e| StorageError::io("rename", &cleaned_path, e))?;
         self.sync_dir().await?;
-        let index = format::seal(
-            Kind::OffsetIndex,
-            [
-                size as i64,
-                fresh.next_offset,
-                fresh.max_timestamp,
-                fresh.offset_of_max_timestamp,
-            ],
-            &fresh.index.encode(),
-        );
-        let time_index = format::seal(
-            Kind::TimeIndex,
-            [size as i64, 0, 0, 0],
-            &fresh.time_index.encode(),
-        );
-        crate::durable_file::write_file(
-            &*self.storage,
-            &segment_path(&self.dir, c.base, "index"),
-            &index,
-        )
-        .await?;
-        crate::durable_file::write_file(
-            &*self.storage,
-            &segment_path(&self.dir, c.base, "timeindex"),
-            &time_index,
-        )
-        .await?;
+        self.write_segment_indexes(c.base, &fresh, size).await?;
         {
             let mut inner = self.inner.borrow_mut();
             match inner.segments.get_mut(&c.base) {
@@ -522,7 +503,45 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    async fn sync_dir(&self) -> Result<()> {
+    /// Writes the offset and time indexes of a rewritten segment (`fresh` indexed its
+    /// batches at their positions in the new file of `size` bytes).
+    pub(super) async fn write_segment_indexes(
+        &self,
+        base: i64,
+        fresh: &Segment<S::File>,
+        size: u64,
+    ) -> Result<()> {
+        let index = format::seal(
+            Kind::OffsetIndex,
+            [
+                size as i64,
+                fresh.next_offset,
+                fresh.max_timestamp,
+                fresh.offset_of_max_timestamp,
+            ],
+            &fresh.index.encode(),
+        );
+        let time_index = format::seal(
+            Kind::TimeIndex,
+            [size as i64, 0, 0, 0],
+            &fresh.time_index.encode(),
+        );
+        crate::durable_file::write_file(
+            &*self.storage,
+            &segment_path(&self.dir, base, "index"),
+            &index,
+        )
+        .await?;
+        crate::durable_file::write_file(
+            &*self.storage,
+            &segment_path(&self.dir, base, "timeindex"),
+            &time_index,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn sync_dir(&self) -> Result<()> {
         self.storage
             .sync_dir(&self.dir)
             .await

@@ -52,6 +52,7 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(|e| StorageError::io("list", &dir, e))?;
         let mut bases = Vec::new();
         let mut snapshots = Vec::new();
+        let mut swaps = Vec::new();
         for n in &names {
             let Some(n) = n.to_str() else { continue };
             if n.ends_with(super::compact::CLEANED_SUFFIX) {
@@ -69,6 +70,11 @@ impl<S: Storage> PartitionLog<S> {
                     .discard(&p, None)
                     .await
                     .map_err(|e| StorageError::io("discard", &p, e))?;
+            } else if let Some(stem) = n.strip_suffix(".log.swap") {
+                // A merge of segments committed before the stop (`merge.rs`).
+                if let Ok(b) = stem.parse::<i64>() {
+                    swaps.push(b);
+                }
             } else if let Some(stem) = n.strip_suffix(".log") {
                 if let Ok(b) = stem.parse::<i64>() {
                     bases.push(b);
@@ -81,6 +87,8 @@ impl<S: Storage> PartitionLog<S> {
         }
         bases.sort_unstable();
         snapshots.sort_unstable();
+        swaps.sort_unstable();
+        super::merge::finish_swaps(&*storage, &dir, &swaps, &mut bases).await?;
         if bases.len() > SEGMENTS_PER_PARTITION_MAX {
             return Err(StorageError::Limit {
                 what: "segments in one partition",
