@@ -10,7 +10,8 @@ Kafka cluster), commits --commits offset records for one group (OffsetCommit req
 to pass over it ("cleaned") or not ("uncleaned": the cleaner's interval is set past the
 run), stops the node with SIGTERM, starts it again and times (a) spawn to the ready line
 and (b) spawn to the first OffsetFetch that returns every latest offset (the coordinator
-replayed the log). Also printed: the offsets topic's size on disk before the restart.
+replayed the log). Also printed: the offsets topic's size on disk and its segment files
+before the restart (the cleaner merges small cleaned segments).
 
     tests/.venv/bin/python perf/offsets-replay.py --binary target/release/sluice \\
         --commits 1000000 --partitions 100
@@ -64,6 +65,12 @@ def offsets_bytes(data):
     return total
 
 
+def offsets_segments(data):
+    return sum(1 for d in os.listdir(data) if d.startswith("__consumer_offsets")
+               for _, _, files in os.walk(os.path.join(data, d))
+               for f in files if f.endswith(".log"))
+
+
 def consumer(port):
     return Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": GROUP,
                      "enable.auto.commit": False})
@@ -107,6 +114,7 @@ def run(args, cleaned):
             still = still + 1 if now == last else 0
             last = now
     size = offsets_bytes(data)
+    segments = offsets_segments(data)
     stop(p)
     p, t0, ready_s = start(args.binary, data, port, cleaner_ms)
     c = consumer(port)
@@ -124,8 +132,8 @@ def run(args, cleaned):
     c.close()
     stop(p)
     shutil.rmtree(work, ignore_errors=True)
-    return {"commit_s": commit_s, "offsets_mib": size / 2 ** 20, "ready_s": ready_s,
-            "served_s": served_s}
+    return {"commit_s": commit_s, "offsets_mib": size / 2 ** 20, "segments": segments,
+            "ready_s": ready_s, "served_s": served_s}
 
 
 def main():
@@ -137,12 +145,12 @@ def main():
     args = ap.parse_args()
     print(f"{args.commits} offset records, {args.partitions} partitions per commit, "
           f"segment.bytes {args.segment_bytes}")
-    print("run        commit_s  offsets_MiB  ready_s  served_s")
+    print("run        commit_s  offsets_MiB  segments  ready_s  served_s")
     for cleaned in (False, True):
         r = run(args, cleaned)
         name = "cleaned" if cleaned else "uncleaned"
         print(f"{name:<10} {r['commit_s']:8.1f} {r['offsets_mib']:12.1f} "
-              f"{r['ready_s']:8.2f} {r['served_s']:9.2f}", flush=True)
+              f"{r['segments']:9d} {r['ready_s']:8.2f} {r['served_s']:9.2f}", flush=True)
 
 
 if __name__ == "__main__":
