@@ -261,6 +261,9 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
         drop(log);
         let log = open(StdStorage, dir.path(), compacted());
         assert_eq!(read_records(&log), live, "after a restart ({c:?})");
+        // The cleaner's checkpoint: what it cleaned is not cleaned again after a restart.
+        let after = block_on(log.compact(opts())).unwrap();
+        assert_eq!(after.segments_cleanable, 0, "{after:?}");
         assert_eq!(
             latest(&live)["key-0"].1.as_deref(),
             Some("new"),
@@ -270,8 +273,9 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
 }
 
 /// KIP-534: a tombstone that is its key's latest stays for `delete.retention.ms` from the
-/// pass that first kept it, not from its own (old) timestamp; the horizon is in the batch,
-/// so a restart keeps it; the pass at the horizon removes it even though nothing is dirty.
+/// pass that first kept it, not from its own (old) timestamp; the horizon is in the batch
+/// and in the cleaner's checkpoint, so a restart keeps it; the pass at the horizon removes
+/// it even though nothing is dirty.
 #[test]
 fn a_tombstone_stays_until_its_delete_horizon_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -306,16 +310,28 @@ fn a_tombstone_stays_until_its_delete_horizon_across_a_restart() {
     // Not dirty and before the horizon: no pass.
     let before = block_on(log.compact(at(NOW + retention - 1))).unwrap();
     assert_eq!(before.cleaned_to, None, "{before:?}");
-    // A restart forgets what the cleaner knew; the batch still says when.
+    // After a restart the checkpoint says the log is clean and when the tombstone is due;
+    // the batch says it too (a pass without the checkpoint finds it, below).
     block_on(log.close()).unwrap();
     drop(log);
-    let log = open(StdStorage, dir.path(), cfg);
+    let log = open(StdStorage, dir.path(), cfg.clone());
     let after_restart = block_on(log.compact(at(NOW + retention - 1))).unwrap();
-    assert!(
-        after_restart.cleaned_to.is_some(),
-        "a first pass after a restart"
-    );
+    assert_eq!(after_restart.cleaned_to, None, "clean after a restart");
     assert_eq!(tombstone(&log), Some((0, None)), "still before the horizon");
+    block_on(log.close()).unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join(crate::log::CLEANER_CHECKPOINT_FILE)).unwrap();
+    let log = open(StdStorage, dir.path(), cfg);
+    let unchecked = block_on(log.compact(at(NOW + retention - 1))).unwrap();
+    assert!(
+        unchecked.cleaned_to.is_some(),
+        "no checkpoint: all of it is dirty"
+    );
+    assert_eq!(
+        tombstone(&log),
+        Some((0, None)),
+        "the batch's horizon holds it"
+    );
     // At the horizon: a pass runs although nothing is dirty, and the tombstone goes.
     let due = block_on(log.compact(at(NOW + retention))).unwrap();
     assert!(due.records_removed >= 1, "{due:?}");

@@ -26,6 +26,9 @@ pub enum Kind {
     /// A segment's aborted transactions (`.txnindex`): Kafka's 34-byte entries, in marker
     /// order (`txn::AbortedTxn`).
     TxnIndex = 6,
+    /// Where the log cleaner's last pass ended (`meta[0]`) and the earliest delete horizon
+    /// of the tombstones it kept (`meta[1]`, `i64::MIN` for none): `cleaner-offset-checkpoint`.
+    CleanerCheckpoint = 7,
 }
 
 /// Encodes `meta` and `body` into a page-multiple byte vector.

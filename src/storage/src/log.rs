@@ -98,7 +98,7 @@ mod replica;
 /// The log start offset and segment deletion: DeleteRecords, retention.
 mod retention;
 
-pub use compact::{CompactOptions, CompactStats};
+pub use compact::{CompactOptions, CompactStats, CLEANER_CHECKPOINT_FILE};
 pub use flush::preallocate_to;
 use flush::Written;
 
@@ -442,11 +442,10 @@ pub struct PartitionLog<S: Storage> {
     /// bring back the name of a segment deleted meanwhile.
     delete_records_lock: crate::notify::LocalLock,
     /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
-    /// dirty ones. In memory only: after a restart the first pass cleans everything again.
+    /// dirty ones. Kept in `cleaner-offset-checkpoint` across restarts.
     cleaned_to: Cell<i64>,
     /// The earliest delete horizon (KIP-534) of the tombstones the last pass kept: a pass
-    /// at or after it runs even when the log is not dirty. In memory only, like
-    /// `cleaned_to`, whose reset makes the first pass after a restart find them again.
+    /// at or after it runs even when the log is not dirty. In the checkpoint too.
     tombstones_horizon: Cell<Option<i64>>,
     /// The log may hold batches compaction emptied (it is compacted, or a pass rewrote a
     /// segment): consumers' reads coalesce them (`read_for_consumer`).

@@ -128,6 +128,7 @@ struct Files {
     has_partition_metadata: bool,
     has_log_start: bool,
     has_epochs: bool,
+    has_cleaner_checkpoint: bool,
 }
 
 fn list(dir: &Path) -> io::Result<Files> {
@@ -144,6 +145,8 @@ fn list(dir: &Path) -> io::Result<Files> {
             f.has_partition_metadata = true;
         } else if name == "log-start-offset" {
             f.has_log_start = true;
+        } else if name == crate::log::CLEANER_CHECKPOINT_FILE {
+            f.has_cleaner_checkpoint = true;
         } else if name == crate::leader_epoch::CHECKPOINT_FILE {
             f.has_epochs = true;
         }
@@ -204,6 +207,10 @@ fn verify_partition(dir: &Path, files: &Files, report: &mut Report) {
     }
     if files.has_log_start {
         check_sealed(&dir.join("log-start-offset"), Kind::LogStartOffset, report);
+    }
+    if files.has_cleaner_checkpoint {
+        let path = dir.join(crate::log::CLEANER_CHECKPOINT_FILE);
+        check_sealed(&path, Kind::CleanerCheckpoint, report);
     }
     if files.has_epochs {
         let path = dir.join(crate::leader_epoch::CHECKPOINT_FILE);

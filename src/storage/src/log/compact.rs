@@ -39,6 +39,10 @@ use super::{segment_path, PartitionLog, Segment, SCAN_CHUNK_BYTES};
 /// What the file name of a segment being rewritten ends with; swept at open.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 
+/// Where the last pass's range ended and its tombstones' earliest delete horizon, so a
+/// restart neither cleans the whole log again nor forgets when tombstones are due.
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
 /// Bytes the rewritten segment collects before each direct write.
 const CLEAN_WRITE_BYTES: usize = 1024 * 1024;
 
@@ -386,6 +390,18 @@ impl<S: Storage> PartitionLog<S> {
         let to = candidates[mapped - 1].next_offset;
         self.cleaned_to.set(to);
         self.tombstones_horizon.set(horizon);
+        let sealed = format::seal(
+            Kind::CleanerCheckpoint,
+            [to, horizon.unwrap_or(i64::MIN), 0, 0],
+            &[],
+        );
+        crate::durable_file::replace_file(
+            &*self.storage,
+            &self.dir,
+            &self.dir.join(CLEANER_CHECKPOINT_FILE),
+            &sealed,
+        )
+        .await?;
         stats.segments_merged = self.merge_segments(to).await?;
         stats.cleaned_to = Some(to);
         if stats.segments_rewritten > 0 {

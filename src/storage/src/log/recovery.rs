@@ -103,6 +103,15 @@ impl<S: Storage> PartitionLog<S> {
         )
         .await?
         .map(|(meta, _)| meta[0]);
+        // Where the cleaner's last pass ended: a range it cleaned stays clean (retention and
+        // truncation only remove data, never dirty what is left).
+        let cleaner_checkpoint = read_sealed(
+            &*storage,
+            &dir.join(super::compact::CLEANER_CHECKPOINT_FILE),
+            Kind::CleanerCheckpoint,
+        )
+        .await?
+        .map(|(meta, _)| meta);
 
         // Producer state: newest readable snapshot; batches after it are replayed below.
         let mut producers = ProducerState::default();
@@ -328,8 +337,13 @@ impl<S: Storage> PartitionLog<S> {
             hw_waiters: OffsetWaiters::default(),
             dirty_waiters: OffsetWaiters::default(),
             delete_records_lock: Default::default(),
-            cleaned_to: Cell::new(i64::MIN),
-            tombstones_horizon: Cell::new(None),
+            // Never past the recovered end: what is appended there again is dirty.
+            cleaned_to: Cell::new(
+                cleaner_checkpoint.map_or(i64::MIN, |m| m[0].min(log_end_offset)),
+            ),
+            tombstones_horizon: Cell::new(
+                cleaner_checkpoint.map(|m| m[1]).filter(|&h| h != i64::MIN),
+            ),
             cleaned: Cell::new(compacted),
             flush_waiters: OffsetWaiters::default(),
         };
