@@ -112,17 +112,16 @@ const RECORD_ERRORS_IN_MESSAGE_MAX: usize = 3;
 /// records (decompressing under the codec's cap), which a plain topic never pays for. A batch
 /// that does not decode is CORRUPT_MESSAGE, as Kafka answers a batch it cannot read.
 pub fn check_keys(topic: &str, partition: i32, records: &bytes::Bytes) -> Result<(), Refusal> {
-    let Some(set) = sluice_codec::api::decode_record_batch_contained(records.clone()) else {
+    let Some(keyed) = sluice_codec::api::record_keys_contained(records) else {
         return refuse(kerr::CORRUPT_MESSAGE, "record batch does not decode");
     };
     let why = format!(
         "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
     );
-    let record_errors: Vec<(i32, String)> = set
-        .records
+    let record_errors: Vec<(i32, String)> = keyed
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.key.is_none())
+        .filter(|(_, &has_key)| !has_key)
         .map(|(i, _)| (i32::try_from(i).unwrap_or(i32::MAX), why.clone()))
         .collect();
     if record_errors.is_empty() {

@@ -287,6 +287,22 @@ pub fn decode_record_batch_contained(
     .ok()
 }
 
+/// Whether each record of the one v2 batch `batch` has a key, read in place with
+/// [`crate::records`] (no copy per record); `None` when its records do not decompress,
+/// parse or number what its header says. A panic in the decompressors (third-party code fed with client bytes) is contained
+/// as for the decoder.
+pub fn record_keys_contained(batch: &[u8]) -> Option<Vec<bool>> {
+    contain(&CONTAINED_PANICS, ApiKey::Produce, -1, || {
+        let count = crate::batch::BatchHeader::parse(batch).ok()?.records_count;
+        let raw = crate::records::records_section(batch).ok()?;
+        let records = crate::records::parse_records(&raw).ok()?;
+        // As many records as the header says, or the batch is not what it claims.
+        (usize::try_from(count).ok()? == records.len())
+            .then(|| records.iter().map(|r| r.key.is_some()).collect())
+    })
+    .ok()?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,5 +412,50 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn record_keys_are_read_and_a_batch_that_lies_is_refused() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..4)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 1_000,
+                key: (i != 2).then(|| Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        for c in [Compression::None, Compression::Lz4] {
+            let mut buf = BytesMut::new();
+            let opts = RecordEncodeOptions {
+                version: 2,
+                compression: c,
+            };
+            RecordBatchEncoder::encode(&mut buf, &records, &opts).unwrap();
+            let b = buf.to_vec();
+            assert_eq!(
+                record_keys_contained(&b),
+                Some(vec![true, true, false, true]),
+                "{c:?}"
+            );
+            // A header that claims another record count.
+            let mut lying = b.clone();
+            let at = crate::batch::offsets::RECORDS_COUNT;
+            lying[at..at + 4].copy_from_slice(&5i32.to_be_bytes());
+            assert_eq!(record_keys_contained(&lying), None);
+            // Cut records.
+            assert_eq!(record_keys_contained(&b[..b.len() - 3]), None);
+        }
     }
 }
