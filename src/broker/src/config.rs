@@ -132,6 +132,9 @@ pub struct BrokerConfig {
     /// `log.cleaner.dedupe.buffer.size`: memory for the cleaners' key maps, split evenly
     /// between the shards.
     pub log_cleaner_dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: the cleaners' reads and writes, split evenly
+    /// between the shards; `None` is unlimited (Kafka's default).
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
     /// Pin shards to CPUs.
     pub pin: bool,
     /// Memory for each shard's batch cache.
@@ -247,6 +250,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_millis(300_000),
             log_cleaner_interval: Duration::from_millis(15_000),
             log_cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
+            log_cleaner_io_max_bytes_per_second: None,
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod cleaner_budget;
 pub mod cluster_view;
 pub mod config;
 pub mod conn;

@@ -774,9 +774,10 @@ impl BrokerShard {
         }
     }
 
-    /// The log cleaner (`log.cleaner.backoff.ms` apart, in the background queue): one pass
-    /// over each compacted log of the shard in turn (`PartitionLog::compact`, which returns
-    /// at once for a log that is not compacted or not dirty enough). A replicated log is
+    /// The log cleaner (`log.cleaner.backoff.ms` apart, in the background queue, its IO
+    /// paced by `log.cleaner.io.max.bytes.per.second`): one pass over each compacted log of
+    /// the shard in turn (`PartitionLog::compact`, which returns at once for a log that is
+    /// not compacted or not dirty enough). A replicated log is
     /// cleaned by every replica on its own below the high watermark: cleaning keeps each
     /// batch, so Raft's entries keep their indexes.
     pub fn spawn_log_cleaner(self: &Rc<Self>) {
@@ -785,6 +786,13 @@ impl BrokerShard {
         let map_keys_max = self.config.log_cleaner_dedupe_buffer_bytes
             / self.ctx.shard_count().max(1)
             / sluice_storage::compact::OFFSET_MAP_ENTRY_BYTES;
+        let io_budget = self.config.log_cleaner_io_max_bytes_per_second.map(|rate| {
+            let share = rate / self.ctx.shard_count().max(1) as f64;
+            std::rc::Rc::new(crate::cleaner_budget::CleanerIoBudget::new(
+                share,
+                std::time::Instant::now(),
+            )) as std::rc::Rc<dyn sluice_storage::log::IoBudget>
+        });
         let task = self.ctx.spawn_background(async move {
             loop {
                 sluice_shard::sleep(interval).await;
@@ -799,6 +807,7 @@ impl BrokerShard {
                     let opts = sluice_storage::log::CompactOptions {
                         now_ms: now_ms(),
                         map_keys_max,
+                        io_budget: io_budget.clone(),
                     };
                     let began = std::time::Instant::now();
                     match p.log.compact(opts).await {

@@ -20,6 +20,14 @@ fn positive_ms<T: std::str::FromStr + PartialOrd + From<u8>>(v: &str) -> Result<
         .ok_or_else(|| format!("{v} is not a number of milliseconds of at least 1"))
 }
 
+/// A byte rate: a finite number above 0.
+fn positive_rate(v: &str) -> Result<f64, String> {
+    v.parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("{v} is not a number of bytes per second above 0"))
+}
+
 /// `--authorizer`'s values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Authorizer {
@@ -118,6 +126,10 @@ pub struct StartArgs {
     /// Kafka's log.cleaner.dedupe.buffer.size: memory for the cleaners' key maps (all shards).
     #[arg(long, value_name = "BYTES", help_heading = "Topics")]
     pub log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// Kafka's log.cleaner.io.max.bytes.per.second: the log cleaners' reads and writes, all
+    /// shards together (default: unlimited).
+    #[arg(long, value_name = "BYTES", help_heading = "Topics", value_parser = positive_rate)]
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
 
     /// PEM certificate chain for ssl and sasl_ssl listeners.
     #[arg(long, value_name = "FILE", help_heading = "Security")]
@@ -321,6 +333,9 @@ impl StartArgs {
         }
         if let Some(b) = a.log_cleaner_dedupe_buffer_size {
             c.log_cleaner_dedupe_buffer_bytes = b;
+        }
+        if let Some(r) = a.log_cleaner_io_max_bytes_per_second {
+            c.log_cleaner_io_max_bytes_per_second = Some(r);
         }
         if let Some(b) = a.allow_everyone_if_no_acl_found {
             c.allow_everyone_if_no_acl_found = b;

@@ -202,6 +202,18 @@ fn opts() -> CompactOptions {
     CompactOptions {
         now_ms: NOW,
         map_keys_max: 10_000,
+        io_budget: None,
+    }
+}
+
+/// A budget that never waits and counts what it was told.
+#[derive(Default)]
+struct Counted(std::cell::Cell<u64>);
+
+impl crate::log::IoBudget for Counted {
+    fn spend(&self, bytes: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+        self.0.set(self.0.get() + bytes);
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -215,9 +227,20 @@ fn the_latest_record_per_key_stays_at_its_offset_across_a_restart() {
         let ranges_before = stored_ranges(&log);
         let segments = log.segment_count();
         assert!(segments >= 3, "{segments} segments");
-        let stats = block_on(log.compact(opts())).unwrap();
+        let budget = std::rc::Rc::new(Counted::default());
+        let stats = block_on(log.compact(CompactOptions {
+            io_budget: Some(budget.clone()),
+            ..opts()
+        }))
+        .unwrap();
         assert!(stats.segments_rewritten > 0, "{stats:?}");
         assert!(stats.bytes_after < stats.bytes_before, "{stats:?}");
+        // Every byte the pass read (mapping, cleaning) and wrote went through the budget.
+        let spent = budget.0.get();
+        assert!(
+            spent >= 2 * stats.bytes_before + stats.bytes_after,
+            "{spent} bytes paced: {stats:?}"
+        );
         // The cleaned segments, small now, were merged: fewer files, the same batches.
         assert!(stats.segments_merged > 0, "{stats:?}");
         assert_eq!(log.segment_count(), segments - stats.segments_merged);

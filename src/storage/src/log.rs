@@ -98,7 +98,7 @@ mod replica;
 /// The log start offset and segment deletion: DeleteRecords, retention.
 mod retention;
 
-pub use compact::{CompactOptions, CompactStats, CLEANER_CHECKPOINT_FILE};
+pub use compact::{CompactOptions, CompactStats, IoBudget, CLEANER_CHECKPOINT_FILE};
 pub use flush::preallocate_to;
 use flush::Written;
 

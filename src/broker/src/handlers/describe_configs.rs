@@ -113,6 +113,18 @@ pub fn broker_configs(shard: &BrokerShard) -> Vec<(String, String, ConfigSource,
             5,
         ),
         (
+            "log.cleaner.io.max.bytes.per.second".into(),
+            // Kafka's default, unlimited, is Double.MAX_VALUE as Java prints it.
+            c.log_cleaner_io_max_bytes_per_second
+                .map_or("1.7976931348623157E308".to_string(), |r| r.to_string()),
+            if c.log_cleaner_io_max_bytes_per_second.is_some() {
+                ConfigSource::StaticBroker
+            } else {
+                ConfigSource::Default
+            },
+            6,
+        ),
+        (
             "producer.id.expiration.ms".into(),
             c.producer_id_expiration_ms.to_string(),
             ConfigSource::StaticBroker,

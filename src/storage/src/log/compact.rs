@@ -22,7 +22,9 @@
 //! into one (`merge.rs`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -46,13 +48,41 @@ pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Bytes the rewritten segment collects before each direct write.
 const CLEAN_WRITE_BYTES: usize = 1024 * 1024;
 
+/// Paces the cleaner's IO (Kafka's `log.cleaner.io.max.bytes.per.second`): told the bytes
+/// each read or write of a pass moved; the future it returns ends when the budget allows
+/// more. The runtime implements it (the storage crate has no timers).
+pub trait IoBudget {
+    fn spend(&self, bytes: u64) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+}
+
 /// Settings of one cleaning pass (the log's own config gives the rest).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct CompactOptions {
     pub now_ms: i64,
     /// Keys the offset map may hold (the cleaner's memory budget,
     /// [`crate::compact::OFFSET_MAP_ENTRY_BYTES`] each).
     pub map_keys_max: usize,
+    /// The pass's reads and writes are paced by it; `None`: unlimited.
+    pub io_budget: Option<Rc<dyn IoBudget>>,
+}
+
+impl CompactOptions {
+    /// Waits until `bytes` more of IO fit in the budget.
+    pub(super) async fn pace(&self, bytes: usize) {
+        if let Some(b) = &self.io_budget {
+            b.spend(bytes as u64).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for CompactOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactOptions")
+            .field("now_ms", &self.now_ms)
+            .field("map_keys_max", &self.map_keys_max)
+            .field("io_budget", &self.io_budget.is_some())
+            .finish()
+    }
 }
 
 /// What a cleaning pass did.
@@ -342,6 +372,7 @@ impl<S: Storage> PartitionLog<S> {
             let path = segment_path(&self.dir, c.base, "log");
             let mut reader = BatchReader::new(&*c.file, &path, c.size);
             while let Some((h, _, bytes)) = reader.next().await? {
+                opts.pace(bytes.len()).await;
                 match map_batch(&mut map, &h, &bytes, aborted.at(&h)) {
                     Ok(true) => {}
                     Ok(false) => break 'segments,
@@ -376,7 +407,7 @@ impl<S: Storage> PartitionLog<S> {
         for c in &candidates[..mapped] {
             stats.segments_cleanable += 1;
             stats.bytes_before += c.size;
-            let seg = self.clean_segment(c, &map, &aborted, clock).await?;
+            let seg = self.clean_segment(c, &map, &aborted, clock, &opts).await?;
             horizon = horizon.into_iter().chain(seg.delete_horizon).min();
             match seg.rewritten {
                 None => stats.bytes_after += c.size,
@@ -402,7 +433,7 @@ impl<S: Storage> PartitionLog<S> {
             &sealed,
         )
         .await?;
-        stats.segments_merged = self.merge_segments(to).await?;
+        stats.segments_merged = self.merge_segments(to, &opts).await?;
         stats.cleaned_to = Some(to);
         if stats.segments_rewritten > 0 {
             log::info!(
@@ -425,6 +456,7 @@ impl<S: Storage> PartitionLog<S> {
         map: &OffsetMap,
         aborted: &Aborted,
         clock: Clock,
+        opts: &CompactOptions,
     ) -> Result<SegmentCleaned> {
         let path = segment_path(&self.dir, c.base, "log");
         let mut reader = BatchReader::new(&*c.file, &path, c.size);
@@ -439,6 +471,7 @@ impl<S: Storage> PartitionLog<S> {
         let interval = self.inner.borrow().config.index_interval_bytes;
         let mut fresh: Segment<S::File> = Segment::new(c.base);
         while let Some((h, pos, bytes)) = reader.next().await? {
+            opts.pace(bytes.len()).await;
             let cleaned = clean_batch(map, &h, &bytes, aborted.at(&h), clock).map_err(|e| {
                 StorageError::CorruptBatch {
                     reason: format!("{path:?} at {pos} (cleaning): {}", e.0),
@@ -450,6 +483,7 @@ impl<S: Storage> PartitionLog<S> {
                 let mut f = CleanedFile::create(&*self.storage, cleaned_path.clone()).await?;
                 let mut copy = BatchReader::new(&*c.file, &path, pos);
                 while let Some((_, _, b)) = copy.next().await? {
+                    opts.pace(2 * b.len()).await;
                     f.push(&self.storage, &b).await?;
                 }
                 out = Some(f);
@@ -462,6 +496,7 @@ impl<S: Storage> PartitionLog<S> {
             let new = cleaned.batch.as_deref().unwrap_or(&bytes);
             let new_h = Header::parse(new).expect("a cleaned batch has a header");
             fresh.index_batch(&new_h, f.len(), interval);
+            opts.pace(new.len()).await;
             f.push(&self.storage, new).await?;
         }
         let Some(f) = out else {

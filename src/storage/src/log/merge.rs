@@ -30,7 +30,7 @@ use crate::config::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::error::{Result, StorageError};
 use crate::io::{Storage, StorageFile};
 
-use super::compact::{BatchReader, CleanedFile, CLEANED_SUFFIX};
+use super::compact::{BatchReader, CleanedFile, CompactOptions, CLEANED_SUFFIX};
 use super::recovery::scan_segment;
 use super::{segment_path, PartitionLog, Segment};
 
@@ -54,11 +54,11 @@ impl<S: Storage> PartitionLog<S> {
     /// Merges the closed segments below `end` (the cleaned range's end) in groups that fit
     /// in `segment.bytes`; returns how many segments were merged away. The caller holds
     /// `delete_records_lock` (nothing else removes or rewrites closed segments meanwhile).
-    pub(super) async fn merge_segments(&self, end: i64) -> Result<usize> {
+    pub(super) async fn merge_segments(&self, end: i64, opts: &CompactOptions) -> Result<usize> {
         let groups = self.merge_groups(end);
         let mut merged = 0;
         for g in &groups {
-            self.merge_group(g).await?;
+            self.merge_group(g, opts).await?;
             merged += g.len() - 1;
         }
         if merged > 0 {
@@ -122,7 +122,7 @@ impl<S: Storage> PartitionLog<S> {
         groups
     }
 
-    async fn merge_group(&self, group: &[Member<S::File>]) -> Result<()> {
+    async fn merge_group(&self, group: &[Member<S::File>], opts: &CompactOptions) -> Result<()> {
         let first = group[0].base;
         let path = segment_path(&self.dir, first, "log");
         let cleaned_path = with_suffix(&path, CLEANED_SUFFIX);
@@ -141,6 +141,8 @@ impl<S: Storage> PartitionLog<S> {
                     self.name
                 );
                 fresh.index_batch(&h, out.len(), interval);
+                // Read once, written once.
+                opts.pace(2 * bytes.len()).await;
                 out.push(&self.storage, &bytes).await?;
             }
         }
