@@ -323,7 +323,13 @@ async fn aggregate_metrics_sum_partitions_per_topic() {
 /// it merged are counted.
 #[tokio::test]
 async fn the_log_cleaner_counts_what_it_removed() {
-    let broker = with_admin(&["--log-cleaner-interval-ms", "100"]);
+    // Under an IO budget (ample: the pacing path runs, no test waits on it).
+    let broker = with_admin(&[
+        "--log-cleaner-interval-ms",
+        "100",
+        "--log-cleaner-io-max-bytes-per-second",
+        "200000000",
+    ]);
     let b = broker.bootstrap();
     let configs = [
         ("cleanup.policy", "compact"),
