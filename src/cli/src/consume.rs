@@ -16,7 +16,9 @@ use sluice_codec::kafka_protocol::messages::{BrokerId, FetchRequest};
 use sluice_codec::kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::client::Client;
-use crate::offsets::{commit, committed, coordinator, leaders, list_offsets, Tp};
+use crate::offsets::{
+    commit_with_ids, committed, coordinator, leaders, list_offsets, topic_ids, Tp,
+};
 use crate::topic::{name, topic_metadata};
 use crate::{error_name, CliError};
 
@@ -298,6 +300,11 @@ pub fn run(
         Some(g) => Some((g.clone(), coordinator(client, g)?)),
         None => None,
     };
+    // The topic's id for the commits (OffsetCommit v10 names topics by id), looked up once.
+    let ids = match &group {
+        Some(_) => topic_ids(client, Some(&[topic.to_string()]))?,
+        None => Default::default(),
+    };
     // Starting positions: the group's commits first, then -o (default: the beginning).
     let mut position: BTreeMap<i32, i64> = BTreeMap::new();
     if let Some((g, coord)) = &group {
@@ -469,7 +476,7 @@ pub fn run(
         }
         if let Some((g, coord)) = &group {
             if position != committed_at {
-                commit(client, *coord, g, &tps(topic, &position))?;
+                commit_with_ids(client, *coord, g, &tps(topic, &position), &ids)?;
                 committed_at = position.clone();
             }
         }
@@ -480,7 +487,7 @@ pub fn run(
     }
     if let Some((g, coord)) = &group {
         if position != committed_at {
-            commit(client, *coord, g, &tps(topic, &position))?;
+            commit_with_ids(client, *coord, g, &tps(topic, &position), &ids)?;
         }
     }
     progress.finish_and_clear();

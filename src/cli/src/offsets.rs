@@ -252,9 +252,6 @@ pub fn commit(
     group: &str,
     offsets: &BTreeMap<Tp, i64>,
 ) -> Result<(), CliError> {
-    use sluice_codec::kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
     if offsets.is_empty() {
         return Ok(());
     }
@@ -262,6 +259,24 @@ pub fn commit(
     let mut wanted: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
     wanted.dedup(); // sorted by topic, then partition
     let ids = topic_ids(client, Some(&wanted))?;
+    commit_with_ids(client, coordinator, group, offsets, &ids)
+}
+
+/// [`commit`] with the topics' ids already known (a consumer committing after every fetch
+/// round looks them up once, not with a Metadata request per commit).
+pub fn commit_with_ids(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+    offsets: &BTreeMap<Tp, i64>,
+    ids: &HashMap<String, Uuid>,
+) -> Result<(), CliError> {
+    use sluice_codec::kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    if offsets.is_empty() {
+        return Ok(());
+    }
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for ((t, p), &o) in offsets {
         topics.entry(t.as_str()).or_default().push(
@@ -311,7 +326,7 @@ pub fn commit(
 }
 
 /// Topic ids by name, of `topics` (`None`: every topic), from the cluster's metadata.
-fn topic_ids(
+pub fn topic_ids(
     client: &mut Client,
     topics: Option<&[String]>,
 ) -> Result<HashMap<String, Uuid>, CliError> {
