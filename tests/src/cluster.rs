@@ -129,6 +129,8 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// A stand-in program instead of the real binary (the harness's own tests).
     pub bin: Option<PathBuf>,
+    /// Every node serves the admin API (`/metrics`) on a port of its own.
+    pub admin_ports: bool,
 }
 
 impl Default for ClusterConfig {
@@ -141,6 +143,7 @@ impl Default for ClusterConfig {
             node_args: Vec::new(),
             env: Vec::new(),
             bin: None,
+            admin_ports: false,
         }
     }
 }
@@ -224,7 +227,7 @@ impl Cluster {
                 bin: cfg.bin.clone(),
                 port: Some(kafka_ports[i - 1]),
                 pre_start: Vec::new(),
-                admin_port: None,
+                admin_port: cfg.admin_ports.then(crate::free_port),
             }));
         }
         let mut cluster = Cluster {

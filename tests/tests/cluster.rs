@@ -1161,6 +1161,114 @@ async fn cluster_committed_offsets_survive_the_coordinators_node_dying() {
     tokio::task::block_in_place(|| c.stop_all());
 }
 
+/// `/metrics` of a node serving the admin API, as text.
+fn scrape(node: &Broker) -> String {
+    use std::io::Write;
+    let url = node.admin_url().expect("the node serves the admin API");
+    let addr = url.trim_start_matches("http://");
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `sluice_consumer_group_lag` of `group` in a `/metrics` text: partition → lag.
+fn group_lag(metrics: &str, group: &str) -> BTreeMap<i32, i64> {
+    let want = format!("sluice_consumer_group_lag{{group=\"{group}\",");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&want))
+        .filter_map(|l| {
+            let partition = l.split("partition=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit(' ').next()?;
+            Some((partition.parse().ok()?, value.parse::<f64>().ok()? as i64))
+        })
+        .collect()
+}
+
+/// Consumer lag is told for every partition a group committed, by the node coordinating
+/// the group, including partitions of which it holds no replica (single-replica
+/// partitions spread over three nodes): their high watermarks come from the nodes leading
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_lag_covers_partitions_with_no_replica_on_its_coordinator() {
+    require_cluster!();
+    const GROUP: &str = "lagging";
+    let mut c = Cluster::start_with(ClusterConfig {
+        admin_ports: true,
+        ..ClusterConfig::default()
+    });
+    // Every node registered first, so placement spreads the partitions over all three.
+    let bootstrap = c.bootstrap();
+    tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "every node listed in Metadata", || {
+            (broker_ids(&bootstrap) == [1, 2, 3]).then_some(())
+        })
+    });
+    create_topic(&bootstrap, 1).await;
+    let p = producer(&c.bootstrap(), &[("acks", "all")]);
+    for part in 0..PARTITIONS {
+        for i in 0..20 {
+            let value = format!("v{i}");
+            let rec = FutureRecord::to(TOPIC)
+                .partition(part)
+                .key("k")
+                .payload(&value);
+            p.send(rec, Duration::from_secs(30))
+                .await
+                .expect("acknowledged");
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, part, Offset::Offset(5 + part as i64))
+            .unwrap();
+    }
+    let mut cfg = base_config(&c.bootstrap());
+    cfg.set("group.id", GROUP)
+        .set("enable.auto.commit", "false");
+    let committer: BaseConsumer = cfg.create().expect("offsets client");
+    let want: BTreeMap<i32, i64> = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "offset commit", || {
+            committer.commit(&tpl, CommitMode::Sync).ok()
+        });
+        (0..PARTITIONS)
+            .map(|part| {
+                let (_, high) = committer
+                    .fetch_watermarks(TOPIC, part, Duration::from_secs(10))
+                    .expect("watermarks");
+                (part, high - (5 + part as i64))
+            })
+            .collect()
+    });
+    assert!(replica_counts(&c.bootstrap(), TOPIC)
+        .iter()
+        .all(|&n| n == 1));
+    let ids: Vec<usize> = c.ids().collect();
+    let (coordinator, got) = tokio::task::block_in_place(|| {
+        poll_until(SETTLE, "the coordinator's lag for every partition", || {
+            ids.iter()
+                .map(|&id| (id, group_lag(&scrape(c.node(id)), GROUP)))
+                .find(|(_, lag)| lag.len() == PARTITIONS as usize)
+        })
+    });
+    assert_eq!(got, want, "lag = high watermark - committed, per partition");
+    // Some partition's only replica is on another node: its lag came from there.
+    let leaders = leaders(&c.bootstrap(), TOPIC).expect("leaders");
+    assert!(
+        leaders.iter().any(|&l| l != coordinator as i32),
+        "partition leaders {leaders:?}, coordinator node {coordinator}"
+    );
+    tokio::task::block_in_place(|| c.stop_all());
+}
+
 /// Per partition of `topic` in `bootstrap`'s Metadata: its preferred replica (the first in
 /// replica order) and its leader.
 fn preferred_and_leaders(bootstrap: &str, topic: &str) -> Option<Vec<(i32, i32)>> {

@@ -130,7 +130,9 @@ async fn answer(
                         version: env!("CARGO_PKG_VERSION"),
                         aggregate: shard.config.aggregate_metrics,
                     };
-                    let doc = Bytes::from(sluice_metrics::render(&node, snapshots));
+                    let remote =
+                        crate::metrics_host::remote_high_watermarks(shard, &snapshots).await;
+                    let doc = Bytes::from(sluice_metrics::render_with(&node, snapshots, remote));
                     *cached.borrow_mut() = Some((now, doc.clone()));
                     doc
                 }

@@ -1,9 +1,11 @@
 //! The broker's side of `sluice-metrics`: a shard's snapshot of its counters, partitions,
 //! groups and executor, gathered from every shard for a scrape (one mesh round trip each),
-//! and the error codes of responses counted by API.
+//! the error codes of responses counted by API, and the high watermarks other nodes lead
+//! for this node's groups' lag.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_codec::kafka_protocol::messages::ApiKey;
@@ -140,6 +142,68 @@ pub async fn gather(shard: &Rc<BrokerShard>) -> Vec<ShardSnapshot> {
     all.extend(crate::handlers::join_all(asks).await.into_iter().flatten());
     all.sort_by_key(|s| s.shard);
     all
+}
+
+/// How long a scrape waits for another node's high watermarks.
+const REMOTE_HIGH_WATERMARKS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// High watermarks of the partitions this node's groups committed offsets for but holds no
+/// replica of, from the nodes that lead them (`node_rpc::HIGH_WATERMARKS`), so their lag
+/// can be told. Empty when every such partition has a replica here; a node that does not
+/// answer within [`REMOTE_HIGH_WATERMARKS_TIMEOUT`] leaves its partitions out.
+pub async fn remote_high_watermarks(
+    shard: &Rc<BrokerShard>,
+    snapshots: &[ShardSnapshot],
+) -> HashMap<(String, i32), i64> {
+    let local: HashSet<(&str, i32)> = snapshots
+        .iter()
+        .flat_map(|s| &s.partitions)
+        .map(|p| (p.topic.as_str(), p.partition))
+        .collect();
+    let wanted: HashSet<(String, i32)> = snapshots
+        .iter()
+        .flat_map(|s| &s.committed)
+        .filter(|c| !local.contains(&(c.topic.as_str(), c.partition)))
+        .map(|c| (c.topic.clone(), c.partition))
+        .collect();
+    if wanted.is_empty() {
+        return HashMap::new();
+    }
+    let view = &shard.shared_handle.cluster_view;
+    let this = view.this_node();
+    let asks: Vec<_> = view
+        .brokers()
+        .iter()
+        .map(|b| b.node)
+        .filter(|&n| n != this)
+        .map(|n| {
+            let shard = shard.clone();
+            async move {
+                let body = crate::node_rpc::call(
+                    &shard,
+                    n,
+                    crate::node_rpc::HIGH_WATERMARKS,
+                    Bytes::new(),
+                    REMOTE_HIGH_WATERMARKS_TIMEOUT,
+                )
+                .await?;
+                crate::node_rpc::decode_high_watermarks(&body)
+            }
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for (topic, partition, hw) in crate::handlers::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let key = (topic, partition);
+        if wanted.contains(&key) {
+            out.insert(key, hw);
+        }
+    }
+    out
 }
 
 /// Records and bytes of the record batches in `records` (whole batches; a partial one at

@@ -2,7 +2,8 @@
 //! which shard 0 holds): what this node serves for others — preferred elections of
 //! partitions it leads (`handlers::elect_leaders`), transaction markers for partitions it
 //! leads (`handlers::write_txn_markers`), KIP-890 verification by the transaction
-//! coordinators it hosts (`txn_host`) — and [`call`], by which any shard asks another node.
+//! coordinators it hosts (`txn_host`), the high watermarks of the partitions it leads (for
+//! other nodes' consumer lag metrics) — and [`call`], by which any shard asks another node.
 
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -20,6 +21,80 @@ use crate::shard::BrokerShard;
 /// body.
 pub const VERIFY_TXN: u16 = sluice_cluster::wire::method::EXTENSION_MIN + 2;
 
+/// Method: "the high watermarks of the partitions you lead", for another node's consumer
+/// lag metrics (a group's coordinator may hold no replica of a partition it has offsets
+/// for). Body: empty; answer: [`encode_high_watermarks`].
+pub const HIGH_WATERMARKS: u16 = sluice_cluster::wire::method::EXTENSION_MIN + 3;
+
+/// Entries one [`HIGH_WATERMARKS`] answer holds at most (far above a node's partitions; a
+/// decoder refuses more).
+pub const HIGH_WATERMARKS_MAX: usize = 1 << 20;
+
+/// `count: u32`, then per partition `topic length: u16`, topic, `partition: i32`,
+/// `high watermark: i64`.
+pub fn encode_high_watermarks(entries: &[(String, i32, i64)]) -> Bytes {
+    let mut b = BytesMut::new();
+    let entries = &entries[..entries.len().min(HIGH_WATERMARKS_MAX)];
+    b.put_u32(entries.len() as u32);
+    for (topic, partition, hw) in entries {
+        let name = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+        b.put_u16(name.len() as u16);
+        b.put_slice(name);
+        b.put_i32(*partition);
+        b.put_i64(*hw);
+    }
+    b.freeze()
+}
+
+/// Reads what [`encode_high_watermarks`] wrote; `None` for anything else.
+pub fn decode_high_watermarks(mut b: &[u8]) -> Option<Vec<(String, i32, i64)>> {
+    use bytes::Buf;
+    if b.remaining() < 4 {
+        return None;
+    }
+    let count = b.get_u32() as usize;
+    if count > HIGH_WATERMARKS_MAX {
+        return None;
+    }
+    // Each entry takes at least 14 bytes: no allocation beyond what the bytes back.
+    let mut out = Vec::with_capacity(count.min(b.remaining() / 14));
+    for _ in 0..count {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let len = b.get_u16() as usize;
+        if b.remaining() < len + 12 {
+            return None;
+        }
+        let topic = std::str::from_utf8(&b[..len]).ok()?.to_string();
+        b.advance(len);
+        out.push((topic, b.get_i32(), b.get_i64()));
+    }
+    b.is_empty().then_some(out)
+}
+
+fn serve_high_watermarks(shard: Option<Rc<BrokerShard>>) -> LocalBoxFuture<Response> {
+    Box::pin(async move {
+        let Some(shard) = shard else {
+            return Response {
+                status: sluice_rpc::status::SHUTTING_DOWN,
+                body: Bytes::new(),
+            };
+        };
+        let led: Vec<(String, i32, i64)> = crate::metrics_host::gather(&shard)
+            .await
+            .into_iter()
+            .flat_map(|s| s.partitions)
+            .filter(|p| p.leader)
+            .map(|p| (p.topic, p.partition, p.high_watermark))
+            .collect();
+        Response {
+            status: sluice_rpc::status::OK,
+            body: encode_high_watermarks(&led),
+        }
+    })
+}
+
 /// Set on the controller runtime by `metadata_sync`.
 pub struct NodeRpc(pub Weak<BrokerShard>);
 
@@ -30,6 +105,7 @@ impl sluice_cluster::Extension for NodeRpc {
             elect_leaders::ELECT_PREFERRED => elect_leaders::serve(shard, request),
             write_txn_markers::WRITE_MARKERS => write_txn_markers::serve(shard, request),
             VERIFY_TXN => crate::txn_host::serve_verify(shard, request),
+            HIGH_WATERMARKS => serve_high_watermarks(shard),
             _ => Box::pin(async {
                 Response {
                     status: sluice_rpc::status::UNKNOWN_METHOD,
@@ -99,5 +175,32 @@ async fn call_here(
             log::debug!("method {method} at node {to}: {e:?}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_watermarks_round_trip_and_junk_is_refused() {
+        let entries = vec![("orders".to_string(), 3, 1_234), ("é".to_string(), 0, -1)];
+        let b = encode_high_watermarks(&entries);
+        assert_eq!(decode_high_watermarks(&b), Some(entries));
+        assert_eq!(
+            decode_high_watermarks(&encode_high_watermarks(&[])),
+            Some(vec![])
+        );
+        for cut in 0..b.len() {
+            assert_eq!(decode_high_watermarks(&b[..cut]), None, "cut at {cut}");
+        }
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_eq!(decode_high_watermarks(&long), None, "trailing bytes");
+        assert_eq!(
+            decode_high_watermarks(&[0xff; 4]),
+            None,
+            "a count over the limit"
+        );
     }
 }

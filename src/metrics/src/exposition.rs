@@ -25,9 +25,20 @@ pub struct Node {
 
 /// The whole document for these snapshots.
 pub fn render(node: &Node, shards: Vec<ShardSnapshot>) -> String {
+    render_with(node, shards, HashMap::new())
+}
+
+/// The whole document, with the high watermarks of partitions this node holds no replica
+/// of (from the nodes that lead them) for its groups' lag.
+pub fn render_with(
+    node: &Node,
+    shards: Vec<ShardSnapshot>,
+    remote_high_watermarks: HashMap<(String, i32), i64>,
+) -> String {
     let e = Exposition {
         node: node.clone(),
         shards,
+        remote_high_watermarks,
     };
     // About 70 bytes a series: room for the document without growing it as it is written.
     let series = e
@@ -44,6 +55,8 @@ type Labels = Vec<(&'static str, String)>;
 struct Exposition {
     node: Node,
     shards: Vec<ShardSnapshot>,
+    /// (topic, partition) → high watermark, for partitions without a replica here.
+    remote_high_watermarks: HashMap<(String, i32), i64>,
 }
 
 /// One family of counters or gauges: its HELP and TYPE lines, then a sample per row.
@@ -513,10 +526,15 @@ impl Exposition {
             }
         }
         let committed: Vec<_> = self.shards.iter().flat_map(|s| &s.committed).collect();
-        // Lag needs the partition's high watermark, so it is known only for partitions with
-        // a replica on this node.
+        // Lag needs the partition's high watermark: a replica's here, else what the node
+        // leading it said (a partition neither has is left out).
         let lag = committed.iter().filter_map(|c| {
-            let &(_, end) = hw.get(&(c.topic.as_str(), c.partition))?;
+            let end = match hw.get(&(c.topic.as_str(), c.partition)) {
+                Some(&(_, end)) => end,
+                None => *self
+                    .remote_high_watermarks
+                    .get(&(c.topic.clone(), c.partition))?,
+            };
             Some((*c, (end - c.offset).max(0)))
         });
         if self.node.aggregate {
@@ -633,5 +651,26 @@ mod tests {
         assert!(text.contains("sluice_produced_records_total{topic=\"orders\"} 20"));
         assert!(!text.contains("partition=\""));
         assert!(text.contains("sluice_consumer_group_lag{group=\"g1\",topic=\"orders\"} 6"));
+    }
+
+    #[test]
+    fn lag_of_a_partition_held_elsewhere_uses_the_remote_high_watermark() {
+        let mut s = shard(0);
+        s.committed.push(CommittedSample {
+            group: "g0".into(),
+            topic: "elsewhere".into(),
+            partition: 3,
+            offset: 7,
+        });
+        let text = render(&node(false), vec![s.clone()]);
+        let lag_elsewhere = "sluice_consumer_group_lag{group=\"g0\",topic=\"elsewhere\"";
+        assert!(!text.contains(lag_elsewhere), "no high watermark, no lag");
+        let remote = HashMap::from([(("elsewhere".to_string(), 3), 19)]);
+        let text = render_with(&node(false), vec![s], remote);
+        assert!(text.contains(
+            "sluice_consumer_group_lag{group=\"g0\",topic=\"elsewhere\",partition=\"3\"} 12"
+        ));
+        // No partition series for it: this node holds no replica.
+        assert!(!text.contains("sluice_partition_high_watermark{shard=\"0\",topic=\"elsewhere\""));
     }
 }

@@ -21,6 +21,6 @@ pub mod recorder;
 pub mod snapshot;
 pub mod text;
 
-pub use exposition::{render, Node, CONTENT_TYPE};
+pub use exposition::{render, render_with, Node, CONTENT_TYPE};
 pub use histogram::Histogram;
 pub use snapshot::ShardSnapshot;
