@@ -204,6 +204,20 @@ impl<F: StorageFile> Segment<F> {
         self.open.is_some() || !self.sealed.is_empty() || (self.rolled && self.file.is_some())
     }
 
+    /// Takes `file` (`size` bytes, durable) in place of its own: a segment the cleaner
+    /// rewrote or merged, whose batches `fresh` indexed at their new positions.
+    fn swap_in(&mut self, file: Rc<F>, size: u64, fresh: Segment<F>) {
+        self.file = Some(file);
+        self.size = size;
+        self.durable_size = size;
+        self.next_offset = fresh.next_offset;
+        self.max_timestamp = fresh.max_timestamp;
+        self.offset_of_max_timestamp = fresh.offset_of_max_timestamp;
+        self.index = fresh.index;
+        self.time_index = fresh.time_index;
+        self.bytes_since_index = fresh.bytes_since_index;
+    }
+
     /// Accounts a batch at `position` in the indexes.
     fn index_batch(&mut self, h: &Header, position: u64, interval: u32) {
         let rel = (h.base_offset - self.base_offset) as u32;

@@ -535,12 +535,7 @@ impl<S: Storage> PartitionLog<S> {
                 // for `delete_records_lock`; a truncation never reaches below the high
                 // watermark, where the pass works.)
                 Some(seg) if seg.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &c.file)) => {
-                    seg.file = Some(Rc::new(file));
-                    seg.size = size;
-                    seg.durable_size = size;
-                    seg.index = fresh.index;
-                    seg.time_index = fresh.time_index;
-                    seg.bytes_since_index = fresh.bytes_since_index;
+                    seg.swap_in(Rc::new(file), size, fresh);
                 }
                 _ => {}
             }

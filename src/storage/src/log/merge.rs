@@ -192,15 +192,7 @@ impl<S: Storage> PartitionLog<S> {
                 .segments
                 .get_mut(&first)
                 .expect("the first member stays");
-            seg.file = Some(Rc::new(file));
-            seg.size = size;
-            seg.durable_size = size;
-            seg.next_offset = fresh.next_offset;
-            seg.max_timestamp = fresh.max_timestamp;
-            seg.offset_of_max_timestamp = fresh.offset_of_max_timestamp;
-            seg.index = fresh.index;
-            seg.time_index = fresh.time_index;
-            seg.bytes_since_index = fresh.bytes_since_index;
+            seg.swap_in(Rc::new(file), size, fresh);
         }
         self.cache.borrow_mut().forget(self.id, i64::MIN);
         Ok(())
