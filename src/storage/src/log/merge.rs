@@ -9,7 +9,10 @@
 //!
 //! 1. the batches are written to `{first}.log.cleaned` (direct writes, cut to size,
 //!    fdatasynced); a crash here leaves a `.cleaned` file that open sweeps;
-//! 2. the members' offset and time indexes are removed (a crash rebuilds them by scanning);
+//! 2. the members' offset and time indexes are removed (a crash rebuilds them by scanning),
+//!    and the producer snapshots at the later members' bases (open replays producer state
+//!    from the newest snapshot by whole segments, so none may lie inside a segment; an
+//!    older snapshot only means a longer replay);
 //! 3. the file is renamed `{first}.log.swap` and the directory synced: from here the merge
 //!    is decided, and open finishes it if this pass does not;
 //! 4. the other members' segments are discarded, the swap renamed over `{first}.log` and
@@ -147,7 +150,9 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let (file, size) = out.finish(&self.storage).await?;
-        // 2. The old indexes describe the old files.
+        // 2. The old indexes describe the old files; producer snapshots at the later
+        //    members' bases would sit inside the merged segment, where open's replay (from
+        //    the newest snapshot, by whole segments) would skip the batches after them.
         for m in group {
             for ext in ["index", "timeindex"] {
                 let p = segment_path(&self.dir, m.base, ext);
@@ -156,6 +161,13 @@ impl<S: Storage> PartitionLog<S> {
                     .await
                     .map_err(|e| StorageError::io("remove", &p, e))?;
             }
+        }
+        for m in &group[1..] {
+            let p = segment_path(&self.dir, m.base, "snapshot");
+            self.storage
+                .remove(&p)
+                .await
+                .map_err(|e| StorageError::io("remove", &p, e))?;
         }
         // 3. The commit point.
         self.storage
@@ -201,13 +213,15 @@ impl<S: Storage> PartitionLog<S> {
 
 /// Finishes the merges a stop interrupted after their commit point: each `{b}.log.swap`
 /// in `dir` (`swaps` holds their bases) replaces the segments whose bases lie in the
-/// offsets it spans and is renamed over `{b}.log`. `bases` (the `.log` files found) is
-/// updated to match. Runs at open, before the segments are read.
+/// offsets it spans and is renamed over `{b}.log`. `bases` (the `.log` files found) and
+/// `snapshots` (the producer snapshots) are updated to match. Runs at open, before the
+/// segments are read.
 pub(super) async fn finish_swaps<S: Storage>(
     storage: &S,
     dir: &Path,
     swaps: &[i64],
     bases: &mut Vec<i64>,
+    snapshots: &mut Vec<i64>,
 ) -> Result<()> {
     for &b in swaps {
         let path = segment_path(dir, b, "log");
@@ -234,13 +248,14 @@ pub(super) async fn finish_swaps<S: Storage>(
             });
         }
         drop(file);
-        for &other in bases.iter().filter(|&&o| o > b && o < next) {
+        let inside = |o: i64| o > b && o < next;
+        for &other in bases.iter().chain(snapshots.iter()).filter(|&&o| inside(o)) {
             let p = segment_path(dir, other, "log");
             storage
                 .remove(&p)
                 .await
                 .map_err(|e| StorageError::io("remove", &p, e))?;
-            for ext in ["index", "timeindex", "txnindex"] {
+            for ext in ["index", "timeindex", "txnindex", "snapshot"] {
                 let p = segment_path(dir, other, ext);
                 storage
                     .remove(&p)
@@ -267,7 +282,8 @@ pub(super) async fn finish_swaps<S: Storage>(
             .sync_dir(dir)
             .await
             .map_err(|e| StorageError::io("fsync dir", dir, e))?;
-        bases.retain(|&o| o <= b || o >= next);
+        bases.retain(|&o| !inside(o));
+        snapshots.retain(|&o| !inside(o));
         if !bases.contains(&b) {
             bases.push(b);
         }

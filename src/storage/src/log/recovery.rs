@@ -88,7 +88,7 @@ impl<S: Storage> PartitionLog<S> {
         bases.sort_unstable();
         snapshots.sort_unstable();
         swaps.sort_unstable();
-        super::merge::finish_swaps(&*storage, &dir, &swaps, &mut bases).await?;
+        super::merge::finish_swaps(&*storage, &dir, &swaps, &mut bases, &mut snapshots).await?;
         if bases.len() > SEGMENTS_PER_PARTITION_MAX {
             return Err(StorageError::Limit {
                 what: "segments in one partition",
