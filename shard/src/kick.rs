@@ -11,11 +11,11 @@
 //!
 //! The workaround does what the debugger did: a plain thread sends every registered shard
 //! thread [`KICK_SIGNAL`] every [`KICK_INTERVAL`]. Its handler (signal-hook's, setting a
-//! flag nobody reads) does nothing to speak of and is installed with `SA_RESTART`, so ordinary system calls resume as if nothing happened,
-//! while the io_uring wait returns (or is restarted, which re-checks the completion
-//! queue); glommio treats an interrupted wait as a wake-up, fires its expired timers,
-//! drains its completions and foreign wakes, and sleeps again. A lost wake-up then costs
-//! at most one interval instead of forever.
+//! flag nobody reads) does next to nothing and is installed with `SA_RESTART`, so ordinary
+//! system calls resume as if nothing happened, while the io_uring wait returns (or is
+//! restarted, which re-checks the completion queue); glommio treats an interrupted wait as
+//! a wake-up, fires its expired timers, drains its completions and foreign wakes, and
+//! sleeps again. A lost wake-up then costs at most one interval instead of forever.
 //!
 //! Invariant: a thread is signalled only between its `register` and its `clear` (under the
 //! same lock), so a thread that has exited is never signalled. Cost: one signal delivery

@@ -564,7 +564,7 @@ async fn write_parts<W: futures_lite::AsyncWrite + Unpin>(
         // lives, which is past this call.
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-        let sent = match rustix::net::sendmsg(socket, &iov, &mut Default::default(), flags) {
+        let mut sent = match rustix::net::sendmsg(socket, &iov, &mut Default::default(), flags) {
             Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) => {
@@ -576,7 +576,6 @@ async fn write_parts<W: futures_lite::AsyncWrite + Unpin>(
             }
             Err(e) => return Err(e.into()),
         };
-        let mut sent = sent;
         while part < parts.len() && sent >= parts[part].len() - offset {
             sent -= parts[part].len() - offset;
             part += 1;

@@ -289,8 +289,8 @@ pub fn decode_record_batch_contained(
 
 /// Whether each record of the one v2 batch `batch` has a key, read in place with
 /// [`crate::records`] (no copy per record); `None` when its records do not decompress,
-/// parse or number what its header says. A panic in the decompressors (third-party code fed with client bytes) is contained
-/// as for the decoder.
+/// parse or number what its header says. A panic in the decompressors (third-party code
+/// fed with client bytes) is contained as for the decoder.
 pub fn record_keys_contained(batch: &[u8]) -> Option<Vec<bool>> {
     contain(&CONTAINED_PANICS, ApiKey::Produce, -1, || {
         let count = crate::batch::BatchHeader::parse(batch).ok()?.records_count;

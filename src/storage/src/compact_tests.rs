@@ -1,6 +1,7 @@
 //! Tests of the log cleaner against real files: the latest record per key stays at its
 //! offset, batches keep their ranges, a restart reads the same, the dirty ratio gates a
-//! pass, tombstones wait for their delete horizon, and a power loss at any sync of a pass leaves the old segment or the new one.
+//! pass, tombstones wait for their delete horizon, merged segments keep producer state,
+//! and a power loss at any sync of a pass leaves the old segment set or the new one.
 
 use std::collections::BTreeMap;
 
