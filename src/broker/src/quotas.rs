@@ -155,7 +155,7 @@ impl QuotaStore {
         match rate {
             // A refused connection costs nothing: a client retrying is not locked out
             // for longer than the rate says.
-            Some(rate) => self.take(named, CONNECTION_CREATION_RATE, rate.0, 1, now, false),
+            Some(rate) => self.take(named, CONNECTION_CREATION_RATE, rate.0, 1, now, None),
             None => Duration::ZERO,
         }
     }
@@ -177,14 +177,10 @@ impl QuotaStore {
             return Duration::ZERO;
         };
         if key != REQUEST_PERCENTAGE {
-            return self.take(own, key, rate, bytes, now, true);
+            return self.take(own, key, rate, bytes, now, Some(f64::INFINITY));
         }
-        let wait = self.take(own.clone(), key, rate, bytes, now, true);
-        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = budgets.get_mut(&(own, key)) {
-            b.available = b.available.max(-rate * REQUEST_DEBT_S_MAX);
-        }
-        wait.min(Duration::from_millis(REQUEST_THROTTLE_MS_MAX))
+        self.take(own, key, rate, bytes, now, Some(REQUEST_DEBT_S_MAX))
+            .min(Duration::from_millis(REQUEST_THROTTLE_MS_MAX))
     }
 
     /// The budget that `key` of the client `user`/`client_id` draws on and its rate per
@@ -253,8 +249,9 @@ impl QuotaStore {
 
     /// Draws `amount` (bytes, or connections) from the budget of `own` for `key`, refilled
     /// at `rate` per second; returns how long the client must wait (zero: within it). With
-    /// `debt`, what was over the budget is drawn anyway (the bytes were moved; the client
-    /// pays by waiting); without, nothing is drawn when it does not fit.
+    /// `debt_s_max`, what was over the budget is drawn anyway (the bytes were moved; the
+    /// client pays by waiting), the debt kept to that many seconds of the rate; without,
+    /// nothing is drawn when it does not fit.
     fn take(
         &self,
         own: QuotaEntity,
@@ -262,7 +259,7 @@ impl QuotaStore {
         rate: f64,
         amount: u64,
         now: Instant,
-        debt: bool,
+        debt_s_max: Option<f64>,
     ) -> Duration {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         if budgets.len() >= BUDGETS_MAX && !budgets.contains_key(&(own.clone(), key)) {
@@ -278,8 +275,12 @@ impl QuotaStore {
         });
         b.refill(rate, now);
         let left = b.available - amount as f64;
-        if left >= 0.0 || debt {
-            b.available = left;
+        match debt_s_max {
+            _ if left >= 0.0 => b.available = left,
+            // What is drawn is owed, down to `debt_s_max` seconds of the rate.
+            Some(s) => b.available = left.max(-rate * s),
+            // No debt: a refused draw costs nothing.
+            None => {}
         }
         if left >= 0.0 {
             return Duration::ZERO;
@@ -320,7 +321,7 @@ impl MutationQuota<'_> {
             *rate,
             u64::from(partitions),
             now,
-            true,
+            Some(f64::INFINITY),
         );
         self.throttle = self.throttle.max(wait);
         Ok(())
