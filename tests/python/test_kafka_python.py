@@ -3,7 +3,8 @@
 Run by tests/tests/python_client.rs with the venv from scripts/install-test-deps.sh:
     tests/.venv/bin/python tests/python/test_kafka_python.py --bootstrap 127.0.0.1:PORT
 
-Covers admin (create_topics, list_topics, describe_configs, delete_topics), produce with
+Covers admin (create_topics, list_topics, describe_configs, delete_topics, describe_features,
+update_features), produce with
 every codec with and without idempotence, and consume by assign() (no consumer group:
 the broker has no group coordinator yet), checking every record byte for byte with its
 offset, plus ListOffsets (beginning/end offsets, offsets_for_times). Exits non-zero on
@@ -170,6 +171,47 @@ def first_offsets(bootstrap, topic, partitions, replicated):
     return {tp.partition: off for tp, off in end.items()}
 
 
+def check_features(admin):
+    from kafka.errors import InvalidUpdateVersionError
+
+    feats = admin.describe_features()
+    log(f"features: {feats}")
+    mv = feats["metadata.version"]
+    assert mv["supported"] == (7, 27) and mv["finalized"] == (27, 27), mv
+    assert mv["finalized_epoch"] is not None and mv["finalized_epoch"] >= 0, mv
+    assert feats["group.version"]["finalized"] == (1, 1), feats
+    # Ranges that end at 0 are not advertised (nothing beyond level 0 is served).
+    assert "kraft.version" not in feats and "transaction.version" not in feats, feats
+    # validate_only: answered, nothing changes.
+    res = admin.update_features({"group.version": ("SAFE_DOWNGRADE", 0)}, validate_only=True)
+    assert res == {"group.version": "OK"}, res
+    assert admin.describe_features()["group.version"]["finalized"] == (1, 1)
+    # Refused as Kafka refuses them (INVALID_UPDATE_VERSION, all or nothing).
+    for updates, text in [
+        ({"metadata.version": 28}, "only supports versions 7-27"),
+        ({"metadata.version": ("SAFE_DOWNGRADE", 20)}, "Refusing to perform the requested downgrade"),
+        ({"group.version": 0}, "without setting the upgrade type"),
+        ({"group.version": ("SAFE_DOWNGRADE", 0), "no.such.version": 1}, "does not support this feature"),
+    ]:
+        try:
+            admin.update_features(updates)
+        except InvalidUpdateVersionError as e:
+            assert text in str(e), f"{updates}: {e}"
+        else:
+            raise AssertionError(f"{updates} was accepted")
+    assert admin.describe_features()["group.version"]["finalized"] == (1, 1)
+    # A real change, seen by every node, then back.
+    assert admin.update_features({"group.version": ("SAFE_DOWNGRADE", 0)}) == {"group.version": "OK"}
+    wait_until("group.version 0 everywhere",
+               lambda: all("finalized" not in admin.describe_features().get("group.version", {})
+                           for _ in range(3)))
+    assert admin.update_features({"group.version": 1}) == {"group.version": "OK"}
+    wait_until("group.version 1 again",
+               lambda: all(admin.describe_features()["group.version"].get("finalized") == (1, 1)
+                           for _ in range(3)))
+    log("features ok")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
@@ -240,6 +282,9 @@ def main():
     assert consumer.offsets_for_times({tp0: ts0 + 10_000_000}, timeout_ms=15000)[tp0] is None
     consumer.close(autocommit=False)
     log("list offsets ok")
+
+    # --- feature levels (KIP-584): ApiVersions describes them, UpdateFeatures changes them --
+    check_features(admin)
 
     # --- delete_topics -----------------------------------------------------------------
     admin.delete_topics(["py-doomed"])

@@ -29,7 +29,7 @@ use sluice_storage::PartitionLog;
 
 use crate::coord_log::{CoordLog, Pending, State};
 use crate::groups::{decode_loaded, partition_for, Loaded, OFFSETS_TOPIC};
-use crate::kerr::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+use crate::kerr::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, UNSUPPORTED_VERSION};
 use crate::replication::Replication;
 use crate::shard::{now_ms, BrokerShard};
 
@@ -1045,6 +1045,13 @@ pub(crate) fn merge(into: &mut Response, from: Response) {
     }
 }
 
+/// Whether the KIP-848 consumer group protocol is on: group.version finalized at 1 or more
+/// (or no levels adopted yet, as before features existed).
+fn consumer_protocol_enabled(shard: &BrokerShard) -> bool {
+    let finalized = shard.shared_handle.features.get();
+    finalized.epoch < 0 || finalized.level(sluice_meta::features::GROUP_VERSION) >= 1
+}
+
 /// Entry point for group APIs: routes to the shard(s) owning the groups' offsets
 /// partitions, runs them there, and merges multi-group answers.
 pub async fn handle(
@@ -1086,6 +1093,21 @@ pub async fn handle(
     let Some(ids) = group_ids(&body, version) else {
         return Outcome::Close;
     };
+    let kip848 = matches!(
+        body,
+        RequestKind::ConsumerGroupHeartbeat(_) | RequestKind::ConsumerGroupDescribe(_)
+    );
+    if kip848 && !forwarded && !consumer_protocol_enabled(shard) {
+        // Kafka's answer while group.version is below 1: UNSUPPORTED_VERSION in the body
+        // (the APIs stay listed in ApiVersions), so clients fall back to the classic
+        // protocol or report it.
+        return match body {
+            RequestKind::ConsumerGroupDescribe(_) => {
+                respond(per_group_error(&body, &ids, UNSUPPORTED_VERSION))
+            }
+            req => respond(Some(single_error(&req, UNSUPPORTED_VERSION))),
+        };
+    }
     let Some((topic_id, n)) = partitions(shard) else {
         // No offsets topic yet: nothing is coordinated anywhere (FindCoordinator creates it).
         // Multi-group requests answer per group (OffsetFetch v8+ has no top-level error:

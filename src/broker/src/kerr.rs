@@ -30,6 +30,7 @@ pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFac
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = ResponseError::InvalidReplicaAssignment.code();
 pub const NOT_CONTROLLER: i16 = ResponseError::NotController.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+pub const INVALID_UPDATE_VERSION: i16 = ResponseError::InvalidUpdateVersion.code();
 pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();

@@ -25,6 +25,7 @@ pub mod connections;
 pub mod controller;
 pub mod coord_log;
 pub mod error;
+pub mod feature_levels;
 pub mod group_acl;
 pub mod group_host;
 pub mod group_placement;
@@ -119,6 +120,8 @@ pub struct Shared {
     pub acls: authz::AclStore,
     /// The committed client quotas and the node's budgets.
     pub quotas: quotas::QuotaStore,
+    /// The finalized feature levels.
+    pub features: feature_levels::FeatureStore,
     /// Every shard serves clients and shutdown has not begun (`/v1/status/ready`).
     pub serving: std::sync::atomic::AtomicBool,
     /// The bound admin listener until shard 0 takes it to serve the admin API.
@@ -299,6 +302,7 @@ pub fn run(
         credentials: Default::default(),
         acls: authz::AclStore::new(&config),
         quotas: Default::default(),
+        features: Default::default(),
         serving: Default::default(),
         admin_listener: Mutex::new(admin_listener),
     });

@@ -457,6 +457,7 @@ async fn adopt(shard: &Rc<BrokerShard>) {
         .set(image.scram_credentials());
     shard.shared_handle.acls.set(image.acls());
     shard.shared_handle.quotas.set(image.quotas());
+    shard.shared_handle.features.set(image.features(), index);
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.
@@ -867,6 +868,24 @@ pub async fn alter_quotas(
     per_item(shard, node, n, answer, pick, changed).await
 }
 
+/// UpdateFeatures through the controller: per update, its outcome. Answered once this
+/// node has adopted the new levels, so its own ApiVersions shows them.
+pub async fn update_features(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    updates: Vec<sluice_meta::features::FeatureUpdate>,
+    validate_only: bool,
+) -> Vec<Result<(), (i16, String)>> {
+    let n = updates.len();
+    let answer = node.update_features(updates, validate_only).await;
+    let pick = |a| match a {
+        Answer::UpdateFeatures(v) => Ok(v),
+        other => Err(other),
+    };
+    let changed = |o: &sluice_meta::controller::Outcome<()>| !validate_only && o.is_ok();
+    per_item(shard, node, n, answer, pick, changed).await
+}
+
 /// A block of producer ids for this node from the controller: `(first, end)`.
 pub async fn allocate_producer_ids(node: &ControllerNode) -> Result<(i64, i64), (i16, String)> {
     match node.allocate_producer_ids().await {
@@ -908,6 +927,7 @@ mod tests {
                 rpc: ep(7070 + node as u16),
                 rack: None,
                 fenced: node == 2,
+                features: Vec::new(),
             }));
         }
         records.push(Record::Topic {

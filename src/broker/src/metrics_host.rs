@@ -280,6 +280,10 @@ fn each<T>(items: &[T], f: &mut dyn FnMut(i16), code: impl Fn(&T) -> i16) {
     }
 }
 
+nested!(UpdateFeaturesResponse, |r, f| {
+    f(r.error_code);
+    each(&r.results, f, |x| x.error_code)
+});
 nested!(ProduceResponse, |r, f| for t in &r.responses {
     each(&t.partition_responses, f, |p| p.error_code)
 });

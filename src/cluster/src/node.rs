@@ -840,6 +840,23 @@ impl ControllerNode {
             .await
     }
 
+    /// UpdateFeatures: per update, its outcome.
+    pub async fn update_features(
+        &self,
+        updates: Vec<sluice_meta::features::FeatureUpdate>,
+        validate_only: bool,
+    ) -> Answer {
+        self.inner
+            .command(
+                Command::UpdateFeatures {
+                    updates,
+                    validate_only,
+                },
+                COMMAND_TIMEOUT,
+            )
+            .await
+    }
+
     /// DeleteAcls: per filter, the bindings it removed.
     pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Answer {
         self.inner
@@ -1094,6 +1111,7 @@ fn not_controller(a: &Answer) -> bool {
         Answer::CreateAcls(v) => all(v),
         Answer::DeleteAcls(v) => all(v),
         Answer::AlterQuotas(v) => all(v),
+        Answer::UpdateFeatures(v) => all(v),
     }
 }
 
@@ -1531,9 +1549,16 @@ impl Inner {
                         return;
                     }
                 },
-                None => vec![Record::ClusterId {
-                    cluster_id: random_cluster_id(),
-                }],
+                None => {
+                    // A new cluster: its id and the feature levels this build starts at.
+                    let mut r = vec![Record::ClusterId {
+                        cluster_id: random_cluster_id(),
+                    }];
+                    for (name, level) in sluice_meta::features::bootstrap_levels() {
+                        r.push(Record::FeatureLevel { name, level });
+                    }
+                    r
+                }
             };
             let batches = match codec::encode_batches(&records, BOOTSTRAP_ENTRY_BYTES_MAX) {
                 Ok(b) if b.len() == 1 => b,
@@ -1636,6 +1661,10 @@ impl Inner {
                     entries,
                     validate_only,
                 } => c.alter_client_quotas(token, entries, validate_only),
+                Command::UpdateFeatures {
+                    updates,
+                    validate_only,
+                } => c.update_features(token, self.node_id, updates, validate_only),
             };
             self.ctrl_fx(&mut st, fx);
         }
@@ -2180,6 +2209,7 @@ async fn register_task(inner: Rc<Inner>) {
                     listeners: inner.listeners.clone(),
                     rpc: inner.rpc.clone(),
                     rack: None,
+                    features: sluice_meta::features::supported(),
                 };
                 match inner
                     .command(Command::RegisterBroker(reg), HEARTBEAT_INTERVAL)

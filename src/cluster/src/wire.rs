@@ -18,6 +18,7 @@ use sluice_meta::acl::{
 use sluice_meta::controller::{
     AlterConfig, ConfigTarget, QuotaAlteration, Registration, ScramChange, TopicCreated,
 };
+use sluice_meta::features::{FeatureUpdate, SupportedFeature, UpgradeType};
 use sluice_meta::quota::{QuotaEntity, QuotaValue};
 use sluice_meta::{
     Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock, ScramRecord,
@@ -57,6 +58,8 @@ pub mod method {
     pub const DELETE_ACLS: u16 = 15;
     /// AlterClientQuotas (a command).
     pub const ALTER_QUOTAS: u16 = 16;
+    /// UpdateFeatures (a command).
+    pub const UPDATE_FEATURES: u16 = 17;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -136,6 +139,11 @@ pub enum Command {
         entries: Vec<QuotaAlteration>,
         validate_only: bool,
     },
+    /// UpdateFeatures: the updates, in request order.
+    UpdateFeatures {
+        updates: Vec<FeatureUpdate>,
+        validate_only: bool,
+    },
 }
 
 impl Command {
@@ -155,6 +163,7 @@ impl Command {
             Command::CreateAcls { .. } => method::CREATE_ACLS,
             Command::DeleteAcls { .. } => method::DELETE_ACLS,
             Command::AlterQuotas { .. } => method::ALTER_QUOTAS,
+            Command::UpdateFeatures { .. } => method::UPDATE_FEATURES,
         }
     }
 
@@ -223,6 +232,12 @@ impl Command {
                     .map(|q| (q.entity.clone(), Err(e.clone())))
                     .collect(),
             ),
+            Command::UpdateFeatures { updates, .. } => Answer::UpdateFeatures(
+                updates
+                    .iter()
+                    .map(|u| (u.name.clone(), Err(e.clone())))
+                    .collect(),
+            ),
         }
     }
 
@@ -287,6 +302,11 @@ impl Command {
                 });
                 w.endpoint(&r.rpc);
                 w.opt_str(r.rack.as_deref());
+                w.list(&r.features, |w, f| {
+                    w.str(&f.name);
+                    w.i16(f.min);
+                    w.i16(f.max);
+                });
             }
             Command::BrokerHeartbeat {
                 node,
@@ -353,6 +373,21 @@ impl Command {
                     });
                 });
             }
+            Command::UpdateFeatures {
+                updates,
+                validate_only,
+            } => {
+                w.bool(*validate_only);
+                w.list(updates, |w, u| {
+                    w.str(&u.name);
+                    w.i16(u.level);
+                    w.u8(match u.upgrade {
+                        UpgradeType::Upgrade => 1,
+                        UpgradeType::SafeDowngrade => 2,
+                        UpgradeType::UnsafeDowngrade => 3,
+                    });
+                });
+            }
         }
         w.finish()
     }
@@ -362,7 +397,7 @@ impl Command {
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
             || method == method::METADATA_INDEX
-            || (method::ALTER_SCRAM..=method::ALTER_QUOTAS).contains(&method);
+            || (method::ALTER_SCRAM..=method::UPDATE_FEATURES).contains(&method);
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -431,6 +466,13 @@ impl Command {
                 })?,
                 rpc: r.endpoint()?,
                 rack: r.opt_str()?,
+                features: r.list(4 + 2 + 2, |r| {
+                    Ok(SupportedFeature {
+                        name: r.str()?,
+                        min: r.i16()?,
+                        max: r.i16()?,
+                    })
+                })?,
             }),
             method::ALTER_PARTITION_REASSIGNMENTS => Command::AlterPartitionReassignments {
                 partitions: r.list(4 + 4 + 1, |r| {
@@ -496,6 +538,21 @@ impl Command {
                 })?;
                 Command::AlterQuotas {
                     entries,
+                    validate_only,
+                }
+            }
+            method::UPDATE_FEATURES => {
+                let validate_only = r.bool()?;
+                let updates = r.list(4 + 2 + 1, |r| {
+                    Ok(FeatureUpdate {
+                        name: r.str()?,
+                        level: r.i16()?,
+                        upgrade: UpgradeType::from_code(r.u8()? as i8)
+                            .ok_or(WireError("bad upgrade type"))?,
+                    })
+                })?;
+                Command::UpdateFeatures {
+                    updates,
                     validate_only,
                 }
             }
@@ -595,6 +652,13 @@ pub fn encode_answer(a: &Answer) -> Bytes {
                 w.outcome(o, |_, _| {});
             });
         }
+        Answer::UpdateFeatures(v) => {
+            w.u8(15);
+            w.list(v, |w, (name, o)| {
+                w.str(name);
+                w.outcome(o, |_, _| {});
+            });
+        }
         Answer::DeleteAcls(v) => {
             w.u8(13);
             w.list(v, |w, (f, o)| {
@@ -643,6 +707,7 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
         11 => Answer::AlterScram(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         12 => Answer::CreateAcls(r.list(ACL_BYTES_MIN + 1, |r| Ok((r.acl()?, r.outcome(unit)?)))?),
         14 => Answer::AlterQuotas(r.list(3 + 1, |r| Ok((r.quota_entity()?, r.outcome(unit)?)))?),
+        15 => Answer::UpdateFeatures(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         13 => Answer::DeleteAcls(r.list(ACL_BYTES_MIN + 1, |r| {
             Ok((
                 r.acl_filter()?,
@@ -1131,6 +1196,7 @@ mod tests {
                     port: 1,
                 },
                 rack: Some("x".into()),
+                features: sluice_meta::features::supported(),
             }),
             Command::BrokerHeartbeat {
                 node: 1,
@@ -1179,6 +1245,21 @@ mod tests {
                 }],
                 validate_only: true,
             },
+            Command::UpdateFeatures {
+                updates: vec![
+                    FeatureUpdate {
+                        name: "group.version".into(),
+                        level: 0,
+                        upgrade: UpgradeType::SafeDowngrade,
+                    },
+                    FeatureUpdate {
+                        name: "metadata.version".into(),
+                        level: 27,
+                        upgrade: UpgradeType::Upgrade,
+                    },
+                ],
+                validate_only: false,
+            },
             Command::DeleteAcls {
                 filters: vec![
                     AclFilter::any(),
@@ -1226,6 +1307,7 @@ mod tests {
             Answer::AlterScram(vec![("alice".into(), Ok(())), ("bob".into(), Err(e()))]),
             Answer::CreateAcls(vec![(binding(), Ok(())), (binding(), Err(e()))]),
             Answer::AlterQuotas(vec![(QuotaEntity::default(), Err(e()))]),
+            Answer::UpdateFeatures(vec![("a".into(), Ok(())), ("b".into(), Err(e()))]),
             Answer::DeleteAcls(vec![
                 (AclFilter::any(), Ok(vec![binding(), binding()])),
                 (AclFilter::any(), Err(e())),

@@ -35,9 +35,9 @@ pub struct LegacyState {
 /// The revision every bootstrapped partition gets.
 pub const BOOTSTRAP_REVISION: u64 = 1;
 
-/// The records that express `state`: the cluster id, the revision mark, the cluster configs,
-/// every topic with its partitions (one replica each, on `state.node`) and a producer-id
-/// block ending where the old allocation would have resumed. Checked by replaying them, so
+/// The records that express `state`: the cluster id, the revision mark, feature levels, the
+/// cluster configs, every topic with its partitions (one replica each, on `state.node`) and
+/// a producer-id block ending where the old allocation would have resumed. Checked by replaying them, so
 /// a state the image refuses (a duplicate name, a bad id) is an error, never a bad log.
 /// The node's own registration is not included: every start registers anew.
 pub fn bootstrap_records(state: &LegacyState) -> Result<Vec<Record>, InvalidRecord> {
@@ -49,6 +49,20 @@ pub fn bootstrap_records(state: &LegacyState) -> Result<Vec<Record>, InvalidReco
             revision: BOOTSTRAP_REVISION,
         },
     ];
+    // A state that holds nothing (a node's first start makes one) is a new cluster and gets
+    // a new cluster's levels; any other is an upgrade in place and keeps the levels it
+    // served before features existed, so nothing a client sees changes.
+    let empty = state.topics.is_empty()
+        && state.broker_configs.is_empty()
+        && state.producer_id_next_block == 0;
+    let levels = if empty {
+        crate::features::bootstrap_levels()
+    } else {
+        crate::features::upgrade_levels()
+    };
+    for (name, level) in levels {
+        out.push(Record::FeatureLevel { name, level });
+    }
     for (k, v) in &state.broker_configs {
         out.push(Record::Config {
             resource: ConfigResource::Broker(None),

@@ -25,6 +25,10 @@
 //!                      listeners:list<(name:string host:string port:uvarint
 //!                      security_protocol:varint)> (never empty: a registration without
 //!                      named listeners is version 0 or 1)
+//!                      version 3 appends directory:uuid (zeros allowed),
+//!                      listeners:list<...> as version 2 (empty allowed) and
+//!                      features:list<(name:string min:varint max:varint)> (never empty,
+//!                      0 <= min <= max, names unique)
 //!   2 Topic            name:string id:uuid configs:list<(key:string value:string)>
 //!   3 Partition        topic:uuid partition:varint replicas:list<varint>
 //!                      adding:list<varint> removing:list<varint> revision:uvarint
@@ -47,6 +51,7 @@
 //!  15 ProducerIds      node:varint first:varint size:uvarint
 //! 100 ClusterId        cluster_id:string
 //! 101 Revision         revision:uvarint
+//! 102 FeatureLevel     name:string level:varint (0 <= level <= i16::MAX)
 //! ```
 //!
 //! A version newer than this build knows, an unknown type, trailing bytes inside a record or
@@ -61,7 +66,7 @@ use std::fmt;
 
 use crate::record::{
     BrokerRegistration, ConfigResource, Endpoint, ListenerEndpoint, PartitionRecord,
-    ProducerIdsBlock, Record, ScramRecord, LISTENERS_MAX,
+    ProducerIdsBlock, Record, ScramRecord, SupportedFeature, LISTENERS_MAX,
 };
 
 /// The only batch format so far.
@@ -203,6 +208,15 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
     out.push(record.version());
     match record {
         Record::ClusterId { cluster_id } => put_str(out, cluster_id)?,
+        Record::FeatureLevel { name, level } => {
+            if crate::features::check_level_record(name, *level).is_err() {
+                return Err(DecodeError::Invalid {
+                    what: "feature level",
+                });
+            }
+            put_str(out, name)?;
+            put_varint(out, (*level).into());
+        }
         Record::Revision { revision } => put_uvarint(out, *revision),
         Record::RegisterBroker(b) => {
             put_varint(out, b.node.into());
@@ -235,6 +249,19 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
                     put_str(out, &l.host)?;
                     put_uvarint(out, l.port.into());
                     put_varint(out, l.security_protocol.into());
+                }
+            }
+            if record.version() >= 3 {
+                if crate::features::check_supported(&b.features).is_err() {
+                    return Err(DecodeError::Invalid {
+                        what: "registration features",
+                    });
+                }
+                put_uvarint(out, b.features.len() as u64);
+                for f in &b.features {
+                    put_str(out, &f.name)?;
+                    put_varint(out, f.min.into());
+                    put_varint(out, f.max.into());
                 }
             }
         }
@@ -367,12 +394,12 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     let version = r.u8("record version")?;
     let known = matches!(
         type_id,
-        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 16 | 100 | 101
+        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 16 | 100 | 101 | 102
     );
     if !known {
         return Err(DecodeError::UnknownType { type_id });
     }
-    let newest = if type_id == 0 { 2 } else { 0 };
+    let newest = if type_id == 0 { 3 } else { 0 };
     if version > newest {
         return Err(DecodeError::UnknownVersion { type_id, version });
     }
@@ -410,7 +437,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
             let mut listeners = Vec::new();
             if version >= 2 {
                 let count = r.uvarint("listener count")?;
-                if count == 0 || count > LISTENERS_MAX as u64 {
+                if (count == 0 && version == 2) || count > LISTENERS_MAX as u64 {
                     // None: that is version 0 or 1, which must not encode two ways.
                     return Err(DecodeError::Invalid {
                         what: "registration listeners",
@@ -429,6 +456,28 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
                     });
                 }
             }
+            let mut features = Vec::new();
+            if version >= 3 {
+                let count = r.uvarint("feature count")?;
+                if count > crate::features::FEATURES_MAX as u64 {
+                    return Err(DecodeError::Invalid {
+                        what: "registration features",
+                    });
+                }
+                for _ in 0..count {
+                    features.push(SupportedFeature {
+                        name: r.string("feature name")?,
+                        min: r.i16("feature min")?,
+                        max: r.i16("feature max")?,
+                    });
+                }
+                // Never empty: that is an older version, which must not encode two ways.
+                if crate::features::check_supported(&features).is_err() {
+                    return Err(DecodeError::Invalid {
+                        what: "registration features",
+                    });
+                }
+            }
             Record::RegisterBroker(BrokerRegistration {
                 node,
                 incarnation,
@@ -439,6 +488,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
                 rpc,
                 rack,
                 fenced,
+                features,
             })
         }
         2 => {
@@ -594,6 +644,16 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
         101 => Record::Revision {
             revision: r.uvarint("revision")?,
         },
+        102 => {
+            let name = r.string("feature name")?;
+            let level = r.i16("feature level")?;
+            if crate::features::check_level_record(&name, level).is_err() {
+                return Err(DecodeError::Invalid {
+                    what: "feature level",
+                });
+            }
+            Record::FeatureLevel { name, level }
+        }
         _ => unreachable!("type checked above"),
     };
     if !r.buf.is_empty() {
@@ -688,6 +748,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         i32::try_from(self.varint(what)?).map_err(|_| DecodeError::Invalid { what })
+    }
+
+    pub(crate) fn i16(&mut self, what: &'static str) -> Result<i16, DecodeError> {
+        i16::try_from(self.varint(what)?).map_err(|_| DecodeError::Invalid { what })
     }
 
     /// A node id: a non-negative i32.

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::acl::{AclBinding, AclFilter};
 use crate::codec::{encode_batch, STRING_BYTES_MAX};
+use crate::features::METADATA_VERSION;
 use crate::image::{Delta, InvalidRecord, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::{
     validate_topic_name, HOST_BYTES_MAX, PARTITIONS_PER_NODE_MAX, PARTITIONS_PER_TOPIC_MAX,
@@ -52,6 +53,7 @@ pub mod code {
     pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const DUPLICATE_RESOURCE: i16 = 92;
     pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
 }
 
 /// Kafka's `broker.session.timeout.ms`: a broker not heartbeating this long is fenced.
@@ -191,6 +193,8 @@ pub struct Registration {
     pub listeners: Vec<crate::record::ListenerEndpoint>,
     pub rpc: Endpoint,
     pub rack: Option<String>,
+    /// The feature ranges the node's build supports (empty: a build before features).
+    pub features: Vec<crate::features::SupportedFeature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +223,8 @@ pub enum Answer {
     DeleteAcls(Vec<(AclFilter, Outcome<Vec<AclBinding>>)>),
     /// Per entry of AlterClientQuotas, in request order.
     AlterQuotas(Vec<(QuotaEntity, Outcome<()>)>),
+    /// Per update of UpdateFeatures, its feature, in request order.
+    UpdateFeatures(Vec<(String, Outcome<()>)>),
 }
 
 /// One entry of AlterClientQuotas: the entity and its changes (`None` removes the key).
@@ -338,6 +344,16 @@ impl Controller {
             .collect();
         self.tick_hint = None;
         let mut out = Vec::new();
+        let image = &self.speculative;
+        if image.cluster_id().is_some() && image.feature_level(METADATA_VERSION) == 0 {
+            // A log written before features: finalize what it already served, once (a
+            // proposal that fails is made again by the next active controller).
+            let records = crate::features::upgrade_levels()
+                .into_iter()
+                .map(|(name, level)| Record::FeatureLevel { name, level })
+                .collect();
+            out.extend(self.propose(None, records));
+        }
         self.schedule(&mut out);
         out
     }
@@ -1453,6 +1469,63 @@ impl Controller {
         self.propose(Some((token, Answer::AlterQuotas(answer))), records)
     }
 
+    /// UpdateFeatures (Kafka's `FeatureControlManager`) on the controller of node `me`:
+    /// each update is checked against the finalized levels (`features::check_update`); a
+    /// feature named twice takes its last update, as Kafka's request map does. All or
+    /// nothing, as in Kafka: the first failure (INVALID_UPDATE_VERSION) fails every update
+    /// and nothing is written. An update to the current level writes nothing.
+    pub fn update_features(
+        &mut self,
+        token: ReplyToken,
+        me: NodeId,
+        updates: Vec<crate::features::FeatureUpdate>,
+        validate_only: bool,
+    ) -> Vec<Effect> {
+        let names: Vec<String> = updates.iter().map(|u| u.name.clone()).collect();
+        let reply = |outcome: Outcome<()>| {
+            let answer = names.iter().map(|n| (n.clone(), outcome.clone())).collect();
+            vec![Effect::Reply(token, Answer::UpdateFeatures(answer))]
+        };
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let mut last: BTreeMap<&str, &crate::features::FeatureUpdate> = BTreeMap::new();
+        for u in &updates {
+            last.insert(u.name.as_str(), u);
+        }
+        let nodes: Vec<(NodeId, &[crate::features::SupportedFeature])> = self
+            .speculative
+            .brokers()
+            .values()
+            .map(|b| (b.node, b.features.as_slice()))
+            .collect();
+        let finalized = self.speculative.features();
+        let mut records = Vec::new();
+        for u in last.values() {
+            if let Err(m) = crate::features::check_update(finalized, me, &nodes, u) {
+                return reply(err(
+                    code::INVALID_UPDATE_VERSION,
+                    // The broker's handler knows this prefix (`ALL_FAILED`).
+                    format!(
+                        "The update failed for all features since the following feature had \
+                         an error: {m}"
+                    ),
+                ));
+            }
+            if finalized.get(&u.name).copied().unwrap_or(0) != u.level {
+                records.push(Record::FeatureLevel {
+                    name: u.name.clone(),
+                    level: u.level,
+                });
+            }
+        }
+        if validate_only {
+            records.clear();
+        }
+        let answer = names.into_iter().map(|n| (n, Ok(()))).collect();
+        self.propose(Some((token, Answer::UpdateFeatures(answer))), records)
+    }
+
     fn check_epoch(&self, node: NodeId, epoch: u64) -> Outcome<&BrokerRegistration> {
         match self.speculative.broker(node) {
             None => err(
@@ -1491,6 +1564,29 @@ impl Controller {
                 code::INVALID_REQUEST,
                 format!("Invalid listeners: {why}."),
             ));
+        }
+        if !reg.features.is_empty() {
+            if let Err(why) = crate::features::check_supported(&reg.features) {
+                return reply(err(
+                    code::INVALID_REQUEST,
+                    format!("Invalid features: {why}."),
+                ));
+            }
+        }
+        // Kafka's check: a node must serve every finalized level, or clients that rely on
+        // a level would meet a node that does not have it.
+        for (name, &level) in self.speculative.features() {
+            let range = crate::features::node_range(&reg.features, name);
+            if !range.is_some_and(|(min, max)| (min..=max).contains(&level)) {
+                let supported = range.map_or("none".to_string(), |(a, b)| format!("{a}-{b}"));
+                return reply(err(
+                    code::UNSUPPORTED_VERSION,
+                    format!(
+                        "Unable to register because the broker does not support finalized \
+                         version {level} of {name}. The supported range is {supported}."
+                    ),
+                ));
+            }
         }
         let mut directory = reg.directory;
         if let Some(old) = self.speculative.broker(reg.node) {
@@ -1560,6 +1656,7 @@ impl Controller {
             rpc: reg.rpc,
             rack: reg.rack,
             fenced: true,
+            features: reg.features,
         });
         let mut out = self.propose(
             Some((token, Answer::RegisterBroker(Ok(epoch)))),
@@ -1759,5 +1856,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::CreateAcls(v) => Answer::CreateAcls(each(v, &e)),
         Answer::DeleteAcls(v) => Answer::DeleteAcls(each(v, &e)),
         Answer::AlterQuotas(v) => Answer::AlterQuotas(each(v, &e)),
+        Answer::UpdateFeatures(v) => Answer::UpdateFeatures(each(v, &e)),
     }
 }

@@ -134,6 +134,8 @@ pub struct Delta {
     pub acls: bool,
     /// Whether any client quota changed.
     pub quotas: bool,
+    /// Whether any finalized feature level changed.
+    pub features: bool,
 }
 
 impl Delta {
@@ -159,6 +161,8 @@ pub struct MetadataImage {
     acls: BTreeSet<AclBinding>,
     /// Client quotas by entity (at most `quota::QUOTA_ENTITIES_MAX` entities), none empty.
     quotas: BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
+    /// Finalized feature levels, each at least 1 (at most `features::FEATURES_MAX`).
+    features: BTreeMap<String, i16>,
     // Derived (rebuilt identically by any replay, so equality still means "same state").
     names: BTreeMap<String, TopicId>,
     /// Names with '.' folded to '_' (Kafka refuses names that collide so).
@@ -303,6 +307,16 @@ impl MetadataImage {
         &self.quotas
     }
 
+    /// The finalized feature levels (each at least 1; an absent feature is at 0).
+    pub fn features(&self) -> &BTreeMap<String, i16> {
+        &self.features
+    }
+
+    /// The finalized level of `name` (0: absent).
+    pub fn feature_level(&self, name: &str) -> i16 {
+        self.features.get(name).copied().unwrap_or(0)
+    }
+
     pub fn next_producer_id(&self) -> i64 {
         self.producer_ids.map_or(0, |b| b.end())
     }
@@ -348,6 +362,11 @@ impl MetadataImage {
                 }
                 if let Err(why) = crate::record::check_listeners(&b.kafka, &b.listeners) {
                     return invalid(format!("node {}: {why}", b.node));
+                }
+                if !b.features.is_empty() {
+                    if let Err(why) = crate::features::check_supported(&b.features) {
+                        return invalid(format!("node {}: {why}", b.node));
+                    }
                 }
                 match self.brokers.get(&b.node) {
                     Some(old) if b.epoch <= old.epoch => invalid(format!(
@@ -485,6 +504,17 @@ impl MetadataImage {
                     && self.quotas.len() >= crate::quota::QUOTA_ENTITIES_MAX
                 {
                     return invalid("too many quota entities");
+                }
+                Ok(())
+            }
+            Record::FeatureLevel { name, level } => {
+                crate::features::check_level_record(name, *level).map_err(InvalidRecord)?;
+                let current = self.features.get(name).copied().unwrap_or(0);
+                if current == *level {
+                    return invalid(format!("feature {name} is already at level {level}"));
+                }
+                if current == 0 && self.features.len() >= crate::features::FEATURES_MAX {
+                    return invalid("too many finalized features");
                 }
                 Ok(())
             }
@@ -692,6 +722,14 @@ impl MetadataImage {
                 }
                 delta.quotas = true;
             }
+            Record::FeatureLevel { name, level } => {
+                if *level == 0 {
+                    self.features.remove(name);
+                } else {
+                    self.features.insert(name.clone(), *level);
+                }
+                delta.features = true;
+            }
             Record::RemoveTopic { id } => {
                 let t = self.topics.remove(id).expect("validated");
                 self.names.remove(&t.name);
@@ -774,6 +812,8 @@ impl MetadataImage {
             assert!(b.epoch <= self.revision);
         }
         assert!(self.node_configs.values().all(|c| !c.is_empty()));
+        assert!(self.features.values().all(|&l| l >= 1));
+        assert!(self.features.len() <= crate::features::FEATURES_MAX);
     }
 
     /// Records that rebuild this image from nothing: `replay(snapshot()) == self`. For log
@@ -838,6 +878,12 @@ impl MetadataImage {
                     value: Some(*value),
                 });
             }
+        }
+        for (name, level) in &self.features {
+            out.push(Record::FeatureLevel {
+                name: name.clone(),
+                level: *level,
+            });
         }
         out
     }

@@ -95,6 +95,7 @@ pub mod acl;
 pub mod bootstrap;
 pub mod codec;
 pub mod controller;
+pub mod features;
 pub mod image;
 pub mod leaders;
 pub mod limits;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 pub use crate::acl::AclBinding;
+pub use crate::features::SupportedFeature;
 pub use crate::quota::{QuotaEntity, QuotaValue};
 
 /// A broker's (node's) id, as Kafka's `broker.id` / `node.id`: non-negative.
@@ -73,6 +74,8 @@ pub enum Record {
         key: String,
         value: Option<QuotaValue>,
     },
+    /// A feature's finalized level (Kafka's `FeatureLevelRecord`); level 0 removes it.
+    FeatureLevel { name: String, level: i16 },
 }
 
 /// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
@@ -101,6 +104,9 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// A registration starts fenced; heartbeats unfence it.
     pub fenced: bool,
+    /// The feature ranges the node's build supports (version 3). Empty in registrations
+    /// written before features: see [`crate::features::node_range`].
+    pub features: Vec<SupportedFeature>,
 }
 
 impl BrokerRegistration {
@@ -270,14 +276,19 @@ impl Record {
             Record::ProducerIds(_) => 15,
             Record::ClusterId { .. } => 100,
             Record::Revision { .. } => 101,
+            // Kafka's FeatureLevelRecord is apiKey 12, which this encoding gave
+            // RemoveScramCredential before features existed.
+            Record::FeatureLevel { .. } => 102,
         }
     }
 
     /// The version this build writes (and the highest it reads) for the record's type:
-    /// RegisterBroker is version 1 when it names a directory (so registrations without one
-    /// keep their version-0 bytes), every other type version 0.
+    /// RegisterBroker is version 3 when it lists features, 2 when it names listeners, 1 when
+    /// it names a directory (so older registrations keep their bytes), every other type
+    /// version 0.
     pub fn version(&self) -> u8 {
         match self {
+            Record::RegisterBroker(b) if !b.features.is_empty() => 3,
             Record::RegisterBroker(b) if !b.listeners.is_empty() => 2,
             Record::RegisterBroker(b) if b.directory != [0; 16] => 1,
             _ => 0,

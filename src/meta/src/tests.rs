@@ -1,6 +1,6 @@
 //! Unit tests: codec round trips and hostile bytes, image validation, deltas and snapshots,
 //! placement spreads, the controller's commands and error codes, producer-id blocks,
-//! fencing on virtual time, and the bootstrap from the single-node state.
+//! fencing on virtual time, feature levels, and the bootstrap from the single-node state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -8,8 +8,9 @@ use crate::acl::{AclFilter, AclOperation, AclPermission, PatternType, ResourceTy
 use crate::codec::{decode_batch, decode_record, encode_batch, encode_record, DecodeError};
 use crate::controller::{
     code, AlterConfig, Answer, ConfigTarget, Controller, ControllerConfig, Effect, NewTopic,
-    ProposalId, QuotaAlteration, Registration, ReplyToken, ScramChange,
+    Outcome, ProposalId, QuotaAlteration, Registration, ReplyToken, ScramChange,
 };
+use crate::features::{FeatureUpdate, UpgradeType};
 use crate::image::{Delta, MetadataImage, OFFSETS_TOPIC};
 use crate::limits::PARTITIONS_PER_TOPIC_MAX;
 use crate::placement::{self, Start};
@@ -42,6 +43,7 @@ fn registration(node: NodeId, epoch: u64) -> BrokerRegistration {
         rpc: endpoint(33145),
         rack: (node % 2 == 0).then(|| "rack-a".to_string()),
         fenced: false,
+        features: Vec::new(),
     }
 }
 
@@ -83,6 +85,29 @@ fn every_kind() -> Vec<Record> {
             listeners: registration(5, 11).client_listeners(),
             ..registration(5, 11)
         }),
+        // Supported features: version 3, with or without listeners and a directory.
+        Record::RegisterBroker(BrokerRegistration {
+            features: crate::features::supported(),
+            ..registration(6, 12)
+        }),
+        Record::RegisterBroker(BrokerRegistration {
+            directory: [0; 16],
+            listeners: registration(7, 13).client_listeners(),
+            features: vec![crate::features::SupportedFeature {
+                name: "x".into(),
+                min: 0,
+                max: i16::MAX,
+            }],
+            ..registration(7, 13)
+        }),
+        Record::FeatureLevel {
+            name: "metadata.version".into(),
+            level: 27,
+        },
+        Record::FeatureLevel {
+            name: "group.version".into(),
+            level: 0,
+        },
         Record::FenceBroker {
             node: i32::MAX,
             epoch: 0,
@@ -239,7 +264,7 @@ fn unknown_versions_types_and_trailing_bytes_are_refused() {
         let mut body = Vec::new();
         encode_record(&r, &mut body).unwrap();
         let mut newer = body.clone();
-        let newest = if r.type_id() == 0 { 2 } else { 0 };
+        let newest = if r.type_id() == 0 { 3 } else { 0 };
         newer[1] = newest + 1;
         assert_eq!(
             decode_record(&newer),
@@ -637,6 +662,7 @@ impl Cluster {
             listeners: Vec::new(),
             rpc: endpoint(33145 + node as u16),
             rack: None,
+            features: Vec::new(),
         };
         match self.run(|c, t| c.register_broker(t, now, reg)) {
             Answer::RegisterBroker(Ok(e)) => e,
@@ -1246,6 +1272,7 @@ fn a_retried_registration_is_answered_when_the_first_commits() {
         listeners: Vec::new(),
         rpc: endpoint(33149),
         rack: None,
+        features: Vec::new(),
     };
     let register = |c: &mut Cluster| {
         let t = c.token();
@@ -1309,6 +1336,7 @@ fn fencing_follows_virtual_time_and_reregistration() {
         listeners: Vec::new(),
         rpc: endpoint(2),
         rack: None,
+        features: Vec::new(),
     };
     let r = c.run(|ctl, t| ctl.register_broker(t, now + 1_000, reg([9; 16])));
     assert!(
@@ -2060,6 +2088,7 @@ fn random_commands(seed: u64) -> (usize, usize) {
                             port: 2,
                         },
                         rack: None,
+                        features: Vec::new(),
                     };
                     c.ctl.register_broker(t, now, reg)
                 }
@@ -2408,4 +2437,249 @@ fn reassignment_targets_get_kafkas_checks_and_a_fenced_broker_is_accepted() {
     assert_eq!(alter(&mut c, vec![1, 3]), Ok(()));
     let p = &c.ctl.image().topic_by_name("t").unwrap().partitions[0];
     assert_eq!((p.adding.clone(), p.removing.clone()), (vec![3], vec![2]));
+}
+
+fn feature_update(name: &str, level: i16, upgrade: UpgradeType) -> FeatureUpdate {
+    FeatureUpdate {
+        name: name.into(),
+        level,
+        upgrade,
+    }
+}
+
+#[test]
+fn feature_levels_are_checked_as_kafka_checks_them() {
+    use crate::features::{GROUP_VERSION, METADATA_VERSION};
+    // Node 1 registers as a build before features; node 2 (the controller here) with this
+    // build's ranges.
+    let mut c = Cluster::new(&[1]);
+    let reg = Registration {
+        node: 2,
+        incarnation: [9; 16],
+        directory: [0; 16],
+        kafka: endpoint(9094),
+        listeners: Vec::new(),
+        rpc: endpoint(33147),
+        rack: None,
+        features: crate::features::supported(),
+    };
+    assert!(matches!(
+        c.run(|ctl, t| ctl.register_broker(t, 0, reg)),
+        Answer::RegisterBroker(Ok(_))
+    ));
+    let update = |c: &mut Cluster, updates: Vec<FeatureUpdate>, validate_only: bool| {
+        let n = updates.len();
+        let a = c.run(|ctl, t| ctl.update_features(t, 2, updates, validate_only));
+        let Answer::UpdateFeatures(v) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(v.len(), n);
+        v.into_iter().map(|(_, o)| o).collect::<Vec<_>>()
+    };
+    let refused = |v: &[Outcome<()>], text: &str| {
+        assert!(
+            v.iter().all(|o| matches!(o, Err(e)
+                if e.code == code::INVALID_UPDATE_VERSION && e.message.contains(text))),
+            "{v:?} should say {text}"
+        );
+    };
+    use UpgradeType::*;
+    // metadata.version 27: node 1 serves only up to 25.
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 27, Upgrade)],
+        false,
+    );
+    refused(&v, "Invalid update version 27 for feature metadata.version. Broker 1 only supports versions 7-25");
+    // Below the range, unknown features, negative levels, features at max 0.
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 6, Upgrade)],
+        false,
+    );
+    refused(&v, "Local controller 2 only supports versions 7-27");
+    let v = update(
+        &mut c,
+        vec![feature_update("foo.version", 1, Upgrade)],
+        false,
+    );
+    refused(&v, "Local controller 2 does not support this feature.");
+    let v = update(
+        &mut c,
+        vec![feature_update("foo.version", 0, SafeDowngrade)],
+        false,
+    );
+    refused(&v, "Feature foo.version not found.");
+    let v = update(
+        &mut c,
+        vec![feature_update(GROUP_VERSION, -1, Upgrade)],
+        false,
+    );
+    refused(&v, "A feature version cannot be less than 0.");
+    let v = update(
+        &mut c,
+        vec![feature_update("kraft.version", 1, Upgrade)],
+        false,
+    );
+    refused(&v, "does not support this feature.");
+    // All or nothing: a valid update beside a refused one is not applied either.
+    let v = update(
+        &mut c,
+        vec![
+            feature_update(GROUP_VERSION, 1, Upgrade),
+            feature_update("foo.version", 1, Upgrade),
+        ],
+        false,
+    );
+    refused(
+        &v,
+        "The update failed for all features since the following feature had an error",
+    );
+    assert!(c.ctl.image().features().is_empty());
+    // validate_only writes nothing; then the real one.
+    let v = update(
+        &mut c,
+        vec![feature_update(GROUP_VERSION, 1, Upgrade)],
+        true,
+    );
+    assert_eq!(v, vec![Ok(())]);
+    assert!(c.ctl.image().features().is_empty());
+    let v = update(
+        &mut c,
+        vec![
+            feature_update(METADATA_VERSION, 20, Upgrade),
+            feature_update(GROUP_VERSION, 1, Upgrade),
+        ],
+        false,
+    );
+    assert_eq!(v, vec![Ok(()), Ok(())]);
+    assert_eq!(c.ctl.image().feature_level(GROUP_VERSION), 1);
+    assert_eq!(c.ctl.image().feature_level(METADATA_VERSION), 20);
+    assert!(c.deltas.last().unwrap().features);
+    // Directions: an upgrade may not lower, a downgrade may not raise; metadata.version is
+    // never lowered.
+    let v = update(
+        &mut c,
+        vec![feature_update(GROUP_VERSION, 0, Upgrade)],
+        false,
+    );
+    refused(
+        &v,
+        "without setting the upgrade type to either safe or unsafe downgrade",
+    );
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 21, SafeDowngrade)],
+        false,
+    );
+    refused(&v, "Can't downgrade to a newer version.");
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 19, SafeDowngrade)],
+        false,
+    );
+    refused(
+        &v,
+        "Invalid metadata.version 19. Refusing to perform the requested downgrade",
+    );
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 19, UnsafeDowngrade)],
+        false,
+    );
+    refused(
+        &v,
+        "Unsafe metadata downgrade is not supported in this version.",
+    );
+    // The same level again changes nothing; a feature named twice takes its last update.
+    let before = c.deltas.len();
+    let v = update(
+        &mut c,
+        vec![feature_update(METADATA_VERSION, 20, Upgrade)],
+        false,
+    );
+    assert_eq!(v, vec![Ok(())]);
+    assert_eq!(c.deltas.len(), before);
+    let v = update(
+        &mut c,
+        vec![
+            feature_update(GROUP_VERSION, 1, Upgrade),
+            feature_update(GROUP_VERSION, 0, SafeDowngrade),
+        ],
+        false,
+    );
+    assert_eq!(v, vec![Ok(()), Ok(())]);
+    assert_eq!(c.ctl.image().feature_level(GROUP_VERSION), 0);
+    assert!(!c.ctl.image().features().contains_key(GROUP_VERSION));
+    // A node must serve every finalized level to register: one that knows no group.version
+    // is refused while it is finalized.
+    assert_eq!(
+        update(
+            &mut c,
+            vec![feature_update(GROUP_VERSION, 1, Upgrade)],
+            false
+        ),
+        vec![Ok(())]
+    );
+    let reg = Registration {
+        node: 3,
+        incarnation: [10; 16],
+        directory: [0; 16],
+        kafka: endpoint(9095),
+        listeners: Vec::new(),
+        rpc: endpoint(33148),
+        rack: None,
+        features: vec![SupportedFeature {
+            name: METADATA_VERSION.into(),
+            min: 7,
+            max: 27,
+        }],
+    };
+    let a = c.run(|ctl, t| ctl.register_broker(t, 0, reg));
+    assert!(
+        matches!(&a, Answer::RegisterBroker(Err(e)) if e.code == code::UNSUPPORTED_VERSION
+            && e.message.contains("does not support finalized version 1 of group.version")),
+        "{a:?}"
+    );
+    // Replays and snapshots carry the levels.
+    let again = MetadataImage::replay(&c.ctl.image().snapshot()).unwrap();
+    assert_eq!(&again, c.ctl.image());
+}
+
+#[test]
+fn a_log_from_before_features_gets_the_levels_it_served() {
+    use crate::features::{GROUP_VERSION, METADATA_VERSION};
+    let image = MetadataImage::replay(&[Record::ClusterId {
+        cluster_id: "abcdefghijklmnopqrstuv".into(),
+    }])
+    .unwrap();
+    let mut ctl = Controller::new(ControllerConfig::default(), image);
+    let out = ctl.become_active(0);
+    let batch = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Propose { batch, .. } => Some(batch.clone()),
+            _ => None,
+        })
+        .expect("the levels are proposed");
+    let records = decode_batch(&batch).unwrap();
+    assert_eq!(
+        records,
+        vec![
+            Record::FeatureLevel {
+                name: METADATA_VERSION.into(),
+                level: 25
+            },
+            Record::FeatureLevel {
+                name: GROUP_VERSION.into(),
+                level: 1
+            },
+        ]
+    );
+    // A new log (no cluster id yet) gets them with its bootstrap entry instead.
+    let mut fresh = Controller::new(ControllerConfig::default(), MetadataImage::new());
+    assert!(!fresh
+        .become_active(0)
+        .iter()
+        .any(|e| matches!(e, Effect::Propose { .. })));
 }

@@ -8,6 +8,7 @@ use sluice_codec::kafka_protocol::messages::api_versions_response::{
 };
 use sluice_codec::kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use sluice_codec::{frame_response, RequestHeaderInfo};
+use sluice_meta::features::FEATURES;
 
 use super::str_bytes;
 use crate::conn::Outcome;
@@ -36,17 +37,37 @@ pub fn handle(
     if h.api_version < 3 {
         return response;
     }
-    // Feature levels (v3+): metadata.version of Kafka 4.1; clients only read them.
+    // Feature levels (v3+, KIP-584): what this build supports, and what the cluster has
+    // finalized as this node last adopted it (`crate::feature_levels`).
+    let finalized = shard.shared_handle.features.get();
     response
-        .with_supported_features(vec![SupportedFeatureKey::default()
-            .with_name(str_bytes("metadata.version"))
-            .with_min_version(1)
-            .with_max_version(25)])
-        .with_finalized_features_epoch(0)
-        .with_finalized_features(vec![FinalizedFeatureKey::default()
-            .with_name(str_bytes("metadata.version"))
-            .with_min_version_level(25)
-            .with_max_version_level(25)])
+        .with_supported_features(
+            FEATURES
+                .iter()
+                // Before v4, ranges starting at 0 are left out (KAFKA-17492: older clients
+                // refuse them).
+                .filter(|f| f.max > 0 && (h.api_version >= 4 || f.min != 0))
+                .map(|f| {
+                    SupportedFeatureKey::default()
+                        .with_name(str_bytes(f.name))
+                        .with_min_version(f.min)
+                        .with_max_version(f.max)
+                })
+                .collect(),
+        )
+        .with_finalized_features_epoch(finalized.epoch)
+        .with_finalized_features(
+            finalized
+                .levels
+                .iter()
+                .map(|(name, &level)| {
+                    FinalizedFeatureKey::default()
+                        .with_name(str_bytes(name))
+                        .with_min_version_level(level)
+                        .with_max_version_level(level)
+                })
+                .collect(),
+        )
 }
 
 /// Kafka's rule: an ApiVersions request of unknown version gets a v0 response with

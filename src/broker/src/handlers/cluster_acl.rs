@@ -1,6 +1,6 @@
 //! Authorization of the APIs Kafka checks on the cluster resource as a whole
 //! (DescribeLogDirs, ElectLeaders, partition reassignments, SCRAM users, client quotas,
-//! WriteTxnMarkers):
+//! feature levels, WriteTxnMarkers):
 //! under `--authorizer acl`, a client without the operation gets Kafka's
 //! CLUSTER_AUTHORIZATION_FAILED in the shape each response has, and the handler never runs.
 
@@ -36,7 +36,8 @@ fn operation(body: &RequestKind) -> Option<AclOperation> {
         | RequestKind::DescribeUserScramCredentials(_) => AclOperation::Describe,
         RequestKind::ElectLeaders(_)
         | RequestKind::AlterPartitionReassignments(_)
-        | RequestKind::AlterUserScramCredentials(_) => AclOperation::Alter,
+        | RequestKind::AlterUserScramCredentials(_)
+        | RequestKind::UpdateFeatures(_) => AclOperation::Alter,
         RequestKind::WriteTxnMarkers(_) => AclOperation::ClusterAction,
         RequestKind::DescribeClientQuotas(_) => AclOperation::DescribeConfigs,
         RequestKind::AlterClientQuotas(_) => AclOperation::AlterConfigs,
@@ -102,6 +103,9 @@ pub fn refused(
                 h,
                 &AlterClientQuotasResponse::default().with_entries(entries),
             )
+        }
+        RequestKind::UpdateFeatures(_) => {
+            respond(h, &super::update_features::whole(DENIED, MESSAGE))
         }
         RequestKind::AlterPartitionReassignments(_) => respond(
             h,

@@ -37,6 +37,7 @@ pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod update_features;
 pub mod user_scram_credentials;
 pub mod write_txn_markers;
 
@@ -99,6 +100,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Client quotas (`client_quotas`, `crate::quotas`).
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    // Feature levels (`update_features`, `crate::feature_levels`; read through ApiVersions).
+    (ApiKey::UpdateFeatures, 0, 2),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -121,7 +124,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
-        | ApiKey::AlterClientQuotas => Some(ShardId(0)),
+        | ApiKey::AlterClientQuotas
+        | ApiKey::UpdateFeatures => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -230,6 +234,7 @@ pub async fn dispatch(
         RequestKind::DeleteAcls(r) => respond(h, &acls::delete(shard, client, r).await),
         RequestKind::DescribeClientQuotas(r) => respond(h, &client_quotas::describe(shard, r)),
         RequestKind::AlterClientQuotas(r) => respond(h, &client_quotas::alter(shard, r).await),
+        RequestKind::UpdateFeatures(r) => respond(h, &update_features::handle(shard, h, r).await),
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }
