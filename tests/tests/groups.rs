@@ -1282,6 +1282,56 @@ async fn kip848_static_member_reopened_gets_its_partitions_back() {
     );
 }
 
+/// UpdateFeatures v1 of one feature over raw TCP: the response's top-level error code.
+fn update_feature(broker: &Broker, name: &str, level: i16, upgrade_type: i8) -> i16 {
+    let mut req = Vec::new();
+    req.extend_from_slice(&57i16.to_be_bytes());
+    req.extend_from_slice(&1i16.to_be_bytes());
+    req.extend_from_slice(&11i32.to_be_bytes());
+    req.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    req.push(0); // header tagged fields
+    req.extend_from_slice(&30_000i32.to_be_bytes()); // timeout_ms
+    req.push(2); // one update
+    req.push(name.len() as u8 + 1);
+    req.extend_from_slice(name.as_bytes());
+    req.extend_from_slice(&level.to_be_bytes());
+    req.push(upgrade_type as u8);
+    req.push(0); // the update's tagged fields
+    req.push(0); // validate_only = false
+    req.push(0);
+    let mut s = wire::connect(broker);
+    s.write_all(&wire::frame(&req)).unwrap();
+    let resp = wire::read_response(&mut s).expect("an answer");
+    let mut d = wire::Flex(&resp);
+    assert_eq!(d.i32(), 11, "correlation id");
+    d.tagged();
+    let _throttle = d.i32();
+    d.i16()
+}
+
+/// group.version (KIP-584) turns the KIP-848 protocol off and on as in Kafka: at level 0
+/// its APIs answer UNSUPPORTED_VERSION (and stay listed in ApiVersions); back at 1 they
+/// serve again.
+#[test]
+fn kip848_is_refused_while_group_version_is_0() {
+    const UNSUPPORTED_VERSION: i16 = 35;
+    let broker = Broker::start();
+    // A safe downgrade to 0 (type 2); the answer comes once this node applied it.
+    assert_eq!(update_feature(&broker, "group.version", 0, 2), 0);
+    assert_eq!(
+        consumer_group_describe(&broker, "g").error,
+        UNSUPPORTED_VERSION
+    );
+    // An upgrade (type 1) back to 1.
+    assert_eq!(update_feature(&broker, "group.version", 1, 1), 0);
+    assert_ne!(
+        consumer_group_describe(&broker, "g").error,
+        UNSUPPORTED_VERSION
+    );
+    // A level this build does not serve: INVALID_UPDATE_VERSION, nothing changes.
+    assert_eq!(update_feature(&broker, "group.version", 2, 1), 95);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_regex_subscription_picks_up_a_new_matching_topic() {
     let broker = Broker::start();

@@ -10,7 +10,9 @@
 //!
 //! - `record`: the records (RegisterBroker, Fence/UnfenceBroker, Topic, Partition,
 //!   PartitionChange, Config, ProducerIds, RemoveTopic, ScramCredential and its removal,
-//!   Acl and RemoveAcl, ClusterId, Revision).
+//!   Acl and RemoveAcl, ClientQuota, FeatureLevel, ClusterId, Revision).
+//! - `features`: the feature levels (KIP-584) this build supports, a new cluster's levels,
+//!   and UpdateFeatures' checks.
 //! - `acl`: access-control bindings and filters in Kafka's codes, and their validation.
 //! - `quota`: client-quota entities and keys, their validation and lookup order.
 //! - `codec`: their versioned binary encoding (the format is documented there).

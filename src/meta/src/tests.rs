@@ -2088,7 +2088,16 @@ fn random_commands(seed: u64) -> (usize, usize) {
                             port: 2,
                         },
                         rack: None,
-                        features: Vec::new(),
+                        // A build before features, this build, or one that serves less.
+                        features: match rng.below(3) {
+                            0 => Vec::new(),
+                            1 => crate::features::supported(),
+                            _ => vec![SupportedFeature {
+                                name: "metadata.version".into(),
+                                min: 7,
+                                max: 20 + rng.below(8) as i16,
+                            }],
+                        },
                     };
                     c.ctl.register_broker(t, now, reg)
                 }
@@ -2097,6 +2106,23 @@ fn random_commands(seed: u64) -> (usize, usize) {
                     let epoch = c.ctl.image().broker(node).map_or(1, |b| b.epoch);
                     c.ctl
                         .broker_heartbeat(t, now, node, epoch, rng.below(2) == 0)
+                }
+                8 if rng.below(5) == 0 => {
+                    let names = ["metadata.version", "group.version", "kraft.version", "x"];
+                    let upgrades = [
+                        UpgradeType::Upgrade,
+                        UpgradeType::SafeDowngrade,
+                        UpgradeType::UnsafeDowngrade,
+                    ];
+                    let updates = (0..1 + rng.below(2))
+                        .map(|_| FeatureUpdate {
+                            name: names[rng.below(4) as usize].into(),
+                            level: rng.below(30) as i16 - 1,
+                            upgrade: upgrades[rng.below(3) as usize],
+                        })
+                        .collect();
+                    let me = rng.below(4) as NodeId;
+                    c.ctl.update_features(t, me, updates, rng.below(4) == 0)
                 }
                 8 if rng.below(4) == 0 => {
                     let names = [Some("a"), None];
