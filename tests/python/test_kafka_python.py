@@ -171,6 +171,104 @@ def first_offsets(bootstrap, topic, partitions, replicated):
     return {tp.partition: off for tp, off in end.items()}
 
 
+def send(admin, request, node_id=None):
+    """One request (at the versions it allows) to node_id (any node if None)."""
+    async def go():
+        return await admin._manager.send(request, node_id=node_id)
+    return admin._manager.run(go)
+
+
+def coordinator(admin, key, key_type):
+    from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+
+    def found():
+        r = send(admin, FindCoordinatorRequest(key=key, key_type=key_type, coordinator_keys=[key]))
+        c = r.coordinators[0] if getattr(r, "coordinators", None) else r
+        return c.node_id if c.error_code == 0 else None
+    wait_until(f"coordinator of {key}", lambda: found() is not None)
+    return found()
+
+
+def check_transaction_version_2(admin, bootstrap, replicated):
+    """KIP-890 part 2 by hand, as a Java 4.x producer on transaction.version 2 drives it: no
+    AddPartitionsToTxn or AddOffsetsToTxn (Produce v12 and TxnOffsetCommit v5 add the
+    partitions), EndTxn v5 bumps the epoch, and the old epoch is fenced everywhere."""
+    from kafka.protocol.producer import ProduceRequest
+    from kafka.protocol.producer.transaction import (
+        EndTxnRequest, InitProducerIdRequest, TxnOffsetCommitRequest)
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    topic, tid, group = "py-tv2", "py-tv2-txn", "py-tv2-group"
+    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": -1}})
+    wait_until(f"{topic} listed", lambda: topic in admin.list_topics())
+    wait_for_leaders(admin, topic, 1)
+    base = first_offsets(bootstrap, topic, 1, replicated)[0]
+    leader = {t["name"]: t for t in admin.describe_topics([topic])}[topic]["partitions"][0]["leader_id"]
+    txn_node = coordinator(admin, tid, 1)
+    group_node = coordinator(admin, group, 0)
+
+    r = send(admin, InitProducerIdRequest(transactional_id=tid, transaction_timeout_ms=60000,
+                                          producer_id=-1, producer_epoch=-1), txn_node)
+    assert r.error_code == 0, r
+    pid, epoch = r.producer_id, r.producer_epoch
+
+    def produce(epoch, seq, value):
+        b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
+                                      producer_id=pid, producer_epoch=epoch, base_sequence=seq,
+                                      batch_size=1 << 16)
+        b.append(0, int(time.time() * 1000), b"k", value, [])
+        Topic = ProduceRequest.TopicProduceData
+        req = ProduceRequest(
+            transactional_id=tid, acks=-1, timeout_ms=30000,
+            topic_data=[Topic(name=topic, partition_data=[
+                Topic.PartitionProduceData(index=0, records=bytes(b.build()))])],
+            min_version=12, max_version=12)
+        return send(admin, req, leader).responses[0].partition_responses[0].error_code
+
+    def end(epoch, commit):
+        r = send(admin, EndTxnRequest(transactional_id=tid, producer_id=pid, producer_epoch=epoch,
+                                      committed=commit, min_version=5, max_version=5), txn_node)
+        return r.error_code, r.producer_id, r.producer_epoch
+
+    # Transaction 1: a record and the group's offset, committed.
+    assert produce(epoch, 0, b"committed") == 0
+    Topic = TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
+    r = send(admin, TxnOffsetCommitRequest(
+        transactional_id=tid, group_id=group, producer_id=pid, producer_epoch=epoch,
+        generation_id=-1, member_id="", group_instance_id=None,
+        topics=[Topic(name=topic, partitions=[Topic.TxnOffsetCommitRequestPartition(
+            partition_index=0, committed_offset=base + 1, committed_leader_epoch=-1,
+            committed_metadata="")])],
+        min_version=5, max_version=5), group_node)
+    codes = [p.error_code for t in r.topics for p in t.partitions]
+    assert codes == [0], r
+    assert end(epoch, True) == (0, pid, epoch + 1)
+    # A retry of the end with the old epoch gets the same answer; a late write under the
+    # old epoch is fenced at the partition (INVALID_PRODUCER_EPOCH).
+    assert end(epoch, True) == (0, pid, epoch + 1)
+    assert produce(epoch, 1, b"late") == 47
+    # Transaction 2 under the new epoch: written, then aborted (the epoch moves again).
+    epoch += 1
+    assert produce(epoch, 0, b"aborted") == 0
+    assert end(epoch, False) == (0, pid, epoch + 1)
+
+    def read(isolation):
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                          isolation_level=isolation, auto_offset_reset="earliest",
+                          consumer_timeout_ms=3000)
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        got = [m.value for m in c]
+        c.close()
+        return got
+    wait_until("the committed record is readable",
+               lambda: read("read_committed") == [b"committed"])
+    assert read("read_uncommitted") == [b"committed", b"aborted"]
+    offsets = admin.list_group_offsets({group: None})[group]
+    assert offsets[TopicPartition(topic, 0)].offset == base + 1, offsets
+    log("transaction version 2 ok")
+
+
 def check_features(admin):
     from kafka.errors import InvalidUpdateVersionError
 
@@ -180,8 +278,10 @@ def check_features(admin):
     assert mv["supported"] == (7, 27) and mv["finalized"] == (27, 27), mv
     assert mv["finalized_epoch"] is not None and mv["finalized_epoch"] >= 0, mv
     assert feats["group.version"]["finalized"] == (1, 1), feats
+    tv = feats["transaction.version"]
+    assert tv["supported"] == (0, 2) and tv["finalized"] == (2, 2), tv
     # Ranges that end at 0 are not advertised (nothing beyond level 0 is served).
-    assert "kraft.version" not in feats and "transaction.version" not in feats, feats
+    assert "kraft.version" not in feats, feats
     # validate_only: answered, nothing changes.
     res = admin.update_features({"group.version": ("SAFE_DOWNGRADE", 0)}, validate_only=True)
     assert res == {"group.version": "OK"}, res
@@ -285,6 +385,8 @@ def main():
 
     # --- feature levels (KIP-584): ApiVersions describes them, UpdateFeatures changes them --
     check_features(admin)
+    # --- transactions on transaction.version 2 (KIP-890 part 2), by raw requests ----------
+    check_transaction_version_2(admin, bootstrap, replicated)
 
     # --- delete_topics -----------------------------------------------------------------
     admin.delete_topics(["py-doomed"])

@@ -669,6 +669,19 @@ async fn run_unchecked(
                         sluice_txn::fenced_code(sluice_txn::FencedApi::TxnOffsetCommit, version);
                     return Some(single_error(&req, code));
                 }
+                // v5+ (transaction version 2, KIP-890 part 2): the client sent no
+                // AddOffsetsToTxn, so the group's offsets partition joins the transaction
+                // here, through its coordinator, before the offsets are taken.
+                if version >= 5 {
+                    if let Some(code) = add_offsets_partition(shard, r).await {
+                        let code = if code == sluice_txn::code::PRODUCER_FENCED {
+                            sluice_txn::fenced_code(sluice_txn::FencedApi::TxnOffsetCommit, version)
+                        } else {
+                            code
+                        };
+                        return Some(single_error(&req, code));
+                    }
+                }
             }
             // Commits to partitions that do not exist are answered here, as Kafka's request
             // handler does, and never stored; the coordinator gets the rest.
@@ -1042,6 +1055,31 @@ pub(crate) fn merge(into: &mut Response, from: Response) {
             a.groups.extend(b.groups)
         }
         _ => {}
+    }
+}
+
+/// KIP-890 part 2 for a TxnOffsetCommit v5+: adds the group's `__consumer_offsets`
+/// partition to the producer's transaction. The refusal code, if any.
+async fn add_offsets_partition(
+    shard: &Rc<BrokerShard>,
+    r: &sluice_codec::kafka_protocol::messages::TxnOffsetCommitRequest,
+) -> Option<i16> {
+    let (_, n) = partitions(shard)?;
+    let group = r.group_id.0.as_str();
+    let partition = (OFFSETS_TOPIC.to_string(), partition_for(group, n));
+    let codes = crate::txn_host::verify(
+        shard,
+        r.transactional_id.0.as_str(),
+        r.producer_id.0,
+        r.producer_epoch,
+        &[partition],
+        true,
+    )
+    .await;
+    match codes.first().copied() {
+        Some(0) => None,
+        Some(code) => Some(code),
+        None => Some(crate::kerr::UNKNOWN_SERVER_ERROR),
     }
 }
 

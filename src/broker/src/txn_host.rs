@@ -801,16 +801,34 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
         }
         RequestKind::EndTxn(r) => {
             let id = r.transactional_id.0.to_string();
-            let code = match slot_for(shard, &id) {
-                Err(code) => code,
+            // v5 is transaction version 2 (KIP-890 part 2): the end bumps the epoch and
+            // may rotate the producer id, so this node's block must have one.
+            let tv2 = v >= 5;
+            let (code, pid, epoch) = match slot_for(shard, &id) {
+                Err(code) => (code, -1, -1),
                 Ok(slot) => {
+                    if tv2 {
+                        crate::handlers::init_producer_id::refill(shard).await;
+                    }
                     let (pid, epoch, commit) = (r.producer_id.0, r.producer_epoch, r.committed);
+                    let ids = shard.clone();
                     match slot
-                        .call(move |c, token, now| c.end_txn(token, now, &id, pid, epoch, commit))
+                        .call(move |c, token, now| {
+                            let mut fresh = || ids.shared_handle.cluster_producer_ids.take();
+                            c.end_txn(token, now, &id, pid, epoch, commit, tv2, &mut fresh)
+                        })
                         .await
                     {
-                        Some(Reply::EndTxn { error }) => fenced(error, FencedApi::EndTxn, v),
-                        _ => kerr::NOT_COORDINATOR,
+                        Some(Reply::EndTxn {
+                            error,
+                            producer_id,
+                            producer_epoch,
+                        }) => (
+                            fenced(error, FencedApi::EndTxn, v),
+                            producer_id,
+                            producer_epoch,
+                        ),
+                        _ => (kerr::NOT_COORDINATOR, -1, -1),
                     }
                 }
             };
@@ -818,8 +836,8 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
                 h,
                 &EndTxnResponse::default()
                     .with_error_code(code)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1),
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch),
             )
         }
         _ => Outcome::Close,
@@ -935,19 +953,7 @@ async fn add_partitions_batched(
         let codes = if t.verify_only {
             verify_local(shard, &id, pid, epoch, &partitions)
         } else {
-            let code = match slot_for(shard, &id) {
-                Err(code) => code,
-                Ok(slot) => match slot
-                    .call(move |c, token, now| {
-                        c.add_partitions(token, now, &id, pid, epoch, &partitions)
-                    })
-                    .await
-                {
-                    Some(Reply::AddPartitions { error }) => error,
-                    _ => kerr::NOT_COORDINATOR,
-                },
-            };
-            vec![code; t.topics.iter().map(|tp| tp.partitions.len()).sum()]
+            add_local(shard, &id, pid, epoch, &partitions).await
         };
         results.push(txn_result(&t, &|i, _, _| {
             fenced(
@@ -974,12 +980,38 @@ fn verify_local(
     }
 }
 
+/// KIP-890 part 2 on this shard: the partitions added to the producer's transaction (one
+/// code for all, as AddPartitionsToTxn answers).
+async fn add_local(
+    shard: &BrokerShard,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    let n = partitions.len();
+    let slot = match slot_for(shard, id) {
+        Err(code) => return vec![code; n],
+        Ok(slot) => slot,
+    };
+    let (id, partitions) = (id.to_string(), partitions.to_vec());
+    let code = match slot
+        .call(move |c, token, now| c.add_partitions(token, now, &id, pid, epoch, &partitions))
+        .await
+    {
+        Some(Reply::AddPartitions { error }) => error,
+        _ => kerr::NOT_COORDINATOR,
+    };
+    vec![code; n]
+}
+
 /// The version of the AddPartitionsToTxn requests KIP-890 verification sends.
 const VERIFY_VERSION: i16 = 5;
 
-/// KIP-890 part 1 for a transactional produce: asks the transaction's coordinator whether
-/// the partitions belong to the producer's ongoing transaction, one code per partition as
-/// the coordinator answers. The coordinator is on the node leading the id's
+/// KIP-890 for a transactional produce: asks the transaction's coordinator whether the
+/// partitions belong to the producer's ongoing transaction (part 1), or with `add` (part 2,
+/// transaction version 2: Produce v12+, TxnOffsetCommit v5+) adds them to it, one code per
+/// partition as the coordinator answers. The coordinator is on the node leading the id's
 /// `__transaction_state` partition: this one (on some shard) or another (NOT_COORDINATOR
 /// when no leader is known, COORDINATOR_NOT_AVAILABLE when it did not answer).
 pub async fn verify(
@@ -988,6 +1020,7 @@ pub async fn verify(
     pid: i64,
     epoch: i16,
     partitions: &[(String, i32)],
+    add: bool,
 ) -> Vec<i16> {
     let n = partitions.len();
     let Some((topic_id, count)) = txn_topic(shard) else {
@@ -998,13 +1031,13 @@ pub async fn verify(
     let hint =
         crate::handlers::current_leader(shard, &topic_id, sluice_txn::partition_for(id, count));
     if hint.leader == shard.config.node_id || (hint.leader < 0 && owner_of(shard, id).is_some()) {
-        return verify_on_node(shard, id, pid, epoch, partitions).await;
+        return verify_on_node(shard, id, pid, epoch, partitions, add).await;
     }
     if hint.leader < 0 {
         return vec![kerr::NOT_COORDINATOR; n];
     }
     let mut body = bytes::BytesMut::new();
-    if verify_request(id, pid, epoch, partitions)
+    if verify_request(id, pid, epoch, partitions, add)
         .encode(&mut body, VERIFY_VERSION)
         .is_err()
     {
@@ -1025,12 +1058,14 @@ pub async fn verify(
         .unwrap_or_else(|| vec![kerr::COORDINATOR_NOT_AVAILABLE; n])
 }
 
-/// An AddPartitionsToTxn v4+ request verifying one transaction's partitions.
+/// An AddPartitionsToTxn v4+ request verifying (or, `add`, adding) one transaction's
+/// partitions.
 fn verify_request(
     id: &str,
     pid: i64,
     epoch: i16,
     partitions: &[(String, i32)],
+    add: bool,
 ) -> AddPartitionsToTxnRequest {
     let mut topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> = Vec::new();
     for (t, p) in partitions {
@@ -1047,7 +1082,7 @@ fn verify_request(
         .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
-        .with_verify_only(true)
+        .with_verify_only(!add)
         .with_topics(topics);
     AddPartitionsToTxnRequest::default().with_transactions(vec![txn])
 }
@@ -1071,13 +1106,15 @@ async fn verify_on_node(
     pid: i64,
     epoch: i16,
     partitions: &[(String, i32)],
+    add: bool,
 ) -> Vec<i16> {
     let n = partitions.len();
     match owner_of(shard, id) {
         None => vec![kerr::NOT_COORDINATOR; n],
-        Some(o) if o == shard.shard_id() => verify_local(shard, id, pid, epoch, partitions),
+        Some(o) if o == shard.shard_id() && !add => verify_local(shard, id, pid, epoch, partitions),
+        Some(o) if o == shard.shard_id() => add_local(shard, id, pid, epoch, partitions).await,
         Some(o) => {
-            let req = verify_request(id, pid, epoch, partitions);
+            let req = verify_request(id, pid, epoch, partitions, add);
             let Some(frame) = request_frame(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, &req)
             else {
                 return vec![kerr::UNKNOWN_SERVER_ERROR; n];
@@ -1127,6 +1164,7 @@ pub fn serve_verify(
                 t.producer_id.0,
                 t.producer_epoch,
                 &partitions,
+                !t.verify_only,
             )
             .await;
             results.push(txn_result(t, &|i, _, _| {

@@ -41,12 +41,13 @@ pub struct Feature {
 }
 
 /// The features this build supports, by name. A feature at max 0 is known but not served
-/// beyond level 0, and is not advertised (as Kafka leaves out such ranges):
-/// kraft.version (the controller quorum is static, `--voters`) and transaction.version
-/// (levels 1 and 2 are the flexible `__transaction_state` records and KIP-890 part 2,
-/// neither written yet). group.version 1 is the KIP-848 consumer group protocol. Kafka
-/// 4.1's other features (eligible.leader.replicas.version, share.version,
-/// streams.version) are unknown here: a level above 0 for them is refused.
+/// beyond level 0, and is not advertised (as Kafka leaves out such ranges): kraft.version
+/// (the controller quorum is static, `--voters`). transaction.version 2 is KIP-890 part 2
+/// (clients end each transaction with an epoch bump and add partitions implicitly; level
+/// 1, Kafka's flexible `__transaction_state` records, changes nothing a client sees).
+/// group.version 1 is the KIP-848 consumer group protocol. Kafka 4.1's other features
+/// (eligible.leader.replicas.version, share.version, streams.version) are unknown here: a
+/// level above 0 for them is refused.
 pub const FEATURES: &[Feature] = &[
     Feature {
         name: GROUP_VERSION,
@@ -69,8 +70,8 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: TRANSACTION_VERSION,
         min: 0,
-        max: 0,
-        bootstrap: 0,
+        max: 2,
+        bootstrap: 2,
     },
 ];
 

@@ -79,6 +79,12 @@ struct Snapshot {
     /// When the open transaction began; -1 when none has.
     start_ms: i64,
     last_update_ms: i64,
+    /// The transaction (open or last) runs on transaction version 2 (KIP-890 part 2): its
+    /// end bumped the epoch. In the log as value v1's `clientTransactionVersion`.
+    tv2: bool,
+    /// The producer id the transaction's end rotates to (its epoch was exhausted); -1 when
+    /// none. Value v1's `nextProducerId`.
+    next_producer_id: i64,
 }
 
 impl Snapshot {
@@ -101,6 +107,8 @@ impl Snapshot {
             partitions: BTreeSet::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            tv2: false,
+            next_producer_id: -1,
         }
     }
 }
@@ -171,6 +179,14 @@ fn exhausted(epoch: i16) -> bool {
     epoch >= PRODUCER_EPOCH_EXHAUSTED
 }
 
+fn end_error(error: i16) -> Reply {
+    Reply::EndTxn {
+        error,
+        producer_id: -1,
+        producer_epoch: -1,
+    }
+}
+
 fn init_error(error: i16) -> Reply {
     Reply::InitProducerId {
         error,
@@ -235,6 +251,8 @@ impl TxnCoordinator {
             partitions: v.partitions,
             start_ms: v.start_ms,
             last_update_ms: v.last_update_ms,
+            tv2: v.client_transaction_version >= 2,
+            next_producer_id: v.next_producer_id,
         };
         if state == TxnState::Dead {
             self.txns.remove(&id);
@@ -520,6 +538,15 @@ impl TxnCoordinator {
     /// EndTxn. Answered once every marker is written and the Complete record is durable (a
     /// retry meanwhile gets CONCURRENT_TRANSACTIONS), so a producer whose commit was
     /// answered finds its records visible to read_committed consumers.
+    ///
+    /// `tv2` (EndTxn v5, transaction version 2, KIP-890 part 2): the end bumps the epoch
+    /// (the markers carry the new one, so a late write of the ended transaction is fenced
+    /// at every partition), rotating to a new producer id from `fresh_id` when the epoch is
+    /// exhausted; the answer carries the id and epoch to use next. A retry after the end
+    /// (the old epoch, or the old id after a rotation) gets the same answer. An abort with
+    /// no transaction open is accepted and bumps the epoch too (the producer cannot know
+    /// whether its writes opened one).
+    #[allow(clippy::too_many_arguments)]
     pub fn end_txn(
         &mut self,
         token: ReplyToken,
@@ -528,21 +555,72 @@ impl TxnCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        tv2: bool,
+        fresh_id: &mut dyn FnMut() -> Option<i64>,
     ) -> Vec<Effect> {
-        let reply = |error| vec![Effect::Reply(token, Reply::EndTxn { error })];
+        let reply = |error| {
+            vec![Effect::Reply(
+                token,
+                Reply::EndTxn {
+                    error,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                },
+            )]
+        };
+        if tv2 {
+            if let Some(answer) = self.retried_end(transactional_id, producer_id, producer_epoch) {
+                let (cur, done) = answer;
+                let ok = done == Some(commit);
+                return vec![Effect::Reply(
+                    token,
+                    match (ok, done) {
+                        (true, _) => Reply::EndTxn {
+                            error: code::NONE,
+                            producer_id: cur.0,
+                            producer_epoch: cur.1,
+                        },
+                        // Still ending: retriable.
+                        (false, None) => Reply::EndTxn {
+                            error: code::CONCURRENT_TRANSACTIONS,
+                            producer_id: -1,
+                            producer_epoch: -1,
+                        },
+                        (false, Some(_)) => Reply::EndTxn {
+                            error: code::INVALID_TXN_STATE,
+                            producer_id: -1,
+                            producer_epoch: -1,
+                        },
+                    },
+                )];
+            }
+        }
         if let Err(error) = self.check_producer(transactional_id, producer_id, producer_epoch) {
             return reply(error);
         }
         let cur = &self.txns[transactional_id].current;
-        let error = match (cur.state, commit) {
-            (TxnState::Ongoing, _) => {
+        use TxnState::*;
+        let error = match (cur.state, commit, tv2) {
+            (Ongoing, _, _) | (Empty | CompleteCommit | CompleteAbort, false, true) => {
                 let mut next = cur.clone();
-                next.state = if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                };
+                next.state = if commit { PrepareCommit } else { PrepareAbort };
                 next.last_update_ms = now_ms;
+                next.tv2 = tv2;
+                if tv2 {
+                    // A hostile request may name an epoch no client holds (above the
+                    // exhausted mark, after a fence): nothing is left to bump to.
+                    let Some(bumped) = cur.producer_epoch.checked_add(1) else {
+                        return reply(code::PRODUCER_FENCED);
+                    };
+                    if exhausted(cur.producer_epoch) {
+                        let Some(id) = fresh_id() else {
+                            return reply(code::COORDINATOR_LOAD_IN_PROGRESS);
+                        };
+                        next.next_producer_id = id;
+                    }
+                    next.producer_epoch = bumped;
+                    next.last_producer_epoch = -1;
+                }
                 return self.begin(
                     transactional_id,
                     next,
@@ -552,14 +630,50 @@ impl TxnCoordinator {
                     },
                 );
             }
-            // A retry of an EndTxn that completed.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => code::NONE,
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                code::CONCURRENT_TRANSACTIONS
-            }
+            // A retry of an EndTxn that completed (version 0 keeps the epoch; a version 2
+            // retry names the old epoch and was answered above).
+            (CompleteCommit, true, false) | (CompleteAbort, false, false) => code::NONE,
+            (PrepareCommit, true, _) | (PrepareAbort, false, _) => code::CONCURRENT_TRANSACTIONS,
             _ => code::INVALID_TXN_STATE,
         };
         reply(error)
+    }
+
+    /// A transaction-version-2 EndTxn from the producer id and epoch of a transaction that
+    /// ended under a bumped epoch (or a rotated id): `((id, epoch) to use now, how it ended)`,
+    /// the end `None` while it is still ending. `None` when the request is not such a retry.
+    #[allow(clippy::type_complexity)]
+    fn retried_end(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Option<((i64, i16), Option<bool>)> {
+        if !self.loaded {
+            return None;
+        }
+        let txn = self.txns.get(id)?;
+        let cur = &txn.current;
+        if !cur.tv2 || txn.pending.is_some() {
+            return None;
+        }
+        let bumped = producer_id == cur.producer_id
+            && producer_epoch >= 0
+            && producer_epoch.checked_add(1) == Some(cur.producer_epoch);
+        let rotated = producer_id == cur.last_producer_id
+            && producer_id != cur.producer_id
+            && cur.producer_epoch == 0
+            && exhausted(producer_epoch);
+        if !(bumped || rotated) {
+            return None;
+        }
+        let end = match cur.state {
+            TxnState::CompleteCommit => Some(true),
+            TxnState::CompleteAbort => Some(false),
+            TxnState::PrepareCommit | TxnState::PrepareAbort => None,
+            _ => return None,
+        };
+        Some(((cur.producer_id, cur.producer_epoch), end))
     }
 
     /// The markers of a `WriteMarkers` effect are all written. Stale calls (the transaction
@@ -590,6 +704,13 @@ impl TxnCoordinator {
         next.state = state;
         next.partitions.clear();
         next.last_update_ms = now_ms;
+        if cur.next_producer_id >= 0 {
+            // The end's rotation: the producer continues under the new id.
+            next.last_producer_id = cur.producer_id;
+            next.producer_id = cur.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = -1;
+        }
         self.begin(transactional_id, next, Then::Complete)
     }
 
@@ -661,7 +782,7 @@ impl TxnCoordinator {
             }
             (Then::Prepare { end, fenced_init }, Some(e)) => {
                 if let Some(token) = end {
-                    out.push(Effect::Reply(token, Reply::EndTxn { error: e }));
+                    out.push(Effect::Reply(token, end_error(e)));
                 }
                 if let Some(token) = fenced_init {
                     out.push(Effect::Reply(token, init_error(e)));
@@ -669,14 +790,26 @@ impl TxnCoordinator {
             }
             (Then::Complete, None) => {
                 if let Some(token) = txn.end_waiter.take() {
-                    out.push(Effect::Reply(token, Reply::EndTxn { error: code::NONE }));
+                    let (producer_id, producer_epoch) = if txn.current.tv2 {
+                        (txn.current.producer_id, txn.current.producer_epoch)
+                    } else {
+                        (-1, -1)
+                    };
+                    out.push(Effect::Reply(
+                        token,
+                        Reply::EndTxn {
+                            error: code::NONE,
+                            producer_id,
+                            producer_epoch,
+                        },
+                    ));
                 }
             }
             (Then::Complete, Some(e)) => {
                 // The markers are written; completing is retried by writing them again
                 // (harmless), unless this coordinator is being dropped.
                 if let Some(token) = txn.end_waiter.take() {
-                    out.push(Effect::Reply(token, Reply::EndTxn { error: e }));
+                    out.push(Effect::Reply(token, end_error(e)));
                 }
                 if e != code::NOT_COORDINATOR {
                     let markers = self.markers(&id, &self.txns[&id].current);
@@ -890,13 +1023,13 @@ fn encode(s: &Snapshot) -> Bytes {
     records::encode_value(&TxnValue {
         producer_id: s.producer_id,
         previous_producer_id: s.last_producer_id,
-        next_producer_id: -1,
+        next_producer_id: s.next_producer_id,
         producer_epoch: s.producer_epoch,
         timeout_ms: s.timeout_ms,
         state: s.state,
         partitions: s.partitions.clone(),
         last_update_ms: s.last_update_ms,
         start_ms: s.start_ms,
-        client_transaction_version: 0,
+        client_transaction_version: if s.tv2 { 2 } else { 0 },
     })
 }

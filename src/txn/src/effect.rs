@@ -26,8 +26,13 @@ pub enum Reply {
     /// AddPartitionsToTxn (the same code for every partition of the request) or
     /// AddOffsetsToTxn.
     AddPartitions { error: i16 },
-    /// EndTxn.
-    EndTxn { error: i16 },
+    /// EndTxn, with the producer id and epoch to use next (EndTxn v5, transaction version
+    /// 2: the epoch was bumped, or the id rotated; -1/-1 otherwise and with an error).
+    EndTxn {
+        error: i16,
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// COMMIT or ABORT control batches to write, one per partition, with the producer's id and

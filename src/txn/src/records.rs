@@ -11,8 +11,9 @@
 //!   `clientTransactionVersion` (2).
 //!
 //! Key and value start with their int16 schema version; a null value is the tombstone of an
-//! expired transactional id. We write key v0 and value v0 (Kafka writes v1 only for clients
-//! on transaction version 2, KIP-890 part 2) and read both value versions.
+//! expired transactional id. We write key v0, value v1 for transactions on transaction
+//! version 2 (KIP-890 part 2) or whose end rotates the producer id, value v0 otherwise, and
+//! read both value versions.
 
 use std::collections::BTreeSet;
 
@@ -58,8 +59,13 @@ pub fn decode_key(key: &[u8]) -> Result<String, TxnError> {
     r.string("transactionalId")
 }
 
-/// Encodes `v` as value v0. Empty transactions write a null partition list, as Kafka does.
+/// Encodes `v`: as value v1 (flexible, with its tagged fields) for a transaction on
+/// transaction version 2 or one whose end rotates the producer id, as value v0 otherwise.
+/// Empty transactions write a null partition list, as Kafka does.
 pub fn encode_value(v: &TxnValue) -> Bytes {
+    if v.client_transaction_version >= 2 || v.next_producer_id != -1 {
+        return encode_value_v1(v);
+    }
     let mut b = BytesMut::with_capacity(64);
     b.put_i16(0);
     b.put_i64(v.producer_id);
@@ -82,6 +88,58 @@ pub fn encode_value(v: &TxnValue) -> Bytes {
     b.put_i64(v.last_update_ms);
     b.put_i64(v.start_ms);
     b.freeze()
+}
+
+fn encode_value_v1(v: &TxnValue) -> Bytes {
+    let mut b = BytesMut::with_capacity(96);
+    b.put_i16(1);
+    b.put_i64(v.producer_id);
+    b.put_i16(v.producer_epoch);
+    b.put_i32(v.timeout_ms);
+    b.put_i8(v.state.id());
+    if v.state == TxnState::Empty {
+        put_uvarint(&mut b, 0);
+    } else {
+        let topics = group_by_topic(&v.partitions);
+        put_uvarint(&mut b, topics.len() as u64 + 1);
+        for (topic, parts) in topics {
+            put_uvarint(&mut b, topic.len() as u64 + 1);
+            b.put_slice(topic.as_bytes());
+            put_uvarint(&mut b, parts.len() as u64 + 1);
+            for p in parts {
+                b.put_i32(p);
+            }
+            put_uvarint(&mut b, 0);
+        }
+    }
+    b.put_i64(v.last_update_ms);
+    b.put_i64(v.start_ms);
+    // Tagged fields in tag order, each only when it differs from its default.
+    let mut tagged: Vec<(u64, Vec<u8>)> = Vec::new();
+    if v.previous_producer_id != -1 {
+        tagged.push((0, v.previous_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.next_producer_id != -1 {
+        tagged.push((1, v.next_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.client_transaction_version != 0 {
+        tagged.push((2, v.client_transaction_version.to_be_bytes().to_vec()));
+    }
+    put_uvarint(&mut b, tagged.len() as u64);
+    for (tag, data) in tagged {
+        put_uvarint(&mut b, tag);
+        put_uvarint(&mut b, data.len() as u64);
+        b.put_slice(&data);
+    }
+    b.freeze()
+}
+
+fn put_uvarint(b: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        b.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.put_u8(v as u8);
 }
 
 pub fn decode_value(value: &[u8]) -> Result<TxnValue, TxnError> {

@@ -60,6 +60,8 @@ struct Seen {
     reloads: u64,
     failed_writes: u64,
     rotations: u64,
+    /// EndTxn v5 answers that moved the producer on (transaction version 2).
+    tv2_ends: u64,
 }
 
 fn last_state(log: &[(Bytes, Option<Bytes>)], id: &str) -> Option<records::TxnValue> {
@@ -164,7 +166,11 @@ impl World {
                 error: code::CONCURRENT_TRANSACTIONS,
                 ..
             } => self.seen.fences += 1,
-            Reply::EndTxn { error: code::NONE } => {
+            Reply::EndTxn {
+                error: code::NONE,
+                producer_id,
+                producer_epoch,
+            } => {
                 if let Some((id, commit)) = self.ends.remove(&t) {
                     let v = last_state(&self.log, &id).expect("durable");
                     let want = if commit {
@@ -173,6 +179,25 @@ impl World {
                         TxnState::CompleteAbort
                     };
                     assert_eq!(v.state, want, "{id}: EndTxn answered before it completed");
+                    if producer_id >= 0 {
+                        // Transaction version 2: the answer is the durable id and epoch,
+                        // which the producer uses from now on.
+                        assert_eq!(
+                            (v.producer_id, v.producer_epoch),
+                            (producer_id, producer_epoch),
+                            "{id}: EndTxn v5 answered another epoch than the log's"
+                        );
+                        if let Some(&(pid, epoch)) = self.granted.get(&id) {
+                            // (A retry's answer repeats the first one's.)
+                            assert!(
+                                producer_id != pid || producer_epoch >= epoch,
+                                "{id}: a version 2 end moved the epoch back"
+                            );
+                        }
+                        self.granted
+                            .insert(id.clone(), (producer_id, producer_epoch));
+                        self.seen.tv2_ends += 1;
+                    }
                     if commit {
                         self.seen.commits += 1;
                     } else {
@@ -254,7 +279,15 @@ impl World {
                 let t = self.token();
                 let commit = rng.below(2) == 0;
                 self.ends.insert(t, (id.to_string(), commit));
-                let effects = self.c.end_txn(t, self.now, id, pid, epoch, commit);
+                let tv2 = rng.below(2) == 0;
+                let mut next = self.next_pid;
+                let effects = self
+                    .c
+                    .end_txn(t, self.now, id, pid, epoch, commit, tv2, &mut || {
+                        next += 1;
+                        Some(next)
+                    });
+                self.next_pid = next;
                 self.take(effects);
             }
             5..=7 if !self.writes.is_empty() => {
@@ -352,6 +385,7 @@ fn random_walks_keep_the_invariants() {
         total.reloads += seen.reloads;
         total.failed_writes += seen.failed_writes;
         total.rotations += seen.rotations;
+        total.tv2_ends += seen.tv2_ends;
     }
     // The walks reach what they are meant to check.
     let Seen {
@@ -361,11 +395,13 @@ fn random_walks_keep_the_invariants() {
         reloads,
         failed_writes,
         rotations,
+        tv2_ends,
     } = total;
     eprintln!(
         "{seeds} walks: {commits} commits, {aborts} aborts, {fences} fences, {reloads} reloads, \
-         {failed_writes} failed writes, {rotations} producer id rotations"
+         {failed_writes} failed writes, {rotations} producer id rotations, {tv2_ends} \
+         version 2 ends"
     );
     assert!(commits > 0 && aborts > 0 && fences > 0 && reloads > 0 && failed_writes > 0);
-    assert!(rotations > 0);
+    assert!(rotations > 0 && tv2_ends > 0);
 }

@@ -79,7 +79,12 @@ impl TxnState {
             Empty => matches!(from, Empty | CompleteCommit | CompleteAbort),
             Ongoing => matches!(from, Ongoing | Empty | CompleteCommit | CompleteAbort),
             PrepareCommit => from == Ongoing,
-            PrepareAbort => matches!(from, Ongoing | PrepareEpochFence),
+            // From a transaction that is over: a transaction-version-2 abort with nothing
+            // open, which bumps the epoch (Kafka 4's rule).
+            PrepareAbort => matches!(
+                from,
+                Ongoing | PrepareEpochFence | Empty | CompleteCommit | CompleteAbort
+            ),
             CompleteCommit => from == PrepareCommit,
             CompleteAbort => from == PrepareAbort,
             Dead => matches!(from, Empty | CompleteCommit | CompleteAbort),

@@ -146,7 +146,9 @@ impl Harness {
 
     fn end_raw(&mut self, id: &str, pid: i64, epoch: i16, commit: bool) -> ReplyToken {
         let t = self.token();
-        let e = self.c.end_txn(t, self.now, id, pid, epoch, commit);
+        let e = self
+            .c
+            .end_txn(t, self.now, id, pid, epoch, commit, false, &mut || None);
         self.take(e);
         t
     }
@@ -156,7 +158,7 @@ impl Harness {
         let t = self.end_raw(id, pid, epoch, commit);
         self.markers_all();
         match self.reply(t).expect("end answered") {
-            Reply::EndTxn { error } => error,
+            Reply::EndTxn { error, .. } => error,
             r => panic!("unexpected {r:?}"),
         }
     }
@@ -237,14 +239,18 @@ fn commit_writes_markers_before_end_txn_is_answered() {
     assert_eq!(
         h.reply(retry),
         Some(Reply::EndTxn {
-            error: code::CONCURRENT_TRANSACTIONS
+            error: code::CONCURRENT_TRANSACTIONS,
+            producer_id: -1,
+            producer_epoch: -1,
         })
     );
     let wrong = h.end_raw(TID, pid, epoch, false);
     assert_eq!(
         h.reply(wrong),
         Some(Reply::EndTxn {
-            error: code::INVALID_TXN_STATE
+            error: code::INVALID_TXN_STATE,
+            producer_id: -1,
+            producer_epoch: -1,
         })
     );
     // So is adding partitions.
@@ -260,7 +266,14 @@ fn commit_writes_markers_before_end_txn_is_answered() {
     );
 
     h.markers_all();
-    assert_eq!(h.reply(t), Some(Reply::EndTxn { error: code::NONE }));
+    assert_eq!(
+        h.reply(t),
+        Some(Reply::EndTxn {
+            error: code::NONE,
+            producer_id: -1,
+            producer_epoch: -1
+        })
+    );
     assert_eq!(h.state(TID), TxnState::CompleteCommit);
     let v = last_value(&h);
     assert_eq!(v.state, TxnState::CompleteCommit);
@@ -301,7 +314,9 @@ fn a_second_producer_fences_the_first_and_aborts_its_transaction() {
     assert_eq!(
         h.reply(z),
         Some(Reply::EndTxn {
-            error: code::PRODUCER_FENCED
+            error: code::PRODUCER_FENCED,
+            producer_id: -1,
+            producer_epoch: -1,
         })
     );
     h.markers_all();
@@ -869,4 +884,110 @@ fn kip_890_verification_admits_only_partitions_of_the_ongoing_transaction() {
         h.c.verify(TID, pid, epoch, &parts(&[("t", 0)])),
         [code::INVALID_TXN_STATE]
     );
+}
+
+impl Harness {
+    /// EndTxn v5 (transaction version 2) run to its answer: `(error, pid, epoch)`.
+    fn end_v2(&mut self, id: &str, pid: i64, epoch: i16, commit: bool) -> (i16, i64, i16) {
+        let t = self.token();
+        let mut next = self.next_pid;
+        let e = self
+            .c
+            .end_txn(t, self.now, id, pid, epoch, commit, true, &mut || {
+                next += 1;
+                Some(next)
+            });
+        self.next_pid = next;
+        self.take(e);
+        self.markers_all();
+        match self.reply(t).expect("end answered") {
+            Reply::EndTxn {
+                error,
+                producer_id,
+                producer_epoch,
+            } => (error, producer_id, producer_epoch),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    /// A new coordinator replaying this one's durable log.
+    fn replayed(&self) -> TxnCoordinator {
+        let mut c = TxnCoordinator::new(TxnConfig::default(), 8);
+        for (k, v) in &self.log {
+            c.replay(k, v.as_deref()).unwrap();
+        }
+        let _ = c.finish_replay(self.now);
+        c
+    }
+}
+
+#[test]
+fn a_version_2_end_bumps_the_epoch_and_a_retry_gets_the_same_answer() {
+    let mut h = Harness::new();
+    let (pid, e0) = h.init(TID);
+    assert_eq!(h.add(TID, pid, e0, &[("t", 0)]), code::NONE);
+    // The commit's markers carry the bumped epoch; the answer hands it out.
+    assert_eq!(h.end_v2(TID, pid, e0, true), (code::NONE, pid, e0 + 1));
+    assert_eq!(h.c.describe(TID).unwrap().producer_epoch, e0 + 1);
+    let v = last_value(&h);
+    assert_eq!(
+        (v.state, v.client_transaction_version),
+        (TxnState::CompleteCommit, 2)
+    );
+    // A retry with the old epoch: the same answer; the other outcome is refused.
+    assert_eq!(h.end_v2(TID, pid, e0, true), (code::NONE, pid, e0 + 1));
+    assert_eq!(h.end_v2(TID, pid, e0, false).0, code::INVALID_TXN_STATE);
+    // The old epoch is fenced for anything else.
+    assert_eq!(h.add(TID, pid, e0, &[("t", 0)]), code::PRODUCER_FENCED);
+    // The next transaction runs under the new epoch; an abort with nothing open is
+    // accepted and bumps again (no markers: nothing to write to).
+    let e1 = e0 + 1;
+    assert_eq!(h.add(TID, pid, e1, &[("t", 1)]), code::NONE);
+    assert_eq!(h.end_v2(TID, pid, e1, false), (code::NONE, pid, e1 + 1));
+    assert_eq!(h.state(TID), TxnState::CompleteAbort);
+    let e2 = e1 + 1;
+    assert_eq!(h.end_v2(TID, pid, e2, false), (code::NONE, pid, e2 + 1));
+    // A commit with nothing open is not.
+    assert_eq!(h.end_v2(TID, pid, e2 + 1, true).0, code::INVALID_TXN_STATE);
+    // The log replays to the same state, and a retry after the move still works.
+    let mut again = h.replayed();
+    assert_eq!(again.describe(TID), h.c.describe(TID));
+    let t = ReplyToken(999);
+    let e = again.end_txn(t, h.now, TID, pid, e2, false, true, &mut || None);
+    assert_eq!(
+        e,
+        vec![Effect::Reply(
+            t,
+            Reply::EndTxn {
+                error: code::NONE,
+                producer_id: pid,
+                producer_epoch: e2 + 1
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_version_2_end_at_an_exhausted_epoch_rotates_the_producer_id() {
+    let mut h = Harness::new();
+    let (pid, _) = h.init(TID);
+    // Walk the epoch up to the exhausted mark through empty aborts.
+    let mut epoch = h.c.describe(TID).unwrap().producer_epoch;
+    while epoch < PRODUCER_EPOCH_EXHAUSTED {
+        let (e, p, next) = h.end_v2(TID, pid, epoch, false);
+        assert_eq!((e, p), (code::NONE, pid));
+        epoch = next;
+    }
+    assert_eq!(h.add(TID, pid, epoch, &[("t", 0)]), code::NONE);
+    let (e, new_pid, new_epoch) = h.end_v2(TID, pid, epoch, true);
+    assert_eq!(e, code::NONE);
+    assert_ne!(new_pid, pid);
+    assert_eq!(new_epoch, 0);
+    // The log names the new id and the one it replaced.
+    let v = last_value(&h);
+    assert_eq!((v.producer_id, v.previous_producer_id), (new_pid, pid));
+    // A retry from the old id and epoch gets the new ones.
+    assert_eq!(h.end_v2(TID, pid, epoch, true), (code::NONE, new_pid, 0));
+    assert_eq!(h.add(TID, new_pid, 0, &[("t", 0)]), code::NONE);
+    assert_eq!(h.end_v2(TID, new_pid, 0, true), (code::NONE, new_pid, 1));
 }

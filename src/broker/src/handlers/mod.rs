@@ -82,8 +82,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // form (several transactions, verify-only for KIP-890); clients send up to v3.
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    // v5 of both is transaction version 2 (KIP-890 part 2: the end bumps the epoch; the
+    // offsets partition is added implicitly).
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a transactional-id regex filter (KIP-1152).
     (ApiKey::ListTransactions, 0, 1),

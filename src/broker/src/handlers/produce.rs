@@ -3,7 +3,8 @@
 //! (concurrently when a request spans shards); acks=all answers after the fsync that covers
 //! the batch. A transactional batch that would open its producer's transaction in a
 //! partition is first confirmed with the transaction coordinator ([`verified_append`],
-//! KIP-890 part 1).
+//! KIP-890 part 1), or from Produce v12 on added to the transaction by it (part 2: a
+//! client on transaction version 2 sends no AddPartitionsToTxn).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -205,6 +206,9 @@ pub async fn handle(
         .collect();
     let transactional_id: Option<Rc<str>> =
         r.transactional_id.as_ref().map(|id| id.0.as_str().into());
+    // Kafka's rule: Produce v12+ comes from a client that may rely on the partition being
+    // added to its transaction implicitly.
+    let add = h.api_version >= 12;
     let futs: Vec<_> = accepted
         .into_iter()
         .map(|((topic_key, req), records)| {
@@ -215,9 +219,15 @@ pub async fn handle(
             async move {
                 let (mut reply, _) = shard.partition_call(req, records.clone()).await;
                 if reply.error_code == kerr::VERIFY_TXN {
-                    reply =
-                        verified_append(&shard, id.as_deref(), req, records.clone(), reply.size)
-                            .await;
+                    reply = verified_append(
+                        &shard,
+                        id.as_deref(),
+                        req,
+                        records.clone(),
+                        reply.size,
+                        add,
+                    )
+                    .await;
                 }
                 // A refusal that came without waiting (this shard's view of the topic, or
                 // no owner here) is remembered before the next request is looked at.
@@ -312,14 +322,17 @@ fn retriable(code: i16) -> bool {
 /// KIP-890 part 1: the partition's owner asked for the coordinator's word on a
 /// transactional batch that would open its producer's transaction there (so a batch
 /// arriving after its transaction ended, a late retry or a fenced producer's, cannot open
-/// one that nothing would ever end). Asks the coordinator, then sends the batch again with
-/// the owner's marker count as its guard; a refusal is answered with its produce code.
+/// one that nothing would ever end). Asks the coordinator (with `add`, part 2: asks it to
+/// add the partition to the transaction; a late write of an ended transaction carries the
+/// epoch its end bumped past, and is fenced), then sends the batch again with the owner's
+/// marker count as its guard; a refusal is answered with its produce code.
 async fn verified_append(
     shard: &Rc<BrokerShard>,
     transactional_id: Option<&str>,
     mut req: PartitionRequest,
     records: Option<bytes::Bytes>,
     guard: i64,
+    add: bool,
 ) -> crate::ops::PartitionReply {
     let refuse = crate::ops::PartitionReply::error;
     let (Some(id), Some(h)) = (
@@ -344,6 +357,7 @@ async fn verified_append(
         h.producer_id,
         h.producer_epoch,
         &[(topic, req.partition)],
+        add,
     )
     .await;
     match codes.first().copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR) {
