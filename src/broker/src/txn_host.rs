@@ -24,7 +24,9 @@
 //!
 //! KIP-890 part 1: a partition leader asks the coordinator ([`verify`]) before it appends
 //! a transactional batch, through AddPartitionsToTxn v5 with `verify_only` (to another
-//! shard, or another node's coordinator over the transport, `node_rpc::VERIFY_TXN`).
+//! shard, or another node's coordinator over the transport, `node_rpc::VERIFY_TXN`). Part
+//! 2 (transaction version 2): from Produce v12 and TxnOffsetCommit v5 the same call adds
+//! the partition instead (`verify_only` false), and EndTxn v5 ends under a bumped epoch.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Sans-IO transaction coordinator for sluice (KIP-98, KIP-360, KIP-588): transactional
+//! Sans-IO transaction coordinator for sluice (KIP-98, KIP-360, KIP-588, KIP-890): transactional
 //! producer ids and epochs, fencing, the transaction state machine persisted as Kafka-format
 //! `__transaction_state` records, transaction timeouts, transactional-id expiry, and the
 //! COMMIT/ABORT markers each transaction needs. No sockets, no async, no clock: time comes
@@ -14,6 +14,9 @@
 //! - A producer epoch only grows for a producer id, and a fence (an InitProducerId finding
 //!   a transaction open, or a timeout) aborts under a bumped epoch, so the fenced producer
 //!   can never commit what it started.
+//! - On transaction version 2 (EndTxn v5, KIP-890 part 2) every end bumps the epoch too
+//!   (markers carry the new one; an exhausted epoch rotates to a new producer id at the
+//!   end), and a retried end is answered as the first was.
 //! - EndTxn is answered success only after the markers of every partition in the
 //!   transaction are written and the Complete record is durable.
 //! - Every reply token is answered exactly once.
@@ -26,8 +29,8 @@
 //! - On becoming leader: [`TxnCoordinator::replay`] every record in offset order, then
 //!   [`TxnCoordinator::finish_replay`]. Until then requests get COORDINATOR_LOAD_IN_PROGRESS.
 //! - Requests: `init_producer_id`, `add_partitions`, `add_offsets`, `end_txn`,
-//!   `describe`, `list`, and `verify` (KIP-890: a partition leader asking before it appends
-//!   a transactional batch). Perform the returned effects in order:
+//!   `describe`, `list`, and `verify` (KIP-890 part 1: a partition leader asking before it
+//!   appends a transactional batch; part 2 adds the partition with `add_partitions`). Perform the returned effects in order:
 //!   - `Reply(token, reply)`: encode and send (PRODUCER_FENCED through [`fenced_code`] for
 //!     the request's version).
 //!   - `Persist { write, key, value }`: append, wait until durable, call `persisted`.
