@@ -4,7 +4,8 @@ Run by tests/tests/python_client.rs with the venv from scripts/install-test-deps
     tests/.venv/bin/python tests/python/test_kafka_python.py --bootstrap 127.0.0.1:PORT
 
 Covers admin (create_topics, list_topics, describe_configs, delete_topics, describe_features,
-update_features), produce with
+update_features, describe_topic_partitions), transactions on transaction.version 2 by raw
+requests, produce with
 every codec with and without idempotence, and consume by assign() (no consumer group:
 the broker has no group coordinator yet), checking every record byte for byte with its
 offset, plus ListOffsets (beginning/end offsets, offsets_for_times). Exits non-zero on
@@ -269,6 +270,43 @@ def check_transaction_version_2(admin, bootstrap, replicated):
     log("transaction version 2 ok")
 
 
+def check_describe_topic_partitions(admin):
+    """DescribeTopicPartitions (KIP-966): name order, pages of at most the limit, a cursor
+    where the next page starts, unknown names and a bad cursor answered per topic."""
+    admin.create_topics({"py-dtp-a": {"num_partitions": 2, "replication_factor": -1},
+                         "py-dtp-b": {"num_partitions": 3, "replication_factor": -1}})
+    wait_for_leaders(admin, "py-dtp-a", 2)
+    wait_for_leaders(admin, "py-dtp-b", 3)
+    ids = {t["name"]: t["topic_id"] for t in admin.describe_topics(["py-dtp-a", "py-dtp-b"])}
+    names = ["py-dtp-b", "py-dtp-missing", "py-dtp-a"]
+
+    def page(cursor):
+        r = admin.describe_topic_partitions(names, response_partition_limit=2, cursor=cursor)
+        got = [(t["name"], t["error_code"], [p["partition_index"] for p in t["partitions"]])
+               for t in r["topics"]]
+        for t in r["topics"]:
+            if t["error_code"] == 0:
+                assert str(t["topic_id"]) == str(ids[t["name"]]), (t, ids)
+                for p in t["partitions"]:
+                    assert p["leader_id"] >= 0 and p["replica_nodes"] and p["isr_nodes"], p
+        return got, r["next_cursor"]
+
+    got, cursor = page(None)
+    assert got == [("py-dtp-a", 0, [0, 1])], got
+    assert cursor == {"topic_name": "py-dtp-b", "partition_index": 0}, cursor
+    got, cursor = page(cursor)
+    assert got == [("py-dtp-b", 0, [0, 1])], got
+    assert cursor == {"topic_name": "py-dtp-b", "partition_index": 2}, cursor
+    got, cursor = page(cursor)
+    assert got == [("py-dtp-b", 0, [2]), ("py-dtp-missing", 3, [])], got
+    assert cursor is None, cursor
+    # A cursor naming a topic the request does not: INVALID_REQUEST for each topic.
+    r = admin.describe_topic_partitions(["py-dtp-a"], cursor={"topic_name": "py-main",
+                                                             "partition_index": 0})
+    assert [t["error_code"] for t in r["topics"]] == [42], r
+    log("describe topic partitions ok")
+
+
 def check_features(admin):
     from kafka.errors import InvalidUpdateVersionError
 
@@ -382,6 +420,9 @@ def main():
     assert consumer.offsets_for_times({tp0: ts0 + 10_000_000}, timeout_ms=15000)[tp0] is None
     consumer.close(autocommit=False)
     log("list offsets ok")
+
+    # --- DescribeTopicPartitions (KIP-966): paged topic descriptions --------------------
+    check_describe_topic_partitions(admin)
 
     # --- feature levels (KIP-584): ApiVersions describes them, UpdateFeatures changes them --
     check_features(admin)

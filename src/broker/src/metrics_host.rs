@@ -280,6 +280,10 @@ fn each<T>(items: &[T], f: &mut dyn FnMut(i16), code: impl Fn(&T) -> i16) {
     }
 }
 
+nested!(DescribeTopicPartitionsResponse, |r, f| for t in &r.topics {
+    f(t.error_code);
+    each(&t.partitions, f, |p| p.error_code)
+});
 nested!(UpdateFeaturesResponse, |r, f| {
     f(r.error_code);
     each(&r.results, f, |x| x.error_code)

@@ -46,7 +46,24 @@ pub fn broker_entries(
         .collect()
 }
 
-fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
+/// One partition as Metadata and DescribeTopicPartitions report it.
+pub struct PartitionView {
+    pub code: i16,
+    pub index: i32,
+    pub leader: i32,
+    pub epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+/// Partitions `range` of `t` (indexes past its last are left out): leader and epoch as this
+/// node knows them, replicas, ISR and the replicas on nodes not live.
+pub fn partition_views(
+    shard: &BrokerShard,
+    t: &TopicRecord,
+    range: std::ops::Range<i32>,
+) -> Vec<PartitionView> {
     let this = shard.config.node_id;
     let view = &shard.shared_handle.cluster_view;
     let live = view.brokers();
@@ -54,8 +71,10 @@ fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
         .shared_handle
         .leader_epochs
         .of_topic(t.id, t.partitions);
-    let partitions = (0..t.partitions)
-        .zip(epochs)
+    let range = range.start.max(0)..range.end.min(t.partitions);
+    range
+        .clone()
+        .zip(epochs.into_iter().skip(range.start.max(0) as usize))
         .map(|(p, local_epoch)| {
             let replicas = t.replicas_of(p, this);
             let local = replicas.contains(&this).then_some(local_epoch);
@@ -66,24 +85,45 @@ fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
                 _ if hint.leader >= 0 => vec![hint.leader],
                 _ => Vec::new(),
             };
-            let offline: Vec<BrokerId> = replicas
+            let offline = replicas
                 .iter()
                 .filter(|n| !live.iter().any(|b| b.node == **n))
-                .map(|n| BrokerId(*n))
+                .copied()
                 .collect();
             let code = if hint.leader < 0 {
                 kerr::LEADER_NOT_AVAILABLE
             } else {
                 kerr::NONE
             };
+            PartitionView {
+                code,
+                index: p,
+                leader: hint.leader,
+                epoch: hint.epoch,
+                replicas,
+                isr,
+                offline,
+            }
+        })
+        .collect()
+}
+
+fn brokers(ids: Vec<i32>) -> Vec<BrokerId> {
+    ids.into_iter().map(BrokerId).collect()
+}
+
+fn topic_entry(shard: &BrokerShard, t: &TopicRecord) -> MetadataResponseTopic {
+    let partitions = partition_views(shard, t, 0..t.partitions)
+        .into_iter()
+        .map(|p| {
             MetadataResponsePartition::default()
-                .with_error_code(code)
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(hint.leader))
-                .with_leader_epoch(hint.epoch)
-                .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
-                .with_isr_nodes(isr.into_iter().map(BrokerId).collect())
-                .with_offline_replicas(offline)
+                .with_error_code(p.code)
+                .with_partition_index(p.index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.epoch)
+                .with_replica_nodes(brokers(p.replicas))
+                .with_isr_nodes(brokers(p.isr))
+                .with_offline_replicas(brokers(p.offline))
         })
         .collect();
     MetadataResponseTopic::default()

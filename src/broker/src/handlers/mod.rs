@@ -27,6 +27,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -104,6 +105,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterClientQuotas, 0, 1),
     // Feature levels (`update_features`, `crate::feature_levels`; read through ApiVersions).
     (ApiKey::UpdateFeatures, 0, 2),
+    // KIP-966: Metadata's topics a page at a time (`describe_topic_partitions`).
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -237,6 +240,9 @@ pub async fn dispatch(
         RequestKind::DescribeClientQuotas(r) => respond(h, &client_quotas::describe(shard, r)),
         RequestKind::AlterClientQuotas(r) => respond(h, &client_quotas::alter(shard, r).await),
         RequestKind::UpdateFeatures(r) => respond(h, &update_features::handle(shard, h, r).await),
+        RequestKind::DescribeTopicPartitions(r) => {
+            respond(h, &describe_topic_partitions::handle(shard, client, r))
+        }
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }
