@@ -4,7 +4,7 @@ Run by tests/tests/python_client.rs with the venv from scripts/install-test-deps
     tests/.venv/bin/python tests/python/test_kafka_python.py --bootstrap 127.0.0.1:PORT
 
 Covers admin (create_topics, list_topics, describe_configs, delete_topics, describe_features,
-update_features, describe_topic_partitions), transactions on transaction.version 2 by raw
+update_features, describe_topic_partitions, describe_metadata_quorum), transactions on transaction.version 2 by raw
 requests, produce with
 every codec with and without idempotence, and consume by assign() (no consumer group:
 the broker has no group coordinator yet), checking every record byte for byte with its
@@ -307,6 +307,30 @@ def check_describe_topic_partitions(admin):
     log("describe topic partitions ok")
 
 
+def check_metadata_quorum(admin, nodes):
+    """DescribeQuorum (KIP-595): the controller log's leader, epoch and high watermark, every
+    voter with its position and when the leader last heard from it."""
+    def described():
+        q = admin.describe_metadata_quorum()
+        p = q["topics"][0]["partitions"][0]
+        assert q["topics"][0]["topic_name"] == "__cluster_metadata", q
+        assert p["error"] is None, q
+        return p
+
+    def settled():
+        p = described()
+        voters = p["current_voters"]
+        return (len(voters) == nodes and p["leader_epoch"] >= 1 and p["high_watermark"] > 0
+                and all(v["log_end_offset"] > 0 and v["last_fetch_timestamp"] > 0
+                        and v["last_caught_up_timestamp"] > 0 for v in voters))
+    wait_until("every voter caught up in DescribeQuorum", settled)
+    p = described()
+    assert p["leader_id"] in [v["replica_id"] for v in p["current_voters"]], p
+    assert p["observers"] == [], p
+    log(f"metadata quorum: leader {p['leader_id']} epoch {p['leader_epoch']} "
+        f"hw {p['high_watermark']}, {len(p['current_voters'])} voters")
+
+
 def check_features(admin):
     from kafka.errors import InvalidUpdateVersionError
 
@@ -420,6 +444,9 @@ def main():
     assert consumer.offsets_for_times({tp0: ts0 + 10_000_000}, timeout_ms=15000)[tp0] is None
     consumer.close(autocommit=False)
     log("list offsets ok")
+
+    # --- DescribeQuorum (KIP-595): the controller quorum -----------------------------------
+    check_metadata_quorum(admin, args.cluster)
 
     # --- DescribeTopicPartitions (KIP-966): paged topic descriptions --------------------
     check_describe_topic_partitions(admin)

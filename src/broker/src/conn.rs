@@ -726,6 +726,7 @@ pub async fn forward(
             | ApiKey::DeleteAcls
             | ApiKey::AlterClientQuotas
             | ApiKey::UpdateFeatures
+            | ApiKey::DescribeQuorum
             // EndTxn waits for its markers; InitProducerId for a producer-id block from
             // the controller and for its record (a fence: the abort's Prepare record).
             | ApiKey::EndTxn

@@ -280,6 +280,12 @@ fn each<T>(items: &[T], f: &mut dyn FnMut(i16), code: impl Fn(&T) -> i16) {
     }
 }
 
+nested!(DescribeQuorumResponse, |r, f| {
+    f(r.error_code);
+    for t in &r.topics {
+        each(&t.partitions, f, |p| p.error_code)
+    }
+});
 nested!(DescribeTopicPartitionsResponse, |r, f| for t in &r.topics {
     f(t.error_code);
     each(&t.partitions, f, |p| p.error_code)

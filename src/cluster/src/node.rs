@@ -18,7 +18,9 @@ use bytes::Bytes;
 use futures_lite::future::or;
 use raft::eraftpb::EntryType;
 use sluice_meta::acl::{AclBinding, AclFilter};
-use sluice_meta::controller::{code, AlterConfig, QuotaAlteration, Registration, ScramChange};
+use sluice_meta::controller::{
+    code, AlterConfig, QuorumReplica, QuorumView, QuotaAlteration, Registration, ScramChange,
+};
 use sluice_meta::{
     bootstrap_records, codec, decode_batch, Answer, Controller, ControllerConfig, Delta, Endpoint,
     LegacyState, ListenerEndpoint, MetadataImage, NewTopic, ProposalId, Record, ReplyToken,
@@ -227,6 +229,10 @@ struct State {
     epoch: Option<u64>,
     /// Liveness last reported to the manager, per voter.
     alive: BTreeMap<u64, bool>,
+    /// While leading the controller group: per voter, when (wall-clock ms) it was last seen
+    /// active (heard from since the last check-quorum round) and last caught up with this
+    /// log's end, sampled every tick, for DescribeQuorum.
+    quorum_seen: BTreeMap<u64, (i64, i64)>,
     fatal: Option<String>,
 }
 
@@ -532,6 +538,7 @@ impl ControllerNode {
                 subscribers: Vec::new(),
                 epoch: None,
                 alive: BTreeMap::new(),
+                quorum_seen: BTreeMap::new(),
                 fatal: None,
             }),
             transport: RefCell::new(None),
@@ -857,6 +864,13 @@ impl ControllerNode {
             .await
     }
 
+    /// DescribeQuorum: the controller quorum as its leader sees it.
+    pub async fn describe_quorum(&self) -> Answer {
+        self.inner
+            .command(Command::DescribeQuorum, COMMAND_TIMEOUT)
+            .await
+    }
+
     /// DeleteAcls: per filter, the bindings it removed.
     pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Answer {
         self.inner
@@ -1112,6 +1126,7 @@ fn not_controller(a: &Answer) -> bool {
         Answer::DeleteAcls(v) => all(v),
         Answer::AlterQuotas(v) => all(v),
         Answer::UpdateFeatures(v) => all(v),
+        Answer::DescribeQuorum(o) => nc(o),
     }
 }
 
@@ -1597,9 +1612,69 @@ impl Inner {
         self.changed.notify();
     }
 
+    /// The controller quorum as this leader sees it: voters with the index each has matched
+    /// (this node: its log end), observers (registered non-voters) with what is not known
+    /// here as -1.
+    fn quorum_view(&self, st: &State) -> QuorumView {
+        let m = st.manager.as_ref();
+        let status = m.and_then(|m| m.status(CONTROLLER_GROUP));
+        let progress = m
+            .and_then(|m| m.progress(CONTROLLER_GROUP))
+            .unwrap_or_default();
+        let voters: Vec<QuorumReplica> = progress
+            .iter()
+            .map(|&(node, matched, _)| {
+                let (fetch, caught_up) = st.quorum_seen.get(&node).copied().unwrap_or((-1, -1));
+                // (A cluster of one runs its group under a fixed Raft id.)
+                let node = if node == self.raft_id {
+                    self.node_id
+                } else {
+                    node as i32
+                };
+                QuorumReplica {
+                    node,
+                    log_end_offset: matched as i64,
+                    last_fetch_ms: fetch,
+                    last_caught_up_ms: caught_up,
+                }
+            })
+            .collect();
+        let observers = st
+            .controller
+            .image()
+            .brokers()
+            .keys()
+            .filter(|n| !voters.iter().any(|v| v.node == **n))
+            .map(|&node| QuorumReplica {
+                node,
+                log_end_offset: -1,
+                last_fetch_ms: -1,
+                last_caught_up_ms: -1,
+            })
+            .collect();
+        QuorumView {
+            leader: self.node_id,
+            epoch: status.map_or(-1, |s| s.term.min(i32::MAX as u64) as i32),
+            high_watermark: status.map_or(-1, |s| s.commit_index as i64),
+            voters,
+            observers,
+        }
+    }
+
     /// Runs `cmd` on the local controller, which must be active; waits for the answer
     /// until `deadline` (`None` if it did not come).
     async fn run_local(&self, cmd: Command, deadline: Instant) -> Option<Answer> {
+        if matches!(cmd, Command::DescribeQuorum) {
+            let st = self.st.borrow();
+            return Some(if st.controller.is_active() {
+                Answer::DescribeQuorum(Ok(self.quorum_view(&st)))
+            } else {
+                cmd.fail(
+                    code::NOT_CONTROLLER,
+                    "This node is not the active controller.",
+                )
+            });
+        }
         if matches!(cmd, Command::MetadataIndex) {
             // A read: answered at once, nothing to propose. Every change this controller
             // acknowledged was applied before its answer went out.
@@ -1665,6 +1740,7 @@ impl Inner {
                     updates,
                     validate_only,
                 } => c.update_features(token, self.node_id, updates, validate_only),
+                Command::DescribeQuorum => unreachable!("answered above"),
             };
             self.ctrl_fx(&mut st, fx);
         }
@@ -2088,6 +2164,7 @@ async fn tick_task(inner: Rc<Inner>) {
         }
         let fx = st.manager.as_mut().map(|m| m.tick(now)).unwrap_or_default();
         inner.raft_fx(&mut st, fx);
+        sample_quorum(&mut st);
         inner.maybe_snapshot(&mut st);
         if st.ctrl_tick_at.is_some_and(|at| at <= now as i64) {
             st.ctrl_tick_at = None;
@@ -2096,6 +2173,34 @@ async fn tick_task(inner: Rc<Inner>) {
         }
         inner.check_active(&mut st);
     }
+}
+
+/// While leading the controller group: notes which voters are active and caught up now.
+fn sample_quorum(st: &mut State) {
+    let Some(m) = st.manager.as_ref() else {
+        return;
+    };
+    let (Some(progress), Some(status)) = (m.progress(CONTROLLER_GROUP), m.status(CONTROLLER_GROUP))
+    else {
+        st.quorum_seen.clear();
+        return;
+    };
+    let now = wall_ms();
+    for (node, matched, active) in progress {
+        let seen = st.quorum_seen.entry(node).or_insert((-1, -1));
+        if active {
+            seen.0 = now;
+        }
+        if matched >= status.last_index {
+            seen.1 = now;
+        }
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(-1, |d| d.as_millis() as i64)
 }
 
 /// A node without a replica: pulls committed entries from the voters and applies them.

@@ -16,7 +16,8 @@ use sluice_meta::acl::{
     AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
 };
 use sluice_meta::controller::{
-    AlterConfig, ConfigTarget, QuotaAlteration, Registration, ScramChange, TopicCreated,
+    AlterConfig, ConfigTarget, QuorumReplica, QuorumView, QuotaAlteration, Registration,
+    ScramChange, TopicCreated,
 };
 use sluice_meta::features::{FeatureUpdate, SupportedFeature, UpgradeType};
 use sluice_meta::quota::{QuotaEntity, QuotaValue};
@@ -60,6 +61,9 @@ pub mod method {
     pub const ALTER_QUOTAS: u16 = 16;
     /// UpdateFeatures (a command).
     pub const UPDATE_FEATURES: u16 = 17;
+    /// DescribeQuorum (a command that changes nothing, answered by the active controller's
+    /// runtime).
+    pub const DESCRIBE_QUORUM: u16 = 18;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -144,6 +148,8 @@ pub enum Command {
         updates: Vec<FeatureUpdate>,
         validate_only: bool,
     },
+    /// DescribeQuorum: the controller log's leader, epoch, high watermark and replicas.
+    DescribeQuorum,
 }
 
 impl Command {
@@ -164,6 +170,7 @@ impl Command {
             Command::DeleteAcls { .. } => method::DELETE_ACLS,
             Command::AlterQuotas { .. } => method::ALTER_QUOTAS,
             Command::UpdateFeatures { .. } => method::UPDATE_FEATURES,
+            Command::DescribeQuorum => method::DESCRIBE_QUORUM,
         }
     }
 
@@ -238,6 +245,7 @@ impl Command {
                     .map(|u| (u.name.clone(), Err(e.clone())))
                     .collect(),
             ),
+            Command::DescribeQuorum => Answer::DescribeQuorum(Err(e)),
         }
     }
 
@@ -388,6 +396,7 @@ impl Command {
                     });
                 });
             }
+            Command::DescribeQuorum => {}
         }
         w.finish()
     }
@@ -397,7 +406,7 @@ impl Command {
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
             || method == method::METADATA_INDEX
-            || (method::ALTER_SCRAM..=method::UPDATE_FEATURES).contains(&method);
+            || (method::ALTER_SCRAM..=method::DESCRIBE_QUORUM).contains(&method);
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -556,6 +565,7 @@ impl Command {
                     validate_only,
                 }
             }
+            method::DESCRIBE_QUORUM => Command::DescribeQuorum,
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -652,6 +662,22 @@ pub fn encode_answer(a: &Answer) -> Bytes {
                 w.outcome(o, |_, _| {});
             });
         }
+        Answer::DescribeQuorum(o) => {
+            w.u8(16);
+            w.outcome(o, |w, q| {
+                w.i32(q.leader);
+                w.i32(q.epoch);
+                w.u64(q.high_watermark as u64);
+                for list in [&q.voters, &q.observers] {
+                    w.list(list, |w, r| {
+                        w.i32(r.node);
+                        w.u64(r.log_end_offset as u64);
+                        w.u64(r.last_fetch_ms as u64);
+                        w.u64(r.last_caught_up_ms as u64);
+                    });
+                }
+            });
+        }
         Answer::UpdateFeatures(v) => {
             w.u8(15);
             w.list(v, |w, (name, o)| {
@@ -707,6 +733,30 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
         11 => Answer::AlterScram(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         12 => Answer::CreateAcls(r.list(ACL_BYTES_MIN + 1, |r| Ok((r.acl()?, r.outcome(unit)?)))?),
         14 => Answer::AlterQuotas(r.list(3 + 1, |r| Ok((r.quota_entity()?, r.outcome(unit)?)))?),
+        16 => Answer::DescribeQuorum(r.outcome(|r| {
+            let leader = r.i32()?;
+            let epoch = r.i32()?;
+            let high_watermark = r.u64()? as i64;
+            let mut lists = [Vec::new(), Vec::new()];
+            for list in &mut lists {
+                *list = r.list(4 + 8 * 3, |r| {
+                    Ok(QuorumReplica {
+                        node: r.i32()?,
+                        log_end_offset: r.u64()? as i64,
+                        last_fetch_ms: r.u64()? as i64,
+                        last_caught_up_ms: r.u64()? as i64,
+                    })
+                })?;
+            }
+            let [voters, observers] = lists;
+            Ok(QuorumView {
+                leader,
+                epoch,
+                high_watermark,
+                voters,
+                observers,
+            })
+        })?),
         15 => Answer::UpdateFeatures(r.list(5, |r| Ok((r.str()?, r.outcome(unit)?)))?),
         13 => Answer::DeleteAcls(r.list(ACL_BYTES_MIN + 1, |r| {
             Ok((
@@ -1260,6 +1310,7 @@ mod tests {
                 ],
                 validate_only: false,
             },
+            Command::DescribeQuorum,
             Command::DeleteAcls {
                 filters: vec![
                     AclFilter::any(),
@@ -1308,6 +1359,19 @@ mod tests {
             Answer::CreateAcls(vec![(binding(), Ok(())), (binding(), Err(e()))]),
             Answer::AlterQuotas(vec![(QuotaEntity::default(), Err(e()))]),
             Answer::UpdateFeatures(vec![("a".into(), Ok(())), ("b".into(), Err(e()))]),
+            Answer::DescribeQuorum(Err(e())),
+            Answer::DescribeQuorum(Ok(QuorumView {
+                leader: 2,
+                epoch: 7,
+                high_watermark: 1 << 33,
+                voters: vec![QuorumReplica {
+                    node: 2,
+                    log_end_offset: 10,
+                    last_fetch_ms: -1,
+                    last_caught_up_ms: 1_700_000_000_000,
+                }],
+                observers: Vec::new(),
+            })),
             Answer::DeleteAcls(vec![
                 (AclFilter::any(), Ok(vec![binding(), binding()])),
                 (AclFilter::any(), Err(e())),

@@ -225,6 +225,30 @@ pub enum Answer {
     AlterQuotas(Vec<(QuotaEntity, Outcome<()>)>),
     /// Per update of UpdateFeatures, its feature, in request order.
     UpdateFeatures(Vec<(String, Outcome<()>)>),
+    /// DescribeQuorum: the controller log's quorum as its leader sees it (answered by the
+    /// node runtime from its Raft state, not by this state machine).
+    DescribeQuorum(Outcome<QuorumView>),
+}
+
+/// One replica of the controller log in DescribeQuorum (offsets are Raft indexes; times are
+/// wall-clock milliseconds, -1 when not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumReplica {
+    pub node: NodeId,
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+/// The controller quorum as DescribeQuorum reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumView {
+    pub leader: NodeId,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    /// Registered nodes that are not voters (they pull the committed log).
+    pub observers: Vec<QuorumReplica>,
 }
 
 /// One entry of AlterClientQuotas: the entity and its changes (`None` removes the key).
@@ -1857,5 +1881,6 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::DeleteAcls(v) => Answer::DeleteAcls(each(v, &e)),
         Answer::AlterQuotas(v) => Answer::AlterQuotas(each(v, &e)),
         Answer::UpdateFeatures(v) => Answer::UpdateFeatures(each(v, &e)),
+        Answer::DescribeQuorum(o) => Answer::DescribeQuorum(o.and(Err(e))),
     }
 }

@@ -1,6 +1,6 @@
 //! Authorization of the APIs Kafka checks on the cluster resource as a whole
 //! (DescribeLogDirs, ElectLeaders, partition reassignments, SCRAM users, client quotas,
-//! feature levels, WriteTxnMarkers):
+//! feature levels, the controller quorum, WriteTxnMarkers):
 //! under `--authorizer acl`, a client without the operation gets Kafka's
 //! CLUSTER_AUTHORIZATION_FAILED in the shape each response has, and the handler never runs.
 
@@ -32,6 +32,7 @@ const MESSAGE: &str = "Cluster authorization failed.";
 fn operation(body: &RequestKind) -> Option<AclOperation> {
     Some(match body {
         RequestKind::DescribeLogDirs(_)
+        | RequestKind::DescribeQuorum(_)
         | RequestKind::ListPartitionReassignments(_)
         | RequestKind::DescribeUserScramCredentials(_) => AclOperation::Describe,
         RequestKind::ElectLeaders(_)
@@ -103,6 +104,9 @@ pub fn refused(
                 h,
                 &AlterClientQuotasResponse::default().with_entries(entries),
             )
+        }
+        RequestKind::DescribeQuorum(_) => {
+            respond(h, &super::describe_quorum::whole(DENIED, MESSAGE))
         }
         RequestKind::UpdateFeatures(_) => {
             respond(h, &super::update_features::whole(DENIED, MESSAGE))

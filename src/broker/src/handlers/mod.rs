@@ -27,6 +27,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod fetch;
@@ -107,6 +108,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::UpdateFeatures, 0, 2),
     // KIP-966: Metadata's topics a page at a time (`describe_topic_partitions`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // KIP-595/853: the controller quorum (`describe_quorum`).
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -130,7 +133,8 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
         | ApiKey::AlterClientQuotas
-        | ApiKey::UpdateFeatures => Some(ShardId(0)),
+        | ApiKey::UpdateFeatures
+        | ApiKey::DescribeQuorum => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -240,6 +244,7 @@ pub async fn dispatch(
         RequestKind::DescribeClientQuotas(r) => respond(h, &client_quotas::describe(shard, r)),
         RequestKind::AlterClientQuotas(r) => respond(h, &client_quotas::alter(shard, r).await),
         RequestKind::UpdateFeatures(r) => respond(h, &update_features::handle(shard, h, r).await),
+        RequestKind::DescribeQuorum(r) => respond(h, &describe_quorum::handle(shard, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             respond(h, &describe_topic_partitions::handle(shard, client, r))
         }
