@@ -199,10 +199,12 @@ def check_transaction_version_2(admin, bootstrap, replicated):
         EndTxnRequest, InitProducerIdRequest, TxnOffsetCommitRequest)
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
-    topic, tid, group = "py-tv2", "py-tv2-txn", "py-tv2-group"
-    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": -1}})
-    wait_until(f"{topic} listed", lambda: topic in admin.list_topics())
+    topic, tid, group, many = "py-tv2", "py-tv2-txn", "py-tv2-group", "py-tv2-many"
+    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": -1},
+                         many: {"num_partitions": 3, "replication_factor": -1}})
+    wait_until(f"{topic} listed", lambda: {topic, many} <= set(admin.list_topics()))
     wait_for_leaders(admin, topic, 1)
+    wait_for_leaders(admin, many, 3)
     base = first_offsets(bootstrap, topic, 1, replicated)[0]
     leader = {t["name"]: t for t in admin.describe_topics([topic])}[topic]["partitions"][0]["leader_id"]
     txn_node = coordinator(admin, tid, 1)
@@ -213,16 +215,19 @@ def check_transaction_version_2(admin, bootstrap, replicated):
     assert r.error_code == 0, r
     pid, epoch = r.producer_id, r.producer_epoch
 
-    def produce(epoch, seq, value):
+    def batch(epoch, seq, value):
         b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
                                       producer_id=pid, producer_epoch=epoch, base_sequence=seq,
                                       batch_size=1 << 16)
         b.append(0, int(time.time() * 1000), b"k", value, [])
+        return bytes(b.build())
+
+    def produce(epoch, seq, value):
         Topic = ProduceRequest.TopicProduceData
         req = ProduceRequest(
             transactional_id=tid, acks=-1, timeout_ms=30000,
             topic_data=[Topic(name=topic, partition_data=[
-                Topic.PartitionProduceData(index=0, records=bytes(b.build()))])],
+                Topic.PartitionProduceData(index=0, records=batch(epoch, seq, value))])],
             min_version=12, max_version=12)
         return send(admin, req, leader).responses[0].partition_responses[0].error_code
 
@@ -231,8 +236,22 @@ def check_transaction_version_2(admin, bootstrap, replicated):
                                       committed=commit, min_version=5, max_version=5), txn_node)
         return r.error_code, r.producer_id, r.producer_epoch
 
-    # Transaction 1: a record and the group's offset, committed.
+    # Transaction 1: a record, one more in each partition of another topic (a request per
+    # leader: its partitions are added together), and the group's offset, committed.
     assert produce(epoch, 0, b"committed") == 0
+    leaders = {}
+    for p in {t["name"]: t for t in admin.describe_topics([many])}[many]["partitions"]:
+        leaders.setdefault(p["leader_id"], []).append(p["partition_index"])
+    Topic = ProduceRequest.TopicProduceData
+    for node, parts in leaders.items():
+        req = ProduceRequest(
+            transactional_id=tid, acks=-1, timeout_ms=30000,
+            topic_data=[Topic(name=many, partition_data=[
+                Topic.PartitionProduceData(index=p, records=batch(epoch, 0, b"many-%d" % p))
+                for p in parts])],
+            min_version=12, max_version=12)
+        got = send(admin, req, node).responses[0].partition_responses
+        assert [r.error_code for r in got] == [0] * len(parts), got
     Topic = TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
     r = send(admin, TxnOffsetCommitRequest(
         transactional_id=tid, group_id=group, producer_id=pid, producer_epoch=epoch,
@@ -253,18 +272,19 @@ def check_transaction_version_2(admin, bootstrap, replicated):
     assert produce(epoch, 0, b"aborted") == 0
     assert end(epoch, False) == (0, pid, epoch + 1)
 
-    def read(isolation):
+    def read(isolation, name=topic, partitions=1):
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                           isolation_level=isolation, auto_offset_reset="earliest",
                           consumer_timeout_ms=3000)
-        tp = TopicPartition(topic, 0)
-        c.assign([tp])
-        got = [m.value for m in c]
+        c.assign([TopicPartition(name, p) for p in range(partitions)])
+        got = sorted(m.value for m in c)
         c.close()
         return got
     wait_until("the committed record is readable",
                lambda: read("read_committed") == [b"committed"])
-    assert read("read_uncommitted") == [b"committed", b"aborted"]
+    assert read("read_uncommitted") == [b"aborted", b"committed"]
+    wait_until("the other topic's records are readable",
+               lambda: read("read_committed", many, 3) == [b"many-0", b"many-1", b"many-2"])
     offsets = admin.list_group_offsets({group: None})[group]
     assert offsets[TopicPartition(topic, 0)].offset == base + 1, offsets
     log("transaction version 2 ok")

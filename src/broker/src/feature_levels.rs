@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// The levels and their epoch (the controller-log index at which this node adopted them,
-/// as Kafka reports the metadata offset of its image: higher means newer).
+/// The levels and their epoch (the controller-log index of this node's latest adoption, as
+/// Kafka reports the metadata offset of its image: higher means newer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finalized {
     /// -1 until the first adoption (clients read that as "not known").
@@ -37,13 +37,11 @@ impl Default for FeatureStore {
 }
 
 impl FeatureStore {
-    /// Adopts the image's levels at controller-log index `index` (the epoch moves only
-    /// when the levels change, or at the first adoption).
+    /// Adopts the image's levels at controller-log index `index`: the epoch is the index of
+    /// every adoption (as Kafka's is its image's offset), so a node that adopted later never
+    /// reports a lower epoch than one that shows older levels.
     pub fn set(&self, levels: &BTreeMap<String, i16>, index: u64) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if cur.epoch >= 0 && cur.levels == *levels {
-            return;
-        }
         *cur = Arc::new(Finalized {
             epoch: i64::try_from(index).unwrap_or(i64::MAX),
             levels: levels.clone(),

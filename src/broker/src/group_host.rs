@@ -1064,7 +1064,11 @@ async fn add_offsets_partition(
     shard: &Rc<BrokerShard>,
     r: &sluice_codec::kafka_protocol::messages::TxnOffsetCommitRequest,
 ) -> Option<i16> {
-    let (_, n) = partitions(shard)?;
+    // (No offsets topic: nothing coordinates the group here; the offsets must not be taken
+    // outside the transaction.)
+    let Some((_, n)) = partitions(shard) else {
+        return Some(NOT_COORDINATOR);
+    };
     let group = r.group_id.0.as_str();
     let partition = (OFFSETS_TOPIC.to_string(), partition_for(group, n));
     let codes = crate::txn_host::verify(
@@ -1078,16 +1082,21 @@ async fn add_offsets_partition(
     .await;
     match codes.first().copied() {
         Some(0) => None,
+        // The transaction is changing (another add, or its end): retriable for every
+        // TxnOffsetCommit version, as a produce's is.
+        Some(sluice_txn::code::CONCURRENT_TRANSACTIONS) => Some(COORDINATOR_LOAD_IN_PROGRESS),
         Some(code) => Some(code),
         None => Some(crate::kerr::UNKNOWN_SERVER_ERROR),
     }
 }
 
-/// Whether the KIP-848 consumer group protocol is on: group.version finalized at 1 or more
-/// (or no levels adopted yet, as before features existed).
+/// Whether the KIP-848 consumer group protocol is on: group.version finalized at 1 or more,
+/// or no metadata.version finalized yet (nothing adopted, or a log from before features
+/// whose levels the controller has not written yet: it served the protocol).
 fn consumer_protocol_enabled(shard: &BrokerShard) -> bool {
+    use sluice_meta::features::{GROUP_VERSION, METADATA_VERSION};
     let finalized = shard.shared_handle.features.get();
-    finalized.epoch < 0 || finalized.level(sluice_meta::features::GROUP_VERSION) >= 1
+    finalized.level(METADATA_VERSION) == 0 || finalized.level(GROUP_VERSION) >= 1
 }
 
 /// Entry point for group APIs: routes to the shard(s) owning the groups' offsets

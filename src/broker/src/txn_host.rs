@@ -804,12 +804,18 @@ async fn run_single(shard: &Rc<BrokerShard>, h: &RequestHeaderInfo, body: Reques
         RequestKind::EndTxn(r) => {
             let id = r.transactional_id.0.to_string();
             // v5 is transaction version 2 (KIP-890 part 2): the end bumps the epoch and
-            // may rotate the producer id, so this node's block must have one.
+            // may rotate the producer id.
             let tv2 = v >= 5;
             let (code, pid, epoch) = match slot_for(shard, &id) {
                 Err(code) => (code, -1, -1),
                 Ok(slot) => {
-                    if tv2 {
+                    // Only an end at an exhausted epoch rotates to a new id (then this node's
+                    // block must have one); others never wait for the controller.
+                    let exhausted =
+                        slot.coord.borrow().describe(&id).is_ok_and(|t| {
+                            t.producer_epoch >= sluice_txn::PRODUCER_EPOCH_EXHAUSTED
+                        });
+                    if tv2 && exhausted {
                         crate::handlers::init_producer_id::refill(shard).await;
                     }
                     let (pid, epoch, commit) = (r.producer_id.0, r.producer_epoch, r.committed);

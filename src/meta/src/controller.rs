@@ -367,19 +367,26 @@ impl Controller {
             .map(|&n| (n, now_ms))
             .collect();
         self.tick_hint = None;
-        let mut out = Vec::new();
-        let image = &self.speculative;
-        if image.cluster_id().is_some() && image.feature_level(METADATA_VERSION) == 0 {
-            // A log written before features: finalize what it already served, once (a
-            // proposal that fails is made again by the next active controller).
-            let records = crate::features::upgrade_levels()
-                .into_iter()
-                .map(|(name, level)| Record::FeatureLevel { name, level })
-                .collect();
-            out.extend(self.propose(None, records));
-        }
+        let mut out = self.upgrade_features();
         self.schedule(&mut out);
         out
+    }
+
+    /// A log written before features (no metadata.version finalized): finalizes the levels
+    /// it already served, each only if it is not already there (a client may have set one
+    /// meanwhile). Made again at every tick of an active controller until it commits, so a
+    /// refused proposal is not left for the next election.
+    fn upgrade_features(&mut self) -> Vec<Effect> {
+        let image = &self.speculative;
+        if image.cluster_id().is_none() || image.feature_level(METADATA_VERSION) != 0 {
+            return Vec::new();
+        }
+        let records: Vec<Record> = crate::features::upgrade_levels()
+            .into_iter()
+            .filter(|(name, level)| image.feature_level(name) != *level)
+            .map(|(name, level)| Record::FeatureLevel { name, level })
+            .collect();
+        self.propose(None, records)
     }
 
     /// This node no longer leads: new commands get NOT_CONTROLLER and nothing is fenced.
@@ -1728,6 +1735,7 @@ impl Controller {
         if !self.active {
             return out;
         }
+        out.extend(self.upgrade_features());
         let timeout = self.config.broker_session_timeout_ms;
         let expired: Vec<Record> = self
             .speculative

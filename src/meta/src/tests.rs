@@ -2702,6 +2702,34 @@ fn a_log_from_before_features_gets_the_levels_it_served() {
             },
         ]
     );
+    // A level set meanwhile (the upgrade's proposal failed, a client set group.version) is
+    // not proposed again: only the missing one is.
+    let image = MetadataImage::replay(&[
+        Record::ClusterId {
+            cluster_id: "abcdefghijklmnopqrstuv".into(),
+        },
+        Record::FeatureLevel {
+            name: GROUP_VERSION.into(),
+            level: 1,
+        },
+    ])
+    .unwrap();
+    let mut ctl = Controller::new(ControllerConfig::default(), image);
+    let batch = ctl
+        .become_active(0)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Propose { batch, .. } => Some(batch),
+            _ => None,
+        })
+        .expect("metadata.version is proposed");
+    assert_eq!(
+        decode_batch(&batch).unwrap(),
+        vec![Record::FeatureLevel {
+            name: METADATA_VERSION.into(),
+            level: 25
+        }]
+    );
     // A new log (no cluster id yet) gets them with its bootstrap entry instead.
     let mut fresh = Controller::new(ControllerConfig::default(), MetadataImage::new());
     assert!(!fresh

@@ -79,8 +79,9 @@ struct Snapshot {
     /// When the open transaction began; -1 when none has.
     start_ms: i64,
     last_update_ms: i64,
-    /// The transaction (open or last) runs on transaction version 2 (KIP-890 part 2): its
-    /// end bumped the epoch. In the log as value v1's `clientTransactionVersion`.
+    /// The transaction was ended by a client on transaction version 2 (KIP-890 part 2,
+    /// EndTxn v5), which bumped the epoch: set from that end until the next transaction
+    /// starts, never by a fence. In the log as value v1's `clientTransactionVersion`.
     tv2: bool,
     /// The producer id the transaction's end rotates to (its epoch was exhausted); -1 when
     /// none. Value v1's `nextProducerId`.
@@ -447,6 +448,9 @@ impl TxnCoordinator {
                 let mut next = cur.clone();
                 if cur.state != TxnState::Ongoing {
                     next.start_ms = now_ms;
+                    // A new transaction: how it ends (and so whether a later EndTxn may
+                    // be a retry of a version 2 end) is not known yet.
+                    next.tv2 = false;
                 }
                 next.state = TxnState::Ongoing;
                 next.partitions.extend(partitions.iter().cloned());
@@ -654,7 +658,9 @@ impl TxnCoordinator {
         }
         let txn = self.txns.get(id)?;
         let cur = &txn.current;
-        if !cur.tv2 || txn.pending.is_some() {
+        // `tv2` holds only from a client's version 2 end until the next transaction
+        // starts: a fence's abort clears it, so the fenced producer's EndTxn is refused.
+        if !cur.tv2 {
             return None;
         }
         let bumped = producer_id == cur.producer_id
@@ -668,6 +674,9 @@ impl TxnCoordinator {
             return None;
         }
         let end = match cur.state {
+            // Another change in flight (the Complete record, or what follows the end): the
+            // retry waits for it (CONCURRENT_TRANSACTIONS).
+            _ if txn.pending.is_some() => None,
             TxnState::CompleteCommit => Some(true),
             TxnState::CompleteAbort => Some(false),
             TxnState::PrepareCommit | TxnState::PrepareAbort => None,
@@ -962,6 +971,9 @@ impl TxnCoordinator {
         // always fits.
         next.producer_epoch = next.producer_epoch.saturating_add(1);
         next.last_producer_epoch = -1;
+        // The coordinator's own abort, not a client's version 2 end: an EndTxn naming the
+        // epoch before it is the fenced producer's, never a retry (`retried_end`).
+        next.tv2 = false;
         next.state = TxnState::PrepareAbort;
         next.last_update_ms = now_ms;
         next

@@ -991,3 +991,54 @@ fn a_version_2_end_at_an_exhausted_epoch_rotates_the_producer_id() {
     assert_eq!(h.add(TID, new_pid, 0, &[("t", 0)]), code::NONE);
     assert_eq!(h.end_v2(TID, new_pid, 0, true), (code::NONE, new_pid, 1));
 }
+
+#[test]
+fn a_fenced_producer_gets_no_epoch_back_from_a_version_2_end() {
+    let mut h = Harness::new();
+    let (pid, e0) = h.init(TID);
+    assert_eq!(h.add(TID, pid, e0, &[("t", 0)]), code::NONE);
+    assert_eq!(h.end_v2(TID, pid, e0, true), (code::NONE, pid, e0 + 1));
+    // The next transaction times out: the broker aborts it under a bumped epoch.
+    let e1 = e0 + 1;
+    assert_eq!(h.add(TID, pid, e1, &[("t", 0)]), code::NONE);
+    h.tick(h.now + 120_000);
+    h.markers_all();
+    assert_eq!(h.state(TID), TxnState::CompleteAbort);
+    assert_eq!(h.c.describe(TID).unwrap().producer_epoch, e1 + 1);
+    // The fenced producer's end (its epoch is one below) is no retry of its own end.
+    assert_eq!(h.end_v2(TID, pid, e1, false).0, code::PRODUCER_FENCED);
+    assert_eq!(h.end_v2(TID, pid, e1, true).0, code::PRODUCER_FENCED);
+}
+
+#[test]
+fn a_version_2_end_retried_while_it_completes_is_told_to_wait() {
+    let mut h = Harness::new();
+    let (pid, e0) = h.init(TID);
+    assert_eq!(h.add(TID, pid, e0, &[("t", 0)]), code::NONE);
+    let t = h.token();
+    let e =
+        h.c.end_txn(t, h.now, TID, pid, e0, true, true, &mut || None);
+    h.take(e);
+    h.persist_all();
+    // The markers are written; the Complete record is not durable yet.
+    let m = h.markers.remove(0);
+    let e =
+        h.c.markers_written(&m.transactional_id, m.producer_id, m.producer_epoch, h.now);
+    h.take(e);
+    let retry = h.token();
+    let e =
+        h.c.end_txn(retry, h.now, TID, pid, e0, true, true, &mut || None);
+    h.take(e);
+    assert!(matches!(
+        h.reply(retry),
+        Some(Reply::EndTxn {
+            error: code::CONCURRENT_TRANSACTIONS,
+            ..
+        })
+    ));
+    h.persist_all();
+    assert!(matches!(
+        h.reply(t),
+        Some(Reply::EndTxn { error: code::NONE, producer_epoch, .. }) if producer_epoch == e0 + 1
+    ));
+}

@@ -58,15 +58,11 @@ pub fn handle(
     names.retain(|n| from.as_ref().is_none_or(|f| n >= f));
     // Under the authorizer: topics the client may not describe are left out of a listing
     // of all, and refused by name (whether or not they exist) when named.
-    let mut refused = Vec::new();
-    names.retain(|n| {
-        let ok = authz::allowed(shard, client, Describe, Topic, n);
-        if !ok && !all {
-            refused.push(error_topic(n, kerr::TOPIC_AUTHORIZATION_FAILED));
-        }
-        ok
-    });
-    let mut remaining = r.response_partition_limit.min(RESPONSE_PARTITIONS_MAX);
+    if all {
+        names.retain(|n| authz::allowed(shard, client, Describe, Topic, n));
+    }
+    // At least one partition per page (as Kafka), so paging always moves on.
+    let mut remaining = r.response_partition_limit.clamp(1, RESPONSE_PARTITIONS_MAX);
     let mut response = DescribeTopicPartitionsResponse::default();
     for name in &names {
         if remaining == 0 {
@@ -74,8 +70,11 @@ pub fn handle(
             response.next_cursor = Some(next(name, 0));
             break;
         }
-        if remaining < 0 {
-            break;
+        if !all && !authz::allowed(shard, client, Describe, Topic, name) {
+            response
+                .topics
+                .push(error_topic(name, kerr::TOPIC_AUTHORIZATION_FAILED));
+            continue;
         }
         let Some(t) = image.get(name) else {
             if !all {
@@ -124,7 +123,6 @@ pub fn handle(
             break;
         }
     }
-    response.topics.extend(refused);
     response
 }
 

@@ -2,7 +2,7 @@
 //! ([`crate::produce_rules`]) on the connection's shard, then goes to the owning shard
 //! (concurrently when a request spans shards); acks=all answers after the fsync that covers
 //! the batch. A transactional batch that would open its producer's transaction in a
-//! partition is first confirmed with the transaction coordinator ([`verified_append`],
+//! partition is first confirmed with the transaction coordinator ([`verify_batches`],
 //! KIP-890 part 1), or from Produce v12 on added to the transaction by it (part 2: a
 //! client on transaction version 2 sends no AddPartitionsToTxn).
 
@@ -209,38 +209,59 @@ pub async fn handle(
     // Kafka's rule: Produce v12+ comes from a client that may rely on the partition being
     // added to its transaction implicitly.
     let add = h.api_version >= 12;
-    let futs: Vec<_> = accepted
+    let items: Vec<(u64, PartitionRequest, Option<bytes::Bytes>)> = accepted
         .into_iter()
-        .map(|((topic_key, req), records)| {
-            let shard = shard.clone();
-            let records = records.map(|b| sharing.batch(b));
-            let id = transactional_id.clone();
+        .map(|((topic_key, req), records)| (topic_key, req, records.map(|b| sharing.batch(b))))
+        .collect();
+    let futs: Vec<_> = items
+        .iter()
+        .map(|(topic_key, req, records)| {
+            let (shard, req, records) = (shard.clone(), *req, records.clone());
             let refusals = client.refusals.clone();
+            let key = (*topic_key, req.partition);
             async move {
-                let (mut reply, _) = shard.partition_call(req, records.clone()).await;
-                if reply.error_code == kerr::VERIFY_TXN {
-                    reply = verified_append(
-                        &shard,
-                        id.as_deref(),
-                        req,
-                        records.clone(),
-                        reply.size,
-                        add,
-                    )
-                    .await;
+                let (reply, _) = shard.partition_call(req, records.clone()).await;
+                if reply.error_code != kerr::VERIFY_TXN {
+                    // A refusal that came without waiting (this shard's view of the topic,
+                    // or no owner here) is remembered before the next request is looked at.
+                    remember(&refusals, key, &reply, records.as_deref(), now);
                 }
-                // A refusal that came without waiting (this shard's view of the topic, or
-                // no owner here) is remembered before the next request is looked at.
-                let key = (topic_key, req.partition);
-                let header = records
-                    .as_deref()
-                    .and_then(sluice_storage::hdr::Header::parse);
-                remember_refusal(&refusals, key, reply.error_code, header.as_ref(), now);
                 reply
             }
         })
         .collect();
-    let replies = join_all(futs).await;
+    let mut replies = join_all(futs).await;
+    // KIP-890: the batches that would open their producer's transaction in a partition,
+    // confirmed (or, v12+, added) with the coordinator in one call for all of them, as
+    // Kafka's leader does per request (added one by one, the adds would race).
+    let waiting: Vec<usize> = (0..replies.len())
+        .filter(|&i| replies[i].error_code == kerr::VERIFY_TXN)
+        .collect();
+    if !waiting.is_empty() {
+        let verdicts =
+            verify_batches(shard, transactional_id.as_deref(), &items, &waiting, add).await;
+        let appends: Vec<_> = waiting
+            .iter()
+            .zip(verdicts)
+            .map(|(&i, verdict)| {
+                let (topic_key, req, records) = items[i].clone();
+                let (shard, guard) = (shard.clone(), replies[i].size);
+                let refusals = client.refusals.clone();
+                async move {
+                    let reply = match verdict {
+                        Ok(()) => guarded_append(&shard, req, records.clone(), guard).await,
+                        Err(code) => crate::ops::PartitionReply::error(code),
+                    };
+                    let key = (topic_key, req.partition);
+                    remember(&refusals, key, &reply, records.as_deref(), now);
+                    reply
+                }
+            })
+            .collect();
+        for (&i, reply) in waiting.iter().zip(join_all(appends).await) {
+            replies[i] = reply;
+        }
+    }
     let mut endpoints = BTreeMap::new();
     for (((ti, pi), (topic_id, partition)), reply) in slots.into_iter().zip(targets).zip(replies) {
         let p = &mut responses[ti].partition_responses[pi];
@@ -319,59 +340,88 @@ fn retriable(code: i16) -> bool {
     code.err().is_some_and(|e| e.is_retriable())
 }
 
-/// KIP-890 part 1: the partition's owner asked for the coordinator's word on a
-/// transactional batch that would open its producer's transaction there (so a batch
-/// arriving after its transaction ended, a late retry or a fenced producer's, cannot open
-/// one that nothing would ever end). Asks the coordinator (with `add`, part 2: asks it to
-/// add the partition to the transaction; a late write of an ended transaction carries the
-/// epoch its end bumped past, and is fenced), then sends the batch again with the owner's
-/// marker count as its guard; a refusal is answered with its produce code.
-async fn verified_append(
+/// Remembers a refused batch of its producer (see [`remember_refusal`]).
+fn remember(
+    refusals: &std::cell::RefCell<ConnRefusals<(u64, i32)>>,
+    key: (u64, i32),
+    reply: &crate::ops::PartitionReply,
+    records: Option<&[u8]>,
+    now: i64,
+) {
+    let header = records.and_then(sluice_storage::hdr::Header::parse);
+    remember_refusal(refusals, key, reply.error_code, header.as_ref(), now);
+}
+
+/// KIP-890 part 1: the partitions' owners asked for the coordinator's word on transactional
+/// batches that would open their producer's transaction there (so a batch arriving after
+/// its transaction ended, a late retry or a fenced producer's, cannot open one that nothing
+/// would ever end). Asks the coordinator once per producer (id and epoch) for all of its
+/// partitions in `waiting` (indexes into `items`); with `add` (part 2) asks it to add them
+/// to the transaction (a late write of an ended transaction carries the epoch its end
+/// bumped past, and is fenced). Per waiting batch: append it, or the produce code that
+/// refuses it.
+async fn verify_batches(
     shard: &Rc<BrokerShard>,
     transactional_id: Option<&str>,
+    items: &[(u64, PartitionRequest, Option<bytes::Bytes>)],
+    waiting: &[usize],
+    add: bool,
+) -> Vec<Result<(), i16>> {
+    let mut verdicts = vec![Err(kerr::UNKNOWN_SERVER_ERROR); waiting.len()];
+    // (producer id, epoch) -> (slots in `waiting`, their partitions)
+    type Waiting = (Vec<usize>, Vec<(String, i32)>);
+    let mut producers: BTreeMap<(i64, i16), Waiting> = BTreeMap::new();
+    let topics = shard.topics();
+    for (slot, &i) in waiting.iter().enumerate() {
+        let (_, req, records) = &items[i];
+        let header = records
+            .as_deref()
+            .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok());
+        let (Some(h), Some(_)) = (header, transactional_id) else {
+            // (The handler refuses transactional batches without a transactional id.)
+            verdicts[slot] = Err(kerr::INVALID_REQUEST);
+            continue;
+        };
+        let Some(topic) = topics.get_by_id(&req.topic_id).map(|t| t.name.clone()) else {
+            verdicts[slot] = Err(kerr::UNKNOWN_TOPIC_OR_PARTITION);
+            continue;
+        };
+        let entry = producers
+            .entry((h.producer_id, h.producer_epoch))
+            .or_default();
+        entry.0.push(slot);
+        entry.1.push((topic, req.partition));
+    }
+    let id = transactional_id.unwrap_or_default();
+    for ((pid, epoch), (slots, partitions)) in producers {
+        let codes = crate::txn_host::verify(shard, id, pid, epoch, &partitions, add).await;
+        for (k, slot) in slots.into_iter().enumerate() {
+            let code = codes.get(k).copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR);
+            verdicts[slot] = match code {
+                kerr::NONE => Ok(()),
+                // The coordinator cannot answer now, or the transaction is changing:
+                // retriable for every client version.
+                kerr::COORDINATOR_NOT_AVAILABLE
+                | kerr::NOT_COORDINATOR
+                | kerr::COORDINATOR_LOAD_IN_PROGRESS
+                | CONCURRENT_TRANSACTIONS => Err(kerr::NOT_ENOUGH_REPLICAS),
+                // Produce has no PRODUCER_FENCED; the epoch error says the same.
+                PRODUCER_FENCED => Err(kerr::INVALID_PRODUCER_EPOCH),
+                other => Err(other),
+            };
+        }
+    }
+    verdicts
+}
+
+/// Sends a confirmed batch again with the owner's marker count as its guard (appended only
+/// if no marker reached the partition since the owner asked, as Kafka's verification guard).
+async fn guarded_append(
+    shard: &Rc<BrokerShard>,
     mut req: PartitionRequest,
     records: Option<bytes::Bytes>,
     guard: i64,
-    add: bool,
 ) -> crate::ops::PartitionReply {
-    let refuse = crate::ops::PartitionReply::error;
-    let (Some(id), Some(h)) = (
-        transactional_id,
-        records
-            .as_deref()
-            .and_then(|b| sluice_codec::batch::BatchHeader::parse(b).ok()),
-    ) else {
-        // (The handler refuses transactional batches without a transactional id.)
-        return refuse(kerr::INVALID_REQUEST);
-    };
-    let Some(topic) = shard
-        .topics()
-        .get_by_id(&req.topic_id)
-        .map(|t| t.name.clone())
-    else {
-        return refuse(kerr::UNKNOWN_TOPIC_OR_PARTITION);
-    };
-    let codes = crate::txn_host::verify(
-        shard,
-        id,
-        h.producer_id,
-        h.producer_epoch,
-        &[(topic, req.partition)],
-        add,
-    )
-    .await;
-    match codes.first().copied().unwrap_or(kerr::UNKNOWN_SERVER_ERROR) {
-        kerr::NONE => {}
-        // The coordinator cannot answer now, or the transaction is ending: retriable for
-        // every client version.
-        kerr::COORDINATOR_NOT_AVAILABLE
-        | kerr::NOT_COORDINATOR
-        | kerr::COORDINATOR_LOAD_IN_PROGRESS
-        | CONCURRENT_TRANSACTIONS => return refuse(kerr::NOT_ENOUGH_REPLICAS),
-        // Produce has no PRODUCER_FENCED; the epoch error says the same.
-        PRODUCER_FENCED => return refuse(kerr::INVALID_PRODUCER_EPOCH),
-        other => return refuse(other),
-    }
     if let PartitionOp::Produce {
         acks, timeout_ms, ..
     } = req.op
@@ -386,7 +436,7 @@ async fn verified_append(
     let (reply, _) = shard.partition_call(req, records).await;
     if reply.error_code == kerr::VERIFY_TXN {
         // Never twice for one batch (the owner answers it only without a guard).
-        return refuse(kerr::NOT_ENOUGH_REPLICAS);
+        return crate::ops::PartitionReply::error(kerr::NOT_ENOUGH_REPLICAS);
     }
     reply
 }
