@@ -312,6 +312,10 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
                         }
                     }
                 }
+                ConfigResource::ClientMetrics(name) => {
+                    out.push(16);
+                    put_str(out, name)?;
+                }
             }
             put_str(out, key)?;
             match value {
@@ -539,6 +543,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
                 } else {
                     None
                 }),
+                16 => ConfigResource::ClientMetrics(r.string("client metrics name")?),
                 _ => {
                     return Err(DecodeError::Invalid {
                         what: "config resource type",

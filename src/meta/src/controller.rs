@@ -170,6 +170,8 @@ pub enum ConfigTarget {
     Topic(String),
     /// `None`: the cluster-wide default.
     Broker(Option<NodeId>),
+    /// A client-metrics subscription (KIP-714), by name; it exists while it has overrides.
+    ClientMetrics(String),
 }
 
 /// One resource's change: set (`Some`) or remove (`None`) keys. `replace` (the legacy
@@ -1032,6 +1034,14 @@ impl Controller {
                     false,
                 )
             }
+            // Checked below, with the codes Kafka gives (not only INVALID_CONFIG).
+            ConfigTarget::ClientMetrics(name) => {
+                (
+                    ConfigResource::ClientMetrics(name.clone()),
+                    accept_all as ConfigCheck,
+                    false,
+                )
+            }
         };
         let empty = BTreeMap::new();
         let old = self.speculative.configs(&resource).unwrap_or(&empty);
@@ -1048,6 +1058,21 @@ impl Controller {
         }
         check_config_strings(c.ops.iter().map(|(k, v)| (k, v.as_ref())))?;
         check(&new).or_else(|m| err(code::INVALID_CONFIG, m))?;
+        if let ConfigTarget::ClientMetrics(name) = &c.target {
+            crate::client_metrics::check(name, &new).or_else(|r| err(r.code, r.message))?;
+            if !self.speculative.client_metrics().contains_key(name)
+                && self.speculative.client_metrics().len()
+                    >= crate::client_metrics::SUBSCRIPTIONS_MAX
+            {
+                return err(
+                    code::POLICY_VIOLATION,
+                    format!(
+                        "At most {} client metrics subscriptions.",
+                        crate::client_metrics::SUBSCRIPTIONS_MAX
+                    ),
+                );
+            }
+        }
         if internal && new.get("cleanup.policy").map(|v| v.trim()) != Some("compact") {
             // Time or size retention would erase committed offsets and group metadata.
             return err(
@@ -1059,7 +1084,7 @@ impl Controller {
         for (k, v) in &new {
             if old.get(k) != Some(v) {
                 recs.push(Record::Config {
-                    resource,
+                    resource: resource.clone(),
                     key: k.clone(),
                     value: Some(v.clone()),
                 });
@@ -1067,7 +1092,7 @@ impl Controller {
         }
         for k in old.keys().filter(|k| !new.contains_key(*k)) {
             recs.push(Record::Config {
-                resource,
+                resource: resource.clone(),
                 key: k.clone(),
                 value: None,
             });

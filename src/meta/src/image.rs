@@ -136,6 +136,8 @@ pub struct Delta {
     pub quotas: bool,
     /// Whether any finalized feature level changed.
     pub features: bool,
+    /// Some client-metrics subscription changed.
+    pub client_metrics: bool,
 }
 
 impl Delta {
@@ -153,6 +155,9 @@ pub struct MetadataImage {
     topics: BTreeMap<TopicId, TopicImage>,
     cluster_configs: BTreeMap<String, String>,
     node_configs: BTreeMap<NodeId, BTreeMap<String, String>>,
+    /// Client-metrics subscriptions by name, none empty (at most
+    /// `client_metrics::SUBSCRIPTIONS_MAX`).
+    client_metrics: BTreeMap<String, BTreeMap<String, String>>,
     /// The last block handed out; the next starts at or after its end.
     producer_ids: Option<ProducerIdsBlock>,
     /// SCRAM credentials by (user, mechanism id).
@@ -290,7 +295,13 @@ impl MetadataImage {
             ConfigResource::Topic(id) => self.topics.get(id).map(|t| &t.configs),
             ConfigResource::Broker(None) => Some(&self.cluster_configs),
             ConfigResource::Broker(Some(n)) => self.node_configs.get(n),
+            ConfigResource::ClientMetrics(name) => self.client_metrics.get(name),
         }
+    }
+
+    /// Client-metrics subscriptions (KIP-714) by name, each with its overrides.
+    pub fn client_metrics(&self) -> &BTreeMap<String, BTreeMap<String, String>> {
+        &self.client_metrics
     }
 
     /// The first producer id not yet handed out.
@@ -458,6 +469,18 @@ impl MetadataImage {
                         self.node_configs.get(n)
                     }
                     ConfigResource::Broker(None) => Some(&self.cluster_configs),
+                    ConfigResource::ClientMetrics(name) => {
+                        let known = self.client_metrics.get(name);
+                        if name.is_empty() || name.len() > crate::codec::STRING_BYTES_MAX {
+                            return invalid("bad client metrics name");
+                        }
+                        if known.is_none()
+                            && self.client_metrics.len() >= crate::client_metrics::SUBSCRIPTIONS_MAX
+                        {
+                            return invalid("too many client metrics subscriptions");
+                        }
+                        known
+                    }
                 };
                 check_configs([(key, value.as_ref())])?;
                 let old = configs.and_then(|c| c.get(key));
@@ -669,6 +692,10 @@ impl MetadataImage {
                         delta.broker_configs.insert(Some(*n));
                         self.node_configs.entry(*n).or_default()
                     }
+                    ConfigResource::ClientMetrics(name) => {
+                        delta.client_metrics = true;
+                        self.client_metrics.entry(name.clone()).or_default()
+                    }
                 };
                 match value {
                     Some(v) => {
@@ -678,10 +705,18 @@ impl MetadataImage {
                         configs.remove(key);
                     }
                 }
-                if let ConfigResource::Broker(Some(n)) = resource {
-                    if self.node_configs.get(n).is_some_and(|c| c.is_empty()) {
-                        self.node_configs.remove(n);
+                match resource {
+                    ConfigResource::Broker(Some(n)) => {
+                        if self.node_configs.get(n).is_some_and(|c| c.is_empty()) {
+                            self.node_configs.remove(n);
+                        }
                     }
+                    ConfigResource::ClientMetrics(name) => {
+                        if self.client_metrics.get(name).is_some_and(|c| c.is_empty()) {
+                            self.client_metrics.remove(name);
+                        }
+                    }
+                    _ => {}
                 }
             }
             Record::ProducerIds(b) => {
@@ -842,6 +877,11 @@ impl MetadataImage {
         for (n, c) in &self.node_configs {
             for kv in c {
                 out.push(config(ConfigResource::Broker(Some(*n)), kv));
+            }
+        }
+        for (name, c) in &self.client_metrics {
+            for kv in c {
+                out.push(config(ConfigResource::ClientMetrics(name.clone()), kv));
             }
         }
         for t in self.topics.values() {

@@ -14,6 +14,7 @@
 //! - `features`: the feature levels (KIP-584) this build supports, a new cluster's levels,
 //!   and UpdateFeatures' checks.
 //! - `acl`: access-control bindings and filters in Kafka's codes, and their validation.
+//! - `client_metrics`: client-metrics subscriptions (KIP-714) and their checks.
 //! - `quota`: client-quota entities and keys, their validation and lookup order.
 //! - `codec`: their versioned binary encoding (the format is documented there).
 //! - `image`: [`MetadataImage`], built by applying records in order; each application
@@ -95,6 +96,7 @@
 
 pub mod acl;
 pub mod bootstrap;
+pub mod client_metrics;
 pub mod codec;
 pub mod controller;
 pub mod features;

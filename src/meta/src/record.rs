@@ -12,12 +12,15 @@ pub type NodeId = i32;
 /// A topic id (KIP-516): 16 bytes of a random UUID, never all zero.
 pub type TopicId = [u8; 16];
 
-/// What a config record applies to (Kafka's `ConfigResource`: type 2 topic, 4 broker).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a config record applies to (Kafka's `ConfigResource`: type 2 topic, 4 broker, 16
+/// client metrics).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigResource {
     Topic(TopicId),
     /// `None`: the cluster-wide default (Kafka's broker resource named ""); `Some(n)`: node n.
     Broker(Option<NodeId>),
+    /// A client-metrics subscription (KIP-714), by name (see `client_metrics`).
+    ClientMetrics(String),
 }
 
 /// One metadata record. Each kind has a type byte (Kafka's metadata `apiKey` where Kafka has

@@ -920,6 +920,11 @@ fn snapshot_replays_to_the_same_image() {
                     ops: vec![("x".into(), Some("y".into()))],
                     replace: false,
                 },
+                AlterConfig {
+                    target: ConfigTarget::ClientMetrics("sub".into()),
+                    ops: vec![("metrics".into(), Some("*".into()))],
+                    replace: false,
+                },
             ],
             false,
         )
@@ -2048,13 +2053,30 @@ fn random_commands(seed: u64) -> (usize, usize) {
                     rng.below(5) == 0,
                 ),
                 4 => {
-                    let target = if rng.below(2) == 0 {
-                        ConfigTarget::Topic(pick(&mut rng))
-                    } else {
-                        ConfigTarget::Broker(Some(rng.below(4) as NodeId - 1).filter(|&n| n != 0))
+                    let target = match rng.below(3) {
+                        0 => ConfigTarget::Topic(pick(&mut rng)),
+                        1 => ConfigTarget::Broker(
+                            Some(rng.below(4) as NodeId - 1).filter(|&n| n != 0),
+                        ),
+                        _ => ConfigTarget::ClientMetrics(
+                            ["s1", "s2", ""][rng.below(3) as usize].to_string(),
+                        ),
                     };
                     let ops = (0..rng.below(3))
-                        .map(|_| (key(&mut rng), (rng.below(3) > 0).then(|| "1".to_string())))
+                        .map(|_| {
+                            let k = if matches!(target, ConfigTarget::ClientMetrics(_)) {
+                                match rng.below(4) {
+                                    0 => "interval.ms".to_string(),
+                                    1 => "metrics".to_string(),
+                                    2 => "match".to_string(),
+                                    _ => key(&mut rng),
+                                }
+                            } else {
+                                key(&mut rng)
+                            };
+                            let v = ["1", "1000", "*", "client_id=a.*"][rng.below(4) as usize];
+                            (k, (rng.below(3) > 0).then(|| v.to_string()))
+                        })
                         .collect();
                     c.ctl.alter_configs(
                         t,
@@ -2736,4 +2758,44 @@ fn a_log_from_before_features_gets_the_levels_it_served() {
         .become_active(0)
         .iter()
         .any(|e| matches!(e, Effect::Propose { .. })));
+}
+
+#[test]
+fn client_metrics_subscriptions_are_checked_stored_and_removed() {
+    let mut c = Cluster::new(&[1]);
+    let alter = |name: &str, ops: &[(&str, Option<&str>)]| AlterConfig {
+        target: ConfigTarget::ClientMetrics(name.into()),
+        ops: ops
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect(),
+        replace: false,
+    };
+    let r = c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![
+                alter("s", &[("metrics", Some("org.apache.kafka.")), ("interval.ms", Some("1000"))]),
+                alter("", &[("metrics", Some("*"))]),
+                alter("bad", &[("interval.ms", Some("50"))]),
+                alter("bad2", &[("match", Some("host=x"))]),
+                alter("bad3", &[("bogus", Some("1"))]),
+            ],
+            false,
+        )
+    });
+    let Answer::AlterConfigs(v) = r else { panic!("{r:?}") };
+    let codes: Vec<_> = v.iter().map(|(_, o)| o.as_ref().err().map(|e| e.code)).collect();
+    assert_eq!(codes, vec![None, Some(42), Some(42), Some(40), Some(42)]);
+    let subs = c.ctl.image().client_metrics().clone();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs["s"]["interval.ms"], "1000");
+    assert!(c.deltas.last().expect("a delta").client_metrics);
+    let image = c.ctl.image().clone();
+    assert_eq!(MetadataImage::replay(&image.snapshot()).unwrap(), image);
+    // Removing every override removes the subscription.
+    c.run(|ctl, t| {
+        ctl.alter_configs(t, vec![alter("s", &[("metrics", None), ("interval.ms", None)])], false)
+    });
+    assert!(c.ctl.image().client_metrics().is_empty());
 }
