@@ -26,7 +26,7 @@ import time
 from perfutil import free_port, cpu_seconds, kcat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLUICE = os.path.join(ROOT, "target", "release", "sluice")
+SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, "target", "release", "sluice"))
 RECORD_BYTES = 1024
 
 

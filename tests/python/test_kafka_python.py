@@ -4,7 +4,8 @@ Run by tests/tests/python_client.rs with the venv from scripts/install-test-deps
     tests/.venv/bin/python tests/python/test_kafka_python.py --bootstrap 127.0.0.1:PORT
 
 Covers admin (create_topics, list_topics, describe_configs, delete_topics, describe_features,
-update_features, describe_topic_partitions, describe_metadata_quorum), transactions on transaction.version 2 by raw
+update_features, describe_topic_partitions, describe_metadata_quorum, client-metrics
+configs and list_config_resources), transactions on transaction.version 2 by raw
 requests, produce with
 every codec with and without idempotence, and consume by assign() (no consumer group:
 the broker has no group coordinator yet), checking every record byte for byte with its
@@ -351,6 +352,65 @@ def check_metadata_quorum(admin, nodes):
         f"hw {p['high_watermark']}, {len(p['current_voters'])} voters")
 
 
+def check_client_metrics(admin):
+    """client-metrics subscriptions (KIP-714) as config resources, as kafka-client-metrics.sh
+    alters and describes them."""
+    from kafka.admin import AlterConfigOp
+
+    CM = ConfigResourceType.CLIENT_METRICS
+
+    def described(name):
+        got = admin.describe_configs([ConfigResource(CM, name)], config_filter="all")
+        return got["client_metrics"][name]
+
+    def alter(name, configs, **kw):
+        got = admin.alter_configs([ConfigResource(CM, name, configs)], **kw)
+        return got["client_metrics"][name]
+
+    # A subscription that does not exist shows every config at its default.
+    d = described("py-none")
+    assert {k: v["value"] for k, v in d.items()} == {
+        "metrics": "", "interval.ms": "300000", "match": ""}, d
+    res = alter("py-sub", {"metrics": "org.apache.kafka.producer.", "interval.ms": "1000",
+                           "match": "client_id=py-.*"})
+    assert res == "OK", res
+
+    def set_everywhere():
+        d = described("py-sub")
+        return d["interval.ms"]["value"] == "1000" and d["interval.ms"]["config_source"] == "DYNAMIC_CLIENT_METRICS_CONFIG"
+    wait_until("client-metrics subscription described", set_everywhere)
+    d = described("py-sub")
+    assert d["metrics"]["value"] == "org.apache.kafka.producer.", d
+    # ListConfigResources (kafka-client-metrics.sh --list): the subscription, and with no
+    # type named, topics and brokers too.
+    listed = wait_until("subscription listed",
+                        lambda: admin.list_config_resources(["CLIENT_METRICS"]))
+    assert listed == {"client_metrics": ["py-sub"]}, listed
+    every = admin.list_config_resources()
+    assert "py-sub" in every["client_metrics"] and "py-none-plain" in every["topic"], every
+    assert len(every["broker"]) >= 1, every
+    assert d["match"]["value"] == "client_id=py-.*", d
+    # Refused with Kafka's codes: a bad interval and an unknown key (INVALID_REQUEST), a bad
+    # match entry (INVALID_CONFIG), list operations on this resource (INVALID_CONFIG).
+    for configs, code, text in [
+        ({"interval.ms": "10"}, 42, "interval must be between 100 and 3600000"),
+        ({"bogus": "1"}, 42, "Unknown client metrics configuration: bogus"),
+        ({"match": "host=x"}, 40, "Illegal client matching pattern"),
+        ({"metrics": (AlterConfigOp.APPEND, "x")}, 40, "not LIST"),
+    ]:
+        res = alter("py-sub", configs, raise_on_unknown=False)
+        # kafka-python reports a refused resource as "[Error CODE] Name: message".
+        assert str(res).startswith(f"[Error {code}]") and text in str(res), f"{configs}: {res!r}"
+    assert described("py-sub")["interval.ms"]["value"] == "1000"
+    # Deleting every override removes the subscription: defaults again.
+    alter("py-sub", {k: (AlterConfigOp.DELETE, None) for k in ("metrics", "interval.ms", "match")})
+    wait_until("client-metrics subscription gone",
+               lambda: described("py-sub")["interval.ms"]["config_source"] == "DEFAULT_CONFIG")
+    wait_until("subscription unlisted",
+               lambda: not admin.list_config_resources(["CLIENT_METRICS"]))
+    log("client-metrics subscriptions ok")
+
+
 def check_features(admin):
     from kafka.errors import InvalidUpdateVersionError
 
@@ -473,6 +533,8 @@ def main():
 
     # --- feature levels (KIP-584): ApiVersions describes them, UpdateFeatures changes them --
     check_features(admin)
+    # --- client-metrics subscriptions (KIP-714) as config resources ----------------------
+    check_client_metrics(admin)
     # --- transactions on transaction.version 2 (KIP-890 part 2), by raw requests ----------
     check_transaction_version_2(admin, bootstrap, replicated)
 

@@ -321,6 +321,37 @@ impl Controller {
         )
         .await
     }
+
+    /// Edits client-metrics subscription `name` (KIP-714): `edit` gets its overrides (none
+    /// when it does not exist) and gives the whole new set, checked here as the controller
+    /// checks it, so a change that alters nothing is still refused when invalid.
+    pub async fn alter_client_metrics(
+        &self,
+        shard: &Rc<BrokerShard>,
+        name: String,
+        validate_only: bool,
+        edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, (i16, String)>,
+    ) -> Result<(), (i16, String)> {
+        let node = self.runtime()?;
+        let current = shard
+            .shared_handle
+            .client_metrics
+            .get()
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let new = edit(&current)?;
+        sluice_meta::client_metrics::check(&name, &new).map_err(|r| (r.code, r.message))?;
+        crate::metadata_sync::alter_configs(
+            shard,
+            &node,
+            sluice_meta::controller::ConfigTarget::ClientMetrics(name),
+            &current,
+            &new,
+            validate_only,
+        )
+        .await
+    }
 }
 
 /// The same failure for every requested topic: when the new state cannot be stored (a full

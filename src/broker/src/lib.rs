@@ -25,6 +25,7 @@ pub mod connections;
 pub mod controller;
 pub mod coord_log;
 pub mod error;
+pub mod client_metrics;
 pub mod feature_levels;
 pub mod group_acl;
 pub mod group_host;
@@ -122,6 +123,8 @@ pub struct Shared {
     pub quotas: quotas::QuotaStore,
     /// The finalized feature levels.
     pub features: feature_levels::FeatureStore,
+    /// Client-metrics subscriptions (KIP-714), as adopted from the controller log.
+    pub client_metrics: client_metrics::ClientMetricsStore,
     /// Every shard serves clients and shutdown has not begun (`/v1/status/ready`).
     pub serving: std::sync::atomic::AtomicBool,
     /// The bound admin listener until shard 0 takes it to serve the admin API.
@@ -303,6 +306,7 @@ pub fn run(
         acls: authz::AclStore::new(&config),
         quotas: Default::default(),
         features: Default::default(),
+        client_metrics: Default::default(),
         serving: Default::default(),
         admin_listener: Mutex::new(admin_listener),
     });

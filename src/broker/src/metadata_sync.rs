@@ -458,6 +458,10 @@ async fn adopt(shard: &Rc<BrokerShard>) {
     shard.shared_handle.acls.set(image.acls());
     shard.shared_handle.quotas.set(image.quotas());
     shard.shared_handle.features.set(image.features(), index);
+    shard
+        .shared_handle
+        .client_metrics
+        .set(image.client_metrics());
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.

@@ -271,6 +271,7 @@ top_level!(
     EndTxnResponse,
     DescribeClientQuotasResponse,
     ListTransactionsResponse,
+    ListConfigResourcesResponse,
 );
 
 /// Each `$f(item.error_code)` over a list of items.

@@ -998,6 +998,10 @@ impl Writer {
                 self.u8(2);
                 self.i32(*n);
             }
+            ConfigTarget::ClientMetrics(n) => {
+                self.u8(3);
+                self.str(n);
+            }
         }
     }
     fn acl(&mut self, b: &AclBinding) {
@@ -1183,6 +1187,7 @@ impl<'a> Reader<'a> {
             0 => Ok(ConfigTarget::Topic(self.str()?)),
             1 => Ok(ConfigTarget::Broker(None)),
             2 => Ok(ConfigTarget::Broker(Some(self.i32()?))),
+            3 => Ok(ConfigTarget::ClientMetrics(self.str()?)),
             _ => Err(WireError("bad config target")),
         }
     }
@@ -1220,6 +1225,11 @@ mod tests {
             },
             Command::AlterConfigs {
                 changes: vec![AlterConfig {
+                    target: ConfigTarget::ClientMetrics("sub".into()),
+                    ops: vec![("interval.ms".into(), Some("1000".into()))],
+                    replace: false,
+                },
+                AlterConfig {
                     target: ConfigTarget::Broker(Some(2)),
                     ops: vec![("k".into(), None), ("j".into(), Some("v".into()))],
                     replace: true,

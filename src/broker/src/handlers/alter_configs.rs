@@ -7,7 +7,7 @@ use sluice_codec::kafka_protocol::messages::alter_configs_response::AlterConfigs
 use sluice_codec::kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use sluice_codec::RequestHeaderInfo;
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_CLIENT_METRICS, RESOURCE_TOPIC};
 use super::str_bytes;
 use sluice_meta::acl::AclOperation;
 
@@ -102,6 +102,17 @@ pub async fn handle(
                 }
                 Err(e) => Err(e),
             },
+            // The given settings replace the subscription's (none given: it goes).
+            RESOURCE_CLIENT_METRICS => {
+                controller
+                    .alter_client_metrics(
+                        shard,
+                        res.resource_name.to_string(),
+                        r.validate_only,
+                        |_| Ok(new),
+                    )
+                    .await
+            }
             other => Err((
                 kerr::INVALID_REQUEST,
                 format!("unsupported resource type {other}"),

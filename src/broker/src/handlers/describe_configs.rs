@@ -1,4 +1,5 @@
-//! DescribeConfigs for topics (overrides over broker values over defaults) and the broker.
+//! DescribeConfigs for topics (overrides over broker values over defaults), the broker, and
+//! client-metrics subscriptions (KIP-714).
 
 use std::rc::Rc;
 
@@ -20,6 +21,9 @@ use crate::topics::ClusterState;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_CLIENT_METRICS: i8 = 16;
+/// DescribeConfigs' config source of a set client-metrics config.
+const CLIENT_METRICS_CONFIG: i8 = 7;
 
 /// Where a dynamic broker config in effect on this node comes from: the node's own
 /// (DYNAMIC_BROKER_CONFIG) or the cluster-wide default (DYNAMIC_DEFAULT_BROKER_CONFIG).
@@ -263,6 +267,50 @@ pub fn handle(
                         .into_iter()
                         .filter(|(n, ..)| wanted(n))
                         .map(|(n, v, s, t)| entry(&n, &v, s, t, None, r.include_synonyms))
+                        .collect();
+                }
+            }
+            RESOURCE_CLIENT_METRICS => {
+                let name = res.resource_name.as_str();
+                if name.is_empty() {
+                    out.error_code = kerr::INVALID_REQUEST;
+                    out.error_message = Some(str_bytes(
+                        "Client metrics subscription name must not be empty",
+                    ));
+                } else {
+                    // Every config, set or not; a subscription that does not exist shows
+                    // the defaults (Kafka's answer too).
+                    let subscriptions = shard.shared_handle.client_metrics.get();
+                    let set = subscriptions.get(name);
+                    out.configs = sluice_meta::client_metrics::CONFIGS
+                        .iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|&(k, default)| {
+                            let config_type = if k == sluice_meta::client_metrics::INTERVAL_MS {
+                                3 // INT
+                            } else {
+                                7 // LIST
+                            };
+                            let value = set.and_then(|s| s.get(k));
+                            let mut e = entry(
+                                k,
+                                value.map_or(default, String::as_str),
+                                ConfigSource::Default,
+                                config_type,
+                                None,
+                                false,
+                            );
+                            if let Some(v) = value {
+                                e.config_source = CLIENT_METRICS_CONFIG;
+                                if r.include_synonyms {
+                                    e.synonyms = vec![DescribeConfigsSynonym::default()
+                                        .with_name(str_bytes(k))
+                                        .with_value(Some(str_bytes(v)))
+                                        .with_source(CLIENT_METRICS_CONFIG)];
+                                }
+                            }
+                            e
+                        })
                         .collect();
                 }
             }

@@ -12,7 +12,7 @@ use sluice_codec::kafka_protocol::messages::{
 use sluice_codec::RequestHeaderInfo;
 
 use super::alter_configs::{broker_target, check_broker_config};
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_CLIENT_METRICS, RESOURCE_TOPIC};
 use super::str_bytes;
 use sluice_meta::acl::AclOperation;
 
@@ -155,6 +155,41 @@ pub async fn handle(
                 }
                 Err(e) => Err(e),
             },
+            RESOURCE_CLIENT_METRICS => {
+                let listed = res
+                    .configs
+                    .iter()
+                    .find(|c| matches!(c.config_operation, OP_APPEND | OP_SUBTRACT));
+                match listed {
+                    // Kafka's controller knows no config types of this resource, so it
+                    // refuses list operations on it.
+                    Some(c) => Err((
+                        kerr::INVALID_CONFIG,
+                        format!(
+                            "Can't {} to key {} because its type is not LIST.",
+                            if c.config_operation == OP_APPEND {
+                                "APPEND"
+                            } else {
+                                "SUBTRACT"
+                            },
+                            c.name.as_str()
+                        ),
+                    )),
+                    None => {
+                        controller
+                            .alter_client_metrics(
+                                shard,
+                                res.resource_name.to_string(),
+                                r.validate_only,
+                                |cur| {
+                                    apply(cur, &res.configs, |_| None)
+                                        .map_err(|p| (kerr::INVALID_CONFIG, p.message()))
+                                },
+                            )
+                            .await
+                    }
+                }
+            }
             other => Err((
                 kerr::INVALID_REQUEST,
                 format!("unsupported resource type {other}"),

@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod list_config_resources;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
 pub mod metadata;
@@ -108,6 +109,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::UpdateFeatures, 0, 2),
     // KIP-966: Metadata's topics a page at a time (`describe_topic_partitions`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::ListConfigResources, 0, 1),
     // KIP-595/853: the controller quorum (`describe_quorum`).
     (ApiKey::DescribeQuorum, 0, 2),
 ];
@@ -247,6 +249,9 @@ pub async fn dispatch(
         RequestKind::DescribeQuorum(r) => respond(h, &describe_quorum::handle(shard, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             respond(h, &describe_topic_partitions::handle(shard, client, r))
+        }
+        RequestKind::ListConfigResources(r) => {
+            respond(h, &list_config_resources::handle(shard, client, h, r))
         }
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
