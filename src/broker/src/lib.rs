@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod authz;
 pub mod cleaner_budget;
+pub mod client_metrics;
 pub mod cluster_view;
 pub mod config;
 pub mod conn;
@@ -25,7 +26,6 @@ pub mod connections;
 pub mod controller;
 pub mod coord_log;
 pub mod error;
-pub mod client_metrics;
 pub mod feature_levels;
 pub mod group_acl;
 pub mod group_host;

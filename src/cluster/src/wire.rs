@@ -1224,16 +1224,18 @@ mod tests {
                 validate_only: false,
             },
             Command::AlterConfigs {
-                changes: vec![AlterConfig {
-                    target: ConfigTarget::ClientMetrics("sub".into()),
-                    ops: vec![("interval.ms".into(), Some("1000".into()))],
-                    replace: false,
-                },
-                AlterConfig {
-                    target: ConfigTarget::Broker(Some(2)),
-                    ops: vec![("k".into(), None), ("j".into(), Some("v".into()))],
-                    replace: true,
-                }],
+                changes: vec![
+                    AlterConfig {
+                        target: ConfigTarget::ClientMetrics("sub".into()),
+                        ops: vec![("interval.ms".into(), Some("1000".into()))],
+                        replace: false,
+                    },
+                    AlterConfig {
+                        target: ConfigTarget::Broker(Some(2)),
+                        ops: vec![("k".into(), None), ("j".into(), Some("v".into()))],
+                        replace: true,
+                    },
+                ],
                 validate_only: false,
             },
             Command::AllocateProducerIds { node: 3, epoch: 9 },

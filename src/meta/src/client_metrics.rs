@@ -83,7 +83,9 @@ pub fn check(name: &str, configs: &BTreeMap<String, String>) -> Result<(), Refus
             Err(_) => {
                 return refuse(
                     INVALID_CONFIG,
-                    format!("Invalid value {v} for configuration {INTERVAL_MS}: Not a number of type INT"),
+                    format!(
+                    "Invalid value {v} for configuration {INTERVAL_MS}: Not a number of type INT"
+                ),
                 )
             }
         };
@@ -146,7 +148,10 @@ mod tests {
     #[test]
     fn kafkas_checks_in_order() {
         let ok = configs(&[
-            (METRICS, "org.apache.kafka.producer., org.apache.kafka.consumer.fetch"),
+            (
+                METRICS,
+                "org.apache.kafka.producer., org.apache.kafka.consumer.fetch",
+            ),
             (INTERVAL_MS, "1000"),
             (MATCH, "client_id=app-.*,client_software_name=librdkafka"),
         ]);
@@ -156,16 +161,26 @@ mod tests {
         let r = code("s", &[("bogus", "1"), (INTERVAL_MS, "1")]);
         assert_eq!(
             (r.code, r.message.as_str()),
-            (INVALID_REQUEST, "Unknown client metrics configuration: bogus")
+            (
+                INVALID_REQUEST,
+                "Unknown client metrics configuration: bogus"
+            )
         );
         for bad in ["99", "3600001", "-1"] {
-            assert_eq!(code("s", &[(INTERVAL_MS, bad)]).code, INVALID_REQUEST, "{bad}");
+            assert_eq!(
+                code("s", &[(INTERVAL_MS, bad)]).code,
+                INVALID_REQUEST,
+                "{bad}"
+            );
         }
         assert_eq!(code("s", &[(INTERVAL_MS, "x")]).code, INVALID_CONFIG);
         for bad in ["client_id", "host=.*", "client_id=a=b", "client_id="] {
             let r = code("s", &[(MATCH, bad)]);
             assert_eq!(r.code, INVALID_CONFIG, "{bad}");
-            assert!(r.message.starts_with("Illegal client matching pattern"), "{bad}");
+            assert!(
+                r.message.starts_with("Illegal client matching pattern"),
+                "{bad}"
+            );
         }
         let r = code("s", &[(MATCH, "client_id=(")]);
         assert_eq!(r.message, "Illegal client matching pattern: client_id=(");

@@ -1035,13 +1035,11 @@ impl Controller {
                 )
             }
             // Checked below, with the codes Kafka gives (not only INVALID_CONFIG).
-            ConfigTarget::ClientMetrics(name) => {
-                (
-                    ConfigResource::ClientMetrics(name.clone()),
-                    accept_all as ConfigCheck,
-                    false,
-                )
-            }
+            ConfigTarget::ClientMetrics(name) => (
+                ConfigResource::ClientMetrics(name.clone()),
+                accept_all as ConfigCheck,
+                false,
+            ),
         };
         let empty = BTreeMap::new();
         let old = self.speculative.configs(&resource).unwrap_or(&empty);

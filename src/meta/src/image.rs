@@ -706,15 +706,15 @@ impl MetadataImage {
                     }
                 }
                 match resource {
-                    ConfigResource::Broker(Some(n)) => {
-                        if self.node_configs.get(n).is_some_and(|c| c.is_empty()) {
-                            self.node_configs.remove(n);
-                        }
+                    ConfigResource::Broker(Some(n))
+                        if self.node_configs.get(n).is_some_and(|c| c.is_empty()) =>
+                    {
+                        self.node_configs.remove(n);
                     }
-                    ConfigResource::ClientMetrics(name) => {
-                        if self.client_metrics.get(name).is_some_and(|c| c.is_empty()) {
-                            self.client_metrics.remove(name);
-                        }
+                    ConfigResource::ClientMetrics(name)
+                        if self.client_metrics.get(name).is_some_and(|c| c.is_empty()) =>
+                    {
+                        self.client_metrics.remove(name);
                     }
                     _ => {}
                 }

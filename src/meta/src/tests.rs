@@ -2775,7 +2775,13 @@ fn client_metrics_subscriptions_are_checked_stored_and_removed() {
         ctl.alter_configs(
             t,
             vec![
-                alter("s", &[("metrics", Some("org.apache.kafka.")), ("interval.ms", Some("1000"))]),
+                alter(
+                    "s",
+                    &[
+                        ("metrics", Some("org.apache.kafka.")),
+                        ("interval.ms", Some("1000")),
+                    ],
+                ),
                 alter("", &[("metrics", Some("*"))]),
                 alter("bad", &[("interval.ms", Some("50"))]),
                 alter("bad2", &[("match", Some("host=x"))]),
@@ -2784,8 +2790,13 @@ fn client_metrics_subscriptions_are_checked_stored_and_removed() {
             false,
         )
     });
-    let Answer::AlterConfigs(v) = r else { panic!("{r:?}") };
-    let codes: Vec<_> = v.iter().map(|(_, o)| o.as_ref().err().map(|e| e.code)).collect();
+    let Answer::AlterConfigs(v) = r else {
+        panic!("{r:?}")
+    };
+    let codes: Vec<_> = v
+        .iter()
+        .map(|(_, o)| o.as_ref().err().map(|e| e.code))
+        .collect();
     assert_eq!(codes, vec![None, Some(42), Some(42), Some(40), Some(42)]);
     let subs = c.ctl.image().client_metrics().clone();
     assert_eq!(subs.len(), 1);
@@ -2795,7 +2806,11 @@ fn client_metrics_subscriptions_are_checked_stored_and_removed() {
     assert_eq!(MetadataImage::replay(&image.snapshot()).unwrap(), image);
     // Removing every override removes the subscription.
     c.run(|ctl, t| {
-        ctl.alter_configs(t, vec![alter("s", &[("metrics", None), ("interval.ms", None)])], false)
+        ctl.alter_configs(
+            t,
+            vec![alter("s", &[("metrics", None), ("interval.ms", None)])],
+            false,
+        )
     });
     assert!(c.ctl.image().client_metrics().is_empty());
 }
