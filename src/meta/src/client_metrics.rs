@@ -4,9 +4,10 @@
 //! overrides like a topic's, kept by the image under its name; one with no overrides left
 //! does not exist.
 //!
-//! Invariants: every stored subscription has a non-empty name and at least one override,
-//! only the keys of [`CONFIGS`], and values that pass [`check`]; at most
-//! [`SUBSCRIPTIONS_MAX`] exist.
+//! Invariants: every stored subscription has a non-empty name of at most
+//! `codec::STRING_BYTES_MAX` bytes and at least one override, and at most
+//! [`SUBSCRIPTIONS_MAX`] exist (the image refuses records that break these); its keys and
+//! values pass [`check`] (the controller checks every change before it proposes it).
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,15 @@ pub fn check(name: &str, configs: &BTreeMap<String, String>) -> Result<(), Refus
     if name.is_empty() {
         return refuse(INVALID_REQUEST, "Subscription name can't be empty");
     }
+    if name.len() > crate::codec::STRING_BYTES_MAX {
+        return refuse(
+            INVALID_REQUEST,
+            format!(
+                "Subscription name is longer than {} bytes",
+                crate::codec::STRING_BYTES_MAX
+            ),
+        );
+    }
     if let Some(k) = configs
         .keys()
         .find(|k| !CONFIGS.iter().any(|(c, _)| c == k))
@@ -116,7 +126,10 @@ pub fn list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 /// One `match` entry, `selector=regex`, as (selector, compiled regex anchored to the whole
-/// value, as Java's `Matcher.matches`). Like Kafka's, a regex cannot contain `=`.
+/// value, as Java's `Matcher.matches`). Like Kafka's, a regex cannot contain `=`. Edges
+/// where Kafka differs: it accepts `selector=regex=` (Java's split drops the trailing empty
+/// part) and refuses an empty entry between commas, which `list` skips; Java regexes with
+/// lookaround or backreferences, which the regex crate lacks, are refused here.
 pub fn parse_match(entry: &str) -> Result<(&str, regex::Regex), String> {
     let illegal = || format!("Illegal client matching pattern: {entry}");
     let mut parts = entry.split('=');
@@ -128,10 +141,16 @@ pub fn parse_match(entry: &str) -> Result<(&str, regex::Regex), String> {
     if !SELECTORS.contains(&selector) || pattern.is_empty() {
         return Err(illegal());
     }
-    let re = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(MATCH_REGEX_BYTES_MAX)
-        .build()
-        .map_err(|_| illegal())?;
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(MATCH_REGEX_BYTES_MAX)
+            .build()
+            .map_err(|_| illegal())
+    };
+    // The bare pattern must compile on its own: wrapped first, an unbalanced one such as
+    // `a)|(?:.*` would escape the anchors and match every client.
+    build(pattern)?;
+    let re = build(&format!("^(?:{pattern})$"))?;
     Ok((selector, re))
 }
 
@@ -184,6 +203,12 @@ mod tests {
         }
         let r = code("s", &[(MATCH, "client_id=(")]);
         assert_eq!(r.message, "Illegal client matching pattern: client_id=(");
+        // Unbalanced patterns cannot escape the anchors.
+        for bad in ["client_id=a)(b", "client_id=a)|(?:.*"] {
+            assert_eq!(code("s", &[(MATCH, bad)]).code, INVALID_CONFIG, "{bad}");
+        }
+        let long = "n".repeat(crate::codec::STRING_BYTES_MAX + 1);
+        assert_eq!(code(&long, &[]).code, INVALID_REQUEST);
     }
 
     #[test]

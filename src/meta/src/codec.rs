@@ -34,6 +34,7 @@
 //!                      adding:list<varint> removing:list<varint> revision:uvarint
 //!   4 Config           resource config key:string value:option<string>
 //!                      resource := 2 uuid (topic) | 4 option<varint> (broker; absent: cluster)
+//!                                | 16 name:string (client-metrics subscription)
 //!   5 PartitionChange  as Partition
 //!   7 FenceBroker      node:varint epoch:uvarint
 //!   8 UnfenceBroker    node:varint epoch:uvarint

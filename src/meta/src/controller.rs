@@ -1054,13 +1054,25 @@ impl Controller {
                 None => new.remove(k),
             };
         }
-        check_config_strings(c.ops.iter().map(|(k, v)| (k, v.as_ref())))?;
-        check(&new).or_else(|m| err(code::INVALID_CONFIG, m))?;
         if let ConfigTarget::ClientMetrics(name) = &c.target {
+            // Before the generic string checks: Kafka answers an empty name first.
             crate::client_metrics::check(name, &new).or_else(|r| err(r.code, r.message))?;
-            if !self.speculative.client_metrics().contains_key(name)
-                && self.speculative.client_metrics().len()
-                    >= crate::client_metrics::SUBSCRIPTIONS_MAX
+            let known = self.speculative.client_metrics();
+            // Subscriptions this request's earlier entries create count too.
+            let created: BTreeSet<&str> = records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Config {
+                        resource: ConfigResource::ClientMetrics(n),
+                        value: Some(_),
+                        ..
+                    } if !known.contains_key(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if !new.is_empty()
+                && !known.contains_key(name)
+                && known.len() + created.len() >= crate::client_metrics::SUBSCRIPTIONS_MAX
             {
                 return err(
                     code::POLICY_VIOLATION,
@@ -1071,6 +1083,8 @@ impl Controller {
                 );
             }
         }
+        check_config_strings(c.ops.iter().map(|(k, v)| (k, v.as_ref())))?;
+        check(&new).or_else(|m| err(code::INVALID_CONFIG, m))?;
         if internal && new.get("cleanup.policy").map(|v| v.trim()) != Some("compact") {
             // Time or size retention would erase committed offsets and group metadata.
             return err(

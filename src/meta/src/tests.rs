@@ -154,6 +154,11 @@ fn every_kind() -> Vec<Record> {
             key: "x".into(),
             value: Some(String::new()),
         },
+        Record::Config {
+            resource: ConfigResource::ClientMetrics("sub".into()),
+            key: "metrics".into(),
+            value: Some("*".into()),
+        },
         Record::ProducerIds(ProducerIdsBlock {
             node: 1,
             first: i64::MAX - 1000,
@@ -2813,4 +2818,48 @@ fn client_metrics_subscriptions_are_checked_stored_and_removed() {
         )
     });
     assert!(c.ctl.image().client_metrics().is_empty());
+}
+
+#[test]
+fn client_metrics_count_limit_holds_within_one_request() {
+    let mut c = Cluster::new(&[1]);
+    let max = crate::client_metrics::SUBSCRIPTIONS_MAX;
+    let set = |name: String| AlterConfig {
+        target: ConfigTarget::ClientMetrics(name),
+        ops: vec![("interval.ms".into(), Some("1000".into()))],
+        replace: false,
+    };
+    for chunk in (0..max - 1).collect::<Vec<_>>().chunks(100) {
+        let changes = chunk.iter().map(|i| set(format!("s{i}"))).collect();
+        c.run(|ctl, t| ctl.alter_configs(t, changes, false));
+    }
+    assert_eq!(c.ctl.image().client_metrics().len(), max - 1);
+    // Two new ones in one request: the first fits, the second does not (and the
+    // controller never proposes a record its image refuses).
+    let r = c.run(|ctl, t| ctl.alter_configs(t, vec![set("x1".into()), set("x2".into())], false));
+    let Answer::AlterConfigs(v) = r else {
+        panic!("{r:?}")
+    };
+    let codes: Vec<_> = v
+        .iter()
+        .map(|(_, o)| o.as_ref().err().map(|e| e.code))
+        .collect();
+    assert_eq!(codes, vec![None, Some(code::POLICY_VIOLATION)]);
+    assert_eq!(c.ctl.image().client_metrics().len(), max);
+    // Deleting from a subscription that does not exist changes nothing and is no violation.
+    let r = c.run(|ctl, t| {
+        ctl.alter_configs(
+            t,
+            vec![AlterConfig {
+                target: ConfigTarget::ClientMetrics("absent".into()),
+                ops: vec![("interval.ms".into(), None)],
+                replace: false,
+            }],
+            false,
+        )
+    });
+    let Answer::AlterConfigs(v) = r else {
+        panic!("{r:?}")
+    };
+    assert!(v[0].1.is_ok(), "{v:?}");
 }
