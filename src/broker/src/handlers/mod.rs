@@ -109,6 +109,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::UpdateFeatures, 0, 2),
     // KIP-966: Metadata's topics a page at a time (`describe_topic_partitions`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // KIP-1142 (v0: KIP-714's ListClientMetricsResources): config resource names
+    // (`list_config_resources`).
     (ApiKey::ListConfigResources, 0, 1),
     // KIP-595/853: the controller quorum (`describe_quorum`).
     (ApiKey::DescribeQuorum, 0, 2),
