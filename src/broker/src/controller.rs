@@ -341,7 +341,8 @@ impl Controller {
             .cloned()
             .unwrap_or_default();
         let new = edit(&current)?;
-        sluice_meta::client_metrics::check(&name, &new).map_err(|r| (r.code, r.message))?;
+        sluice_meta::client_metrics::check(&name, &new)
+            .map_err(|e| crate::metadata_sync::api_err(&e))?;
         crate::metadata_sync::alter_configs(
             shard,
             &node,

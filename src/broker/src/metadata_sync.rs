@@ -519,7 +519,8 @@ async fn wait_for(shard: &Rc<BrokerShard>, done: impl Fn(&crate::topics::TopicTa
     }
 }
 
-fn api_err(e: &ApiError) -> (i16, String) {
+/// A controller refusal as a Kafka error code and message.
+pub fn api_err(e: &ApiError) -> (i16, String) {
     (e.code, e.message.clone())
 }
 

@@ -46,18 +46,11 @@ pub const SUBSCRIPTIONS_MAX: usize = 1024;
 /// pattern is matched against short client strings, so anything near that is abuse).
 pub const MATCH_REGEX_BYTES_MAX: usize = 64 * 1024;
 
-/// Why a subscription's settings are refused: Kafka's error code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: i16,
-    pub message: String,
-}
+use crate::controller::code::{INVALID_CONFIG, INVALID_REQUEST};
+use crate::controller::ApiError;
 
-const INVALID_REQUEST: i16 = 42;
-const INVALID_CONFIG: i16 = 40;
-
-fn refuse(code: i16, message: impl Into<String>) -> Result<(), Refusal> {
-    Err(Refusal {
+fn refuse(code: i16, message: impl Into<String>) -> Result<(), ApiError> {
+    Err(ApiError {
         code,
         message: message.into(),
     })
@@ -65,7 +58,7 @@ fn refuse(code: i16, message: impl Into<String>) -> Result<(), Refusal> {
 
 /// Checks subscription `name` with overrides `configs` (the whole set after the change),
 /// in Kafka's order and with its messages.
-pub fn check(name: &str, configs: &BTreeMap<String, String>) -> Result<(), Refusal> {
+pub fn check(name: &str, configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if name.is_empty() {
         return refuse(INVALID_REQUEST, "Subscription name can't be empty");
     }
@@ -111,10 +104,9 @@ pub fn check(name: &str, configs: &BTreeMap<String, String>) -> Result<(), Refus
     }
     if let Some(v) = configs.get(MATCH) {
         for entry in list(v) {
-            parse_match(entry).map_err(|message| Refusal {
-                code: INVALID_CONFIG,
-                message,
-            })?;
+            if let Err(message) = parse_match(entry) {
+                return refuse(INVALID_CONFIG, message);
+            }
         }
     }
     Ok(())

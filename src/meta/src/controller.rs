@@ -1056,7 +1056,7 @@ impl Controller {
         }
         if let ConfigTarget::ClientMetrics(name) = &c.target {
             // Before the generic string checks: Kafka answers an empty name first.
-            crate::client_metrics::check(name, &new).or_else(|r| err(r.code, r.message))?;
+            crate::client_metrics::check(name, &new)?;
             let known = self.speculative.client_metrics();
             // Subscriptions this request's earlier entries create count too.
             let created: BTreeSet<&str> = records
