@@ -4,10 +4,10 @@
 //! Request latency is merged across shards (one histogram per API: shards × APIs × buckets
 //! would be most of the document); everything else keeps its `shard` label.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::histogram::Histogram;
-use crate::snapshot::ShardSnapshot;
+use crate::snapshot::{ClientSample, ShardSnapshot};
 use crate::text::{clamp, Kind, Text, Value};
 
 /// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
@@ -394,10 +394,77 @@ impl Exposition {
         );
 
         self.encode_groups(enc);
+        self.encode_clients(enc);
     }
 }
 
 impl Exposition {
+    /// Client telemetry (KIP-714): the broker's own counts, then what clients pushed, a
+    /// family per pushed metric. Pushed names are the clients' word, so the document stays
+    /// valid whatever they send: a family keeps the kind of its first series, a family
+    /// whose sample names another family already wrote is left out, a series two shards
+    /// hold (a client that moved) is written once, from the shard that heard from it last,
+    /// and a counter must be a non-negative number.
+    fn encode_clients(&self, enc: &mut Text) {
+        let shards = &self.shards;
+        gauge(
+            enc,
+            "sluice_telemetry_instances",
+            "Client instances (KIP-714 telemetry) the shard knows.",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), clamp(s.client_instances))),
+        );
+        counter(
+            enc,
+            "sluice_telemetry_pushes",
+            "Telemetry pushes the shard accepted.",
+            shards.iter().map(|s| (shard_label(s), s.client_pushes)),
+        );
+        counter(
+            enc,
+            "sluice_telemetry_points_dropped",
+            "Pushed data points not kept: past a series bound, or with a name that cannot \
+             be a metric's.",
+            shards
+                .iter()
+                .map(|s| (shard_label(s), s.client_points_dropped)),
+        );
+        let mut families: BTreeMap<&str, Vec<&ClientSample>> = BTreeMap::new();
+        for c in shards.iter().flat_map(|s| &s.client_series) {
+            families.entry(&c.family).or_default().push(c);
+        }
+        let mut written: HashSet<String> = HashSet::new();
+        for (name, mut series) in families {
+            let counter = series[0].counter;
+            let sample_name = if counter {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if written.contains(name) || !written.insert(sample_name) {
+                continue;
+            }
+            written.insert(name.to_string());
+            series.retain(|c| c.counter == counter && (!counter || c.value >= 0.0));
+            // Newest first, so the first of equal label sets is the one kept.
+            series.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms));
+            let mut seen = HashSet::new();
+            series.retain(|c| seen.insert(&c.labels));
+            let kind = if counter { Kind::Counter } else { Kind::Gauge };
+            enc.family(name, "Pushed by clients (KIP-714 telemetry).", kind);
+            for c in series {
+                let labels: Vec<(&str, &str)> = c
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect();
+                let suffix = if counter { "_total" } else { "" };
+                enc.sample(name, suffix, &labels, None, Value::Float(c.value));
+            }
+        }
+    }
+
     fn encode_partitions(&self, enc: &mut Text) {
         type Row = (Labels, crate::snapshot::PartitionSample);
         let rows: Vec<Row> = if self.node.aggregate {
@@ -643,6 +710,43 @@ mod tests {
         assert!(text.contains(
             "sluice_consumer_group_lag{group=\"g0\",topic=\"orders\",partition=\"0\"} 6"
         ));
+    }
+
+    #[test]
+    fn pushed_client_series_stay_a_valid_document_whatever_clients_send() {
+        let sample = |family: &str, counter, client: &str, value, updated_ms| ClientSample {
+            family: family.into(),
+            counter,
+            labels: vec![Label {
+                name: "client_id".into(),
+                value: client.into(),
+            }],
+            value,
+            updated_ms,
+        };
+        let mut a = shard(0);
+        a.client_instances = 2;
+        a.client_series = vec![
+            sample("sluice_client_x", true, "c1", 5.0, 10),
+            // Same series on another shard, older: left out.
+            sample("sluice_client_q", false, "c1", 1.0, 10),
+            // Another kind in a counter family, a negative counter, a clashing sample name.
+            sample("sluice_client_x", false, "c2", 1.0, 10),
+            sample("sluice_client_x", true, "c3", -1.0, 10),
+            sample("sluice_client_x_total", false, "c1", 1.0, 10),
+        ];
+        let mut b = shard(1);
+        b.client_series = vec![sample("sluice_client_q", false, "c1", 2.0, 20)];
+        let text = render(&node(false), vec![a, b]);
+        assert!(text.contains("sluice_telemetry_instances{shard=\"0\"} 2"));
+        assert!(text.contains(
+            "# TYPE sluice_client_x counter\nsluice_client_x_total{client_id=\"c1\"} 5\n# "
+        ));
+        assert!(
+            text.contains("# TYPE sluice_client_q gauge\nsluice_client_q{client_id=\"c1\"} 2\n# ")
+        );
+        assert!(!text.contains("sluice_client_x_total{client_id=\"c1\"} 1"));
+        assert!(!text.contains("c2") && !text.contains("c3"));
     }
 
     #[test]

@@ -33,6 +33,30 @@ pub struct ShardSnapshot {
     pub cleaner_records_removed: u64,
     pub cleaner_bytes_reclaimed: u64,
     pub cleaner_segments_merged: u64,
+    /// Client telemetry (KIP-714): instances this shard knows, the series their pushes
+    /// made, pushes accepted, and points dropped at a bound.
+    pub client_instances: u64,
+    pub client_series: Vec<ClientSample>,
+    pub client_pushes: u64,
+    pub client_points_dropped: u64,
+}
+
+/// A series a client pushed (KIP-714): its family (already a Prometheus name), whether it
+/// is a counter, its labels (Prometheus names, values as pushed) and its value.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClientSample {
+    pub family: String,
+    pub counter: bool,
+    pub labels: Vec<Label>,
+    pub value: f64,
+    /// When the client last pushed it (the broker's clock, milliseconds).
+    pub updated_ms: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
 }
 
 /// Requests of one API this shard answered, and how long they took.
