@@ -397,3 +397,40 @@ fn an_admin_address_asked_for_and_in_use_fails_the_start() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--admin-listen nowhere"));
     drop(taken);
 }
+
+/// Client telemetry (KIP-714): a librdkafka producer matched by a `client-metrics`
+/// subscription pushes its metrics, which appear on `/metrics` with its instance's labels;
+/// raw GetTelemetrySubscriptions / PushTelemetry requests get Kafka's answers to good
+/// payloads (every codec, null) and bad ones (too early, unknown subscription, unknown
+/// codec, too large, not OTLP, a decompression bomb, a reserved id, after terminating).
+/// The checks are tests/python/telemetry_check.py's.
+#[test]
+fn client_telemetry_pushed_by_clients_appears_on_metrics() {
+    let broker = with_admin(&[]);
+    let root = workspace_root();
+    let python = root.join("tests/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-deps.sh",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/telemetry_check.py"))
+        .arg(broker.bootstrap())
+        .arg(broker.admin_url().expect("admin API asked for"))
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run telemetry_check.py");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "telemetry_check.py: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every scrape of it parsed; once more after all that bad input.
+    let scrape = Scrape::of(&broker);
+    assert_eq!(scrape.status("ready"), 200);
+}

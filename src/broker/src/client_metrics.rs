@@ -1,8 +1,9 @@
 //! The client-metrics subscriptions (KIP-714) this node has adopted from the controller
-//! log: `client-metrics` config resources by name, for DescribeConfigs, AlterConfigs and
-//! ListConfigResources (the telemetry APIs that will hand them to clients are not served
-//! yet). Shard 0 sets them on every adoption (replaced only when they changed); every shard
-//! reads.
+//! log: `client-metrics` config resources by name, for DescribeConfigs, AlterConfigs,
+//! ListConfigResources and the telemetry APIs that hand them to clients
+//! (`crate::telemetry_host`, which compiles them once per change). Shard 0 sets them on
+//! every adoption (replaced only when they changed, so a changed `Arc` means a change);
+//! every shard reads.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -201,6 +201,9 @@ pub struct BrokerConfig {
     /// `transactional.id.expiration.ms` (`--transactional-id-expiration-ms`): a
     /// transactional id with no transaction open and no use for this long is forgotten.
     pub transactional_id_expiration_ms: i64,
+    /// `telemetry.max.bytes` (`--telemetry-max-bytes`): the largest (compressed) metrics
+    /// payload a client may push (KIP-714); larger pushes are TELEMETRY_TOO_LARGE.
+    pub telemetry_max_bytes: i32,
 }
 
 impl BrokerConfig {
@@ -274,6 +277,7 @@ impl Default for BrokerConfig {
             groups: sluice_group::GroupConfig::default(),
             transaction_max_timeout_ms: sluice_txn::TRANSACTION_MAX_TIMEOUT_MS,
             transactional_id_expiration_ms: sluice_txn::TRANSACTIONAL_ID_EXPIRATION_MS,
+            telemetry_max_bytes: sluice_telemetry::TELEMETRY_MAX_BYTES_DEFAULT,
         }
     }
 }

@@ -71,8 +71,8 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     // Kafka shows a member's host as "/1.2.3.4".
-    let peer: Rc<str> = stream
-        .peer_addr()
+    let source = stream.peer_addr().ok();
+    let peer: Rc<str> = source
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default()
         .into();
@@ -87,6 +87,8 @@ pub async fn serve(
         internal: false,
         mute: Rc::default(),
         refusals: Rc::default(),
+        source,
+        software: Rc::default(),
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -427,8 +429,10 @@ async fn serve_stream<S>(
     drop(memory);
     drop(buf);
     let _ = writer_task.await;
-    // Its fetch sessions can serve no other connection: free them now.
+    // Its fetch sessions can serve no other connection: free them now, and the telemetry
+    // instances it introduced (Kafka forgets them with their connection).
     shard.fetch_sessions.borrow_mut().close_connection(conn);
+    shard.telemetry.borrow_mut().connection_closed(conn.0);
 }
 
 /// Once at least [`RESERVE_FRAME_AFTER`] of a frame is in `buf` and it has no room for the
@@ -487,6 +491,11 @@ pub struct Client {
     /// Idempotent batches of this connection refused before they were written, which
     /// their producers' later batches must not overtake (see `handlers::produce`).
     pub refusals: Rc<std::cell::RefCell<ConnRefusals<(u64, i32)>>>,
+    /// The peer's address (none for the node itself).
+    pub source: Option<std::net::SocketAddr>,
+    /// The client software's name and version, as its ApiVersions (v3+) said: what
+    /// telemetry subscriptions match on (`crate::telemetry_host`).
+    pub software: Rc<std::cell::RefCell<Option<(String, String)>>>,
 }
 
 /// Kafka's principal of an unauthenticated client.
@@ -503,6 +512,8 @@ impl Client {
             internal: true,
             mute: Rc::default(),
             refusals: Rc::default(),
+            source: None,
+            software: Rc::default(),
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod sasl_host;
 pub mod scram_store;
 pub mod shard;
 pub mod stats;
+pub mod telemetry_host;
 pub mod tls_host;
 pub mod topic_config;
 pub mod topics;

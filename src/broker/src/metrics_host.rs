@@ -30,6 +30,14 @@ pub fn snapshot(shard: &BrokerShard) -> ShardSnapshot {
         shard: shard.shard_id().0 as u32,
         ..ShardSnapshot::default()
     };
+    {
+        let mut t = shard.telemetry.borrow_mut();
+        let now = crate::shard::now_ms().max(0) as u64;
+        snap.client_series = t.series.samples(now);
+        snap.client_instances = t.instances.len() as u64;
+        snap.client_pushes = t.series.pushes;
+        snap.client_points_dropped = t.series.dropped;
+    }
     let parts = shard.keyed_partitions();
     let owned: HashSet<([u8; 16], i32)> = parts
         .iter()
@@ -272,6 +280,8 @@ top_level!(
     DescribeClientQuotasResponse,
     ListTransactionsResponse,
     ListConfigResourcesResponse,
+    GetTelemetrySubscriptionsResponse,
+    PushTelemetryResponse,
 );
 
 /// Each `$f(item.error_code)` over a list of items.

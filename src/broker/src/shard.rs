@@ -64,6 +64,8 @@ pub struct BrokerShard {
     pub(crate) shared_handle: Arc<crate::Shared>,
     /// KIP-227 fetch sessions of connections on this shard.
     pub fetch_sessions: RefCell<crate::handlers::fetch::FetchSessions>,
+    /// Client telemetry (KIP-714) of connections on this shard.
+    pub telemetry: RefCell<crate::telemetry_host::ShardTelemetry>,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     group_slots: RefCell<Vec<Rc<crate::group_host::GroupSlot>>>,
     /// Transaction coordinators of the `__transaction_state` partitions this shard owns.
@@ -173,6 +175,7 @@ impl BrokerShard {
             draining: Cell::new(false),
             shared_handle: shared,
             fetch_sessions: RefCell::new(Default::default()),
+            telemetry: RefCell::new(Default::default()),
             group_slots: RefCell::new(Vec::new()),
             txn_slots: RefCell::new(Vec::new()),
             apply_lock: Default::default(),

@@ -667,3 +667,22 @@ mod offset_v10 {
         }
     }
 }
+
+/// librdkafka 2.5.0-2.10.0 send a null `metrics` in PushTelemetry; the vendored decoder
+/// reads it as empty (see vendor/README.md) instead of failing the request.
+#[test]
+fn push_telemetry_null_metrics() {
+    use kafka_protocol::messages::PushTelemetryRequest;
+    use kafka_protocol::protocol::Decodable;
+    // client_instance_id (16), subscription_id, terminating, compression, metrics, tags.
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&[7u8; 16]);
+    body.put_i32(42);
+    body.put_u8(0);
+    body.put_i8(4);
+    body.put_u8(0); // compact bytes: 0 is null
+    body.put_u8(0); // no tagged fields
+    let r = PushTelemetryRequest::decode(&mut body.freeze(), 0).unwrap();
+    assert!(r.metrics.is_empty());
+    assert_eq!((r.subscription_id, r.compression_type), (42, 4));
+}

@@ -188,6 +188,10 @@ pub struct StartArgs {
     #[arg(long, value_name = "MS", help_heading = "Security")]
     pub connections_max_reauth_ms: Option<u64>,
 
+    /// Kafka's telemetry.max.bytes: the largest metrics payload a client may push (KIP-714).
+    #[arg(long, value_name = "BYTES", help_heading = "Limits",
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub telemetry_max_bytes: Option<i32>,
     /// Kafka's connections.max.idle.ms.
     #[arg(long, value_name = "MS", help_heading = "Limits", value_parser = positive_ms::<u64>)]
     pub connections_max_idle_ms: Option<u64>,
@@ -350,6 +354,9 @@ impl StartArgs {
         if let Some(ms) = a.connections_max_reauth_ms {
             // Kafka's connections.max.reauth.ms: 0 (the default) turns it off.
             c.connections_max_reauth = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(bytes) = a.telemetry_max_bytes {
+            c.telemetry_max_bytes = bytes;
         }
         if let Some(ms) = a.connections_max_idle_ms {
             c.connections_max_idle = Duration::from_millis(ms);

@@ -11,7 +11,7 @@ use sluice_codec::{frame_response, RequestHeaderInfo};
 use sluice_meta::features::FEATURES;
 
 use super::str_bytes;
-use crate::conn::Outcome;
+use crate::conn::{Client, Outcome};
 use crate::kerr;
 use crate::shard::BrokerShard;
 
@@ -68,6 +68,15 @@ pub fn handle(
                 })
                 .collect(),
         )
+}
+
+/// Keeps what the client says its software is (v3+; empty names are not kept): telemetry
+/// subscriptions match on it.
+pub fn note_software(client: &Client, r: &ApiVersionsRequest) {
+    let (name, version) = (r.client_software_name.as_str(), r.client_software_version.as_str());
+    if !name.is_empty() || !version.is_empty() {
+        *client.software.borrow_mut() = Some((name.to_string(), version.to_string()));
+    }
 }
 
 /// Kafka's rule: an ApiVersions request of unknown version gets a v0 response with

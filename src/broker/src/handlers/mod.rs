@@ -40,6 +40,7 @@ pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod telemetry;
 pub mod update_features;
 pub mod user_scram_credentials;
 pub mod write_txn_markers;
@@ -114,6 +115,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListConfigResources, 0, 1),
     // KIP-595/853: the controller quorum (`describe_quorum`).
     (ApiKey::DescribeQuorum, 0, 2),
+    // KIP-714 client telemetry (`telemetry`). Kafka offers these only with a telemetry
+    // receiver configured; sluice always has one (`/metrics`).
+    (ApiKey::GetTelemetrySubscriptions, 0, 0),
+    (ApiKey::PushTelemetry, 0, 0),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -182,7 +187,10 @@ pub async fn dispatch(
         }
     }
     match request.body {
-        RequestKind::ApiVersions(r) => respond(h, &api_versions::handle(shard, h, r)),
+        RequestKind::ApiVersions(r) => {
+            api_versions::note_software(client, &r);
+            respond(h, &api_versions::handle(shard, h, r))
+        }
         RequestKind::Metadata(r) => respond(h, &metadata::handle(shard, h, r, client).await),
         RequestKind::Produce(r) => produce::handle(shard, h, r, frame_len, client).await,
         RequestKind::Fetch(r) => fetch::respond(h, &fetch::handle(shard, h, r, client).await),
@@ -255,6 +263,10 @@ pub async fn dispatch(
         RequestKind::ListConfigResources(r) => {
             respond(h, &list_config_resources::handle(shard, client, h, r))
         }
+        RequestKind::GetTelemetrySubscriptions(r) => {
+            respond(h, &telemetry::get(shard, client, h, r))
+        }
+        RequestKind::PushTelemetry(r) => respond(h, &telemetry::push(shard, client, h, r)),
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }

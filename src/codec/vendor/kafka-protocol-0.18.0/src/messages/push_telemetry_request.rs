@@ -162,7 +162,10 @@ impl Decodable for PushTelemetryRequest {
         let subscription_id = types::Int32.decode(buf)?;
         let terminating = types::Boolean.decode(buf)?;
         let compression_type = types::Int8.decode(buf)?;
-        let metrics = types::CompactBytes.decode(buf)?;
+        // sluice patch: librdkafka 2.5.0-2.10.0 send a null `metrics` (not nullable in the
+        // schema) when they have nothing to push; read as empty instead of failing the request.
+        let metrics: Option<Bytes> = types::CompactBytes.decode(buf)?;
+        let metrics = metrics.unwrap_or_default();
         let mut unknown_tagged_fields = BTreeMap::new();
         let num_tagged_fields = types::UnsignedVarInt.decode(buf)?;
         for _ in 0..num_tagged_fields {
