@@ -448,7 +448,7 @@ impl Exposition {
             written.insert(name.to_string());
             series.retain(|c| c.counter == counter && (!counter || c.value >= 0.0));
             // Newest first, so the first of equal label sets is the one kept.
-            series.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms));
+            series.sort_by_key(|c| std::cmp::Reverse(c.updated_ms));
             let mut seen = HashSet::new();
             series.retain(|c| seen.insert(&c.labels));
             let kind = if counter { Kind::Counter } else { Kind::Gauge };

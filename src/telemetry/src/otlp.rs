@@ -6,6 +6,11 @@
 
 use prost::Message;
 
+/// Messages (of the kinds below) one payload may hold. Decoding builds a struct of up to
+/// ~130 bytes from as little as 2 bytes of wire, so the count, not the payload size, bounds
+/// the memory a push costs: checked by [`count_messages`] before anything is built.
+pub const MESSAGES_MAX: usize = 65_536;
+
 #[derive(Clone, PartialEq, Message)]
 pub struct MetricsData {
     #[prost(message, repeated, tag = "1")]
@@ -118,4 +123,78 @@ impl NumberDataPoint {
     pub fn value(&self) -> Option<f64> {
         self.as_double.or(self.as_int.map(|i| i as f64))
     }
+}
+
+/// The message kinds declared above, for the pre-decode walk.
+#[derive(Clone, Copy)]
+enum Kind {
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    Points,
+    Point,
+    KeyValue,
+    AnyValue,
+}
+
+/// The kind of field `field` of a `kind` message, when it is one decoding builds.
+fn child(kind: Kind, field: u32) -> Option<Kind> {
+    use Kind::*;
+    Some(match (kind, field) {
+        (MetricsData, 1) => ResourceMetrics,
+        (ResourceMetrics, 2) => ScopeMetrics,
+        (ScopeMetrics, 2) => Metric,
+        // Gauge and Sum: their points are field 1 of both.
+        (Metric, 5 | 7) => Points,
+        (Points, 1) => Point,
+        (Point, 7) => KeyValue,
+        (KeyValue, 2) => AnyValue,
+        _ => return None,
+    })
+}
+
+/// Walks `payload` as a `MetricsData` without building it, counting the messages decoding
+/// would build; an error past `max` or for wire data that is not protobuf.
+pub fn count_messages(payload: &[u8], max: usize) -> Result<usize, String> {
+    let mut count = 0;
+    walk(payload, Kind::MetricsData, &mut count, max)?;
+    Ok(count)
+}
+
+fn walk(mut buf: &[u8], kind: Kind, count: &mut usize, max: usize) -> Result<(), String> {
+    use prost::encoding::{decode_varint, WireType};
+    while !buf.is_empty() {
+        let key = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+        let field = (key >> 3) as u32;
+        let wire = WireType::try_from(key & 7).map_err(|e| e.to_string())?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&l| l <= buf.len())
+                    .ok_or("a field longer than its message")?;
+                if let Some(sub) = child(kind, field) {
+                    *count += 1;
+                    if *count > max {
+                        return Err(format!("more than {max} messages"));
+                    }
+                    walk(&buf[..len], sub, count, max)?;
+                }
+                len
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err("groups are not OTLP".to_string())
+            }
+        };
+        buf = buf.get(skip..).ok_or("a field past its message's end")?;
+    }
+    Ok(())
 }

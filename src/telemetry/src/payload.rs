@@ -90,6 +90,7 @@ pub fn decode(compression: i8, data: &[u8]) -> Result<MetricsData, Refusal> {
         return Ok(MetricsData::default());
     }
     let raw = decompress(compression, data)?;
+    crate::otlp::count_messages(&raw, crate::otlp::MESSAGES_MAX).map_err(invalid)?;
     MetricsData::decode(raw.as_ref()).map_err(invalid)
 }
 
@@ -145,6 +146,12 @@ mod tests {
         assert_eq!(decode(4, &[]).unwrap(), MetricsData::default());
     }
 
+    fn varint(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint(n as u64, &mut out);
+        out
+    }
+
     #[test]
     fn bad_payloads_are_invalid_records_and_bombs_stop_at_the_cap() {
         let bad = |id, b: &[u8]| decode(id, b).unwrap_err().code;
@@ -169,5 +176,20 @@ mod tests {
         let resource = [&[0x12, scope.len() as u8][..], &scope].concat();
         let data = [&[0x0a, resource.len() as u8][..], &resource].concat();
         assert_eq!(bad(0, &data), INVALID_RECORD);
+        // Empty data points are 2 bytes each on the wire and ~70 bytes built: a payload of
+        // many is refused before it is built.
+        let points: Vec<u8> = [0x0a, 0x00].repeat(crate::otlp::MESSAGES_MAX);
+        let gauge = [&[0x2a][..], &varint(points.len()), &points].concat();
+        let metric = [&[0x12][..], &varint(gauge.len()), &gauge].concat();
+        let resource = [&[0x12][..], &varint(metric.len()), &metric].concat();
+        let data = [&[0x0a][..], &varint(resource.len()), &resource].concat();
+        assert!(decode(0, &data).unwrap_err().message.contains("messages"));
+        let fewer = &points[..2 * 1000];
+        let gauge = [&[0x2a][..], &varint(fewer.len()), fewer].concat();
+        let metric = [&[0x12][..], &varint(gauge.len()), &gauge].concat();
+        let resource = [&[0x12][..], &varint(metric.len()), &metric].concat();
+        let data = [&[0x0a][..], &varint(resource.len()), &resource].concat();
+        let m = &decode(0, &data).unwrap().resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(m[0].gauge.as_ref().unwrap().data_points.len(), 1000);
     }
 }

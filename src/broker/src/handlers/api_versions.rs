@@ -73,7 +73,10 @@ pub fn handle(
 /// Keeps what the client says its software is (v3+; empty names are not kept): telemetry
 /// subscriptions match on it.
 pub fn note_software(client: &Client, r: &ApiVersionsRequest) {
-    let (name, version) = (r.client_software_name.as_str(), r.client_software_version.as_str());
+    let (name, version) = (
+        r.client_software_name.as_str(),
+        r.client_software_version.as_str(),
+    );
     if !name.is_empty() || !version.is_empty() {
         *client.software.borrow_mut() = Some((name.to_string(), version.to_string()));
     }

@@ -51,7 +51,11 @@ pub fn get(
             .with_delta_temporality(true)
             .with_requested_metrics(requested.metrics.iter().map(|m| str_bytes(m)).collect()),
         Err(refusal) => {
-            log::debug!("GetTelemetrySubscriptions from {}: {}", client.host, refusal.message);
+            log::debug!(
+                "GetTelemetrySubscriptions from {}: {}",
+                client.host,
+                refusal.message
+            );
             GetTelemetrySubscriptionsResponse::default().with_error_code(refusal.code)
         }
     }
