@@ -823,6 +823,37 @@ impl ControllerNode {
             .await
     }
 
+    /// CreateDelegationToken: the token as stored.
+    pub async fn create_token(&self, req: sluice_meta::controller::CreateToken) -> Answer {
+        self.inner
+            .command(Command::CreateToken(req), COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// RenewDelegationToken (`expire`: ExpireDelegationToken): the new expiry time.
+    pub async fn token_expiry(
+        &self,
+        token_id: String,
+        principal: String,
+        period_ms: i64,
+        expire: bool,
+    ) -> Answer {
+        let cmd = if expire {
+            Command::ExpireToken {
+                token_id,
+                principal,
+                period_ms,
+            }
+        } else {
+            Command::RenewToken {
+                token_id,
+                principal,
+                period_ms,
+            }
+        };
+        self.inner.command(cmd, COMMAND_TIMEOUT).await
+    }
+
     /// CreateAcls: per binding, its outcome.
     pub async fn create_acls(&self, bindings: Vec<AclBinding>) -> Answer {
         self.inner
@@ -1127,6 +1158,8 @@ fn not_controller(a: &Answer) -> bool {
         Answer::AlterQuotas(v) => all(v),
         Answer::UpdateFeatures(v) => all(v),
         Answer::DescribeQuorum(o) => nc(o),
+        Answer::CreateToken(o) => nc(o),
+        Answer::TokenExpiry(o) => nc(o),
     }
 }
 
@@ -1741,6 +1774,18 @@ impl Inner {
                     validate_only,
                 } => c.update_features(token, self.node_id, updates, validate_only),
                 Command::DescribeQuorum => unreachable!("answered above"),
+                // Token times are wall-clock milliseconds (clients see them).
+                Command::CreateToken(req) => c.create_token(token, req, wall_ms()),
+                Command::RenewToken {
+                    token_id,
+                    principal,
+                    period_ms,
+                } => c.renew_token(token, &token_id, &principal, period_ms, wall_ms()),
+                Command::ExpireToken {
+                    token_id,
+                    principal,
+                    period_ms,
+                } => c.expire_token(token, &token_id, &principal, period_ms, wall_ms()),
             };
             self.ctrl_fx(&mut st, fx);
         }
@@ -2171,6 +2216,9 @@ async fn tick_task(inner: Rc<Inner>) {
             let fx = st.controller.tick(now as i64);
             inner.ctrl_fx(&mut st, fx);
         }
+        // Expired delegation tokens (a no-op until the earliest expiry).
+        let fx = st.controller.sweep_tokens(wall_ms());
+        inner.ctrl_fx(&mut st, fx);
         inner.check_active(&mut st);
     }
 }

@@ -16,11 +16,12 @@ use sluice_meta::acl::{
     AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
 };
 use sluice_meta::controller::{
-    AlterConfig, ConfigTarget, QuorumReplica, QuorumView, QuotaAlteration, Registration,
-    ScramChange, TopicCreated,
+    AlterConfig, ConfigTarget, CreateToken, QuorumReplica, QuorumView, QuotaAlteration,
+    Registration, ScramChange, TopicCreated,
 };
 use sluice_meta::features::{FeatureUpdate, SupportedFeature, UpgradeType};
 use sluice_meta::quota::{QuotaEntity, QuotaValue};
+use sluice_meta::tokens::TokenRecord;
 use sluice_meta::{
     Answer, ApiError, Endpoint, ListenerEndpoint, NewTopic, ProducerIdsBlock, ScramRecord,
 };
@@ -64,6 +65,10 @@ pub mod method {
     /// DescribeQuorum (a command that changes nothing, answered by the active controller's
     /// runtime).
     pub const DESCRIBE_QUORUM: u16 = 18;
+    /// CreateDelegationToken, RenewDelegationToken, ExpireDelegationToken (commands).
+    pub const CREATE_TOKEN: u16 = 19;
+    pub const RENEW_TOKEN: u16 = 20;
+    pub const EXPIRE_TOKEN: u16 = 21;
     /// Methods from here to [`EXTENSION_MAX`] belong to the node's owner (the broker): they
     /// go to the `Extension` it registered (`ControllerNode::set_extension`), or are
     /// UNKNOWN_METHOD while none is.
@@ -150,6 +155,20 @@ pub enum Command {
     },
     /// DescribeQuorum: the controller log's leader, epoch, high watermark and replicas.
     DescribeQuorum,
+    /// CreateDelegationToken, checked by the broker, with the id it chose.
+    CreateToken(CreateToken),
+    /// RenewDelegationToken by `principal` of token `token_id`.
+    RenewToken {
+        token_id: String,
+        principal: String,
+        period_ms: i64,
+    },
+    /// ExpireDelegationToken by `principal` of token `token_id` (negative: at once).
+    ExpireToken {
+        token_id: String,
+        principal: String,
+        period_ms: i64,
+    },
 }
 
 impl Command {
@@ -171,6 +190,9 @@ impl Command {
             Command::AlterQuotas { .. } => method::ALTER_QUOTAS,
             Command::UpdateFeatures { .. } => method::UPDATE_FEATURES,
             Command::DescribeQuorum => method::DESCRIBE_QUORUM,
+            Command::CreateToken(_) => method::CREATE_TOKEN,
+            Command::RenewToken { .. } => method::RENEW_TOKEN,
+            Command::ExpireToken { .. } => method::EXPIRE_TOKEN,
         }
     }
 
@@ -246,6 +268,8 @@ impl Command {
                     .collect(),
             ),
             Command::DescribeQuorum => Answer::DescribeQuorum(Err(e)),
+            Command::CreateToken(_) => Answer::CreateToken(Err(e)),
+            Command::RenewToken { .. } | Command::ExpireToken { .. } => Answer::TokenExpiry(Err(e)),
         }
     }
 
@@ -397,6 +421,27 @@ impl Command {
                 });
             }
             Command::DescribeQuorum => {}
+            Command::CreateToken(c) => {
+                w.str(&c.token_id);
+                w.str(&c.owner);
+                w.str(&c.requester);
+                w.list(&c.renewers, |w, r| w.str(r));
+                w.u64(c.max_lifetime_ms as u64);
+            }
+            Command::RenewToken {
+                token_id,
+                principal,
+                period_ms,
+            }
+            | Command::ExpireToken {
+                token_id,
+                principal,
+                period_ms,
+            } => {
+                w.str(token_id);
+                w.str(principal);
+                w.u64(*period_ms as u64);
+            }
         }
         w.finish()
     }
@@ -406,7 +451,7 @@ impl Command {
             || method == method::ALTER_PARTITION_REASSIGNMENTS
             || method == method::REASSIGNMENT_COMPLETE
             || method == method::METADATA_INDEX
-            || (method::ALTER_SCRAM..=method::DESCRIBE_QUORUM).contains(&method);
+            || (method::ALTER_SCRAM..=method::EXPIRE_TOKEN).contains(&method);
         if !command {
             return Err(WireError("unknown method"));
         }
@@ -566,6 +611,23 @@ impl Command {
                 }
             }
             method::DESCRIBE_QUORUM => Command::DescribeQuorum,
+            method::CREATE_TOKEN => Command::CreateToken(CreateToken {
+                token_id: r.str()?,
+                owner: r.str()?,
+                requester: r.str()?,
+                renewers: r.list(4, |r| r.str())?,
+                max_lifetime_ms: r.u64()? as i64,
+            }),
+            method::RENEW_TOKEN => Command::RenewToken {
+                token_id: r.str()?,
+                principal: r.str()?,
+                period_ms: r.u64()? as i64,
+            },
+            method::EXPIRE_TOKEN => Command::ExpireToken {
+                token_id: r.str()?,
+                principal: r.str()?,
+                period_ms: r.u64()? as i64,
+            },
             _ => unreachable!("checked above"),
         };
         r.end()?;
@@ -692,6 +754,22 @@ pub fn encode_answer(a: &Answer) -> Bytes {
                 w.outcome(o, |w, bs| w.list(bs, |w, b| w.acl(b)));
             });
         }
+        Answer::CreateToken(o) => {
+            w.u8(17);
+            w.outcome(o, |w, t| {
+                w.str(&t.token_id);
+                w.str(&t.owner);
+                w.str(&t.requester);
+                w.list(&t.renewers, |w, r| w.str(r));
+                for v in [t.issue_ms, t.max_ms, t.expiry_ms] {
+                    w.u64(v as u64);
+                }
+            });
+        }
+        Answer::TokenExpiry(o) => {
+            w.u8(18);
+            w.outcome(o, |w, at| w.u64(*at as u64));
+        }
     }
     w.finish()
 }
@@ -764,6 +842,18 @@ pub fn decode_answer(body: &[u8]) -> Result<Answer, WireError> {
                 r.outcome(|r| r.list(ACL_BYTES_MIN, |r| r.acl()))?,
             ))
         })?),
+        17 => Answer::CreateToken(r.outcome(|r| {
+            Ok(TokenRecord {
+                token_id: r.str()?,
+                owner: r.str()?,
+                requester: r.str()?,
+                renewers: r.list(4, |r| r.str())?,
+                issue_ms: r.u64()? as i64,
+                max_ms: r.u64()? as i64,
+                expiry_ms: r.u64()? as i64,
+            })
+        })?),
+        18 => Answer::TokenExpiry(r.outcome(|r| Ok(r.u64()? as i64))?),
         _ => return Err(WireError("unknown answer type")),
     };
     r.end()?;
@@ -1323,6 +1413,23 @@ mod tests {
                 validate_only: false,
             },
             Command::DescribeQuorum,
+            Command::CreateToken(CreateToken {
+                token_id: "tok".into(),
+                owner: "User:alice".into(),
+                requester: "User:admin".into(),
+                renewers: vec!["User:bob".into()],
+                max_lifetime_ms: -1,
+            }),
+            Command::RenewToken {
+                token_id: "tok".into(),
+                principal: "User:bob".into(),
+                period_ms: 1000,
+            },
+            Command::ExpireToken {
+                token_id: "tok".into(),
+                principal: "User:alice".into(),
+                period_ms: -1,
+            },
             Command::DeleteAcls {
                 filters: vec![
                     AclFilter::any(),
@@ -1372,6 +1479,17 @@ mod tests {
             Answer::AlterQuotas(vec![(QuotaEntity::default(), Err(e()))]),
             Answer::UpdateFeatures(vec![("a".into(), Ok(())), ("b".into(), Err(e()))]),
             Answer::DescribeQuorum(Err(e())),
+            Answer::CreateToken(Ok(TokenRecord {
+                token_id: "tok".into(),
+                owner: "User:alice".into(),
+                requester: "User:alice".into(),
+                renewers: vec![],
+                issue_ms: 1,
+                max_ms: 3,
+                expiry_ms: 2,
+            })),
+            Answer::TokenExpiry(Ok(-5)),
+            Answer::TokenExpiry(Err(e())),
             Answer::DescribeQuorum(Ok(QuorumView {
                 leader: 2,
                 epoch: 7,

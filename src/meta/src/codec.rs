@@ -53,6 +53,10 @@
 //! 100 ClusterId        cluster_id:string
 //! 101 Revision         revision:uvarint
 //! 102 FeatureLevel     name:string level:varint (0 <= level <= i16::MAX)
+//!  10 DelegationToken  token_id:string owner:string requester:string
+//!                      renewers:list<string> (at most `tokens::RENEWERS_MAX`)
+//!                      issue:varint max:varint expiry:varint
+//!  26 RemoveDelegationToken token_id:string
 //! ```
 //!
 //! A version newer than this build knows, an unknown type, trailing bytes inside a record or
@@ -345,6 +349,24 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), DecodeErr
             put_str(out, user)?;
             put_varint(out, (*mechanism).into());
         }
+        Record::DelegationToken(t) => {
+            if t.renewers.len() > crate::tokens::RENEWERS_MAX {
+                return Err(DecodeError::Invalid {
+                    what: "token renewers",
+                });
+            }
+            put_str(out, &t.token_id)?;
+            put_str(out, &t.owner)?;
+            put_str(out, &t.requester)?;
+            put_uvarint(out, t.renewers.len() as u64);
+            for r in &t.renewers {
+                put_str(out, r)?;
+            }
+            put_varint(out, t.issue_ms);
+            put_varint(out, t.max_ms);
+            put_varint(out, t.expiry_ms);
+        }
+        Record::RemoveDelegationToken { token_id } => put_str(out, token_id)?,
         Record::ClientQuota { entity, key, value } => {
             let valid = match value {
                 Some(v) => crate::quota::check_quota(entity, key, v.0).is_ok(),
@@ -399,7 +421,7 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
     let version = r.u8("record version")?;
     let known = matches!(
         type_id,
-        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 16 | 100 | 101 | 102
+        0 | 2 | 3 | 4 | 5 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 16 | 26 | 100 | 101 | 102
     );
     if !known {
         return Err(DecodeError::UnknownType { type_id });
@@ -590,6 +612,33 @@ pub fn decode_record(body: &[u8]) -> Result<Record, DecodeError> {
         12 => Record::RemoveScramCredential {
             user: r.string("SCRAM user")?,
             mechanism: r.mechanism()?,
+        },
+        10 => {
+            let token_id = r.string("token id")?;
+            let owner = r.string("token owner")?;
+            let requester = r.string("token requester")?;
+            let count = r.uvarint("token renewers")?;
+            if count > crate::tokens::RENEWERS_MAX as u64 {
+                return Err(DecodeError::Invalid {
+                    what: "token renewers",
+                });
+            }
+            let mut renewers = Vec::new();
+            for _ in 0..count {
+                renewers.push(r.string("token renewer")?);
+            }
+            Record::DelegationToken(crate::tokens::TokenRecord {
+                token_id,
+                owner,
+                requester,
+                renewers,
+                issue_ms: r.varint("token issue time")?,
+                max_ms: r.varint("token max time")?,
+                expiry_ms: r.varint("token expiry time")?,
+            })
+        }
+        26 => Record::RemoveDelegationToken {
+            token_id: r.string("token id")?,
         },
         16 => {
             let what = "client quota";

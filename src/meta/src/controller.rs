@@ -54,6 +54,13 @@ pub mod code {
     pub const DUPLICATE_RESOURCE: i16 = 92;
     pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const DELEGATION_TOKEN_AUTH_DISABLED: i16 = 61;
+    pub const DELEGATION_TOKEN_NOT_FOUND: i16 = 62;
+    pub const DELEGATION_TOKEN_OWNER_MISMATCH: i16 = 63;
+    pub const DELEGATION_TOKEN_REQUEST_NOT_ALLOWED: i16 = 64;
+    pub const DELEGATION_TOKEN_AUTHORIZATION_FAILED: i16 = 65;
+    pub const DELEGATION_TOKEN_EXPIRED: i16 = 66;
+    pub const INVALID_PRINCIPAL_TYPE: i16 = 67;
 }
 
 /// Kafka's `broker.session.timeout.ms`: a broker not heartbeating this long is fenced.
@@ -106,6 +113,9 @@ pub struct ControllerConfig {
     pub seed: u64,
     pub topic_config_check: ConfigCheck,
     pub broker_config_check: ConfigCheck,
+    /// `delegation.token.max.lifetime.ms` and `delegation.token.expiry.time.ms`.
+    pub token_max_lifetime_ms: i64,
+    pub token_expiry_time_ms: i64,
 }
 
 impl Default for ControllerConfig {
@@ -119,6 +129,8 @@ impl Default for ControllerConfig {
             seed: 0,
             topic_config_check: accept_all,
             broker_config_check: accept_all,
+            token_max_lifetime_ms: crate::tokens::MAX_LIFETIME_MS_DEFAULT,
+            token_expiry_time_ms: crate::tokens::EXPIRY_TIME_MS_DEFAULT,
         }
     }
 }
@@ -230,6 +242,22 @@ pub enum Answer {
     /// DescribeQuorum: the controller log's quorum as its leader sees it (answered by the
     /// node runtime from its Raft state, not by this state machine).
     DescribeQuorum(Outcome<QuorumView>),
+    /// CreateDelegationToken: the token as stored.
+    CreateToken(Outcome<crate::tokens::TokenRecord>),
+    /// RenewDelegationToken and ExpireDelegationToken: the token's new expiry time.
+    TokenExpiry(Outcome<i64>),
+}
+
+/// A CreateDelegationToken the broker checked (secret key set, connection allowed, owner
+/// authorized) and gave a fresh id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateToken {
+    pub token_id: String,
+    pub owner: String,
+    pub requester: String,
+    pub renewers: Vec<String>,
+    /// As asked (0 or less: the configured one).
+    pub max_lifetime_ms: i64,
 }
 
 /// One replica of the controller log in DescribeQuorum (offsets are Raft indexes; times are
@@ -329,6 +357,8 @@ pub struct Controller {
     /// Last heartbeat (or registration) per node, as seen by this controller while active.
     heartbeats: BTreeMap<NodeId, i64>,
     tick_hint: Option<i64>,
+    /// When `sweep_tokens` next looks for expired delegation tokens (wall clock).
+    token_check_at: i64,
     rng: Rng,
 }
 
@@ -345,6 +375,7 @@ impl Controller {
             active: false,
             heartbeats: BTreeMap::new(),
             tick_hint: None,
+            token_check_at: 0,
             rng,
         }
     }
@@ -369,6 +400,8 @@ impl Controller {
             .map(|&n| (n, now_ms))
             .collect();
         self.tick_hint = None;
+        // A new controller looks at the tokens on its first sweep.
+        self.token_check_at = 0;
         let mut out = self.upgrade_features();
         self.schedule(&mut out);
         out
@@ -1394,6 +1427,134 @@ impl Controller {
         self.propose(Some((token, Answer::AlterScram(answer))), records)
     }
 
+    /// CreateDelegationToken (Kafka's `DelegationTokenControlManager.createDelegationToken`):
+    /// renewers must be users; the token's max and expiry times follow from `now_ms` and
+    /// the configured lifetimes.
+    pub fn create_token(
+        &mut self,
+        token: ReplyToken,
+        req: CreateToken,
+        now_ms: i64,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::CreateToken(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        if let Some(bad) = req.renewers.iter().find(|r| !r.starts_with("User:")) {
+            return reply(err(
+                code::INVALID_PRINCIPAL_TYPE,
+                format!("Renewer principal type is not supported: {bad}"),
+            ));
+        }
+        if self.speculative.tokens().contains_key(&req.token_id) {
+            return reply(err(code::INVALID_REQUEST, "The token id is taken."));
+        }
+        if self.speculative.tokens().len() >= crate::tokens::TOKENS_MAX {
+            return reply(err(
+                code::POLICY_VIOLATION,
+                format!(
+                    "At most {} delegation tokens exist.",
+                    crate::tokens::TOKENS_MAX
+                ),
+            ));
+        }
+        let (max_ms, expiry_ms) = crate::tokens::create_times(
+            now_ms,
+            req.max_lifetime_ms,
+            self.config.token_max_lifetime_ms,
+            self.config.token_expiry_time_ms,
+        );
+        let record = crate::tokens::TokenRecord {
+            token_id: req.token_id,
+            owner: req.owner,
+            requester: req.requester,
+            renewers: req.renewers,
+            issue_ms: now_ms,
+            max_ms,
+            expiry_ms,
+        };
+        if let Err(why) = crate::tokens::check(&record) {
+            return reply(err(code::INVALID_REQUEST, why));
+        }
+        self.token_check_at = self.token_check_at.min(token_expires_after(&record));
+        self.propose(
+            Some((token, Answer::CreateToken(Ok(record.clone())))),
+            vec![Record::DelegationToken(record)],
+        )
+    }
+
+    /// RenewDelegationToken by `principal` (`tokens::renew`'s checks).
+    pub fn renew_token(
+        &mut self,
+        token: ReplyToken,
+        token_id: &str,
+        principal: &str,
+        period_ms: i64,
+        now_ms: i64,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::TokenExpiry(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let t = self.speculative.tokens().get(token_id);
+        let expiry = match crate::tokens::renew(
+            t,
+            principal,
+            now_ms,
+            period_ms,
+            self.config.token_expiry_time_ms,
+        ) {
+            Ok(at) => at,
+            Err(e) => return reply(Err(e)),
+        };
+        let record = crate::tokens::TokenRecord {
+            expiry_ms: expiry,
+            ..t.expect("renew found it").clone()
+        };
+        self.token_check_at = self.token_check_at.min(token_expires_after(&record));
+        self.propose(
+            Some((token, Answer::TokenExpiry(Ok(expiry)))),
+            vec![Record::DelegationToken(record)],
+        )
+    }
+
+    /// ExpireDelegationToken by `principal` (`tokens::expire`'s checks): a negative period
+    /// removes the token at once.
+    pub fn expire_token(
+        &mut self,
+        token: ReplyToken,
+        token_id: &str,
+        principal: &str,
+        period_ms: i64,
+        now_ms: i64,
+    ) -> Vec<Effect> {
+        let reply = |o| vec![Effect::Reply(token, Answer::TokenExpiry(o))];
+        if let Some(e) = self.not_controller() {
+            return reply(Err(e));
+        }
+        let t = self.speculative.tokens().get(token_id);
+        let (record, expiry) = match crate::tokens::expire(t, principal, now_ms, period_ms) {
+            Ok(crate::tokens::Expiry::Remove) => (
+                Record::RemoveDelegationToken {
+                    token_id: token_id.to_string(),
+                },
+                now_ms,
+            ),
+            Ok(crate::tokens::Expiry::At(at)) => (
+                Record::DelegationToken(crate::tokens::TokenRecord {
+                    expiry_ms: at,
+                    ..t.expect("expire found it").clone()
+                }),
+                at,
+            ),
+            Err(e) => return reply(Err(e)),
+        };
+        if let Record::DelegationToken(t) = &record {
+            self.token_check_at = self.token_check_at.min(token_expires_after(t));
+        }
+        self.propose(Some((token, Answer::TokenExpiry(Ok(expiry)))), vec![record])
+    }
+
     /// CreateAcls (Kafka's `AclControlManager.createAcls`): each binding is checked on its
     /// own (INVALID_REQUEST with the reason); one that exists, or came earlier in the same
     /// request, succeeds without a record; the new ones commit together.
@@ -1802,6 +1963,46 @@ impl Controller {
         out
     }
 
+    /// Removes expired delegation tokens (Kafka's sweep, at most `tokens::SWEEP_MAX` at a
+    /// time) when the earliest expiry has passed. `wall_ms` is the wall clock (token times
+    /// are), unlike `tick`'s; the runtime calls this on every tick of its own, and it
+    /// looks at the tokens only when one may have expired (or an hour passed).
+    pub fn sweep_tokens(&mut self, wall_ms: i64) -> Vec<Effect> {
+        if !self.active || wall_ms < self.token_check_at {
+            return Vec::new();
+        }
+        let gone: Vec<Record> = self
+            .speculative
+            .tokens()
+            .values()
+            .filter(|t| crate::tokens::expired(t, wall_ms))
+            .take(crate::tokens::SWEEP_MAX)
+            .map(|t| Record::RemoveDelegationToken {
+                token_id: t.token_id.clone(),
+            })
+            .collect();
+        let more = gone.len() == crate::tokens::SWEEP_MAX;
+        let out = if gone.is_empty() {
+            Vec::new()
+        } else {
+            self.propose(None, gone)
+        };
+        // The next look: at once if one sweep was not enough, else when the next token
+        // expires (proposed removals are gone from the speculative image already).
+        self.token_check_at = if more {
+            wall_ms
+        } else {
+            self.speculative
+                .tokens()
+                .values()
+                .map(token_expires_after)
+                .min()
+                .unwrap_or(i64::MAX)
+                .min(wall_ms.saturating_add(crate::tokens::EXPIRY_CHECK_INTERVAL_MS_DEFAULT))
+        };
+        out
+    }
+
     /// Asks for a tick at the earliest heartbeat deadline of an unfenced node.
     fn schedule(&mut self, out: &mut Vec<Effect>) {
         if !self.active {
@@ -1904,6 +2105,11 @@ fn reply_each<K, T>(
 }
 
 /// `answer` with every success replaced by `e` (the whole request failed).
+/// The first wall-clock time at which `t` counts as expired (`tokens::expired`).
+fn token_expires_after(t: &crate::tokens::TokenRecord) -> i64 {
+    t.expiry_ms.min(t.max_ms).saturating_add(1)
+}
+
 fn fail_all(answer: Answer, e: ApiError) -> Answer {
     fn each<K, T>(v: Vec<(K, Outcome<T>)>, e: &ApiError) -> Vec<(K, Outcome<T>)> {
         v.into_iter()
@@ -1927,5 +2133,7 @@ fn fail_all(answer: Answer, e: ApiError) -> Answer {
         Answer::AlterQuotas(v) => Answer::AlterQuotas(each(v, &e)),
         Answer::UpdateFeatures(v) => Answer::UpdateFeatures(each(v, &e)),
         Answer::DescribeQuorum(o) => Answer::DescribeQuorum(o.and(Err(e))),
+        Answer::CreateToken(o) => Answer::CreateToken(o.and(Err(e))),
+        Answer::TokenExpiry(o) => Answer::TokenExpiry(o.and(Err(e))),
     }
 }

@@ -138,6 +138,8 @@ pub struct Delta {
     pub features: bool,
     /// Some client-metrics subscription changed.
     pub client_metrics: bool,
+    /// Some delegation token came, changed or went.
+    pub tokens: bool,
 }
 
 impl Delta {
@@ -168,6 +170,8 @@ pub struct MetadataImage {
     quotas: BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
     /// Finalized feature levels, each at least 1 (at most `features::FEATURES_MAX`).
     features: BTreeMap<String, i16>,
+    /// Delegation tokens by id (at most `tokens::TOKENS_MAX`).
+    tokens: BTreeMap<String, crate::tokens::TokenRecord>,
     // Derived (rebuilt identically by any replay, so equality still means "same state").
     names: BTreeMap<String, TopicId>,
     /// Names with '.' folded to '_' (Kafka refuses names that collide so).
@@ -308,6 +312,11 @@ impl MetadataImage {
     /// SCRAM credentials by (user, mechanism id).
     pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), ScramRecord> {
         &self.scram
+    }
+
+    /// Delegation tokens by id.
+    pub fn tokens(&self) -> &BTreeMap<String, crate::tokens::TokenRecord> {
+        &self.tokens
     }
 
     pub fn acls(&self) -> &BTreeSet<AclBinding> {
@@ -490,6 +499,21 @@ impl MetadataImage {
                 Ok(())
             }
             Record::ScramCredential(c) => check_scram(c).map_err(InvalidRecord),
+            Record::DelegationToken(t) => {
+                crate::tokens::check(t).map_err(InvalidRecord)?;
+                if !self.tokens.contains_key(&t.token_id)
+                    && self.tokens.len() >= crate::tokens::TOKENS_MAX
+                {
+                    return invalid("too many delegation tokens");
+                }
+                Ok(())
+            }
+            Record::RemoveDelegationToken { token_id } => {
+                if !self.tokens.contains_key(token_id) {
+                    return invalid(format!("no delegation token {token_id} to remove"));
+                }
+                Ok(())
+            }
             Record::RemoveScramCredential { user, mechanism } => {
                 if !self.scram.contains_key(&(user.clone(), *mechanism)) {
                     return invalid(format!("no SCRAM credential of {user} to remove"));
@@ -731,6 +755,14 @@ impl MetadataImage {
                 self.scram.remove(&(user.clone(), *mechanism));
                 delta.scram_users.insert(user.clone());
             }
+            Record::DelegationToken(t) => {
+                self.tokens.insert(t.token_id.clone(), t.clone());
+                delta.tokens = true;
+            }
+            Record::RemoveDelegationToken { token_id } => {
+                self.tokens.remove(token_id);
+                delta.tokens = true;
+            }
             Record::Acl(b) => {
                 self.acls.insert(b.clone());
                 delta.acls = true;
@@ -906,6 +938,9 @@ impl MetadataImage {
         }
         for c in self.scram.values() {
             out.push(Record::ScramCredential(c.clone()));
+        }
+        for t in self.tokens.values() {
+            out.push(Record::DelegationToken(t.clone()));
         }
         for b in &self.acls {
             out.push(Record::Acl(b.clone()));

@@ -108,6 +108,7 @@ pub mod quota;
 pub mod reconcile;
 pub mod record;
 pub mod rng;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 pub use crate::acl::AclBinding;
 pub use crate::features::SupportedFeature;
 pub use crate::quota::{QuotaEntity, QuotaValue};
+pub use crate::tokens::TokenRecord;
 
 /// A broker's (node's) id, as Kafka's `broker.id` / `node.id`: non-negative.
 pub type NodeId = i32;
@@ -79,6 +80,11 @@ pub enum Record {
     },
     /// A feature's finalized level (Kafka's `FeatureLevelRecord`); level 0 removes it.
     FeatureLevel { name: String, level: i16 },
+    /// A delegation token, new or renewed (Kafka's `DelegationTokenRecord`).
+    DelegationToken(TokenRecord),
+    /// The token is gone: expired and swept, or expired at once (Kafka's
+    /// `RemoveDelegationTokenRecord`).
+    RemoveDelegationToken { token_id: String },
 }
 
 /// A node's registration (Kafka's `RegisterBrokerRecord`, one listener each for clients and
@@ -282,6 +288,8 @@ impl Record {
             // Kafka's FeatureLevelRecord is apiKey 12, which this encoding gave
             // RemoveScramCredential before features existed.
             Record::FeatureLevel { .. } => 102,
+            Record::DelegationToken(_) => 10,
+            Record::RemoveDelegationToken { .. } => 26,
         }
     }
 

@@ -188,6 +188,18 @@ fn every_kind() -> Vec<Record> {
             key: "request_percentage".into(),
             value: None,
         },
+        Record::DelegationToken(crate::tokens::TokenRecord {
+            token_id: "tok1".into(),
+            owner: "User:alice".into(),
+            requester: "User:admin".into(),
+            renewers: vec!["User:bob".into()],
+            issue_ms: 1,
+            max_ms: 100,
+            expiry_ms: 50,
+        }),
+        Record::RemoveDelegationToken {
+            token_id: "tok1".into(),
+        },
     ]
 }
 
@@ -2862,4 +2874,75 @@ fn client_metrics_count_limit_holds_within_one_request() {
         panic!("{r:?}")
     };
     assert!(v[0].1.is_ok(), "{v:?}");
+}
+
+#[test]
+fn delegation_tokens_are_created_renewed_expired_and_swept() {
+    use crate::controller::CreateToken;
+    let config = ControllerConfig {
+        token_max_lifetime_ms: 10_000,
+        token_expiry_time_ms: 1_000,
+        ..ControllerConfig::default()
+    };
+    let mut c = Cluster::with_config(&[1], config);
+    let create = |id: &str, renewers: &[&str]| CreateToken {
+        token_id: id.into(),
+        owner: "User:alice".into(),
+        requester: "User:alice".into(),
+        renewers: renewers.iter().map(|r| r.to_string()).collect(),
+        max_lifetime_ms: -1,
+    };
+    let r = c.run(|ctl, t| ctl.create_token(t, create("a", &["User:bob"]), 100));
+    let Answer::CreateToken(Ok(tok)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (tok.issue_ms, tok.max_ms, tok.expiry_ms),
+        (100, 10_100, 1_100)
+    );
+    assert!(c.deltas.last().unwrap().tokens);
+    let r = c.run(|ctl, t| ctl.create_token(t, create("b", &["Group:x"]), 100));
+    assert!(
+        matches!(r, Answer::CreateToken(Err(ref e)) if e.code == 67),
+        "{r:?}"
+    );
+    let r = c.run(|ctl, t| ctl.create_token(t, create("a", &[]), 100));
+    assert!(
+        matches!(r, Answer::CreateToken(Err(ref e)) if e.code == 42),
+        "{r:?}"
+    );
+    // Renewed by a renewer; not by a stranger; expired at once by its owner.
+    let expiry = |a: Answer| match a {
+        Answer::TokenExpiry(o) => o.map_err(|e| e.code),
+        a => panic!("{a:?}"),
+    };
+    assert_eq!(
+        expiry(c.run(|ctl, t| ctl.renew_token(t, "a", "User:bob", 500, 600))),
+        Ok(1_100)
+    );
+    assert_eq!(c.ctl.image().tokens()["a"].expiry_ms, 1_100);
+    assert_eq!(
+        expiry(c.run(|ctl, t| ctl.renew_token(t, "a", "User:eve", -1, 600))),
+        Err(63)
+    );
+    assert_eq!(
+        expiry(c.run(|ctl, t| ctl.renew_token(t, "x", "User:bob", -1, 600))),
+        Err(62)
+    );
+    let image = c.ctl.image().clone();
+    assert_eq!(MetadataImage::replay(&image.snapshot()).unwrap(), image);
+    // The sweep removes it once expired, looking only when one may have.
+    assert!(c.ctl.sweep_tokens(1_100).is_empty());
+    assert!(c.ctl.image().tokens().contains_key("a"));
+    let out = c.ctl.sweep_tokens(1_101);
+    c.take(out);
+    c.commit();
+    assert!(c.ctl.image().tokens().is_empty());
+    // Expire with a negative period removes at once.
+    c.run(|ctl, t| ctl.create_token(t, create("c", &[]), 2_000));
+    assert_eq!(
+        expiry(c.run(|ctl, t| ctl.expire_token(t, "c", "User:alice", -1, 2_500))),
+        Ok(2_500)
+    );
+    assert!(c.ctl.image().tokens().is_empty());
 }
