@@ -401,8 +401,9 @@ fn an_admin_address_asked_for_and_in_use_fails_the_start() {
 /// Client telemetry (KIP-714): a librdkafka producer matched by a `client-metrics`
 /// subscription pushes its metrics, which appear on `/metrics` with its instance's labels;
 /// raw GetTelemetrySubscriptions / PushTelemetry requests get Kafka's answers to good
-/// payloads (every codec, null) and bad ones (too early, unknown subscription, unknown
-/// codec, too large, not OTLP, a decompression bomb, a reserved id, after terminating).
+/// payloads (zstd, gzip, raw snappy, lz4, null) and bad ones (too early, unknown
+/// subscription, unknown codec, too large, not OTLP, a decompression bomb, a reserved id,
+/// after terminating).
 /// The checks are tests/python/telemetry_check.py's.
 #[test]
 fn client_telemetry_pushed_by_clients_appears_on_metrics() {

@@ -204,6 +204,13 @@ pub struct BrokerConfig {
     /// `telemetry.max.bytes` (`--telemetry-max-bytes`): the largest (compressed) metrics
     /// payload a client may push (KIP-714); larger pushes are TELEMETRY_TOO_LARGE.
     pub telemetry_max_bytes: i32,
+    /// `delegation.token.secret.key` (`--delegation-token-secret-key`): signs delegation
+    /// tokens (their HMAC); without it the token APIs answer DELEGATION_TOKEN_AUTH_DISABLED.
+    /// The same on every node.
+    pub delegation_token_secret_key: Option<String>,
+    /// `delegation.token.max.lifetime.ms` and `delegation.token.expiry.time.ms`.
+    pub delegation_token_max_lifetime_ms: i64,
+    pub delegation_token_expiry_time_ms: i64,
 }
 
 impl BrokerConfig {
@@ -278,6 +285,9 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: sluice_txn::TRANSACTION_MAX_TIMEOUT_MS,
             transactional_id_expiration_ms: sluice_txn::TRANSACTIONAL_ID_EXPIRATION_MS,
             telemetry_max_bytes: sluice_telemetry::TELEMETRY_MAX_BYTES_DEFAULT,
+            delegation_token_secret_key: None,
+            delegation_token_max_lifetime_ms: sluice_meta::tokens::MAX_LIFETIME_MS_DEFAULT,
+            delegation_token_expiry_time_ms: sluice_meta::tokens::EXPIRY_TIME_MS_DEFAULT,
         }
     }
 }

@@ -89,6 +89,7 @@ pub async fn serve(
         refusals: Rc::default(),
         source,
         software: Rc::default(),
+        token_authenticated: false,
     };
     if !listener.tls() {
         return serve_stream(shard, stream, fd, Transport::Plain, client, admitted).await;
@@ -496,6 +497,9 @@ pub struct Client {
     /// The client software's name and version, as its ApiVersions (v3+) said: what
     /// telemetry subscriptions match on (`crate::telemetry_host`).
     pub software: Rc<std::cell::RefCell<Option<(String, String)>>>,
+    /// Whether the client authenticated with a delegation token (which may not ask for
+    /// tokens itself).
+    pub token_authenticated: bool,
 }
 
 /// Kafka's principal of an unauthenticated client.
@@ -514,6 +518,7 @@ impl Client {
             refusals: Rc::default(),
             source: None,
             software: Rc::default(),
+            token_authenticated: false,
         }
     }
 }
@@ -712,6 +717,7 @@ pub async fn forward(
         client_host: client.host.to_string(),
         listener: client.listener.id(),
         principal: client.principal.to_string(),
+        token_authenticated: client.token_authenticated,
         internal: client.internal,
     };
     let f = match Frame::encode_tagged(TAG_FORWARD, &header, Some(frame)) {

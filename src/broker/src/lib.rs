@@ -56,6 +56,7 @@ pub mod shard;
 pub mod stats;
 pub mod telemetry_host;
 pub mod tls_host;
+pub mod tokens_host;
 pub mod topic_config;
 pub mod topics;
 pub mod txn_host;
@@ -126,6 +127,8 @@ pub struct Shared {
     pub features: feature_levels::FeatureStore,
     /// Client-metrics subscriptions (KIP-714), as adopted from the controller log.
     pub client_metrics: client_metrics::ClientMetricsStore,
+    /// Delegation tokens (KIP-48), as adopted from the controller log.
+    pub tokens: tokens_host::TokenStore,
     /// Every shard serves clients and shutdown has not begun (`/v1/status/ready`).
     pub serving: std::sync::atomic::AtomicBool,
     /// The bound admin listener until shard 0 takes it to serve the admin API.
@@ -308,6 +311,7 @@ pub fn run(
         quotas: Default::default(),
         features: Default::default(),
         client_metrics: Default::default(),
+        tokens: Default::default(),
         serving: Default::default(),
         admin_listener: Mutex::new(admin_listener),
     });

@@ -146,6 +146,8 @@ pub async fn start(shard: &Rc<BrokerShard>) -> std::io::Result<()> {
     // topic's is the controller's default, Kafka's 3: module header).
     cfg.controller.default_replication_factor = config.default_replication_factor;
     cfg.controller.topic_config_check = check_topic_configs;
+    cfg.controller.token_max_lifetime_ms = config.delegation_token_max_lifetime_ms;
+    cfg.controller.token_expiry_time_ms = config.delegation_token_expiry_time_ms;
     // A log that is still empty starts from the state this data directory already has (a
     // single-node sluice from before the controller log: upgrade in place). Only a node
     // that is its cluster's only voter may do that: of several voters, whichever became
@@ -462,6 +464,10 @@ async fn adopt(shard: &Rc<BrokerShard>) {
         .shared_handle
         .client_metrics
         .set(image.client_metrics());
+    shard.shared_handle.tokens.set(
+        image.tokens(),
+        shard.config.delegation_token_secret_key.as_deref(),
+    );
     let view = &shard.shared_handle.cluster_view;
     view.set_brokers(brokers_from_image(&image), node.leader().unwrap_or(-1));
     // Leadership reports of partitions the image no longer has go.
@@ -821,6 +827,47 @@ async fn per_item<K: std::fmt::Debug, T: std::fmt::Debug>(
         .into_iter()
         .map(|(_, o)| o.map_err(|e| api_err(&e)))
         .collect()
+}
+
+/// CreateDelegationToken through the controller: the token as stored, once this node has
+/// adopted it (a Describe here then shows it).
+pub async fn create_token(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    req: sluice_meta::controller::CreateToken,
+) -> Result<sluice_meta::tokens::TokenRecord, (i16, String)> {
+    let answer = node.create_token(req).await;
+    let Answer::CreateToken(o) = answer else {
+        log::error!("controller command: unexpected answer {answer:?}");
+        return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string()));
+    };
+    let t = o.map_err(|e| api_err(&e))?;
+    let want = node.applied_index();
+    wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    Ok(t)
+}
+
+/// RenewDelegationToken (`expire`: ExpireDelegationToken) through the controller: the new
+/// expiry time, once this node has adopted it.
+pub async fn token_expiry(
+    shard: &Rc<BrokerShard>,
+    node: &ControllerNode,
+    token_id: String,
+    principal: String,
+    period_ms: i64,
+    expire: bool,
+) -> Result<i64, (i16, String)> {
+    let answer = node
+        .token_expiry(token_id, principal, period_ms, expire)
+        .await;
+    let Answer::TokenExpiry(o) = answer else {
+        log::error!("controller command: unexpected answer {answer:?}");
+        return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string()));
+    };
+    let at = o.map_err(|e| api_err(&e))?;
+    let want = node.applied_index();
+    wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    Ok(at)
 }
 
 /// CreateAcls through the controller: per binding, its outcome.

@@ -282,6 +282,10 @@ top_level!(
     ListConfigResourcesResponse,
     GetTelemetrySubscriptionsResponse,
     PushTelemetryResponse,
+    CreateDelegationTokenResponse,
+    RenewDelegationTokenResponse,
+    ExpireDelegationTokenResponse,
+    DescribeDelegationTokenResponse,
 );
 
 /// Each `$f(item.error_code)` over a list of items.

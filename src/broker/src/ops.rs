@@ -263,6 +263,8 @@ pub struct ForwardHeader {
     pub principal: String,
     /// Whether the node itself asks (`Client::internal`).
     pub internal: bool,
+    /// Whether the client authenticated with a delegation token.
+    pub token_authenticated: bool,
 }
 
 // The fixed-size frames keep their size: a change here is a wire change between shards.

@@ -1822,6 +1822,7 @@ impl FrameHandler for MeshHandler {
                     client.host = std::rc::Rc::from(h.client_host.as_str());
                     client.principal = std::rc::Rc::from(h.principal.as_str());
                     client.internal = h.internal;
+                    client.token_authenticated = h.token_authenticated;
                     if let Some(p) = crate::config::SecurityProtocol::from_id(h.listener.into()) {
                         client.listener = p;
                     }

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sluice_telemetry::series::Series;
+use sluice_telemetry::series::{cut, Series};
 use sluice_telemetry::{ClientMeta, Instances, Subscriptions};
 
 use crate::client_metrics::Subscriptions as Configs;
@@ -53,14 +53,16 @@ pub fn client_meta(client: &Client, client_id: Option<&str>) -> ClientMeta {
         .as_ref()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .unwrap_or(("", ""));
-    let or_unknown = |s: &str| if s.is_empty() { "unknown" } else { s }.to_string();
+    // Clients' strings are cut to label length: every instance keeps its own copy.
+    let or_unknown = |s: &str| cut(if s.is_empty() { "unknown" } else { s }.to_string());
     ClientMeta {
-        client_id: client_id.unwrap_or_default().to_string(),
+        client_id: cut(client_id.unwrap_or_default().to_string()),
         software_name: or_unknown(name),
         software_version: or_unknown(version),
+        // An IPv4 client of a dual-stack listener as Java shows it (1.2.3.4).
         source_address: client
             .source
-            .map(|a| a.ip().to_string())
+            .map(|a| a.ip().to_canonical().to_string())
             .unwrap_or_default(),
         source_port: client
             .source

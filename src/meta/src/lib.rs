@@ -15,6 +15,7 @@
 //!   and UpdateFeatures' checks.
 //! - `acl`: access-control bindings and filters in Kafka's codes, and their validation.
 //! - `client_metrics`: client-metrics subscriptions (KIP-714) and their checks.
+//! - `tokens`: delegation tokens (KIP-48): the record, lifetimes, renew/expire checks.
 //! - `quota`: client-quota entities and keys, their validation and lookup order.
 //! - `codec`: their versioned binary encoding (the format is documented there).
 //! - `image`: [`MetadataImage`], built by applying records in order; each application

@@ -401,8 +401,9 @@ impl Exposition {
 impl Exposition {
     /// Client telemetry (KIP-714): the broker's own counts, then what clients pushed, a
     /// family per pushed metric. Pushed names are the clients' word, so the document stays
-    /// valid whatever they send: a family keeps the kind of its first series, a family
-    /// whose sample names another family already wrote is left out, a series two shards
+    /// valid whatever they send: a family is a counter if any of its series is (its gauge
+    /// series are left out), a family one of whose names another family already claimed is
+    /// left out, a series two shards
     /// hold (a client that moved) is written once, from the shard that heard from it last,
     /// and a counter must be a non-negative number.
     fn encode_clients(&self, enc: &mut Text) {
@@ -434,18 +435,24 @@ impl Exposition {
         for c in shards.iter().flat_map(|s| &s.client_series) {
             families.entry(&c.family).or_default().push(c);
         }
+        // Every name a family written so far claims (a counter's samples are `_total`, and
+        // parsers reserve its `_created`).
         let mut written: HashSet<String> = HashSet::new();
         for (name, mut series) in families {
-            let counter = series[0].counter;
-            let sample_name = if counter {
-                format!("{name}_total")
+            let counter = series.iter().any(|c| c.counter);
+            let names = if counter {
+                vec![
+                    name.to_string(),
+                    format!("{name}_total"),
+                    format!("{name}_created"),
+                ]
             } else {
-                name.to_string()
+                vec![name.to_string()]
             };
-            if written.contains(name) || !written.insert(sample_name) {
+            if names.iter().any(|n| written.contains(n)) {
                 continue;
             }
-            written.insert(name.to_string());
+            written.extend(names);
             series.retain(|c| c.counter == counter && (!counter || c.value >= 0.0));
             // Newest first, so the first of equal label sets is the one kept.
             series.sort_by_key(|c| std::cmp::Reverse(c.updated_ms));
@@ -730,10 +737,11 @@ mod tests {
             sample("sluice_client_x", true, "c1", 5.0, 10),
             // Same series on another shard, older: left out.
             sample("sluice_client_q", false, "c1", 1.0, 10),
-            // Another kind in a counter family, a negative counter, a clashing sample name.
+            // Another kind in a counter family, a negative counter, clashing sample names.
             sample("sluice_client_x", false, "c2", 1.0, 10),
             sample("sluice_client_x", true, "c3", -1.0, 10),
             sample("sluice_client_x_total", false, "c1", 1.0, 10),
+            sample("sluice_client_x_created", false, "c4", 1.0, 10),
         ];
         let mut b = shard(1);
         b.client_series = vec![sample("sluice_client_q", false, "c1", 2.0, 20)];
@@ -746,7 +754,7 @@ mod tests {
             text.contains("# TYPE sluice_client_q gauge\nsluice_client_q{client_id=\"c1\"} 2\n# ")
         );
         assert!(!text.contains("sluice_client_x_total{client_id=\"c1\"} 1"));
-        assert!(!text.contains("c2") && !text.contains("c3"));
+        assert!(!text.contains("c2") && !text.contains("c3") && !text.contains("c4"));
     }
 
     #[test]

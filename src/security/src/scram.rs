@@ -3,7 +3,8 @@
 //! side of the exchange as a sans-IO state machine, and the password check PLAIN uses.
 //!
 //! Kafka's rules: iterations within 4096..=16384, no channel binding (`n` gs2 flag only),
-//! the `tokenauth` extension refused (delegation tokens are not built), and any failure is
+//! the `tokenauth` extension refused (logging in with a delegation token is not built yet;
+//! the tokens themselves are, in `sluice_meta::tokens`), and any failure is
 //! "Invalid user credentials" whatever the cause. Unlike Kafka, an unknown user is not told
 //! apart at the first message: the exchange runs on a throwaway credential and fails at the
 //! proof, so the answers do not say which user names exist.
@@ -348,7 +349,7 @@ fn parse_client_first(text: &str) -> Result<ClientFirst, String> {
             (0, "n") => user = Some(sasl_name(v)?),
             (1, "r") => nonce = Some(v.to_string()),
             (_, "tokenauth") => {
-                return Err("SCRAM: delegation tokens are not supported".into());
+                return Err("SCRAM: delegation token logins are not supported".into());
             }
             (0, "m") => return Err("SCRAM: mandatory extensions are not supported".into()),
             (0 | 1, _) => return Err("SCRAM: malformed client-first-message".into()),

@@ -184,6 +184,24 @@ pub struct StartArgs {
     /// Kafka's allow.everyone.if.no.acl.found.
     #[arg(long, value_name = "BOOL", help_heading = "Security")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Kafka's delegation.token.secret.key: signs delegation tokens (the same on every
+    /// node); without it the token APIs are refused.
+    #[arg(
+        long,
+        value_name = "KEY",
+        help_heading = "Security",
+        env = "SLUICE_DELEGATION_TOKEN_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub delegation_token_secret_key: Option<String>,
+    /// Kafka's delegation.token.max.lifetime.ms.
+    #[arg(long, value_name = "MS", help_heading = "Security",
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub delegation_token_max_lifetime_ms: Option<i64>,
+    /// Kafka's delegation.token.expiry.time.ms.
+    #[arg(long, value_name = "MS", help_heading = "Security",
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub delegation_token_expiry_time_ms: Option<i64>,
     /// Kafka's connections.max.reauth.ms (0: no re-authentication).
     #[arg(long, value_name = "MS", help_heading = "Security")]
     pub connections_max_reauth_ms: Option<u64>,
@@ -354,6 +372,16 @@ impl StartArgs {
         if let Some(ms) = a.connections_max_reauth_ms {
             // Kafka's connections.max.reauth.ms: 0 (the default) turns it off.
             c.connections_max_reauth = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(key) = &a.delegation_token_secret_key {
+            // Kafka: an empty key leaves tokens off.
+            c.delegation_token_secret_key = Some(key.clone()).filter(|k| !k.is_empty());
+        }
+        if let Some(ms) = a.delegation_token_max_lifetime_ms {
+            c.delegation_token_max_lifetime_ms = ms;
+        }
+        if let Some(ms) = a.delegation_token_expiry_time_ms {
+            c.delegation_token_expiry_time_ms = ms;
         }
         if let Some(bytes) = a.telemetry_max_bytes {
             c.telemetry_max_bytes = bytes;

@@ -8,10 +8,13 @@
 //!
 //! Invariants:
 //! - Everything is bounded by a named limit: instances ([`INSTANCES_MAX`], least recently
-//!   used evicted first), the decompressed payload ([`DECOMPRESSED_BYTES_MAX`]), series
-//!   ([`series::SERIES_MAX`], [`series::SERIES_PER_INSTANCE_MAX`], [`series::SERIES_BYTES_MAX`]),
-//!   attributes per series and label lengths. A client past a bound loses data, never the
-//!   broker memory.
+//!   used evicted first; as many with series), the decompressed payload
+//!   ([`DECOMPRESSED_BYTES_MAX`]) and the messages it decodes to ([`otlp::MESSAGES_MAX`]),
+//!   series ([`series::SERIES_MAX`], [`series::SERIES_PER_INSTANCE_MAX`],
+//!   [`series::SERIES_BYTES_MAX`]), attributes looked at and kept per point, label lengths
+//!   (the broker cuts a client's strings to [`series::LABEL_BYTES_MAX`] before they reach
+//!   an instance). A client past a bound loses data; the broker's memory and the work of
+//!   one push stay bounded.
 //! - A subscription id is a function of the requested metrics, the interval and the
 //!   instance id only, so every broker (and every shard) computes the same one and a client
 //!   whose instance a broker has not seen can push there.

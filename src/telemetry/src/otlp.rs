@@ -7,8 +7,9 @@
 use prost::Message;
 
 /// Messages (of the kinds below) one payload may hold. Decoding builds a struct of up to
-/// ~130 bytes from as little as 2 bytes of wire, so the count, not the payload size, bounds
-/// the memory a push costs: checked by [`count_messages`] before anything is built.
+/// ~130 bytes (a `Metric`) from as little as 2 bytes of wire, so the count, not the payload
+/// size, bounds the memory a push costs: checked by [`count_messages`] before anything is
+/// built.
 pub const MESSAGES_MAX: usize = 65_536;
 
 #[derive(Clone, PartialEq, Message)]
@@ -154,15 +155,36 @@ fn child(kind: Kind, field: u32) -> Option<Kind> {
     })
 }
 
+/// Why [`count_messages`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walk {
+    /// More than the limit.
+    TooMany,
+    /// Not protobuf.
+    Malformed(String),
+}
+
+impl From<String> for Walk {
+    fn from(why: String) -> Walk {
+        Walk::Malformed(why)
+    }
+}
+
+impl From<&str> for Walk {
+    fn from(why: &str) -> Walk {
+        Walk::Malformed(why.to_string())
+    }
+}
+
 /// Walks `payload` as a `MetricsData` without building it, counting the messages decoding
-/// would build; an error past `max` or for wire data that is not protobuf.
-pub fn count_messages(payload: &[u8], max: usize) -> Result<usize, String> {
+/// would build.
+pub fn count_messages(payload: &[u8], max: usize) -> Result<usize, Walk> {
     let mut count = 0;
     walk(payload, Kind::MetricsData, &mut count, max)?;
     Ok(count)
 }
 
-fn walk(mut buf: &[u8], kind: Kind, count: &mut usize, max: usize) -> Result<(), String> {
+fn walk(mut buf: &[u8], kind: Kind, count: &mut usize, max: usize) -> Result<(), Walk> {
     use prost::encoding::{decode_varint, WireType};
     while !buf.is_empty() {
         let key = decode_varint(&mut buf).map_err(|e| e.to_string())?;
@@ -184,15 +206,13 @@ fn walk(mut buf: &[u8], kind: Kind, count: &mut usize, max: usize) -> Result<(),
                 if let Some(sub) = child(kind, field) {
                     *count += 1;
                     if *count > max {
-                        return Err(format!("more than {max} messages"));
+                        return Err(Walk::TooMany);
                     }
                     walk(&buf[..len], sub, count, max)?;
                 }
                 len
             }
-            WireType::StartGroup | WireType::EndGroup => {
-                return Err("groups are not OTLP".to_string())
-            }
+            WireType::StartGroup | WireType::EndGroup => return Err("groups are not OTLP".into()),
         };
         buf = buf.get(skip..).ok_or("a field past its message's end")?;
     }

@@ -1,13 +1,15 @@
 //! A pushed payload: decompressed (Kafka's record codecs, by the request's compression id)
-//! under [`DECOMPRESSED_BYTES_MAX`], then decoded as OTLP `MetricsData`. Any failure is the
-//! push's INVALID_RECORD, as Kafka answers when its receiver cannot read a payload.
+//! under [`DECOMPRESSED_BYTES_MAX`], then decoded as OTLP `MetricsData`. A payload that
+//! cannot be read is the push's INVALID_RECORD, as Kafka answers when its receiver cannot
+//! read one; one past our bounds (the decompressed size, the message count) is
+//! TELEMETRY_TOO_LARGE, which clients retry instead of giving up telemetry.
 
 use std::borrow::Cow;
 use std::io::Read;
 
 use prost::Message;
 
-use crate::code::INVALID_RECORD;
+use crate::code::{INVALID_RECORD, TELEMETRY_TOO_LARGE};
 use crate::otlp::MetricsData;
 use crate::{Refusal, DECOMPRESSED_BYTES_MAX};
 
@@ -15,9 +17,17 @@ use crate::{Refusal, DECOMPRESSED_BYTES_MAX};
 /// Java clients write), anything else one raw snappy block (as librdkafka writes).
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
+/// zstd's window may be at most 2^23 bytes (the cap, [`DECOMPRESSED_BYTES_MAX`]).
+const DECOMPRESSED_WINDOW_LOG_MAX: u32 = 23;
 
 fn invalid(why: impl std::fmt::Display) -> Refusal {
     Refusal::new(INVALID_RECORD, format!("telemetry payload: {why}"))
+}
+
+/// A payload past a bound of ours (Kafka has none): TELEMETRY_TOO_LARGE, which clients
+/// retry after their interval, rather than INVALID_RECORD, which ends their telemetry.
+fn too_large(why: impl std::fmt::Display) -> Refusal {
+    Refusal::new(TELEMETRY_TOO_LARGE, format!("telemetry payload: {why}"))
 }
 
 /// `data` decompressed with the codec `compression` names (0 none, 1 gzip, 2 snappy,
@@ -29,7 +39,7 @@ pub fn decompress(compression: i8, data: &[u8]) -> Result<Cow<'_, [u8]>, Refusal
             .read_to_end(&mut out)
             .map_err(invalid)?;
         if out.len() > DECOMPRESSED_BYTES_MAX {
-            return Err(invalid(format!(
+            return Err(too_large(format!(
                 "decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes"
             )));
         }
@@ -40,7 +50,13 @@ pub fn decompress(compression: i8, data: &[u8]) -> Result<Cow<'_, [u8]>, Refusal
         1 => capped(&mut flate2::read::GzDecoder::new(data)),
         2 => snappy(data).map(Cow::Owned),
         3 => capped(&mut lz4::Decoder::new(data).map_err(invalid)?),
-        4 => capped(&mut zstd::stream::read::Decoder::new(data).map_err(invalid)?),
+        4 => {
+            let mut d = zstd::stream::read::Decoder::new(data).map_err(invalid)?;
+            // A frame may ask for a window up to 128 MiB; no output needs more than the cap.
+            d.window_log_max(DECOMPRESSED_WINDOW_LOG_MAX)
+                .map_err(invalid)?;
+            capped(&mut d)
+        }
         other => Err(invalid(format!("unknown compression type {other}"))),
     }
 }
@@ -51,7 +67,7 @@ fn snappy(data: &[u8]) -> Result<Vec<u8>, Refusal> {
         let n = snap::raw::decompress_len(b).map_err(invalid)?;
         // The length header is the client's word: checked before anything is allocated.
         if out.len().saturating_add(n) > DECOMPRESSED_BYTES_MAX {
-            return Err(invalid(format!(
+            return Err(too_large(format!(
                 "decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes"
             )));
         }
@@ -90,7 +106,16 @@ pub fn decode(compression: i8, data: &[u8]) -> Result<MetricsData, Refusal> {
         return Ok(MetricsData::default());
     }
     let raw = decompress(compression, data)?;
-    crate::otlp::count_messages(&raw, crate::otlp::MESSAGES_MAX).map_err(invalid)?;
+    match crate::otlp::count_messages(&raw, crate::otlp::MESSAGES_MAX) {
+        Ok(_) => {}
+        Err(crate::otlp::Walk::TooMany) => {
+            return Err(too_large(format!(
+                "more than {} messages",
+                crate::otlp::MESSAGES_MAX
+            )))
+        }
+        Err(crate::otlp::Walk::Malformed(why)) => return Err(invalid(why)),
+    }
     MetricsData::decode(raw.as_ref()).map_err(invalid)
 }
 
@@ -157,14 +182,18 @@ mod tests {
         let bad = |id, b: &[u8]| decode(id, b).unwrap_err().code;
         assert_eq!(bad(0, b"\xff\xff\xff"), INVALID_RECORD);
         assert_eq!(bad(1, b"not gzip"), INVALID_RECORD);
-        assert_eq!(bad(2, b"\xff\xff\xff\xff\x0f"), INVALID_RECORD);
+        assert_eq!(bad(2, b"\x05\xff\xff"), INVALID_RECORD);
         assert_eq!(bad(3, b"not lz4"), INVALID_RECORD);
         assert_eq!(bad(4, b"not zstd"), INVALID_RECORD);
         assert_eq!(bad(9, b"x"), INVALID_RECORD);
         let zeros = vec![0u8; DECOMPRESSED_BYTES_MAX + 1];
         let bomb = zstd::encode_all(zeros.as_slice(), 3).unwrap();
         assert!(bomb.len() < 64 * 1024);
-        assert!(decode(4, &bomb).unwrap_err().message.contains("more than"));
+        let e = decode(4, &bomb).unwrap_err();
+        assert!(
+            e.code == TELEMETRY_TOO_LARGE && e.message.contains("more than"),
+            "{e:?}"
+        );
         // A raw snappy block claiming 4 GiB is refused from its header alone.
         assert!(decode(2, b"\xff\xff\xff\xff\x0f\x00")
             .unwrap_err()
@@ -176,14 +205,18 @@ mod tests {
         let resource = [&[0x12, scope.len() as u8][..], &scope].concat();
         let data = [&[0x0a, resource.len() as u8][..], &resource].concat();
         assert_eq!(bad(0, &data), INVALID_RECORD);
-        // Empty data points are 2 bytes each on the wire and ~70 bytes built: a payload of
-        // many is refused before it is built.
+        // Empty data points are 2 bytes each on the wire and tens of bytes built: a payload
+        // of many is refused before it is built.
         let points: Vec<u8> = [0x0a, 0x00].repeat(crate::otlp::MESSAGES_MAX);
         let gauge = [&[0x2a][..], &varint(points.len()), &points].concat();
         let metric = [&[0x12][..], &varint(gauge.len()), &gauge].concat();
         let resource = [&[0x12][..], &varint(metric.len()), &metric].concat();
         let data = [&[0x0a][..], &varint(resource.len()), &resource].concat();
-        assert!(decode(0, &data).unwrap_err().message.contains("messages"));
+        let e = decode(0, &data).unwrap_err();
+        assert!(
+            e.code == TELEMETRY_TOO_LARGE && e.message.contains("messages"),
+            "{e:?}"
+        );
         let fewer = &points[..2 * 1000];
         let gauge = [&[0x2a][..], &varint(fewer.len()), fewer].concat();
         let metric = [&[0x12][..], &varint(gauge.len()), &gauge].concat();

@@ -25,12 +25,18 @@ pub const SERIES_PER_INSTANCE_MAX: usize = 1024;
 pub const SERIES_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Data-point attributes kept as labels per series; more are dropped (by key order).
 pub const ATTRIBUTES_MAX: usize = 8;
-/// Longest label name or value, and metric name; longer values are cut, longer names
-/// dropped.
+/// Longest label name or value: longer values are cut, longer names dropped.
 pub const LABEL_BYTES_MAX: usize = 128;
+/// Longest metric name (without Kafka's common prefix); longer metrics are dropped.
 pub const METRIC_NAME_BYTES_MAX: usize = 200;
-/// The fixed cost of a series in [`SERIES_BYTES_MAX`]'s estimate.
+/// The fixed cost of a series (and of an instance's entry) in [`SERIES_BYTES_MAX`]'s
+/// estimate.
 const SERIES_OVERHEAD_BYTES: usize = 96;
+/// Attributes of one data point looked at; the rest are ignored (each is checked against
+/// those kept, so this bounds the work a point costs).
+pub const ATTRIBUTES_SCAN_MAX: usize = 4 * ATTRIBUTES_MAX;
+/// How often `record` looks for instances gone quiet.
+const SWEEP_EVERY_MS: u64 = 10_000;
 
 /// The labels that say which client a series is from (data-point attributes of these
 /// names are dropped).
@@ -59,13 +65,7 @@ struct Key {
 
 impl Key {
     fn bytes(&self) -> usize {
-        SERIES_OVERHEAD_BYTES
-            + self.family.len()
-            + self
-                .attrs
-                .iter()
-                .map(|l| l.name.len() + l.value.len())
-                .sum::<usize>()
+        SERIES_OVERHEAD_BYTES + self.family.len() + label_bytes(&self.attrs)
     }
 }
 
@@ -85,6 +85,8 @@ pub struct Series {
     pub dropped: u64,
     /// Pushes recorded, since start.
     pub pushes: u64,
+    /// When `record` next drops the series of instances gone quiet (scrapes always do).
+    next_sweep_ms: u64,
 }
 
 /// What one push did.
@@ -105,6 +107,9 @@ impl Series {
     }
 
     /// Adds what instance `id` (described by `meta`, pushing every `interval_ms`) pushed.
+    /// An instance gets an entry with its first kept point (at most
+    /// [`crate::INSTANCES_MAX`] have one); its series are kept `max(60 s, 3 × interval)`
+    /// after its last push.
     pub fn record(
         &mut self,
         now_ms: u64,
@@ -113,30 +118,15 @@ impl Series {
         interval_ms: i32,
         data: &MetricsData,
     ) -> Recorded {
-        self.expire(now_ms);
+        if now_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
+            self.expire(now_ms);
+        }
         self.pushes += 1;
-        let pushed = self.by_instance.entry(*id).or_insert_with(|| {
-            let values = [
-                crate::uuid_string(id),
-                meta.client_id.clone(),
-                meta.software_name.clone(),
-                meta.software_version.clone(),
-            ];
-            Pushed {
-                labels: CLIENT_LABELS
-                    .iter()
-                    .zip(values)
-                    .map(|(n, v)| Label {
-                        name: n.to_string(),
-                        value: cut(v),
-                    })
-                    .collect(),
-                expires_ms: 0,
-                points: HashMap::new(),
-                bytes: 0,
-            }
-        });
-        pushed.expires_ms = now_ms + expiry_ms(interval_ms);
+        let expires_ms = now_ms + expiry_ms(interval_ms);
+        if let Some(p) = self.by_instance.get_mut(id) {
+            p.expires_ms = expires_ms;
+        }
         let mut done = Recorded::default();
         let metrics = data
             .resource_metrics
@@ -144,7 +134,6 @@ impl Series {
             .flat_map(|r| &r.scope_metrics)
             .flat_map(|s| &s.metrics);
         for m in metrics {
-            // (points, counter, cumulative)
             let (points, counter, cumulative): (&[NumberDataPoint], bool, bool) =
                 match (&m.sum, &m.gauge) {
                     (Some(s), _) => (
@@ -166,7 +155,11 @@ impl Series {
                     family: family.clone(),
                     attrs: attributes(p),
                 };
-                if let Some(point) = pushed.points.get_mut(&key) {
+                if let Some(point) = self
+                    .by_instance
+                    .get_mut(id)
+                    .and_then(|pushed| pushed.points.get_mut(&key))
+                {
                     let add = !cumulative && point.counter == counter;
                     *point = Point {
                         counter,
@@ -176,6 +169,27 @@ impl Series {
                     done.points += 1;
                     continue;
                 }
+                if !self.by_instance.contains_key(id) {
+                    let labels = client_labels(id, meta);
+                    let bytes = SERIES_OVERHEAD_BYTES + label_bytes(&labels);
+                    if self.by_instance.len() >= crate::INSTANCES_MAX
+                        || self.bytes + bytes > SERIES_BYTES_MAX
+                    {
+                        done.dropped += 1;
+                        continue;
+                    }
+                    self.bytes += bytes;
+                    self.by_instance.insert(
+                        *id,
+                        Pushed {
+                            labels,
+                            expires_ms,
+                            points: HashMap::new(),
+                            bytes,
+                        },
+                    );
+                }
+                let pushed = self.by_instance.get_mut(id).expect("present or inserted");
                 let bytes = key.bytes();
                 if self.count >= SERIES_MAX
                     || pushed.points.len() >= SERIES_PER_INSTANCE_MAX
@@ -263,7 +277,7 @@ pub fn family_name(name: &str, counter: bool) -> Option<String> {
 /// [`ATTRIBUTES_MAX`], values cut at [`LABEL_BYTES_MAX`].
 fn attributes(p: &NumberDataPoint) -> Vec<Label> {
     let mut out: Vec<Label> = Vec::new();
-    for kv in &p.attributes {
+    for kv in p.attributes.iter().take(ATTRIBUTES_SCAN_MAX) {
         let Some(value) = kv.value.as_ref().and_then(|v| v.text()) else {
             continue;
         };
@@ -294,7 +308,30 @@ fn attributes(p: &NumberDataPoint) -> Vec<Label> {
     out
 }
 
-fn cut(mut s: String) -> String {
+/// The labels naming the client of instance `id`.
+fn client_labels(id: &[u8; 16], meta: &ClientMeta) -> Vec<Label> {
+    let values = [
+        crate::uuid_string(id),
+        meta.client_id.clone(),
+        meta.software_name.clone(),
+        meta.software_version.clone(),
+    ];
+    CLIENT_LABELS
+        .iter()
+        .zip(values)
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: cut(v),
+        })
+        .collect()
+}
+
+fn label_bytes(labels: &[Label]) -> usize {
+    labels.iter().map(|l| l.name.len() + l.value.len()).sum()
+}
+
+/// `s` cut to at most [`LABEL_BYTES_MAX`] bytes, at a character boundary.
+pub fn cut(mut s: String) -> String {
     if s.len() > LABEL_BYTES_MAX {
         let mut end = LABEL_BYTES_MAX;
         while !s.is_char_boundary(end) {
@@ -398,6 +435,28 @@ mod tests {
         assert_eq!(s.samples(60_999).len(), 2);
         assert!(s.samples(61_000).is_empty());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn quiet_or_empty_pushes_keep_nothing_and_attributes_cost_a_bounded_scan() {
+        let mut s = Series::default();
+        for i in 0..1000u32 {
+            let mut id = [0; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            s.record(0, &id, &meta(), 1000, &MetricsData::default());
+        }
+        assert!(s.by_instance.is_empty() && s.bytes == 0);
+        let attrs: Vec<_> = (0..10_000).map(|i| kv(&format!("k{i}"), "v")).collect();
+        let r = s.record(
+            0,
+            &[1; 16],
+            &meta(),
+            1000,
+            &data(vec![gauge("g", vec![point(1, attrs)])]),
+        );
+        assert_eq!(r.points, 1);
+        let got = s.samples(0);
+        assert_eq!(got[0].labels.len(), CLIENT_LABELS.len() + ATTRIBUTES_MAX);
     }
 
     #[test]

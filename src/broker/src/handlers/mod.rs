@@ -21,6 +21,7 @@ pub mod client_quotas;
 pub mod cluster_acl;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delegation_tokens;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
@@ -119,6 +120,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // receiver configured; sluice always has one (`/metrics`).
     (ApiKey::GetTelemetrySubscriptions, 0, 0),
     (ApiKey::PushTelemetry, 0, 0),
+    // KIP-48 delegation tokens (`delegation_tokens`); Kafka 4 removed version 0.
+    (ApiKey::CreateDelegationToken, 1, 3),
+    (ApiKey::RenewDelegationToken, 1, 2),
+    (ApiKey::ExpireDelegationToken, 1, 2),
+    (ApiKey::DescribeDelegationToken, 1, 3),
 ];
 
 pub fn api_table() -> ApiTable {
@@ -143,7 +149,10 @@ pub fn route(_shard: &BrokerShard, api_key: i16) -> Option<ShardId> {
         | ApiKey::DeleteAcls
         | ApiKey::AlterClientQuotas
         | ApiKey::UpdateFeatures
-        | ApiKey::DescribeQuorum => Some(ShardId(0)),
+        | ApiKey::DescribeQuorum
+        | ApiKey::CreateDelegationToken
+        | ApiKey::RenewDelegationToken
+        | ApiKey::ExpireDelegationToken => Some(ShardId(0)),
         _ => None,
     }
 }
@@ -267,6 +276,18 @@ pub async fn dispatch(
             respond(h, &telemetry::get(shard, client, h, r))
         }
         RequestKind::PushTelemetry(r) => respond(h, &telemetry::push(shard, client, h, r)),
+        RequestKind::CreateDelegationToken(r) => {
+            respond(h, &delegation_tokens::create(shard, client, r).await)
+        }
+        RequestKind::RenewDelegationToken(r) => {
+            respond(h, &delegation_tokens::renew(shard, client, r).await)
+        }
+        RequestKind::ExpireDelegationToken(r) => {
+            respond(h, &delegation_tokens::expire(shard, client, r).await)
+        }
+        RequestKind::DescribeDelegationToken(r) => {
+            respond(h, &delegation_tokens::describe(shard, client, r))
+        }
         other @ (RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)) => {
             crate::sasl_host::out_of_place(h, &other).unwrap_or(Outcome::Close)
         }

@@ -1,0 +1,230 @@
+"""Delegation tokens (KIP-48) against a real broker, over raw Kafka requests (no Python
+client has the token APIs): CreateDelegationToken v3, RenewDelegationToken v2,
+ExpireDelegationToken v2 and DescribeDelegationToken v3 from SASL/PLAIN-authenticated
+connections, with Kafka's answers: the HMAC is HMAC-SHA512 of the token id under the
+secret, lifetimes follow the broker's settings, renewers and owners are checked, token
+requests on a plaintext listener are refused.
+
+Usage: token_check.py --sasl HOST:PORT --plain HOST:PORT --secret KEY --phase create|persisted
+(`create` expects --delegation-token-expiry-time-ms 60000,
+--delegation-token-max-lifetime-ms 3600000, the ACL authorizer with super user admin, and
+users admin and bob with passwords NAME-secret). Exits non-zero with the reason on a failed check.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac as hmaclib
+import socket
+import struct
+import time
+
+CREATE, RENEW, EXPIRE, DESCRIBE = 38, 39, 40, 41
+HANDSHAKE, AUTHENTICATE = 17, 36
+
+
+def uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+class Reader:
+    def __init__(self, data):
+        self.d, self.p = data, 0
+
+    def take(self, n):
+        v = self.d[self.p:self.p + n]
+        self.p += n
+        return v
+
+    def uvarint(self):
+        n = shift = 0
+        while True:
+            b = self.d[self.p]
+            self.p += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    def i16(self):
+        return struct.unpack(">h", self.take(2))[0]
+
+    def i32(self):
+        return struct.unpack(">i", self.take(4))[0]
+
+    def i64(self):
+        return struct.unpack(">q", self.take(8))[0]
+
+    def cstr(self):
+        n = self.uvarint()
+        return None if n == 0 else self.take(n - 1).decode()
+
+    def cbytes(self):
+        n = self.uvarint()
+        return None if n == 0 else self.take(n - 1)
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.take(self.uvarint())
+
+
+def cstr(s):
+    if s is None:
+        return b"\0"
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def cbytes(b):
+    return uvarint(len(b) + 1) + b
+
+
+class Conn:
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1)
+        self.s = socket.create_connection((host, int(port)), timeout=15)
+        self.corr = 0
+
+    def call(self, api, version, body, flexible=True):
+        self.corr += 1
+        header = struct.pack(">hhih", api, version, self.corr, 2) + b"tc"
+        if flexible:
+            header += b"\0"
+        msg = header + body
+        self.s.sendall(struct.pack(">i", len(msg)) + msg)
+        size = struct.unpack(">i", self.recv(4))[0]
+        r = Reader(self.recv(size))
+        assert r.i32() == self.corr
+        if flexible:
+            r.tags()
+        return r
+
+    def recv(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.s.recv(n - len(out))
+            if not chunk:
+                raise AssertionError("the broker closed the connection")
+            out += chunk
+        return out
+
+    def plain(self, user, password):
+        r = self.call(HANDSHAKE, 1, struct.pack(">h", 5) + b"PLAIN", flexible=False)
+        assert r.i16() == 0
+        token = f"\0{user}\0{password}".encode()
+        r = self.call(AUTHENTICATE, 2, cbytes(token) + b"\0")
+        assert r.i16() == 0, f"authenticating {user}"
+        return self
+
+    def create(self, renewers=(), owner=None, max_lifetime=-1):
+        body = cstr("User" if owner else None) + cstr(owner)
+        body += uvarint(len(renewers) + 1)
+        for t, n in renewers:
+            body += cstr(t) + cstr(n) + b"\0"
+        body += struct.pack(">q", max_lifetime) + b"\0"
+        r = self.call(CREATE, 3, body)
+        return dict(error=r.i16(), owner=(r.cstr(), r.cstr()), requester=(r.cstr(), r.cstr()),
+                    issue=r.i64(), expiry=r.i64(), max=r.i64(), id=r.cstr(), hmac=r.cbytes())
+
+    def expiry(self, api, mac, period):
+        r = self.call(api, 2, cbytes(mac) + struct.pack(">q", period) + b"\0")
+        return r.i16(), r.i64()
+
+    def describe(self, owners=None):
+        if owners is None:
+            body = b"\0"
+        else:
+            body = uvarint(len(owners) + 1)
+            for t, n in owners:
+                body += cstr(t) + cstr(n) + b"\0"
+        r = self.call(DESCRIBE, 3, body + b"\0")
+        error = r.i16()
+        tokens = []
+        for _ in range(r.uvarint() - 1):
+            t = dict(owner=(r.cstr(), r.cstr()), requester=(r.cstr(), r.cstr()),
+                     issue=r.i64(), expiry=r.i64(), max=r.i64(), id=r.cstr(), hmac=r.cbytes())
+            renewers = []
+            for _ in range(r.uvarint() - 1):
+                renewers.append((r.cstr(), r.cstr()))
+                r.tags()
+            t["renewers"] = renewers
+            r.tags()
+            tokens.append(t)
+        return error, tokens
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sasl", required=True)
+    ap.add_argument("--plain", required=True)
+    ap.add_argument("--secret", required=True)
+    ap.add_argument("--phase", required=True)
+    a = ap.parse_args()
+    sign = lambda token_id: hmaclib.new(a.secret.encode(), token_id.encode(), hashlib.sha512).digest()
+
+    admin = Conn(a.sasl).plain("admin", "admin-secret")
+    if a.phase == "persisted":
+        error, tokens = admin.describe()
+        assert error == 0 and [t["owner"] for t in tokens] == [("User", "alice")], tokens
+        assert tokens[0]["hmac"] == sign(tokens[0]["id"])
+        print("tokens persisted")
+        return
+
+    # Not on a plaintext listener (Kafka's rule: tokens need an authenticated client).
+    plain = Conn(a.plain)
+    assert plain.create()["error"] == 64
+    assert plain.describe()[0] == 64
+
+    t1 = admin.create(renewers=[("User", "bob")])
+    assert t1["error"] == 0, t1
+    assert t1["owner"] == ("User", "admin") and t1["requester"] == ("User", "admin"), t1
+    assert len(t1["id"]) == 22 and t1["hmac"] == sign(t1["id"]), t1
+    assert t1["expiry"] - t1["issue"] == 60000 and t1["max"] - t1["issue"] == 3600000, t1
+    assert abs(t1["issue"] - time.time() * 1000) < 60000, t1
+    # A shorter max lifetime asked for is taken; renewers must be users.
+    short = admin.create(max_lifetime=5000)
+    assert short["max"] - short["issue"] == 5000 and short["expiry"] == short["max"], short
+    assert admin.create(renewers=[("Group", "g")])["error"] == 67
+    # For another owner (v3): admin is a super user; bob lacks CREATE_TOKENS on User:alice.
+    bob = Conn(a.sasl).plain("bob", "bob-secret")
+    assert bob.create(owner="alice")["error"] == 65
+    t2 = admin.create(owner="alice")
+    assert t2["error"] == 0 and t2["owner"] == ("User", "alice"), t2
+    assert t2["requester"] == ("User", "admin"), t2
+
+    error, tokens = admin.describe()
+    assert error == 0 and {t["id"] for t in tokens} == {t1["id"], short["id"], t2["id"]}, tokens
+    described = next(t for t in tokens if t["id"] == t1["id"])
+    assert described["renewers"] == [("User", "bob")] and described["hmac"] == t1["hmac"]
+    assert admin.describe(owners=[])[1] == []
+    assert admin.describe(owners=[("User", "nobody")])[1] == []
+    assert {t["id"] for t in admin.describe(owners=[("User", "alice")])[1]} == {t2["id"]}
+
+    # Renew: by the owner, within the max; by a renewer; not by anyone else.
+    error, expiry = admin.expiry(RENEW, t1["hmac"], 1000)
+    assert error == 0 and 0 <= expiry - time.time() * 1000 <= 1000 + 5000, (error, expiry)
+    assert admin.expiry(RENEW, b"not a token", 1000) == (62, -1)
+    assert bob.expiry(RENEW, t1["hmac"], -1)[0] == 0
+    assert bob.expiry(RENEW, t2["hmac"], -1)[0] == 63
+    # bob sees the token he may renew, not the others (no DESCRIBE on them).
+    assert [t["id"] for t in bob.describe()[1]] == [t1["id"]]
+
+    # Expire: at once with a negative period; then it is gone.
+    error, expiry = admin.expiry(EXPIRE, t1["hmac"], -1)
+    assert error == 0, error
+    assert admin.expiry(EXPIRE, short["hmac"], -1)[0] == 0
+    assert admin.expiry(RENEW, t1["hmac"], 1000) == (62, -1)
+    assert [t["id"] for t in admin.describe()[1]] == [t2["id"]]
+    print("token checks passed")
+
+
+if __name__ == "__main__":
+    main()
