@@ -3,7 +3,8 @@ client has the token APIs): CreateDelegationToken v3, RenewDelegationToken v2,
 ExpireDelegationToken v2 and DescribeDelegationToken v3 from SASL/PLAIN-authenticated
 connections, with Kafka's answers: the HMAC is HMAC-SHA512 of the token id under the
 secret, lifetimes follow the broker's settings, renewers and owners are checked, token
-requests on a plaintext listener are refused.
+requests on a plaintext listener are refused; a token logs in with SCRAM and Kafka's
+`tokenauth=true` extension as its owner, and such a connection may not ask for tokens.
 
 Usage: token_check.py --sasl HOST:PORT --plain HOST:PORT --secret KEY --phase create|persisted
 (`create` expects --delegation-token-expiry-time-ms 60000,
@@ -15,6 +16,7 @@ import argparse
 import base64
 import hashlib
 import hmac as hmaclib
+import os
 import socket
 import struct
 import time
@@ -124,6 +126,32 @@ class Conn:
         assert r.i16() == 0, f"authenticating {user}"
         return self
 
+    def scram_token(self, token_id, hmac_bytes):
+        """SCRAM-SHA-256 with Kafka's tokenauth extension: the error code of the last step."""
+        r = self.call(HANDSHAKE, 1, struct.pack(">h", 13) + b"SCRAM-SHA-256", flexible=False)
+        assert r.i16() == 0
+        password = base64.b64encode(hmac_bytes)
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n={token_id},r={nonce},tokenauth=true"
+        r = self.call(AUTHENTICATE, 2, cbytes(("n,," + first_bare).encode()) + b"\0")
+        error = r.i16()
+        r.cstr()
+        if error:
+            return error
+        server_first = r.cbytes().decode()
+        attrs = dict(a.split("=", 1) for a in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac("sha256", password, base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        client_key = hmaclib.new(salted, b"Client Key", hashlib.sha256).digest()
+        stored = hashlib.sha256(client_key).digest()
+        without = f"c=biws,r={attrs['r']}"
+        auth = f"{first_bare},{server_first},{without}".encode()
+        sig = hmaclib.new(stored, auth, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        final = f"{without},p={base64.b64encode(proof).decode()}".encode()
+        r = self.call(AUTHENTICATE, 2, cbytes(final) + b"\0")
+        return r.i16()
+
     def create(self, renewers=(), owner=None, max_lifetime=-1):
         body = cstr("User" if owner else None) + cstr(owner)
         body += uvarint(len(renewers) + 1)
@@ -175,6 +203,7 @@ def main():
         error, tokens = admin.describe()
         assert error == 0 and [t["owner"] for t in tokens] == [("User", "alice")], tokens
         assert tokens[0]["hmac"] == sign(tokens[0]["id"])
+        assert Conn(a.sasl).scram_token(tokens[0]["id"], tokens[0]["hmac"]) == 0
         print("tokens persisted")
         return
 
@@ -223,6 +252,17 @@ def main():
     assert admin.expiry(EXPIRE, short["hmac"], -1)[0] == 0
     assert admin.expiry(RENEW, t1["hmac"], 1000) == (62, -1)
     assert [t["id"] for t in admin.describe()[1]] == [t2["id"]]
+
+    # Logging in with a token (SCRAM, tokenauth=true): the owner's principal, and no token
+    # requests from such a connection.
+    as_alice = Conn(a.sasl)
+    assert as_alice.scram_token(t2["id"], t2["hmac"]) == 0
+    assert as_alice.create()["error"] == 64
+    assert as_alice.describe()[0] == 64
+    assert as_alice.expiry(RENEW, t2["hmac"], 1000) == (64, -1)
+    # A removed token, or a wrong HMAC, does not log in (SASL_AUTHENTICATION_FAILED).
+    assert Conn(a.sasl).scram_token(t1["id"], t1["hmac"]) == 58
+    assert Conn(a.sasl).scram_token(t2["id"], b"wrong") == 58
     print("token checks passed")
 
 

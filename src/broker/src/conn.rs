@@ -272,6 +272,7 @@ async fn serve_stream<S>(
                                 drop(permit);
                                 if let Some(p) = auth.principal() {
                                     client.principal = Rc::from(p);
+                                    client.token_authenticated = auth.token_authenticated();
                                     decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
                                 }
                                 let ready = glommio::spawn_local(async move { outcome }).detach();

@@ -8,7 +8,10 @@
 //! SCRAM-SHA-512, checked against the SCRAM credentials of the metadata image
 //! (`crate::scram_store`), and OAUTHBEARER, a JWT checked against the configured JWKS
 //! (`crate::oauth_host`). The principal is `User:` and the authenticated name (a token's
-//! subject).
+//! subject). SCRAM with Kafka's `tokenauth=true` extension logs in with a delegation token
+//! (user name: the token id, password: its HMAC in base64; `crate::tokens_host`): the
+//! principal is the token's owner, the connection is token-authenticated (it may not ask
+//! for tokens), and its session never outlives the token's expiry.
 //!
 //! Re-authentication (KIP-368) under `connections.max.reauth.ms`: a client that
 //! authenticated with SaslAuthenticate v1+ is told its session's lifetime; it may run the
@@ -70,9 +73,11 @@ pub struct SaslConn {
     expires: Option<Instant>,
     /// The principal being re-authenticated (it may not change).
     reauthenticating: Option<String>,
-    /// When the authenticating token expires (OAUTHBEARER; ms since the epoch): a session
-    /// never outlives its token.
+    /// When the authenticating token expires (OAUTHBEARER, a delegation token; ms since
+    /// the epoch): a session never outlives its token.
     token_expires_ms: Option<i64>,
+    /// Authenticated with a delegation token.
+    token_authenticated: bool,
 }
 
 /// What to do with a frame of a connection that has not authenticated yet.
@@ -94,6 +99,7 @@ impl SaslConn {
             expires: None,
             reauthenticating: None,
             token_expires_ms: None,
+            token_authenticated: false,
         }
     }
 
@@ -120,6 +126,11 @@ impl SaslConn {
 
     pub fn authenticated(&self) -> bool {
         matches!(self.state, State::Authenticated)
+    }
+
+    /// Whether the client logged in with a delegation token.
+    pub fn token_authenticated(&self) -> bool {
+        self.token_authenticated
     }
 
     /// Takes one frame of the authentication exchange ([`SaslConn::takes`]).
@@ -266,13 +277,33 @@ impl SaslConn {
             }
             Mechanism::Scram(server) => {
                 let m = server.mechanism();
-                match server.step(message, |user| credentials.get(user, m)) {
+                let secret = shard.config.delegation_token_secret_key.as_deref();
+                let tokens = &shard.shared_handle.tokens;
+                let lookup = |user: &str, token: bool| match (token, secret) {
+                    (false, _) => credentials.get(user, m),
+                    (true, Some(key)) => tokens.credential(user, m, key),
+                    (true, None) => None,
+                };
+                match server.step(message, lookup) {
                     Step::Challenge(c) => return Ok(c),
                     Step::Failed(e) => return Err(e),
                     Step::Done {
                         user,
                         final_message,
+                        token: false,
                     } => (user, final_message),
+                    Step::Done {
+                        user: token_id,
+                        final_message,
+                        token: true,
+                    } => {
+                        // The token may have gone since the first message.
+                        let t = tokens.get();
+                        let t = t.by_id.get(&token_id).ok_or(INVALID_CREDENTIALS)?;
+                        self.token_expires_ms = Some(t.expiry_ms.min(t.max_ms));
+                        self.finish_as(t.owner.clone(), true)?;
+                        return Ok(final_message);
+                    }
                 }
             }
         };
@@ -282,12 +313,16 @@ impl SaslConn {
     }
 
     fn finish(&mut self, user: String) -> Result<(), String> {
-        let principal = format!("User:{user}");
+        self.finish_as(format!("User:{user}"), false)
+    }
+
+    fn finish_as(&mut self, principal: String, token: bool) -> Result<(), String> {
         if let Some(before) = self.reauthenticating.take() {
             if before != principal {
                 return Err("Cannot change principals during re-authentication".into());
             }
         }
+        self.token_authenticated = token;
         log::debug!("SASL: authenticated {principal}");
         self.principal = Some(principal);
         self.state = State::Authenticated;

@@ -1,13 +1,18 @@
 //! Delegation tokens (KIP-48) as this node has adopted them from the controller log, with
 //! the HMAC of each (HMAC-SHA512 of the token id under `delegation.token.secret.key`, which
 //! the log does not keep: every node derives it, as Kafka's do). Shard 0 sets them on every
-//! adoption; every shard reads (DescribeDelegationToken, and the HMAC lookups of Renew and
-//! Expire).
+//! adoption; every shard reads (DescribeDelegationToken, the HMAC lookups of Renew and
+//! Expire, and SCRAM logins with a token, whose credentials are derived here from the HMAC
+//! on first use and kept until the tokens change).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use sluice_meta::tokens::TokenRecord;
+use sluice_security::{ScramCredential, ScramMechanism};
+
+/// Iterations of a token's SCRAM credential (Kafka's: the mechanism's minimum).
+const TOKEN_ITERATIONS: u32 = 4096;
 
 /// The tokens, and the id of each by its HMAC.
 #[derive(Default)]
@@ -25,6 +30,9 @@ impl Tokens {
 #[derive(Default)]
 pub struct TokenStore {
     current: Mutex<Arc<Tokens>>,
+    /// SCRAM credentials of tokens by (id, mechanism id): PBKDF2 of the HMAC, so each is
+    /// derived once (Kafka derives them when a token arrives), not at every login.
+    credentials: Mutex<HashMap<(String, i8), ScramCredential>>,
 }
 
 impl TokenStore {
@@ -45,6 +53,33 @@ impl TokenStore {
             by_id: tokens.clone(),
             by_hmac,
         });
+        // Credentials of tokens that are gone (or renewed: same id, same HMAC) go too.
+        let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        creds.retain(|(id, _), _| tokens.contains_key(id));
+    }
+
+    /// The SCRAM credential of token `token_id` for `mechanism`: password the token's HMAC
+    /// in base64 (what clients log in with), Kafka's fewest iterations, a random salt.
+    pub fn credential(
+        &self,
+        token_id: &str,
+        mechanism: ScramMechanism,
+        secret: &str,
+    ) -> Option<ScramCredential> {
+        if !self.get().by_id.contains_key(token_id) {
+            return None;
+        }
+        let key = (token_id.to_string(), mechanism.id());
+        let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = creds.get(&key) {
+            return Some(c.clone());
+        }
+        use base64::Engine as _;
+        let password = base64::engine::general_purpose::STANDARD.encode(hmac(secret, token_id));
+        let c = ScramCredential::generate(mechanism, password.as_bytes(), TOKEN_ITERATIONS).ok()?;
+        // Bounded by the tokens the image may hold, times two mechanisms.
+        creds.insert(key, c.clone());
+        Some(c)
     }
 
     pub fn get(&self) -> Arc<Tokens> {

@@ -3,8 +3,8 @@
 //! side of the exchange as a sans-IO state machine, and the password check PLAIN uses.
 //!
 //! Kafka's rules: iterations within 4096..=16384, no channel binding (`n` gs2 flag only),
-//! the `tokenauth` extension refused (logging in with a delegation token is not built yet;
-//! the tokens themselves are, in `sluice_meta::tokens`), and any failure is
+//! the `tokenauth=true` extension makes the user name a delegation token's id (the lookup
+//! is told, and finds the token's credential), and any failure is
 //! "Invalid user credentials" whatever the cause. Unlike Kafka, an unknown user is not told
 //! apart at the first message: the exchange runs on a throwaway credential and fails at the
 //! proof, so the answers do not say which user names exist.
@@ -194,10 +194,12 @@ pub(crate) fn salted_password(
 pub enum Step {
     /// Send this challenge; the exchange goes on.
     Challenge(Vec<u8>),
-    /// Authenticated as this user; send `final_message` (the server signature).
+    /// Authenticated as this user (a token id when `token`); send `final_message` (the
+    /// server signature).
     Done {
         user: String,
         final_message: Vec<u8>,
+        token: bool,
     },
     /// Refused (the message for the client: [`INVALID_CREDENTIALS`] or a protocol error).
     Failed(String),
@@ -207,6 +209,7 @@ enum State {
     First,
     Final {
         user: String,
+        token: bool,
         credential: ScramCredential,
         /// Whether `credential` is a throwaway one (an unknown user): the proof must fail.
         known: bool,
@@ -249,11 +252,12 @@ impl ScramServer {
     }
 
     /// Takes the client's next message; `lookup` finds a user's credential for this
-    /// mechanism (asked once, at the first message).
+    /// mechanism, or with `true` a delegation token's by its id (asked once, at the first
+    /// message).
     pub fn step(
         &mut self,
         message: &[u8],
-        lookup: impl FnOnce(&str) -> Option<ScramCredential>,
+        lookup: impl FnOnce(&str, bool) -> Option<ScramCredential>,
     ) -> Step {
         if message.len() > MESSAGE_BYTES_MAX {
             self.state = State::Over;
@@ -267,6 +271,7 @@ impl ScramServer {
             State::First => self.client_first(text, lookup),
             State::Final {
                 user,
+                token,
                 credential,
                 known,
                 nonce,
@@ -284,6 +289,7 @@ impl ScramServer {
                     Ok(final_message) => Step::Done {
                         user,
                         final_message,
+                        token,
                     },
                     Err(e) => Step::Failed(e),
                 }
@@ -295,14 +301,15 @@ impl ScramServer {
     fn client_first(
         &mut self,
         text: &str,
-        lookup: impl FnOnce(&str) -> Option<ScramCredential>,
+        lookup: impl FnOnce(&str, bool) -> Option<ScramCredential>,
     ) -> Step {
         let parsed = parse_client_first(text);
-        let (gs2_header, bare, user, client_nonce) = match parsed {
+        let (gs2_header, bare, user, client_nonce, token) = match parsed {
             Ok(p) => p,
             Err(e) => return Step::Failed(e),
         };
-        let (credential, known) = match lookup(&user).filter(|c| c.mechanism == self.mechanism) {
+        let found = lookup(&user, token).filter(|c| c.mechanism == self.mechanism);
+        let (credential, known) = match found {
             Some(c) => (c, true),
             // A throwaway credential: the exchange looks the same and fails at the proof.
             None => (
@@ -318,6 +325,7 @@ impl ScramServer {
         );
         self.state = State::Final {
             user,
+            token,
             credential,
             known,
             nonce,
@@ -328,8 +336,8 @@ impl ScramServer {
     }
 }
 
-/// (gs2 header, client-first-message-bare, user name, client nonce)
-type ClientFirst = (String, String, String, String);
+/// (gs2 header, client-first-message-bare, user name, client nonce, `tokenauth=true`)
+type ClientFirst = (String, String, String, String, bool);
 
 fn parse_client_first(text: &str) -> Result<ClientFirst, String> {
     // gs2-header: cbind-flag "," [authzid] ","
@@ -343,14 +351,18 @@ fn parse_client_first(text: &str) -> Result<ClientFirst, String> {
     }
     let mut user = None;
     let mut nonce = None;
+    let mut token = false;
     for (i, attr) in bare.split(',').enumerate() {
         let (k, v) = attr.split_once('=').ok_or("SCRAM: malformed attribute")?;
         match (i, k) {
             (0, "n") => user = Some(sasl_name(v)?),
             (1, "r") => nonce = Some(v.to_string()),
-            (_, "tokenauth") => {
-                return Err("SCRAM: delegation token logins are not supported".into());
-            }
+            // Kafka's extension for delegation tokens (the user name is the token id).
+            (i, "tokenauth") if i > 1 => match v {
+                "true" => token = true,
+                "false" => {}
+                _ => return Err("SCRAM: malformed tokenauth extension".into()),
+            },
             (0, "m") => return Err("SCRAM: mandatory extensions are not supported".into()),
             (0 | 1, _) => return Err("SCRAM: malformed client-first-message".into()),
             // Other extensions (Kafka's are key=value pairs) are ignored.
@@ -380,6 +392,7 @@ fn parse_client_first(text: &str) -> Result<ClientFirst, String> {
         bare.to_string(),
         user,
         nonce.to_string(),
+        token,
     ))
 }
 
@@ -464,8 +477,8 @@ mod tests {
             ScramMechanism::Sha256,
             "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
         );
-        let step = s.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u| {
-            (u == "user").then(|| cred.clone())
+        let step = s.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u, token| {
+            (u == "user" && !token).then(|| cred.clone())
         });
         assert_eq!(
             step,
@@ -478,21 +491,22 @@ mod tests {
         let step = s.step(
             b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
               p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
-            |_| unreachable!("looked up once"),
+            |_, _| unreachable!("looked up once"),
         );
         assert_eq!(
             step,
             Step::Done {
                 user: "user".into(),
-                final_message: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
+                final_message: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(),
+                token: false,
             }
         );
-        assert!(matches!(s.step(b"more", |_| None), Step::Failed(_)));
+        assert!(matches!(s.step(b"more", |_, _| None), Step::Failed(_)));
         // A final message whose nonce lacks the server's part is refused before the proof.
         let mut s = ScramServer::with_nonce(ScramMechanism::Sha256, "SERVER".into());
-        let _ = s.step(b"n,,n=user,r=abc", |_| Some(cred.clone()));
+        let _ = s.step(b"n,,n=user,r=abc", |_, _| Some(cred.clone()));
         assert_eq!(
-            s.step(b"c=biws,r=abcSERVE,p=AAAA", |_| None),
+            s.step(b"c=biws,r=abcSERVE,p=AAAA", |_, _| None),
             Step::Failed("SCRAM: nonce does not match".into())
         );
         assert!(cred.verify_password(b"pencil"));
@@ -535,12 +549,13 @@ mod tests {
     ) -> Step {
         let mut s = ScramServer::new(m);
         let bare = format!("n={user},r=abcdefgh");
-        let Step::Challenge(first) = s.step(format!("n,,{bare}").as_bytes(), |_| stored.cloned())
+        let Step::Challenge(first) =
+            s.step(format!("n,,{bare}").as_bytes(), |_, _| stored.cloned())
         else {
             panic!("no challenge");
         };
         let fin = client_final_for(m, password, &bare, std::str::from_utf8(&first).unwrap());
-        s.step(fin.as_bytes(), |_| unreachable!())
+        s.step(fin.as_bytes(), |_, _| unreachable!())
     }
 
     #[test]
@@ -573,6 +588,24 @@ mod tests {
     }
 
     #[test]
+    fn tokenauth_asks_for_the_token_and_says_so_when_done() {
+        let m = ScramMechanism::Sha512;
+        let cred = ScramCredential::derive(m, b"hmac-b64", b"salt", 4096);
+        let mut s = ScramServer::new(m);
+        let bare = "n=tokenid,r=abcdefgh,tokenauth=true";
+        let Step::Challenge(first) = s.step(format!("n,,{bare}").as_bytes(), |u, token| {
+            (u == "tokenid" && token).then(|| cred.clone())
+        }) else {
+            panic!("no challenge");
+        };
+        let fin = client_final_for(m, b"hmac-b64", bare, std::str::from_utf8(&first).unwrap());
+        assert!(matches!(
+            s.step(fin.as_bytes(), |_, _| unreachable!()),
+            Step::Done { ref user, token: true, .. } if user == "tokenid"
+        ));
+    }
+
+    #[test]
     fn malformed_first_messages_are_refused() {
         for bad in [
             &b"p=tls-unique,,n=u,r=abc"[..],
@@ -582,14 +615,14 @@ mod tests {
             b"n,,n=,r=abc",
             b"n,,n=a=2Xb,r=abc",
             b"n,a=other,n=u,r=abc",
-            b"n,,n=u,r=abc,tokenauth=true",
+            b"n,,n=u,r=abc,tokenauth=yes",
             b"n,,m=x,n=u,r=abc",
             b"\xff\xfe",
             b"",
         ] {
             let mut s = ScramServer::new(ScramMechanism::Sha256);
             assert!(
-                matches!(s.step(bad, |_| None), Step::Failed(_)),
+                matches!(s.step(bad, |_, _| None), Step::Failed(_)),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -597,7 +630,7 @@ mod tests {
         assert_eq!(sasl_name("a=2Cb=3Dc").unwrap(), "a,b=c");
         let mut s = ScramServer::new(ScramMechanism::Sha256);
         assert!(matches!(
-            s.step(&vec![b'n'; MESSAGE_BYTES_MAX + 1], |_| None),
+            s.step(&vec![b'n'; MESSAGE_BYTES_MAX + 1], |_, _| None),
             Step::Failed(_)
         ));
     }

@@ -152,15 +152,16 @@ mod tests {
     ) -> Result<String, String> {
         let mut client = ScramClient::new(mechanism, user, password);
         let mut server = ScramServer::new(mechanism);
-        let lookup = |u: &str| (u == "a,b=c").then(|| stored.clone());
+        let lookup = |u: &str, _token: bool| (u == "a,b=c").then(|| stored.clone());
         let Step::Challenge(challenge) = server.step(&client.first(), lookup) else {
             return Err("no challenge".into());
         };
         let last = client.answer(&challenge)?;
-        match server.step(&last, |_| None) {
+        match server.step(&last, |_, _| None) {
             Step::Done {
                 user,
                 final_message,
+                ..
             } => {
                 client.finish(&final_message)?;
                 Ok(user)
