@@ -738,7 +738,8 @@ async fn a_node_whose_data_directory_was_wiped_is_refused_and_stops() {
 /// A broker-only node (not a controller voter: it pulls the metadata log from the voters)
 /// holding a replica goes down with kill -9 while records are produced and a topic is
 /// created, comes back, catches up on both (the new topic listed on it, its replica back in
-/// the ISR), and every acknowledged record reads back; wiped, it is refused as a voter is.
+/// the ISR), every acknowledged record reads back, and DescribeQuorum reports it as an
+/// observer with its position; wiped, it is refused as a voter is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_only_node_restarts_catches_up_and_is_refused_once_wiped() {
     require_cluster!();
@@ -803,6 +804,20 @@ async fn a_broker_only_node_restarts_catches_up_and_is_refused_once_wiped() {
     produce_round(&p, BO, 2, ROUND, &mut sent).await;
     let got = tokio::task::block_in_place(|| read_partition(&back, BO, 0, sent.len()));
     assert_eq!(got, sent);
+    // DescribeQuorum names it an observer with the index it pulled to and when.
+    let root = sluice_tests::workspace_root();
+    let out = std::process::Command::new(root.join("tests/.venv/bin/python"))
+        .arg(root.join("tests/python/quorum_check.py"))
+        .arg(&first)
+        .arg("4")
+        .output()
+        .expect("run quorum_check.py");
+    assert!(
+        out.status.success(),
+        "quorum_check.py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     tokio::task::block_in_place(|| wipe_and_expect_refusal(&mut c, 4));
     tokio::task::block_in_place(|| c.stop_all());

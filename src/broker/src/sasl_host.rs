@@ -108,7 +108,11 @@ impl SaslConn {
     /// that starts a re-authentication.
     pub fn takes(&self, frame: &Bytes) -> bool {
         match self.state {
-            State::Authenticated => self.reauth.is_some() && is_handshake(frame),
+            // Re-authentication: under `connections.max.reauth.ms`, or for a session a
+            // token's expiry ends.
+            State::Authenticated => {
+                (self.reauth.is_some() || self.expires.is_some()) && is_handshake(frame)
+            }
             _ => true,
         }
     }
@@ -136,9 +140,11 @@ impl SaslConn {
     /// Takes one frame of the authentication exchange ([`SaslConn::takes`]).
     pub async fn frame(&mut self, shard: &BrokerShard, frame: Bytes) -> Verdict {
         if self.authenticated() {
-            // A re-authentication: the exchange starts over for the same principal.
+            // A re-authentication: the exchange starts over for the same principal (the
+            // new login says whether a token bounds it).
             debug_assert!(is_handshake(&frame));
             self.reauthenticating = self.principal.clone();
+            self.token_expires_ms = None;
             self.state = State::Start;
         }
         if let State::Exchange { raw: true, .. } = self.state {
@@ -182,16 +188,21 @@ impl SaslConn {
                     // Kafka's message is null on success (the codec's default is empty).
                     resp.error_message = None;
                     // A session with a lifetime for clients that can re-authenticate (v1+
-                    // carries the lifetime; v0 clients keep theirs, as in Kafka).
+                    // carries the lifetime; v0 clients keep theirs, as in Kafka): at most
+                    // `connections.max.reauth.ms`, and never past the expiry of the token
+                    // it logged in with (with or without a maximum, as Kafka's).
+                    let token_left = self.token_expires_ms.map(|exp| {
+                        Duration::from_millis(
+                            exp.saturating_sub(crate::shard::now_ms()).max(0) as u64
+                        )
+                    });
+                    let life = match (self.reauth, token_left) {
+                        (Some(r), Some(t)) => Some(r.min(t)),
+                        (r, t) => r.or(t),
+                    };
                     if let (true, Some(life), true) =
-                        (self.authenticated(), self.reauth, h.api_version >= 1)
+                        (self.authenticated(), life, h.api_version >= 1)
                     {
-                        let token_left = self.token_expires_ms.map(|exp| {
-                            Duration::from_millis(
-                                exp.saturating_sub(crate::shard::now_ms()).max(0) as u64
-                            )
-                        });
-                        let life = token_left.map_or(life, |t| t.min(life));
                         self.expires = Some(Instant::now() + life);
                         resp.session_lifetime_ms = life.as_millis().min(i64::MAX as u128) as i64;
                     }

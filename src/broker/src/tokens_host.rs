@@ -14,16 +14,22 @@ use sluice_security::{ScramCredential, ScramMechanism};
 /// Iterations of a token's SCRAM credential (Kafka's: the mechanism's minimum).
 const TOKEN_ITERATIONS: u32 = 4096;
 
-/// The tokens, and the id of each by its HMAC.
+/// The tokens, the HMAC of each (none without a secret) and the id of each by its HMAC.
 #[derive(Default)]
 pub struct Tokens {
     pub by_id: BTreeMap<String, TokenRecord>,
+    hmacs: HashMap<String, Vec<u8>>,
     by_hmac: HashMap<Vec<u8>, String>,
 }
 
 impl Tokens {
     pub fn by_hmac(&self, hmac: &[u8]) -> Option<&TokenRecord> {
         self.by_hmac.get(hmac).and_then(|id| self.by_id.get(id))
+    }
+
+    /// Token `id`'s HMAC (none without a secret).
+    pub fn hmac(&self, id: &str) -> Option<&[u8]> {
+        self.hmacs.get(id).map(Vec::as_slice)
     }
 }
 
@@ -37,23 +43,34 @@ pub struct TokenStore {
 
 impl TokenStore {
     /// Adopts the image's tokens (a no-op when they did not change); `secret` signs them.
+    /// Only shard 0 calls this; the new set is built outside the lock (readers on other
+    /// shards never wait for the HMACs), reusing the HMACs of tokens it had.
     pub fn set(&self, tokens: &BTreeMap<String, TokenRecord>, secret: Option<&str>) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if cur.by_id == *tokens {
+        let old = self.get();
+        if old.by_id == *tokens {
             return;
         }
-        let by_hmac = match secret {
+        let hmacs: HashMap<String, Vec<u8>> = match secret {
             Some(key) => tokens
                 .keys()
-                .map(|id| (hmac(key, id), id.clone()))
+                .map(|id| {
+                    let mac = old.hmacs.get(id).cloned().unwrap_or_else(|| hmac(key, id));
+                    (id.clone(), mac)
+                })
                 .collect(),
             None => HashMap::new(),
         };
-        *cur = Arc::new(Tokens {
+        let by_hmac = hmacs
+            .iter()
+            .map(|(id, m)| (m.clone(), id.clone()))
+            .collect();
+        let new = Arc::new(Tokens {
             by_id: tokens.clone(),
+            hmacs,
             by_hmac,
         });
-        // Credentials of tokens that are gone (or renewed: same id, same HMAC) go too.
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        // Credentials of tokens that are gone go too (a renewed token keeps its HMAC).
         let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
         creds.retain(|(id, _), _| tokens.contains_key(id));
     }
@@ -70,16 +87,23 @@ impl TokenStore {
             return None;
         }
         let key = (token_id.to_string(), mechanism.id());
-        let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = creds.get(&key) {
-            return Some(c.clone());
+        let cached = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(c) = cached {
+            return Some(c);
         }
+        // Derived without the lock (PBKDF2 takes milliseconds; other shards' logins go on).
         use base64::Engine as _;
         let password = base64::engine::general_purpose::STANDARD.encode(hmac(secret, token_id));
         let c = ScramCredential::generate(mechanism, password.as_bytes(), TOKEN_ITERATIONS).ok()?;
-        // Bounded by the tokens the image may hold, times two mechanisms.
-        creds.insert(key, c.clone());
-        Some(c)
+        // Bounded by the tokens the image may hold, times two mechanisms; a credential
+        // derived meanwhile by another shard wins (both are valid).
+        let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        Some(creds.entry(key).or_insert(c).clone())
     }
 
     pub fn get(&self) -> Arc<Tokens> {

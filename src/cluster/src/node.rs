@@ -233,6 +233,11 @@ struct State {
     /// active (heard from since the last check-quorum round) and last caught up with this
     /// log's end, sampled every tick, for DescribeQuorum.
     quorum_seen: BTreeMap<u64, (i64, i64)>,
+    /// Per node that pulled committed entries from this one (observers, Kafka's term): the
+    /// index it had applied, when (wall-clock ms) it last pulled, and when it last pulled
+    /// having caught up with the commit index, for DescribeQuorum. Peers are nodes the
+    /// transport knows, so this holds at most the cluster's.
+    observers_seen: BTreeMap<NodeId, (i64, i64, i64)>,
     fatal: Option<String>,
 }
 
@@ -539,6 +544,7 @@ impl ControllerNode {
                 epoch: None,
                 alive: BTreeMap::new(),
                 quorum_seen: BTreeMap::new(),
+                observers_seen: BTreeMap::new(),
                 fatal: None,
             }),
             transport: RefCell::new(None),
@@ -1171,6 +1177,23 @@ async fn sleep_until(deadline: Instant) {
 }
 
 impl Inner {
+    /// Node `from` pulls the committed entries after `after` (it has applied up to there).
+    fn note_pull(&self, from: NodeId, after: u64) {
+        let mut st = self.st.borrow_mut();
+        let commit = st
+            .manager
+            .as_ref()
+            .and_then(|m| m.status(CONTROLLER_GROUP))
+            .map(|s| s.commit_index);
+        let now = wall_ms();
+        let seen = st.observers_seen.entry(from).or_insert((-1, -1, -1));
+        seen.0 = after.min(i64::MAX as u64) as i64;
+        seen.1 = now;
+        if commit.is_some_and(|c| after >= c) {
+            seen.2 = now;
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
@@ -1646,8 +1669,8 @@ impl Inner {
     }
 
     /// The controller quorum as this leader sees it: voters with the index each has matched
-    /// (this node: its log end), observers (registered non-voters) with what is not known
-    /// here as -1.
+    /// (this node: its log end), observers (registered non-voters) with the index each had
+    /// applied when it last pulled from this node (-1 for one that never did).
     fn quorum_view(&self, st: &State) -> QuorumView {
         let m = st.manager.as_ref();
         let status = m.and_then(|m| m.status(CONTROLLER_GROUP));
@@ -1678,11 +1701,18 @@ impl Inner {
             .brokers()
             .keys()
             .filter(|n| !voters.iter().any(|v| v.node == **n))
-            .map(|&node| QuorumReplica {
-                node,
-                log_end_offset: -1,
-                last_fetch_ms: -1,
-                last_caught_up_ms: -1,
+            .map(|&node| {
+                let (log_end_offset, last_fetch_ms, last_caught_up_ms) = st
+                    .observers_seen
+                    .get(&(node as NodeId))
+                    .copied()
+                    .unwrap_or((-1, -1, -1));
+                QuorumReplica {
+                    node,
+                    log_end_offset,
+                    last_fetch_ms,
+                    last_caught_up_ms,
+                }
             })
             .collect();
         QuorumView {
@@ -2079,7 +2109,10 @@ impl Handler for RpcHandler {
             };
             if request.method == method::FETCH_COMMITTED {
                 return match FetchRequest::decode(&request.body) {
-                    Ok(req) => inner.serve_fetch(req).await,
+                    Ok(req) => {
+                        inner.note_pull(from, req.after);
+                        inner.serve_fetch(req).await
+                    }
                     Err(e) => malformed(e),
                 };
             }

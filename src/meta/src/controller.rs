@@ -1446,8 +1446,16 @@ impl Controller {
                 format!("Renewer principal type is not supported: {bad}"),
             ));
         }
-        if self.speculative.tokens().contains_key(&req.token_id) {
-            return reply(err(code::INVALID_REQUEST, "The token id is taken."));
+        if let Some(t) = self.speculative.tokens().get(&req.token_id) {
+            // A retried command (its first try committed, its answer was lost) gets the
+            // token it made; any other use of a taken id is refused.
+            let same =
+                t.owner == req.owner && t.requester == req.requester && t.renewers == req.renewers;
+            return reply(if same {
+                Ok(t.clone())
+            } else {
+                err(code::INVALID_REQUEST, "The token id is taken.")
+            });
         }
         if self.speculative.tokens().len() >= crate::tokens::TOKENS_MAX {
             return reply(err(
@@ -1455,6 +1463,22 @@ impl Controller {
                 format!(
                     "At most {} delegation tokens exist.",
                     crate::tokens::TOKENS_MAX
+                ),
+            ));
+        }
+        let mine = self
+            .speculative
+            .tokens()
+            .values()
+            .filter(|t| t.requester == req.requester)
+            .count();
+        if mine >= crate::tokens::TOKENS_PER_REQUESTER_MAX {
+            return reply(err(
+                code::POLICY_VIOLATION,
+                format!(
+                    "{} has created {} delegation tokens that still exist, the most one may.",
+                    req.requester,
+                    crate::tokens::TOKENS_PER_REQUESTER_MAX
                 ),
             ));
         }
@@ -2104,12 +2128,12 @@ fn reply_each<K, T>(
     vec![Effect::Reply(token, wrap(v))]
 }
 
-/// `answer` with every success replaced by `e` (the whole request failed).
 /// The first wall-clock time at which `t` counts as expired (`tokens::expired`).
 fn token_expires_after(t: &crate::tokens::TokenRecord) -> i64 {
     t.expiry_ms.min(t.max_ms).saturating_add(1)
 }
 
+/// `answer` with every success replaced by `e` (the whole request failed).
 fn fail_all(answer: Answer, e: ApiError) -> Answer {
     fn each<K, T>(v: Vec<(K, Outcome<T>)>, e: &ApiError) -> Vec<(K, Outcome<T>)> {
         v.into_iter()

@@ -2911,6 +2911,12 @@ fn delegation_tokens_are_created_renewed_expired_and_swept() {
         matches!(r, Answer::CreateToken(Err(ref e)) if e.code == 42),
         "{r:?}"
     );
+    // A retry of the same creation gets the token it made.
+    let r = c.run(|ctl, t| ctl.create_token(t, create("a", &["User:bob"]), 200));
+    assert!(
+        matches!(r, Answer::CreateToken(Ok(ref t)) if t.issue_ms == 100),
+        "{r:?}"
+    );
     // Renewed by a renewer; not by a stranger; expired at once by its owner.
     let expiry = |a: Answer| match a {
         Answer::TokenExpiry(o) => o.map_err(|e| e.code),

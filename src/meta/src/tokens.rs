@@ -33,6 +33,9 @@ pub struct TokenRecord {
 
 /// Tokens the image keeps (Kafka has no limit; sluice bounds its image).
 pub const TOKENS_MAX: usize = 10_000;
+/// Tokens one principal may have created that still exist (sluice's bound, checked by
+/// the controller: no one principal takes all of [`TOKENS_MAX`]).
+pub const TOKENS_PER_REQUESTER_MAX: usize = 1_000;
 /// Renewers of one token.
 pub const RENEWERS_MAX: usize = 64;
 /// Bytes of a principal string or token id.

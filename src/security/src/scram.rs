@@ -313,7 +313,12 @@ impl ScramServer {
             Some(c) => (c, true),
             // A throwaway credential: the exchange looks the same and fails at the proof.
             None => (
-                ScramCredential::derive(self.mechanism, b"", b"unknown", ITERATIONS_MIN),
+                ScramCredential::derive(
+                    self.mechanism,
+                    b"",
+                    &throwaway_salt(&user, token),
+                    ITERATIONS_MIN,
+                ),
                 false,
             ),
         };
@@ -334,6 +339,22 @@ impl ScramServer {
         };
         Step::Challenge(server_first.into_bytes())
     }
+}
+
+/// The salt of an unknown user's (or token's) throwaway credential: the same for the same
+/// name for the life of the process, and looking like a real one (a fixed salt would tell
+/// a client which names exist).
+fn throwaway_salt(user: &str, token: bool) -> Vec<u8> {
+    static KEY: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut raw = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw)
+    });
+    let mut ctx = ring::hmac::Context::with_key(key);
+    ctx.update(&[u8::from(token)]);
+    ctx.update(user.as_bytes());
+    ctx.sign().as_ref()[..SALT_BYTES].to_vec()
 }
 
 /// (gs2 header, client-first-message-bare, user name, client nonce, `tokenauth=true`)
@@ -358,11 +379,8 @@ fn parse_client_first(text: &str) -> Result<ClientFirst, String> {
             (0, "n") => user = Some(sasl_name(v)?),
             (1, "r") => nonce = Some(v.to_string()),
             // Kafka's extension for delegation tokens (the user name is the token id).
-            (i, "tokenauth") if i > 1 => match v {
-                "true" => token = true,
-                "false" => {}
-                _ => return Err("SCRAM: malformed tokenauth extension".into()),
-            },
+            // Java's `Boolean.parseBoolean`, as Kafka reads it: "true" in any case, else false.
+            (i, "tokenauth") if i > 1 => token = v.eq_ignore_ascii_case("true"),
             (0, "m") => return Err("SCRAM: mandatory extensions are not supported".into()),
             (0 | 1, _) => return Err("SCRAM: malformed client-first-message".into()),
             // Other extensions (Kafka's are key=value pairs) are ignored.
@@ -615,7 +633,6 @@ mod tests {
             b"n,,n=,r=abc",
             b"n,,n=a=2Xb,r=abc",
             b"n,a=other,n=u,r=abc",
-            b"n,,n=u,r=abc,tokenauth=yes",
             b"n,,m=x,n=u,r=abc",
             b"\xff\xfe",
             b"",

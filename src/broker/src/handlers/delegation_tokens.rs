@@ -9,6 +9,8 @@
 
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use sluice_codec::kafka_protocol::messages::describe_delegation_token_response::{
     DescribedDelegationToken, DescribedDelegationTokenRenewer,
 };
@@ -261,10 +263,10 @@ pub fn describe(
         return DescribeDelegationTokenResponse::default()
             .with_error_code(DELEGATION_TOKEN_REQUEST_NOT_ALLOWED);
     }
-    let Some(key) = secret(shard) else {
+    if secret(shard).is_none() {
         return DescribeDelegationTokenResponse::default()
             .with_error_code(DELEGATION_TOKEN_AUTH_DISABLED);
-    };
+    }
     let owners: Option<Vec<String>> = r.owners.map(|v| {
         v.iter()
             .map(|o| {
@@ -297,7 +299,9 @@ pub fn describe(
                 .with_expiry_timestamp(t.expiry_ms)
                 .with_max_timestamp(t.max_ms)
                 .with_token_id(str_bytes(&t.token_id))
-                .with_hmac(hmac(key, &t.token_id).into())
+                .with_hmac(Bytes::copy_from_slice(
+                    tokens.hmac(&t.token_id).unwrap_or_default(),
+                ))
                 .with_renewers(
                     t.renewers
                         .iter()
