@@ -25,8 +25,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-BOOTSTRAP, ADMIN = sys.argv[1], sys.argv[2]
 GET, PUSH = 71, 72
+# Set by main (perf/telemetry-push-cost.py imports the wire helpers and sets them too).
+BOOTSTRAP, ADMIN = None, None
 
 
 def wait_until(what, f, timeout=40.0):
@@ -73,8 +74,8 @@ def read_uvarint(buf, pos):
 
 
 class Conn:
-    def __init__(self, client_id):
-        host, port = BOOTSTRAP.split(",")[0].rsplit(":", 1)
+    def __init__(self, client_id, bootstrap=None):
+        host, port = (bootstrap or BOOTSTRAP).split(",")[0].rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=10)
         self.client_id = client_id.encode()
         self.corr = 0
@@ -149,6 +150,8 @@ def metrics_data(gauge_value, sum_delta):
 
 
 def main():
+    global BOOTSTRAP, ADMIN
+    BOOTSTRAP, ADMIN = sys.argv[1], sys.argv[2]
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="tel-admin")
     cm = ConfigResourceType.CLIENT_METRICS
     for name, configs in [

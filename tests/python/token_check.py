@@ -6,7 +6,8 @@ secret, lifetimes follow the broker's settings, renewers and owners are checked,
 requests on a plaintext listener are refused; a token logs in with SCRAM and Kafka's
 `tokenauth=true` extension as its owner, and such a connection may not ask for tokens.
 
-Usage: token_check.py --sasl HOST:PORT --plain HOST:PORT --secret KEY --phase create|persisted
+Usage: token_check.py --sasl HOST:PORT --plain HOST:PORT --secret KEY
+                      --phase create|persisted|disabled
 (`create` expects --delegation-token-expiry-time-ms 60000,
 --delegation-token-max-lifetime-ms 3600000, the ACL authorizer with super user admin, and
 users admin and bob with passwords NAME-secret). Exits non-zero with the reason on a failed check.
@@ -126,9 +127,13 @@ class Conn:
         assert r.i16() == 0, f"authenticating {user}"
         return self
 
-    def scram_token(self, token_id, hmac_bytes):
-        """SCRAM-SHA-256 with Kafka's tokenauth extension: the error code of the last step."""
-        r = self.call(HANDSHAKE, 1, struct.pack(">h", 13) + b"SCRAM-SHA-256", flexible=False)
+    def scram_token(self, token_id, hmac_bytes, bits=256):
+        """SCRAM-SHA-256/512 with Kafka's tokenauth extension: the error code of the last
+        step and the session lifetime it gave."""
+        mechanism = f"SCRAM-SHA-{bits}".encode()
+        digest = {256: hashlib.sha256, 512: hashlib.sha512}[bits]
+        r = self.call(HANDSHAKE, 1, struct.pack(">h", len(mechanism)) + mechanism,
+                      flexible=False)
         assert r.i16() == 0
         password = base64.b64encode(hmac_bytes)
         nonce = base64.b64encode(os.urandom(18)).decode()
@@ -137,20 +142,23 @@ class Conn:
         error = r.i16()
         r.cstr()
         if error:
-            return error
+            return error, 0
         server_first = r.cbytes().decode()
         attrs = dict(a.split("=", 1) for a in server_first.split(","))
-        salted = hashlib.pbkdf2_hmac("sha256", password, base64.b64decode(attrs["s"]),
+        salted = hashlib.pbkdf2_hmac(digest().name, password, base64.b64decode(attrs["s"]),
                                      int(attrs["i"]))
-        client_key = hmaclib.new(salted, b"Client Key", hashlib.sha256).digest()
-        stored = hashlib.sha256(client_key).digest()
+        client_key = hmaclib.new(salted, b"Client Key", digest).digest()
+        stored = digest(client_key).digest()
         without = f"c=biws,r={attrs['r']}"
         auth = f"{first_bare},{server_first},{without}".encode()
-        sig = hmaclib.new(stored, auth, hashlib.sha256).digest()
+        sig = hmaclib.new(stored, auth, digest).digest()
         proof = bytes(a ^ b for a, b in zip(client_key, sig))
         final = f"{without},p={base64.b64encode(proof).decode()}".encode()
         r = self.call(AUTHENTICATE, 2, cbytes(final) + b"\0")
-        return r.i16()
+        error = r.i16()
+        r.cstr()
+        r.cbytes()
+        return error, r.i64()
 
     def create(self, renewers=(), owner=None, max_lifetime=-1):
         body = cstr("User" if owner else None) + cstr(owner)
@@ -199,11 +207,18 @@ def main():
     sign = lambda token_id: hmaclib.new(a.secret.encode(), token_id.encode(), hashlib.sha512).digest()
 
     admin = Conn(a.sasl).plain("admin", "admin-secret")
+    if a.phase == "disabled":
+        # No --delegation-token-secret-key: DELEGATION_TOKEN_AUTH_DISABLED.
+        assert admin.create()["error"] == 61
+        assert admin.describe() == (61, [])
+        assert admin.expiry(RENEW, b"x", 1000) == (61, -1)
+        print("tokens disabled")
+        return
     if a.phase == "persisted":
         error, tokens = admin.describe()
         assert error == 0 and [t["owner"] for t in tokens] == [("User", "alice")], tokens
         assert tokens[0]["hmac"] == sign(tokens[0]["id"])
-        assert Conn(a.sasl).scram_token(tokens[0]["id"], tokens[0]["hmac"]) == 0
+        assert Conn(a.sasl).scram_token(tokens[0]["id"], tokens[0]["hmac"])[0] == 0
         print("tokens persisted")
         return
 
@@ -256,13 +271,16 @@ def main():
     # Logging in with a token (SCRAM, tokenauth=true): the owner's principal, and no token
     # requests from such a connection.
     as_alice = Conn(a.sasl)
-    assert as_alice.scram_token(t2["id"], t2["hmac"]) == 0
+    error, lifetime = as_alice.scram_token(t2["id"], t2["hmac"])
+    # The session ends with the token (which expires a minute after it was made).
+    assert error == 0 and 0 < lifetime <= 60000, (error, lifetime)
+    assert Conn(a.sasl).scram_token(t2["id"], t2["hmac"], bits=512)[0] == 0
     assert as_alice.create()["error"] == 64
     assert as_alice.describe()[0] == 64
     assert as_alice.expiry(RENEW, t2["hmac"], 1000) == (64, -1)
     # A removed token, or a wrong HMAC, does not log in (SASL_AUTHENTICATION_FAILED).
-    assert Conn(a.sasl).scram_token(t1["id"], t1["hmac"]) == 58
-    assert Conn(a.sasl).scram_token(t2["id"], b"wrong") == 58
+    assert Conn(a.sasl).scram_token(t1["id"], t1["hmac"])[0] == 58
+    assert Conn(a.sasl).scram_token(t2["id"], b"wrong")[0] == 58
     print("token checks passed")
 
 

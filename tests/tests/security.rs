@@ -1295,4 +1295,20 @@ fn delegation_tokens_are_created_described_renewed_and_expired() {
     broker.kill9();
     broker.restart();
     check("persisted");
+    drop(broker);
+    // Without a secret key the token APIs are off.
+    let (_off, port, sasl_port) = sasl_broker(&users, &[]);
+    python_ok(
+        "token_check.py",
+        &[
+            "--sasl",
+            &format!("127.0.0.1:{sasl_port}"),
+            "--plain",
+            &format!("127.0.0.1:{port}"),
+            "--secret",
+            secret,
+            "--phase",
+            "disabled",
+        ],
+    );
 }
