@@ -15,7 +15,6 @@ import struct
 import sys
 import time
 import urllib.request
-import uuid
 
 import confluent_kafka
 import lz4.frame
@@ -23,6 +22,7 @@ import snappy
 import zstandard
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka_wire import uvarint
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 GET, PUSH = 71, 72
@@ -50,17 +50,6 @@ def scrape():
 
 
 # ---- the wire: flexible v0 requests, header v2 --------------------------------------------
-
-def uvarint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
 
 def read_uvarint(buf, pos):
     n = shift = 0

@@ -796,13 +796,20 @@ pub async fn alter_scram(
         .collect()
 }
 
+/// Takes a command's per-item outcomes out of its answer (or gives the answer back).
+type Pick<K, T> = fn(Answer) -> Result<Vec<(K, sluice_meta::controller::Outcome<T>)>, Answer>;
+
+/// Waits until this node has adopted every change the controller had applied when it
+/// answered (so a read here after the answer sees the change).
+async fn adopt_answered(shard: &Rc<BrokerShard>, node: &ControllerNode) {
+    let want = node.applied_index();
+    wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+}
+
 /// The per-item outcomes of a controller command, in request order (an answer of another
 /// kind or length fails every item with UNKNOWN_SERVER_ERROR); when any outcome `changed`
 /// something, this returns only once this node has adopted the change, so every shard acts
 /// on it from the client's next request.
-/// Takes a command's per-item outcomes out of its answer (or gives the answer back).
-type Pick<K, T> = fn(Answer) -> Result<Vec<(K, sluice_meta::controller::Outcome<T>)>, Answer>;
-
 async fn per_item<K: std::fmt::Debug, T: std::fmt::Debug>(
     shard: &Rc<BrokerShard>,
     node: &ControllerNode,
@@ -820,8 +827,7 @@ async fn per_item<K: std::fmt::Debug, T: std::fmt::Debug>(
         }
     };
     if answer.iter().any(|(_, o)| changed(o)) {
-        let want = node.applied_index();
-        wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+        adopt_answered(shard, node).await;
     }
     answer
         .into_iter()
@@ -842,8 +848,7 @@ pub async fn create_token(
         return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string()));
     };
     let t = o.map_err(|e| api_err(&e))?;
-    let want = node.applied_index();
-    wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    adopt_answered(shard, node).await;
     Ok(t)
 }
 
@@ -865,8 +870,7 @@ pub async fn token_expiry(
         return Err((kerr::UNKNOWN_SERVER_ERROR, "no answer".to_string()));
     };
     let at = o.map_err(|e| api_err(&e))?;
-    let want = node.applied_index();
-    wait_for(shard, |_| shard.adopted_metadata_index() >= want).await;
+    adopt_answered(shard, node).await;
     Ok(at)
 }
 

@@ -1810,12 +1810,12 @@ impl Inner {
                     token_id,
                     principal,
                     period_ms,
-                } => c.renew_token(token, &token_id, &principal, period_ms, wall_ms()),
+                } => c.token_expiry(token, &token_id, &principal, period_ms, false, wall_ms()),
                 Command::ExpireToken {
                     token_id,
                     principal,
                     period_ms,
-                } => c.expire_token(token, &token_id, &principal, period_ms, wall_ms()),
+                } => c.token_expiry(token, &token_id, &principal, period_ms, true, wall_ms()),
             };
             self.ctrl_fx(&mut st, fx);
         }

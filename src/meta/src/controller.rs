@@ -1507,13 +1507,16 @@ impl Controller {
         )
     }
 
-    /// RenewDelegationToken by `principal` (`tokens::renew`'s checks).
-    pub fn renew_token(
+    /// RenewDelegationToken (`tokens::renew`'s checks) or, with `expire`,
+    /// ExpireDelegationToken (`tokens::expire`'s: a negative period removes the token at
+    /// once) of token `token_id` by `principal`: the answer is the new expiry time.
+    pub fn token_expiry(
         &mut self,
         token: ReplyToken,
         token_id: &str,
         principal: &str,
         period_ms: i64,
+        expire: bool,
         now_ms: i64,
     ) -> Vec<Effect> {
         let reply = |o| vec![Effect::Reply(token, Answer::TokenExpiry(o))];
@@ -1521,61 +1524,31 @@ impl Controller {
             return reply(Err(e));
         }
         let t = self.speculative.tokens().get(token_id);
-        let expiry = match crate::tokens::renew(
-            t,
-            principal,
-            now_ms,
-            period_ms,
-            self.config.token_expiry_time_ms,
-        ) {
-            Ok(at) => at,
-            Err(e) => return reply(Err(e)),
+        let outcome = if expire {
+            crate::tokens::expire(t, principal, now_ms, period_ms)
+        } else {
+            let expiry_time = self.config.token_expiry_time_ms;
+            crate::tokens::renew(t, principal, now_ms, period_ms, expiry_time)
+                .map(crate::tokens::Expiry::At)
         };
-        let record = crate::tokens::TokenRecord {
-            expiry_ms: expiry,
-            ..t.expect("renew found it").clone()
-        };
-        self.token_check_at = self.token_check_at.min(token_expires_after(&record));
-        self.propose(
-            Some((token, Answer::TokenExpiry(Ok(expiry)))),
-            vec![Record::DelegationToken(record)],
-        )
-    }
-
-    /// ExpireDelegationToken by `principal` (`tokens::expire`'s checks): a negative period
-    /// removes the token at once.
-    pub fn expire_token(
-        &mut self,
-        token: ReplyToken,
-        token_id: &str,
-        principal: &str,
-        period_ms: i64,
-        now_ms: i64,
-    ) -> Vec<Effect> {
-        let reply = |o| vec![Effect::Reply(token, Answer::TokenExpiry(o))];
-        if let Some(e) = self.not_controller() {
-            return reply(Err(e));
-        }
-        let t = self.speculative.tokens().get(token_id);
-        let (record, expiry) = match crate::tokens::expire(t, principal, now_ms, period_ms) {
-            Ok(crate::tokens::Expiry::Remove) => (
+        let (record, expiry) = match (outcome, t) {
+            (Ok(crate::tokens::Expiry::Remove), _) => (
                 Record::RemoveDelegationToken {
                     token_id: token_id.to_string(),
                 },
                 now_ms,
             ),
-            Ok(crate::tokens::Expiry::At(at)) => (
-                Record::DelegationToken(crate::tokens::TokenRecord {
+            (Ok(crate::tokens::Expiry::At(at)), Some(t)) => {
+                let t = crate::tokens::TokenRecord {
                     expiry_ms: at,
-                    ..t.expect("expire found it").clone()
-                }),
-                at,
-            ),
-            Err(e) => return reply(Err(e)),
+                    ..t.clone()
+                };
+                self.token_check_at = self.token_check_at.min(token_expires_after(&t));
+                (Record::DelegationToken(t), at)
+            }
+            (Ok(_), None) => unreachable!("the checks find the token"),
+            (Err(e), _) => return reply(Err(e)),
         };
-        if let Record::DelegationToken(t) = &record {
-            self.token_check_at = self.token_check_at.min(token_expires_after(t));
-        }
         self.propose(Some((token, Answer::TokenExpiry(Ok(expiry)))), vec![record])
     }
 

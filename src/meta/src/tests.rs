@@ -2923,16 +2923,16 @@ fn delegation_tokens_are_created_renewed_expired_and_swept() {
         a => panic!("{a:?}"),
     };
     assert_eq!(
-        expiry(c.run(|ctl, t| ctl.renew_token(t, "a", "User:bob", 500, 600))),
+        expiry(c.run(|ctl, t| ctl.token_expiry(t, "a", "User:bob", 500, false, 600))),
         Ok(1_100)
     );
     assert_eq!(c.ctl.image().tokens()["a"].expiry_ms, 1_100);
     assert_eq!(
-        expiry(c.run(|ctl, t| ctl.renew_token(t, "a", "User:eve", -1, 600))),
+        expiry(c.run(|ctl, t| ctl.token_expiry(t, "a", "User:eve", -1, false, 600))),
         Err(63)
     );
     assert_eq!(
-        expiry(c.run(|ctl, t| ctl.renew_token(t, "x", "User:bob", -1, 600))),
+        expiry(c.run(|ctl, t| ctl.token_expiry(t, "x", "User:bob", -1, false, 600))),
         Err(62)
     );
     let image = c.ctl.image().clone();
@@ -2947,7 +2947,7 @@ fn delegation_tokens_are_created_renewed_expired_and_swept() {
     // Expire with a negative period removes at once.
     c.run(|ctl, t| ctl.create_token(t, create("c", &[]), 2_000));
     assert_eq!(
-        expiry(c.run(|ctl, t| ctl.expire_token(t, "c", "User:alice", -1, 2_500))),
+        expiry(c.run(|ctl, t| ctl.token_expiry(t, "c", "User:alice", -1, true, 2_500))),
         Ok(2_500)
     );
     assert!(c.ctl.image().tokens().is_empty());
