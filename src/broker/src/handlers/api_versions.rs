@@ -70,15 +70,16 @@ pub fn handle(
         )
 }
 
-/// Keeps what the client says its software is (v3+; empty names are not kept): telemetry
-/// subscriptions match on it.
+/// Keeps what the client says its software is (v3+; empty names are not kept), cut to a
+/// label's length: telemetry subscriptions match on it.
 pub fn note_software(client: &Client, r: &ApiVersionsRequest) {
     let (name, version) = (
         r.client_software_name.as_str(),
         r.client_software_version.as_str(),
     );
     if !name.is_empty() || !version.is_empty() {
-        *client.software.borrow_mut() = Some((name.to_string(), version.to_string()));
+        let cut = |s: &str| sluice_telemetry::series::cut(s.to_string());
+        *client.software.borrow_mut() = Some((cut(name), cut(version)));
     }
 }
 
