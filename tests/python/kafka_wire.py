@@ -1,8 +1,9 @@
-"""Flexible-version Kafka wire helpers for the raw-request test scripts
-(token_check.py, telemetry_check.py): unsigned varints, compact strings and bytes, and a
-reader of responses.
+"""Kafka wire helpers for the raw-request test scripts (token_check.py, telemetry_check.py,
+perf/telemetry-push-cost.py): unsigned varints, compact strings and bytes, a reader of
+responses, and a connection that sends a request and reads its response.
 """
 
+import socket
 import struct
 
 
@@ -68,3 +69,40 @@ def cstr(s):
 
 def cbytes(b):
     return uvarint(len(b) + 1) + b
+
+
+class Conn:
+    """A connection to the Kafka listener at `addr` (`host:port`, or a bootstrap list whose
+    first entry is used), sending requests with client id `client_id`."""
+
+    def __init__(self, addr, client_id="tc", timeout=15):
+        host, port = addr.split(",")[0].rsplit(":", 1)
+        self.s = socket.create_connection((host, int(port)), timeout=timeout)
+        self.client_id = client_id.encode()
+        self.corr = 0
+
+    def call(self, api, version, body, flexible=True):
+        """Sends one request (header v2 when `flexible`, else v1) and reads its response:
+        a Reader past the response header."""
+        self.corr += 1
+        header = struct.pack(">hhih", api, version, self.corr, len(self.client_id))
+        header += self.client_id
+        if flexible:
+            header += b"\0"
+        msg = header + body
+        self.s.sendall(struct.pack(">i", len(msg)) + msg)
+        size = struct.unpack(">i", self.recv(4))[0]
+        r = Reader(self.recv(size))
+        assert r.i32() == self.corr
+        if flexible:
+            r.tags()
+        return r
+
+    def recv(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.s.recv(n - len(out))
+            if not chunk:
+                raise AssertionError("the broker closed the connection")
+            out += chunk
+        return out

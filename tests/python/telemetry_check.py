@@ -10,7 +10,6 @@ failed check.
 """
 
 import gzip
-import socket
 import struct
 import sys
 import time
@@ -22,6 +21,7 @@ import snappy
 import zstandard
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
+import kafka_wire
 from kafka_wire import uvarint
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -51,68 +51,27 @@ def scrape():
 
 # ---- the wire: flexible v0 requests, header v2 --------------------------------------------
 
-def read_uvarint(buf, pos):
-    n = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
-
-
-class Conn:
+class Conn(kafka_wire.Conn):
     def __init__(self, client_id, bootstrap=None):
-        host, port = (bootstrap or BOOTSTRAP).split(",")[0].rsplit(":", 1)
-        self.s = socket.create_connection((host, int(port)), timeout=10)
-        self.client_id = client_id.encode()
-        self.corr = 0
-
-    def call(self, api, body):
-        self.corr += 1
-        header = struct.pack(">hhih", api, 0, self.corr, len(self.client_id)) + self.client_id + b"\0"
-        msg = header + body
-        self.s.sendall(struct.pack(">i", len(msg)) + msg)
-        size = struct.unpack(">i", self.recv(4))[0]
-        data = self.recv(size)
-        assert struct.unpack(">i", data[:4])[0] == self.corr
-        _, pos = read_uvarint(data, 4)  # response header tags
-        return data[pos:]
-
-    def recv(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.s.recv(n - len(out))
-            if not chunk:
-                raise AssertionError("the broker closed the connection")
-            out += chunk
-        return out
+        super().__init__(bootstrap or BOOTSTRAP, client_id, timeout=10)
 
     def get(self, instance=bytes(16)):
-        r = self.call(GET, instance + b"\0")
-        throttle, error = struct.unpack(">ih", r[:6])
-        inst = r[6:22]
-        sub, = struct.unpack(">i", r[22:26])
-        n, pos = read_uvarint(r, 26)
-        codecs = list(struct.unpack(">%db" % (n - 1), r[pos:pos + n - 1]))
-        pos += n - 1
-        interval, max_bytes, delta = struct.unpack(">ii?", r[pos:pos + 9])
-        pos += 9
-        n, pos = read_uvarint(r, pos)
-        metrics = []
-        for _ in range(n - 1):
-            ln, pos = read_uvarint(r, pos)
-            metrics.append(r[pos:pos + ln - 1].decode())
-            pos += ln - 1
+        r = self.call(GET, 0, instance + b"\0")
+        r.i32()  # throttle
+        error, inst, sub = r.i16(), r.take(16), r.i32()
+        n = r.uvarint() - 1
+        codecs = list(struct.unpack(">%db" % n, r.take(n)))
+        interval, max_bytes, delta = struct.unpack(">ii?", r.take(9))
+        metrics = [r.cstr() for _ in range(r.uvarint() - 1)]
         return dict(error=error, instance=inst, sub=sub, codecs=codecs, interval=interval,
                     max_bytes=max_bytes, delta=delta, metrics=metrics)
 
     def push(self, instance, sub, payload, compression=0, terminating=False):
         metrics = b"\0" if payload is None else uvarint(len(payload) + 1) + payload
         body = instance + struct.pack(">i?b", sub, terminating, compression) + metrics + b"\0"
-        r = self.call(PUSH, body)
-        return struct.unpack(">ih", r[:6])[1]
+        r = self.call(PUSH, 0, body)
+        r.i32()  # throttle
+        return r.i16()
 
 
 # ---- OTLP, hand-encoded (protobuf wire format) ----------------------------------------------

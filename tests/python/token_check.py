@@ -18,45 +18,17 @@ import base64
 import hashlib
 import hmac as hmaclib
 import os
-import socket
 import struct
 import time
 
-from kafka_wire import Reader, cbytes, cstr, uvarint
+import kafka_wire
+from kafka_wire import cbytes, cstr, uvarint
 
 CREATE, RENEW, EXPIRE, DESCRIBE = 38, 39, 40, 41
 HANDSHAKE, AUTHENTICATE = 17, 36
 
 
-class Conn:
-    def __init__(self, addr):
-        host, port = addr.rsplit(":", 1)
-        self.s = socket.create_connection((host, int(port)), timeout=15)
-        self.corr = 0
-
-    def call(self, api, version, body, flexible=True):
-        self.corr += 1
-        header = struct.pack(">hhih", api, version, self.corr, 2) + b"tc"
-        if flexible:
-            header += b"\0"
-        msg = header + body
-        self.s.sendall(struct.pack(">i", len(msg)) + msg)
-        size = struct.unpack(">i", self.recv(4))[0]
-        r = Reader(self.recv(size))
-        assert r.i32() == self.corr
-        if flexible:
-            r.tags()
-        return r
-
-    def recv(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.s.recv(n - len(out))
-            if not chunk:
-                raise AssertionError("the broker closed the connection")
-            out += chunk
-        return out
-
+class Conn(kafka_wire.Conn):
     def plain(self, user, password):
         r = self.call(HANDSHAKE, 1, struct.pack(">h", 5) + b"PLAIN", flexible=False)
         assert r.i16() == 0
