@@ -103,6 +103,31 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `tests/python/<script>` with the test venv's interpreter (made by
+/// scripts/install-test-deps.sh); its stdout and stderr, and its exit code.
+pub fn python_script(script: &str, args: &[&str]) -> (String, Option<i32>) {
+    let root = workspace_root();
+    let out = Command::new(root.join("tests/.venv/bin/python"))
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.code())
+}
+
+/// [`python_script`], failing the test unless the script succeeds; its output.
+pub fn python_script_ok(script: &str, args: &[&str]) -> String {
+    let (out, code) = python_script(script, args);
+    assert_eq!(code, Some(0), "{script} {args:?}:\n{out}");
+    out
+}
+
 /// A stale release binary silently tests old code; say so loudly (but don't fail: the
 /// sources may have been touched without a semantic change).
 fn warn_if_stale(bin: &Path) {

@@ -387,3 +387,59 @@ fn a_batch_refused_before_its_partition_fences_its_producers_later_batches() {
         "then the next"
     );
 }
+
+/// JBOD (issue 17): three `--data-dir` directories, driven by kafka-python's admin client
+/// (tests/python/jbod_check.py). Partitions spread over the directories (fewest first),
+/// DescribeLogDirs reports each, AlterReplicaLogDirs moves a replica while a producer writes
+/// to it (no acknowledged record lost, nothing left behind) and refuses bad requests with
+/// Kafka's codes; the placement survives kill -9; a directory that is unusable at start
+/// takes only its partitions offline (KAFKA_STORAGE_ERROR), and its data is back with it.
+#[test]
+fn partitions_spread_over_data_dirs_move_between_them_and_fail_with_their_dir() {
+    skip_in_cluster_mode!("one node's directories");
+    let extra = tempfile::tempdir().unwrap();
+    let (d2, d3) = (extra.path().join("d2"), extra.path().join("d3"));
+    let mut broker = Broker::start_with(sluice_tests::BrokerConfig {
+        extra_args: vec![
+            "--data-dir".into(),
+            format!("{},{}", d2.display(), d3.display()),
+        ],
+        ..Default::default()
+    });
+    let canonical = |p: &Path| fs::canonicalize(p).unwrap().display().to_string();
+    let dirs = [canonical(broker.data_dir()), canonical(&d2), canonical(&d3)].join(",");
+    let state = extra.path().join("state.json").display().to_string();
+    let bootstrap = broker.bootstrap();
+    let check = |phase: &str, more: &[&str]| {
+        let mut args = vec![
+            "--bootstrap",
+            &bootstrap,
+            "--dirs",
+            &dirs,
+            "--state",
+            &state,
+            "--phase",
+            phase,
+        ];
+        args.extend_from_slice(more);
+        let out = sluice_tests::python_script_ok("jbod_check.py", &args);
+        eprintln!("{out}");
+    };
+    check("spread", &[]);
+    broker.kill9();
+    broker.restart();
+    check("persisted", &[]);
+    // The third directory becomes a file: unusable at start.
+    broker.stop();
+    let away = extra.path().join("d3.away");
+    fs::rename(&d3, &away).unwrap();
+    fs::write(&d3, b"not a directory").unwrap();
+    broker.restart();
+    let offline = canonical(&away).replace("d3.away", "d3");
+    check("offline", &["--offline-dir", &offline]);
+    broker.stop();
+    fs::remove_file(&d3).unwrap();
+    fs::rename(&away, &d3).unwrap();
+    broker.restart();
+    check("back", &[]);
+}

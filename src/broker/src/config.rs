@@ -89,7 +89,12 @@ pub enum JwksSource {
 /// Everything `sluice start` is told, with Kafka's defaults.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
+    /// The first `--data-dir`: the node's metadata (cluster state, Raft stores, credentials)
+    /// and partitions.
     pub data_dir: PathBuf,
+    /// The other `--data-dir` directories: partitions only (Kafka's `log.dirs`, JBOD; see
+    /// `log_dirs`).
+    pub more_data_dirs: Vec<PathBuf>,
     /// `--listen`: the client listeners, at most one per security protocol (its name), the
     /// first one registered as the node's Kafka endpoint. Never empty.
     pub listeners: Vec<Listener>,
@@ -238,6 +243,7 @@ impl Default for BrokerConfig {
         let listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid address");
         BrokerConfig {
             data_dir: PathBuf::from("./sluice-data"),
+            more_data_dirs: Vec::new(),
             listeners: vec![Listener {
                 protocol: SecurityProtocol::Plaintext,
                 addr: listen,

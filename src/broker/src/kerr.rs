@@ -38,6 +38,8 @@ pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
 /// transactional batch with its coordinator first", see `ops::PartitionOp::Produce`).
 pub const VERIFY_TXN: i16 = i16::MIN;
 pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+pub const LOG_DIR_NOT_FOUND: i16 = ResponseError::LogDirNotFound.code();
+pub const REPLICA_NOT_AVAILABLE: i16 = ResponseError::ReplicaNotAvailable.code();
 pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
 pub const INCONSISTENT_TOPIC_ID: i16 = ResponseError::InconsistentTopicId.code();
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =

@@ -36,6 +36,8 @@ pub mod handlers;
 pub mod kerr;
 pub mod leader_epochs;
 pub mod leader_reads;
+pub mod log_dirs;
+pub mod log_moves;
 pub mod metadata_sync;
 pub mod metrics_host;
 pub mod node_rpc;
@@ -75,6 +77,8 @@ pub use sluice_shard::runtime::REDUNDANT_LOG_DIRECTIVE;
 
 /// Process-wide state shared by all shards (behind its own locks; not on the produce path).
 pub struct Shared {
+    /// The node's log directories and where each partition lives.
+    pub log_dirs: log_dirs::LogDirs,
     /// The pre-controller-log allocator's mark: the first block starts above it.
     pub legacy_producer_id_end: i64,
     /// Connections per client IP over all shards (`max.connections.per.ip`).
@@ -240,10 +244,28 @@ pub fn run(
             config.node_id
         )));
     }
+    let primary_id =
+        sluice_cluster::identity::directory_id(&config.data_dir).map_err(|e| BrokerError::Io {
+            op: "identify",
+            path: config.data_dir.clone(),
+            source: e,
+        })?;
+    let (log_dirs, opened) =
+        log_dirs::LogDirs::open(config.data_dir.clone(), primary_id, &config.more_data_dirs)?;
+    if opened != log_dirs::Opened::default() {
+        log::info!("log directories: {opened:?}");
+    }
+    let online_dirs: Vec<std::path::PathBuf> = log_dirs
+        .iter()
+        .filter(|d| !d.is_offline())
+        .map(|d| d.path.clone())
+        .collect();
     if fresh {
         // Partition data without the state that names its topics: the state was lost, or this
         // is another program's directory. Sweeping would delete it all; refuse instead.
-        partition_dirs::refuse_unowned_data(&config.data_dir)?;
+        for dir in &online_dirs {
+            partition_dirs::refuse_unowned_data(dir)?;
+        }
         topics::store_state(&config.data_dir, &state)?;
     }
     if let Some(dir) = topics::state_path(&config.data_dir).parent() {
@@ -252,13 +274,21 @@ pub fn run(
     replication::check_shard_count(&config.data_dir, config.shards).map_err(BrokerError::Config)?;
     // Before any partition opens: a topic re-created under an old name must not find the
     // data of its predecessor (KIP-516 topic ids in partition directories).
-    let swept = partition_dirs::sweep(&config.data_dir, &state)?;
-    if swept != partition_dirs::Swept::default() {
-        log::info!("data directory sweep: {swept:?}");
+    for dir in &online_dirs {
+        let swept = partition_dirs::sweep(dir, &state)?;
+        if swept != partition_dirs::Swept::default() {
+            log::info!("data directory sweep of {}: {swept:?}", dir.display());
+        }
     }
+    // Before any partition directory is created: each one's placement is durable first.
+    log_dirs.persist().map_err(|e| BrokerError::Io {
+        op: "write the log directory placement in",
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
     // Groups an older sluice placed outside Kafka's partition move before anything serves.
     group_placement::migrate(&config.data_dir, &state, |topic, p| {
-        shard::partition_dir(&config.data_dir, topic, p)
+        log_dirs.partition_path(topic, p)
     })?;
     let admin_listener = match config.admin_listen {
         None => None,
@@ -284,6 +314,7 @@ pub fn run(
         },
     };
     let shared = Arc::new(Shared {
+        log_dirs,
         legacy_producer_id_end: producer_ids::legacy_end(&config.data_dir)?,
         connections_per_ip: Arc::default(),
         connection_creation: connections::CreationRate::new(config.max_connection_creation_rate),
@@ -703,7 +734,7 @@ fn spawn_idle_sweeper(ctx: &sluice_shard::ShardCtx, conns: &Rc<connections::Conn
 const LISTEN_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One broker per data directory: an exclusive `flock` held for the process lifetime.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
     let path = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -377,6 +377,11 @@ nested!(DescribeLogDirsResponse, |r, f| {
     f(r.error_code);
     each(&r.results, f, |e| e.error_code)
 });
+nested!(AlterReplicaLogDirsResponse, |r, f| {
+    for t in &r.results {
+        each(&t.partitions, f, |p| p.error_code)
+    }
+});
 nested!(AlterPartitionReassignmentsResponse, |r, f| {
     f(r.error_code);
     for t in &r.responses {

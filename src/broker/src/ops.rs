@@ -88,6 +88,10 @@ pub enum PartitionOp {
     /// and wait (at most `timeout_ms`) until it leads; only the reply's error code counts
     /// (`crate::replication::elect_preferred`).
     ElectPreferred { timeout_ms: i32 },
+    /// AlterReplicaLogDirs: move this replica into log directory `dest` (an index into
+    /// `Shared::log_dirs`), in the background; only the reply's error code counts
+    /// (`crate::log_moves`).
+    MoveLogDir { dest: u32 },
 }
 
 /// A partition operation addressed by topic id.

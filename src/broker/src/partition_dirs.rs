@@ -71,6 +71,9 @@ const METADATA_VERSION: u32 = 0;
 pub const DELETE_SUFFIX: &str = "-delete";
 /// Ends the name of a directory set aside because nothing says whose it is (Kafka's `-stray`).
 pub const STRAY_SUFFIX: &str = "-stray";
+/// Ends the name of a partition's copy being made in another log directory (Kafka's
+/// `-future`, see `log_dirs` and `log_moves`).
+pub const FUTURE_SUFFIX: &str = "-future";
 /// Longest file name Linux accepts.
 const FILE_NAME_BYTES_MAX: usize = 255;
 /// A `partition.metadata` file is a few dozen bytes; anything far larger is not one.
@@ -215,7 +218,7 @@ pub fn discard(data_dir: &Path, name: &str) -> io::Result<PathBuf> {
 /// `<name>.<uuid><suffix>`, the topic part of `name` shortened so that the whole fits in a
 /// file name (Kafka's `logDirNameWithSuffixCappedLength`): a 249-byte topic name plus the
 /// suffix is over 255 bytes, and a rename that fails would leave the partition undeletable.
-fn renamed(name: &str, suffix: &str) -> String {
+pub fn renamed(name: &str, suffix: &str) -> String {
     let (topic, rest) = match parse_dir_name(name) {
         Some((topic, p)) => (topic, format!("-{p}")),
         None => (name, String::new()),
@@ -230,8 +233,22 @@ fn renamed(name: &str, suffix: &str) -> String {
     format!("{}{tail}", &topic[..keep])
 }
 
+/// The name of a move's copy of partition directory `name`: `<name>.<uuid>-future`, whole
+/// (unlike [`renamed`], which may shorten the topic part: the copy's name must give back the
+/// partition's). None when that is longer than a file name may be.
+pub fn future_name(name: &str) -> Option<String> {
+    let future = format!("{name}.{}{FUTURE_SUFFIX}", uuid::Uuid::new_v4().simple());
+    (future.len() <= FILE_NAME_BYTES_MAX).then_some(future)
+}
+
+/// The partition directory name a [`future_name`] was made from.
+pub fn original_name(future: &str) -> Option<String> {
+    let (name, _) = future.strip_suffix(FUTURE_SUFFIX)?.rsplit_once('.')?;
+    parse_dir_name(name).map(|_| name.to_string())
+}
+
 /// Whether `name` is one [`renamed`] made with `suffix` (`….<32 hex digits><suffix>`).
-fn is_renamed(name: &str, suffix: &str) -> bool {
+pub fn is_renamed(name: &str, suffix: &str) -> bool {
     name.strip_suffix(suffix)
         .and_then(|n| n.rsplit_once('.'))
         .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))

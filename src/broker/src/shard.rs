@@ -41,6 +41,8 @@ pub struct Partition {
     /// one by a reassignment: see [`replicated`]): its log is the replica store's, written
     /// only through Raft (`crate::replication`).
     pub group: Option<sluice_raft::GroupId>,
+    /// The log directory holding it (an index into `Shared::log_dirs`).
+    pub dir: usize,
 }
 
 /// Broker state of one shard. Owned by that shard; `!Send`.
@@ -74,7 +76,7 @@ pub struct BrokerShard {
     me: Weak<BrokerShard>,
     /// Serialises topic-table updates: each awaits while opening logs, and two interleaved
     /// ones (start-up's and a delta that arrives meanwhile) could open a partition twice.
-    apply_lock: sluice_storage::notify::LocalLock,
+    pub(crate) apply_lock: sluice_storage::notify::LocalLock,
     /// Parked fetch long-polls of this shard, and watches on the partitions it owns.
     pub watches: crate::watch::Watches,
     /// Bytes of requests in flight on this shard's connections (`queued.max.request.bytes`).
@@ -92,12 +94,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// A partition's directory under the data dir (also used by the start-up group move,
-/// `group_placement`, before any shard runs).
-pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(partition_dirs::dir_name(topic, partition))
 }
 
 /// Whether this node's replica of `partition` of `t` is replicated through Raft because
@@ -211,11 +207,17 @@ impl BrokerShard {
         })
     }
 
+    /// A partition's directory, in the log directory that holds it (placed there now if it
+    /// is new: see `log_dirs`).
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        partition_dir(&self.config.data_dir, topic, partition)
+        self.shared_handle.log_dirs.partition_path(topic, partition)
     }
 
-    fn local_partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<Rc<Partition>> {
+    pub(crate) fn local_partition(
+        &self,
+        topic_id: &[u8; 16],
+        partition: i32,
+    ) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
             .get(&PartitionKey {
@@ -350,10 +352,11 @@ impl BrokerShard {
             }
             // Renamed aside first, then removed: see `partition_dirs`. Off the executor: a
             // directory of many segments takes many syscalls.
-            let data_dir = self.config.data_dir.clone();
+            let root = p.log.dir().parent().map(PathBuf::from).unwrap_or_default();
             let name = partition_dirs::dir_name(&p.topic, p.index);
+            self.shared_handle.log_dirs.forget(&p.topic, p.index);
             glommio::executor()
-                .spawn_blocking(move || partition_dirs::discard(&data_dir, &name))
+                .spawn_blocking(move || partition_dirs::discard(&root, &name))
                 .await
                 .map_err(|e| crate::error::BrokerError::Io {
                     op: "remove",
@@ -371,9 +374,29 @@ impl BrokerShard {
             .map(|(key, t)| (t.name.clone(), key.partition, t.id))
             .collect();
         if !to_open.is_empty() {
-            let data_dir = self.config.data_dir.clone();
+            // Each in its log directory (placed now if new, the placement durable before
+            // any directory is made; one in an offline directory stays closed).
+            let dirs = &self.shared_handle.log_dirs;
+            let mut by_root: Vec<(PathBuf, Vec<(String, i32, [u8; 16])>)> = Vec::new();
+            for part in to_open {
+                let i = dirs.place(&part.0, part.1);
+                if dirs.dir(i).is_offline() {
+                    continue;
+                }
+                let root = &dirs.dir(i).path;
+                match by_root.iter_mut().find(|(r, _)| r == root) {
+                    Some((_, parts)) => parts.push(part),
+                    None => by_root.push((root.clone(), vec![part])),
+                }
+            }
+            let shared = self.shared_handle.clone();
             glommio::executor()
-                .spawn_blocking(move || partition_dirs::prepare(&data_dir, &to_open))
+                .spawn_blocking(move || {
+                    shared.log_dirs.persist()?;
+                    by_root
+                        .iter()
+                        .try_for_each(|(root, parts)| partition_dirs::prepare(root, parts))
+                })
                 .await
                 .map_err(|e| crate::error::BrokerError::Io {
                     op: "prepare partition directories in",
@@ -427,35 +450,25 @@ impl BrokerShard {
                 }
                 continue;
             }
+            if self
+                .shared_handle
+                .log_dirs
+                .partition_offline(&t.name, key.partition)
+            {
+                // Its log directory is offline: it answers KAFKA_STORAGE_ERROR (see `exec`).
+                continue;
+            }
             if replicated(t, key.partition, this_node) || self.group_known(key) {
                 let group = self.begin_replicated(key, t, &broker_cfgs).await?;
                 replicas.push((key, t.name.clone(), group));
                 continue;
             }
             let dir = self.partition_dir(&t.name, key.partition);
-            let log = PartitionLog::open(
-                self.storage.clone(),
-                dir,
-                log_cfg,
-                self.cache.clone(),
-                format!("{}-{}", t.name, key.partition),
-            )
-            .await?;
-            // Before anyone can produce: expired producers do not come back from recovery.
-            let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
-            if expired > 0 {
-                log::info!(
-                    "{}-{}: forgot {expired} expired producer(s) at open",
-                    t.name,
-                    key.partition
-                );
-            }
-            self.shared_handle
-                .leader_epochs
-                .set(key.topic_id, key.partition, log.leader_epoch());
+            let log = self.open_plain_log(key, dir, log_cfg, &t.name).await?;
             let part = Rc::new(Partition {
                 topic: t.name.clone(),
                 index: key.partition,
+                dir: self.shared_handle.log_dirs.holding(log.dir()),
                 log: Rc::new(log),
                 group: None,
             });
@@ -494,6 +507,68 @@ impl BrokerShard {
                 rep.set_throttle(group, throttle);
             }
         }
+        Ok(())
+    }
+
+    /// Opens a plain (one-replica) partition's log in `dir`, its expired producers
+    /// forgotten, its leader epoch published.
+    async fn open_plain_log(
+        &self,
+        key: PartitionKey,
+        dir: PathBuf,
+        cfg: sluice_storage::LogConfig,
+        topic: &str,
+    ) -> Result<PartitionLog<DmaStorage>, crate::error::BrokerError> {
+        let log = PartitionLog::open(
+            self.storage.clone(),
+            dir,
+            cfg,
+            self.cache.clone(),
+            format!("{topic}-{}", key.partition),
+        )
+        .await?;
+        // Before anyone can produce: expired producers do not come back from recovery.
+        let expired = log.expire_producers(now_ms(), self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            log::info!(
+                "{topic}-{}: forgot {expired} expired producer(s) at open",
+                key.partition
+            );
+        }
+        self.shared_handle
+            .leader_epochs
+            .set(key.topic_id, key.partition, log.leader_epoch());
+        Ok(log)
+    }
+
+    /// Reopens a plain partition's log from `dir` after a move between log directories
+    /// (`log_moves`): requests, coordinators and retention use the new log from now on.
+    pub(crate) async fn reopen_plain(
+        self: &Rc<Self>,
+        key: PartitionKey,
+        old: &Rc<Partition>,
+        dir: PathBuf,
+    ) -> Result<(), crate::error::BrokerError> {
+        let at = self.shared_handle.log_dirs.holding(&dir);
+        let log = Rc::new(
+            self.open_plain_log(key, dir, old.log.config(), &old.topic)
+                .await?,
+        );
+        let part = Rc::new(Partition {
+            topic: old.topic.clone(),
+            index: old.index,
+            dir: at,
+            log: log.clone(),
+            group: None,
+        });
+        self.partitions.borrow_mut().insert(key, part.clone());
+        if let Some(slot) = self.group_slot(key) {
+            slot.replace_log(log.clone());
+        }
+        if let Some(slot) = self.txn_slot(key) {
+            slot.replace_log(log);
+        }
+        self.spawn_flusher(part);
         Ok(())
     }
 
@@ -636,6 +711,7 @@ impl BrokerShard {
             Rc::new(Partition {
                 topic,
                 index: key.partition,
+                dir: self.shared_handle.log_dirs.holding(log.dir()),
                 log: log.clone(),
                 group: Some(group),
             }),
@@ -689,6 +765,13 @@ impl BrokerShard {
             // A failed log already said why (once); a deleted one fails by design.
             if let Err(e) = result {
                 log::debug!("flusher of {}-{} ended: {e}", part.topic, part.index);
+            }
+            // A write or sync that failed takes the whole directory offline, as Kafka does:
+            // its other partitions' files are on the same failing disk.
+            if let Some(cause) = part.log.io_failure().filter(|_| !me.stopping.get()) {
+                me.shared_handle
+                    .log_dirs
+                    .fail(part.dir, format!("{}-{}: {cause}", part.topic, part.index));
             }
         });
         match task {
@@ -932,6 +1015,7 @@ impl BrokerShard {
         let new = Rc::new(Partition {
             topic: p.topic.clone(),
             index: p.index,
+            dir: p.dir,
             log: log.clone(),
             group: p.group,
         });
@@ -952,6 +1036,10 @@ impl BrokerShard {
         broker_cfgs: &std::collections::BTreeMap<String, String>,
     ) -> sluice_replica::PartitionSpec {
         sluice_replica::PartitionSpec {
+            offline: self
+                .shared_handle
+                .log_dirs
+                .partition_offline(&t.name, partition),
             dir: self.partition_dir(&t.name, partition),
             config: topic_config::log_config(&t.configs, broker_cfgs),
             name: format!("{}-{}", t.name, partition),
@@ -1100,14 +1188,34 @@ impl BrokerShard {
         payload: Option<Bytes>,
     ) -> (PartitionReply, Option<Bytes>) {
         let Some(part) = self.local_partition(&req.topic_id, req.partition) else {
-            // Assigned here but not open (yet, or any more). A produce refused so is
-            // remembered by the client's connection, not here (see `handlers::produce`).
+            // Assigned here but not open (yet, or any more, or its log directory is
+            // offline). A produce refused so is remembered by the client's connection, not
+            // here (see `handlers::produce`).
             self.log_early_refusal(&req, payload.as_deref(), "not open here");
-            return (
-                PartitionReply::error(kerr::UNKNOWN_TOPIC_OR_PARTITION),
-                None,
-            );
+            let offline = self.topics().get_by_id(&req.topic_id).is_some_and(|t| {
+                self.shared_handle
+                    .log_dirs
+                    .partition_offline(&t.name, req.partition)
+            });
+            let code = if offline {
+                kerr::KAFKA_STORAGE_ERROR
+            } else {
+                kerr::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            return (PartitionReply::error(code), None);
         };
+        if self.shared_handle.log_dirs.dir_offline(part.dir) {
+            // Its directory failed while serving (see `log_dirs`).
+            return (PartitionReply::error(kerr::KAFKA_STORAGE_ERROR), None);
+        }
+        if let PartitionOp::MoveLogDir { dest } = req.op {
+            let key = PartitionKey {
+                topic_id: req.topic_id,
+                partition: req.partition,
+            };
+            let code = self.begin_move(key, &part, dest as usize).await;
+            return (PartitionReply::error(code), None);
+        }
         let log = &part.log;
         // ListOffsets on a replicated partition waits until a quorum confirmed this leader
         // after the request came (see `crate::leader_reads`): a leader cut off from its
@@ -1443,6 +1551,8 @@ impl BrokerShard {
                 },
                 None,
             ),
+            // Handled before the leadership checks (a follower's replica moves too).
+            PartitionOp::MoveLogDir { .. } => (PartitionReply::error(kerr::INVALID_REQUEST), None),
             PartitionOp::ElectPreferred { timeout_ms } => {
                 let code = match raft {
                     Some((rep, group, _)) => {

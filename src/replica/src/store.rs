@@ -87,6 +87,9 @@ pub struct PartitionSpec {
     pub config: LogConfig,
     /// For log messages and errors (`topic-partition`).
     pub name: String,
+    /// Its log directory is offline (JBOD): at recovery the group is neither opened nor
+    /// removed (its Raft state stays in the store until the directory is back).
+    pub offline: bool,
 }
 
 /// The broker's mapping from group to partition, asked when a group is created or
@@ -389,6 +392,9 @@ impl<S: Storage> ReplicaStore<S> {
         let mut wanted = Vec::new();
         for (&g, st) in state.groups() {
             match layout(g) {
+                Some(spec) if spec.offline => {
+                    log::warn!("{}: its log directory is offline: not opened", spec.name)
+                }
                 Some(spec) => wanted.push((g, st, spec)),
                 None => gone.push(g),
             }

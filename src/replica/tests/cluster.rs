@@ -102,6 +102,7 @@ impl Cluster {
         let layout_root = data.clone();
         let layout = Rc::new(move |g: GroupId| {
             Some(PartitionSpec {
+                offline: false,
                 dir: layout_root.join(format!("t-{g}")),
                 config: log_config(),
                 name: format!("t-{g}"),
@@ -741,6 +742,7 @@ fn a_commit_index_beyond_the_recovered_log_is_an_error_naming_the_group() {
             Rc::new(RefCell::new(BatchCache::new(1 << 20))),
             Rc::new(move |g: GroupId| {
                 Some(PartitionSpec {
+                    offline: false,
                     dir: layout_root.join(format!("t-{g}")),
                     config: log_config(),
                     name: format!("t-{g}"),

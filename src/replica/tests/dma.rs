@@ -32,6 +32,7 @@ async fn open_without(
         Rc::new(RefCell::new(BatchCache::new(1 << 20))),
         Rc::new(move |g: GroupId| {
             (Some(g) != gone).then(|| PartitionSpec {
+                offline: false,
                 dir: data.join(format!("t-{g}")),
                 config: LogConfig {
                     segment_bytes: 64 * 1024,

@@ -87,9 +87,11 @@ enum Command {
     Start(Box<start::StartArgs>),
     /// Check a data directory's segments offline (framing, CRC32C, offsets, indexes).
     Verify {
-        /// The broker's data directory.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        /// The broker's data directory (all of them, comma-separated or the flag repeated,
+        /// for a node with several).
+        #[arg(long, value_name = "DIR[,DIR...]", value_delimiter = ',',
+              action = clap::ArgAction::Append)]
+        data_dir: Vec<PathBuf>,
     },
     /// SCRAM credentials stored offline, before the first start.
     #[command(subcommand)]
@@ -170,8 +172,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verify { data_dir } => {
-            verify(data_dir.unwrap_or_else(|| BrokerConfig::default().data_dir))
+        Command::Verify { mut data_dir } => {
+            if data_dir.is_empty() {
+                data_dir.push(BrokerConfig::default().data_dir);
+            }
+            verify(&data_dir)
         }
         Command::Users(command) => users::run(command),
         Command::Tune(args) => sluice_tuning::run(args),
@@ -181,18 +186,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sluice verify [--data-dir DIR]`: checks every segment of every partition (framing,
-/// CRC32C, offsets, indexes), read only. Prints one line per problem and note, then a
-/// summary; exit 0 when clean, 1 when anything is damaged, 2 on bad usage or an unreadable
-/// data directory.
-fn verify(data_dir: PathBuf) -> ExitCode {
-    let report = match sluice_storage::verify::verify_data_dir(&data_dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sluice verify: {}: {e}", data_dir.display());
-            return ExitCode::from(2);
+/// `sluice verify [--data-dir DIR[,DIR...]]`: checks every segment of every partition
+/// (framing, CRC32C, offsets, indexes) in each directory, read only. Prints one line per
+/// problem and note, then a summary; exit 0 when clean, 1 when anything is damaged, 2 on bad
+/// usage or an unreadable data directory.
+fn verify(data_dirs: &[PathBuf]) -> ExitCode {
+    let mut report = sluice_storage::verify::Report::default();
+    for data_dir in data_dirs {
+        match sluice_storage::verify::verify_data_dir(data_dir) {
+            Ok(r) => {
+                report.partitions += r.partitions;
+                report.segments += r.segments;
+                report.batches += r.batches;
+                report.bytes += r.bytes;
+                report.problems.extend(r.problems);
+                report.notes.extend(r.notes);
+            }
+            Err(e) => {
+                eprintln!("sluice verify: {}: {e}", data_dir.display());
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     for n in &report.notes {
         println!("note: {n}");
     }

@@ -53,9 +53,11 @@ pub enum MigrationPolicy {
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Broker", args_override_self = true)]
 pub struct StartArgs {
-    /// Directory of the partitions' logs and the node's state.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Directory of the partitions' logs and the node's state. Several (comma-separated,
+    /// or the flag repeated: Kafka's log.dirs, JBOD) spread the partitions over them; the
+    /// first also holds the node's state.
+    #[arg(long, value_name = "DIR[,DIR...]", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub data_dir: Vec<PathBuf>,
     /// Kafka listeners, comma-separated `[PROTOCOL://]HOST:PORT` (PROTOCOL: plaintext, ssl,
     /// sasl_plaintext, sasl_ssl; plaintext when left out).
     #[arg(long, value_name = "LISTENERS")]
@@ -274,8 +276,9 @@ impl StartArgs {
     pub fn into_config(self) -> Result<BrokerConfig, String> {
         let mut c = BrokerConfig::default();
         let a = self;
-        if let Some(d) = &a.data_dir {
-            c.data_dir = d.clone();
+        if let Some((first, more)) = a.data_dir.split_first() {
+            c.data_dir = first.clone();
+            c.more_data_dirs = more.to_vec();
         }
         if let Some(v) = &a.listen {
             c.listeners = sluice_security::parse_listeners(v)

@@ -308,6 +308,9 @@ struct Inner<F: StorageFile> {
     /// Set when `close` starts: appends fail with [`StorageError::Closed`], so nothing is
     /// acknowledged that the closing flush does not cover.
     closed: bool,
+    /// The next append rolls a new segment whatever the active one's size or age
+    /// ([`PartitionLog::request_roll`]).
+    roll_requested: bool,
     /// The current leader epoch: leader appends stamp it into each batch's
     /// `partitionLeaderEpoch`. Never below the newest epoch of `epochs` (a follower append of
     /// a newer epoch raises it); above it when an epoch was begun and nothing written yet.
@@ -549,6 +552,18 @@ impl<S: Storage> PartitionLog<S> {
     pub fn failure(&self) -> Option<String> {
         self.inner.borrow().failed.clone()
     }
+    /// Rolls a new segment at the next append (unless the active one is empty): a move to
+    /// another log directory copies the sealed segment while it serves, and only the small
+    /// new one after it stops appends.
+    pub fn request_roll(&self) {
+        self.inner.borrow_mut().roll_requested = true;
+    }
+    /// The storage error that stopped writes, if any: [`Self::failure`] but for a retired
+    /// log's (whose failure is its deletion, not its disk's).
+    pub fn io_failure(&self) -> Option<String> {
+        let inner = self.inner.borrow();
+        inner.failed.clone().filter(|_| !inner.deleted)
+    }
     /// Whether appends are waiting for a flush.
     pub fn needs_flush(&self) -> bool {
         self.inner.borrow().segments.values().any(|s| s.pending())
@@ -772,7 +787,8 @@ impl<S: Storage> PartitionLog<S> {
             || active.time_index.len() as u64
                 >= (cfg.segment_index_bytes / TIME_INDEX_ENTRY_BYTES) as u64
             || active.aborted.len() >= ABORTED_TXNS_PER_SEGMENT_MAX;
-        if active.size == 0 || !(too_big || too_old || rel_overflow || index_full) {
+        let requested = inner.roll_requested;
+        if active.size == 0 || !(too_big || too_old || rel_overflow || index_full || requested) {
             return Ok(());
         }
         if inner.segments.len() >= SEGMENTS_PER_PARTITION_MAX {
@@ -785,6 +801,7 @@ impl<S: Storage> PartitionLog<S> {
         let next_base = inner.log_end_offset();
         let mut snapshot = Vec::new();
         inner.producers.encode(&mut snapshot);
+        inner.roll_requested = false;
         let active = inner.active_mut();
         active.seal_open();
         active.rolled = true;

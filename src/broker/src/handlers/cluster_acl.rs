@@ -1,5 +1,5 @@
 //! Authorization of the APIs Kafka checks on the cluster resource as a whole
-//! (DescribeLogDirs, ElectLeaders, partition reassignments, SCRAM users, client quotas,
+//! (DescribeLogDirs, AlterReplicaLogDirs, ElectLeaders, partition reassignments, SCRAM users, client quotas,
 //! feature levels, the controller quorum, WriteTxnMarkers):
 //! under `--authorizer acl`, a client without the operation gets Kafka's
 //! CLUSTER_AUTHORIZATION_FAILED in the shape each response has, and the handler never runs.
@@ -36,6 +36,7 @@ fn operation(body: &RequestKind) -> Option<AclOperation> {
         | RequestKind::ListPartitionReassignments(_)
         | RequestKind::DescribeUserScramCredentials(_) => AclOperation::Describe,
         RequestKind::ElectLeaders(_)
+        | RequestKind::AlterReplicaLogDirs(_)
         | RequestKind::AlterPartitionReassignments(_)
         | RequestKind::AlterUserScramCredentials(_)
         | RequestKind::UpdateFeatures(_) => AclOperation::Alter,
@@ -107,6 +108,9 @@ pub fn refused(
         }
         RequestKind::DescribeQuorum(_) => {
             respond(h, &super::describe_quorum::whole(DENIED, MESSAGE))
+        }
+        RequestKind::AlterReplicaLogDirs(r) => {
+            respond(h, &super::alter_replica_log_dirs::refuse_all(r, DENIED))
         }
         RequestKind::UpdateFeatures(_) => {
             respond(h, &super::update_features::whole(DENIED, MESSAGE))

@@ -16,6 +16,7 @@ use crate::shard::BrokerShard;
 pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod client_quotas;
 pub mod cluster_acl;
@@ -61,6 +62,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    // JBOD (`crate::log_dirs`, `crate::log_moves`); Kafka 4 removed version 0.
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
@@ -235,6 +238,9 @@ pub async fn dispatch(
         ),
         RequestKind::DescribeLogDirs(r) => {
             respond(h, &describe_log_dirs::handle(shard, h, r).await)
+        }
+        RequestKind::AlterReplicaLogDirs(r) => {
+            respond(h, &alter_replica_log_dirs::handle(shard, h, r).await)
         }
         RequestKind::DescribeCluster(r) => {
             respond(h, &describe_cluster::handle(shard, h, r, client))

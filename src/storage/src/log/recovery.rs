@@ -312,6 +312,7 @@ impl<S: Storage> PartitionLog<S> {
                 markers_seen: 0,
                 failed: None,
                 deleted: false,
+                roll_requested: false,
                 closed: false,
                 leader_epoch,
                 appended_since_flush: 0,

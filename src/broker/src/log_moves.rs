@@ -1,0 +1,436 @@
+//! Moving a partition replica to another log directory while it serves (AlterReplicaLogDirs,
+//! KIP-113): a copy, `<name>.<uuid>-future` in the destination, catches up with the live
+//! directory in passes; then appends stop for a last, small pass and the switch.
+//!
+//! Invariants:
+//! - The live directory is not changed by a move until its copy is complete and durable.
+//! - The switch is, in order: the placement file names the destination; the live directory
+//!   is renamed `….<uuid>-delete`; the copy is renamed to the live name. A crash anywhere
+//!   leaves either the live directory (the copy is dropped at start) or only the complete
+//!   copy (promoted at start): see `log_dirs`.
+//! - One move per partition: a request for another directory cancels the one under way (its
+//!   copy removed), one for the same directory changes nothing (Kafka's rules).
+//! - Appends are refused (NOT_LEADER_OR_FOLLOWER, which clients retry) only during the last
+//!   pass and the switch: passes go on while the live log serves until what the last pass
+//!   would copy is under [`FINAL_PASS_BYTES_MAX`] (the active segment is rolled so that it
+//!   is small), or [`PASSES_MAX`] passes were made.
+//! - Plain (one-replica) partitions only for now: a replicated partition's log belongs to
+//!   its Raft group's store, which has no way yet to reopen it elsewhere.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_shard::table::PartitionKey;
+
+use crate::shard::{BrokerShard, Partition};
+use crate::{kerr, partition_dirs};
+
+/// What the last pass may copy with appends stopped.
+pub const FINAL_PASS_BYTES_MAX: u64 = 8 << 20;
+/// Passes made while the log serves before the last one, whatever is left.
+pub const PASSES_MAX: usize = 8;
+/// Pause between passes (appends accumulate; a roll needs an append).
+const PASS_PAUSE: Duration = Duration::from_millis(100);
+/// A file whose length and modification time are unchanged is trusted as copied only if it
+/// was modified this long before its copy began (file times are coarse: a write in the same
+/// tick as the copy's read would not change them).
+const MTIME_SLACK: Duration = Duration::from_secs(2);
+
+/// A move under way (shared by every shard: DescribeLogDirs reports the copy).
+pub struct MoveState {
+    /// The destination log directory.
+    pub dest: usize,
+    /// The copy's directory.
+    pub future: PathBuf,
+    cancelled: AtomicBool,
+    /// Bytes in the copy so far.
+    pub copied_bytes: AtomicI64,
+    /// Offsets the copy is behind the live log, as far as whole segments tell (Kafka's
+    /// future-replica `offset_lag`: the live log end minus the copy's).
+    pub offset_lag: AtomicI64,
+}
+
+impl MoveState {
+    pub fn new(dest: usize, future: PathBuf) -> MoveState {
+        MoveState {
+            dest,
+            future,
+            cancelled: AtomicBool::new(false),
+            copied_bytes: AtomicI64::new(0),
+            offset_lag: AtomicI64::new(-1),
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Files of the copy and the source state they were copied from.
+#[derive(Default)]
+struct Copied {
+    /// File name -> (length, modification time) of the source when copied, and when the
+    /// copy began.
+    files: HashMap<OsString, (u64, SystemTime, SystemTime)>,
+}
+
+/// A segment file's base offset (`<20 digits>.log`).
+fn segment_base(name: &std::ffi::OsStr) -> Option<i64> {
+    name.to_str()?.strip_suffix(".log")?.parse().ok()
+}
+
+/// Whether a source file must be copied (again): on the last pass, everything but sealed
+/// segments known unchanged; before it, whatever changed since it was copied.
+fn needs_copy(
+    name: &std::ffi::OsStr,
+    meta: &fs::Metadata,
+    copied: &Copied,
+    last: bool,
+    active_base: Option<i64>,
+) -> bool {
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let Some(&(len, was, began)) = copied.files.get(name) else {
+        return true;
+    };
+    if len != meta.len() || was != mtime {
+        return true;
+    }
+    if !last {
+        return false;
+    }
+    let sealed = segment_base(name).is_some_and(|b| Some(b) != active_base);
+    let settled = began
+        .duration_since(mtime)
+        .is_ok_and(|age| age >= MTIME_SLACK);
+    !(sealed && settled)
+}
+
+/// One pass: copies what [`needs_copy`] says from `src` into `dst` and removes from `dst`
+/// what `src` no longer has (retention removed a segment meanwhile). Returns the bytes
+/// copied and the bytes the last pass would copy now.
+fn copy_pass(src: &Path, dst: &Path, copied: &mut Copied, last: bool) -> io::Result<(u64, u64)> {
+    fs::create_dir_all(dst)?;
+    let mut entries = Vec::new();
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            entries.push(e.file_name());
+        }
+    }
+    let active_base = entries.iter().filter_map(|n| segment_base(n)).max();
+    let mut bytes = 0;
+    for name in &entries {
+        let from = src.join(name);
+        let meta = match fs::metadata(&from) {
+            Ok(m) => m,
+            // Removed since the listing (retention): not in the copy either.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !needs_copy(name, &meta, copied, last, active_base) {
+            continue;
+        }
+        let began = SystemTime::now();
+        match fs::copy(&from, dst.join(name)) {
+            Ok(n) => bytes += n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        copied
+            .files
+            .insert(name.clone(), (meta.len(), mtime, began));
+    }
+    for e in fs::read_dir(dst)? {
+        let name = e?.file_name();
+        if !entries.contains(&name) {
+            fs::remove_file(dst.join(&name))?;
+            copied.files.remove(&name);
+        }
+    }
+    // What the last pass would copy, were it now.
+    let mut pending = 0;
+    for name in &entries {
+        if let Ok(meta) = fs::metadata(src.join(name)) {
+            if needs_copy(name, &meta, copied, true, active_base) {
+                pending += meta.len();
+            }
+        }
+    }
+    Ok((bytes, pending))
+}
+
+/// Makes every file of `dir` and the directory itself durable.
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            fs::File::open(e.path())?.sync_all()?;
+        }
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The live log's end minus the first offset the copy does not hold whole (segments are
+/// copied whole, so the copy is at least at the base of the first segment not yet copied).
+fn lag_estimate(src: &Path, copied: &Copied, log_end: i64) -> i64 {
+    let Ok(entries) = fs::read_dir(src) else {
+        return -1;
+    };
+    let mut bases: Vec<(i64, OsString)> = entries
+        .flatten()
+        .filter_map(|e| Some((segment_base(&e.file_name())?, e.file_name())))
+        .collect();
+    bases.sort();
+    let behind = bases
+        .iter()
+        .find(|(_, name)| {
+            let current = fs::metadata(src.join(name)).ok();
+            match (copied.files.get(name), current) {
+                (Some(&(len, was, _)), Some(m)) => {
+                    len != m.len() || was != m.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+                }
+                _ => true,
+            }
+        })
+        .map_or(log_end, |(base, _)| *base);
+    (log_end - behind).max(0)
+}
+
+impl BrokerShard {
+    /// Starts moving this shard's partition into log directory `dest` (or cancels a move,
+    /// when `dest` is where it is), as AlterReplicaLogDirs asks; returns the partition's
+    /// error code (Kafka's `ReplicaManager.alterReplicaLogDirs`).
+    pub(crate) async fn begin_move(
+        self: &Rc<Self>,
+        key: PartitionKey,
+        part: &Rc<Partition>,
+        dest: usize,
+    ) -> i16 {
+        let dirs = &self.shared_handle.log_dirs;
+        if dest >= dirs.len() {
+            return kerr::LOG_DIR_NOT_FOUND;
+        }
+        if dirs.dir_offline(dest) {
+            return kerr::KAFKA_STORAGE_ERROR;
+        }
+        let name = partition_dirs::dir_name(&part.topic, part.index);
+        if dest == part.dir {
+            // Already there: a move elsewhere under way stops.
+            dirs.cancel_move(&name);
+            return kerr::NONE;
+        }
+        if dirs.move_of(&name).is_some_and(|m| m.dest == dest) {
+            return kerr::NONE;
+        }
+        if part.group.is_some() {
+            // See the module header.
+            log::warn!(
+                "{name}: not moved to {}: moving a replicated partition between log \
+                 directories is not supported yet",
+                dirs.dir(dest).path.display()
+            );
+            return kerr::INVALID_REQUEST;
+        }
+        let Some(future_name) = partition_dirs::future_name(&name) else {
+            // Kafka's answer when the copy's name would be too long.
+            return kerr::INVALID_TOPIC_EXCEPTION;
+        };
+        let future = dirs.dir(dest).path.join(future_name);
+        let made = future.clone();
+        let created = glommio::executor()
+            .spawn_blocking(move || fs::create_dir(&made))
+            .await;
+        if let Err(e) = created {
+            log::error!("{name}: cannot create {}: {e}", future.display());
+            return kerr::KAFKA_STORAGE_ERROR;
+        }
+        let state = Arc::new(MoveState::new(dest, future));
+        dirs.begin_move(name, state.clone());
+        let task = self.ctx.spawn_background(self.clone().run_move(key, state));
+        match task {
+            Ok(t) => {
+                t.detach();
+                kerr::NONE
+            }
+            Err(e) => {
+                log::error!("cannot spawn a log directory move: {e}");
+                kerr::KAFKA_STORAGE_ERROR
+            }
+        }
+    }
+
+    /// Moves this shard's plain partition `key` into log directory `dest` (spawned by the
+    /// AlterReplicaLogDirs handler once the copy's directory exists; see the module header).
+    pub(crate) async fn run_move(self: Rc<Self>, key: PartitionKey, state: Arc<MoveState>) {
+        let Some(part) = self.local_partition(&key.topic_id, key.partition) else {
+            return;
+        };
+        let name = partition_dirs::dir_name(&part.topic, part.index);
+        let dirs = &self.shared_handle.log_dirs;
+        let result = self.copy_and_switch(&key, &part, &state).await;
+        dirs.end_move(&name, &state);
+        match result {
+            Ok(true) => log::info!(
+                "{name}: moved to log directory {}",
+                dirs.dir(state.dest).path.display()
+            ),
+            Ok(false) => {
+                log::info!(
+                    "{name}: move to {} cancelled",
+                    dirs.dir(state.dest).path.display()
+                );
+                let future = state.future.clone();
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        let _ = fs::remove_dir_all(&future);
+                    })
+                    .await;
+            }
+            Err(e) => {
+                log::error!(
+                    "{name}: move to {} failed: {e}",
+                    dirs.dir(state.dest).path.display()
+                );
+                let future = state.future.clone();
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        let _ = fs::remove_dir_all(&future);
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// The passes, then the switch; false when cancelled (or the partition went) first.
+    async fn copy_and_switch(
+        self: &Rc<Self>,
+        key: &PartitionKey,
+        part: &Rc<Partition>,
+        state: &Arc<MoveState>,
+    ) -> Result<bool, String> {
+        let src = part.log.dir().to_path_buf();
+        let future = state.future.clone();
+        let still_here = |me: &Rc<Self>| {
+            !state.is_cancelled()
+                && me
+                    .local_partition(&key.topic_id, key.partition)
+                    .is_some_and(|p| Rc::ptr_eq(&p, part))
+        };
+        let mut copied = Copied::default();
+        for pass in 0.. {
+            let (s, f) = (src.clone(), future.clone());
+            let (c, result) = glommio::executor()
+                .spawn_blocking(move || {
+                    let r = copy_pass(&s, &f, &mut copied, false);
+                    (copied, r)
+                })
+                .await;
+            copied = c;
+            let (_, pending) =
+                result.map_err(|e| format!("copying into {}: {e}", future.display()))?;
+            state.copied_bytes.store(
+                copied.files.values().map(|f| f.0 as i64).sum(),
+                Ordering::Relaxed,
+            );
+            let end = part.log.log_end_offset();
+            let (s, c) = (src.clone(), copied);
+            let (c, lag) = glommio::executor()
+                .spawn_blocking(move || {
+                    let lag = lag_estimate(&s, &c, end);
+                    (c, lag)
+                })
+                .await;
+            copied = c;
+            state.offset_lag.store(lag, Ordering::Relaxed);
+            if !still_here(self) {
+                return Ok(false);
+            }
+            if pending <= FINAL_PASS_BYTES_MAX || pass + 1 >= PASSES_MAX {
+                break;
+            }
+            // Mostly the active segment: a new one makes it a sealed segment the next pass
+            // copies while appends go on.
+            part.log.request_roll();
+            glommio::timer::sleep(PASS_PAUSE).await;
+        }
+        // The last pass: no topic change meanwhile (a deletion would remove the directory
+        // under the copy), and no append.
+        let _one_at_a_time = self.apply_lock.lock().await;
+        if !still_here(self) {
+            return Ok(false);
+        }
+        part.log
+            .close()
+            .await
+            .map_err(|e| format!("closing the log: {e}"))?;
+        // Nothing acts on the directory's paths from here on (retention, DeleteRecords).
+        part.log.retire_and_fence().await;
+        let dirs = &self.shared_handle.log_dirs;
+        dirs.relocate(&part.topic, part.index, state.dest);
+        let shared = self.shared_handle.clone();
+        let name = partition_dirs::dir_name(&part.topic, part.index);
+        let (s, f) = (src.clone(), future.clone());
+        let dest_root = dirs.dir(state.dest).path.clone();
+        let live = dest_root.join(&name);
+        let moved_name = name.clone();
+        let switched = glommio::executor()
+            .spawn_blocking(move || -> io::Result<()> {
+                let name = moved_name;
+                copy_pass(&s, &f, &mut copied, true)?;
+                sync_tree(&f)?;
+                shared.log_dirs.persist()?;
+                let src_root = s.parent().unwrap_or(Path::new("/"));
+                let doomed = src_root.join(partition_dirs::renamed(
+                    &name,
+                    partition_dirs::DELETE_SUFFIX,
+                ));
+                fs::rename(&s, &doomed)?;
+                sync_dir(src_root)?;
+                fs::rename(&f, dest_root.join(&name))?;
+                sync_dir(&dest_root)?;
+                if let Err(e) = fs::remove_dir_all(&doomed) {
+                    log::warn!(
+                        "cannot remove {} (removed at the next start): {e}",
+                        doomed.display()
+                    );
+                }
+                Ok(())
+            })
+            .await;
+        let at = match switched {
+            Ok(()) => live,
+            Err(e) if src.is_dir() => {
+                // The live directory is still there: reopened from it (the copy is dropped).
+                log::error!("{name}: switching log directories failed: {e}");
+                dirs.relocate(&part.topic, part.index, part.dir);
+                src.clone()
+            }
+            Err(e) => {
+                // Set aside but the copy not renamed: the next start promotes the copy. Until
+                // then the partition stays closed, its directory failed.
+                dirs.fail(part.dir, format!("{name}: switching log directories: {e}"));
+                return Err(e.to_string());
+            }
+        };
+        self.reopen_plain(*key, part, at)
+            .await
+            .map_err(|e| format!("reopening the log: {e}"))?;
+        Ok(true)
+    }
+}
