@@ -6,6 +6,8 @@ placement kept across kill -9, and an offline directory taking only its partitio
 Phases (the Rust test restarts and breaks the broker between them):
   spread     create the topic, produce, check placement, move a partition under load
   persisted  after kill -9: same placement, every acknowledged record readable
+  runtime    a segment file cannot be created in a directory while serving (its partition
+             directory renamed away): that directory goes offline, the others serve
   offline    one directory is unusable: it reports KAFKA_STORAGE_ERROR, its partitions
              refuse produce with it, the others serve
   back       the directory is back: every record readable
@@ -191,6 +193,63 @@ def phase_persisted(args, admin, state):
     print("persisted: placement and records as before")
 
 
+def phase_runtime(args, admin, state):
+    # A partition that rolls a segment every 16 KiB: its next roll creates a file.
+    rt = "jbod-rt"
+    admin.create_topics([NewTopic(rt, 1, 1, topic_configs={"segment.bytes": "16384"})])
+    time.sleep(0.5)
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks="all", retries=0,
+                             max_block_ms=10000)
+    for i in range(10):
+        producer.send(rt, value=b"x" * 100, partition=0).get(timeout=30)
+    # Into the last directory (the first holds the node's metadata: its failure would stop
+    # the node, as Kafka's does).
+    at = args.dirs[-1]
+    res = admin.alter_replica_log_dirs({(rt, 0, describe(admin)[1]): at})
+    check(list(res.values()) == [Errors.NoError], f"move: {res}")
+    deadline = time.time() + 30
+    while True:
+        current = [path for path, d in describe(admin)[0].items()
+                   for t in d["topics"] if t["name"] == rt
+                   for p in t["partitions"] if not p["is_future_key"]]
+        if current == [at] and os.path.isdir(os.path.join(at, f"{rt}-0")):
+            break
+        check(time.time() < deadline, f"{rt}-0 not moved to {at}: {current}")
+        time.sleep(0.2)
+    live = os.path.join(at, f"{rt}-0")
+    aside = os.path.join(os.path.dirname(args.state), "rt-aside")
+    os.rename(live, aside)
+    try:
+        refused = None
+        for i in range(200):
+            try:
+                producer.send(rt, value=b"y" * 1000, partition=0).get(timeout=30)
+            except Errors.KafkaStorageError as e:
+                refused = e
+                break
+        check(refused is not None, f"{rt}-0 kept taking writes without its directory")
+        deadline = time.time() + 30
+        while describe(admin)[0][at]["error_code"] != KAFKA_STORAGE_ERROR:
+            check(time.time() < deadline, f"{at} not offline after a failed write")
+            time.sleep(0.2)
+        mine = sorted(int(p) for p, where in state["placement"].items() if where == at)
+        others = sorted(set(range(PARTITIONS)) - set(mine))
+        for p in mine:
+            try:
+                producer.send(TOPIC, value=b"refused", partition=p).get(timeout=30)
+                fail(f"produce to partition {p} in the failed directory succeeded")
+            except Errors.KafkaStorageError:
+                pass
+        produce(args.bootstrap, others, 5, "r")
+        for p in others:
+            state["acked"][str(p)] += [f"r-{p}-{i}" for i in range(5)]
+    finally:
+        os.rename(aside, live)
+    producer.close()
+    print(f"runtime: {at} offline after a failed segment creation; partitions {mine} "
+          f"refused, {others} served")
+
+
 def phase_offline(args, admin, state):
     dirs, _ = describe(admin)
     off = dirs[args.offline_dir]
@@ -230,7 +289,7 @@ def main():
     ap.add_argument("--dirs", required=True, help="the broker's log dirs, comma-separated")
     ap.add_argument("--state", required=True, help="JSON file carried between phases")
     ap.add_argument("--phase", required=True,
-                    choices=["spread", "persisted", "offline", "back"])
+                    choices=["spread", "persisted", "runtime", "offline", "back"])
     ap.add_argument("--offline-dir")
     args = ap.parse_args()
     args.dirs = args.dirs.split(",")
@@ -239,8 +298,8 @@ def main():
         with open(args.state) as f:
             state = json.load(f)
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap, request_timeout_ms=30000)
-    {"spread": phase_spread, "persisted": phase_persisted, "offline": phase_offline,
-     "back": phase_back}[args.phase](args, admin, state)
+    {"spread": phase_spread, "persisted": phase_persisted, "runtime": phase_runtime,
+     "offline": phase_offline, "back": phase_back}[args.phase](args, admin, state)
     admin.close()
     with open(args.state, "w") as f:
         json.dump(state, f)

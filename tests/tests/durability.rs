@@ -392,8 +392,9 @@ fn a_batch_refused_before_its_partition_fences_its_producers_later_batches() {
 /// (tests/python/jbod_check.py). Partitions spread over the directories (fewest first),
 /// DescribeLogDirs reports each, AlterReplicaLogDirs moves a replica while a producer writes
 /// to it (no acknowledged record lost, nothing left behind) and refuses bad requests with
-/// Kafka's codes; the placement survives kill -9; a directory that is unusable at start
-/// takes only its partitions offline (KAFKA_STORAGE_ERROR), and its data is back with it.
+/// Kafka's codes; the placement survives kill -9; a directory whose writes fail while
+/// serving, or that is unusable at start, takes only its partitions offline
+/// (KAFKA_STORAGE_ERROR), and its data is back with it.
 #[test]
 fn partitions_spread_over_data_dirs_move_between_them_and_fail_with_their_dir() {
     skip_in_cluster_mode!("one node's directories");
@@ -429,6 +430,7 @@ fn partitions_spread_over_data_dirs_move_between_them_and_fail_with_their_dir() 
     broker.kill9();
     broker.restart();
     check("persisted", &[]);
+    check("runtime", &[]);
     // The third directory becomes a file: unusable at start.
     broker.stop();
     let away = extra.path().join("d3.away");

@@ -19,7 +19,7 @@
 //!   `LogManager.nextLogDirs`), the earlier one on a tie.
 //! - A directory that fails while serving (a log's write or sync failed) goes offline for
 //!   good (until a restart): every partition in it answers KAFKA_STORAGE_ERROR from then on,
-//!   the others serve on.
+//!   the others serve on. The metadata directory failing stops the node (as Kafka halts).
 //!
 //! Blocking `std::fs` calls: made at start before the shards exist, or on a blocking thread.
 

@@ -769,9 +769,17 @@ impl BrokerShard {
             // A write or sync that failed takes the whole directory offline, as Kafka does:
             // its other partitions' files are on the same failing disk.
             if let Some(cause) = part.log.io_failure().filter(|_| !me.stopping.get()) {
-                me.shared_handle
-                    .log_dirs
-                    .fail(part.dir, format!("{}-{}: {cause}", part.topic, part.index));
+                let why = format!("{}-{}: {cause}", part.topic, part.index);
+                if part.dir == 0 {
+                    // The metadata directory's disk (cluster state, Raft stores): Kafka
+                    // halts a broker whose metadata log dir fails, and so does this node
+                    // (as on SIGTERM, exiting non-zero with the reason).
+                    me.shared_handle.stop_fatally(
+                        me.ctx.shutdown(),
+                        format!("the metadata directory failed: {why}"),
+                    );
+                }
+                me.shared_handle.log_dirs.fail(part.dir, why);
             }
         });
         match task {
