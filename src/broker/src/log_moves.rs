@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sluice_shard::table::PartitionKey;
 
@@ -75,6 +75,17 @@ impl MoveState {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
+}
+
+/// What a finished move did, for its log line (and perf/log-dir-move.py, which reads it).
+#[derive(Default)]
+struct Moved {
+    passes: usize,
+    bytes: u64,
+    last_pass_bytes: u64,
+    /// From the log's close to its reopening in the destination.
+    stopped: Duration,
+    total: Duration,
 }
 
 /// Files of the copy and the source state they were copied from.
@@ -286,11 +297,17 @@ impl BrokerShard {
         let result = self.copy_and_switch(&key, &part, &state).await;
         dirs.end_move(&name, &state);
         match result {
-            Ok(true) => log::info!(
-                "{name}: moved to log directory {}",
-                dirs.dir(state.dest).path.display()
+            Ok(Some(m)) => log::info!(
+                "{name}: moved to log directory {} in {} ms: {} passes, {} bytes copied; \
+                 appends stopped for {} ms (the last pass: {} bytes)",
+                dirs.dir(state.dest).path.display(),
+                m.total.as_millis(),
+                m.passes,
+                m.bytes,
+                m.stopped.as_millis(),
+                m.last_pass_bytes
             ),
-            Ok(false) => {
+            Ok(None) => {
                 log::info!(
                     "{name}: move to {} cancelled",
                     dirs.dir(state.dest).path.display()
@@ -323,7 +340,9 @@ impl BrokerShard {
         key: &PartitionKey,
         part: &Rc<Partition>,
         state: &Arc<MoveState>,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<Moved>, String> {
+        let started = Instant::now();
+        let mut moved = Moved::default();
         let src = part.log.dir().to_path_buf();
         let future = state.future.clone();
         let still_here = |me: &Rc<Self>| {
@@ -342,8 +361,10 @@ impl BrokerShard {
                 })
                 .await;
             copied = c;
-            let (_, pending) =
+            moved.passes += 1;
+            let (bytes, pending) =
                 result.map_err(|e| format!("copying into {}: {e}", future.display()))?;
+            moved.bytes += bytes;
             state.copied_bytes.store(
                 copied.files.values().map(|f| f.0 as i64).sum(),
                 Ordering::Relaxed,
@@ -359,7 +380,7 @@ impl BrokerShard {
             copied = c;
             state.offset_lag.store(lag, Ordering::Relaxed);
             if !still_here(self) {
-                return Ok(false);
+                return Ok(None);
             }
             if pending <= FINAL_PASS_BYTES_MAX || pass + 1 >= PASSES_MAX {
                 break;
@@ -373,8 +394,9 @@ impl BrokerShard {
         // under the copy), and no append.
         let _one_at_a_time = self.apply_lock.lock().await;
         if !still_here(self) {
-            return Ok(false);
+            return Ok(None);
         }
+        let stopped = Instant::now();
         part.log
             .close()
             .await
@@ -390,9 +412,9 @@ impl BrokerShard {
         let live = dest_root.join(&name);
         let moved_name = name.clone();
         let switched = glommio::executor()
-            .spawn_blocking(move || -> io::Result<()> {
+            .spawn_blocking(move || -> io::Result<u64> {
                 let name = moved_name;
-                copy_pass(&s, &f, &mut copied, true)?;
+                let (last_pass_bytes, _) = copy_pass(&s, &f, &mut copied, true)?;
                 sync_tree(&f)?;
                 shared.log_dirs.persist()?;
                 let src_root = s.parent().unwrap_or(Path::new("/"));
@@ -410,11 +432,15 @@ impl BrokerShard {
                         doomed.display()
                     );
                 }
-                Ok(())
+                Ok(last_pass_bytes)
             })
             .await;
         let at = match switched {
-            Ok(()) => live,
+            Ok(bytes) => {
+                moved.last_pass_bytes = bytes;
+                moved.bytes += bytes;
+                live
+            }
             Err(e) if src.is_dir() => {
                 // The live directory is still there: reopened from it (the copy is dropped).
                 log::error!("{name}: switching log directories failed: {e}");
@@ -431,6 +457,8 @@ impl BrokerShard {
         self.reopen_plain(*key, part, at)
             .await
             .map_err(|e| format!("reopening the log: {e}"))?;
-        Ok(true)
+        moved.stopped = stopped.elapsed();
+        moved.total = started.elapsed();
+        Ok(Some(moved))
     }
 }
