@@ -280,6 +280,15 @@ pub fn run(
             log::info!("data directory sweep of {}: {swept:?}", dir.display());
         }
     }
+    // Partitions deleted or moved off this node while it was down (or while their directory
+    // was offline) no longer count where they were placed.
+    let by_name: std::collections::HashMap<&str, &topics::TopicRecord> =
+        state.topics.iter().map(|t| (t.name.as_str(), t)).collect();
+    log_dirs.retain(|topic, p| {
+        by_name
+            .get(topic)
+            .is_some_and(|t| p < t.partitions && t.hosted_on(p, state.node_id))
+    });
     // Before any partition directory is created: each one's placement is durable first.
     log_dirs.persist().map_err(|e| BrokerError::Io {
         op: "write the log directory placement in",

@@ -35,6 +35,9 @@ use crate::log_moves::MoveState;
 use crate::partition_dirs::{self, is_renamed, parse_dir_name, FUTURE_SUFFIX};
 use sluice_cluster::identity::uuid_from_base64;
 
+/// Written into a move's copy once it is complete and durable (`log_moves`): only such a
+/// copy may become the partition at start.
+pub const MOVE_COMPLETE: &str = "move-complete";
 /// The placement file's name, in the metadata directory's `cluster/`.
 const PLACEMENT_FILE: &str = "log-dir-placement";
 
@@ -78,6 +81,9 @@ impl Placement {
         self.dirty = true;
     }
 }
+
+/// The placement file's directories (id, path) and partitions (directory id, name).
+type Recorded = (Vec<([u8; 16], PathBuf)>, Vec<([u8; 16], String)>);
 
 /// The node's log directories.
 pub struct LogDirs {
@@ -134,23 +140,21 @@ impl LogDirs {
     ) -> Result<(LogDirs, Opened), BrokerError> {
         let mut all = LogDirs::single(first, first_id);
         let mut opened = Opened::default();
+        // Where each directory was, as the node last recorded it.
+        let (recorded, _) = all.read_placement()?;
         for path in others {
-            let (path, id, failed) = match prepare_dir(path) {
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            let known = recorded
+                .iter()
+                .find(|(_, p)| *p == absolute || Some(p) == fs::canonicalize(path).ok().as_ref())
+                .map(|(id, _)| *id);
+            let (path, id, failed) = match prepare_dir(path, known) {
                 Ok((path, id, lock)) => {
                     all._locks.push(lock);
                     (path, id, None)
                 }
-                Err(e) => {
-                    // Absolute at least, as the placement file records directories.
-                    let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                    log::error!(
-                        "log directory {} is offline: {e}; its partitions answer \
-                         KAFKA_STORAGE_ERROR until it is repaired and the node restarted",
-                        path.display()
-                    );
-                    opened.offline += 1;
-                    (path, [0; 16], Some(e))
-                }
+                // Offline, and owning what the node recorded there.
+                Err(e) => (absolute, known.unwrap_or([0; 16]), Some(e)),
             };
             if all
                 .dirs
@@ -163,26 +167,39 @@ impl LogDirs {
                     path.display()
                 )));
             }
-            all.dirs.push(LogDir {
-                path,
-                id,
-                offline: AtomicBool::new(failed.is_some()),
-                cause: Mutex::new(failed),
-            });
+            all.push(path, id, failed, &mut opened);
+        }
+        // A directory the node recorded that is no longer among --data-dir: its partitions
+        // stay its own, offline (Kafka's lost directory), rather than start over empty
+        // elsewhere; reassign or delete them to move on.
+        for (id, path) in recorded {
+            if !all.dirs.iter().any(|d| d.id == id) {
+                let why = "not among --data-dir any more".to_string();
+                all.push(path, id, Some(why), &mut opened);
+            }
         }
         all.placement.lock().unwrap().counts = vec![0; all.dirs.len()];
         if all.dirs.len() > 1 {
-            // An offline directory's id could not be read from it: the file says which it
-            // was where it is, so that it still owns its partitions.
-            let (recorded, _) = all.read_placement()?;
-            for d in all.dirs.iter_mut().filter(|d| d.id == [0; 16]) {
-                if let Some((id, _)) = recorded.iter().find(|(_, p)| *p == d.path) {
-                    d.id = *id;
-                }
-            }
             all.scan(&mut opened)?;
         }
         Ok((all, opened))
+    }
+
+    fn push(&mut self, path: PathBuf, id: [u8; 16], failed: Option<String>, o: &mut Opened) {
+        if let Some(e) = &failed {
+            log::error!(
+                "log directory {} is offline: {e}; its partitions answer \
+                 KAFKA_STORAGE_ERROR until it is repaired and the node restarted",
+                path.display()
+            );
+            o.offline += 1;
+        }
+        self.dirs.push(LogDir {
+            path,
+            id,
+            offline: AtomicBool::new(failed.is_some()),
+            cause: Mutex::new(failed),
+        });
     }
 
     /// Finds where each partition lives (see the module header).
@@ -233,9 +250,13 @@ impl LogDirs {
                 }
             }
         }
-        // A move's copy where the partition is still live elsewhere: the move stopped before
-        // its switch, and is dropped. Without a live copy, the switch had set the old one
-        // aside already: the copy, complete by then, becomes the partition.
+        let (_, recorded) = self.read_placement()?;
+        // Partition -> its recorded directory (one still configured, online or not).
+        let recorded: HashMap<String, usize> = recorded
+            .into_iter()
+            .filter_map(|(id, name)| Some((name, self.dirs.iter().position(|d| d.id == id)?)))
+            .collect();
+        // Moves' copies: see `log_moves` for the order of a switch these undo or finish.
         for (i, future, live) in futures {
             let path = self.dirs[i].path.join(&future);
             let io_err = |op, source| BrokerError::Io {
@@ -243,12 +264,23 @@ impl LogDirs {
                 path: path.clone(),
                 source,
             };
-            if found.contains_key(&live) {
+            let complete = path.join(MOVE_COMPLETE).is_file();
+            let placed = recorded.get(&live).copied();
+            if found.contains_key(&live)
+                || !(complete || placed.is_some_and(|j| self.dirs[j].is_offline()))
+            {
+                // The partition is live elsewhere, or the copy never finished (and nothing
+                // says the partition's data is in an offline directory): the move stopped
+                // before its switch.
                 log::info!("dropping {future}: its move did not finish");
                 fs::remove_dir_all(&path).map_err(|e| io_err("remove", e))?;
                 opened.moves_dropped += 1;
-            } else {
-                log::info!("{future}: completing its move into {}", live);
+            } else if complete && placed == Some(i) {
+                // Complete, recorded here, and no live copy online: the switch had set the
+                // old directory aside (or it is in a directory offline now; if that one
+                // comes back, the start refuses the two copies, as Kafka's does).
+                log::info!("{future}: completing its move into {live}");
+                fs::remove_file(path.join(MOVE_COMPLETE)).map_err(|e| io_err("remove", e))?;
                 fs::rename(&path, self.dirs[i].path.join(&live))
                     .map_err(|e| io_err("rename", e))?;
                 fs::File::open(&self.dirs[i].path)
@@ -256,17 +288,15 @@ impl LogDirs {
                     .map_err(|e| io_err("sync", e))?;
                 found.insert(live, i);
                 opened.moves_completed += 1;
+            } else {
+                // The live copy may be in an offline directory: kept for a start that can
+                // tell.
+                log::warn!("{future}: left as it is while the partition's directory is offline");
             }
         }
-        let (_, recorded) = self.read_placement()?;
         let mut p = self.placement.lock().unwrap();
-        for (id, name) in recorded {
-            // On disk wins; the file places the rest (not created yet, or offline). A
-            // directory no longer configured: its partitions are not this node's to serve
-            // from it (Kafka forgets a removed log dir's replicas the same way).
-            let Some(i) = self.dirs.iter().position(|d| d.id == id) else {
-                continue;
-            };
+        for (name, i) in recorded {
+            // On disk wins; the file places the rest (not created yet, or offline).
             if !found.contains_key(&name) {
                 p.set(name, i);
             }
@@ -284,9 +314,7 @@ impl LogDirs {
 
     /// The placement file: `dir <id> <path>` lines (where each directory was) and
     /// `<id> <name>` lines (which directory holds each partition).
-    fn read_placement(
-        &self,
-    ) -> Result<(Vec<([u8; 16], PathBuf)>, Vec<([u8; 16], String)>), BrokerError> {
+    fn read_placement(&self) -> Result<Recorded, BrokerError> {
         let path = self.placement_path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -406,6 +434,28 @@ impl LogDirs {
         }
     }
 
+    /// Forgets the placement of every partition `keep` refuses (at start, after the sweep:
+    /// partitions this node no longer hosts). Not while shards run: one may have placed a
+    /// partition of a topic another has not heard of yet.
+    pub fn retain(&self, keep: impl Fn(&str, i32) -> bool) {
+        if self.dirs.len() == 1 {
+            return;
+        }
+        let mut p = self.placement.lock().unwrap();
+        let gone: Vec<String> = p
+            .by_name
+            .keys()
+            .filter(|n| parse_dir_name(n).is_none_or(|(t, i)| !keep(t, i)))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(i) = p.by_name.remove(&name) {
+                p.counts[i] -= 1;
+                p.dirty = true;
+            }
+        }
+    }
+
     /// Whether a partition lives in an offline directory.
     pub fn partition_offline(&self, topic: &str, partition: i32) -> bool {
         self.placed(topic, partition)
@@ -511,11 +561,35 @@ impl LogDirs {
 }
 
 /// Creates, resolves, locks and identifies a log directory other than the metadata one.
-fn prepare_dir(path: &Path) -> Result<(PathBuf, [u8; 16], fs::File), String> {
+/// `known`: the id the node recorded for it. A directory that was recorded but has lost its
+/// `meta.properties`, or now holds another id, is not the one the node placed partitions
+/// in (a disk not mounted, another disk): offline, rather than given a new id and its
+/// partitions re-created empty.
+fn prepare_dir(
+    path: &Path,
+    known: Option<[u8; 16]>,
+) -> Result<(PathBuf, [u8; 16], fs::File), String> {
+    if let Some(known) = known {
+        let props = path.join(sluice_cluster::identity::META_PROPERTIES);
+        if !props.is_file() {
+            return Err(format!(
+                "it had directory.id {} but has no {} now (not mounted?)",
+                crate::topics::base64_url(&known),
+                props.display()
+            ));
+        }
+    }
     fs::create_dir_all(path).map_err(|e| format!("cannot create it: {e}"))?;
     let path = fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
     let lock = crate::lock_data_dir(&path).map_err(|e| e.to_string())?;
     let id = sluice_cluster::identity::directory_id(&path).map_err(|e| e.to_string())?;
+    if known.is_some_and(|k| k != id) {
+        return Err(format!(
+            "its directory.id is {}, not the {} the node recorded (another disk?)",
+            crate::topics::base64_url(&id),
+            crate::topics::base64_url(&known.unwrap_or_default())
+        ));
+    }
     fs::read_dir(&path).map_err(|e| format!("cannot list it: {e}"))?;
     Ok((path, id, lock))
 }
@@ -601,18 +675,56 @@ mod tests {
     #[test]
     fn interrupted_moves_are_dropped_or_completed() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        // t-0: live in a, a copy in b: dropped. t-1: only the copy: completed.
+        // Placed: t-1 and t-2 in b (a switch had written the placement).
+        let (dirs, _) = open(&[a.path(), b.path()]);
+        dirs.relocate("t", 1, 1);
+        dirs.relocate("t", 2, 1);
+        dirs.persist().unwrap();
+        drop(dirs);
+        // t-0: live in a, a copy in b: dropped. t-1: only a complete copy, placed in b:
+        // completed. t-2: only an incomplete copy: dropped.
         fs::create_dir(a.path().join("t-0")).unwrap();
         let f0 = partition_dirs::future_name("t-0").unwrap();
         let f1 = partition_dirs::future_name("t-1").unwrap();
-        fs::create_dir(b.path().join(&f0)).unwrap();
-        fs::create_dir(b.path().join(&f1)).unwrap();
+        let f2 = partition_dirs::future_name("t-2").unwrap();
+        for f in [&f0, &f1, &f2] {
+            fs::create_dir(b.path().join(f)).unwrap();
+        }
+        fs::write(b.path().join(&f0).join(MOVE_COMPLETE), b"").unwrap();
+        fs::write(b.path().join(&f1).join(MOVE_COMPLETE), b"").unwrap();
         let (dirs, opened) = open(&[a.path(), b.path()]);
-        assert_eq!(opened.moves_dropped, 1);
+        assert_eq!(opened.moves_dropped, 2);
         assert_eq!(opened.moves_completed, 1);
         assert!(!b.path().join(&f0).exists());
+        assert!(!b.path().join(&f2).exists());
         assert!(b.path().join("t-1").is_dir());
+        assert!(!b.path().join("t-1").join(MOVE_COMPLETE).exists());
         assert_eq!(dirs.placed("t", 0), Some(0));
         assert_eq!(dirs.placed("t", 1), Some(1));
+    }
+
+    #[test]
+    fn a_recorded_directory_without_its_id_is_offline_not_new() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (dirs, _) = open(&[a.path(), b.path()]);
+        assert_eq!(dirs.place("t", 0), 0);
+        assert_eq!(dirs.place("t", 1), 1);
+        dirs.persist().unwrap();
+        drop(dirs);
+        // The disk is not mounted: the mount point is there, empty.
+        fs::remove_file(b.path().join(sluice_cluster::identity::META_PROPERTIES)).unwrap();
+        let (dirs, opened) = open(&[a.path(), b.path()]);
+        assert_eq!(opened.offline, 1);
+        assert!(dirs.partition_offline("t", 1));
+        assert!(!b
+            .path()
+            .join(sluice_cluster::identity::META_PROPERTIES)
+            .exists());
+        drop(dirs);
+        // Dropped from --data-dir: still its partitions' directory, offline.
+        let (dirs, opened) = open(&[a.path()]);
+        assert_eq!(opened.offline, 1);
+        assert_eq!(dirs.len(), 2);
+        assert!(dirs.partition_offline("t", 1));
     }
 }

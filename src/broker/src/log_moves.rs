@@ -13,7 +13,12 @@
 //! - Appends are refused (NOT_LEADER_OR_FOLLOWER, which clients retry) only during the last
 //!   pass and the switch: passes go on while the live log serves until what the last pass
 //!   would copy is under [`FINAL_PASS_BYTES_MAX`] (the active segment is rolled so that it
-//!   is small), or [`PASSES_MAX`] passes were made.
+//!   is small, and the rolled one copied again once its file times can be trusted), or
+//!   [`PASSES_MAX`] passes were made. `perf/log-dir-move.py` measures the stop.
+//! - A copy holds [`MOVE_COMPLETE`] only once it is whole and durable, and the placement
+//!   names its directory only after that: the start promotes no other copy.
+//! - A failed step takes the directory it failed in offline; the partition is reopened
+//!   from wherever its live directory then is, or stays closed (KAFKA_STORAGE_ERROR).
 //! - Plain (one-replica) partitions only for now: a replicated partition's log belongs to
 //!   its Raft group's store, which has no way yet to reopen it elsewhere.
 
@@ -29,13 +34,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sluice_shard::table::PartitionKey;
 
+use crate::log_dirs::MOVE_COMPLETE;
 use crate::shard::{BrokerShard, Partition};
 use crate::{kerr, partition_dirs};
 
 /// What the last pass may copy with appends stopped.
 pub const FINAL_PASS_BYTES_MAX: u64 = 8 << 20;
-/// Passes made while the log serves before the last one, whatever is left.
-pub const PASSES_MAX: usize = 8;
+/// Passes made while the log serves before the last one, whatever is left (at
+/// [`PASS_PAUSE`] apart, longer than a rolled segment takes to settle, [`MTIME_SLACK`]).
+pub const PASSES_MAX: usize = 40;
 /// Pause between passes (appends accumulate; a roll needs an append).
 const PASS_PAUSE: Duration = Duration::from_millis(100);
 /// A file whose length and modification time are unchanged is trusted as copied only if it
@@ -101,8 +108,11 @@ fn segment_base(name: &std::ffi::OsStr) -> Option<i64> {
     name.to_str()?.strip_suffix(".log")?.parse().ok()
 }
 
-/// Whether a source file must be copied (again): on the last pass, everything but sealed
-/// segments known unchanged; before it, whatever changed since it was copied.
+/// Whether a source file must be copied (again). On the last pass: everything but sealed
+/// segments known unchanged (settled: modified well before their copy began). Before it:
+/// what changed since it was copied, but a sealed segment only once it has settled (a
+/// segment just rolled is copied once, not again to be sure of it), and one whose copy is
+/// not known to be settled once it is, so that the last pass finds it settled.
 fn needs_copy(
     name: &std::ffi::OsStr,
     meta: &fs::Metadata,
@@ -111,31 +121,36 @@ fn needs_copy(
     active_base: Option<i64>,
 ) -> bool {
     let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let Some(&(len, was, began)) = copied.files.get(name) else {
-        return true;
-    };
-    if len != meta.len() || was != mtime {
-        return true;
-    }
-    if !last {
-        return false;
-    }
     let sealed = segment_base(name).is_some_and(|b| Some(b) != active_base);
-    let settled = began
-        .duration_since(mtime)
-        .is_ok_and(|age| age >= MTIME_SLACK);
-    !(sealed && settled)
+    let settled = |at: SystemTime| at.duration_since(mtime).is_ok_and(|age| age >= MTIME_SLACK);
+    match copied.files.get(name) {
+        Some(&(len, was, began)) if len == meta.len() && was == mtime => {
+            if last {
+                !(sealed && settled(began))
+            } else {
+                sealed && !settled(began) && settled(SystemTime::now())
+            }
+        }
+        _ => last || !sealed || settled(SystemTime::now()),
+    }
 }
 
 /// One pass: copies what [`needs_copy`] says from `src` into `dst` and removes from `dst`
 /// what `src` no longer has (retention removed a segment meanwhile). Returns the bytes
-/// copied and the bytes the last pass would copy now.
-fn copy_pass(src: &Path, dst: &Path, copied: &mut Copied, last: bool) -> io::Result<(u64, u64)> {
+/// copied, the bytes the last pass would copy now, and the active segment's size.
+fn copy_pass(
+    src: &Path,
+    dst: &Path,
+    copied: &mut Copied,
+    last: bool,
+) -> io::Result<(u64, u64, u64)> {
     fs::create_dir_all(dst)?;
     let mut entries = Vec::new();
     for e in fs::read_dir(src)? {
         let e = e?;
-        if e.file_type()?.is_file() {
+        // (A marker left in a live directory by a crash after its switch is no part of it:
+        // a copy must never hold one before it is complete.)
+        if e.file_type()?.is_file() && e.file_name() != MOVE_COMPLETE {
             entries.push(e.file_name());
         }
     }
@@ -158,6 +173,9 @@ fn copy_pass(src: &Path, dst: &Path, copied: &mut Copied, last: bool) -> io::Res
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
+        // Durable now, while appends go on: the last pass, appends stopped, then has only
+        // its own few bytes to sync (syncing a whole partition's copy there took seconds).
+        fs::File::open(dst.join(name))?.sync_data()?;
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         copied
             .files
@@ -179,18 +197,10 @@ fn copy_pass(src: &Path, dst: &Path, copied: &mut Copied, last: bool) -> io::Res
             }
         }
     }
-    Ok((bytes, pending))
-}
-
-/// Makes every file of `dir` and the directory itself durable.
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_file() {
-            fs::File::open(e.path())?.sync_all()?;
-        }
-    }
-    fs::File::open(dir)?.sync_all()
+    let active_bytes = active_base
+        .and_then(|b| fs::metadata(src.join(format!("{b:020}.log"))).ok())
+        .map_or(0, |m| m.len());
+    Ok((bytes, pending, active_bytes))
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -223,6 +233,86 @@ fn lag_estimate(src: &Path, copied: &Copied, log_end: i64) -> i64 {
     (log_end - behind).max(0)
 }
 
+/// A failed switch: the directory it failed in, and where the partition is live now (None:
+/// nowhere whole).
+struct Failed {
+    dir: usize,
+    error: io::Error,
+    live: Option<PathBuf>,
+}
+
+/// The last pass and the switch, appends stopped (blocking; see the module header for the
+/// order). Returns the last pass's bytes and the partition's live directory.
+#[allow(clippy::too_many_arguments)]
+fn switch(
+    shared: &crate::Shared,
+    src: &Path,
+    future: &Path,
+    dest_root: &Path,
+    name: &str,
+    mut copied: Copied,
+    (topic, index): (String, i32),
+    (src_dir, dest): (usize, usize),
+) -> Result<(u64, PathBuf), Failed> {
+    let in_dest = |error| Failed {
+        dir: dest,
+        error,
+        live: Some(src.to_path_buf()),
+    };
+    let (bytes, _, _) = copy_pass(src, future, &mut copied, true).map_err(in_dest)?;
+    // (Each file was synced as it was copied.)
+    sync_dir(future).map_err(in_dest)?;
+    fs::write(future.join(MOVE_COMPLETE), b"")
+        .and_then(|()| fs::File::open(future.join(MOVE_COMPLETE))?.sync_all())
+        .and_then(|()| sync_dir(future))
+        .map_err(in_dest)?;
+    let dirs = &shared.log_dirs;
+    dirs.relocate(&topic, index, dest);
+    if let Err(e) = dirs.persist() {
+        dirs.relocate(&topic, index, src_dir);
+        return Err(Failed {
+            dir: 0,
+            error: e,
+            live: Some(src.to_path_buf()),
+        });
+    }
+    let src_root = src.parent().unwrap_or(Path::new("/"));
+    let doomed = src_root.join(partition_dirs::renamed(name, partition_dirs::DELETE_SUFFIX));
+    let back = |error| {
+        // Still live in the source: the placement goes back to it.
+        dirs.relocate(&topic, index, src_dir);
+        let _ = dirs.persist();
+        Failed {
+            dir: src_dir,
+            error,
+            live: Some(src.to_path_buf()),
+        }
+    };
+    fs::rename(src, &doomed).map_err(back)?;
+    // From here the complete copy is the partition (a start promotes it).
+    let live = dest_root.join(name);
+    sync_dir(src_root).map_err(|error| Failed {
+        dir: src_dir,
+        error,
+        live: None,
+    })?;
+    fs::rename(future, &live)
+        .and_then(|()| fs::remove_file(live.join(MOVE_COMPLETE)))
+        .and_then(|()| sync_dir(dest_root))
+        .map_err(|error| Failed {
+            dir: dest,
+            error,
+            live: None,
+        })?;
+    if let Err(e) = fs::remove_dir_all(&doomed) {
+        log::warn!(
+            "cannot remove {} (removed at the next start): {e}",
+            doomed.display()
+        );
+    }
+    Ok((bytes, live))
+}
+
 impl BrokerShard {
     /// Starts moving this shard's partition into log directory `dest` (or cancels a move,
     /// when `dest` is where it is), as AlterReplicaLogDirs asks; returns the partition's
@@ -250,7 +340,8 @@ impl BrokerShard {
             return kerr::NONE;
         }
         if part.group.is_some() {
-            // See the module header.
+            // See the module header. (Kafka has no such refusal: the request is valid, this
+            // node cannot do it yet.)
             log::warn!(
                 "{name}: not moved to {}: moving a replicated partition between log \
                  directories is not supported yet",
@@ -265,15 +356,20 @@ impl BrokerShard {
         let future = dirs.dir(dest).path.join(future_name);
         let made = future.clone();
         let created = glommio::executor()
-            .spawn_blocking(move || fs::create_dir(&made))
+            .spawn_blocking(move || {
+                fs::create_dir(&made)?;
+                sync_dir(made.parent().unwrap_or(Path::new("/")))
+            })
             .await;
         if let Err(e) = created {
             log::error!("{name}: cannot create {}: {e}", future.display());
             return kerr::KAFKA_STORAGE_ERROR;
         }
-        let state = Arc::new(MoveState::new(dest, future));
-        dirs.begin_move(name, state.clone());
-        let task = self.ctx.spawn_background(self.clone().run_move(key, state));
+        let state = Arc::new(MoveState::new(dest, future.clone()));
+        dirs.begin_move(name.clone(), state.clone());
+        let task = self
+            .ctx
+            .spawn_background(self.clone().run_move(key, state.clone()));
         match task {
             Ok(t) => {
                 t.detach();
@@ -281,13 +377,19 @@ impl BrokerShard {
             }
             Err(e) => {
                 log::error!("cannot spawn a log directory move: {e}");
+                dirs.end_move(&name, &state);
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        let _ = fs::remove_dir_all(&future);
+                    })
+                    .await;
                 kerr::KAFKA_STORAGE_ERROR
             }
         }
     }
 
-    /// Moves this shard's plain partition `key` into log directory `dest` (spawned by the
-    /// AlterReplicaLogDirs handler once the copy's directory exists; see the module header).
+    /// Moves this shard's plain partition `key` into log directory `dest` (spawned by
+    /// [`Self::begin_move`] once the copy's directory exists; see the module header).
     pub(crate) async fn run_move(self: Rc<Self>, key: PartitionKey, state: Arc<MoveState>) {
         let Some(part) = self.local_partition(&key.topic_id, key.partition) else {
             return;
@@ -352,6 +454,12 @@ impl BrokerShard {
                     .is_some_and(|p| Rc::ptr_eq(&p, part))
         };
         let mut copied = Copied::default();
+        // The active segment becomes a sealed one the passes copy while appends go on; the
+        // new one stays small for the last pass.
+        part.log.request_roll();
+        // (Under load the roll comes with the next append: the first pass then finds the old
+        // active segment sealed, and copies it once settled, not before and again after.)
+        glommio::timer::sleep(PASS_PAUSE).await;
         for pass in 0.. {
             let (s, f) = (src.clone(), future.clone());
             let (c, result) = glommio::executor()
@@ -362,7 +470,7 @@ impl BrokerShard {
                 .await;
             copied = c;
             moved.passes += 1;
-            let (bytes, pending) =
+            let (bytes, pending, active_bytes) =
                 result.map_err(|e| format!("copying into {}: {e}", future.display()))?;
             moved.bytes += bytes;
             state.copied_bytes.store(
@@ -385,9 +493,10 @@ impl BrokerShard {
             if pending <= FINAL_PASS_BYTES_MAX || pass + 1 >= PASSES_MAX {
                 break;
             }
-            // Mostly the active segment: a new one makes it a sealed segment the next pass
-            // copies while appends go on.
-            part.log.request_roll();
+            // The active segment grew past what the last pass should copy: another roll.
+            if active_bytes > FINAL_PASS_BYTES_MAX / 2 {
+                part.log.request_roll();
+            }
             glommio::timer::sleep(PASS_PAUSE).await;
         }
         // The last pass: no topic change meanwhile (a deletion would remove the directory
@@ -397,66 +506,64 @@ impl BrokerShard {
             return Ok(None);
         }
         let stopped = Instant::now();
-        part.log
-            .close()
-            .await
-            .map_err(|e| format!("closing the log: {e}"))?;
+        let dirs = &self.shared_handle.log_dirs;
+        if let Err(e) = part.log.close().await {
+            // The flush before the switch failed: the directory's disk did.
+            self.dir_failed(part.dir, format!("{}-{}: {e}", part.topic, part.index));
+            return Err(format!("closing the log: {e}"));
+        }
         // Nothing acts on the directory's paths from here on (retention, DeleteRecords).
         part.log.retire_and_fence().await;
-        let dirs = &self.shared_handle.log_dirs;
-        dirs.relocate(&part.topic, part.index, state.dest);
+        let (src_dir, dest) = (part.dir, state.dest);
         let shared = self.shared_handle.clone();
+        let (topic, index) = (part.topic.clone(), part.index);
         let name = partition_dirs::dir_name(&part.topic, part.index);
         let (s, f) = (src.clone(), future.clone());
-        let dest_root = dirs.dir(state.dest).path.clone();
-        let live = dest_root.join(&name);
-        let moved_name = name.clone();
+        let dest_root = dirs.dir(dest).path.clone();
         let switched = glommio::executor()
-            .spawn_blocking(move || -> io::Result<u64> {
-                let name = moved_name;
-                let (last_pass_bytes, _) = copy_pass(&s, &f, &mut copied, true)?;
-                sync_tree(&f)?;
-                shared.log_dirs.persist()?;
-                let src_root = s.parent().unwrap_or(Path::new("/"));
-                let doomed = src_root.join(partition_dirs::renamed(
+            .spawn_blocking(move || {
+                switch(
+                    &shared,
+                    &s,
+                    &f,
+                    &dest_root,
                     &name,
-                    partition_dirs::DELETE_SUFFIX,
-                ));
-                fs::rename(&s, &doomed)?;
-                sync_dir(src_root)?;
-                fs::rename(&f, dest_root.join(&name))?;
-                sync_dir(&dest_root)?;
-                if let Err(e) = fs::remove_dir_all(&doomed) {
-                    log::warn!(
-                        "cannot remove {} (removed at the next start): {e}",
-                        doomed.display()
-                    );
-                }
-                Ok(last_pass_bytes)
+                    copied,
+                    (topic, index),
+                    (src_dir, dest),
+                )
             })
             .await;
         let at = match switched {
-            Ok(bytes) => {
+            Ok((bytes, live)) => {
                 moved.last_pass_bytes = bytes;
                 moved.bytes += bytes;
                 live
             }
-            Err(e) if src.is_dir() => {
-                // The live directory is still there: reopened from it (the copy is dropped).
-                log::error!("{name}: switching log directories failed: {e}");
-                dirs.relocate(&part.topic, part.index, part.dir);
-                src.clone()
-            }
-            Err(e) => {
-                // Set aside but the copy not renamed: the next start promotes the copy. Until
-                // then the partition stays closed, its directory failed.
-                dirs.fail(part.dir, format!("{name}: switching log directories: {e}"));
-                return Err(e.to_string());
+            Err(Failed { dir, error, live }) => {
+                self.dir_failed(
+                    dir,
+                    format!("{}-{}: moving: {error}", part.topic, part.index),
+                );
+                match live {
+                    // Reopened where it is live (offline if that is the failed directory).
+                    Some(live) if dir != dirs.holding(&live) => live,
+                    _ => {
+                        // Closed until a restart sorts out the directories (`log_dirs`).
+                        self.forget_closed(key);
+                        return Err(error.to_string());
+                    }
+                }
             }
         };
-        self.reopen_plain(*key, part, at)
-            .await
-            .map_err(|e| format!("reopening the log: {e}"))?;
+        if let Err(e) = self.reopen_plain(*key, part, at.clone()).await {
+            self.dir_failed(
+                dirs.holding(&at),
+                format!("{}-{}: reopening: {e}", part.topic, part.index),
+            );
+            self.forget_closed(key);
+            return Err(format!("reopening the log: {e}"));
+        }
         moved.stopped = stopped.elapsed();
         moved.total = started.elapsed();
         Ok(Some(moved))

@@ -96,6 +96,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A partition directory to prepare: topic name, partition, topic id.
+type PartitionToOpen = (String, i32, [u8; 16]);
+
 /// Whether this node's replica of `partition` of `t` is replicated through Raft because
 /// it has other replicas (the offsets topic's too: its coordinators then write through
 /// Raft). A partition with one replica is a plain log unless it was a group before (a
@@ -355,20 +358,23 @@ impl BrokerShard {
             let root = p.log.dir().parent().map(PathBuf::from).unwrap_or_default();
             let name = partition_dirs::dir_name(&p.topic, p.index);
             self.shared_handle.log_dirs.forget(&p.topic, p.index);
-            glommio::executor()
+            if self.shared_handle.log_dirs.dir_offline(p.dir) {
+                // Its disk failed: the next start's sweep removes it.
+                continue;
+            }
+            let removed = glommio::executor()
                 .spawn_blocking(move || partition_dirs::discard(&root, &name))
-                .await
-                .map_err(|e| crate::error::BrokerError::Io {
-                    op: "remove",
-                    path: p.log.dir().to_path_buf(),
-                    source: e,
-                })?;
+                .await;
+            if let Err(e) = removed {
+                // Only its directory's partitions suffer (the sweep retries at start).
+                self.dir_failed(p.dir, format!("removing {}: {e}", p.log.dir().display()));
+            }
         }
         let broker_cfgs = new.state.broker_configs.clone();
         // The directories of the partitions to open, each with this topic id's
         // `partition.metadata` (created, adopted, or replacing an orphan of an earlier topic
         // of the same name): all at once, off the executor.
-        let to_open: Vec<(String, i32, [u8; 16])> = wanted
+        let to_open: Vec<PartitionToOpen> = wanted
             .iter()
             .filter(|(key, _)| self.local_partition(&key.topic_id, key.partition).is_none())
             .map(|(key, t)| (t.name.clone(), key.partition, t.id))
@@ -377,7 +383,7 @@ impl BrokerShard {
             // Each in its log directory (placed now if new, the placement durable before
             // any directory is made; one in an offline directory stays closed).
             let dirs = &self.shared_handle.log_dirs;
-            let mut by_root: Vec<(PathBuf, Vec<(String, i32, [u8; 16])>)> = Vec::new();
+            let mut by_root: Vec<(PathBuf, Vec<PartitionToOpen>)> = Vec::new();
             for part in to_open {
                 let i = dirs.place(&part.0, part.1);
                 if dirs.dir(i).is_offline() {
@@ -390,19 +396,34 @@ impl BrokerShard {
                 }
             }
             let shared = self.shared_handle.clone();
-            glommio::executor()
+            let failed = glommio::executor()
                 .spawn_blocking(move || {
                     shared.log_dirs.persist()?;
-                    by_root
-                        .iter()
-                        .try_for_each(|(root, parts)| partition_dirs::prepare(root, parts))
+                    // One directory's failure is its partitions' only.
+                    Ok::<_, std::io::Error>(
+                        by_root
+                            .iter()
+                            .filter_map(|(root, parts)| {
+                                let e = partition_dirs::prepare(root, parts).err()?;
+                                Some(format!(
+                                    "preparing partition directories in {}: {e}",
+                                    root.display()
+                                ))
+                                .map(|why| (shared.log_dirs.holding(root), why))
+                            })
+                            .collect::<Vec<_>>(),
+                    )
                 })
                 .await
                 .map_err(|e| crate::error::BrokerError::Io {
-                    op: "prepare partition directories in",
+                    op: "write the log directory placement in",
                     path: self.config.data_dir.clone(),
                     source: e,
                 })?;
+            for (dir, why) in failed {
+                // Its partitions are then skipped below (`partition_offline`).
+                self.dir_failed(dir, why);
+            }
         }
         // Replicated partitions: every creation is queued first, so they share the store's
         // write and sync rounds, then each is waited for.
@@ -464,7 +485,19 @@ impl BrokerShard {
                 continue;
             }
             let dir = self.partition_dir(&t.name, key.partition);
-            let log = self.open_plain_log(key, dir, log_cfg, &t.name).await?;
+            let log = match self
+                .open_plain_log(key, dir.clone(), log_cfg, &t.name)
+                .await
+            {
+                Ok(log) => log,
+                Err(e) => {
+                    // A directory that cannot open its partitions is offline; the others
+                    // open on.
+                    let at = self.shared_handle.log_dirs.holding(&dir);
+                    self.dir_failed(at, format!("opening {}: {e}", dir.display()));
+                    continue;
+                }
+            };
             let part = Rc::new(Partition {
                 topic: t.name.clone(),
                 index: key.partition,
@@ -570,6 +603,25 @@ impl BrokerShard {
         }
         self.spawn_flusher(part);
         Ok(())
+    }
+
+    /// Takes log directory `dir` offline (see `log_dirs`); the metadata directory's disk
+    /// (cluster state, Raft stores) failing stops the node, as Kafka halts a broker whose
+    /// metadata log dir fails (as on SIGTERM, exiting non-zero with the reason).
+    pub(crate) fn dir_failed(&self, dir: usize, why: String) {
+        if dir == 0 {
+            self.shared_handle.stop_fatally(
+                self.ctx.shutdown(),
+                format!("the metadata directory failed: {why}"),
+            );
+        }
+        self.shared_handle.log_dirs.fail(dir, why);
+    }
+
+    /// Drops a plain partition whose log a failed move left closed: requests then find it
+    /// not open (KAFKA_STORAGE_ERROR while its directory is offline) until a restart.
+    pub(crate) fn forget_closed(&self, key: &PartitionKey) {
+        self.partitions.borrow_mut().remove(key);
     }
 
     /// Queues the creation of this node's replica of a replicated partition (its Raft
@@ -769,17 +821,7 @@ impl BrokerShard {
             // A write or sync that failed takes the whole directory offline, as Kafka does:
             // its other partitions' files are on the same failing disk.
             if let Some(cause) = part.log.io_failure().filter(|_| !me.stopping.get()) {
-                let why = format!("{}-{}: {cause}", part.topic, part.index);
-                if part.dir == 0 {
-                    // The metadata directory's disk (cluster state, Raft stores): Kafka
-                    // halts a broker whose metadata log dir fails, and so does this node
-                    // (as on SIGTERM, exiting non-zero with the reason).
-                    me.shared_handle.stop_fatally(
-                        me.ctx.shutdown(),
-                        format!("the metadata directory failed: {why}"),
-                    );
-                }
-                me.shared_handle.log_dirs.fail(part.dir, why);
+                me.dir_failed(part.dir, format!("{}-{}: {cause}", part.topic, part.index));
             }
         });
         match task {

@@ -791,6 +791,12 @@ impl<S: Storage> PartitionLog<S> {
         if active.size == 0 || !(too_big || too_old || rel_overflow || index_full || requested) {
             return Ok(());
         }
+        let only_requested = !(too_big || too_old || rel_overflow || index_full);
+        if inner.segments.len() >= SEGMENTS_PER_PARTITION_MAX && only_requested {
+            // Only asked for (a move's): not worth refusing appends over.
+            inner.roll_requested = false;
+            return Ok(());
+        }
         if inner.segments.len() >= SEGMENTS_PER_PARTITION_MAX {
             return Err(StorageError::Limit {
                 what: "segments in one partition",
