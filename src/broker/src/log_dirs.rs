@@ -5,7 +5,10 @@
 //! - The first directory is the node's metadata directory (cluster state, Raft stores,
 //!   credentials): the node does not start without it. Any other that cannot be created,
 //!   locked, identified or listed at start is offline, and the node starts without it, as a
-//!   Kafka broker starts with some of its `log.dirs` offline.
+//!   Kafka broker starts with some of its `log.dirs` offline. So is one the node recorded
+//!   that lost its `meta.properties` (a disk not mounted), holds another id, or is no longer
+//!   among `--data-dir` (Kafka's lost directory): never given a new id, so its partitions are
+//!   not re-created empty.
 //! - A partition's live directory (`<topic>-<partition>`) is in exactly one log directory:
 //!   two live copies stop the start (Kafka: "Duplicate log directories"). A second copy
 //!   exists only as `<name>.<uuid>-future` while a move is under way (`log_moves`).
@@ -13,8 +16,9 @@
 //!   `cluster/log-dir-placement` in the metadata directory (by directory id) before the
 //!   partition's directory is created there. So a directory that is offline at start still
 //!   owns its partitions: they answer KAFKA_STORAGE_ERROR rather than start over, empty, in
-//!   another directory. What is on disk wins over the file (a move that crashed between
-//!   writing the file and switching directories left the partition where it was).
+//!   another directory. What is on disk in an online directory wins over the file (a move
+//!   that crashed between writing the file and switching directories left the partition
+//!   where it was). Placements of partitions the node no longer hosts are pruned at start.
 //! - New partitions go to the online directory holding the fewest (Kafka's
 //!   `LogManager.nextLogDirs`), the earlier one on a tie.
 //! - A directory that fails while serving (a log's write or sync failed) goes offline for

@@ -4,19 +4,23 @@
 //!
 //! Invariants:
 //! - The live directory is not changed by a move until its copy is complete and durable.
-//! - The switch is, in order: the placement file names the destination; the live directory
-//!   is renamed `….<uuid>-delete`; the copy is renamed to the live name. A crash anywhere
-//!   leaves either the live directory (the copy is dropped at start) or only the complete
-//!   copy (promoted at start): see `log_dirs`.
+//! - The switch is, in order: the copy's files synced, [`MOVE_COMPLETE`] written into it;
+//!   the placement file names the destination; the live directory is renamed
+//!   `….<uuid>-delete`; the copy is renamed to the live name. A crash anywhere leaves the
+//!   live directory (the copy is dropped at start) or only the complete copy (promoted at
+//!   start; if the old directory is in an offline directory then, the start refuses the two
+//!   copies once it is back, as Kafka's does): see `log_dirs`.
 //! - One move per partition: a request for another directory cancels the one under way (its
-//!   copy removed), one for the same directory changes nothing (Kafka's rules).
+//!   copy removed), one for the same directory changes nothing (Kafka's rules). A request
+//!   that comes while a move is in its last pass is answered but has no effect.
 //! - Appends are refused (NOT_LEADER_OR_FOLLOWER, which clients retry) only during the last
 //!   pass and the switch: passes go on while the live log serves until what the last pass
 //!   would copy is under [`FINAL_PASS_BYTES_MAX`] (the active segment is rolled so that it
 //!   is small, and the rolled one copied again once its file times can be trusted), or
 //!   [`PASSES_MAX`] passes were made. `perf/log-dir-move.py` measures the stop.
 //! - A copy holds [`MOVE_COMPLETE`] only once it is whole and durable, and the placement
-//!   names its directory only after that: the start promotes no other copy.
+//!   names its directory only after that: the start promotes no other copy, and a failed
+//!   move removes only a copy without it.
 //! - A failed step takes the directory it failed in offline; the partition is reopened
 //!   from wherever its live directory then is, or stays closed (KAFKA_STORAGE_ERROR).
 //! - Plain (one-replica) partitions only for now: a replicated partition's log belongs to
@@ -409,34 +413,29 @@ impl BrokerShard {
                 m.stopped.as_millis(),
                 m.last_pass_bytes
             ),
-            Ok(None) => {
-                log::info!(
-                    "{name}: move to {} cancelled",
-                    dirs.dir(state.dest).path.display()
-                );
-                let future = state.future.clone();
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        let _ = fs::remove_dir_all(&future);
-                    })
-                    .await;
-            }
-            Err(e) => {
-                log::error!(
-                    "{name}: move to {} failed: {e}",
-                    dirs.dir(state.dest).path.display()
-                );
-                let future = state.future.clone();
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        let _ = fs::remove_dir_all(&future);
-                    })
-                    .await;
-            }
+            Ok(None) => log::info!(
+                "{name}: move to {} cancelled",
+                dirs.dir(state.dest).path.display()
+            ),
+            Err(e) => log::error!(
+                "{name}: move to {} failed: {e}",
+                dirs.dir(state.dest).path.display()
+            ),
         }
+        // The copy goes unless it is complete: then it may be the partition's only whole
+        // directory (a switch that failed after setting the old one aside), which the next
+        // start promotes (`log_dirs`). After a switch it is no longer there.
+        let future = state.future.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                if future.is_dir() && !future.join(MOVE_COMPLETE).exists() {
+                    let _ = fs::remove_dir_all(&future);
+                }
+            })
+            .await;
     }
 
-    /// The passes, then the switch; false when cancelled (or the partition went) first.
+    /// The passes, then the switch; None when cancelled (or the partition went) first.
     async fn copy_and_switch(
         self: &Rc<Self>,
         key: &PartitionKey,
