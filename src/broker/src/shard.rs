@@ -365,9 +365,20 @@ impl BrokerShard {
             let removed = glommio::executor()
                 .spawn_blocking(move || partition_dirs::discard(&root, &name))
                 .await;
-            if let Err(e) = removed {
+            match removed {
+                Ok(_) => {}
+                // The metadata directory's failure stops the update, as before JBOD.
+                Err(e) if p.dir == 0 => {
+                    return Err(crate::error::BrokerError::Io {
+                        op: "remove",
+                        path: p.log.dir().to_path_buf(),
+                        source: e,
+                    })
+                }
                 // Only its directory's partitions suffer (the sweep retries at start).
-                self.dir_failed(p.dir, format!("removing {}: {e}", p.log.dir().display()));
+                Err(e) => {
+                    self.dir_failed(p.dir, format!("removing {}: {e}", p.log.dir().display()))
+                }
             }
         }
         let broker_cfgs = new.state.broker_configs.clone();
@@ -405,11 +416,7 @@ impl BrokerShard {
                             .iter()
                             .filter_map(|(root, parts)| {
                                 let e = partition_dirs::prepare(root, parts).err()?;
-                                Some(format!(
-                                    "preparing partition directories in {}: {e}",
-                                    root.display()
-                                ))
-                                .map(|why| (shared.log_dirs.holding(root), why))
+                                Some((shared.log_dirs.holding(root), e))
                             })
                             .collect::<Vec<_>>(),
                     )
@@ -420,9 +427,21 @@ impl BrokerShard {
                     path: self.config.data_dir.clone(),
                     source: e,
                 })?;
-            for (dir, why) in failed {
+            for (dir, e) in failed {
+                if dir == 0 {
+                    // The metadata directory's failure stops the update, as before JBOD.
+                    return Err(crate::error::BrokerError::Io {
+                        op: "prepare partition directories in",
+                        path: self.config.data_dir.clone(),
+                        source: e,
+                    });
+                }
                 // Its partitions are then skipped below (`partition_offline`).
-                self.dir_failed(dir, why);
+                let path = &self.shared_handle.log_dirs.dir(dir).path;
+                self.dir_failed(
+                    dir,
+                    format!("preparing partition directories in {}: {e}", path.display()),
+                );
             }
         }
         // Replicated partitions: every creation is queued first, so they share the store's
@@ -491,9 +510,13 @@ impl BrokerShard {
             {
                 Ok(log) => log,
                 Err(e) => {
+                    let at = self.shared_handle.log_dirs.holding(&dir);
+                    if at == 0 {
+                        // The metadata directory's: the update fails, as before JBOD.
+                        return Err(e);
+                    }
                     // A directory that cannot open its partitions is offline; the others
                     // open on.
-                    let at = self.shared_handle.log_dirs.holding(&dir);
                     self.dir_failed(at, format!("opening {}: {e}", dir.display()));
                     continue;
                 }
