@@ -1624,7 +1624,7 @@ impl BrokerShard {
                 },
                 None,
             ),
-            // Handled before the leadership checks (a follower's replica moves too).
+            // Answered above, before the leadership checks: never reaches here.
             PartitionOp::MoveLogDir { .. } => (PartitionReply::error(kerr::INVALID_REQUEST), None),
             PartitionOp::ElectPreferred { timeout_ms } => {
                 let code = match raft {
