@@ -4,11 +4,13 @@
 # directory, so the disk's and the host's drift favour neither. Prints one line per run;
 # raw results (JSON, markdown) go to OUT.
 #
-# Usage: perf/ab-broker.sh OLD_SLUICE NEW_SLUICE [--rounds N] [--peak REC_PER_S] [--out DIR] [--max-only]
+# Usage: perf/ab-broker.sh OLD_SLUICE NEW_SLUICE [--rounds N] [--peak REC_PER_S] [--out DIR] [--max-only | --catchup]
 #   e.g. build the old commit elsewhere:
 #     git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release -p sluice)
 #     perf/ab-broker.sh /tmp/old-target/release/sluice target/release/sluice --rounds 3
 # The latency run offers 50 % of --peak (default 260000 records/s) with latency-50pct.toml.
+# --catchup runs only catchup-16p.toml (a backlog of several GiB built with the consumer
+# paused, then drained from disk) and prints the drain rate and the broker's CPU seconds.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,13 +18,14 @@ cd "$root"
 [[ $# -ge 2 ]] || { sed -n 2,12p "$0" >&2; exit 2; }
 old="$1" new="$2"
 shift 2
-rounds=2 peak=260000 out="$root/target/ab-broker" max_only=0
+rounds=2 peak=260000 out="$root/target/ab-broker" max_only=0 catchup=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
         --peak) peak="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --max-only) max_only=1; shift ;;
+        --catchup) catchup=1; shift ;;
         *) echo "ab-broker.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +56,21 @@ print(f"{sys.argv[2]}: produce {p['produce']['records_per_s']:.0f} rec/s, "
 PY
 }
 
+catchup_summary() { # json name broker-cpu-seconds
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["drain"]
+print(f"{sys.argv[2]}: drained {d['backlog_bytes'] / 2**20:.0f} MiB at {d['mib_per_s']:.0f} MiB/s "
+      f"({d['records_per_s']:.0f} rec/s) in {d['seconds']:.1f} s"
+      f"{'' if d['complete'] else ' (INCOMPLETE)'}; broker CPU {float(sys.argv[3]):.1f} s over the run")
+PY
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+}
+
 for round in $(seq 1 "$rounds"); do
     for which in old new; do
         bin="$old"
@@ -67,10 +85,16 @@ for round in $(seq 1 "$rounds"); do
             kill -0 "$bpid" 2>/dev/null || { cat "$log" >&2; exit 1; }
             sleep 0.1
         done
-        "$bench" run --bootstrap "127.0.0.1:$port" --workload bench/workloads/max-rate-1k-16p.toml \
-            --broker-pid "$bpid" --out "$out" --name "max-$which-$round" --warmup-s 3 --duration-s 10 > /dev/null 2>&1
-        summary "$out/max-$which-$round.json" "max-rate $which round $round"
-        if [[ $max_only -eq 0 ]]; then
+        if [[ $catchup -eq 1 ]]; then
+            "$bench" run --bootstrap "127.0.0.1:$port" --workload bench/workloads/catchup-16p.toml \
+                --broker-pid "$bpid" --out "$out" --name "catchup-$which-$round" > /dev/null 2>&1
+            catchup_summary "$out/catchup-$which-$round.json" "catch-up $which round $round" "$(cpu_seconds "$bpid")"
+        else
+            "$bench" run --bootstrap "127.0.0.1:$port" --workload bench/workloads/max-rate-1k-16p.toml \
+                --broker-pid "$bpid" --out "$out" --name "max-$which-$round" --warmup-s 3 --duration-s 10 > /dev/null 2>&1
+            summary "$out/max-$which-$round.json" "max-rate $which round $round"
+        fi
+        if [[ $max_only -eq 0 && $catchup -eq 0 ]]; then
             "$bench" run --bootstrap "127.0.0.1:$port" --workload bench/workloads/latency-50pct.toml \
                 --peak "$peak" --peak-fractions 0.5 --broker-pid "$bpid" --out "$out" \
                 --name "lat-$which-$round" --warmup-s 3 --duration-s 15 > /dev/null 2>&1

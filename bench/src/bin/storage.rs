@@ -3,12 +3,16 @@
 //! durable append throughput and durable-append latency over the same IO path
 //! (`DmaStorage`: glommio DMA files, io_uring), and prints the ratios against the
 //! Foundation targets (append ≥ 90 % of raw bandwidth, durable p99 ≤ 1.3 × raw fdatasync p99).
+//! Last, the read side: a log written once is read back raw (its segment files, large O_DIRECT
+//! reads queued) and as a consumer catching up from disk reads it (1 MiB per read, with the
+//! log's read-ahead and without), against the performance issue's target (catch-up ≥ 90 % of
+//! raw read bandwidth).
 //!
 //! The raw-bandwidth and log-throughput phases alternate over several rounds (raw, log, log,
 //! raw, ...) and the ratio is taken over their totals: a shared virtual disk drifts by ±20 %
 //! within a minute, and back-to-back single phases measured that drift more than the log.
 //!
-//! Usage: sluice-storage-bench [--dir DIR] [--seconds N] [--rounds N] [--batch-bytes N] [--inflight N] [--json FILE]
+//! Usage: sluice-storage-bench [--dir DIR] [--seconds N] [--rounds N] [--batch-bytes N] [--inflight N] [--read-bytes N] [--json FILE]
 //! (`--help` describes each).
 
 use std::cell::{Cell, RefCell};
@@ -29,6 +33,8 @@ use sluice_storage::{BatchCache, LogConfig, PartitionLog};
 
 const APPEND_TARGET: f64 = 0.90;
 const DURABLE_P99_TARGET: f64 = 1.30;
+/// Catch-up reads of a log larger than memory: ≥ 90 % of raw O_DIRECT read bandwidth.
+const READ_TARGET: f64 = 0.90;
 const MIB: f64 = 1024.0 * 1024.0;
 /// Raw context phase: a common Kafka producer batch size, to show how bandwidth scales.
 const CONTEXT_BUF_BYTES: usize = 128 * 1024;
@@ -71,6 +77,18 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     inflight: u64,
+    /// Read phases: size of the log written once and read back (raw, and as a consumer
+    /// catching up); suffixes as for --batch-bytes.
+    #[arg(long, value_name = "N", default_value = "1GiB", value_parser = read_bytes)]
+    read_bytes: u64,
+    /// Read phases: the log's read-ahead window, also the size of the raw phase's reads.
+    #[arg(long, value_name = "N", default_value_t = sluice_storage::log::READ_AHEAD_WINDOW_BYTES,
+          value_parser = batch_bytes)]
+    read_window: usize,
+    /// Read phases: the log's read-ahead windows in flight per reader.
+    #[arg(long, value_name = "N", default_value_t = sluice_storage::log::READ_AHEAD_DEPTH,
+          value_parser = clap::value_parser!(usize))]
+    read_depth: usize,
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -87,6 +105,15 @@ fn batch_bytes(v: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+fn read_bytes(v: &str) -> Result<u64, String> {
+    match parse_size(v) {
+        Some(n) if n >= 64 << 20 => Ok(n as u64),
+        _ => Err(format!(
+            "{v:?}: a size of at least 64MiB (e.g. 1GiB, 2048MiB)"
+        )),
+    }
+}
+
 fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -96,6 +123,7 @@ fn parse_size(s: &str) -> Option<usize> {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1024,
         "m" | "mib" | "mb" => 1024 * 1024,
+        "g" | "gib" | "gb" => 1024 * 1024 * 1024,
         _ => return None,
     };
     n.checked_mul(mul)
@@ -154,6 +182,9 @@ struct Plan {
     batch_bytes: usize,
     inflight: usize,
     byte_budget: u64,
+    read_bytes: u64,
+    read_window: usize,
+    read_depth: usize,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +272,7 @@ struct Report {
     raw_sync: RawSync,
     log_tput: LogThroughput,
     log_lat: LogLatency,
+    read: ReadReport,
 }
 
 type R<T> = Result<T, String>;
@@ -511,6 +543,224 @@ async fn log_latency(ctx: &ShardCtx, plan: &Plan) -> R<LogLatency> {
     Ok(out)
 }
 
+/// Read phases: the size of the batches in the read set (a producer's usual batch).
+const READ_BATCH_BYTES: usize = 16 * 1024;
+/// Read phases: bytes a consumer asks of a partition per fetch (Kafka's
+/// `max.partition.fetch.bytes` default).
+const READ_FETCH_BYTES: usize = 1024 * 1024;
+/// Raw read phase: reads in flight at once (the disk's bandwidth with requests queued).
+const RAW_READ_DEPTH: usize = 4;
+
+/// One read phase's totals (raw reads of the segment files, or a consumer's scan of the log).
+#[derive(Debug, Default)]
+struct ReadRun {
+    bytes: u64,
+    elapsed: Duration,
+    mibs: f64,
+    /// Log scans: read-ahead windows issued and reads served from them.
+    windows: u64,
+    served: u64,
+}
+
+impl ReadRun {
+    fn absorb(&mut self, o: &ReadRun) {
+        self.bytes += o.bytes;
+        self.elapsed += o.elapsed;
+        self.mibs = mibs(self.bytes, self.elapsed);
+        self.windows += o.windows;
+        self.served += o.served;
+    }
+}
+
+#[derive(Debug, Default)]
+struct ReadReport {
+    set_bytes: u64,
+    /// The read-ahead window and the raw phase's read size.
+    window: usize,
+    /// Per round: raw, log with read-ahead, log without (MiB/s).
+    rounds: Vec<(f64, f64, f64)>,
+    raw: ReadRun,
+    raw_qd1: ReadRun,
+    ahead: ReadRun,
+    plain: ReadRun,
+}
+
+/// Writes the read set: `bytes` of `READ_BATCH_BYTES` batches in a log of its own, durable
+/// and closed. Returns the log's directory.
+async fn write_read_set(ctx: &ShardCtx, plan: &Plan, bytes: u64) -> R<PathBuf> {
+    let dir = plan.work.join("read-set");
+    let (log, _) = open_log(ctx, dir.clone(), READ_BATCH_BYTES).await?;
+    let batch = record_batch(READ_BATCH_BYTES, RECORD_VALUE_BYTES, now_ms())
+        .ok_or("cannot build the batch")?;
+    let flusher = spawn_flusher(ctx, log.clone(), Rc::new(FlushTimes::default()))?;
+    let mut window = VecDeque::new();
+    let mut written = 0u64;
+    while written < bytes {
+        if window.len() >= 64 {
+            let oldest = window.pop_front().expect("non-empty");
+            log.wait_durable(oldest)
+                .await
+                .map_err(err("wait_durable"))?;
+        }
+        let a = log.append(&batch, now_ms()).map_err(err("append"))?;
+        window.push_back(a.last_offset);
+        written += READ_BATCH_BYTES as u64;
+        futures_lite::future::yield_now().await;
+    }
+    if let Some(&last) = window.back() {
+        log.wait_durable(last).await.map_err(err("wait_durable"))?;
+    }
+    drop(flusher);
+    log.close().await.map_err(err("log close"))?;
+    Ok(dir)
+}
+
+/// The read set's segment files, oldest first.
+fn segment_files(dir: &Path) -> R<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err("list read set"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Raw read phase: the segment files read in order with O_DIRECT through `DmaStorage`,
+/// `buf_bytes` per read, `depth` reads in flight.
+async fn raw_read(
+    ctx: &ShardCtx,
+    st: &DmaStorage,
+    files: &[PathBuf],
+    buf_bytes: usize,
+    depth: usize,
+) -> R<ReadRun> {
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    for path in files {
+        let file = Rc::new(st.open_rw(path).await.map_err(err("raw open"))?);
+        let size = file.size().await.map_err(err("raw size"))?;
+        let mut pending = VecDeque::new();
+        let mut pos = 0u64;
+        while pos < size || !pending.is_empty() {
+            if pos < size && pending.len() < depth {
+                let f = file.clone();
+                let at = pos;
+                pending.push_back(
+                    ctx.spawn_produce(async move { f.read_at(at, buf_bytes).await })
+                        .map_err(err("spawn"))?,
+                );
+                pos += buf_bytes as u64;
+                continue;
+            }
+            let read: sluice_shard::ShardTask<std::io::Result<bytes::Bytes>> =
+                pending.pop_front().expect("non-empty");
+            bytes += read.await.map_err(err("raw read"))?.len() as u64;
+        }
+    }
+    let elapsed = start.elapsed();
+    Ok(ReadRun {
+        bytes,
+        elapsed,
+        mibs: mibs(bytes, elapsed),
+        ..ReadRun::default()
+    })
+}
+
+/// Log read phase: a consumer catching up, reading the whole log from its first offset,
+/// `READ_FETCH_BYTES` per read, on a shard whose batch cache holds none of it; with the
+/// log's read-ahead (the broker's budget) or without it.
+async fn log_read(ctx: &ShardCtx, dir: &Path, read_ahead: bool, plan: &Plan) -> R<ReadRun> {
+    let budget = if read_ahead {
+        BATCH_CACHE_BYTES_DEFAULT / 2
+    } else {
+        0
+    };
+    let cache = Rc::new(RefCell::new(BatchCache::with_read_ahead(0, budget)));
+    cache
+        .borrow()
+        .read_ahead_budget()
+        .set_window_bytes(plan.read_window);
+    cache
+        .borrow()
+        .read_ahead_budget()
+        .set_depth(plan.read_depth);
+    let storage = Rc::new(ctx.storage());
+    let log = PartitionLog::open(
+        storage,
+        dir.to_path_buf(),
+        LogConfig::default(),
+        cache.clone(),
+        "bench-read".into(),
+    )
+    .await
+    .map_err(err("log open"))?;
+    let end = log.high_watermark();
+    let start = Instant::now();
+    let (mut from, mut bytes) = (0i64, 0u64);
+    while from < end {
+        let (records, next) = log
+            .read_next(from, READ_FETCH_BYTES)
+            .await
+            .map_err(err("log read"))?;
+        if next <= from {
+            return Err(format!("log read made no progress at offset {from}"));
+        }
+        bytes += records.len() as u64;
+        from = next;
+    }
+    let elapsed = start.elapsed();
+    let (windows, served) = cache.borrow().read_ahead_budget().windows_and_served();
+    log.close().await.map_err(err("log close"))?;
+    Ok(ReadRun {
+        bytes,
+        elapsed,
+        mibs: mibs(bytes, elapsed),
+        windows,
+        served,
+    })
+}
+
+/// The read phases: the read set written once, then rounds of raw reads and the two log
+/// scans, their order rotating so drift favours none.
+async fn read_phases(ctx: &ShardCtx, st: &DmaStorage, plan: &Plan) -> R<ReadReport> {
+    let set = plan.read_bytes.min(plan.byte_budget);
+    let dir = write_read_set(ctx, plan, set).await?;
+    let files = segment_files(&dir)?;
+    let mut r = ReadReport {
+        set_bytes: set,
+        window: plan.read_window,
+        ..ReadReport::default()
+    };
+    let window = plan.read_window;
+    for round in 0..plan.rounds {
+        let mut got = [0.0f64; 3];
+        for k in 0..3 {
+            match (round as usize + k) % 3 {
+                0 => {
+                    let x = raw_read(ctx, st, &files, window, RAW_READ_DEPTH).await?;
+                    got[0] = x.mibs;
+                    r.raw.absorb(&x);
+                }
+                1 => {
+                    let x = log_read(ctx, &dir, true, plan).await?;
+                    got[1] = x.mibs;
+                    r.ahead.absorb(&x);
+                }
+                _ => {
+                    let x = log_read(ctx, &dir, false, plan).await?;
+                    got[2] = x.mibs;
+                    r.plain.absorb(&x);
+                }
+            }
+        }
+        r.rounds.push((got[0], got[1], got[2]));
+    }
+    r.raw_qd1 = raw_read(ctx, st, &files, READ_FETCH_BYTES, 1).await?;
+    std::fs::remove_dir_all(&dir).map_err(err("remove read set"))?;
+    Ok(r)
+}
+
 async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
     let st = ctx.storage();
     st.create_dir_all(&plan.work)
@@ -521,7 +771,7 @@ async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
     let mut r = Report::default();
     for round in 0..plan.rounds {
         eprintln!(
-            "[1/5] round {}/{}: raw O_DIRECT write, {} buffers, QD1, and log append throughput, {} batches, {} in flight ({secs} s each)",
+            "[1/6] round {}/{}: raw O_DIRECT write, {} buffers, QD1, and log append throughput, {} batches, {} in flight ({secs} s each)",
             round + 1,
             plan.rounds,
             size_label(b),
@@ -544,7 +794,7 @@ async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
         r.log_tput.absorb(&log);
     }
     eprintln!(
-        "[2/5] raw O_DIRECT write, {} buffers, QD1 (context, {secs} s)",
+        "[2/6] raw O_DIRECT write, {} buffers, QD1 (context, {secs} s)",
         size_label(CONTEXT_BUF_BYTES)
     );
     r.raw_context_small = raw_write(
@@ -557,7 +807,7 @@ async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
     )
     .await?;
     eprintln!(
-        "[3/5] raw O_DIRECT write, {} buffers, QD{CONTEXT_DEPTH} (context, {secs} s)",
+        "[3/6] raw O_DIRECT write, {} buffers, QD{CONTEXT_DEPTH} (context, {secs} s)",
         size_label(b)
     );
     r.raw_context_depth = raw_write(
@@ -569,13 +819,22 @@ async fn run(ctx: ShardCtx, plan: Plan) -> R<Report> {
         &plan,
     )
     .await?;
-    eprintln!("[4/5] raw 4 KiB write + fdatasync ({secs} s)");
+    eprintln!("[4/6] raw 4 KiB write + fdatasync ({secs} s)");
     r.raw_sync = raw_sync(&st, &plan.work.join("raw-sync"), &plan).await?;
     eprintln!(
-        "[5/5] log durable-append latency, {} batches ({secs} s)",
+        "[5/6] log durable-append latency, {} batches ({secs} s)",
         size_label(SMALL_BATCH_BYTES)
     );
     r.log_lat = log_latency(&ctx, &plan).await?;
+    eprintln!(
+        "[6/6] read: a {} MiB log of {} batches written once, then {} rounds of raw O_DIRECT reads of its files ({} reads, QD{RAW_READ_DEPTH}) and a consumer's scan of it ({} reads) with and without read-ahead",
+        plan.read_bytes.min(plan.byte_budget) >> 20,
+        size_label(READ_BATCH_BYTES),
+        plan.rounds,
+        size_label(plan.read_window),
+        size_label(READ_FETCH_BYTES)
+    );
+    r.read = read_phases(&ctx, &st, &plan).await?;
     Ok(r)
 }
 
@@ -590,12 +849,16 @@ fn verdict(ok: bool) -> &'static str {
 struct Ratios {
     append: f64,
     durable: f64,
+    read: f64,
 }
 
 fn ratios(r: &Report) -> Ratios {
     Ratios {
         append: r.log_tput.mibs / r.raw.mibs.max(1e-9),
         durable: r.log_lat.durable.p99_ns as f64 / (r.raw_sync.total.p99_ns.max(1)) as f64,
+        // Against the better of the two raw figures: on some disks one read at a time is
+        // faster than several.
+        read: r.read.ahead.mibs / r.read.raw.mibs.max(r.read.raw_qd1.mibs).max(1e-9),
     }
 }
 
@@ -683,6 +946,13 @@ fn print_report(args: &Args, fs: &str, r: &Report) {
         q.durable,
         verdict(q.durable <= DURABLE_P99_TARGET)
     );
+    println!(
+        "| catch-up read MiB/s (read-ahead on) ÷ the better raw read MiB/s | {:.3} | ≥ {READ_TARGET:.2} | {} |",
+        q.read,
+        verdict(q.read >= READ_TARGET)
+    );
+    println!();
+    print_read_report(&r.read);
     println!();
     let t = &r.log_tput;
     let s = |ns: u64| ns as f64 / 1e9;
@@ -747,9 +1017,62 @@ fn print_report(args: &Args, fs: &str, r: &Report) {
         ms(r.raw_sync.write.mean_ns as u64), ms(r.raw_sync.write.p99_ns), ms(r.raw_sync.sync.mean_ns as u64), ms(r.raw_sync.sync.p99_ns));
 }
 
+fn print_read_report(r: &ReadReport) {
+    let run = |x: &ReadRun| {
+        format!(
+            "{:.1} MiB/s ({} MiB in {:.2} s)",
+            x.mibs,
+            x.bytes >> 20,
+            x.elapsed.as_secs_f64()
+        )
+    };
+    println!(
+        "Reads of a {} MiB log of {} batches (O_DIRECT, nothing cached):",
+        r.set_bytes >> 20,
+        size_label(READ_BATCH_BYTES)
+    );
+    println!();
+    println!("| phase | result |");
+    println!("|---|---|");
+    println!(
+        "| raw seq read, {} QD{RAW_READ_DEPTH} (all rounds) | {} |",
+        size_label(r.window),
+        run(&r.raw)
+    );
+    println!(
+        "| raw seq read, {} QD1 (context: one consumer fetch at a time) | {} |",
+        size_label(READ_FETCH_BYTES),
+        run(&r.raw_qd1)
+    );
+    println!(
+        "| log catch-up read, {} per read, read-ahead on (all rounds) | {}; {} windows, {} reads served from them |",
+        size_label(READ_FETCH_BYTES),
+        run(&r.ahead),
+        r.ahead.windows,
+        r.ahead.served
+    );
+    println!(
+        "| log catch-up read, {} per read, read-ahead off (all rounds) | {} |",
+        size_label(READ_FETCH_BYTES),
+        run(&r.plain)
+    );
+    println!();
+    println!("| round | raw MiB/s | read-ahead MiB/s | without MiB/s | read-ahead ÷ raw | read-ahead ÷ without |");
+    println!("|---|---|---|---|---|---|");
+    for (i, (raw, ahead, plain)) in r.rounds.iter().enumerate() {
+        println!(
+            "| {} | {raw:.1} | {ahead:.1} | {plain:.1} | {:.3} | {:.2} |",
+            i + 1,
+            ahead / raw.max(1e-9),
+            ahead / plain.max(1e-9)
+        );
+    }
+}
+
 fn to_json(args: &Args, fs: &str, r: &Report) -> serde_json::Value {
     let q = ratios(r);
     let raw = |x: &Raw| serde_json::json!({"buf_bytes": x.buf_bytes, "depth": x.depth, "bytes": x.bytes, "seconds": x.elapsed.as_secs_f64(), "mib_per_s": x.mibs});
+    let read_run = |x: &ReadRun| serde_json::json!({"bytes": x.bytes, "seconds": x.elapsed.as_secs_f64(), "mib_per_s": x.mibs, "windows": x.windows, "served": x.served});
     let t = &r.log_tput;
     serde_json::json!({
         "unix_ms": now_ms(),
@@ -774,9 +1097,16 @@ fn to_json(args: &Args, fs: &str, r: &Report) -> serde_json::Value {
             "append_mean_us": r.log_lat.append_mean_ns / 1e3,
             "write": r.log_lat.write.to_json(), "fdatasync": r.log_lat.sync.to_json(),
         },
+        "read": {
+            "set_bytes": r.read.set_bytes, "window_bytes": r.read.window, "batch_bytes": READ_BATCH_BYTES, "fetch_bytes": READ_FETCH_BYTES,
+            "rounds": r.read.rounds.iter().map(|(raw, ahead, plain)| serde_json::json!({"raw_mib_per_s": raw, "read_ahead_mib_per_s": ahead, "no_read_ahead_mib_per_s": plain})).collect::<Vec<_>>(),
+            "raw": read_run(&r.read.raw), "raw_qd1": read_run(&r.read.raw_qd1),
+            "read_ahead": read_run(&r.read.ahead), "no_read_ahead": read_run(&r.read.plain),
+        },
         "ratios": {
             "append_over_raw": q.append, "append_target_min": APPEND_TARGET, "append_pass": q.append >= APPEND_TARGET,
             "durable_p99_over_raw_p99": q.durable, "durable_target_max": DURABLE_P99_TARGET, "durable_pass": q.durable <= DURABLE_P99_TARGET,
+            "read_over_raw": q.read, "read_target_min": READ_TARGET, "read_pass": q.read >= READ_TARGET,
         },
     })
 }
@@ -820,6 +1150,9 @@ fn main_inner() -> R<()> {
         batch_bytes: args.batch_bytes,
         inflight: args.inflight as usize,
         byte_budget,
+        read_bytes: args.read_bytes,
+        read_window: args.read_window,
+        read_depth: args.read_depth,
     };
     let result: Arc<Mutex<Option<R<Report>>>> = Arc::new(Mutex::new(None));
     let slot = result.clone();

@@ -144,6 +144,8 @@ pub struct BrokerConfig {
     pub pin: bool,
     /// Memory for each shard's batch cache.
     pub batch_cache_bytes: usize,
+    /// Per shard: bytes the logs' read-ahead windows may hold, read or in flight (0: none).
+    pub read_ahead_bytes_max: usize,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: i32,
     /// Log per-stage produce/fetch timers this often (`--stats-interval-ms`; off when None).
@@ -269,6 +271,7 @@ impl Default for BrokerConfig {
             log_cleaner_io_max_bytes_per_second: None,
             pin: true,
             batch_cache_bytes: 128 * 1024 * 1024,
+            read_ahead_bytes_max: 64 * 1024 * 1024,
             offsets_topic_partitions: crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             stats_interval: None,
             admin_listen: Some(ADMIN_LISTEN_DEFAULT.parse().expect("valid address")),

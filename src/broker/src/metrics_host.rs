@@ -79,7 +79,14 @@ pub fn snapshot(shard: &BrokerShard) -> ShardSnapshot {
     }
     snap.partitions
         .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    [snap.cache_hits, snap.cache_misses, snap.cache_bytes] = shard.cache_counts();
+    [
+        snap.cache_hits,
+        snap.cache_misses,
+        snap.cache_bytes,
+        snap.read_ahead_windows,
+        snap.read_ahead_served,
+        snap.read_ahead_bytes,
+    ] = shard.cache_counts();
     snap.inflight_request_bytes = shard.request_memory.used() as u64;
     let run = shard.ctx.executor_totals();
     snap.executor_runtime_us = run.runtime.as_micros() as u64;

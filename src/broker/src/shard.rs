@@ -163,7 +163,10 @@ impl BrokerShard {
             topics: RefCell::new(Rc::new(TopicTable::new(state))),
             table: RefCell::new(table),
             partitions: RefCell::new(HashMap::new()),
-            cache: Rc::new(RefCell::new(BatchCache::new(config.batch_cache_bytes))),
+            cache: Rc::new(RefCell::new(BatchCache::with_read_ahead(
+                config.batch_cache_bytes,
+                config.read_ahead_bytes_max,
+            ))),
             storage,
             controller,
             adopted_metadata_index: Cell::new(0),
@@ -1840,11 +1843,21 @@ impl BrokerShard {
             .collect()
     }
 
-    /// The batch cache's reads served, reads missed, and bytes held (`crate::metrics_host`).
-    pub(crate) fn cache_counts(&self) -> [u64; 3] {
+    /// The batch cache's reads served, reads missed, and bytes held; the read-ahead's
+    /// windows issued, reads served from them, and bytes held (`crate::metrics_host`).
+    pub(crate) fn cache_counts(&self) -> [u64; 6] {
         let cache = self.cache.borrow();
         let (hits, misses) = cache.hits_and_misses();
-        [hits, misses, cache.bytes() as u64]
+        let ahead = cache.read_ahead_budget();
+        let (windows, served) = ahead.windows_and_served();
+        [
+            hits,
+            misses,
+            cache.bytes() as u64,
+            windows,
+            served,
+            ahead.used() as u64,
+        ]
     }
 
     /// Which partitions this shard owns (DescribeLogDirs, tests).

@@ -257,6 +257,26 @@ impl Exposition {
                 .into_iter()
                 .map(|(l, v)| (l, clamp(v))),
         );
+        counter(
+            enc,
+            "sluice_read_ahead_windows",
+            "Read-ahead windows issued for logs read sequentially from disk.",
+            per_shard(|s| s.read_ahead_windows),
+        );
+        counter(
+            enc,
+            "sluice_read_ahead_served",
+            "Disk reads of logs served from a read-ahead window instead of a read of their own.",
+            per_shard(|s| s.read_ahead_served),
+        );
+        gauge(
+            enc,
+            "sluice_read_ahead_bytes",
+            "Bytes the shard's read-ahead windows hold or are reading.",
+            per_shard(|s| s.read_ahead_bytes)
+                .into_iter()
+                .map(|(l, v)| (l, clamp(v))),
+        );
 
         // Connections and memory.
         gauge(

@@ -21,6 +21,11 @@ pub struct ShardSnapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
+    /// Read-ahead of logs read from disk: windows issued, reads served from them, bytes
+    /// held or in flight.
+    pub read_ahead_windows: u64,
+    pub read_ahead_served: u64,
+    pub read_ahead_bytes: u64,
     pub executor_runtime_us: u64,
     pub executor_tasks: u64,
     pub io: IoSample,

@@ -230,6 +230,10 @@ pub struct StartArgs {
         allow_negative_numbers = true
     )]
     pub queued_max_request_bytes: Option<i64>,
+    /// Per shard: bytes the partition logs' read-ahead may hold (windows read from disk
+    /// ahead of consumers and followers reading sequentially); 0 turns read-ahead off.
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub read_ahead_bytes_max: Option<usize>,
     /// How long a request over the memory budget may hold its overdraft.
     #[arg(long, value_name = "MS", help_heading = "Limits", value_parser = positive_ms::<i32>)]
     pub request_overdraft_hold_ms: Option<i32>,
@@ -398,6 +402,9 @@ impl StartArgs {
         if let Some(rate) = a.max_connection_creation_rate {
             // At least 0 in Kafka; 0 would stop every accept, so at least 1 here.
             c.max_connection_creation_rate = rate as u32;
+        }
+        if let Some(bytes) = a.read_ahead_bytes_max {
+            c.read_ahead_bytes_max = bytes;
         }
         if let Some(bytes) = a.queued_max_request_bytes {
             c.queued_max_request_bytes = match bytes {

@@ -18,10 +18,12 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::hdr;
+use crate::log::ReadAheadBudget;
 
 /// One cached batch.
 #[derive(Clone, Debug)]
@@ -95,9 +97,12 @@ impl RequestSharing {
 pub const BATCH_CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 
 /// Recent batches of every partition on one shard. Owned by that shard (!Send by use).
+/// It also carries the shard's budget for its logs' read-ahead windows, which hold the
+/// older bytes that consumers read from disk.
 #[derive(Debug)]
 pub struct BatchCache {
     bytes_max: usize,
+    read_ahead: Rc<ReadAheadBudget>,
     bytes: usize,
     /// (log id, base offset) → (last offset, batch)
     batches: BTreeMap<(u64, i64), (i64, CachedBatch)>,
@@ -109,9 +114,15 @@ pub struct BatchCache {
 }
 
 impl BatchCache {
+    /// A cache of `bytes_max` whose shard may hold half that again in read-ahead windows.
     pub fn new(bytes_max: usize) -> BatchCache {
+        Self::with_read_ahead(bytes_max, bytes_max / 2)
+    }
+
+    pub fn with_read_ahead(bytes_max: usize, read_ahead_bytes_max: usize) -> BatchCache {
         BatchCache {
             bytes_max,
+            read_ahead: ReadAheadBudget::new(read_ahead_bytes_max),
             bytes: 0,
             batches: BTreeMap::new(),
             order: VecDeque::new(),
@@ -122,6 +133,11 @@ impl BatchCache {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The shard's read-ahead budget, shared by its logs (see `crate::log::read_ahead`).
+    pub fn read_ahead_budget(&self) -> &Rc<ReadAheadBudget> {
+        &self.read_ahead
     }
 
     /// Reads served from the cache and reads it could not serve, since it was made.

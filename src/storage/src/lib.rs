@@ -66,6 +66,8 @@ mod compact_tests;
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]
+mod read_ahead_tests;
+#[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
 mod txn_tests;

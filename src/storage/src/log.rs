@@ -91,6 +91,8 @@ mod flush;
 mod merge;
 /// Reads, replication's reads and offset lookups.
 mod read;
+/// Sequential read-ahead of segment files for readers that scan them.
+mod read_ahead;
 /// Opening a log and recovering it after an unclean stop.
 mod recovery;
 /// The follower's side: appends at given offsets, truncation, leader-epoch history.
@@ -101,6 +103,9 @@ mod retention;
 pub use compact::{CompactOptions, CompactStats, IoBudget, CLEANER_CHECKPOINT_FILE};
 pub use flush::preallocate_to;
 use flush::Written;
+pub use read_ahead::{
+    ReadAheadBudget, READ_AHEAD_DEPTH, READ_AHEAD_OVERLAP_BYTES, READ_AHEAD_WINDOW_BYTES,
+};
 
 static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -429,6 +434,15 @@ pub struct PartitionLog<S: Storage> {
     dir: PathBuf,
     storage: Rc<S>,
     cache: Rc<RefCell<BatchCache>>,
+    /// The window of the reader scanning this log from disk (see [`read_ahead`]), and where
+    /// the last disk read ended (segment base, the offset after its last batch, the file
+    /// position there): a read from that offset is sequential.
+    read_ahead: RefCell<Option<read_ahead::ReadAhead<S::File>>>,
+    /// Bumped whenever the windows are dropped: a read that took them out before keeps its
+    /// window to itself rather than putting back bytes the log no longer has.
+    read_ahead_generation: Cell<u64>,
+    last_read_end: Cell<Option<(i64, i64, u64)>>,
+    read_ahead_budget: Rc<ReadAheadBudget>,
     inner: RefCell<Inner<S::File>>,
     /// A flush is in its write stage (see `write_pending`).
     writing: Cell<bool>,
@@ -471,6 +485,17 @@ pub struct PartitionLog<S: Storage> {
 }
 
 impl<S: Storage> PartitionLog<S> {
+    /// Drops what is kept in memory of the log's bytes from `from` on: the batch cache's
+    /// batches, and every read-ahead window (they hold file positions, not offsets). Called
+    /// whenever bytes the log held change or go (truncation, cleaning, retention, close).
+    fn forget_cached(&self, from: i64) {
+        self.cache.borrow_mut().forget(self.id, from);
+        self.read_ahead.borrow_mut().take();
+        self.read_ahead_generation
+            .set(self.read_ahead_generation.get().wrapping_add(1));
+        self.last_read_end.set(None);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -1000,7 +1025,7 @@ impl<S: Storage> PartitionLog<S> {
                 .await
                 .map_err(|e| StorageError::io("fdatasync", &path, e))?;
         }
-        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        self.forget_cached(i64::MIN);
         Ok(())
     }
 
@@ -1027,7 +1052,7 @@ impl<S: Storage> PartitionLog<S> {
     /// removes that, see the broker's `partition_dirs`): appends fail, waiters wake, and
     /// the segment files close.
     pub fn retire(&self) {
-        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        self.forget_cached(i64::MIN);
         {
             // Retire the log: appends fail, the flusher task sees the failure and ends, and
             // the segment files close now (a flush in flight keeps its own handle until it

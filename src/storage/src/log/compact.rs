@@ -540,7 +540,7 @@ impl<S: Storage> PartitionLog<S> {
                 _ => {}
             }
         }
-        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        self.forget_cached(i64::MIN);
         self.cleaned.set(true);
         Ok(SegmentCleaned {
             rewritten: Some(size),

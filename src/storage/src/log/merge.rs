@@ -206,7 +206,7 @@ impl<S: Storage> PartitionLog<S> {
                 .expect("the first member stays");
             seg.swap_in(Rc::new(file), size, fresh);
         }
-        self.cache.borrow_mut().forget(self.id, i64::MIN);
+        self.forget_cached(i64::MIN);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use crate::hdr::{Header, HEADER_BYTES};
 use crate::io::{Storage, StorageFile};
 use crate::txn;
 
+use super::read_ahead::ReadAhead;
 use super::{
     segment_path, CommittedRead, PartitionLog, ReadOutcome, READ_AHEAD_BYTES, READ_CHUNK_BYTES_MAX,
     SCAN_CHUNK_BYTES,
@@ -247,22 +248,63 @@ impl<S: Storage> PartitionLog<S> {
             (file, base, seg.index.lookup(rel) as u64, seg.durable_size)
         };
         let path = segment_path(&self.dir, base, "log");
-        let mut out = BytesMut::new();
         let want = max_bytes.max(1);
-        'chunks: while pos < end {
-            let len = ((end - pos) as usize)
-                .min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES)
-                .min(READ_CHUNK_BYTES_MAX);
-            let chunk = file
-                .read_at(pos, len)
-                .await
-                .map_err(|e| StorageError::io("read", &path, e))?;
-            if out.capacity() == 0 {
-                // What this read returns mostly comes from its first chunk: room for it at
-                // once, rather than growing (and copying) by doubling as batches arrive.
-                out.reserve(want.min(chunk.len()));
+        // Set aside: if the windows are dropped while this read awaits, it keeps its own.
+        let generation = self.read_ahead_generation.get();
+        // A read from where the last one ended starts at its exact position (the index is
+        // sparse: its entry may lie batches before) and is sequential.
+        let resumed = match self.last_read_end.get() {
+            Some((b, next, at)) if b == base && next == offset => {
+                pos = at;
+                true
             }
+            _ => false,
+        };
+        // This reader's windows, if the read continues their scan; another reader's are put
+        // back untouched unless this read starts a scan of its own.
+        let mut others = self.read_ahead.borrow_mut().take();
+        let mut ahead = match others.take() {
+            Some(r) if r.serves(base, &file, pos) => Some(r),
+            r => {
+                others = r;
+                None
+            }
+        };
+        let sequential = ahead.is_some() || resumed;
+        let mut next_offset = None;
+        let mut out = Gathered::default();
+        'chunks: while pos < end {
+            let held = match ahead.as_mut() {
+                Some(r) => r.chunk_at(&self.read_ahead_budget, pos).await,
+                None => None,
+            };
+            // A window's tail that does not hold the next batch whole (none in flight to
+            // join it with): the file has the rest.
+            let held = held.filter(|c| {
+                c.as_ref().map_or(true, |(b, _)| {
+                    Header::parse(b).is_some_and(|h| h.size <= b.len())
+                })
+            });
+            let windowed = held.is_some();
+            let (mut chunk, buffer) = match held {
+                Some(read) => read.map_err(|e| StorageError::io("read", &path, e))?,
+                None => {
+                    let len = ((end - pos) as usize)
+                        .min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES)
+                        .min(READ_CHUNK_BYTES_MAX);
+                    let chunk = file
+                        .read_at(pos, len)
+                        .await
+                        .map_err(|e| StorageError::io("read", &path, e))?;
+                    let len = chunk.len();
+                    (chunk, len)
+                }
+            };
+            // Never past the durable size this read started with (a window holds no more,
+            // but a direct read may end in the tail page's padding).
+            chunk.truncate(((end - pos) as usize).min(chunk.len()));
             let mut at = 0usize;
+            let mut taken = None;
             while at + HEADER_BYTES <= chunk.len() {
                 let Some(h) = Header::parse(&chunk[at..]) else {
                     return Err(StorageError::CorruptBatch {
@@ -270,30 +312,39 @@ impl<S: Storage> PartitionLog<S> {
                     });
                 };
                 if h.base_offset >= hw {
+                    out.push(&chunk, buffer, taken, at);
+                    pos += at as u64;
                     break 'chunks;
                 }
                 if h.last_offset() < offset {
                     at += h.size;
                     continue;
                 }
-                if !out.is_empty() && out.len() + h.size > want {
+                let from = *taken.get_or_insert(at);
+                let first = out.len() + (at - from) == 0;
+                if !first && out.len() + (at - from) + h.size > want {
+                    out.push(&chunk, buffer, taken, at);
+                    pos += at as u64;
                     break 'chunks;
                 }
                 if at + h.size > chunk.len() {
-                    if out.is_empty() {
+                    if first {
                         // The first batch is bigger than the chunk: read it whole.
                         let whole = file
                             .read_at(pos + at as u64, h.size)
                             .await
                             .map_err(|e| StorageError::io("read", &path, e))?;
-                        out.extend_from_slice(&whole);
+                        out.push_whole(whole);
+                        next_offset = Some(h.last_offset() + 1);
+                        pos += (at + h.size) as u64;
                         break 'chunks;
                     }
                     break;
                 }
-                out.extend_from_slice(&chunk[at..at + h.size]);
+                next_offset = Some(h.last_offset() + 1);
                 at += h.size;
             }
+            out.push(&chunk, buffer, taken, at);
             if at == 0 {
                 break;
             }
@@ -301,8 +352,24 @@ impl<S: Storage> PartitionLog<S> {
             if out.len() >= want {
                 break;
             }
+            if windowed {
+                // The answer ends where its window ends: one slice of it, not a copy of
+                // parts of two (the next read finds its first batch whole in the next window).
+                break;
+            }
         }
-        Ok(outcome(out.freeze()))
+        if sequential {
+            ahead
+                .get_or_insert_with(|| ReadAhead::new(base, file.clone()))
+                .issue(&self.read_ahead_budget, pos, end, want);
+        }
+        if self.read_ahead_generation.get() == generation {
+            *self.read_ahead.borrow_mut() = ahead.or(others);
+            if let Some(next) = next_offset {
+                self.last_read_end.set(Some((base, next, pos)));
+            }
+        }
+        Ok(outcome(out.finish()))
     }
 
     /// The first offset whose batch has a timestamp at or after `timestamp`, with that
@@ -407,5 +474,54 @@ impl EmptyRun {
             self.base_timestamp,
             self.max_timestamp,
         )
+    }
+}
+
+/// How many times its own size a read's answer may keep alive by sharing a chunk's buffer
+/// instead of copying out of it: a 256 KiB answer out of a 1 MiB read-ahead window is
+/// shared, a 100-byte one is copied.
+const SHARED_CHUNK_FACTOR_MAX: usize = 4;
+
+/// The batches one read returns, gathered from the chunks it read: one slice of a chunk
+/// when they all came from one (no copy, unless that would keep more than
+/// [`SHARED_CHUNK_FACTOR_MAX`] times the answer alive), else one copy of them all.
+#[derive(Default)]
+struct Gathered {
+    parts: smallvec::SmallVec<[(Bytes, usize); 2]>,
+    len: usize,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `chunk[from..to]`, where `from` is where this read's batches began in the chunk
+    /// (`None`: none did); `buffer` is the length of the buffer the chunk is part of.
+    fn push(&mut self, chunk: &Bytes, buffer: usize, from: Option<usize>, to: usize) {
+        if let Some(from) = from.filter(|&f| f < to) {
+            self.parts.push((chunk.slice(from..to), buffer));
+            self.len += to - from;
+        }
+    }
+
+    fn push_whole(&mut self, batch: Bytes) {
+        self.len += batch.len();
+        let kept = batch.len();
+        self.parts.push((batch, kept));
+    }
+
+    fn finish(self) -> Bytes {
+        match &self.parts[..] {
+            [] => Bytes::new(),
+            [(only, kept)] if only.len() * SHARED_CHUNK_FACTOR_MAX >= *kept => only.clone(),
+            parts => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for (p, _) in parts {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        }
     }
 }

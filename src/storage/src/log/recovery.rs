@@ -296,11 +296,16 @@ impl<S: Storage> PartitionLog<S> {
         // begins its own again after a restart.
         let leader_epoch = epochs.latest_epoch().unwrap_or(0);
         let compacted = config.compact;
+        let read_ahead_budget = cache.borrow().read_ahead_budget().clone();
         let log = PartitionLog {
             id: NEXT_LOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name,
             dir,
             storage,
+            read_ahead: RefCell::new(None),
+            read_ahead_generation: Cell::new(0),
+            last_read_end: Cell::new(None),
+            read_ahead_budget,
             cache,
             inner: RefCell::new(Inner {
                 config,

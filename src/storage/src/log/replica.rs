@@ -481,7 +481,7 @@ impl<S: Storage> PartitionLog<S> {
             inner.truncations += 1;
             (removed, inner.epochs.encode())
         };
-        self.cache.borrow_mut().forget(self.id, offset);
+        self.forget_cached(offset);
 
         // 5. Files. Later segments go newest first, each removal synced before the next,
         //    so a crash leaves a prefix of the old log; then the cut segment is cut and

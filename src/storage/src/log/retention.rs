@@ -46,7 +46,7 @@ impl<S: Storage> PartitionLog<S> {
                 inner.log_start_offset = inner.log_start_offset.max(offset);
                 inner.checkpointed_start = inner.checkpointed_start.max(offset);
             }
-            self.cache.borrow_mut().forget(self.id, i64::MIN);
+            self.forget_cached(i64::MIN);
             self.delete_segments(|_, _| false).await?;
         }
         Ok(self.log_start_offset())
