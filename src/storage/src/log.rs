@@ -487,13 +487,33 @@ pub struct PartitionLog<S: Storage> {
 impl<S: Storage> PartitionLog<S> {
     /// Drops what is kept in memory of the log's bytes from `from` on: the batch cache's
     /// batches, and every read-ahead window (they hold file positions, not offsets). Called
-    /// whenever bytes the log held change or go (truncation, cleaning, retention, close).
+    /// whenever bytes the log held change (truncation, cleaning, a merge) and when it closes;
+    /// segment deletion drops only the windows ([`Self::drop_read_ahead`]).
     fn forget_cached(&self, from: i64) {
         self.cache.borrow_mut().forget(self.id, from);
+        self.drop_read_ahead();
+    }
+
+    /// Drops the read-ahead windows (and with them their segment file handles, so a deleted
+    /// segment's blocks can be freed) and forgets where the last disk read ended.
+    fn drop_read_ahead(&self) {
         self.read_ahead.borrow_mut().take();
         self.read_ahead_generation
             .set(self.read_ahead_generation.get().wrapping_add(1));
         self.last_read_end.set(None);
+    }
+
+    /// A read at `offset` did not go to the disk (the batch cache had it, or it is at the
+    /// high watermark): if it continues the last disk read, that reader has left the disk
+    /// and its windows would only hold the shard's budget.
+    fn left_disk(&self, offset: i64) {
+        if self
+            .last_read_end
+            .get()
+            .is_some_and(|(_, next, _)| next == offset)
+        {
+            self.drop_read_ahead();
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -70,6 +70,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome> {
         let (hw, start) = self.check_read_offset(offset)?;
         if offset >= hw {
+            self.left_disk(offset);
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 high_watermark: hw,
@@ -218,9 +219,12 @@ impl<S: Storage> PartitionLog<S> {
             log_start_offset: start,
         };
         if offset == hw {
+            self.left_disk(offset);
             return Ok(outcome(Bytes::new()));
         }
-        if let Some(b) = self.cache.borrow().read(self.id, offset, hw, max_bytes) {
+        let cached = self.cache.borrow().read(self.id, offset, hw, max_bytes);
+        if let Some(b) = cached {
+            self.left_disk(offset);
             return Ok(outcome(b));
         }
         let (file, base, mut pos, end) = {
@@ -275,7 +279,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut out = Gathered::default();
         'chunks: while pos < end {
             let held = match ahead.as_mut() {
-                Some(r) => r.chunk_at(&self.read_ahead_budget, pos).await,
+                Some(r) => r.chunk_at(pos).await,
                 None => None,
             };
             // A window's tail that does not hold the next batch whole (none in flight to
@@ -285,6 +289,9 @@ impl<S: Storage> PartitionLog<S> {
                     Header::parse(b).is_some_and(|h| h.size <= b.len())
                 })
             });
+            if held.is_some() {
+                self.read_ahead_budget.count_served();
+            }
             let windowed = held.is_some();
             let (mut chunk, buffer) = match held {
                 Some(read) => read.map_err(|e| StorageError::io("read", &path, e))?,
@@ -352,16 +359,22 @@ impl<S: Storage> PartitionLog<S> {
             if out.len() >= want {
                 break;
             }
-            if windowed {
+            if windowed && out.len() > 0 {
                 // The answer ends where its window ends: one slice of it, not a copy of
                 // parts of two (the next read finds its first batch whole in the next window).
+                // A window that held nothing for this read (only batches before `offset`)
+                // does not end it: the next window does.
                 break;
             }
         }
-        if sequential {
-            ahead
-                .get_or_insert_with(|| ReadAhead::new(base, file.clone()))
-                .issue(&self.read_ahead_budget, pos, end, want);
+        if sequential && self.read_ahead_budget.bytes_max() > 0 {
+            let r = ahead.get_or_insert_with(|| ReadAhead::new(base, file.clone()));
+            r.issue(&self.read_ahead_budget, pos, end, want);
+            if r.is_idle() {
+                // Nothing held or in flight (the segment's end, or the budget spent): keep
+                // no file handle for nothing.
+                ahead = None;
+            }
         }
         if self.read_ahead_generation.get() == generation {
             *self.read_ahead.borrow_mut() = ahead.or(others);

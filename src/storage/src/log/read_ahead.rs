@@ -14,7 +14,11 @@
 //! - A window holds bytes of one segment file (the same handle: a cleaning pass's new file
 //!   is another), below that segment's durable size when it was issued. Such bytes change
 //!   only when the log is truncated or rewritten, and every such change (and a close)
-//!   drops the windows with the batch cache's entries (`PartitionLog::forget_cached`).
+//!   drops the windows with the batch cache's entries (`PartitionLog::forget_cached`);
+//!   deleting segments drops them too, so no window keeps a deleted file open.
+//! - A reader that leaves the disk (served by the batch cache from where its last disk read
+//!   ended, or at the high watermark) gives its windows back; one that stops reading keeps
+//!   them until the log's bytes change or it closes (at most depth + 1 windows).
 //! - Every byte held or in flight is counted against the shard's [`ReadAheadBudget`] and
 //!   given back when dropped; with the budget spent, reads go to the disk as they come.
 //! - Read-ahead only moves where bytes come from: readers still parse each batch and stop
@@ -108,6 +112,11 @@ impl ReadAheadBudget {
         (self.windows.get(), self.served.get())
     }
 
+    /// A read (or part of one) took its bytes from a window.
+    pub(super) fn count_served(&self) {
+        self.served.set(self.served.get() + 1);
+    }
+
     fn take(self: &Rc<Self>, bytes: usize) -> Option<Grant> {
         let used = self.used.get().checked_add(bytes)?;
         if used > self.bytes_max {
@@ -171,6 +180,11 @@ impl<F: StorageFile> ReadAhead<F> {
         }
     }
 
+    /// Nothing held and nothing in flight.
+    pub(super) fn is_idle(&self) -> bool {
+        self.data.is_empty() && self.next.is_empty()
+    }
+
     fn holds(&self, pos: u64) -> bool {
         pos >= self.start && pos - self.start < self.data.len() as u64
     }
@@ -199,11 +213,7 @@ impl<F: StorageFile> ReadAhead<F> {
     /// `pos`. Windows overlap by [`READ_AHEAD_OVERLAP_BYTES`], so a batch that runs past the
     /// end of one is whole in the next (up to that size); a larger one comes alone, as a copy
     /// of its two parts. Once the next window is taken, it is the one held.
-    pub(super) async fn chunk_at(
-        &mut self,
-        budget: &ReadAheadBudget,
-        pos: u64,
-    ) -> Option<io::Result<(Bytes, usize)>> {
+    pub(super) async fn chunk_at(&mut self, pos: u64) -> Option<io::Result<(Bytes, usize)>> {
         if self.holds(pos) {
             let rest = self.data.slice((pos - self.start) as usize..);
             let whole = Header::parse(&rest).is_some_and(|h| h.size <= rest.len());
@@ -211,10 +221,9 @@ impl<F: StorageFile> ReadAhead<F> {
             if whole || !self.next_covers(old_end) {
                 // A whole batch, or nothing in flight to finish it with: the caller reads
                 // the rest of a straddling batch from the file itself.
-                budget.served.set(budget.served.get() + 1);
                 return Some(Ok((rest, self.data.len())));
             }
-            if let Err(e) = self.take_next(budget).await? {
+            if let Err(e) = self.take_next().await? {
                 return Some(Err(e));
             }
             if self.holds(pos) {
@@ -245,7 +254,7 @@ impl<F: StorageFile> ReadAhead<F> {
         if !self.next_covers(pos) {
             return None;
         }
-        if let Err(e) = self.take_next(budget).await? {
+        if let Err(e) = self.take_next().await? {
             return Some(Err(e));
         }
         if !self.holds(pos) {
@@ -258,7 +267,7 @@ impl<F: StorageFile> ReadAhead<F> {
 
     /// Awaits the first window in flight and holds it instead of what was held; `None` at
     /// the end of the file (nothing read).
-    async fn take_next(&mut self, budget: &ReadAheadBudget) -> Option<io::Result<()>> {
+    async fn take_next(&mut self) -> Option<io::Result<()>> {
         let Next {
             pos, read, grant, ..
         } = self.next.pop_front()?;
@@ -266,7 +275,6 @@ impl<F: StorageFile> ReadAhead<F> {
         self.data_grant = None;
         match read.await {
             Ok(bytes) if !bytes.is_empty() => {
-                budget.served.set(budget.served.get() + 1);
                 self.start = pos;
                 self.data = bytes;
                 // The window's bytes stay counted while they are held.

@@ -175,6 +175,10 @@ impl<S: Storage> PartitionLog<S> {
             }
             victims
         };
+        if !victims.is_empty() {
+            // Windows of a deleted segment would keep its file open (and its blocks held).
+            self.drop_read_ahead();
+        }
         let deleted = victims.len();
         for (base, file) in victims {
             self.remove_segment_files(base, file).await?;
