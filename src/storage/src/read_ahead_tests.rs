@@ -19,7 +19,12 @@ const BUDGET: usize = 8 * READ_AHEAD_WINDOW_BYTES;
 
 /// A log whose shard caches no batch (every read goes to its files) and may read ahead.
 fn open(dir: &Path) -> (PartitionLog<StdStorage>, Rc<RefCell<BatchCache>>) {
-    let cache = Rc::new(RefCell::new(BatchCache::with_read_ahead(0, BUDGET)));
+    open_with(dir, BUDGET)
+}
+
+/// [`open`] with a read-ahead budget of `budget` bytes.
+fn open_with(dir: &Path, budget: usize) -> (PartitionLog<StdStorage>, Rc<RefCell<BatchCache>>) {
+    let cache = Rc::new(RefCell::new(BatchCache::with_read_ahead(0, budget)));
     let log = block_on(PartitionLog::open(
         Rc::new(StdStorage),
         dir.to_path_buf(),
@@ -116,18 +121,7 @@ fn a_batch_across_a_window_end_is_read_whole() {
     assert_eq!(READ_AHEAD_WINDOW_BYTES % 20_971, 26);
     for (size, windows) in [(20_971, 1), (20_971, 8), (300_001, 1), (300_001, 8)] {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Rc::new(RefCell::new(BatchCache::with_read_ahead(
-            0,
-            windows * READ_AHEAD_WINDOW_BYTES,
-        )));
-        let log = block_on(PartitionLog::open(
-            Rc::new(StdStorage),
-            dir.path().to_path_buf(),
-            LogConfig::default(),
-            cache.clone(),
-            "t-0".into(),
-        ))
-        .unwrap();
+        let (log, cache) = open_with(dir.path(), windows * READ_AHEAD_WINDOW_BYTES);
         let count = (8 << 20) / size as i64;
         let batches: Vec<_> = (0..count)
             .map(|i| stored(4 * i, 0, i as u8, size - crate::hdr::HEADER_BYTES))
@@ -147,15 +141,7 @@ fn a_batch_across_a_window_end_is_read_whole() {
 #[test]
 fn a_spent_budget_leaves_reads_to_the_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Rc::new(RefCell::new(BatchCache::with_read_ahead(0, 0)));
-    let log = block_on(PartitionLog::open(
-        Rc::new(StdStorage),
-        dir.path().to_path_buf(),
-        LogConfig::default(),
-        cache.clone(),
-        "t-0".into(),
-    ))
-    .unwrap();
+    let (log, cache) = open_with(dir.path(), 0);
     let batches: Vec<_> = (0..500i64)
         .map(|i| stored(4 * i, 0, i as u8, 4_000))
         .collect();
