@@ -58,9 +58,11 @@ use crate::notify::OffsetWaiters;
 use crate::producer::{ProducerState, SeqCheck};
 use crate::txn::{self, AbortedTxn, CompletedTxn, Marker, ABORTED_TXN_BYTES};
 
-/// Bytes read per call when scanning a segment (recovery) and the read-ahead of fetches.
+/// Bytes read per call when scanning a segment (recovery).
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
-pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+/// Fewest bytes a read takes straight from a segment file (not from a read-ahead window),
+/// however little it asks for.
+pub const DIRECT_READ_BYTES_MIN: usize = 64 * 1024;
 /// Most disk blocks reserved ahead of the active segment's end (Redpanda's fallocation step).
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 * 1024 * 1024;
 /// Fewest blocks reserved ahead. Between the two the reservation doubles the segment (see

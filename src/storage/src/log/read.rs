@@ -11,8 +11,8 @@ use crate::txn;
 
 use super::read_ahead::ReadAhead;
 use super::{
-    segment_path, CommittedRead, PartitionLog, ReadOutcome, READ_AHEAD_BYTES, READ_CHUNK_BYTES_MAX,
-    SCAN_CHUNK_BYTES,
+    segment_path, CommittedRead, PartitionLog, ReadOutcome, DIRECT_READ_BYTES_MIN,
+    READ_CHUNK_BYTES_MAX, SCAN_CHUNK_BYTES,
 };
 
 impl<S: Storage> PartitionLog<S> {
@@ -297,7 +297,7 @@ impl<S: Storage> PartitionLog<S> {
                 Some(read) => read.map_err(|e| StorageError::io("read", &path, e))?,
                 None => {
                     let len = ((end - pos) as usize)
-                        .min(want.max(READ_AHEAD_BYTES) + HEADER_BYTES)
+                        .min(want.max(DIRECT_READ_BYTES_MIN) + HEADER_BYTES)
                         .min(READ_CHUNK_BYTES_MAX);
                     let chunk = file
                         .read_at(pos, len)

@@ -5,7 +5,7 @@
 //! Reads are O_DIRECT, so nothing below the log reads ahead for it (Kafka has the page
 //! cache do it). A read that starts where the log's last disk read ended is sequential;
 //! from then on the log keeps [`READ_AHEAD_DEPTH`] windows of [`READ_AHEAD_WINDOW_BYTES`]
-//! in flight past the bytes it holds, and a read that reaches the end of what is held takes
+//! (or of what the reader asks for, if more) in flight past the bytes it holds, and a read that reaches the end of what is held takes
 //! the next window (read, or still in flight) instead of asking the disk and waiting. A
 //! read elsewhere leaves the windows to the reader they serve (two consumers of one
 //! partition at different offsets: one of them is read ahead for).
