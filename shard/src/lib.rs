@@ -3,6 +3,7 @@
 //! process stop signal. Besides it only the broker glue and the node-to-node transport
 //! (`sluice-rpc`: its sockets, timers and task queues) touch glommio.
 
+pub mod bounded;
 pub mod clock;
 pub mod dma;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod table;
 
+pub use bounded::map_bounded;
 pub use dma::{DmaBuf, DmaStorage, DmaStorageFile, READ_LEN_MAX};
 pub use error::ShardError;
 pub use frame::{Frame, FRAME_BODY_MAX};

@@ -32,6 +32,13 @@ use crate::stats::{self, Stage};
 use crate::topic_config;
 use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
 
+/// Plain partition logs a shard opens at once (`apply_topics`): enough to overlap the
+/// waits of their file operations, few enough that their scan buffers stay small.
+const PARTITION_OPENS_IN_FLIGHT: usize = 32;
+
+/// How long one log's cleaning pass may run before the cleaner says it holds up the rest.
+const CLEANER_PASS_WARN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A partition owned by this shard.
 pub struct Partition {
     pub topic: String,
@@ -456,6 +463,8 @@ impl BrokerShard {
             .set_rates(crate::replication_throttle::Rates::of(&new.state));
         let mut topic_throttles: HashMap<[u8; 16], TopicThrottles> = HashMap::new();
         let mut throttles = Vec::new();
+        // New plain partitions, opened together after this loop.
+        let mut plain = Vec::new();
         for (key, t) in wanted {
             let topic = topic_throttles
                 .entry(t.id)
@@ -506,11 +515,30 @@ impl BrokerShard {
                 replicas.push((key, t.name.clone(), group));
                 continue;
             }
-            let dir = self.partition_dir(&t.name, key.partition);
-            let log = match self
-                .open_plain_log(key, dir.clone(), log_cfg, &t.name)
-                .await
+            plain.push((key, t, log_cfg));
+        }
+        // Plain partitions open PARTITION_OPENS_IN_FLIGHT at a time: each open is a chain
+        // of file operations (directory listing, checkpoints, the tail segment's scan), so a
+        // start with thousands of partitions waits for them side by side, not one by one.
+        let opened =
+            sluice_shard::map_bounded(plain, PARTITION_OPENS_IN_FLIGHT, |(key, t, cfg)| {
+                let dir = self.partition_dir(&t.name, key.partition);
+                async move {
+                    let log = self.open_plain_log(key, dir.clone(), cfg, &t.name).await;
+                    (key, t, dir, log)
+                }
+            })
+            .await;
+        for (key, t, dir, log) in opened {
+            if self
+                .shared_handle
+                .log_dirs
+                .partition_offline(&t.name, key.partition)
             {
+                // Its directory failed while the others opened (see below).
+                continue;
+            }
+            let log = match log {
                 Ok(log) => log,
                 Err(e) => {
                     let at = self.shared_handle.log_dirs.holding(&dir);
@@ -962,6 +990,7 @@ impl BrokerShard {
                     break;
                 }
                 let parts: Vec<_> = me.partitions.borrow().values().cloned().collect();
+                log::trace!("cleaner: a pass over {} partition(s)", parts.len());
                 for p in parts {
                     if !p.log.config().compact {
                         continue;
@@ -972,7 +1001,37 @@ impl BrokerShard {
                         io_budget: io_budget.clone(),
                     };
                     let began = std::time::Instant::now();
-                    match p.log.compact(opts).await {
+                    // One slow log holds up every other compacted log of the shard (one
+                    // pass at a time keeps the offset map's memory bounded): say so while
+                    // it lasts, not only after.
+                    let mut pass = std::pin::pin!(p.log.compact(opts));
+                    let warned =
+                        futures_lite::future::or(async { Some((&mut pass).await) }, async {
+                            sluice_shard::sleep(CLEANER_PASS_WARN_AFTER).await;
+                            None
+                        })
+                        .await;
+                    let result = match warned {
+                        Some(r) => r,
+                        None => {
+                            log::info!(
+                                "cleaning {}-{} has taken {:?} so far; this shard's other \
+                                 compacted logs wait for it",
+                                p.topic,
+                                p.index,
+                                CLEANER_PASS_WARN_AFTER
+                            );
+                            let r = pass.await;
+                            log::info!(
+                                "cleaning {}-{} ended after {:?}",
+                                p.topic,
+                                p.index,
+                                began.elapsed()
+                            );
+                            r
+                        }
+                    };
+                    match result {
                         Ok(s) if s.cleaned_to.is_some() => sluice_metrics::recorder::cleaner_pass(
                             began.elapsed(),
                             s.records_removed,

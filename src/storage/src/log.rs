@@ -471,8 +471,9 @@ pub struct PartitionLog<S: Storage> {
     hw_waiters: OffsetWaiters,
     dirty_waiters: OffsetWaiters,
     /// Serialises `delete_records_before` (its checkpoint replace awaits), the replicated
-    /// start's moves, retention and cleaning passes (`compact`): a pass's rename must not
-    /// bring back the name of a segment deleted meanwhile.
+    /// start's moves, truncations, retention and cleaning passes (`compact`, which skips a
+    /// held log instead of waiting): a pass's rename must not bring back the name of a
+    /// segment deleted meanwhile.
     delete_records_lock: crate::notify::LocalLock,
     /// Where the last cleaning pass's range ended (`compact`): the bytes above it are the
     /// dirty ones. Kept in `cleaner-offset-checkpoint` across restarts.

@@ -81,6 +81,14 @@ impl LocalLock {
         .await;
         LocalLockGuard(self)
     }
+
+    /// The lock if nobody holds it now, without waiting.
+    pub fn try_lock(&self) -> Option<LocalLockGuard<'_>> {
+        if self.held.replace(true) {
+            return None;
+        }
+        Some(LocalLockGuard(self))
+    }
 }
 
 impl Drop for LocalLockGuard<'_> {
@@ -104,5 +112,14 @@ mod tests {
             drop(first);
             assert!(futures_lite::future::poll_once(&mut second).await.is_some());
         });
+    }
+
+    #[test]
+    fn try_lock_fails_only_while_held() {
+        let lock = LocalLock::default();
+        let first = lock.try_lock().expect("free");
+        assert!(lock.try_lock().is_none());
+        drop(first);
+        let _again = lock.try_lock().expect("free again");
     }
 }

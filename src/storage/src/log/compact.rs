@@ -100,6 +100,10 @@ pub struct CompactStats {
     /// The range cleaned ended here (the next offset after it); `None` when the pass found
     /// nothing to do (no cleanable segment, or not dirty enough).
     pub cleaned_to: Option<i64>,
+    /// Another operation that rewrites or deletes the log's files (DeleteRecords,
+    /// retention, a truncation, a replicated log-start move) held it: the pass did nothing,
+    /// and the cleaner tries again at its next interval.
+    pub busy: bool,
 }
 
 /// What cleaning one segment did.
@@ -298,11 +302,16 @@ impl<S: Storage> PartitionLog<S> {
     /// only when the bytes written since the last pass's range are at least
     /// `min.cleanable.dirty.ratio` of the range, or the first of them has waited longer than
     /// `max.compaction.lag.ms` (by its segment's newest timestamp). Appends and reads go on
-    /// meanwhile.
+    /// meanwhile. A log busy with another file operation is skipped, not waited for
+    /// ([`CompactStats::busy`]): one shard's cleaner passes over all its logs in turn, so
+    /// waiting on one would hold up the others.
     pub async fn compact(&self, opts: CompactOptions) -> Result<CompactStats> {
-        let _one_at_a_time = self.delete_records_lock.lock().await;
-        let _path_op = self.begin_path_op()?;
         let mut stats = CompactStats::default();
+        let Some(_one_at_a_time) = self.delete_records_lock.try_lock() else {
+            stats.busy = true;
+            return Ok(stats);
+        };
+        let _path_op = self.begin_path_op()?;
         // The last stable offset is at or below the high watermark.
         let end = self.last_stable_offset();
         let (candidates, aborted, config) = {
@@ -341,6 +350,7 @@ impl<S: Storage> PartitionLog<S> {
             (candidates, aborted, inner.config.clone())
         };
         if candidates.is_empty() {
+            log::debug!("{}: not cleaning: no closed segment below {end}", self.name);
             return Ok(stats);
         }
         let cleaned_to = self.cleaned_to.get();
@@ -362,6 +372,12 @@ impl<S: Storage> PartitionLog<S> {
             .get()
             .is_some_and(|h| opts.now_ms >= h);
         if !(dirty > 0 && (dirty_enough || overdue) || horizon_due) {
+            log::debug!(
+                "{}: not cleaning: {dirty} of {total} bytes dirty above {cleaned_to} in {} \
+                 closed segment(s) below {end}",
+                self.name,
+                candidates.len()
+            );
             return Ok(stats);
         }
 
