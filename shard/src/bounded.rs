@@ -17,7 +17,7 @@ where
 {
     let limit = limit.max(1);
     let mut pending = items.into_iter().enumerate();
-    let mut running: Vec<(usize, Pin<Box<Fut>>)> = Vec::with_capacity(limit);
+    let mut running: Vec<(usize, Pin<Box<Fut>>)> = Vec::new();
     let mut done: Vec<Option<Fut::Output>> = Vec::new();
     let mut exhausted = false;
     std::future::poll_fn(|cx| {

@@ -299,6 +299,11 @@ async fn free_gradually(path: &Path) -> io::Result<()> {
 thread_local! {
     /// Devices (st_dev) this shard has already primed glommio's iopoll probe for.
     static PRIMED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+    /// One priming at a time per shard: concurrent opens (a start opens many partitions at
+    /// once) would share the scratch file's name, and one's create or remove could cut the
+    /// file under another's probe read, which then sees EOF and marks the device pollable.
+    static PRIMING: std::rc::Rc<glommio::sync::Semaphore> =
+        std::rc::Rc::new(glommio::sync::Semaphore::new(1));
 }
 
 /// Makes glommio's per-thread, per-device iopoll probe see real data.
@@ -321,6 +326,15 @@ async fn prime_iopoll_probe(path: &Path) -> io::Result<()> {
         Err(_) => return Ok(()),
     };
     if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let priming = PRIMING.with(|p| p.clone());
+    let _one_at_a_time = priming
+        .acquire_permit(1)
+        .await
+        .map_err(|e| io::Error::other(format!("iopoll probe priming: {e}")))?;
+    if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        // Another open primed it while this one waited.
         return Ok(());
     }
     // The thread id keeps shards sharing a directory apart.

@@ -529,7 +529,8 @@ impl BrokerShard {
                 }
             })
             .await;
-        for (key, t, dir, log) in opened {
+        let mut opened = opened.into_iter();
+        while let Some((key, t, dir, log)) = opened.next() {
             if self
                 .shared_handle
                 .log_dirs
@@ -543,7 +544,14 @@ impl BrokerShard {
                 Err(e) => {
                     let at = self.shared_handle.log_dirs.holding(&dir);
                     if at == 0 {
-                        // The metadata directory's: the update fails, as before JBOD.
+                        // The metadata directory's: the update fails, as before JBOD. The
+                        // partitions after this one opened too but are not taken: their
+                        // leader epochs go with them (the next update opens them again).
+                        for (key, ..) in opened {
+                            self.shared_handle
+                                .leader_epochs
+                                .remove(key.topic_id, key.partition);
+                        }
                         return Err(e);
                     }
                     // A directory that cannot open its partitions is offline; the others
@@ -967,7 +975,8 @@ impl BrokerShard {
     /// The log cleaner (`log.cleaner.backoff.ms` apart, in the background queue, its IO
     /// paced by `log.cleaner.io.max.bytes.per.second`): one pass over each compacted log of
     /// the shard in turn (`PartitionLog::compact`, which returns at once for a log that is
-    /// not compacted or not dirty enough). A replicated log is
+    /// not compacted, not dirty enough, or busy with another file operation). A replicated
+    /// log is
     /// cleaned by every replica on its own below the high watermark: cleaning keeps each
     /// batch, so Raft's entries keep their indexes.
     pub fn spawn_log_cleaner(self: &Rc<Self>) {

@@ -308,6 +308,10 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn compact(&self, opts: CompactOptions) -> Result<CompactStats> {
         let mut stats = CompactStats::default();
         let Some(_one_at_a_time) = self.delete_records_lock.try_lock() else {
+            log::debug!(
+                "{}: not cleaning: busy with another file operation",
+                self.name
+            );
             stats.busy = true;
             return Ok(stats);
         };
