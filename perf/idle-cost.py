@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,14 +49,9 @@ import time
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perfutil import cpu_seconds, disk_usage, free_port, open_files, proc_status  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -98,39 +92,17 @@ class Node:
         return self.proc.returncode if self.proc else None
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            # The command name may hold spaces: fields count from after its ')'.
-            rest = f.read().rsplit(")", 1)[1].split()
-        return (int(rest[11]) + int(rest[12])) / CLK_TCK
+        return cpu_seconds(self.proc.pid)
 
     def status(self):
-        """VmRSS, RssAnon, RssFile (bytes) and Threads from /proc/PID/status."""
-        out = {}
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
-                    out[k] = int(v.split()[0]) * 1024
-                elif k == "Threads":
-                    out[k] = int(v)
-        return out
+        return proc_status(self.proc.pid)
 
     def fds(self):
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return open_files(self.proc.pid)
 
     def disk(self):
         """(allocated bytes, apparent bytes, files) under the data directory."""
-        alloc = apparent = files = 0
-        for dirpath, _, names in os.walk(self.dir):
-            for n in names:
-                try:
-                    st = os.lstat(os.path.join(dirpath, n))
-                except FileNotFoundError:
-                    continue
-                alloc += st.st_blocks * 512
-                apparent += st.st_size
-                files += 1
-        return alloc, apparent, files
+        return disk_usage(self.dir)
 
 
 def admin(bootstrap, timeout_ms=30000):

@@ -45,35 +45,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perfutil import cpu_seconds, free_port  # noqa: E402
+from perfutil import cpu_seconds, disk_usage, free_port, open_files, proc_status  # noqa: E402
 
 BULK = "bulk"
 BULK_PARTITIONS = 16
 
 
-def status(pid, key):
-    """A /proc/PID/status field in KiB (VmRSS) or as a count (Threads)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def open_files(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def du_bytes(path):
-    """Allocated bytes under `path` (st_blocks)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
+def allocated(path):
+    return disk_usage(path)[0]
 
 
 class Node:
@@ -109,7 +88,7 @@ class Node:
         return self.proc.pid
 
     def rss_kib(self):
-        return status(self.pid, "VmRSS")
+        return proc_status(self.pid)["VmRSS"] / 1024
 
     def idle_cpu(self, window):
         c0, t0 = cpu_seconds(self.pid), time.time()
@@ -200,8 +179,8 @@ def fill(args, bootstrap, data):
     """Produces into BULK until the data directory holds --data-gib GiB; seconds taken."""
     target = args.data_gib * 2 ** 30
     t0 = time.time()
-    while du_bytes(data) < target:
-        left = (target - du_bytes(data)) / 2 ** 20
+    while (have := allocated(data)) < target:
+        left = (target - have) / 2 ** 20
         # Produce-only rounds of at most 20 s (about 300 MiB/s or more on this host).
         secs = max(3, min(20, int(left / 300) + 1))
         r = subprocess.run(
@@ -239,7 +218,7 @@ def main():
 
     first_ready = node.start()
     time.sleep(args.settle)
-    rss0, files0, threads0 = node.rss_kib(), open_files(node.pid), status(node.pid, "Threads")
+    rss0, files0, threads0 = node.rss_kib(), open_files(node.pid), proc_status(node.pid)["Threads"]
     cpu0 = node.idle_cpu(args.window)
     rows.append(("no topics", f"{rss0 / 1024:.1f} MiB RSS, {files0} files, "
                  f"{threads0} threads, idle CPU {cpu0 * 100:.1f} % of a core "
@@ -270,7 +249,7 @@ def main():
                  f"{create_s:.1f} s, all led {led_s:.1f} s later; "
                  f"one record each in {write_s:.1f} s"))
     time.sleep(args.settle)
-    rss1, files1, threads1 = node.rss_kib(), open_files(node.pid), status(node.pid, "Threads")
+    rss1, files1, threads1 = node.rss_kib(), open_files(node.pid), proc_status(node.pid)["Threads"]
     cpu1 = node.idle_cpu(args.window)
     per_partition = (rss1 - rss0) / n
     rows.append((f"{n} idle partitions",
@@ -278,7 +257,7 @@ def main():
                  f"idle CPU {cpu1 * 100:.1f} % of a core"))
     rows.append(("**RSS per idle partition**", f"**{per_partition:.1f} KiB** (target <= 64)"))
     rows.append(("open files per partition", f"{(files1 - files0) / n:.2f}"))
-    disk1 = du_bytes(data)
+    disk1 = allocated(data)
     rows.append(("disk per partition (allocated)", f"{disk1 / n / 1024:.1f} KiB"))
 
     conns = [api_versions_conn(port) for _ in range(args.connections)]
@@ -290,7 +269,7 @@ def main():
         s.close()
 
     fill_s = fill(args, bootstrap, data)
-    disk = du_bytes(data)
+    disk = allocated(data)
     rows.append(("data written", f"{disk / 2 ** 30:.1f} GiB on disk in {fill_s:.0f} s "
                  f"({(disk - disk1) / 2 ** 20 / fill_s:.0f} MiB/s)"))
     last_topic, last_parts = topics[-1]

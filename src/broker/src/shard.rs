@@ -37,7 +37,7 @@ use crate::topics::{ClusterState, StateDelta, TopicRecord, TopicTable};
 const PARTITION_OPENS_IN_FLIGHT: usize = 32;
 
 /// How long one log's cleaning pass may run before the cleaner says it holds up the rest.
-const CLEANER_PASS_WARN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+const CLEANER_PASS_SLOW_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A partition owned by this shard.
 pub struct Partition {
@@ -1016,7 +1016,7 @@ impl BrokerShard {
                     let mut pass = std::pin::pin!(p.log.compact(opts));
                     let warned =
                         futures_lite::future::or(async { Some((&mut pass).await) }, async {
-                            sluice_shard::sleep(CLEANER_PASS_WARN_AFTER).await;
+                            sluice_shard::sleep(CLEANER_PASS_SLOW_AFTER).await;
                             None
                         })
                         .await;
@@ -1028,7 +1028,7 @@ impl BrokerShard {
                                  compacted logs wait for it",
                                 p.topic,
                                 p.index,
-                                CLEANER_PASS_WARN_AFTER
+                                CLEANER_PASS_SLOW_AFTER
                             );
                             let r = pass.await;
                             log::info!(
