@@ -21,7 +21,12 @@ single node's partitions have one replica) and then:
   5. kill -9s the node, starts it again on the same data directory and times spawn to the
      ready line, spawn to every partition led in Metadata, and spawn to the first record
      read back from the last-written partition of the small topics and from the bulk topic's
-     tail (the node answers reads again); the node's CPU seconds up to then and its RSS.
+     tail (the node answers reads again); the node's CPU seconds up to then and its RSS;
+  6. kill -9s it again and times spawn -> ready once more (the first restart after a fill
+     may wait for the disk to write back what the fill left it); then kill -9s it again,
+     removes every partition's `recovery-point` file (so each tail segment is read and
+     CRC-checked in full, as before recovery points existed) and times spawn -> ready: the
+     same data, the same run, without them.
 
     tests/.venv/bin/python perf/partition-scale.py --binary target/release/sluice \\
         --partitions 10000 --connections 1000 --data-gib 20
@@ -297,6 +302,31 @@ def main():
                  f"{served_s:.2f} s (reads took {served_small:.2f} + {served_bulk:.2f} s)"))
     rows.append(("node CPU seconds from spawn to then", f"{cpu_start:.1f}"))
     rows.append(("RSS after the restart", f"{node.rss_kib() / 1024:.1f} MiB"))
+
+    node.kill9()
+    log_mark = os.path.getsize(f"{data}.log")
+    ready_again = node.start()
+    cpu_again = cpu_seconds(node.pid)
+    phases_again = start_phases(f"{data}.log", log_mark)
+    rows.append(("kill -9 again, restart: spawn -> ready",
+                 f"{ready_again:.2f} s (opening {phases_again or 0:.2f} s, "
+                 f"{cpu_again:.1f} CPU seconds)"))
+
+    node.kill9()
+    removed = 0
+    for entry in os.scandir(data):
+        rp = os.path.join(entry.path, "recovery-point")
+        if entry.is_dir() and os.path.exists(rp):
+            os.remove(rp)
+            removed += 1
+    log_mark = os.path.getsize(f"{data}.log")
+    ready_full = node.start()
+    cpu_full = cpu_seconds(node.pid)
+    phases_full = start_phases(f"{data}.log", log_mark)
+    rows.append((f"the same, every tail scanned in full ({removed} recovery points removed): "
+                 "spawn -> ready",
+                 f"{ready_full:.2f} s (opening {phases_full or 0:.2f} s, "
+                 f"{cpu_full:.1f} CPU seconds)"))
     node.stop()
 
     print(f"| {os.path.basename(args.binary)} --shards {args.shards}: "

@@ -28,6 +28,12 @@ pub const TIME_INDEX_ENTRY_BYTES: u32 = 12;
 /// Segments one partition may hold open before retention must catch up.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 65_536;
 
+/// Default `recovery_point_interval_bytes`: at most ~64 MiB of each partition's tail to
+/// read and CRC-check after a kill -9 (~0.1 s at this host's ~0.5 GiB/s), for rewriting the
+/// tail's indexes once per 64 MiB (a 1 GiB tail's are ~5 MiB at 4 KiB batches, ~1.3 MiB at
+/// 16 KiB ones: over a segment's life about 4 % and 1 % more bytes written).
+pub const RECOVERY_POINT_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// Settings of one partition's log. Names follow Apache Kafka's topic configs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
@@ -64,6 +70,12 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a log whose oldest dirty segment's newest record is older
     /// than this is cleaned whatever its dirty ratio.
     pub max_compaction_lag_ms: i64,
+    /// Bytes the tail segment grows past its last recovery point before a flush records a
+    /// new one (not a Kafka config: Kafka checkpoints every
+    /// `log.flush.offset.checkpoint.interval.ms` and keeps its indexes in files). Recovery
+    /// after an unclean stop scans at most about this much per partition; each recovery
+    /// point rewrites the tail's indexes, so smaller values write more.
+    pub recovery_point_interval_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -83,6 +95,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             min_cleanable_dirty_ratio: 0.5,
             max_compaction_lag_ms: i64::MAX,
+            recovery_point_interval_bytes: RECOVERY_POINT_INTERVAL_BYTES_DEFAULT,
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum Kind {
     /// Where the log cleaner's last pass ended (`meta[0]`) and the earliest delete horizon
     /// of the tombstones it kept (`meta[1]`, `i64::MIN` for none): `cleaner-offset-checkpoint`.
     CleanerCheckpoint = 7,
+    /// The tail segment's state at a durable size (`recovery-point`): `meta` is the segment
+    /// base, the size, the offset after its last batch, and the producer-state body version.
+    RecoveryPoint = 8,
 }
 
 /// Encodes `meta` and `body` into a page-multiple byte vector.

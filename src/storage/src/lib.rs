@@ -68,6 +68,8 @@ mod log_tests;
 #[cfg(test)]
 mod read_ahead_tests;
 #[cfg(test)]
+mod recovery_point_tests;
+#[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
 mod txn_tests;

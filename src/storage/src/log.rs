@@ -30,7 +30,9 @@
 //! the first offset of the oldest undecided transaction; `read_committed` stops there.
 //!
 //! Files by job: this one holds the shared types, accessors, appends, producer state and
-//! the end of a log (close, destroy, retire); `recovery.rs` opens a log and recovers it,
+//! the end of a log (close, destroy, retire); `recovery.rs` opens a log and recovers it
+//! (from the tail's recovery point, `recovery_point.rs`, which the flush stages capture and
+//! write once the tail grew `recovery_point_interval_bytes` past the last one),
 //! `flush.rs` runs the write and sync stages and the flusher (with preallocation), `read.rs`
 //! serves reads and offset lookups, `retention.rs` moves the log start and deletes segments
 //! (DeleteRecords, retention), `compact.rs` runs the cleaner's passes (compaction), and
@@ -97,6 +99,8 @@ mod read;
 mod read_ahead;
 /// Opening a log and recovering it after an unclean stop.
 mod recovery;
+/// The recovery point: the tail's state at a durable size, so recovery scans only past it.
+mod recovery_point;
 /// The follower's side: appends at given offsets, truncation, leader-epoch history.
 mod replica;
 /// The log start offset and segment deletion: DeleteRecords, retention.
@@ -108,6 +112,7 @@ use flush::Written;
 pub use read_ahead::{
     ReadAheadBudget, READ_AHEAD_DEPTH, READ_AHEAD_OVERLAP_BYTES, READ_AHEAD_WINDOW_BYTES,
 };
+pub use recovery_point::{RECOVERY_POINT_AT_CLOSE_BYTES_MIN, RECOVERY_POINT_FILE};
 
 static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -180,6 +185,8 @@ struct Segment<F: StorageFile> {
     /// Transactions aborted by a marker in this segment, in marker order (its `.txnindex`,
     /// written when the segment is sealed).
     aborted: Vec<AbortedTxn>,
+    /// Position and header of the last batch appended (what a recovery point checks).
+    last_batch: Option<(u64, Header)>,
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -204,6 +211,7 @@ impl<F: StorageFile> Segment<F> {
             roll_snapshot: None,
             allocated: 0,
             aborted: Vec::new(),
+            last_batch: None,
         }
     }
 
@@ -223,6 +231,7 @@ impl<F: StorageFile> Segment<F> {
         self.index = fresh.index;
         self.time_index = fresh.time_index;
         self.bytes_since_index = fresh.bytes_since_index;
+        self.last_batch = fresh.last_batch;
     }
 
     /// Accounts a batch at `position` in the indexes.
@@ -240,6 +249,7 @@ impl<F: StorageFile> Segment<F> {
             self.offset_of_max_timestamp = h.last_offset();
         }
         self.next_offset = h.last_offset() + 1;
+        self.last_batch = Some((position, *h));
     }
 
     /// Moves the open buffer to `sealed`, carrying its partial last page into `tail`.
@@ -335,11 +345,12 @@ struct Inner<F: StorageFile> {
     epochs_dirty: bool,
     /// `epochs` gained entries (a new epoch's first batch, appended to the active segment)
     /// or lost some at its start since its checkpoint was last written. The checkpoint
-    /// follows in the write stage that seals a rolled segment (or with a dirty one, or at
-    /// close): until then every entry it lacks starts in the tail segment, whose batches
-    /// recovery scans and assigns again. So a new epoch costs its partition no file
-    /// replacement (two fsyncs and a rename) on the way to its first acknowledgement,
-    /// which matters when thousands of partitions elect at once.
+    /// follows in the write stage that seals a rolled segment or captures a recovery point
+    /// (or with a dirty one, or at close): until then every entry it lacks starts in the
+    /// tail segment past its recovery point, whose batches recovery scans and assigns
+    /// again. So a new epoch costs its partition no file replacement (two fsyncs and a
+    /// rename) on the way to its first acknowledgement, which matters when thousands of
+    /// partitions elect at once.
     epochs_deferred: bool,
     /// A `truncate_to` is under way: appends are refused until it ends (see `replica`).
     truncating: bool,
@@ -485,6 +496,12 @@ pub struct PartitionLog<S: Storage> {
     /// segment): consumers' reads coalesce them (`read_for_consumer`).
     cleaned: Cell<bool>,
     flush_waiters: OffsetWaiters,
+    /// Segment base and size of the last recovery point captured (see `recovery_point`).
+    recovery_point_at: Cell<(i64, u64)>,
+    /// A recovery point whose bytes a sync made durable, for `write_recovery_point`.
+    recovery_point_ready: RefCell<Option<recovery_point::RecoveryPoint>>,
+    /// A `write_recovery_point` is writing one.
+    recovery_point_writing: Cell<bool>,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -1030,6 +1047,24 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(text) = deferred {
             // At rest the checkpoint is whole, for the tools that read it.
             self.write_epoch_checkpoint(&text).await?;
+        }
+        // A clean restart then reads only what a recovery point does not cover.
+        let recovery_point = {
+            let inner = self.inner.borrow();
+            let active = inner.active();
+            (inner.failed.is_none() && active.durable_size == active.size)
+                .then(|| {
+                    inner.capture_recovery_point(
+                        self.recovery_point_at.get(),
+                        RECOVERY_POINT_AT_CLOSE_BYTES_MIN,
+                    )
+                })
+                .flatten()
+        };
+        if let Some(rp) = recovery_point {
+            self.recovery_point_at.set((rp.base, rp.size));
+            *self.recovery_point_ready.borrow_mut() = Some(rp);
+            self.write_recovery_point().await;
         }
         let active = {
             let inner = self.inner.borrow();

@@ -129,6 +129,7 @@ struct Files {
     has_log_start: bool,
     has_epochs: bool,
     has_cleaner_checkpoint: bool,
+    has_recovery_point: bool,
 }
 
 fn list(dir: &Path) -> io::Result<Files> {
@@ -147,6 +148,8 @@ fn list(dir: &Path) -> io::Result<Files> {
             f.has_log_start = true;
         } else if name == crate::log::CLEANER_CHECKPOINT_FILE {
             f.has_cleaner_checkpoint = true;
+        } else if name == crate::log::RECOVERY_POINT_FILE {
+            f.has_recovery_point = true;
         } else if name == crate::leader_epoch::CHECKPOINT_FILE {
             f.has_epochs = true;
         }
@@ -211,6 +214,11 @@ fn verify_partition(dir: &Path, files: &Files, report: &mut Report) {
     if files.has_cleaner_checkpoint {
         let path = dir.join(crate::log::CLEANER_CHECKPOINT_FILE);
         check_sealed(&path, Kind::CleanerCheckpoint, report);
+    }
+    if files.has_recovery_point {
+        // A stale one (of an older tail) is normal: only a damaged file is reported.
+        let path = dir.join(crate::log::RECOVERY_POINT_FILE);
+        check_sealed(&path, Kind::RecoveryPoint, report);
     }
     if files.has_epochs {
         let path = dir.join(crate::leader_epoch::CHECKPOINT_FILE);

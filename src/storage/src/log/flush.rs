@@ -1,5 +1,6 @@
 //! Flushing a partition log: the write stage, the sync stage, the flusher that runs them
-//! as two overlapping loops, and block preallocation ahead of the active segment.
+//! as two overlapping loops (and writes recovery points beside them), and block
+//! preallocation ahead of the active segment.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -16,6 +17,7 @@ use crate::notify::OffsetWaiters;
 use crate::producer::SNAPSHOT_BODY_VERSION;
 use crate::txn::ABORTED_TXN_BYTES;
 
+use super::recovery_point::RecoveryPoint;
 use super::{
     round_up, segment_path, Chunk, FlushTiming, FlusherRunning, PartitionLog,
     PREALLOCATE_MIN_BYTES, PREALLOCATE_STEP_BYTES, WRITE_DEPTH_MAX,
@@ -89,6 +91,9 @@ pub(super) struct Written<F: StorageFile> {
     /// A file was created: the directory needs an fsync too.
     created: bool,
     timing: FlushTiming,
+    /// A recovery point of the tail as the stage took its buffers: ready to write once the
+    /// sync covering this stage is done.
+    recovery_point: Option<RecoveryPoint>,
 }
 
 impl<F: StorageFile> Written<F> {
@@ -100,6 +105,10 @@ impl<F: StorageFile> Written<F> {
             self.target = later.target;
             self.sizes.clear();
             self.generation = later.generation;
+            self.recovery_point = None;
+        }
+        if later.recovery_point.is_some() {
+            self.recovery_point = later.recovery_point;
         }
         self.target = self.target.max(later.target);
         for (path, file) in later.to_sync {
@@ -176,7 +185,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Writes everything appended so far and makes it durable, with whatever
-    /// [`Self::write_ahead`] wrote before; returns the new durable offset.
+    /// [`Self::write_ahead`] wrote before; returns the new durable offset. Writes the
+    /// recovery point the sync made ready, if any, before returning.
     pub async fn flush(&self) -> Result<i64> {
         let mut written = self.write_pending().await?;
         // Taken once this flush's write stage is done: a write-ahead that held the stage
@@ -185,7 +195,9 @@ impl<S: Storage> PartitionLog<S> {
             ahead.absorb(written);
             written = ahead;
         }
-        self.sync_written(written).await
+        let durable = self.sync_written(written).await?;
+        self.write_recovery_point().await;
+        Ok(durable)
     }
 
     /// Writes the appends buffered so far without syncing them (the next [`Self::flush`]
@@ -215,7 +227,8 @@ impl<S: Storage> PartitionLog<S> {
     /// Writing and syncing are two loops that overlap: while one fdatasync runs, the appends
     /// that arrived meanwhile are already being written, and the next sync covers every
     /// write finished before it starts. The disk is never idle waiting for a sync to finish
-    /// (which cost about a tenth of the throughput with 1 MiB batches, 8 in flight).
+    /// (which cost about a tenth of the throughput with 1 MiB batches, 8 in flight). A
+    /// third loop writes the recovery points the syncs made ready (`recovery_point`).
     /// `on_flush` gets the timing of each completed sync stage and the writes it covered.
     /// It also ends once the log is closed and flushed ([`Self::close`] waits for that).
     pub async fn run_flusher(
@@ -262,27 +275,63 @@ impl<S: Storage> PartitionLog<S> {
             wake.wake_all();
             result
         };
+        let syncer_done = Cell::new(false);
+        let ready = OffsetWaiters::default();
         let syncer = async {
+            let result = async {
+                loop {
+                    let next = poll_fn(|cx| {
+                        if let Some(w) = unsynced.borrow_mut().take() {
+                            Poll::Ready(Some(w))
+                        } else if writer_done.get() {
+                            Poll::Ready(None)
+                        } else {
+                            wake.register(0, cx.waker());
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    let Some(written) = next else {
+                        return Ok(());
+                    };
+                    self.sync_written(written).await?;
+                    on_flush(self.last_flush_timing());
+                    if self.recovery_point_ready.borrow().is_some() {
+                        ready.wake_all();
+                    }
+                }
+            }
+            .await;
+            syncer_done.set(true);
+            ready.wake_all();
+            result
+        };
+        // Recovery points are written beside the syncs, not between them: an append waiting
+        // for the flusher's next sync never waits for one (a caller of `flush`, the replica
+        // store's sync, waits for the one its flush made ready: one file replacement per
+        // `recovery_point_interval_bytes` of the partition).
+        let checkpointer = async {
             loop {
-                let next = poll_fn(|cx| {
-                    if let Some(w) = unsynced.borrow_mut().take() {
-                        Poll::Ready(Some(w))
-                    } else if writer_done.get() {
-                        Poll::Ready(None)
+                let more = poll_fn(|cx| {
+                    if self.recovery_point_ready.borrow().is_some() {
+                        Poll::Ready(true)
+                    } else if syncer_done.get() {
+                        Poll::Ready(false)
                     } else {
-                        wake.register(0, cx.waker());
+                        ready.register(0, cx.waker());
                         Poll::Pending
                     }
                 })
                 .await;
-                let Some(written) = next else {
-                    return Ok(());
-                };
-                self.sync_written(written).await?;
-                on_flush(self.last_flush_timing());
+                if !more {
+                    return;
+                }
+                self.write_recovery_point().await;
             }
         };
-        let (wrote, synced) = futures_lite::future::zip(writer, syncer).await;
+        let ((wrote, synced), ()) =
+            futures_lite::future::zip(futures_lite::future::zip(writer, syncer), checkpointer)
+                .await;
         wrote.and(synced)
     }
 
@@ -349,7 +398,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     pub(super) async fn write_pending_inner(&self) -> Result<Written<S::File>> {
-        let (jobs, target, generation, epochs) = {
+        let (jobs, target, generation, epochs, recovery_point) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(cause) = &inner.failed {
                 return Err(StorageError::Failed {
@@ -411,15 +460,23 @@ impl<S: Storage> PartitionLog<S> {
                     segment_bytes,
                 });
             }
+            let recovery_point = inner.capture_recovery_point(
+                self.recovery_point_at.get(),
+                inner.config.recovery_point_interval_bytes,
+            );
+            if let Some(rp) = &recovery_point {
+                self.recovery_point_at.set((rp.base, rp.size));
+            }
             // With a rolled segment sealed here, the entries that start in it must be in
-            // the checkpoint first: recovery only scans the tail segment for them.
-            let seals = jobs.iter().any(|j| j.finalize.is_some());
+            // the checkpoint first: recovery only scans the tail segment for them, and a
+            // recovery point captured here spares it the tail's prefix too.
+            let seals = jobs.iter().any(|j| j.finalize.is_some()) || recovery_point.is_some();
             let epochs = (inner.epochs_dirty || (inner.epochs_deferred && seals)).then(|| {
                 inner.epochs_dirty = false;
                 inner.epochs_deferred = false;
                 inner.epochs.encode()
             });
-            (jobs, target, generation, epochs)
+            (jobs, target, generation, epochs, recovery_point)
         };
         if let Some(text) = epochs {
             // Before the data: no stale entry describes the batches after, and no batch of a
@@ -437,6 +494,7 @@ impl<S: Storage> PartitionLog<S> {
             sizes: Vec::with_capacity(jobs.len()),
             created: false,
             timing: FlushTiming::default(),
+            recovery_point,
         };
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -538,6 +596,7 @@ impl<S: Storage> PartitionLog<S> {
             sizes,
             created,
             mut timing,
+            recovery_point,
         } = written;
         let started = Instant::now();
         for (path, file) in &to_sync {
@@ -562,6 +621,16 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
             inner.durable_offset = inner.durable_offset.max(target);
+            if let Some(rp) = recovery_point {
+                let covered = inner
+                    .segments
+                    .get(&rp.base)
+                    .is_some_and(|s| s.durable_size >= rp.size);
+                debug_assert!(covered, "{}: a sync covers its stage's tail", self.name);
+                if covered {
+                    *self.recovery_point_ready.borrow_mut() = Some(rp);
+                }
+            }
         }
         assert!(
             inner.durable_offset <= inner.log_end_offset(),

@@ -235,7 +235,7 @@ pub(super) async fn finish_swaps<S: Storage>(
             .await
             .map_err(|e| StorageError::io("stat", &swap_path, e))?;
         let mut next = b;
-        let scanned = scan_segment(&file, &swap_path, size, true, b, |batch| {
+        let scanned = scan_segment(&file, &swap_path, size, true, (0, b), |batch| {
             next = batch.header.last_offset() + 1;
         })
         .await?;

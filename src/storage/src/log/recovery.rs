@@ -1,5 +1,6 @@
-//! Opening a partition log: recovery after an unclean stop (the tail segment scanned and
-//! cut after its last valid batch, indexes checked or rebuilt, producer state restored).
+//! Opening a partition log: recovery after an unclean stop (the tail segment scanned past
+//! its recovery point and cut after its last valid batch, indexes checked or rebuilt,
+//! producer state restored).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::notify::OffsetWaiters;
 use crate::producer::ProducerState;
 use crate::txn::AbortedTxn;
 
+use super::recovery_point;
 use super::replica::load_epochs;
 use super::{
     aborted_entry, segment_path, FlushTiming, Inner, PartitionLog, ScannedBatch, Segment,
@@ -25,8 +27,9 @@ use super::{
 
 impl<S: Storage> PartitionLog<S> {
     /// Opens (or creates) the log in `dir`, recovering from an unclean stop: the tail segment
-    /// is scanned batch by batch and cut after the last valid one; missing or damaged
-    /// indexes are rebuilt; producer state is restored from a snapshot plus the batches after it.
+    /// is scanned batch by batch from its recovery point (or its start) and cut after the
+    /// last valid batch; missing or damaged indexes are rebuilt; producer state is restored
+    /// from the recovery point or a snapshot, plus the batches after it.
     pub async fn open(
         storage: Rc<S>,
         dir: PathBuf,
@@ -89,6 +92,15 @@ impl<S: Storage> PartitionLog<S> {
         snapshots.sort_unstable();
         swaps.sort_unstable();
         super::merge::finish_swaps(&*storage, &dir, &swaps, &mut bases, &mut snapshots).await?;
+        // The files read below are looked up in this listing: again if the swaps changed it.
+        let names = if swaps.is_empty() {
+            names
+        } else {
+            storage
+                .list_dir(&dir)
+                .await
+                .map_err(|e| StorageError::io("list", &dir, e))?
+        };
         if bases.len() > SEGMENTS_PER_PARTITION_MAX {
             return Err(StorageError::Limit {
                 what: "segments in one partition",
@@ -96,33 +108,66 @@ impl<S: Storage> PartitionLog<S> {
                 max: SEGMENTS_PER_PARTITION_MAX as u64,
             });
         }
-        let start_checkpoint = read_sealed(
+        let start_checkpoint = read_listed_sealed(
             &*storage,
             &dir.join("log-start-offset"),
             Kind::LogStartOffset,
+            &names,
         )
         .await?
         .map(|(meta, _)| meta[0]);
         // Where the cleaner's last pass ended: a range it cleaned stays clean (retention and
         // truncation only remove data, never dirty what is left).
-        let cleaner_checkpoint = read_sealed(
+        let cleaner_checkpoint = read_listed_sealed(
             &*storage,
             &dir.join(super::compact::CLEANER_CHECKPOINT_FILE),
             Kind::CleanerCheckpoint,
+            &names,
         )
         .await?
         .map(|(meta, _)| meta);
 
-        // Producer state: newest readable snapshot; batches after it are replayed below.
+        // The tail segment's file, and how much of it a recovery point covers (`None`: all
+        // of it is scanned, with CRC checks).
+        let last = bases.last().copied();
+        let mut tail_file = None;
+        let mut recovered = None;
+        if let Some(base) = last {
+            let path = segment_path(&dir, base, "log");
+            let file = storage
+                .open_rw(&path)
+                .await
+                .map_err(|e| StorageError::io("open", &path, e))?;
+            let size = file
+                .size()
+                .await
+                .map_err(|e| StorageError::io("stat", &path, e))?;
+            recovered = recovery_point::load(&*storage, &dir, &names, base, &file, size).await?;
+            tail_file = Some((Rc::new(file), size));
+        }
+
+        // Producer state: the recovery point's, else the newest readable snapshot; batches
+        // after it are replayed below.
         let mut producers = ProducerState::default();
         let mut replay_from = i64::MIN;
-        for &snap in snapshots.iter().rev() {
+        if let Some(rp) = &recovered {
+            log::debug!(
+                "{name}: recovery point at offset {} ({} bytes of the tail)",
+                rp.next_offset,
+                rp.size
+            );
+            replay_from = rp.next_offset;
+        }
+        for &snap in snapshots.iter().rev().filter(|_| recovered.is_none()) {
             let path = segment_path(&dir, snap, "snapshot");
             // Snapshots with timestamps are their own kind, so an older sluice ignores them
             // (and replays the log) instead of misreading them; the older kind is still read.
-            let sealed = match read_sealed(&*storage, &path, Kind::ProducerSnapshotTimed).await? {
+            let timed = Kind::ProducerSnapshotTimed;
+            let sealed = match read_listed_sealed(&*storage, &path, timed, &names).await? {
                 Some(s) => Some(s),
-                None => read_sealed(&*storage, &path, Kind::ProducerSnapshot).await?,
+                None => {
+                    read_listed_sealed(&*storage, &path, Kind::ProducerSnapshot, &names).await?
+                }
             };
             if let Some((meta, body)) = sealed {
                 if let Some(state) = ProducerState::decode(&body, meta[1]) {
@@ -136,30 +181,47 @@ impl<S: Storage> PartitionLog<S> {
         }
 
         let mut segments = BTreeMap::new();
-        let last = bases.last().copied();
+        let mut loaded_point = (i64::MIN, 0);
         // Where each epoch of the tail segment's batches begins (see `epochs_deferred`).
         let mut tail_epochs: Vec<(i32, i64)> = Vec::new();
         for &base in &bases {
             let path = segment_path(&dir, base, "log");
-            let file = Rc::new(
-                storage
-                    .open_rw(&path)
-                    .await
-                    .map_err(|e| StorageError::io("open", &path, e))?,
-            );
-            let file_size = file
-                .size()
-                .await
-                .map_err(|e| StorageError::io("stat", &path, e))?;
+            let is_tail = Some(base) == last;
+            let opened = if is_tail { tail_file.take() } else { None };
+            let (file, file_size) = match opened {
+                Some(opened) => opened,
+                None => {
+                    let file = Rc::new(
+                        storage
+                            .open_rw(&path)
+                            .await
+                            .map_err(|e| StorageError::io("open", &path, e))?,
+                    );
+                    let size = file
+                        .size()
+                        .await
+                        .map_err(|e| StorageError::io("stat", &path, e))?;
+                    (file, size)
+                }
+            };
             let mut seg = Segment::new(base);
             seg.file = Some(file.clone());
-            let is_tail = Some(base) == last;
+            // Where the scan starts: the tail's recovery point, if it has one.
+            let mut start = (0, base);
+            if is_tail {
+                if let Some(rp) = recovered.take() {
+                    start = (rp.size, rp.next_offset);
+                    loaded_point = (base, rp.size);
+                    producers = rp.fill(&mut seg);
+                }
+            }
             let loaded = if is_tail {
                 false
             } else {
                 load_indexes(
                     &*storage,
                     &dir,
+                    &names,
                     &mut seg,
                     file_size,
                     config.index_interval_bytes,
@@ -169,10 +231,11 @@ impl<S: Storage> PartitionLog<S> {
             // Aborted transactions: rebuilt by the replay below where it reaches, else from
             // the `.txnindex` written when the segment was sealed (none: none aborted; the
             // tail has one only if a crash came after its seal and before its successor's
-            // first write).
-            if base < replay_from {
+            // first write), or for the tail's prefix from its recovery point.
+            if base < replay_from && start.0 == 0 {
                 let txn_path = segment_path(&dir, base, "txnindex");
-                if let Some((_, body)) = read_sealed(&*storage, &txn_path, Kind::TxnIndex).await? {
+                let txn_index = read_listed_sealed(&*storage, &txn_path, Kind::TxnIndex, &names);
+                if let Some((_, body)) = txn_index.await? {
                     seg.aborted = AbortedTxn::decode_all(body.as_ref()).unwrap_or_else(|kept| {
                         log::warn!(
                             "{name}: {} has an unreadable entry; using the {} before it",
@@ -185,7 +248,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             if !loaded || base >= replay_from {
                 // Scan: with CRC checks on the tail, headers only elsewhere.
-                let scanned_end = scan_segment(&*file, &path, file_size, is_tail, base, |b| {
+                let scanned_end = scan_segment(&*file, &path, file_size, is_tail, start, |b| {
                     if is_tail
                         && tail_epochs
                             .last()
@@ -197,7 +260,7 @@ impl<S: Storage> PartitionLog<S> {
                         seg.index_batch(&b.header, b.position, config.index_interval_bytes);
                         seg.size = b.position + b.header.size as u64;
                     }
-                    if base >= replay_from {
+                    if b.header.base_offset >= replay_from {
                         let done = producers.apply_stored(&b.header, b.bytes);
                         if let Some(entry) = done.and_then(|d| aborted_entry(&producers, &d)) {
                             seg.aborted.push(entry);
@@ -285,7 +348,8 @@ impl<S: Storage> PartitionLog<S> {
         }
         producers.truncate_from(log_end_offset);
         producers.trim_to_limit();
-        let (mut epochs, epochs_dirty) = load_epochs(&*storage, &dir, log_end_offset).await?;
+        let (mut epochs, epochs_dirty) =
+            load_epochs(&*storage, &dir, &names, log_end_offset).await?;
         // Entries the checkpoint did not hold yet when the process stopped.
         let mut epochs_deferred = false;
         for (epoch, start) in tail_epochs {
@@ -352,6 +416,10 @@ impl<S: Storage> PartitionLog<S> {
             ),
             cleaned: Cell::new(compacted),
             flush_waiters: OffsetWaiters::default(),
+            // The next one is captured an interval past the one loaded.
+            recovery_point_at: Cell::new(loaded_point),
+            recovery_point_ready: RefCell::new(None),
+            recovery_point_writing: Cell::new(false),
         };
         Ok(log)
     }
@@ -368,19 +436,33 @@ pub(super) async fn read_sealed<S: Storage>(
     Ok(bytes.and_then(|b| format::unseal(kind, &b).map(|(meta, body)| (meta, body.to_vec()))))
 }
 
+/// [`read_sealed`] in a directory whose `names` the caller listed.
+pub(super) async fn read_listed_sealed<S: Storage>(
+    storage: &S,
+    path: &Path,
+    kind: Kind,
+    names: &[PathBuf],
+) -> Result<Option<([i64; 4], Vec<u8>)>> {
+    let max = format::SEALED_BODY_BYTES_MAX as u64;
+    let bytes = crate::durable_file::read_listed_file(storage, path, max, names).await?;
+    Ok(bytes.and_then(|b| format::unseal(kind, &b).map(|(meta, body)| (meta, body.to_vec()))))
+}
+
 /// Loads a closed segment's indexes when they are intact and match the segment file.
 async fn load_indexes<S: Storage>(
     storage: &S,
     dir: &Path,
+    names: &[PathBuf],
     seg: &mut Segment<S::File>,
     file_size: u64,
     _interval: u32,
 ) -> Result<bool> {
     let base = seg.base_offset;
-    let Some((meta, body)) = read_sealed(
+    let Some((meta, body)) = read_listed_sealed(
         storage,
         &segment_path(dir, base, "index"),
         Kind::OffsetIndex,
+        names,
     )
     .await?
     else {
@@ -393,10 +475,11 @@ async fn load_indexes<S: Storage>(
     let Some(index) = OffsetIndex::decode(&body, size) else {
         return Ok(false);
     };
-    let Some((tmeta, tbody)) = read_sealed(
+    let Some((tmeta, tbody)) = read_listed_sealed(
         storage,
         &segment_path(dir, base, "timeindex"),
         Kind::TimeIndex,
+        names,
     )
     .await?
     else {
@@ -417,20 +500,21 @@ async fn load_indexes<S: Storage>(
     Ok(true)
 }
 
-/// Walks the batches of a segment file from the start; stops at the first batch that is
-/// torn, corrupt (CRC checked when `verify`), or out of offset order. Returns the byte
-/// length of the valid prefix.
+/// Walks the batches of a segment file from `start` (a file position where a batch with
+/// that offset begins: the start and base offset, or a recovery point); stops at the first
+/// batch that is torn, corrupt (CRC checked when `verify`), or out of offset order. Returns
+/// the byte length of the valid prefix (at least `start.0`).
 pub(super) async fn scan_segment<F: StorageFile>(
     file: &F,
     path: &Path,
     file_size: u64,
     verify: bool,
-    base: i64,
+    start: (u64, i64),
     mut on_batch: impl FnMut(ScannedBatch<'_>),
 ) -> Result<u64> {
-    let mut pos = 0u64;
-    let mut valid_end = 0u64;
-    let mut expected = base;
+    let mut pos = start.0;
+    let mut valid_end = start.0;
+    let mut expected = start.1;
     'outer: while pos < file_size {
         let len = ((file_size - pos) as usize).min(SCAN_CHUNK_BYTES);
         let chunk = file

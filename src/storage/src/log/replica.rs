@@ -29,7 +29,7 @@ use std::ops::Bound;
 
 use super::recovery::{read_sealed, scan_segment};
 use super::*;
-use crate::durable_file::{read_file, replace_file};
+use crate::durable_file::{read_listed_file, replace_file};
 use crate::format::{self, Kind};
 use crate::leader_epoch::CHECKPOINT_FILE;
 
@@ -45,10 +45,12 @@ const EPOCH_CHECKPOINT_BYTES_MAX: u64 = 4 * 1024 * 1024;
 pub(super) async fn load_epochs<S: Storage>(
     storage: &S,
     dir: &Path,
+    names: &[PathBuf],
     log_end_offset: i64,
 ) -> Result<(LeaderEpochCache, bool)> {
     let path = dir.join(CHECKPOINT_FILE);
-    let Some(bytes) = read_file(storage, &path, EPOCH_CHECKPOINT_BYTES_MAX).await? else {
+    let read = read_listed_file(storage, &path, EPOCH_CHECKPOINT_BYTES_MAX, names);
+    let Some(bytes) = read.await? else {
         return Ok((LeaderEpochCache::default(), false));
     };
     let Some(mut epochs) = LeaderEpochCache::decode(&bytes) else {
@@ -423,7 +425,7 @@ impl<S: Storage> PartitionLog<S> {
         let path = segment_path(&self.dir, cut_base, "log");
         let mut kept = Segment::<S::File>::new(cut_base);
         let mut cut_pos = None;
-        scan_segment(&*file, &path, size, true, cut_base, |b| {
+        scan_segment(&*file, &path, size, true, (0, cut_base), |b| {
             if b.header.base_offset < offset {
                 kept.index_batch(&b.header, b.position, interval);
             } else if b.header.base_offset == offset {
@@ -482,12 +484,20 @@ impl<S: Storage> PartitionLog<S> {
             (removed, inner.epochs.encode())
         };
         self.forget_cached(offset);
+        // Captured before the cut: never written now (`truncations` changed), and the next
+        // one is measured from the kept size.
+        self.recovery_point_ready.take();
+        self.recovery_point_at.set((i64::MIN, 0));
 
         // 5. Files. Later segments go newest first, each removal synced before the next,
         //    so a crash leaves a prefix of the old log; then the cut segment is cut and
         //    synced; then the epoch history replaced (its directory sync also covers the
         //    stale index files removed). Producer snapshots at a removed segment's base
-        //    describe removed batches and go with it.
+        //    describe removed batches and go with it. The recovery point goes first: it may
+        //    describe bytes the cut removes, and the epoch entries it relies on are cut
+        //    from the checkpoint below (a writer that began before the truncation is waited
+        //    for, and none begins during it).
+        self.remove_recovery_point().await?;
         let removed_count = removed.len();
         for (base, file) in removed.into_iter().rev() {
             let p = segment_path(&self.dir, base, "snapshot");
@@ -570,7 +580,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         for (base, file, size) in replay {
             let path = segment_path(&self.dir, base, "log");
-            scan_segment(&*file, &path, size, false, base, |b| {
+            scan_segment(&*file, &path, size, false, (0, base), |b| {
                 let h = &b.header;
                 // Closed transactions need nothing more here: the segments that stay keep
                 // their aborted lists.
