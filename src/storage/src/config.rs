@@ -29,7 +29,8 @@ pub const TIME_INDEX_ENTRY_BYTES: u32 = 12;
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 65_536;
 
 /// Default `recovery_point_interval_bytes`: at most ~64 MiB of each partition's tail to
-/// read and CRC-check after a kill -9 (~0.1 s at this host's ~0.5 GiB/s), for rewriting the
+/// read and CRC-check after a kill -9 (0.05–0.15 s at the 0.45–1.4 GiB/s a tail scan ran
+/// at here: perf/results/2026-12-07-recovery-point.md), for rewriting the
 /// tail's indexes once per 64 MiB (a 1 GiB tail's are ~5 MiB at 4 KiB batches, ~1.3 MiB at
 /// 16 KiB ones: over a segment's life about 4 % and 1 % more bytes written).
 pub const RECOVERY_POINT_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
