@@ -499,7 +499,7 @@ pub struct PartitionLog<S: Storage> {
     /// Segment base and size of the last recovery point captured (see `recovery_point`).
     recovery_point_at: Cell<(i64, u64)>,
     /// A recovery point whose bytes a sync made durable, for `write_recovery_point`.
-    recovery_point_ready: RefCell<Option<recovery_point::RecoveryPoint>>,
+    recovery_point_ready: RefCell<Option<Box<recovery_point::RecoveryPoint>>>,
     /// A `write_recovery_point` is writing one.
     recovery_point_writing: Cell<bool>,
 }
@@ -1063,7 +1063,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         if let Some(rp) = recovery_point {
             self.recovery_point_at.set((rp.base, rp.size));
-            *self.recovery_point_ready.borrow_mut() = Some(rp);
+            *self.recovery_point_ready.borrow_mut() = Some(Box::new(rp));
             self.write_recovery_point().await;
         }
         let active = {

@@ -92,8 +92,9 @@ pub(super) struct Written<F: StorageFile> {
     created: bool,
     timing: FlushTiming,
     /// A recovery point of the tail as the stage took its buffers: ready to write once the
-    /// sync covering this stage is done.
-    recovery_point: Option<RecoveryPoint>,
+    /// sync covering this stage is done. Boxed, as every flusher's state holds several
+    /// `Written`s.
+    recovery_point: Option<Box<RecoveryPoint>>,
 }
 
 impl<F: StorageFile> Written<F> {
@@ -326,7 +327,9 @@ impl<S: Storage> PartitionLog<S> {
                 if !more {
                     return;
                 }
-                self.write_recovery_point().await;
+                // Boxed: the write's state (a file replacement) lives only while it runs,
+                // not in every idle partition's flusher (3.3 KiB each when inline).
+                Box::pin(self.write_recovery_point()).await;
             }
         };
         let ((wrote, synced), ()) =
@@ -460,10 +463,12 @@ impl<S: Storage> PartitionLog<S> {
                     segment_bytes,
                 });
             }
-            let recovery_point = inner.capture_recovery_point(
-                self.recovery_point_at.get(),
-                inner.config.recovery_point_interval_bytes,
-            );
+            let recovery_point = inner
+                .capture_recovery_point(
+                    self.recovery_point_at.get(),
+                    inner.config.recovery_point_interval_bytes,
+                )
+                .map(Box::new);
             if let Some(rp) = &recovery_point {
                 self.recovery_point_at.set((rp.base, rp.size));
             }
