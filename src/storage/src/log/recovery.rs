@@ -133,17 +133,9 @@ impl<S: Storage> PartitionLog<S> {
         let mut tail_file = None;
         let mut recovered = None;
         if let Some(base) = last {
-            let path = segment_path(&dir, base, "log");
-            let file = storage
-                .open_rw(&path)
-                .await
-                .map_err(|e| StorageError::io("open", &path, e))?;
-            let size = file
-                .size()
-                .await
-                .map_err(|e| StorageError::io("stat", &path, e))?;
+            let (file, size) = open_segment(&*storage, &segment_path(&dir, base, "log")).await?;
             recovered = recovery_point::load(&*storage, &dir, &names, base, &file, size).await?;
-            tail_file = Some((Rc::new(file), size));
+            tail_file = Some((file, size));
         }
 
         // Producer state: the recovery point's, else the newest readable snapshot; batches
@@ -190,19 +182,7 @@ impl<S: Storage> PartitionLog<S> {
             let opened = if is_tail { tail_file.take() } else { None };
             let (file, file_size) = match opened {
                 Some(opened) => opened,
-                None => {
-                    let file = Rc::new(
-                        storage
-                            .open_rw(&path)
-                            .await
-                            .map_err(|e| StorageError::io("open", &path, e))?,
-                    );
-                    let size = file
-                        .size()
-                        .await
-                        .map_err(|e| StorageError::io("stat", &path, e))?;
-                    (file, size)
-                }
+                None => open_segment(&*storage, &path).await?,
             };
             let mut seg = Segment::new(base);
             seg.file = Some(file.clone());
@@ -423,6 +403,19 @@ impl<S: Storage> PartitionLog<S> {
         };
         Ok(log)
     }
+}
+
+/// A segment file, opened, and its size.
+async fn open_segment<S: Storage>(storage: &S, path: &Path) -> Result<(Rc<S::File>, u64)> {
+    let file = storage
+        .open_rw(path)
+        .await
+        .map_err(|e| StorageError::io("open", path, e))?;
+    let size = file
+        .size()
+        .await
+        .map_err(|e| StorageError::io("stat", path, e))?;
+    Ok((Rc::new(file), size))
 }
 
 /// A sealed file's header fields and body; `None` if it is missing, too large or damaged.
