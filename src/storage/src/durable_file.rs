@@ -8,6 +8,19 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StorageError};
 use crate::io::{Storage, StorageFile, PAGE_SIZE};
 
+/// Opens (or creates) `path` and reads its size.
+pub(crate) async fn open_sized<S: Storage>(storage: &S, path: &Path) -> Result<(S::File, u64)> {
+    let file = storage
+        .open_rw(path)
+        .await
+        .map_err(|e| StorageError::io("open", path, e))?;
+    let size = file
+        .size()
+        .await
+        .map_err(|e| StorageError::io("stat", path, e))?;
+    Ok((file, size))
+}
+
 /// Writes `bytes` as the whole content of `path` (any length: the direct write is padded to
 /// pages with zeros, then the file is cut to `bytes.len()`), and fdatasyncs it.
 pub(crate) async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -90,14 +103,7 @@ pub(crate) async fn read_listed_file<S: Storage>(
     {
         return Ok(None);
     }
-    let file = storage
-        .open_rw(path)
-        .await
-        .map_err(|e| StorageError::io("open", path, e))?;
-    let size = file
-        .size()
-        .await
-        .map_err(|e| StorageError::io("stat", path, e))?;
+    let (file, size) = open_sized(storage, path).await?;
     if size > max_bytes {
         return Ok(None);
     }

@@ -31,7 +31,7 @@ use std::rc::Rc;
 
 use crate::config::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::error::{Result, StorageError};
-use crate::io::{Storage, StorageFile};
+use crate::io::Storage;
 
 use super::compact::{BatchReader, CleanedFile, CompactOptions, CLEANED_SUFFIX};
 use super::recovery::scan_segment;
@@ -226,14 +226,7 @@ pub(super) async fn finish_swaps<S: Storage>(
     for &b in swaps {
         let path = segment_path(dir, b, "log");
         let swap_path = with_suffix(&path, SWAP_SUFFIX);
-        let file = storage
-            .open_rw(&swap_path)
-            .await
-            .map_err(|e| StorageError::io("open", &swap_path, e))?;
-        let size = file
-            .size()
-            .await
-            .map_err(|e| StorageError::io("stat", &swap_path, e))?;
+        let (file, size) = crate::durable_file::open_sized(storage, &swap_path).await?;
         let mut next = b;
         let scanned = scan_segment(&file, &swap_path, size, true, (0, b), |batch| {
             next = batch.header.last_offset() + 1;

@@ -407,14 +407,7 @@ impl<S: Storage> PartitionLog<S> {
 
 /// A segment file, opened, and its size.
 async fn open_segment<S: Storage>(storage: &S, path: &Path) -> Result<(Rc<S::File>, u64)> {
-    let file = storage
-        .open_rw(path)
-        .await
-        .map_err(|e| StorageError::io("open", path, e))?;
-    let size = file
-        .size()
-        .await
-        .map_err(|e| StorageError::io("stat", path, e))?;
+    let (file, size) = crate::durable_file::open_sized(storage, path).await?;
     Ok((Rc::new(file), size))
 }
 
